@@ -1,0 +1,585 @@
+//! The config file: one TOML document with `[defaults]` and `[[targets]]`.
+//!
+//! Loading never stops at the first problem: every target is checked on its own, and all
+//! problems come back together, each with its line and field, so `vantage check-config` and the
+//! web page can show them all at once.
+
+mod error;
+mod host;
+mod ping;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use error::Collector;
+pub use error::{ConfigError, ConfigErrors};
+pub use host::{Host, parse_host};
+pub use ping::{PingOptions, RawPing};
+
+use crate::defaults;
+use crate::types::{IpProtocol, ProbeKind};
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Config {
+    pub targets: Vec<Target>,
+}
+
+/// One validated target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub host: Host,
+    /// The user's labels, added to every series of this target.
+    pub labels: BTreeMap<String, String>,
+    /// Enabled probes with their intervals, in the order written.
+    pub probes: Vec<(ProbeKind, Duration)>,
+    pub ping: PingOptions,
+}
+
+impl Target {
+    pub fn interval(&self, kind: ProbeKind) -> Option<Duration> {
+        self.probes
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, i)| *i)
+    }
+}
+
+/// `[defaults]` as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// Interval for every probe that does not set its own.
+    pub interval: Option<Spanned<String>>,
+    pub ping: Option<RawPing>,
+}
+
+/// The top level, minus `targets` (each target is read on its own so that one bad target does
+/// not hide the problems of the others).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoot {
+    #[serde(default)]
+    defaults: RawDefaults,
+}
+
+/// One `[[targets]]` table as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub name: Spanned<String>,
+    pub host: Spanned<String>,
+    pub probes: Spanned<Vec<Spanned<String>>>,
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub ping: Option<RawPing>,
+}
+
+/// Label names our own series use; a user label must not shadow them.
+const RESERVED_LABELS: &[&str] = &[
+    "target", "probe", "hop", "address", "rcode", "endpoint", "job", "instance", "le", "quantile",
+    "version", "arch", "phase",
+];
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file),
+            Err(e) => Err(ConfigErrors {
+                file,
+                errors: vec![ConfigError {
+                    line: None,
+                    column: None,
+                    field: String::new(),
+                    message: format!("cannot read the file: {e}"),
+                }],
+            }),
+        }
+    }
+
+    /// Parses and validates config text; `file` names it in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut col = Collector::new(text);
+        let config = parse_into(text, &mut col);
+        if col.errors.is_empty() {
+            Ok(config)
+        } else {
+            col.errors
+                .sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+            Err(ConfigErrors {
+                file: file.to_string(),
+                errors: col.errors,
+            })
+        }
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            col.push(
+                e.span(),
+                "",
+                format!("TOML syntax error: {}", e.message().trim()),
+            );
+            return Config::default();
+        }
+    };
+    let doc_span = doc.span();
+    let mut root = doc.into_inner();
+    let targets_value = root.remove("targets");
+
+    let raw_root =
+        match RawRoot::deserialize(toml::de::Deserializer::from(Spanned::new(doc_span, root))) {
+            Ok(r) => r,
+            Err(e) => {
+                col.push(e.span(), "", e.message().trim().to_string());
+                RawRoot::default()
+            }
+        };
+
+    let mut raw_targets: Vec<(usize, Range<usize>, RawTarget)> = Vec::new();
+    if let Some(value) = targets_value {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let item_span = item.span();
+                    if !item.get_ref().is_table() {
+                        col.push(Some(item_span), format!("targets[{i}]"), "must be a table");
+                        continue;
+                    }
+                    match RawTarget::deserialize(toml::de::ValueDeserializer::from(item.clone())) {
+                        Ok(t) => raw_targets.push((i, item_span, t)),
+                        Err(e) => {
+                            let field =
+                                field_at(item.get_ref(), e.span(), &format!("targets[{i}]"));
+                            col.push(
+                                e.span().or(Some(item_span)),
+                                field,
+                                e.message().trim().to_string(),
+                            );
+                        }
+                    }
+                }
+            }
+            _ => col.push(
+                Some(span),
+                "targets",
+                "must be an array of tables ([[targets]])",
+            ),
+        }
+    }
+    if raw_targets.len() > defaults::MAX_TARGETS {
+        col.push(
+            None,
+            "targets",
+            format!(
+                "{} targets; at most {} are supported",
+                raw_targets.len(),
+                defaults::MAX_TARGETS
+            ),
+        );
+    }
+
+    let mut check = Check { col };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut targets = Vec::with_capacity(raw_targets.len());
+    for (i, span, raw) in &raw_targets {
+        let path = format!("targets[{i}]");
+        if let Some(t) = validate_target(&mut check, &path, span.clone(), raw, &raw_root.defaults) {
+            if let Some(first) = seen.insert(t.name.clone(), *i) {
+                check.err(
+                    raw.name.span(),
+                    &format!("{path}.name"),
+                    format!(
+                        "{:?} is already the name of targets[{first}]; names must be unique",
+                        t.name
+                    ),
+                );
+            } else {
+                targets.push(t);
+            }
+        }
+    }
+    Config { targets }
+}
+
+/// Names the key of `table` whose key or value contains `span`, to say which field a serde
+/// error is about.
+fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> String {
+    let (Some(span), Some(t)) = (span, table.as_table()) else {
+        return path.to_string();
+    };
+    for (k, v) in t.iter() {
+        let within = |r: Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
+        if within(k.span()) || within(v.span()) {
+            let here = format!("{path}.{}", k.get_ref());
+            return if v.get_ref().is_table() {
+                field_at(v.get_ref(), Some(span), &here)
+            } else {
+                here
+            };
+        }
+    }
+    path.to_string()
+}
+
+/// Picks a target's value, else the default's.
+pub(crate) fn merge<'a, T: 'a>(
+    target: Option<&'a RawPing>,
+    default: Option<&'a RawPing>,
+    get: impl Fn(&'a RawPing) -> Option<&'a Spanned<T>>,
+) -> Option<&'a Spanned<T>> {
+    target.and_then(&get).or_else(|| default.and_then(&get))
+}
+
+fn validate_target(
+    c: &mut Check<'_, '_>,
+    path: &str,
+    span: Range<usize>,
+    raw: &RawTarget,
+    d: &RawDefaults,
+) -> Option<Target> {
+    let before = c.col.errors.len();
+    let name = raw.name.get_ref();
+    if let Err(msg) = check_name(name) {
+        c.err(raw.name.span(), &format!("{path}.name"), msg);
+    }
+    let host = match parse_host(raw.host.get_ref()) {
+        Ok(h) => Some(h),
+        Err(msg) => {
+            c.err(raw.host.span(), &format!("{path}.host"), msg);
+            None
+        }
+    };
+
+    let mut kinds: Vec<(ProbeKind, Range<usize>)> = Vec::new();
+    if raw.probes.get_ref().is_empty() {
+        c.err(
+            raw.probes.span(),
+            &format!("{path}.probes"),
+            "must name at least one probe (ping, dns or trace)",
+        );
+    }
+    for p in raw.probes.get_ref() {
+        match p.get_ref().parse::<ProbeKind>() {
+            Ok(k) if kinds.iter().any(|(seen, _)| *seen == k) => c.err(
+                p.span(),
+                &format!("{path}.probes"),
+                format!("{k:?} is listed twice").to_lowercase(),
+            ),
+            Ok(k) => kinds.push((k, p.span())),
+            Err(msg) => c.err(p.span(), &format!("{path}.probes"), msg),
+        }
+    }
+    for (kind, span) in &kinds {
+        if *kind != ProbeKind::Ping {
+            c.err(
+                Some(span.clone()),
+                &format!("{path}.probes"),
+                format!("the {kind} probe is not available in this version"),
+            );
+        }
+    }
+
+    if raw.labels.len() > defaults::MAX_LABELS {
+        c.err(
+            Some(span.clone()),
+            &format!("{path}.labels"),
+            format!(
+                "{} labels; at most {}",
+                raw.labels.len(),
+                defaults::MAX_LABELS
+            ),
+        );
+    }
+    let mut labels = BTreeMap::new();
+    for (k, v) in &raw.labels {
+        let field = format!("{path}.labels.{}", k.get_ref());
+        if let Err(msg) = check_label_name(k.get_ref()) {
+            c.err(Some(k.span()), &field, msg);
+        } else if let Err(msg) = check_label_value(v.get_ref()) {
+            c.err(Some(v.span()), &field, msg);
+        } else {
+            labels.insert(k.get_ref().clone(), v.get_ref().clone());
+        }
+    }
+
+    let ping = PingOptions::resolve(
+        c,
+        &format!("{path}.ping"),
+        raw.ping.as_ref(),
+        d.ping.as_ref(),
+    );
+    let base_interval = raw
+        .interval
+        .as_ref()
+        .map(|v| (v, format!("{path}.interval")))
+        .or_else(|| {
+            d.interval
+                .as_ref()
+                .map(|v| (v, "defaults.interval".to_string()))
+        });
+    let mut probes = Vec::new();
+    for (kind, _) in &kinds {
+        let own = match kind {
+            ProbeKind::Ping => raw
+                .ping
+                .as_ref()
+                .and_then(|p| {
+                    p.interval
+                        .as_ref()
+                        .map(|v| (v, format!("{path}.ping.interval")))
+                })
+                .or_else(|| base_interval.clone())
+                .or_else(|| {
+                    d.ping.as_ref().and_then(|p| {
+                        p.interval
+                            .as_ref()
+                            .map(|v| (v, "defaults.ping.interval".to_string()))
+                    })
+                }),
+            _ => base_interval.clone(),
+        };
+        let interval = match own {
+            Some((v, field)) => c
+                .duration_in(v, &field, defaults::MIN_INTERVAL, defaults::MAX_INTERVAL)
+                .unwrap_or(default_interval(*kind)),
+            None => default_interval(*kind),
+        };
+        if *kind == ProbeKind::Ping && ping.spacing * (ping.packets - 1) >= interval {
+            c.err(
+                raw.ping.as_ref().and_then(|p| p.packets.as_ref().map(|v| v.span())).or(Some(span.clone())),
+                &format!("{path}.ping.packets"),
+                format!(
+                    "a round of {} packets {} apart takes longer than the interval ({}); send fewer packets or space them closer",
+                    ping.packets,
+                    humantime::format_duration(ping.spacing),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        probes.push((*kind, interval));
+    }
+    if let (Some(Host::Ip(ip)), Some(src)) = (&host, ping.source) {
+        if ip.is_ipv4() != src.is_ipv4() {
+            c.err(
+                raw.ping
+                    .as_ref()
+                    .and_then(|p| p.source.as_ref().map(|s| s.span()))
+                    .or(Some(span.clone())),
+                &format!("{path}.ping.source"),
+                format!("source {src} and host {ip} are not of the same IP version"),
+            );
+        }
+    }
+    if let (Some(Host::Ip(ip)), p) = (&host, ping.ip_protocol) {
+        if (p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4()) {
+            c.err(
+                Some(raw.host.span()),
+                &format!("{path}.ping.ip_protocol"),
+                format!("is {} but the host is {ip}", p.as_str()),
+            );
+        }
+    }
+
+    if c.col.errors.len() > before {
+        return None;
+    }
+    Some(Target {
+        name: name.clone(),
+        host: host?,
+        labels,
+        probes,
+        ping,
+    })
+}
+
+fn default_interval(kind: ProbeKind) -> Duration {
+    match kind {
+        ProbeKind::Ping => defaults::PING_INTERVAL,
+        ProbeKind::Dns => defaults::DNS_INTERVAL,
+        ProbeKind::Trace => defaults::TRACE_INTERVAL,
+    }
+}
+
+/// Target names: letters, digits, '.', '_', '-'; they appear in labels, URLs and file names.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let len = name.chars().count();
+    if len > defaults::MAX_NAME_LEN {
+        return Err(format!(
+            "is {len} characters long; a name is at most {}",
+            defaults::MAX_NAME_LEN
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "contains {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("must start with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// Prometheus label names, minus the reserved ones.
+pub fn check_label_name(name: &str) -> Result<(), String> {
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+        ));
+    }
+    if name.starts_with("__") {
+        return Err(format!(
+            "{name:?}: names starting with '__' are reserved by Prometheus"
+        ));
+    }
+    if RESERVED_LABELS.contains(&name) {
+        return Err(format!(
+            "{name:?} is a label Vantage sets itself; choose another name"
+        ));
+    }
+    Ok(())
+}
+
+fn check_label_value(v: &str) -> Result<(), String> {
+    if v.chars().count() > defaults::MAX_LABEL_VALUE_LEN {
+        return Err(format!(
+            "value is longer than {} characters",
+            defaults::MAX_LABEL_VALUE_LEN
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err("value contains a control character".into());
+    }
+    Ok(())
+}
+
+/// Range and format checks that record an error and return `None` on failure.
+pub(crate) struct Check<'c, 't> {
+    pub(crate) col: &'c mut Collector<'t>,
+}
+
+impl Check<'_, '_> {
+    pub(crate) fn err(
+        &mut self,
+        span: impl Into<Option<Range<usize>>>,
+        field: &str,
+        msg: impl Into<String>,
+    ) {
+        self.col.push(span.into(), field, msg);
+    }
+
+    pub(crate) fn int_in(
+        &mut self,
+        v: &Spanned<i64>,
+        field: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            Some(n)
+        } else {
+            self.err(
+                Some(v.span()),
+                field,
+                format!("must be between {min} and {max}, got {n}"),
+            );
+            None
+        }
+    }
+
+    pub(crate) fn duration_in(
+        &mut self,
+        v: &Spanned<String>,
+        field: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        match parse_duration(v.get_ref()) {
+            Ok(d) if d >= min && d <= max => Some(d),
+            Ok(_) => {
+                self.err(
+                    Some(v.span()),
+                    field,
+                    format!(
+                        "{:?} is out of range; it must be between {} and {}",
+                        v.get_ref(),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                );
+                None
+            }
+            Err(msg) => {
+                self.err(Some(v.span()), field, msg);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn ip_protocol(&mut self, v: &Spanned<String>, field: &str) -> Option<IpProtocol> {
+        match v.get_ref().as_str() {
+            "auto" => Some(IpProtocol::Auto),
+            "ipv4" | "ip4" => Some(IpProtocol::Ipv4),
+            "ipv6" | "ip6" => Some(IpProtocol::Ipv6),
+            other => {
+                self.err(
+                    Some(v.span()),
+                    field,
+                    format!("{other:?} is not one of auto, ipv4, ipv6"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Parses "1s", "250ms", "1m30s". Bare numbers are refused: the unit must be explicit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("must not be empty; write a duration such as \"1s\" or \"500ms\"".into());
+    }
+    if t.starts_with('-') {
+        return Err(format!("{s:?} is negative; a duration must be positive"));
+    }
+    if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "{s:?} has no unit; write e.g. \"{t}s\" or \"{t}ms\""
+        ));
+    }
+    match humantime::parse_duration(t) {
+        Ok(d) if d.is_zero() => Err(format!("{s:?} is zero; a duration must be positive")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration ({e}); write e.g. \"1s\", \"500ms\" or \"1m30s\""
+        )),
+    }
+}

@@ -1,0 +1,159 @@
+//! Options of the ping probe.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{Check, merge};
+use crate::defaults;
+use crate::types::IpProtocol;
+
+/// `[defaults.ping]` and `targets[].ping`, as written. Every field is optional: a target's value
+/// wins over `[defaults.ping]`, which wins over the built-in default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPing {
+    /// Seconds between rounds for this probe; overrides the target's `interval`.
+    pub interval: Option<Spanned<String>>,
+    /// Echo requests per round (1..=100).
+    pub packets: Option<Spanned<i64>>,
+    /// Gap between the requests of one round (1ms..=10s).
+    pub spacing: Option<Spanned<String>>,
+    /// How long to wait for each reply.
+    pub timeout: Option<Spanned<String>>,
+    /// ICMP payload bytes (8..=9000); the first 8 carry a cookie that matches replies.
+    pub size: Option<Spanned<i64>>,
+    /// IP TTL / IPv6 hop limit (1..=255).
+    pub ttl: Option<Spanned<i64>>,
+    /// IPv4 TOS byte / IPv6 traffic class (0..=255). Mutually exclusive with `dscp`.
+    pub tos: Option<Spanned<i64>>,
+    /// DSCP code point (0..=63), placed in the upper six bits of TOS.
+    pub dscp: Option<Spanned<i64>>,
+    /// Source address to send from.
+    pub source: Option<Spanned<String>>,
+    /// `auto`, `ipv4` or `ipv6`: which address of a hostname to ping.
+    pub ip_protocol: Option<Spanned<String>>,
+}
+
+/// Resolved ping options of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct PingOptions {
+    pub packets: u32,
+    pub spacing: Duration,
+    pub timeout: Duration,
+    pub size: usize,
+    pub ttl: Option<u8>,
+    /// The full TOS / traffic-class byte.
+    pub tos: Option<u8>,
+    pub source: Option<IpAddr>,
+    pub ip_protocol: IpProtocol,
+}
+
+impl Default for PingOptions {
+    fn default() -> Self {
+        Self {
+            packets: defaults::PING_PACKETS,
+            spacing: defaults::PING_SPACING,
+            timeout: defaults::PING_TIMEOUT,
+            size: defaults::PING_PAYLOAD_SIZE,
+            ttl: None,
+            tos: None,
+            source: None,
+            ip_protocol: IpProtocol::Auto,
+        }
+    }
+}
+
+impl PingOptions {
+    /// Time from the first request to the end of the wait for the last reply.
+    pub fn round_length(&self) -> Duration {
+        self.spacing * self.packets.saturating_sub(1) + self.timeout
+    }
+
+    pub(crate) fn resolve<'a>(
+        c: &mut Check<'_, '_>,
+        path: &str,
+        t: Option<&'a RawPing>,
+        d: Option<&'a RawPing>,
+    ) -> Self {
+        let base = Self::default();
+        let field = |name: &str| format!("{path}.{name}");
+        let packets = merge(t, d, |r| r.packets.as_ref())
+            .and_then(|v| c.int_in(v, &field("packets"), 1, 100))
+            .map_or(base.packets, |v| v as u32);
+        let spacing = merge(t, d, |r| r.spacing.as_ref())
+            .and_then(|v| {
+                c.duration_in(
+                    v,
+                    &field("spacing"),
+                    Duration::from_millis(1),
+                    Duration::from_secs(10),
+                )
+            })
+            .unwrap_or(base.spacing);
+        let timeout = merge(t, d, |r| r.timeout.as_ref())
+            .and_then(|v| {
+                c.duration_in(
+                    v,
+                    &field("timeout"),
+                    defaults::MIN_TIMEOUT,
+                    defaults::MAX_TIMEOUT,
+                )
+            })
+            .unwrap_or(base.timeout);
+        let size = merge(t, d, |r| r.size.as_ref())
+            .and_then(|v| c.int_in(v, &field("size"), 8, 9000))
+            .map_or(base.size, |v| v as usize);
+        let ttl = merge(t, d, |r| r.ttl.as_ref())
+            .and_then(|v| c.int_in(v, &field("ttl"), 1, 255))
+            .map(|v| v as u8);
+        // tos and dscp are one setting: a target that sets either replaces the default's pair.
+        let marks = |r: Option<&'a RawPing>| r.map(|r| (r.tos.as_ref(), r.dscp.as_ref()));
+        let (tos_raw, dscp_raw) = match marks(t) {
+            Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
+            _ => marks(d).unwrap_or((None, None)),
+        };
+        let tos = match (tos_raw, dscp_raw) {
+            (Some(_), Some(dscp)) => {
+                c.err(
+                    dscp.span(),
+                    &field("dscp"),
+                    "set either tos or dscp, not both",
+                );
+                None
+            }
+            (Some(tos), None) => c.int_in(tos, &field("tos"), 0, 255).map(|v| v as u8),
+            (None, Some(dscp)) => c
+                .int_in(dscp, &field("dscp"), 0, 63)
+                .map(|v| (v as u8) << 2),
+            (None, None) => None,
+        };
+        let source =
+            merge(t, d, |r| r.source.as_ref()).and_then(|v| match v.get_ref().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    c.err(
+                        v.span(),
+                        &field("source"),
+                        format!("{:?} is not an IP address", v.get_ref()),
+                    );
+                    None
+                }
+            });
+        let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
+            .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
+            .unwrap_or_default();
+        Self {
+            packets,
+            spacing,
+            timeout,
+            size,
+            ttl,
+            tos,
+            source,
+            ip_protocol,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Documented defaults, shared by the config loader, the CLI and the web page.
+
+use std::time::Duration;
+
+/// Ping: one round every second, like smokeping_prober's continuous ping.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// DNS: one query every 15 seconds, a common blackbox scrape interval.
+pub const DNS_INTERVAL: Duration = Duration::from_secs(15);
+/// Traceroute: one trace a minute; paths change rarely and traces cost packets.
+pub const TRACE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Echo requests sent per ping round.
+pub const PING_PACKETS: u32 = 1;
+/// Gap between the echo requests of one round.
+pub const PING_SPACING: Duration = Duration::from_millis(100);
+/// How long to wait for each echo reply.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// ICMP payload bytes, as `ping` sends by default (64-byte ICMP message).
+pub const PING_PAYLOAD_SIZE: usize = 56;
+
+/// Bounds every interval must fall within.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Bounds for probe timeouts.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upper bound on probe rounds running at the same time across all targets.
+pub const MAX_CONCURRENT_PROBES: usize = 16_384;
+
+/// Hostname length limit from RFC 1123 / RFC 1035.
+pub const MAX_HOST_LEN: usize = 253;
+/// Target names appear in URLs, labels and file names: keep them short.
+pub const MAX_NAME_LEN: usize = 64;
+/// Label values beyond this length are almost certainly a mistake.
+pub const MAX_LABEL_VALUE_LEN: usize = 256;
+/// Labels per target (cardinality guard).
+pub const MAX_LABELS: usize = 16;
+/// Targets per config file.
+pub const MAX_TARGETS: usize = 20_000;

@@ -1,0 +1,38 @@
+//! Vantage probing core.
+//!
+//! The config model, the scheduler and the probes. Nothing in here speaks HTTP, drives GPIO or
+//! writes to disk: the daemon wires the core to those. Sockets and the clock sit behind small
+//! traits ([`net::IcmpSocket`], [`Clock`]) so the probing logic is testable without root.
+//!
+//! ```no_run
+//! use vantage_core::{Config, PingProbe, Probe, ProbeRequest};
+//! # async fn demo() {
+//! let cfg = Config::parse(r#"
+//!     [[targets]]
+//!     name = "gw"
+//!     host = "127.0.0.1"
+//!     probes = ["ping"]
+//! "#, "inline").unwrap();
+//! let probe = PingProbe::new();
+//! let sample = probe.run(ProbeRequest::for_target(&cfg.targets[0])).await;
+//! println!("{sample:?}");
+//! # }
+//! ```
+
+mod clock;
+pub mod config;
+pub mod defaults;
+pub mod net;
+mod probe;
+mod runner;
+mod sample;
+mod scheduler;
+mod types;
+
+pub use clock::{Clock, SystemClock};
+pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target};
+pub use probe::{PingProbe, Probe, ProbeRequest, resolve_host};
+pub use runner::{Applied, Observer, Runner};
+pub use sample::{Measurement, PingReport, ProbeError, Sample};
+pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
+pub use types::{IpProtocol, ProbeKind};

@@ -1,0 +1,60 @@
+//! The socket edge. Probes talk to [`IcmpSocket`]s opened by an [`IcmpSocketFactory`]; the
+//! kernel implementation lives in [`icmp`], tests script their own.
+
+mod icmp;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+pub use icmp::{KernelSockets, echo_request, ping_permission_hint};
+
+/// A boxed future, for object-safe async trait methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How the kernel delivers ICMP to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// Unprivileged ICMP datagram socket: the kernel owns the identifier and only hands us
+    /// replies to this socket's requests, without the IP header.
+    Datagram,
+    /// Raw socket (CAP_NET_RAW): we see every ICMP packet; IPv4 ones with their IP header.
+    Raw,
+}
+
+/// Socket options that differ between targets; targets with equal keys share one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketKey {
+    pub ipv6: bool,
+    pub ttl: Option<u8>,
+    pub tos: Option<u8>,
+    pub source: Option<IpAddr>,
+}
+
+/// One received packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub len: usize,
+    pub from: IpAddr,
+    /// When the kernel received the packet (SO_TIMESTAMPNS), if it told us.
+    pub kernel_time: Option<SystemTime>,
+    /// When we read it.
+    pub read_at: Instant,
+}
+
+/// An ICMP socket of one address family.
+pub trait IcmpSocket: Send + Sync + Debug {
+    fn kind(&self) -> SocketKind;
+    /// Sends without waiting; a full send buffer is an error, counted as a lost packet.
+    fn send_to(&self, packet: &[u8], to: IpAddr) -> io::Result<()>;
+    fn recv<'a>(&'a self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<Received>>;
+}
+
+/// Opens ICMP sockets.
+pub trait IcmpSocketFactory: Send + Sync + Debug {
+    fn open(&self, key: &SocketKey) -> io::Result<Arc<dyn IcmpSocket>>;
+}

@@ -1,0 +1,465 @@
+//! The ping probe: rounds of ICMP echo requests with kernel receive timestamps.
+//!
+//! One socket per set of socket options is shared by every target. Replies are matched on
+//! (source address, sequence) and an 8-byte cookie in the payload. Sequence numbers are handed
+//! out per destination address by the engine, so two targets pinging the same host never wait on
+//! the same (address, sequence) key, which is the collision surge-ping's `Client` has on Linux
+//! (surge-ping #73: the kernel owns the identifier of a datagram socket, leaving only the
+//! sequence to tell requests apart).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use surge_ping::{Icmpv4Packet, Icmpv6Packet};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Probe, ProbeRequest, resolve_host};
+use crate::clock::{Clock, SystemClock};
+use crate::config::PingOptions;
+use crate::net::{
+    BoxFuture, IcmpSocket, IcmpSocketFactory, KernelSockets, SocketKey, SocketKind, echo_request,
+};
+use crate::sample::{Measurement, PingReport, ProbeError, Sample};
+use crate::types::ProbeKind;
+
+/// Kernel and user-space RTTs further apart than this mean the wall clock stepped.
+const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
+
+/// The ping prober. Cheap to share; sockets open on first use.
+pub struct PingProbe {
+    factory: Arc<dyn IcmpSocketFactory>,
+    clock: Arc<dyn Clock>,
+    engines: Mutex<HashMap<SocketKey, Arc<Engine>>>,
+}
+
+impl fmt::Debug for PingProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PingProbe")
+            .field("factory", &self.factory)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PingProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PingProbe {
+    /// A prober on real kernel sockets.
+    pub fn new() -> Self {
+        Self::with_parts(Arc::new(KernelSockets::default()), Arc::new(SystemClock))
+    }
+
+    pub fn with_parts(factory: Arc<dyn IcmpSocketFactory>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            factory,
+            clock,
+            engines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn engine(&self, key: SocketKey) -> Result<Arc<Engine>, ProbeError> {
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = engines.get(&key) {
+            return Ok(e.clone());
+        }
+        let socket = self.factory.open(&key).map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
+            _ => ProbeError::Network(format!("cannot open ICMP socket: {e}")),
+        })?;
+        let engine = Arc::new(Engine::start(socket, key.ipv6));
+        engines.insert(key, engine.clone());
+        Ok(engine)
+    }
+
+    /// Runs one round of `opts.packets` echo requests to `addr`.
+    pub async fn round(&self, addr: IpAddr, opts: &PingOptions) -> Result<PingReport, ProbeError> {
+        let key = SocketKey {
+            ipv6: addr.is_ipv6(),
+            ttl: opts.ttl,
+            tos: opts.tos,
+            source: opts.source,
+        };
+        let engine = self.engine(key)?;
+        engine.round(addr, opts, self.clock.as_ref()).await
+    }
+}
+
+impl Probe for PingProbe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Ping
+    }
+
+    fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
+        Box::pin(async move {
+            let started = self.clock.now();
+            let timestamp = self.clock.wall();
+            let target = &req.target;
+            let mut opts = target.ping.clone();
+            if let Some(deadline) = req.deadline {
+                // Fit the whole round, sends and the wait for the last reply, in the deadline.
+                let sends = opts.spacing * opts.packets.saturating_sub(1);
+                opts.timeout = opts
+                    .timeout
+                    .min(deadline.saturating_sub(sends))
+                    .max(Duration::from_millis(1));
+            }
+            let result = match resolve_host(&target.host, opts.ip_protocol).await {
+                Ok(addr) => self.round(addr, &opts).await,
+                Err(e) => Err(e),
+            };
+            let duration = self.clock.now().saturating_duration_since(started);
+            let (success, error, measurement) = match result {
+                Ok(report) => {
+                    let ok = report.received > 0;
+                    let error = (!ok && report.icmp_errors == 0).then_some(ProbeError::Timeout);
+                    (ok, error, Measurement::Ping(report))
+                }
+                Err(e) => (false, Some(e), Measurement::None),
+            };
+            Sample {
+                target: target.name.as_str().into(),
+                probe: ProbeKind::Ping,
+                timestamp,
+                duration,
+                success,
+                error,
+                measurement,
+            }
+        })
+    }
+}
+
+/// What the receive loop tells a round.
+#[derive(Debug)]
+enum Event {
+    Reply { rtt: Duration },
+    Duplicate,
+    IcmpError,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    sent_at: Instant,
+    sent_wall: SystemTime,
+    replies: u32,
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    waiters: HashMap<(IpAddr, u16), Waiter>,
+    next_seq: HashMap<IpAddr, u16>,
+}
+
+impl Table {
+    /// The next sequence number for `addr` that no request in flight uses.
+    fn allocate(&mut self, addr: IpAddr) -> Option<u16> {
+        let next = self.next_seq.entry(addr).or_insert_with(rand::random);
+        for _ in 0..=u16::MAX {
+            let seq = *next;
+            *next = next.wrapping_add(1);
+            if !self.waiters.contains_key(&(addr, seq)) {
+                return Some(seq);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    socket: Arc<dyn IcmpSocket>,
+    ipv6: bool,
+    /// Our identifier on raw sockets; the kernel assigns it on datagram sockets.
+    ident: u16,
+    cookie: [u8; 8],
+    table: Mutex<Table>,
+}
+
+impl Shared {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One socket and its receive loop.
+#[derive(Debug)]
+struct Engine {
+    shared: Arc<Shared>,
+    recv_task: JoinHandle<()>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.recv_task.abort();
+    }
+}
+
+/// Removes a round's waiters however the round ends (finished, timed out or cancelled).
+struct RoundGuard<'a> {
+    shared: &'a Shared,
+    keys: Vec<(IpAddr, u16)>,
+}
+
+impl Drop for RoundGuard<'_> {
+    fn drop(&mut self) {
+        let mut t = self.shared.table();
+        for k in &self.keys {
+            t.waiters.remove(k);
+        }
+    }
+}
+
+impl Engine {
+    fn start(socket: Arc<dyn IcmpSocket>, ipv6: bool) -> Self {
+        let shared = Arc::new(Shared {
+            socket,
+            ipv6,
+            ident: rand::random(),
+            cookie: rand::random(),
+            table: Mutex::new(Table::default()),
+        });
+        let recv_task = tokio::spawn(receive_loop(shared.clone()));
+        Self { shared, recv_task }
+    }
+
+    async fn round(
+        &self,
+        addr: IpAddr,
+        opts: &PingOptions,
+        clock: &dyn Clock,
+    ) -> Result<PingReport, ProbeError> {
+        let shared = &*self.shared;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut guard = RoundGuard {
+            shared,
+            keys: Vec::with_capacity(opts.packets as usize),
+        };
+        let mut payload = vec![0u8; opts.size.max(8)];
+        payload[..8].copy_from_slice(&shared.cookie);
+        for (i, b) in payload[8..].iter_mut().enumerate() {
+            *b = (i & 0xff) as u8;
+        }
+
+        let mut report = PingReport {
+            address: Some(addr),
+            ..PingReport::default()
+        };
+        let mut send_error = None;
+        let mut answered = 0u32;
+        let mut next_send = clock.now();
+        let mut last_deadline = next_send;
+        loop {
+            let now = clock.now();
+            if report.sent < opts.packets && now >= next_send {
+                let seq = shared
+                    .table()
+                    .allocate(addr)
+                    .ok_or_else(|| ProbeError::Network("no free ICMP sequence number".into()))?;
+                let packet = echo_request(shared.ipv6, shared.ident, seq, &payload);
+                {
+                    // Register before sending so a fast reply cannot arrive unmatched.
+                    let mut t = shared.table();
+                    let sent_at = clock.now();
+                    t.waiters.insert(
+                        (addr, seq),
+                        Waiter {
+                            sent_at,
+                            sent_wall: clock.wall(),
+                            replies: 0,
+                            tx: tx.clone(),
+                        },
+                    );
+                    guard.keys.push((addr, seq));
+                    last_deadline = sent_at + opts.timeout;
+                }
+                if let Err(e) = shared.socket.send_to(&packet, addr) {
+                    // Counted as sent and lost: an unroutable target shows 100 % loss.
+                    send_error = Some(ProbeError::Network(format!("send to {addr}: {e}")));
+                    answered += 1;
+                }
+                report.sent += 1;
+                next_send += opts.spacing;
+                continue;
+            }
+            if report.sent == opts.packets && (answered >= report.sent || now >= last_deadline) {
+                break;
+            }
+            let wake = if report.sent < opts.packets {
+                next_send.min(last_deadline.max(now))
+            } else {
+                last_deadline
+            };
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(Event::Reply { rtt, .. }) if rtt <= opts.timeout => {
+                        report.received += 1;
+                        report.rtts.push(rtt);
+                        answered += 1;
+                    }
+                    // Too late: counted as lost, like every pinger with a timeout does.
+                    Some(Event::Reply { .. }) => answered += 1,
+                    Some(Event::Duplicate) => report.duplicates += 1,
+                    Some(Event::IcmpError) => {
+                        report.icmp_errors += 1;
+                        answered += 1;
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+        drop(guard);
+        // Drain what arrived between the last wake-up and the guard's removal.
+        while let Ok(ev) = rx.try_recv() {
+            if let Event::Duplicate = ev {
+                report.duplicates += 1;
+            }
+        }
+        match (report.received, send_error) {
+            (0, Some(e)) => Err(e),
+            _ => Ok(report),
+        }
+    }
+}
+
+async fn receive_loop(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let rx = match shared.socket.recv(&mut buf).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::warn!("ICMP receive error: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let packet = &buf[..rx.len.min(buf.len())];
+        let Some(parsed) = parse(&shared, packet, rx.from) else {
+            continue;
+        };
+        let mut table = shared.table();
+        let Some(w) = table.waiters.get_mut(&(parsed.addr, parsed.seq)) else {
+            continue;
+        };
+        let event = match parsed.kind {
+            ParsedKind::Reply => {
+                w.replies += 1;
+                if w.replies > 1 {
+                    Event::Duplicate
+                } else {
+                    Event::Reply {
+                        rtt: rtt(w, rx.read_at, rx.kernel_time),
+                    }
+                }
+            }
+            ParsedKind::Error => Event::IcmpError,
+        };
+        let _ = w.tx.send(event);
+    }
+}
+
+/// The RTT from the kernel's receive timestamp, unless the wall clock stepped in between.
+fn rtt(w: &Waiter, read_at: Instant, kernel_time: Option<SystemTime>) -> Duration {
+    let user = read_at.saturating_duration_since(w.sent_at);
+    match kernel_time.and_then(|k| k.duration_since(w.sent_wall).ok()) {
+        Some(k)
+            if k <= user + Duration::from_micros(200)
+                && user - k.min(user) < CLOCK_STEP_TOLERANCE =>
+        {
+            k
+        }
+        _ => user,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ParsedKind {
+    Reply,
+    Error,
+}
+
+#[derive(Debug)]
+struct Parsed {
+    /// The address the request went to.
+    addr: IpAddr,
+    seq: u16,
+    kind: ParsedKind,
+}
+
+/// Decodes a received packet with surge-ping's codec and checks it is one of ours.
+fn parse(shared: &Shared, packet: &[u8], from: IpAddr) -> Option<Parsed> {
+    let raw = shared.socket.kind() == SocketKind::Raw;
+    let (kind, ident, seq, real_dest, icmp_start) = match from {
+        IpAddr::V4(src) if !shared.ipv6 => {
+            let sock_type = if raw {
+                socket2::Type::RAW
+            } else {
+                socket2::Type::DGRAM
+            };
+            let p = Icmpv4Packet::decode(packet, sock_type, src, Ipv4Addr::UNSPECIFIED).ok()?;
+            let kind = match p.get_icmp_type().0 {
+                0 => ParsedKind::Reply,
+                3 | 11 | 12 => ParsedKind::Error,
+                _ => return None,
+            };
+            let ihl = if raw {
+                usize::from(packet.first()? & 0x0f) * 4
+            } else {
+                0
+            };
+            (
+                kind,
+                p.get_identifier().0,
+                p.get_sequence().0,
+                IpAddr::V4(p.get_real_dest()),
+                ihl,
+            )
+        }
+        IpAddr::V6(src) if shared.ipv6 => {
+            let p = Icmpv6Packet::decode(packet, src).ok()?;
+            let kind = match p.get_icmpv6_type().0 {
+                129 => ParsedKind::Reply,
+                1 | 3 | 4 => ParsedKind::Error,
+                _ => return None,
+            };
+            (
+                kind,
+                p.get_identifier().0,
+                p.get_sequence().0,
+                IpAddr::V6(p.get_real_dest()),
+                0,
+            )
+        }
+        _ => return None,
+    };
+    // Datagram sockets only ever see replies to their own identifier.
+    if raw && ident != shared.ident {
+        return None;
+    }
+    if kind == ParsedKind::Reply {
+        let cookie = packet.get(icmp_start + 8..icmp_start + 16)?;
+        if cookie != shared.cookie {
+            return None;
+        }
+    }
+    Some(Parsed {
+        addr: if kind == ParsedKind::Reply {
+            from
+        } else {
+            real_dest
+        },
+        seq,
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! The ping engine against a scripted network: no root, no real sockets.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+
+use super::*;
+use crate::config::PingOptions;
+use crate::net::{BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SocketKey, SocketKind};
+
+/// What the fake network does with an echo request to an address.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    Reply(Duration),
+    Drop,
+    Duplicate(Duration),
+    Unreachable,
+    ForeignCookie,
+    Garbage,
+    SendFails,
+}
+
+fn behaviour(addr: IpAddr) -> Behaviour {
+    match addr.to_string().as_str() {
+        "10.0.0.1" | "fd00::1" => Behaviour::Reply(Duration::from_millis(5)),
+        "10.0.0.2" => Behaviour::Drop,
+        "10.0.0.3" => Behaviour::Duplicate(Duration::from_millis(2)),
+        "10.0.0.4" => Behaviour::Unreachable,
+        "10.0.0.5" => Behaviour::ForeignCookie,
+        "10.0.0.6" => Behaviour::Garbage,
+        "10.0.0.7" => Behaviour::Reply(Duration::from_millis(300)),
+        "10.0.0.8" => Behaviour::SendFails,
+        _ => Behaviour::Drop,
+    }
+}
+
+#[derive(Debug)]
+struct FakeSocket {
+    ipv6: bool,
+    tx: mpsc::UnboundedSender<(Vec<u8>, IpAddr, SystemTime)>,
+    rx: AsyncMutex<mpsc::UnboundedReceiver<(Vec<u8>, IpAddr, SystemTime)>>,
+}
+
+impl FakeSocket {
+    fn deliver(&self, packet: Vec<u8>, from: IpAddr, after: Duration, sent_wall: SystemTime) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send((packet, from, sent_wall + after));
+        });
+    }
+}
+
+impl IcmpSocket for FakeSocket {
+    fn kind(&self) -> SocketKind {
+        SocketKind::Datagram
+    }
+
+    fn send_to(&self, packet: &[u8], to: IpAddr) -> io::Result<()> {
+        let now = SystemTime::now();
+        let mut reply = packet.to_vec();
+        reply[0] = if self.ipv6 { 129 } else { 0 };
+        match behaviour(to) {
+            Behaviour::Reply(d) => self.deliver(reply, to, d, now),
+            Behaviour::Drop => {}
+            Behaviour::Duplicate(d) => {
+                self.deliver(reply.clone(), to, d, now);
+                self.deliver(reply, to, d * 2, now);
+            }
+            Behaviour::Unreachable => {
+                // Type 3 code 1 from a router, quoting our IPv4 header and echo header.
+                let mut err = vec![3, 1, 0, 0, 0, 0, 0, 0];
+                let mut ip = vec![0x45, 0, 0, 84, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 99];
+                if let IpAddr::V4(v4) = to {
+                    ip.extend_from_slice(&v4.octets());
+                }
+                err.extend_from_slice(&ip);
+                err.extend_from_slice(&packet[..8]);
+                self.deliver(
+                    err,
+                    "10.9.9.9".parse().unwrap(),
+                    Duration::from_millis(1),
+                    now,
+                );
+            }
+            Behaviour::ForeignCookie => {
+                reply[8] ^= 0xff;
+                self.deliver(reply, to, Duration::from_millis(1), now);
+            }
+            Behaviour::Garbage => {
+                self.deliver(vec![0, 0, 1], to, Duration::from_millis(1), now);
+                self.deliver(vec![], to, Duration::from_millis(1), now);
+                self.deliver(vec![0xff; 40], to, Duration::from_millis(1), now);
+            }
+            Behaviour::SendFails => return Err(io::Error::other("Network is unreachable")),
+        }
+        Ok(())
+    }
+
+    fn recv<'a>(&'a self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<Received>> {
+        Box::pin(async move {
+            let (p, from, kernel) = self
+                .rx
+                .lock()
+                .await
+                .recv()
+                .await
+                .ok_or_else(|| io::Error::other("closed"))?;
+            let n = p.len().min(buf.len());
+            buf[..n].copy_from_slice(&p[..n]);
+            Ok(Received {
+                len: n,
+                from,
+                kernel_time: Some(kernel),
+                read_at: Instant::now(),
+            })
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct FakeNet;
+
+impl IcmpSocketFactory for FakeNet {
+    fn open(&self, key: &SocketKey) -> io::Result<Arc<dyn IcmpSocket>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(FakeSocket {
+            ipv6: key.ipv6,
+            tx,
+            rx: AsyncMutex::new(rx),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct DeniedNet;
+
+impl IcmpSocketFactory for DeniedNet {
+    fn open(&self, _: &SocketKey) -> io::Result<Arc<dyn IcmpSocket>> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            crate::net::ping_permission_hint(),
+        ))
+    }
+}
+
+fn probe() -> PingProbe {
+    PingProbe::with_parts(Arc::new(FakeNet), Arc::new(SystemClock))
+}
+
+fn opts(packets: u32, timeout_ms: u64) -> PingOptions {
+    PingOptions {
+        packets,
+        spacing: Duration::from_millis(10),
+        timeout: Duration::from_millis(timeout_ms),
+        ..PingOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn replies_use_the_kernel_timestamp() {
+    let r = probe()
+        .round("10.0.0.1".parse().unwrap(), &opts(5, 200))
+        .await
+        .unwrap();
+    assert_eq!((r.sent, r.received, r.duplicates), (5, 5, 0));
+    // The fake stamps replies exactly 5 ms after the send: the kernel path must report that,
+    // not the later time the task read it.
+    for rtt in &r.rtts {
+        let err = rtt.as_secs_f64() - 0.005;
+        assert!(err.abs() < 0.0003, "rtt {rtt:?}");
+    }
+}
+
+#[tokio::test]
+async fn ipv6_replies_are_matched() {
+    let r = probe()
+        .round("fd00::1".parse().unwrap(), &opts(2, 200))
+        .await
+        .unwrap();
+    assert_eq!((r.sent, r.received), (2, 2));
+}
+
+#[tokio::test]
+async fn lost_packets_end_the_round_at_the_timeout() {
+    let start = Instant::now();
+    let r = probe()
+        .round("10.0.0.2".parse().unwrap(), &opts(3, 50))
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!((r.sent, r.received), (3, 0));
+    assert_eq!(r.loss_ratio(), 1.0);
+    assert!(
+        took >= Duration::from_millis(70) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn duplicates_are_counted_once_each() {
+    let r = probe()
+        .round("10.0.0.3".parse().unwrap(), &opts(3, 100))
+        .await
+        .unwrap();
+    assert_eq!(r.received, 3);
+    // The round closes when the last request is answered (as `ping -c` exits), so only the
+    // duplicates of the first two requests arrive while it is open.
+    assert_eq!(r.duplicates, 2);
+}
+
+#[tokio::test]
+async fn unreachable_errors_are_matched_to_the_request() {
+    let start = Instant::now();
+    let r = probe()
+        .round("10.0.0.4".parse().unwrap(), &opts(2, 1000))
+        .await
+        .unwrap();
+    assert_eq!((r.sent, r.received, r.icmp_errors), (2, 0, 2));
+    // Errors answer the requests: no need to wait for the timeout.
+    assert!(start.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn foreign_and_garbage_packets_are_ignored() {
+    for addr in ["10.0.0.5", "10.0.0.6"] {
+        let r = probe()
+            .round(addr.parse().unwrap(), &opts(2, 50))
+            .await
+            .unwrap();
+        assert_eq!((r.sent, r.received, r.duplicates), (2, 0, 0), "{addr}");
+    }
+}
+
+#[tokio::test]
+async fn late_replies_count_as_lost() {
+    let r = probe()
+        .round("10.0.0.7".parse().unwrap(), &opts(1, 100))
+        .await
+        .unwrap();
+    assert_eq!((r.sent, r.received), (1, 0));
+}
+
+#[tokio::test]
+async fn send_errors_fail_the_round_with_a_reason() {
+    let err = probe()
+        .round("10.0.0.8".parse().unwrap(), &opts(2, 50))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProbeError::Network(ref m) if m.contains("Network is unreachable")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn permission_denied_says_how_to_fix_it() {
+    let p = PingProbe::with_parts(Arc::new(DeniedNet), Arc::new(SystemClock));
+    let err = p
+        .round("10.0.0.1".parse().unwrap(), &opts(1, 50))
+        .await
+        .unwrap_err();
+    match err {
+        ProbeError::Permission(m) => assert!(
+            m.contains("ping_group_range") && m.contains("CAP_NET_RAW"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// surge-ping #73: two pingers to one host on one socket must not share sequence numbers.
+#[tokio::test]
+async fn concurrent_rounds_to_one_host_do_not_collide() {
+    let p = Arc::new(probe());
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            p.round("10.0.0.1".parse().unwrap(), &opts(10, 500)).await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!((r.sent, r.received, r.duplicates), (10, 10, 0));
+    }
+}
+
+#[test]
+fn sequence_allocation_skips_numbers_in_flight() {
+    let mut t = Table::default();
+    let a: IpAddr = "10.0.0.1".parse().unwrap();
+    t.next_seq.insert(a, u16::MAX);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    t.waiters.insert(
+        (a, 0),
+        Waiter {
+            sent_at: Instant::now(),
+            sent_wall: SystemTime::now(),
+            replies: 0,
+            tx,
+        },
+    );
+    assert_eq!(t.allocate(a), Some(u16::MAX));
+    // 0 is in flight: skipped after the wrap.
+    assert_eq!(t.allocate(a), Some(1));
+}
+
+#[test]
+fn rtt_falls_back_to_monotonic_time_when_the_wall_clock_steps() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let sent_at = Instant::now();
+    let sent_wall = SystemTime::now();
+    let w = Waiter {
+        sent_at,
+        sent_wall,
+        replies: 0,
+        tx,
+    };
+    let read_at = sent_at + Duration::from_millis(10);
+    assert_eq!(
+        rtt(&w, read_at, Some(sent_wall + Duration::from_millis(9))),
+        Duration::from_millis(9)
+    );
+    // The wall clock jumped an hour forward: the kernel stamp is useless.
+    assert_eq!(
+        rtt(&w, read_at, Some(sent_wall + Duration::from_secs(3600))),
+        Duration::from_millis(10)
+    );
+    // ...or backwards.
+    assert_eq!(
+        rtt(&w, read_at, sent_wall.checked_sub(Duration::from_secs(5))),
+        Duration::from_millis(10)
+    );
+    assert_eq!(rtt(&w, read_at, None), Duration::from_millis(10));
+}

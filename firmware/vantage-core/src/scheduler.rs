@@ -1,0 +1,300 @@
+//! When probes run.
+//!
+//! Every (target, probe) pair is a [`Job`] with its own interval. Its start times sit at a fixed
+//! phase within the interval, derived from a hash of its name (as Prometheus spreads scrapes), so
+//! a thousand targets with a 1 s interval start evenly across the second instead of all at once,
+//! and a reload does not move the phase of a job that did not change.
+//!
+//! A dedicated thread sleeps until the next due job and hands it to the runtime; the async
+//! timer wheel rounds sleeps up to whole milliseconds, the thread does not. How late each run
+//! starts against its plan is reported, so users can see whether the device distorts its own
+//! measurements.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::types::ProbeKind;
+
+/// Identifies a job: one probe kind on one target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey {
+    pub target: Arc<str>,
+    pub probe: ProbeKind,
+}
+
+impl fmt::Display for JobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.target, self.probe)
+    }
+}
+
+/// A periodic job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub key: JobKey,
+    pub interval: Duration,
+}
+
+/// A job is due.
+#[derive(Debug, Clone)]
+pub struct SchedulerEvent {
+    pub key: JobKey,
+    /// When it should start.
+    pub planned: Instant,
+}
+
+/// The phase of a job within its interval: stable for a name, spread evenly over many names.
+pub fn spread_offset(key: &JobKey, interval: Duration) -> Duration {
+    // FNV-1a: stable across runs and builds (std's hasher is randomly seeded).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key
+        .target
+        .bytes()
+        .chain([0xff])
+        .chain(key.probe.as_str().bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let nanos = interval.as_nanos().max(1) as u64;
+    Duration::from_nanos(h % nanos)
+}
+
+/// The first start time at or after `now` on the job's grid `epoch + offset + k·interval`.
+fn first_due(epoch: Instant, now: Instant, interval: Duration, offset: Duration) -> Instant {
+    let base = epoch + offset;
+    if now <= base {
+        return base;
+    }
+    let since = now.duration_since(base).as_nanos();
+    let step = interval.as_nanos().max(1);
+    let k = since.div_ceil(step);
+    base + Duration::from_nanos((k * step) as u64)
+}
+
+enum Control {
+    Set(Vec<Job>),
+    Stop,
+}
+
+struct Entry {
+    interval: Duration,
+    next: Instant,
+    generation: u64,
+}
+
+/// The scheduler thread. Dropping it stops the thread.
+pub struct Scheduler {
+    tx: mpsc::Sender<Control>,
+    thread: Option<thread::JoinHandle<()>>,
+    jobs: Mutex<Vec<Job>>,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// Starts the thread; `dispatch` is called on it for every due job and must not block.
+    pub fn start(dispatch: impl Fn(SchedulerEvent) + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("vantage-sched".into())
+            .spawn(move || run(rx, dispatch))
+            .expect("spawn scheduler thread");
+        Self {
+            tx,
+            thread: Some(thread),
+            jobs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Replaces the job set. Jobs whose key and interval are unchanged keep their timing.
+    pub fn set_jobs(&self, jobs: Vec<Job>) {
+        *self.jobs.lock().unwrap_or_else(|e| e.into_inner()) = jobs.clone();
+        let _ = self.tx.send(Control::Set(jobs));
+    }
+
+    pub fn jobs(&self) -> Vec<Job> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Control::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(rx: mpsc::Receiver<Control>, dispatch: impl Fn(SchedulerEvent)) {
+    let epoch = Instant::now();
+    let mut entries: HashMap<JobKey, Entry> = HashMap::new();
+    let mut heap: BinaryHeap<Reverse<(Instant, u64, JobKey)>> = BinaryHeap::new();
+    let mut generation = 0u64;
+    loop {
+        let now = Instant::now();
+        // Dispatch everything due.
+        while let Some(Reverse((due, gen_, _))) = heap.peek() {
+            if *due > now {
+                break;
+            }
+            let (due, gen_, key) = (*due, *gen_, heap.pop().expect("peeked").0.2);
+            let Some(e) = entries.get_mut(&key) else {
+                continue;
+            };
+            if e.generation != gen_ {
+                continue;
+            }
+            dispatch(SchedulerEvent {
+                key: key.clone(),
+                planned: due,
+            });
+            // Skip whole intervals if the thread itself fell behind; never burst.
+            let mut next = due + e.interval;
+            if next <= now {
+                next = first_due(epoch, now, e.interval, spread_offset(&key, e.interval));
+            }
+            e.next = next;
+            heap.push(Reverse((next, gen_, key)));
+        }
+        let wait = heap
+            .peek()
+            .map(|Reverse((due, _, _))| due.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        match rx.recv_timeout(wait) {
+            Ok(Control::Set(jobs)) => {
+                let now = Instant::now();
+                let mut fresh = HashMap::with_capacity(jobs.len());
+                for job in jobs {
+                    generation += 1;
+                    let next = match entries.remove(&job.key) {
+                        Some(old) if old.interval == job.interval => old.next,
+                        _ => first_due(
+                            epoch,
+                            now,
+                            job.interval,
+                            spread_offset(&job.key, job.interval),
+                        ),
+                    };
+                    heap.push(Reverse((next, generation, job.key.clone())));
+                    fresh.insert(
+                        job.key,
+                        Entry {
+                            interval: job.interval,
+                            next,
+                            generation,
+                        },
+                    );
+                }
+                entries = fresh;
+                // Drop stale heap entries now and then so reload churn cannot grow it.
+                if heap.len() > 2 * entries.len() + 1024 {
+                    heap.retain(|Reverse((_, g, k))| {
+                        entries.get(k).is_some_and(|e| e.generation == *g)
+                    });
+                }
+            }
+            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> JobKey {
+        JobKey {
+            target: name.into(),
+            probe: ProbeKind::Ping,
+        }
+    }
+
+    #[test]
+    fn offsets_are_stable_and_spread_over_the_interval() {
+        let interval = Duration::from_secs(1);
+        assert_eq!(
+            spread_offset(&key("a"), interval),
+            spread_offset(&key("a"), interval)
+        );
+        // 1000 targets over ten 100 ms buckets: each bucket gets roughly a tenth.
+        let mut buckets = [0u32; 10];
+        for i in 0..1000 {
+            let off = spread_offset(&key(&format!("target-{i}")), interval);
+            assert!(off < interval);
+            buckets[(off.as_millis() / 100) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((60..=140).contains(&b), "{buckets:?}");
+        }
+    }
+
+    #[test]
+    fn first_due_lands_on_the_grid() {
+        let epoch = Instant::now();
+        let i = Duration::from_millis(100);
+        let off = Duration::from_millis(30);
+        assert_eq!(first_due(epoch, epoch, i, off), epoch + off);
+        assert_eq!(
+            first_due(epoch, epoch + Duration::from_millis(31), i, off),
+            epoch + Duration::from_millis(130)
+        );
+        assert_eq!(
+            first_due(epoch, epoch + Duration::from_millis(130), i, off),
+            epoch + Duration::from_millis(130)
+        );
+    }
+
+    #[test]
+    fn jobs_run_at_their_own_intervals_and_keep_phase_across_updates() {
+        let seen: Arc<Mutex<Vec<SchedulerEvent>>> = Arc::default();
+        let s = {
+            let seen = seen.clone();
+            Scheduler::start(move |ev| seen.lock().unwrap().push(ev))
+        };
+        let fast = Job {
+            key: key("fast"),
+            interval: Duration::from_millis(50),
+        };
+        let slow = Job {
+            key: key("slow"),
+            interval: Duration::from_millis(200),
+        };
+        s.set_jobs(vec![fast.clone(), slow.clone()]);
+        thread::sleep(Duration::from_millis(620));
+        // Re-applying the same jobs must not shift them.
+        s.set_jobs(vec![fast.clone(), slow.clone()]);
+        thread::sleep(Duration::from_millis(400));
+        s.set_jobs(vec![slow.clone()]);
+        thread::sleep(Duration::from_millis(150));
+        let seen = seen.lock().unwrap().clone();
+        drop(s);
+        let times = |name: &str| {
+            seen.iter()
+                .filter(|e| &*e.key.target == name)
+                .map(|e| e.planned)
+                .collect::<Vec<_>>()
+        };
+        let f = times("fast");
+        let sl = times("slow");
+        assert!((18..=22).contains(&f.len()), "fast ran {} times", f.len());
+        assert!((5..=7).contains(&sl.len()), "slow ran {} times", sl.len());
+        for w in f.windows(2) {
+            assert_eq!(w[1] - w[0], fast.interval);
+        }
+        for w in sl.windows(2) {
+            assert_eq!(w[1] - w[0], slow.interval);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Config files from `testdata/`: every good file loads, every bad file fails with the message
+//! written on its first line (`# expect: LINE: FIELD: MESSAGE`).
+
+use std::path::Path;
+
+use vantage_core::{Config, ProbeKind};
+
+fn testdata(dir: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/testdata")
+            .join(dir),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().path())
+    .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
+#[test]
+fn good_files_load() {
+    for f in testdata("good") {
+        Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn each_bad_file_fails_with_its_message() {
+    let mut failures = Vec::new();
+    for f in testdata("bad") {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let want = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .expect("first line names the expected error");
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        match Config::load(&f) {
+            Ok(_) => failures.push(format!("{name}: loaded, want {want:?}")),
+            Err(e) => {
+                let all = e.to_string();
+                // Every message starts with the file name, then line:column.
+                let prefix = format!("{}:", f.display());
+                assert!(all.starts_with(&prefix), "{all}");
+                let (want_line, want_rest) = want.split_once(": ").unwrap();
+                let hit = e.errors.iter().any(|err| {
+                    err.line.map(|l| l.to_string()).as_deref() == Some(want_line)
+                        && format!("{}: {}", err.field, err.message)
+                            .trim_start_matches(": ")
+                            .contains(want_rest)
+                });
+                if !hit {
+                    failures.push(format!("{name}: want {want:?}\n   got {all}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let text = r#"
+[[targets]]
+name = "ok"
+host = "127.0.0.1"
+probes = ["ping"]
+
+[[targets]]
+name = "bad host"
+host = "a b"
+probes = ["ping"]
+interval = "0s"
+
+[[targets]]
+name = "x"
+host = "127.0.0.1"
+probes = ["ping"]
+bogus = 1
+"#;
+    let e = Config::parse(text, "t.toml").unwrap_err();
+    let fields: Vec<_> = e.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "targets[1].name",
+            "targets[1].host",
+            "targets[1].interval",
+            "targets[2].bogus"
+        ],
+        "{e}"
+    );
+    assert_eq!(e.errors[1].line, Some(9));
+}
+
+#[test]
+fn minimal_form_means_what_it_says() {
+    let c = Config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/minimal.toml"),
+    )
+    .unwrap();
+    let t = &c.targets[0];
+    assert_eq!(t.name, "gateway");
+    assert_eq!(t.host.to_string(), "192.168.1.1");
+    assert_eq!(
+        t.probes,
+        vec![(ProbeKind::Ping, std::time::Duration::from_secs(1))]
+    );
+    assert_eq!(t.labels.get("site").map(String::as_str), Some("office"));
+}
+
+#[test]
+fn defaults_apply_and_targets_override_them() {
+    let c =
+        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/full.toml"))
+            .unwrap();
+    let a = c.target("router.lan").unwrap();
+    assert_eq!(
+        a.interval(ProbeKind::Ping),
+        Some(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(a.ping.packets, 3);
+    assert_eq!(a.ping.tos, Some(46 << 2));
+    assert_eq!(a.ping.ttl, Some(64));
+    let b = c.target("v6").unwrap();
+    // The target's tos replaces the default dscp.
+    assert_eq!(b.ping.tos, Some(0));
+    assert_eq!(b.ping.packets, 3);
+    assert_eq!(b.ping.ip_protocol, vantage_core::IpProtocol::Auto);
+}
