@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need, then runs them all. Run as root: the
+# network tests build their own network namespaces.
+#   scripts/test.sh            everything
+#   SKIP_SETUP=1 scripts/test.sh   skip the package installation step
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "${SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
+
+# Tests that need root and network namespaces fail instead of skipping when this is set.
+if [ "$(id -u)" -eq 0 ]; then export VANTAGE_REQUIRE_ROOT_TESTS=1; fi
+export CARGO_TERM_COLOR=never
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
+
+# Further suites (cross builds under qemu-user, packaging, browser, image...) live in
+# scripts/tests.d and run in name order; each prints its own "N passed, N failed" line.
+failed=0
+for t in scripts/tests.d/*.sh; do
+  [ -e "$t" ] || continue
+  echo "==> $t"
+  bash "$t" || { echo "FAILED: $t"; failed=1; }
+done
+exit $failed
