@@ -5,7 +5,7 @@
 # 127.0.0.1 and answers /metrics. The probing core's unit tests (no root needed) run for aarch64
 # under qemu-user through the runner set in .cargo/config.toml.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 
 pass=0 fail=0
 ok() { echo "ok   $*"; pass=$((pass + 1)); }

@@ -5,7 +5,7 @@
 # checks that `dpkg -r` keeps config and data and `dpkg -P` removes them, and runs lintian on
 # every .deb. Needs root (dpkg); restores net.ipv4.ping_group_range afterwards.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 
 pass=0 fail=0
 ok() { echo "ok   $*"; pass=$((pass + 1)); }
@@ -89,6 +89,15 @@ if systemd-analyze verify --man=no /usr/lib/systemd/system/vantage.service > "$w
 else
   bad "systemd-analyze verify vantage.service"
   cat "$work/verify.log"
+fi
+# systemd's own sandbox score (0 = locked down, 10 = none): keep it in the "OK" band, at most 2.
+exposure=$(systemd-analyze security --offline=true /usr/lib/systemd/system/vantage.service 2>&1 |
+  sed -n 's/.*Overall exposure level for vantage.service: \([0-9.]*\).*/\1/p')
+if systemd-analyze security --offline=true --threshold=20 /usr/lib/systemd/system/vantage.service \
+  > /dev/null 2>&1; then
+  ok "systemd-analyze security: exposure $exposure (at most 2.0)"
+else
+  bad "systemd-analyze security: exposure ${exposure:-unknown} is above 2.0"
 fi
 # The unit grants no capabilities and runs as a dynamic uid: do the same by hand (no systemd is
 # needed for this part) and expect working ICMP thanks to the sysctl drop-in alone.
