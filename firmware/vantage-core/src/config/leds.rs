@@ -194,25 +194,25 @@ impl LedsConfig {
                 );
             }
         }
-        if let Some(v) = &raw.identify_timeout {
-            if let Some(d) = c.duration_in(
+        if let Some(v) = &raw.identify_timeout
+            && let Some(d) = c.duration_in(
                 v,
                 "leds.identify_timeout",
                 Duration::from_secs(1),
                 Duration::from_secs(24 * 3600),
-            ) {
-                out.identify_timeout = d;
-            }
+            )
+        {
+            out.identify_timeout = d;
         }
-        if let Some(v) = &raw.stale_after {
-            if let Some(d) = c.duration_in(
+        if let Some(v) = &raw.stale_after
+            && let Some(d) = c.duration_in(
                 v,
                 "leds.stale_after",
                 Duration::from_secs(2),
                 Duration::from_secs(600),
-            ) {
-                out.stale_after = d;
-            }
+            )
+        {
+            out.stale_after = d;
         }
 
         let backend = out.backend;
@@ -286,14 +286,14 @@ impl LedsConfig {
                 }
                 (None, _) => None,
             };
-            if let (Some(p), LedBackendKind::Gpio) = (pin, backend) {
-                if let Some(first) = pins.insert(p, i) {
-                    c.err(
-                        led.pin.as_ref().map(|s| s.span()),
-                        &format!("{path}.pin"),
-                        format!("pin {p} is already used by leds.led[{first}]"),
-                    );
-                }
+            if let (Some(p), LedBackendKind::Gpio) = (pin, backend)
+                && let Some(first) = pins.insert(p, i)
+            {
+                c.err(
+                    led.pin.as_ref().map(|s| s.span()),
+                    &format!("{path}.pin"),
+                    format!("pin {p} is already used by leds.led[{first}]"),
+                );
             }
             let active_low = match (&led.active_low, backend) {
                 (Some(v), LedBackendKind::Sysfs) => {

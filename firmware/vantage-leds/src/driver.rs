@@ -1,0 +1,296 @@
+//! The renderer: one thread that owns the LEDs and plays each one's pattern.
+//!
+//! The daemon's main loop calls [`Leds::update`] about once a second. If it stops doing so
+//! for `stale_after`, the renderer shows "not responding" by itself: a stuck main loop never
+//! leaves "all good" on. (If the whole process freezes, the LEDs freeze too; the systemd
+//! watchdog then restarts the daemon, see `docs/LEDS.md`.)
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use vantage_core::LedRole;
+
+use crate::backend::Led;
+use crate::pattern::Pattern;
+use crate::state::{Condition, DeviceState, conditions, pattern_for};
+
+/// The longest the renderer sleeps, so liveness checks see it tick.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// Identify never runs longer than this, whatever is asked.
+pub const MAX_IDENTIFY: Duration = Duration::from_secs(24 * 3600);
+
+/// The LEDs of the device and the thread that drives them.
+#[derive(Debug)]
+pub struct Leds {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<Vec<Slot>>>>,
+    identify_default: Duration,
+    views: Vec<(String, LedRole)>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    desired: Mutex<Desired>,
+    wake: Condvar,
+}
+
+#[derive(Debug)]
+struct Desired {
+    state: DeviceState,
+    identify_until: Option<Instant>,
+    fed: Instant,
+    stale_after: Duration,
+    stop: bool,
+    /// What the renderer showed last, for [`Leds::snapshot`].
+    shown: Vec<Pattern>,
+    conditions: Vec<Condition>,
+    rendered_at: Instant,
+    write_errors: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    role: LedRole,
+    label: String,
+    led: Box<dyn Led>,
+    pattern: Option<Pattern>,
+    since: Instant,
+    lit: Option<bool>,
+    failing: bool,
+}
+
+/// What the LEDs show now, for the web page and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub leds: Vec<LedView>,
+    pub conditions: Vec<Condition>,
+    pub identify_remaining: Option<Duration>,
+    pub responding: bool,
+    pub write_errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedView {
+    pub label: String,
+    pub role: LedRole,
+    pub pattern: Pattern,
+}
+
+impl Leds {
+    /// Takes the LEDs and starts rendering. Until the first [`Leds::update`] the device is
+    /// booting.
+    pub fn start(
+        leds: Vec<(LedRole, Box<dyn Led>)>,
+        identify_default: Duration,
+        stale_after: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        let slots: Vec<Slot> = leds
+            .into_iter()
+            .map(|(role, led)| Slot {
+                role,
+                label: led.label().to_string(),
+                led,
+                pattern: None,
+                since: now,
+                lit: None,
+                failing: false,
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            desired: Mutex::new(Desired {
+                state: DeviceState {
+                    booting: true,
+                    ..DeviceState::default()
+                },
+                identify_until: None,
+                fed: now,
+                stale_after,
+                stop: false,
+                shown: vec![Pattern::Off; slots.len()],
+                conditions: Vec::new(),
+                rendered_at: now,
+                write_errors: 0,
+            }),
+            wake: Condvar::new(),
+        });
+        let views = slots.iter().map(|s| (s.label.clone(), s.role)).collect();
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("vantage-leds".into())
+            .spawn(move || render(&s, slots))
+            .expect("spawning the LED thread");
+        Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+            identify_default,
+            views,
+        }
+    }
+
+    /// The daemon's state, from its main loop; also proves the loop is alive.
+    pub fn update(&self, state: DeviceState) {
+        let mut d = self.lock();
+        let now = Instant::now();
+        let was_stale = now.saturating_duration_since(d.fed) > d.stale_after;
+        let changed = d.state != state || was_stale;
+        d.state = state;
+        d.fed = now;
+        drop(d);
+        if changed {
+            self.shared.wake.notify_all();
+        }
+    }
+
+    /// Blinks every LED fast for `duration` (the configured timeout when `None`), to find the
+    /// device in a rack. Returns how long it will blink.
+    pub fn identify(&self, duration: Option<Duration>) -> Duration {
+        let d = duration.unwrap_or(self.identify_default).min(MAX_IDENTIFY);
+        self.lock().identify_until = Some(Instant::now() + d);
+        self.shared.wake.notify_all();
+        d
+    }
+
+    pub fn stop_identify(&self) {
+        self.lock().identify_until = None;
+        self.shared.wake.notify_all();
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let d = self.lock();
+        let now = Instant::now();
+        Snapshot {
+            leds: self
+                .views
+                .iter()
+                .zip(&d.shown)
+                .map(|((label, role), pattern)| LedView {
+                    label: label.clone(),
+                    role: *role,
+                    pattern: *pattern,
+                })
+                .collect(),
+            conditions: d.conditions.clone(),
+            identify_remaining: d
+                .identify_until
+                .and_then(|u| u.checked_duration_since(now))
+                .filter(|r| !r.is_zero()),
+            responding: now.saturating_duration_since(d.fed) <= d.stale_after,
+            write_errors: d.write_errors,
+        }
+    }
+
+    /// Whether the renderer thread is ticking (for the systemd watchdog).
+    pub fn renderer_alive(&self) -> bool {
+        let d = self.lock();
+        !d.stop && Instant::now().saturating_duration_since(d.rendered_at) < MAX_SLEEP * 4
+    }
+
+    /// Stops rendering and leaves every LED in a defined state: `last` on all of them
+    /// (normally [`Pattern::Off`]), handed to the kernel where it can keep it.
+    pub fn shutdown(&self, last: Pattern) {
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(handle) = handle else { return };
+        self.lock().stop = true;
+        self.shared.wake.notify_all();
+        match handle.join() {
+            Ok(mut slots) => {
+                for s in &mut slots {
+                    if let Err(e) = s.led.persist(last) {
+                        tracing::warn!(led = %s.label, "cannot leave the LED {last}: {e}");
+                    }
+                }
+                let mut d = self.lock();
+                d.shown = vec![last; slots.len()];
+            }
+            Err(_) => tracing::error!("the LED thread panicked"),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Desired> {
+        self.shared
+            .desired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Leds {
+    fn drop(&mut self) {
+        self.shutdown(Pattern::Off);
+    }
+}
+
+fn render(shared: &Shared, mut slots: Vec<Slot>) -> Vec<Slot> {
+    let mut guard = shared.desired.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if guard.stop {
+            return slots;
+        }
+        let now = Instant::now();
+        if guard.identify_until.is_some_and(|u| u <= now) {
+            guard.identify_until = None;
+        }
+        let identify = guard.identify_until.is_some();
+        let stale_at = guard.fed + guard.stale_after;
+        let responding = now <= stale_at;
+        let conds = conditions(&guard.state, identify, responding);
+        let patterns: Vec<Pattern> = slots.iter().map(|s| pattern_for(s.role, &conds)).collect();
+        guard.conditions = conds;
+        guard.shown = patterns.clone();
+        guard.rendered_at = now;
+        let mut deadline = now + MAX_SLEEP;
+        if responding {
+            deadline = deadline.min(stale_at + Duration::from_millis(1));
+        }
+        if let Some(u) = guard.identify_until {
+            deadline = deadline.min(u);
+        }
+        drop(guard);
+
+        let mut errors = 0;
+        for (slot, p) in slots.iter_mut().zip(patterns) {
+            if slot.pattern != Some(p) {
+                slot.pattern = Some(p);
+                slot.since = now;
+                slot.led.pattern_changed(p);
+            }
+            let elapsed = now.saturating_duration_since(slot.since);
+            let lit = p.level(elapsed);
+            if slot.lit != Some(lit) {
+                match slot.led.set(lit) {
+                    Ok(()) => {
+                        slot.lit = Some(lit);
+                        if slot.failing {
+                            slot.failing = false;
+                            tracing::info!(led = %slot.label, "LED writable again");
+                        }
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if !slot.failing {
+                            slot.failing = true;
+                            tracing::warn!(led = %slot.label, "cannot set LED: {e}");
+                        }
+                    }
+                }
+            }
+            if let Some(d) = p.next_change(elapsed) {
+                deadline = deadline.min(now + d);
+            }
+        }
+
+        guard = shared.desired.lock().unwrap_or_else(|e| e.into_inner());
+        guard.write_errors += errors;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if !wait.is_zero() && !guard.stop {
+            guard = shared
+                .wake
+                .wait_timeout(guard, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
