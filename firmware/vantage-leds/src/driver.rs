@@ -132,12 +132,24 @@ impl Leds {
 
     /// The daemon's state, from its main loop; also proves the loop is alive.
     pub fn update(&self, state: DeviceState) {
+        self.set(state, true);
+    }
+
+    /// A new state between two ticks of the main loop (a probe result), shown at once; it
+    /// does not count as a sign of life of the main loop.
+    pub fn set_state(&self, state: DeviceState) {
+        self.set(state, false);
+    }
+
+    fn set(&self, state: DeviceState, feed: bool) {
         let mut d = self.lock();
         let now = Instant::now();
         let was_stale = now.saturating_duration_since(d.fed) > d.stale_after;
-        let changed = d.state != state || was_stale;
+        let changed = d.state != state || (feed && was_stale);
         d.state = state;
-        d.fed = now;
+        if feed {
+            d.fed = now;
+        }
         drop(d);
         if changed {
             self.shared.wake.notify_all();
@@ -292,5 +304,253 @@ fn render(shared: &Shared, mut slots: Vec<Slot>) -> Vec<Slot> {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state::{StoreHealth, Uplink};
+
+    /// Records every level written, with its time.
+    #[derive(Debug, Clone, Default)]
+    struct Recorder {
+        log: Arc<Mutex<Vec<(Instant, bool)>>>,
+        persisted: Arc<Mutex<Vec<Pattern>>>,
+        fail: Arc<Mutex<bool>>,
+    }
+
+    #[derive(Debug)]
+    struct FakeLed(String, Recorder);
+
+    impl Led for FakeLed {
+        fn label(&self) -> &str {
+            &self.0
+        }
+        fn set(&mut self, on: bool) -> io::Result<()> {
+            if *self.1.fail.lock().unwrap() {
+                return Err(io::Error::other("gone"));
+            }
+            self.1.log.lock().unwrap().push((Instant::now(), on));
+            Ok(())
+        }
+        fn persist(&mut self, p: Pattern) -> io::Result<bool> {
+            self.1.persisted.lock().unwrap().push(p);
+            Ok(true)
+        }
+    }
+
+    fn three() -> (Leds, [Recorder; 3]) {
+        let r: [Recorder; 3] = Default::default();
+        let leds: Vec<(LedRole, Box<dyn Led>)> = vec![
+            (
+                LedRole::Health,
+                Box::new(FakeLed("green".into(), r[0].clone())),
+            ),
+            (
+                LedRole::Targets,
+                Box::new(FakeLed("amber".into(), r[1].clone())),
+            ),
+            (
+                LedRole::System,
+                Box::new(FakeLed("red".into(), r[2].clone())),
+            ),
+        ];
+        (
+            Leds::start(leds, Duration::from_secs(2), Duration::from_millis(600)),
+            r,
+        )
+    }
+
+    fn good() -> DeviceState {
+        DeviceState {
+            booting: false,
+            targets_total: 2,
+            targets_failing: 0,
+            uplink: Uplink::Reachable,
+            store: StoreHealth::Ok,
+        }
+    }
+
+    fn patterns(l: &Leds) -> Vec<Pattern> {
+        l.snapshot().leds.iter().map(|v| v.pattern).collect()
+    }
+
+    /// Rising edges recorded in the last `window`.
+    fn rises(r: &Recorder, window: Duration) -> usize {
+        let log = r.log.lock().unwrap();
+        let from = Instant::now() - window;
+        log.windows(2)
+            .filter(|w| w[1].0 >= from && !w[0].1 && w[1].1)
+            .count()
+    }
+
+    fn wait_for(l: &Leds, want: &[Pattern], within: Duration) {
+        let end = Instant::now() + within;
+        while patterns(l) != want {
+            assert!(
+                Instant::now() < end,
+                "still {:?}, want {want:?}",
+                patterns(l)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn renders_state_changes_at_once() {
+        let (leds, r) = three();
+        wait_for(
+            &leds,
+            &[Pattern::SlowBlink, Pattern::Off, Pattern::Off],
+            Duration::from_secs(1),
+        );
+        leds.update(good());
+        wait_for(
+            &leds,
+            &[Pattern::Steady, Pattern::Off, Pattern::Off],
+            Duration::from_millis(400),
+        );
+        assert_eq!(r[0].log.lock().unwrap().last().map(|e| e.1), Some(true));
+        leds.update(DeviceState {
+            targets_failing: 1,
+            uplink: Uplink::Unreachable,
+            ..good()
+        });
+        wait_for(
+            &leds,
+            &[Pattern::Steady, Pattern::Steady, Pattern::SlowBlink],
+            Duration::from_millis(100),
+        );
+        // The slow blink really blinks: about two rising edges in 1.2 s.
+        leds.update(DeviceState {
+            targets_failing: 1,
+            uplink: Uplink::Unreachable,
+            ..good()
+        });
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(300));
+            leds.update(DeviceState {
+                targets_failing: 1,
+                uplink: Uplink::Unreachable,
+                ..good()
+            });
+        }
+        let n = rises(&r[2], Duration::from_millis(1200));
+        assert!((1..=3).contains(&n), "red rose {n} times in 1.2 s");
+        // Steady LEDs are written once, not on every tick.
+        assert!(
+            r[1].log.lock().unwrap().len() <= 2,
+            "{:?}",
+            r[1].log.lock().unwrap()
+        );
+    }
+
+    #[test]
+    fn identify_blinks_fast_then_times_out() {
+        let (leds, r) = three();
+        leds.update(good());
+        let d = leds.identify(Some(Duration::from_millis(700)));
+        assert_eq!(d, Duration::from_millis(700));
+        wait_for(&leds, &[Pattern::FastBlink; 3], Duration::from_millis(400));
+        assert!(leds.snapshot().identify_remaining.is_some());
+        std::thread::sleep(Duration::from_millis(500));
+        leds.update(good());
+        // 5 Hz: two or three flashes in 500 ms, on every LED.
+        for rec in &r {
+            let n = rises(rec, Duration::from_millis(500));
+            assert!((2..=3).contains(&n), "{n} flashes in 500 ms");
+        }
+        wait_for(
+            &leds,
+            &[Pattern::Steady, Pattern::Off, Pattern::Off],
+            Duration::from_millis(600),
+        );
+        assert_eq!(leds.snapshot().identify_remaining, None);
+        // The default duration, capped; stop ends it early.
+        assert_eq!(leds.identify(None), Duration::from_secs(2));
+        assert_eq!(
+            leds.identify(Some(Duration::from_secs(1 << 40))),
+            MAX_IDENTIFY
+        );
+        leds.stop_identify();
+        wait_for(
+            &leds,
+            &[Pattern::Steady, Pattern::Off, Pattern::Off],
+            Duration::from_millis(400),
+        );
+    }
+
+    #[test]
+    fn a_silent_main_loop_is_shown_as_not_responding() {
+        let (leds, r) = three();
+        leds.update(good());
+        wait_for(
+            &leds,
+            &[Pattern::Steady, Pattern::Off, Pattern::Off],
+            Duration::from_millis(400),
+        );
+        // No update for longer than stale_after (600 ms): green goes dark, red blinks fast.
+        wait_for(
+            &leds,
+            &[Pattern::Off, Pattern::Off, Pattern::FastBlink],
+            Duration::from_millis(900),
+        );
+        assert!(!leds.snapshot().responding);
+        assert_eq!(r[0].log.lock().unwrap().last().map(|e| e.1), Some(false));
+        // Even identify does not hide it.
+        leds.identify(Some(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            patterns(&leds),
+            [Pattern::Off, Pattern::Off, Pattern::FastBlink]
+        );
+        leds.stop_identify();
+        // The loop comes back: so does green.
+        leds.update(good());
+        wait_for(
+            &leds,
+            &[Pattern::Steady, Pattern::Off, Pattern::Off],
+            Duration::from_millis(400),
+        );
+    }
+
+    #[test]
+    fn shutdown_leaves_a_defined_state() {
+        let (leds, r) = three();
+        leds.update(good());
+        leds.identify(Some(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(50));
+        leds.shutdown(Pattern::Off);
+        for rec in &r {
+            assert_eq!(*rec.persisted.lock().unwrap(), [Pattern::Off]);
+        }
+        assert!(!leds.renderer_alive());
+        assert_eq!(patterns(&leds), [Pattern::Off; 3]);
+        // Twice is harmless; nothing is written after shutdown.
+        leds.shutdown(Pattern::Steady);
+        let n = r[0].log.lock().unwrap().len();
+        leds.update(good());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(r[0].log.lock().unwrap().len(), n);
+        assert_eq!(r[0].persisted.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn write_errors_are_counted_and_retried() {
+        let (leds, r) = three();
+        *r[0].fail.lock().unwrap() = true;
+        leds.update(good());
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(leds.snapshot().write_errors > 0);
+        assert!(leds.renderer_alive());
+        *r[0].fail.lock().unwrap() = false;
+        leds.update(good());
+        // Retried within the renderer's longest sleep (500 ms), before the state goes stale.
+        std::thread::sleep(Duration::from_millis(550));
+        assert_eq!(r[0].log.lock().unwrap().last().map(|e| e.1), Some(true));
     }
 }

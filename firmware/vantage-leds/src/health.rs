@@ -3,9 +3,12 @@
 //! [`Health::set_store`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vantage_core::{JobKey, Observer, Sample};
+
+use crate::driver::Leds;
 use crate::state::{DeviceState, StoreHealth, Uplink};
 
 /// How long "booting" lasts at most when some target never reports.
@@ -92,6 +95,32 @@ impl Health {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The runner's observer for the LEDs: records each result and shows a change at once,
+/// so a target going down lights the LED within one probe interval (plus its timeout), not
+/// one more main-loop tick later.
+#[derive(Debug)]
+pub struct LedObserver {
+    pub health: Arc<Health>,
+    pub leds: Arc<Leds>,
+}
+
+impl Observer for LedObserver {
+    fn sample(&self, sample: Sample) {
+        let now = Instant::now();
+        let before = self.health.state(now);
+        self.health
+            .record(&sample.target, sample.probe.as_str(), sample.success);
+        let after = self.health.state(now);
+        if after != before {
+            self.leds.set_state(after);
+        }
+    }
+
+    fn lag(&self, _: &JobKey, _: Duration) {}
+
+    fn skipped(&self, _: &JobKey) {}
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use std::io;
 pub use backend::RppalLine;
 pub use backend::{GpioLed, Led, LogLed, OutputLine, SysfsLed};
 pub use driver::{LedView, Leds, MAX_IDENTIFY, Snapshot};
-pub use health::{DEFAULT_BOOT_GRACE, Health};
+pub use health::{DEFAULT_BOOT_GRACE, Health, LedObserver};
 pub use notify::Notifier;
 pub use pattern::Pattern;
 pub use state::{Condition, DeviceState, StoreHealth, Uplink, conditions, pattern_for};

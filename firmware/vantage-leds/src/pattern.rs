@@ -50,8 +50,8 @@ impl Pattern {
         match self {
             Pattern::Off => false,
             Pattern::Steady => true,
-            Pattern::SlowBlink => (ms / SLOW_HALF.as_millis()) % 2 == 0,
-            Pattern::FastBlink => (ms / FAST_HALF.as_millis()) % 2 == 0,
+            Pattern::SlowBlink => (ms / SLOW_HALF.as_millis()).is_multiple_of(2),
+            Pattern::FastBlink => (ms / FAST_HALF.as_millis()).is_multiple_of(2),
             Pattern::DoubleFlash => {
                 let t = ms % DOUBLE_CYCLE.as_millis();
                 let f = FLASH.as_millis();
