@@ -66,9 +66,17 @@ struct Slot {
 pub struct Snapshot {
     pub leds: Vec<LedView>,
     pub conditions: Vec<Condition>,
+    #[serde(rename = "identify_remaining_seconds", serialize_with = "secs")]
     pub identify_remaining: Option<Duration>,
     pub responding: bool,
     pub write_errors: u64,
+}
+
+fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -37,19 +37,26 @@ pub use state::{Condition, DeviceState, StoreHealth, Uplink, conditions, pattern
 pub use supervise::{Supervisor, TICK};
 pub use vantage_core::{LedBackendKind, LedConfig, LedRole, LedsConfig};
 
-/// Opens the LEDs `[leds]` names. `none` gives an empty list.
+/// Opens the LEDs `[leds]` names; the first that cannot be opened is the error. `none`
+/// gives an empty list.
 pub fn open(cfg: &LedsConfig) -> io::Result<Vec<(LedRole, Box<dyn Led>)>> {
     let mut out: Vec<(LedRole, Box<dyn Led>)> = Vec::new();
     for l in &cfg.leds {
-        let led: Box<dyn Led> = match cfg.backend {
-            LedBackendKind::None => continue,
-            LedBackendKind::Log => Box::new(LogLed::new(&l.name)),
-            LedBackendKind::Sysfs => Box::new(SysfsLed::open(&cfg.sysfs_root, &l.name)?),
-            LedBackendKind::Gpio => open_gpio(l)?,
-        };
-        out.push((l.role, led));
+        if let Some(led) = open_one(cfg, l)? {
+            out.push((l.role, led));
+        }
     }
     Ok(out)
+}
+
+/// Opens one LED of `cfg`; `None` for the `none` backend.
+pub fn open_one(cfg: &LedsConfig, l: &LedConfig) -> io::Result<Option<Box<dyn Led>>> {
+    Ok(Some(match cfg.backend {
+        LedBackendKind::None => return Ok(None),
+        LedBackendKind::Log => Box::new(LogLed::new(&l.name)),
+        LedBackendKind::Sysfs => Box::new(SysfsLed::open(&cfg.sysfs_root, &l.name)?),
+        LedBackendKind::Gpio => open_gpio(l)?,
+    }))
 }
 
 #[cfg(target_os = "linux")]
