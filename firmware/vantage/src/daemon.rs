@@ -235,7 +235,11 @@ pub fn start_leds(config: &Config) -> Leds {
         }
     }
     if !leds.is_empty() {
-        tracing::info!(backend = cfg.backend.as_str(), leds = leds.len(), "status LEDs on");
+        tracing::info!(
+            backend = cfg.backend.as_str(),
+            leds = leds.len(),
+            "status LEDs on"
+        );
     }
     Leds::start(leds, cfg.identify_timeout, cfg.stale_after)
 }

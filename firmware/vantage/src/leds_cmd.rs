@@ -52,7 +52,10 @@ pub fn run(args: LedsArgs) -> ExitCode {
         }
     };
     if leds.is_empty() {
-        println!("no status LEDs configured ([leds] in {})", source.describe());
+        println!(
+            "no status LEDs configured ([leds] in {})",
+            source.describe()
+        );
         return ExitCode::SUCCESS;
     }
     let result = match args.action {

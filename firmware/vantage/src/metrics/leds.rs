@@ -57,7 +57,11 @@ impl LedCollector {
                 .unwrap_or_default();
             condition
                 .with_label_values(&[&name])
-                .set(if snap.conditions.contains(&c) { 1.0 } else { 0.0 });
+                .set(if snap.conditions.contains(&c) {
+                    1.0
+                } else {
+                    0.0
+                });
         }
         let identify = Gauge::new(
             names::IDENTIFY_REMAINING,
