@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, GaugeVec, Opts};
+use prometheus::{Gauge, GaugeVec, IntCounter, Opts};
 use vantage_leds::{Condition, Leds, Pattern};
 
 use super::names;
@@ -69,12 +69,13 @@ impl LedCollector {
         )
         .expect("valid metric");
         identify.set(snap.identify_remaining.map_or(0.0, |d| d.as_secs_f64()));
-        let errors = Gauge::new(
+        // Built afresh for each scrape from the renderer's running count.
+        let errors = IntCounter::new(
             names::LED_WRITE_ERRORS,
             "Failed writes to the status LEDs since start.",
         )
         .expect("valid metric");
-        errors.set(snap.write_errors as f64);
+        errors.inc_by(snap.write_errors);
         vec![
             Box::new(pattern),
             Box::new(condition),
