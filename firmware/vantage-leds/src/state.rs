@@ -160,7 +160,8 @@ pub fn pattern_for(role: LedRole, conds: &[Condition]) -> Pattern {
         LedRole::Health => &[Channel::Health],
         LedRole::Targets => &[Channel::Targets],
         LedRole::System => &[Channel::System],
-        LedRole::Problem => &[Channel::Targets, Channel::System],
+        // System first: "not responding" then blinks it rather than leaving both LEDs dark.
+        LedRole::Problem => &[Channel::System, Channel::Targets],
         LedRole::Status => {
             return conds.first().map_or(Pattern::Off, |c| status_claim(*c));
         }
@@ -271,7 +272,7 @@ mod tests {
     #[test]
     fn every_state_on_two_leds() {
         let rows: &[(Condition, [Pattern; 2])] = &[
-            (NotResponding, [Off, Off]),
+            (NotResponding, [Off, FastBlink]),
             (Identify, [FastBlink, FastBlink]),
             (StoreFailing, [Steady, Steady]),
             (Booting, [SlowBlink, Off]),
