@@ -549,16 +549,32 @@ mod tests {
 
     #[test]
     fn write_errors_are_counted_and_retried() {
-        let (leds, r) = three();
-        *r[0].fail.lock().unwrap() = true;
+        // An LED that fails from the very first write (a vanished sysfs file).
+        let rec = Recorder::default();
+        *rec.fail.lock().unwrap() = true;
+        let leds = Leds::start(
+            vec![(
+                LedRole::Health,
+                Box::new(FakeLed("green".into(), rec.clone())),
+            )],
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        );
         leds.update(good());
-        std::thread::sleep(Duration::from_millis(400));
-        assert!(leds.snapshot().write_errors > 0);
+        let end = Instant::now() + Duration::from_secs(3);
+        while leds.snapshot().write_errors == 0 {
+            assert!(Instant::now() < end, "no write error counted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(leds.renderer_alive());
-        *r[0].fail.lock().unwrap() = false;
-        leds.update(good());
-        // Retried within the renderer's longest sleep (500 ms), before the state goes stale.
-        std::thread::sleep(Duration::from_millis(550));
-        assert_eq!(r[0].log.lock().unwrap().last().map(|e| e.1), Some(true));
+        assert!(rec.log.lock().unwrap().is_empty());
+        // It comes back: the level is written within the renderer's longest sleep (500 ms).
+        *rec.fail.lock().unwrap() = false;
+        let end = Instant::now() + Duration::from_secs(3);
+        while rec.log.lock().unwrap().is_empty() {
+            assert!(Instant::now() < end, "never retried");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(rec.log.lock().unwrap().last().map(|e| e.1), Some(true));
     }
 }

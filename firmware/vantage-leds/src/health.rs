@@ -24,6 +24,9 @@ struct Inner {
     started: Instant,
     boot_grace: Duration,
     booted: bool,
+    /// Longest silence of the probes (with targets configured) before they count as stuck.
+    stall_after: Duration,
+    last_sample: Option<Instant>,
     /// Latest success per probe of each configured target.
     targets: HashMap<String, HashMap<String, bool>>,
     uplink: Uplink,
@@ -37,11 +40,30 @@ impl Health {
                 started,
                 boot_grace,
                 booted: false,
+                stall_after: boot_grace.max(Duration::from_secs(10)) * 2,
+                last_sample: None,
                 targets: HashMap::new(),
                 uplink: Uplink::Unknown,
                 store: StoreHealth::Unknown,
             }),
         }
+    }
+
+    /// How long the probes may be silent before [`Health::stalled`] says so (default: twice
+    /// the boot grace, at least 20 s).
+    pub fn set_stall_after(&self, d: Duration) {
+        self.lock().stall_after = d;
+    }
+
+    /// Targets are configured but no probe result arrived for `stall_after`: the scheduler or
+    /// the runner is stuck, and the LEDs' picture of the targets is stale.
+    pub fn stalled(&self, now: Instant) -> bool {
+        let g = self.lock();
+        if g.targets.is_empty() {
+            return false;
+        }
+        let since = g.last_sample.unwrap_or(g.started);
+        now.saturating_duration_since(since) > g.stall_after
     }
 
     /// The configured targets (at start and after each reload). Results of removed targets
@@ -58,6 +80,7 @@ impl Health {
     /// The outcome of one probe round. Rounds of targets no longer configured are ignored.
     pub fn record(&self, target: &str, probe: &str, success: bool) {
         let mut g = self.lock();
+        g.last_sample = Some(Instant::now());
         if let Some(t) = g.targets.get_mut(target) {
             t.insert(probe.to_string(), success);
         }
@@ -179,6 +202,22 @@ mod tests {
         h.record("zzz", "ping", false);
         assert_eq!(h.state(t0).targets_failing, 0);
         assert_eq!(h.state(t0).targets_total, 1);
+    }
+
+    #[test]
+    fn silent_probes_count_as_stalled() {
+        let t0 = Instant::now();
+        let h = Health::new(t0, Duration::from_secs(10));
+        h.set_stall_after(Duration::from_secs(30));
+        // Nothing to probe: never stalled.
+        assert!(!h.stalled(t0 + Duration::from_secs(3600)));
+        h.set_targets(["a"]);
+        assert!(!h.stalled(t0 + Duration::from_secs(30)));
+        assert!(h.stalled(t0 + Duration::from_secs(31)));
+        let now = Instant::now();
+        h.record("a", "ping", true);
+        assert!(!h.stalled(now + Duration::from_secs(30)));
+        assert!(h.stalled(now + Duration::from_secs(31)));
     }
 
     #[test]

@@ -24,8 +24,22 @@ impl Supervisor {
     /// One tick. `healthy` is the daemon's own verdict on the rest (runtime, scheduler);
     /// returns whether the watchdog was pinged.
     pub fn tick(&self, healthy: bool) -> bool {
-        self.leds.update(self.health.state(Instant::now()));
-        let ok = healthy && self.leds.renderer_alive();
+        self.tick_at(Instant::now(), healthy)
+    }
+
+    /// [`Supervisor::tick`] at a given time. Stalled probes are treated like a stuck main
+    /// loop: the renderer is not fed (so it shows "not responding" after `stale_after`) and
+    /// the watchdog is not pinged (so systemd restarts the daemon).
+    pub fn tick_at(&self, now: Instant, healthy: bool) -> bool {
+        let state = self.health.state(now);
+        let stalled = self.health.stalled(now);
+        if stalled {
+            self.leds.set_state(state);
+            tracing::warn!("no probe results for too long: probing looks stuck");
+        } else {
+            self.leds.update(state);
+        }
+        let ok = healthy && !stalled && self.leds.renderer_alive();
         match (&self.notifier, ok) {
             (Some(n), true) if n.watchdog_timeout().is_some() => match n.watchdog() {
                 Ok(()) => true,
@@ -112,6 +126,16 @@ mod tests {
         assert_eq!(&buf[..n], b"WATCHDOG=1");
         tx.send(true).unwrap();
         task.await.unwrap();
+
+        // Probes silent for too long: no ping, and the LEDs are not fed.
+        sup.health.set_targets(["t"]);
+        sup.health.set_stall_after(Duration::from_secs(5));
+        assert!(!sup.tick_at(Instant::now() + Duration::from_secs(6), true));
+        assert!(listener.recv(&mut buf).is_err());
+        sup.health.record("t", "ping", true);
+        assert!(sup.tick(true));
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
 
         // A dead renderer means no ping even if the rest is fine.
         sup.leds.shutdown(Pattern::Off);

@@ -75,6 +75,8 @@ pub struct Daemon {
     /// The status LEDs and the state they show.
     pub leds: Arc<Leds>,
     pub health: Arc<Health>,
+    /// The `[leds]` the LEDs were opened with.
+    leds_config: vantage_core::LedsConfig,
 }
 
 impl Daemon {
@@ -103,6 +105,7 @@ impl Daemon {
             probe_permits: tokio::sync::Semaphore::new(64),
             leds,
             health,
+            leds_config: config.leds.clone(),
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
@@ -114,8 +117,8 @@ impl Daemon {
         self.metrics.apply(&config);
         self.health
             .set_targets(config.targets.iter().map(|t| t.name.as_str()));
-        let running = self.config();
-        if !running.targets.is_empty() && running.leds != config.leds {
+        self.health.set_stall_after(stall_after(&config));
+        if config.leds != self.leds_config {
             tracing::warn!("[leds] changed: the LEDs keep their old settings until a restart");
         }
         let applied = self.runner.apply(&config);
@@ -185,11 +188,11 @@ pub async fn run(
         health: daemon.health.clone(),
         notifier: notifier.clone(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let ticker = tokio::spawn(supervisor.run(|| true, stop_rx));
     if let Some(n) = &notifier {
         let _ = n.ready();
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ticker = tokio::spawn(supervisor.run(|| true, stop_rx));
 
     let reloader = daemon.clone();
     tokio::spawn(async move {
@@ -242,6 +245,17 @@ pub fn start_leds(config: &Config) -> Leds {
         );
     }
     Leds::start(leds, cfg.identify_timeout, cfg.stale_after)
+}
+
+/// Probes silent this long mean probing is stuck: three of the longest rounds, at least 30 s.
+fn stall_after(config: &Config) -> Duration {
+    let longest = config
+        .targets
+        .iter()
+        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (longest * 3).max(Duration::from_secs(30))
 }
 
 /// "Booting" lasts until every target has reported once, or at most this long: the longest
