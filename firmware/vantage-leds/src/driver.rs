@@ -45,7 +45,6 @@ struct Desired {
     stop: bool,
     /// What the renderer showed last, for [`Leds::snapshot`].
     shown: Vec<Pattern>,
-    conditions: Vec<Condition>,
     rendered_at: Instant,
     write_errors: u64,
 }
@@ -118,7 +117,6 @@ impl Leds {
                 stale_after,
                 stop: false,
                 shown: vec![Pattern::Off; slots.len()],
-                conditions: Vec::new(),
                 rendered_at: now,
                 write_errors: 0,
             }),
@@ -178,26 +176,41 @@ impl Leds {
         self.shared.wake.notify_all();
     }
 
+    /// What the LEDs show for the state as it is now (the renderer shows the same within
+    /// a moment); after [`Leds::shutdown`], what they were left showing.
     pub fn snapshot(&self) -> Snapshot {
         let d = self.lock();
         let now = Instant::now();
+        let identify_remaining = d
+            .identify_until
+            .and_then(|u| u.checked_duration_since(now))
+            .filter(|r| !r.is_zero());
+        let responding = now.saturating_duration_since(d.fed) <= d.stale_after;
+        let (conds, patterns) = if d.stop {
+            (Vec::new(), d.shown.clone())
+        } else {
+            let conds = conditions(&d.state, identify_remaining.is_some(), responding);
+            let patterns = self
+                .views
+                .iter()
+                .map(|(_, role)| pattern_for(*role, &conds))
+                .collect();
+            (conds, patterns)
+        };
         Snapshot {
             leds: self
                 .views
                 .iter()
-                .zip(&d.shown)
+                .zip(patterns)
                 .map(|((label, role), pattern)| LedView {
                     label: label.clone(),
                     role: *role,
-                    pattern: *pattern,
+                    pattern,
                 })
                 .collect(),
-            conditions: d.conditions.clone(),
-            identify_remaining: d
-                .identify_until
-                .and_then(|u| u.checked_duration_since(now))
-                .filter(|r| !r.is_zero()),
-            responding: now.saturating_duration_since(d.fed) <= d.stale_after,
+            conditions: conds,
+            identify_remaining,
+            responding,
             write_errors: d.write_errors,
         }
     }
@@ -258,7 +271,6 @@ fn render(shared: &Shared, mut slots: Vec<Slot>) -> Vec<Slot> {
         let responding = now <= stale_at;
         let conds = conditions(&guard.state, identify, responding);
         let patterns: Vec<Pattern> = slots.iter().map(|s| pattern_for(s.role, &conds)).collect();
-        guard.conditions = conds;
         guard.shown = patterns.clone();
         guard.rendered_at = now;
         let mut deadline = now + MAX_SLEEP;
@@ -396,6 +408,15 @@ mod tests {
             .count()
     }
 
+    /// Waits until the renderer has written `on` last to the recorded LED.
+    fn wait_level(r: &Recorder, on: bool) {
+        let end = Instant::now() + Duration::from_secs(2);
+        while r.log.lock().unwrap().last().map(|e| e.1) != Some(on) {
+            assert!(Instant::now() < end, "LED never set to {on}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn wait_for(l: &Leds, want: &[Pattern], within: Duration) {
         let end = Instant::now() + within;
         while patterns(l) != want {
@@ -422,7 +443,7 @@ mod tests {
             &[Pattern::Steady, Pattern::Off, Pattern::Off],
             Duration::from_millis(400),
         );
-        assert_eq!(r[0].log.lock().unwrap().last().map(|e| e.1), Some(true));
+        wait_level(&r[0], true);
         leds.update(DeviceState {
             targets_failing: 1,
             uplink: Uplink::Unreachable,
@@ -508,7 +529,7 @@ mod tests {
             Duration::from_millis(900),
         );
         assert!(!leds.snapshot().responding);
-        assert_eq!(r[0].log.lock().unwrap().last().map(|e| e.1), Some(false));
+        wait_level(&r[0], false);
         // Even identify does not hide it.
         leds.identify(Some(Duration::from_secs(5)));
         std::thread::sleep(Duration::from_millis(50));
