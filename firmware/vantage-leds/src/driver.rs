@@ -43,8 +43,10 @@ struct Desired {
     fed: Instant,
     stale_after: Duration,
     stop: bool,
-    /// What the renderer showed last, for [`Leds::snapshot`].
+    /// What the renderer showed last (after shutdown: what the LEDs were left showing).
     shown: Vec<Pattern>,
+    /// Bumped on every change, so a change made while the renderer writes is not slept over.
+    version: u64,
     rendered_at: Instant,
     write_errors: u64,
 }
@@ -117,6 +119,7 @@ impl Leds {
                 stale_after,
                 stop: false,
                 shown: vec![Pattern::Off; slots.len()],
+                version: 0,
                 rendered_at: now,
                 write_errors: 0,
             }),
@@ -156,6 +159,9 @@ impl Leds {
         if feed {
             d.fed = now;
         }
+        if changed {
+            d.version += 1;
+        }
         drop(d);
         if changed {
             self.shared.wake.notify_all();
@@ -172,7 +178,10 @@ impl Leds {
     }
 
     pub fn stop_identify(&self) {
-        self.lock().identify_until = None;
+        let mut g = self.lock();
+        g.identify_until = None;
+        g.version += 1;
+        drop(g);
         self.shared.wake.notify_all();
     }
 
@@ -271,6 +280,7 @@ fn render(shared: &Shared, mut slots: Vec<Slot>) -> Vec<Slot> {
         let responding = now <= stale_at;
         let conds = conditions(&guard.state, identify, responding);
         let patterns: Vec<Pattern> = slots.iter().map(|s| pattern_for(s.role, &conds)).collect();
+        let version = guard.version;
         guard.shown = patterns.clone();
         guard.rendered_at = now;
         let mut deadline = now + MAX_SLEEP;
@@ -317,7 +327,7 @@ fn render(shared: &Shared, mut slots: Vec<Slot>) -> Vec<Slot> {
         guard = shared.desired.lock().unwrap_or_else(|e| e.into_inner());
         guard.write_errors += errors;
         let wait = deadline.saturating_duration_since(Instant::now());
-        if !wait.is_zero() && !guard.stop {
+        if !wait.is_zero() && !guard.stop && guard.version == version {
             guard = shared
                 .wake
                 .wait_timeout(guard, wait)
