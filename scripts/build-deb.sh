@@ -89,7 +89,8 @@ man_page() { # man_page TARGET BINARY OUT
     return 0
   fi
   cp packaging/deb/vantage.h2m "$dir/include.h2m"
-  for cmd in run check-config ping; do
+  # Every subcommand the binary lists, so new ones appear without editing this script.
+  for cmd in $("$exe" --help | sed -n '/^Commands:/,/^$/s/^  \([a-z][a-z-]*\) .*/\1/p' | grep -vx help); do
     {
       echo "[OPTIONS OF vantage $cmd]"
       echo ".nf"
