@@ -200,7 +200,7 @@ async fn lost_packets_end_the_round_at_the_timeout() {
     assert_eq!((r.sent, r.received), (3, 0));
     assert_eq!(r.loss_ratio(), 1.0);
     assert!(
-        took >= Duration::from_millis(70) && took < Duration::from_millis(400),
+        took >= Duration::from_millis(70) && took < Duration::from_secs(3),
         "{took:?}"
     );
 }
@@ -221,12 +221,12 @@ async fn duplicates_are_counted_once_each() {
 async fn unreachable_errors_are_matched_to_the_request() {
     let start = Instant::now();
     let r = probe()
-        .round("10.0.0.4".parse().unwrap(), &opts(2, 1000))
+        .round("10.0.0.4".parse().unwrap(), &opts(2, 10_000))
         .await
         .unwrap();
     assert_eq!((r.sent, r.received, r.icmp_errors), (2, 0, 2));
-    // Errors answer the requests: no need to wait for the timeout.
-    assert!(start.elapsed() < Duration::from_millis(500));
+    // Errors answer the requests: no need to wait for the 10 s timeout.
+    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
