@@ -11,6 +11,7 @@ use vantage_core::{
     Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
 };
 
+use crate::fleet::{self, announce::Announcer, provisioning, uplink};
 use crate::http;
 use crate::metrics::Metrics;
 
@@ -65,7 +66,12 @@ pub struct Daemon {
     pub source: ConfigSource,
     pub metrics: Arc<Metrics>,
     pub runner: Runner,
+    /// The config in effect: the local file plus provisioned targets.
     pub config: Mutex<Arc<Config>>,
+    /// The device's own config file, as loaded.
+    local: Mutex<Arc<Config>>,
+    pub provisioning: Arc<provisioning::State>,
+    announcer: Option<Announcer>,
     /// When the daemon started, for the status page's uptime.
     pub started: Instant,
     /// Bounds concurrent on-demand `/probe` requests.
@@ -74,8 +80,23 @@ pub struct Daemon {
 
 impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
+        Self::start_with(source, config, None, None)
+    }
+
+    /// `data_dir` keeps the provisioned targets' last good copy; `announce_port` is the HTTP
+    /// port the mDNS announcement names.
+    pub fn start_with(
+        source: ConfigSource,
+        config: Config,
+        data_dir: Option<PathBuf>,
+        announce_port: Option<u16>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
+        let provisioning = provisioning::State::new(metrics.registry(), data_dir);
+        provisioning.load_cache(&config);
+        let uplink = uplink::UplinkMetrics::new(metrics.registry());
         let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new())];
         let observer = Arc::new(Fanout(vec![metrics.clone() as Arc<dyn Observer>]));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);
@@ -84,15 +105,28 @@ impl Daemon {
             metrics,
             runner,
             config: Mutex::new(Arc::new(Config::default())),
+            local: Mutex::new(Arc::new(Config::default())),
+            provisioning: provisioning.clone(),
+            announcer: announce_port.map(Announcer::new),
             started: Instant::now(),
             probe_permits: tokio::sync::Semaphore::new(64),
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
+        tokio::spawn(uplink::run(Arc::downgrade(&daemon), uplink));
+        tokio::spawn(provisioning::run(Arc::downgrade(&daemon), provisioning));
         daemon
     }
 
-    fn apply(&self, config: Config) {
+    /// Applies a local config: merges the provisioned targets in, updates the device labels
+    /// and the mDNS announcement.
+    fn apply(&self, local: Config) {
+        let config = self.provisioning.merge(&local);
+        self.metrics.set_device_labels(fleet::device_labels(&local));
+        if let Some(a) = &self.announcer {
+            a.apply(&local);
+        }
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(local);
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
         let applied = self.runner.apply(&config);
@@ -105,6 +139,16 @@ impl Daemon {
             "config applied"
         );
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// The device's own config, without provisioned targets.
+    pub fn local_config(&self) -> Arc<Config> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies the local config again, after the provisioned targets changed.
+    pub fn reapply(&self) {
+        self.apply((*self.local_config()).clone());
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -120,6 +164,8 @@ impl Daemon {
             Ok(config) => {
                 self.apply(config);
                 self.metrics.reload_result(true);
+                // A changed [provisioning] section takes effect now, not at the next refresh.
+                self.provisioning.wake.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -148,7 +194,12 @@ pub async fn run(
         data_dir = %data_dir.display(),
         "vantage starting"
     );
-    let daemon = Daemon::start(source, config);
+    let daemon = Daemon::start_with(
+        source,
+        config,
+        Some(data_dir.clone()),
+        Some(listener.local_addr()?.port()),
+    );
 
     let reloader = daemon.clone();
     tokio::spawn(async move {

@@ -30,6 +30,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/-/reload", post(reload))
+        .route("/api/provisioning", get(provisioning))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(daemon)
 }
@@ -48,6 +49,11 @@ async fn index(State(d): State<Arc<Daemon>>) -> Html<String> {
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], d.metrics.render()).into_response()
+}
+
+/// Where the provisioned targets stand: applied, overridden by local ones, last error.
+async fn provisioning(State(d): State<Arc<Daemon>>) -> Response {
+    axum::Json(d.provisioning.status()).into_response()
 }
 
 async fn reload(State(d): State<Arc<Daemon>>) -> Response {

@@ -1,6 +1,7 @@
 //! The `vantage` command.
 
 mod daemon;
+mod fleet;
 mod http;
 mod metrics;
 mod oneshot;
@@ -51,6 +52,9 @@ enum Command {
     },
     /// Ping a host from the command line, like ping(8), using the daemon's ping code.
     Ping(oneshot::PingArgs),
+    /// Find Vantage devices on the local network (mDNS) and hand them to Prometheus: a list,
+    /// a file_sd JSON file, or an http_sd endpoint.
+    Discover(fleet::discover::DiscoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
+        Command::Discover(args) => runtime().block_on(fleet::discover::run(args)),
     }
 }
 
