@@ -220,6 +220,9 @@ pub async fn run(
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("HTTP server failed")?;
+    if let Some(a) = &daemon.announcer {
+        a.withdraw();
+    }
     tracing::info!("vantage stopped");
     Ok(())
 }

@@ -129,19 +129,31 @@ impl Announcer {
     }
 }
 
+impl Announcer {
+    /// Withdraws the announcement (a goodbye packet, so browsers drop the device at once) and
+    /// waits briefly for it to go out. Called on shutdown.
+    pub fn withdraw(&self) {
+        let Some(d) = self.daemon.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        if let Some((_, fullname)) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            && let Ok(rx) = d.unregister(&fullname)
+        {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+        }
+        if let Ok(rx) = d.shutdown() {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
 impl Drop for Announcer {
     fn drop(&mut self) {
-        if let Some(d) = self.daemon.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Some((_, fullname)) = self
-                .current
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-            {
-                let _ = d.unregister(&fullname);
-            }
-            let _ = d.shutdown();
-        }
+        self.withdraw();
     }
 }
 
