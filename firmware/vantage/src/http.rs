@@ -40,10 +40,11 @@ async fn index(State(d): State<Arc<Daemon>>) -> Html<String> {
         "<!doctype html><meta charset=utf-8><title>Vantage</title><h1>Vantage {}</h1>\
          <p>Up {}; {} targets.</p><ul><li><a href=metrics>/metrics</a>\
          <li><a href='probe?target=127.0.0.1&amp;module=ping'>/probe?target=127.0.0.1&amp;module=ping</a>\
-         <li><a href=-/healthy>/-/healthy</a></ul>",
+         <li><a href=-/healthy>/-/healthy</a></ul>{}",
         env!("CARGO_PKG_VERSION"),
         humantime::format_duration(Duration::from_secs(d.uptime().as_secs())),
-        d.config().targets.len()
+        d.config().targets.len(),
+        d.provisioning.status().html()
     ))
 }
 

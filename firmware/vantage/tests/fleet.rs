@@ -222,6 +222,30 @@ fn prometheus_discovers_two_namespaced_daemons_over_mdns_and_sees_their_uplinks(
     assert_eq!(groups[0]["labels"]["__metrics_path__"], "/metrics");
     assert_eq!(groups[1]["targets"][0], "192.0.2.12:9430", "{sd}");
 
+    // The table for people.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &hub, BIN, "discover", "--timeout", "3s"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("dev-b "))
+        .unwrap_or_else(|| panic!("{table}"));
+    for want in [
+        "192.0.2.12:9430",
+        env!("CARGO_PKG_VERSION"),
+        "south",
+        "room=r1",
+    ] {
+        assert!(row.contains(want), "{want} missing in {row:?}");
+    }
+
     // http_sd, long-running, feeding a real Prometheus in the hub namespace.
     let _discover = spawn_in(
         &hub,
@@ -335,6 +359,23 @@ fn prometheus_discovers_two_namespaced_daemons_over_mdns_and_sees_their_uplinks(
     // Loopback targets keep working: the device tells its own uplink from its targets.
     let r = get_in(&devs[0], "http://127.0.0.1:9430/metrics");
     assert!(r.contains("vantage_probe_success{device=\"dev-a\",probe=\"ping\",room=\"r0\",site=\"north\",target=\"lo\"} 1"), "{r}");
+
+    // A renamed device (config reload) is announced under its new name at once.
+    let cfg_a = dir.path("dev-a.toml");
+    let text = std::fs::read_to_string(&cfg_a)
+        .unwrap()
+        .replace("name = \"dev-a\"", "name = \"dev-a2\"");
+    std::fs::write(&cfg_a, text).unwrap();
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    unsafe { libc::kill(daemons[0].0.id() as i32, libc::SIGHUP) };
+    wait_for(Duration::from_secs(20), "dev-a renamed in http_sd", || {
+        let r = get_in(&hub, "http://127.0.0.1:9431/http_sd");
+        if r.contains("\"dev-a2\"") && !r.contains("\"dev-a\"") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    });
 
     // A device that goes away (goodbye packet) drops out of http_sd.
     // SAFETY: kill has no memory preconditions; the pid is our own child's.

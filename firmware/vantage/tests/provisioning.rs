@@ -221,6 +221,12 @@ fn provisioned_targets_over_https_with_a_token() {
             .contains("central-1")
     );
 
+    let (_, page) = http_get(addr, "/").unwrap();
+    assert!(
+        page.contains("Provisioning") && page.contains("local wins): local-1"),
+        "{page}"
+    );
+
     // A changed file is picked up (a reload fetches at once instead of waiting for refresh).
     std::fs::write(
         dir.path("targets.toml"),
@@ -276,6 +282,12 @@ fn provisioned_targets_over_https_with_a_token() {
             r#"vantage_probe_success{probe="ping",target="central-2"}"#
         )
         .is_some()
+    );
+    let (_, page) = http_get(addr, "/").unwrap();
+    assert!(
+        page.contains("Last fetch failed")
+            && page.contains("targets[0].host: contains &#39;$&#39;"),
+        "{page}"
     );
     // The cache keeps the last good copy, not the broken one.
     assert!(
