@@ -147,12 +147,18 @@ fn prometheus_discovers_two_namespaced_daemons_over_mdns_and_sees_their_uplinks(
     let mut daemons = Vec::new();
     for (i, (ns, site)) in devs.iter().zip(["north", "south"]).enumerate() {
         let name = ["dev-a", "dev-b"][i];
+        // dev-a also watches an upstream host (the hub again: this lab has nothing beyond it).
+        let upstream = if i == 0 {
+            "upstream = \"192.0.2.1\"\n"
+        } else {
+            ""
+        };
         let cfg = dir.path(&format!("{name}.toml"));
         std::fs::write(
             &cfg,
             format!(
                 "[device]\nname = \"{name}\"\nlabels = {{ site = \"{site}\", room = \"r{i}\" }}\n\
-                 [discovery]\n[uplink]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+                 [discovery]\n[uplink]\ninterval = \"1s\"\ntimeout = \"500ms\"\n{upstream}\
                  [[targets]]\nname = \"lo\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n"
             ),
         )
@@ -185,6 +191,17 @@ fn prometheus_discovers_two_namespaced_daemons_over_mdns_and_sees_their_uplinks(
             })
             .collect::<String>()
     };
+
+    for ns in &devs {
+        wait_for(Duration::from_secs(20), "daemon ready", || {
+            let r = get_in(ns, "http://127.0.0.1:9430/-/ready");
+            if r.contains("Ready") {
+                Ok(())
+            } else {
+                Err(logs(&dir))
+            }
+        });
+    }
 
     // file_sd, one shot: both devices with their TXT metadata.
     let sd_file = dir.path("vantage.json");
@@ -318,6 +335,18 @@ fn prometheus_discovers_two_namespaced_daemons_over_mdns_and_sees_their_uplinks(
             }
         });
     }
+    wait_for(Duration::from_secs(20), "dev-a's upstream up", || {
+        let r = query_in(
+            &hub,
+            prom,
+            "vantage_uplink_upstream_up{device=\"dev-a\",upstream=\"192.0.2.1\"} == 1",
+        );
+        if r.contains("\"result\":[{") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    });
     let gw_info = get_in(&devs[0], "http://127.0.0.1:9430/metrics");
     assert!(
         gw_info.contains("vantage_uplink_gateway_info{")
@@ -347,6 +376,18 @@ fn prometheus_discovers_two_namespaced_daemons_over_mdns_and_sees_their_uplinks(
             &hub,
             prom,
             "vantage_uplink_gateway_up{device=\"dev-a\"} == 0",
+        );
+        if r.contains("\"result\":[{") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    });
+    wait_for(Duration::from_secs(20), "dev-a's upstream down", || {
+        let r = query_in(
+            &hub,
+            prom,
+            "vantage_uplink_upstream_up{device=\"dev-a\",upstream=\"192.0.2.1\"} == 0",
         );
         if r.contains("\"result\":[{") {
             Ok(())

@@ -99,7 +99,8 @@ pub struct State {
     data_dir: Option<PathBuf>,
     remote: Mutex<Option<Arc<Config>>>,
     text: Mutex<Option<String>>,
-    etag: Mutex<Option<String>>,
+    /// The `ETag` of the file in effect and the URL it came from.
+    etag: Mutex<Option<(String, String)>>,
     status: Mutex<Status>,
     /// Wakes the fetch loop early (config reload).
     pub wake: tokio::sync::Notify,
@@ -244,7 +245,7 @@ impl State {
     /// Returns whether the set changed.
     fn accept(&self, url: &str, text: String, etag: Option<String>) -> bool {
         if lock(&self.text).as_deref() == Some(text.as_str()) {
-            *lock(&self.etag) = etag;
+            *lock(&self.etag) = etag.map(|e| (url.to_string(), e));
             self.succeeded("unchanged");
             return false;
         }
@@ -262,7 +263,7 @@ impl State {
                 tracing::info!(targets = c.targets.len(), %url, "provisioned targets applied");
                 *lock(&self.remote) = Some(Arc::new(c));
                 *lock(&self.text) = Some(text);
-                *lock(&self.etag) = etag;
+                *lock(&self.etag) = etag.map(|e| (url.to_string(), e));
                 self.succeeded("applied");
                 true
             }
@@ -409,7 +410,11 @@ pub async fn run(daemon: Weak<Daemon>, state: Arc<State>) {
             continue;
         };
         lock(&state.status).last_attempt = Some(unix_seconds(SystemTime::now()));
-        let etag = lock(&state.etag).clone();
+        // An ETag only means something to the URL that sent it.
+        let etag = lock(&state.etag)
+            .clone()
+            .filter(|(url, _)| *url == p.url)
+            .map(|(_, e)| e);
         let wait = match fetch(&p, etag).await {
             Ok(Fetched::NotModified) => {
                 state.succeeded("unchanged");
