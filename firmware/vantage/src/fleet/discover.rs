@@ -137,6 +137,9 @@ pub fn target_groups(devices: &BTreeMap<String, Device>) -> Vec<TargetGroup> {
 
 type Devices = Arc<RwLock<BTreeMap<String, Device>>>;
 
+/// Anyone on the LAN can announce; a flood of fake devices must not exhaust memory.
+const MAX_DEVICES: usize = 10_000;
+
 /// Browses in a thread; `changed` is bumped on every change.
 fn browse(
     devices: Devices,
@@ -152,6 +155,15 @@ fn browse(
             while let Ok(event) = rx.recv() {
                 let mut map = devices.write().unwrap_or_else(|e| e.into_inner());
                 let changed_now = match event {
+                    ServiceEvent::ServiceResolved(info)
+                        if map.len() >= MAX_DEVICES && !map.contains_key(info.get_fullname()) =>
+                    {
+                        tracing::warn!(
+                            "more than {MAX_DEVICES} devices announced; ignoring {}",
+                            info.get_fullname()
+                        );
+                        false
+                    }
                     ServiceEvent::ServiceResolved(info) => {
                         let d = Device::from_info(&info);
                         tracing::debug!(device = %d.name, addresses = ?d.addresses, "found");
