@@ -52,3 +52,9 @@ pub const MIN_PROVISIONING_REFRESH: Duration = Duration::from_secs(10);
 pub const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Provisioning: the largest targets file accepted.
 pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
+/// Where the kernel's LED class lives.
+pub const LEDS_SYSFS_ROOT: &str = "/sys/class/leds";
+/// How long "identify" blinks when the request names no duration: long enough to walk to a rack.
+pub const LEDS_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The daemon's main loop ticks every second; this many seconds of silence means it is stuck.
+pub const LEDS_STALE_AFTER: Duration = Duration::from_secs(5);

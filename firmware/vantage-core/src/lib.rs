@@ -30,7 +30,10 @@ mod scheduler;
 mod types;
 
 pub use clock::{Clock, SystemClock};
-pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target};
+pub use config::{
+    Config, ConfigError, ConfigErrors, Host, LedBackendKind, LedConfig, LedRole, LedsConfig,
+    PingOptions, Target,
+};
 pub use probe::{HostResolver, PingProbe, Probe, ProbeRequest, resolve_host};
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{Measurement, PingReport, ProbeError, Sample};

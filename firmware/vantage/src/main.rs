@@ -3,6 +3,7 @@
 mod daemon;
 mod fleet;
 mod http;
+mod leds_cmd;
 mod metrics;
 mod oneshot;
 
@@ -55,6 +56,8 @@ enum Command {
     /// Find Vantage devices on the local network (mDNS) and hand them to Prometheus: a list,
     /// a file_sd JSON file, or an http_sd endpoint.
     Discover(fleet::discover::DiscoverArgs),
+    /// Drive the status LEDs without the daemon: boot pattern, test cycle, off.
+    Leds(leds_cmd::LedsArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
         Command::Discover(args) => runtime().block_on(fleet::discover::run(args)),
+        Command::Leds(args) => leds_cmd::run(args),
     }
 }
 

@@ -7,6 +7,7 @@
 mod error;
 mod fleet;
 mod host;
+mod leds;
 mod ping;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +23,7 @@ use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use host::{Host, parse_host};
+pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
 
 use crate::defaults;
@@ -39,6 +41,8 @@ pub struct Config {
     pub discovery: Discovery,
     /// `[provisioning]`: extra targets from a URL.
     pub provisioning: Option<Provisioning>,
+    /// `[leds]`; without it, no LEDs are driven.
+    pub leds: LedsConfig,
 }
 
 /// One validated target.
@@ -105,7 +109,7 @@ const RESERVED_LABELS: &[&str] = &[
 ];
 
 /// Sections that only the device's own file may set, not a provisioned one.
-const DEVICE_SECTIONS: &[&str] = &["device", "uplink", "discovery", "provisioning"];
+const DEVICE_SECTIONS: &[&str] = &["device", "uplink", "discovery", "provisioning", "leds"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -185,6 +189,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let doc_span = doc.span();
     let mut root = doc.into_inner();
     let targets_value = root.remove("targets");
+    let leds_value = root.remove("leds");
 
     let raw_root =
         match RawRoot::deserialize(toml::de::Deserializer::from(Spanned::new(doc_span, root))) {
@@ -194,6 +199,26 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
                 RawRoot::default()
             }
         };
+
+    // `[leds]` is read on its own so its errors name the field, like a target's.
+    let raw_leds = leds_value.and_then(|value| {
+        if !value.get_ref().is_table() {
+            col.push(Some(value.span()), "leds", "must be a table ([leds])");
+            return None;
+        }
+        match RawLeds::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let field = field_at(value.get_ref(), e.span(), "leds");
+                col.push(
+                    e.span().or(Some(value.span())),
+                    field,
+                    e.message().trim().to_string(),
+                );
+                None
+            }
+        }
+    });
 
     let mut raw_targets: Vec<(usize, Range<usize>, RawTarget)> = Vec::new();
     if let Some(value) = targets_value {
@@ -240,6 +265,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     }
 
     let mut check = Check { col };
+    let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut targets = Vec::with_capacity(raw_targets.len());
     for (i, span, raw) in &raw_targets {
@@ -269,19 +295,27 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
         uplink,
         discovery,
         provisioning,
+        leds,
     }
 }
 
 /// Names the key of `table` whose key or value contains `span`, to say which field a serde
-/// error is about.
+/// error is about. Tables and arrays of tables are followed down (`leds.led[1].colour`); the
+/// span of a `[[header]]` table covers only its header, so containment is checked key by key.
 fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> String {
     let (Some(span), Some(t)) = (span, table.as_table()) else {
         return path.to_string();
     };
     for (k, v) in t.iter() {
-        let within = |r: Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
-        if within(k.span()) || within(v.span()) {
+        if within(k.span(), &span) || contains(v, &span) {
             let here = format!("{path}.{}", k.get_ref());
+            if let Some(items) = v.get_ref().as_array() {
+                for (i, item) in items.iter().enumerate() {
+                    if contains(item, &span) {
+                        return field_at(item.get_ref(), Some(span), &format!("{here}[{i}]"));
+                    }
+                }
+            }
             return if v.get_ref().is_table() {
                 field_at(v.get_ref(), Some(span), &here)
             } else {
@@ -290,6 +324,24 @@ fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> Stri
         }
     }
     path.to_string()
+}
+
+fn within(r: Range<usize>, span: &Range<usize>) -> bool {
+    r.start <= span.start && span.start < r.end.max(r.start + 1)
+}
+
+/// Whether `span` starts inside `v` or anything nested in it.
+fn contains(v: &Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
+    if within(v.span(), span) {
+        return true;
+    }
+    match v.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .any(|(k, v)| within(k.span(), span) || contains(v, span)),
+        DeValue::Array(a) => a.iter().any(|i| contains(i, span)),
+        _ => false,
+    }
 }
 
 /// Picks a target's value, else the default's.
