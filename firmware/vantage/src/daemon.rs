@@ -74,6 +74,9 @@ pub struct Daemon {
     local: Mutex<Arc<Config>>,
     pub provisioning: Arc<provisioning::State>,
     announcer: Option<Announcer>,
+    /// Serialises applying configs: a reload and a provisioning fetch may finish together, and
+    /// the one that read the local config first must not apply it last.
+    apply_lock: Mutex<()>,
     /// When the daemon started, for the status page's uptime.
     pub started: Instant,
     /// Bounds concurrent on-demand `/probe` requests.
@@ -125,6 +128,7 @@ impl Daemon {
             local: Mutex::new(Arc::new(Config::default())),
             provisioning: provisioning.clone(),
             announcer: announce_port.map(Announcer::new),
+            apply_lock: Mutex::new(()),
             started,
             probe_permits: tokio::sync::Semaphore::new(64),
             leds,
@@ -141,6 +145,11 @@ impl Daemon {
     /// Applies a local config: merges the provisioned targets in, updates the device labels
     /// and the mDNS announcement.
     fn apply(&self, local: Config) {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_locked(local);
+    }
+
+    fn apply_locked(&self, local: Config) {
         let config = self.provisioning.merge(&local);
         self.metrics.set_device_labels(fleet::device_labels(&local));
         if let Some(a) = &self.announcer {
@@ -174,7 +183,8 @@ impl Daemon {
 
     /// Applies the local config again, after the provisioned targets changed.
     pub fn reapply(&self) {
-        self.apply((*self.local_config()).clone());
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_locked((*self.local_config()).clone());
     }
 
     pub fn config(&self) -> Arc<Config> {
