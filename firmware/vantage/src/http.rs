@@ -30,6 +30,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/-/reload", post(reload))
+        .route("/api/provisioning", get(provisioning))
         .route("/api/identify", post(identify))
         .route("/api/leds", get(leds))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -41,15 +42,21 @@ async fn index(State(d): State<Arc<Daemon>>) -> Html<String> {
         "<!doctype html><meta charset=utf-8><title>Vantage</title><h1>Vantage {}</h1>\
          <p>Up {}; {} targets.</p><ul><li><a href=metrics>/metrics</a>\
          <li><a href='probe?target=127.0.0.1&amp;module=ping'>/probe?target=127.0.0.1&amp;module=ping</a>\
-         <li><a href=-/healthy>/-/healthy</a></ul>",
+         <li><a href=-/healthy>/-/healthy</a></ul>{}",
         env!("CARGO_PKG_VERSION"),
         humantime::format_duration(Duration::from_secs(d.uptime().as_secs())),
-        d.config().targets.len()
+        d.config().targets.len(),
+        d.provisioning.status().html()
     ))
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], d.metrics.render()).into_response()
+}
+
+/// Where the provisioned targets stand: applied, overridden by local ones, last error.
+async fn provisioning(State(d): State<Arc<Daemon>>) -> Response {
+    axum::Json(d.provisioning.status()).into_response()
 }
 
 async fn reload(State(d): State<Arc<Daemon>>) -> Response {
