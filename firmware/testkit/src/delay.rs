@@ -138,7 +138,7 @@ impl Queue {
             if ffi::nfq_set_mode(qh, ffi::NFQNL_COPY_META, 0) < 0 {
                 return Err(io::Error::other("nfq_set_mode failed"));
             }
-            // Room for a second of 10,000 targets' replies held at once.
+            // Room for a second of 10,000 targets' packets held at once.
             let _ = ffi::nfq_set_queue_maxlen(qh, 65536);
             let size: libc::c_int = 16 << 20;
             let _ = libc::setsockopt(

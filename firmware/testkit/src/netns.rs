@@ -144,19 +144,23 @@ impl Netns {
         ]);
     }
 
-    /// Holds every echo reply this namespace sends (IPv4 and IPv6) for `delay` (± `jitter`)
-    /// in an NFQUEUE holder on queue `queue`, until the returned guard is dropped.
-    pub fn delay_echo_replies(&self, queue: u16, delay: Duration, jitter: Duration) -> DelayQueue {
+    /// Holds every echo request this namespace receives (IPv4 and IPv6) for `delay`
+    /// (± `jitter`) in an NFQUEUE holder on queue `queue`, until the returned guard is dropped.
+    ///
+    /// Requests rather than replies: a reply is charged to the kernel's own ICMP socket while
+    /// it is held, whose small send buffer would then drop replies once a hundred or so are
+    /// held at once. A request that crossed the veth belongs to no socket.
+    pub fn delay_echo_requests(&self, queue: u16, delay: Duration, jitter: Duration) -> DelayQueue {
         // The holder binds first: packets sent to an unbound queue are dropped.
         let holder = DelayQueue::start(self, queue, delay, jitter);
         let q = queue.to_string();
         self.iptables(&[
             "-A",
-            "OUTPUT",
+            "INPUT",
             "-p",
             "icmp",
             "--icmp-type",
-            "echo-reply",
+            "echo-request",
             "-j",
             "NFQUEUE",
             "--queue-num",
@@ -164,11 +168,11 @@ impl Netns {
         ]);
         self.ip6tables(&[
             "-A",
-            "OUTPUT",
+            "INPUT",
             "-p",
             "icmpv6",
             "--icmpv6-type",
-            "echo-reply",
+            "echo-request",
             "-j",
             "NFQUEUE",
             "--queue-num",

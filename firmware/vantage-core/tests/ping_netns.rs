@@ -93,7 +93,7 @@ fn rtt_with_10ms_delay_is_at_least_as_accurate_as_fping() {
         panic!("the fping comparison needs `{t}` (scripts/deps.d lists it)");
     }
     let net = VethPair::new("rtt");
-    let _delay = net.server.delay_echo_replies(1, DELAY, Duration::ZERO);
+    let _delay = net.server.delay_echo_requests(1, DELAY, Duration::ZERO);
     const N: u32 = 200;
     // Both pingers run at the same time, so they see the same path and the same machine load.
     let fping = net
@@ -190,7 +190,7 @@ fn ipv6_on_the_same_veth() {
     }
     let net = VethPair::new("v6");
     net.client.allow_ping_sockets(true);
-    let _delay = net.server.delay_echo_replies(1, DELAY, Duration::ZERO);
+    let _delay = net.server.delay_echo_requests(1, DELAY, Duration::ZERO);
     let (v6, v4) = net.client.block_on(|| async {
         let p = probe(false);
         let v6 = p
@@ -216,7 +216,7 @@ fn raw_socket_path_works_for_both_families() {
         return;
     }
     let net = VethPair::new("raw");
-    let _delay = net.server.delay_echo_replies(1, DELAY, Duration::ZERO);
+    let _delay = net.server.delay_echo_requests(1, DELAY, Duration::ZERO);
     let (v4, v6) = net.client.block_on(|| async {
         let p = probe(true);
         let v4 = p
@@ -262,7 +262,7 @@ fn two_targets_pinging_the_same_host_concurrently_both_get_every_reply() {
     }
     let net = VethPair::new("dup");
     net.client.allow_ping_sockets(true);
-    let _delay = net.server.delay_echo_replies(1, DELAY, Duration::ZERO);
+    let _delay = net.server.delay_echo_requests(1, DELAY, Duration::ZERO);
     const N: u32 = 50;
     let results = net.client.block_on(|| async {
         let mut out = Vec::new();

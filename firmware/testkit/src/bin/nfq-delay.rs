@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! ip netns exec NS nfq-delay --queue 7 --delay-ms 10 [--jitter-ms 1]
-//! ip netns exec NS iptables -A OUTPUT -p icmp --icmp-type echo-reply -j NFQUEUE --queue-num 7
+//! ip netns exec NS iptables -A INPUT -p icmp --icmp-type echo-request -j NFQUEUE --queue-num 7
 //! ```
 //! Runs until SIGINT or SIGTERM, then prints how many packets it held. It prints `ready` on
 //! stdout once the queue is bound, so scripts can add the iptables rule after that.
