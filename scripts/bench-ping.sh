@@ -209,7 +209,11 @@ run_vantage() {
     done
   } >"$out.toml"
   start_tool "$out" "$vantage" run --config "$out.toml" --listen 127.0.0.1:9430 --data-dir "$out.data"
-  wait_ready 127.0.0.1:9430 60
+  if ! wait_ready 127.0.0.1:9430 60; then
+    stop_tool
+    report vantage "$n" "not up" - 0 0 - - -
+    return
+  fi
   measure 127.0.0.1:9430 "$out"
   stop_tool
   # Every scrape's last-round RTTs (one packet a round: the RTT itself).
@@ -244,7 +248,11 @@ run_smokeping() {
     s = ""; for (k in v) s = s (s == "" ? "" : ",") k; print s }' | tr ',' '\n' | sort -g | paste -sd,)
   start_tool "$out" prometheus-smokeping-prober --config.file "$out.yml" \
     --web.listen-address 127.0.0.1:9374 --buckets "$buckets"
-  wait_ready 127.0.0.1:9374 $(( n / 100 + 60 ))
+  if ! wait_ready 127.0.0.1:9374 $(( n * 3 / 100 + 60 )); then
+    stop_tool
+    report smokeping_prober "$n" "not up" - 0 0 - - -
+    return
+  fi
   measure 127.0.0.1:9374 "$out"
   stop_tool
   window_buckets smokeping_response_duration_seconds "$out" >"$out.hist"
