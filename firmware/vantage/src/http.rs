@@ -132,6 +132,7 @@ async fn probe(
         labels: Default::default(),
         probes: vec![(kind, deadline)],
         ping: PingOptions::default(),
+        dns: None,
     };
     let sample = prober
         .run(ProbeRequest {

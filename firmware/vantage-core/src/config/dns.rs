@@ -65,6 +65,36 @@ pub struct RawDns {
     pub source: Option<Spanned<String>>,
 }
 
+impl RawDns {
+    /// Whether the key `name` is set in this table.
+    fn has(&self, name: &str) -> bool {
+        match name {
+            "interval" => self.interval.is_some(),
+            "query" => self.query.is_some(),
+            "type" => self.record_type.is_some(),
+            "class" => self.class.is_some(),
+            "transport" => self.transport.is_some(),
+            "port" => self.port.is_some(),
+            "server_name" => self.server_name.is_some(),
+            "ca_file" => self.ca_file.is_some(),
+            "insecure_skip_verify" => self.insecure_skip_verify.is_some(),
+            "recursion_desired" => self.recursion_desired.is_some(),
+            "dnssec" => self.dnssec.is_some(),
+            "edns_udp_size" => self.edns_udp_size.is_some(),
+            "timeout" => self.timeout.is_some(),
+            "valid_rcodes" => self.valid_rcodes.is_some(),
+            "answer_contains" => self.answer_contains.is_some(),
+            "answer_not_contains" => self.answer_not_contains.is_some(),
+            "answer_match" => self.answer_match.is_some(),
+            "answer_not_match" => self.answer_not_match.is_some(),
+            "min_answers" => self.min_answers.is_some(),
+            "ip_protocol" => self.ip_protocol.is_some(),
+            "source" => self.source.is_some(),
+            _ => false,
+        }
+    }
+}
+
 /// How the query travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -255,7 +285,14 @@ impl DnsOptions {
         ) -> Option<&'a Spanned<T>> {
             t.and_then(&get).or_else(|| d.and_then(&get))
         }
-        let field = |name: &str| format!("{path}.{name}");
+        // Errors name the table the value came from: the target's or `[defaults.dns]`.
+        let field = |name: &str| {
+            if t.is_some_and(|r| r.has(name)) || !d.is_some_and(|r| r.has(name)) {
+                format!("{path}.{name}")
+            } else {
+                format!("defaults.dns.{name}")
+            }
+        };
         let before = c.col.errors.len();
 
         let record_type = match pick(t, d, |r| r.record_type.as_ref()) {

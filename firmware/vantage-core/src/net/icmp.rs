@@ -26,7 +26,8 @@ pub struct KernelSockets {
 impl KernelSockets {
     /// Whether this process may open an IPv4 ICMP socket of either kind.
     pub fn can_open(&self) -> bool {
-        let dgram = !self.force_raw && Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)).is_ok();
+        let dgram = !self.force_raw
+            && Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)).is_ok();
         dgram || Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).is_ok()
     }
 }
