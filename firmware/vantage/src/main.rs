@@ -51,6 +51,8 @@ enum Command {
     },
     /// Ping a host from the command line, like ping(8), using the daemon's ping code.
     Ping(oneshot::PingArgs),
+    /// Ask a DNS server one question, like dig(1), using the daemon's DNS probe.
+    Dns(oneshot::DnsArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
+        Command::Dns(args) => runtime().block_on(oneshot::dns(args)),
     }
 }
 

@@ -6,6 +6,7 @@
 //! daemon-wide metrics of the registry. A target's series exist from the moment it is configured,
 //! at zero, so a target that never answers still has them.
 
+mod dns;
 mod ping;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use prometheus::{
 };
 use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Target};
 
+pub use dns::DnsSeries;
 pub use ping::PingSeries;
 
 /// Metric names, in one place.
@@ -144,6 +146,7 @@ struct TargetSeries {
     target: Target,
     probes: ProbeSeries,
     ping: Option<PingSeries>,
+    dns: Option<DnsSeries>,
 }
 
 impl TargetSeries {
@@ -156,6 +159,11 @@ impl TargetSeries {
             ping: kinds
                 .contains(&ProbeKind::Ping)
                 .then(|| PingSeries::new(&labels)),
+            dns: t
+                .dns
+                .as_ref()
+                .filter(|_| kinds.contains(&ProbeKind::Dns))
+                .map(|d| DnsSeries::new(&labels, &d.valid_rcodes)),
         }
     }
 
@@ -164,12 +172,18 @@ impl TargetSeries {
         if let (Measurement::Ping(report), Some(ping)) = (&sample.measurement, &self.ping) {
             ping.observe(report);
         }
+        if let (Measurement::Dns(report), Some(dns)) = (&sample.measurement, &self.dns) {
+            dns.observe(report);
+        }
     }
 
     fn collect(&self, out: &mut Vec<MetricFamily>) {
         self.probes.collect_into(out);
         if let Some(p) = &self.ping {
             p.collect(out);
+        }
+        if let Some(d) = &self.dns {
+            d.collect(out);
         }
     }
 }

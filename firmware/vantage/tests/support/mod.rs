@@ -29,14 +29,21 @@ pub fn have(cmd: &str) -> bool {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let p = std::env::temp_dir().join(format!("vantage-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
@@ -66,14 +73,20 @@ impl Drop for Proc {
 pub fn start_daemon(config: Option<&Path>, data_dir: &Path) -> (Proc, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.arg("run").arg("--listen").arg(addr.to_string()).arg("--data-dir").arg(data_dir);
+    cmd.arg("run")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(data_dir);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
     let log = std::fs::File::create(data_dir.join("daemon.log")).unwrap();
     let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
     let proc = Proc(child);
-    wait_until(Duration::from_secs(10), || http_get(addr, "/-/ready").is_ok_and(|(s, _)| s == 200));
+    wait_until(Duration::from_secs(10), || {
+        http_get(addr, "/-/ready").is_ok_and(|(s, _)| s == 200)
+    });
     (proc, addr)
 }
 
@@ -81,7 +94,10 @@ pub fn start_daemon(config: Option<&Path>, data_dir: &Path) -> (Proc, SocketAddr
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -90,13 +106,26 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    let chunked = text.split_once("\r\n\r\n").is_some_and(|(h, _)| h.to_ascii_lowercase().contains("transfer-encoding: chunked"));
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    let chunked = text.split_once("\r\n\r\n").is_some_and(|(h, _)| {
+        h.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+    });
     Ok((status, if chunked { dechunk(&body) } else { body }))
 }
 
@@ -119,7 +148,10 @@ fn dechunk(mut s: &str) -> String {
 
 /// The value of the first series line starting with `series`.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 pub fn is_root() -> bool {
