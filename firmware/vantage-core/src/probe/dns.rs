@@ -212,12 +212,12 @@ impl DnsProbe {
                 // Truncated: ask again over TCP, as resolvers do (RFC 7766), with a new ID.
                 report.truncated_retry = true;
                 let (id, packet) = build_query(opts)?;
+                report.phases.request = None;
                 let answer = self
                     .stream_exchange(server, opts, None, id, &packet, report)
                     .await;
-                if let Some(r) = report.phases.request.as_mut() {
-                    *r += udp_time;
-                }
+                // The request phase covers both exchanges.
+                report.phases.request = Some(udp_time + report.phases.request.unwrap_or_default());
                 answer
             }
             DnsTransport::Tcp => {
