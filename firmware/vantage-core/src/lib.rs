@@ -33,7 +33,9 @@ pub use clock::{Clock, SystemClock};
 pub use config::{
     Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, Host, PingOptions, Target,
 };
-pub use probe::{DnsProbe, PingProbe, Probe, ProbeRequest, resolve_host, system_nameservers};
+pub use probe::{
+    DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, resolve_host, system_nameservers,
+};
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{
     DnsFlags, DnsPhases, DnsRecord, DnsReport, Measurement, PingReport, ProbeError, Sample,
