@@ -132,3 +132,11 @@ fn defaults_apply_and_targets_override_them() {
     assert_eq!(b.ping.packets, 3);
     assert_eq!(b.ping.ip_protocol, vantage_core::IpProtocol::Auto);
 }
+
+#[test]
+fn a_bad_default_is_reported_once_not_per_target() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/testdata/bad/dns-defaults-timeout-over-interval.toml");
+    let e = Config::load(&f).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+}

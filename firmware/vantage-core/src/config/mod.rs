@@ -125,6 +125,8 @@ impl Config {
         } else {
             col.errors
                 .sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+            // A bad value in [defaults] is found once per target that inherits it: say it once.
+            col.errors.dedup();
             Err(ConfigErrors {
                 file: file.to_string(),
                 errors: col.errors,
@@ -435,12 +437,17 @@ fn validate_target(
         if let (ProbeKind::Dns, Some(dns)) = (*kind, &dns)
             && dns.timeout >= interval
         {
+            // Point at the timeout where it was written: the target's, else the defaults'.
+            let own = raw.dns.as_ref().and_then(|p| p.timeout.as_ref());
+            let inherited = d.dns.as_ref().and_then(|p| p.timeout.as_ref());
+            let (at, field) = match (own, inherited) {
+                (Some(v), _) => (Some(v.span()), format!("{path}.dns.timeout")),
+                (None, Some(v)) => (Some(v.span()), "defaults.dns.timeout".to_string()),
+                (None, None) => (Some(span.clone()), format!("{path}.dns.timeout")),
+            };
             c.err(
-                raw.dns
-                    .as_ref()
-                    .and_then(|p| p.timeout.as_ref().map(|v| v.span()))
-                    .or(Some(span.clone())),
-                &format!("{path}.dns.timeout"),
+                at,
+                &field,
                 format!(
                     "the timeout ({}) must be shorter than the interval ({})",
                     humantime::format_duration(dns.timeout),
