@@ -33,6 +33,8 @@ use crate::types::ProbeKind;
 
 /// Largest DNS message: UDP datagrams and TCP frames both fit in 16 bits.
 const MAX_MESSAGE: usize = 65535;
+/// Smallest UDP receive buffer: answers up to this size are read whole whatever we advertised.
+const UDP_BUFFER_MIN: usize = 4096;
 /// glibc reads at most three nameservers (MAXNS).
 const MAX_NAMESERVERS: usize = 3;
 
@@ -252,7 +254,9 @@ impl DnsProbe {
         sock.send(packet)
             .await
             .map_err(|e| net_err("send to", server, e))?;
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        // An answer is at most what we advertised (512 bytes without EDNS); some servers send
+        // more, so leave room, but not 64 KiB for each of thousands of queries in flight.
+        let mut buf = vec![0u8; usize::from(opts.edns_udp_size).clamp(UDP_BUFFER_MIN, MAX_MESSAGE)];
         let mut malformed: Option<String> = None;
         loop {
             let n = match sock.recv(&mut buf).await {
