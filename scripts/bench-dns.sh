@@ -80,16 +80,21 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
-# measure NAME PID: prints NAME qps cpu% rss
+# measure NAME PID [DRIVER_PID]: prints NAME qps cpu% rss; the CPU of a driver (Prometheus
+# scraping blackbox_exporter) over the same window is printed on its own line.
 measure() {
-  local name=$1 pid=$2
+  local name=$1 pid=$2 driver=${3:-}
   sleep "$WARMUP"
-  local q0 t0 s0 q1 t1 s1
-  q0=$(queries); t0=$(ticks "$pid"); s0=$(date +%s.%N)
+  local q0 t0 s0 q1 t1 s1 d0=0 d1=0
+  q0=$(queries); t0=$(ticks "$pid"); [ -z "$driver" ] || d0=$(ticks "$driver"); s0=$(date +%s.%N)
   sleep "$DURATION"
-  q1=$(queries); t1=$(ticks "$pid"); s1=$(date +%s.%N)
+  q1=$(queries); t1=$(ticks "$pid"); [ -z "$driver" ] || d1=$(ticks "$driver"); s1=$(date +%s.%N)
   awk -v n="$name" -v q=$((q1 - q0)) -v t=$((t1 - t0)) -v a="$s0" -v b="$s1" -v hz="$hz" -v rss="$(rss_kib "$pid")" \
     'BEGIN { d = b - a; printf "%-26s %10.0f %9.1f %10.1f\n", n, q / d, 100 * t / hz / d, rss / 1024 }' | tee -a "$dir/results"
+  if [ -n "$driver" ]; then
+    awk -v t=$((d1 - d0)) -v a="$s0" -v b="$s1" -v hz="$hz" -v rss="$(rss_kib "$driver")" \
+      'BEGIN { d = b - a; printf "  (driver: prometheus %.1f %% CPU, %.1f MiB RSS)\n", 100 * t / hz / d, rss / 1024 }'
+  fi
 }
 
 echo "==> $TARGETS targets, one A query each every $INTERVAL; ${WARMUP}s warm-up, ${DURATION}s window"
@@ -157,9 +162,10 @@ scrape_configs:
 EOF
   nsenter --net="/run/netns/$ns" prometheus --config.file "$dir/prometheus.yml" --storage.tsdb.path "$dir/prom" \
     --web.listen-address 127.0.0.1:19090 --log.level warn 2>"$dir/prometheus.log" &
-  pids+=($!)
-  measure "blackbox_exporter 0.23.0" "$bpid"
-  ok=$(inns curl -s '127.0.0.1:19090/api/v1/query?query=sum(probe_success)' | sed -n 's/.*"value":\[[^,]*,"\([0-9.]*\)".*/\1/p')
+  ppid_=$!
+  pids+=($ppid_)
+  measure "blackbox_exporter $(prometheus-blackbox-exporter --version 2>&1 | awk 'NR == 1 {print $3}')" "$bpid" "$ppid_"
+  ok=$(inns curl -s '127.0.0.1:19090/api/v1/query?query=sum(probe_success)' | grep -o '"[0-9.e+]*"\]' | tr -d '"]')
   echo "    blackbox: targets succeeding at the last scrape: ${ok:-?}/$TARGETS"
 fi
 echo "==> $(nproc) cores; $(uname -r)"
