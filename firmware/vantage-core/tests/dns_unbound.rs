@@ -332,6 +332,24 @@ fn answers_are_validated_over_udp_tcp_and_tls() {
     assert!(r.phases.request.unwrap() < Duration::from_secs(1));
     assert!(r.phases.connect.is_none());
 
+    // dig, asking the same server, sees the same records.
+    if have("dig") {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ub.ns.0, "dig", "+short", "+tries=1", "+time=2",
+            ])
+            .arg(format!("@{SERVER}"))
+            .args(["www.example.test", "A"])
+            .output()
+            .unwrap();
+        let mut dig: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        dig.sort();
+        assert_eq!(dig, d, "dig and the probe disagree");
+    }
+
     let s = ub.probe(
         r#"{ query = "www.example.test", type = "AAAA", answer_contains = ["2001:db8::10"] }"#,
     );
