@@ -31,7 +31,8 @@ mod types;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{
-    Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, Host, PingOptions, Target,
+    Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, Host, LedBackendKind, LedConfig,
+    LedRole, LedsConfig, PingOptions, Target,
 };
 pub use probe::{
     DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, resolve_host, system_nameservers,

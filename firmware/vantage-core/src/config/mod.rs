@@ -6,7 +6,9 @@
 
 mod dns;
 mod error;
+mod fleet;
 mod host;
+mod leds;
 mod ping;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +26,9 @@ pub use dns::{
 };
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
+pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use host::{Host, parse_host};
+pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
 
 use crate::defaults;
@@ -34,6 +38,16 @@ use crate::types::{IpProtocol, ProbeKind};
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Config {
     pub targets: Vec<Target>,
+    /// `[device]`: the device's name and the labels on all its series.
+    pub device: Device,
+    /// `[uplink]`: probing the device's own gateway.
+    pub uplink: Uplink,
+    /// `[discovery]`: the mDNS announcement.
+    pub discovery: Discovery,
+    /// `[provisioning]`: extra targets from a URL.
+    pub provisioning: Option<Provisioning>,
+    /// `[leds]`; without it, no LEDs are driven.
+    pub leds: LedsConfig,
 }
 
 /// One validated target.
@@ -76,6 +90,11 @@ pub struct RawDefaults {
 struct RawRoot {
     #[serde(default)]
     defaults: RawDefaults,
+    #[serde(default)]
+    device: fleet::RawDevice,
+    uplink: Option<fleet::RawUplink>,
+    discovery: Option<fleet::RawDiscovery>,
+    provisioning: Option<fleet::RawProvisioning>,
 }
 
 /// One `[[targets]]` table as written.
@@ -95,8 +114,11 @@ pub struct RawTarget {
 /// Label names our own series use; a user label must not shadow them.
 const RESERVED_LABELS: &[&str] = &[
     "target", "probe", "hop", "address", "rcode", "endpoint", "job", "instance", "le", "quantile",
-    "version", "arch", "phase",
+    "version", "arch", "phase", "device",
 ];
+
+/// Sections that only the device's own file may set, not a provisioned one.
+const DEVICE_SECTIONS: &[&str] = &["device", "uplink", "discovery", "provisioning", "leds"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -134,6 +156,30 @@ impl Config {
         }
     }
 
+    /// Parses a provisioned targets file: `[defaults]` and `[[targets]]` only, since a central
+    /// file must not rename the device, change its uplink or point it at another URL.
+    pub fn parse_provisioned(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut col = Collector::new(text);
+        if let Ok(doc) = DeTable::parse(text) {
+            for (k, _) in doc.get_ref().iter() {
+                if DEVICE_SECTIONS.contains(&k.get_ref().as_ref()) {
+                    col.push(
+                        Some(k.span()),
+                        k.get_ref().to_string(),
+                        "only the device's own config may set this section",
+                    );
+                }
+            }
+        }
+        if !col.errors.is_empty() {
+            return Err(ConfigErrors {
+                file: file.to_string(),
+                errors: col.errors,
+            });
+        }
+        Config::parse(text, file)
+    }
+
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
     }
@@ -154,6 +200,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let doc_span = doc.span();
     let mut root = doc.into_inner();
     let targets_value = root.remove("targets");
+    let leds_value = root.remove("leds");
 
     let raw_root =
         match RawRoot::deserialize(toml::de::Deserializer::from(Spanned::new(doc_span, root))) {
@@ -163,6 +210,26 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
                 RawRoot::default()
             }
         };
+
+    // `[leds]` is read on its own so its errors name the field, like a target's.
+    let raw_leds = leds_value.and_then(|value| {
+        if !value.get_ref().is_table() {
+            col.push(Some(value.span()), "leds", "must be a table ([leds])");
+            return None;
+        }
+        match RawLeds::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let field = field_at(value.get_ref(), e.span(), "leds");
+                col.push(
+                    e.span().or(Some(value.span())),
+                    field,
+                    e.message().trim().to_string(),
+                );
+                None
+            }
+        }
+    });
 
     let mut raw_targets: Vec<(usize, Range<usize>, RawTarget)> = Vec::new();
     if let Some(value) = targets_value {
@@ -209,6 +276,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     }
 
     let mut check = Check { col };
+    let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut targets = Vec::with_capacity(raw_targets.len());
     for (i, span, raw) in &raw_targets {
@@ -228,19 +296,37 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
             }
         }
     }
-    Config { targets }
+    let device = fleet::validate_device(&mut check, &raw_root.device);
+    let uplink = fleet::validate_uplink(&mut check, raw_root.uplink.as_ref());
+    let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
+    let provisioning = fleet::validate_provisioning(&mut check, raw_root.provisioning.as_ref());
+    Config {
+        targets,
+        device,
+        uplink,
+        discovery,
+        provisioning,
+        leds,
+    }
 }
 
 /// Names the key of `table` whose key or value contains `span`, to say which field a serde
-/// error is about.
+/// error is about. Tables and arrays of tables are followed down (`leds.led[1].colour`); the
+/// span of a `[[header]]` table covers only its header, so containment is checked key by key.
 fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> String {
     let (Some(span), Some(t)) = (span, table.as_table()) else {
         return path.to_string();
     };
     for (k, v) in t.iter() {
-        let within = |r: Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
-        if within(k.span()) || within(v.span()) {
+        if within(k.span(), &span) || contains(v, &span) {
             let here = format!("{path}.{}", k.get_ref());
+            if let Some(items) = v.get_ref().as_array() {
+                for (i, item) in items.iter().enumerate() {
+                    if contains(item, &span) {
+                        return field_at(item.get_ref(), Some(span), &format!("{here}[{i}]"));
+                    }
+                }
+            }
             return if v.get_ref().is_table() {
                 field_at(v.get_ref(), Some(span), &here)
             } else {
@@ -249,6 +335,24 @@ fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> Stri
         }
     }
     path.to_string()
+}
+
+fn within(r: Range<usize>, span: &Range<usize>) -> bool {
+    r.start <= span.start && span.start < r.end.max(r.start + 1)
+}
+
+/// Whether `span` starts inside `v` or anything nested in it.
+fn contains(v: &Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
+    if within(v.span(), span) {
+        return true;
+    }
+    match v.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .any(|(k, v)| within(k.span(), span) || contains(v, span)),
+        DeValue::Array(a) => a.iter().any(|i| contains(i, span)),
+        _ => false,
+    }
 }
 
 /// Picks a target's value, else the default's.
@@ -549,7 +653,7 @@ pub fn check_label_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_label_value(v: &str) -> Result<(), String> {
+pub(crate) fn check_label_value(v: &str) -> Result<(), String> {
     if v.chars().count() > defaults::MAX_LABEL_VALUE_LEN {
         return Err(format!(
             "value is longer than {} characters",
