@@ -11,7 +11,6 @@ use vantage_core::{
     Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
 };
 
-use crate::http;
 use crate::metrics::Metrics;
 
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
@@ -22,6 +21,9 @@ pub const EMBEDDED_CONFIG: &str = include_str!("../vantage.toml");
 pub enum ConfigSource {
     File(PathBuf),
     Embedded,
+    /// No `--config`: the file the web page saves in the data directory, or the embedded
+    /// config until the first save creates it.
+    DataDir(PathBuf),
 }
 
 impl ConfigSource {
@@ -29,6 +31,8 @@ impl ConfigSource {
         match self {
             ConfigSource::File(p) => Config::load(p),
             ConfigSource::Embedded => Config::parse(EMBEDDED_CONFIG, "<embedded default config>"),
+            ConfigSource::DataDir(p) if p.exists() => Config::load(p),
+            ConfigSource::DataDir(_) => ConfigSource::Embedded.load(),
         }
     }
 
@@ -36,6 +40,11 @@ impl ConfigSource {
         match self {
             ConfigSource::File(p) => p.display().to_string(),
             ConfigSource::Embedded => "the embedded default config".into(),
+            ConfigSource::DataDir(p) if p.exists() => p.display().to_string(),
+            ConfigSource::DataDir(p) => format!(
+                "the embedded default config (the web page saves to {})",
+                p.display()
+            ),
         }
     }
 }
@@ -74,10 +83,22 @@ pub struct Daemon {
 
 impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
+    #[cfg_attr(not(test), allow(dead_code))] // `run` adds the web history observer
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
+        Self::start_with(source, config, Vec::new())
+    }
+
+    /// Like [`Daemon::start`], with more observers of every sample (web history, ...).
+    pub fn start_with(
+        source: ConfigSource,
+        config: Config,
+        observers: Vec<Arc<dyn Observer>>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new())];
-        let observer = Arc::new(Fanout(vec![metrics.clone() as Arc<dyn Observer>]));
+        let mut all = vec![metrics.clone() as Arc<dyn Observer>];
+        all.extend(observers);
+        let observer = Arc::new(Fanout(all));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);
         let daemon = Arc::new(Self {
             source,
@@ -148,7 +169,9 @@ pub async fn run(
         data_dir = %data_dir.display(),
         "vantage starting"
     );
-    let daemon = Daemon::start(source, config);
+    let history = Arc::new(crate::web::MemoryHistory::default());
+    let daemon = Daemon::start_with(source, config, vec![history.clone() as Arc<dyn Observer>]);
+    let web = crate::web::Web::open(daemon.clone(), &data_dir, history)?;
 
     let reloader = daemon.clone();
     tokio::spawn(async move {
@@ -164,7 +187,7 @@ pub async fn run(
 
     axum::serve(
         listener,
-        http::router(daemon.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        crate::web::app(web).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await

@@ -1,0 +1,1055 @@
+//! In-process tests of the whole HTTP application.
+
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "vantage-{tag}-{}-{}",
+            std::process::id(),
+            super::auth::random_token()
+        ));
+        std::fs::create_dir_all(&d).expect("create temp dir");
+        Self(d)
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use vantage_core::{Measurement, PingReport, ProbeKind, Sample};
+
+use super::api::ROUTES;
+use super::auth::{HashParams, SESSION_IDLE};
+use super::{MemoryHistory, Web};
+use crate::daemon::{ConfigSource, Daemon};
+
+const PASSWORD: &str = "correct horse battery staple";
+const HOST: &str = "192.0.2.10:9430";
+
+const CONFIG: &str = r#"# Hand-written header comment.
+[defaults]
+interval = "5s"
+
+[[targets]]
+name = "loop"
+host = "127.0.0.1"
+probes = ["ping"]
+"#;
+
+struct Fixture {
+    dir: TempDir,
+    web: Arc<Web>,
+    history: Arc<MemoryHistory>,
+    app: Router,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Fixture {
+    async fn new(config: Option<&str>) -> Self {
+        let dir = TempDir::new("web");
+        let path = dir.path().join("vantage.toml");
+        if let Some(c) = config {
+            std::fs::write(&path, c).unwrap();
+        }
+        // Without a file yet, the daemon runs like `vantage run` without --config.
+        let source = ConfigSource::DataDir(path);
+        let cfg = source.load().unwrap();
+        let history = Arc::new(MemoryHistory::default());
+        let daemon = Daemon::start_with(source, cfg, vec![history.clone() as _]);
+        let web = Web::open_with(daemon, dir.path(), history.clone(), HashParams::TEST).unwrap();
+        let app = super::app(web.clone());
+        Self {
+            dir,
+            web,
+            history,
+            app,
+            cookie: None,
+            csrf: None,
+        }
+    }
+
+    /// A fresh device with the password set and a session open.
+    async fn logged_in(config: Option<&str>) -> Self {
+        let mut f = Self::new(config).await;
+        let r = f
+            .send(
+                Method::POST,
+                "/api/auth/setup",
+                Some(json!({"password": PASSWORD})),
+                false,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        f.take_session(&r);
+        f
+    }
+
+    fn take_session(&mut self, r: &Resp) {
+        let c = r.headers[header::SET_COOKIE].to_str().unwrap();
+        self.cookie = Some(c.split(';').next().unwrap().to_string());
+        self.csrf = r.body["csrf_token"].as_str().map(String::from);
+    }
+
+    fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("vantage.toml")
+    }
+
+    async fn raw(&self, req: Request<Body>) -> Resp {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert!(!status.is_server_error(), "server error {status}: {text}");
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    fn builder(
+        &self,
+        method: Method,
+        path: &str,
+        with_session: bool,
+        with_csrf: bool,
+    ) -> axum::http::request::Builder {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, HOST);
+        if with_session && let Some(c) = &self.cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        if with_csrf && let Some(t) = &self.csrf {
+            b = b.header("x-csrf-token", t);
+        }
+        b
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>, auth: bool) -> Resp {
+        let b = self.builder(method, path, auth, auth);
+        let req = match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string())),
+            None => b.body(Body::empty()),
+        }
+        .unwrap();
+        self.raw(req).await
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, None, true).await
+    }
+}
+
+fn field_errors(r: &Resp) -> Vec<(String, String)> {
+    r.body["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["field"].as_str().unwrap_or_default().to_string(),
+                        e["message"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn fresh_device_asks_for_a_password_and_nothing_else_is_open() {
+    let f = Fixture::new(Some(CONFIG)).await;
+    let s = f.get("/api/auth/state").await;
+    assert_eq!(s.body["setup_required"], true);
+    assert_eq!(s.body["logged_in"], false);
+    for (m, p) in ROUTES {
+        if *m == "GET" && *p != "/api/auth/state" {
+            let r = f.get(&p.replace("{name}", "loop")).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{m} {p}: {}", r.text);
+        }
+    }
+    // The page itself loads, with its security headers.
+    let page = f.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("<title>"), "{}", page.text);
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert!(
+        page.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    // Login is impossible before setup: there is no default password.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": "admin"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    // Too short a password is refused with a field message.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": "short"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "password");
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": PASSWORD})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let cookie = r.headers[header::SET_COOKIE].to_str().unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    // Setup happens once.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": "another long password"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let stored = std::fs::read_to_string(f.dir.path().join("web/admin.json")).unwrap();
+    assert!(stored.contains("$argon2id$") && !stored.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn login_logout_and_expiry() {
+    let mut f = Fixture::logged_in(Some(CONFIG)).await;
+    assert_eq!(f.get("/api/status").await.status, StatusCode::OK);
+    let r = f.send(Method::POST, "/api/auth/logout", None, true).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(
+        r.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(f.get("/api/status").await.status, StatusCode::UNAUTHORIZED);
+
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": "wrong password!"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": PASSWORD})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    f.take_session(&r);
+    let s = f.get("/api/auth/state").await;
+    assert_eq!(s.body["logged_in"], true);
+    assert_eq!(s.body["csrf_token"].as_str(), f.csrf.as_deref());
+    f.web
+        .auth
+        .age_sessions(SESSION_IDLE + Duration::from_secs(1));
+    assert_eq!(f.get("/api/status").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn login_is_rate_limited_per_client() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        let r = f
+            .send(
+                Method::POST,
+                "/api/auth/login",
+                Some(json!({"password": "not the password"})),
+                false,
+            )
+            .await;
+        codes.push(r.status.as_u16());
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers.contains_key(header::RETRY_AFTER));
+        }
+    }
+    assert_eq!(codes, [401, 401, 401, 401, 401, 429, 429]);
+    // Even the right password waits.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": PASSWORD})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Every route and method that could change state, plus paths that do not exist: none may do
+/// anything without a session, without the CSRF token, or from another origin.
+#[tokio::test]
+async fn no_route_changes_state_without_session_and_csrf() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let before_config = std::fs::read_to_string(f.config_path()).unwrap();
+    let before_admin = std::fs::read_to_string(f.dir.path().join("web/admin.json")).unwrap();
+    let body = json!({"name": "evil", "host": "127.0.0.66", "probes": ["ping"],
+                      "password": "attacker password!", "current": PASSWORD, "new": "attacker password!",
+                      "allowed_hosts": ["*"]});
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.replace("{name}", "loop")))
+        .collect();
+    // The daemon's own endpoints and made-up ones: the rule is global, not per route.
+    for (m, p) in [
+        ("POST", "/-/reload"),
+        ("POST", "/metrics"),
+        ("DELETE", "/api/status"),
+        ("PATCH", "/api/targets/loop"),
+        ("PUT", "/no/such/route"),
+        ("POST", "/"),
+    ] {
+        routes.push((m.into(), p.into()));
+    }
+    let mut checked = 0;
+    for (m, p) in &routes {
+        let method: Method = m.parse().unwrap();
+        if matches!(method, Method::GET | Method::HEAD) {
+            continue;
+        }
+        let sessionless = p == "/api/auth/setup" || p == "/api/auth/login";
+        let send = |session: bool, csrf: bool, origin: Option<&'static str>| {
+            let mut b = f
+                .builder(method.clone(), p, session, csrf)
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(o) = origin {
+                b = b.header(header::ORIGIN, o);
+            }
+            b.body(Body::from(body.to_string())).unwrap()
+        };
+        if !sessionless {
+            let r = f.raw(send(false, false, None)).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{m} {p} without session: {}",
+                r.text
+            );
+            let r = f.raw(send(true, false, None)).await;
+            assert_eq!(
+                r.status,
+                StatusCode::FORBIDDEN,
+                "{m} {p} without CSRF token: {}",
+                r.text
+            );
+            let r = f.raw(send(false, true, None)).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{m} {p} token without session: {}",
+                r.text
+            );
+        }
+        let r = f.raw(send(true, true, Some("http://evil.example"))).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{m} {p} cross-origin: {}",
+            r.text
+        );
+        let mut req = send(true, true, None);
+        req.headers_mut()
+            .insert("sec-fetch-site", "cross-site".parse().unwrap());
+        let r = f.raw(req).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{m} {p} cross-site: {}",
+            r.text
+        );
+        checked += 1;
+    }
+    assert!(checked >= 16, "{checked}");
+    assert_eq!(
+        std::fs::read_to_string(f.config_path()).unwrap(),
+        before_config
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.dir.path().join("web/admin.json")).unwrap(),
+        before_admin
+    );
+    assert!(!f.dir.path().join("web/settings.json").exists());
+    assert_eq!(f.web.daemon.config().targets.len(), 1);
+    // The session still works after all that.
+    assert_eq!(f.get("/api/status").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body["running_matches_file"], true);
+    assert_eq!(list.body["targets"][0]["raw"]["name"], "loop");
+    assert_eq!(list.body["targets"][0]["effective"]["probes"][0][0], "ping");
+    let rev = list.body["revision"].as_str().unwrap().to_string();
+
+    let t = json!({"name": "gw", "host": "127.0.0.1", "probes": ["ping"], "interval": "10s",
+                   "labels": {"site": "lab"}, "ping": {"packets": 3, "spacing": "200ms", "dscp": null}});
+    let mut b = f.builder(Method::POST, "/api/targets", true, true);
+    b = b
+        .header(header::IF_MATCH, format!("\"{rev}\""))
+        .header(header::CONTENT_TYPE, "application/json");
+    let r = f.raw(b.body(Body::from(t.to_string())).unwrap()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let cfg = f.web.daemon.config();
+    let gw = cfg.target("gw").expect("reloaded");
+    assert_eq!(gw.ping.packets, 3);
+    assert_eq!(gw.probes[0].1, Duration::from_secs(10));
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.starts_with("# Hand-written header comment."), "{text}");
+    assert!(text.contains("site = \"lab\""), "{text}");
+    let bak = f.dir.path().join("vantage.toml.bak");
+    assert_eq!(std::fs::read_to_string(&bak).unwrap(), CONFIG);
+    // The running target "loop" was not restarted: same Arc in the runner means unchanged;
+    // here the config says so.
+    assert!(f.web.daemon.config().target("loop").is_some());
+
+    // A stale revision is refused.
+    let mut b = f.builder(Method::POST, "/api/targets", true, true);
+    b = b
+        .header(header::IF_MATCH, format!("\"{rev}\""))
+        .header(header::CONTENT_TYPE, "application/json");
+    let r = f
+        .raw(
+            b.body(Body::from(
+                json!({"name": "x", "host": "127.0.0.3", "probes": ["ping"]}).to_string(),
+            ))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text);
+
+    // Edit, rename included.
+    let t2 = json!({"name": "gateway", "host": "127.0.0.254", "probes": ["ping"]});
+    let r = f.send(Method::PUT, "/api/targets/gw", Some(t2), true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let cfg = f.web.daemon.config();
+    assert!(cfg.target("gw").is_none());
+    assert_eq!(
+        cfg.target("gateway").unwrap().host.to_string(),
+        "127.0.0.254"
+    );
+    assert_eq!(
+        cfg.target("gateway").unwrap().probes[0].1,
+        Duration::from_secs(5)
+    );
+
+    let r = f
+        .send(Method::DELETE, "/api/targets/gateway", None, true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(f.web.daemon.config().target("gateway").is_none());
+    let r = f
+        .send(Method::DELETE, "/api/targets/gateway", None, true)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/targets/nope",
+            Some(json!({"name": "nope", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn validation_speaks_check_config_field_by_field() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let before = std::fs::read_to_string(f.config_path()).unwrap();
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            json!({"name": "a", "host": "127.0.0.1; rm -rf /", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "$(reboot)", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "`id`", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "-oProxyCommand=x", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a b;c", "host": "127.0.0.1", "probes": ["ping"]}),
+            "name",
+            "",
+        ),
+        (
+            json!({"name": "ünïcödé☃", "host": "127.0.0.1", "probes": ["ping"]}),
+            "name",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "ünïcödé.example", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "ping": {"packets": -1}}),
+            "ping.packets",
+            "between 1 and 100",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "ping": {"size": 1e12}}),
+            "ping.size",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "interval": "-5s"}),
+            "interval",
+            "negative",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "interval": 5}),
+            "interval",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": []}),
+            "probes",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["telnet"]}),
+            "probes",
+            "unknown probe",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "ping": {"ttl": 99999999999_i64}}),
+            "ping.ttl",
+            "",
+        ),
+        (
+            json!({"name": "loop", "host": "127.0.0.1", "probes": ["ping"]}),
+            "name",
+            "unique",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "labels": {"target": "x"}}),
+            "labels.target",
+            "",
+        ),
+        (json!({"host": "127.0.0.1", "probes": ["ping"]}), "", "name"),
+        (json!([1, 2, 3]), "", "object"),
+        (json!("just a string"), "", "object"),
+    ];
+    for (body, field, contains) in cases {
+        let r = f
+            .send(Method::POST, "/api/targets", Some(body.clone()), true)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        let errs = field_errors(&r);
+        assert!(
+            errs.iter()
+                .any(|(fl, m)| fl == field && m.contains(contains)),
+            "{body}: expected {field:?} ~ {contains:?}, got {errs:?}"
+        );
+        // "Test now" validates the same way (a duplicate name is fine for a one-off test).
+        if !contains.contains("unique") {
+            let r = f
+                .send(Method::POST, "/api/targets/test", Some(body.clone()), true)
+                .await;
+            assert!(r.status.is_client_error(), "{body}: {}", r.text);
+        }
+    }
+    // Malformed requests.
+    let huge = "x".repeat(super::api::MAX_BODY + 1);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": huge})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    let b = f
+        .builder(Method::POST, "/api/targets", true, true)
+        .header(header::CONTENT_TYPE, "application/json");
+    let r = f.raw(b.body(Body::from("{\"name\": ")).unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    let b = f
+        .builder(Method::POST, "/api/targets", true, true)
+        .header(header::CONTENT_TYPE, "application/json");
+    let r = f.raw(b.body(Body::from(deep)).unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let b = f
+        .builder(Method::POST, "/api/targets", true, true)
+        .header(header::CONTENT_TYPE, "text/plain");
+    let r = f.raw(b.body(Body::from("name=a")).unwrap()).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/targets/%00%2F..%2Fetc",
+            Some(json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = f.get("/api/history?target=loop&probe=rm%20-rf").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f.get("/api/history?target=loop&minutes=-1").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    assert!(!f.dir.path().join("vantage.toml.bak").exists());
+}
+
+#[tokio::test]
+async fn first_save_on_the_embedded_config_creates_the_data_dir_file() {
+    let f = Fixture::logged_in(None).await;
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.body["embedded"], true);
+    let embedded = f.web.daemon.config().targets.len();
+    assert!(embedded > 0);
+    assert!(!f.config_path().exists());
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": "gw", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    // The embedded file, comments and all, plus the new target.
+    assert!(text.contains("# Vantage configuration."), "{text}");
+    assert_eq!(f.web.daemon.config().targets.len(), embedded + 1);
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.body["embedded"], false);
+    // A restart (a fresh load of the same source) keeps the saved file.
+    assert_eq!(
+        f.web.daemon.source.load().unwrap().targets.len(),
+        embedded + 1
+    );
+}
+
+#[tokio::test]
+async fn hand_edits_are_shown_and_reloaded() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    std::fs::write(
+        f.config_path(),
+        format!(
+            "{CONFIG}\n[[targets]]\nname = \"hand\"\nhost = \"127.0.0.9\"\nprobes = [\"ping\"]\n"
+        ),
+    )
+    .unwrap();
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.body["running_matches_file"], false);
+    assert_eq!(list.body["targets"][1]["raw"]["name"], "hand");
+    assert!(list.body["targets"][1]["effective"].is_null());
+    let r = f.send(Method::POST, "/api/reload", None, true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(f.web.daemon.config().target("hand").is_some());
+    // A broken hand edit: shown with its line, reload refused, running config kept.
+    std::fs::write(f.config_path(), "[[targets]]\nname = \"x\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\nping = { packets = 0 }\n").unwrap();
+    let c = f.get("/api/config").await;
+    assert!(c.body["errors"][0]["line"].as_u64().is_some(), "{}", c.text);
+    let r = f.send(Method::POST, "/api/reload", None, true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_errors(&r)[0].1.contains("packets"), "{}", r.text);
+    assert!(f.web.daemon.config().target("hand").is_some());
+    // Editing another target of a broken file reports the file's own error, not the form's.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": "gw", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        field_errors(&r)
+            .iter()
+            .any(|(fl, m)| fl.starts_with("file:targets[0]") && m.starts_with("line ")),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn host_header_allow_list_blocks_rebinding() {
+    let f = Fixture::new(Some(CONFIG)).await;
+    for path in ["/", "/metrics", "/api/auth/state", "/-/healthy"] {
+        let req = Request::builder()
+            .uri(path)
+            .header(header::HOST, "attacker.example.com")
+            .body(Body::empty())
+            .unwrap();
+        let r = f.raw(req).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        assert_eq!(f.raw(req).await.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    // Setup through a rebinding name cannot grab a fresh device.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/auth/setup")
+        .header(header::HOST, "attacker.example.com")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"password": PASSWORD}).to_string()))
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::FORBIDDEN);
+    assert!(!f.web.auth.is_set_up());
+    let req = Request::builder()
+        .uri("/metrics")
+        .header(header::HOST, "vantage.local:9430")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn settings_protect_scrapes_and_restrict_probe() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    assert_eq!(f.get("/metrics").await.status, StatusCode::OK);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"scrape_auth": {"mode": "bearer", "token": "short"}})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "scrape_auth.token");
+    let token = "s3cret-token-for-prometheus";
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"scrape_auth": {"mode": "bearer", "token": token},
+        "probe_allowlist": ["192.0.2.0/24", "@targets"], "allowed_hosts": ["*.example.net"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!r.text.contains(token), "secret echoed: {}", r.text);
+    for path in ["/metrics", "/-/healthy", "/probe?target=127.0.0.1"] {
+        assert_eq!(f.get(path).await.status, StatusCode::UNAUTHORIZED, "{path}");
+        let req = f
+            .builder(Method::GET, path, false, false)
+            .header(header::AUTHORIZATION, "Bearer wrong-token-wrong-token")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(f.raw(req).await.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let with_token = |path: &str| {
+        f.builder(Method::GET, path, false, false)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(f.raw(with_token("/metrics")).await.status, StatusCode::OK);
+    // /probe only reaches allowed targets: an open /probe is an SSRF tool.
+    let r = f.raw(with_token("/probe?target=198.51.100.7")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = f
+        .raw(with_token("/probe?target=metadata.example.com"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // 127.0.0.1 is a configured target ("@targets").
+    let r = f
+        .raw(with_token("/probe?target=127.0.0.1&module=ping"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The bearer token may also trigger a reload (Prometheus lifecycle style).
+    let req = f
+        .builder(Method::POST, "/-/reload", false, false)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    // The extra host name now passes the Host check.
+    let req = Request::builder()
+        .uri("/-/ready")
+        .header(header::HOST, "probe1.example.net")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    // An empty token keeps the stored one; basic auth works too.
+    let r = f.send(Method::PUT, "/api/settings", Some(json!({"scrape_auth": {"mode": "basic", "username": "prom", "password": "basic password 1"}})), true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let req = f
+        .builder(Method::GET, "/metrics", false, false)
+        .header(header::AUTHORIZATION, "Basic cHJvbTpiYXNpYyBwYXNzd29yZCAx")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    let r = f.get("/metrics").await;
+    assert!(
+        r.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"scrape_auth": {"mode": "telnet"}})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"nonsense": 1})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn password_change_ends_other_sessions() {
+    let mut f = Fixture::logged_in(Some(CONFIG)).await;
+    let old_cookie = f.cookie.clone();
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/password",
+            Some(json!({"current": "wrong one!!", "new": "brand new password"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(field_errors(&r)[0].0, "current");
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/password",
+            Some(json!({"current": PASSWORD, "new": "short"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "new");
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/password",
+            Some(json!({"current": PASSWORD, "new": "brand new password"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    f.take_session(&r);
+    assert_eq!(f.get("/api/status").await.status, StatusCode::OK);
+    f.cookie = old_cookie;
+    assert_eq!(f.get("/api/status").await.status, StatusCode::UNAUTHORIZED);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": "brand new password"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn status_shows_latest_results_and_history() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let now = SystemTime::now();
+    for i in 0..3u64 {
+        f.history.record(&Sample {
+            target: "loop".into(),
+            probe: ProbeKind::Ping,
+            timestamp: now - Duration::from_secs(120 - i * 60),
+            duration: Duration::from_millis(3),
+            success: i != 1,
+            error: None,
+            measurement: Measurement::Ping(PingReport {
+                address: Some("127.0.0.1".parse().unwrap()),
+                sent: 1,
+                received: u32::from(i != 1),
+                rtts: if i != 1 {
+                    vec![Duration::from_micros(1500)]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            }),
+        });
+    }
+    let s = f.get("/api/status").await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(s.body["device"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s.body["store"]["configured"], false);
+    let p = &s.body["targets"][0]["probes"][0];
+    assert_eq!(p["probe"], "ping");
+    assert_eq!(p["interval_seconds"], 5.0);
+    assert!(p["latest"]["success"].is_boolean(), "{}", s.text);
+    assert!(p["history"].as_array().unwrap().len() >= 2, "{}", s.text);
+    let h = f.get("/api/history?target=loop&probe=ping&minutes=5").await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert!(!h.body["points"].as_array().unwrap().is_empty());
+    assert_eq!(
+        f.get("/api/history?target=nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn test_now_runs_the_probe_without_saving() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let before = std::fs::read_to_string(f.config_path()).unwrap();
+    let r = f.send(Method::POST, "/api/targets/test", Some(json!({"name": "try", "host": "127.0.0.1", "probes": ["ping"], "ping": {"packets": 2, "spacing": "10ms"}})), true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let res = &r.body["results"][0];
+    assert_eq!(res["probe"], "ping");
+    assert_eq!(res["sent"], 2);
+    if nix_root() {
+        assert_eq!(res["success"], true, "{}", r.text);
+        assert_eq!(res["received"], 2);
+    }
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    assert!(f.web.daemon.config().target("try").is_none());
+}
+
+fn nix_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Every listed route exists (an authorised request is not answered 404/405), so the list the
+/// CSRF test walks cannot silently go stale.
+#[tokio::test]
+async fn every_listed_route_is_routed() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    for (m, p) in ROUTES {
+        if p.contains("logout") || p.contains("setup") || p.contains("password") {
+            continue;
+        }
+        let r = f
+            .send(
+                m.parse().unwrap(),
+                &p.replace("{name}", "loop"),
+                Some(json!({})),
+                true,
+            )
+            .await;
+        assert!(
+            r.status != StatusCode::NOT_FOUND && r.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{m} {p}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+}
+
+/// The daemon started without extra observers (as other front ends do) still serves the page.
+#[tokio::test]
+async fn page_works_on_a_daemon_without_history_observer() {
+    let dir = TempDir::new("plain");
+    let source = ConfigSource::Embedded;
+    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let web = Web::open_with(
+        daemon,
+        dir.path(),
+        Arc::new(MemoryHistory::default()),
+        HashParams::TEST,
+    )
+    .unwrap();
+    let req = Request::builder()
+        .uri("/api/auth/state")
+        .header(header::HOST, "localhost")
+        .body(Body::empty())
+        .unwrap();
+    let resp = super::app(web.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Nowhere to save: a clear 409, not a crash.
+    let (token, s) = web.auth.open_session();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/targets")
+        .header(header::HOST, "localhost")
+        .header(header::COOKIE, format!("vantage_session={token}"))
+        .header("x-csrf-token", s.csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"]}).to_string(),
+        ))
+        .unwrap();
+    let resp = super::app(web).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+}
