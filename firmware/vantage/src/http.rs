@@ -140,3 +140,7 @@ async fn probe(
     merge_families(&mut families, extra);
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], encode(&families)).into_response()
 }
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;
