@@ -5,7 +5,8 @@
 //! with a method other than GET, HEAD or OPTIONS needs a live session AND the session's CSRF
 //! token in `X-CSRF-Token` AND no cross-site `Origin` / `Sec-Fetch-Site`. The only exceptions
 //! are first-boot setup and login (which have no session yet: they get the Origin checks) and
-//! `/-/reload` with the scrape bearer token. A new route cannot forget it.
+//! `/-/reload` from the device itself or with the scrape credentials. A new route cannot
+//! forget it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -234,9 +235,13 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
         if let Some(why) = cross_site(headers) {
             return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
         }
+        // `/-/reload` only re-applies the file on disk (as SIGHUP does). Besides a session it
+        // accepts the scrape credentials, and clients on the device itself (`curl localhost`,
+        // service managers); the Origin checks above still apply to those.
         let by_token = path == "/-/reload"
-            && !matches!(settings.scrape_auth, ScrapeAuth::None)
-            && scrape_authorized(&settings.scrape_auth, headers);
+            && (client_ip(req.extensions()).is_loopback()
+                || (!matches!(settings.scrape_auth, ScrapeAuth::None)
+                    && scrape_authorized(&settings.scrape_auth, headers)));
         if !SESSIONLESS_POSTS.contains(&path.as_str()) && !by_token {
             let Some((_, s)) = &session else {
                 return ApiError::new(StatusCode::UNAUTHORIZED, "log in first").into_response();

@@ -1053,3 +1053,40 @@ async fn page_works_on_a_daemon_without_history_observer() {
     let resp = super::app(web).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn reload_endpoint_is_open_to_the_device_itself_only() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let from = |ip: &str, origin: Option<&str>| {
+        let mut b = f.builder(Method::POST, "/-/reload", false, false);
+        if let Some(o) = origin {
+            b = b.header(header::ORIGIN, o);
+        }
+        let mut req = b.body(Body::empty()).unwrap();
+        let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        req
+    };
+    assert_eq!(f.raw(from("127.0.0.1", None)).await.status, StatusCode::OK);
+    assert_eq!(f.raw(from("[::1]", None)).await.status, StatusCode::OK);
+    assert_eq!(
+        f.raw(from("198.51.100.4", None)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.raw(from("127.0.0.1", Some("http://evil.example")))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // Only reload: other routes want a session from loopback too.
+    let mut req = f
+        .builder(Method::POST, "/api/reload", false, false)
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:4000".parse::<SocketAddr>().unwrap()));
+    assert_eq!(f.raw(req).await.status, StatusCode::UNAUTHORIZED);
+}
