@@ -167,8 +167,7 @@ function passwordForm(title, intro, withConfirm, submitLabel, onSubmit) {
       try {
         const r = await onSubmit(pw.value);
         csrf = r.csrf_token;
-        location.hash = '#/status';
-        route();
+        go('#/status');
       } catch (e) { showErrors(form, e); }
     });
   });
@@ -461,7 +460,7 @@ async function showTargets(sub) {
         } catch (e) { toast(e.message); }
       });
     });
-    const every = effective ? effective.probes.map(([k, i]) => `${k} ${i.secs + i.nanos / 1e9}s`).join(', ') : (raw.probes || []).join(', ');
+    const every = effective ? effective.probes.map(([k, i]) => `${k} ${i.secs + i.nanos / 1e9}s`).join(', ') : `${(raw.probes || []).join(', ')} (not applied yet)`;
     return h('tr', { 'data-target': raw.name },
       h('td', {}, h('b', {}, raw.name)),
       h('td', { class: 'mono small' }, raw.host),
@@ -566,13 +565,21 @@ async function showSettings() {
 
 // ---------- routing ----------
 
+// Navigates to `hash`, rendering once (a hash change renders through the hashchange event).
+function go(hash) {
+  if (location.hash === hash || (!location.hash && hash === '')) route();
+  else location.hash = hash;
+}
+
 async function route() {
-  setView(null);
+  const gen = setView(null);
   let state;
   try { state = await api('GET', '/api/auth/state'); } catch (e) {
-    app.replaceChildren(h('div', { class: 'card' }, `Cannot reach the device: ${e.message}`));
+    render(gen, h('div', { class: 'card' }, `Cannot reach the device: ${e.message}`));
     return;
   }
+  // A newer navigation started while this one waited: it renders, not us.
+  if (gen !== viewGeneration) return;
   passwordMin = state.password_min_chars || passwordMin;
   document.getElementById('device-name').textContent = state.hostname || '';
   const nav = document.getElementById('nav');
@@ -589,8 +596,7 @@ async function route() {
 document.getElementById('logout').addEventListener('click', async () => {
   try { await api('POST', '/api/auth/logout'); } catch (_) { /* the session may be gone already */ }
   csrf = null;
-  location.hash = '';
-  route();
+  go('');
 });
 window.addEventListener('hashchange', route);
 route();
