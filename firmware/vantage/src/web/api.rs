@@ -548,7 +548,8 @@ async fn save(web: &Arc<Web>, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<
     tokio::task::spawn_blocking(move || write_atomic(&p, &bytes, mode, true, |_| Ok(())))
         .await
         .map_err(|e| ApiError::internal("cannot save the config", e))?
-        .map_err(|e| ApiError::internal(&format!("cannot save {}", path.display()), e))?;
+        // The admin needs the reason (e.g. a read-only directory) to fix it.
+        .map_err(|e| ApiError::internal(&format!("cannot save {}: {e}", path.display()), &e))?;
     tracing::info!(path = %path.display(), "config saved from the web page");
     if let Err(e) = web.daemon.reload() {
         return Err(ApiError::internal("the saved config did not reload", e));

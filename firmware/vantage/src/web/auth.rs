@@ -46,9 +46,9 @@ pub struct HashParams {
 }
 
 impl HashParams {
-    /// 19 MiB, 2 passes, 1 lane: OWASP's first recommended argon2id setting. Measured at
-    /// about 0.3 s per hash on a Raspberry Pi 3 class core (see docs/WEB.md), under the
-    /// 0.5 s budget, while an attacker with a GPU pays 19 MiB per guess.
+    /// 19 MiB, 2 passes, 1 lane: OWASP's first recommended argon2id setting. 25 ms of CPU
+    /// per hash on an x86 server core, estimated at 0.26–0.33 s on a Raspberry Pi 3 (see
+    /// docs/WEB.md), under the 0.5 s budget, while every guess costs an attacker 19 MiB.
     pub const PRODUCTION: HashParams = HashParams {
         m_kib: 19 * 1024,
         t: 2,
@@ -425,8 +425,9 @@ mod tests {
         assert!(!text.contains("0123456789ab"));
     }
 
-    /// Measures the production parameters on this machine; `cargo test --release -- --ignored
-    /// argon2_cost --nocapture` prints the figure used in docs/WEB.md.
+    /// Measures the production parameters on this machine:
+    /// `cargo test --profile ci -p vantage -- --ignored argon2_cost --nocapture`
+    /// (scripts/bench-web-login.sh measures a whole login over HTTP).
     #[test]
     #[ignore]
     fn argon2_cost() {
