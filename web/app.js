@@ -482,8 +482,8 @@ function linesOf(textarea) {
 
 async function showSettings() {
   const gen = setView('settings');
-  let s, cfg;
-  try { [s, cfg] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/config')]); } catch (e) { if (e.status !== 401) toast(e.message); return; }
+  let s, cfg, tls;
+  try { [s, cfg, tls] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/config'), api('GET', '/api/tls')]); } catch (e) { if (e.status !== 401) toast(e.message); return; }
 
   // Password
   const cur = h('input', { type: 'password', autocomplete: 'current-password' });
@@ -537,9 +537,48 @@ async function showSettings() {
       const body = { allowed_hosts: linesOf(hosts), probe_allowlist: linesOf(allow), scrape_auth: { mode: mode.value } };
       if (mode.value === 'bearer') body.scrape_auth.token = token.value;
       if (mode.value === 'basic') Object.assign(body.scrape_auth, { username: user.value, password: pass.value });
-      try { await api('PUT', '/api/settings', body); showErrors(accForm, null); toast('Access settings saved'); } catch (e) { showErrors(accForm, e); }
+      try { s = await api('PUT', '/api/settings', body); showErrors(accForm, null); toast('Access settings saved'); } catch (e) { showErrors(accForm, e); }
     });
   });
+
+  // HTTPS
+  const httpsListen = h('input', { type: 'text', value: s.https_listen || '', placeholder: '[::]:9443' });
+  const httpsButton = h('button', { type: 'submit', class: 'primary' }, 'Save HTTPS setting');
+  const certPem = h('textarea', { rows: 3, placeholder: '-----BEGIN CERTIFICATE-----' });
+  const keyPem = h('textarea', { rows: 3, placeholder: '-----BEGIN PRIVATE KEY-----' });
+  const certButton = h('button', { type: 'button' }, 'Install certificate');
+  const tlsState = () => (tls.listening
+    ? `Serving HTTPS on ${tls.listening} with ${tls.self_signed ? 'a self-signed' : 'your own'} certificate.`
+    : 'HTTPS is off.') + (tls.error ? ` Last error: ${tls.error}` : '');
+  const tlsLine = h('p', { class: 'hint' }, tlsState());
+  const fp = h('p', { class: 'hint mono' }, tls.fingerprint_sha256 ? `SHA-256 ${tls.fingerprint_sha256}` : '');
+  const httpsForm = h('form', { class: 'card', novalidate: true }, h('h2', {}, 'HTTPS'), tlsLine, fp,
+    field('Serve HTTPS on', 'https_listen', httpsListen, 'Address and port, e.g. [::]:9443; empty turns HTTPS off. A self-signed certificate is made on first use: compare its fingerprint with the one your browser shows.'),
+    h('div', { class: 'form-errors' }), httpsButton,
+    h('details', {}, h('summary', {}, 'Use your own certificate'),
+      h('div', { class: 'cols' }, field('Certificate chain (PEM)', 'cert_pem', certPem), field('Private key (PEM)', 'key_pem', keyPem)),
+      certButton));
+  const refreshTls = async () => {
+    tls = await api('GET', '/api/tls');
+    tlsLine.textContent = tlsState();
+    fp.textContent = tls.fingerprint_sha256 ? `SHA-256 ${tls.fingerprint_sha256}` : '';
+  };
+  httpsForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(httpsButton, async () => {
+      const body = { allowed_hosts: s.allowed_hosts, probe_allowlist: s.probe_allowlist, https_listen: httpsListen.value.trim() || null };
+      try { s = await api('PUT', '/api/settings', body); showErrors(httpsForm, null); toast('HTTPS setting saved'); await refreshTls(); } catch (e) { showErrors(httpsForm, e); }
+    });
+  });
+  certButton.addEventListener('click', () => busy(certButton, async () => {
+    try {
+      await api('PUT', '/api/tls', { cert_pem: certPem.value, key_pem: keyPem.value });
+      certPem.value = ''; keyPem.value = '';
+      showErrors(httpsForm, null);
+      toast('Certificate installed');
+      await refreshTls();
+    } catch (e) { showErrors(httpsForm, e); }
+  }));
 
   // Parts that later versions configure here.
   const later = h('section', { class: 'card' }, h('h2', {}, 'Uplink, storage and LEDs'),
@@ -560,7 +599,7 @@ async function showSettings() {
     cfg.errors.length ? h('ul', { class: 'errors' }, cfg.errors.map((e) => h('li', {}, `line ${e.line}: ${e.field} ${e.message}`))) : null,
     h('pre', { class: 'file' }, cfg.text));
 
-  render(gen, h('h1', {}, 'Settings'), pwForm, accForm, later, file);
+  render(gen, h('h1', {}, 'Settings'), pwForm, accForm, httpsForm, later, file);
 }
 
 // ---------- routing ----------

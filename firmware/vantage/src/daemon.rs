@@ -172,6 +172,7 @@ pub async fn run(
     let history = Arc::new(crate::web::MemoryHistory::default());
     let daemon = Daemon::start_with(source, config, vec![history.clone() as Arc<dyn Observer>]);
     let web = crate::web::Web::open(daemon.clone(), &data_dir, history)?;
+    let _ = crate::web::apply_https(&web).await;
 
     let reloader = daemon.clone();
     tokio::spawn(async move {

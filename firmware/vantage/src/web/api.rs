@@ -27,6 +27,7 @@ use super::device;
 use super::guard::{SESSION_COOKIE, client_ip};
 use super::history::{BUCKET, BUCKETS};
 use super::settings::{ScrapeAuth, Settings};
+use super::tls::{MAX_PEM, OverTls};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -52,6 +53,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/reload"),
     ("GET", "/api/settings"),
     ("PUT", "/api/settings"),
+    ("GET", "/api/tls"),
+    ("PUT", "/api/tls"),
 ];
 
 pub fn router(web: Arc<Web>) -> Router {
@@ -72,6 +75,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/api/config", get(config_text))
         .route("/api/reload", post(reload))
         .route("/api/settings", get(get_settings).put(put_settings))
+        .route("/api/tls", get(get_tls).put(put_tls))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(web)
@@ -166,13 +170,17 @@ fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
     serde_json::from_value(v).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e}")))
 }
 
-fn session_cookie(token: &str) -> HeaderValue {
+/// Over HTTPS the cookie is also `Secure`, so it never travels over the plain-HTTP port.
+fn session_cookie(token: &str, tls: bool) -> HeaderValue {
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_MAX.as_secs()
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_MAX.as_secs(),
+        if tls { "; Secure" } else { "" }
     ))
     .expect("token is hex")
 }
+
+type Tls = Option<Extension<OverTls>>;
 
 fn clear_cookie() -> HeaderValue {
     HeaderValue::from_str(&format!(
@@ -181,10 +189,10 @@ fn clear_cookie() -> HeaderValue {
     .expect("static text")
 }
 
-fn with_session(token: &str, s: &Session, status: StatusCode) -> Response {
+fn with_session(token: &str, s: &Session, status: StatusCode, tls: &Tls) -> Response {
     let mut r = (status, Json(json!({ "csrf_token": s.csrf }))).into_response();
     r.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(token));
+        .insert(header::SET_COOKIE, session_cookie(token, tls.is_some()));
     r
 }
 
@@ -226,7 +234,7 @@ async fn hashing<T: Send + 'static>(
         .map_err(|e| ApiError::internal("password check failed", e))
 }
 
-async fn setup(State(web): State<Arc<Web>>, JsonBody(body): JsonBody) -> ApiResult {
+async fn setup(State(web): State<Arc<Web>>, tls: Tls, JsonBody(body): JsonBody) -> ApiResult {
     if web.auth.is_set_up() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -256,7 +264,7 @@ async fn setup(State(web): State<Arc<Web>>, JsonBody(body): JsonBody) -> ApiResu
     }
     tracing::info!("admin password set");
     let (token, s) = web.auth.open_session();
-    Ok(with_session(&token, &s, StatusCode::CREATED))
+    Ok(with_session(&token, &s, StatusCode::CREATED, &tls))
 }
 
 fn login_error(e: LoginError) -> ApiError {
@@ -281,6 +289,7 @@ fn login_error(e: LoginError) -> ApiError {
 
 async fn login(
     State(web): State<Arc<Web>>,
+    tls: Tls,
     req_ext: axum::http::Extensions,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
@@ -292,7 +301,7 @@ async fn login(
     }
     let res = hashing(&web, move |w| w.auth.login(ip, &p.password)).await?;
     match res {
-        Ok((token, s)) => Ok(with_session(&token, &s, StatusCode::OK)),
+        Ok((token, s)) => Ok(with_session(&token, &s, StatusCode::OK, &tls)),
         Err(e) => {
             if e == LoginError::BadPassword {
                 tracing::warn!(client = %ip, "failed login");
@@ -321,6 +330,7 @@ struct ChangePasswordIn {
 
 async fn change_password(
     State(web): State<Arc<Web>>,
+    tls: Tls,
     req_ext: axum::http::Extensions,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
@@ -356,7 +366,7 @@ async fn change_password(
         .map_err(|e| ApiError::internal("cannot store the password", e))?;
     tracing::info!("admin password changed; all sessions ended");
     let (token, s) = web.auth.open_session();
-    Ok(with_session(&token, &s, StatusCode::OK))
+    Ok(with_session(&token, &s, StatusCode::OK, &tls))
 }
 
 // ---- status and history ----
@@ -687,6 +697,7 @@ fn settings_json(s: &Settings) -> Value {
         "allowed_hosts": s.allowed_hosts,
         "probe_allowlist": s.probe_allowlist,
         "scrape_auth": scrape,
+        "https_listen": s.https_listen,
         // Sections of settings.json that later parts of the device fill in.
         "store": { "configured": false },
         "remote_write": { "configured": false },
@@ -715,6 +726,16 @@ struct SettingsIn {
     #[serde(default)]
     probe_allowlist: Vec<String>,
     scrape_auth: Option<ScrapeAuthIn>,
+    /// Absent: unchanged; empty or null: HTTPS off.
+    #[serde(default, deserialize_with = "some_or_null")]
+    https_listen: Option<Option<String>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn some_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 async fn put_settings(
@@ -759,10 +780,15 @@ async fn put_settings(
             }
         },
     };
+    let https_listen = match input.https_listen {
+        None => old.https_listen.clone(),
+        Some(l) => l.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()),
+    };
     let new = Settings {
         allowed_hosts: input.allowed_hosts,
         probe_allowlist: input.probe_allowlist,
         scrape_auth,
+        https_listen,
     };
     new.validate().map_err(|errs| {
         ApiError::fields(
@@ -774,5 +800,54 @@ async fn put_settings(
     web.settings
         .set(new.clone())
         .map_err(|e| ApiError::internal("cannot save the settings", e))?;
+    if new.https_listen != old.https_listen
+        && let Err(msg) = super::apply_https(&web).await
+    {
+        // Keep what worked: the old settings and, if it ran, the old listener.
+        let _ = web.settings.set(old);
+        let _ = super::apply_https(&web).await;
+        return Err(ApiError::fields(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "HTTPS could not start; the settings are unchanged",
+            vec![FieldError::new("https_listen", msg)],
+        ));
+    }
     Ok(Json(settings_json(&new)))
+}
+
+async fn get_tls(State(web): State<Arc<Web>>) -> Json<Value> {
+    Json(json!(web.tls.info()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsIn {
+    cert_pem: String,
+    key_pem: String,
+}
+
+async fn put_tls(State(web): State<Arc<Web>>, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+    let t: TlsIn = typed(body)?;
+    if t.cert_pem.len() > MAX_PEM || t.key_pem.len() > MAX_PEM {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("certificate and key must each be at most {MAX_PEM} bytes"),
+        ));
+    }
+    web.tls
+        .install(t.cert_pem.as_bytes(), t.key_pem.as_bytes())
+        .map_err(|m| {
+            let field = if m.contains("key") {
+                "key_pem"
+            } else {
+                "cert_pem"
+            };
+            ApiError::fields(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the certificate was not installed",
+                vec![FieldError::new(field, m)],
+            )
+        })?;
+    tracing::info!("TLS certificate replaced from the web page");
+    Ok(Json(json!(web.tls.info())))
 }

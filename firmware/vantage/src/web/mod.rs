@@ -15,6 +15,7 @@ mod history;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub struct Web {
     /// Serialises config saves so two editors never interleave read-modify-write.
     pub save_lock: tokio::sync::Mutex<()>,
     pub data_dir: PathBuf,
+    pub tls: Arc<tls::Tls>,
 }
 
 impl std::fmt::Debug for Web {
@@ -70,6 +72,7 @@ impl Web {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let auth = auth::Auth::open(&dir, params)?;
         let settings = settings::SettingsStore::open(&dir)?;
+        let tls = Arc::new(tls::Tls::new(&dir));
         Ok(Arc::new(Self {
             daemon,
             auth,
@@ -77,6 +80,7 @@ impl Web {
             history,
             save_lock: tokio::sync::Mutex::new(()),
             data_dir: data_dir.to_path_buf(),
+            tls,
         }))
     }
 }
@@ -88,4 +92,11 @@ pub fn app(web: Arc<Web>) -> Router {
         .merge(api::router(web.clone()))
         .merge(assets::router())
         .layer(axum::middleware::from_fn_with_state(web, guard::guard))
+}
+
+/// Starts (or stops) HTTPS as the settings say. A failure is logged and shown on the settings
+/// page; plain HTTP keeps working.
+pub async fn apply_https(web: &Arc<Web>) -> Result<(), String> {
+    let listen = web.settings.get().https_listen_addr();
+    web.tls.apply(listen, app(web.clone())).await
 }

@@ -1,7 +1,7 @@
 //! Settings of the web front door, kept in `web/settings.json` (mode 0600: it holds the scrape
 //! credentials): extra Host names, scrape authentication, the `/probe` allow-list.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -33,6 +33,8 @@ pub struct Settings {
     /// When not empty, `/probe` only probes targets matching one entry: an IP address, a
     /// CIDR block, a hostname, `*.suffix`, or `@targets` (the hosts of configured targets).
     pub probe_allowlist: Vec<String>,
+    /// Also serve the page over HTTPS on this address (e.g. `[::]:9443`); `None`: off.
+    pub https_listen: Option<String>,
 }
 
 const MAX_LIST: usize = 256;
@@ -103,7 +105,19 @@ impl Settings {
                 }
             }
         }
+        if let Some(l) = &self.https_listen
+            && l.parse::<SocketAddr>().is_err()
+        {
+            errs.push(FieldError::new(
+                "https_listen",
+                format!("{l:?} is not an address and port, e.g. \"[::]:9443\" or \"0.0.0.0:9443\""),
+            ));
+        }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    pub fn https_listen_addr(&self) -> Option<SocketAddr> {
+        self.https_listen.as_deref().and_then(|l| l.parse().ok())
     }
 }
 
@@ -211,6 +225,7 @@ mod tests {
                 token: "short".into(),
             },
             probe_allowlist: vec!["10.0.0.0/99".into()],
+            https_listen: Some("9443".into()),
         };
         let errs = s.validate().unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
@@ -219,7 +234,8 @@ mod tests {
             [
                 "allowed_hosts[1]",
                 "probe_allowlist[0]",
-                "scrape_auth.token"
+                "scrape_auth.token",
+                "https_listen"
             ]
         );
     }

@@ -1228,3 +1228,157 @@ fn assets_are_self_contained() {
         }
     }
 }
+
+/// One HTTP/1.1 request over TLS to `addr`, trusting only `cert_pem`.
+async fn https_request(
+    addr: std::net::SocketAddr,
+    cert_pem: &[u8],
+    req: &str,
+) -> std::io::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    tls.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))?
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn https_with_a_generated_then_an_uploaded_certificate() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let r = f.get("/api/tls").await;
+    assert!(r.body["listening"].is_null(), "{}", r.text);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"https_listen": "not an address"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "https_listen");
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"https_listen": "127.0.0.1:0"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let info = f.get("/api/tls").await.body;
+    let addr: std::net::SocketAddr = info["listening"].as_str().unwrap().parse().unwrap();
+    assert_eq!(info["self_signed"], true);
+    let tls_dir = f.dir.path().join("web/tls");
+    let cert = std::fs::read(tls_dir.join("cert.pem")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tls_dir.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The same page and API over HTTPS; the login cookie is Secure there.
+    let body = json!({"password": PASSWORD}).to_string();
+    let resp = https_request(addr, &cert, &format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("; secure"), "{resp}");
+    // The guard applies there too.
+    let resp = https_request(
+        addr,
+        &cert,
+        "GET / HTTP/1.1\r\nHost: evil.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+
+    // The admin's own certificate replaces the generated one for new connections.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let own = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/tls",
+            Some(json!({"cert_pem": own.pem(), "key_pem": "garbage"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "key_pem", "{}", r.text);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/tls",
+            Some(json!({"cert_pem": own.pem(), "key_pem": key.serialize_pem()})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["self_signed"], false);
+    assert!(
+        https_request(
+            addr,
+            &cert,
+            "GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .await
+        .is_err(),
+        "the old certificate is still served"
+    );
+    let resp = https_request(
+        addr,
+        own.pem().as_bytes(),
+        "GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    // Off again: the port closes.
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"https_listen": null})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(f.get("/api/tls").await.body["listening"].is_null());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
