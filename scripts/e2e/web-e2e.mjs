@@ -203,7 +203,8 @@ async function main() {
       await waitFor('hand-edit banner', () => exec("return /edited by hand/.test(document.body.innerText)"));
       await shot('09-hand-edit');
       await click('.banner button');
-      await waitCss('tr[data-target=loopback-six]');
+      // Applied: the banner goes and the row shows the running (effective) interval.
+      await waitFor('file applied', () => exec("return !/edited by hand/.test(document.body.innerText) && /ping 1s/.test(document.querySelector('tr[data-target=loopback-six]').innerText)"));
     });
 
     await step('delete the target', async () => {

@@ -186,13 +186,8 @@ pub async fn run(
         }
     });
 
-    axum::serve(
-        listener,
-        crate::web::app(web).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("HTTP server failed")?;
+    // Not axum::serve: it has no header read timeout (slowloris); see web/server.rs.
+    crate::web::serve_http(listener, crate::web::app(web), shutdown_signal()).await;
     tracing::info!("vantage stopped");
     Ok(())
 }

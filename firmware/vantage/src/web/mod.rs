@@ -12,6 +12,7 @@ mod config_file;
 mod device;
 mod guard;
 mod history;
+mod server;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use axum::Router;
 
 use crate::daemon::Daemon;
 pub use history::{HistorySource, MemoryHistory};
+pub use server::serve_http;
 
 /// Name of the config file the page creates in the data directory when the daemon runs
 /// without `--config`.

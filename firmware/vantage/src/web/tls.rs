@@ -9,11 +9,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::ConnectInfo;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,13 +21,8 @@ use tokio::task::JoinHandle;
 
 use super::config_file::{create_private_dir, write_atomic};
 use super::device;
+use super::server::{Limits, TlsSource, serve};
 
-/// A TLS handshake must finish within this (slow or silent clients are dropped).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP request headers must arrive within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
-/// Connections served at once on the HTTPS port.
-const MAX_CONNECTIONS: usize = 256;
 /// Certificate and key uploads beyond this are not PEM files of one certificate chain.
 pub const MAX_PEM: usize = 32 * 1024;
 
@@ -248,54 +241,18 @@ impl Tls {
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let me = self.clone();
-        let task = tokio::spawn(async move { me.serve(listener, app).await });
+        let source: TlsSource =
+            Arc::new(move || me.config.read().unwrap_or_else(|e| e.into_inner()).clone());
+        let task = tokio::spawn(serve(
+            listener,
+            app,
+            Some(source),
+            Limits::DEFAULT,
+            std::future::pending(),
+        ));
         tracing::info!(%addr, "serving HTTPS");
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { addr, task });
         Ok(())
-    }
-
-    async fn serve(self: Arc<Self>, listener: TcpListener, app: Router) {
-        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("HTTPS accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Some(config) = self
-                .config
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            else {
-                continue;
-            };
-            let app = app.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                else {
-                    return;
-                };
-                let app = app
-                    .layer(axum::Extension(ConnectInfo(peer)))
-                    .layer(axum::Extension(OverTls));
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
     }
 }
 
