@@ -623,6 +623,10 @@ async function route() {
   document.getElementById('device-name').textContent = state.hostname || '';
   const nav = document.getElementById('nav');
   nav.hidden = !state.logged_in;
+  if (state.error && !state.logged_in) {
+    render(gen, h('div', { class: 'card narrow banner error' }, h('h1', {}, 'Cannot log in'), h('p', {}, state.error)));
+    return;
+  }
   if (state.setup_required) return showSetup();
   if (!state.logged_in) return showLogin();
   csrf = state.csrf_token;

@@ -208,6 +208,7 @@ async fn auth_state(
         "csrf_token": session.as_ref().map(|s| s.0.1.csrf.clone()),
         "password_min_chars": auth::MIN_PASSWORD_CHARS,
         "hostname": device::hostname(),
+        "error": web.auth.damaged,
     }))
 }
 
@@ -274,6 +275,7 @@ fn login_error(e: LoginError) -> ApiError {
             "no admin password yet: choose one first",
         ),
         LoginError::BadPassword => ApiError::new(StatusCode::UNAUTHORIZED, "wrong password"),
+        LoginError::Damaged(msg) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg),
         LoginError::RateLimited(wait) => {
             let secs = wait.as_secs().max(1);
             ApiError {

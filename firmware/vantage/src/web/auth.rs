@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
@@ -89,6 +88,8 @@ struct Failures {
 pub struct Auth {
     path: PathBuf,
     params: HashParams,
+    /// Why `admin.json` could not be used; logins are refused while it is set.
+    pub damaged: Option<String>,
     hash: RwLock<Option<String>>,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
@@ -109,6 +110,7 @@ pub enum LoginError {
     RateLimited(Duration),
     BadPassword,
     NotSetUp,
+    Damaged(String),
 }
 
 pub fn random_token() -> String {
@@ -144,20 +146,34 @@ pub fn check_new_password(pw: &str) -> Result<(), String> {
 impl Auth {
     pub fn open(dir: &Path, params: HashParams) -> anyhow::Result<Self> {
         let path = dir.join("admin.json");
-        let hash = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let f: AdminFile = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("{} is not valid", path.display()))?;
-                PasswordHash::new(&f.password_hash)
-                    .map_err(|e| anyhow::anyhow!("{}: bad password hash: {e}", path.display()))?;
-                Some(f.password_hash)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        // A damaged file must neither stop the daemon (the device has no console) nor fall back
+        // to "no password" (anyone could then claim the device): logins are refused until the
+        // file is removed, e.g. from the SD card.
+        let (hash, damaged) = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<AdminFile>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|f| match PasswordHash::new(&f.password_hash) {
+                    Ok(_) => Ok(f.password_hash),
+                    Err(e) => Err(format!("bad password hash: {e}")),
+                }) {
+                Ok(h) => (Some(h), None),
+                Err(e) => (None, Some(e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
+            Err(e) => (None, Some(e.to_string())),
         };
+        let damaged = damaged.map(|e| {
+            let msg = format!(
+                "the admin password file {} is damaged ({e}); remove it and restart the device to choose a new password",
+                path.display()
+            );
+            tracing::error!("{msg}");
+            msg
+        });
         Ok(Self {
             path,
             params,
+            damaged,
             hash: RwLock::new(hash),
             sessions: Mutex::default(),
             failures: Mutex::default(),
@@ -166,10 +182,12 @@ impl Auth {
     }
 
     pub fn is_set_up(&self) -> bool {
-        self.hash
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.damaged.is_some()
+            || self
+                .hash
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
     }
 
     pub fn hash_password(&self, pw: &str) -> Result<String, String> {
@@ -266,6 +284,9 @@ impl Auth {
 
     /// Checks the password (blocking: run it off the async threads) and opens a session.
     pub fn login(&self, client: IpAddr, pw: &str) -> Result<(String, Session), LoginError> {
+        if let Some(d) = &self.damaged {
+            return Err(LoginError::Damaged(d.clone()));
+        }
         if !self.is_set_up() {
             return Err(LoginError::NotSetUp);
         }
@@ -285,6 +306,9 @@ impl Auth {
 
     /// Checks the current password without rate-limit bookkeeping side effects on success.
     pub fn check_password(&self, client: IpAddr, pw: &str) -> Result<(), LoginError> {
+        if let Some(d) = &self.damaged {
+            return Err(LoginError::Damaged(d.clone()));
+        }
         if let Some(wait) = self.retry_after(client) {
             return Err(LoginError::RateLimited(wait));
         }

@@ -5,7 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::config_file::{FieldError, write_private};
@@ -171,11 +170,24 @@ pub struct SettingsStore {
 impl SettingsStore {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("settings.json");
-        let current = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("{} is not valid", path.display()))?,
+        // A damaged file must not stop the daemon: defaults until the admin saves again.
+        let current = match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(s)) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "{} is damaged ({e}); using default settings",
+                    path.display()
+                );
+                Settings::default()
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot read {} ({e}); using default settings",
+                    path.display()
+                );
+                Settings::default()
+            }
         };
         Ok(Self {
             path,

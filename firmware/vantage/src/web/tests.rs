@@ -1382,3 +1382,78 @@ async fn https_with_a_generated_then_an_uploaded_certificate() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn damaged_credentials_lock_the_page_without_stopping_the_daemon() {
+    let dir = TempDir::new("damaged");
+    std::fs::create_dir_all(dir.path().join("web")).unwrap();
+    std::fs::write(
+        dir.path().join("web/admin.json"),
+        b"{\"password_hash\": \"not a hash\"}",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("web/settings.json"), b"{ torn write").unwrap();
+    let source = ConfigSource::Embedded;
+    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let web = Web::open_with(
+        daemon,
+        dir.path(),
+        Arc::new(MemoryHistory::default()),
+        HashParams::TEST,
+    )
+    .unwrap();
+    let app = super::app(web);
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "localhost");
+        match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string())),
+            None => b.body(Body::empty()),
+        }
+        .unwrap()
+    };
+    let r = app
+        .clone()
+        .oneshot(send(Method::GET, "/api/auth/state", None))
+        .await
+        .unwrap();
+    let body: Value =
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("damaged"),
+        "{body}"
+    );
+    assert_eq!(body["setup_required"], false);
+    // Nobody can claim the device by setting a new password, nor log in.
+    let r = app
+        .clone()
+        .oneshot(send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": PASSWORD})),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = app
+        .clone()
+        .oneshot(send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": PASSWORD})),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Scrapes still work (default settings).
+    let r = app
+        .clone()
+        .oneshot(send(Method::GET, "/metrics", None))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
