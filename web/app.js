@@ -245,6 +245,16 @@ function targetCard(t, historyMinutes) {
     }));
 }
 
+function ledLine(state) {
+  const identify = h('button', { type: 'button', class: 'link small', id: 'identify' },
+    state.identify_remaining_seconds ? `identifying (${Math.ceil(state.identify_remaining_seconds)} s)` : 'Identify');
+  identify.title = 'Blink every status LED for 30 seconds to find this device';
+  identify.addEventListener('click', () => busy(identify, async () => {
+    try { await api('POST', '/api/identify?seconds=30'); toast('The LEDs blink fast for 30 s'); } catch (e) { toast(e.message); }
+  }));
+  return h('span', {}, state.leds.map((l) => `${l.label} ${l.pattern.replace(/_/g, ' ')}`).join(', '), ' ', identify);
+}
+
 function notConfigured(what) {
   return h('span', { class: 'muted' }, 'not configured');
 }
@@ -272,7 +282,7 @@ async function showStatus() {
         h('div', {}, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : s.config.path)),
         h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured ? `${s.store.fill}` : notConfigured('store'))),
         h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured ? s.remote_write.state : notConfigured('remote write'))),
-        h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds.configured ? s.leds.state : notConfigured('leds')))));
+        h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds.configured ? ledLine(s.leds.state) : notConfigured('leds')))));
     const grid = s.targets.length
       ? h('section', { class: 'grid' }, s.targets.map((t) => targetCard(t, s.history_minutes)))
       : h('div', { class: 'card empty' }, 'No targets yet. ', h('a', { href: '#/targets/new' }, 'Add the first one'), '.');
@@ -585,8 +595,9 @@ async function showSettings() {
     h('dl', { class: 'facts' },
       h('div', {}, h('dt', {}, 'Remote write endpoints'), h('dd', {}, notConfigured())),
       h('div', {}, h('dt', {}, 'Sample store limits'), h('dd', {}, notConfigured())),
-      h('div', {}, h('dt', {}, 'Status LED pins'), h('dd', {}, notConfigured()))),
-    h('p', { class: 'hint' }, 'This version of the device has no sample store, uplink or status LEDs to configure.'));
+      h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds && s.leds.configured
+        ? s.leds.state.leds.map((l) => `${l.label} (${l.role})`).join(', ') : notConfigured()))),
+    h('p', { class: 'hint' }, 'This version has no sample store or uplink to configure. Status LEDs are set in the [leds] section of the config file.'));
 
   // The config file as it is on disk.
   const reloadButton = h('button', { type: 'button' }, 'Reload from file');

@@ -30,8 +30,11 @@ mod scheduler;
 mod types;
 
 pub use clock::{Clock, SystemClock};
-pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target};
-pub use probe::{PingProbe, Probe, ProbeRequest, resolve_host};
+pub use config::{
+    Config, ConfigError, ConfigErrors, Host, LedBackendKind, LedConfig, LedRole, LedsConfig,
+    PingOptions, Target,
+};
+pub use probe::{HostResolver, PingProbe, Probe, ProbeRequest, resolve_host};
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{Measurement, PingReport, ProbeError, Sample};
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};

@@ -11,7 +11,9 @@ use vantage_core::{
     Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
 };
 
-use crate::metrics::Metrics;
+use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
+
+use crate::metrics::{LedCollector, Metrics};
 
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
 pub const EMBEDDED_CONFIG: &str = include_str!("../vantage.toml");
@@ -79,6 +81,11 @@ pub struct Daemon {
     pub started: Instant,
     /// Bounds concurrent on-demand `/probe` requests.
     pub probe_permits: tokio::sync::Semaphore,
+    /// The status LEDs and the state they show.
+    pub leds: Arc<Leds>,
+    pub health: Arc<Health>,
+    /// The `[leds]` the LEDs were opened with.
+    leds_config: vantage_core::LedsConfig,
 }
 
 impl Daemon {
@@ -95,8 +102,18 @@ impl Daemon {
         observers: Vec<Arc<dyn Observer>>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
+        let started = Instant::now();
+        let leds = Arc::new(start_leds(&config));
+        metrics.register(Box::new(LedCollector::new(leds.clone())));
+        let health = Arc::new(Health::new(started, boot_grace(&config)));
         let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new())];
-        let mut all = vec![metrics.clone() as Arc<dyn Observer>];
+        let mut all = vec![
+            metrics.clone() as Arc<dyn Observer>,
+            Arc::new(LedObserver {
+                health: health.clone(),
+                leds: leds.clone(),
+            }),
+        ];
         all.extend(observers);
         let observer = Arc::new(Fanout(all));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);
@@ -105,8 +122,11 @@ impl Daemon {
             metrics,
             runner,
             config: Mutex::new(Arc::new(Config::default())),
-            started: Instant::now(),
+            started,
             probe_permits: tokio::sync::Semaphore::new(64),
+            leds,
+            health,
+            leds_config: config.leds.clone(),
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
@@ -116,6 +136,12 @@ impl Daemon {
     fn apply(&self, config: Config) {
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
+        self.health
+            .set_targets(config.targets.iter().map(|t| t.name.as_str()));
+        self.health.set_stall_after(stall_after(&config));
+        if config.leds != self.leds_config {
+            tracing::warn!("[leds] changed: the LEDs keep their old settings until a restart");
+        }
         let applied = self.runner.apply(&config);
         tracing::info!(
             targets = config.targets.len(),
@@ -174,6 +200,24 @@ pub async fn run(
     let web = crate::web::Web::open(daemon.clone(), &data_dir, history)?;
     let _ = crate::web::apply_https(&web).await;
 
+    // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything
+    // else, so a wedged runtime stops it, the LEDs say "not responding" and, with
+    // WatchdogSec=, systemd restarts the daemon.
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(w) = notifier.as_ref().and_then(|n| n.watchdog_timeout()) {
+        tracing::info!(timeout = %humantime::format_duration(w), "systemd watchdog on");
+    }
+    let supervisor = Supervisor {
+        leds: daemon.leds.clone(),
+        health: daemon.health.clone(),
+        notifier: notifier.clone(),
+    };
+    if let Some(n) = &notifier {
+        let _ = n.ready();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ticker = tokio::spawn(supervisor.run(|| true, stop_rx));
+
     let reloader = daemon.clone();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -188,8 +232,60 @@ pub async fn run(
 
     // Not axum::serve: it has no header read timeout (slowloris); see web/server.rs.
     crate::web::serve_http(listener, crate::web::app(web), shutdown_signal()).await;
+    if let Some(n) = &notifier {
+        let _ = n.stopping();
+    }
+    let _ = stop_tx.send(true);
+    let _ = ticker.await;
+    // A defined state for the LEDs: dark, with the kernel's triggers off.
+    daemon.leds.shutdown(Pattern::Off);
     tracing::info!("vantage stopped");
     Ok(())
+}
+
+/// Opens the configured LEDs; one that cannot be opened is logged and left out, since probing
+/// matters more than a lamp.
+pub fn start_leds(config: &Config) -> Leds {
+    let cfg = &config.leds;
+    let mut leds = Vec::new();
+    for l in &cfg.leds {
+        match vantage_leds::open_one(cfg, l) {
+            Ok(Some(led)) => leds.push((l.role, led)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(led = %l.name, role = %l.role, "status LED left out: {e}"),
+        }
+    }
+    if !leds.is_empty() {
+        tracing::info!(
+            backend = cfg.backend.as_str(),
+            leds = leds.len(),
+            "status LEDs on"
+        );
+    }
+    Leds::start(leds, cfg.identify_timeout, cfg.stale_after)
+}
+
+/// Probes silent this long mean probing is stuck: three of the longest rounds, at least 30 s.
+fn stall_after(config: &Config) -> Duration {
+    let longest = config
+        .targets
+        .iter()
+        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (longest * 3).max(Duration::from_secs(30))
+}
+
+/// "Booting" lasts until every target has reported once, or at most this long: the longest
+/// interval plus the longest round, with a margin, capped at five minutes.
+fn boot_grace(config: &Config) -> Duration {
+    let longest = config
+        .targets
+        .iter()
+        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (longest + Duration::from_secs(5)).min(Duration::from_secs(300))
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -226,5 +322,22 @@ async fn shutdown_signal() {
 impl Daemon {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// "Identify me": every LED blinks fast for `duration` (the configured
+    /// `leds.identify_timeout` when `None`); zero stops it. Returns how long it blinks.
+    pub fn identify(&self, duration: Option<Duration>) -> Duration {
+        match duration {
+            Some(d) if d.is_zero() => {
+                self.leds.stop_identify();
+                tracing::info!("identify stopped");
+                Duration::ZERO
+            }
+            d => {
+                let d = self.leds.identify(d);
+                tracing::info!(duration = %humantime::format_duration(d), "identify: blinking all LEDs");
+                d
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 mod daemon;
 mod http;
+mod leds_cmd;
 mod metrics;
 mod oneshot;
 mod web;
@@ -53,6 +54,8 @@ enum Command {
     },
     /// Ping a host from the command line, like ping(8), using the daemon's ping code.
     Ping(oneshot::PingArgs),
+    /// Drive the status LEDs without the daemon: boot pattern, test cycle, off.
+    Leds(leds_cmd::LedsArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
+        Command::Leds(args) => leds_cmd::run(args),
     }
 }
 

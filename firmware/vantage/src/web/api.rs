@@ -373,6 +373,11 @@ async fn change_password(
 
 // ---- status and history ----
 
+fn leds_json(web: &Web) -> Value {
+    let snap = web.daemon.leds.snapshot();
+    json!({ "configured": !snap.leds.is_empty(), "state": snap })
+}
+
 fn probe_json(web: &Web, target: &str, kind: ProbeKind, interval: Duration) -> Value {
     let since = SystemTime::now() - BUCKET * BUCKETS as u32;
     json!({
@@ -417,7 +422,7 @@ async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
         // Parts of the device this build does not have yet: reported, never invented.
         "store": { "configured": false },
         "remote_write": { "configured": false },
-        "leds": { "configured": false },
+        "leds": leds_json(&web),
         "history_minutes": BUCKETS as u64 * BUCKET.as_secs() / 60,
         "targets": targets,
     }))
@@ -700,15 +705,16 @@ fn settings_json(s: &Settings) -> Value {
         "probe_allowlist": s.probe_allowlist,
         "scrape_auth": scrape,
         "https_listen": s.https_listen,
-        // Sections of settings.json that later parts of the device fill in.
+        // Parts of the device configured elsewhere or not there yet.
         "store": { "configured": false },
         "remote_write": { "configured": false },
-        "leds": { "configured": false },
     })
 }
 
 async fn get_settings(State(web): State<Arc<Web>>) -> Json<Value> {
-    Json(settings_json(&web.settings.get()))
+    let mut v = settings_json(&web.settings.get());
+    v["leds"] = leds_json(&web);
+    Json(v)
 }
 
 #[derive(Deserialize)]

@@ -4,9 +4,9 @@
 //! The rule for state changes is deliberately global rather than per route: every request
 //! with a method other than GET, HEAD or OPTIONS needs a live session AND the session's CSRF
 //! token in `X-CSRF-Token` AND no cross-site `Origin` / `Sec-Fetch-Site`. The only exceptions
-//! are first-boot setup and login (which have no session yet: they get the Origin checks) and
-//! `/-/reload` from the device itself or with the scrape credentials. A new route cannot
-//! forget it.
+//! are first-boot setup and login (which have no session yet: they get the Origin checks), a few
+//! harmless operations (reload, identify) from clients on the device itself, and `/-/reload`
+//! with the scrape credentials. A new route cannot forget it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +38,13 @@ const SESSIONLESS_POSTS: &[&str] = &["/api/auth/setup", "/api/auth/login"];
 const SCRAPE_PATHS: &[&str] = &["/metrics", "/probe", "/-/healthy", "/-/ready"];
 /// Readable without a session: the login state and the page's own assets.
 const PUBLIC_API: &[&str] = &["/api/auth/state"];
+/// Harmless operations that clients on the device itself (scripts, service managers, `curl
+/// localhost`) may call without a session. The Origin checks still apply to them.
+const LOCAL_OPS: &[(Method, &str)] = &[
+    (Method::POST, "/-/reload"),
+    (Method::POST, "/api/identify"),
+    (Method::GET, "/api/leds"),
+];
 
 /// Local-only name suffixes: an attacker's public domain cannot end in these.
 const LOCAL_SUFFIXES: &[&str] = &[
@@ -228,6 +235,8 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
         return with_timeout(PROBE_REQUEST_TIMEOUT, next.run(req)).await;
     }
 
+    let local = client_ip(req.extensions()).is_loopback()
+        && LOCAL_OPS.iter().any(|(m, p)| *m == method && *p == path);
     let session: Option<(String, Session)> = cookie_value(headers, SESSION_COOKIE)
         .and_then(|t| web.auth.session(t).map(|s| (t.to_string(), s)));
 
@@ -235,13 +244,12 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
         if let Some(why) = cross_site(headers) {
             return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
         }
-        // `/-/reload` only re-applies the file on disk (as SIGHUP does). Besides a session it
-        // accepts the scrape credentials, and clients on the device itself (`curl localhost`,
-        // service managers); the Origin checks above still apply to those.
-        let by_token = path == "/-/reload"
-            && (client_ip(req.extensions()).is_loopback()
-                || (!matches!(settings.scrape_auth, ScrapeAuth::None)
-                    && scrape_authorized(&settings.scrape_auth, headers)));
+        // `/-/reload` only re-applies the file on disk (as SIGHUP does): besides a session it
+        // accepts the scrape credentials, like Prometheus' lifecycle API.
+        let by_token = local
+            || (path == "/-/reload"
+                && !matches!(settings.scrape_auth, ScrapeAuth::None)
+                && scrape_authorized(&settings.scrape_auth, headers));
         if !SESSIONLESS_POSTS.contains(&path.as_str()) && !by_token {
             let Some((_, s)) = &session else {
                 return ApiError::new(StatusCode::UNAUTHORIZED, "log in first").into_response();
@@ -255,7 +263,10 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
                 .into_response();
             }
         }
-    } else if path.starts_with("/api/") && !PUBLIC_API.contains(&path.as_str()) && session.is_none()
+    } else if path.starts_with("/api/")
+        && !PUBLIC_API.contains(&path.as_str())
+        && session.is_none()
+        && !local
     {
         return ApiError::new(StatusCode::UNAUTHORIZED, "log in first").into_response();
     }

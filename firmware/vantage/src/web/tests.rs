@@ -348,6 +348,7 @@ async fn no_route_changes_state_without_session_and_csrf() {
     // The daemon's own endpoints and made-up ones: the rule is global, not per route.
     for (m, p) in [
         ("POST", "/-/reload"),
+        ("POST", "/api/identify"),
         ("POST", "/metrics"),
         ("DELETE", "/api/status"),
         ("PATCH", "/api/targets/loop"),
@@ -1081,7 +1082,22 @@ async fn reload_endpoint_is_open_to_the_device_itself_only() {
             .status,
         StatusCode::FORBIDDEN
     );
-    // Only reload: other routes want a session from loopback too.
+    // Identify and the LED state are device-local operations too.
+    let mut req = from("127.0.0.1", None);
+    *req.uri_mut() = "/api/identify?seconds=1".parse().unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    let mut req = from("198.51.100.4", None);
+    *req.uri_mut() = "/api/identify?seconds=1".parse().unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::UNAUTHORIZED);
+    let mut req = from("127.0.0.1", None);
+    *req.uri_mut() = "/api/leds".parse().unwrap();
+    *req.method_mut() = Method::GET;
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    let mut req = from("198.51.100.4", None);
+    *req.uri_mut() = "/api/leds".parse().unwrap();
+    *req.method_mut() = Method::GET;
+    assert_eq!(f.raw(req).await.status, StatusCode::UNAUTHORIZED);
+    // Others want a session from loopback too.
     let mut req = f
         .builder(Method::POST, "/api/reload", false, false)
         .body(Body::empty())
