@@ -1473,3 +1473,35 @@ async fn damaged_credentials_lock_the_page_without_stopping_the_daemon() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// With status LEDs configured, the status page shows them (and what they show), and the
+/// identify button's endpoint works with a session; a target edit keeps the `[leds]` section.
+#[tokio::test]
+async fn status_shows_leds_and_edits_keep_other_sections() {
+    let cfg = format!("{CONFIG}\n[leds]\nbackend = \"log\"\n");
+    let f = Fixture::logged_in(Some(&cfg)).await;
+    let s = f.get("/api/status").await;
+    assert_eq!(s.body["leds"]["configured"], true, "{}", s.text);
+    assert!(
+        s.body["leds"]["state"]["leds"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty()),
+        "{}",
+        s.text
+    );
+    let r = f
+        .send(Method::POST, "/api/identify?seconds=2", None, true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": "gw", "host": "127.0.0.2", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.contains("[leds]\nbackend = \"log\""), "{text}");
+}
