@@ -1,7 +1,7 @@
 //! Recent results per target and probe, for the status page and its sparklines.
 //!
-//! [`MemoryHistory`] keeps the last hour in one-minute buckets (60 small buckets per probe,
-//! whatever the interval), so memory stays bounded at a few KiB per target. The page reads it
+//! [`MemoryHistory`] keeps the last hour in one-minute buckets (60 buckets of 24 bytes per
+//! probe, whatever the interval), so memory stays bounded at under 2 KiB per target. The page reads it
 //! through [`HistorySource`], which the on-disk store can implement to serve longer ranges.
 
 use std::collections::HashMap;
@@ -51,15 +51,17 @@ pub trait HistorySource: Send + Sync + 'static {
     fn retain(&self, keep: &dyn Fn(&str) -> bool);
 }
 
+/// One bucket, kept small (24 bytes): 60 per target and probe.
 #[derive(Debug, Default, Clone, Copy)]
 struct Acc {
-    t: u64,
+    /// Bucket start, Unix seconds (u32 lasts until 2106).
+    t: u32,
     rounds: u32,
     successes: u32,
-    rtt_sum_ms: f64,
     rtt_n: u32,
-    sent: u64,
-    lost: u64,
+    rtt_sum_ms: f32,
+    sent: u16,
+    lost: u16,
 }
 
 #[derive(Debug, Default)]
@@ -86,13 +88,14 @@ fn ms(d: Duration) -> f64 {
 impl MemoryHistory {
     pub fn record(&self, s: &Sample) {
         let ts = unix(s.timestamp);
-        let bucket_t = (ts as u64) / BUCKET.as_secs() * BUCKET.as_secs();
+        let bucket_t =
+            ((ts as u64) / BUCKET.as_secs() * BUCKET.as_secs()).min(u64::from(u32::MAX)) as u32;
         let (rtt, loss, sent, lost, address) = match &s.measurement {
             Measurement::Ping(p) => (
                 p.mean().map(ms),
                 Some(p.loss_ratio()),
-                u64::from(p.sent),
-                u64::from(p.sent.saturating_sub(p.received)),
+                p.sent,
+                p.sent.saturating_sub(p.received),
                 p.address.map(|a| a.to_string()),
             ),
             _ => (None, None, 0, 0, None),
@@ -128,14 +131,19 @@ impl MemoryHistory {
             }
         }
         let b = track.buckets.last_mut().expect("pushed above");
-        b.rounds += 1;
-        b.successes += u32::from(s.success);
+        b.rounds = b.rounds.saturating_add(1);
+        b.successes = b.successes.saturating_add(u32::from(s.success));
         if let Some(r) = rtt {
-            b.rtt_sum_ms += r;
-            b.rtt_n += 1;
+            b.rtt_sum_ms += r as f32;
+            b.rtt_n = b.rtt_n.saturating_add(1);
         }
-        b.sent += sent;
-        b.lost += lost;
+        // Loss is a ratio: when the packet counts would overflow, halve both.
+        if u32::from(b.sent) + sent > u32::from(u16::MAX) {
+            b.sent /= 2;
+            b.lost /= 2;
+        }
+        b.sent = b.sent.saturating_add(sent.min(u32::from(u16::MAX)) as u16);
+        b.lost = b.lost.saturating_add(lost.min(u32::from(u16::MAX)) as u16);
     }
 }
 
@@ -154,13 +162,13 @@ impl HistorySource for MemoryHistory {
         track
             .buckets
             .iter()
-            .filter(|b| b.t + BUCKET.as_secs() > since)
+            .filter(|b| u64::from(b.t) + BUCKET.as_secs() > since)
             .map(|b| Point {
-                t: b.t,
+                t: u64::from(b.t),
                 rounds: b.rounds,
                 successes: b.successes,
-                rtt_ms: (b.rtt_n > 0).then(|| b.rtt_sum_ms / f64::from(b.rtt_n)),
-                loss: (b.sent > 0).then(|| b.lost as f64 / b.sent as f64),
+                rtt_ms: (b.rtt_n > 0).then(|| f64::from(b.rtt_sum_ms) / f64::from(b.rtt_n)),
+                loss: (b.sent > 0).then(|| f64::from(b.lost) / f64::from(b.sent)),
             })
             .collect()
     }
@@ -206,6 +214,11 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn buckets_are_small() {
+        assert_eq!(std::mem::size_of::<Acc>(), 24);
     }
 
     #[test]
