@@ -1505,3 +1505,35 @@ async fn status_shows_leds_and_edits_keep_other_sections() {
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(text.contains("[leds]\nbackend = \"log\""), "{text}");
 }
+
+/// docs/openapi.yaml documents every route (a route added without its docs fails here).
+#[test]
+fn openapi_documents_every_route() {
+    let spec = include_str!("../../../../docs/openapi.yaml");
+    let mut documented = std::collections::BTreeSet::new();
+    let mut path = None;
+    for line in spec.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            path = Some(format!("/{p}"));
+        } else if !line.starts_with("    ") && !line.trim().is_empty() && !line.starts_with("  /") {
+            path = None;
+        }
+        if let (Some(p), Some(m)) = (
+            &path,
+            line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')),
+        ) {
+            if ["get", "post", "put", "delete", "patch"].contains(&m) {
+                documented.insert((m.to_uppercase(), p.clone()));
+            }
+        }
+    }
+    for (m, p) in ROUTES
+        .iter()
+        .chain(&[("POST", "/api/identify"), ("GET", "/api/leds")])
+    {
+        assert!(
+            documented.contains(&(m.to_string(), p.to_string())),
+            "{m} {p} is not in docs/openapi.yaml; documented: {documented:?}"
+        );
+    }
+}
