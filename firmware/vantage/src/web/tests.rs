@@ -1521,10 +1521,9 @@ fn openapi_documents_every_route() {
         if let (Some(p), Some(m)) = (
             &path,
             line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')),
-        ) {
-            if ["get", "post", "put", "delete", "patch"].contains(&m) {
-                documented.insert((m.to_uppercase(), p.clone()));
-            }
+        ) && ["get", "post", "put", "delete", "patch"].contains(&m)
+        {
+            documented.insert((m.to_uppercase(), p.clone()));
         }
     }
     for (m, p) in ROUTES
