@@ -113,6 +113,18 @@ pub enum LoginError {
     Damaged(String),
 }
 
+/// The unit the login limit counts per: an IPv4 address, or an IPv6 /64 (one host can pick any
+/// address in its /64, so counting per address would give it endless fresh tries).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 pub fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
@@ -251,7 +263,7 @@ impl Auth {
     /// How long `client` must still wait before its next login attempt.
     pub fn retry_after(&self, client: IpAddr) -> Option<Duration> {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let f = map.get(&client)?;
+        let f = map.get(&client_key(client))?;
         if f.count < FREE_FAILURES {
             return None;
         }
@@ -271,7 +283,7 @@ impl Auth {
                 map.remove(&oldest);
             }
         }
-        let f = map.entry(client).or_insert(Failures {
+        let f = map.entry(client_key(client)).or_insert(Failures {
             count: 0,
             last: now,
         });
@@ -300,7 +312,7 @@ impl Auth {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&client);
+            .remove(&client_key(client));
         Ok(self.open_session())
     }
 
@@ -410,6 +422,19 @@ mod tests {
         // Another client is not affected.
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         assert!(a.login(other, "correct horse battery").is_ok());
+        // A host cannot dodge the limit by changing addresses within its IPv6 /64.
+        for i in 0..FREE_FAILURES {
+            let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap();
+            assert_eq!(a.login(ip, "wrong").unwrap_err(), LoginError::BadPassword);
+        }
+        assert!(matches!(
+            a.login("2001:db8::ffff:1".parse().unwrap(), "wrong"),
+            Err(LoginError::RateLimited(_))
+        ));
+        assert!(
+            a.login("2001:db8:0:1::1".parse().unwrap(), "correct horse battery")
+                .is_ok()
+        );
     }
 
     #[test]
