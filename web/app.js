@@ -197,7 +197,8 @@ function sparkline(points, intervalSec, historyMinutes) {
   const x = (t) => ((t + 30 - start) / (historyMinutes * 60)) * W;
   el.append(svg('line', { class: 'base', x1: 0, y1: H - 1, x2: W, y2: H - 1 }));
   const rtts = points.filter((p) => p.rtt_ms !== null);
-  const max = Math.max(1, ...rtts.map((p) => p.rtt_ms)) * 1.15;
+  // Scaled to the largest RTT shown, so sub-millisecond jitter on a LAN is visible too.
+  const max = Math.max(0.001, ...rtts.map((p) => p.rtt_ms)) * 1.15;
   for (const p of points) {
     if (p.loss) {
       const bh = Math.max(3, p.loss * (H - 4));
@@ -246,13 +247,13 @@ function targetCard(t, historyMinutes) {
 }
 
 function ledLine(state) {
-  const identify = h('button', { type: 'button', class: 'link small', id: 'identify' },
+  const identify = h('button', { type: 'button', class: 'small', id: 'identify' },
     state.identify_remaining_seconds ? `identifying (${Math.ceil(state.identify_remaining_seconds)} s)` : 'Identify');
   identify.title = 'Blink every status LED for 30 seconds to find this device';
   identify.addEventListener('click', () => busy(identify, async () => {
     try { await api('POST', '/api/identify?seconds=30'); toast('The LEDs blink fast for 30 s'); } catch (e) { toast(e.message); }
   }));
-  return h('span', {}, state.leds.map((l) => `${l.label} ${l.pattern.replace(/_/g, ' ')}`).join(', '), ' ', identify);
+  return h('span', {}, h('span', { class: 'block' }, state.leds.map((l) => `${l.label} ${l.pattern.replace(/_/g, ' ')}`).join(', ')), identify);
 }
 
 function notConfigured(what) {
@@ -278,8 +279,8 @@ async function showStatus() {
         h('div', {}, h('dt', {}, 'Device'), h('dd', {}, d.hostname)),
         h('div', {}, h('dt', {}, 'Version'), h('dd', {}, d.version)),
         h('div', {}, h('dt', {}, 'Up for'), h('dd', {}, duration(d.uptime_seconds))),
-        h('div', {}, h('dt', {}, 'Addresses'), h('dd', { class: 'mono small' }, addrs)),
-        h('div', {}, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : s.config.path)),
+        h('div', { class: 'wide' }, h('dt', {}, 'Addresses'), h('dd', { class: 'mono small' }, addrs)),
+        h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : s.config.path)),
         h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured ? `${s.store.fill}` : notConfigured('store'))),
         h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured ? s.remote_write.state : notConfigured('remote write'))),
         h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds.configured ? ledLine(s.leds.state) : notConfigured('leds')))));
