@@ -560,7 +560,9 @@ async fn save(web: &Arc<Web>, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777
     });
-    let p = path.clone();
+    // A config that is a symlink (e.g. from a read-only /etc into the data partition) is
+    // saved where it points, so the link survives.
+    let p = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
     let bytes = new.clone().into_bytes();
     tokio::task::spawn_blocking(move || write_atomic(&p, &bytes, mode, true, |_| Ok(())))
         .await
@@ -663,7 +665,7 @@ async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     let backup = loc
         .path
         .as_ref()
-        .map(|p| config_file::backup_path(p))
+        .map(|p| config_file::backup_path(&std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .filter(|p| p.exists())
         .map(|p| p.display().to_string());
     Ok(Json(json!({

@@ -1536,3 +1536,51 @@ fn openapi_documents_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_symlinked_config_is_saved_through_the_link() {
+    let dir = TempDir::new("symlink");
+    let real = dir.path().join("real.toml");
+    std::fs::write(&real, CONFIG).unwrap();
+    let link = dir.path().join("vantage.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let source = ConfigSource::File(link.clone());
+    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let web = Web::open_with(
+        daemon,
+        dir.path(),
+        Arc::new(MemoryHistory::default()),
+        HashParams::TEST,
+    )
+    .unwrap();
+    let (token, s) = web.auth.open_session();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/targets")
+        .header(header::HOST, "localhost")
+        .header(header::COOKIE, format!("vantage_session={token}"))
+        .header("x-csrf-token", s.csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"name": "gw", "host": "127.0.0.2", "probes": ["ping"]}).to_string(),
+        ))
+        .unwrap();
+    let resp = super::app(web.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&real)
+            .unwrap()
+            .contains("name = \"gw\"")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("real.toml.bak")).unwrap(),
+        CONFIG
+    );
+    assert!(web.daemon.config().target("gw").is_some());
+}
