@@ -283,7 +283,11 @@ async function showStatus() {
         h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : s.config.path)),
         h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured ? `${s.store.fill}` : notConfigured('store'))),
         h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured ? s.remote_write.state : notConfigured('remote write'))),
-        h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds.configured ? ledLine(s.leds.state) : notConfigured('leds')))));
+        h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds.configured ? ledLine(s.leds.state) : notConfigured('leds'))),
+        s.provisioning && s.provisioning.url ? h('div', { class: 'wide' }, h('dt', {}, 'Provisioning'),
+          h('dd', {}, `${s.provisioning.targets.length} targets from `, h('span', { class: 'mono small' }, s.provisioning.url),
+            ` (${({ remote: 'fetched', cache: 'last good copy' })[s.provisioning.source] || 'nothing fetched yet'})`,
+            s.provisioning.last_error ? h('div', { class: 'ferr' }, s.provisioning.last_error) : null)) : null));
     const grid = s.targets.length
       ? h('section', { class: 'grid' }, s.targets.map((t) => targetCard(t, s.history_minutes)))
       : h('div', { class: 'card empty' }, 'No targets yet. ', h('a', { href: '#/targets/new' }, 'Add the first one'), '.');
@@ -478,6 +482,10 @@ async function showTargets(sub) {
       h('td', { class: 'hide-narrow small' }, every),
       h('td', { class: 'actions' }, h('a', { class: 'button', href: `#/targets/${encodeURIComponent(raw.name)}`, 'data-edit': raw.name }, 'Edit'), ' ', del));
   });
+  for (const name of list.provisioned || []) {
+    rows.push(h('tr', { 'data-target': name }, h('td', {}, h('b', {}, name)),
+      h('td', { class: 'muted small', colspan: 3 }, 'from central provisioning: edit it on the provisioning server')));
+  }
   render(gen, ...fileBanner(list), h('section', { class: 'card' },
     h('div', { class: 'row spread' }, h('h1', {}, 'Targets'), h('a', { href: '#/targets/new', class: 'button primary', id: 'add-target' }, 'Add target')),
     rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Host'), h('th', { class: 'hide-narrow' }, 'Probes'), h('th', {}))), h('tbody', {}, rows))

@@ -39,6 +39,19 @@ pub const MAX_LABELS: usize = 16;
 /// Targets per config file.
 pub const MAX_TARGETS: usize = 20_000;
 
+/// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
+pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
+/// Uplink: wait for each gateway reply.
+pub const UPLINK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Provisioning: fetch the central targets file every 5 minutes.
+pub const PROVISIONING_REFRESH: Duration = Duration::from_secs(300);
+/// Provisioning: the shortest refresh, so a fleet cannot hammer the server.
+pub const MIN_PROVISIONING_REFRESH: Duration = Duration::from_secs(10);
+/// Provisioning: limit for one fetch.
+pub const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Provisioning: the largest targets file accepted.
+pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
 /// Where the kernel's LED class lives.
 pub const LEDS_SYSFS_ROOT: &str = "/sys/class/leds";
 /// How long "identify" blinks when the request names no duration: long enough to walk to a rack.

@@ -11,6 +11,7 @@ use vantage_core::{
     Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
 };
 
+use crate::fleet::{self, announce::Announcer, provisioning, uplink};
 use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
 
 use crate::metrics::{LedCollector, Metrics};
@@ -76,7 +77,15 @@ pub struct Daemon {
     pub source: ConfigSource,
     pub metrics: Arc<Metrics>,
     pub runner: Runner,
+    /// The config in effect: the local file plus provisioned targets.
     pub config: Mutex<Arc<Config>>,
+    /// The device's own config file, as loaded.
+    local: Mutex<Arc<Config>>,
+    pub provisioning: Arc<provisioning::State>,
+    announcer: Option<Announcer>,
+    /// Serialises applying configs: a reload and a provisioning fetch may finish together, and
+    /// the one that read the local config first must not apply it last.
+    apply_lock: Mutex<()>,
     /// When the daemon started, for the status page's uptime.
     pub started: Instant,
     /// Bounds concurrent on-demand `/probe` requests.
@@ -90,18 +99,24 @@ pub struct Daemon {
 
 impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
-    #[cfg_attr(not(test), allow(dead_code))] // `run` adds the web history observer
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
-        Self::start_with(source, config, Vec::new())
+        Self::start_with(source, config, None, None, Vec::new())
     }
 
-    /// Like [`Daemon::start`], with more observers of every sample (web history, ...).
+    /// `data_dir` keeps the provisioned targets' last good copy; `announce_port` is the HTTP
+    /// port the mDNS announcement names; `observers` also get every sample (web history, ...).
     pub fn start_with(
         source: ConfigSource,
         config: Config,
+        data_dir: Option<PathBuf>,
+        announce_port: Option<u16>,
         observers: Vec<Arc<dyn Observer>>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
+        let provisioning = provisioning::State::new(metrics.registry(), data_dir);
+        provisioning.load_cache(&config);
+        let uplink = uplink::UplinkMetrics::new(metrics.registry());
         let started = Instant::now();
         let leds = Arc::new(start_leds(&config));
         metrics.register(Box::new(LedCollector::new(leds.clone())));
@@ -122,6 +137,10 @@ impl Daemon {
             metrics,
             runner,
             config: Mutex::new(Arc::new(Config::default())),
+            local: Mutex::new(Arc::new(Config::default())),
+            provisioning: provisioning.clone(),
+            announcer: announce_port.map(Announcer::new),
+            apply_lock: Mutex::new(()),
             started,
             probe_permits: tokio::sync::Semaphore::new(64),
             leds,
@@ -130,10 +149,25 @@ impl Daemon {
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
+        tokio::spawn(uplink::run(Arc::downgrade(&daemon), uplink));
+        tokio::spawn(provisioning::run(Arc::downgrade(&daemon), provisioning));
         daemon
     }
 
-    fn apply(&self, config: Config) {
+    /// Applies a local config: merges the provisioned targets in, updates the device labels
+    /// and the mDNS announcement.
+    fn apply(&self, local: Config) {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_locked(local);
+    }
+
+    fn apply_locked(&self, local: Config) {
+        let config = self.provisioning.merge(&local);
+        self.metrics.set_device_labels(fleet::device_labels(&local));
+        if let Some(a) = &self.announcer {
+            a.apply(&local);
+        }
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(local);
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
         self.health
@@ -154,6 +188,17 @@ impl Daemon {
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
+    /// The device's own config, without provisioned targets.
+    pub fn local_config(&self) -> Arc<Config> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies the local config again, after the provisioned targets changed.
+    pub fn reapply(&self) {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_locked((*self.local_config()).clone());
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config
             .lock()
@@ -167,6 +212,8 @@ impl Daemon {
             Ok(config) => {
                 self.apply(config);
                 self.metrics.reload_result(true);
+                // A changed [provisioning] section takes effect now, not at the next refresh.
+                self.provisioning.wake.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -196,7 +243,13 @@ pub async fn run(
         "vantage starting"
     );
     let history = Arc::new(crate::web::MemoryHistory::default());
-    let daemon = Daemon::start_with(source, config, vec![history.clone() as Arc<dyn Observer>]);
+    let daemon = Daemon::start_with(
+        source,
+        config,
+        Some(data_dir.clone()),
+        Some(listener.local_addr()?.port()),
+        vec![history.clone() as Arc<dyn Observer>],
+    );
     let web = crate::web::Web::open(daemon.clone(), &data_dir, history)?;
     let _ = crate::web::apply_https(&web).await;
 
@@ -232,6 +285,9 @@ pub async fn run(
 
     // Not axum::serve: it has no header read timeout (slowloris); see web/server.rs.
     crate::web::serve_http(listener, crate::web::app(web), shutdown_signal()).await;
+    if let Some(a) = &daemon.announcer {
+        a.withdraw();
+    }
     if let Some(n) = &notifier {
         let _ = n.stopping();
     }

@@ -29,6 +29,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/-/reload", post(reload))
+        .route("/api/provisioning", get(provisioning))
         .route("/api/identify", post(identify))
         .route("/api/leds", get(leds))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -37,6 +38,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], d.metrics.render()).into_response()
+}
+
+/// Where the provisioned targets stand: applied, overridden by local ones, last error.
+async fn provisioning(State(d): State<Arc<Daemon>>) -> Response {
+    axum::Json(d.provisioning.status()).into_response()
 }
 
 async fn reload(State(d): State<Arc<Daemon>>) -> Response {

@@ -5,6 +5,7 @@
 //! web page can show them all at once.
 
 mod error;
+mod fleet;
 mod host;
 mod leds;
 mod ping;
@@ -20,6 +21,7 @@ use toml::de::{DeTable, DeValue};
 
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
+pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use host::{Host, parse_host};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
@@ -31,6 +33,14 @@ use crate::types::{IpProtocol, ProbeKind};
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Config {
     pub targets: Vec<Target>,
+    /// `[device]`: the device's name and the labels on all its series.
+    pub device: Device,
+    /// `[uplink]`: probing the device's own gateway.
+    pub uplink: Uplink,
+    /// `[discovery]`: the mDNS announcement.
+    pub discovery: Discovery,
+    /// `[provisioning]`: extra targets from a URL.
+    pub provisioning: Option<Provisioning>,
     /// `[leds]`; without it, no LEDs are driven.
     pub leds: LedsConfig,
 }
@@ -72,6 +82,11 @@ pub struct RawDefaults {
 struct RawRoot {
     #[serde(default)]
     defaults: RawDefaults,
+    #[serde(default)]
+    device: fleet::RawDevice,
+    uplink: Option<fleet::RawUplink>,
+    discovery: Option<fleet::RawDiscovery>,
+    provisioning: Option<fleet::RawProvisioning>,
 }
 
 /// One `[[targets]]` table as written.
@@ -90,8 +105,11 @@ pub struct RawTarget {
 /// Label names our own series use; a user label must not shadow them.
 const RESERVED_LABELS: &[&str] = &[
     "target", "probe", "hop", "address", "rcode", "endpoint", "job", "instance", "le", "quantile",
-    "version", "arch", "phase",
+    "version", "arch", "phase", "device",
 ];
+
+/// Sections that only the device's own file may set, not a provisioned one.
+const DEVICE_SECTIONS: &[&str] = &["device", "uplink", "discovery", "provisioning", "leds"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -125,6 +143,30 @@ impl Config {
                 errors: col.errors,
             })
         }
+    }
+
+    /// Parses a provisioned targets file: `[defaults]` and `[[targets]]` only, since a central
+    /// file must not rename the device, change its uplink or point it at another URL.
+    pub fn parse_provisioned(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut col = Collector::new(text);
+        if let Ok(doc) = DeTable::parse(text) {
+            for (k, _) in doc.get_ref().iter() {
+                if DEVICE_SECTIONS.contains(&k.get_ref().as_ref()) {
+                    col.push(
+                        Some(k.span()),
+                        k.get_ref().to_string(),
+                        "only the device's own config may set this section",
+                    );
+                }
+            }
+        }
+        if !col.errors.is_empty() {
+            return Err(ConfigErrors {
+                file: file.to_string(),
+                errors: col.errors,
+            });
+        }
+        Config::parse(text, file)
     }
 
     pub fn target(&self, name: &str) -> Option<&Target> {
@@ -243,7 +285,18 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
             }
         }
     }
-    Config { targets, leds }
+    let device = fleet::validate_device(&mut check, &raw_root.device);
+    let uplink = fleet::validate_uplink(&mut check, raw_root.uplink.as_ref());
+    let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
+    let provisioning = fleet::validate_provisioning(&mut check, raw_root.provisioning.as_ref());
+    Config {
+        targets,
+        device,
+        uplink,
+        discovery,
+        provisioning,
+        leds,
+    }
 }
 
 /// Names the key of `table` whose key or value contains `span`, to say which field a serde
@@ -519,7 +572,7 @@ pub fn check_label_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_label_value(v: &str) -> Result<(), String> {
+pub(crate) fn check_label_value(v: &str) -> Result<(), String> {
     if v.chars().count() > defaults::MAX_LABEL_VALUE_LEN {
         return Err(format!(
             "value is longer than {} characters",

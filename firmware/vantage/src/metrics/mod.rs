@@ -190,6 +190,8 @@ pub struct Metrics {
     reload_ok: Gauge,
     reload_ts: Gauge,
     target_count: Gauge,
+    /// `[device]` name and labels, added to every series at render time.
+    device_labels: RwLock<Vec<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -266,6 +268,7 @@ impl Metrics {
             reload_ok,
             reload_ts,
             target_count,
+            device_labels: RwLock::default(),
         }
     }
 
@@ -311,9 +314,29 @@ impl Metrics {
         families
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, with the device's labels on every series.
     pub fn render(&self) -> String {
-        encode(&self.gather())
+        let mut families = self.gather();
+        let device = self
+            .device_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        crate::fleet::add_labels(&mut families, &device);
+        encode(&families)
+    }
+
+    /// The labels every series of this device carries (`device` plus `[device].labels`).
+    pub fn set_device_labels(&self, labels: Vec<(String, String)>) {
+        *self
+            .device_labels
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = labels;
+    }
+
+    /// For the daemon's other parts (uplink, provisioning) to register their metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 

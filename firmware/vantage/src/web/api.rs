@@ -423,6 +423,7 @@ async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
         "store": { "configured": false },
         "remote_write": { "configured": false },
         "leds": leds_json(&web),
+        "provisioning": web.daemon.provisioning.status(),
         "history_minutes": BUCKETS as u64 * BUCKET.as_secs() / 60,
         "targets": targets,
     }))
@@ -491,8 +492,9 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     let loc = location(&web);
     let text = read_text(&loc)?;
     let running = web.daemon.config();
+    // Compared with the local config: provisioned targets are not in the file.
     let (file_errors, matches) = match vantage_core::Config::parse(&text, &loc.display()) {
-        Ok(c) => (Vec::new(), c == *running),
+        Ok(c) => (Vec::new(), c == *web.daemon.local_config()),
         Err(e) => (e.errors, false),
     };
     let raw = raw_targets(&text).unwrap_or_default();
@@ -512,6 +514,8 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
         "file_errors": file_errors,
         "running_matches_file": matches,
         "targets": targets,
+        // Targets from central provisioning: running, not in the file, not editable here.
+        "provisioned": web.daemon.provisioning.status().targets,
     })))
 }
 

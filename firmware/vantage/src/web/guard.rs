@@ -44,6 +44,7 @@ const LOCAL_OPS: &[(Method, &str)] = &[
     (Method::POST, "/-/reload"),
     (Method::POST, "/api/identify"),
     (Method::GET, "/api/leds"),
+    (Method::GET, "/api/provisioning"),
 ];
 
 /// Local-only name suffixes: an attacker's public domain cannot end in these.

@@ -79,7 +79,7 @@ impl Fixture {
         let source = ConfigSource::DataDir(path);
         let cfg = source.load().unwrap();
         let history = Arc::new(MemoryHistory::default());
-        let daemon = Daemon::start_with(source, cfg, vec![history.clone() as _]);
+        let daemon = Daemon::start_with(source, cfg, None, None, vec![history.clone() as _]);
         let web = Web::open_with(daemon, dir.path(), history.clone(), HashParams::TEST).unwrap();
         let app = super::app(web.clone());
         Self {
@@ -1526,10 +1526,11 @@ fn openapi_documents_every_route() {
             documented.insert((m.to_uppercase(), p.clone()));
         }
     }
-    for (m, p) in ROUTES
-        .iter()
-        .chain(&[("POST", "/api/identify"), ("GET", "/api/leds")])
-    {
+    for (m, p) in ROUTES.iter().chain(&[
+        ("POST", "/api/identify"),
+        ("GET", "/api/leds"),
+        ("GET", "/api/provisioning"),
+    ]) {
         assert!(
             documented.contains(&(m.to_string(), p.to_string())),
             "{m} {p} is not in docs/openapi.yaml; documented: {documented:?}"
@@ -1583,4 +1584,15 @@ async fn a_symlinked_config_is_saved_through_the_link() {
         CONFIG
     );
     assert!(web.daemon.config().target("gw").is_some());
+}
+
+#[tokio::test]
+async fn status_and_targets_report_provisioning() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let s = f.get("/api/status").await;
+    // Not configured here: no URL, nothing provisioned.
+    assert!(s.body["provisioning"]["url"].is_null(), "{}", s.text);
+    let t = f.get("/api/targets").await;
+    assert_eq!(t.body["provisioned"], json!([]), "{}", t.text);
+    assert_eq!(t.body["running_matches_file"], true);
 }
