@@ -238,8 +238,9 @@ function targetCard(t, historyMinutes) {
           h('span', {}, `${p.probe} every ${p.interval_seconds} s`),
           h('span', {}, l ? `last success ${ago(l.last_success)}` : 'no result yet')),
         h('div', { class: 'figures' },
-          h('span', {}, h('b', {}, ms(l && l.rtt_ms)), h('span', { class: 'muted small' }, ' RTT')),
-          h('span', {}, h('b', {}, pct(l && l.loss)), h('span', { class: 'muted small' }, ' loss')),
+          h('span', {}, h('b', {}, ms(l && l.rtt_ms)), h('span', { class: 'muted small' }, p.probe === 'dns' ? ' lookup' : ' RTT')),
+          p.probe === 'ping' ? h('span', {}, h('b', {}, pct(l && l.loss)), h('span', { class: 'muted small' }, ' loss')) : null,
+          l && l.detail ? h('span', { class: 'small' }, l.detail) : null,
           l && l.address && l.address !== t.host ? h('span', { class: 'muted small mono' }, l.address) : null),
         l && l.error ? h('div', { class: 'ferr' }, l.error) : null,
         sparkline(p.history || [], p.interval_seconds, historyMinutes));
@@ -299,6 +300,15 @@ async function showStatus() {
 
 // ---------- targets ----------
 
+const DNS_FIELDS = [
+  ['query', 'Query name', 'text', 'example.com', 'the name to ask for (required)'],
+  ['type', 'Record type', 'text', 'A', 'A, AAAA, MX, TXT, NS, SOA, PTR, …'],
+  ['transport', 'Transport', 'text', 'udp', 'udp, tcp or tls'],
+  ['port', 'Port', 'number', '53', '53; 853 for tls'],
+  ['timeout', 'Timeout', 'text', '5s', 'for the whole lookup'],
+  ['min_answers', 'Minimum answers', 'number', '0', 'fewer fails the probe'],
+];
+
 const PING_FIELDS = [
   ['packets', 'Packets per round', 'number', '1', '1 to 100'],
   ['spacing', 'Spacing', 'text', '100ms', 'between packets; 1ms to 10s'],
@@ -338,7 +348,7 @@ function targetForm(existing, defaults) {
   host.setAttribute('autocapitalize', 'off'); name.setAttribute('autocapitalize', 'off');
   const interval = input('interval', 'text', raw.interval, defaults.interval || '1s');
   const probeBoxes = ['ping', 'dns', 'trace'].map((p) => {
-    const available = p === 'ping';
+    const available = p !== 'trace';
     const cb = h('input', { type: 'checkbox', name: `probe-${p}`, value: p, checked: (raw.probes || []).includes(p), disabled: !available && !(raw.probes || []).includes(p) });
     return h('label', {}, cb, p, available ? null : h('span', { class: 'muted small' }, '(not in this version)'));
   });
@@ -350,6 +360,18 @@ function targetForm(existing, defaults) {
     return field(label, `ping.${k}`, pingInputs[k], hint);
   });
   const proto = h('select', {}, ['auto', 'ipv4', 'ipv6'].map((v) => h('option', { value: v, selected: (ping.ip_protocol || 'auto') === v }, v)));
+  const dns = raw.dns || {};
+  const dnsInputs = {};
+  const dnsFields = DNS_FIELDS.map(([k, label, type, ph, hint]) => {
+    dnsInputs[k] = input(`dns.${k}`, type, dns[k], ph);
+    return field(label, `dns.${k}`, dnsInputs[k], hint);
+  });
+  const expect = h('textarea', { rows: 2, placeholder: '192.0.2.10' });
+  expect.value = (dns.answer_contains || []).join('\n');
+  const dnsSet = h('fieldset', { id: 'dns-options' }, h('legend', {}, 'DNS options'),
+    h('p', { class: 'hint' }, 'The host is the DNS server to ask ("system": the resolvers of the device). Empty fields use the defaults of the config file.'),
+    h('div', { class: 'cols' }, dnsFields),
+    field('Answers that must be present', 'dns.answer_contains', expect, 'One per line: an address, name or text the answer must contain.'));
   const testButton = h('button', { type: 'button', id: 'test-now' }, 'Test now');
   const saveButton = h('button', { type: 'submit', class: 'primary', id: 'save' }, existing ? 'Save changes' : 'Add target');
   const result = h('div', { id: 'test-result' });
@@ -360,7 +382,8 @@ function targetForm(existing, defaults) {
       field('Host', 'host', host, 'IPv4 or IPv6 address, or a host name.'),
       field('Interval', 'interval', interval, `Between rounds; default ${defaults.interval || '1s for ping'}.`)),
     h('div', { class: 'field' }, h('label', {}, 'Probes'), h('div', { class: 'checks' }, probeBoxes), h('div', { class: 'ferr', 'data-for': 'probes' })),
-    h('fieldset', {}, h('legend', {}, 'Ping options'),
+    dnsSet,
+    h('fieldset', { id: 'ping-options' }, h('legend', {}, 'Ping options'),
       h('p', { class: 'hint' }, 'Empty fields use the defaults of the config file.'),
       h('div', { class: 'cols' }, pingFields, field('Address family', 'ping.ip_protocol', proto, 'For host names with both.'))),
     field('Labels', 'labels', labels, 'One name=value per line; added to every series of this target.'),
@@ -368,6 +391,12 @@ function targetForm(existing, defaults) {
     h('div', { class: 'row' }, saveButton, testButton, h('a', { href: '#/targets', class: 'button' }, 'Cancel')),
     result);
 
+  const syncProbes = () => {
+    dnsSet.hidden = !form.querySelector('input[value=dns]').checked;
+    form.querySelector('#ping-options').hidden = !form.querySelector('input[value=ping]').checked;
+  };
+  form.querySelectorAll('input[type=checkbox]').forEach((cb) => cb.addEventListener('change', syncProbes));
+  syncProbes();
   const collect = () => {
     const t = { name: name.value.trim(), host: host.value.trim(), probes: [] };
     form.querySelectorAll('input[type=checkbox]:checked').forEach((cb) => t.probes.push(cb.value));
@@ -379,6 +408,14 @@ function targetForm(existing, defaults) {
     }
     if (proto.value !== 'auto') p.ip_protocol = proto.value;
     if (Object.keys(p).length) t.ping = p;
+    const d = {};
+    for (const [k, , type] of DNS_FIELDS) {
+      const v = dnsInputs[k].value.trim();
+      if (v !== '') d[k] = type === 'number' && /^-?\d+$/.test(v) ? Number(v) : v;
+    }
+    const want = linesOf(expect);
+    if (want.length) d.answer_contains = want;
+    if (Object.keys(d).length) t.dns = d;
     const lab = {};
     for (const line of labels.value.split('\n')) {
       if (!line.trim()) continue;
@@ -405,6 +442,7 @@ function targetForm(existing, defaults) {
       result.replaceChildren(...r.results.map((x) => h('div', { class: `result ${x.success ? 'ok' : 'fail'}` },
         h('b', {}, `${x.probe}: ${x.success ? 'OK' : 'failed'}`), ' ',
         x.sent !== undefined ? `${x.received}/${x.sent} replies from ${x.address || t.host}` : '',
+        x.rcode !== undefined ? `${x.rcode || 'no answer'}, ${x.answers} answers from ${x.server || t.host} in ${ms(x.lookup_ms)}` : '',
         x.rtts_ms && x.rtts_ms.length ? `, RTT ${x.rtts_ms.map(ms).join(', ')}` : '',
         x.error ? h('div', { class: 'ferr' }, x.error) : null)));
       result.scrollIntoView({ block: 'nearest' });

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use vantage_core::{
-    Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
+    Config, ConfigErrors, DnsProbe, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
 };
 
 use crate::fleet::{self, announce::Announcer, provisioning, uplink};
@@ -121,7 +121,8 @@ impl Daemon {
         let leds = Arc::new(start_leds(&config));
         metrics.register(Box::new(LedCollector::new(leds.clone())));
         let health = Arc::new(Health::new(started, boot_grace(&config)));
-        let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new())];
+        let probes: Vec<Arc<dyn Probe>> =
+            vec![Arc::new(PingProbe::new()), Arc::new(DnsProbe::new())];
         let mut all = vec![
             metrics.clone() as Arc<dyn Observer>,
             Arc::new(LedObserver {

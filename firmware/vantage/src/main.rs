@@ -55,6 +55,8 @@ enum Command {
     },
     /// Ping a host from the command line, like ping(8), using the daemon's ping code.
     Ping(oneshot::PingArgs),
+    /// Ask a DNS server one question, like dig(1), using the daemon's DNS probe.
+    Dns(oneshot::DnsArgs),
     /// Find Vantage devices on the local network (mDNS) and hand them to Prometheus: a list,
     /// a file_sd JSON file, or an http_sd endpoint.
     Discover(fleet::discover::DiscoverArgs),
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
+        Command::Dns(args) => runtime().block_on(oneshot::dns(args)),
         Command::Discover(args) => runtime().block_on(fleet::discover::run(args)),
         Command::Leds(args) => leds_cmd::run(args),
     }

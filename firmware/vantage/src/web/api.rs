@@ -628,8 +628,11 @@ async fn test_target(
                 "error": format!("the {kind} probe is not available in this version") }));
             continue;
         };
-        let deadline =
-            (target.ping.round_length() + Duration::from_millis(500)).min(TEST_NOW_LIMIT);
+        let round = match kind {
+            ProbeKind::Ping => target.ping.round_length(),
+            _ => TEST_NOW_LIMIT,
+        };
+        let deadline = (round + Duration::from_millis(500)).min(TEST_NOW_LIMIT);
         let s = prober
             .run(ProbeRequest {
                 target: target.clone(),
@@ -653,6 +656,12 @@ async fn test_target(
                     .map(|d| d.as_secs_f64() * 1000.0)
                     .collect::<Vec<_>>()
             );
+        }
+        if let Measurement::Dns(d) = &s.measurement {
+            r["server"] = json!(d.server);
+            r["rcode"] = json!(d.rcode_name());
+            r["answers"] = json!(d.answers.len());
+            r["lookup_ms"] = json!(d.lookup.map(|l| l.as_secs_f64() * 1000.0));
         }
         results.push(r);
     }

@@ -37,9 +37,12 @@ pub struct Latest {
     pub duration_ms: f64,
     pub error: Option<String>,
     pub address: Option<String>,
+    /// Ping: mean RTT; DNS: the lookup time.
     pub rtt_ms: Option<f64>,
     pub loss: Option<f64>,
     pub last_success: Option<f64>,
+    /// A short summary of the probe's own result, e.g. `NOERROR, 2 answers`.
+    pub detail: Option<String>,
 }
 
 /// Where the page gets recent results from.
@@ -90,6 +93,7 @@ impl MemoryHistory {
         let ts = unix(s.timestamp);
         let bucket_t =
             ((ts as u64) / BUCKET.as_secs() * BUCKET.as_secs()).min(u64::from(u32::MAX)) as u32;
+        let mut detail = None;
         let (rtt, loss, sent, lost, address) = match &s.measurement {
             Measurement::Ping(p) => (
                 p.mean().map(ms),
@@ -98,6 +102,18 @@ impl MemoryHistory {
                 p.sent.saturating_sub(p.received),
                 p.address.map(|a| a.to_string()),
             ),
+            Measurement::Dns(d) => {
+                detail = d
+                    .rcode_name()
+                    .map(|r| format!("{r}, {} answers", d.answers.len()));
+                (
+                    d.lookup.map(ms),
+                    None,
+                    0,
+                    0,
+                    d.server.map(|a| a.to_string()),
+                )
+            }
             _ => (None, None, 0, 0, None),
         };
         let mut map = self.tracks.write().unwrap_or_else(|e| e.into_inner());
@@ -116,6 +132,7 @@ impl MemoryHistory {
             rtt_ms: rtt,
             loss,
             last_success,
+            detail,
         });
         if track.buckets.last().is_none_or(|b| b.t != bucket_t) {
             // A sample from an older bucket (clock step back) joins the newest bucket.

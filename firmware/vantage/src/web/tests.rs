@@ -1596,3 +1596,51 @@ async fn status_and_targets_report_provisioning() {
     assert_eq!(t.body["provisioned"], json!([]), "{}", t.text);
     assert_eq!(t.body["running_matches_file"], true);
 }
+
+#[tokio::test]
+async fn dns_targets_validate_and_test_through_the_same_paths() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let r = f.send(Method::POST, "/api/targets", Some(json!({"name": "resolver", "host": "127.0.0.1", "probes": ["dns"], "dns": {"type": "BOGUS"}})), true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let fields: Vec<_> = field_errors(&r).into_iter().map(|(f, _)| f).collect();
+    assert!(fields.iter().any(|f| f.starts_with("dns.")), "{}", r.text);
+    // Nothing listens on this loopback port: the probe fails cleanly, with a reason.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets/test",
+            Some(
+                json!({"name": "resolver", "host": "127.0.0.1", "probes": ["dns"],
+        "dns": {"query": "example.com", "port": port, "timeout": "500ms"}}),
+            ),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let res = &r.body["results"][0];
+    assert_eq!(res["probe"], "dns");
+    assert_eq!(res["success"], false, "{}", r.text);
+    assert!(res["error"].is_string(), "{}", r.text);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(
+                json!({"name": "resolver", "host": "127.0.0.1", "probes": ["dns"],
+        "dns": {"query": "example.com", "port": port, "timeout": "1s"}}),
+            ),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(
+        std::fs::read_to_string(f.config_path())
+            .unwrap()
+            .contains("query = \"example.com\"")
+    );
+}
