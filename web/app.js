@@ -379,7 +379,7 @@ function targetForm(existing, defaults) {
     h('h1', {}, existing ? `Edit ${existing.name}` : 'New target'),
     h('div', { class: 'cols' },
       field('Name', 'name', name, 'Unique; letters, digits, ".", "_", "-".'),
-      field('Host', 'host', host, 'IPv4 or IPv6 address, or a host name.'),
+      field('Host', 'host', host, 'IPv4 or IPv6 address, or a host name; for DNS the server to ask, or "system".'),
       field('Interval', 'interval', interval, `Between rounds; default ${defaults.interval || '1s for ping'}.`)),
     h('div', { class: 'field' }, h('label', {}, 'Probes'), h('div', { class: 'checks' }, probeBoxes), h('div', { class: 'ferr', 'data-for': 'probes' })),
     dnsSet,

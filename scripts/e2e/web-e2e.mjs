@@ -235,6 +235,17 @@ async function main() {
       await wd('POST', s('/url'), { url: URL_ });
     });
 
+    await step('the form shows DNS options when the dns probe is chosen', async () => {
+      await wd('POST', s('/url'), { url: `${URL_}#/targets/new` });
+      await waitCss('#target-form');
+      if (!(await exec("return document.getElementById('dns-options').hidden"))) throw new Error('DNS options shown for ping');
+      await click('input[value=dns]');
+      await waitFor('DNS options', () => exec("return !document.getElementById('dns-options').hidden"));
+      await click('input[value=ping]');
+      await waitFor('ping options hidden', () => exec("return document.getElementById('ping-options').hidden"));
+      await shot('16-form-dns');
+    });
+
     await step('targets list and form fit a phone screen', async () => {
       await wd('POST', s('/window/rect'), { width: 390, height: 844 });
       for (const [view, css, name] of [['#/targets', '#add-target', '12-targets-phone'], ['#/targets/new', '#target-form', '13-form-phone'], ['#/settings', 'pre.file', '14-settings-phone']]) {
