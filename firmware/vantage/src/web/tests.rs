@@ -199,6 +199,24 @@ async fn fresh_device_asks_for_a_password_and_nothing_else_is_open() {
             assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{m} {p}: {}", r.text);
         }
     }
+    // Path tricks do not reach a handler around the session check.
+    for p in [
+        "//api/status",
+        "/API/status",
+        "/./api/status",
+        "/x/../api/status",
+        "/api/status/",
+        "/api/%73tatus",
+    ] {
+        let r = f.get(p).await;
+        assert!(
+            r.status == StatusCode::UNAUTHORIZED || r.status == StatusCode::NOT_FOUND,
+            "{p}: {} {}",
+            r.status,
+            r.text
+        );
+        assert!(!r.text.contains("targets"), "{p}: {}", r.text);
+    }
     // The page itself loads, with its security headers.
     let page = f.get("/").await;
     assert_eq!(page.status, StatusCode::OK);
