@@ -336,7 +336,10 @@ async fn login_is_rate_limited_per_client() {
             assert!(r.headers.contains_key(header::RETRY_AFTER));
         }
     }
-    assert_eq!(codes, [401, 401, 401, 401, 401, 429, 429]);
+    // Five free failures, then waits (1 s, then 2 s: a very slow machine may let one more
+    // attempt through after the first wait).
+    assert_eq!(codes[..5], [401; 5], "{codes:?}");
+    assert!(codes[5..].contains(&429), "{codes:?}");
     // Even the right password waits.
     let r = f
         .send(
@@ -1661,4 +1664,24 @@ async fn dns_targets_validate_and_test_through_the_same_paths() {
             .unwrap()
             .contains("query = \"example.com\"")
     );
+}
+
+/// Saves are serialised: concurrent adds all land, and the file stays valid.
+#[tokio::test]
+async fn concurrent_saves_do_not_lose_edits() {
+    let f = Arc::new(Fixture::logged_in(Some(CONFIG)).await);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"name": format!("c{i}"), "host": format!("127.0.1.{i}"), "probes": ["ping"]});
+            f.send(Method::POST, "/api/targets", Some(body), true).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::CREATED);
+    }
+    let cfg = Config::parse(&std::fs::read_to_string(f.config_path()).unwrap(), "f").unwrap();
+    assert_eq!(cfg.targets.len(), 13);
+    assert_eq!(f.web.daemon.config().targets.len(), 13);
 }
