@@ -134,6 +134,14 @@ fn defaults_apply_and_targets_override_them() {
 }
 
 #[test]
+fn a_bad_default_is_reported_once_not_per_target() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/testdata/bad/dns-defaults-timeout-over-interval.toml");
+    let e = Config::load(&f).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+}
+
+#[test]
 fn fleet_sections_load_with_their_defaults() {
     let c =
         Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/fleet.toml"))

@@ -4,6 +4,7 @@
 //! problems come back together, each with its line and field, so `vantage check-config` and the
 //! web page can show them all at once.
 
+mod dns;
 mod error;
 mod fleet;
 mod host;
@@ -19,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+pub use dns::{
+    AnswerData, DnsOptions, DnsTransport, Pattern, RawDns, parse_query, parse_rcode,
+    parse_record_type, rcode_name,
+};
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
@@ -55,6 +60,8 @@ pub struct Target {
     /// Enabled probes with their intervals, in the order written.
     pub probes: Vec<(ProbeKind, Duration)>,
     pub ping: PingOptions,
+    /// Present when the dns probe is enabled.
+    pub dns: Option<DnsOptions>,
 }
 
 impl Target {
@@ -73,6 +80,7 @@ pub struct RawDefaults {
     /// Interval for every probe that does not set its own.
     pub interval: Option<Spanned<String>>,
     pub ping: Option<RawPing>,
+    pub dns: Option<RawDns>,
 }
 
 /// The top level, minus `targets` (each target is read on its own so that one bad target does
@@ -100,6 +108,7 @@ pub struct RawTarget {
     #[serde(default)]
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
     pub ping: Option<RawPing>,
+    pub dns: Option<RawDns>,
 }
 
 /// Label names our own series use; a user label must not shadow them.
@@ -138,6 +147,8 @@ impl Config {
         } else {
             col.errors
                 .sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+            // A bad value in [defaults] is found once per target that inherits it: say it once.
+            col.errors.dedup();
             Err(ConfigErrors {
                 file: file.to_string(),
                 errors: col.errors,
@@ -393,7 +404,7 @@ fn validate_target(
         }
     }
     for (kind, span) in &kinds {
-        if *kind != ProbeKind::Ping {
+        if *kind == ProbeKind::Trace {
             c.err(
                 Some(span.clone()),
                 &format!("{path}.probes"),
@@ -431,6 +442,38 @@ fn validate_target(
         raw.ping.as_ref(),
         d.ping.as_ref(),
     );
+    let wants_dns = kinds.iter().any(|(k, _)| *k == ProbeKind::Dns);
+    let dns = if wants_dns {
+        DnsOptions::resolve(
+            c,
+            &format!("{path}.dns"),
+            raw.dns.as_ref(),
+            d.dns.as_ref(),
+            span.clone(),
+        )
+    } else {
+        if let Some(v) = raw.dns.as_ref().and_then(|r| r.query.as_ref()) {
+            c.err(
+                v.span(),
+                &format!("{path}.dns"),
+                "is set but \"dns\" is not in probes",
+            );
+        }
+        None
+    };
+    if host.as_ref().is_some_and(Host::is_system) {
+        for (kind, span) in &kinds {
+            if *kind != ProbeKind::Dns {
+                c.err(
+                    Some(span.clone()),
+                    &format!("{path}.probes"),
+                    format!(
+                        "host \"system\" means the system's resolvers, which only the dns probe can use; the {kind} probe needs an address or hostname"
+                    ),
+                );
+            }
+        }
+    }
     let base_interval = raw
         .interval
         .as_ref()
@@ -459,6 +502,22 @@ fn validate_target(
                             .map(|v| (v, "defaults.ping.interval".to_string()))
                     })
                 }),
+            ProbeKind::Dns => raw
+                .dns
+                .as_ref()
+                .and_then(|p| {
+                    p.interval
+                        .as_ref()
+                        .map(|v| (v, format!("{path}.dns.interval")))
+                })
+                .or_else(|| base_interval.clone())
+                .or_else(|| {
+                    d.dns.as_ref().and_then(|p| {
+                        p.interval
+                            .as_ref()
+                            .map(|v| (v, "defaults.dns.interval".to_string()))
+                    })
+                }),
             _ => base_interval.clone(),
         };
         let interval = match own {
@@ -475,6 +534,27 @@ fn validate_target(
                     "a round of {} packets {} apart takes longer than the interval ({}); send fewer packets or space them closer",
                     ping.packets,
                     humantime::format_duration(ping.spacing),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        if let (ProbeKind::Dns, Some(dns)) = (*kind, &dns)
+            && dns.timeout >= interval
+        {
+            // Point at the timeout where it was written: the target's, else the defaults'.
+            let own = raw.dns.as_ref().and_then(|p| p.timeout.as_ref());
+            let inherited = d.dns.as_ref().and_then(|p| p.timeout.as_ref());
+            let (at, field) = match (own, inherited) {
+                (Some(v), _) => (Some(v.span()), format!("{path}.dns.timeout")),
+                (None, Some(v)) => (Some(v.span()), "defaults.dns.timeout".to_string()),
+                (None, None) => (Some(span.clone()), format!("{path}.dns.timeout")),
+            };
+            c.err(
+                at,
+                &field,
+                format!(
+                    "the timeout ({}) must be shorter than the interval ({})",
+                    humantime::format_duration(dns.timeout),
                     humantime::format_duration(interval)
                 ),
             );
@@ -513,6 +593,7 @@ fn validate_target(
         labels,
         probes,
         ping,
+        dns,
     })
 }
 

@@ -6,6 +6,7 @@
 //! daemon-wide metrics of the registry. A target's series exist from the moment it is configured,
 //! at zero, so a target that never answers still has them.
 
+mod dns;
 mod leds;
 mod ping;
 
@@ -21,6 +22,7 @@ use prometheus::{
 };
 use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Target};
 
+pub use dns::DnsSeries;
 pub use leds::LedCollector;
 pub use ping::PingSeries;
 
@@ -150,6 +152,7 @@ struct TargetSeries {
     target: Target,
     probes: ProbeSeries,
     ping: Option<PingSeries>,
+    dns: Option<DnsSeries>,
 }
 
 impl TargetSeries {
@@ -162,6 +165,11 @@ impl TargetSeries {
             ping: kinds
                 .contains(&ProbeKind::Ping)
                 .then(|| PingSeries::new(&labels)),
+            dns: t
+                .dns
+                .as_ref()
+                .filter(|_| kinds.contains(&ProbeKind::Dns))
+                .map(|d| DnsSeries::new(&labels, &d.valid_rcodes)),
         }
     }
 
@@ -170,12 +178,18 @@ impl TargetSeries {
         if let (Measurement::Ping(report), Some(ping)) = (&sample.measurement, &self.ping) {
             ping.observe(report);
         }
+        if let (Measurement::Dns(report), Some(dns)) = (&sample.measurement, &self.dns) {
+            dns.observe(report);
+        }
     }
 
     fn collect(&self, out: &mut Vec<MetricFamily>) {
         self.probes.collect_into(out);
         if let Some(p) = &self.ping {
             p.collect(out);
+        }
+        if let Some(d) = &self.dns {
+            d.collect(out);
         }
     }
 }
