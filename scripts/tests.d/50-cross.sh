@@ -71,8 +71,10 @@ check_arch() {
   out=$("${run[@]}" --version 2>&1)
   if [ "$out" = "vantage $version" ]; then ok "$arch: --version"; else bad "$arch: --version printed '$out'"; fi
 
+  local n
+  n=$(grep -c '^\[\[targets\]\]' firmware/vantage/vantage.toml)
   out=$("${run[@]}" check-config firmware/vantage/vantage.toml 2>&1)
-  if [ $? -eq 0 ] && grep -q "OK (2 targets)" <<<"$out"; then
+  if [ $? -eq 0 ] && grep -q "OK ($n targets)" <<<"$out"; then
     ok "$arch: check-config on the sample config"
   else
     bad "$arch: check-config on the sample config: $out"
