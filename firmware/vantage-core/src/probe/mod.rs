@@ -1,5 +1,6 @@
 //! One file per probe kind, all behind the [`Probe`] trait.
 
+mod dns;
 mod ping;
 
 use std::fmt::Debug;
@@ -7,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use dns::{DnsProbe, system_nameservers};
 pub use ping::PingProbe;
 
 use crate::config::{Host, Target};
