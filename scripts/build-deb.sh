@@ -64,6 +64,46 @@ depends_for() {
   echo "$out"
 }
 
+# vantage(1) from the binary's own --help (help2man), plus packaging/deb/vantage.h2m. A foreign
+# binary runs under qemu-user; without help2man or qemu the package is built without the page.
+man_page() { # man_page TARGET BINARY OUT
+  local t=$1 bin exe dir cmd qemu="" sysroot=""
+  bin=$(realpath "$2")
+  command -v help2man >/dev/null || { echo "note: help2man missing: no man page" >&2; return 0; }
+  case "$t" in
+    "$(uname -m)"-*) ;;
+    aarch64-*) qemu=qemu-aarch64-static sysroot=/usr/aarch64-linux-gnu ;;
+    armv7-*) qemu=qemu-arm-static sysroot=/usr/arm-linux-gnueabihf ;;
+    x86_64-*) qemu=qemu-x86_64-static sysroot=/usr/x86_64-linux-gnu ;;
+  esac
+  dir=$(mktemp -d)
+  exe="$dir/vantage"
+  if [ -z "$qemu" ]; then
+    ln -s "$bin" "$exe"
+  elif command -v "$qemu" >/dev/null; then
+    printf '#!/bin/sh\nexec %s -L %s %s "$@"\n' "$qemu" "$sysroot" "$bin" > "$exe"
+    chmod +x "$exe"
+  else
+    echo "note: $qemu missing: no man page for $t" >&2
+    rm -rf "$dir"
+    return 0
+  fi
+  cp packaging/deb/vantage.h2m "$dir/include.h2m"
+  # Every subcommand the binary lists, so new ones appear without editing this script.
+  for cmd in $("$exe" --help | sed -n '/^Commands:/,/^$/s/^  \([a-z][a-z-]*\) .*/\1/p' | grep -vx help); do
+    {
+      echo "[OPTIONS OF vantage $cmd]"
+      echo ".nf"
+      "$exe" "$cmd" --help | sed -e 's/\\/\\e/g' -e "s/^[.']/\\\\\&&/"
+      echo ".fi"
+    } >> "$dir/include.h2m"
+  done
+  help2man --no-info --section 1 --include "$dir/include.h2m" \
+    --name "network probe daemon exporting its results to Prometheus" "$exe" |
+    gzip -9n > "$3"
+  rm -rf "$dir"
+}
+
 for t in "${targets[@]}"; do
   arch=$(deb_arch "$t")
   bin="dist/vantage-$version-$t"
@@ -91,6 +131,9 @@ for t in "${targets[@]}"; do
     echo " -- $maintainer  $(date -R -u -d "@$SOURCE_DATE_EPOCH")"
   } | gzip -9n > "$root/usr/share/doc/vantage/changelog.gz"
   chmod 0644 "$root/usr/share/doc/vantage/changelog.gz"
+  mkdir -p "$root/usr/share/man/man1"
+  man_page "$t" "$bin" "$root/usr/share/man/man1/vantage.1.gz"
+  [ -s "$root/usr/share/man/man1/vantage.1.gz" ] || rm -rf "$root/usr/share/man"
 
   mkdir -p "$root/DEBIAN"
   for s in postinst prerm postrm; do install -m 0755 "packaging/deb/$s" "$root/DEBIAN/$s"; done

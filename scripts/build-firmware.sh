@@ -39,12 +39,16 @@ case "$profile" in
   *) echo "build-firmware.sh: --profile must be 'release' or 'ci', not '$profile'" >&2; exit 2 ;;
 esac
 
-# Debian package holding the cross linker each target needs (none for the host).
-linker_pkg() {
+# The cross linker each target needs and the Debian packages with it and the target's libc
+# (the libc is only a Recommends of the compiler); nothing for the host's own architecture.
+linker_pkgs() {
   case "$1" in
-    aarch64-unknown-linux-gnu) echo "aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu" ;;
-    armv7-unknown-linux-gnueabihf) echo "arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf" ;;
-    x86_64-unknown-linux-gnu) [ "$(uname -m)" = x86_64 ] && echo "" || echo "x86_64-linux-gnu-gcc gcc-x86-64-linux-gnu" ;;
+    "$(uname -m)"-*) echo "" ;;
+    aarch64-unknown-linux-gnu) echo "aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
+    armv7-unknown-linux-gnueabihf) echo "arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
+    x86_64-unknown-linux-gnu)
+      echo "build-firmware.sh: building x86_64 on $(uname -m) is not set up here; use cross (Cross.toml)" >&2
+      return 1 ;;
     *) echo "build-firmware.sh: unsupported target '$1' (supported: ${ALL_TARGETS[*]})" >&2; return 1 ;;
   esac
 }
@@ -54,12 +58,18 @@ missing_targets=()
 missing_pkgs=()
 installed_targets=$(rustup target list --installed)
 for t in "${targets[@]}"; do
-  lp=$(linker_pkg "$t") || exit 2
+  lp=$(linker_pkgs "$t") || exit 2
   grep -qx "$t" <<<"$installed_targets" || missing_targets+=("$t")
-  if [ -n "$lp" ]; then
-    read -r cmd pkg <<<"$lp"
-    command -v "$cmd" >/dev/null || missing_pkgs+=("$pkg")
-  fi
+  [ -n "$lp" ] || continue
+  read -r cmd pkgs <<<"$lp"
+  for p in $pkgs; do
+    if command -v dpkg-query >/dev/null; then
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_pkgs+=("$p")
+    elif ! command -v "$cmd" >/dev/null; then
+      echo "build-firmware.sh: $cmd not found; install a cross GCC for $t" >&2
+      exit 1
+    fi
+  done
 done
 if [ ${#missing_targets[@]} -gt 0 ]; then
   [ $install = 1 ] || { echo "missing rustup targets: ${missing_targets[*]} (rustup target add ...)" >&2; exit 1; }
@@ -89,7 +99,7 @@ for t in "${targets[@]}"; do
   cargo build --locked --profile "$profile" --target "$t" -p vantage --bin vantage
   out="dist/vantage-$version-$t"
   # Both profiles strip (`ci` inherits it from `release`).
-  cp "target/$t/$profile/vantage" "$out.tmp"
+  cp "${CARGO_TARGET_DIR:-target}/$t/$profile/vantage" "$out.tmp"
   mv "$out.tmp" "$out"
   built+=("$out")
 done

@@ -5,7 +5,7 @@
 # checks that `dpkg -r` keeps config and data and `dpkg -P` removes them, and runs lintian on
 # every .deb. Needs root (dpkg); restores net.ipv4.ping_group_range afterwards.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 
 pass=0 fail=0
 ok() { echo "ok   $*"; pass=$((pass + 1)); }
@@ -83,12 +83,36 @@ if [ -w /proc/sys/net/ipv4/ping_group_range ]; then
   check "postinst opened net.ipv4.ping_group_range" \
     test "$(tr -s '\t ' ' ' < /proc/sys/net/ipv4/ping_group_range)" = "0 2147483647"
 fi
-if systemd-analyze verify --man=no /usr/lib/systemd/system/vantage.service > "$work/verify.log" 2>&1 &&
-  ! grep -q . "$work/verify.log"; then
-  ok "systemd-analyze verify vantage.service"
+check "postinst enabled vantage.service" \
+  test -L /etc/systemd/system/multi-user.target.wants/vantage.service
+check "postinst enabled vantage-leds-boot.service" \
+  test -L /etc/systemd/system/sysinit.target.wants/vantage-leds-boot.service
+missing=""
+for cmd in $(vantage --help | sed -n '/^Commands:/,/^$/s/^  \([a-z][a-z-]*\) .*/\1/p' | grep -vx help); do
+  zcat /usr/share/man/man1/vantage.1.gz | grep -qi "^\.SH \"OPTIONS OF VANTAGE $cmd\"" ||
+    missing+=" $cmd"
+done
+check "vantage(1) has a section for every subcommand${missing:+ (missing:$missing)}" \
+  test -z "$missing" -a -n "$(vantage --help | grep -A1 '^Commands:' | tail -1)"
+# Each unit with its drop-ins (vantage.service.d/) as systemd would load them; any output is a
+# problem systemd would log.
+for u in vantage.service vantage-leds-boot.service; do
+  if systemd-analyze verify --man=no "/usr/lib/systemd/system/$u" > "$work/verify.log" 2>&1 &&
+    ! grep -q . "$work/verify.log"; then
+    ok "systemd-analyze verify $u"
+  else
+    bad "systemd-analyze verify $u"
+    cat "$work/verify.log"
+  fi
+done
+# systemd's own sandbox score (0 = locked down, 10 = none): keep it in the "OK" band, at most 2.
+exposure=$(systemd-analyze security --offline=true /usr/lib/systemd/system/vantage.service 2>&1 |
+  sed -n 's/.*Overall exposure level for vantage.service: \([0-9.]*\).*/\1/p')
+if systemd-analyze security --offline=true --threshold=20 /usr/lib/systemd/system/vantage.service \
+  > /dev/null 2>&1; then
+  ok "systemd-analyze security: exposure $exposure (at most 2.0)"
 else
-  bad "systemd-analyze verify vantage.service"
-  cat "$work/verify.log"
+  bad "systemd-analyze security: exposure ${exposure:-unknown} is above 2.0"
 fi
 # The unit grants no capabilities and runs as a dynamic uid: do the same by hand (no systemd is
 # needed for this part) and expect working ICMP thanks to the sysctl drop-in alone.
@@ -150,6 +174,9 @@ check "package state is config-files" \
 if dpkg -P vantage > "$work/dpkg.log" 2>&1; then ok "dpkg -P vantage"; else bad "dpkg -P"; cat "$work/dpkg.log"; fi
 check "purge deletes /etc/vantage" test ! -e /etc/vantage
 check "purge deletes the data" test ! -e /var/lib/vantage -a ! -e /var/lib/private/vantage
+check "purge removes the enablement symlinks" test ! -e \
+  /etc/systemd/system/multi-user.target.wants/vantage.service -a ! -e \
+  /etc/systemd/system/sysinit.target.wants/vantage-leds-boot.service
 check "package is gone from dpkg's database" \
   test -z "$(dpkg-query -W -f='${db:Status-Status}' vantage 2>/dev/null | grep -v not-installed)"
 
