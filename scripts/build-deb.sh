@@ -114,6 +114,10 @@ for t in "${targets[@]}"; do
   # Everything that lands on `/`, with explicit modes (umask and checkout modes don't leak in).
   mkdir -p "$root"
   cp -r buildroot-overlay/. "$root/"
+  # The SD image's own files (network, hostname, SSH switch, journald limits; every path has
+  # "vantage-image" in it) stay out of the package: it installs onto a system that has its own.
+  find "$root" -depth -name '*vantage-image*' -exec rm -rf {} +
+  find "$root" -mindepth 1 -type d -empty -delete
   find "$root" -type d -exec chmod 0755 {} +
   find "$root" -type f -exec chmod 0644 {} +
   install -D -m 0755 "$bin" "$root/usr/bin/vantage"
