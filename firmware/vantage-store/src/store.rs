@@ -417,8 +417,7 @@ impl Store {
             quarantined: c.quarantined.load(Ordering::Relaxed),
             corrupt_blocks: c.corrupt_blocks.load(Ordering::Relaxed),
             error: lock(&inner.error).clone(),
-            last_commit: (last > 0)
-                .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(last)),
+            last_commit: (last > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(last)),
         }
     }
 
@@ -776,7 +775,11 @@ impl Inner {
                 .push((s.labels.clone(), id as u32));
         }
         // Series created while the engine was down keep their ids after the loaded ones.
-        let carried: Vec<SeriesKey> = st.unsaved_series.iter().filter_map(|id| st.series.get(*id as usize).cloned()).collect();
+        let carried: Vec<SeriesKey> = st
+            .unsaved_series
+            .iter()
+            .filter_map(|id| st.series.get(*id as usize).cloned())
+            .collect();
         let carried_ids = std::mem::take(&mut st.unsaved_series);
         st.series = dict;
         if !carried.is_empty() {
@@ -925,7 +928,11 @@ impl Inner {
                 if Instant::now() < at && !closing {
                     continue;
                 }
-                if self.backend.read().unwrap_or_else(|e| e.into_inner()).is_none()
+                if self
+                    .backend
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none()
                     || failures > 0
                 {
                     self.reopen();
@@ -1035,7 +1042,8 @@ impl Inner {
             }
             let floor_dirty = st.floor_dirty;
             if floor_dirty {
-                c.meta.push((META_FLOOR.to_vec(), st.floor.to_le_bytes().to_vec()));
+                c.meta
+                    .push((META_FLOOR.to_vec(), st.floor.to_le_bytes().to_vec()));
             }
             let removals = std::mem::take(&mut st.index_removals);
             c.index_removals = removals.clone();
@@ -1066,7 +1074,8 @@ impl Inner {
                     }
                     let co = &self.counters;
                     co.commits.fetch_add(1, Ordering::Relaxed);
-                    co.bytes_committed.fetch_add(bytes as u64, Ordering::Relaxed);
+                    co.bytes_committed
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
                     co.samples_committed.fetch_add(n as u64, Ordering::Relaxed);
                     co.last_commit_ms
                         .store(now_ms().max(0) as u64, Ordering::Relaxed);

@@ -42,7 +42,11 @@ fn samples_survive_close_and_reopen() {
     // A time range picks its samples only.
     let part = s.query("a", ProbeKind::Ping, t0, t0 + 299).unwrap();
     assert_eq!(part.len(), 10);
-    assert!(s.query("zz", ProbeKind::Ping, 0, i64::MAX).unwrap().is_empty());
+    assert!(
+        s.query("zz", ProbeKind::Ping, 0, i64::MAX)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -138,7 +142,10 @@ fn the_byte_bound_holds_and_drops_oldest_first() {
     let mut n = 0i64;
     for _ in 0..60 {
         for _ in 0..10_000 {
-            s.append(&ping(&format!("t{}", n % 100), t0 + n, 20_000 + (n % 977) as u64), &labels("x"));
+            s.append(
+                &ping(&format!("t{}", n % 100), t0 + n, 20_000 + (n % 977) as u64),
+                &labels("x"),
+            );
             n += 1;
         }
         s.flush().unwrap();
@@ -146,10 +153,17 @@ fn the_byte_bound_holds_and_drops_oldest_first() {
     }
     let st = s.stats();
     assert!(st.dropped(DropReason::Bytes) > 0, "{st:?}");
-    assert_eq!(st.samples + st.dropped(DropReason::Bytes), n as u64, "{st:?}");
+    assert_eq!(
+        st.samples + st.dropped(DropReason::Bytes),
+        n as u64,
+        "{st:?}"
+    );
     assert!(st.block_bytes <= 4 << 20, "{st:?}");
     // Oldest first: what is left is the newest.
     let c = s.cursor("x");
     let first = s.read_from(c, 1).unwrap();
-    assert_eq!(first.samples[0].timestamp_ms, t0 + st.dropped(DropReason::Bytes) as i64);
+    assert_eq!(
+        first.samples[0].timestamp_ms,
+        t0 + st.dropped(DropReason::Bytes) as i64
+    );
 }

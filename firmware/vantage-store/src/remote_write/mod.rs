@@ -51,11 +51,7 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
 
 /// Labels of one point's series: `__name__`, `target`, `probe` (on `vantage_probe_*`), the
 /// target's labels, the endpoint's external labels; sorted by name.
-fn series_labels(
-    name: &str,
-    key: &SeriesKey,
-    external: &Labels,
-) -> Vec<proto::Label> {
+fn series_labels(name: &str, key: &SeriesKey, external: &Labels) -> Vec<proto::Label> {
     let mut m: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in external.iter() {
         m.insert(k, v);
@@ -433,7 +429,9 @@ impl EndpointTask {
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
                 match self.send(body.clone()).await {
                     Outcome::Ok => {
-                        self.stats.samples_sent.fetch_add(n as u64, Ordering::Relaxed);
+                        self.stats
+                            .samples_sent
+                            .fetch_add(n as u64, Ordering::Relaxed);
                         self.stats
                             .points_sent
                             .fetch_add(points as u64, Ordering::Relaxed);
@@ -443,7 +441,11 @@ impl EndpointTask {
                         if !self.stats.up.swap(true, Ordering::Relaxed) && attempt > 1 {
                             tracing::info!(endpoint = %name, "remote_write: endpoint reachable again; sending the backlog");
                         }
-                        *self.stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        *self
+                            .stats
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = None;
                         break;
                     }
                     Outcome::Rejected(msg) => {
@@ -454,8 +456,11 @@ impl EndpointTask {
                         // The server answered: the uplink works.
                         self.stats.up.store(true, Ordering::Relaxed);
                         tracing::warn!(endpoint = %name, samples = n, "remote_write: endpoint refused a batch, dropped: {msg}");
-                        *self.stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(msg);
+                        *self
+                            .stats
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(msg);
                         break;
                     }
                     Outcome::Retry(msg) => {
@@ -463,8 +468,11 @@ impl EndpointTask {
                         if self.stats.up.swap(false, Ordering::Relaxed) || attempt == 1 {
                             tracing::warn!(endpoint = %name, "remote_write: {msg}; retrying with backoff");
                         }
-                        *self.stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(msg);
+                        *self
+                            .stats
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(msg);
                         let exp = self
                             .ep
                             .min_backoff
@@ -581,7 +589,11 @@ mod tests {
         let rtt = req
             .timeseries
             .iter()
-            .find(|t| t.labels.iter().any(|l| l.value == "vantage_ping_rtt_min_seconds"))
+            .find(|t| {
+                t.labels
+                    .iter()
+                    .any(|l| l.value == "vantage_ping_rtt_min_seconds")
+            })
             .unwrap();
         assert!(!rtt.labels.iter().any(|l| l.name == "probe"));
         assert_eq!(rtt.samples[0].value, 20e-6);
