@@ -23,6 +23,8 @@ const MAX_FAILED_OPENS: u32 = 3;
 const META_FLOOR: &[u8] = b"f";
 const META_SERIES: &[u8] = b"s";
 const META_CURSOR: &[u8] = b"c";
+/// A lower bound for the next sequence number (set by a salvage, so numbers are never reused).
+const META_NEXT: &[u8] = b"n";
 
 /// How the store is set up. See `docs/STORE.md` for what each bound means on a card.
 #[derive(Debug, Clone)]
@@ -207,6 +209,8 @@ struct Inner {
     error: Mutex<Option<String>>,
     closing: AtomicBool,
     last_emergency: Mutex<Option<Instant>>,
+    head_file: Mutex<Option<std::fs::File>>,
+    usage: Mutex<(Option<Instant>, u64)>,
 }
 
 /// The store. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -280,18 +284,108 @@ fn quarantine(dir: &Path, why: &str) -> Result<PathBuf, OpenError> {
     Ok(q)
 }
 
-/// Sizes of the engine's journal files, to notice a journal cut short by recovery.
-fn journal_sizes(dir: &Path) -> HashMap<PathBuf, u64> {
-    let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir(dir.join("journals")) else {
+/// The head file beside the store: next sequence number and live samples after the last
+/// commit. Written in place without a sync (it costs no extra flash write per commit beyond the
+/// page cache's writeback); after a power cut it can only be behind the engine, never ahead. An
+/// engine that comes back behind it lost data that this file lets us count.
+fn head_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".head");
+    dir.with_file_name(name)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Head {
+    next_seq: u64,
+    samples: u64,
+}
+
+impl Head {
+    fn encode(&self) -> [u8; 20] {
+        let mut b = [0u8; 20];
+        b[..8].copy_from_slice(&self.next_seq.to_le_bytes());
+        b[8..16].copy_from_slice(&self.samples.to_le_bytes());
+        let crc = crc32fast::hash(&b[..16]);
+        b[16..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+    fn read(dir: &Path) -> Option<Self> {
+        let b = std::fs::read(head_path(dir)).ok()?;
+        if b.len() != 20 || crc32fast::hash(&b[..16]).to_le_bytes() != b[16..20] {
+            return None;
+        }
+        Some(Self {
+            next_seq: u64::from_le_bytes(b[..8].try_into().ok()?),
+            samples: u64::from_le_bytes(b[8..16].try_into().ok()?),
+        })
+    }
+}
+
+/// The series log beside the store: every series definition, appended and synced when a new
+/// series first appears (rare: a new target or new labels). It keeps samples attributable when
+/// the engine loses its own copy of the dictionary with a damaged journal.
+fn series_log_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".series");
+    dir.with_file_name(name)
+}
+
+fn read_series_log(dir: &Path) -> BTreeMap<u32, SeriesKey> {
+    let mut out = BTreeMap::new();
+    let Ok(b) = std::fs::read(series_log_path(dir)) else {
         return out;
     };
-    for e in rd.flatten() {
-        if let Ok(m) = e.metadata() {
-            out.insert(e.path(), m.len());
+    let mut pos = 0usize;
+    while pos + 8 <= b.len() {
+        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap_or_default()) as usize;
+        let id = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap_or_default());
+        let Some(rec) = b.get(pos + 8..pos + 8 + len) else {
+            break;
+        };
+        if let Ok(k) = SeriesKey::decode(rec) {
+            out.insert(id, k);
         }
+        pos += 8 + len;
     }
     out
+}
+
+fn append_series_log(dir: &Path, entries: &[(u32, Vec<u8>)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut buf = Vec::new();
+    for (id, rec) in entries {
+        buf.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&id.to_le_bytes());
+        buf.extend_from_slice(rec);
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(series_log_path(dir))?;
+    f.write_all(&buf)?;
+    f.sync_data()
+}
+
+/// Bytes a directory tree really occupies (allocated blocks: sparse, preallocated files count
+/// for what they hold).
+pub fn dir_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
 }
 
 impl Store {
@@ -313,12 +407,23 @@ impl Store {
             error: Mutex::new(None),
             closing: AtomicBool::new(false),
             last_emergency: Mutex::new(None),
+            head_file: Mutex::new(None),
+            usage: Mutex::new((None, 0)),
         });
-        inner.open_backend()?;
+        // A store that cannot open now (disk full, read-only, locked) is retried by the
+        // committer; samples wait in memory meanwhile. Damage never gets here: it is quarantined.
+        let degraded = match inner.open_backend() {
+            Ok(()) => false,
+            Err(OpenError::Backend(e)) => {
+                inner.backend_err(&e);
+                true
+            }
+            Err(e) => return Err(e),
+        };
         let i = inner.clone();
         let committer = std::thread::Builder::new()
             .name("store-commit".into())
-            .spawn(move || i.commit_loop())
+            .spawn(move || i.commit_loop(degraded))
             .map_err(|err| OpenError::Dir {
                 path: inner.opts.dir.clone(),
                 err,
@@ -381,12 +486,7 @@ impl Store {
         let inner = &self.inner;
         let c = &inner.counters;
         let st = lock(&inner.state);
-        let disk_bytes = inner
-            .backend
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map_or(0, |b| b.disk_bytes());
+        let disk_bytes = inner.disk_usage();
         let mut dropped = [0; 4];
         for (d, a) in dropped.iter_mut().zip(&c.dropped) {
             *d = a.load(Ordering::Relaxed);
@@ -657,7 +757,7 @@ impl Inner {
         }
         let _ = std::fs::write(&marker, format!("{}\n", attempts + 1));
 
-        let journals_before = journal_sizes(dir);
+        let head = Head::read(dir);
         let eopts = EngineOptions {
             max_bytes: self.opts.max_bytes,
         };
@@ -676,24 +776,29 @@ impl Inner {
                 }
             }
         };
-        // A journal that recovery cut short lost what followed the damage.
-        let after = journal_sizes(dir);
-        let mut cut = 0u64;
-        for (p, before) in &journals_before {
-            match after.get(p) {
-                Some(now) if now < before => cut += before - now,
-                _ => {}
+        match self.load(backend.as_ref(), head) {
+            Ok(false) => {}
+            Ok(true) => {
+                // The engine recovered into a state it cannot be trusted to keep (fjall replays
+                // a journal written after a lost one as already flushed): copy what is readable
+                // into a fresh store and swap it in.
+                let fresh = match self.salvage(backend) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&marker);
+                        return Err(e);
+                    }
+                };
+                *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
+                let _ = std::fs::remove_file(&marker);
+                return Ok(());
             }
-        }
-        match self.load(backend.as_ref(), cut) {
-            Ok(()) => {}
             Err(BackendError::Corrupt(why)) => {
                 drop(backend);
                 quarantine(dir, &why)?;
                 self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
-                *lock(&self.state) = State::default();
                 let fresh = backend::open(self.opts.backend, dir, &eopts)?;
-                self.load(fresh.as_ref(), 0)?;
+                self.load(fresh.as_ref(), head)?;
                 *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
                 let _ = std::fs::remove_file(&marker);
                 return Ok(());
@@ -708,11 +813,88 @@ impl Inner {
         Ok(())
     }
 
-    fn load(&self, b: &dyn Backend, journal_cut: u64) -> Result<(), BackendError> {
+    /// Copies every readable block, the series and the cursors into a new engine directory,
+    /// moves the damaged one to quarantine and opens the copy in its place.
+    fn salvage(&self, old: Box<dyn Backend>) -> Result<Box<dyn Backend>, OpenError> {
+        let dir = &self.opts.dir;
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".salvage");
+        let tmp = dir.with_file_name(name);
+        let _ = std::fs::remove_dir_all(&tmp);
+        let eopts = EngineOptions {
+            max_bytes: self.opts.max_bytes,
+        };
+        let (seqs, series, cursors, floor, next_seq) = {
+            let st = lock(&self.state);
+            (
+                st.index.keys().copied().collect::<Vec<_>>(),
+                st.series.clone(),
+                st.cursors.clone(),
+                st.floor,
+                st.next_seq,
+            )
+        };
+        let new = backend::open(self.opts.backend, &tmp, &eopts)?;
+        let mut c = Commit::default();
+        let mut copied = 0u64;
+        for seq in seqs {
+            if let Some(samples) = self.read_block_with(old.as_ref(), seq)? {
+                let (block, meta) = encode_block(&samples);
+                c.index.push((seq, meta.encode().to_vec()));
+                c.blocks.push((seq, block));
+                copied += 1;
+            }
+            if c.blocks.len() >= 64 {
+                new.commit(std::mem::take(&mut c), false)?;
+            }
+        }
+        for (id, s) in series.iter().enumerate() {
+            let mut k = META_SERIES.to_vec();
+            k.extend_from_slice(&(id as u32).to_be_bytes());
+            c.meta.push((k, s.encode()));
+        }
+        for (name, cur) in &cursors {
+            let mut k = META_CURSOR.to_vec();
+            k.extend_from_slice(name.as_bytes());
+            c.meta.push((k, cur.encode()));
+        }
+        c.meta
+            .push((META_FLOOR.to_vec(), floor.to_le_bytes().to_vec()));
+        c.meta
+            .push((META_NEXT.to_vec(), next_seq.to_le_bytes().to_vec()));
+        new.commit(c, true)?;
+        drop(new);
+        drop(old);
+        quarantine(dir, "recovered with losses; salvaged what was readable")?;
+        std::fs::rename(&tmp, dir).map_err(|err| OpenError::Dir {
+            path: tmp.clone(),
+            err,
+        })?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent);
+        }
+        tracing::warn!(
+            blocks = copied,
+            "store: salvaged the readable blocks into a fresh store"
+        );
+        let b = backend::open(self.opts.backend, dir, &eopts)?;
+        self.load(b.as_ref(), None)?;
+        Ok(b)
+    }
+
+    /// Loads index, series and cursors; true when it found damage worth a salvage.
+    fn load(&self, b: &dyn Backend, head: Option<Head>) -> Result<bool, BackendError> {
         let mut floor = 0u64;
+        let mut next_min = 0u64;
         b.scan_meta(META_FLOOR, &mut |k, v| {
             if k == META_FLOOR && v.len() == 8 {
                 floor = u64::from_le_bytes(v.try_into().unwrap_or_default());
+            }
+            Ok(())
+        })?;
+        b.scan_meta(META_NEXT, &mut |k, v| {
+            if k == META_NEXT && v.len() == 8 {
+                next_min = u64::from_le_bytes(v.try_into().unwrap_or_default());
             }
             Ok(())
         })?;
@@ -733,6 +915,34 @@ impl Inner {
             }
             Ok(())
         })?;
+        // Blocks without index entries (the index lost with a damaged journal): rebuild their
+        // entries from the blocks themselves.
+        let mut rebuilt = 0u64;
+        if let Some((first, last)) = bounds {
+            for seq in first.max(floor)..=last {
+                if index.contains_key(&seq) {
+                    continue;
+                }
+                if let Ok(Some(v)) = b.get_block(seq) {
+                    if let Ok(samples) = decode_block(&v) {
+                        let (_, meta) = encode_block(&samples);
+                        let meta = BlockMeta {
+                            len: v.len() as u32,
+                            ..meta
+                        };
+                        index.insert(seq, IndexEntry { meta, cum: 0 });
+                        rebuilt += 1;
+                    }
+                }
+            }
+            if rebuilt > 0 {
+                cum = 0;
+                for e in index.values_mut() {
+                    e.cum = cum;
+                    cum += u64::from(e.meta.count);
+                }
+            }
+        }
         let mut series: BTreeMap<u32, SeriesKey> = BTreeMap::new();
         let mut bad_series = 0u64;
         b.scan_meta(META_SERIES, &mut |k, v| {
@@ -748,6 +958,9 @@ impl Inner {
             }
             Ok(())
         })?;
+        for (id, k) in read_series_log(&self.opts.dir) {
+            series.entry(id).or_insert(k);
+        }
         let mut cursors = HashMap::new();
         b.scan_meta(META_CURSOR, &mut |k, v| {
             if let (Ok(name), Some(c)) = (std::str::from_utf8(&k[1..]), Cursor::decode(v)) {
@@ -803,7 +1016,8 @@ impl Inner {
             .next_back()
             .map_or(floor, |s| s + 1)
             .max(bounds.map_or(0, |(_, last)| last + 1))
-            .max(floor);
+            .max(floor)
+            .max(next_min);
         st.index = index;
         st.floor = floor;
         st.cursors = cursors;
@@ -811,6 +1025,7 @@ impl Inner {
         let recent: Vec<u64> = st.index.keys().rev().take(CHECK_ON_OPEN).copied().collect();
         drop(st);
 
+        let mut damaged = rebuilt > 0 || bad_index + bad_series > 0;
         if bad_index + bad_series > 0 {
             self.counters
                 .corrupt_blocks
@@ -821,23 +1036,32 @@ impl Inner {
                 "store: skipped damaged index or series entries"
             );
         }
-        if journal_cut > 0 {
-            // The samples after the damage are gone: estimate them from the average block.
-            let st = lock(&self.state);
-            let per = if st.samples > 0 {
-                (st.block_bytes as f64 / st.samples as f64).max(1.0)
-            } else {
-                12.0
-            };
-            let lost = (journal_cut as f64 / per) as u64;
-            drop(st);
-            self.counters.dropped[DropReason::Corrupt.idx()].fetch_add(lost, Ordering::Relaxed);
+        if rebuilt > 0 {
             self.counters.corrupt_blocks.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                bytes = journal_cut,
-                samples = lost,
-                "store: the journal was damaged and cut at the damage; about {lost} samples lost"
+                blocks = rebuilt,
+                "store: index entries were missing; rebuilt them from the blocks"
             );
+        }
+        if let Some(h) = head {
+            let mut st = lock(&self.state);
+            if h.next_seq > st.next_seq {
+                // The engine came back behind what it had acknowledged: data was lost.
+                let blocks = h.next_seq - st.next_seq;
+                let lost = h.samples.saturating_sub(st.samples);
+                damaged = true;
+                st.next_seq = h.next_seq;
+                drop(st);
+                self.counters.dropped[DropReason::Corrupt.idx()].fetch_add(lost, Ordering::Relaxed);
+                self.counters
+                    .corrupt_blocks
+                    .fetch_add(blocks, Ordering::Relaxed);
+                tracing::error!(
+                    blocks,
+                    samples = lost,
+                    "store: the newest {blocks} commits were lost to damage (about {lost} samples)"
+                );
+            }
         }
         // Read the newest blocks back now: a damaged tail shows at once, not at shipping time.
         for seq in recent {
@@ -850,7 +1074,7 @@ impl Inner {
             samples,
             "store: opened"
         );
-        Ok(())
+        Ok(damaged)
     }
 
     fn read_block(&self, seq: u64) -> Result<Option<Vec<StoredSample>>, BackendError> {
@@ -897,10 +1121,11 @@ impl Inner {
         Ok(None)
     }
 
-    fn commit_loop(self: Arc<Self>) {
+    fn commit_loop(self: Arc<Self>, degraded: bool) {
         let mut last = Instant::now();
-        let mut retry_at: Option<Instant> = None;
-        let mut failures = 0u32;
+        let mut failures = u32::from(degraded);
+        let mut retry_at: Option<Instant> =
+            degraded.then(|| Instant::now() + Duration::from_secs(1));
         loop {
             {
                 let mut st = lock(&self.state);
@@ -961,43 +1186,26 @@ impl Inner {
         }
     }
 
-    /// Drops and reopens the engine (fjall refuses writes after a failed one).
+    /// Drops and reopens the engine (fjall refuses writes after a failed one; a store that
+    /// could not open at start is retried here).
     fn reopen(&self) {
-        let mut guard = self.backend.write().unwrap_or_else(|e| e.into_inner());
-        *guard = None;
-        drop(guard);
-        // Index and cursors on disk are a prefix of what is in memory; keep memory as it is
-        // unless the open finds the store damaged.
-        let keep_pending = std::mem::take(&mut lock(&self.state).pending);
-        let eopts = EngineOptions {
-            max_bytes: self.opts.max_bytes,
+        *self.backend.write().unwrap_or_else(|e| e.into_inner()) = None;
+        // Cursors in memory are newer than on disk; pending samples stay where they are.
+        let (cursors, dirty) = {
+            let st = lock(&self.state);
+            (st.cursors.clone(), st.dirty_cursors.clone())
         };
-        match backend::open(self.opts.backend, &self.opts.dir, &eopts) {
-            Ok(b) => {
-                let (cursors, dirty) = {
-                    let st = lock(&self.state);
-                    (st.cursors.clone(), st.dirty_cursors.clone())
-                };
-                if let Err(e) = self.load(b.as_ref(), 0) {
-                    self.backend_err(&e);
-                }
+        match self.open_backend() {
+            Ok(()) => {
                 let mut st = lock(&self.state);
-                // Cursors in memory are newer than on disk.
                 for (k, v) in cursors {
                     st.cursors.insert(k, v);
                 }
                 st.dirty_cursors = dirty;
-                let mut p = keep_pending;
-                p.extend(std::mem::take(&mut st.pending));
-                st.pending = p;
-                // Series not on disk must be written with the next commit.
-                drop(st);
-                *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Some(b);
+                tracing::info!(store = %self.opts.dir.display(), "store: reopened");
             }
-            Err(e) => {
-                lock(&self.state).pending = keep_pending;
-                self.backend_err(&e);
-            }
+            Err(OpenError::Backend(e)) => self.backend_err(&e),
+            Err(e) => self.backend_err(&BackendError::Io(e.to_string())),
         }
     }
 
@@ -1025,11 +1233,19 @@ impl Inner {
                 meta = Some(m);
             }
             let series: Vec<u32> = st.unsaved_series.clone();
+            let mut log = Vec::new();
             for id in &series {
                 if let Some(s) = st.series.get(*id as usize) {
                     let mut k = META_SERIES.to_vec();
                     k.extend_from_slice(&id.to_be_bytes());
-                    c.meta.push((k, s.encode()));
+                    let rec = s.encode();
+                    log.push((*id, rec.clone()));
+                    c.meta.push((k, rec));
+                }
+            }
+            if !log.is_empty() {
+                if let Err(e) = append_series_log(&self.opts.dir, &log) {
+                    tracing::warn!("store: cannot append to the series log: {e}");
                 }
             }
             let cursors: Vec<String> = st.dirty_cursors.clone();
@@ -1079,6 +1295,11 @@ impl Inner {
                     co.samples_committed.fetch_add(n as u64, Ordering::Relaxed);
                     co.last_commit_ms
                         .store(now_ms().max(0) as u64, Ordering::Relaxed);
+                    let head = Head {
+                        next_seq: st.next_seq,
+                        samples: st.samples,
+                    };
+                    self.write_head(head);
                 }
                 Err(e) => {
                     st.index_removals.extend(removals);
@@ -1093,13 +1314,40 @@ impl Inner {
         }
     }
 
+    /// The store directory's real size, measured at most every few seconds.
+    fn disk_usage(&self) -> u64 {
+        let mut c = lock(&self.usage);
+        if c.0.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+            *c = (Some(Instant::now()), dir_usage(&self.opts.dir));
+        }
+        c.1
+    }
+
+    fn write_head(&self, h: Head) {
+        use std::os::unix::fs::FileExt;
+        let mut f = lock(&self.head_file);
+        if f.is_none() {
+            *f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(head_path(&self.opts.dir))
+                .ok();
+        }
+        if let Some(file) = f.as_ref() {
+            if file.write_all_at(&h.encode(), 0).is_err() {
+                *f = None;
+            }
+        }
+    }
+
     /// Drops the oldest blocks beyond the age and byte bounds.
     fn enforce_bounds(&self) {
         let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
         let Some(b) = guard.as_ref() else { return };
         let max_age_ms = i64::try_from(self.opts.max_age.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms().saturating_sub(max_age_ms);
-        let disk = b.disk_bytes();
+        let disk = self.disk_usage();
         let mut st = lock(&self.state);
         let floor_before = st.floor;
         // Age: whole blocks whose newest sample is past the bound.
@@ -1150,8 +1398,13 @@ impl Inner {
         }
         drop(last_emergency);
         let floor = st.floor;
+        let head = Head {
+            next_seq: st.next_seq,
+            samples: st.samples,
+        };
         drop(st);
         if floor != floor_before {
+            self.write_head(head);
             if let Err(e) = b.drop_below(floor) {
                 tracing::warn!("store: reclaiming space failed: {e}");
             }

@@ -19,7 +19,10 @@ const COMMIT_MS: u64 = 50;
 const WINDOW_MS: u128 = COMMIT_MS as u128 + 150;
 
 fn unix_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 /// The highest sequence number the run had appended by `until` (per its side log).
@@ -58,7 +61,9 @@ fn check_run(
     // Every sample is stored at most once, and the stored ones form a prefix 0..k.
     for (i, n) in got.iter().enumerate() {
         if *n != i as u64 {
-            return Err(format!("run {run}: sample {i} is {n}: a gap or a duplicate"));
+            return Err(format!(
+                "run {run}: sample {i} is {n}: a gap or a duplicate"
+            ));
         }
     }
     if let Some(m) = must {
@@ -100,7 +105,7 @@ fn kill_loop_loses_nothing_older_than_the_window() {
             .arg(backend.as_str())
             .arg(COMMIT_MS.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(format!("err-{run}"))).unwrap())
             .spawn()
             .unwrap();
         // Random moment: one kill in five during open and recovery, the others while samples
@@ -112,7 +117,11 @@ fn kill_loop_loses_nothing_older_than_the_window() {
             let mut line = String::new();
             let out = child.stdout.take().unwrap();
             std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
-            assert_eq!(line.trim(), "ready", "run {run}");
+            if line.trim() != "ready" {
+                let _ = child.wait();
+                let err = std::fs::read_to_string(dir.path().join(format!("err-{run}")));
+                panic!("run {run}: the torture process did not start: {err:?}");
+            }
             std::thread::sleep(Duration::from_millis(50 + rand() % 400));
         }
         let killed_at = unix_ms();
@@ -121,7 +130,10 @@ fn kill_loop_loses_nothing_older_than_the_window() {
         let span = (spawned - 1000, killed_at as i64 + 1000);
         must.insert(
             run,
-            (span, appended_by(dir.path(), run, killed_at.saturating_sub(WINDOW_MS))),
+            (
+                span,
+                appended_by(dir.path(), run, killed_at.saturating_sub(WINDOW_MS)),
+            ),
         );
 
         let mut o = opts(dir.path());
@@ -144,5 +156,8 @@ fn kill_loop_loses_nothing_older_than_the_window() {
         "kill loop: {iterations} kills on {backend} in {:.1} s ({early_kills} during open); {with_data} runs had samples older than the window",
         started.elapsed().as_secs_f64()
     );
-    assert!(with_data as u32 > iterations / 3, "the kills came too early to test anything");
+    assert!(
+        with_data as u32 > iterations / 3,
+        "the kills came too early to test anything"
+    );
 }

@@ -17,10 +17,21 @@ pub struct FjallBackend {
     meta: Keyspace,
 }
 
+/// I/O errors that mean missing or mangled files rather than a device that refuses writes.
+pub(crate) fn io_err(e: std::io::Error) -> BackendError {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound | K::UnexpectedEof | K::InvalidData | K::InvalidInput => {
+            BackendError::Corrupt(e.to_string())
+        }
+        _ => BackendError::Io(e.to_string()),
+    }
+}
+
 fn err(e: fjall::Error) -> BackendError {
     match e {
-        fjall::Error::Io(e) => BackendError::Io(e.to_string()),
-        fjall::Error::Storage(fjall::LsmError::Io(e)) => BackendError::Io(e.to_string()),
+        fjall::Error::Io(e) => io_err(e),
+        fjall::Error::Storage(fjall::LsmError::Io(e)) => io_err(e),
         fjall::Error::Poisoned => BackendError::Poisoned("a previous write failed".into()),
         fjall::Error::Locked => BackendError::Locked("fjall lock".into()),
         other => BackendError::Corrupt(format!("{other:?}")),
@@ -146,10 +157,6 @@ impl Backend for FjallBackend {
 
     fn fill_factor(&self) -> f64 {
         0.7
-    }
-
-    fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
     }
 }
 

@@ -123,8 +123,6 @@ pub trait Backend: Send + Sync + 'static {
     fn block_bounds(&self) -> Result<Option<(u64, u64)>, BackendError>;
     /// Reclaims the space of blocks and index entries below `seq` (best effort; may be lazy).
     fn drop_below(&self, seq: u64) -> Result<(), BackendError>;
-    /// Bytes the engine occupies on disk.
-    fn disk_bytes(&self) -> u64;
     /// Share of the byte bound that encoded blocks may fill: the rest is the engine's overhead
     /// (journal, tables being written, space not yet reclaimed). Measured in `docs/STORE.md`.
     fn fill_factor(&self) -> f64;

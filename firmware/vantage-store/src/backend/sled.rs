@@ -15,7 +15,7 @@ pub struct SledBackend {
 
 fn err(e: sled::Error) -> BackendError {
     match e {
-        sled::Error::Io(e) => BackendError::Io(e.to_string()),
+        sled::Error::Io(e) => super::fjall::io_err(e),
         other => BackendError::Corrupt(other.to_string()),
     }
 }
@@ -141,10 +141,6 @@ impl Backend for SledBackend {
 
     fn fill_factor(&self) -> f64 {
         0.25
-    }
-
-    fn disk_bytes(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
     }
 }
 
