@@ -14,7 +14,7 @@
 //!   duration varint, µs
 //!   ping only: sent varint, received varint,
 //!              [extra] duplicates varint, icmp_errors varint,
-//!              [has rtts] min µs varint, [not equal] avg-min varint, max-avg varint
+//!              [has rtts] min µs varint, [not equal] avg-min, max-avg, stddev varints
 //! crc32   u32 LE over everything before it
 //! ```
 //!
@@ -91,6 +91,8 @@ pub struct StoredPing {
     pub icmp_errors: u32,
     /// min, avg, max RTT in µs, when at least one reply came back.
     pub rtt_us: Option<(u64, u64, u64)>,
+    /// Population standard deviation of the RTTs in µs (0 with one reply).
+    pub stddev_us: u64,
 }
 
 /// One probe round as stored: what the charts and remote_write need, at µs resolution.
@@ -130,6 +132,9 @@ impl StoredSample {
                     (Some(a), Some(b), Some(c)) => Some((micros(a), micros(b), micros(c))),
                     _ => None,
                 },
+                stddev_us: p
+                    .stddev_seconds()
+                    .map_or(0, |s| (s * 1e6).round().max(0.0) as u64),
             }),
             _ => None,
         };
@@ -162,6 +167,7 @@ impl StoredSample {
                 v.push(("rtt_min_seconds", min as f64 / 1e6));
                 v.push(("rtt_avg_seconds", avg as f64 / 1e6));
                 v.push(("rtt_max_seconds", max as f64 / 1e6));
+                v.push(("rtt_stddev_seconds", p.stddev_us as f64 / 1e6));
             }
         }
         v
@@ -329,6 +335,7 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
                     // min <= avg <= max holds for real data; saturate for anything else.
                     put_varint(&mut out, avg.saturating_sub(min));
                     put_varint(&mut out, max.saturating_sub(avg.max(min)));
+                    put_varint(&mut out, p.stddev_us);
                 }
             }
         }
@@ -382,6 +389,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
             } else {
                 (0, 0)
             };
+            let mut stddev_us = 0;
             let rtt_us = if flags & F_RTTS != 0 {
                 let min = r.varint()?;
                 if flags & F_RTT_EQUAL != 0 {
@@ -389,6 +397,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
                 } else {
                     let avg = min.saturating_add(r.varint()?);
                     let max = avg.saturating_add(r.varint()?);
+                    stddev_us = r.varint()?;
                     Some((min, avg, max))
                 }
             } else {
@@ -400,6 +409,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
                 duplicates,
                 icmp_errors,
                 rtt_us,
+                stddev_us,
             })
         } else {
             None
@@ -440,6 +450,7 @@ mod tests {
                 duplicates: 0,
                 icmp_errors: 0,
                 rtt_us: rtt,
+                stddev_us: rtt.map_or(0, |r| (r.2 - r.0) / 3),
             }),
         }
     }
@@ -465,6 +476,7 @@ mod tests {
                     duplicates: 2,
                     icmp_errors: 1,
                     rtt_us: Some((1, 2, 3)),
+                    stddev_us: 1,
                 }),
                 ..ping(3, i64::MAX, None)
             },

@@ -1163,7 +1163,7 @@ impl Inner {
                     self.reopen();
                 }
             }
-            match self.commit_round(false) {
+            match self.commit_round(closing) {
                 Ok(()) => {
                     failures = 0;
                     retry_at = None;

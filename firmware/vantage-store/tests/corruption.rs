@@ -53,14 +53,19 @@ fn reopen(dir: &Path) -> Store {
     Store::open(o).expect("a damaged store still opens")
 }
 
+/// Samples of the populated targets that can be read back and attributed.
 fn total(s: &Store, t0: i64) -> u64 {
-    (0..50)
-        .map(|t| {
-            s.query(&format!("t{t}"), ProbeKind::Ping, t0, i64::MAX)
-                .unwrap()
-                .len() as u64
+    let all = s
+        .read_from(vantage_store::Cursor::default(), usize::MAX)
+        .unwrap();
+    all.samples
+        .iter()
+        .filter(|x| x.timestamp_ms >= t0)
+        .filter(|x| {
+            s.series(x.series)
+                .is_some_and(|k| k.target.starts_with('t'))
         })
-        .sum()
+        .count() as u64
 }
 
 /// After damage: the store opens, the loss is counted (or there is none), writes work, and a

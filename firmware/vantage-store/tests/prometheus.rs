@@ -316,7 +316,7 @@ async fn check_all(p: &Prometheus, sent: &BTreeMap<String, Vec<(i64, u64)>>) {
         // Values too: the RTT of each round is its sequence number in µs.
         let rtts = p
             .raw(
-                &format!("vantage_ping_rtt_avg_seconds{{target=\"{target}\"}}"),
+                &format!("vantage_ping_round_rtt_seconds{{target=\"{target}\",stat=\"avg\"}}"),
                 range,
                 at,
             )

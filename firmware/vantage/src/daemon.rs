@@ -13,6 +13,7 @@ use vantage_core::{
 
 use crate::http;
 use crate::metrics::Metrics;
+use crate::storage::Storage;
 
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
 pub const EMBEDDED_CONFIG: &str = include_str!("../vantage.toml");
@@ -70,14 +71,31 @@ pub struct Daemon {
     pub started: Instant,
     /// Bounds concurrent on-demand `/probe` requests.
     pub probe_permits: tokio::sync::Semaphore,
+    /// The sample store and remote_write shipping (none in tests that do not need them).
+    pub storage: Option<Arc<Storage>>,
 }
 
 impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
+        Self::start_with(source, config, None)
+    }
+
+    /// Same, with every sample also going to the store.
+    pub fn start_with(
+        source: ConfigSource,
+        config: Config,
+        storage: Option<Arc<Storage>>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new())];
-        let observer = Arc::new(Fanout(vec![metrics.clone() as Arc<dyn Observer>]));
+        let mut observers = vec![metrics.clone() as Arc<dyn Observer>];
+        if let Some(s) = &storage {
+            observers.push(s.clone() as Arc<dyn Observer>);
+            metrics.add_collector(s.clone());
+        }
+        let observer = Arc::new(Fanout(observers));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);
         let daemon = Arc::new(Self {
             source,
@@ -86,6 +104,7 @@ impl Daemon {
             config: Mutex::new(Arc::new(Config::default())),
             started: Instant::now(),
             probe_permits: tokio::sync::Semaphore::new(64),
+            storage,
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
@@ -95,6 +114,9 @@ impl Daemon {
     fn apply(&self, config: Config) {
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
+        if let Some(s) = &self.storage {
+            s.apply(&config);
+        }
         let applied = self.runner.apply(&config);
         tracing::info!(
             targets = config.targets.len(),
@@ -148,7 +170,8 @@ pub async fn run(
         data_dir = %data_dir.display(),
         "vantage starting"
     );
-    let daemon = Daemon::start(source, config);
+    let storage = Storage::start(&data_dir, &config);
+    let daemon = Daemon::start_with(source, config, Some(storage.clone()));
 
     let reloader = daemon.clone();
     tokio::spawn(async move {
@@ -169,6 +192,8 @@ pub async fn run(
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("HTTP server failed")?;
+    // Pending samples reach the disk before the process goes.
+    storage.shutdown().await;
     tracing::info!("vantage stopped");
     Ok(())
 }

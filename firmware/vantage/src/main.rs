@@ -4,6 +4,7 @@ mod daemon;
 mod http;
 mod metrics;
 mod oneshot;
+mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -21,7 +21,7 @@ pub struct FjallBackend {
 pub(crate) fn io_err(e: std::io::Error) -> BackendError {
     use std::io::ErrorKind as K;
     match e.kind() {
-        K::NotFound | K::UnexpectedEof | K::InvalidData | K::InvalidInput => {
+        K::NotFound | K::UnexpectedEof | K::InvalidData | K::InvalidInput | K::AlreadyExists => {
             BackendError::Corrupt(e.to_string())
         }
         _ => BackendError::Io(e.to_string()),

@@ -20,30 +20,46 @@ use crate::codec::{StoredSample, unix_ms};
 use crate::series::{Labels, SeriesKey};
 use crate::store::{Cursor, Store};
 
-/// One series point of a stored round: metric name and value.
-pub type Point = (&'static str, f64);
+/// One series point of a stored round: metric name, the `stat` label (or ""), value.
+pub type Point = (&'static str, &'static str, f64);
 
-/// The series a stored round becomes. Names follow the daemon's `/metrics` where the meaning is
-/// the same; per-round ping figures get gauge names of their own (the daemon's `_total`
-/// counters and RTT histogram cannot be rebuilt from single rounds). See `docs/STORE.md`.
+/// The series a stored round becomes. Names and labels are the daemon's `/metrics` ones where
+/// the meaning is the same (`vantage_probe_success`, `vantage_probe_duration_seconds`,
+/// `vantage_ping_round_rtt_seconds{stat}`, `vantage_ping_loss_ratio`); the per-round packet
+/// counts get gauge names of their own, since the daemon's `_total` counters cannot be rebuilt
+/// from single rounds. A round without replies has no RTT points. See `docs/STORE.md`.
 pub fn points(s: &StoredSample) -> Vec<Point> {
-    let mut v = Vec::with_capacity(9);
-    v.push(("vantage_probe_success", if s.success { 1.0 } else { 0.0 }));
-    v.push(("vantage_probe_duration_seconds", s.duration_us as f64 / 1e6));
+    let mut v = Vec::with_capacity(10);
+    v.push((
+        "vantage_probe_success",
+        "",
+        if s.success { 1.0 } else { 0.0 },
+    ));
+    v.push((
+        "vantage_probe_duration_seconds",
+        "",
+        s.duration_us as f64 / 1e6,
+    ));
     if let Some(p) = &s.ping {
-        v.push(("vantage_ping_packets_sent", f64::from(p.sent)));
-        v.push(("vantage_ping_packets_received", f64::from(p.received)));
-        v.push(("vantage_ping_duplicates", f64::from(p.duplicates)));
+        v.push(("vantage_ping_round_packets_sent", "", f64::from(p.sent)));
+        v.push((
+            "vantage_ping_round_packets_received",
+            "",
+            f64::from(p.received),
+        ));
+        v.push(("vantage_ping_round_duplicates", "", f64::from(p.duplicates)));
         let loss = if p.sent == 0 {
             1.0
         } else {
             1.0 - f64::from(p.received.min(p.sent)) / f64::from(p.sent)
         };
-        v.push(("vantage_ping_loss_ratio", loss));
+        v.push(("vantage_ping_loss_ratio", "", loss));
         if let Some((min, avg, max)) = p.rtt_us {
-            v.push(("vantage_ping_rtt_min_seconds", min as f64 / 1e6));
-            v.push(("vantage_ping_rtt_avg_seconds", avg as f64 / 1e6));
-            v.push(("vantage_ping_rtt_max_seconds", max as f64 / 1e6));
+            const RTT: &str = "vantage_ping_round_rtt_seconds";
+            v.push((RTT, "min", min as f64 / 1e6));
+            v.push((RTT, "avg", avg as f64 / 1e6));
+            v.push((RTT, "max", max as f64 / 1e6));
+            v.push((RTT, "stddev", p.stddev_us as f64 / 1e6));
         }
     }
     v
@@ -51,7 +67,7 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
 
 /// Labels of one point's series: `__name__`, `target`, `probe` (on `vantage_probe_*`), the
 /// target's labels, the endpoint's external labels; sorted by name.
-fn series_labels(name: &str, key: &SeriesKey, external: &Labels) -> Vec<proto::Label> {
+fn series_labels(name: &str, stat: &str, key: &SeriesKey, external: &Labels) -> Vec<proto::Label> {
     let mut m: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in external.iter() {
         m.insert(k, v);
@@ -63,6 +79,9 @@ fn series_labels(name: &str, key: &SeriesKey, external: &Labels) -> Vec<proto::L
     m.insert("target", &key.target);
     if name.starts_with("vantage_probe_") {
         m.insert("probe", key.probe.as_str());
+    }
+    if !stat.is_empty() {
+        m.insert("stat", stat);
     }
     m.into_iter()
         .map(|(k, v)| proto::Label {
@@ -78,12 +97,13 @@ pub fn build_request(
     series: &dyn Fn(u32) -> Option<SeriesKey>,
     external: &Labels,
 ) -> proto::WriteRequest {
-    // (series id, metric name) -> points
-    let mut by_series: BTreeMap<(u32, &'static str), Vec<proto::Sample>> = BTreeMap::new();
+    // (series id, metric name, stat) -> points
+    type Key = (u32, &'static str, &'static str);
+    let mut by_series: BTreeMap<Key, Vec<proto::Sample>> = BTreeMap::new();
     for s in samples {
-        for (name, value) in points(s) {
+        for (name, stat, value) in points(s) {
             by_series
-                .entry((s.series, name))
+                .entry((s.series, name, stat))
                 .or_default()
                 .push(proto::Sample {
                     value,
@@ -93,14 +113,14 @@ pub fn build_request(
     }
     let mut keys: BTreeMap<u32, Option<SeriesKey>> = BTreeMap::new();
     let mut timeseries = Vec::with_capacity(by_series.len());
-    for ((id, name), mut pts) in by_series {
+    for ((id, name, stat), mut pts) in by_series {
         let Some(key) = keys.entry(id).or_insert_with(|| series(id)).clone() else {
             continue;
         };
         pts.sort_by_key(|p| p.timestamp);
         pts.dedup_by_key(|p| p.timestamp);
         timeseries.push(proto::TimeSeries {
-            labels: series_labels(name, &key, external),
+            labels: series_labels(name, stat, &key, external),
             samples: pts,
         });
     }
@@ -568,13 +588,14 @@ mod tests {
                 duplicates: 0,
                 icmp_errors: 0,
                 rtt_us: Some((rtt, rtt, rtt)),
+                stddev_us: 0,
             }),
         };
         let samples = vec![s(2000, 10), s(1000, 20), s(1000, 20)];
         let ext = Labels::from([("instance".into(), "pi".into())]);
         let lookup = |id: u32| (id == 0).then(|| key.clone());
         let req = build_request(&samples, &lookup, &ext);
-        assert_eq!(req.timeseries.len(), 9);
+        assert_eq!(req.timeseries.len(), 10);
         let succ = req
             .timeseries
             .iter()
@@ -592,10 +613,11 @@ mod tests {
             .find(|t| {
                 t.labels
                     .iter()
-                    .any(|l| l.value == "vantage_ping_rtt_min_seconds")
+                    .any(|l| l.name == "stat" && l.value == "min")
             })
             .unwrap();
         assert!(!rtt.labels.iter().any(|l| l.name == "probe"));
+        assert_eq!(rtt.labels[0].value, "vantage_ping_round_rtt_seconds");
         assert_eq!(rtt.samples[0].value, 20e-6);
         let a = encode_request(&req);
         let b = encode_request(&build_request(&samples, &lookup, &ext));
