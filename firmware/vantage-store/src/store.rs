@@ -1174,8 +1174,9 @@ impl Inner {
                 Err(e) => {
                     failures += 1;
                     self.backend_err(&e);
+                    // Capped low: a disk that has space again should be used again soon.
                     let backoff =
-                        Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60));
+                        Duration::from_secs(1 << failures.min(4)).min(Duration::from_secs(10));
                     retry_at = Some(Instant::now() + backoff);
                 }
             }
