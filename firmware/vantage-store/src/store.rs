@@ -168,11 +168,14 @@ struct IndexEntry {
     cum: u64,
 }
 
+/// A series id with the labels it was created for.
+type LabelledId = (Arc<Labels>, u32);
+
 #[derive(Default)]
 struct State {
     pending: VecDeque<StoredSample>,
     series: Vec<SeriesKey>,
-    lookup: HashMap<(Arc<str>, ProbeKind), Vec<(Arc<Labels>, u32)>>,
+    lookup: HashMap<(Arc<str>, ProbeKind), Vec<LabelledId>>,
     /// Series whose dictionary entry is not yet on disk.
     unsaved_series: Vec<u32>,
     index: BTreeMap<u64, IndexEntry>,
@@ -689,10 +692,10 @@ impl Drop for Store {
 impl State {
     fn series_id(&mut self, target: &Arc<str>, probe: ProbeKind, labels: &Labels) -> u32 {
         let key = (target.clone(), probe);
-        if let Some(v) = self.lookup.get(&key) {
-            if let Some((_, id)) = v.iter().find(|(l, _)| **l == *labels) {
-                return *id;
-            }
+        if let Some(v) = self.lookup.get(&key)
+            && let Some((_, id)) = v.iter().find(|(l, _)| **l == *labels)
+        {
+            return *id;
         }
         let id = self.series.len() as u32;
         let labels = Arc::new(labels.clone());
@@ -923,16 +926,16 @@ impl Inner {
                 if index.contains_key(&seq) {
                     continue;
                 }
-                if let Ok(Some(v)) = b.get_block(seq) {
-                    if let Ok(samples) = decode_block(&v) {
-                        let (_, meta) = encode_block(&samples);
-                        let meta = BlockMeta {
-                            len: v.len() as u32,
-                            ..meta
-                        };
-                        index.insert(seq, IndexEntry { meta, cum: 0 });
-                        rebuilt += 1;
-                    }
+                if let Ok(Some(v)) = b.get_block(seq)
+                    && let Ok(samples) = decode_block(&v)
+                {
+                    let (_, meta) = encode_block(&samples);
+                    let meta = BlockMeta {
+                        len: v.len() as u32,
+                        ..meta
+                    };
+                    index.insert(seq, IndexEntry { meta, cum: 0 });
+                    rebuilt += 1;
                 }
             }
             if rebuilt > 0 {
@@ -1244,10 +1247,10 @@ impl Inner {
                     c.meta.push((k, rec));
                 }
             }
-            if !log.is_empty() {
-                if let Err(e) = append_series_log(&self.opts.dir, &log) {
-                    tracing::warn!("store: cannot append to the series log: {e}");
-                }
+            if !log.is_empty()
+                && let Err(e) = append_series_log(&self.opts.dir, &log)
+            {
+                tracing::warn!("store: cannot append to the series log: {e}");
             }
             let cursors: Vec<String> = st.dirty_cursors.clone();
             for name in &cursors {
@@ -1335,10 +1338,10 @@ impl Inner {
                 .open(head_path(&self.opts.dir))
                 .ok();
         }
-        if let Some(file) = f.as_ref() {
-            if file.write_all_at(&h.encode(), 0).is_err() {
-                *f = None;
-            }
+        if let Some(file) = f.as_ref()
+            && file.write_all_at(&h.encode(), 0).is_err()
+        {
+            *f = None;
         }
     }
 

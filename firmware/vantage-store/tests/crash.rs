@@ -66,15 +66,15 @@ fn check_run(
             ));
         }
     }
-    if let Some(m) = must {
-        if got.len() as u64 <= m {
-            return Err(format!(
-                "run {run}: {} samples stored, but {} were appended more than {WINDOW_MS} ms before the kill ({})",
-                got.len(),
-                m + 1,
-                dir.display()
-            ));
-        }
+    if let Some(m) = must
+        && got.len() as u64 <= m
+    {
+        return Err(format!(
+            "run {run}: {} samples stored, but {} were appended more than {WINDOW_MS} ms before the kill ({})",
+            got.len(),
+            m + 1,
+            dir.display()
+        ));
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ fn samples_survive_close_and_reopen() {
         let key = s.series(g.series).unwrap();
         assert_eq!(&*key.target, "b");
         assert_eq!(key.labels.get("site").map(String::as_str), Some("x"));
-        if (1000 + i) % 17 != 0 {
+        if !(1000 + i).is_multiple_of(17) {
             assert_eq!(g.ping.unwrap().rtt_us, Some((1000 + i, 1000 + i, 1000 + i)));
         }
     }

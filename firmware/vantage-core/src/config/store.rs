@@ -164,9 +164,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1000,
-        "mb" => 1000_000,
-        "gb" => 1000_000_000,
-        "tb" => 1000_000_000_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
         "kib" | "k" => 1 << 10,
         "mib" | "m" => 1 << 20,
         "gib" | "g" => 1 << 30,
@@ -229,35 +229,35 @@ impl StoreConfig {
                 Err(m) => c.err(v.span(), "store.max_size", m),
             }
         }
-        if let Some(v) = &raw.max_age {
-            if let Some(d) = c.duration_in(
+        if let Some(v) = &raw.max_age
+            && let Some(d) = c.duration_in(
                 v,
                 "store.max_age",
                 Duration::from_secs(60),
                 Duration::from_secs(10 * 365 * 24 * 3600),
-            ) {
-                out.max_age = d;
-            }
+            )
+        {
+            out.max_age = d;
         }
-        if let Some(v) = &raw.commit_interval {
-            if let Some(d) = c.duration_in(
+        if let Some(v) = &raw.commit_interval
+            && let Some(d) = c.duration_in(
                 v,
                 "store.commit_interval",
                 Duration::from_millis(10),
                 Duration::from_secs(600),
-            ) {
-                out.commit_interval = d;
-            }
+            )
+        {
+            out.commit_interval = d;
         }
-        if let Some(v) = &raw.commit_samples {
-            if let Some(n) = c.int_in(v, "store.commit_samples", 1, 1_000_000) {
-                out.commit_samples = n as usize;
-            }
+        if let Some(v) = &raw.commit_samples
+            && let Some(n) = c.int_in(v, "store.commit_samples", 1, 1_000_000)
+        {
+            out.commit_samples = n as usize;
         }
-        if let Some(v) = &raw.max_pending {
-            if let Some(n) = c.int_in(v, "store.max_pending", 1000, 100_000_000) {
-                out.max_pending = n as usize;
-            }
+        if let Some(v) = &raw.max_pending
+            && let Some(n) = c.int_in(v, "store.max_pending", 1000, 100_000_000)
+        {
+            out.max_pending = n as usize;
         }
         out
     }

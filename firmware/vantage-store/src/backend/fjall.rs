@@ -7,7 +7,10 @@ use std::sync::Arc;
 use fjall::compaction::Fifo;
 use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::{Backend, BackendError, BackendKind, Commit, EngineOptions, block_key, key_seq};
+use super::{
+    Backend, BackendError, BackendKind, Commit, EngineOptions, MetaVisitor, SeqVisitor, block_key,
+    key_seq,
+};
 
 #[allow(missing_debug_implementations)]
 pub struct FjallBackend {
@@ -105,11 +108,7 @@ impl Backend for FjallBackend {
             .map_err(err)
     }
 
-    fn scan_index(
-        &self,
-        from: u64,
-        f: &mut dyn FnMut(u64, &[u8]) -> Result<(), BackendError>,
-    ) -> Result<(), BackendError> {
+    fn scan_index(&self, from: u64, f: &mut SeqVisitor<'_>) -> Result<(), BackendError> {
         for g in self.index.range(block_key(from)..) {
             let (k, v) = g.into_inner().map_err(err)?;
             if let Some(seq) = key_seq(&k) {
@@ -119,11 +118,7 @@ impl Backend for FjallBackend {
         Ok(())
     }
 
-    fn scan_meta(
-        &self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
-    ) -> Result<(), BackendError> {
+    fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError> {
         for g in self.meta.prefix(prefix) {
             let (k, v) = g.into_inner().map_err(err)?;
             f(&k, &v)?;

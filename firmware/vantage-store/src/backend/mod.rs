@@ -101,6 +101,11 @@ impl Commit {
     }
 }
 
+/// Called for each entry of an ordered scan: (sequence number, value).
+pub type SeqVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), BackendError> + 'a;
+/// Called for each meta entry: (key, value).
+pub type MetaVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError> + 'a;
+
 /// The engine interface. Keys of blocks and index entries are sequence numbers; both only grow.
 pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
@@ -108,17 +113,9 @@ pub trait Backend: Send + Sync + 'static {
     fn commit(&self, c: Commit, sync: bool) -> Result<(), BackendError>;
     fn get_block(&self, seq: u64) -> Result<Option<Vec<u8>>, BackendError>;
     /// Every index entry at or above `from`, in order.
-    fn scan_index(
-        &self,
-        from: u64,
-        f: &mut dyn FnMut(u64, &[u8]) -> Result<(), BackendError>,
-    ) -> Result<(), BackendError>;
+    fn scan_index(&self, from: u64, f: &mut SeqVisitor<'_>) -> Result<(), BackendError>;
     /// Every meta entry whose key starts with `prefix`.
-    fn scan_meta(
-        &self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
-    ) -> Result<(), BackendError>;
+    fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError>;
     /// The lowest and highest block sequence numbers present.
     fn block_bounds(&self) -> Result<Option<(u64, u64)>, BackendError>;
     /// Reclaims the space of blocks and index entries below `seq` (best effort; may be lazy).

@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use super::{Backend, BackendError, BackendKind, Commit, EngineOptions, block_key, key_seq};
+use super::{
+    Backend, BackendError, BackendKind, Commit, EngineOptions, MetaVisitor, SeqVisitor, block_key,
+    key_seq,
+};
 
 const BLOCK: u8 = b'b';
 const INDEX: u8 = b'i';
@@ -87,11 +90,7 @@ impl Backend for SledBackend {
             .map_err(err)
     }
 
-    fn scan_index(
-        &self,
-        from: u64,
-        f: &mut dyn FnMut(u64, &[u8]) -> Result<(), BackendError>,
-    ) -> Result<(), BackendError> {
+    fn scan_index(&self, from: u64, f: &mut SeqVisitor<'_>) -> Result<(), BackendError> {
         for kv in self.db.range(key(INDEX, from)..key(INDEX, u64::MAX)) {
             let (k, v) = kv.map_err(err)?;
             if let Some(seq) = key_seq(&k[1..]) {
@@ -104,11 +103,7 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn scan_meta(
-        &self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError>,
-    ) -> Result<(), BackendError> {
+    fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError> {
         for kv in self.db.scan_prefix(meta_key(prefix)) {
             let (k, v) = kv.map_err(err)?;
             f(&k[1..], &v)?;

@@ -33,7 +33,7 @@ pub fn at_ms(ms: i64) -> SystemTime {
 
 /// A ping round whose RTT encodes `n` (µs), so values can be checked after a round trip.
 pub fn ping(target: &str, ms: i64, n: u64) -> Sample {
-    let ok = n % 17 != 0;
+    let ok = !n.is_multiple_of(17);
     Sample {
         target: Arc::from(target),
         probe: ProbeKind::Ping,
