@@ -25,7 +25,8 @@ pub use codec::{ErrorKind, StoredPing, StoredSample};
 pub use remote_write::{Endpoint, EndpointStats, Shipper, ShipperOptions};
 pub use series::{Labels, SeriesKey};
 pub use store::{
-    Cursor, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats, quarantine_dir,
+    Cursor, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats, dir_usage,
+    quarantine_dir,
 };
 
 /// A quarter of a 16 GB card.
