@@ -189,6 +189,8 @@ struct State {
     dirty_cursors: Vec<String>,
     index_removals: Vec<u64>,
     commit_now: bool,
+    /// Pending samples at the front being written by a commit right now.
+    in_flight: usize,
 }
 
 #[derive(Default)]
@@ -214,6 +216,7 @@ struct Inner {
     last_emergency: Mutex<Option<Instant>>,
     head_file: Mutex<Option<std::fs::File>>,
     usage: Mutex<(Option<Instant>, u64)>,
+    commit_serial: Mutex<()>,
 }
 
 /// The store. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -412,6 +415,7 @@ impl Store {
             last_emergency: Mutex::new(None),
             head_file: Mutex::new(None),
             usage: Mutex::new((None, 0)),
+            commit_serial: Mutex::new(()),
         });
         // A store that cannot open now (disk full, read-only, locked) is retried by the
         // committer; samples wait in memory meanwhile. Damage never gets here: it is quarantined.
@@ -456,7 +460,10 @@ impl Store {
         }
         let over = st.pending.len().saturating_sub(inner.opts.max_pending);
         if over > 0 {
-            st.pending.drain(..over);
+            // The oldest that are not being written right now.
+            let from = st.in_flight.min(st.pending.len());
+            let over = over.min(st.pending.len() - from);
+            st.pending.drain(from..from + over);
             inner.counters.dropped[DropReason::Overflow.idx()]
                 .fetch_add(over as u64, Ordering::Relaxed);
         }
@@ -1215,6 +1222,8 @@ impl Inner {
 
     /// Writes what is pending, in blocks of at most `MAX_BLOCK_SAMPLES`.
     fn commit_round(&self, force: bool) -> Result<(), BackendError> {
+        // One commit at a time (the committer thread and `Store::flush`).
+        let _serial = lock(&self.commit_serial);
         loop {
             let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
             let Some(b) = guard.as_ref() else {
@@ -1224,11 +1233,29 @@ impl Inner {
                         .unwrap_or_else(|| "store is not open".into()),
                 ));
             };
-            let mut st = lock(&self.state);
-            let n = st.pending.len().min(MAX_BLOCK_SAMPLES);
-            let samples: Vec<StoredSample> = st.pending.iter().take(n).copied().collect();
+            // Take what to write under the lock; encode and write without it, so appends
+            // (the probes) never wait for the disk.
+            let (samples, seq, series, cursors, floor, removals) = {
+                let mut st = lock(&self.state);
+                let n = st.pending.len().min(MAX_BLOCK_SAMPLES);
+                st.in_flight = n;
+                let samples: Vec<StoredSample> = st.pending.iter().take(n).copied().collect();
+                let series: Vec<(u32, Vec<u8>)> = st
+                    .unsaved_series
+                    .iter()
+                    .filter_map(|id| st.series.get(*id as usize).map(|s| (*id, s.encode())))
+                    .collect();
+                let cursors: Vec<(String, Cursor)> = st
+                    .dirty_cursors
+                    .iter()
+                    .filter_map(|n| st.cursors.get(n).map(|c| (n.clone(), *c)))
+                    .collect();
+                let floor = st.floor_dirty.then_some(st.floor);
+                let removals = std::mem::take(&mut st.index_removals);
+                (samples, st.next_seq, series, cursors, floor, removals)
+            };
+            let n = samples.len();
             let mut c = Commit::default();
-            let seq = st.next_seq;
             let mut meta = None;
             if !samples.is_empty() {
                 let (block, m) = encode_block(&samples);
@@ -1236,52 +1263,47 @@ impl Inner {
                 c.blocks.push((seq, block));
                 meta = Some(m);
             }
-            let series: Vec<u32> = st.unsaved_series.clone();
-            let mut log = Vec::new();
-            for id in &series {
-                if let Some(s) = st.series.get(*id as usize) {
-                    let mut k = META_SERIES.to_vec();
-                    k.extend_from_slice(&id.to_be_bytes());
-                    let rec = s.encode();
-                    log.push((*id, rec.clone()));
-                    c.meta.push((k, rec));
-                }
-            }
-            if !log.is_empty()
-                && let Err(e) = append_series_log(&self.opts.dir, &log)
+            if !series.is_empty()
+                && let Err(e) = append_series_log(&self.opts.dir, &series)
             {
                 tracing::warn!("store: cannot append to the series log: {e}");
             }
-            let cursors: Vec<String> = st.dirty_cursors.clone();
-            for name in &cursors {
-                if let Some(cur) = st.cursors.get(name) {
-                    let mut k = META_CURSOR.to_vec();
-                    k.extend_from_slice(name.as_bytes());
-                    c.meta.push((k, cur.encode()));
-                }
+            for (id, rec) in &series {
+                let mut k = META_SERIES.to_vec();
+                k.extend_from_slice(&id.to_be_bytes());
+                c.meta.push((k, rec.clone()));
             }
-            let floor_dirty = st.floor_dirty;
-            if floor_dirty {
-                c.meta
-                    .push((META_FLOOR.to_vec(), st.floor.to_le_bytes().to_vec()));
+            for (name, cur) in &cursors {
+                let mut k = META_CURSOR.to_vec();
+                k.extend_from_slice(name.as_bytes());
+                c.meta.push((k, cur.encode()));
             }
-            let removals = std::mem::take(&mut st.index_removals);
+            if let Some(f) = floor {
+                c.meta.push((META_FLOOR.to_vec(), f.to_le_bytes().to_vec()));
+            }
             c.index_removals = removals.clone();
             if c.is_empty() {
+                lock(&self.state).in_flight = 0;
                 return Ok(());
             }
             let bytes: usize = c.blocks.iter().map(|(_, v)| v.len() + 8).sum::<usize>()
                 + c.index.iter().map(|(_, v)| v.len() + 8).sum::<usize>()
                 + c.meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-            // The lock is held across the write so appends wait rather than interleave with
-            // the bookkeeping; a commit is one sequential write plus a sync.
             let res = b.commit(c, true);
+            let mut st = lock(&self.state);
+            st.in_flight = 0;
             match res {
                 Ok(()) => {
                     st.pending.drain(..n);
-                    st.unsaved_series.retain(|id| !series.contains(id));
-                    st.dirty_cursors.retain(|e| !cursors.contains(e));
-                    if floor_dirty {
+                    st.unsaved_series
+                        .retain(|id| !series.iter().any(|(s, _)| s == id));
+                    let written: Vec<String> = cursors
+                        .iter()
+                        .filter(|(name, cur)| st.cursors.get(name) == Some(cur))
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    st.dirty_cursors.retain(|e| !written.contains(e));
+                    if floor == Some(st.floor) {
                         st.floor_dirty = false;
                     }
                     if let Some(m) = meta {

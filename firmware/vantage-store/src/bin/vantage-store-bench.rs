@@ -23,7 +23,10 @@ fn write_bytes() -> u64 {
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("write_bytes: ").map(|v| v.trim().parse().ok()))
+                .find_map(|l| {
+                    l.strip_prefix("write_bytes: ")
+                        .map(|v| v.trim().parse().ok())
+                })
                 .flatten()
         })
         .unwrap_or(0)
@@ -65,10 +68,15 @@ fn main() {
 }
 
 fn ingest(backend: &str, dir: &str, hours: f64) {
-    let targets: Vec<Arc<str>> = (0..TARGETS).map(|i| Arc::from(format!("target-{i:03}"))).collect();
+    let targets: Vec<Arc<str>> = (0..TARGETS)
+        .map(|i| Arc::from(format!("target-{i:03}")))
+        .collect();
     let labels = Labels::from([("site".to_string(), "bench".to_string())]);
     let seconds = (hours * 3600.0) as u64;
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let start_ms = now_ms - seconds * 1000;
     let n = seconds * TARGETS;
 
@@ -87,7 +95,10 @@ fn ingest(backend: &str, dir: &str, hours: f64) {
             rng ^= rng << 17;
             // RTTs around 20 ms with a few ms of jitter, 10 ms apart in start time.
             let rtt = 18_000 + rng % 4_000;
-            store.append(&sample(target, start_ms + s * 1000 + i as u64 * 10, rtt), &labels);
+            store.append(
+                &sample(target, start_ms + s * 1000 + i as u64 * 10, rtt),
+                &labels,
+            );
         }
         if s % 5 == 4 {
             // Let the committer keep up, as the real 5 s would.
@@ -111,7 +122,10 @@ fn ingest(backend: &str, dir: &str, hours: f64) {
     let raw_n = n.min(2_000_000);
     for k in 0..raw_n {
         let target = &targets[(k % TARGETS) as usize];
-        store.append(&sample(target, start_ms + k * 10, 20_000 + k % 977), &labels);
+        store.append(
+            &sample(target, start_ms + k * 10, 20_000 + k % 977),
+            &labels,
+        );
     }
     store.flush().expect("flush");
     let raw = t.elapsed();
