@@ -16,7 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_vantage-store-torture");
 const COMMIT_MS: u64 = 50;
 /// What the docs promise: a commit every interval, plus the time the commit takes. The slack
 /// covers a slow sync on a busy CI machine.
-const WINDOW_MS: u128 = COMMIT_MS as u128 + 150;
+const WINDOW_MS: u128 = COMMIT_MS as u128 + 250;
 
 fn unix_ms() -> u128 {
     SystemTime::now()
@@ -122,7 +122,7 @@ fn kill_loop_loses_nothing_older_than_the_window() {
                 let err = std::fs::read_to_string(dir.path().join(format!("err-{run}")));
                 panic!("run {run}: the torture process did not start: {err:?}");
             }
-            std::thread::sleep(Duration::from_millis(50 + rand() % 400));
+            std::thread::sleep(Duration::from_millis(100 + rand() % 400));
         }
         let killed_at = unix_ms();
         child.kill().unwrap();

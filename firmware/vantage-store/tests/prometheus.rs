@@ -415,3 +415,105 @@ async fn outage_then_recovery() {
 async fn outage_with_device_restart() {
     outage_test(true).await;
 }
+
+fn sh(dir: &Path, cmd: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{cmd}");
+}
+
+/// TLS with a private CA (rustls, ring): accepted with `ca_file`, refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_endpoint_with_a_private_ca() {
+    if !require(
+        Command::new("prometheus").arg("--version").output().is_ok()
+            && Command::new("openssl").arg("version").output().is_ok()
+            && Command::new("curl").arg("--version").output().is_ok(),
+        "the prometheus, openssl and curl packages",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(d, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=vantage-test-ca");
+    sh(d, "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1");
+    sh(d, "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext");
+    std::fs::write(
+        d.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            d.join("srv.pem").display(),
+            d.join("srv.key").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("p.yml"), "global:\n  scrape_interval: 1h\n").unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", d.join("p.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.config.file={}", d.join("web.yml").display()))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("prom.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _prom = Prometheus {
+        child: Some(child),
+        port,
+        dir: d.to_path_buf(),
+    };
+    let ready = format!("curl -sf --cacert ca.pem https://127.0.0.1:{port}/-/ready");
+    let start = Instant::now();
+    while !Command::new("sh")
+        .arg("-c")
+        .arg(&ready)
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "prometheus with TLS did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let store = Arc::new(open(&d.join("dev")));
+    for i in 0..50 {
+        store.append(&ping("a", now_ms() - 1000 + i, 100), &labels("x"));
+    }
+    store.flush().unwrap();
+    let url = format!("https://127.0.0.1:{port}/api/v1/write");
+    let mut good = endpoint(url.clone());
+    good.name = "good".into();
+    good.tls.ca_file = Some(d.join("ca.pem"));
+    let mut bad = endpoint(url);
+    bad.name = "untrusted".into();
+    let shipper = Shipper::start(store.clone(), vec![good, bad], ShipperOptions::default()).unwrap();
+    let start = Instant::now();
+    loop {
+        let e = shipper.endpoints();
+        if e[0].samples_sent.load(std::sync::atomic::Ordering::Relaxed) == 50
+            && e[1].failures.load(std::sync::atomic::Ordering::Relaxed) > 0
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{e:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = shipper.endpoints();
+    assert_eq!(e[0].failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(e[1].samples_sent.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let why = e[1].last_error.lock().unwrap().clone().unwrap_or_default();
+    assert!(why.to_lowercase().contains("certificate") || why.contains("UnknownIssuer"), "{why}");
+    assert_eq!(shipper.uplink_up(), Some(false));
+    shipper.stop().await;
+}
