@@ -57,4 +57,4 @@ for backend in fjall sled; do
     "$(field "$ing" written_per_sample)" "$(field "$ing" committed_per_sample)" \
     "$(field "$ing" block_bytes_per_sample)" "$(field "$drain" drain_s)" "$(field "$fast" drain_s)"
 done
-echo "(wear over $hours simulated hours of 100 targets at 1 s, one commit per 5 s of samples; drain of 360,000 rounds, ~3.2M series points)"
+echo "(wear over $hours simulated hours of 100 targets at 1 s, one commit per 5 s of samples; drain of 360,000 rounds = 3.6M series points)"
