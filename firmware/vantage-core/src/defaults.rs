@@ -18,6 +18,18 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// ICMP payload bytes, as `ping` sends by default (64-byte ICMP message).
 pub const PING_PAYLOAD_SIZE: usize = 56;
 
+/// How long a DNS probe waits for its answer, TCP retry included (blackbox_exporter's default
+/// scrape timeout is 10s; a resolver that needs more than 5s is broken for applications).
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// EDNS UDP payload size: the DNS Flag Day 2020 value, which avoids IP fragmentation.
+pub const DNS_EDNS_UDP_SIZE: u16 = 1232;
+/// The DNS target host that means "the nameservers in /etc/resolv.conf".
+pub const SYSTEM_RESOLVER: &str = "system";
+/// Where the system's nameservers are listed.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// Datagrams that are not our answer (wrong ID, garbage) tolerated per query before giving up.
+pub const DNS_MAX_STRAY_DATAGRAMS: u32 = 64;
+
 /// Bounds every interval must fall within.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -64,3 +76,22 @@ pub const REMOTE_WRITE_SAMPLES_PER_SEND: usize = 1_000;
 /// remote_write: catch-up rate limit in probe rounds per second (0: none). A 1 h backlog of
 /// 100 targets at 1 s drains in 36 s.
 pub const REMOTE_WRITE_SAMPLES_PER_SECOND: u32 = 10_000;
+/// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
+pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
+/// Uplink: wait for each gateway reply.
+pub const UPLINK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Provisioning: fetch the central targets file every 5 minutes.
+pub const PROVISIONING_REFRESH: Duration = Duration::from_secs(300);
+/// Provisioning: the shortest refresh, so a fleet cannot hammer the server.
+pub const MIN_PROVISIONING_REFRESH: Duration = Duration::from_secs(10);
+/// Provisioning: limit for one fetch.
+pub const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Provisioning: the largest targets file accepted.
+pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
+/// Where the kernel's LED class lives.
+pub const LEDS_SYSFS_ROOT: &str = "/sys/class/leds";
+/// How long "identify" blinks when the request names no duration: long enough to walk to a rack.
+pub const LEDS_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The daemon's main loop ticks every second; this many seconds of silence means it is stuck.
+pub const LEDS_STALE_AFTER: Duration = Duration::from_secs(5);

@@ -30,9 +30,16 @@ mod scheduler;
 mod types;
 
 pub use clock::{Clock, SystemClock};
-pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target};
-pub use probe::{PingProbe, Probe, ProbeRequest, resolve_host};
+pub use config::{
+    Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, Host, LedBackendKind, LedConfig,
+    LedRole, LedsConfig, PingOptions, Target,
+};
+pub use probe::{
+    DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, resolve_host, system_nameservers,
+};
 pub use runner::{Applied, Observer, Runner};
-pub use sample::{Measurement, PingReport, ProbeError, Sample};
+pub use sample::{
+    DnsFlags, DnsPhases, DnsRecord, DnsReport, Measurement, PingReport, ProbeError, Sample,
+};
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
 pub use types::{IpProtocol, ProbeKind};

@@ -442,9 +442,18 @@ async fn tls_endpoint_with_a_private_ca() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    sh(d, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=vantage-test-ca");
-    sh(d, "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1");
-    sh(d, "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext");
+    sh(
+        d,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=vantage-test-ca",
+    );
+    sh(
+        d,
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1",
+    );
+    sh(
+        d,
+        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext",
+    );
     std::fs::write(
         d.join("web.yml"),
         format!(
@@ -482,7 +491,10 @@ async fn tls_endpoint_with_a_private_ca() {
         .unwrap()
         .success()
     {
-        assert!(start.elapsed() < Duration::from_secs(30), "prometheus with TLS did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "prometheus with TLS did not start"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -497,7 +509,8 @@ async fn tls_endpoint_with_a_private_ca() {
     good.tls.ca_file = Some(d.join("ca.pem"));
     let mut bad = endpoint(url);
     bad.name = "untrusted".into();
-    let shipper = Shipper::start(store.clone(), vec![good, bad], ShipperOptions::default()).unwrap();
+    let shipper =
+        Shipper::start(store.clone(), vec![good, bad], ShipperOptions::default()).unwrap();
     let start = Instant::now();
     loop {
         let e = shipper.endpoints();
@@ -511,9 +524,15 @@ async fn tls_endpoint_with_a_private_ca() {
     }
     let e = shipper.endpoints();
     assert_eq!(e[0].failures.load(std::sync::atomic::Ordering::Relaxed), 0);
-    assert_eq!(e[1].samples_sent.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        e[1].samples_sent.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     let why = e[1].last_error.lock().unwrap().clone().unwrap_or_default();
-    assert!(why.to_lowercase().contains("certificate") || why.contains("UnknownIssuer"), "{why}");
+    assert!(
+        why.to_lowercase().contains("certificate") || why.contains("UnknownIssuer"),
+        "{why}"
+    );
     assert_eq!(shipper.uplink_up(), Some(false));
     shipper.stop().await;
 }

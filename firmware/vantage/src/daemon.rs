@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use vantage_core::{
-    Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
+    Config, ConfigErrors, DnsProbe, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
 };
 
+use crate::fleet::{self, announce::Announcer, provisioning, uplink};
+use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
+
 use crate::http;
-use crate::metrics::Metrics;
+use crate::metrics::{LedCollector, Metrics};
 use crate::storage::Storage;
 
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
@@ -66,11 +69,24 @@ pub struct Daemon {
     pub source: ConfigSource,
     pub metrics: Arc<Metrics>,
     pub runner: Runner,
+    /// The config in effect: the local file plus provisioned targets.
     pub config: Mutex<Arc<Config>>,
+    /// The device's own config file, as loaded.
+    local: Mutex<Arc<Config>>,
+    pub provisioning: Arc<provisioning::State>,
+    announcer: Option<Announcer>,
+    /// Serialises applying configs: a reload and a provisioning fetch may finish together, and
+    /// the one that read the local config first must not apply it last.
+    apply_lock: Mutex<()>,
     /// When the daemon started, for the status page's uptime.
     pub started: Instant,
     /// Bounds concurrent on-demand `/probe` requests.
     pub probe_permits: tokio::sync::Semaphore,
+    /// The status LEDs and the state they show.
+    pub leds: Arc<Leds>,
+    pub health: Arc<Health>,
+    /// The `[leds]` the LEDs were opened with.
+    leds_config: vantage_core::LedsConfig,
     /// The sample store and remote_write shipping (none in tests that do not need them).
     pub storage: Option<Arc<Storage>>,
 }
@@ -79,18 +95,35 @@ impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
-        Self::start_with(source, config, None)
+        Self::start_with(source, config, None, None, None)
     }
 
-    /// Same, with every sample also going to the store.
+    /// `data_dir` keeps the provisioned targets' last good copy; `announce_port` is the HTTP
+    /// port the mDNS announcement names.
     pub fn start_with(
         source: ConfigSource,
         config: Config,
+        data_dir: Option<PathBuf>,
+        announce_port: Option<u16>,
         storage: Option<Arc<Storage>>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
-        let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new())];
-        let mut observers = vec![metrics.clone() as Arc<dyn Observer>];
+        let provisioning = provisioning::State::new(metrics.registry(), data_dir);
+        provisioning.load_cache(&config);
+        let uplink = uplink::UplinkMetrics::new(metrics.registry());
+        let started = Instant::now();
+        let leds = Arc::new(start_leds(&config));
+        metrics.register(Box::new(LedCollector::new(leds.clone())));
+        let health = Arc::new(Health::new(started, boot_grace(&config)));
+        let probes: Vec<Arc<dyn Probe>> =
+            vec![Arc::new(PingProbe::new()), Arc::new(DnsProbe::new())];
+        let mut observers = vec![
+            metrics.clone() as Arc<dyn Observer>,
+            Arc::new(LedObserver {
+                health: health.clone(),
+                leds: leds.clone(),
+            }),
+        ];
         if let Some(s) = &storage {
             observers.push(s.clone() as Arc<dyn Observer>);
             metrics.add_collector(s.clone());
@@ -102,20 +135,49 @@ impl Daemon {
             metrics,
             runner,
             config: Mutex::new(Arc::new(Config::default())),
-            started: Instant::now(),
+            local: Mutex::new(Arc::new(Config::default())),
+            provisioning: provisioning.clone(),
+            announcer: announce_port.map(Announcer::new),
+            apply_lock: Mutex::new(()),
+            started,
             probe_permits: tokio::sync::Semaphore::new(64),
+            leds,
+            health,
+            leds_config: config.leds.clone(),
             storage,
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
+        tokio::spawn(uplink::run(Arc::downgrade(&daemon), uplink));
+        tokio::spawn(provisioning::run(Arc::downgrade(&daemon), provisioning));
         daemon
     }
 
-    fn apply(&self, config: Config) {
+    /// Applies a local config: merges the provisioned targets in, updates the device labels
+    /// and the mDNS announcement.
+    fn apply(&self, local: Config) {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_locked(local);
+    }
+
+    fn apply_locked(&self, local: Config) {
+        let config = self.provisioning.merge(&local);
+        let device_labels = fleet::device_labels(&local);
+        self.metrics.set_device_labels(device_labels.clone());
+        if let Some(a) = &self.announcer {
+            a.apply(&local);
+        }
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(local);
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
         if let Some(s) = &self.storage {
-            s.apply(&config);
+            s.apply(&config, device_labels);
+        }
+        self.health
+            .set_targets(config.targets.iter().map(|t| t.name.as_str()));
+        self.health.set_stall_after(stall_after(&config));
+        if config.leds != self.leds_config {
+            tracing::warn!("[leds] changed: the LEDs keep their old settings until a restart");
         }
         let applied = self.runner.apply(&config);
         tracing::info!(
@@ -127,6 +189,17 @@ impl Daemon {
             "config applied"
         );
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// The device's own config, without provisioned targets.
+    pub fn local_config(&self) -> Arc<Config> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies the local config again, after the provisioned targets changed.
+    pub fn reapply(&self) {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_locked((*self.local_config()).clone());
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -142,6 +215,8 @@ impl Daemon {
             Ok(config) => {
                 self.apply(config);
                 self.metrics.reload_result(true);
+                // A changed [provisioning] section takes effect now, not at the next refresh.
+                self.provisioning.wake.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -171,7 +246,31 @@ pub async fn run(
         "vantage starting"
     );
     let storage = Storage::start(&data_dir, &config);
-    let daemon = Daemon::start_with(source, config, Some(storage.clone()));
+    let daemon = Daemon::start_with(
+        source,
+        config,
+        Some(data_dir.clone()),
+        Some(listener.local_addr()?.port()),
+        Some(storage.clone()),
+    );
+
+    // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything
+    // else, so a wedged runtime stops it, the LEDs say "not responding" and, with
+    // WatchdogSec=, systemd restarts the daemon.
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(w) = notifier.as_ref().and_then(|n| n.watchdog_timeout()) {
+        tracing::info!(timeout = %humantime::format_duration(w), "systemd watchdog on");
+    }
+    let supervisor = Supervisor {
+        leds: daemon.leds.clone(),
+        health: daemon.health.clone(),
+        notifier: notifier.clone(),
+    };
+    if let Some(n) = &notifier {
+        let _ = n.ready();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ticker = tokio::spawn(supervisor.run(|| true, stop_rx));
 
     let reloader = daemon.clone();
     tokio::spawn(async move {
@@ -185,17 +284,73 @@ pub async fn run(
         }
     });
 
-    axum::serve(
+    let served = axum::serve(
         listener,
         http::router(daemon.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
-    .context("HTTP server failed")?;
+    .context("HTTP server failed");
+    if let Some(a) = &daemon.announcer {
+        a.withdraw();
+    }
+    if let Some(n) = &notifier {
+        let _ = n.stopping();
+    }
+    let _ = stop_tx.send(true);
+    let _ = ticker.await;
     // Pending samples reach the disk before the process goes.
     storage.shutdown().await;
+    // A defined state for the LEDs: dark, with the kernel's triggers off.
+    daemon.leds.shutdown(Pattern::Off);
+    served?;
     tracing::info!("vantage stopped");
     Ok(())
+}
+
+/// Opens the configured LEDs; one that cannot be opened is logged and left out, since probing
+/// matters more than a lamp.
+pub fn start_leds(config: &Config) -> Leds {
+    let cfg = &config.leds;
+    let mut leds = Vec::new();
+    for l in &cfg.leds {
+        match vantage_leds::open_one(cfg, l) {
+            Ok(Some(led)) => leds.push((l.role, led)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(led = %l.name, role = %l.role, "status LED left out: {e}"),
+        }
+    }
+    if !leds.is_empty() {
+        tracing::info!(
+            backend = cfg.backend.as_str(),
+            leds = leds.len(),
+            "status LEDs on"
+        );
+    }
+    Leds::start(leds, cfg.identify_timeout, cfg.stale_after)
+}
+
+/// Probes silent this long mean probing is stuck: three of the longest rounds, at least 30 s.
+fn stall_after(config: &Config) -> Duration {
+    let longest = config
+        .targets
+        .iter()
+        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (longest * 3).max(Duration::from_secs(30))
+}
+
+/// "Booting" lasts until every target has reported once, or at most this long: the longest
+/// interval plus the longest round, with a margin, capped at five minutes.
+fn boot_grace(config: &Config) -> Duration {
+    let longest = config
+        .targets
+        .iter()
+        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (longest + Duration::from_secs(5)).min(Duration::from_secs(300))
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -232,5 +387,22 @@ async fn shutdown_signal() {
 impl Daemon {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// "Identify me": every LED blinks fast for `duration` (the configured
+    /// `leds.identify_timeout` when `None`); zero stops it. Returns how long it blinks.
+    pub fn identify(&self, duration: Option<Duration>) -> Duration {
+        match duration {
+            Some(d) if d.is_zero() => {
+                self.leds.stop_identify();
+                tracing::info!("identify stopped");
+                Duration::ZERO
+            }
+            d => {
+                let d = self.leds.identify(d);
+                tracing::info!(duration = %humantime::format_duration(d), "identify: blinking all LEDs");
+                d
+            }
+        }
     }
 }

@@ -11,10 +11,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use vantage_core::config::parse_host;
-use vantage_core::{PingOptions, ProbeKind, ProbeRequest, Target};
+use vantage_core::{DnsOptions, PingOptions, ProbeKind, ProbeRequest, Target};
 
 use crate::daemon::Daemon;
-use crate::metrics::{PingSeries, ProbeSeries, encode, merge_families};
+use crate::metrics::{DnsSeries, PingSeries, ProbeSeries, encode, merge_families};
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
@@ -30,6 +30,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/-/reload", post(reload))
+        .route("/api/provisioning", get(provisioning))
+        .route("/api/identify", post(identify))
+        .route("/api/leds", get(leds))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(daemon)
 }
@@ -39,15 +42,22 @@ async fn index(State(d): State<Arc<Daemon>>) -> Html<String> {
         "<!doctype html><meta charset=utf-8><title>Vantage</title><h1>Vantage {}</h1>\
          <p>Up {}; {} targets.</p><ul><li><a href=metrics>/metrics</a>\
          <li><a href='probe?target=127.0.0.1&amp;module=ping'>/probe?target=127.0.0.1&amp;module=ping</a>\
-         <li><a href=-/healthy>/-/healthy</a></ul>",
+         <li><a href='probe?target=system&amp;module=dns&amp;query=localhost'>/probe?target=system&amp;module=dns&amp;query=localhost</a>\
+         <li><a href=-/healthy>/-/healthy</a></ul>{}",
         env!("CARGO_PKG_VERSION"),
         humantime::format_duration(Duration::from_secs(d.uptime().as_secs())),
-        d.config().targets.len()
+        d.config().targets.len(),
+        d.provisioning.status().html()
     ))
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], d.metrics.render()).into_response()
+}
+
+/// Where the provisioned targets stand: applied, overridden by local ones, last error.
+async fn provisioning(State(d): State<Arc<Daemon>>) -> Response {
+    axum::Json(d.provisioning.status()).into_response()
 }
 
 async fn reload(State(d): State<Arc<Daemon>>) -> Response {
@@ -59,6 +69,33 @@ async fn reload(State(d): State<Arc<Daemon>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `POST /api/identify[?seconds=N]`: blink every LED fast to find the device; `seconds=0`
+/// stops. Same access as `/-/reload`.
+async fn identify(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let duration = match q.get("seconds").map(|s| s.trim()) {
+        None | Some("") => None,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n <= vantage_leds::MAX_IDENTIFY.as_secs() => Some(Duration::from_secs(n)),
+            _ => {
+                return bad_request(format!(
+                    "seconds must be a whole number from 0 to {}",
+                    vantage_leds::MAX_IDENTIFY.as_secs()
+                ));
+            }
+        },
+    };
+    let d = d.identify(duration);
+    axum::Json(serde_json::json!({ "identify_seconds": d.as_secs() })).into_response()
+}
+
+/// `GET /api/leds`: what each LED shows and why.
+async fn leds(State(d): State<Arc<Daemon>>) -> Response {
+    axum::Json(d.leds.snapshot()).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +131,8 @@ async fn probe(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let dns_query = q.get("query").cloned();
+    let dns_type = q.get("type").cloned();
     let q = ProbeQuery {
         target: q.get("target").cloned(),
         module: q.get("module").cloned(),
@@ -107,11 +146,29 @@ async fn probe(
     };
     let kind = match q.module.as_deref().unwrap_or("ping").parse::<ProbeKind>() {
         Ok(ProbeKind::Ping) => ProbeKind::Ping,
+        Ok(ProbeKind::Dns) => ProbeKind::Dns,
         Ok(other) => {
             return bad_request(format!("module {other} is not available in this version"));
         }
         Err(msg) => return bad_request(format!("module: {msg}")),
     };
+    // module=dns asks `query` (and `type`, default A) of the target; the other DNS options take
+    // their defaults.
+    let dns = match (kind, dns_query) {
+        (ProbeKind::Dns, None) => {
+            return bad_request("query parameter is missing (module=dns asks the target for it)");
+        }
+        (ProbeKind::Dns, Some(name)) => {
+            match DnsOptions::new(&name, dns_type.as_deref().unwrap_or("A")) {
+                Ok(o) => Some(o),
+                Err(msg) => return bad_request(format!("query/type: {msg}")),
+            }
+        }
+        _ => None,
+    };
+    if host.is_system() && kind != ProbeKind::Dns {
+        return bad_request("target \"system\" only works with module=dns");
+    }
     let deadline = match scrape_deadline(&headers) {
         Ok(t) => t,
         Err(msg) => return bad_request(msg),
@@ -132,6 +189,7 @@ async fn probe(
         labels: Default::default(),
         probes: vec![(kind, deadline)],
         ping: PingOptions::default(),
+        dns,
     };
     let sample = prober
         .run(ProbeRequest {
@@ -149,6 +207,12 @@ async fn probe(
         let ping = PingSeries::new(&none);
         ping.observe(report);
         ping.collect(&mut extra);
+    }
+    if let vantage_core::Measurement::Dns(report) = &sample.measurement {
+        let valid = [0];
+        let dns = DnsSeries::new(&none, &valid);
+        dns.observe(report);
+        dns.collect(&mut extra);
     }
     merge_families(&mut families, extra);
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], encode(&families)).into_response()

@@ -1,7 +1,9 @@
 //! The `vantage` command.
 
 mod daemon;
+mod fleet;
 mod http;
+mod leds_cmd;
 mod metrics;
 mod oneshot;
 mod storage;
@@ -52,6 +54,13 @@ enum Command {
     },
     /// Ping a host from the command line, like ping(8), using the daemon's ping code.
     Ping(oneshot::PingArgs),
+    /// Ask a DNS server one question, like dig(1), using the daemon's DNS probe.
+    Dns(oneshot::DnsArgs),
+    /// Find Vantage devices on the local network (mDNS) and hand them to Prometheus: a list,
+    /// a file_sd JSON file, or an http_sd endpoint.
+    Discover(fleet::discover::DiscoverArgs),
+    /// Drive the status LEDs without the daemon: boot pattern, test cycle, off.
+    Leds(leds_cmd::LedsArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +99,9 @@ fn main() -> ExitCode {
             })
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
+        Command::Dns(args) => runtime().block_on(oneshot::dns(args)),
+        Command::Discover(args) => runtime().block_on(fleet::discover::run(args)),
+        Command::Leds(args) => leds_cmd::run(args),
     }
 }
 

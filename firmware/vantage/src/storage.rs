@@ -95,6 +95,7 @@ pub fn endpoint(c: &RemoteWriteConfig) -> Endpoint {
 
 struct Shipping {
     config: Vec<RemoteWriteConfig>,
+    device_labels: Vec<(String, String)>,
     shipper: Shipper,
 }
 
@@ -130,19 +131,18 @@ impl Storage {
                 None
             }
         };
-        let s = Arc::new(Self {
+        Arc::new(Self {
             store,
             store_config: config.store.clone(),
             labels: RwLock::default(),
             shipping: Mutex::new(None),
-        });
-        s.apply(config);
-        s
+        })
     }
 
     /// Takes a new config: target labels at once; endpoints restart when they changed. Store
-    /// settings apply at the next start.
-    pub fn apply(&self, config: &Config) {
+    /// settings apply at the next start. `device_labels` (the `[device]` name and labels, on
+    /// every scraped series) go on every shipped series too, below the endpoint's own labels.
+    pub fn apply(&self, config: &Config, device_labels: Vec<(String, String)>) {
         let labels = config
             .targets
             .iter()
@@ -161,7 +161,7 @@ impl Storage {
         let mut shipping = lock(&self.shipping);
         if shipping
             .as_ref()
-            .is_some_and(|s| s.config == config.remote_write)
+            .is_some_and(|s| s.config == config.remote_write && s.device_labels == device_labels)
             || (shipping.is_none() && config.remote_write.is_empty())
         {
             return;
@@ -173,7 +173,19 @@ impl Storage {
         if config.remote_write.is_empty() {
             return;
         }
-        let endpoints = config.remote_write.iter().map(endpoint).collect();
+        let endpoints = config
+            .remote_write
+            .iter()
+            .map(|c| {
+                let mut e = endpoint(c);
+                for (k, v) in &device_labels {
+                    e.external_labels
+                        .entry(k.clone())
+                        .or_insert_with(|| v.clone());
+                }
+                e
+            })
+            .collect();
         match Shipper::start(store.clone(), endpoints, ShipperOptions::default()) {
             Ok(shipper) => {
                 tracing::info!(
@@ -182,6 +194,7 @@ impl Storage {
                 );
                 *shipping = Some(Shipping {
                     config: config.remote_write.clone(),
+                    device_labels,
                     shipper,
                 });
             }

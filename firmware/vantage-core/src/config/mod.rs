@@ -4,8 +4,11 @@
 //! problems come back together, each with its line and field, so `vantage check-config` and the
 //! web page can show them all at once.
 
+mod dns;
 mod error;
+mod fleet;
 mod host;
+mod leds;
 mod ping;
 mod store;
 
@@ -18,12 +21,18 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+pub use dns::{
+    AnswerData, DnsOptions, DnsTransport, Pattern, RawDns, parse_query, parse_rcode,
+    parse_record_type, rcode_name,
+};
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
+pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use host::{Host, parse_host};
+pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
 pub use store::{
-    Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, Secret, StoreConfig, TlsConfig, parse_size,
+    Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, StoreConfig, TlsConfig, parse_size,
 };
 
 use crate::defaults;
@@ -37,6 +46,16 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[[remote_write]]`: where the store's samples are shipped.
     pub remote_write: Vec<RemoteWriteConfig>,
+    /// `[device]`: the device's name and the labels on all its series.
+    pub device: Device,
+    /// `[uplink]`: probing the device's own gateway.
+    pub uplink: Uplink,
+    /// `[discovery]`: the mDNS announcement.
+    pub discovery: Discovery,
+    /// `[provisioning]`: extra targets from a URL.
+    pub provisioning: Option<Provisioning>,
+    /// `[leds]`; without it, no LEDs are driven.
+    pub leds: LedsConfig,
 }
 
 /// One validated target.
@@ -49,6 +68,8 @@ pub struct Target {
     /// Enabled probes with their intervals, in the order written.
     pub probes: Vec<(ProbeKind, Duration)>,
     pub ping: PingOptions,
+    /// Present when the dns probe is enabled.
+    pub dns: Option<DnsOptions>,
 }
 
 impl Target {
@@ -67,6 +88,7 @@ pub struct RawDefaults {
     /// Interval for every probe that does not set its own.
     pub interval: Option<Spanned<String>>,
     pub ping: Option<RawPing>,
+    pub dns: Option<RawDns>,
 }
 
 /// The top level, minus `targets` (each target is read on its own so that one bad target does
@@ -76,6 +98,11 @@ pub struct RawDefaults {
 struct RawRoot {
     #[serde(default)]
     defaults: RawDefaults,
+    #[serde(default)]
+    device: fleet::RawDevice,
+    uplink: Option<fleet::RawUplink>,
+    discovery: Option<fleet::RawDiscovery>,
+    provisioning: Option<fleet::RawProvisioning>,
 }
 
 /// One `[[targets]]` table as written.
@@ -89,13 +116,17 @@ pub struct RawTarget {
     #[serde(default)]
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
     pub ping: Option<RawPing>,
+    pub dns: Option<RawDns>,
 }
 
 /// Label names our own series use; a user label must not shadow them.
 const RESERVED_LABELS: &[&str] = &[
     "target", "probe", "hop", "address", "rcode", "endpoint", "job", "instance", "le", "quantile",
-    "version", "arch", "phase",
+    "version", "arch", "phase", "device",
 ];
+
+/// Sections that only the device's own file may set, not a provisioned one.
+const DEVICE_SECTIONS: &[&str] = &["device", "uplink", "discovery", "provisioning", "leds"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -124,11 +155,37 @@ impl Config {
         } else {
             col.errors
                 .sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+            // A bad value in [defaults] is found once per target that inherits it: say it once.
+            col.errors.dedup();
             Err(ConfigErrors {
                 file: file.to_string(),
                 errors: col.errors,
             })
         }
+    }
+
+    /// Parses a provisioned targets file: `[defaults]` and `[[targets]]` only, since a central
+    /// file must not rename the device, change its uplink or point it at another URL.
+    pub fn parse_provisioned(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut col = Collector::new(text);
+        if let Ok(doc) = DeTable::parse(text) {
+            for (k, _) in doc.get_ref().iter() {
+                if DEVICE_SECTIONS.contains(&k.get_ref().as_ref()) {
+                    col.push(
+                        Some(k.span()),
+                        k.get_ref().to_string(),
+                        "only the device's own config may set this section",
+                    );
+                }
+            }
+        }
+        if !col.errors.is_empty() {
+            return Err(ConfigErrors {
+                file: file.to_string(),
+                errors: col.errors,
+            });
+        }
+        Config::parse(text, file)
     }
 
     pub fn target(&self, name: &str) -> Option<&Target> {
@@ -153,6 +210,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let targets_value = root.remove("targets");
     let store_value = root.remove("store");
     let remote_write_value = root.remove("remote_write");
+    let leds_value = root.remove("leds");
 
     let raw_root =
         match RawRoot::deserialize(toml::de::Deserializer::from(Spanned::new(doc_span, root))) {
@@ -162,6 +220,26 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
                 RawRoot::default()
             }
         };
+
+    // `[leds]` is read on its own so its errors name the field, like a target's.
+    let raw_leds = leds_value.and_then(|value| {
+        if !value.get_ref().is_table() {
+            col.push(Some(value.span()), "leds", "must be a table ([leds])");
+            return None;
+        }
+        match RawLeds::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let field = field_at(value.get_ref(), e.span(), "leds");
+                col.push(
+                    e.span().or(Some(value.span())),
+                    field,
+                    e.message().trim().to_string(),
+                );
+                None
+            }
+        }
+    });
 
     let mut raw_targets: Vec<(usize, Range<usize>, RawTarget)> = Vec::new();
     if let Some(value) = targets_value {
@@ -208,6 +286,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     }
 
     let mut check = Check { col };
+    let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut targets = Vec::with_capacity(raw_targets.len());
     for (i, span, raw) in &raw_targets {
@@ -292,23 +371,39 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
             ),
         }
     }
+    let device = fleet::validate_device(&mut check, &raw_root.device);
+    let uplink = fleet::validate_uplink(&mut check, raw_root.uplink.as_ref());
+    let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
+    let provisioning = fleet::validate_provisioning(&mut check, raw_root.provisioning.as_ref());
     Config {
         targets,
         store,
         remote_write,
+        device,
+        uplink,
+        discovery,
+        provisioning,
+        leds,
     }
 }
 
 /// Names the key of `table` whose key or value contains `span`, to say which field a serde
-/// error is about.
+/// error is about. Tables and arrays of tables are followed down (`leds.led[1].colour`); the
+/// span of a `[[header]]` table covers only its header, so containment is checked key by key.
 fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> String {
     let (Some(span), Some(t)) = (span, table.as_table()) else {
         return path.to_string();
     };
     for (k, v) in t.iter() {
-        let within = |r: Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
-        if within(k.span()) || within(v.span()) {
+        if within(k.span(), &span) || contains(v, &span) {
             let here = format!("{path}.{}", k.get_ref());
+            if let Some(items) = v.get_ref().as_array() {
+                for (i, item) in items.iter().enumerate() {
+                    if contains(item, &span) {
+                        return field_at(item.get_ref(), Some(span), &format!("{here}[{i}]"));
+                    }
+                }
+            }
             return if v.get_ref().is_table() {
                 field_at(v.get_ref(), Some(span), &here)
             } else {
@@ -317,6 +412,24 @@ fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> Stri
         }
     }
     path.to_string()
+}
+
+fn within(r: Range<usize>, span: &Range<usize>) -> bool {
+    r.start <= span.start && span.start < r.end.max(r.start + 1)
+}
+
+/// Whether `span` starts inside `v` or anything nested in it.
+fn contains(v: &Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
+    if within(v.span(), span) {
+        return true;
+    }
+    match v.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .any(|(k, v)| within(k.span(), span) || contains(v, span)),
+        DeValue::Array(a) => a.iter().any(|i| contains(i, span)),
+        _ => false,
+    }
 }
 
 /// Picks a target's value, else the default's.
@@ -368,7 +481,7 @@ fn validate_target(
         }
     }
     for (kind, span) in &kinds {
-        if *kind != ProbeKind::Ping {
+        if *kind == ProbeKind::Trace {
             c.err(
                 Some(span.clone()),
                 &format!("{path}.probes"),
@@ -406,6 +519,38 @@ fn validate_target(
         raw.ping.as_ref(),
         d.ping.as_ref(),
     );
+    let wants_dns = kinds.iter().any(|(k, _)| *k == ProbeKind::Dns);
+    let dns = if wants_dns {
+        DnsOptions::resolve(
+            c,
+            &format!("{path}.dns"),
+            raw.dns.as_ref(),
+            d.dns.as_ref(),
+            span.clone(),
+        )
+    } else {
+        if let Some(v) = raw.dns.as_ref().and_then(|r| r.query.as_ref()) {
+            c.err(
+                v.span(),
+                &format!("{path}.dns"),
+                "is set but \"dns\" is not in probes",
+            );
+        }
+        None
+    };
+    if host.as_ref().is_some_and(Host::is_system) {
+        for (kind, span) in &kinds {
+            if *kind != ProbeKind::Dns {
+                c.err(
+                    Some(span.clone()),
+                    &format!("{path}.probes"),
+                    format!(
+                        "host \"system\" means the system's resolvers, which only the dns probe can use; the {kind} probe needs an address or hostname"
+                    ),
+                );
+            }
+        }
+    }
     let base_interval = raw
         .interval
         .as_ref()
@@ -434,6 +579,22 @@ fn validate_target(
                             .map(|v| (v, "defaults.ping.interval".to_string()))
                     })
                 }),
+            ProbeKind::Dns => raw
+                .dns
+                .as_ref()
+                .and_then(|p| {
+                    p.interval
+                        .as_ref()
+                        .map(|v| (v, format!("{path}.dns.interval")))
+                })
+                .or_else(|| base_interval.clone())
+                .or_else(|| {
+                    d.dns.as_ref().and_then(|p| {
+                        p.interval
+                            .as_ref()
+                            .map(|v| (v, "defaults.dns.interval".to_string()))
+                    })
+                }),
             _ => base_interval.clone(),
         };
         let interval = match own {
@@ -450,6 +611,27 @@ fn validate_target(
                     "a round of {} packets {} apart takes longer than the interval ({}); send fewer packets or space them closer",
                     ping.packets,
                     humantime::format_duration(ping.spacing),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        if let (ProbeKind::Dns, Some(dns)) = (*kind, &dns)
+            && dns.timeout >= interval
+        {
+            // Point at the timeout where it was written: the target's, else the defaults'.
+            let own = raw.dns.as_ref().and_then(|p| p.timeout.as_ref());
+            let inherited = d.dns.as_ref().and_then(|p| p.timeout.as_ref());
+            let (at, field) = match (own, inherited) {
+                (Some(v), _) => (Some(v.span()), format!("{path}.dns.timeout")),
+                (None, Some(v)) => (Some(v.span()), "defaults.dns.timeout".to_string()),
+                (None, None) => (Some(span.clone()), format!("{path}.dns.timeout")),
+            };
+            c.err(
+                at,
+                &field,
+                format!(
+                    "the timeout ({}) must be shorter than the interval ({})",
+                    humantime::format_duration(dns.timeout),
                     humantime::format_duration(interval)
                 ),
             );
@@ -488,6 +670,7 @@ fn validate_target(
         labels,
         probes,
         ping,
+        dns,
     })
 }
 

@@ -2,15 +2,14 @@
 //! shipped). The core only validates them; the daemon hands them to `vantage-store`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, check_label_name, check_label_value};
+use super::{Check, Secret, check_label_name, check_label_value};
 use crate::defaults;
 
 /// `[store]` as written.
@@ -51,22 +50,6 @@ impl Default for StoreConfig {
             commit_samples: defaults::STORE_COMMIT_SAMPLES,
             max_pending: defaults::STORE_MAX_PENDING,
         }
-    }
-}
-
-/// A password or token: never shown by `Debug` or serialized (the web page shows the config).
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<secret>")
     }
 }
 
@@ -537,7 +520,7 @@ mod tests {
     #[test]
     fn secrets_are_not_shown() {
         let s = Secret("hunter2".into());
-        assert_eq!(format!("{s:?}"), "<secret>");
+        assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"<secret>\"");
     }
 }

@@ -1,6 +1,8 @@
-//! The socket edge. Probes talk to [`IcmpSocket`]s opened by an [`IcmpSocketFactory`]; the
-//! kernel implementation lives in [`icmp`], tests script their own.
+//! The socket edge. The ping probe talks to [`IcmpSocket`]s opened by an [`IcmpSocketFactory`],
+//! the DNS probe to connections opened by a [`DnsConnector`]; kernel implementations live here,
+//! tests script their own.
 
+mod dns;
 mod icmp;
 
 use std::fmt::Debug;
@@ -11,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+pub use dns::{ByteStream, DatagramChannel, DnsConnector, KernelDns};
 pub use icmp::{KernelSockets, echo_request, ping_permission_hint};
 
 /// A boxed future, for object-safe async trait methods.

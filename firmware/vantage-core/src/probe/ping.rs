@@ -17,7 +17,7 @@ use surge_ping::{Icmpv4Packet, Icmpv6Packet};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Probe, ProbeRequest, resolve_host};
+use super::{HostResolver, Probe, ProbeRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::PingOptions;
 use crate::net::{
@@ -34,6 +34,10 @@ pub struct PingProbe {
     factory: Arc<dyn IcmpSocketFactory>,
     clock: Arc<dyn Clock>,
     engines: Mutex<HashMap<SocketKey, Arc<Engine>>>,
+    resolver: HostResolver,
+    /// When we last logged that ICMP sockets are not permitted (a log line per round would
+    /// flood the journal).
+    last_permission_log: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for PingProbe {
@@ -61,6 +65,8 @@ impl PingProbe {
             factory,
             clock,
             engines: Mutex::new(HashMap::new()),
+            resolver: HostResolver::default(),
+            last_permission_log: Mutex::new(None),
         }
     }
 
@@ -69,9 +75,20 @@ impl PingProbe {
         if let Some(e) = engines.get(&key) {
             return Ok(e.clone());
         }
-        let socket = self.factory.open(&key).map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
-            _ => ProbeError::Network(format!("cannot open ICMP socket: {e}")),
+        let socket = self.factory.open(&key).map_err(|e| {
+            let err = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
+                _ => ProbeError::Network(format!("cannot open ICMP socket: {e}")),
+            };
+            let mut last = self
+                .last_permission_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::error!("ping probes cannot run: {err}");
+                *last = Some(Instant::now());
+            }
+            err
         })?;
         let engine = Arc::new(Engine::start(socket, key.ipv6));
         engines.insert(key, engine.clone());
@@ -110,7 +127,7 @@ impl Probe for PingProbe {
                     .min(deadline.saturating_sub(sends))
                     .max(Duration::from_millis(1));
             }
-            let result = match resolve_host(&target.host, opts.ip_protocol).await {
+            let result = match self.resolver.resolve(&target.host, opts.ip_protocol).await {
                 Ok(addr) => self.round(addr, &opts).await,
                 Err(e) => Err(e),
             };
@@ -298,34 +315,45 @@ impl Engine {
                 last_deadline
             };
             tokio::select! {
+                // Replies first: one that arrived in time counts even if the deadline timer
+                // fired in the same poll.
+                biased;
                 ev = rx.recv() => match ev {
-                    Some(Event::Reply { rtt, .. }) if rtt <= opts.timeout => {
-                        report.received += 1;
-                        report.rtts.push(rtt);
-                        answered += 1;
-                    }
-                    // Too late: counted as lost, like every pinger with a timeout does.
-                    Some(Event::Reply { .. }) => answered += 1,
-                    Some(Event::Duplicate) => report.duplicates += 1,
-                    Some(Event::IcmpError) => {
-                        report.icmp_errors += 1;
-                        answered += 1;
-                    }
+                    Some(ev) => tally(&mut report, &mut answered, ev, opts.timeout),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
+        // Let the receive loop read what the kernel already queued before the waiters go.
+        tokio::task::yield_now().await;
         drop(guard);
-        // Drain what arrived between the last wake-up and the guard's removal.
+        // What the receive loop delivered before the guard removed the waiters. Replies are
+        // judged by their own RTT, so a busy runtime that reads them late does not lose them.
         while let Ok(ev) = rx.try_recv() {
-            if let Event::Duplicate = ev {
-                report.duplicates += 1;
-            }
+            tally(&mut report, &mut answered, ev, opts.timeout);
         }
         match (report.received, send_error) {
             (0, Some(e)) => Err(e),
             _ => Ok(report),
+        }
+    }
+}
+
+/// Adds one event of the receive loop to a round's report.
+fn tally(report: &mut PingReport, answered: &mut u32, ev: Event, timeout: Duration) {
+    match ev {
+        Event::Reply { rtt } if rtt <= timeout => {
+            report.received += 1;
+            report.rtts.push(rtt);
+            *answered += 1;
+        }
+        // Too late: counted as lost, like every pinger with a timeout does.
+        Event::Reply { .. } => *answered += 1,
+        Event::Duplicate => report.duplicates += 1,
+        Event::IcmpError => {
+            report.icmp_errors += 1;
+            *answered += 1;
         }
     }
 }

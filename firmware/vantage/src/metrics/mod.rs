@@ -6,6 +6,8 @@
 //! daemon-wide metrics of the registry. A target's series exist from the moment it is configured,
 //! at zero, so a target that never answers still has them.
 
+mod dns;
+mod leds;
 mod ping;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +22,8 @@ use prometheus::{
 };
 use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Target};
 
+pub use dns::DnsSeries;
+pub use leds::LedCollector;
 pub use ping::PingSeries;
 
 /// Metric names, in one place.
@@ -35,6 +39,10 @@ pub mod names {
     pub const RELOAD_TS: &str = "vantage_config_last_reload_success_timestamp_seconds";
     pub const TARGETS: &str = "vantage_targets";
     pub const START_TIME: &str = "vantage_start_time_seconds";
+    pub const LED_PATTERN: &str = "vantage_led_pattern";
+    pub const DEVICE_CONDITION: &str = "vantage_device_condition";
+    pub const IDENTIFY_REMAINING: &str = "vantage_identify_remaining_seconds";
+    pub const LED_WRITE_ERRORS: &str = "vantage_led_write_errors_total";
 }
 
 /// Seconds since the Unix epoch, for timestamp gauges.
@@ -144,6 +152,7 @@ struct TargetSeries {
     target: Target,
     probes: ProbeSeries,
     ping: Option<PingSeries>,
+    dns: Option<DnsSeries>,
 }
 
 impl TargetSeries {
@@ -156,6 +165,11 @@ impl TargetSeries {
             ping: kinds
                 .contains(&ProbeKind::Ping)
                 .then(|| PingSeries::new(&labels)),
+            dns: t
+                .dns
+                .as_ref()
+                .filter(|_| kinds.contains(&ProbeKind::Dns))
+                .map(|d| DnsSeries::new(&labels, &d.valid_rcodes)),
         }
     }
 
@@ -164,12 +178,18 @@ impl TargetSeries {
         if let (Measurement::Ping(report), Some(ping)) = (&sample.measurement, &self.ping) {
             ping.observe(report);
         }
+        if let (Measurement::Dns(report), Some(dns)) = (&sample.measurement, &self.dns) {
+            dns.observe(report);
+        }
     }
 
     fn collect(&self, out: &mut Vec<MetricFamily>) {
         self.probes.collect_into(out);
         if let Some(p) = &self.ping {
             p.collect(out);
+        }
+        if let Some(d) = &self.dns {
+            d.collect(out);
         }
     }
 }
@@ -199,6 +219,8 @@ pub struct Metrics {
     reload_ok: Gauge,
     reload_ts: Gauge,
     target_count: Gauge,
+    /// `[device]` name and labels, added to every series at render time.
+    device_labels: RwLock<Vec<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -276,7 +298,13 @@ impl Metrics {
             reload_ok,
             reload_ts,
             target_count,
+            device_labels: RwLock::default(),
         }
+    }
+
+    /// Adds a daemon-wide collector (the LEDs' state).
+    pub fn register(&self, c: Box<dyn Collector>) {
+        self.registry.register(c).expect("unique metric");
     }
 
     /// Brings the per-target series in line with a config; unchanged targets keep their values.
@@ -334,9 +362,29 @@ impl Metrics {
         families
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, with the device's labels on every series.
     pub fn render(&self) -> String {
-        encode(&self.gather())
+        let mut families = self.gather();
+        let device = self
+            .device_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        crate::fleet::add_labels(&mut families, &device);
+        encode(&families)
+    }
+
+    /// The labels every series of this device carries (`device` plus `[device].labels`).
+    pub fn set_device_labels(&self, labels: Vec<(String, String)>) {
+        *self
+            .device_labels
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = labels;
+    }
+
+    /// For the daemon's other parts (uplink, provisioning) to register their metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
