@@ -388,3 +388,85 @@ impl Collect for Storage {
         );
     }
 }
+
+/// `GET /api/samples?target=NAME[&probe=ping][&from=UNIX_S][&to=UNIX_S]`: the stored rounds of
+/// one target and probe (default: the last hour), for the local charts. Rounds from an outage
+/// of the uplink are here too, at their own times.
+#[derive(Debug, serde::Deserialize)]
+pub struct SamplesQuery {
+    target: String,
+    probe: Option<String>,
+    from: Option<f64>,
+    to: Option<f64>,
+}
+
+/// At most this many rounds per answer (a day of one target at 1 s).
+const MAX_SAMPLES_PER_ANSWER: usize = 86_400;
+
+pub async fn samples(
+    axum::extract::State(d): axum::extract::State<Arc<crate::daemon::Daemon>>,
+    axum::extract::Query(q): axum::extract::Query<SamplesQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let bad = |m: String| (axum::http::StatusCode::BAD_REQUEST, m).into_response();
+    let Some(store) = d.storage.as_ref().and_then(|s| s.store.clone()) else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "no store: see the log",
+        )
+            .into_response();
+    };
+    let probe: vantage_core::ProbeKind = match q.probe.as_deref().unwrap_or("ping").parse() {
+        Ok(p) => p,
+        Err(e) => return bad(e),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let to = q.to.unwrap_or(now);
+    let from = q.from.unwrap_or(to - 3600.0);
+    if !(from.is_finite() && to.is_finite()) || from > to {
+        return bad("from and to are seconds since the epoch, from <= to".into());
+    }
+    let (from_ms, to_ms) = ((from * 1000.0) as i64, (to * 1000.0) as i64);
+    let target = q.target.clone();
+    let res =
+        tokio::task::spawn_blocking(move || store.query(&target, probe, from_ms, to_ms)).await;
+    let rounds = match res {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+        Err(e) => {
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+    };
+    let truncated = rounds.len() > MAX_SAMPLES_PER_ANSWER;
+    let skip = rounds.len().saturating_sub(MAX_SAMPLES_PER_ANSWER);
+    let samples: Vec<serde_json::Value> = rounds
+        .iter()
+        .skip(skip)
+        .map(|r| {
+            let values: serde_json::Map<String, serde_json::Value> = r
+                .values()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
+            serde_json::json!({
+                "timestamp": r.timestamp_ms as f64 / 1000.0,
+                "error": r.error.as_str(),
+                "values": values,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "target": q.target,
+        "probe": probe.as_str(),
+        "from": from,
+        "to": to,
+        "truncated": truncated,
+        "samples": samples,
+    }))
+    .into_response()
+}

@@ -176,6 +176,20 @@ labels = {{ site = "lab" }}
             .is_some_and(|v| v > 0.0)
     });
 
+    // The local charts' view of the store.
+    let (status, body) = http_get(addr, "/api/samples?target=lo&probe=ping").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rounds = v["samples"].as_array().unwrap();
+    assert!(!rounds.is_empty(), "{body}");
+    assert_eq!(rounds[0]["values"]["success"], 1.0, "{body}");
+    assert!(
+        rounds[0]["values"]["rtt_avg_seconds"].as_f64().is_some(),
+        "{body}"
+    );
+    let (status, _) = http_get(addr, "/api/samples?target=lo&probe=bogus").unwrap();
+    assert_eq!(status, 400);
+
     // Outage, and the daemon killed in the middle of it.
     prom.stop();
     wait_until(Duration::from_secs(10), || {
