@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use vantage_core::config::parse_host;
@@ -25,7 +25,6 @@ const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/probe", get(probe))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
@@ -39,22 +38,17 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .with_state(daemon)
 }
 
-async fn index(State(d): State<Arc<Daemon>>) -> Html<String> {
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>Vantage</title><h1>Vantage {}</h1>\
-         <p>Up {}; {} targets.</p><ul><li><a href=metrics>/metrics</a>\
-         <li><a href='probe?target=127.0.0.1&amp;module=ping'>/probe?target=127.0.0.1&amp;module=ping</a>\
-         <li><a href='probe?target=system&amp;module=dns&amp;query=localhost'>/probe?target=system&amp;module=dns&amp;query=localhost</a>\
-         <li><a href=-/healthy>/-/healthy</a></ul>{}",
-        env!("CARGO_PKG_VERSION"),
-        humantime::format_duration(Duration::from_secs(d.uptime().as_secs())),
-        d.config().targets.len(),
-        d.provisioning.status().html()
-    ))
-}
-
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
-    ([(header::CONTENT_TYPE, TEXT_FORMAT)], d.metrics.render()).into_response()
+    // Rendering thousands of targets takes a while: off the async workers, so that probes
+    // due meanwhile still start on time.
+    match tokio::task::spawn_blocking(move || d.metrics.render()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering failed: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Where the provisioned targets stand: applied, overridden by local ones, last error.
