@@ -51,6 +51,31 @@ pub const MAX_LABELS: usize = 16;
 /// Targets per config file.
 pub const MAX_TARGETS: usize = 20_000;
 
+/// Store: a quarter of a 16 GB card; at ~12 bytes a round, 100 targets at 1 s for 30 days need
+/// about 3.3 GB.
+pub const STORE_MAX_BYTES: u64 = 4 << 30;
+/// Bounds of `store.max_size`.
+pub const STORE_MIN_BYTES: u64 = 1 << 20;
+pub const STORE_MAX_MAX_BYTES: u64 = 16 << 40;
+/// Store: samples older than this are dropped.
+pub const STORE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Group commit interval: also the durability window (what a power cut can lose).
+pub const STORE_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// Group commit size: a commit happens early when this many samples wait.
+pub const STORE_COMMIT_SAMPLES: usize = 10_000;
+/// Samples kept in memory while the disk refuses writes (about 80 MB at most).
+pub const STORE_MAX_PENDING: usize = 1_000_000;
+
+/// remote_write: request timeout.
+pub const REMOTE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// remote_write: first retry delay after a 5xx, a 429 or a network error; doubles up to the max.
+pub const REMOTE_WRITE_MIN_BACKOFF: Duration = Duration::from_millis(500);
+pub const REMOTE_WRITE_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// remote_write: probe rounds per request (each round is 2 to 9 series points).
+pub const REMOTE_WRITE_SAMPLES_PER_SEND: usize = 1_000;
+/// remote_write: catch-up rate limit in probe rounds per second (0: none). A 1 h backlog of
+/// 100 targets at 1 s drains in 36 s.
+pub const REMOTE_WRITE_SAMPLES_PER_SECOND: u32 = 10_000;
 /// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
 pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
 /// Uplink: wait for each gateway reply.

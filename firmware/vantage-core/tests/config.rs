@@ -134,6 +134,68 @@ fn defaults_apply_and_targets_override_them() {
 }
 
 #[test]
+fn store_and_remote_write_sections() {
+    use std::time::Duration;
+    use vantage_core::config::Auth;
+    let c =
+        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/store.toml"))
+            .unwrap();
+    assert_eq!(c.store.backend, "fjall");
+    assert_eq!(c.store.max_bytes, 2 << 30);
+    assert_eq!(c.store.max_age, Duration::from_secs(14 * 86400));
+    assert_eq!(c.store.commit_interval, Duration::from_secs(2));
+    assert_eq!(c.store.commit_samples, 5000);
+    assert_eq!(c.remote_write.len(), 2);
+    let rw = &c.remote_write[0];
+    assert_eq!(rw.name, "central");
+    assert_eq!(rw.max_samples_per_second, 2000);
+    assert_eq!(
+        rw.labels.get("instance").map(String::as_str),
+        Some("pi-office")
+    );
+    match &rw.auth {
+        Auth::Basic {
+            username, password, ..
+        } => {
+            assert_eq!(username, "vantage");
+            assert_eq!(password.0, "s3cret");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Secrets never show in Debug output.
+    assert!(!format!("{c:?}").contains("s3cret"));
+    let other = &c.remote_write[1];
+    assert_eq!(other.name, "127.0.0.1:9090");
+    assert!(matches!(other.auth, Auth::Bearer { .. }));
+    // Without the sections, the defaults.
+    let m = Config::parse(
+        "[[targets]]\nname = \"a\"\nhost = \"::1\"\nprobes = [\"ping\"]\n",
+        "m",
+    )
+    .unwrap();
+    assert_eq!(m.store.max_bytes, vantage_core::defaults::STORE_MAX_BYTES);
+    assert!(m.remote_write.is_empty());
+}
+
+#[test]
+fn password_files_are_read() {
+    let dir = std::env::temp_dir().join(format!("vantage-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "from-file\n").unwrap();
+    let text = format!(
+        "[[remote_write]]\nurl = \"https://p.example/w\"\nbasic_auth = {{ username = \"u\", password_file = {:?} }}\n[[targets]]\nname = \"a\"\nhost = \"::1\"\nprobes = [\"ping\"]\n",
+        pw.display().to_string()
+    );
+    let c = Config::parse(&text, "t").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    match &c.remote_write[0].auth {
+        vantage_core::config::Auth::Basic { password, .. } => assert_eq!(password.0, "from-file"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_bad_default_is_reported_once_not_per_target() {
     let f = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/testdata/bad/dns-defaults-timeout-over-interval.toml");

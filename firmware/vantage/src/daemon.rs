@@ -15,6 +15,7 @@ use crate::fleet::{self, announce::Announcer, provisioning, uplink};
 use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
 
 use crate::metrics::{LedCollector, Metrics};
+use crate::storage::Storage;
 
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
 pub const EMBEDDED_CONFIG: &str = include_str!("../vantage.toml");
@@ -95,13 +96,15 @@ pub struct Daemon {
     pub health: Arc<Health>,
     /// The `[leds]` the LEDs were opened with.
     leds_config: vantage_core::LedsConfig,
+    /// The sample store and remote_write shipping (none in tests that do not need them).
+    pub storage: Option<Arc<Storage>>,
 }
 
 impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
-        Self::start_with(source, config, None, None, Vec::new())
+        Self::start_with(source, config, None, None, Vec::new(), None)
     }
 
     /// `data_dir` keeps the provisioned targets' last good copy; `announce_port` is the HTTP
@@ -112,6 +115,7 @@ impl Daemon {
         data_dir: Option<PathBuf>,
         announce_port: Option<u16>,
         observers: Vec<Arc<dyn Observer>>,
+        storage: Option<Arc<Storage>>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let provisioning = provisioning::State::new(metrics.registry(), data_dir);
@@ -131,6 +135,10 @@ impl Daemon {
             }),
         ];
         all.extend(observers);
+        if let Some(s) = &storage {
+            all.push(s.clone() as Arc<dyn Observer>);
+            metrics.add_collector(s.clone());
+        }
         let observer = Arc::new(Fanout(all));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);
         let daemon = Arc::new(Self {
@@ -147,6 +155,7 @@ impl Daemon {
             leds,
             health,
             leds_config: config.leds.clone(),
+            storage,
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
@@ -164,13 +173,17 @@ impl Daemon {
 
     fn apply_locked(&self, local: Config) {
         let config = self.provisioning.merge(&local);
-        self.metrics.set_device_labels(fleet::device_labels(&local));
+        let device_labels = fleet::device_labels(&local);
+        self.metrics.set_device_labels(device_labels.clone());
         if let Some(a) = &self.announcer {
             a.apply(&local);
         }
         *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(local);
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
+        if let Some(s) = &self.storage {
+            s.apply(&config, device_labels);
+        }
         self.health
             .set_targets(config.targets.iter().map(|t| t.name.as_str()));
         self.health.set_stall_after(stall_after(&config));
@@ -243,6 +256,7 @@ pub async fn run(
         data_dir = %data_dir.display(),
         "vantage starting"
     );
+    let storage = Storage::start(&data_dir, &config);
     let history = Arc::new(crate::web::MemoryHistory::default());
     let daemon = Daemon::start_with(
         source,
@@ -250,6 +264,7 @@ pub async fn run(
         Some(data_dir.clone()),
         Some(listener.local_addr()?.port()),
         vec![history.clone() as Arc<dyn Observer>],
+        Some(storage.clone()),
     );
     let web = crate::web::Web::open(daemon.clone(), &data_dir, history)?;
     let _ = crate::web::apply_https(&web).await;
@@ -294,6 +309,8 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    // Pending samples reach the disk before the process goes.
+    storage.shutdown().await;
     // A defined state for the LEDs: dark, with the kernel's triggers off.
     daemon.leds.shutdown(Pattern::Off);
     tracing::info!("vantage stopped");

@@ -1,4 +1,5 @@
-//! HTTP endpoints: `/metrics`, the blackbox-style `/probe`, health, readiness and reload.
+//! HTTP endpoints: `/metrics`, the blackbox-style `/probe`, health, readiness and reload, and
+//! `/api/samples` (stored rounds for the charts).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/provisioning", get(provisioning))
         .route("/api/identify", post(identify))
         .route("/api/leds", get(leds))
+        .route("/api/samples", get(crate::storage::samples))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(daemon)
 }

@@ -6,6 +6,7 @@ mod http;
 mod leds_cmd;
 mod metrics;
 mod oneshot;
+mod storage;
 mod web;
 
 use std::net::SocketAddr;

@@ -104,9 +104,15 @@ pub struct Provisioning {
     pub timeout: Duration,
 }
 
-/// A string that does not print itself.
-#[derive(Clone, PartialEq, Eq)]
+/// A string that does not print itself (nor serialize: it shows as `"<secret>"`).
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Secret(pub String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<secret>")
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

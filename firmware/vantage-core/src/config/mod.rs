@@ -10,6 +10,7 @@ mod fleet;
 mod host;
 mod leds;
 mod ping;
+mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -30,6 +31,9 @@ pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use host::{Host, parse_host};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
+pub use store::{
+    Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, StoreConfig, TlsConfig, parse_size,
+};
 
 use crate::defaults;
 use crate::types::{IpProtocol, ProbeKind};
@@ -38,6 +42,10 @@ use crate::types::{IpProtocol, ProbeKind};
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Config {
     pub targets: Vec<Target>,
+    /// `[store]`: the sample store on the SD card.
+    pub store: StoreConfig,
+    /// `[[remote_write]]`: where the store's samples are shipped.
+    pub remote_write: Vec<RemoteWriteConfig>,
     /// `[device]`: the device's name and the labels on all its series.
     pub device: Device,
     /// `[uplink]`: probing the device's own gateway.
@@ -200,6 +208,8 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let doc_span = doc.span();
     let mut root = doc.into_inner();
     let targets_value = root.remove("targets");
+    let store_value = root.remove("store");
+    let remote_write_value = root.remove("remote_write");
     let leds_value = root.remove("leds");
 
     let raw_root =
@@ -296,12 +306,79 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
             }
         }
     }
+    let store = match store_value {
+        Some(v) if v.get_ref().is_table() => {
+            match RawStore::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
+                Ok(raw) => StoreConfig::resolve(&mut check, Some(&raw)),
+                Err(e) => {
+                    let field = field_at(v.get_ref(), e.span(), "store");
+                    check.err(e.span().or(Some(v.span())), &field, e.message().trim());
+                    StoreConfig::default()
+                }
+            }
+        }
+        Some(v) => {
+            check.err(Some(v.span()), "store", "must be a table ([store])");
+            StoreConfig::default()
+        }
+        None => StoreConfig::default(),
+    };
+    let mut remote_write: Vec<RemoteWriteConfig> = Vec::new();
+    if let Some(value) = remote_write_value {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("remote_write[{i}]");
+                    let item_span = item.span();
+                    if !item.get_ref().is_table() {
+                        check.err(Some(item_span), &path, "must be a table");
+                        continue;
+                    }
+                    let raw = match RawRemoteWrite::deserialize(toml::de::ValueDeserializer::from(
+                        item.clone(),
+                    )) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let field = field_at(item.get_ref(), e.span(), &path);
+                            check.err(e.span().or(Some(item_span)), &field, e.message().trim());
+                            continue;
+                        }
+                    };
+                    if let Some(rw) =
+                        RemoteWriteConfig::resolve(&mut check, &path, item_span.clone(), &raw)
+                    {
+                        if let Some(j) = remote_write.iter().position(|o| o.name == rw.name) {
+                            let what = if raw.name.is_some() { "name" } else { "url" };
+                            check.err(
+                                raw.name.as_ref().map(|n| n.span()).or(Some(raw.url.span())),
+                                &format!("{path}.{what}"),
+                                format!(
+                                    "endpoint name {:?} is already used by remote_write[{j}]; give each endpoint its own name",
+                                    rw.name
+                                ),
+                            );
+                        } else {
+                            remote_write.push(rw);
+                        }
+                    }
+                }
+            }
+            _ => check.err(
+                Some(span),
+                "remote_write",
+                "must be an array of tables ([[remote_write]])",
+            ),
+        }
+    }
     let device = fleet::validate_device(&mut check, &raw_root.device);
     let uplink = fleet::validate_uplink(&mut check, raw_root.uplink.as_ref());
     let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
     let provisioning = fleet::validate_provisioning(&mut check, raw_root.provisioning.as_ref());
     Config {
         targets,
+        store,
+        remote_write,
         device,
         uplink,
         discovery,

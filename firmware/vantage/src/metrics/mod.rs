@@ -194,9 +194,24 @@ impl TargetSeries {
     }
 }
 
+/// A part of the daemon that adds its own families at scrape time (the store, the shipper).
+pub trait Collect: Send + Sync {
+    fn collect(&self, out: &mut Vec<MetricFamily>);
+}
+
+#[derive(Default)]
+struct Extra(RwLock<Vec<Arc<dyn Collect>>>);
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Extra")
+    }
+}
+
 /// The daemon's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    extra: Extra,
     registry: Registry,
     targets: RwLock<BTreeMap<String, Arc<TargetSeries>>>,
     lag: HistogramVec,
@@ -275,6 +290,7 @@ impl Metrics {
             lag.with_label_values(&[k.as_str()]);
         }
         Self {
+            extra: Extra::default(),
             registry,
             targets: RwLock::default(),
             lag,
@@ -313,9 +329,27 @@ impl Metrics {
         }
     }
 
+    /// Adds a part whose families join every scrape.
+    pub fn add_collector(&self, c: Arc<dyn Collect>) {
+        self.extra
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+    }
+
     pub fn gather(&self) -> Vec<MetricFamily> {
         let mut families = self.registry.gather();
         let mut per_target = Vec::new();
+        for c in self
+            .extra
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            c.collect(&mut per_target);
+        }
         for s in self
             .targets
             .read()

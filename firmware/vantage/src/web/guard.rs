@@ -45,6 +45,7 @@ const LOCAL_OPS: &[(Method, &str)] = &[
     (Method::POST, "/api/identify"),
     (Method::GET, "/api/leds"),
     (Method::GET, "/api/provisioning"),
+    (Method::GET, "/api/samples"),
 ];
 
 /// Local-only name suffixes: an attacker's public domain cannot end in these.

@@ -79,7 +79,7 @@ impl Fixture {
         let source = ConfigSource::DataDir(path);
         let cfg = source.load().unwrap();
         let history = Arc::new(MemoryHistory::default());
-        let daemon = Daemon::start_with(source, cfg, None, None, vec![history.clone() as _]);
+        let daemon = Daemon::start_with(source, cfg, None, None, vec![history.clone() as _], None);
         let web = Web::open_with(daemon, dir.path(), history.clone(), HashParams::TEST).unwrap();
         let app = super::app(web.clone());
         Self {

@@ -1,0 +1,526 @@
+//! `[store]` (the sample store on the SD card) and `[[remote_write]]` (where its samples are
+//! shipped). The core only validates them; the daemon hands them to `vantage-store`.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{Check, Secret, check_label_name, check_label_value};
+use crate::defaults;
+
+/// `[store]` as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `fjall` (default) or `sled` (builds with the `sled` feature only).
+    pub backend: Option<Spanned<String>>,
+    /// Bytes on disk, e.g. `"4GiB"`, `"500MB"` or a plain number of bytes.
+    pub max_size: Option<Spanned<toml::Value>>,
+    pub max_age: Option<Spanned<String>>,
+    /// Group commit: write at least this often...
+    pub commit_interval: Option<Spanned<String>>,
+    /// ...or when this many samples wait.
+    pub commit_samples: Option<Spanned<i64>>,
+    /// Samples kept in memory while the disk refuses writes.
+    pub max_pending: Option<Spanned<i64>>,
+}
+
+/// Validated `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreConfig {
+    pub backend: String,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub commit_interval: Duration,
+    pub commit_samples: usize,
+    pub max_pending: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: "fjall".into(),
+            max_bytes: defaults::STORE_MAX_BYTES,
+            max_age: defaults::STORE_MAX_AGE,
+            commit_interval: defaults::STORE_COMMIT_INTERVAL,
+            commit_samples: defaults::STORE_COMMIT_SAMPLES,
+            max_pending: defaults::STORE_MAX_PENDING,
+        }
+    }
+}
+
+/// `remote_write[].basic_auth` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub username: Spanned<String>,
+    #[serde(skip_serializing)]
+    pub password: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+}
+
+/// `remote_write[].tls` as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
+}
+
+/// One `[[remote_write]]` table as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteWrite {
+    pub url: Spanned<String>,
+    pub name: Option<Spanned<String>>,
+    pub basic_auth: Option<Spanned<RawBasicAuth>>,
+    #[serde(skip_serializing)]
+    pub bearer_token: Option<Spanned<String>>,
+    pub bearer_token_file: Option<Spanned<String>>,
+    pub tls: Option<RawTls>,
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub max_samples_per_send: Option<Spanned<i64>>,
+    pub max_samples_per_second: Option<Spanned<i64>>,
+    pub min_backoff: Option<Spanned<String>>,
+    pub max_backoff: Option<Spanned<String>>,
+}
+
+/// How an endpoint authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Auth {
+    None,
+    Basic {
+        username: String,
+        password: Secret,
+        /// Read at load; kept to show where the password came from.
+        password_file: Option<PathBuf>,
+    },
+    Bearer {
+        token: Secret,
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// Validated TLS options.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// One validated remote_write endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RemoteWriteConfig {
+    /// Names the endpoint in metrics and keys its shipping cursor.
+    pub name: String,
+    pub url: String,
+    pub auth: Auth,
+    pub tls: TlsConfig,
+    pub timeout: Duration,
+    /// Added to every series shipped to this endpoint.
+    pub labels: BTreeMap<String, String>,
+    pub max_samples_per_send: usize,
+    pub max_samples_per_second: u32,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Parses sizes: `"4GiB"`, `"512MiB"`, `"500MB"`, `"64kB"`, or a bare integer of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size; write e.g. \"4GiB\", \"500MB\" or \"65536\""
+            ));
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write e.g. \"4GiB\", \"500MB\" or \"65536\""))?;
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{s:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+impl StoreConfig {
+    pub(crate) fn resolve(c: &mut Check<'_, '_>, raw: Option<&RawStore>) -> Self {
+        let mut out = Self::default();
+        let Some(raw) = raw else { return out };
+        if let Some(b) = &raw.backend {
+            match b.get_ref().as_str() {
+                "fjall" | "sled" => out.backend = b.get_ref().clone(),
+                other => c.err(
+                    b.span(),
+                    "store.backend",
+                    format!("{other:?} is not a store backend (fjall or sled)"),
+                ),
+            }
+        }
+        if let Some(v) = &raw.max_size {
+            let parsed = match v.get_ref() {
+                toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+                toml::Value::Integer(n) => Err(format!("{n} is negative")),
+                toml::Value::String(s) => parse_size(s),
+                other => Err(format!(
+                    "must be a size such as \"4GiB\", got a {}",
+                    other.type_str()
+                )),
+            };
+            match parsed {
+                Ok(n)
+                    if (defaults::STORE_MIN_BYTES..=defaults::STORE_MAX_MAX_BYTES).contains(&n) =>
+                {
+                    out.max_bytes = n
+                }
+                Ok(n) => c.err(
+                    v.span(),
+                    "store.max_size",
+                    format!(
+                        "{n} bytes is out of range; it must be between {} MiB and {} TiB",
+                        defaults::STORE_MIN_BYTES >> 20,
+                        defaults::STORE_MAX_MAX_BYTES >> 40
+                    ),
+                ),
+                Err(m) => c.err(v.span(), "store.max_size", m),
+            }
+        }
+        if let Some(v) = &raw.max_age
+            && let Some(d) = c.duration_in(
+                v,
+                "store.max_age",
+                Duration::from_secs(60),
+                Duration::from_secs(10 * 365 * 24 * 3600),
+            )
+        {
+            out.max_age = d;
+        }
+        if let Some(v) = &raw.commit_interval
+            && let Some(d) = c.duration_in(
+                v,
+                "store.commit_interval",
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            )
+        {
+            out.commit_interval = d;
+        }
+        if let Some(v) = &raw.commit_samples
+            && let Some(n) = c.int_in(v, "store.commit_samples", 1, 1_000_000)
+        {
+            out.commit_samples = n as usize;
+        }
+        if let Some(v) = &raw.max_pending
+            && let Some(n) = c.int_in(v, "store.max_pending", 1000, 100_000_000)
+        {
+            out.max_pending = n as usize;
+        }
+        out
+    }
+}
+
+fn read_secret(
+    c: &mut Check<'_, '_>,
+    span: Range<usize>,
+    field: &str,
+    path: &str,
+) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let s = s.trim_end_matches(['\n', '\r']).to_string();
+            if s.is_empty() {
+                c.err(Some(span), field, format!("{path} is empty"));
+                None
+            } else {
+                Some(s)
+            }
+        }
+        Err(e) => {
+            c.err(Some(span), field, format!("cannot read {path}: {e}"));
+            None
+        }
+    }
+}
+
+/// The endpoint name used when none is given: host and port of the URL.
+fn default_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    host.to_string()
+}
+
+impl RemoteWriteConfig {
+    pub(crate) fn resolve(
+        c: &mut Check<'_, '_>,
+        path: &str,
+        span: Range<usize>,
+        raw: &RawRemoteWrite,
+    ) -> Option<Self> {
+        let before = c.col.errors.len();
+        let f = |n: &str| format!("{path}.{n}");
+        let url = raw.url.get_ref().trim().to_string();
+        let lower = url.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            c.err(
+                raw.url.span(),
+                &f("url"),
+                format!("{url:?} must start with http:// or https://"),
+            );
+        } else if default_name(&url).is_empty()
+            || url.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            c.err(raw.url.span(), &f("url"), format!("{url:?} is not a URL"));
+        }
+        let name = match &raw.name {
+            Some(n) => {
+                if let Err(m) = super::check_name(n.get_ref()) {
+                    c.err(n.span(), &f("name"), m);
+                }
+                n.get_ref().clone()
+            }
+            None => default_name(&url),
+        };
+        let auth = match (&raw.basic_auth, &raw.bearer_token, &raw.bearer_token_file) {
+            (Some(b), None, None) => {
+                let bs = b.span();
+                let b = b.get_ref();
+                let pw = match (&b.password, &b.password_file) {
+                    (Some(p), None) => Some((p.get_ref().clone(), None)),
+                    (None, Some(file)) => read_secret(
+                        c,
+                        file.span(),
+                        &f("basic_auth.password_file"),
+                        file.get_ref(),
+                    )
+                    .map(|p| (p, Some(PathBuf::from(file.get_ref())))),
+                    (Some(_), Some(file)) => {
+                        c.err(
+                            file.span(),
+                            &f("basic_auth.password_file"),
+                            "set either password or password_file, not both",
+                        );
+                        None
+                    }
+                    (None, None) => {
+                        c.err(bs, &f("basic_auth"), "needs a password or a password_file");
+                        None
+                    }
+                };
+                match pw {
+                    Some((p, file)) => Auth::Basic {
+                        username: b.username.get_ref().clone(),
+                        password: Secret(p),
+                        password_file: file,
+                    },
+                    None => Auth::None,
+                }
+            }
+            (None, Some(t), None) => Auth::Bearer {
+                token: Secret(t.get_ref().clone()),
+                token_file: None,
+            },
+            (None, None, Some(file)) => {
+                match read_secret(c, file.span(), &f("bearer_token_file"), file.get_ref()) {
+                    Some(t) => Auth::Bearer {
+                        token: Secret(t),
+                        token_file: Some(PathBuf::from(file.get_ref())),
+                    },
+                    None => Auth::None,
+                }
+            }
+            (None, None, None) => Auth::None,
+            _ => {
+                let s = raw
+                    .bearer_token
+                    .as_ref()
+                    .map(|t| t.span())
+                    .or(raw.bearer_token_file.as_ref().map(|t| t.span()))
+                    .unwrap_or(span.clone());
+                c.err(
+                    s,
+                    &f("bearer_token"),
+                    "set one of basic_auth, bearer_token or bearer_token_file",
+                );
+                Auth::None
+            }
+        };
+        let mut tls = TlsConfig::default();
+        if let Some(t) = &raw.tls {
+            let file = |c: &mut Check<'_, '_>, v: &Option<Spanned<String>>, n: &str| {
+                v.as_ref().and_then(|p| {
+                    let pb = PathBuf::from(p.get_ref());
+                    if pb.is_file() {
+                        Some(pb)
+                    } else {
+                        c.err(
+                            p.span(),
+                            &f(&format!("tls.{n}")),
+                            format!("{:?} is not a readable file", p.get_ref()),
+                        );
+                        None
+                    }
+                })
+            };
+            tls.ca_file = file(c, &t.ca_file, "ca_file");
+            tls.cert_file = file(c, &t.cert_file, "cert_file");
+            tls.key_file = file(c, &t.key_file, "key_file");
+            tls.insecure_skip_verify = t
+                .insecure_skip_verify
+                .as_ref()
+                .is_some_and(|v| *v.get_ref());
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                let s = t
+                    .cert_file
+                    .as_ref()
+                    .or(t.key_file.as_ref())
+                    .map(|v| v.span());
+                c.err(
+                    s,
+                    &f("tls"),
+                    "cert_file and key_file go together (client certificate and its key)",
+                );
+            }
+        }
+        let mut labels = BTreeMap::new();
+        for (k, v) in &raw.labels {
+            let field = f(&format!("labels.{}", k.get_ref()));
+            // External labels may be `instance` or `job`: they describe the device.
+            let name_ok = if matches!(k.get_ref().as_str(), "instance" | "job") {
+                Ok(())
+            } else {
+                check_label_name(k.get_ref())
+            };
+            if let Err(m) = name_ok {
+                c.err(Some(k.span()), &field, m);
+            } else if let Err(m) = check_label_value(v.get_ref()) {
+                c.err(Some(v.span()), &field, m);
+            } else {
+                labels.insert(k.get_ref().clone(), v.get_ref().clone());
+            }
+        }
+        let dur = |c: &mut Check<'_, '_>, v: &Option<Spanned<String>>, n: &str, min, max, d| {
+            v.as_ref()
+                .and_then(|v| c.duration_in(v, &f(n), min, max))
+                .unwrap_or(d)
+        };
+        let timeout = dur(
+            c,
+            &raw.timeout,
+            "timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+            defaults::REMOTE_WRITE_TIMEOUT,
+        );
+        let min_backoff = dur(
+            c,
+            &raw.min_backoff,
+            "min_backoff",
+            Duration::from_millis(10),
+            Duration::from_secs(600),
+            defaults::REMOTE_WRITE_MIN_BACKOFF,
+        );
+        let max_backoff = dur(
+            c,
+            &raw.max_backoff,
+            "max_backoff",
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+            defaults::REMOTE_WRITE_MAX_BACKOFF,
+        );
+        if min_backoff > max_backoff {
+            c.err(
+                raw.max_backoff
+                    .as_ref()
+                    .map(|v| v.span())
+                    .or(raw.min_backoff.as_ref().map(|v| v.span())),
+                &f("max_backoff"),
+                "must not be shorter than min_backoff",
+            );
+        }
+        let per_send = raw
+            .max_samples_per_send
+            .as_ref()
+            .and_then(|v| c.int_in(v, &f("max_samples_per_send"), 1, 100_000))
+            .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SEND, |n| n as usize);
+        let per_second = raw
+            .max_samples_per_second
+            .as_ref()
+            .and_then(|v| c.int_in(v, &f("max_samples_per_second"), 0, 10_000_000))
+            .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SECOND, |n| n as u32);
+        if c.col.errors.len() > before {
+            return None;
+        }
+        Some(Self {
+            name,
+            url,
+            auth,
+            tls,
+            timeout,
+            labels,
+            max_samples_per_send: per_send,
+            max_samples_per_second: per_second,
+            min_backoff,
+            max_backoff,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("1.5 MiB"), Ok(3 << 19));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1GB").is_err());
+    }
+
+    #[test]
+    fn default_names() {
+        assert_eq!(
+            default_name("https://u:p@prom.example:9090/api/v1/write"),
+            "prom.example:9090"
+        );
+        assert_eq!(default_name("http://10.0.0.1/x"), "10.0.0.1");
+    }
+
+    #[test]
+    fn secrets_are_not_shown() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<secret>\"");
+    }
+}

@@ -1,0 +1,39 @@
+//! Vantage's sample store and remote_write shipper.
+//!
+//! Every sample the probes emit is appended to a [`Store`] under the data directory. Appends
+//! are queued in memory and written by a group commit (every `commit_interval` or
+//! `commit_samples`, whichever comes first), each commit one sequential write plus one sync:
+//! after a power cut the store loses at most the samples of the last commit interval.
+//!
+//! The store is bounded by bytes and by age (oldest dropped first, drops counted), answers
+//! range queries for the local charts, and keeps one cursor per remote_write endpoint so that
+//! the [`Shipper`] resumes after a restart where the endpoint last acknowledged.
+//!
+//! The store sits on a small [`backend::Backend`] interface with two engines: fjall (default)
+//! and sled (cargo feature `sled`). `docs/STORE.md` has the measurements behind the choice.
+
+pub mod backend;
+pub mod codec;
+pub mod remote_write;
+mod series;
+mod store;
+
+use std::time::Duration;
+
+pub use backend::BackendKind;
+pub use codec::{ErrorKind, StoredPing, StoredSample};
+pub use remote_write::{Endpoint, EndpointStats, Shipper, ShipperOptions};
+pub use series::{Labels, SeriesKey};
+pub use store::{
+    Cursor, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats, dir_usage,
+    quarantine_dir,
+};
+
+/// A quarter of a 16 GB card.
+pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
+/// Thirty days.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The durability window: at most this much is lost on a power cut.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_COMMIT_SAMPLES: usize = 10_000;
+pub const DEFAULT_MAX_PENDING: usize = 1_000_000;

@@ -1,0 +1,628 @@
+//! Ships stored samples to Prometheus remote_write 1.0 endpoints, with their original
+//! timestamps, resuming from a persisted cursor per endpoint.
+//!
+//! Delivery is at least once: the cursor moves only after a 2xx, and is persisted with the
+//! store's next group commit, so after a crash a few requests may be sent again. A resend is
+//! built from the same stored samples and is an exact duplicate (same series, timestamps and
+//! values), which Prometheus accepts idempotently.
+
+pub mod proto;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use prost::Message;
+use tokio::sync::Notify;
+
+use crate::codec::{StoredSample, unix_ms};
+use crate::series::{Labels, SeriesKey};
+use crate::store::{Cursor, Store};
+
+/// One series point of a stored round: metric name, the `stat` label (or ""), value.
+pub type Point = (&'static str, &'static str, f64);
+
+/// The series a stored round becomes. Names and labels are the daemon's `/metrics` ones where
+/// the meaning is the same (`vantage_probe_success`, `vantage_probe_duration_seconds`,
+/// `vantage_ping_round_rtt_seconds{stat}`, `vantage_ping_loss_ratio`); the per-round packet
+/// counts get gauge names of their own, since the daemon's `_total` counters cannot be rebuilt
+/// from single rounds. A round without replies has no RTT points. See `docs/STORE.md`.
+pub fn points(s: &StoredSample) -> Vec<Point> {
+    let mut v = Vec::with_capacity(10);
+    v.push((
+        "vantage_probe_success",
+        "",
+        if s.success { 1.0 } else { 0.0 },
+    ));
+    v.push((
+        "vantage_probe_duration_seconds",
+        "",
+        s.duration_us as f64 / 1e6,
+    ));
+    if let Some(p) = &s.ping {
+        v.push(("vantage_ping_round_packets_sent", "", f64::from(p.sent)));
+        v.push((
+            "vantage_ping_round_packets_received",
+            "",
+            f64::from(p.received),
+        ));
+        v.push(("vantage_ping_round_duplicates", "", f64::from(p.duplicates)));
+        let loss = if p.sent == 0 {
+            1.0
+        } else {
+            1.0 - f64::from(p.received.min(p.sent)) / f64::from(p.sent)
+        };
+        v.push(("vantage_ping_loss_ratio", "", loss));
+        if let Some((min, avg, max)) = p.rtt_us {
+            const RTT: &str = "vantage_ping_round_rtt_seconds";
+            v.push((RTT, "min", min as f64 / 1e6));
+            v.push((RTT, "avg", avg as f64 / 1e6));
+            v.push((RTT, "max", max as f64 / 1e6));
+            v.push((RTT, "stddev", p.stddev_us as f64 / 1e6));
+        }
+    }
+    v
+}
+
+/// Labels of one point's series: `__name__`, `target`, `probe` (on `vantage_probe_*`), the
+/// target's labels, the endpoint's external labels; sorted by name.
+fn series_labels(name: &str, stat: &str, key: &SeriesKey, external: &Labels) -> Vec<proto::Label> {
+    let mut m: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, v) in external.iter() {
+        m.insert(k, v);
+    }
+    for (k, v) in key.labels.iter() {
+        m.insert(k, v);
+    }
+    m.insert("__name__", name);
+    m.insert("target", &key.target);
+    if name.starts_with("vantage_probe_") {
+        m.insert("probe", key.probe.as_str());
+    }
+    if !stat.is_empty() {
+        m.insert("stat", stat);
+    }
+    m.into_iter()
+        .map(|(k, v)| proto::Label {
+            name: k.to_string(),
+            value: v.to_string(),
+        })
+        .collect()
+}
+
+/// Builds the protobuf request for stored samples (deterministic: a resend is byte-identical).
+pub fn build_request(
+    samples: &[StoredSample],
+    series: &dyn Fn(u32) -> Option<SeriesKey>,
+    external: &Labels,
+) -> proto::WriteRequest {
+    // (series id, metric name, stat) -> points
+    type Key = (u32, &'static str, &'static str);
+    let mut by_series: BTreeMap<Key, Vec<proto::Sample>> = BTreeMap::new();
+    for s in samples {
+        for (name, stat, value) in points(s) {
+            by_series
+                .entry((s.series, name, stat))
+                .or_default()
+                .push(proto::Sample {
+                    value,
+                    timestamp: s.timestamp_ms,
+                });
+        }
+    }
+    let mut keys: BTreeMap<u32, Option<SeriesKey>> = BTreeMap::new();
+    let mut timeseries = Vec::with_capacity(by_series.len());
+    for ((id, name, stat), mut pts) in by_series {
+        let Some(key) = keys.entry(id).or_insert_with(|| series(id)).clone() else {
+            continue;
+        };
+        pts.sort_by_key(|p| p.timestamp);
+        pts.dedup_by_key(|p| p.timestamp);
+        timeseries.push(proto::TimeSeries {
+            labels: series_labels(name, stat, &key, external),
+            samples: pts,
+        });
+    }
+    proto::WriteRequest { timeseries }
+}
+
+/// Protobuf, then the snappy block format, as remote_write 1.0 wants.
+pub fn encode_request(req: &proto::WriteRequest) -> Vec<u8> {
+    let raw = req.encode_to_vec();
+    snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .unwrap_or_default()
+}
+
+/// TLS settings of an endpoint (rustls; system-independent roots from webpki unless `ca_file`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM file with the CA(s) that sign the server's certificate.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for servers that want mutual TLS.
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    /// Accept any server certificate (testing only).
+    pub insecure_skip_verify: bool,
+}
+
+/// One remote_write endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Names the endpoint in metrics and keys its cursor: renaming it resends the backlog.
+    pub name: String,
+    pub url: String,
+    pub basic_auth: Option<(String, String)>,
+    pub bearer_token: Option<String>,
+    pub tls: Tls,
+    pub timeout: Duration,
+    /// Added to every series sent (e.g. `instance`), below the target's own labels.
+    pub external_labels: Labels,
+    /// Stored rounds per request.
+    pub max_samples_per_send: usize,
+    /// Stored rounds per second while catching up (0 = unlimited).
+    pub max_samples_per_second: u32,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Endpoint {
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            basic_auth: None,
+            bearer_token: None,
+            tls: Tls::default(),
+            timeout: Duration::from_secs(30),
+            external_labels: Labels::new(),
+            max_samples_per_send: DEFAULT_SAMPLES_PER_SEND,
+            max_samples_per_second: DEFAULT_SAMPLES_PER_SECOND,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Rounds per request: about 7,000 series points for ping, ~100 KB compressed.
+pub const DEFAULT_SAMPLES_PER_SEND: usize = 1_000;
+/// Catch-up rate: a 1 h backlog of 100 targets at 1 s (360,000 rounds) drains in 36 s.
+pub const DEFAULT_SAMPLES_PER_SECOND: u32 = 10_000;
+
+/// How often an idle shipper looks for new samples.
+#[derive(Debug, Clone)]
+pub struct ShipperOptions {
+    pub poll_interval: Duration,
+}
+
+impl Default for ShipperOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Figures of one endpoint, for metrics.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub name: String,
+    /// Stored rounds acknowledged by the endpoint.
+    pub samples_sent: AtomicU64,
+    /// Series points acknowledged.
+    pub points_sent: AtomicU64,
+    /// Failed requests (network, 5xx, 429, other 4xx).
+    pub failures: AtomicU64,
+    /// Rounds the endpoint refused with a 4xx other than 429 (not retried).
+    pub samples_rejected: AtomicU64,
+    pub requests: AtomicU64,
+    /// Rounds committed to the store and not yet acknowledged.
+    pub backlog: AtomicU64,
+    /// Ms since the epoch of the last 2xx; 0 when none yet.
+    pub last_success_ms: AtomicI64,
+    /// Whether the last request (or the last idle check) succeeded.
+    pub up: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    notify: Notify,
+}
+
+/// Runs one task per endpoint on the current Tokio runtime.
+#[derive(Clone)]
+pub struct Shipper {
+    stats: Vec<Arc<EndpointStats>>,
+    shared: Arc<Shared>,
+    handles: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Shipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shipper")
+            .field("endpoints", &self.stats.len())
+            .finish()
+    }
+}
+
+/// An endpoint could not be set up (bad TLS files, bad URL).
+#[derive(Debug, thiserror::Error)]
+#[error("remote_write endpoint {endpoint:?}: {message}")]
+pub struct SetupError {
+    pub endpoint: String,
+    pub message: String,
+}
+
+fn client(ep: &Endpoint) -> Result<reqwest::Client, SetupError> {
+    let fail = |m: String| SetupError {
+        endpoint: ep.name.clone(),
+        message: m,
+    };
+    let mut b = reqwest::Client::builder()
+        .timeout(ep.timeout)
+        .connect_timeout(ep.timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("vantage/", env!("CARGO_PKG_VERSION")))
+        .use_rustls_tls();
+    if let Some(ca) = &ep.tls.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| fail(format!("{}: {e}", ca.display())))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| fail(format!("{}: {e}", ca.display())))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    match (&ep.tls.cert_file, &ep.tls.key_file) {
+        (Some(c), Some(k)) => {
+            let mut pem = std::fs::read(c).map_err(|e| fail(format!("{}: {e}", c.display())))?;
+            pem.extend(std::fs::read(k).map_err(|e| fail(format!("{}: {e}", k.display())))?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| fail(e.to_string()))?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => return Err(fail("tls cert_file and key_file go together".into())),
+    }
+    if ep.tls.insecure_skip_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| fail(e.to_string()))
+}
+
+enum Outcome {
+    Ok,
+    /// Retry the same request after a backoff.
+    Retry(String),
+    /// Not retried: the batch is dropped.
+    Rejected(String),
+}
+
+impl Shipper {
+    /// Starts shipping to every endpoint. Must be called within a Tokio runtime.
+    pub fn start(
+        store: Arc<Store>,
+        endpoints: Vec<Endpoint>,
+        opts: ShipperOptions,
+    ) -> Result<Self, SetupError> {
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            notify: Notify::new(),
+        });
+        let mut stats = Vec::new();
+        let mut tasks = Vec::new();
+        for ep in endpoints {
+            let c = client(&ep)?;
+            let st = Arc::new(EndpointStats {
+                name: ep.name.clone(),
+                ..Default::default()
+            });
+            stats.push(st.clone());
+            tasks.push((ep, c, st));
+        }
+        let mut handles = Vec::new();
+        for (ep, c, st) in tasks {
+            let task = EndpointTask {
+                store: store.clone(),
+                ep,
+                client: c,
+                stats: st,
+                shared: shared.clone(),
+                opts: opts.clone(),
+            };
+            handles.push(tokio::spawn(task.run()));
+        }
+        Ok(Self {
+            stats,
+            shared,
+            handles: Arc::new(Mutex::new(handles)),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[Arc<EndpointStats>] {
+        &self.stats
+    }
+
+    /// Shipping works: every endpoint's last request succeeded. `None` without endpoints.
+    pub fn uplink_up(&self) -> Option<bool> {
+        if self.stats.is_empty() {
+            return None;
+        }
+        Some(self.stats.iter().all(|s| s.up.load(Ordering::Relaxed)))
+    }
+
+    /// Stops the tasks and waits for them (a request in flight is abandoned; its samples
+    /// are sent again next time).
+    pub async fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.notify.notify_waiters();
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in handles {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
+
+struct EndpointTask {
+    store: Arc<Store>,
+    ep: Endpoint,
+    client: reqwest::Client,
+    stats: Arc<EndpointStats>,
+    shared: Arc<Shared>,
+    opts: ShipperOptions,
+}
+
+impl EndpointTask {
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::SeqCst)
+    }
+
+    async fn sleep(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.shared.notify.notified() => {}
+        }
+    }
+
+    async fn run(self) {
+        let name = self.ep.name.clone();
+        let mut cursor = self.store.cursor(&name);
+        // Catch-up rate limit: a budget of rounds that refills at the configured rate.
+        let rate = f64::from(self.ep.max_samples_per_second);
+        let mut budget = rate;
+        let mut refilled = Instant::now();
+        while !self.stopping() {
+            let store = self.store.clone();
+            let max = self.ep.max_samples_per_send.max(1);
+            let c = cursor;
+            let read = tokio::task::spawn_blocking(move || {
+                let c = store.cursor_at_least(c);
+                let b = store.read_from(c, max);
+                (c, b)
+            })
+            .await;
+            let (from, batch) = match read {
+                Ok((from, Ok(b))) => (from, b),
+                Ok((_, Err(e))) => {
+                    tracing::warn!(endpoint = %name, "remote_write: cannot read the store: {e}");
+                    self.sleep(self.opts.poll_interval).await;
+                    continue;
+                }
+                Err(_) => return,
+            };
+            cursor = from;
+            self.stats
+                .backlog
+                .store(self.store.backlog(cursor), Ordering::Relaxed);
+            if batch.samples.is_empty() {
+                cursor = batch.next;
+                self.sleep(self.opts.poll_interval).await;
+                continue;
+            }
+            let n = batch.samples.len();
+            if rate > 0.0 {
+                let now = Instant::now();
+                budget = (budget + now.duration_since(refilled).as_secs_f64() * rate).min(rate);
+                refilled = now;
+                if budget < n as f64 {
+                    let wait = (n as f64 - budget) / rate;
+                    self.sleep(Duration::from_secs_f64(wait)).await;
+                    budget = n as f64;
+                    refilled = Instant::now();
+                }
+                budget -= n as f64;
+            }
+            let store = self.store.clone();
+            let req = build_request(
+                &batch.samples,
+                &move |id| store.series(id),
+                &self.ep.external_labels,
+            );
+            let points: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
+            let body = encode_request(&req);
+            let mut attempt = 0u32;
+            loop {
+                if self.stopping() {
+                    return;
+                }
+                attempt += 1;
+                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                match self.send(body.clone()).await {
+                    Outcome::Ok => {
+                        self.stats
+                            .samples_sent
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        self.stats
+                            .points_sent
+                            .fetch_add(points as u64, Ordering::Relaxed);
+                        self.stats
+                            .last_success_ms
+                            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+                        if !self.stats.up.swap(true, Ordering::Relaxed) && attempt > 1 {
+                            tracing::info!(endpoint = %name, "remote_write: endpoint reachable again; sending the backlog");
+                        }
+                        *self
+                            .stats
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = None;
+                        break;
+                    }
+                    Outcome::Rejected(msg) => {
+                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .samples_rejected
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        // The server answered: the uplink works.
+                        self.stats.up.store(true, Ordering::Relaxed);
+                        tracing::warn!(endpoint = %name, samples = n, "remote_write: endpoint refused a batch, dropped: {msg}");
+                        *self
+                            .stats
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                        break;
+                    }
+                    Outcome::Retry(msg) => {
+                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        if self.stats.up.swap(false, Ordering::Relaxed) || attempt == 1 {
+                            tracing::warn!(endpoint = %name, "remote_write: {msg}; retrying with backoff");
+                        }
+                        *self
+                            .stats
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                        let exp = self
+                            .ep
+                            .min_backoff
+                            .saturating_mul(1u32 << (attempt - 1).min(16))
+                            .min(self.ep.max_backoff);
+                        let jitter = rand::random::<f64>() * 0.2 + 0.9;
+                        self.sleep(exp.mul_f64(jitter)).await;
+                        self.stats
+                            .backlog
+                            .store(self.store.backlog(cursor), Ordering::Relaxed);
+                    }
+                }
+            }
+            cursor = batch.next;
+            self.store.set_cursor(&name, cursor);
+            self.stats
+                .backlog
+                .store(self.store.backlog(cursor), Ordering::Relaxed);
+        }
+    }
+
+    async fn send(&self, body: Vec<u8>) -> Outcome {
+        let mut r = self
+            .client
+            .post(&self.ep.url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body);
+        if let Some((u, p)) = &self.ep.basic_auth {
+            r = r.basic_auth(u, Some(p));
+        } else if let Some(t) = &self.ep.bearer_token {
+            r = r.bearer_auth(t);
+        }
+        match r.send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                if status.is_success() {
+                    return Outcome::Ok;
+                }
+                let text = resp.text().await.unwrap_or_default();
+                let text: String = text.trim().chars().take(300).collect();
+                let msg = format!("HTTP {status}: {text}");
+                if status.as_u16() == 429 || status.is_server_error() {
+                    Outcome::Retry(msg)
+                } else {
+                    Outcome::Rejected(msg)
+                }
+            }
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(": ");
+                    msg.push_str(&s.to_string());
+                    src = s.source();
+                }
+                Outcome::Retry(msg)
+            }
+        }
+    }
+}
+
+impl Store {
+    /// `c`, or the oldest sample still stored when `c` points at dropped samples.
+    pub fn cursor_at_least(&self, c: Cursor) -> Cursor {
+        c.max(self.cursor_floor())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{ErrorKind, StoredPing};
+    use vantage_core::ProbeKind;
+
+    #[test]
+    fn request_is_sorted_deterministic_and_decodes() {
+        let key = SeriesKey {
+            target: "gw".into(),
+            probe: ProbeKind::Ping,
+            labels: Arc::new(Labels::from([("site".into(), "office".into())])),
+        };
+        let s = |ts, rtt| StoredSample {
+            series: 0,
+            timestamp_ms: ts,
+            success: true,
+            error: ErrorKind::None,
+            duration_us: 1500,
+            ping: Some(StoredPing {
+                sent: 1,
+                received: 1,
+                duplicates: 0,
+                icmp_errors: 0,
+                rtt_us: Some((rtt, rtt, rtt)),
+                stddev_us: 0,
+            }),
+        };
+        let samples = vec![s(2000, 10), s(1000, 20), s(1000, 20)];
+        let ext = Labels::from([("instance".into(), "pi".into())]);
+        let lookup = |id: u32| (id == 0).then(|| key.clone());
+        let req = build_request(&samples, &lookup, &ext);
+        assert_eq!(req.timeseries.len(), 10);
+        let succ = req
+            .timeseries
+            .iter()
+            .find(|t| t.labels.iter().any(|l| l.value == "vantage_probe_success"))
+            .unwrap();
+        let names: Vec<_> = succ.labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["__name__", "instance", "probe", "site", "target"]);
+        assert_eq!(
+            succ.samples.iter().map(|p| p.timestamp).collect::<Vec<_>>(),
+            [1000, 2000]
+        );
+        let rtt = req
+            .timeseries
+            .iter()
+            .find(|t| {
+                t.labels
+                    .iter()
+                    .any(|l| l.name == "stat" && l.value == "min")
+            })
+            .unwrap();
+        assert!(!rtt.labels.iter().any(|l| l.name == "probe"));
+        assert_eq!(rtt.labels[0].value, "vantage_ping_round_rtt_seconds");
+        assert_eq!(rtt.samples[0].value, 20e-6);
+        let a = encode_request(&req);
+        let b = encode_request(&build_request(&samples, &lookup, &ext));
+        assert_eq!(a, b);
+        let raw = snap::raw::Decoder::new().decompress_vec(&a).unwrap();
+        assert_eq!(proto::WriteRequest::decode(&raw[..]).unwrap(), req);
+    }
+}

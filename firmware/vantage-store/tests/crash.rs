@@ -1,0 +1,163 @@
+//! Kill loop: SIGKILL a process appending to the store at random moments, 200 times; after each
+//! kill the store opens and holds every sample appended longer ago than the durability window.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use vantage_core::ProbeKind;
+use vantage_store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vantage-store-torture");
+const COMMIT_MS: u64 = 50;
+/// What the docs promise: a commit every interval, plus the time the commit takes. The slack
+/// covers a slow sync on a busy CI machine.
+const WINDOW_MS: u128 = COMMIT_MS as u128 + 250;
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// The highest sequence number the run had appended by `until` (per its side log).
+fn appended_by(dir: &Path, run: u32, until: u128) -> Option<u64> {
+    let log = std::fs::read_to_string(dir.join(format!("log-{run}"))).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| {
+            let (n, t) = l.split_once(' ')?;
+            Some((n.parse::<u64>().ok()?, t.parse::<u128>().ok()?))
+        })
+        .filter(|(_, t)| *t <= until)
+        .map(|(n, _)| n)
+        .max()
+}
+
+/// Sequence numbers stored for a run: the RTT in µs.
+fn stored(s: &Store, run: u32, span: (i64, i64)) -> Vec<u64> {
+    let mut v: Vec<u64> = s
+        .query(&format!("r{run}"), ProbeKind::Ping, span.0, span.1)
+        .unwrap()
+        .iter()
+        .map(|x| x.ping.unwrap().rtt_us.unwrap().0)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn check_run(
+    s: &Store,
+    dir: &Path,
+    run: u32,
+    span: (i64, i64),
+    must: Option<u64>,
+) -> Result<(), String> {
+    let got = stored(s, run, span);
+    // Every sample is stored at most once, and the stored ones form a prefix 0..k.
+    for (i, n) in got.iter().enumerate() {
+        if *n != i as u64 {
+            return Err(format!(
+                "run {run}: sample {i} is {n}: a gap or a duplicate"
+            ));
+        }
+    }
+    if let Some(m) = must
+        && got.len() as u64 <= m
+    {
+        return Err(format!(
+            "run {run}: {} samples stored, but {} were appended more than {WINDOW_MS} ms before the kill ({})",
+            got.len(),
+            m + 1,
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_loop_loses_nothing_older_than_the_window() {
+    let iterations: u32 = std::env::var("VANTAGE_KILL_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend();
+    let started = Instant::now();
+    let mut must: BTreeMap<u32, ((i64, i64), Option<u64>)> = BTreeMap::new();
+    let mut early_kills = 0;
+    let mut rng_state = 0x9e3779b97f4a7c15u64 ^ u64::from(std::process::id());
+    let mut rand = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    for run in 0..iterations {
+        let spawned = unix_ms() as i64;
+        let mut child = Command::new(BIN)
+            .arg(dir.path())
+            .arg(run.to_string())
+            .arg(backend.as_str())
+            .arg(COMMIT_MS.to_string())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join(format!("err-{run}"))).unwrap())
+            .spawn()
+            .unwrap();
+        // Random moment: one kill in five during open and recovery, the others while samples
+        // are appended and committed.
+        if rand() % 5 == 0 {
+            early_kills += 1;
+            std::thread::sleep(Duration::from_millis(rand() % 60));
+        } else {
+            let mut line = String::new();
+            let out = child.stdout.take().unwrap();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+            if line.trim() != "ready" {
+                let _ = child.wait();
+                let err = std::fs::read_to_string(dir.path().join(format!("err-{run}")));
+                panic!("run {run}: the torture process did not start: {err:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100 + rand() % 400));
+        }
+        let killed_at = unix_ms();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let span = (spawned - 1000, killed_at as i64 + 1000);
+        must.insert(
+            run,
+            (
+                span,
+                appended_by(dir.path(), run, killed_at.saturating_sub(WINDOW_MS)),
+            ),
+        );
+
+        let mut o = opts(dir.path());
+        o.max_bytes = 64 << 20;
+        let s = Store::open(o).unwrap_or_else(|e| panic!("run {run}: store does not open: {e}"));
+        let st = s.stats();
+        assert_eq!(st.quarantined, 0, "run {run}: {st:?}");
+        assert_eq!(st.dropped_total(), 0, "run {run}: {st:?}");
+        let (span, m) = must[&run];
+        check_run(&s, dir.path(), run, span, m).unwrap();
+        if run % 25 == 24 || run + 1 == iterations {
+            for (r, (span, m)) in &must {
+                check_run(&s, dir.path(), *r, *span, *m).unwrap();
+            }
+        }
+        s.close();
+    }
+    let with_data = must.values().filter(|(_, m)| m.is_some()).count();
+    eprintln!(
+        "kill loop: {iterations} kills on {backend} in {:.1} s ({early_kills} during open); {with_data} runs had samples older than the window",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        with_data as u32 > iterations / 3,
+        "the kills came too early to test anything"
+    );
+}

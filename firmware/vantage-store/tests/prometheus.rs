@@ -1,0 +1,538 @@
+//! End to end with a real Prometheus (Debian's package) and its remote-write receiver: an outage
+//! (Prometheus stopped), then recovery; every sample of the outage is queryable at its original
+//! timestamp, with no duplicates or gaps. The same with the store and shipper restarted in the
+//! middle of the outage.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use vantage_store::{Endpoint, Shipper, ShipperOptions, Store};
+
+const TARGETS: usize = 5;
+const STEP: Duration = Duration::from_millis(200);
+
+fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("VANTAGE_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("required for this test: {what}");
+    }
+    eprintln!("SKIPPED: needs {what}");
+    false
+}
+
+fn outage() -> Duration {
+    Duration::from_secs(
+        std::env::var("VANTAGE_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    )
+}
+
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    pub fn start(dir: &Path, port: u16) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("prometheus.yml");
+        // Out-of-order ingestion lets a backlog older than the head block in, as a central
+        // Prometheus receiving from many devices needs (see docs/STORE.md).
+        std::fs::write(
+            &cfg,
+            "global:\n  scrape_interval: 1h\nstorage:\n  tsdb:\n    out_of_order_time_window: 24h\n",
+        )
+        .unwrap();
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("prometheus.log"))
+            .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--storage.tsdb.retention.time=2d")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus runs");
+        let p = Self {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        let start = Instant::now();
+        while !p.ready() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "prometheus did not start: {}",
+                std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    fn ready(&self) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && reqwest::blocking_get(&format!("http://127.0.0.1:{}/-/ready", self.port))
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_term(&c);
+            let start = Instant::now();
+            while c.try_wait().unwrap().is_none() {
+                if start.elapsed() > Duration::from_secs(30) {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Prometheus::start(&self.dir.clone(), self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// Raw samples of a series over the last `range` at `at`: (ms, value).
+    pub async fn raw(&self, selector: &str, range_s: u64, at_ms: i64) -> Vec<(i64, f64)> {
+        let q = format!("{selector}[{range_s}s]");
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query?query={}&time={:.3}",
+            self.port,
+            urlencode(&q),
+            at_ms as f64 / 1000.0
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&reqwest::get(&url).await.unwrap().text().await.unwrap()).unwrap();
+        assert_eq!(v["status"], "success", "{v}");
+        let mut out = Vec::new();
+        for series in v["data"]["result"].as_array().unwrap() {
+            for pair in series["values"].as_array().unwrap() {
+                let t = pair[0].as_f64().unwrap();
+                let val: f64 = pair[1].as_str().unwrap().parse().unwrap();
+                out.push(((t * 1000.0).round() as i64, val));
+            }
+        }
+        out
+    }
+
+    pub async fn scalar(&self, q: &str, at_ms: i64) -> Option<f64> {
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query?query={}&time={:.3}",
+            self.port,
+            urlencode(q),
+            at_ms as f64 / 1000.0
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&reqwest::get(&url).await.unwrap().text().await.unwrap()).unwrap();
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_term(c: &Child) {
+    // SIGTERM: Prometheus shuts down cleanly, as when an operator stops it.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .status();
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+mod reqwest {
+    pub use ::reqwest::*;
+    /// A readiness probe without a runtime.
+    pub fn blocking_get(url: &str) -> bool {
+        let url = url.strip_prefix("http://").unwrap();
+        let (host, path) = url.split_once('/').unwrap();
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        if write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut b = String::new();
+        let _ = s.read_to_string(&mut b);
+        b.starts_with("HTTP/1.1 200") || b.starts_with("HTTP/1.0 200")
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn endpoint(url: String) -> Endpoint {
+    let mut e = Endpoint::new("central", url);
+    e.min_backoff = Duration::from_millis(200);
+    e.max_backoff = Duration::from_secs(2);
+    e.timeout = Duration::from_secs(5);
+    e.external_labels = vantage_store::Labels::from([("instance".into(), "test-device".into())]);
+    e
+}
+
+struct Device {
+    store: Arc<Store>,
+    shipper: Shipper,
+}
+
+impl Device {
+    fn start(dir: &Path, url: String) -> Self {
+        let store = Arc::new(open(dir));
+        let shipper = Shipper::start(
+            store.clone(),
+            vec![endpoint(url)],
+            ShipperOptions {
+                poll_interval: Duration::from_millis(200),
+            },
+        )
+        .unwrap();
+        Self { store, shipper }
+    }
+
+    async fn stop(self) {
+        self.shipper.stop().await;
+        self.store.close();
+    }
+}
+
+/// Appends one round per target every STEP until `until`; returns what it appended.
+async fn probe_for(
+    store: &Store,
+    d: Duration,
+    sent: &mut BTreeMap<String, Vec<(i64, u64)>>,
+    n: &mut u64,
+) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        let ms = now_ms();
+        for t in 0..TARGETS {
+            let name = format!("t{t}");
+            *n += 1;
+            store.append(&ping(&name, ms, 1000 + *n), &labels("lab"));
+            sent.entry(name).or_default().push((ms, 1000 + *n));
+        }
+        tokio::time::sleep(STEP).await;
+    }
+}
+
+async fn wait_drained(store: &Store, shipper: &Shipper) {
+    let start = Instant::now();
+    loop {
+        store.flush().unwrap();
+        let backlog = store.backlog(store.cursor("central"));
+        let up = shipper.uplink_up() == Some(true);
+        if backlog == 0 && up && store.stats().pending == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "backlog not drained: {backlog}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every appended round is in Prometheus at its own timestamp, once, with its value.
+async fn check_all(p: &Prometheus, sent: &BTreeMap<String, Vec<(i64, u64)>>) {
+    let at = now_ms() + 1000;
+    let first = sent.values().flatten().map(|(t, _)| *t).min().unwrap();
+    let range = ((at - first) / 1000 + 10) as u64;
+    for (target, rounds) in sent {
+        let got = p
+            .raw(
+                &format!("vantage_probe_success{{target=\"{target}\",instance=\"test-device\",site=\"lab\",probe=\"ping\"}}"),
+                range,
+                at,
+            )
+            .await;
+        let want: Vec<i64> = rounds.iter().map(|(t, _)| *t).collect();
+        let got_ts: Vec<i64> = got.iter().map(|(t, _)| *t).collect();
+        if got_ts != want {
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|t| !got_ts.contains(t))
+                .take(10)
+                .collect();
+            let extra: Vec<_> = got_ts
+                .iter()
+                .filter(|t| !want.contains(t))
+                .take(10)
+                .collect();
+            panic!(
+                "{target}: {} rounds sent, {} in Prometheus; missing {missing:?}, unexpected {extra:?}",
+                want.len(),
+                got_ts.len()
+            );
+        }
+        // Values too: the RTT of each round is its sequence number in µs.
+        let rtts = p
+            .raw(
+                &format!("vantage_ping_round_rtt_seconds{{target=\"{target}\",stat=\"avg\"}}"),
+                range,
+                at,
+            )
+            .await;
+        let want_rtt: Vec<(i64, f64)> = rounds
+            .iter()
+            .filter(|(_, n)| n % 17 != 0)
+            .map(|(t, n)| (*t, *n as f64 / 1e6))
+            .collect();
+        assert_eq!(rtts.len(), want_rtt.len(), "{target}");
+        for ((t, v), (wt, wv)) in rtts.iter().zip(&want_rtt) {
+            assert_eq!(t, wt);
+            assert!((v - wv).abs() < 1e-9, "{target} at {t}: {v} != {wv}");
+        }
+        // No duplicates or gaps as count_over_time sees them.
+        let count = p
+            .scalar(
+                &format!("count_over_time(vantage_probe_success{{target=\"{target}\"}}[{range}s])"),
+                at,
+            )
+            .await;
+        assert_eq!(count, Some(want.len() as f64), "{target}");
+    }
+}
+
+async fn outage_test(restart_device_midway: bool) {
+    if !require(
+        std::process::Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "the prometheus package",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut prom = Prometheus::start(&dir.path().join("prom"), free_port());
+    let dev_dir = dir.path().join("device");
+    std::fs::create_dir_all(&dev_dir).unwrap();
+    let mut dev = Device::start(&dev_dir, prom.url());
+    let mut sent = BTreeMap::new();
+    let mut n = 0u64;
+
+    probe_for(&dev.store, Duration::from_secs(3), &mut sent, &mut n).await;
+    wait_drained(&dev.store, &dev.shipper).await;
+
+    // Outage: Prometheus stopped.
+    prom.stop();
+    let outage = outage();
+    if restart_device_midway {
+        probe_for(&dev.store, outage / 2, &mut sent, &mut n).await;
+        assert!(dev.store.backlog(dev.store.cursor("central")) > 0);
+        assert_eq!(dev.shipper.uplink_up(), Some(false));
+        let st = &dev.shipper.endpoints()[0];
+        assert!(st.failures.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        dev.stop().await;
+        dev = Device::start(&dev_dir, prom.url());
+        probe_for(&dev.store, outage / 2, &mut sent, &mut n).await;
+    } else {
+        probe_for(&dev.store, outage, &mut sent, &mut n).await;
+        assert_eq!(dev.shipper.uplink_up(), Some(false));
+    }
+    let backlog = dev.store.backlog(dev.store.cursor("central"));
+    assert!(backlog > 0, "samples wait for the endpoint");
+
+    // Recovery.
+    prom.restart();
+    probe_for(&dev.store, Duration::from_secs(2), &mut sent, &mut n).await;
+    wait_drained(&dev.store, &dev.shipper).await;
+    check_all(&prom, &sent).await;
+    let st = &dev.shipper.endpoints()[0];
+    assert!(
+        st.last_success_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    eprintln!(
+        "outage of {:?}{}: {} rounds, all in Prometheus at their timestamps",
+        outage,
+        if restart_device_midway {
+            " with a device restart"
+        } else {
+            ""
+        },
+        n
+    );
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_then_recovery() {
+    outage_test(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_with_device_restart() {
+    outage_test(true).await;
+}
+
+fn sh(dir: &Path, cmd: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{cmd}");
+}
+
+/// TLS with a private CA (rustls, ring): accepted with `ca_file`, refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_endpoint_with_a_private_ca() {
+    if !require(
+        Command::new("prometheus").arg("--version").output().is_ok()
+            && Command::new("openssl").arg("version").output().is_ok()
+            && Command::new("curl").arg("--version").output().is_ok(),
+        "the prometheus, openssl and curl packages",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        d,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=vantage-test-ca",
+    );
+    sh(
+        d,
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1",
+    );
+    sh(
+        d,
+        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext",
+    );
+    std::fs::write(
+        d.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            d.join("srv.pem").display(),
+            d.join("srv.key").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("p.yml"), "global:\n  scrape_interval: 1h\n").unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", d.join("p.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.config.file={}", d.join("web.yml").display()))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("prom.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _prom = Prometheus {
+        child: Some(child),
+        port,
+        dir: d.to_path_buf(),
+    };
+    let ready = format!("curl -sf --cacert ca.pem https://127.0.0.1:{port}/-/ready");
+    let start = Instant::now();
+    while !Command::new("sh")
+        .arg("-c")
+        .arg(&ready)
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "prometheus with TLS did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let store = Arc::new(open(&d.join("dev")));
+    for i in 0..50 {
+        store.append(&ping("a", now_ms() - 1000 + i, 100), &labels("x"));
+    }
+    store.flush().unwrap();
+    let url = format!("https://127.0.0.1:{port}/api/v1/write");
+    let mut good = endpoint(url.clone());
+    good.name = "good".into();
+    good.tls.ca_file = Some(d.join("ca.pem"));
+    let mut bad = endpoint(url);
+    bad.name = "untrusted".into();
+    let shipper =
+        Shipper::start(store.clone(), vec![good, bad], ShipperOptions::default()).unwrap();
+    let start = Instant::now();
+    loop {
+        let e = shipper.endpoints();
+        if e[0].samples_sent.load(std::sync::atomic::Ordering::Relaxed) == 50
+            && e[1].failures.load(std::sync::atomic::Ordering::Relaxed) > 0
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{e:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = shipper.endpoints();
+    assert_eq!(e[0].failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        e[1].samples_sent.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let why = e[1].last_error.lock().unwrap().clone().unwrap_or_default();
+    assert!(
+        why.to_lowercase().contains("certificate") || why.contains("UnknownIssuer"),
+        "{why}"
+    );
+    assert_eq!(shipper.uplink_up(), Some(false));
+    shipper.stop().await;
+}

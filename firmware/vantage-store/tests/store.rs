@@ -1,0 +1,169 @@
+//! The store on its own: round trips, cursors, bounds, reopen.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vantage_core::ProbeKind;
+use vantage_store::{Cursor, DropReason, Store};
+
+#[test]
+fn samples_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms() - 60_000;
+    {
+        let s = open(dir.path());
+        for i in 0..3000u64 {
+            let target = ["a", "b", "c"][(i % 3) as usize];
+            s.append(&ping(target, t0 + i as i64 * 10, 1000 + i), &labels("x"));
+        }
+        s.flush().unwrap();
+        let st = s.stats();
+        assert_eq!(st.samples, 3000);
+        assert_eq!(st.pending, 0);
+        assert!(st.healthy());
+    }
+    let s = open(dir.path());
+    let st = s.stats();
+    assert_eq!(st.samples, 3000, "{st:?}");
+    let got = s.query("b", ProbeKind::Ping, t0, t0 + 1_000_000).unwrap();
+    assert_eq!(got.len(), 1000);
+    for (k, g) in got.iter().enumerate() {
+        let i = 1 + 3 * k as u64;
+        assert_eq!(g.timestamp_ms, t0 + i as i64 * 10);
+        let key = s.series(g.series).unwrap();
+        assert_eq!(&*key.target, "b");
+        assert_eq!(key.labels.get("site").map(String::as_str), Some("x"));
+        if !(1000 + i).is_multiple_of(17) {
+            assert_eq!(g.ping.unwrap().rtt_us, Some((1000 + i, 1000 + i, 1000 + i)));
+        }
+    }
+    // A time range picks its samples only.
+    let part = s.query("a", ProbeKind::Ping, t0, t0 + 299).unwrap();
+    assert_eq!(part.len(), 10);
+    assert!(
+        s.query("zz", ProbeKind::Ping, 0, i64::MAX)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn pending_samples_show_in_queries_before_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.commit_interval = Duration::from_secs(3600);
+    let s = Store::open(o).unwrap();
+    let t0 = now_ms();
+    s.append(&ping("a", t0, 5), &labels("x"));
+    assert_eq!(s.query("a", ProbeKind::Ping, t0, t0).unwrap().len(), 1);
+    assert_eq!(s.stats().pending, 1);
+}
+
+#[test]
+fn commit_happens_by_count_or_by_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.commit_interval = Duration::from_millis(300);
+    o.commit_samples = 100;
+    let s = Store::open(o).unwrap();
+    let t0 = now_ms();
+    for i in 0..100 {
+        s.append(&ping("a", t0 + i, 5), &labels("x"));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(s.stats().samples, 100, "count triggers a commit at once");
+    s.append(&ping("a", t0 + 200, 5), &labels("x"));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(s.stats().pending, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.stats().samples, 101, "the interval commits the rest");
+}
+
+#[test]
+fn reading_with_cursors_and_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms() - 10_000;
+    {
+        let s = open(dir.path());
+        for round in 0..5 {
+            for i in 0..100 {
+                s.append(&ping("a", t0 + round * 1000 + i, 7), &labels("x"));
+            }
+            s.flush().unwrap();
+        }
+        assert_eq!(s.backlog(Cursor::default()), 500);
+        let b = s.read_from(s.cursor("ep"), 250).unwrap();
+        assert_eq!(b.samples.len(), 250);
+        assert_eq!(s.backlog(b.next), 250);
+        s.set_cursor("ep", b.next);
+        s.flush().unwrap();
+    }
+    let s = open(dir.path());
+    let c = s.cursor("ep");
+    assert_eq!(s.backlog(c), 250);
+    let rest = s.read_from(c, 10_000).unwrap();
+    assert_eq!(rest.samples.len(), 250);
+    assert_eq!(rest.samples[0].timestamp_ms, t0 + 2000 + 50);
+    assert_eq!(s.backlog(rest.next), 0);
+    assert_eq!(s.backlog(s.cursor("other")), 500);
+}
+
+#[test]
+fn old_samples_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.max_age = Duration::from_secs(3600);
+    let s = Store::open(o).unwrap();
+    let old = now_ms() - 2 * 3600 * 1000;
+    for i in 0..50 {
+        s.append(&ping("a", old + i, 7), &labels("x"));
+    }
+    s.flush().unwrap();
+    for i in 0..20 {
+        s.append(&ping("a", now_ms() + i, 7), &labels("x"));
+    }
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let st = s.stats();
+    assert_eq!(st.dropped(DropReason::Age), 50, "{st:?}");
+    assert_eq!(st.samples, 20);
+    assert!(st.oldest_ms.unwrap() >= now_ms() - 10_000);
+}
+
+#[test]
+fn the_byte_bound_holds_and_drops_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.max_bytes = 4 << 20;
+    let s = Store::open(o).unwrap();
+    let t0 = now_ms() - 3_600_000;
+    let mut n = 0i64;
+    for _ in 0..60 {
+        for _ in 0..10_000 {
+            s.append(
+                &ping(&format!("t{}", n % 100), t0 + n, 20_000 + (n % 977) as u64),
+                &labels("x"),
+            );
+            n += 1;
+        }
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    let st = s.stats();
+    assert!(st.dropped(DropReason::Bytes) > 0, "{st:?}");
+    assert_eq!(
+        st.samples + st.dropped(DropReason::Bytes),
+        n as u64,
+        "{st:?}"
+    );
+    assert!(st.block_bytes <= 4 << 20, "{st:?}");
+    // Oldest first: what is left is the newest.
+    let c = s.cursor("x");
+    let first = s.read_from(c, 1).unwrap();
+    assert_eq!(
+        first.samples[0].timestamp_ms,
+        t0 + st.dropped(DropReason::Bytes) as i64
+    );
+}

@@ -1,0 +1,472 @@
+//! The sample store under `--data-dir` and the remote_write shipper, wired into the daemon:
+//! every sample the runner emits is appended to the store; the shipper sends the store's
+//! samples to the configured endpoints; both report their state on `/metrics`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts};
+use vantage_core::config::{Auth, RemoteWriteConfig, StoreConfig};
+use vantage_core::{Config, JobKey, Observer, Sample};
+use vantage_store::remote_write::Tls;
+use vantage_store::{
+    BackendKind, DropReason, Endpoint, Labels, Shipper, ShipperOptions, Store, StoreOptions,
+};
+
+use crate::metrics::Collect;
+
+/// Metric names, in one place.
+pub mod names {
+    pub const STORE_SAMPLES: &str = "vantage_store_samples";
+    pub const STORE_BYTES: &str = "vantage_store_bytes";
+    pub const STORE_DROPPED: &str = "vantage_store_dropped_samples_total";
+    pub const STORE_OLDEST: &str = "vantage_store_oldest_sample_timestamp_seconds";
+    pub const STORE_PENDING: &str = "vantage_store_pending_samples";
+    pub const STORE_HEALTHY: &str = "vantage_store_healthy";
+    pub const STORE_COMMITS: &str = "vantage_store_commits_total";
+    pub const STORE_WRITE_ERRORS: &str = "vantage_store_write_errors_total";
+    pub const STORE_WRITTEN: &str = "vantage_store_written_bytes_total";
+    pub const STORE_QUARANTINED: &str = "vantage_store_quarantined_total";
+    pub const STORE_CORRUPT: &str = "vantage_store_corrupt_blocks_total";
+    pub const RW_SENT: &str = "vantage_remote_write_samples_sent_total";
+    pub const RW_FAILURES: &str = "vantage_remote_write_failures_total";
+    pub const RW_REJECTED: &str = "vantage_remote_write_rejected_samples_total";
+    pub const RW_BACKLOG: &str = "vantage_remote_write_backlog_samples";
+    pub const RW_LAST_SUCCESS: &str = "vantage_remote_write_last_success_timestamp_seconds";
+    pub const UPLINK_UP: &str = "vantage_uplink_up";
+}
+
+/// The store directory of a backend under the data directory (each engine keeps its own, so
+/// switching engines never makes one read the other's files).
+pub fn store_dir(data_dir: &Path, backend: BackendKind) -> PathBuf {
+    match backend {
+        BackendKind::Fjall => data_dir.join("store"),
+        BackendKind::Sled => data_dir.join("store-sled"),
+    }
+}
+
+pub fn store_options(data_dir: &Path, c: &StoreConfig) -> StoreOptions {
+    let mut backend: BackendKind = c.backend.parse().unwrap_or_default();
+    if !backend.available() {
+        tracing::error!(
+            "store: this build has no {} backend; using fjall",
+            backend.as_str()
+        );
+        backend = BackendKind::Fjall;
+    }
+    let mut o = StoreOptions::new(store_dir(data_dir, backend));
+    o.backend = backend;
+    o.max_bytes = c.max_bytes;
+    o.max_age = c.max_age;
+    o.commit_interval = c.commit_interval;
+    o.commit_samples = c.commit_samples;
+    o.max_pending = c.max_pending;
+    o
+}
+
+pub fn endpoint(c: &RemoteWriteConfig) -> Endpoint {
+    let mut e = Endpoint::new(c.name.clone(), c.url.clone());
+    match &c.auth {
+        Auth::None => {}
+        Auth::Basic {
+            username, password, ..
+        } => e.basic_auth = Some((username.clone(), password.0.clone())),
+        Auth::Bearer { token, .. } => e.bearer_token = Some(token.0.clone()),
+    }
+    e.tls = Tls {
+        ca_file: c.tls.ca_file.clone(),
+        cert_file: c.tls.cert_file.clone(),
+        key_file: c.tls.key_file.clone(),
+        insecure_skip_verify: c.tls.insecure_skip_verify,
+    };
+    e.timeout = c.timeout;
+    e.external_labels = c.labels.clone().into_iter().collect();
+    e.max_samples_per_send = c.max_samples_per_send;
+    e.max_samples_per_second = c.max_samples_per_second;
+    e.min_backoff = c.min_backoff;
+    e.max_backoff = c.max_backoff;
+    e
+}
+
+struct Shipping {
+    config: Vec<RemoteWriteConfig>,
+    device_labels: Vec<(String, String)>,
+    shipper: Shipper,
+}
+
+/// The daemon's store and shipper.
+pub struct Storage {
+    store: Option<Arc<Store>>,
+    store_config: StoreConfig,
+    labels: RwLock<HashMap<Arc<str>, Arc<Labels>>>,
+    shipping: Mutex<Option<Shipping>>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Storage {
+    /// Opens the store under `data_dir` and starts shipping. Never fails: without a usable
+    /// store the daemon keeps probing and exporting, and says why in the log and on /metrics.
+    pub fn start(data_dir: &Path, config: &Config) -> Arc<Self> {
+        let opts = store_options(data_dir, &config.store);
+        let store = match Store::open(opts) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!("store: cannot open the store, samples are not kept: {e}");
+                None
+            }
+        };
+        Arc::new(Self {
+            store,
+            store_config: config.store.clone(),
+            labels: RwLock::default(),
+            shipping: Mutex::new(None),
+        })
+    }
+
+    /// Takes a new config: target labels at once; endpoints restart when they changed. Store
+    /// settings apply at the next start. `device_labels` (the `[device]` name and labels, on
+    /// every scraped series) go on every shipped series too, below the endpoint's own labels.
+    pub fn apply(&self, config: &Config, device_labels: Vec<(String, String)>) {
+        let labels = config
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    Arc::from(t.name.as_str()),
+                    Arc::new(t.labels.clone().into_iter().collect::<Labels>()),
+                )
+            })
+            .collect();
+        *self.labels.write().unwrap_or_else(|e| e.into_inner()) = labels;
+        if config.store != self.store_config {
+            tracing::warn!("store: [store] settings changed; they take effect at the next start");
+        }
+        let Some(store) = &self.store else { return };
+        let mut shipping = lock(&self.shipping);
+        if shipping
+            .as_ref()
+            .is_some_and(|s| s.config == config.remote_write && s.device_labels == device_labels)
+            || (shipping.is_none() && config.remote_write.is_empty())
+        {
+            return;
+        }
+        if let Some(old) = shipping.take() {
+            let s = old.shipper;
+            tokio::spawn(async move { s.stop().await });
+        }
+        if config.remote_write.is_empty() {
+            return;
+        }
+        let endpoints = config
+            .remote_write
+            .iter()
+            .map(|c| {
+                let mut e = endpoint(c);
+                for (k, v) in &device_labels {
+                    e.external_labels
+                        .entry(k.clone())
+                        .or_insert_with(|| v.clone());
+                }
+                e
+            })
+            .collect();
+        match Shipper::start(store.clone(), endpoints, ShipperOptions::default()) {
+            Ok(shipper) => {
+                tracing::info!(
+                    endpoints = config.remote_write.len(),
+                    "remote_write: shipping the store"
+                );
+                *shipping = Some(Shipping {
+                    config: config.remote_write.clone(),
+                    device_labels,
+                    shipper,
+                });
+            }
+            Err(e) => tracing::error!("remote_write: {e}; not shipping"),
+        }
+    }
+
+    /// Stops shipping and writes what is pending.
+    pub async fn shutdown(&self) {
+        let shipper = lock(&self.shipping).take().map(|s| s.shipper);
+        if let Some(s) = shipper {
+            s.stop().await;
+        }
+        if let Some(store) = self.store.clone() {
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
+    }
+}
+
+impl Observer for Storage {
+    fn sample(&self, sample: Sample) {
+        let Some(store) = &self.store else { return };
+        let labels = self
+            .labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sample.target)
+            .cloned()
+            .unwrap_or_default();
+        store.append(&sample, &labels);
+    }
+    fn lag(&self, _: &JobKey, _: Duration) {}
+    fn skipped(&self, _: &JobKey) {}
+}
+
+fn one(c: impl Collector, out: &mut Vec<MetricFamily>) {
+    out.extend(c.collect());
+}
+
+fn gauge(name: &str, help: &str, v: f64, out: &mut Vec<MetricFamily>) {
+    let g = Gauge::new(name, help).expect("valid metric");
+    g.set(v);
+    one(g, out);
+}
+
+fn counter(name: &str, help: &str, v: u64, out: &mut Vec<MetricFamily>) {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    c.inc_by(v);
+    one(c, out);
+}
+
+impl Collect for Storage {
+    fn collect(&self, out: &mut Vec<MetricFamily>) {
+        if let Some(store) = &self.store {
+            let st = store.stats();
+            gauge(
+                names::STORE_SAMPLES,
+                "Samples in the store on disk.",
+                st.samples as f64,
+                out,
+            );
+            gauge(
+                names::STORE_BYTES,
+                "Bytes the store occupies on disk.",
+                st.disk_bytes as f64,
+                out,
+            );
+            let dropped = IntCounterVec::new(
+                Opts::new(
+                    names::STORE_DROPPED,
+                    "Samples dropped: age and bytes (the bounds, oldest first), overflow (kept in memory while the disk refused writes), corrupt (in damaged data).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric");
+            for r in DropReason::ALL {
+                dropped
+                    .with_label_values(&[r.as_str()])
+                    .inc_by(st.dropped(r));
+            }
+            one(dropped, out);
+            gauge(
+                names::STORE_OLDEST,
+                "Timestamp of the oldest sample kept, in seconds since the epoch (0: none).",
+                st.oldest_ms.map_or(0.0, |m| m as f64 / 1000.0),
+                out,
+            );
+            gauge(
+                names::STORE_PENDING,
+                "Samples waiting in memory for the next group commit.",
+                st.pending as f64,
+                out,
+            );
+            gauge(
+                names::STORE_HEALTHY,
+                "1 if the last write to the store succeeded, else 0 (disk full, read-only, failing).",
+                if st.healthy() { 1.0 } else { 0.0 },
+                out,
+            );
+            counter(
+                names::STORE_COMMITS,
+                "Group commits written to the store.",
+                st.commits,
+                out,
+            );
+            counter(
+                names::STORE_WRITE_ERRORS,
+                "Group commits that failed (retried with backoff).",
+                st.commit_errors,
+                out,
+            );
+            counter(
+                names::STORE_WRITTEN,
+                "Bytes handed to the storage engine by commits.",
+                st.bytes_committed,
+                out,
+            );
+            counter(
+                names::STORE_QUARANTINED,
+                "Damaged stores moved aside at start.",
+                st.quarantined,
+                out,
+            );
+            counter(
+                names::STORE_CORRUPT,
+                "Damaged blocks, index entries or lost commits found.",
+                st.corrupt_blocks,
+                out,
+            );
+        }
+        let shipping = lock(&self.shipping);
+        let Some(s) = shipping.as_ref() else {
+            return;
+        };
+        let vec = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric")
+        };
+        let cvec = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric")
+        };
+        let sent = cvec(
+            names::RW_SENT,
+            "Stored probe rounds acknowledged by the endpoint (each is 2 to 10 series points).",
+        );
+        let failures = cvec(
+            names::RW_FAILURES,
+            "Failed remote_write requests (network, 5xx, 429 and other 4xx).",
+        );
+        let rejected = cvec(
+            names::RW_REJECTED,
+            "Probe rounds the endpoint refused with a 4xx other than 429 (dropped, not retried).",
+        );
+        let backlog = vec(
+            names::RW_BACKLOG,
+            "Stored probe rounds not yet acknowledged by the endpoint.",
+        );
+        let last = vec(
+            names::RW_LAST_SUCCESS,
+            "When the endpoint last acknowledged a request, in seconds since the epoch (0: never).",
+        );
+        for e in s.shipper.endpoints() {
+            let l = [e.name.as_str()];
+            sent.with_label_values(&l)
+                .inc_by(e.samples_sent.load(Ordering::Relaxed));
+            failures
+                .with_label_values(&l)
+                .inc_by(e.failures.load(Ordering::Relaxed));
+            rejected
+                .with_label_values(&l)
+                .inc_by(e.samples_rejected.load(Ordering::Relaxed));
+            backlog
+                .with_label_values(&l)
+                .set(e.backlog.load(Ordering::Relaxed) as f64);
+            last.with_label_values(&l)
+                .set(e.last_success_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        }
+        one(sent, out);
+        one(failures, out);
+        one(rejected, out);
+        one(backlog, out);
+        one(last, out);
+        gauge(
+            names::UPLINK_UP,
+            "1 if shipping works: the last request to every remote_write endpoint succeeded.",
+            if s.shipper.uplink_up() == Some(true) {
+                1.0
+            } else {
+                0.0
+            },
+            out,
+        );
+    }
+}
+
+/// `GET /api/samples?target=NAME[&probe=ping][&from=UNIX_S][&to=UNIX_S]`: the stored rounds of
+/// one target and probe (default: the last hour), for the local charts. Rounds from an outage
+/// of the uplink are here too, at their own times.
+#[derive(Debug, serde::Deserialize)]
+pub struct SamplesQuery {
+    target: String,
+    probe: Option<String>,
+    from: Option<f64>,
+    to: Option<f64>,
+}
+
+/// At most this many rounds per answer (a day of one target at 1 s).
+const MAX_SAMPLES_PER_ANSWER: usize = 86_400;
+
+pub async fn samples(
+    axum::extract::State(d): axum::extract::State<Arc<crate::daemon::Daemon>>,
+    axum::extract::Query(q): axum::extract::Query<SamplesQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let bad = |m: String| (axum::http::StatusCode::BAD_REQUEST, m).into_response();
+    let Some(store) = d.storage.as_ref().and_then(|s| s.store.clone()) else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "no store: see the log",
+        )
+            .into_response();
+    };
+    let probe: vantage_core::ProbeKind = match q.probe.as_deref().unwrap_or("ping").parse() {
+        Ok(p) => p,
+        Err(e) => return bad(e),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let to = q.to.unwrap_or(now);
+    let from = q.from.unwrap_or(to - 3600.0);
+    if !(from.is_finite() && to.is_finite()) || from > to {
+        return bad("from and to are seconds since the epoch, from <= to".into());
+    }
+    let (from_ms, to_ms) = ((from * 1000.0) as i64, (to * 1000.0) as i64);
+    let target = q.target.clone();
+    let res =
+        tokio::task::spawn_blocking(move || store.query(&target, probe, from_ms, to_ms)).await;
+    let rounds = match res {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+        Err(e) => {
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+    };
+    let truncated = rounds.len() > MAX_SAMPLES_PER_ANSWER;
+    let skip = rounds.len().saturating_sub(MAX_SAMPLES_PER_ANSWER);
+    let samples: Vec<serde_json::Value> = rounds
+        .iter()
+        .skip(skip)
+        .map(|r| {
+            let values: serde_json::Map<String, serde_json::Value> = r
+                .values()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
+            serde_json::json!({
+                "timestamp": r.timestamp_ms as f64 / 1000.0,
+                "error": r.error.as_str(),
+                "values": values,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "target": q.target,
+        "probe": probe.as_str(),
+        "from": from,
+        "to": to,
+        "truncated": truncated,
+        "samples": samples,
+    }))
+    .into_response()
+}

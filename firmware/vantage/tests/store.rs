@@ -1,0 +1,345 @@
+//! The daemon with its store and remote_write shipping, against a real Prometheus (Debian's
+//! package) with the remote-write receiver: the backlog of an outage arrives with its original
+//! timestamps, across a `kill -9` of the daemon in the middle of the outage; a full disk does
+//! not stop probing.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+use vantage_core::ProbeKind;
+
+fn can_probe() -> bool {
+    require(have("prometheus"), "the prometheus package")
+        && require(
+            vantage_core::net::KernelSockets::default().can_open(),
+            "permission to open ICMP sockets",
+        )
+}
+
+struct Prom {
+    proc: Option<Proc>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Prom {
+    fn start(dir: &Path, port: u16) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            "global:\n  scrape_interval: 1h\nstorage:\n  tsdb:\n    out_of_order_time_window: 24h\n",
+        )
+        .unwrap();
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("prometheus.log"))
+            .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let p = Self {
+            proc: Some(Proc(child)),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        wait_until(Duration::from_secs(30), || {
+            http_get(p.addr(), "/-/ready").is_ok_and(|(s, _)| s == 200)
+        });
+        p
+    }
+
+    fn addr(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            term(&p);
+            drop(p);
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        *self = Prom::start(&self.dir.clone(), self.port);
+    }
+
+    /// Timestamps (ms) of the raw samples of `selector` over the last `range_s` seconds.
+    fn timestamps(&self, selector: &str, range_s: u64) -> Vec<i64> {
+        let q = format!("{selector}[{range_s}s]");
+        let (status, body) =
+            http_get(self.addr(), &format!("/api/v1/query?query={}", enc(&q))).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut out = Vec::new();
+        for series in v["data"]["result"].as_array().unwrap() {
+            for pair in series["values"].as_array().unwrap() {
+                out.push((pair[0].as_f64().unwrap() * 1000.0).round() as i64);
+            }
+        }
+        out
+    }
+}
+
+fn term(p: &Proc) {
+    // SAFETY: kill(2) with a pid we own.
+    unsafe {
+        libc::kill(p.0.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    while std::fs::metadata(format!("/proc/{}", p.0.id())).is_ok_and(|_| !zombie(p.0.id()))
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+        .unwrap_or(true)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    http_get(addr, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+}
+
+#[test]
+fn backlog_reaches_prometheus_across_an_outage_and_a_kill() {
+    if !can_probe() {
+        return;
+    }
+    let dir = TempDir::new("rw");
+    let mut prom = Prom::start(&dir.path("prom"), free_port());
+    let cfg = dir.path("vantage.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[store]
+commit_interval = "200ms"
+
+[[remote_write]]
+name = "central"
+url = "http://127.0.0.1:{}/api/v1/write"
+min_backoff = "100ms"
+max_backoff = "1s"
+labels = {{ instance = "dev1" }}
+
+[[targets]]
+name = "lo"
+host = "127.0.0.1"
+probes = ["ping"]
+interval = "200ms"
+labels = {{ site = "lab" }}
+"#,
+            prom.port
+        ),
+    )
+    .unwrap();
+    let data = dir.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (daemon, addr) = start_daemon(Some(&cfg), &data);
+    wait_until(Duration::from_secs(20), || {
+        let m = scrape(addr);
+        metric(&m, "vantage_uplink_up") == Some(1.0)
+            && metric(
+                &m,
+                r#"vantage_remote_write_samples_sent_total{endpoint="central"}"#,
+            )
+            .is_some_and(|v| v > 0.0)
+    });
+
+    // The local charts' view of the store.
+    let (status, body) = http_get(addr, "/api/samples?target=lo&probe=ping").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rounds = v["samples"].as_array().unwrap();
+    assert!(!rounds.is_empty(), "{body}");
+    assert_eq!(rounds[0]["values"]["success"], 1.0, "{body}");
+    assert!(
+        rounds[0]["values"]["rtt_avg_seconds"].as_f64().is_some(),
+        "{body}"
+    );
+    let (status, _) = http_get(addr, "/api/samples?target=lo&probe=bogus").unwrap();
+    assert_eq!(status, 400);
+
+    // Outage, and the daemon killed in the middle of it.
+    prom.stop();
+    wait_until(Duration::from_secs(10), || {
+        let m = scrape(addr);
+        metric(&m, "vantage_uplink_up") == Some(0.0)
+            && metric(
+                &m,
+                r#"vantage_remote_write_backlog_samples{endpoint="central"}"#,
+            )
+            .is_some_and(|v| v > 0.0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    drop(daemon); // SIGKILL
+    let (daemon, addr) = start_daemon(Some(&cfg), &data);
+    std::thread::sleep(Duration::from_secs(3));
+    let m = scrape(addr);
+    assert_eq!(metric(&m, "vantage_uplink_up"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            r#"vantage_store_dropped_samples_total{reason="corrupt"}"#
+        ),
+        Some(0.0)
+    );
+
+    // Recovery: the backlog drains.
+    prom.restart();
+    wait_until(Duration::from_secs(60), || {
+        let m = scrape(addr);
+        metric(&m, "vantage_uplink_up") == Some(1.0)
+            && metric(
+                &m,
+                r#"vantage_remote_write_backlog_samples{endpoint="central"}"#,
+            )
+            .is_some_and(|v| v < 5.0)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    term(&daemon);
+    drop(daemon);
+
+    // Every stored round up to the newest one Prometheus has is there, at its timestamp, once.
+    let store =
+        vantage_store::Store::open(vantage_store::StoreOptions::new(data.join("store"))).unwrap();
+    let mut stored: Vec<i64> = store
+        .query("lo", ProbeKind::Ping, 0, i64::MAX)
+        .unwrap()
+        .iter()
+        .map(|s| s.timestamp_ms)
+        .collect();
+    stored.sort_unstable();
+    let got = prom.timestamps(
+        r#"vantage_probe_success{target="lo",probe="ping",site="lab",instance="dev1"}"#,
+        3600,
+    );
+    assert!(!got.is_empty());
+    let newest = *got.iter().max().unwrap();
+    let want: Vec<i64> = stored.iter().copied().filter(|t| *t <= newest).collect();
+    let mut got_sorted = got.clone();
+    got_sorted.sort_unstable();
+    assert_eq!(got_sorted.len(), got.len());
+    assert_eq!(got_sorted, want, "Prometheus and the store disagree");
+    // The outage is in there: rounds are 200 ms apart except across the daemon restart.
+    let gaps = want.windows(2).filter(|w| w[1] - w[0] > 1500).count();
+    assert!(gaps <= 1, "{gaps} gaps");
+    assert!(want.len() > 30, "{} rounds", want.len());
+}
+
+#[test]
+fn a_full_disk_does_not_stop_probing() {
+    if !can_probe() || !require(is_root(), "root (mounts a tmpfs)") {
+        return;
+    }
+    let dir = TempDir::new("full");
+    let data = dir.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let cfg = dir.path("vantage.toml");
+    let mut text = String::from("[store]\ncommit_interval = \"100ms\"\n");
+    for i in 0..5 {
+        text.push_str(&format!(
+            "[[targets]]\nname = \"lo{i}\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"100ms\"\n"
+        ));
+    }
+    std::fs::write(&cfg, text).unwrap();
+    let (daemon, addr) = start_daemon(Some(&cfg), &data);
+    wait_until(Duration::from_secs(10), || {
+        metric(&scrape(addr), "vantage_store_samples").is_some_and(|v| v > 0.0)
+    });
+
+    // Fill the disk.
+    let filler = data.join("filler");
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .arg("bs=64k")
+        .stderr(Stdio::null())
+        .status();
+    wait_until(Duration::from_secs(20), || {
+        metric(&scrape(addr), "vantage_store_healthy") == Some(0.0)
+    });
+    let rounds = |m: &str| {
+        metric(
+            m,
+            r#"vantage_probe_rounds_total{probe="ping",result="success",target="lo0"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    let before = rounds(&scrape(addr));
+    std::thread::sleep(Duration::from_secs(2));
+    let m = scrape(addr);
+    assert!(rounds(&m) > before + 5.0, "probing goes on: {m}");
+    assert!(
+        metric(&m, "vantage_store_pending_samples").is_some_and(|v| v > 0.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "vantage_store_write_errors_total").is_some_and(|v| v > 0.0),
+        "{m}"
+    );
+
+    // Space returns: the store catches up without losing what waited in memory.
+    std::fs::remove_file(&filler).unwrap();
+    wait_until(Duration::from_secs(60), || {
+        let m = scrape(addr);
+        metric(&m, "vantage_store_healthy") == Some(1.0)
+            && metric(&m, "vantage_store_pending_samples").is_some_and(|v| v < 100.0)
+    });
+    let m = scrape(addr);
+    assert_eq!(
+        metric(
+            &m,
+            r#"vantage_store_dropped_samples_total{reason="overflow"}"#
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    let log = std::fs::read_to_string(data.join("daemon.log")).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+    drop(daemon);
+}
