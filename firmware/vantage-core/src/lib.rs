@@ -30,9 +30,9 @@ mod scheduler;
 mod types;
 
 pub use clock::{Clock, SystemClock};
-pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target};
+pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target, TraceOptions};
 pub use probe::{PingProbe, Probe, ProbeRequest, resolve_host};
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{Measurement, PingReport, ProbeError, Sample};
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
-pub use types::{IpProtocol, ProbeKind};
+pub use types::{IpProtocol, ProbeKind, TraceProtocol, TraceSockets};
