@@ -416,26 +416,26 @@ fn validate_target(
         }
         probes.push((*kind, interval));
     }
-    if let (Some(Host::Ip(ip)), Some(src)) = (&host, ping.source) {
-        if ip.is_ipv4() != src.is_ipv4() {
-            c.err(
-                raw.ping
-                    .as_ref()
-                    .and_then(|p| p.source.as_ref().map(|s| s.span()))
-                    .or(Some(span.clone())),
-                &format!("{path}.ping.source"),
-                format!("source {src} and host {ip} are not of the same IP version"),
-            );
-        }
+    if let (Some(Host::Ip(ip)), Some(src)) = (&host, ping.source)
+        && ip.is_ipv4() != src.is_ipv4()
+    {
+        c.err(
+            raw.ping
+                .as_ref()
+                .and_then(|p| p.source.as_ref().map(|s| s.span()))
+                .or(Some(span.clone())),
+            &format!("{path}.ping.source"),
+            format!("source {src} and host {ip} are not of the same IP version"),
+        );
     }
-    if let (Some(Host::Ip(ip)), p) = (&host, ping.ip_protocol) {
-        if (p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4()) {
-            c.err(
-                Some(raw.host.span()),
-                &format!("{path}.ping.ip_protocol"),
-                format!("is {} but the host is {ip}", p.as_str()),
-            );
-        }
+    if let (Some(Host::Ip(ip)), p) = (&host, ping.ip_protocol)
+        && ((p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4()))
+    {
+        c.err(
+            Some(raw.host.span()),
+            &format!("{path}.ping.ip_protocol"),
+            format!("is {} but the host is {ip}", p.as_str()),
+        );
     }
 
     let traced = kinds.iter().any(|(k, _)| *k == ProbeKind::Trace);
