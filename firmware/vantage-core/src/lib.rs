@@ -31,8 +31,10 @@ mod types;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target, TraceOptions};
-pub use probe::{PingProbe, Probe, ProbeRequest, resolve_host};
+pub use probe::{PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host};
 pub use runner::{Applied, Observer, Runner};
-pub use sample::{Measurement, PingReport, ProbeError, Sample};
+pub use sample::{
+    HopReport, HopResponder, Measurement, PingReport, ProbeError, Sample, TraceReport, Unreachable,
+};
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
 pub use types::{IpProtocol, ProbeKind, TraceProtocol, TraceSockets};

@@ -1,7 +1,9 @@
-//! The socket edge. Probes talk to [`IcmpSocket`]s opened by an [`IcmpSocketFactory`]; the
-//! kernel implementation lives in [`icmp`], tests script their own.
+//! The socket edge. The ping probe talks to [`IcmpSocket`]s opened by an [`IcmpSocketFactory`]
+//! (kernel implementation in `icmp`), the trace probe to [`trace::TraceSocket`]s; tests script
+//! their own.
 
 mod icmp;
+pub mod trace;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -1,6 +1,7 @@
 //! One file per probe kind, all behind the [`Probe`] trait.
 
 mod ping;
+mod trace;
 
 use std::fmt::Debug;
 use std::net::IpAddr;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use ping::PingProbe;
+pub use trace::TraceProbe;
 
 use crate::config::{Host, Target};
 use crate::net::BoxFuture;

@@ -1,0 +1,367 @@
+//! Path-change detection that a load balancer flipping between known branches does not fool.
+//!
+//! Each trace yields one path per flow. A path is *known* while it was seen within the path
+//! window, and always while it was seen in the latest trace that had answers (so a window
+//! shorter than the interval still compares each trace with the one before). A trace counts as
+//! a path change when one of its paths matches no known path; paths dropping out of the window
+//! count nothing, so a reroute counts once, not once when the new path appears and again when
+//! the old one is forgotten.
+//!
+//! Paths are compared hop by hop where both have answers: a hop that did not answer in one of
+//! them (loss, rate limiting) is a wildcard, so a lost probe is no change. Hops answered by
+//! several addresses (per-packet balancing) match when the sets share an address.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Known paths kept at most (oldest forgotten first); bounds memory per target.
+const MAX_KNOWN: usize = 64;
+
+/// The path one flow took in one trace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Path {
+    pub first_ttl: u8,
+    /// Addresses that answered at TTL `first_ttl + i`, sorted; empty where none did.
+    pub hops: Vec<Vec<IpAddr>>,
+    /// The TTL at which the destination answered.
+    pub reached_at: Option<u8>,
+}
+
+impl Path {
+    fn answered(&self) -> bool {
+        self.hops.iter().any(|h| !h.is_empty())
+    }
+
+    fn at(&self, ttl: u8) -> &[IpAddr] {
+        ttl.checked_sub(self.first_ttl)
+            .and_then(|i| self.hops.get(usize::from(i)))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// How many hops agree, or `None` if some hop or the destination's distance disagrees.
+    fn agreement(&self, other: &Path) -> Option<usize> {
+        if let (Some(a), Some(b)) = (self.reached_at, other.reached_at)
+            && a != b
+        {
+            return None;
+        }
+        let lo = self.first_ttl.min(other.first_ttl);
+        let hi = self.last_ttl().max(other.last_ttl());
+        let mut score = 0;
+        for ttl in lo..=hi {
+            let (a, b) = (self.at(ttl), other.at(ttl));
+            if a.is_empty() || b.is_empty() {
+                continue;
+            }
+            if !a.iter().any(|x| b.contains(x)) {
+                return None;
+            }
+            score += 1;
+        }
+        Some(score)
+    }
+
+    fn last_ttl(&self) -> u8 {
+        self.first_ttl
+            .saturating_add(self.hops.len() as u8)
+            .saturating_sub(1)
+    }
+
+    /// Fills holes and adds addresses `other` saw.
+    fn merge(&mut self, other: &Path) {
+        let lo = self.first_ttl.min(other.first_ttl);
+        let hi = self.last_ttl().max(other.last_ttl());
+        let mut hops = Vec::with_capacity(usize::from(hi - lo) + 1);
+        for ttl in lo..=hi {
+            let mut h: Vec<IpAddr> = self.at(ttl).to_vec();
+            for a in other.at(ttl) {
+                if !h.contains(a) {
+                    h.push(*a);
+                }
+            }
+            h.sort();
+            hops.push(h);
+        }
+        self.first_ttl = lo;
+        self.hops = hops;
+        self.reached_at = self.reached_at.or(other.reached_at);
+    }
+
+    fn hash_into(&self, h: &mut Fnv) {
+        for (i, hop) in self.hops.iter().enumerate() {
+            h.write(&[self.first_ttl.saturating_add(i as u8)]);
+            for a in hop {
+                match a {
+                    IpAddr::V4(v4) => h.write(&v4.octets()),
+                    IpAddr::V6(v6) => h.write(&v6.octets()),
+                }
+            }
+            h.write(&[0xff]);
+        }
+        h.write(&[0xfe, self.reached_at.unwrap_or(0)]);
+    }
+}
+
+/// 32-bit FNV-1a: stable across runs, builds and machines, and exact as a float metric value.
+struct Fnv(u32);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0x811c_9dc5)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u32::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0193);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Known {
+    path: Path,
+    last_seen: Instant,
+    /// The trace (counter) it was last seen in.
+    seen_in: u64,
+}
+
+/// What one trace did to the known paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Observation {
+    /// A path matched none of the known ones (never on the first trace).
+    pub changed: bool,
+    /// Identifies the known paths this trace followed.
+    pub hash: u32,
+    /// Paths known now.
+    pub known: u32,
+}
+
+/// The known paths of one target.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PathTracker {
+    known: Vec<Known>,
+    traces: u64,
+    last_answered: u64,
+    last_hash: u32,
+}
+
+impl PathTracker {
+    pub fn observe(&mut self, paths: &[Path], now: Instant, window: Duration) -> Observation {
+        self.traces += 1;
+        let paths: Vec<&Path> = paths.iter().filter(|p| p.answered()).collect();
+        if paths.is_empty() {
+            // Nothing answered: nothing to compare; keep what we know and the last identity.
+            return Observation {
+                changed: false,
+                hash: self.last_hash,
+                known: self.known.len() as u32,
+            };
+        }
+        let last = self.last_answered;
+        self.known
+            .retain(|k| k.seen_in == last || now.saturating_duration_since(k.last_seen) <= window);
+        let had_known = !self.known.is_empty();
+        let mut changed = false;
+        let mut followed: Vec<usize> = Vec::new();
+        for p in paths {
+            let best = self
+                .known
+                .iter()
+                .enumerate()
+                .filter_map(|(i, k)| k.path.agreement(p).map(|s| (s, i)))
+                // Equally good matches (a hole where two known paths differ): the path seen
+                // most recently is the likelier one.
+                .max_by_key(|(s, i)| (*s, self.known[*i].seen_in, std::cmp::Reverse(*i)));
+            let i = match best {
+                Some((_, i)) => {
+                    self.known[i].path.merge(p);
+                    i
+                }
+                None => {
+                    changed |= had_known;
+                    self.known.push(Known {
+                        path: p.clone(),
+                        last_seen: now,
+                        seen_in: self.traces,
+                    });
+                    self.known.len() - 1
+                }
+            };
+            self.known[i].last_seen = now;
+            self.known[i].seen_in = self.traces;
+            if !followed.contains(&i) {
+                followed.push(i);
+            }
+        }
+        let mut canon: Vec<u32> = followed
+            .iter()
+            .map(|i| {
+                let mut h = Fnv::new();
+                self.known[*i].path.hash_into(&mut h);
+                h.0
+            })
+            .collect();
+        canon.sort_unstable();
+        let mut h = Fnv::new();
+        for c in canon {
+            h.write(&c.to_be_bytes());
+        }
+        self.last_hash = h.0;
+        self.last_answered = self.traces;
+        if self.known.len() > MAX_KNOWN {
+            self.known.sort_by_key(|k| std::cmp::Reverse(k.last_seen));
+            self.known.truncate(MAX_KNOWN);
+        }
+        Observation {
+            changed,
+            hash: self.last_hash,
+            known: self.known.len() as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(hops: &[&str], reached: bool) -> Path {
+        Path {
+            first_ttl: 1,
+            hops: hops
+                .iter()
+                .map(|h| {
+                    if h.is_empty() {
+                        vec![]
+                    } else {
+                        h.split('|').map(|a| a.parse().unwrap()).collect()
+                    }
+                })
+                .collect(),
+            reached_at: reached.then_some(hops.len() as u8),
+        }
+    }
+
+    const W: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn the_first_trace_is_no_change_and_equal_paths_hash_equal() {
+        let t0 = Instant::now();
+        let mut a = PathTracker::default();
+        let p = path(&["10.0.0.1", "10.0.1.1", "10.9.9.9"], true);
+        let o = a.observe(std::slice::from_ref(&p), t0, W);
+        assert!(!o.changed);
+        assert_eq!(o.known, 1);
+        let mut b = PathTracker::default();
+        assert_eq!(b.observe(&[p], t0, W).hash, o.hash);
+    }
+
+    #[test]
+    fn a_reroute_counts_once() {
+        let t0 = Instant::now();
+        let mut t = PathTracker::default();
+        let old = path(&["10.0.0.1", "10.0.1.1", "10.0.2.1", "10.9.9.9"], true);
+        let new = path(&["10.0.0.1", "10.0.1.1", "10.0.3.1", "10.9.9.9"], true);
+        let mut changes = 0;
+        let mut hashes = Vec::new();
+        for i in 0..40u64 {
+            let p = if i < 5 { &old } else { &new };
+            let o = t.observe(std::slice::from_ref(p), t0 + Duration::from_secs(60 * i), W);
+            changes += u32::from(o.changed);
+            hashes.push(o.hash);
+        }
+        assert_eq!(changes, 1);
+        // The hash follows the path in use, and moves once.
+        assert_eq!(hashes.windows(2).filter(|w| w[0] != w[1]).count(), 1);
+        assert_ne!(hashes[0], hashes[39]);
+        // The old path was forgotten after the window.
+        assert_eq!(
+            t.observe(&[new], t0 + Duration::from_secs(3000), W).known,
+            1
+        );
+    }
+
+    #[test]
+    fn flapping_between_known_branches_is_no_change() {
+        let t0 = Instant::now();
+        let mut t = PathTracker::default();
+        let a = path(&["10.0.0.1", "10.1.0.1", "10.2.0.1", "10.9.9.9"], true);
+        let b = path(&["10.0.0.1", "10.1.0.2", "10.2.0.1", "10.9.9.9"], true);
+        // Two flows discover both branches in the first trace.
+        assert!(!t.observe(&[a.clone(), b.clone()], t0, W).changed);
+        for i in 1..50u64 {
+            let p = if i % 3 == 0 { &a } else { &b };
+            let o = t.observe(std::slice::from_ref(p), t0 + Duration::from_secs(60 * i), W);
+            assert!(!o.changed, "trace {i}");
+            assert_eq!(o.known, 2);
+        }
+        // A third branch is new.
+        let c = path(&["10.0.0.1", "10.1.0.3", "10.2.0.1", "10.9.9.9"], true);
+        assert!(t.observe(&[c], t0 + Duration::from_secs(3600), W).changed);
+    }
+
+    #[test]
+    fn lost_probes_and_unreached_traces_are_no_change() {
+        let t0 = Instant::now();
+        let mut t = PathTracker::default();
+        let full = path(&["10.0.0.1", "10.0.1.1", "10.0.2.1", "10.9.9.9"], true);
+        let h0 = t.observe(std::slice::from_ref(&full), t0, W).hash;
+        let holes = path(&["10.0.0.1", "", "10.0.2.1", "10.9.9.9"], true);
+        let cut = path(&["10.0.0.1", "10.0.1.1"], false);
+        let nothing = path(&["", "", ""], false);
+        for (i, p) in [holes, cut, nothing].iter().enumerate() {
+            let o = t.observe(
+                std::slice::from_ref(p),
+                t0 + Duration::from_secs(60 * (i as u64 + 1)),
+                W,
+            );
+            assert!(!o.changed, "{p:?}");
+            assert_eq!(
+                o.hash, h0,
+                "a path with holes keeps the full path's identity"
+            );
+        }
+    }
+
+    #[test]
+    fn a_longer_or_shorter_path_is_a_change() {
+        let t0 = Instant::now();
+        let mut t = PathTracker::default();
+        t.observe(&[path(&["10.0.0.1", "10.9.9.9"], true)], t0, W);
+        let longer = path(&["10.0.0.1", "10.0.5.1", "10.9.9.9"], true);
+        assert!(
+            t.observe(&[longer], t0 + Duration::from_secs(60), W)
+                .changed
+        );
+    }
+
+    #[test]
+    fn a_window_shorter_than_the_interval_still_compares_with_the_last_trace() {
+        let t0 = Instant::now();
+        let mut t = PathTracker::default();
+        let a = path(&["10.0.0.1", "10.9.9.9"], true);
+        let b = path(&["10.0.0.2", "10.9.9.9"], true);
+        let w = Duration::from_secs(1);
+        t.observe(std::slice::from_ref(&a), t0, w);
+        assert!(
+            !t.observe(std::slice::from_ref(&a), t0 + Duration::from_secs(3600), w)
+                .changed
+        );
+        assert!(t.observe(&[b], t0 + Duration::from_secs(7200), w).changed);
+    }
+
+    #[test]
+    fn per_packet_balancing_merges_into_one_path() {
+        let t0 = Instant::now();
+        let mut t = PathTracker::default();
+        t.observe(&[path(&["10.0.0.1", "10.1.0.1", "10.9.9.9"], true)], t0, W);
+        let both = path(&["10.0.0.1", "10.1.0.1|10.1.0.2", "10.9.9.9"], true);
+        let o = t.observe(&[both], t0 + Duration::from_secs(60), W);
+        assert!(!o.changed);
+        assert_eq!(o.known, 1);
+        let other = path(&["10.0.0.1", "10.1.0.2", "10.9.9.9"], true);
+        assert!(
+            !t.observe(&[other], t0 + Duration::from_secs(120), W)
+                .changed
+        );
+    }
+}
