@@ -10,7 +10,14 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-pkgs=$(cat scripts/deps.d/*.apt 2>/dev/null | sed 's/#.*//' | xargs -r -n1 | sort -u | xargs)
+# The words of all files matching a glob, comments removed, deduplicated.
+list() {
+  local files=(scripts/deps.d/$1)
+  [ -e "${files[0]}" ] || return 0
+  sed 's/#.*//' "${files[@]}" | xargs -r -n1 | sort -u | xargs
+}
+
+pkgs=$(list '*.apt')
 missing=()
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-targets=$(cat scripts/deps.d/*.rust-targets 2>/dev/null | sed 's/#.*//' | xargs -r -n1 | sort -u | xargs)
+targets=$(list '*.rust-targets')
 if [ -n "$targets" ]; then
   installed=$(rustup target list --installed)
   for t in $targets; do

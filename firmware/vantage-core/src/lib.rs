@@ -31,7 +31,7 @@ mod types;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target, TraceOptions};
-pub use probe::{PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host};
+pub use probe::{HostResolver, PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host};
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{
     HopReport, HopResponder, Measurement, PingReport, ProbeError, Sample, TraceReport, Unreachable,

@@ -1,1 +1,113 @@
-fn main() {}
+//! The `vantage` command.
+
+mod daemon;
+mod http;
+mod metrics;
+mod oneshot;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::daemon::ConfigSource;
+
+/// Vantage: a network probe that pings, traces and queries DNS on schedule and exports the
+/// results to Prometheus.
+#[derive(Debug, Parser)]
+#[command(name = "vantage", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log level filter (error, warn, info, debug, trace, or a tracing filter directive).
+    #[arg(long, global = true, env = "VANTAGE_LOG", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: probe the configured targets and serve /metrics.
+    Run {
+        /// Config file (TOML). Without it, the embedded default config pings 127.0.0.1 and ::1.
+        #[arg(long, short = 'c', env = "VANTAGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to serve HTTP on.
+        #[arg(long, short = 'l', env = "VANTAGE_LISTEN", default_value = "[::]:9430")]
+        listen: SocketAddr,
+        /// Directory for the sample store and device state.
+        #[arg(
+            long,
+            short = 'd',
+            env = "STATE_DIRECTORY",
+            default_value = "vantage-data"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Check a config file: exit 0 if it is valid, else print every problem and exit 1.
+    CheckConfig {
+        /// Config file (TOML).
+        path: PathBuf,
+    },
+    /// Ping a host from the command line, like ping(8), using the daemon's ping code.
+    Ping(oneshot::PingArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match cli.command {
+        Command::CheckConfig { path } => match vantage_core::Config::load(&path) {
+            Ok(c) => {
+                println!("{}: OK ({} targets)", path.display(), c.targets.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!(
+                    "{} problem{} found",
+                    e.errors.len(),
+                    if e.errors.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let source = config.map_or(ConfigSource::Embedded, ConfigSource::File);
+            runtime().block_on(async {
+                match daemon::run(source, listen, data_dir).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("vantage: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vantage")
+        .build()
+        .expect("start the Tokio runtime")
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

@@ -47,7 +47,8 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            write!(f, "{}:{e}", self.file)?;
+            let sep = if e.line.is_some() { "" } else { " " };
+            write!(f, "{}:{sep}{e}", self.file)?;
         }
         Ok(())
     }

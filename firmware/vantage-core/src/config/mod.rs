@@ -428,7 +428,8 @@ fn validate_target(
             format!("source {src} and host {ip} are not of the same IP version"),
         );
     }
-    if let (Some(Host::Ip(ip)), p) = (&host, ping.ip_protocol)
+    let p = ping.ip_protocol;
+    if let Some(Host::Ip(ip)) = &host
         && ((p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4()))
     {
         c.err(

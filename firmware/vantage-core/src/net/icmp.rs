@@ -23,6 +23,15 @@ pub struct KernelSockets {
     pub force_raw: bool,
 }
 
+impl KernelSockets {
+    /// Whether this process may open an IPv4 ICMP socket of either kind.
+    pub fn can_open(&self) -> bool {
+        let dgram = !self.force_raw
+            && Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)).is_ok();
+        dgram || Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).is_ok()
+    }
+}
+
 impl IcmpSocketFactory for KernelSockets {
     fn open(&self, key: &SocketKey) -> io::Result<Arc<dyn IcmpSocket>> {
         Ok(Arc::new(KernelIcmpSocket::open(key, self.force_raw)?))

@@ -17,7 +17,7 @@ use surge_ping::{Icmpv4Packet, Icmpv6Packet};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Probe, ProbeRequest, resolve_host};
+use super::{HostResolver, Probe, ProbeRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::PingOptions;
 use crate::net::{
@@ -34,6 +34,10 @@ pub struct PingProbe {
     factory: Arc<dyn IcmpSocketFactory>,
     clock: Arc<dyn Clock>,
     engines: Mutex<HashMap<SocketKey, Arc<Engine>>>,
+    resolver: HostResolver,
+    /// When we last logged that ICMP sockets are not permitted (a log line per round would
+    /// flood the journal).
+    last_permission_log: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for PingProbe {
@@ -61,6 +65,8 @@ impl PingProbe {
             factory,
             clock,
             engines: Mutex::new(HashMap::new()),
+            resolver: HostResolver::default(),
+            last_permission_log: Mutex::new(None),
         }
     }
 
@@ -69,9 +75,20 @@ impl PingProbe {
         if let Some(e) = engines.get(&key) {
             return Ok(e.clone());
         }
-        let socket = self.factory.open(&key).map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
-            _ => ProbeError::Network(format!("cannot open ICMP socket: {e}")),
+        let socket = self.factory.open(&key).map_err(|e| {
+            let err = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
+                _ => ProbeError::Network(format!("cannot open ICMP socket: {e}")),
+            };
+            let mut last = self
+                .last_permission_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::error!("ping probes cannot run: {err}");
+                *last = Some(Instant::now());
+            }
+            err
         })?;
         let engine = Arc::new(Engine::start(socket, key.ipv6));
         engines.insert(key, engine.clone());
@@ -110,7 +127,7 @@ impl Probe for PingProbe {
                     .min(deadline.saturating_sub(sends))
                     .max(Duration::from_millis(1));
             }
-            let result = match resolve_host(&target.host, opts.ip_protocol).await {
+            let result = match self.resolver.resolve(&target.host, opts.ip_protocol).await {
                 Ok(addr) => self.round(addr, &opts).await,
                 Err(e) => Err(e),
             };

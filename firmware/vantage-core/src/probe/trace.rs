@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Probe, ProbeRequest, resolve_host};
+use super::{HostResolver, Probe, ProbeRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::TraceOptions;
 use crate::net::BoxFuture;
@@ -48,6 +48,8 @@ const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
 const TTL_MARGIN: u8 = 2;
 /// Per-target state not used for this long is dropped (targets removed from the config).
 const STATE_IDLE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Targets whose state is kept at most.
+const MAX_STATES: usize = crate::defaults::MAX_TARGETS + 1024;
 
 /// The traceroute prober. Cheap to share; sockets open on first use and are shared by every
 /// target with the same protocol, family and socket options.
@@ -56,6 +58,9 @@ pub struct TraceProbe {
     clock: Arc<dyn Clock>,
     engines: Mutex<HashMap<TraceSocketKey, Arc<Engine>>>,
     states: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TargetState>>>>,
+    resolver: HostResolver,
+    /// When we last logged that trace sockets are not permitted (once a minute, not per trace).
+    last_permission_log: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for TraceProbe {
@@ -97,6 +102,8 @@ impl TraceProbe {
             clock,
             engines: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
+            resolver: HostResolver::default(),
+            last_permission_log: Mutex::new(None),
         }
     }
 
@@ -105,9 +112,20 @@ impl TraceProbe {
         if let Some(e) = engines.get(&key) {
             return Ok(e.clone());
         }
-        let socket = self.factory.open(&key).map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
-            _ => ProbeError::Network(format!("cannot open {} trace socket: {e}", key.protocol)),
+        let socket = self.factory.open(&key).map_err(|e| {
+            let err = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
+                _ => ProbeError::Network(format!("cannot open {} trace socket: {e}", key.protocol)),
+            };
+            let mut last = self
+                .last_permission_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::error!("{} traces cannot run: {err}", key.protocol);
+                *last = Some(Instant::now());
+            }
+            err
         })?;
         let engine = Arc::new(Engine::start(socket));
         engines.insert(key, engine.clone());
@@ -117,13 +135,24 @@ impl TraceProbe {
     fn state(&self, target: &str) -> Arc<tokio::sync::Mutex<TargetState>> {
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
-        states.retain(|name, s| {
-            name == target
-                || s.try_lock().map_or(true, |s| {
+        if !states.contains_key(target) {
+            states.retain(|_, s| {
+                s.try_lock().map_or(true, |s| {
                     s.last_used
                         .is_none_or(|t| now.saturating_duration_since(t) < STATE_IDLE_LIMIT)
                 })
-        });
+            });
+            // On-demand traces (`/probe`) name arbitrary hosts: bound what they can make us keep.
+            if states.len() >= MAX_STATES {
+                let oldest = states
+                    .iter()
+                    .filter_map(|(k, s)| s.try_lock().ok().map(|s| (s.last_used, k.clone())))
+                    .min();
+                if let Some((_, k)) = oldest {
+                    states.remove(&k);
+                }
+            }
+        }
         states.entry(target.to_string()).or_default().clone()
     }
 
@@ -196,7 +225,7 @@ impl Probe for TraceProbe {
                     .max(Duration::from_millis(1));
                 budget = budget.min(deadline);
             }
-            let result = match resolve_host(&target.host, opts.ip_protocol).await {
+            let result = match self.resolver.resolve(&target.host, opts.ip_protocol).await {
                 Ok(addr) => {
                     let budget = budget.saturating_sub(self.clock.now() - started);
                     self.trace(&target.name, addr, &opts, budget).await

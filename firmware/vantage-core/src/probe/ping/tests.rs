@@ -202,14 +202,17 @@ async fn lost_packets_end_the_round_at_the_timeout() {
 
 #[tokio::test]
 async fn duplicates_are_counted_once_each() {
+    let mut o = opts(3, 100);
+    o.spacing = Duration::from_millis(50);
     let r = probe()
-        .round("10.0.0.3".parse().unwrap(), &opts(3, 100))
+        .round("10.0.0.3".parse().unwrap(), &o)
         .await
         .unwrap();
     assert_eq!(r.received, 3);
-    // The round closes when the last request is answered (as `ping -c` exits), so only the
-    // duplicates of the first two requests arrive while it is open.
-    assert_eq!(r.duplicates, 2);
+    // The round closes when the last request is answered (as `ping -c` exits): the duplicates
+    // of the first two requests always arrive while it is open, the last one's only if it
+    // arrived before the round finished reading.
+    assert!((2..=3).contains(&r.duplicates), "{}", r.duplicates);
 }
 
 #[tokio::test]

@@ -1,0 +1,160 @@
+//! HTTP endpoints: `/metrics`, the blackbox-style `/probe`, health, readiness and reload.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use vantage_core::config::parse_host;
+use vantage_core::{PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions};
+
+use crate::daemon::Daemon;
+use crate::metrics::{PingSeries, ProbeSeries, encode, merge_families};
+
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
+const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
+/// Used when a `/probe` request does not say how long Prometheus waits.
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/probe", get(probe))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(|| async { "Ready\n" }))
+        .route("/-/reload", post(reload))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(daemon)
+}
+
+async fn index(State(d): State<Arc<Daemon>>) -> Html<String> {
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>Vantage</title><h1>Vantage {}</h1>\
+         <p>Up {}; {} targets.</p><ul><li><a href=metrics>/metrics</a>\
+         <li><a href='probe?target=127.0.0.1&amp;module=ping'>/probe?target=127.0.0.1&amp;module=ping</a>\
+         <li><a href=-/healthy>/-/healthy</a></ul>",
+        env!("CARGO_PKG_VERSION"),
+        humantime::format_duration(Duration::from_secs(d.uptime().as_secs())),
+        d.config().targets.len()
+    ))
+}
+
+async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], d.metrics.render()).into_response()
+}
+
+async fn reload(State(d): State<Arc<Daemon>>) -> Response {
+    match d.reload() {
+        Ok(()) => (StatusCode::OK, "config reloaded\n").into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("config reload failed, the running config is unchanged:\n{e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ProbeQuery {
+    target: Option<String>,
+    module: Option<String>,
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{}\n", msg.into())).into_response()
+}
+
+/// How long Prometheus waits for this scrape, minus a margin.
+fn scrape_deadline(headers: &HeaderMap) -> Result<Duration, String> {
+    let Some(v) = headers.get("X-Prometheus-Scrape-Timeout-Seconds") else {
+        return Ok(DEFAULT_PROBE_TIMEOUT);
+    };
+    let secs: f64 = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| {
+            "X-Prometheus-Scrape-Timeout-Seconds must be a positive number of seconds".to_string()
+        })?;
+    let d = Duration::from_secs_f64(secs.min(300.0));
+    Ok(d.saturating_sub(SCRAPE_TIMEOUT_OFFSET)
+        .max(Duration::from_millis(100)))
+}
+
+async fn probe(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let q = ProbeQuery {
+        target: q.get("target").cloned(),
+        module: q.get("module").cloned(),
+    };
+    let Some(host) = q.target.filter(|t| !t.is_empty()) else {
+        return bad_request("target parameter is missing");
+    };
+    let host = match parse_host(&host) {
+        Ok(h) => h,
+        Err(msg) => return bad_request(format!("target {msg}")),
+    };
+    let kind = match q.module.as_deref().unwrap_or("ping").parse::<ProbeKind>() {
+        Ok(ProbeKind::Ping) => ProbeKind::Ping,
+        Ok(other) => {
+            return bad_request(format!("module {other} is not available in this version"));
+        }
+        Err(msg) => return bad_request(format!("module: {msg}")),
+    };
+    let deadline = match scrape_deadline(&headers) {
+        Ok(t) => t,
+        Err(msg) => return bad_request(msg),
+    };
+    let Ok(_permit) = d.probe_permits.try_acquire() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many /probe requests at once\n",
+        )
+            .into_response();
+    };
+    let Some(prober) = d.runner.probe(kind) else {
+        return bad_request(format!("module {kind} is not available"));
+    };
+    let target = Target {
+        name: "probe".into(),
+        host,
+        labels: Default::default(),
+        probes: vec![(kind, deadline)],
+        ping: PingOptions::default(),
+        trace: TraceOptions::default(),
+    };
+    let sample = prober
+        .run(ProbeRequest {
+            target: Arc::new(target),
+            deadline: Some(deadline),
+        })
+        .await;
+    let none = HashMap::new();
+    let mut families = Vec::new();
+    let series = ProbeSeries::new(&none, &[kind]);
+    series.observe(&sample);
+    let mut extra = Vec::new();
+    series.collect_into(&mut extra);
+    if let vantage_core::Measurement::Ping(report) = &sample.measurement {
+        let ping = PingSeries::new(&none);
+        ping.observe(report);
+        ping.collect(&mut extra);
+    }
+    merge_families(&mut families, extra);
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], encode(&families)).into_response()
+}
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

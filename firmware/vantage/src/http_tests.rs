@@ -1,0 +1,310 @@
+//! The router in-process: every route, good and hostile input.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::router;
+use crate::daemon::{ConfigSource, Daemon};
+
+/// A target on loopback whose first round is hours away, so its series are only the initial ones.
+const IDLE: &str = r#"
+[[targets]]
+name = "idle"
+host = "127.0.0.1"
+probes = ["ping"]
+interval = "24h"
+labels = { site = "lab" }
+"#;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "vantage-http-{tag}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn daemon_with(text: &str, dir: &TempDir) -> Arc<Daemon> {
+    let path = dir.0.join("vantage.toml");
+    std::fs::write(&path, text).unwrap();
+    let source = ConfigSource::File(path);
+    let config = source.load().unwrap();
+    Daemon::start(source, config)
+}
+
+async fn call(d: &Arc<Daemon>, req: Request<Body>) -> (StatusCode, String, Option<String>) {
+    let resp = router(d.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), ctype)
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_exist_from_the_start_with_user_labels() {
+    let dir = TempDir::new("start");
+    let d = daemon_with(IDLE, &dir);
+    let (status, body, ctype) = call(&d, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ctype.as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    for series in [
+        r#"vantage_probe_success{probe="ping",site="lab",target="idle"} 0"#,
+        r#"vantage_probe_duration_seconds{probe="ping",site="lab",target="idle"} 0"#,
+        r#"vantage_ping_packets_sent_total{site="lab",target="idle"} 0"#,
+        r#"vantage_ping_packets_received_total{site="lab",target="idle"} 0"#,
+        r#"vantage_ping_duplicates_total{site="lab",target="idle"} 0"#,
+        r#"vantage_ping_rtt_seconds_bucket{site="lab",target="idle",le="0.00005"} 0"#,
+        r#"vantage_ping_rtt_seconds_bucket{site="lab",target="idle",le="26.2144"} 0"#,
+        r#"vantage_ping_rtt_seconds_count{site="lab",target="idle"} 0"#,
+        r#"vantage_config_last_reload_successful 1"#,
+        r#"vantage_targets 1"#,
+        r#"vantage_scheduler_lag_seconds_count{probe="ping"}"#,
+    ] {
+        assert!(body.contains(series), "missing {series}\n{body}");
+    }
+    assert!(body.contains(&format!(
+        r#"vantage_build_info{{arch="{}",version="{}"}} 1"#,
+        std::env::consts::ARCH,
+        env!("CARGO_PKG_VERSION")
+    )));
+}
+
+#[tokio::test]
+async fn health_ready_and_index() {
+    let dir = TempDir::new("health");
+    let d = daemon_with(IDLE, &dir);
+    assert_eq!(call(&d, get("/-/healthy")).await.0, StatusCode::OK);
+    assert_eq!(call(&d, get("/-/ready")).await.0, StatusCode::OK);
+    let (s, body, _) = call(&d, get("/")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("1 targets"), "{body}");
+    assert_eq!(call(&d, get("/nope")).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn reload_applies_good_files_and_keeps_the_running_config_on_bad_ones() {
+    let dir = TempDir::new("reload");
+    let d = daemon_with(IDLE, &dir);
+    let path = dir.0.join("vantage.toml");
+
+    // GET is not a way to reload.
+    assert_eq!(
+        call(&d, get("/-/reload")).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    let added = format!(
+        "{IDLE}\n[[targets]]\nname = \"second\"\nhost = \"::1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n"
+    );
+    std::fs::write(&path, &added).unwrap();
+    let (s, body, _) = call(&d, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (_, m, _) = call(&d, get("/metrics")).await;
+    assert!(
+        m.contains(r#"vantage_probe_success{probe="ping",target="second"} 0"#),
+        "{m}"
+    );
+    assert_eq!(value(&m, "vantage_targets"), Some(2.0));
+    assert_eq!(
+        value(&m, "vantage_config_last_reload_successful"),
+        Some(1.0)
+    );
+
+    std::fs::write(
+        &path,
+        format!("{added}\n[[targets]]\nname = \"x\"\nhost = \"a;b\"\nprobes = [\"ping\"]\n"),
+    )
+    .unwrap();
+    let (s, body, _) = call(&d, Request::post("/-/reload").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("vantage.toml:17:8: targets[2].host: contains ';'"),
+        "{body}"
+    );
+    let (_, m, _) = call(&d, get("/metrics")).await;
+    assert_eq!(
+        value(&m, "vantage_config_last_reload_successful"),
+        Some(0.0)
+    );
+    // The running config is untouched.
+    assert_eq!(value(&m, "vantage_targets"), Some(2.0));
+    assert!(m.contains(r#"target="second""#));
+}
+
+#[tokio::test]
+async fn reload_keeps_series_of_unchanged_targets_and_drops_removed_ones() {
+    let dir = TempDir::new("keep");
+    let two = "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n\
+               [[targets]]\nname = \"b\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n";
+    let d = daemon_with(two, &dir);
+    // Feed a sample to "a" as the runner would, then reload a config that changes only "b".
+    let sample = vantage_core::Sample {
+        target: "a".into(),
+        probe: vantage_core::ProbeKind::Ping,
+        timestamp: std::time::SystemTime::now(),
+        duration: std::time::Duration::from_millis(3),
+        success: true,
+        error: None,
+        measurement: vantage_core::Measurement::Ping(vantage_core::PingReport {
+            sent: 3,
+            received: 3,
+            rtts: vec![std::time::Duration::from_millis(1); 3],
+            ..Default::default()
+        }),
+    };
+    vantage_core::Observer::sample(&*d.metrics, sample);
+    let changed = "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n";
+    std::fs::write(dir.0.join("vantage.toml"), changed).unwrap();
+    d.reload().unwrap();
+    let (_, m, _) = call(&d, get("/metrics")).await;
+    assert_eq!(
+        value(&m, r#"vantage_ping_packets_sent_total{target="a"}"#),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(!m.contains(r#"target="b""#), "{m}");
+}
+
+#[tokio::test]
+async fn probe_rejects_bad_requests_with_a_reason() {
+    let dir = TempDir::new("probe-bad");
+    let d = daemon_with(IDLE, &dir);
+    let cases = [
+        ("/probe", "target parameter is missing"),
+        ("/probe?target=", "target parameter is missing"),
+        (
+            "/probe?target=127.0.0.1%3B%20rm%20-rf%20%2F",
+            "target contains whitespace",
+        ),
+        ("/probe?target=-c%201000", "target must not start with '-'"),
+        ("/probe?target=%24(reboot)", "target contains '$'"),
+        (
+            "/probe?target=127.0.0.1&module=smoke",
+            "module: unknown probe \"smoke\"",
+        ),
+    ];
+    for (uri, want) in cases {
+        let (s, body, _) = call(&d, get(uri)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(body.contains(want), "{uri}: {body}");
+    }
+    let long = format!("/probe?target={}", "a".repeat(5000));
+    let (s, body, _) = call(&d, get(&long)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("5000 characters"), "{body}");
+    for bad in ["abc", "-1", "0", "NaN", "inf"] {
+        let req = Request::get("/probe?target=127.0.0.1")
+            .header("X-Prometheus-Scrape-Timeout-Seconds", bad)
+            .body(Body::empty())
+            .unwrap();
+        let (s, body, _) = call(&d, req).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            body.contains("X-Prometheus-Scrape-Timeout-Seconds"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn probe_answers_with_that_probes_metrics_only() {
+    let dir = TempDir::new("probe");
+    let d = daemon_with(IDLE, &dir);
+    let req = Request::get("/probe?target=127.0.0.1&module=ping")
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
+        .body(Body::empty())
+        .unwrap();
+    let start = std::time::Instant::now();
+    let (s, body, ctype) = call(&d, req).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        ctype.as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    // Bounded by the scrape timeout minus the offset.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        body.contains("vantage_probe_success{probe=\"ping\"}"),
+        "{body}"
+    );
+    assert!(body.contains("vantage_ping_packets_sent_total 1"), "{body}");
+    assert!(!body.contains("target=\"idle\""), "{body}");
+    assert!(!body.contains("vantage_build_info"), "{body}");
+    // Loopback answers wherever ICMP sockets are permitted (root, or ping_group_range).
+    if vantage_core::net::KernelSockets::default().can_open() {
+        assert!(
+            body.contains("vantage_probe_success{probe=\"ping\"} 1"),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn scrape_deadline_leaves_a_margin() {
+    use axum::http::HeaderMap;
+    let mut h = HeaderMap::new();
+    assert_eq!(
+        super::scrape_deadline(&h).unwrap(),
+        super::DEFAULT_PROBE_TIMEOUT
+    );
+    h.insert("X-Prometheus-Scrape-Timeout-Seconds", "10".parse().unwrap());
+    assert_eq!(
+        super::scrape_deadline(&h).unwrap(),
+        std::time::Duration::from_millis(9500)
+    );
+    h.insert(
+        "X-Prometheus-Scrape-Timeout-Seconds",
+        "0.2".parse().unwrap(),
+    );
+    assert_eq!(
+        super::scrape_deadline(&h).unwrap(),
+        std::time::Duration::from_millis(100)
+    );
+}

@@ -1,0 +1,361 @@
+//! Prometheus metrics.
+//!
+//! Targets carry their own label sets (the user's labels differ between targets), which a
+//! `*Vec` metric with one fixed label list cannot express. So each target owns its metrics, built
+//! with its labels as constant labels, and `gather` merges the families of all targets with the
+//! daemon-wide metrics of the registry. A target's series exist from the moment it is configured,
+//! at zero, so a target that never answers still has them.
+
+mod ping;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Target};
+
+pub use ping::PingSeries;
+
+/// Metric names, in one place.
+pub mod names {
+    pub const PROBE_SUCCESS: &str = "vantage_probe_success";
+    pub const PROBE_DURATION: &str = "vantage_probe_duration_seconds";
+    pub const PROBE_LAST_SUCCESS: &str = "vantage_probe_last_success_timestamp_seconds";
+    pub const PROBE_ROUNDS: &str = "vantage_probe_rounds_total";
+    pub const BUILD_INFO: &str = "vantage_build_info";
+    pub const SCHEDULER_LAG: &str = "vantage_scheduler_lag_seconds";
+    pub const SCHEDULER_SKIPPED: &str = "vantage_scheduler_skipped_rounds_total";
+    pub const RELOAD_OK: &str = "vantage_config_last_reload_successful";
+    pub const RELOAD_TS: &str = "vantage_config_last_reload_success_timestamp_seconds";
+    pub const TARGETS: &str = "vantage_targets";
+    pub const START_TIME: &str = "vantage_start_time_seconds";
+}
+
+/// Seconds since the Unix epoch, for timestamp gauges.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+/// Constant labels of a target's series: `target` plus the user's labels.
+pub fn target_labels(t: &Target) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = t
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    l.insert("target".into(), t.name.clone());
+    l
+}
+
+/// The series every probe kind has, for one target.
+#[derive(Debug)]
+pub struct ProbeSeries {
+    success: GaugeVec,
+    duration: GaugeVec,
+    last_success: GaugeVec,
+    rounds: IntCounterVec,
+}
+
+impl ProbeSeries {
+    /// `const_labels` empty gives the unlabelled form `/probe` answers with.
+    pub fn new(const_labels: &HashMap<String, String>, kinds: &[ProbeKind]) -> Self {
+        let opts =
+            |name: &str, help: &str| Opts::new(name, help).const_labels(const_labels.clone());
+        let s = Self {
+            success: GaugeVec::new(
+                opts(
+                    names::PROBE_SUCCESS,
+                    "1 if the last round of the probe succeeded, else 0.",
+                ),
+                &["probe"],
+            )
+            .expect("valid metric"),
+            duration: GaugeVec::new(
+                opts(
+                    names::PROBE_DURATION,
+                    "How long the last round of the probe took.",
+                ),
+                &["probe"],
+            )
+            .expect("valid metric"),
+            last_success: GaugeVec::new(
+                opts(
+                    names::PROBE_LAST_SUCCESS,
+                    "When the probe last succeeded, in seconds since the epoch (0: never).",
+                ),
+                &["probe"],
+            )
+            .expect("valid metric"),
+            rounds: IntCounterVec::new(
+                opts(names::PROBE_ROUNDS, "Probe rounds run, by result."),
+                &["probe", "result"],
+            )
+            .expect("valid metric"),
+        };
+        for k in kinds {
+            let p = k.as_str();
+            s.success.with_label_values(&[p]).set(0.0);
+            s.duration.with_label_values(&[p]).set(0.0);
+            s.last_success.with_label_values(&[p]).set(0.0);
+            s.rounds.with_label_values(&[p, "success"]);
+            s.rounds.with_label_values(&[p, "failure"]);
+        }
+        s
+    }
+
+    pub fn observe(&self, sample: &Sample) {
+        let p = sample.probe.as_str();
+        self.success
+            .with_label_values(&[p])
+            .set(if sample.success { 1.0 } else { 0.0 });
+        self.duration
+            .with_label_values(&[p])
+            .set(sample.duration.as_secs_f64());
+        if sample.success {
+            self.last_success
+                .with_label_values(&[p])
+                .set(unix_seconds(sample.timestamp));
+        }
+        self.rounds
+            .with_label_values(&[p, if sample.success { "success" } else { "failure" }])
+            .inc();
+    }
+
+    pub fn collect_into(&self, out: &mut Vec<MetricFamily>) {
+        out.extend(self.success.collect());
+        out.extend(self.duration.collect());
+        out.extend(self.last_success.collect());
+        out.extend(self.rounds.collect());
+    }
+}
+
+/// All series of one configured target.
+#[derive(Debug)]
+struct TargetSeries {
+    /// The config this series set was built for; a changed target gets a new set.
+    target: Target,
+    probes: ProbeSeries,
+    ping: Option<PingSeries>,
+}
+
+impl TargetSeries {
+    fn new(t: &Target) -> Self {
+        let labels = target_labels(t);
+        let kinds: Vec<ProbeKind> = t.probes.iter().map(|(k, _)| *k).collect();
+        Self {
+            target: t.clone(),
+            probes: ProbeSeries::new(&labels, &kinds),
+            ping: kinds
+                .contains(&ProbeKind::Ping)
+                .then(|| PingSeries::new(&labels)),
+        }
+    }
+
+    fn observe(&self, sample: &Sample) {
+        self.probes.observe(sample);
+        if let (Measurement::Ping(report), Some(ping)) = (&sample.measurement, &self.ping) {
+            ping.observe(report);
+        }
+    }
+
+    fn collect(&self, out: &mut Vec<MetricFamily>) {
+        self.probes.collect_into(out);
+        if let Some(p) = &self.ping {
+            p.collect(out);
+        }
+    }
+}
+
+/// The daemon's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    targets: RwLock<BTreeMap<String, Arc<TargetSeries>>>,
+    lag: HistogramVec,
+    skipped: IntCounterVec,
+    reload_ok: Gauge,
+    reload_ts: Gauge,
+    target_count: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let build = GaugeVec::new(
+            Opts::new(names::BUILD_INFO, "Build information; always 1."),
+            &["version", "arch"],
+        )
+        .expect("valid metric");
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), std::env::consts::ARCH])
+            .set(1.0);
+        // 10 µs to ~10 s: a healthy device sits in the lowest buckets.
+        let lag = HistogramVec::new(
+            HistogramOpts::new(
+                names::SCHEDULER_LAG,
+                "How late probe rounds started against their planned time.",
+            )
+            .buckets(prometheus::exponential_buckets(0.00001, 2.0, 21).expect("valid buckets")),
+            &["probe"],
+        )
+        .expect("valid metric");
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                names::SCHEDULER_SKIPPED,
+                "Rounds skipped because earlier rounds of the same probe were still running.",
+            ),
+            &["target", "probe"],
+        )
+        .expect("valid metric");
+        let reload_ok = Gauge::new(
+            names::RELOAD_OK,
+            "1 if the last config load succeeded, else 0.",
+        )
+        .expect("valid metric");
+        let reload_ts = Gauge::new(
+            names::RELOAD_TS,
+            "When the config was last loaded successfully, in seconds since the epoch.",
+        )
+        .expect("valid metric");
+        let target_count = Gauge::new(names::TARGETS, "Configured targets.").expect("valid metric");
+        let start_time = Gauge::new(
+            names::START_TIME,
+            "When the daemon started, in seconds since the epoch.",
+        )
+        .expect("valid metric");
+        start_time.set(unix_seconds(SystemTime::now()));
+        for c in [
+            Box::new(build) as Box<dyn Collector>,
+            Box::new(lag.clone()),
+            Box::new(skipped.clone()),
+            Box::new(reload_ok.clone()),
+            Box::new(reload_ts.clone()),
+            Box::new(target_count.clone()),
+            Box::new(start_time),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        for k in ProbeKind::ALL {
+            lag.with_label_values(&[k.as_str()]);
+        }
+        Self {
+            registry,
+            targets: RwLock::default(),
+            lag,
+            skipped,
+            reload_ok,
+            reload_ts,
+            target_count,
+        }
+    }
+
+    /// Brings the per-target series in line with a config; unchanged targets keep their values.
+    pub fn apply(&self, config: &Config) {
+        let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = BTreeMap::new();
+        for t in &config.targets {
+            let series = match targets.remove(&t.name) {
+                Some(s) if s.target == *t => s,
+                _ => Arc::new(TargetSeries::new(t)),
+            };
+            next.insert(t.name.clone(), series);
+        }
+        *targets = next;
+        self.target_count.set(targets.len() as f64);
+    }
+
+    pub fn reload_result(&self, ok: bool) {
+        self.reload_ok.set(if ok { 1.0 } else { 0.0 });
+        if ok {
+            self.reload_ts.set(unix_seconds(SystemTime::now()));
+        }
+    }
+
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        let mut families = self.registry.gather();
+        let mut per_target = Vec::new();
+        for s in self
+            .targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            s.collect(&mut per_target);
+        }
+        merge_families(&mut families, per_target);
+        families
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        encode(&self.gather())
+    }
+}
+
+/// Merges `extra` into `families`: same-named families are joined, the result sorted by name.
+pub fn merge_families(families: &mut Vec<MetricFamily>, extra: Vec<MetricFamily>) {
+    let mut by_name: BTreeMap<String, MetricFamily> = families
+        .drain(..)
+        .map(|f| (f.name().to_string(), f))
+        .collect();
+    for mut f in extra {
+        if f.get_metric().is_empty() {
+            continue;
+        }
+        match by_name.get_mut(f.name()) {
+            Some(existing) => existing.mut_metric().extend(f.take_metric()),
+            None => {
+                by_name.insert(f.name().to_string(), f);
+            }
+        }
+    }
+    families.extend(by_name.into_values());
+}
+
+pub fn encode(families: &[MetricFamily]) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(families, &mut buf)
+        .expect("text encoding into a Vec cannot fail");
+    String::from_utf8(buf).expect("the text format is UTF-8")
+}
+
+impl Observer for Metrics {
+    fn sample(&self, sample: Sample) {
+        let series = self
+            .targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&*sample.target)
+            .cloned();
+        if let Some(s) = series {
+            s.observe(&sample);
+        }
+    }
+
+    fn lag(&self, key: &JobKey, lag: Duration) {
+        self.lag
+            .with_label_values(&[key.probe.as_str()])
+            .observe(lag.as_secs_f64());
+    }
+
+    fn skipped(&self, key: &JobKey) {
+        self.skipped
+            .with_label_values(&[&key.target, key.probe.as_str()])
+            .inc();
+    }
+}

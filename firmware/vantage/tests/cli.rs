@@ -1,0 +1,185 @@
+//! The `vantage` command as a user runs it.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("vantage {}", env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for word in ["run", "check-config", "ping", "Usage"] {
+        assert!(out.contains(word), "{out}");
+    }
+    let (code, out, _) = run(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("--config") && out.contains("--listen") && out.contains("--data-dir"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_sample_and_reports_every_problem() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/vantage.toml");
+    let (code, out, err) = run(&["check-config", sample]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("OK (2 targets)"), "{out}");
+
+    let dir = TempDir::new("check");
+    let bad = dir.path("bad.toml");
+    std::fs::write(&bad, "[[targets]]\nname = \"a\"\nhost = \"-c 1000\"\nprobes = [\"ping\"]\n\n[[targets]]\nname = \"a\"\nhost = \"::1\"\nprobes = [\"ping\"]\ninterval = \"0s\"\n").unwrap();
+    let (code, _, err) = run(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let want = [
+        format!(
+            "{}:3:8: targets[0].host: must not start with '-'",
+            bad.display()
+        ),
+        format!(
+            "{}:10:12: targets[1].interval: \"0s\" is zero; a duration must be positive",
+            bad.display()
+        ),
+        "2 problems found".to_string(),
+    ];
+    for w in want {
+        assert!(err.contains(&w), "missing {w:?} in\n{err}");
+    }
+    let (code, _, err) = run(&["check-config", "/nonexistent/vantage.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent/vantage.toml: cannot read the file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ping_refuses_hostile_hosts_before_touching_the_network() {
+    for host in ["-c 1000", "127.0.0.1; rm -rf /", "$(reboot)"] {
+        let (code, _, err) = run(&["ping", "--count", "1", "--", host]);
+        assert_eq!(code, 2, "{host}");
+        assert!(err.contains("vantage ping: host"), "{err}");
+    }
+}
+
+#[test]
+fn ping_loopback_prints_replies_and_a_summary() {
+    if !require(
+        vantage_core::net::KernelSockets::default().can_open(),
+        "permission to open ICMP sockets",
+    ) {
+        return;
+    }
+    let (code, out, err) = run(&["ping", "--count", "3", "--interval", "100ms", "127.0.0.1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.matches("bytes from 127.0.0.1: seq=").count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains("3 packets transmitted, 3 received, 0.0% packet loss"),
+        "{out}"
+    );
+    assert!(out.contains("rtt min/avg/max/mdev = "), "{out}");
+}
+
+#[test]
+fn the_daemon_runs_the_embedded_config_and_reloads_on_sighup() {
+    if !require(
+        vantage_core::net::KernelSockets::default().can_open(),
+        "permission to open ICMP sockets",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("sighup");
+    let cfg = dir.path("vantage.toml");
+    std::fs::write(&cfg, "[[targets]]\nname = \"one\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"200ms\"\n").unwrap();
+    let (proc, addr) = start_daemon(Some(&cfg), &dir.0);
+    let sent_one = || {
+        http_get(addr, "/metrics")
+            .ok()
+            .and_then(|(_, m)| metric(&m, r#"vantage_ping_packets_sent_total{target="one"}"#))
+            .unwrap_or(0.0)
+    };
+    wait_until(Duration::from_secs(10), || sent_one() >= 5.0);
+    let before = sent_one();
+
+    std::fs::write(&cfg, "[[targets]]\nname = \"one\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"200ms\"\n[[targets]]\nname = \"two\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"200ms\"\n").unwrap();
+    // SAFETY: plain signal to our own child.
+    unsafe { libc::kill(proc.0.id() as i32, libc::SIGHUP) };
+    wait_until(Duration::from_secs(10), || {
+        http_get(addr, "/metrics").is_ok_and(|(_, m)| {
+            metric(&m, r#"vantage_probe_success{probe="ping",target="two"}"#) == Some(1.0)
+        })
+    });
+    // "one" kept its state through the reload: its counters did not start over.
+    assert!(
+        sent_one() >= before,
+        "counter of an unchanged target went from {before} to {}",
+        sent_one()
+    );
+
+    // A broken edit is refused and the daemon keeps probing.
+    std::fs::write(&cfg, "[[targets]]\nname = \"one\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ncolour = \"red\"\n").unwrap();
+    let (s, body) = http(addr, "POST", "/-/reload").unwrap();
+    assert_eq!(s, 400);
+    assert!(body.contains("unknown field `colour`"), "{body}");
+    let (_, m) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(
+        metric(&m, "vantage_config_last_reload_successful"),
+        Some(0.0)
+    );
+    assert_eq!(metric(&m, "vantage_targets"), Some(2.0));
+
+    // Embedded config: no --config at all.
+    let dir2 = TempDir::new("embedded");
+    let (_p2, addr2) = start_daemon(None, &dir2.0);
+    wait_until(Duration::from_secs(10), || {
+        http_get(addr2, "/metrics").is_ok_and(|(_, m)| {
+            metric(
+                &m,
+                r#"vantage_probe_success{probe="ping",role="self-test",target="loopback-v4"}"#,
+            ) == Some(1.0)
+        })
+    });
+}
+
+#[test]
+fn the_daemon_refuses_a_bad_config_at_start_with_the_reason() {
+    let dir = TempDir::new("badstart");
+    let cfg = dir.path("vantage.toml");
+    std::fs::write(
+        &cfg,
+        "[[targets]]\nname = \"x\"\nhost = \"a b\"\nprobes = [\"ping\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir.0)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("targets[0].host: contains whitespace"),
+        "{err}"
+    );
+}
