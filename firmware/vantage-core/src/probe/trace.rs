@@ -192,7 +192,15 @@ impl TraceProbe {
         let (mut report, paths) = round.report()?;
         drop(lease);
         let now = clock.now();
+        if tracing::enabled!(target: "vantage::trace", tracing::Level::DEBUG) {
+            for (flow, p) in paths.iter().enumerate() {
+                tracing::debug!(target: "vantage::trace", "{target}: flow {flow} to {addr}: {p}");
+            }
+        }
         let o = state.tracker.observe(&paths, now, opts.path_window);
+        for p in &o.new_paths {
+            tracing::info!(target: "vantage::trace", "{target}: path to {addr} changed: {p}");
+        }
         report.path_hash = o.hash;
         report.path_changed = o.changed;
         report.paths_known = o.known;
@@ -836,9 +844,13 @@ impl<'a> Round<'a> {
                 {
                     hop.unreachable = Some(u);
                 }
+                // A router's "unreachable" says where forwarding stopped (often the previous
+                // hop answering for the next); it is no hop of a working path. The outage shows
+                // in the probe's success, not as a path change.
+                let stopped = matches!(a.kind, ReplyKind::Unreachable(_)) && a.from != self.addr;
                 let p = &mut paths[usize::from(s.flow)];
                 let h = p.hops.last_mut().expect("pushed above");
-                if !h.contains(&a.from) {
+                if !stopped && !h.contains(&a.from) {
                     h.push(a.from);
                     h.sort();
                 }
@@ -852,6 +864,23 @@ impl<'a> Round<'a> {
         }
         for (f, p) in paths.iter_mut().enumerate() {
             p.hops.truncate(usize::from(tops[f].saturating_sub(lo)) + 1);
+            // The destination answering at TTL t says its distance is at most t; it is t only
+            // if a router let the probe with TTL t - 1 expire. Probes lost below it (a
+            // neighbour still resolving, rate limits) would otherwise make a distance up.
+            if let Some(t) = p.reached_at {
+                let certain = t == 1
+                    || self.sent.iter().any(|s| {
+                        usize::from(s.flow) == f
+                            && s.ttl == t - 1
+                            && s.answer.is_some_and(|a| {
+                                a.kind == ReplyKind::TimeExceeded && a.from != self.addr
+                            })
+                    });
+                if !certain {
+                    p.reached_at = None;
+                    p.hops.truncate(usize::from(t.saturating_sub(lo)));
+                }
+            }
         }
         let report = TraceReport {
             address: Some(self.addr),

@@ -6,7 +6,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
@@ -1010,8 +1010,10 @@ impl TraceSocket for TcpConnTrace {
         .map_err(io::Error::from)?;
         let (tx, probe) = (self.inbox.tx.clone(), *p);
         let limit = p.timeout.min(TCP_CONNECT_LIMIT);
+        let sent_wall = SystemTime::now();
         self.inbox.spawn(async move {
-            if let Ok(Some(r)) = tokio::time::timeout(limit, connect_outcome(&fd, &probe)).await {
+            let outcome = connect_outcome(&fd, &probe, sent_wall);
+            if let Ok(Some(r)) = tokio::time::timeout(limit, outcome).await {
                 let _ = tx.send(r);
             }
             // Reset rather than close: no FIN exchange, no TIME_WAIT.
@@ -1025,7 +1027,30 @@ impl TraceSocket for TcpConnTrace {
     }
 }
 
-async fn connect_outcome(fd: &AsyncFd<Socket>, p: &Outgoing) -> Option<TraceReply> {
+/// The handshake's RTT as the kernel measured it (`tcpi_rtt` holds the first sample right after
+/// the SYN-ACK), which user-space wake-ups cannot distort.
+fn handshake_rtt(fd: RawFd) -> Option<Duration> {
+    // SAFETY: tcp_info is plain data; the kernel fills at most `len` bytes of it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: valid fd; info and len describe a writable buffer of that size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && info.tcpi_rtt > 0).then(|| Duration::from_micros(u64::from(info.tcpi_rtt)))
+}
+
+async fn connect_outcome(
+    fd: &AsyncFd<Socket>,
+    p: &Outgoing,
+    sent_wall: SystemTime,
+) -> Option<TraceReply> {
     let ipv6 = p.dst.is_ipv6();
     let mut buf = [0u8; 512];
     loop {
@@ -1066,7 +1091,9 @@ async fn connect_outcome(fd: &AsyncFd<Socket>, p: &Outgoing) -> Option<TraceRepl
             // EHOSTUNREACH and the like come with an error-queue entry, read above.
             Ok(Some(_)) => {}
             Ok(None) if guard.ready().is_writable() && fd.get_ref().peer_addr().is_ok() => {
-                return Some(at_dst(ReplyKind::TcpSynAck));
+                let mut r = at_dst(ReplyKind::TcpSynAck);
+                r.kernel_time = handshake_rtt(raw).map(|rtt| sent_wall + rtt);
+                return Some(r);
             }
             _ => {}
         }

@@ -67,6 +67,18 @@ impl Path {
             .saturating_sub(1)
     }
 
+    /// Whether this path holds everything `other` saw: the same destination distance (if
+    /// `other` reached it) and, at every hop `other` has answers, at least those addresses.
+    fn subsumes(&self, other: &Path) -> bool {
+        if other.reached_at.is_some() && other.reached_at != self.reached_at {
+            return false;
+        }
+        (other.first_ttl..=other.last_ttl()).all(|ttl| {
+            let mine = self.at(ttl);
+            other.at(ttl).iter().all(|a| mine.contains(a))
+        })
+    }
+
     /// Fills holes and adds addresses `other` saw.
     fn merge(&mut self, other: &Path) {
         let lo = self.first_ttl.min(other.first_ttl);
@@ -102,6 +114,31 @@ impl Path {
     }
 }
 
+impl std::fmt::Display for Path {
+    /// `1 10.0.0.1, 2 *, 3 10.0.2.1|10.0.2.2` (the traceroute way of writing a path).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, hop) in self.hops.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} ", self.first_ttl.saturating_add(i as u8))?;
+            if hop.is_empty() {
+                f.write_str("*")?;
+            }
+            for (j, a) in hop.iter().enumerate() {
+                if j > 0 {
+                    f.write_str("|")?;
+                }
+                write!(f, "{a}")?;
+            }
+        }
+        if self.reached_at.is_none() {
+            f.write_str(" (destination not reached)")?;
+        }
+        Ok(())
+    }
+}
+
 /// 32-bit FNV-1a: stable across runs, builds and machines, and exact as a float metric value.
 struct Fnv(u32);
 
@@ -126,7 +163,7 @@ struct Known {
 }
 
 /// What one trace did to the known paths.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Observation {
     /// A path matched none of the known ones (never on the first trace).
     pub changed: bool,
@@ -134,6 +171,8 @@ pub(crate) struct Observation {
     pub hash: u32,
     /// Paths known now.
     pub known: u32,
+    /// The paths that matched none known (empty on the first trace).
+    pub new_paths: Vec<Path>,
 }
 
 /// The known paths of one target.
@@ -146,6 +185,25 @@ pub(crate) struct PathTracker {
 }
 
 impl PathTracker {
+    /// Adds a path unless a known one already holds all of it; returns its index. Paths known
+    /// before this trace (`..before`) are left as they are: the rest of the trace is judged
+    /// against them.
+    fn insert(&mut self, p: Path, now: Instant, before: usize) -> usize {
+        if let Some(i) = self.known.iter().position(|k| k.path.subsumes(&p)) {
+            return i;
+        }
+        if let Some(i) = (before..self.known.len()).find(|i| p.subsumes(&self.known[*i].path)) {
+            self.known[i].path = p;
+            return i;
+        }
+        self.known.push(Known {
+            path: p,
+            last_seen: now,
+            seen_in: self.traces,
+        });
+        self.known.len() - 1
+    }
+
     pub fn observe(&mut self, paths: &[Path], now: Instant, window: Duration) -> Observation {
         self.traces += 1;
         let paths: Vec<&Path> = paths.iter().filter(|p| p.answered()).collect();
@@ -155,17 +213,23 @@ impl PathTracker {
                 changed: false,
                 hash: self.last_hash,
                 known: self.known.len() as u32,
+                new_paths: Vec::new(),
             };
         }
         let last = self.last_answered;
         self.known
             .retain(|k| k.seen_in == last || now.saturating_duration_since(k.last_seen) <= window);
         let had_known = !self.known.is_empty();
+        // Every path of this trace is judged against what was known before it: two ECMP
+        // branches that both fill the holes of a partly seen path are both known, not one
+        // known and one new.
+        let before = self.known.len();
+        let mut refined = vec![false; before];
         let mut changed = false;
-        let mut followed: Vec<usize> = Vec::new();
+        let mut new_paths = Vec::new();
+        let mut followed: Vec<Path> = Vec::new();
         for p in paths {
-            let best = self
-                .known
+            let best = self.known[..before]
                 .iter()
                 .enumerate()
                 .filter_map(|(i, k)| k.path.agreement(p).map(|s| (s, i)))
@@ -174,30 +238,44 @@ impl PathTracker {
                 .max_by_key(|(s, i)| (*s, self.known[*i].seen_in, std::cmp::Reverse(*i)));
             let i = match best {
                 Some((_, i)) => {
-                    self.known[i].path.merge(p);
-                    i
+                    let mut merged = self.known[i].path.clone();
+                    merged.merge(p);
+                    if merged == self.known[i].path {
+                        i
+                    } else {
+                        // The trace saw more than the known path held: the fuller path
+                        // replaces it.
+                        refined[i] = true;
+                        self.insert(merged, now, before)
+                    }
                 }
                 None => {
-                    changed |= had_known;
-                    self.known.push(Known {
-                        path: p.clone(),
-                        last_seen: now,
-                        seen_in: self.traces,
-                    });
-                    self.known.len() - 1
+                    if had_known {
+                        changed = true;
+                        if !new_paths.contains(p) {
+                            new_paths.push((*p).clone());
+                        }
+                    }
+                    self.insert(p.clone(), now, before)
                 }
             };
             self.known[i].last_seen = now;
             self.known[i].seen_in = self.traces;
-            if !followed.contains(&i) {
-                followed.push(i);
+            if !followed.contains(&self.known[i].path) {
+                followed.push(self.known[i].path.clone());
             }
         }
+        let mut i = 0;
+        self.known.retain(|k| {
+            let keep = i >= before || !refined[i] || followed.contains(&k.path);
+            i += 1;
+            keep
+        });
         let mut canon: Vec<u32> = followed
             .iter()
-            .map(|i| {
+            .map(|p| {
                 let mut h = Fnv::new();
-                self.known[*i].path.hash_into(&mut h);
+                p.hash_into(&mut h);
                 h.0
             })
             .collect();
@@ -216,6 +294,7 @@ impl PathTracker {
             changed,
             hash: self.last_hash,
             known: self.known.len() as u32,
+            new_paths,
         }
     }
 }
@@ -347,6 +426,32 @@ mod tests {
                 .changed
         );
         assert!(t.observe(&[b], t0 + Duration::from_secs(7200), w).changed);
+    }
+
+    #[test]
+    fn branches_that_fill_a_partly_seen_path_are_no_change() {
+        let t0 = Instant::now();
+        let mut t = PathTracker::default();
+        // Neighbour discovery still running: only the first hop answered.
+        t.observe(&[path(&["10.0.0.1", "", "", ""], false)], t0, W);
+        let a = path(&["10.0.0.1", "10.1.0.1", "10.2.0.1", "10.9.9.9"], true);
+        let b = path(&["10.0.0.1", "10.1.0.2", "10.2.0.2", "10.9.9.9"], true);
+        let o = t.observe(
+            &[a.clone(), b.clone(), a.clone()],
+            t0 + Duration::from_secs(1),
+            W,
+        );
+        assert!(!o.changed);
+        assert_eq!(o.known, 2, "the partial path gave way to the two full ones");
+        for i in 2..10u64 {
+            let p = if i % 2 == 0 { &a } else { &b };
+            let o = t.observe(std::slice::from_ref(p), t0 + Duration::from_secs(i), W);
+            assert!(!o.changed);
+            assert_eq!(o.known, 2);
+        }
+        // The refined knowledge still catches a real change at the hop that was a hole.
+        let c = path(&["10.0.0.1", "10.1.0.3", "10.2.0.1", "10.9.9.9"], true);
+        assert!(t.observe(&[c], t0 + Duration::from_secs(20), W).changed);
     }
 
     #[test]

@@ -608,3 +608,52 @@ fn target(host: &str, trace: TraceOptions) -> crate::config::Target {
         trace,
     }
 }
+
+#[tokio::test]
+async fn an_outage_and_its_end_are_no_path_change() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let o = opts(150);
+    assert!(trace(&p, &net, &o).await.reached);
+    // The first router loses its route (or its neighbour) and says so at TTL 2.
+    net.reroute(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 2),
+            Hop::Unreachable("10.0.0.1", Unreachable::Host),
+            Hop::Dest(3),
+        ]
+    });
+    let r = trace(&p, &net, &o).await;
+    assert!(!r.reached);
+    assert_eq!(r.hops[1].unreachable, Some(Unreachable::Host));
+    assert!(
+        !r.path_changed,
+        "an outage shows in success, not as a path change"
+    );
+    net.reroute(|_| chain());
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert!(!r.path_changed, "nor does its end");
+}
+
+#[tokio::test]
+async fn a_destination_seen_only_beyond_lost_probes_is_no_path_change() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let o = opts(100);
+    // Warming up: every probe below TTL 8 is lost, the destination answers one beyond.
+    net.reroute(|_| {
+        let mut h = vec![Hop::Silent; 7];
+        h.push(Hop::Dest(1));
+        h
+    });
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert_eq!(r.hop_count(), 8);
+    net.reroute(|_| chain());
+    for _ in 0..3 {
+        let r = trace(&p, &net, &o).await;
+        assert_eq!(r.hop_count(), 5);
+        assert!(!r.path_changed, "{r:#?}");
+    }
+}
