@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use vantage_core::{
-    Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
+    Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, TraceProbe, defaults,
 };
 
 use crate::http;
@@ -76,7 +76,8 @@ impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
-        let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new())];
+        let probes: Vec<Arc<dyn Probe>> =
+            vec![Arc::new(PingProbe::new()), Arc::new(TraceProbe::new())];
         let observer = Arc::new(Fanout(vec![metrics.clone() as Arc<dyn Observer>]));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);
         let daemon = Arc::new(Self {

@@ -51,6 +51,8 @@ enum Command {
     },
     /// Ping a host from the command line, like ping(8), using the daemon's ping code.
     Ping(oneshot::PingArgs),
+    /// Trace the route to a host once and print an mtr-like table, using the daemon's trace code.
+    Trace(oneshot::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
+        Command::Trace(args) => runtime().block_on(oneshot::trace(args)),
     }
 }
 

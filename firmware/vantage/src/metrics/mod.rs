@@ -7,6 +7,7 @@
 //! at zero, so a target that never answers still has them.
 
 mod ping;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,7 @@ use prometheus::{
 use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Target};
 
 pub use ping::PingSeries;
+pub use trace::TraceSeries;
 
 /// Metric names, in one place.
 pub mod names {
@@ -144,6 +146,7 @@ struct TargetSeries {
     target: Target,
     probes: ProbeSeries,
     ping: Option<PingSeries>,
+    trace: Option<TraceSeries>,
 }
 
 impl TargetSeries {
@@ -156,13 +159,18 @@ impl TargetSeries {
             ping: kinds
                 .contains(&ProbeKind::Ping)
                 .then(|| PingSeries::new(&labels)),
+            trace: kinds
+                .contains(&ProbeKind::Trace)
+                .then(|| TraceSeries::new(&labels, true)),
         }
     }
 
     fn observe(&self, sample: &Sample) {
         self.probes.observe(sample);
-        if let (Measurement::Ping(report), Some(ping)) = (&sample.measurement, &self.ping) {
-            ping.observe(report);
+        match (&sample.measurement, &self.ping, &self.trace) {
+            (Measurement::Ping(report), Some(ping), _) => ping.observe(report),
+            (Measurement::Trace(report), _, Some(trace)) => trace.observe(report),
+            _ => {}
         }
     }
 
@@ -170,6 +178,9 @@ impl TargetSeries {
         self.probes.collect_into(out);
         if let Some(p) = &self.ping {
             p.collect(out);
+        }
+        if let Some(t) = &self.trace {
+            t.collect(out);
         }
     }
 }
