@@ -293,6 +293,18 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Runs blocking code inside `node`'s namespace on a thread of its own (e.g. an HTTP
+    /// client for a daemon listening there).
+    pub fn block<F, T>(&self, node: usize, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(node, As::Root, move || async move { f() })
+    }
+}
+
 /// Becomes `nobody` on this thread only (raw syscalls; libc's wrappers would change every
 /// thread), which also clears every capability.
 fn drop_privileges() {
