@@ -65,3 +65,10 @@ pub const MAX_LABEL_VALUE_LEN: usize = 256;
 pub const MAX_LABELS: usize = 16;
 /// Targets per config file.
 pub const MAX_TARGETS: usize = 20_000;
+
+/// Where the kernel's LED class lives.
+pub const LEDS_SYSFS_ROOT: &str = "/sys/class/leds";
+/// How long "identify" blinks when the request names no duration: long enough to walk to a rack.
+pub const LEDS_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The daemon's main loop ticks every second; this many seconds of silence means it is stuck.
+pub const LEDS_STALE_AFTER: Duration = Duration::from_secs(5);

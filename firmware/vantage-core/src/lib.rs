@@ -30,7 +30,10 @@ mod scheduler;
 mod types;
 
 pub use clock::{Clock, SystemClock};
-pub use config::{Config, ConfigError, ConfigErrors, Host, PingOptions, Target, TraceOptions};
+pub use config::{
+    Config, ConfigError, ConfigErrors, Host, LedBackendKind, LedConfig, LedRole, LedsConfig,
+    PingOptions, Target, TraceOptions,
+};
 pub use probe::{HostResolver, PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host};
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{

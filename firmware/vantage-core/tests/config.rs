@@ -194,3 +194,40 @@ probes = ["trace"]
     assert_eq!(e.errors[0].field, "defaults.trace.flows");
     assert_eq!(e.errors[0].line, Some(3));
 }
+
+#[test]
+fn leds_section_is_read() {
+    use vantage_core::{LedBackendKind, LedRole};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good");
+    let c = Config::load(&dir.join("leds-sysfs.toml")).unwrap();
+    assert_eq!(c.leds.backend, LedBackendKind::Sysfs);
+    assert_eq!(c.leds.identify_timeout, std::time::Duration::from_secs(600));
+    let roles: Vec<_> = c
+        .leds
+        .leds
+        .iter()
+        .map(|l| (l.role, l.name.as_str()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (LedRole::Health, "vantage:green"),
+            (LedRole::Targets, "vantage:amber"),
+            (LedRole::System, "vantage:red")
+        ]
+    );
+    let g = Config::load(&dir.join("leds-gpio.toml")).unwrap();
+    assert_eq!(g.leds.backend, LedBackendKind::Gpio);
+    assert_eq!(g.leds.leds[0].pin, Some(17));
+    assert_eq!(g.leds.leds[0].name, "gpio17");
+    assert!(!g.leds.leds[0].active_low);
+    assert_eq!(g.leds.leds[1].role, LedRole::Problem);
+    assert!(g.leds.leds[1].active_low);
+    // Without [leds], nothing is driven.
+    let m = Config::load(&dir.join("minimal.toml")).unwrap();
+    assert_eq!(m.leds.backend, LedBackendKind::None);
+    assert!(m.leds.leds.is_empty());
+    // The log backend shows the three-LED layout when none is listed.
+    let l = Config::parse("[leds]\nbackend = \"log\"\n", "l.toml").unwrap();
+    assert_eq!(l.leds.leds.len(), 3);
+}

@@ -11,8 +11,10 @@ use vantage_core::{
     Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, TraceProbe, defaults,
 };
 
+use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
+
 use crate::http;
-use crate::metrics::Metrics;
+use crate::metrics::{LedCollector, Metrics};
 
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
 pub const EMBEDDED_CONFIG: &str = include_str!("../vantage.toml");
@@ -70,23 +72,41 @@ pub struct Daemon {
     pub started: Instant,
     /// Bounds concurrent on-demand `/probe` requests.
     pub probe_permits: tokio::sync::Semaphore,
+    /// The status LEDs and the state they show.
+    pub leds: Arc<Leds>,
+    pub health: Arc<Health>,
+    /// The `[leds]` the LEDs were opened with.
+    leds_config: vantage_core::LedsConfig,
 }
 
 impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
+        let started = Instant::now();
+        let leds = Arc::new(start_leds(&config));
+        metrics.register(Box::new(LedCollector::new(leds.clone())));
+        let health = Arc::new(Health::new(started, boot_grace(&config)));
         let probes: Vec<Arc<dyn Probe>> =
             vec![Arc::new(PingProbe::new()), Arc::new(TraceProbe::new())];
-        let observer = Arc::new(Fanout(vec![metrics.clone() as Arc<dyn Observer>]));
+        let observer = Arc::new(Fanout(vec![
+            metrics.clone() as Arc<dyn Observer>,
+            Arc::new(LedObserver {
+                health: health.clone(),
+                leds: leds.clone(),
+            }),
+        ]));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);
         let daemon = Arc::new(Self {
             source,
             metrics,
             runner,
             config: Mutex::new(Arc::new(Config::default())),
-            started: Instant::now(),
+            started,
             probe_permits: tokio::sync::Semaphore::new(64),
+            leds,
+            health,
+            leds_config: config.leds.clone(),
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
@@ -96,6 +116,12 @@ impl Daemon {
     fn apply(&self, config: Config) {
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
+        self.health
+            .set_targets(config.targets.iter().map(|t| t.name.as_str()));
+        self.health.set_stall_after(stall_after(&config));
+        if config.leds != self.leds_config {
+            tracing::warn!("[leds] changed: the LEDs keep their old settings until a restart");
+        }
         let applied = self.runner.apply(&config);
         tracing::info!(
             targets = config.targets.len(),
@@ -151,6 +177,24 @@ pub async fn run(
     );
     let daemon = Daemon::start(source, config);
 
+    // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything
+    // else, so a wedged runtime stops it, the LEDs say "not responding" and, with
+    // WatchdogSec=, systemd restarts the daemon.
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(w) = notifier.as_ref().and_then(|n| n.watchdog_timeout()) {
+        tracing::info!(timeout = %humantime::format_duration(w), "systemd watchdog on");
+    }
+    let supervisor = Supervisor {
+        leds: daemon.leds.clone(),
+        health: daemon.health.clone(),
+        notifier: notifier.clone(),
+    };
+    if let Some(n) = &notifier {
+        let _ = n.ready();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ticker = tokio::spawn(supervisor.run(|| true, stop_rx));
+
     let reloader = daemon.clone();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -163,15 +207,68 @@ pub async fn run(
         }
     });
 
-    axum::serve(
+    let served = axum::serve(
         listener,
         http::router(daemon.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
-    .context("HTTP server failed")?;
+    .context("HTTP server failed");
+    if let Some(n) = &notifier {
+        let _ = n.stopping();
+    }
+    let _ = stop_tx.send(true);
+    let _ = ticker.await;
+    // A defined state for the LEDs: dark, with the kernel's triggers off.
+    daemon.leds.shutdown(Pattern::Off);
+    served?;
     tracing::info!("vantage stopped");
     Ok(())
+}
+
+/// Opens the configured LEDs; one that cannot be opened is logged and left out, since probing
+/// matters more than a lamp.
+pub fn start_leds(config: &Config) -> Leds {
+    let cfg = &config.leds;
+    let mut leds = Vec::new();
+    for l in &cfg.leds {
+        match vantage_leds::open_one(cfg, l) {
+            Ok(Some(led)) => leds.push((l.role, led)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(led = %l.name, role = %l.role, "status LED left out: {e}"),
+        }
+    }
+    if !leds.is_empty() {
+        tracing::info!(
+            backend = cfg.backend.as_str(),
+            leds = leds.len(),
+            "status LEDs on"
+        );
+    }
+    Leds::start(leds, cfg.identify_timeout, cfg.stale_after)
+}
+
+/// Probes silent this long mean probing is stuck: three of the longest rounds, at least 30 s.
+fn stall_after(config: &Config) -> Duration {
+    let longest = config
+        .targets
+        .iter()
+        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (longest * 3).max(Duration::from_secs(30))
+}
+
+/// "Booting" lasts until every target has reported once, or at most this long: the longest
+/// interval plus the longest round, with a margin, capped at five minutes.
+fn boot_grace(config: &Config) -> Duration {
+    let longest = config
+        .targets
+        .iter()
+        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (longest + Duration::from_secs(5)).min(Duration::from_secs(300))
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -208,5 +305,22 @@ async fn shutdown_signal() {
 impl Daemon {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// "Identify me": every LED blinks fast for `duration` (the configured
+    /// `leds.identify_timeout` when `None`); zero stops it. Returns how long it blinks.
+    pub fn identify(&self, duration: Option<Duration>) -> Duration {
+        match duration {
+            Some(d) if d.is_zero() => {
+                self.leds.stop_identify();
+                tracing::info!("identify stopped");
+                Duration::ZERO
+            }
+            d => {
+                let d = self.leds.identify(d);
+                tracing::info!(duration = %humantime::format_duration(d), "identify: blinking all LEDs");
+                d
+            }
+        }
     }
 }

@@ -32,6 +32,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/-/reload", post(reload))
+        .route("/api/identify", post(identify))
+        .route("/api/leds", get(leds))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(daemon)
 }
@@ -61,6 +63,33 @@ async fn reload(State(d): State<Arc<Daemon>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `POST /api/identify[?seconds=N]`: blink every LED fast to find the device; `seconds=0`
+/// stops. Same access as `/-/reload`.
+async fn identify(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let duration = match q.get("seconds").map(|s| s.trim()) {
+        None | Some("") => None,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n <= vantage_leds::MAX_IDENTIFY.as_secs() => Some(Duration::from_secs(n)),
+            _ => {
+                return bad_request(format!(
+                    "seconds must be a whole number from 0 to {}",
+                    vantage_leds::MAX_IDENTIFY.as_secs()
+                ));
+            }
+        },
+    };
+    let d = d.identify(duration);
+    axum::Json(serde_json::json!({ "identify_seconds": d.as_secs() })).into_response()
+}
+
+/// `GET /api/leds`: what each LED shows and why.
+async fn leds(State(d): State<Arc<Daemon>>) -> Response {
+    axum::Json(d.leds.snapshot()).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -368,3 +368,53 @@ async fn probe_traces_on_demand() {
         assert!(body.contains(want), "{uri}: {body}");
     }
 }
+
+fn post(uri: &str) -> Request<Body> {
+    Request::post(uri).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn identify_starts_stops_and_refuses_bad_durations() {
+    let dir = TempDir::new("identify");
+    let d = daemon_with(
+        &format!("{IDLE}\n[leds]\nbackend = \"log\"\nidentify_timeout = \"90s\"\n"),
+        &dir,
+    );
+    let (s, body, _) = call(&d, post("/api/identify")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body, r#"{"identify_seconds":90}"#);
+    let (s, body, _) = call(&d, get("/api/leds")).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["leds"].as_array().unwrap().len(), 3, "{body}");
+    assert!(
+        v["conditions"]
+            .as_array()
+            .unwrap()
+            .contains(&"identify".into())
+    );
+    assert!(
+        v["identify_remaining_seconds"].as_f64().unwrap() > 80.0,
+        "{body}"
+    );
+
+    let (s, body, _) = call(&d, post("/api/identify?seconds=0")).await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, r#"{"identify_seconds":0}"#)
+    );
+    let (_, body, _) = call(&d, get("/api/leds")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["identify_remaining_seconds"].is_null(), "{body}");
+
+    for bad in ["-1", "1.5", "soon", "86401", "99999999999999999999999"] {
+        let (s, body, _) = call(&d, post(&format!("/api/identify?seconds={bad}"))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body.contains("seconds must be a whole number"), "{body}");
+    }
+    assert_eq!(
+        call(&d, get("/api/identify")).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    d.leds.shutdown(vantage_leds::Pattern::Off);
+}

@@ -2,6 +2,7 @@
 
 mod daemon;
 mod http;
+mod leds_cmd;
 mod metrics;
 mod oneshot;
 
@@ -53,6 +54,8 @@ enum Command {
     Ping(oneshot::PingArgs),
     /// Trace the route to a host once and print an mtr-like table, using the daemon's trace code.
     Trace(oneshot::TraceArgs),
+    /// Drive the status LEDs without the daemon: boot pattern, test cycle, off.
+    Leds(leds_cmd::LedsArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
         Command::Trace(args) => runtime().block_on(oneshot::trace(args)),
+        Command::Leds(args) => leds_cmd::run(args),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod error;
 mod host;
+mod leds;
 mod ping;
 mod trace;
 
@@ -21,6 +22,7 @@ use toml::de::{DeTable, DeValue};
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{Host, parse_host};
+pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
 pub use trace::{RawTrace, TraceOptions};
 
@@ -31,6 +33,8 @@ use crate::types::{IpProtocol, ProbeKind};
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Config {
     pub targets: Vec<Target>,
+    /// `[leds]`; without it, no LEDs are driven.
+    pub leds: LedsConfig,
 }
 
 /// One validated target.
@@ -148,6 +152,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let doc_span = doc.span();
     let mut root = doc.into_inner();
     let targets_value = root.remove("targets");
+    let leds_value = root.remove("leds");
 
     let raw_root =
         match RawRoot::deserialize(toml::de::Deserializer::from(Spanned::new(doc_span, root))) {
@@ -157,6 +162,26 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
                 RawRoot::default()
             }
         };
+
+    // `[leds]` is read on its own so its errors name the field, like a target's.
+    let raw_leds = leds_value.and_then(|value| {
+        if !value.get_ref().is_table() {
+            col.push(Some(value.span()), "leds", "must be a table ([leds])");
+            return None;
+        }
+        match RawLeds::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let field = field_at(value.get_ref(), e.span(), "leds");
+                col.push(
+                    e.span().or(Some(value.span())),
+                    field,
+                    e.message().trim().to_string(),
+                );
+                None
+            }
+        }
+    });
 
     let mut raw_targets: Vec<(usize, Range<usize>, RawTarget)> = Vec::new();
     if let Some(value) = targets_value {
@@ -203,6 +228,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     }
 
     let mut check = Check { col };
+    let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut targets = Vec::with_capacity(raw_targets.len());
     for (i, span, raw) in &raw_targets {
@@ -222,19 +248,26 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
             }
         }
     }
-    Config { targets }
+    Config { targets, leds }
 }
 
 /// Names the key of `table` whose key or value contains `span`, to say which field a serde
-/// error is about.
+/// error is about. Tables and arrays of tables are followed down (`leds.led[1].colour`); the
+/// span of a `[[header]]` table covers only its header, so containment is checked key by key.
 fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> String {
     let (Some(span), Some(t)) = (span, table.as_table()) else {
         return path.to_string();
     };
     for (k, v) in t.iter() {
-        let within = |r: Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
-        if within(k.span()) || within(v.span()) {
+        if within(k.span(), &span) || contains(v, &span) {
             let here = format!("{path}.{}", k.get_ref());
+            if let Some(items) = v.get_ref().as_array() {
+                for (i, item) in items.iter().enumerate() {
+                    if contains(item, &span) {
+                        return field_at(item.get_ref(), Some(span), &format!("{here}[{i}]"));
+                    }
+                }
+            }
             return if v.get_ref().is_table() {
                 field_at(v.get_ref(), Some(span), &here)
             } else {
@@ -243,6 +276,24 @@ fn field_at(table: &DeValue<'_>, span: Option<Range<usize>>, path: &str) -> Stri
         }
     }
     path.to_string()
+}
+
+fn within(r: Range<usize>, span: &Range<usize>) -> bool {
+    r.start <= span.start && span.start < r.end.max(r.start + 1)
+}
+
+/// Whether `span` starts inside `v` or anything nested in it.
+fn contains(v: &Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
+    if within(v.span(), span) {
+        return true;
+    }
+    match v.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .any(|(k, v)| within(k.span(), span) || contains(v, span)),
+        DeValue::Array(a) => a.iter().any(|i| contains(i, span)),
+        _ => false,
+    }
 }
 
 /// Picks a target's value, else the default's.

@@ -315,34 +315,45 @@ impl Engine {
                 last_deadline
             };
             tokio::select! {
+                // Replies first: one that arrived in time counts even if the deadline timer
+                // fired in the same poll.
+                biased;
                 ev = rx.recv() => match ev {
-                    Some(Event::Reply { rtt, .. }) if rtt <= opts.timeout => {
-                        report.received += 1;
-                        report.rtts.push(rtt);
-                        answered += 1;
-                    }
-                    // Too late: counted as lost, like every pinger with a timeout does.
-                    Some(Event::Reply { .. }) => answered += 1,
-                    Some(Event::Duplicate) => report.duplicates += 1,
-                    Some(Event::IcmpError) => {
-                        report.icmp_errors += 1;
-                        answered += 1;
-                    }
+                    Some(ev) => tally(&mut report, &mut answered, ev, opts.timeout),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
+        // Let the receive loop read what the kernel already queued before the waiters go.
+        tokio::task::yield_now().await;
         drop(guard);
-        // Drain what arrived between the last wake-up and the guard's removal.
+        // What the receive loop delivered before the guard removed the waiters. Replies are
+        // judged by their own RTT, so a busy runtime that reads them late does not lose them.
         while let Ok(ev) = rx.try_recv() {
-            if let Event::Duplicate = ev {
-                report.duplicates += 1;
-            }
+            tally(&mut report, &mut answered, ev, opts.timeout);
         }
         match (report.received, send_error) {
             (0, Some(e)) => Err(e),
             _ => Ok(report),
+        }
+    }
+}
+
+/// Adds one event of the receive loop to a round's report.
+fn tally(report: &mut PingReport, answered: &mut u32, ev: Event, timeout: Duration) {
+    match ev {
+        Event::Reply { rtt } if rtt <= timeout => {
+            report.received += 1;
+            report.rtts.push(rtt);
+            *answered += 1;
+        }
+        // Too late: counted as lost, like every pinger with a timeout does.
+        Event::Reply { .. } => *answered += 1,
+        Event::Duplicate => report.duplicates += 1,
+        Event::IcmpError => {
+            report.icmp_errors += 1;
+            *answered += 1;
         }
     }
 }

@@ -6,6 +6,7 @@
 //! daemon-wide metrics of the registry. A target's series exist from the moment it is configured,
 //! at zero, so a target that never answers still has them.
 
+mod leds;
 mod ping;
 mod trace;
 
@@ -21,6 +22,7 @@ use prometheus::{
 };
 use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Target};
 
+pub use leds::LedCollector;
 pub use ping::PingSeries;
 pub use trace::TraceSeries;
 
@@ -37,6 +39,10 @@ pub mod names {
     pub const RELOAD_TS: &str = "vantage_config_last_reload_success_timestamp_seconds";
     pub const TARGETS: &str = "vantage_targets";
     pub const START_TIME: &str = "vantage_start_time_seconds";
+    pub const LED_PATTERN: &str = "vantage_led_pattern";
+    pub const DEVICE_CONDITION: &str = "vantage_device_condition";
+    pub const IDENTIFY_REMAINING: &str = "vantage_identify_remaining_seconds";
+    pub const LED_WRITE_ERRORS: &str = "vantage_led_write_errors_total";
 }
 
 /// Seconds since the Unix epoch, for timestamp gauges.
@@ -272,6 +278,11 @@ impl Metrics {
             reload_ts,
             target_count,
         }
+    }
+
+    /// Adds a daemon-wide collector (the LEDs' state).
+    pub fn register(&self, c: Box<dyn Collector>) {
+        self.registry.register(c).expect("unique metric");
     }
 
     /// Brings the per-target series in line with a config; unchanged targets keep their values.
