@@ -44,6 +44,17 @@ pub const TRACE_FLOWS: u32 = 1;
 pub const TRACE_PATH_WINDOW: Duration = Duration::from_secs(600);
 /// Upper bound on the packets of one trace (hops × probes per hop × flows).
 pub const TRACE_MAX_PACKETS: u32 = 4096;
+/// How long a DNS probe waits for its answer, TCP retry included (blackbox_exporter's default
+/// scrape timeout is 10s; a resolver that needs more than 5s is broken for applications).
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// EDNS UDP payload size: the DNS Flag Day 2020 value, which avoids IP fragmentation.
+pub const DNS_EDNS_UDP_SIZE: u16 = 1232;
+/// The DNS target host that means "the nameservers in /etc/resolv.conf".
+pub const SYSTEM_RESOLVER: &str = "system";
+/// Where the system's nameservers are listed.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// Datagrams that are not our answer (wrong ID, garbage) tolerated per query before giving up.
+pub const DNS_MAX_STRAY_DATAGRAMS: u32 = 64;
 
 /// Bounds every interval must fall within.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -66,6 +77,19 @@ pub const MAX_LABELS: usize = 16;
 /// Targets per config file.
 pub const MAX_TARGETS: usize = 20_000;
 
+/// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
+pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
+/// Uplink: wait for each gateway reply.
+pub const UPLINK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Provisioning: fetch the central targets file every 5 minutes.
+pub const PROVISIONING_REFRESH: Duration = Duration::from_secs(300);
+/// Provisioning: the shortest refresh, so a fleet cannot hammer the server.
+pub const MIN_PROVISIONING_REFRESH: Duration = Duration::from_secs(10);
+/// Provisioning: limit for one fetch.
+pub const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Provisioning: the largest targets file accepted.
+pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
 /// Where the kernel's LED class lives.
 pub const LEDS_SYSFS_ROOT: &str = "/sys/class/leds";
 /// How long "identify" blinks when the request names no duration: long enough to walk to a rack.

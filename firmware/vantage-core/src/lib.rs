@@ -31,13 +31,17 @@ mod types;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{
-    Config, ConfigError, ConfigErrors, Host, LedBackendKind, LedConfig, LedRole, LedsConfig,
-    PingOptions, Target, TraceOptions,
+    Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, Host, LedBackendKind, LedConfig,
+    LedRole, LedsConfig, PingOptions, Target, TraceOptions,
 };
-pub use probe::{HostResolver, PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host};
+pub use probe::{
+    DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host,
+    system_nameservers,
+};
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{
-    HopReport, HopResponder, Measurement, PingReport, ProbeError, Sample, TraceReport, Unreachable,
+    DnsFlags, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, PingReport,
+    ProbeError, Sample, TraceReport, Unreachable,
 };
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
 pub use types::{IpProtocol, ProbeKind, TraceProtocol, TraceSockets};

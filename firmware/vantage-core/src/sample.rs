@@ -1,12 +1,13 @@
 //! The one sample type every probe emits.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::config::{DnsTransport, rcode_name};
 use crate::types::{ProbeKind, TraceProtocol};
 
 /// The outcome of one probe round against one target.
@@ -33,6 +34,7 @@ pub enum Measurement {
     None,
     Ping(PingReport),
     Trace(TraceReport),
+    Dns(DnsReport),
 }
 
 /// One ping round.
@@ -220,6 +222,109 @@ impl TraceReport {
     }
 }
 
+/// One DNS query.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct DnsReport {
+    /// The server that was asked last (for `host = "system"`, the one that answered).
+    pub server: Option<SocketAddr>,
+    /// The transport that carried the answer (`tcp` after a truncated UDP answer).
+    pub transport: Option<DnsTransport>,
+    /// The UDP answer came back truncated and the query was repeated over TCP.
+    pub truncated_retry: bool,
+    /// Servers asked; above 1 only for `host = "system"` when a server failed.
+    pub attempts: u32,
+    /// Response code of the answer, extended rcode included.
+    #[serde(serialize_with = "rcode_ser")]
+    pub rcode: Option<u16>,
+    pub flags: DnsFlags,
+    pub answers: Vec<DnsRecord>,
+    pub authority_records: u32,
+    pub additional_records: u32,
+    /// Size of the answer on the wire.
+    pub response_bytes: usize,
+    /// Time from the start of the round to the answer: the phases together.
+    pub lookup: Option<Duration>,
+    pub phases: DnsPhases,
+    /// Datagrams that were not our answer (wrong ID or question, malformed), ignored.
+    pub stray_datagrams: u32,
+    /// The rcode is one of the expected ones.
+    pub rcode_valid: bool,
+    /// Answer checks that failed (contains, match, minimum count), as sentences.
+    pub validation_failures: Vec<String>,
+}
+
+fn rcode_ser<S: serde::Serializer>(v: &Option<u16>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(n) => s.serialize_str(&rcode_name(*n)),
+        None => s.serialize_none(),
+    }
+}
+
+impl DnsReport {
+    pub fn rcode_name(&self) -> Option<String> {
+        self.rcode.map(rcode_name)
+    }
+}
+
+/// Header flags of a DNS answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct DnsFlags {
+    pub authoritative: bool,
+    pub truncated: bool,
+    pub recursion_available: bool,
+    pub authentic_data: bool,
+}
+
+/// One answer record, in presentation form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsRecord {
+    pub name: String,
+    pub ttl: u32,
+    pub class: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub data: String,
+}
+
+impl fmt::Display for DnsRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} {}",
+            self.name, self.ttl, self.class, self.record_type, self.data
+        )
+    }
+}
+
+/// Where the time of a DNS round went, as blackbox_exporter splits it. A phase that did not
+/// happen (no name to resolve, no TCP) is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct DnsPhases {
+    /// Resolving the server's own hostname.
+    pub resolve: Option<Duration>,
+    /// TCP handshake (tcp, tls, and the TCP retry of a truncated UDP answer).
+    pub connect: Option<Duration>,
+    /// TLS handshake.
+    pub tls: Option<Duration>,
+    /// From sending the query to the answer (both exchanges for a truncated UDP answer).
+    pub request: Option<Duration>,
+}
+
+impl DnsPhases {
+    /// The phase names, in order, as used for metric labels.
+    pub const NAMES: [&'static str; 4] = ["resolve", "connect", "tls", "request"];
+
+    pub fn get(&self, name: &str) -> Option<Duration> {
+        match name {
+            "resolve" => self.resolve,
+            "connect" => self.connect,
+            "tls" => self.tls,
+            "request" => self.request,
+            _ => None,
+        }
+    }
+}
+
 /// Why a probe could not do its job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "message", rename_all = "lowercase")]
@@ -233,6 +338,10 @@ pub enum ProbeError {
     Network(String),
     /// No answer within the timeout.
     Timeout,
+    /// The peer answered with something that breaks the protocol (malformed, mismatched).
+    Protocol(String),
+    /// An answer came, but not the expected one (rcode, answer checks).
+    Validation(String),
 }
 
 impl fmt::Display for ProbeError {
@@ -242,6 +351,8 @@ impl fmt::Display for ProbeError {
             ProbeError::Permission(m) => write!(f, "not permitted: {m}"),
             ProbeError::Network(m) => write!(f, "network error: {m}"),
             ProbeError::Timeout => f.write_str("timeout"),
+            ProbeError::Protocol(m) => write!(f, "protocol error: {m}"),
+            ProbeError::Validation(m) => write!(f, "unexpected answer: {m}"),
         }
     }
 }
@@ -290,6 +401,30 @@ impl Sample {
                 v.push(("path_hash", f64::from(t.path_hash)));
                 v.push(("path_changed", if t.path_changed { 1.0 } else { 0.0 }));
                 v.push(("paths_known", f64::from(t.paths_known)));
+            }
+            Measurement::Dns(d) => {
+                if let Some(rcode) = d.rcode {
+                    v.push(("rcode", f64::from(rcode)));
+                    v.push(("answer_records", d.answers.len() as f64));
+                    v.push(("authority_records", f64::from(d.authority_records)));
+                    v.push(("additional_records", f64::from(d.additional_records)));
+                    let failed = !d.validation_failures.is_empty();
+                    v.push(("validation_failed", if failed { 1.0 } else { 0.0 }));
+                    v.push(("truncated_retry", if d.truncated_retry { 1.0 } else { 0.0 }));
+                }
+                if let Some(l) = d.lookup {
+                    v.push(("lookup_seconds", l.as_secs_f64()));
+                }
+                for (name, value) in [
+                    ("resolve_seconds", d.phases.resolve),
+                    ("connect_seconds", d.phases.connect),
+                    ("tls_seconds", d.phases.tls),
+                    ("request_seconds", d.phases.request),
+                ] {
+                    if let Some(p) = value {
+                        v.push((name, p.as_secs_f64()));
+                    }
+                }
             }
         }
         v

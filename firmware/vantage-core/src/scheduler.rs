@@ -288,13 +288,18 @@ mod tests {
         };
         let f = times("fast");
         let sl = times("slow");
-        assert!((18..=22).contains(&f.len()), "fast ran {} times", f.len());
-        assert!((5..=7).contains(&sl.len()), "slow ran {} times", sl.len());
-        for w in f.windows(2) {
-            assert_eq!(w[1] - w[0], fast.interval);
-        }
-        for w in sl.windows(2) {
-            assert_eq!(w[1] - w[0], slow.interval);
+        // On a loaded machine the thread may wake late and skip whole intervals, never more.
+        assert!((12..=22).contains(&f.len()), "fast ran {} times", f.len());
+        assert!((4..=7).contains(&sl.len()), "slow ran {} times", sl.len());
+        // Every planned start sits on the job's own grid, across the two updates.
+        for (times, interval) in [(&f, fast.interval), (&sl, slow.interval)] {
+            for w in times.windows(2) {
+                let gap = (w[1] - w[0]).as_nanos();
+                assert!(
+                    gap > 0 && gap % interval.as_nanos() == 0,
+                    "gap {gap} ns, interval {interval:?}"
+                );
+            }
         }
     }
 }

@@ -196,6 +196,58 @@ probes = ["trace"]
 }
 
 #[test]
+fn a_bad_default_is_reported_once_not_per_target() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/testdata/bad/dns-defaults-timeout-over-interval.toml");
+    let e = Config::load(&f).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+}
+
+#[test]
+fn fleet_sections_load_with_their_defaults() {
+    let c =
+        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/fleet.toml"))
+            .unwrap();
+    assert_eq!(c.device.name.as_deref(), Some("probe-office-1"));
+    assert_eq!(
+        c.device.labels.get("room").map(String::as_str),
+        Some("2-14")
+    );
+    assert!(c.uplink.enabled && c.uplink.gateway);
+    assert!(c.discovery.mdns);
+    let p = c.provisioning.unwrap();
+    assert_eq!(p.refresh, std::time::Duration::from_secs(300));
+    assert!(p.token.is_none() && p.token_file.is_some());
+
+    // Absent sections: nothing goes out on the network by itself.
+    let bare = Config::parse(
+        "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
+        "t",
+    )
+    .unwrap();
+    assert!(!bare.uplink.enabled && !bare.discovery.mdns && bare.provisioning.is_none());
+    assert!(bare.device.name.is_none() && bare.device.labels.is_empty());
+    // A present but empty section turns the feature on with its defaults.
+    let on = Config::parse("[uplink]\n[discovery]\n", "t").unwrap();
+    assert!(
+        on.uplink.enabled && on.uplink.gateway && on.uplink.upstream.is_none() && on.discovery.mdns
+    );
+}
+
+#[test]
+fn a_provisioned_file_may_not_set_device_sections() {
+    let e = Config::parse_provisioned(
+        "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n[provisioning]\nurl = \"https://x.example\"\n",
+        "remote",
+    )
+    .unwrap_err();
+    assert_eq!(e.errors[0].line, Some(5));
+    assert_eq!(e.errors[0].field, "provisioning");
+    let ok = Config::parse_provisioned("[defaults]\ninterval = \"2s\"\n[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n", "remote").unwrap();
+    assert_eq!(ok.targets.len(), 1);
+}
+
+#[test]
 fn leds_section_is_read() {
     use vantage_core::{LedBackendKind, LedRole};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good");

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use vantage_core::{
-    Config, ConfigErrors, JobKey, Observer, PingProbe, Probe, Runner, Sample, TraceProbe, defaults,
+    Config, ConfigErrors, DnsProbe, JobKey, Observer, PingProbe, Probe, Runner, Sample, TraceProbe,
+    defaults,
 };
 
+use crate::fleet::{self, announce::Announcer, provisioning, uplink};
 use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
 
 use crate::http;
@@ -67,7 +69,15 @@ pub struct Daemon {
     pub source: ConfigSource,
     pub metrics: Arc<Metrics>,
     pub runner: Runner,
+    /// The config in effect: the local file plus provisioned targets.
     pub config: Mutex<Arc<Config>>,
+    /// The device's own config file, as loaded.
+    local: Mutex<Arc<Config>>,
+    pub provisioning: Arc<provisioning::State>,
+    announcer: Option<Announcer>,
+    /// Serialises applying configs: a reload and a provisioning fetch may finish together, and
+    /// the one that read the local config first must not apply it last.
+    apply_lock: Mutex<()>,
     /// When the daemon started, for the status page's uptime.
     pub started: Instant,
     /// Bounds concurrent on-demand `/probe` requests.
@@ -81,14 +91,32 @@ pub struct Daemon {
 
 impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
+        Self::start_with(source, config, None, None)
+    }
+
+    /// `data_dir` keeps the provisioned targets' last good copy; `announce_port` is the HTTP
+    /// port the mDNS announcement names.
+    pub fn start_with(
+        source: ConfigSource,
+        config: Config,
+        data_dir: Option<PathBuf>,
+        announce_port: Option<u16>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
+        let provisioning = provisioning::State::new(metrics.registry(), data_dir);
+        provisioning.load_cache(&config);
+        let uplink = uplink::UplinkMetrics::new(metrics.registry());
         let started = Instant::now();
         let leds = Arc::new(start_leds(&config));
         metrics.register(Box::new(LedCollector::new(leds.clone())));
         let health = Arc::new(Health::new(started, boot_grace(&config)));
-        let probes: Vec<Arc<dyn Probe>> =
-            vec![Arc::new(PingProbe::new()), Arc::new(TraceProbe::new())];
+        let probes: Vec<Arc<dyn Probe>> = vec![
+            Arc::new(PingProbe::new()),
+            Arc::new(DnsProbe::new()),
+            Arc::new(TraceProbe::new()),
+        ];
         let observer = Arc::new(Fanout(vec![
             metrics.clone() as Arc<dyn Observer>,
             Arc::new(LedObserver {
@@ -102,6 +130,10 @@ impl Daemon {
             metrics,
             runner,
             config: Mutex::new(Arc::new(Config::default())),
+            local: Mutex::new(Arc::new(Config::default())),
+            provisioning: provisioning.clone(),
+            announcer: announce_port.map(Announcer::new),
+            apply_lock: Mutex::new(()),
             started,
             probe_permits: tokio::sync::Semaphore::new(64),
             leds,
@@ -110,10 +142,25 @@ impl Daemon {
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
+        tokio::spawn(uplink::run(Arc::downgrade(&daemon), uplink));
+        tokio::spawn(provisioning::run(Arc::downgrade(&daemon), provisioning));
         daemon
     }
 
-    fn apply(&self, config: Config) {
+    /// Applies a local config: merges the provisioned targets in, updates the device labels
+    /// and the mDNS announcement.
+    fn apply(&self, local: Config) {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_locked(local);
+    }
+
+    fn apply_locked(&self, local: Config) {
+        let config = self.provisioning.merge(&local);
+        self.metrics.set_device_labels(fleet::device_labels(&local));
+        if let Some(a) = &self.announcer {
+            a.apply(&local);
+        }
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(local);
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
         self.health
@@ -134,6 +181,17 @@ impl Daemon {
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
+    /// The device's own config, without provisioned targets.
+    pub fn local_config(&self) -> Arc<Config> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies the local config again, after the provisioned targets changed.
+    pub fn reapply(&self) {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_locked((*self.local_config()).clone());
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config
             .lock()
@@ -147,6 +205,8 @@ impl Daemon {
             Ok(config) => {
                 self.apply(config);
                 self.metrics.reload_result(true);
+                // A changed [provisioning] section takes effect now, not at the next refresh.
+                self.provisioning.wake.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -175,7 +235,12 @@ pub async fn run(
         data_dir = %data_dir.display(),
         "vantage starting"
     );
-    let daemon = Daemon::start(source, config);
+    let daemon = Daemon::start_with(
+        source,
+        config,
+        Some(data_dir.clone()),
+        Some(listener.local_addr()?.port()),
+    );
 
     // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything
     // else, so a wedged runtime stops it, the LEDs say "not responding" and, with
@@ -214,6 +279,9 @@ pub async fn run(
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("HTTP server failed");
+    if let Some(a) = &daemon.announcer {
+        a.withdraw();
+    }
     if let Some(n) = &notifier {
         let _ = n.stopping();
     }

@@ -12,11 +12,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use vantage_core::config::parse_host;
 use vantage_core::{
-    PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions, TraceProtocol, defaults,
+    DnsOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions, TraceProtocol, defaults,
 };
 
 use crate::daemon::Daemon;
-use crate::metrics::{PingSeries, ProbeSeries, TraceSeries, encode, merge_families};
+use crate::metrics::{DnsSeries, PingSeries, ProbeSeries, TraceSeries, encode, merge_families};
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
@@ -32,6 +32,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/-/reload", post(reload))
+        .route("/api/provisioning", get(provisioning))
         .route("/api/identify", post(identify))
         .route("/api/leds", get(leds))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -43,15 +44,22 @@ async fn index(State(d): State<Arc<Daemon>>) -> Html<String> {
         "<!doctype html><meta charset=utf-8><title>Vantage</title><h1>Vantage {}</h1>\
          <p>Up {}; {} targets.</p><ul><li><a href=metrics>/metrics</a>\
          <li><a href='probe?target=127.0.0.1&amp;module=ping'>/probe?target=127.0.0.1&amp;module=ping</a>\
-         <li><a href=-/healthy>/-/healthy</a></ul>",
+         <li><a href='probe?target=system&amp;module=dns&amp;query=localhost'>/probe?target=system&amp;module=dns&amp;query=localhost</a>\
+         <li><a href=-/healthy>/-/healthy</a></ul>{}",
         env!("CARGO_PKG_VERSION"),
         humantime::format_duration(Duration::from_secs(d.uptime().as_secs())),
-        d.config().targets.len()
+        d.config().targets.len(),
+        d.provisioning.status().html()
     ))
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], d.metrics.render()).into_response()
+}
+
+/// Where the provisioned targets stand: applied, overridden by local ones, last error.
+async fn provisioning(State(d): State<Arc<Daemon>>) -> Response {
+    axum::Json(d.provisioning.status()).into_response()
 }
 
 async fn reload(State(d): State<Arc<Daemon>>) -> Response {
@@ -127,6 +135,8 @@ async fn probe(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let dns_query = q.get("query").cloned();
+    let dns_type = q.get("type").cloned();
     let q = ProbeQuery {
         target: q.get("target").cloned(),
         module: q.get("module").cloned(),
@@ -140,7 +150,7 @@ async fn probe(
         Err(msg) => return bad_request(format!("target {msg}")),
     };
     let kind = match q.module.as_deref().unwrap_or("ping").parse::<ProbeKind>() {
-        Ok(k @ (ProbeKind::Ping | ProbeKind::Trace)) => k,
+        Ok(k @ (ProbeKind::Ping | ProbeKind::Dns | ProbeKind::Trace)) => k,
         Ok(other) => {
             return bad_request(format!("module {other} is not available in this version"));
         }
@@ -161,6 +171,23 @@ async fn probe(
             Err(msg) => return bad_request(format!("protocol: {msg}")),
         },
         (_, Some(_)) => return bad_request("protocol applies to module=trace only"),
+    }
+    // module=dns asks `query` (and `type`, default A) of the target; the other DNS options take
+    // their defaults.
+    let dns = match (kind, dns_query) {
+        (ProbeKind::Dns, None) => {
+            return bad_request("query parameter is missing (module=dns asks the target for it)");
+        }
+        (ProbeKind::Dns, Some(name)) => {
+            match DnsOptions::new(&name, dns_type.as_deref().unwrap_or("A")) {
+                Ok(o) => Some(o),
+                Err(msg) => return bad_request(format!("query/type: {msg}")),
+            }
+        }
+        _ => None,
+    };
+    if host.is_system() && kind != ProbeKind::Dns {
+        return bad_request("target \"system\" only works with module=dns");
     }
     let deadline = match scrape_deadline(&headers) {
         Ok(t) => t,
@@ -187,6 +214,7 @@ async fn probe(
         probes: vec![(kind, deadline)],
         ping: PingOptions::default(),
         trace,
+        dns,
     };
     let sample = prober
         .run(ProbeRequest {
@@ -212,6 +240,12 @@ async fn probe(
             trace.collect(&mut extra);
         }
         _ => {}
+    }
+    if let vantage_core::Measurement::Dns(report) = &sample.measurement {
+        let valid = [0];
+        let dns = DnsSeries::new(&none, &valid);
+        dns.observe(report);
+        dns.collect(&mut extra);
     }
     merge_families(&mut families, extra);
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], encode(&families)).into_response()

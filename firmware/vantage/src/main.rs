@@ -1,6 +1,7 @@
 //! The `vantage` command.
 
 mod daemon;
+mod fleet;
 mod http;
 mod leds_cmd;
 mod metrics;
@@ -54,6 +55,11 @@ enum Command {
     Ping(oneshot::PingArgs),
     /// Trace the route to a host once and print an mtr-like table, using the daemon's trace code.
     Trace(oneshot::TraceArgs),
+    /// Ask a DNS server one question, like dig(1), using the daemon's DNS probe.
+    Dns(oneshot::DnsArgs),
+    /// Find Vantage devices on the local network (mDNS) and hand them to Prometheus: a list,
+    /// a file_sd JSON file, or an http_sd endpoint.
+    Discover(fleet::discover::DiscoverArgs),
     /// Drive the status LEDs without the daemon: boot pattern, test cycle, off.
     Leds(leds_cmd::LedsArgs),
 }
@@ -95,6 +101,8 @@ fn main() -> ExitCode {
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
         Command::Trace(args) => runtime().block_on(oneshot::trace(args)),
+        Command::Dns(args) => runtime().block_on(oneshot::dns(args)),
+        Command::Discover(args) => runtime().block_on(fleet::discover::run(args)),
         Command::Leds(args) => leds_cmd::run(args),
     }
 }

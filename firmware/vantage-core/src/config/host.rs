@@ -21,6 +21,11 @@ pub enum Host {
 }
 
 impl Host {
+    /// `host = "system"`: the DNS probe asks the resolvers in `/etc/resolv.conf`.
+    pub fn is_system(&self) -> bool {
+        matches!(self, Host::Name(n) if n == crate::defaults::SYSTEM_RESOLVER)
+    }
+
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Host::Ip(ip) => Some(*ip),

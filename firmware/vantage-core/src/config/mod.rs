@@ -4,7 +4,9 @@
 //! problems come back together, each with its line and field, so `vantage check-config` and the
 //! web page can show them all at once.
 
+mod dns;
 mod error;
+mod fleet;
 mod host;
 mod leds;
 mod ping;
@@ -19,8 +21,13 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+pub use dns::{
+    AnswerData, DnsOptions, DnsTransport, Pattern, RawDns, parse_query, parse_rcode,
+    parse_record_type, rcode_name,
+};
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
+pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use host::{Host, parse_host};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
@@ -33,6 +40,14 @@ use crate::types::{IpProtocol, ProbeKind};
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Config {
     pub targets: Vec<Target>,
+    /// `[device]`: the device's name and the labels on all its series.
+    pub device: Device,
+    /// `[uplink]`: probing the device's own gateway.
+    pub uplink: Uplink,
+    /// `[discovery]`: the mDNS announcement.
+    pub discovery: Discovery,
+    /// `[provisioning]`: extra targets from a URL.
+    pub provisioning: Option<Provisioning>,
     /// `[leds]`; without it, no LEDs are driven.
     pub leds: LedsConfig,
 }
@@ -48,6 +63,8 @@ pub struct Target {
     pub probes: Vec<(ProbeKind, Duration)>,
     pub ping: PingOptions,
     pub trace: TraceOptions,
+    /// Present when the dns probe is enabled.
+    pub dns: Option<DnsOptions>,
 }
 
 impl Target {
@@ -67,6 +84,7 @@ pub struct RawDefaults {
     pub interval: Option<Spanned<String>>,
     pub ping: Option<RawPing>,
     pub trace: Option<RawTrace>,
+    pub dns: Option<RawDns>,
 }
 
 /// The top level, minus `targets` (each target is read on its own so that one bad target does
@@ -76,6 +94,11 @@ pub struct RawDefaults {
 struct RawRoot {
     #[serde(default)]
     defaults: RawDefaults,
+    #[serde(default)]
+    device: fleet::RawDevice,
+    uplink: Option<fleet::RawUplink>,
+    discovery: Option<fleet::RawDiscovery>,
+    provisioning: Option<fleet::RawProvisioning>,
 }
 
 /// One `[[targets]]` table as written.
@@ -90,13 +113,17 @@ pub struct RawTarget {
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
     pub ping: Option<RawPing>,
     pub trace: Option<RawTrace>,
+    pub dns: Option<RawDns>,
 }
 
 /// Label names our own series use; a user label must not shadow them.
 const RESERVED_LABELS: &[&str] = &[
     "target", "probe", "hop", "address", "rcode", "endpoint", "job", "instance", "le", "quantile",
-    "version", "arch", "phase",
+    "version", "arch", "phase", "device",
 ];
+
+/// Sections that only the device's own file may set, not a provisioned one.
+const DEVICE_SECTIONS: &[&str] = &["device", "uplink", "discovery", "provisioning", "leds"];
 
 impl Config {
     /// Reads and validates a config file.
@@ -125,11 +152,37 @@ impl Config {
         } else {
             col.errors
                 .sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+            // A bad value in [defaults] is found once per target that inherits it: say it once.
+            col.errors.dedup();
             Err(ConfigErrors {
                 file: file.to_string(),
                 errors: col.errors,
             })
         }
+    }
+
+    /// Parses a provisioned targets file: `[defaults]` and `[[targets]]` only, since a central
+    /// file must not rename the device, change its uplink or point it at another URL.
+    pub fn parse_provisioned(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut col = Collector::new(text);
+        if let Ok(doc) = DeTable::parse(text) {
+            for (k, _) in doc.get_ref().iter() {
+                if DEVICE_SECTIONS.contains(&k.get_ref().as_ref()) {
+                    col.push(
+                        Some(k.span()),
+                        k.get_ref().to_string(),
+                        "only the device's own config may set this section",
+                    );
+                }
+            }
+        }
+        if !col.errors.is_empty() {
+            return Err(ConfigErrors {
+                file: file.to_string(),
+                errors: col.errors,
+            });
+        }
+        Config::parse(text, file)
     }
 
     pub fn target(&self, name: &str) -> Option<&Target> {
@@ -248,7 +301,18 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
             }
         }
     }
-    Config { targets, leds }
+    let device = fleet::validate_device(&mut check, &raw_root.device);
+    let uplink = fleet::validate_uplink(&mut check, raw_root.uplink.as_ref());
+    let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
+    let provisioning = fleet::validate_provisioning(&mut check, raw_root.provisioning.as_ref());
+    Config {
+        targets,
+        device,
+        uplink,
+        discovery,
+        provisioning,
+        leds,
+    }
 }
 
 /// Names the key of `table` whose key or value contains `span`, to say which field a serde
@@ -344,15 +408,6 @@ fn validate_target(
             Err(msg) => c.err(p.span(), &format!("{path}.probes"), msg),
         }
     }
-    for (kind, span) in &kinds {
-        if *kind == ProbeKind::Dns {
-            c.err(
-                Some(span.clone()),
-                &format!("{path}.probes"),
-                format!("the {kind} probe is not available in this version"),
-            );
-        }
-    }
 
     if raw.labels.len() > defaults::MAX_LABELS {
         c.err(
@@ -389,6 +444,38 @@ fn validate_target(
         raw.trace.as_ref(),
         d.trace.as_ref(),
     );
+    let wants_dns = kinds.iter().any(|(k, _)| *k == ProbeKind::Dns);
+    let dns = if wants_dns {
+        DnsOptions::resolve(
+            c,
+            &format!("{path}.dns"),
+            raw.dns.as_ref(),
+            d.dns.as_ref(),
+            span.clone(),
+        )
+    } else {
+        if let Some(v) = raw.dns.as_ref().and_then(|r| r.query.as_ref()) {
+            c.err(
+                v.span(),
+                &format!("{path}.dns"),
+                "is set but \"dns\" is not in probes",
+            );
+        }
+        None
+    };
+    if host.as_ref().is_some_and(Host::is_system) {
+        for (kind, span) in &kinds {
+            if *kind != ProbeKind::Dns {
+                c.err(
+                    Some(span.clone()),
+                    &format!("{path}.probes"),
+                    format!(
+                        "host \"system\" means the system's resolvers, which only the dns probe can use; the {kind} probe needs an address or hostname"
+                    ),
+                );
+            }
+        }
+    }
     let base_interval = raw
         .interval
         .as_ref()
@@ -433,7 +520,22 @@ fn validate_target(
                             .map(|v| (v, "defaults.trace.interval".to_string()))
                     })
                 }),
-            _ => base_interval.clone(),
+            ProbeKind::Dns => raw
+                .dns
+                .as_ref()
+                .and_then(|p| {
+                    p.interval
+                        .as_ref()
+                        .map(|v| (v, format!("{path}.dns.interval")))
+                })
+                .or_else(|| base_interval.clone())
+                .or_else(|| {
+                    d.dns.as_ref().and_then(|p| {
+                        p.interval
+                            .as_ref()
+                            .map(|v| (v, "defaults.dns.interval".to_string()))
+                    })
+                }),
         };
         let interval = match own {
             Some((v, field)) => c
@@ -461,6 +563,27 @@ fn validate_target(
                 format!(
                     "a trace waits up to {} for its answers, longer than the interval ({}); shorten the timeout or the spacing",
                     humantime::format_duration(trace.round_length()),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        if let (ProbeKind::Dns, Some(dns)) = (*kind, &dns)
+            && dns.timeout >= interval
+        {
+            // Point at the timeout where it was written: the target's, else the defaults'.
+            let own = raw.dns.as_ref().and_then(|p| p.timeout.as_ref());
+            let inherited = d.dns.as_ref().and_then(|p| p.timeout.as_ref());
+            let (at, field) = match (own, inherited) {
+                (Some(v), _) => (Some(v.span()), format!("{path}.dns.timeout")),
+                (None, Some(v)) => (Some(v.span()), "defaults.dns.timeout".to_string()),
+                (None, None) => (Some(span.clone()), format!("{path}.dns.timeout")),
+            };
+            c.err(
+                at,
+                &field,
+                format!(
+                    "the timeout ({}) must be shorter than the interval ({})",
+                    humantime::format_duration(dns.timeout),
                     humantime::format_duration(interval)
                 ),
             );
@@ -532,6 +655,7 @@ fn validate_target(
         probes,
         ping,
         trace,
+        dns,
     })
 }
 
@@ -591,7 +715,7 @@ pub fn check_label_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_label_value(v: &str) -> Result<(), String> {
+pub(crate) fn check_label_value(v: &str) -> Result<(), String> {
     if v.chars().count() > defaults::MAX_LABEL_VALUE_LEN {
         return Err(format!(
             "value is longer than {} characters",

@@ -1,7 +1,8 @@
-//! The socket edge. The ping probe talks to [`IcmpSocket`]s opened by an [`IcmpSocketFactory`]
-//! (kernel implementation in `icmp`), the trace probe to [`trace::TraceSocket`]s; tests script
-//! their own.
+//! The socket edge. The ping probe talks to [`IcmpSocket`]s opened by an [`IcmpSocketFactory`],
+//! the DNS probe to connections opened by a [`DnsConnector`], the trace probe to
+//! [`trace::TraceSocket`]s; kernel implementations live here, tests script their own.
 
+mod dns;
 mod icmp;
 pub mod trace;
 
@@ -13,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+pub use dns::{ByteStream, DatagramChannel, DnsConnector, KernelDns};
 pub use icmp::{KernelSockets, echo_request, ping_permission_hint};
 
 /// A boxed future, for object-safe async trait methods.

@@ -1,5 +1,6 @@
 //! One file per probe kind, all behind the [`Probe`] trait.
 
+mod dns;
 mod ping;
 mod trace;
 
@@ -8,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use dns::{DnsProbe, system_nameservers};
 pub use ping::PingProbe;
 pub use trace::TraceProbe;
 

@@ -6,6 +6,7 @@
 //! daemon-wide metrics of the registry. A target's series exist from the moment it is configured,
 //! at zero, so a target that never answers still has them.
 
+mod dns;
 mod leds;
 mod ping;
 mod trace;
@@ -22,6 +23,7 @@ use prometheus::{
 };
 use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Target};
 
+pub use dns::DnsSeries;
 pub use leds::LedCollector;
 pub use ping::PingSeries;
 pub use trace::TraceSeries;
@@ -153,6 +155,7 @@ struct TargetSeries {
     probes: ProbeSeries,
     ping: Option<PingSeries>,
     trace: Option<TraceSeries>,
+    dns: Option<DnsSeries>,
 }
 
 impl TargetSeries {
@@ -168,6 +171,11 @@ impl TargetSeries {
             trace: kinds
                 .contains(&ProbeKind::Trace)
                 .then(|| TraceSeries::new(&labels, true)),
+            dns: t
+                .dns
+                .as_ref()
+                .filter(|_| kinds.contains(&ProbeKind::Dns))
+                .map(|d| DnsSeries::new(&labels, &d.valid_rcodes)),
         }
     }
 
@@ -178,6 +186,9 @@ impl TargetSeries {
             (Measurement::Trace(report), _, Some(trace)) => trace.observe(report),
             _ => {}
         }
+        if let (Measurement::Dns(report), Some(dns)) = (&sample.measurement, &self.dns) {
+            dns.observe(report);
+        }
     }
 
     fn collect(&self, out: &mut Vec<MetricFamily>) {
@@ -187,6 +198,9 @@ impl TargetSeries {
         }
         if let Some(t) = &self.trace {
             t.collect(out);
+        }
+        if let Some(d) = &self.dns {
+            d.collect(out);
         }
     }
 }
@@ -201,6 +215,8 @@ pub struct Metrics {
     reload_ok: Gauge,
     reload_ts: Gauge,
     target_count: Gauge,
+    /// `[device]` name and labels, added to every series at render time.
+    device_labels: RwLock<Vec<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -277,6 +293,7 @@ impl Metrics {
             reload_ok,
             reload_ts,
             target_count,
+            device_labels: RwLock::default(),
         }
     }
 
@@ -322,9 +339,29 @@ impl Metrics {
         families
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, with the device's labels on every series.
     pub fn render(&self) -> String {
-        encode(&self.gather())
+        let mut families = self.gather();
+        let device = self
+            .device_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        crate::fleet::add_labels(&mut families, &device);
+        encode(&families)
+    }
+
+    /// The labels every series of this device carries (`device` plus `[device].labels`).
+    pub fn set_device_labels(&self, labels: Vec<(String, String)>) {
+        *self
+            .device_labels
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = labels;
+    }
+
+    /// For the daemon's other parts (uplink, provisioning) to register their metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 

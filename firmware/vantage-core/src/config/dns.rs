@@ -1,0 +1,722 @@
+//! Options of the DNS probe.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::Check;
+use crate::defaults;
+use crate::types::IpProtocol;
+
+/// `[defaults.dns]` and `targets[].dns`, as written. A target's value wins over
+/// `[defaults.dns]`, which wins over the built-in default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Time between queries for this probe; overrides the target's `interval`.
+    pub interval: Option<Spanned<String>>,
+    /// The name to ask for. For `type = "PTR"` an IP address is turned into its reverse name.
+    pub query: Option<Spanned<String>>,
+    /// Record type: A, AAAA, MX, TXT, NS, SOA, CNAME, PTR, SRV, CAA, ... (default A).
+    #[serde(rename = "type")]
+    pub record_type: Option<Spanned<String>>,
+    /// Query class: IN (default), CH (e.g. `version.bind`) or HS.
+    pub class: Option<Spanned<String>>,
+    /// `udp` (default; retried over TCP when the answer is truncated), `tcp` or `tls`.
+    pub transport: Option<Spanned<String>>,
+    /// Server port; 53 for udp/tcp, 853 for tls.
+    pub port: Option<Spanned<i64>>,
+    /// TLS: the name the server's certificate must carry (default: the host, if it is a name).
+    pub server_name: Option<Spanned<String>>,
+    /// TLS: a PEM file of CA certificates to trust instead of the built-in web PKI roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// TLS: accept any certificate. Only for testing.
+    pub insecure_skip_verify: Option<Spanned<bool>>,
+    /// The RD bit (default true). Set false to ask an authoritative server about its own data.
+    pub recursion_desired: Option<Spanned<bool>>,
+    /// Set the EDNS DO bit, asking for DNSSEC records (default false).
+    pub dnssec: Option<Spanned<bool>>,
+    /// EDNS UDP payload size advertised (512..=65535, default 1232); 0 sends no EDNS record.
+    pub edns_udp_size: Option<Spanned<i64>>,
+    /// How long to wait for the answer, connection and retry over TCP included (default 5s).
+    pub timeout: Option<Spanned<String>>,
+    /// Rcodes that count as success (default ["NOERROR"]).
+    pub valid_rcodes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Each of these must be an answer record's data (an IP, a name or text).
+    pub answer_contains: Option<Spanned<Vec<Spanned<String>>>>,
+    /// None of these may be an answer record's data.
+    pub answer_not_contains: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Each regex must match at least one answer record (`name TTL CLASS TYPE data`).
+    pub answer_match: Option<Spanned<Vec<Spanned<String>>>>,
+    /// No answer record may match any of these regexes.
+    pub answer_not_match: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Fewest answer records that count as success (default 0).
+    pub min_answers: Option<Spanned<i64>>,
+    /// `auto`, `ipv4` or `ipv6`: which address of a server hostname to use.
+    pub ip_protocol: Option<Spanned<String>>,
+    /// Source address to send from.
+    pub source: Option<Spanned<String>>,
+}
+
+impl RawDns {
+    /// Whether the key `name` is set in this table.
+    fn has(&self, name: &str) -> bool {
+        match name {
+            "interval" => self.interval.is_some(),
+            "query" => self.query.is_some(),
+            "type" => self.record_type.is_some(),
+            "class" => self.class.is_some(),
+            "transport" => self.transport.is_some(),
+            "port" => self.port.is_some(),
+            "server_name" => self.server_name.is_some(),
+            "ca_file" => self.ca_file.is_some(),
+            "insecure_skip_verify" => self.insecure_skip_verify.is_some(),
+            "recursion_desired" => self.recursion_desired.is_some(),
+            "dnssec" => self.dnssec.is_some(),
+            "edns_udp_size" => self.edns_udp_size.is_some(),
+            "timeout" => self.timeout.is_some(),
+            "valid_rcodes" => self.valid_rcodes.is_some(),
+            "answer_contains" => self.answer_contains.is_some(),
+            "answer_not_contains" => self.answer_not_contains.is_some(),
+            "answer_match" => self.answer_match.is_some(),
+            "answer_not_match" => self.answer_not_match.is_some(),
+            "min_answers" => self.min_answers.is_some(),
+            "ip_protocol" => self.ip_protocol.is_some(),
+            "source" => self.source.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// How the query travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsTransport {
+    /// UDP, retried over TCP when the answer comes back truncated.
+    #[default]
+    Udp,
+    Tcp,
+    /// DNS over TLS (RFC 7858).
+    Tls,
+}
+
+impl DnsTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsTransport::Udp => "udp",
+            DnsTransport::Tcp => "tcp",
+            DnsTransport::Tls => "tls",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            DnsTransport::Udp | DnsTransport::Tcp => 53,
+            DnsTransport::Tls => 853,
+        }
+    }
+}
+
+impl fmt::Display for DnsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A compiled regex that compares and hashes by its pattern, so options stay `Eq + Hash`.
+#[derive(Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl Hash for Pattern {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// An expected piece of answer data: an address compares as an address, anything else as
+/// case-insensitive text with the trailing dot of names ignored, against the whole record data
+/// or its last field (the exchange of an MX, the target of an SRV).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(untagged)]
+pub enum AnswerData {
+    Ip(IpAddr),
+    Text(String),
+}
+
+impl AnswerData {
+    pub fn parse(s: &str) -> Self {
+        match s.trim().parse::<IpAddr>() {
+            Ok(ip) => AnswerData::Ip(ip),
+            Err(_) => AnswerData::Text(normalize_text(s)),
+        }
+    }
+
+    /// Whether a record's data, in presentation form, is this.
+    pub fn matches(&self, data: &str) -> bool {
+        match self {
+            AnswerData::Ip(ip) => data.trim().parse::<IpAddr>().is_ok_and(|d| d == *ip),
+            // MX, SRV and friends end with the name they point at: "10 mail.example.com.".
+            AnswerData::Text(t) => {
+                normalize_text(data) == *t
+                    || data
+                        .split_whitespace()
+                        .next_back()
+                        .is_some_and(|last| normalize_text(last) == *t)
+            }
+        }
+    }
+}
+
+impl fmt::Display for AnswerData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnswerData::Ip(ip) => ip.fmt(f),
+            AnswerData::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+fn normalize_text(s: &str) -> String {
+    let t = s.trim();
+    t.strip_suffix('.').unwrap_or(t).to_ascii_lowercase()
+}
+
+/// Resolved DNS options of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct DnsOptions {
+    /// Fully qualified query name.
+    #[serde(serialize_with = "as_display")]
+    pub query: Name,
+    #[serde(serialize_with = "as_display")]
+    pub record_type: RecordType,
+    #[serde(serialize_with = "as_display")]
+    pub class: DNSClass,
+    pub transport: DnsTransport,
+    pub port: u16,
+    pub server_name: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub recursion_desired: bool,
+    pub dnssec: bool,
+    /// 0: no EDNS record.
+    pub edns_udp_size: u16,
+    pub timeout: Duration,
+    /// Rcode numbers that count as success.
+    pub valid_rcodes: Vec<u16>,
+    pub answer_contains: Vec<AnswerData>,
+    pub answer_not_contains: Vec<AnswerData>,
+    pub answer_match: Vec<Pattern>,
+    pub answer_not_match: Vec<Pattern>,
+    pub min_answers: u32,
+    pub ip_protocol: IpProtocol,
+    pub source: Option<IpAddr>,
+}
+
+fn as_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl DnsOptions {
+    /// Options for a one-shot query with everything else at its default.
+    pub fn new(query: &str, record_type: &str) -> Result<Self, String> {
+        let record_type = parse_record_type(record_type)?;
+        Ok(Self {
+            query: parse_query(query, record_type)?,
+            record_type,
+            class: DNSClass::IN,
+            transport: DnsTransport::Udp,
+            port: DnsTransport::Udp.default_port(),
+            server_name: None,
+            ca_file: None,
+            insecure_skip_verify: false,
+            recursion_desired: true,
+            dnssec: false,
+            edns_udp_size: defaults::DNS_EDNS_UDP_SIZE,
+            timeout: defaults::DNS_TIMEOUT,
+            valid_rcodes: vec![0],
+            answer_contains: Vec::new(),
+            answer_not_contains: Vec::new(),
+            answer_match: Vec::new(),
+            answer_not_match: Vec::new(),
+            min_answers: 0,
+            ip_protocol: IpProtocol::Auto,
+            source: None,
+        })
+    }
+
+    pub(crate) fn resolve(
+        c: &mut Check<'_, '_>,
+        path: &str,
+        t: Option<&RawDns>,
+        d: Option<&RawDns>,
+        target_span: std::ops::Range<usize>,
+    ) -> Option<Self> {
+        fn pick<'a, T>(
+            t: Option<&'a RawDns>,
+            d: Option<&'a RawDns>,
+            get: impl Fn(&'a RawDns) -> Option<&'a Spanned<T>>,
+        ) -> Option<&'a Spanned<T>> {
+            t.and_then(&get).or_else(|| d.and_then(&get))
+        }
+        // Errors name the table the value came from: the target's or `[defaults.dns]`.
+        let field = |name: &str| {
+            if t.is_some_and(|r| r.has(name)) || !d.is_some_and(|r| r.has(name)) {
+                format!("{path}.{name}")
+            } else {
+                format!("defaults.dns.{name}")
+            }
+        };
+        let before = c.col.errors.len();
+
+        let record_type = match pick(t, d, |r| r.record_type.as_ref()) {
+            Some(v) => match parse_record_type(v.get_ref()) {
+                Ok(rt) => Some(rt),
+                Err(msg) => {
+                    c.err(v.span(), &field("type"), msg);
+                    None
+                }
+            },
+            None => Some(RecordType::A),
+        };
+        let query = match pick(t, d, |r| r.query.as_ref()) {
+            Some(v) => match parse_query(v.get_ref(), record_type.unwrap_or(RecordType::A)) {
+                Ok(n) => Some(n),
+                Err(msg) => {
+                    c.err(v.span(), &field("query"), msg);
+                    None
+                }
+            },
+            None => {
+                c.err(
+                    Some(target_span),
+                    &field("query"),
+                    "is required by the dns probe: the name to ask for, e.g. dns = { query = \"example.com\" }",
+                );
+                None
+            }
+        };
+        let class = match pick(t, d, |r| r.class.as_ref()) {
+            Some(v) => match v.get_ref().to_ascii_uppercase().as_str() {
+                "IN" => Some(DNSClass::IN),
+                "CH" => Some(DNSClass::CH),
+                "HS" => Some(DNSClass::HS),
+                other => {
+                    c.err(
+                        v.span(),
+                        &field("class"),
+                        format!("{other:?} is not one of IN, CH, HS"),
+                    );
+                    None
+                }
+            },
+            None => Some(DNSClass::IN),
+        };
+        let transport = match pick(t, d, |r| r.transport.as_ref()) {
+            Some(v) => match v.get_ref().as_str() {
+                "udp" => DnsTransport::Udp,
+                "tcp" => DnsTransport::Tcp,
+                "tls" | "dot" => DnsTransport::Tls,
+                "https" | "doh" => {
+                    c.err(
+                        v.span(),
+                        &field("transport"),
+                        "DNS over HTTPS is not supported; use udp, tcp or tls",
+                    );
+                    DnsTransport::Udp
+                }
+                other => {
+                    c.err(
+                        v.span(),
+                        &field("transport"),
+                        format!("{other:?} is not one of udp, tcp, tls"),
+                    );
+                    DnsTransport::Udp
+                }
+            },
+            None => DnsTransport::Udp,
+        };
+        let port = pick(t, d, |r| r.port.as_ref())
+            .and_then(|v| c.int_in(v, &field("port"), 1, 65535))
+            .map_or(transport.default_port(), |p| p as u16);
+
+        let tls_only = |c: &mut Check<'_, '_>, span: std::ops::Range<usize>, name: &str| {
+            if transport != DnsTransport::Tls {
+                c.err(
+                    Some(span),
+                    &field(name),
+                    format!("only applies to transport = \"tls\" (transport is {transport})"),
+                );
+            }
+        };
+        let server_name = pick(t, d, |r| r.server_name.as_ref()).and_then(|v| {
+            tls_only(c, v.span(), "server_name");
+            match super::parse_host(v.get_ref()) {
+                Ok(crate::config::Host::Name(n)) => Some(n.trim_end_matches('.').to_string()),
+                Ok(crate::config::Host::Ip(ip)) => Some(ip.to_string()),
+                Err(msg) => {
+                    c.err(v.span(), &field("server_name"), msg);
+                    None
+                }
+            }
+        });
+        let ca_file = pick(t, d, |r| r.ca_file.as_ref()).and_then(|v| {
+            tls_only(c, v.span(), "ca_file");
+            if v.get_ref().is_empty() {
+                c.err(v.span(), &field("ca_file"), "must not be empty");
+                None
+            } else {
+                Some(PathBuf::from(v.get_ref()))
+            }
+        });
+        let insecure_skip_verify = pick(t, d, |r| r.insecure_skip_verify.as_ref())
+            .map(|v| {
+                if *v.get_ref() {
+                    tls_only(c, v.span(), "insecure_skip_verify");
+                }
+                *v.get_ref()
+            })
+            .unwrap_or(false);
+        let recursion_desired = pick(t, d, |r| r.recursion_desired.as_ref())
+            .map(|v| *v.get_ref())
+            .unwrap_or(true);
+        let dnssec = pick(t, d, |r| r.dnssec.as_ref())
+            .map(|v| *v.get_ref())
+            .unwrap_or(false);
+        let edns_udp_size = match pick(t, d, |r| r.edns_udp_size.as_ref()) {
+            Some(v) if *v.get_ref() == 0 => 0,
+            Some(v) => c
+                .int_in(v, &field("edns_udp_size"), 512, 65535)
+                .map_or(defaults::DNS_EDNS_UDP_SIZE, |n| n as u16),
+            None => defaults::DNS_EDNS_UDP_SIZE,
+        };
+        if dnssec
+            && edns_udp_size == 0
+            && let Some(v) = pick(t, d, |r| r.dnssec.as_ref())
+        {
+            c.err(
+                v.span(),
+                &field("dnssec"),
+                "needs EDNS, but edns_udp_size is 0",
+            );
+        }
+        let timeout = pick(t, d, |r| r.timeout.as_ref())
+            .and_then(|v| {
+                c.duration_in(
+                    v,
+                    &field("timeout"),
+                    defaults::MIN_TIMEOUT,
+                    defaults::MAX_TIMEOUT,
+                )
+            })
+            .unwrap_or(defaults::DNS_TIMEOUT);
+
+        let valid_rcodes = match pick(t, d, |r| r.valid_rcodes.as_ref()) {
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    c.err(
+                        list.span(),
+                        &field("valid_rcodes"),
+                        "must name at least one rcode, e.g. [\"NOERROR\"]",
+                    );
+                }
+                let mut codes = Vec::new();
+                for v in list.get_ref() {
+                    match parse_rcode(v.get_ref()) {
+                        Ok(n) if !codes.contains(&n) => codes.push(n),
+                        Ok(_) => {}
+                        Err(msg) => c.err(v.span(), &field("valid_rcodes"), msg),
+                    }
+                }
+                codes
+            }
+            None => vec![0],
+        };
+        let data_list =
+            |c: &mut Check<'_, '_>, list: Option<&Spanned<Vec<Spanned<String>>>>, name: &str| {
+                let mut out = Vec::new();
+                for v in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
+                    if v.get_ref().trim().is_empty() {
+                        c.err(v.span(), &field(name), "must not contain an empty string");
+                    } else {
+                        out.push(AnswerData::parse(v.get_ref()));
+                    }
+                }
+                out
+            };
+        let answer_contains = data_list(
+            c,
+            pick(t, d, |r| r.answer_contains.as_ref()),
+            "answer_contains",
+        );
+        let answer_not_contains = data_list(
+            c,
+            pick(t, d, |r| r.answer_not_contains.as_ref()),
+            "answer_not_contains",
+        );
+        let regexes =
+            |c: &mut Check<'_, '_>, list: Option<&Spanned<Vec<Spanned<String>>>>, name: &str| {
+                let mut out = Vec::new();
+                for v in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
+                    match regex::RegexBuilder::new(v.get_ref())
+                        .size_limit(1 << 20)
+                        .build()
+                    {
+                        Ok(re) => out.push(Pattern(re)),
+                        Err(e) => c.err(
+                            v.span(),
+                            &field(name),
+                            format!(
+                                "{:?} is not a valid regex: {}",
+                                v.get_ref(),
+                                first_line(&e.to_string())
+                            ),
+                        ),
+                    }
+                }
+                out
+            };
+        let answer_match = regexes(c, pick(t, d, |r| r.answer_match.as_ref()), "answer_match");
+        let answer_not_match = regexes(
+            c,
+            pick(t, d, |r| r.answer_not_match.as_ref()),
+            "answer_not_match",
+        );
+        let min_answers = pick(t, d, |r| r.min_answers.as_ref())
+            .and_then(|v| c.int_in(v, &field("min_answers"), 0, 65535))
+            .map_or(0, |n| n as u32);
+        let ip_protocol = pick(t, d, |r| r.ip_protocol.as_ref())
+            .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
+            .unwrap_or_default();
+        let source =
+            pick(t, d, |r| r.source.as_ref()).and_then(|v| match v.get_ref().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    c.err(
+                        v.span(),
+                        &field("source"),
+                        format!("{:?} is not an IP address", v.get_ref()),
+                    );
+                    None
+                }
+            });
+
+        if c.col.errors.len() > before {
+            return None;
+        }
+        Some(Self {
+            query: query?,
+            record_type: record_type?,
+            class: class?,
+            transport,
+            port,
+            server_name,
+            ca_file,
+            insecure_skip_verify,
+            recursion_desired,
+            dnssec,
+            edns_udp_size,
+            timeout,
+            valid_rcodes,
+            answer_contains,
+            answer_not_contains,
+            answer_match,
+            answer_not_match,
+            min_answers,
+            ip_protocol,
+            source,
+        })
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+}
+
+/// Record types a probe may ask for: any data type, by name or as `TYPEnnn`. Zone transfers and
+/// meta types are refused: they are not single-answer lookups.
+pub fn parse_record_type(s: &str) -> Result<RecordType, String> {
+    let up = s.trim().to_ascii_uppercase();
+    let rt = match up.strip_prefix("TYPE").map(str::parse::<u16>) {
+        Some(Ok(n)) => RecordType::from(n),
+        _ => RecordType::from_str(&up).map_err(|_| {
+            format!("{s:?} is not a DNS record type (e.g. A, AAAA, MX, TXT, NS, SOA, CNAME, PTR, SRV, CAA)")
+        })?,
+    };
+    match rt {
+        RecordType::AXFR | RecordType::IXFR => Err(format!(
+            "{up} is a zone transfer, not a lookup; the dns probe asks single questions"
+        )),
+        RecordType::OPT | RecordType::ZERO => Err(format!("{up} is not a type one can ask for")),
+        rt => Ok(rt),
+    }
+}
+
+/// The query name, made fully qualified. For PTR an IP address becomes its reverse name, like
+/// `dig -x`.
+pub fn parse_query(s: &str, rt: RecordType) -> Result<Name, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if rt == RecordType::PTR
+        && let Ok(ip) = t.parse::<IpAddr>()
+    {
+        return Ok(Name::from(ip));
+    }
+    if let Some(c) = t.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "contains whitespace or a control character ({c:?})"
+        ));
+    }
+    let mut name = Name::from_utf8(t).map_err(|e| format!("{t:?} is not a DNS name: {e}"))?;
+    name.set_fqdn(true);
+    if name.len() > 255 {
+        return Err(format!("{t:?} is longer than 255 bytes on the wire"));
+    }
+    Ok(name)
+}
+
+/// Rcode by mnemonic (NOERROR, NXDOMAIN, ...) or number.
+pub fn parse_rcode(s: &str) -> Result<u16, String> {
+    let up = s.trim().to_ascii_uppercase();
+    if let Ok(n) = up.parse::<u16>()
+        && n <= 4095
+    {
+        return Ok(n);
+    }
+    (0..=23u16)
+        .find(|&n| rcode_name(n) == up)
+        .ok_or_else(|| {
+            format!("{s:?} is not an rcode (NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, ... or a number)")
+        })
+}
+
+/// The IANA mnemonic of an rcode, as dig prints it; unknown ones as `RCODE<n>`.
+pub fn rcode_name(n: u16) -> String {
+    let s = match n {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        11 => "DSOTYPENI",
+        16 => "BADVERS",
+        17 => "BADKEY",
+        18 => "BADTIME",
+        19 => "BADMODE",
+        20 => "BADNAME",
+        21 => "BADALG",
+        22 => "BADTRUNC",
+        23 => "BADCOOKIE",
+        n => return format!("RCODE{n}"),
+    };
+    s.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_types() {
+        assert_eq!(parse_record_type("aaaa").unwrap(), RecordType::AAAA);
+        assert_eq!(parse_record_type("CAA").unwrap(), RecordType::CAA);
+        assert_eq!(parse_record_type("TYPE65").unwrap(), RecordType::HTTPS);
+        assert_eq!(
+            parse_record_type("TYPE4000").unwrap(),
+            RecordType::Unknown(4000)
+        );
+        assert!(
+            parse_record_type("AXFR")
+                .unwrap_err()
+                .contains("zone transfer")
+        );
+        assert!(
+            parse_record_type("bogus")
+                .unwrap_err()
+                .contains("not a DNS record type")
+        );
+    }
+
+    #[test]
+    fn queries() {
+        assert_eq!(
+            parse_query("example.com", RecordType::A)
+                .unwrap()
+                .to_ascii(),
+            "example.com."
+        );
+        assert_eq!(
+            parse_query("192.0.2.10", RecordType::PTR)
+                .unwrap()
+                .to_ascii(),
+            "10.2.0.192.in-addr.arpa."
+        );
+        assert_eq!(
+            parse_query("bücher.example", RecordType::A)
+                .unwrap()
+                .to_ascii(),
+            "xn--bcher-kva.example."
+        );
+        assert!(parse_query("a b", RecordType::A).is_err());
+        assert!(parse_query("", RecordType::A).is_err());
+        assert!(parse_query(&"a".repeat(70), RecordType::A).is_err());
+    }
+
+    #[test]
+    fn rcodes() {
+        assert_eq!(parse_rcode("nxdomain").unwrap(), 3);
+        assert_eq!(parse_rcode("2").unwrap(), 2);
+        assert_eq!(rcode_name(2), "SERVFAIL");
+        assert_eq!(rcode_name(99), "RCODE99");
+        assert!(parse_rcode("OOPS").is_err());
+        assert!(parse_rcode("5000").is_err());
+    }
+
+    #[test]
+    fn answer_data() {
+        let ip = AnswerData::parse("2001:DB8::1");
+        assert!(ip.matches("2001:db8:0::1"));
+        assert!(!ip.matches("2001:db8::2"));
+        let name = AnswerData::parse("Mail.Example.com.");
+        assert!(name.matches("mail.example.com"));
+        assert!(name.matches("10 mail.example.com."));
+        assert!(!name.matches("10 mail.example.org."));
+    }
+}
