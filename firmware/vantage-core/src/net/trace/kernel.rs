@@ -431,29 +431,9 @@ impl UdpTrace {
             let (ipv6, cookie, ports, tx) =
                 (key.ipv6, t.cookie, t.ports.clone(), t.inbox.tx.clone());
             t.inbox.spawn(read_loop(fd, false, move |m, data, _| {
-                let Some((from, ttl, msg)) = raw_icmp_message(ipv6, m, data) else {
-                    return;
-                };
-                let Some(e) = raw_error(ipv6, from, &msg) else {
-                    return;
-                };
-                if e.quote.proto != wire::PROTO_UDP {
-                    return;
+                if let Some(r) = udp_raw_error(ipv6, cookie, &ports, m, data) {
+                    let _ = tx.send(r);
                 }
-                let Some(u) = wire::udp(e.quote.transport) else {
-                    return;
-                };
-                let Some(flow) = flow_of_port(&ports, u.sport) else {
-                    return;
-                };
-                // The quoted payload names the probe when the router quoted it; the checksum
-                // always does (routers quote at least 8 bytes of UDP header).
-                let seq = match wire::read_header(u.payload, cookie) {
-                    Some((f, s)) if f == flow => Some(s),
-                    Some(_) => return,
-                    None => valid_seq(u.checksum),
-                };
-                let _ = tx.send(reply(e.from, e.quote.dst, Some(flow), seq, e.kind, m, ttl));
             }));
         }
         // Open flow 0 now so that a refused socket fails here, not on the first send.
@@ -503,6 +483,33 @@ impl UdpTrace {
     }
 }
 
+/// An ICMP error about one of our UDP probes, read on a raw ICMP socket.
+fn udp_raw_error(
+    ipv6: bool,
+    cookie: u32,
+    ports: &RwLock<Vec<u16>>,
+    m: &Msg,
+    data: &[u8],
+) -> Option<TraceReply> {
+    let (from, ttl, msg) = raw_icmp_message(ipv6, m, data)?;
+    let e = raw_error(ipv6, from, &msg)?;
+    if e.quote.proto != wire::PROTO_UDP {
+        return None;
+    }
+    let u = wire::udp(e.quote.transport)?;
+    let flow = flow_of_port(ports, u.sport)?;
+    // The quoted payload names the probe when the router quoted it; the checksum always does
+    // (routers quote at least 8 bytes of UDP header).
+    let seq = match wire::read_header(u.payload, cookie) {
+        Some((f, s)) if f == flow => Some(s),
+        Some(_) => return None,
+        // Quoted, but with another cookie: an earlier process that had this port.
+        None if u.payload.len() >= wire::HEADER_LEN => return None,
+        None => valid_seq(u.checksum),
+    };
+    Some(reply(e.from, e.quote.dst, Some(flow), seq, e.kind, m, ttl))
+}
+
 fn flow_of_port(ports: &RwLock<Vec<u16>>, port: u16) -> Option<u16> {
     ports
         .read()
@@ -528,6 +535,8 @@ fn udp_queued_error(
     let seq = match wire::read_header(data, cookie) {
         Some((f, s)) if f == flow => Some(s),
         Some(_) => return None,
+        // Quoted, but with another cookie: an earlier process that had this port.
+        None if data.len() >= wire::HEADER_LEN => return None,
         None => None,
     };
     Some(reply(from, dst, Some(flow), seq, kind, m, m.ttl))
@@ -846,54 +855,15 @@ impl TcpRawTrace {
         };
         let (cookie, ports, tx) = (t.cookie, t.ports.clone(), t.inbox.tx.clone());
         t.inbox.spawn(read_loop(icmp, false, move |m, data, _| {
-            let Some((from, ttl, msg)) = raw_icmp_message(ipv6, m, data) else {
-                return;
-            };
-            let Some(e) = raw_error(ipv6, from, &msg) else {
-                return;
-            };
-            if e.quote.proto != wire::PROTO_TCP {
-                return;
+            if let Some(r) = tcp_raw_error(ipv6, cookie, &ports, m, data) {
+                let _ = tx.send(r);
             }
-            let Some(seg) = wire::tcp(e.quote.transport) else {
-                return;
-            };
-            let Some(flow) = flow_of_port(&ports, seg.sport) else {
-                return;
-            };
-            if (seg.seq >> 16) as u16 != cookie {
-                return;
-            }
-            let seq = valid_seq(seg.seq as u16);
-            let _ = tx.send(reply(e.from, e.quote.dst, Some(flow), seq, e.kind, m, ttl));
         }));
         let (ports, tx) = (t.ports.clone(), t.inbox.tx.clone());
         t.inbox.spawn(read_loop(tcp, false, move |m, data, _| {
-            let (from, ttl, seg) = if ipv6 {
-                let Some(name) = m.name else { return };
-                (name.ip(), m.ttl, data)
-            } else {
-                let Some(ip) = wire::ipv4(data) else { return };
-                (IpAddr::V4(ip.src), Some(ip.ttl), ip.payload)
-            };
-            let Some(seg) = wire::tcp(seg) else { return };
-            let Some(flow) = flow_of_port(&ports, seg.dport) else {
-                return;
-            };
-            let kind = if seg.flags & wire::TCP_RST != 0 {
-                ReplyKind::TcpReset
-            } else if seg.flags & (wire::TCP_SYN | wire::TCP_ACK) == wire::TCP_SYN | wire::TCP_ACK {
-                ReplyKind::TcpSynAck
-            } else {
-                return;
-            };
-            // Both answer our SYN with ack = its sequence + 1.
-            let acked = seg.ack.wrapping_sub(1);
-            if seg.flags & wire::TCP_ACK == 0 || (acked >> 16) as u16 != cookie {
-                return;
+            if let Some(r) = tcp_raw_answer(ipv6, cookie, &ports, m, data) {
+                let _ = tx.send(r);
             }
-            let seq = valid_seq(acked as u16);
-            let _ = tx.send(reply(from, from, Some(flow), seq, kind, m, ttl));
         }));
         t.port(0)?;
         Ok(t)
@@ -918,6 +888,60 @@ impl TcpRawTrace {
         }
         Ok(self.ports.read().unwrap_or_else(|e| e.into_inner())[usize::from(flow)])
     }
+}
+
+/// An ICMP error about one of our SYNs, read on a raw ICMP socket.
+fn tcp_raw_error(
+    ipv6: bool,
+    cookie: u16,
+    ports: &RwLock<Vec<u16>>,
+    m: &Msg,
+    data: &[u8],
+) -> Option<TraceReply> {
+    let (from, ttl, msg) = raw_icmp_message(ipv6, m, data)?;
+    let e = raw_error(ipv6, from, &msg)?;
+    if e.quote.proto != wire::PROTO_TCP {
+        return None;
+    }
+    let seg = wire::tcp(e.quote.transport)?;
+    let flow = flow_of_port(ports, seg.sport)?;
+    if (seg.seq >> 16) as u16 != cookie {
+        return None;
+    }
+    let seq = valid_seq(seg.seq as u16);
+    Some(reply(e.from, e.quote.dst, Some(flow), seq, e.kind, m, ttl))
+}
+
+/// The destination's SYN-ACK or RST to one of our SYNs, read on the raw TCP socket.
+fn tcp_raw_answer(
+    ipv6: bool,
+    cookie: u16,
+    ports: &RwLock<Vec<u16>>,
+    m: &Msg,
+    data: &[u8],
+) -> Option<TraceReply> {
+    let (from, ttl, seg) = if ipv6 {
+        (m.name?.ip(), m.ttl, data)
+    } else {
+        let ip = wire::ipv4(data)?;
+        (IpAddr::V4(ip.src), Some(ip.ttl), ip.payload)
+    };
+    let seg = wire::tcp(seg)?;
+    let flow = flow_of_port(ports, seg.dport)?;
+    let kind = if seg.flags & wire::TCP_RST != 0 {
+        ReplyKind::TcpReset
+    } else if seg.flags & (wire::TCP_SYN | wire::TCP_ACK) == wire::TCP_SYN | wire::TCP_ACK {
+        ReplyKind::TcpSynAck
+    } else {
+        return None;
+    };
+    // Both answer our SYN with ack = its sequence + 1.
+    let acked = seg.ack.wrapping_sub(1);
+    if seg.flags & wire::TCP_ACK == 0 || (acked >> 16) as u16 != cookie {
+        return None;
+    }
+    let seq = valid_seq(acked as u16);
+    Some(reply(from, from, Some(flow), seq, kind, m, ttl))
 }
 
 impl TraceSocket for TcpRawTrace {
@@ -1098,5 +1122,310 @@ async fn connect_outcome(
             _ => {}
         }
         guard.clear_ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::trace::sys::ExtErr;
+    use crate::sample::Unreachable;
+
+    const COOKIE: u32 = 0xc0ff_ee01;
+
+    fn a(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn msg(name: Option<SocketAddr>, err: Option<ExtErr>) -> Msg {
+        Msg {
+            len: 0,
+            name,
+            kernel_time: None,
+            ttl: Some(61),
+            err,
+            read_at: Instant::now(),
+        }
+    }
+
+    fn ip4(src: &str, dst: &str, proto: u8, ttl: u8, payload: &[u8]) -> Vec<u8> {
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (a(src), a(dst)) else {
+            panic!()
+        };
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, ttl, proto, 0, 0];
+        p.extend_from_slice(&s.octets());
+        p.extend_from_slice(&d.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn icmp_error(typ: u8, code: u8, inner: &[u8]) -> Vec<u8> {
+        let mut p = vec![typ, code, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(inner);
+        p
+    }
+
+    fn udp_hdr(sport: u16, dport: u16, checksum: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = Vec::new();
+        u.extend_from_slice(&sport.to_be_bytes());
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&checksum.to_be_bytes());
+        u.extend_from_slice(payload);
+        u
+    }
+
+    fn ports(p: &[u16]) -> RwLock<Vec<u16>> {
+        RwLock::new(p.to_vec())
+    }
+
+    #[test]
+    fn raw_udp_errors_name_the_probe_by_checksum_or_payload() {
+        let ports = ports(&[40000, 40001]);
+        let m = msg(None, None);
+        // An 8-byte quote: the checksum is the sequence number.
+        let inner = ip4(
+            "10.0.0.1",
+            "192.0.2.9",
+            17,
+            1,
+            &udp_hdr(40001, 33434, 77, &[]),
+        );
+        let pkt = ip4("10.9.9.9", "10.0.0.1", 1, 63, &icmp_error(11, 0, &inner));
+        let r = udp_raw_error(false, COOKIE, &ports, &m, &pkt).unwrap();
+        assert_eq!(
+            (r.from, r.dst, r.flow, r.seq, r.kind, r.reply_ttl),
+            (
+                a("10.9.9.9"),
+                a("192.0.2.9"),
+                Some(1),
+                Some(77),
+                ReplyKind::TimeExceeded,
+                Some(63)
+            )
+        );
+        // A full quote: the payload names the probe even when the quoted checksum was never
+        // finished (checksum offload on a virtual link).
+        let payload = wire::udp_payload(20, COOKIE, 1, 555, None);
+        let inner = ip4(
+            "10.0.0.1",
+            "192.0.2.9",
+            17,
+            1,
+            &udp_hdr(40001, 33434, 0x1234, &payload),
+        );
+        let pkt = ip4("192.0.2.9", "10.0.0.1", 1, 60, &icmp_error(3, 3, &inner));
+        let r = udp_raw_error(false, COOKIE, &ports, &m, &pkt).unwrap();
+        assert_eq!(r.seq, Some(555));
+        assert_eq!(r.kind, ReplyKind::Unreachable(Unreachable::Port));
+        // Another program's probe from another port, or with another cookie: not ours.
+        let inner = ip4(
+            "10.0.0.1",
+            "192.0.2.9",
+            17,
+            1,
+            &udp_hdr(50000, 33434, 77, &[]),
+        );
+        let pkt = ip4("10.9.9.9", "10.0.0.1", 1, 63, &icmp_error(11, 0, &inner));
+        assert!(udp_raw_error(false, COOKIE, &ports, &m, &pkt).is_none());
+        let other = wire::udp_payload(20, COOKIE ^ 1, 1, 555, None);
+        let inner = ip4(
+            "10.0.0.1",
+            "192.0.2.9",
+            17,
+            1,
+            &udp_hdr(40001, 33434, 5, &other),
+        );
+        let pkt = ip4("10.9.9.9", "10.0.0.1", 1, 63, &icmp_error(11, 0, &inner));
+        assert!(udp_raw_error(false, COOKIE, &ports, &m, &pkt).is_none());
+        // Not UDP inside; not an error at all.
+        let inner = ip4(
+            "10.0.0.1",
+            "192.0.2.9",
+            6,
+            1,
+            &udp_hdr(40001, 33434, 77, &[]),
+        );
+        let pkt = ip4("10.9.9.9", "10.0.0.1", 1, 63, &icmp_error(11, 0, &inner));
+        assert!(udp_raw_error(false, COOKIE, &ports, &m, &pkt).is_none());
+        let pkt = ip4("10.9.9.9", "10.0.0.1", 1, 63, &icmp_error(8, 0, &[0; 28]));
+        assert!(udp_raw_error(false, COOKIE, &ports, &m, &pkt).is_none());
+    }
+
+    #[test]
+    fn raw_tcp_errors_and_answers_check_port_and_cookie() {
+        let cookie: u16 = 0xabcd;
+        let ports = ports(&[41000]);
+        let m = msg(None, None);
+        let seq = (u32::from(cookie) << 16) | 9;
+        let mut syn = Vec::new();
+        syn.extend_from_slice(&41000u16.to_be_bytes());
+        syn.extend_from_slice(&80u16.to_be_bytes());
+        syn.extend_from_slice(&seq.to_be_bytes());
+        let inner = ip4("10.0.0.1", "192.0.2.9", 6, 1, &syn);
+        let pkt = ip4("10.9.9.9", "10.0.0.1", 1, 63, &icmp_error(11, 0, &inner));
+        let r = tcp_raw_error(false, cookie, &ports, &m, &pkt).unwrap();
+        assert_eq!((r.seq, r.flow, r.from), (Some(9), Some(0), a("10.9.9.9")));
+        assert!(tcp_raw_error(false, cookie ^ 1, &ports, &m, &pkt).is_none());
+
+        let answer = |flags: u8, ack: u32| {
+            let mut t = vec![0u8; 20];
+            t[0..2].copy_from_slice(&80u16.to_be_bytes());
+            t[2..4].copy_from_slice(&41000u16.to_be_bytes());
+            t[8..12].copy_from_slice(&ack.to_be_bytes());
+            t[12] = 5 << 4;
+            t[13] = flags;
+            ip4("192.0.2.9", "10.0.0.1", 6, 58, &t)
+        };
+        let synack = answer(wire::TCP_SYN | wire::TCP_ACK, seq + 1);
+        let r = tcp_raw_answer(false, cookie, &ports, &m, &synack).unwrap();
+        assert_eq!(
+            (r.kind, r.seq, r.from, r.dst),
+            (
+                ReplyKind::TcpSynAck,
+                Some(9),
+                a("192.0.2.9"),
+                a("192.0.2.9")
+            )
+        );
+        let rst = answer(wire::TCP_RST | wire::TCP_ACK, seq + 1);
+        assert_eq!(
+            tcp_raw_answer(false, cookie, &ports, &m, &rst)
+                .unwrap()
+                .kind,
+            ReplyKind::TcpReset
+        );
+        // A connection of someone else's to that port, a bare SYN, another cookie.
+        assert!(tcp_raw_answer(false, cookie, &ports, &m, &answer(wire::TCP_SYN, 0)).is_none());
+        assert!(
+            tcp_raw_answer(
+                false,
+                cookie,
+                &ports,
+                &m,
+                &answer(wire::TCP_SYN | wire::TCP_ACK, 12345)
+            )
+            .is_none()
+        );
+        assert!(tcp_raw_answer(false, cookie, &RwLock::new(vec![1]), &m, &synack).is_none());
+    }
+
+    #[test]
+    fn icmp_answers_match_our_identifier() {
+        let ident = 0x4242;
+        let m = msg(None, None);
+        let echo = wire::icmp_echo(false, ident, 31, 32, COOKIE, 3, None);
+        let mut reply_msg = echo.clone();
+        reply_msg[0] = 0;
+        let pkt = ip4("192.0.2.9", "10.0.0.1", 1, 57, &reply_msg);
+        let r = icmp_raw_message(false, ident, COOKIE, &m, &pkt).unwrap();
+        assert_eq!(
+            (r.kind, r.seq, r.flow),
+            (ReplyKind::EchoReply, Some(31), Some(3))
+        );
+        assert!(icmp_raw_message(false, ident ^ 1, COOKIE, &m, &pkt).is_none());
+        // A router quoting only the echo header: the flow comes from the checksum.
+        let inner = ip4("10.0.0.1", "192.0.2.9", 1, 1, &echo[..8]);
+        let pkt = ip4("10.9.9.9", "10.0.0.1", 1, 63, &icmp_error(11, 0, &inner));
+        let r = icmp_raw_message(false, ident, COOKIE, &m, &pkt).unwrap();
+        assert_eq!(
+            (r.kind, r.seq, r.flow, r.dst),
+            (ReplyKind::TimeExceeded, Some(31), Some(3), a("192.0.2.9"))
+        );
+        // The datagram socket's error queue hands out the quoted echo request itself.
+        let queued = msg(
+            Some(SocketAddr::new(a("192.0.2.9"), 0)),
+            Some(ExtErr {
+                origin: libc::SO_EE_ORIGIN_ICMP,
+                typ: 3,
+                code: 13,
+                info: 0,
+                offender: Some(a("10.9.9.9")),
+            }),
+        );
+        let r = icmp_queued_error(false, ident, COOKIE, &queued, &echo).unwrap();
+        assert_eq!(r.kind, ReplyKind::Unreachable(Unreachable::Prohibited));
+        assert_eq!((r.from, r.seq), (a("10.9.9.9"), Some(31)));
+    }
+
+    #[test]
+    fn queued_udp_errors_without_payload_are_anonymous() {
+        let err = |origin| {
+            msg(
+                Some(SocketAddr::new(a("192.0.2.9"), 33434)),
+                Some(ExtErr {
+                    origin,
+                    typ: 11,
+                    code: 0,
+                    info: 0,
+                    offender: Some(a("10.9.9.9")),
+                }),
+            )
+        };
+        let m = err(libc::SO_EE_ORIGIN_ICMP);
+        let payload = wire::udp_payload(32, COOKIE, 2, 99, None);
+        let r = udp_queued_error(false, 2, COOKIE, &m, &payload).unwrap();
+        assert_eq!(
+            (r.seq, r.flow, r.from, r.dst),
+            (Some(99), Some(2), a("10.9.9.9"), a("192.0.2.9"))
+        );
+        let r = udp_queued_error(false, 2, COOKIE, &m, &[]).unwrap();
+        assert_eq!(
+            (r.seq, r.flow),
+            (None, Some(2)),
+            "an 8-byte quote names no probe"
+        );
+        // The payload of another flow cannot be on this socket's queue: refused.
+        assert!(udp_queued_error(false, 1, COOKIE, &m, &payload).is_none());
+        let stale = wire::udp_payload(32, COOKIE ^ 1, 2, 99, None);
+        assert!(udp_queued_error(false, 2, COOKIE, &m, &stale).is_none());
+        // Local errors (e.g. the socket's own MTU) are no answer.
+        assert!(
+            udp_queued_error(false, 2, COOKIE, &err(libc::SO_EE_ORIGIN_LOCAL), &payload).is_none()
+        );
+    }
+
+    #[test]
+    fn garbage_is_ignored_never_a_panic() {
+        let ports = ports(&[40000]);
+        let mut x = 0x9e37_79b9_u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let names = [
+            None,
+            Some(SocketAddr::new(a("fd00::1"), 0)),
+            Some(SocketAddr::new(a("10.0.0.1"), 7)),
+        ];
+        for i in 0..5000 {
+            let len = (next() % 120) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Often make it look like IPv4/ICMP so the parsers get further.
+            if i % 2 == 0 && len > 20 {
+                data[0] = 0x45;
+                data[9] = [1u8, 6, 17][i % 3];
+            }
+            let err = (i % 3 == 0).then(|| ExtErr {
+                origin: libc::SO_EE_ORIGIN_ICMP,
+                typ: next() as u8,
+                code: next() as u8,
+                info: next(),
+                offender: Some(a("10.9.9.9")),
+            });
+            for ipv6 in [false, true] {
+                let m = msg(names[i % 3], err);
+                let _ = udp_raw_error(ipv6, COOKIE, &ports, &m, &data);
+                let _ = tcp_raw_error(ipv6, 1, &ports, &m, &data);
+                let _ = tcp_raw_answer(ipv6, 1, &ports, &m, &data);
+                let _ = icmp_raw_message(ipv6, 1, COOKIE, &m, &data);
+                let _ = icmp_queued_error(ipv6, 1, COOKIE, &m, &data);
+                let _ = icmp_echo_reply(ipv6, COOKIE, m.name.map(|n| n.ip()), &m, &data);
+                let _ = udp_queued_error(ipv6, 0, COOKIE, &m, &data);
+                let _ = udp_data(0, COOKIE, &m, &data);
+            }
+        }
     }
 }
