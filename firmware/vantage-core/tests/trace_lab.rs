@@ -438,3 +438,60 @@ fn agrees_with_traceroute_and_mtr() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn a_router_quoting_8_bytes_is_placed_unprivileged_and_identified_raw() {
+    if !lab::can_build("a_router_quoting_8_bytes_is_placed_unprivileged_and_identified_raw") {
+        return;
+    }
+    let mut c = Chain::new("rfc792");
+    warm_up(&c.lab, c.s, c.dst(false), 5);
+    // r2 answers expiring UDP probes itself, quoting 8 bytes; the kernel's answers are dropped.
+    let ifname = c.lab.links[c.l[1]].b_if.clone();
+    c.lab.short_quotes(c.routers[1], &ifname);
+    let want: Vec<Option<IpAddr>> = c.hops(false, false).into_iter().map(Some).collect();
+    let dst = c.dst(false);
+    // Unprivileged: the error queue names no probe for r2's answers. The first trace places
+    // them by probing that TTL alone, the next one by what it learned.
+    let reports = c.lab.run(c.s, As::Nobody, move || async move {
+        let p = TraceProbe::new();
+        let o = opts(TraceProtocol::Udp, TraceSockets::Unprivileged);
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            v.push(
+                p.trace("short", dst, &o, Duration::from_secs(10))
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    });
+    for (i, r) in reports.iter().enumerate() {
+        assert!(r.reached, "{r:#?}");
+        assert_eq!(hop_addrs(r), want, "trace {i}: {r:#?}");
+        assert_eq!(r.hops[1].received, r.hops[1].sent, "trace {i}: {r:#?}");
+        assert!(!r.path_changed);
+    }
+    assert_eq!(
+        reports[0].hops[1].sent, 4,
+        "three probes and one sent alone"
+    );
+    assert_eq!(
+        reports[1].hops[1].sent, 3,
+        "placed by what the first trace learned"
+    );
+    // Raw: the quoted UDP checksum is the probe's sequence number.
+    let r = trace(
+        &c.lab,
+        c.s,
+        As::Root,
+        dst,
+        opts(TraceProtocol::Udp, TraceSockets::Raw),
+    );
+    assert!(r.raw_sockets);
+    assert_eq!(hop_addrs(&r), want, "{r:#?}");
+    assert!(
+        r.hops.iter().all(|h| h.sent == 3 && h.received == 3),
+        "{r:#?}"
+    );
+}

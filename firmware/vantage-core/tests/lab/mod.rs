@@ -93,6 +93,11 @@ pub struct Lab {
     pub nodes: Vec<String>,
     names: Vec<String>,
     pub links: Vec<Link>,
+    /// Helper threads running in the lab's namespaces, stopped before it is torn down.
+    helpers: Vec<(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Lab {
@@ -103,6 +108,7 @@ impl Lab {
             nodes: Vec::new(),
             names: Vec::new(),
             links: Vec::new(),
+            helpers: Vec::new(),
         }
     }
 
@@ -305,6 +311,151 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Makes `node` answer expiring IPv4 UDP probes that arrive on `ifname` the RFC 792 way,
+    /// quoting only the IP header and 8 bytes of UDP, as many routers still do (Linux quotes
+    /// the whole probe). The kernel's own time-exceeded messages are dropped.
+    pub fn short_quotes(&mut self, node: usize, ifname: &str) {
+        self.exec(
+            node,
+            &[
+                "nft",
+                &format!(
+                    "add table inet vtsq; add chain inet vtsq out {{ type filter hook output priority 0; }}; \
+                     add rule inet vtsq out icmp type time-exceeded meta mark != {SHORT_QUOTE_MARK} drop"
+                ),
+            ],
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, ifname, flag) = (
+            format!("/var/run/netns/{}", self.nodes[node]),
+            ifname.to_string(),
+            stop.clone(),
+        );
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            short_quote_responder(&ifname, &flag, ready_tx);
+        });
+        ready_rx.recv().expect("responder started");
+        self.helpers.push((stop, t));
+    }
+}
+
+/// Marks the short-quote responder's packets, which its drop rule lets through.
+const SHORT_QUOTE_MARK: u32 = 0x5157;
+
+/// The Internet checksum.
+fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn short_quote_responder(
+    ifname: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: plain socket calls on fds this function owns; every buffer passed lives across
+    // the call with the length given.
+    unsafe {
+        let ifindex = libc::if_nametoindex(name.as_ptr());
+        assert!(ifindex > 0, "no interface {ifname}");
+        let eth_ip = (libc::ETH_P_IP as u16).to_be();
+        let rx = libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(eth_ip));
+        assert!(rx >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+        let mut ll: libc::sockaddr_ll = std::mem::zeroed();
+        ll.sll_family = libc::AF_PACKET as u16;
+        ll.sll_protocol = eth_ip;
+        ll.sll_ifindex = ifindex as i32;
+        let rc = libc::bind(
+            rx,
+            (&ll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(rc, 0);
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        libc::setsockopt(
+            rx,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        let tx = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+        assert!(tx >= 0);
+        let mark = SHORT_QUOTE_MARK;
+        libc::setsockopt(
+            tx,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as u32,
+        );
+        let _ = ready.send(());
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let n = libc::recv(rx, buf.as_mut_ptr().cast(), buf.len(), 0);
+            if n < 28 {
+                continue;
+            }
+            let p = &buf[..n as usize];
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            // Incoming (not our own) UDP whose TTL runs out here.
+            if p[0] >> 4 != 4 || p[9] != 17 || p[8] > 1 || p.len() < ihl + 8 {
+                continue;
+            }
+            let total = usize::from(u16::from_be_bytes([p[2], p[3]])).min(p.len());
+            // A real wire carries the finished UDP checksum; a veth leaves it to the receiver.
+            let mut udp = p[ihl..total].to_vec();
+            udp[6] = 0;
+            udp[7] = 0;
+            let mut pseudo = 0u32;
+            for w in p[12..20].chunks(2) {
+                pseudo += u32::from(u16::from_be_bytes([w[0], w[1]]));
+            }
+            pseudo += 17 + udp.len() as u32;
+            let c = match checksum(&udp, pseudo) {
+                0 => 0xffff,
+                c => c,
+            };
+            let mut icmp = vec![11u8, 0, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(&p[..ihl]);
+            icmp.extend_from_slice(&udp[..8]);
+            icmp[8 + ihl + 6..8 + ihl + 8].copy_from_slice(&c.to_be_bytes());
+            let ic = checksum(&icmp, 0);
+            icmp[2..4].copy_from_slice(&ic.to_be_bytes());
+            let mut to: libc::sockaddr_in = std::mem::zeroed();
+            to.sin_family = libc::AF_INET as u16;
+            to.sin_addr.s_addr = u32::from_ne_bytes([p[12], p[13], p[14], p[15]]);
+            libc::sendto(
+                tx,
+                icmp.as_ptr().cast(),
+                icmp.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+        }
+        libc::close(rx);
+        libc::close(tx);
+    }
+}
+
 /// Becomes `nobody` on this thread only (raw syscalls; libc's wrappers would change every
 /// thread), which also clears every capability.
 fn drop_privileges() {
@@ -336,6 +487,12 @@ fn drop_privileges() {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for (stop, _) in &self.helpers {
+            stop.store(true, Ordering::Relaxed);
+        }
+        for (_, t) in self.helpers.drain(..) {
+            let _ = t.join();
+        }
         for ns in &self.nodes {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
