@@ -15,7 +15,6 @@ use vantage_core::{
 use crate::fleet::{self, announce::Announcer, provisioning, uplink};
 use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
 
-use crate::http;
 use crate::metrics::{LedCollector, Metrics};
 
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
@@ -26,6 +25,9 @@ pub const EMBEDDED_CONFIG: &str = include_str!("../vantage.toml");
 pub enum ConfigSource {
     File(PathBuf),
     Embedded,
+    /// No `--config`: the file the web page saves in the data directory, or the embedded
+    /// config until the first save creates it.
+    DataDir(PathBuf),
 }
 
 impl ConfigSource {
@@ -33,6 +35,8 @@ impl ConfigSource {
         match self {
             ConfigSource::File(p) => Config::load(p),
             ConfigSource::Embedded => Config::parse(EMBEDDED_CONFIG, "<embedded default config>"),
+            ConfigSource::DataDir(p) if p.exists() => Config::load(p),
+            ConfigSource::DataDir(_) => ConfigSource::Embedded.load(),
         }
     }
 
@@ -40,6 +44,11 @@ impl ConfigSource {
         match self {
             ConfigSource::File(p) => p.display().to_string(),
             ConfigSource::Embedded => "the embedded default config".into(),
+            ConfigSource::DataDir(p) if p.exists() => p.display().to_string(),
+            ConfigSource::DataDir(p) => format!(
+                "the embedded default config (the web page saves to {})",
+                p.display()
+            ),
         }
     }
 }
@@ -93,16 +102,17 @@ impl Daemon {
     /// Builds the daemon on a loaded config. Must run inside the Tokio runtime.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn start(source: ConfigSource, config: Config) -> Arc<Self> {
-        Self::start_with(source, config, None, None)
+        Self::start_with(source, config, None, None, Vec::new())
     }
 
     /// `data_dir` keeps the provisioned targets' last good copy; `announce_port` is the HTTP
-    /// port the mDNS announcement names.
+    /// port the mDNS announcement names; `observers` also get every sample (web history, ...).
     pub fn start_with(
         source: ConfigSource,
         config: Config,
         data_dir: Option<PathBuf>,
         announce_port: Option<u16>,
+        observers: Vec<Arc<dyn Observer>>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let provisioning = provisioning::State::new(metrics.registry(), data_dir);
@@ -117,13 +127,15 @@ impl Daemon {
             Arc::new(DnsProbe::new()),
             Arc::new(TraceProbe::new()),
         ];
-        let observer = Arc::new(Fanout(vec![
+        let mut all = vec![
             metrics.clone() as Arc<dyn Observer>,
             Arc::new(LedObserver {
                 health: health.clone(),
                 leds: leds.clone(),
             }),
-        ]));
+        ];
+        all.extend(observers);
+        let observer = Arc::new(Fanout(all));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);
         let daemon = Arc::new(Self {
             source,
@@ -235,12 +247,16 @@ pub async fn run(
         data_dir = %data_dir.display(),
         "vantage starting"
     );
+    let history = Arc::new(crate::web::MemoryHistory::default());
     let daemon = Daemon::start_with(
         source,
         config,
         Some(data_dir.clone()),
         Some(listener.local_addr()?.port()),
+        vec![history.clone() as Arc<dyn Observer>],
     );
+    let web = crate::web::Web::open(daemon.clone(), &data_dir, history)?;
+    let _ = crate::web::apply_https(&web).await;
 
     // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything
     // else, so a wedged runtime stops it, the LEDs say "not responding" and, with
@@ -272,13 +288,8 @@ pub async fn run(
         }
     });
 
-    let served = axum::serve(
-        listener,
-        http::router(daemon.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("HTTP server failed");
+    // Not axum::serve: it has no header read timeout (slowloris); see web/server.rs.
+    crate::web::serve_http(listener, crate::web::app(web), shutdown_signal()).await;
     if let Some(a) = &daemon.announcer {
         a.withdraw();
     }
@@ -289,7 +300,6 @@ pub async fn run(
     let _ = ticker.await;
     // A defined state for the LEDs: dark, with the kernel's triggers off.
     daemon.leds.shutdown(Pattern::Off);
-    served?;
     tracing::info!("vantage stopped");
     Ok(())
 }

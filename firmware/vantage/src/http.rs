@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use vantage_core::config::parse_host;
@@ -26,7 +26,6 @@ const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/probe", get(probe))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
@@ -37,20 +36,6 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/leds", get(leds))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(daemon)
-}
-
-async fn index(State(d): State<Arc<Daemon>>) -> Html<String> {
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>Vantage</title><h1>Vantage {}</h1>\
-         <p>Up {}; {} targets.</p><ul><li><a href=metrics>/metrics</a>\
-         <li><a href='probe?target=127.0.0.1&amp;module=ping'>/probe?target=127.0.0.1&amp;module=ping</a>\
-         <li><a href='probe?target=system&amp;module=dns&amp;query=localhost'>/probe?target=system&amp;module=dns&amp;query=localhost</a>\
-         <li><a href=-/healthy>/-/healthy</a></ul>{}",
-        env!("CARGO_PKG_VERSION"),
-        humantime::format_duration(Duration::from_secs(d.uptime().as_secs())),
-        d.config().targets.len(),
-        d.provisioning.status().html()
-    ))
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {

@@ -6,6 +6,7 @@ mod http;
 mod leds_cmd;
 mod metrics;
 mod oneshot;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +32,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: probe the configured targets and serve /metrics.
     Run {
-        /// Config file (TOML). Without it, the embedded default config pings 127.0.0.1 and ::1.
+        /// Config file (TOML). Without it, the config the web page saves in the data directory,
+        /// or until then the embedded default config, which pings 127.0.0.1 and ::1.
         #[arg(long, short = 'c', env = "VANTAGE_CONFIG")]
         config: Option<PathBuf>,
         /// Address to serve HTTP on.
@@ -88,7 +90,10 @@ fn main() -> ExitCode {
             listen,
             data_dir,
         } => {
-            let source = config.map_or(ConfigSource::Embedded, ConfigSource::File);
+            let source = config.map_or_else(
+                || ConfigSource::DataDir(data_dir.join(web::CONFIG_FILE_NAME)),
+                ConfigSource::File,
+            );
             runtime().block_on(async {
                 match daemon::run(source, listen, data_dir).await {
                     Ok(()) => ExitCode::SUCCESS,

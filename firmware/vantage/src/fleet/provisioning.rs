@@ -41,58 +41,6 @@ pub struct Status {
     pub source: &'static str,
 }
 
-impl Status {
-    /// A section for the device's page; empty when provisioning is not configured.
-    pub fn html(&self) -> String {
-        let Some(url) = &self.url else {
-            return String::new();
-        };
-        let list = |names: &[String]| {
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names
-                    .iter()
-                    .map(|n| escape(n))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        };
-        let mut s = format!(
-            "<h2>Provisioning</h2><p>From <code>{}</code> ({}): {} targets: {}.</p>",
-            escape(url),
-            match self.source {
-                "remote" => "fetched",
-                "cache" => "last good copy, the server has not answered yet",
-                _ => "nothing fetched yet",
-            },
-            self.targets.len(),
-            list(&self.targets)
-        );
-        if !self.overridden_by_local.is_empty() {
-            s.push_str(&format!(
-                "<p>Not applied, a local target has the same name (local wins): {}.</p>",
-                list(&self.overridden_by_local)
-            ));
-        }
-        if let Some(e) = &self.last_error {
-            s.push_str(&format!(
-                "<p><strong>Last fetch failed; the running targets are kept:</strong></p><pre>{}</pre>",
-                escape(e)
-            ));
-        }
-        s
-    }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// Provisioning state shared by the fetch loop, the reload path and the HTTP handlers.
 #[derive(Debug)]
 pub struct State {

@@ -1,0 +1,876 @@
+//! The JSON API under `/api/` (documented in docs/API.md).
+//!
+//! Every error has one shape, `{"error": "...", "errors": [{"field": "...", "message": "..."}]}`,
+//! with a 4xx status for anything the client can fix; internals never reach the client.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use vantage_core::{Measurement, ProbeKind, ProbeRequest};
+
+use super::Web;
+use super::auth::{self, LoginError, SESSION_MAX, Session, check_new_password};
+use super::config_file::{
+    self, ConfigLocation, Edit, EditError, FieldError, apply_edit, raw_targets, revision,
+    validate_alone, write_atomic,
+};
+use super::device;
+use super::guard::{SESSION_COOKIE, client_ip};
+use super::history::{BUCKET, BUCKETS};
+use super::settings::{ScrapeAuth, Settings};
+use super::tls::{MAX_PEM, OverTls};
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY: usize = 64 * 1024;
+/// "Test now" never runs longer than this, whatever the target's options.
+const TEST_NOW_LIMIT: Duration = Duration::from_secs(15);
+
+/// Every route of the API, as documented in docs/API.md; the route-enumerating test walks it.
+#[cfg(test)]
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/auth/state"),
+    ("POST", "/api/auth/setup"),
+    ("POST", "/api/auth/login"),
+    ("POST", "/api/auth/logout"),
+    ("POST", "/api/auth/password"),
+    ("GET", "/api/status"),
+    ("GET", "/api/history"),
+    ("GET", "/api/targets"),
+    ("POST", "/api/targets"),
+    ("PUT", "/api/targets/{name}"),
+    ("DELETE", "/api/targets/{name}"),
+    ("POST", "/api/targets/test"),
+    ("GET", "/api/config"),
+    ("POST", "/api/reload"),
+    ("GET", "/api/settings"),
+    ("PUT", "/api/settings"),
+    ("GET", "/api/tls"),
+    ("PUT", "/api/tls"),
+];
+
+pub fn router(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/api/auth/state", get(auth_state))
+        .route("/api/auth/setup", post(setup))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/password", post(change_password))
+        .route("/api/status", get(status))
+        .route("/api/history", get(history))
+        .route("/api/targets", get(list_targets).post(add_target))
+        .route(
+            "/api/targets/{name}",
+            put(replace_target).delete(delete_target),
+        )
+        .route("/api/targets/test", post(test_target))
+        .route("/api/config", get(config_text))
+        .route("/api/reload", post(reload))
+        .route("/api/settings", get(get_settings).put(put_settings))
+        .route("/api/tls", get(get_tls).put(put_tls))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(web)
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    error: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+    #[serde(skip)]
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: error.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    fn fields(status: StatusCode, error: impl Into<String>, errors: Vec<FieldError>) -> Self {
+        Self {
+            errors,
+            ..Self::new(status, error)
+        }
+    }
+
+    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!("{what}: {e}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what}; see the device log"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(&self)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// A JSON request body: `application/json`, at most [`MAX_BODY`] bytes, valid JSON.
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(status, format!("the body is larger than {MAX_BODY} bytes"))
+            } else {
+                ApiError::new(status, e.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not valid JSON: {e}"),
+            )
+        })
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+    serde_json::from_value(v).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e}")))
+}
+
+/// Over HTTPS the cookie is also `Secure`, so it never travels over the plain-HTTP port.
+fn session_cookie(token: &str, tls: bool) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_MAX.as_secs(),
+        if tls { "; Secure" } else { "" }
+    ))
+    .expect("token is hex")
+}
+
+type Tls = Option<Extension<OverTls>>;
+
+fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+    ))
+    .expect("static text")
+}
+
+fn with_session(token: &str, s: &Session, status: StatusCode, tls: &Tls) -> Response {
+    let mut r = (status, Json(json!({ "csrf_token": s.csrf }))).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(token, tls.is_some()));
+    r
+}
+
+// ---- auth ----
+
+async fn auth_state(
+    State(web): State<Arc<Web>>,
+    session: Option<Extension<(String, Session)>>,
+) -> Json<Value> {
+    Json(json!({
+        "setup_required": !web.auth.is_set_up(),
+        "logged_in": session.is_some(),
+        "csrf_token": session.as_ref().map(|s| s.0.1.csrf.clone()),
+        "password_min_chars": auth::MIN_PASSWORD_CHARS,
+        "hostname": device::hostname(),
+        "error": web.auth.damaged,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordIn {
+    password: String,
+}
+
+/// Runs argon2 off the async threads, at most two at a time.
+async fn hashing<T: Send + 'static>(
+    web: &Arc<Web>,
+    f: impl FnOnce(&Web) -> T + Send + 'static,
+) -> ApiResult<T> {
+    let _permit = web
+        .auth
+        .hash_permits
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal("password check unavailable", e))?;
+    let w = web.clone();
+    tokio::task::spawn_blocking(move || f(&w))
+        .await
+        .map_err(|e| ApiError::internal("password check failed", e))
+}
+
+async fn setup(State(web): State<Arc<Web>>, tls: Tls, JsonBody(body): JsonBody) -> ApiResult {
+    if web.auth.is_set_up() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the admin password is already set; log in",
+        ));
+    }
+    let p: PasswordIn = typed(body)?;
+    check_new_password(&p.password).map_err(|m| {
+        ApiError::fields(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the password is not acceptable",
+            vec![FieldError::new("password", m)],
+        )
+    })?;
+    let hash = hashing(&web, move |w| w.auth.hash_password(&p.password))
+        .await?
+        .map_err(|e| ApiError::internal("cannot hash the password", e))?;
+    match web.auth.setup(hash) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "the admin password is already set; log in",
+            ));
+        }
+        Err(e) => return Err(ApiError::internal("cannot store the password", e)),
+    }
+    tracing::info!("admin password set");
+    let (token, s) = web.auth.open_session();
+    Ok(with_session(&token, &s, StatusCode::CREATED, &tls))
+}
+
+fn login_error(e: LoginError) -> ApiError {
+    match e {
+        LoginError::NotSetUp => ApiError::new(
+            StatusCode::CONFLICT,
+            "no admin password yet: choose one first",
+        ),
+        LoginError::BadPassword => ApiError::new(StatusCode::UNAUTHORIZED, "wrong password"),
+        LoginError::Damaged(msg) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg),
+        LoginError::RateLimited(wait) => {
+            let secs = wait.as_secs().max(1);
+            ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many failed attempts; try again in {secs} s"),
+                )
+            }
+        }
+    }
+}
+
+async fn login(
+    State(web): State<Arc<Web>>,
+    tls: Tls,
+    req_ext: axum::http::Extensions,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let p: PasswordIn = typed(body)?;
+    let ip = client_ip(&req_ext);
+    // Refuse early, before spending a hash on a client that must wait.
+    if let Some(wait) = web.auth.retry_after(ip) {
+        return Err(login_error(LoginError::RateLimited(wait)));
+    }
+    let res = hashing(&web, move |w| w.auth.login(ip, &p.password)).await?;
+    match res {
+        Ok((token, s)) => Ok(with_session(&token, &s, StatusCode::OK, &tls)),
+        Err(e) => {
+            if e == LoginError::BadPassword {
+                tracing::warn!(client = %ip, "failed login");
+            }
+            Err(login_error(e))
+        }
+    }
+}
+
+async fn logout(
+    State(web): State<Arc<Web>>,
+    Extension((token, _)): Extension<(String, Session)>,
+) -> Response {
+    web.auth.logout(&token);
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordIn {
+    current: String,
+    new: String,
+}
+
+async fn change_password(
+    State(web): State<Arc<Web>>,
+    tls: Tls,
+    req_ext: axum::http::Extensions,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let p: ChangePasswordIn = typed(body)?;
+    let ip: IpAddr = client_ip(&req_ext);
+    check_new_password(&p.new).map_err(|m| {
+        ApiError::fields(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the new password is not acceptable",
+            vec![FieldError::new("new", m)],
+        )
+    })?;
+    let res = hashing(&web, move |w| {
+        w.auth
+            .check_password(ip, &p.current)
+            .map(|()| w.auth.hash_password(&p.new))
+    })
+    .await?;
+    let hash = match res {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Err(ApiError::internal("cannot hash the password", e)),
+        Err(LoginError::BadPassword) => {
+            return Err(ApiError::fields(
+                StatusCode::FORBIDDEN,
+                "the current password is wrong",
+                vec![FieldError::new("current", "wrong password")],
+            ));
+        }
+        Err(e) => return Err(login_error(e)),
+    };
+    web.auth
+        .store_hash(hash)
+        .map_err(|e| ApiError::internal("cannot store the password", e))?;
+    tracing::info!("admin password changed; all sessions ended");
+    let (token, s) = web.auth.open_session();
+    Ok(with_session(&token, &s, StatusCode::OK, &tls))
+}
+
+// ---- status and history ----
+
+fn leds_json(web: &Web) -> Value {
+    let snap = web.daemon.leds.snapshot();
+    json!({ "configured": !snap.leds.is_empty(), "state": snap })
+}
+
+fn probe_json(web: &Web, target: &str, kind: ProbeKind, interval: Duration) -> Value {
+    let since = SystemTime::now() - BUCKET * BUCKETS as u32;
+    json!({
+        "probe": kind,
+        "interval_seconds": interval.as_secs_f64(),
+        "latest": web.history.latest(target, kind),
+        "history": web.history.series(target, kind, since),
+    })
+}
+
+async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
+    let cfg = web.daemon.config();
+    web.history.retain(&|t| cfg.target(t).is_some());
+    let targets: Vec<Value> = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "host": t.host,
+                "labels": t.labels,
+                "probes": t.probes.iter()
+                    .map(|(k, i)| probe_json(&web, &t.name, *k, *i))
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let loc = ConfigLocation::of(&web.daemon.source);
+    Json(json!({
+        "device": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "hostname": device::hostname(),
+            "uptime_seconds": web.daemon.uptime().as_secs(),
+            "addresses": device::addresses(),
+            "time": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        },
+        "config": {
+            "path": loc.display(),
+            "embedded": loc.embedded,
+            "writable": loc.path.is_some(),
+        },
+        // Parts of the device this build does not have yet: reported, never invented.
+        "store": { "configured": false },
+        "remote_write": { "configured": false },
+        "leds": leds_json(&web),
+        "provisioning": web.daemon.provisioning.status(),
+        "history_minutes": BUCKETS as u64 * BUCKET.as_secs() / 60,
+        "targets": targets,
+    }))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    target: String,
+    #[serde(default = "default_probe")]
+    probe: String,
+    minutes: Option<u32>,
+}
+
+fn default_probe() -> String {
+    "ping".into()
+}
+
+async fn history(
+    State(web): State<Arc<Web>>,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let kind: ProbeKind = q.probe.parse().map_err(|m: String| {
+        ApiError::fields(
+            StatusCode::BAD_REQUEST,
+            "bad query",
+            vec![FieldError::new("probe", m)],
+        )
+    })?;
+    let cfg = web.daemon.config();
+    let Some(t) = cfg.target(&q.target) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no target named {:?}", q.target),
+        ));
+    };
+    let Some(interval) = t.interval(kind) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("target {:?} has no {kind} probe", q.target),
+        ));
+    };
+    let minutes = q.minutes.unwrap_or(60).clamp(1, 24 * 60);
+    let since = SystemTime::now() - Duration::from_secs(u64::from(minutes) * 60);
+    Ok(Json(json!({
+        "target": t.name,
+        "probe": kind,
+        "interval_seconds": interval.as_secs_f64(),
+        "bucket_seconds": BUCKET.as_secs(),
+        "points": web.history.series(&t.name, kind, since),
+    })))
+}
+
+// ---- targets ----
+
+fn location(web: &Web) -> ConfigLocation {
+    ConfigLocation::of(&web.daemon.source)
+}
+
+fn read_text(loc: &ConfigLocation) -> ApiResult<String> {
+    loc.read()
+        .map_err(|e| ApiError::internal(&format!("cannot read {}", loc.display()), e))
+}
+
+async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
+    let loc = location(&web);
+    let text = read_text(&loc)?;
+    let running = web.daemon.config();
+    // Compared with the local config: provisioned targets are not in the file.
+    let (file_errors, matches) = match vantage_core::Config::parse(&text, &loc.display()) {
+        Ok(c) => (Vec::new(), c == *web.daemon.local_config()),
+        Err(e) => (e.errors, false),
+    };
+    let raw = raw_targets(&text).unwrap_or_default();
+    let targets: Vec<Value> = raw
+        .into_iter()
+        .map(|r| {
+            let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+            let effective = running.target(name);
+            json!({ "raw": r, "effective": effective })
+        })
+        .collect();
+    Ok(Json(json!({
+        "path": loc.display(),
+        "embedded": loc.embedded,
+        "writable": loc.path.is_some(),
+        "revision": revision(&text),
+        "file_errors": file_errors,
+        "running_matches_file": matches,
+        "targets": targets,
+        // Targets from central provisioning: running, not in the file, not editable here.
+        "provisioned": web.daemon.provisioning.status().targets,
+    })))
+}
+
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_matches('"').to_string())
+}
+
+fn edit_error(e: EditError) -> ApiError {
+    match e {
+        EditError::Document(m) => ApiError::new(StatusCode::CONFLICT, m),
+        EditError::NotFound(n) => {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no target named {n:?}"))
+        }
+        EditError::Invalid(errs) => ApiError::fields(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the target is not valid",
+            errs,
+        ),
+    }
+}
+
+/// Read, edit, validate, save atomically with a backup, reload. Serialised by `save_lock`.
+async fn save(web: &Arc<Web>, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<Value> {
+    let _lock = web.save_lock.lock().await;
+    let loc = location(web);
+    let Some(path) = loc.path.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the daemon runs on its embedded config and has nowhere to save; start it with --config or a data directory",
+        ));
+    };
+    let text = read_text(&loc)?;
+    if let Some(want) = if_match(headers)
+        && want != revision(&text)
+    {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "the config file changed since the page loaded it; reload the page and try again",
+        ));
+    }
+    let new = apply_edit(&text, &path.display().to_string(), edit).map_err(edit_error)?;
+    let mode = std::fs::metadata(&path).map_or(0o640, |m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    // A config that is a symlink (e.g. from a read-only /etc into the data partition) is
+    // saved where it points, so the link survives.
+    let p = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    let bytes = new.clone().into_bytes();
+    tokio::task::spawn_blocking(move || write_atomic(&p, &bytes, mode, true, |_| Ok(())))
+        .await
+        .map_err(|e| ApiError::internal("cannot save the config", e))?
+        // The admin needs the reason (e.g. a read-only directory) to fix it.
+        .map_err(|e| ApiError::internal(&format!("cannot save {}: {e}", path.display()), &e))?;
+    tracing::info!(path = %path.display(), "config saved from the web page");
+    if let Err(e) = web.daemon.reload() {
+        return Err(ApiError::internal("the saved config did not reload", e));
+    }
+    Ok(json!({ "revision": revision(&new), "path": path.display().to_string() }))
+}
+
+async fn add_target(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let out = save(&web, &headers, Edit::Add(&body)).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn replace_target(
+    State(web): State<Arc<Web>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    save(&web, &headers, Edit::Replace(&name, &body))
+        .await
+        .map(Json)
+}
+
+async fn delete_target(
+    State(web): State<Arc<Web>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    save(&web, &headers, Edit::Delete(&name)).await.map(Json)
+}
+
+async fn test_target(
+    State(web): State<Arc<Web>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let text = read_text(&location(&web))?;
+    let target = validate_alone(&text, &body).map_err(edit_error)?;
+    let Ok(_permit) = web.daemon.probe_permits.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many probes running on demand; try again",
+        ));
+    };
+    let target = Arc::new(target);
+    let mut results = Vec::new();
+    for (kind, _) in &target.probes {
+        let Some(prober) = web.daemon.runner.probe(*kind) else {
+            results.push(json!({ "probe": kind, "success": false,
+                "error": format!("the {kind} probe is not available in this version") }));
+            continue;
+        };
+        let round = match kind {
+            ProbeKind::Ping => target.ping.round_length(),
+            _ => TEST_NOW_LIMIT,
+        };
+        let deadline = (round + Duration::from_millis(500)).min(TEST_NOW_LIMIT);
+        let s = prober
+            .run(ProbeRequest {
+                target: target.clone(),
+                deadline: Some(deadline),
+            })
+            .await;
+        let mut r = json!({
+            "probe": kind,
+            "success": s.success,
+            "duration_ms": s.duration.as_secs_f64() * 1000.0,
+            "error": s.error.as_ref().map(ToString::to_string),
+        });
+        if let Measurement::Ping(p) = &s.measurement {
+            r["address"] = json!(p.address);
+            r["sent"] = json!(p.sent);
+            r["received"] = json!(p.received);
+            r["loss"] = json!(p.loss_ratio());
+            r["rtts_ms"] = json!(
+                p.rtts
+                    .iter()
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .collect::<Vec<_>>()
+            );
+        }
+        if let Measurement::Dns(d) = &s.measurement {
+            r["server"] = json!(d.server);
+            r["rcode"] = json!(d.rcode_name());
+            r["answers"] = json!(d.answers.len());
+            r["lookup_ms"] = json!(d.lookup.map(|l| l.as_secs_f64() * 1000.0));
+        }
+        results.push(r);
+    }
+    Ok(Json(json!({ "target": target.name, "results": results })))
+}
+
+async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
+    let loc = location(&web);
+    let text = read_text(&loc)?;
+    let errors = match vantage_core::Config::parse(&text, &loc.display()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors,
+    };
+    let backup = loc
+        .path
+        .as_ref()
+        .map(|p| config_file::backup_path(&std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string());
+    Ok(Json(json!({
+        "path": loc.display(),
+        "embedded": loc.embedded,
+        "revision": revision(&text),
+        "text": text,
+        "errors": errors,
+        "backup": backup,
+    })))
+}
+
+async fn reload(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
+    match web.daemon.reload() {
+        Ok(()) => Ok(Json(json!({ "reloaded": true }))),
+        Err(e) => Err(ApiError::fields(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the config file has errors; the running config is unchanged",
+            e.errors
+                .iter()
+                .map(|e| FieldError::new(format!("file:{}", e.field), e.to_string()))
+                .collect(),
+        )),
+    }
+}
+
+// ---- settings ----
+
+fn settings_json(s: &Settings) -> Value {
+    let scrape = match &s.scrape_auth {
+        ScrapeAuth::None => json!({ "mode": "none" }),
+        ScrapeAuth::Bearer { .. } => json!({ "mode": "bearer", "secret_set": true }),
+        ScrapeAuth::Basic { username, .. } => {
+            json!({ "mode": "basic", "username": username, "secret_set": true })
+        }
+    };
+    json!({
+        "allowed_hosts": s.allowed_hosts,
+        "probe_allowlist": s.probe_allowlist,
+        "scrape_auth": scrape,
+        "https_listen": s.https_listen,
+        // Parts of the device configured elsewhere or not there yet.
+        "store": { "configured": false },
+        "remote_write": { "configured": false },
+    })
+}
+
+async fn get_settings(State(web): State<Arc<Web>>) -> Json<Value> {
+    let mut v = settings_json(&web.settings.get());
+    v["leds"] = leds_json(&web);
+    Json(v)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScrapeAuthIn {
+    mode: String,
+    token: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsIn {
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    probe_allowlist: Vec<String>,
+    scrape_auth: Option<ScrapeAuthIn>,
+    /// Absent: unchanged; empty or null: HTTPS off.
+    #[serde(default, deserialize_with = "some_or_null")]
+    https_listen: Option<Option<String>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn some_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+async fn put_settings(
+    State(web): State<Arc<Web>>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let input: SettingsIn = typed(body)?;
+    let old = web.settings.get();
+    let empty = |s: &Option<String>| s.as_deref().is_none_or(str::is_empty);
+    let scrape_auth = match input.scrape_auth {
+        None => old.scrape_auth.clone(),
+        Some(a) => match a.mode.as_str() {
+            "none" => ScrapeAuth::None,
+            // An empty secret keeps the stored one: the page never sees secrets again.
+            "bearer" => match (&old.scrape_auth, empty(&a.token)) {
+                (ScrapeAuth::Bearer { token }, true) => ScrapeAuth::Bearer {
+                    token: token.clone(),
+                },
+                _ => ScrapeAuth::Bearer {
+                    token: a.token.unwrap_or_default(),
+                },
+            },
+            "basic" => {
+                let password = match (&old.scrape_auth, empty(&a.password)) {
+                    (ScrapeAuth::Basic { password, .. }, true) => password.clone(),
+                    _ => a.password.unwrap_or_default(),
+                };
+                ScrapeAuth::Basic {
+                    username: a.username.unwrap_or_default(),
+                    password,
+                }
+            }
+            other => {
+                return Err(ApiError::fields(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "the settings are not valid",
+                    vec![FieldError::new(
+                        "scrape_auth.mode",
+                        format!("{other:?} is not one of none, bearer, basic"),
+                    )],
+                ));
+            }
+        },
+    };
+    let https_listen = match input.https_listen {
+        None => old.https_listen.clone(),
+        Some(l) => l.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()),
+    };
+    let new = Settings {
+        allowed_hosts: input.allowed_hosts,
+        probe_allowlist: input.probe_allowlist,
+        scrape_auth,
+        https_listen,
+    };
+    new.validate().map_err(|errs| {
+        ApiError::fields(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the settings are not valid",
+            errs,
+        )
+    })?;
+    web.settings
+        .set(new.clone())
+        .map_err(|e| ApiError::internal("cannot save the settings", e))?;
+    if new.https_listen != old.https_listen
+        && let Err(msg) = super::apply_https(&web).await
+    {
+        // Keep what worked: the old settings and, if it ran, the old listener.
+        let _ = web.settings.set(old);
+        let _ = super::apply_https(&web).await;
+        return Err(ApiError::fields(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "HTTPS could not start; the settings are unchanged",
+            vec![FieldError::new("https_listen", msg)],
+        ));
+    }
+    Ok(Json(settings_json(&new)))
+}
+
+async fn get_tls(State(web): State<Arc<Web>>) -> Json<Value> {
+    Json(json!(web.tls.info()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsIn {
+    cert_pem: String,
+    key_pem: String,
+}
+
+async fn put_tls(State(web): State<Arc<Web>>, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+    let t: TlsIn = typed(body)?;
+    if t.cert_pem.len() > MAX_PEM || t.key_pem.len() > MAX_PEM {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("certificate and key must each be at most {MAX_PEM} bytes"),
+        ));
+    }
+    web.tls
+        .install(t.cert_pem.as_bytes(), t.key_pem.as_bytes())
+        .map_err(|m| {
+            let field = if m.contains("key") {
+                "key_pem"
+            } else {
+                "cert_pem"
+            };
+            ApiError::fields(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the certificate was not installed",
+                vec![FieldError::new(field, m)],
+            )
+        })?;
+    tracing::info!("TLS certificate replaced from the web page");
+    Ok(Json(json!(web.tls.info())))
+}

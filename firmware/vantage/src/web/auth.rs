@@ -1,0 +1,504 @@
+//! The admin password, sessions and the login rate limit.
+//!
+//! There is no default password: until one is chosen, the page shows the first-boot form and
+//! every other API answers 401. The password is stored as an argon2id PHC string (which carries
+//! its own parameters, so they can change later without invalidating stored hashes) in
+//! `web/admin.json`, mode 0600. Sessions live in memory only: a restart logs everyone out,
+//! and nothing secret about them is ever on disk.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::config_file::write_private;
+
+/// Sessions end after this long without a request...
+pub const SESSION_IDLE: Duration = Duration::from_secs(60 * 60);
+/// ...and in any case this long after login.
+pub const SESSION_MAX: Duration = Duration::from_secs(12 * 60 * 60);
+/// Open sessions beyond this evict the oldest (bounds memory under a login flood).
+const MAX_SESSIONS: usize = 64;
+pub const MIN_PASSWORD_CHARS: usize = 10;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Failed logins from one client before it has to wait.
+const FREE_FAILURES: u32 = 5;
+/// Failures are forgotten this long after the last one.
+const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+const MAX_LOCKOUT: Duration = Duration::from_secs(5 * 60);
+/// Clients the limiter remembers; beyond this the oldest entries go.
+const MAX_TRACKED_CLIENTS: usize = 4096;
+
+/// argon2id cost parameters for new hashes.
+#[derive(Debug, Clone, Copy)]
+pub struct HashParams {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl HashParams {
+    /// 19 MiB, 2 passes, 1 lane: OWASP's first recommended argon2id setting. 25 ms of CPU
+    /// per hash on an x86 server core, estimated at 0.26–0.33 s on a Raspberry Pi 3 (see
+    /// docs/WEB.md), under the 0.5 s budget, while every guess costs an attacker 19 MiB.
+    pub const PRODUCTION: HashParams = HashParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
+    /// Cheap parameters for tests only.
+    #[cfg(test)]
+    pub const TEST: HashParams = HashParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+
+    fn argon2(self) -> Argon2<'static> {
+        let params = Params::new(self.m_kib, self.t, self.p, None).expect("valid argon2 params");
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AdminFile {
+    password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub csrf: String,
+    created: Instant,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+pub struct Auth {
+    path: PathBuf,
+    params: HashParams,
+    /// Why `admin.json` could not be used; logins are refused while it is set.
+    pub damaged: Option<String>,
+    hash: RwLock<Option<String>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// argon2 is deliberately expensive: at most two hashes at once, so a login flood cannot
+    /// starve the probes of CPU and memory.
+    pub hash_permits: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("path", &self.path).finish()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginError {
+    /// Wait this long before trying again.
+    RateLimited(Duration),
+    BadPassword,
+    NotSetUp,
+    Damaged(String),
+}
+
+/// The unit the login limit counts per: an IPv4 address, or an IPv6 /64 (one host can pick any
+/// address in its /64, so counting per address would give it endless fresh tries).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Compares without an early exit, so the time taken does not reveal the matching prefix.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The server's rule for a new password; the page checks the same before sending.
+pub fn check_new_password(pw: &str) -> Result<(), String> {
+    if pw.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(format!(
+            "must be at least {MIN_PASSWORD_CHARS} characters long"
+        ));
+    }
+    if pw.len() > MAX_PASSWORD_BYTES {
+        return Err(format!("must be at most {MAX_PASSWORD_BYTES} bytes long"));
+    }
+    if pw.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+impl Auth {
+    pub fn open(dir: &Path, params: HashParams) -> anyhow::Result<Self> {
+        let path = dir.join("admin.json");
+        // A damaged file must neither stop the daemon (the device has no console) nor fall back
+        // to "no password" (anyone could then claim the device): logins are refused until the
+        // file is removed, e.g. from the SD card.
+        let (hash, damaged) = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<AdminFile>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|f| match PasswordHash::new(&f.password_hash) {
+                    Ok(_) => Ok(f.password_hash),
+                    Err(e) => Err(format!("bad password hash: {e}")),
+                }) {
+                Ok(h) => (Some(h), None),
+                Err(e) => (None, Some(e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let damaged = damaged.map(|e| {
+            let msg = format!(
+                "the admin password file {} is damaged ({e}); remove it and restart the device to choose a new password",
+                path.display()
+            );
+            tracing::error!("{msg}");
+            msg
+        });
+        Ok(Self {
+            path,
+            params,
+            damaged,
+            hash: RwLock::new(hash),
+            sessions: Mutex::default(),
+            failures: Mutex::default(),
+            hash_permits: tokio::sync::Semaphore::new(2),
+        })
+    }
+
+    pub fn is_set_up(&self) -> bool {
+        self.damaged.is_some()
+            || self
+                .hash
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+    }
+
+    pub fn hash_password(&self, pw: &str) -> Result<String, String> {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+        self.params
+            .argon2()
+            .hash_password(pw.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn verify(&self, pw: &str) -> bool {
+        let Some(stored) = self.hash.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return false;
+        };
+        let Ok(parsed) = PasswordHash::new(&stored) else {
+            return false;
+        };
+        // Verification uses the parameters stored with the hash.
+        Argon2::default()
+            .verify_password(pw.as_bytes(), &parsed)
+            .is_ok()
+    }
+
+    /// Stores a new password hash (atomically, mode 0600) and ends every session.
+    pub fn store_hash(&self, hash: String) -> std::io::Result<()> {
+        let body = serde_json::to_vec_pretty(&AdminFile {
+            password_hash: hash.clone(),
+        })
+        .map_err(std::io::Error::other)?;
+        write_private(&self.path, &body)?;
+        *self.hash.write().unwrap_or_else(|e| e.into_inner()) = Some(hash);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
+
+    /// Sets the first password. Fails if one exists (checked again under the write lock by
+    /// the caller's ordering: the hash is computed first, then swapped in only if still unset).
+    pub fn setup(&self, hash: String) -> Result<(), std::io::Error> {
+        let mut guard = self.hash.write().unwrap_or_else(|e| e.into_inner());
+        if guard.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a password is already set",
+            ));
+        }
+        let body = serde_json::to_vec_pretty(&AdminFile {
+            password_hash: hash.clone(),
+        })
+        .map_err(std::io::Error::other)?;
+        write_private(&self.path, &body)?;
+        *guard = Some(hash);
+        Ok(())
+    }
+
+    /// How long `client` must still wait before its next login attempt.
+    pub fn retry_after(&self, client: IpAddr) -> Option<Duration> {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let f = map.get(&client_key(client))?;
+        if f.count < FREE_FAILURES {
+            return None;
+        }
+        let wait = Duration::from_secs(1u64 << (f.count - FREE_FAILURES).min(16)).min(MAX_LOCKOUT);
+        let waited = f.last.elapsed();
+        (waited < wait).then(|| wait - waited)
+    }
+
+    fn record_failure(&self, client: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if map.len() >= MAX_TRACKED_CLIENTS {
+            map.retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
+            if map.len() >= MAX_TRACKED_CLIENTS
+                && let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
+            {
+                map.remove(&oldest);
+            }
+        }
+        let f = map.entry(client_key(client)).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        if now.duration_since(f.last) >= FAILURE_MEMORY {
+            f.count = 0;
+        }
+        f.count += 1;
+        f.last = now;
+    }
+
+    /// Checks the password (blocking: run it off the async threads) and opens a session.
+    pub fn login(&self, client: IpAddr, pw: &str) -> Result<(String, Session), LoginError> {
+        if let Some(d) = &self.damaged {
+            return Err(LoginError::Damaged(d.clone()));
+        }
+        if !self.is_set_up() {
+            return Err(LoginError::NotSetUp);
+        }
+        if let Some(wait) = self.retry_after(client) {
+            return Err(LoginError::RateLimited(wait));
+        }
+        if pw.len() > MAX_PASSWORD_BYTES || !self.verify(pw) {
+            self.record_failure(client);
+            return Err(LoginError::BadPassword);
+        }
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&client_key(client));
+        Ok(self.open_session())
+    }
+
+    /// Checks the current password without rate-limit bookkeeping side effects on success.
+    pub fn check_password(&self, client: IpAddr, pw: &str) -> Result<(), LoginError> {
+        if let Some(d) = &self.damaged {
+            return Err(LoginError::Damaged(d.clone()));
+        }
+        if let Some(wait) = self.retry_after(client) {
+            return Err(LoginError::RateLimited(wait));
+        }
+        if pw.len() > MAX_PASSWORD_BYTES || !self.verify(pw) {
+            self.record_failure(client);
+            return Err(LoginError::BadPassword);
+        }
+        Ok(())
+    }
+
+    pub fn open_session(&self) -> (String, Session) {
+        let token = random_token();
+        let now = Instant::now();
+        let s = Session {
+            csrf: random_token(),
+            created: now,
+            last_seen: now,
+        };
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, s| s.alive(now));
+        while map.len() >= MAX_SESSIONS {
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            map.remove(&oldest);
+        }
+        map.insert(token.clone(), s.clone());
+        (token, s)
+    }
+
+    /// The live session of `token`, refreshed.
+    pub fn session(&self, token: &str) -> Option<Session> {
+        let now = Instant::now();
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(token) {
+            Some(s) if s.alive(now) => {
+                s.last_seen = now;
+                Some(s.clone())
+            }
+            Some(_) => {
+                map.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn logout(&self, token: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(token);
+    }
+
+    #[cfg(test)]
+    pub fn age_sessions(&self, by: Duration) {
+        for s in self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+        {
+            s.created -= by;
+            s.last_seen -= by;
+        }
+    }
+}
+
+impl Session {
+    fn alive(&self, now: Instant) -> bool {
+        now.duration_since(self.last_seen) < SESSION_IDLE
+            && now.duration_since(self.created) < SESSION_MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_backs_off_after_free_failures() {
+        let dir = tempdir();
+        let a = Auth::open(dir.path(), HashParams::TEST).unwrap();
+        a.setup(a.hash_password("correct horse battery").unwrap())
+            .unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(a.login(ip, "wrong").unwrap_err(), LoginError::BadPassword);
+        }
+        // The right password is refused too while the client must wait.
+        assert!(matches!(
+            a.login(ip, "correct horse battery"),
+            Err(LoginError::RateLimited(_))
+        ));
+        // Another client is not affected.
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert!(a.login(other, "correct horse battery").is_ok());
+        // A host cannot dodge the limit by changing addresses within its IPv6 /64.
+        for i in 0..FREE_FAILURES {
+            let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap();
+            assert_eq!(a.login(ip, "wrong").unwrap_err(), LoginError::BadPassword);
+        }
+        assert!(matches!(
+            a.login("2001:db8::ffff:1".parse().unwrap(), "wrong"),
+            Err(LoginError::RateLimited(_))
+        ));
+        assert!(
+            a.login("2001:db8:0:1::1".parse().unwrap(), "correct horse battery")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn sessions_expire_and_password_change_ends_them() {
+        let dir = tempdir();
+        let a = Auth::open(dir.path(), HashParams::TEST).unwrap();
+        let (t, _) = a.open_session();
+        assert!(a.session(&t).is_some());
+        a.age_sessions(SESSION_IDLE + Duration::from_secs(1));
+        assert!(a.session(&t).is_none());
+        let (t2, _) = a.open_session();
+        a.store_hash(a.hash_password("another password").unwrap())
+            .unwrap();
+        assert!(a.session(&t2).is_none());
+    }
+
+    #[test]
+    fn hash_file_is_private_and_reloads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir();
+        let a = Auth::open(dir.path(), HashParams::TEST).unwrap();
+        a.setup(a.hash_password("0123456789ab").unwrap()).unwrap();
+        assert!(a.setup(a.hash_password("someone else!").unwrap()).is_err());
+        let mode = std::fs::metadata(dir.path().join("admin.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = Auth::open(dir.path(), HashParams::TEST).unwrap();
+        assert!(b.is_set_up());
+        assert!(
+            b.check_password("192.0.2.1".parse().unwrap(), "0123456789ab")
+                .is_ok()
+        );
+        let text = std::fs::read_to_string(dir.path().join("admin.json")).unwrap();
+        assert!(text.contains("$argon2id$"), "{text}");
+        assert!(!text.contains("0123456789ab"));
+    }
+
+    /// Measures the production parameters on this machine:
+    /// `cargo test --profile ci -p vantage -- --ignored argon2_cost --nocapture`
+    /// (scripts/bench-web-login.sh measures a whole login over HTTP).
+    #[test]
+    #[ignore]
+    fn argon2_cost() {
+        let dir = tempdir();
+        let a = Auth::open(dir.path(), HashParams::PRODUCTION).unwrap();
+        let h = a.hash_password("benchmark password").unwrap();
+        a.setup(h).unwrap();
+        let start = Instant::now();
+        let n = 10;
+        for _ in 0..n {
+            assert!(a.verify("benchmark password"));
+        }
+        println!(
+            "argon2id m={}KiB t={} p={}: {:.1} ms per verification",
+            HashParams::PRODUCTION.m_kib,
+            HashParams::PRODUCTION.t,
+            HashParams::PRODUCTION.p,
+            start.elapsed().as_secs_f64() * 1000.0 / n as f64
+        );
+    }
+
+    fn tempdir() -> crate::web::tests::TempDir {
+        crate::web::tests::TempDir::new("auth")
+    }
+}

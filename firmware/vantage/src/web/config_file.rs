@@ -1,0 +1,441 @@
+//! Reading, editing and saving the config file for the page.
+//!
+//! The editor works on the document as written, through `toml_edit`, so a hand-written file
+//! keeps its comments, order and layout; only the edited `[[targets]]` table changes. Every
+//! edit is validated by rendering the whole document and running the same parser as
+//! `vantage check-config`; its errors, which name fields like `targets[3].ping.packets`, are
+//! mapped back to the edited target's fields.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value as Json;
+use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
+use vantage_core::{Config, ConfigError};
+
+use crate::daemon::{ConfigSource, EMBEDDED_CONFIG};
+
+/// Where the page reads the config from and saves it to.
+#[derive(Debug, Clone)]
+pub struct ConfigLocation {
+    /// The file saves go to; `None` when the daemon runs on the embedded config with nowhere
+    /// to save (only in tests: `vantage run` always has a data directory).
+    pub path: Option<PathBuf>,
+    /// The file does not exist yet: the embedded config is running.
+    pub embedded: bool,
+}
+
+impl ConfigLocation {
+    pub fn of(source: &ConfigSource) -> Self {
+        match source {
+            ConfigSource::File(p) => Self {
+                path: Some(p.clone()),
+                embedded: false,
+            },
+            ConfigSource::DataDir(p) => Self {
+                path: Some(p.clone()),
+                embedded: !p.exists(),
+            },
+            ConfigSource::Embedded => Self {
+                path: None,
+                embedded: true,
+            },
+        }
+    }
+
+    /// The current text: the file as it is on disk now (hand edits included), or the
+    /// embedded config.
+    pub fn read(&self) -> io::Result<String> {
+        match (&self.path, self.embedded) {
+            (Some(p), false) => fs::read_to_string(p),
+            _ => Ok(EMBEDDED_CONFIG.to_string()),
+        }
+    }
+
+    pub fn display(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "<embedded>".to_string(), |p| p.display().to_string())
+    }
+}
+
+/// A short fingerprint of the file text (FNV-1a), so a save can refuse to overwrite changes
+/// made since the page loaded the file.
+pub fn revision(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// One field-level problem, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Dotted path relative to the object sent (`ping.packets`), or the file's own path for
+    /// problems elsewhere in the file; empty for the whole request.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An edit to the list of targets.
+#[derive(Debug)]
+pub enum Edit<'a> {
+    Add(&'a Json),
+    Replace(&'a str, &'a Json),
+    Delete(&'a str),
+}
+
+#[derive(Debug)]
+pub enum EditError {
+    /// The file itself cannot be parsed as TOML (a broken hand edit).
+    Document(String),
+    NotFound(String),
+    Invalid(Vec<FieldError>),
+}
+
+/// The `[[targets]]` of a document, as written, as JSON objects.
+pub fn raw_targets(text: &str) -> Result<Vec<Json>, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    let Some(toml::Value::Array(items)) = table.get("targets") else {
+        return Ok(Vec::new());
+    };
+    items
+        .iter()
+        .map(|t| serde_json::to_value(t).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn parse_doc(text: &str) -> Result<DocumentMut, EditError> {
+    text.parse::<DocumentMut>()
+        .map_err(|e| EditError::Document(format!("the config file is not valid TOML: {e}")))
+}
+
+/// The document's targets as an array of tables (an inline `targets = [...]` is converted).
+fn targets_mut(doc: &mut DocumentMut) -> Result<&mut ArrayOfTables, EditError> {
+    if !doc.contains_key("targets") {
+        doc.insert("targets", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    let item = doc.get_mut("targets").expect("inserted above");
+    if !item.is_array_of_tables() {
+        let taken = std::mem::take(item);
+        *item = Item::ArrayOfTables(taken.into_array_of_tables().map_err(|_| {
+            EditError::Document("`targets` in the config file is not a list of tables".into())
+        })?);
+    }
+    Ok(item.as_array_of_tables_mut().expect("converted above"))
+}
+
+fn index_of(aot: &ArrayOfTables, name: &str) -> Option<usize> {
+    aot.iter()
+        .position(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+}
+
+/// JSON from the page to a TOML table. Type checks are left to the config parser, so a wrong
+/// type gets the same message as in a file; `null` means "not set".
+fn to_table(obj: &Json) -> Result<Table, Vec<FieldError>> {
+    let Json::Object(map) = obj else {
+        return Err(vec![FieldError::new("", "a target must be a JSON object")]);
+    };
+    let mut t = Table::new();
+    for (k, v) in map {
+        if let Some(v) = to_value(v) {
+            t.insert(k, Item::Value(v));
+        }
+    }
+    Ok(t)
+}
+
+fn to_value(v: &Json) -> Option<Value> {
+    Some(match v {
+        Json::Null => return None,
+        Json::Bool(b) => Value::from(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::from(i),
+            None => Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Array(a) => Value::Array(a.iter().filter_map(to_value).collect::<Array>()),
+        Json::Object(m) => {
+            let mut it = InlineTable::new();
+            for (k, v) in m {
+                if let Some(v) = to_value(v) {
+                    it.insert(k, v);
+                }
+            }
+            Value::InlineTable(it)
+        }
+    })
+}
+
+/// Applies an edit and validates the result like `check-config`. Returns the new text.
+pub fn apply_edit(text: &str, file: &str, edit: Edit<'_>) -> Result<String, EditError> {
+    let mut doc = parse_doc(text)?;
+    let aot = targets_mut(&mut doc)?;
+    let edited = match edit {
+        Edit::Add(obj) => {
+            aot.push(to_table(obj).map_err(EditError::Invalid)?);
+            Some(aot.len() - 1)
+        }
+        Edit::Replace(name, obj) => {
+            let i = index_of(aot, name).ok_or_else(|| EditError::NotFound(name.to_string()))?;
+            let new = to_table(obj).map_err(EditError::Invalid)?;
+            // Keep the table's own decor (comments above it); replace its keys.
+            let t = aot.get_mut(i).expect("index found above");
+            t.clear();
+            for (k, v) in new.iter() {
+                t.insert(k, v.clone());
+            }
+            Some(i)
+        }
+        Edit::Delete(name) => {
+            let i = index_of(aot, name).ok_or_else(|| EditError::NotFound(name.to_string()))?;
+            aot.remove(i);
+            None
+        }
+    };
+    let out = doc.to_string();
+    match Config::parse(&out, file) {
+        Ok(_) => Ok(out),
+        Err(e) => Err(EditError::Invalid(map_errors(&e.errors, edited))),
+    }
+}
+
+/// Errors of the edited target lose their `targets[i].` prefix (they are shown next to the
+/// form's fields); others keep their full path and line, since they are in the file.
+pub fn map_errors(errors: &[ConfigError], edited: Option<usize>) -> Vec<FieldError> {
+    let prefix = edited.map(|i| format!("targets[{i}]"));
+    errors
+        .iter()
+        .map(|e| match &prefix {
+            Some(p) if e.field == *p => FieldError::new("", e.message.clone()),
+            Some(p) if e.field.starts_with(&format!("{p}.")) => {
+                FieldError::new(&e.field[p.len() + 1..], e.message.clone())
+            }
+            _ => FieldError::new(
+                format!("file:{}", e.field),
+                match e.line {
+                    Some(l) => format!("line {l}: {}", e.message),
+                    None => e.message.clone(),
+                },
+            ),
+        })
+        .collect()
+}
+
+/// Validates one target on its own, with the file's `[defaults]`, for "test now".
+pub fn validate_alone(text: &str, obj: &Json) -> Result<vantage_core::Target, EditError> {
+    let mut doc = parse_doc(text)?;
+    doc.remove("targets");
+    let mut aot = ArrayOfTables::new();
+    aot.push(to_table(obj).map_err(EditError::Invalid)?);
+    doc.insert("targets", Item::ArrayOfTables(aot));
+    let out = doc.to_string();
+    match Config::parse(&out, "<test>") {
+        Ok(mut c) if c.targets.len() == 1 => Ok(c.targets.remove(0)),
+        Ok(_) => Err(EditError::Invalid(vec![FieldError::new(
+            "",
+            "expected exactly one target",
+        )])),
+        Err(e) => Err(EditError::Invalid(map_errors(&e.errors, Some(0)))),
+    }
+}
+
+/// Creates a directory readable only by its owner (credentials live there).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Writes a secret file atomically with mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(path, bytes, 0o600, false, |_| Ok(()))
+}
+
+/// Where the previous version of a saved file is kept.
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    path.with_file_name(name)
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` so that a crash at any point leaves either the old or the new file
+/// whole: write a temp file in the same directory, fsync it, keep the old file as `.bak`
+/// (a hard link, so `path` never disappears), rename over `path`, fsync the directory.
+/// `before_rename` runs after the temp file is durable; tests use it to simulate a crash.
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    backup: bool,
+    before_rename: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The mode given to open() is filtered by the umask; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        before_rename(&tmp)?;
+        if backup && path.exists() {
+            let bak = backup_path(path);
+            let _ = fs::remove_file(&bak);
+            if fs::hard_link(path, &bak).is_err() {
+                fs::copy(path, &bak)?;
+            }
+        }
+        fs::rename(&tmp, path)?;
+        File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const FILE: &str = r#"# my probes
+[defaults]
+interval = "5s"
+
+# the gateway
+[[targets]]
+name = "gw"
+host = "192.0.2.1"
+probes = ["ping"]
+
+[[targets]]
+name = "dns"
+host = "192.0.2.53"
+probes = ["ping"]
+ping = { packets = 3 }
+"#;
+
+    #[test]
+    fn replace_keeps_comments_and_other_targets() {
+        let t = json!({"name": "gw", "host": "192.0.2.254", "probes": ["ping"], "ping": {"packets": 2}});
+        let out = apply_edit(FILE, "f", Edit::Replace("gw", &t)).unwrap();
+        assert!(out.contains("# my probes"), "{out}");
+        assert!(out.contains("# the gateway"), "{out}");
+        assert!(out.contains("ping = { packets = 3 }"), "{out}");
+        let c = Config::parse(&out, "f").unwrap();
+        assert_eq!(c.targets[0].host.to_string(), "192.0.2.254");
+        assert_eq!(c.targets[0].ping.packets, 2);
+        assert_eq!(c.targets[0].probes[0].1, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn errors_are_mapped_to_the_edited_fields() {
+        let t = json!({"name": "new", "host": "1.2.3.4; rm -rf /", "probes": ["ping"],
+                       "ping": {"packets": -5}, "bogus": 1});
+        let Err(EditError::Invalid(errs)) = apply_edit(FILE, "f", Edit::Add(&t)) else {
+            panic!("accepted")
+        };
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "bogus" || e.message.contains("bogus")),
+            "{errs:?}"
+        );
+        let t = json!({"name": "new", "host": "1.2.3.4; rm -rf /", "probes": ["ping"],
+                       "ping": {"packets": -5}});
+        let Err(EditError::Invalid(errs)) = apply_edit(FILE, "f", Edit::Add(&t)) else {
+            panic!("accepted")
+        };
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"host"), "{errs:?}");
+        assert!(fields.contains(&"ping.packets"), "{errs:?}");
+        let dup = json!({"name": "dns", "host": "192.0.2.2", "probes": ["ping"]});
+        let Err(EditError::Invalid(errs)) = apply_edit(FILE, "f", Edit::Add(&dup)) else {
+            panic!("accepted")
+        };
+        assert_eq!(errs[0].field, "name", "{errs:?}");
+        assert!(errs[0].message.contains("unique"), "{errs:?}");
+    }
+
+    #[test]
+    fn delete_and_missing() {
+        let out = apply_edit(FILE, "f", Edit::Delete("gw")).unwrap();
+        let c = Config::parse(&out, "f").unwrap();
+        assert_eq!(c.targets.len(), 1);
+        assert!(matches!(
+            apply_edit(FILE, "f", Edit::Delete("nope")),
+            Err(EditError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn raw_targets_as_written() {
+        let t = raw_targets(FILE).unwrap();
+        assert_eq!(t[1]["ping"]["packets"], 3);
+        assert!(t[0].get("interval").is_none());
+    }
+
+    fn temp() -> crate::web::tests::TempDir {
+        crate::web::tests::TempDir::new("cfgfile")
+    }
+
+    #[test]
+    fn crash_before_rename_leaves_the_old_file() {
+        let d = temp();
+        let p = d.path().join("vantage.toml");
+        fs::write(&p, "old").unwrap();
+        let err = write_atomic(&p, b"new", 0o644, true, |tmp| {
+            assert_eq!(fs::read(tmp).unwrap(), b"new");
+            Err(io::Error::other("power cut"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "power cut");
+        assert_eq!(fs::read_to_string(&p).unwrap(), "old");
+        // No temp file is left to confuse the next save.
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn save_keeps_a_backup_and_sets_the_mode() {
+        let d = temp();
+        let p = d.path().join("vantage.toml");
+        fs::write(&p, "v1").unwrap();
+        write_atomic(&p, b"v2", 0o640, true, |_| Ok(())).unwrap();
+        write_atomic(&p, b"v3", 0o640, true, |_| Ok(())).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "v3");
+        assert_eq!(fs::read_to_string(backup_path(&p)).unwrap(), "v2");
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+}

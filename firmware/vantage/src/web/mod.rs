@@ -1,0 +1,104 @@
+//! The local web page and its JSON API under `/api/`.
+//!
+//! Everything a person needs to set up a device from a browser: the first-boot password, the
+//! targets editor, live status with sparklines, and settings. The page's assets live in `web/`
+//! at the repository root and are embedded in the binary. See `docs/WEB.md` for the security
+//! design and `docs/API.md` for the API.
+
+mod api;
+mod assets;
+mod auth;
+mod config_file;
+mod device;
+mod guard;
+mod history;
+mod server;
+mod settings;
+#[cfg(test)]
+mod tests;
+mod tls;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+
+use crate::daemon::Daemon;
+pub use history::{HistorySource, MemoryHistory};
+pub use server::serve_http;
+
+/// Name of the config file the page creates in the data directory when the daemon runs
+/// without `--config`.
+pub const CONFIG_FILE_NAME: &str = "vantage.toml";
+
+/// State of the web page: the daemon, the admin credentials and sessions, the page's settings.
+pub struct Web {
+    pub daemon: Arc<Daemon>,
+    pub auth: auth::Auth,
+    pub settings: settings::SettingsStore,
+    pub history: Arc<dyn HistorySource>,
+    /// Serialises config saves so two editors never interleave read-modify-write.
+    pub save_lock: tokio::sync::Mutex<()>,
+    pub data_dir: PathBuf,
+    pub tls: Arc<tls::Tls>,
+}
+
+impl std::fmt::Debug for Web {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Web")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Web {
+    /// Opens the web state kept in `data_dir/web/` (credentials, settings), creating the
+    /// directory with mode 0700.
+    pub fn open(
+        daemon: Arc<Daemon>,
+        data_dir: &Path,
+        history: Arc<dyn HistorySource>,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::open_with(daemon, data_dir, history, auth::HashParams::PRODUCTION)
+    }
+
+    fn open_with(
+        daemon: Arc<Daemon>,
+        data_dir: &Path,
+        history: Arc<dyn HistorySource>,
+        params: auth::HashParams,
+    ) -> anyhow::Result<Arc<Self>> {
+        let dir = data_dir.join("web");
+        config_file::create_private_dir(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let auth = auth::Auth::open(&dir, params)?;
+        let settings = settings::SettingsStore::open(&dir)?;
+        let tls = Arc::new(tls::Tls::new(&dir));
+        Ok(Arc::new(Self {
+            daemon,
+            auth,
+            settings,
+            history,
+            save_lock: tokio::sync::Mutex::new(()),
+            data_dir: data_dir.to_path_buf(),
+            tls,
+        }))
+    }
+}
+
+/// The whole HTTP application: the daemon's endpoints plus the page and its API, behind the
+/// guards (Host allow-list, CSRF, sessions, scrape auth, time limit).
+pub fn app(web: Arc<Web>) -> Router {
+    crate::http::router(web.daemon.clone())
+        .merge(api::router(web.clone()))
+        .merge(assets::router())
+        .layer(axum::middleware::from_fn_with_state(web, guard::guard))
+}
+
+/// Starts (or stops) HTTPS as the settings say. A failure is logged and shown on the settings
+/// page; plain HTTP keeps working.
+pub async fn apply_https(web: &Arc<Web>) -> Result<(), String> {
+    let listen = web.settings.get().https_listen_addr();
+    web.tls.apply(listen, app(web.clone())).await
+}

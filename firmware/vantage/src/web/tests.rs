@@ -1,0 +1,1687 @@
+//! In-process tests of the whole HTTP application.
+
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "vantage-{tag}-{}-{}",
+            std::process::id(),
+            super::auth::random_token()
+        ));
+        std::fs::create_dir_all(&d).expect("create temp dir");
+        Self(d)
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use vantage_core::{Config, Measurement, PingReport, ProbeKind, Sample};
+
+use super::api::ROUTES;
+use super::auth::{HashParams, SESSION_IDLE};
+use super::{MemoryHistory, Web};
+use crate::daemon::{ConfigSource, Daemon};
+
+const PASSWORD: &str = "correct horse battery staple";
+const HOST: &str = "192.0.2.10:9430";
+
+const CONFIG: &str = r#"# Hand-written header comment.
+[defaults]
+interval = "5s"
+
+[[targets]]
+name = "loop"
+host = "127.0.0.1"
+probes = ["ping"]
+"#;
+
+struct Fixture {
+    dir: TempDir,
+    web: Arc<Web>,
+    history: Arc<MemoryHistory>,
+    app: Router,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Fixture {
+    async fn new(config: Option<&str>) -> Self {
+        let dir = TempDir::new("web");
+        let path = dir.path().join("vantage.toml");
+        if let Some(c) = config {
+            std::fs::write(&path, c).unwrap();
+        }
+        // Without a file yet, the daemon runs like `vantage run` without --config.
+        let source = ConfigSource::DataDir(path);
+        let cfg = source.load().unwrap();
+        let history = Arc::new(MemoryHistory::default());
+        let daemon = Daemon::start_with(source, cfg, None, None, vec![history.clone() as _]);
+        let web = Web::open_with(daemon, dir.path(), history.clone(), HashParams::TEST).unwrap();
+        let app = super::app(web.clone());
+        Self {
+            dir,
+            web,
+            history,
+            app,
+            cookie: None,
+            csrf: None,
+        }
+    }
+
+    /// A fresh device with the password set and a session open.
+    async fn logged_in(config: Option<&str>) -> Self {
+        let mut f = Self::new(config).await;
+        let r = f
+            .send(
+                Method::POST,
+                "/api/auth/setup",
+                Some(json!({"password": PASSWORD})),
+                false,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        f.take_session(&r);
+        f
+    }
+
+    fn take_session(&mut self, r: &Resp) {
+        let c = r.headers[header::SET_COOKIE].to_str().unwrap();
+        self.cookie = Some(c.split(';').next().unwrap().to_string());
+        self.csrf = r.body["csrf_token"].as_str().map(String::from);
+    }
+
+    fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("vantage.toml")
+    }
+
+    async fn raw(&self, req: Request<Body>) -> Resp {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert!(!status.is_server_error(), "server error {status}: {text}");
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    fn builder(
+        &self,
+        method: Method,
+        path: &str,
+        with_session: bool,
+        with_csrf: bool,
+    ) -> axum::http::request::Builder {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, HOST);
+        if with_session && let Some(c) = &self.cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        if with_csrf && let Some(t) = &self.csrf {
+            b = b.header("x-csrf-token", t);
+        }
+        b
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>, auth: bool) -> Resp {
+        let b = self.builder(method, path, auth, auth);
+        let req = match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string())),
+            None => b.body(Body::empty()),
+        }
+        .unwrap();
+        self.raw(req).await
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, None, true).await
+    }
+}
+
+fn field_errors(r: &Resp) -> Vec<(String, String)> {
+    r.body["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["field"].as_str().unwrap_or_default().to_string(),
+                        e["message"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn fresh_device_asks_for_a_password_and_nothing_else_is_open() {
+    let f = Fixture::new(Some(CONFIG)).await;
+    let s = f.get("/api/auth/state").await;
+    assert_eq!(s.body["setup_required"], true);
+    assert_eq!(s.body["logged_in"], false);
+    for (m, p) in ROUTES {
+        if *m == "GET" && *p != "/api/auth/state" {
+            let r = f.get(&p.replace("{name}", "loop")).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{m} {p}: {}", r.text);
+        }
+    }
+    // Path tricks do not reach a handler around the session check.
+    for p in [
+        "//api/status",
+        "/API/status",
+        "/./api/status",
+        "/x/../api/status",
+        "/api/status/",
+        "/api/%73tatus",
+    ] {
+        let r = f.get(p).await;
+        assert!(
+            r.status == StatusCode::UNAUTHORIZED || r.status == StatusCode::NOT_FOUND,
+            "{p}: {} {}",
+            r.status,
+            r.text
+        );
+        assert!(!r.text.contains("targets"), "{p}: {}", r.text);
+    }
+    // The page itself loads, with its security headers.
+    let page = f.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("<title>"), "{}", page.text);
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert!(
+        page.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    // Login is impossible before setup: there is no default password.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": "admin"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    // Too short a password is refused with a field message.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": "short"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "password");
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": PASSWORD})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let cookie = r.headers[header::SET_COOKIE].to_str().unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    // Setup happens once.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": "another long password"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let stored = std::fs::read_to_string(f.dir.path().join("web/admin.json")).unwrap();
+    assert!(stored.contains("$argon2id$") && !stored.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn login_logout_and_expiry() {
+    let mut f = Fixture::logged_in(Some(CONFIG)).await;
+    assert_eq!(f.get("/api/status").await.status, StatusCode::OK);
+    let r = f.send(Method::POST, "/api/auth/logout", None, true).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(
+        r.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(f.get("/api/status").await.status, StatusCode::UNAUTHORIZED);
+
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": "wrong password!"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": PASSWORD})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    f.take_session(&r);
+    let s = f.get("/api/auth/state").await;
+    assert_eq!(s.body["logged_in"], true);
+    assert_eq!(s.body["csrf_token"].as_str(), f.csrf.as_deref());
+    f.web
+        .auth
+        .age_sessions(SESSION_IDLE + Duration::from_secs(1));
+    assert_eq!(f.get("/api/status").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn login_is_rate_limited_per_client() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        let r = f
+            .send(
+                Method::POST,
+                "/api/auth/login",
+                Some(json!({"password": "not the password"})),
+                false,
+            )
+            .await;
+        codes.push(r.status.as_u16());
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers.contains_key(header::RETRY_AFTER));
+        }
+    }
+    // Five free failures, then waits (1 s, then 2 s: a very slow machine may let one more
+    // attempt through after the first wait).
+    assert_eq!(codes[..5], [401; 5], "{codes:?}");
+    assert!(codes[5..].contains(&429), "{codes:?}");
+    // Even the right password waits.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": PASSWORD})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Every route and method that could change state, plus paths that do not exist: none may do
+/// anything without a session, without the CSRF token, or from another origin.
+#[tokio::test]
+async fn no_route_changes_state_without_session_and_csrf() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let before_config = std::fs::read_to_string(f.config_path()).unwrap();
+    let before_admin = std::fs::read_to_string(f.dir.path().join("web/admin.json")).unwrap();
+    let body = json!({"name": "evil", "host": "127.0.0.66", "probes": ["ping"],
+                      "password": "attacker password!", "current": PASSWORD, "new": "attacker password!",
+                      "allowed_hosts": ["*"]});
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.replace("{name}", "loop")))
+        .collect();
+    // The daemon's own endpoints and made-up ones: the rule is global, not per route.
+    for (m, p) in [
+        ("POST", "/-/reload"),
+        ("POST", "/api/identify"),
+        ("POST", "/metrics"),
+        ("DELETE", "/api/status"),
+        ("PATCH", "/api/targets/loop"),
+        ("PUT", "/no/such/route"),
+        ("POST", "/"),
+    ] {
+        routes.push((m.into(), p.into()));
+    }
+    let mut checked = 0;
+    for (m, p) in &routes {
+        let method: Method = m.parse().unwrap();
+        if matches!(method, Method::GET | Method::HEAD) {
+            continue;
+        }
+        let sessionless = p == "/api/auth/setup" || p == "/api/auth/login";
+        let send = |session: bool, csrf: bool, origin: Option<&'static str>| {
+            let mut b = f
+                .builder(method.clone(), p, session, csrf)
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(o) = origin {
+                b = b.header(header::ORIGIN, o);
+            }
+            b.body(Body::from(body.to_string())).unwrap()
+        };
+        if !sessionless {
+            let r = f.raw(send(false, false, None)).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{m} {p} without session: {}",
+                r.text
+            );
+            let r = f.raw(send(true, false, None)).await;
+            assert_eq!(
+                r.status,
+                StatusCode::FORBIDDEN,
+                "{m} {p} without CSRF token: {}",
+                r.text
+            );
+            let r = f.raw(send(false, true, None)).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{m} {p} token without session: {}",
+                r.text
+            );
+        }
+        let r = f.raw(send(true, true, Some("http://evil.example"))).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{m} {p} cross-origin: {}",
+            r.text
+        );
+        let mut req = send(true, true, None);
+        req.headers_mut()
+            .insert("sec-fetch-site", "cross-site".parse().unwrap());
+        let r = f.raw(req).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{m} {p} cross-site: {}",
+            r.text
+        );
+        checked += 1;
+    }
+    assert!(checked >= 16, "{checked}");
+    assert_eq!(
+        std::fs::read_to_string(f.config_path()).unwrap(),
+        before_config
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.dir.path().join("web/admin.json")).unwrap(),
+        before_admin
+    );
+    assert!(!f.dir.path().join("web/settings.json").exists());
+    assert_eq!(f.web.daemon.config().targets.len(), 1);
+    // The session still works after all that.
+    assert_eq!(f.get("/api/status").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body["running_matches_file"], true);
+    assert_eq!(list.body["targets"][0]["raw"]["name"], "loop");
+    assert_eq!(list.body["targets"][0]["effective"]["probes"][0][0], "ping");
+    let rev = list.body["revision"].as_str().unwrap().to_string();
+
+    let t = json!({"name": "gw", "host": "127.0.0.1", "probes": ["ping"], "interval": "10s",
+                   "labels": {"site": "lab"}, "ping": {"packets": 3, "spacing": "200ms", "dscp": null}});
+    let mut b = f.builder(Method::POST, "/api/targets", true, true);
+    b = b
+        .header(header::IF_MATCH, format!("\"{rev}\""))
+        .header(header::CONTENT_TYPE, "application/json");
+    let r = f.raw(b.body(Body::from(t.to_string())).unwrap()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let cfg = f.web.daemon.config();
+    let gw = cfg.target("gw").expect("reloaded");
+    assert_eq!(gw.ping.packets, 3);
+    assert_eq!(gw.probes[0].1, Duration::from_secs(10));
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.starts_with("# Hand-written header comment."), "{text}");
+    assert!(text.contains("site = \"lab\""), "{text}");
+    let bak = f.dir.path().join("vantage.toml.bak");
+    assert_eq!(std::fs::read_to_string(&bak).unwrap(), CONFIG);
+    // The running target "loop" was not restarted: same Arc in the runner means unchanged;
+    // here the config says so.
+    assert!(f.web.daemon.config().target("loop").is_some());
+
+    // A stale revision is refused.
+    let mut b = f.builder(Method::POST, "/api/targets", true, true);
+    b = b
+        .header(header::IF_MATCH, format!("\"{rev}\""))
+        .header(header::CONTENT_TYPE, "application/json");
+    let r = f
+        .raw(
+            b.body(Body::from(
+                json!({"name": "x", "host": "127.0.0.3", "probes": ["ping"]}).to_string(),
+            ))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text);
+
+    // Edit, rename included.
+    let t2 = json!({"name": "gateway", "host": "127.0.0.254", "probes": ["ping"]});
+    let r = f.send(Method::PUT, "/api/targets/gw", Some(t2), true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let cfg = f.web.daemon.config();
+    assert!(cfg.target("gw").is_none());
+    assert_eq!(
+        cfg.target("gateway").unwrap().host.to_string(),
+        "127.0.0.254"
+    );
+    assert_eq!(
+        cfg.target("gateway").unwrap().probes[0].1,
+        Duration::from_secs(5)
+    );
+
+    let r = f
+        .send(Method::DELETE, "/api/targets/gateway", None, true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(f.web.daemon.config().target("gateway").is_none());
+    let r = f
+        .send(Method::DELETE, "/api/targets/gateway", None, true)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/targets/nope",
+            Some(json!({"name": "nope", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn validation_speaks_check_config_field_by_field() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let before = std::fs::read_to_string(f.config_path()).unwrap();
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            json!({"name": "a", "host": "127.0.0.1; rm -rf /", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "$(reboot)", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "`id`", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "-oProxyCommand=x", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a b;c", "host": "127.0.0.1", "probes": ["ping"]}),
+            "name",
+            "",
+        ),
+        (
+            json!({"name": "ünïcödé☃", "host": "127.0.0.1", "probes": ["ping"]}),
+            "name",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "ünïcödé.example", "probes": ["ping"]}),
+            "host",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "ping": {"packets": -1}}),
+            "ping.packets",
+            "between 1 and 100",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "ping": {"size": 1e12}}),
+            "ping.size",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "interval": "-5s"}),
+            "interval",
+            "negative",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "interval": 5}),
+            "interval",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": []}),
+            "probes",
+            "",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["telnet"]}),
+            "probes",
+            "unknown probe",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "ping": {"ttl": 99999999999_i64}}),
+            "ping.ttl",
+            "",
+        ),
+        (
+            json!({"name": "loop", "host": "127.0.0.1", "probes": ["ping"]}),
+            "name",
+            "unique",
+        ),
+        (
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"], "labels": {"target": "x"}}),
+            "labels.target",
+            "",
+        ),
+        (json!({"host": "127.0.0.1", "probes": ["ping"]}), "", "name"),
+        (json!([1, 2, 3]), "", "object"),
+        (json!("just a string"), "", "object"),
+    ];
+    for (body, field, contains) in cases {
+        let r = f
+            .send(Method::POST, "/api/targets", Some(body.clone()), true)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        let errs = field_errors(&r);
+        assert!(
+            errs.iter()
+                .any(|(fl, m)| fl == field && m.contains(contains)),
+            "{body}: expected {field:?} ~ {contains:?}, got {errs:?}"
+        );
+        // "Test now" validates the same way (a duplicate name is fine for a one-off test).
+        if !contains.contains("unique") {
+            let r = f
+                .send(Method::POST, "/api/targets/test", Some(body.clone()), true)
+                .await;
+            assert!(r.status.is_client_error(), "{body}: {}", r.text);
+        }
+    }
+    // Malformed requests.
+    let huge = "x".repeat(super::api::MAX_BODY + 1);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": huge})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    let b = f
+        .builder(Method::POST, "/api/targets", true, true)
+        .header(header::CONTENT_TYPE, "application/json");
+    let r = f.raw(b.body(Body::from("{\"name\": ")).unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    let b = f
+        .builder(Method::POST, "/api/targets", true, true)
+        .header(header::CONTENT_TYPE, "application/json");
+    let r = f.raw(b.body(Body::from(deep)).unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let b = f
+        .builder(Method::POST, "/api/targets", true, true)
+        .header(header::CONTENT_TYPE, "text/plain");
+    let r = f.raw(b.body(Body::from("name=a")).unwrap()).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/targets/%00%2F..%2Fetc",
+            Some(json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = f.get("/api/history?target=loop&probe=rm%20-rf").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f.get("/api/history?target=loop&minutes=-1").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    assert!(!f.dir.path().join("vantage.toml.bak").exists());
+}
+
+#[tokio::test]
+async fn first_save_on_the_embedded_config_creates_the_data_dir_file() {
+    let f = Fixture::logged_in(None).await;
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.body["embedded"], true);
+    let embedded = f.web.daemon.config().targets.len();
+    assert!(embedded > 0);
+    assert!(!f.config_path().exists());
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": "gw", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    // The embedded file, comments and all, plus the new target.
+    assert!(text.contains("# Vantage configuration."), "{text}");
+    assert_eq!(f.web.daemon.config().targets.len(), embedded + 1);
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.body["embedded"], false);
+    // A restart (a fresh load of the same source) keeps the saved file.
+    assert_eq!(
+        f.web.daemon.source.load().unwrap().targets.len(),
+        embedded + 1
+    );
+}
+
+#[tokio::test]
+async fn hand_edits_are_shown_and_reloaded() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    std::fs::write(
+        f.config_path(),
+        format!(
+            "{CONFIG}\n[[targets]]\nname = \"hand\"\nhost = \"127.0.0.9\"\nprobes = [\"ping\"]\n"
+        ),
+    )
+    .unwrap();
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.body["running_matches_file"], false);
+    assert_eq!(list.body["targets"][1]["raw"]["name"], "hand");
+    assert!(list.body["targets"][1]["effective"].is_null());
+    let r = f.send(Method::POST, "/api/reload", None, true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(f.web.daemon.config().target("hand").is_some());
+    // A broken hand edit: shown with its line, reload refused, running config kept.
+    std::fs::write(f.config_path(), "[[targets]]\nname = \"x\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\nping = { packets = 0 }\n").unwrap();
+    let c = f.get("/api/config").await;
+    assert!(c.body["errors"][0]["line"].as_u64().is_some(), "{}", c.text);
+    let r = f.send(Method::POST, "/api/reload", None, true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_errors(&r)[0].1.contains("packets"), "{}", r.text);
+    assert!(f.web.daemon.config().target("hand").is_some());
+    // Editing another target of a broken file reports the file's own error, not the form's.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": "gw", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        field_errors(&r)
+            .iter()
+            .any(|(fl, m)| fl.starts_with("file:targets[0]") && m.starts_with("line ")),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn host_header_allow_list_blocks_rebinding() {
+    let f = Fixture::new(Some(CONFIG)).await;
+    for path in ["/", "/metrics", "/api/auth/state", "/-/healthy"] {
+        let req = Request::builder()
+            .uri(path)
+            .header(header::HOST, "attacker.example.com")
+            .body(Body::empty())
+            .unwrap();
+        let r = f.raw(req).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        assert_eq!(f.raw(req).await.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    // Setup through a rebinding name cannot grab a fresh device.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/auth/setup")
+        .header(header::HOST, "attacker.example.com")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"password": PASSWORD}).to_string()))
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::FORBIDDEN);
+    assert!(!f.web.auth.is_set_up());
+    let req = Request::builder()
+        .uri("/metrics")
+        .header(header::HOST, "vantage.local:9430")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn settings_protect_scrapes_and_restrict_probe() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    assert_eq!(f.get("/metrics").await.status, StatusCode::OK);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"scrape_auth": {"mode": "bearer", "token": "short"}})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "scrape_auth.token");
+    let token = "s3cret-token-for-prometheus";
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"scrape_auth": {"mode": "bearer", "token": token},
+        "probe_allowlist": ["192.0.2.0/24", "@targets"], "allowed_hosts": ["*.example.net"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!r.text.contains(token), "secret echoed: {}", r.text);
+    for path in ["/metrics", "/-/healthy", "/probe?target=127.0.0.1"] {
+        assert_eq!(f.get(path).await.status, StatusCode::UNAUTHORIZED, "{path}");
+        let req = f
+            .builder(Method::GET, path, false, false)
+            .header(header::AUTHORIZATION, "Bearer wrong-token-wrong-token")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(f.raw(req).await.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let with_token = |path: &str| {
+        f.builder(Method::GET, path, false, false)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(f.raw(with_token("/metrics")).await.status, StatusCode::OK);
+    // /probe only reaches allowed targets: an open /probe is an SSRF tool.
+    let r = f.raw(with_token("/probe?target=198.51.100.7")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = f
+        .raw(with_token("/probe?target=metadata.example.com"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    // 127.0.0.1 is a configured target ("@targets").
+    let r = f
+        .raw(with_token("/probe?target=127.0.0.1&module=ping"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The bearer token may also trigger a reload (Prometheus lifecycle style).
+    let req = f
+        .builder(Method::POST, "/-/reload", false, false)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    // The extra host name now passes the Host check.
+    let req = Request::builder()
+        .uri("/-/ready")
+        .header(header::HOST, "probe1.example.net")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    // An empty token keeps the stored one; basic auth works too.
+    let r = f.send(Method::PUT, "/api/settings", Some(json!({"scrape_auth": {"mode": "basic", "username": "prom", "password": "basic password 1"}})), true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let req = f
+        .builder(Method::GET, "/metrics", false, false)
+        .header(header::AUTHORIZATION, "Basic cHJvbTpiYXNpYyBwYXNzd29yZCAx")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    let r = f.get("/metrics").await;
+    assert!(
+        r.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"scrape_auth": {"mode": "telnet"}})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"nonsense": 1})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn password_change_ends_other_sessions() {
+    let mut f = Fixture::logged_in(Some(CONFIG)).await;
+    let old_cookie = f.cookie.clone();
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/password",
+            Some(json!({"current": "wrong one!!", "new": "brand new password"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(field_errors(&r)[0].0, "current");
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/password",
+            Some(json!({"current": PASSWORD, "new": "short"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "new");
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/password",
+            Some(json!({"current": PASSWORD, "new": "brand new password"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    f.take_session(&r);
+    assert_eq!(f.get("/api/status").await.status, StatusCode::OK);
+    f.cookie = old_cookie;
+    assert_eq!(f.get("/api/status").await.status, StatusCode::UNAUTHORIZED);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": "brand new password"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn status_shows_latest_results_and_history() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let now = SystemTime::now();
+    for i in 0..3u64 {
+        f.history.record(&Sample {
+            target: "loop".into(),
+            probe: ProbeKind::Ping,
+            timestamp: now - Duration::from_secs(120 - i * 60),
+            duration: Duration::from_millis(3),
+            success: i != 1,
+            error: None,
+            measurement: Measurement::Ping(PingReport {
+                address: Some("127.0.0.1".parse().unwrap()),
+                sent: 1,
+                received: u32::from(i != 1),
+                rtts: if i != 1 {
+                    vec![Duration::from_micros(1500)]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            }),
+        });
+    }
+    let s = f.get("/api/status").await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(s.body["device"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s.body["store"]["configured"], false);
+    let p = &s.body["targets"][0]["probes"][0];
+    assert_eq!(p["probe"], "ping");
+    assert_eq!(p["interval_seconds"], 5.0);
+    assert!(p["latest"]["success"].is_boolean(), "{}", s.text);
+    assert!(p["history"].as_array().unwrap().len() >= 2, "{}", s.text);
+    let h = f.get("/api/history?target=loop&probe=ping&minutes=5").await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert!(!h.body["points"].as_array().unwrap().is_empty());
+    assert_eq!(
+        f.get("/api/history?target=nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn test_now_runs_the_probe_without_saving() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let before = std::fs::read_to_string(f.config_path()).unwrap();
+    let r = f.send(Method::POST, "/api/targets/test", Some(json!({"name": "try", "host": "127.0.0.1", "probes": ["ping"], "ping": {"packets": 2, "spacing": "10ms"}})), true).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let res = &r.body["results"][0];
+    assert_eq!(res["probe"], "ping");
+    assert_eq!(res["sent"], 2);
+    if nix_root() {
+        assert_eq!(res["success"], true, "{}", r.text);
+        assert_eq!(res["received"], 2);
+    }
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    assert!(f.web.daemon.config().target("try").is_none());
+}
+
+fn nix_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Every listed route exists (an authorised request is not answered 404/405), so the list the
+/// CSRF test walks cannot silently go stale.
+#[tokio::test]
+async fn every_listed_route_is_routed() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    for (m, p) in ROUTES {
+        if p.contains("logout") || p.contains("setup") || p.contains("password") {
+            continue;
+        }
+        let r = f
+            .send(
+                m.parse().unwrap(),
+                &p.replace("{name}", "loop"),
+                Some(json!({})),
+                true,
+            )
+            .await;
+        assert!(
+            r.status != StatusCode::NOT_FOUND && r.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{m} {p}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+}
+
+/// The daemon started without extra observers (as other front ends do) still serves the page.
+#[tokio::test]
+async fn page_works_on_a_daemon_without_history_observer() {
+    let dir = TempDir::new("plain");
+    let source = ConfigSource::Embedded;
+    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let web = Web::open_with(
+        daemon,
+        dir.path(),
+        Arc::new(MemoryHistory::default()),
+        HashParams::TEST,
+    )
+    .unwrap();
+    let req = Request::builder()
+        .uri("/api/auth/state")
+        .header(header::HOST, "localhost")
+        .body(Body::empty())
+        .unwrap();
+    let resp = super::app(web.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Nowhere to save: a clear 409, not a crash.
+    let (token, s) = web.auth.open_session();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/targets")
+        .header(header::HOST, "localhost")
+        .header(header::COOKIE, format!("vantage_session={token}"))
+        .header("x-csrf-token", s.csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"name": "a", "host": "127.0.0.1", "probes": ["ping"]}).to_string(),
+        ))
+        .unwrap();
+    let resp = super::app(web).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn reload_endpoint_is_open_to_the_device_itself_only() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let from = |ip: &str, origin: Option<&str>| {
+        let mut b = f.builder(Method::POST, "/-/reload", false, false);
+        if let Some(o) = origin {
+            b = b.header(header::ORIGIN, o);
+        }
+        let mut req = b.body(Body::empty()).unwrap();
+        let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        req
+    };
+    assert_eq!(f.raw(from("127.0.0.1", None)).await.status, StatusCode::OK);
+    assert_eq!(f.raw(from("[::1]", None)).await.status, StatusCode::OK);
+    assert_eq!(
+        f.raw(from("198.51.100.4", None)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.raw(from("127.0.0.1", Some("http://evil.example")))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // Identify and the LED state are device-local operations too.
+    let mut req = from("127.0.0.1", None);
+    *req.uri_mut() = "/api/identify?seconds=1".parse().unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    let mut req = from("198.51.100.4", None);
+    *req.uri_mut() = "/api/identify?seconds=1".parse().unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::UNAUTHORIZED);
+    let mut req = from("127.0.0.1", None);
+    *req.uri_mut() = "/api/leds".parse().unwrap();
+    *req.method_mut() = Method::GET;
+    assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    let mut req = from("198.51.100.4", None);
+    *req.uri_mut() = "/api/leds".parse().unwrap();
+    *req.method_mut() = Method::GET;
+    assert_eq!(f.raw(req).await.status, StatusCode::UNAUTHORIZED);
+    // Others want a session from loopback too.
+    let mut req = f
+        .builder(Method::POST, "/api/reload", false, false)
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:4000".parse::<SocketAddr>().unwrap()));
+    assert_eq!(f.raw(req).await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Random JSON of every shape to every route, logged in and not: never a 5xx or a panic, and
+/// nothing but valid targets reach the file.
+#[tokio::test]
+async fn random_bodies_never_cause_server_errors() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const STRINGS: &[&str] = &[
+        "",
+        "ping",
+        "127.0.0.1",
+        "::1",
+        "a;b",
+        "$(id)",
+        "`id`",
+        "|nc -e sh",
+        "\0",
+        "\u{202e}evil",
+        "☃",
+        "-1",
+        "1e309",
+        "5s",
+        "-5s",
+        "24h1s",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+        "../../etc/passwd",
+        "name",
+        "host",
+        "probes",
+        "ping",
+        "labels",
+        "interval",
+        "auto",
+        "ipv7",
+    ];
+    fn value(next: &mut dyn FnMut() -> u64, depth: u32) -> Value {
+        match next() % if depth > 3 { 5 } else { 7 } {
+            0 => Value::Null,
+            1 => json!(next() & 1 == 0),
+            2 => json!((next() as i64) >> (next() % 64)),
+            3 => json!(f64::from_bits(next()).clamp(-1e300, 1e300)),
+            4 => json!(STRINGS[(next() % STRINGS.len() as u64) as usize]),
+            5 => Value::Array((0..next() % 4).map(|_| value(next, depth + 1)).collect()),
+            _ => {
+                let keys = [
+                    "name",
+                    "host",
+                    "probes",
+                    "interval",
+                    "labels",
+                    "ping",
+                    "packets",
+                    "spacing",
+                    "timeout",
+                    "size",
+                    "ttl",
+                    "tos",
+                    "dscp",
+                    "source",
+                    "ip_protocol",
+                    "password",
+                    "current",
+                    "new",
+                    "scrape_auth",
+                    "mode",
+                    "token",
+                    "allowed_hosts",
+                    "probe_allowlist",
+                    "zzz",
+                ];
+                Value::Object(
+                    (0..next() % 6)
+                        .map(|_| {
+                            (
+                                keys[(next() % keys.len() as u64) as usize].to_string(),
+                                value(next, depth + 1),
+                            )
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..400 {
+        let (m, p) = ROUTES[i % ROUTES.len()];
+        if p.contains("logout") || p.contains("password") {
+            continue; // would end the session the rest of the loop needs
+        }
+        let body = if i.is_multiple_of(3) {
+            json!({"name": format!("fz{i}"), "host": "127.0.0.1", "probes": ["ping"], "ping": value(&mut next, 1)})
+        } else {
+            value(&mut next, 0)
+        };
+        let r = f
+            .send(
+                m.parse().unwrap(),
+                &p.replace("{name}", "loop"),
+                Some(body),
+                i % 7 != 0,
+            )
+            .await;
+        *statuses.entry(r.status.as_u16()).or_insert(0) += 1;
+    }
+    // Whatever was accepted is a valid file.
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    Config::parse(&text, "after fuzz").unwrap();
+    assert!(statuses.keys().all(|s| *s < 500), "{statuses:?}");
+    assert!(statuses.len() > 3, "{statuses:?}");
+}
+
+/// The page loads nothing from elsewhere (the device may have no internet).
+#[test]
+fn assets_are_self_contained() {
+    for (name, text) in [
+        ("index.html", include_str!("../../../../web/index.html")),
+        ("app.js", include_str!("../../../../web/app.js")),
+        ("app.css", include_str!("../../../../web/app.css")),
+    ] {
+        for line in text.lines() {
+            let external =
+                line.contains("//") && (line.contains("http://") || line.contains("https://"));
+            // The SVG namespace is an identifier, not a fetch.
+            assert!(
+                !external || line.contains("http://www.w3.org/2000/svg"),
+                "{name}: {line}"
+            );
+            assert!(!line.contains("innerHTML"), "{name}: {line}");
+        }
+    }
+}
+
+/// One HTTP/1.1 request over TLS to `addr`, trusting only `cert_pem`.
+async fn https_request(
+    addr: std::net::SocketAddr,
+    cert_pem: &[u8],
+    req: &str,
+) -> std::io::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    tls.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))?
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn https_with_a_generated_then_an_uploaded_certificate() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let r = f.get("/api/tls").await;
+    assert!(r.body["listening"].is_null(), "{}", r.text);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"https_listen": "not an address"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "https_listen");
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"https_listen": "127.0.0.1:0"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let info = f.get("/api/tls").await.body;
+    let addr: std::net::SocketAddr = info["listening"].as_str().unwrap().parse().unwrap();
+    assert_eq!(info["self_signed"], true);
+    let tls_dir = f.dir.path().join("web/tls");
+    let cert = std::fs::read(tls_dir.join("cert.pem")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tls_dir.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The same page and API over HTTPS; the login cookie is Secure there.
+    let body = json!({"password": PASSWORD}).to_string();
+    let resp = https_request(addr, &cert, &format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("; secure"), "{resp}");
+    // The guard applies there too.
+    let resp = https_request(
+        addr,
+        &cert,
+        "GET / HTTP/1.1\r\nHost: evil.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+
+    // The admin's own certificate replaces the generated one for new connections.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let own = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/tls",
+            Some(json!({"cert_pem": own.pem(), "key_pem": "garbage"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&r)[0].0, "key_pem", "{}", r.text);
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/tls",
+            Some(json!({"cert_pem": own.pem(), "key_pem": key.serialize_pem()})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["self_signed"], false);
+    assert!(
+        https_request(
+            addr,
+            &cert,
+            "GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .await
+        .is_err(),
+        "the old certificate is still served"
+    );
+    let resp = https_request(
+        addr,
+        own.pem().as_bytes(),
+        "GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    // Off again: the port closes.
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/settings",
+            Some(json!({"https_listen": null})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(f.get("/api/tls").await.body["listening"].is_null());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn damaged_credentials_lock_the_page_without_stopping_the_daemon() {
+    let dir = TempDir::new("damaged");
+    std::fs::create_dir_all(dir.path().join("web")).unwrap();
+    std::fs::write(
+        dir.path().join("web/admin.json"),
+        b"{\"password_hash\": \"not a hash\"}",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("web/settings.json"), b"{ torn write").unwrap();
+    let source = ConfigSource::Embedded;
+    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let web = Web::open_with(
+        daemon,
+        dir.path(),
+        Arc::new(MemoryHistory::default()),
+        HashParams::TEST,
+    )
+    .unwrap();
+    let app = super::app(web);
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "localhost");
+        match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string())),
+            None => b.body(Body::empty()),
+        }
+        .unwrap()
+    };
+    let r = app
+        .clone()
+        .oneshot(send(Method::GET, "/api/auth/state", None))
+        .await
+        .unwrap();
+    let body: Value =
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("damaged"),
+        "{body}"
+    );
+    assert_eq!(body["setup_required"], false);
+    // Nobody can claim the device by setting a new password, nor log in.
+    let r = app
+        .clone()
+        .oneshot(send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": PASSWORD})),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = app
+        .clone()
+        .oneshot(send(
+            Method::POST,
+            "/api/auth/login",
+            Some(json!({"password": PASSWORD})),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Scrapes still work (default settings).
+    let r = app
+        .clone()
+        .oneshot(send(Method::GET, "/metrics", None))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// With status LEDs configured, the status page shows them (and what they show), and the
+/// identify button's endpoint works with a session; a target edit keeps the `[leds]` section.
+#[tokio::test]
+async fn status_shows_leds_and_edits_keep_other_sections() {
+    let cfg = format!("{CONFIG}\n[leds]\nbackend = \"log\"\n");
+    let f = Fixture::logged_in(Some(&cfg)).await;
+    let s = f.get("/api/status").await;
+    assert_eq!(s.body["leds"]["configured"], true, "{}", s.text);
+    assert!(
+        s.body["leds"]["state"]["leds"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty()),
+        "{}",
+        s.text
+    );
+    let r = f
+        .send(Method::POST, "/api/identify?seconds=2", None, true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": "gw", "host": "127.0.0.2", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.contains("[leds]\nbackend = \"log\""), "{text}");
+}
+
+/// docs/openapi.yaml documents every route (a route added without its docs fails here).
+#[test]
+fn openapi_documents_every_route() {
+    let spec = include_str!("../../../../docs/openapi.yaml");
+    let mut documented = std::collections::BTreeSet::new();
+    let mut path = None;
+    for line in spec.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            path = Some(format!("/{p}"));
+        } else if !line.starts_with("    ") && !line.trim().is_empty() && !line.starts_with("  /") {
+            path = None;
+        }
+        if let (Some(p), Some(m)) = (
+            &path,
+            line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')),
+        ) && ["get", "post", "put", "delete", "patch"].contains(&m)
+        {
+            documented.insert((m.to_uppercase(), p.clone()));
+        }
+    }
+    for (m, p) in ROUTES.iter().chain(&[
+        ("POST", "/api/identify"),
+        ("GET", "/api/leds"),
+        ("GET", "/api/provisioning"),
+    ]) {
+        assert!(
+            documented.contains(&(m.to_string(), p.to_string())),
+            "{m} {p} is not in docs/openapi.yaml; documented: {documented:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_symlinked_config_is_saved_through_the_link() {
+    let dir = TempDir::new("symlink");
+    let real = dir.path().join("real.toml");
+    std::fs::write(&real, CONFIG).unwrap();
+    let link = dir.path().join("vantage.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let source = ConfigSource::File(link.clone());
+    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let web = Web::open_with(
+        daemon,
+        dir.path(),
+        Arc::new(MemoryHistory::default()),
+        HashParams::TEST,
+    )
+    .unwrap();
+    let (token, s) = web.auth.open_session();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/targets")
+        .header(header::HOST, "localhost")
+        .header(header::COOKIE, format!("vantage_session={token}"))
+        .header("x-csrf-token", s.csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"name": "gw", "host": "127.0.0.2", "probes": ["ping"]}).to_string(),
+        ))
+        .unwrap();
+    let resp = super::app(web.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&real)
+            .unwrap()
+            .contains("name = \"gw\"")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("real.toml.bak")).unwrap(),
+        CONFIG
+    );
+    assert!(web.daemon.config().target("gw").is_some());
+}
+
+#[tokio::test]
+async fn status_and_targets_report_provisioning() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let s = f.get("/api/status").await;
+    // Not configured here: no URL, nothing provisioned.
+    assert!(s.body["provisioning"]["url"].is_null(), "{}", s.text);
+    let t = f.get("/api/targets").await;
+    assert_eq!(t.body["provisioned"], json!([]), "{}", t.text);
+    assert_eq!(t.body["running_matches_file"], true);
+}
+
+#[tokio::test]
+async fn dns_targets_validate_and_test_through_the_same_paths() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let r = f.send(Method::POST, "/api/targets", Some(json!({"name": "resolver", "host": "127.0.0.1", "probes": ["dns"], "dns": {"type": "BOGUS"}})), true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let fields: Vec<_> = field_errors(&r).into_iter().map(|(f, _)| f).collect();
+    assert!(fields.iter().any(|f| f.starts_with("dns.")), "{}", r.text);
+    // Nothing listens on this loopback port: the probe fails cleanly, with a reason.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets/test",
+            Some(
+                json!({"name": "resolver", "host": "127.0.0.1", "probes": ["dns"],
+        "dns": {"query": "example.com", "port": port, "timeout": "500ms"}}),
+            ),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let res = &r.body["results"][0];
+    assert_eq!(res["probe"], "dns");
+    assert_eq!(res["success"], false, "{}", r.text);
+    assert!(res["error"].is_string(), "{}", r.text);
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(
+                json!({"name": "resolver", "host": "127.0.0.1", "probes": ["dns"],
+        "dns": {"query": "example.com", "port": port, "timeout": "1s"}}),
+            ),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(
+        std::fs::read_to_string(f.config_path())
+            .unwrap()
+            .contains("query = \"example.com\"")
+    );
+}
+
+/// Saves are serialised: concurrent adds all land, and the file stays valid.
+#[tokio::test]
+async fn concurrent_saves_do_not_lose_edits() {
+    let f = Arc::new(Fixture::logged_in(Some(CONFIG)).await);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"name": format!("c{i}"), "host": format!("127.0.1.{i}"), "probes": ["ping"]});
+            f.send(Method::POST, "/api/targets", Some(body), true).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::CREATED);
+    }
+    let cfg = Config::parse(&std::fs::read_to_string(f.config_path()).unwrap(), "f").unwrap();
+    assert_eq!(cfg.targets.len(), 13);
+    assert_eq!(f.web.daemon.config().targets.len(), 13);
+}

@@ -1,0 +1,703 @@
+// Vantage device page. Plain JavaScript, no framework, no network access beyond this device.
+// Everything the server sends is inserted as text (never as HTML).
+'use strict';
+
+const app = document.getElementById('app');
+let csrf = null;
+let refreshTimer = null;
+let passwordMin = 10;
+// Bumped on every navigation: a view whose data arrives after the user moved on is dropped.
+let viewGeneration = 0;
+
+// ---------- small helpers ----------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function svg(tag, attrs) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+function toast(msg) {
+  const t = document.getElementById('toast');
+  t.textContent = msg;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 3500);
+}
+
+function ago(unixSeconds) {
+  if (!unixSeconds) return 'never';
+  const s = Math.max(0, Date.now() / 1000 - unixSeconds);
+  if (s < 60) return `${Math.round(s)} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return new Date(unixSeconds * 1000).toLocaleString();
+}
+
+function duration(sec) {
+  const d = Math.floor(sec / 86400), hh = Math.floor(sec / 3600) % 24, m = Math.floor(sec / 60) % 60;
+  return d ? `${d} d ${hh} h` : hh ? `${hh} h ${m} min` : m ? `${m} min` : `${Math.floor(sec)} s`;
+}
+
+function ms(v) {
+  if (v === null || v === undefined) return '–';
+  return v < 10 ? `${v.toFixed(2)} ms` : v < 100 ? `${v.toFixed(1)} ms` : `${Math.round(v)} ms`;
+}
+
+function pct(v) {
+  return v === null || v === undefined ? '–' : `${Math.round(v * 1000) / 10}%`;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body.error || `HTTP ${status}`);
+    this.status = status;
+    this.errors = body.errors || [];
+  }
+}
+
+async function api(method, path, body, extraHeaders) {
+  const headers = Object.assign({}, extraHeaders);
+  if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const r = await fetch(path, {
+    method, headers, credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = {};
+  if (r.status !== 204) {
+    try { data = await r.json(); } catch (_) { data = {}; }
+  }
+  if (r.status === 401 && !path.startsWith('/api/auth/')) {
+    csrf = null;
+    route();
+    throw new ApiError(r.status, { error: 'Your session ended; log in again.' });
+  }
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+// Shows field errors next to their fields (elements with data-field) and the rest in a list.
+function showErrors(form, err) {
+  form.querySelectorAll('.ferr').forEach((e) => { e.textContent = ''; });
+  form.querySelectorAll('.invalid').forEach((e) => e.classList.remove('invalid'));
+  const general = form.querySelector('.form-errors');
+  general.replaceChildren();
+  if (!err) return;
+  const rest = [];
+  for (const e of err.errors || []) {
+    const slot = form.querySelector(`.ferr[data-for="${CSS.escape(e.field)}"]`)
+      || (e.field.startsWith('labels.') && form.querySelector('.ferr[data-for="labels"]'));
+    if (slot) {
+      slot.textContent = slot.textContent ? `${slot.textContent}; ${e.message}` : e.message;
+      slot.parentElement.classList.add('invalid');
+    } else {
+      rest.push(e.field && !e.field.startsWith('file:') ? `${e.field}: ${e.message}` : e.message);
+    }
+  }
+  if (rest.length || !(err.errors || []).length) {
+    general.append(h('p', { class: 'ferr' }, err.message));
+    if (rest.length) general.append(h('ul', { class: 'errors' }, rest.map((m) => h('li', {}, m))));
+  }
+}
+
+function field(label, name, input, hint) {
+  input.id = `f-${name.replace(/\W/g, '-')}`;
+  if (!input.name) input.name = name;
+  return h('div', { class: 'field' },
+    h('label', { for: input.id }, label), input,
+    hint ? h('div', { class: 'hint' }, hint) : null,
+    h('div', { class: 'ferr', 'data-for': name }));
+}
+
+async function busy(button, fn) {
+  button.disabled = true;
+  try { return await fn(); } finally { button.disabled = false; }
+}
+
+function setView(name) {
+  document.querySelectorAll('nav a').forEach((a) => a.classList.toggle('active', a.dataset.view === name));
+  clearInterval(refreshTimer);
+  refreshTimer = null;
+  return ++viewGeneration;
+}
+
+// Replaces the page content, unless the user has navigated since `gen` was taken.
+function render(gen, ...nodes) {
+  if (gen !== viewGeneration) return false;
+  app.replaceChildren(...nodes);
+  return true;
+}
+
+// ---------- first boot and login ----------
+
+function passwordForm(title, intro, withConfirm, submitLabel, onSubmit) {
+  const pw = h('input', { type: 'password', autocomplete: withConfirm ? 'new-password' : 'current-password', required: true });
+  const confirm = withConfirm ? h('input', { type: 'password', autocomplete: 'new-password', required: true }) : null;
+  const button = h('button', { class: 'primary', type: 'submit' }, submitLabel);
+  const form = h('form', { class: 'card narrow', novalidate: true },
+    h('h1', {}, title), h('p', { class: 'muted' }, intro),
+    field('Password', 'password', pw, withConfirm ? `At least ${passwordMin} characters.` : null),
+    confirm ? field('Repeat the password', 'confirm', confirm) : null,
+    h('div', { class: 'form-errors' }), button);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (withConfirm) {
+      const errors = [];
+      if ([...pw.value].length < passwordMin) errors.push({ field: 'password', message: `must be at least ${passwordMin} characters long` });
+      if (pw.value !== confirm.value) errors.push({ field: 'confirm', message: 'the two passwords differ' });
+      if (errors.length) return showErrors(form, { message: 'Please fix the fields marked.', errors });
+    }
+    await busy(button, async () => {
+      try {
+        const r = await onSubmit(pw.value);
+        csrf = r.csrf_token;
+        go('#/status');
+      } catch (e) { showErrors(form, e); }
+    });
+  });
+  app.replaceChildren(form);
+  pw.focus();
+}
+
+function showSetup() {
+  passwordForm('Welcome to Vantage',
+    'This device has no admin password yet. Choose one now: it protects the targets and settings. There is no default password.',
+    true, 'Set password and continue',
+    (password) => api('POST', '/api/auth/setup', { password }));
+}
+
+function showLogin() {
+  passwordForm('Log in', 'Enter the admin password of this device.', false, 'Log in',
+    (password) => api('POST', '/api/auth/login', { password }));
+}
+
+// ---------- status ----------
+
+function sparkline(points, intervalSec, historyMinutes) {
+  const W = 300, H = 46;
+  const el = svg('svg', { class: 'spark', viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img' });
+  const now = Date.now() / 1000;
+  const start = now - historyMinutes * 60;
+  const x = (t) => ((t + 30 - start) / (historyMinutes * 60)) * W;
+  el.append(svg('line', { class: 'base', x1: 0, y1: H - 1, x2: W, y2: H - 1 }));
+  const rtts = points.filter((p) => p.rtt_ms !== null);
+  // Scaled to the largest RTT shown, so sub-millisecond jitter on a LAN is visible too.
+  const max = Math.max(0.001, ...rtts.map((p) => p.rtt_ms)) * 1.15;
+  for (const p of points) {
+    if (p.loss) {
+      const bh = Math.max(3, p.loss * (H - 4));
+      el.append(svg('rect', { class: 'loss', x: x(p.t) - 2, y: H - bh, width: 4, height: bh }));
+    }
+  }
+  if (rtts.length) {
+    const pts = rtts.map((p) => `${x(p.t).toFixed(1)},${(H - 3 - (p.rtt_ms / max) * (H - 8)).toFixed(1)}`);
+    if (pts.length === 1) pts.push(pts[0].replace(/^[\d.]+/, (v) => String(Number(v) + 3)));
+    el.append(svg('polygon', { class: 'area', points: `${pts[0].split(',')[0]},${H} ${pts.join(' ')} ${pts[pts.length - 1].split(',')[0]},${H}` }));
+    el.append(svg('polyline', { class: 'rtt', points: pts.join(' ') }));
+  }
+  const title = svg('title', {});
+  title.textContent = `RTT and loss, last ${historyMinutes} minutes (one point a minute; red bars: loss). Peak ${ms(max / 1.15)}.`;
+  el.append(title);
+  return el;
+}
+
+function probeState(latest) {
+  if (!latest) return 'unknown';
+  return latest.success ? 'up' : 'down';
+}
+
+function targetCard(t, historyMinutes) {
+  const states = t.probes.map((p) => probeState(p.latest));
+  const state = states.includes('down') ? 'down' : states.every((s) => s === 'up') ? 'up' : 'unknown';
+  const labels = Object.entries(t.labels || {}).map(([k, v]) => h('span', { class: 'chip' }, `${k}=${v}`));
+  return h('article', { class: `card target ${state}`, 'data-target': t.name },
+    h('h2', {}, h('span', { class: 'dot' }), t.name,
+      h('span', { class: 'state' }, state === 'unknown' ? 'waiting' : state)),
+    h('div', { class: 'muted mono small' }, t.host),
+    labels.length ? h('div', { class: 'chips' }, labels) : null,
+    t.probes.map((p) => {
+      const l = p.latest;
+      return h('div', { class: 'probe' },
+        h('div', { class: 'row spread small muted' },
+          h('span', {}, `${p.probe} every ${p.interval_seconds} s`),
+          h('span', {}, l ? `last success ${ago(l.last_success)}` : 'no result yet')),
+        h('div', { class: 'figures' },
+          h('span', {}, h('b', {}, ms(l && l.rtt_ms)), h('span', { class: 'muted small' }, p.probe === 'dns' ? ' lookup' : ' RTT')),
+          p.probe === 'ping' ? h('span', {}, h('b', {}, pct(l && l.loss)), h('span', { class: 'muted small' }, ' loss')) : null,
+          l && l.detail ? h('span', { class: 'small' }, l.detail) : null,
+          l && l.address && l.address !== t.host ? h('span', { class: 'muted small mono' }, l.address) : null),
+        l && l.error ? h('div', { class: 'ferr' }, l.error) : null,
+        sparkline(p.history || [], p.interval_seconds, historyMinutes));
+    }));
+}
+
+function ledLine(state) {
+  const identify = h('button', { type: 'button', class: 'small', id: 'identify' },
+    state.identify_remaining_seconds ? `identifying (${Math.ceil(state.identify_remaining_seconds)} s)` : 'Identify');
+  identify.title = 'Blink every status LED for 30 seconds to find this device';
+  identify.addEventListener('click', () => busy(identify, async () => {
+    try { await api('POST', '/api/identify?seconds=30'); toast('The LEDs blink fast for 30 s'); } catch (e) { toast(e.message); }
+  }));
+  return h('span', {}, h('span', { class: 'block' }, state.leds.map((l) => `${l.label} ${l.pattern.replace(/_/g, ' ')}`).join(', ')), identify);
+}
+
+function notConfigured(what) {
+  return h('span', { class: 'muted' }, 'not configured');
+}
+
+async function showStatus() {
+  const gen = setView('status');
+  const load = async () => {
+    let s;
+    try { s = await api('GET', '/api/status'); } catch (e) {
+      if (e.status !== 401) toast(e.message);
+      return;
+    }
+    const d = s.device;
+    document.getElementById('device-name').textContent = d.hostname;
+    const addrs = d.addresses.map((a) => `${a.address} (${a.interface})`).join(', ') || 'none';
+    const up = s.targets.filter((t) => t.probes.some((p) => p.latest && p.latest.success)).length;
+    const facts = h('section', { class: 'card' },
+      h('div', { class: 'row spread' }, h('h1', {}, 'Status'),
+        h('span', { class: 'muted small' }, `${up} of ${s.targets.length} targets answering · updated ${new Date().toLocaleTimeString()}`)),
+      h('dl', { class: 'facts' },
+        h('div', {}, h('dt', {}, 'Device'), h('dd', {}, d.hostname)),
+        h('div', {}, h('dt', {}, 'Version'), h('dd', {}, d.version)),
+        h('div', {}, h('dt', {}, 'Up for'), h('dd', {}, duration(d.uptime_seconds))),
+        h('div', { class: 'wide' }, h('dt', {}, 'Addresses'), h('dd', { class: 'mono small' }, addrs)),
+        h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : s.config.path)),
+        h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured ? `${s.store.fill}` : notConfigured('store'))),
+        h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured ? s.remote_write.state : notConfigured('remote write'))),
+        h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds.configured ? ledLine(s.leds.state) : notConfigured('leds'))),
+        s.provisioning && s.provisioning.url ? h('div', { class: 'wide' }, h('dt', {}, 'Provisioning'),
+          h('dd', {}, `${s.provisioning.targets.length} targets from `, h('span', { class: 'mono small' }, s.provisioning.url),
+            ` (${({ remote: 'fetched', cache: 'last good copy' })[s.provisioning.source] || 'nothing fetched yet'})`,
+            s.provisioning.last_error ? h('div', { class: 'ferr' }, s.provisioning.last_error) : null)) : null));
+    const grid = s.targets.length
+      ? h('section', { class: 'grid' }, s.targets.map((t) => targetCard(t, s.history_minutes)))
+      : h('div', { class: 'card empty' }, 'No targets yet. ', h('a', { href: '#/targets/new' }, 'Add the first one'), '.');
+    render(gen, facts, grid);
+  };
+  await load();
+  refreshTimer = setInterval(load, 5000);
+}
+
+// ---------- targets ----------
+
+const DNS_FIELDS = [
+  ['query', 'Query name', 'text', 'example.com', 'the name to ask for (required)'],
+  ['type', 'Record type', 'text', 'A', 'A, AAAA, MX, TXT, NS, SOA, PTR, …'],
+  ['transport', 'Transport', 'text', 'udp', 'udp, tcp or tls'],
+  ['port', 'Port', 'number', '53', '53; 853 for tls'],
+  ['timeout', 'Timeout', 'text', '5s', 'for the whole lookup'],
+  ['min_answers', 'Minimum answers', 'number', '0', 'fewer fails the probe'],
+];
+
+const PING_FIELDS = [
+  ['packets', 'Packets per round', 'number', '1', '1 to 100'],
+  ['spacing', 'Spacing', 'text', '100ms', 'between packets; 1ms to 10s'],
+  ['timeout', 'Timeout', 'text', '1s', 'per reply; 10ms to 30s'],
+  ['size', 'Payload bytes', 'number', '56', '8 to 9000'],
+  ['ttl', 'TTL', 'number', 'system', '1 to 255'],
+  ['dscp', 'DSCP', 'number', 'none', '0 to 63'],
+  ['source', 'Source address', 'text', 'automatic', 'an address of this device'],
+];
+
+// Client-side checks mirror the server's; the server has the last word.
+function localCheck(t) {
+  const errors = [];
+  if (!t.name) errors.push({ field: 'name', message: 'a name is required' });
+  else if (!/^[A-Za-z0-9._-]{1,64}$/.test(t.name)) errors.push({ field: 'name', message: 'letters, digits, ".", "_" and "-" only, at most 64' });
+  if (!t.host) errors.push({ field: 'host', message: 'an address or host name is required' });
+  else if (!/^[A-Za-z0-9.:_-]+$/.test(t.host) || t.host.startsWith('-')) errors.push({ field: 'host', message: 'not an IP address or host name' });
+  if (!t.probes.length) errors.push({ field: 'probes', message: 'choose at least one probe' });
+  const range = (k, lo, hi) => {
+    const v = t.ping && t.ping[k];
+    if (v !== undefined && (!Number.isInteger(v) || v < lo || v > hi)) errors.push({ field: `ping.${k}`, message: `must be between ${lo} and ${hi}` });
+  };
+  range('packets', 1, 100); range('size', 8, 9000); range('ttl', 1, 255); range('dscp', 0, 63);
+  for (const k of ['interval', 'ping.spacing', 'ping.timeout']) {
+    const v = k.startsWith('ping.') ? t.ping && t.ping[k.slice(5)] : t[k];
+    if (v !== undefined && !/^\s*\d+(\.\d+)?\s*(ms|s|m|h|min|sec)\s*([0-9].*)?$/i.test(v)) errors.push({ field: k, message: 'write a duration with a unit, e.g. "1s" or "500ms"' });
+  }
+  return errors;
+}
+
+function targetForm(existing, defaults) {
+  const raw = existing || { probes: ['ping'] };
+  const ping = raw.ping || {};
+  const input = (name, type, value, placeholder) => h('input', { type, value: value ?? '', placeholder: placeholder || null, inputmode: type === 'number' ? 'numeric' : null });
+  const name = input('name', 'text', raw.name, 'e.g. gateway');
+  const host = input('host', 'text', raw.host, 'e.g. 192.168.1.1 or router.lan');
+  host.setAttribute('autocapitalize', 'off'); name.setAttribute('autocapitalize', 'off');
+  const interval = input('interval', 'text', raw.interval, defaults.interval || '1s');
+  const probeBoxes = ['ping', 'dns', 'trace'].map((p) => {
+    const available = p !== 'trace';
+    const cb = h('input', { type: 'checkbox', name: `probe-${p}`, value: p, checked: (raw.probes || []).includes(p), disabled: !available && !(raw.probes || []).includes(p) });
+    return h('label', {}, cb, p, available ? null : h('span', { class: 'muted small' }, '(not in this version)'));
+  });
+  const labels = h('textarea', { rows: 2, placeholder: 'site=office' });
+  labels.value = Object.entries(raw.labels || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+  const pingInputs = {};
+  const pingFields = PING_FIELDS.map(([k, label, type, ph, hint]) => {
+    pingInputs[k] = input(`ping.${k}`, type, ping[k], ph);
+    return field(label, `ping.${k}`, pingInputs[k], hint);
+  });
+  const proto = h('select', {}, ['auto', 'ipv4', 'ipv6'].map((v) => h('option', { value: v, selected: (ping.ip_protocol || 'auto') === v }, v)));
+  const dns = raw.dns || {};
+  const dnsInputs = {};
+  const dnsFields = DNS_FIELDS.map(([k, label, type, ph, hint]) => {
+    dnsInputs[k] = input(`dns.${k}`, type, dns[k], ph);
+    return field(label, `dns.${k}`, dnsInputs[k], hint);
+  });
+  const expect = h('textarea', { rows: 2, placeholder: '192.0.2.10' });
+  expect.value = (dns.answer_contains || []).join('\n');
+  const dnsSet = h('fieldset', { id: 'dns-options' }, h('legend', {}, 'DNS options'),
+    h('p', { class: 'hint' }, 'The host is the DNS server to ask ("system": the resolvers of the device). Empty fields use the defaults of the config file.'),
+    h('div', { class: 'cols' }, dnsFields),
+    field('Answers that must be present', 'dns.answer_contains', expect, 'One per line: an address, name or text the answer must contain.'));
+  const testButton = h('button', { type: 'button', id: 'test-now' }, 'Test now');
+  const saveButton = h('button', { type: 'submit', class: 'primary', id: 'save' }, existing ? 'Save changes' : 'Add target');
+  const result = h('div', { id: 'test-result' });
+  const form = h('form', { class: 'card', novalidate: true, id: 'target-form' },
+    h('h1', {}, existing ? `Edit ${existing.name}` : 'New target'),
+    h('div', { class: 'cols' },
+      field('Name', 'name', name, 'Unique; letters, digits, ".", "_", "-".'),
+      field('Host', 'host', host, 'IPv4 or IPv6 address, or a host name; for DNS the server to ask, or "system".'),
+      field('Interval', 'interval', interval, `Between rounds; default ${defaults.interval || '1s for ping'}.`)),
+    h('div', { class: 'field' }, h('label', {}, 'Probes'), h('div', { class: 'checks' }, probeBoxes), h('div', { class: 'ferr', 'data-for': 'probes' })),
+    dnsSet,
+    h('fieldset', { id: 'ping-options' }, h('legend', {}, 'Ping options'),
+      h('p', { class: 'hint' }, 'Empty fields use the defaults of the config file.'),
+      h('div', { class: 'cols' }, pingFields, field('Address family', 'ping.ip_protocol', proto, 'For host names with both.'))),
+    field('Labels', 'labels', labels, 'One name=value per line; added to every series of this target.'),
+    h('div', { class: 'form-errors' }),
+    h('div', { class: 'row' }, saveButton, testButton, h('a', { href: '#/targets', class: 'button' }, 'Cancel')),
+    result);
+
+  const syncProbes = () => {
+    dnsSet.hidden = !form.querySelector('input[value=dns]').checked;
+    form.querySelector('#ping-options').hidden = !form.querySelector('input[value=ping]').checked;
+  };
+  form.querySelectorAll('input[type=checkbox]').forEach((cb) => cb.addEventListener('change', syncProbes));
+  syncProbes();
+  const collect = () => {
+    const t = { name: name.value.trim(), host: host.value.trim(), probes: [] };
+    form.querySelectorAll('input[type=checkbox]:checked').forEach((cb) => t.probes.push(cb.value));
+    if (interval.value.trim()) t.interval = interval.value.trim();
+    const p = {};
+    for (const [k, , type] of PING_FIELDS) {
+      const v = pingInputs[k].value.trim();
+      if (v !== '') p[k] = type === 'number' && /^-?\d+$/.test(v) ? Number(v) : v;
+    }
+    if (proto.value !== 'auto') p.ip_protocol = proto.value;
+    if (Object.keys(p).length) t.ping = p;
+    const d = {};
+    for (const [k, , type] of DNS_FIELDS) {
+      const v = dnsInputs[k].value.trim();
+      if (v !== '') d[k] = type === 'number' && /^-?\d+$/.test(v) ? Number(v) : v;
+    }
+    const want = linesOf(expect);
+    if (want.length) d.answer_contains = want;
+    if (Object.keys(d).length) t.dns = d;
+    const lab = {};
+    for (const line of labels.value.split('\n')) {
+      if (!line.trim()) continue;
+      const i = line.indexOf('=');
+      if (i < 0) lab[line.trim()] = '';
+      else lab[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+    }
+    if (Object.keys(lab).length) t.labels = lab;
+    return t;
+  };
+  const check = (t) => {
+    const errors = localCheck(t);
+    if (errors.length) { showErrors(form, { message: 'Please fix the fields marked.', errors }); return false; }
+    return true;
+  };
+  testButton.addEventListener('click', () => busy(testButton, async () => {
+    const t = collect();
+    result.replaceChildren();
+    if (!check(t)) return;
+    showErrors(form, null);
+    result.replaceChildren(h('div', { class: 'result muted' }, 'Probing…'));
+    try {
+      const r = await api('POST', '/api/targets/test', t);
+      result.replaceChildren(...r.results.map((x) => h('div', { class: `result ${x.success ? 'ok' : 'fail'}` },
+        h('b', {}, `${x.probe}: ${x.success ? 'OK' : 'failed'}`), ' ',
+        x.sent !== undefined ? `${x.received}/${x.sent} replies from ${x.address || t.host}` : '',
+        x.rcode !== undefined ? `${x.rcode || 'no answer'}, ${x.answers} answers from ${x.server || t.host} in ${ms(x.lookup_ms)}` : '',
+        x.rtts_ms && x.rtts_ms.length ? `, RTT ${x.rtts_ms.map(ms).join(', ')}` : '',
+        x.error ? h('div', { class: 'ferr' }, x.error) : null)));
+      result.scrollIntoView({ block: 'nearest' });
+    } catch (e) { result.replaceChildren(); showErrors(form, e); }
+  }));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(saveButton, async () => {
+      const t = collect();
+      if (!check(t)) return;
+      try {
+        const headers = { 'If-Match': `"${defaults.revision}"` };
+        if (existing) await api('PUT', `/api/targets/${encodeURIComponent(existing.name)}`, t, headers);
+        else await api('POST', '/api/targets', t, headers);
+        toast(existing ? `Saved ${t.name}` : `Added ${t.name}`);
+        location.hash = '#/targets';
+      } catch (e) { showErrors(form, e); }
+    });
+  });
+  return form;
+}
+
+function fileBanner(list) {
+  const out = [];
+  if (list.file_errors.length) {
+    out.push(h('div', { class: 'banner error' },
+      h('b', {}, 'The config file has errors; the device keeps running the last good config.'),
+      h('ul', { class: 'errors' }, list.file_errors.map((e) => h('li', {}, `${e.line ? `line ${e.line}: ` : ''}${e.field ? `${e.field}: ` : ''}${e.message}`)))));
+  } else if (!list.running_matches_file) {
+    const b = h('button', { type: 'button' }, 'Apply the file now');
+    b.addEventListener('click', () => busy(b, async () => {
+      try { await api('POST', '/api/reload'); toast('Config reloaded'); showTargets(); } catch (e) { toast(e.message); }
+    }));
+    out.push(h('div', { class: 'banner row spread' }, h('span', {}, 'The config file was edited by hand and differs from what runs.'), b));
+  }
+  if (list.embedded) {
+    out.push(h('div', { class: 'banner' }, 'Running the built-in default config. Your first change creates ', h('span', { class: 'mono' }, list.path), '.'));
+  }
+  return out;
+}
+
+async function loadTargets() {
+  const [list, cfg] = await Promise.all([api('GET', '/api/targets'), api('GET', '/api/config')]);
+  const m = /^\s*interval\s*=\s*"([^"]*)"/m.exec(cfg.text.split(/^\s*\[\[targets\]\]/m)[0]);
+  return { list, defaults: { interval: m && m[1], revision: list.revision } };
+}
+
+async function showTargets(sub) {
+  const gen = setView('targets');
+  let data;
+  try { data = await loadTargets(); } catch (e) { if (e.status !== 401) toast(e.message); return; }
+  const { list, defaults } = data;
+  if (sub === 'new') { render(gen, ...fileBanner(list), targetForm(null, defaults)); return; }
+  if (sub) {
+    const t = list.targets.find((x) => x.raw.name === sub);
+    render(gen, ...fileBanner(list), t ? targetForm(t.raw, defaults) : h('div', { class: 'card' }, `No target named ${sub}.`));
+    return;
+  }
+  const rows = list.targets.map(({ raw, effective }) => {
+    const del = h('button', { type: 'button', class: 'danger', 'data-delete': raw.name }, 'Delete');
+    del.addEventListener('click', () => {
+      if (!confirm(`Delete target ${raw.name}? Its probes stop now.`)) return;
+      busy(del, async () => {
+        try {
+          await api('DELETE', `/api/targets/${encodeURIComponent(raw.name)}`, undefined, { 'If-Match': `"${list.revision}"` });
+          toast(`Deleted ${raw.name}`);
+          showTargets();
+        } catch (e) { toast(e.message); }
+      });
+    });
+    const every = effective ? effective.probes.map(([k, i]) => `${k} ${i.secs + i.nanos / 1e9}s`).join(', ') : `${(raw.probes || []).join(', ')} (not applied yet)`;
+    return h('tr', { 'data-target': raw.name },
+      h('td', {}, h('b', {}, raw.name)),
+      h('td', { class: 'mono small' }, raw.host),
+      h('td', { class: 'hide-narrow small' }, every),
+      h('td', { class: 'actions' }, h('a', { class: 'button', href: `#/targets/${encodeURIComponent(raw.name)}`, 'data-edit': raw.name }, 'Edit'), ' ', del));
+  });
+  for (const name of list.provisioned || []) {
+    rows.push(h('tr', { 'data-target': name }, h('td', {}, h('b', {}, name)),
+      h('td', { class: 'muted small', colspan: 3 }, 'from central provisioning: edit it on the provisioning server')));
+  }
+  render(gen, ...fileBanner(list), h('section', { class: 'card' },
+    h('div', { class: 'row spread' }, h('h1', {}, 'Targets'), h('a', { href: '#/targets/new', class: 'button primary', id: 'add-target' }, 'Add target')),
+    rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Host'), h('th', { class: 'hide-narrow' }, 'Probes'), h('th', {}))), h('tbody', {}, rows))
+      : h('p', { class: 'empty' }, 'No targets yet.'),
+    h('p', { class: 'hint' }, 'Saved to ', h('span', { class: 'mono' }, list.path), '; the previous version is kept as ', h('span', { class: 'mono' }, `${list.path}.bak`), '.')));
+}
+
+// ---------- settings ----------
+
+function linesOf(textarea) {
+  return textarea.value.split('\n').map((s) => s.trim()).filter(Boolean);
+}
+
+async function showSettings() {
+  const gen = setView('settings');
+  let s, cfg, tls;
+  try { [s, cfg, tls] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/config'), api('GET', '/api/tls')]); } catch (e) { if (e.status !== 401) toast(e.message); return; }
+
+  // Password
+  const cur = h('input', { type: 'password', autocomplete: 'current-password' });
+  const nw = h('input', { type: 'password', autocomplete: 'new-password' });
+  const pwButton = h('button', { type: 'submit', class: 'primary' }, 'Change password');
+  const pwForm = h('form', { class: 'card', novalidate: true }, h('h2', {}, 'Admin password'),
+    h('div', { class: 'cols' }, field('Current password', 'current', cur), field('New password', 'new', nw, `At least ${passwordMin} characters. Other sessions are logged out.`)),
+    h('div', { class: 'form-errors' }), pwButton);
+  pwForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(pwButton, async () => {
+      try {
+        const r = await api('POST', '/api/auth/password', { current: cur.value, new: nw.value });
+        csrf = r.csrf_token;
+        cur.value = ''; nw.value = '';
+        showErrors(pwForm, null);
+        toast('Password changed');
+      } catch (e) { showErrors(pwForm, e); }
+    });
+  });
+
+  // Access to /metrics, /probe, health; Host names
+  const mode = h('select', {}, [['none', 'Open (no authentication)'], ['bearer', 'Bearer token'], ['basic', 'Basic auth']]
+    .map(([v, l]) => h('option', { value: v, selected: s.scrape_auth.mode === v }, l)));
+  const token = h('input', { type: 'password', autocomplete: 'off', placeholder: s.scrape_auth.secret_set ? '(unchanged)' : '' });
+  const user = h('input', { type: 'text', value: s.scrape_auth.username || '', autocomplete: 'off' });
+  const pass = h('input', { type: 'password', autocomplete: 'off', placeholder: s.scrape_auth.secret_set ? '(unchanged)' : '' });
+  const tokenField = field('Token', 'scrape_auth.token', token, '16 characters or more. Prometheus: authorization: { credentials: … }');
+  const userField = field('User name', 'scrape_auth.username', user);
+  const passField = field('Password', 'scrape_auth.password', pass, 'Prometheus: basic_auth.');
+  const sync = () => {
+    tokenField.hidden = mode.value !== 'bearer';
+    userField.hidden = passField.hidden = mode.value !== 'basic';
+  };
+  mode.addEventListener('change', sync);
+  sync();
+  const allow = h('textarea', { rows: 3, placeholder: '@targets\n192.168.1.0/24' });
+  allow.value = s.probe_allowlist.join('\n');
+  const hosts = h('textarea', { rows: 2, placeholder: 'probe.example.net' });
+  hosts.value = s.allowed_hosts.join('\n');
+  const accButton = h('button', { type: 'submit', class: 'primary' }, 'Save access settings');
+  const accForm = h('form', { class: 'card', novalidate: true }, h('h2', {}, 'Access'),
+    field('/metrics, /probe and health checks', 'scrape_auth.mode', mode, 'Prometheus must be able to scrape; protect them if the LAN is not trusted.'),
+    h('div', { class: 'cols' }, tokenField, userField, passField),
+    field('/probe allow-list', 'probe_allowlist', allow, 'One per line: address, CIDR block, host name, *.domain, or @targets (the configured targets). Empty: any target.'),
+    field('Extra host names for this page', 'allowed_hosts', hosts, 'Addresses, the device name, *.local, *.lan and *.home.arpa always work; add other names you use to reach the device.'),
+    h('div', { class: 'form-errors' }), accButton);
+  accForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(accButton, async () => {
+      const body = { allowed_hosts: linesOf(hosts), probe_allowlist: linesOf(allow), scrape_auth: { mode: mode.value } };
+      if (mode.value === 'bearer') body.scrape_auth.token = token.value;
+      if (mode.value === 'basic') Object.assign(body.scrape_auth, { username: user.value, password: pass.value });
+      try { s = await api('PUT', '/api/settings', body); showErrors(accForm, null); toast('Access settings saved'); } catch (e) { showErrors(accForm, e); }
+    });
+  });
+
+  // HTTPS
+  const httpsListen = h('input', { type: 'text', value: s.https_listen || '', placeholder: '[::]:9443' });
+  const httpsButton = h('button', { type: 'submit', class: 'primary' }, 'Save HTTPS setting');
+  const certPem = h('textarea', { rows: 3, placeholder: '-----BEGIN CERTIFICATE-----' });
+  const keyPem = h('textarea', { rows: 3, placeholder: '-----BEGIN PRIVATE KEY-----' });
+  const certButton = h('button', { type: 'button' }, 'Install certificate');
+  const tlsState = () => (tls.listening
+    ? `Serving HTTPS on ${tls.listening} with ${tls.self_signed ? 'a self-signed' : 'your own'} certificate.`
+    : 'HTTPS is off.') + (tls.error ? ` Last error: ${tls.error}` : '');
+  const tlsLine = h('p', { class: 'hint' }, tlsState());
+  const fp = h('p', { class: 'hint mono' }, tls.fingerprint_sha256 ? `SHA-256 ${tls.fingerprint_sha256}` : '');
+  const httpsForm = h('form', { class: 'card', novalidate: true }, h('h2', {}, 'HTTPS'), tlsLine, fp,
+    field('Serve HTTPS on', 'https_listen', httpsListen, 'Address and port, e.g. [::]:9443; empty turns HTTPS off. A self-signed certificate is made on first use: compare its fingerprint with the one your browser shows.'),
+    h('div', { class: 'form-errors' }), httpsButton,
+    h('details', {}, h('summary', {}, 'Use your own certificate'),
+      h('div', { class: 'cols' }, field('Certificate chain (PEM)', 'cert_pem', certPem), field('Private key (PEM)', 'key_pem', keyPem)),
+      certButton));
+  const refreshTls = async () => {
+    tls = await api('GET', '/api/tls');
+    tlsLine.textContent = tlsState();
+    fp.textContent = tls.fingerprint_sha256 ? `SHA-256 ${tls.fingerprint_sha256}` : '';
+  };
+  httpsForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(httpsButton, async () => {
+      const body = { allowed_hosts: s.allowed_hosts, probe_allowlist: s.probe_allowlist, https_listen: httpsListen.value.trim() || null };
+      try { s = await api('PUT', '/api/settings', body); showErrors(httpsForm, null); toast('HTTPS setting saved'); await refreshTls(); } catch (e) { showErrors(httpsForm, e); }
+    });
+  });
+  certButton.addEventListener('click', () => busy(certButton, async () => {
+    try {
+      await api('PUT', '/api/tls', { cert_pem: certPem.value, key_pem: keyPem.value });
+      certPem.value = ''; keyPem.value = '';
+      showErrors(httpsForm, null);
+      toast('Certificate installed');
+      await refreshTls();
+    } catch (e) { showErrors(httpsForm, e); }
+  }));
+
+  // Parts that later versions configure here.
+  const later = h('section', { class: 'card' }, h('h2', {}, 'Uplink, storage and LEDs'),
+    h('dl', { class: 'facts' },
+      h('div', {}, h('dt', {}, 'Remote write endpoints'), h('dd', {}, notConfigured())),
+      h('div', {}, h('dt', {}, 'Sample store limits'), h('dd', {}, notConfigured())),
+      h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds && s.leds.configured
+        ? s.leds.state.leds.map((l) => `${l.label} (${l.role})`).join(', ') : notConfigured()))),
+    h('p', { class: 'hint' }, 'This version has no sample store or uplink to configure. Status LEDs are set in the [leds] section of the config file.'));
+
+  // The config file as it is on disk.
+  const reloadButton = h('button', { type: 'button' }, 'Reload from file');
+  reloadButton.addEventListener('click', () => busy(reloadButton, async () => {
+    try { await api('POST', '/api/reload'); toast('Config reloaded'); } catch (e) { toast(`${e.message} ${e.errors.map((x) => x.message).join('; ')}`); }
+  }));
+  const file = h('section', { class: 'card' }, h('div', { class: 'row spread' }, h('h2', {}, 'Config file'), reloadButton),
+    h('p', { class: 'hint' }, cfg.embedded ? 'Built-in default (no file saved yet).' : cfg.path,
+      cfg.backup ? ` · previous version: ${cfg.backup}` : ''),
+    cfg.errors.length ? h('ul', { class: 'errors' }, cfg.errors.map((e) => h('li', {}, `line ${e.line}: ${e.field} ${e.message}`))) : null,
+    h('pre', { class: 'file' }, cfg.text));
+
+  render(gen, h('h1', {}, 'Settings'), pwForm, accForm, httpsForm, later, file);
+}
+
+// ---------- routing ----------
+
+// Navigates to `hash`, rendering once (a hash change renders through the hashchange event).
+function go(hash) {
+  if (location.hash === hash || (!location.hash && hash === '')) route();
+  else location.hash = hash;
+}
+
+async function route() {
+  const gen = setView(null);
+  let state;
+  try { state = await api('GET', '/api/auth/state'); } catch (e) {
+    render(gen, h('div', { class: 'card' }, `Cannot reach the device: ${e.message}`));
+    return;
+  }
+  // A newer navigation started while this one waited: it renders, not us.
+  if (gen !== viewGeneration) return;
+  passwordMin = state.password_min_chars || passwordMin;
+  document.getElementById('device-name').textContent = state.hostname || '';
+  const nav = document.getElementById('nav');
+  nav.hidden = !state.logged_in;
+  if (state.error && !state.logged_in) {
+    render(gen, h('div', { class: 'card narrow banner error' }, h('h1', {}, 'Cannot log in'), h('p', {}, state.error)));
+    return;
+  }
+  if (state.setup_required) return showSetup();
+  if (!state.logged_in) return showLogin();
+  csrf = state.csrf_token;
+  const [, view, sub] = (location.hash || '#/status').split('/').map(decodeURIComponent);
+  if (view === 'targets') return showTargets(sub);
+  if (view === 'settings') return showSettings();
+  return showStatus();
+}
+
+document.getElementById('logout').addEventListener('click', async () => {
+  try { await api('POST', '/api/auth/logout'); } catch (_) { /* the session may be gone already */ }
+  csrf = null;
+  go('');
+});
+window.addEventListener('hashchange', route);
+route();
