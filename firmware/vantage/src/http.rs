@@ -39,7 +39,16 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
-    ([(header::CONTENT_TYPE, TEXT_FORMAT)], d.metrics.render()).into_response()
+    // Rendering thousands of targets takes a while: off the async workers, so that probes
+    // due meanwhile still start on time.
+    match tokio::task::spawn_blocking(move || d.metrics.render()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering failed: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Where the provisioned targets stand: applied, overridden by local ones, last error.

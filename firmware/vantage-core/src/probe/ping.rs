@@ -281,20 +281,21 @@ impl Engine {
                     .allocate(addr)
                     .ok_or_else(|| ProbeError::Network("no free ICMP sequence number".into()))?;
                 let packet = echo_request(shared.ipv6, shared.ident, seq, &payload);
+                let reply_tx = tx.clone();
+                guard.keys.push((addr, seq));
                 {
-                    // Register before sending so a fast reply cannot arrive unmatched.
+                    // Register before sending so a fast reply cannot arrive unmatched. The
+                    // send times are read last, after the table lookup, so as little as possible
+                    // of our own work counts as round-trip time.
                     let mut t = shared.table();
+                    let slot = t.waiters.entry((addr, seq));
                     let sent_at = clock.now();
-                    t.waiters.insert(
-                        (addr, seq),
-                        Waiter {
-                            sent_at,
-                            sent_wall: clock.wall(),
-                            replies: 0,
-                            tx: tx.clone(),
-                        },
-                    );
-                    guard.keys.push((addr, seq));
+                    slot.insert_entry(Waiter {
+                        sent_at,
+                        sent_wall: clock.wall(),
+                        replies: 0,
+                        tx: reply_tx,
+                    });
                     last_deadline = sent_at + opts.timeout;
                 }
                 if let Err(e) = shared.socket.send_to(&packet, addr) {
