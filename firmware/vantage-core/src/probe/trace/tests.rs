@@ -658,3 +658,35 @@ async fn a_destination_seen_only_beyond_lost_probes_is_no_path_change() {
         assert!(!r.path_changed, "{r:#?}");
     }
 }
+
+#[tokio::test]
+async fn spaced_probes_go_in_waves_and_skip_what_lies_beyond_the_destination() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let o = TraceOptions {
+        spacing: Duration::from_millis(60),
+        ..opts(500)
+    };
+    let start = Instant::now();
+    let r = trace(&p, &net, &o).await;
+    let took = start.elapsed();
+    assert!(r.reached);
+    assert!(
+        r.hops.iter().all(|h| (h.sent, h.received) == (3, 3)),
+        "{r:#?}"
+    );
+    // The last wave leaves 120 ms in; its answers take up to 10 ms more.
+    assert!(
+        took >= Duration::from_millis(120) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
+    let sent = net.take_sent();
+    // The first wave covers every TTL; later waves stop at the destination, found by then.
+    assert_eq!(
+        sent.len(),
+        12 + 5 + 5,
+        "{:?}",
+        sent.iter().map(|s| s.ttl).collect::<Vec<_>>()
+    );
+    assert!(sent[..12].windows(2).all(|w| w[0].ttl < w[1].ttl));
+}
