@@ -90,7 +90,7 @@ if [ -n "$NFQ" ] && [ "$DELAY_MS" != 0 ]; then
     fifo=$(mktemp -u)
     mkfifo "$fifo"
     # Not through `inns`: a backgrounded function is a subshell, and $! would be its pid.
-    ip netns exec "$(ns "$n")" "$NFQ" --queue 3 --delay-ms "$DELAY_MS" >"$fifo" &
+    ip netns exec "$(ns "$n")" "$NFQ" --queue 3 --delay-ms "$DELAY_MS" >"$fifo" 2>/dev/null &
     PIDS+=($!)
     read -r _ready <"$fifo"
     rm -f "$fifo"
