@@ -495,3 +495,57 @@ fn a_router_quoting_8_bytes_is_placed_unprivileged_and_identified_raw() {
         "{r:#?}"
     );
 }
+
+#[test]
+fn with_per_hop_delay_every_rtt_is_right_and_a_trace_takes_the_slowest() {
+    if !lab::can_build("with_per_hop_delay_every_rtt_is_right_and_a_trace_takes_the_slowest") {
+        return;
+    }
+    let mut c = Chain::new("slow");
+    for v6 in [false, true] {
+        warm_up(&c.lab, c.s, c.dst(v6), 5);
+    }
+    // Every router and the destination hold what they forward or send for 10 ms: hop k
+    // answers after (2k - 1) x 10 ms, the destination (hop 5) after 90 ms.
+    let d = Duration::from_millis(10);
+    for n in c.routers.clone().into_iter().chain([c.d]) {
+        c.lab.delay(n, d);
+    }
+    let mut failures = Vec::new();
+    for v6 in [false, true] {
+        for protocol in PROTOCOLS {
+            let start = Instant::now();
+            let r = trace(
+                &c.lab,
+                c.s,
+                As::Root,
+                c.dst(v6),
+                opts(protocol, TraceSockets::Auto),
+            );
+            let took = start.elapsed();
+            let what = format!("{protocol} ipv6={v6}");
+            if !r.reached || r.hops.len() != 5 {
+                failures.push(format!("{what}: {r:#?}"));
+                continue;
+            }
+            for h in &r.hops {
+                let want = d * (2 * u32::from(h.ttl) - 1);
+                // Never earlier than the delays allow; late by at most a loaded machine's
+                // scheduling of the holders.
+                for rtt in &h.rtts {
+                    if *rtt + Duration::from_micros(200) < want
+                        || *rtt > want + Duration::from_millis(25)
+                    {
+                        failures.push(format!("{what}: hop {} RTT {rtt:?}, want {want:?}", h.ttl));
+                    }
+                }
+            }
+            // All TTLs at once: about the slowest RTT (90 ms), well below the sum of the hops'
+            // RTTs (250 ms) that probing one hop after another would take at the least.
+            if took > Duration::from_millis(90 * 3 / 2 + 60) {
+                failures.push(format!("{what}: a trace took {took:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,9 +1,10 @@
 //! Network namespaces wired into labs of routers, built and torn down by the tests.
 //!
-//! Every lab's namespaces are named `vt<pid>-<lab>-<node>`, so tests running in parallel and
-//! several test binaries never collide; [`Lab`]'s drop deletes them, also when a test fails.
-//! Code runs inside a namespace on a thread of its own ([`Lab::run`]): a thread's network
-//! namespace and credentials are its own, so the rest of the test process is untouched.
+//! The namespaces are the test kit's (`vantage_testkit::Netns`: unique names, deleted on drop,
+//! also when a test fails); this module wires several of them into chains and ECMP labs with
+//! forwarding, routes and per-hop delay. Code runs inside a namespace on a thread of its own
+//! ([`Lab::run`]): a thread's network namespace and credentials are its own, so the rest of
+//! the test process is untouched.
 
 #![allow(dead_code)]
 
@@ -11,48 +12,27 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-static LABS: AtomicUsize = AtomicUsize::new(0);
+use vantage_testkit::{DelayQueue, Netns, REQUIRE_ROOT_ENV};
 
-/// Whether root-only tests must run (CI) rather than skip.
-fn required() -> bool {
-    std::env::var("VANTAGE_REQUIRE_ROOT_TESTS").is_ok_and(|v| v == "1")
-}
-
-/// `None` (after printing why) when this process cannot build labs and may skip.
+/// Whether this process can build labs; prints why not (and skips) unless CI forbids it.
 pub fn can_build(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ip = Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let reason = match (root, ip) {
-        (false, _) => "needs root to build network namespaces",
-        (true, false) => "needs the `ip` command (iproute2)",
-        (true, true) => return true,
-    };
-    if required() {
-        panic!("{test}: {reason}, and VANTAGE_REQUIRE_ROOT_TESTS=1 forbids skipping");
-    }
-    eprintln!("SKIP {test}: {reason}");
-    false
+    vantage_testkit::root_or_skip(test) && have_tool(test, "nft")
 }
 
-/// Whether a tool the test compares against is installed; missing tools fail under CI.
+/// Whether a tool the test needs or compares against is installed; missing tools fail under
+/// CI (`VANTAGE_REQUIRE_ROOT_TESTS=1`).
 pub fn have_tool(test: &str, tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if required() {
-            panic!("{test}: `{tool}` is not installed (scripts/deps.d lists it)");
-        }
-        eprintln!("SKIP {test}: `{tool}` is not installed");
+    let Some(missing) = vantage_testkit::missing_tools(&[tool]) else {
+        return true;
+    };
+    if std::env::var(REQUIRE_ROOT_ENV).as_deref() == Ok("1") {
+        panic!("{test}: `{missing}` is not installed (scripts/deps.d lists it)");
     }
-    found
+    eprintln!("SKIPPED {test}: `{missing}` is not installed");
+    false
 }
 
 pub fn sh(args: &[&str]) -> String {
@@ -89,8 +69,8 @@ pub enum As {
 
 #[derive(Debug)]
 pub struct Lab {
-    prefix: String,
-    pub nodes: Vec<String>,
+    tag: String,
+    nodes: Vec<Netns>,
     names: Vec<String>,
     pub links: Vec<Link>,
     /// Helper threads running in the lab's namespaces, stopped before it is torn down.
@@ -98,28 +78,26 @@ pub struct Lab {
         std::sync::Arc<std::sync::atomic::AtomicBool>,
         std::thread::JoinHandle<()>,
     )>,
+    delays: Vec<DelayQueue>,
 }
 
 impl Lab {
     pub fn new(tag: &str) -> Self {
-        let n = LABS.fetch_add(1, Ordering::Relaxed);
         Self {
-            prefix: format!("vt{}-{n}{tag}", std::process::id()),
+            tag: tag.to_string(),
             nodes: Vec::new(),
             names: Vec::new(),
             links: Vec::new(),
             helpers: Vec::new(),
+            delays: Vec::new(),
         }
     }
 
     /// Adds a namespace. Routers forward and answer without rate limits.
     pub fn node(&mut self, name: &str, router: bool) -> usize {
-        let ns = format!("{}-{name}", self.prefix);
-        sh(&["ip", "netns", "add", &ns]);
-        self.nodes.push(ns.clone());
+        self.nodes.push(Netns::new(&format!("{}-{name}", self.tag)));
         self.names.push(name.to_string());
         let i = self.nodes.len() - 1;
-        self.ip(i, &["link", "set", "lo", "up"]);
         // No duplicate address detection: addresses (link-local ones too) work at once.
         self.sysctl(i, "net.ipv6.conf.all.accept_dad", "0");
         self.sysctl(i, "net.ipv6.conf.default.accept_dad", "0");
@@ -151,7 +129,30 @@ impl Lab {
     }
 
     pub fn ns(&self, node: usize) -> &str {
-        &self.nodes[node]
+        self.nodes[node].name()
+    }
+
+    /// Holds every packet `node` forwards or sends for `delay` (an NFQUEUE holder; the
+    /// kernels we run on have no netem), so a hop behind k such nodes answers 2k + 1 delays
+    /// later.
+    pub fn delay(&mut self, node: usize, delay: Duration) {
+        let queue = 10 + self.delays.len() as u16;
+        // The holder binds first: packets sent to an unbound queue are dropped.
+        self.delays.push(DelayQueue::start(
+            &self.nodes[node],
+            queue,
+            delay,
+            Duration::ZERO,
+        ));
+        let q = queue.to_string();
+        for tool in ["iptables", "ip6tables"] {
+            for chain in ["FORWARD", "OUTPUT"] {
+                self.exec(
+                    node,
+                    &[tool, "-A", chain, "-j", "NFQUEUE", "--queue-num", &q],
+                );
+            }
+        }
     }
 
     /// A veth pair between two nodes with an IPv4 and an IPv6 subnet.
@@ -164,14 +165,14 @@ impl Lab {
             "add",
             &a_if,
             "netns",
-            &self.nodes[a],
+            self.nodes[a].name(),
             "type",
             "veth",
             "peer",
             "name",
             &b_if,
             "netns",
-            &self.nodes[b],
+            self.nodes[b].name(),
         ]);
         for (node, ifname, host) in [(a, &a_if, 1), (b, &b_if, 2)] {
             self.ip(
@@ -234,14 +235,14 @@ impl Lab {
 
     /// `ip -n NS ARGS`.
     pub fn ip(&self, node: usize, args: &[&str]) -> String {
-        let mut v = vec!["ip", "-n", &self.nodes[node]];
+        let mut v = vec!["ip", "-n", self.nodes[node].name()];
         v.extend_from_slice(args);
         sh(&v)
     }
 
     /// `ip -n NS -6 ARGS` when `v6`.
     pub fn ip_fam(&self, node: usize, v6: bool, args: &[&str]) -> String {
-        let mut v = vec!["ip", "-n", &self.nodes[node]];
+        let mut v = vec!["ip", "-n", self.nodes[node].name()];
         if v6 {
             v.push("-6");
         }
@@ -251,7 +252,7 @@ impl Lab {
 
     /// Runs a command inside the namespace.
     pub fn exec(&self, node: usize, args: &[&str]) -> String {
-        let mut v = vec!["ip", "netns", "exec", &self.nodes[node]];
+        let mut v = vec!["ip", "netns", "exec", self.nodes[node].name()];
         v.extend_from_slice(args);
         sh(&v)
     }
@@ -279,7 +280,7 @@ impl Lab {
         Fut: Future<Output = T>,
         T: Send + 'static,
     {
-        let path = format!("/var/run/netns/{}", self.nodes[node]);
+        let path = format!("/var/run/netns/{}", self.nodes[node].name());
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
             // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
@@ -328,7 +329,7 @@ impl Lab {
         );
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (path, ifname, flag) = (
-            format!("/var/run/netns/{}", self.nodes[node]),
+            format!("/var/run/netns/{}", self.nodes[node].name()),
             ifname.to_string(),
             stop.clone(),
         );
@@ -493,9 +494,8 @@ impl Drop for Lab {
         for (_, t) in self.helpers.drain(..) {
             let _ = t.join();
         }
-        for ns in &self.nodes {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        // Holders before their namespaces; the namespaces go with `nodes`.
+        self.delays.clear();
     }
 }
 
