@@ -185,9 +185,15 @@ probes = ["ping"]
             0.0
         );
     }
-    // Requests to the absent neighbour went out and were all lost.
-    assert!(get("vantage_ping_packets_sent_total", "absent", &[]) >= 2.0);
-    assert_eq!(get("vantage_ping_loss_ratio", "absent", &[]), 1.0);
+    // Requests to the absent neighbour went out and were all lost; those to the unrouted
+    // address could not even be sent, and count as lost too.
+    for target in ["absent", "unrouted"] {
+        assert!(
+            get("vantage_ping_packets_sent_total", target, &[]) >= 2.0,
+            "{target}"
+        );
+        assert_eq!(get("vantage_ping_loss_ratio", target, &[]), 1.0, "{target}");
+    }
     // The scheduler's own lateness is exported and has seen every round.
     let lag_count = value(&text, "vantage_scheduler_lag_seconds_count", &ping).unwrap();
     assert!(lag_count >= 6.0, "lag histogram count {lag_count}");

@@ -97,6 +97,19 @@ impl PingProbe {
 
     /// Runs one round of `opts.packets` echo requests to `addr`.
     pub async fn round(&self, addr: IpAddr, opts: &PingOptions) -> Result<PingReport, ProbeError> {
+        match self.round_with_error(addr, opts).await? {
+            (report, Some(e)) if report.received == 0 => Err(e),
+            (report, _) => Ok(report),
+        }
+    }
+
+    /// A round's report, plus the send error if some requests could not be sent: those count
+    /// as sent and lost, so an unroutable target shows 100 % loss in its counters.
+    async fn round_with_error(
+        &self,
+        addr: IpAddr,
+        opts: &PingOptions,
+    ) -> Result<(PingReport, Option<ProbeError>), ProbeError> {
         let key = SocketKey {
             ipv6: addr.is_ipv6(),
             ttl: opts.ttl,
@@ -104,7 +117,7 @@ impl PingProbe {
             source: opts.source,
         };
         let engine = self.engine(key)?;
-        engine.round(addr, opts, self.clock.as_ref()).await
+        Ok(engine.round(addr, opts, self.clock.as_ref()).await)
     }
 }
 
@@ -128,14 +141,17 @@ impl Probe for PingProbe {
                     .max(Duration::from_millis(1));
             }
             let result = match self.resolver.resolve(&target.host, opts.ip_protocol).await {
-                Ok(addr) => self.round(addr, &opts).await,
+                Ok(addr) => self.round_with_error(addr, &opts).await,
                 Err(e) => Err(e),
             };
             let duration = self.clock.now().saturating_duration_since(started);
             let (success, error, measurement) = match result {
-                Ok(report) => {
+                Ok((report, send_error)) => {
                     let ok = report.received > 0;
-                    let error = (!ok && report.icmp_errors == 0).then_some(ProbeError::Timeout);
+                    let error = match send_error {
+                        Some(e) if !ok => Some(e),
+                        _ => (!ok && report.icmp_errors == 0).then_some(ProbeError::Timeout),
+                    };
                     (ok, error, Measurement::Ping(report))
                 }
                 Err(e) => (false, Some(e), Measurement::None),
@@ -252,7 +268,7 @@ impl Engine {
         addr: IpAddr,
         opts: &PingOptions,
         clock: &dyn Clock,
-    ) -> Result<PingReport, ProbeError> {
+    ) -> (PingReport, Option<ProbeError>) {
         let shared = &*self.shared;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut guard = RoundGuard {
@@ -276,10 +292,11 @@ impl Engine {
         loop {
             let now = clock.now();
             if report.sent < opts.packets && now >= next_send {
-                let seq = shared
-                    .table()
-                    .allocate(addr)
-                    .ok_or_else(|| ProbeError::Network("no free ICMP sequence number".into()))?;
+                let Some(seq) = shared.table().allocate(addr) else {
+                    // 65,536 requests to one address in flight: nothing sensible left to send.
+                    send_error = Some(ProbeError::Network("no free ICMP sequence number".into()));
+                    break;
+                };
                 let packet = echo_request(shared.ipv6, shared.ident, seq, &payload);
                 let reply_tx = tx.clone();
                 guard.keys.push((addr, seq));
@@ -334,10 +351,7 @@ impl Engine {
         while let Ok(ev) = rx.try_recv() {
             tally(&mut report, &mut answered, ev, opts.timeout);
         }
-        match (report.received, send_error) {
-            (0, Some(e)) => Err(e),
-            _ => Ok(report),
-        }
+        (report, send_error)
     }
 }
 

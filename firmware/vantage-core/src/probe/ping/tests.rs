@@ -342,3 +342,27 @@ fn rtt_falls_back_to_monotonic_time_when_the_wall_clock_steps() {
     );
     assert_eq!(rtt(&w, read_at, None), Duration::from_millis(10));
 }
+
+/// An unroutable target: every send fails, yet its counters must say 100 % loss.
+#[tokio::test]
+async fn unsendable_rounds_still_report_what_was_attempted() {
+    let cfg = crate::Config::parse(
+        "[[targets]]\nname = \"t\"\nhost = \"10.0.0.8\"\nprobes = [\"ping\"]\nping = { packets = 3, spacing = \"10ms\", timeout = \"50ms\" }\n",
+        "t.toml",
+    )
+    .unwrap();
+    let sample = probe().run(ProbeRequest::for_target(&cfg.targets[0])).await;
+    assert!(!sample.success);
+    assert!(
+        matches!(sample.error, Some(ProbeError::Network(ref m)) if m.contains("Network is unreachable")),
+        "{:?}",
+        sample.error
+    );
+    match sample.measurement {
+        Measurement::Ping(r) => {
+            assert_eq!((r.sent, r.received), (3, 0));
+            assert_eq!(r.loss_ratio(), 1.0);
+        }
+        other => panic!("{other:?}"),
+    }
+}

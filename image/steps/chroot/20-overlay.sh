@@ -1,0 +1,10 @@
+#!/bin/bash -e
+# buildroot-overlay/ mirrors the device's /: copied as is. Files git keeps as executable stay
+# executable; everything else gets 0644 and directories 0755, whatever the checkout's umask.
+src="$SRC_DIR/buildroot-overlay"
+(cd "$src" && find . -type d) | while read -r d; do install -d -m 0755 "$ROOT/$d"; done
+(cd "$src" && find . -type f) | while read -r f; do
+  if [ -x "$src/$f" ]; then mode=0755; else mode=0644; fi
+  install -m "$mode" "$src/$f" "$ROOT/$f"
+done
+echo "       $(cd "$src" && find . -type f | wc -l) files"

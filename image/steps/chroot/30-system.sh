@@ -1,0 +1,37 @@
+#!/bin/bash -e
+# System settings that make the image a device rather than a copy of the build machine.
+
+# Partitions by label: the same on every card, whatever the disk id.
+cat >"$ROOT/etc/fstab" <<FSTAB
+# <file system>        <mount point>   <type> <options>                            <dump> <pass>
+LABEL=$ROOT_LABEL      /               ext4   defaults,noatime                     0      1
+LABEL=$BOOT_LABEL      /boot/firmware  vfat   defaults,noatime,umask=0077,flush    0      2
+# Scratch space in RAM, sparing the card.
+tmpfs                  /tmp            tmpfs  mode=1777,nosuid,nodev,size=64M      0      0
+FSTAB
+install -d -m 0755 "$ROOT/boot/firmware"
+
+# No password for any login: root's is locked ('*' never matches); SSH takes keys only.
+chroot "$ROOT" usermod -p '*' root
+
+# Per-device identity is made at first boot, not copied from this build: the machine id, the
+# SSH host keys (ssh.service's ExecStartPre creates them, see vantage-image-ssh), the hostname
+# (vantage-image-hostname.service).
+: >"$ROOT/etc/machine-id"
+rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT"/etc/ssh/ssh_host_*
+rm -f "$ROOT/etc/hostname"
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
+
+# systemd-resolved's stub answers DNS for everything on the device.
+ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
+
+# Units enabled or disabled as the presets say (vantage, networkd, avahi on; ssh off), so the
+# built image and a later `systemctl preset-all` agree.
+chroot "$ROOT" systemctl preset-all
+for u in vantage.service systemd-networkd.service avahi-daemon.service vantage-image-hostname.service; do
+  chroot "$ROOT" systemctl is-enabled --quiet "$u" || { echo "$u is not enabled" >&2; exit 1; }
+done
+if chroot "$ROOT" systemctl is-enabled --quiet ssh.service; then
+  echo "ssh.service is enabled; it must be off by default" >&2
+  exit 1
+fi
