@@ -706,18 +706,19 @@ impl<'a> Round<'a> {
             if mine.is_empty() {
                 continue;
             }
-            let mut ttl = self.opts.first_ttl;
-            while !mine.is_empty() && ttl <= self.top(flow) && self.clock.now() < end {
+            for ttl in self.opts.first_ttl..=self.top(flow) {
+                // The top can come down (a router said "unreachable") while we probe.
+                if mine.is_empty() || ttl > self.top(flow) || self.clock.now() >= end {
+                    break;
+                }
                 let answered = self
                     .sent
                     .iter()
                     .any(|s| s.ttl == ttl && s.flow == flow && s.answer.is_some());
                 if answered {
-                    ttl += 1;
                     continue;
                 }
                 let Some(found) = self.probe_alone(ttl, flow, rx, end).await else {
-                    ttl += 1;
                     continue;
                 };
                 self.state
@@ -735,7 +736,6 @@ impl<'a> Round<'a> {
                 if found.from == self.addr {
                     break;
                 }
-                ttl += 1;
             }
         }
         if self.state.learned.len() > 4096 {

@@ -62,9 +62,8 @@ impl Path {
     }
 
     fn last_ttl(&self) -> u8 {
-        self.first_ttl
-            .saturating_add(self.hops.len() as u8)
-            .saturating_sub(1)
+        let last = usize::from(self.first_ttl) + self.hops.len().max(1) - 1;
+        u8::try_from(last).unwrap_or(u8::MAX)
     }
 
     /// Whether this path holds everything `other` saw: the same destination distance (if
@@ -452,6 +451,24 @@ mod tests {
         // The refined knowledge still catches a real change at the hop that was a hole.
         let c = path(&["10.0.0.1", "10.1.0.3", "10.2.0.1", "10.9.9.9"], true);
         assert!(t.observe(&[c], t0 + Duration::from_secs(20), W).changed);
+    }
+
+    #[test]
+    fn paths_reaching_ttl_255_compare_to_the_end() {
+        let t0 = Instant::now();
+        let mut hops: Vec<String> = (1..=254)
+            .map(|i| format!("10.0.{}.{}", i / 200, i % 200))
+            .collect();
+        hops.push("10.9.9.9".into());
+        let refs: Vec<&str> = hops.iter().map(String::as_str).collect();
+        let long = path(&refs, true);
+        assert_eq!(long.last_ttl(), 255);
+        let mut t = PathTracker::default();
+        t.observe(std::slice::from_ref(&long), t0, W);
+        let mut other = long.clone();
+        other.hops[254] = vec!["10.9.9.8".parse().unwrap()];
+        other.reached_at = None;
+        assert!(t.observe(&[other], t0 + Duration::from_secs(60), W).changed);
     }
 
     #[test]

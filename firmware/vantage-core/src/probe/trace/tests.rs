@@ -126,7 +126,7 @@ impl TraceSocket for FakeSocket {
             flow: Some(p.flow),
             seq,
             kind,
-            reply_ttl: Some(64 - p.ttl),
+            reply_ttl: Some(255 - p.ttl),
             kernel_time: Some(sent_wall + Duration::from_millis(ms)),
             read_at: Instant::now(),
         };
@@ -689,4 +689,25 @@ async fn spaced_probes_go_in_waves_and_skip_what_lies_beyond_the_destination() {
         sent.iter().map(|s| s.ttl).collect::<Vec<_>>()
     );
     assert!(sent[..12].windows(2).all(|w| w[0].ttl < w[1].ttl));
+}
+
+#[tokio::test]
+async fn ttl_255_is_probed_and_placed_without_overflow() {
+    // 254 anonymous routers and the destination at hop 255: the serial pass walks to the top.
+    let net = Net::new(|_| {
+        let mut h: Vec<Hop> = (0..253).map(|_| Hop::Router("10.0.0.1", 0)).collect();
+        h.push(Hop::Anonymous("10.0.0.254", 0));
+        h.push(Hop::Dest(0));
+        h
+    });
+    let p = probe(&net);
+    let o = TraceOptions {
+        max_hops: 255,
+        probes_per_hop: 1,
+        ..opts(100)
+    };
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert_eq!(r.hop_count(), 255);
+    assert_eq!(r.hops[253].responders[0].address.to_string(), "10.0.0.254");
 }
