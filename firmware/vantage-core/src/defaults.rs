@@ -18,6 +18,32 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// ICMP payload bytes, as `ping` sends by default (64-byte ICMP message).
 pub const PING_PAYLOAD_SIZE: usize = 56;
 
+/// Traceroute: UDP destination port, as traceroute(8) starts with; one fixed port keeps every
+/// probe of a flow on one ECMP path (Paris traceroute).
+pub const TRACE_UDP_PORT: u16 = 33434;
+/// Traceroute: TCP destination port for SYN probes.
+pub const TRACE_TCP_PORT: u16 = 80;
+/// First TTL probed.
+pub const TRACE_FIRST_TTL: u8 = 1;
+/// Highest TTL probed, as traceroute and mtr default to.
+pub const TRACE_MAX_HOPS: u8 = 30;
+/// Probes per hop and flow in one trace, as traceroute sends.
+pub const TRACE_PROBES_PER_HOP: u32 = 3;
+/// Gap between the successive probes of one hop; zero sends them back to back (traceroute -z 0).
+pub const TRACE_SPACING: Duration = Duration::ZERO;
+/// How long to wait for each probe's answer. Routers answer from their slow path, so this is
+/// more generous than ping's.
+pub const TRACE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Packet size in bytes including the IP header, as traceroute sends (60 for IPv4, 80 for IPv6).
+pub const TRACE_SIZE_V4: usize = 60;
+pub const TRACE_SIZE_V6: usize = 80;
+/// Paris flows (fixed 5-tuples) probed per trace; more flows discover more ECMP branches.
+pub const TRACE_FLOWS: u32 = 1;
+/// How long a path stays known after it was last seen: a flow flipping between paths seen within
+/// this window is not a path change.
+pub const TRACE_PATH_WINDOW: Duration = Duration::from_secs(600);
+/// Upper bound on the packets of one trace (hops × probes per hop × flows).
+pub const TRACE_MAX_PACKETS: u32 = 4096;
 /// How long a DNS probe waits for its answer, TCP retry included (blackbox_exporter's default
 /// scrape timeout is 10s; a resolver that needs more than 5s is broken for applications).
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);

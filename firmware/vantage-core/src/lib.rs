@@ -32,14 +32,16 @@ mod types;
 pub use clock::{Clock, SystemClock};
 pub use config::{
     Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, Host, LedBackendKind, LedConfig,
-    LedRole, LedsConfig, PingOptions, Target,
+    LedRole, LedsConfig, PingOptions, Target, TraceOptions,
 };
 pub use probe::{
-    DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, resolve_host, system_nameservers,
+    DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host,
+    system_nameservers,
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{
-    DnsFlags, DnsPhases, DnsRecord, DnsReport, Measurement, PingReport, ProbeError, Sample,
+    DnsFlags, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, PingReport,
+    ProbeError, Sample, TraceReport, Unreachable,
 };
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
-pub use types::{IpProtocol, ProbeKind};
+pub use types::{IpProtocol, ProbeKind, TraceProtocol, TraceSockets};

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::config::{DnsTransport, rcode_name};
-use crate::types::ProbeKind;
+use crate::types::{ProbeKind, TraceProtocol};
 
 /// The outcome of one probe round against one target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,6 +33,7 @@ pub enum Measurement {
     /// The probe could not run at all (e.g. the name did not resolve).
     None,
     Ping(PingReport),
+    Trace(TraceReport),
     Dns(DnsReport),
 }
 
@@ -53,10 +54,7 @@ pub struct PingReport {
 
 impl PingReport {
     pub fn loss_ratio(&self) -> f64 {
-        if self.sent == 0 {
-            return 1.0;
-        }
-        1.0 - f64::from(self.received.min(self.sent)) / f64::from(self.sent)
+        loss_ratio(self.sent, self.received)
     }
 
     pub fn min(&self) -> Option<Duration> {
@@ -68,23 +66,159 @@ impl PingReport {
     }
 
     pub fn mean(&self) -> Option<Duration> {
-        if self.rtts.is_empty() {
-            return None;
-        }
-        Some(self.rtts.iter().sum::<Duration>() / self.rtts.len() as u32)
+        mean(&self.rtts)
     }
 
     /// Population standard deviation of the RTTs, in seconds.
     pub fn stddev_seconds(&self) -> Option<f64> {
-        let mean = self.mean()?.as_secs_f64();
-        let n = self.rtts.len() as f64;
-        let var = self
-            .rtts
-            .iter()
-            .map(|r| (r.as_secs_f64() - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        Some(var.sqrt())
+        stddev_seconds(&self.rtts)
+    }
+}
+
+fn loss_ratio(sent: u32, received: u32) -> f64 {
+    if sent == 0 {
+        return 1.0;
+    }
+    1.0 - f64::from(received.min(sent)) / f64::from(sent)
+}
+
+fn mean(rtts: &[Duration]) -> Option<Duration> {
+    if rtts.is_empty() {
+        return None;
+    }
+    Some(rtts.iter().sum::<Duration>() / rtts.len() as u32)
+}
+
+fn stddev_seconds(rtts: &[Duration]) -> Option<f64> {
+    let mean = mean(rtts)?.as_secs_f64();
+    let n = rtts.len() as f64;
+    let var = rtts
+        .iter()
+        .map(|r| (r.as_secs_f64() - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    Some(var.sqrt())
+}
+
+/// One trace: every hop from the first TTL to the destination.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct TraceReport {
+    /// The address traced (a hostname resolves each trace).
+    pub address: Option<IpAddr>,
+    pub protocol: TraceProtocol,
+    /// Raw sockets carried the trace (else unprivileged ones).
+    pub raw_sockets: bool,
+    /// Every probe of a flow shared one flow identifier (Paris traceroute), so a load balancer
+    /// kept the flow on one path. False only for unprivileged TCP, where each probe is its own
+    /// connection.
+    pub paris: bool,
+    /// Flows probed.
+    pub flows: u32,
+    /// The destination answered.
+    pub reached: bool,
+    /// From the first TTL up to the destination, or up to the last hop that answered.
+    pub hops: Vec<HopReport>,
+    /// Identifies the paths this trace followed (32-bit FNV-1a of their hop addresses); equal
+    /// paths give equal hashes across restarts and devices.
+    pub path_hash: u32,
+    /// This trace followed a path that none of the paths seen within the path window matches.
+    pub path_changed: bool,
+    /// Distinct paths seen within the path window (ECMP branches, or old and new path).
+    pub paths_known: u32,
+}
+
+/// One TTL of a trace.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct HopReport {
+    pub ttl: u8,
+    pub sent: u32,
+    /// Answers (time exceeded, unreachable or the destination's reply) within the timeout.
+    pub received: u32,
+    /// Who answered, most answers first.
+    pub responders: Vec<HopResponder>,
+    /// Round-trip times, in the order the probes were sent.
+    pub rtts: Vec<Duration>,
+    /// The hop answered "unreachable" (and the trace ended there unless it is the destination).
+    pub unreachable: Option<Unreachable>,
+}
+
+/// An address that answered at a hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HopResponder {
+    pub address: IpAddr,
+    pub replies: u32,
+    /// Flows (0-based) whose probes it answered.
+    pub flows: Vec<u32>,
+}
+
+/// ICMP destination-unreachable codes, as traceroute marks them (!N, !H, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unreachable {
+    Network,
+    Host,
+    Protocol,
+    Port,
+    /// Fragmentation needed (IPv4) or packet too big (IPv6), with the next hop's MTU.
+    FragmentationNeeded {
+        mtu: u32,
+    },
+    /// Administratively prohibited (a filter).
+    Prohibited,
+    /// Any other code.
+    Other(u8),
+}
+
+impl Unreachable {
+    /// traceroute's annotation: !N, !H, !P, (none for port), !F-MTU, !X, !<code>.
+    pub fn mark(&self) -> String {
+        match self {
+            Unreachable::Network => "!N".into(),
+            Unreachable::Host => "!H".into(),
+            Unreachable::Protocol => "!P".into(),
+            Unreachable::Port => String::new(),
+            Unreachable::FragmentationNeeded { mtu } => format!("!F-{mtu}"),
+            Unreachable::Prohibited => "!X".into(),
+            Unreachable::Other(c) => format!("!<{c}>"),
+        }
+    }
+}
+
+impl HopReport {
+    pub fn loss_ratio(&self) -> f64 {
+        loss_ratio(self.sent, self.received)
+    }
+
+    pub fn min(&self) -> Option<Duration> {
+        self.rtts.iter().min().copied()
+    }
+
+    pub fn max(&self) -> Option<Duration> {
+        self.rtts.iter().max().copied()
+    }
+
+    pub fn mean(&self) -> Option<Duration> {
+        mean(&self.rtts)
+    }
+
+    pub fn last(&self) -> Option<Duration> {
+        self.rtts.last().copied()
+    }
+
+    pub fn stddev_seconds(&self) -> Option<f64> {
+        stddev_seconds(&self.rtts)
+    }
+}
+
+impl TraceReport {
+    /// The last hop: the destination when reached.
+    pub fn last_hop(&self) -> Option<&HopReport> {
+        self.hops.last()
+    }
+
+    /// Hops up to the destination, or up to the last hop that answered.
+    pub fn hop_count(&self) -> u32 {
+        self.hops.last().map_or(0, |h| u32::from(h.ttl))
     }
 }
 
@@ -245,6 +379,29 @@ impl Sample {
                     v.push(("rtt_max_seconds", max.as_secs_f64()));
                 }
             }
+            Measurement::Trace(t) => {
+                v.push(("hops", f64::from(t.hop_count())));
+                v.push(("sent", t.hops.iter().map(|h| f64::from(h.sent)).sum()));
+                v.push((
+                    "received",
+                    t.hops.iter().map(|h| f64::from(h.received)).sum(),
+                ));
+                if let Some(last) = t.last_hop() {
+                    // The last hop is the destination when reached: its loss and RTT are the
+                    // end-to-end figures.
+                    v.push(("loss_ratio", last.loss_ratio()));
+                    if let (Some(min), Some(mean), Some(max)) =
+                        (last.min(), last.mean(), last.max())
+                    {
+                        v.push(("rtt_min_seconds", min.as_secs_f64()));
+                        v.push(("rtt_avg_seconds", mean.as_secs_f64()));
+                        v.push(("rtt_max_seconds", max.as_secs_f64()));
+                    }
+                }
+                v.push(("path_hash", f64::from(t.path_hash)));
+                v.push(("path_changed", if t.path_changed { 1.0 } else { 0.0 }));
+                v.push(("paths_known", f64::from(t.paths_known)));
+            }
             Measurement::Dns(d) => {
                 if let Some(rcode) = d.rcode {
                     v.push(("rcode", f64::from(rcode)));
@@ -297,5 +454,52 @@ mod tests {
         let empty = PingReport::default();
         assert_eq!(empty.loss_ratio(), 1.0);
         assert_eq!(empty.mean(), None);
+    }
+
+    #[test]
+    fn trace_values_describe_the_last_hop_and_the_path() {
+        let hop = |ttl: u8, sent: u32, rtts: &[u64]| HopReport {
+            ttl,
+            sent,
+            received: rtts.len() as u32,
+            rtts: rtts.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+            ..Default::default()
+        };
+        let s = Sample {
+            target: "t".into(),
+            probe: ProbeKind::Trace,
+            timestamp: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(40),
+            success: true,
+            error: None,
+            measurement: Measurement::Trace(TraceReport {
+                reached: true,
+                hops: vec![hop(1, 3, &[1, 1, 1]), hop(2, 3, &[]), hop(3, 4, &[10, 30])],
+                path_hash: 0xdead_beef,
+                path_changed: true,
+                paths_known: 2,
+                ..Default::default()
+            }),
+        };
+        let v: std::collections::HashMap<_, _> = s.values().into_iter().collect();
+        assert_eq!(v["hops"], 3.0);
+        assert_eq!(v["sent"], 10.0);
+        assert_eq!(v["received"], 5.0);
+        assert_eq!(v["loss_ratio"], 0.5);
+        assert_eq!(v["rtt_avg_seconds"], 0.02);
+        assert_eq!(v["path_hash"], f64::from(0xdead_beef_u32));
+        assert_eq!(v["path_changed"], 1.0);
+        assert_eq!(v["paths_known"], 2.0);
+    }
+
+    #[test]
+    fn unreachable_marks_match_traceroute() {
+        assert_eq!(Unreachable::Network.mark(), "!N");
+        assert_eq!(Unreachable::Prohibited.mark(), "!X");
+        assert_eq!(
+            Unreachable::FragmentationNeeded { mtu: 1400 }.mark(),
+            "!F-1400"
+        );
+        assert_eq!(Unreachable::Port.mark(), "");
     }
 }

@@ -63,3 +63,82 @@ impl IpProtocol {
         }
     }
 }
+
+/// What a traceroute sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceProtocol {
+    /// UDP datagrams to a fixed port (traceroute's default).
+    #[default]
+    Udp,
+    /// ICMP echo requests (mtr's default).
+    Icmp,
+    /// TCP SYNs to a port; passes firewalls that drop the other two.
+    Tcp,
+}
+
+impl TraceProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceProtocol::Udp => "udp",
+            TraceProtocol::Icmp => "icmp",
+            TraceProtocol::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for TraceProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TraceProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "udp" => Ok(TraceProtocol::Udp),
+            "icmp" => Ok(TraceProtocol::Icmp),
+            "tcp" => Ok(TraceProtocol::Tcp),
+            other => Err(format!("{other:?} is not one of udp, icmp, tcp")),
+        }
+    }
+}
+
+/// Which sockets a traceroute may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceSockets {
+    /// Unprivileged sockets where they identify every reply exactly (ICMP datagram sockets),
+    /// raw sockets where those do better and CAP_NET_RAW allows them (UDP, TCP), else the
+    /// unprivileged kind.
+    #[default]
+    Auto,
+    /// Only sockets any user may open: UDP, TCP and ICMP datagram sockets reading errors
+    /// from the socket error queue.
+    Unprivileged,
+    /// Raw sockets only (needs CAP_NET_RAW).
+    Raw,
+}
+
+impl TraceSockets {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceSockets::Auto => "auto",
+            TraceSockets::Unprivileged => "unprivileged",
+            TraceSockets::Raw => "raw",
+        }
+    }
+}
+
+impl FromStr for TraceSockets {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(TraceSockets::Auto),
+            "unprivileged" => Ok(TraceSockets::Unprivileged),
+            "raw" => Ok(TraceSockets::Raw),
+            other => Err(format!("{other:?} is not one of auto, unprivileged, raw")),
+        }
+    }
+}

@@ -283,3 +283,65 @@ fn leds_section_is_read() {
     let l = Config::parse("[leds]\nbackend = \"log\"\n", "l.toml").unwrap();
     assert_eq!(l.leds.leds.len(), 3);
 }
+
+#[test]
+fn trace_options_resolve_with_defaults() {
+    use std::time::Duration;
+    use vantage_core::{TraceProtocol, TraceSockets};
+    let c =
+        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/trace.toml"))
+            .unwrap();
+    let up = c.target("upstream").unwrap();
+    assert_eq!(
+        up.interval(ProbeKind::Trace),
+        Some(Duration::from_secs(120))
+    );
+    assert_eq!(up.trace.protocol, TraceProtocol::Udp);
+    assert_eq!(up.trace.max_hops, 30);
+    assert_eq!(up.trace.port, 443, "the default port applies");
+    assert_eq!(up.trace.timeout, Duration::from_millis(1500));
+    assert_eq!(up.trace.tos, Some(10 << 2));
+    assert_eq!(up.trace.probes_per_hop, 3);
+    assert_eq!(up.trace.size_for(false), 60);
+    assert_eq!(up.trace.size_for(true), 80);
+    let web = c.target("web").unwrap();
+    assert_eq!(web.trace.protocol, TraceProtocol::Tcp);
+    assert_eq!((web.trace.first_ttl, web.trace.max_hops), (2, 20));
+    assert_eq!(web.trace.flows, 4);
+    assert_eq!(web.trace.sockets, TraceSockets::Raw);
+    assert_eq!(web.trace.spacing, Duration::ZERO);
+    assert_eq!(web.trace.path_window, Duration::from_secs(1800));
+    assert_eq!(web.interval(ProbeKind::Ping), Some(Duration::from_secs(1)));
+    let v6 = c.target("v6").unwrap();
+    assert_eq!(v6.trace.protocol, TraceProtocol::Icmp);
+    assert_eq!(v6.trace.port, 0);
+    assert_eq!(
+        v6.trace.tos,
+        Some(0),
+        "the target's tos replaces the default dscp"
+    );
+    assert_eq!(v6.trace.size_for(true), 120);
+    assert_eq!(v6.interval(ProbeKind::Trace), Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn a_bad_default_is_reported_once_where_it_is_written() {
+    let text = r#"
+[defaults.trace]
+flows = 99
+
+[[targets]]
+name = "a"
+host = "192.0.2.1"
+probes = ["trace"]
+
+[[targets]]
+name = "b"
+host = "192.0.2.2"
+probes = ["trace"]
+"#;
+    let e = Config::parse(text, "t.toml").unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_eq!(e.errors[0].field, "defaults.trace.flows");
+    assert_eq!(e.errors[0].line, Some(3));
+}

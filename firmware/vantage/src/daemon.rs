@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use vantage_core::{
-    Config, ConfigErrors, DnsProbe, JobKey, Observer, PingProbe, Probe, Runner, Sample, defaults,
+    Config, ConfigErrors, DnsProbe, JobKey, Observer, PingProbe, Probe, Runner, Sample, TraceProbe,
+    defaults,
 };
 
 use crate::fleet::{self, announce::Announcer, provisioning, uplink};
@@ -125,8 +126,11 @@ impl Daemon {
         let leds = Arc::new(start_leds(&config));
         metrics.register(Box::new(LedCollector::new(leds.clone())));
         let health = Arc::new(Health::new(started, boot_grace(&config)));
-        let probes: Vec<Arc<dyn Probe>> =
-            vec![Arc::new(PingProbe::new()), Arc::new(DnsProbe::new())];
+        let probes: Vec<Arc<dyn Probe>> = vec![
+            Arc::new(PingProbe::new()),
+            Arc::new(DnsProbe::new()),
+            Arc::new(TraceProbe::new()),
+        ];
         let mut all = vec![
             metrics.clone() as Arc<dyn Observer>,
             Arc::new(LedObserver {

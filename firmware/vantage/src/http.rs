@@ -12,10 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use vantage_core::config::parse_host;
-use vantage_core::{DnsOptions, PingOptions, ProbeKind, ProbeRequest, Target};
+use vantage_core::{
+    DnsOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions, TraceProtocol, defaults,
+};
 
 use crate::daemon::Daemon;
-use crate::metrics::{DnsSeries, PingSeries, ProbeSeries, encode, merge_families};
+use crate::metrics::{DnsSeries, PingSeries, ProbeSeries, TraceSeries, encode, merge_families};
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
@@ -98,6 +100,8 @@ async fn leds(State(d): State<Arc<Daemon>>) -> Response {
 struct ProbeQuery {
     target: Option<String>,
     module: Option<String>,
+    /// `module=trace` only: udp (default), icmp or tcp.
+    protocol: Option<String>,
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
@@ -132,6 +136,7 @@ async fn probe(
     let q = ProbeQuery {
         target: q.get("target").cloned(),
         module: q.get("module").cloned(),
+        protocol: q.get("protocol").cloned(),
     };
     let Some(host) = q.target.filter(|t| !t.is_empty()) else {
         return bad_request("target parameter is missing");
@@ -141,13 +146,28 @@ async fn probe(
         Err(msg) => return bad_request(format!("target {msg}")),
     };
     let kind = match q.module.as_deref().unwrap_or("ping").parse::<ProbeKind>() {
-        Ok(ProbeKind::Ping) => ProbeKind::Ping,
-        Ok(ProbeKind::Dns) => ProbeKind::Dns,
+        Ok(k @ (ProbeKind::Ping | ProbeKind::Dns | ProbeKind::Trace)) => k,
         Ok(other) => {
             return bad_request(format!("module {other} is not available in this version"));
         }
         Err(msg) => return bad_request(format!("module: {msg}")),
     };
+    let mut trace = TraceOptions::default();
+    match (kind, q.protocol.as_deref()) {
+        (_, None) => {}
+        (ProbeKind::Trace, Some(p)) => match p.parse::<TraceProtocol>() {
+            Ok(p) => {
+                trace.protocol = p;
+                trace.port = match p {
+                    TraceProtocol::Udp => defaults::TRACE_UDP_PORT,
+                    TraceProtocol::Tcp => defaults::TRACE_TCP_PORT,
+                    TraceProtocol::Icmp => 0,
+                };
+            }
+            Err(msg) => return bad_request(format!("protocol: {msg}")),
+        },
+        (_, Some(_)) => return bad_request("protocol applies to module=trace only"),
+    }
     // module=dns asks `query` (and `type`, default A) of the target; the other DNS options take
     // their defaults.
     let dns = match (kind, dns_query) {
@@ -180,11 +200,16 @@ async fn probe(
         return bad_request(format!("module {kind} is not available"));
     };
     let target = Target {
-        name: "probe".into(),
+        // Traces compare each path with the last one to the same host.
+        name: match kind {
+            ProbeKind::Trace => format!("/probe/{}/{host}", trace.protocol),
+            _ => "probe".into(),
+        },
         host,
         labels: Default::default(),
         probes: vec![(kind, deadline)],
         ping: PingOptions::default(),
+        trace,
         dns,
     };
     let sample = prober
@@ -199,10 +224,18 @@ async fn probe(
     series.observe(&sample);
     let mut extra = Vec::new();
     series.collect_into(&mut extra);
-    if let vantage_core::Measurement::Ping(report) = &sample.measurement {
-        let ping = PingSeries::new(&none);
-        ping.observe(report);
-        ping.collect(&mut extra);
+    match &sample.measurement {
+        vantage_core::Measurement::Ping(report) => {
+            let ping = PingSeries::new(&none);
+            ping.observe(report);
+            ping.collect(&mut extra);
+        }
+        vantage_core::Measurement::Trace(report) => {
+            let trace = TraceSeries::new(&none, false);
+            trace.observe(report);
+            trace.collect(&mut extra);
+        }
+        _ => {}
     }
     if let vantage_core::Measurement::Dns(report) = &sample.measurement {
         let valid = [0];

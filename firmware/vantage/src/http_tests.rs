@@ -307,6 +307,66 @@ fn scrape_deadline_leaves_a_margin() {
     );
 }
 
+#[tokio::test]
+async fn trace_series_exist_from_the_start() {
+    let dir = TempDir::new("trace-start");
+    let d = daemon_with(
+        "[[targets]]\nname = \"up\"\nhost = \"192.0.2.10\"\nprobes = [\"trace\"]\ninterval = \"24h\"\n",
+        &dir,
+    );
+    let (_, body, _) = call(&d, get("/metrics")).await;
+    for series in [
+        r#"vantage_probe_success{probe="trace",target="up"} 0"#,
+        r#"vantage_trace_hops{target="up"} 0"#,
+        r#"vantage_trace_path_hash{target="up"} 0"#,
+        r#"vantage_trace_path_changes_total{target="up"} 0"#,
+        r#"vantage_trace_paths{target="up"} 0"#,
+        r#"vantage_scheduler_lag_seconds_count{probe="trace"}"#,
+    ] {
+        assert!(body.contains(series), "missing {series}\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn probe_traces_on_demand() {
+    let dir = TempDir::new("probe-trace");
+    let d = daemon_with(IDLE, &dir);
+    // UDP traces need no privilege: loopback answers at the first hop everywhere.
+    let req = Request::get("/probe?target=127.0.0.1&module=trace")
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "3")
+        .body(Body::empty())
+        .unwrap();
+    let start = std::time::Instant::now();
+    let (s, body, _) = call(&d, req).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    for series in [
+        r#"vantage_probe_success{probe="trace"} 1"#,
+        "vantage_trace_hops 1",
+        r#"vantage_trace_hop_info{address="127.0.0.1",hop="1"} 1"#,
+        r#"vantage_trace_hop_loss_ratio{hop="1"} 0"#,
+        "vantage_trace_paths 1",
+    ] {
+        assert!(body.contains(series), "missing {series}\n{body}");
+    }
+    assert!(!body.contains("path_changes_total"), "{body}");
+    assert!(!body.contains("target=\"idle\""), "{body}");
+    for (uri, want) in [
+        (
+            "/probe?target=127.0.0.1&module=trace&protocol=sctp",
+            "protocol: \"sctp\" is not one of udp, icmp, tcp",
+        ),
+        (
+            "/probe?target=127.0.0.1&module=ping&protocol=udp",
+            "protocol applies to module=trace only",
+        ),
+    ] {
+        let (s, body, _) = call(&d, get(uri)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(body.contains(want), "{uri}: {body}");
+    }
+}
+
 fn post(uri: &str) -> Request<Body> {
     Request::post(uri).body(Body::empty()).unwrap()
 }

@@ -56,6 +56,8 @@ enum Command {
     },
     /// Ping a host from the command line, like ping(8), using the daemon's ping code.
     Ping(oneshot::PingArgs),
+    /// Trace the route to a host once and print an mtr-like table, using the daemon's trace code.
+    Trace(oneshot::TraceArgs),
     /// Ask a DNS server one question, like dig(1), using the daemon's DNS probe.
     Dns(oneshot::DnsArgs),
     /// Find Vantage devices on the local network (mDNS) and hand them to Prometheus: a list,
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Ping(args) => runtime().block_on(oneshot::ping(args)),
+        Command::Trace(args) => runtime().block_on(oneshot::trace(args)),
         Command::Dns(args) => runtime().block_on(oneshot::dns(args)),
         Command::Discover(args) => runtime().block_on(fleet::discover::run(args)),
         Command::Leds(args) => leds_cmd::run(args),

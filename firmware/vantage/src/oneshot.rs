@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 use vantage_core::config::{parse_duration, parse_host};
-use vantage_core::{IpProtocol, PingOptions, PingProbe, PingReport, resolve_host};
+use vantage_core::{
+    IpProtocol, PingOptions, PingProbe, PingReport, TraceOptions, TraceProbe, TraceProtocol,
+    TraceReport, TraceSockets, defaults, resolve_host,
+};
 
 #[derive(Debug, Args)]
 pub struct PingArgs {
@@ -309,5 +312,358 @@ pub async fn dns(args: DnsArgs) -> ExitCode {
             eprintln!("vantage dns: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Host to trace: an IP address or a hostname.
+    host: String,
+    /// What to send: udp, icmp or tcp.
+    #[arg(long, short = 'P', default_value = "udp", value_parser = parse_protocol)]
+    protocol: TraceProtocol,
+    /// Destination port (udp: 33434, tcp: 80).
+    #[arg(long, short = 'p', value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// First TTL probed.
+    #[arg(long, short = 'f', default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    first_ttl: u8,
+    /// Highest TTL probed.
+    #[arg(long, short = 'm', default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..))]
+    max_hops: u8,
+    /// Probes per hop in each trace.
+    #[arg(long, short = 'q', default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    queries: u32,
+    /// How long to wait for each answer.
+    #[arg(long, short = 'w', default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Traces to run; the table sums them up (like mtr's report cycles).
+    #[arg(long, short = 'c', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    cycles: u32,
+    /// Time between traces when running several.
+    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Paris flows per trace; more discover more ECMP branches.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    flows: u32,
+    /// Packet size in bytes, IP header included (default 60 for IPv4, 80 for IPv6).
+    #[arg(long, short = 's', value_parser = clap::value_parser!(u16).range(40..=9000))]
+    size: Option<u16>,
+    /// TOS byte / IPv6 traffic class.
+    #[arg(long, short = 't')]
+    tos: Option<u8>,
+    /// Source address.
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    /// Socket kinds: auto, unprivileged or raw.
+    #[arg(long, default_value = "auto", value_parser = parse_sockets)]
+    sockets: TraceSockets,
+    /// Use IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// Use IPv6 only.
+    #[arg(short = '6')]
+    ipv6: bool,
+}
+
+fn parse_protocol(s: &str) -> Result<TraceProtocol, String> {
+    s.parse()
+}
+
+fn parse_sockets(s: &str) -> Result<TraceSockets, String> {
+    s.parse()
+}
+
+pub async fn trace(args: TraceArgs) -> ExitCode {
+    let host = match parse_host(&args.host) {
+        Ok(h) => h,
+        Err(msg) => {
+            eprintln!("vantage trace: host {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.first_ttl > args.max_hops {
+        eprintln!(
+            "vantage trace: first TTL {} is above the maximum {}",
+            args.first_ttl, args.max_hops
+        );
+        return ExitCode::from(2);
+    }
+    let proto = match (args.ipv4, args.ipv6) {
+        (true, _) => IpProtocol::Ipv4,
+        (_, true) => IpProtocol::Ipv6,
+        _ => IpProtocol::Auto,
+    };
+    let addr = match resolve_host(&host, proto).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vantage trace: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.source.is_some_and(|s| s.is_ipv4() != addr.is_ipv4()) {
+        eprintln!("vantage trace: source and {addr} are not of the same IP version");
+        return ExitCode::from(2);
+    }
+    let opts = TraceOptions {
+        protocol: args.protocol,
+        port: match (args.protocol, args.port) {
+            (TraceProtocol::Icmp, _) => 0,
+            (_, Some(p)) => p,
+            (TraceProtocol::Udp, None) => defaults::TRACE_UDP_PORT,
+            (TraceProtocol::Tcp, None) => defaults::TRACE_TCP_PORT,
+        },
+        first_ttl: args.first_ttl,
+        max_hops: args.max_hops,
+        probes_per_hop: args.queries,
+        timeout: args.timeout,
+        size: args.size.map(usize::from),
+        tos: args.tos,
+        source: args.source,
+        flows: args.flows,
+        sockets: args.sockets,
+        ..TraceOptions::default()
+    };
+    let probe = TraceProbe::new();
+    let mut total: Option<TraceReport> = None;
+    let mut ticker = tokio::time::interval(args.interval);
+    for _ in 0..args.cycles {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        let budget = opts.round_length() * 3;
+        let r = tokio::select! {
+            r = probe.trace("cli", addr, &opts, budget) => r,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        match r {
+            Ok(r) => match &mut total {
+                Some(t) => accumulate(t, r),
+                None => total = Some(r),
+            },
+            Err(e) => {
+                eprintln!("vantage trace: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(total) = total else {
+        return ExitCode::FAILURE;
+    };
+    print!("{}", table(&host.to_string(), &opts, &total));
+    if total.reached {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Adds a later trace's hops to a running total (the path summary is the latest trace's).
+pub fn accumulate(total: &mut TraceReport, r: TraceReport) {
+    for h in r.hops.iter() {
+        match total.hops.iter_mut().find(|t| t.ttl == h.ttl) {
+            Some(t) => {
+                t.sent += h.sent;
+                t.received += h.received;
+                t.rtts.extend(&h.rtts);
+                for a in &h.responders {
+                    match t.responders.iter_mut().find(|x| x.address == a.address) {
+                        Some(x) => x.replies += a.replies,
+                        None => t.responders.push(a.clone()),
+                    }
+                }
+                t.responders.sort_by_key(|r| std::cmp::Reverse(r.replies));
+                t.unreachable = t.unreachable.or(h.unreachable);
+            }
+            None => total.hops.push(h.clone()),
+        }
+    }
+    total.hops.sort_by_key(|h| h.ttl);
+    total.reached |= r.reached;
+    total.path_hash = r.path_hash;
+    total.paths_known = r.paths_known;
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or(String::new(), |d| format!("{:.2}", d.as_secs_f64() * 1e3))
+}
+
+/// An mtr-style report table.
+pub fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let addr = r.address.map(|a| a.to_string()).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "vantage trace to {host} ({addr}): {}, {} hops max, {} probe{} per hop, {} flow{}, {}{}",
+        opts.protocol,
+        opts.max_hops,
+        opts.probes_per_hop,
+        if opts.probes_per_hop == 1 { "" } else { "s" },
+        r.flows,
+        if r.flows == 1 { "" } else { "s" },
+        if r.raw_sockets {
+            "raw sockets"
+        } else {
+            "unprivileged sockets"
+        },
+        if r.paris {
+            ""
+        } else {
+            ", a new flow per probe"
+        },
+    );
+    let _ = writeln!(
+        out,
+        "{:>4}  {:<40} {:>6} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "HOP", "HOST", "Loss%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev"
+    );
+    for h in &r.hops {
+        let first = match h.responders.first() {
+            Some(a) => a.address.to_string(),
+            None => "???".to_string(),
+        };
+        let mark = h.unreachable.map(|u| u.mark()).unwrap_or_default();
+        let name = if mark.is_empty() {
+            first
+        } else {
+            format!("{first} {mark}")
+        };
+        let _ = writeln!(
+            out,
+            "{:>3}.  {:<40} {:>5.1}% {:>4} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            h.ttl,
+            name,
+            h.loss_ratio() * 100.0,
+            h.sent,
+            ms(h.last()),
+            ms(h.mean()),
+            ms(h.min()),
+            ms(h.max()),
+            h.stddev_seconds()
+                .map_or(String::new(), |s| format!("{:.2}", s * 1e3)),
+        );
+        // Further addresses of the hop (ECMP branches, per-packet balancing), as mtr lists them.
+        for a in h.responders.iter().skip(1) {
+            let _ = writeln!(out, "      {}", a.address);
+        }
+    }
+    let end = if r.reached {
+        let n = r.hop_count();
+        format!(
+            "destination reached in {n} hop{}",
+            if n == 1 { "" } else { "s" }
+        )
+    } else if let Some(u) = r.hops.last().and_then(|h| h.unreachable) {
+        format!("destination unreachable ({})", u.mark())
+    } else {
+        "destination not reached".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "{end}; path hash {:08x}, {} path{} seen",
+        r.path_hash,
+        r.paths_known,
+        if r.paths_known == 1 { "" } else { "s" }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_core::{HopReport, HopResponder, Unreachable};
+
+    fn hop(ttl: u8, addrs: &[&str], rtts: &[u64], sent: u32) -> HopReport {
+        HopReport {
+            ttl,
+            sent,
+            received: rtts.len() as u32,
+            responders: addrs
+                .iter()
+                .map(|a| HopResponder {
+                    address: a.parse().unwrap(),
+                    replies: 1,
+                    flows: vec![0],
+                })
+                .collect(),
+            rtts: rtts.iter().map(|m| Duration::from_micros(*m)).collect(),
+            unreachable: None,
+        }
+    }
+
+    #[test]
+    fn the_table_reads_like_mtr() {
+        let mut r = TraceReport {
+            address: Some("192.0.2.9".parse().unwrap()),
+            reached: true,
+            raw_sockets: true,
+            paris: true,
+            flows: 1,
+            hops: vec![
+                hop(1, &["10.0.0.1"], &[1000, 1200, 1400], 3),
+                hop(2, &[], &[], 3),
+                hop(3, &["10.0.2.1", "10.0.2.2"], &[3000, 3000], 3),
+                hop(4, &["192.0.2.9"], &[4000, 4000, 4000], 3),
+            ],
+            path_hash: 0xabcd,
+            paths_known: 1,
+            ..Default::default()
+        };
+        let t = table("example", &TraceOptions::default(), &r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("vantage trace to example (192.0.2.9): udp, 30 hops max, 3 probes per hop, 1 flow, raw sockets"), "{t}");
+        assert!(
+            lines[1].contains("Loss%") && lines[1].contains("StDev"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("  1.  10.0.0.1")
+                && lines[2].contains("  0.0%    3    1.40    1.20    1.00    1.40    0.16"),
+            "{t}"
+        );
+        assert!(
+            lines[3].starts_with("  2.  ???") && lines[3].contains("100.0%"),
+            "{t}"
+        );
+        assert!(
+            lines[4].contains("10.0.2.1") && lines[4].contains(" 33.3%"),
+            "{t}"
+        );
+        assert_eq!(lines[5].trim(), "10.0.2.2");
+        assert_eq!(
+            lines[7],
+            "destination reached in 4 hops; path hash 0000abcd, 1 path seen"
+        );
+        r.reached = false;
+        r.hops.truncate(1);
+        r.hops[0].unreachable = Some(Unreachable::Host);
+        let t = table("example", &TraceOptions::default(), &r);
+        assert!(t.contains("10.0.0.1 !H"), "{t}");
+        assert!(t.contains("destination unreachable (!H)"), "{t}");
+    }
+
+    #[test]
+    fn cycles_add_up() {
+        let mut t = TraceReport {
+            hops: vec![hop(1, &["10.0.0.1"], &[1000], 1)],
+            ..Default::default()
+        };
+        accumulate(
+            &mut t,
+            TraceReport {
+                reached: true,
+                hops: vec![
+                    hop(1, &["10.0.0.1"], &[], 1),
+                    hop(2, &["10.0.0.2"], &[2000], 1),
+                ],
+                ..Default::default()
+            },
+        );
+        assert!(t.reached);
+        assert_eq!((t.hops[0].sent, t.hops[0].received), (2, 1));
+        assert_eq!(t.hops[0].responders[0].replies, 2);
+        assert_eq!(t.hops[1].ttl, 2);
     }
 }

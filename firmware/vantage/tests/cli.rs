@@ -23,7 +23,7 @@ fn version_and_help() {
     assert_eq!(out.trim(), format!("vantage {}", env!("CARGO_PKG_VERSION")));
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    for word in ["run", "check-config", "ping", "Usage"] {
+    for word in ["run", "check-config", "ping", "trace", "Usage"] {
         assert!(out.contains(word), "{out}");
     }
     let (code, out, _) = run(&["run", "--help"]);
@@ -182,4 +182,59 @@ fn the_daemon_refuses_a_bad_config_at_start_with_the_reason() {
         err.contains("targets[0].host: contains whitespace"),
         "{err}"
     );
+}
+
+#[test]
+fn trace_prints_an_mtr_like_table() {
+    // UDP traces need no privilege; loopback is the destination at the first hop.
+    let (code, out, err) = run(&["trace", "127.0.0.1", "-w", "1s", "-c", "2", "-i", "100ms"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "vantage trace to 127.0.0.1 (127.0.0.1): udp, 30 hops max, 3 probes per hop"
+        ),
+        "{out}"
+    );
+    for col in [
+        "HOP", "HOST", "Loss%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev",
+    ] {
+        assert!(lines[1].contains(col), "{out}");
+    }
+    assert!(lines[2].starts_with("  1.  127.0.0.1"), "{out}");
+    assert!(
+        lines[2].contains("  0.0%    6 "),
+        "two cycles of three probes: {out}"
+    );
+    assert!(
+        lines[3].starts_with("destination reached in 1 hop;"),
+        "{out}"
+    );
+}
+
+#[test]
+fn trace_refuses_bad_input() {
+    for (args, want) in [
+        (
+            &["trace", "--", "-c 1000"][..],
+            "host must not start with '-'",
+        ),
+        (&["trace", "a;b"][..], "host contains ';'"),
+        (
+            &["trace", "127.0.0.1", "-f", "9", "-m", "3"][..],
+            "first TTL 9 is above the maximum 3",
+        ),
+        (
+            &["trace", "127.0.0.1", "-P", "gre"][..],
+            "\"gre\" is not one of udp, icmp, tcp",
+        ),
+        (
+            &["trace", "::1", "--source", "127.0.0.1"][..],
+            "not of the same IP version",
+        ),
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

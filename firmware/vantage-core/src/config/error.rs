@@ -84,12 +84,16 @@ impl<'a> Collector<'a> {
             }
             None => (None, None),
         };
-        self.errors.push(ConfigError {
+        let e = ConfigError {
             line,
             column,
             field: field.into(),
             message: msg.into(),
-        });
+        };
+        // A bad default is met once per target that inherits it; report it once.
+        if !self.errors.contains(&e) {
+            self.errors.push(e);
+        }
     }
 
     fn position(&self, offset: usize) -> (usize, usize) {

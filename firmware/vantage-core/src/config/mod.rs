@@ -11,6 +11,7 @@ mod host;
 mod leds;
 mod ping;
 mod store;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -34,6 +35,7 @@ pub use ping::{PingOptions, RawPing};
 pub use store::{
     Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, StoreConfig, TlsConfig, parse_size,
 };
+pub use trace::{RawTrace, TraceOptions};
 
 use crate::defaults;
 use crate::types::{IpProtocol, ProbeKind};
@@ -68,6 +70,7 @@ pub struct Target {
     /// Enabled probes with their intervals, in the order written.
     pub probes: Vec<(ProbeKind, Duration)>,
     pub ping: PingOptions,
+    pub trace: TraceOptions,
     /// Present when the dns probe is enabled.
     pub dns: Option<DnsOptions>,
 }
@@ -88,6 +91,7 @@ pub struct RawDefaults {
     /// Interval for every probe that does not set its own.
     pub interval: Option<Spanned<String>>,
     pub ping: Option<RawPing>,
+    pub trace: Option<RawTrace>,
     pub dns: Option<RawDns>,
 }
 
@@ -116,6 +120,7 @@ pub struct RawTarget {
     #[serde(default)]
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
     pub ping: Option<RawPing>,
+    pub trace: Option<RawTrace>,
     pub dns: Option<RawDns>,
 }
 
@@ -433,10 +438,10 @@ fn contains(v: &Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
 }
 
 /// Picks a target's value, else the default's.
-pub(crate) fn merge<'a, T: 'a>(
-    target: Option<&'a RawPing>,
-    default: Option<&'a RawPing>,
-    get: impl Fn(&'a RawPing) -> Option<&'a Spanned<T>>,
+pub(crate) fn merge<'a, R, T: 'a>(
+    target: Option<&'a R>,
+    default: Option<&'a R>,
+    get: impl Fn(&'a R) -> Option<&'a Spanned<T>>,
 ) -> Option<&'a Spanned<T>> {
     target.and_then(&get).or_else(|| default.and_then(&get))
 }
@@ -480,15 +485,6 @@ fn validate_target(
             Err(msg) => c.err(p.span(), &format!("{path}.probes"), msg),
         }
     }
-    for (kind, span) in &kinds {
-        if *kind == ProbeKind::Trace {
-            c.err(
-                Some(span.clone()),
-                &format!("{path}.probes"),
-                format!("the {kind} probe is not available in this version"),
-            );
-        }
-    }
 
     if raw.labels.len() > defaults::MAX_LABELS {
         c.err(
@@ -518,6 +514,12 @@ fn validate_target(
         &format!("{path}.ping"),
         raw.ping.as_ref(),
         d.ping.as_ref(),
+    );
+    let trace = TraceOptions::resolve(
+        c,
+        &format!("{path}.trace"),
+        raw.trace.as_ref(),
+        d.trace.as_ref(),
     );
     let wants_dns = kinds.iter().any(|(k, _)| *k == ProbeKind::Dns);
     let dns = if wants_dns {
@@ -579,6 +581,22 @@ fn validate_target(
                             .map(|v| (v, "defaults.ping.interval".to_string()))
                     })
                 }),
+            ProbeKind::Trace => raw
+                .trace
+                .as_ref()
+                .and_then(|p| {
+                    p.interval
+                        .as_ref()
+                        .map(|v| (v, format!("{path}.trace.interval")))
+                })
+                .or_else(|| base_interval.clone())
+                .or_else(|| {
+                    d.trace.as_ref().and_then(|p| {
+                        p.interval
+                            .as_ref()
+                            .map(|v| (v, "defaults.trace.interval".to_string()))
+                    })
+                }),
             ProbeKind::Dns => raw
                 .dns
                 .as_ref()
@@ -595,7 +613,6 @@ fn validate_target(
                             .map(|v| (v, "defaults.dns.interval".to_string()))
                     })
                 }),
-            _ => base_interval.clone(),
         };
         let interval = match own {
             Some((v, field)) => c
@@ -611,6 +628,18 @@ fn validate_target(
                     "a round of {} packets {} apart takes longer than the interval ({}); send fewer packets or space them closer",
                     ping.packets,
                     humantime::format_duration(ping.spacing),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+        if *kind == ProbeKind::Trace && trace.round_length() >= interval {
+            let own = |r: &RawTrace| r.timeout.as_ref().or(r.spacing.as_ref()).map(|v| v.span());
+            c.err(
+                raw.trace.as_ref().and_then(own).or(Some(span.clone())),
+                &format!("{path}.trace.timeout"),
+                format!(
+                    "a trace waits up to {} for its answers, longer than the interval ({}); shorten the timeout or the spacing",
+                    humantime::format_duration(trace.round_length()),
                     humantime::format_duration(interval)
                 ),
             );
@@ -661,6 +690,38 @@ fn validate_target(
         );
     }
 
+    let traced = kinds.iter().any(|(k, _)| *k == ProbeKind::Trace);
+    if let (true, Some(Host::Ip(ip))) = (traced, &host) {
+        let at = |get: fn(&RawTrace) -> Option<Range<usize>>| {
+            raw.trace.as_ref().and_then(get).or(Some(raw.host.span()))
+        };
+        if let Some(src) = trace.source.filter(|s| s.is_ipv4() != ip.is_ipv4()) {
+            c.err(
+                at(|r| r.source.as_ref().map(|s| s.span())),
+                &format!("{path}.trace.source"),
+                format!("source {src} and host {ip} are not of the same IP version"),
+            );
+        }
+        let p = trace.ip_protocol;
+        if (p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4()) {
+            c.err(
+                Some(raw.host.span()),
+                &format!("{path}.trace.ip_protocol"),
+                format!("is {} but the host is {ip}", p.as_str()),
+            );
+        }
+        if let Some(size) = trace.size.filter(|s| *s < trace::min_size(ip.is_ipv6())) {
+            c.err(
+                at(|r| r.size.as_ref().map(|s| s.span())),
+                &format!("{path}.trace.size"),
+                format!(
+                    "{size} bytes is too small for a probe to {ip}; IPv6 probes are at least {} bytes",
+                    trace::min_size(true)
+                ),
+            );
+        }
+    }
+
     if c.col.errors.len() > before {
         return None;
     }
@@ -670,6 +731,7 @@ fn validate_target(
         labels,
         probes,
         ping,
+        trace,
         dns,
     })
 }

@@ -1,9 +1,10 @@
 //! The socket edge. The ping probe talks to [`IcmpSocket`]s opened by an [`IcmpSocketFactory`],
-//! the DNS probe to connections opened by a [`DnsConnector`]; kernel implementations live here,
-//! tests script their own.
+//! the DNS probe to connections opened by a [`DnsConnector`], the trace probe to
+//! [`trace::TraceSocket`]s; kernel implementations live here, tests script their own.
 
 mod dns;
 mod icmp;
+pub mod trace;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -2,6 +2,7 @@
 
 mod dns;
 mod ping;
+mod trace;
 
 use std::fmt::Debug;
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 pub use dns::{DnsProbe, system_nameservers};
 pub use ping::PingProbe;
+pub use trace::TraceProbe;
 
 use crate::config::{Host, Target};
 use crate::net::BoxFuture;

@@ -9,6 +9,7 @@
 mod dns;
 mod leds;
 mod ping;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -25,6 +26,7 @@ use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Tar
 pub use dns::DnsSeries;
 pub use leds::LedCollector;
 pub use ping::PingSeries;
+pub use trace::TraceSeries;
 
 /// Metric names, in one place.
 pub mod names {
@@ -152,6 +154,7 @@ struct TargetSeries {
     target: Target,
     probes: ProbeSeries,
     ping: Option<PingSeries>,
+    trace: Option<TraceSeries>,
     dns: Option<DnsSeries>,
 }
 
@@ -165,6 +168,9 @@ impl TargetSeries {
             ping: kinds
                 .contains(&ProbeKind::Ping)
                 .then(|| PingSeries::new(&labels)),
+            trace: kinds
+                .contains(&ProbeKind::Trace)
+                .then(|| TraceSeries::new(&labels, true)),
             dns: t
                 .dns
                 .as_ref()
@@ -175,8 +181,10 @@ impl TargetSeries {
 
     fn observe(&self, sample: &Sample) {
         self.probes.observe(sample);
-        if let (Measurement::Ping(report), Some(ping)) = (&sample.measurement, &self.ping) {
-            ping.observe(report);
+        match (&sample.measurement, &self.ping, &self.trace) {
+            (Measurement::Ping(report), Some(ping), _) => ping.observe(report),
+            (Measurement::Trace(report), _, Some(trace)) => trace.observe(report),
+            _ => {}
         }
         if let (Measurement::Dns(report), Some(dns)) = (&sample.measurement, &self.dns) {
             dns.observe(report);
@@ -187,6 +195,9 @@ impl TargetSeries {
         self.probes.collect_into(out);
         if let Some(p) = &self.ping {
             p.collect(out);
+        }
+        if let Some(t) = &self.trace {
+            t.collect(out);
         }
         if let Some(d) = &self.dns {
             d.collect(out);

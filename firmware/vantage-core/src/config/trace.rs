@@ -1,0 +1,346 @@
+//! Options of the traceroute probe.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{Check, merge, parse_duration};
+use crate::defaults;
+use crate::types::{IpProtocol, TraceProtocol, TraceSockets};
+
+/// `[defaults.trace]` and `targets[].trace`, as written. A target's value wins over
+/// `[defaults.trace]`, which wins over the built-in default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrace {
+    /// Time between traces; overrides the target's `interval`.
+    pub interval: Option<Spanned<String>>,
+    /// `udp` (default), `icmp` or `tcp`.
+    pub protocol: Option<Spanned<String>>,
+    /// Destination port of UDP and TCP probes (33434 / 80).
+    pub port: Option<Spanned<i64>>,
+    /// First TTL probed (1..=255).
+    pub first_ttl: Option<Spanned<i64>>,
+    /// Highest TTL probed (1..=255).
+    pub max_hops: Option<Spanned<i64>>,
+    /// Probes per hop and flow in one trace (1..=10).
+    pub probes_per_hop: Option<Spanned<i64>>,
+    /// Gap between the successive probes of one hop ("0s" sends them back to back).
+    pub spacing: Option<Spanned<String>>,
+    /// How long to wait for each probe's answer.
+    pub timeout: Option<Spanned<String>>,
+    /// Packet size in bytes, IP header included.
+    pub size: Option<Spanned<i64>>,
+    /// IPv4 TOS byte / IPv6 traffic class (0..=255). Mutually exclusive with `dscp`.
+    pub tos: Option<Spanned<i64>>,
+    /// DSCP code point (0..=63).
+    pub dscp: Option<Spanned<i64>>,
+    /// Source address to send from.
+    pub source: Option<Spanned<String>>,
+    /// `auto`, `ipv4` or `ipv6`: which address of a hostname to trace.
+    pub ip_protocol: Option<Spanned<String>>,
+    /// Paris flows per trace (1..=16); more than one discovers ECMP branches.
+    pub flows: Option<Spanned<i64>>,
+    /// `auto`, `unprivileged` or `raw`.
+    pub sockets: Option<Spanned<String>>,
+    /// How long a path stays known after it was last seen.
+    pub path_window: Option<Spanned<String>>,
+}
+
+/// Resolved traceroute options of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct TraceOptions {
+    pub protocol: TraceProtocol,
+    /// Destination port (UDP and TCP).
+    pub port: u16,
+    pub first_ttl: u8,
+    pub max_hops: u8,
+    pub probes_per_hop: u32,
+    pub spacing: Duration,
+    pub timeout: Duration,
+    /// Packet size including the IP header; `None` means 60 bytes for IPv4, 80 for IPv6.
+    pub size: Option<usize>,
+    /// The full TOS / traffic-class byte.
+    pub tos: Option<u8>,
+    pub source: Option<IpAddr>,
+    pub ip_protocol: IpProtocol,
+    pub flows: u32,
+    pub sockets: TraceSockets,
+    pub path_window: Duration,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        Self {
+            protocol: TraceProtocol::Udp,
+            port: defaults::TRACE_UDP_PORT,
+            first_ttl: defaults::TRACE_FIRST_TTL,
+            max_hops: defaults::TRACE_MAX_HOPS,
+            probes_per_hop: defaults::TRACE_PROBES_PER_HOP,
+            spacing: defaults::TRACE_SPACING,
+            timeout: defaults::TRACE_TIMEOUT,
+            size: None,
+            tos: None,
+            source: None,
+            ip_protocol: IpProtocol::Auto,
+            flows: defaults::TRACE_FLOWS,
+            sockets: TraceSockets::Auto,
+            path_window: defaults::TRACE_PATH_WINDOW,
+        }
+    }
+}
+
+/// Headers plus the 12 bytes of probe identification every UDP and ICMP probe carries.
+pub const fn min_size(ipv6: bool) -> usize {
+    (if ipv6 { 40 } else { 20 }) + 8 + 12
+}
+
+/// Largest probe: a jumbo frame.
+pub const MAX_SIZE: usize = 9000;
+
+impl RawTrace {
+    /// Whether the table sets `name`.
+    fn has(&self, name: &str) -> bool {
+        match name {
+            "interval" => self.interval.is_some(),
+            "protocol" => self.protocol.is_some(),
+            "port" => self.port.is_some(),
+            "first_ttl" => self.first_ttl.is_some(),
+            "max_hops" => self.max_hops.is_some(),
+            "probes_per_hop" => self.probes_per_hop.is_some(),
+            "spacing" => self.spacing.is_some(),
+            "timeout" => self.timeout.is_some(),
+            "size" => self.size.is_some(),
+            "tos" => self.tos.is_some(),
+            "dscp" => self.dscp.is_some(),
+            "source" => self.source.is_some(),
+            "ip_protocol" => self.ip_protocol.is_some(),
+            "flows" => self.flows.is_some(),
+            "sockets" => self.sockets.is_some(),
+            "path_window" => self.path_window.is_some(),
+            _ => false,
+        }
+    }
+}
+
+impl TraceOptions {
+    /// The packet size for one address family.
+    pub fn size_for(&self, ipv6: bool) -> usize {
+        let default = if ipv6 {
+            defaults::TRACE_SIZE_V6
+        } else {
+            defaults::TRACE_SIZE_V4
+        };
+        self.size.unwrap_or(default).clamp(min_size(ipv6), MAX_SIZE)
+    }
+
+    /// The longest a trace waits: the last probe of a hop plus its timeout.
+    pub fn round_length(&self) -> Duration {
+        self.spacing * self.probes_per_hop.saturating_sub(1) + self.timeout
+    }
+
+    /// Probes of one trace when every TTL is probed.
+    pub fn packets(&self) -> u32 {
+        u32::from(self.max_hops.saturating_sub(self.first_ttl)) + 1
+    }
+
+    pub(crate) fn resolve<'a>(
+        c: &mut Check<'_, '_>,
+        path: &str,
+        t: Option<&'a RawTrace>,
+        d: Option<&'a RawTrace>,
+    ) -> Self {
+        let base = Self::default();
+        // Name the field where the value was written: a bad `[defaults.trace]` value is reported
+        // there (once, the collector drops repeats), not under every target that inherits it.
+        let field = |name: &str| {
+            let own = t.is_some_and(|r| r.has(name));
+            if own || d.is_none_or(|r| !r.has(name)) {
+                format!("{path}.{name}")
+            } else {
+                format!("defaults.trace.{name}")
+            }
+        };
+        let protocol = merge(t, d, |r| r.protocol.as_ref())
+            .and_then(|v| match v.get_ref().parse::<TraceProtocol>() {
+                Ok(p) => Some(p),
+                Err(msg) => {
+                    c.err(v.span(), &field("protocol"), msg);
+                    None
+                }
+            })
+            .unwrap_or(base.protocol);
+        let port_raw = merge(t, d, |r| r.port.as_ref());
+        // A default port is meant for the UDP and TCP targets; only a target's own port on an
+        // ICMP trace is a mistake.
+        let port = match (protocol, port_raw) {
+            (TraceProtocol::Icmp, Some(v)) if t.and_then(|r| r.port.as_ref()).is_some() => {
+                c.err(
+                    v.span(),
+                    &field("port"),
+                    "ICMP probes have no port; set port only with protocol \"udp\" or \"tcp\"",
+                );
+                0
+            }
+            (TraceProtocol::Icmp, _) => 0,
+            (_, Some(v)) => c
+                .int_in(v, &field("port"), 1, 65535)
+                .map_or(0, |p| p as u16),
+            (TraceProtocol::Udp, None) => defaults::TRACE_UDP_PORT,
+            (TraceProtocol::Tcp, None) => defaults::TRACE_TCP_PORT,
+        };
+        let first_raw = merge(t, d, |r| r.first_ttl.as_ref());
+        let first_ttl = first_raw
+            .and_then(|v| c.int_in(v, &field("first_ttl"), 1, 255))
+            .map_or(base.first_ttl, |v| v as u8);
+        let max_raw = merge(t, d, |r| r.max_hops.as_ref());
+        let max_hops = max_raw
+            .and_then(|v| c.int_in(v, &field("max_hops"), 1, 255))
+            .map_or(base.max_hops, |v| v as u8);
+        if first_ttl > max_hops {
+            let span = first_raw.or(max_raw).map(|v| v.span());
+            c.err(
+                span,
+                &field("first_ttl"),
+                format!("first_ttl {first_ttl} is above max_hops {max_hops}"),
+            );
+        }
+        let probes_raw = merge(t, d, |r| r.probes_per_hop.as_ref());
+        let probes_per_hop = probes_raw
+            .and_then(|v| c.int_in(v, &field("probes_per_hop"), 1, 10))
+            .map_or(base.probes_per_hop, |v| v as u32);
+        let spacing = merge(t, d, |r| r.spacing.as_ref())
+            .and_then(|v| {
+                // Zero is a valid gap: it means back to back.
+                if parse_duration(v.get_ref()).is_err()
+                    && humantime::parse_duration(v.get_ref().trim()).is_ok_and(|d| d.is_zero())
+                {
+                    return Some(Duration::ZERO);
+                }
+                c.duration_in(
+                    v,
+                    &field("spacing"),
+                    Duration::from_millis(1),
+                    Duration::from_secs(10),
+                )
+            })
+            .unwrap_or(base.spacing);
+        let timeout = merge(t, d, |r| r.timeout.as_ref())
+            .and_then(|v| {
+                c.duration_in(
+                    v,
+                    &field("timeout"),
+                    defaults::MIN_TIMEOUT,
+                    defaults::MAX_TIMEOUT,
+                )
+            })
+            .unwrap_or(base.timeout);
+        let own_size = t.and_then(|r| r.size.as_ref());
+        let size = match merge(t, d, |r| r.size.as_ref()) {
+            // A default size is meant for the UDP and ICMP targets; a TCP target ignores it.
+            Some(_) if protocol == TraceProtocol::Tcp && own_size.is_none() => None,
+            Some(v) if protocol == TraceProtocol::Tcp => {
+                c.err(
+                    v.span(),
+                    &field("size"),
+                    "TCP probes are bare SYNs; size applies to udp and icmp only",
+                );
+                None
+            }
+            Some(v) => c
+                .int_in(v, &field("size"), min_size(false) as i64, MAX_SIZE as i64)
+                .map(|v| v as usize),
+            None => None,
+        };
+        let marks = |r: Option<&'a RawTrace>| r.map(|r| (r.tos.as_ref(), r.dscp.as_ref()));
+        let (tos_raw, dscp_raw) = match marks(t) {
+            Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
+            _ => marks(d).unwrap_or((None, None)),
+        };
+        let tos = match (tos_raw, dscp_raw) {
+            (Some(_), Some(dscp)) => {
+                c.err(
+                    dscp.span(),
+                    &field("dscp"),
+                    "set either tos or dscp, not both",
+                );
+                None
+            }
+            (Some(tos), None) => c.int_in(tos, &field("tos"), 0, 255).map(|v| v as u8),
+            (None, Some(dscp)) => c
+                .int_in(dscp, &field("dscp"), 0, 63)
+                .map(|v| (v as u8) << 2),
+            (None, None) => None,
+        };
+        let source =
+            merge(t, d, |r| r.source.as_ref()).and_then(|v| match v.get_ref().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    c.err(
+                        v.span(),
+                        &field("source"),
+                        format!("{:?} is not an IP address", v.get_ref()),
+                    );
+                    None
+                }
+            });
+        let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
+            .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
+            .unwrap_or_default();
+        let flows_raw = merge(t, d, |r| r.flows.as_ref());
+        let flows = flows_raw
+            .and_then(|v| c.int_in(v, &field("flows"), 1, 16))
+            .map_or(base.flows, |v| v as u32);
+        let sockets = merge(t, d, |r| r.sockets.as_ref())
+            .and_then(|v| match v.get_ref().parse::<TraceSockets>() {
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    c.err(v.span(), &field("sockets"), msg);
+                    None
+                }
+            })
+            .unwrap_or(base.sockets);
+        let path_window = merge(t, d, |r| r.path_window.as_ref())
+            .and_then(|v| {
+                c.duration_in(
+                    v,
+                    &field("path_window"),
+                    Duration::from_secs(1),
+                    Duration::from_secs(7 * 24 * 3600),
+                )
+            })
+            .unwrap_or(base.path_window);
+        let opts = Self {
+            protocol,
+            port,
+            first_ttl,
+            max_hops,
+            probes_per_hop,
+            spacing,
+            timeout,
+            size,
+            tos,
+            source,
+            ip_protocol,
+            flows,
+            sockets,
+            path_window,
+        };
+        let packets = opts.packets() * probes_per_hop * flows;
+        if first_ttl <= max_hops && packets > defaults::TRACE_MAX_PACKETS {
+            let span = probes_raw.or(flows_raw).or(max_raw).map(|v| v.span());
+            c.err(
+                span,
+                &field("probes_per_hop"),
+                format!(
+                    "{} hops × {probes_per_hop} probes per hop × {flows} flows is {packets} packets a trace; at most {} are allowed",
+                    opts.packets(),
+                    defaults::TRACE_MAX_PACKETS
+                ),
+            );
+        }
+        opts
+    }
+}

@@ -1,0 +1,123 @@
+//! The traceroute socket edge.
+//!
+//! The trace probe hands [`Outgoing`] probes to a [`TraceSocket`] and reads back
+//! [`TraceReply`]s that say who answered which probe. How a probe is put on the wire and how its
+//! answer is recognised is the socket's business, so the probe's logic is the same for every
+//! protocol and socket kind, and unit tests script replies without root.
+//!
+//! The kernel implementations ([`KernelTraceSockets`]):
+//!
+//! | protocol | unprivileged                                  | raw (CAP_NET_RAW)                        |
+//! |----------|-----------------------------------------------|------------------------------------------|
+//! | udp      | one UDP socket per flow, errors from the socket error queue (`IP_RECVERR`); probe identified by the quoted payload | same UDP sockets; errors read on a raw ICMP socket; probe identified by the quoted UDP checksum, so 8-byte quotes suffice |
+//! | icmp     | ICMP datagram socket, errors from its error queue; probe identified by the quoted echo sequence | raw ICMP socket |
+//! | tcp      | one connecting TCP socket per probe (not Paris: each probe has its own source port) | SYNs on a raw TCP socket from one reserved port per flow; errors on a raw ICMP socket |
+//!
+//! In every Paris mode, the probes of one flow share the fields routers hash on (addresses,
+//! protocol, ports; for ICMP also the checksum), so a load balancer keeps the flow on one path.
+
+mod kernel;
+mod sys;
+pub(crate) mod wire;
+
+use std::fmt::Debug;
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+pub use kernel::KernelTraceSockets;
+
+use super::BoxFuture;
+use crate::sample::Unreachable;
+use crate::types::{TraceProtocol, TraceSockets};
+
+/// Settings that differ between traces; traces with equal keys share one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceSocketKey {
+    pub ipv6: bool,
+    pub protocol: TraceProtocol,
+    /// Which kinds of socket may be used.
+    pub sockets: TraceSockets,
+    pub tos: Option<u8>,
+    pub source: Option<IpAddr>,
+}
+
+/// One probe to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing {
+    pub dst: IpAddr,
+    /// Destination port (UDP, TCP).
+    pub port: u16,
+    pub ttl: u8,
+    /// Which flow (0-based); the probes of one flow share their 5-tuple.
+    pub flow: u16,
+    /// Identifies the probe among those in flight to `dst`; 1..=0xfffe.
+    pub seq: u16,
+    /// Packet size including the IP header (UDP, ICMP).
+    pub size: usize,
+    /// How long an answer is awaited (a connecting TCP socket is closed after it).
+    pub timeout: Duration,
+}
+
+/// What an answer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// A router on the way: ICMP time exceeded in transit.
+    TimeExceeded,
+    /// ICMP destination unreachable (port unreachable is how the destination answers UDP).
+    Unreachable(Unreachable),
+    /// The destination answered an ICMP echo request.
+    EchoReply,
+    /// The destination accepted a TCP SYN.
+    TcpSynAck,
+    /// The destination refused a TCP SYN.
+    TcpReset,
+    /// The destination answered a UDP probe with data (a service listens on the port).
+    UdpData,
+}
+
+impl ReplyKind {
+    /// Whether this answer, coming from the destination, means the probe reached it.
+    pub fn is_destination_answer(self) -> bool {
+        !matches!(self, ReplyKind::TimeExceeded)
+    }
+}
+
+/// An answer to one of our probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceReply {
+    /// Who answered.
+    pub from: IpAddr,
+    /// Where the answered probe was going.
+    pub dst: IpAddr,
+    /// The probe's flow, when the answer says.
+    pub flow: Option<u16>,
+    /// The probe's sequence number; `None` when the answer does not identify the probe (an
+    /// IPv4 router quoting only 8 bytes of a UDP probe read from the error queue).
+    pub seq: Option<u16>,
+    pub kind: ReplyKind,
+    /// TTL / hop limit of the answer as it arrived (a hint of the answerer's distance).
+    pub reply_ttl: Option<u8>,
+    /// When the kernel received the answer, if it said.
+    pub kernel_time: Option<SystemTime>,
+    /// When we read it.
+    pub read_at: Instant,
+}
+
+/// Sends probes of one [`TraceSocketKey`] and receives the answers to all of them.
+pub trait TraceSocket: Send + Sync + Debug {
+    /// Raw sockets carry the probes.
+    fn raw(&self) -> bool;
+    /// The probes of a flow share one 5-tuple (Paris traceroute).
+    fn paris(&self) -> bool;
+    /// Hands one probe to the kernel without waiting.
+    fn send(&self, probe: &Outgoing) -> io::Result<()>;
+    /// The next answer to any probe sent on this socket.
+    fn recv(&self) -> BoxFuture<'_, io::Result<TraceReply>>;
+}
+
+/// Opens trace sockets.
+pub trait TraceSocketFactory: Send + Sync + Debug {
+    fn open(&self, key: &TraceSocketKey) -> io::Result<Arc<dyn TraceSocket>>;
+}

@@ -1,0 +1,897 @@
+//! The traceroute probe: every TTL probed at once, one Paris flow (or several) per trace, and
+//! path-change detection across traces.
+//!
+//! A trace sends, for each TTL from `first_ttl` up, `probes_per_hop` probes per flow, all back
+//! to back (or `spacing` apart per hop), lowest TTL first so that a destination rate-limiting
+//! its answers spends its budget on the probes that matter. It ends as soon as every hop up to
+//! the destination answered or timed out: about the slowest hop's RTT, or one timeout when a
+//! hop is silent, never a timeout per hop.
+//!
+//! The destination's distance from the last trace bounds the TTLs sent (plus a margin); if the
+//! path got longer, the trace extends itself as soon as the top hop turns out to be a router.
+//!
+//! Answers that do not say which probe they answer (IPv4 routers quoting 8 bytes of a UDP probe
+//! read from the error queue) are placed by what earlier traces learned about the answering
+//! address, else by re-probing the unresolved TTLs of that flow one at a time.
+
+mod path;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{HostResolver, Probe, ProbeRequest};
+use crate::clock::{Clock, SystemClock};
+use crate::config::TraceOptions;
+use crate::net::BoxFuture;
+use crate::net::trace::{
+    KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
+    TraceSocketKey,
+};
+use crate::sample::{
+    HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
+};
+use crate::types::ProbeKind;
+use path::{Path, PathTracker};
+
+/// Kernel and user-space RTTs further apart than this mean the wall clock stepped.
+const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
+/// TTLs probed beyond the destination's distance in the last trace, to notice a longer path
+/// without waiting for an extension.
+const TTL_MARGIN: u8 = 2;
+/// Per-target state not used for this long is dropped (targets removed from the config).
+const STATE_IDLE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Targets whose state is kept at most.
+const MAX_STATES: usize = crate::defaults::MAX_TARGETS + 1024;
+
+/// The traceroute prober. Cheap to share; sockets open on first use and are shared by every
+/// target with the same protocol, family and socket options.
+pub struct TraceProbe {
+    factory: Arc<dyn TraceSocketFactory>,
+    clock: Arc<dyn Clock>,
+    engines: Mutex<HashMap<TraceSocketKey, Arc<Engine>>>,
+    states: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TargetState>>>>,
+    resolver: HostResolver,
+    /// When we last logged that trace sockets are not permitted (once a minute, not per trace).
+    last_permission_log: Mutex<Option<Instant>>,
+}
+
+impl fmt::Debug for TraceProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceProbe")
+            .field("factory", &self.factory)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TraceProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a target's traces remember between runs.
+#[derive(Debug, Default)]
+struct TargetState {
+    options: Option<TraceOptions>,
+    tracker: PathTracker,
+    /// The destination's distance in the last trace that reached it.
+    dest_ttl: Option<u8>,
+    /// Where answers that did not name their probe came from: (flow, address) → (TTL, the
+    /// answer's own TTL when it was learned).
+    learned: HashMap<(u16, IpAddr), (u8, Option<u8>)>,
+    last_used: Option<Instant>,
+}
+
+impl TraceProbe {
+    /// A prober on real kernel sockets.
+    pub fn new() -> Self {
+        Self::with_parts(Arc::new(KernelTraceSockets), Arc::new(SystemClock))
+    }
+
+    pub fn with_parts(factory: Arc<dyn TraceSocketFactory>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            factory,
+            clock,
+            engines: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
+            resolver: HostResolver::default(),
+            last_permission_log: Mutex::new(None),
+        }
+    }
+
+    fn engine(&self, key: TraceSocketKey) -> Result<Arc<Engine>, ProbeError> {
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = engines.get(&key) {
+            return Ok(e.clone());
+        }
+        let socket = self.factory.open(&key).map_err(|e| {
+            let err = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
+                _ => ProbeError::Network(format!("cannot open {} trace socket: {e}", key.protocol)),
+            };
+            let mut last = self
+                .last_permission_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::error!("{} traces cannot run: {err}", key.protocol);
+                *last = Some(Instant::now());
+            }
+            err
+        })?;
+        let engine = Arc::new(Engine::start(socket));
+        engines.insert(key, engine.clone());
+        Ok(engine)
+    }
+
+    fn state(&self, target: &str) -> Arc<tokio::sync::Mutex<TargetState>> {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        if !states.contains_key(target) {
+            states.retain(|_, s| {
+                s.try_lock().map_or(true, |s| {
+                    s.last_used
+                        .is_none_or(|t| now.saturating_duration_since(t) < STATE_IDLE_LIMIT)
+                })
+            });
+            // On-demand traces (`/probe`) name arbitrary hosts: bound what they can make us keep.
+            if states.len() >= MAX_STATES {
+                let oldest = states
+                    .iter()
+                    .filter_map(|(k, s)| s.try_lock().ok().map(|s| (s.last_used, k.clone())))
+                    .min();
+                if let Some((_, k)) = oldest {
+                    states.remove(&k);
+                }
+            }
+        }
+        states.entry(target.to_string()).or_default().clone()
+    }
+
+    /// Traces `addr` once with `opts`, as target `target` (whose earlier traces it compares
+    /// with for path changes).
+    pub async fn trace(
+        &self,
+        target: &str,
+        addr: IpAddr,
+        opts: &TraceOptions,
+        budget: Duration,
+    ) -> Result<TraceReport, ProbeError> {
+        let key = TraceSocketKey {
+            ipv6: addr.is_ipv6(),
+            protocol: opts.protocol,
+            sockets: opts.sockets,
+            tos: opts.tos,
+            source: opts.source,
+        };
+        let engine = self.engine(key)?;
+        let state = self.state(target);
+        let mut state = state.lock().await;
+        if state.options.as_ref() != Some(opts) {
+            *state = TargetState {
+                options: Some(opts.clone()),
+                ..TargetState::default()
+            };
+        }
+        let mut lease = engine.lease(addr).await;
+        let clock = self.clock.as_ref();
+        let started = clock.now();
+        let mut round = Round::new(addr, opts, &*engine.socket, &mut state, clock);
+        round.run(&mut lease.rx, started + budget).await;
+        round
+            .resolve_unplaced(&mut lease.rx, started + budget)
+            .await;
+        let (mut report, paths) = round.report()?;
+        drop(lease);
+        let now = clock.now();
+        if tracing::enabled!(target: "vantage::trace", tracing::Level::DEBUG) {
+            for (flow, p) in paths.iter().enumerate() {
+                tracing::debug!(target: "vantage::trace", "{target}: flow {flow} to {addr}: {p}");
+            }
+        }
+        let o = state.tracker.observe(&paths, now, opts.path_window);
+        for p in &o.new_paths {
+            tracing::info!(target: "vantage::trace", "{target}: path to {addr} changed: {p}");
+        }
+        report.path_hash = o.hash;
+        report.path_changed = o.changed;
+        report.paths_known = o.known;
+        if let Some(dest) = report.reached.then(|| report.hop_count()) {
+            state.dest_ttl = u8::try_from(dest).ok();
+        }
+        state.last_used = Some(now);
+        Ok(report)
+    }
+}
+
+impl Probe for TraceProbe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Trace
+    }
+
+    fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
+        Box::pin(async move {
+            let started = self.clock.now();
+            let timestamp = self.clock.wall();
+            let target = &req.target;
+            let mut opts = target.trace.clone();
+            // A trace may extend itself or re-probe once: allow it three rounds.
+            let mut budget = opts.round_length() * 3;
+            if let Some(deadline) = req.deadline {
+                let sends = opts.spacing * opts.probes_per_hop.saturating_sub(1);
+                opts.timeout = opts
+                    .timeout
+                    .min(deadline.saturating_sub(sends))
+                    .max(Duration::from_millis(1));
+                budget = budget.min(deadline);
+            }
+            let result = match self.resolver.resolve(&target.host, opts.ip_protocol).await {
+                Ok(addr) => {
+                    let budget = budget.saturating_sub(self.clock.now() - started);
+                    self.trace(&target.name, addr, &opts, budget).await
+                }
+                Err(e) => Err(e),
+            };
+            let duration = self.clock.now().saturating_duration_since(started);
+            let (success, error, measurement) = match result {
+                Ok(report) => {
+                    let stopped = report.hops.iter().any(|h| h.unreachable.is_some());
+                    let error = (!report.reached && !stopped).then_some(ProbeError::Timeout);
+                    (report.reached, error, Measurement::Trace(report))
+                }
+                Err(e) => (false, Some(e), Measurement::None),
+            };
+            Sample {
+                target: target.name.as_str().into(),
+                probe: ProbeKind::Trace,
+                timestamp,
+                duration,
+                success,
+                error,
+                measurement,
+            }
+        })
+    }
+}
+
+/// One socket and the task that hands its answers to the trace waiting for them.
+struct Engine {
+    socket: Arc<dyn TraceSocket>,
+    routes: Arc<Mutex<HashMap<IpAddr, mpsc::UnboundedSender<TraceReply>>>>,
+    /// One trace per destination at a time: answers that do not name their probe can then only
+    /// be that trace's.
+    leases: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    task: JoinHandle<()>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Lease<'a> {
+    engine: &'a Engine,
+    dst: IpAddr,
+    rx: mpsc::UnboundedReceiver<TraceReply>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.engine
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.dst);
+        let mut leases = self.engine.leases.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's and our guard's references: nobody else waits for this destination.
+        if leases
+            .get(&self.dst)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
+            leases.remove(&self.dst);
+        }
+    }
+}
+
+impl Engine {
+    fn start(socket: Arc<dyn TraceSocket>) -> Self {
+        let routes: Arc<Mutex<HashMap<IpAddr, mpsc::UnboundedSender<TraceReply>>>> = Arc::default();
+        let (s, r) = (socket.clone(), routes.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                match s.recv().await {
+                    Ok(reply) => {
+                        let routes = r.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(tx) = routes.get(&reply.dst) {
+                            let _ = tx.send(reply);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("trace receive error: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Self {
+            socket,
+            routes,
+            leases: Mutex::new(HashMap::new()),
+            task,
+        }
+    }
+
+    async fn lease(&self, dst: IpAddr) -> Lease<'_> {
+        let m = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dst)
+            .or_default()
+            .clone();
+        let guard = m.lock_owned().await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dst, tx);
+        Lease {
+            engine: self,
+            dst,
+            rx,
+            _guard: guard,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    from: IpAddr,
+    kind: ReplyKind,
+    rtt: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Sent {
+    ttl: u8,
+    flow: u16,
+    at: Instant,
+    wall: SystemTime,
+    deadline: Instant,
+    answer: Option<Answer>,
+}
+
+/// One trace in progress.
+struct Round<'a> {
+    addr: IpAddr,
+    opts: &'a TraceOptions,
+    size: usize,
+    socket: &'a dyn TraceSocket,
+    state: &'a mut TargetState,
+    clock: &'a dyn Clock,
+    flows: u16,
+    /// Highest TTL scheduled so far.
+    hi: u8,
+    sent: Vec<Sent>,
+    by_seq: HashMap<u16, usize>,
+    next_seq: u16,
+    /// Sends not made yet: (when, ttl, flow).
+    queue: VecDeque<(Instant, u8, u16)>,
+    /// Per flow: lowest TTL the destination answered at.
+    dest: Vec<Option<u8>>,
+    /// Per flow: lowest TTL a router answered "unreachable" at.
+    stop: Vec<Option<u8>>,
+    /// Answers that did not say which probe they answer.
+    unplaced: Vec<TraceReply>,
+    send_errors: u32,
+    last_send_error: Option<String>,
+}
+
+impl<'a> Round<'a> {
+    fn new(
+        addr: IpAddr,
+        opts: &'a TraceOptions,
+        socket: &'a dyn TraceSocket,
+        state: &'a mut TargetState,
+        clock: &'a dyn Clock,
+    ) -> Self {
+        let flows = opts.flows.clamp(1, u32::from(u16::MAX)) as u16;
+        let hi = match state.dest_ttl {
+            Some(d) => d
+                .saturating_add(TTL_MARGIN)
+                .clamp(opts.first_ttl, opts.max_hops),
+            None => opts.max_hops,
+        };
+        Self {
+            addr,
+            opts,
+            size: opts.size_for(addr.is_ipv6()),
+            socket,
+            state,
+            clock,
+            flows,
+            hi,
+            sent: Vec::new(),
+            by_seq: HashMap::new(),
+            next_seq: rand::random_range(1..=0xfffe),
+            queue: VecDeque::new(),
+            dest: vec![None; usize::from(flows)],
+            stop: vec![None; usize::from(flows)],
+            unplaced: Vec::new(),
+            send_errors: 0,
+            last_send_error: None,
+        }
+    }
+
+    /// Queues every probe for TTLs `lo..=hi`, starting at `at`.
+    fn schedule(&mut self, lo: u8, hi: u8, at: Instant) {
+        let waves = self.opts.probes_per_hop;
+        if self.opts.spacing.is_zero() {
+            // Back to back, lowest TTL first.
+            for ttl in lo..=hi {
+                for _ in 0..waves {
+                    for flow in 0..self.flows {
+                        self.queue.push_back((at, ttl, flow));
+                    }
+                }
+            }
+        } else {
+            for w in 0..waves {
+                let when = at + self.opts.spacing * w;
+                for ttl in lo..=hi {
+                    for flow in 0..self.flows {
+                        self.queue.push_back((when, ttl, flow));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The highest TTL that matters for a flow: the destination or the router that said
+    /// "unreachable", else everything scheduled.
+    fn top(&self, flow: u16) -> u8 {
+        let f = usize::from(flow);
+        match (self.dest[f], self.stop[f]) {
+            (Some(d), Some(s)) => d.min(s),
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => self.hi,
+        }
+    }
+
+    fn allocate_seq(&mut self) -> u16 {
+        loop {
+            let s = self.next_seq;
+            self.next_seq = if s >= 0xfffe { 1 } else { s + 1 };
+            if !self.by_seq.contains_key(&s) {
+                return s;
+            }
+        }
+    }
+
+    fn send(&mut self, ttl: u8, flow: u16) -> usize {
+        let seq = self.allocate_seq();
+        let probe = Outgoing {
+            dst: self.addr,
+            port: self.opts.port,
+            ttl,
+            flow,
+            seq,
+            size: self.size,
+            timeout: self.opts.timeout,
+        };
+        let (at, wall) = (self.clock.now(), self.clock.wall());
+        let i = self.sent.len();
+        // Registered before sending so that a fast answer finds it.
+        self.sent.push(Sent {
+            ttl,
+            flow,
+            at,
+            wall,
+            deadline: at + self.opts.timeout,
+            answer: None,
+        });
+        self.by_seq.insert(seq, i);
+        if let Err(e) = self.socket.send(&probe) {
+            // Counted as sent and lost, as ping does: an unroutable target shows full loss.
+            self.send_errors += 1;
+            self.last_send_error = Some(format!("send to {}: {e}", self.addr));
+            self.sent[i].deadline = at;
+        }
+        i
+    }
+
+    /// Whether some flow has neither reached the destination nor been stopped, and its highest
+    /// scheduled hop is settled (a router answered, or it stayed silent past its deadline).
+    fn needs_extension(&self, now: Instant) -> bool {
+        if self.hi >= self.opts.max_hops || !self.queue.is_empty() {
+            return false;
+        }
+        (0..self.flows).any(|f| {
+            let fi = usize::from(f);
+            if self.dest[fi].is_some() || self.stop[fi].is_some() {
+                return false;
+            }
+            let top: Vec<&Sent> = self
+                .sent
+                .iter()
+                .filter(|s| s.flow == f && s.ttl == self.hi)
+                .collect();
+            !top.is_empty()
+                && (top
+                    .iter()
+                    .any(|s| s.answer.is_some_and(|a| a.kind == ReplyKind::TimeExceeded))
+                    || top.iter().all(|s| s.answer.is_some() || s.deadline <= now))
+        })
+    }
+
+    fn pending(&self, now: Instant) -> Option<Instant> {
+        self.sent
+            .iter()
+            .filter(|s| s.answer.is_none() && s.deadline > now && s.ttl <= self.top(s.flow))
+            .map(|s| s.deadline)
+            .min()
+    }
+
+    async fn run(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
+        let lo = self.opts.first_ttl;
+        self.schedule(lo, self.hi, self.clock.now());
+        loop {
+            let now = self.clock.now();
+            while let Some(&(when, ttl, flow)) = self.queue.front() {
+                if when > now {
+                    break;
+                }
+                self.queue.pop_front();
+                if ttl <= self.top(flow) {
+                    self.send(ttl, flow);
+                }
+            }
+            if self.needs_extension(now) {
+                let from = self.hi + 1;
+                self.hi = self.opts.max_hops;
+                self.schedule(from, self.hi, now);
+                continue;
+            }
+            let next_send = self.queue.front().map(|q| q.0);
+            let wake = match (next_send, self.pending(now)) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                // Every hop that matters answered or timed out, and no extension is due.
+                (None, None) => break,
+            };
+            if now >= end {
+                break;
+            }
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => self.take(r),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake.min(end).into()) => {}
+            }
+        }
+        // Answers already read but not yet taken.
+        while let Ok(r) = rx.try_recv() {
+            self.take(r);
+        }
+    }
+
+    fn rtt(&self, s: &Sent, r: &TraceReply) -> Duration {
+        let user = r.read_at.saturating_duration_since(s.at);
+        match r.kernel_time.and_then(|k| k.duration_since(s.wall).ok()) {
+            Some(k)
+                if k <= user + Duration::from_micros(200)
+                    && user - k.min(user) < CLOCK_STEP_TOLERANCE =>
+            {
+                k
+            }
+            _ => user,
+        }
+    }
+
+    /// Records an answer; answers that do not name their probe wait for `resolve_unplaced`.
+    fn take(&mut self, r: TraceReply) {
+        if r.dst != self.addr {
+            return;
+        }
+        let Some(seq) = r.seq else {
+            if r.flow.is_some_and(|f| f < self.flows) && !self.place_learned(&r) {
+                self.unplaced.push(r);
+            }
+            return;
+        };
+        let Some(&i) = self.by_seq.get(&seq) else {
+            return;
+        };
+        if r.flow.is_some_and(|f| f != self.sent[i].flow) {
+            return;
+        }
+        self.answer(i, &r);
+    }
+
+    fn answer(&mut self, i: usize, r: &TraceReply) -> bool {
+        let s = &self.sent[i];
+        if s.answer.is_some() {
+            return false;
+        }
+        let rtt = self.rtt(s, r);
+        if rtt > self.opts.timeout {
+            // Too late: lost, like every tracer with a timeout counts it.
+            return false;
+        }
+        let (ttl, flow) = (s.ttl, usize::from(s.flow));
+        self.sent[i].answer = Some(Answer {
+            from: r.from,
+            kind: r.kind,
+            rtt,
+        });
+        if r.from == self.addr && r.kind.is_destination_answer() {
+            self.dest[flow] = Some(self.dest[flow].map_or(ttl, |d| d.min(ttl)));
+        } else if matches!(r.kind, ReplyKind::Unreachable(_)) {
+            self.stop[flow] = Some(self.stop[flow].map_or(ttl, |d| d.min(ttl)));
+        }
+        true
+    }
+
+    /// The earliest unanswered probe of (ttl, flow) sent before `r` arrived.
+    fn open_probe(&self, ttl: u8, flow: u16, r: &TraceReply) -> Option<usize> {
+        self.sent
+            .iter()
+            .position(|s| s.ttl == ttl && s.flow == flow && s.answer.is_none() && s.at <= r.read_at)
+    }
+
+    /// Places an answer that did not name its probe at the TTL where its sender answered
+    /// before (unless the answer arrived with another TTL of its own, a sign that the sender
+    /// moved), or the destination's answer at the destination's distance.
+    fn place_learned(&mut self, r: &TraceReply) -> bool {
+        let flow = r.flow.unwrap_or(0);
+        let ttl = self
+            .state
+            .learned
+            .get(&(flow, r.from))
+            .filter(|(_, hint)| hint.is_none() || *hint == r.reply_ttl)
+            .map(|(ttl, _)| *ttl)
+            .or_else(|| {
+                // The destination answers every probe that reaches it.
+                (r.from == self.addr)
+                    .then(|| self.dest[usize::from(flow)])
+                    .flatten()
+            });
+        match ttl.and_then(|ttl| self.open_probe(ttl, flow, r)) {
+            Some(i) => self.answer(i, r),
+            None => false,
+        }
+    }
+
+    /// Places answers that did not name their probe: by what earlier traces learned, else by
+    /// probing the unresolved TTLs of their flow one at a time.
+    async fn resolve_unplaced(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<TraceReply>,
+        end: Instant,
+    ) {
+        if self.unplaced.is_empty() {
+            return;
+        }
+        let mut left = Vec::new();
+        for r in std::mem::take(&mut self.unplaced) {
+            if !self.place_learned(&r) {
+                left.push(r);
+            }
+        }
+        for flow in 0..self.flows {
+            let mut mine: Vec<TraceReply> = left
+                .iter()
+                .filter(|r| r.flow == Some(flow))
+                .copied()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            for ttl in self.opts.first_ttl..=self.top(flow) {
+                // The top can come down (a router said "unreachable") while we probe.
+                if mine.is_empty() || ttl > self.top(flow) || self.clock.now() >= end {
+                    break;
+                }
+                let answered = self
+                    .sent
+                    .iter()
+                    .any(|s| s.ttl == ttl && s.flow == flow && s.answer.is_some());
+                if answered {
+                    continue;
+                }
+                let Some(found) = self.probe_alone(ttl, flow, rx, end).await else {
+                    continue;
+                };
+                self.state
+                    .learned
+                    .insert((flow, found.from), (ttl, found.reply_ttl));
+                // Place the main phase's answers from this address at this TTL.
+                let (here, rest): (Vec<_>, Vec<_>) =
+                    mine.into_iter().partition(|r| r.from == found.from);
+                mine = rest;
+                for r in here {
+                    if let Some(i) = self.open_probe(ttl, flow, &r) {
+                        self.answer(i, &r);
+                    }
+                }
+                if found.from == self.addr {
+                    break;
+                }
+            }
+        }
+        if self.state.learned.len() > 4096 {
+            self.state.learned.clear();
+        }
+    }
+
+    /// Sends one probe with nothing else of its flow in flight and waits for its answer.
+    async fn probe_alone(
+        &mut self,
+        ttl: u8,
+        flow: u16,
+        rx: &mut mpsc::UnboundedReceiver<TraceReply>,
+        end: Instant,
+    ) -> Option<TraceReply> {
+        let i = self.send(ttl, flow);
+        let deadline = self.sent[i].deadline.min(end);
+        loop {
+            tokio::select! {
+                r = rx.recv() => {
+                    let r = r?;
+                    if r.dst != self.addr || r.flow != Some(flow) {
+                        continue;
+                    }
+                    match r.seq {
+                        Some(seq) if self.by_seq.get(&seq) == Some(&i) => {
+                            return self.answer(i, &r).then_some(r);
+                        }
+                        // Alone in flight: an anonymous answer on this flow is this probe's.
+                        None if r.read_at >= self.sent[i].at => {
+                            return self.answer(i, &r).then_some(r);
+                        }
+                        _ => self.take(r),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => return None,
+            }
+        }
+    }
+
+    /// The hops, and each flow's path for the path tracker.
+    fn report(&self) -> Result<(TraceReport, Vec<Path>), ProbeError> {
+        if self.send_errors as usize == self.sent.len() && !self.sent.is_empty() {
+            return Err(ProbeError::Network(
+                self.last_send_error.clone().unwrap_or_default(),
+            ));
+        }
+        let lo = self.opts.first_ttl;
+        // Each flow's last hop: the destination, the router that stopped it, or the last TTL
+        // that answered at all.
+        let tops: Vec<u8> = (0..self.flows)
+            .map(|f| {
+                let fi = usize::from(f);
+                self.dest[fi].or(self.stop[fi]).unwrap_or_else(|| {
+                    self.sent
+                        .iter()
+                        .filter(|s| s.flow == f && s.answer.is_some())
+                        .map(|s| s.ttl)
+                        .max()
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        let last = tops.iter().copied().max().unwrap_or(0);
+        let mut hops = Vec::new();
+        let mut paths: Vec<Path> = (0..self.flows)
+            .map(|f| Path {
+                first_ttl: lo,
+                hops: Vec::new(),
+                reached_at: self.dest[usize::from(f)],
+            })
+            .collect();
+        for ttl in (lo..=last).filter(|_| last >= lo) {
+            let mut hop = HopReport {
+                ttl,
+                ..HopReport::default()
+            };
+            for p in paths.iter_mut() {
+                p.hops.push(Vec::new());
+            }
+            for s in self
+                .sent
+                .iter()
+                .filter(|s| s.ttl == ttl && s.ttl <= tops[usize::from(s.flow)])
+            {
+                hop.sent += 1;
+                let Some(a) = s.answer else { continue };
+                hop.received += 1;
+                hop.rtts.push(a.rtt);
+                match hop.responders.iter_mut().find(|r| r.address == a.from) {
+                    Some(r) => {
+                        r.replies += 1;
+                        if !r.flows.contains(&u32::from(s.flow)) {
+                            r.flows.push(u32::from(s.flow));
+                        }
+                    }
+                    None => hop.responders.push(HopResponder {
+                        address: a.from,
+                        replies: 1,
+                        flows: vec![u32::from(s.flow)],
+                    }),
+                }
+                if let ReplyKind::Unreachable(u) = a.kind
+                    && !(a.from == self.addr && u == Unreachable::Port)
+                    && hop.unreachable.is_none()
+                {
+                    hop.unreachable = Some(u);
+                }
+                // A router's "unreachable" says where forwarding stopped (often the previous
+                // hop answering for the next); it is no hop of a working path. The outage shows
+                // in the probe's success, not as a path change.
+                let stopped = matches!(a.kind, ReplyKind::Unreachable(_)) && a.from != self.addr;
+                let p = &mut paths[usize::from(s.flow)];
+                let h = p.hops.last_mut().expect("pushed above");
+                if !stopped && !h.contains(&a.from) {
+                    h.push(a.from);
+                    h.sort();
+                }
+            }
+            hop.responders
+                .sort_by(|a, b| b.replies.cmp(&a.replies).then(a.address.cmp(&b.address)));
+            for r in &mut hop.responders {
+                r.flows.sort_unstable();
+            }
+            hops.push(hop);
+        }
+        for (f, p) in paths.iter_mut().enumerate() {
+            p.hops.truncate(usize::from(tops[f].saturating_sub(lo)) + 1);
+            // The destination answering at TTL t says its distance is at most t; it is t only
+            // if a router let the probe with TTL t - 1 expire. Probes lost below it (a
+            // neighbour still resolving, rate limits) would otherwise make a distance up.
+            if let Some(t) = p.reached_at {
+                let certain = t == 1
+                    || self.sent.iter().any(|s| {
+                        usize::from(s.flow) == f
+                            && s.ttl == t - 1
+                            && s.answer.is_some_and(|a| {
+                                a.kind == ReplyKind::TimeExceeded && a.from != self.addr
+                            })
+                    });
+                if !certain {
+                    p.reached_at = None;
+                    p.hops.truncate(usize::from(t.saturating_sub(lo)));
+                }
+            }
+        }
+        let report = TraceReport {
+            address: Some(self.addr),
+            protocol: self.opts.protocol,
+            raw_sockets: self.socket.raw(),
+            paris: self.socket.paris(),
+            flows: u32::from(self.flows),
+            reached: self.dest.iter().any(Option::is_some),
+            hops,
+            ..TraceReport::default()
+        };
+        Ok((report, paths))
+    }
+}

@@ -1,0 +1,713 @@
+//! The trace engine against a scripted network: no root, no real sockets.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+
+use super::*;
+use crate::config::TraceOptions;
+use crate::net::trace::{
+    Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey,
+};
+use crate::sample::Unreachable;
+use crate::types::TraceProtocol;
+
+/// What a hop does with a probe whose TTL runs out there.
+#[derive(Debug, Clone, Copy)]
+enum Hop {
+    /// Answers "time exceeded" after this many ms, quoting the whole probe.
+    Router(&'static str, u64),
+    /// Answers without saying which probe (an IPv4 router quoting 8 bytes, error queue).
+    Anonymous(&'static str, u64),
+    /// Never answers.
+    Silent,
+    /// Answers "unreachable" and forwards nothing.
+    Unreachable(&'static str, Unreachable),
+    /// The destination, answering after this many ms.
+    Dest(u64),
+    /// The destination, never answering.
+    DeadDest,
+}
+
+type Route = Arc<dyn Fn(u16) -> Vec<Hop> + Send + Sync>;
+
+#[derive(Clone)]
+struct Net {
+    dst: IpAddr,
+    route: Arc<Mutex<Route>>,
+    sent: Arc<Mutex<Vec<Outgoing>>>,
+    fail_sends: Arc<Mutex<bool>>,
+    /// Extra copies of each answer (duplicates) and answers to unknown probes (foreign).
+    noise: Arc<Mutex<bool>>,
+}
+
+impl fmt::Debug for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Net")
+    }
+}
+
+const DST: &str = "192.0.2.99";
+
+impl Net {
+    fn new(route: impl Fn(u16) -> Vec<Hop> + Send + Sync + 'static) -> Self {
+        Self {
+            dst: DST.parse().unwrap(),
+            route: Arc::new(Mutex::new(Arc::new(route))),
+            sent: Arc::default(),
+            fail_sends: Arc::default(),
+            noise: Arc::default(),
+        }
+    }
+
+    fn reroute(&self, route: impl Fn(u16) -> Vec<Hop> + Send + Sync + 'static) {
+        *self.route.lock().unwrap() = Arc::new(route);
+    }
+
+    fn take_sent(&self) -> Vec<Outgoing> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
+}
+
+#[derive(Debug)]
+struct FakeSocket {
+    net: Net,
+    tx: mpsc::UnboundedSender<TraceReply>,
+    rx: AsyncMutex<mpsc::UnboundedReceiver<TraceReply>>,
+}
+
+impl TraceSocket for FakeSocket {
+    fn raw(&self) -> bool {
+        false
+    }
+
+    fn paris(&self) -> bool {
+        true
+    }
+
+    fn send(&self, p: &Outgoing) -> io::Result<()> {
+        if *self.net.fail_sends.lock().unwrap() {
+            return Err(io::Error::other("Network is unreachable"));
+        }
+        self.net.sent.lock().unwrap().push(*p);
+        let hops = (self.net.route.lock().unwrap())(p.flow);
+        // The hop where the TTL runs out answers, unless one before it refuses to forward;
+        // beyond the destination, the destination answers.
+        let at = usize::from(p.ttl - 1).min(hops.len() - 1);
+        let hop = hops[..at]
+            .iter()
+            .find(|h| matches!(h, Hop::Unreachable(..)))
+            .copied()
+            .unwrap_or(hops[at]);
+        let (from, kind, ms, seq) = match hop {
+            Hop::Router(a, ms) => (a.parse().unwrap(), ReplyKind::TimeExceeded, ms, Some(p.seq)),
+            Hop::Anonymous(a, ms) => (a.parse().unwrap(), ReplyKind::TimeExceeded, ms, None),
+            Hop::Unreachable(a, u) => (
+                a.parse().unwrap(),
+                ReplyKind::Unreachable(u),
+                1,
+                Some(p.seq),
+            ),
+            Hop::Dest(ms) => (
+                p.dst,
+                ReplyKind::Unreachable(Unreachable::Port),
+                ms,
+                Some(p.seq),
+            ),
+            Hop::Silent | Hop::DeadDest => return Ok(()),
+        };
+        let sent_wall = SystemTime::now();
+        let r = TraceReply {
+            from,
+            dst: p.dst,
+            flow: Some(p.flow),
+            seq,
+            kind,
+            reply_ttl: Some(255 - p.ttl),
+            kernel_time: Some(sent_wall + Duration::from_millis(ms)),
+            read_at: Instant::now(),
+        };
+        let copies = if *self.net.noise.lock().unwrap() {
+            2
+        } else {
+            1
+        };
+        let tx = self.tx.clone();
+        let noise = *self.net.noise.lock().unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if noise {
+                // Another program's probe, and an answer about another destination.
+                let mut foreign = r;
+                foreign.seq = Some(r.seq.unwrap_or(1).wrapping_add(5000));
+                let _ = tx.send(foreign);
+                let mut elsewhere = r;
+                elsewhere.dst = "198.51.100.1".parse().unwrap();
+                let _ = tx.send(elsewhere);
+            }
+            for _ in 0..copies {
+                let _ = tx.send(TraceReply {
+                    read_at: Instant::now(),
+                    ..r
+                });
+            }
+        });
+        Ok(())
+    }
+
+    fn recv(&self) -> BoxFuture<'_, io::Result<TraceReply>> {
+        Box::pin(async move {
+            self.rx
+                .lock()
+                .await
+                .recv()
+                .await
+                .ok_or_else(|| io::Error::other("closed"))
+        })
+    }
+}
+
+#[derive(Debug)]
+struct FakeNet(Net);
+
+impl TraceSocketFactory for FakeNet {
+    fn open(&self, _: &TraceSocketKey) -> io::Result<Arc<dyn TraceSocket>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(FakeSocket {
+            net: self.0.clone(),
+            tx,
+            rx: AsyncMutex::new(rx),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct DeniedNet;
+
+impl TraceSocketFactory for DeniedNet {
+    fn open(&self, _: &TraceSocketKey) -> io::Result<Arc<dyn TraceSocket>> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "ICMP traces need an unprivileged ICMP socket or CAP_NET_RAW",
+        ))
+    }
+}
+
+fn opts(timeout_ms: u64) -> TraceOptions {
+    TraceOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        max_hops: 12,
+        ..TraceOptions::default()
+    }
+}
+
+fn probe(net: &Net) -> TraceProbe {
+    TraceProbe::with_parts(Arc::new(FakeNet(net.clone())), Arc::new(SystemClock))
+}
+
+fn chain() -> Vec<Hop> {
+    vec![
+        Hop::Router("10.0.0.1", 2),
+        Hop::Router("10.0.1.1", 4),
+        Hop::Router("10.0.2.1", 6),
+        Hop::Router("10.0.3.1", 8),
+        Hop::Dest(10),
+    ]
+}
+
+fn addrs(r: &TraceReport) -> Vec<String> {
+    r.hops
+        .iter()
+        .map(|h| {
+            h.responders
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+async fn trace(p: &TraceProbe, net: &Net, o: &TraceOptions) -> TraceReport {
+    p.trace("t", net.dst, o, Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_hop_answers_and_the_trace_takes_the_slowest_rtt() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let start = Instant::now();
+    let r = trace(&p, &net, &opts(1000)).await;
+    let took = start.elapsed();
+    assert!(r.reached);
+    assert_eq!(r.hop_count(), 5);
+    assert_eq!(
+        addrs(&r),
+        ["10.0.0.1", "10.0.1.1", "10.0.2.1", "10.0.3.1", DST]
+    );
+    for (h, ms) in r.hops.iter().zip([2u64, 4, 6, 8, 10]) {
+        assert_eq!((h.sent, h.received), (3, 3), "hop {}", h.ttl);
+        assert_eq!(h.loss_ratio(), 0.0);
+        // The kernel timestamp is used, not the later time the task read the answer.
+        let err = h.mean().unwrap().as_secs_f64() - ms as f64 / 1000.0;
+        assert!(err.abs() < 0.0005, "hop {} rtt {:?}", h.ttl, h.mean());
+        assert_eq!(h.unreachable, None);
+    }
+    // About the slowest hop's RTT, far below the timeout.
+    assert!(took < Duration::from_millis(200), "{took:?}");
+    // Lowest TTL first, every probe of a hop back to back.
+    let sent = net.take_sent();
+    assert!(sent.windows(2).all(|w| w[0].ttl <= w[1].ttl));
+    assert_eq!(sent.len(), 12 * 3, "the first trace probes every TTL");
+    // Every probe has its own sequence number.
+    let mut seqs: Vec<u16> = sent.iter().map(|s| s.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), sent.len());
+    assert!(sent.iter().all(|s| (1..=0xfffe).contains(&s.seq)));
+}
+
+#[tokio::test]
+async fn silent_hops_cost_one_timeout_in_all() {
+    let net = Net::new(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Silent,
+            Hop::Router("10.0.2.1", 1),
+            Hop::Silent,
+            Hop::Silent,
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let start = Instant::now();
+    let r = trace(&p, &net, &opts(300)).await;
+    let took = start.elapsed();
+    assert!(r.reached);
+    assert_eq!(addrs(&r), ["10.0.0.1", "", "10.0.2.1", "", "", DST]);
+    assert_eq!(r.hops[1].loss_ratio(), 1.0);
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(500),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_router_ends_the_trace() {
+    let net = Net::new(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router("10.0.1.1", 1),
+            Hop::Unreachable("10.0.2.1", Unreachable::Network),
+            Hop::Dest(1),
+        ]
+    });
+    let p = probe(&net);
+    let start = Instant::now();
+    let r = trace(&p, &net, &opts(1000)).await;
+    assert!(!r.reached);
+    assert_eq!(r.hop_count(), 3);
+    assert_eq!(r.hops[2].unreachable, Some(Unreachable::Network));
+    assert!(start.elapsed() < Duration::from_millis(300));
+    // Through the Probe trait: a failed trace that got an answer, not a timeout.
+    let s = p
+        .run(crate::probe::ProbeRequest::for_target(&target(
+            DST,
+            opts(1000),
+        )))
+        .await;
+    assert!(!s.success);
+    assert_eq!(s.error, None);
+}
+
+#[tokio::test]
+async fn a_silent_destination_reports_the_hops_that_answered() {
+    let net = Net::new(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router("10.0.1.1", 1),
+            Hop::DeadDest,
+        ]
+    });
+    let p = probe(&net);
+    let o = opts(100);
+    let r = trace(&p, &net, &o).await;
+    assert!(!r.reached);
+    assert_eq!(addrs(&r), ["10.0.0.1", "10.0.1.1"]);
+    // Every TTL up to max_hops was tried.
+    assert!(net.take_sent().iter().any(|s| s.ttl == o.max_hops));
+    let s = p
+        .run(crate::probe::ProbeRequest::for_target(&target(DST, o)))
+        .await;
+    assert!(!s.success);
+    assert_eq!(s.error, Some(ProbeError::Timeout));
+}
+
+#[tokio::test]
+async fn later_traces_probe_up_to_the_destination_and_extend_when_the_path_grows() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let o = opts(400);
+    trace(&p, &net, &o).await;
+    net.take_sent();
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(r.hop_count(), 5);
+    let max_ttl = net.take_sent().iter().map(|s| s.ttl).max().unwrap();
+    assert_eq!(
+        max_ttl,
+        5 + TTL_MARGIN,
+        "TTLs beyond the known distance are spared"
+    );
+    // The path grows by four hops: the trace notices at its top hop and extends at once.
+    net.reroute(|_| {
+        let mut h = chain();
+        h.splice(
+            2..2,
+            [
+                Hop::Router("10.1.0.1", 3),
+                Hop::Router("10.1.1.1", 3),
+                Hop::Router("10.1.2.1", 3),
+                Hop::Router("10.1.3.1", 3),
+            ],
+        );
+        h
+    });
+    let start = Instant::now();
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert_eq!(r.hop_count(), 9);
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(r.path_changed);
+}
+
+#[tokio::test]
+async fn a_reroute_is_one_path_change_and_loss_is_none() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let o = opts(150);
+    let mut changes = 0;
+    let mut hashes = Vec::new();
+    for i in 0..8 {
+        if i == 3 {
+            net.reroute(|_| {
+                let mut h = chain();
+                h[2] = Hop::Router("10.0.9.1", 6);
+                h
+            });
+        }
+        if i == 5 {
+            // A lost answer at the rerouted hop is no change.
+            net.reroute(|_| {
+                let mut h = chain();
+                h[2] = Hop::Silent;
+                h
+            });
+        }
+        if i == 6 {
+            net.reroute(|_| {
+                let mut h = chain();
+                h[2] = Hop::Router("10.0.9.1", 6);
+                h
+            });
+        }
+        let r = trace(&p, &net, &o).await;
+        changes += u32::from(r.path_changed);
+        hashes.push(r.path_hash);
+    }
+    assert_eq!(changes, 1);
+    assert_ne!(hashes[2], hashes[3]);
+    assert_eq!(hashes[3], hashes[7]);
+    assert_eq!(hashes[5], hashes[3], "a hole keeps the path's identity");
+}
+
+/// Two equal-cost branches at hop 2; each flow keeps its branch.
+fn ecmp(swap: bool) -> impl Fn(u16) -> Vec<Hop> + Send + Sync {
+    move |flow| {
+        let b = if (flow % 2 == 0) != swap {
+            "10.0.1.1"
+        } else {
+            "10.0.1.2"
+        };
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router(b, 1),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn flows_discover_ecmp_branches_and_flapping_is_no_change() {
+    let net = Net::new(ecmp(false));
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 4,
+        ..opts(200)
+    };
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(addrs(&r)[1], "10.0.1.1|10.0.1.2");
+    assert_eq!(r.hops[1].responders[0].flows, vec![0, 2]);
+    assert_eq!(r.hops[1].responders[1].flows, vec![1, 3]);
+    assert_eq!((r.hops[1].sent, r.hops[1].received), (12, 12));
+    assert_eq!(r.paths_known, 2);
+    assert!(!r.path_changed);
+    let h0 = r.path_hash;
+    let one_flow = TraceOptions {
+        flows: 1,
+        ..o.clone()
+    };
+    let _ = one_flow;
+    for i in 0..6 {
+        net.reroute(ecmp(i % 2 == 0));
+        let r = trace(&p, &net, &o).await;
+        assert!(!r.path_changed, "trace {i}");
+        assert_eq!(r.paths_known, 2);
+        assert_eq!(r.path_hash, h0, "the same branches, the same identity");
+    }
+}
+
+#[tokio::test]
+async fn anonymous_answers_are_placed_by_probing_alone_then_by_what_was_learned() {
+    let route = || {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Anonymous("10.0.1.1", 2),
+            Hop::Anonymous("10.0.2.1", 3),
+            Hop::Router("10.0.3.1", 4),
+            Hop::Dest(5),
+        ]
+    };
+    let net = Net::new(move |_| route());
+    let p = probe(&net);
+    let o = opts(300);
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(
+        addrs(&r),
+        ["10.0.0.1", "10.0.1.1", "10.0.2.1", "10.0.3.1", DST]
+    );
+    assert_eq!(r.hops[1].received, r.hops[1].sent, "{:?}", r.hops[1]);
+    let probed_alone = net.take_sent().iter().filter(|s| s.ttl == 2).count();
+    assert_eq!(probed_alone, 4, "three probes plus one sent alone");
+    // The next trace places them from what it learned: no probe sent alone.
+    let start = Instant::now();
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(addrs(&r)[1..3], ["10.0.1.1", "10.0.2.1"]);
+    assert_eq!((r.hops[2].sent, r.hops[2].received), (3, 3));
+    assert_eq!(net.take_sent().iter().filter(|s| s.ttl == 2).count(), 3);
+    assert!(start.elapsed() < Duration::from_millis(150));
+    assert!(!r.path_changed);
+}
+
+#[tokio::test]
+async fn late_duplicate_and_foreign_answers_do_not_count() {
+    let net = Net::new(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router("10.0.1.1", 250),
+            Hop::Dest(2),
+        ]
+    });
+    *net.noise.lock().unwrap() = true;
+    let p = probe(&net);
+    let r = trace(&p, &net, &opts(100)).await;
+    assert!(r.reached);
+    assert_eq!((r.hops[0].sent, r.hops[0].received), (3, 3));
+    // 250 ms answers to a 100 ms timeout are lost.
+    assert_eq!((r.hops[1].sent, r.hops[1].received), (3, 0));
+    assert_eq!((r.hops[2].sent, r.hops[2].received), (3, 3));
+}
+
+#[tokio::test]
+async fn send_errors_fail_the_trace_with_a_reason() {
+    let net = Net::new(|_| chain());
+    *net.fail_sends.lock().unwrap() = true;
+    let p = probe(&net);
+    let err = p
+        .trace("t", net.dst, &opts(50), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProbeError::Network(ref m) if m.contains("Network is unreachable")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn permission_denied_says_how_to_fix_it() {
+    let p = TraceProbe::with_parts(Arc::new(DeniedNet), Arc::new(SystemClock));
+    let err = p
+        .trace("t", DST.parse().unwrap(), &opts(50), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProbeError::Permission(ref m) if m.contains("CAP_NET_RAW")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_traces_to_one_destination_take_turns() {
+    let net = Net::new(|_| chain());
+    let p = Arc::new(probe(&net));
+    let mut tasks = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (p, net) = (p.clone(), net.clone());
+        tasks.push(tokio::spawn(async move {
+            p.trace(name, net.dst, &opts(300), Duration::from_secs(5))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(r.reached);
+        assert!(r.hops.iter().all(|h| h.received == h.sent));
+    }
+}
+
+#[tokio::test]
+async fn the_probe_trait_fills_a_sample() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let mut o = opts(2000);
+    o.protocol = TraceProtocol::Udp;
+    let s = p
+        .run(crate::probe::ProbeRequest {
+            target: Arc::new(target(DST, o)),
+            deadline: Some(Duration::from_millis(500)),
+        })
+        .await;
+    assert!(s.success, "{s:?}");
+    assert_eq!(s.probe, ProbeKind::Trace);
+    let Measurement::Trace(r) = &s.measurement else {
+        panic!("{s:?}")
+    };
+    assert_eq!(r.hop_count(), 5);
+    let v: HashMap<_, _> = s.values().into_iter().collect();
+    assert_eq!(v["hops"], 5.0);
+    assert_eq!(v["loss_ratio"], 0.0);
+}
+
+fn target(host: &str, trace: TraceOptions) -> crate::config::Target {
+    crate::config::Target {
+        name: "t".into(),
+        host: crate::config::parse_host(host).unwrap(),
+        labels: Default::default(),
+        probes: vec![(ProbeKind::Trace, Duration::from_secs(60))],
+        ping: Default::default(),
+        trace,
+        dns: None,
+    }
+}
+
+#[tokio::test]
+async fn an_outage_and_its_end_are_no_path_change() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let o = opts(150);
+    assert!(trace(&p, &net, &o).await.reached);
+    // The first router loses its route (or its neighbour) and says so at TTL 2.
+    net.reroute(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 2),
+            Hop::Unreachable("10.0.0.1", Unreachable::Host),
+            Hop::Dest(3),
+        ]
+    });
+    let r = trace(&p, &net, &o).await;
+    assert!(!r.reached);
+    assert_eq!(r.hops[1].unreachable, Some(Unreachable::Host));
+    assert!(
+        !r.path_changed,
+        "an outage shows in success, not as a path change"
+    );
+    net.reroute(|_| chain());
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert!(!r.path_changed, "nor does its end");
+}
+
+#[tokio::test]
+async fn a_destination_seen_only_beyond_lost_probes_is_no_path_change() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let o = opts(100);
+    // Warming up: every probe below TTL 8 is lost, the destination answers one beyond.
+    net.reroute(|_| {
+        let mut h = vec![Hop::Silent; 7];
+        h.push(Hop::Dest(1));
+        h
+    });
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert_eq!(r.hop_count(), 8);
+    net.reroute(|_| chain());
+    for _ in 0..3 {
+        let r = trace(&p, &net, &o).await;
+        assert_eq!(r.hop_count(), 5);
+        assert!(!r.path_changed, "{r:#?}");
+    }
+}
+
+#[tokio::test]
+async fn spaced_probes_go_in_waves_and_skip_what_lies_beyond_the_destination() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let o = TraceOptions {
+        spacing: Duration::from_millis(60),
+        ..opts(500)
+    };
+    let start = Instant::now();
+    let r = trace(&p, &net, &o).await;
+    let took = start.elapsed();
+    assert!(r.reached);
+    assert!(
+        r.hops.iter().all(|h| (h.sent, h.received) == (3, 3)),
+        "{r:#?}"
+    );
+    // The last wave leaves 120 ms in; its answers take up to 10 ms more.
+    assert!(
+        took >= Duration::from_millis(120) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
+    let sent = net.take_sent();
+    // The first wave covers every TTL; later waves stop at the destination, found by then.
+    assert_eq!(
+        sent.len(),
+        12 + 5 + 5,
+        "{:?}",
+        sent.iter().map(|s| s.ttl).collect::<Vec<_>>()
+    );
+    assert!(sent[..12].windows(2).all(|w| w[0].ttl < w[1].ttl));
+}
+
+#[tokio::test]
+async fn ttl_255_is_probed_and_placed_without_overflow() {
+    // 254 anonymous routers and the destination at hop 255: the serial pass walks to the top.
+    let net = Net::new(|_| {
+        let mut h: Vec<Hop> = (0..253).map(|_| Hop::Router("10.0.0.1", 0)).collect();
+        h.push(Hop::Anonymous("10.0.0.254", 0));
+        h.push(Hop::Dest(0));
+        h
+    });
+    let p = probe(&net);
+    let o = TraceOptions {
+        max_hops: 255,
+        probes_per_hop: 1,
+        ..opts(100)
+    };
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert_eq!(r.hop_count(), 255);
+    assert_eq!(r.hops[253].responders[0].address.to_string(), "10.0.0.254");
+}
