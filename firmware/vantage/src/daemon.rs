@@ -290,6 +290,19 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ticker = tokio::spawn(supervisor.run(|| true, stop_rx));
+    if let Some(storage) = daemon.storage.clone() {
+        // Shipping and store state for the LEDs; once a second is as fast as a person looks.
+        let health = daemon.health.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let (uplink, store) = storage.led_inputs();
+                health.set_uplink(uplink);
+                health.set_store(store);
+            }
+        });
+    }
 
     let reloader = daemon.clone();
     tokio::spawn(async move {

@@ -13,6 +13,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts};
 use vantage_core::config::{Auth, RemoteWriteConfig, StoreConfig};
 use vantage_core::{Config, JobKey, Observer, Sample};
+use vantage_leds::{StoreHealth, Uplink};
 use vantage_store::remote_write::Tls;
 use vantage_store::{
     BackendKind, DropReason, Endpoint, Labels, Shipper, ShipperOptions, Store, StoreOptions,
@@ -119,7 +120,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What the store means for the status LEDs. A full store is a ring buffer doing its job;
+/// it is worth a light only while samples wait for an unreachable uplink, because the oldest
+/// unshipped ones are the next to go.
+fn store_health(healthy: bool, disk_bytes: u64, max_bytes: u64, uplink: Uplink) -> StoreHealth {
+    if !healthy {
+        StoreHealth::Failing
+    } else if uplink == Uplink::Unreachable
+        && disk_bytes.saturating_mul(10) >= max_bytes.saturating_mul(9)
+    {
+        StoreHealth::NearFull
+    } else {
+        StoreHealth::Ok
+    }
+}
+
 impl Storage {
+    /// The shipping and store states the status LEDs show.
+    pub fn led_inputs(&self) -> (Uplink, StoreHealth) {
+        let uplink = match lock(&self.shipping)
+            .as_ref()
+            .and_then(|s| s.shipper.uplink_up())
+        {
+            None => Uplink::Unknown,
+            Some(true) => Uplink::Reachable,
+            Some(false) => Uplink::Unreachable,
+        };
+        let store = match &self.store {
+            None => StoreHealth::Failing,
+            Some(s) => {
+                let st = s.stats();
+                store_health(
+                    st.healthy(),
+                    st.disk_bytes,
+                    self.store_config.max_bytes,
+                    uplink,
+                )
+            }
+        };
+        (uplink, store)
+    }
+
     /// Opens the store under `data_dir` and starts shipping. Never fails: without a usable
     /// store the daemon keeps probing and exporting, and says why in the log and on /metrics.
     pub fn start(data_dir: &Path, config: &Config) -> Arc<Self> {
@@ -469,4 +510,38 @@ pub async fn samples(
         "samples": samples,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod led_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_store_lights_only_while_the_uplink_is_down() {
+        let gib = 1u64 << 30;
+        assert_eq!(
+            store_health(false, 0, gib, Uplink::Reachable),
+            StoreHealth::Failing
+        );
+        assert_eq!(
+            store_health(true, gib, gib, Uplink::Reachable),
+            StoreHealth::Ok
+        );
+        assert_eq!(
+            store_health(true, gib, gib, Uplink::Unknown),
+            StoreHealth::Ok
+        );
+        assert_eq!(
+            store_health(true, gib / 2, gib, Uplink::Unreachable),
+            StoreHealth::Ok
+        );
+        assert_eq!(
+            store_health(true, gib / 100 * 95, gib, Uplink::Unreachable),
+            StoreHealth::NearFull
+        );
+        assert_eq!(
+            store_health(true, gib / 100 * 89, gib, Uplink::Unreachable),
+            StoreHealth::Ok
+        );
+    }
 }
