@@ -514,18 +514,7 @@ impl DnsOptions {
         let ip_protocol = pick(t, d, |r| r.ip_protocol.as_ref())
             .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
             .unwrap_or_default();
-        let source =
-            pick(t, d, |r| r.source.as_ref()).and_then(|v| match v.get_ref().parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    c.err(
-                        v.span(),
-                        &field("source"),
-                        format!("{:?} is not an IP address", v.get_ref()),
-                    );
-                    None
-                }
-            });
+        let source = pick(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
 
         if c.col.errors.len() > before {
             return None;

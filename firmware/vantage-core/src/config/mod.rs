@@ -869,6 +869,39 @@ impl Check<'_, '_> {
         }
     }
 
+    /// The TOS byte from either `tos` (0..=255) or `dscp` (0..=63, the upper six bits).
+    pub(crate) fn tos_or_dscp(
+        &mut self,
+        tos: Option<&Spanned<i64>>,
+        dscp: Option<&Spanned<i64>>,
+        tos_field: &str,
+        dscp_field: &str,
+    ) -> Option<u8> {
+        match (tos, dscp) {
+            (Some(_), Some(dscp)) => {
+                self.err(dscp.span(), dscp_field, "set either tos or dscp, not both");
+                None
+            }
+            (Some(tos), None) => self.int_in(tos, tos_field, 0, 255).map(|v| v as u8),
+            (None, Some(dscp)) => self.int_in(dscp, dscp_field, 0, 63).map(|v| (v as u8) << 2),
+            (None, None) => None,
+        }
+    }
+
+    pub(crate) fn ip_addr(&mut self, v: &Spanned<String>, field: &str) -> Option<std::net::IpAddr> {
+        match v.get_ref().parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.err(
+                    v.span(),
+                    field,
+                    format!("{:?} is not an IP address", v.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn ip_protocol(&mut self, v: &Spanned<String>, field: &str) -> Option<IpProtocol> {
         match v.get_ref().as_str() {
             "auto" => Some(IpProtocol::Auto),

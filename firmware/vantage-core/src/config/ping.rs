@@ -115,33 +115,9 @@ impl PingOptions {
             Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
             _ => marks(d).unwrap_or((None, None)),
         };
-        let tos = match (tos_raw, dscp_raw) {
-            (Some(_), Some(dscp)) => {
-                c.err(
-                    dscp.span(),
-                    &field("dscp"),
-                    "set either tos or dscp, not both",
-                );
-                None
-            }
-            (Some(tos), None) => c.int_in(tos, &field("tos"), 0, 255).map(|v| v as u8),
-            (None, Some(dscp)) => c
-                .int_in(dscp, &field("dscp"), 0, 63)
-                .map(|v| (v as u8) << 2),
-            (None, None) => None,
-        };
+        let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
         let source =
-            merge(t, d, |r| r.source.as_ref()).and_then(|v| match v.get_ref().parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    c.err(
-                        v.span(),
-                        &field("source"),
-                        format!("{:?} is not an IP address", v.get_ref()),
-                    );
-                    None
-                }
-            });
+            merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
         let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
             .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
             .unwrap_or_default();
