@@ -417,6 +417,7 @@ async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
         "config": {
             "path": loc.display(),
             "embedded": loc.embedded,
+            "default": loc.default,
             "writable": loc.path.is_some(),
         },
         // Parts of the device this build does not have yet: reported, never invented.
@@ -509,6 +510,7 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "path": loc.display(),
         "embedded": loc.embedded,
+        "default": loc.default,
         "writable": loc.path.is_some(),
         "revision": revision(&text),
         "file_errors": file_errors,
@@ -684,6 +686,7 @@ async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "path": loc.display(),
         "embedded": loc.embedded,
+        "default": loc.default,
         "revision": revision(&text),
         "text": text,
         "errors": errors,
