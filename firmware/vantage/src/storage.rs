@@ -243,6 +243,40 @@ impl Storage {
         }
     }
 
+    /// The store, when it opened.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// The `[store]` settings the store was opened with (changes need a restart).
+    pub fn running_store_config(&self) -> &StoreConfig {
+        &self.store_config
+    }
+
+    /// The state of each endpoint being shipped to, for the web page.
+    pub fn endpoint_states(&self) -> Vec<serde_json::Value> {
+        let shipping = lock(&self.shipping);
+        let Some(s) = shipping.as_ref() else {
+            return Vec::new();
+        };
+        s.shipper
+            .endpoints()
+            .iter()
+            .map(|e| {
+                let last = e.last_success_ms.load(Ordering::Relaxed);
+                serde_json::json!({
+                    "name": e.name,
+                    "up": e.up.load(Ordering::Relaxed),
+                    "samples_sent": e.samples_sent.load(Ordering::Relaxed),
+                    "failures": e.failures.load(Ordering::Relaxed),
+                    "backlog": e.backlog.load(Ordering::Relaxed),
+                    "last_success": (last > 0).then(|| last as f64 / 1000.0),
+                    "last_error": lock(&e.last_error).clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Stops shipping and writes what is pending.
     pub async fn shutdown(&self) {
         let shipper = lock(&self.shipping).take().map(|s| s.shipper);
