@@ -222,9 +222,9 @@ const LOSS_VALUE: &str = "loss_ratio";
 /// Stored values that are already in the point's own fields.
 const SHOWN: &[&str] = &["success", "sent", "received", "loss_ratio"];
 
-/// Rounds are stored when they end, so the newest minutes may still grow: buckets are only
-/// cached once they are this old.
-const SETTLE: u64 = 300;
+/// Rounds are stored when they end (a trace round takes up to a minute), so the newest minutes
+/// may still grow: buckets are only cached once they are this old.
+const SETTLE: u64 = 120;
 /// Ranges longer than this (up to a day, for `/api/history`) are read from the store each time
 /// instead of being cached.
 const CACHED_SPAN: u64 = BUCKET.as_secs() * (BUCKETS as u64 + 1);

@@ -134,7 +134,7 @@ fn applied(restart_required: bool, what: &str) -> Value {
         "message": if restart_required {
             format!("saved; {what} takes effect when the daemon restarts (systemctl restart vantage)")
         } else {
-            format!("saved and applied; {what} is in effect now")
+            format!("saved and applied; {what} uses it now")
         },
     })
 }
