@@ -741,7 +741,7 @@ function endpointForm(existing, rw, onCancel) {
   const d = rw.defaults;
   const input = (type, value, placeholder) => h('input', { type, value: value ?? '', placeholder: placeholder ?? null, autocomplete: 'off', autocapitalize: 'off' });
   const name = input('text', raw.name, existing ? existing.name : 'host:port of the URL');
-  const url = input('text', raw.url, 'https://prometheus.example/api/v1/write');
+  const url = input('text', raw.url, 'prometheus.example:9090/api/v1/write');
   const mode = h('select', {}, [['none', 'None'], ['basic', 'Basic auth'], ['bearer', 'Bearer token']]
     .map(([v, l]) => h('option', { value: v, selected: (raw.basic_auth ? 'basic' : raw.bearer_token || raw.bearer_token_file ? 'bearer' : 'none') === v }, l)));
   // Secrets are never sent to the page: an empty box with "(unchanged)" keeps the stored one.
@@ -781,7 +781,7 @@ function endpointForm(existing, rw, onCancel) {
   const form = h('form', { class: 'subform', id: 'rw-form', novalidate: true },
     h('h3', {}, existing ? `Edit ${existing.name}` : 'New endpoint'),
     h('div', { class: 'cols' },
-      field('URL', 'url', url, 'The remote_write URL of Prometheus, Mimir, VictoriaMetrics, …'),
+      field('URL', 'url', url, 'The full remote_write URL, http or https, of Prometheus, Mimir, VictoriaMetrics, …'),
       field('Name', 'name', name, 'Names it in metrics; default: host and port of the URL.'),
       field('Authentication', 'auth', mode)),
     basicFields, bearerFields,
