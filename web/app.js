@@ -281,7 +281,7 @@ async function showStatus() {
         h('div', {}, h('dt', {}, 'Version'), h('dd', {}, d.version)),
         h('div', {}, h('dt', {}, 'Up for'), h('dd', {}, duration(d.uptime_seconds))),
         h('div', { class: 'wide' }, h('dt', {}, 'Addresses'), h('dd', { class: 'mono small' }, addrs)),
-        h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : s.config.path)),
+        h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : (s.config.default || s.config.path))),
         h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured
           ? `${bytes(s.store.disk_bytes)} of ${bytes(s.store.max_bytes)}${s.store.healthy ? '' : ` · failing: ${s.store.error}`}` : notConfigured('store'))),
         h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured
@@ -480,8 +480,9 @@ function fileBanner(list) {
     }));
     out.push(h('div', { class: 'banner row spread' }, h('span', {}, 'The config file was edited by hand and differs from what runs.'), b));
   }
-  if (list.embedded) {
-    out.push(h('div', { class: 'banner' }, 'Running the built-in default config. Your first change creates ', h('span', { class: 'mono' }, list.path), '.'));
+  if (list.embedded || list.default) {
+    const running = list.default ? ['Running the default config ', h('span', { class: 'mono' }, list.default)] : ['Running the built-in default config'];
+    out.push(h('div', { class: 'banner' }, ...running, '. Your first change creates ', h('span', { class: 'mono' }, list.path), '.'));
   }
   return out;
 }
@@ -650,7 +651,7 @@ async function showSettings() {
     try { await api('POST', '/api/reload'); toast('Config reloaded'); } catch (e) { toast(`${e.message} ${e.errors.map((x) => x.message).join('; ')}`); }
   }));
   const file = h('section', { class: 'card' }, h('div', { class: 'row spread' }, h('h2', {}, 'Config file'), reloadButton),
-    h('p', { class: 'hint' }, cfg.embedded ? 'Built-in default (no file saved yet).' : cfg.path,
+    h('p', { class: 'hint' }, cfg.embedded ? 'Built-in default (no file saved yet).' : cfg.default ? `${cfg.default} (default; the first save creates ${cfg.path})` : cfg.path,
       cfg.backup ? ` · previous version: ${cfg.backup}` : ''),
     cfg.errors.length ? h('ul', { class: 'errors' }, cfg.errors.map((e) => h('li', {}, `line ${e.line}: ${e.field} ${e.message}`))) : null,
     h('pre', { class: 'file' }, cfg.text));

@@ -438,6 +438,7 @@ fn status_json(web: &Arc<Web>) -> Value {
         "config": {
             "path": loc.display(),
             "embedded": loc.embedded,
+            "default": loc.default,
             "writable": loc.path.is_some(),
         },
         "store": store_json(web),
@@ -576,6 +577,7 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "path": loc.display(),
         "embedded": loc.embedded,
+        "default": loc.default,
         "writable": loc.path.is_some(),
         "revision": revision(&text),
         "file_errors": file_errors,
@@ -775,6 +777,7 @@ async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "path": loc.display(),
         "embedded": loc.embedded,
+        "default": loc.default,
         "revision": revision(&text),
         // Secrets never leave the device: the page shows the file with them masked.
         "text": redact_text(&text),
