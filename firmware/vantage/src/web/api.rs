@@ -580,7 +580,7 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
         "default": loc.default,
         "writable": loc.path.is_some(),
         "revision": revision(&text),
-        "file_errors": file_errors,
+        "file_errors": redact_errors(file_errors),
         "running_matches_file": matches,
         "targets": targets,
         // Targets from central provisioning: running, not in the file, not editable here.
@@ -781,7 +781,7 @@ async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
         "revision": revision(&text),
         // Secrets never leave the device: the page shows the file with them masked.
         "text": redact_text(&text),
-        "errors": errors,
+        "errors": redact_errors(errors),
         "backup": backup,
     })))
 }
@@ -794,10 +794,18 @@ async fn reload(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
             "the config file has errors; the running config is unchanged",
             e.errors
                 .iter()
-                .map(|e| FieldError::new(format!("file:{}", e.field), e.to_string()))
+                .map(|e| FieldError::new(format!("file:{}", e.field), redact_text(&e.to_string())))
                 .collect(),
         )),
     }
+}
+
+/// Config errors quote the values they are about; a secret among them stays masked.
+fn redact_errors(mut errors: Vec<vantage_core::ConfigError>) -> Vec<vantage_core::ConfigError> {
+    for e in &mut errors {
+        e.message = redact_text(&e.message);
+    }
+    errors
 }
 
 // ---- settings ----

@@ -2209,3 +2209,50 @@ async fn history_comes_from_the_store_and_survives_a_restart() {
         .await;
     assert_eq!(h.body["points"].as_array().unwrap().len(), 31, "{}", h.text);
 }
+
+/// A hand edit that broke the file: the sections still load (with the file's errors), saves
+/// are refused, and a secret quoted in an error message stays masked.
+#[tokio::test]
+async fn sections_survive_a_broken_file_and_errors_do_not_leak_secrets() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let broken = format!(
+        "{CONFIG}\n[[remote_write]]\nurl = \"ftp://u:leaky-pass@prom.example/w\"\nbearer_token = \"leaky-token\"\n"
+    );
+    std::fs::write(f.config_path(), &broken).unwrap();
+    for path in ["/api/config/remote_write", "/api/targets", "/api/config"] {
+        let r = f.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert!(!r.text.contains("leaky"), "{path}: {}", r.text);
+        assert!(
+            r.text.contains("must start with http"),
+            "{path}: {}",
+            r.text
+        );
+    }
+    let r = f.send(Method::POST, "/api/reload", None, true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!r.text.contains("leaky"), "{}", r.text);
+    std::fs::write(f.config_path(), format!("{CONFIG}\n[store\n")).unwrap();
+    for path in [
+        "/api/config/remote_write",
+        "/api/config/store",
+        "/api/config/leds",
+    ] {
+        let r = f.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert!(
+            !r.body["file_errors"].as_array().unwrap().is_empty(),
+            "{path}: {}",
+            r.text
+        );
+    }
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/store",
+            Some(json!({"max_size": "1GiB"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+}
