@@ -265,6 +265,21 @@ async function main() {
       await shot('19-store-restart');
     });
 
+    await step('LEDs: a bad pin is refused next to its field, a good layout saved for the next start', async () => {
+      await waitCss('#leds-form');
+      await exec("const b = document.getElementById('f-leds-backend'); b.value = 'gpio'; b.dispatchEvent(new Event('change', { bubbles: true }))");
+      await click('#led-add');
+      await waitCss('#f-leds-led-0--pin');
+      await type('#f-leds-led-0--pin', '99');
+      await click('#leds-save');
+      await waitFor('pin error', () => exec("return /99/.test(document.querySelector('.ferr[data-for=\"leds.led[0].pin\"]').textContent)"));
+      await type('#f-leds-led-0--pin', '17');
+      await click('#leds-save');
+      await waitCss('[data-restart="[leds]"]');
+      if (!/\[leds\]\nbackend = "gpio"\n\n\[\[leds\.led\]\]\nrole = "health"\npin = 17/.test(configText())) throw new Error(configText());
+      await shot('20-leds');
+    });
+
     await step('settings page: turn HTTPS on', async () => {
       await wd('POST', s('/url'), { url: `${URL_}#/settings` });
       await waitCss('pre.file');
