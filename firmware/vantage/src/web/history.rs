@@ -314,7 +314,15 @@ pub struct StoreHistory {
     memory: Arc<MemoryHistory>,
     store: Arc<vantage_store::Store>,
     cache: Mutex<HashMap<(Arc<str>, ProbeKind), Cached>>,
+    /// The newest stored round per probe, read at most every [`LATEST_TTL`] until memory has
+    /// one (a probe with a long interval may take a while after a start).
+    stored_latest: Mutex<HashMap<(Arc<str>, ProbeKind), StoredLatest>>,
 }
+
+/// When the newest stored round was read, and what it was.
+type StoredLatest = (std::time::Instant, Option<Latest>);
+
+const LATEST_TTL: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for StoreHistory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -329,6 +337,7 @@ impl StoreHistory {
             memory,
             store,
             cache: Mutex::default(),
+            stored_latest: Mutex::default(),
         }
     }
 
@@ -389,9 +398,19 @@ impl StoreHistory {
 
 impl HistorySource for StoreHistory {
     fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest> {
-        self.memory
-            .latest(target, probe)
-            .or_else(|| self.latest_stored(target, probe))
+        if let Some(l) = self.memory.latest(target, probe) {
+            return Some(l);
+        }
+        let key = (Arc::from(target), probe);
+        let mut cached = self.stored_latest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, l)) = cached.get(&key)
+            && at.elapsed() < LATEST_TTL
+        {
+            return l.clone();
+        }
+        let l = self.latest_stored(target, probe);
+        cached.insert(key, (std::time::Instant::now(), l.clone()));
+        l
     }
 
     fn series(&self, target: &str, probe: ProbeKind, since: SystemTime) -> Vec<Point> {
@@ -434,6 +453,10 @@ impl HistorySource for StoreHistory {
 
     fn retain(&self, keep: &dyn Fn(&str) -> bool) {
         self.memory.retain(keep);
+        self.stored_latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _), _| keep(t));
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -308,6 +308,17 @@ fn store_restart(web: &Web, file: Option<&StoreConfig>) -> bool {
     }
 }
 
+fn store_backends() -> Vec<&'static str> {
+    [
+        vantage_store::BackendKind::Fjall,
+        vantage_store::BackendKind::Sled,
+    ]
+    .into_iter()
+    .filter(|b| b.available())
+    .map(|b| b.as_str())
+    .collect()
+}
+
 async fn get_store(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     let f = file_now(&web)?;
     let raw = raw_section(&f.text, "store").unwrap_or_else(|_| json!({}));
@@ -336,7 +347,8 @@ async fn get_store(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
             "stats": stats,
             "limits": {
                 "max_size": format!("{} MiB to {} TiB", defaults::STORE_MIN_BYTES >> 20, defaults::STORE_MAX_MAX_BYTES >> 40),
-                "backends": ["fjall", "sled"],
+                // The engines this build has (sled is a build feature).
+                "backends": store_backends(),
             },
         }),
     )))
