@@ -521,3 +521,71 @@ mod tests {
         assert!(h.latest("gw", ProbeKind::Ping).is_none());
     }
 }
+
+/// What the status page costs with the history in the store: 20 targets pinged every second
+/// for an hour (72 000 rounds), one status refresh cold (after a start) and warm (the next
+/// refresh, 5 s later). Run with
+/// `cargo test -p vantage --release --bin vantage store_history_cost -- --ignored --nocapture`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use std::time::Instant;
+    use vantage_core::PingReport;
+
+    #[test]
+    #[ignore = "a measurement; prints figures"]
+    fn store_history_cost() {
+        let dir = crate::web::tests::TempDir::new("histcost");
+        let store = Arc::new(
+            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
+                .unwrap(),
+        );
+        let now = SystemTime::now();
+        let labels = vantage_store::Labels::new();
+        let targets: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        for s in (0..3600u64).rev() {
+            let samples: Vec<Sample> = targets
+                .iter()
+                .map(|t| Sample {
+                    target: t.as_str().into(),
+                    probe: ProbeKind::Ping,
+                    timestamp: now - Duration::from_secs(s),
+                    duration: Duration::from_millis(2),
+                    success: true,
+                    error: None,
+                    measurement: Measurement::Ping(PingReport {
+                        sent: 1,
+                        received: 1,
+                        rtts: vec![Duration::from_millis(2)],
+                        ..Default::default()
+                    }),
+                })
+                .collect();
+            store.append_many(samples.iter().map(|s| (s, &labels)));
+            if s % 5 == 0 {
+                store.flush().unwrap();
+            }
+        }
+        store.flush().unwrap();
+        let h = StoreHistory::new(Arc::new(MemoryHistory::default()), store.clone());
+        let since = now - BUCKET * BUCKETS as u32;
+        let refresh = || {
+            let t = Instant::now();
+            for name in &targets {
+                assert!(h.series(name, ProbeKind::Ping, since).len() >= 60);
+                assert!(h.latest(name, ProbeKind::Ping).is_some());
+            }
+            t.elapsed()
+        };
+        let cold = refresh();
+        let warm = refresh();
+        let st = store.stats();
+        println!(
+            "store: {} rounds, {} KiB on disk; status refresh of 20 targets: cold {:.1} ms, warm {:.1} ms",
+            st.samples,
+            st.disk_bytes / 1024,
+            cold.as_secs_f64() * 1000.0,
+            warm.as_secs_f64() * 1000.0
+        );
+    }
+}
