@@ -257,6 +257,23 @@ function ledLine(state) {
   return h('span', {}, h('span', { class: 'block' }, state.leds.map((l) => `${l.label} ${l.pattern.replace(/_/g, ' ')}`).join(', ')), identify);
 }
 
+function storeLine(st) {
+  if (!st.healthy) return h('span', { class: 'text-down' }, `failing: ${st.error || 'unknown error'}`);
+  const pct = `${(100 * st.fill).toFixed(st.fill < 0.1 ? 1 : 0)} % full`;
+  const span = st.oldest_ms ? `, back to ${ago(st.oldest_ms / 1000)}` : '';
+  return `${pct} (${st.samples} rounds${span})`;
+}
+
+function shippingLine(rw) {
+  const backlog = rw.endpoints.reduce((n, e) => n + e.backlog, 0);
+  if (rw.state === 'shipping') return h('span', { class: 'text-up' }, backlog ? `shipping, ${backlog} rounds to send` : 'shipping, up to date');
+  if (rw.state === 'uplink down') {
+    const err = rw.endpoints.map((e) => e.last_error).find((e) => e);
+    return h('span', { class: 'text-down' }, `uplink down: ${backlog} rounds kept for later${err ? ` (${err})` : ''}`);
+  }
+  return 'starting';
+}
+
 function notConfigured(what) {
   return h('span', { class: 'muted' }, 'not configured');
 }
@@ -282,10 +299,8 @@ async function showStatus() {
         h('div', {}, h('dt', {}, 'Up for'), h('dd', {}, duration(d.uptime_seconds))),
         h('div', { class: 'wide' }, h('dt', {}, 'Addresses'), h('dd', { class: 'mono small' }, addrs)),
         h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : (s.config.default || s.config.path))),
-        h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured
-          ? `${bytes(s.store.disk_bytes)} of ${bytes(s.store.max_bytes)}${s.store.healthy ? '' : ` · failing: ${s.store.error}`}` : notConfigured('store'))),
-        h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured
-          ? s.remote_write.endpoints.map((e) => `${e.name} ${e.up ? 'up' : 'down'}`).join(', ') || 'starting' : notConfigured('remote write'))),
+        h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured ? storeLine(s.store) : notConfigured('store'))),
+        h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured ? shippingLine(s.remote_write) : notConfigured('remote write'))),
         h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds.configured ? ledLine(s.leds.state) : notConfigured('leds'))),
         s.provisioning && s.provisioning.url ? h('div', { class: 'wide' }, h('dt', {}, 'Provisioning'),
           h('dd', {}, `${s.provisioning.targets.length} targets from `, h('span', { class: 'mono small' }, s.provisioning.url),

@@ -427,6 +427,11 @@ fn status_json(web: &Arc<Web>) -> Value {
         })
         .collect();
     let loc = ConfigLocation::of(&web.daemon.source);
+    let mut storage = web.daemon.storage.as_ref().map_or_else(
+        || json!({ "store": { "configured": false }, "remote_write": { "configured": false } }),
+        |s| s.status_json(),
+    );
+    redact_endpoint_errors(&mut storage["remote_write"]);
     json!({
         "device": {
             "version": env!("CARGO_PKG_VERSION"),
@@ -441,8 +446,8 @@ fn status_json(web: &Arc<Web>) -> Value {
             "default": loc.default,
             "writable": loc.path.is_some(),
         },
-        "store": store_json(web),
-        "remote_write": remote_write_json(web, &cfg),
+        "store": storage["store"],
+        "remote_write": storage["remote_write"],
         "leds": leds_json(web),
         "provisioning": web.daemon.provisioning.status(),
         "history_minutes": BUCKETS as u64 * BUCKET.as_secs() / 60,
@@ -450,46 +455,18 @@ fn status_json(web: &Arc<Web>) -> Value {
     })
 }
 
-/// The sample store as it runs; `configured: false` when it did not open (see the log).
-fn store_json(web: &Web) -> Value {
-    let storage = web.daemon.storage.as_ref();
-    match storage.and_then(|s| s.store()) {
-        Some(st) => {
-            let st = st.stats();
-            json!({
-                "configured": true,
-                "samples": st.samples,
-                "disk_bytes": st.disk_bytes,
-                "max_bytes": storage.map(|s| s.running_store_config().max_bytes),
-                "oldest": st.oldest_ms.map(|m| m as f64 / 1000.0),
-                "healthy": st.healthy(),
-                "error": st.error,
-            })
-        }
-        None => json!({ "configured": false }),
-    }
-}
-
-fn remote_write_json(web: &Web, cfg: &vantage_core::Config) -> Value {
-    let endpoints: Vec<Value> = web
-        .daemon
-        .storage
-        .as_ref()
-        .map(|s| s.endpoint_states())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|mut e| {
+/// Shipping errors may quote an endpoint's URL, and with it a password in its user info.
+pub(super) fn redact_endpoint_errors(remote_write: &mut Value) {
+    if let Some(eps) = remote_write
+        .get_mut("endpoints")
+        .and_then(Value::as_array_mut)
+    {
+        for e in eps {
             if let Some(Value::String(m)) = e.get_mut("last_error") {
                 *m = redact_text(m);
             }
-            e
-        })
-        .collect();
-    json!({
-        "configured": !cfg.remote_write.is_empty(),
-        "up": (!endpoints.is_empty()).then(|| endpoints.iter().all(|e| e["up"] == true)),
-        "endpoints": endpoints,
-    })
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -153,11 +153,15 @@ async fn get_remote_write(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>>
     // A file that is not TOML shows no endpoints; `file_errors` says why.
     let raw = raw_items(&f.text, &REMOTE_WRITE).unwrap_or_default();
     let running = web.daemon.config();
-    let states = web
+    let mut shipping = web
         .daemon
         .storage
         .as_ref()
-        .map(|s| s.endpoint_states())
+        .map_or(Value::Null, |s| s.status_json()["remote_write"].take());
+    super::api::redact_endpoint_errors(&mut shipping);
+    let states = shipping["endpoints"]
+        .as_array()
+        .cloned()
         .unwrap_or_default();
     let store_open = web
         .daemon
@@ -168,16 +172,7 @@ async fn get_remote_write(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>>
         .into_iter()
         .map(|r| {
             let name = REMOTE_WRITE.name_of_json(&r).unwrap_or_default();
-            let state = states
-                .iter()
-                .find(|s| s["name"] == name.as_str())
-                .cloned()
-                .map(|mut s| {
-                    if let Some(Value::String(e)) = s.get_mut("last_error") {
-                        *e = redact_text(e);
-                    }
-                    s
-                });
+            let state = states.iter().find(|s| s["name"] == name.as_str()).cloned();
             json!({
                 "name": name,
                 "raw": mask_endpoint(r),
