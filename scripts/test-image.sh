@@ -187,15 +187,11 @@ config_sum() { # the config file as the daemon reads it (GET /api/config), and i
   if [ "$(jqr '.errors | length')" != 0 ]; then echo "errors: $(jqr -c .errors)"; return; fi
   jqr .text | sha256sum | cut -c1-16
 }
-# The stored rounds of loopback-v4 (GET /api/samples) from $hist_from to $1: sets $s_count and
-# $s_last (newest timestamp, guest clock), and $s_upto the number at or before $2 if given.
+# The stored rounds of loopback-v4 (GET /api/samples, needs a session) from $hist_from to $1,
+# into $api_out.
 stored() {
-  s_count="" s_last="" s_upto=""
   api GET "/api/samples?target=loopback-v4&probe=ping&from=$hist_from&to=$1"
-  [ "$code" = 200 ] || return 1
-  s_count=$(jqr '.samples | length')
-  s_last=$(jqr '[.samples[].timestamp] | max // 0')
-  [ $# -lt 2 ] || s_upto=$(jq -r --argjson lim "$2" '[.samples[] | select(.timestamp <= $lim)] | length' "$api_out")
+  [ "$code" = 200 ]
 }
 # The guest's clock minus the host's (the store's timestamps are the guest's).
 clock_offset() {
