@@ -654,7 +654,7 @@ impl Store {
                 .pending
                 .iter()
                 .filter(|s| ids.contains(&s.series))
-                .copied()
+                .cloned()
                 .collect();
             (ids, blocks, pending)
         };
@@ -1239,7 +1239,7 @@ impl Inner {
                 let mut st = lock(&self.state);
                 let n = st.pending.len().min(MAX_BLOCK_SAMPLES);
                 st.in_flight = n;
-                let samples: Vec<StoredSample> = st.pending.iter().take(n).copied().collect();
+                let samples: Vec<StoredSample> = st.pending.iter().take(n).cloned().collect();
                 let series: Vec<(u32, Vec<u8>)> = st
                     .unsaved_series
                     .iter()
