@@ -208,7 +208,8 @@ pub struct StoredTrace {
     pub reached: bool,
     /// Hops from the first TTL to the destination, or to the last hop that answered.
     pub hops: Vec<StoredHop>,
-    /// min, avg, max RTT of the last hop in µs (the destination's, when reached).
+    /// min, avg, max RTT of the last hop in µs (the destination's, when reached); present
+    /// exactly when the last hop has an RTT, whose mean is its avg.
     pub last_rtt_us: Option<(u64, u64, u64)>,
     pub path_hash: u32,
     pub path_changed: bool,

@@ -836,10 +836,7 @@ mod tests {
             labels(DNS_PHASE, Some(("phase", "request"))),
             ["__name__", "phase", "site", "target"]
         );
-        assert_eq!(
-            labels(PROBE_SUCCESS, None).contains(&"probe".to_string()),
-            true
-        );
+        assert!(labels(PROBE_SUCCESS, None).contains(&"probe".to_string()));
         assert_eq!(value(DNS_PHASE, Some(("phase", "request"))), 0.0195);
         assert_eq!(value(DNS_PHASE, Some(("phase", "connect"))), 0.0);
         // The common rcodes at 0, the round's own at 1.
