@@ -480,7 +480,14 @@ impl Store {
 
     /// Stops the committer after a last commit.
     pub fn close(&self) {
-        self.inner.closing.store(true, Ordering::SeqCst);
+        {
+            // Under the state lock: the committer checks `closing` under it before it waits,
+            // so it either sees the flag or is already waiting for the notification (set
+            // without the lock, a close between its check and its wait went unheard until the
+            // next commit interval).
+            let _st = lock(&self.inner.state);
+            self.inner.closing.store(true, Ordering::SeqCst);
+        }
         self.inner.wake.notify_all();
         if let Some(h) = lock(&self.committer).take() {
             let _ = h.join();

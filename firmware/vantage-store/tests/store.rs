@@ -111,6 +111,32 @@ fn pending_samples_show_in_queries_before_the_commit() {
     assert_eq!(s.stats().pending, 1);
 }
 
+/// Closing wakes the committer at once, however long the commit interval (a close that
+/// raced the committer's wait used to hang until the interval ran out).
+#[test]
+fn close_returns_at_once_with_a_long_commit_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms();
+    for i in 0..40 {
+        let mut o = opts(dir.path());
+        o.commit_interval = Duration::from_secs(3600);
+        let s = Store::open(o).unwrap();
+        s.append(&ping("a", t0 + i, 5), &labels("x"));
+        let start = std::time::Instant::now();
+        drop(s);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "close took {:?}",
+            start.elapsed()
+        );
+    }
+    let s = open(dir.path());
+    assert_eq!(
+        s.query("a", ProbeKind::Ping, t0, t0 + 100).unwrap().len(),
+        40
+    );
+}
+
 #[test]
 fn commit_happens_by_count_or_by_interval() {
     let dir = tempfile::tempdir().unwrap();
