@@ -137,11 +137,27 @@ fn one_shot_query_prints_the_answer_and_exits_by_rcode() {
             "need --transport tls or https",
         ),
         (
-            vec!["dns", "127.0.0.1", "example.test", "-T", "tls", "--doh-path", "/q"],
+            vec![
+                "dns",
+                "127.0.0.1",
+                "example.test",
+                "-T",
+                "tls",
+                "--doh-path",
+                "/q",
+            ],
             "--doh-path and --doh-get need --transport https",
         ),
         (
-            vec!["dns", "127.0.0.1", "example.test", "-T", "https", "--doh-path", "q"],
+            vec![
+                "dns",
+                "127.0.0.1",
+                "example.test",
+                "-T",
+                "https",
+                "--doh-path",
+                "q",
+            ],
             "--doh-path \"q\" must start with '/'",
         ),
     ] {
@@ -279,6 +295,61 @@ dns = {{ query = "silent.example.test" }}
     assert!(body.contains("zone transfer"), "{body}");
     let (s, body) = http_get(addr, "/probe?target=system&module=ping").unwrap();
     assert_eq!(s, 400, "{body}");
+
+    // transport and port: the responder listens on UDP at its own port only.
+    let probe = |extra: &str| {
+        http_get(
+            addr,
+            &format!("/probe?target=127.0.0.1&module=dns&query=www.example.test{extra}"),
+        )
+        .unwrap()
+    };
+    let (s, body) = probe(&format!("&port={port}"));
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(metric(&body, "vantage_probe_success"), Some(1.0), "{body}");
+    assert_eq!(
+        metric(&body, r#"vantage_dns_rcode{rcode="NOERROR"}"#),
+        Some(1.0),
+        "{body}"
+    );
+    let (s, body) = probe(&format!("&port={port}&transport=udp"));
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(metric(&body, "vantage_probe_success"), Some(1.0), "{body}");
+    // Nothing listens on TCP there.
+    let (s, body) = probe(&format!("&port={port}&transport=tcp"));
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(metric(&body, "vantage_probe_success"), Some(0.0), "{body}");
+    for (extra, want) in [
+        (
+            "&transport=quic".to_string(),
+            "transport: \"quic\" is not one of udp, tcp, tls, https",
+        ),
+        (
+            "&port=0".to_string(),
+            "port: must be between 1 and 65535, got 0",
+        ),
+        (
+            "&port=70000".to_string(),
+            "port: must be between 1 and 65535, got 70000",
+        ),
+        (
+            "&port=dns".to_string(),
+            "port: \"dns\" is not a whole number",
+        ),
+    ] {
+        let (s, body) = probe(&extra);
+        assert_eq!(s, 400, "{extra}: {body}");
+        assert!(body.contains(want), "{extra}: {body}");
+    }
+    let (s, body) = http_get(addr, "/probe?target=127.0.0.1&module=ping&transport=tcp").unwrap();
+    assert_eq!(s, 400);
+    assert!(
+        body.contains("transport applies to module=dns only"),
+        "{body}"
+    );
+    let (s, body) = http_get(addr, "/probe?target=127.0.0.1&module=trace&port=53").unwrap();
+    assert_eq!(s, 400);
+    assert!(body.contains("port applies to module=dns only"), "{body}");
 }
 
 /// unbound on loopback serving DNS over HTTPS with a certificate made here; killed on drop.
@@ -297,7 +368,8 @@ impl DohUnbound {
             return None;
         }
         let dir = TempDir::new("dns-doh");
-        let cert = rcgen::generate_simple_self_signed(vec!["dns.example.test".to_string()]).unwrap();
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["dns.example.test".to_string()]).unwrap();
         std::fs::write(dir.path("cert.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.path("key.pem"), cert.key_pair.serialize_pem()).unwrap();
         let port = free_port();
@@ -372,8 +444,14 @@ fn one_shot_query_over_https() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("over https (POST /dns-query)"), "{out}");
     assert!(out.contains("status: NOERROR"), "{out}");
-    assert!(out.contains("www.example.test. 300 IN A 192.0.2.10"), "{out}");
-    assert!(!out.contains("tls -,") && !out.contains("request -;"), "{out}");
+    assert!(
+        out.contains("www.example.test. 300 IN A 192.0.2.10"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("tls -,") && !out.contains("request -;"),
+        "{out}"
+    );
 
     let mut get = args.to_vec();
     get.push("--doh-get");
