@@ -257,6 +257,23 @@ function ledLine(state) {
   return h('span', {}, h('span', { class: 'block' }, state.leds.map((l) => `${l.label} ${l.pattern.replace(/_/g, ' ')}`).join(', ')), identify);
 }
 
+function storeLine(st) {
+  if (!st.healthy) return h('span', { class: 'text-down' }, `failing: ${st.error || 'unknown error'}`);
+  const pct = `${(100 * st.fill).toFixed(st.fill < 0.1 ? 1 : 0)} % full`;
+  const span = st.oldest_ms ? `, back to ${ago(st.oldest_ms / 1000)}` : '';
+  return `${pct} (${st.samples} rounds${span})`;
+}
+
+function shippingLine(rw) {
+  const backlog = rw.endpoints.reduce((n, e) => n + e.backlog, 0);
+  if (rw.state === 'shipping') return h('span', { class: 'text-up' }, backlog ? `shipping, ${backlog} rounds to send` : 'shipping, up to date');
+  if (rw.state === 'uplink down') {
+    const err = rw.endpoints.map((e) => e.last_error).find((e) => e);
+    return h('span', { class: 'text-down' }, `uplink down: ${backlog} rounds kept for later${err ? ` (${err})` : ''}`);
+  }
+  return 'starting';
+}
+
 function notConfigured(what) {
   return h('span', { class: 'muted' }, 'not configured');
 }
@@ -281,9 +298,9 @@ async function showStatus() {
         h('div', {}, h('dt', {}, 'Version'), h('dd', {}, d.version)),
         h('div', {}, h('dt', {}, 'Up for'), h('dd', {}, duration(d.uptime_seconds))),
         h('div', { class: 'wide' }, h('dt', {}, 'Addresses'), h('dd', { class: 'mono small' }, addrs)),
-        h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : s.config.path)),
-        h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured ? `${s.store.fill}` : notConfigured('store'))),
-        h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured ? s.remote_write.state : notConfigured('remote write'))),
+        h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : (s.config.default || s.config.path))),
+        h('div', {}, h('dt', {}, 'Sample store'), h('dd', {}, s.store.configured ? storeLine(s.store) : notConfigured('store'))),
+        h('div', {}, h('dt', {}, 'Uplink (remote write)'), h('dd', {}, s.remote_write.configured ? shippingLine(s.remote_write) : notConfigured('remote write'))),
         h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds.configured ? ledLine(s.leds.state) : notConfigured('leds'))),
         s.provisioning && s.provisioning.url ? h('div', { class: 'wide' }, h('dt', {}, 'Provisioning'),
           h('dd', {}, `${s.provisioning.targets.length} targets from `, h('span', { class: 'mono small' }, s.provisioning.url),
@@ -478,8 +495,9 @@ function fileBanner(list) {
     }));
     out.push(h('div', { class: 'banner row spread' }, h('span', {}, 'The config file was edited by hand and differs from what runs.'), b));
   }
-  if (list.embedded) {
-    out.push(h('div', { class: 'banner' }, 'Running the built-in default config. Your first change creates ', h('span', { class: 'mono' }, list.path), '.'));
+  if (list.embedded || list.default) {
+    const running = list.default ? ['Running the default config ', h('span', { class: 'mono' }, list.default)] : ['Running the built-in default config'];
+    out.push(h('div', { class: 'banner' }, ...running, '. Your first change creates ', h('span', { class: 'mono' }, list.path), '.'));
   }
   return out;
 }
@@ -652,7 +670,7 @@ async function showSettings() {
     try { await api('POST', '/api/reload'); toast('Config reloaded'); } catch (e) { toast(`${e.message} ${e.errors.map((x) => x.message).join('; ')}`); }
   }));
   const file = h('section', { class: 'card' }, h('div', { class: 'row spread' }, h('h2', {}, 'Config file'), reloadButton),
-    h('p', { class: 'hint' }, cfg.embedded ? 'Built-in default (no file saved yet).' : cfg.path,
+    h('p', { class: 'hint' }, cfg.embedded ? 'Built-in default (no file saved yet).' : cfg.default ? `${cfg.default} (default; the first save creates ${cfg.path})` : cfg.path,
       cfg.backup ? ` · previous version: ${cfg.backup}` : ''),
     cfg.errors.length ? h('ul', { class: 'errors' }, cfg.errors.map((e) => h('li', {}, `line ${e.line}: ${e.field} ${e.message}`))) : null,
     h('pre', { class: 'file' }, cfg.text));

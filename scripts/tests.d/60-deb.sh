@@ -126,25 +126,39 @@ if command -v setpriv >/dev/null && [ -w /proc/sys/net/ipv4/ping_group_range ]; 
   port=$((20000 + $$ % 20000 + 2))
   state="$work/state"
   mkdir -p "$state" && chown 61184:61184 "$state"
-  printf '[[targets]]\nname = "self"\nhost = "127.0.0.1"\nprobes = ["ping"]\ninterval = "200ms"\n' \
-    > "$work/run.toml"
-  chmod 0755 "$work" && chmod 0644 "$work/run.toml"
-  STATE_DIRECTORY=$state setpriv --reuid 61184 --regid 61184 --clear-groups \
-    --inh-caps=-all --bounding-set=-all --no-new-privs \
-    /usr/bin/vantage run --config "$work/run.toml" --listen "127.0.0.1:$port" > "$work/run.log" 2>&1 &
+  chmod 0755 "$work"
+  # The unit's own command line, word by word (it has no shell syntax), run as systemd would:
+  # a uid of its own, no capabilities, $STATE_DIRECTORY set.
+  read -r -a exec_start <<<"$(sed -n 's/^ExecStart=//p' "$unit")"
+  STATE_DIRECTORY=$state VANTAGE_LISTEN=127.0.0.1:$port setpriv --reuid 61184 --regid 61184 \
+    --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs \
+    "${exec_start[@]}" > "$work/run.log" 2>&1 &
   daemon=$!
   received=0
-  for _ in $(seq 40); do
+  for _ in $(seq 60); do
     received=$(curl -sf --max-time 2 "http://127.0.0.1:$port/metrics" |
-      sed -n 's/^vantage_ping_packets_received_total{.*target="self".*} \([0-9]*\)$/\1/p')
+      sed -n 's/^vantage_ping_packets_received_total{.*target="loopback-v4".*} \([0-9]*\)$/\1/p')
     [ "${received:-0}" -ge 2 ] && break
-    sleep 0.25
+    sleep 0.5
   done
   if [ "${received:-0}" -ge 2 ]; then
-    ok "unprivileged uid without capabilities pings 127.0.0.1 ($received replies)"
+    ok "the unit's ExecStart, unprivileged and without capabilities, pings 127.0.0.1 ($received replies)"
   else
-    bad "unprivileged uid without capabilities: no ping replies"
+    bad "the unit's ExecStart, unprivileged: no ping replies"
     tail -20 "$work/run.log"
+  fi
+  # The page saves where the sandbox lets it: the state directory, starting from /etc's file.
+  api="http://127.0.0.1:$port/api"
+  token=$(curl -sf --max-time 5 -c "$work/jar" -H 'Content-Type: application/json' \
+    -d '{"password":"deb-suite-password"}' "$api/auth/setup" | sed -n 's/.*"csrf_token":"\([^"]*\)".*/\1/p')
+  code=$(curl -s --max-time 10 -o "$work/save.json" -w '%{http_code}' -b "$work/jar" \
+    -H "X-CSRF-Token: $token" -H 'Content-Type: application/json' \
+    -d '{"name":"saved-by-page","host":"127.0.0.2","probes":["ping"]}' "$api/targets")
+  if [ "$code" = 201 ] && grep -q 'saved-by-page' "$state/vantage.toml" &&
+    grep -q 'loopback-v4' "$state/vantage.toml" && ! grep -q 'saved-by-page' /etc/vantage/vantage.toml; then
+    ok "a target added on the page is saved to \$STATE_DIRECTORY/vantage.toml, /etc untouched"
+  else
+    bad "saving from the page under the unit's command line: HTTP $code $(cat "$work/save.json" 2>/dev/null)"
   fi
   kill "$daemon" 2>/dev/null
   wait "$daemon" 2>/dev/null

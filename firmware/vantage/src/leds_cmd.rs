@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use vantage_leds::{Condition, Led, LedRole, Pattern, pattern_for};
 
-use crate::daemon::ConfigSource;
+use crate::daemon::ConfigArgs;
 
 #[derive(Debug, Args)]
 pub struct LedsArgs {
-    /// Config file (TOML) with the [leds] section.
-    #[arg(long, short = 'c', env = "VANTAGE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The daemon's data directory, to use the [leds] the web page saved there.
+    #[arg(long, short = 'd', env = "STATE_DIRECTORY")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     action: LedsAction,
 }
@@ -34,9 +36,7 @@ enum LedsAction {
 }
 
 pub fn run(args: LedsArgs) -> ExitCode {
-    let source = args
-        .config
-        .map_or(ConfigSource::Embedded, ConfigSource::File);
+    let source = args.config.source(args.data_dir.as_deref());
     let config = match source.load() {
         Ok(c) => c,
         Err(e) => {

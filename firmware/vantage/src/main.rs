@@ -15,8 +15,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon::ConfigSource;
-
 /// Vantage: a network probe that pings, traces and queries DNS on schedule and exports the
 /// results to Prometheus.
 #[derive(Debug, Parser)]
@@ -33,10 +31,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: probe the configured targets and serve /metrics.
     Run {
-        /// Config file (TOML). Without it, the config the web page saves in the data directory,
-        /// or until then the embedded default config, which pings 127.0.0.1 and ::1.
-        #[arg(long, short = 'c', env = "VANTAGE_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: daemon::ConfigArgs,
         /// Address to serve HTTP on.
         #[arg(long, short = 'l', env = "VANTAGE_LISTEN", default_value = "[::]:9430")]
         listen: SocketAddr,
@@ -91,10 +87,7 @@ fn main() -> ExitCode {
             listen,
             data_dir,
         } => {
-            let source = config.map_or_else(
-                || ConfigSource::DataDir(data_dir.join(web::CONFIG_FILE_NAME)),
-                ConfigSource::File,
-            );
+            let source = config.source(Some(&data_dir));
             runtime().block_on(async {
                 match daemon::run(source, listen, data_dir).await {
                     Ok(()) => ExitCode::SUCCESS,

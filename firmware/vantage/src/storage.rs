@@ -161,6 +161,62 @@ impl Storage {
         (uplink, store)
     }
 
+    /// The store's fill and the shipping state, for the web page's status. Endpoint URLs are
+    /// left out: they may carry credentials.
+    pub fn status_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let store = match &self.store {
+            None => json!({ "configured": true, "healthy": false,
+                             "error": "the store could not be opened; see the log" }),
+            Some(s) => {
+                let st = s.stats();
+                let max = self.store_config.max_bytes;
+                json!({
+                    "configured": true,
+                    "healthy": st.healthy(),
+                    "error": st.error,
+                    "backend": st.backend,
+                    "samples": st.samples,
+                    "disk_bytes": st.disk_bytes,
+                    "max_bytes": max,
+                    "fill": if max == 0 { 0.0 } else { st.disk_bytes as f64 / max as f64 },
+                    "oldest_ms": st.oldest_ms,
+                    "newest_ms": st.newest_ms,
+                    "dropped": st.dropped_total(),
+                })
+            }
+        };
+        let shipping = lock(&self.shipping);
+        let remote_write = match shipping.as_ref() {
+            None => json!({ "configured": false }),
+            Some(sh) => {
+                let endpoints: Vec<_> = sh
+                    .shipper
+                    .endpoints()
+                    .iter()
+                    .map(|e| {
+                        let last = e.last_success_ms.load(Ordering::Relaxed);
+                        json!({
+                            "name": e.name,
+                            "up": e.up.load(Ordering::Relaxed),
+                            "backlog": e.backlog.load(Ordering::Relaxed),
+                            "samples_sent": e.samples_sent.load(Ordering::Relaxed),
+                            "last_success_ms": (last > 0).then_some(last),
+                            "last_error": e.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                        })
+                    })
+                    .collect();
+                let state = match sh.shipper.uplink_up() {
+                    Some(true) => "shipping",
+                    Some(false) => "uplink down",
+                    None => "unknown",
+                };
+                json!({ "configured": true, "state": state, "endpoints": endpoints })
+            }
+        };
+        json!({ "store": store, "remote_write": remote_write })
+    }
+
     /// Opens the store under `data_dir` and starts shipping. Never fails: without a usable
     /// store the daemon keeps probing and exporting, and says why in the log and on /metrics.
     pub fn start(data_dir: &Path, config: &Config) -> Arc<Self> {

@@ -185,6 +185,59 @@ fn leds_command_sets_the_boot_pattern_and_turns_off() {
     assert_all_dark(&root);
 }
 
+#[test]
+fn leds_command_reads_the_config_the_daemon_runs() {
+    // As the image's boot unit runs it: --data-dir and --default-config, no --config. The
+    // page-saved file in the data directory wins over the packaged default.
+    let dir = TempDir::new("leds-src");
+    let root = dir.path("leds");
+    fake_leds(&root);
+    let data = dir.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let packaged = dir.path("packaged.toml");
+    std::fs::write(
+        &packaged,
+        "[[targets]]\nname = \"l\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
+    )
+    .unwrap();
+    let boot = || {
+        let out = Command::new(BIN)
+            .env_remove("VANTAGE_CONFIG")
+            .env_remove("STATE_DIRECTORY")
+            .args(["leds", "--data-dir", data.to_str().unwrap()])
+            .args(["--default-config", packaged.to_str().unwrap(), "boot"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = boot();
+    assert!(out.contains("no status LEDs configured"), "{out}");
+    assert!(out.contains("packaged.toml"), "{out}");
+    std::fs::write(data.join("vantage.toml"), leds_config(&root, "")).unwrap();
+    let out = boot();
+    assert!(out.contains("green (health): slow_blink"), "{out}");
+    assert_eq!(read(&root, "green", "trigger"), "timer");
+    // --config and --default-config together are refused, naming both.
+    let out = Command::new(BIN)
+        .args([
+            "leds",
+            "--config",
+            "a.toml",
+            "--default-config",
+            "b.toml",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--config") && err.contains("--default-config"),
+        "{err}"
+    );
+}
+
 /// Network namespaces and a veth pair, removed on drop.
 struct Net {
     daemon_ns: String,

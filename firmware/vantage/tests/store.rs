@@ -189,6 +189,30 @@ labels = {{ site = "lab" }}
     );
     let (status, _) = http_get(addr, "/api/samples?target=lo&probe=bogus").unwrap();
     assert_eq!(status, 400);
+    // The status page's device facts: store fill and shipping state.
+    let session = web_session(addr);
+    let status_of = |addr| {
+        let (code, _, body) = http_with(
+            addr,
+            "GET",
+            "/api/status",
+            &[("Cookie", session.0.as_str())],
+            "",
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let st = status_of(addr);
+    assert_eq!(st["store"]["healthy"], true, "{st}");
+    assert!(st["store"]["samples"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["store"]["fill"].as_f64().unwrap() > 0.0, "{st}");
+    assert_eq!(st["remote_write"]["state"], "shipping", "{st}");
+    assert_eq!(st["remote_write"]["endpoints"][0]["name"], "central");
+    assert!(
+        !st.to_string().contains("/api/v1/write"),
+        "endpoint URL leaked: {st}"
+    );
 
     // Outage, and the daemon killed in the middle of it.
     prom.stop();
@@ -201,6 +225,15 @@ labels = {{ site = "lab" }}
             )
             .is_some_and(|v| v > 0.0)
     });
+    let st = status_of(addr);
+    assert_eq!(st["remote_write"]["state"], "uplink down", "{st}");
+    assert!(
+        st["remote_write"]["endpoints"][0]["backlog"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{st}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     drop(daemon); // SIGKILL
     let (daemon, addr) = start_daemon(Some(&cfg), &data);

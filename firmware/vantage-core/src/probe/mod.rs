@@ -1,6 +1,7 @@
 //! One file per probe kind, all behind the [`Probe`] trait.
 
 mod dns;
+mod engines;
 mod ping;
 mod trace;
 

@@ -17,6 +17,7 @@ use surge_ping::{Icmpv4Packet, Icmpv6Packet};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::engines::Engines;
 use super::{HostResolver, Probe, ProbeRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::PingOptions;
@@ -33,11 +34,8 @@ const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
 pub struct PingProbe {
     factory: Arc<dyn IcmpSocketFactory>,
     clock: Arc<dyn Clock>,
-    engines: Mutex<HashMap<SocketKey, Arc<Engine>>>,
+    engines: Engines<SocketKey, Engine>,
     resolver: HostResolver,
-    /// When we last logged that ICMP sockets are not permitted (a log line per round would
-    /// flood the journal).
-    last_permission_log: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for PingProbe {
@@ -64,35 +62,17 @@ impl PingProbe {
         Self {
             factory,
             clock,
-            engines: Mutex::new(HashMap::new()),
+            engines: Engines::default(),
             resolver: HostResolver::default(),
-            last_permission_log: Mutex::new(None),
         }
     }
 
     fn engine(&self, key: SocketKey) -> Result<Arc<Engine>, ProbeError> {
-        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = engines.get(&key) {
-            return Ok(e.clone());
-        }
-        let socket = self.factory.open(&key).map_err(|e| {
-            let err = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
-                _ => ProbeError::Network(format!("cannot open ICMP socket: {e}")),
-            };
-            let mut last = self
-                .last_permission_log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                tracing::error!("ping probes cannot run: {err}");
-                *last = Some(Instant::now());
-            }
-            err
-        })?;
-        let engine = Arc::new(Engine::start(socket, key.ipv6));
-        engines.insert(key, engine.clone());
-        Ok(engine)
+        let ipv6 = key.ipv6;
+        self.engines
+            .get_or_open(key, "ICMP socket", "ping probes", |key| {
+                self.factory.open(key).map(|s| Engine::start(s, ipv6))
+            })
     }
 
     /// Runs one round of `opts.packets` echo requests to `addr`.

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::engines::Engines;
 use super::{HostResolver, Probe, ProbeRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::TraceOptions;
@@ -56,11 +57,9 @@ const MAX_STATES: usize = crate::defaults::MAX_TARGETS + 1024;
 pub struct TraceProbe {
     factory: Arc<dyn TraceSocketFactory>,
     clock: Arc<dyn Clock>,
-    engines: Mutex<HashMap<TraceSocketKey, Arc<Engine>>>,
+    engines: Engines<TraceSocketKey, Engine>,
     states: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TargetState>>>>,
     resolver: HostResolver,
-    /// When we last logged that trace sockets are not permitted (once a minute, not per trace).
-    last_permission_log: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for TraceProbe {
@@ -100,36 +99,20 @@ impl TraceProbe {
         Self {
             factory,
             clock,
-            engines: Mutex::new(HashMap::new()),
+            engines: Engines::default(),
             states: Mutex::new(HashMap::new()),
             resolver: HostResolver::default(),
-            last_permission_log: Mutex::new(None),
         }
     }
 
     fn engine(&self, key: TraceSocketKey) -> Result<Arc<Engine>, ProbeError> {
-        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = engines.get(&key) {
-            return Ok(e.clone());
-        }
-        let socket = self.factory.open(&key).map_err(|e| {
-            let err = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
-                _ => ProbeError::Network(format!("cannot open {} trace socket: {e}", key.protocol)),
-            };
-            let mut last = self
-                .last_permission_log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                tracing::error!("{} traces cannot run: {err}", key.protocol);
-                *last = Some(Instant::now());
-            }
-            err
-        })?;
-        let engine = Arc::new(Engine::start(socket));
-        engines.insert(key, engine.clone());
-        Ok(engine)
+        let protocol = key.protocol;
+        self.engines.get_or_open(
+            key,
+            &format!("{protocol} trace socket"),
+            &format!("{protocol} traces"),
+            |key| self.factory.open(key).map(Engine::start),
+        )
     }
 
     fn state(&self, target: &str) -> Arc<tokio::sync::Mutex<TargetState>> {

@@ -406,6 +406,10 @@ async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
         })
         .collect();
     let loc = ConfigLocation::of(&web.daemon.source);
+    let storage = web.daemon.storage.as_ref().map_or_else(
+        || json!({ "store": { "configured": false }, "remote_write": { "configured": false } }),
+        |s| s.status_json(),
+    );
     Json(json!({
         "device": {
             "version": env!("CARGO_PKG_VERSION"),
@@ -417,11 +421,11 @@ async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
         "config": {
             "path": loc.display(),
             "embedded": loc.embedded,
+            "default": loc.default,
             "writable": loc.path.is_some(),
         },
-        // Parts of the device this build does not have yet: reported, never invented.
-        "store": { "configured": false },
-        "remote_write": { "configured": false },
+        "store": storage["store"],
+        "remote_write": storage["remote_write"],
         "leds": leds_json(&web),
         "provisioning": web.daemon.provisioning.status(),
         "history_minutes": BUCKETS as u64 * BUCKET.as_secs() / 60,
@@ -509,6 +513,7 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "path": loc.display(),
         "embedded": loc.embedded,
+        "default": loc.default,
         "writable": loc.path.is_some(),
         "revision": revision(&text),
         "file_errors": file_errors,
@@ -684,6 +689,7 @@ async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({
         "path": loc.display(),
         "embedded": loc.embedded,
+        "default": loc.default,
         "revision": revision(&text),
         "text": text,
         "errors": errors,

@@ -24,33 +24,37 @@ pub struct ConfigLocation {
     /// The file saves go to; `None` when the daemon runs on the embedded config with nowhere
     /// to save (only in tests: `vantage run` always has a data directory).
     pub path: Option<PathBuf>,
-    /// The file does not exist yet: the embedded config is running.
+    /// Nothing saved yet and no default file: the embedded config is running.
     pub embedded: bool,
+    /// Nothing saved yet: the packaged default file that is running, whose text the first
+    /// save starts from.
+    pub default: Option<PathBuf>,
 }
 
 impl ConfigLocation {
     pub fn of(source: &ConfigSource) -> Self {
-        match source {
-            ConfigSource::File(p) => Self {
-                path: Some(p.clone()),
-                embedded: false,
-            },
-            ConfigSource::DataDir(p) => Self {
-                path: Some(p.clone()),
-                embedded: !p.exists(),
-            },
-            ConfigSource::Embedded => Self {
-                path: None,
-                embedded: true,
-            },
+        let (path, saved) = match source {
+            ConfigSource::File(p) => (Some(p.clone()), true),
+            ConfigSource::DataDir { path, .. } => (Some(path.clone()), path.exists()),
+            ConfigSource::Embedded => (None, false),
+        };
+        let default = match source.current() {
+            ConfigSource::File(d) if !saved => Some(d),
+            _ => None,
+        };
+        Self {
+            path,
+            embedded: !saved && default.is_none(),
+            default,
         }
     }
 
-    /// The current text: the file as it is on disk now (hand edits included), or the
-    /// embedded config.
+    /// The current text: the file as it is on disk now (hand edits included), the default
+    /// file, or the embedded config.
     pub fn read(&self) -> io::Result<String> {
-        match (&self.path, self.embedded) {
-            (Some(p), false) => fs::read_to_string(p),
+        match (&self.path, &self.default, self.embedded) {
+            (_, Some(d), _) => fs::read_to_string(d),
+            (Some(p), None, false) => fs::read_to_string(p),
             _ => Ok(EMBEDDED_CONFIG.to_string()),
         }
     }

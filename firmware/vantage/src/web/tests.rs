@@ -70,13 +70,24 @@ struct Resp {
 
 impl Fixture {
     async fn new(config: Option<&str>) -> Self {
+        Self::with_default(config, None).await
+    }
+
+    /// Like `vantage run --default-config FILE`: `default` is written beside the data
+    /// directory's file and runs until the first save.
+    async fn with_default(config: Option<&str>, default: Option<&str>) -> Self {
         let dir = TempDir::new("web");
         let path = dir.path().join("vantage.toml");
         if let Some(c) = config {
             std::fs::write(&path, c).unwrap();
         }
+        let default = default.map(|text| {
+            let p = dir.path().join("packaged.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
         // Without a file yet, the daemon runs like `vantage run` without --config.
-        let source = ConfigSource::DataDir(path);
+        let source = ConfigSource::DataDir { path, default };
         let cfg = source.load().unwrap();
         let history = Arc::new(MemoryHistory::default());
         let daemon = Daemon::start_with(source, cfg, None, None, vec![history.clone() as _], None);
@@ -94,7 +105,11 @@ impl Fixture {
 
     /// A fresh device with the password set and a session open.
     async fn logged_in(config: Option<&str>) -> Self {
-        let mut f = Self::new(config).await;
+        Self::new(config).await.log_in().await
+    }
+
+    async fn log_in(mut self) -> Self {
+        let f = &mut self;
         let r = f
             .send(
                 Method::POST,
@@ -105,7 +120,7 @@ impl Fixture {
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         f.take_session(&r);
-        f
+        self
     }
 
     fn take_session(&mut self, r: &Resp) {
@@ -716,6 +731,43 @@ async fn first_save_on_the_embedded_config_creates_the_data_dir_file() {
     assert_eq!(
         f.web.daemon.source.load().unwrap().targets.len(),
         embedded + 1
+    );
+}
+
+#[tokio::test]
+async fn first_save_on_the_packaged_default_starts_from_its_text() {
+    let packaged = format!("# packaged default\n{CONFIG}");
+    let f = Fixture::with_default(None, Some(&packaged))
+        .await
+        .log_in()
+        .await;
+    let default = f.dir.path().join("packaged.toml");
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.body["embedded"], false);
+    assert_eq!(list.body["default"], default.display().to_string());
+    let running = f.web.daemon.config().targets.len();
+    assert_eq!(running, Config::parse(CONFIG, "t").unwrap().targets.len());
+    let r = f
+        .send(
+            Method::POST,
+            "/api/targets",
+            Some(json!({"name": "gw2", "host": "127.0.0.1", "probes": ["ping"]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // The saved file is the default's text plus the new target; the default is untouched.
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.starts_with("# packaged default\n"), "{text}");
+    assert_eq!(std::fs::read_to_string(&default).unwrap(), packaged);
+    assert_eq!(f.web.daemon.config().targets.len(), running + 1);
+    let list = f.get("/api/targets").await;
+    assert_eq!(list.body["default"], Value::Null);
+    // From now on the data directory's file runs, whatever happens to the default.
+    std::fs::write(&default, "not = [valid").unwrap();
+    assert_eq!(
+        f.web.daemon.source.load().unwrap().targets.len(),
+        running + 1
     );
 }
 

@@ -104,11 +104,27 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
 
 /// A minimal HTTP/1.1 client (one request per connection).
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_with(addr, method, path, &[], "").map(|(status, _, body)| (status, body))
+}
+
+/// One request with extra headers and a body; answers status, response headers, body.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
@@ -118,15 +134,42 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16,
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    let chunked = text.split_once("\r\n\r\n").is_some_and(|(h, _)| {
-        h.to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-    });
-    Ok((status, if chunked { dechunk(&body) } else { body }))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, head.to_string(), body))
+}
+
+/// Sets the first-boot password through the page's API and answers the `Cookie` and
+/// `X-CSRF-Token` header values of the session it opens.
+pub fn web_session(addr: SocketAddr) -> (String, String) {
+    let (status, head, body) = http_with(
+        addr,
+        "POST",
+        "/api/auth/setup",
+        &[("Content-Type", "application/json")],
+        r#"{"password":"correct horse battery"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie:")
+                .then(|| l["set-cookie:".len()..].trim())
+        })
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (cookie, v["csrf_token"].as_str().unwrap().to_string())
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
