@@ -160,7 +160,7 @@ start_qemu() {
       [ "$fw" = alternate ] && { [ $((boot_no % 2)) -eq 1 ] && fw=bios || fw=uefi; }
       machine=(-machine "q35,smm=on,accel=$accel" -cpu "$cpu")
       # UEFI: OVMF with Secure Boot enforced (SMM-protected variable store), Microsoft's keys.
-      [ "$fw" = uefi ] && machine+=(-global driver=cfi.pflash01,property=secure,value=on
+      [ "$fw" = uefi ] && machine+=(-global "driver=cfi.pflash01,property=secure,value=on"
         -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE"
         -drive "if=pflash,format=raw,unit=1,file=$work/efivars.fd")
       boot_fw=$fw
