@@ -557,8 +557,11 @@ function linesOf(textarea) {
 
 async function showSettings() {
   const gen = setView('settings');
-  let s, cfg, tls;
-  try { [s, cfg, tls] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/config'), api('GET', '/api/tls')]); } catch (e) { if (e.status !== 401) toast(e.message); return; }
+  let s, cfg, tls, rw, store, leds;
+  try {
+    [s, cfg, tls, rw, store, leds] = await Promise.all(['/api/settings', '/api/config', '/api/tls',
+      '/api/config/remote_write', '/api/config/store', '/api/config/leds'].map((p) => api('GET', p)));
+  } catch (e) { if (e.status !== 401) toast(e.message); return; }
 
   // Password
   const cur = h('input', { type: 'password', autocomplete: 'current-password' });
@@ -655,14 +658,7 @@ async function showSettings() {
     } catch (e) { showErrors(httpsForm, e); }
   }));
 
-  // Parts that later versions configure here.
-  const later = h('section', { class: 'card' }, h('h2', {}, 'Uplink, storage and LEDs'),
-    h('dl', { class: 'facts' },
-      h('div', {}, h('dt', {}, 'Remote write endpoints'), h('dd', {}, notConfigured())),
-      h('div', {}, h('dt', {}, 'Sample store limits'), h('dd', {}, notConfigured())),
-      h('div', {}, h('dt', {}, 'Status LEDs'), h('dd', {}, s.leds && s.leds.configured
-        ? s.leds.state.leds.map((l) => `${l.label} (${l.role})`).join(', ') : notConfigured()))),
-    h('p', { class: 'hint' }, 'This version has no sample store or uplink to configure. Status LEDs are set in the [leds] section of the config file.'));
+  const [rwCard, storeCard, ledsCard] = deviceSections(rw, store, leds);
 
   // The config file as it is on disk.
   const reloadButton = h('button', { type: 'button' }, 'Reload from file');
@@ -675,7 +671,343 @@ async function showSettings() {
     cfg.errors.length ? h('ul', { class: 'errors' }, cfg.errors.map((e) => h('li', {}, `line ${e.line}: ${e.field} ${e.message}`))) : null,
     h('pre', { class: 'file' }, cfg.text));
 
-  render(gen, h('h1', {}, 'Settings'), pwForm, accForm, httpsForm, later, file);
+  render(gen, h('h1', {}, 'Settings'), rwCard, storeCard, ledsCard, pwForm, accForm, httpsForm, file);
+}
+
+// ---------- settings kept in the config file: remote_write, store, LEDs ----------
+
+const SECRET = '<secret>';
+
+// A trimmed text value, or undefined when empty (the key is then left out: its default applies).
+function textOf(input) {
+  const v = input.value.trim();
+  return v === '' ? undefined : v;
+}
+
+// Whole numbers go as numbers; anything else as typed, so the server's message names the problem.
+function numberOf(input) {
+  const v = textOf(input);
+  return v !== undefined && /^-?\d+$/.test(v) ? Number(v) : v;
+}
+
+function prune(obj) {
+  for (const [k, v] of Object.entries(obj)) {
+    if (v === undefined || v === false) delete obj[k];
+    else if (v && typeof v === 'object' && !Array.isArray(v)) {
+      prune(v);
+      if (!Object.keys(v).length) delete obj[k];
+    }
+  }
+  return obj;
+}
+
+function parseLabels(textarea) {
+  const out = {};
+  for (const line of textarea.value.split('\n')) {
+    if (!line.trim()) continue;
+    const i = line.indexOf('=');
+    if (i < 0) out[line.trim()] = '';
+    else out[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+// Checks the form with the server's own rules (a dry run: nothing is saved) as fields change,
+// so the messages next to the fields are the ones `vantage check-config` gives.
+// Only fields the user has changed get their messages, so a half-filled form is not all red.
+function liveCheck(form, request) {
+  let timer = null;
+  let seq = 0;
+  const touched = new Set();
+  const isTouched = (f) => [...touched].some((t) => f === t || f.startsWith(`${t}.`) || f.startsWith(`${t}[`));
+  form.addEventListener('change', (ev) => {
+    if (ev.target && ev.target.name) touched.add(ev.target.name);
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const mine = ++seq;
+      const [method, path, body] = request();
+      try {
+        await api(method, `${path}?dry_run=true`, body);
+        if (mine === seq) showErrors(form, null);
+      } catch (e) {
+        if (mine !== seq || e.status !== 422) return;
+        const errors = e.errors.filter((x) => isTouched(x.field));
+        showErrors(form, errors.length ? { message: e.message, errors } : null);
+      }
+    }, 250);
+  });
+}
+
+function restartNote(section, what) {
+  return section.restart_required
+    ? h('div', { class: 'banner', 'data-restart': what }, `The ${what} settings in the file differ from what runs: they take effect when the daemon restarts.`)
+    : null;
+}
+
+function saved(r) {
+  toast(r.message || 'Saved');
+  showSettings();
+}
+
+// `existing`: {name, raw} of the endpoint being edited, or null for a new one.
+function endpointForm(existing, rw, onCancel) {
+  const raw = existing ? existing.raw : {};
+  const ba = raw.basic_auth || {};
+  const tlsRaw = raw.tls || {};
+  const d = rw.defaults;
+  const input = (type, value, placeholder) => h('input', { type, value: value ?? '', placeholder: placeholder ?? null, autocomplete: 'off', autocapitalize: 'off' });
+  const name = input('text', raw.name, existing ? existing.name : 'host:port of the URL');
+  const url = input('text', raw.url, 'prometheus.example:9090/api/v1/write');
+  const mode = h('select', {}, [['none', 'None'], ['basic', 'Basic auth'], ['bearer', 'Bearer token']]
+    .map(([v, l]) => h('option', { value: v, selected: (raw.basic_auth ? 'basic' : raw.bearer_token || raw.bearer_token_file ? 'bearer' : 'none') === v }, l)));
+  // Secrets are never sent to the page: an empty box with "(unchanged)" keeps the stored one.
+  const secretInput = (value) => {
+    const el = input('password', value === SECRET ? '' : value, value === SECRET ? '(unchanged)' : null);
+    el.dataset.stored = value === SECRET ? '1' : '';
+    return el;
+  };
+  const secretOf = (el) => textOf(el) ?? (el.dataset.stored ? SECRET : undefined);
+  const user = input('text', ba.username);
+  const pass = secretInput(ba.password);
+  const passFile = input('text', ba.password_file, '/etc/vantage/remote-write.pass');
+  const token = secretInput(raw.bearer_token);
+  const tokenFile = input('text', raw.bearer_token_file, '/etc/vantage/remote-write.token');
+  const timeout = input('text', raw.timeout, d.timeout);
+  const labels = h('textarea', { rows: 2, placeholder: 'site=office' });
+  labels.value = Object.entries(raw.labels || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+  const ca = input('text', tlsRaw.ca_file, 'system roots');
+  const cert = input('text', tlsRaw.cert_file);
+  const key = input('text', tlsRaw.key_file);
+  const insecure = h('input', { type: 'checkbox', checked: !!tlsRaw.insecure_skip_verify });
+  const perSend = input('text', raw.max_samples_per_send, String(d.max_samples_per_send));
+  const perSecond = input('text', raw.max_samples_per_second, String(d.max_samples_per_second));
+  const minBackoff = input('text', raw.min_backoff, d.min_backoff);
+  const maxBackoff = input('text', raw.max_backoff, d.max_backoff);
+  const basicFields = h('div', {}, h('div', { class: 'cols' }, field('User name', 'basic_auth.username', user),
+    field('Password', 'basic_auth.password', pass), field('…or password file', 'basic_auth.password_file', passFile, 'Read when the config loads.')),
+  h('div', { class: 'ferr', 'data-for': 'basic_auth' }));
+  const bearerFields = h('div', { class: 'cols' }, field('Token', 'bearer_token', token),
+    field('…or token file', 'bearer_token_file', tokenFile, 'Read when the config loads.'));
+  const sync = () => { basicFields.hidden = mode.value !== 'basic'; bearerFields.hidden = mode.value !== 'bearer'; };
+  mode.addEventListener('change', sync);
+  sync();
+  const saveButton = h('button', { type: 'submit', class: 'primary', id: 'rw-save' }, existing ? 'Save endpoint' : 'Add endpoint');
+  const cancel = h('button', { type: 'button' }, 'Cancel');
+  cancel.addEventListener('click', onCancel);
+  const form = h('form', { class: 'subform', id: 'rw-form', novalidate: true },
+    h('h3', {}, existing ? `Edit ${existing.name}` : 'New endpoint'),
+    h('div', { class: 'cols' },
+      field('URL', 'url', url, 'The full remote_write URL, http or https, of Prometheus, Mimir, VictoriaMetrics, …'),
+      field('Name', 'name', name, 'Names it in metrics; default: host and port of the URL.'),
+      field('Authentication', 'auth', mode)),
+    basicFields, bearerFields,
+    h('div', { class: 'cols' },
+      field('Timeout', 'timeout', timeout, `Per request; default ${d.timeout}.`),
+      field('Labels', 'labels', labels, 'One name=value per line, added to every series sent.')),
+    h('details', {}, h('summary', {}, 'TLS and sending limits'),
+      h('div', { class: 'cols' },
+        field('CA file', 'tls.ca_file', ca), field('Client certificate file', 'tls.cert_file', cert),
+        field('Client key file', 'tls.key_file', key)),
+      h('label', { class: 'inline' }, insecure, ' Skip certificate verification (insecure)'),
+      h('div', { class: 'ferr', 'data-for': 'tls.insecure_skip_verify' }),
+      h('div', { class: 'cols' },
+        field('Samples per request', 'max_samples_per_send', perSend),
+        field('Samples per second', 'max_samples_per_second', perSecond, '0: no limit.'),
+        field('Min backoff', 'min_backoff', minBackoff), field('Max backoff', 'max_backoff', maxBackoff))),
+    h('div', { class: 'form-errors' }),
+    h('div', { class: 'row' }, saveButton, cancel));
+  const collect = () => prune({
+    name: textOf(name),
+    url: textOf(url) ?? '',
+    basic_auth: mode.value === 'basic' ? { username: user.value.trim(), password: secretOf(pass), password_file: textOf(passFile) } : undefined,
+    bearer_token: mode.value === 'bearer' ? secretOf(token) : undefined,
+    bearer_token_file: mode.value === 'bearer' ? textOf(tokenFile) : undefined,
+    timeout: textOf(timeout),
+    labels: parseLabels(labels),
+    tls: { ca_file: textOf(ca), cert_file: textOf(cert), key_file: textOf(key), insecure_skip_verify: insecure.checked },
+    max_samples_per_send: numberOf(perSend),
+    max_samples_per_second: numberOf(perSecond),
+    min_backoff: textOf(minBackoff),
+    max_backoff: textOf(maxBackoff),
+  });
+  const target = () => (existing
+    ? ['PUT', `/api/config/remote_write/${encodeURIComponent(existing.name)}`]
+    : ['POST', '/api/config/remote_write']);
+  liveCheck(form, () => [...target(), collect()]);
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(saveButton, async () => {
+      const [method, path] = target();
+      try { saved(await api(method, path, collect(), { 'If-Match': `"${rw.revision}"` })); } catch (e) { showErrors(form, e); }
+    });
+  });
+  return form;
+}
+
+function remoteWriteCard(rw) {
+  const slot = h('div', {});
+  const open = (existing) => {
+    slot.replaceChildren(endpointForm(existing, rw, () => slot.replaceChildren()));
+    slot.querySelector('input').focus();
+  };
+  const rows = rw.endpoints.map((e) => {
+    const st = e.state;
+    const state = st ? (st.up ? `sending · ${st.samples_sent} sent · ${st.backlog} waiting` : `failing${st.last_error ? `: ${st.last_error}` : ''} · ${st.backlog} waiting`)
+      : e.running ? 'starting' : 'not running';
+    const edit = h('button', { type: 'button', 'data-rw-edit': e.name }, 'Edit');
+    edit.addEventListener('click', () => open(e));
+    const del = h('button', { type: 'button', class: 'danger', 'data-rw-delete': e.name }, 'Delete');
+    del.addEventListener('click', () => {
+      if (!confirm(`Delete the endpoint ${e.name}? Nothing more is sent to it.`)) return;
+      busy(del, async () => {
+        try { saved(await api('DELETE', `/api/config/remote_write/${encodeURIComponent(e.name)}`, undefined, { 'If-Match': `"${rw.revision}"` })); } catch (err) { toast(err.message); }
+      });
+    });
+    return h('tr', { 'data-endpoint': e.name },
+      h('td', { class: 'endpoint' },
+        h('div', { class: 'row' }, h('span', { class: `dot ${st ? (st.up ? 'up' : 'down') : ''}` }), h('b', {}, e.name)),
+        h('div', { class: 'mono small' }, e.raw.url),
+        h('div', { class: 'small muted' }, state)),
+      h('td', { class: 'actions' }, edit, ' ', del));
+  });
+  const add = h('button', { type: 'button', class: 'primary', id: 'rw-add' }, 'Add endpoint');
+  add.addEventListener('click', () => open(null));
+  return h('section', { class: 'card', id: 'remote-write' },
+    h('div', { class: 'row spread' }, h('h2', {}, 'Remote write'), add),
+    h('p', { class: 'hint' }, 'Where the stored samples are sent (Prometheus remote_write). Changes apply at once; rounds measured while an endpoint is unreachable are sent when it is back.'),
+    rw.store_open ? null : h('div', { class: 'banner' }, 'The sample store is not open (see the log): nothing is sent until it is.'),
+    rows.length ? h('table', {}, h('tbody', {}, rows)) : h('p', { class: 'muted' }, 'No endpoints: samples stay on the device.'),
+    slot);
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n < 10 && i ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
+}
+
+function storeCard(store) {
+  const raw = store.raw || {};
+  const d = store.defaults;
+  const input = (value, placeholder) => h('input', { type: 'text', value: value ?? '', placeholder, autocomplete: 'off' });
+  const maxSize = input(raw.max_size, String(d.max_size));
+  const maxAge = input(raw.max_age, d.max_age);
+  const backend = h('select', {}, h('option', { value: '' }, `default (${d.backend})`),
+    store.limits.backends.map((b) => h('option', { value: b, selected: raw.backend === b }, b)));
+  const commitInterval = input(raw.commit_interval, d.commit_interval);
+  const commitSamples = input(raw.commit_samples, String(d.commit_samples));
+  const maxPending = input(raw.max_pending, String(d.max_pending));
+  const saveButton = h('button', { type: 'submit', class: 'primary', id: 'store-save' }, 'Save store settings');
+  const st = store.stats;
+  const form = h('form', { class: 'card', id: 'store-form', novalidate: true }, h('h2', {}, 'Sample store'),
+    st ? h('p', { class: 'hint', id: 'store-state' }, `${st.samples} rounds on disk, ${bytes(st.disk_bytes)} of ${store.running ? store.running.max_size : '–'}`
+      + ` · oldest ${st.oldest ? ago(st.oldest) : 'none yet'} · ${st.healthy ? 'healthy' : `failing: ${st.error}`}`)
+      : h('div', { class: 'banner' }, 'The sample store is not open (see the log).'),
+    restartNote(store, '[store]'),
+    h('div', { class: 'cols' },
+      field('Size limit', 'store.max_size', maxSize, `The oldest rounds go first beyond this; e.g. 4GiB, 500MB. ${store.limits.max_size}.`),
+      field('Keep rounds for', 'store.max_age', maxAge, 'e.g. 30d, 12h.')),
+    h('details', {}, h('summary', {}, 'Engine and commits'),
+      h('div', { class: 'cols' },
+        field('Engine', 'store.backend', backend, 'Each engine keeps its own files.'),
+        field('Commit at least every', 'store.commit_interval', commitInterval),
+        field('…or after this many rounds', 'store.commit_samples', commitSamples),
+        field('Rounds held while the disk fails', 'store.max_pending', maxPending))),
+    h('p', { class: 'hint' }, 'Read when the daemon starts: a change is saved now and applies after a restart.'),
+    h('div', { class: 'form-errors' }), saveButton);
+  const collect = () => prune({
+    backend: backend.value || undefined,
+    max_size: numberOf(maxSize),
+    max_age: textOf(maxAge),
+    commit_interval: textOf(commitInterval),
+    commit_samples: numberOf(commitSamples),
+    max_pending: numberOf(maxPending),
+  });
+  liveCheck(form, () => ['PUT', '/api/config/store', collect()]);
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(saveButton, async () => {
+      try { saved(await api('PUT', '/api/config/store', collect(), { 'If-Match': `"${store.revision}"` })); } catch (e) { showErrors(form, e); }
+    });
+  });
+  return form;
+}
+
+function ledsCard(leds) {
+  const raw = leds.raw || {};
+  const d = leds.defaults;
+  const input = (type, value, placeholder) => h('input', { type, value: value ?? '', placeholder: placeholder ?? null, autocomplete: 'off' });
+  const backend = h('select', {}, h('option', { value: '' }, 'none (no LEDs)'),
+    leds.backends.filter((b) => b !== 'none').map((b) => h('option', { value: b, selected: raw.backend === b }, b)));
+  const sysfsRoot = input('text', raw.sysfs_root, d.sysfs_root);
+  const identify = input('text', raw.identify_timeout, d.identify_timeout);
+  const stale = input('text', raw.stale_after, d.stale_after);
+  let list = (raw.led || []).map((l) => ({ ...l }));
+  const rowsBox = h('div', {});
+  const addLed = h('button', { type: 'button', id: 'led-add' }, 'Add LED');
+  const readRows = () => {
+    rowsBox.querySelectorAll('[data-led]').forEach((row) => {
+      const i = Number(row.dataset.led);
+      const q = (k) => row.querySelector(`[name="leds.led[${i}].${k}"]`);
+      list[i] = prune({ role: q('role').value, name: textOf(q('name')), pin: numberOf(q('pin')), active_low: q('active_low').checked });
+    });
+  };
+  const drawRows = () => {
+    rowsBox.replaceChildren(...list.map((l, i) => {
+      const role = h('select', { name: `leds.led[${i}].role` }, leds.roles.map((r) => h('option', { value: r, selected: l.role === r }, r)));
+      const remove = h('button', { type: 'button', class: 'danger small' }, 'Remove');
+      remove.addEventListener('click', () => { readRows(); list.splice(i, 1); drawRows(); form.dispatchEvent(new Event('change')); });
+      const low = h('input', { type: 'checkbox', name: `leds.led[${i}].active_low`, checked: !!l.active_low });
+      return h('fieldset', { 'data-led': i }, h('legend', {}, `LED ${i + 1}`),
+        h('div', { class: 'cols' },
+          field('Shows', `leds.led[${i}].role`, role),
+          field('Name', `leds.led[${i}].name`, input('text', l.name, 'sysfs: the LED directory')),
+          field('GPIO pin (BCM)', `leds.led[${i}].pin`, input('text', l.pin, 'gpio backend'))),
+        h('label', { class: 'inline' }, low, ' Lit when the pin is low'), remove,
+        h('div', { class: 'ferr', 'data-for': `leds.led[${i}]` }));
+    }));
+    addLed.disabled = list.length >= 3;
+  };
+  addLed.addEventListener('click', () => { readRows(); list.push({ role: ['health', 'problem', 'status'][list.length] || 'status' }); drawRows(); });
+  const saveButton = h('button', { type: 'submit', class: 'primary', id: 'leds-save' }, 'Save LED settings');
+  const state = leds.state && leds.state.leds && leds.state.leds.length
+    ? leds.state.leds.map((l) => `${l.label} (${l.role}): ${l.pattern.replace(/_/g, ' ')}`).join(', ') : 'no LEDs driven now';
+  const form = h('form', { class: 'card', id: 'leds-form', novalidate: true }, h('h2', {}, 'Status LEDs'),
+    h('p', { class: 'hint' }, `Now: ${state}.`),
+    restartNote(leds, '[leds]'),
+    field('Driven by', 'leds.backend', backend, 'sysfs: the kernel LED class (e.g. gpio-leds in the device tree); gpio: Raspberry Pi pins; log: development.'),
+    rowsBox, h('div', { class: 'ferr', 'data-for': 'leds.led' }), addLed,
+    h('details', {}, h('summary', {}, 'Timing and sysfs'),
+      h('div', { class: 'cols' },
+        field('sysfs root', 'leds.sysfs_root', sysfsRoot), field('Identify blinks for', 'leds.identify_timeout', identify),
+        field('"Not responding" after', 'leds.stale_after', stale))),
+    h('p', { class: 'hint' }, 'The LEDs are opened when the daemon starts: a change is saved now and applies after a restart.'),
+    h('div', { class: 'form-errors' }), saveButton);
+  drawRows();
+  const collect = () => {
+    readRows();
+    return prune({
+      backend: backend.value || undefined,
+      sysfs_root: textOf(sysfsRoot),
+      identify_timeout: textOf(identify),
+      stale_after: textOf(stale),
+      led: list.length ? list : undefined,
+    });
+  };
+  liveCheck(form, () => ['PUT', '/api/config/leds', collect()]);
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    busy(saveButton, async () => {
+      try { saved(await api('PUT', '/api/config/leds', collect(), { 'If-Match': `"${leds.revision}"` })); } catch (e) { showErrors(form, e); }
+    });
+  });
+  return form;
+}
+
+function deviceSections(rw, store, leds) {
+  return [remoteWriteCard(rw), storeCard(store), ledsCard(leds)];
 }
 
 // ---------- routing ----------

@@ -216,6 +216,70 @@ async function main() {
       await shot('10-deleted');
     });
 
+    await step('settings page: add a remote_write endpoint (checked as typed, secret kept off the page)', async () => {
+      await wd('POST', s('/url'), { url: `${URL_}#/settings` });
+      await waitCss('#rw-add');
+      await click('#rw-add');
+      await waitCss('#rw-form');
+      await type('#f-url', 'ftp://192.0.2.2/write');
+      await exec("document.getElementById('f-url').dispatchEvent(new Event('change', { bubbles: true }))");
+      // The dry run's message, the same as `vantage check-config` gives.
+      await waitFor('live URL error', () => exec("return /must start with http:\\/\\/ or https:\\/\\//.test(document.querySelector('.ferr[data-for=url]').textContent)"));
+      await type('#f-url', 'http://192.0.2.2:9/api/v1/write');
+      await type('#f-name', 'central');
+      await exec("const m = document.getElementById('f-auth'); m.value = 'bearer'; m.dispatchEvent(new Event('change', { bubbles: true }))");
+      await type('#f-bearer_token', 'e2e-token-0123456789');
+      await type('#f-labels', 'site=lab');
+      await shot('17-remote-write-form');
+      await click('#rw-save');
+      await waitCss('tr[data-endpoint=central]');
+      const text = configText();
+      if (!/\[\[remote_write\]\]\nname = "central"\nurl = "http:\/\/192\.0\.2\.2:9\/api\/v1\/write"\nbearer_token = "e2e-token-0123456789"/.test(text)) throw new Error(text);
+      await waitCss('pre.file');
+      const shown = await exec('return document.body.innerText');
+      if (shown.includes('e2e-token')) throw new Error('the page shows the token');
+      if (!/bearer_token = "<secret>"/.test(shown)) throw new Error('the file viewer does not mask the token');
+      await shot('18-remote-write-saved');
+    });
+
+    await step('edit the endpoint: the masked token is kept, the change reaches the file', async () => {
+      await click('button[data-rw-edit=central]');
+      await waitCss('#rw-form');
+      if (await exec("return document.getElementById('f-bearer_token').value") !== '') throw new Error('the token was sent to the page');
+      await type('#f-timeout', '7s');
+      await click('#rw-save');
+      await waitFor('timeout saved', () => /timeout = "7s"/.test(configText()));
+      if (!/bearer_token = "e2e-token-0123456789"/.test(configText())) throw new Error(`token lost:\n${configText()}`);
+      await waitCss('tr[data-endpoint=central]');
+    });
+
+    await step('store limits: refused next to the field, then saved with a restart notice', async () => {
+      await waitCss('#store-form');
+      await type('#f-store-max_size', '1KiB');
+      await click('#store-save');
+      await waitFor('max_size error', () => exec("return /out of range/.test(document.querySelector('.ferr[data-for=\"store.max_size\"]').textContent)"));
+      await type('#f-store-max_size', '64MiB');
+      await click('#store-save');
+      await waitCss('[data-restart="[store]"]');
+      if (!/\[store\]\nmax_size = "64MiB"/.test(configText())) throw new Error(configText());
+      await shot('19-store-restart');
+    });
+
+    await step('LEDs: a bad pin is refused next to its field, a good layout saved for the next start', async () => {
+      await waitCss('#leds-form');
+      await exec("const b = document.getElementById('f-leds-backend'); b.value = 'gpio'; b.dispatchEvent(new Event('change', { bubbles: true }))");
+      await click('#led-add');
+      await waitCss('#f-leds-led-0--pin');
+      await type('#f-leds-led-0--pin', '99');
+      await click('#leds-save');
+      await waitFor('pin error', () => exec("return /99/.test(document.querySelector('.ferr[data-for=\"leds.led[0].pin\"]').textContent)"));
+      await type('#f-leds-led-0--pin', '17');
+      await click('#leds-save');
+      await waitCss('[data-restart="[leds]"]');
+      if (!/\[leds\]\nbackend = "gpio"\n\n\[\[leds\.led\]\]\nrole = "health"\npin = 17/.test(configText())) throw new Error(configText());
+      await shot('20-leds');
+    });
+
     await step('settings page: turn HTTPS on', async () => {
       await wd('POST', s('/url'), { url: `${URL_}#/settings` });
       await waitCss('pre.file');

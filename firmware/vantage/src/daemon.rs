@@ -260,6 +260,11 @@ impl Daemon {
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
+    /// The `[leds]` the LEDs were opened with (changes need a restart).
+    pub fn running_leds_config(&self) -> &vantage_core::LedsConfig {
+        &self.leds_config
+    }
+
     /// The device's own config, without provisioned targets.
     pub fn local_config(&self) -> Arc<Config> {
         self.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -324,7 +329,12 @@ pub async fn run(
         vec![history.clone() as Arc<dyn Observer>],
         Some(storage.clone()),
     );
-    let web = crate::web::Web::open(daemon.clone(), &data_dir, history)?;
+    // The charts read the store when it is open, so they survive a restart; memory otherwise.
+    let history_source: Arc<dyn crate::web::HistorySource> = match storage.store() {
+        Some(store) => Arc::new(crate::web::StoreHistory::new(history, store.clone())),
+        None => history,
+    };
+    let web = crate::web::Web::open(daemon.clone(), &data_dir, history_source)?;
     let _ = crate::web::apply_https(&web).await;
 
     // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything

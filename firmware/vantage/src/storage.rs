@@ -299,6 +299,16 @@ impl Storage {
         }
     }
 
+    /// The store, when it opened.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// The `[store]` settings the store was opened with (changes need a restart).
+    pub fn running_store_config(&self) -> &StoreConfig {
+        &self.store_config
+    }
+
     /// Stops shipping and writes what is pending.
     pub async fn shutdown(&self) {
         let shipper = lock(&self.shipping).take().map(|s| s.shipper);

@@ -270,7 +270,8 @@ fn read_secret(
 }
 
 /// The endpoint name used when none is given: host and port of the URL.
-fn default_name(url: &str) -> String {
+pub fn default_name(url: &str) -> String {
+    let url = url.trim();
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);

@@ -26,6 +26,7 @@ use super::config_file::{
 use super::device;
 use super::guard::{SESSION_COOKIE, client_ip};
 use super::history::{BUCKET, BUCKETS};
+use super::secrets::redact_text;
 use super::settings::{ScrapeAuth, Settings};
 use super::tls::{MAX_PEM, OverTls};
 
@@ -55,10 +56,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/settings"),
     ("GET", "/api/tls"),
     ("PUT", "/api/tls"),
+    ("GET", "/api/config/remote_write"),
+    ("POST", "/api/config/remote_write"),
+    ("PUT", "/api/config/remote_write/{name}"),
+    ("DELETE", "/api/config/remote_write/{name}"),
+    ("GET", "/api/config/store"),
+    ("PUT", "/api/config/store"),
+    ("GET", "/api/config/leds"),
+    ("PUT", "/api/config/leds"),
 ];
 
 pub fn router(web: Arc<Web>) -> Router {
-    Router::new()
+    super::sections::routes(Router::new())
         .route("/api/auth/state", get(auth_state))
         .route("/api/auth/setup", post(setup))
         .route("/api/auth/login", post(login))
@@ -102,14 +111,18 @@ impl ApiError {
         }
     }
 
-    fn fields(status: StatusCode, error: impl Into<String>, errors: Vec<FieldError>) -> Self {
+    pub(super) fn fields(
+        status: StatusCode,
+        error: impl Into<String>,
+        errors: Vec<FieldError>,
+    ) -> Self {
         Self {
             errors,
             ..Self::new(status, error)
         }
     }
 
-    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+    pub(super) fn internal(what: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!("{what}: {e}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -129,7 +142,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T = Response> = Result<T, ApiError>;
+pub(super) type ApiResult<T = Response> = Result<T, ApiError>;
 
 /// A JSON request body: `application/json`, at most [`MAX_BODY`] bytes, valid JSON.
 pub struct JsonBody(pub Value);
@@ -166,7 +179,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+pub(super) fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
     serde_json::from_value(v).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e}")))
 }
 
@@ -388,7 +401,15 @@ fn probe_json(web: &Web, target: &str, kind: ProbeKind, interval: Duration) -> V
     })
 }
 
-async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
+async fn status(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
+    // The history may come from the store on disk: off the async workers.
+    tokio::task::spawn_blocking(move || status_json(&web))
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::internal("status failed", e))
+}
+
+fn status_json(web: &Arc<Web>) -> Value {
     let cfg = web.daemon.config();
     web.history.retain(&|t| cfg.target(t).is_some());
     let targets: Vec<Value> = cfg
@@ -400,17 +421,18 @@ async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
                 "host": t.host,
                 "labels": t.labels,
                 "probes": t.probes.iter()
-                    .map(|(k, i)| probe_json(&web, &t.name, *k, *i))
+                    .map(|(k, i)| probe_json(web, &t.name, *k, *i))
                     .collect::<Vec<_>>(),
             })
         })
         .collect();
     let loc = ConfigLocation::of(&web.daemon.source);
-    let storage = web.daemon.storage.as_ref().map_or_else(
+    let mut storage = web.daemon.storage.as_ref().map_or_else(
         || json!({ "store": { "configured": false }, "remote_write": { "configured": false } }),
         |s| s.status_json(),
     );
-    Json(json!({
+    redact_endpoint_errors(&mut storage["remote_write"]);
+    json!({
         "device": {
             "version": env!("CARGO_PKG_VERSION"),
             "hostname": device::hostname(),
@@ -426,11 +448,25 @@ async fn status(State(web): State<Arc<Web>>) -> Json<Value> {
         },
         "store": storage["store"],
         "remote_write": storage["remote_write"],
-        "leds": leds_json(&web),
+        "leds": leds_json(web),
         "provisioning": web.daemon.provisioning.status(),
         "history_minutes": BUCKETS as u64 * BUCKET.as_secs() / 60,
         "targets": targets,
-    }))
+    })
+}
+
+/// Shipping errors may quote an endpoint's URL, and with it a password in its user info.
+pub(super) fn redact_endpoint_errors(remote_write: &mut Value) {
+    if let Some(eps) = remote_write
+        .get_mut("endpoints")
+        .and_then(Value::as_array_mut)
+    {
+        for e in eps {
+            if let Some(Value::String(m)) = e.get_mut("last_error") {
+                *m = redact_text(m);
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -472,22 +508,27 @@ async fn history(
     };
     let minutes = q.minutes.unwrap_or(60).clamp(1, 24 * 60);
     let since = SystemTime::now() - Duration::from_secs(u64::from(minutes) * 60);
+    let name = t.name.clone();
+    let w = web.clone();
+    let points = tokio::task::spawn_blocking(move || w.history.series(&name, kind, since))
+        .await
+        .map_err(|e| ApiError::internal("history failed", e))?;
     Ok(Json(json!({
         "target": t.name,
         "probe": kind,
         "interval_seconds": interval.as_secs_f64(),
         "bucket_seconds": BUCKET.as_secs(),
-        "points": web.history.series(&t.name, kind, since),
+        "points": points,
     })))
 }
 
 // ---- targets ----
 
-fn location(web: &Web) -> ConfigLocation {
+pub(super) fn location(web: &Web) -> ConfigLocation {
     ConfigLocation::of(&web.daemon.source)
 }
 
-fn read_text(loc: &ConfigLocation) -> ApiResult<String> {
+pub(super) fn read_text(loc: &ConfigLocation) -> ApiResult<String> {
     loc.read()
         .map_err(|e| ApiError::internal(&format!("cannot read {}", loc.display()), e))
 }
@@ -516,7 +557,7 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
         "default": loc.default,
         "writable": loc.path.is_some(),
         "revision": revision(&text),
-        "file_errors": file_errors,
+        "file_errors": redact_errors(file_errors),
         "running_matches_file": matches,
         "targets": targets,
         // Targets from central provisioning: running, not in the file, not editable here.
@@ -532,14 +573,19 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
 }
 
 fn edit_error(e: EditError) -> ApiError {
+    edit_error_for(e, "target")
+}
+
+/// An edit's error as the API reports it; `what` names the edited thing in messages.
+pub(super) fn edit_error_for(e: EditError, what: &str) -> ApiError {
     match e {
         EditError::Document(m) => ApiError::new(StatusCode::CONFLICT, m),
         EditError::NotFound(n) => {
-            ApiError::new(StatusCode::NOT_FOUND, format!("no target named {n:?}"))
+            ApiError::new(StatusCode::NOT_FOUND, format!("no {what} named {n:?}"))
         }
         EditError::Invalid(errs) => ApiError::fields(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "the target is not valid",
+            format!("the {what} is not valid"),
             errs,
         ),
     }
@@ -547,6 +593,22 @@ fn edit_error(e: EditError) -> ApiError {
 
 /// Read, edit, validate, save atomically with a backup, reload. Serialised by `save_lock`.
 async fn save(web: &Arc<Web>, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<Value> {
+    save_with(web, headers, false, "target", |text, file| {
+        apply_edit(text, file, edit)
+    })
+    .await
+}
+
+/// The one way the page changes the config file: under `save_lock`, read the file as it is
+/// now, check `If-Match`, apply `edit` (which validates the whole result like check-config),
+/// then (unless `dry_run`) write it atomically with a backup and reload it like SIGHUP.
+pub(super) async fn save_with(
+    web: &Arc<Web>,
+    headers: &HeaderMap,
+    dry_run: bool,
+    what: &str,
+    edit: impl FnOnce(&str, &str) -> Result<String, EditError>,
+) -> ApiResult<Value> {
     let _lock = web.save_lock.lock().await;
     let loc = location(web);
     let Some(path) = loc.path.clone() else {
@@ -564,7 +626,10 @@ async fn save(web: &Arc<Web>, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<
             "the config file changed since the page loaded it; reload the page and try again",
         ));
     }
-    let new = apply_edit(&text, &path.display().to_string(), edit).map_err(edit_error)?;
+    let new = edit(&text, &path.display().to_string()).map_err(|e| edit_error_for(e, what))?;
+    if dry_run {
+        return Ok(json!({ "valid": true, "saved": false }));
+    }
     let mode = std::fs::metadata(&path).map_or(0o640, |m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777
@@ -691,8 +756,9 @@ async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
         "embedded": loc.embedded,
         "default": loc.default,
         "revision": revision(&text),
-        "text": text,
-        "errors": errors,
+        // Secrets never leave the device: the page shows the file with them masked.
+        "text": redact_text(&text),
+        "errors": redact_errors(errors),
         "backup": backup,
     })))
 }
@@ -705,10 +771,18 @@ async fn reload(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
             "the config file has errors; the running config is unchanged",
             e.errors
                 .iter()
-                .map(|e| FieldError::new(format!("file:{}", e.field), e.to_string()))
+                .map(|e| FieldError::new(format!("file:{}", e.field), redact_text(&e.to_string())))
                 .collect(),
         )),
     }
+}
+
+/// Config errors quote the values they are about; a secret among them stays masked.
+fn redact_errors(mut errors: Vec<vantage_core::ConfigError>) -> Vec<vantage_core::ConfigError> {
+    for e in &mut errors {
+        e.message = redact_text(&e.message);
+    }
+    errors
 }
 
 // ---- settings ----
@@ -726,9 +800,6 @@ fn settings_json(s: &Settings) -> Value {
         "probe_allowlist": s.probe_allowlist,
         "scrape_auth": scrape,
         "https_listen": s.https_listen,
-        // Parts of the device configured elsewhere or not there yet.
-        "store": { "configured": false },
-        "remote_write": { "configured": false },
     })
 }
 

@@ -111,10 +111,94 @@ pub enum EditError {
     Invalid(Vec<FieldError>),
 }
 
-/// The `[[targets]]` of a document, as written, as JSON objects.
-pub fn raw_targets(text: &str) -> Result<Vec<Json>, String> {
+/// A list of tables in the file that the page edits item by item, each named by a key.
+#[derive(Debug, Clone, Copy)]
+pub struct List {
+    /// The top-level key: `targets`, `remote_write`.
+    pub key: &'static str,
+    /// What the page calls one item, in messages.
+    pub what: &'static str,
+    /// The name an item goes by (its `name`, or for remote_write the URL's host and port).
+    name_of: fn(&toml::Table) -> Option<String>,
+    /// The order new keys are written in (the order the docs list them).
+    order: &'static [&'static str],
+}
+
+fn name_key(t: &toml::Table) -> Option<String> {
+    t.get("name").and_then(|n| n.as_str()).map(str::to_string)
+}
+
+fn endpoint_name(t: &toml::Table) -> Option<String> {
+    name_key(t).or_else(|| {
+        t.get("url")
+            .and_then(|u| u.as_str())
+            .map(vantage_core::config::remote_write_default_name)
+    })
+}
+
+pub const TARGETS: List = List {
+    key: "targets",
+    what: "target",
+    name_of: name_key,
+    order: &[
+        "name", "host", "probes", "interval", "labels", "ping", "trace", "dns",
+    ],
+};
+
+pub const REMOTE_WRITE: List = List {
+    key: "remote_write",
+    what: "remote_write endpoint",
+    name_of: endpoint_name,
+    order: &[
+        "name",
+        "url",
+        "basic_auth",
+        "bearer_token",
+        "bearer_token_file",
+        "tls",
+        "timeout",
+        "labels",
+        "max_samples_per_send",
+        "max_samples_per_second",
+        "min_backoff",
+        "max_backoff",
+    ],
+};
+
+/// `[store]` keys in the documented order.
+pub const STORE_ORDER: &[&str] = &[
+    "backend",
+    "max_size",
+    "max_age",
+    "commit_interval",
+    "commit_samples",
+    "max_pending",
+];
+
+/// Keys of sub-tables (`[[leds.led]]`) in the documented order.
+const SUB_ORDER: &[&str] = &["role", "name", "pin", "active_low"];
+
+/// `[leds]` keys in the documented order (`[[leds.led]]` tables last).
+pub const LEDS_ORDER: &[&str] = &[
+    "backend",
+    "sysfs_root",
+    "identify_timeout",
+    "stale_after",
+    "led",
+];
+
+impl List {
+    /// The name of one item as the page sent it (JSON object).
+    pub fn name_of_json(&self, obj: &Json) -> Option<String> {
+        let t: toml::Table = serde_json::from_value(obj.clone()).ok()?;
+        (self.name_of)(&t)
+    }
+}
+
+/// The items of a list, as written, as JSON objects.
+pub fn raw_items(text: &str, list: &List) -> Result<Vec<Json>, String> {
     let table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
-    let Some(toml::Value::Array(items)) = table.get("targets") else {
+    let Some(toml::Value::Array(items)) = table.get(list.key) else {
         return Ok(Vec::new());
     };
     items
@@ -123,41 +207,86 @@ pub fn raw_targets(text: &str) -> Result<Vec<Json>, String> {
         .collect()
 }
 
+/// The `[[targets]]` of a document, as written, as JSON objects.
+pub fn raw_targets(text: &str) -> Result<Vec<Json>, String> {
+    raw_items(text, &TARGETS)
+}
+
+/// A top-level table (`store`, `leds`) as written, as a JSON object (`{}` when absent).
+pub fn raw_section(text: &str, key: &str) -> Result<Json, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    match table.get(key) {
+        None => Ok(Json::Object(serde_json::Map::new())),
+        Some(v) => serde_json::to_value(v).map_err(|e| e.to_string()),
+    }
+}
+
 fn parse_doc(text: &str) -> Result<DocumentMut, EditError> {
     text.parse::<DocumentMut>()
         .map_err(|e| EditError::Document(format!("the config file is not valid TOML: {e}")))
 }
 
-/// The document's targets as an array of tables (an inline `targets = [...]` is converted).
-fn targets_mut(doc: &mut DocumentMut) -> Result<&mut ArrayOfTables, EditError> {
-    if !doc.contains_key("targets") {
-        doc.insert("targets", Item::ArrayOfTables(ArrayOfTables::new()));
+/// The document's list as an array of tables (an inline `key = [...]` is converted).
+fn list_mut<'d>(doc: &'d mut DocumentMut, list: &List) -> Result<&'d mut ArrayOfTables, EditError> {
+    if !doc.contains_key(list.key) {
+        doc.insert(list.key, Item::ArrayOfTables(ArrayOfTables::new()));
     }
-    let item = doc.get_mut("targets").expect("inserted above");
+    let item = doc.get_mut(list.key).expect("inserted above");
     if !item.is_array_of_tables() {
         let taken = std::mem::take(item);
         *item = Item::ArrayOfTables(taken.into_array_of_tables().map_err(|_| {
-            EditError::Document("`targets` in the config file is not a list of tables".into())
+            EditError::Document(format!(
+                "`{}` in the config file is not a list of tables",
+                list.key
+            ))
         })?);
     }
     Ok(item.as_array_of_tables_mut().expect("converted above"))
 }
 
-fn index_of(aot: &ArrayOfTables, name: &str) -> Option<usize> {
-    aot.iter()
-        .position(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+/// Position of the item called `name`, asking each item for its name the way the parser
+/// would (the `toml` crate reads the same document in the same order).
+fn index_of(text: &str, list: &List, name: &str) -> Option<usize> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let toml::Value::Array(items) = table.get(list.key)? else {
+        return None;
+    };
+    items.iter().position(|t| {
+        t.as_table()
+            .and_then(|t| (list.name_of)(t))
+            .is_some_and(|n| n == name)
+    })
 }
 
 /// JSON from the page to a TOML table. Type checks are left to the config parser, so a wrong
-/// type gets the same message as in a file; `null` means "not set".
-fn to_table(obj: &Json) -> Result<Table, Vec<FieldError>> {
+/// type gets the same message as in a file; `null` means "not set". With `sub_tables`, a list
+/// of objects becomes `[[key.sub]]` tables (`[[leds.led]]`) rather than an inline array.
+fn to_table(obj: &Json, what: &str, sub_tables: bool) -> Result<Table, Vec<FieldError>> {
     let Json::Object(map) = obj else {
-        return Err(vec![FieldError::new("", "a target must be a JSON object")]);
+        return Err(vec![FieldError::new(
+            "",
+            format!("a {what} must be a JSON object"),
+        )]);
     };
     let mut t = Table::new();
     for (k, v) in map {
-        if let Some(v) = to_value(v) {
-            t.insert(k, Item::Value(v));
+        match v {
+            Json::Array(items)
+                if sub_tables && !items.is_empty() && items.iter().all(Json::is_object) =>
+            {
+                let mut aot = ArrayOfTables::new();
+                for item in items {
+                    let mut sub = Table::new();
+                    refill(&mut sub, to_table(item, what, false)?, SUB_ORDER);
+                    aot.push(sub);
+                }
+                t.insert(k, Item::ArrayOfTables(aot));
+            }
+            _ => {
+                if let Some(v) = to_value(v) {
+                    t.insert(k, Item::Value(v));
+                }
+            }
         }
     }
     Ok(t)
@@ -185,57 +314,148 @@ fn to_value(v: &Json) -> Option<Value> {
     })
 }
 
-/// Applies an edit and validates the result like `check-config`. Returns the new text.
+/// Applies an edit to the targets and validates the result like `check-config`.
 pub fn apply_edit(text: &str, file: &str, edit: Edit<'_>) -> Result<String, EditError> {
+    apply_list_edit(text, file, &TARGETS, edit)
+}
+
+/// Applies an edit to a list and validates the whole result like `check-config`. Returns the
+/// new text.
+pub fn apply_list_edit(
+    text: &str,
+    file: &str,
+    list: &List,
+    edit: Edit<'_>,
+) -> Result<String, EditError> {
     let mut doc = parse_doc(text)?;
-    let aot = targets_mut(&mut doc)?;
+    let aot = list_mut(&mut doc, list)?;
     let edited = match edit {
         Edit::Add(obj) => {
-            aot.push(to_table(obj).map_err(EditError::Invalid)?);
+            let mut t = Table::new();
+            refill(
+                &mut t,
+                to_table(obj, list.what, false).map_err(EditError::Invalid)?,
+                list.order,
+            );
+            aot.push(t);
             Some(aot.len() - 1)
         }
         Edit::Replace(name, obj) => {
-            let i = index_of(aot, name).ok_or_else(|| EditError::NotFound(name.to_string()))?;
-            let new = to_table(obj).map_err(EditError::Invalid)?;
+            let i =
+                index_of(text, list, name).ok_or_else(|| EditError::NotFound(name.to_string()))?;
+            let new = to_table(obj, list.what, false).map_err(EditError::Invalid)?;
             // Keep the table's own decor (comments above it); replace its keys.
-            let t = aot.get_mut(i).expect("index found above");
-            t.clear();
-            for (k, v) in new.iter() {
-                t.insert(k, v.clone());
-            }
+            refill(aot.get_mut(i).expect("index found above"), new, list.order);
             Some(i)
         }
         Edit::Delete(name) => {
-            let i = index_of(aot, name).ok_or_else(|| EditError::NotFound(name.to_string()))?;
+            let i =
+                index_of(text, list, name).ok_or_else(|| EditError::NotFound(name.to_string()))?;
             aot.remove(i);
             None
         }
     };
+    if aot.is_empty() && list.key != TARGETS.key {
+        // No `remote_write = []` left behind by the last delete.
+        doc.remove(list.key);
+    }
     let out = doc.to_string();
     match Config::parse(&out, file) {
         Ok(_) => Ok(out),
-        Err(e) => Err(EditError::Invalid(map_errors(&e.errors, edited))),
+        Err(e) => Err(EditError::Invalid(map_errors(
+            &e.errors,
+            edited.map(|i| format!("{}[{i}]", list.key)).as_deref(),
+        ))),
     }
 }
 
-/// Errors of the edited target lose their `targets[i].` prefix (they are shown next to the
+/// Replaces a top-level table (`[store]`, `[leds]`) with `obj`; an empty object removes it (all
+/// defaults). Comments above the table are kept. Validated like `check-config`; errors keep
+/// their full path (`store.max_size`, `leds.led[1].pin`).
+pub fn apply_section_edit(
+    text: &str,
+    file: &str,
+    key: &str,
+    order: &[&str],
+    obj: &Json,
+) -> Result<String, EditError> {
+    let mut doc = parse_doc(text)?;
+    let new = to_table(obj, key, true).map_err(|errs| {
+        EditError::Invalid(
+            errs.into_iter()
+                .map(|e| FieldError::new(key, e.message))
+                .collect(),
+        )
+    })?;
+    if new.is_empty() {
+        doc.remove(key);
+    } else {
+        match doc.get_mut(key) {
+            Some(Item::Table(t)) => refill(t, new, order),
+            _ => {
+                let mut t = Table::new();
+                refill(&mut t, new, order);
+                doc.insert(key, Item::Table(t));
+            }
+        }
+    }
+    let out = doc.to_string();
+    match Config::parse(&out, file) {
+        Ok(_) => Ok(out),
+        Err(e) => Err(EditError::Invalid(
+            e.errors
+                .iter()
+                .map(|e| {
+                    if e.field == key || e.field.starts_with(&format!("{key}.")) {
+                        FieldError::new(e.field.clone(), e.message.clone())
+                    } else {
+                        file_error(e)
+                    }
+                })
+                .collect(),
+        )),
+    }
+}
+
+fn file_error(e: &ConfigError) -> FieldError {
+    FieldError::new(
+        format!("file:{}", e.field),
+        match e.line {
+            Some(l) => format!("line {l}: {}", e.message),
+            None => e.message.clone(),
+        },
+    )
+}
+
+/// Replaces the keys of `t` with those of `new`: keys the table had stay where they were,
+/// new ones follow in the order of `order` (the documented order), then any others.
+fn refill(t: &mut Table, new: Table, order: &[&str]) {
+    let old: Vec<String> = t.iter().map(|(k, _)| k.to_string()).collect();
+    let rank = |k: &str| {
+        old.iter()
+            .position(|o| o == k)
+            .or_else(|| order.iter().position(|o| *o == k).map(|i| old.len() + i))
+            .unwrap_or(usize::MAX)
+    };
+    let mut items: Vec<(String, Item)> = new.into_iter().collect();
+    items.sort_by_key(|(k, _)| rank(k));
+    t.clear();
+    for (k, v) in items {
+        t.insert(&k, v);
+    }
+}
+
+/// Errors of the edited item lose their `targets[i].` prefix (they are shown next to the
 /// form's fields); others keep their full path and line, since they are in the file.
-pub fn map_errors(errors: &[ConfigError], edited: Option<usize>) -> Vec<FieldError> {
-    let prefix = edited.map(|i| format!("targets[{i}]"));
+pub fn map_errors(errors: &[ConfigError], prefix: Option<&str>) -> Vec<FieldError> {
     errors
         .iter()
-        .map(|e| match &prefix {
+        .map(|e| match prefix {
             Some(p) if e.field == *p => FieldError::new("", e.message.clone()),
             Some(p) if e.field.starts_with(&format!("{p}.")) => {
                 FieldError::new(&e.field[p.len() + 1..], e.message.clone())
             }
-            _ => FieldError::new(
-                format!("file:{}", e.field),
-                match e.line {
-                    Some(l) => format!("line {l}: {}", e.message),
-                    None => e.message.clone(),
-                },
-            ),
+            _ => file_error(e),
         })
         .collect()
 }
@@ -245,7 +465,7 @@ pub fn validate_alone(text: &str, obj: &Json) -> Result<vantage_core::Target, Ed
     let mut doc = parse_doc(text)?;
     doc.remove("targets");
     let mut aot = ArrayOfTables::new();
-    aot.push(to_table(obj).map_err(EditError::Invalid)?);
+    aot.push(to_table(obj, "target", false).map_err(EditError::Invalid)?);
     doc.insert("targets", Item::ArrayOfTables(aot));
     let out = doc.to_string();
     match Config::parse(&out, "<test>") {
@@ -254,7 +474,10 @@ pub fn validate_alone(text: &str, obj: &Json) -> Result<vantage_core::Target, Ed
             "",
             "expected exactly one target",
         )])),
-        Err(e) => Err(EditError::Invalid(map_errors(&e.errors, Some(0)))),
+        Err(e) => Err(EditError::Invalid(map_errors(
+            &e.errors,
+            Some("targets[0]"),
+        ))),
     }
 }
 

@@ -1,11 +1,13 @@
 //! Recent results per target and probe, for the status page and its sparklines.
 //!
 //! [`MemoryHistory`] keeps the last hour in one-minute buckets (60 buckets of 24 bytes per
-//! probe, whatever the interval), so memory stays bounded at under 2 KiB per target. The page reads it
-//! through [`HistorySource`], which the on-disk store can implement to serve longer ranges.
+//! probe, whatever the interval), so memory stays bounded at under 2 KiB per target.
+//! [`StoreHistory`] serves the same buckets from the sample store, so the charts survive a
+//! restart and `/api/history` can go back a day; the device uses it whenever the store is open.
+//! The page reads either through [`HistorySource`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -17,16 +19,20 @@ pub const BUCKET: Duration = Duration::from_secs(60);
 pub const BUCKETS: usize = 60;
 
 /// One bucket of the chart.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Point {
     /// Start of the bucket, Unix seconds.
     pub t: u64,
     pub rounds: u32,
     pub successes: u32,
-    /// Mean RTT of the rounds that got replies, in milliseconds.
+    /// Mean RTT of the rounds that got replies (DNS: the lookup time), in milliseconds.
     pub rtt_ms: Option<f64>,
     /// Packets lost / sent, over the bucket.
     pub loss: Option<f64>,
+    /// From the store: the bucket's mean of every other figure the store keeps for the
+    /// probe, by the store's value names (`duration_seconds`, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<&'static str, f64>,
 }
 
 /// The latest round and the time of the last successful one.
@@ -186,6 +192,7 @@ impl HistorySource for MemoryHistory {
                 successes: b.successes,
                 rtt_ms: (b.rtt_n > 0).then(|| f64::from(b.rtt_sum_ms) / f64::from(b.rtt_n)),
                 loss: (b.sent > 0).then(|| f64::from(b.lost) / f64::from(b.sent)),
+                values: BTreeMap::new(),
             })
             .collect()
     }
@@ -204,6 +211,257 @@ impl Observer for MemoryHistory {
     }
     fn lag(&self, _: &JobKey, _: Duration) {}
     fn skipped(&self, _: &JobKey) {}
+}
+
+/// The stored value that is the chart's line, per probe, in order of preference; the first
+/// one a round has wins. Figures the store learns to keep (DNS answer time, trace hop count)
+/// show up in [`Point::values`] by themselves; naming one here also draws it as the line.
+const LINE_VALUES: &[&str] = &["rtt_avg_seconds", "lookup_seconds"];
+/// The stored value that is the chart's red bars.
+const LOSS_VALUE: &str = "loss_ratio";
+/// Stored values that are already in the point's own fields.
+const SHOWN: &[&str] = &["success", "sent", "received", "loss_ratio"];
+
+/// Rounds are stored when they end (a trace round takes up to a minute), so the newest minutes
+/// may still grow: buckets are only cached once they are this old.
+const SETTLE: u64 = 120;
+/// Ranges longer than this (up to a day, for `/api/history`) are read from the store each time
+/// instead of being cached.
+const CACHED_SPAN: u64 = BUCKET.as_secs() * (BUCKETS as u64 + 1);
+
+/// One bucket being summed from stored rounds.
+#[derive(Debug, Default, Clone)]
+struct StoredAgg {
+    rounds: u32,
+    successes: u32,
+    line: (f64, u32),
+    loss: (f64, u32),
+    values: BTreeMap<&'static str, (f64, u32)>,
+}
+
+impl StoredAgg {
+    fn add(&mut self, success: bool, values: &[(&'static str, f64)]) {
+        self.rounds += 1;
+        self.successes += u32::from(success);
+        if let Some((_, v)) = LINE_VALUES
+            .iter()
+            .find_map(|n| values.iter().find(|(k, _)| k == n))
+        {
+            self.line.0 += v * 1000.0;
+            self.line.1 += 1;
+        }
+        for (k, v) in values {
+            if !v.is_finite() {
+                continue;
+            }
+            if *k == LOSS_VALUE {
+                self.loss.0 += v;
+                self.loss.1 += 1;
+            }
+            if !SHOWN.contains(k) {
+                let e = self.values.entry(k).or_default();
+                e.0 += v;
+                e.1 += 1;
+            }
+        }
+    }
+
+    fn point(&self, t: u64) -> Point {
+        let mean = |(sum, n): (f64, u32)| (n > 0).then(|| sum / f64::from(n));
+        Point {
+            t,
+            rounds: self.rounds,
+            successes: self.successes,
+            rtt_ms: mean(self.line),
+            loss: mean(self.loss),
+            values: self
+                .values
+                .iter()
+                .filter_map(|(k, v)| mean(*v).map(|m| (*k, m)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    /// First bucket held.
+    start: u64,
+    /// Buckets before this one are complete: they are not read again.
+    done_until: u64,
+    buckets: BTreeMap<u64, StoredAgg>,
+}
+
+fn now_unix() -> u64 {
+    unix(SystemTime::now()) as u64
+}
+
+fn bucket_of(unix_s: u64) -> u64 {
+    unix_s / BUCKET.as_secs() * BUCKET.as_secs()
+}
+
+/// Start of the bucket `t` falls in, Unix seconds.
+#[cfg(test)]
+pub fn bucket_start(t: SystemTime) -> u64 {
+    bucket_of(unix(t) as u64)
+}
+
+/// History read from the sample store with `Store::query`, so it survives a restart. The
+/// latest result comes from memory (it has the error text and the address, which the store
+/// does not keep) and from the store's newest round until the first round after a start.
+/// Recent buckets are cached, so a refresh reads only the last few minutes from the store.
+pub struct StoreHistory {
+    memory: Arc<MemoryHistory>,
+    store: Arc<vantage_store::Store>,
+    cache: Mutex<HashMap<(Arc<str>, ProbeKind), Cached>>,
+    /// The newest stored round per probe, read at most every [`LATEST_TTL`] until memory has
+    /// one (a probe with a long interval may take a while after a start).
+    stored_latest: Mutex<HashMap<(Arc<str>, ProbeKind), StoredLatest>>,
+}
+
+/// When the newest stored round was read, and what it was.
+type StoredLatest = (std::time::Instant, Option<Latest>);
+
+const LATEST_TTL: Duration = Duration::from_secs(30);
+
+impl std::fmt::Debug for StoreHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHistory").finish_non_exhaustive()
+    }
+}
+
+impl StoreHistory {
+    /// `memory` must also be an observer of the runner (it supplies the latest results).
+    pub fn new(memory: Arc<MemoryHistory>, store: Arc<vantage_store::Store>) -> Self {
+        Self {
+            memory,
+            store,
+            cache: Mutex::default(),
+            stored_latest: Mutex::default(),
+        }
+    }
+
+    /// Stored rounds in `[from, to]` (Unix seconds) summed into buckets.
+    fn read(
+        &self,
+        target: &str,
+        probe: ProbeKind,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<u64, StoredAgg>, vantage_store::backend::BackendError> {
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let rounds = self.store.query(target, probe, ms(from), ms(to))?;
+        let mut out: BTreeMap<u64, StoredAgg> = BTreeMap::new();
+        for r in rounds {
+            let t = bucket_of(u64::try_from(r.timestamp_ms / 1000).unwrap_or(0));
+            out.entry(t).or_default().add(r.success, &r.values());
+        }
+        Ok(out)
+    }
+
+    fn latest_stored(&self, target: &str, probe: ProbeKind) -> Option<Latest> {
+        let now = now_unix();
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let from = now.saturating_sub(BUCKET.as_secs() * BUCKETS as u64);
+        let rounds = self
+            .store
+            .query(target, probe, ms(from), ms(now + 60))
+            .ok()?;
+        let last = rounds.iter().max_by_key(|r| r.timestamp_ms)?;
+        let values = last.values();
+        let value = |name: &str| values.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        Some(Latest {
+            timestamp: secs(last.timestamp_ms),
+            success: last.success,
+            duration_ms: last.duration_us as f64 / 1000.0,
+            error: (!last.success).then(|| match last.error.as_str() {
+                "" => "failed".to_string(),
+                kind => kind.to_string(),
+            }),
+            address: None,
+            rtt_ms: LINE_VALUES
+                .iter()
+                .find_map(|n| value(n))
+                .map(|v| v * 1000.0),
+            loss: value(LOSS_VALUE),
+            last_success: rounds
+                .iter()
+                .filter(|r| r.success)
+                .map(|r| r.timestamp_ms)
+                .max()
+                .map(secs),
+            detail: None,
+        })
+    }
+}
+
+impl HistorySource for StoreHistory {
+    fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest> {
+        if let Some(l) = self.memory.latest(target, probe) {
+            return Some(l);
+        }
+        let key = (Arc::from(target), probe);
+        let mut cached = self.stored_latest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, l)) = cached.get(&key)
+            && at.elapsed() < LATEST_TTL
+        {
+            return l.clone();
+        }
+        let l = self.latest_stored(target, probe);
+        cached.insert(key, (std::time::Instant::now(), l.clone()));
+        l
+    }
+
+    fn series(&self, target: &str, probe: ProbeKind, since: SystemTime) -> Vec<Point> {
+        let now = now_unix();
+        let since = bucket_of(unix(since) as u64);
+        let points = |m: &BTreeMap<u64, StoredAgg>| -> Vec<Point> {
+            m.range(since..).map(|(t, a)| a.point(*t)).collect()
+        };
+        let fallback = |e: vantage_store::backend::BackendError| {
+            tracing::warn!("history: cannot read the store ({e}); showing the last hour in memory");
+            self.memory
+                .series(target, probe, UNIX_EPOCH + Duration::from_secs(since))
+        };
+        if now.saturating_sub(since) > CACHED_SPAN {
+            return self
+                .read(target, probe, since, now + 60)
+                .map_or_else(fallback, |m| points(&m));
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let c = cache.entry((Arc::from(target), probe)).or_default();
+        if since < c.start || c.buckets.is_empty() && c.done_until == 0 {
+            *c = Cached {
+                start: since,
+                ..Cached::default()
+            };
+        }
+        let from = since.max(c.done_until);
+        let fresh = match self.read(target, probe, from, now + 60) {
+            Ok(m) => m,
+            Err(e) => return fallback(e),
+        };
+        c.buckets.retain(|t, _| *t < from);
+        c.buckets.extend(fresh);
+        c.done_until = c.done_until.max(bucket_of(now.saturating_sub(SETTLE)));
+        let keep_from = bucket_of(now.saturating_sub(CACHED_SPAN));
+        c.buckets.retain(|t, _| *t >= keep_from);
+        c.start = c.start.max(keep_from);
+        points(&c.buckets)
+    }
+
+    fn retain(&self, keep: &dyn Fn(&str) -> bool) {
+        self.memory.retain(keep);
+        self.stored_latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _), _| keep(t));
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _), _| keep(t));
+    }
 }
 
 #[cfg(test)]
@@ -261,5 +519,73 @@ mod tests {
         assert_eq!(l2.last_success, Some(l.timestamp));
         h.retain(&|t| t != "gw");
         assert!(h.latest("gw", ProbeKind::Ping).is_none());
+    }
+}
+
+/// What the status page costs with the history in the store: 20 targets pinged every second
+/// for an hour (72 000 rounds), one status refresh cold (after a start) and warm (the next
+/// refresh, 5 s later). Run with
+/// `cargo test -p vantage --release --bin vantage store_history_cost -- --ignored --nocapture`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use std::time::Instant;
+    use vantage_core::PingReport;
+
+    #[test]
+    #[ignore = "a measurement; prints figures"]
+    fn store_history_cost() {
+        let dir = crate::web::tests::TempDir::new("histcost");
+        let store = Arc::new(
+            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
+                .unwrap(),
+        );
+        let now = SystemTime::now();
+        let labels = vantage_store::Labels::new();
+        let targets: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        for s in (0..3600u64).rev() {
+            let samples: Vec<Sample> = targets
+                .iter()
+                .map(|t| Sample {
+                    target: t.as_str().into(),
+                    probe: ProbeKind::Ping,
+                    timestamp: now - Duration::from_secs(s),
+                    duration: Duration::from_millis(2),
+                    success: true,
+                    error: None,
+                    measurement: Measurement::Ping(PingReport {
+                        sent: 1,
+                        received: 1,
+                        rtts: vec![Duration::from_millis(2)],
+                        ..Default::default()
+                    }),
+                })
+                .collect();
+            store.append_many(samples.iter().map(|s| (s, &labels)));
+            if s % 5 == 0 {
+                store.flush().unwrap();
+            }
+        }
+        store.flush().unwrap();
+        let h = StoreHistory::new(Arc::new(MemoryHistory::default()), store.clone());
+        let since = now - BUCKET * BUCKETS as u32;
+        let refresh = || {
+            let t = Instant::now();
+            for name in &targets {
+                assert!(h.series(name, ProbeKind::Ping, since).len() >= 60);
+                assert!(h.latest(name, ProbeKind::Ping).is_some());
+            }
+            t.elapsed()
+        };
+        let cold = refresh();
+        let warm = refresh();
+        let st = store.stats();
+        println!(
+            "store: {} rounds, {} KiB on disk; status refresh of 20 targets: cold {:.1} ms, warm {:.1} ms",
+            st.samples,
+            st.disk_bytes / 1024,
+            cold.as_secs_f64() * 1000.0,
+            warm.as_secs_f64() * 1000.0
+        );
     }
 }

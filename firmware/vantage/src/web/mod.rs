@@ -12,6 +12,8 @@ mod config_file;
 mod device;
 mod guard;
 mod history;
+mod secrets;
+mod sections;
 mod server;
 mod settings;
 #[cfg(test)]
@@ -25,7 +27,7 @@ use anyhow::Context;
 use axum::Router;
 
 use crate::daemon::Daemon;
-pub use history::{HistorySource, MemoryHistory};
+pub use history::{HistorySource, MemoryHistory, StoreHistory};
 pub use server::serve_http;
 
 /// Name of the config file the page creates in the data directory when the daemon runs

@@ -70,13 +70,22 @@ struct Resp {
 
 impl Fixture {
     async fn new(config: Option<&str>) -> Self {
-        Self::with_default(config, None).await
+        Self::build(TempDir::new("web"), config, None, false).await
     }
 
     /// Like `vantage run --default-config FILE`: `default` is written beside the data
     /// directory's file and runs until the first save.
     async fn with_default(config: Option<&str>, default: Option<&str>) -> Self {
-        let dir = TempDir::new("web");
+        Self::build(TempDir::new("web"), config, default, false).await
+    }
+
+    /// Like `vantage run`: with the sample store open under the data directory, and the
+    /// history read from it.
+    async fn with_store(dir: TempDir, config: Option<&str>) -> Self {
+        Self::build(dir, config, None, true).await
+    }
+
+    async fn build(dir: TempDir, config: Option<&str>, default: Option<&str>, store: bool) -> Self {
         let path = dir.path().join("vantage.toml");
         if let Some(c) = config {
             std::fs::write(&path, c).unwrap();
@@ -90,8 +99,15 @@ impl Fixture {
         let source = ConfigSource::DataDir { path, default };
         let cfg = source.load().unwrap();
         let history = Arc::new(MemoryHistory::default());
-        let daemon = Daemon::start_with(source, cfg, None, None, vec![history.clone() as _], None);
-        let web = Web::open_with(daemon, dir.path(), history.clone(), HashParams::TEST).unwrap();
+        let storage = store.then(|| crate::storage::Storage::start(dir.path(), &cfg));
+        let source_of_history: Arc<dyn super::HistorySource> =
+            match storage.as_ref().and_then(|s| s.store()) {
+                Some(st) => Arc::new(super::StoreHistory::new(history.clone(), st.clone())),
+                None => history.clone(),
+            };
+        let daemon =
+            Daemon::start_with(source, cfg, None, None, vec![history.clone() as _], storage);
+        let web = Web::open_with(daemon, dir.path(), source_of_history, HashParams::TEST).unwrap();
         let app = super::app(web.clone());
         Self {
             dir,
@@ -1069,7 +1085,9 @@ fn nix_root() -> bool {
 /// CSRF test walks cannot silently go stale.
 #[tokio::test]
 async fn every_listed_route_is_routed() {
-    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let cfg =
+        format!("{CONFIG}\n[[remote_write]]\nname = \"loop\"\nurl = \"http://127.0.0.1:9/w\"\n");
+    let f = Fixture::logged_in(Some(&cfg)).await;
     for (m, p) in ROUTES {
         if p.contains("logout") || p.contains("setup") || p.contains("password") {
             continue;
@@ -1736,4 +1754,505 @@ async fn concurrent_saves_do_not_lose_edits() {
     let cfg = Config::parse(&std::fs::read_to_string(f.config_path()).unwrap(), "f").unwrap();
     assert_eq!(cfg.targets.len(), 13);
     assert_eq!(f.web.daemon.config().targets.len(), 13);
+}
+
+/// The message `vantage check-config` gives for `text`, for the field `field`.
+fn check_config_message(text: &str, field: &str) -> String {
+    let e = Config::parse(text, "f").unwrap_err();
+    e.errors
+        .iter()
+        .find(|e| e.field == field)
+        .unwrap_or_else(|| panic!("no error on {field}: {e}"))
+        .message
+        .clone()
+}
+
+#[tokio::test]
+async fn remote_write_endpoints_are_edited_with_secrets_masked() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    const TOKEN: &str = "tok-secret-0123456789";
+    let ep = json!({"name": "central", "url": "https://prom.example/api/v1/write",
+                    "bearer_token": TOKEN, "labels": {"site": "lab"}});
+    let r = f
+        .send(Method::POST, "/api/config/remote_write", Some(ep), true)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["restart_required"], false, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.contains(TOKEN), "{text}");
+    assert!(text.starts_with("# Hand-written header comment."), "{text}");
+    // Saved with a backup and applied at once.
+    let bak = super::config_file::backup_path(&f.config_path());
+    assert_eq!(std::fs::read_to_string(bak).unwrap(), CONFIG);
+    let running = f.web.daemon.config();
+    assert_eq!(running.remote_write.len(), 1);
+    assert_eq!(running.remote_write[0].name, "central");
+
+    // No GET shows the secret.
+    for path in [
+        "/api/config/remote_write",
+        "/api/config",
+        "/api/status",
+        "/api/settings",
+        "/api/targets",
+        "/api/config/store",
+    ] {
+        let r = f.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert!(
+            !r.text.contains(TOKEN),
+            "{path} shows the secret: {}",
+            r.text
+        );
+    }
+    let g = f.get("/api/config/remote_write").await;
+    let e = &g.body["endpoints"][0];
+    assert_eq!(e["name"], "central");
+    assert_eq!(e["raw"]["bearer_token"], "<secret>");
+    assert_eq!(e["raw"]["labels"]["site"], "lab");
+    assert_eq!(e["running"], true);
+    let rev = g.body["revision"].as_str().unwrap().to_string();
+
+    // The masked value sent back keeps the secret; other fields change; live at once.
+    let mut edited = e["raw"].clone();
+    edited["timeout"] = json!("10s");
+    let req = f
+        .builder(Method::PUT, "/api/config/remote_write/central", true, true)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::IF_MATCH, format!("\"{rev}\""))
+        .body(Body::from(edited.to_string()))
+        .unwrap();
+    let r = f.raw(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(
+        text.contains(TOKEN) && text.contains("timeout = \"10s\""),
+        "{text}"
+    );
+    assert!(!text.contains("<secret>"), "{text}");
+    let running = f.web.daemon.config();
+    assert_eq!(running.remote_write[0].timeout, Duration::from_secs(10));
+    // A stale revision is refused.
+    let req = f
+        .builder(Method::PUT, "/api/config/remote_write/central", true, true)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::IF_MATCH, format!("\"{rev}\""))
+        .body(Body::from(edited.to_string()))
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::PRECONDITION_FAILED);
+
+    // Validation: the same messages as check-config, next to the fields.
+    let bad = json!({"name": "central", "url": "ftp://prom.example/w", "timeout": "-5s",
+                     "bearer_token": "<secret>"});
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/remote_write/central",
+            Some(bad),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let errs = field_errors(&r);
+    let as_file = format!(
+        "{CONFIG}\n[[remote_write]]\nname = \"central\"\nurl = \"ftp://prom.example/w\"\ntimeout = \"-5s\"\n"
+    );
+    for field in ["url", "timeout"] {
+        let want = check_config_message(&as_file, &format!("remote_write[0].{field}"));
+        assert!(
+            errs.contains(&(field.to_string(), want.clone())),
+            "{field}: want {want:?} in {errs:?}"
+        );
+    }
+    // A dry run validates without saving.
+    let before = std::fs::read_to_string(f.config_path()).unwrap();
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/remote_write/central?dry_run=true",
+            Some(json!({"name": "central", "url": "https://other.example/w", "bearer_token": "<secret>"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["valid"], true);
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    // A mask with no stored secret behind it is refused, not saved as "<secret>".
+    let r = f
+        .send(
+            Method::POST,
+            "/api/config/remote_write",
+            Some(
+                json!({"name": "second", "url": "https://b.example/w", "bearer_token": "<secret>"}),
+            ),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(field_errors(&r)[0].0, "bearer_token", "{}", r.text);
+    // Two endpoints of one name: the parser's duplicate rule.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/config/remote_write",
+            Some(json!({"name": "central", "url": "https://b.example/w"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(
+        field_errors(&r)
+            .iter()
+            .any(|(f, m)| f == "name" && m.contains("already used")),
+        "{}",
+        r.text
+    );
+    // Hostile input: 4xx, never 5xx, nothing saved.
+    for body in [
+        json!("https://x.example/"),
+        json!([1, 2]),
+        json!({"url": 5}),
+        json!({"url": "https://x.example/w", "basic_auth": "root"}),
+        json!({"url": "https://x.example/w\n[device]\nname = \"pwned\""}),
+        json!({"url": "https://x.example/w", "tls": {"ca_file": "../../etc/shadow"}}),
+        json!({"url": "https://x.example/w", "labels": {"bad name": "x"}}),
+        json!({"url": "https://x.example/w", "max_samples_per_send": 1e300}),
+        json!({"url": "https://x.example/w", "zzz": true}),
+    ] {
+        let r = f
+            .send(
+                Method::POST,
+                "/api/config/remote_write",
+                Some(body.clone()),
+                true,
+            )
+            .await;
+        assert!(
+            r.status.is_client_error(),
+            "{body}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    assert_eq!(
+        f.send(Method::DELETE, "/api/config/remote_write/nope", None, true)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = f
+        .send(
+            Method::DELETE,
+            "/api/config/remote_write/central",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(!text.contains("remote_write"), "{text}");
+    assert!(f.web.daemon.config().remote_write.is_empty());
+}
+
+#[tokio::test]
+async fn basic_auth_and_url_passwords_are_masked_and_kept() {
+    let cfg = format!(
+        "{CONFIG}\n[[remote_write]]\nurl = \"https://u:urlpass77@prom.example/w\"\n# kept\n[remote_write.basic_auth]\nusername = \"me\"\npassword = \"hunter2hunter2\"\n"
+    );
+    let f = Fixture::logged_in(Some(&cfg)).await;
+    let g = f.get("/api/config/remote_write").await;
+    assert!(
+        !g.text.contains("hunter2") && !g.text.contains("urlpass77"),
+        "{}",
+        g.text
+    );
+    let e = &g.body["endpoints"][0];
+    assert_eq!(e["name"], "prom.example");
+    let mut raw = e["raw"].clone();
+    assert_eq!(raw["basic_auth"]["password"], "<secret>");
+    raw["basic_auth"]["username"] = json!("you");
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/remote_write/prom.example",
+            Some(raw),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(
+        text.contains("hunter2hunter2") && text.contains("urlpass77"),
+        "{text}"
+    );
+    assert!(text.contains("\"you\""), "{text}");
+    let c = f.web.daemon.config();
+    assert!(matches!(&c.remote_write[0].auth,
+        vantage_core::config::Auth::Basic { username, password, .. }
+            if username == "you" && password.0 == "hunter2hunter2"));
+}
+
+#[tokio::test]
+async fn store_and_leds_sections_validate_and_say_when_a_restart_is_needed() {
+    let f = Fixture::with_store(TempDir::new("sections"), Some(CONFIG))
+        .await
+        .log_in()
+        .await;
+    let g = f.get("/api/config/store").await;
+    assert_eq!(g.status, StatusCode::OK, "{}", g.text);
+    assert_eq!(g.body["restart_required"], false, "{}", g.text);
+    assert_eq!(g.body["running"]["max_size"], "4GiB", "{}", g.text);
+    assert!(g.body["stats"]["healthy"].as_bool().unwrap(), "{}", g.text);
+
+    // Out of range: the parser's message on the field.
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/store",
+            Some(json!({"max_size": "1KiB", "max_age": "soon"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let errs = field_errors(&r);
+    let as_file = format!("{CONFIG}\n[store]\nmax_size = \"1KiB\"\nmax_age = \"soon\"\n");
+    for field in ["store.max_size", "store.max_age"] {
+        let want = check_config_message(&as_file, field);
+        assert!(
+            errs.contains(&(field.into(), want.clone())),
+            "{want:?} in {errs:?}"
+        );
+    }
+    // Saved, reloaded, and honest: the store keeps its old limits until a restart.
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/store",
+            Some(json!({"max_size": "64MiB", "max_age": "2days"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["restart_required"], true, "{}", r.text);
+    assert!(r.body["message"].as_str().unwrap().contains("restart"));
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(
+        text.contains("[store]\nmax_size = \"64MiB\"\nmax_age = \"2days\""),
+        "{text}"
+    );
+    assert!(text.starts_with("# Hand-written header comment."), "{text}");
+    assert_eq!(f.web.daemon.local_config().store.max_bytes, 64 << 20);
+    let g = f.get("/api/config/store").await;
+    assert_eq!(g.body["restart_required"], true, "{}", g.text);
+    assert_eq!(g.body["raw"]["max_size"], "64MiB");
+    // Back to the defaults: the section goes, and nothing waits for a restart any more.
+    let r = f
+        .send(Method::PUT, "/api/config/store", Some(json!({})), true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["restart_required"], false, "{}", r.text);
+    assert!(
+        !std::fs::read_to_string(f.config_path())
+            .unwrap()
+            .contains("[store]")
+    );
+
+    // [leds]: per-LED errors by index, `[[leds.led]]` tables in the file, restart needed.
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/leds",
+            Some(json!({"backend": "gpio", "led": [{"role": "health", "pin": 99}, {"role": "nope", "pin": 3}]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let fields: Vec<String> = field_errors(&r).into_iter().map(|e| e.0).collect();
+    assert!(
+        fields.contains(&"leds.led[0].pin".to_string()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"leds.led[1].role".to_string()),
+        "{fields:?}"
+    );
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/leds",
+            Some(json!({"backend": "log", "led": [{"role": "status", "name": "green"}]})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["restart_required"], true, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(
+        text.contains("[leds]\nbackend = \"log\"\n\n[[leds.led]]\nrole = \"status\""),
+        "{text}"
+    );
+    let g = f.get("/api/config/leds").await;
+    assert_eq!(g.body["raw"]["led"][0]["role"], "status", "{}", g.text);
+    assert_eq!(g.body["running"]["backend"], "none", "{}", g.text);
+    // Hostile input never reaches the file or a 5xx.
+    for body in [
+        json!(null),
+        json!("gpio"),
+        json!({"backend": {"x": 1}}),
+        json!({"led": "all"}),
+        json!({"led": [1, 2, 3, 4]}),
+        json!({"sysfs_root": "relative/../path"}),
+        json!({"identify_timeout": "1e309s"}),
+    ] {
+        let r = f
+            .send(Method::PUT, "/api/config/leds", Some(body.clone()), true)
+            .await;
+        assert!(
+            r.status.is_client_error(),
+            "{body}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), text);
+}
+
+fn ping_sample(target: &str, at: SystemTime, ok: bool, rtt: Duration) -> Sample {
+    Sample {
+        target: target.into(),
+        probe: ProbeKind::Ping,
+        timestamp: at,
+        duration: rtt,
+        success: ok,
+        error: (!ok).then_some(vantage_core::ProbeError::Timeout),
+        measurement: Measurement::Ping(PingReport {
+            address: Some("127.0.0.1".parse().unwrap()),
+            sent: 2,
+            received: if ok { 2 } else { 0 },
+            rtts: if ok { vec![rtt; 2] } else { vec![] },
+            ..Default::default()
+        }),
+    }
+}
+
+/// The charts come from the store: a daemon that restarts still shows the hour before.
+#[tokio::test]
+async fn history_comes_from_the_store_and_survives_a_restart() {
+    use vantage_core::Observer;
+    let dir = TempDir::new("history");
+    let cfg = Config::parse(CONFIG, "f").unwrap();
+    let now = SystemTime::now();
+    {
+        let storage = crate::storage::Storage::start(dir.path(), &cfg);
+        assert!(storage.store().is_some());
+        for m in 1..=30u64 {
+            let at = now - Duration::from_secs(m * 60);
+            // Every fifth minute fails; RTT 2 ms, or 7 ms twelve minutes ago.
+            let rtt = Duration::from_millis(if m == 12 { 7 } else { 2 });
+            storage.sample(ping_sample("loop", at, m % 5 != 0, rtt));
+        }
+        storage.shutdown().await;
+    }
+    // "Restart": a new daemon on the same data directory, with nothing in memory.
+    let f = Fixture::with_store(dir, Some(CONFIG)).await.log_in().await;
+    assert!(super::HistorySource::latest(&*f.history, "loop", ProbeKind::Ping).is_none());
+    let h = f
+        .get("/api/history?target=loop&probe=ping&minutes=60")
+        .await;
+    assert_eq!(h.status, StatusCode::OK, "{}", h.text);
+    let points = h.body["points"].as_array().unwrap();
+    assert_eq!(points.len(), 30, "{}", h.text);
+    let total: u64 = points.iter().map(|p| p["rounds"].as_u64().unwrap()).sum();
+    let ok: u64 = points
+        .iter()
+        .map(|p| p["successes"].as_u64().unwrap())
+        .sum();
+    assert_eq!((total, ok), (30, 24), "{}", h.text);
+    let ten = points
+        .iter()
+        .find(|p| {
+            p["t"].as_u64().unwrap() == super::history::bucket_start(now - Duration::from_secs(720))
+        })
+        .expect("the point of twelve minutes ago");
+    assert!(
+        (ten["rtt_ms"].as_f64().unwrap() - 7.0).abs() < 0.01,
+        "{ten}"
+    );
+    assert_eq!(ten["loss"], 0.0, "{ten}");
+    let failed = points.iter().filter(|p| p["loss"] == 1.0).count();
+    assert_eq!(failed, 6, "{}", h.text);
+    // The status page has the same points and a latest result from the store.
+    let s = f.get("/api/status").await;
+    let p = &s.body["targets"][0]["probes"][0];
+    assert_eq!(p["history"].as_array().unwrap().len(), 30, "{}", s.text);
+    assert_eq!(p["latest"]["success"], true, "{}", s.text);
+    assert!((p["latest"]["rtt_ms"].as_f64().unwrap() - 2.0).abs() < 0.01);
+    assert_eq!(s.body["store"]["configured"], true, "{}", s.text);
+    // New rounds join the cached ones; the memory's latest (with its address) wins again.
+    f.web
+        .daemon
+        .storage
+        .as_ref()
+        .unwrap()
+        .sample(ping_sample("loop", now, false, Duration::ZERO));
+    f.history
+        .record(&ping_sample("loop", now, false, Duration::ZERO));
+    let s = f.get("/api/status").await;
+    let p = &s.body["targets"][0]["probes"][0];
+    assert_eq!(p["history"].as_array().unwrap().len(), 31, "{}", s.text);
+    assert_eq!(p["latest"]["success"], false, "{}", s.text);
+    assert_eq!(p["latest"]["address"], "127.0.0.1", "{}", s.text);
+    // A day back is read from the store too.
+    let h = f
+        .get("/api/history?target=loop&probe=ping&minutes=1440")
+        .await;
+    assert_eq!(h.body["points"].as_array().unwrap().len(), 31, "{}", h.text);
+}
+
+/// A hand edit that broke the file: the sections still load (with the file's errors), saves
+/// are refused, and a secret quoted in an error message stays masked.
+#[tokio::test]
+async fn sections_survive_a_broken_file_and_errors_do_not_leak_secrets() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let broken = format!(
+        "{CONFIG}\n[[remote_write]]\nurl = \"ftp://u:leaky-pass@prom.example/w\"\nbearer_token = \"leaky-token\"\n"
+    );
+    std::fs::write(f.config_path(), &broken).unwrap();
+    for path in ["/api/config/remote_write", "/api/targets", "/api/config"] {
+        let r = f.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert!(!r.text.contains("leaky"), "{path}: {}", r.text);
+        assert!(
+            r.text.contains("must start with http"),
+            "{path}: {}",
+            r.text
+        );
+    }
+    let r = f.send(Method::POST, "/api/reload", None, true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!r.text.contains("leaky"), "{}", r.text);
+    std::fs::write(f.config_path(), format!("{CONFIG}\n[store\n")).unwrap();
+    for path in [
+        "/api/config/remote_write",
+        "/api/config/store",
+        "/api/config/leds",
+    ] {
+        let r = f.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert!(
+            !r.body["file_errors"].as_array().unwrap().is_empty(),
+            "{path}: {}",
+            r.text
+        );
+    }
+    let r = f
+        .send(
+            Method::PUT,
+            "/api/config/store",
+            Some(json!({"max_size": "1GiB"})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 }
