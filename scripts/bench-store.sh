@@ -6,7 +6,8 @@
 #     /proc/self/io, i.e. what reached the block layer, syncs and engine rewrites included),
 #     bytes the store handed to the engine per sample;
 #   - drain: time to ship a 1 h backlog of 100 targets at 1 s (360,000 rounds) into a local
-#     Prometheus with the remote-write receiver, at the default rate limit and unlimited.
+#     Prometheus with the remote-write receiver, at the default rate limit and unlimited;
+#   - per probe kind (fjall): the same wear figures for ping, DNS and 12-hop trace rounds.
 #   scripts/bench-store.sh [HOURS_OF_WEAR]      (default 24)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,11 +35,13 @@ stop_prometheus() { kill "$prom_pid"; wait "$prom_pid" 2>/dev/null || true; prom
 
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
+fjall_ing=
 printf '%-6s | %12s | %10s | %13s | %14s | %12s | %14s | %14s\n' \
   backend "ingest/s" "disk B/s." "written B/s." "committed B/s." "block B/s." "drain 1h (s)" "unlimited (s)"
 for backend in fjall sled; do
   ing=$("$bin" ingest "$backend" "$work/$backend-wear" "$hours")
   rm -rf "$work/$backend-wear"
+  [ "$backend" = fjall ] && fjall_ing=$ing
   "$bin" ingest "$backend" "$work/$backend-1h" 1 >/dev/null
   cp -a "$work/$backend-1h" "$work/$backend-1h-copy"
   port=$((20000 + RANDOM % 20000))
@@ -58,3 +61,22 @@ for backend in fjall sled; do
     "$(field "$ing" block_bytes_per_sample)" "$(field "$drain" drain_s)" "$(field "$fast" drain_s)"
 done
 echo "(wear over $hours simulated hours of 100 targets at 1 s, one commit per 5 s of samples; drain of 360,000 rounds = 3.6M series points)"
+
+# Bytes per round by probe kind: a DNS round and a trace round keep their own figures.
+echo
+printf '%-6s | %10s | %13s | %14s | %12s | %12s\n' \
+  probe "disk B/r." "written B/r." "committed B/r." "block B/r." "ingest/s"
+for kind in ping dns trace; do
+  if [ "$kind" = ping ]; then
+    ing=$fjall_ing
+  else
+    ing=$("$bin" ingest fjall "$work/kind-$kind" "$hours" "$kind")
+    rm -rf "$work/kind-$kind"
+    echo "# $ing" >&2
+  fi
+  printf '%-6s | %10s | %13s | %14s | %12s | %12s\n' "$kind" \
+    "$(field "$ing" disk_per_sample)" "$(field "$ing" written_per_sample)" \
+    "$(field "$ing" committed_per_sample)" "$(field "$ing" block_bytes_per_sample)" \
+    "$(field "$ing" raw_ingest_per_s)"
+done
+echo "(fjall; every round of the run is of that probe: ping one packet, DNS an answered UDP query, trace 12 hops of 3 probes with one silent)"

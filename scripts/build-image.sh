@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the flashable SD image from Debian bookworm packages:
+# Builds the flashable image (SD card, USB stick or disk) from Debian bookworm packages:
 #   dist/vantage-<version>-<arch>.img.xz and dist/vantage-<version>-<arch>.img.xz.sha256
 #
 #   scripts/build-image.sh                   arm64 (Raspberry Pi 3/4/Zero 2 W, 64-bit)
 #   scripts/build-image.sh --arch armhf      Raspberry Pi 2/3, 32-bit
+#   scripts/build-image.sh --arch amd64      PCs and virtual machines (UEFI or BIOS)
 #   scripts/build-image.sh --deb FILE        use this vantage .deb instead of building one
 #   scripts/build-image.sh --keep            keep the work directory (build/image-<arch>/)
 #   MIRROR=http://host/debian scripts/build-image.sh   another Debian mirror
@@ -15,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 arch=arm64
 deb=""
@@ -32,8 +33,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$arch" in
-  arm64|armhf) ;;
-  amd64) echo "build-image.sh: the amd64 image is not built yet (see docs/IMAGE.md); arm64 and armhf are" >&2; exit 2 ;;
+  arm64|armhf|amd64) ;;
   *) echo "build-image.sh: --arch must be arm64, armhf or amd64, not '$arch'" >&2; exit 2 ;;
 esac
 [ "$(id -u)" -eq 0 ] || { echo "build-image.sh: run as root (mmdebstrap --mode=root, mkfs)" >&2; exit 1; }
@@ -42,7 +42,7 @@ esac
 export IMAGE_ARCH=$arch
 # shellcheck source=/dev/null
 . "image/arch/$arch.conf"
-export DEB_ARCH KERNEL_PKG BOARD_PKGS CONSOLES
+export DEB_ARCH KERNEL_PKG BOARD_PKGS CONSOLES BOOTLOADER PARTITION_TABLE INITRAMFS_MODULES
 export SRC_DIR=$PWD
 export VERSION
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)

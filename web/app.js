@@ -320,8 +320,8 @@ async function showStatus() {
 const DNS_FIELDS = [
   ['query', 'Query name', 'text', 'example.com', 'the name to ask for (required)'],
   ['type', 'Record type', 'text', 'A', 'A, AAAA, MX, TXT, NS, SOA, PTR, …'],
-  ['transport', 'Transport', 'text', 'udp', 'udp, tcp or tls'],
-  ['port', 'Port', 'number', '53', '53; 853 for tls'],
+  ['transport', 'Transport', 'text', 'udp', 'udp, tcp, tls or https'],
+  ['port', 'Port', 'number', '53', '53; 853 for tls, 443 for https'],
   ['timeout', 'Timeout', 'text', '5s', 'for the whole lookup'],
   ['min_answers', 'Minimum answers', 'number', '0', 'fewer fails the probe'],
 ];

@@ -1,21 +1,45 @@
 #!/bin/bash -e
-# The disk: an MBR (every Pi boots from it; GPT only the Pi 4 and later), the boot partition
-# at 4 MiB (erase-block aligned), the root partition right after it.
+# The disk: the boot partition at 4 MiB (erase-block aligned), the root partition right after
+# it, always partitions 1 and 2 (fstab and the first-boot growth go by label and by "the
+# partition / is on", but the PC's grub.cfg names partition 2).
+#   dos (Pi): an MBR; every Pi boots from it, GPT only the Pi 4 and later.
+#   gpt (PC): the boot partition typed as the EFI system partition, the root partition as
+#   "Linux root (x86-64)", and a BIOS boot partition (number 3, in the gap at 1-4 MiB) for the
+#   GRUB core image that image/steps/55-bios-boot.sh writes. 1 MiB at the end holds the backup
+#   GPT; the first boot's growpart moves it to the end of the real disk.
 img="$WORK/$IMAGE_NAME.img"
 boot_mib=$(cat "$WORK/boot.mib")
 root_mib=$(cat "$WORK/root.mib")
 start_mib=4
 total_mib=$((start_mib + boot_mib + root_mib))
 rm -f "$img"
-truncate -s "${total_mib}M" "$img"
-diskid=$(printf '0x%08x' $((SOURCE_DATE_EPOCH & 0xffffffff)))
-sfdisk --quiet "$img" <<SFDISK
+case "$PARTITION_TABLE" in
+  dos)
+    truncate -s "${total_mib}M" "$img"
+    diskid=$(printf '0x%08x' $((SOURCE_DATE_EPOCH & 0xffffffff)))
+    sfdisk --quiet "$img" <<SFDISK
 label: dos
 label-id: $diskid
 unit: sectors
 start=$((start_mib * 2048)), size=$((boot_mib * 2048)), type=c, bootable
 start=$(((start_mib + boot_mib) * 2048)), size=$((root_mib * 2048)), type=83
 SFDISK
+    ;;
+  gpt)
+    truncate -s "$((total_mib + 1))M" "$img"
+    # Disk and partition GUIDs from the commit time too: two builds lay out the same disk.
+    guid() { printf '%08x-%04x-4%03x-8000-%012x' $((SOURCE_DATE_EPOCH & 0xffffffff)) "$1" "$1" "$SOURCE_DATE_EPOCH"; }
+    sfdisk --quiet "$img" <<SFDISK
+label: gpt
+label-id: $(guid 0)
+unit: sectors
+${img}1 : start=$((start_mib * 2048)), size=$((boot_mib * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=$(guid 1), name="$BOOT_LABEL"
+${img}2 : start=$(((start_mib + boot_mib) * 2048)), size=$((root_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$(guid 2), name="$ROOT_LABEL"
+${img}3 : start=2048, size=$(((start_mib - 1) * 2048)), type=21686148-6449-6E6F-744E-656564454649, uuid=$(guid 3), name="BIOS boot"
+SFDISK
+    ;;
+  *) echo "PARTITION_TABLE must be dos or gpt, not '$PARTITION_TABLE'" >&2; exit 1 ;;
+esac
 dd if="$WORK/boot.vfat" of="$img" bs=1M seek=$start_mib conv=notrunc,fsync status=none
 dd if="$WORK/root.ext4" of="$img" bs=1M seek=$((start_mib + boot_mib)) conv=notrunc,fsync status=none
 sfdisk --list "$img" | sed 's/^/    /'

@@ -49,6 +49,9 @@ pub const TRACE_MAX_PACKETS: u32 = 4096;
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// EDNS UDP payload size: the DNS Flag Day 2020 value, which avoids IP fragmentation.
 pub const DNS_EDNS_UDP_SIZE: u16 = 1232;
+/// The URL path of a DNS over HTTPS endpoint: the one RFC 8484's examples use, and unbound's,
+/// BIND's and most public resolvers' default.
+pub const DNS_DOH_PATH: &str = "/dns-query";
 /// The DNS target host that means "the nameservers in /etc/resolv.conf".
 pub const SYSTEM_RESOLVER: &str = "system";
 /// Where the system's nameservers are listed.

@@ -31,8 +31,8 @@ mod types;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{
-    Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, Host, LedBackendKind, LedConfig,
-    LedRole, LedsConfig, PingOptions, Target, TraceOptions,
+    Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, DohMethod, Host, LedBackendKind,
+    LedConfig, LedRole, LedsConfig, PingOptions, Target, TraceOptions,
 };
 pub use probe::{
     DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host,

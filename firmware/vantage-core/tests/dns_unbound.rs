@@ -2,7 +2,8 @@
 //!
 //! unbound serves a local zone the test writes, a zone that always fails (an auth-zone whose
 //! primary never answers: SERVFAIL), a record set too big for a 512-byte UDP answer, and DNS
-//! over TLS with a certificate the test makes with openssl. The probe runs on a thread that has
+//! over TLS and over HTTPS (unbound speaks HTTP/2 through nghttp2) with a certificate the test
+//! makes with openssl. The probe runs on a thread that has
 //! joined the namespace, so its sockets live there; nothing leaves the namespace.
 //!
 //! Needs root, `ip`, `iptables`, `unbound` and `openssl`: without them the tests skip with the
@@ -221,7 +222,10 @@ impl Unbound {
             r#"server:
     interface: {SERVER}@53
     interface: {SERVER}@853
+    interface: {SERVER}@443
     tls-port: 853
+    https-port: 443
+    http-endpoint: "/dns-query"
     tls-service-key: "{d}/key.pem"
     tls-service-pem: "{d}/cert.pem"
     do-daemonize: no
@@ -536,4 +540,64 @@ fn system_resolver_asks_the_resolv_conf_nameservers() {
     let s = ub.probe_host("system", r#"{ query = "nope.example.test" }"#);
     assert_eq!(report(&s).rcode_name().as_deref(), Some("NXDOMAIN"));
     assert!(Host::Name("system".into()).is_system());
+}
+
+#[test]
+fn answers_over_https() {
+    if !can_run() {
+        return;
+    }
+    let ub = Unbound::start("doh");
+    let doh = format!(
+        r#"{{ query = "www.example.test", transport = "https", server_name = "dns.example.test", ca_file = "{}", answer_contains = ["192.0.2.10", "192.0.2.11"] }}"#,
+        ub.ca()
+    );
+    let s = ub.probe(&doh);
+    assert!(s.success, "{s:?}");
+    let r = report(&s);
+    assert_eq!(r.transport, Some(DnsTransport::Https));
+    assert_eq!(r.server, Some(format!("{SERVER}:443").parse().unwrap()));
+    assert_eq!(r.rcode_name().as_deref(), Some("NOERROR"));
+    let p = r.phases;
+    assert!(
+        p.connect.is_some() && p.tls.is_some() && p.request.is_some(),
+        "{p:?}"
+    );
+    assert!(p.request.unwrap() < Duration::from_secs(1), "{p:?}");
+    let values: Vec<_> = s.values().into_iter().map(|v| v.0).collect();
+    assert!(values.contains(&"tls_seconds"), "{values:?}");
+
+    // GET, and an rcode that is not NOERROR, come through as over UDP.
+    let s = ub.probe(&format!(
+        r#"{{ query = "nope.example.test", transport = "https", doh_method = "get", server_name = "dns.example.test", ca_file = "{}", valid_rcodes = ["NXDOMAIN"] }}"#,
+        ub.ca()
+    ));
+    assert!(s.success, "{s:?}");
+    assert_eq!(report(&s).rcode_name().as_deref(), Some("NXDOMAIN"));
+
+    // Another path: unbound answers 404, and the probe says so.
+    let s = ub.probe(&doh.replace(
+        "transport = \"https\"",
+        "transport = \"https\", doh_path = \"/wrong\"",
+    ));
+    assert!(!s.success);
+    assert!(
+        matches!(&s.error, Some(ProbeError::Protocol(m)) if m.contains("https://dns.example.test/wrong answered HTTP status 404")),
+        "{:?}",
+        s.error
+    );
+    assert_eq!(report(&s).rcode, None);
+
+    // The certificate does not name the server we asked for.
+    let s = ub.probe(&doh.replace("dns.example.test", "other.example.test"));
+    assert!(
+        matches!(&s.error, Some(ProbeError::Network(m)) if m.contains("TLS handshake")),
+        "{:?}",
+        s.error
+    );
+    // Unless told not to check.
+    let s = ub.probe(
+        r#"{ query = "www.example.test", transport = "https", insecure_skip_verify = true }"#,
+    );
+    assert!(s.success, "{s:?}");
 }

@@ -3,36 +3,81 @@
 //! A block is a run of samples in append order:
 //!
 //! ```text
-//! version u8 = 1
+//! version u8 = 2 (1 is still read: it is 2 without DNS and trace figures)
 //! count   varint
 //! base_ts zigzag varint (ms since the epoch)
 //! count × sample:
 //!   series   varint      (id in the series dictionary)
 //!   ts       zigzag varint, ms since the previous sample of the block (base_ts for the first)
-//!   flags    u8          bit0 success, bits1-3 error kind, bit4 ping, bit5 has rtts,
-//!                        bit6 rtts all equal, bit7 extra counters present
+//!   flags    u8          bit0 success, bits1-3 error kind, bit4 ping,
+//!                        ping:     bit5 has rtts, bit6 rtts all equal, bit7 extra counters
+//!                        not ping: bit5 dns, bit6 trace (version 2), bit7 reserved
 //!   duration varint, µs
-//!   ping only: sent varint, received varint,
-//!              [extra] duplicates varint, icmp_errors varint,
-//!              [has rtts] min µs varint, [not equal] avg-min, max-avg, stddev varints
+//!   ping: sent varint, received varint,
+//!         [extra] duplicates varint, icmp_errors varint,
+//!         [has rtts] min µs varint, [not equal] avg-min, max-avg, stddev varints
+//!   dns:  dflags varint   bit0 answered, bit1 authority/additional present, bit2 lookup,
+//!                         bit3 request phase, bit4 validation failed, bit5 truncated retry,
+//!                         bit6 resolve phase, bit7 connect phase, bit8 tls phase,
+//!                         bit9 stray datagrams
+//!         [answered] rcode varint, answers varint, [bit1] authority varint, additional varint
+//!         [lookup] zigzag(duration - lookup) µs, [request] zigzag(lookup - request) µs
+//!         [resolve] µs, [connect] µs, [tls] µs, [strays] count (varints)
+//!   trace: tflags varint  bit0 reached, bit1 path changed, bit2 TTLs not consecutive,
+//!                         bit3 last hop's RTTs differ
+//!         path_hash u32 LE, paths_known varint, hops varint,
+//!         [hops > 0] first_ttl u8, sent varint (of the first hop),
+//!         hops × ([bit2] ttl u8, received << 2 | has RTT << 1 | sent differs varint,
+//!                 [differs] sent varint, [has RTT] zigzag(mean RTT - previous hop's) µs),
+//!         [bit3] last hop avg-min, max-avg µs varints
 //! crc32   u32 LE over everything before it
 //! ```
 //!
-//! A typical ping round (one packet, answered) takes 9 to 12 bytes.
+//! A typical ping round (one packet, answered) takes 9 to 12 bytes, a DNS round 13 to 15, a
+//! trace about 17 plus 3 per hop. Error messages, DNS records and hop addresses are not
+//! stored (`docs/STORE.md`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vantage_core::{Measurement, ProbeError, Sample};
+use vantage_core::{DnsReport, Measurement, ProbeError, Sample, TraceReport};
 
-const VERSION: u8 = 1;
+/// The version blocks are written in.
+const VERSION: u8 = 2;
+/// Blocks written before DNS and trace rounds kept their figures; still read.
+const VERSION_1: u8 = 1;
 
 const F_SUCCESS: u8 = 1;
 const F_ERROR_SHIFT: u8 = 1;
 const F_ERROR_MASK: u8 = 0b1110;
 const F_PING: u8 = 1 << 4;
+// Ping rounds.
 const F_RTTS: u8 = 1 << 5;
 const F_RTT_EQUAL: u8 = 1 << 6;
 const F_EXTRA: u8 = 1 << 7;
+// Other rounds (version 2).
+const F_DNS: u8 = 1 << 5;
+const F_TRACE: u8 = 1 << 6;
+const F_RESERVED: u8 = 1 << 7;
+
+// DNS flags, most common first so a usual round's flags fit one varint byte.
+const D_ANSWERED: u64 = 1;
+const D_SECTIONS: u64 = 1 << 1;
+const D_LOOKUP: u64 = 1 << 2;
+const D_REQUEST: u64 = 1 << 3;
+const D_VALIDATION_FAILED: u64 = 1 << 4;
+const D_TRUNCATED_RETRY: u64 = 1 << 5;
+const D_RESOLVE: u64 = 1 << 6;
+const D_CONNECT: u64 = 1 << 7;
+const D_TLS: u64 = 1 << 8;
+const D_STRAYS: u64 = 1 << 9;
+const D_KNOWN: u64 = (1 << 10) - 1;
+
+// Trace flags.
+const T_REACHED: u64 = 1;
+const T_PATH_CHANGED: u64 = 1 << 1;
+const T_TTL_GAPS: u64 = 1 << 2;
+const T_LAST_SPREAD: u64 = 1 << 3;
+const T_KNOWN: u64 = (1 << 4) - 1;
 
 /// Why a round failed, without the message (messages are not stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +89,10 @@ pub enum ErrorKind {
     Permission = 2,
     Network = 3,
     Timeout = 4,
+    /// A malformed or mismatched answer (from version 2 on; `Other` before).
+    Protocol = 5,
+    /// An answer, but not the expected one: rcode or answer checks (from version 2 on).
+    Validation = 6,
     Other = 7,
 }
 
@@ -55,6 +104,8 @@ impl ErrorKind {
             2 => ErrorKind::Permission,
             3 => ErrorKind::Network,
             4 => ErrorKind::Timeout,
+            5 => ErrorKind::Protocol,
+            6 => ErrorKind::Validation,
             _ => ErrorKind::Other,
         }
     }
@@ -66,6 +117,8 @@ impl ErrorKind {
             Some(ProbeError::Permission(_)) => ErrorKind::Permission,
             Some(ProbeError::Network(_)) => ErrorKind::Network,
             Some(ProbeError::Timeout) => ErrorKind::Timeout,
+            Some(ProbeError::Protocol(_)) => ErrorKind::Protocol,
+            Some(ProbeError::Validation(_)) => ErrorKind::Validation,
             Some(_) => ErrorKind::Other,
         }
     }
@@ -77,6 +130,8 @@ impl ErrorKind {
             ErrorKind::Permission => "permission",
             ErrorKind::Network => "network",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Validation => "validation",
             ErrorKind::Other => "other",
         }
     }
@@ -95,8 +150,84 @@ pub struct StoredPing {
     pub stddev_us: u64,
 }
 
+/// DNS figures of one stored round: what `/metrics` shows of a query, without the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredDns {
+    /// Response code of the answer (extended rcode included); `None` without an answer.
+    pub rcode: Option<u16>,
+    /// Records in the answer, authority and additional sections (0 without an answer).
+    pub answers: u32,
+    pub authority: u32,
+    pub additional: u32,
+    /// Time from the start of the round to the answer, µs.
+    pub lookup_us: Option<u64>,
+    /// The phases of the round, µs; `None` for a phase that did not happen.
+    pub resolve_us: Option<u64>,
+    pub connect_us: Option<u64>,
+    pub tls_us: Option<u64>,
+    pub request_us: Option<u64>,
+    /// The answer failed the configured checks (contains, match, minimum count).
+    pub validation_failed: bool,
+    /// The UDP answer came back truncated and the query was repeated over TCP.
+    pub truncated_retry: bool,
+    pub stray_datagrams: u32,
+}
+
+impl StoredDns {
+    /// The phase names of `/metrics` (`vantage_dns_phase_seconds{phase}`) with their times.
+    pub fn phases(&self) -> [(&'static str, Option<u64>); 4] {
+        [
+            ("resolve", self.resolve_us),
+            ("connect", self.connect_us),
+            ("tls", self.tls_us),
+            ("request", self.request_us),
+        ]
+    }
+}
+
+/// One TTL of a stored trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredHop {
+    pub ttl: u8,
+    pub sent: u32,
+    pub received: u32,
+    /// Mean RTT of the hop's answers in µs; `None` when none came back.
+    pub rtt_avg_us: Option<u64>,
+}
+
+impl StoredHop {
+    pub fn loss_ratio(&self) -> f64 {
+        loss_ratio(self.sent, self.received)
+    }
+}
+
+/// Trace figures of one stored round: hop count, per-hop RTT and loss, the path's identity.
+/// Hop addresses are not stored: `path_hash` identifies the path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredTrace {
+    pub reached: bool,
+    /// Hops from the first TTL to the destination, or to the last hop that answered.
+    pub hops: Vec<StoredHop>,
+    /// min, avg, max RTT of the last hop in µs (the destination's, when reached); present
+    /// exactly when the last hop has an RTT, whose mean is its avg.
+    pub last_rtt_us: Option<(u64, u64, u64)>,
+    pub path_hash: u32,
+    pub path_changed: bool,
+    pub paths_known: u32,
+}
+
+impl StoredTrace {
+    /// Hops to the destination or to the last hop that answered: the last hop's TTL.
+    pub fn hop_count(&self) -> u32 {
+        self.hops.last().map_or(0, |h| u32::from(h.ttl))
+    }
+}
+
 /// One probe round as stored: what the charts and remote_write need, at µs resolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// DNS and trace figures sit behind a `Box` so that the memory queue (up to `max_pending`
+/// rounds) stays about 100 bytes a round whatever the probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSample {
     /// Id in the store's series dictionary.
     pub series: u32,
@@ -106,10 +237,24 @@ pub struct StoredSample {
     pub error: ErrorKind,
     pub duration_us: u64,
     pub ping: Option<StoredPing>,
+    /// DNS figures (`None` for other probes, and for DNS rounds stored before version 2 or
+    /// that could not ask at all).
+    pub dns: Option<Box<StoredDns>>,
+    /// Trace figures (`None` for other probes, and for trace rounds stored before version 2
+    /// or that could not trace at all).
+    pub trace: Option<Box<StoredTrace>>,
 }
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn loss_ratio(sent: u32, received: u32) -> f64 {
+    if sent == 0 {
+        1.0
+    } else {
+        1.0 - f64::from(received.min(sent)) / f64::from(sent)
+    }
 }
 
 /// Milliseconds since the epoch of a wall-clock time (negative before 1970).
@@ -120,24 +265,80 @@ pub fn unix_ms(t: SystemTime) -> i64 {
     }
 }
 
-impl StoredSample {
-    pub fn from_sample(s: &Sample, series: u32) -> Self {
-        let ping = match &s.measurement {
-            Measurement::Ping(p) => Some(StoredPing {
-                sent: p.sent,
-                received: p.received,
-                duplicates: p.duplicates,
-                icmp_errors: p.icmp_errors,
-                rtt_us: match (p.min(), p.mean(), p.max()) {
+impl StoredDns {
+    pub fn from_report(d: &DnsReport) -> Self {
+        let answered = d.rcode.is_some();
+        Self {
+            rcode: d.rcode,
+            answers: if answered {
+                u32::try_from(d.answers.len()).unwrap_or(u32::MAX)
+            } else {
+                0
+            },
+            authority: if answered { d.authority_records } else { 0 },
+            additional: if answered { d.additional_records } else { 0 },
+            lookup_us: d.lookup.map(micros),
+            resolve_us: d.phases.resolve.map(micros),
+            connect_us: d.phases.connect.map(micros),
+            tls_us: d.phases.tls.map(micros),
+            request_us: d.phases.request.map(micros),
+            validation_failed: !d.validation_failures.is_empty(),
+            truncated_retry: d.truncated_retry,
+            stray_datagrams: d.stray_datagrams,
+        }
+    }
+}
+
+impl StoredTrace {
+    pub fn from_report(t: &TraceReport) -> Self {
+        Self {
+            reached: t.reached,
+            hops: t
+                .hops
+                .iter()
+                .map(|h| StoredHop {
+                    ttl: h.ttl,
+                    sent: h.sent,
+                    received: h.received,
+                    rtt_avg_us: h.mean().map(micros),
+                })
+                .collect(),
+            last_rtt_us: t
+                .last_hop()
+                .and_then(|h| match (h.min(), h.mean(), h.max()) {
                     (Some(a), Some(b), Some(c)) => Some((micros(a), micros(b), micros(c))),
                     _ => None,
-                },
-                stddev_us: p
-                    .stddev_seconds()
-                    .map_or(0, |s| (s * 1e6).round().max(0.0) as u64),
-            }),
-            _ => None,
-        };
+                }),
+            path_hash: t.path_hash,
+            path_changed: t.path_changed,
+            paths_known: t.paths_known,
+        }
+    }
+}
+
+impl StoredSample {
+    pub fn from_sample(s: &Sample, series: u32) -> Self {
+        let (mut ping, mut dns, mut trace) = (None, None, None);
+        match &s.measurement {
+            Measurement::Ping(p) => {
+                ping = Some(StoredPing {
+                    sent: p.sent,
+                    received: p.received,
+                    duplicates: p.duplicates,
+                    icmp_errors: p.icmp_errors,
+                    rtt_us: match (p.min(), p.mean(), p.max()) {
+                        (Some(a), Some(b), Some(c)) => Some((micros(a), micros(b), micros(c))),
+                        _ => None,
+                    },
+                    stddev_us: p
+                        .stddev_seconds()
+                        .map_or(0, |s| (s * 1e6).round().max(0.0) as u64),
+                })
+            }
+            Measurement::Dns(d) => dns = Some(Box::new(StoredDns::from_report(d))),
+            Measurement::Trace(t) => trace = Some(Box::new(StoredTrace::from_report(t))),
+            _ => {}
+        }
         Self {
             series,
             timestamp_ms: unix_ms(s.timestamp),
@@ -145,30 +346,72 @@ impl StoredSample {
             error: ErrorKind::of(s.error.as_ref()),
             duration_us: micros(s.duration),
             ping,
+            dns,
+            trace,
         }
     }
 
-    /// The same named values as [`Sample::values`], at the stored resolution.
+    /// The same named values as [`Sample::values`], at the stored resolution. Per-hop figures
+    /// of a trace are in [`StoredSample::trace`].
     pub fn values(&self) -> Vec<(&'static str, f64)> {
-        let mut v = Vec::with_capacity(9);
-        v.push(("success", if self.success { 1.0 } else { 0.0 }));
-        v.push(("duration_seconds", self.duration_us as f64 / 1e6));
+        let mut v = Vec::with_capacity(12);
+        let secs = |us: u64| us as f64 / 1e6;
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        v.push(("success", flag(self.success)));
+        v.push(("duration_seconds", secs(self.duration_us)));
         if let Some(p) = &self.ping {
             v.push(("sent", f64::from(p.sent)));
             v.push(("received", f64::from(p.received)));
             v.push(("duplicates", f64::from(p.duplicates)));
-            let loss = if p.sent == 0 {
-                1.0
-            } else {
-                1.0 - f64::from(p.received.min(p.sent)) / f64::from(p.sent)
-            };
-            v.push(("loss_ratio", loss));
+            v.push(("loss_ratio", loss_ratio(p.sent, p.received)));
             if let Some((min, avg, max)) = p.rtt_us {
-                v.push(("rtt_min_seconds", min as f64 / 1e6));
-                v.push(("rtt_avg_seconds", avg as f64 / 1e6));
-                v.push(("rtt_max_seconds", max as f64 / 1e6));
-                v.push(("rtt_stddev_seconds", p.stddev_us as f64 / 1e6));
+                v.push(("rtt_min_seconds", secs(min)));
+                v.push(("rtt_avg_seconds", secs(avg)));
+                v.push(("rtt_max_seconds", secs(max)));
+                v.push(("rtt_stddev_seconds", secs(p.stddev_us)));
             }
+        }
+        if let Some(d) = &self.dns {
+            if let Some(rcode) = d.rcode {
+                v.push(("rcode", f64::from(rcode)));
+                v.push(("answer_records", f64::from(d.answers)));
+                v.push(("authority_records", f64::from(d.authority)));
+                v.push(("additional_records", f64::from(d.additional)));
+                v.push(("validation_failed", flag(d.validation_failed)));
+                v.push(("truncated_retry", flag(d.truncated_retry)));
+            }
+            if let Some(l) = d.lookup_us {
+                v.push(("lookup_seconds", secs(l)));
+            }
+            for (name, value) in [
+                ("resolve_seconds", d.resolve_us),
+                ("connect_seconds", d.connect_us),
+                ("tls_seconds", d.tls_us),
+                ("request_seconds", d.request_us),
+            ] {
+                if let Some(p) = value {
+                    v.push((name, secs(p)));
+                }
+            }
+        }
+        if let Some(t) = &self.trace {
+            v.push(("hops", f64::from(t.hop_count())));
+            v.push(("sent", t.hops.iter().map(|h| f64::from(h.sent)).sum()));
+            v.push((
+                "received",
+                t.hops.iter().map(|h| f64::from(h.received)).sum(),
+            ));
+            if let Some(last) = t.hops.last() {
+                v.push(("loss_ratio", last.loss_ratio()));
+                if let Some((min, avg, max)) = t.last_rtt_us {
+                    v.push(("rtt_min_seconds", secs(min)));
+                    v.push(("rtt_avg_seconds", secs(avg)));
+                    v.push(("rtt_max_seconds", secs(max)));
+                }
+            }
+            v.push(("path_hash", f64::from(t.path_hash)));
+            v.push(("path_changed", flag(t.path_changed)));
+            v.push(("paths_known", f64::from(t.paths_known)));
         }
         v
     }
@@ -191,6 +434,9 @@ pub enum DecodeError {
     Truncated,
     #[error("unknown block version {0}")]
     Version(u8),
+    /// Flags this version does not define (a newer writer, or damage the checksum missed).
+    #[error("block has unknown flags")]
+    Malformed,
 }
 
 /// Summary of a block, kept in the index so the store never reads a block to know what is in it.
@@ -289,7 +535,240 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes samples (in append order) into one block.
+fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, zigzag(v));
+}
+
+/// `a - b` of two µs figures, lossless for any values (decoded with [`sub_back`]).
+fn delta(a: u64, b: u64) -> i64 {
+    (a as i64).wrapping_sub(b as i64)
+}
+
+fn sub_back(a: u64, d: i64) -> u64 {
+    (a as i64).wrapping_sub(d) as u64
+}
+
+fn put_dns(out: &mut Vec<u8>, d: &StoredDns, duration_us: u64) {
+    let mut f = 0;
+    if d.rcode.is_some() {
+        f |= D_ANSWERED;
+        if d.authority != 0 || d.additional != 0 {
+            f |= D_SECTIONS;
+        }
+    }
+    for (set, bit) in [
+        (d.lookup_us.is_some(), D_LOOKUP),
+        (d.request_us.is_some(), D_REQUEST),
+        (d.validation_failed, D_VALIDATION_FAILED),
+        (d.truncated_retry, D_TRUNCATED_RETRY),
+        (d.resolve_us.is_some(), D_RESOLVE),
+        (d.connect_us.is_some(), D_CONNECT),
+        (d.tls_us.is_some(), D_TLS),
+        (d.stray_datagrams != 0, D_STRAYS),
+    ] {
+        if set {
+            f |= bit;
+        }
+    }
+    put_varint(out, f);
+    if let Some(rcode) = d.rcode {
+        put_varint(out, u64::from(rcode));
+        put_varint(out, u64::from(d.answers));
+        if f & D_SECTIONS != 0 {
+            put_varint(out, u64::from(d.authority));
+            put_varint(out, u64::from(d.additional));
+        }
+    }
+    // The lookup is most of the round, and the request most of the lookup: small deltas.
+    if let Some(l) = d.lookup_us {
+        put_zigzag(out, delta(duration_us, l));
+    }
+    if let Some(r) = d.request_us {
+        put_zigzag(out, delta(d.lookup_us.unwrap_or(duration_us), r));
+    }
+    for p in [d.resolve_us, d.connect_us, d.tls_us].into_iter().flatten() {
+        put_varint(out, p);
+    }
+    if d.stray_datagrams != 0 {
+        put_varint(out, u64::from(d.stray_datagrams));
+    }
+}
+
+fn get_dns(r: &mut Reader<'_>, duration_us: u64) -> Result<StoredDns, DecodeError> {
+    let f = r.varint()?;
+    if f & !D_KNOWN != 0 {
+        return Err(DecodeError::Malformed);
+    }
+    let mut d = StoredDns {
+        validation_failed: f & D_VALIDATION_FAILED != 0,
+        truncated_retry: f & D_TRUNCATED_RETRY != 0,
+        ..StoredDns::default()
+    };
+    if f & D_ANSWERED != 0 {
+        d.rcode = Some(u16::try_from(r.varint()?).map_err(|_| DecodeError::Malformed)?);
+        d.answers = r.u32v()?;
+        if f & D_SECTIONS != 0 {
+            d.authority = r.u32v()?;
+            d.additional = r.u32v()?;
+        }
+    }
+    if f & D_LOOKUP != 0 {
+        d.lookup_us = Some(sub_back(duration_us, unzigzag(r.varint()?)));
+    }
+    if f & D_REQUEST != 0 {
+        let base = d.lookup_us.unwrap_or(duration_us);
+        d.request_us = Some(sub_back(base, unzigzag(r.varint()?)));
+    }
+    let mut opt = |bit: u64| -> Result<Option<u64>, DecodeError> {
+        if f & bit != 0 {
+            r.varint().map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    d.resolve_us = opt(D_RESOLVE)?;
+    d.connect_us = opt(D_CONNECT)?;
+    d.tls_us = opt(D_TLS)?;
+    if f & D_STRAYS != 0 {
+        d.stray_datagrams = r.u32v()?;
+    }
+    Ok(d)
+}
+
+// Per-hop word: received << 2 | has RTT << 1 | sent differs from the first hop's.
+const H_SENT_DIFFERS: u64 = 1;
+const H_RTT: u64 = 1 << 1;
+
+fn put_trace(out: &mut Vec<u8>, t: &StoredTrace) {
+    let first = t.hops.first().map_or(0, |h| h.ttl);
+    let gaps = t
+        .hops
+        .iter()
+        .enumerate()
+        .any(|(i, h)| usize::from(h.ttl) != usize::from(first) + i);
+    let last_avg = t.hops.last().and_then(|h| h.rtt_avg_us);
+    let spread = match (t.last_rtt_us, last_avg) {
+        (Some((min, avg, max)), Some(a)) => avg != a || min != a || max != a,
+        _ => false,
+    };
+    let mut f = 0;
+    for (set, bit) in [
+        (t.reached, T_REACHED),
+        (t.path_changed, T_PATH_CHANGED),
+        (gaps, T_TTL_GAPS),
+        (spread, T_LAST_SPREAD),
+    ] {
+        if set {
+            f |= bit;
+        }
+    }
+    put_varint(out, f);
+    out.extend_from_slice(&t.path_hash.to_le_bytes());
+    put_varint(out, u64::from(t.paths_known));
+    put_varint(out, t.hops.len() as u64);
+    let Some(h0) = t.hops.first() else { return };
+    out.push(first);
+    put_varint(out, u64::from(h0.sent));
+    // RTTs grow along the path: each is stored as the change from the previous answered hop.
+    let mut prev_rtt = 0;
+    for h in &t.hops {
+        if gaps {
+            out.push(h.ttl);
+        }
+        let mut w = u64::from(h.received) << 2;
+        if h.sent != h0.sent {
+            w |= H_SENT_DIFFERS;
+        }
+        if h.rtt_avg_us.is_some() {
+            w |= H_RTT;
+        }
+        put_varint(out, w);
+        if h.sent != h0.sent {
+            put_varint(out, u64::from(h.sent));
+        }
+        if let Some(r) = h.rtt_avg_us {
+            put_zigzag(out, delta(r, prev_rtt));
+            prev_rtt = r;
+        }
+    }
+    if spread && let (Some((min, _, max)), Some(avg)) = (t.last_rtt_us, last_avg) {
+        // min <= avg <= max holds for real data; saturate for anything else.
+        put_varint(out, avg.saturating_sub(min));
+        put_varint(out, max.saturating_sub(avg));
+    }
+}
+
+fn get_trace(r: &mut Reader<'_>) -> Result<StoredTrace, DecodeError> {
+    let f = r.varint()?;
+    if f & !T_KNOWN != 0 {
+        return Err(DecodeError::Malformed);
+    }
+    let hash = r.bytes(4)?;
+    let mut t = StoredTrace {
+        reached: f & T_REACHED != 0,
+        path_changed: f & T_PATH_CHANGED != 0,
+        path_hash: u32::from_le_bytes([hash[0], hash[1], hash[2], hash[3]]),
+        paths_known: r.u32v()?,
+        ..StoredTrace::default()
+    };
+    let n = r.varint()? as usize;
+    if n == 0 {
+        return if f & (T_TTL_GAPS | T_LAST_SPREAD) != 0 {
+            Err(DecodeError::Malformed)
+        } else {
+            Ok(t)
+        };
+    }
+    // At most 255 TTLs; also guards the allocation against a bad count.
+    if n > 255 {
+        return Err(DecodeError::Malformed);
+    }
+    let first = r.u8()?;
+    let sent0 = r.u32v()?;
+    t.hops.reserve_exact(n);
+    let mut prev_rtt = 0;
+    for i in 0..n {
+        let ttl = if f & T_TTL_GAPS != 0 {
+            r.u8()?
+        } else {
+            u8::try_from(usize::from(first) + i).map_err(|_| DecodeError::Malformed)?
+        };
+        let w = r.varint()?;
+        let received = u32::try_from(w >> 2).map_err(|_| DecodeError::Malformed)?;
+        let sent = if w & H_SENT_DIFFERS != 0 {
+            r.u32v()?
+        } else {
+            sent0
+        };
+        let rtt_avg_us = if w & H_RTT != 0 {
+            prev_rtt = (prev_rtt as i64).wrapping_add(unzigzag(r.varint()?)) as u64;
+            Some(prev_rtt)
+        } else {
+            None
+        };
+        t.hops.push(StoredHop {
+            ttl,
+            sent,
+            received,
+            rtt_avg_us,
+        });
+    }
+    if let Some(avg) = t.hops.last().and_then(|h| h.rtt_avg_us) {
+        t.last_rtt_us = Some(if f & T_LAST_SPREAD != 0 {
+            let min = avg.saturating_sub(r.varint()?);
+            let max = avg.saturating_add(r.varint()?);
+            (min, avg, max)
+        } else {
+            (avg, avg, avg)
+        });
+    } else if f & T_LAST_SPREAD != 0 {
+        return Err(DecodeError::Malformed);
+    }
+    Ok(t)
+}
+
+/// Encodes samples (in append order) into one block. A sample carries the figures of one
+/// probe at most: ping's win over DNS's, DNS's over trace's.
 pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
     let mut out = Vec::with_capacity(16 + samples.len() * 12);
     out.push(VERSION);
@@ -319,6 +798,10 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
                     flags |= F_RTT_EQUAL;
                 }
             }
+        } else if s.dns.is_some() {
+            flags |= F_DNS;
+        } else if s.trace.is_some() {
+            flags |= F_TRACE;
         }
         out.push(flags);
         put_varint(&mut out, s.duration_us);
@@ -338,6 +821,10 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
                     put_varint(&mut out, p.stddev_us);
                 }
             }
+        } else if let Some(d) = &s.dns {
+            put_dns(&mut out, d, s.duration_us);
+        } else if let Some(t) = &s.trace {
+            put_trace(&mut out, t);
         }
     }
     let crc = crc32fast::hash(&out);
@@ -354,7 +841,7 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
     (out, meta)
 }
 
-/// Decodes a whole block, checking its checksum.
+/// Decodes a whole block (version 1 or 2), checking its checksum.
 pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
     if block.len() < 5 {
         return Err(DecodeError::Truncated);
@@ -365,7 +852,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
     }
     let mut r = Reader::new(body);
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return Err(DecodeError::Version(version));
     }
     let n = r.varint()? as usize;
@@ -381,7 +868,8 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
         prev = ts;
         let flags = r.u8()?;
         let duration_us = r.varint()?;
-        let ping = if flags & F_PING != 0 {
+        let (mut ping, mut dns, mut trace) = (None, None, None);
+        if flags & F_PING != 0 {
             let sent = r.u32v()?;
             let received = r.u32v()?;
             let (duplicates, icmp_errors) = if flags & F_EXTRA != 0 {
@@ -403,17 +891,32 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
             } else {
                 None
             };
-            Some(StoredPing {
+            ping = Some(StoredPing {
                 sent,
                 received,
                 duplicates,
                 icmp_errors,
                 rtt_us,
                 stddev_us,
-            })
+            });
         } else {
-            None
-        };
+            // Version 1 kept bits 5 to 7 of other rounds zero; version 2 uses 5 and 6.
+            let known = if version == VERSION_1 {
+                0
+            } else {
+                F_DNS | F_TRACE
+            };
+            if flags & (F_DNS | F_TRACE | F_RESERVED) & !known != 0
+                || flags & (F_DNS | F_TRACE) == F_DNS | F_TRACE
+            {
+                return Err(DecodeError::Malformed);
+            }
+            if flags & F_DNS != 0 {
+                dns = Some(Box::new(get_dns(&mut r, duration_us)?));
+            } else if flags & F_TRACE != 0 {
+                trace = Some(Box::new(get_trace(&mut r)?));
+            }
+        }
         out.push(StoredSample {
             series,
             timestamp_ms: ts,
@@ -421,6 +924,8 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
             error: ErrorKind::from_bits((flags & F_ERROR_MASK) >> F_ERROR_SHIFT),
             duration_us,
             ping,
+            dns,
+            trace,
         });
     }
     if !r.is_empty() {
@@ -431,6 +936,12 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use vantage_core::{
+        DnsFlags, DnsPhases, DnsRecord, DnsReport, HopReport, ProbeKind, TraceReport,
+    };
+
     use super::*;
 
     fn ping(series: u32, ts: i64, rtt: Option<(u64, u64, u64)>) -> StoredSample {
@@ -452,6 +963,8 @@ mod tests {
                 rtt_us: rtt,
                 stddev_us: rtt.map_or(0, |r| (r.2 - r.0) / 3),
             }),
+            dns: None,
+            trace: None,
         }
     }
 
@@ -468,6 +981,8 @@ mod tests {
                 error: ErrorKind::Resolve,
                 duration_us: 3,
                 ping: None,
+                dns: None,
+                trace: None,
             },
             StoredSample {
                 ping: Some(StoredPing {
@@ -520,5 +1035,487 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(decode_block(&bad).is_err(), "flip at {i}");
         }
+    }
+
+    fn other(series: u32, ts: i64) -> StoredSample {
+        StoredSample {
+            series,
+            timestamp_ms: ts,
+            success: true,
+            error: ErrorKind::None,
+            duration_us: 21_000,
+            ping: None,
+            dns: None,
+            trace: None,
+        }
+    }
+
+    fn dns(series: u32, ts: i64, d: StoredDns) -> StoredSample {
+        StoredSample {
+            dns: Some(Box::new(d)),
+            ..other(series, ts)
+        }
+    }
+
+    fn trace(series: u32, ts: i64, t: StoredTrace) -> StoredSample {
+        StoredSample {
+            trace: Some(Box::new(t)),
+            ..other(series, ts)
+        }
+    }
+
+    fn usual_dns() -> StoredDns {
+        StoredDns {
+            rcode: Some(0),
+            answers: 1,
+            authority: 0,
+            additional: 1,
+            lookup_us: Some(20_800),
+            request_us: Some(20_750),
+            ..StoredDns::default()
+        }
+    }
+
+    fn hops(n: u8, first: u8) -> Vec<StoredHop> {
+        (0..n)
+            .map(|i| StoredHop {
+                ttl: first + i,
+                sent: 3,
+                received: 3,
+                rtt_avg_us: Some(800 + u64::from(i) * 1_900),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dns_and_trace_round_trip() {
+        let samples = vec![
+            dns(0, 1_700_000_000_000, usual_dns()),
+            // Everything set, extended rcode, odd values.
+            dns(
+                1,
+                1_700_000_000_001,
+                StoredDns {
+                    rcode: Some(4095),
+                    answers: u32::MAX,
+                    authority: 7,
+                    additional: 0,
+                    lookup_us: Some(u64::MAX),
+                    resolve_us: Some(5),
+                    connect_us: Some(0),
+                    tls_us: Some(1 << 40),
+                    request_us: Some(3),
+                    validation_failed: true,
+                    truncated_retry: true,
+                    stray_datagrams: 9,
+                },
+            ),
+            // A timeout: no answer, only the request phase.
+            StoredSample {
+                success: false,
+                error: ErrorKind::Timeout,
+                ..dns(
+                    2,
+                    1_700_000_000_002,
+                    StoredDns {
+                        request_us: Some(1_000_000),
+                        ..StoredDns::default()
+                    },
+                )
+            },
+            // Failed validation, request longer than the round (clock oddities stay exact).
+            StoredSample {
+                success: false,
+                error: ErrorKind::Validation,
+                ..dns(
+                    3,
+                    1_700_000_000_003,
+                    StoredDns {
+                        rcode: Some(3),
+                        request_us: Some(90_000),
+                        ..StoredDns::default()
+                    },
+                )
+            },
+            trace(
+                4,
+                1_700_000_000_004,
+                StoredTrace {
+                    reached: true,
+                    last_rtt_us: Some((20_000, 21_700, 25_000)),
+                    hops: {
+                        let mut h = hops(12, 1);
+                        h[3].received = 0;
+                        h[3].rtt_avg_us = None;
+                        h[5].sent = 6;
+                        h[5].received = 4;
+                        h[11].rtt_avg_us = Some(21_700);
+                        h
+                    },
+                    path_hash: 0xdead_beef,
+                    path_changed: true,
+                    paths_known: 2,
+                },
+            ),
+            // TTLs with gaps, a first TTL above 1, the last hop silent.
+            trace(
+                5,
+                1_700_000_000_005,
+                StoredTrace {
+                    hops: vec![
+                        StoredHop {
+                            ttl: 3,
+                            sent: 1,
+                            received: 1,
+                            rtt_avg_us: Some(1),
+                        },
+                        StoredHop {
+                            ttl: 255,
+                            sent: u32::MAX,
+                            received: u32::MAX,
+                            rtt_avg_us: None,
+                        },
+                    ],
+                    path_hash: 1,
+                    ..StoredTrace::default()
+                },
+            ),
+            // One hop with equal RTTs; an empty trace.
+            trace(
+                6,
+                1_700_000_000_006,
+                StoredTrace {
+                    reached: true,
+                    hops: hops(1, 1),
+                    last_rtt_us: Some((800, 800, 800)),
+                    ..StoredTrace::default()
+                },
+            ),
+            StoredSample {
+                success: false,
+                error: ErrorKind::Network,
+                ..trace(7, 1_700_000_000_007, StoredTrace::default())
+            },
+            // A DNS or trace round that could not run keeps no figures.
+            StoredSample {
+                success: false,
+                error: ErrorKind::Resolve,
+                ..other(8, 1_700_000_000_008)
+            },
+            ping(9, 1_700_000_000_009, Some((100, 250, 900))),
+        ];
+        let (b, meta) = encode_block(&samples);
+        assert_eq!(b[0], VERSION);
+        assert_eq!(decode_block(&b).unwrap(), samples);
+        assert_eq!(meta.count, samples.len() as u32);
+        // Each alone too (the first sample of a block has no predecessor).
+        for s in &samples {
+            let one = std::slice::from_ref(s);
+            assert_eq!(decode_block(&encode_block(one).0).unwrap(), one);
+        }
+    }
+
+    /// A block written by version 1 (before DNS and trace figures), committed as produced:
+    /// ping rounds in full; series 2 to 4 were a DNS, a trace and a failed round, kept with
+    /// success, error kind and duration only.
+    #[test]
+    fn version_1_blocks_still_decode() {
+        let b = include_bytes!("../tests/data/block-v1.bin");
+        assert_eq!(b[0], VERSION_1);
+        let p = |sent, received, duplicates, rtt_us, stddev_us| {
+            Some(StoredPing {
+                sent,
+                received,
+                duplicates,
+                icmp_errors: 0,
+                rtt_us,
+                stddev_us,
+            })
+        };
+        let s = |series, timestamp_ms, success, error, duration_us, ping| StoredSample {
+            series,
+            timestamp_ms,
+            success,
+            error,
+            duration_us,
+            ping,
+            dns: None,
+            trace: None,
+        };
+        let want = vec![
+            s(
+                0,
+                1_700_000_000_000,
+                true,
+                ErrorKind::None,
+                12_400,
+                p(1, 1, 0, Some((12_345, 12_345, 12_345)), 0),
+            ),
+            s(
+                1,
+                1_700_000_000_250,
+                true,
+                ErrorKind::None,
+                25_000,
+                p(5, 4, 1, Some((900, 1_500, 2_600)), 640),
+            ),
+            s(
+                0,
+                1_700_000_001_000,
+                false,
+                ErrorKind::Timeout,
+                1_000_000,
+                p(1, 0, 0, None, 0),
+            ),
+            s(2, 1_700_000_001_100, true, ErrorKind::None, 3_200, None),
+            s(
+                3,
+                1_700_000_001_050,
+                false,
+                ErrorKind::Other,
+                5_000_000,
+                None,
+            ),
+            s(4, 1_700_000_001_200, false, ErrorKind::Resolve, 7, None),
+        ];
+        assert_eq!(decode_block(b).unwrap(), want);
+        // Version 2 writes the same rounds in the same bytes, but for the version.
+        let (v2, _) = encode_block(&want);
+        assert_eq!(v2[0], VERSION);
+        assert_eq!(v2[1..v2.len() - 4], b[1..b.len() - 4]);
+    }
+
+    /// Version 1 never set the DNS or trace bits: such a block is damage, not a round.
+    #[test]
+    fn version_1_blocks_with_new_flags_are_refused() {
+        let (mut b, _) = encode_block(&[dns(0, 5, usual_dns())]);
+        b[0] = VERSION_1;
+        let n = b.len() - 4;
+        let crc = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_block(&b), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn dns_and_trace_rounds_are_compact() {
+        // 100 DNS targets and 100 traces of 12 hops at 10 s for ten minutes.
+        let size = |make: &dyn Fn(u32, i64) -> StoredSample| {
+            let mut samples = Vec::new();
+            for round in 0..60 {
+                for t in 0..100u32 {
+                    samples.push(make(
+                        t,
+                        1_700_000_000_000 + round * 10_000 + i64::from(t) * 97,
+                    ));
+                }
+            }
+            encode_block(&samples).0.len() as f64 / samples.len() as f64
+        };
+        let d = size(&|t, ts| {
+            let mut s = dns(t, ts, usual_dns());
+            s.duration_us = 20_900 + u64::from(t) * 13;
+            s
+        });
+        assert!(d <= 16.0, "{d} bytes per DNS round");
+        let tr = size(&|t, ts| {
+            trace(
+                t,
+                ts,
+                StoredTrace {
+                    reached: true,
+                    hops: hops(12, 1),
+                    last_rtt_us: Some((21_000, 21_700, 22_400)),
+                    path_hash: 0x9e37_79b9_u32.wrapping_mul(t),
+                    paths_known: 1,
+                    ..StoredTrace::default()
+                },
+            )
+        });
+        assert!(tr <= 60.0, "{tr} bytes per 12-hop trace round");
+        eprintln!("{d:.1} bytes per DNS round, {tr:.1} per 12-hop trace round");
+    }
+
+    #[test]
+    fn damage_in_dns_and_trace_rounds_is_detected() {
+        let samples: Vec<_> = (0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    dns(i, 1_000 + i64::from(i), usual_dns())
+                } else {
+                    trace(
+                        i,
+                        1_000 + i64::from(i),
+                        StoredTrace {
+                            hops: hops(5, 1),
+                            ..StoredTrace::default()
+                        },
+                    )
+                }
+            })
+            .collect();
+        let (b, _) = encode_block(&samples);
+        for cut in [0, 1, 4, b.len() / 2, b.len() - 1] {
+            assert!(decode_block(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_block(&bad).is_err(), "flip at {i}");
+        }
+    }
+
+    /// Hostile bytes behind a valid checksum never panic: flags, counts and hop numbers out of
+    /// range are errors.
+    #[test]
+    fn garbage_with_a_valid_checksum_is_an_error_not_a_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (good, _) = encode_block(&[
+            dns(0, 1, usual_dns()),
+            trace(
+                1,
+                2,
+                StoredTrace {
+                    hops: hops(4, 1),
+                    ..StoredTrace::default()
+                },
+            ),
+        ]);
+        for _ in 0..20_000 {
+            let mut b = good.clone();
+            let n = b.len() - 4;
+            for _ in 0..1 + next() % 4 {
+                let i = 1 + (next() as usize) % (n - 1);
+                b[i] = next() as u8;
+            }
+            let crc = crc32fast::hash(&b[..n]);
+            b[n..].copy_from_slice(&crc.to_le_bytes());
+            let _ = decode_block(&b);
+        }
+    }
+
+    /// A stored round gives the same named values as the live sample, at µs resolution.
+    #[test]
+    fn stored_values_match_the_sample() {
+        let ms = Duration::from_millis;
+        let hop = |ttl: u8, sent: u32, rtts: &[u64]| HopReport {
+            ttl,
+            sent,
+            received: rtts.len() as u32,
+            rtts: rtts.iter().map(|m| ms(*m)).collect(),
+            ..Default::default()
+        };
+        let base = Sample {
+            target: Arc::from("t"),
+            probe: ProbeKind::Dns,
+            timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_micros(21_345),
+            success: true,
+            error: None,
+            measurement: Measurement::None,
+        };
+        let samples = [
+            Sample {
+                measurement: Measurement::Dns(DnsReport {
+                    rcode: Some(0),
+                    flags: DnsFlags::default(),
+                    answers: vec![DnsRecord {
+                        name: "a.".into(),
+                        ttl: 60,
+                        class: "IN".into(),
+                        record_type: "A".into(),
+                        data: "192.0.2.1".into(),
+                    }],
+                    authority_records: 2,
+                    additional_records: 1,
+                    lookup: Some(Duration::from_micros(21_001)),
+                    phases: DnsPhases {
+                        resolve: Some(Duration::from_micros(40)),
+                        connect: Some(Duration::from_micros(300)),
+                        tls: None,
+                        request: Some(Duration::from_micros(20_500)),
+                    },
+                    truncated_retry: true,
+                    stray_datagrams: 2,
+                    validation_failures: vec!["no 192.0.2.9".into()],
+                    ..DnsReport::default()
+                }),
+                ..base.clone()
+            },
+            Sample {
+                success: false,
+                error: Some(ProbeError::Timeout),
+                measurement: Measurement::Dns(DnsReport {
+                    phases: DnsPhases {
+                        request: Some(ms(1000)),
+                        ..DnsPhases::default()
+                    },
+                    ..DnsReport::default()
+                }),
+                ..base.clone()
+            },
+            Sample {
+                probe: ProbeKind::Trace,
+                measurement: Measurement::Trace(TraceReport {
+                    reached: true,
+                    hops: vec![hop(1, 3, &[1, 1, 2]), hop(2, 3, &[]), hop(3, 4, &[10, 30])],
+                    path_hash: 0xdead_beef,
+                    path_changed: true,
+                    paths_known: 2,
+                    ..Default::default()
+                }),
+                ..base.clone()
+            },
+        ];
+        for s in &samples {
+            let stored = StoredSample::from_sample(s, 0);
+            let (b, _) = encode_block(std::slice::from_ref(&stored));
+            let back = decode_block(&b).unwrap().remove(0);
+            assert_eq!(back, stored);
+            let mut want = s.values();
+            let mut got = back.values();
+            // The stored form adds the RTT spread of ping only.
+            got.retain(|(k, _)| *k != "rtt_stddev_seconds");
+            want.sort_by(|a, b| a.0.cmp(b.0));
+            got.sort_by(|a, b| a.0.cmp(b.0));
+            let names = |v: &[(&'static str, f64)]| v.iter().map(|p| p.0).collect::<Vec<_>>();
+            assert_eq!(names(&got), names(&want), "{s:?}");
+            for ((k, g), (_, w)) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "{k}: {g} != {w}");
+            }
+        }
+        let t = StoredSample::from_sample(&samples[2], 0).trace.unwrap();
+        assert_eq!(t.hops[0].rtt_avg_us, Some(1_333));
+        assert_eq!(t.hops[1].rtt_avg_us, None);
+        assert_eq!(t.hops[1].loss_ratio(), 1.0);
+        assert_eq!(t.last_rtt_us, Some((10_000, 20_000, 30_000)));
+        let e = StoredSample::from_sample(&samples[0], 0).error;
+        assert_eq!(e, ErrorKind::None);
+        let d = StoredSample::from_sample(&samples[1], 0).dns.unwrap();
+        assert_eq!((d.rcode, d.answers, d.lookup_us), (None, 0, None));
+    }
+
+    #[test]
+    fn new_error_kinds_are_kept() {
+        for (e, k) in [
+            (ProbeError::Protocol("x".into()), ErrorKind::Protocol),
+            (ProbeError::Validation("x".into()), ErrorKind::Validation),
+        ] {
+            let mut s = other(0, 1);
+            s.error = ErrorKind::of(Some(&e));
+            assert_eq!(s.error, k);
+            assert_eq!(decode_block(&encode_block(&[s]).0).unwrap()[0].error, k);
+        }
+    }
+
+    /// The memory queue holds up to a million rounds: DNS and trace figures stay boxed.
+    #[test]
+    fn a_queued_round_stays_small() {
+        assert!(std::mem::size_of::<StoredSample>() <= 112);
     }
 }

@@ -480,7 +480,14 @@ impl Store {
 
     /// Stops the committer after a last commit.
     pub fn close(&self) {
-        self.inner.closing.store(true, Ordering::SeqCst);
+        {
+            // Under the state lock: the committer checks `closing` under it before it waits,
+            // so it either sees the flag or is already waiting for the notification (set
+            // without the lock, a close between its check and its wait went unheard until the
+            // next commit interval).
+            let _st = lock(&self.inner.state);
+            self.inner.closing.store(true, Ordering::SeqCst);
+        }
         self.inner.wake.notify_all();
         if let Some(h) = lock(&self.committer).take() {
             let _ = h.join();
@@ -654,7 +661,7 @@ impl Store {
                 .pending
                 .iter()
                 .filter(|s| ids.contains(&s.series))
-                .copied()
+                .cloned()
                 .collect();
             (ids, blocks, pending)
         };
@@ -1239,7 +1246,7 @@ impl Inner {
                 let mut st = lock(&self.state);
                 let n = st.pending.len().min(MAX_BLOCK_SAMPLES);
                 st.in_flight = n;
-                let samples: Vec<StoredSample> = st.pending.iter().take(n).copied().collect();
+                let samples: Vec<StoredSample> = st.pending.iter().take(n).cloned().collect();
                 let series: Vec<(u32, Vec<u8>)> = st
                     .unsaved_series
                     .iter()

@@ -1,7 +1,7 @@
 //! End to end with a real Prometheus (Debian's package) and its remote-write receiver: an outage
 //! (Prometheus stopped), then recovery; every sample of the outage is queryable at its original
-//! timestamp, with no duplicates or gaps. The same with the store and shipper restarted in the
-//! middle of the outage.
+//! timestamp, with no duplicates or gaps: ping, DNS and trace rounds with their own series. The
+//! same with the store and shipper restarted in the middle of the outage.
 
 mod common;
 
@@ -244,13 +244,18 @@ impl Device {
     }
 }
 
-/// Appends one round per target every STEP until `until`; returns what it appended.
-async fn probe_for(
-    store: &Store,
-    d: Duration,
-    sent: &mut BTreeMap<String, Vec<(i64, u64)>>,
-    n: &mut u64,
-) {
+/// What was appended: per ping target, and for the DNS target "dns0" and the trace target
+/// "tr0", (timestamp, n) of each round.
+#[derive(Default)]
+struct Sent {
+    ping: BTreeMap<String, Vec<(i64, u64)>>,
+    dns: Vec<(i64, u64)>,
+    trace: Vec<(i64, u64)>,
+}
+
+/// Appends one round per ping target every STEP, and a DNS and a trace round every other
+/// STEP, for `d`.
+async fn probe_for(store: &Store, d: Duration, sent: &mut Sent, n: &mut u64) {
     let end = Instant::now() + d;
     while Instant::now() < end {
         let ms = now_ms();
@@ -258,7 +263,13 @@ async fn probe_for(
             let name = format!("t{t}");
             *n += 1;
             store.append(&ping(&name, ms, 1000 + *n), &labels("lab"));
-            sent.entry(name).or_default().push((ms, 1000 + *n));
+            sent.ping.entry(name).or_default().push((ms, 1000 + *n));
+        }
+        if (*n / TARGETS as u64).is_multiple_of(2) {
+            store.append(&dns("dns0", ms, 1000 + *n), &labels("lab"));
+            sent.dns.push((ms, 1000 + *n));
+            store.append(&trace("tr0", ms, 1000 + *n), &labels("lab"));
+            sent.trace.push((ms, 1000 + *n));
         }
         tokio::time::sleep(STEP).await;
     }
@@ -282,11 +293,12 @@ async fn wait_drained(store: &Store, shipper: &Shipper) {
 }
 
 /// Every appended round is in Prometheus at its own timestamp, once, with its value.
-async fn check_all(p: &Prometheus, sent: &BTreeMap<String, Vec<(i64, u64)>>) {
+async fn check_all(p: &Prometheus, sent: &Sent, outage: (i64, i64)) {
     let at = now_ms() + 1000;
-    let first = sent.values().flatten().map(|(t, _)| *t).min().unwrap();
+    let first = sent.ping.values().flatten().map(|(t, _)| *t).min().unwrap();
     let range = ((at - first) / 1000 + 10) as u64;
-    for (target, rounds) in sent {
+    check_dns_and_trace(p, sent, outage, at, range).await;
+    for (target, rounds) in &sent.ping {
         let got = p
             .raw(
                 &format!("vantage_probe_success{{target=\"{target}\",instance=\"test-device\",site=\"lab\",probe=\"ping\"}}"),
@@ -342,6 +354,112 @@ async fn check_all(p: &Prometheus, sent: &BTreeMap<String, Vec<(i64, u64)>>) {
     }
 }
 
+/// `(timestamp, value)` of a series' raw samples must be exactly `want`.
+fn same_points(what: &str, got: &[(i64, f64)], want: &[(i64, f64)]) {
+    let ts = |v: &[(i64, f64)]| v.iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(ts(got), ts(want), "{what}: timestamps");
+    for ((t, g), (_, w)) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-9, "{what} at {t}: {g} != {w}");
+    }
+}
+
+/// The DNS and trace rounds, those of the outage included, are in Prometheus at their own
+/// timestamps under the series `/metrics` has for them.
+async fn check_dns_and_trace(p: &Prometheus, sent: &Sent, outage: (i64, i64), at: i64, range: u64) {
+    let during = |v: &[(i64, u64)]| {
+        v.iter()
+            .filter(|(t, _)| *t > outage.0 && *t < outage.1)
+            .count()
+    };
+    assert!(
+        during(&sent.dns) > 10 && during(&sent.trace) > 10,
+        "rounds during the outage"
+    );
+    let sel = |name: &str, extra: &str| {
+        format!(r#"{name}{{target="dns0",site="lab",instance="test-device"{extra}}}"#)
+    };
+    // Lookup time: n µs for answered rounds (none for timeouts, every 17th).
+    let want: Vec<(i64, f64)> = sent
+        .dns
+        .iter()
+        .filter(|(_, n)| !n.is_multiple_of(17))
+        .map(|(t, n)| (*t, *n as f64 / 1e6))
+        .collect();
+    let got = p
+        .raw(&sel("vantage_dns_round_lookup_seconds", ""), range, at)
+        .await;
+    same_points("dns lookup", &got, &want);
+    // The rcode series: every round sets NOERROR, 1 for an answered round that is no NXDOMAIN.
+    let want: Vec<(i64, f64)> = sent
+        .dns
+        .iter()
+        .map(|(t, n)| {
+            let noerror = !n.is_multiple_of(17) && !n.is_multiple_of(13);
+            (*t, if noerror { 1.0 } else { 0.0 })
+        })
+        .collect();
+    let got = p
+        .raw(&sel("vantage_dns_rcode", r#",rcode="NOERROR""#), range, at)
+        .await;
+    same_points("dns rcode", &got, &want);
+    let got = p
+        .raw(&sel("vantage_dns_answer_records", ""), range, at)
+        .await;
+    assert_eq!(got.len(), sent.dns.len());
+    let got = p
+        .raw(&sel("vantage_probe_success", r#",probe="dns""#), range, at)
+        .await;
+    assert_eq!(got.len(), sent.dns.len());
+
+    let sel = |name: &str, extra: &str| {
+        format!(r#"{name}{{target="tr0",site="lab",instance="test-device"{extra}}}"#)
+    };
+    // Hop count: 3 + n % 5.
+    let want: Vec<(i64, f64)> = sent
+        .trace
+        .iter()
+        .map(|(t, n)| (*t, (3 + n % 5) as f64))
+        .collect();
+    let got = p.raw(&sel("vantage_trace_hops", ""), range, at).await;
+    same_points("trace hops", &got, &want);
+    // The last hop's RTT is n µs; hop 3 is silent unless last.
+    let want: Vec<(i64, f64)> = sent
+        .trace
+        .iter()
+        .filter(|(_, n)| 3 + n % 5 == 4)
+        .map(|(t, n)| (*t, *n as f64 / 1e6))
+        .collect();
+    let got = p
+        .raw(
+            &sel("vantage_trace_hop_rtt_seconds", r#",hop="4""#),
+            range,
+            at,
+        )
+        .await;
+    let got: Vec<_> = got
+        .into_iter()
+        .filter(|(t, _)| want.iter().any(|w| w.0 == *t))
+        .collect();
+    same_points("trace last hop rtt", &got, &want);
+    let got = p
+        .raw(
+            &sel("vantage_trace_hop_loss_ratio", r#",hop="3""#),
+            range,
+            at,
+        )
+        .await;
+    assert_eq!(got.len(), sent.trace.len());
+    let want: Vec<(i64, f64)> = sent
+        .trace
+        .iter()
+        .map(|(t, n)| (*t, if n.is_multiple_of(11) { 1.0 } else { 0.0 }))
+        .collect();
+    let got = p
+        .raw(&sel("vantage_trace_round_path_changed", ""), range, at)
+        .await;
+    same_points("trace path changed", &got, &want);
+}
+
 async fn outage_test(restart_device_midway: bool) {
     if !require(
         std::process::Command::new("prometheus")
@@ -357,7 +475,7 @@ async fn outage_test(restart_device_midway: bool) {
     let dev_dir = dir.path().join("device");
     std::fs::create_dir_all(&dev_dir).unwrap();
     let mut dev = Device::start(&dev_dir, prom.url());
-    let mut sent = BTreeMap::new();
+    let mut sent = Sent::default();
     let mut n = 0u64;
 
     probe_for(&dev.store, Duration::from_secs(3), &mut sent, &mut n).await;
@@ -365,6 +483,7 @@ async fn outage_test(restart_device_midway: bool) {
 
     // Outage: Prometheus stopped.
     prom.stop();
+    let outage_start = now_ms();
     let outage = outage();
     if restart_device_midway {
         probe_for(&dev.store, outage / 2, &mut sent, &mut n).await;
@@ -383,10 +502,11 @@ async fn outage_test(restart_device_midway: bool) {
     assert!(backlog > 0, "samples wait for the endpoint");
 
     // Recovery.
+    let outage_end = now_ms();
     prom.restart();
     probe_for(&dev.store, Duration::from_secs(2), &mut sent, &mut n).await;
     wait_drained(&dev.store, &dev.shipper).await;
-    check_all(&prom, &sent).await;
+    check_all(&prom, &sent, (outage_start, outage_end)).await;
     let st = &dev.shipper.endpoints()[0];
     assert!(
         st.last_success_ms

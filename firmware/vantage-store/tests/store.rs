@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use vantage_core::ProbeKind;
-use vantage_store::{Cursor, DropReason, Store};
+use vantage_store::{Cursor, DropReason, Store, StoredSample};
 
 #[test]
 fn samples_survive_close_and_reopen() {
@@ -49,6 +49,56 @@ fn samples_survive_close_and_reopen() {
     );
 }
 
+/// DNS and trace rounds keep their figures through commits, a reopen and a query: what comes
+/// back is what the live sample held, at the stored resolution.
+#[test]
+fn dns_and_trace_rounds_keep_their_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms() - 60_000;
+    let mut appended = Vec::new();
+    {
+        let s = open(dir.path());
+        for i in 0..600u64 {
+            let ms = t0 + i as i64 * 10;
+            let sample = match i % 3 {
+                0 => dns("d", ms, 1000 + i),
+                1 => trace("t", ms, 1000 + i),
+                _ => ping("d", ms, 1000 + i),
+            };
+            s.append(&sample, &labels("x"));
+            appended.push(sample);
+            if i % 150 == 0 {
+                s.flush().unwrap();
+            }
+        }
+        s.flush().unwrap();
+        assert_eq!(s.stats().samples, 600);
+    }
+    let s = open(dir.path());
+    for (target, probe) in [("d", ProbeKind::Dns), ("t", ProbeKind::Trace)] {
+        let got = s.query(target, probe, t0, t0 + 1_000_000).unwrap();
+        let want: Vec<StoredSample> = appended
+            .iter()
+            .filter(|a| &*a.target == target && a.probe == probe)
+            .map(|a| StoredSample::from_sample(a, got[0].series))
+            .collect();
+        assert_eq!(got.len(), 200);
+        assert_eq!(got, want, "{target}");
+    }
+    let d = s.query("d", ProbeKind::Dns, t0, t0 + 1_000_000).unwrap();
+    let dd = d[2].dns.as_ref().unwrap(); // n = 1006
+    assert_eq!(dd.rcode, Some(0));
+    assert_eq!(dd.answers, 1);
+    assert_eq!(dd.lookup_us, Some(1006));
+    let timeout = d[1].dns.as_ref().unwrap(); // n = 1003, a multiple of 17
+    assert_eq!((timeout.rcode, timeout.request_us), (None, Some(500_000)));
+    let t = s.query("t", ProbeKind::Trace, t0, t0 + 1_000_000).unwrap();
+    let tt = t[0].trace.as_ref().unwrap();
+    assert_eq!(tt.hop_count(), 3 + 1001 % 5);
+    assert_eq!(tt.hops.last().unwrap().rtt_avg_us, Some(1001));
+    assert_eq!(tt.hops[2].received, 0);
+}
+
 #[test]
 fn pending_samples_show_in_queries_before_the_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,6 +109,32 @@ fn pending_samples_show_in_queries_before_the_commit() {
     s.append(&ping("a", t0, 5), &labels("x"));
     assert_eq!(s.query("a", ProbeKind::Ping, t0, t0).unwrap().len(), 1);
     assert_eq!(s.stats().pending, 1);
+}
+
+/// Closing wakes the committer at once, however long the commit interval (a close that
+/// raced the committer's wait used to hang until the interval ran out).
+#[test]
+fn close_returns_at_once_with_a_long_commit_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms();
+    for i in 0..40 {
+        let mut o = opts(dir.path());
+        o.commit_interval = Duration::from_secs(3600);
+        let s = Store::open(o).unwrap();
+        s.append(&ping("a", t0 + i, 5), &labels("x"));
+        let start = std::time::Instant::now();
+        drop(s);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "close took {:?}",
+            start.elapsed()
+        );
+    }
+    let s = open(dir.path());
+    assert_eq!(
+        s.query("a", ProbeKind::Ping, t0, t0 + 100).unwrap().len(),
+        40
+    );
 }
 
 #[test]

@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use vantage_core::config::parse_host;
 use vantage_core::{
-    DnsOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions, TraceProtocol, defaults,
+    DnsOptions, DnsTransport, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions,
+    TraceProtocol, defaults,
 };
 
 use crate::daemon::Daemon;
@@ -133,6 +134,8 @@ async fn probe(
 ) -> Response {
     let dns_query = q.get("query").cloned();
     let dns_type = q.get("type").cloned();
+    let dns_transport = q.get("transport").cloned();
+    let dns_port = q.get("port").cloned();
     let q = ProbeQuery {
         target: q.get("target").cloned(),
         module: q.get("module").cloned(),
@@ -168,17 +171,42 @@ async fn probe(
         },
         (_, Some(_)) => return bad_request("protocol applies to module=trace only"),
     }
-    // module=dns asks `query` (and `type`, default A) of the target; the other DNS options take
-    // their defaults.
+    // module=dns asks `query` (and `type`, default A) of the target, over `transport` (default
+    // udp) to `port` (the transport's default); the other DNS options take their defaults.
+    if kind != ProbeKind::Dns {
+        for (name, v) in [("transport", &dns_transport), ("port", &dns_port)] {
+            if v.is_some() {
+                return bad_request(format!("{name} applies to module=dns only"));
+            }
+        }
+    }
     let dns = match (kind, dns_query) {
         (ProbeKind::Dns, None) => {
             return bad_request("query parameter is missing (module=dns asks the target for it)");
         }
         (ProbeKind::Dns, Some(name)) => {
-            match DnsOptions::new(&name, dns_type.as_deref().unwrap_or("A")) {
-                Ok(o) => Some(o),
+            let mut o = match DnsOptions::new(&name, dns_type.as_deref().unwrap_or("A")) {
+                Ok(o) => o,
                 Err(msg) => return bad_request(format!("query/type: {msg}")),
+            };
+            if let Some(t) = &dns_transport {
+                match DnsTransport::parse(t) {
+                    Ok(t) => o.transport = t,
+                    Err(msg) => return bad_request(format!("transport: {msg}")),
+                }
             }
+            // The messages of the config file's `port`.
+            o.port = match dns_port.as_deref().map(|p| (p, p.parse::<i64>())) {
+                None => o.transport.default_port(),
+                Some((_, Ok(n))) => match u16::try_from(n) {
+                    Ok(p) if p > 0 => p,
+                    _ => return bad_request(format!("port: must be between 1 and 65535, got {n}")),
+                },
+                Some((p, Err(_))) => {
+                    return bad_request(format!("port: {p:?} is not a whole number"));
+                }
+            };
+            Some(o)
         }
         _ => None,
     };

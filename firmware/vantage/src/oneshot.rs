@@ -166,19 +166,27 @@ pub struct DnsArgs {
     /// Record type: A, AAAA, MX, TXT, NS, SOA, CNAME, PTR, SRV, CAA, ...
     #[arg(default_value = "A")]
     record_type: String,
-    /// Transport: udp (retried over TCP when truncated), tcp or tls.
+    /// Transport: udp (retried over TCP when truncated), tcp, tls (DNS over TLS) or https (DNS
+    /// over HTTPS).
     #[arg(long, short = 'T', default_value = "udp")]
     transport: String,
-    /// Server port (default: 53, or 853 for tls).
+    /// Server port (default: 53, 853 for tls, 443 for https).
     #[arg(long, short = 'p')]
     port: Option<u16>,
-    /// TLS: the name the server's certificate must carry (default: the server, if a name).
+    /// HTTPS: the URL path of the DNS endpoint.
+    #[arg(long, default_value = vantage_core::defaults::DNS_DOH_PATH)]
+    doh_path: String,
+    /// HTTPS: send the query with GET (base64url in ?dns=) instead of POST.
+    #[arg(long)]
+    doh_get: bool,
+    /// TLS and HTTPS: the name the server's certificate must carry (default: the server, if a
+    /// name).
     #[arg(long)]
     server_name: Option<String>,
-    /// TLS: trust the CA certificates in this PEM file instead of the built-in roots.
+    /// TLS and HTTPS: trust the CA certificates in this PEM file instead of the built-in roots.
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
-    /// TLS: accept any certificate.
+    /// TLS and HTTPS: accept any certificate.
     #[arg(long)]
     insecure: bool,
     /// Clear the RD bit (ask an authoritative server about its own data).
@@ -199,8 +207,8 @@ pub struct DnsArgs {
 }
 
 pub async fn dns(args: DnsArgs) -> ExitCode {
-    use vantage_core::config::parse_rcode;
-    use vantage_core::{DnsOptions, DnsProbe, DnsTransport};
+    use vantage_core::config::{parse_doh_path, parse_rcode};
+    use vantage_core::{DnsOptions, DnsProbe, DnsTransport, DohMethod};
     let fail = |msg: String| {
         eprintln!("vantage dns: {msg}");
         ExitCode::from(2)
@@ -213,16 +221,28 @@ pub async fn dns(args: DnsArgs) -> ExitCode {
         Ok(o) => o,
         Err(msg) => return fail(msg),
     };
-    opts.transport = match args.transport.as_str() {
-        "udp" => DnsTransport::Udp,
-        "tcp" => DnsTransport::Tcp,
-        "tls" | "dot" => DnsTransport::Tls,
-        other => return fail(format!("transport {other:?} is not one of udp, tcp, tls")),
+    opts.transport = match DnsTransport::parse(&args.transport) {
+        Ok(t) => t,
+        Err(msg) => return fail(format!("transport {msg}")),
     };
-    if opts.transport != DnsTransport::Tls
+    if !opts.transport.is_tls()
         && (args.server_name.is_some() || args.ca_file.is_some() || args.insecure)
     {
-        return fail("--server-name, --ca-file and --insecure need --transport tls".into());
+        return fail(
+            "--server-name, --ca-file and --insecure need --transport tls or https".into(),
+        );
+    }
+    if opts.transport != DnsTransport::Https
+        && (args.doh_path != vantage_core::defaults::DNS_DOH_PATH || args.doh_get)
+    {
+        return fail("--doh-path and --doh-get need --transport https".into());
+    }
+    opts.doh_path = match parse_doh_path(&args.doh_path) {
+        Ok(p) => p,
+        Err(msg) => return fail(format!("--doh-path {msg}")),
+    };
+    if args.doh_get {
+        opts.doh_method = DohMethod::Get;
     }
     if args.dnssec && args.edns_size == 0 {
         return fail("--dnssec needs EDNS (--edns-size above 0)".into());
@@ -251,11 +271,16 @@ pub async fn dns(args: DnsArgs) -> ExitCode {
         .server
         .map_or_else(|| host.to_string(), |s| s.to_string());
     println!(
-        ";; {} {} {} @{server} over {}{}",
+        ";; {} {} {} @{server} over {}{}{}",
         opts.query,
         opts.class,
         opts.record_type,
         report.transport.unwrap_or(opts.transport),
+        if opts.transport == DnsTransport::Https {
+            format!(" ({} {})", opts.doh_method.as_str(), opts.doh_path)
+        } else {
+            String::new()
+        },
         if report.truncated_retry {
             " (UDP answer truncated, retried)"
         } else {

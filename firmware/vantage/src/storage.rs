@@ -444,7 +444,7 @@ impl Collect for Storage {
         };
         let sent = cvec(
             names::RW_SENT,
-            "Stored probe rounds acknowledged by the endpoint (each is 2 to 10 series points).",
+            "Stored probe rounds acknowledged by the endpoint (each is a few series points: ping up to 10, DNS up to 18, a trace 6 plus 2 per hop).",
         );
         let failures = cvec(
             names::RW_FAILURES,
@@ -498,7 +498,8 @@ impl Collect for Storage {
 
 /// `GET /api/samples?target=NAME[&probe=ping][&from=UNIX_S][&to=UNIX_S]`: the stored rounds of
 /// one target and probe (default: the last hour), for the local charts. Rounds from an outage
-/// of the uplink are here too, at their own times.
+/// of the uplink are here too, at their own times. Each round has its named `values` (those of
+/// `Sample::values`); DNS rounds with an answer also the rcode's name, trace rounds their `hops`.
 #[derive(Debug, serde::Deserialize)]
 pub struct SamplesQuery {
     target: String,
@@ -560,11 +561,30 @@ pub async fn samples(
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
                 .collect();
-            serde_json::json!({
+            let mut round = serde_json::json!({
                 "timestamp": r.timestamp_ms as f64 / 1000.0,
                 "error": r.error.as_str(),
                 "values": values,
-            })
+            });
+            if let Some(rcode) = r.dns.as_ref().and_then(|d| d.rcode) {
+                round["rcode"] = serde_json::json!(vantage_core::config::rcode_name(rcode));
+            }
+            if let Some(t) = &r.trace {
+                round["hops"] = t
+                    .hops
+                    .iter()
+                    .map(|h| {
+                        serde_json::json!({
+                            "ttl": h.ttl,
+                            "sent": h.sent,
+                            "received": h.received,
+                            "loss_ratio": h.loss_ratio(),
+                            "rtt_avg_seconds": h.rtt_avg_us.map(|us| us as f64 / 1e6),
+                        })
+                    })
+                    .collect();
+            }
+            round
         })
         .collect();
     axum::Json(serde_json::json!({
@@ -609,5 +629,234 @@ mod led_tests {
             store_health(true, gib / 100 * 89, gib, Uplink::Unreachable),
             StoreHealth::Ok
         );
+    }
+}
+
+/// What the shipper sends for a round is what `/metrics` shows right after it: same names,
+/// same labels, same values. Checked on the live metrics themselves.
+#[cfg(test)]
+mod shipped_series_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use vantage_core::{
+        Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, Observer,
+        ProbeKind, Sample, TraceReport,
+    };
+    use vantage_store::remote_write::build_request;
+    use vantage_store::{Labels, SeriesKey, StoredSample};
+
+    use crate::metrics::Metrics;
+
+    type Series = (String, BTreeMap<String, String>);
+
+    /// `name{labels} value` lines of the text format.
+    fn parse(text: &str) -> BTreeMap<Series, f64> {
+        let mut out = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once("=\"").unwrap();
+                    (k.to_string(), v.trim_end_matches('"').to_string())
+                })
+                .collect();
+            out.insert((name.to_string(), labels), value.parse().unwrap());
+        }
+        out
+    }
+
+    fn sample(target: &str, probe: ProbeKind, m: Measurement) -> Sample {
+        Sample {
+            target: Arc::from(target),
+            probe,
+            timestamp: SystemTime::now(),
+            duration: Duration::from_micros(23_456),
+            success: true,
+            error: None,
+            measurement: m,
+        }
+    }
+
+    #[test]
+    fn shipped_dns_and_trace_series_are_the_live_ones() {
+        let config = Config::parse(
+            r#"
+[[targets]]
+name = "resolver"
+host = "192.0.2.53"
+probes = ["dns"]
+labels = { site = "lab" }
+dns = { query = "www.example.test" }
+
+[[targets]]
+name = "path"
+host = "192.0.2.1"
+probes = ["trace"]
+labels = { site = "lab", rack = "r1" }
+"#,
+            "test.toml",
+        )
+        .unwrap();
+        let metrics = Metrics::new();
+        metrics.apply(&config);
+        let us = Duration::from_micros;
+        let dns = sample(
+            "resolver",
+            ProbeKind::Dns,
+            Measurement::Dns(DnsReport {
+                rcode: Some(1),
+                answers: vec![DnsRecord {
+                    name: "www.example.test.".into(),
+                    ttl: 60,
+                    class: "IN".into(),
+                    record_type: "A".into(),
+                    data: "192.0.2.1".into(),
+                }],
+                authority_records: 2,
+                additional_records: 1,
+                lookup: Some(us(21_000)),
+                phases: DnsPhases {
+                    resolve: Some(us(120)),
+                    connect: Some(us(400)),
+                    tls: None,
+                    request: Some(us(20_400)),
+                },
+                ..DnsReport::default()
+            }),
+        );
+        let hop = |ttl: u8, rtts: &[u64]| HopReport {
+            ttl,
+            sent: 3,
+            received: rtts.len() as u32,
+            responders: if rtts.is_empty() {
+                vec![]
+            } else {
+                vec![HopResponder {
+                    address: format!("192.0.2.{ttl}").parse().unwrap(),
+                    replies: rtts.len() as u32,
+                    flows: vec![0],
+                }]
+            },
+            rtts: rtts.iter().map(|r| us(*r)).collect(),
+            unreachable: None,
+        };
+        let trace = sample(
+            "path",
+            ProbeKind::Trace,
+            Measurement::Trace(TraceReport {
+                reached: true,
+                flows: 1,
+                hops: vec![
+                    hop(1, &[500, 700, 600]),
+                    hop(2, &[]),
+                    hop(3, &[9_000, 9_500]),
+                ],
+                path_hash: 4242,
+                path_changed: true,
+                paths_known: 2,
+                ..TraceReport::default()
+            }),
+        );
+        metrics.sample(dns.clone());
+        metrics.sample(trace.clone());
+        let live = parse(&metrics.render());
+
+        let keys = [
+            SeriesKey {
+                target: "resolver".into(),
+                probe: ProbeKind::Dns,
+                labels: Arc::new(Labels::from([("site".into(), "lab".into())])),
+            },
+            SeriesKey {
+                target: "path".into(),
+                probe: ProbeKind::Trace,
+                labels: Arc::new(Labels::from([
+                    ("site".into(), "lab".into()),
+                    ("rack".into(), "r1".into()),
+                ])),
+            },
+        ];
+        let stored = [
+            StoredSample::from_sample(&dns, 0),
+            StoredSample::from_sample(&trace, 1),
+        ];
+        let lookup = |id: u32| keys.get(id as usize).cloned();
+        let req = build_request(&stored, &lookup, &Labels::new());
+        let mut shipped = BTreeMap::new();
+        for t in &req.timeseries {
+            let mut labels: BTreeMap<String, String> = t
+                .labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            let name = labels.remove("__name__").unwrap();
+            shipped.insert((name, labels), t.samples[0].value);
+        }
+
+        // Every shipped series but the per-round stand-ins is live, with the same value.
+        for ((name, labels), v) in &shipped {
+            if name.contains("_round_") {
+                continue;
+            }
+            let live_v = live
+                .get(&(name.clone(), labels.clone()))
+                .unwrap_or_else(|| panic!("shipped {name}{labels:?} is not on /metrics"));
+            assert!(
+                (live_v - v).abs() < 1e-6,
+                "{name}{labels:?}: {v} != {live_v}"
+            );
+        }
+        // Every live DNS and trace series is shipped, except counters and the histogram
+        // (which single rounds cannot rebuild; `_round_` gauges stand in), hop addresses, and
+        // the RTT of a hop without answers (NaN).
+        for ((name, labels), v) in &live {
+            let ours = name.starts_with("vantage_dns_")
+                || name.starts_with("vantage_trace_")
+                || (name.starts_with("vantage_probe_")
+                    && ["vantage_probe_success", "vantage_probe_duration_seconds"]
+                        .contains(&name.as_str()));
+            if !ours
+                || name.ends_with("_total")
+                || name.starts_with("vantage_dns_lookup_seconds")
+                || name == "vantage_trace_hop_info"
+                || v.is_nan()
+            {
+                continue;
+            }
+            assert!(
+                shipped.contains_key(&(name.clone(), labels.clone())),
+                "live {name}{labels:?} is not shipped"
+            );
+        }
+        for want in [
+            "vantage_dns_round_lookup_seconds",
+            "vantage_dns_round_validation_failed",
+            "vantage_dns_round_truncated_retry",
+            "vantage_dns_round_stray_datagrams",
+            "vantage_trace_round_path_changed",
+        ] {
+            assert!(shipped.keys().any(|(n, _)| n == want), "{want}");
+        }
+        let hop3 = (
+            "vantage_trace_hop_rtt_seconds".to_string(),
+            BTreeMap::from([
+                ("hop".to_string(), "3".to_string()),
+                ("rack".to_string(), "r1".to_string()),
+                ("site".to_string(), "lab".to_string()),
+                ("target".to_string(), "path".to_string()),
+            ]),
+        );
+        assert_eq!(shipped.get(&hop3), Some(&0.00925));
     }
 }

@@ -2,76 +2,10 @@
 
 mod support;
 
-use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use support::*;
-
-/// Answers A queries with 192.0.2.1, names starting with "nx" with NXDOMAIN, and names
-/// starting with "silent" not at all. Stops on drop.
-struct Responder {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Responder {
-    fn start() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = sock.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !s.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                if n < 17 {
-                    continue;
-                }
-                // The question ends at the first zero label, then type and class.
-                let Some(end) = buf[12..n].iter().position(|&b| b == 0).map(|p| 12 + p + 5) else {
-                    continue;
-                };
-                let first_label = &buf[13..13 + usize::from(buf[12]).min(n - 13)];
-                if first_label.starts_with(b"silent") {
-                    continue;
-                }
-                let mut r = buf[..end].to_vec();
-                r[2] |= 0x80; // QR
-                r[3] = 0x80; // RA
-                r[6..12].fill(0);
-                if first_label.starts_with(b"nx") {
-                    r[3] |= 3;
-                } else {
-                    r[7] = 1;
-                    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
-                }
-                let _ = sock.send_to(&r, from);
-            }
-        });
-        Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn vantage(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
@@ -130,11 +64,35 @@ fn one_shot_query_prints_the_answer_and_exits_by_rcode() {
         (vec!["dns", "a;b", "example.test"], "server contains ';'"),
         (
             vec!["dns", "127.0.0.1", "example.test", "--transport", "quic"],
-            "not one of udp, tcp, tls",
+            "not one of udp, tcp, tls, https",
         ),
         (
             vec!["dns", "127.0.0.1", "example.test", "--server-name", "x"],
-            "need --transport tls",
+            "need --transport tls or https",
+        ),
+        (
+            vec![
+                "dns",
+                "127.0.0.1",
+                "example.test",
+                "-T",
+                "tls",
+                "--doh-path",
+                "/q",
+            ],
+            "--doh-path and --doh-get need --transport https",
+        ),
+        (
+            vec![
+                "dns",
+                "127.0.0.1",
+                "example.test",
+                "-T",
+                "https",
+                "--doh-path",
+                "q",
+            ],
+            "--doh-path \"q\" must start with '/'",
         ),
     ] {
         let (code, _, err) = vantage(&args);
@@ -271,4 +229,178 @@ dns = {{ query = "silent.example.test" }}
     assert!(body.contains("zone transfer"), "{body}");
     let (s, body) = http_get(addr, "/probe?target=system&module=ping").unwrap();
     assert_eq!(s, 400, "{body}");
+
+    // transport and port: the responder listens on UDP at its own port only.
+    let probe = |extra: &str| {
+        http_get(
+            addr,
+            &format!("/probe?target=127.0.0.1&module=dns&query=www.example.test{extra}"),
+        )
+        .unwrap()
+    };
+    let (s, body) = probe(&format!("&port={port}"));
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(metric(&body, "vantage_probe_success"), Some(1.0), "{body}");
+    assert_eq!(
+        metric(&body, r#"vantage_dns_rcode{rcode="NOERROR"}"#),
+        Some(1.0),
+        "{body}"
+    );
+    let (s, body) = probe(&format!("&port={port}&transport=udp"));
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(metric(&body, "vantage_probe_success"), Some(1.0), "{body}");
+    // Nothing listens on TCP there.
+    let (s, body) = probe(&format!("&port={port}&transport=tcp"));
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(metric(&body, "vantage_probe_success"), Some(0.0), "{body}");
+    for (extra, want) in [
+        (
+            "&transport=quic".to_string(),
+            "transport: \"quic\" is not one of udp, tcp, tls, https",
+        ),
+        (
+            "&port=0".to_string(),
+            "port: must be between 1 and 65535, got 0",
+        ),
+        (
+            "&port=70000".to_string(),
+            "port: must be between 1 and 65535, got 70000",
+        ),
+        (
+            "&port=dns".to_string(),
+            "port: \"dns\" is not a whole number",
+        ),
+    ] {
+        let (s, body) = probe(&extra);
+        assert_eq!(s, 400, "{extra}: {body}");
+        assert!(body.contains(want), "{extra}: {body}");
+    }
+    let (s, body) = http_get(addr, "/probe?target=127.0.0.1&module=ping&transport=tcp").unwrap();
+    assert_eq!(s, 400);
+    assert!(
+        body.contains("transport applies to module=dns only"),
+        "{body}"
+    );
+    let (s, body) = http_get(addr, "/probe?target=127.0.0.1&module=trace&port=53").unwrap();
+    assert_eq!(s, 400);
+    assert!(body.contains("port applies to module=dns only"), "{body}");
+}
+
+/// unbound on loopback serving DNS over HTTPS with a certificate made here; killed on drop.
+struct DohUnbound {
+    port: u16,
+    _proc: Proc,
+    _dir: TempDir,
+}
+
+impl DohUnbound {
+    fn start() -> Option<Self> {
+        let unbound = ["/usr/sbin/unbound", "/usr/bin/unbound"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file());
+        if !require(unbound.is_some(), "unbound (scripts/deps.d/dns.apt)") {
+            return None;
+        }
+        let dir = TempDir::new("dns-doh");
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["dns.example.test".to_string()]).unwrap();
+        std::fs::write(dir.path("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.path("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+        let port = free_port();
+        let d = dir.0.display();
+        let conf = format!(
+            r#"server:
+    interface: 127.0.0.1@{port}
+    https-port: {port}
+    tls-service-key: "{d}/key.pem"
+    tls-service-pem: "{d}/cert.pem"
+    do-ip6: no
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    num-threads: 1
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    local-zone: "test." nodefault
+    local-zone: "example.test." static
+    local-data: "www.example.test. 300 IN A 192.0.2.10"
+"#
+        );
+        std::fs::write(dir.path("unbound.conf"), conf).unwrap();
+        let log = std::fs::File::create(dir.path("unbound.log")).unwrap();
+        let proc = Proc(
+            Command::new(unbound.unwrap())
+                .args(["-d", "-c"])
+                .arg(dir.path("unbound.conf"))
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let ub = DohUnbound {
+            port,
+            _proc: proc,
+            _dir: dir,
+        };
+        let log = ub._dir.path("unbound.log");
+        wait_until(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(!text.contains("fatal"), "unbound did not start:\n{text}");
+            text.contains("start of service")
+        });
+        Some(ub)
+    }
+}
+
+#[test]
+fn one_shot_query_over_https() {
+    let Some(ub) = DohUnbound::start() else {
+        return;
+    };
+    let port = ub.port.to_string();
+    let args = [
+        "dns",
+        "127.0.0.1",
+        "www.example.test",
+        "-T",
+        "https",
+        "-p",
+        &port,
+        "--server-name",
+        "dns.example.test",
+        "--insecure",
+    ];
+    let (code, out, err) = vantage(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("over https (POST /dns-query)"), "{out}");
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert!(
+        out.contains("www.example.test. 300 IN A 192.0.2.10"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("tls -,") && !out.contains("request -;"),
+        "{out}"
+    );
+
+    let mut get = args.to_vec();
+    get.push("--doh-get");
+    let (code, out, err) = vantage(&get);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("over https (GET /dns-query)"), "{out}");
+
+    let mut wrong = args.to_vec();
+    wrong.extend(["--doh-path", "/nope"]);
+    let (code, out, err) = vantage(&wrong);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("/nope answered HTTP status 404"), "{err}");
+
+    // Without --insecure the self-signed certificate is refused.
+    let (code, _, err) = vantage(&args[..args.len() - 1]);
+    assert_eq!(code, 1);
+    assert!(err.contains("TLS handshake"), "{err}");
 }

@@ -1,10 +1,12 @@
 //! The daemon with its store and remote_write shipping, against a real Prometheus (Debian's
 //! package) with the remote-write receiver: the backlog of an outage arrives with its original
-//! timestamps, across a `kill -9` of the daemon in the middle of the outage; a full disk does
+//! timestamps, across a `kill -9` of the daemon in the middle of the outage; DNS and trace
+//! rounds of an outage arrive as the very series `/metrics` shows for them; a full disk does
 //! not stop probing.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -95,6 +97,72 @@ impl Prom {
         }
         out
     }
+}
+
+type Labels = BTreeMap<String, String>;
+
+impl Prom {
+    /// Each series of `selector` over the last `range_s` seconds: its labels and the
+    /// timestamps (ms) of its raw samples.
+    fn series(&self, selector: &str, range_s: u64) -> Vec<(Labels, Vec<i64>)> {
+        let q = format!("{selector}[{range_s}s]");
+        let (status, body) =
+            http_get(self.addr(), &format!("/api/v1/query?query={}", enc(&q))).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let labels = s["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                let ts = s["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p[0].as_f64().unwrap() * 1000.0).round() as i64)
+                    .collect();
+                (labels, ts)
+            })
+            .collect()
+    }
+}
+
+/// The series of a `/metrics` text: name and labels, with the value.
+fn live_series(text: &str) -> Vec<(String, Labels, f64)> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once("=\"").unwrap();
+                (k.to_string(), v.trim_end_matches('"').to_string())
+            })
+            .collect();
+        out.push((name.to_string(), labels, value.parse().unwrap_or(f64::NAN)));
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn term(p: &Proc) {
@@ -288,6 +356,193 @@ labels = {{ site = "lab" }}
     let gaps = want.windows(2).filter(|w| w[1] - w[0] > 1500).count();
     assert!(gaps <= 1, "{gaps} gaps");
     assert!(want.len() > 30, "{} rounds", want.len());
+}
+
+/// DNS and trace rounds of an outage reach Prometheus at their own timestamps as exactly the
+/// series (names, labels) that `/metrics` had for them before the outage, and `/api/samples`
+/// serves their figures.
+#[test]
+fn dns_and_trace_rounds_of_an_outage_arrive_as_their_live_series() {
+    if !can_probe() {
+        return;
+    }
+    let dns = Responder::start();
+    let dir = TempDir::new("rw-dns-trace");
+    let mut prom = Prom::start(&dir.path("prom"), free_port());
+    let cfg = dir.path("vantage.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[device]
+name = "pi-lab"
+labels = {{ room = "r1" }}
+
+[store]
+commit_interval = "200ms"
+
+[[remote_write]]
+name = "central"
+url = "http://127.0.0.1:{}/api/v1/write"
+min_backoff = "100ms"
+max_backoff = "1s"
+labels = {{ instance = "dev1" }}
+
+[defaults.dns]
+port = {}
+timeout = "200ms"
+
+[[targets]]
+name = "resolver"
+host = "127.0.0.1"
+probes = ["dns"]
+interval = "300ms"
+labels = {{ site = "lab" }}
+dns = {{ query = "www.example.test" }}
+
+[[targets]]
+name = "path"
+host = "127.0.0.1"
+probes = ["trace"]
+interval = "400ms"
+labels = {{ site = "lab" }}
+trace = {{ timeout = "200ms" }}
+"#,
+            prom.port,
+            dns.addr.port()
+        ),
+    )
+    .unwrap();
+    let data = dir.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (daemon, addr) = start_daemon(Some(&cfg), &data);
+    let mut m = String::new();
+    wait_until(Duration::from_secs(20), || {
+        m = scrape(addr);
+        metric(&m, "vantage_uplink_up") == Some(1.0)
+            && m.lines().any(|l| {
+                l.starts_with("vantage_dns_rcode{")
+                    && l.contains(r#"rcode="NOERROR""#)
+                    && l.ends_with(" 1")
+            })
+            && m.lines()
+                .any(|l| l.starts_with("vantage_trace_hops{") && l.ends_with(" 1"))
+    });
+    // The live series that shipping fills in: gauges of the DNS and trace targets, without
+    // counters, the lookup histogram, hop addresses and NaN RTTs (docs/STORE.md).
+    let live: Vec<(String, Labels)> = live_series(&m)
+        .into_iter()
+        .filter(|(name, labels, v)| {
+            (name.starts_with("vantage_dns_")
+                || name.starts_with("vantage_trace_")
+                || name == "vantage_probe_success"
+                || name == "vantage_probe_duration_seconds")
+                && labels.contains_key("target")
+                && !name.ends_with("_total")
+                && !name.starts_with("vantage_dns_lookup_seconds")
+                && name != "vantage_trace_hop_info"
+                && !v.is_nan()
+        })
+        .map(|(n, l, _)| (n, l))
+        .collect();
+    for want in [
+        "vantage_dns_phase_seconds",
+        "vantage_dns_rcode",
+        "vantage_dns_answer_records",
+        "vantage_trace_hops",
+        "vantage_trace_hop_rtt_seconds",
+        "vantage_trace_hop_loss_ratio",
+        "vantage_trace_path_hash",
+    ] {
+        assert!(live.iter().any(|(n, _)| n == want), "{want} not live:\n{m}");
+    }
+
+    // Outage.
+    prom.stop();
+    let outage_start = now_ms();
+    std::thread::sleep(Duration::from_secs(4));
+    let outage_end = now_ms();
+    wait_until(Duration::from_secs(10), || {
+        metric(
+            &scrape(addr),
+            "vantage_remote_write_backlog_samples{", /* device labels first */
+        )
+        .is_some_and(|v| v > 0.0)
+    });
+    prom.restart();
+    wait_until(Duration::from_secs(60), || {
+        let m = scrape(addr);
+        metric(&m, "vantage_uplink_up") == Some(1.0)
+            && metric(
+                &m,
+                "vantage_remote_write_backlog_samples{", /* device labels first */
+            )
+            .is_some_and(|v| v < 5.0)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The store's rounds of the outage, as the local charts read them.
+    let stored = |target: &str, probe: &str| -> (Vec<i64>, serde_json::Value) {
+        let (status, body) = http_get(
+            addr,
+            &format!(
+                "/api/samples?target={target}&probe={probe}&from={:.3}&to={:.3}",
+                outage_start as f64 / 1000.0,
+                outage_end as f64 / 1000.0
+            ),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ts = v["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["timestamp"].as_f64().unwrap() * 1000.0).round() as i64)
+            .collect();
+        (ts, v)
+    };
+    let (dns_ts, dns_json) = stored("resolver", "dns");
+    let (trace_ts, trace_json) = stored("path", "trace");
+    assert!(dns_ts.len() >= 5, "{dns_json}");
+    assert!(trace_ts.len() >= 5, "{trace_json}");
+    let d = &dns_json["samples"][0];
+    assert_eq!(d["rcode"], "NOERROR", "{d}");
+    assert_eq!(d["values"]["answer_records"], 1.0, "{d}");
+    assert!(d["values"]["lookup_seconds"].as_f64().is_some(), "{d}");
+    assert!(d["values"]["request_seconds"].as_f64().is_some(), "{d}");
+    let t = &trace_json["samples"][0];
+    assert_eq!(t["values"]["hops"], 1.0, "{t}");
+    assert_eq!(t["hops"][0]["ttl"], 1, "{t}");
+    assert_eq!(t["hops"][0]["loss_ratio"], 0.0, "{t}");
+    assert!(t["hops"][0]["rtt_avg_seconds"].as_f64().is_some(), "{t}");
+
+    // Each live series is in Prometheus with the same labels (plus the endpoint's
+    // `instance`), with a point at the original timestamp of every round of the outage.
+    let range = ((now_ms() - outage_start) / 1000 + 60) as u64;
+    for (name, labels) in &live {
+        let mut sel: Vec<String> = vec![format!("__name__={name:?}")];
+        sel.extend(labels.iter().map(|(k, v)| format!("{k}={v:?}")));
+        let found = prom.series(&format!("{{{}}}", sel.join(",")), range);
+        assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}");
+        let (mut got_labels, ts) = found.into_iter().next().unwrap();
+        assert_eq!(got_labels.remove("instance").as_deref(), Some("dev1"));
+        got_labels.remove("__name__");
+        assert_eq!(&got_labels, labels, "{name}");
+        let want = if name.starts_with("vantage_dns_")
+            || labels.get("probe").is_some_and(|p| p == "dns")
+        {
+            &dns_ts
+        } else {
+            &trace_ts
+        };
+        let during: Vec<i64> = ts
+            .into_iter()
+            .filter(|t| *t >= outage_start && *t <= outage_end)
+            .collect();
+        assert_eq!(&during, want, "{name}{labels:?}: the outage's rounds");
+    }
+    term(&daemon);
+    drop(daemon);
 }
 
 #[test]

@@ -29,10 +29,15 @@ pub struct RawDns {
     pub record_type: Option<Spanned<String>>,
     /// Query class: IN (default), CH (e.g. `version.bind`) or HS.
     pub class: Option<Spanned<String>>,
-    /// `udp` (default; retried over TCP when the answer is truncated), `tcp` or `tls`.
+    /// `udp` (default; retried over TCP when the answer is truncated), `tcp`, `tls` (DNS over
+    /// TLS) or `https` (DNS over HTTPS).
     pub transport: Option<Spanned<String>>,
-    /// Server port; 53 for udp/tcp, 853 for tls.
+    /// Server port; 53 for udp/tcp, 853 for tls, 443 for https.
     pub port: Option<Spanned<i64>>,
+    /// HTTPS: the URL path of the DNS endpoint (default `/dns-query`).
+    pub doh_path: Option<Spanned<String>>,
+    /// HTTPS: `post` (default) or `get` (the query base64url-encoded in `?dns=`).
+    pub doh_method: Option<Spanned<String>>,
     /// TLS: the name the server's certificate must carry (default: the host, if it is a name).
     pub server_name: Option<Spanned<String>>,
     /// TLS: a PEM file of CA certificates to trust instead of the built-in web PKI roots.
@@ -75,6 +80,8 @@ impl RawDns {
             "class" => self.class.is_some(),
             "transport" => self.transport.is_some(),
             "port" => self.port.is_some(),
+            "doh_path" => self.doh_path.is_some(),
+            "doh_method" => self.doh_method.is_some(),
             "server_name" => self.server_name.is_some(),
             "ca_file" => self.ca_file.is_some(),
             "insecure_skip_verify" => self.insecure_skip_verify.is_some(),
@@ -105,6 +112,8 @@ pub enum DnsTransport {
     Tcp,
     /// DNS over TLS (RFC 7858).
     Tls,
+    /// DNS over HTTPS (RFC 8484), over HTTP/2.
+    Https,
 }
 
 impl DnsTransport {
@@ -113,6 +122,7 @@ impl DnsTransport {
             DnsTransport::Udp => "udp",
             DnsTransport::Tcp => "tcp",
             DnsTransport::Tls => "tls",
+            DnsTransport::Https => "https",
         }
     }
 
@@ -120,7 +130,74 @@ impl DnsTransport {
         match self {
             DnsTransport::Udp | DnsTransport::Tcp => 53,
             DnsTransport::Tls => 853,
+            DnsTransport::Https => 443,
         }
+    }
+
+    /// Whether the exchange runs over TLS (and the TLS options apply).
+    pub fn is_tls(self) -> bool {
+        matches!(self, DnsTransport::Tls | DnsTransport::Https)
+    }
+
+    /// The transport a config or command-line word names (`dot` and `doh` are aliases).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "udp" => Ok(DnsTransport::Udp),
+            "tcp" => Ok(DnsTransport::Tcp),
+            "tls" | "dot" => Ok(DnsTransport::Tls),
+            "https" | "doh" => Ok(DnsTransport::Https),
+            other => Err(format!("{other:?} is not one of udp, tcp, tls, https")),
+        }
+    }
+}
+
+/// How a DNS over HTTPS query is sent (RFC 8484 section 4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DohMethod {
+    /// The query as the request body: no size limit from URL lengths.
+    #[default]
+    Post,
+    /// The query base64url-encoded in the `dns` URL parameter: cacheable by HTTP caches.
+    Get,
+}
+
+impl DohMethod {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "post" => Ok(DohMethod::Post),
+            "get" => Ok(DohMethod::Get),
+            _ => Err(format!("{s:?} is not one of post, get")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DohMethod::Post => "POST",
+            DohMethod::Get => "GET",
+        }
+    }
+}
+
+/// Checks a DNS over HTTPS endpoint path: absolute, and a valid URL path (and query).
+pub fn parse_doh_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "{s:?} must start with '/', e.g. \"{}\"",
+            defaults::DNS_DOH_PATH
+        ));
+    }
+    if s.len() > 1024 {
+        return Err("is longer than 1024 bytes".into());
+    }
+    if s.contains('#') {
+        return Err(format!("{s:?} must not contain a fragment ('#')"));
+    }
+    match s.parse::<http::uri::PathAndQuery>() {
+        Ok(p) if p.as_str() == s => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} is not a valid URL path (spaces and control characters must be %-encoded)"
+        )),
     }
 }
 
@@ -220,6 +297,9 @@ pub struct DnsOptions {
     pub class: DNSClass,
     pub transport: DnsTransport,
     pub port: u16,
+    /// HTTPS: the endpoint's URL path, query string allowed.
+    pub doh_path: String,
+    pub doh_method: DohMethod,
     pub server_name: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
@@ -253,6 +333,8 @@ impl DnsOptions {
             class: DNSClass::IN,
             transport: DnsTransport::Udp,
             port: DnsTransport::Udp.default_port(),
+            doh_path: defaults::DNS_DOH_PATH.into(),
+            doh_method: DohMethod::Post,
             server_name: None,
             ca_file: None,
             insecure_skip_verify: false,
@@ -339,24 +421,10 @@ impl DnsOptions {
             None => Some(DNSClass::IN),
         };
         let transport = match pick(t, d, |r| r.transport.as_ref()) {
-            Some(v) => match v.get_ref().as_str() {
-                "udp" => DnsTransport::Udp,
-                "tcp" => DnsTransport::Tcp,
-                "tls" | "dot" => DnsTransport::Tls,
-                "https" | "doh" => {
-                    c.err(
-                        v.span(),
-                        &field("transport"),
-                        "DNS over HTTPS is not supported; use udp, tcp or tls",
-                    );
-                    DnsTransport::Udp
-                }
-                other => {
-                    c.err(
-                        v.span(),
-                        &field("transport"),
-                        format!("{other:?} is not one of udp, tcp, tls"),
-                    );
+            Some(v) => match DnsTransport::parse(v.get_ref()) {
+                Ok(t) => t,
+                Err(msg) => {
+                    c.err(v.span(), &field("transport"), msg);
                     DnsTransport::Udp
                 }
             },
@@ -367,13 +435,44 @@ impl DnsOptions {
             .map_or(transport.default_port(), |p| p as u16);
 
         let tls_only = |c: &mut Check<'_, '_>, span: std::ops::Range<usize>, name: &str| {
-            if transport != DnsTransport::Tls {
+            if !transport.is_tls() {
                 c.err(
                     Some(span),
                     &field(name),
-                    format!("only applies to transport = \"tls\" (transport is {transport})"),
+                    format!(
+                        "only applies to transport = \"tls\" or \"https\" (transport is {transport})"
+                    ),
                 );
             }
+        };
+        let https_only = |c: &mut Check<'_, '_>, span: std::ops::Range<usize>, name: &str| {
+            if transport != DnsTransport::Https {
+                c.err(
+                    Some(span),
+                    &field(name),
+                    format!("only applies to transport = \"https\" (transport is {transport})"),
+                );
+            }
+        };
+        let doh_path = match pick(t, d, |r| r.doh_path.as_ref()) {
+            Some(v) => {
+                https_only(c, v.span(), "doh_path");
+                parse_doh_path(v.get_ref()).unwrap_or_else(|msg| {
+                    c.err(v.span(), &field("doh_path"), msg);
+                    String::new()
+                })
+            }
+            None => defaults::DNS_DOH_PATH.into(),
+        };
+        let doh_method = match pick(t, d, |r| r.doh_method.as_ref()) {
+            Some(v) => {
+                https_only(c, v.span(), "doh_method");
+                DohMethod::parse(v.get_ref()).unwrap_or_else(|msg| {
+                    c.err(v.span(), &field("doh_method"), msg);
+                    DohMethod::Post
+                })
+            }
+            None => DohMethod::Post,
         };
         let server_name = pick(t, d, |r| r.server_name.as_ref()).and_then(|v| {
             tls_only(c, v.span(), "server_name");
@@ -525,6 +624,8 @@ impl DnsOptions {
             class: class?,
             transport,
             port,
+            doh_path,
+            doh_method,
             server_name,
             ca_file,
             insecure_skip_verify,
@@ -696,6 +797,49 @@ mod tests {
         assert_eq!(rcode_name(99), "RCODE99");
         assert!(parse_rcode("OOPS").is_err());
         assert!(parse_rcode("5000").is_err());
+    }
+
+    #[test]
+    fn https_options() {
+        let cfg = crate::Config::parse(
+            r#"
+[[targets]]
+name = "doh"
+host = "dns.example.net"
+probes = ["dns"]
+dns = { query = "example.com", transport = "doh" }
+
+[[targets]]
+name = "doh-get"
+host = "192.0.2.53"
+probes = ["dns"]
+dns = { query = "example.com", transport = "https", port = 8443, doh_path = "/q?a=b", doh_method = "GET", insecure_skip_verify = true }
+"#,
+            "inline",
+        )
+        .unwrap();
+        let d = cfg.targets[0].dns.as_ref().unwrap();
+        assert_eq!(d.transport, DnsTransport::Https);
+        assert_eq!((d.port, d.doh_path.as_str()), (443, "/dns-query"));
+        assert_eq!(d.doh_method, DohMethod::Post);
+        let d = cfg.targets[1].dns.as_ref().unwrap();
+        assert_eq!((d.port, d.doh_path.as_str()), (8443, "/q?a=b"));
+        assert_eq!(d.doh_method, DohMethod::Get);
+        assert!(d.insecure_skip_verify);
+
+        assert!(parse_doh_path("/dns-query").is_ok());
+        assert!(parse_doh_path("/a%20b").is_ok());
+        for bad in [
+            "",
+            "dns-query",
+            "/a b",
+            "/a\nb",
+            "/a#frag",
+            "https://x/dns-query",
+        ] {
+            assert!(parse_doh_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_doh_path(&format!("/{}", "a".repeat(1100))).is_err());
     }
 
     #[test]

@@ -23,8 +23,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use dns::{
-    AnswerData, DnsOptions, DnsTransport, Pattern, RawDns, parse_query, parse_rcode,
-    parse_record_type, rcode_name,
+    AnswerData, DnsOptions, DnsTransport, DohMethod, Pattern, RawDns, parse_doh_path, parse_query,
+    parse_rcode, parse_record_type, rcode_name,
 };
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};

@@ -1,4 +1,5 @@
-//! The DNS probe: one question to one server, over UDP, TCP or TLS, and the raw answer judged.
+//! The DNS probe: one question to one server, over UDP, TCP, TLS or HTTPS, and the raw answer
+//! judged.
 //!
 //! The wire format comes from hickory-proto; the transports are ours, so the probe sees every
 //! rcode as the server sent it (a caching resolver library would turn SERVFAIL into an error and
@@ -46,11 +47,12 @@ pub struct DnsProbe {
     tls_configs: Mutex<HashMap<TlsKey, Arc<rustls::ClientConfig>>>,
 }
 
-/// TLS client configs differ only in their trust: built once per CA file version.
+/// TLS client configs differ in their trust and ALPN: built once per CA file version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TlsKey {
     ca_file: Option<(PathBuf, Option<SystemTime>)>,
     insecure: bool,
+    https: bool,
 }
 
 impl fmt::Debug for DnsProbe {
@@ -199,7 +201,17 @@ impl DnsProbe {
         host_name: Option<String>,
         report: &mut DnsReport,
     ) -> Result<Message, Failure> {
-        let (id, packet) = build_query(opts)?;
+        let (id, packet) = match opts.transport {
+            // RFC 8484 section 4.1: ID 0, so that HTTP caches see equal requests.
+            DnsTransport::Https => build_query_with_id(opts, 0)?,
+            _ => build_query(opts)?,
+        };
+        let tls_name = || {
+            opts.server_name
+                .clone()
+                .or(host_name.clone())
+                .unwrap_or_else(|| server.ip().to_string())
+        };
         match opts.transport {
             DnsTransport::Udp => {
                 let t0 = self.clock.now();
@@ -227,12 +239,11 @@ impl DnsProbe {
                     .await
             }
             DnsTransport::Tls => {
-                let name = opts
-                    .server_name
-                    .clone()
-                    .or(host_name)
-                    .unwrap_or_else(|| server.ip().to_string());
-                self.stream_exchange(server, opts, Some(name), id, &packet, report)
+                self.stream_exchange(server, opts, Some(tls_name()), id, &packet, report)
+                    .await
+            }
+            DnsTransport::Https => {
+                self.https_exchange(server, opts, tls_name(), id, &packet, report)
                     .await
             }
         }
@@ -294,37 +305,14 @@ impl DnsProbe {
         packet: &[u8],
         report: &mut DnsReport,
     ) -> Result<Message, Failure> {
-        let t0 = self.clock.now();
-        let tcp = self
-            .connector
-            .tcp(server, opts.source)
-            .await
-            .map_err(|e| net_err("cannot connect to", server, e))?;
-        report.phases.connect = Some(self.clock.now().saturating_duration_since(t0));
-        let mut stream: Box<dyn ByteStream> = match tls_name {
-            None => {
-                report.transport = Some(DnsTransport::Tcp);
-                tcp
-            }
-            Some(name) => {
-                report.transport = Some(DnsTransport::Tls);
-                let config = self.tls_config(opts)?;
-                let server_name = ServerName::try_from(name.clone()).map_err(|e| {
-                    ProbeError::Validation(format!("{name:?} is not a TLS server name: {e}"))
-                })?;
-                let t1 = self.clock.now();
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(server_name, tcp)
-                    .await
-                    .map_err(|e| {
-                        Failure::Error(ProbeError::Network(format!(
-                            "TLS handshake with {server} ({name}): {e}"
-                        )))
-                    })?;
-                report.phases.tls = Some(self.clock.now().saturating_duration_since(t1));
-                Box::new(tls)
-            }
+        let transport = if tls_name.is_some() {
+            DnsTransport::Tls
+        } else {
+            DnsTransport::Tcp
         };
+        let mut stream = self
+            .open_stream(server, opts, transport, tls_name, report)
+            .await?;
         let t2 = self.clock.now();
         let mut frame = Vec::with_capacity(packet.len() + 2);
         frame.extend_from_slice(&(packet.len() as u16).to_be_bytes());
@@ -349,26 +337,81 @@ impl DnsProbe {
             _ => net_err("exchange with", server, e),
         })?;
         report.response_bytes = buf.len();
-        match check_answer(&buf, id, opts) {
-            Ok(m) => Ok(m),
-            Err(Stray::NotOurs) => Err(ProbeError::Protocol(format!(
-                "{server} answered over {} with a message that is not the answer to the query",
-                report.transport.unwrap_or_default()
-            ))
-            .into()),
-            Err(Stray::Malformed(e)) => {
-                Err(ProbeError::Protocol(format!("malformed answer from {server}: {e}")).into())
-            }
-        }
+        judge_stream_answer(&buf, id, opts, server, transport)
     }
 
-    fn tls_config(&self, opts: &DnsOptions) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
+    /// DNS over HTTPS: TCP, TLS with ALPN h2, one HTTP/2 request with the query, one answer.
+    async fn https_exchange(
+        &self,
+        server: SocketAddr,
+        opts: &DnsOptions,
+        tls_name: String,
+        id: u16,
+        packet: &[u8],
+        report: &mut DnsReport,
+    ) -> Result<Message, Failure> {
+        let authority = https::authority(&tls_name, opts.port);
+        let stream = self
+            .open_stream(server, opts, DnsTransport::Https, Some(tls_name), report)
+            .await?;
+        let t2 = self.clock.now();
+        let result = https::exchange(stream, server, &authority, opts, packet).await;
+        report.phases.request = Some(self.clock.now().saturating_duration_since(t2));
+        let buf = result?;
+        report.response_bytes = buf.len();
+        judge_stream_answer(&buf, id, opts, server, DnsTransport::Https)
+    }
+
+    /// A TCP connection to `server`, in TLS when `tls_name` is set; fills the connect and TLS
+    /// phases.
+    async fn open_stream(
+        &self,
+        server: SocketAddr,
+        opts: &DnsOptions,
+        transport: DnsTransport,
+        tls_name: Option<String>,
+        report: &mut DnsReport,
+    ) -> Result<Box<dyn ByteStream>, Failure> {
+        let t0 = self.clock.now();
+        let tcp = self
+            .connector
+            .tcp(server, opts.source)
+            .await
+            .map_err(|e| net_err("cannot connect to", server, e))?;
+        report.phases.connect = Some(self.clock.now().saturating_duration_since(t0));
+        report.transport = Some(transport);
+        let Some(name) = tls_name else {
+            return Ok(tcp);
+        };
+        let config = self.tls_config(opts, transport == DnsTransport::Https)?;
+        let server_name = ServerName::try_from(name.clone()).map_err(|e| {
+            ProbeError::Validation(format!("{name:?} is not a TLS server name: {e}"))
+        })?;
+        let t1 = self.clock.now();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| {
+                Failure::Error(ProbeError::Network(format!(
+                    "TLS handshake with {server} ({name}): {e}"
+                )))
+            })?;
+        report.phases.tls = Some(self.clock.now().saturating_duration_since(t1));
+        Ok(Box::new(tls))
+    }
+
+    fn tls_config(
+        &self,
+        opts: &DnsOptions,
+        https: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
         let key = TlsKey {
             ca_file: opts.ca_file.as_ref().map(|p| {
                 let mtime = std::fs::metadata(p).and_then(|m| m.modified()).ok();
                 (p.clone(), mtime)
             }),
             insecure: opts.insecure_skip_verify,
+            https,
         };
         let mut cache = self.tls_configs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.get(&key) {
@@ -377,9 +420,13 @@ impl DnsProbe {
         let config = Arc::new(build_tls_config(
             opts.ca_file.as_deref(),
             opts.insecure_skip_verify,
+            https,
         )?);
         // Old versions of a CA file are of no further use.
-        cache.retain(|k, _| k.ca_file.as_ref().map(|c| &c.0) != key.ca_file.as_ref().map(|c| &c.0));
+        cache.retain(|k, _| {
+            k.ca_file == key.ca_file
+                || k.ca_file.as_ref().map(|c| &c.0) != key.ca_file.as_ref().map(|c| &c.0)
+        });
         cache.insert(key, config.clone());
         Ok(config)
     }
@@ -426,7 +473,10 @@ impl Probe for DnsProbe {
 
 /// A fresh query with a random ID, as bytes.
 fn build_query(opts: &DnsOptions) -> Result<(u16, Vec<u8>), ProbeError> {
-    let id: u16 = rand::random();
+    build_query_with_id(opts, rand::random())
+}
+
+fn build_query_with_id(opts: &DnsOptions, id: u16) -> Result<(u16, Vec<u8>), ProbeError> {
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = opts.recursion_desired;
     let mut q = Query::query(opts.query.clone(), opts.record_type);
@@ -443,6 +493,27 @@ fn build_query(opts: &DnsOptions) -> Result<(u16, Vec<u8>), ProbeError> {
         .to_vec()
         .map_err(|e| ProbeError::Protocol(format!("cannot encode the query: {e}")))?;
     Ok((id, bytes))
+}
+
+/// Checks an answer read from a stream (TCP, TLS, HTTPS), where anything but our answer is an
+/// error: there is no other datagram to wait for.
+fn judge_stream_answer(
+    buf: &[u8],
+    id: u16,
+    opts: &DnsOptions,
+    server: SocketAddr,
+    transport: DnsTransport,
+) -> Result<Message, Failure> {
+    match check_answer(buf, id, opts) {
+        Ok(m) => Ok(m),
+        Err(Stray::NotOurs) => Err(ProbeError::Protocol(format!(
+            "{server} answered over {transport} with a message that is not the answer to the query"
+        ))
+        .into()),
+        Err(Stray::Malformed(e)) => {
+            Err(ProbeError::Protocol(format!("malformed answer from {server}: {e}")).into())
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -614,6 +685,7 @@ fn if_index(name: &str) -> Option<u32> {
 fn build_tls_config(
     ca_file: Option<&Path>,
     insecure: bool,
+    https: bool,
 ) -> Result<rustls::ClientConfig, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -656,8 +728,12 @@ fn build_tls_config(
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    // RFC 7858 section 3.2 registers "dot" for DNS over TLS.
-    config.alpn_protocols = vec![b"dot".to_vec()];
+    // RFC 7858 section 3.2 registers "dot" for DNS over TLS; RFC 8484 needs HTTP/2, "h2".
+    config.alpn_protocols = vec![if https {
+        b"h2".to_vec()
+    } else {
+        b"dot".to_vec()
+    }];
     Ok(config)
 }
 
@@ -711,5 +787,6 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
     }
 }
 
+mod https;
 #[cfg(test)]
 mod tests;

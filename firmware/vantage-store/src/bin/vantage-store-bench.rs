@@ -1,9 +1,11 @@
 //! Store benchmarks, run by `scripts/bench-store.sh`.
 //!
 //! ```text
-//! vantage-store-bench ingest BACKEND DIR HOURS      one device-hour = 100 targets at 1 s
-//! vantage-store-bench drain  BACKEND DIR URL RATE   ship DIR's store to URL, RATE rounds/s (0: no limit)
+//! vantage-store-bench ingest BACKEND DIR HOURS [KIND] one device-hour = 100 targets at 1 s
+//! vantage-store-bench drain  BACKEND DIR URL RATE     ship DIR's store to URL, RATE rounds/s (0: no limit)
 //! ```
+//! KIND is the probe of every round: `ping` (default; one packet), `dns` (an answered query
+//! over UDP) or `trace` (12 hops, 3 probes each, one hop silent).
 //! `ingest` writes HOURS of samples as the device would (a commit every 5 s of samples, i.e.
 //! every 500 rounds), then prints one line of `key=value` figures: ingest rate, bytes on disk
 //! and bytes written per sample (this process's `write_bytes` from /proc/self/io: what reached
@@ -13,7 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use vantage_core::{Measurement, PingReport, ProbeKind, Sample};
+use vantage_core::{
+    DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, PingReport, ProbeKind,
+    Sample, TraceReport,
+};
 use vantage_store::{Endpoint, Labels, Shipper, ShipperOptions, Store, StoreOptions};
 
 const TARGETS: u64 = 100;
@@ -49,6 +54,85 @@ fn sample(target: &Arc<str>, ms: u64, rtt_us: u64) -> Sample {
     }
 }
 
+/// A round of `kind` whose times jitter with `rng` (a DNS lookup or the RTT to the
+/// destination around 20 ms).
+fn round(kind: ProbeKind, target: &Arc<str>, ms: u64, rng: u64) -> Sample {
+    let us = Duration::from_micros;
+    let jitter = rng % 4_000;
+    match kind {
+        ProbeKind::Dns => {
+            let lookup = 18_000 + jitter;
+            Sample {
+                probe: ProbeKind::Dns,
+                duration: us(lookup + 40 + rng % 30),
+                measurement: Measurement::Dns(DnsReport {
+                    attempts: 1,
+                    rcode: Some(0),
+                    answers: vec![DnsRecord {
+                        name: "www.example.test.".into(),
+                        ttl: 60,
+                        class: "IN".into(),
+                        record_type: "A".into(),
+                        data: "192.0.2.1".into(),
+                    }],
+                    additional_records: 1,
+                    response_bytes: 60,
+                    lookup: Some(us(lookup)),
+                    phases: DnsPhases {
+                        request: Some(us(lookup - 20 - rng % 20)),
+                        ..DnsPhases::default()
+                    },
+                    rcode_valid: true,
+                    ..DnsReport::default()
+                }),
+                ..sample(target, ms, 0)
+            }
+        }
+        ProbeKind::Trace => {
+            let hops = (1..=12u8)
+                .map(|ttl| {
+                    let silent = ttl == 4;
+                    let base = 500 + u64::from(ttl) * 1_600 + (rng >> ttl) % 1_000;
+                    HopReport {
+                        ttl,
+                        sent: 3,
+                        received: if silent { 0 } else { 3 },
+                        responders: if silent {
+                            vec![]
+                        } else {
+                            vec![HopResponder {
+                                address: format!("198.51.100.{ttl}").parse().unwrap(),
+                                replies: 3,
+                                flows: vec![0],
+                            }]
+                        },
+                        rtts: if silent {
+                            vec![]
+                        } else {
+                            vec![us(base), us(base + jitter / 8), us(base + jitter / 3)]
+                        },
+                        unreachable: None,
+                    }
+                })
+                .collect();
+            Sample {
+                probe: ProbeKind::Trace,
+                duration: us(30_000 + jitter),
+                measurement: Measurement::Trace(TraceReport {
+                    flows: 1,
+                    reached: true,
+                    hops,
+                    path_hash: 0x9e37_79b9_u32.wrapping_mul(target.len() as u32 + ms as u32 % 7),
+                    paths_known: 1,
+                    ..TraceReport::default()
+                }),
+                ..sample(target, ms, 0)
+            }
+        }
+        _ => sample(target, ms, 18_000 + jitter),
+    }
+}
+
 fn opts(backend: &str, dir: &str) -> StoreOptions {
     let mut o = StoreOptions::new(std::path::Path::new(dir).join("store"));
     o.backend = backend.parse().expect("fjall or sled");
@@ -58,7 +142,14 @@ fn opts(backend: &str, dir: &str) -> StoreOptions {
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     match a.get(1).map(String::as_str) {
-        Some("ingest") => ingest(&a[2], &a[3], a[4].parse().expect("HOURS")),
+        Some("ingest") => ingest(
+            &a[2],
+            &a[3],
+            a[4].parse().expect("HOURS"),
+            a.get(5)
+                .map_or(Ok(ProbeKind::Ping), |k| k.parse())
+                .expect("KIND"),
+        ),
         Some("drain") => drain(&a[2], &a[3], &a[4], a[5].parse().expect("RATE")),
         _ => {
             eprintln!("usage: vantage-store-bench ingest|drain ...");
@@ -67,7 +158,7 @@ fn main() {
     }
 }
 
-fn ingest(backend: &str, dir: &str, hours: f64) {
+fn ingest(backend: &str, dir: &str, hours: f64, kind: ProbeKind) {
     let targets: Vec<Arc<str>> = (0..TARGETS)
         .map(|i| Arc::from(format!("target-{i:03}")))
         .collect();
@@ -93,10 +184,9 @@ fn ingest(backend: &str, dir: &str, hours: f64) {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            // RTTs around 20 ms with a few ms of jitter, 10 ms apart in start time.
-            let rtt = 18_000 + rng % 4_000;
+            // Times around 20 ms with a few ms of jitter, 10 ms apart in start time.
             store.append(
-                &sample(target, start_ms + s * 1000 + i as u64 * 10, rtt),
+                &round(kind, target, start_ms + s * 1000 + i as u64 * 10, rng),
                 &labels,
             );
         }
@@ -122,10 +212,7 @@ fn ingest(backend: &str, dir: &str, hours: f64) {
     let raw_n = n.min(2_000_000);
     for k in 0..raw_n {
         let target = &targets[(k % TARGETS) as usize];
-        store.append(
-            &sample(target, start_ms + k * 10, 20_000 + k % 977),
-            &labels,
-        );
+        store.append(&round(kind, target, start_ms + k * 10, k % 977), &labels);
     }
     store.flush().expect("flush");
     let raw = t.elapsed();
@@ -133,7 +220,8 @@ fn ingest(backend: &str, dir: &str, hours: f64) {
     let _ = std::fs::remove_dir_all(&raw_dir);
 
     println!(
-        "backend={backend} samples={n} commits={} paced_s={:.2} disk_bytes={disk} disk_per_sample={:.2} written_bytes={written} written_per_sample={:.2} committed_per_sample={:.2} block_bytes_per_sample={:.2} raw_samples={raw_n} raw_ingest_per_s={:.0}",
+        "backend={backend} kind={} samples={n} commits={} paced_s={:.2} disk_bytes={disk} disk_per_sample={:.2} written_bytes={written} written_per_sample={:.2} committed_per_sample={:.2} block_bytes_per_sample={:.2} raw_samples={raw_n} raw_ingest_per_s={:.0}",
+        kind.as_str(),
         st.commits,
         paced.as_secs_f64(),
         disk as f64 / n as f64,

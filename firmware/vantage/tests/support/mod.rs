@@ -201,3 +201,66 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Answers A queries with 192.0.2.1, names starting with "nx" with NXDOMAIN, and names
+/// starting with "silent" not at all. Stops on drop.
+pub struct Responder {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Responder {
+    pub fn start() -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n < 17 {
+                    continue;
+                }
+                // The question ends at the first zero label, then type and class.
+                let Some(end) = buf[12..n].iter().position(|&b| b == 0).map(|p| 12 + p + 5) else {
+                    continue;
+                };
+                let first_label = &buf[13..13 + usize::from(buf[12]).min(n - 13)];
+                if first_label.starts_with(b"silent") {
+                    continue;
+                }
+                let mut r = buf[..end].to_vec();
+                r[2] |= 0x80; // QR
+                r[3] = 0x80; // RA
+                r[6..12].fill(0);
+                if first_label.starts_with(b"nx") {
+                    r[3] |= 3;
+                } else {
+                    r[7] = 1;
+                    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+                }
+                let _ = sock.send_to(&r, from);
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -631,3 +631,490 @@ dns = { query = "example.com", type = "A", answer_contains = ["192.0.2.1"] }
     assert_eq!(s.error, Some(ProbeError::Timeout));
     assert!(!s.success);
 }
+
+/// DNS over HTTPS against a scripted HTTP/2 server, behind TLS, on an in-memory pipe.
+mod doh {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    use bytes::Bytes;
+    use h2::Reason;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+    use crate::config::DohMethod;
+
+    /// What the fake server saw of one request.
+    #[derive(Debug, Clone, Default)]
+    struct Seen {
+        method: String,
+        path: String,
+        authority: String,
+        content_type: Option<String>,
+        accept: Option<String>,
+        sni: Option<String>,
+        alpn: Option<Vec<u8>>,
+        query: Option<Message>,
+    }
+
+    /// How the fake server answers one request.
+    enum Reply {
+        /// Status, content type and body.
+        Http(u16, Option<&'static str>, Vec<u8>),
+        /// Headers, then a stream reset in place of the body.
+        ResetBody,
+        /// A stream reset in place of the answer.
+        Reset(Reason),
+        /// GOAWAY for the whole connection.
+        GoAway,
+    }
+
+    type DohScript = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+    struct DohNet {
+        script: Box<DohScript>,
+        acceptor: tokio_rustls::TlsAcceptor,
+        /// After the TLS handshake, send this instead of speaking HTTP/2.
+        not_h2: Option<Vec<u8>>,
+        seen: Mutex<Vec<Seen>>,
+    }
+
+    impl fmt::Debug for DohNet {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("DohNet")
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct DohConnector(Arc<DohNet>);
+
+    impl DnsConnector for DohConnector {
+        fn udp<'a>(
+            &'a self,
+            _server: SocketAddr,
+            _source: Option<IpAddr>,
+        ) -> BoxFuture<'a, io::Result<Box<dyn DatagramChannel>>> {
+            Box::pin(async { Err(io::Error::other("no UDP in DoH tests")) })
+        }
+
+        fn tcp<'a>(
+            &'a self,
+            _server: SocketAddr,
+            _source: Option<IpAddr>,
+        ) -> BoxFuture<'a, io::Result<Box<dyn ByteStream>>> {
+            Box::pin(async move {
+                let (client, srv) = tokio::io::duplex(1 << 17);
+                tokio::spawn(serve(self.0.clone(), srv));
+                Ok(Box::new(client) as Box<dyn ByteStream>)
+            })
+        }
+    }
+
+    async fn serve(net: Arc<DohNet>, srv: tokio::io::DuplexStream) {
+        let Ok(mut tls) = net.acceptor.accept(srv).await else {
+            return;
+        };
+        let (_, session) = tls.get_ref();
+        let base = Seen {
+            sni: session.server_name().map(str::to_string),
+            alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+            ..Seen::default()
+        };
+        if let Some(junk) = &net.not_h2 {
+            let _ = tls.write_all(junk).await;
+            let _ = tls.flush().await;
+            let mut sink = Vec::new();
+            let _ = tls.read_to_end(&mut sink).await;
+            return;
+        }
+        let Ok(mut conn) = h2::server::handshake(tls).await else {
+            return;
+        };
+        let (goaway_tx, mut goaway_rx) = mpsc::unbounded_channel::<Reason>();
+        loop {
+            let next = poll_fn(|cx| {
+                if let Poll::Ready(Some(reason)) = goaway_rx.poll_recv(cx) {
+                    conn.abrupt_shutdown(reason);
+                }
+                conn.poll_accept(cx)
+            })
+            .await;
+            let Some(Ok((req, respond))) = next else {
+                // Linger a little, as servers do after a GOAWAY, before the socket goes.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                break;
+            };
+            tokio::spawn(handle(
+                net.clone(),
+                base.clone(),
+                req,
+                respond,
+                goaway_tx.clone(),
+            ));
+        }
+    }
+
+    async fn handle(
+        net: Arc<DohNet>,
+        mut seen: Seen,
+        req: http::Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<Bytes>,
+        goaway: mpsc::UnboundedSender<Reason>,
+    ) {
+        let (parts, mut body) = req.into_parts();
+        let header = |name: http::header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        seen.method = parts.method.to_string();
+        seen.path = parts.uri.path_and_query().unwrap().to_string();
+        seen.authority = parts.uri.authority().unwrap().to_string();
+        seen.content_type = header(http::header::CONTENT_TYPE);
+        seen.accept = header(http::header::ACCEPT);
+        let mut packet = Vec::new();
+        while let Some(Ok(chunk)) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.len());
+            packet.extend_from_slice(&chunk);
+        }
+        if let Some((_, dns)) = seen.path.split_once("dns=") {
+            packet = base64url_decode(dns);
+        }
+        seen.query = Message::from_vec(&packet).ok();
+        net.seen.lock().unwrap().push(seen.clone());
+        match (net.script)(&seen) {
+            Reply::Http(status, content_type, data) => {
+                let mut b = http::Response::builder().status(status);
+                if let Some(t) = content_type {
+                    b = b.header(http::header::CONTENT_TYPE, t);
+                }
+                let Ok(mut tx) = respond.send_response(b.body(()).unwrap(), false) else {
+                    return;
+                };
+                // In pieces, as a large answer would come.
+                for piece in data.chunks(16 * 1024) {
+                    tx.reserve_capacity(piece.len());
+                    let _ = tx.send_data(Bytes::copy_from_slice(piece), false);
+                }
+                let _ = tx.send_data(Bytes::new(), true);
+            }
+            Reply::ResetBody => {
+                let head = http::Response::builder()
+                    .status(200)
+                    .header(http::header::CONTENT_TYPE, "application/dns-message")
+                    .body(())
+                    .unwrap();
+                if let Ok(mut tx) = respond.send_response(head, false) {
+                    let _ = tx.send_data(Bytes::from_static(&[0, 0, 0x81]), false);
+                    tx.send_reset(Reason::INTERNAL_ERROR);
+                }
+            }
+            Reply::Reset(reason) => respond.send_reset(reason),
+            Reply::GoAway => {
+                let _ = goaway.send(Reason::INTERNAL_ERROR);
+            }
+        }
+    }
+
+    fn base64url_decode(s: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bits: Vec<u32> = s
+            .bytes()
+            .map(|c| ALPHABET.iter().position(|&a| a == c).unwrap() as u32)
+            .collect();
+        let mut out = Vec::new();
+        for chunk in bits.chunks(4) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (b << (18 - 6 * i)));
+            for i in 0..chunk.len() - 1 {
+                out.push((n >> (16 - 8 * i)) as u8);
+            }
+        }
+        out
+    }
+
+    fn acceptor() -> tokio_rustls::TlsAcceptor {
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["dns.example.test".to_string()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(cert.cert.der().to_vec())], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    fn doh_probe(
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> (DnsProbe, Arc<DohNet>) {
+        doh_probe_with(script, None)
+    }
+
+    fn doh_probe_with(
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+        not_h2: Option<Vec<u8>>,
+    ) -> (DnsProbe, Arc<DohNet>) {
+        let net = Arc::new(DohNet {
+            script: Box::new(script),
+            acceptor: acceptor(),
+            not_h2,
+            seen: Mutex::new(Vec::new()),
+        });
+        let probe = DnsProbe::with_parts(
+            Arc::new(DohConnector(net.clone())),
+            Arc::new(SystemClock),
+            "/nonexistent/resolv.conf".into(),
+        );
+        (probe, net)
+    }
+
+    fn doh_opts() -> DnsOptions {
+        let mut o = opts("www.example.com", "A");
+        o.transport = DnsTransport::Https;
+        o.port = 443;
+        o.server_name = Some("dns.example.test".into());
+        o.insecure_skip_verify = true;
+        o.timeout = Duration::from_secs(2);
+        o
+    }
+
+    /// The good answer to what the server saw, as an HTTP body.
+    fn good_body(seen: &Seen) -> Vec<u8> {
+        let q = seen.query.as_ref().expect("the request carries a query");
+        good(q, Via::Tcp, "192.0.2.53:443".parse().unwrap()).remove(0)
+    }
+
+    fn ok(seen: &Seen) -> Reply {
+        Reply::Http(200, Some("application/dns-message"), good_body(seen))
+    }
+
+    #[tokio::test]
+    async fn post_answer_is_reported_with_its_phases() {
+        let (probe, net) = doh_probe(ok);
+        let mut o = doh_opts();
+        o.answer_contains = vec![AnswerData::parse("192.0.2.2")];
+        let (r, err) = probe.query(&server(), &o, o.timeout).await;
+        assert_eq!(err, None, "{r:?}");
+        assert_eq!(r.transport, Some(DnsTransport::Https));
+        assert_eq!(r.transport.unwrap().as_str(), "https");
+        assert_eq!(r.server, Some("192.0.2.53:443".parse().unwrap()));
+        assert_eq!(r.answers.len(), 2);
+        assert!(r.response_bytes > 12);
+        let p = r.phases;
+        assert!(
+            p.connect.is_some() && p.tls.is_some() && p.request.is_some(),
+            "{p:?}"
+        );
+        let seen = net.seen.lock().unwrap()[0].clone();
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.path, "/dns-query");
+        assert_eq!(seen.authority, "dns.example.test");
+        assert_eq!(
+            seen.content_type.as_deref(),
+            Some("application/dns-message")
+        );
+        assert_eq!(seen.accept.as_deref(), Some("application/dns-message"));
+        assert_eq!(seen.sni.as_deref(), Some("dns.example.test"));
+        assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]));
+        let q = seen.query.unwrap();
+        assert_eq!(q.metadata.id, 0, "RFC 8484 asks for ID 0");
+        assert_eq!(q.queries[0].name().to_ascii(), "www.example.com.");
+    }
+
+    #[tokio::test]
+    async fn get_sends_the_query_in_the_url() {
+        let (probe, net) = doh_probe(ok);
+        let mut o = doh_opts();
+        o.doh_method = DohMethod::Get;
+        o.doh_path = "/resolve?ct=1".into();
+        o.port = 8443;
+        let (r, err) = probe.query(&server(), &o, o.timeout).await;
+        assert_eq!(err, None, "{r:?}");
+        let seen = net.seen.lock().unwrap()[0].clone();
+        assert_eq!(seen.method, "GET");
+        assert!(seen.path.starts_with("/resolve?ct=1&dns="), "{}", seen.path);
+        assert!(!seen.path.contains('='.to_string().repeat(2).as_str()));
+        assert_eq!(seen.authority, "dns.example.test:8443");
+        assert_eq!(seen.content_type, None);
+        let q = seen.query.unwrap();
+        assert_eq!(q.queries[0].name().to_ascii(), "www.example.com.");
+        assert_eq!(q.metadata.id, 0);
+    }
+
+    #[test]
+    fn base64url_matches_rfc_8484() {
+        // RFC 8484 section 4.1.1: www.example.com A, ID 0, RD, no EDNS.
+        let mut o = opts("www.example.com", "A");
+        o.edns_udp_size = 0;
+        let (_, packet) = build_query_with_id(&o, 0).unwrap();
+        assert_eq!(
+            https::base64url(&packet),
+            "AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB"
+        );
+        assert_eq!(https::base64url(b""), "");
+        assert_eq!(https::base64url(b"\xfb\xff"), "-_8");
+        for n in 0..40u8 {
+            let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+            assert_eq!(base64url_decode(&https::base64url(&data)), data);
+        }
+        assert_eq!(https::authority("2001:db8::53", 443), "[2001:db8::53]");
+        assert_eq!(https::authority("192.0.2.53", 8443), "192.0.2.53:8443");
+    }
+
+    async fn fails_with(reply: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> ProbeError {
+        let (probe, _) = doh_probe(reply);
+        let o = doh_opts();
+        let (r, err) = probe.query(&server(), &o, o.timeout).await;
+        assert_eq!(r.transport, Some(DnsTransport::Https));
+        assert!(r.phases.request.is_some(), "{r:?}");
+        assert_eq!(r.rcode, None);
+        err.expect("the probe fails")
+    }
+
+    #[tokio::test]
+    async fn http_errors_name_the_status() {
+        let err = fails_with(|_| Reply::Http(500, Some("text/plain"), b"oops".to_vec())).await;
+        assert_eq!(
+            err,
+            ProbeError::Protocol(
+                "https://dns.example.test/dns-query answered HTTP status 500 Internal Server Error"
+                    .into()
+            )
+        );
+        // Even with a DNS message in the body: the status decides.
+        let err =
+            fails_with(|s| Reply::Http(404, Some("application/dns-message"), good_body(s))).await;
+        assert!(
+            err.to_string().contains("HTTP status 404 Not Found"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_content_type_must_be_a_dns_message() {
+        let err = fails_with(|s| Reply::Http(200, Some("text/html"), good_body(s))).await;
+        assert!(
+            matches!(&err, ProbeError::Protocol(m) if m.contains("content-type \"text/html\", not application/dns-message")),
+            "{err:?}"
+        );
+        let err = fails_with(|s| Reply::Http(200, None, good_body(s))).await;
+        assert!(err.to_string().contains("without a content-type"), "{err}");
+        // Case and parameters do not matter.
+        let (probe, _) = doh_probe(|s| {
+            Reply::Http(
+                200,
+                Some("Application/DNS-Message; charset=binary"),
+                good_body(s),
+            )
+        });
+        let o = doh_opts();
+        let (_, err) = probe.query(&server(), &o, o.timeout).await;
+        assert_eq!(err, None);
+    }
+
+    #[tokio::test]
+    async fn truncated_garbled_and_oversized_bodies_fail() {
+        let err = fails_with(|s| {
+            let b = good_body(s);
+            Reply::Http(
+                200,
+                Some("application/dns-message"),
+                b[..b.len() - 5].to_vec(),
+            )
+        })
+        .await;
+        assert!(err.to_string().contains("malformed answer"), "{err}");
+        let err = fails_with(|_| Reply::Http(200, Some("application/dns-message"), vec![])).await;
+        assert!(err.to_string().contains("not the answer"), "{err}");
+        let err = fails_with(|_| {
+            Reply::Http(
+                200,
+                Some("application/dns-message"),
+                b"<html>definitely not DNS</html>".to_vec(),
+            )
+        })
+        .await;
+        assert!(matches!(err, ProbeError::Protocol(_)), "{err:?}");
+        let err =
+            fails_with(|_| Reply::Http(200, Some("application/dns-message"), vec![0; 70_000]))
+                .await;
+        assert!(err.to_string().contains("more than 65535 bytes"), "{err}");
+        // Random bodies that start like our answer never panic.
+        for round in 0..20usize {
+            let (probe, _) = doh_probe(move |_| {
+                let mut d: Vec<u8> = (0..(round * 29 % 400 + 3))
+                    .map(|_| rand::random())
+                    .collect();
+                d[..3].copy_from_slice(&[0, 0, 0x81]);
+                Reply::Http(200, Some("application/dns-message"), d)
+            });
+            let mut o = doh_opts();
+            o.record_type = RecordType::TXT;
+            let (_, err) = probe.query(&server(), &o, o.timeout).await;
+            assert!(err.is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn resets_goaway_and_non_http2_peers_fail_cleanly() {
+        let err = fails_with(|_| Reply::Reset(Reason::REFUSED_STREAM)).await;
+        assert!(
+            err.to_string()
+                .contains("reset the HTTP/2 stream (REFUSED_STREAM)"),
+            "{err}"
+        );
+        let err = fails_with(|_| Reply::ResetBody).await;
+        assert!(err.to_string().contains("INTERNAL_ERROR"), "{err}");
+        // A GOAWAY that still covers our stream (last stream ID 1), then the close.
+        let err = fails_with(|_| Reply::GoAway).await;
+        assert_eq!(
+            err,
+            ProbeError::Protocol(
+                "192.0.2.53:443 closed the connection without a complete answer".into()
+            )
+        );
+
+        // A TLS server that does not speak HTTP/2.
+        let (probe, _) = doh_probe_with(ok, Some(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()));
+        let o = doh_opts();
+        let t0 = std::time::Instant::now();
+        let (r, err) = probe.query(&server(), &o, o.timeout).await;
+        assert!(
+            matches!(&err, Some(ProbeError::Protocol(_) | ProbeError::Network(_))),
+            "{err:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert!(r.phases.tls.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unverified_certificate_is_refused() {
+        let (probe, net) = doh_probe(ok);
+        let mut o = doh_opts();
+        o.insecure_skip_verify = false;
+        let (r, err) = probe.query(&server(), &o, o.timeout).await;
+        assert!(
+            matches!(&err, Some(ProbeError::Network(m)) if m.contains("TLS handshake") && m.contains("certificate")),
+            "{err:?}"
+        );
+        assert!(r.phases.tls.is_none() && r.phases.request.is_none());
+        assert!(net.seen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_a_timeout() {
+        let (probe, _) = doh_probe_with(ok, Some(vec![]));
+        let o = doh_opts();
+        let t0 = std::time::Instant::now();
+        let (_, err) = probe.query(&server(), &o, Duration::from_millis(300)).await;
+        assert_eq!(err, Some(ProbeError::Timeout));
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+}
