@@ -6,28 +6,35 @@
 # virtio disk, user networking restricted to host port forwards on 127.0.0.1. The checks:
 #
 #   1. first boot of the untouched image: /metrics answers with the default probes succeeding,
-#      the page answers on port 80, SSH is off;
+#      the page answers on port 80, SSH is off; the page asks for a password first: set through
+#      its JSON API (CSRF and Origin rules checked on the way), then a target on 127.0.0.2 added
+#      through the API is probed (success 1 in /metrics);
 #   2. an authorized_keys file dropped on the boot partition turns SSH on (keys only): through
 #      it, the hostname vantage-XXXX, its mDNS announcement, the root partition grown to the
 #      disk, volatile journal, no failed unit;
-#   3. power cuts: QEMU killed at random moments (while booting, while probing, while the
-#      config is being saved), booted again, --cuts times: every boot reaches /metrics with
-#      its probes succeeding, the config is the old or the new one (never torn), the root file
-#      system mounts (repaired at boot if needed);
-#   4. a clean shutdown, then e2fsck -fn of the root partition from the host: clean.
+#   3. power cuts: QEMU killed at random moments (while booting, while probing, while the page's
+#      API saves the config in a loop), booted again, --cuts times: every boot reaches /metrics
+#      with its probes succeeding (the target added through the page included), the config is
+#      the old or the new one (never torn) and loads, the store opens healthy with the history
+#      from before the cut (GET /api/samples) and no more lost than its window
+#      (commit_interval, 5 s, plus the commit's own time), the root file system mounts
+#      read-write (repaired at boot if needed);
+#   4. with --wear: bytes written per hour to each partition of the disk while 100 targets on
+#      guest loopback addresses are probed at the default settings;
+#   5. a clean shutdown, then e2fsck -fn of the root partition from the host: clean.
 #
 #   scripts/test-image.sh [IMAGE.img.xz|IMAGE.img]   default dist/vantage-<version>-<arch>.img.xz
 #     --arch A         arm64 or amd64 (default: from the image's name, else arm64)
 #     --firmware F     amd64: uefi, bios, or alternate (default: BIOS on odd boots, UEFI on even)
 #     --cuts N         power cuts (default 20)
 #     --timeout S      seconds a boot may take to answer /metrics (default 600: TCG is slow)
-#     --wear MINUTES   also measure bytes written to the disk per hour with 100 ping targets
-#                      (not yet run: see docs/BENCHMARKS.md)
+#     --wear MINUTES   also measure bytes written per hour with 100 ping targets, over MINUTES
+#                      (after the cuts; --cuts 0 --wear 20 for the measurement alone)
 #   QEMU=path/to/qemu-system-aarch64, QEMU_ARGS="-L dir" to use another QEMU;
 #   OVMF_CODE=, OVMF_VARS= other UEFI firmware (default Debian's ovmf, Secure Boot, MS keys).
 #
-# Prints one "figure:" line per measurement and a final "N passed, N failed". Takes 15-40
-# minutes (each boot is 1-2 minutes under emulation): not part of scripts/test.sh.
+# Prints one "figure:" line per measurement and a final "N passed, N failed". Takes 40-80
+# minutes (each boot is 1-3 minutes under emulation): not part of scripts/test.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -39,7 +46,7 @@ while [ $# -gt 0 ]; do
     --wear) wear=${2:?}; shift 2 ;;
     --arch) arch=${2:?}; shift 2 ;;
     --firmware) firmware=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "test-image.sh: unknown option '$1'" >&2; exit 2 ;;
     *) image=$1; shift ;;
   esac
@@ -66,7 +73,7 @@ bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 figure() { echo "figure: $*"; }
 finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit $?; }
 
-for t in "$QEMU" mcopy mdel sfdisk xz curl ssh ssh-keygen e2fsck losetup; do
+for t in "$QEMU" mcopy mdel sfdisk xz curl jq ssh ssh-keygen e2fsck losetup; do
   command -v "$t" >/dev/null || { bad "host tool missing: $t"; finish; }
 done
 if [ "$arch" = amd64 ]; then
@@ -177,11 +184,14 @@ start_qemu() {
 }
 power_cut() { kill -9 "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null; qpid=""; }
 
-# wait_metrics: until /metrics shows both default targets succeeding; sets $waited.
+# wait_metrics: until /metrics shows every target of $want succeeding; sets $waited.
+want=(loopback-v4 loopback-v6)
 probes_ok() {
+  local t
   curl -sf --max-time 5 "http://127.0.0.1:$1/metrics" >"$work/metrics" 2>/dev/null || return 1
-  grep -Eq '^vantage_probe_success\{.*target="loopback-v4".*\} 1$' "$work/metrics" &&
-    grep -Eq '^vantage_probe_success\{.*target="loopback-v6".*\} 1$' "$work/metrics"
+  for t in "${want[@]}"; do
+    grep -Eq "^vantage_probe_success\\{.*target=\"$t\".*\\} 1\$" "$work/metrics" || return 1
+  done
 }
 wait_metrics() {
   while [ $(($(date +%s) - qstart)) -lt "$timeout" ]; do
@@ -216,18 +226,125 @@ arch_checks() {
 }
 show_console() { echo "---- console of boot $boot_no (last 30 lines)"; tail -30 "$console" | tr -d '\r'; echo "----"; }
 
+# The page's JSON API (docs/API.md) as the page uses it: a session cookie, X-CSRF-Token on
+# writes, Origin naming the page itself. api METHOD PATH [JSON] sets $code; the answer is in
+# $api_out. $api_port picks the port (80: the page as a user opens it; 9430 forwarded).
+api_out=$work/api.json jar=$work/cookies csrf="" origin=""
+api() {
+  local args=(-s --max-time 60 -o "$api_out" -w '%{http_code}' -X "$1" -b "$jar" -c "$jar"
+    -H "Origin: ${origin:-http://127.0.0.1:$api_port}")
+  [ -n "$csrf" ] && args+=(-H "X-CSRF-Token: $csrf")
+  [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+  : >"$api_out"
+  code=$(curl "${args[@]}" "http://127.0.0.1:$api_port$2" 2>/dev/null) || true
+  [ -n "$code" ] || code=000
+}
+jqr() { jq -r "$1" "$api_out" 2>/dev/null; }
+password="first-boot-$RANDOM-$RANDOM"
+login() {
+  local t0=$SECONDS
+  csrf="" origin=""
+  rm -f "$jar"
+  while [ $((SECONDS - t0)) -lt 120 ]; do
+    api POST /api/auth/login "{\"password\":\"$password\"}"
+    [ "$code" = 200 ] && { csrf=$(jqr .csrf_token); return 0; }
+    [ "$code" = 429 ] && sleep "$(jqr '.retry_after // 2')"
+    sleep 2
+  done
+  return 1
+}
+# The target the page adds, and the two versions the save loop alternates between.
+page_target() { # page_target [LABEL-VALUE]
+  local labels=""
+  [ $# -eq 0 ] || labels=",\"labels\":{\"saved\":\"$1\"}"
+  printf '{"name":"page-added","host":"127.0.0.2","probes":["ping"]%s}' "$labels"
+}
+config_sum() { # the config file as the daemon reads it (GET /api/config), and its check
+  api GET /api/config
+  [ "$code" = 200 ] || { echo "GET /api/config: $code"; return; }
+  if [ "$(jqr '.errors | length')" != 0 ]; then echo "errors: $(jqr -c .errors)"; return; fi
+  jqr .text | sha256sum | cut -c1-16
+}
+# The stored rounds of loopback-v4 (GET /api/samples, needs a session) from $hist_from to $1,
+# into $api_out.
+stored() {
+  api GET "/api/samples?target=loopback-v4&probe=ping&from=$hist_from&to=$1"
+  [ "$code" = 200 ]
+}
+# The guest's clock minus the host's (the store's timestamps are the guest's).
+clock_offset() {
+  local h0 gt h1
+  h0=$(date +%s.%N) gt=$(g 'date +%s.%N') h1=$(date +%s.%N)
+  offset=$(awk -v a="$h0" -v g="$gt" -v b="$h1" 'BEGIN { printf "%.2f", g - (a + b) / 2 }')
+}
+
 # 1. First boot of the untouched image.
+t_begin=$(date +%s)
 start_qemu
 if wait_metrics; then
   ok "first boot: /metrics with both default probes succeeding after $waited s"
   figure "first boot to /metrics with probes succeeding: $waited s"
 else bad "first boot: no successful /metrics within $timeout s"; show_console; finish; fi
-# Port 80 is socket-activated: the first connection starts the proxy, slow under emulation.
+# Port 80: the kernel redirects it to the daemon (vantage-image-port80.service).
 curl -sf --retry 3 --retry-all-errors --max-time 60 "http://127.0.0.1:$p_http/" -o "$work/page" &&
   ok "the page answers on port 80 ($(wc -c <"$work/page") bytes)" || bad "nothing on port 80"
-curl -sf --retry 3 --retry-all-errors --max-time 60 "http://127.0.0.1:$p_http/metrics" | grep -q '^vantage_build_info' &&
+curl -sf --retry 3 --retry-all-errors --max-time 60 "http://127.0.0.1:$p_http/metrics" -o "$work/metrics80" &&
+  grep -q '^vantage_build_info' "$work/metrics80" &&
   ok "port 80 reaches the daemon" || bad "port 80 does not reach the daemon"
 if g true 2>/dev/null; then bad "SSH answers on a fresh image"; else ok "SSH is off on a fresh image"; fi
+
+# The page on a fresh device, through port 80 as a user opens it: a password first, then a
+# target added through the API and probed.
+api_port=$p_http
+api GET /api/auth/state
+[ "$code" = 200 ] && [ "$(jqr .setup_required)" = true ] &&
+  ok "the page asks for a password first (setup_required: true, $(jqr .password_min_chars) characters at least)" ||
+  bad "GET /api/auth/state: $code $(head -c 300 "$api_out")"
+api GET /api/targets
+[ "$code" = 401 ] && ok "no password yet: everything else refused (GET /api/targets: 401)" ||
+  bad "GET /api/targets before a password is set: $code"
+api POST /api/auth/setup '{"password":"short"}'
+[ "${code:0:1}" = 4 ] && ok "a too short password refused ($code)" || bad "a 5-character password: $code"
+origin=http://attacker.example
+api POST /api/auth/setup "{\"password\":\"$password\"}"
+[ "$code" = 403 ] && ok "setup from a foreign Origin refused (403)" || bad "setup with a foreign Origin: $code"
+origin=""
+api POST /api/auth/setup "{\"password\":\"$password\"}"
+if [ "$code" = 201 ] && grep -q vantage_session "$jar"; then
+  ok "password set through the page (201, session cookie)"
+else bad "POST /api/auth/setup: $code $(head -c 300 "$api_out")"; fi
+api POST /api/auth/setup "{\"password\":\"$password-2\"}"
+[ "$code" = 409 ] && ok "a second setup refused (409)" || bad "a second setup: $code"
+api POST /api/auth/logout
+rm -f "$jar"
+api POST /api/auth/login "{\"password\":\"$password-wrong\"}"
+[ "$code" = 401 ] && ok "a wrong password refused (401)" || bad "login with a wrong password: $code"
+login && ok "login with the password set on first boot" || bad "login: $code $(head -c 300 "$api_out")"
+# Port 80 keeps each client's address: what the daemon allows clients on the device itself
+# without a session (GET /api/samples, POST /-/reload, ...) stays closed to the network.
+token=$csrf csrf="" jar=$work/no-session
+api GET "/api/samples?target=loopback-v4"
+a=$code
+api POST /-/reload
+[ "$a" = 401 ] && [ "$code" = 401 ] && ok "through port 80 a client without a session is not taken for a local one (401, 401)" ||
+  bad "through port 80 without a session: GET /api/samples $a, POST /-/reload $code (401 expected)"
+jar=$work/cookies
+api POST /api/targets "$(page_target)"
+[ "$code" = 403 ] && ok "a save without X-CSRF-Token refused (403)" || bad "a save without the CSRF token: $code"
+csrf=$token origin=http://attacker.example
+api POST /api/targets "$(page_target)"
+[ "$code" = 403 ] && ok "a save from a foreign Origin refused (403)" || bad "a save with a foreign Origin: $code"
+origin=""
+api POST /api/targets "$(page_target)"
+if [ "$code" = 201 ]; then
+  cfg_path=$(jqr .path)
+  ok "target page-added (127.0.0.2) added through the page's API, saved to $cfg_path"
+else bad "POST /api/targets: $code $(head -c 400 "$api_out")"; fi
+want+=(page-added)
+added=$SECONDS
+if wait_metrics; then
+  ok "the added target is probed: vantage_probe_success{target=\"page-added\"} 1 after $((SECONDS - added)) s"
+else bad "target page-added not probed successfully within $timeout s"; grep page-added "$work/metrics" | head -5; fi
 # The first power cut: right after the first boot.
 sleep $((RANDOM % 10))
 power_cut
@@ -254,6 +371,31 @@ host=$(g hostname)
 [ "$host" = vantage-3456 ] && ok "hostname $host (from the MAC 52:54:00:12:34:56)" || bad "hostname is '$host'"
 g "journalctl -b -u avahi-daemon --no-pager" | grep -q "Host name is $host.local" &&
   ok "avahi announces $host.local" || bad "avahi does not announce $host.local"
+# The image's config turns on what a device on a LAN wants: the daemon's own mDNS announcement
+# and the gateway watch. The page's first save (stage 1) started from that file.
+g "grep -qx '\[discovery\]' /etc/vantage/vantage.toml && grep -qx '\[uplink\]' /etc/vantage/vantage.toml" &&
+  ok "the image's /etc/vantage/vantage.toml has [discovery] and [uplink] on" || bad "/etc/vantage/vantage.toml lacks [discovery] or [uplink]"
+g "grep -qx '\[discovery\]' '$cfg_path' && grep -qx '\[uplink\]' '$cfg_path'" &&
+  ok "the page's first save started from it ($cfg_path)" || bad "$cfg_path lacks [discovery] or [uplink]"
+# QEMU's restricted network hands out no IPv4 default route, so the watch has no IPv4 gateway
+# (it exports a family once it has seen a route); a route via QEMU's own address, which QEMU
+# answers itself (nothing leaves the process), must show the gateway up.
+g 'ip route add default via 10.0.2.2'
+for _ in $(seq 30); do
+  curl -sf --max-time 5 "http://127.0.0.1:$p_metrics/metrics" -o "$work/metrics" 2>/dev/null &&
+    grep -Eq '^vantage_uplink_gateway_up\{family="ipv4"\} 1$' "$work/metrics" && break
+  sleep 2
+done
+grep -Eq '^vantage_uplink_gateway_up\{family="ipv4"\} 1$' "$work/metrics" &&
+  ok "uplink: gateway 10.0.2.2 answers once routed: $(grep -E '^vantage_uplink_gateway_(info|rtt)' "$work/metrics" | tr '\n' ' ')" ||
+  bad "uplink with a default route: $(grep -E '^vantage_uplink_gateway' "$work/metrics" | tr '\n' ' ')"
+# Browsing from the device itself: multicast stays inside the guest.
+found=$(g 'vantage discover --timeout 5s' 2>&1)
+grep -q "$host" <<<"$found" && ok "vantage discover on the device finds $host's _vantage._tcp announcement" ||
+  bad "vantage discover on the device: $(head -5 <<<"$found" | tr '\n' ' ')"
+g "journalctl -b -u avahi-daemon --no-pager" | grep -qi 'conflict' &&
+  bad "avahi reports a name conflict: $(g "journalctl -b -u avahi-daemon --no-pager" | grep -i conflict | head -2)" ||
+  ok "avahi and the daemon's responder announce side by side without a name conflict"
 g 'test -f /etc/avahi/services/vantage-image.service && systemctl is-active --quiet avahi-daemon' &&
   ok "avahi publishes the _http._tcp service" || bad "avahi service file or daemon missing"
 rootsize=$(g 'df -B1 --output=size / | tail -1' | tr -d ' ')
@@ -270,29 +412,100 @@ state=$(g 'timeout 300 systemctl is-system-running --wait')
 g 'test -s /etc/ssh/ssh_host_ed25519_key' && ok "SSH host keys made on the device" || bad "no SSH host key"
 arch_checks
 
-# 3. Power cuts. Two configs the "save" alternates between, written the documented way (temp
-# file, fsync, rename, fsync of the directory), then a reload.
-g 'set -e; cd /etc/vantage; cp vantage.toml /root/config-a.toml;
-   cp vantage.toml /root/config-b.toml
-   printf "\n[[targets]]\nname = \"loopback-saved\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n" >>/root/config-b.toml
-   vantage check-config /root/config-b.toml >/dev/null
-   cat >/root/save-loop <<EOF
-#!/bin/sh
-while :; do
-  for v in a b; do
-    cp /root/config-\$v.toml /etc/vantage/.vantage.toml.new
-    sync /etc/vantage/.vantage.toml.new
-    mv -f /etc/vantage/.vantage.toml.new /etc/vantage/vantage.toml
-    sync /etc/vantage
-    systemctl reload vantage
-    sleep 0.\$(shuf -i 1-9 -n 1)
+# What the page set up survived the first power cut (the added target is in $want, so the
+# boot above already saw it probed).
+api_port=$p_metrics
+api GET /api/auth/state
+[ "$(jqr .setup_required)" = false ] && ok "the password survives a power cut (setup_required: false)" ||
+  bad "after a power cut the page asks for a password again: $code $(head -c 200 "$api_out")"
+login || bad "login after a power cut: $code"
+g "vantage check-config '$cfg_path' >/dev/null" && ok "$cfg_path loads (vantage check-config)" ||
+  bad "$cfg_path does not load: $(g "vantage check-config '$cfg_path'" 2>&1 | head -3)"
+clock_offset
+
+# 3. Power cuts. The page's API saves the config in a loop (a PUT of page-added, its label
+# alternating between two values: the daemon writes a temp file, fsyncs, renames, fsyncs the
+# directory) while some of the cuts happen. Before each cut the stored rounds are read; after
+# the next boot those at least 10 s older than the newest one read must all be there, and the
+# newest stored round must be at most the store's window before the cut.
+api PUT /api/targets/page-added "$(page_target a)"
+sum_a=$(config_sum)
+api PUT /api/targets/page-added "$(page_target b)"
+sum_b=$(config_sum)
+if [ ${#sum_a} = 16 ] && [ ${#sum_b} = 16 ] && [ "$sum_a" != "$sum_b" ]; then
+  ok "config saved through the page's API: versions $sum_a and $sum_b"
+else bad "saves through the API: '$sum_a' '$sum_b'"; fi
+save_loop() { # in the background until killed (at most 2000 saves)
+  local api_out=$work/loop.json code n
+  for n in $(seq 1000); do
+    api PUT /api/targets/page-added "$(page_target a)"
+    echo "a $code" >>"$work/saves"
+    api PUT /api/targets/page-added "$(page_target b)"
+    echo "b $code" >>"$work/saves"
   done
-done
-EOF
-   chmod 0755 /root/save-loop' || bad "could not prepare the config-save loop"
-sum_a=$(g 'sha256sum </root/config-a.toml') sum_b=$(g 'sha256sum </root/config-b.toml')
+}
+window=5 slack=5 lpid="" q_upto="" cut_host="" losses=()
+before_cut() { # the stored history just before a cut
+  stored "$(($(date +%s) + 60))" || { bad "boot $boot_no: GET /api/samples: $code $(head -c 200 "$api_out")"; return; }
+  q_last=$(jqr '[.samples[].timestamp] | max // 0')
+  q_lim=$(awk -v l="$q_last" 'BEGIN { printf "%.3f", l - 10 }')
+  q_upto=$(jq -r --argjson lim "$q_lim" '[.samples[] | select(.timestamp <= $lim)] | length' "$api_out")
+  q_offset=$offset
+}
+pull_plug() { # pull_plug WHAT
+  cut_host=$(date +%s.%N) cut_what=$1
+  power_cut
+  if [ -n "$lpid" ]; then
+    kill "$lpid" 2>/dev/null
+    wait "$lpid" 2>/dev/null
+    lpid=""
+    # What the save loop got: 200 per finished save; 000 for the one the cut interrupted.
+    cut_what="$cut_what: $(grep -c ' 200$' "$work/saves") saves answered 200, the last one '$(tail -1 "$work/saves")'"
+    while read -r n v c; do
+      bad "a save through the API answered $c ($n times, version $v)"
+    done < <(grep -Ev ' (200|000)$' "$work/saves" | sort | uniq -c)
+    rm -f "$work/saves"
+  fi
+}
+after_boot() { # cut NUMBER: the config, the store and / after the boot that followed a cut
+  local i=$1 sum cfg fsck cut_guest last lost n
+  sum=$(config_sum)
+  case "$sum" in
+    "$sum_a") cfg="config a" ;;
+    "$sum_b") cfg="config b" ;;
+    *) cfg="torn config"; bad "cut $i: config torn or unreadable ($sum)"; cut_fail=$((cut_fail + 1)) ;;
+  esac
+  g "vantage check-config '$cfg_path' >/dev/null" || { bad "cut $i: $cfg_path does not load"; cut_fail=$((cut_fail + 1)); }
+  g 'findmnt -no OPTIONS / | grep -q "^rw"' || { bad "cut $i: / not mounted read-write"; cut_fail=$((cut_fail + 1)); }
+  fsck=$(g 'cat /run/initramfs/fsck.log 2>/dev/null | grep -Eo "clean|recovering journal|FIXED|fixed|Deleted|Clearing" | sort -u | tr "\n" " "')
+  grep -Eq '^vantage_store_healthy(\{[^}]*\})? 1$' "$work/metrics" ||
+    { bad "cut $i: store not healthy: $(grep '^vantage_store_healthy' "$work/metrics")"; cut_fail=$((cut_fail + 1)); }
+  grep -Eq '^vantage_store_(quarantined_total|corrupt_blocks_total)(\{[^}]*\})? [1-9]' "$work/metrics" &&
+    { bad "cut $i: store damaged: $(grep -E '^vantage_store_(quarantined|corrupt)' "$work/metrics" | tr '\n' ' ')"; cut_fail=$((cut_fail + 1)); }
+  store_note="store: no reading before the cut"
+  if [ -n "$q_upto" ] && [ -n "$cut_host" ]; then
+    cut_guest=$(awk -v c="$cut_host" -v o="$q_offset" 'BEGIN { printf "%.3f", c + o }')
+    if stored "$(awk -v c="$cut_guest" 'BEGIN { printf "%.3f", c + 1 }')"; then
+      n=$(jq -r --argjson lim "$q_lim" '[.samples[] | select(.timestamp <= $lim)] | length' "$api_out")
+      last=$(jqr '[.samples[].timestamp] | max // 0')
+      lost=$(awk -v c="$cut_guest" -v l="$last" 'BEGIN { printf "%.1f", c - l }')
+      losses+=("$lost")
+      store_note="store: $n of $q_upto older rounds kept, newest round ${lost} s before the cut"
+      [ "$n" = "$q_upto" ] && [ "$q_upto" -gt 0 ] ||
+        { bad "cut $i: stored history lost: $n of $q_upto rounds older than $q_lim remain"; cut_fail=$((cut_fail + 1)); }
+      awk -v l="$lost" -v w=$((window + slack)) 'BEGIN { exit !(l <= w) }' ||
+        { bad "cut $i: the store lost ${lost} s before the cut (window ${window} s + ${slack} s for the commit)"; cut_fail=$((cut_fail + 1)); }
+    else
+      bad "cut $i: GET /api/samples after the boot: $code"; cut_fail=$((cut_fail + 1))
+    fi
+  fi
+  echo "cut $i: boot $boot_no reached /metrics in $waited s after a cut while $cut_what; $cfg, $store_note, fsck: ${fsck:-no log}"
+}
+hist_from=$((t_begin - 300))
 cut_fail=0 boot_times=()
-power_cut
+before_cut
+sleep $((RANDOM % 10))
+pull_plug "probing (end of boot $boot_no)"
 for i in $(seq 1 "$cuts"); do
   start_qemu
   if [ $((i % 5)) -eq 3 ]; then
@@ -301,6 +514,7 @@ for i in $(seq 1 "$cuts"); do
     sleep "$at"
     power_cut
     echo "cut $i: power cut ${at} s into boot $boot_no"
+    cut_what="${cut_what% (and*} (and ${at} s into boot $boot_no)"
     continue
   fi
   if ! wait_metrics; then
@@ -309,50 +523,105 @@ for i in $(seq 1 "$cuts"); do
   fi
   boot_times+=("$waited")
   ssh_wait
-  sum=$(g 'sha256sum </etc/vantage/vantage.toml')
-  case "$sum" in
-    "$sum_a") cfg="old config" ;;
-    "$sum_b") cfg="new config" ;;
-    *) cfg="torn config"; bad "cut $i: config torn (sha256 $sum)"; cut_fail=$((cut_fail + 1)) ;;
-  esac
-  g 'vantage check-config /etc/vantage/vantage.toml >/dev/null' || { bad "cut $i: config does not load"; cut_fail=$((cut_fail + 1)); }
-  fsck=$(g 'cat /run/initramfs/fsck.log 2>/dev/null | grep -E "clean|recover|FIXED|fixed|Deleted|Clearing" | tr "\n" " "')
-  g 'findmnt -no OPTIONS / | grep -q "^rw"' || { bad "cut $i: / not mounted read-write"; cut_fail=$((cut_fail + 1)); }
+  login || { bad "cut $i: no login after the boot"; cut_fail=$((cut_fail + 1)); }
+  clock_offset
+  after_boot "$i"
   what="probing"
   if [ $((i % 2)) -eq 0 ]; then
-    g 'setsid /root/save-loop >/dev/null 2>&1 </dev/null &'
-    what="saving the config"
+    save_loop >/dev/null 2>&1 &
+    lpid=$!
+    what="the page's API saved the config"
   fi
-  at=$((1 + RANDOM % 15))
-  sleep "$at"
-  power_cut
-  echo "cut $i: boot $boot_no reached /metrics in $waited s, $cfg (fsck: ${fsck:-no log}); power cut ${at} s later while $what"
+  sleep $((1 + RANDOM % 5))
+  before_cut
+  sleep $((1 + RANDOM % 10))
+  pull_plug "$what"
 done
-[ "$cut_fail" -eq 0 ] && ok "$cuts power cuts: every boot reached /metrics with probes succeeding, config old or new, / read-write" ||
-  bad "$cut_fail problems in $cuts power cuts"
+if [ "$cuts" -gt 0 ]; then
+  [ "$cut_fail" -eq 0 ] && ok "$cuts power cuts: every boot reached /metrics with every probe succeeding, config old or new, store healthy with its history, / read-write" ||
+    bad "$cut_fail problems in $cuts power cuts"
+fi
+if [ ${#losses[@]} -gt 0 ]; then
+  figure "store after a power cut: newest kept round $(printf '%s\n' "${losses[@]}" | sort -n | tail -1) s before the cut at most (median $(printf '%s\n' "${losses[@]}" | sort -n | sed -n "$(((${#losses[@]} + 1) / 2))p") s, ${#losses[@]} cuts; window ${window} s)"
+fi
 
-# 4. One more boot, then a clean shutdown and an offline fsck.
+# One more boot: the last cut's check, then the wear measurement if asked, then a clean shutdown
+# and an offline fsck.
 start_qemu
 if wait_metrics; then
   ok "boot after the last cut: /metrics after $waited s"
   boot_times+=("$waited")
+  ssh_wait
+  login || bad "no login after the last cut"
+  cut_fail=0
+  after_boot "$((cuts + 1))"
+  [ "$cut_fail" -eq 0 ] && ok "after the last cut: config, store history and / intact"
 else bad "boot after the last cut: no /metrics"; show_console; fi
+
+# 4. Wear: bytes written per hour with 100 targets on guest loopback addresses (127.0.0.0/8
+# all answers inside the guest), default settings, added through the API. Counted by the
+# guest's block layer per partition (/sys/class/block/*/stat, sectors written), after a
+# minute for the new targets to settle; the daemon's own share from /proc/PID/io and ext4's
+# journal share from jbd2 are printed next to it.
 if [ "$wear" -gt 0 ]; then
-  # 100 targets on loopback (127.0.0.1-100 all answer), default intervals; the disk's own
-  # counter of sectors written, before and after.
-  g 'set -e; cp /etc/vantage/vantage.toml /root/config-wear.toml
-     for n in $(seq 1 100); do printf "\n[[targets]]\nname = \"wear-%s\"\nhost = \"127.0.0.%s\"\nprobes = [\"ping\"]\n" $n $n; done >>/root/config-wear.toml
-     sed -i "/^name = \"loopback-v[46]\"/,+0d" /root/config-wear.toml
-     vantage check-config /root/config-wear.toml >/dev/null || cp /etc/vantage/vantage.toml /root/config-wear.toml' || true
-  g 'cp /root/config-wear.toml /etc/vantage/vantage.toml && sync && systemctl reload vantage'
+  api GET /api/targets
+  have=$(jqr '.targets | length')
+  added=0
+  for n in $(seq 10 250); do
+    [ $((have + added)) -ge 100 ] && break
+    api POST /api/targets "{\"name\":\"wear-$n\",\"host\":\"127.0.0.$n\",\"probes\":[\"ping\"]}"
+    [ "$code" = 201 ] && added=$((added + 1)) || { bad "wear: POST /api/targets wear-$n: $code $(head -c 200 "$api_out")"; break; }
+  done
+  want=(loopback-v4 loopback-v6 page-added wear-10 "wear-$((9 + added))")
+  qstart=$(date +%s)
+  wait_metrics || true
+  targets=$(grep -c '^vantage_probe_success{' "$work/metrics")
+  succeeding=$(grep -c '^vantage_probe_success{.*} 1$' "$work/metrics")
+  echo "wear: $targets targets probed ($added added through the API), $succeeding succeeding"
+  [ "$targets" -ge 100 ] && ok "wear: $targets targets probed" || bad "wear: only $targets targets"
+  # One line of counters: per partition "name sectors-written", then the daemon's write_bytes,
+  # then jbd2's committed blocks of the root file system (if the kernel lists them).
+  counters() {
+    g 'disk=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)")
+       for p in /sys/class/block/$disk/$disk*/; do echo "part:$(basename $p) $(awk "{print \$7}" $p/stat)"; done
+       echo "daemon $(awk "/^write_bytes/ {print \$2}" /proc/$(systemctl show -p MainPID --value vantage)/io)"
+       echo "store $(du -sb /var/lib/vantage/ /var/lib/private/vantage/ 2>/dev/null | sort -n | tail -1 | cut -f1)"
+       dev=$(basename $(findmnt -no SOURCE /))
+       echo "ext4 $(cat /sys/fs/ext4/$dev/lifetime_write_kbytes)"
+       awk "/ transactions/ {t = \$1} / logged blocks per transaction/ {b = \$1} END {print \"jbd2 \" t, b}" /proc/fs/jbd2/$dev-*/info' 2>/dev/null
+    curl -sf --max-time 10 "http://127.0.0.1:$p_metrics/metrics" | grep -E '^vantage_store_(samples|commits_total|written_bytes_total) ' |
+      sed 's/^vantage_store_//'
+  }
   sleep 60
-  w0=$(g "awk '{print \$7}' /sys/block/vda/stat")
+  c0=$(counters) t0=$(date +%s)
   sleep $((wear * 60))
-  w1=$(g "awk '{print \$7}' /sys/block/vda/stat")
-  targets=$(curl -sf "http://127.0.0.1:$p_metrics/metrics" | grep -c '^vantage_probe_success{')
-  bytes=$(((w1 - w0) * 512 * 60 / wear))
-  figure "bytes written to the disk per hour with $targets targets: $bytes ($((bytes / 1048576)) MiB/h, measured over $wear min)"
+  c1=$(counters) t1=$(date +%s)
+  probes_ok "$p_metrics" || true
+  secs=$((t1 - t0))
+  per_hour() { # per_hour KEY: (after - before) * unit scaled to one hour, in bytes
+    local unit=$2
+    awk -v k="$1" -v s="$secs" -v u="$unit" 'FNR == NR { if ($1 == k) a = $2; next } $1 == k { printf "%.0f", ($2 - a) * u * 3600 / s }' \
+      <(echo "$c0") <(echo "$c1")
+  }
+  mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1000000 }'; }
+  echo "wear counters before:"; echo "$c0" | sed 's/^/  /'; echo "wear counters after $secs s:"; echo "$c1" | sed 's/^/  /'
+  total=0 parts=""
+  for p in $(echo "$c1" | awk '$1 ~ /^part:/ {print $1}'); do
+    b=$(per_hour "$p" 512)
+    total=$((total + b)) parts="$parts, ${p#part:} $(mb "$b") MB/h"
+  done
+  daemon=$(per_hour daemon 1) ext4=$(per_hour ext4 1024)
+  # The journal: commits in the window times the average logged blocks of a commit (4 KiB).
+  jbd2=$(awk -v s="$secs" 'FNR == NR { if ($1 == "jbd2") a = $2; next } $1 == "jbd2" { printf "%.0f", ($2 - a) * $3 * 4096 * 3600 / s }' \
+    <(echo "$c0") <(echo "$c1"))
+  rounds=$(per_hour samples 1) commits=$(per_hour commits_total 1) stored=$(per_hour written_bytes_total 1)
+  succeeding=$(grep -c '^vantage_probe_success{.*} 1$' "$work/metrics")
+  figure "wear: $(mb "$total") MB/hour written to the disk with $targets targets at default settings ($succeeding succeeding), over $((secs / 60)) min${parts}"
+  figure "wear breakdown per hour: the daemon's writes (/proc/PID/io) $(mb "$daemon") MB, all of ext4 on / $(mb "$ext4") MB, of it its journal about $(mb "${jbd2:-0}") MB; the store committed $(mb "$stored") MB of encoded rounds ($rounds rounds, $commits commits)"
+  [ "$total" -lt 50000000 ] && ok "wear: $(mb "$total") MB/hour, under the 50 MB/hour goal" ||
+    bad "wear: $(mb "$total") MB/hour, over the 50 MB/hour goal"
 fi
+
 g 'systemctl poweroff' >/dev/null 2>&1
 for _ in $(seq 120); do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
 if kill -0 "$qpid" 2>/dev/null; then bad "no clean shutdown in 120 s"; power_cut; else wait "$qpid"; qpid=""; ok "clean shutdown"; fi
