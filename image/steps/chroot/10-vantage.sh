@@ -6,14 +6,20 @@ chroot "$ROOT" dpkg -i /tmp/vantage.deb
 rm -f "$ROOT/tmp/vantage.deb"
 chroot "$ROOT" vantage --version
 
-# A device on a LAN announces itself over mDNS ([discovery], `vantage discover`) and watches its
-# gateway ([uplink]). The package's default config, the one the binary embeds, leaves both off
-# so test runs and laptops stay quiet; the image switches them on in the file the unit runs until
-# the page first saves (`--default-config /etc/vantage/vantage.toml`; that save copies it).
+# A device on a LAN watches its gateway ([uplink]); the package's default config, the one the
+# binary embeds, leaves it off so test runs and laptops stay quiet. The image switches it on in
+# the file the unit runs until the page first saves (`--default-config /etc/vantage/vantage.toml`;
+# that save copies it). [discovery] stays off here: avahi is the image's mDNS responder, and a
+# second responder claiming the same host name with another address set makes avahi rename the
+# host (vantage-XXXX-2). avahi announces _vantage._tcp instead, from the service file below.
 conf="$ROOT/etc/vantage/vantage.toml"
-sed -i -e 's/^# \[discovery\]$/[discovery]/' -e 's/^# \[uplink\]$/[uplink]/' "$conf"
-grep -qx '\[discovery\]' "$conf" && grep -qx '\[uplink\]' "$conf" || {
-  echo "/etc/vantage/vantage.toml: no '# [discovery]' and '# [uplink]' lines to switch on" >&2
+sed -i -e 's/^# \[uplink\]$/[uplink]/' "$conf"
+grep -qx '\[uplink\]' "$conf" || {
+  echo "/etc/vantage/vantage.toml: no '# [uplink]' line to switch on" >&2
   exit 1
 }
 chroot "$ROOT" vantage check-config /etc/vantage/vantage.toml
+# The TXT records `vantage discover` reads, as the daemon's own announcement has them; the
+# device name is the instance name (the host name).
+sed -i "s/@VERSION@/$(chroot "$ROOT" vantage --version | awk '{print $2}')/" \
+  "$ROOT/etc/avahi/services/vantage-image.service"
