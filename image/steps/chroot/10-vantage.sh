@@ -11,7 +11,7 @@ chroot "$ROOT" vantage --version
 # the file the unit runs until the page first saves (`--default-config /etc/vantage/vantage.toml`;
 # that save copies it). [discovery] stays off here: avahi is the image's mDNS responder, and a
 # second responder claiming the same host name with another address set makes avahi rename the
-# host (vantage-XXXX-2). avahi announces _vantage._tcp instead, from the service file below.
+# host (vantage-XXXX-2). avahi announces _vantage._tcp instead (20-overlay puts its service file in place).
 conf="$ROOT/etc/vantage/vantage.toml"
 sed -i -e 's/^# \[uplink\]$/[uplink]/' "$conf"
 grep -qx '\[uplink\]' "$conf" || {
@@ -19,7 +19,3 @@ grep -qx '\[uplink\]' "$conf" || {
   exit 1
 }
 chroot "$ROOT" vantage check-config /etc/vantage/vantage.toml
-# The TXT records `vantage discover` reads, as the daemon's own announcement has them; the
-# device name is the instance name (the host name).
-sed -i "s/@VERSION@/$(chroot "$ROOT" vantage --version | awk '{print $2}')/" \
-  "$ROOT/etc/avahi/services/vantage-image.service"
