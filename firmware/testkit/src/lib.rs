@@ -6,9 +6,11 @@
 //! also when a test panics. Nothing here is part of the product.
 
 mod delay;
+mod exposition;
 mod netns;
 
 pub use delay::{DelayQueue, DelayStats, run_delay_loop};
+pub use exposition::{Labels, exposition_series};
 pub use netns::{Netns, VethPair, unique_name};
 
 /// Set to `1` to make root-only tests fail instead of skipping when they cannot run.

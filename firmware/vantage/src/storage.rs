@@ -653,27 +653,10 @@ mod shipped_series_tests {
 
     /// `name{labels} value` lines of the text format.
     fn parse(text: &str) -> BTreeMap<Series, f64> {
-        let mut out = BTreeMap::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once("=\"").unwrap();
-                    (k.to_string(), v.trim_end_matches('"').to_string())
-                })
-                .collect();
-            out.insert((name.to_string(), labels), value.parse().unwrap());
-        }
-        out
+        vantage_testkit::exposition_series(text)
+            .into_iter()
+            .map(|(name, labels, value)| ((name, labels), value))
+            .collect()
     }
 
     fn sample(target: &str, probe: ProbeKind, m: Measurement) -> Sample {

@@ -135,27 +135,7 @@ impl Prom {
 
 /// The series of a `/metrics` text: name and labels, with the value.
 fn live_series(text: &str) -> Vec<(String, Labels, f64)> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let labels = labels
-            .split("\",")
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once("=\"").unwrap();
-                (k.to_string(), v.trim_end_matches('"').to_string())
-            })
-            .collect();
-        out.push((name.to_string(), labels, value.parse().unwrap_or(f64::NAN)));
-    }
-    out
+    vantage_testkit::exposition_series(text)
 }
 
 fn now_ms() -> i64 {

@@ -355,17 +355,34 @@ async fn put_store(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
+    put_section(&web, q, &headers, &body, "store", STORE_ORDER, |web| {
+        store_restart(web, Some(&web.daemon.local_config().store))
+    })
+    .await
+}
+
+/// Saves an edit of a whole `[section]` (or checks it, on a dry run) and says whether it
+/// waits for a restart, as `restart_required(web)` tells once the file is saved and reloaded.
+async fn put_section(
+    web: &Arc<Web>,
+    q: Q,
+    headers: &HeaderMap,
+    body: &Value,
+    section: &str,
+    order: &[&str],
+    restart_required: impl FnOnce(&Web) -> bool,
+) -> ApiResult<Json<Value>> {
     let dry = dry_run(q)?;
-    let out = save_with(&web, &headers, dry, "[store] section", |text, file| {
-        apply_section_edit(text, file, "store", STORE_ORDER, &body)
+    let what = format!("[{section}] section");
+    let out = save_with(web, headers, dry, &what, |text, file| {
+        apply_section_edit(text, file, section, order, body)
     })
     .await?;
     if dry {
         return Ok(Json(out));
     }
-    let local = web.daemon.local_config();
-    let restart = store_restart(&web, Some(&local.store));
-    Ok(Json(merge(out, applied(restart, "the [store] section"))))
+    let restart = restart_required(web);
+    Ok(Json(merge(out, applied(restart, &format!("the {what}")))))
 }
 
 // ---- [leds] ----
@@ -403,14 +420,8 @@ async fn put_leds(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
-    let dry = dry_run(q)?;
-    let out = save_with(&web, &headers, dry, "[leds] section", |text, file| {
-        apply_section_edit(text, file, "leds", LEDS_ORDER, &body)
+    put_section(&web, q, &headers, &body, "leds", LEDS_ORDER, |web| {
+        web.daemon.local_config().leds != *web.daemon.running_leds_config()
     })
-    .await?;
-    if dry {
-        return Ok(Json(out));
-    }
-    let restart = web.daemon.local_config().leds != *web.daemon.running_leds_config();
-    Ok(Json(merge(out, applied(restart, "the [leds] section"))))
+    .await
 }
