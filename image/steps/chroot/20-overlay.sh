@@ -10,4 +10,4 @@ done
 echo "       $(cd "$src" && find . -type f | wc -l) files"
 # avahi's _vantage._tcp announcement carries the daemon's version, as the daemon's own would.
 sed -i "s/@VERSION@/$(chroot "$ROOT" vantage --version | awk '{print $2}')/" \
-  "$ROOT/etc/avahi/services/vantage-image.service"
+  "$ROOT/etc/avahi/services/vantage-image-discovery.service"
