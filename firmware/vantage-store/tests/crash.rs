@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use vantage_core::ProbeKind;
-use vantage_store::Store;
+use vantage_store::{BackendKind, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vantage-store-torture");
 const COMMIT_MS: u64 = 50;
@@ -90,6 +90,7 @@ fn kill_loop_loses_nothing_older_than_the_window() {
     let started = Instant::now();
     let mut must: BTreeMap<u32, ((i64, i64), Option<u64>)> = BTreeMap::new();
     let mut early_kills = 0;
+    let mut sled_losses = 0;
     let mut rng_state = 0x9e3779b97f4a7c15u64 ^ u64::from(std::process::id());
     let mut rand = move || {
         rng_state ^= rng_state << 13;
@@ -140,6 +141,24 @@ fn kill_loop_loses_nothing_older_than_the_window() {
         o.max_bytes = 64 << 20;
         let s = Store::open(o).unwrap_or_else(|e| panic!("run {run}: store does not open: {e}"));
         let st = s.stats();
+        if backend == BackendKind::Sled && st.quarantined > 0 {
+            // sled 0.34 can leave its log unreadable after an abrupt stop (sled #1533): the
+            // store must notice, set the engine aside, count the loss and carry on with a
+            // fresh one. fjall, which ships, is held to "nothing lost" below.
+            assert_eq!(st.samples, 0, "run {run}: {st:?}");
+            assert!(
+                st.dropped_total() > 0,
+                "run {run}: the loss is not counted: {st:?}"
+            );
+            eprintln!(
+                "run {run}: sled's store was unreadable after the kill and set aside ({} rounds lost, counted)",
+                st.dropped_total()
+            );
+            sled_losses += 1;
+            must.clear();
+            s.close();
+            continue;
+        }
         assert_eq!(st.quarantined, 0, "run {run}: {st:?}");
         assert_eq!(st.dropped_total(), 0, "run {run}: {st:?}");
         let (span, m) = must[&run];
@@ -153,7 +172,7 @@ fn kill_loop_loses_nothing_older_than_the_window() {
     }
     let with_data = must.values().filter(|(_, m)| m.is_some()).count();
     eprintln!(
-        "kill loop: {iterations} kills on {backend} in {:.1} s ({early_kills} during open); {with_data} runs had samples older than the window",
+        "kill loop: {iterations} kills on {backend} in {:.1} s ({early_kills} during open); {with_data} runs had samples older than the window; {sled_losses} left sled unreadable",
         started.elapsed().as_secs_f64()
     );
     assert!(
