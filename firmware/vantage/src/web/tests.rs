@@ -834,7 +834,7 @@ async fn hand_edits_are_shown_and_reloaded() {
 #[tokio::test]
 async fn host_header_allow_list_blocks_rebinding() {
     let f = Fixture::new(Some(CONFIG)).await;
-    for path in ["/", "/metrics", "/api/auth/state", "/-/healthy"] {
+    for path in ["/", "/app.js", "/api/auth/state", "/api/samples?target=x"] {
         let req = Request::builder()
             .uri(path)
             .header(header::HOST, "attacker.example.com")
@@ -845,6 +845,24 @@ async fn host_header_allow_list_blocks_rebinding() {
         let req = Request::builder().uri(path).body(Body::empty()).unwrap();
         assert_eq!(f.raw(req).await.status, StatusCode::BAD_REQUEST, "{path}");
     }
+    // The scrape endpoints answer under any name Prometheus uses for the device; their
+    // protection is the scrape credentials (tested below) and the /probe allow-list.
+    for path in ["/metrics", "/-/healthy", "/-/ready"] {
+        let req = Request::builder()
+            .uri(path)
+            .header(header::HOST, "probe1.corp.example.net:9430")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(f.raw(req).await.status, StatusCode::OK, "{path}");
+    }
+    // Unsafe methods on them still go through the page's rules.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/-/reload")
+        .header(header::HOST, "attacker.example.com")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::FORBIDDEN);
     // Setup through a rebinding name cannot grab a fresh device.
     let req = Request::builder()
         .method(Method::POST)
