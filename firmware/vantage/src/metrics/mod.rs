@@ -9,6 +9,8 @@
 mod dns;
 mod leds;
 mod ping;
+mod process;
+mod rounds;
 mod trace;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,12 +28,11 @@ use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Tar
 pub use dns::DnsSeries;
 pub use leds::LedCollector;
 pub use ping::PingSeries;
+pub use rounds::RoundGauges;
 pub use trace::TraceSeries;
 
 /// Metric names, in one place.
 pub mod names {
-    pub const PROBE_SUCCESS: &str = "vantage_probe_success";
-    pub const PROBE_DURATION: &str = "vantage_probe_duration_seconds";
     pub const PROBE_LAST_SUCCESS: &str = "vantage_probe_last_success_timestamp_seconds";
     pub const PROBE_ROUNDS: &str = "vantage_probe_rounds_total";
     pub const BUILD_INFO: &str = "vantage_build_info";
@@ -65,37 +66,18 @@ pub fn target_labels(t: &Target) -> HashMap<String, String> {
     l
 }
 
-/// The series every probe kind has, for one target.
+/// The counters every probe kind has, for one target (the gauges are in [`RoundGauges`]).
 #[derive(Debug)]
 pub struct ProbeSeries {
-    success: GaugeVec,
-    duration: GaugeVec,
     last_success: GaugeVec,
     rounds: IntCounterVec,
 }
 
 impl ProbeSeries {
-    /// `const_labels` empty gives the unlabelled form `/probe` answers with.
     pub fn new(const_labels: &HashMap<String, String>, kinds: &[ProbeKind]) -> Self {
         let opts =
             |name: &str, help: &str| Opts::new(name, help).const_labels(const_labels.clone());
         let s = Self {
-            success: GaugeVec::new(
-                opts(
-                    names::PROBE_SUCCESS,
-                    "1 if the last round of the probe succeeded, else 0.",
-                ),
-                &["probe"],
-            )
-            .expect("valid metric"),
-            duration: GaugeVec::new(
-                opts(
-                    names::PROBE_DURATION,
-                    "How long the last round of the probe took.",
-                ),
-                &["probe"],
-            )
-            .expect("valid metric"),
             last_success: GaugeVec::new(
                 opts(
                     names::PROBE_LAST_SUCCESS,
@@ -112,8 +94,6 @@ impl ProbeSeries {
         };
         for k in kinds {
             let p = k.as_str();
-            s.success.with_label_values(&[p]).set(0.0);
-            s.duration.with_label_values(&[p]).set(0.0);
             s.last_success.with_label_values(&[p]).set(0.0);
             s.rounds.with_label_values(&[p, "success"]);
             s.rounds.with_label_values(&[p, "failure"]);
@@ -123,12 +103,6 @@ impl ProbeSeries {
 
     pub fn observe(&self, sample: &Sample) {
         let p = sample.probe.as_str();
-        self.success
-            .with_label_values(&[p])
-            .set(if sample.success { 1.0 } else { 0.0 });
-        self.duration
-            .with_label_values(&[p])
-            .set(sample.duration.as_secs_f64());
         if sample.success {
             self.last_success
                 .with_label_values(&[p])
@@ -140,8 +114,6 @@ impl ProbeSeries {
     }
 
     pub fn collect_into(&self, out: &mut Vec<MetricFamily>) {
-        out.extend(self.success.collect());
-        out.extend(self.duration.collect());
         out.extend(self.last_success.collect());
         out.extend(self.rounds.collect());
     }
@@ -152,6 +124,8 @@ impl ProbeSeries {
 struct TargetSeries {
     /// The config this series set was built for; a changed target gets a new set.
     target: Target,
+    labels: HashMap<String, String>,
+    rounds: RoundGauges,
     probes: ProbeSeries,
     ping: Option<PingSeries>,
     trace: Option<TraceSeries>,
@@ -162,46 +136,35 @@ impl TargetSeries {
     fn new(t: &Target) -> Self {
         let labels = target_labels(t);
         let kinds: Vec<ProbeKind> = t.probes.iter().map(|(k, _)| *k).collect();
+        let has = |k| kinds.contains(&k);
         Self {
             target: t.clone(),
+            rounds: RoundGauges::new(&kinds),
             probes: ProbeSeries::new(&labels, &kinds),
-            ping: kinds
-                .contains(&ProbeKind::Ping)
-                .then(|| PingSeries::new(&labels)),
-            trace: kinds
-                .contains(&ProbeKind::Trace)
-                .then(|| TraceSeries::new(&labels, true)),
-            dns: t
-                .dns
-                .as_ref()
-                .filter(|_| kinds.contains(&ProbeKind::Dns))
-                .map(|d| DnsSeries::new(&labels, &d.valid_rcodes)),
+            ping: has(ProbeKind::Ping).then(|| PingSeries::new(&labels)),
+            trace: has(ProbeKind::Trace).then(|| TraceSeries::new(&labels, true)),
+            dns: has(ProbeKind::Dns).then(|| DnsSeries::new(&labels)),
+            labels,
         }
     }
 
     fn observe(&self, sample: &Sample) {
+        self.rounds.observe(sample);
         self.probes.observe(sample);
-        match (&sample.measurement, &self.ping, &self.trace) {
-            (Measurement::Ping(report), Some(ping), _) => ping.observe(report),
-            (Measurement::Trace(report), _, Some(trace)) => trace.observe(report),
+        match &sample.measurement {
+            Measurement::Ping(r) => self.ping.iter().for_each(|s| s.observe(r)),
+            Measurement::Trace(r) => self.trace.iter().for_each(|s| s.observe(r)),
+            Measurement::Dns(r) => self.dns.iter().for_each(|s| s.observe(r)),
             _ => {}
-        }
-        if let (Measurement::Dns(report), Some(dns)) = (&sample.measurement, &self.dns) {
-            dns.observe(report);
         }
     }
 
     fn collect(&self, out: &mut Vec<MetricFamily>) {
+        self.rounds.collect(&self.labels, out);
         self.probes.collect_into(out);
-        if let Some(p) = &self.ping {
-            p.collect(out);
-        }
-        if let Some(t) = &self.trace {
-            t.collect(out);
-        }
-        if let Some(d) = &self.dns {
-            d.collect(out);
-        }
+        self.ping.iter().for_each(|s| s.collect(out));
+        self.trace.iter().for_each(|s| s.collect(out));
+        self.dns.iter().for_each(|s| s.collect(out));
     }
 }
 
@@ -294,6 +257,7 @@ impl Metrics {
             Box::new(reload_ts.clone()),
             Box::new(target_count.clone()),
             Box::new(start_time),
+            Box::new(process::ProcessCollector::new()),
         ] {
             registry.register(c).expect("unique metric");
         }
