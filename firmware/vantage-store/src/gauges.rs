@@ -50,108 +50,108 @@ const fn labelled(name: &'static str, label: &'static str, help: &'static str) -
     }
 }
 
-pub const PROBE_SUCCESS: Gauge = Gauge {
+pub static PROBE_SUCCESS: Gauge = Gauge {
     probe_label: true,
     ..gauge(
         "vantage_probe_success",
         "1 if the last round of the probe succeeded, else 0.",
     )
 };
-pub const PROBE_DURATION: Gauge = Gauge {
+pub static PROBE_DURATION: Gauge = Gauge {
     probe_label: true,
     ..gauge(
         "vantage_probe_duration_seconds",
         "How long the last round of the probe took.",
     )
 };
-pub const PING_RTT: Gauge = labelled(
+pub static PING_RTT: Gauge = labelled(
     "vantage_ping_round_rtt_seconds",
     "stat",
     "Round-trip times of the last round: min, avg, max and stddev (absent for a round without replies).",
 );
-pub const PING_LOSS: Gauge = gauge(
+pub static PING_LOSS: Gauge = gauge(
     "vantage_ping_loss_ratio",
     "Share of echo requests of the last round that got no reply.",
 );
-pub const PING_SENT: Gauge = gauge(
+pub static PING_SENT: Gauge = gauge(
     "vantage_ping_round_packets_sent",
     "Echo requests sent in the last round.",
 );
-pub const PING_RECEIVED: Gauge = gauge(
+pub static PING_RECEIVED: Gauge = gauge(
     "vantage_ping_round_packets_received",
     "Echo replies received in time in the last round.",
 );
-pub const PING_DUPLICATES: Gauge = gauge(
+pub static PING_DUPLICATES: Gauge = gauge(
     "vantage_ping_round_duplicates",
     "Duplicate echo replies received in the last round.",
 );
-pub const DNS_PHASE: Gauge = labelled(
+pub static DNS_PHASE: Gauge = labelled(
     "vantage_dns_phase_seconds",
     "phase",
     "Time of each phase of the last query: resolve (the server's name), connect, tls, request.",
 );
-pub const DNS_RCODE: Gauge = labelled(
+pub static DNS_RCODE: Gauge = labelled(
     "vantage_dns_rcode",
     "rcode",
     "1 for the rcode of the last answer, 0 for the common rcodes (all 0 without an answer).",
 );
-pub const DNS_ANSWER_RECORDS: Gauge = gauge(
+pub static DNS_ANSWER_RECORDS: Gauge = gauge(
     "vantage_dns_answer_records",
     "Records in the answer section of the last answer.",
 );
-pub const DNS_AUTHORITY_RECORDS: Gauge = gauge(
+pub static DNS_AUTHORITY_RECORDS: Gauge = gauge(
     "vantage_dns_authority_records",
     "Records in the authority section of the last answer.",
 );
-pub const DNS_ADDITIONAL_RECORDS: Gauge = gauge(
+pub static DNS_ADDITIONAL_RECORDS: Gauge = gauge(
     "vantage_dns_additional_records",
     "Records in the additional section of the last answer (EDNS OPT included).",
 );
-pub const DNS_LOOKUP: Gauge = gauge(
+pub static DNS_LOOKUP: Gauge = gauge(
     "vantage_dns_round_lookup_seconds",
     "Time from the start of the last round to the answer (absent without an answer).",
 );
-pub const DNS_VALIDATION_FAILED: Gauge = gauge(
+pub static DNS_VALIDATION_FAILED: Gauge = gauge(
     "vantage_dns_round_validation_failed",
     "1 if the last answer had an expected rcode but failed the configured checks.",
 );
-pub const DNS_TRUNCATED_RETRY: Gauge = gauge(
+pub static DNS_TRUNCATED_RETRY: Gauge = gauge(
     "vantage_dns_round_truncated_retry",
     "1 if the last round's UDP answer was truncated and asked again over TCP.",
 );
-pub const DNS_STRAY_DATAGRAMS: Gauge = gauge(
+pub static DNS_STRAY_DATAGRAMS: Gauge = gauge(
     "vantage_dns_round_stray_datagrams",
     "Datagrams the last round ignored because they were not the answer.",
 );
-pub const TRACE_HOPS: Gauge = gauge(
+pub static TRACE_HOPS: Gauge = gauge(
     "vantage_trace_hops",
     "Hops to the destination in the last trace, or to the last hop that answered.",
 );
-pub const TRACE_HOP_RTT: Gauge = labelled(
+pub static TRACE_HOP_RTT: Gauge = labelled(
     "vantage_trace_hop_rtt_seconds",
     "hop",
     "Mean round-trip time of the hop's answers in the last trace (absent: none).",
 );
-pub const TRACE_HOP_LOSS: Gauge = labelled(
+pub static TRACE_HOP_LOSS: Gauge = labelled(
     "vantage_trace_hop_loss_ratio",
     "hop",
     "Share of the last trace's probes to this hop that got no answer.",
 );
-pub const TRACE_PATH_HASH: Gauge = gauge(
+pub static TRACE_PATH_HASH: Gauge = gauge(
     "vantage_trace_path_hash",
     "Identifies the paths the last trace followed (32-bit hash of their hops).",
 );
-pub const TRACE_PATHS: Gauge = gauge(
+pub static TRACE_PATHS: Gauge = gauge(
     "vantage_trace_paths",
     "Distinct paths seen within the path window (ECMP branches, or old and new path).",
 );
-pub const TRACE_PATH_CHANGED: Gauge = gauge(
+pub static TRACE_PATH_CHANGED: Gauge = gauge(
     "vantage_trace_round_path_changed",
     "1 if the last trace followed a path none of the paths seen within the path window matches.",
 );
 
 /// Every per-round gauge, for documentation and tests.
-pub const ALL: [&Gauge; 22] = [
+pub static ALL: [&Gauge; 22] = [
     &PROBE_SUCCESS,
     &PROBE_DURATION,
     &PING_RTT,

@@ -18,7 +18,7 @@ use vantage_core::{
 };
 
 use crate::daemon::Daemon;
-use crate::metrics::{RoundGauges, TraceSeries, encode, merge_families};
+use crate::metrics::{TargetSeries, write_targets};
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
@@ -301,19 +301,11 @@ async fn probe(
         })
         .await;
     // Gauges only: a counter or histogram of one round would restart at every request.
-    let none = HashMap::new();
-    let mut families = Vec::new();
-    let mut extra = Vec::new();
-    let rounds = RoundGauges::new(&[kind]);
-    rounds.observe(&sample);
-    rounds.collect(&none, &mut extra);
-    if let vantage_core::Measurement::Trace(report) = &sample.measurement {
-        let trace = TraceSeries::new(&none, false);
-        trace.observe(report);
-        trace.collect(&mut extra);
-    }
-    merge_families(&mut families, extra);
-    ([(header::CONTENT_TYPE, TEXT_FORMAT)], encode(&families)).into_response()
+    let series = TargetSeries::one_round(kind);
+    series.observe(&sample);
+    let mut text = String::new();
+    write_targets(&[&series], &[], &mut text);
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
 }
 
 #[cfg(test)]

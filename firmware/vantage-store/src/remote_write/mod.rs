@@ -560,7 +560,11 @@ mod tests {
         let succ = req
             .timeseries
             .iter()
-            .find(|t| t.labels.iter().any(|l| l.value == "vantage_probe_success"))
+            .find(|t| {
+                t.labels
+                    .iter()
+                    .any(|l| l.value == crate::gauges::PROBE_SUCCESS.name)
+            })
             .unwrap();
         let names: Vec<_> = succ.labels.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["__name__", "instance", "probe", "site", "target"]);
@@ -578,7 +582,7 @@ mod tests {
             })
             .unwrap();
         assert!(!rtt.labels.iter().any(|l| l.name == "probe"));
-        assert_eq!(rtt.labels[0].value, "vantage_ping_round_rtt_seconds");
+        assert_eq!(rtt.labels[0].value, crate::gauges::PING_RTT.name);
         assert_eq!(rtt.samples[0].value, 20e-6);
         let a = encode_request(&req);
         let b = encode_request(&build_request(&samples, &lookup, &ext));

@@ -2,13 +2,13 @@
 //! each probe kind, from the one definition in [`vantage_store::gauges`] that remote_write
 //! ships too.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use vantage_core::{ProbeKind, Sample};
 use vantage_store::StoredSample;
-use vantage_store::gauges::{Point, initial_points, points};
+use vantage_store::gauges::{Gauge, Point, initial_points, points};
+
+use super::text::Lines;
 
 /// The last round's points of each probe kind of one target.
 #[derive(Debug)]
@@ -34,46 +34,15 @@ impl RoundGauges {
         }
     }
 
-    /// The points as metric families, with `labels` (the target's) on every series.
-    pub fn collect(&self, labels: &HashMap<String, String>, out: &mut Vec<MetricFamily>) {
+    /// The target's lines of one gauge family.
+    pub fn write(&self, gauge: &Gauge, lines: &mut Lines<'_>) {
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let mut families: BTreeMap<&str, MetricFamily> = BTreeMap::new();
         for (kind, pts) in last.iter() {
-            for p in pts {
-                let f = families.entry(p.gauge.name).or_insert_with(|| {
-                    let mut f = MetricFamily::default();
-                    f.set_name(p.gauge.name.to_string());
-                    f.set_help(p.gauge.help.to_string());
-                    f.set_field_type(MetricType::GAUGE);
-                    f
-                });
-                f.mut_metric().push(metric(p, *kind, labels));
+            for p in pts.iter().filter(|p| std::ptr::eq(p.gauge, gauge)) {
+                let probe = p.gauge.probe_label.then(|| ("probe", kind.as_str()));
+                let own: Vec<(&str, &str)> = probe.into_iter().chain(p.label()).collect();
+                lines.sample(gauge.name, &own, None, p.value);
             }
         }
-        out.extend(families.into_values());
     }
-}
-
-fn pair(name: &str, value: &str) -> LabelPair {
-    let mut l = LabelPair::default();
-    l.set_name(name.to_string());
-    l.set_value(value.to_string());
-    l
-}
-
-fn metric(p: &Point, kind: ProbeKind, labels: &HashMap<String, String>) -> Metric {
-    let mut pairs: Vec<LabelPair> = labels.iter().map(|(k, v)| pair(k, v)).collect();
-    if p.gauge.probe_label {
-        pairs.push(pair("probe", kind.as_str()));
-    }
-    if let Some((k, v)) = p.label() {
-        pairs.push(pair(k, v));
-    }
-    pairs.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut g = Gauge::default();
-    g.set_value(p.value);
-    let mut m = Metric::default();
-    m.set_label(pairs);
-    m.set_gauge(g);
-    m
 }

@@ -5,93 +5,81 @@
 //! answering `address` (at most one per flow and hop). Addresses that no longer answer are
 //! removed, so the cardinality follows the current path and stays bounded by `max_hops × flows`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use prometheus::core::Collector;
-use prometheus::proto::MetricFamily;
-use prometheus::{GaugeVec, IntCounter, Opts};
 use vantage_core::TraceReport;
 
-pub mod names {
-    pub const HOP_INFO: &str = "vantage_trace_hop_info";
-    pub const PATH_CHANGES: &str = "vantage_trace_path_changes_total";
-}
+use super::Family;
+use super::text::{Counter, Kind};
 
 #[derive(Debug)]
 pub struct TraceSeries {
-    hop_info: GaugeVec,
-    path_changes: Option<IntCounter>,
-    /// (hop, address) label values set by the last trace, to remove those the next one lacks.
-    current: Mutex<BTreeSet<(String, String)>>,
+    /// (hop, address) of every responder of the last trace.
+    hop_info: Mutex<BTreeSet<(u8, String)>>,
+    /// `None` in a `/probe` answer: one trace cannot count changes.
+    path_changes: Option<Counter>,
 }
 
 impl TraceSeries {
     /// `counters: false` leaves out the path-change counter (a `/probe` answer is one trace,
     /// which a counter cannot describe).
-    pub fn new(labels: &HashMap<String, String>, counters: bool) -> Self {
-        let opts = |name: &str, help: &str| Opts::new(name, help).const_labels(labels.clone());
+    pub fn new(counters: bool) -> Self {
         Self {
-            hop_info: GaugeVec::new(
-                opts(
-                    names::HOP_INFO,
-                    "1 for each address that answered at the hop in the last trace.",
-                ),
-                &["hop", "address"],
-            )
-            .expect("valid metric"),
-            path_changes: counters.then(|| {
-                IntCounter::with_opts(opts(
-                    names::PATH_CHANGES,
-                    "Traces that followed a path none of the paths seen within the path window matches.",
-                ))
-                .expect("valid metric")
-            }),
-            current: Mutex::default(),
+            hop_info: Mutex::default(),
+            path_changes: counters.then(Counter::default),
         }
     }
 
     pub fn observe(&self, r: &TraceReport) {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = BTreeSet::new();
-        for h in &r.hops {
-            let hop = h.ttl.to_string();
-            for a in &h.responders {
-                let addr = a.address.to_string();
-                self.hop_info.with_label_values(&[&hop, &addr]).set(1.0);
-                next.insert((hop.clone(), addr));
-            }
-        }
-        // Set before removing, so a scrape in between never misses a hop still on the path.
-        for (hop, addr) in cur.difference(&next) {
-            let _ = self.hop_info.remove_label_values(&[hop, addr]);
-        }
-        *cur = next;
+        let next: BTreeSet<(u8, String)> = r
+            .hops
+            .iter()
+            .flat_map(|h| h.responders.iter().map(|a| (h.ttl, a.address.to_string())))
+            .collect();
+        *self.hop_info.lock().unwrap_or_else(|e| e.into_inner()) = next;
         if r.path_changed
             && let Some(c) = &self.path_changes
         {
-            c.inc();
+            c.add(1);
         }
-    }
-
-    pub fn collect(&self, out: &mut Vec<MetricFamily>) {
-        let mut all = self.hop_info.collect();
-        if let Some(c) = &self.path_changes {
-            all.extend(c.collect());
-        }
-        // hop_info is empty until the first trace; the text format has no empty family.
-        out.extend(all.into_iter().filter(|f| !f.get_metric().is_empty()));
     }
 }
+
+pub const FAMILIES: [Family; 2] = [
+    Family {
+        name: "vantage_trace_hop_info",
+        help: "1 for each address that answered at the hop in the last trace.",
+        kind: Kind::Gauge,
+        write: |t, name, l| {
+            let Some(tr) = &t.trace else { return };
+            let info = tr.hop_info.lock().unwrap_or_else(|e| e.into_inner());
+            for (hop, addr) in info.iter() {
+                let hop = hop.to_string();
+                l.sample(name, &[("address", addr), ("hop", &hop)], None, 1.0);
+            }
+        },
+    },
+    Family {
+        name: "vantage_trace_path_changes_total",
+        help: "Traces that followed a path none of the paths seen within the path window matches.",
+        kind: Kind::Counter,
+        write: |t, name, l| {
+            if let Some(c) = t.trace.as_ref().and_then(|t| t.path_changes.as_ref()) {
+                l.sample(name, &[], None, c.get() as f64);
+            }
+        },
+    },
+];
 
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use vantage_core::{HopReport, HopResponder, Measurement, ProbeKind, Sample};
+    use vantage_core::{HopReport, HopResponder, Measurement, ProbeKind, Sample, Target};
 
     use super::*;
-    use crate::metrics::{RoundGauges, encode};
+    use crate::metrics::{TargetSeries, write_targets};
 
     fn hop(ttl: u8, addrs: &[&str], rtts_ms: &[u64], sent: u32) -> HopReport {
         HopReport {
@@ -112,22 +100,27 @@ mod tests {
     }
 
     /// A trace target's whole exposition: its per-round gauges and the trace series.
-    struct Shown {
-        rounds: RoundGauges,
-        trace: TraceSeries,
-    }
+    struct Shown(TargetSeries);
 
     impl Shown {
-        fn new(counters: bool, labels: &HashMap<String, String>) -> Self {
-            Self {
-                rounds: RoundGauges::new(&[ProbeKind::Trace]),
-                trace: TraceSeries::new(labels, counters),
-            }
+        fn new(counters: bool) -> Self {
+            Self(if counters {
+                TargetSeries::new(&Target {
+                    name: "up".into(),
+                    host: vantage_core::Host::Name("up.example".into()),
+                    labels: Default::default(),
+                    probes: vec![(ProbeKind::Trace, Duration::from_secs(60))],
+                    ping: Default::default(),
+                    trace: Default::default(),
+                    dns: None,
+                })
+            } else {
+                TargetSeries::one_round(ProbeKind::Trace)
+            })
         }
 
         fn observe(&self, r: TraceReport) {
-            self.trace.observe(&r);
-            self.rounds.observe(&Sample {
+            self.0.observe(&Sample {
                 target: "up".into(),
                 probe: ProbeKind::Trace,
                 timestamp: SystemTime::UNIX_EPOCH,
@@ -138,23 +131,17 @@ mod tests {
             });
         }
 
-        fn render(&self, labels: &HashMap<String, String>) -> String {
-            let mut f = Vec::new();
-            self.rounds.collect(labels, &mut f);
-            self.trace.collect(&mut f);
-            encode(&f)
+        fn render(&self) -> String {
+            let mut out = String::new();
+            write_targets(&[&self.0], &[], &mut out);
+            out
         }
-    }
-
-    fn labels() -> HashMap<String, String> {
-        HashMap::from([("target".to_string(), "up".to_string())])
     }
 
     #[test]
     fn series_follow_the_path_and_count_changes() {
-        let l = labels();
-        let s = Shown::new(true, &l);
-        let m = s.render(&l);
+        let s = Shown::new(true);
+        let m = s.render();
         for line in [
             r#"vantage_trace_hops{target="up"} 0"#,
             r#"vantage_trace_path_hash{target="up"} 0"#,
@@ -176,7 +163,7 @@ mod tests {
             paths_known: 1,
             ..Default::default()
         });
-        let m = s.render(&l);
+        let m = s.render();
         for line in [
             r#"vantage_trace_hops{target="up"} 4"#,
             r#"vantage_trace_hop_rtt_seconds{hop="1",target="up"} 0.001"#,
@@ -217,7 +204,7 @@ mod tests {
             paths_known: 2,
             ..Default::default()
         });
-        let m = s.render(&l);
+        let m = s.render();
         assert!(
             m.contains(r#"vantage_trace_hop_info{address="10.0.9.1",hop="3",target="up"} 1"#),
             "{m}"
@@ -238,13 +225,12 @@ mod tests {
 
     #[test]
     fn the_probe_form_has_no_counter() {
-        let none = HashMap::new();
-        let s = Shown::new(false, &none);
+        let s = Shown::new(false);
         s.observe(TraceReport {
             path_changed: true,
             ..Default::default()
         });
-        let m = s.render(&none);
+        let m = s.render();
         assert!(!m.contains("path_changes_total"), "{m}");
         assert!(m.contains("vantage_trace_hops 0"), "{m}");
     }
