@@ -3,12 +3,23 @@
 
     check_dashboards.py PROMETHEUS_URL DASHBOARD.json... [--var name=value ...]
                         [--require-data "UID:PANEL TITLE" ...]
+                        [--save FILE] [--compare FILE]
 
 Grafana's variables are replaced the way Grafana would ($__rate_interval, $__interval,
 $__range, and the dashboard's own variables from --var, else ".*"). Each panel query runs as
 a range query over the last 5 minutes (instant panels as instant queries); any error from
 Prometheus fails the check. Template variable definitions (label_values(...)) are checked
-through their selector. Panels named with --require-data must also return series. Prints one line per query, then "N passed, N failed".
+through their selector. Panels named with --require-data must also return series.
+
+Before any query the dashboards are read for what the data model forbids: a panel query
+that reads a recording rule (rules cannot see backfilled rounds), a stat with `or vector(0)`
+(a made-up 0 for missing data), and a panel reading series that only a scrape of /metrics
+has (anything but the per-round gauges) without saying "scrape" in its title or
+description. A query that reads only per-round gauges is a probe-result query.
+
+--save writes every query's series count (JSON); --compare reads such a file from another
+Prometheus (the scrape setup) and fails every probe-result query that had series there and
+has none here (the push-only setup). Prints one line per check, then "N passed, N failed".
 """
 import json
 import re
@@ -17,6 +28,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+# The per-round gauges (the data model's canonical record of a round): in /metrics, in /probe
+# and in remote_write alike.
+ROUND_GAUGES = {
+    "vantage_probe_success", "vantage_probe_duration_seconds", "vantage_ping_round_rtt_seconds",
+    "vantage_ping_loss_ratio", "vantage_ping_round_packets_sent", "vantage_ping_round_packets_received",
+    "vantage_ping_round_duplicates", "vantage_dns_phase_seconds", "vantage_dns_rcode",
+    "vantage_dns_answer_records", "vantage_dns_authority_records", "vantage_dns_additional_records",
+    "vantage_dns_round_lookup_seconds", "vantage_dns_round_validation_failed",
+    "vantage_dns_round_truncated_retry", "vantage_dns_round_stray_datagrams", "vantage_trace_hops",
+    "vantage_trace_hop_rtt_seconds", "vantage_trace_hop_loss_ratio", "vantage_trace_path_hash",
+    "vantage_trace_paths", "vantage_trace_round_path_changed",
+}
+# Prometheus' own series about the rules it evaluates: neither scraped from a device nor pushed.
+PROMETHEUS_OWN = {"ALERTS", "ALERTS_FOR_STATE"}
 
 BUILTIN = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m", "__interval_ms": "15000",
            "__range_s": "300"}
@@ -31,22 +57,52 @@ def substitute(expr, variables):
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
 
 
+def metric_names(expr):
+    """Metric names an expression selects (every dashboard selector has braces)."""
+    return set(re.findall(r"([a-zA-Z_:][\w:]*)\s*\{", expr)) | set(re.findall(r"\bvantage_[\w:]+", expr))
+
+
+def is_probe_result(expr):
+    names = metric_names(expr)
+    return bool(names) and names <= ROUND_GAUGES
+
+
+def lint(dash):
+    """What the data model forbids in a panel; yields (where, problem)."""
+    def walk(panels):
+        for p in panels:
+            yield from walk(p.get("panels", []))
+            where = f"{dash.get('uid')}:{p.get('title')}"
+            said = (p.get("title", "") + " " + p.get("description", "")).lower()
+            for t in p.get("targets", []):
+                expr = t.get("expr", "")
+                names = metric_names(expr)
+                if any(":" in n for n in names):
+                    yield where, f"reads a recording rule, which never sees backfilled rounds: {expr}"
+                if p.get("type") == "stat" and re.search(r"\bvector\s*\(\s*0", expr):
+                    yield where, f"stat with vector(0) shows a made-up 0 for missing data: {expr}"
+                if names - ROUND_GAUGES - PROMETHEUS_OWN and "scrape" not in said:
+                    yield where, ("reads series only a scrape has (" + ", ".join(sorted(names - ROUND_GAUGES))
+                                  + ") but its title and description do not say so")
+    yield from walk(dash.get("panels", []))
+
+
 def queries(dash):
     for v in dash.get("templating", {}).get("list", []):
         if v.get("type") == "query":
             q = v["query"]["query"] if isinstance(v.get("query"), dict) else v.get("query", "")
             m = re.match(r"^\s*label_values\((.*),\s*(\w+)\)\s*$", q)
             if m:
-                yield f"variable {v['name']}", m.group(1), True, None
+                yield f"variable {v['name']}", m.group(1), True, None, None
             else:
-                yield f"variable {v['name']}", q, True, None
+                yield f"variable {v['name']}", q, True, None, None
     def walk(panels):
         for p in panels:
             yield from walk(p.get("panels", []))
             for t in p.get("targets", []):
                 if t.get("expr"):
                     yield (f"panel {p.get('id')} {p.get('title')!r} {t.get('refId')}", t["expr"],
-                           bool(t.get("instant")), f"{dash.get('uid')}:{p.get('title')}")
+                           bool(t.get("instant")), f"{dash.get('uid')}:{p.get('title')}", t.get("refId"))
     yield from walk(dash.get("panels", []))
 
 
@@ -68,33 +124,67 @@ def run(prom, expr, instant):
     return len(body["data"]["result"]), None
 
 
-def main(argv):
-    prom, files, variables, required, series = None, [], {}, set(), {}
+def parse(argv):
+    opts = {"prom": None, "files": [], "vars": {}, "required": set(), "save": None, "compare": None}
     args = iter(argv)
     for a in args:
         if a == "--require-data":
-            required.add(next(args))
+            opts["required"].add(next(args))
         elif a == "--var":
             k, _, v = next(args).partition("=")
-            variables[k] = v
-        elif prom is None:
-            prom = a.rstrip("/")
+            opts["vars"][k] = v
+        elif a in ("--save", "--compare"):
+            opts[a[2:]] = next(args)
+        elif opts["prom"] is None:
+            opts["prom"] = a.rstrip("/")
         else:
-            files.append(a)
+            opts["files"].append(a)
+    return opts
+
+
+def compare(results, path):
+    """Probe-result queries with series in the other setup must have series here."""
     passed = failed = 0
-    for f in files:
+    other = json.load(open(path))
+    for key, o in sorted(other.items()):
+        if not o["probe_result"] or o["series"] == 0:
+            continue
+        n = results.get(key, {}).get("series", 0)
+        if n > 0:
+            passed += 1
+            print(f"ok   --compare {key}: {o['series']} series there, {n} here")
+        else:
+            failed += 1
+            print(f"FAIL --compare {key}: {o['series']} series in {path}, none here\n     {o['expr']}")
+    return passed, failed
+
+
+def main(argv):
+    opts = parse(argv)
+    passed = failed = 0
+    series, results = {}, {}
+    for f in opts["files"]:
         dash = json.load(open(f))
-        for where, expr, instant, key in queries(dash):
-            q = substitute(expr, variables)
-            n, err = run(prom, q, instant)
+        problems = list(lint(dash))
+        for where, problem in problems:
+            failed += 1
+            print(f"FAIL {f}: {where}: {problem}")
+        if not problems:
+            passed += 1
+            print(f"ok   {f}: no recording rules, no vector(0) stats, scrape-only panels say so")
+        for where, expr, instant, key, ref in queries(dash):
+            q = substitute(expr, opts["vars"])
+            n, err = run(opts["prom"], q, instant)
             if err:
                 failed += 1
                 print(f"FAIL {f}: {where}: {q}\n     {err}")
-            else:
-                passed += 1
+                continue
+            passed += 1
+            print(f"ok   {f}: {where}: {n} series")
+            if key:
                 series[key] = series.get(key, 0) + n
-                print(f"ok   {f}: {where}: {n} series")
-    for key in sorted(required):
+                results[f"{key}:{ref}"] = {"series": n, "probe_result": is_probe_result(expr), "expr": q}
+    for key in sorted(opts["required"]):
         if key not in series:
             failed += 1
             print(f"FAIL --require-data {key}: no such panel (or its queries failed)")
@@ -104,6 +194,12 @@ def main(argv):
         else:
             passed += 1
             print(f"ok   --require-data {key}: {series[key]} series")
+    if opts["save"]:
+        with open(opts["save"], "w") as out:
+            json.dump(results, out, indent=1, sort_keys=True)
+    if opts["compare"]:
+        p, f_ = compare(results, opts["compare"])
+        passed, failed = passed + p, failed + f_
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
