@@ -80,17 +80,22 @@ def stat(title, expr, unit="none", thresholds=None, desc="", legend="", mappings
                         "colorMode": "background", "graphMode": "none", "textMode": "auto"}}
 
 
-def timeseries(title, targets, unit="none", desc="", stack=False, bars=False):
+def timeseries(title, targets, unit="none", desc="", stack=False, bars=False, min_interval=None):
+    """`min_interval`: the shortest step, for probes that run less often than a step would be
+    ($__rate_interval follows it, so each step's window holds a round)."""
     custom = {"drawStyle": "bars" if bars else "line", "lineWidth": 1, "fillOpacity": 10,
               "showPoints": "never", "spanNulls": False}
     if stack:
         custom["stacking"] = {"mode": "normal", "group": "A"}
-    return {"type": "timeseries", "title": title, "description": desc, "datasource": DS,
-            "targets": targets,
-            "fieldConfig": {"defaults": {"unit": unit, "custom": custom}, "overrides": []},
-            "options": {"legend": {"displayMode": "table", "placement": "bottom",
-                                   "calcs": ["mean", "max", "lastNotNull"]},
-                        "tooltip": {"mode": "multi", "sort": "desc"}}}
+    panel = {"type": "timeseries", "title": title, "description": desc, "datasource": DS,
+             "targets": targets,
+             "fieldConfig": {"defaults": {"unit": unit, "custom": custom}, "overrides": []},
+             "options": {"legend": {"displayMode": "table", "placement": "bottom",
+                                    "calcs": ["mean", "max", "lastNotNull"]},
+                         "tooltip": {"mode": "multi", "sort": "desc"}}}
+    if min_interval:
+        panel["interval"] = min_interval
+    return panel
 
 
 def table(title, targets, desc="", transformations=None, unit="none"):
@@ -126,6 +131,8 @@ W = "$__rate_interval"
 SCRAPE = "From scrapes of the device's /metrics only: empty for push-only devices and for the time no scrape reached the device."
 ROUNDS = "From the per-round gauges, so scraped, pushed and backfilled rounds all count."
 RTT_AVG = 'vantage_ping_round_rtt_seconds{%s, stat="avg"}'
+# Shortest step of the trace panels: traces run every minute by default.
+TRACE_STEP = "1m"
 # Device and target variables come from the one series every probe round carries, scraped or
 # pushed alike (not from `up` or vantage_build_info, which a push-only Prometheus never has).
 ROUND_SERIES = "vantage_probe_success"
@@ -181,13 +188,16 @@ def fleet():
             target(f"time() - max by ({by}) (timestamp({ROUND_SERIES}{{{FLEET}}}))", instant=True, fmt="table",
                    ref="C"),
             target(f"up{{{SEL}}}", instant=True, fmt="table", ref="D"),
-            target(f"vantage_build_info{{{FLEET}}}", instant=True, fmt="table", ref="E"),
-            target(f"time() - vantage_start_time_seconds{{{FLEET}}}", instant=True, fmt="table", ref="F"),
+            target(f"max by ({by}, version, arch) (vantage_build_info{{{FLEET}}})", instant=True, fmt="table",
+                   ref="E"),
+            target(f"max by ({by}) (time() - vantage_start_time_seconds{{{FLEET}}})", instant=True, fmt="table",
+                   ref="F"),
         ], desc=desc("One row per device: targets, failing targets and the age of its last round (from the "
                      "per-round gauges); scrape state, version and uptime come from scrapes only and stay empty "
                      "for push-only devices."),
             transformations=[{"id": "merge", "options": {}},
-                             {"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True},
+                             {"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True,
+                                                                             "Value #E": True},
                                                             "renameByName": {"Value #A": "targets",
                                                                              "Value #B": "failing",
                                                                              "Value #C": "last round (s ago)",
@@ -233,11 +243,14 @@ def device():
         L.place(stat("Uptime (scrape)", f"time() - vantage_start_time_seconds{{{DEV}}}", unit="s", desc=SCRAPE),
                 4, 4),
         L.place(table("Targets", [
-            target(f"last_over_time({ROUND_SERIES}{{{DEV}}}[5m])", instant=True, fmt="table", ref="A"),
-            target(f"avg_over_time(vantage_ping_loss_ratio{{{DEV}}}[5m])", instant=True, fmt="table", ref="B"),
-            target(f"quantile_over_time(0.5, {RTT_AVG % DEV}[5m])", instant=True, fmt="table", ref="C"),
-        ], desc=desc("Every target: its last round's success per probe, and the loss and median RTT of the "
-                     "last 5 minutes' rounds.", ROUNDS),
+            target(f"min by (target) (last_over_time({ROUND_SERIES}{{{DEV}}}[5m]))", instant=True, fmt="table",
+                   ref="A"),
+            target(f"max by (target) (avg_over_time(vantage_ping_loss_ratio{{{DEV}}}[5m]))", instant=True,
+                   fmt="table", ref="B"),
+            target(f"max by (target) (quantile_over_time(0.5, {RTT_AVG % DEV}[5m]))", instant=True, fmt="table",
+                   ref="C"),
+        ], desc=desc("One row per target: 1 if the last round of every probe succeeded, and the loss and median "
+                     "RTT of the last 5 minutes' ping rounds.", ROUNDS),
             transformations=[{"id": "merge", "options": {}},
                              {"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True},
                                                             "renameByName": {"Value #A": "success", "Value #B": "loss",
@@ -334,11 +347,11 @@ def target_dash():
             desc=desc("Every rcode seen in the step, the smallest answer, and whether a round failed its answer "
                       "checks, was truncated and retried over TCP, or saw stray datagrams.", ROUNDS)), 12, 8),
         L.place(table("Path (per hop)", [
-            target(f"vantage_trace_hop_info{{{TGT}}}", instant=True, fmt="table", ref="A"),
-            target(f"quantile_over_time(0.5, vantage_trace_hop_rtt_seconds{{{TGT}}}[$__range])", instant=True,
-                   fmt="table", ref="B"),
-            target(f"avg_over_time(vantage_trace_hop_loss_ratio{{{TGT}}}[$__range])", instant=True, fmt="table",
-                   ref="C"),
+            target(f"max by (hop, address) (vantage_trace_hop_info{{{TGT}}})", instant=True, fmt="table", ref="A"),
+            target(f"max by (hop) (quantile_over_time(0.5, vantage_trace_hop_rtt_seconds{{{TGT}}}[$__range]))",
+                   instant=True, fmt="table", ref="B"),
+            target(f"max by (hop) (avg_over_time(vantage_trace_hop_loss_ratio{{{TGT}}}[$__range]))", instant=True,
+                   fmt="table", ref="C"),
         ], desc=desc("Every hop over the dashboard's time range: median RTT and mean loss of its traces. The "
                      "responder addresses (vantage_trace_hop_info) come from scrapes of /metrics only."),
             transformations=[{"id": "merge", "options": {}},
@@ -352,13 +365,15 @@ def target_dash():
             target(f"max_over_time(vantage_trace_paths{{{TGT}}}[{W}])", "paths known", ref="C")], bars=True,
             desc=desc("1 in a step with a trace that followed a new path (ECMP flips between known branches do "
                       "not count), the hops to the destination and the distinct paths within path_window.",
-                      ROUNDS)), 12, 10),
+                      ROUNDS), min_interval=TRACE_STEP), 12, 10),
         L.place(timeseries("Hop RTT", [
             target(f"quantile_over_time(0.5, vantage_trace_hop_rtt_seconds{{{TGT}}}[{W}])", "hop {{hop}}")],
-            unit="s", desc=desc("Median RTT of each hop's traces in the step.", ROUNDS)), 12, 8),
+            unit="s", desc=desc("Median RTT of each hop's traces in the step.", ROUNDS), min_interval=TRACE_STEP),
+                12, 8),
         L.place(timeseries("Hop loss", [
             target(f"avg_over_time(vantage_trace_hop_loss_ratio{{{TGT}}}[{W}])", "hop {{hop}}")],
-            unit="percentunit", desc=desc("Mean loss of each hop's traces in the step.", ROUNDS)), 12, 8),
+            unit="percentunit", desc=desc("Mean loss of each hop's traces in the step.", ROUNDS),
+            min_interval=TRACE_STEP), 12, 8),
     ]
     return dashboard("vantage-target", "Vantage / Target",
                      "One target seen from one device: RTT, loss, DNS, per-hop path and path changes, all from its "

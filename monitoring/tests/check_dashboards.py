@@ -3,12 +3,14 @@
 
     check_dashboards.py PROMETHEUS_URL DASHBOARD.json... [--var name=value ...]
                         [--require-data "UID:PANEL TITLE" ...]
-                        [--save FILE] [--compare FILE]
+                        [--save FILE] [--compare FILE [--min-coverage 0.95]]
+                        [--start UNIX --end UNIX --step SECONDS] [--set __rate_interval=5s ...]
 
 Grafana's variables are replaced the way Grafana would ($__rate_interval, $__interval,
 $__range, and the dashboard's own variables from --var, else ".*"). Each panel query runs as
-a range query over the last 5 minutes (instant panels as instant queries); any error from
-Prometheus fails the check. Template variable definitions (label_values(...)) are checked
+a range query over the last 5 minutes with a 15 s step, or over --start..--end with --step
+(instant panels as instant queries at the end); --set overrides Grafana's own variables. Any
+error from Prometheus fails the check. Template variable definitions (label_values(...)) are checked
 through their selector. Panels named with --require-data must also return series.
 
 Before any query the dashboards are read for what the data model forbids: a panel query
@@ -17,9 +19,10 @@ that reads a recording rule (rules cannot see backfilled rounds), a stat with `o
 has (anything but the per-round gauges) without saying "scrape" in its title or
 description. A query that reads only per-round gauges is a probe-result query.
 
---save writes every query's series count (JSON); --compare reads such a file from another
-Prometheus (the scrape setup) and fails every probe-result query that had series there and
-has none here (the push-only setup). Prints one line per check, then "N passed, N failed".
+--save writes every query's series count and the share of steps with data (JSON); --compare
+reads such a file from another Prometheus (the scrape setup) and fails every probe-result
+query that had series there and has none here (the push-only setup), or, with
+--min-coverage, has data at fewer than that share of the steps. Prints one line per check, then "N passed, N failed".
 """
 import json
 import re
@@ -48,11 +51,13 @@ BUILTIN = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m", "__int
            "__range_s": "300"}
 
 
-def substitute(expr, variables):
+def substitute(expr, variables, builtin=None):
+    builtin = builtin or BUILTIN
+
     def repl(m):
         name = m.group(1) or m.group(2)
-        if name in BUILTIN:
-            return BUILTIN[name]
+        if name in builtin:
+            return builtin[name]
         return variables.get(name, ".*")
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
 
@@ -106,13 +111,14 @@ def queries(dash):
     yield from walk(dash.get("panels", []))
 
 
-def run(prom, expr, instant):
-    now = time.time()
+def run(prom, expr, instant, window):
+    """(series, share of the window's steps where some series has a value), or (None, error)."""
+    start, end, step = window
     if instant:
-        params = {"query": expr, "time": f"{now:.3f}"}
+        params = {"query": expr, "time": f"{end:.3f}"}
         url = f"{prom}/api/v1/query?" + urllib.parse.urlencode(params)
     else:
-        params = {"query": expr, "start": f"{now - 300:.3f}", "end": f"{now:.3f}", "step": "15"}
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": str(step)}
         url = f"{prom}/api/v1/query_range?" + urllib.parse.urlencode(params)
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
@@ -121,20 +127,29 @@ def run(prom, expr, instant):
         body = json.load(e)
     if body.get("status") != "success":
         return None, f"{body.get('errorType')}: {body.get('error')}"
-    return len(body["data"]["result"]), None
+    result = body["data"]["result"]
+    if instant:
+        return len(result), 1.0 if result else 0.0
+    steps = int((end - start) // step) + 1
+    seen = {v[0] for r in result for v in r.get("values", [])}
+    return len(result), len(seen) / steps
 
 
 def parse(argv):
-    opts = {"prom": None, "files": [], "vars": {}, "required": set(), "save": None, "compare": None}
+    now = time.time()
+    opts = {"prom": None, "files": [], "vars": {}, "required": set(), "save": None, "compare": None,
+            "builtin": dict(BUILTIN), "start": now - 300, "end": now, "step": 15.0, "min_coverage": None}
     args = iter(argv)
     for a in args:
         if a == "--require-data":
             opts["required"].add(next(args))
-        elif a == "--var":
+        elif a in ("--var", "--set"):
             k, _, v = next(args).partition("=")
-            opts["vars"][k] = v
+            opts["vars" if a == "--var" else "builtin"][k] = v
         elif a in ("--save", "--compare"):
             opts[a[2:]] = next(args)
+        elif a in ("--start", "--end", "--step", "--min-coverage"):
+            opts[a[2:].replace("-", "_")] = float(next(args))
         elif opts["prom"] is None:
             opts["prom"] = a.rstrip("/")
         else:
@@ -142,20 +157,23 @@ def parse(argv):
     return opts
 
 
-def compare(results, path):
-    """Probe-result queries with series in the other setup must have series here."""
+def compare(results, path, min_coverage):
+    """Probe-result queries with series in the other setup must have series here (at
+    min_coverage of the steps, if given)."""
     passed = failed = 0
     other = json.load(open(path))
     for key, o in sorted(other.items()):
         if not o["probe_result"] or o["series"] == 0:
             continue
-        n = results.get(key, {}).get("series", 0)
-        if n > 0:
+        here = results.get(key, {"series": 0, "coverage": 0.0})
+        n, cov = here["series"], here["coverage"]
+        if n > 0 and (min_coverage is None or cov >= min_coverage):
             passed += 1
-            print(f"ok   --compare {key}: {o['series']} series there, {n} here")
+            print(f"ok   --compare {key}: {o['series']} series there, {n} here, data at {cov:.0%} of the steps")
         else:
             failed += 1
-            print(f"FAIL --compare {key}: {o['series']} series in {path}, none here\n     {o['expr']}")
+            print(f"FAIL --compare {key}: {o['series']} series in {path} (data at {o['coverage']:.0%} of the "
+                  f"steps), {n} here (data at {cov:.0%})\n     {o['expr']}")
     return passed, failed
 
 
@@ -172,18 +190,20 @@ def main(argv):
         if not problems:
             passed += 1
             print(f"ok   {f}: no recording rules, no vector(0) stats, scrape-only panels say so")
+        window = (opts["start"], opts["end"], opts["step"])
         for where, expr, instant, key, ref in queries(dash):
-            q = substitute(expr, opts["vars"])
-            n, err = run(opts["prom"], q, instant)
-            if err:
+            q = substitute(expr, opts["vars"], opts["builtin"])
+            n, cov = run(opts["prom"], q, instant, window)
+            if n is None:
                 failed += 1
-                print(f"FAIL {f}: {where}: {q}\n     {err}")
+                print(f"FAIL {f}: {where}: {q}\n     {cov}")
                 continue
             passed += 1
-            print(f"ok   {f}: {where}: {n} series")
+            print(f"ok   {f}: {where}: {n} series, data at {cov:.0%} of the steps")
             if key:
                 series[key] = series.get(key, 0) + n
-                results[f"{key}:{ref}"] = {"series": n, "probe_result": is_probe_result(expr), "expr": q}
+                results[f"{key}:{ref}"] = {"series": n, "coverage": cov, "probe_result": is_probe_result(expr),
+                                           "expr": q}
     for key in sorted(opts["required"]):
         if key not in series:
             failed += 1
@@ -198,7 +218,7 @@ def main(argv):
         with open(opts["save"], "w") as out:
             json.dump(results, out, indent=1, sort_keys=True)
     if opts["compare"]:
-        p, f_ = compare(results, opts["compare"])
+        p, f_ = compare(results, opts["compare"], opts["min_coverage"])
         passed, failed = passed + p, failed + f_
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
