@@ -5,6 +5,7 @@
                         [--require-data "UID:PANEL TITLE" ...]
                         [--save FILE] [--compare FILE [--min-coverage 0.95]]
                         [--start UNIX --end UNIX --step SECONDS] [--set __rate_interval=5s ...]
+                        [--expect "UID:PANEL TITLE:REFID>=VALUE" ...]
 
 Grafana's variables are replaced the way Grafana would ($__rate_interval, $__interval,
 $__range, and the dashboard's own variables from --var, else ".*"). Each panel query runs as
@@ -19,12 +20,15 @@ that reads a recording rule (rules cannot see backfilled rounds), a stat with `o
 has (anything but the per-round gauges) without saying "scrape" in its title or
 description. A query that reads only per-round gauges is a probe-result query.
 
---save writes every query's series count and the share of steps with data (JSON); --compare
-reads such a file from another Prometheus (the scrape setup) and fails every probe-result
-query that had series there and has none here (the push-only setup), or, with
---min-coverage, has data at fewer than that share of the steps. Prints one line per check, then "N passed, N failed".
+A value of NaN (a round without replies has no RTT) counts as no data. --save writes every
+query's series count and the share of steps with data (JSON); --compare reads such a file
+from another Prometheus (the scrape setup) and fails every probe-result query that had data
+there and has none here (the push-only setup), or, with --min-coverage, has data at a share
+of the steps more than 1 - min-coverage below the other's. --expect requires a query to have
+data and every value of it to be >= (or <=) VALUE. Prints one line per check, then "N passed, N failed".
 """
 import json
+import math
 import re
 import sys
 import time
@@ -112,7 +116,8 @@ def queries(dash):
 
 
 def run(prom, expr, instant, window):
-    """(series, share of the window's steps where some series has a value), or (None, error)."""
+    """(series with data, share of the window's steps where one has a value, the values), or
+    (None, error, None)."""
     start, end, step = window
     if instant:
         params = {"query": expr, "time": f"{end:.3f}"}
@@ -126,23 +131,27 @@ def run(prom, expr, instant, window):
     except urllib.error.HTTPError as e:
         body = json.load(e)
     if body.get("status") != "success":
-        return None, f"{body.get('errorType')}: {body.get('error')}"
-    result = body["data"]["result"]
-    if instant:
-        return len(result), 1.0 if result else 0.0
-    steps = int((end - start) // step) + 1
-    seen = {v[0] for r in result for v in r.get("values", [])}
-    return len(result), len(seen) / steps
+        return None, f"{body.get('errorType')}: {body.get('error')}", None
+    points = [[(v[0], float(v[1])) for v in (r["values"] if "values" in r else [r["value"]])
+               if not math.isnan(float(v[1]))] for r in body["data"]["result"]]
+    points = [p for p in points if p]
+    steps = 1 if instant else int((end - start) // step) + 1
+    seen = {t for p in points for t, _ in p}
+    return len(points), len(seen) / steps, [v for p in points for _, v in p]
 
 
 def parse(argv):
     now = time.time()
     opts = {"prom": None, "files": [], "vars": {}, "required": set(), "save": None, "compare": None,
-            "builtin": dict(BUILTIN), "start": now - 300, "end": now, "step": 15.0, "min_coverage": None}
+            "builtin": dict(BUILTIN), "start": now - 300, "end": now, "step": 15.0, "min_coverage": None,
+            "expect": []}
     args = iter(argv)
     for a in args:
         if a == "--require-data":
             opts["required"].add(next(args))
+        elif a == "--expect":
+            key, op, value = re.fullmatch(r"(.+?)(>=|<=)(.+)", next(args)).groups()
+            opts["expect"].append((key, op, float(value)))
         elif a in ("--var", "--set"):
             k, _, v = next(args).partition("=")
             opts["vars" if a == "--var" else "builtin"][k] = v
@@ -167,7 +176,7 @@ def compare(results, path, min_coverage):
             continue
         here = results.get(key, {"series": 0, "coverage": 0.0})
         n, cov = here["series"], here["coverage"]
-        if n > 0 and (min_coverage is None or cov >= min_coverage):
+        if n > 0 and (min_coverage is None or cov >= o["coverage"] - (1 - min_coverage)):
             passed += 1
             print(f"ok   --compare {key}: {o['series']} series there, {n} here, data at {cov:.0%} of the steps")
         else:
@@ -193,7 +202,7 @@ def main(argv):
         window = (opts["start"], opts["end"], opts["step"])
         for where, expr, instant, key, ref in queries(dash):
             q = substitute(expr, opts["vars"], opts["builtin"])
-            n, cov = run(opts["prom"], q, instant, window)
+            n, cov, values = run(opts["prom"], q, instant, window)
             if n is None:
                 failed += 1
                 print(f"FAIL {f}: {where}: {q}\n     {cov}")
@@ -203,7 +212,7 @@ def main(argv):
             if key:
                 series[key] = series.get(key, 0) + n
                 results[f"{key}:{ref}"] = {"series": n, "coverage": cov, "probe_result": is_probe_result(expr),
-                                           "expr": q}
+                                           "expr": q, "values": values}
     for key in sorted(opts["required"]):
         if key not in series:
             failed += 1
@@ -214,6 +223,16 @@ def main(argv):
         else:
             passed += 1
             print(f"ok   --require-data {key}: {series[key]} series")
+    for key, op, value in opts["expect"]:
+        got = results.get(key, {}).get("values", [])
+        good = [v for v in got if (v >= value if op == ">=" else v <= value)]
+        if got and len(good) == len(got):
+            passed += 1
+            print(f"ok   --expect {key}{op}{value}: all {len(got)} values")
+        else:
+            failed += 1
+            print(f"FAIL --expect {key}{op}{value}: {len(got) - len(good)} of {len(got)} values are not "
+                  f"(e.g. {[v for v in got if v not in good][:3]})")
     if opts["save"]:
         with open(opts["save"], "w") as out:
             json.dump(results, out, indent=1, sort_keys=True)

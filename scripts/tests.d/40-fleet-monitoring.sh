@@ -5,7 +5,10 @@
 # servers with the rules loaded: one scraping a real daemon (ping, DNS and trace rounds), and
 # a push-only one fed by the same daemon's remote_write. Every probe-result query with data
 # in the first must have data in the second, also over an outage of the push path that the
-# daemon backfills afterwards.
+# daemon backfills afterwards, and a loss injected only during the outage shows in it.
+# As root this part runs in a network namespace of its own (the loss is an iptables rule
+# there); without root it runs on the host's loopback without the loss, unless
+# VANTAGE_REQUIRE_ROOT_TESTS=1 makes that a failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,8 +29,10 @@ done
 
 work=$(mktemp -d)
 pids=()
+ns=
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -93,6 +98,22 @@ uids=$(jq -r .uid monitoring/grafana/dashboards/*.json | sort | uniq -d)
 cargo build -q -p vantage || { bad "cargo build -p vantage"; echo "$passed passed, $failed failed"; exit 1; }
 bin=target/debug/vantage
 
+# Everything from here on (servers, daemon, queries) runs through inns: in the namespace as
+# root, else on the host.
+inns() { "$@"; }
+if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null && command -v iptables >/dev/null; then
+  ns=vmon$$
+  if ip netns add "$ns" && ip -n "$ns" link set lo up; then
+    inns() { ip netns exec "$ns" "$@"; }
+  else
+    bad "create network namespace $ns"; ns=
+  fi
+elif [ "${VANTAGE_REQUIRE_ROOT_TESTS:-0}" = 1 ]; then
+  bad "the injected outage loss needs root, ip and iptables (VANTAGE_REQUIRE_ROOT_TESTS=1)"
+else
+  echo "note: not root, the outage runs without an injected loss"
+fi
+
 # A DNS server for the DNS probe: unbound on loopback, answering one local name.
 dns_port=$(free_port)
 cat >"$work/unbound.conf" <<EOF
@@ -112,7 +133,7 @@ server:
     local-zone: "dash.test." static
     local-data: "www.dash.test. 300 IN A 192.0.2.10"
 EOF
-unbound -d -c "$work/unbound.conf" >/dev/null 2>"$work/unbound.log" &
+inns unbound -d -c "$work/unbound.conf" >/dev/null 2>"$work/unbound.log" &
 pids+=($!)
 for _ in $(seq 50); do grep -q "start of service" "$work/unbound.log" && break; sleep 0.2; done
 
@@ -157,22 +178,22 @@ global: { evaluation_interval: 1s }
 rule_files: ['$work/rules/*.yml']
 storage: { tsdb: { out_of_order_time_window: 1h } }
 EOF
-prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+inns prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
   --web.listen-address="127.0.0.1:$p_port" >"$work/prometheus.log" 2>&1 &
 pids+=($!)
 start_push() {
-  prometheus --config.file="$work/push.yml" --storage.tsdb.path="$work/tsdb-push" --web.enable-remote-write-receiver \
+  inns prometheus --config.file="$work/push.yml" --storage.tsdb.path="$work/tsdb-push" --web.enable-remote-write-receiver \
     --web.listen-address="127.0.0.1:$push_port" >>"$work/prometheus-push.log" 2>&1 &
   push_pid=$!
   pids+=($push_pid)
 }
 start_push
-"$bin" run --config "$work/vantage.toml" --listen "127.0.0.1:$v_port" --data-dir "$work/data" >"$work/vantage.log" 2>&1 &
+inns "$bin" run --config "$work/vantage.toml" --listen "127.0.0.1:$v_port" --data-dir "$work/data" >"$work/vantage.log" 2>&1 &
 pids+=($!)
 prom="http://127.0.0.1:$p_port"
 push="http://127.0.0.1:$push_port"
 has_data() { # has_data PROMETHEUS QUERY
-  curl -fs --data-urlencode "query=$2" "$1/api/v1/query" | jq -e '.data.result | length > 0' >/dev/null; }
+  inns curl -fs --data-urlencode "query=$2" "$1/api/v1/query" | jq -e '.data.result | length > 0' >/dev/null; }
 # Each setup is ready once it has a trace, a DNS round and the recording rule's first result.
 ready='vantage_trace_hops{target="lo"} and on () vantage_dns_rcode{target="lo"} and on () vantage_target:ping_rtt_seconds:median5m{target="lo"}'
 for _ in $(seq 120); do has_data "$prom" "$ready" && has_data "$push" "$ready" && break; sleep 0.5; done
@@ -210,14 +231,14 @@ rounds=(--require-data "vantage-fleet:Devices reporting" --require-data "vantage
   --require-data "vantage-target:Hop RTT" --require-data "vantage-target:Hop loss")
 # Only pushed rounds carry these yet; /metrics gains them with the one series definition.
 pushed_rounds=(--require-data "vantage-target:Ping replies")
-if out=$(python3 monitoring/tests/check_dashboards.py "$prom" "${dashboards[@]}" "${vars[@]}" "${rounds[@]}" \
+if out=$(inns python3 monitoring/tests/check_dashboards.py "$prom" "${dashboards[@]}" "${vars[@]}" "${rounds[@]}" \
     --require-data "vantage-fleet:Devices down (scrape)" --require-data "vantage-device:Scrape up" \
     --save "$work/scrape.json" 2>&1); then
   ok "scrape: every dashboard query evaluates, probe-result and scrape panels have data ($(echo "$out" | tail -1))"
 else
   bad "scrape: every dashboard query evaluates, probe-result and scrape panels have data"; echo "$out" | grep -v '^ok' | sed 's/^/     /'
 fi
-if out=$(python3 monitoring/tests/check_dashboards.py "$push" "${dashboards[@]}" "${vars[@]}" "${rounds[@]}" \
+if out=$(inns python3 monitoring/tests/check_dashboards.py "$push" "${dashboards[@]}" "${vars[@]}" "${rounds[@]}" \
     "${pushed_rounds[@]}" --compare "$work/scrape.json" 2>&1); then
   ok "push-only: every dashboard query evaluates, every probe-result query with data in the scrape setup has data ($(echo "$out" | grep -c '^ok   --compare') compared; $(echo "$out" | tail -1))"
 else
@@ -225,19 +246,25 @@ else
 fi
 
 # --- An outage of the push path -------------------------------------------------------------
-# The push-only Prometheus goes away for 20 s while the daemon keeps probing and storing; once
-# it is back, the daemon ships the backlog with the rounds' own timestamps. Afterwards the
-# push-only Prometheus holds exactly the rounds the device stored for the outage, and every
-# probe-result query of the dashboards, run over the outage alone with 5 s windows, has data
-# at 95 % of its steps wherever the scrape setup (which kept scraping) has data.
+# The push-only Prometheus goes away for 20 s while the daemon keeps probing and storing, and
+# (as root) the target stops answering pings for just that time; once the Prometheus is back,
+# the daemon ships the backlog with the rounds' own timestamps. Afterwards the push-only
+# Prometheus holds exactly the rounds the device stored for the outage; every probe-result
+# query of the dashboards, run over the outage alone with 5 s windows, has data at 95 % of its
+# steps wherever the scrape setup (which kept scraping) has data; and the loss panel shows the
+# outage's loss, and none before it.
+drop=(-w -I INPUT -p icmp --icmp-type echo-request -j DROP)
 kill "$push_pid"; wait "$push_pid" 2>/dev/null
-t0=$(date +%s)
+[ -n "$ns" ] && inns iptables "${drop[@]}"
+# Whole seconds inside the outage: the next one after it began, the last one before it ends.
+t0=$(($(date +%s) + 1))
 sleep 20
 t1=$(date +%s)
+[ -n "$ns" ] && inns iptables "${drop[@]/-I/-D}"
 start_push
-stored() { curl -fs "http://127.0.0.1:$v_port/api/samples?target=lo&probe=$1&from=$t0&to=$t1" | jq '.samples | length'; }
+stored() { inns curl -fs "http://127.0.0.1:$v_port/api/samples?target=lo&probe=$1&from=$t0&to=$t1" | jq '.samples | length'; }
 pushed() {
-  curl -fs --data-urlencode "query=count_over_time(vantage_probe_success{job=\"vantage\", instance=\"dash-check\", target=\"lo\", probe=\"$1\"}[$((t1 - t0))s] @ $t1)" \
+  inns curl -fs --data-urlencode "query=count_over_time(vantage_probe_success{job=\"vantage\", instance=\"dash-check\", target=\"lo\", probe=\"$1\"}[$((t1 - t0))s] @ $t1)" \
     "$push/api/v1/query" | jq -r '.data.result[0].value[1] // 0'; }
 for _ in $(seq 120); do [ "$(pushed trace)" = "$(stored trace)" ] && [ "$(pushed ping)" = "$(stored ping)" ] && break; sleep 0.5; done
 for probe in ping dns trace; do
@@ -251,13 +278,33 @@ for probe in ping dns trace; do
 done
 outage=(--start $((t0 + 5)) --end "$t1" --step 1 --set __rate_interval=5s --set __interval=1s
   --set __range=$((t1 - t0))s)
-python3 monitoring/tests/check_dashboards.py "$prom" "${dashboards[@]}" "${vars[@]}" "${outage[@]}" \
+inns python3 monitoring/tests/check_dashboards.py "$prom" "${dashboards[@]}" "${vars[@]}" "${outage[@]}" \
   --save "$work/scrape-outage.json" >"$work/scrape-outage.txt" 2>&1
-if out=$(python3 monitoring/tests/check_dashboards.py "$push" "${dashboards[@]}" "${vars[@]}" "${outage[@]}" \
-    "${rounds[@]}" "${pushed_rounds[@]}" --compare "$work/scrape-outage.json" --min-coverage 0.95 2>&1); then
+# With every ping lost, no round has an RTT: the RTT panels are empty for the outage, in the
+# scrape setup too (NaN), so only the comparison speaks for them.
+loss=() outage_rounds=("${rounds[@]}")
+if [ -n "$ns" ]; then
+  loss=(--expect "vantage-target:Loss:A>=1")
+  outage_rounds=()
+  for ((i = 0; i < ${#rounds[@]}; i += 2)); do
+    case ${rounds[i + 1]} in *RTT*) ;; *) outage_rounds+=("${rounds[i]}" "${rounds[i + 1]}") ;; esac
+  done
+fi
+if out=$(inns python3 monitoring/tests/check_dashboards.py "$push" "${dashboards[@]}" "${vars[@]}" "${outage[@]}" \
+    "${outage_rounds[@]}" "${pushed_rounds[@]}" "${loss[@]}" --compare "$work/scrape-outage.json" --min-coverage 0.95 2>&1); then
   ok "outage: every probe-result query has the outage's rounds at 95 % of its steps ($(echo "$out" | grep -c '^ok   --compare') compared; $(echo "$out" | tail -1))"
 else
   bad "outage: every probe-result query has the outage's rounds at 95 % of its steps"; echo "$out" | grep -v '^ok' | sed 's/^/     /'
+fi
+if [ -n "$ns" ]; then
+  # Before the outage the same panel shows no loss: the loss above is the outage's own.
+  if out=$(inns python3 monitoring/tests/check_dashboards.py "$push" monitoring/grafana/dashboards/target.json \
+      "${vars[@]}" --start $((t0 - 10)) --end $((t0 - 1)) --step 1 --set __rate_interval=5s \
+      --expect "vantage-target:Loss:A<=0" 2>&1); then
+    ok "outage: the loss panel shows 100 % loss for the outage's rounds only"
+  else
+    bad "outage: the loss panel shows 100 % loss for the outage's rounds only"; echo "$out" | grep -v '^ok' | sed 's/^/     /'
+  fi
 fi
 
 echo "$passed passed, $failed failed"
