@@ -294,6 +294,41 @@ def device():
                      variables("instance"), p, LINKS)
 
 
+def trace_panels(L):
+    """The target dashboard's trace panels: traces run every minute by default, so their
+    steps are at least TRACE_STEP."""
+    return [
+        L.place(table("Path (per hop)", [
+            target(f"max by (hop, address) (vantage_trace_hop_info{{{TGT}}})", instant=True, fmt="table", ref="A"),
+            target(f"max by (hop) (quantile_over_time(0.5, vantage_trace_hop_rtt_seconds{{{TGT}}}[$__range]))",
+                   instant=True, fmt="table", ref="B"),
+            target(f"max by (hop) (avg_over_time(vantage_trace_hop_loss_ratio{{{TGT}}}[$__range]))", instant=True,
+                   fmt="table", ref="C"),
+        ], desc=desc("Every hop over the dashboard's time range: median RTT and mean loss of its traces. The "
+                     "responder addresses (vantage_trace_hop_info) come from scrapes of /metrics only."),
+            transformations=[{"id": "merge", "options": {}},
+                             {"id": "organize", "options": {
+                                 "excludeByName": {"Time": True, "__name__": True, "Value #A": True},
+                                 "renameByName": {"Value #B": "median RTT (s)", "Value #C": "loss"}}},
+                             {"id": "sortBy", "options": {"sort": [{"field": "hop"}]}}]), 12, 10),
+        L.place(timeseries("Path changes", [
+            target(f"max_over_time(vantage_trace_round_path_changed{{{TGT}}}[{W}])", "changed", ref="A"),
+            target(f"max_over_time(vantage_trace_hops{{{TGT}}}[{W}])", "hops", ref="B"),
+            target(f"max_over_time(vantage_trace_paths{{{TGT}}}[{W}])", "paths known", ref="C")], bars=True,
+            desc=desc("1 in a step with a trace that followed a new path (ECMP flips between known branches do "
+                      "not count), the hops to the destination and the distinct paths within path_window.",
+                      ROUNDS), min_interval=TRACE_STEP), 12, 10),
+        L.place(timeseries("Hop RTT", [
+            target(f"quantile_over_time(0.5, vantage_trace_hop_rtt_seconds{{{TGT}}}[{W}])", "hop {{hop}}")],
+            unit="s", desc=desc("Median RTT of each hop's traces in the step.", ROUNDS), min_interval=TRACE_STEP),
+                12, 8),
+        L.place(timeseries("Hop loss", [
+            target(f"avg_over_time(vantage_trace_hop_loss_ratio{{{TGT}}}[{W}])", "hop {{hop}}")],
+            unit="percentunit", desc=desc("Mean loss of each hop's traces in the step.", ROUNDS),
+            min_interval=TRACE_STEP), 12, 8),
+    ]
+
+
 def target_dash():
     L = Layout()
     rtt = RTT_AVG % TGT
@@ -346,35 +381,7 @@ def target_dash():
                    ref="E")],
             desc=desc("Every rcode seen in the step, the smallest answer, and whether a round failed its answer "
                       "checks, was truncated and retried over TCP, or saw stray datagrams.", ROUNDS)), 12, 8),
-        L.place(table("Path (per hop)", [
-            target(f"max by (hop, address) (vantage_trace_hop_info{{{TGT}}})", instant=True, fmt="table", ref="A"),
-            target(f"max by (hop) (quantile_over_time(0.5, vantage_trace_hop_rtt_seconds{{{TGT}}}[$__range]))",
-                   instant=True, fmt="table", ref="B"),
-            target(f"max by (hop) (avg_over_time(vantage_trace_hop_loss_ratio{{{TGT}}}[$__range]))", instant=True,
-                   fmt="table", ref="C"),
-        ], desc=desc("Every hop over the dashboard's time range: median RTT and mean loss of its traces. The "
-                     "responder addresses (vantage_trace_hop_info) come from scrapes of /metrics only."),
-            transformations=[{"id": "merge", "options": {}},
-                             {"id": "organize", "options": {
-                                 "excludeByName": {"Time": True, "__name__": True, "Value #A": True},
-                                 "renameByName": {"Value #B": "median RTT (s)", "Value #C": "loss"}}},
-                             {"id": "sortBy", "options": {"sort": [{"field": "hop"}]}}]), 12, 10),
-        L.place(timeseries("Path changes", [
-            target(f"max_over_time(vantage_trace_round_path_changed{{{TGT}}}[{W}])", "changed", ref="A"),
-            target(f"max_over_time(vantage_trace_hops{{{TGT}}}[{W}])", "hops", ref="B"),
-            target(f"max_over_time(vantage_trace_paths{{{TGT}}}[{W}])", "paths known", ref="C")], bars=True,
-            desc=desc("1 in a step with a trace that followed a new path (ECMP flips between known branches do "
-                      "not count), the hops to the destination and the distinct paths within path_window.",
-                      ROUNDS), min_interval=TRACE_STEP), 12, 10),
-        L.place(timeseries("Hop RTT", [
-            target(f"quantile_over_time(0.5, vantage_trace_hop_rtt_seconds{{{TGT}}}[{W}])", "hop {{hop}}")],
-            unit="s", desc=desc("Median RTT of each hop's traces in the step.", ROUNDS), min_interval=TRACE_STEP),
-                12, 8),
-        L.place(timeseries("Hop loss", [
-            target(f"avg_over_time(vantage_trace_hop_loss_ratio{{{TGT}}}[{W}])", "hop {{hop}}")],
-            unit="percentunit", desc=desc("Mean loss of each hop's traces in the step.", ROUNDS),
-            min_interval=TRACE_STEP), 12, 8),
-    ]
+    ] + trace_panels(L)
     return dashboard("vantage-target", "Vantage / Target",
                      "One target seen from one device: RTT, loss, DNS, per-hop path and path changes, all from its "
                      "rounds.", variables("instance", "target"), p, LINKS)

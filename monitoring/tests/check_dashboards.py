@@ -3,7 +3,7 @@
 
     check_dashboards.py PROMETHEUS_URL DASHBOARD.json... [--var name=value ...]
                         [--require-data "UID:PANEL TITLE" ...]
-                        [--save FILE] [--compare FILE [--min-coverage 0.95]]
+                        [--save FILE] [--compare FILE [--min-coverage 0.95] [--compare-skip REGEX]]
                         [--start UNIX --end UNIX --step SECONDS] [--set __rate_interval=5s ...]
                         [--expect "UID:PANEL TITLE:REFID>=VALUE" ...]
 
@@ -24,7 +24,8 @@ A value of NaN (a round without replies has no RTT) counts as no data. --save wr
 query's series count and the share of steps with data (JSON); --compare reads such a file
 from another Prometheus (the scrape setup) and fails every probe-result query that had data
 there and has none here (the push-only setup), or, with --min-coverage, has data at a share
-of the steps more than 1 - min-coverage below the other's. --expect requires a query to have
+of the steps more than 1 - min-coverage below the other's; queries whose "UID:TITLE:REFID"
+matches a --compare-skip regex are left out. --expect requires a query to have
 data and every value of it to be >= (or <=) VALUE. Prints one line per check, then "N passed, N failed".
 """
 import json
@@ -144,11 +145,13 @@ def parse(argv):
     now = time.time()
     opts = {"prom": None, "files": [], "vars": {}, "required": set(), "save": None, "compare": None,
             "builtin": dict(BUILTIN), "start": now - 300, "end": now, "step": 15.0, "min_coverage": None,
-            "expect": []}
+            "expect": [], "compare_skip": []}
     args = iter(argv)
     for a in args:
         if a == "--require-data":
             opts["required"].add(next(args))
+        elif a == "--compare-skip":
+            opts["compare_skip"].append(re.compile(next(args)))
         elif a == "--expect":
             key, op, value = re.fullmatch(r"(.+?)(>=|<=)(.+)", next(args)).groups()
             opts["expect"].append((key, op, float(value)))
@@ -166,13 +169,14 @@ def parse(argv):
     return opts
 
 
-def compare(results, path, min_coverage):
+def compare(results, opts):
     """Probe-result queries with series in the other setup must have series here (at
     min_coverage of the steps, if given)."""
     passed = failed = 0
+    path, min_coverage = opts["compare"], opts["min_coverage"]
     other = json.load(open(path))
     for key, o in sorted(other.items()):
-        if not o["probe_result"] or o["series"] == 0:
+        if not o["probe_result"] or o["series"] == 0 or any(r.search(key) for r in opts["compare_skip"]):
             continue
         here = results.get(key, {"series": 0, "coverage": 0.0})
         n, cov = here["series"], here["coverage"]
@@ -186,61 +190,73 @@ def compare(results, path, min_coverage):
     return passed, failed
 
 
-def main(argv):
-    opts = parse(argv)
-    passed = failed = 0
-    series, results = {}, {}
-    for f in opts["files"]:
-        dash = json.load(open(f))
-        problems = list(lint(dash))
-        for where, problem in problems:
-            failed += 1
-            print(f"FAIL {f}: {where}: {problem}")
-        if not problems:
-            passed += 1
-            print(f"ok   {f}: no recording rules, no vector(0) stats, scrape-only panels say so")
-        window = (opts["start"], opts["end"], opts["step"])
-        for where, expr, instant, key, ref in queries(dash):
-            q = substitute(expr, opts["vars"], opts["builtin"])
-            n, cov, values = run(opts["prom"], q, instant, window)
-            if n is None:
-                failed += 1
-                print(f"FAIL {f}: {where}: {q}\n     {cov}")
-                continue
-            passed += 1
-            print(f"ok   {f}: {where}: {n} series, data at {cov:.0%} of the steps")
-            if key:
-                series[key] = series.get(key, 0) + n
-                results[f"{key}:{ref}"] = {"series": n, "coverage": cov, "probe_result": is_probe_result(expr),
-                                           "expr": q, "values": values}
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def ok(self, line):
+        self.passed += 1
+        print(f"ok   {line}")
+
+    def bad(self, line):
+        self.failed += 1
+        print(f"FAIL {line}")
+
+
+def check_file(f, opts, tally, series, results):
+    """Lints one dashboard, runs its queries, and notes their results by "UID:TITLE:REFID"."""
+    dash = json.load(open(f))
+    problems = list(lint(dash))
+    for where, problem in problems:
+        tally.bad(f"{f}: {where}: {problem}")
+    if not problems:
+        tally.ok(f"{f}: no recording rules, no vector(0) stats, scrape-only panels say so")
+    window = (opts["start"], opts["end"], opts["step"])
+    for where, expr, instant, key, ref in queries(dash):
+        q = substitute(expr, opts["vars"], opts["builtin"])
+        n, cov, values = run(opts["prom"], q, instant, window)
+        if n is None:
+            tally.bad(f"{f}: {where}: {q}\n     {cov}")
+            continue
+        tally.ok(f"{f}: {where}: {n} series, data at {cov:.0%} of the steps")
+        if key:
+            series[key] = series.get(key, 0) + n
+            results[f"{key}:{ref}"] = {"series": n, "coverage": cov, "probe_result": is_probe_result(expr),
+                                       "expr": q, "values": values}
+
+
+def check_required(opts, tally, series, results):
     for key in sorted(opts["required"]):
         if key not in series:
-            failed += 1
-            print(f"FAIL --require-data {key}: no such panel (or its queries failed)")
+            tally.bad(f"--require-data {key}: no such panel (or its queries failed)")
         elif series[key] == 0:
-            failed += 1
-            print(f"FAIL --require-data {key}: none of its queries returned series")
+            tally.bad(f"--require-data {key}: none of its queries returned series")
         else:
-            passed += 1
-            print(f"ok   --require-data {key}: {series[key]} series")
+            tally.ok(f"--require-data {key}: {series[key]} series")
     for key, op, value in opts["expect"]:
         got = results.get(key, {}).get("values", [])
-        good = [v for v in got if (v >= value if op == ">=" else v <= value)]
-        if got and len(good) == len(got):
-            passed += 1
-            print(f"ok   --expect {key}{op}{value}: all {len(got)} values")
+        wrong = [v for v in got if not (v >= value if op == ">=" else v <= value)]
+        if got and not wrong:
+            tally.ok(f"--expect {key}{op}{value}: all {len(got)} values")
         else:
-            failed += 1
-            print(f"FAIL --expect {key}{op}{value}: {len(got) - len(good)} of {len(got)} values are not "
-                  f"(e.g. {[v for v in got if v not in good][:3]})")
+            tally.bad(f"--expect {key}{op}{value}: {len(wrong)} of {len(got)} values are not (e.g. {wrong[:3]})")
+
+
+def main(argv):
+    opts = parse(argv)
+    tally = Tally()
+    series, results = {}, {}
+    for f in opts["files"]:
+        check_file(f, opts, tally, series, results)
+    check_required(opts, tally, series, results)
     if opts["save"]:
         with open(opts["save"], "w") as out:
             json.dump(results, out, indent=1, sort_keys=True)
     if opts["compare"]:
-        p, f_ = compare(results, opts["compare"], opts["min_coverage"])
-        passed, failed = passed + p, failed + f_
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+        p, f_ = compare(results, opts)
+        tally.passed, tally.failed = tally.passed + p, tally.failed + f_
+    print(f"{tally.passed} passed, {tally.failed} failed")
+    return 1 if tally.failed else 0
 
 
 if __name__ == "__main__":
