@@ -257,13 +257,17 @@ def device():
                                                                              "Value #C": "median RTT (s)"}}}]), 24, 9),
         L.place(timeseries("Success per target", [
             target(f"avg_over_time({ROUND_SERIES}{{{DEV}}}[{W}])", "{{target}} {{probe}}")], unit="percentunit",
-            desc=desc("Share of successful rounds in the step, per target and probe.", ROUNDS)), 8, 8),
+            desc=desc("Share of successful rounds in the step, per target and probe.", ROUNDS)), 6, 8),
         L.place(timeseries("Loss per target", [
             target(f"avg_over_time(vantage_ping_loss_ratio{{{DEV}}}[{W}])", "{{target}}")], unit="percentunit",
-            desc=desc("Mean loss of the ping rounds in the step.", ROUNDS)), 8, 8),
+            desc=desc("Mean loss of the ping rounds in the step.", ROUNDS)), 6, 8),
         L.place(timeseries("Median RTT per target", [
             target(f"quantile_over_time(0.5, {RTT_AVG % DEV}[{W}])", "{{target}}")], unit="s",
-            desc=desc("Median of the ping rounds' mean RTT in the step.", ROUNDS)), 8, 8),
+            desc=desc("Median of the ping rounds' mean RTT in the step.", ROUNDS)), 6, 8),
+        L.place(timeseries("Round duration per target", [
+            target(f"max_over_time(vantage_probe_duration_seconds{{{DEV}}}[{W}])", "{{target}} {{probe}}")],
+            unit="s", desc=desc("The longest round in the step, per target and probe: a round that nears its "
+                                "interval makes the next one late.", ROUNDS)), 6, 8),
         L.place(timeseries("Uplink: gateway and upstream up (scrape)", [
             target(f"vantage_uplink_gateway_up{{{DEV}}}", "gateway {{family}}", ref="A"),
             target(f"vantage_uplink_upstream_up{{{DEV}}}", "upstream {{upstream}}", ref="B")], desc=SCRAPE), 12, 8),

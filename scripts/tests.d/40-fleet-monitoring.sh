@@ -225,6 +225,7 @@ rounds=(--require-data "vantage-fleet:Devices reporting" --require-data "vantage
   --require-data "vantage-fleet:Devices" --require-data "vantage-fleet:Worst targets by RTT p95 (5m)"
   --require-data "vantage-device:Last round" --require-data "vantage-device:Targets"
   --require-data "vantage-device:Median RTT per target" --require-data "vantage-device:Success per target"
+  --require-data "vantage-device:Round duration per target"
   --require-data "vantage-target:Success (last round)" --require-data "vantage-target:RTT"
   --require-data "vantage-target:Loss" --require-data "vantage-target:DNS lookup time"
   --require-data "vantage-target:DNS rcode and answers" --require-data "vantage-target:Path changes"
