@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Runs every PromQL expression of the Grafana dashboards against a Prometheus.
 
+    check_dashboards.py --lint-only DASHBOARD.json...
     check_dashboards.py PROMETHEUS_URL DASHBOARD.json... [--var name=value ...]
                         [--require-data "UID:PANEL TITLE" ...]
                         [--save FILE] [--compare FILE [--min-coverage 0.95] [--compare-skip REGEX]]
@@ -18,7 +19,8 @@ Before any query the dashboards are read for what the data model forbids: a pane
 that reads a recording rule (rules cannot see backfilled rounds), a stat with `or vector(0)`
 (a made-up 0 for missing data), and a panel reading series that only a scrape of /metrics
 has (anything but the per-round gauges) without saying "scrape" in its title or
-description. A query that reads only per-round gauges is a probe-result query.
+description (--lint-only: only this, without a Prometheus). A query that reads only
+per-round gauges is a probe-result query.
 
 A value of NaN (a round without replies has no RTT) counts as no data. --save writes every
 query's series count and the share of steps with data (JSON); --compare reads such a file
@@ -145,10 +147,12 @@ def parse(argv):
     now = time.time()
     opts = {"prom": None, "files": [], "vars": {}, "required": set(), "save": None, "compare": None,
             "builtin": dict(BUILTIN), "start": now - 300, "end": now, "step": 15.0, "min_coverage": None,
-            "expect": [], "compare_skip": []}
+            "expect": [], "compare_skip": [], "lint_only": False}
     args = iter(argv)
     for a in args:
-        if a == "--require-data":
+        if a == "--lint-only":
+            opts["lint_only"] = True
+        elif a == "--require-data":
             opts["required"].add(next(args))
         elif a == "--compare-skip":
             opts["compare_skip"].append(re.compile(next(args)))
@@ -166,6 +170,8 @@ def parse(argv):
             opts["prom"] = a.rstrip("/")
         else:
             opts["files"].append(a)
+    if opts["lint_only"] and opts["prom"]:
+        opts["files"].insert(0, opts["prom"])
     return opts
 
 
@@ -211,6 +217,8 @@ def check_file(f, opts, tally, series, results):
         tally.bad(f"{f}: {where}: {problem}")
     if not problems:
         tally.ok(f"{f}: no recording rules, no vector(0) stats, scrape-only panels say so")
+    if opts["lint_only"]:
+        return
     window = (opts["start"], opts["end"], opts["step"])
     for where, expr, instant, key, ref in queries(dash):
         q = substitute(expr, opts["vars"], opts["builtin"])

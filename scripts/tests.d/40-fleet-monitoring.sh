@@ -94,6 +94,23 @@ for f in monitoring/grafana/dashboards/*.json; do
 done
 uids=$(jq -r .uid monitoring/grafana/dashboards/*.json | sort | uniq -d)
 [ -z "$uids" ] && ok "dashboard uids are unique" || bad "duplicate dashboard uids: $uids"
+check "dashboards read no recording rule, no stat has or vector(0), scrape-only panels say so" \
+  python3 monitoring/tests/check_dashboards.py --lint-only monitoring/grafana/dashboards/*.json
+# The lint itself: each kind of mistake, put into a copy of a shipped dashboard, is caught.
+fleet=monitoring/grafana/dashboards/fleet.json
+declare -A mistakes=(
+  ["a stat with or vector(0)"]='(.panels[] | select(.type == "stat") | .targets[].expr) |= . + " or vector(0)"'
+  ["a panel on a recording rule"]='(.panels[] | select(.title == "Targets failing") | .targets[0].expr) = "sum(vantage_device:targets_failing:count)"'
+  ["a scrape-only panel that does not say so"]='(.panels[] | select(.title | test("scrape")) | .title, .description) |= "Backlog"'
+)
+for m in "${!mistakes[@]}"; do
+  jq "${mistakes[$m]}" "$fleet" >"$work/mistake.json"
+  if python3 monitoring/tests/check_dashboards.py --lint-only "$work/mistake.json" >/dev/null; then
+    bad "the dashboard lint catches $m"
+  else
+    ok "the dashboard lint catches $m"
+  fi
+done
 
 cargo build -q -p vantage || { bad "cargo build -p vantage"; echo "$passed passed, $failed failed"; exit 1; }
 bin=target/debug/vantage
