@@ -98,7 +98,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 /// Fast compression: a scrape is compressed once and read once; level 1 gets most of the gain.
-fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(raw.len() / 6),

@@ -304,3 +304,64 @@ impl Observer for Metrics {
             .inc();
     }
 }
+
+/// What a scrape of `/metrics` costs with N ping targets after one round each: render time,
+/// bytes plain and gzipped. Run with
+/// `cargo test -p vantage --profile ci --bin vantage exposition_cost -- --ignored --nocapture`.
+#[cfg(test)]
+mod cost {
+    use std::time::{Duration, Instant};
+
+    use vantage_core::{Measurement, PingReport};
+
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement; prints figures"]
+    fn exposition_cost() {
+        for n in [100usize, 1_000, 10_000] {
+            let mut text = String::from("[defaults]\nprobes = [\"ping\"]\n");
+            for i in 0..n {
+                text.push_str(&format!(
+                    "[[targets]]\nname = \"t{i}\"\nhost = \"127.1.{}.{}\"\nlabels = {{ site = \"lab\" }}\n",
+                    i / 250,
+                    i % 250 + 1
+                ));
+            }
+            let config = Config::parse(&text, "cost.toml").unwrap();
+            let m = Metrics::new();
+            m.apply(&config);
+            for t in &config.targets {
+                m.sample(Sample {
+                    target: t.name.as_str().into(),
+                    probe: ProbeKind::Ping,
+                    timestamp: SystemTime::now(),
+                    duration: Duration::from_millis(2),
+                    success: true,
+                    error: None,
+                    measurement: Measurement::Ping(PingReport {
+                        sent: 1,
+                        received: 1,
+                        rtts: vec![Duration::from_micros(180)],
+                        ..PingReport::default()
+                    }),
+                });
+            }
+            let _ = m.render();
+            let runs = if n >= 10_000 { 5 } else { 20 };
+            let start = Instant::now();
+            let mut bytes = 0;
+            for _ in 0..runs {
+                bytes = m.render().len();
+            }
+            let per = start.elapsed() / runs;
+            let body = m.render();
+            let start = Instant::now();
+            let gz = crate::http::gzip_bytes(body.as_bytes()).len();
+            println!(
+                "{n} targets: render {per:?}, {bytes} bytes, gzip {gz} bytes in {:?}",
+                start.elapsed()
+            );
+        }
+    }
+}
