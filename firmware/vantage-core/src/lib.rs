@@ -22,6 +22,7 @@
 mod clock;
 pub mod config;
 pub mod defaults;
+mod lock;
 pub mod net;
 mod probe;
 mod runner;
@@ -29,11 +30,12 @@ mod sample;
 mod scheduler;
 mod types;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use config::{
     Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, DohMethod, Host, LedBackendKind,
     LedConfig, LedRole, LedsConfig, PingOptions, Target, TraceOptions,
 };
+pub use lock::{LockExt, RwLockExt};
 pub use probe::{
     DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host,
     system_nameservers,

@@ -31,6 +31,7 @@ use super::engines::Engines;
 use super::{HostResolver, Probe, ProbeRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::TraceOptions;
+use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::net::trace::{
     KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
@@ -116,7 +117,7 @@ impl TraceProbe {
     }
 
     fn state(&self, target: &str) -> Arc<tokio::sync::Mutex<TargetState>> {
-        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states = self.states.lock_or_recover();
         let now = self.clock.now();
         if !states.contains_key(target) {
             states.retain(|_, s| {
@@ -278,12 +279,8 @@ struct Lease<'a> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.engine
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.dst);
-        let mut leases = self.engine.leases.lock().unwrap_or_else(|e| e.into_inner());
+        self.engine.routes.lock_or_recover().remove(&self.dst);
+        let mut leases = self.engine.leases.lock_or_recover();
         // The map's and our guard's references: nobody else waits for this destination.
         if leases
             .get(&self.dst)
@@ -302,7 +299,7 @@ impl Engine {
             loop {
                 match s.recv().await {
                     Ok(reply) => {
-                        let routes = r.lock().unwrap_or_else(|e| e.into_inner());
+                        let routes = r.lock_or_recover();
                         if let Some(tx) = routes.get(&reply.dst) {
                             let _ = tx.send(reply);
                         }
@@ -325,17 +322,13 @@ impl Engine {
     async fn lease(&self, dst: IpAddr) -> Lease<'_> {
         let m = self
             .leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .entry(dst)
             .or_default()
             .clone();
         let guard = m.lock_owned().await;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dst, tx);
+        self.routes.lock_or_recover().insert(dst, tx);
         Lease {
             engine: self,
             dst,
@@ -563,7 +556,10 @@ impl<'a> Round<'a> {
             if now >= end {
                 break;
             }
+            // Answers first: a task that wakes late (a loaded machine) finds an answer and its
+            // deadline ready at once, and the answer's own timestamp says if it came in time.
             tokio::select! {
+                biased;
                 r = rx.recv() => match r {
                     Some(r) => self.take(r),
                     None => break,
@@ -571,7 +567,9 @@ impl<'a> Round<'a> {
                 _ = tokio::time::sleep_until(wake.min(end).into()) => {}
             }
         }
-        // Answers already read but not yet taken.
+        // Answers the receive task read but did not hand over yet: an anonymous answer left
+        // there would never be placed.
+        tokio::task::yield_now().await;
         while let Ok(r) = rx.try_recv() {
             self.take(r);
         }
@@ -737,24 +735,41 @@ impl<'a> Round<'a> {
         let i = self.send(ttl, flow);
         let deadline = self.sent[i].deadline.min(end);
         loop {
-            tokio::select! {
-                r = rx.recv() => {
-                    let r = r?;
-                    if r.dst != self.addr || r.flow != Some(flow) {
-                        continue;
-                    }
-                    match r.seq {
-                        Some(seq) if self.by_seq.get(&seq) == Some(&i) => {
-                            return self.answer(i, &r).then_some(r);
+            // Answers first, and those already read once the deadline passed: on a loaded
+            // machine the task wakes late to find both ready, and picking the deadline would
+            // drop an answer that came in time (its timestamp decides).
+            let r = tokio::select! {
+                biased;
+                r = rx.recv() => r?,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    tokio::task::yield_now().await;
+                    while let Ok(r) = rx.try_recv() {
+                        if let Some(found) = self.answer_alone(i, flow, r) {
+                            return found;
                         }
-                        // Alone in flight: an anonymous answer on this flow is this probe's.
-                        None if r.read_at >= self.sent[i].at => {
-                            return self.answer(i, &r).then_some(r);
-                        }
-                        _ => self.take(r),
                     }
+                    return None;
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => return None,
+            };
+            if let Some(found) = self.answer_alone(i, flow, r) {
+                return found;
+            }
+        }
+    }
+
+    /// Whether `r` settles the probe sent alone as `i`: `Some` with its answer (`None` if it
+    /// came too late), or `None` if `r` answers something else.
+    fn answer_alone(&mut self, i: usize, flow: u16, r: TraceReply) -> Option<Option<TraceReply>> {
+        if r.dst != self.addr || r.flow != Some(flow) {
+            return None;
+        }
+        match r.seq {
+            Some(seq) if self.by_seq.get(&seq) == Some(&i) => Some(self.answer(i, &r).then_some(r)),
+            // Alone in flight: an anonymous answer on this flow is this probe's.
+            None if r.read_at >= self.sent[i].at => Some(self.answer(i, &r).then_some(r)),
+            _ => {
+                self.take(r);
+                None
             }
         }
     }
