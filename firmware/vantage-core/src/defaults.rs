@@ -2,6 +2,22 @@
 
 use std::time::Duration;
 
+/// The smallest and largest value a setting accepts, both included. The config loader holds
+/// every ranged setting to one of these (see `Check::ranged`), the docs quote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds<T> {
+    pub min: T,
+    pub max: T,
+}
+
+const fn between<T>(min: T, max: T) -> Bounds<T> {
+    Bounds { min, max }
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 /// Ping: one round every second, like smokeping_prober's continuous ping.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// DNS: one query every 15 seconds, a common blackbox scrape interval.
@@ -17,6 +33,20 @@ pub const PING_SPACING: Duration = Duration::from_millis(100);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// ICMP payload bytes, as `ping` sends by default (64-byte ICMP message).
 pub const PING_PAYLOAD_SIZE: usize = 56;
+/// `ping.packets`.
+pub const PING_PACKETS_RANGE: Bounds<i64> = between(1, 100);
+/// `ping.spacing`.
+pub const PING_SPACING_RANGE: Bounds<Duration> = between(ms(1), ms(10_000));
+/// `ping.size`: the first 8 bytes carry the cookie that matches replies; 9000 is a jumbo frame.
+pub const PING_SIZE_RANGE: Bounds<i64> = between(8, 9000);
+/// `ttl`, `first_ttl` and `max_hops`: an IP TTL / IPv6 hop limit.
+pub const TTL_RANGE: Bounds<i64> = between(1, 255);
+/// `tos`: the whole IPv4 TOS / IPv6 traffic-class byte.
+pub const TOS_RANGE: Bounds<i64> = between(0, 255);
+/// `dscp`: the upper six bits of the TOS byte.
+pub const DSCP_RANGE: Bounds<i64> = between(0, 63);
+/// A TCP or UDP port.
+pub const PORT_RANGE: Bounds<i64> = between(1, 65535);
 
 /// Traceroute: UDP destination port, as traceroute(8) starts with; one fixed port keeps every
 /// probe of a flow on one ECMP path (Paris traceroute).
@@ -39,6 +69,15 @@ pub const TRACE_SIZE_V4: usize = 60;
 pub const TRACE_SIZE_V6: usize = 80;
 /// Paris flows (fixed 5-tuples) probed per trace; more flows discover more ECMP branches.
 pub const TRACE_FLOWS: u32 = 1;
+/// `trace.probes_per_hop`.
+pub const TRACE_PROBES_PER_HOP_RANGE: Bounds<i64> = between(1, 10);
+/// `trace.spacing` when not zero (zero means back to back).
+pub const TRACE_SPACING_RANGE: Bounds<Duration> = between(ms(1), ms(10_000));
+/// `trace.flows`.
+pub const TRACE_FLOWS_RANGE: Bounds<i64> = between(1, 16);
+/// `trace.path_window`: from a second to a week.
+pub const TRACE_PATH_WINDOW_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
 /// How long a path stays known after it was last seen: a flow flipping between paths seen within
 /// this window is not a path change.
 pub const TRACE_PATH_WINDOW: Duration = Duration::from_secs(600);
@@ -65,6 +104,8 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Bounds for probe timeouts.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every probe's `timeout`.
+pub const TIMEOUT_RANGE: Bounds<Duration> = between(MIN_TIMEOUT, MAX_TIMEOUT);
 
 /// Upper bound on probe rounds running at the same time across all targets.
 pub const MAX_CONCURRENT_PROBES: usize = 16_384;

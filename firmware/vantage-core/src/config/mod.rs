@@ -38,7 +38,7 @@ pub use store::{
 };
 pub use trace::{RawTrace, TraceOptions};
 
-use crate::defaults;
+use crate::defaults::{self, Bounds};
 use crate::types::{IpProtocol, ProbeKind};
 
 /// The validated configuration.
@@ -806,6 +806,43 @@ pub(crate) fn check_label_value(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A setting's type as written (`i64`, or a duration `String`) and the value it checks to.
+pub(crate) trait Ranged {
+    type Value;
+    fn check_in(
+        c: &mut Check<'_, '_>,
+        v: &Spanned<Self>,
+        field: &str,
+        range: Bounds<Self::Value>,
+    ) -> Option<Self::Value>
+    where
+        Self: Sized;
+}
+
+impl Ranged for i64 {
+    type Value = i64;
+    fn check_in(
+        c: &mut Check<'_, '_>,
+        v: &Spanned<i64>,
+        field: &str,
+        r: Bounds<i64>,
+    ) -> Option<i64> {
+        c.int_in(v, field, r.min, r.max)
+    }
+}
+
+impl Ranged for String {
+    type Value = Duration;
+    fn check_in(
+        c: &mut Check<'_, '_>,
+        v: &Spanned<String>,
+        field: &str,
+        r: Bounds<Duration>,
+    ) -> Option<Duration> {
+        c.duration_in(v, field, r.min, r.max)
+    }
+}
+
 /// Range and format checks that record an error and return `None` on failure.
 pub(crate) struct Check<'c, 't> {
     pub(crate) col: &'c mut Collector<'t>,
@@ -819,6 +856,19 @@ impl Check<'_, '_> {
         msg: impl Into<String>,
     ) {
         self.col.push(span.into(), field, msg);
+    }
+
+    /// The setting `get` reads from a target's table, else from its defaults, held to its
+    /// documented range: `None` when unset or out of range (then the error names the place).
+    pub(crate) fn ranged<'a, R, V: Ranged + 'a>(
+        &mut self,
+        t: Option<&'a R>,
+        d: Option<&'a R>,
+        get: impl Fn(&'a R) -> Option<&'a Spanned<V>>,
+        field: &str,
+        range: Bounds<V::Value>,
+    ) -> Option<V::Value> {
+        merge(t, d, get).and_then(|v| V::check_in(self, v, field, range))
     }
 
     pub(crate) fn int_in(
@@ -883,8 +933,15 @@ impl Check<'_, '_> {
                 self.err(dscp.span(), dscp_field, "set either tos or dscp, not both");
                 None
             }
-            (Some(tos), None) => self.int_in(tos, tos_field, 0, 255).map(|v| v as u8),
-            (None, Some(dscp)) => self.int_in(dscp, dscp_field, 0, 63).map(|v| (v as u8) << 2),
+            (Some(tos), None) => {
+                let r = defaults::TOS_RANGE;
+                self.int_in(tos, tos_field, r.min, r.max).map(|v| v as u8)
+            }
+            (None, Some(dscp)) => {
+                let r = defaults::DSCP_RANGE;
+                self.int_in(dscp, dscp_field, r.min, r.max)
+                    .map(|v| (v as u8) << 2)
+            }
             (None, None) => None,
         }
     }
