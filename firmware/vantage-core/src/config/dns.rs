@@ -353,6 +353,7 @@ impl DnsOptions {
         })
     }
 
+    #[expect(clippy::too_many_lines, reason = "split next")]
     pub(crate) fn resolve(
         c: &mut Check<'_, '_>,
         path: &str,

@@ -165,6 +165,7 @@ const MAX_BCM_PIN: i64 = 53;
 const MAX_LEDS: usize = 3;
 
 impl LedsConfig {
+    #[expect(clippy::too_many_lines, reason = "split next")]
     pub(crate) fn resolve(c: &mut Check<'_, '_>, raw: Option<&RawLeds>) -> Self {
         let mut out = Self::default();
         let Some(raw) = raw else {

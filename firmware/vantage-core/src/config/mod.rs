@@ -199,6 +199,7 @@ impl Config {
     }
 }
 
+#[expect(clippy::too_many_lines, reason = "split next")]
 fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
@@ -447,6 +448,7 @@ pub(crate) fn merge<'a, R, T: 'a>(
     target.and_then(&get).or_else(|| default.and_then(&get))
 }
 
+#[expect(clippy::too_many_lines, reason = "split next")]
 fn validate_target(
     c: &mut Check<'_, '_>,
     path: &str,
@@ -869,6 +871,22 @@ impl Check<'_, '_> {
         range: Bounds<V::Value>,
     ) -> Option<V::Value> {
         merge(t, d, get).and_then(|v| V::check_in(self, v, field, range))
+    }
+
+    /// The setting `get` reads from a target's table, else from its defaults, parsed by its
+    /// type, whose message names what is accepted.
+    pub(crate) fn parsed<'a, R, T: std::str::FromStr<Err = String>>(
+        &mut self,
+        t: Option<&'a R>,
+        d: Option<&'a R>,
+        get: impl Fn(&'a R) -> Option<&'a Spanned<String>>,
+        field: &str,
+    ) -> Option<T> {
+        let v = merge(t, d, get)?;
+        v.get_ref()
+            .parse()
+            .map_err(|msg| self.err(v.span(), field, msg))
+            .ok()
     }
 
     pub(crate) fn int_in(

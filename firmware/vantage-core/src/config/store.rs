@@ -279,6 +279,7 @@ pub fn default_name(url: &str) -> String {
 }
 
 impl RemoteWriteConfig {
+    #[expect(clippy::too_many_lines, reason = "split next")]
     pub(crate) fn resolve(
         c: &mut Check<'_, '_>,
         path: &str,

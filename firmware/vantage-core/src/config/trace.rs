@@ -163,44 +163,12 @@ impl TraceOptions {
                 format!("defaults.trace.{name}")
             }
         };
-        let protocol = merge(t, d, |r| r.protocol.as_ref())
-            .and_then(|v| match v.get_ref().parse::<TraceProtocol>() {
-                Ok(p) => Some(p),
-                Err(msg) => {
-                    c.err(v.span(), &field("protocol"), msg);
-                    None
-                }
-            })
+        let protocol = c
+            .parsed(t, d, |r| r.protocol.as_ref(), &field("protocol"))
             .unwrap_or(base.protocol);
         let port = resolve_port(c, &field, protocol, t, d);
-        let first_raw = merge(t, d, |r| r.first_ttl.as_ref());
-        let first_ttl = c
-            .ranged(
-                t,
-                d,
-                |r| r.first_ttl.as_ref(),
-                &field("first_ttl"),
-                D::TTL_RANGE,
-            )
-            .map_or(base.first_ttl, |v| v as u8);
+        let (first_ttl, max_hops) = resolve_ttls(c, &field, t, d);
         let max_raw = merge(t, d, |r| r.max_hops.as_ref());
-        let max_hops = c
-            .ranged(
-                t,
-                d,
-                |r| r.max_hops.as_ref(),
-                &field("max_hops"),
-                D::TTL_RANGE,
-            )
-            .map_or(base.max_hops, |v| v as u8);
-        if first_ttl > max_hops {
-            let span = first_raw.or(max_raw).map(|v| v.span());
-            c.err(
-                span,
-                &field("first_ttl"),
-                format!("first_ttl {first_ttl} is above max_hops {max_hops}"),
-            );
-        }
         let probes_raw = merge(t, d, |r| r.probes_per_hop.as_ref());
         let probes_per_hop = c
             .ranged(
@@ -222,17 +190,7 @@ impl TraceOptions {
             )
             .unwrap_or(base.timeout);
         let size = resolve_size(c, &field, protocol, t, d);
-        let marks = |r: Option<&'a RawTrace>| r.map(|r| (r.tos.as_ref(), r.dscp.as_ref()));
-        let (tos_raw, dscp_raw) = match marks(t) {
-            Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
-            _ => marks(d).unwrap_or((None, None)),
-        };
-        let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
-        let source =
-            merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
-        let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
-            .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
-            .unwrap_or_default();
+        let (tos, source, ip_protocol) = resolve_addressing(c, &field, t, d);
         let flows_raw = merge(t, d, |r| r.flows.as_ref());
         let flows = c
             .ranged(
@@ -243,14 +201,8 @@ impl TraceOptions {
                 D::TRACE_FLOWS_RANGE,
             )
             .map_or(base.flows, |v| v as u32);
-        let sockets = merge(t, d, |r| r.sockets.as_ref())
-            .and_then(|v| match v.get_ref().parse::<TraceSockets>() {
-                Ok(s) => Some(s),
-                Err(msg) => {
-                    c.err(v.span(), &field("sockets"), msg);
-                    None
-                }
-            })
+        let sockets = c
+            .parsed(t, d, |r| r.sockets.as_ref(), &field("sockets"))
             .unwrap_or(base.sockets);
         let path_window = c
             .ranged(
@@ -382,4 +334,63 @@ fn check_packets(
             ),
         );
     }
+}
+
+/// The first and the highest TTL, the first no higher than the highest.
+fn resolve_ttls(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> (u8, u8) {
+    let base = TraceOptions::default();
+    let first_raw = merge(t, d, |r| r.first_ttl.as_ref());
+    let first_ttl = c
+        .ranged(
+            t,
+            d,
+            |r| r.first_ttl.as_ref(),
+            &field("first_ttl"),
+            D::TTL_RANGE,
+        )
+        .map_or(base.first_ttl, |v| v as u8);
+    let max_raw = merge(t, d, |r| r.max_hops.as_ref());
+    let max_hops = c
+        .ranged(
+            t,
+            d,
+            |r| r.max_hops.as_ref(),
+            &field("max_hops"),
+            D::TTL_RANGE,
+        )
+        .map_or(base.max_hops, |v| v as u8);
+    if first_ttl > max_hops {
+        let span = first_raw.or(max_raw).map(|v| v.span());
+        c.err(
+            span,
+            &field("first_ttl"),
+            format!("first_ttl {first_ttl} is above max_hops {max_hops}"),
+        );
+    }
+    (first_ttl, max_hops)
+}
+
+/// The TOS byte, the source address and the address family.
+fn resolve_addressing<'a>(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&'a RawTrace>,
+    d: Option<&'a RawTrace>,
+) -> (Option<u8>, Option<IpAddr>, IpProtocol) {
+    let marks = |r: Option<&'a RawTrace>| r.map(|r| (r.tos.as_ref(), r.dscp.as_ref()));
+    let (tos_raw, dscp_raw) = match marks(t) {
+        Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
+        _ => marks(d).unwrap_or((None, None)),
+    };
+    let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
+    let source = merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
+    let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
+        .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
+        .unwrap_or_default();
+    (tos, source, ip_protocol)
 }

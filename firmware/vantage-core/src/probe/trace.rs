@@ -774,17 +774,10 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// The hops, and each flow's path for the path tracker.
-    fn report(&self) -> Result<(TraceReport, Vec<Path>), ProbeError> {
-        if self.send_errors as usize == self.sent.len() && !self.sent.is_empty() {
-            return Err(ProbeError::Network(
-                self.last_send_error.clone().unwrap_or_default(),
-            ));
-        }
-        let lo = self.opts.first_ttl;
-        // Each flow's last hop: the destination, the router that stopped it, or the last TTL
-        // that answered at all.
-        let tops: Vec<u8> = (0..self.flows)
+    /// Each flow's last hop: the destination, the router that stopped it, or the last TTL that
+    /// answered at all.
+    fn tops(&self) -> Vec<u8> {
+        (0..self.flows)
             .map(|f| {
                 let fi = usize::from(f);
                 self.dest[fi].or(self.stop[fi]).unwrap_or_else(|| {
@@ -796,7 +789,44 @@ impl<'a> Round<'a> {
                         .unwrap_or(0)
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    /// Cuts each flow's path at its last hop, and at the destination only where its distance
+    /// is certain.
+    fn settle(&self, paths: &mut [Path], tops: &[u8]) {
+        let lo = self.opts.first_ttl;
+        for (f, p) in paths.iter_mut().enumerate() {
+            p.hops.truncate(usize::from(tops[f].saturating_sub(lo)) + 1);
+            // The destination answering at TTL t says its distance is at most t; it is t only
+            // if a router let the probe with TTL t - 1 expire. Probes lost below it (a
+            // neighbour still resolving, rate limits) would otherwise make a distance up.
+            if let Some(t) = p.reached_at {
+                let certain = t == 1
+                    || self.sent.iter().any(|s| {
+                        usize::from(s.flow) == f
+                            && s.ttl == t - 1
+                            && s.answer.is_some_and(|a| {
+                                a.kind == ReplyKind::TimeExceeded && a.from != self.addr
+                            })
+                    });
+                if !certain {
+                    p.reached_at = None;
+                    p.hops.truncate(usize::from(t.saturating_sub(lo)));
+                }
+            }
+        }
+    }
+
+    /// The hops, and each flow's path for the path tracker.
+    fn report(&self) -> Result<(TraceReport, Vec<Path>), ProbeError> {
+        if self.send_errors as usize == self.sent.len() && !self.sent.is_empty() {
+            return Err(ProbeError::Network(
+                self.last_send_error.clone().unwrap_or_default(),
+            ));
+        }
+        let lo = self.opts.first_ttl;
+        let tops = self.tops();
         let last = tops.iter().copied().max().unwrap_or(0);
         let mut hops = Vec::new();
         let mut paths: Vec<Path> = (0..self.flows)
@@ -860,26 +890,7 @@ impl<'a> Round<'a> {
             }
             hops.push(hop);
         }
-        for (f, p) in paths.iter_mut().enumerate() {
-            p.hops.truncate(usize::from(tops[f].saturating_sub(lo)) + 1);
-            // The destination answering at TTL t says its distance is at most t; it is t only
-            // if a router let the probe with TTL t - 1 expire. Probes lost below it (a
-            // neighbour still resolving, rate limits) would otherwise make a distance up.
-            if let Some(t) = p.reached_at {
-                let certain = t == 1
-                    || self.sent.iter().any(|s| {
-                        usize::from(s.flow) == f
-                            && s.ttl == t - 1
-                            && s.answer.is_some_and(|a| {
-                                a.kind == ReplyKind::TimeExceeded && a.from != self.addr
-                            })
-                    });
-                if !certain {
-                    p.reached_at = None;
-                    p.hops.truncate(usize::from(t.saturating_sub(lo)));
-                }
-            }
-        }
+        self.settle(&mut paths, &tops);
         let report = TraceReport {
             address: Some(self.addr),
             protocol: self.opts.protocol,
