@@ -163,5 +163,11 @@ pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
 pub const LEDS_SYSFS_ROOT: &str = "/sys/class/leds";
 /// How long "identify" blinks when the request names no duration: long enough to walk to a rack.
 pub const LEDS_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// `leds.identify_timeout`: from a second to a day.
+pub const LEDS_IDENTIFY_TIMEOUT_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(1), Duration::from_secs(24 * 3600));
 /// The daemon's main loop ticks every second; this many seconds of silence means it is stuck.
 pub const LEDS_STALE_AFTER: Duration = Duration::from_secs(5);
+/// `leds.stale_after`: more than one tick, at most ten minutes.
+pub const LEDS_STALE_AFTER_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(2), Duration::from_secs(600));
