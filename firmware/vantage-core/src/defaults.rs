@@ -135,6 +135,17 @@ pub const STORE_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 pub const STORE_COMMIT_SAMPLES: usize = 10_000;
 /// Samples kept in memory while the disk refuses writes (about 80 MB at most).
 pub const STORE_MAX_PENDING: usize = 1_000_000;
+/// `store.max_age`: from a minute to ten years.
+pub const STORE_MAX_AGE_RANGE: Bounds<Duration> = between(
+    Duration::from_secs(60),
+    Duration::from_secs(10 * 365 * 24 * 3600),
+);
+/// `store.commit_interval`.
+pub const STORE_COMMIT_INTERVAL_RANGE: Bounds<Duration> = between(ms(10), ms(600_000));
+/// `store.commit_samples`.
+pub const STORE_COMMIT_SAMPLES_RANGE: Bounds<i64> = between(1, 1_000_000);
+/// `store.max_pending`.
+pub const STORE_MAX_PENDING_RANGE: Bounds<i64> = between(1000, 100_000_000);
 
 /// remote_write: request timeout.
 pub const REMOTE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -146,6 +157,16 @@ pub const REMOTE_WRITE_SAMPLES_PER_SEND: usize = 1_000;
 /// remote_write: catch-up rate limit in probe rounds per second (0: none). A 1 h backlog of
 /// 100 targets at 1 s drains in 36 s.
 pub const REMOTE_WRITE_SAMPLES_PER_SECOND: u32 = 10_000;
+/// `remote_write.timeout`.
+pub const REMOTE_WRITE_TIMEOUT_RANGE: Bounds<Duration> = between(ms(100), ms(300_000));
+/// `remote_write.min_backoff`.
+pub const REMOTE_WRITE_MIN_BACKOFF_RANGE: Bounds<Duration> = between(ms(10), ms(600_000));
+/// `remote_write.max_backoff`.
+pub const REMOTE_WRITE_MAX_BACKOFF_RANGE: Bounds<Duration> = between(ms(10), ms(3_600_000));
+/// `remote_write.max_samples_per_send`.
+pub const REMOTE_WRITE_SAMPLES_PER_SEND_RANGE: Bounds<i64> = between(1, 100_000);
+/// `remote_write.max_samples_per_second` (0: no limit).
+pub const REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE: Bounds<i64> = between(0, 10_000_000);
 /// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
 pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
 /// Uplink: wait for each gateway reply.
