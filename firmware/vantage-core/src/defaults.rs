@@ -88,6 +88,10 @@ pub const TRACE_MAX_PACKETS: u32 = 4096;
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// EDNS UDP payload size: the DNS Flag Day 2020 value, which avoids IP fragmentation.
 pub const DNS_EDNS_UDP_SIZE: u16 = 1232;
+/// `dns.edns_udp_size` when not 0 (0: no EDNS): RFC 6891's smallest and largest.
+pub const DNS_EDNS_UDP_SIZE_RANGE: Bounds<i64> = between(512, 65535);
+/// `dns.min_answers`.
+pub const DNS_MIN_ANSWERS_RANGE: Bounds<i64> = between(0, 65535);
 /// The URL path of a DNS over HTTPS endpoint: the one RFC 8484's examples use, and unbound's,
 /// BIND's and most public resolvers' default.
 pub const DNS_DOH_PATH: &str = "/dns-query";
