@@ -105,6 +105,8 @@ pub const DNS_MAX_STRAY_DATAGRAMS: u32 = 64;
 /// Bounds every interval must fall within.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Every probe's `interval`, and the uplink's.
+pub const INTERVAL_RANGE: Bounds<Duration> = between(MIN_INTERVAL, MAX_INTERVAL);
 /// Bounds for probe timeouts.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
@@ -182,6 +184,12 @@ pub const PROVISIONING_REFRESH: Duration = Duration::from_secs(300);
 pub const MIN_PROVISIONING_REFRESH: Duration = Duration::from_secs(10);
 /// Provisioning: limit for one fetch.
 pub const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(30);
+/// `provisioning.refresh`.
+pub const PROVISIONING_REFRESH_RANGE: Bounds<Duration> =
+    between(MIN_PROVISIONING_REFRESH, MAX_INTERVAL);
+/// `provisioning.timeout`.
+pub const PROVISIONING_TIMEOUT_RANGE: Bounds<Duration> =
+    between(MIN_TIMEOUT, Duration::from_secs(300));
 /// Provisioning: the largest targets file accepted.
 pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
 /// Where the kernel's LED class lives.

@@ -377,29 +377,9 @@ impl DnsOptions {
             )
             .unwrap_or(defaults::DNS_TIMEOUT);
         let valid_rcodes = valid_rcodes(c, x);
-        let contains = x.pick(|r| r.answer_contains.as_ref());
-        let not_contains = x.pick(|r| r.answer_not_contains.as_ref());
-        let answer_contains = data_list(c, x, contains, "answer_contains");
-        let answer_not_contains = data_list(c, x, not_contains, "answer_not_contains");
-        let answer_match = regexes(c, x, x.pick(|r| r.answer_match.as_ref()), "answer_match");
-        let not_match = x.pick(|r| r.answer_not_match.as_ref());
-        let answer_not_match = regexes(c, x, not_match, "answer_not_match");
-        let min_answers = c
-            .ranged(
-                t,
-                d,
-                |r| r.min_answers.as_ref(),
-                &x.field("min_answers"),
-                D::DNS_MIN_ANSWERS_RANGE,
-            )
-            .map_or(0, |n| n as u32);
-        let ip_protocol = x
-            .pick(|r| r.ip_protocol.as_ref())
-            .and_then(|v| c.ip_protocol(v, &x.field("ip_protocol")))
-            .unwrap_or_default();
-        let source = x
-            .pick(|r| r.source.as_ref())
-            .and_then(|v| c.ip_addr(v, &x.field("source")));
+        let (answer_contains, answer_not_contains, answer_match, answer_not_match) =
+            answer_checks(c, x);
+        let (min_answers, ip_protocol, source) = answer_count_and_addressing(c, x);
         if c.col.errors.len() > before {
             return None;
         }
@@ -428,6 +408,49 @@ impl DnsOptions {
             source,
         })
     }
+}
+
+/// The fewest answer records for success, and which address family and source to query from.
+fn answer_count_and_addressing(
+    c: &mut Check<'_, '_>,
+    x: Src<'_>,
+) -> (u32, IpProtocol, Option<IpAddr>) {
+    let min_answers = c
+        .ranged(
+            x.t,
+            x.d,
+            |r| r.min_answers.as_ref(),
+            &x.field("min_answers"),
+            D::DNS_MIN_ANSWERS_RANGE,
+        )
+        .map_or(0, |n| n as u32);
+    let ip_protocol = x
+        .pick(|r| r.ip_protocol.as_ref())
+        .and_then(|v| c.ip_protocol(v, &x.field("ip_protocol")))
+        .unwrap_or_default();
+    let source = x
+        .pick(|r| r.source.as_ref())
+        .and_then(|v| c.ip_addr(v, &x.field("source")));
+    (min_answers, ip_protocol, source)
+}
+
+type AnswerChecks = (Vec<AnswerData>, Vec<AnswerData>, Vec<Pattern>, Vec<Pattern>);
+
+/// What the answer must and must not contain, as data and as patterns.
+fn answer_checks(c: &mut Check<'_, '_>, x: Src<'_>) -> AnswerChecks {
+    let contains = x.pick(|r| r.answer_contains.as_ref());
+    let not_contains = x.pick(|r| r.answer_not_contains.as_ref());
+    let answer_contains = data_list(c, x, contains, "answer_contains");
+    let answer_not_contains = data_list(c, x, not_contains, "answer_not_contains");
+    let answer_match = regexes(c, x, x.pick(|r| r.answer_match.as_ref()), "answer_match");
+    let not_match = x.pick(|r| r.answer_not_match.as_ref());
+    let answer_not_match = regexes(c, x, not_match, "answer_not_match");
+    (
+        answer_contains,
+        answer_not_contains,
+        answer_match,
+        answer_not_match,
+    )
 }
 
 /// Where a target's DNS settings come from: its own table, else `[defaults.dns]`.

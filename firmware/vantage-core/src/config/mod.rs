@@ -39,7 +39,7 @@ pub use store::{
 };
 pub use trace::{RawTrace, TraceOptions};
 
-use crate::defaults::{self, Bounds};
+use crate::defaults::{self, self as D, Bounds};
 use crate::types::{IpProtocol, ProbeKind};
 
 /// The validated configuration.
@@ -461,6 +461,21 @@ fn contains(v: &Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
     }
 }
 
+/// The TOS and DSCP settings, which are one setting: a target that sets either replaces the
+/// default's pair.
+pub(crate) type Marks<'a> = (Option<&'a Spanned<i64>>, Option<&'a Spanned<i64>>);
+
+pub(crate) fn merge_marks<'a, R>(
+    target: Option<&'a R>,
+    default: Option<&'a R>,
+    get: impl Fn(&'a R) -> Marks<'a>,
+) -> Marks<'a> {
+    match target.map(&get) {
+        Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
+        _ => default.map(&get).unwrap_or((None, None)),
+    }
+}
+
 /// Picks a target's value, else the default's.
 pub(crate) fn merge<'a, R, T: 'a>(
     target: Option<&'a R>,
@@ -516,7 +531,7 @@ fn validate_target(
     for (kind, _) in &kinds {
         let interval = match interval_setting(&at, *kind) {
             Some((v, field)) => c
-                .duration_in(v, &field, defaults::MIN_INTERVAL, defaults::MAX_INTERVAL)
+                .duration_in(v, &field, D::INTERVAL_RANGE.min, D::INTERVAL_RANGE.max)
                 .unwrap_or(default_interval(*kind)),
             None => default_interval(*kind),
         };

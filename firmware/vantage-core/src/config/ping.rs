@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, merge};
+use super::{Check, merge, merge_marks};
 use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
@@ -119,12 +119,7 @@ impl PingOptions {
         let ttl = c
             .ranged(t, d, |r| r.ttl.as_ref(), &field("ttl"), D::TTL_RANGE)
             .map(|v| v as u8);
-        // tos and dscp are one setting: a target that sets either replaces the default's pair.
-        let marks = |r: Option<&'a RawPing>| r.map(|r| (r.tos.as_ref(), r.dscp.as_ref()));
-        let (tos_raw, dscp_raw) = match marks(t) {
-            Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
-            _ => marks(d).unwrap_or((None, None)),
-        };
+        let (tos_raw, dscp_raw) = merge_marks(t, d, |r| (r.tos.as_ref(), r.dscp.as_ref()));
         let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
         let source =
             merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));

@@ -359,6 +359,37 @@ fn endpoint_pacing(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) 
             D::REMOTE_WRITE_TIMEOUT_RANGE,
         )
         .unwrap_or(defaults::REMOTE_WRITE_TIMEOUT);
+    let (min_backoff, max_backoff) = backoff(c, f, raw);
+    let per_send = c
+        .ranged(
+            rw,
+            None,
+            |r| r.max_samples_per_send.as_ref(),
+            &f("max_samples_per_send"),
+            D::REMOTE_WRITE_SAMPLES_PER_SEND_RANGE,
+        )
+        .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SEND, |n| n as usize);
+    let per_second = c
+        .ranged(
+            rw,
+            None,
+            |r| r.max_samples_per_second.as_ref(),
+            &f("max_samples_per_second"),
+            D::REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE,
+        )
+        .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SECOND, |n| n as u32);
+    Pacing {
+        timeout,
+        min_backoff,
+        max_backoff,
+        per_send,
+        per_second,
+    }
+}
+
+/// The first and the longest retry delay, in that order.
+fn backoff(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) -> (Duration, Duration) {
+    let rw = Some(raw);
     let min_backoff = c
         .ranged(
             rw,
@@ -387,31 +418,7 @@ fn endpoint_pacing(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) 
             "must not be shorter than min_backoff",
         );
     }
-    let per_send = c
-        .ranged(
-            rw,
-            None,
-            |r| r.max_samples_per_send.as_ref(),
-            &f("max_samples_per_send"),
-            D::REMOTE_WRITE_SAMPLES_PER_SEND_RANGE,
-        )
-        .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SEND, |n| n as usize);
-    let per_second = c
-        .ranged(
-            rw,
-            None,
-            |r| r.max_samples_per_second.as_ref(),
-            &f("max_samples_per_second"),
-            D::REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE,
-        )
-        .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SECOND, |n| n as u32);
-    Pacing {
-        timeout,
-        min_backoff,
-        max_backoff,
-        per_send,
-        per_second,
-    }
+    (min_backoff, max_backoff)
 }
 
 /// The endpoint's URL, trimmed: http or https, with a host and nothing unprintable.

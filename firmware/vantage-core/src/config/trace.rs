@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, merge, parse_duration};
+use super::{Check, merge, merge_marks, parse_duration};
 use crate::defaults::{self, self as D};
 use crate::types::{IpProtocol, TraceProtocol, TraceSockets};
 
@@ -170,25 +170,7 @@ impl TraceOptions {
         let (first_ttl, max_hops) = resolve_ttls(c, &field, t, d);
         let max_raw = merge(t, d, |r| r.max_hops.as_ref());
         let probes_raw = merge(t, d, |r| r.probes_per_hop.as_ref());
-        let probes_per_hop = c
-            .ranged(
-                t,
-                d,
-                |r| r.probes_per_hop.as_ref(),
-                &field("probes_per_hop"),
-                D::TRACE_PROBES_PER_HOP_RANGE,
-            )
-            .map_or(base.probes_per_hop, |v| v as u32);
-        let spacing = resolve_spacing(c, &field, t, d).unwrap_or(base.spacing);
-        let timeout = c
-            .ranged(
-                t,
-                d,
-                |r| r.timeout.as_ref(),
-                &field("timeout"),
-                D::TIMEOUT_RANGE,
-            )
-            .unwrap_or(base.timeout);
+        let (probes_per_hop, spacing, timeout) = resolve_timing(c, &field, t, d);
         let size = resolve_size(c, &field, protocol, t, d);
         let (tos, source, ip_protocol) = resolve_addressing(c, &field, t, d);
         let flows_raw = merge(t, d, |r| r.flows.as_ref());
@@ -382,15 +364,41 @@ fn resolve_addressing<'a>(
     t: Option<&'a RawTrace>,
     d: Option<&'a RawTrace>,
 ) -> (Option<u8>, Option<IpAddr>, IpProtocol) {
-    let marks = |r: Option<&'a RawTrace>| r.map(|r| (r.tos.as_ref(), r.dscp.as_ref()));
-    let (tos_raw, dscp_raw) = match marks(t) {
-        Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
-        _ => marks(d).unwrap_or((None, None)),
-    };
+    let (tos_raw, dscp_raw) = merge_marks(t, d, |r| (r.tos.as_ref(), r.dscp.as_ref()));
     let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
     let source = merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
     let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
         .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
         .unwrap_or_default();
     (tos, source, ip_protocol)
+}
+
+/// Probes per hop, the gap between them and how long each waits.
+fn resolve_timing(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> (u32, Duration, Duration) {
+    let base = TraceOptions::default();
+    let probes_per_hop = c
+        .ranged(
+            t,
+            d,
+            |r| r.probes_per_hop.as_ref(),
+            &field("probes_per_hop"),
+            D::TRACE_PROBES_PER_HOP_RANGE,
+        )
+        .map_or(base.probes_per_hop, |v| v as u32);
+    let spacing = resolve_spacing(c, &field, t, d).unwrap_or(base.spacing);
+    let timeout = c
+        .ranged(
+            t,
+            d,
+            |r| r.timeout.as_ref(),
+            &field("timeout"),
+            D::TIMEOUT_RANGE,
+        )
+        .unwrap_or(base.timeout);
+    (probes_per_hop, spacing, timeout)
 }
