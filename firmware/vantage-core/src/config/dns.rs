@@ -117,6 +117,13 @@ pub enum DnsTransport {
 }
 
 impl DnsTransport {
+    pub const ALL: [DnsTransport; 4] = [
+        DnsTransport::Udp,
+        DnsTransport::Tcp,
+        DnsTransport::Tls,
+        DnsTransport::Https,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DnsTransport::Udp => "udp",

@@ -7,6 +7,7 @@
 mod dns;
 mod error;
 mod fleet;
+mod form;
 mod host;
 mod leds;
 mod ping;
@@ -30,6 +31,7 @@ pub use dns::{
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
+pub use form::{Field, Input, ProbeForm, duration_text, probe_forms};
 pub use host::{Host, parse_host};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};

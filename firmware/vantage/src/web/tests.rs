@@ -2274,3 +2274,51 @@ async fn sections_survive_a_broken_file_and_errors_do_not_leak_secrets() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 }
+
+/// The target editor's kinds and options come from the daemon: every kind is offered
+/// (trace included), with the loader's ranges, and a trace target built from them saves.
+#[tokio::test]
+async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let r = f.get("/api/probes").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let kinds: Vec<&str> = r.body["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["ping", "dns", "trace"]);
+    let trace = &r.body["probes"][2]["fields"];
+    let field = |key: &str| {
+        trace
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == key)
+            .unwrap_or_else(|| panic!("trace.{key} missing: {trace}"))
+            .clone()
+    };
+    let flows = vantage_core::defaults::TRACE_FLOWS_RANGE;
+    assert_eq!(field("flows")["min"], flows.min);
+    assert_eq!(field("flows")["max"], flows.max);
+    assert_eq!(field("protocol")["options"], json!(["udp", "icmp", "tcp"]));
+    assert_eq!(field("path_window")["type"], "duration");
+    // A trace target with every kind of field, as the form sends it.
+    let t = json!({
+        "name": "upstream", "host": "192.0.2.1", "probes": ["trace"],
+        "trace": {"protocol": "icmp", "flows": 4, "max_hops": 20, "path_window": "5m"}
+    });
+    let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.contains("flows = 4"), "{text}");
+    // Past the offered maximum, the loader's message names the field.
+    let t = json!({
+        "name": "upstream2", "host": "192.0.2.1", "probes": ["trace"],
+        "trace": {"flows": flows.max + 1}
+    });
+    let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("trace.flows"), "{}", r.text);
+}
