@@ -461,7 +461,7 @@ function targetForm(existing, defaults, forms) {
         x.sent !== undefined ? `${x.received}/${x.sent} replies from ${x.address || t.host}` : '',
         x.rcode !== undefined ? `${x.rcode || 'no answer'}, ${x.answers} answers from ${x.server || t.host} in ${ms(x.lookup_ms)}` : '',
         x.rtts_ms && x.rtts_ms.length ? `, RTT ${x.rtts_ms.map(ms).join(', ')}` : '',
-        x.hops ? `${x.reached ? 'reached' : 'not reached'} in ${x.hops.length} hops` : '',
+        x.hops ? `${x.reached ? 'reached' : 'not reached'} in ${x.hops.length} hop${x.hops.length === 1 ? '' : 's'}` : '',
         x.hops ? h('ol', { class: 'hops mono small' }, x.hops.map((hp) => h('li', { value: hp.ttl },
           hp.addresses.length ? `${hp.addresses.join(', ')} ${hp.rtt_ms == null ? '' : ms(hp.rtt_ms)}` : '*'))) : null,
         x.error ? h('div', { class: 'ferr' }, x.error) : null)));

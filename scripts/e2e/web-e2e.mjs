@@ -311,11 +311,15 @@ async function main() {
     });
 
     await step('a trace target is added from the page, with the options the daemon describes', async () => {
-      await wd('POST', s('/url'), { url: `${URL_}#/targets/new` });
+      // A fresh form (the step before left one with its own choices).
+      await wd('POST', s('/url'), { url: `${URL_}#/targets` });
+      await waitCss('#add-target');
+      await click('#add-target');
       await waitCss('#target-form');
       if (!(await exec("return document.getElementById('trace-options').hidden"))) throw new Error('trace options shown for ping');
       await click('input[value=ping]');
       await click('input[value=trace]');
+      await waitFor('only trace chosen', () => exec("return [...document.querySelectorAll('#target-form input[type=checkbox]:checked')].map((c) => c.value).join() === 'trace'"));
       await waitFor('trace options', () => exec("return !document.getElementById('trace-options').hidden"));
       await type('#f-name', 'path');
       await type('#f-host', PEER);

@@ -2304,15 +2304,20 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
     assert_eq!(field("flows")["max"], flows.max);
     assert_eq!(field("protocol")["options"], json!(["udp", "icmp", "tcp"]));
     assert_eq!(field("path_window")["type"], "duration");
-    // A trace target with every kind of field, as the form sends it.
+    // A trace target with every kind of field, as the form sends it; "Test now" first.
     let t = json!({
-        "name": "upstream", "host": "192.0.2.1", "probes": ["trace"],
-        "trace": {"protocol": "icmp", "flows": 4, "max_hops": 20, "path_window": "5m"}
+        "name": "upstream", "host": "127.0.0.1", "probes": ["trace"],
+        "trace": {"protocol": "icmp", "flows": 2, "max_hops": 3, "path_window": "5m"}
     });
+    let r = f
+        .send(Method::POST, "/api/targets/test", Some(t.clone()), true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["results"][0]["probe"], "trace", "{}", r.text);
     let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let text = std::fs::read_to_string(f.config_path()).unwrap();
-    assert!(text.contains("flows = 4"), "{text}");
+    assert!(text.contains("flows = 2"), "{text}");
     // Past the offered maximum, the loader's message names the field.
     let t = json!({
         "name": "upstream2", "host": "192.0.2.1", "probes": ["trace"],
