@@ -53,7 +53,7 @@ for t in ip iptables fping prometheus-smokeping-prober curl; do
   command -v "$t" >/dev/null || { echo "bench-ping.sh: missing $t (run scripts/setup.sh)" >&2; exit 1; }
 done
 
-# Optimised, without the release profile's slow fat LTO.
+# Optimised, without the dist profile's slow fat LTO.
 profile=${BENCH_PROFILE:-ci}
 [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build -q --profile "$profile" -p vantage -p vantage-testkit
 vantage=$PWD/target/$profile/vantage
