@@ -31,13 +31,16 @@ hex='function hex(s,   i, v) { v = 0; s = tolower(s)
 '
 
 # Bytes per crate of the symbols in an unstripped binary: the crate is the first path segment
-# of the demangled name (inside `<...>` for trait impls); what has no path is "[other]".
+# of the demangled name (inside `<...>` for trait impls); what has no path (C and assembly,
+# such as ring's) is "[other]".
 by_crate() {
   nm -S --size-sort -C "$1" 2>/dev/null | awk "$hex"'
     NF >= 4 && $3 ~ /^[tTrRdDbB]$/ {
       size = hex($2); name = $0
       sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", name)
+      # `<T as Trait>::f` and `<F as axum::Handler>::call`: the type if it has a path, else the trait.
       sub(/^<+/, "", name); sub(/^(dyn |impl |&(mut )?)/, "", name)
+      if (name ~ /^[A-Za-z_][A-Za-z0-9_]* as /) sub(/^[A-Za-z_][A-Za-z0-9_]* as /, "", name)
       crate = "[other]"
       if (match(name, /^[A-Za-z_][A-Za-z0-9_]*::/)) crate = substr(name, 1, RLENGTH - 2)
       sum[crate] += size; total += size

@@ -236,6 +236,11 @@ const SETTLE: u64 = 120;
 /// instead of being cached.
 const CACHED_SPAN: u64 = BUCKET.as_secs() * (BUCKETS as u64 + 1);
 
+/// A target's probe.
+type ProbeKey = (Arc<str>, ProbeKind);
+/// Buckets by start (Unix seconds).
+type Buckets = BTreeMap<u64, StoredAgg>;
+
 /// One bucket being summed from stored rounds.
 #[derive(Debug, Default, Clone)]
 struct StoredAgg {
@@ -408,17 +413,14 @@ impl StoreHistory {
         keys: &[(&str, ProbeKind)],
         from: u64,
         to: u64,
-    ) -> Result<
-        HashMap<(Arc<str>, ProbeKind), BTreeMap<u64, StoredAgg>>,
-        vantage_store::backend::BackendError,
-    > {
+    ) -> Result<HashMap<ProbeKey, Buckets>, vantage_store::backend::BackendError> {
         let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
         let wanted: HashSet<(Arc<str>, ProbeKind)> =
             keys.iter().map(|(t, p)| (Arc::from(*t), *p)).collect();
         let rounds = self.store.query_all(ms(from), ms(to))?;
         // Series ids to the probes asked for (None: a series not shown).
         let mut names: HashMap<u32, Option<(Arc<str>, ProbeKind)>> = HashMap::new();
-        let mut out: HashMap<(Arc<str>, ProbeKind), BTreeMap<u64, StoredAgg>> = HashMap::new();
+        let mut out: HashMap<ProbeKey, Buckets> = HashMap::new();
         for r in rounds {
             let key = names.entry(r.series).or_insert_with(|| {
                 let k = self.store.series(r.series)?;
