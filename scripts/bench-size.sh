@@ -7,8 +7,8 @@
 #   scripts/bench-size.sh aarch64 x86_64  some targets only (no packages)
 #   scripts/bench-size.sh --contributors aarch64
 #                                         the largest crates and functions of one target's dist
-#                                         binary, from an unstripped build in target/size/ (by
-#                                         `cargo bloat` when installed, else by symbol names)
+#                                         binary, from an unstripped build in target/size/, by
+#                                         symbol names (as `cargo bloat --crates` counts them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,13 +58,8 @@ contributors() {
     cargo build --locked --profile dist --target "$t" -p vantage --bin vantage >&2
   local bin=target/size/$t/dist/vantage
   echo "unstripped dist binary $t: $(stat -c %s "$bin") bytes"
-  if cargo bloat --version >/dev/null 2>&1; then
-    CARGO_TARGET_DIR=target/size CARGO_PROFILE_DIST_STRIP=false \
-      cargo bloat --profile dist --target "$t" -p vantage --bin vantage --crates -n 25
-  else
-    echo "bytes of symbols by crate (install cargo-bloat for its view):"
-    by_crate "$bin"
-  fi
+  echo "bytes of symbols by crate:"
+  by_crate "$bin"
   echo
   echo "largest symbols:"
   nm -S --size-sort -C -r "$bin" | awk "$hex"'NF >= 4 { printf "%10d %s\n", hex($2), substr($0, index($0, $4)) }' \
