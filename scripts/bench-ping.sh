@@ -19,6 +19,8 @@
 #             given 25 µs buckets around the delay. fping: its per-packet output (which has
 #             0.1 ms resolution at 10 ms).
 #   lag_p99   Vantage's p99 scheduler lag, from vantage_scheduler_lag_seconds.
+# After each daemon's row, a "scrapes:" line: the median and slowest /metrics scrape of the
+# window and the size of the last one.
 # The daemons are scraped every --scrape-every seconds, as Prometheus would; that cost is in
 # their CPU figures. Every tool runs at the same --nice level (default -10) so that unrelated
 # work on a shared machine disturbs the figures less; the delay holder runs at a real-time
@@ -53,7 +55,7 @@ for t in ip iptables fping prometheus-smokeping-prober curl; do
   command -v "$t" >/dev/null || { echo "bench-ping.sh: missing $t (run scripts/setup.sh)" >&2; exit 1; }
 done
 
-# Optimised, without the release profile's slow fat LTO.
+# Optimised, without the dist profile's slow fat LTO.
 profile=${BENCH_PROFILE:-ci}
 [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build -q --profile "$profile" -p vantage -p vantage-testkit
 vantage=$PWD/target/$profile/vantage
@@ -140,6 +142,21 @@ sum_buckets() {
 
 scrape() { ip netns exec "$cns" curl -fsS --max-time 60 "http://$1/metrics"; }
 
+# A scrape of the measurement window into $2, its time and size appended to $3.
+timed_scrape() {
+  ip netns exec "$cns" curl -fsS --max-time 60 -o "$2" -w '%{time_total} %{size_download}\n' \
+    "http://$1/metrics" >>"$3"
+}
+
+# "scrapes: median X s, slowest Y s, last Z MB" from a file of "seconds bytes" lines.
+scrape_note() {
+  local bytes
+  bytes=$(tail -n 1 "$1" | awk '{ print $2 }')
+  sort -g "$1" | awk -v b="${bytes:-0}" '{ t[NR] = $1 } END {
+    if (NR == 0) { print "scrapes: none"; exit }
+    printf "scrapes: %d, median %.3f s, slowest %.3f s, last %.1f MB\n", NR, t[int((NR + 1) / 2)], t[NR], b / 1e6 }'
+}
+
 # Starts "$@" in the client namespace; sets tool_pid.
 start_tool() {
   local out=$1; shift
@@ -168,14 +185,14 @@ wait_ready() {
 measure() {
   local listen=$1 out=$2 start n=0 t0 t1 hz
   hz=$(getconf CLK_TCK)
-  [ -z "$listen" ] || scrape "$listen" >"$out.scrape0"
+  [ -z "$listen" ] || timed_scrape "$listen" "$out.scrape0" "$out.times"
   t0=$(ticks "$tool_pid")
   start=$(date +%s)
   while [ $(( $(date +%s) - start )) -lt "$duration" ]; do
     local left=$(( duration - ($(date +%s) - start) ))
     sleep "$(( left < scrape_every ? left : scrape_every ))"
     n=$((n + 1))
-    [ -z "$listen" ] || scrape "$listen" >"$out.scrape$n"
+    [ -z "$listen" ] || timed_scrape "$listen" "$out.scrape$n" "$out.times"
   done
   t1=$(ticks "$tool_pid")
   cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')
@@ -228,6 +245,7 @@ run_vantage() {
   local lag
   lag=$(hist_quantile 0.99 "$out.lag" | awk '{ printf "%.0f", $1 * 1e6 }')
   report vantage "$n" "$cpu" "$rss" "$sent" "$recv" "$e50" "$e99" "$lag"
+  echo "  vantage $n $(scrape_note "$out.times")" | tee -a "$results"
 }
 
 run_smokeping() {
@@ -263,6 +281,7 @@ run_smokeping() {
   sent=$(( $(total smokeping_requests_total "$last") - $(total smokeping_requests_total "$out.scrape0") ))
   recv=$(( $(total smokeping_response_duration_seconds_count "$last") - $(total smokeping_response_duration_seconds_count "$out.scrape0") ))
   report smokeping_prober "$n" "$cpu" "$rss" "$sent" "$recv" "$e50" "$e99" "-"
+  echo "  smokeping_prober $n $(scrape_note "$out.times")" | tee -a "$results"
 }
 
 run_fping() {

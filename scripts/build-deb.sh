@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds one .deb per target into dist/: vantage_<version>_<arch>.deb.
 #
-#   scripts/build-deb.sh                       all three targets, release profile
+#   scripts/build-deb.sh                       all three targets, dist profile (what ships)
 #   scripts/build-deb.sh amd64                 one target (Debian arch, short name or triple)
 #   scripts/build-deb.sh --profile ci amd64    from a `ci`-profile binary (tests)
 #
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-profile=release
+profile=dist
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -2,10 +2,10 @@
 # Builds the vantage binary for each target into dist/ and prints size, sha256 and the glibc
 # version it needs.
 #
-#   scripts/build-firmware.sh                      all three targets, release profile
+#   scripts/build-firmware.sh                      all three targets, dist profile (what ships)
 #   scripts/build-firmware.sh aarch64 armv7        some targets (short names or full triples)
 #   scripts/build-firmware.sh --profile ci x86_64  the workspace's `ci` profile (no LTO): faster,
-#                                                  for tests; shipping builds use `release`
+#                                                  for tests; shipping builds use `dist` (fat LTO)
 #   --no-install   fail instead of installing missing rustup targets or Debian linkers
 #
 # Cross linking uses Debian's cross GCC (linkers set in .cargo/config.toml); see the README for
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ALL_TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf x86_64-unknown-linux-gnu)
-profile=release
+profile=dist
 install=1
 targets=()
 
@@ -22,7 +22,7 @@ usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --profile) profile="${2:?--profile needs a value (release or ci)}"; shift 2 ;;
+    --profile) profile="${2:?--profile needs a value (dist, release or ci)}"; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
     --no-install) install=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -35,8 +35,8 @@ while [ $# -gt 0 ]; do
 done
 [ ${#targets[@]} -gt 0 ] || targets=("${ALL_TARGETS[@]}")
 case "$profile" in
-  release|ci) ;;
-  *) echo "build-firmware.sh: --profile must be 'release' or 'ci', not '$profile'" >&2; exit 2 ;;
+  dist|release|ci) ;;
+  *) echo "build-firmware.sh: --profile must be 'dist', 'release' or 'ci', not '$profile'" >&2; exit 2 ;;
 esac
 
 # The cross linker each target needs and the Debian packages with it and the target's libc
@@ -98,7 +98,8 @@ for t in "${targets[@]}"; do
   echo "==> building $t ($profile)"
   cargo build --locked --profile "$profile" --target "$t" -p vantage --bin vantage
   out="dist/vantage-$version-$t"
-  # Both profiles strip (`ci` inherits it from `release`).
+  # Every profile strips (`dist` and `ci` inherit it from `release`). Cargo names the output
+  # directory after the profile.
   cp "${CARGO_TARGET_DIR:-target}/$t/$profile/vantage" "$out.tmp"
   mv "$out.tmp" "$out"
   built+=("$out")

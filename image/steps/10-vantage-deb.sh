@@ -1,6 +1,6 @@
 #!/bin/bash -e
 # The vantage package that goes on the image: the one given with --deb, else built here by
-# scripts/build-deb.sh (release profile; cargo only rebuilds what changed).
+# scripts/build-deb.sh (dist profile; cargo only rebuilds what changed).
 mkdir -p "$WORK"
 if [ -z "$VANTAGE_DEB" ]; then
   "$SRC_DIR/scripts/build-deb.sh" "$DEB_ARCH"

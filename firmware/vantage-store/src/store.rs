@@ -1,6 +1,6 @@
 //! The durable sample store: group commit, bounds, cursors, recovery.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -144,6 +144,8 @@ pub struct StoreStats {
     pub samples_committed: u64,
     pub quarantined: u64,
     pub corrupt_blocks: u64,
+    /// Blocks read back from the engine since the store opened (queries, shipping, checks).
+    pub blocks_read: u64,
     /// `None` when healthy; the last error while writes fail.
     pub error: Option<String>,
     pub last_commit: Option<SystemTime>,
@@ -202,6 +204,7 @@ struct Counters {
     samples_committed: AtomicU64,
     quarantined: AtomicU64,
     corrupt_blocks: AtomicU64,
+    blocks_read: AtomicU64,
     last_commit_ms: AtomicU64,
 }
 
@@ -533,6 +536,7 @@ impl Store {
             samples_committed: c.samples_committed.load(Ordering::Relaxed),
             quarantined: c.quarantined.load(Ordering::Relaxed),
             corrupt_blocks: c.corrupt_blocks.load(Ordering::Relaxed),
+            blocks_read: c.blocks_read.load(Ordering::Relaxed),
             error: lock(&inner.error).clone(),
             last_commit: (last > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(last)),
         }
@@ -644,13 +648,33 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<StoredSample>, BackendError> {
+        self.query_where(Some((target, probe)), from_ms, to_ms)
+    }
+
+    /// Samples of every series with `from <= timestamp <= to`, committed or pending, in append
+    /// order: one pass over the blocks for a page that shows every target, where a query per
+    /// target would read each block once per target. [`Store::series`] names their series.
+    pub fn query_all(&self, from_ms: i64, to_ms: i64) -> Result<Vec<StoredSample>, BackendError> {
+        self.query_where(None, from_ms, to_ms)
+    }
+
+    fn query_where(
+        &self,
+        only: Option<(&str, ProbeKind)>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<StoredSample>, BackendError> {
         let (ids, blocks, pending) = {
             let st = lock(&self.inner.state);
-            let ids: Vec<u32> = st
-                .lookup
-                .get(&(Arc::from(target), probe))
-                .map(|v| v.iter().map(|(_, id)| *id).collect())
-                .unwrap_or_default();
+            let ids: Option<Vec<u32>> = only.map(|(target, probe)| {
+                st.lookup
+                    .get(&(Arc::from(target), probe))
+                    .map(|v| v.iter().map(|(_, id)| *id).collect())
+                    .unwrap_or_default()
+            });
+            if ids.as_ref().is_some_and(Vec::is_empty) {
+                return Ok(Vec::new());
+            }
             let blocks: Vec<u64> = st
                 .index
                 .iter()
@@ -660,18 +684,17 @@ impl Store {
             let pending: Vec<StoredSample> = st
                 .pending
                 .iter()
-                .filter(|s| ids.contains(&s.series))
+                .filter(|s| ids.as_ref().is_none_or(|ids| ids.contains(&s.series)))
                 .cloned()
                 .collect();
             (ids, blocks, pending)
         };
         let keep = |s: &StoredSample| {
-            ids.contains(&s.series) && s.timestamp_ms >= from_ms && s.timestamp_ms <= to_ms
+            ids.as_ref().is_none_or(|ids| ids.contains(&s.series))
+                && s.timestamp_ms >= from_ms
+                && s.timestamp_ms <= to_ms
         };
         let mut out = Vec::new();
-        if ids.is_empty() {
-            return Ok(out);
-        }
         for seq in blocks {
             if let Some(samples) = self.inner.read_block(seq)? {
                 out.extend(samples.into_iter().filter(keep));
@@ -1112,6 +1135,7 @@ impl Inner {
         b: &dyn Backend,
         seq: u64,
     ) -> Result<Option<Vec<StoredSample>>, BackendError> {
+        self.counters.blocks_read.fetch_add(1, Ordering::Relaxed);
         let why = match b.get_block(seq) {
             Ok(Some(v)) => match decode_block(&v) {
                 Ok(s) => return Ok(Some(s)),
@@ -1302,8 +1326,9 @@ impl Inner {
             match res {
                 Ok(()) => {
                     st.pending.drain(..n);
-                    st.unsaved_series
-                        .retain(|id| !series.iter().any(|(s, _)| s == id));
+                    // A set: at a start with thousands of targets every series is new at once.
+                    let saved: HashSet<u32> = series.iter().map(|(id, _)| *id).collect();
+                    st.unsaved_series.retain(|id| !saved.contains(id));
                     let written: Vec<String> = cursors
                         .iter()
                         .filter(|(name, cur)| st.cursors.get(name) == Some(cur))

@@ -25,7 +25,7 @@ use super::config_file::{
 };
 use super::device;
 use super::guard::{SESSION_COOKIE, client_ip};
-use super::history::{BUCKET, BUCKETS};
+use super::history::{BUCKET, BUCKETS, Point};
 use super::secrets::redact_text;
 use super::settings::{ScrapeAuth, Settings};
 use super::tls::{MAX_PEM, OverTls};
@@ -393,13 +393,18 @@ fn leds_json(web: &Web) -> Value {
     json!({ "configured": !snap.leds.is_empty(), "state": snap })
 }
 
-fn probe_json(web: &Web, target: &str, kind: ProbeKind, interval: Duration) -> Value {
-    let since = SystemTime::now() - BUCKET * BUCKETS as u32;
+fn probe_json(
+    web: &Web,
+    target: &str,
+    kind: ProbeKind,
+    interval: Duration,
+    history: Vec<Point>,
+) -> Value {
     json!({
         "probe": kind,
         "interval_seconds": interval.as_secs_f64(),
         "latest": web.history.latest(target, kind),
-        "history": web.history.series(target, kind, since),
+        "history": history,
     })
 }
 
@@ -414,6 +419,14 @@ async fn status(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
 fn status_json(web: &Arc<Web>) -> Value {
     let cfg = web.daemon.config();
     web.history.retain(&|t| cfg.target(t).is_some());
+    // Every chart at once: the store is read once per refresh, not once per target.
+    let keys: Vec<(&str, ProbeKind)> = cfg
+        .targets
+        .iter()
+        .flat_map(|t| t.probes.iter().map(|(k, _)| (t.name.as_str(), *k)))
+        .collect();
+    let since = SystemTime::now() - BUCKET * BUCKETS as u32;
+    let mut histories = web.history.series_many(&keys, since).into_iter();
     let targets: Vec<Value> = cfg
         .targets
         .iter()
@@ -423,7 +436,7 @@ fn status_json(web: &Arc<Web>) -> Value {
                 "host": t.host,
                 "labels": t.labels,
                 "probes": t.probes.iter()
-                    .map(|(k, i)| probe_json(web, &t.name, *k, *i))
+                    .map(|(k, i)| probe_json(web, &t.name, *k, *i, histories.next().unwrap_or_default()))
                     .collect::<Vec<_>>(),
             })
         })
