@@ -4,11 +4,11 @@ use std::sync::LazyLock;
 
 use vantage_core::DnsReport;
 
-use super::text::{Counter, Histogram, Kind, Lines, exponential_buckets};
+use super::text::{Buckets, Counter, Histogram, Kind, Lines};
 use super::{Family, TargetSeries};
 
 /// Lookup buckets: 100 µs doubling to ~26 s (19 buckets).
-static LOOKUP_BUCKETS: LazyLock<Vec<f64>> = LazyLock::new(|| exponential_buckets(0.0001, 2.0, 19));
+static LOOKUP_BUCKETS: LazyLock<Buckets> = LazyLock::new(|| Buckets::exponential(0.0001, 2.0, 19));
 
 #[derive(Debug)]
 pub struct DnsSeries {

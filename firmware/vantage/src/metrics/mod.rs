@@ -320,10 +320,10 @@ mod cost {
     #[ignore = "a measurement; prints figures"]
     fn exposition_cost() {
         for n in [100usize, 1_000, 10_000] {
-            let mut text = String::from("[defaults]\nprobes = [\"ping\"]\n");
+            let mut text = String::new();
             for i in 0..n {
                 text.push_str(&format!(
-                    "[[targets]]\nname = \"t{i}\"\nhost = \"127.1.{}.{}\"\nlabels = {{ site = \"lab\" }}\n",
+                    "[[targets]]\nname = \"t{i}\"\nprobes = [\"ping\"]\nhost = \"127.1.{}.{}\"\nlabels = {{ site = \"lab\" }}\n",
                     i / 250,
                     i % 250 + 1
                 ));

@@ -4,11 +4,11 @@ use std::sync::LazyLock;
 
 use vantage_core::PingReport;
 
-use super::text::{Counter, Histogram, Kind, Lines, exponential_buckets};
+use super::text::{Buckets, Counter, Histogram, Kind, Lines};
 use super::{Family, TargetSeries};
 
 /// RTT buckets: 50 µs doubling to ~26 s (20 buckets), as smokeping_prober uses.
-static RTT_BUCKETS: LazyLock<Vec<f64>> = LazyLock::new(|| exponential_buckets(0.00005, 2.0, 20));
+static RTT_BUCKETS: LazyLock<Buckets> = LazyLock::new(|| Buckets::exponential(0.00005, 2.0, 20));
 
 #[derive(Debug)]
 pub struct PingSeries {

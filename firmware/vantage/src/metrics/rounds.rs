@@ -39,9 +39,12 @@ impl RoundGauges {
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         for (kind, pts) in last.iter() {
             for p in pts.iter().filter(|p| std::ptr::eq(p.gauge, gauge)) {
+                // A gauge has the probe label or a label of its own, never both.
                 let probe = p.gauge.probe_label.then(|| ("probe", kind.as_str()));
-                let own: Vec<(&str, &str)> = probe.into_iter().chain(p.label()).collect();
-                lines.sample(gauge.name, &own, None, p.value);
+                match probe.or(p.label()) {
+                    Some(l) => lines.sample(gauge.name, &[l], None, p.value),
+                    None => lines.sample(gauge.name, &[], None, p.value),
+                }
             }
         }
     }
