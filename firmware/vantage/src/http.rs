@@ -41,11 +41,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .with_state(daemon)
 }
 
-async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
+async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
     // Rendering thousands of targets takes a while: off the async workers, so that probes
     // due meanwhile still start on time.
+    let storage = d.storage.clone();
     match tokio::task::spawn_blocking(move || d.metrics.render()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response(),
+        Ok(text) => {
+            // A Prometheus scrape covered the rounds until now (`send = "gaps"` skips them).
+            if headers.contains_key("x-prometheus-scrape-timeout-seconds")
+                && let Some(s) = &storage
+            {
+                s.note_scrape();
+            }
+            ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
+        }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("rendering failed: {e}\n"),

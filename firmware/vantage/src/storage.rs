@@ -16,7 +16,8 @@ use vantage_core::{Config, JobKey, Observer, Sample};
 use vantage_leds::{StoreHealth, Uplink};
 use vantage_store::remote_write::Tls;
 use vantage_store::{
-    BackendKind, DropReason, Endpoint, Labels, Shipper, ShipperOptions, Store, StoreOptions,
+    BackendKind, DropReason, Endpoint, Labels, ScrapeLog, Shipper, ShipperOptions, Store,
+    StoreOptions,
 };
 
 use crate::metrics::Collect;
@@ -37,6 +38,8 @@ pub mod names {
     pub const RW_SENT: &str = "vantage_remote_write_samples_sent_total";
     pub const RW_FAILURES: &str = "vantage_remote_write_failures_total";
     pub const RW_REJECTED: &str = "vantage_remote_write_rejected_samples_total";
+    pub const RW_SKIPPED: &str = "vantage_remote_write_skipped_samples_total";
+    pub const RW_OLDEST: &str = "vantage_remote_write_oldest_unshipped_timestamp_seconds";
     pub const RW_BACKLOG: &str = "vantage_remote_write_backlog_samples";
     pub const RW_LAST_SUCCESS: &str = "vantage_remote_write_last_success_timestamp_seconds";
     pub const UPLINK_UP: &str = "vantage_uplink_up";
@@ -91,7 +94,29 @@ pub fn endpoint(c: &RemoteWriteConfig) -> Endpoint {
     e.max_samples_per_second = c.max_samples_per_second;
     e.min_backoff = c.min_backoff;
     e.max_backoff = c.max_backoff;
+    e.send = c.send;
+    e.scrape_gap = c.scrape_gap;
     e
+}
+
+/// The labels every series shipped to an endpoint carries beside its own: the endpoint's
+/// `labels`, then the device's labels (as on `/metrics`), then the identity dashboards select
+/// on, `job="vantage"` and `instance=<device name>`, unless set before. A central Prometheus
+/// that scrapes the device with the same `job` and `instance` sees the pushed and scraped
+/// series as the same series (docs/FLEET.md).
+pub fn shipped_labels(
+    endpoint: &Labels,
+    device_labels: &[(String, String)],
+    device_name: &str,
+) -> Labels {
+    let mut l = endpoint.clone();
+    for (k, v) in device_labels {
+        l.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    l.entry("job".into()).or_insert_with(|| "vantage".into());
+    l.entry("instance".into())
+        .or_insert_with(|| device_name.to_string());
+    l
 }
 
 struct Shipping {
@@ -106,6 +131,8 @@ pub struct Storage {
     store_config: StoreConfig,
     labels: RwLock<HashMap<Arc<str>, Arc<Labels>>>,
     shipping: Mutex<Option<Shipping>>,
+    /// Prometheus scrapes of `/metrics`, for endpoints with `send = "gaps"`.
+    scrapes: Arc<ScrapeLog>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -203,6 +230,8 @@ impl Storage {
                             "samples_sent": e.samples_sent.load(Ordering::Relaxed),
                             "last_success_ms": (last > 0).then_some(last),
                             "last_error": e.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                            "rejected_samples": e.samples_rejected.load(Ordering::Relaxed),
+                            "last_rejection": e.last_rejection.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                         })
                     })
                     .collect();
@@ -233,7 +262,15 @@ impl Storage {
             store_config: config.store.clone(),
             labels: RwLock::default(),
             shipping: Mutex::new(None),
+            scrapes: Arc::new(ScrapeLog::new()),
         })
+    }
+
+    /// Notes a successful Prometheus scrape of `/metrics` (now): the rounds it covered are
+    /// not shipped to `send = "gaps"` endpoints.
+    pub fn note_scrape(&self) {
+        self.scrapes
+            .record(vantage_store::codec::unix_ms(std::time::SystemTime::now()));
     }
 
     /// Takes a new config: target labels at once; endpoints restart when they changed. Store
@@ -270,20 +307,22 @@ impl Storage {
         if config.remote_write.is_empty() {
             return;
         }
+        let device_name = crate::fleet::device_name(config);
         let endpoints = config
             .remote_write
             .iter()
             .map(|c| {
                 let mut e = endpoint(c);
-                for (k, v) in &device_labels {
-                    e.external_labels
-                        .entry(k.clone())
-                        .or_insert_with(|| v.clone());
-                }
+                e.external_labels =
+                    shipped_labels(&e.external_labels, &device_labels, &device_name);
                 e
             })
             .collect();
-        match Shipper::start(store.clone(), endpoints, ShipperOptions::default()) {
+        let opts = ShipperOptions {
+            scrapes: self.scrapes.clone(),
+            ..ShipperOptions::default()
+        };
+        match Shipper::start(store.clone(), endpoints, opts) {
             Ok(shipper) => {
                 tracing::info!(
                     endpoints = config.remote_write.len(),
@@ -297,6 +336,12 @@ impl Storage {
             }
             Err(e) => tracing::error!("remote_write: {e}; not shipping"),
         }
+    }
+
+    /// The scrapes noted so far.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn scrapes(&self) -> &Arc<ScrapeLog> {
+        &self.scrapes
     }
 
     /// The store, when it opened.
@@ -444,7 +489,7 @@ impl Collect for Storage {
         };
         let sent = cvec(
             names::RW_SENT,
-            "Stored probe rounds acknowledged by the endpoint (each is a few series points: ping up to 10, DNS up to 18, a trace 6 plus 2 per hop).",
+            "Stored probe rounds shipped to the endpoint, every series sample of them accepted or refused (each round is a few series samples: ping up to 10, DNS up to 18, a trace 6 plus 2 per hop).",
         );
         let failures = cvec(
             names::RW_FAILURES,
@@ -452,7 +497,15 @@ impl Collect for Storage {
         );
         let rejected = cvec(
             names::RW_REJECTED,
-            "Probe rounds the endpoint refused with a 4xx other than 429 (dropped, not retried).",
+            "Series samples the endpoint refused (a refused request is split down to single samples; those still refused are dropped and counted here).",
+        );
+        let skipped = cvec(
+            names::RW_SKIPPED,
+            "Stored probe rounds not shipped because Prometheus scrapes covered them (send = \"gaps\").",
+        );
+        let oldest = vec(
+            names::RW_OLDEST,
+            "Timestamp of the oldest stored probe round not yet shipped to the endpoint, in seconds since the epoch (0: none waits).",
         );
         let backlog = vec(
             names::RW_BACKLOG,
@@ -472,6 +525,12 @@ impl Collect for Storage {
             rejected
                 .with_label_values(&l)
                 .inc_by(e.samples_rejected.load(Ordering::Relaxed));
+            skipped
+                .with_label_values(&l)
+                .inc_by(e.samples_skipped.load(Ordering::Relaxed));
+            oldest
+                .with_label_values(&l)
+                .set(e.oldest_unshipped_ms.load(Ordering::Relaxed) as f64 / 1000.0);
             backlog
                 .with_label_values(&l)
                 .set(e.backlog.load(Ordering::Relaxed) as f64);
@@ -481,6 +540,8 @@ impl Collect for Storage {
         one(sent, out);
         one(failures, out);
         one(rejected, out);
+        one(skipped, out);
+        one(oldest, out);
         one(backlog, out);
         one(last, out);
         gauge(
@@ -596,6 +657,40 @@ pub async fn samples(
         "samples": samples,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_series_carry_the_device_labels_job_and_instance_unless_set() {
+        let device = [
+            ("device".to_string(), "pi7".to_string()),
+            ("site".to_string(), "hq".to_string()),
+        ];
+        let l = shipped_labels(&Labels::new(), &device, "pi7");
+        let want: Labels = [
+            ("device", "pi7"),
+            ("instance", "pi7"),
+            ("job", "vantage"),
+            ("site", "hq"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(l, want);
+        // The endpoint's own labels win over the device's and over the defaults.
+        let own: Labels = [("instance", "probe1.corp"), ("job", "edge"), ("site", "x")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let l = shipped_labels(&own, &device, "pi7");
+        assert_eq!(l.get("instance").map(String::as_str), Some("probe1.corp"));
+        assert_eq!(l.get("job").map(String::as_str), Some("edge"));
+        assert_eq!(l.get("site").map(String::as_str), Some("x"));
+        assert_eq!(l.get("device").map(String::as_str), Some("pi7"));
+    }
 }
 
 #[cfg(test)]
