@@ -499,6 +499,13 @@ async fn outage_test(restart_device_midway: bool) {
     } else {
         probe_for(&dev.store, outage, &mut sent, &mut n).await;
         assert_eq!(dev.shipper.uplink_up(), Some(false));
+        // The figures behind the backlog alerts move while the endpoint is away.
+        let st = &dev.shipper.endpoints()[0];
+        assert!(st.backlog.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        let oldest = st
+            .oldest_unshipped_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(oldest > 0 && oldest <= outage_start + 1000, "{oldest}");
     }
     let backlog = dev.store.backlog(dev.store.cursor("central"));
     assert!(backlog > 0, "samples wait for the endpoint");

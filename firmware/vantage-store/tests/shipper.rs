@@ -311,6 +311,7 @@ async fn a_refused_request_is_split_until_only_the_bad_samples_are_left() {
     assert!(want.len() > 2500, "{}", want.len());
     assert_eq!(st.samples_rejected.load(Ordering::Relaxed), 3);
     assert_eq!(st.points_sent.load(Ordering::Relaxed), want.len() as u64);
+    assert!(st.bytes_sent.load(Ordering::Relaxed) > 0);
     assert_eq!(st.samples_sent.load(Ordering::Relaxed), 300);
     // Three batches of ~950 samples, one bad sample each: at most 1 + 2·10 requests each.
     assert!(reqs.len() <= 3 * (1 + 2 * 10), "{} requests", reqs.len());
@@ -338,6 +339,7 @@ async fn a_receiver_refusing_everything_costs_a_bounded_number_of_requests() {
     let total = points_of(&reqs[0].decode()).len();
     assert_eq!(st.samples_rejected.load(Ordering::Relaxed), total as u64);
     assert_eq!(st.points_sent.load(Ordering::Relaxed), 0);
+    assert_eq!(st.bytes_sent.load(Ordering::Relaxed), 0);
     assert!(
         reqs.len() <= 1 + 2 * bisect::max_splits(total),
         "{}",

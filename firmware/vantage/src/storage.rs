@@ -38,6 +38,7 @@ pub mod names {
     pub const RW_SENT: &str = "vantage_remote_write_samples_sent_total";
     pub const RW_FAILURES: &str = "vantage_remote_write_failures_total";
     pub const RW_REJECTED: &str = "vantage_remote_write_rejected_samples_total";
+    pub const RW_BYTES: &str = "vantage_remote_write_sent_bytes_total";
     pub const RW_SKIPPED: &str = "vantage_remote_write_skipped_samples_total";
     pub const RW_OLDEST: &str = "vantage_remote_write_oldest_unshipped_timestamp_seconds";
     pub const RW_BACKLOG: &str = "vantage_remote_write_backlog_samples";
@@ -499,6 +500,10 @@ impl Collect for Storage {
             names::RW_REJECTED,
             "Series samples the endpoint refused (a refused request is split down to single samples; those still refused are dropped and counted here).",
         );
+        let bytes = cvec(
+            names::RW_BYTES,
+            "Bytes of remote_write request bodies the endpoint acknowledged (protobuf, snappy-compressed).",
+        );
         let skipped = cvec(
             names::RW_SKIPPED,
             "Stored probe rounds not shipped because Prometheus scrapes covered them (send = \"gaps\").",
@@ -525,6 +530,9 @@ impl Collect for Storage {
             rejected
                 .with_label_values(&l)
                 .inc_by(e.samples_rejected.load(Ordering::Relaxed));
+            bytes
+                .with_label_values(&l)
+                .inc_by(e.bytes_sent.load(Ordering::Relaxed));
             skipped
                 .with_label_values(&l)
                 .inc_by(e.samples_skipped.load(Ordering::Relaxed));
@@ -540,6 +548,7 @@ impl Collect for Storage {
         one(sent, out);
         one(failures, out);
         one(rejected, out);
+        one(bytes, out);
         one(skipped, out);
         one(oldest, out);
         one(backlog, out);

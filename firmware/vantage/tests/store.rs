@@ -497,7 +497,7 @@ trace = {{ timeout = "200ms" }}
     assert!(t["hops"][0]["rtt_avg_seconds"].as_f64().is_some(), "{t}");
 
     // Each live series is in Prometheus with the same labels (plus the endpoint's
-    // `instance`), with a point at the original timestamp of every round of the outage.
+    // `instance` and the default `job`), with a point at the original timestamp of every round of the outage.
     let range = ((now_ms() - outage_start) / 1000 + 60) as u64;
     for (name, labels) in &live {
         let mut sel: Vec<String> = vec![format!("__name__={name:?}")];
@@ -506,6 +506,8 @@ trace = {{ timeout = "200ms" }}
         assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}");
         let (mut got_labels, ts) = found.into_iter().next().unwrap();
         assert_eq!(got_labels.remove("instance").as_deref(), Some("dev1"));
+        // Shipped series carry the identity dashboards select on (docs/FLEET.md).
+        assert_eq!(got_labels.remove("job").as_deref(), Some("vantage"));
         got_labels.remove("__name__");
         assert_eq!(&got_labels, labels, "{name}");
         let want = if name.starts_with("vantage_dns_")

@@ -105,6 +105,8 @@ pub struct EndpointStats {
     pub samples_sent: AtomicU64,
     /// Series samples acknowledged.
     pub points_sent: AtomicU64,
+    /// Request bodies acknowledged (protobuf, snappy-compressed), in bytes.
+    pub bytes_sent: AtomicU64,
     /// Failed requests (network, 5xx, 429, 4xx; the parts of a split request count each).
     pub failures: AtomicU64,
     /// Series samples the endpoint refused one by one (a 4xx other than 429 for a request
@@ -432,7 +434,7 @@ impl EndpointTask {
                     &move |id| store.series(id),
                     &self.ep.external_labels,
                 );
-                if !self.deliver(req).await {
+                if !self.deliver(req, cursor).await {
                     return;
                 }
                 self.stats
@@ -495,13 +497,15 @@ impl EndpointTask {
     /// Sends a request; when the receiver refuses it, sends each half, recursively, down to
     /// single samples, within the split budget (`bisect::max_splits`). Every sample ends
     /// accepted or counted as refused. `false` when stopping midway.
-    async fn deliver(&self, req: proto::WriteRequest) -> bool {
+    async fn deliver(&self, req: proto::WriteRequest, cursor: Cursor) -> bool {
         let mut splits = bisect::max_splits(bisect::samples_in(&req.timeseries));
         let mut parts = vec![req.timeseries];
         while let Some(part) = parts.pop() {
             let n = bisect::samples_in(&part);
             let req = proto::WriteRequest { timeseries: part };
-            let Some(refused) = self.send_until_answered(encode_request(&req)).await else {
+            let body = encode_request(&req);
+            let bytes = body.len() as u64;
+            let Some(refused) = self.send_until_answered(body, cursor).await else {
                 return false;
             };
             match refused {
@@ -509,6 +513,7 @@ impl EndpointTask {
                     self.stats
                         .points_sent
                         .fetch_add(n as u64, Ordering::Relaxed);
+                    self.stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
                 }
                 Some(msg) if n > 1 && splits > 0 => {
                     splits -= 1;
@@ -548,8 +553,9 @@ impl EndpointTask {
 
     /// Sends one body until the receiver answers about the data: `Some(None)` accepted,
     /// `Some(Some(reason))` refused, `None` when stopping. Network errors, 5xx, 429 and
-    /// setup refusals (401, 404...) are retried with backoff.
-    async fn send_until_answered(&self, body: Vec<u8>) -> Option<Option<String>> {
+    /// setup refusals (401, 404...) are retried with backoff; `cursor` is where the batch
+    /// starts, for the backlog figure meanwhile.
+    async fn send_until_answered(&self, body: Vec<u8>, cursor: Cursor) -> Option<Option<String>> {
         let name = &self.ep.name;
         let mut attempt = 0u32;
         loop {
@@ -589,6 +595,8 @@ impl EndpointTask {
                 .min(self.ep.max_backoff);
             let jitter = rand::random::<f64>() * 0.2 + 0.9;
             self.sleep(exp.mul_f64(jitter)).await;
+            // Rounds keep coming while the endpoint is away: the backlog shows them.
+            self.note_backlog(cursor, None);
         }
     }
 
