@@ -38,7 +38,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The outage's rounds, ending now: 100 targets "target-000".. at 1 s.
 hours=$(awk -v s="$outage" 'BEGIN { printf "%.6f", s / 3600 }')
-"$dir/vantage-store-bench" ingest fjall "$work/data/store" "$hours" >/dev/null
+# The bench names the store directory DIR/store, as the daemon does under its data directory.
+"$dir/vantage-store-bench" ingest fjall "$work/data" "$hours" >/dev/null
 rounds=$((outage * 100))
 
 p_port=$(free_port)
@@ -67,7 +68,7 @@ vpid=$!
 pids+=($vpid)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-metric() { curl -sf "http://127.0.0.1:$v_port/metrics" | awk -v n="$1" 'index($0, n "{") == 1 && index($0, "endpoint=\"central\"") { print $NF; exit }'; }
+metric() { curl -sf "http://127.0.0.1:$v_port/metrics" | awk -v n="$1" 'index($0, n "{") == 1 && index($0, "endpoint=\"central\"") && v == "" { v = $NF } END { print v }'; }
 c0=$(ticks "$vpid")
 shipped=
 for _ in $(seq 36000); do
