@@ -16,8 +16,8 @@ use vantage_core::{Config, JobKey, Observer, Sample};
 use vantage_leds::{StoreHealth, Uplink};
 use vantage_store::remote_write::Tls;
 use vantage_store::{
-    BackendKind, DropReason, Endpoint, Labels, ScrapeLog, Shipper, ShipperOptions, Store,
-    StoreOptions,
+    BackendKind, DropReason, Endpoint, EndpointStats, Labels, ScrapeLog, Shipper, ShipperOptions,
+    Store, StoreOptions,
 };
 
 use crate::metrics::Collect;
@@ -478,92 +478,89 @@ impl Collect for Storage {
                 out,
             );
         }
-        let shipping = lock(&self.shipping);
-        let Some(s) = shipping.as_ref() else {
-            return;
-        };
-        let vec = |name: &str, help: &str| {
-            GaugeVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric")
-        };
-        let cvec = |name: &str, help: &str| {
-            IntCounterVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric")
-        };
-        let sent = cvec(
-            names::RW_SENT,
-            "Stored probe rounds shipped to the endpoint, every series sample of them accepted or refused (each round is a few series samples: ping up to 10, DNS up to 18, a trace 6 plus 2 per hop).",
-        );
-        let failures = cvec(
-            names::RW_FAILURES,
-            "Failed remote_write requests (network, 5xx, 429 and other 4xx).",
-        );
-        let rejected = cvec(
-            names::RW_REJECTED,
-            "Series samples the endpoint refused (a refused request is split down to single samples; those still refused are dropped and counted here).",
-        );
-        let bytes = cvec(
-            names::RW_BYTES,
-            "Bytes of remote_write request bodies the endpoint acknowledged (protobuf, snappy-compressed).",
-        );
-        let skipped = cvec(
-            names::RW_SKIPPED,
-            "Stored probe rounds not shipped because Prometheus scrapes covered them (send = \"gaps\").",
-        );
-        let oldest = vec(
-            names::RW_OLDEST,
-            "Timestamp of the oldest stored probe round not yet shipped to the endpoint, in seconds since the epoch (0: none waits).",
-        );
-        let backlog = vec(
-            names::RW_BACKLOG,
-            "Stored probe rounds not yet acknowledged by the endpoint.",
-        );
-        let last = vec(
-            names::RW_LAST_SUCCESS,
-            "When the endpoint last acknowledged a request, in seconds since the epoch (0: never).",
-        );
-        for e in s.shipper.endpoints() {
-            let l = [e.name.as_str()];
-            sent.with_label_values(&l)
-                .inc_by(e.samples_sent.load(Ordering::Relaxed));
-            failures
-                .with_label_values(&l)
-                .inc_by(e.failures.load(Ordering::Relaxed));
-            rejected
-                .with_label_values(&l)
-                .inc_by(e.samples_rejected.load(Ordering::Relaxed));
-            bytes
-                .with_label_values(&l)
-                .inc_by(e.bytes_sent.load(Ordering::Relaxed));
-            skipped
-                .with_label_values(&l)
-                .inc_by(e.samples_skipped.load(Ordering::Relaxed));
-            oldest
-                .with_label_values(&l)
-                .set(e.oldest_unshipped_ms.load(Ordering::Relaxed) as f64 / 1000.0);
-            backlog
-                .with_label_values(&l)
-                .set(e.backlog.load(Ordering::Relaxed) as f64);
-            last.with_label_values(&l)
-                .set(e.last_success_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        if let Some(s) = lock(&self.shipping).as_ref() {
+            collect_shipping(s, out);
         }
-        one(sent, out);
-        one(failures, out);
-        one(rejected, out);
-        one(bytes, out);
-        one(skipped, out);
-        one(oldest, out);
-        one(backlog, out);
-        one(last, out);
-        gauge(
-            names::UPLINK_UP,
-            "1 if shipping works: the last request to every remote_write endpoint succeeded.",
-            if s.shipper.uplink_up() == Some(true) {
-                1.0
-            } else {
-                0.0
-            },
-            out,
-        );
     }
+}
+
+type Counter = fn(&EndpointStats) -> u64;
+type Level = fn(&EndpointStats) -> f64;
+
+/// Per-endpoint counters: name, help, value.
+const SHIPPING_COUNTERS: [(&str, &str, Counter); 5] = [
+    (
+        names::RW_SENT,
+        "Stored probe rounds shipped to the endpoint, every series sample of them accepted or refused (each round is a few series samples: ping up to 10, DNS up to 18, a trace 6 plus 2 per hop).",
+        |e| e.samples_sent.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_FAILURES,
+        "Failed remote_write requests (network, 5xx, 429 and 4xx; each part of a split request counts).",
+        |e| e.failures.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_REJECTED,
+        "Series samples the endpoint refused (a refused request is split down to single samples; those still refused are dropped and counted here).",
+        |e| e.samples_rejected.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_BYTES,
+        "Bytes of remote_write request bodies the endpoint acknowledged (protobuf, snappy-compressed).",
+        |e| e.bytes_sent.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_SKIPPED,
+        "Stored probe rounds not shipped because Prometheus scrapes covered them (send = \"gaps\").",
+        |e| e.samples_skipped.load(Ordering::Relaxed),
+    ),
+];
+
+/// Per-endpoint gauges: name, help, value.
+const SHIPPING_GAUGES: [(&str, &str, Level); 3] = [
+    (
+        names::RW_BACKLOG,
+        "Stored probe rounds not yet acknowledged by the endpoint.",
+        |e| e.backlog.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        names::RW_OLDEST,
+        "Timestamp of the oldest stored probe round not yet shipped to the endpoint, in seconds since the epoch (0: none waits).",
+        |e| e.oldest_unshipped_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+    ),
+    (
+        names::RW_LAST_SUCCESS,
+        "When the endpoint last acknowledged a request, in seconds since the epoch (0: never).",
+        |e| e.last_success_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+    ),
+];
+
+fn collect_shipping(s: &Shipping, out: &mut Vec<MetricFamily>) {
+    let endpoints = s.shipper.endpoints();
+    for (name, help, get) in SHIPPING_COUNTERS {
+        let c = IntCounterVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric");
+        for e in endpoints {
+            c.with_label_values(&[e.name.as_str()]).inc_by(get(e));
+        }
+        one(c, out);
+    }
+    for (name, help, get) in SHIPPING_GAUGES {
+        let g = GaugeVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric");
+        for e in endpoints {
+            g.with_label_values(&[e.name.as_str()]).set(get(e));
+        }
+        one(g, out);
+    }
+    gauge(
+        names::UPLINK_UP,
+        "1 if shipping works: the last request to every remote_write endpoint succeeded.",
+        if s.shipper.uplink_up() == Some(true) {
+            1.0
+        } else {
+            0.0
+        },
+        out,
+    );
 }
 
 /// `GET /api/samples?target=NAME[&probe=ping][&from=UNIX_S][&to=UNIX_S]`: the stored rounds of

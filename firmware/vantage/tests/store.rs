@@ -307,6 +307,12 @@ labels = {{ site = "lab" }}
             )
             .is_some_and(|v| v < 5.0)
     });
+    let m = scrape(addr);
+    let ep = |name: &str| metric(&m, &format!(r#"{name}{{endpoint="central"}}"#));
+    assert_eq!(ep("vantage_remote_write_rejected_samples_total"), Some(0.0));
+    assert_eq!(ep("vantage_remote_write_skipped_samples_total"), Some(0.0));
+    assert!(ep("vantage_remote_write_sent_bytes_total").is_some_and(|v| v > 0.0));
+    assert!(ep("vantage_remote_write_oldest_unshipped_timestamp_seconds").is_some());
     std::thread::sleep(Duration::from_secs(1));
     term(&daemon);
     drop(daemon);
