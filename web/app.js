@@ -317,78 +317,91 @@ async function showStatus() {
 
 // ---------- targets ----------
 
-const DNS_FIELDS = [
-  ['query', 'Query name', 'text', 'example.com', 'the name to ask for (required)'],
-  ['type', 'Record type', 'text', 'A', 'A, AAAA, MX, TXT, NS, SOA, PTR, …'],
-  ['transport', 'Transport', 'text', 'udp', 'udp, tcp, tls or https'],
-  ['port', 'Port', 'number', '53', '53; 853 for tls, 443 for https'],
-  ['timeout', 'Timeout', 'text', '5s', 'for the whole lookup'],
-  ['min_answers', 'Minimum answers', 'number', '0', 'fewer fails the probe'],
-];
+// The probe kinds and their options come from the daemon (GET /api/probes), which derives
+// them from the defaults and ranges its config loader enforces: the page keeps no list of its own.
+const DURATION_RE = /^\s*\d+(\.\d+)?\s*(ms|s|m|h|d|min|sec)\s*([0-9].*)?$/i;
+const durationMs = (v) => {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/i.exec(v);
+  return m ? Number(m[1]) * { ms: 1, s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[m[2].toLowerCase()] : null;
+};
 
-const PING_FIELDS = [
-  ['packets', 'Packets per round', 'number', '1', '1 to 100'],
-  ['spacing', 'Spacing', 'text', '100ms', 'between packets; 1ms to 10s'],
-  ['timeout', 'Timeout', 'text', '1s', 'per reply; 10ms to 30s'],
-  ['size', 'Payload bytes', 'number', '56', '8 to 9000'],
-  ['ttl', 'TTL', 'number', 'system', '1 to 255'],
-  ['dscp', 'DSCP', 'number', 'none', '0 to 63'],
-  ['source', 'Source address', 'text', 'automatic', 'an address of this device'],
-];
-
-// Client-side checks mirror the server's; the server has the last word.
-function localCheck(t) {
+// Client-side checks from the daemon's field descriptions; the server has the last word.
+function localCheck(t, forms) {
   const errors = [];
   if (!t.name) errors.push({ field: 'name', message: 'a name is required' });
   else if (!/^[A-Za-z0-9._-]{1,64}$/.test(t.name)) errors.push({ field: 'name', message: 'letters, digits, ".", "_" and "-" only, at most 64' });
   if (!t.host) errors.push({ field: 'host', message: 'an address or host name is required' });
   else if (!/^[A-Za-z0-9.:_-]+$/.test(t.host) || t.host.startsWith('-')) errors.push({ field: 'host', message: 'not an IP address or host name' });
   if (!t.probes.length) errors.push({ field: 'probes', message: 'choose at least one probe' });
-  const range = (k, lo, hi) => {
-    const v = t.ping && t.ping[k];
-    if (v !== undefined && (!Number.isInteger(v) || v < lo || v > hi)) errors.push({ field: `ping.${k}`, message: `must be between ${lo} and ${hi}` });
-  };
-  range('packets', 1, 100); range('size', 8, 9000); range('ttl', 1, 255); range('dscp', 0, 63);
-  for (const k of ['interval', 'ping.spacing', 'ping.timeout']) {
-    const v = k.startsWith('ping.') ? t.ping && t.ping[k.slice(5)] : t[k];
-    if (v !== undefined && !/^\s*\d+(\.\d+)?\s*(ms|s|m|h|min|sec)\s*([0-9].*)?$/i.test(v)) errors.push({ field: k, message: 'write a duration with a unit, e.g. "1s" or "500ms"' });
+  if (t.interval !== undefined && !DURATION_RE.test(t.interval)) errors.push({ field: 'interval', message: 'write a duration with a unit, e.g. "1s" or "500ms"' });
+  for (const form of forms) {
+    const opts = t[form.kind] || {};
+    for (const f of form.fields) {
+      const v = opts[f.key];
+      if (v === undefined) continue;
+      const name = `${form.kind}.${f.key}`;
+      if (f.type === 'integer' && (!Number.isInteger(v) || v < f.min || v > f.max)) errors.push({ field: name, message: `must be between ${f.min} and ${f.max}` });
+      if (f.type === 'duration') {
+        const ms = durationMs(String(v));
+        if (!DURATION_RE.test(String(v))) errors.push({ field: name, message: 'write a duration with a unit, e.g. "1s" or "500ms"' });
+        else if (ms !== null && (ms < durationMs(f.min) || ms > durationMs(f.max))) errors.push({ field: name, message: `must be between ${f.min} and ${f.max}` });
+      }
+    }
   }
   return errors;
 }
 
-function targetForm(existing, defaults) {
+// One probe kind's fieldset: inputs for its fields, and how to read them back.
+function probeFieldset(form, existing) {
+  const values = existing || {};
+  const inputs = {};
+  const fields = form.fields.map((f) => {
+    const name = `${form.kind}.${f.key}`;
+    let el;
+    if (f.type === 'choice') {
+      el = h('select', {}, f.options.map((v) => h('option', { value: v, selected: (values[f.key] ?? f.default) === v }, v)));
+    } else if (f.type === 'lines') {
+      el = h('textarea', { rows: 2, placeholder: f.default || null });
+      el.value = (values[f.key] || []).join('\n');
+    } else {
+      el = h('input', { type: f.type === 'integer' ? 'number' : 'text', value: values[f.key] ?? '', placeholder: f.default || null, inputmode: f.type === 'integer' ? 'numeric' : null });
+      el.setAttribute('autocapitalize', 'off');
+    }
+    inputs[f.key] = el;
+    const range = f.type === 'integer' || f.type === 'duration' ? `${f.min} to ${f.max}` : '';
+    return field(f.label, name, el, [f.hint, range].filter(Boolean).join('; '));
+  });
+  const set = h('fieldset', { id: `${form.kind}-options` }, h('legend', {}, form.title),
+    h('p', { class: 'hint' }, `The host is ${form.host_hint}. Empty fields use the defaults of the config file.`),
+    h('div', { class: 'cols' }, fields));
+  const read = () => {
+    // Options the form has no field for (written by hand) are kept as they are.
+    const out = {};
+    for (const [k, v] of Object.entries(values)) if (!form.fields.some((f) => f.key === k)) out[k] = v;
+    for (const f of form.fields) {
+      const el = inputs[f.key];
+      if (f.type === 'lines') { const l = linesOf(el); if (l.length) out[f.key] = l; continue; }
+      const v = el.value.trim();
+      if (f.type === 'choice') { if (v !== f.default || values[f.key] !== undefined) out[f.key] = v; continue; }
+      if (v !== '') out[f.key] = f.type === 'integer' && /^-?\d+$/.test(v) ? Number(v) : v;
+    }
+    return out;
+  };
+  return { set, read };
+}
+
+function targetForm(existing, defaults, forms) {
   const raw = existing || { probes: ['ping'] };
-  const ping = raw.ping || {};
   const input = (name, type, value, placeholder) => h('input', { type, value: value ?? '', placeholder: placeholder || null, inputmode: type === 'number' ? 'numeric' : null });
   const name = input('name', 'text', raw.name, 'e.g. gateway');
   const host = input('host', 'text', raw.host, 'e.g. 192.168.1.1 or router.lan');
   host.setAttribute('autocapitalize', 'off'); name.setAttribute('autocapitalize', 'off');
   const interval = input('interval', 'text', raw.interval, defaults.interval || '1s');
-  const probeBoxes = ['ping', 'dns', 'trace'].map((p) => {
-    const available = p !== 'trace';
-    const cb = h('input', { type: 'checkbox', name: `probe-${p}`, value: p, checked: (raw.probes || []).includes(p), disabled: !available && !(raw.probes || []).includes(p) });
-    return h('label', {}, cb, p, available ? null : h('span', { class: 'muted small' }, '(not in this version)'));
-  });
+  const probeBoxes = forms.map((f) => h('label', {},
+    h('input', { type: 'checkbox', name: `probe-${f.kind}`, value: f.kind, checked: (raw.probes || []).includes(f.kind) }), f.kind));
   const labels = h('textarea', { rows: 2, placeholder: 'site=office' });
   labels.value = Object.entries(raw.labels || {}).map(([k, v]) => `${k}=${v}`).join('\n');
-  const pingInputs = {};
-  const pingFields = PING_FIELDS.map(([k, label, type, ph, hint]) => {
-    pingInputs[k] = input(`ping.${k}`, type, ping[k], ph);
-    return field(label, `ping.${k}`, pingInputs[k], hint);
-  });
-  const proto = h('select', {}, ['auto', 'ipv4', 'ipv6'].map((v) => h('option', { value: v, selected: (ping.ip_protocol || 'auto') === v }, v)));
-  const dns = raw.dns || {};
-  const dnsInputs = {};
-  const dnsFields = DNS_FIELDS.map(([k, label, type, ph, hint]) => {
-    dnsInputs[k] = input(`dns.${k}`, type, dns[k], ph);
-    return field(label, `dns.${k}`, dnsInputs[k], hint);
-  });
-  const expect = h('textarea', { rows: 2, placeholder: '192.0.2.10' });
-  expect.value = (dns.answer_contains || []).join('\n');
-  const dnsSet = h('fieldset', { id: 'dns-options' }, h('legend', {}, 'DNS options'),
-    h('p', { class: 'hint' }, 'The host is the DNS server to ask ("system": the resolvers of the device). Empty fields use the defaults of the config file.'),
-    h('div', { class: 'cols' }, dnsFields),
-    field('Answers that must be present', 'dns.answer_contains', expect, 'One per line: an address, name or text the answer must contain.'));
+  const sets = forms.map((f) => ({ kind: f.kind, ...probeFieldset(f, raw[f.kind]) }));
   const testButton = h('button', { type: 'button', id: 'test-now' }, 'Test now');
   const saveButton = h('button', { type: 'submit', class: 'primary', id: 'save' }, existing ? 'Save changes' : 'Add target');
   const result = h('div', { id: 'test-result' });
@@ -399,18 +412,14 @@ function targetForm(existing, defaults) {
       field('Host', 'host', host, 'IPv4 or IPv6 address, or a host name; for DNS the server to ask, or "system".'),
       field('Interval', 'interval', interval, `Between rounds; default ${defaults.interval || '1s for ping'}.`)),
     h('div', { class: 'field' }, h('label', {}, 'Probes'), h('div', { class: 'checks' }, probeBoxes), h('div', { class: 'ferr', 'data-for': 'probes' })),
-    dnsSet,
-    h('fieldset', { id: 'ping-options' }, h('legend', {}, 'Ping options'),
-      h('p', { class: 'hint' }, 'Empty fields use the defaults of the config file.'),
-      h('div', { class: 'cols' }, pingFields, field('Address family', 'ping.ip_protocol', proto, 'For host names with both.'))),
+    sets.map((x) => x.set),
     field('Labels', 'labels', labels, 'One name=value per line; added to every series of this target.'),
     h('div', { class: 'form-errors' }),
     h('div', { class: 'row' }, saveButton, testButton, h('a', { href: '#/targets', class: 'button' }, 'Cancel')),
     result);
 
   const syncProbes = () => {
-    dnsSet.hidden = !form.querySelector('input[value=dns]').checked;
-    form.querySelector('#ping-options').hidden = !form.querySelector('input[value=ping]').checked;
+    for (const x of sets) x.set.hidden = !form.querySelector(`input[value=${x.kind}]`).checked;
   };
   form.querySelectorAll('input[type=checkbox]').forEach((cb) => cb.addEventListener('change', syncProbes));
   syncProbes();
@@ -418,21 +427,12 @@ function targetForm(existing, defaults) {
     const t = { name: name.value.trim(), host: host.value.trim(), probes: [] };
     form.querySelectorAll('input[type=checkbox]:checked').forEach((cb) => t.probes.push(cb.value));
     if (interval.value.trim()) t.interval = interval.value.trim();
-    const p = {};
-    for (const [k, , type] of PING_FIELDS) {
-      const v = pingInputs[k].value.trim();
-      if (v !== '') p[k] = type === 'number' && /^-?\d+$/.test(v) ? Number(v) : v;
+    // Options of the chosen kinds only; a kind's table left empty is not written.
+    for (const x of sets) {
+      if (!t.probes.includes(x.kind)) continue;
+      const o = x.read();
+      if (Object.keys(o).length) t[x.kind] = o;
     }
-    if (proto.value !== 'auto') p.ip_protocol = proto.value;
-    if (Object.keys(p).length) t.ping = p;
-    const d = {};
-    for (const [k, , type] of DNS_FIELDS) {
-      const v = dnsInputs[k].value.trim();
-      if (v !== '') d[k] = type === 'number' && /^-?\d+$/.test(v) ? Number(v) : v;
-    }
-    const want = linesOf(expect);
-    if (want.length) d.answer_contains = want;
-    if (Object.keys(d).length) t.dns = d;
     const lab = {};
     for (const line of labels.value.split('\n')) {
       if (!line.trim()) continue;
@@ -444,7 +444,7 @@ function targetForm(existing, defaults) {
     return t;
   };
   const check = (t) => {
-    const errors = localCheck(t);
+    const errors = localCheck(t, forms);
     if (errors.length) { showErrors(form, { message: 'Please fix the fields marked.', errors }); return false; }
     return true;
   };
@@ -461,6 +461,9 @@ function targetForm(existing, defaults) {
         x.sent !== undefined ? `${x.received}/${x.sent} replies from ${x.address || t.host}` : '',
         x.rcode !== undefined ? `${x.rcode || 'no answer'}, ${x.answers} answers from ${x.server || t.host} in ${ms(x.lookup_ms)}` : '',
         x.rtts_ms && x.rtts_ms.length ? `, RTT ${x.rtts_ms.map(ms).join(', ')}` : '',
+        x.hops ? `${x.reached ? 'reached' : 'not reached'} in ${x.hops.length} hop${x.hops.length === 1 ? '' : 's'}` : '',
+        x.hops ? h('ol', { class: 'hops mono small' }, x.hops.map((hp) => h('li', { value: hp.ttl },
+          hp.addresses.length ? `${hp.addresses.join(', ')} ${hp.rtt_ms == null ? '' : ms(hp.rtt_ms)}` : '*'))) : null,
         x.error ? h('div', { class: 'ferr' }, x.error) : null)));
       result.scrollIntoView({ block: 'nearest' });
     } catch (e) { result.replaceChildren(); showErrors(form, e); }
@@ -503,20 +506,20 @@ function fileBanner(list) {
 }
 
 async function loadTargets() {
-  const [list, cfg] = await Promise.all([api('GET', '/api/targets'), api('GET', '/api/config')]);
+  const [list, cfg, probes] = await Promise.all([api('GET', '/api/targets'), api('GET', '/api/config'), api('GET', '/api/probes')]);
   const m = /^\s*interval\s*=\s*"([^"]*)"/m.exec(cfg.text.split(/^\s*\[\[targets\]\]/m)[0]);
-  return { list, defaults: { interval: m && m[1], revision: list.revision } };
+  return { list, forms: probes.probes, defaults: { interval: m && m[1], revision: list.revision } };
 }
 
 async function showTargets(sub) {
   const gen = setView('targets');
   let data;
   try { data = await loadTargets(); } catch (e) { if (e.status !== 401) toast(e.message); return; }
-  const { list, defaults } = data;
-  if (sub === 'new') { render(gen, ...fileBanner(list), targetForm(null, defaults)); return; }
+  const { list, defaults, forms } = data;
+  if (sub === 'new') { render(gen, ...fileBanner(list), targetForm(null, defaults, forms)); return; }
   if (sub) {
     const t = list.targets.find((x) => x.raw.name === sub);
-    render(gen, ...fileBanner(list), t ? targetForm(t.raw, defaults) : h('div', { class: 'card' }, `No target named ${sub}.`));
+    render(gen, ...fileBanner(list), t ? targetForm(t.raw, defaults, forms) : h('div', { class: 'card' }, `No target named ${sub}.`));
     return;
   }
   const rows = list.targets.map(({ raw, effective }) => {

@@ -310,6 +310,34 @@ async function main() {
       await shot('16-form-dns');
     });
 
+    await step('a trace target is added from the page, with the options the daemon describes', async () => {
+      // A fresh form (the step before left one with its own choices).
+      await wd('POST', s('/url'), { url: `${URL_}#/targets` });
+      await waitCss('#add-target');
+      await click('#add-target');
+      await waitCss('#target-form');
+      if (!(await exec("return document.getElementById('trace-options').hidden"))) throw new Error('trace options shown for ping');
+      await click('input[value=ping]');
+      await click('input[value=trace]');
+      await waitFor('only trace chosen', () => exec("return [...document.querySelectorAll('#target-form input[type=checkbox]:checked')].map((c) => c.value).join() === 'trace'"));
+      await waitFor('trace options', () => exec("return !document.getElementById('trace-options').hidden"));
+      await type('#f-name', 'path');
+      await type('#f-host', PEER);
+      await type('#f-trace-flows', '99');
+      await click('#save');
+      await waitFor('range refused next to the field', () => exec("return /between 1 and 16/.test(document.querySelector('.ferr[data-for=\"trace.flows\"]').textContent)"));
+      await type('#f-trace-flows', '2');
+      await type('#f-trace-max_hops', '8');
+      await exec("const p = document.getElementById('f-trace-protocol'); p.value = 'icmp'; p.dispatchEvent(new Event('change')); return true");
+      await click('#test-now');
+      await waitCss('#test-result .result', 20000);
+      await shot('17-form-trace');
+      await click('#save');
+      await waitCss('tr[data-target=path]');
+      const text = configText();
+      if (!/flows = 2/.test(text) || !/protocol = "icmp"/.test(text) || !/max_hops = 8/.test(text)) throw new Error(`trace options not saved:\n${text}`);
+    });
+
     await step('targets list and form fit a phone screen', async () => {
       await wd('POST', s('/window/rect'), { width: 390, height: 844 });
       for (const [view, css, name] of [['#/targets', '#add-target', '12-targets-phone'], ['#/targets/new', '#target-form', '13-form-phone'], ['#/settings', 'pre.file', '14-settings-phone']]) {

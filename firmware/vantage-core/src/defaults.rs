@@ -2,6 +2,22 @@
 
 use std::time::Duration;
 
+/// The smallest and largest value a setting accepts, both included. The config loader holds
+/// every ranged setting to one of these (see `Check::ranged`), the docs quote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds<T> {
+    pub min: T,
+    pub max: T,
+}
+
+const fn between<T>(min: T, max: T) -> Bounds<T> {
+    Bounds { min, max }
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 /// Ping: one round every second, like smokeping_prober's continuous ping.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// DNS: one query every 15 seconds, a common blackbox scrape interval.
@@ -17,6 +33,20 @@ pub const PING_SPACING: Duration = Duration::from_millis(100);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// ICMP payload bytes, as `ping` sends by default (64-byte ICMP message).
 pub const PING_PAYLOAD_SIZE: usize = 56;
+/// `ping.packets`.
+pub const PING_PACKETS_RANGE: Bounds<i64> = between(1, 100);
+/// `ping.spacing`.
+pub const PING_SPACING_RANGE: Bounds<Duration> = between(ms(1), ms(10_000));
+/// `ping.size`: the first 8 bytes carry the cookie that matches replies; 9000 is a jumbo frame.
+pub const PING_SIZE_RANGE: Bounds<i64> = between(8, 9000);
+/// `ttl`, `first_ttl` and `max_hops`: an IP TTL / IPv6 hop limit.
+pub const TTL_RANGE: Bounds<i64> = between(1, 255);
+/// `tos`: the whole IPv4 TOS / IPv6 traffic-class byte.
+pub const TOS_RANGE: Bounds<i64> = between(0, 255);
+/// `dscp`: the upper six bits of the TOS byte.
+pub const DSCP_RANGE: Bounds<i64> = between(0, 63);
+/// A TCP or UDP port.
+pub const PORT_RANGE: Bounds<i64> = between(1, 65535);
 
 /// Traceroute: UDP destination port, as traceroute(8) starts with; one fixed port keeps every
 /// probe of a flow on one ECMP path (Paris traceroute).
@@ -39,6 +69,15 @@ pub const TRACE_SIZE_V4: usize = 60;
 pub const TRACE_SIZE_V6: usize = 80;
 /// Paris flows (fixed 5-tuples) probed per trace; more flows discover more ECMP branches.
 pub const TRACE_FLOWS: u32 = 1;
+/// `trace.probes_per_hop`.
+pub const TRACE_PROBES_PER_HOP_RANGE: Bounds<i64> = between(1, 10);
+/// `trace.spacing` when not zero (zero means back to back).
+pub const TRACE_SPACING_RANGE: Bounds<Duration> = between(ms(1), ms(10_000));
+/// `trace.flows`.
+pub const TRACE_FLOWS_RANGE: Bounds<i64> = between(1, 16);
+/// `trace.path_window`: from a second to a week.
+pub const TRACE_PATH_WINDOW_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
 /// How long a path stays known after it was last seen: a flow flipping between paths seen within
 /// this window is not a path change.
 pub const TRACE_PATH_WINDOW: Duration = Duration::from_secs(600);
@@ -49,6 +88,10 @@ pub const TRACE_MAX_PACKETS: u32 = 4096;
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// EDNS UDP payload size: the DNS Flag Day 2020 value, which avoids IP fragmentation.
 pub const DNS_EDNS_UDP_SIZE: u16 = 1232;
+/// `dns.edns_udp_size` when not 0 (0: no EDNS): RFC 6891's smallest and largest.
+pub const DNS_EDNS_UDP_SIZE_RANGE: Bounds<i64> = between(512, 65535);
+/// `dns.min_answers`.
+pub const DNS_MIN_ANSWERS_RANGE: Bounds<i64> = between(0, 65535);
 /// The URL path of a DNS over HTTPS endpoint: the one RFC 8484's examples use, and unbound's,
 /// BIND's and most public resolvers' default.
 pub const DNS_DOH_PATH: &str = "/dns-query";
@@ -62,9 +105,13 @@ pub const DNS_MAX_STRAY_DATAGRAMS: u32 = 64;
 /// Bounds every interval must fall within.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Every probe's `interval`, and the uplink's.
+pub const INTERVAL_RANGE: Bounds<Duration> = between(MIN_INTERVAL, MAX_INTERVAL);
 /// Bounds for probe timeouts.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every probe's `timeout`.
+pub const TIMEOUT_RANGE: Bounds<Duration> = between(MIN_TIMEOUT, MAX_TIMEOUT);
 
 /// Upper bound on probe rounds running at the same time across all targets.
 pub const MAX_CONCURRENT_PROBES: usize = 16_384;
@@ -94,6 +141,17 @@ pub const STORE_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 pub const STORE_COMMIT_SAMPLES: usize = 10_000;
 /// Samples kept in memory while the disk refuses writes (about 80 MB at most).
 pub const STORE_MAX_PENDING: usize = 1_000_000;
+/// `store.max_age`: from a minute to ten years.
+pub const STORE_MAX_AGE_RANGE: Bounds<Duration> = between(
+    Duration::from_secs(60),
+    Duration::from_secs(10 * 365 * 24 * 3600),
+);
+/// `store.commit_interval`.
+pub const STORE_COMMIT_INTERVAL_RANGE: Bounds<Duration> = between(ms(10), ms(600_000));
+/// `store.commit_samples`.
+pub const STORE_COMMIT_SAMPLES_RANGE: Bounds<i64> = between(1, 1_000_000);
+/// `store.max_pending`.
+pub const STORE_MAX_PENDING_RANGE: Bounds<i64> = between(1000, 100_000_000);
 
 /// remote_write: request timeout.
 pub const REMOTE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,6 +166,18 @@ pub const REMOTE_WRITE_SAMPLES_PER_SECOND: u32 = 10_000;
 /// remote_write `send = "gaps"`: scrapes further apart than this leave a gap that is shipped;
 /// four missed scrapes at Prometheus' default 15 s interval.
 pub const REMOTE_WRITE_SCRAPE_GAP: Duration = Duration::from_secs(60);
+/// `remote_write.scrape_gap`.
+pub const REMOTE_WRITE_SCRAPE_GAP_RANGE: Bounds<Duration> = between(ms(2_000), ms(3_600_000));
+/// `remote_write.timeout`.
+pub const REMOTE_WRITE_TIMEOUT_RANGE: Bounds<Duration> = between(ms(100), ms(300_000));
+/// `remote_write.min_backoff`.
+pub const REMOTE_WRITE_MIN_BACKOFF_RANGE: Bounds<Duration> = between(ms(10), ms(600_000));
+/// `remote_write.max_backoff`.
+pub const REMOTE_WRITE_MAX_BACKOFF_RANGE: Bounds<Duration> = between(ms(10), ms(3_600_000));
+/// `remote_write.max_samples_per_send`.
+pub const REMOTE_WRITE_SAMPLES_PER_SEND_RANGE: Bounds<i64> = between(1, 100_000);
+/// `remote_write.max_samples_per_second` (0: no limit).
+pub const REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE: Bounds<i64> = between(0, 10_000_000);
 /// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
 pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
 /// Uplink: wait for each gateway reply.
@@ -119,11 +189,23 @@ pub const PROVISIONING_REFRESH: Duration = Duration::from_secs(300);
 pub const MIN_PROVISIONING_REFRESH: Duration = Duration::from_secs(10);
 /// Provisioning: limit for one fetch.
 pub const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(30);
+/// `provisioning.refresh`.
+pub const PROVISIONING_REFRESH_RANGE: Bounds<Duration> =
+    between(MIN_PROVISIONING_REFRESH, MAX_INTERVAL);
+/// `provisioning.timeout`.
+pub const PROVISIONING_TIMEOUT_RANGE: Bounds<Duration> =
+    between(MIN_TIMEOUT, Duration::from_secs(300));
 /// Provisioning: the largest targets file accepted.
 pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
 /// Where the kernel's LED class lives.
 pub const LEDS_SYSFS_ROOT: &str = "/sys/class/leds";
 /// How long "identify" blinks when the request names no duration: long enough to walk to a rack.
 pub const LEDS_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// `leds.identify_timeout`: from a second to a day.
+pub const LEDS_IDENTIFY_TIMEOUT_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(1), Duration::from_secs(24 * 3600));
 /// The daemon's main loop ticks every second; this many seconds of silence means it is stuck.
 pub const LEDS_STALE_AFTER: Duration = Duration::from_secs(5);
+/// `leds.stale_after`: more than one tick, at most ten minutes.
+pub const LEDS_STALE_AFTER_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(2), Duration::from_secs(600));

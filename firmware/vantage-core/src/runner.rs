@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Target};
+use crate::lock::{LockExt, RwLockExt};
 use crate::probe::{Probe, ProbeRequest};
 use crate::sample::Sample;
 use crate::scheduler::{Job, JobKey, Scheduler, SchedulerEvent};
@@ -35,6 +37,7 @@ pub struct Applied {
 }
 
 struct Shared {
+    clock: Arc<dyn Clock>,
     targets: RwLock<HashMap<Arc<str>, Arc<Target>>>,
     probes: HashMap<ProbeKind, Arc<dyn Probe>>,
     observer: Arc<dyn Observer>,
@@ -61,7 +64,18 @@ impl Runner {
         observer: Arc<dyn Observer>,
         max_concurrent: usize,
     ) -> Self {
+        Self::with_clock(probes, observer, max_concurrent, Arc::new(SystemClock))
+    }
+
+    /// Starts the scheduler on `clock`, which also measures how late rounds start.
+    pub fn with_clock(
+        probes: Vec<Arc<dyn Probe>>,
+        observer: Arc<dyn Observer>,
+        max_concurrent: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let shared = Arc::new(Shared {
+            clock: clock.clone(),
             targets: RwLock::default(),
             probes: probes.into_iter().map(|p| (p.kind(), p)).collect(),
             observer,
@@ -70,7 +84,7 @@ impl Runner {
         });
         let handle = tokio::runtime::Handle::current();
         let s = shared.clone();
-        let scheduler = Scheduler::start(move |ev| {
+        let scheduler = Scheduler::with_clock(clock, move |ev| {
             let s = s.clone();
             handle.spawn(async move { s.run_job(ev).await });
         });
@@ -82,11 +96,7 @@ impl Runner {
         let mut applied = Applied::default();
         let mut next: HashMap<Arc<str>, Arc<Target>> = HashMap::with_capacity(config.targets.len());
         {
-            let old = self
-                .shared
-                .targets
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let old = self.shared.targets.read_or_recover();
             for t in &config.targets {
                 let name: Arc<str> = t.name.as_str().into();
                 match old.get(&name) {
@@ -131,11 +141,7 @@ impl Runner {
                     })
             })
             .collect();
-        *self
-            .shared
-            .targets
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = next;
+        *self.shared.targets.write_or_recover() = next;
         self.scheduler.set_jobs(jobs);
         applied
     }
@@ -152,20 +158,14 @@ impl Runner {
 
 impl Shared {
     async fn run_job(&self, ev: SchedulerEvent) {
-        let Some(target) = self
-            .targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ev.key.target)
-            .cloned()
-        else {
+        let Some(target) = self.targets.read_or_recover().get(&ev.key.target).cloned() else {
             return;
         };
         let Some(probe) = self.probes.get(&ev.key.probe).cloned() else {
             return;
         };
         {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let mut running = self.running.lock_or_recover();
             let n = running.entry(ev.key.clone()).or_insert(0);
             if *n >= MAX_OVERLAP {
                 drop(running);
@@ -183,7 +183,7 @@ impl Shared {
         };
         self.observer.lag(
             &ev.key,
-            Instant::now().saturating_duration_since(ev.planned),
+            self.clock.now().saturating_duration_since(ev.planned),
         );
         let sample = probe
             .run(ProbeRequest {
@@ -192,12 +192,7 @@ impl Shared {
             })
             .await;
         // A target edited or removed while this round ran: its result belongs to the old config.
-        let current = self
-            .targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ev.key.target)
-            .cloned();
+        let current = self.targets.read_or_recover().get(&ev.key.target).cloned();
         if current.is_some_and(|c| Arc::ptr_eq(&c, &target)) {
             self.observer.sample(sample);
         }
@@ -211,11 +206,7 @@ struct RunningGuard<'a> {
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        let mut running = self
-            .shared
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut running = self.shared.running.lock_or_recover();
         if let Some(n) = running.get_mut(self.key) {
             *n -= 1;
             if *n == 0 {

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::clock::{Clock, SystemClock};
+use crate::lock::LockExt;
 use crate::types::ProbeKind;
 
 /// Identifies a job: one probe kind on one target.
@@ -88,6 +90,92 @@ struct Entry {
     generation: u64,
 }
 
+/// The schedule itself, apart from the thread that sleeps on it: what is due when. It reads no
+/// clock of its own, so tests step it through time exactly.
+struct Plan {
+    epoch: Instant,
+    entries: HashMap<JobKey, Entry>,
+    heap: BinaryHeap<Reverse<(Instant, u64, JobKey)>>,
+    generation: u64,
+}
+
+impl Plan {
+    fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            entries: HashMap::new(),
+            heap: BinaryHeap::new(),
+            generation: 0,
+        }
+    }
+
+    /// Hands every job due at `now` to `dispatch`, and plans its next run.
+    fn dispatch_due(&mut self, now: Instant, dispatch: &impl Fn(SchedulerEvent)) {
+        while let Some(Reverse((due, gen_, _))) = self.heap.peek() {
+            if *due > now {
+                break;
+            }
+            let (due, gen_, key) = (*due, *gen_, self.heap.pop().expect("peeked").0.2);
+            let Some(e) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            if e.generation != gen_ {
+                continue;
+            }
+            dispatch(SchedulerEvent {
+                key: key.clone(),
+                planned: due,
+            });
+            // Skip whole intervals if the thread itself fell behind; never burst.
+            let mut next = due + e.interval;
+            if next <= now {
+                next = first_due(self.epoch, now, e.interval, spread_offset(&key, e.interval));
+            }
+            e.next = next;
+            self.heap.push(Reverse((next, gen_, key)));
+        }
+    }
+
+    /// When the next job is due, if any.
+    fn next_due(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    /// Replaces the job set. Jobs whose key and interval are unchanged keep their timing.
+    fn set(&mut self, jobs: Vec<Job>, now: Instant) {
+        let mut fresh = HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            self.generation += 1;
+            let next = match self.entries.remove(&job.key) {
+                Some(old) if old.interval == job.interval => old.next,
+                _ => first_due(
+                    self.epoch,
+                    now,
+                    job.interval,
+                    spread_offset(&job.key, job.interval),
+                ),
+            };
+            self.heap
+                .push(Reverse((next, self.generation, job.key.clone())));
+            fresh.insert(
+                job.key,
+                Entry {
+                    interval: job.interval,
+                    next,
+                    generation: self.generation,
+                },
+            );
+        }
+        self.entries = fresh;
+        // Drop stale heap entries now and then so reload churn cannot grow it.
+        if self.heap.len() > 2 * self.entries.len() + 1024 {
+            let entries = &self.entries;
+            self.heap
+                .retain(|Reverse((_, g, k))| entries.get(k).is_some_and(|e| e.generation == *g));
+        }
+    }
+}
+
 /// The scheduler thread. Dropping it stops the thread.
 pub struct Scheduler {
     tx: mpsc::Sender<Control>,
@@ -102,12 +190,21 @@ impl fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// Starts the thread; `dispatch` is called on it for every due job and must not block.
+    /// Starts the thread on the system clock; `dispatch` is called on it for every due job and
+    /// must not block.
     pub fn start(dispatch: impl Fn(SchedulerEvent) + Send + 'static) -> Self {
+        Self::with_clock(Arc::new(SystemClock), dispatch)
+    }
+
+    /// Starts the thread on `clock`.
+    pub fn with_clock(
+        clock: Arc<dyn Clock>,
+        dispatch: impl Fn(SchedulerEvent) + Send + 'static,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("vantage-sched".into())
-            .spawn(move || run(rx, dispatch))
+            .spawn(move || run(rx, clock.as_ref(), dispatch))
             .expect("spawn scheduler thread");
         Self {
             tx,
@@ -118,12 +215,12 @@ impl Scheduler {
 
     /// Replaces the job set. Jobs whose key and interval are unchanged keep their timing.
     pub fn set_jobs(&self, jobs: Vec<Job>) {
-        *self.jobs.lock().unwrap_or_else(|e| e.into_inner()) = jobs.clone();
+        *self.jobs.lock_or_recover() = jobs.clone();
         let _ = self.tx.send(Control::Set(jobs));
     }
 
     pub fn jobs(&self) -> Vec<Job> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.jobs.lock_or_recover().clone()
     }
 }
 
@@ -149,75 +246,17 @@ fn tighten_timer_slack() {
     }
 }
 
-fn run(rx: mpsc::Receiver<Control>, dispatch: impl Fn(SchedulerEvent)) {
+fn run(rx: mpsc::Receiver<Control>, clock: &dyn Clock, dispatch: impl Fn(SchedulerEvent)) {
     tighten_timer_slack();
-    let epoch = Instant::now();
-    let mut entries: HashMap<JobKey, Entry> = HashMap::new();
-    let mut heap: BinaryHeap<Reverse<(Instant, u64, JobKey)>> = BinaryHeap::new();
-    let mut generation = 0u64;
+    let mut plan = Plan::new(clock.now());
     loop {
-        let now = Instant::now();
-        // Dispatch everything due.
-        while let Some(Reverse((due, gen_, _))) = heap.peek() {
-            if *due > now {
-                break;
-            }
-            let (due, gen_, key) = (*due, *gen_, heap.pop().expect("peeked").0.2);
-            let Some(e) = entries.get_mut(&key) else {
-                continue;
-            };
-            if e.generation != gen_ {
-                continue;
-            }
-            dispatch(SchedulerEvent {
-                key: key.clone(),
-                planned: due,
-            });
-            // Skip whole intervals if the thread itself fell behind; never burst.
-            let mut next = due + e.interval;
-            if next <= now {
-                next = first_due(epoch, now, e.interval, spread_offset(&key, e.interval));
-            }
-            e.next = next;
-            heap.push(Reverse((next, gen_, key)));
-        }
-        let wait = heap
-            .peek()
-            .map(|Reverse((due, _, _))| due.saturating_duration_since(Instant::now()))
+        plan.dispatch_due(clock.now(), &dispatch);
+        let wait = plan
+            .next_due()
+            .map(|due| due.saturating_duration_since(clock.now()))
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
-            Ok(Control::Set(jobs)) => {
-                let now = Instant::now();
-                let mut fresh = HashMap::with_capacity(jobs.len());
-                for job in jobs {
-                    generation += 1;
-                    let next = match entries.remove(&job.key) {
-                        Some(old) if old.interval == job.interval => old.next,
-                        _ => first_due(
-                            epoch,
-                            now,
-                            job.interval,
-                            spread_offset(&job.key, job.interval),
-                        ),
-                    };
-                    heap.push(Reverse((next, generation, job.key.clone())));
-                    fresh.insert(
-                        job.key,
-                        Entry {
-                            interval: job.interval,
-                            next,
-                            generation,
-                        },
-                    );
-                }
-                entries = fresh;
-                // Drop stale heap entries now and then so reload churn cannot grow it.
-                if heap.len() > 2 * entries.len() + 1024 {
-                    heap.retain(|Reverse((_, g, k))| {
-                        entries.get(k).is_some_and(|e| e.generation == *g)
-                    });
-                }
-            }
+            Ok(Control::Set(jobs)) => plan.set(jobs, clock.now()),
             Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
         }
@@ -226,7 +265,10 @@ fn run(rx: mpsc::Receiver<Control>, dispatch: impl Fn(SchedulerEvent)) {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
     use super::*;
+    use crate::clock::ManualClock;
 
     fn key(name: &str) -> JobKey {
         JobKey {
@@ -266,7 +308,7 @@ mod tests {
             interval: Duration::from_millis(100),
         }]);
         let slack = rx
-            .recv_timeout(Duration::from_secs(5))
+            .recv_timeout(Duration::from_secs(60))
             .expect("the job ran");
         assert_eq!(slack, 1, "timer slack of the scheduler thread in ns");
     }
@@ -287,13 +329,43 @@ mod tests {
         );
     }
 
+    /// Steps the plan through `span` of the clock's time, 1 ms at a time, collecting what it
+    /// dispatches.
+    fn step(
+        plan: &mut Plan,
+        clock: &ManualClock,
+        span: Duration,
+        seen: &RefCell<Vec<SchedulerEvent>>,
+    ) {
+        for _ in 0..span.as_millis() {
+            clock.advance(Duration::from_millis(1));
+            plan.dispatch_due(clock.now(), &|ev| seen.borrow_mut().push(ev));
+        }
+    }
+
+    fn planned(seen: &RefCell<Vec<SchedulerEvent>>, name: &str) -> Vec<Instant> {
+        seen.borrow()
+            .iter()
+            .filter(|e| &*e.key.target == name)
+            .map(|e| e.planned)
+            .collect()
+    }
+
+    /// Every start of a job on its grid `epoch + offset + k·interval`, up to `until`.
+    fn grid(epoch: Instant, job: &Job, until: Instant) -> Vec<Instant> {
+        let first = epoch + spread_offset(&job.key, job.interval);
+        (0..)
+            .map(|k| first + job.interval * k)
+            .take_while(|t| *t <= until)
+            .collect()
+    }
+
     #[test]
     fn jobs_run_at_their_own_intervals_and_keep_phase_across_updates() {
-        let seen: Arc<Mutex<Vec<SchedulerEvent>>> = Arc::default();
-        let s = {
-            let seen = seen.clone();
-            Scheduler::start(move |ev| seen.lock().unwrap().push(ev))
-        };
+        let clock = ManualClock::new();
+        let epoch = clock.now();
+        let mut plan = Plan::new(epoch);
+        let seen = RefCell::new(Vec::new());
         let fast = Job {
             key: key("fast"),
             interval: Duration::from_millis(50),
@@ -302,35 +374,92 @@ mod tests {
             key: key("slow"),
             interval: Duration::from_millis(200),
         };
-        s.set_jobs(vec![fast.clone(), slow.clone()]);
-        thread::sleep(Duration::from_millis(620));
+        plan.set(vec![fast.clone(), slow.clone()], clock.now());
+        step(&mut plan, &clock, Duration::from_millis(620), &seen);
         // Re-applying the same jobs must not shift them.
-        s.set_jobs(vec![fast.clone(), slow.clone()]);
-        thread::sleep(Duration::from_millis(400));
-        s.set_jobs(vec![slow.clone()]);
-        thread::sleep(Duration::from_millis(150));
-        let seen = seen.lock().unwrap().clone();
-        drop(s);
-        let times = |name: &str| {
-            seen.iter()
-                .filter(|e| &*e.key.target == name)
-                .map(|e| e.planned)
-                .collect::<Vec<_>>()
+        plan.set(vec![fast.clone(), slow.clone()], clock.now());
+        step(&mut plan, &clock, Duration::from_millis(400), &seen);
+        let removed_at = clock.now();
+        plan.set(vec![slow.clone()], clock.now());
+        step(&mut plan, &clock, Duration::from_millis(150), &seen);
+        assert_eq!(planned(&seen, "fast"), grid(epoch, &fast, removed_at));
+        assert_eq!(planned(&seen, "slow"), grid(epoch, &slow, clock.now()));
+        // 1,020 ms of a 50 ms job, whatever its phase.
+        assert!((20..=21).contains(&planned(&seen, "fast").len()));
+    }
+
+    #[test]
+    fn a_late_wake_skips_whole_intervals_and_never_bursts() {
+        let clock = ManualClock::new();
+        let epoch = clock.now();
+        let mut plan = Plan::new(epoch);
+        let job = Job {
+            key: key("j"),
+            interval: Duration::from_millis(100),
         };
-        let f = times("fast");
-        let sl = times("slow");
-        // On a loaded machine the thread may wake late and skip whole intervals, never more.
-        assert!((12..=22).contains(&f.len()), "fast ran {} times", f.len());
-        assert!((4..=7).contains(&sl.len()), "slow ran {} times", sl.len());
-        // Every planned start sits on the job's own grid, across the two updates.
-        for (times, interval) in [(&f, fast.interval), (&sl, slow.interval)] {
-            for w in times.windows(2) {
-                let gap = (w[1] - w[0]).as_nanos();
-                assert!(
-                    gap > 0 && gap % interval.as_nanos() == 0,
-                    "gap {gap} ns, interval {interval:?}"
-                );
-            }
+        plan.set(vec![job.clone()], clock.now());
+        let seen = RefCell::new(Vec::new());
+        // The thread oversleeps ten intervals (a stalled machine): one run, not ten.
+        clock.advance(Duration::from_millis(1000));
+        plan.dispatch_due(clock.now(), &|ev| seen.borrow_mut().push(ev));
+        assert_eq!(seen.borrow().len(), 1);
+        let next = plan.next_due().unwrap();
+        assert!(next > clock.now() && next <= clock.now() + job.interval);
+        assert!(
+            grid(epoch, &job, next).contains(&next),
+            "back on the job's grid"
+        );
+    }
+
+    #[test]
+    fn a_changed_interval_moves_the_job_to_its_new_grid() {
+        let clock = ManualClock::new();
+        let epoch = clock.now();
+        let mut plan = Plan::new(epoch);
+        let seen = RefCell::new(Vec::new());
+        let mut job = Job {
+            key: key("j"),
+            interval: Duration::from_millis(100),
+        };
+        plan.set(vec![job.clone()], clock.now());
+        step(&mut plan, &clock, Duration::from_millis(250), &seen);
+        job.interval = Duration::from_millis(70);
+        plan.set(vec![job.clone()], clock.now());
+        seen.borrow_mut().clear();
+        let changed_at = clock.now();
+        step(&mut plan, &clock, Duration::from_millis(300), &seen);
+        let on_grid: Vec<Instant> = grid(epoch, &job, clock.now())
+            .into_iter()
+            .filter(|t| *t >= changed_at)
+            .collect();
+        assert_eq!(planned(&seen, "j"), on_grid);
+    }
+
+    #[test]
+    fn the_thread_dispatches_on_its_clock() {
+        let (tx, rx) = mpsc::channel();
+        let s = Scheduler::with_clock(Arc::new(SystemClock), move |ev| {
+            let _ = tx.send(ev);
+        });
+        let job = Job {
+            key: key("j"),
+            interval: Duration::from_millis(20),
+        };
+        s.set_jobs(vec![job.clone()]);
+        assert_eq!(s.jobs(), vec![job.clone()]);
+        // Order, not timing: three runs arrive, each planned one interval after the last.
+        let evs: Vec<SchedulerEvent> = (0..3)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(60))
+                    .expect("the job ran")
+            })
+            .collect();
+        for w in evs.windows(2) {
+            assert_eq!(
+                (w[1].planned - w[0].planned).as_nanos() % job.interval.as_nanos(),
+                0
+            );
+            assert!(w[1].planned > w[0].planned);
         }
     }
 }

@@ -55,6 +55,8 @@ pub enum IpProtocol {
 }
 
 impl IpProtocol {
+    pub const ALL: [IpProtocol; 3] = [IpProtocol::Auto, IpProtocol::Ipv4, IpProtocol::Ipv6];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IpProtocol::Auto => "auto",
@@ -78,6 +80,9 @@ pub enum TraceProtocol {
 }
 
 impl TraceProtocol {
+    pub const ALL: [TraceProtocol; 3] =
+        [TraceProtocol::Udp, TraceProtocol::Icmp, TraceProtocol::Tcp];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TraceProtocol::Udp => "udp",
@@ -122,6 +127,12 @@ pub enum TraceSockets {
 }
 
 impl TraceSockets {
+    pub const ALL: [TraceSockets; 3] = [
+        TraceSockets::Auto,
+        TraceSockets::Unprivileged,
+        TraceSockets::Raw,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TraceSockets::Auto => "auto",

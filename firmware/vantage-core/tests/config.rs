@@ -352,3 +352,114 @@ probes = ["trace"]
     assert_eq!(e.errors[0].field, "defaults.trace.flows");
     assert_eq!(e.errors[0].line, Some(3));
 }
+
+/// The README's config reference quotes the ranges `defaults.rs` holds each setting to.
+#[test]
+fn the_readme_quotes_the_documented_ranges() {
+    use std::time::Duration;
+    use vantage_core::defaults::{self as D, Bounds};
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let ints: &[(&str, &str, Bounds<i64>)] = &[
+        ("Ping options", "packets", D::PING_PACKETS_RANGE),
+        ("Ping options", "size", D::PING_SIZE_RANGE),
+        ("Ping options", "ttl", D::TTL_RANGE),
+        ("`[store]`", "commit_samples", D::STORE_COMMIT_SAMPLES_RANGE),
+        ("`[store]`", "max_pending", D::STORE_MAX_PENDING_RANGE),
+        (
+            "`[[remote_write]]`",
+            "max_samples_per_send",
+            D::REMOTE_WRITE_SAMPLES_PER_SEND_RANGE,
+        ),
+        (
+            "`[[remote_write]]`",
+            "max_samples_per_second",
+            D::REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE,
+        ),
+        ("Trace options", "port", D::PORT_RANGE),
+        ("Trace options", "first_ttl", D::TTL_RANGE),
+        ("Trace options", "max_hops", D::TTL_RANGE),
+        (
+            "Trace options",
+            "probes_per_hop",
+            D::TRACE_PROBES_PER_HOP_RANGE,
+        ),
+        ("Trace options", "flows", D::TRACE_FLOWS_RANGE),
+        ("DNS options", "port", D::PORT_RANGE),
+        ("DNS options", "edns_udp_size", D::DNS_EDNS_UDP_SIZE_RANGE),
+        ("DNS options", "min_answers", D::DNS_MIN_ANSWERS_RANGE),
+    ];
+    let durations: &[(&str, &str, Bounds<Duration>)] = &[
+        ("Ping options", "interval", D::INTERVAL_RANGE),
+        ("Ping options", "spacing", D::PING_SPACING_RANGE),
+        ("Ping options", "timeout", D::TIMEOUT_RANGE),
+        ("`[store]`", "max_age", D::STORE_MAX_AGE_RANGE),
+        (
+            "`[store]`",
+            "commit_interval",
+            D::STORE_COMMIT_INTERVAL_RANGE,
+        ),
+        (
+            "`[[remote_write]]`",
+            "timeout",
+            D::REMOTE_WRITE_TIMEOUT_RANGE,
+        ),
+        ("Trace options", "interval", D::INTERVAL_RANGE),
+        ("Trace options", "timeout", D::TIMEOUT_RANGE),
+        ("Trace options", "path_window", D::TRACE_PATH_WINDOW_RANGE),
+        ("DNS options", "interval", D::INTERVAL_RANGE),
+        ("DNS options", "timeout", D::TIMEOUT_RANGE),
+        (
+            "`[leds]`",
+            "identify_timeout",
+            D::LEDS_IDENTIFY_TIMEOUT_RANGE,
+        ),
+        ("`[leds]`", "stale_after", D::LEDS_STALE_AFTER_RANGE),
+    ];
+    let mut wrong = Vec::new();
+    for (section, field, b) in ints {
+        let (lo, hi) = readme_range(&readme, section, field);
+        let int = |s: &str| s.replace(',', "").parse::<i64>().ok();
+        if (int(lo), int(hi)) != (Some(b.min), Some(b.max)) {
+            wrong.push(format!("{section} {field}: README {lo} – {hi}, code {b:?}"));
+        }
+    }
+    for (section, field, b) in durations {
+        let (lo, hi) = readme_range(&readme, section, field);
+        if (readme_duration(lo), readme_duration(hi)) != (Some(b.min), Some(b.max)) {
+            wrong.push(format!("{section} {field}: README {lo} – {hi}, code {b:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The range column of `field`'s row in the table under the heading naming `section`:
+/// "512 – 65535" of "0, 512 – 65535", "10ms – 30s" of "10ms – 30s, below the interval".
+fn readme_range<'a>(readme: &'a str, section: &str, field: &str) -> (&'a str, &'a str) {
+    let row = readme
+        .lines()
+        .skip_while(|l| !(l.starts_with("##") && l.contains(section)))
+        .skip(1)
+        .take_while(|l| !l.starts_with("##"))
+        .find(|l| l.starts_with(&format!("| `{field}` |")))
+        .unwrap_or_else(|| panic!("no row for {field} under {section}"));
+    let range = row.split('|').nth(3).expect("a range column").trim();
+    let range = match range.rsplit_once(", ") {
+        Some((exception, rest)) if !exception.contains('–') => rest,
+        Some((range, _remark)) => range,
+        None => range,
+    };
+    range
+        .split_once(" – ")
+        .unwrap_or_else(|| panic!("{section} {field}: {range:?} is no range"))
+}
+
+/// A duration as the README writes it: `10ms`, `24h`, `7 days`, `10y` (of 365 days).
+fn readme_duration(s: &str) -> Option<std::time::Duration> {
+    if let Some(years) = s.strip_suffix('y') {
+        return Some(std::time::Duration::from_secs(
+            years.parse::<u64>().ok()? * 365 * 24 * 3600,
+        ));
+    }
+    vantage_core::config::parse_duration(&s.replace(' ', "")).ok()
+}

@@ -175,11 +175,14 @@ fn garbage_is_ignored_until_the_timeout() {
     let t0 = Instant::now();
     let s = probe(&server, "300ms");
     assert_eq!(s.error, Some(ProbeError::Timeout), "{s:?}");
+    // The probe's own measure says the garbage did not extend the 300 ms timeout; the wall
+    // bound only catches a hang, with room for a loaded machine or qemu-user.
     assert!(
-        t0.elapsed() < Duration::from_millis(600),
+        s.duration >= Duration::from_millis(290) && s.duration < Duration::from_millis(1500),
         "{:?}",
-        t0.elapsed()
+        s.duration
     );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     // The empty datagram may or may not be delivered; the rest are.
     assert!(strays(&s) >= 7, "{s:?}");
 }

@@ -504,11 +504,12 @@ fn total_loss_times_out_within_the_configured_time() {
     assert!(!s.success);
     assert_eq!(s.error, Some(ProbeError::Timeout));
     assert!(
-        s.duration >= Duration::from_millis(490) && s.duration < Duration::from_millis(700),
+        // At least the timeout; the upper bound leaves room for a loaded machine.
+        s.duration >= Duration::from_millis(490) && s.duration < Duration::from_millis(1500),
         "{:?}",
         s.duration
     );
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
     let r = report(&s);
     assert_eq!(r.rcode, None);
     // TCP still gets through the UDP-only rule.

@@ -514,6 +514,31 @@ fn with_per_hop_delay_every_rtt_is_right_and_a_trace_takes_the_slowest() {
     let mut failures = Vec::new();
     for v6 in [false, true] {
         for protocol in PROTOCOLS {
+            // The upper bounds depend on the delay holders being scheduled in time, which a
+            // loaded machine does not promise: one of three traces within them shows the probe
+            // measures right; the lower bound is asserted on every trace.
+            let mut attempts = Vec::new();
+            for _ in 0..3 {
+                let problems = slow_trace(&c, v6, protocol, d);
+                if problems.is_empty() {
+                    attempts.clear();
+                    break;
+                }
+                attempts.push(problems.join("\n"));
+            }
+            if !attempts.is_empty() {
+                failures.push(attempts.join("\n--- next attempt:\n"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One trace through the delaying chain: what is wrong with it, if anything.
+fn slow_trace(c: &Chain, v6: bool, protocol: TraceProtocol, d: Duration) -> Vec<String> {
+    let mut failures = Vec::new();
+    {
+        {
             let start = Instant::now();
             let r = trace(
                 &c.lab,
@@ -526,16 +551,20 @@ fn with_per_hop_delay_every_rtt_is_right_and_a_trace_takes_the_slowest() {
             let what = format!("{protocol} ipv6={v6}");
             if !r.reached || r.hops.len() != 5 {
                 failures.push(format!("{what}: {r:#?}"));
-                continue;
+                return failures;
             }
             for h in &r.hops {
                 let want = d * (2 * u32::from(h.ttl) - 1);
                 // Never earlier than the delays allow; late by at most a loaded machine's
                 // scheduling of the holders.
                 for rtt in &h.rtts {
-                    if *rtt + Duration::from_micros(200) < want
-                        || *rtt > want + Duration::from_millis(25)
-                    {
+                    // No load makes an answer early: that is wrong on any attempt.
+                    assert!(
+                        *rtt + Duration::from_micros(200) >= want,
+                        "{what}: hop {} RTT {rtt:?} is below the {want:?} the delays allow",
+                        h.ttl
+                    );
+                    if *rtt > want + Duration::from_millis(25) {
                         failures.push(format!("{what}: hop {} RTT {rtt:?}, want {want:?}", h.ttl));
                     }
                 }
@@ -547,5 +576,5 @@ fn with_per_hop_delay_every_rtt_is_right_and_a_trace_takes_the_slowest() {
             }
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures
 }

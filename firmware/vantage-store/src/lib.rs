@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod codec;
+pub mod gauges;
 pub mod remote_write;
 mod series;
 mod store;

@@ -18,7 +18,7 @@ use vantage_core::{
 };
 
 use crate::daemon::Daemon;
-use crate::metrics::{DnsSeries, PingSeries, ProbeSeries, TraceSeries, encode, merge_families};
+use crate::metrics::{TargetSeries, write_targets};
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
@@ -42,25 +42,75 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    let gzip = accepts_gzip(&headers);
+    let scrape = headers.contains_key("x-prometheus-scrape-timeout-seconds");
     // Rendering thousands of targets takes a while: off the async workers, so that probes
     // due meanwhile still start on time.
-    let storage = d.storage.clone();
-    match tokio::task::spawn_blocking(move || d.metrics.render()).await {
-        Ok(text) => {
-            // A Prometheus scrape covered the rounds until now (`send = "gaps"` skips them).
-            if headers.contains_key("x-prometheus-scrape-timeout-seconds")
-                && let Some(s) = &storage
-            {
-                s.note_scrape();
-            }
-            ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
+    let render = move || {
+        let text = d.metrics.render();
+        // A Prometheus scrape covered the rounds until now (`send = "gaps"` skips them).
+        if scrape && let Some(s) = &d.storage {
+            s.note_scrape();
         }
+        if gzip {
+            gzip_bytes(text.as_bytes())
+        } else {
+            text.into_bytes()
+        }
+    };
+    match tokio::task::spawn_blocking(render).await {
+        Ok(body) if gzip => (
+            [
+                (header::CONTENT_TYPE, TEXT_FORMAT),
+                (header::CONTENT_ENCODING, "gzip"),
+                (header::VARY, "accept-encoding"),
+            ],
+            body,
+        )
+            .into_response(),
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, TEXT_FORMAT),
+                (header::VARY, "accept-encoding"),
+            ],
+            body,
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("rendering failed: {e}\n"),
         )
             .into_response(),
     }
+}
+
+/// Does the client take gzip (`Accept-Encoding: gzip`, not `gzip;q=0`)? Prometheus asks for it.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let q = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.trim().parse::<f64>().ok())
+                .unwrap_or(1.0);
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q > 0.0
+        })
+}
+
+/// Fast compression: a scrape is compressed once and read once; level 1 gets most of the gain.
+pub(crate) fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 6),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(raw).expect("writing into a Vec cannot fail");
+    enc.finish().expect("writing into a Vec cannot fail")
 }
 
 /// Where the provisioned targets stand: applied, overridden by local ones, last error.
@@ -255,33 +305,12 @@ async fn probe(
             deadline: Some(deadline),
         })
         .await;
-    let none = HashMap::new();
-    let mut families = Vec::new();
-    let series = ProbeSeries::new(&none, &[kind]);
+    // Gauges only: a counter or histogram of one round would restart at every request.
+    let series = TargetSeries::one_round(kind);
     series.observe(&sample);
-    let mut extra = Vec::new();
-    series.collect_into(&mut extra);
-    match &sample.measurement {
-        vantage_core::Measurement::Ping(report) => {
-            let ping = PingSeries::new(&none);
-            ping.observe(report);
-            ping.collect(&mut extra);
-        }
-        vantage_core::Measurement::Trace(report) => {
-            let trace = TraceSeries::new(&none, false);
-            trace.observe(report);
-            trace.collect(&mut extra);
-        }
-        _ => {}
-    }
-    if let vantage_core::Measurement::Dns(report) = &sample.measurement {
-        let valid = [0];
-        let dns = DnsSeries::new(&none, &valid);
-        dns.observe(report);
-        dns.collect(&mut extra);
-    }
-    merge_families(&mut families, extra);
-    ([(header::CONTENT_TYPE, TEXT_FORMAT)], encode(&families)).into_response()
+    let mut text = String::new();
+    write_targets(&[&series], &[], &mut text);
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
 }
 
 #[cfg(test)]

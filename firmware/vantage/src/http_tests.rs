@@ -133,6 +133,8 @@ async fn metrics_exist_from_the_start_with_user_labels() {
         r#"vantage_probe_success{probe="ping",site="lab",target="idle"} 0"#,
         r#"vantage_probe_duration_seconds{probe="ping",site="lab",target="idle"} 0"#,
         r#"vantage_ping_packets_sent_total{site="lab",target="idle"} 0"#,
+        r#"vantage_ping_round_packets_sent{site="lab",target="idle"} 0"#,
+        r#"vantage_ping_loss_ratio{site="lab",target="idle"} 0"#,
         r#"vantage_ping_packets_received_total{site="lab",target="idle"} 0"#,
         r#"vantage_ping_duplicates_total{site="lab",target="idle"} 0"#,
         r#"vantage_ping_rtt_seconds_bucket{site="lab",target="idle",le="0.00005"} 0"#,
@@ -141,6 +143,8 @@ async fn metrics_exist_from_the_start_with_user_labels() {
         r#"vantage_config_last_reload_successful 1"#,
         r#"vantage_targets 1"#,
         r#"vantage_scheduler_lag_seconds_count{probe="ping"}"#,
+        "process_resident_memory_bytes ",
+        "process_start_time_seconds ",
     ] {
         assert!(body.contains(series), "missing {series}\n{body}");
     }
@@ -149,6 +153,54 @@ async fn metrics_exist_from_the_start_with_user_labels() {
         std::env::consts::ARCH,
         env!("CARGO_PKG_VERSION")
     )));
+}
+
+#[tokio::test]
+async fn metrics_are_gzipped_when_the_scraper_takes_it() {
+    use std::io::Read;
+    let dir = TempDir::new("gzip");
+    let d = daemon_with(IDLE, &dir);
+    let (_, plain, _) = call(&d, get("/metrics")).await;
+    let req = |enc: &str| {
+        Request::get("/metrics")
+            .header("accept-encoding", enc)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Prometheus' own header.
+    let resp = router(d.clone()).oneshot(req("gzip")).await.unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let zipped = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        zipped.len() * 3 < plain.len(),
+        "{} vs {}",
+        zipped.len(),
+        plain.len()
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    // Same families (the process figures move between two scrapes).
+    let names = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# TYPE"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(names(&text), names(&plain));
+    for refused in ["identity", "gzip;q=0", "br, deflate"] {
+        let resp = router(d.clone()).oneshot(req(refused)).await.unwrap();
+        assert!(
+            resp.headers().get("content-encoding").is_none(),
+            "{refused}"
+        );
+    }
+    let resp = router(d.clone())
+        .oneshot(req("deflate, gzip;q=0.5"))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
 }
 
 #[tokio::test]
@@ -311,7 +363,10 @@ async fn probe_answers_with_that_probes_metrics_only() {
         body.contains("vantage_probe_success{probe=\"ping\"}"),
         "{body}"
     );
-    assert!(body.contains("vantage_ping_packets_sent_total 1"), "{body}");
+    assert!(body.contains("vantage_ping_round_packets_sent 1"), "{body}");
+    // Gauges only: counters and histograms of one round would restart at every request.
+    assert!(!body.contains("_total"), "{body}");
+    assert!(!body.contains("_bucket"), "{body}");
     assert!(!body.contains("target=\"idle\""), "{body}");
     assert!(!body.contains("vantage_build_info"), "{body}");
     // Loopback answers wherever ICMP sockets are permitted (root, or ping_group_range).

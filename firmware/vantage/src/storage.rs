@@ -734,7 +734,8 @@ mod led_tests {
 }
 
 /// What the shipper sends for a round is what `/metrics` shows right after it: same names,
-/// same labels, same values. Checked on the live metrics themselves.
+/// same labels, same values, derived from the one definition (`vantage_store::gauges`).
+/// Checked on the live metrics themselves.
 #[cfg(test)]
 mod shipped_series_tests {
     use std::collections::BTreeMap;
@@ -743,7 +744,7 @@ mod shipped_series_tests {
 
     use vantage_core::{
         Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, Observer,
-        ProbeKind, Sample, TraceReport,
+        PingReport, ProbeKind, Sample, TraceReport,
     };
     use vantage_store::remote_write::build_request;
     use vantage_store::{Labels, SeriesKey, StoredSample};
@@ -773,7 +774,7 @@ mod shipped_series_tests {
     }
 
     #[test]
-    fn shipped_dns_and_trace_series_are_the_live_ones() {
+    fn shipped_series_are_the_live_ones() {
         let config = Config::parse(
             r#"
 [[targets]]
@@ -788,6 +789,11 @@ name = "path"
 host = "192.0.2.1"
 probes = ["trace"]
 labels = { site = "lab", rack = "r1" }
+
+[[targets]]
+name = "gw"
+host = "192.0.2.2"
+probes = ["ping"]
 "#,
             "test.toml",
         )
@@ -852,8 +858,20 @@ labels = { site = "lab", rack = "r1" }
                 ..TraceReport::default()
             }),
         );
+        let ping = sample(
+            "gw",
+            ProbeKind::Ping,
+            Measurement::Ping(PingReport {
+                sent: 4,
+                received: 3,
+                duplicates: 1,
+                rtts: vec![us(1_234), us(1_500), us(2_001)],
+                ..PingReport::default()
+            }),
+        );
         metrics.sample(dns.clone());
         metrics.sample(trace.clone());
+        metrics.sample(ping.clone());
         let live = parse(&metrics.render());
 
         let keys = [
@@ -870,10 +888,16 @@ labels = { site = "lab", rack = "r1" }
                     ("rack".into(), "r1".into()),
                 ])),
             },
+            SeriesKey {
+                target: "gw".into(),
+                probe: ProbeKind::Ping,
+                labels: Arc::new(Labels::new()),
+            },
         ];
         let stored = [
             StoredSample::from_sample(&dns, 0),
             StoredSample::from_sample(&trace, 1),
+            StoredSample::from_sample(&ping, 2),
         ];
         let lookup = |id: u32| keys.get(id as usize).cloned();
         let req = build_request(&stored, &lookup, &Labels::new());
@@ -888,52 +912,36 @@ labels = { site = "lab", rack = "r1" }
             shipped.insert((name, labels), t.samples[0].value);
         }
 
-        // Every shipped series but the per-round stand-ins is live, with the same value.
+        // The one definition: every shipped series is on /metrics with the same value, and
+        // every per-round gauge on /metrics is shipped. Counters, histograms and hop
+        // addresses are scrape-only.
+        assert!(!shipped.is_empty());
         for ((name, labels), v) in &shipped {
-            if name.contains("_round_") {
-                continue;
-            }
             let live_v = live
                 .get(&(name.clone(), labels.clone()))
                 .unwrap_or_else(|| panic!("shipped {name}{labels:?} is not on /metrics"));
-            assert!(
-                (live_v - v).abs() < 1e-6,
-                "{name}{labels:?}: {v} != {live_v}"
-            );
+            assert_eq!(live_v, v, "{name}{labels:?}");
         }
-        // Every live DNS and trace series is shipped, except counters and the histogram
-        // (which single rounds cannot rebuild; `_round_` gauges stand in), hop addresses, and
-        // the RTT of a hop without answers (NaN).
-        for ((name, labels), v) in &live {
-            let ours = name.starts_with("vantage_dns_")
-                || name.starts_with("vantage_trace_")
-                || (name.starts_with("vantage_probe_")
-                    && ["vantage_probe_success", "vantage_probe_duration_seconds"]
-                        .contains(&name.as_str()));
-            if !ours
-                || name.ends_with("_total")
-                || name.starts_with("vantage_dns_lookup_seconds")
-                || name == "vantage_trace_hop_info"
-                || v.is_nan()
-            {
-                continue;
+        let gauges: Vec<&str> = vantage_store::gauges::ALL.iter().map(|g| g.name).collect();
+        for (name, labels) in live.keys() {
+            if gauges.contains(&name.as_str()) {
+                assert!(
+                    shipped.contains_key(&(name.clone(), labels.clone())),
+                    "live {name}{labels:?} is not shipped"
+                );
             }
-            assert!(
-                shipped.contains_key(&(name.clone(), labels.clone())),
-                "live {name}{labels:?} is not shipped"
-            );
         }
-        for want in [
-            "vantage_dns_round_lookup_seconds",
-            "vantage_dns_round_validation_failed",
-            "vantage_dns_round_truncated_retry",
-            "vantage_dns_round_stray_datagrams",
-            "vantage_trace_round_path_changed",
+        for g in [
+            &vantage_store::gauges::DNS_LOOKUP,
+            &vantage_store::gauges::DNS_TRUNCATED_RETRY,
+            &vantage_store::gauges::TRACE_PATH_CHANGED,
+            &vantage_store::gauges::PING_RTT,
+            &vantage_store::gauges::PING_SENT,
         ] {
-            assert!(shipped.keys().any(|(n, _)| n == want), "{want}");
+            assert!(shipped.keys().any(|(n, _)| n == g.name), "{}", g.name);
         }
         let hop3 = (
-            "vantage_trace_hop_rtt_seconds".to_string(),
+            vantage_store::gauges::TRACE_HOP_RTT.name.to_string(),
             BTreeMap::from([
                 ("hop".to_string(), "3".to_string()),
                 ("rack".to_string(), "r1".to_string()),

@@ -413,20 +413,13 @@ trace = {{ timeout = "200ms" }}
             && m.lines()
                 .any(|l| l.starts_with("vantage_trace_hops{") && l.ends_with(" 1"))
     });
-    // The live series that shipping fills in: gauges of the DNS and trace targets, without
-    // counters, the lookup histogram, hop addresses and NaN RTTs (docs/STORE.md).
+    // The live series that shipping fills in: the per-round gauges of the DNS and trace
+    // targets, from the one definition both use (docs/STORE.md).
+    let gauges: Vec<&str> = vantage_store::gauges::ALL.iter().map(|g| g.name).collect();
     let live: Vec<(String, Labels)> = live_series(&m)
         .into_iter()
-        .filter(|(name, labels, v)| {
-            (name.starts_with("vantage_dns_")
-                || name.starts_with("vantage_trace_")
-                || name == "vantage_probe_success"
-                || name == "vantage_probe_duration_seconds")
-                && labels.contains_key("target")
-                && !name.ends_with("_total")
-                && !name.starts_with("vantage_dns_lookup_seconds")
-                && name != "vantage_trace_hop_info"
-                && !v.is_nan()
+        .filter(|(name, labels, _)| {
+            gauges.contains(&name.as_str()) && labels.contains_key("target")
         })
         .map(|(n, l, _)| (n, l))
         .collect();

@@ -11,8 +11,8 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::Check;
-use crate::defaults;
+use super::{Check, merge};
+use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
 /// `[defaults.dns]` and `targets[].dns`, as written. A target's value wins over
@@ -117,6 +117,13 @@ pub enum DnsTransport {
 }
 
 impl DnsTransport {
+    pub const ALL: [DnsTransport; 4] = [
+        DnsTransport::Udp,
+        DnsTransport::Tcp,
+        DnsTransport::Tls,
+        DnsTransport::Https,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DnsTransport::Udp => "udp",
@@ -360,261 +367,26 @@ impl DnsOptions {
         d: Option<&RawDns>,
         target_span: std::ops::Range<usize>,
     ) -> Option<Self> {
-        fn pick<'a, T>(
-            t: Option<&'a RawDns>,
-            d: Option<&'a RawDns>,
-            get: impl Fn(&'a RawDns) -> Option<&'a Spanned<T>>,
-        ) -> Option<&'a Spanned<T>> {
-            t.and_then(&get).or_else(|| d.and_then(&get))
-        }
-        // Errors name the table the value came from: the target's or `[defaults.dns]`.
-        let field = |name: &str| {
-            if t.is_some_and(|r| r.has(name)) || !d.is_some_and(|r| r.has(name)) {
-                format!("{path}.{name}")
-            } else {
-                format!("defaults.dns.{name}")
-            }
-        };
+        let x = Src { t, d, path };
         let before = c.col.errors.len();
-
-        let record_type = match pick(t, d, |r| r.record_type.as_ref()) {
-            Some(v) => match parse_record_type(v.get_ref()) {
-                Ok(rt) => Some(rt),
-                Err(msg) => {
-                    c.err(v.span(), &field("type"), msg);
-                    None
-                }
-            },
-            None => Some(RecordType::A),
-        };
-        let query = match pick(t, d, |r| r.query.as_ref()) {
-            Some(v) => match parse_query(v.get_ref(), record_type.unwrap_or(RecordType::A)) {
-                Ok(n) => Some(n),
-                Err(msg) => {
-                    c.err(v.span(), &field("query"), msg);
-                    None
-                }
-            },
-            None => {
-                c.err(
-                    Some(target_span),
-                    &field("query"),
-                    "is required by the dns probe: the name to ask for, e.g. dns = { query = \"example.com\" }",
-                );
-                None
-            }
-        };
-        let class = match pick(t, d, |r| r.class.as_ref()) {
-            Some(v) => match v.get_ref().to_ascii_uppercase().as_str() {
-                "IN" => Some(DNSClass::IN),
-                "CH" => Some(DNSClass::CH),
-                "HS" => Some(DNSClass::HS),
-                other => {
-                    c.err(
-                        v.span(),
-                        &field("class"),
-                        format!("{other:?} is not one of IN, CH, HS"),
-                    );
-                    None
-                }
-            },
-            None => Some(DNSClass::IN),
-        };
-        let transport = match pick(t, d, |r| r.transport.as_ref()) {
-            Some(v) => match DnsTransport::parse(v.get_ref()) {
-                Ok(t) => t,
-                Err(msg) => {
-                    c.err(v.span(), &field("transport"), msg);
-                    DnsTransport::Udp
-                }
-            },
-            None => DnsTransport::Udp,
-        };
-        let port = pick(t, d, |r| r.port.as_ref())
-            .and_then(|v| c.int_in(v, &field("port"), 1, 65535))
-            .map_or(transport.default_port(), |p| p as u16);
-
-        let tls_only = |c: &mut Check<'_, '_>, span: std::ops::Range<usize>, name: &str| {
-            if !transport.is_tls() {
-                c.err(
-                    Some(span),
-                    &field(name),
-                    format!(
-                        "only applies to transport = \"tls\" or \"https\" (transport is {transport})"
-                    ),
-                );
-            }
-        };
-        let https_only = |c: &mut Check<'_, '_>, span: std::ops::Range<usize>, name: &str| {
-            if transport != DnsTransport::Https {
-                c.err(
-                    Some(span),
-                    &field(name),
-                    format!("only applies to transport = \"https\" (transport is {transport})"),
-                );
-            }
-        };
-        let doh_path = match pick(t, d, |r| r.doh_path.as_ref()) {
-            Some(v) => {
-                https_only(c, v.span(), "doh_path");
-                parse_doh_path(v.get_ref()).unwrap_or_else(|msg| {
-                    c.err(v.span(), &field("doh_path"), msg);
-                    String::new()
-                })
-            }
-            None => defaults::DNS_DOH_PATH.into(),
-        };
-        let doh_method = match pick(t, d, |r| r.doh_method.as_ref()) {
-            Some(v) => {
-                https_only(c, v.span(), "doh_method");
-                DohMethod::parse(v.get_ref()).unwrap_or_else(|msg| {
-                    c.err(v.span(), &field("doh_method"), msg);
-                    DohMethod::Post
-                })
-            }
-            None => DohMethod::Post,
-        };
-        let server_name = pick(t, d, |r| r.server_name.as_ref()).and_then(|v| {
-            tls_only(c, v.span(), "server_name");
-            match super::parse_host(v.get_ref()) {
-                Ok(crate::config::Host::Name(n)) => Some(n.trim_end_matches('.').to_string()),
-                Ok(crate::config::Host::Ip(ip)) => Some(ip.to_string()),
-                Err(msg) => {
-                    c.err(v.span(), &field("server_name"), msg);
-                    None
-                }
-            }
-        });
-        let ca_file = pick(t, d, |r| r.ca_file.as_ref()).and_then(|v| {
-            tls_only(c, v.span(), "ca_file");
-            if v.get_ref().is_empty() {
-                c.err(v.span(), &field("ca_file"), "must not be empty");
-                None
-            } else {
-                Some(PathBuf::from(v.get_ref()))
-            }
-        });
-        let insecure_skip_verify = pick(t, d, |r| r.insecure_skip_verify.as_ref())
-            .map(|v| {
-                if *v.get_ref() {
-                    tls_only(c, v.span(), "insecure_skip_verify");
-                }
-                *v.get_ref()
-            })
-            .unwrap_or(false);
-        let recursion_desired = pick(t, d, |r| r.recursion_desired.as_ref())
-            .map(|v| *v.get_ref())
-            .unwrap_or(true);
-        let dnssec = pick(t, d, |r| r.dnssec.as_ref())
-            .map(|v| *v.get_ref())
-            .unwrap_or(false);
-        let edns_udp_size = match pick(t, d, |r| r.edns_udp_size.as_ref()) {
-            Some(v) if *v.get_ref() == 0 => 0,
-            Some(v) => c
-                .int_in(v, &field("edns_udp_size"), 512, 65535)
-                .map_or(defaults::DNS_EDNS_UDP_SIZE, |n| n as u16),
-            None => defaults::DNS_EDNS_UDP_SIZE,
-        };
-        if dnssec
-            && edns_udp_size == 0
-            && let Some(v) = pick(t, d, |r| r.dnssec.as_ref())
-        {
-            c.err(
-                v.span(),
-                &field("dnssec"),
-                "needs EDNS, but edns_udp_size is 0",
-            );
-        }
-        let timeout = pick(t, d, |r| r.timeout.as_ref())
-            .and_then(|v| {
-                c.duration_in(
-                    v,
-                    &field("timeout"),
-                    defaults::MIN_TIMEOUT,
-                    defaults::MAX_TIMEOUT,
-                )
-            })
+        let (query, record_type, class) = question(c, x, target_span);
+        let (transport, port) = transport(c, x);
+        let (doh_path, doh_method) = https_settings(c, x, transport);
+        let (server_name, ca_file, insecure_skip_verify) = tls_settings(c, x, transport);
+        let (recursion_desired, dnssec, edns_udp_size) = message_settings(c, x);
+        let timeout = c
+            .ranged(
+                t,
+                d,
+                |r| r.timeout.as_ref(),
+                &x.field("timeout"),
+                D::TIMEOUT_RANGE,
+            )
             .unwrap_or(defaults::DNS_TIMEOUT);
-
-        let valid_rcodes = match pick(t, d, |r| r.valid_rcodes.as_ref()) {
-            Some(list) => {
-                if list.get_ref().is_empty() {
-                    c.err(
-                        list.span(),
-                        &field("valid_rcodes"),
-                        "must name at least one rcode, e.g. [\"NOERROR\"]",
-                    );
-                }
-                let mut codes = Vec::new();
-                for v in list.get_ref() {
-                    match parse_rcode(v.get_ref()) {
-                        Ok(n) if !codes.contains(&n) => codes.push(n),
-                        Ok(_) => {}
-                        Err(msg) => c.err(v.span(), &field("valid_rcodes"), msg),
-                    }
-                }
-                codes
-            }
-            None => vec![0],
-        };
-        let data_list =
-            |c: &mut Check<'_, '_>, list: Option<&Spanned<Vec<Spanned<String>>>>, name: &str| {
-                let mut out = Vec::new();
-                for v in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
-                    if v.get_ref().trim().is_empty() {
-                        c.err(v.span(), &field(name), "must not contain an empty string");
-                    } else {
-                        out.push(AnswerData::parse(v.get_ref()));
-                    }
-                }
-                out
-            };
-        let answer_contains = data_list(
-            c,
-            pick(t, d, |r| r.answer_contains.as_ref()),
-            "answer_contains",
-        );
-        let answer_not_contains = data_list(
-            c,
-            pick(t, d, |r| r.answer_not_contains.as_ref()),
-            "answer_not_contains",
-        );
-        let regexes =
-            |c: &mut Check<'_, '_>, list: Option<&Spanned<Vec<Spanned<String>>>>, name: &str| {
-                let mut out = Vec::new();
-                for v in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
-                    match regex::RegexBuilder::new(v.get_ref())
-                        .size_limit(1 << 20)
-                        .build()
-                    {
-                        Ok(re) => out.push(Pattern(re)),
-                        Err(e) => c.err(
-                            v.span(),
-                            &field(name),
-                            format!(
-                                "{:?} is not a valid regex: {}",
-                                v.get_ref(),
-                                first_line(&e.to_string())
-                            ),
-                        ),
-                    }
-                }
-                out
-            };
-        let answer_match = regexes(c, pick(t, d, |r| r.answer_match.as_ref()), "answer_match");
-        let answer_not_match = regexes(
-            c,
-            pick(t, d, |r| r.answer_not_match.as_ref()),
-            "answer_not_match",
-        );
-        let min_answers = pick(t, d, |r| r.min_answers.as_ref())
-            .and_then(|v| c.int_in(v, &field("min_answers"), 0, 65535))
-            .map_or(0, |n| n as u32);
-        let ip_protocol = pick(t, d, |r| r.ip_protocol.as_ref())
-            .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
-            .unwrap_or_default();
-        let source = pick(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
-
+        let valid_rcodes = valid_rcodes(c, x);
+        let (answer_contains, answer_not_contains, answer_match, answer_not_match) =
+            answer_checks(c, x);
+        let (min_answers, ip_protocol, source) = answer_count_and_addressing(c, x);
         if c.col.errors.len() > before {
             return None;
         }
@@ -643,6 +415,344 @@ impl DnsOptions {
             source,
         })
     }
+}
+
+/// The fewest answer records for success, and which address family and source to query from.
+fn answer_count_and_addressing(
+    c: &mut Check<'_, '_>,
+    x: Src<'_>,
+) -> (u32, IpProtocol, Option<IpAddr>) {
+    let min_answers = c
+        .ranged(
+            x.t,
+            x.d,
+            |r| r.min_answers.as_ref(),
+            &x.field("min_answers"),
+            D::DNS_MIN_ANSWERS_RANGE,
+        )
+        .map_or(0, |n| n as u32);
+    let ip_protocol = x
+        .pick(|r| r.ip_protocol.as_ref())
+        .and_then(|v| c.ip_protocol(v, &x.field("ip_protocol")))
+        .unwrap_or_default();
+    let source = x
+        .pick(|r| r.source.as_ref())
+        .and_then(|v| c.ip_addr(v, &x.field("source")));
+    (min_answers, ip_protocol, source)
+}
+
+type AnswerChecks = (Vec<AnswerData>, Vec<AnswerData>, Vec<Pattern>, Vec<Pattern>);
+
+/// What the answer must and must not contain, as data and as patterns.
+fn answer_checks(c: &mut Check<'_, '_>, x: Src<'_>) -> AnswerChecks {
+    let contains = x.pick(|r| r.answer_contains.as_ref());
+    let not_contains = x.pick(|r| r.answer_not_contains.as_ref());
+    let answer_contains = data_list(c, x, contains, "answer_contains");
+    let answer_not_contains = data_list(c, x, not_contains, "answer_not_contains");
+    let answer_match = regexes(c, x, x.pick(|r| r.answer_match.as_ref()), "answer_match");
+    let not_match = x.pick(|r| r.answer_not_match.as_ref());
+    let answer_not_match = regexes(c, x, not_match, "answer_not_match");
+    (
+        answer_contains,
+        answer_not_contains,
+        answer_match,
+        answer_not_match,
+    )
+}
+
+/// Where a target's DNS settings come from: its own table, else `[defaults.dns]`.
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    t: Option<&'a RawDns>,
+    d: Option<&'a RawDns>,
+    path: &'a str,
+}
+
+impl<'a> Src<'a> {
+    fn pick<T>(
+        &self,
+        get: impl Fn(&'a RawDns) -> Option<&'a Spanned<T>>,
+    ) -> Option<&'a Spanned<T>> {
+        merge(self.t, self.d, get)
+    }
+
+    /// Errors name the table the value came from: the target's or `[defaults.dns]`.
+    fn field(&self, name: &str) -> String {
+        if self.t.is_some_and(|r| r.has(name)) || !self.d.is_some_and(|r| r.has(name)) {
+            format!("{}.{name}", self.path)
+        } else {
+            format!("defaults.dns.{name}")
+        }
+    }
+}
+
+/// The question: name, type and class.
+fn question(
+    c: &mut Check<'_, '_>,
+    x: Src<'_>,
+    target_span: std::ops::Range<usize>,
+) -> (Option<Name>, Option<RecordType>, Option<DNSClass>) {
+    let record_type = match x.pick(|r| r.record_type.as_ref()) {
+        Some(v) => match parse_record_type(v.get_ref()) {
+            Ok(rt) => Some(rt),
+            Err(msg) => {
+                c.err(v.span(), &x.field("type"), msg);
+                None
+            }
+        },
+        None => Some(RecordType::A),
+    };
+    let query = match x.pick(|r| r.query.as_ref()) {
+        Some(v) => match parse_query(v.get_ref(), record_type.unwrap_or(RecordType::A)) {
+            Ok(n) => Some(n),
+            Err(msg) => {
+                c.err(v.span(), &x.field("query"), msg);
+                None
+            }
+        },
+        None => {
+            c.err(
+                Some(target_span),
+                &x.field("query"),
+                "is required by the dns probe: the name to ask for, e.g. dns = { query = \"example.com\" }",
+            );
+            None
+        }
+    };
+    let class = match x.pick(|r| r.class.as_ref()) {
+        Some(v) => match v.get_ref().to_ascii_uppercase().as_str() {
+            "IN" => Some(DNSClass::IN),
+            "CH" => Some(DNSClass::CH),
+            "HS" => Some(DNSClass::HS),
+            other => {
+                c.err(
+                    v.span(),
+                    &x.field("class"),
+                    format!("{other:?} is not one of IN, CH, HS"),
+                );
+                None
+            }
+        },
+        None => Some(DNSClass::IN),
+    };
+    (query, record_type, class)
+}
+
+/// The transport and the server's port (the transport's own by default).
+fn transport(c: &mut Check<'_, '_>, x: Src<'_>) -> (DnsTransport, u16) {
+    let transport = match x.pick(|r| r.transport.as_ref()) {
+        Some(v) => match DnsTransport::parse(v.get_ref()) {
+            Ok(t) => t,
+            Err(msg) => {
+                c.err(v.span(), &x.field("transport"), msg);
+                DnsTransport::Udp
+            }
+        },
+        None => DnsTransport::Udp,
+    };
+    let port = c
+        .ranged(
+            x.t,
+            x.d,
+            |r| r.port.as_ref(),
+            &x.field("port"),
+            D::PORT_RANGE,
+        )
+        .map_or(transport.default_port(), |p| p as u16);
+    (transport, port)
+}
+
+/// Refuses a setting that `transport` does not use: TLS settings need tls or https, DoH
+/// settings need https.
+fn only_for(
+    c: &mut Check<'_, '_>,
+    x: Src<'_>,
+    transport: DnsTransport,
+    https: bool,
+    span: std::ops::Range<usize>,
+    name: &str,
+) {
+    if https && transport != DnsTransport::Https {
+        c.err(
+            Some(span),
+            &x.field(name),
+            format!("only applies to transport = \"https\" (transport is {transport})"),
+        );
+    } else if !https && !transport.is_tls() {
+        c.err(
+            Some(span),
+            &x.field(name),
+            format!("only applies to transport = \"tls\" or \"https\" (transport is {transport})"),
+        );
+    }
+}
+
+/// DNS over HTTPS: the URL path and the method.
+fn https_settings(
+    c: &mut Check<'_, '_>,
+    x: Src<'_>,
+    transport: DnsTransport,
+) -> (String, DohMethod) {
+    let doh_path = match x.pick(|r| r.doh_path.as_ref()) {
+        Some(v) => {
+            only_for(c, x, transport, true, v.span(), "doh_path");
+            parse_doh_path(v.get_ref()).unwrap_or_else(|msg| {
+                c.err(v.span(), &x.field("doh_path"), msg);
+                String::new()
+            })
+        }
+        None => defaults::DNS_DOH_PATH.into(),
+    };
+    let doh_method = match x.pick(|r| r.doh_method.as_ref()) {
+        Some(v) => {
+            only_for(c, x, transport, true, v.span(), "doh_method");
+            DohMethod::parse(v.get_ref()).unwrap_or_else(|msg| {
+                c.err(v.span(), &x.field("doh_method"), msg);
+                DohMethod::Post
+            })
+        }
+        None => DohMethod::Post,
+    };
+    (doh_path, doh_method)
+}
+
+/// TLS: the name to verify, the CA file, and whether to skip verification.
+fn tls_settings(
+    c: &mut Check<'_, '_>,
+    x: Src<'_>,
+    transport: DnsTransport,
+) -> (Option<String>, Option<PathBuf>, bool) {
+    let server_name = x.pick(|r| r.server_name.as_ref()).and_then(|v| {
+        only_for(c, x, transport, false, v.span(), "server_name");
+        match super::parse_host(v.get_ref()) {
+            Ok(crate::config::Host::Name(n)) => Some(n.trim_end_matches('.').to_string()),
+            Ok(crate::config::Host::Ip(ip)) => Some(ip.to_string()),
+            Err(msg) => {
+                c.err(v.span(), &x.field("server_name"), msg);
+                None
+            }
+        }
+    });
+    let ca_file = x.pick(|r| r.ca_file.as_ref()).and_then(|v| {
+        only_for(c, x, transport, false, v.span(), "ca_file");
+        if v.get_ref().is_empty() {
+            c.err(v.span(), &x.field("ca_file"), "must not be empty");
+            None
+        } else {
+            Some(PathBuf::from(v.get_ref()))
+        }
+    });
+    let insecure_skip_verify = x
+        .pick(|r| r.insecure_skip_verify.as_ref())
+        .map(|v| {
+            if *v.get_ref() {
+                only_for(c, x, transport, false, v.span(), "insecure_skip_verify");
+            }
+            *v.get_ref()
+        })
+        .unwrap_or(false);
+    (server_name, ca_file, insecure_skip_verify)
+}
+
+/// The query's flags and EDNS: recursion desired, DNSSEC OK, and the EDNS UDP size (0: none).
+fn message_settings(c: &mut Check<'_, '_>, x: Src<'_>) -> (bool, bool, u16) {
+    let recursion_desired = x
+        .pick(|r| r.recursion_desired.as_ref())
+        .map(|v| *v.get_ref())
+        .unwrap_or(true);
+    let dnssec = x
+        .pick(|r| r.dnssec.as_ref())
+        .map(|v| *v.get_ref())
+        .unwrap_or(false);
+    let edns_udp_size = match x.pick(|r| r.edns_udp_size.as_ref()) {
+        Some(v) if *v.get_ref() == 0 => 0,
+        Some(v) => {
+            let r = D::DNS_EDNS_UDP_SIZE_RANGE;
+            c.int_in(v, &x.field("edns_udp_size"), r.min, r.max)
+                .map_or(defaults::DNS_EDNS_UDP_SIZE, |n| n as u16)
+        }
+        None => defaults::DNS_EDNS_UDP_SIZE,
+    };
+    if dnssec
+        && edns_udp_size == 0
+        && let Some(v) = x.pick(|r| r.dnssec.as_ref())
+    {
+        c.err(
+            v.span(),
+            &x.field("dnssec"),
+            "needs EDNS, but edns_udp_size is 0",
+        );
+    }
+    (recursion_desired, dnssec, edns_udp_size)
+}
+
+/// The rcodes that count as success, each once; NOERROR by default.
+fn valid_rcodes(c: &mut Check<'_, '_>, x: Src<'_>) -> Vec<u16> {
+    let Some(list) = x.pick(|r| r.valid_rcodes.as_ref()) else {
+        return vec![0];
+    };
+    if list.get_ref().is_empty() {
+        c.err(
+            list.span(),
+            &x.field("valid_rcodes"),
+            "must name at least one rcode, e.g. [\"NOERROR\"]",
+        );
+    }
+    let mut codes = Vec::new();
+    for v in list.get_ref() {
+        match parse_rcode(v.get_ref()) {
+            Ok(n) if !codes.contains(&n) => codes.push(n),
+            Ok(_) => {}
+            Err(msg) => c.err(v.span(), &x.field("valid_rcodes"), msg),
+        }
+    }
+    codes
+}
+
+type StringList = Spanned<Vec<Spanned<String>>>;
+
+fn data_list(
+    c: &mut Check<'_, '_>,
+    x: Src<'_>,
+    list: Option<&StringList>,
+    name: &str,
+) -> Vec<AnswerData> {
+    let mut out = Vec::new();
+    for v in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
+        if v.get_ref().trim().is_empty() {
+            c.err(v.span(), &x.field(name), "must not contain an empty string");
+        } else {
+            out.push(AnswerData::parse(v.get_ref()));
+        }
+    }
+    out
+}
+
+fn regexes(
+    c: &mut Check<'_, '_>,
+    x: Src<'_>,
+    list: Option<&StringList>,
+    name: &str,
+) -> Vec<Pattern> {
+    let mut out = Vec::new();
+    for v in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
+        match regex::RegexBuilder::new(v.get_ref())
+            .size_limit(1 << 20)
+            .build()
+        {
+            Ok(re) => out.push(Pattern(re)),
+            Err(e) => c.err(
+                v.span(),
+                &x.field(name),
+                format!(
+                    "{:?} is not a valid regex: {}",
+                    v.get_ref(),
+                    first_line(&e.to_string())
+                ),
+            ),
+        }
+    }
+    out
 }
 
 fn first_line(s: &str) -> &str {

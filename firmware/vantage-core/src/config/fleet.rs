@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{Check, Host, check_label_name, check_label_value, check_name, parse_host};
-use crate::defaults;
+use crate::defaults::{self, self as D};
 
 /// `[device]` as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -173,24 +173,23 @@ pub(crate) fn validate_uplink(c: &mut Check<'_, '_>, raw: Option<&RawUplink>) ->
             Err(msg) => c.err(Some(h.span()), "uplink.upstream", msg),
         }
     }
-    if let Some(v) = &raw.interval
-        && let Some(d) = c.duration_in(
-            v,
-            "uplink.interval",
-            defaults::MIN_INTERVAL,
-            defaults::MAX_INTERVAL,
-        )
-    {
+    let r = Some(raw);
+    if let Some(d) = c.ranged(
+        r,
+        None,
+        |r| r.interval.as_ref(),
+        "uplink.interval",
+        D::INTERVAL_RANGE,
+    ) {
         u.interval = d;
     }
-    if let Some(v) = &raw.timeout
-        && let Some(d) = c.duration_in(
-            v,
-            "uplink.timeout",
-            defaults::MIN_TIMEOUT,
-            defaults::MAX_TIMEOUT,
-        )
-    {
+    if let Some(d) = c.ranged(
+        r,
+        None,
+        |r| r.timeout.as_ref(),
+        "uplink.timeout",
+        D::TIMEOUT_RANGE,
+    ) {
         u.timeout = d;
     }
     if u.timeout >= u.interval {
@@ -225,6 +224,39 @@ pub(crate) fn validate_provisioning(
 ) -> Option<Provisioning> {
     let raw = raw?;
     let url = raw.url.get_ref().trim();
+    check_provisioning_url(c, raw, url);
+    check_provisioning_secrets(c, raw);
+    let r = Some(raw);
+    let refresh = c
+        .ranged(
+            r,
+            None,
+            |r| r.refresh.as_ref(),
+            "provisioning.refresh",
+            D::PROVISIONING_REFRESH_RANGE,
+        )
+        .unwrap_or(defaults::PROVISIONING_REFRESH);
+    let timeout = c
+        .ranged(
+            r,
+            None,
+            |r| r.timeout.as_ref(),
+            "provisioning.timeout",
+            D::PROVISIONING_TIMEOUT_RANGE,
+        )
+        .unwrap_or(defaults::PROVISIONING_TIMEOUT);
+    Some(Provisioning {
+        url: url.to_string(),
+        token: raw.token.as_ref().map(|t| Secret(t.get_ref().clone())),
+        token_file: raw.token_file.as_ref().map(|t| t.get_ref().clone()),
+        ca_file: raw.ca_file.as_ref().map(|t| t.get_ref().clone()),
+        refresh,
+        timeout,
+    })
+}
+
+/// The server's URL: https only, since the token and the targets travel over it.
+fn check_provisioning_url(c: &mut Check<'_, '_>, raw: &RawProvisioning, url: &str) {
     let lower = url.to_ascii_lowercase();
     if !lower.starts_with("https://") {
         c.err(
@@ -241,6 +273,10 @@ pub(crate) fn validate_provisioning(
             format!("{url:?} is not a valid URL"),
         );
     }
+}
+
+/// The token, or the file holding it, and the CA file.
+fn check_provisioning_secrets(c: &mut Check<'_, '_>, raw: &RawProvisioning) {
     if let (Some(_), Some(f)) = (&raw.token, &raw.token_file) {
         c.err(
             Some(f.span()),
@@ -267,36 +303,4 @@ pub(crate) fn validate_provisioning(
             "must be a non-empty token without spaces or control characters",
         );
     }
-    let refresh = raw
-        .refresh
-        .as_ref()
-        .and_then(|v| {
-            c.duration_in(
-                v,
-                "provisioning.refresh",
-                defaults::MIN_PROVISIONING_REFRESH,
-                defaults::MAX_INTERVAL,
-            )
-        })
-        .unwrap_or(defaults::PROVISIONING_REFRESH);
-    let timeout = raw
-        .timeout
-        .as_ref()
-        .and_then(|v| {
-            c.duration_in(
-                v,
-                "provisioning.timeout",
-                defaults::MIN_TIMEOUT,
-                Duration::from_secs(300),
-            )
-        })
-        .unwrap_or(defaults::PROVISIONING_TIMEOUT);
-    Some(Provisioning {
-        url: url.to_string(),
-        token: raw.token.as_ref().map(|t| Secret(t.get_ref().clone())),
-        token_file: raw.token_file.as_ref().map(|t| t.get_ref().clone()),
-        ca_file: raw.ca_file.as_ref().map(|t| t.get_ref().clone()),
-        refresh,
-        timeout,
-    })
 }

@@ -164,57 +164,21 @@ fn default_log_leds() -> Vec<LedConfig> {
 const MAX_BCM_PIN: i64 = 53;
 const MAX_LEDS: usize = 3;
 
+/// What the LEDs seen so far took: each role, name and pin belongs to one LED.
+#[derive(Default)]
+struct Taken {
+    roles: HashMap<LedRole, usize>,
+    names: HashMap<String, usize>,
+    pins: HashMap<u8, usize>,
+}
+
 impl LedsConfig {
     pub(crate) fn resolve(c: &mut Check<'_, '_>, raw: Option<&RawLeds>) -> Self {
         let mut out = Self::default();
         let Some(raw) = raw else {
             return out;
         };
-        if let Some(b) = &raw.backend {
-            match b.get_ref().as_str() {
-                "none" => out.backend = LedBackendKind::None,
-                "sysfs" => out.backend = LedBackendKind::Sysfs,
-                "gpio" => out.backend = LedBackendKind::Gpio,
-                "log" => out.backend = LedBackendKind::Log,
-                other => c.err(
-                    b.span(),
-                    "leds.backend",
-                    format!("{other:?} is not one of sysfs, gpio, log, none"),
-                ),
-            }
-        }
-        if let Some(root) = &raw.sysfs_root {
-            if root.get_ref().starts_with('/') {
-                out.sysfs_root = PathBuf::from(root.get_ref());
-            } else {
-                c.err(
-                    root.span(),
-                    "leds.sysfs_root",
-                    format!("{:?} must be an absolute path", root.get_ref()),
-                );
-            }
-        }
-        if let Some(v) = &raw.identify_timeout
-            && let Some(d) = c.duration_in(
-                v,
-                "leds.identify_timeout",
-                Duration::from_secs(1),
-                Duration::from_secs(24 * 3600),
-            )
-        {
-            out.identify_timeout = d;
-        }
-        if let Some(v) = &raw.stale_after
-            && let Some(d) = c.duration_in(
-                v,
-                "leds.stale_after",
-                Duration::from_secs(2),
-                Duration::from_secs(600),
-            )
-        {
-            out.stale_after = d;
-        }
-
+        out.resolve_settings(c, raw);
         let backend = out.backend;
         let list: &[RawLed] = raw.led.as_ref().map_or(&[], |l| l.get_ref());
         let list_span = raw.led.as_ref().map(|l| l.span());
@@ -235,138 +199,218 @@ impl LedsConfig {
                 ),
             );
         }
-        let mut roles: HashMap<LedRole, usize> = HashMap::new();
-        let mut names: HashMap<String, usize> = HashMap::new();
-        let mut pins: HashMap<u8, usize> = HashMap::new();
+        let mut taken = Taken::default();
         for (i, led) in list.iter().enumerate() {
-            let path = format!("leds.led[{i}]");
-            let role = match LedRole::ALL
-                .into_iter()
-                .find(|r| r.as_str() == led.role.get_ref())
-            {
-                Some(r) => r,
-                None => {
-                    c.err(
-                        led.role.span(),
-                        &format!("{path}.role"),
-                        format!(
-                            "{:?} is not one of health, targets, system, problem, status",
-                            led.role.get_ref()
-                        ),
-                    );
-                    continue;
-                }
-            };
-            if let Some(first) = roles.insert(role, i) {
-                c.err(
-                    led.role.span(),
-                    &format!("{path}.role"),
-                    format!("leds.led[{first}] already has the role {role}"),
-                );
+            if let Some(led) = out.resolve_led(c, i, led, &mut taken) {
+                out.leds.push(led);
             }
-            let pin = match (&led.pin, backend) {
-                (Some(p), LedBackendKind::Gpio | LedBackendKind::Log) => c
-                    .int_in(p, &format!("{path}.pin"), 0, MAX_BCM_PIN)
-                    .map(|p| p as u8),
-                (Some(p), _) => {
-                    c.err(
-                        p.span(),
-                        &format!("{path}.pin"),
-                        format!("pins are for the gpio backend, not {}", backend.as_str()),
-                    );
-                    None
-                }
-                (None, LedBackendKind::Gpio) => {
-                    c.err(
-                        led.role.span(),
-                        &format!("{path}.pin"),
-                        "the gpio backend needs the LED's BCM pin number",
-                    );
-                    None
-                }
-                (None, _) => None,
-            };
-            if let (Some(p), LedBackendKind::Gpio) = (pin, backend)
-                && let Some(first) = pins.insert(p, i)
-            {
-                c.err(
-                    led.pin.as_ref().map(|s| s.span()),
-                    &format!("{path}.pin"),
-                    format!("pin {p} is already used by leds.led[{first}]"),
-                );
-            }
-            let active_low = match (&led.active_low, backend) {
-                (Some(v), LedBackendKind::Sysfs) => {
-                    c.err(
-                        v.span(),
-                        &format!("{path}.active_low"),
-                        "the kernel LED class handles polarity itself (device tree); remove active_low",
-                    );
-                    false
-                }
-                (Some(v), _) => *v.get_ref(),
-                (None, _) => false,
-            };
-            let name = match &led.name {
-                Some(n) => match check_led_name(n.get_ref()) {
-                    Ok(()) => n.get_ref().clone(),
-                    Err(msg) => {
-                        c.err(n.span(), &format!("{path}.name"), msg);
-                        continue;
-                    }
-                },
-                None if backend == LedBackendKind::Sysfs => {
-                    c.err(
-                        led.role.span(),
-                        &format!("{path}.name"),
-                        format!(
-                            "the sysfs backend needs the LED's name (a directory in {})",
-                            out.sysfs_root.display()
-                        ),
-                    );
-                    continue;
-                }
-                None => match pin {
-                    Some(p) => format!("gpio{p}"),
-                    None => role.as_str().to_string(),
-                },
-            };
-            if let Some(first) = names.insert(name.clone(), i) {
-                c.err(
-                    led.name.as_ref().map(|s| s.span()),
-                    &format!("{path}.name"),
-                    format!("{name:?} is already the name of leds.led[{first}]"),
-                );
-            }
-            out.leds.push(LedConfig {
-                role,
-                name,
-                pin,
-                active_low,
-            });
         }
-
-        // Roles must form one of the layouts the README's table describes.
-        let has = |r: LedRole| roles.contains_key(&r);
-        let span = list_span;
-        if has(LedRole::Status) && roles.len() > 1 {
-            c.err(
-                span.clone(),
-                "leds.led",
-                "role status shows everything on one LED; it cannot be combined with other roles",
-            );
-        }
-        if has(LedRole::Problem) && (has(LedRole::Targets) || has(LedRole::System)) {
-            c.err(
-                span,
-                "leds.led",
-                "role problem combines targets and system; use either problem or targets/system",
-            );
-        }
+        check_layout(c, &taken.roles, list_span);
         if list.is_empty() && backend == LedBackendKind::Log {
             out.leds = default_log_leds();
         }
         out
+    }
+
+    /// The settings of `[leds]` other than the LEDs themselves.
+    fn resolve_settings(&mut self, c: &mut Check<'_, '_>, raw: &RawLeds) {
+        if let Some(b) = &raw.backend {
+            match b.get_ref().as_str() {
+                "none" => self.backend = LedBackendKind::None,
+                "sysfs" => self.backend = LedBackendKind::Sysfs,
+                "gpio" => self.backend = LedBackendKind::Gpio,
+                "log" => self.backend = LedBackendKind::Log,
+                other => c.err(
+                    b.span(),
+                    "leds.backend",
+                    format!("{other:?} is not one of sysfs, gpio, log, none"),
+                ),
+            }
+        }
+        if let Some(root) = &raw.sysfs_root {
+            if root.get_ref().starts_with('/') {
+                self.sysfs_root = PathBuf::from(root.get_ref());
+            } else {
+                c.err(
+                    root.span(),
+                    "leds.sysfs_root",
+                    format!("{:?} must be an absolute path", root.get_ref()),
+                );
+            }
+        }
+        let raw = Some(raw);
+        if let Some(d) = c.ranged(
+            raw,
+            None,
+            |r| r.identify_timeout.as_ref(),
+            "leds.identify_timeout",
+            defaults::LEDS_IDENTIFY_TIMEOUT_RANGE,
+        ) {
+            self.identify_timeout = d;
+        }
+        if let Some(d) = c.ranged(
+            raw,
+            None,
+            |r| r.stale_after.as_ref(),
+            "leds.stale_after",
+            defaults::LEDS_STALE_AFTER_RANGE,
+        ) {
+            self.stale_after = d;
+        }
+    }
+
+    /// One `[[leds.led]]`; `None` when it cannot be used at all.
+    fn resolve_led(
+        &self,
+        c: &mut Check<'_, '_>,
+        i: usize,
+        led: &RawLed,
+        taken: &mut Taken,
+    ) -> Option<LedConfig> {
+        let backend = self.backend;
+        let path = format!("leds.led[{i}]");
+        let Some(role) = LedRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == led.role.get_ref())
+        else {
+            c.err(
+                led.role.span(),
+                &format!("{path}.role"),
+                format!(
+                    "{:?} is not one of health, targets, system, problem, status",
+                    led.role.get_ref()
+                ),
+            );
+            return None;
+        };
+        if let Some(first) = taken.roles.insert(role, i) {
+            c.err(
+                led.role.span(),
+                &format!("{path}.role"),
+                format!("leds.led[{first}] already has the role {role}"),
+            );
+        }
+        let pin = led_pin(c, &path, led, backend);
+        if let (Some(p), LedBackendKind::Gpio) = (pin, backend)
+            && let Some(first) = taken.pins.insert(p, i)
+        {
+            c.err(
+                led.pin.as_ref().map(|s| s.span()),
+                &format!("{path}.pin"),
+                format!("pin {p} is already used by leds.led[{first}]"),
+            );
+        }
+        let active_low = match (&led.active_low, backend) {
+            (Some(v), LedBackendKind::Sysfs) => {
+                c.err(
+                    v.span(),
+                    &format!("{path}.active_low"),
+                    "the kernel LED class handles polarity itself (device tree); remove active_low",
+                );
+                false
+            }
+            (Some(v), _) => *v.get_ref(),
+            (None, _) => false,
+        };
+        let name = self.led_name(c, &path, led, role, pin)?;
+        if let Some(first) = taken.names.insert(name.clone(), i) {
+            c.err(
+                led.name.as_ref().map(|s| s.span()),
+                &format!("{path}.name"),
+                format!("{name:?} is already the name of leds.led[{first}]"),
+            );
+        }
+        Some(LedConfig {
+            role,
+            name,
+            pin,
+            active_low,
+        })
+    }
+
+    /// The LED's name: as written, else one made from its pin or role (not for sysfs, whose
+    /// LEDs are found by name).
+    fn led_name(
+        &self,
+        c: &mut Check<'_, '_>,
+        path: &str,
+        led: &RawLed,
+        role: LedRole,
+        pin: Option<u8>,
+    ) -> Option<String> {
+        match &led.name {
+            Some(n) => match check_led_name(n.get_ref()) {
+                Ok(()) => Some(n.get_ref().clone()),
+                Err(msg) => {
+                    c.err(n.span(), &format!("{path}.name"), msg);
+                    None
+                }
+            },
+            None if self.backend == LedBackendKind::Sysfs => {
+                c.err(
+                    led.role.span(),
+                    &format!("{path}.name"),
+                    format!(
+                        "the sysfs backend needs the LED's name (a directory in {})",
+                        self.sysfs_root.display()
+                    ),
+                );
+                None
+            }
+            None => Some(match pin {
+                Some(p) => format!("gpio{p}"),
+                None => role.as_str().to_string(),
+            }),
+        }
+    }
+}
+
+/// The LED's BCM pin: required by the gpio backend, meaningless for sysfs.
+fn led_pin(c: &mut Check<'_, '_>, path: &str, led: &RawLed, backend: LedBackendKind) -> Option<u8> {
+    match (&led.pin, backend) {
+        (Some(p), LedBackendKind::Gpio | LedBackendKind::Log) => c
+            .int_in(p, &format!("{path}.pin"), 0, MAX_BCM_PIN)
+            .map(|p| p as u8),
+        (Some(p), _) => {
+            c.err(
+                p.span(),
+                &format!("{path}.pin"),
+                format!("pins are for the gpio backend, not {}", backend.as_str()),
+            );
+            None
+        }
+        (None, LedBackendKind::Gpio) => {
+            c.err(
+                led.role.span(),
+                &format!("{path}.pin"),
+                "the gpio backend needs the LED's BCM pin number",
+            );
+            None
+        }
+        (None, _) => None,
+    }
+}
+
+/// Roles must form one of the layouts the README's table describes.
+fn check_layout(
+    c: &mut Check<'_, '_>,
+    roles: &HashMap<LedRole, usize>,
+    span: Option<std::ops::Range<usize>>,
+) {
+    let has = |r: LedRole| roles.contains_key(&r);
+    if has(LedRole::Status) && roles.len() > 1 {
+        c.err(
+            span.clone(),
+            "leds.led",
+            "role status shows everything on one LED; it cannot be combined with other roles",
+        );
+    }
+    if has(LedRole::Problem) && (has(LedRole::Targets) || has(LedRole::System)) {
+        c.err(
+            span,
+            "leds.led",
+            "role problem combines targets and system; use either problem or targets/system",
+        );
     }
 }
 

@@ -7,6 +7,7 @@
 mod dns;
 mod error;
 mod fleet;
+mod form;
 mod host;
 mod leds;
 mod ping;
@@ -14,6 +15,7 @@ mod store;
 mod trace;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +31,7 @@ pub use dns::{
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
+pub use form::{Field, Input, ProbeForm, duration_text, probe_forms};
 pub use host::{Host, parse_host};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
@@ -38,7 +41,7 @@ pub use store::{
 };
 pub use trace::{RawTrace, TraceOptions};
 
-use crate::defaults;
+use crate::defaults::{self, self as D, Bounds};
 use crate::types::{IpProtocol, ProbeKind};
 
 /// The validated configuration.
@@ -226,157 +229,18 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
                 RawRoot::default()
             }
         };
-
-    // `[leds]` is read on its own so its errors name the field, like a target's.
-    let raw_leds = leds_value.and_then(|value| {
-        if !value.get_ref().is_table() {
-            col.push(Some(value.span()), "leds", "must be a table ([leds])");
-            return None;
-        }
-        match RawLeds::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let field = field_at(value.get_ref(), e.span(), "leds");
-                col.push(
-                    e.span().or(Some(value.span())),
-                    field,
-                    e.message().trim().to_string(),
-                );
-                None
-            }
-        }
-    });
-
-    let mut raw_targets: Vec<(usize, Range<usize>, RawTarget)> = Vec::new();
-    if let Some(value) = targets_value {
-        let span = value.span();
-        match value.into_inner() {
-            DeValue::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let item_span = item.span();
-                    if !item.get_ref().is_table() {
-                        col.push(Some(item_span), format!("targets[{i}]"), "must be a table");
-                        continue;
-                    }
-                    match RawTarget::deserialize(toml::de::ValueDeserializer::from(item.clone())) {
-                        Ok(t) => raw_targets.push((i, item_span, t)),
-                        Err(e) => {
-                            let field =
-                                field_at(item.get_ref(), e.span(), &format!("targets[{i}]"));
-                            col.push(
-                                e.span().or(Some(item_span)),
-                                field,
-                                e.message().trim().to_string(),
-                            );
-                        }
-                    }
-                }
-            }
-            _ => col.push(
-                Some(span),
-                "targets",
-                "must be an array of tables ([[targets]])",
-            ),
-        }
-    }
-    if raw_targets.len() > defaults::MAX_TARGETS {
-        col.push(
-            None,
-            "targets",
-            format!(
-                "{} targets; at most {} are supported",
-                raw_targets.len(),
-                defaults::MAX_TARGETS
-            ),
-        );
-    }
+    let raw_leds = leds_value.and_then(|v| read_leds(col, &v));
+    let raw_targets = targets_value
+        .map(|v| read_targets(col, v))
+        .unwrap_or_default();
 
     let mut check = Check { col };
     let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut targets = Vec::with_capacity(raw_targets.len());
-    for (i, span, raw) in &raw_targets {
-        let path = format!("targets[{i}]");
-        if let Some(t) = validate_target(&mut check, &path, span.clone(), raw, &raw_root.defaults) {
-            if let Some(first) = seen.insert(t.name.clone(), *i) {
-                check.err(
-                    raw.name.span(),
-                    &format!("{path}.name"),
-                    format!(
-                        "{:?} is already the name of targets[{first}]; names must be unique",
-                        t.name
-                    ),
-                );
-            } else {
-                targets.push(t);
-            }
-        }
-    }
-    let store = match store_value {
-        Some(v) if v.get_ref().is_table() => {
-            match RawStore::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
-                Ok(raw) => StoreConfig::resolve(&mut check, Some(&raw)),
-                Err(e) => {
-                    let field = field_at(v.get_ref(), e.span(), "store");
-                    check.err(e.span().or(Some(v.span())), &field, e.message().trim());
-                    StoreConfig::default()
-                }
-            }
-        }
-        Some(v) => {
-            check.err(Some(v.span()), "store", "must be a table ([store])");
-            StoreConfig::default()
-        }
-        None => StoreConfig::default(),
-    };
-    let mut remote_write: Vec<RemoteWriteConfig> = Vec::new();
-    if let Some(value) = remote_write_value {
-        let span = value.span();
-        match value.into_inner() {
-            DeValue::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let path = format!("remote_write[{i}]");
-                    let item_span = item.span();
-                    if !item.get_ref().is_table() {
-                        check.err(Some(item_span), &path, "must be a table");
-                        continue;
-                    }
-                    let raw = match RawRemoteWrite::deserialize(toml::de::ValueDeserializer::from(
-                        item.clone(),
-                    )) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let field = field_at(item.get_ref(), e.span(), &path);
-                            check.err(e.span().or(Some(item_span)), &field, e.message().trim());
-                            continue;
-                        }
-                    };
-                    if let Some(rw) =
-                        RemoteWriteConfig::resolve(&mut check, &path, item_span.clone(), &raw)
-                    {
-                        if let Some(j) = remote_write.iter().position(|o| o.name == rw.name) {
-                            let what = if raw.name.is_some() { "name" } else { "url" };
-                            check.err(
-                                raw.name.as_ref().map(|n| n.span()).or(Some(raw.url.span())),
-                                &format!("{path}.{what}"),
-                                format!(
-                                    "endpoint name {:?} is already used by remote_write[{j}]; give each endpoint its own name",
-                                    rw.name
-                                ),
-                            );
-                        } else {
-                            remote_write.push(rw);
-                        }
-                    }
-                }
-            }
-            _ => check.err(
-                Some(span),
-                "remote_write",
-                "must be an array of tables ([[remote_write]])",
-            ),
-        }
-    }
+    let targets = resolve_targets(&mut check, &raw_targets, &raw_root.defaults);
+    let store = store_value.map_or_else(StoreConfig::default, |v| read_store(&mut check, &v));
+    let remote_write = remote_write_value
+        .map(|v| read_remote_write(&mut check, v))
+        .unwrap_or_default();
     let device = fleet::validate_device(&mut check, &raw_root.device);
     let uplink = fleet::validate_uplink(&mut check, raw_root.uplink.as_ref());
     let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
@@ -391,6 +255,167 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
         provisioning,
         leds,
     }
+}
+
+type Value<'t> = Spanned<DeValue<'t>>;
+
+/// `[leds]`, read on its own so its errors name the field, like a target's.
+fn read_leds(col: &mut Collector<'_>, value: &Value<'_>) -> Option<RawLeds> {
+    if !value.get_ref().is_table() {
+        col.push(Some(value.span()), "leds", "must be a table ([leds])");
+        return None;
+    }
+    match RawLeds::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            let field = field_at(value.get_ref(), e.span(), "leds");
+            col.push(
+                e.span().or(Some(value.span())),
+                field,
+                e.message().trim().to_string(),
+            );
+            None
+        }
+    }
+}
+
+/// `[[targets]]` as written, each with its index and span.
+fn read_targets(
+    col: &mut Collector<'_>,
+    value: Value<'_>,
+) -> Vec<(usize, Range<usize>, RawTarget)> {
+    let mut raw_targets = Vec::new();
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        col.push(
+            Some(span),
+            "targets",
+            "must be an array of tables ([[targets]])",
+        );
+        return raw_targets;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let item_span = item.span();
+        if !item.get_ref().is_table() {
+            col.push(Some(item_span), format!("targets[{i}]"), "must be a table");
+            continue;
+        }
+        match RawTarget::deserialize(toml::de::ValueDeserializer::from(item.clone())) {
+            Ok(t) => raw_targets.push((i, item_span, t)),
+            Err(e) => {
+                let field = field_at(item.get_ref(), e.span(), &format!("targets[{i}]"));
+                col.push(
+                    e.span().or(Some(item_span)),
+                    field,
+                    e.message().trim().to_string(),
+                );
+            }
+        }
+    }
+    if raw_targets.len() > defaults::MAX_TARGETS {
+        col.push(
+            None,
+            "targets",
+            format!(
+                "{} targets; at most {} are supported",
+                raw_targets.len(),
+                defaults::MAX_TARGETS
+            ),
+        );
+    }
+    raw_targets
+}
+
+/// Every valid target, names unique.
+fn resolve_targets(
+    check: &mut Check<'_, '_>,
+    raw_targets: &[(usize, Range<usize>, RawTarget)],
+    defaults: &RawDefaults,
+) -> Vec<Target> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut targets = Vec::with_capacity(raw_targets.len());
+    for (i, span, raw) in raw_targets {
+        let path = format!("targets[{i}]");
+        if let Some(t) = validate_target(check, &path, span.clone(), raw, defaults) {
+            if let Some(first) = seen.insert(t.name.clone(), *i) {
+                check.err(
+                    raw.name.span(),
+                    &format!("{path}.name"),
+                    format!(
+                        "{:?} is already the name of targets[{first}]; names must be unique",
+                        t.name
+                    ),
+                );
+            } else {
+                targets.push(t);
+            }
+        }
+    }
+    targets
+}
+
+/// `[store]`.
+fn read_store(check: &mut Check<'_, '_>, v: &Value<'_>) -> StoreConfig {
+    if !v.get_ref().is_table() {
+        check.err(Some(v.span()), "store", "must be a table ([store])");
+        return StoreConfig::default();
+    }
+    match RawStore::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
+        Ok(raw) => StoreConfig::resolve(check, Some(&raw)),
+        Err(e) => {
+            let field = field_at(v.get_ref(), e.span(), "store");
+            check.err(e.span().or(Some(v.span())), &field, e.message().trim());
+            StoreConfig::default()
+        }
+    }
+}
+
+/// `[[remote_write]]`: every valid endpoint, names unique.
+fn read_remote_write(check: &mut Check<'_, '_>, value: Value<'_>) -> Vec<RemoteWriteConfig> {
+    let mut remote_write: Vec<RemoteWriteConfig> = Vec::new();
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        check.err(
+            Some(span),
+            "remote_write",
+            "must be an array of tables ([[remote_write]])",
+        );
+        return remote_write;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("remote_write[{i}]");
+        let item_span = item.span();
+        if !item.get_ref().is_table() {
+            check.err(Some(item_span), &path, "must be a table");
+            continue;
+        }
+        let raw = match RawRemoteWrite::deserialize(toml::de::ValueDeserializer::from(item.clone()))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let field = field_at(item.get_ref(), e.span(), &path);
+                check.err(e.span().or(Some(item_span)), &field, e.message().trim());
+                continue;
+            }
+        };
+        let Some(rw) = RemoteWriteConfig::resolve(check, &path, item_span.clone(), &raw) else {
+            continue;
+        };
+        if let Some(j) = remote_write.iter().position(|o| o.name == rw.name) {
+            let what = if raw.name.is_some() { "name" } else { "url" };
+            check.err(
+                raw.name.as_ref().map(|n| n.span()).or(Some(raw.url.span())),
+                &format!("{path}.{what}"),
+                format!(
+                    "endpoint name {:?} is already used by remote_write[{j}]; give each endpoint its own name",
+                    rw.name
+                ),
+            );
+        } else {
+            remote_write.push(rw);
+        }
+    }
+    remote_write
 }
 
 /// Names the key of `table` whose key or value contains `span`, to say which field a serde
@@ -438,6 +463,21 @@ fn contains(v: &Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
     }
 }
 
+/// The TOS and DSCP settings, which are one setting: a target that sets either replaces the
+/// default's pair.
+pub(crate) type Marks<'a> = (Option<&'a Spanned<i64>>, Option<&'a Spanned<i64>>);
+
+pub(crate) fn merge_marks<'a, R>(
+    target: Option<&'a R>,
+    default: Option<&'a R>,
+    get: impl Fn(&'a R) -> Marks<'a>,
+) -> Marks<'a> {
+    match target.map(&get) {
+        Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
+        _ => default.map(&get).unwrap_or((None, None)),
+    }
+}
+
 /// Picks a target's value, else the default's.
 pub(crate) fn merge<'a, R, T: 'a>(
     target: Option<&'a R>,
@@ -447,6 +487,20 @@ pub(crate) fn merge<'a, R, T: 'a>(
     target.and_then(&get).or_else(|| default.and_then(&get))
 }
 
+/// One target as written, with what it inherits and where it is.
+struct At<'r> {
+    path: &'r str,
+    span: Range<usize>,
+    raw: &'r RawTarget,
+    d: &'r RawDefaults,
+}
+
+impl At<'_> {
+    fn field(&self, name: &str) -> String {
+        format!("{}.{name}", self.path)
+    }
+}
+
 fn validate_target(
     c: &mut Check<'_, '_>,
     path: &str,
@@ -454,275 +508,48 @@ fn validate_target(
     raw: &RawTarget,
     d: &RawDefaults,
 ) -> Option<Target> {
+    let at = At { path, span, raw, d };
     let before = c.col.errors.len();
     let name = raw.name.get_ref();
     if let Err(msg) = check_name(name) {
-        c.err(raw.name.span(), &format!("{path}.name"), msg);
+        c.err(raw.name.span(), &at.field("name"), msg);
     }
     let host = match parse_host(raw.host.get_ref()) {
         Ok(h) => Some(h),
         Err(msg) => {
-            c.err(raw.host.span(), &format!("{path}.host"), msg);
+            c.err(raw.host.span(), &at.field("host"), msg);
             None
         }
     };
-
-    let mut kinds: Vec<(ProbeKind, Range<usize>)> = Vec::new();
-    if raw.probes.get_ref().is_empty() {
-        c.err(
-            raw.probes.span(),
-            &format!("{path}.probes"),
-            "must name at least one probe (ping, dns or trace)",
-        );
-    }
-    for p in raw.probes.get_ref() {
-        match p.get_ref().parse::<ProbeKind>() {
-            Ok(k) if kinds.iter().any(|(seen, _)| *seen == k) => c.err(
-                p.span(),
-                &format!("{path}.probes"),
-                format!("{k:?} is listed twice").to_lowercase(),
-            ),
-            Ok(k) => kinds.push((k, p.span())),
-            Err(msg) => c.err(p.span(), &format!("{path}.probes"), msg),
-        }
-    }
-
-    if raw.labels.len() > defaults::MAX_LABELS {
-        c.err(
-            Some(span.clone()),
-            &format!("{path}.labels"),
-            format!(
-                "{} labels; at most {}",
-                raw.labels.len(),
-                defaults::MAX_LABELS
-            ),
-        );
-    }
-    let mut labels = BTreeMap::new();
-    for (k, v) in &raw.labels {
-        let field = format!("{path}.labels.{}", k.get_ref());
-        if let Err(msg) = check_label_name(k.get_ref()) {
-            c.err(Some(k.span()), &field, msg);
-        } else if let Err(msg) = check_label_value(v.get_ref()) {
-            c.err(Some(v.span()), &field, msg);
-        } else {
-            labels.insert(k.get_ref().clone(), v.get_ref().clone());
-        }
-    }
-
-    let ping = PingOptions::resolve(
-        c,
-        &format!("{path}.ping"),
-        raw.ping.as_ref(),
-        d.ping.as_ref(),
-    );
-    let trace = TraceOptions::resolve(
-        c,
-        &format!("{path}.trace"),
-        raw.trace.as_ref(),
-        d.trace.as_ref(),
-    );
-    let wants_dns = kinds.iter().any(|(k, _)| *k == ProbeKind::Dns);
-    let dns = if wants_dns {
-        DnsOptions::resolve(
-            c,
-            &format!("{path}.dns"),
-            raw.dns.as_ref(),
-            d.dns.as_ref(),
-            span.clone(),
-        )
-    } else {
-        if let Some(v) = raw.dns.as_ref().and_then(|r| r.query.as_ref()) {
-            c.err(
-                v.span(),
-                &format!("{path}.dns"),
-                "is set but \"dns\" is not in probes",
-            );
-        }
-        None
-    };
+    let kinds = target_kinds(c, &at);
+    let labels = target_labels(c, &at);
+    let ping = PingOptions::resolve(c, &at.field("ping"), raw.ping.as_ref(), d.ping.as_ref());
+    let trace = TraceOptions::resolve(c, &at.field("trace"), raw.trace.as_ref(), d.trace.as_ref());
+    let dns = target_dns(c, &at, kinds.iter().any(|(k, _)| *k == ProbeKind::Dns));
     if host.as_ref().is_some_and(Host::is_system) {
-        for (kind, span) in &kinds {
-            if *kind != ProbeKind::Dns {
-                c.err(
-                    Some(span.clone()),
-                    &format!("{path}.probes"),
-                    format!(
-                        "host \"system\" means the system's resolvers, which only the dns probe can use; the {kind} probe needs an address or hostname"
-                    ),
-                );
-            }
-        }
+        check_system_host(c, &at, &kinds);
     }
-    let base_interval = raw
-        .interval
-        .as_ref()
-        .map(|v| (v, format!("{path}.interval")))
-        .or_else(|| {
-            d.interval
-                .as_ref()
-                .map(|v| (v, "defaults.interval".to_string()))
-        });
     let mut probes = Vec::new();
     for (kind, _) in &kinds {
-        let own = match kind {
-            ProbeKind::Ping => raw
-                .ping
-                .as_ref()
-                .and_then(|p| {
-                    p.interval
-                        .as_ref()
-                        .map(|v| (v, format!("{path}.ping.interval")))
-                })
-                .or_else(|| base_interval.clone())
-                .or_else(|| {
-                    d.ping.as_ref().and_then(|p| {
-                        p.interval
-                            .as_ref()
-                            .map(|v| (v, "defaults.ping.interval".to_string()))
-                    })
-                }),
-            ProbeKind::Trace => raw
-                .trace
-                .as_ref()
-                .and_then(|p| {
-                    p.interval
-                        .as_ref()
-                        .map(|v| (v, format!("{path}.trace.interval")))
-                })
-                .or_else(|| base_interval.clone())
-                .or_else(|| {
-                    d.trace.as_ref().and_then(|p| {
-                        p.interval
-                            .as_ref()
-                            .map(|v| (v, "defaults.trace.interval".to_string()))
-                    })
-                }),
-            ProbeKind::Dns => raw
-                .dns
-                .as_ref()
-                .and_then(|p| {
-                    p.interval
-                        .as_ref()
-                        .map(|v| (v, format!("{path}.dns.interval")))
-                })
-                .or_else(|| base_interval.clone())
-                .or_else(|| {
-                    d.dns.as_ref().and_then(|p| {
-                        p.interval
-                            .as_ref()
-                            .map(|v| (v, "defaults.dns.interval".to_string()))
-                    })
-                }),
-        };
-        let interval = match own {
+        let interval = match interval_setting(&at, *kind) {
             Some((v, field)) => c
-                .duration_in(v, &field, defaults::MIN_INTERVAL, defaults::MAX_INTERVAL)
+                .duration_in(v, &field, D::INTERVAL_RANGE.min, D::INTERVAL_RANGE.max)
                 .unwrap_or(default_interval(*kind)),
             None => default_interval(*kind),
         };
-        if *kind == ProbeKind::Ping && ping.spacing * (ping.packets - 1) >= interval {
-            c.err(
-                raw.ping.as_ref().and_then(|p| p.packets.as_ref().map(|v| v.span())).or(Some(span.clone())),
-                &format!("{path}.ping.packets"),
-                format!(
-                    "a round of {} packets {} apart takes longer than the interval ({}); send fewer packets or space them closer",
-                    ping.packets,
-                    humantime::format_duration(ping.spacing),
-                    humantime::format_duration(interval)
-                ),
-            );
-        }
-        if *kind == ProbeKind::Trace && trace.round_length() >= interval {
-            let own = |r: &RawTrace| r.timeout.as_ref().or(r.spacing.as_ref()).map(|v| v.span());
-            c.err(
-                raw.trace.as_ref().and_then(own).or(Some(span.clone())),
-                &format!("{path}.trace.timeout"),
-                format!(
-                    "a trace waits up to {} for its answers, longer than the interval ({}); shorten the timeout or the spacing",
-                    humantime::format_duration(trace.round_length()),
-                    humantime::format_duration(interval)
-                ),
-            );
-        }
-        if let (ProbeKind::Dns, Some(dns)) = (*kind, &dns)
-            && dns.timeout >= interval
-        {
-            // Point at the timeout where it was written: the target's, else the defaults'.
-            let own = raw.dns.as_ref().and_then(|p| p.timeout.as_ref());
-            let inherited = d.dns.as_ref().and_then(|p| p.timeout.as_ref());
-            let (at, field) = match (own, inherited) {
-                (Some(v), _) => (Some(v.span()), format!("{path}.dns.timeout")),
-                (None, Some(v)) => (Some(v.span()), "defaults.dns.timeout".to_string()),
-                (None, None) => (Some(span.clone()), format!("{path}.dns.timeout")),
-            };
-            c.err(
-                at,
-                &field,
-                format!(
-                    "the timeout ({}) must be shorter than the interval ({})",
-                    humantime::format_duration(dns.timeout),
-                    humantime::format_duration(interval)
-                ),
-            );
+        match kind {
+            ProbeKind::Ping => check_ping_fits(c, &at, &ping, interval),
+            ProbeKind::Trace => check_trace_fits(c, &at, &trace, interval),
+            ProbeKind::Dns => check_dns_fits(c, &at, dns.as_ref(), interval),
         }
         probes.push((*kind, interval));
     }
-    if let (Some(Host::Ip(ip)), Some(src)) = (&host, ping.source)
-        && ip.is_ipv4() != src.is_ipv4()
-    {
-        c.err(
-            raw.ping
-                .as_ref()
-                .and_then(|p| p.source.as_ref().map(|s| s.span()))
-                .or(Some(span.clone())),
-            &format!("{path}.ping.source"),
-            format!("source {src} and host {ip} are not of the same IP version"),
-        );
-    }
-    let p = ping.ip_protocol;
-    if let Some(Host::Ip(ip)) = &host
-        && ((p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4()))
-    {
-        c.err(
-            Some(raw.host.span()),
-            &format!("{path}.ping.ip_protocol"),
-            format!("is {} but the host is {ip}", p.as_str()),
-        );
-    }
-
-    let traced = kinds.iter().any(|(k, _)| *k == ProbeKind::Trace);
-    if let (true, Some(Host::Ip(ip))) = (traced, &host) {
-        let at = |get: fn(&RawTrace) -> Option<Range<usize>>| {
-            raw.trace.as_ref().and_then(get).or(Some(raw.host.span()))
-        };
-        if let Some(src) = trace.source.filter(|s| s.is_ipv4() != ip.is_ipv4()) {
-            c.err(
-                at(|r| r.source.as_ref().map(|s| s.span())),
-                &format!("{path}.trace.source"),
-                format!("source {src} and host {ip} are not of the same IP version"),
-            );
-        }
-        let p = trace.ip_protocol;
-        if (p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4()) {
-            c.err(
-                Some(raw.host.span()),
-                &format!("{path}.trace.ip_protocol"),
-                format!("is {} but the host is {ip}", p.as_str()),
-            );
-        }
-        if let Some(size) = trace.size.filter(|s| *s < trace::min_size(ip.is_ipv6())) {
-            c.err(
-                at(|r| r.size.as_ref().map(|s| s.span())),
-                &format!("{path}.trace.size"),
-                format!(
-                    "{size} bytes is too small for a probe to {ip}; IPv6 probes are at least {} bytes",
-                    trace::min_size(true)
-                ),
-            );
+    if let Some(Host::Ip(ip)) = &host {
+        check_ping_family(c, &at, *ip, &ping);
+        if kinds.iter().any(|(k, _)| *k == ProbeKind::Trace) {
+            check_trace_family(c, &at, *ip, &trace);
         }
     }
-
     if c.col.errors.len() > before {
         return None;
     }
@@ -735,6 +562,244 @@ fn validate_target(
         trace,
         dns,
     })
+}
+
+/// The probe kinds a target lists, each once, with where it was written.
+fn target_kinds(c: &mut Check<'_, '_>, at: &At<'_>) -> Vec<(ProbeKind, Range<usize>)> {
+    let raw = at.raw;
+    let mut kinds: Vec<(ProbeKind, Range<usize>)> = Vec::new();
+    if raw.probes.get_ref().is_empty() {
+        c.err(
+            raw.probes.span(),
+            &at.field("probes"),
+            "must name at least one probe (ping, dns or trace)",
+        );
+    }
+    for p in raw.probes.get_ref() {
+        match p.get_ref().parse::<ProbeKind>() {
+            Ok(k) if kinds.iter().any(|(seen, _)| *seen == k) => c.err(
+                p.span(),
+                &at.field("probes"),
+                format!("{k:?} is listed twice").to_lowercase(),
+            ),
+            Ok(k) => kinds.push((k, p.span())),
+            Err(msg) => c.err(p.span(), &at.field("probes"), msg),
+        }
+    }
+    kinds
+}
+
+fn target_labels(c: &mut Check<'_, '_>, at: &At<'_>) -> BTreeMap<String, String> {
+    let raw = at.raw;
+    if raw.labels.len() > defaults::MAX_LABELS {
+        c.err(
+            Some(at.span.clone()),
+            &at.field("labels"),
+            format!(
+                "{} labels; at most {}",
+                raw.labels.len(),
+                defaults::MAX_LABELS
+            ),
+        );
+    }
+    let mut labels = BTreeMap::new();
+    for (k, v) in &raw.labels {
+        let field = format!("{}.labels.{}", at.path, k.get_ref());
+        if let Err(msg) = check_label_name(k.get_ref()) {
+            c.err(Some(k.span()), &field, msg);
+        } else if let Err(msg) = check_label_value(v.get_ref()) {
+            c.err(Some(v.span()), &field, msg);
+        } else {
+            labels.insert(k.get_ref().clone(), v.get_ref().clone());
+        }
+    }
+    labels
+}
+
+/// The DNS options of a target that runs the dns probe; a query set without it is a mistake.
+fn target_dns(c: &mut Check<'_, '_>, at: &At<'_>, wanted: bool) -> Option<DnsOptions> {
+    let (raw, d) = (at.raw, at.d);
+    if wanted {
+        return DnsOptions::resolve(
+            c,
+            &at.field("dns"),
+            raw.dns.as_ref(),
+            d.dns.as_ref(),
+            at.span.clone(),
+        );
+    }
+    if let Some(v) = raw.dns.as_ref().and_then(|r| r.query.as_ref()) {
+        c.err(
+            v.span(),
+            &at.field("dns"),
+            "is set but \"dns\" is not in probes",
+        );
+    }
+    None
+}
+
+fn check_system_host(c: &mut Check<'_, '_>, at: &At<'_>, kinds: &[(ProbeKind, Range<usize>)]) {
+    for (kind, span) in kinds {
+        if *kind != ProbeKind::Dns {
+            c.err(
+                Some(span.clone()),
+                &at.field("probes"),
+                format!(
+                    "host \"system\" means the system's resolvers, which only the dns probe can use; the {kind} probe needs an address or hostname"
+                ),
+            );
+        }
+    }
+}
+
+/// Where a probe's interval is set: its own table, the target, `[defaults.KIND]`, then
+/// `[defaults]`; with the field to name in an error.
+fn interval_setting<'r>(at: &At<'r>, kind: ProbeKind) -> Option<(&'r Spanned<String>, String)> {
+    let (raw, d) = (at.raw, at.d);
+    let (own, inherited) = match kind {
+        ProbeKind::Ping => (
+            raw.ping.as_ref().and_then(|p| p.interval.as_ref()),
+            d.ping.as_ref().and_then(|p| p.interval.as_ref()),
+        ),
+        ProbeKind::Trace => (
+            raw.trace.as_ref().and_then(|p| p.interval.as_ref()),
+            d.trace.as_ref().and_then(|p| p.interval.as_ref()),
+        ),
+        ProbeKind::Dns => (
+            raw.dns.as_ref().and_then(|p| p.interval.as_ref()),
+            d.dns.as_ref().and_then(|p| p.interval.as_ref()),
+        ),
+    };
+    let kind = kind.as_str();
+    own.map(|v| (v, format!("{}.{kind}.interval", at.path)))
+        .or_else(|| raw.interval.as_ref().map(|v| (v, at.field("interval"))))
+        .or_else(|| {
+            d.interval
+                .as_ref()
+                .map(|v| (v, "defaults.interval".to_string()))
+        })
+        .or_else(|| inherited.map(|v| (v, format!("defaults.{kind}.interval"))))
+}
+
+fn check_ping_fits(c: &mut Check<'_, '_>, at: &At<'_>, ping: &PingOptions, interval: Duration) {
+    if ping.spacing * (ping.packets - 1) < interval {
+        return;
+    }
+    c.err(
+        at.raw
+            .ping
+            .as_ref()
+            .and_then(|p| p.packets.as_ref().map(|v| v.span()))
+            .or(Some(at.span.clone())),
+        &at.field("ping.packets"),
+        format!(
+            "a round of {} packets {} apart takes longer than the interval ({}); send fewer packets or space them closer",
+            ping.packets,
+            humantime::format_duration(ping.spacing),
+            humantime::format_duration(interval)
+        ),
+    );
+}
+
+fn check_trace_fits(c: &mut Check<'_, '_>, at: &At<'_>, trace: &TraceOptions, interval: Duration) {
+    if trace.round_length() < interval {
+        return;
+    }
+    let own = |r: &RawTrace| r.timeout.as_ref().or(r.spacing.as_ref()).map(|v| v.span());
+    c.err(
+        at.raw.trace.as_ref().and_then(own).or(Some(at.span.clone())),
+        &at.field("trace.timeout"),
+        format!(
+            "a trace waits up to {} for its answers, longer than the interval ({}); shorten the timeout or the spacing",
+            humantime::format_duration(trace.round_length()),
+            humantime::format_duration(interval)
+        ),
+    );
+}
+
+fn check_dns_fits(
+    c: &mut Check<'_, '_>,
+    at: &At<'_>,
+    dns: Option<&DnsOptions>,
+    interval: Duration,
+) {
+    let Some(dns) = dns.filter(|dns| dns.timeout >= interval) else {
+        return;
+    };
+    // Point at the timeout where it was written: the target's, else the defaults'.
+    let own = at.raw.dns.as_ref().and_then(|p| p.timeout.as_ref());
+    let inherited = at.d.dns.as_ref().and_then(|p| p.timeout.as_ref());
+    let (span, field) = match (own, inherited) {
+        (Some(v), _) => (Some(v.span()), at.field("dns.timeout")),
+        (None, Some(v)) => (Some(v.span()), "defaults.dns.timeout".to_string()),
+        (None, None) => (Some(at.span.clone()), at.field("dns.timeout")),
+    };
+    c.err(
+        span,
+        &field,
+        format!(
+            "the timeout ({}) must be shorter than the interval ({})",
+            humantime::format_duration(dns.timeout),
+            humantime::format_duration(interval)
+        ),
+    );
+}
+
+/// Whether `p` asks for the other IP version than `ip`'s.
+fn family_mismatch(p: IpProtocol, ip: IpAddr) -> bool {
+    (p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4())
+}
+
+fn check_ping_family(c: &mut Check<'_, '_>, at: &At<'_>, ip: IpAddr, ping: &PingOptions) {
+    let raw = at.raw;
+    if let Some(src) = ping.source.filter(|s| s.is_ipv4() != ip.is_ipv4()) {
+        c.err(
+            raw.ping
+                .as_ref()
+                .and_then(|p| p.source.as_ref().map(|s| s.span()))
+                .or(Some(at.span.clone())),
+            &at.field("ping.source"),
+            format!("source {src} and host {ip} are not of the same IP version"),
+        );
+    }
+    if family_mismatch(ping.ip_protocol, ip) {
+        c.err(
+            Some(raw.host.span()),
+            &at.field("ping.ip_protocol"),
+            format!("is {} but the host is {ip}", ping.ip_protocol.as_str()),
+        );
+    }
+}
+
+fn check_trace_family(c: &mut Check<'_, '_>, at: &At<'_>, ip: IpAddr, trace: &TraceOptions) {
+    let raw = at.raw;
+    let place = |get: fn(&RawTrace) -> Option<Range<usize>>| {
+        raw.trace.as_ref().and_then(get).or(Some(raw.host.span()))
+    };
+    if let Some(src) = trace.source.filter(|s| s.is_ipv4() != ip.is_ipv4()) {
+        c.err(
+            place(|r| r.source.as_ref().map(|s| s.span())),
+            &at.field("trace.source"),
+            format!("source {src} and host {ip} are not of the same IP version"),
+        );
+    }
+    if family_mismatch(trace.ip_protocol, ip) {
+        c.err(
+            Some(raw.host.span()),
+            &at.field("trace.ip_protocol"),
+            format!("is {} but the host is {ip}", trace.ip_protocol.as_str()),
+        );
+    }
+    if let Some(size) = trace.size.filter(|s| *s < trace::min_size(ip.is_ipv6())) {
+        c.err(
+            place(|r| r.size.as_ref().map(|s| s.span())),
+            &at.field("trace.size"),
+            format!(
+                "{size} bytes is too small for a probe to {ip}; IPv6 probes are at least {} bytes",
+                trace::min_size(true)
+            ),
+        );
+    }
 }
 
 fn default_interval(kind: ProbeKind) -> Duration {
@@ -806,6 +871,43 @@ pub(crate) fn check_label_value(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A setting's type as written (`i64`, or a duration `String`) and the value it checks to.
+pub(crate) trait Ranged {
+    type Value;
+    fn check_in(
+        c: &mut Check<'_, '_>,
+        v: &Spanned<Self>,
+        field: &str,
+        range: Bounds<Self::Value>,
+    ) -> Option<Self::Value>
+    where
+        Self: Sized;
+}
+
+impl Ranged for i64 {
+    type Value = i64;
+    fn check_in(
+        c: &mut Check<'_, '_>,
+        v: &Spanned<i64>,
+        field: &str,
+        r: Bounds<i64>,
+    ) -> Option<i64> {
+        c.int_in(v, field, r.min, r.max)
+    }
+}
+
+impl Ranged for String {
+    type Value = Duration;
+    fn check_in(
+        c: &mut Check<'_, '_>,
+        v: &Spanned<String>,
+        field: &str,
+        r: Bounds<Duration>,
+    ) -> Option<Duration> {
+        c.duration_in(v, field, r.min, r.max)
+    }
+}
+
 /// Range and format checks that record an error and return `None` on failure.
 pub(crate) struct Check<'c, 't> {
     pub(crate) col: &'c mut Collector<'t>,
@@ -819,6 +921,35 @@ impl Check<'_, '_> {
         msg: impl Into<String>,
     ) {
         self.col.push(span.into(), field, msg);
+    }
+
+    /// The setting `get` reads from a target's table, else from its defaults, held to its
+    /// documented range: `None` when unset or out of range (then the error names the place).
+    pub(crate) fn ranged<'a, R, V: Ranged + 'a>(
+        &mut self,
+        t: Option<&'a R>,
+        d: Option<&'a R>,
+        get: impl Fn(&'a R) -> Option<&'a Spanned<V>>,
+        field: &str,
+        range: Bounds<V::Value>,
+    ) -> Option<V::Value> {
+        merge(t, d, get).and_then(|v| V::check_in(self, v, field, range))
+    }
+
+    /// The setting `get` reads from a target's table, else from its defaults, parsed by its
+    /// type, whose message names what is accepted.
+    pub(crate) fn parsed<'a, R, T: std::str::FromStr<Err = String>>(
+        &mut self,
+        t: Option<&'a R>,
+        d: Option<&'a R>,
+        get: impl Fn(&'a R) -> Option<&'a Spanned<String>>,
+        field: &str,
+    ) -> Option<T> {
+        let v = merge(t, d, get)?;
+        v.get_ref()
+            .parse()
+            .map_err(|msg| self.err(v.span(), field, msg))
+            .ok()
     }
 
     pub(crate) fn int_in(
@@ -883,8 +1014,15 @@ impl Check<'_, '_> {
                 self.err(dscp.span(), dscp_field, "set either tos or dscp, not both");
                 None
             }
-            (Some(tos), None) => self.int_in(tos, tos_field, 0, 255).map(|v| v as u8),
-            (None, Some(dscp)) => self.int_in(dscp, dscp_field, 0, 63).map(|v| (v as u8) << 2),
+            (Some(tos), None) => {
+                let r = defaults::TOS_RANGE;
+                self.int_in(tos, tos_field, r.min, r.max).map(|v| v as u8)
+            }
+            (None, Some(dscp)) => {
+                let r = defaults::DSCP_RANGE;
+                self.int_in(dscp, dscp_field, r.min, r.max)
+                    .map(|v| (v as u8) << 2)
+            }
             (None, None) => None,
         }
     }

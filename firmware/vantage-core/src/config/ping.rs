@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, merge};
-use crate::defaults;
+use super::{Check, merge, merge_marks};
+use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
 /// `[defaults.ping]` and `targets[].ping`, as written. Every field is optional: a target's value
@@ -80,41 +80,46 @@ impl PingOptions {
     ) -> Self {
         let base = Self::default();
         let field = |name: &str| format!("{path}.{name}");
-        let packets = merge(t, d, |r| r.packets.as_ref())
-            .and_then(|v| c.int_in(v, &field("packets"), 1, 100))
+        let packets = c
+            .ranged(
+                t,
+                d,
+                |r| r.packets.as_ref(),
+                &field("packets"),
+                D::PING_PACKETS_RANGE,
+            )
             .map_or(base.packets, |v| v as u32);
-        let spacing = merge(t, d, |r| r.spacing.as_ref())
-            .and_then(|v| {
-                c.duration_in(
-                    v,
-                    &field("spacing"),
-                    Duration::from_millis(1),
-                    Duration::from_secs(10),
-                )
-            })
+        let spacing = c
+            .ranged(
+                t,
+                d,
+                |r| r.spacing.as_ref(),
+                &field("spacing"),
+                D::PING_SPACING_RANGE,
+            )
             .unwrap_or(base.spacing);
-        let timeout = merge(t, d, |r| r.timeout.as_ref())
-            .and_then(|v| {
-                c.duration_in(
-                    v,
-                    &field("timeout"),
-                    defaults::MIN_TIMEOUT,
-                    defaults::MAX_TIMEOUT,
-                )
-            })
+        let timeout = c
+            .ranged(
+                t,
+                d,
+                |r| r.timeout.as_ref(),
+                &field("timeout"),
+                D::TIMEOUT_RANGE,
+            )
             .unwrap_or(base.timeout);
-        let size = merge(t, d, |r| r.size.as_ref())
-            .and_then(|v| c.int_in(v, &field("size"), 8, 9000))
+        let size = c
+            .ranged(
+                t,
+                d,
+                |r| r.size.as_ref(),
+                &field("size"),
+                D::PING_SIZE_RANGE,
+            )
             .map_or(base.size, |v| v as usize);
-        let ttl = merge(t, d, |r| r.ttl.as_ref())
-            .and_then(|v| c.int_in(v, &field("ttl"), 1, 255))
+        let ttl = c
+            .ranged(t, d, |r| r.ttl.as_ref(), &field("ttl"), D::TTL_RANGE)
             .map(|v| v as u8);
-        // tos and dscp are one setting: a target that sets either replaces the default's pair.
-        let marks = |r: Option<&'a RawPing>| r.map(|r| (r.tos.as_ref(), r.dscp.as_ref()));
-        let (tos_raw, dscp_raw) = match marks(t) {
-            Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
-            _ => marks(d).unwrap_or((None, None)),
-        };
+        let (tos_raw, dscp_raw) = merge_marks(t, d, |r| (r.tos.as_ref(), r.dscp.as_ref()));
         let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
         let source =
             merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{Check, Secret, check_label_name, check_label_value};
-use crate::defaults;
+use crate::defaults::{self, self as D};
 
 /// `[store]` as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -211,65 +211,81 @@ impl StoreConfig {
                 ),
             }
         }
-        if let Some(v) = &raw.max_size {
-            let parsed = match v.get_ref() {
-                toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
-                toml::Value::Integer(n) => Err(format!("{n} is negative")),
-                toml::Value::String(s) => parse_size(s),
-                other => Err(format!(
-                    "must be a size such as \"4GiB\", got a {}",
-                    other.type_str()
-                )),
-            };
-            match parsed {
-                Ok(n)
-                    if (defaults::STORE_MIN_BYTES..=defaults::STORE_MAX_MAX_BYTES).contains(&n) =>
-                {
-                    out.max_bytes = n
-                }
-                Ok(n) => c.err(
-                    v.span(),
-                    "store.max_size",
-                    format!(
-                        "{n} bytes is out of range; it must be between {} MiB and {} TiB",
-                        defaults::STORE_MIN_BYTES >> 20,
-                        defaults::STORE_MAX_MAX_BYTES >> 40
-                    ),
-                ),
-                Err(m) => c.err(v.span(), "store.max_size", m),
-            }
+        if let Some(n) = raw.max_size.as_ref().and_then(|v| max_size(c, v)) {
+            out.max_bytes = n;
         }
-        if let Some(v) = &raw.max_age
-            && let Some(d) = c.duration_in(
-                v,
-                "store.max_age",
-                Duration::from_secs(60),
-                Duration::from_secs(10 * 365 * 24 * 3600),
-            )
-        {
+        let raw = Some(raw);
+        if let Some(d) = c.ranged(
+            raw,
+            None,
+            |r| r.max_age.as_ref(),
+            "store.max_age",
+            D::STORE_MAX_AGE_RANGE,
+        ) {
             out.max_age = d;
         }
-        if let Some(v) = &raw.commit_interval
-            && let Some(d) = c.duration_in(
-                v,
-                "store.commit_interval",
-                Duration::from_millis(10),
-                Duration::from_secs(600),
-            )
-        {
+        if let Some(d) = c.ranged(
+            raw,
+            None,
+            |r| r.commit_interval.as_ref(),
+            "store.commit_interval",
+            D::STORE_COMMIT_INTERVAL_RANGE,
+        ) {
             out.commit_interval = d;
         }
-        if let Some(v) = &raw.commit_samples
-            && let Some(n) = c.int_in(v, "store.commit_samples", 1, 1_000_000)
-        {
+        if let Some(n) = c.ranged(
+            raw,
+            None,
+            |r| r.commit_samples.as_ref(),
+            "store.commit_samples",
+            D::STORE_COMMIT_SAMPLES_RANGE,
+        ) {
             out.commit_samples = n as usize;
         }
-        if let Some(v) = &raw.max_pending
-            && let Some(n) = c.int_in(v, "store.max_pending", 1000, 100_000_000)
-        {
+        if let Some(n) = c.ranged(
+            raw,
+            None,
+            |r| r.max_pending.as_ref(),
+            "store.max_pending",
+            D::STORE_MAX_PENDING_RANGE,
+        ) {
             out.max_pending = n as usize;
         }
         out
+    }
+}
+
+/// `store.max_size`: bytes as a number or a size with its unit, within its bounds.
+fn max_size(c: &mut Check<'_, '_>, v: &Spanned<toml::Value>) -> Option<u64> {
+    let parsed = match v.get_ref() {
+        toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+        toml::Value::Integer(n) => Err(format!("{n} is negative")),
+        toml::Value::String(s) => parse_size(s),
+        other => Err(format!(
+            "must be a size such as \"4GiB\", got a {}",
+            other.type_str()
+        )),
+    };
+    match parsed {
+        Ok(n) if (defaults::STORE_MIN_BYTES..=defaults::STORE_MAX_MAX_BYTES).contains(&n) => {
+            Some(n)
+        }
+        Ok(n) => {
+            c.err(
+                v.span(),
+                "store.max_size",
+                format!(
+                    "{n} bytes is out of range; it must be between {} MiB and {} TiB",
+                    defaults::STORE_MIN_BYTES >> 20,
+                    defaults::STORE_MAX_MAX_BYTES >> 40
+                ),
+            );
+            None
+        }
+        Err(m) => {
+            c.err(v.span(), "store.max_size", m);
+            None
+        }
     }
 }
 
@@ -306,6 +322,7 @@ pub fn default_name(url: &str) -> String {
 }
 
 impl RemoteWriteConfig {
+    /// One `[[remote_write]]` endpoint; `None` when anything in it is wrong.
     pub(crate) fn resolve(
         c: &mut Check<'_, '_>,
         path: &str,
@@ -314,19 +331,7 @@ impl RemoteWriteConfig {
     ) -> Option<Self> {
         let before = c.col.errors.len();
         let f = |n: &str| format!("{path}.{n}");
-        let url = raw.url.get_ref().trim().to_string();
-        let lower = url.to_ascii_lowercase();
-        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-            c.err(
-                raw.url.span(),
-                &f("url"),
-                format!("{url:?} must start with http:// or https://"),
-            );
-        } else if default_name(&url).is_empty()
-            || url.chars().any(|ch| ch.is_whitespace() || ch.is_control())
-        {
-            c.err(raw.url.span(), &f("url"), format!("{url:?} is not a URL"));
-        }
+        let url = endpoint_url(c, &f("url"), raw);
         let name = match &raw.name {
             Some(n) => {
                 if let Err(m) = super::check_name(n.get_ref()) {
@@ -336,193 +341,14 @@ impl RemoteWriteConfig {
             }
             None => default_name(&url),
         };
-        let auth = match (&raw.basic_auth, &raw.bearer_token, &raw.bearer_token_file) {
-            (Some(b), None, None) => {
-                let bs = b.span();
-                let b = b.get_ref();
-                let pw = match (&b.password, &b.password_file) {
-                    (Some(p), None) => Some((p.get_ref().clone(), None)),
-                    (None, Some(file)) => read_secret(
-                        c,
-                        file.span(),
-                        &f("basic_auth.password_file"),
-                        file.get_ref(),
-                    )
-                    .map(|p| (p, Some(PathBuf::from(file.get_ref())))),
-                    (Some(_), Some(file)) => {
-                        c.err(
-                            file.span(),
-                            &f("basic_auth.password_file"),
-                            "set either password or password_file, not both",
-                        );
-                        None
-                    }
-                    (None, None) => {
-                        c.err(bs, &f("basic_auth"), "needs a password or a password_file");
-                        None
-                    }
-                };
-                match pw {
-                    Some((p, file)) => Auth::Basic {
-                        username: b.username.get_ref().clone(),
-                        password: Secret(p),
-                        password_file: file,
-                    },
-                    None => Auth::None,
-                }
-            }
-            (None, Some(t), None) => Auth::Bearer {
-                token: Secret(t.get_ref().clone()),
-                token_file: None,
-            },
-            (None, None, Some(file)) => {
-                match read_secret(c, file.span(), &f("bearer_token_file"), file.get_ref()) {
-                    Some(t) => Auth::Bearer {
-                        token: Secret(t),
-                        token_file: Some(PathBuf::from(file.get_ref())),
-                    },
-                    None => Auth::None,
-                }
-            }
-            (None, None, None) => Auth::None,
-            _ => {
-                let s = raw
-                    .bearer_token
-                    .as_ref()
-                    .map(|t| t.span())
-                    .or(raw.bearer_token_file.as_ref().map(|t| t.span()))
-                    .unwrap_or(span.clone());
-                c.err(
-                    s,
-                    &f("bearer_token"),
-                    "set one of basic_auth, bearer_token or bearer_token_file",
-                );
-                Auth::None
-            }
-        };
-        let mut tls = TlsConfig::default();
-        if let Some(t) = &raw.tls {
-            let file = |c: &mut Check<'_, '_>, v: &Option<Spanned<String>>, n: &str| {
-                v.as_ref().and_then(|p| {
-                    let pb = PathBuf::from(p.get_ref());
-                    if pb.is_file() {
-                        Some(pb)
-                    } else {
-                        c.err(
-                            p.span(),
-                            &f(&format!("tls.{n}")),
-                            format!("{:?} is not a readable file", p.get_ref()),
-                        );
-                        None
-                    }
-                })
-            };
-            tls.ca_file = file(c, &t.ca_file, "ca_file");
-            tls.cert_file = file(c, &t.cert_file, "cert_file");
-            tls.key_file = file(c, &t.key_file, "key_file");
-            tls.insecure_skip_verify = t
-                .insecure_skip_verify
-                .as_ref()
-                .is_some_and(|v| *v.get_ref());
-            if t.cert_file.is_some() != t.key_file.is_some() {
-                let s = t
-                    .cert_file
-                    .as_ref()
-                    .or(t.key_file.as_ref())
-                    .map(|v| v.span());
-                c.err(
-                    s,
-                    &f("tls"),
-                    "cert_file and key_file go together (client certificate and its key)",
-                );
-            }
-        }
-        let mut labels = BTreeMap::new();
-        for (k, v) in &raw.labels {
-            let field = f(&format!("labels.{}", k.get_ref()));
-            // External labels may be `instance` or `job`: they describe the device.
-            let name_ok = if matches!(k.get_ref().as_str(), "instance" | "job") {
-                Ok(())
-            } else {
-                check_label_name(k.get_ref())
-            };
-            if let Err(m) = name_ok {
-                c.err(Some(k.span()), &field, m);
-            } else if let Err(m) = check_label_value(v.get_ref()) {
-                c.err(Some(v.span()), &field, m);
-            } else {
-                labels.insert(k.get_ref().clone(), v.get_ref().clone());
-            }
-        }
-        let dur = |c: &mut Check<'_, '_>, v: &Option<Spanned<String>>, n: &str, min, max, d| {
-            v.as_ref()
-                .and_then(|v| c.duration_in(v, &f(n), min, max))
-                .unwrap_or(d)
-        };
-        let timeout = dur(
-            c,
-            &raw.timeout,
-            "timeout",
-            Duration::from_millis(100),
-            Duration::from_secs(300),
-            defaults::REMOTE_WRITE_TIMEOUT,
-        );
-        let min_backoff = dur(
-            c,
-            &raw.min_backoff,
-            "min_backoff",
-            Duration::from_millis(10),
-            Duration::from_secs(600),
-            defaults::REMOTE_WRITE_MIN_BACKOFF,
-        );
-        let max_backoff = dur(
-            c,
-            &raw.max_backoff,
-            "max_backoff",
-            Duration::from_millis(10),
-            Duration::from_secs(3600),
-            defaults::REMOTE_WRITE_MAX_BACKOFF,
-        );
-        if min_backoff > max_backoff {
-            c.err(
-                raw.max_backoff
-                    .as_ref()
-                    .map(|v| v.span())
-                    .or(raw.min_backoff.as_ref().map(|v| v.span())),
-                &f("max_backoff"),
-                "must not be shorter than min_backoff",
-            );
-        }
-        let per_send = raw
-            .max_samples_per_send
+        let auth = endpoint_auth(c, &f, span, raw);
+        let tls = raw
+            .tls
             .as_ref()
-            .and_then(|v| c.int_in(v, &f("max_samples_per_send"), 1, 100_000))
-            .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SEND, |n| n as usize);
-        let per_second = raw
-            .max_samples_per_second
-            .as_ref()
-            .and_then(|v| c.int_in(v, &f("max_samples_per_second"), 0, 10_000_000))
-            .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SECOND, |n| n as u32);
-        let send = match raw.send.as_ref().map(|v| (v.span(), v.get_ref().as_str())) {
-            None | Some((_, "all")) => SendMode::All,
-            Some((_, "gaps")) => SendMode::Gaps,
-            Some((s, other)) => {
-                c.err(
-                    s,
-                    &f("send"),
-                    format!("{other:?} is not a send mode; write \"all\" (ship every round) or \"gaps\" (ship only the rounds no scrape of /metrics covered)"),
-                );
-                SendMode::All
-            }
-        };
-        let scrape_gap = dur(
-            c,
-            &raw.scrape_gap,
-            "scrape_gap",
-            Duration::from_secs(2),
-            Duration::from_secs(3600),
-            defaults::REMOTE_WRITE_SCRAPE_GAP,
-        );
+            .map_or_else(TlsConfig::default, |t| endpoint_tls(c, &f, t));
+        let labels = external_labels(c, &f, raw);
+        let p = endpoint_pacing(c, &f, raw);
+        let (send, scrape_gap) = endpoint_send(c, &f, raw);
         if c.col.errors.len() > before {
             return None;
         }
@@ -533,14 +359,289 @@ impl RemoteWriteConfig {
             url,
             auth,
             tls,
-            timeout,
+            timeout: p.timeout,
             labels,
-            max_samples_per_send: per_send,
-            max_samples_per_second: per_second,
-            min_backoff,
-            max_backoff,
+            max_samples_per_send: p.per_send,
+            max_samples_per_second: p.per_second,
+            min_backoff: p.min_backoff,
+            max_backoff: p.max_backoff,
         })
     }
+}
+
+/// How an endpoint is written to: request timeout, retry backoff and rates.
+struct Pacing {
+    timeout: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    per_send: usize,
+    per_second: u32,
+}
+
+fn endpoint_pacing(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) -> Pacing {
+    let rw = Some(raw);
+    let timeout = c
+        .ranged(
+            rw,
+            None,
+            |r| r.timeout.as_ref(),
+            &f("timeout"),
+            D::REMOTE_WRITE_TIMEOUT_RANGE,
+        )
+        .unwrap_or(defaults::REMOTE_WRITE_TIMEOUT);
+    let (min_backoff, max_backoff) = backoff(c, f, raw);
+    let per_send = c
+        .ranged(
+            rw,
+            None,
+            |r| r.max_samples_per_send.as_ref(),
+            &f("max_samples_per_send"),
+            D::REMOTE_WRITE_SAMPLES_PER_SEND_RANGE,
+        )
+        .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SEND, |n| n as usize);
+    let per_second = c
+        .ranged(
+            rw,
+            None,
+            |r| r.max_samples_per_second.as_ref(),
+            &f("max_samples_per_second"),
+            D::REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE,
+        )
+        .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SECOND, |n| n as u32);
+    Pacing {
+        timeout,
+        min_backoff,
+        max_backoff,
+        per_send,
+        per_second,
+    }
+}
+
+/// Which rounds the endpoint receives (`send`), and for `gaps` the longest scrape interval
+/// still counted as covered (`scrape_gap`).
+fn endpoint_send(
+    c: &mut Check<'_, '_>,
+    f: FieldOf<'_>,
+    raw: &RawRemoteWrite,
+) -> (SendMode, Duration) {
+    let send = match raw.send.as_ref().map(|v| (v.span(), v.get_ref().as_str())) {
+        None | Some((_, "all")) => SendMode::All,
+        Some((_, "gaps")) => SendMode::Gaps,
+        Some((s, other)) => {
+            c.err(
+                s,
+                &f("send"),
+                format!("{other:?} is not a send mode; write \"all\" (ship every round) or \"gaps\" (ship only the rounds no scrape of /metrics covered)"),
+            );
+            SendMode::All
+        }
+    };
+    let scrape_gap = c
+        .ranged(
+            Some(raw),
+            None,
+            |r| r.scrape_gap.as_ref(),
+            &f("scrape_gap"),
+            D::REMOTE_WRITE_SCRAPE_GAP_RANGE,
+        )
+        .unwrap_or(defaults::REMOTE_WRITE_SCRAPE_GAP);
+    (send, scrape_gap)
+}
+
+/// The first and the longest retry delay, in that order.
+fn backoff(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) -> (Duration, Duration) {
+    let rw = Some(raw);
+    let min_backoff = c
+        .ranged(
+            rw,
+            None,
+            |r| r.min_backoff.as_ref(),
+            &f("min_backoff"),
+            D::REMOTE_WRITE_MIN_BACKOFF_RANGE,
+        )
+        .unwrap_or(defaults::REMOTE_WRITE_MIN_BACKOFF);
+    let max_backoff = c
+        .ranged(
+            rw,
+            None,
+            |r| r.max_backoff.as_ref(),
+            &f("max_backoff"),
+            D::REMOTE_WRITE_MAX_BACKOFF_RANGE,
+        )
+        .unwrap_or(defaults::REMOTE_WRITE_MAX_BACKOFF);
+    if min_backoff > max_backoff {
+        c.err(
+            raw.max_backoff
+                .as_ref()
+                .map(|v| v.span())
+                .or(raw.min_backoff.as_ref().map(|v| v.span())),
+            &f("max_backoff"),
+            "must not be shorter than min_backoff",
+        );
+    }
+    (min_backoff, max_backoff)
+}
+
+/// The endpoint's URL, trimmed: http or https, with a host and nothing unprintable.
+fn endpoint_url(c: &mut Check<'_, '_>, field: &str, raw: &RawRemoteWrite) -> String {
+    let url = raw.url.get_ref().trim().to_string();
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        c.err(
+            raw.url.span(),
+            field,
+            format!("{url:?} must start with http:// or https://"),
+        );
+    } else if default_name(&url).is_empty()
+        || url.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        c.err(raw.url.span(), field, format!("{url:?} is not a URL"));
+    }
+    url
+}
+
+type FieldOf<'f> = &'f dyn Fn(&str) -> String;
+
+/// At most one of basic_auth, bearer_token and bearer_token_file.
+fn endpoint_auth(
+    c: &mut Check<'_, '_>,
+    f: FieldOf<'_>,
+    span: Range<usize>,
+    raw: &RawRemoteWrite,
+) -> Auth {
+    match (&raw.basic_auth, &raw.bearer_token, &raw.bearer_token_file) {
+        (Some(b), None, None) => basic_auth(c, f, b),
+        (None, Some(t), None) => Auth::Bearer {
+            token: Secret(t.get_ref().clone()),
+            token_file: None,
+        },
+        (None, None, Some(file)) => {
+            match read_secret(c, file.span(), &f("bearer_token_file"), file.get_ref()) {
+                Some(t) => Auth::Bearer {
+                    token: Secret(t),
+                    token_file: Some(PathBuf::from(file.get_ref())),
+                },
+                None => Auth::None,
+            }
+        }
+        (None, None, None) => Auth::None,
+        _ => {
+            let s = raw
+                .bearer_token
+                .as_ref()
+                .map(|t| t.span())
+                .or(raw.bearer_token_file.as_ref().map(|t| t.span()))
+                .unwrap_or(span);
+            c.err(
+                s,
+                &f("bearer_token"),
+                "set one of basic_auth, bearer_token or bearer_token_file",
+            );
+            Auth::None
+        }
+    }
+}
+
+/// `basic_auth`: a user name and either a password or a file holding it.
+fn basic_auth(c: &mut Check<'_, '_>, f: FieldOf<'_>, b: &Spanned<RawBasicAuth>) -> Auth {
+    let bs = b.span();
+    let b = b.get_ref();
+    let pw = match (&b.password, &b.password_file) {
+        (Some(p), None) => Some((p.get_ref().clone(), None)),
+        (None, Some(file)) => read_secret(
+            c,
+            file.span(),
+            &f("basic_auth.password_file"),
+            file.get_ref(),
+        )
+        .map(|p| (p, Some(PathBuf::from(file.get_ref())))),
+        (Some(_), Some(file)) => {
+            c.err(
+                file.span(),
+                &f("basic_auth.password_file"),
+                "set either password or password_file, not both",
+            );
+            None
+        }
+        (None, None) => {
+            c.err(bs, &f("basic_auth"), "needs a password or a password_file");
+            None
+        }
+    };
+    match pw {
+        Some((p, file)) => Auth::Basic {
+            username: b.username.get_ref().clone(),
+            password: Secret(p),
+            password_file: file,
+        },
+        None => Auth::None,
+    }
+}
+
+/// `tls`: files that exist, and a client certificate only with its key.
+fn endpoint_tls(c: &mut Check<'_, '_>, f: FieldOf<'_>, t: &RawTls) -> TlsConfig {
+    let file = |c: &mut Check<'_, '_>, v: &Option<Spanned<String>>, n: &str| {
+        v.as_ref().and_then(|p| {
+            let pb = PathBuf::from(p.get_ref());
+            if pb.is_file() {
+                Some(pb)
+            } else {
+                c.err(
+                    p.span(),
+                    &f(&format!("tls.{n}")),
+                    format!("{:?} is not a readable file", p.get_ref()),
+                );
+                None
+            }
+        })
+    };
+    let tls = TlsConfig {
+        ca_file: file(c, &t.ca_file, "ca_file"),
+        cert_file: file(c, &t.cert_file, "cert_file"),
+        key_file: file(c, &t.key_file, "key_file"),
+        insecure_skip_verify: t
+            .insecure_skip_verify
+            .as_ref()
+            .is_some_and(|v| *v.get_ref()),
+    };
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        let s = t
+            .cert_file
+            .as_ref()
+            .or(t.key_file.as_ref())
+            .map(|v| v.span());
+        c.err(
+            s,
+            &f("tls"),
+            "cert_file and key_file go together (client certificate and its key)",
+        );
+    }
+    tls
+}
+
+/// The endpoint's external labels; `instance` and `job` are allowed: they describe the device.
+fn external_labels(
+    c: &mut Check<'_, '_>,
+    f: FieldOf<'_>,
+    raw: &RawRemoteWrite,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    for (k, v) in &raw.labels {
+        let field = f(&format!("labels.{}", k.get_ref()));
+        let name_ok = if matches!(k.get_ref().as_str(), "instance" | "job") {
+            Ok(())
+        } else {
+            check_label_name(k.get_ref())
+        };
+        if let Err(m) = name_ok {
+            c.err(Some(k.span()), &field, m);
+        } else if let Err(m) = check_label_value(v.get_ref()) {
+            c.err(Some(v.span()), &field, m);
+        } else {
+            labels.insert(k.get_ref().clone(), v.get_ref().clone());
+        }
+    }
+    labels
 }
 
 #[cfg(test)]

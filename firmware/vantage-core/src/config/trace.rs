@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, merge, parse_duration};
-use crate::defaults;
+use super::{Check, merge, merge_marks, parse_duration};
+use crate::defaults::{self, self as D};
 use crate::types::{IpProtocol, TraceProtocol, TraceSockets};
 
 /// `[defaults.trace]` and `targets[].trace`, as written. A target's value wins over
@@ -163,130 +163,37 @@ impl TraceOptions {
                 format!("defaults.trace.{name}")
             }
         };
-        let protocol = merge(t, d, |r| r.protocol.as_ref())
-            .and_then(|v| match v.get_ref().parse::<TraceProtocol>() {
-                Ok(p) => Some(p),
-                Err(msg) => {
-                    c.err(v.span(), &field("protocol"), msg);
-                    None
-                }
-            })
+        let protocol = c
+            .parsed(t, d, |r| r.protocol.as_ref(), &field("protocol"))
             .unwrap_or(base.protocol);
-        let port_raw = merge(t, d, |r| r.port.as_ref());
-        // A default port is meant for the UDP and TCP targets; only a target's own port on an
-        // ICMP trace is a mistake.
-        let port = match (protocol, port_raw) {
-            (TraceProtocol::Icmp, Some(v)) if t.and_then(|r| r.port.as_ref()).is_some() => {
-                c.err(
-                    v.span(),
-                    &field("port"),
-                    "ICMP probes have no port; set port only with protocol \"udp\" or \"tcp\"",
-                );
-                0
-            }
-            (TraceProtocol::Icmp, _) => 0,
-            (_, Some(v)) => c
-                .int_in(v, &field("port"), 1, 65535)
-                .map_or(0, |p| p as u16),
-            (TraceProtocol::Udp, None) => defaults::TRACE_UDP_PORT,
-            (TraceProtocol::Tcp, None) => defaults::TRACE_TCP_PORT,
-        };
-        let first_raw = merge(t, d, |r| r.first_ttl.as_ref());
-        let first_ttl = first_raw
-            .and_then(|v| c.int_in(v, &field("first_ttl"), 1, 255))
-            .map_or(base.first_ttl, |v| v as u8);
+        let port = resolve_port(c, &field, protocol, t, d);
+        let (first_ttl, max_hops) = resolve_ttls(c, &field, t, d);
         let max_raw = merge(t, d, |r| r.max_hops.as_ref());
-        let max_hops = max_raw
-            .and_then(|v| c.int_in(v, &field("max_hops"), 1, 255))
-            .map_or(base.max_hops, |v| v as u8);
-        if first_ttl > max_hops {
-            let span = first_raw.or(max_raw).map(|v| v.span());
-            c.err(
-                span,
-                &field("first_ttl"),
-                format!("first_ttl {first_ttl} is above max_hops {max_hops}"),
-            );
-        }
         let probes_raw = merge(t, d, |r| r.probes_per_hop.as_ref());
-        let probes_per_hop = probes_raw
-            .and_then(|v| c.int_in(v, &field("probes_per_hop"), 1, 10))
-            .map_or(base.probes_per_hop, |v| v as u32);
-        let spacing = merge(t, d, |r| r.spacing.as_ref())
-            .and_then(|v| {
-                // Zero is a valid gap: it means back to back.
-                if parse_duration(v.get_ref()).is_err()
-                    && humantime::parse_duration(v.get_ref().trim()).is_ok_and(|d| d.is_zero())
-                {
-                    return Some(Duration::ZERO);
-                }
-                c.duration_in(
-                    v,
-                    &field("spacing"),
-                    Duration::from_millis(1),
-                    Duration::from_secs(10),
-                )
-            })
-            .unwrap_or(base.spacing);
-        let timeout = merge(t, d, |r| r.timeout.as_ref())
-            .and_then(|v| {
-                c.duration_in(
-                    v,
-                    &field("timeout"),
-                    defaults::MIN_TIMEOUT,
-                    defaults::MAX_TIMEOUT,
-                )
-            })
-            .unwrap_or(base.timeout);
-        let own_size = t.and_then(|r| r.size.as_ref());
-        let size = match merge(t, d, |r| r.size.as_ref()) {
-            // A default size is meant for the UDP and ICMP targets; a TCP target ignores it.
-            Some(_) if protocol == TraceProtocol::Tcp && own_size.is_none() => None,
-            Some(v) if protocol == TraceProtocol::Tcp => {
-                c.err(
-                    v.span(),
-                    &field("size"),
-                    "TCP probes are bare SYNs; size applies to udp and icmp only",
-                );
-                None
-            }
-            Some(v) => c
-                .int_in(v, &field("size"), min_size(false) as i64, MAX_SIZE as i64)
-                .map(|v| v as usize),
-            None => None,
-        };
-        let marks = |r: Option<&'a RawTrace>| r.map(|r| (r.tos.as_ref(), r.dscp.as_ref()));
-        let (tos_raw, dscp_raw) = match marks(t) {
-            Some(pair @ ((Some(_), _) | (_, Some(_)))) => pair,
-            _ => marks(d).unwrap_or((None, None)),
-        };
-        let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
-        let source =
-            merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
-        let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
-            .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
-            .unwrap_or_default();
+        let (probes_per_hop, spacing, timeout) = resolve_timing(c, &field, t, d);
+        let size = resolve_size(c, &field, protocol, t, d);
+        let (tos, source, ip_protocol) = resolve_addressing(c, &field, t, d);
         let flows_raw = merge(t, d, |r| r.flows.as_ref());
-        let flows = flows_raw
-            .and_then(|v| c.int_in(v, &field("flows"), 1, 16))
+        let flows = c
+            .ranged(
+                t,
+                d,
+                |r| r.flows.as_ref(),
+                &field("flows"),
+                D::TRACE_FLOWS_RANGE,
+            )
             .map_or(base.flows, |v| v as u32);
-        let sockets = merge(t, d, |r| r.sockets.as_ref())
-            .and_then(|v| match v.get_ref().parse::<TraceSockets>() {
-                Ok(s) => Some(s),
-                Err(msg) => {
-                    c.err(v.span(), &field("sockets"), msg);
-                    None
-                }
-            })
+        let sockets = c
+            .parsed(t, d, |r| r.sockets.as_ref(), &field("sockets"))
             .unwrap_or(base.sockets);
-        let path_window = merge(t, d, |r| r.path_window.as_ref())
-            .and_then(|v| {
-                c.duration_in(
-                    v,
-                    &field("path_window"),
-                    Duration::from_secs(1),
-                    Duration::from_secs(7 * 24 * 3600),
-                )
-            })
+        let path_window = c
+            .ranged(
+                t,
+                d,
+                |r| r.path_window.as_ref(),
+                &field("path_window"),
+                D::TRACE_PATH_WINDOW_RANGE,
+            )
             .unwrap_or(base.path_window);
         let opts = Self {
             protocol,
@@ -304,19 +211,194 @@ impl TraceOptions {
             sockets,
             path_window,
         };
-        let packets = opts.packets() * probes_per_hop * flows;
-        if first_ttl <= max_hops && packets > defaults::TRACE_MAX_PACKETS {
-            let span = probes_raw.or(flows_raw).or(max_raw).map(|v| v.span());
-            c.err(
-                span,
-                &field("probes_per_hop"),
-                format!(
-                    "{} hops × {probes_per_hop} probes per hop × {flows} flows is {packets} packets a trace; at most {} are allowed",
-                    opts.packets(),
-                    defaults::TRACE_MAX_PACKETS
-                ),
-            );
-        }
+        check_packets(c, &field, &opts, [probes_raw, flows_raw, max_raw]);
         opts
     }
+}
+
+type FieldName<'f> = &'f dyn Fn(&str) -> String;
+
+/// The destination port: none for ICMP, else the target's, the default's or the protocol's.
+fn resolve_port(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    protocol: TraceProtocol,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> u16 {
+    let port_raw = merge(t, d, |r| r.port.as_ref());
+    // A default port is meant for the UDP and TCP targets; only a target's own port on an
+    // ICMP trace is a mistake.
+    match (protocol, port_raw) {
+        (TraceProtocol::Icmp, Some(v)) if t.and_then(|r| r.port.as_ref()).is_some() => {
+            c.err(
+                v.span(),
+                &field("port"),
+                "ICMP probes have no port; set port only with protocol \"udp\" or \"tcp\"",
+            );
+            0
+        }
+        (TraceProtocol::Icmp, _) => 0,
+        (_, Some(v)) => c
+            .int_in(v, &field("port"), D::PORT_RANGE.min, D::PORT_RANGE.max)
+            .map_or(0, |p| p as u16),
+        (TraceProtocol::Udp, None) => defaults::TRACE_UDP_PORT,
+        (TraceProtocol::Tcp, None) => defaults::TRACE_TCP_PORT,
+    }
+}
+
+/// The gap between a hop's probes; zero is valid and means back to back.
+fn resolve_spacing(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> Option<Duration> {
+    merge(t, d, |r| r.spacing.as_ref()).and_then(|v| {
+        // Zero is a valid gap: it means back to back.
+        if parse_duration(v.get_ref()).is_err()
+            && humantime::parse_duration(v.get_ref().trim()).is_ok_and(|d| d.is_zero())
+        {
+            return Some(Duration::ZERO);
+        }
+        let r = D::TRACE_SPACING_RANGE;
+        c.duration_in(v, &field("spacing"), r.min, r.max)
+    })
+}
+
+/// The packet size: a TCP trace sends bare SYNs, so only its own size is a mistake.
+fn resolve_size(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    protocol: TraceProtocol,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> Option<usize> {
+    let own_size = t.and_then(|r| r.size.as_ref());
+    match merge(t, d, |r| r.size.as_ref()) {
+        // A default size is meant for the UDP and ICMP targets; a TCP target ignores it.
+        Some(_) if protocol == TraceProtocol::Tcp && own_size.is_none() => None,
+        Some(v) if protocol == TraceProtocol::Tcp => {
+            c.err(
+                v.span(),
+                &field("size"),
+                "TCP probes are bare SYNs; size applies to udp and icmp only",
+            );
+            None
+        }
+        Some(v) => c
+            .int_in(v, &field("size"), min_size(false) as i64, MAX_SIZE as i64)
+            .map(|v| v as usize),
+        None => None,
+    }
+}
+
+/// One trace may send at most `TRACE_MAX_PACKETS`; the error goes where the product grew.
+fn check_packets(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    opts: &TraceOptions,
+    raws: [Option<&Spanned<i64>>; 3],
+) {
+    let (first_ttl, max_hops) = (opts.first_ttl, opts.max_hops);
+    let (probes_per_hop, flows) = (opts.probes_per_hop, opts.flows);
+    let [probes_raw, flows_raw, max_raw] = raws;
+    let packets = opts.packets() * probes_per_hop * flows;
+    if first_ttl <= max_hops && packets > defaults::TRACE_MAX_PACKETS {
+        let span = probes_raw.or(flows_raw).or(max_raw).map(|v| v.span());
+        c.err(
+            span,
+            &field("probes_per_hop"),
+            format!(
+                "{} hops × {probes_per_hop} probes per hop × {flows} flows is {packets} packets a trace; at most {} are allowed",
+                opts.packets(),
+                defaults::TRACE_MAX_PACKETS
+            ),
+        );
+    }
+}
+
+/// The first and the highest TTL, the first no higher than the highest.
+fn resolve_ttls(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> (u8, u8) {
+    let base = TraceOptions::default();
+    let first_raw = merge(t, d, |r| r.first_ttl.as_ref());
+    let first_ttl = c
+        .ranged(
+            t,
+            d,
+            |r| r.first_ttl.as_ref(),
+            &field("first_ttl"),
+            D::TTL_RANGE,
+        )
+        .map_or(base.first_ttl, |v| v as u8);
+    let max_raw = merge(t, d, |r| r.max_hops.as_ref());
+    let max_hops = c
+        .ranged(
+            t,
+            d,
+            |r| r.max_hops.as_ref(),
+            &field("max_hops"),
+            D::TTL_RANGE,
+        )
+        .map_or(base.max_hops, |v| v as u8);
+    if first_ttl > max_hops {
+        let span = first_raw.or(max_raw).map(|v| v.span());
+        c.err(
+            span,
+            &field("first_ttl"),
+            format!("first_ttl {first_ttl} is above max_hops {max_hops}"),
+        );
+    }
+    (first_ttl, max_hops)
+}
+
+/// The TOS byte, the source address and the address family.
+fn resolve_addressing<'a>(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&'a RawTrace>,
+    d: Option<&'a RawTrace>,
+) -> (Option<u8>, Option<IpAddr>, IpProtocol) {
+    let (tos_raw, dscp_raw) = merge_marks(t, d, |r| (r.tos.as_ref(), r.dscp.as_ref()));
+    let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
+    let source = merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
+    let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
+        .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
+        .unwrap_or_default();
+    (tos, source, ip_protocol)
+}
+
+/// Probes per hop, the gap between them and how long each waits.
+fn resolve_timing(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> (u32, Duration, Duration) {
+    let base = TraceOptions::default();
+    let probes_per_hop = c
+        .ranged(
+            t,
+            d,
+            |r| r.probes_per_hop.as_ref(),
+            &field("probes_per_hop"),
+            D::TRACE_PROBES_PER_HOP_RANGE,
+        )
+        .map_or(base.probes_per_hop, |v| v as u32);
+    let spacing = resolve_spacing(c, &field, t, d).unwrap_or(base.spacing);
+    let timeout = c
+        .ranged(
+            t,
+            d,
+            |r| r.timeout.as_ref(),
+            &field("timeout"),
+            D::TIMEOUT_RANGE,
+        )
+        .unwrap_or(base.timeout);
+    (probes_per_hop, spacing, timeout)
 }

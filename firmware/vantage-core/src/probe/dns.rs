@@ -28,6 +28,7 @@ use super::{Probe, ProbeRequest, resolve_host};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DnsOptions, DnsTransport, Host, rcode_name};
 use crate::defaults;
+use crate::lock::LockExt;
 use crate::net::{BoxFuture, ByteStream, DnsConnector, KernelDns};
 use crate::sample::{DnsFlags, DnsRecord, DnsReport, Measurement, ProbeError, Sample};
 use crate::types::ProbeKind;
@@ -413,7 +414,7 @@ impl DnsProbe {
             insecure: opts.insecure_skip_verify,
             https,
         };
-        let mut cache = self.tls_configs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.tls_configs.lock_or_recover();
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }

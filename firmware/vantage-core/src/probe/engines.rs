@@ -6,6 +6,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::lock::LockExt;
 use crate::sample::ProbeError;
 
 /// A failure to open a socket is logged at most this often: every round of every target would
@@ -36,7 +37,7 @@ impl<K: Hash + Eq, E> Engines<K, E> {
         who: &str,
         open: impl FnOnce(&K) -> io::Result<E>,
     ) -> Result<Arc<E>, ProbeError> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.lock_or_recover();
         if let Some(e) = map.get(&key) {
             return Ok(e.clone());
         }
@@ -45,10 +46,7 @@ impl<K: Hash + Eq, E> Engines<K, E> {
                 io::ErrorKind::PermissionDenied => ProbeError::Permission(e.to_string()),
                 _ => ProbeError::Network(format!("cannot open {what}: {e}")),
             };
-            let mut last = self
-                .last_failure_log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut last = self.last_failure_log.lock_or_recover();
             if last.is_none_or(|t| t.elapsed() > FAILURE_LOG_INTERVAL) {
                 tracing::error!("{who} cannot run: {err}");
                 *last = Some(Instant::now());

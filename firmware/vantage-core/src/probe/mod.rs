@@ -15,6 +15,7 @@ pub use ping::PingProbe;
 pub use trace::TraceProbe;
 
 use crate::config::{Host, Target};
+use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::sample::{ProbeError, Sample};
 use crate::types::{IpProtocol, ProbeKind};
@@ -64,7 +65,7 @@ impl HostResolver {
         let key = (name.clone(), proto);
         let now = std::time::Instant::now();
         {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = self.cache.lock_or_recover();
             match cache.get(&key) {
                 Some((addr, at)) if now.duration_since(*at) < RESOLVE_CACHE_TTL => {
                     return Ok(*addr);
@@ -76,10 +77,7 @@ impl HostResolver {
             }
         }
         let addr = resolve_host(host, proto).await?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (addr, now));
+        self.cache.lock_or_recover().insert(key, (addr, now));
         Ok(addr)
     }
 }

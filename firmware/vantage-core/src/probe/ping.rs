@@ -21,6 +21,7 @@ use super::engines::Engines;
 use super::{HostResolver, Probe, ProbeRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::PingOptions;
+use crate::lock::LockExt;
 use crate::net::{
     BoxFuture, IcmpSocket, IcmpSocketFactory, KernelSockets, SocketKey, SocketKind, echo_request,
 };
@@ -198,7 +199,7 @@ struct Shared {
 
 impl Shared {
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        self.table.lock_or_recover()
     }
 }
 

@@ -31,6 +31,7 @@ use super::engines::Engines;
 use super::{HostResolver, Probe, ProbeRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::TraceOptions;
+use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::net::trace::{
     KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
@@ -116,7 +117,7 @@ impl TraceProbe {
     }
 
     fn state(&self, target: &str) -> Arc<tokio::sync::Mutex<TargetState>> {
-        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states = self.states.lock_or_recover();
         let now = self.clock.now();
         if !states.contains_key(target) {
             states.retain(|_, s| {
@@ -278,12 +279,8 @@ struct Lease<'a> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.engine
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.dst);
-        let mut leases = self.engine.leases.lock().unwrap_or_else(|e| e.into_inner());
+        self.engine.routes.lock_or_recover().remove(&self.dst);
+        let mut leases = self.engine.leases.lock_or_recover();
         // The map's and our guard's references: nobody else waits for this destination.
         if leases
             .get(&self.dst)
@@ -302,7 +299,7 @@ impl Engine {
             loop {
                 match s.recv().await {
                     Ok(reply) => {
-                        let routes = r.lock().unwrap_or_else(|e| e.into_inner());
+                        let routes = r.lock_or_recover();
                         if let Some(tx) = routes.get(&reply.dst) {
                             let _ = tx.send(reply);
                         }
@@ -325,17 +322,13 @@ impl Engine {
     async fn lease(&self, dst: IpAddr) -> Lease<'_> {
         let m = self
             .leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .entry(dst)
             .or_default()
             .clone();
         let guard = m.lock_owned().await;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dst, tx);
+        self.routes.lock_or_recover().insert(dst, tx);
         Lease {
             engine: self,
             dst,
@@ -563,7 +556,10 @@ impl<'a> Round<'a> {
             if now >= end {
                 break;
             }
+            // Answers first: a task that wakes late (a loaded machine) finds an answer and its
+            // deadline ready at once, and the answer's own timestamp says if it came in time.
             tokio::select! {
+                biased;
                 r = rx.recv() => match r {
                     Some(r) => self.take(r),
                     None => break,
@@ -571,7 +567,9 @@ impl<'a> Round<'a> {
                 _ = tokio::time::sleep_until(wake.min(end).into()) => {}
             }
         }
-        // Answers already read but not yet taken.
+        // Answers the receive task read but did not hand over yet: an anonymous answer left
+        // there would never be placed.
+        tokio::task::yield_now().await;
         while let Ok(r) = rx.try_recv() {
             self.take(r);
         }
@@ -737,24 +735,85 @@ impl<'a> Round<'a> {
         let i = self.send(ttl, flow);
         let deadline = self.sent[i].deadline.min(end);
         loop {
-            tokio::select! {
-                r = rx.recv() => {
-                    let r = r?;
-                    if r.dst != self.addr || r.flow != Some(flow) {
-                        continue;
-                    }
-                    match r.seq {
-                        Some(seq) if self.by_seq.get(&seq) == Some(&i) => {
-                            return self.answer(i, &r).then_some(r);
+            // Answers first, and those already read once the deadline passed: on a loaded
+            // machine the task wakes late to find both ready, and picking the deadline would
+            // drop an answer that came in time (its timestamp decides).
+            let r = tokio::select! {
+                biased;
+                r = rx.recv() => r?,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    tokio::task::yield_now().await;
+                    while let Ok(r) = rx.try_recv() {
+                        if let Some(found) = self.answer_alone(i, flow, r) {
+                            return found;
                         }
-                        // Alone in flight: an anonymous answer on this flow is this probe's.
-                        None if r.read_at >= self.sent[i].at => {
-                            return self.answer(i, &r).then_some(r);
-                        }
-                        _ => self.take(r),
                     }
+                    return None;
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => return None,
+            };
+            if let Some(found) = self.answer_alone(i, flow, r) {
+                return found;
+            }
+        }
+    }
+
+    /// Whether `r` settles the probe sent alone as `i`: `Some` with its answer (`None` if it
+    /// came too late), or `None` if `r` answers something else.
+    fn answer_alone(&mut self, i: usize, flow: u16, r: TraceReply) -> Option<Option<TraceReply>> {
+        if r.dst != self.addr || r.flow != Some(flow) {
+            return None;
+        }
+        match r.seq {
+            Some(seq) if self.by_seq.get(&seq) == Some(&i) => Some(self.answer(i, &r).then_some(r)),
+            // Alone in flight: an anonymous answer on this flow is this probe's.
+            None if r.read_at >= self.sent[i].at => Some(self.answer(i, &r).then_some(r)),
+            _ => {
+                self.take(r);
+                None
+            }
+        }
+    }
+
+    /// Each flow's last hop: the destination, the router that stopped it, or the last TTL that
+    /// answered at all.
+    fn tops(&self) -> Vec<u8> {
+        (0..self.flows)
+            .map(|f| {
+                let fi = usize::from(f);
+                self.dest[fi].or(self.stop[fi]).unwrap_or_else(|| {
+                    self.sent
+                        .iter()
+                        .filter(|s| s.flow == f && s.answer.is_some())
+                        .map(|s| s.ttl)
+                        .max()
+                        .unwrap_or(0)
+                })
+            })
+            .collect()
+    }
+
+    /// Cuts each flow's path at its last hop, and at the destination only where its distance
+    /// is certain.
+    fn settle(&self, paths: &mut [Path], tops: &[u8]) {
+        let lo = self.opts.first_ttl;
+        for (f, p) in paths.iter_mut().enumerate() {
+            p.hops.truncate(usize::from(tops[f].saturating_sub(lo)) + 1);
+            // The destination answering at TTL t says its distance is at most t; it is t only
+            // if a router let the probe with TTL t - 1 expire. Probes lost below it (a
+            // neighbour still resolving, rate limits) would otherwise make a distance up.
+            if let Some(t) = p.reached_at {
+                let certain = t == 1
+                    || self.sent.iter().any(|s| {
+                        usize::from(s.flow) == f
+                            && s.ttl == t - 1
+                            && s.answer.is_some_and(|a| {
+                                a.kind == ReplyKind::TimeExceeded && a.from != self.addr
+                            })
+                    });
+                if !certain {
+                    p.reached_at = None;
+                    p.hops.truncate(usize::from(t.saturating_sub(lo)));
+                }
             }
         }
     }
@@ -767,21 +826,7 @@ impl<'a> Round<'a> {
             ));
         }
         let lo = self.opts.first_ttl;
-        // Each flow's last hop: the destination, the router that stopped it, or the last TTL
-        // that answered at all.
-        let tops: Vec<u8> = (0..self.flows)
-            .map(|f| {
-                let fi = usize::from(f);
-                self.dest[fi].or(self.stop[fi]).unwrap_or_else(|| {
-                    self.sent
-                        .iter()
-                        .filter(|s| s.flow == f && s.answer.is_some())
-                        .map(|s| s.ttl)
-                        .max()
-                        .unwrap_or(0)
-                })
-            })
-            .collect();
+        let tops = self.tops();
         let last = tops.iter().copied().max().unwrap_or(0);
         let mut hops = Vec::new();
         let mut paths: Vec<Path> = (0..self.flows)
@@ -845,26 +890,7 @@ impl<'a> Round<'a> {
             }
             hops.push(hop);
         }
-        for (f, p) in paths.iter_mut().enumerate() {
-            p.hops.truncate(usize::from(tops[f].saturating_sub(lo)) + 1);
-            // The destination answering at TTL t says its distance is at most t; it is t only
-            // if a router let the probe with TTL t - 1 expire. Probes lost below it (a
-            // neighbour still resolving, rate limits) would otherwise make a distance up.
-            if let Some(t) = p.reached_at {
-                let certain = t == 1
-                    || self.sent.iter().any(|s| {
-                        usize::from(s.flow) == f
-                            && s.ttl == t - 1
-                            && s.answer.is_some_and(|a| {
-                                a.kind == ReplyKind::TimeExceeded && a.from != self.addr
-                            })
-                    });
-                if !certain {
-                    p.reached_at = None;
-                    p.hops.truncate(usize::from(t.saturating_sub(lo)));
-                }
-            }
-        }
+        self.settle(&mut paths, &tops);
         let report = TraceReport {
             address: Some(self.addr),
             protocol: self.opts.protocol,

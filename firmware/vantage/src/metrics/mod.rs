@@ -1,17 +1,21 @@
 //! Prometheus metrics.
 //!
-//! Targets carry their own label sets (the user's labels differ between targets), which a
-//! `*Vec` metric with one fixed label list cannot express. So each target owns its metrics, built
-//! with its labels as constant labels, and `gather` merges the families of all targets with the
-//! daemon-wide metrics of the registry. A target's series exist from the moment it is configured,
-//! at zero, so a target that never answers still has them.
+//! Two parts: the daemon-wide metrics in a `prometheus` registry (a handful of families), and
+//! the per-target series, which are written as text straight from each target's state
+//! ([`target`]): thousands of targets with their own label sets are cheaper to write than to
+//! build as metric families first. A target's series exist from the moment it is configured, at
+//! zero, so a target that never answers still has them.
 
 mod dns;
 mod leds;
 mod ping;
+mod process;
+mod rounds;
+mod target;
+mod text;
 mod trace;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,19 +25,13 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
     TextEncoder,
 };
-use vantage_core::{Config, JobKey, Measurement, Observer, ProbeKind, Sample, Target};
+use vantage_core::{Config, JobKey, Observer, ProbeKind, Sample};
 
-pub use dns::DnsSeries;
 pub use leds::LedCollector;
-pub use ping::PingSeries;
-pub use trace::TraceSeries;
+pub use target::{Family, TargetSeries, write_targets};
 
 /// Metric names, in one place.
 pub mod names {
-    pub const PROBE_SUCCESS: &str = "vantage_probe_success";
-    pub const PROBE_DURATION: &str = "vantage_probe_duration_seconds";
-    pub const PROBE_LAST_SUCCESS: &str = "vantage_probe_last_success_timestamp_seconds";
-    pub const PROBE_ROUNDS: &str = "vantage_probe_rounds_total";
     pub const BUILD_INFO: &str = "vantage_build_info";
     pub const SCHEDULER_LAG: &str = "vantage_scheduler_lag_seconds";
     pub const SCHEDULER_SKIPPED: &str = "vantage_scheduler_skipped_rounds_total";
@@ -52,157 +50,6 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
-}
-
-/// Constant labels of a target's series: `target` plus the user's labels.
-pub fn target_labels(t: &Target) -> HashMap<String, String> {
-    let mut l: HashMap<String, String> = t
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    l.insert("target".into(), t.name.clone());
-    l
-}
-
-/// The series every probe kind has, for one target.
-#[derive(Debug)]
-pub struct ProbeSeries {
-    success: GaugeVec,
-    duration: GaugeVec,
-    last_success: GaugeVec,
-    rounds: IntCounterVec,
-}
-
-impl ProbeSeries {
-    /// `const_labels` empty gives the unlabelled form `/probe` answers with.
-    pub fn new(const_labels: &HashMap<String, String>, kinds: &[ProbeKind]) -> Self {
-        let opts =
-            |name: &str, help: &str| Opts::new(name, help).const_labels(const_labels.clone());
-        let s = Self {
-            success: GaugeVec::new(
-                opts(
-                    names::PROBE_SUCCESS,
-                    "1 if the last round of the probe succeeded, else 0.",
-                ),
-                &["probe"],
-            )
-            .expect("valid metric"),
-            duration: GaugeVec::new(
-                opts(
-                    names::PROBE_DURATION,
-                    "How long the last round of the probe took.",
-                ),
-                &["probe"],
-            )
-            .expect("valid metric"),
-            last_success: GaugeVec::new(
-                opts(
-                    names::PROBE_LAST_SUCCESS,
-                    "When the probe last succeeded, in seconds since the epoch (0: never).",
-                ),
-                &["probe"],
-            )
-            .expect("valid metric"),
-            rounds: IntCounterVec::new(
-                opts(names::PROBE_ROUNDS, "Probe rounds run, by result."),
-                &["probe", "result"],
-            )
-            .expect("valid metric"),
-        };
-        for k in kinds {
-            let p = k.as_str();
-            s.success.with_label_values(&[p]).set(0.0);
-            s.duration.with_label_values(&[p]).set(0.0);
-            s.last_success.with_label_values(&[p]).set(0.0);
-            s.rounds.with_label_values(&[p, "success"]);
-            s.rounds.with_label_values(&[p, "failure"]);
-        }
-        s
-    }
-
-    pub fn observe(&self, sample: &Sample) {
-        let p = sample.probe.as_str();
-        self.success
-            .with_label_values(&[p])
-            .set(if sample.success { 1.0 } else { 0.0 });
-        self.duration
-            .with_label_values(&[p])
-            .set(sample.duration.as_secs_f64());
-        if sample.success {
-            self.last_success
-                .with_label_values(&[p])
-                .set(unix_seconds(sample.timestamp));
-        }
-        self.rounds
-            .with_label_values(&[p, if sample.success { "success" } else { "failure" }])
-            .inc();
-    }
-
-    pub fn collect_into(&self, out: &mut Vec<MetricFamily>) {
-        out.extend(self.success.collect());
-        out.extend(self.duration.collect());
-        out.extend(self.last_success.collect());
-        out.extend(self.rounds.collect());
-    }
-}
-
-/// All series of one configured target.
-#[derive(Debug)]
-struct TargetSeries {
-    /// The config this series set was built for; a changed target gets a new set.
-    target: Target,
-    probes: ProbeSeries,
-    ping: Option<PingSeries>,
-    trace: Option<TraceSeries>,
-    dns: Option<DnsSeries>,
-}
-
-impl TargetSeries {
-    fn new(t: &Target) -> Self {
-        let labels = target_labels(t);
-        let kinds: Vec<ProbeKind> = t.probes.iter().map(|(k, _)| *k).collect();
-        Self {
-            target: t.clone(),
-            probes: ProbeSeries::new(&labels, &kinds),
-            ping: kinds
-                .contains(&ProbeKind::Ping)
-                .then(|| PingSeries::new(&labels)),
-            trace: kinds
-                .contains(&ProbeKind::Trace)
-                .then(|| TraceSeries::new(&labels, true)),
-            dns: t
-                .dns
-                .as_ref()
-                .filter(|_| kinds.contains(&ProbeKind::Dns))
-                .map(|d| DnsSeries::new(&labels, &d.valid_rcodes)),
-        }
-    }
-
-    fn observe(&self, sample: &Sample) {
-        self.probes.observe(sample);
-        match (&sample.measurement, &self.ping, &self.trace) {
-            (Measurement::Ping(report), Some(ping), _) => ping.observe(report),
-            (Measurement::Trace(report), _, Some(trace)) => trace.observe(report),
-            _ => {}
-        }
-        if let (Measurement::Dns(report), Some(dns)) = (&sample.measurement, &self.dns) {
-            dns.observe(report);
-        }
-    }
-
-    fn collect(&self, out: &mut Vec<MetricFamily>) {
-        self.probes.collect_into(out);
-        if let Some(p) = &self.ping {
-            p.collect(out);
-        }
-        if let Some(t) = &self.trace {
-            t.collect(out);
-        }
-        if let Some(d) = &self.dns {
-            d.collect(out);
-        }
-    }
 }
 
 /// A part of the daemon that adds its own families at scrape time (the store, the shipper).
@@ -294,6 +141,7 @@ impl Metrics {
             Box::new(reload_ts.clone()),
             Box::new(target_count.clone()),
             Box::new(start_time),
+            Box::new(process::ProcessCollector::new()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -324,7 +172,7 @@ impl Metrics {
         let mut next = BTreeMap::new();
         for t in &config.targets {
             let series = match targets.remove(&t.name) {
-                Some(s) if s.target == *t => s,
+                Some(s) if s.target.as_ref() == Some(t) => s,
                 _ => Arc::new(TargetSeries::new(t)),
             };
             next.insert(t.name.clone(), series);
@@ -349,9 +197,10 @@ impl Metrics {
             .push(c);
     }
 
-    pub fn gather(&self) -> Vec<MetricFamily> {
+    /// The daemon-wide families: the registry's and those of the added parts.
+    pub fn gather_device(&self) -> Vec<MetricFamily> {
         let mut families = self.registry.gather();
-        let mut per_target = Vec::new();
+        let mut extra = Vec::new();
         for c in self
             .extra
             .0
@@ -359,30 +208,33 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            c.collect(&mut per_target);
+            c.collect(&mut extra);
         }
-        for s in self
-            .targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            s.collect(&mut per_target);
-        }
-        merge_families(&mut families, per_target);
+        merge_families(&mut families, extra);
         families
     }
 
     /// The Prometheus text exposition, with the device's labels on every series.
     pub fn render(&self) -> String {
-        let mut families = self.gather();
         let device = self
             .device_labels
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let mut families = self.gather_device();
         crate::fleet::add_labels(&mut families, &device);
-        encode(&families)
+        let mut out = encode(&families);
+        // A snapshot of the target list, so a reload during the render waits for nothing.
+        let targets: Vec<Arc<TargetSeries>> = self
+            .targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let refs: Vec<&TargetSeries> = targets.iter().map(Arc::as_ref).collect();
+        write_targets(&refs, &device, &mut out);
+        out
     }
 
     /// The labels every series of this device carries (`device` plus `[device].labels`).
@@ -450,5 +302,66 @@ impl Observer for Metrics {
         self.skipped
             .with_label_values(&[&key.target, key.probe.as_str()])
             .inc();
+    }
+}
+
+/// What a scrape of `/metrics` costs with N ping targets after one round each: render time,
+/// bytes plain and gzipped. Run with
+/// `cargo test -p vantage --profile ci --bin vantage exposition_cost -- --ignored --nocapture`.
+#[cfg(test)]
+mod cost {
+    use std::time::{Duration, Instant};
+
+    use vantage_core::{Measurement, PingReport};
+
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement; prints figures"]
+    fn exposition_cost() {
+        for n in [100usize, 1_000, 10_000] {
+            let mut text = String::from("[defaults]\nprobes = [\"ping\"]\n");
+            for i in 0..n {
+                text.push_str(&format!(
+                    "[[targets]]\nname = \"t{i}\"\nhost = \"127.1.{}.{}\"\nlabels = {{ site = \"lab\" }}\n",
+                    i / 250,
+                    i % 250 + 1
+                ));
+            }
+            let config = Config::parse(&text, "cost.toml").unwrap();
+            let m = Metrics::new();
+            m.apply(&config);
+            for t in &config.targets {
+                m.sample(Sample {
+                    target: t.name.as_str().into(),
+                    probe: ProbeKind::Ping,
+                    timestamp: SystemTime::now(),
+                    duration: Duration::from_millis(2),
+                    success: true,
+                    error: None,
+                    measurement: Measurement::Ping(PingReport {
+                        sent: 1,
+                        received: 1,
+                        rtts: vec![Duration::from_micros(180)],
+                        ..PingReport::default()
+                    }),
+                });
+            }
+            let _ = m.render();
+            let runs = if n >= 10_000 { 5 } else { 20 };
+            let start = Instant::now();
+            let mut bytes = 0;
+            for _ in 0..runs {
+                bytes = m.render().len();
+            }
+            let per = start.elapsed() / runs;
+            let body = m.render();
+            let start = Instant::now();
+            let gz = crate::http::gzip_bytes(body.as_bytes()).len();
+            println!(
+                "{n} targets: render {per:?}, {bytes} bytes, gzip {gz} bytes in {:?}",
+                start.elapsed()
+            );
+        }
     }
 }

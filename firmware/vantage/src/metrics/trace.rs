@@ -1,162 +1,85 @@
-//! Trace series of one target.
+//! Trace series of one target beside its per-round gauges (`rounds`): the hop addresses and
+//! the path-change counter, which the store does not keep.
 //!
-//! Per-hop series carry a `hop` label (the TTL, at most `max_hops` values) and, for
-//! `vantage_trace_hop_info`, the answering `address` (at most one per flow and hop). Series of
-//! hops the last trace did not reach, and of addresses that no longer answer, are removed, so
-//! the cardinality follows the current path and stays bounded by `max_hops × flows`.
+//! `vantage_trace_hop_info` carries `hop` (the TTL, at most `max_hops` values) and the
+//! answering `address` (at most one per flow and hop). Addresses that no longer answer are
+//! removed, so the cardinality follows the current path and stays bounded by `max_hops × flows`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use prometheus::core::Collector;
-use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, GaugeVec, IntCounter, Opts};
 use vantage_core::TraceReport;
 
-pub mod names {
-    pub const HOPS: &str = "vantage_trace_hops";
-    pub const HOP_RTT: &str = "vantage_trace_hop_rtt_seconds";
-    pub const HOP_LOSS: &str = "vantage_trace_hop_loss_ratio";
-    pub const HOP_INFO: &str = "vantage_trace_hop_info";
-    pub const PATH_HASH: &str = "vantage_trace_path_hash";
-    pub const PATH_CHANGES: &str = "vantage_trace_path_changes_total";
-    pub const PATHS: &str = "vantage_trace_paths";
-}
+use super::Family;
+use super::text::{Counter, Kind};
 
 #[derive(Debug)]
 pub struct TraceSeries {
-    hops: Gauge,
-    hop_rtt: GaugeVec,
-    hop_loss: GaugeVec,
-    hop_info: GaugeVec,
-    path_hash: Gauge,
-    path_changes: Option<IntCounter>,
-    paths: Gauge,
-    /// Label values set by the last trace, to remove the ones the next trace does not set.
-    current: Mutex<Current>,
-}
-
-#[derive(Debug, Default)]
-struct Current {
-    hops: BTreeSet<String>,
-    info: BTreeSet<(String, String)>,
+    /// (hop, address) of every responder of the last trace.
+    hop_info: Mutex<BTreeSet<(u8, String)>>,
+    /// `None` in a `/probe` answer: one trace cannot count changes.
+    path_changes: Option<Counter>,
 }
 
 impl TraceSeries {
     /// `counters: false` leaves out the path-change counter (a `/probe` answer is one trace,
     /// which a counter cannot describe).
-    pub fn new(labels: &HashMap<String, String>, counters: bool) -> Self {
-        let opts = |name: &str, help: &str| Opts::new(name, help).const_labels(labels.clone());
+    pub fn new(counters: bool) -> Self {
         Self {
-            hops: Gauge::with_opts(opts(
-                names::HOPS,
-                "Hops to the destination in the last trace, or to the last hop that answered.",
-            ))
-            .expect("valid metric"),
-            hop_rtt: GaugeVec::new(
-                opts(
-                    names::HOP_RTT,
-                    "Mean round-trip time of the hop's answers in the last trace (NaN: none).",
-                ),
-                &["hop"],
-            )
-            .expect("valid metric"),
-            hop_loss: GaugeVec::new(
-                opts(
-                    names::HOP_LOSS,
-                    "Share of the last trace's probes to this hop that got no answer.",
-                ),
-                &["hop"],
-            )
-            .expect("valid metric"),
-            hop_info: GaugeVec::new(
-                opts(
-                    names::HOP_INFO,
-                    "1 for each address that answered at the hop in the last trace.",
-                ),
-                &["hop", "address"],
-            )
-            .expect("valid metric"),
-            path_hash: Gauge::with_opts(opts(
-                names::PATH_HASH,
-                "Identifies the paths the last trace followed (32-bit hash of their hops).",
-            ))
-            .expect("valid metric"),
-            path_changes: counters.then(|| {
-                IntCounter::with_opts(opts(
-                    names::PATH_CHANGES,
-                    "Traces that followed a path none of the paths seen within the path window matches.",
-                ))
-                .expect("valid metric")
-            }),
-            paths: Gauge::with_opts(opts(
-                names::PATHS,
-                "Distinct paths seen within the path window (ECMP branches, or old and new path).",
-            ))
-            .expect("valid metric"),
-            current: Mutex::default(),
+            hop_info: Mutex::default(),
+            path_changes: counters.then(Counter::default),
         }
     }
 
     pub fn observe(&self, r: &TraceReport) {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = Current::default();
-        for h in &r.hops {
-            let hop = h.ttl.to_string();
-            self.hop_rtt
-                .with_label_values(&[&hop])
-                .set(h.mean().map_or(f64::NAN, |d| d.as_secs_f64()));
-            self.hop_loss.with_label_values(&[&hop]).set(h.loss_ratio());
-            for a in &h.responders {
-                let addr = a.address.to_string();
-                self.hop_info.with_label_values(&[&hop, &addr]).set(1.0);
-                next.info.insert((hop.clone(), addr));
-            }
-            next.hops.insert(hop);
-        }
-        // Set before removing, so a scrape in between never misses a hop still on the path.
-        for hop in cur.hops.difference(&next.hops) {
-            let _ = self.hop_rtt.remove_label_values(&[hop]);
-            let _ = self.hop_loss.remove_label_values(&[hop]);
-        }
-        for (hop, addr) in cur.info.difference(&next.info) {
-            let _ = self.hop_info.remove_label_values(&[hop, addr]);
-        }
-        *cur = next;
-        self.hops.set(f64::from(r.hop_count()));
-        self.path_hash.set(f64::from(r.path_hash));
-        self.paths.set(f64::from(r.paths_known));
+        let next: BTreeSet<(u8, String)> = r
+            .hops
+            .iter()
+            .flat_map(|h| h.responders.iter().map(|a| (h.ttl, a.address.to_string())))
+            .collect();
+        *self.hop_info.lock().unwrap_or_else(|e| e.into_inner()) = next;
         if r.path_changed
             && let Some(c) = &self.path_changes
         {
-            c.inc();
+            c.add(1);
         }
-    }
-
-    pub fn collect(&self, out: &mut Vec<MetricFamily>) {
-        let mut all = Vec::new();
-        all.extend(self.hops.collect());
-        all.extend(self.hop_rtt.collect());
-        all.extend(self.hop_loss.collect());
-        all.extend(self.hop_info.collect());
-        all.extend(self.path_hash.collect());
-        if let Some(c) = &self.path_changes {
-            all.extend(c.collect());
-        }
-        all.extend(self.paths.collect());
-        // Per-hop families are empty until the first trace; the text format has no empty family.
-        out.extend(all.into_iter().filter(|f| !f.get_metric().is_empty()));
     }
 }
 
+pub const FAMILIES: [Family; 2] = [
+    Family {
+        name: "vantage_trace_hop_info",
+        help: "1 for each address that answered at the hop in the last trace.",
+        kind: Kind::Gauge,
+        write: |t, name, l| {
+            let Some(tr) = &t.trace else { return };
+            let info = tr.hop_info.lock().unwrap_or_else(|e| e.into_inner());
+            for (hop, addr) in info.iter() {
+                let hop = hop.to_string();
+                l.sample(name, &[("address", addr), ("hop", &hop)], None, 1.0);
+            }
+        },
+    },
+    Family {
+        name: "vantage_trace_path_changes_total",
+        help: "Traces that followed a path none of the paths seen within the path window matches.",
+        kind: Kind::Counter,
+        write: |t, name, l| {
+            if let Some(c) = t.trace.as_ref().and_then(|t| t.path_changes.as_ref()) {
+                l.sample(name, &[], None, c.get() as f64);
+            }
+        },
+    },
+];
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
-    use vantage_core::{HopReport, HopResponder};
+    use vantage_core::{HopReport, HopResponder, Measurement, ProbeKind, Sample, Target};
 
     use super::*;
-    use crate::metrics::encode;
+    use crate::metrics::{TargetSeries, write_targets};
 
     fn hop(ttl: u8, addrs: &[&str], rtts_ms: &[u64], sent: u32) -> HopReport {
         HopReport {
@@ -176,29 +99,59 @@ mod tests {
         }
     }
 
-    fn render(s: &TraceSeries) -> String {
-        let mut f = Vec::new();
-        s.collect(&mut f);
-        encode(&f)
-    }
+    /// A trace target's whole exposition: its per-round gauges and the trace series.
+    struct Shown(TargetSeries);
 
-    fn labels() -> HashMap<String, String> {
-        HashMap::from([("target".to_string(), "up".to_string())])
+    impl Shown {
+        fn new(counters: bool) -> Self {
+            Self(if counters {
+                TargetSeries::new(&Target {
+                    name: "up".into(),
+                    host: vantage_core::Host::Name("up.example".into()),
+                    labels: Default::default(),
+                    probes: vec![(ProbeKind::Trace, Duration::from_secs(60))],
+                    ping: Default::default(),
+                    trace: Default::default(),
+                    dns: None,
+                })
+            } else {
+                TargetSeries::one_round(ProbeKind::Trace)
+            })
+        }
+
+        fn observe(&self, r: TraceReport) {
+            self.0.observe(&Sample {
+                target: "up".into(),
+                probe: ProbeKind::Trace,
+                timestamp: SystemTime::UNIX_EPOCH,
+                duration: Duration::from_millis(30),
+                success: r.reached,
+                error: None,
+                measurement: Measurement::Trace(r),
+            });
+        }
+
+        fn render(&self) -> String {
+            let mut out = String::new();
+            write_targets(&[&self.0], &[], &mut out);
+            out
+        }
     }
 
     #[test]
     fn series_follow_the_path_and_count_changes() {
-        let s = TraceSeries::new(&labels(), true);
-        let m = render(&s);
+        let s = Shown::new(true);
+        let m = s.render();
         for line in [
             r#"vantage_trace_hops{target="up"} 0"#,
             r#"vantage_trace_path_hash{target="up"} 0"#,
             r#"vantage_trace_path_changes_total{target="up"} 0"#,
             r#"vantage_trace_paths{target="up"} 0"#,
+            r#"vantage_trace_round_path_changed{target="up"} 0"#,
         ] {
             assert!(m.contains(line), "missing {line}\n{m}");
         }
-        let first = TraceReport {
+        s.observe(TraceReport {
             reached: true,
             hops: vec![
                 hop(1, &["10.0.0.1"], &[1, 1, 1], 3),
@@ -209,13 +162,11 @@ mod tests {
             path_hash: 1234,
             paths_known: 1,
             ..Default::default()
-        };
-        s.observe(&first);
-        let m = render(&s);
+        });
+        let m = s.render();
         for line in [
             r#"vantage_trace_hops{target="up"} 4"#,
             r#"vantage_trace_hop_rtt_seconds{hop="1",target="up"} 0.001"#,
-            r#"vantage_trace_hop_rtt_seconds{hop="2",target="up"} NaN"#,
             r#"vantage_trace_hop_rtt_seconds{hop="3",target="up"} 0.015"#,
             r#"vantage_trace_hop_loss_ratio{hop="2",target="up"} 1"#,
             r#"vantage_trace_hop_info{address="10.0.2.1",hop="3",target="up"} 1"#,
@@ -225,7 +176,11 @@ mod tests {
         ] {
             assert!(m.contains(line), "missing {line}\n{m}");
         }
-        // The silent hop has loss and RTT series but no address.
+        // The silent hop has a loss series but no RTT and no address.
+        assert!(
+            !m.contains(r#"vantage_trace_hop_rtt_seconds{hop="2""#),
+            "{m}"
+        );
         let info = m
             .lines()
             .filter(|l| l.starts_with("vantage_trace_hop_info{"));
@@ -237,7 +192,7 @@ mod tests {
         assert!(loss3.contains(" 0.333"), "{loss3}");
 
         // Hop 3 moves and the path gets shorter: the old address and hop 4 disappear.
-        s.observe(&TraceReport {
+        s.observe(TraceReport {
             reached: true,
             hops: vec![
                 hop(1, &["10.0.0.1"], &[1, 1, 1], 3),
@@ -249,7 +204,7 @@ mod tests {
             paths_known: 2,
             ..Default::default()
         });
-        let m = render(&s);
+        let m = s.render();
         assert!(
             m.contains(r#"vantage_trace_hop_info{address="10.0.9.1",hop="3",target="up"} 1"#),
             "{m}"
@@ -261,17 +216,21 @@ mod tests {
             m.contains(r#"vantage_trace_path_changes_total{target="up"} 1"#),
             "{m}"
         );
+        assert!(
+            m.contains(r#"vantage_trace_round_path_changed{target="up"} 1"#),
+            "{m}"
+        );
         assert!(m.contains(r#"vantage_trace_paths{target="up"} 2"#), "{m}");
     }
 
     #[test]
     fn the_probe_form_has_no_counter() {
-        let s = TraceSeries::new(&HashMap::new(), false);
-        s.observe(&TraceReport {
+        let s = Shown::new(false);
+        s.observe(TraceReport {
             path_changed: true,
             ..Default::default()
         });
-        let m = render(&s);
+        let m = s.render();
         assert!(!m.contains("path_changes_total"), "{m}");
         assert!(m.contains("vantage_trace_hops 0"), "{m}");
     }

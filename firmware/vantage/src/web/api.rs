@@ -50,6 +50,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/targets/{name}"),
     ("DELETE", "/api/targets/{name}"),
     ("POST", "/api/targets/test"),
+    ("GET", "/api/probes"),
     ("GET", "/api/config"),
     ("POST", "/api/reload"),
     ("GET", "/api/settings"),
@@ -81,6 +82,7 @@ pub fn router(web: Arc<Web>) -> Router {
             put(replace_target).delete(delete_target),
         )
         .route("/api/targets/test", post(test_target))
+        .route("/api/probes", get(probe_forms))
         .route("/api/config", get(config_text))
         .route("/api/reload", post(reload))
         .route("/api/settings", get(get_settings).put(put_settings))
@@ -733,9 +735,29 @@ async fn test_target(
             r["answers"] = json!(d.answers.len());
             r["lookup_ms"] = json!(d.lookup.map(|l| l.as_secs_f64() * 1000.0));
         }
+        if let Measurement::Trace(t) = &s.measurement {
+            r["reached"] = json!(t.reached);
+            r["hops"] = json!(
+                t.hops
+                    .iter()
+                    .map(|h| json!({
+                        "ttl": h.ttl,
+                        "addresses": h.responders.iter().map(|a| a.address).collect::<Vec<_>>(),
+                        "rtt_ms": h.mean().map(|d| d.as_secs_f64() * 1000.0),
+                        "loss": h.loss_ratio(),
+                    }))
+                    .collect::<Vec<_>>()
+            );
+        }
         results.push(r);
     }
     Ok(Json(json!({ "target": target.name, "results": results })))
+}
+
+/// The probe kinds and their options, for the target editor: the page builds its form from
+/// this rather than from a list of its own.
+async fn probe_forms() -> Json<Value> {
+    Json(json!({ "probes": vantage_core::config::probe_forms() }))
 }
 
 async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {

@@ -206,20 +206,14 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
         return ApiError::new(StatusCode::BAD_REQUEST, "the Host header is missing")
             .into_response();
     };
-    if !host_allowed(host, &settings, &device::hostname()) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "Host {host:?} is not allowed (protection against DNS rebinding); open the page by \
-                 the device's address, or add the name under Settings → Allowed host names"
-            ),
-        )
-        .into_response();
-    }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
 
+    // Scrape endpoints answer under any Host: Prometheus reaches devices by whatever name its
+    // service discovery gives, and their protection is the scrape credentials and the `/probe`
+    // allow-list. The Host check guards the page and the API, which a rebinding page could
+    // otherwise drive with the browser's session.
     if SCRAPE_PATHS.contains(&path.as_str()) && safe {
         if !scrape_authorized(&settings.scrape_auth, headers) {
             return unauthorized_scrape(&settings.scrape_auth);
@@ -235,6 +229,16 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
                 .into_response();
         }
         return with_timeout(PROBE_REQUEST_TIMEOUT, next.run(req)).await;
+    }
+    if !host_allowed(host, &settings, &device::hostname()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {host:?} is not allowed (protection against DNS rebinding); open the page by \
+                 the device's address, or add the name under Settings → Allowed host names"
+            ),
+        )
+        .into_response();
     }
 
     let local = client_ip(req.extensions()).is_loopback()

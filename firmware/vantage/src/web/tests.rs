@@ -834,7 +834,7 @@ async fn hand_edits_are_shown_and_reloaded() {
 #[tokio::test]
 async fn host_header_allow_list_blocks_rebinding() {
     let f = Fixture::new(Some(CONFIG)).await;
-    for path in ["/", "/metrics", "/api/auth/state", "/-/healthy"] {
+    for path in ["/", "/app.js", "/api/auth/state", "/api/samples?target=x"] {
         let req = Request::builder()
             .uri(path)
             .header(header::HOST, "attacker.example.com")
@@ -845,6 +845,24 @@ async fn host_header_allow_list_blocks_rebinding() {
         let req = Request::builder().uri(path).body(Body::empty()).unwrap();
         assert_eq!(f.raw(req).await.status, StatusCode::BAD_REQUEST, "{path}");
     }
+    // The scrape endpoints answer under any name Prometheus uses for the device; their
+    // protection is the scrape credentials (tested below) and the /probe allow-list.
+    for path in ["/metrics", "/-/healthy", "/-/ready"] {
+        let req = Request::builder()
+            .uri(path)
+            .header(header::HOST, "probe1.corp.example.net:9430")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(f.raw(req).await.status, StatusCode::OK, "{path}");
+    }
+    // Unsafe methods on them still go through the page's rules.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/-/reload")
+        .header(header::HOST, "attacker.example.com")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::FORBIDDEN);
     // Setup through a rebinding name cannot grab a fresh device.
     let req = Request::builder()
         .method(Method::POST)
@@ -2255,4 +2273,57 @@ async fn sections_survive_a_broken_file_and_errors_do_not_leak_secrets() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+}
+
+/// The target editor's kinds and options come from the daemon: every kind is offered
+/// (trace included), with the loader's ranges, and a trace target built from them saves.
+#[tokio::test]
+async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let r = f.get("/api/probes").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let kinds: Vec<&str> = r.body["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["ping", "dns", "trace"]);
+    let trace = &r.body["probes"][2]["fields"];
+    let field = |key: &str| {
+        trace
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == key)
+            .unwrap_or_else(|| panic!("trace.{key} missing: {trace}"))
+            .clone()
+    };
+    let flows = vantage_core::defaults::TRACE_FLOWS_RANGE;
+    assert_eq!(field("flows")["min"], flows.min);
+    assert_eq!(field("flows")["max"], flows.max);
+    assert_eq!(field("protocol")["options"], json!(["udp", "icmp", "tcp"]));
+    assert_eq!(field("path_window")["type"], "duration");
+    // A trace target with every kind of field, as the form sends it; "Test now" first.
+    let t = json!({
+        "name": "upstream", "host": "127.0.0.1", "probes": ["trace"],
+        "trace": {"protocol": "icmp", "flows": 2, "max_hops": 3, "path_window": "5m"}
+    });
+    let r = f
+        .send(Method::POST, "/api/targets/test", Some(t.clone()), true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["results"][0]["probe"], "trace", "{}", r.text);
+    let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.contains("flows = 2"), "{text}");
+    // Past the offered maximum, the loader's message names the field.
+    let t = json!({
+        "name": "upstream2", "host": "192.0.2.1", "probes": ["trace"],
+        "trace": {"flows": flows.max + 1}
+    });
+    let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("trace.flows"), "{}", r.text);
 }

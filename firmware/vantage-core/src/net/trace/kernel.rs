@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use super::sys::{self, Msg};
 use super::wire::{self, UdpPorts};
 use super::{Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey};
+use crate::lock::{LockExt, RwLockExt};
 use crate::net::BoxFuture;
 use crate::types::{TraceProtocol, TraceSockets};
 
@@ -186,7 +187,7 @@ impl Inbox {
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tasks = self.tasks.lock_or_recover();
         tasks.retain(|t| !t.is_finished());
         tasks.push(tokio::spawn(task));
     }
@@ -208,7 +209,7 @@ impl Drop for Inbox {
         for t in self
             .tasks
             .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .drain(..)
         {
             t.abort();
@@ -244,7 +245,7 @@ impl Sources {
             return Ok(b);
         }
         let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock_or_recover();
         if let Some((src, at)) = cache.get(&dst)
             && now.duration_since(*at) < Self::FRESH
         {
@@ -442,7 +443,7 @@ impl UdpTrace {
     }
 
     fn flow_socket(&self, flow: u16) -> io::Result<(Arc<AsyncFd<Socket>>, u16)> {
-        let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flows = self.flows.lock_or_recover();
         while flows.len() <= usize::from(flow) {
             let ipv6 = self.key.ipv6;
             let s = Socket::new(domain(ipv6), Type::DGRAM, Some(Protocol::UDP))?;
@@ -472,13 +473,10 @@ impl UdpTrace {
                         let _ = tx.send(r);
                     }
                 }));
-            self.ports
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(port);
+            self.ports.write_or_recover().push(port);
             flows.push(fd);
         }
-        let port = self.ports.read().unwrap_or_else(|e| e.into_inner())[usize::from(flow)];
+        let port = self.ports.read_or_recover()[usize::from(flow)];
         Ok((flows[usize::from(flow)].clone(), port))
     }
 }
@@ -512,8 +510,7 @@ fn udp_raw_error(
 
 fn flow_of_port(ports: &RwLock<Vec<u16>>, port: u16) -> Option<u16> {
     ports
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
+        .read_or_recover()
         .iter()
         .position(|p| *p == port)
         .map(|i| i as u16)
@@ -870,7 +867,7 @@ impl TcpRawTrace {
     }
 
     fn port(&self, flow: u16) -> io::Result<u16> {
-        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reserved = self.reserved.lock_or_recover();
         while reserved.len() <= usize::from(flow) {
             let s = Socket::new(domain(self.ipv6), Type::STREAM, Some(Protocol::TCP))?;
             let bind = self.key.source.unwrap_or_else(|| unspecified(self.ipv6));
@@ -880,13 +877,10 @@ impl TcpRawTrace {
                 .as_socket()
                 .map(|a| a.port())
                 .ok_or_else(|| io::Error::other("TCP socket without a port"))?;
-            self.ports
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(port);
+            self.ports.write_or_recover().push(port);
             reserved.push(s);
         }
-        Ok(self.ports.read().unwrap_or_else(|e| e.into_inner())[usize::from(flow)])
+        Ok(self.ports.read_or_recover()[usize::from(flow)])
     }
 }
 

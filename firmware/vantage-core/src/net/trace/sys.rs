@@ -138,26 +138,7 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Msg>
                 (libc::SOL_IP, libc::IP_RECVERR) | (libc::SOL_IPV6, libc::IPV6_RECVERR)
                     if data_len >= mem::size_of::<libc::sock_extended_err>() =>
                 {
-                    let ee: libc::sock_extended_err = std::ptr::read_unaligned(data.cast());
-                    let off_len = data_len - mem::size_of::<libc::sock_extended_err>();
-                    let offender = if off_len >= mem::size_of::<libc::sockaddr_in>() {
-                        let mut st = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-                        std::ptr::copy_nonoverlapping(
-                            data.add(mem::size_of::<libc::sock_extended_err>()),
-                            st.as_mut_ptr().cast::<u8>(),
-                            off_len.min(mem::size_of::<libc::sockaddr_storage>()),
-                        );
-                        sockaddr(st.as_ptr()).map(|a| a.ip())
-                    } else {
-                        None
-                    };
-                    out.err = Some(ExtErr {
-                        origin: ee.ee_origin,
-                        typ: ee.ee_type,
-                        code: ee.ee_code,
-                        info: ee.ee_info,
-                        offender: offender.filter(|a| !a.is_unspecified()),
-                    });
+                    out.err = Some(ext_err(data, data_len));
                 }
                 _ => {}
             }
@@ -257,6 +238,38 @@ unsafe fn sockaddr(addr: *const libc::sockaddr_storage) -> Option<SocketAddr> {
                 )))
             }
             _ => None,
+        }
+    }
+}
+
+/// The extended error of an `IP_RECVERR` / `IPV6_RECVERR` control message, with the address of
+/// the node that sent it when the kernel appended one.
+///
+/// # Safety
+/// `data` must point to `data_len` readable bytes of such a message's payload, at least a
+/// `sock_extended_err` long.
+unsafe fn ext_err(data: *const u8, data_len: usize) -> ExtErr {
+    // SAFETY: the caller vouches for data_len bytes at data; reads are unaligned and bounded.
+    unsafe {
+        let ee: libc::sock_extended_err = std::ptr::read_unaligned(data.cast());
+        let off_len = data_len - mem::size_of::<libc::sock_extended_err>();
+        let offender = if off_len >= mem::size_of::<libc::sockaddr_in>() {
+            let mut st = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+            std::ptr::copy_nonoverlapping(
+                data.add(mem::size_of::<libc::sock_extended_err>()),
+                st.as_mut_ptr().cast::<u8>(),
+                off_len.min(mem::size_of::<libc::sockaddr_storage>()),
+            );
+            sockaddr(st.as_ptr()).map(|a| a.ip())
+        } else {
+            None
+        };
+        ExtErr {
+            origin: ee.ee_origin,
+            typ: ee.ee_type,
+            code: ee.ee_code,
+            info: ee.ee_info,
+            offender: offender.filter(|a| !a.is_unspecified()),
         }
     }
 }

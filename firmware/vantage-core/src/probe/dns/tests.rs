@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
 use super::*;
+use crate::clock::TokioClock;
 use crate::config::{AnswerData, Pattern};
 use crate::net::{ByteStream, DatagramChannel, DnsConnector};
 
@@ -137,7 +138,7 @@ fn probe_with_resolv(
     });
     let probe = DnsProbe::with_parts(
         Arc::new(Connector(net.clone())),
-        Arc::new(SystemClock),
+        Arc::new(TokioClock::new()),
         resolv,
     );
     (probe, net)
@@ -185,7 +186,7 @@ fn good(q: &Message, _: Via, _: SocketAddr) -> Vec<Vec<u8>> {
     vec![bytes(&m)]
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn answer_over_udp_is_reported_and_validated() {
     let (probe, net) = probe_with(good);
     let mut o = opts("www.example.com", "A");
@@ -218,7 +219,7 @@ async fn answer_over_udp_is_reported_and_validated() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn failed_checks_fail_the_probe_and_say_why() {
     let (probe, _) = probe_with(good);
     let mut o = opts("www.example.com", "A");
@@ -257,7 +258,7 @@ fn rcode_answer(rcode: ResponseCode) -> impl Fn(&Message, Via, SocketAddr) -> Ve
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unexpected_rcode_fails_expected_one_succeeds() {
     let (probe, _) = probe_with(rcode_answer(ResponseCode::NXDomain));
     let mut o = opts("nope.example.com", "A");
@@ -276,7 +277,7 @@ async fn unexpected_rcode_fails_expected_one_succeeds() {
     assert!(r.rcode_valid);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stray_and_hostile_datagrams_are_ignored() {
     let (probe, _) = probe_with(|q, via, addr| {
         let id = q.metadata.id;
@@ -318,7 +319,7 @@ async fn stray_and_hostile_datagrams_are_ignored() {
     assert_eq!(r.stray_datagrams, 8);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn no_answer_is_a_timeout_within_the_configured_time() {
     let (probe, _) = probe_with(|q, _, _| {
         let mut junk = bytes(q);
@@ -326,7 +327,7 @@ async fn no_answer_is_a_timeout_within_the_configured_time() {
         vec![junk]
     });
     let o = opts("www.example.com", "A");
-    let t0 = std::time::Instant::now();
+    let t0 = tokio::time::Instant::now();
     let (r, err) = probe.query(&server(), &o, Duration::from_millis(200)).await;
     let took = t0.elapsed();
     assert_eq!(err, Some(ProbeError::Timeout));
@@ -339,7 +340,7 @@ async fn no_answer_is_a_timeout_within_the_configured_time() {
     assert!(r.lookup.is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_flood_of_strays_ends_the_round_early() {
     let (probe, _) = probe_with(|q, _, _| {
         (0..200u16)
@@ -359,7 +360,7 @@ async fn a_flood_of_strays_ends_the_round_early() {
     assert_eq!(r.stray_datagrams, defaults::DNS_MAX_STRAY_DATAGRAMS);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn random_bytes_never_panic() {
     // Datagrams that start with our ID and the response bit, then random bytes: every one goes
     // through the full decoder.
@@ -383,7 +384,7 @@ async fn random_bytes_never_panic() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unprintable_records_do_not_panic() {
     let (probe, _) = probe_with(|q, _, _| {
         // hickory's Display refuses OPT data; a hostile server may put one in the answers.
@@ -413,7 +414,7 @@ async fn unprintable_records_do_not_panic() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn truncated_udp_answer_is_retried_over_tcp() {
     let (probe, net) = probe_with(|q, via, _| {
         let name = q.queries[0].name().clone();
@@ -450,7 +451,7 @@ async fn truncated_udp_answer_is_retried_over_tcp() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tcp_transport_and_its_failures() {
     let mut o = opts("mail.example.com", "MX");
     o.transport = DnsTransport::Tcp;
@@ -507,7 +508,7 @@ async fn tcp_transport_and_its_failures() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn system_resolver_moves_on_like_glibc() {
     let dir = std::env::temp_dir().join(format!("vantage-dns-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -567,7 +568,7 @@ async fn system_resolver_moves_on_like_glibc() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn query_carries_the_options() {
     let seen = Arc::new(Mutex::new(None));
     let s2 = seen.clone();
@@ -596,7 +597,7 @@ async fn query_carries_the_options() {
     assert!(seen.lock().unwrap().as_ref().unwrap().edns.is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn run_emits_a_sample() {
     let cfg = crate::Config::parse(
         r#"
@@ -625,7 +626,7 @@ dns = { query = "example.com", type = "A", answer_contains = ["192.0.2.1"] }
     let (probe, _) = probe_with(|_, _, _| vec![]);
     let mut req = ProbeRequest::for_target(&cfg.targets[0]);
     req.deadline = Some(Duration::from_millis(100));
-    let t0 = std::time::Instant::now();
+    let t0 = tokio::time::Instant::now();
     let s = probe.run(req).await;
     assert!(t0.elapsed() < Duration::from_secs(1));
     assert_eq!(s.error, Some(ProbeError::Timeout));
@@ -869,7 +870,7 @@ mod doh {
         });
         let probe = DnsProbe::with_parts(
             Arc::new(DohConnector(net.clone())),
-            Arc::new(SystemClock),
+            Arc::new(TokioClock::new()),
             "/nonexistent/resolv.conf".into(),
         );
         (probe, net)
@@ -895,7 +896,7 @@ mod doh {
         Reply::Http(200, Some("application/dns-message"), good_body(seen))
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn post_answer_is_reported_with_its_phases() {
         let (probe, net) = doh_probe(ok);
         let mut o = doh_opts();
@@ -928,7 +929,7 @@ mod doh {
         assert_eq!(q.queries[0].name().to_ascii(), "www.example.com.");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn get_sends_the_query_in_the_url() {
         let (probe, net) = doh_probe(ok);
         let mut o = doh_opts();
@@ -978,7 +979,7 @@ mod doh {
         err.expect("the probe fails")
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn http_errors_name_the_status() {
         let err = fails_with(|_| Reply::Http(500, Some("text/plain"), b"oops".to_vec())).await;
         assert_eq!(
@@ -997,7 +998,7 @@ mod doh {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_content_type_must_be_a_dns_message() {
         let err = fails_with(|s| Reply::Http(200, Some("text/html"), good_body(s))).await;
         assert!(
@@ -1019,7 +1020,7 @@ mod doh {
         assert_eq!(err, None);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn truncated_garbled_and_oversized_bodies_fail() {
         let err = fails_with(|s| {
             let b = good_body(s);
@@ -1062,7 +1063,7 @@ mod doh {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn resets_goaway_and_non_http2_peers_fail_cleanly() {
         let err = fails_with(|_| Reply::Reset(Reason::REFUSED_STREAM)).await;
         assert!(
@@ -1084,7 +1085,7 @@ mod doh {
         // A TLS server that does not speak HTTP/2.
         let (probe, _) = doh_probe_with(ok, Some(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()));
         let o = doh_opts();
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let (r, err) = probe.query(&server(), &o, o.timeout).await;
         assert!(
             matches!(&err, Some(ProbeError::Protocol(_) | ProbeError::Network(_))),
@@ -1094,7 +1095,7 @@ mod doh {
         assert!(r.phases.tls.is_some());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_unverified_certificate_is_refused() {
         let (probe, net) = doh_probe(ok);
         let mut o = doh_opts();
@@ -1108,11 +1109,11 @@ mod doh {
         assert!(net.seen.lock().unwrap().is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_silent_server_is_a_timeout() {
         let (probe, _) = doh_probe_with(ok, Some(vec![]));
         let o = doh_opts();
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let (_, err) = probe.query(&server(), &o, Duration::from_millis(300)).await;
         assert_eq!(err, Some(ProbeError::Timeout));
         assert!(t0.elapsed() < Duration::from_secs(1));

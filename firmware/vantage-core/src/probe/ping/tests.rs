@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
 use super::*;
+use crate::clock::TokioClock;
 use crate::config::PingOptions;
 use crate::net::{BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SocketKey, SocketKind};
 
@@ -39,6 +40,8 @@ fn behaviour(addr: IpAddr) -> Behaviour {
 
 #[derive(Debug)]
 struct FakeSocket {
+    /// The probe's clock too: replies are stamped on tokio's paused time, as the probe reads it.
+    clock: TokioClock,
     ipv6: bool,
     tx: mpsc::UnboundedSender<(Vec<u8>, IpAddr, SystemTime)>,
     rx: AsyncMutex<mpsc::UnboundedReceiver<(Vec<u8>, IpAddr, SystemTime)>>,
@@ -60,7 +63,7 @@ impl IcmpSocket for FakeSocket {
     }
 
     fn send_to(&self, packet: &[u8], to: IpAddr) -> io::Result<()> {
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         let mut reply = packet.to_vec();
         reply[0] = if self.ipv6 { 129 } else { 0 };
         match behaviour(to) {
@@ -120,19 +123,20 @@ impl IcmpSocket for FakeSocket {
                 len: n,
                 from,
                 kernel_time: Some(kernel),
-                read_at: Instant::now(),
+                read_at: self.clock.now(),
             })
         })
     }
 }
 
-#[derive(Debug, Default)]
-struct FakeNet;
+#[derive(Debug)]
+struct FakeNet(TokioClock);
 
 impl IcmpSocketFactory for FakeNet {
     fn open(&self, key: &SocketKey) -> io::Result<Arc<dyn IcmpSocket>> {
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Arc::new(FakeSocket {
+            clock: self.0,
             ipv6: key.ipv6,
             tx,
             rx: AsyncMutex::new(rx),
@@ -153,7 +157,8 @@ impl IcmpSocketFactory for DeniedNet {
 }
 
 fn probe() -> PingProbe {
-    PingProbe::with_parts(Arc::new(FakeNet), Arc::new(SystemClock))
+    let clock = TokioClock::new();
+    PingProbe::with_parts(Arc::new(FakeNet(clock)), Arc::new(clock))
 }
 
 fn opts(packets: u32, timeout_ms: u64) -> PingOptions {
@@ -165,7 +170,7 @@ fn opts(packets: u32, timeout_ms: u64) -> PingOptions {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn replies_use_the_kernel_timestamp() {
     let r = probe()
         .round("10.0.0.1".parse().unwrap(), &opts(5, 200))
@@ -180,7 +185,7 @@ async fn replies_use_the_kernel_timestamp() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ipv6_replies_are_matched() {
     let r = probe()
         .round("fd00::1".parse().unwrap(), &opts(2, 200))
@@ -189,9 +194,9 @@ async fn ipv6_replies_are_matched() {
     assert_eq!((r.sent, r.received), (2, 2));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn lost_packets_end_the_round_at_the_timeout() {
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let r = probe()
         .round("10.0.0.2".parse().unwrap(), &opts(3, 50))
         .await
@@ -200,12 +205,13 @@ async fn lost_packets_end_the_round_at_the_timeout() {
     assert_eq!((r.sent, r.received), (3, 0));
     assert_eq!(r.loss_ratio(), 1.0);
     assert!(
-        took >= Duration::from_millis(70) && took < Duration::from_secs(3),
+        // The last request leaves 20 ms in and waits its 50 ms; paused time makes it exact.
+        took >= Duration::from_millis(70) && took <= Duration::from_millis(71),
         "{took:?}"
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn duplicates_are_counted_once_each() {
     let r = probe()
         .round("10.0.0.3".parse().unwrap(), &opts(3, 100))
@@ -217,19 +223,23 @@ async fn duplicates_are_counted_once_each() {
     assert_eq!(r.duplicates, 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unreachable_errors_are_matched_to_the_request() {
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let r = probe()
         .round("10.0.0.4".parse().unwrap(), &opts(2, 10_000))
         .await
         .unwrap();
     assert_eq!((r.sent, r.received, r.icmp_errors), (2, 0, 2));
     // Errors answer the requests: no need to wait for the 10 s timeout.
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn foreign_and_garbage_packets_are_ignored() {
     for addr in ["10.0.0.5", "10.0.0.6"] {
         let r = probe()
@@ -240,7 +250,7 @@ async fn foreign_and_garbage_packets_are_ignored() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn late_replies_count_as_lost() {
     let r = probe()
         .round("10.0.0.7".parse().unwrap(), &opts(1, 100))
@@ -249,7 +259,7 @@ async fn late_replies_count_as_lost() {
     assert_eq!((r.sent, r.received), (1, 0));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn send_errors_fail_the_round_with_a_reason() {
     let err = probe()
         .round("10.0.0.8".parse().unwrap(), &opts(2, 50))
@@ -261,9 +271,9 @@ async fn send_errors_fail_the_round_with_a_reason() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn permission_denied_says_how_to_fix_it() {
-    let p = PingProbe::with_parts(Arc::new(DeniedNet), Arc::new(SystemClock));
+    let p = PingProbe::with_parts(Arc::new(DeniedNet), Arc::new(TokioClock::new()));
     let err = p
         .round("10.0.0.1".parse().unwrap(), &opts(1, 50))
         .await
@@ -278,7 +288,7 @@ async fn permission_denied_says_how_to_fix_it() {
 }
 
 /// surge-ping #73: two pingers to one host on one socket must not share sequence numbers.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrent_rounds_to_one_host_do_not_collide() {
     let p = Arc::new(probe());
     let mut tasks = Vec::new();
@@ -344,7 +354,7 @@ fn rtt_falls_back_to_monotonic_time_when_the_wall_clock_steps() {
 }
 
 /// An unroutable target: every send fails, yet its counters must say 100 % loss.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unsendable_rounds_still_report_what_was_attempted() {
     let cfg = crate::Config::parse(
         "[[targets]]\nname = \"t\"\nhost = \"10.0.0.8\"\nprobes = [\"ping\"]\nping = { packets = 3, spacing = \"10ms\", timeout = \"50ms\" }\n",

@@ -270,20 +270,7 @@ impl PathTracker {
             i += 1;
             keep
         });
-        let mut canon: Vec<u32> = followed
-            .iter()
-            .map(|p| {
-                let mut h = Fnv::new();
-                p.hash_into(&mut h);
-                h.0
-            })
-            .collect();
-        canon.sort_unstable();
-        let mut h = Fnv::new();
-        for c in canon {
-            h.write(&c.to_be_bytes());
-        }
-        self.last_hash = h.0;
+        self.last_hash = identity(&followed);
         self.last_answered = self.traces;
         if self.known.len() > MAX_KNOWN {
             self.known.sort_by_key(|k| std::cmp::Reverse(k.last_seen));
@@ -296,6 +283,24 @@ impl PathTracker {
             new_paths,
         }
     }
+}
+
+/// The identity of a set of paths, whatever order the flows found them in.
+fn identity(paths: &[Path]) -> u32 {
+    let mut canon: Vec<u32> = paths
+        .iter()
+        .map(|p| {
+            let mut h = Fnv::new();
+            p.hash_into(&mut h);
+            h.0
+        })
+        .collect();
+    canon.sort_unstable();
+    let mut h = Fnv::new();
+    for c in canon {
+        h.write(&c.to_be_bytes());
+    }
+    h.0
 }
 
 #[cfg(test)]

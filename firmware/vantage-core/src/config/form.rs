@@ -1,0 +1,350 @@
+//! What a person can set for each probe kind, described for forms: the web page's target editor
+//! builds its fields from this, so a kind and its options are written once (here, from the
+//! defaults and ranges in `defaults.rs` that the config loader enforces) and the page never
+//! keeps a list of its own. The loader stays the judge: the page only pre-checks.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::DnsTransport;
+use crate::defaults::{self as d, Bounds};
+use crate::{IpProtocol, ProbeKind, TraceProtocol, TraceSockets};
+
+/// How a field is entered and pre-checked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Input {
+    /// A whole number within `min..=max`.
+    Integer { min: i64, max: i64 },
+    /// A duration with a unit ("500ms", "1s"), within `min..=max`.
+    Duration { min: String, max: String },
+    /// One of `options`.
+    Choice { options: Vec<&'static str> },
+    /// Free text (an address, a name); the loader checks it.
+    Text,
+    /// One value per line.
+    Lines,
+}
+
+/// One option of a probe kind: its key in the kind's table (`ping.packets`), its label, its
+/// input, the value used when it is left empty, and a hint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Field {
+    pub key: &'static str,
+    pub label: &'static str,
+    #[serde(flatten)]
+    pub input: Input,
+    pub default: String,
+    pub hint: &'static str,
+}
+
+/// A probe kind as a form shows it: its name (`probes = [...]`), the table its options live in,
+/// what its host means, and its fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeForm {
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub host_hint: &'static str,
+    pub fields: Vec<Field>,
+}
+
+/// A duration as the config file writes it: the largest unit that divides it.
+pub fn duration_text(v: Duration) -> String {
+    let ms = v.as_millis();
+    for (unit, n) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= n && ms.is_multiple_of(n) {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
+}
+
+fn integer(key: &'static str, label: &'static str, b: Bounds<i64>, default: String) -> Field {
+    Field {
+        key,
+        label,
+        input: Input::Integer {
+            min: b.min,
+            max: b.max,
+        },
+        default,
+        hint: "",
+    }
+}
+
+fn duration(
+    key: &'static str,
+    label: &'static str,
+    b: Bounds<Duration>,
+    default: Duration,
+) -> Field {
+    Field {
+        key,
+        label,
+        input: Input::Duration {
+            min: duration_text(b.min),
+            max: duration_text(b.max),
+        },
+        default: duration_text(default),
+        hint: "",
+    }
+}
+
+fn choice(key: &'static str, label: &'static str, options: Vec<&'static str>) -> Field {
+    Field {
+        key,
+        label,
+        default: options[0].to_string(),
+        input: Input::Choice { options },
+        hint: "",
+    }
+}
+
+fn text(key: &'static str, label: &'static str, default: &str, input: Input) -> Field {
+    Field {
+        key,
+        label,
+        input,
+        default: default.to_string(),
+        hint: "",
+    }
+}
+
+impl Field {
+    fn hint(mut self, hint: &'static str) -> Self {
+        self.hint = hint;
+        self
+    }
+}
+
+fn ping() -> ProbeForm {
+    let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
+    ProbeForm {
+        kind: ProbeKind::Ping.as_str(),
+        title: "Ping options",
+        host_hint: "the address or host name to ping",
+        fields: vec![
+            integer(
+                "packets",
+                "Packets per round",
+                d::PING_PACKETS_RANGE,
+                d::PING_PACKETS.to_string(),
+            ),
+            duration("spacing", "Spacing", d::PING_SPACING_RANGE, d::PING_SPACING)
+                .hint("between the packets of a round"),
+            duration("timeout", "Timeout", d::TIMEOUT_RANGE, d::PING_TIMEOUT).hint("per reply"),
+            integer(
+                "size",
+                "Payload bytes",
+                d::PING_SIZE_RANGE,
+                d::PING_PAYLOAD_SIZE.to_string(),
+            ),
+            integer("ttl", "TTL", d::TTL_RANGE, "system".into()),
+            integer("dscp", "DSCP", d::DSCP_RANGE, "none".into()),
+            text("source", "Source address", "automatic", Input::Text)
+                .hint("an address of this device"),
+            choice("ip_protocol", "Address family", ip).hint("for host names with both"),
+        ],
+    }
+}
+
+fn dns() -> ProbeForm {
+    let transports = DnsTransport::ALL.iter().map(|t| t.as_str()).collect();
+    ProbeForm {
+        kind: ProbeKind::Dns.as_str(),
+        title: "DNS options",
+        host_hint: "the DNS server to ask (\"system\": the resolvers of the device)",
+        fields: vec![
+            text("query", "Query name", "", Input::Text).hint("the name to ask for (required)"),
+            text("type", "Record type", "A", Input::Text).hint("A, AAAA, MX, TXT, NS, SOA, PTR, …"),
+            choice("transport", "Transport", transports),
+            integer("port", "Port", d::PORT_RANGE, "the transport's".into())
+                .hint("53; 853 for tls, 443 for https"),
+            duration("timeout", "Timeout", d::TIMEOUT_RANGE, d::DNS_TIMEOUT)
+                .hint("for the whole lookup"),
+            integer(
+                "min_answers",
+                "Minimum answers",
+                d::DNS_MIN_ANSWERS_RANGE,
+                "0".into(),
+            )
+            .hint("fewer fails the probe"),
+            text(
+                "answer_contains",
+                "Answers that must be present",
+                "",
+                Input::Lines,
+            )
+            .hint("one per line: an address, name or text the answer must contain"),
+        ],
+    }
+}
+
+fn trace() -> ProbeForm {
+    let protocols = TraceProtocol::ALL.iter().map(|p| p.as_str()).collect();
+    let sockets = TraceSockets::ALL.iter().map(|s| s.as_str()).collect();
+    let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
+    ProbeForm {
+        kind: ProbeKind::Trace.as_str(),
+        title: "Trace options",
+        host_hint: "the address or host name to trace the path to",
+        fields: vec![
+            duration("interval", "Interval", d::INTERVAL_RANGE, d::TRACE_INTERVAL)
+                .hint("between traces; overrides the target's interval"),
+            choice("protocol", "Protocol", protocols)
+                .hint("udp as traceroute, icmp as mtr, tcp SYN"),
+            integer(
+                "port",
+                "Port",
+                d::PORT_RANGE,
+                format!("{} (tcp: {})", d::TRACE_UDP_PORT, d::TRACE_TCP_PORT),
+            )
+            .hint("udp and tcp only"),
+            integer(
+                "flows",
+                "Flows",
+                d::TRACE_FLOWS_RANGE,
+                d::TRACE_FLOWS.to_string(),
+            )
+            .hint("more flows find more ECMP branches"),
+            integer(
+                "first_ttl",
+                "First TTL",
+                d::TTL_RANGE,
+                d::TRACE_FIRST_TTL.to_string(),
+            ),
+            integer(
+                "max_hops",
+                "Max hops",
+                d::TTL_RANGE,
+                d::TRACE_MAX_HOPS.to_string(),
+            ),
+            integer(
+                "probes_per_hop",
+                "Probes per hop",
+                d::TRACE_PROBES_PER_HOP_RANGE,
+                d::TRACE_PROBES_PER_HOP.to_string(),
+            ),
+            duration("timeout", "Timeout", d::TIMEOUT_RANGE, d::TRACE_TIMEOUT).hint("per probe"),
+            duration(
+                "path_window",
+                "Path window",
+                d::TRACE_PATH_WINDOW_RANGE,
+                d::TRACE_PATH_WINDOW,
+            )
+            .hint("paths seen within it are not a change"),
+            integer("dscp", "DSCP", d::DSCP_RANGE, "none".into()),
+            text("source", "Source address", "automatic", Input::Text)
+                .hint("an address of this device"),
+            choice("sockets", "Sockets", sockets).hint("raw needs CAP_NET_RAW"),
+            choice("ip_protocol", "Address family", ip).hint("for host names with both"),
+        ],
+    }
+}
+
+/// Every probe kind a form can offer, in [`ProbeKind::ALL`]'s order.
+pub fn probe_forms() -> Vec<ProbeForm> {
+    ProbeKind::ALL
+        .iter()
+        .map(|k| match k {
+            ProbeKind::Ping => ping(),
+            ProbeKind::Dns => dns(),
+            ProbeKind::Trace => trace(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    #[test]
+    fn every_kind_has_a_form_and_durations_read_back() {
+        let kinds: Vec<_> = probe_forms().iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, ["ping", "dns", "trace"]);
+        for (d, s) in [
+            (1, "1ms"),
+            (100, "100ms"),
+            (1000, "1s"),
+            (60_000, "1m"),
+            (90_000, "90s"),
+        ] {
+            assert_eq!(duration_text(Duration::from_millis(d)), s);
+            assert_eq!(
+                super::super::parse_duration(s).unwrap(),
+                Duration::from_millis(d)
+            );
+        }
+    }
+
+    /// The bounds a form offers are the loader's: each field's min and max load, one past
+    /// either end is refused naming the field.
+    #[test]
+    fn ranges_are_the_loaders() {
+        for form in probe_forms() {
+            for f in &form.fields {
+                let (lo, hi, below, above) = match &f.input {
+                    Input::Integer { min, max } => (
+                        min.to_string(),
+                        max.to_string(),
+                        (min - 1).to_string(),
+                        (max + 1).to_string(),
+                    ),
+                    Input::Duration { min, max } => {
+                        let (a, b) = (
+                            super::super::parse_duration(min).unwrap(),
+                            super::super::parse_duration(max).unwrap(),
+                        );
+                        let q = |d: Duration| format!("\"{}ms\"", d.as_millis());
+                        (
+                            q(a),
+                            q(b),
+                            q(a - Duration::from_millis(1)),
+                            q(b + Duration::from_millis(1)),
+                        )
+                    }
+                    _ => continue,
+                };
+                let file = |v: &str| {
+                    let host = if form.kind == "dns" {
+                        "192.0.2.53"
+                    } else {
+                        "192.0.2.1"
+                    };
+                    let query = if form.kind == "dns" && f.key != "query" {
+                        "query = \"example.com\", "
+                    } else {
+                        ""
+                    };
+                    // Settings a field's extremes need beside them (cross-field checks).
+                    let extra = match (form.kind, f.key) {
+                        ("trace", "first_ttl") => ", max_hops = 255",
+                        ("trace", "interval") => ", timeout = \"10ms\"",
+                        _ => "",
+                    };
+                    format!(
+                        "[[targets]]\nname = \"t\"\nhost = \"{host}\"\ninterval = \"1h\"\nprobes = [\"{}\"]\n{} = {{ {query}{} = {v}{extra} }}\n",
+                        form.kind, form.kind, f.key
+                    )
+                };
+                for ok in [&lo, &hi] {
+                    Config::parse(&file(ok), "f.toml")
+                        .unwrap_or_else(|e| panic!("{}.{} = {ok}: {e}", form.kind, f.key));
+                }
+                for bad in [&below, &above] {
+                    let e = Config::parse(&file(bad), "f.toml")
+                        .expect_err(&format!("{}.{} = {bad}", form.kind, f.key));
+                    let key = format!("{}.{}", form.kind, f.key);
+                    assert!(e.to_string().contains(&key), "{key} = {bad}: {e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The per-round gauges: the one definition of what a probe round shows.
+//!
+//! A round becomes a set of gauge points through [`points`]. The same function feeds every
+//! place a round is shown, so they cannot drift apart:
+//! - `/metrics`: a target's last round (the daemon renders these points),
+//! - `/probe`: the round it just ran,
+//! - remote_write: every stored round, at the round's own timestamp.
+//!
+//! The input is the stored form of a round ([`StoredSample`], µs resolution), which is what the
+//! store keeps and later ships; the daemon converts each live round the same way before showing
+//! it, so a value shipped after an outage is exactly what a scrape would have shown.
+//!
+//! Counters and histograms (`_total`, `vantage_ping_rtt_seconds`, ...) are not here: they add up
+//! rounds since the daemon started, which a single stored round cannot rebuild; they serve
+//! `rate()` over live scrapes. Dashboards and alerts build on these gauges (`docs/FLEET.md`).
+
+use std::borrow::Cow;
+
+use vantage_core::ProbeKind;
+use vantage_core::config::rcode_name;
+
+use crate::codec::StoredSample;
+
+/// One gauge series family of a round: its name, help text and labels.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// Carries `probe="ping|dns|trace"` (the series every probe kind has).
+    pub probe_label: bool,
+    /// The gauge's own label (`stat`, `phase`, `rcode`, `hop`), if any.
+    pub label: Option<&'static str>,
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Gauge {
+    Gauge {
+        name,
+        help,
+        probe_label: false,
+        label: None,
+    }
+}
+
+const fn labelled(name: &'static str, label: &'static str, help: &'static str) -> Gauge {
+    Gauge {
+        name,
+        help,
+        probe_label: false,
+        label: Some(label),
+    }
+}
+
+pub static PROBE_SUCCESS: Gauge = Gauge {
+    probe_label: true,
+    ..gauge(
+        "vantage_probe_success",
+        "1 if the last round of the probe succeeded, else 0.",
+    )
+};
+pub static PROBE_DURATION: Gauge = Gauge {
+    probe_label: true,
+    ..gauge(
+        "vantage_probe_duration_seconds",
+        "How long the last round of the probe took.",
+    )
+};
+pub static PING_RTT: Gauge = labelled(
+    "vantage_ping_round_rtt_seconds",
+    "stat",
+    "Round-trip times of the last round: min, avg, max and stddev (absent for a round without replies).",
+);
+pub static PING_LOSS: Gauge = gauge(
+    "vantage_ping_loss_ratio",
+    "Share of echo requests of the last round that got no reply.",
+);
+pub static PING_SENT: Gauge = gauge(
+    "vantage_ping_round_packets_sent",
+    "Echo requests sent in the last round.",
+);
+pub static PING_RECEIVED: Gauge = gauge(
+    "vantage_ping_round_packets_received",
+    "Echo replies received in time in the last round.",
+);
+pub static PING_DUPLICATES: Gauge = gauge(
+    "vantage_ping_round_duplicates",
+    "Duplicate echo replies received in the last round.",
+);
+pub static DNS_PHASE: Gauge = labelled(
+    "vantage_dns_phase_seconds",
+    "phase",
+    "Time of each phase of the last query: resolve (the server's name), connect, tls, request.",
+);
+pub static DNS_RCODE: Gauge = labelled(
+    "vantage_dns_rcode",
+    "rcode",
+    "1 for the rcode of the last answer, 0 for the common rcodes (all 0 without an answer).",
+);
+pub static DNS_ANSWER_RECORDS: Gauge = gauge(
+    "vantage_dns_answer_records",
+    "Records in the answer section of the last answer.",
+);
+pub static DNS_AUTHORITY_RECORDS: Gauge = gauge(
+    "vantage_dns_authority_records",
+    "Records in the authority section of the last answer.",
+);
+pub static DNS_ADDITIONAL_RECORDS: Gauge = gauge(
+    "vantage_dns_additional_records",
+    "Records in the additional section of the last answer (EDNS OPT included).",
+);
+pub static DNS_LOOKUP: Gauge = gauge(
+    "vantage_dns_round_lookup_seconds",
+    "Time from the start of the last round to the answer (absent without an answer).",
+);
+pub static DNS_VALIDATION_FAILED: Gauge = gauge(
+    "vantage_dns_round_validation_failed",
+    "1 if the last answer had an expected rcode but failed the configured checks.",
+);
+pub static DNS_TRUNCATED_RETRY: Gauge = gauge(
+    "vantage_dns_round_truncated_retry",
+    "1 if the last round's UDP answer was truncated and asked again over TCP.",
+);
+pub static DNS_STRAY_DATAGRAMS: Gauge = gauge(
+    "vantage_dns_round_stray_datagrams",
+    "Datagrams the last round ignored because they were not the answer.",
+);
+pub static TRACE_HOPS: Gauge = gauge(
+    "vantage_trace_hops",
+    "Hops to the destination in the last trace, or to the last hop that answered.",
+);
+pub static TRACE_HOP_RTT: Gauge = labelled(
+    "vantage_trace_hop_rtt_seconds",
+    "hop",
+    "Mean round-trip time of the hop's answers in the last trace (absent: none).",
+);
+pub static TRACE_HOP_LOSS: Gauge = labelled(
+    "vantage_trace_hop_loss_ratio",
+    "hop",
+    "Share of the last trace's probes to this hop that got no answer.",
+);
+pub static TRACE_PATH_HASH: Gauge = gauge(
+    "vantage_trace_path_hash",
+    "Identifies the paths the last trace followed (32-bit hash of their hops).",
+);
+pub static TRACE_PATHS: Gauge = gauge(
+    "vantage_trace_paths",
+    "Distinct paths seen within the path window (ECMP branches, or old and new path).",
+);
+pub static TRACE_PATH_CHANGED: Gauge = gauge(
+    "vantage_trace_round_path_changed",
+    "1 if the last trace followed a path none of the paths seen within the path window matches.",
+);
+
+/// Every per-round gauge, for documentation and tests.
+pub static ALL: [&Gauge; 22] = [
+    &PROBE_SUCCESS,
+    &PROBE_DURATION,
+    &PING_RTT,
+    &PING_LOSS,
+    &PING_SENT,
+    &PING_RECEIVED,
+    &PING_DUPLICATES,
+    &DNS_PHASE,
+    &DNS_RCODE,
+    &DNS_ANSWER_RECORDS,
+    &DNS_AUTHORITY_RECORDS,
+    &DNS_ADDITIONAL_RECORDS,
+    &DNS_LOOKUP,
+    &DNS_VALIDATION_FAILED,
+    &DNS_TRUNCATED_RETRY,
+    &DNS_STRAY_DATAGRAMS,
+    &TRACE_HOPS,
+    &TRACE_HOP_RTT,
+    &TRACE_HOP_LOSS,
+    &TRACE_PATH_HASH,
+    &TRACE_PATHS,
+    &TRACE_PATH_CHANGED,
+];
+
+/// Rcodes whose `vantage_dns_rcode` series every DNS round sets (NOERROR, SERVFAIL, NXDOMAIN,
+/// REFUSED), so an alert on SERVFAIL has a series before the first one happens.
+pub const COMMON_RCODES: [u16; 4] = [0, 2, 3, 5];
+
+/// One point of a round: a gauge, the value of its own label, and the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub gauge: &'static Gauge,
+    pub label_value: Option<Cow<'static, str>>,
+    pub value: f64,
+}
+
+impl Point {
+    fn new(gauge: &'static Gauge, value: f64) -> Self {
+        Self {
+            gauge,
+            label_value: None,
+            value,
+        }
+    }
+
+    fn labelled(gauge: &'static Gauge, v: impl Into<Cow<'static, str>>, value: f64) -> Self {
+        Self {
+            gauge,
+            label_value: Some(v.into()),
+            value,
+        }
+    }
+
+    /// The gauge's own label with its value, if it has one.
+    pub fn label(&self) -> Option<(&'static str, &str)> {
+        self.gauge.label.zip(self.label_value.as_deref())
+    }
+}
+
+fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// The gauges a round shows. A round without replies has no RTT points, a hop without
+/// answers no RTT point, a DNS round without an answer no lookup point: an absent series says
+/// "none", where 0 would claim an instant answer and NaN would poison `avg_over_time`.
+pub fn points(s: &StoredSample) -> Vec<Point> {
+    let mut v = Vec::with_capacity(16);
+    v.push(Point::new(&PROBE_SUCCESS, flag(s.success)));
+    v.push(Point::new(&PROBE_DURATION, secs(s.duration_us)));
+    if let Some(p) = &s.ping {
+        ping_points(p, &mut v);
+    }
+    if let Some(d) = &s.dns {
+        dns_points(d, &mut v);
+    }
+    if let Some(t) = &s.trace {
+        trace_points(t, &mut v);
+    }
+    v
+}
+
+fn ping_points(p: &crate::codec::StoredPing, v: &mut Vec<Point>) {
+    v.push(Point::new(&PING_SENT, f64::from(p.sent)));
+    v.push(Point::new(&PING_RECEIVED, f64::from(p.received)));
+    v.push(Point::new(&PING_DUPLICATES, f64::from(p.duplicates)));
+    let loss = if p.sent == 0 {
+        1.0
+    } else {
+        1.0 - f64::from(p.received.min(p.sent)) / f64::from(p.sent)
+    };
+    v.push(Point::new(&PING_LOSS, loss));
+    if let Some((min, avg, max)) = p.rtt_us {
+        v.push(Point::labelled(&PING_RTT, "min", secs(min)));
+        v.push(Point::labelled(&PING_RTT, "avg", secs(avg)));
+        v.push(Point::labelled(&PING_RTT, "max", secs(max)));
+        v.push(Point::labelled(&PING_RTT, "stddev", secs(p.stddev_us)));
+    }
+}
+
+fn dns_points(d: &crate::codec::StoredDns, v: &mut Vec<Point>) {
+    // Every phase (0 when it did not happen), the common rcodes and the round's own (1 for
+    // it), the section counts (0 without an answer).
+    for (phase, us) in d.phases() {
+        v.push(Point::labelled(&DNS_PHASE, phase, us.map_or(0.0, secs)));
+    }
+    let mut rcodes: Vec<u16> = COMMON_RCODES.to_vec();
+    if let Some(r) = d.rcode
+        && !rcodes.contains(&r)
+    {
+        rcodes.push(r);
+    }
+    for r in rcodes {
+        v.push(Point::labelled(
+            &DNS_RCODE,
+            rcode_name(r),
+            flag(d.rcode == Some(r)),
+        ));
+    }
+    v.push(Point::new(&DNS_ANSWER_RECORDS, f64::from(d.answers)));
+    v.push(Point::new(&DNS_AUTHORITY_RECORDS, f64::from(d.authority)));
+    v.push(Point::new(&DNS_ADDITIONAL_RECORDS, f64::from(d.additional)));
+    if let Some(l) = d.lookup_us {
+        v.push(Point::new(&DNS_LOOKUP, secs(l)));
+    }
+    v.push(Point::new(
+        &DNS_VALIDATION_FAILED,
+        flag(d.validation_failed),
+    ));
+    v.push(Point::new(&DNS_TRUNCATED_RETRY, flag(d.truncated_retry)));
+    v.push(Point::new(
+        &DNS_STRAY_DATAGRAMS,
+        f64::from(d.stray_datagrams),
+    ));
+}
+
+fn trace_points(t: &crate::codec::StoredTrace, v: &mut Vec<Point>) {
+    v.push(Point::new(&TRACE_HOPS, f64::from(t.hop_count())));
+    for h in &t.hops {
+        let hop = h.ttl.to_string();
+        if let Some(r) = h.rtt_avg_us {
+            v.push(Point::labelled(&TRACE_HOP_RTT, hop.clone(), secs(r)));
+        }
+        v.push(Point::labelled(&TRACE_HOP_LOSS, hop, h.loss_ratio()));
+    }
+    v.push(Point::new(&TRACE_PATH_HASH, f64::from(t.path_hash)));
+    v.push(Point::new(&TRACE_PATHS, f64::from(t.paths_known)));
+    v.push(Point::new(&TRACE_PATH_CHANGED, flag(t.path_changed)));
+}
+
+/// What a configured target shows before its first round of `kind`: every series that does
+/// not depend on the round's content, at 0, so a target that never answered still has them.
+pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
+    let mut v = vec![
+        Point::new(&PROBE_SUCCESS, 0.0),
+        Point::new(&PROBE_DURATION, 0.0),
+    ];
+    match kind {
+        ProbeKind::Ping => {
+            for g in [&PING_SENT, &PING_RECEIVED, &PING_DUPLICATES, &PING_LOSS] {
+                v.push(Point::new(g, 0.0));
+            }
+        }
+        ProbeKind::Dns => {
+            for phase in vantage_core::DnsPhases::NAMES {
+                v.push(Point::labelled(&DNS_PHASE, phase, 0.0));
+            }
+            for r in COMMON_RCODES {
+                v.push(Point::labelled(&DNS_RCODE, rcode_name(r), 0.0));
+            }
+            for g in [
+                &DNS_ANSWER_RECORDS,
+                &DNS_AUTHORITY_RECORDS,
+                &DNS_ADDITIONAL_RECORDS,
+                &DNS_VALIDATION_FAILED,
+                &DNS_TRUNCATED_RETRY,
+                &DNS_STRAY_DATAGRAMS,
+            ] {
+                v.push(Point::new(g, 0.0));
+            }
+        }
+        ProbeKind::Trace => {
+            for g in [
+                &TRACE_HOPS,
+                &TRACE_PATH_HASH,
+                &TRACE_PATHS,
+                &TRACE_PATH_CHANGED,
+            ] {
+                v.push(Point::new(g, 0.0));
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{ErrorKind, StoredDns, StoredPing};
+
+    fn round() -> StoredSample {
+        StoredSample {
+            series: 0,
+            timestamp_ms: 0,
+            success: false,
+            error: ErrorKind::Timeout,
+            duration_us: 1_000_000,
+            ping: None,
+            dns: None,
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        let mut names: Vec<&str> = ALL.iter().map(|g| g.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        for n in names {
+            assert!(n.starts_with("vantage_"), "{n}");
+            assert!(
+                n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{n}"
+            );
+            assert!(!n.ends_with("_total"), "{n}: a gauge, not a counter");
+        }
+    }
+
+    #[test]
+    fn every_point_of_a_round_is_in_the_catalogue() {
+        let mut s = round();
+        s.ping = Some(StoredPing {
+            sent: 3,
+            received: 2,
+            rtt_us: Some((100, 200, 300)),
+            stddev_us: 80,
+            ..StoredPing::default()
+        });
+        s.dns = Some(Box::new(StoredDns {
+            rcode: Some(4),
+            lookup_us: Some(5),
+            ..StoredDns::default()
+        }));
+        for p in points(&s) {
+            assert!(ALL.contains(&p.gauge), "{}", p.gauge.name);
+            assert_eq!(p.gauge.label.is_some(), p.label_value.is_some());
+        }
+        let rcodes: Vec<_> = points(&s)
+            .into_iter()
+            .filter(|p| p.gauge == &DNS_RCODE)
+            .map(|p| (p.label_value.unwrap().into_owned(), p.value))
+            .collect();
+        assert_eq!(rcodes.len(), 5);
+        assert!(rcodes.contains(&("NOTIMP".to_string(), 1.0)), "{rcodes:?}");
+    }
+
+    #[test]
+    fn a_round_without_replies_has_no_rtt_and_full_loss() {
+        let mut s = round();
+        s.ping = Some(StoredPing {
+            sent: 2,
+            ..StoredPing::default()
+        });
+        let p = points(&s);
+        assert!(!p.iter().any(|p| p.gauge == &PING_RTT));
+        let loss = p.iter().find(|p| p.gauge == &PING_LOSS).unwrap();
+        assert_eq!(loss.value, 1.0);
+    }
+
+    #[test]
+    fn initial_points_are_a_subset_of_a_round_and_all_zero() {
+        for kind in [ProbeKind::Ping, ProbeKind::Dns, ProbeKind::Trace] {
+            for p in initial_points(kind) {
+                assert_eq!(p.value, 0.0, "{}", p.gauge.name);
+                assert!(ALL.contains(&p.gauge));
+            }
+        }
+    }
+}

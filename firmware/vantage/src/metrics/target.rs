@@ -1,0 +1,184 @@
+//! All series of one target, and the text of every target's series for `/metrics`.
+
+use std::sync::Mutex;
+
+use vantage_core::{Measurement, ProbeKind, Sample, Target};
+use vantage_store::gauges;
+
+use super::dns::{self, DnsSeries};
+use super::ping::{self, PingSeries};
+use super::rounds::RoundGauges;
+use super::text::{Counter, Kind, Lines, family};
+use super::trace::{self, TraceSeries};
+use super::unix_seconds;
+
+/// A family of per-target series: its header, and how one target writes its lines.
+#[derive(Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub write: fn(&TargetSeries, &str, &mut Lines<'_>),
+}
+
+/// The figures every probe kind has that are not per-round gauges.
+#[derive(Debug)]
+struct ProbeCounts {
+    kind: ProbeKind,
+    last_success: Mutex<f64>,
+    success: Counter,
+    failure: Counter,
+}
+
+/// All series of one configured target (or of one `/probe` round).
+#[derive(Debug)]
+pub struct TargetSeries {
+    /// The config this series set was built for; a changed target gets a new set.
+    pub(super) target: Option<Target>,
+    /// `target` and the user's labels, sorted by name.
+    labels: Vec<(String, String)>,
+    rounds: RoundGauges,
+    /// Empty in a `/probe` answer: counters of one round would restart at every request.
+    probes: Vec<ProbeCounts>,
+    pub(super) ping: Option<PingSeries>,
+    pub(super) dns: Option<DnsSeries>,
+    pub(super) trace: Option<TraceSeries>,
+}
+
+impl TargetSeries {
+    pub fn new(t: &Target) -> Self {
+        let kinds: Vec<ProbeKind> = t.probes.iter().map(|(k, _)| *k).collect();
+        let has = |k| kinds.contains(&k);
+        let mut labels: Vec<(String, String)> = t
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "target")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.push(("target".into(), t.name.clone()));
+        labels.sort();
+        Self {
+            target: Some(t.clone()),
+            labels,
+            rounds: RoundGauges::new(&kinds),
+            probes: kinds
+                .iter()
+                .map(|k| ProbeCounts {
+                    kind: *k,
+                    last_success: Mutex::new(0.0),
+                    success: Counter::default(),
+                    failure: Counter::default(),
+                })
+                .collect(),
+            ping: has(ProbeKind::Ping).then(PingSeries::default),
+            dns: has(ProbeKind::Dns).then(DnsSeries::default),
+            trace: has(ProbeKind::Trace).then(|| TraceSeries::new(true)),
+        }
+    }
+
+    /// What a `/probe` answer shows of its one round: the per-round gauges (and a trace's hop
+    /// addresses), without labels.
+    pub fn one_round(kind: ProbeKind) -> Self {
+        Self {
+            target: None,
+            labels: Vec::new(),
+            rounds: RoundGauges::new(&[kind]),
+            probes: Vec::new(),
+            ping: None,
+            dns: None,
+            trace: (kind == ProbeKind::Trace).then(|| TraceSeries::new(false)),
+        }
+    }
+
+    pub fn observe(&self, sample: &Sample) {
+        self.rounds.observe(sample);
+        if let Some(p) = self.probes.iter().find(|p| p.kind == sample.probe) {
+            if sample.success {
+                p.success.add(1);
+                *p.last_success.lock().unwrap_or_else(|e| e.into_inner()) =
+                    unix_seconds(sample.timestamp);
+            } else {
+                p.failure.add(1);
+            }
+        }
+        match &sample.measurement {
+            Measurement::Ping(r) => self.ping.iter().for_each(|s| s.observe(r)),
+            Measurement::Dns(r) => self.dns.iter().for_each(|s| s.observe(r)),
+            Measurement::Trace(r) => self.trace.iter().for_each(|s| s.observe(r)),
+            _ => {}
+        }
+    }
+}
+
+const PROBE_FAMILIES: [Family; 2] = [
+    Family {
+        name: "vantage_probe_last_success_timestamp_seconds",
+        help: "When the probe last succeeded, in seconds since the epoch (0: never).",
+        kind: Kind::Gauge,
+        write: |t, name, l| {
+            for p in &t.probes {
+                let v = *p.last_success.lock().unwrap_or_else(|e| e.into_inner());
+                l.sample(name, &[("probe", p.kind.as_str())], None, v);
+            }
+        },
+    },
+    Family {
+        name: "vantage_probe_rounds_total",
+        help: "Probe rounds run, by result.",
+        kind: Kind::Counter,
+        write: |t, name, l| {
+            for p in &t.probes {
+                for (result, c) in [("failure", &p.failure), ("success", &p.success)] {
+                    let own = [("probe", p.kind.as_str()), ("result", result)];
+                    l.sample(name, &own, None, c.get() as f64);
+                }
+            }
+        },
+    },
+];
+
+/// Every target's series as text: family by family, target by target. `device` labels go on
+/// every series unless the target has a label of the same name.
+pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out: &mut String) {
+    let labels: Vec<Vec<(&str, &str)>> = targets
+        .iter()
+        .map(|t| {
+            let mut l: Vec<(&str, &str)> = t
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            for (k, v) in device {
+                if !t.labels.iter().any(|(tk, _)| tk == k) {
+                    l.push((k, v));
+                }
+            }
+            l.sort_unstable();
+            l
+        })
+        .collect();
+    let each = |out: &mut String, write: &dyn Fn(&TargetSeries, &mut Lines<'_>)| {
+        let mut any = false;
+        for (t, l) in targets.iter().zip(&labels) {
+            let mut lines = Lines::new(out, l);
+            write(t, &mut lines);
+            any |= lines.wrote();
+        }
+        any
+    };
+    for g in gauges::ALL {
+        family(out, g.name, g.help, Kind::Gauge, |o| {
+            each(o, &|t, l| t.rounds.write(g, l))
+        });
+    }
+    let others = PROBE_FAMILIES
+        .iter()
+        .chain(&ping::FAMILIES)
+        .chain(&dns::FAMILIES)
+        .chain(&trace::FAMILIES);
+    for f in others {
+        family(out, f.name, f.help, f.kind, |o| {
+            each(o, &|t, l| (f.write)(t, f.name, l))
+        });
+    }
+}
