@@ -786,6 +786,9 @@ function endpointForm(existing, rw, onCancel) {
   const perSecond = input('text', raw.max_samples_per_second, String(d.max_samples_per_second));
   const minBackoff = input('text', raw.min_backoff, d.min_backoff);
   const maxBackoff = input('text', raw.max_backoff, d.max_backoff);
+  const send = h('select', {}, [['all', 'Every round (push only)'], ['gaps', 'Only what no scrape covered (scrape + backfill)']]
+    .map(([v, l]) => h('option', { value: v, selected: (raw.send || 'all') === v }, l)));
+  const scrapeGap = input('text', raw.scrape_gap, d.scrape_gap);
   const basicFields = h('div', {}, h('div', { class: 'cols' }, field('User name', 'basic_auth.username', user),
     field('Password', 'basic_auth.password', pass), field('…or password file', 'basic_auth.password_file', passFile, 'Read when the config loads.')),
   h('div', { class: 'ferr', 'data-for': 'basic_auth' }));
@@ -807,6 +810,9 @@ function endpointForm(existing, rw, onCancel) {
     h('div', { class: 'cols' },
       field('Timeout', 'timeout', timeout, `Per request; default ${d.timeout}.`),
       field('Labels', 'labels', labels, 'One name=value per line, added to every series sent.')),
+    h('div', { class: 'cols' },
+      field('Send', 'send', send, 'Gaps: this Prometheus also scrapes the device; only rounds no scrape covered are sent.'),
+      field('Scrape gap', 'scrape_gap', scrapeGap, `Gaps mode: scrapes further apart leave a gap that is sent; default ${d.scrape_gap}.`)),
     h('details', {}, h('summary', {}, 'TLS and sending limits'),
       h('div', { class: 'cols' },
         field('CA file', 'tls.ca_file', ca), field('Client certificate file', 'tls.cert_file', cert),
@@ -832,6 +838,8 @@ function endpointForm(existing, rw, onCancel) {
     max_samples_per_second: numberOf(perSecond),
     min_backoff: textOf(minBackoff),
     max_backoff: textOf(maxBackoff),
+    send: send.value === 'all' && !raw.send ? undefined : send.value,
+    scrape_gap: textOf(scrapeGap),
   });
   const target = () => (existing
     ? ['PUT', `/api/config/remote_write/${encodeURIComponent(existing.name)}`]

@@ -163,6 +163,11 @@ pub const REMOTE_WRITE_SAMPLES_PER_SEND: usize = 1_000;
 /// remote_write: catch-up rate limit in probe rounds per second (0: none). A 1 h backlog of
 /// 100 targets at 1 s drains in 36 s.
 pub const REMOTE_WRITE_SAMPLES_PER_SECOND: u32 = 10_000;
+/// remote_write `send = "gaps"`: scrapes further apart than this leave a gap that is shipped;
+/// four missed scrapes at Prometheus' default 15 s interval.
+pub const REMOTE_WRITE_SCRAPE_GAP: Duration = Duration::from_secs(60);
+/// `remote_write.scrape_gap`.
+pub const REMOTE_WRITE_SCRAPE_GAP_RANGE: Bounds<Duration> = between(ms(2_000), ms(3_600_000));
 /// `remote_write.timeout`.
 pub const REMOTE_WRITE_TIMEOUT_RANGE: Bounds<Duration> = between(ms(100), ms(300_000));
 /// `remote_write.min_backoff`.

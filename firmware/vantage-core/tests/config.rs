@@ -149,6 +149,8 @@ fn store_and_remote_write_sections() {
     let rw = &c.remote_write[0];
     assert_eq!(rw.name, "central");
     assert_eq!(rw.max_samples_per_second, 2000);
+    assert_eq!(rw.send, vantage_core::config::SendMode::Gaps);
+    assert_eq!(rw.scrape_gap, Duration::from_secs(120));
     assert_eq!(
         rw.labels.get("instance").map(String::as_str),
         Some("pi-office")
@@ -167,6 +169,11 @@ fn store_and_remote_write_sections() {
     let other = &c.remote_write[1];
     assert_eq!(other.name, "127.0.0.1:9090");
     assert!(matches!(other.auth, Auth::Bearer { .. }));
+    assert_eq!(other.send, vantage_core::config::SendMode::All);
+    assert_eq!(
+        other.scrape_gap,
+        vantage_core::defaults::REMOTE_WRITE_SCRAPE_GAP
+    );
     // Without the sections, the defaults.
     let m = Config::parse(
         "[[targets]]\nname = \"a\"\nhost = \"::1\"\nprobes = [\"ping\"]\n",

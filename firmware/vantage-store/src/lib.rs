@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use backend::BackendKind;
 pub use codec::{ErrorKind, StoredPing, StoredSample};
-pub use remote_write::{Endpoint, EndpointStats, Shipper, ShipperOptions};
+pub use remote_write::{Endpoint, EndpointStats, ScrapeLog, SendMode, Shipper, ShipperOptions};
 pub use series::{Labels, SeriesKey};
 pub use store::{
     Cursor, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats, dir_usage,

@@ -232,6 +232,7 @@ impl Device {
             vec![endpoint(url)],
             ShipperOptions {
                 poll_interval: Duration::from_millis(200),
+                ..ShipperOptions::default()
             },
         )
         .unwrap();
@@ -286,7 +287,8 @@ async fn wait_drained(store: &Store, shipper: &Shipper) {
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "backlog not drained: {backlog}"
+            "backlog not drained: {backlog}; last error: {:?}",
+            shipper.endpoints()[0].last_error.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -497,6 +499,13 @@ async fn outage_test(restart_device_midway: bool) {
     } else {
         probe_for(&dev.store, outage, &mut sent, &mut n).await;
         assert_eq!(dev.shipper.uplink_up(), Some(false));
+        // The figures behind the backlog alerts move while the endpoint is away.
+        let st = &dev.shipper.endpoints()[0];
+        assert!(st.backlog.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        let oldest = st
+            .oldest_unshipped_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(oldest > 0 && oldest <= outage_start + 1000, "{oldest}");
     }
     let backlog = dev.store.backlog(dev.store.cursor("central"));
     assert!(backlog > 0, "samples wait for the endpoint");
@@ -655,4 +664,92 @@ async fn tls_endpoint_with_a_private_ca() {
     );
     assert_eq!(shipper.uplink_up(), Some(false));
     shipper.stop().await;
+}
+
+/// Prometheus rolls back a whole request for one sample it cannot take (here a round two days
+/// old, beyond the out-of-order window): the shipper splits the request until only that
+/// round's samples are refused; every other round lands, and the refusals are counted exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_one_sample_too_old_delivers_all_the_others() {
+    if !require(
+        Command::new("prometheus").arg("--version").output().is_ok(),
+        "the prometheus package",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prom = Prometheus::start(&dir.path().join("prom"), free_port());
+    let dev = Device::start(&dir.path().join("device"), prom.url());
+    let start = now_ms() - 60_000;
+    dev.store.append(&ping("t0", start, 1), &labels("lab"));
+    wait_drained(&dev.store, &dev.shipper).await;
+
+    // One batch: 10 rounds of each of 5 targets, and in the middle one round two days old.
+    let mut want: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    want.insert("t0".into(), vec![start]);
+    for i in 0..10i64 {
+        for t in 0..TARGETS {
+            let name = format!("t{t}");
+            let ts = start + 1000 + i * 1000 + t as i64;
+            dev.store
+                .append(&ping(&name, ts, 1000 + i as u64), &labels("lab"));
+            want.entry(name).or_default().push(ts);
+        }
+        if i == 5 {
+            dev.store
+                .append(&ping("old", now_ms() - 48 * 3600 * 1000, 2), &labels("lab"));
+        }
+    }
+    wait_drained(&dev.store, &dev.shipper).await;
+
+    let st = &dev.shipper.endpoints()[0];
+    let rejected = st
+        .samples_rejected
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // A ping round with a reply is 10 samples: success, duration, sent, received, duplicates,
+    // loss and 4 RTT statistics.
+    assert_eq!(rejected, 10, "exactly the old round's samples are refused");
+    let why = st
+        .last_rejection
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_default();
+    assert!(why.contains("target=\"old\""), "{why}");
+    let at = now_ms() + 1000;
+    for (target, ts) in &want {
+        let got = prom
+            .raw(
+                &format!("vantage_probe_success{{target=\"{target}\",instance=\"test-device\"}}"),
+                120,
+                at,
+            )
+            .await;
+        let got: Vec<i64> = got.iter().map(|p| p.0).collect();
+        assert_eq!(&got, ts, "{target}");
+        let rtt = prom
+            .raw(
+                &format!("vantage_ping_round_rtt_seconds{{target=\"{target}\"}}"),
+                120,
+                at,
+            )
+            .await;
+        // Every 17th round (n = 1003) timed out: no RTT.
+        let answered = ts
+            .iter()
+            .filter(|&&t| t != start + 1000 + 3000 + t_index(target))
+            .count();
+        assert_eq!(
+            rtt.len(),
+            4 * answered,
+            "{target}: 4 RTT statistics per answered round"
+        );
+    }
+    eprintln!("refused: {why}");
+    dev.stop().await;
+}
+
+/// `t3` -> 3.
+fn t_index(target: &str) -> i64 {
+    target[1..].parse().unwrap()
 }

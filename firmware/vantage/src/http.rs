@@ -43,10 +43,15 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 
 async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
     let gzip = accepts_gzip(&headers);
+    let scrape = headers.contains_key("x-prometheus-scrape-timeout-seconds");
     // Rendering thousands of targets takes a while: off the async workers, so that probes
     // due meanwhile still start on time.
     let render = move || {
         let text = d.metrics.render();
+        // A Prometheus scrape covered the rounds until now (`send = "gaps"` skips them).
+        if scrape && let Some(s) = &d.storage {
+            s.note_scrape();
+        }
         if gzip {
             gzip_bytes(text.as_bytes())
         } else {

@@ -80,6 +80,45 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A Prometheus scrape (it sends its scrape timeout) is noted for `send = "gaps"` endpoints;
+/// another client's GET is not.
+#[tokio::test]
+async fn a_prometheus_scrape_of_metrics_is_noted() {
+    let dir = TempDir::new("scrape");
+    let text = format!(
+        "{IDLE}\n[[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:9/w\"\nsend = \"gaps\"\nscrape_gap = \"30s\"\n"
+    );
+    let path = dir.0.join("vantage.toml");
+    std::fs::write(&path, &text).unwrap();
+    let source = ConfigSource::File(path);
+    let config = source.load().unwrap();
+    let storage = crate::storage::Storage::start(&dir.0.join("data"), &config);
+    let d = Daemon::start_with(
+        source,
+        config,
+        None,
+        None,
+        Vec::new(),
+        Some(storage.clone()),
+    );
+    let gap = std::time::Duration::from_secs(30);
+    let (status, _, _) = call(&d, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(storage.scrapes().spans(gap).is_empty());
+    for _ in 0..2 {
+        let req = Request::get("/metrics")
+            .header("X-Prometheus-Scrape-Timeout-Seconds", "10")
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, _) = call(&d, req).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let spans = storage.scrapes().spans(gap);
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert!(spans[0].1 >= spans[0].0);
+    storage.shutdown().await;
+}
+
 #[tokio::test]
 async fn metrics_exist_from_the_start_with_user_labels() {
     let dir = TempDir::new("start");

@@ -16,7 +16,8 @@ use vantage_core::{Config, JobKey, Observer, Sample};
 use vantage_leds::{StoreHealth, Uplink};
 use vantage_store::remote_write::Tls;
 use vantage_store::{
-    BackendKind, DropReason, Endpoint, Labels, Shipper, ShipperOptions, Store, StoreOptions,
+    BackendKind, DropReason, Endpoint, EndpointStats, Labels, ScrapeLog, Shipper, ShipperOptions,
+    Store, StoreOptions,
 };
 
 use crate::metrics::Collect;
@@ -37,6 +38,9 @@ pub mod names {
     pub const RW_SENT: &str = "vantage_remote_write_samples_sent_total";
     pub const RW_FAILURES: &str = "vantage_remote_write_failures_total";
     pub const RW_REJECTED: &str = "vantage_remote_write_rejected_samples_total";
+    pub const RW_BYTES: &str = "vantage_remote_write_sent_bytes_total";
+    pub const RW_SKIPPED: &str = "vantage_remote_write_skipped_samples_total";
+    pub const RW_OLDEST: &str = "vantage_remote_write_oldest_unshipped_timestamp_seconds";
     pub const RW_BACKLOG: &str = "vantage_remote_write_backlog_samples";
     pub const RW_LAST_SUCCESS: &str = "vantage_remote_write_last_success_timestamp_seconds";
     pub const UPLINK_UP: &str = "vantage_uplink_up";
@@ -91,7 +95,29 @@ pub fn endpoint(c: &RemoteWriteConfig) -> Endpoint {
     e.max_samples_per_second = c.max_samples_per_second;
     e.min_backoff = c.min_backoff;
     e.max_backoff = c.max_backoff;
+    e.send = c.send;
+    e.scrape_gap = c.scrape_gap;
     e
+}
+
+/// The labels every series shipped to an endpoint carries beside its own: the endpoint's
+/// `labels`, then the device's labels (as on `/metrics`), then the identity dashboards select
+/// on, `job="vantage"` and `instance=<device name>`, unless set before. A central Prometheus
+/// that scrapes the device with the same `job` and `instance` sees the pushed and scraped
+/// series as the same series (docs/FLEET.md).
+pub fn shipped_labels(
+    endpoint: &Labels,
+    device_labels: &[(String, String)],
+    device_name: &str,
+) -> Labels {
+    let mut l = endpoint.clone();
+    for (k, v) in device_labels {
+        l.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    l.entry("job".into()).or_insert_with(|| "vantage".into());
+    l.entry("instance".into())
+        .or_insert_with(|| device_name.to_string());
+    l
 }
 
 struct Shipping {
@@ -106,6 +132,8 @@ pub struct Storage {
     store_config: StoreConfig,
     labels: RwLock<HashMap<Arc<str>, Arc<Labels>>>,
     shipping: Mutex<Option<Shipping>>,
+    /// Prometheus scrapes of `/metrics`, for endpoints with `send = "gaps"`.
+    scrapes: Arc<ScrapeLog>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -203,6 +231,8 @@ impl Storage {
                             "samples_sent": e.samples_sent.load(Ordering::Relaxed),
                             "last_success_ms": (last > 0).then_some(last),
                             "last_error": e.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                            "rejected_samples": e.samples_rejected.load(Ordering::Relaxed),
+                            "last_rejection": e.last_rejection.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                         })
                     })
                     .collect();
@@ -233,7 +263,15 @@ impl Storage {
             store_config: config.store.clone(),
             labels: RwLock::default(),
             shipping: Mutex::new(None),
+            scrapes: Arc::new(ScrapeLog::new()),
         })
+    }
+
+    /// Notes a successful Prometheus scrape of `/metrics` (now): the rounds it covered are
+    /// not shipped to `send = "gaps"` endpoints.
+    pub fn note_scrape(&self) {
+        self.scrapes
+            .record(vantage_store::codec::unix_ms(std::time::SystemTime::now()));
     }
 
     /// Takes a new config: target labels at once; endpoints restart when they changed. Store
@@ -270,20 +308,22 @@ impl Storage {
         if config.remote_write.is_empty() {
             return;
         }
+        let device_name = crate::fleet::device_name(config);
         let endpoints = config
             .remote_write
             .iter()
             .map(|c| {
                 let mut e = endpoint(c);
-                for (k, v) in &device_labels {
-                    e.external_labels
-                        .entry(k.clone())
-                        .or_insert_with(|| v.clone());
-                }
+                e.external_labels =
+                    shipped_labels(&e.external_labels, &device_labels, &device_name);
                 e
             })
             .collect();
-        match Shipper::start(store.clone(), endpoints, ShipperOptions::default()) {
+        let opts = ShipperOptions {
+            scrapes: self.scrapes.clone(),
+            ..ShipperOptions::default()
+        };
+        match Shipper::start(store.clone(), endpoints, opts) {
             Ok(shipper) => {
                 tracing::info!(
                     endpoints = config.remote_write.len(),
@@ -297,6 +337,12 @@ impl Storage {
             }
             Err(e) => tracing::error!("remote_write: {e}; not shipping"),
         }
+    }
+
+    /// The scrapes noted so far.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn scrapes(&self) -> &Arc<ScrapeLog> {
+        &self.scrapes
     }
 
     /// The store, when it opened.
@@ -432,68 +478,89 @@ impl Collect for Storage {
                 out,
             );
         }
-        let shipping = lock(&self.shipping);
-        let Some(s) = shipping.as_ref() else {
-            return;
-        };
-        let vec = |name: &str, help: &str| {
-            GaugeVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric")
-        };
-        let cvec = |name: &str, help: &str| {
-            IntCounterVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric")
-        };
-        let sent = cvec(
-            names::RW_SENT,
-            "Stored probe rounds acknowledged by the endpoint (each is a few series points: ping up to 10, DNS up to 18, a trace 6 plus 2 per hop).",
-        );
-        let failures = cvec(
-            names::RW_FAILURES,
-            "Failed remote_write requests (network, 5xx, 429 and other 4xx).",
-        );
-        let rejected = cvec(
-            names::RW_REJECTED,
-            "Probe rounds the endpoint refused with a 4xx other than 429 (dropped, not retried).",
-        );
-        let backlog = vec(
-            names::RW_BACKLOG,
-            "Stored probe rounds not yet acknowledged by the endpoint.",
-        );
-        let last = vec(
-            names::RW_LAST_SUCCESS,
-            "When the endpoint last acknowledged a request, in seconds since the epoch (0: never).",
-        );
-        for e in s.shipper.endpoints() {
-            let l = [e.name.as_str()];
-            sent.with_label_values(&l)
-                .inc_by(e.samples_sent.load(Ordering::Relaxed));
-            failures
-                .with_label_values(&l)
-                .inc_by(e.failures.load(Ordering::Relaxed));
-            rejected
-                .with_label_values(&l)
-                .inc_by(e.samples_rejected.load(Ordering::Relaxed));
-            backlog
-                .with_label_values(&l)
-                .set(e.backlog.load(Ordering::Relaxed) as f64);
-            last.with_label_values(&l)
-                .set(e.last_success_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        if let Some(s) = lock(&self.shipping).as_ref() {
+            collect_shipping(s, out);
         }
-        one(sent, out);
-        one(failures, out);
-        one(rejected, out);
-        one(backlog, out);
-        one(last, out);
-        gauge(
-            names::UPLINK_UP,
-            "1 if shipping works: the last request to every remote_write endpoint succeeded.",
-            if s.shipper.uplink_up() == Some(true) {
-                1.0
-            } else {
-                0.0
-            },
-            out,
-        );
     }
+}
+
+type Counter = fn(&EndpointStats) -> u64;
+type Level = fn(&EndpointStats) -> f64;
+
+/// Per-endpoint counters: name, help, value.
+const SHIPPING_COUNTERS: [(&str, &str, Counter); 5] = [
+    (
+        names::RW_SENT,
+        "Stored probe rounds shipped to the endpoint, every series sample of them accepted or refused (each round is a few series samples: ping up to 10, DNS up to 18, a trace 6 plus 2 per hop).",
+        |e| e.samples_sent.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_FAILURES,
+        "Failed remote_write requests (network, 5xx, 429 and 4xx; each part of a split request counts).",
+        |e| e.failures.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_REJECTED,
+        "Series samples the endpoint refused (a refused request is split down to single samples; those still refused are dropped and counted here).",
+        |e| e.samples_rejected.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_BYTES,
+        "Bytes of remote_write request bodies the endpoint acknowledged (protobuf, snappy-compressed).",
+        |e| e.bytes_sent.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_SKIPPED,
+        "Stored probe rounds not shipped because Prometheus scrapes covered them (send = \"gaps\").",
+        |e| e.samples_skipped.load(Ordering::Relaxed),
+    ),
+];
+
+/// Per-endpoint gauges: name, help, value.
+const SHIPPING_GAUGES: [(&str, &str, Level); 3] = [
+    (
+        names::RW_BACKLOG,
+        "Stored probe rounds not yet acknowledged by the endpoint.",
+        |e| e.backlog.load(Ordering::Relaxed) as f64,
+    ),
+    (
+        names::RW_OLDEST,
+        "Timestamp of the oldest stored probe round not yet shipped to the endpoint, in seconds since the epoch (0: none waits).",
+        |e| e.oldest_unshipped_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+    ),
+    (
+        names::RW_LAST_SUCCESS,
+        "When the endpoint last acknowledged a request, in seconds since the epoch (0: never).",
+        |e| e.last_success_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+    ),
+];
+
+fn collect_shipping(s: &Shipping, out: &mut Vec<MetricFamily>) {
+    let endpoints = s.shipper.endpoints();
+    for (name, help, get) in SHIPPING_COUNTERS {
+        let c = IntCounterVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric");
+        for e in endpoints {
+            c.with_label_values(&[e.name.as_str()]).inc_by(get(e));
+        }
+        one(c, out);
+    }
+    for (name, help, get) in SHIPPING_GAUGES {
+        let g = GaugeVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric");
+        for e in endpoints {
+            g.with_label_values(&[e.name.as_str()]).set(get(e));
+        }
+        one(g, out);
+    }
+    gauge(
+        names::UPLINK_UP,
+        "1 if shipping works: the last request to every remote_write endpoint succeeded.",
+        if s.shipper.uplink_up() == Some(true) {
+            1.0
+        } else {
+            0.0
+        },
+        out,
+    );
 }
 
 /// `GET /api/samples?target=NAME[&probe=ping][&from=UNIX_S][&to=UNIX_S]`: the stored rounds of
@@ -596,6 +663,40 @@ pub async fn samples(
         "samples": samples,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_series_carry_the_device_labels_job_and_instance_unless_set() {
+        let device = [
+            ("device".to_string(), "pi7".to_string()),
+            ("site".to_string(), "hq".to_string()),
+        ];
+        let l = shipped_labels(&Labels::new(), &device, "pi7");
+        let want: Labels = [
+            ("device", "pi7"),
+            ("instance", "pi7"),
+            ("job", "vantage"),
+            ("site", "hq"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(l, want);
+        // The endpoint's own labels win over the device's and over the defaults.
+        let own: Labels = [("instance", "probe1.corp"), ("job", "edge"), ("site", "x")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let l = shipped_labels(&own, &device, "pi7");
+        assert_eq!(l.get("instance").map(String::as_str), Some("probe1.corp"));
+        assert_eq!(l.get("job").map(String::as_str), Some("edge"));
+        assert_eq!(l.get("site").map(String::as_str), Some("x"));
+        assert_eq!(l.get("device").map(String::as_str), Some("pi7"));
+    }
 }
 
 #[cfg(test)]

@@ -307,6 +307,12 @@ labels = {{ site = "lab" }}
             )
             .is_some_and(|v| v < 5.0)
     });
+    let m = scrape(addr);
+    let ep = |name: &str| metric(&m, &format!(r#"{name}{{endpoint="central"}}"#));
+    assert_eq!(ep("vantage_remote_write_rejected_samples_total"), Some(0.0));
+    assert_eq!(ep("vantage_remote_write_skipped_samples_total"), Some(0.0));
+    assert!(ep("vantage_remote_write_sent_bytes_total").is_some_and(|v| v > 0.0));
+    assert!(ep("vantage_remote_write_oldest_unshipped_timestamp_seconds").is_some());
     std::thread::sleep(Duration::from_secs(1));
     term(&daemon);
     drop(daemon);
@@ -490,7 +496,7 @@ trace = {{ timeout = "200ms" }}
     assert!(t["hops"][0]["rtt_avg_seconds"].as_f64().is_some(), "{t}");
 
     // Each live series is in Prometheus with the same labels (plus the endpoint's
-    // `instance`), with a point at the original timestamp of every round of the outage.
+    // `instance` and the default `job`), with a point at the original timestamp of every round of the outage.
     let range = ((now_ms() - outage_start) / 1000 + 60) as u64;
     for (name, labels) in &live {
         let mut sel: Vec<String> = vec![format!("__name__={name:?}")];
@@ -499,6 +505,8 @@ trace = {{ timeout = "200ms" }}
         assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}");
         let (mut got_labels, ts) = found.into_iter().next().unwrap();
         assert_eq!(got_labels.remove("instance").as_deref(), Some("dev1"));
+        // Shipped series carry the identity dashboards select on (docs/FLEET.md).
+        assert_eq!(got_labels.remove("job").as_deref(), Some("vantage"));
         got_labels.remove("__name__");
         assert_eq!(&got_labels, labels, "{name}");
         let want = if name.starts_with("vantage_dns_")

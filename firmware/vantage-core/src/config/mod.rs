@@ -36,7 +36,7 @@ pub use host::{Host, parse_host};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
 pub use store::{
-    Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, StoreConfig, TlsConfig,
+    Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, SendMode, StoreConfig, TlsConfig,
     default_name as remote_write_default_name, parse_size,
 };
 pub use trace::{RawTrace, TraceOptions};

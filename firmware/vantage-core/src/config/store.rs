@@ -91,6 +91,30 @@ pub struct RawRemoteWrite {
     pub max_samples_per_second: Option<Spanned<i64>>,
     pub min_backoff: Option<Spanned<String>>,
     pub max_backoff: Option<Spanned<String>>,
+    /// `all` (default) or `gaps`.
+    pub send: Option<Spanned<String>>,
+    pub scrape_gap: Option<Spanned<String>>,
+}
+
+/// Which stored rounds an endpoint receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendMode {
+    /// Every round: the endpoint's Prometheus does not scrape the device (push-only fleets).
+    #[default]
+    All,
+    /// Only rounds that no scrape of `/metrics` covered: the endpoint's Prometheus also scrapes
+    /// the device, and remote_write fills the gaps (scrape + backfill fleets).
+    Gaps,
+}
+
+impl SendMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Gaps => "gaps",
+        }
+    }
 }
 
 /// How an endpoint authenticates.
@@ -134,6 +158,9 @@ pub struct RemoteWriteConfig {
     pub max_samples_per_second: u32,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    pub send: SendMode,
+    /// `send = "gaps"`: scrapes further apart than this leave a gap that is shipped.
+    pub scrape_gap: Duration,
 }
 
 /// Parses sizes: `"4GiB"`, `"512MiB"`, `"500MB"`, `"64kB"`, or a bare integer of bytes.
@@ -321,10 +348,13 @@ impl RemoteWriteConfig {
             .map_or_else(TlsConfig::default, |t| endpoint_tls(c, &f, t));
         let labels = external_labels(c, &f, raw);
         let p = endpoint_pacing(c, &f, raw);
+        let (send, scrape_gap) = endpoint_send(c, &f, raw);
         if c.col.errors.len() > before {
             return None;
         }
         Some(Self {
+            send,
+            scrape_gap,
             name,
             url,
             auth,
@@ -385,6 +415,37 @@ fn endpoint_pacing(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) 
         per_send,
         per_second,
     }
+}
+
+/// Which rounds the endpoint receives (`send`), and for `gaps` the longest scrape interval
+/// still counted as covered (`scrape_gap`).
+fn endpoint_send(
+    c: &mut Check<'_, '_>,
+    f: FieldOf<'_>,
+    raw: &RawRemoteWrite,
+) -> (SendMode, Duration) {
+    let send = match raw.send.as_ref().map(|v| (v.span(), v.get_ref().as_str())) {
+        None | Some((_, "all")) => SendMode::All,
+        Some((_, "gaps")) => SendMode::Gaps,
+        Some((s, other)) => {
+            c.err(
+                s,
+                &f("send"),
+                format!("{other:?} is not a send mode; write \"all\" (ship every round) or \"gaps\" (ship only the rounds no scrape of /metrics covered)"),
+            );
+            SendMode::All
+        }
+    };
+    let scrape_gap = c
+        .ranged(
+            Some(raw),
+            None,
+            |r| r.scrape_gap.as_ref(),
+            &f("scrape_gap"),
+            D::REMOTE_WRITE_SCRAPE_GAP_RANGE,
+        )
+        .unwrap_or(defaults::REMOTE_WRITE_SCRAPE_GAP);
+    (send, scrape_gap)
 }
 
 /// The first and the longest retry delay, in that order.

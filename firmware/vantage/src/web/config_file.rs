@@ -162,6 +162,8 @@ pub const REMOTE_WRITE: List = List {
         "max_samples_per_second",
         "min_backoff",
         "max_backoff",
+        "send",
+        "scrape_gap",
     ],
 };
 

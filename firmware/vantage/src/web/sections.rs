@@ -193,6 +193,7 @@ async fn get_remote_write(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>>
                 "max_backoff": human(defaults::REMOTE_WRITE_MAX_BACKOFF),
                 "max_samples_per_send": defaults::REMOTE_WRITE_SAMPLES_PER_SEND,
                 "max_samples_per_second": defaults::REMOTE_WRITE_SAMPLES_PER_SECOND,
+                "scrape_gap": human(defaults::REMOTE_WRITE_SCRAPE_GAP),
             },
         }),
     )))
