@@ -392,6 +392,7 @@ async fn gaps_mode_ships_only_what_no_scrape_covered() {
     let opts = ShipperOptions {
         poll_interval: Duration::from_millis(50),
         scrapes: log.clone(),
+        ..ShipperOptions::default()
     };
     let shipper = Shipper::start(store.clone(), vec![e], opts).unwrap();
     let st = shipper.endpoints()[0].clone();
@@ -441,4 +442,71 @@ async fn gaps_mode_after_a_restart_ships_everything() {
     wait(|| store.backlog(store.cursor("ep")) == 0).await;
     shipper.stop().await;
     assert_eq!(success_timestamps(&seen.lock().unwrap()).len(), 50);
+}
+
+/// A fixed snapshot of "the daemon's own series".
+#[derive(Debug)]
+struct Health;
+
+impl vantage_store::remote_write::LiveSeries for Health {
+    fn snapshot(&self) -> Vec<vantage_store::remote_write::LiveSample> {
+        vec![(
+            vec![("__name__".into(), "vantage_store_healthy".into())],
+            1.0,
+        )]
+    }
+}
+
+fn carries(r: &Req, name: &str) -> bool {
+    r.decode().timeseries.iter().any(|t| {
+        t.labels
+            .iter()
+            .any(|l| l.name == "__name__" && l.value == name)
+    })
+}
+
+/// Push-only endpoints also get the daemon's own series as they stand, with the endpoint's
+/// labels; endpoints beside a scrape (`send = "gaps"`) do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_only_endpoints_get_the_daemons_own_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled_store(dir.path(), 5);
+    let (all_url, all_seen) = server(vec![]);
+    let (gaps_url, gaps_seen) = server(vec![]);
+    let mut all = Endpoint::new("all", all_url);
+    all.external_labels = [("instance".to_string(), "dev1".to_string())].into();
+    let mut gaps = Endpoint::new("gaps", gaps_url);
+    gaps.send = SendMode::Gaps;
+    let opts = ShipperOptions {
+        live: Some(Arc::new(Health)),
+        live_interval: Duration::from_millis(50),
+        ..ShipperOptions::default()
+    };
+    let shipper = Shipper::start(store.clone(), vec![all, gaps], opts).unwrap();
+    let live = |seen: &Arc<Mutex<Vec<Req>>>| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| carries(r, "vantage_store_healthy"))
+            .count()
+    };
+    wait(|| live(&all_seen) >= 2).await;
+    // The stored rounds went to both as usual (gaps: nothing scraped, so all of them).
+    wait(|| store.backlog(store.cursor("gaps")) == 0 && store.backlog(store.cursor("all")) == 0)
+        .await;
+    shipper.stop().await;
+    assert_eq!(live(&gaps_seen), 0);
+    let reqs = all_seen.lock().unwrap();
+    let r = reqs
+        .iter()
+        .find(|r| carries(r, "vantage_store_healthy"))
+        .unwrap();
+    let t = &r.decode().timeseries[0];
+    assert!(
+        t.labels
+            .iter()
+            .any(|l| l.name == "instance" && l.value == "dev1"),
+        "{t:?}"
+    );
+    assert_eq!(t.samples.len(), 1);
 }

@@ -15,7 +15,7 @@ use vantage_core::{
 use crate::fleet::{self, announce::Announcer, provisioning, uplink};
 use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
 
-use crate::metrics::{LedCollector, Metrics};
+use crate::metrics::{DeviceSeries, LedCollector, Metrics};
 use crate::storage::Storage;
 
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
@@ -196,6 +196,7 @@ impl Daemon {
         if let Some(s) = &storage {
             all.push(s.clone() as Arc<dyn Observer>);
             metrics.add_collector(s.clone());
+            s.set_live(Arc::new(DeviceSeries(Arc::downgrade(&metrics))));
         }
         let observer = Arc::new(Fanout(all));
         let runner = Runner::start(probes, observer, defaults::MAX_CONCURRENT_PROBES);

@@ -134,6 +134,8 @@ pub struct Storage {
     shipping: Mutex<Option<Shipping>>,
     /// Prometheus scrapes of `/metrics`, for endpoints with `send = "gaps"`.
     scrapes: Arc<ScrapeLog>,
+    /// The daemon's own series, pushed to `send = "all"` endpoints (set once by the daemon).
+    live: std::sync::OnceLock<Arc<dyn vantage_store::remote_write::LiveSeries>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -264,7 +266,14 @@ impl Storage {
             labels: RwLock::default(),
             shipping: Mutex::new(None),
             scrapes: Arc::new(ScrapeLog::new()),
+            live: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where the daemon's own series come from, for push-only endpoints. Set before the first
+    /// config is applied; later calls are ignored.
+    pub fn set_live(&self, live: Arc<dyn vantage_store::remote_write::LiveSeries>) {
+        let _ = self.live.set(live);
     }
 
     /// Notes a successful Prometheus scrape of `/metrics` (now): the rounds it covered are
@@ -321,6 +330,7 @@ impl Storage {
             .collect();
         let opts = ShipperOptions {
             scrapes: self.scrapes.clone(),
+            live: self.live.get().cloned(),
             ..ShipperOptions::default()
         };
         match Shipper::start(store.clone(), endpoints, opts) {

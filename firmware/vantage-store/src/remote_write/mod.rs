@@ -8,6 +8,7 @@
 //! idempotently. A refused request is split down to the refused samples (`bisect`).
 
 pub mod bisect;
+mod live;
 pub mod proto;
 pub mod scrapes;
 mod shipper;
@@ -20,10 +21,11 @@ use crate::codec::StoredSample;
 use crate::gauges::{Point, points};
 use crate::series::{Labels, SeriesKey};
 
+pub use live::{LiveSample, LiveSeries, live_request};
 pub use scrapes::{Coverage, ScrapeLog};
 pub use shipper::{
-    DEFAULT_SAMPLES_PER_SECOND, DEFAULT_SAMPLES_PER_SEND, Endpoint, EndpointStats, SendMode,
-    SetupError, Shipper, ShipperOptions, Tls,
+    DEFAULT_SAMPLES_PER_SECOND, DEFAULT_SAMPLES_PER_SEND, Endpoint, EndpointStats, LIVE_INTERVAL,
+    SendMode, SetupError, Shipper, ShipperOptions, Tls,
 };
 
 /// Labels of one point's series: `__name__`, `target`, `probe` (where the gauge has it), the

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 pub use vantage_core::config::SendMode;
 
 use super::bisect::{self, RateLimitedLog};
+use super::live::{LiveSeries, LiveTask};
 use super::scrapes::{Coverage, ScrapeLog};
 use super::{build_request, encode_request, proto};
 use crate::codec::unix_ms;
@@ -86,13 +87,22 @@ pub struct ShipperOptions {
     pub poll_interval: Duration,
     /// Scrapes of `/metrics`, for endpoints with `send = "gaps"`.
     pub scrapes: Arc<ScrapeLog>,
+    /// The daemon's own series, pushed as they stand every `live_interval` to endpoints with
+    /// `send = "all"`, which have no scrape to read them from.
+    pub live: Option<Arc<dyn LiveSeries>>,
+    pub live_interval: Duration,
 }
+
+/// How often the daemon's own series are pushed: Prometheus' usual scrape interval.
+pub const LIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Default for ShipperOptions {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(1),
             scrapes: Arc::new(ScrapeLog::new()),
+            live: None,
+            live_interval: LIVE_INTERVAL,
         }
     }
 }
@@ -128,9 +138,9 @@ pub struct EndpointStats {
     pub last_rejection: Mutex<Option<String>>,
 }
 
-struct Shared {
-    stop: AtomicBool,
-    notify: Notify,
+pub(super) struct Shared {
+    pub stop: AtomicBool,
+    pub notify: Notify,
 }
 
 /// Runs one task per endpoint on the current Tokio runtime.
@@ -191,7 +201,7 @@ fn client(ep: &Endpoint) -> Result<reqwest::Client, SetupError> {
     b.build().map_err(|e| fail(e.to_string()))
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Ok,
     /// Retry the same request after a backoff.
     Retry(String),
@@ -246,6 +256,18 @@ impl Shipper {
             tasks.push((ep, c, st));
         }
         let mut handles = Vec::new();
+        if let Some(live) = &opts.live {
+            for (ep, c, _) in tasks.iter().filter(|(ep, _, _)| ep.send == SendMode::All) {
+                let task = LiveTask {
+                    ep: ep.clone(),
+                    client: c.clone(),
+                    live: live.clone(),
+                    interval: opts.live_interval,
+                    shared: shared.clone(),
+                };
+                handles.push(tokio::spawn(task.run()));
+            }
+        }
         for (ep, c, st) in tasks {
             let task = EndpointTask {
                 store: store.clone(),
@@ -601,47 +623,51 @@ impl EndpointTask {
     }
 
     async fn send(&self, body: Vec<u8>) -> Outcome {
-        let mut r = self
-            .client
-            .post(&self.ep.url)
-            .header("Content-Encoding", "snappy")
-            .header("Content-Type", "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(body);
-        if let Some((u, p)) = &self.ep.basic_auth {
-            r = r.basic_auth(u, Some(p));
-        } else if let Some(t) = &self.ep.bearer_token {
-            r = r.bearer_auth(t);
-        }
-        match r.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                if status.is_success() {
-                    return Outcome::Ok;
-                }
-                let text = resp.text().await.unwrap_or_default();
-                // The receiver's reason, bounded: it is kept and logged.
-                let text: String = text.trim().chars().take(300).collect();
-                let msg = format!("HTTP {status}: {text}");
-                let code = status.as_u16();
-                if refuses_samples(&text) {
-                    Outcome::Refused(msg)
-                } else if code == 429 || status.is_server_error() || refuses_setup(code) {
-                    Outcome::Retry(msg)
-                } else {
-                    Outcome::Refused(msg)
-                }
+        post(&self.client, &self.ep, body).await
+    }
+}
+
+/// One remote_write request to an endpoint, and what its answer means for the data.
+pub(super) async fn post(client: &reqwest::Client, ep: &Endpoint, body: Vec<u8>) -> Outcome {
+    let mut r = client
+        .post(&ep.url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body);
+    if let Some((u, p)) = &ep.basic_auth {
+        r = r.basic_auth(u, Some(p));
+    } else if let Some(t) = &ep.bearer_token {
+        r = r.bearer_auth(t);
+    }
+    match r.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            if status.is_success() {
+                return Outcome::Ok;
             }
-            Err(e) => {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(": ");
-                    msg.push_str(&s.to_string());
-                    src = s.source();
-                }
+            let text = resp.text().await.unwrap_or_default();
+            // The receiver's reason, bounded: it is kept and logged.
+            let text: String = text.trim().chars().take(300).collect();
+            let msg = format!("HTTP {status}: {text}");
+            let code = status.as_u16();
+            if refuses_samples(&text) {
+                Outcome::Refused(msg)
+            } else if code == 429 || status.is_server_error() || refuses_setup(code) {
                 Outcome::Retry(msg)
+            } else {
+                Outcome::Refused(msg)
             }
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            Outcome::Retry(msg)
         }
     }
 }

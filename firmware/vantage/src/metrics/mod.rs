@@ -305,6 +305,72 @@ impl Observer for Metrics {
     }
 }
 
+#[cfg(test)]
+mod device_series_tests {
+    use super::*;
+    use vantage_store::remote_write::LiveSeries;
+
+    /// What a push-only endpoint gets of the daemon's own series is what `/metrics` shows of
+    /// them, histograms as their bucket, sum and count series.
+    #[test]
+    fn the_daemons_own_series_flatten_as_a_scrape_stores_them() {
+        let m = Arc::new(Metrics::new());
+        m.lag(
+            &JobKey {
+                target: "t".into(),
+                probe: ProbeKind::Ping,
+            },
+            Duration::from_micros(30),
+        );
+        let snap = DeviceSeries(Arc::downgrade(&m)).snapshot();
+        let text = m.render();
+        let find = |name: &str, labels: &[(&str, &str)]| {
+            snap.iter()
+                .find(|(l, _)| {
+                    l[0].1 == name
+                        && labels
+                            .iter()
+                            .all(|(k, v)| l.iter().any(|(a, b)| a == k && b == v))
+                })
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(find("vantage_build_info", &[]), Some(1.0));
+        assert_eq!(
+            find("vantage_scheduler_lag_seconds_count", &[("probe", "ping")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            find(
+                "vantage_scheduler_lag_seconds_bucket",
+                &[("probe", "ping"), ("le", "+Inf")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            find(
+                "vantage_scheduler_lag_seconds_bucket",
+                &[("probe", "ping"), ("le", "0.00004")]
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"vantage_scheduler_lag_seconds_bucket{probe="ping",le="0.00004"} 1"#),
+            "{text}"
+        );
+        assert!(find("process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
+        // No per-target series: those are stored and shipped round by round.
+        assert!(
+            !snap
+                .iter()
+                .any(|(l, _)| l.iter().any(|(k, _)| k == "target"))
+        );
+        drop(m);
+        let gone = DeviceSeries(std::sync::Weak::new()).snapshot();
+        assert!(gone.is_empty());
+    }
+}
+
 /// What a scrape of `/metrics` costs with N ping targets after one round each: render time,
 /// bytes plain and gzipped. Run with
 /// `cargo test -p vantage --profile ci --bin vantage exposition_cost -- --ignored --nocapture`.
@@ -364,4 +430,65 @@ mod cost {
             );
         }
     }
+}
+
+/// The daemon-wide series as remote_write samples, for push-only endpoints
+/// ([`vantage_store::remote_write::LiveSeries`]). Holds the metrics weakly: the store's
+/// collector is among them, and the store holds this.
+#[derive(Debug)]
+pub struct DeviceSeries(pub std::sync::Weak<Metrics>);
+
+impl vantage_store::remote_write::LiveSeries for DeviceSeries {
+    fn snapshot(&self) -> Vec<vantage_store::remote_write::LiveSample> {
+        let Some(m) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        flatten(&m.gather_device())
+    }
+}
+
+/// Every sample of `families` with its labels (`__name__` first); a histogram becomes its
+/// `_bucket` (with `le`), `_sum` and `_count` series, as a scrape stores it.
+pub fn flatten(families: &[MetricFamily]) -> Vec<vantage_store::remote_write::LiveSample> {
+    use prometheus::proto::MetricType;
+    let mut out = Vec::new();
+    for f in families {
+        for m in f.get_metric() {
+            let labels = |name: String, extra: Option<(&str, String)>| {
+                let mut l = vec![("__name__".to_string(), name)];
+                l.extend(
+                    m.get_label()
+                        .iter()
+                        .map(|p| (p.name().to_string(), p.value().to_string())),
+                );
+                l.extend(extra.map(|(k, v)| (k.to_string(), v)));
+                l
+            };
+            let name = f.name();
+            match f.get_field_type() {
+                MetricType::COUNTER => {
+                    out.push((labels(name.into(), None), m.get_counter().get_value()))
+                }
+                MetricType::GAUGE => {
+                    out.push((labels(name.into(), None), m.get_gauge().get_value()))
+                }
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    for b in h.get_bucket() {
+                        let mut le = String::new();
+                        text::write_value(&mut le, b.upper_bound());
+                        let l = labels(format!("{name}_bucket"), Some(("le", le)));
+                        out.push((l, b.cumulative_count() as f64));
+                    }
+                    let inf = Some(("le", "+Inf".to_string()));
+                    let count = h.get_sample_count() as f64;
+                    out.push((labels(format!("{name}_bucket"), inf), count));
+                    out.push((labels(format!("{name}_sum"), None), h.get_sample_sum()));
+                    out.push((labels(format!("{name}_count"), None), count));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
