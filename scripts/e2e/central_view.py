@@ -15,9 +15,9 @@ counts the steps that have a value. Prints one line per check and ends with
 - in every push-only receiver, every expression that has data in the scrape receiver has
   data too.
 
-Panels titled "(scrape)" (the daemon's own health, which only a scrape sees), hop addresses
-(never stored, hence never shipped) and one-day baselines (more history than a test holds) are
-reported on a "note" line, not required.
+Panels titled "(scrape)" (the daemon's own series, live rather than backfilled), hop addresses
+(never stored, hence never shipped), `up` and `ALERTS` (the scraping Prometheus' own) and
+one-day baselines (more history than a test holds) are reported on a "note" line, not required.
 """
 import json
 import re
@@ -29,9 +29,9 @@ import urllib.request
 STEP = 15
 COVERAGE = 0.95
 PROBE_SERIES = re.compile(r"vantage_(ping|dns|trace|probe)_|vantage_target:")
-# Series never shipped: hop addresses are not stored (the path hash is); `up` is the scraping
-# Prometheus's own.
-SCRAPE_ONLY_SERIES = re.compile(r"vantage_trace_hop_info|\bup\{")
+# Series never shipped: hop addresses are not stored (the path hash is); `up` and `ALERTS` are
+# written by the Prometheus that scrapes and evaluates the rules (the push-only ones here do not).
+SCRAPE_ONLY_SERIES = re.compile(r"vantage_trace_hop_info|\bup\{|\bALERTS\{")
 # A baseline over a day of history, which a test of minutes cannot fill.
 DAY_BASELINE = re.compile(r"\[1d:")
 
