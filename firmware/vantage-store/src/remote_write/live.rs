@@ -102,23 +102,17 @@ mod tests {
     #[test]
     fn snapshot_becomes_one_sample_per_series_below_its_own_labels() {
         let snap: Vec<LiveSample> = vec![
-            (
-                vec![("__name__".into(), "vantage_store_healthy".into())],
-                1.0,
-            ),
+            (vec![("__name__".into(), "x_healthy".into())], 1.0),
             (
                 vec![
-                    ("__name__".into(), "vantage_build_info".into()),
+                    ("__name__".into(), "x_build_info".into()),
                     ("version".into(), "1".into()),
                     ("instance".into(), "own".into()),
                 ],
                 1.0,
             ),
             (vec![("__name__".into(), "nan".into())], f64::NAN),
-            (
-                vec![("__name__".into(), "vantage_store_healthy".into())],
-                1.0,
-            ),
+            (vec![("__name__".into(), "x_healthy".into())], 1.0),
         ];
         let ext = Labels::from([
             ("job".into(), "vantage".into()),
@@ -135,7 +129,7 @@ mod tests {
         assert_eq!(
             pairs,
             [
-                ("__name__", "vantage_build_info"),
+                ("__name__", "x_build_info"),
                 ("instance", "own"),
                 ("job", "vantage"),
                 ("version", "1")

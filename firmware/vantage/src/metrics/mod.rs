@@ -334,7 +334,7 @@ mod device_series_tests {
                 })
                 .map(|(_, v)| *v)
         };
-        assert_eq!(find("vantage_build_info", &[]), Some(1.0));
+        assert_eq!(find(names::BUILD_INFO, &[]), Some(1.0));
         assert_eq!(
             find("vantage_scheduler_lag_seconds_count", &[("probe", "ping")]),
             Some(1.0)
