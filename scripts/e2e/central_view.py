@@ -25,6 +25,11 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
+
+# Variable substitution is the dashboard checker's, so both read a panel as Grafana does.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "monitoring" / "tests"))
+from check_dashboards import substitute  # noqa: E402
 
 STEP = 15
 COVERAGE = 0.95
@@ -36,16 +41,10 @@ SCRAPE_ONLY_SERIES = re.compile(r"vantage_trace_hop_info|\bup\{|\bALERTS\{")
 DAY_BASELINE = re.compile(r"\[1d:")
 
 
-def substitute(expr, variables, range_s):
-    builtin = {"__rate_interval": "1m", "__interval": f"{STEP}s", "__range": f"{range_s}s",
-               "__interval_ms": str(STEP * 1000), "__range_s": str(range_s)}
-
-    def repl(m):
-        name = m.group(1) or m.group(2)
-        if name in builtin:
-            return builtin[name]
-        return variables.get(name, ".*")
-    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
+def builtin(range_s):
+    """Grafana's own variables over a window of `range_s` seconds at this script's step."""
+    return {"__rate_interval": "1m", "__interval": f"{STEP}s", "__range": f"{range_s}s",
+            "__interval_ms": str(STEP * 1000), "__range_s": str(range_s)}
 
 
 def expressions(dash):
@@ -133,7 +132,7 @@ def main(argv):
         dash = json.load(open(f))
         uid = dash.get("uid", f)
         for title, ref, expr in expressions(dash):
-            q = substitute(expr, variables, range_s)
+            q = substitute(expr, variables, builtin(range_s))
             where = f"{uid}: {title!r} {ref}"
             got = query_range(scrape, q, start, end)
             if isinstance(got, str):
