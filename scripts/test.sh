@@ -11,6 +11,12 @@ cd "$(dirname "$0")/.."
 # Tests that need root and network namespaces fail instead of skipping when this is set.
 if [ "$(id -u)" -eq 0 ]; then export VANTAGE_REQUIRE_ROOT_TESTS=1; fi
 export CARGO_TERM_COLOR=never
+# The suite builds from clean for five target × profile pairs; incremental state and full debug
+# info would only cost disk there (a CI run once ended on a full disk). A caller's choice wins.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
+disk() { echo "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here, target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"; }
+disk
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -26,5 +32,6 @@ for t in scripts/tests.d/*.sh; do
   [ -e "$t" ] || continue
   echo "==> $t"
   bash "$t" || { echo "FAILED: $t"; failed=1; }
+  disk
 done
 exit $failed
