@@ -502,6 +502,15 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Samples made durable by commits since the store opened: a cheap read of one counter
+    /// (`stats()` also measures the disk).
+    pub fn samples_committed(&self) -> u64 {
+        self.inner
+            .counters
+            .samples_committed
+            .load(Ordering::Relaxed)
+    }
+
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
         let c = &inner.counters;

@@ -25,17 +25,41 @@ fn unix_ms() -> u128 {
         .as_millis()
 }
 
-/// The highest sequence number the run had appended by `until` (per its side log).
-fn appended_by(dir: &Path, run: u32, until: u128) -> Option<u64> {
+/// The run's side log: `(last sequence number appended, unix ms, samples committed by then)`.
+fn side_log(dir: &Path, run: u32) -> Vec<(u64, u128, u64)> {
     let log = std::fs::read_to_string(dir.join(format!("log-{run}"))).unwrap_or_default();
     log.lines()
         .filter_map(|l| {
-            let (n, t) = l.split_once(' ')?;
-            Some((n.parse::<u64>().ok()?, t.parse::<u128>().ok()?))
+            let mut f = l.split(' ');
+            Some((
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            ))
         })
-        .filter(|(_, t)| *t <= until)
-        .map(|(n, _)| n)
-        .max()
+        .collect()
+}
+
+/// What a run's store must hold after the kill.
+#[derive(Debug, Clone, Copy)]
+struct Must {
+    /// Samples the process saw committed: durable whatever the timing.
+    committed: u64,
+    /// The highest sequence number appended longer than the window before the kill.
+    windowed: Option<u64>,
+}
+
+fn must_hold(dir: &Path, run: u32, killed_at: u128) -> Must {
+    let log = side_log(dir, run);
+    let until = killed_at.saturating_sub(WINDOW_MS);
+    Must {
+        committed: log.iter().map(|(_, _, c)| *c).max().unwrap_or(0),
+        windowed: log
+            .iter()
+            .filter(|(_, t, _)| *t <= until)
+            .map(|(n, _, _)| *n)
+            .max(),
+    }
 }
 
 /// Sequence numbers stored for a run: the RTT in µs.
@@ -50,13 +74,16 @@ fn stored(s: &Store, run: u32, span: (i64, i64)) -> Vec<u64> {
     v
 }
 
+/// Checks a run's samples: a gap-free, duplicate-free prefix holding at least every committed
+/// sample. Returns whether the durability window held too (timing: reported, not asserted per
+/// run, since a starved committer on a loaded machine may miss it).
 fn check_run(
     s: &Store,
     dir: &Path,
     run: u32,
     span: (i64, i64),
-    must: Option<u64>,
-) -> Result<(), String> {
+    must: Must,
+) -> Result<bool, String> {
     let got = stored(s, run, span);
     // Every sample is stored at most once, and the stored ones form a prefix 0..k.
     for (i, n) in got.iter().enumerate() {
@@ -66,17 +93,15 @@ fn check_run(
             ));
         }
     }
-    if let Some(m) = must
-        && got.len() as u64 <= m
-    {
+    if (got.len() as u64) < must.committed {
         return Err(format!(
-            "run {run}: {} samples stored, but {} were appended more than {WINDOW_MS} ms before the kill ({})",
+            "run {run}: {} samples stored, but the store had committed {} before the kill ({})",
             got.len(),
-            m + 1,
+            must.committed,
             dir.display()
         ));
     }
-    Ok(())
+    Ok(must.windowed.is_none_or(|m| got.len() as u64 > m))
 }
 
 #[test]
@@ -88,7 +113,8 @@ fn kill_loop_loses_nothing_older_than_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let backend = backend();
     let started = Instant::now();
-    let mut must: BTreeMap<u32, ((i64, i64), Option<u64>)> = BTreeMap::new();
+    let mut must: BTreeMap<u32, ((i64, i64), Must)> = BTreeMap::new();
+    let mut window_missed = 0u32;
     let mut early_kills = 0;
     let mut sled_losses = 0;
     let mut rng_state = 0x9e3779b97f4a7c15u64 ^ u64::from(std::process::id());
@@ -129,13 +155,7 @@ fn kill_loop_loses_nothing_older_than_the_window() {
         child.kill().unwrap();
         child.wait().unwrap();
         let span = (spawned - 1000, killed_at as i64 + 1000);
-        must.insert(
-            run,
-            (
-                span,
-                appended_by(dir.path(), run, killed_at.saturating_sub(WINDOW_MS)),
-            ),
-        );
+        must.insert(run, (span, must_hold(dir.path(), run, killed_at)));
 
         let mut o = opts(dir.path());
         o.max_bytes = 64 << 20;
@@ -162,7 +182,10 @@ fn kill_loop_loses_nothing_older_than_the_window() {
         assert_eq!(st.quarantined, 0, "run {run}: {st:?}");
         assert_eq!(st.dropped_total(), 0, "run {run}: {st:?}");
         let (span, m) = must[&run];
-        check_run(&s, dir.path(), run, span, m).unwrap();
+        if !check_run(&s, dir.path(), run, span, m).unwrap() {
+            window_missed += 1;
+            eprintln!("run {run}: a sample older than {WINDOW_MS} ms was not yet committed");
+        }
         if run % 25 == 24 || run + 1 == iterations {
             for (r, (span, m)) in &must {
                 check_run(&s, dir.path(), *r, *span, *m).unwrap();
@@ -170,13 +193,19 @@ fn kill_loop_loses_nothing_older_than_the_window() {
         }
         s.close();
     }
-    let with_data = must.values().filter(|(_, m)| m.is_some()).count();
+    let with_data = must.values().filter(|(_, m)| m.windowed.is_some()).count();
     eprintln!(
-        "kill loop: {iterations} kills on {backend} in {:.1} s ({early_kills} during open); {with_data} runs had samples older than the window; {sled_losses} left sled unreadable",
+        "kill loop: {iterations} kills on {backend} in {:.1} s ({early_kills} during open); {with_data} runs had samples older than the window, {window_missed} missed it; {sled_losses} left sled unreadable",
         started.elapsed().as_secs_f64()
     );
     assert!(
         with_data as u32 > iterations / 3,
         "the kills came too early to test anything"
+    );
+    // A committer that stopped or fell far behind misses the window in nearly every run; a
+    // busy machine delays a few commits.
+    assert!(
+        window_missed * 4 <= with_data as u32,
+        "the window was missed in {window_missed} of {with_data} runs"
     );
 }

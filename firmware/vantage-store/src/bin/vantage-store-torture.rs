@@ -6,7 +6,9 @@
 //! vantage-store-torture DIR RUN [BACKEND] [COMMIT_MS] [BATCH] [PERIOD_MS]
 //! ```
 //! Samples go to target `r<RUN>`; sample `n` has an RTT of `n` µs. After each batch a line
-//! `<last n> <unix ms>` is appended to `DIR/log-<RUN>` with one write(2) (it survives SIGKILL).
+//! `<last n> <unix ms> <committed>` is appended to `DIR/log-<RUN>` with one write(2) (it survives
+//! SIGKILL); `committed` counts the samples the store had made durable by then, which are the
+//! first ones appended (one target, committed in order).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -65,7 +67,8 @@ fn main() {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let _ = log.write_all(format!("{} {ms}\n", n - 1).as_bytes());
+        let committed = store.samples_committed();
+        let _ = log.write_all(format!("{} {ms} {committed}\n", n - 1).as_bytes());
         std::thread::sleep(period);
     }
 }
