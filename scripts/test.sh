@@ -15,7 +15,7 @@ export CARGO_TERM_COLOR=never
 # info would only cost disk there (a CI run once ended on a full disk). A caller's choice wins.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
-disk() { echo "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here, target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"; }
+disk() { echo "at ${SECONDS}s, disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here, target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"; }
 disk
 
 echo "==> cargo fmt --check"
