@@ -8,6 +8,7 @@
 mod api;
 mod assets;
 mod auth;
+mod client_files;
 mod config_file;
 mod device;
 mod guard;
