@@ -219,7 +219,9 @@ async fn auth_state(
 ) -> Json<Value> {
     Json(json!({
         "setup_required": !web.auth.is_set_up(),
-        "setup_warning": (!web.auth.is_set_up()).then_some(auth::CLAIM_WARNING),
+        "setup_code_required": web.auth.setup_code_file().is_some(),
+        "setup_warning": (!web.auth.is_set_up() && web.auth.setup_code_file().is_none())
+            .then_some(auth::CLAIM_WARNING),
         "logged_in": session.is_some(),
         "csrf_token": session.as_ref().map(|s| s.0.1.csrf.clone()),
         "password_min_chars": auth::MIN_PASSWORD_CHARS,
@@ -232,6 +234,14 @@ async fn auth_state(
 #[serde(deny_unknown_fields)]
 struct PasswordIn {
     password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupIn {
+    password: String,
+    /// Required when the device has a setup code.
+    setup_code: Option<String>,
 }
 
 /// Runs argon2 off the async threads, on the fixed hashing pool.
@@ -259,7 +269,9 @@ async fn setup(
             "the admin password is already set; log in",
         ));
     }
-    let p: PasswordIn = typed(body)?;
+    let p: SetupIn = typed(body)?;
+    let ip = client_ip(&req_ext);
+    check_setup_code(&web, ip, p.setup_code.as_deref())?;
     check_new_password(&p.password).map_err(|m| {
         ApiError::fields(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -281,9 +293,31 @@ async fn setup(
         Err(e) => return Err(ApiError::internal("cannot store the password", e)),
     }
     // Whoever reaches a fresh device first claims it: the log says who did.
-    tracing::warn!(client = %client_ip(&req_ext), "admin password set: the device was claimed");
+    tracing::warn!(client = %ip, "admin password set: the device was claimed");
     let (token, s) = web.auth.open_session();
     Ok(with_session(&token, &s, StatusCode::CREATED, &tls))
+}
+
+fn check_setup_code(web: &Web, ip: IpAddr, code: Option<&str>) -> ApiResult<()> {
+    match web.auth.check_setup_code(ip, code) {
+        Ok(()) => Ok(()),
+        Err(LoginError::BadPassword) => {
+            tracing::warn!(client = %ip, "wrong setup code");
+            let file = web.auth.setup_code_file().unwrap_or_default();
+            Err(ApiError::fields(
+                StatusCode::FORBIDDEN,
+                "the setup code is wrong",
+                vec![FieldError::new(
+                    "setup_code",
+                    format!(
+                        "enter the code printed when the device was flashed (also in {} on its SD card)",
+                        file.display()
+                    ),
+                )],
+            ))
+        }
+        Err(e) => Err(login_error(e)),
+    }
 }
 
 fn login_error(e: LoginError) -> ApiError {

@@ -213,6 +213,9 @@ pub struct Auth {
     params: HashParams,
     /// Why `admin.json` could not be used; logins are refused while it is set.
     pub damaged: Option<String>,
+    /// The one-time code first-boot setup requires, when the device has one (see
+    /// [`Auth::require_setup_code`]).
+    setup_code: RwLock<Option<SetupCode>>,
     hash: RwLock<Option<String>>,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<Counted, Failures>>,
@@ -225,6 +228,33 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth").field("path", &self.path).finish()
     }
+}
+
+/// A setup code and the file it came from (named in messages).
+#[derive(Debug, Clone)]
+pub struct SetupCode {
+    code: String,
+    pub file: PathBuf,
+}
+
+/// Setup code files beyond this are not a code.
+const MAX_SETUP_CODE_BYTES: u64 = 256;
+
+/// Reads a setup code file: its first line, trimmed; `None` when there is no usable code.
+fn read_setup_code(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_SETUP_CODE_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
+    let code = text.lines().next().unwrap_or("").trim();
+    (!code.is_empty()).then(|| code.to_string())
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -311,7 +341,55 @@ impl Auth {
             sessions: Mutex::default(),
             failures: Mutex::default(),
             hash_pool: HashPool::new(HASH_THREADS),
+            setup_code: RwLock::new(None),
         })
+    }
+
+    /// Makes first-boot setup require the code in `path` (written to the boot partition when
+    /// the image is built or flashed). Without a usable file anyone on the network can claim
+    /// the device, which the log says.
+    pub fn require_setup_code(&self, path: &Path) {
+        let code = read_setup_code(path);
+        if code.is_none() && !self.is_set_up() {
+            tracing::warn!(
+                file = %path.display(),
+                "no setup code: anyone on the network can set the admin password"
+            );
+        }
+        *self.setup_code.write().unwrap_or_else(|e| e.into_inner()) = code.map(|code| SetupCode {
+            code,
+            file: path.to_path_buf(),
+        });
+    }
+
+    /// The file setup's code comes from, when setup needs one.
+    pub fn setup_code_file(&self) -> Option<PathBuf> {
+        self.setup_code
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.file.clone())
+    }
+
+    /// Checks a setup attempt's code (constant time); a wrong one counts as a failed login
+    /// for the client, so codes cannot be guessed faster than passwords.
+    pub fn check_setup_code(&self, client: IpAddr, given: Option<&str>) -> Result<(), LoginError> {
+        let want = self
+            .setup_code
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(want) = want else { return Ok(()) };
+        if let Some(wait) = self.retry_after(client) {
+            return Err(LoginError::RateLimited(wait));
+        }
+        let given = given.unwrap_or("").trim();
+        if constant_time_eq(given.as_bytes(), want.code.as_bytes()) {
+            Ok(())
+        } else {
+            self.record_failure(client);
+            Err(LoginError::BadPassword)
+        }
     }
 
     pub fn is_set_up(&self) -> bool {
@@ -573,6 +651,39 @@ mod tests {
             a.login("2001:db8:0:1::1".parse().unwrap(), "correct horse battery")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn setup_codes_are_read_bounded_and_checked_with_the_rate_limit() {
+        let dir = tempdir();
+        let a = Auth::open(dir.path(), HashParams::TEST).unwrap();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        // No file: no code needed.
+        a.require_setup_code(&dir.path().join("missing"));
+        assert!(a.setup_code_file().is_none());
+        assert!(a.check_setup_code(ip, None).is_ok());
+        // A directory or an empty file is no code either.
+        a.require_setup_code(dir.path());
+        assert!(a.setup_code_file().is_none());
+        let file = dir.path().join("setup-code.txt");
+        std::fs::write(&file, "\n").unwrap();
+        a.require_setup_code(&file);
+        assert!(a.setup_code_file().is_none());
+        std::fs::write(&file, " K7Q2-M9XD-P4TW \nsecond line\n").unwrap();
+        a.require_setup_code(&file);
+        assert_eq!(a.setup_code_file().as_deref(), Some(file.as_path()));
+        assert!(a.check_setup_code(ip, Some("K7Q2-M9XD-P4TW")).is_ok());
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(
+                a.check_setup_code(ip, Some("guess")),
+                Err(LoginError::BadPassword)
+            );
+        }
+        assert!(matches!(
+            a.check_setup_code(ip, Some("K7Q2-M9XD-P4TW")),
+            Err(LoginError::RateLimited(_))
+        ));
+        assert!(a.check_setup_code(ip, None).is_err());
     }
 
     #[test]

@@ -2549,3 +2549,37 @@ async fn https_moved_to_a_busy_port_keeps_running_where_it_was() {
     .unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
+
+/// With a setup code file (the image's boot partition), claiming the device needs the code.
+#[tokio::test]
+async fn a_setup_code_guards_first_boot() {
+    let f = Fixture::new(Some(CONFIG)).await;
+    let file = f.dir.path().join("vantage-setup-code.txt");
+    std::fs::write(&file, "H4CK-PR00F-C0DE\n").unwrap();
+    f.web.auth.require_setup_code(&file);
+    let s = f.get("/api/auth/state").await;
+    assert_eq!(s.body["setup_code_required"], true, "{}", s.text);
+    assert!(s.body["setup_warning"].is_null(), "{}", s.text);
+    for body in [
+        json!({"password": PASSWORD}),
+        json!({"password": PASSWORD, "setup_code": "guess"}),
+    ] {
+        let r = f
+            .send(Method::POST, "/api/auth/setup", Some(body), false)
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+        assert_eq!(field_errors(&r)[0].0, "setup_code", "{}", r.text);
+        assert!(!r.text.contains("H4CK"), "{}", r.text);
+    }
+    assert!(!f.web.auth.is_set_up());
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": PASSWORD, "setup_code": "H4CK-PR00F-C0DE"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(f.web.auth.is_set_up());
+}
