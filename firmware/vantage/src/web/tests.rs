@@ -2489,6 +2489,9 @@ async fn claiming_a_fresh_device_is_warned_about_and_logged_with_the_client() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(sub);
+    // Other tests' setups hit the same log line from other threads; one that registered it
+    // while this subscriber was being installed could leave it cached as disabled.
+    tracing::callsite::rebuild_interest_cache();
     let mut req = f
         .builder(Method::POST, "/api/auth/setup", false, false)
         .header(header::CONTENT_TYPE, "application/json")
