@@ -2488,9 +2488,12 @@ async fn claiming_a_fresh_device_is_warned_about_and_logged_with_the_client() {
         .with_writer(logs.clone())
         .with_ansi(false)
         .finish();
+    // tracing caches whether a log line is wanted when it is first reached, judged (while
+    // only one subscriber exists) by the subscriber of the thread that reaches it: another
+    // test's first setup could cache "never". Reach it here first, then have it judged again
+    // on this thread with the test's subscriber in place.
+    drop(Fixture::logged_in(Some(CONFIG)).await);
     let _guard = tracing::subscriber::set_default(sub);
-    // Other tests' setups hit the same log line from other threads; one that registered it
-    // while this subscriber was being installed could leave it cached as disabled.
     tracing::callsite::rebuild_interest_cache();
     let mut req = f
         .builder(Method::POST, "/api/auth/setup", false, false)
