@@ -336,10 +336,8 @@ pub async fn run(
         Some(store) => Arc::new(crate::web::StoreHistory::new(history, store.clone())),
         None => history,
     };
-    let web = crate::web::Web::open(daemon.clone(), &data_dir, history_source)?;
-    if let Some(f) = &setup_code_file {
-        web.auth.require_setup_code(f);
-    }
+    let code = setup_code_file.as_deref();
+    let web = crate::web::Web::open(daemon.clone(), &data_dir, history_source, code)?;
     let _ = crate::web::apply_https(&web).await;
 
     // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything
