@@ -146,12 +146,14 @@ function render(gen, ...nodes) {
 
 // ---------- first boot and login ----------
 
-function passwordForm(title, intro, withConfirm, submitLabel, onSubmit) {
+function passwordForm(title, intro, withConfirm, submitLabel, onSubmit, warning, code) {
   const pw = h('input', { type: 'password', autocomplete: withConfirm ? 'new-password' : 'current-password', required: true });
   const confirm = withConfirm ? h('input', { type: 'password', autocomplete: 'new-password', required: true }) : null;
   const button = h('button', { class: 'primary', type: 'submit' }, submitLabel);
   const form = h('form', { class: 'card narrow', novalidate: true },
     h('h1', {}, title), h('p', { class: 'muted' }, intro),
+    warning ? h('p', { class: 'banner' }, warning) : null,
+    code ? field('Setup code', 'setup_code', code, 'Printed when the device was flashed; also in a file on its SD card.') : null,
     field('Password', 'password', pw, withConfirm ? `At least ${passwordMin} characters.` : null),
     confirm ? field('Repeat the password', 'confirm', confirm) : null,
     h('div', { class: 'form-errors' }), button);
@@ -160,6 +162,7 @@ function passwordForm(title, intro, withConfirm, submitLabel, onSubmit) {
     if (withConfirm) {
       const errors = [];
       if ([...pw.value].length < passwordMin) errors.push({ field: 'password', message: `must be at least ${passwordMin} characters long` });
+      else if (new Set(pw.value).size === 1) errors.push({ field: 'password', message: 'must not be one character repeated' });
       if (pw.value !== confirm.value) errors.push({ field: 'confirm', message: 'the two passwords differ' });
       if (errors.length) return showErrors(form, { message: 'Please fix the fields marked.', errors });
     }
@@ -172,14 +175,16 @@ function passwordForm(title, intro, withConfirm, submitLabel, onSubmit) {
     });
   });
   app.replaceChildren(form);
-  pw.focus();
+  (code || pw).focus();
 }
 
-function showSetup() {
+function showSetup(state) {
+  const code = state.setup_code_required ? h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false', required: true }) : null;
   passwordForm('Welcome to Vantage',
     'This device has no admin password yet. Choose one now: it protects the targets and settings. There is no default password.',
     true, 'Set password and continue',
-    (password) => api('POST', '/api/auth/setup', { password }));
+    (password) => api('POST', '/api/auth/setup', code ? { password, setup_code: code.value } : { password }),
+    state.setup_warning, code);
 }
 
 function showLogin() {
@@ -1046,7 +1051,7 @@ async function route() {
     render(gen, h('div', { class: 'card narrow banner error' }, h('h1', {}, 'Cannot log in'), h('p', {}, state.error)));
     return;
   }
-  if (state.setup_required) return showSetup();
+  if (state.setup_required) return showSetup(state);
   if (!state.logged_in) return showLogin();
   csrf = state.csrf_token;
   const [, view, sub] = (location.hash || '#/status').split('/').map(decodeURIComponent);

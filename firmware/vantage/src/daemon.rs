@@ -308,6 +308,7 @@ pub async fn run(
     source: ConfigSource,
     listen: SocketAddr,
     data_dir: PathBuf,
+    setup_code_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let config = source.load().map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(&data_dir)
@@ -335,7 +336,8 @@ pub async fn run(
         Some(store) => Arc::new(crate::web::StoreHistory::new(history, store.clone())),
         None => history,
     };
-    let web = crate::web::Web::open(daemon.clone(), &data_dir, history_source)?;
+    let code = setup_code_file.as_deref();
+    let web = crate::web::Web::open(daemon.clone(), &data_dir, history_source, code)?;
     let _ = crate::web::apply_https(&web).await;
 
     // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything

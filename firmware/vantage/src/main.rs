@@ -44,6 +44,11 @@ enum Command {
             default_value = "vantage-data"
         )]
         data_dir: PathBuf,
+        /// A one-time code first-boot setup of the web page requires (its first line), e.g.
+        /// written to the boot partition when the image is flashed. Without it, anyone on the
+        /// network can set the admin password first.
+        #[arg(long, env = "VANTAGE_SETUP_CODE_FILE", value_name = "FILE")]
+        setup_code_file: Option<PathBuf>,
     },
     /// Check a config file: exit 0 if it is valid, else print every problem and exit 1.
     CheckConfig {
@@ -86,10 +91,11 @@ fn main() -> ExitCode {
             config,
             listen,
             data_dir,
+            setup_code_file,
         } => {
             let source = config.source(Some(&data_dir));
             runtime().block_on(async {
-                match daemon::run(source, listen, data_dir).await {
+                match daemon::run(source, listen, data_dir, setup_code_file).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("vantage: {e:#}");

@@ -238,3 +238,36 @@ fn trace_refuses_bad_input() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// `--setup-code-file` (here through its environment variable) makes first-boot setup ask for
+/// the code on the file's first line.
+#[test]
+fn the_daemon_requires_the_setup_code_it_was_given() {
+    let dir = TempDir::new("setup-code");
+    let code = dir.path("setup-code.txt");
+    std::fs::write(&code, "TEST-CODE-1234\n").unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = std::fs::File::create(dir.path("daemon.log")).unwrap();
+    let child = std::process::Command::new(BIN)
+        .args(["run", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(&dir.0)
+        .env("VANTAGE_SETUP_CODE_FILE", &code)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _proc = Proc(child);
+    wait_until(Duration::from_secs(10), || {
+        http_get(addr, "/-/ready").is_ok_and(|(s, _)| s == 200)
+    });
+    let (status, state) = http_get(addr, "/api/auth/state").unwrap();
+    assert_eq!(status, 200, "{state}");
+    assert!(state.contains("\"setup_code_required\":true"), "{state}");
+    let json = [("Content-Type", "application/json")];
+    let body = r#"{"password": "correct horse battery staple"}"#;
+    let (status, _, answer) = http_with(addr, "POST", "/api/auth/setup", &json, body).unwrap();
+    assert_eq!(status, 403, "{answer}");
+    let body = r#"{"password": "correct horse battery staple", "setup_code": "TEST-CODE-1234"}"#;
+    let (status, _, answer) = http_with(addr, "POST", "/api/auth/setup", &json, body).unwrap();
+    assert_eq!(status, 201, "{answer}");
+}

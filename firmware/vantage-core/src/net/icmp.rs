@@ -244,6 +244,12 @@ pub fn echo_request(ipv6: bool, ident: u16, seq: u16, payload: &[u8]) -> Vec<u8>
     p
 }
 
+/// Does an ICMPv4 message (from its type byte on) carry a valid checksum? Raw sockets see
+/// packets before the kernel checks them; datagram sockets only ever see valid ones.
+pub fn icmpv4_checksum_ok(icmp: &[u8]) -> bool {
+    !icmp.is_empty() && checksum(icmp) == 0
+}
+
 /// The Internet checksum (RFC 1071).
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -274,6 +280,11 @@ mod tests {
         assert_eq!(checksum(&p), 0);
         let odd = echo_request(false, 1, 1, b"abc");
         assert_eq!(checksum(&odd), 0);
+        assert!(icmpv4_checksum_ok(&p));
+        let mut bad = p.clone();
+        bad[9] ^= 1;
+        assert!(!icmpv4_checksum_ok(&bad));
+        assert!(!icmpv4_checksum_ok(&[]));
         let v6 = echo_request(true, 1, 2, b"x");
         assert_eq!(v6[0], 128);
         assert_eq!(&v6[2..4], &[0, 0]);

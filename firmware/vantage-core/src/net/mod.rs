@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 pub use dns::{ByteStream, DatagramChannel, DnsConnector, KernelDns};
-pub use icmp::{KernelSockets, echo_request, ping_permission_hint};
+pub use icmp::{KernelSockets, echo_request, icmpv4_checksum_ok, ping_permission_hint};
 
 /// A boxed future, for object-safe async trait methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

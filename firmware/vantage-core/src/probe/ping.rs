@@ -24,12 +24,22 @@ use crate::config::PingOptions;
 use crate::lock::LockExt;
 use crate::net::{
     BoxFuture, IcmpSocket, IcmpSocketFactory, KernelSockets, SocketKey, SocketKind, echo_request,
+    icmpv4_checksum_ok,
 };
 use crate::sample::{Measurement, PingReport, ProbeError, Sample};
 use crate::types::ProbeKind;
 
 /// Kernel and user-space RTTs further apart than this mean the wall clock stepped.
 const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
+/// Destinations whose next sequence number is remembered at least; beyond this (and twice
+/// the destinations in flight) the ones with nothing in flight are forgotten, so `/probe`
+/// requests to ever new addresses cannot grow the table for good.
+const SEQ_TABLE_PRUNE_AT: usize = 4096;
+
+/// The echo payload after the cookie: a fixed pattern, checked in replies.
+fn payload_byte(i: usize) -> u8 {
+    (i & 0xff) as u8
+}
 
 /// The ping prober. Cheap to share; sockets open on first use.
 pub struct PingProbe {
@@ -166,13 +176,39 @@ struct Waiter {
     tx: mpsc::UnboundedSender<Event>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     waiters: HashMap<(IpAddr, u16), Waiter>,
     next_seq: HashMap<IpAddr, u16>,
+    /// `next_seq` is pruned when it grows to this size.
+    prune_at: usize,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            waiters: HashMap::new(),
+            next_seq: HashMap::new(),
+            prune_at: SEQ_TABLE_PRUNE_AT,
+        }
+    }
 }
 
 impl Table {
+    /// Removes a round's waiters and, when the table has grown, forgets the destinations
+    /// with nothing in flight (amortised: the next prune waits until it has doubled again).
+    fn release(&mut self, keys: &[(IpAddr, u16)]) {
+        for k in keys {
+            self.waiters.remove(k);
+        }
+        if self.next_seq.len() >= self.prune_at {
+            let busy: std::collections::HashSet<IpAddr> =
+                self.waiters.keys().map(|(a, _)| *a).collect();
+            self.next_seq.retain(|a, _| busy.contains(a));
+            self.prune_at = (2 * self.next_seq.len()).max(SEQ_TABLE_PRUNE_AT);
+        }
+    }
+
     /// The next sequence number for `addr` that no request in flight uses.
     fn allocate(&mut self, addr: IpAddr) -> Option<u16> {
         let next = self.next_seq.entry(addr).or_insert_with(rand::random);
@@ -224,10 +260,7 @@ struct RoundGuard<'a> {
 
 impl Drop for RoundGuard<'_> {
     fn drop(&mut self) {
-        let mut t = self.shared.table();
-        for k in &self.keys {
-            t.waiters.remove(k);
-        }
+        self.shared.table().release(&self.keys);
     }
 }
 
@@ -259,7 +292,7 @@ impl Engine {
         let mut payload = vec![0u8; opts.size.max(8)];
         payload[..8].copy_from_slice(&shared.cookie);
         for (i, b) in payload[8..].iter_mut().enumerate() {
-            *b = (i & 0xff) as u8;
+            *b = payload_byte(i);
         }
 
         let mut report = PingReport {
@@ -464,13 +497,17 @@ fn parse(shared: &Shared, packet: &[u8], from: IpAddr) -> Option<Parsed> {
         }
         _ => return None,
     };
-    // Datagram sockets only ever see replies to their own identifier.
-    if raw && ident != shared.ident {
+    // Datagram sockets only ever see replies to their own identifier, with a checked checksum
+    // (ICMPv6 raw sockets have theirs checked by the kernel too).
+    if raw
+        && (ident != shared.ident || !shared.ipv6 && !icmpv4_checksum_ok(packet.get(icmp_start..)?))
+    {
         return None;
     }
     if kind == ParsedKind::Reply {
         let cookie = packet.get(icmp_start + 8..icmp_start + 16)?;
-        if cookie != shared.cookie {
+        let rest = packet.get(icmp_start + 16..)?;
+        if cookie != shared.cookie || rest.iter().enumerate().any(|(i, b)| *b != payload_byte(i)) {
             return None;
         }
     }

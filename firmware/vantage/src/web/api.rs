@@ -219,6 +219,9 @@ async fn auth_state(
 ) -> Json<Value> {
     Json(json!({
         "setup_required": !web.auth.is_set_up(),
+        "setup_code_required": web.auth.setup_code_file().is_some(),
+        "setup_warning": (!web.auth.is_set_up() && web.auth.setup_code_file().is_none())
+            .then_some(auth::CLAIM_WARNING),
         "logged_in": session.is_some(),
         "csrf_token": session.as_ref().map(|s| s.0.1.csrf.clone()),
         "password_min_chars": auth::MIN_PASSWORD_CHARS,
@@ -233,31 +236,42 @@ struct PasswordIn {
     password: String,
 }
 
-/// Runs argon2 off the async threads, at most two at a time.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupIn {
+    password: String,
+    /// Required when the device has a setup code.
+    setup_code: Option<String>,
+}
+
+/// Runs argon2 off the async threads, on the fixed hashing pool.
 async fn hashing<T: Send + 'static>(
     web: &Arc<Web>,
     f: impl FnOnce(&Web) -> T + Send + 'static,
 ) -> ApiResult<T> {
-    let _permit = web
-        .auth
-        .hash_permits
-        .acquire()
-        .await
-        .map_err(|e| ApiError::internal("password check unavailable", e))?;
     let w = web.clone();
-    tokio::task::spawn_blocking(move || f(&w))
+    web.auth
+        .hash_pool
+        .run(move || f(&w))
         .await
         .map_err(|e| ApiError::internal("password check failed", e))
 }
 
-async fn setup(State(web): State<Arc<Web>>, tls: Tls, JsonBody(body): JsonBody) -> ApiResult {
+async fn setup(
+    State(web): State<Arc<Web>>,
+    tls: Tls,
+    req_ext: axum::http::Extensions,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
     if web.auth.is_set_up() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "the admin password is already set; log in",
         ));
     }
-    let p: PasswordIn = typed(body)?;
+    let p: SetupIn = typed(body)?;
+    let ip = client_ip(&req_ext);
+    check_setup_code(&web, ip, p.setup_code.as_deref())?;
     check_new_password(&p.password).map_err(|m| {
         ApiError::fields(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -278,9 +292,32 @@ async fn setup(State(web): State<Arc<Web>>, tls: Tls, JsonBody(body): JsonBody) 
         }
         Err(e) => return Err(ApiError::internal("cannot store the password", e)),
     }
-    tracing::info!("admin password set");
+    // Whoever reaches a fresh device first claims it: the log says who did.
+    tracing::warn!(client = %ip, "admin password set: the device was claimed");
     let (token, s) = web.auth.open_session();
     Ok(with_session(&token, &s, StatusCode::CREATED, &tls))
+}
+
+fn check_setup_code(web: &Web, ip: IpAddr, code: Option<&str>) -> ApiResult<()> {
+    match web.auth.check_setup_code(ip, code) {
+        Ok(()) => Ok(()),
+        Err(LoginError::BadPassword) => {
+            tracing::warn!(client = %ip, "wrong setup code");
+            let file = web.auth.setup_code_file().unwrap_or_default();
+            Err(ApiError::fields(
+                StatusCode::FORBIDDEN,
+                "the setup code is wrong",
+                vec![FieldError::new(
+                    "setup_code",
+                    format!(
+                        "enter the code printed when the device was flashed (also in {} on its SD card)",
+                        file.display()
+                    ),
+                )],
+            ))
+        }
+        Err(e) => Err(login_error(e)),
+    }
 }
 
 fn login_error(e: LoginError) -> ApiError {
@@ -292,7 +329,8 @@ fn login_error(e: LoginError) -> ApiError {
         LoginError::BadPassword => ApiError::new(StatusCode::UNAUTHORIZED, "wrong password"),
         LoginError::Damaged(msg) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg),
         LoginError::RateLimited(wait) => {
-            let secs = wait.as_secs().max(1);
+            // Rounded up: waiting as told must be enough.
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             ApiError {
                 retry_after: Some(secs),
                 ..ApiError::new(
@@ -606,6 +644,20 @@ pub(super) fn edit_error_for(e: EditError, what: &str) -> ApiError {
     }
 }
 
+/// Refuses an edit naming a `*_file` the daemon must not read for a client (see
+/// `client_files.rs`). Runs before the save lock, so a slow file cannot hold it.
+pub(super) async fn check_files(web: &Web, body: &Value, what: &str) -> ApiResult<()> {
+    super::client_files::check(body, &web.data_dir.join("web"))
+        .await
+        .map_err(|errs| {
+            ApiError::fields(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the {what} is not valid"),
+                errs,
+            )
+        })
+}
+
 /// Read, edit, validate, save atomically with a backup, reload. Serialised by `save_lock`.
 async fn save(web: &Arc<Web>, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<Value> {
     save_with(web, headers, false, "target", |text, file| {
@@ -670,6 +722,7 @@ async fn add_target(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
+    check_files(&web, &body, "target").await?;
     let out = save(&web, &headers, Edit::Add(&body)).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -680,6 +733,7 @@ async fn replace_target(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
+    check_files(&web, &body, "target").await?;
     save(&web, &headers, Edit::Replace(&name, &body))
         .await
         .map(Json)
@@ -697,6 +751,7 @@ async fn test_target(
     State(web): State<Arc<Web>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
+    check_files(&web, &body, "target").await?;
     let text = read_text(&location(&web))?;
     let target = validate_alone(&text, &body).map_err(edit_error)?;
     let Ok(_permit) = web.daemon.probe_permits.try_acquire() else {
@@ -856,10 +911,10 @@ struct ScrapeAuthIn {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsIn {
-    #[serde(default)]
-    allowed_hosts: Vec<String>,
-    #[serde(default)]
-    probe_allowlist: Vec<String>,
+    /// Absent: unchanged (a client that does not know a field must not empty it).
+    allowed_hosts: Option<Vec<String>>,
+    /// Absent: unchanged, so the allow-list never disappears by omission.
+    probe_allowlist: Option<Vec<String>>,
     scrape_auth: Option<ScrapeAuthIn>,
     /// Absent: unchanged; empty or null: HTTPS off.
     #[serde(default, deserialize_with = "some_or_null")]
@@ -920,8 +975,12 @@ async fn put_settings(
         Some(l) => l.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()),
     };
     let new = Settings {
-        allowed_hosts: input.allowed_hosts,
-        probe_allowlist: input.probe_allowlist,
+        allowed_hosts: input
+            .allowed_hosts
+            .unwrap_or_else(|| old.allowed_hosts.clone()),
+        probe_allowlist: input
+            .probe_allowlist
+            .unwrap_or_else(|| old.probe_allowlist.clone()),
         scrape_auth,
         https_listen,
     };
@@ -938,9 +997,8 @@ async fn put_settings(
     if new.https_listen != old.https_listen
         && let Err(msg) = super::apply_https(&web).await
     {
-        // Keep what worked: the old settings and, if it ran, the old listener.
+        // Keep what worked: the old settings; the running listener was left as it was.
         let _ = web.settings.set(old);
-        let _ = super::apply_https(&web).await;
         return Err(ApiError::fields(
             StatusCode::UNPROCESSABLE_ENTITY,
             "HTTPS could not start; the settings are unchanged",
@@ -985,4 +1043,19 @@ async fn put_tls(State(web): State<Arc<Web>>, JsonBody(body): JsonBody) -> ApiRe
         })?;
     tracing::info!("TLS certificate replaced from the web page");
     Ok(Json(json!(web.tls.info())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_rounded_up() {
+        for (wait_ms, want) in [(1, 1), (999, 1), (1000, 1), (1001, 2), (1500, 2), (4000, 4)] {
+            let e = login_error(LoginError::RateLimited(Duration::from_millis(wait_ms)));
+            assert_eq!(e.retry_after, Some(want), "{wait_ms} ms");
+            let r = e.into_response();
+            assert_eq!(r.headers()[header::RETRY_AFTER], want.to_string());
+        }
+    }
 }

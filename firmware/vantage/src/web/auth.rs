@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -26,10 +27,22 @@ pub const SESSION_MAX: Duration = Duration::from_secs(12 * 60 * 60);
 /// Open sessions beyond this evict the oldest (bounds memory under a login flood).
 const MAX_SESSIONS: usize = 64;
 pub const MIN_PASSWORD_CHARS: usize = 10;
+/// What the first-boot page says while anyone may set the password.
+pub const CLAIM_WARNING: &str = "Anyone who can reach this device on the network can set this \
+    password first and take it over. Set it now, from a network you trust; the device's log \
+    names the address that set it.";
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// Failed logins from one client before it has to wait.
+/// Failed logins from one client address before it has to wait.
 const FREE_FAILURES: u32 = 5;
+/// Failed logins from one IPv6 /64 before all of it has to wait. Higher than per address:
+/// every SLAAC host of a LAN shares one /64, and one of them guessing must not lock the others
+/// out; but a host can pick any address in its /64, so the /64 needs a limit of its own.
+const FREE_FAILURES_PER_NET: u32 = 50;
+/// Threads that hash passwords. One: argon2's 19 MiB buffer is freed after each hash, but the
+/// allocator keeps it in the thread's arena, so each hashing thread holds it for good; a
+/// flood of wrong logins then costs 19 MiB once, not once per blocking thread.
+pub const HASH_THREADS: usize = 1;
 /// Failures are forgotten this long after the last one.
 const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 const MAX_LOCKOUT: Duration = Duration::from_secs(5 * 60);
@@ -85,23 +98,163 @@ struct Failures {
     last: Instant,
 }
 
+impl Failures {
+    /// How long to wait still, once `free` failures are used up: 1 s, 2 s, 4 s … up to
+    /// [`MAX_LOCKOUT`].
+    fn wait(&self, free: u32) -> Option<Duration> {
+        if self.count < free {
+            return None;
+        }
+        let wait = Duration::from_secs(1u64 << (self.count - free).min(16)).min(MAX_LOCKOUT);
+        let waited = self.last.elapsed();
+        (waited < wait).then(|| wait - waited)
+    }
+}
+
+/// What the login limit counts failures per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Counted {
+    Address(IpAddr),
+    /// The upper 64 bits of an IPv6 address.
+    Net64(u64),
+}
+
+/// The counters one client's failures go to, with the failures each allows for free.
+fn counted(ip: IpAddr) -> impl Iterator<Item = (Counted, u32)> {
+    let ip = ip.to_canonical();
+    let net = match ip {
+        IpAddr::V6(v6) => Some((
+            Counted::Net64((u128::from(v6) >> 64) as u64),
+            FREE_FAILURES_PER_NET,
+        )),
+        IpAddr::V4(_) => None,
+    };
+    std::iter::once((Counted::Address(ip), FREE_FAILURES)).chain(net)
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads for password hashes (see [`HASH_THREADS`]), fed in order.
+pub struct HashPool {
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// Hashes queued or running: a request that gives up waiting leaves no work behind.
+    permits: Arc<tokio::sync::Semaphore>,
+    running: Arc<AtomicUsize>,
+    /// The most hashes that ever ran at once.
+    peak: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for HashPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashPool").finish_non_exhaustive()
+    }
+}
+
+impl HashPool {
+    fn new(threads: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            // The thread ends when the pool (its sender) is dropped.
+            std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = next else { return };
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .expect("spawn the password hashing thread");
+        }
+        Self {
+            jobs: tx,
+            permits: Arc::new(tokio::sync::Semaphore::new(threads)),
+            running: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
+
+    /// Runs `f` on a hashing thread once one is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let stopped = || "the password hashing thread has stopped".to_string();
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| stopped())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (running, peak) = (self.running.clone(), self.peak.clone());
+        let job: Job = Box::new(move || {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let out = f();
+            running.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+            let _ = tx.send(out);
+        });
+        self.jobs.send(job).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    #[cfg(test)]
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
 pub struct Auth {
     path: PathBuf,
     params: HashParams,
     /// Why `admin.json` could not be used; logins are refused while it is set.
     pub damaged: Option<String>,
+    /// The one-time code first-boot setup requires, when the device has one (see
+    /// [`Auth::require_setup_code`]).
+    setup_code: RwLock<Option<SetupCode>>,
     hash: RwLock<Option<String>>,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
-    /// argon2 is deliberately expensive: at most two hashes at once, so a login flood cannot
-    /// starve the probes of CPU and memory.
-    pub hash_permits: tokio::sync::Semaphore,
+    failures: Mutex<HashMap<Counted, Failures>>,
+    /// argon2 is deliberately expensive: hashes run on a fixed thread pool, so a login flood
+    /// can starve the probes neither of CPU nor of memory.
+    pub hash_pool: HashPool,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth").field("path", &self.path).finish()
     }
+}
+
+/// A setup code and the file it came from (named in messages).
+#[derive(Debug, Clone)]
+pub struct SetupCode {
+    code: String,
+    pub file: PathBuf,
+}
+
+/// Setup code files beyond this are not a code.
+const MAX_SETUP_CODE_BYTES: u64 = 256;
+
+/// Reads a setup code file: its first line, trimmed; `None` when there is no usable code.
+fn read_setup_code(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_SETUP_CODE_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
+    let code = text.lines().next().unwrap_or("").trim();
+    (!code.is_empty()).then(|| code.to_string())
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -111,18 +264,6 @@ pub enum LoginError {
     BadPassword,
     NotSetUp,
     Damaged(String),
-}
-
-/// The unit the login limit counts per: an IPv4 address, or an IPv6 /64 (one host can pick any
-/// address in its /64, so counting per address would give it endless fresh tries).
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
-        v4 => v4,
-    }
 }
 
 pub fn random_token() -> String {
@@ -151,6 +292,16 @@ pub fn check_new_password(pw: &str) -> Result<(), String> {
     }
     if pw.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
+    }
+    let mut chars = pw.chars();
+    if let Some(first) = chars.next()
+        && chars.all(|c| c == first)
+    {
+        return Err(if first == ' ' {
+            "must not be only spaces".into()
+        } else {
+            "must not be one character repeated".into()
+        });
     }
     Ok(())
 }
@@ -189,8 +340,56 @@ impl Auth {
             hash: RwLock::new(hash),
             sessions: Mutex::default(),
             failures: Mutex::default(),
-            hash_permits: tokio::sync::Semaphore::new(2),
+            hash_pool: HashPool::new(HASH_THREADS),
+            setup_code: RwLock::new(None),
         })
+    }
+
+    /// Makes first-boot setup require the code in `path` (written to the boot partition when
+    /// the image is built or flashed). Without a usable file anyone on the network can claim
+    /// the device, which the log says.
+    pub fn require_setup_code(&self, path: &Path) {
+        let code = read_setup_code(path);
+        if code.is_none() && !self.is_set_up() {
+            tracing::warn!(
+                file = %path.display(),
+                "no setup code: anyone on the network can set the admin password"
+            );
+        }
+        *self.setup_code.write().unwrap_or_else(|e| e.into_inner()) = code.map(|code| SetupCode {
+            code,
+            file: path.to_path_buf(),
+        });
+    }
+
+    /// The file setup's code comes from, when setup needs one.
+    pub fn setup_code_file(&self) -> Option<PathBuf> {
+        self.setup_code
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.file.clone())
+    }
+
+    /// Checks a setup attempt's code (constant time); a wrong one counts as a failed login
+    /// for the client, so codes cannot be guessed faster than passwords.
+    pub fn check_setup_code(&self, client: IpAddr, given: Option<&str>) -> Result<(), LoginError> {
+        let want = self
+            .setup_code
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(want) = want else { return Ok(()) };
+        if let Some(wait) = self.retry_after(client) {
+            return Err(LoginError::RateLimited(wait));
+        }
+        let given = given.unwrap_or("").trim();
+        if constant_time_eq(given.as_bytes(), want.code.as_bytes()) {
+            Ok(())
+        } else {
+            self.record_failure(client);
+            Err(LoginError::BadPassword)
+        }
     }
 
     pub fn is_set_up(&self) -> bool {
@@ -260,38 +459,37 @@ impl Auth {
         Ok(())
     }
 
-    /// How long `client` must still wait before its next login attempt.
+    /// How long `client` must still wait before its next login attempt: the longer of its
+    /// address's wait and its /64's.
     pub fn retry_after(&self, client: IpAddr) -> Option<Duration> {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let f = map.get(&client_key(client))?;
-        if f.count < FREE_FAILURES {
-            return None;
-        }
-        let wait = Duration::from_secs(1u64 << (f.count - FREE_FAILURES).min(16)).min(MAX_LOCKOUT);
-        let waited = f.last.elapsed();
-        (waited < wait).then(|| wait - waited)
+        counted(client)
+            .filter_map(|(key, free)| map.get(&key)?.wait(free))
+            .max()
     }
 
     fn record_failure(&self, client: IpAddr) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if map.len() >= MAX_TRACKED_CLIENTS {
-            map.retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
-            if map.len() >= MAX_TRACKED_CLIENTS
-                && let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
-            {
-                map.remove(&oldest);
+        for (key, _) in counted(client) {
+            if map.len() >= MAX_TRACKED_CLIENTS {
+                map.retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
+                if map.len() >= MAX_TRACKED_CLIENTS
+                    && let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| *k)
+                {
+                    map.remove(&oldest);
+                }
             }
+            let f = map.entry(key).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
+            if now.duration_since(f.last) >= FAILURE_MEMORY {
+                f.count = 0;
+            }
+            f.count += 1;
+            f.last = now;
         }
-        let f = map.entry(client_key(client)).or_insert(Failures {
-            count: 0,
-            last: now,
-        });
-        if now.duration_since(f.last) >= FAILURE_MEMORY {
-            f.count = 0;
-        }
-        f.count += 1;
-        f.last = now;
     }
 
     /// Checks the password (blocking: run it off the async threads) and opens a session.
@@ -309,10 +507,11 @@ impl Auth {
             self.record_failure(client);
             return Err(LoginError::BadPassword);
         }
+        // The address starts afresh; its /64's count runs out on its own.
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&client_key(client));
+            .remove(&Counted::Address(client.to_canonical()));
         Ok(self.open_session())
     }
 
@@ -422,9 +621,26 @@ mod tests {
         // Another client is not affected.
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         assert!(a.login(other, "correct horse battery").is_ok());
-        // A host cannot dodge the limit by changing addresses within its IPv6 /64.
-        for i in 0..FREE_FAILURES {
-            let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap();
+        // One IPv6 host guessing does not lock out the other hosts of its /64 (SLAAC)...
+        let guesser: IpAddr = "2001:db8::bad".parse().unwrap();
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(
+                a.login(guesser, "wrong").unwrap_err(),
+                LoginError::BadPassword
+            );
+        }
+        assert!(matches!(
+            a.login(guesser, "correct horse battery"),
+            Err(LoginError::RateLimited(_))
+        ));
+        assert!(
+            a.login("2001:db8::900d".parse().unwrap(), "correct horse battery")
+                .is_ok()
+        );
+        // ...but it cannot dodge the limit by changing addresses within its /64 either: the
+        // /64 has a higher limit of its own.
+        for i in FREE_FAILURES..FREE_FAILURES_PER_NET {
+            let ip: IpAddr = format!("2001:db8::{i:x}").parse().unwrap();
             assert_eq!(a.login(ip, "wrong").unwrap_err(), LoginError::BadPassword);
         }
         assert!(matches!(
@@ -435,6 +651,86 @@ mod tests {
             a.login("2001:db8:0:1::1".parse().unwrap(), "correct horse battery")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn setup_codes_are_read_bounded_and_checked_with_the_rate_limit() {
+        let dir = tempdir();
+        let a = Auth::open(dir.path(), HashParams::TEST).unwrap();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        // No file: no code needed.
+        a.require_setup_code(&dir.path().join("missing"));
+        assert!(a.setup_code_file().is_none());
+        assert!(a.check_setup_code(ip, None).is_ok());
+        // A directory or an empty file is no code either.
+        a.require_setup_code(dir.path());
+        assert!(a.setup_code_file().is_none());
+        let file = dir.path().join("setup-code.txt");
+        std::fs::write(&file, "\n").unwrap();
+        a.require_setup_code(&file);
+        assert!(a.setup_code_file().is_none());
+        std::fs::write(&file, " K7Q2-M9XD-P4TW \nsecond line\n").unwrap();
+        a.require_setup_code(&file);
+        assert_eq!(a.setup_code_file().as_deref(), Some(file.as_path()));
+        assert!(a.check_setup_code(ip, Some("K7Q2-M9XD-P4TW")).is_ok());
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(
+                a.check_setup_code(ip, Some("guess")),
+                Err(LoginError::BadPassword)
+            );
+        }
+        assert!(matches!(
+            a.check_setup_code(ip, Some("K7Q2-M9XD-P4TW")),
+            Err(LoginError::RateLimited(_))
+        ));
+        assert!(a.check_setup_code(ip, None).is_err());
+    }
+
+    #[test]
+    fn weak_new_passwords_are_refused() {
+        for pw in ["          ", "aaaaaaaaaa", "ääääääääääää", "short"] {
+            assert!(check_new_password(pw).is_err(), "{pw:?}");
+        }
+        assert!(
+            check_new_password("          ")
+                .unwrap_err()
+                .contains("spaces")
+        );
+        assert!(check_new_password("aaaaaaaaab").is_ok());
+    }
+
+    /// Wrong logins from many clients at once: the hashes run one pool thread at a time, so
+    /// their memory is bounded by the pool, not by the number of clients.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_logins_hash_on_the_fixed_pool() {
+        let dir = tempdir();
+        let a = Arc::new(Auth::open(dir.path(), HashParams::TEST).unwrap());
+        a.setup(a.hash_password("correct horse battery").unwrap())
+            .unwrap();
+        let threads = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let tasks: Vec<_> = (0..40u8)
+            .map(|i| {
+                let (a, threads) = (a.clone(), threads.clone());
+                tokio::spawn(async move {
+                    let ip = IpAddr::from([192, 0, 2, i]);
+                    let a2 = a.clone();
+                    a.hash_pool
+                        .run(move || {
+                            threads.lock().unwrap().insert(std::thread::current().id());
+                            a2.login(ip, "wrong")
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(
+                t.await.unwrap().unwrap().unwrap_err(),
+                LoginError::BadPassword
+            );
+        }
+        assert!(a.hash_pool.peak() <= HASH_THREADS, "{}", a.hash_pool.peak());
+        assert!(threads.lock().unwrap().len() <= HASH_THREADS);
     }
 
     #[test]

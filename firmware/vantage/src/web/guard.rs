@@ -59,11 +59,16 @@ const LOCAL_SUFFIXES: &[&str] = &[
     ".localhost",
 ];
 
-/// The request's client address (a fixed placeholder when there is none, as in tests).
+/// The request's client address (a fixed placeholder when there is none, as in tests). An
+/// IPv4 client of a dual-stack `[::]` listener arrives as `::ffff:a.b.c.d`; it is taken as the
+/// IPv4 address it is, so `curl 127.0.0.1` counts as the device itself and rate limits key on
+/// one form.
 pub fn client_ip(req_ext: &axum::http::Extensions) -> IpAddr {
     req_ext
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| {
+            c.0.ip().to_canonical()
+        })
 }
 
 /// The host part of a Host header value, without the port.

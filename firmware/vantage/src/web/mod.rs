@@ -8,6 +8,7 @@
 mod api;
 mod assets;
 mod auth;
+mod client_files;
 mod config_file;
 mod device;
 mod guard;
@@ -56,13 +57,18 @@ impl std::fmt::Debug for Web {
 
 impl Web {
     /// Opens the web state kept in `data_dir/web/` (credentials, settings), creating the
-    /// directory with mode 0700.
+    /// directory with mode 0700. With `setup_code_file`, first-boot setup needs its code.
     pub fn open(
         daemon: Arc<Daemon>,
         data_dir: &Path,
         history: Arc<dyn HistorySource>,
+        setup_code_file: Option<&Path>,
     ) -> anyhow::Result<Arc<Self>> {
-        Self::open_with(daemon, data_dir, history, auth::HashParams::PRODUCTION)
+        let web = Self::open_with(daemon, data_dir, history, auth::HashParams::PRODUCTION)?;
+        if let Some(f) = setup_code_file {
+            web.auth.require_setup_code(f);
+        }
+        Ok(web)
     }
 
     fn open_with(

@@ -2,7 +2,9 @@
 //!
 //! remote_write passwords and bearer tokens, the provisioning token and passwords inside URLs
 //! never leave the device through the API: GET answers show [`MASK`] in their place, and a
-//! PUT that sends the mask back unchanged keeps the stored secret.
+//! PUT that sends the mask back unchanged keeps the stored secret, as long as the endpoint's
+//! URL keeps its scheme, host and port (so an edit cannot redirect a stored secret to another
+//! server).
 
 use std::sync::LazyLock;
 
@@ -44,6 +46,48 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// Scheme, host and port of a URL (lowercase, default port filled in), user info left out.
+fn origin(url: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']')?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    let port = match (port, scheme.as_str()) {
+        (Some(p), _) if !p.is_empty() => p.parse().ok()?,
+        (_, "http") => 80,
+        (_, "https") => 443,
+        _ => return None,
+    };
+    Some((
+        scheme,
+        host.trim_end_matches('.').to_ascii_lowercase(),
+        port,
+    ))
+}
+
+/// May the stored secrets of `old` go with `new`? Only to the same scheme, host and port.
+fn same_origin(new: &Json, old: Option<&Json>) -> bool {
+    let url = |v: Option<&Json>| {
+        v.and_then(|v| v.get("url"))
+            .and_then(Json::as_str)
+            .and_then(origin)
+    };
+    match (url(Some(new)), url(old)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// A remote_write endpoint as written, with its secrets masked.
 pub fn mask_endpoint(mut ep: Json) -> Json {
     for path in ENDPOINT_SECRETS {
@@ -60,14 +104,21 @@ pub fn mask_endpoint(mut ep: Json) -> Json {
 }
 
 /// Puts the stored secrets back where the page sent the mask. `old` is the endpoint as
-/// written before the edit (`None` when adding one). A mask with nothing stored behind it is
-/// an error on that field.
+/// written before the edit (`None` when adding one). A mask with nothing stored behind it, or
+/// on an endpoint whose URL now names another scheme, host or port, is an error on that field.
 pub fn unmask_endpoint(new: &mut Json, old: Option<&Json>) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
+    let moved = old.is_some() && !same_origin(new, old);
+    let old = if moved { None } else { old };
     let missing = |field: String| {
         FieldError::new(
             field,
-            "no secret is stored for this endpoint; enter it again",
+            if moved {
+                "the URL now names another scheme, host or port; enter the secret again so the \
+                 stored one is not sent to the new address"
+            } else {
+                "no secret is stored for this endpoint; enter it again"
+            },
         )
     };
     for path in ENDPOINT_SECRETS {
@@ -153,6 +204,56 @@ mod tests {
         let mut new = json!({"url": "https://x:<secret>@prom.example/w"});
         let errs = unmask_endpoint(&mut new, None).unwrap_err();
         assert_eq!(errs[0].field, "url");
+    }
+
+    #[test]
+    fn a_masked_secret_does_not_follow_the_url_to_another_server() {
+        let old = json!({"url": "https://u:p4ss@prom.example/api/v1/write",
+                         "bearer_token": "tok", "basic_auth": {"username": "me", "password": "pw"}});
+        // Same scheme, host and port (default port spelled out, case, path changed): kept.
+        for url in [
+            "https://u:<secret>@prom.example/api/v1/write",
+            "https://u:<secret>@PROM.example:443/other?x=1",
+        ] {
+            let mut new = json!({"url": url, "bearer_token": MASK,
+                                 "basic_auth": {"username": "me", "password": MASK}});
+            unmask_endpoint(&mut new, Some(&old)).unwrap();
+            assert_eq!(new["bearer_token"], "tok", "{url}");
+            assert!(new["url"].as_str().unwrap().contains("p4ss"), "{url}");
+        }
+        // Another host, port or scheme: every masked field is refused by name.
+        for url in [
+            "https://u:<secret>@evil.example/api/v1/write",
+            "https://u:<secret>@prom.example:8443/api/v1/write",
+            "http://u:<secret>@prom.example/api/v1/write",
+            "https://u:<secret>@prom.example.evil.example/w",
+        ] {
+            let mut new = json!({"url": url, "bearer_token": MASK,
+                                 "basic_auth": {"username": "me", "password": MASK}});
+            let errs = unmask_endpoint(&mut new, Some(&old)).unwrap_err();
+            let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(
+                fields,
+                ["bearer_token", "basic_auth.password", "url"],
+                "{url}"
+            );
+            assert!(
+                errs[0].message.contains("another scheme, host or port"),
+                "{url}"
+            );
+            assert!(!new.to_string().contains("tok\""), "{url}");
+        }
+        let mut new = json!({"url": "not a url", "bearer_token": MASK});
+        assert_eq!(
+            unmask_endpoint(&mut new, Some(&old)).unwrap_err()[0].field,
+            "bearer_token"
+        );
+        // IPv6 literals compare by address and port.
+        let old = json!({"url": "http://[fd00::1]:9090/w", "bearer_token": "tok"});
+        let mut new = json!({"url": "http://[FD00::1]:9090/x", "bearer_token": MASK});
+        unmask_endpoint(&mut new, Some(&old)).unwrap();
+        let mut new = json!({"url": "http://[fd00::2]:9090/w", "bearer_token": MASK});
+        assert!(unmask_endpoint(&mut new, Some(&old)).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use vantage_core::config::{LedBackendKind, LedRole, LedsConfig, StoreConfig};
 use vantage_core::{Config, defaults};
 
 use super::Web;
-use super::api::{ApiError, ApiResult, JsonBody, location, read_text, save_with};
+use super::api::{ApiError, ApiResult, JsonBody, check_files, location, read_text, save_with};
 use super::config_file::{
     Edit, EditError, LEDS_ORDER, REMOTE_WRITE, STORE_ORDER, apply_list_edit, apply_section_edit,
     raw_items, raw_section, revision,
@@ -253,6 +253,7 @@ async fn add_endpoint(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let dry = dry_run(q)?;
+    check_files(&web, &body, ENDPOINT).await?;
     let out = save_with(&web, &headers, dry, ENDPOINT, |text, file| {
         endpoint_edit(None, &body, text, file)
     })
@@ -271,6 +272,7 @@ async fn replace_endpoint(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let dry = dry_run(q)?;
+    check_files(&web, &body, ENDPOINT).await?;
     let out = save_with(&web, &headers, dry, ENDPOINT, |text, file| {
         endpoint_edit(Some(&name), &body, text, file)
     })
@@ -375,6 +377,7 @@ async fn put_section(
 ) -> ApiResult<Json<Value>> {
     let dry = dry_run(q)?;
     let what = format!("[{section}] section");
+    check_files(web, body, &what).await?;
     let out = save_with(web, headers, dry, &what, |text, file| {
         apply_section_edit(text, file, section, order, body)
     })

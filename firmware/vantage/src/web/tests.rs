@@ -959,6 +959,26 @@ async fn settings_protect_scrapes_and_restrict_probe() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(f.raw(req).await.status, StatusCode::OK);
+    // That PUT left out the allow-lists: they are kept, not emptied.
+    let g = f.get("/api/settings").await;
+    assert_eq!(
+        g.body["probe_allowlist"],
+        json!(["192.0.2.0/24", "@targets"]),
+        "{}",
+        g.text
+    );
+    assert_eq!(
+        g.body["allowed_hosts"],
+        json!(["*.example.net"]),
+        "{}",
+        g.text
+    );
+    let req = f
+        .builder(Method::GET, "/probe?target=198.51.100.7", false, false)
+        .header(header::AUTHORIZATION, "Basic cHJvbTpiYXNpYyBwYXNzd29yZCAx")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.raw(req).await.status, StatusCode::FORBIDDEN);
     let r = f.get("/metrics").await;
     assert!(
         r.headers[header::WWW_AUTHENTICATE]
@@ -1181,6 +1201,15 @@ async fn reload_endpoint_is_open_to_the_device_itself_only() {
     };
     assert_eq!(f.raw(from("127.0.0.1", None)).await.status, StatusCode::OK);
     assert_eq!(f.raw(from("[::1]", None)).await.status, StatusCode::OK);
+    // `curl localhost` to the default `[::]` listener over IPv4.
+    assert_eq!(
+        f.raw(from("[::ffff:127.0.0.1]", None)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        f.raw(from("[::ffff:198.51.100.4]", None)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         f.raw(from("198.51.100.4", None)).await.status,
         StatusCode::UNAUTHORIZED
@@ -1861,7 +1890,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
 
     // Validation: the same messages as check-config, next to the fields.
     let bad = json!({"name": "central", "url": "ftp://prom.example/w", "timeout": "-5s",
-                     "bearer_token": "<secret>"});
+                     "bearer_token": "another-token"});
     let r = f
         .send(
             Method::PUT,
@@ -1888,13 +1917,37 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
         .send(
             Method::PUT,
             "/api/config/remote_write/central?dry_run=true",
-            Some(json!({"name": "central", "url": "https://other.example/w", "bearer_token": "<secret>"})),
+            Some(json!({"name": "central", "url": "https://prom.example/other", "bearer_token": "<secret>"})),
             true,
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["valid"], true);
     assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    // The stored token does not follow the URL to another server, saved or dry run.
+    for path in [
+        "/api/config/remote_write/central?dry_run=true",
+        "/api/config/remote_write/central",
+    ] {
+        let r = f
+            .send(
+                Method::PUT,
+                path,
+                Some(json!({"name": "central", "url": "https://evil.example/w", "bearer_token": "<secret>"})),
+                true,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        let errs = field_errors(&r);
+        assert_eq!(errs[0].0, "bearer_token", "{}", r.text);
+        assert!(errs[0].1.contains("enter the secret again"), "{}", r.text);
+    }
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    assert!(
+        f.web.daemon.config().remote_write[0]
+            .url
+            .contains("prom.example")
+    );
     // A mask with no stored secret behind it is refused, not saved as "<secret>".
     let r = f
         .send(
@@ -2326,4 +2379,205 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
     let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert!(r.text.contains("trace.flows"), "{}", r.text);
+}
+
+/// An admin session cannot make the daemon send its own files (the password hash) to a server,
+/// learn whether a path exists, or hang or exhaust it with a device or a FIFO.
+#[tokio::test]
+async fn secret_files_named_by_the_page_are_checked_before_anything_reads_them() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let before = std::fs::read_to_string(f.config_path()).unwrap();
+    let fifo = f.dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let admin = f.dir.path().join("web").join("admin.json");
+    assert!(admin.exists());
+    let mut messages = std::collections::HashSet::new();
+    for (path, body) in [
+        (
+            admin.display().to_string(),
+            json!({"url": "https://evil.example/w", "bearer_token_file": admin}),
+        ),
+        (
+            "/nonexistent/token".into(),
+            json!({"url": "https://evil.example/w", "bearer_token_file": "/nonexistent/token"}),
+        ),
+        (
+            "/dev/zero".into(),
+            json!({"url": "https://evil.example/w", "bearer_token_file": "/dev/zero"}),
+        ),
+        (
+            fifo.display().to_string(),
+            json!({"url": "https://evil.example/w",
+                   "basic_auth": {"username": "u", "password_file": fifo}}),
+        ),
+    ] {
+        let r = f
+            .send(
+                Method::POST,
+                "/api/config/remote_write?dry_run=true",
+                Some(body),
+                true,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        let (field, message) = field_errors(&r).remove(0);
+        assert!(field.ends_with("_file"), "{field}");
+        messages.insert(message.replace(&path, "PATH"));
+    }
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    // The same rules for a DNS target's CA file, saved or tested.
+    for route in ["/api/targets", "/api/targets/test"] {
+        let t = json!({"name": "d", "host": "127.0.0.1", "probes": ["dns"],
+                       "dns": {"query": "example.com", "transport": "tls", "ca_file": "/dev/zero"}});
+        let r = f.send(Method::POST, route, Some(t), true).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(field_errors(&r)[0].0, "dns.ca_file", "{}", r.text);
+    }
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+    // The save lock is free: a good file is accepted and saved.
+    let token = f.dir.path().join("token");
+    std::fs::write(&token, "tok-0123456789\n").unwrap();
+    let r = f
+        .send(
+            Method::POST,
+            "/api/config/remote_write",
+            Some(json!({"url": "https://prom.example/w", "bearer_token_file": token})),
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+/// A log sink for one test (thread-local subscriber: the test's runtime has one thread).
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+    fn make_writer(&'a self) -> LogBuf {
+        self.clone()
+    }
+}
+
+/// A fresh device warns that anyone can claim it, and the log names who did.
+#[tokio::test]
+async fn claiming_a_fresh_device_is_warned_about_and_logged_with_the_client() {
+    let f = Fixture::new(Some(CONFIG)).await;
+    let s = f.get("/api/auth/state").await;
+    assert!(
+        s.body["setup_warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("Anyone")),
+        "{}",
+        s.text
+    );
+    // The log is checked in a process of its own: tracing decides once per log line, for
+    // every thread, whether anything wants it, so other tests running at the same time
+    // could decide it for this one.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "web::tests::claim_is_logged",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CLAIM_LOG_CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": PASSWORD})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let s = f.get("/api/auth/state").await;
+    assert!(s.body["setup_warning"].is_null(), "{}", s.text);
+}
+
+const CLAIM_LOG_CHILD: &str = "VANTAGE_TEST_CLAIM_LOG_CHILD";
+
+/// Run by the test above in a process of its own.
+#[tokio::test]
+#[ignore = "run by claiming_a_fresh_device_is_warned_about_and_logged_with_the_client"]
+async fn claim_is_logged() {
+    if std::env::var_os(CLAIM_LOG_CHILD).is_none() {
+        return;
+    }
+    let logs = LogBuf::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(sub).unwrap();
+    let f = Fixture::new(Some(CONFIG)).await;
+    let mut req = f
+        .builder(Method::POST, "/api/auth/setup", false, false)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"password": PASSWORD}).to_string()))
+        .unwrap();
+    let peer: std::net::SocketAddr = "[::ffff:198.51.100.7]:50000".parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    assert_eq!(f.raw(req).await.status, StatusCode::CREATED);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("claimed") && text.contains("client=198.51.100.7"),
+        "{text}"
+    );
+}
+
+/// With a setup code file (the image's boot partition), claiming the device needs the code.
+#[tokio::test]
+async fn a_setup_code_guards_first_boot() {
+    let f = Fixture::new(Some(CONFIG)).await;
+    let file = f.dir.path().join("vantage-setup-code.txt");
+    std::fs::write(&file, "H4CK-PR00F-C0DE\n").unwrap();
+    f.web.auth.require_setup_code(&file);
+    let s = f.get("/api/auth/state").await;
+    assert_eq!(s.body["setup_code_required"], true, "{}", s.text);
+    assert!(s.body["setup_warning"].is_null(), "{}", s.text);
+    for body in [
+        json!({"password": PASSWORD}),
+        json!({"password": PASSWORD, "setup_code": "guess"}),
+    ] {
+        let r = f
+            .send(Method::POST, "/api/auth/setup", Some(body), false)
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+        assert_eq!(field_errors(&r)[0].0, "setup_code", "{}", r.text);
+        assert!(!r.text.contains("H4CK"), "{}", r.text);
+    }
+    assert!(!f.web.auth.is_set_up());
+    let r = f
+        .send(
+            Method::POST,
+            "/api/auth/setup",
+            Some(json!({"password": PASSWORD, "setup_code": "H4CK-PR00F-C0DE"})),
+            false,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(f.web.auth.is_set_up());
 }

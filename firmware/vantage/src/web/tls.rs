@@ -41,6 +41,8 @@ pub struct TlsInfo {
 }
 
 struct Running {
+    /// As the settings say (port 0 binds any free port).
+    requested: SocketAddr,
     addr: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -220,25 +222,66 @@ impl Tls {
         listen: Option<SocketAddr>,
         app: Router,
     ) -> Result<(), String> {
-        {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(r) = running.as_ref()
-                && Some(r.addr) == listen
-            {
-                return Ok(());
-            }
-            if let Some(r) = running.take() {
-                r.task.abort();
-                tracing::info!(addr = %r.addr, "HTTPS stopped");
-            }
-        }
         let Some(listen) = listen else {
+            self.stop();
             return Ok(());
         };
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|r| (r.requested, r.addr.port()));
+        if running.is_some_and(|(requested, _)| requested == listen) {
+            return Ok(());
+        }
         self.ensure_config().map_err(|e| format!("{e:#}"))?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let cannot = |e: std::io::Error| format!("cannot listen on {listen}: {e}");
+        // The new address is bound before the running listener stops, so a busy port keeps
+        // HTTPS where it was. Only a move on the same port (`[::]` to `0.0.0.0`) needs ours
+        // freed first, and gets it back if the move fails.
+        let listener = match TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => match running {
+                Some((old, port))
+                    if e.kind() == std::io::ErrorKind::AddrInUse && port == listen.port() =>
+                {
+                    self.stop();
+                    match TcpListener::bind(listen).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            if let Ok(l) = TcpListener::bind(old).await {
+                                self.start(l, old, app)?;
+                            }
+                            return Err(cannot(e));
+                        }
+                    }
+                }
+                _ => return Err(cannot(e)),
+            },
+        };
+        self.stop();
+        self.start(listener, listen, app)
+    }
+
+    fn stop(&self) {
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            r.task.abort();
+            tracing::info!(addr = %r.addr, "HTTPS stopped");
+        }
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        requested: SocketAddr,
+        app: Router,
+    ) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let me = self.clone();
         let source: TlsSource =
@@ -247,11 +290,15 @@ impl Tls {
             listener,
             app,
             Some(source),
-            Limits::DEFAULT,
+            Limits::HTTPS,
             std::future::pending(),
         ));
         tracing::info!(%addr, "serving HTTPS");
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { addr, task });
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
+            requested,
+            addr,
+            task,
+        });
         Ok(())
     }
 }

@@ -376,3 +376,97 @@ async fn unsendable_rounds_still_report_what_was_attempted() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn sequence_table_stays_bounded_after_many_destinations() {
+    let mut t = Table::default();
+    let busy: IpAddr = "10.0.0.1".parse().unwrap();
+    let seq = t.allocate(busy).unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    t.waiters.insert(
+        (busy, seq),
+        Waiter {
+            sent_at: Instant::now(),
+            sent_wall: SystemTime::now(),
+            replies: 0,
+            tx,
+        },
+    );
+    // 100,000 rounds to distinct addresses, each one released when it ends.
+    for i in 0..100_000u32 {
+        let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+        let s = t.allocate(a).unwrap();
+        t.release(&[(a, s)]);
+        assert!(t.next_seq.len() <= SEQ_TABLE_PRUNE_AT, "{i}");
+    }
+    // A destination with a request in flight keeps its sequence.
+    assert_eq!(t.allocate(busy), Some(seq.wrapping_add(1)));
+}
+
+/// A raw socket: the engine must check what the kernel did not.
+#[derive(Debug)]
+struct RawStub;
+
+impl IcmpSocket for RawStub {
+    fn kind(&self) -> SocketKind {
+        SocketKind::Raw
+    }
+    fn send_to(&self, _: &[u8], _: IpAddr) -> io::Result<()> {
+        Ok(())
+    }
+    fn recv<'a>(&'a self, _: &'a mut [u8]) -> BoxFuture<'a, io::Result<Received>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// An IPv4 header and an echo reply to `shared`'s request, as a raw socket reads it.
+fn raw_reply(shared: &Shared, seq: u16, payload_len: usize) -> Vec<u8> {
+    let mut payload = shared.cookie.to_vec();
+    payload.extend((0..payload_len - 8).map(payload_byte));
+    let mut icmp = echo_request(false, shared.ident, seq, &payload);
+    icmp[0] = 0;
+    icmp[2..4].copy_from_slice(&[0, 0]);
+    let sum = !icmp
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .fold(0u32, |a, w| {
+            let s = a + w;
+            (s & 0xffff) + (s >> 16)
+        }) as u16;
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    ip.extend_from_slice(&icmp);
+    let total = ip.len() as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip
+}
+
+#[test]
+fn raw_replies_with_a_wrong_checksum_or_payload_are_refused() {
+    let shared = Shared {
+        socket: Arc::new(RawStub),
+        ipv6: false,
+        ident: 0x4242,
+        cookie: *b"cookie!!",
+        table: std::sync::Mutex::new(Table::default()),
+    };
+    let from: IpAddr = "10.0.0.1".parse().unwrap();
+    let good = raw_reply(&shared, 7, 56);
+    let p = parse(&shared, &good, from).expect("a valid reply is accepted");
+    assert_eq!((p.seq, p.kind), (7, ParsedKind::Reply));
+    // Right identifier, sequence and cookie, wrong checksum.
+    let mut bad_sum = good.clone();
+    bad_sum[22] ^= 0x01;
+    assert!(parse(&shared, &bad_sum, from).is_none());
+    // Garbage after the cookie, with the checksum fixed up to match (the sum of the 16-bit
+    // words is unchanged by swapping two of them).
+    let mut garbage = good.clone();
+    garbage.swap(20 + 16, 20 + 18);
+    garbage.swap(20 + 17, 20 + 19);
+    assert!(icmpv4_checksum_ok(&garbage[20..]));
+    assert!(parse(&shared, &garbage, from).is_none());
+    // Truncated after the header.
+    assert!(parse(&shared, &good[..20], from).is_none());
+}
