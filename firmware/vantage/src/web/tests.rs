@@ -2288,7 +2288,7 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
         .iter()
         .map(|p| p["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["ping", "dns", "trace"]);
+    assert_eq!(kinds[..3], ["ping", "dns", "trace"]);
     let trace = &r.body["probes"][2]["fields"];
     let field = |key: &str| {
         trace
