@@ -4,6 +4,7 @@ mod dns;
 mod engines;
 mod module;
 mod ping;
+mod tcp;
 mod trace;
 
 use std::fmt::Debug;
@@ -17,10 +18,11 @@ pub use module::{
     family_mismatch,
 };
 pub use ping::PingProbe;
+pub use tcp::{TcpOptions, TcpReport};
 pub use trace::TraceProbe;
 
 /// The probe modules: one line per kind.
-pub static MODULES: &[&dyn ProbeModule] = &[];
+pub static MODULES: &[&dyn ProbeModule] = &[&tcp::Tcp];
 
 /// A prober for every kind, built-in and module.
 pub fn probes() -> Vec<Arc<dyn Probe>> {
