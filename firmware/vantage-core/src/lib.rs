@@ -32,6 +32,7 @@ mod probe;
 mod runner;
 mod sample;
 mod scheduler;
+pub mod series;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
@@ -41,8 +42,9 @@ pub use config::{
 };
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    DnsProbe, HostResolver, PingProbe, Probe, ProbeRequest, TraceProbe, resolve_host,
-    system_nameservers,
+    DnsProbe, HostResolver, MODULES, ModuleOptions, ModuleReport, Options, OptionsInput, PingProbe,
+    Probe, ProbeModule, ProbeQuery, ProbeRequest, Report, Section, TcpOptions, TcpReport,
+    TraceProbe, family_mismatch, probes, resolve_host, system_nameservers,
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{
@@ -50,4 +52,4 @@ pub use sample::{
     ProbeError, Sample, TraceReport, Unreachable,
 };
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
-pub use types::{IpProtocol, ProbeKind, TraceProtocol, TraceSockets};
+pub use types::{IpProtocol, ModuleId, ProbeKind, TraceProtocol, TraceSockets};

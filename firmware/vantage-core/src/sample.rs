@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::config::{DnsTransport, rcode_name};
+use crate::probe::ModuleReport;
 use crate::types::{ProbeKind, TraceProtocol};
 
 /// The outcome of one probe round against one target.
@@ -35,6 +36,8 @@ pub enum Measurement {
     Ping(PingReport),
     Trace(TraceReport),
     Dns(DnsReport),
+    /// A probe module's report (`probe::MODULES`).
+    Module(ModuleReport),
 }
 
 /// One ping round.
@@ -367,7 +370,7 @@ impl Sample {
             ("duration_seconds", self.duration.as_secs_f64()),
         ];
         match &self.measurement {
-            Measurement::None => {}
+            Measurement::None | Measurement::Module(_) => {}
             Measurement::Ping(p) => {
                 v.push(("sent", f64::from(p.sent)));
                 v.push(("received", f64::from(p.received)));

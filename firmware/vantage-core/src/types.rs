@@ -5,17 +5,22 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The kind of a probe. Each kind has one implementation in `probe/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A probe module kind, by its name (see `probe::MODULES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleId(pub(crate) &'static str);
+
+/// The kind of a probe: a built-in one, or a module registered in `probe::MODULES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ProbeKind {
     Ping,
     Dns,
     Trace,
+    Module(ModuleId),
 }
 
 impl ProbeKind {
+    /// The built-in kinds.
     pub const ALL: [ProbeKind; 3] = [ProbeKind::Ping, ProbeKind::Dns, ProbeKind::Trace];
 
     pub fn as_str(self) -> &'static str {
@@ -23,6 +28,7 @@ impl ProbeKind {
             ProbeKind::Ping => "ping",
             ProbeKind::Dns => "dns",
             ProbeKind::Trace => "trace",
+            ProbeKind::Module(m) => m.0,
         }
     }
 }
@@ -33,13 +39,16 @@ impl fmt::Display for ProbeKind {
     }
 }
 
-impl FromStr for ProbeKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ProbeKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown probe {s:?} (expected one of: ping, dns, trace)"))
+impl Serialize for ProbeKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProbeKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -3,7 +3,8 @@
 //! A block is a run of samples in append order:
 //!
 //! ```text
-//! version u8 = 2 (1 is still read: it is 2 without DNS and trace figures)
+//! version u8 = 3 (1 and 2 are still read: 2 is 3 without probe modules, 1 is 2 without DNS
+//!               and trace figures)
 //! count   varint
 //! base_ts zigzag varint (ms since the epoch)
 //! count × sample:
@@ -11,7 +12,7 @@
 //!   ts       zigzag varint, ms since the previous sample of the block (base_ts for the first)
 //!   flags    u8          bit0 success, bits1-3 error kind, bit4 ping,
 //!                        ping:     bit5 has rtts, bit6 rtts all equal, bit7 extra counters
-//!                        not ping: bit5 dns, bit6 trace (version 2), bit7 reserved
+//!                        not ping: bit5 dns, bit6 trace (version 2), bit7 module (version 3)
 //!   duration varint, µs
 //!   ping: sent varint, received varint,
 //!         [extra] duplicates varint, icmp_errors varint,
@@ -30,6 +31,8 @@
 //!         hops × ([bit2] ttl u8, received << 2 | has RTT << 1 | sent differs varint,
 //!                 [differs] sent varint, [has RTT] zigzag(mean RTT - previous hop's) µs),
 //!         [bit3] last hop avg-min, max-avg µs varints
+//!   module: code u8 (the module's store code), len varint, len bytes (the module's own
+//!           encoding, which starts with its own format version)
 //! crc32   u32 LE over everything before it
 //! ```
 //!
@@ -42,7 +45,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_core::{DnsReport, Measurement, ProbeError, Sample, TraceReport};
 
 /// The version blocks are written in.
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// Blocks written before probe modules; still read.
+const VERSION_2: u8 = 2;
 /// Blocks written before DNS and trace rounds kept their figures; still read.
 const VERSION_1: u8 = 1;
 
@@ -57,7 +62,9 @@ const F_EXTRA: u8 = 1 << 7;
 // Other rounds (version 2).
 const F_DNS: u8 = 1 << 5;
 const F_TRACE: u8 = 1 << 6;
-const F_RESERVED: u8 = 1 << 7;
+const F_MODULE: u8 = 1 << 7;
+/// The most bytes a module's figures of one round may take.
+const MAX_MODULE_BYTES: u64 = 4096;
 
 // DNS flags, most common first so a usual round's flags fit one varint byte.
 const D_ANSWERED: u64 = 1;
@@ -243,6 +250,22 @@ pub struct StoredSample {
     /// Trace figures (`None` for other probes, and for trace rounds stored before version 2
     /// or that could not trace at all).
     pub trace: Option<Box<StoredTrace>>,
+    /// A probe module's figures (`None` for the built-in kinds).
+    pub module: Option<Box<StoredModule>>,
+}
+
+/// A probe module's figures of one round, in the module's own encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredModule {
+    /// The module's store code; a module this build does not know keeps its bytes unread.
+    pub code: u8,
+    pub bytes: Vec<u8>,
+}
+
+impl StoredModule {
+    pub fn module(&self) -> Option<&'static dyn vantage_core::ProbeModule> {
+        vantage_core::ModuleId::by_store_code(self.code).map(vantage_core::ModuleId::module)
+    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -318,7 +341,7 @@ impl StoredTrace {
 
 impl StoredSample {
     pub fn from_sample(s: &Sample, series: u32) -> Self {
-        let (mut ping, mut dns, mut trace) = (None, None, None);
+        let (mut ping, mut dns, mut trace, mut module) = (None, None, None, None);
         match &s.measurement {
             Measurement::Ping(p) => {
                 ping = Some(StoredPing {
@@ -337,6 +360,14 @@ impl StoredSample {
             }
             Measurement::Dns(d) => dns = Some(Box::new(StoredDns::from_report(d))),
             Measurement::Trace(t) => trace = Some(Box::new(StoredTrace::from_report(t))),
+            Measurement::Module(r) => {
+                let mut bytes = Vec::new();
+                r.module().encode(r.report.as_ref(), &mut bytes);
+                module = Some(Box::new(StoredModule {
+                    code: r.module().store_code(),
+                    bytes,
+                }));
+            }
             _ => {}
         }
         Self {
@@ -348,6 +379,7 @@ impl StoredSample {
             ping,
             dns,
             trace,
+            module,
         }
     }
 
@@ -767,6 +799,16 @@ fn get_trace(r: &mut Reader<'_>) -> Result<StoredTrace, DecodeError> {
     Ok(t)
 }
 
+fn get_module(r: &mut Reader<'_>) -> Result<StoredModule, DecodeError> {
+    let code = r.u8()?;
+    let len = r.varint()?;
+    if len > MAX_MODULE_BYTES {
+        return Err(DecodeError::Malformed);
+    }
+    let bytes = r.bytes(len as usize)?.to_vec();
+    Ok(StoredModule { code, bytes })
+}
+
 /// Encodes samples (in append order) into one block. A sample carries the figures of one
 /// probe at most: ping's win over DNS's, DNS's over trace's.
 pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
@@ -802,6 +844,8 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
             flags |= F_DNS;
         } else if s.trace.is_some() {
             flags |= F_TRACE;
+        } else if s.module.is_some() {
+            flags |= F_MODULE;
         }
         out.push(flags);
         put_varint(&mut out, s.duration_us);
@@ -825,6 +869,10 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
             put_dns(&mut out, d, s.duration_us);
         } else if let Some(t) = &s.trace {
             put_trace(&mut out, t);
+        } else if let Some(m) = &s.module {
+            out.push(m.code);
+            put_varint(&mut out, m.bytes.len() as u64);
+            out.extend_from_slice(&m.bytes);
         }
     }
     let crc = crc32fast::hash(&out);
@@ -852,7 +900,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
     }
     let mut r = Reader::new(body);
     let version = r.u8()?;
-    if version != VERSION && version != VERSION_1 {
+    if ![VERSION, VERSION_2, VERSION_1].contains(&version) {
         return Err(DecodeError::Version(version));
     }
     let n = r.varint()? as usize;
@@ -868,7 +916,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
         prev = ts;
         let flags = r.u8()?;
         let duration_us = r.varint()?;
-        let (mut ping, mut dns, mut trace) = (None, None, None);
+        let (mut ping, mut dns, mut trace, mut module) = (None, None, None, None);
         if flags & F_PING != 0 {
             let sent = r.u32v()?;
             let received = r.u32v()?;
@@ -900,21 +948,22 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
                 stddev_us,
             });
         } else {
-            // Version 1 kept bits 5 to 7 of other rounds zero; version 2 uses 5 and 6.
-            let known = if version == VERSION_1 {
-                0
-            } else {
-                F_DNS | F_TRACE
+            // Version 1 kept bits 5 to 7 of other rounds zero; version 2 uses 5 and 6, 3 all.
+            let known = match version {
+                VERSION_1 => 0,
+                VERSION_2 => F_DNS | F_TRACE,
+                _ => F_DNS | F_TRACE | F_MODULE,
             };
-            if flags & (F_DNS | F_TRACE | F_RESERVED) & !known != 0
-                || flags & (F_DNS | F_TRACE) == F_DNS | F_TRACE
-            {
+            let kinds = flags & (F_DNS | F_TRACE | F_MODULE);
+            if kinds & !known != 0 || kinds.count_ones() > 1 {
                 return Err(DecodeError::Malformed);
             }
             if flags & F_DNS != 0 {
                 dns = Some(Box::new(get_dns(&mut r, duration_us)?));
             } else if flags & F_TRACE != 0 {
                 trace = Some(Box::new(get_trace(&mut r)?));
+            } else if flags & F_MODULE != 0 {
+                module = Some(Box::new(get_module(&mut r)?));
             }
         }
         out.push(StoredSample {
@@ -926,6 +975,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
             ping,
             dns,
             trace,
+            module,
         });
     }
     if !r.is_empty() {
@@ -965,6 +1015,7 @@ mod tests {
             }),
             dns: None,
             trace: None,
+            module: None,
         }
     }
 
@@ -983,6 +1034,7 @@ mod tests {
                 ping: None,
                 dns: None,
                 trace: None,
+                module: None,
             },
             StoredSample {
                 ping: Some(StoredPing {
@@ -1047,6 +1099,7 @@ mod tests {
             ping: None,
             dns: None,
             trace: None,
+            module: None,
         }
     }
 
@@ -1241,6 +1294,7 @@ mod tests {
             ping,
             dns: None,
             trace: None,
+            module: None,
         };
         let want = vec![
             s(
@@ -1294,6 +1348,56 @@ mod tests {
         let crc = crc32fast::hash(&b[..n]);
         b[n..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode_block(&b), Err(DecodeError::Malformed));
+    }
+
+    fn module(series: u32, ts: i64, code: u8, bytes: &[u8]) -> StoredSample {
+        StoredSample {
+            module: Some(Box::new(StoredModule {
+                code,
+                bytes: bytes.to_vec(),
+            })),
+            ..other(series, ts)
+        }
+    }
+
+    fn reseal(b: &mut [u8]) {
+        let n = b.len() - 4;
+        let crc = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// A probe module's figures are kept as its bytes, behind its store code; a code this
+    /// build does not know still decodes (and shows no figures), older versions refuse the bit.
+    #[test]
+    fn module_rounds_round_trip_and_old_versions_refuse_them() {
+        let samples = vec![
+            module(0, 1_700_000_000_000, 250, &[1, 2, 3]),
+            other(1, 1_700_000_000_100),
+            module(2, 1_700_000_000_200, 251, &[]),
+        ];
+        let (b, meta) = encode_block(&samples);
+        assert_eq!(b[0], VERSION);
+        assert_eq!(meta.count, 3);
+        let back = decode_block(&b).unwrap();
+        assert_eq!(back, samples);
+        assert!(back[0].module.as_ref().unwrap().module().is_none());
+        let points = crate::gauges::points(&back[0]);
+        assert_eq!(points.len(), 2, "success and duration only: {points:?}");
+        for old in [VERSION_2, VERSION_1] {
+            let mut old_block = b.clone();
+            old_block[0] = old;
+            reseal(&mut old_block);
+            assert_eq!(decode_block(&old_block), Err(DecodeError::Malformed));
+        }
+        // A length past the bound is refused before anything is allocated.
+        let big = vec![0u8; MAX_MODULE_BYTES as usize + 1];
+        let (b, _) = encode_block(&[module(0, 0, 250, &big)]);
+        assert_eq!(decode_block(&b), Err(DecodeError::Malformed));
+        // Damage inside the module's bytes is the checksum's to find.
+        let (mut b, _) = encode_block(&[module(0, 0, 250, &[9; 8])]);
+        let n = b.len() - 6;
+        b[n] ^= 0xff;
+        assert_eq!(decode_block(&b), Err(DecodeError::Checksum));
     }
 
     #[test]

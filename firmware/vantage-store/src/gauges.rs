@@ -14,41 +14,13 @@
 //! rounds since the daemon started, which a single stored round cannot rebuild; they serve
 //! `rate()` over live scrapes. Dashboards and alerts build on these gauges (`docs/FLEET.md`).
 
-use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use vantage_core::ProbeKind;
 use vantage_core::config::rcode_name;
 
 use crate::codec::StoredSample;
-
-/// One gauge series family of a round: its name, help text and labels.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Gauge {
-    pub name: &'static str,
-    pub help: &'static str,
-    /// Carries `probe="ping|dns|trace"` (the series every probe kind has).
-    pub probe_label: bool,
-    /// The gauge's own label (`stat`, `phase`, `rcode`, `hop`), if any.
-    pub label: Option<&'static str>,
-}
-
-const fn gauge(name: &'static str, help: &'static str) -> Gauge {
-    Gauge {
-        name,
-        help,
-        probe_label: false,
-        label: None,
-    }
-}
-
-const fn labelled(name: &'static str, label: &'static str, help: &'static str) -> Gauge {
-    Gauge {
-        name,
-        help,
-        probe_label: false,
-        label: Some(label),
-    }
-}
+pub use vantage_core::series::{Gauge, Point, gauge, labelled};
 
 pub static PROBE_SUCCESS: Gauge = Gauge {
     probe_label: true,
@@ -150,8 +122,14 @@ pub static TRACE_PATH_CHANGED: Gauge = gauge(
     "1 if the last trace followed a path none of the paths seen within the path window matches.",
 );
 
-/// Every per-round gauge, for documentation and tests.
-pub static ALL: [&Gauge; 22] = [
+/// Every per-round gauge: the built-in kinds' and each probe module's.
+pub static ALL: LazyLock<Vec<&'static Gauge>> = LazyLock::new(|| {
+    let modules = vantage_core::MODULES.iter().flat_map(|m| m.gauges());
+    BUILTIN.iter().copied().chain(modules.copied()).collect()
+});
+
+/// The built-in kinds' per-round gauges.
+static BUILTIN: [&Gauge; 22] = [
     &PROBE_SUCCESS,
     &PROBE_DURATION,
     &PING_RTT,
@@ -180,37 +158,6 @@ pub static ALL: [&Gauge; 22] = [
 /// REFUSED), so an alert on SERVFAIL has a series before the first one happens.
 pub const COMMON_RCODES: [u16; 4] = [0, 2, 3, 5];
 
-/// One point of a round: a gauge, the value of its own label, and the value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    pub gauge: &'static Gauge,
-    pub label_value: Option<Cow<'static, str>>,
-    pub value: f64,
-}
-
-impl Point {
-    fn new(gauge: &'static Gauge, value: f64) -> Self {
-        Self {
-            gauge,
-            label_value: None,
-            value,
-        }
-    }
-
-    fn labelled(gauge: &'static Gauge, v: impl Into<Cow<'static, str>>, value: f64) -> Self {
-        Self {
-            gauge,
-            label_value: Some(v.into()),
-            value,
-        }
-    }
-
-    /// The gauge's own label with its value, if it has one.
-    pub fn label(&self) -> Option<(&'static str, &str)> {
-        self.gauge.label.zip(self.label_value.as_deref())
-    }
-}
-
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6
 }
@@ -234,6 +181,11 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
     }
     if let Some(t) = &s.trace {
         trace_points(t, &mut v);
+    }
+    if let Some(m) = &s.module
+        && let Some(module) = m.module()
+    {
+        module.points(&m.bytes, &mut v);
     }
     v
 }
@@ -347,6 +299,7 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
                 v.push(Point::new(g, 0.0));
             }
         }
+        ProbeKind::Module(m) => m.module().initial_points(&mut v),
         _ => {}
     }
     v
@@ -367,6 +320,7 @@ mod tests {
             ping: None,
             dns: None,
             trace: None,
+            module: None,
         }
     }
 
@@ -431,7 +385,7 @@ mod tests {
 
     #[test]
     fn initial_points_are_a_subset_of_a_round_and_all_zero() {
-        for kind in [ProbeKind::Ping, ProbeKind::Dns, ProbeKind::Trace] {
+        for kind in ProbeKind::every() {
             for p in initial_points(kind) {
                 assert_eq!(p.value, 0.0, "{}", p.gauge.name);
                 assert!(ALL.contains(&p.gauge));

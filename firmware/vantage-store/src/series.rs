@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use vantage_core::ProbeKind;
+use vantage_core::{ModuleId, ProbeKind};
 
 use crate::codec::{DecodeError, Reader, put_varint};
 
@@ -23,6 +23,7 @@ fn probe_code(p: ProbeKind) -> u8 {
         ProbeKind::Ping => 1,
         ProbeKind::Dns => 2,
         ProbeKind::Trace => 3,
+        ProbeKind::Module(m) => m.module().store_code(),
         _ => 0,
     }
 }
@@ -32,7 +33,7 @@ fn probe_of(c: u8) -> Option<ProbeKind> {
         1 => Some(ProbeKind::Ping),
         2 => Some(ProbeKind::Dns),
         3 => Some(ProbeKind::Trace),
-        _ => None,
+        c => ModuleId::by_store_code(c).map(ProbeKind::Module),
     }
 }
 

@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use vantage_core::{
-    Config, ConfigErrors, DnsProbe, JobKey, Observer, PingProbe, Probe, Runner, Sample, TraceProbe,
-    defaults,
-};
+use vantage_core::{Config, ConfigErrors, JobKey, Observer, Probe, Runner, Sample, defaults};
 
 use crate::fleet::{self, announce::Announcer, provisioning, uplink};
 use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
@@ -180,11 +177,7 @@ impl Daemon {
         let leds = Arc::new(start_leds(&config));
         metrics.register(Box::new(LedCollector::new(leds.clone())));
         let health = Arc::new(Health::new(started, boot_grace(&config)));
-        let probes: Vec<Arc<dyn Probe>> = vec![
-            Arc::new(PingProbe::new()),
-            Arc::new(DnsProbe::new()),
-            Arc::new(TraceProbe::new()),
-        ];
+        let probes: Vec<Arc<dyn Probe>> = vantage_core::probes();
         let mut all = vec![
             metrics.clone() as Arc<dyn Observer>,
             Arc::new(LedObserver {

@@ -10,11 +10,10 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use vantage_core::config::parse_host;
 use vantage_core::{
-    DnsOptions, DnsTransport, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions,
-    TraceProtocol, defaults,
+    DnsOptions, DnsTransport, Host, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target,
+    TraceOptions, TraceProtocol, defaults,
 };
 
 use crate::daemon::Daemon;
@@ -156,14 +155,6 @@ async fn leds(State(d): State<Arc<Daemon>>) -> Response {
     axum::Json(d.leds.snapshot()).into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct ProbeQuery {
-    target: Option<String>,
-    module: Option<String>,
-    /// `module=trace` only: udp (default), icmp or tcp.
-    protocol: Option<String>,
-}
-
 fn bad_request(msg: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, format!("{}\n", msg.into())).into_response()
 }
@@ -186,36 +177,50 @@ fn scrape_deadline(headers: &HeaderMap) -> Result<Duration, String> {
         .max(Duration::from_millis(100)))
 }
 
+/// The kind, host and (for a probe module) options of a `/probe` request: a module reads its
+/// target and parameters itself.
+fn probe_target(
+    q: &HashMap<String, String>,
+) -> Result<(ProbeKind, Host, Vec<ModuleOptions>), String> {
+    let module = q.get("module").map_or("ping", String::as_str);
+    let kind = module
+        .parse::<ProbeKind>()
+        .map_err(|msg| format!("module: {msg}"))?;
+    let target = q
+        .get("target")
+        .filter(|t| !t.is_empty())
+        .ok_or("target parameter is missing")?;
+    let ProbeKind::Module(id) = kind else {
+        let host = parse_host(target).map_err(|msg| format!("target {msg}"))?;
+        return Ok((kind, host, Vec::new()));
+    };
+    let param = |k: &str| q.get(k).map(String::as_str);
+    let query = vantage_core::ProbeQuery {
+        target,
+        param: &param,
+        trusted: false,
+    };
+    let (host, options) = id.module().probe_options(&query)?;
+    Ok((kind, host, vec![ModuleOptions { kind: id, options }]))
+}
+
 async fn probe(
     State(d): State<Arc<Daemon>>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let (kind, host, modules) = match probe_target(&q) {
+        Ok(t) => t,
+        Err(msg) => return bad_request(msg),
+    };
     let dns_query = q.get("query").cloned();
     let dns_type = q.get("type").cloned();
     let dns_transport = q.get("transport").cloned();
     let dns_port = q.get("port").cloned();
-    let q = ProbeQuery {
-        target: q.get("target").cloned(),
-        module: q.get("module").cloned(),
-        protocol: q.get("protocol").cloned(),
-    };
-    let Some(host) = q.target.filter(|t| !t.is_empty()) else {
-        return bad_request("target parameter is missing");
-    };
-    let host = match parse_host(&host) {
-        Ok(h) => h,
-        Err(msg) => return bad_request(format!("target {msg}")),
-    };
-    let kind = match q.module.as_deref().unwrap_or("ping").parse::<ProbeKind>() {
-        Ok(k @ (ProbeKind::Ping | ProbeKind::Dns | ProbeKind::Trace)) => k,
-        Ok(other) => {
-            return bad_request(format!("module {other} is not available in this version"));
-        }
-        Err(msg) => return bad_request(format!("module: {msg}")),
-    };
+    // `module=trace` only: udp (default), icmp or tcp.
+    let protocol = q.get("protocol").cloned();
     let mut trace = TraceOptions::default();
-    match (kind, q.protocol.as_deref()) {
+    match (kind, protocol.as_deref()) {
         (_, None) => {}
         (ProbeKind::Trace, Some(p)) => match p.parse::<TraceProtocol>() {
             Ok(p) => {
@@ -298,6 +303,7 @@ async fn probe(
         ping: PingOptions::default(),
         trace,
         dns,
+        modules,
     };
     let sample = prober
         .run(ProbeRequest {

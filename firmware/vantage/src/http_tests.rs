@@ -510,3 +510,55 @@ async fn identify_starts_stops_and_refuses_bad_durations() {
     );
     d.leds.shutdown(vantage_leds::Pattern::Off);
 }
+
+#[tokio::test]
+async fn probe_connects_over_tcp_on_demand() {
+    let dir = TempDir::new("probe-tcp");
+    let d = daemon_with(IDLE, &dir);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut s, b"220 ready\r\n").await;
+        }
+    });
+    let uri = format!("/probe?module=tcp&target=127.0.0.1:{port}&expect=%5E220");
+    let (s, body, _) = call(&d, get(&uri)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("vantage_probe_success{probe=\"tcp\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("vantage_tcp_round_attempts_connected 3"),
+        "{body}"
+    );
+    assert!(
+        body.contains("vantage_tcp_round_expect_matched 1"),
+        "{body}"
+    );
+    assert!(!body.contains("_bucket"), "{body}");
+    for (uri, want) in [
+        ("/probe?module=tcp&target=127.0.0.1", "write HOST:PORT"),
+        (
+            "/probe?module=tcp&target=127.0.0.1:0",
+            "tcp.port: must be between 1 and 65535, got 0",
+        ),
+        (
+            "/probe?module=tcp&target=127.0.0.1:1&expect=(",
+            "tcp.expect: is not a valid regex",
+        ),
+        (
+            "/probe?module=tcp&target=127.0.0.1:1&tls=maybe",
+            "tls: \"maybe\"",
+        ),
+        (
+            "/probe?module=tcp&target=127.0.0.1:1&protocol=udp",
+            "protocol applies to module=trace only",
+        ),
+    ] {
+        let (s, body, _) = call(&d, get(uri)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(body.contains(want), "{uri}: {body}");
+    }
+}

@@ -66,6 +66,9 @@ enum Command {
     Discover(fleet::discover::DiscoverArgs),
     /// Drive the status LEDs without the daemon: boot pattern, test cycle, off.
     Leds(leds_cmd::LedsArgs),
+    /// One round of a probe module: `vantage KIND TARGET [--OPTION VALUE]...` (e.g. `tcp`).
+    #[command(external_subcommand)]
+    Module(Vec<String>),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Dns(args) => runtime().block_on(oneshot::dns(args)),
         Command::Discover(args) => runtime().block_on(fleet::discover::run(args)),
         Command::Leds(args) => leds_cmd::run(args),
+        Command::Module(args) => runtime().block_on(oneshot::module(args)),
     }
 }
 

@@ -595,6 +595,93 @@ pub fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String {
     out
 }
 
+/// `vantage KIND TARGET [--OPTION VALUE | --OPTION=VALUE | --FLAG]...`: one round of a probe
+/// module with the options `/probe` takes (and the file settings only the device may name),
+/// printed as JSON. Exit 0 on success, 1 on failure, 2 for bad arguments.
+pub async fn module(args: Vec<String>) -> ExitCode {
+    let Some((name, rest)) = args.split_first() else {
+        return ExitCode::from(2);
+    };
+    let Some(id) = vantage_core::ModuleId::by_name(name) else {
+        eprintln!("vantage: unknown command {name:?}; see vantage --help");
+        return ExitCode::from(2);
+    };
+    let m = id.module();
+    let parsed = module_args(rest).and_then(|(target, options)| {
+        let known = |k: &str| m.probe_params().contains(&k) || m.trusted_params().contains(&k);
+        if let Some((k, _)) = options.iter().find(|(k, _)| !known(k)) {
+            return Err(format!("unknown option --{k}"));
+        }
+        let param = |k: &str| {
+            options
+                .iter()
+                .find(|(o, _)| o == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let q = vantage_core::ProbeQuery {
+            target: &target,
+            param: &param,
+            trusted: true,
+        };
+        m.probe_options(&q)
+    });
+    let (host, options) = match parsed {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("vantage {name}: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let interval = m.round_length(options.as_ref()) + Duration::from_secs(1);
+    let target = vantage_core::Target {
+        name: name.clone(),
+        host,
+        labels: Default::default(),
+        probes: vec![(vantage_core::ProbeKind::Module(id), interval)],
+        ping: PingOptions::default(),
+        trace: TraceOptions::default(),
+        dns: None,
+        modules: vec![vantage_core::ModuleOptions { kind: id, options }],
+    };
+    let sample = m
+        .probe()
+        .run(vantage_core::ProbeRequest::for_target(&target))
+        .await;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&sample).unwrap_or_default()
+    );
+    if sample.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The target and `--option value` pairs (`-` in a name reads as `_`).
+fn module_args(args: &[String]) -> Result<(String, Vec<(String, String)>), String> {
+    let mut target = None;
+    let mut options = Vec::new();
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        let Some(key) = a.strip_prefix("--") else {
+            if target.replace(a.clone()).is_some() {
+                return Err(format!("unexpected argument {a:?}"));
+            }
+            continue;
+        };
+        let (k, v) = match key.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match it.next_if(|v| !v.starts_with("--")) {
+                Some(v) => (key.to_string(), v.clone()),
+                None => (key.to_string(), "true".to_string()),
+            },
+        };
+        options.push((k.replace('-', "_"), v));
+    }
+    Ok((target.ok_or("TARGET is missing")?, options))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,5 +777,27 @@ mod tests {
         assert_eq!((t.hops[0].sent, t.hops[0].received), (2, 1));
         assert_eq!(t.hops[0].responders[0].replies, 2);
         assert_eq!(t.hops[1].ttl, 2);
+    }
+
+    #[test]
+    fn module_arguments_read_like_probe_parameters() {
+        let args = |a: &[&str]| module_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let (t, o) = args(&["h:443", "--tls", "--server-name", "x.test", "--attempts=5"]).unwrap();
+        assert_eq!(t, "h:443");
+        let o: Vec<(&str, &str)> = o.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            o,
+            [
+                ("tls", "true"),
+                ("server_name", "x.test"),
+                ("attempts", "5")
+            ]
+        );
+        assert_eq!(args(&["--tls"]).unwrap_err(), "TARGET is missing");
+        assert!(
+            args(&["a", "b"])
+                .unwrap_err()
+                .contains("unexpected argument \"b\"")
+        );
     }
 }

@@ -753,8 +753,8 @@ mod shipped_series_tests {
     use std::time::{Duration, SystemTime};
 
     use vantage_core::{
-        Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, Observer,
-        PingReport, ProbeKind, Sample, TraceReport,
+        Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, ModuleId,
+        ModuleReport, Observer, PingReport, ProbeKind, Sample, TcpReport, TraceReport,
     };
     use vantage_store::remote_write::build_request;
     use vantage_store::{Labels, SeriesKey, StoredSample};
@@ -804,6 +804,13 @@ labels = { site = "lab", rack = "r1" }
 name = "gw"
 host = "192.0.2.2"
 probes = ["ping"]
+
+[[targets]]
+name = "web"
+host = "192.0.2.80"
+probes = ["tcp"]
+labels = { site = "lab" }
+tcp = { port = 443, tls = true }
 "#,
             "test.toml",
         )
@@ -879,6 +886,24 @@ probes = ["ping"]
                 ..PingReport::default()
             }),
         );
+        let tcp_kind = ModuleId::by_name("tcp").unwrap();
+        let tcp = sample(
+            "web",
+            ProbeKind::Module(tcp_kind),
+            Measurement::Module(ModuleReport::new(
+                tcp_kind,
+                TcpReport {
+                    port: 443,
+                    sent: 3,
+                    connected: 2,
+                    connect_times: vec![us(300), us(500)],
+                    tls_handshake: Some(us(2_500)),
+                    cert_not_after: Some(1_936_754_745),
+                    ..TcpReport::default()
+                },
+            )),
+        );
+        metrics.sample(tcp.clone());
         metrics.sample(dns.clone());
         metrics.sample(trace.clone());
         metrics.sample(ping.clone());
@@ -903,12 +928,20 @@ probes = ["ping"]
                 probe: ProbeKind::Ping,
                 labels: Arc::new(Labels::new()),
             },
+            SeriesKey {
+                target: "web".into(),
+                probe: ProbeKind::Module(tcp_kind),
+                labels: Arc::new(Labels::from([("site".into(), "lab".into())])),
+            },
         ];
-        let stored = [
+        // Through the store's encoding, as a round shipped after an outage would be.
+        let (block, _) = vantage_store::codec::encode_block(&[
             StoredSample::from_sample(&dns, 0),
             StoredSample::from_sample(&trace, 1),
             StoredSample::from_sample(&ping, 2),
-        ];
+            StoredSample::from_sample(&tcp, 3),
+        ]);
+        let stored = vantage_store::codec::decode_block(&block).unwrap();
         let lookup = |id: u32| keys.get(id as usize).cloned();
         let req = build_request(&stored, &lookup, &Labels::new());
         let mut shipped = BTreeMap::new();
@@ -950,6 +983,29 @@ probes = ["ping"]
         ] {
             assert!(shipped.keys().any(|(n, _)| n == g.name), "{}", g.name);
         }
+        // Every gauge of the TCP module, but expect (not configured), is shipped for its round.
+        let tcp_gauges = tcp_kind.module().gauges();
+        let web = |(_, l): &&Series| l.get("target").map(String::as_str) == Some("web");
+        let shipped_tcp: Vec<&str> = shipped
+            .keys()
+            .filter(web)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        for g in tcp_gauges.iter().filter(|g| !g.name.contains("expect")) {
+            assert!(shipped_tcp.contains(&g.name), "{} {shipped_tcp:?}", g.name);
+        }
+        let probe_success = BTreeMap::from([
+            ("probe".to_string(), "tcp".to_string()),
+            ("site".to_string(), "lab".to_string()),
+            ("target".to_string(), "web".to_string()),
+        ]);
+        let success = (
+            vantage_store::gauges::PROBE_SUCCESS.name.to_string(),
+            probe_success,
+        );
+        assert_eq!(shipped.get(&success), Some(&1.0));
+        let histogram = format!("{}_bucket", tcp_kind.module().histograms()[0].name);
+        assert!(live.keys().any(|(n, _)| *n == histogram));
         let hop3 = (
             vantage_store::gauges::TRACE_HOP_RTT.name.to_string(),
             BTreeMap::from([

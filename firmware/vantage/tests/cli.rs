@@ -271,3 +271,28 @@ fn the_daemon_requires_the_setup_code_it_was_given() {
     let (status, _, answer) = http_with(addr, "POST", "/api/auth/setup", &json, body).unwrap();
     assert_eq!(status, 201, "{answer}");
 }
+
+#[test]
+fn tcp_one_shot_connects_and_refuses_bad_options() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            drop(s);
+        }
+    });
+    let target = format!("127.0.0.1:{port}");
+    let (code, out, err) = run(&["tcp", &target, "--attempts", "2", "--spacing", "1ms"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"connected\": 2"), "{out}");
+    assert!(out.contains("\"probe\": \"tcp\""), "{out}");
+    let (code, _, err) = run(&["tcp", &target, "--bogus", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown option --bogus"), "{err}");
+    let (code, _, err) = run(&["tcp", "127.0.0.1:0"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("tcp.port: must be between 1 and 65535, got 0"),
+        "{err}"
+    );
+}

@@ -37,6 +37,9 @@ pub struct Field {
     pub input: Input,
     pub default: String,
     pub hint: &'static str,
+    /// The kind cannot run without it (no default).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
 }
 
 /// A probe kind as a form shows it: its name (`probes = [...]`), the table its options live in,
@@ -65,7 +68,12 @@ pub fn duration_text(v: Duration) -> String {
     format!("{ms}ms")
 }
 
-fn integer(key: &'static str, label: &'static str, b: Bounds<i64>, default: String) -> Field {
+pub(crate) fn integer(
+    key: &'static str,
+    label: &'static str,
+    b: Bounds<i64>,
+    default: String,
+) -> Field {
     Field {
         key,
         label,
@@ -75,10 +83,11 @@ fn integer(key: &'static str, label: &'static str, b: Bounds<i64>, default: Stri
         },
         default,
         hint: "",
+        required: false,
     }
 }
 
-fn duration(
+pub(crate) fn duration(
     key: &'static str,
     label: &'static str,
     b: Bounds<Duration>,
@@ -93,31 +102,40 @@ fn duration(
         },
         default: duration_text(default),
         hint: "",
+        required: false,
     }
 }
 
-fn choice(key: &'static str, label: &'static str, options: Vec<&'static str>) -> Field {
+pub(crate) fn choice(key: &'static str, label: &'static str, options: Vec<&'static str>) -> Field {
     Field {
         key,
         label,
         default: options[0].to_string(),
         input: Input::Choice { options },
         hint: "",
+        required: false,
     }
 }
 
-fn text(key: &'static str, label: &'static str, default: &str, input: Input) -> Field {
+pub(crate) fn text(key: &'static str, label: &'static str, default: &str, input: Input) -> Field {
     Field {
         key,
         label,
         input,
         default: default.to_string(),
         hint: "",
+        required: false,
     }
 }
 
 impl Field {
-    fn hint(mut self, hint: &'static str) -> Self {
+    /// Marks a setting the kind cannot run without.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+
+    pub(crate) fn hint(mut self, hint: &'static str) -> Self {
         self.hint = hint;
         self
     }
@@ -248,14 +266,14 @@ fn trace() -> ProbeForm {
     }
 }
 
-/// Every probe kind a form can offer, in [`ProbeKind::ALL`]'s order.
+/// Every probe kind a form can offer, in [`ProbeKind::every`]'s order.
 pub fn probe_forms() -> Vec<ProbeForm> {
-    ProbeKind::ALL
-        .iter()
+    ProbeKind::every()
         .map(|k| match k {
             ProbeKind::Ping => ping(),
             ProbeKind::Dns => dns(),
             ProbeKind::Trace => trace(),
+            ProbeKind::Module(m) => m.module().form(),
         })
         .collect()
 }
@@ -268,7 +286,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_form_and_durations_read_back() {
         let kinds: Vec<_> = probe_forms().iter().map(|f| f.kind).collect();
-        assert_eq!(kinds, ["ping", "dns", "trace"]);
+        assert_eq!(kinds[..3], ["ping", "dns", "trace"]);
         for (d, s) in [
             (1, "1ms"),
             (100, "100ms"),
@@ -324,11 +342,18 @@ mod tests {
                         ""
                     };
                     // Settings a field's extremes need beside them (cross-field checks).
-                    let extra = match (form.kind, f.key) {
+                    let mut extra = match (form.kind, f.key) {
                         ("trace", "first_ttl") => ", max_hops = 255",
                         ("trace", "interval") => ", timeout = \"10ms\"",
                         _ => "",
-                    };
+                    }
+                    .to_string();
+                    // The kind's required integer settings, at their least.
+                    for r in form.fields.iter().filter(|r| r.required && r.key != f.key) {
+                        if let Input::Integer { min, .. } = r.input {
+                            extra.push_str(&format!(", {} = {min}", r.key));
+                        }
+                    }
                     format!(
                         "[[targets]]\nname = \"t\"\nhost = \"{host}\"\ninterval = \"1h\"\nprobes = [\"{}\"]\n{} = {{ {query}{} = {v}{extra} }}\n",
                         form.kind, form.kind, f.key

@@ -64,6 +64,24 @@ impl<'de> Deserialize<'de> for Host {
     }
 }
 
+/// Splits a `/probe` target written `HOST:PORT` (`[IPv6]:PORT`); the port is checked by
+/// whoever uses it, the host by [`parse_host`].
+pub fn split_host_port(s: &str) -> Result<(&str, i64), String> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once("]:")
+            .ok_or_else(|| format!("target {s:?}: write [IPv6]:PORT"))?,
+        None => s
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.contains(':'))
+            .ok_or_else(|| format!("target {s:?}: write HOST:PORT (IPv6 as [ADDRESS]:PORT)"))?,
+    };
+    let port = port
+        .parse::<i64>()
+        .map_err(|_| format!("target {s:?}: port {port:?} is not a whole number"))?;
+    Ok((host, port))
+}
+
 /// Parses and validates a host, returning a message that says exactly what is wrong.
 pub fn parse_host(s: &str) -> Result<Host, String> {
     if s.is_empty() {

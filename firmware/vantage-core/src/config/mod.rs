@@ -7,7 +7,7 @@
 mod dns;
 mod error;
 mod fleet;
-mod form;
+pub(crate) mod form;
 mod host;
 mod leds;
 mod ping;
@@ -32,7 +32,7 @@ use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use form::{Field, Input, ProbeForm, duration_text, probe_forms};
-pub use host::{Host, parse_host};
+pub use host::{Host, parse_host, split_host_port};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
 pub use store::{
@@ -42,7 +42,8 @@ pub use store::{
 pub use trace::{RawTrace, TraceOptions};
 
 use crate::defaults::{self, self as D, Bounds};
-use crate::types::{IpProtocol, ProbeKind};
+use crate::probe::{ModuleOptions, OptionsInput, Section};
+use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -77,6 +78,8 @@ pub struct Target {
     pub trace: TraceOptions,
     /// Present when the dns probe is enabled.
     pub dns: Option<DnsOptions>,
+    /// The options of each module kind the target runs.
+    pub modules: Vec<ModuleOptions>,
 }
 
 impl Target {
@@ -85,6 +88,78 @@ impl Target {
             .iter()
             .find(|(k, _)| *k == kind)
             .map(|(_, i)| *i)
+    }
+
+    /// The options of module kind `kind`, when the target runs it.
+    pub fn module<T: std::any::Any>(&self, kind: ModuleId) -> Option<&T> {
+        self.modules.iter().find(|m| m.kind == kind)?.get()
+    }
+}
+
+/// The sections of module kinds in one table, taken out before the table is read.
+type ModuleSections<'t> = Vec<(ModuleId, Section<'t>)>;
+
+/// Removes the sections of module kinds from `table` (a target or `[defaults]`).
+fn take_module_sections<'t>(table: &mut DeValue<'t>) -> ModuleSections<'t> {
+    let DeValue::Table(t) = table else {
+        return Vec::new();
+    };
+    ModuleId::all()
+        .filter_map(|m| Some((m, t.remove(m.module().name())?)))
+        .collect()
+}
+
+fn section<'a, 't>(sections: &'a ModuleSections<'t>, m: ModuleId) -> Option<&'a Section<'t>> {
+    sections.iter().find(|(k, _)| *k == m).map(|(_, v)| v)
+}
+
+/// A module's options from `/probe` parameters (`key = value` of its section), judged by the
+/// config's own rules; the first problem, with its field, for a 400.
+pub fn module_options_from(
+    m: ModuleId,
+    section: toml::Table,
+    host: Option<&Host>,
+) -> Result<std::sync::Arc<dyn crate::probe::Options>, String> {
+    let name = m.module().name();
+    let mut root = toml::Table::new();
+    root.insert(name.to_string(), toml::Value::Table(section));
+    let text = toml::to_string(&root).map_err(|e| e.to_string())?;
+    let doc = DeTable::parse(&text).map_err(|e| e.message().to_string())?;
+    let span = doc.span();
+    let sec = doc.into_inner().remove(name);
+    let mut col = Collector::new(&text);
+    let input = OptionsInput {
+        path: name,
+        own: sec.as_ref(),
+        defaults: None,
+        target_span: span.clone(),
+        host: host.map(|h| (h, span)),
+    };
+    let options = m.module().options(&mut Check { col: &mut col }, &input);
+    match (options, col.errors.first()) {
+        (Some(o), None) => Ok(o),
+        (_, Some(e)) => Err(format!("{}: {}", e.field, e.message)),
+        (None, None) => Err(format!("{name}: invalid options")),
+    }
+}
+
+/// A module's section read into its own type, errors located like a target's.
+pub fn read_section<T: serde::de::DeserializeOwned>(
+    c: &mut Check<'_, '_>,
+    v: &Section<'_>,
+    path: &str,
+) -> Option<T> {
+    if !v.get_ref().is_table() {
+        c.err(Some(v.span()), path, "must be a table");
+        return None;
+    }
+    match T::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let field = field_at(v.get_ref(), e.span(), path);
+            c.err(e.span().or(Some(v.span())), &field, e.message().trim());
+            None
+        }
     }
 }
 
@@ -220,6 +295,10 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let store_value = root.remove("store");
     let remote_write_value = root.remove("remote_write");
     let leds_value = root.remove("leds");
+    let module_defaults = root
+        .get_mut("defaults")
+        .map(|d| take_module_sections(d.get_mut()))
+        .unwrap_or_default();
 
     let raw_root =
         match RawRoot::deserialize(toml::de::Deserializer::from(Spanned::new(doc_span, root))) {
@@ -236,7 +315,11 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
 
     let mut check = Check { col };
     let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
-    let targets = resolve_targets(&mut check, &raw_targets, &raw_root.defaults);
+    let defaults = Defaults {
+        raw: &raw_root.defaults,
+        modules: &module_defaults,
+    };
+    let targets = resolve_targets(&mut check, &raw_targets, &defaults);
     let store = store_value.map_or_else(StoreConfig::default, |v| read_store(&mut check, &v));
     let remote_write = remote_write_value
         .map(|v| read_remote_write(&mut check, v))
@@ -279,11 +362,17 @@ fn read_leds(col: &mut Collector<'_>, value: &Value<'_>) -> Option<RawLeds> {
     }
 }
 
+/// A target as written: its index, span, table and module sections.
+type WrittenTarget<'t> = (usize, Range<usize>, RawTarget, ModuleSections<'t>);
+
+/// `[defaults]` as written, with its module sections.
+struct Defaults<'r, 't> {
+    raw: &'r RawDefaults,
+    modules: &'r ModuleSections<'t>,
+}
+
 /// `[[targets]]` as written, each with its index and span.
-fn read_targets(
-    col: &mut Collector<'_>,
-    value: Value<'_>,
-) -> Vec<(usize, Range<usize>, RawTarget)> {
+fn read_targets<'t>(col: &mut Collector<'_>, value: Value<'t>) -> Vec<WrittenTarget<'t>> {
     let mut raw_targets = Vec::new();
     let span = value.span();
     let DeValue::Array(items) = value.into_inner() else {
@@ -300,8 +389,10 @@ fn read_targets(
             col.push(Some(item_span), format!("targets[{i}]"), "must be a table");
             continue;
         }
+        let mut item = item.clone();
+        let modules = take_module_sections(item.get_mut());
         match RawTarget::deserialize(toml::de::ValueDeserializer::from(item.clone())) {
-            Ok(t) => raw_targets.push((i, item_span, t)),
+            Ok(t) => raw_targets.push((i, item_span, t, modules)),
             Err(e) => {
                 let field = field_at(item.get_ref(), e.span(), &format!("targets[{i}]"));
                 col.push(
@@ -329,14 +420,22 @@ fn read_targets(
 /// Every valid target, names unique.
 fn resolve_targets(
     check: &mut Check<'_, '_>,
-    raw_targets: &[(usize, Range<usize>, RawTarget)],
-    defaults: &RawDefaults,
+    raw_targets: &[WrittenTarget<'_>],
+    defaults: &Defaults<'_, '_>,
 ) -> Vec<Target> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut targets = Vec::with_capacity(raw_targets.len());
-    for (i, span, raw) in raw_targets {
+    for (i, span, raw, modules) in raw_targets {
         let path = format!("targets[{i}]");
-        if let Some(t) = validate_target(check, &path, span.clone(), raw, defaults) {
+        let at = At {
+            path: &path,
+            span: span.clone(),
+            raw,
+            d: defaults.raw,
+            modules,
+            module_defaults: defaults.modules,
+        };
+        if let Some(t) = validate_target(check, &at) {
             if let Some(first) = seen.insert(t.name.clone(), *i) {
                 check.err(
                     raw.name.span(),
@@ -493,6 +592,8 @@ struct At<'r> {
     span: Range<usize>,
     raw: &'r RawTarget,
     d: &'r RawDefaults,
+    modules: &'r ModuleSections<'r>,
+    module_defaults: &'r ModuleSections<'r>,
 }
 
 impl At<'_> {
@@ -501,14 +602,8 @@ impl At<'_> {
     }
 }
 
-fn validate_target(
-    c: &mut Check<'_, '_>,
-    path: &str,
-    span: Range<usize>,
-    raw: &RawTarget,
-    d: &RawDefaults,
-) -> Option<Target> {
-    let at = At { path, span, raw, d };
+fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
+    let (raw, d) = (at.raw, at.d);
     let before = c.col.errors.len();
     let name = raw.name.get_ref();
     if let Err(msg) = check_name(name) {
@@ -521,33 +616,35 @@ fn validate_target(
             None
         }
     };
-    let kinds = target_kinds(c, &at);
-    let labels = target_labels(c, &at);
+    let kinds = target_kinds(c, at);
+    let labels = target_labels(c, at);
     let ping = PingOptions::resolve(c, &at.field("ping"), raw.ping.as_ref(), d.ping.as_ref());
     let trace = TraceOptions::resolve(c, &at.field("trace"), raw.trace.as_ref(), d.trace.as_ref());
-    let dns = target_dns(c, &at, kinds.iter().any(|(k, _)| *k == ProbeKind::Dns));
+    let dns = target_dns(c, at, kinds.iter().any(|(k, _)| *k == ProbeKind::Dns));
+    let modules = target_modules(c, at, &kinds, host.as_ref());
     if host.as_ref().is_some_and(Host::is_system) {
-        check_system_host(c, &at, &kinds);
+        check_system_host(c, at, &kinds);
     }
     let mut probes = Vec::new();
     for (kind, _) in &kinds {
-        let interval = match interval_setting(&at, *kind) {
+        let interval = match interval_setting(at, *kind) {
             Some((v, field)) => c
-                .duration_in(v, &field, D::INTERVAL_RANGE.min, D::INTERVAL_RANGE.max)
+                .duration_in(&v, &field, D::INTERVAL_RANGE.min, D::INTERVAL_RANGE.max)
                 .unwrap_or(default_interval(*kind)),
             None => default_interval(*kind),
         };
         match kind {
-            ProbeKind::Ping => check_ping_fits(c, &at, &ping, interval),
-            ProbeKind::Trace => check_trace_fits(c, &at, &trace, interval),
-            ProbeKind::Dns => check_dns_fits(c, &at, dns.as_ref(), interval),
+            ProbeKind::Ping => check_ping_fits(c, at, &ping, interval),
+            ProbeKind::Trace => check_trace_fits(c, at, &trace, interval),
+            ProbeKind::Dns => check_dns_fits(c, at, dns.as_ref(), interval),
+            ProbeKind::Module(m) => check_module_fits(c, at, *m, &modules, interval),
         }
         probes.push((*kind, interval));
     }
     if let Some(Host::Ip(ip)) = &host {
-        check_ping_family(c, &at, *ip, &ping);
+        check_ping_family(c, at, *ip, &ping);
         if kinds.iter().any(|(k, _)| *k == ProbeKind::Trace) {
-            check_trace_family(c, &at, *ip, &trace);
+            check_trace_family(c, at, *ip, &trace);
         }
     }
     if c.col.errors.len() > before {
@@ -561,7 +658,66 @@ fn validate_target(
         ping,
         trace,
         dns,
+        modules,
     })
+}
+
+/// The options of each module kind the target runs; a section without its kind is a mistake.
+fn target_modules(
+    c: &mut Check<'_, '_>,
+    at: &At<'_>,
+    kinds: &[(ProbeKind, Range<usize>)],
+    host: Option<&Host>,
+) -> Vec<ModuleOptions> {
+    let mut out = Vec::new();
+    for (m, v) in at.modules {
+        if !kinds.iter().any(|(k, _)| *k == ProbeKind::Module(*m)) {
+            let msg = format!("is set but {:?} is not in probes", m.module().name());
+            c.err(Some(v.span()), &at.field(m.module().name()), msg);
+        }
+    }
+    for (kind, _) in kinds {
+        let ProbeKind::Module(m) = *kind else {
+            continue;
+        };
+        let input = OptionsInput {
+            path: &at.field(m.module().name()),
+            own: section(at.modules, m),
+            defaults: section(at.module_defaults, m),
+            target_span: at.span.clone(),
+            host: host.map(|h| (h, at.raw.host.span())),
+        };
+        if let Some(options) = m.module().options(c, &input) {
+            out.push(ModuleOptions { kind: m, options });
+        }
+    }
+    out
+}
+
+fn check_module_fits(
+    c: &mut Check<'_, '_>,
+    at: &At<'_>,
+    m: ModuleId,
+    modules: &[ModuleOptions],
+    interval: Duration,
+) {
+    let Some(o) = modules.iter().find(|o| o.kind == m) else {
+        return;
+    };
+    let length = m.module().round_length(o.options.as_ref());
+    if length < interval {
+        return;
+    }
+    let name = m.module().name();
+    c.err(
+        section(at.modules, m).map_or(at.span.clone(), Section::span),
+        &at.field(name),
+        format!(
+            "a {name} round takes up to {}, longer than the interval ({}); shorten its timeout or send fewer attempts",
+            humantime::format_duration(length),
+            humantime::format_duration(interval)
+        ),
+    );
 }
 
 /// The probe kinds a target lists, each once, with where it was written.
@@ -572,7 +728,13 @@ fn target_kinds(c: &mut Check<'_, '_>, at: &At<'_>) -> Vec<(ProbeKind, Range<usi
         c.err(
             raw.probes.span(),
             &at.field("probes"),
-            "must name at least one probe (ping, dns or trace)",
+            format!(
+                "must name at least one probe ({})",
+                ProbeKind::every()
+                    .map(ProbeKind::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         );
     }
     for p in raw.probes.get_ref() {
@@ -654,28 +816,36 @@ fn check_system_host(c: &mut Check<'_, '_>, at: &At<'_>, kinds: &[(ProbeKind, Ra
 
 /// Where a probe's interval is set: its own table, the target, `[defaults.KIND]`, then
 /// `[defaults]`; with the field to name in an error.
-fn interval_setting<'r>(at: &At<'r>, kind: ProbeKind) -> Option<(&'r Spanned<String>, String)> {
+fn interval_setting(at: &At<'_>, kind: ProbeKind) -> Option<(Spanned<String>, String)> {
     let (raw, d) = (at.raw, at.d);
+    let module_interval = |s: Option<&Section<'_>>| -> Option<Spanned<String>> {
+        let v = s?.get_ref().as_table()?.get("interval")?;
+        Some(Spanned::new(v.span(), v.get_ref().as_str()?.to_string()))
+    };
     let (own, inherited) = match kind {
+        ProbeKind::Module(m) => (
+            module_interval(section(at.modules, m)),
+            module_interval(section(at.module_defaults, m)),
+        ),
         ProbeKind::Ping => (
-            raw.ping.as_ref().and_then(|p| p.interval.as_ref()),
-            d.ping.as_ref().and_then(|p| p.interval.as_ref()),
+            raw.ping.as_ref().and_then(|p| p.interval.clone()),
+            d.ping.as_ref().and_then(|p| p.interval.clone()),
         ),
         ProbeKind::Trace => (
-            raw.trace.as_ref().and_then(|p| p.interval.as_ref()),
-            d.trace.as_ref().and_then(|p| p.interval.as_ref()),
+            raw.trace.as_ref().and_then(|p| p.interval.clone()),
+            d.trace.as_ref().and_then(|p| p.interval.clone()),
         ),
         ProbeKind::Dns => (
-            raw.dns.as_ref().and_then(|p| p.interval.as_ref()),
-            d.dns.as_ref().and_then(|p| p.interval.as_ref()),
+            raw.dns.as_ref().and_then(|p| p.interval.clone()),
+            d.dns.as_ref().and_then(|p| p.interval.clone()),
         ),
     };
     let kind = kind.as_str();
     own.map(|v| (v, format!("{}.{kind}.interval", at.path)))
-        .or_else(|| raw.interval.as_ref().map(|v| (v, at.field("interval"))))
+        .or_else(|| raw.interval.clone().map(|v| (v, at.field("interval"))))
         .or_else(|| {
             d.interval
-                .as_ref()
+                .clone()
                 .map(|v| (v, "defaults.interval".to_string()))
         })
         .or_else(|| inherited.map(|v| (v, format!("defaults.{kind}.interval"))))
@@ -807,6 +977,7 @@ fn default_interval(kind: ProbeKind) -> Duration {
         ProbeKind::Ping => defaults::PING_INTERVAL,
         ProbeKind::Dns => defaults::DNS_INTERVAL,
         ProbeKind::Trace => defaults::TRACE_INTERVAL,
+        ProbeKind::Module(m) => m.module().default_interval(),
     }
 }
 
@@ -909,11 +1080,22 @@ impl Ranged for String {
 }
 
 /// Range and format checks that record an error and return `None` on failure.
-pub(crate) struct Check<'c, 't> {
+pub struct Check<'c, 't> {
     pub(crate) col: &'c mut Collector<'t>,
 }
 
+impl std::fmt::Debug for Check<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Check({} errors)", self.col.errors.len())
+    }
+}
+
 impl Check<'_, '_> {
+    /// Problems recorded so far, to tell whether a part added any.
+    pub fn errors(&self) -> usize {
+        self.col.errors.len()
+    }
+
     pub(crate) fn err(
         &mut self,
         span: impl Into<Option<Range<usize>>>,

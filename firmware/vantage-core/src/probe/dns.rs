@@ -683,7 +683,7 @@ fn if_index(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
-fn build_tls_config(
+pub(super) fn build_tls_config(
     ca_file: Option<&Path>,
     insecure: bool,
     https: bool,

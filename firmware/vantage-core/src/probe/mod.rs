@@ -2,7 +2,9 @@
 
 mod dns;
 mod engines;
+mod module;
 mod ping;
+mod tcp;
 mod trace;
 
 use std::fmt::Debug;
@@ -11,8 +13,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use dns::{DnsProbe, system_nameservers};
+pub use module::{
+    ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Section,
+    family_mismatch,
+};
 pub use ping::PingProbe;
+pub use tcp::{TcpOptions, TcpReport};
 pub use trace::TraceProbe;
+
+/// The probe modules: one line per kind.
+pub static MODULES: &[&dyn ProbeModule] = &[&tcp::Tcp];
+
+/// A prober for every kind, built-in and module.
+pub fn probes() -> Vec<Arc<dyn Probe>> {
+    let mut v: Vec<Arc<dyn Probe>> = vec![
+        Arc::new(PingProbe::new()),
+        Arc::new(DnsProbe::new()),
+        Arc::new(TraceProbe::new()),
+    ];
+    v.extend(MODULES.iter().map(|m| m.probe()));
+    v
+}
 
 use crate::config::{Host, Target};
 use crate::lock::LockExt;

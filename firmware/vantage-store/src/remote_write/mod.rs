@@ -131,6 +131,7 @@ mod tests {
             }),
             dns: None,
             trace: None,
+            module: None,
         };
         let samples = vec![s(2000, 10), s(1000, 20), s(1000, 20)];
         let ext = Labels::from([("instance".into(), "pi".into())]);
@@ -201,6 +202,7 @@ mod tests {
             ping: None,
             dns: None,
             trace: None,
+            module: None,
         };
         let dns = StoredSample {
             dns: Some(Box::new(StoredDns {

@@ -8,6 +8,7 @@
 
 mod dns;
 mod leds;
+mod modules;
 mod ping;
 mod process;
 mod rounds;
@@ -145,7 +146,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
-        for k in ProbeKind::ALL {
+        for k in ProbeKind::every() {
             lag.with_label_values(&[k.as_str()]);
         }
         Self {

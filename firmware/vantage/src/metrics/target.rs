@@ -6,6 +6,7 @@ use vantage_core::{Measurement, ProbeKind, Sample, Target};
 use vantage_store::gauges;
 
 use super::dns::{self, DnsSeries};
+use super::modules::{self, ModuleSeries};
 use super::ping::{self, PingSeries};
 use super::rounds::RoundGauges;
 use super::text::{Counter, Kind, Lines, family};
@@ -43,6 +44,8 @@ pub struct TargetSeries {
     pub(super) ping: Option<PingSeries>,
     pub(super) dns: Option<DnsSeries>,
     pub(super) trace: Option<TraceSeries>,
+    /// The histograms of the target's module kinds (none in a `/probe` answer).
+    modules: Vec<ModuleSeries>,
 }
 
 impl TargetSeries {
@@ -73,6 +76,7 @@ impl TargetSeries {
             ping: has(ProbeKind::Ping).then(PingSeries::default),
             dns: has(ProbeKind::Dns).then(DnsSeries::default),
             trace: has(ProbeKind::Trace).then(|| TraceSeries::new(true)),
+            modules: ModuleSeries::for_kinds(&kinds),
         }
     }
 
@@ -87,6 +91,7 @@ impl TargetSeries {
             ping: None,
             dns: None,
             trace: (kind == ProbeKind::Trace).then(|| TraceSeries::new(false)),
+            modules: Vec::new(),
         }
     }
 
@@ -105,6 +110,7 @@ impl TargetSeries {
             Measurement::Ping(r) => self.ping.iter().for_each(|s| s.observe(r)),
             Measurement::Dns(r) => self.dns.iter().for_each(|s| s.observe(r)),
             Measurement::Trace(r) => self.trace.iter().for_each(|s| s.observe(r)),
+            Measurement::Module(r) => ModuleSeries::observe(&self.modules, r),
             _ => {}
         }
     }
@@ -166,7 +172,7 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
         }
         any
     };
-    for g in gauges::ALL {
+    for g in gauges::ALL.iter() {
         family(out, g.name, g.help, Kind::Gauge, |o| {
             each(o, &|t, l| t.rounds.write(g, l))
         });
@@ -181,4 +187,5 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
             each(o, &|t, l| (f.write)(t, f.name, l))
         });
     }
+    modules::write_families(out, &|o, write| each(o, &|t, l| write(&t.modules, l)));
 }

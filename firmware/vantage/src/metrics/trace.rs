@@ -113,6 +113,7 @@ mod tests {
                     ping: Default::default(),
                     trace: Default::default(),
                     dns: None,
+                    modules: Vec::new(),
                 })
             } else {
                 TargetSeries::one_round(ProbeKind::Trace)

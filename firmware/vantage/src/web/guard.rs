@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use vantage_core::Host;
-use vantage_core::config::parse_host;
+use vantage_core::config::{parse_host, split_host_port};
 
 use super::Web;
 use super::api::ApiError;
@@ -181,8 +181,11 @@ pub fn probe_allowed(web: &Web, allow: &[String], target: &str) -> bool {
     if allow.is_empty() {
         return true;
     }
-    let Ok(host) = parse_host(target) else {
-        // Let the handler explain what is wrong with it.
+    // A target written HOST:PORT (module=tcp) is judged by its host.
+    let host = parse_host(target)
+        .or_else(|e| split_host_port(target).map_or(Err(e), |(h, _)| parse_host(h)));
+    let Ok(host) = host else {
+        // Nothing is probed for it: let the handler explain what is wrong with it.
         return true;
     };
     allow.iter().any(|p| match (p.as_str(), &host) {

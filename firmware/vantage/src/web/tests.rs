@@ -935,6 +935,21 @@ async fn settings_protect_scrapes_and_restrict_probe() {
         .raw(with_token("/probe?target=127.0.0.1&module=ping"))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // A target written HOST:PORT is judged by its host.
+    for t in [
+        "198.51.100.7:22",
+        "[2001:db8::7]:443",
+        "metadata.example.com:80",
+    ] {
+        let r = f
+            .raw(with_token(&format!("/probe?module=tcp&target={t}")))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{t}: {}", r.text);
+    }
+    let r = f
+        .raw(with_token("/probe?module=tcp&target=192.0.2.9:0"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     // The bearer token may also trigger a reload (Prometheus lifecycle style).
     let req = f
         .builder(Method::POST, "/-/reload", false, false)
@@ -2341,7 +2356,7 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
         .iter()
         .map(|p| p["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["ping", "dns", "trace"]);
+    assert_eq!(kinds[..3], ["ping", "dns", "trace"]);
     let trace = &r.body["probes"][2]["fields"];
     let field = |key: &str| {
         trace
@@ -2580,4 +2595,52 @@ async fn a_setup_code_guards_first_boot() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert!(f.web.auth.is_set_up());
+}
+
+/// A probe module's kind reaches the page from the module: its form, and a target built
+/// from it that saves and tests.
+#[tokio::test]
+async fn a_tcp_target_from_the_modules_form_saves() {
+    let f = Fixture::logged_in(Some(CONFIG)).await;
+    let r = f.get("/api/probes").await;
+    let tcp = r.body["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "tcp")
+        .unwrap_or_else(|| panic!("no tcp form: {}", r.text))
+        .clone();
+    let port = tcp["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "port")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (port["type"].as_str(), port["required"].as_bool()),
+        (Some("integer"), Some(true))
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listen = l.local_addr().unwrap().port();
+    tokio::spawn(async move { while l.accept().await.is_ok() {} });
+    // As the form sends it: a choice is text.
+    let t = json!({
+        "name": "web", "host": "127.0.0.1", "probes": ["tcp"],
+        "tcp": {"port": listen, "attempts": 2, "tls": "false"}
+    });
+    let r = f
+        .send(Method::POST, "/api/targets/test", Some(t.clone()), true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["results"][0]["probe"], "tcp", "{}", r.text);
+    assert_eq!(r.body["results"][0]["success"], true, "{}", r.text);
+    let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.contains("attempts = 2"), "{text}");
+    let t = json!({"name": "web2", "host": "127.0.0.1", "probes": ["tcp"], "tcp": {"attempts": 2}});
+    let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("tcp.port"), "{}", r.text);
 }

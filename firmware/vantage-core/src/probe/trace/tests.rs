@@ -614,6 +614,7 @@ fn target(host: &str, trace: TraceOptions) -> crate::config::Target {
         ping: Default::default(),
         trace,
         dns: None,
+        modules: Vec::new(),
     }
 }
 

@@ -1,0 +1,265 @@
+//! A probe kind as one module: its options, run, report, series, store encoding, `/probe`
+//! parameters and form, behind one object-safe trait. The crates that store, show and serve
+//! rounds stay generic over kinds: they ask [`MODULES`](super::MODULES) what a kind does.
+//!
+//! Adding a kind is a file that implements [`ProbeModule`] and one line in `MODULES`.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::Probe;
+use crate::config::{Check, Host, ProbeForm};
+use crate::series::{Gauge, HistogramDef, Point};
+use crate::types::{ModuleId, ProbeKind};
+
+/// A config section as written (`tcp = { ... }`), with its place in the file.
+pub type Section<'t> = Spanned<DeValue<'t>>;
+
+/// What a module is given to resolve its options for one target.
+#[derive(Debug)]
+pub struct OptionsInput<'a, 't> {
+    /// Where errors point: `targets[3].tcp`.
+    pub path: &'a str,
+    /// The target's own section, and `[defaults.KIND]`.
+    pub own: Option<&'a Section<'t>>,
+    pub defaults: Option<&'a Section<'t>>,
+    /// Where the target's table is, for errors about a missing setting.
+    pub target_span: std::ops::Range<usize>,
+    /// The target's host, when it parsed; with its place in the file.
+    pub host: Option<(&'a Host, std::ops::Range<usize>)>,
+}
+
+/// A kind's validated options for one target. Implemented for every plain options struct.
+pub trait Options: Any + Debug + Send + Sync {
+    fn eq_dyn(&self, other: &dyn Options) -> bool;
+    fn hash_dyn(&self, h: &mut dyn Hasher);
+    fn json(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any + Debug + PartialEq + Hash + Serialize + Send + Sync> Options for T {
+    fn eq_dyn(&self, other: &dyn Options) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
+    fn hash_dyn(&self, mut h: &mut dyn Hasher) {
+        self.hash(&mut h);
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A kind's report of one round. Implemented for every plain report struct.
+pub trait Report: Any + Debug + Send + Sync {
+    fn eq_dyn(&self, other: &dyn Report) -> bool;
+    fn json(&self) -> serde_json::Value;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any + Debug + PartialEq + Serialize + Send + Sync> Report for T {
+    fn eq_dyn(&self, other: &dyn Report) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A target's options of one module kind.
+#[derive(Debug, Clone)]
+pub struct ModuleOptions {
+    pub kind: ModuleId,
+    pub options: Arc<dyn Options>,
+}
+
+impl ModuleOptions {
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.options.as_any().downcast_ref()
+    }
+}
+
+impl PartialEq for ModuleOptions {
+    fn eq(&self, o: &Self) -> bool {
+        self.kind == o.kind && self.options.eq_dyn(o.options.as_ref())
+    }
+}
+impl Eq for ModuleOptions {}
+impl Hash for ModuleOptions {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.kind.hash(h);
+        self.options.hash_dyn(h);
+    }
+}
+impl Serialize for ModuleOptions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.options.json().serialize(s)
+    }
+}
+
+/// A module kind's report of one round (in [`Measurement::Module`](crate::Measurement)).
+#[derive(Debug, Clone)]
+pub struct ModuleReport {
+    pub kind: ModuleId,
+    pub report: Arc<dyn Report>,
+}
+
+impl ModuleReport {
+    pub fn new<R: Report>(kind: ModuleId, report: R) -> Self {
+        Self {
+            kind,
+            report: Arc::new(report),
+        }
+    }
+
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.report.as_any().downcast_ref()
+    }
+
+    pub fn module(&self) -> &'static dyn ProbeModule {
+        self.kind.module()
+    }
+}
+
+impl PartialEq for ModuleReport {
+    fn eq(&self, o: &Self) -> bool {
+        self.kind == o.kind && self.report.eq_dyn(o.report.as_ref())
+    }
+}
+impl Serialize for ModuleReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.report.json().serialize(s)
+    }
+}
+
+impl ModuleId {
+    pub fn module(self) -> &'static dyn ProbeModule {
+        super::MODULES
+            .iter()
+            .copied()
+            .find(|m| m.name() == self.0)
+            .expect("a ModuleId names a registered module")
+    }
+
+    /// Every registered module kind, in registration order.
+    pub fn all() -> impl Iterator<Item = ModuleId> {
+        super::MODULES.iter().map(|m| ModuleId(m.name()))
+    }
+
+    pub fn by_name(name: &str) -> Option<ModuleId> {
+        Self::all().find(|m| m.0 == name)
+    }
+
+    /// The module whose rounds the store writes with `code`.
+    pub fn by_store_code(code: u8) -> Option<ModuleId> {
+        Self::all().find(|m| m.module().store_code() == code)
+    }
+}
+
+impl ProbeKind {
+    /// Every kind: the built-in ones, then the modules in registration order.
+    pub fn every() -> impl Iterator<Item = ProbeKind> {
+        Self::ALL
+            .into_iter()
+            .chain(ModuleId::all().map(ProbeKind::Module))
+    }
+
+    /// The module of a module kind.
+    pub fn module(self) -> Option<&'static dyn ProbeModule> {
+        match self {
+            ProbeKind::Module(m) => Some(m.module()),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for ProbeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProbeKind::every().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = ProbeKind::every().map(ProbeKind::as_str).collect();
+            format!(
+                "unknown probe {s:?} (expected one of: {})",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+/// What `/probe` asks of a module: the `target` parameter and the other query parameters.
+pub struct ProbeQuery<'a> {
+    pub target: &'a str,
+    pub param: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// The device's own command line, not a network client: it may name local files.
+    pub trusted: bool,
+}
+
+impl std::fmt::Debug for ProbeQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeQuery")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One probe kind. Everything the other crates need of a kind goes through here.
+pub trait ProbeModule: Send + Sync + Debug {
+    /// `probes = ["NAME"]`, the `NAME = {...}` section, `probe="NAME"`, `module=NAME`.
+    fn name(&self) -> &'static str;
+    /// The kind's code in the store's series dictionary and blocks: stable, never reused,
+    /// above the built-in kinds' 1 to 3.
+    fn store_code(&self) -> u8;
+    fn default_interval(&self) -> Duration;
+    /// The page's target form for the kind.
+    fn form(&self) -> ProbeForm;
+    /// Validates the kind's section of one target (over `[defaults.NAME]`); errors go to `c`.
+    fn options(
+        &self,
+        c: &mut Check<'_, '_>,
+        input: &OptionsInput<'_, '_>,
+    ) -> Option<Arc<dyn Options>>;
+    /// The longest a round with these options takes; it must be shorter than the interval.
+    fn round_length(&self, options: &dyn Options) -> Duration;
+    /// The prober that runs rounds of this kind.
+    fn probe(&self) -> Arc<dyn Probe>;
+    /// `/probe?module=NAME&target=...`: the host and options of one round, or a message for 400.
+    fn probe_options(&self, q: &ProbeQuery<'_>) -> Result<(Host, Arc<dyn Options>), String>;
+    /// The `/probe` parameters the kind reads, besides `target` and `module` (and on the
+    /// command line, where the query is trusted, its file settings).
+    fn probe_params(&self) -> &'static [&'static str];
+    /// Parameters only the command line may set (they name files on the device).
+    fn trusted_params(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Every per-round gauge the kind shows, besides `vantage_probe_success` and
+    /// `vantage_probe_duration_seconds`.
+    fn gauges(&self) -> &'static [&'static Gauge];
+    /// The report's figures as stored (µs resolution), starting with their format version.
+    fn encode(&self, report: &dyn Report, out: &mut Vec<u8>);
+    /// The points of a stored round ([`Self::encode`]'s bytes); none for bytes it cannot read.
+    fn points(&self, stored: &[u8], out: &mut Vec<Point>);
+    /// The points before the first round: every series that does not depend on one, at 0.
+    fn initial_points(&self, out: &mut Vec<Point>);
+    /// The histograms the daemon keeps from rounds, and what a round adds to each (by index).
+    fn histograms(&self) -> &'static [HistogramDef];
+    fn observe(&self, report: &dyn Report, add: &mut dyn FnMut(usize, f64));
+}
+
+/// Whether `ip` and the wanted family disagree, for the family checks modules share.
+pub fn family_mismatch(p: crate::IpProtocol, ip: IpAddr) -> bool {
+    (p == crate::IpProtocol::Ipv4 && ip.is_ipv6()) || (p == crate::IpProtocol::Ipv6 && ip.is_ipv4())
+}

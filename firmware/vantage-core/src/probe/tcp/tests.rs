@@ -1,0 +1,491 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use super::run::TcpProbe;
+use super::stored::{StoredTcp, not_after};
+use super::*;
+use crate::config::{Config, parse_host, split_host_port};
+use crate::probe::ProbeRequest;
+use crate::sample::{Measurement, ProbeError};
+use crate::series::Point;
+use crate::types::ProbeKind;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, "t.toml").map_err(|e| e.to_string())
+}
+
+fn target(host: &str, tcp: &str) -> String {
+    format!("[[targets]]\nname = \"t\"\nhost = \"{host}\"\nprobes = [\"tcp\"]\ntcp = {tcp}\n")
+}
+
+fn options(cfg: &Config) -> &TcpOptions {
+    cfg.targets[0].module::<TcpOptions>(KIND).unwrap()
+}
+
+#[test]
+fn minimal_config_and_defaults() {
+    let cfg = parse(&target("127.0.0.1", "{ port = 443 }")).unwrap();
+    let o = options(&cfg);
+    assert_eq!(*o, TcpOptions::for_port(443));
+    assert_eq!(
+        cfg.targets[0].probes,
+        [(ProbeKind::Module(KIND), options::INTERVAL)]
+    );
+    // [defaults.tcp] fills what the target leaves out, the target's own settings win.
+    let text = format!(
+        "[defaults]\ntcp = {{ port = 22, attempts = 5, dscp = 46, interval = \"30s\" }}\n{}",
+        target(
+            "::1",
+            "{ attempts = 2, tls = true, server_name = \"x.test\" }"
+        )
+    );
+    let cfg = parse(&text).unwrap();
+    let o = options(&cfg);
+    assert_eq!(
+        (o.port, o.attempts, o.tos, o.tls),
+        (22, 2, Some(46 << 2), true)
+    );
+    assert_eq!(o.server_name.as_deref(), Some("x.test"));
+    assert_eq!(cfg.targets[0].probes[0].1, Duration::from_secs(30));
+    // The same options from /probe parameters.
+    let param = |k: &str| (k == "tls").then_some("true");
+    let q = ProbeQuery {
+        target: "[::1]:8443",
+        param: &param,
+        trusted: false,
+    };
+    let (host, o) = Tcp.probe_options(&q).unwrap();
+    assert_eq!(host, parse_host("::1").unwrap());
+    let o = o.as_any().downcast_ref::<TcpOptions>().unwrap();
+    assert_eq!((o.port, o.tls), (8443, true));
+}
+
+#[test]
+fn bad_settings_are_located() {
+    let cases = [
+        ("{ attempts = 2 }", "5:7: targets[0].tcp.port: is required"),
+        (
+            "{ port = 0 }",
+            "5:16: targets[0].tcp.port: must be between 1 and 65535, got 0",
+        ),
+        (
+            "{ port = 1, attempts = 99 }",
+            "targets[0].tcp.attempts: must be between 1 and 20",
+        ),
+        (
+            "{ port = 1, expect = \"(\" }",
+            "targets[0].tcp.expect: is not a valid regex",
+        ),
+        (
+            "{ port = 1, send = \"a\\nb\" }",
+            "targets[0].tcp.send: must be one line",
+        ),
+        (
+            "{ port = 1, ca_file = \"/x\" }",
+            "targets[0].tcp.ca_file: applies only with tls = true",
+        ),
+        (
+            "{ port = 1, tls = \"yes\" }",
+            "targets[0].tcp.tls: \"yes\" is not true or false",
+        ),
+        (
+            "{ port = 1, bogus = 1 }",
+            "targets[0].tcp.bogus: unknown field `bogus`",
+        ),
+        (
+            "{ port = 1, source = \"::1\" }",
+            "tcp.source: source ::1 and host 127.0.0.1 are not",
+        ),
+        (
+            "{ port = 1, timeout = \"20s\" }",
+            "a tcp round takes up to 20s 200ms, longer than the interval (10s)",
+        ),
+    ];
+    for (tcp, want) in cases {
+        let err = parse(&target("127.0.0.1", tcp)).unwrap_err();
+        assert!(err.contains(want), "{tcp}: {err}");
+    }
+    let text = "[[targets]]\nname = \"t\"\nhost = \"h\"\nprobes = [\"ping\"]\ntcp = { port = 1 }\n";
+    let err = parse(text).unwrap_err();
+    assert!(
+        err.contains("targets[0].tcp: is set but \"tcp\" is not in probes"),
+        "{err}"
+    );
+    let param = |_: &str| None;
+    for (t, want) in [
+        ("h", "write HOST:PORT"),
+        ("h:x", "port \"x\" is not a whole number"),
+        (
+            "h:70000",
+            "tcp.port: must be between 1 and 65535, got 70000",
+        ),
+    ] {
+        let q = ProbeQuery {
+            target: t,
+            param: &param,
+            trusted: false,
+        };
+        let err = Tcp.probe_options(&q).unwrap_err();
+        assert!(err.contains(want), "{t}: {err}");
+    }
+}
+
+#[test]
+fn the_form_comes_from_the_module() {
+    let forms = crate::config::probe_forms();
+    let f = forms.iter().find(|f| f.kind == "tcp").unwrap();
+    let keys: Vec<_> = f.fields.iter().map(|f| f.key).collect();
+    assert!(
+        keys.starts_with(&["port", "attempts", "spacing", "timeout"]),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"tls") && keys.contains(&"expect"));
+}
+
+fn request(host: &str, o: TcpOptions) -> ProbeRequest {
+    let text = target(host, &format!("{{ port = {} }}", o.port));
+    let mut t = parse(&text).unwrap().targets.remove(0);
+    t.modules[0].options = Arc::new(o);
+    ProbeRequest::for_target(&t)
+}
+
+fn report(s: &crate::Sample) -> &TcpReport {
+    match &s.measurement {
+        Measurement::Module(r) => r.get::<TcpReport>().unwrap(),
+        m => panic!("{m:?}"),
+    }
+}
+
+async fn listener(addr: &str) -> (TcpListener, u16) {
+    let l = TcpListener::bind(addr).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// Accepts connections, and for each runs `serve`.
+fn serve<F, Fut>(l: TcpListener, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+}
+
+#[tokio::test]
+async fn open_port_on_loopback_v4_and_v6() {
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        let (l, port) = listener(addr).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        serve(l, move |s| {
+            let tx = tx.clone();
+            async move {
+                // The prober closes with a FIN: the server reads end-of-stream, not a reset.
+                let mut buf = [0u8; 16];
+                let n = tokio::io::AsyncReadExt::read(&mut { s }, &mut buf).await;
+                let _ = tx.send(n.map_err(|e| e.kind()));
+            }
+        });
+        let host = addr.rsplit_once(':').unwrap().0.trim_matches(['[', ']']);
+        let o = TcpOptions {
+            spacing: Duration::from_millis(1),
+            ..TcpOptions::for_port(port)
+        };
+        let s = TcpProbe::default().run(request(host, o)).await;
+        assert!(s.success, "{s:?}");
+        let r = report(&s);
+        assert_eq!((r.sent, r.connected, r.connect_times.len()), (3, 3, 3));
+        assert_eq!(r.address.unwrap().is_ipv6(), addr.starts_with('['));
+        for _ in 0..3 {
+            assert_eq!(rx.recv().await.unwrap(), Ok(0), "a clean close");
+        }
+    }
+}
+
+#[tokio::test]
+async fn closed_port_fails_with_connection_refused() {
+    let (l, port) = listener("127.0.0.1:0").await;
+    drop(l);
+    let s = TcpProbe::default()
+        .run(request("127.0.0.1", TcpOptions::for_port(port)))
+        .await;
+    assert!(!s.success);
+    let r = report(&s);
+    assert_eq!((r.sent, r.connected), (3, 0));
+    match &s.error {
+        Some(ProbeError::Network(m)) => assert!(m.contains("refused"), "{m}"),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn filtered_port_times_out() {
+    if !vantage_testkit::root_or_skip("filtered_port_times_out") {
+        return;
+    }
+    let ns = vantage_testkit::Netns::new("tcpdrop");
+    ns.iptables(&["-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "DROP"]);
+    let o = TcpOptions {
+        attempts: 2,
+        timeout: Duration::from_millis(300),
+        ..TcpOptions::for_port(9)
+    };
+    let s = ns.block_on(|| async move {
+        let started = std::time::Instant::now();
+        let s = TcpProbe::default().run(request("127.0.0.1", o)).await;
+        (s, started.elapsed())
+    });
+    let (s, took) = s;
+    assert!(!s.success);
+    assert_eq!(s.error, Some(ProbeError::Timeout));
+    assert_eq!((report(&s).sent, report(&s).connected), (2, 0));
+    // The SYNs were dropped, not refused; the round ended at its timeout, not the kernel's.
+    assert!(ns.rule_packets(false, "INPUT") >= 2);
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+struct Pki {
+    ca_pem: String,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// A private CA and a leaf for "tcp.test" and 127.0.0.1 whose validity `leaf` sets.
+fn pki(leaf: impl FnOnce(&mut rcgen::CertificateParams)) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["tcp.test".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    leaf(&mut params);
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        chain: vec![cert.der().clone(), ca.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    }
+}
+
+/// A TLS server on loopback: the handshake, then one line read and answered with `reply`.
+async fn tls_server(pki: &Pki, reply: &'static str) -> u16 {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (l, port) = listener("127.0.0.1:0").await;
+    serve(l, move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(mut s) = acceptor.accept(s).await else {
+                return;
+            };
+            let mut line = String::new();
+            let _ = BufReader::new(&mut s).read_line(&mut line).await;
+            let _ = s.write_all(reply.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    });
+    port
+}
+
+fn ca_file(pki: &Pki, tag: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("vantage-tcp-{tag}-{}.pem", std::process::id()));
+    std::fs::write(&path, &pki.ca_pem).unwrap();
+    path
+}
+
+fn tls_options(port: u16, ca: std::path::PathBuf) -> TcpOptions {
+    TcpOptions {
+        attempts: 1,
+        tls: true,
+        server_name: Some("tcp.test".into()),
+        ca_file: Some(ca),
+        send: Some("HELLO".into()),
+        expect: Some("^OK ".into()),
+        ..TcpOptions::for_port(port)
+    }
+}
+
+#[tokio::test]
+async fn tls_to_a_private_ca_reads_the_expiry_to_the_second() {
+    // UTCTime (before 2050) and GeneralizedTime (from 2050) encodings.
+    for (year, month, day, extra, want) in [
+        (2031, 5, 17, 12_345, 1_936_754_745),
+        (2051, 2, 3, 7, 2_558_995_207),
+    ] {
+        let pki = pki(|p| {
+            p.not_after = rcgen::date_time_ymd(year, month, day) + Duration::from_secs(extra)
+        });
+        assert_eq!(not_after(&pki.chain[0]), Some(want));
+        let port = tls_server(&pki, "OK ready\r\n").await;
+        let o = tls_options(port, ca_file(&pki, &year.to_string()));
+        let s = TcpProbe::default().run(request("127.0.0.1", o)).await;
+        assert!(s.success, "{s:?}");
+        let r = report(&s);
+        // The chain's earliest expiry: the leaf's, not the CA's.
+        assert_eq!(r.cert_not_after, Some(want));
+        assert!(r.tls_handshake.is_some() && r.tls_version.is_some());
+        assert_eq!(r.expect_matched, Some(true));
+        assert_eq!(r.reply.as_deref(), Some("OK ready"));
+        let mut points = Vec::new();
+        Tcp.points(&stored(&s), &mut points);
+        let expiry = points.iter().find(|p| p.gauge == &CERT_NOT_AFTER).unwrap();
+        assert_eq!(expiry.value, want as f64);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_certificate_fails_the_handshake() {
+    let pki = pki(|p| {
+        p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    });
+    let port = tls_server(&pki, "OK\n").await;
+    let o = tls_options(port, ca_file(&pki, "expired"));
+    let s = TcpProbe::default()
+        .run(request("127.0.0.1", o.clone()))
+        .await;
+    assert!(!s.success);
+    match &s.error {
+        Some(ProbeError::Validation(m)) => {
+            assert!(m.contains("TLS handshake") && m.contains("xpired"), "{m}")
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(
+        report(&s).connected,
+        1,
+        "it connected; the certificate failed"
+    );
+    // `insecure` accepts it and still reads when it expired.
+    let o = TcpOptions {
+        insecure: true,
+        expect: None,
+        send: None,
+        ..o
+    };
+    let s = TcpProbe::default().run(request("127.0.0.1", o)).await;
+    assert!(s.success, "{s:?}");
+    assert_eq!(report(&s).cert_not_after, Some(1_577_836_800));
+}
+
+#[tokio::test]
+async fn banner_expect_matches_or_fails() {
+    let (l, port) = listener("127.0.0.1:0").await;
+    serve(l, |mut s| async move {
+        let _ = s.write_all(b"SSH-2.0-test\r\nmore").await;
+        let _ = s.shutdown().await;
+    });
+    let o = |expect: &str| TcpOptions {
+        attempts: 1,
+        expect: Some(expect.into()),
+        ..TcpOptions::for_port(port)
+    };
+    let s = TcpProbe::default()
+        .run(request("127.0.0.1", o("^SSH-2\\.0-")))
+        .await;
+    assert!(s.success, "{s:?}");
+    assert_eq!(report(&s).expect_matched, Some(true));
+    let s = TcpProbe::default()
+        .run(request("127.0.0.1", o("^HTTP/")))
+        .await;
+    assert!(!s.success);
+    assert_eq!(report(&s).expect_matched, Some(false));
+    match &s.error {
+        Some(ProbeError::Validation(m)) => {
+            assert!(m.contains("\"SSH-2.0-test\" does not match"), "{m}")
+        }
+        e => panic!("{e:?}"),
+    }
+    let mut points = Vec::new();
+    Tcp.points(&stored(&s), &mut points);
+    let matched = points.iter().find(|p| p.gauge == &EXPECT_MATCHED).unwrap();
+    assert_eq!(matched.value, 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_server_cannot_hold_the_round_past_its_timeout() {
+    let (l, port) = listener("127.0.0.1:0").await;
+    serve(l, |s| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(s);
+    });
+    let o = TcpOptions {
+        attempts: 1,
+        timeout: Duration::from_secs(2),
+        expect: Some("x".into()),
+        ..TcpOptions::for_port(port)
+    };
+    let started = tokio::time::Instant::now();
+    let s = TcpProbe::default().run(request("127.0.0.1", o)).await;
+    assert_eq!(s.error, Some(ProbeError::Timeout));
+    assert!(started.elapsed() <= Duration::from_secs(2) + Duration::from_millis(10));
+}
+
+fn stored(s: &crate::Sample) -> Vec<u8> {
+    let mut b = Vec::new();
+    Tcp.encode(report(s), &mut b);
+    b
+}
+
+#[test]
+fn stored_rounds_read_back_and_bad_bytes_are_refused() {
+    let full = StoredTcp {
+        sent: 3,
+        connected: 2,
+        connect_us: Some((100, 150, 200)),
+        tls_us: Some(900),
+        not_after: Some(1_936_754_745),
+        expect_matched: Some(false),
+    };
+    for s in [
+        full,
+        StoredTcp::default(),
+        StoredTcp {
+            not_after: Some(-5),
+            ..full
+        },
+    ] {
+        let mut b = Vec::new();
+        s.encode(&mut b);
+        assert_eq!(StoredTcp::decode(&b), Some(s));
+        // A round is small: no connection 4 bytes, everything under 20.
+        assert!(b.len() < 20, "{}", b.len());
+        assert_eq!(StoredTcp::decode(&b[..b.len() - 1]), None);
+        let mut longer = b.clone();
+        longer.push(0);
+        assert_eq!(StoredTcp::decode(&longer), None);
+    }
+    assert_eq!(StoredTcp::decode(&[2, 0, 0, 0]), None, "another version");
+    assert_eq!(StoredTcp::decode(&[1, 0x40, 0, 0]), None, "unknown flags");
+    // Every point of a round is one of the module's gauges; none before the first round
+    // depends on it.
+    let mut points: Vec<Point> = Vec::new();
+    full.points(&mut points);
+    Tcp.initial_points(&mut points);
+    for p in &points {
+        assert!(GAUGES.contains(&p.gauge), "{}", p.gauge.name);
+        assert_eq!(p.gauge.label.is_some(), p.label_value.is_some());
+    }
+}
+
+#[test]
+fn split_host_port_forms() {
+    assert_eq!(split_host_port("h.test:443"), Ok(("h.test", 443)));
+    assert_eq!(split_host_port("[::1]:22"), Ok(("::1", 22)));
+    assert!(split_host_port("::1:22").is_err());
+}

@@ -1,0 +1,88 @@
+//! The shape of a probe round's series: gauge families and their points, and the histograms a
+//! daemon keeps from rounds. Each probe kind declares its own here; the store, remote_write,
+//! `/metrics` and `/probe` derive theirs from these declarations.
+
+use std::borrow::Cow;
+
+/// One gauge series family of a round: its name, help text and labels.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// Carries `probe="KIND"` (the series every probe kind has).
+    pub probe_label: bool,
+    /// The gauge's own label (`stat`, `phase`, `rcode`, `hop`), if any.
+    pub label: Option<&'static str>,
+}
+
+/// A gauge without labels.
+pub const fn gauge(name: &'static str, help: &'static str) -> Gauge {
+    Gauge {
+        name,
+        help,
+        probe_label: false,
+        label: None,
+    }
+}
+
+/// A gauge with one label of its own.
+pub const fn labelled(name: &'static str, label: &'static str, help: &'static str) -> Gauge {
+    Gauge {
+        name,
+        help,
+        probe_label: false,
+        label: Some(label),
+    }
+}
+
+/// One point of a round: a gauge, the value of its own label, and the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub gauge: &'static Gauge,
+    pub label_value: Option<Cow<'static, str>>,
+    pub value: f64,
+}
+
+impl Point {
+    pub fn new(gauge: &'static Gauge, value: f64) -> Self {
+        Self {
+            gauge,
+            label_value: None,
+            value,
+        }
+    }
+
+    pub fn labelled(gauge: &'static Gauge, v: impl Into<Cow<'static, str>>, value: f64) -> Self {
+        Self {
+            gauge,
+            label_value: Some(v.into()),
+            value,
+        }
+    }
+
+    /// The gauge's own label with its value, if it has one.
+    pub fn label(&self) -> Option<(&'static str, &str)> {
+        self.gauge.label.zip(self.label_value.as_deref())
+    }
+}
+
+/// A histogram the daemon keeps per target from every round (for `rate()` over live scrapes;
+/// not stored, not in `/probe`): exponential buckets from `start`, `count` of them.
+#[derive(Debug, PartialEq)]
+pub struct HistogramDef {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub start: f64,
+    pub factor: f64,
+    pub count: usize,
+}
+
+/// Seconds from microseconds, the stored resolution.
+pub fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+/// 1 for true, 0 for false.
+pub fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
