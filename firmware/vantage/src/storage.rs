@@ -846,10 +846,10 @@ probes = ["ping"]
                     address: format!("192.0.2.{ttl}").parse().unwrap(),
                     replies: rtts.len() as u32,
                     flows: vec![0],
+                    unreachable: None,
                 }]
             },
             rtts: rtts.iter().map(|r| us(*r)).collect(),
-            unreachable: None,
         };
         let trace = sample(
             "path",

@@ -48,8 +48,18 @@ const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
 /// TTLs probed beyond the destination's distance in the last trace, to notice a longer path
 /// without waiting for an extension.
 const TTL_MARGIN: u8 = 2;
+/// TTLs probed at once while the destination's distance is unknown (the first trace, or a
+/// path that grew): the top hop answering "time exceeded" extends the trace by as many again.
+/// The first trace thus sends `TTL_WINDOW × probes_per_hop × flows` probes at most at once
+/// instead of `max_hops × ...`, most of which would all reach the destination together.
+const TTL_WINDOW: u8 = 8;
 /// Per-target state not used for this long is dropped (targets removed from the config).
 const STATE_IDLE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Probes sent again, one flow at a time, at a TTL where flows met different next hops: a
+/// second address for one flow means per-packet balancing there, not branches.
+const SPLIT_REPROBES: usize = 2;
+/// TTLs where paths split checked per trace at most (the lowest first); bounds the probes.
+const MAX_SPLIT_CHECKS: usize = 2;
 /// Targets whose state is kept at most.
 const MAX_STATES: usize = crate::defaults::MAX_TARGETS + 1024;
 
@@ -170,10 +180,16 @@ impl TraceProbe {
         let started = clock.now();
         let mut round = Round::new(addr, opts, &*engine.socket, &mut state, clock);
         round.run(&mut lease.rx, started + budget).await;
+        round.check_splits(&mut lease.rx, started + budget).await;
         round
             .resolve_unplaced(&mut lease.rx, started + budget)
             .await;
         let (mut report, paths) = round.report()?;
+        let paris = round.socket.paris();
+        // Flows a router's "unreachable" ended short of the destination.
+        let stopped: Vec<bool> = (0..usize::from(round.flows))
+            .map(|f| round.dest[f].is_none() && round.stop[f].is_some())
+            .collect();
         drop(lease);
         let now = clock.now();
         if tracing::enabled!(target: "vantage::trace", tracing::Level::DEBUG) {
@@ -181,15 +197,19 @@ impl TraceProbe {
                 tracing::debug!(target: "vantage::trace", "{target}: flow {flow} to {addr}: {p}");
             }
         }
-        let o = state.tracker.observe(&paths, now, opts.path_window);
+        let o =
+            state
+                .tracker
+                .observe_flows(&paths, paris.then_some(&stopped), now, opts.path_window);
         for p in &o.new_paths {
             tracing::info!(target: "vantage::trace", "{target}: path to {addr} changed: {p}");
         }
         report.path_hash = o.hash;
         report.path_changed = o.changed;
         report.paths_known = o.known;
-        if let Some(dest) = report.reached.then(|| report.hop_count()) {
-            state.dest_ttl = u8::try_from(dest).ok();
+        // The next trace's range comes from the destination's answers only.
+        if report.reached {
+            state.dest_ttl = u8::try_from(report.hop_count()).ok();
         }
         state.last_used = Some(now);
         Ok(report)
@@ -227,7 +247,7 @@ impl Probe for TraceProbe {
             let duration = self.clock.now().saturating_duration_since(started);
             let (success, error, measurement) = match result {
                 Ok(report) => {
-                    let stopped = report.hops.iter().any(|h| h.unreachable.is_some());
+                    let stopped = report.hops.iter().any(|h| h.unreachable().is_some());
                     let error = (!report.reached && !stopped).then_some(ProbeError::Timeout);
                     (report.reached, error, Measurement::Trace(report))
                 }
@@ -394,7 +414,10 @@ impl<'a> Round<'a> {
             Some(d) => d
                 .saturating_add(TTL_MARGIN)
                 .clamp(opts.first_ttl, opts.max_hops),
-            None => opts.max_hops,
+            None => opts
+                .first_ttl
+                .saturating_add(TTL_WINDOW - 1)
+                .min(opts.max_hops),
         };
         Self {
             addr,
@@ -494,28 +517,40 @@ impl<'a> Round<'a> {
         i
     }
 
-    /// Whether some flow has neither reached the destination nor been stopped, and its highest
-    /// scheduled hop is settled (a router answered, or it stayed silent past its deadline).
-    fn needs_extension(&self, now: Instant) -> bool {
+    /// The new highest TTL when some flow has neither reached the destination nor been
+    /// stopped and its highest scheduled hop is settled: a router answered (the path goes on:
+    /// `TTL_WINDOW` more), or it stayed silent past its deadline (up to `max_hops` at once,
+    /// not a timeout per window).
+    fn extension(&self, now: Instant) -> Option<u8> {
         if self.hi >= self.opts.max_hops || !self.queue.is_empty() {
-            return false;
+            return None;
         }
-        (0..self.flows).any(|f| {
+        // A silent top hop says the path may go on only while nothing says where it ends: once
+        // the destination answered one flow, or a router said "unreachable" to one, a silent
+        // flow is a blackholed branch or an answer lost to rate limiting, not a longer path.
+        let ended = self.dest.iter().chain(&self.stop).any(Option::is_some);
+        let mut silent = false;
+        for f in 0..self.flows {
             let fi = usize::from(f);
             if self.dest[fi].is_some() || self.stop[fi].is_some() {
-                return false;
+                continue;
             }
             let top: Vec<&Sent> = self
                 .sent
                 .iter()
                 .filter(|s| s.flow == f && s.ttl == self.hi)
                 .collect();
-            !top.is_empty()
-                && (top
-                    .iter()
-                    .any(|s| s.answer.is_some_and(|a| a.kind == ReplyKind::TimeExceeded))
-                    || top.iter().all(|s| s.answer.is_some() || s.deadline <= now))
-        })
+            if top
+                .iter()
+                .any(|s| s.answer.is_some_and(|a| a.kind == ReplyKind::TimeExceeded))
+            {
+                return Some(self.hi.saturating_add(TTL_WINDOW).min(self.opts.max_hops));
+            }
+            silent |= !ended
+                && !top.is_empty()
+                && top.iter().all(|s| s.answer.is_some() || s.deadline <= now);
+        }
+        silent.then_some(self.opts.max_hops)
     }
 
     fn pending(&self, now: Instant) -> Option<Instant> {
@@ -529,6 +564,60 @@ impl<'a> Round<'a> {
     async fn run(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
         let lo = self.opts.first_ttl;
         self.schedule(lo, self.hi, self.clock.now());
+        self.drive(rx, end).await;
+    }
+
+    /// Re-probes one flow at the TTLs where flows met different routers and no flow met
+    /// several yet: the answers join that flow's path, where a second address is the
+    /// per-packet evidence the path tracker looks for.
+    async fn check_splits(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
+        if !self.socket.paris() {
+            return;
+        }
+        let now = self.clock.now();
+        for (ttl, flow) in self.splits() {
+            for _ in 0..SPLIT_REPROBES {
+                self.queue.push_back((now, ttl, flow));
+            }
+        }
+        if !self.queue.is_empty() {
+            self.drive(rx, end).await;
+        }
+    }
+
+    /// Up to `MAX_SPLIT_CHECKS` TTLs where flows met different routers, each with a flow
+    /// that answered there.
+    fn splits(&self) -> Vec<(u8, u16)> {
+        let mut out = Vec::new();
+        for ttl in self.opts.first_ttl..=self.hi {
+            // Per flow, the routers that said "time exceeded" at this TTL.
+            let mut seen: HashMap<u16, Vec<IpAddr>> = HashMap::new();
+            for s in self.sent.iter().filter(|s| s.ttl == ttl) {
+                if let Some(a) = s.answer.filter(|a| a.kind == ReplyKind::TimeExceeded) {
+                    let v = seen.entry(s.flow).or_default();
+                    if !v.contains(&a.from) {
+                        v.push(a.from);
+                    }
+                }
+            }
+            let mut all: Vec<IpAddr> = seen.values().flatten().copied().collect();
+            all.sort();
+            all.dedup();
+            if all.len() > 1
+                && seen.values().all(|v| v.len() == 1)
+                && let Some(&flow) = seen.keys().min()
+            {
+                out.push((ttl, flow));
+                if out.len() == MAX_SPLIT_CHECKS {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends what is queued and takes answers until every probe that matters is settled.
+    async fn drive(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
         loop {
             let now = self.clock.now();
             while let Some(&(when, ttl, flow)) = self.queue.front() {
@@ -540,9 +629,9 @@ impl<'a> Round<'a> {
                     self.send(ttl, flow);
                 }
             }
-            if self.needs_extension(now) {
+            if let Some(hi) = self.extension(now) {
                 let from = self.hi + 1;
-                self.hi = self.opts.max_hops;
+                self.hi = hi;
                 self.schedule(from, self.hi, now);
                 continue;
             }
@@ -792,6 +881,19 @@ impl<'a> Round<'a> {
             .collect()
     }
 
+    /// The last hop shown: the destination's farthest answer when it answered, else the
+    /// highest hop any flow got to. Flows stopped beyond the destination (an "unreachable"
+    /// from a blackholed branch that rate limiting let through only at a high TTL) add no
+    /// hops that do not exist.
+    fn last_hop(&self, tops: &[u8]) -> u8 {
+        self.dest
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or_else(|| tops.iter().copied().max().unwrap_or(0))
+    }
+
     /// Cuts each flow's path at its last hop, and at the destination only where its distance
     /// is certain.
     fn settle(&self, paths: &mut [Path], tops: &[u8]) {
@@ -818,6 +920,32 @@ impl<'a> Round<'a> {
         }
     }
 
+    /// Credits an answer to the address that sent it, with its "unreachable" mark (the
+    /// destination's port unreachable is its normal answer, no mark).
+    fn credit(&self, hop: &mut HopReport, flow: u16, a: Answer) {
+        let r = match hop.responders.iter().position(|r| r.address == a.from) {
+            Some(i) => &mut hop.responders[i],
+            None => {
+                hop.responders.push(HopResponder {
+                    address: a.from,
+                    replies: 0,
+                    flows: Vec::new(),
+                    unreachable: None,
+                });
+                hop.responders.last_mut().expect("pushed")
+            }
+        };
+        r.replies += 1;
+        if !r.flows.contains(&u32::from(flow)) {
+            r.flows.push(u32::from(flow));
+        }
+        if let ReplyKind::Unreachable(u) = a.kind
+            && !(a.from == self.addr && u == Unreachable::Port)
+        {
+            r.unreachable = r.unreachable.or(Some(u));
+        }
+    }
+
     /// The hops, and each flow's path for the path tracker.
     fn report(&self) -> Result<(TraceReport, Vec<Path>), ProbeError> {
         if self.send_errors as usize == self.sent.len() && !self.sent.is_empty() {
@@ -827,7 +955,7 @@ impl<'a> Round<'a> {
         }
         let lo = self.opts.first_ttl;
         let tops = self.tops();
-        let last = tops.iter().copied().max().unwrap_or(0);
+        let last = self.last_hop(&tops);
         let mut hops = Vec::new();
         let mut paths: Vec<Path> = (0..self.flows)
             .map(|f| Path {
@@ -853,25 +981,7 @@ impl<'a> Round<'a> {
                 let Some(a) = s.answer else { continue };
                 hop.received += 1;
                 hop.rtts.push(a.rtt);
-                match hop.responders.iter_mut().find(|r| r.address == a.from) {
-                    Some(r) => {
-                        r.replies += 1;
-                        if !r.flows.contains(&u32::from(s.flow)) {
-                            r.flows.push(u32::from(s.flow));
-                        }
-                    }
-                    None => hop.responders.push(HopResponder {
-                        address: a.from,
-                        replies: 1,
-                        flows: vec![u32::from(s.flow)],
-                    }),
-                }
-                if let ReplyKind::Unreachable(u) = a.kind
-                    && !(a.from == self.addr && u == Unreachable::Port)
-                    && hop.unreachable.is_none()
-                {
-                    hop.unreachable = Some(u);
-                }
+                self.credit(&mut hop, s.flow, a);
                 // A router's "unreachable" says where forwarding stopped (often the previous
                 // hop answering for the next); it is no hop of a working path. The outage shows
                 // in the probe's success, not as a path change.
@@ -898,6 +1008,7 @@ impl<'a> Round<'a> {
             paris: self.socket.paris(),
             flows: u32::from(self.flows),
             reached: self.dest.iter().any(Option::is_some),
+            flows_reached: self.dest.iter().flatten().count() as u32,
             hops,
             ..TraceReport::default()
         };

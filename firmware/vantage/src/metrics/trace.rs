@@ -92,10 +92,10 @@ mod tests {
                     address: a.parse().unwrap(),
                     replies: 1,
                     flows: vec![0],
+                    unreachable: None,
                 })
                 .collect(),
             rtts: rtts_ms.iter().map(|m| Duration::from_millis(*m)).collect(),
-            unreachable: None,
         }
     }
 
@@ -147,6 +147,7 @@ mod tests {
             r#"vantage_trace_path_hash{target="up"} 0"#,
             r#"vantage_trace_path_changes_total{target="up"} 0"#,
             r#"vantage_trace_paths{target="up"} 0"#,
+            r#"vantage_trace_flows_reached_ratio{target="up"} 0"#,
             r#"vantage_trace_round_path_changed{target="up"} 0"#,
         ] {
             assert!(m.contains(line), "missing {line}\n{m}");
@@ -173,6 +174,7 @@ mod tests {
             r#"vantage_trace_hop_info{address="192.0.2.9",hop="4",target="up"} 1"#,
             r#"vantage_trace_path_hash{target="up"} 1234"#,
             r#"vantage_trace_path_changes_total{target="up"} 0"#,
+            r#"vantage_trace_flows_reached_ratio{target="up"} 1"#,
         ] {
             assert!(m.contains(line), "missing {line}\n{m}");
         }
@@ -202,6 +204,9 @@ mod tests {
             path_hash: 99,
             path_changed: true,
             paths_known: 2,
+            // A partial blackhole: 3 of 4 flows got through.
+            flows: 4,
+            flows_reached: 3,
             ..Default::default()
         });
         let m = s.render();
@@ -221,6 +226,10 @@ mod tests {
             "{m}"
         );
         assert!(m.contains(r#"vantage_trace_paths{target="up"} 2"#), "{m}");
+        assert!(
+            m.contains(r#"vantage_trace_flows_reached_ratio{target="up"} 0.75"#),
+            "{m}"
+        );
     }
 
     #[test]
