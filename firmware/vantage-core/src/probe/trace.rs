@@ -34,14 +34,14 @@ use crate::config::TraceOptions;
 use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::net::trace::{
-    KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
+    FLOW_IDS, KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
     TraceSocketKey,
 };
 use crate::sample::{
     HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
 };
 use crate::types::ProbeKind;
-use path::{Path, PathTracker};
+use path::{FlowFacts, Path, PathTracker};
 
 /// Kernel and user-space RTTs further apart than this mean the wall clock stepped.
 const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
@@ -53,6 +53,11 @@ const TTL_MARGIN: u8 = 2;
 /// The first trace thus sends `TTL_WINDOW × probes_per_hop × flows` probes at most at once
 /// instead of `max_hops × ...`, most of which would all reach the destination together.
 const TTL_WINDOW: u8 = 8;
+/// With several flows, one in this many (at least one) moves to an unused identifier each
+/// trace: a flow keeping its identifier for the daemon's life keeps its branch, so a branch
+/// that no flow hashed onto would never be found. The others keep theirs, so that a branch
+/// lost is seen as flows leaving it.
+const ROTATE_ONE_IN: u16 = 4;
 /// Per-target state not used for this long is dropped (targets removed from the config).
 const STATE_IDLE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Probes sent again, one flow at a time, at a TTL where flows met different next hops: a
@@ -98,6 +103,40 @@ struct TargetState {
     /// answer's own TTL when it was learned).
     learned: HashMap<(u16, IpAddr), (u8, Option<u8>)>,
     last_used: Option<Instant>,
+    /// Per flow: the identifier it goes out with (below `FLOW_IDS`).
+    ids: Vec<u16>,
+    /// Flows moved to new identifiers so far: says which flow moves next.
+    rotations: u16,
+    /// Where the search for an unused identifier starts, so that all of them take turns.
+    next_id: u16,
+}
+
+impl TargetState {
+    /// Moves some flows to identifiers no flow used in the last trace, when there are several
+    /// Paris flows; returns which flows moved (their earlier branch says nothing now).
+    fn rotate(&mut self, flows: u16, paris: bool) -> Vec<bool> {
+        let n = usize::from(flows);
+        let mut moved = vec![false; n];
+        if self.ids.len() != n {
+            self.ids = (0..flows).collect();
+            return moved;
+        }
+        if !paris || flows < 2 {
+            return moved;
+        }
+        for _ in 0..(flows / ROTATE_ONE_IN).max(1) {
+            let f = usize::from(self.rotations % flows);
+            let id = (0..FLOW_IDS)
+                .map(|k| (self.next_id + k) % FLOW_IDS)
+                .find(|id| !self.ids.contains(id))
+                .unwrap_or(self.ids[f]);
+            self.next_id = (id + 1) % FLOW_IDS;
+            self.ids[f] = id;
+            moved[f] = true;
+            self.rotations = self.rotations.wrapping_add(1);
+        }
+        moved
+    }
 }
 
 impl TraceProbe {
@@ -178,6 +217,7 @@ impl TraceProbe {
         let mut lease = engine.lease(addr).await;
         let clock = self.clock.as_ref();
         let started = clock.now();
+        let moved = state.rotate(flow_count(opts), engine.socket.paris());
         let mut round = Round::new(addr, opts, &*engine.socket, &mut state, clock);
         round.run(&mut lease.rx, started + budget).await;
         round.check_splits(&mut lease.rx, started + budget).await;
@@ -197,10 +237,13 @@ impl TraceProbe {
                 tracing::debug!(target: "vantage::trace", "{target}: flow {flow} to {addr}: {p}");
             }
         }
-        let o =
-            state
-                .tracker
-                .observe_flows(&paths, paris.then_some(&stopped), now, opts.path_window);
+        let facts = FlowFacts {
+            stopped: &stopped,
+            moved: &moved,
+        };
+        let o = state
+            .tracker
+            .observe_flows(&paths, paris.then_some(facts), now, opts.path_window);
         for p in &o.new_paths {
             tracing::info!(target: "vantage::trace", "{target}: path to {addr} changed: {p}");
         }
@@ -264,6 +307,11 @@ impl Probe for TraceProbe {
             }
         })
     }
+}
+
+/// Flows a trace probes: as configured, within what a socket's identifiers allow.
+fn flow_count(opts: &TraceOptions) -> u16 {
+    opts.flows.clamp(1, u32::from(FLOW_IDS / 2)) as u16
 }
 
 /// One socket and the task that hands its answers to the trace waiting for them.
@@ -409,7 +457,10 @@ impl<'a> Round<'a> {
         state: &'a mut TargetState,
         clock: &'a dyn Clock,
     ) -> Self {
-        let flows = opts.flows.clamp(1, u32::from(u16::MAX)) as u16;
+        let flows = flow_count(opts);
+        if state.ids.len() != usize::from(flows) {
+            state.ids = (0..flows).collect();
+        }
         let hi = match state.dest_ttl {
             Some(d) => d
                 .saturating_add(TTL_MARGIN)
@@ -491,7 +542,7 @@ impl<'a> Round<'a> {
             dst: self.addr,
             port: self.opts.port,
             ttl,
-            flow,
+            flow: self.state.ids[usize::from(flow)],
             seq,
             size: self.size,
             timeout: self.opts.timeout,
@@ -679,6 +730,22 @@ impl<'a> Round<'a> {
 
     /// Records an answer; answers that do not name their probe wait for `resolve_unplaced`.
     fn take(&mut self, r: TraceReply) {
+        if let Some(r) = self.by_flow(r) {
+            self.take_flow(r);
+        }
+    }
+
+    /// `r` with its flow identifier turned into the flow that uses it; `None` for an identifier
+    /// no flow of this trace uses (a late answer to an earlier trace).
+    fn by_flow(&self, mut r: TraceReply) -> Option<TraceReply> {
+        if let Some(id) = r.flow {
+            r.flow = Some(self.state.ids.iter().position(|i| *i == id)? as u16);
+        }
+        Some(r)
+    }
+
+    /// [`Self::take`] for an answer whose flow is already ours.
+    fn take_flow(&mut self, r: TraceReply) {
         if r.dst != self.addr {
             return;
         }
@@ -736,7 +803,7 @@ impl<'a> Round<'a> {
         let ttl = self
             .state
             .learned
-            .get(&(flow, r.from))
+            .get(&(self.state.ids[usize::from(flow)], r.from))
             .filter(|(_, hint)| hint.is_none() || *hint == r.reply_ttl)
             .map(|(ttl, _)| *ttl)
             .or_else(|| {
@@ -791,9 +858,10 @@ impl<'a> Round<'a> {
                 let Some(found) = self.probe_alone(ttl, flow, rx, end).await else {
                     continue;
                 };
+                let id = self.state.ids[usize::from(flow)];
                 self.state
                     .learned
-                    .insert((flow, found.from), (ttl, found.reply_ttl));
+                    .insert((id, found.from), (ttl, found.reply_ttl));
                 // Place the main phase's answers from this address at this TTL.
                 let (here, rest): (Vec<_>, Vec<_>) =
                     mine.into_iter().partition(|r| r.from == found.from);
@@ -849,6 +917,7 @@ impl<'a> Round<'a> {
     /// Whether `r` settles the probe sent alone as `i`: `Some` with its answer (`None` if it
     /// came too late), or `None` if `r` answers something else.
     fn answer_alone(&mut self, i: usize, flow: u16, r: TraceReply) -> Option<Option<TraceReply>> {
+        let r = self.by_flow(r)?;
         if r.dst != self.addr || r.flow != Some(flow) {
             return None;
         }
@@ -857,7 +926,7 @@ impl<'a> Round<'a> {
             // Alone in flight: an anonymous answer on this flow is this probe's.
             None if r.read_at >= self.sent[i].at => Some(self.answer(i, &r).then_some(r)),
             _ => {
-                self.take(r);
+                self.take_flow(r);
                 None
             }
         }

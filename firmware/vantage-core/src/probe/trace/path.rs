@@ -223,18 +223,18 @@ impl PathTracker {
         self.observe_flows(paths, None, now, window)
     }
 
-    /// Judges one trace: `paths[f]` is flow `f`'s path. `stopped` is given when each flow kept
-    /// its identifier since the last trace (Paris), so kept its branch unless the branches
-    /// changed: `stopped[f]` says a router's "unreachable" ended flow `f`.
+    /// Judges one trace: `paths[f]` is flow `f`'s path. `facts` is given for Paris flows,
+    /// which keep their branch while they keep their identifier and the branches stay.
     pub fn observe_flows(
         &mut self,
         paths: &[Path],
-        stopped: Option<&[bool]>,
+        facts: Option<FlowFacts<'_>>,
         now: Instant,
         window: Duration,
     ) -> Observation {
-        let per_flow = stopped.is_some();
-        let stopped = stopped.unwrap_or_default();
+        let per_flow = facts.is_some();
+        let (stopped, moved) = facts.map_or((&[][..], &[][..]), |f| (f.stopped, f.moved));
+        let moved = |f: usize| moved.get(f).copied().unwrap_or(false);
         self.traces += 1;
         let stopped = |f: usize| stopped.get(f).copied().unwrap_or(false);
         let any_reached = paths.iter().any(|p| p.reached_at.is_some());
@@ -245,6 +245,14 @@ impl PathTracker {
             .enumerate()
             .filter(|(f, p)| p.answered() && !(any_reached && stopped(*f)))
             .map(|(f, p)| (f, self.without_per_packet(p, now)))
+            .collect();
+        // A flow on a new identifier may find a branch no flow had hashed onto: found, not
+        // new, while the flows that kept theirs show the paths unchanged.
+        let kept = following.iter().any(|(f, _)| !moved(*f));
+        let found_only: Vec<usize> = following
+            .iter()
+            .map(|(f, _)| *f)
+            .filter(|f| kept && moved(*f))
             .collect();
         if following.is_empty() {
             // Nothing answered: nothing to compare; keep what we know and the last identity.
@@ -260,7 +268,12 @@ impl PathTracker {
             .retain(|k| k.seen_in == last || now.saturating_duration_since(k.last_seen) <= window);
         self.per_packet
             .retain(|(_, seen)| now.saturating_duration_since(*seen) <= window);
-        let m = self.match_paths(&following, now);
+        let m = self.match_paths(&following, &found_only, now);
+        for f in (0..paths.len()).filter(|f| moved(*f)) {
+            if let Some(l) = self.last_flows.get_mut(f) {
+                *l = None;
+            }
+        }
         let mut left = Vec::new();
         if per_flow {
             left = self.left_branches(paths, &m.by_flow, |f| any_reached && stopped(f));
@@ -285,7 +298,13 @@ impl PathTracker {
     }
 
     /// Matches each flow's path with the known ones, adding and refining known paths.
-    fn match_paths(&mut self, paths: &[(usize, Path)], now: Instant) -> Matched {
+    /// Paths of flows in `found_only` that match none known are added without counting.
+    fn match_paths(
+        &mut self,
+        paths: &[(usize, Path)],
+        found_only: &[usize],
+        now: Instant,
+    ) -> Matched {
         let had_known = !self.known.is_empty();
         // Every path of this trace is judged against what was known before it: two ECMP
         // branches that both fill the holes of a partly seen path are both known, not one
@@ -315,7 +334,7 @@ impl PathTracker {
                     }
                 }
                 None => {
-                    if had_known {
+                    if had_known && !found_only.contains(f) {
                         m.changed = true;
                         if !m.new_paths.contains(p) {
                             m.new_paths.push(p.clone());
@@ -407,6 +426,15 @@ impl PathTracker {
         }
         p
     }
+}
+
+/// What the trace knows about its flows, for Paris flows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FlowFacts<'a> {
+    /// Per flow: a router's "unreachable" ended it short of the destination.
+    pub stopped: &'a [bool],
+    /// Per flow: it goes out with a new identifier this trace (a new branch, maybe).
+    pub moved: &'a [bool],
 }
 
 /// What matching one trace's paths found.

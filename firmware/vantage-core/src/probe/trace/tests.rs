@@ -1002,3 +1002,73 @@ async fn the_first_trace_probes_a_window_of_ttls_and_extends_while_routers_answe
     // Probes beyond the destination: 3 TTLs, not 44.
     assert_eq!(sent.iter().filter(|s| s.ttl > 21).count(), 3 * 3 * 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn flows_move_to_new_identifiers_and_find_a_branch_none_hashed_onto() {
+    // Five branches, hashed by flow identifier; four flows start on the first four.
+    let net = Net::new(|id| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router(
+                ["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4", "10.0.1.5"][usize::from(id % 5)],
+                1,
+            ),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 4,
+        ..opts(100)
+    };
+    let mut found = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let r = trace(&p, &net, &o).await;
+        assert!(!r.path_changed, "trace {i}: found, not changed");
+        found.extend(r.hops[1].responders.iter().map(|x| x.address.to_string()));
+        let ids: Vec<u16> = net.take_sent().iter().map(|s| s.flow).collect();
+        assert!(ids.iter().all(|id| *id < crate::net::trace::FLOW_IDS));
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "trace {i}: four flows, four identifiers");
+        if i == 0 {
+            assert_eq!(distinct, [0, 1, 2, 3]);
+        }
+    }
+    assert!(found.contains("10.0.1.5"), "{found:?}");
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(r.paths_known, 5);
+}
+
+#[test]
+fn identifiers_take_turns_and_stay_distinct() {
+    use crate::net::trace::FLOW_IDS;
+    let mut s = TargetState::default();
+    assert_eq!(
+        s.rotate(4, true),
+        [false; 4],
+        "the first trace sets them up"
+    );
+    let mut used = std::collections::BTreeSet::new();
+    for _ in 0..u32::from(FLOW_IDS) {
+        let moved = s.rotate(4, true);
+        assert_eq!(moved.iter().filter(|m| **m).count(), 1);
+        let mut ids = s.ids.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 4);
+        used.extend(s.ids.iter().copied());
+    }
+    assert_eq!(used.len(), usize::from(FLOW_IDS));
+    // One flow, or flows that are not Paris, keep their identifiers.
+    let mut one = TargetState::default();
+    one.rotate(1, true);
+    assert_eq!(one.rotate(1, true), [false]);
+    assert_eq!(s.rotate(4, false), [false; 4]);
+    // Sixteen flows move four at a time.
+    let mut many = TargetState::default();
+    many.rotate(16, true);
+    assert_eq!(many.rotate(16, true).iter().filter(|m| **m).count(), 4);
+}
