@@ -995,12 +995,38 @@ async fn the_first_trace_probes_a_window_of_ttls_and_extends_while_routers_answe
         start.elapsed()
     );
     let sent = net.take_sent();
-    // Three windows (8, 16, 24 TTLs), not all 64.
+    // Three windows (to TTL 8, 16, 24), not all 64 TTLs; 12 probes a TTL.
     let top = sent.iter().map(|s| s.ttl).max().unwrap();
-    assert_eq!(top, 3 * TTL_WINDOW);
-    assert_eq!(sent.len(), 3 * usize::from(TTL_WINDOW) * 3 * 4);
-    // Probes beyond the destination: 3 TTLs, not 44.
-    assert_eq!(sent.iter().filter(|s| s.ttl > 21).count(), 3 * 3 * 4);
+    assert_eq!(top, 3 * TTL_WINDOW - 2);
+    // The third window's first batch reaches the destination (TTL 21) and four probes of TTL
+    // 22; its answers drop the rest before they leave.
+    let window = usize::from(TTL_WINDOW) * 12;
+    assert_eq!(sent.len(), 2 * window + BATCH as usize);
+    assert_eq!(sent.iter().filter(|s| s.ttl > 21).count(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_leave_in_batches_and_none_beyond_an_answered_destination() {
+    // Sixteen flows, three probes per hop, the destination at hop 2.
+    let net = Net::new(|_| vec![Hop::Router("10.0.0.1", 1), Hop::Dest(1)]);
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 16,
+        ..opts(100)
+    };
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    let sent = net.take_sent();
+    // The first batch (64) holds TTL 1 and the first wave of TTL 2, which finds the
+    // destination for every flow; the next batch sends the rest of TTL 2 and nothing for TTLs
+    // 3 to 8 (288 probes before batches).
+    assert_eq!(
+        sent.len(),
+        96,
+        "{:?}",
+        sent.iter().map(|s| s.ttl).collect::<Vec<_>>()
+    );
+    assert!(sent.iter().all(|s| s.ttl <= 2));
 }
 
 #[tokio::test(start_paused = true)]
