@@ -141,6 +141,28 @@ pub struct HopReport {
     pub responders: Vec<HopResponder>,
     /// Round-trip times, in the order the probes were sent.
     pub rtts: Vec<Duration>,
+    /// How the balancer before this hop spread Paris flows over its addresses, when several
+    /// answered.
+    pub balancing: Option<Balancing>,
+}
+
+/// How a load balancer spreads probes over its next hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balancing {
+    /// Each flow keeps one next hop (ECMP hashing): the addresses are branches.
+    PerFlow,
+    /// One flow met several next hops: the pick says nothing about the path.
+    PerPacket,
+}
+
+impl Balancing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balancing::PerFlow => "per_flow",
+            Balancing::PerPacket => "per_packet",
+        }
+    }
 }
 
 /// An address that answered at a hop.

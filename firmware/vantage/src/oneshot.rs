@@ -552,7 +552,11 @@ pub fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String {
         _ => a.address.to_string(),
     };
     for h in &r.hops {
-        let name = h.responders.first().map_or("???".to_string(), named);
+        let mut name = h.responders.first().map_or("???".to_string(), named);
+        if let Some(b) = h.balancing {
+            // The branches that follow are per-flow ECMP or a per-packet spread.
+            name = format!("{name} [{}]", b.as_str().replace('_', " "));
+        }
         let _ = writeln!(
             out,
             "{:>3}.  {:<40} {:>5.1}% {:>4} {:>7} {:>7} {:>7} {:>7} {:>7}",
@@ -613,6 +617,7 @@ mod tests {
                 })
                 .collect(),
             rtts: rtts.iter().map(|m| Duration::from_micros(*m)).collect(),
+            balancing: None,
         }
     }
 
@@ -655,6 +660,14 @@ mod tests {
             "{t}"
         );
         assert_eq!(lines[5].trim(), "10.0.2.2");
+        // With the balancing known, the first address says which kind.
+        r.hops[2].balancing = Some(vantage_core::Balancing::PerFlow);
+        let t2 = table("example", &TraceOptions::default(), &r);
+        assert!(
+            t2.lines().nth(4).unwrap().contains("10.0.2.1 [per flow]"),
+            "{t2}"
+        );
+        r.hops[2].balancing = None;
         assert_eq!(
             lines[7],
             "destination reached in 4 hops; path hash 0000abcd, 1 path seen"

@@ -850,6 +850,7 @@ probes = ["ping"]
                 }]
             },
             rtts: rtts.iter().map(|r| us(*r)).collect(),
+            balancing: None,
         };
         let trace = sample(
             "path",

@@ -38,7 +38,7 @@ use crate::net::trace::{
     TraceSocketKey,
 };
 use crate::sample::{
-    HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
+    Balancing, HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
 };
 use crate::types::ProbeKind;
 use path::{FlowFacts, Path, PathTracker};
@@ -256,6 +256,15 @@ impl TraceProbe {
         report.path_hash = o.hash;
         report.path_changed = o.changed;
         report.paths_known = o.known;
+        if paris {
+            for h in report.hops.iter_mut().filter(|h| h.responders.len() > 1) {
+                h.balancing = Some(if state.tracker.is_per_packet(h.ttl) {
+                    Balancing::PerPacket
+                } else {
+                    Balancing::PerFlow
+                });
+            }
+        }
         // The next trace's range comes from the destination's answers only.
         if report.reached {
             state.dest_ttl = u8::try_from(report.hop_count()).ok();

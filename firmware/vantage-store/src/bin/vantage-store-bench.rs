@@ -112,6 +112,7 @@ fn round(kind: ProbeKind, target: &Arc<str>, ms: u64, rng: u64) -> Sample {
                         } else {
                             vec![us(base), us(base + jitter / 8), us(base + jitter / 3)]
                         },
+                        balancing: None,
                     }
                 })
                 .collect();

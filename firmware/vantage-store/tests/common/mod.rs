@@ -159,6 +159,7 @@ pub fn trace(target: &str, ms: i64, n: u64) -> Sample {
                     }]
                 },
                 rtts: if silent { vec![] } else { vec![rtt; 3] },
+                balancing: None,
             }
         })
         .collect();

@@ -392,6 +392,11 @@ impl PathTracker {
         left
     }
 
+    /// Whether one flow met several addresses at `ttl` within the window.
+    pub fn is_per_packet(&self, ttl: u8) -> bool {
+        self.per_packet.iter().any(|(t, _)| *t == ttl)
+    }
+
     /// `p` without its per-packet hops: one flow answered by several addresses at a TTL (in
     /// this trace or within the window) is per-packet balancing, whose pick says nothing about
     /// the path. New evidence also clears that TTL in the known paths.

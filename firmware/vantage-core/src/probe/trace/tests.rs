@@ -487,6 +487,7 @@ async fn flows_discover_ecmp_branches_and_flapping_is_no_change() {
     assert_eq!(r.hops[1].responders[0].replies, 6 + SPLIT_REPROBES as u32);
     assert_eq!(r.paths_known, 2);
     assert!(!r.path_changed);
+    assert_eq!(r.hops[1].balancing, Some(crate::sample::Balancing::PerFlow));
     let h0 = r.path_hash;
     let one_flow = TraceOptions {
         flows: 1,
@@ -968,6 +969,15 @@ async fn per_packet_balancing_is_no_path_change_even_with_one_probe_per_hop() {
     }
     // The per-packet hop is no part of the path's identity.
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(
+        r.hops[1].balancing,
+        Some(crate::sample::Balancing::PerPacket)
+    );
+    assert_eq!(
+        r.hops[0].balancing, None,
+        "one address: no balancing to tell"
+    );
 }
 
 #[tokio::test(start_paused = true)]
