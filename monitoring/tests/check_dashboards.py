@@ -49,7 +49,7 @@ ROUND_GAUGES = {
     "vantage_dns_round_lookup_seconds", "vantage_dns_round_validation_failed",
     "vantage_dns_round_truncated_retry", "vantage_dns_round_stray_datagrams", "vantage_trace_hops",
     "vantage_trace_hop_rtt_seconds", "vantage_trace_hop_loss_ratio", "vantage_trace_path_hash",
-    "vantage_trace_paths", "vantage_trace_round_path_changed",
+    "vantage_trace_paths", "vantage_trace_flows_reached_ratio", "vantage_trace_round_path_changed",
 }
 # Prometheus' own series about the rules it evaluates: neither scraped from a device nor pushed.
 PROMETHEUS_OWN = {"ALERTS", "ALERTS_FOR_STATE"}

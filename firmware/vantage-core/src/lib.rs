@@ -48,8 +48,8 @@ pub use probe::{
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{
-    DnsFlags, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, PingReport,
-    ProbeError, Sample, TraceReport, Unreachable,
+    Balancing, DnsFlags, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement,
+    PingReport, ProbeError, Sample, TraceReport, Unreachable,
 };
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
 pub use types::{IpProtocol, ModuleId, ProbeKind, TraceProtocol, TraceSockets};

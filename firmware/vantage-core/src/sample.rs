@@ -119,6 +119,9 @@ pub struct TraceReport {
     pub flows: u32,
     /// The destination answered.
     pub reached: bool,
+    /// Flows the destination answered: below `flows`, some branch does not get through (a
+    /// partial blackhole) or lost every answer.
+    pub flows_reached: u32,
     /// From the first TTL up to the destination, or up to the last hop that answered.
     pub hops: Vec<HopReport>,
     /// Identifies the paths this trace followed (32-bit FNV-1a of their hop addresses); equal
@@ -141,8 +144,28 @@ pub struct HopReport {
     pub responders: Vec<HopResponder>,
     /// Round-trip times, in the order the probes were sent.
     pub rtts: Vec<Duration>,
-    /// The hop answered "unreachable" (and the trace ended there unless it is the destination).
-    pub unreachable: Option<Unreachable>,
+    /// How the balancer before this hop spread Paris flows over its addresses, when several
+    /// answered.
+    pub balancing: Option<Balancing>,
+}
+
+/// How a load balancer spreads probes over its next hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balancing {
+    /// Each flow keeps one next hop (ECMP hashing): the addresses are branches.
+    PerFlow,
+    /// One flow met several next hops: the pick says nothing about the path.
+    PerPacket,
+}
+
+impl Balancing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balancing::PerFlow => "per_flow",
+            Balancing::PerPacket => "per_packet",
+        }
+    }
 }
 
 /// An address that answered at a hop.
@@ -152,6 +175,9 @@ pub struct HopResponder {
     pub replies: u32,
     /// Flows (0-based) whose probes it answered.
     pub flows: Vec<u32>,
+    /// It answered "unreachable" (and forwarded nothing, unless it is the destination). Kept
+    /// per address: at a hop where paths split, one branch may stop while the others go on.
+    pub unreachable: Option<Unreachable>,
 }
 
 /// ICMP destination-unreachable codes, as traceroute marks them (!N, !H, ...).
@@ -210,6 +236,11 @@ impl HopReport {
 
     pub fn stddev_seconds(&self) -> Option<f64> {
         stddev_seconds(&self.rtts)
+    }
+
+    /// The first "unreachable" an address of this hop answered, if any did.
+    pub fn unreachable(&self) -> Option<Unreachable> {
+        self.responders.iter().find_map(|r| r.unreachable)
     }
 }
 

@@ -222,9 +222,39 @@ fn rerouting_a_middle_hop_is_one_path_change() {
     }
 }
 
+/// The per-flow balancer of the ECMP lab, traced by 16 Paris flows from `s` with a fresh prober;
+/// `f` gets a function that runs one trace.
+fn ecmp_traces(e: &Ecmp, v6: bool, o: TraceOptions, f: impl FnOnce(&dyn Fn() -> TraceReport)) {
+    let dst = e.dst(v6);
+    let (tx_cmd, rx_cmd) = std::sync::mpsc::channel::<()>();
+    let (tx_res, rx_res) = std::sync::mpsc::channel::<TraceReport>();
+    let lab = &e.lab;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            lab.run(e.s, As::Root, move || async move {
+                let p = TraceProbe::new();
+                while rx_cmd.recv().is_ok() {
+                    let r = p
+                        .trace("ecmp", dst, &o, Duration::from_secs(10))
+                        .await
+                        .unwrap();
+                    tx_res.send(r).unwrap();
+                }
+            })
+        });
+        f(&|| {
+            tx_cmd.send(()).unwrap();
+            rx_res.recv().unwrap()
+        });
+        drop(tx_cmd);
+    });
+}
+
 #[test]
-fn ecmp_flapping_between_known_branches_is_no_path_change() {
-    if !lab::can_build("ecmp_flapping_between_known_branches_is_no_path_change") {
+fn ecmp_flapping_between_known_branches_is_no_path_change_but_a_lost_branch_is() {
+    if !lab::can_build(
+        "ecmp_flapping_between_known_branches_is_no_path_change_but_a_lost_branch_is",
+    ) {
         return;
     }
     let e = Ecmp::new("ecmp");
@@ -249,48 +279,38 @@ fn ecmp_flapping_between_known_branches_is_no_path_change() {
             probes_per_hop: 1,
             ..opts(protocol, sockets)
         };
-        let dst = e.dst(v6);
         let branches = e.branches(v6);
-        let (tx_cmd, rx_cmd) = std::sync::mpsc::channel::<()>();
-        let (tx_res, rx_res) = std::sync::mpsc::channel::<TraceReport>();
-        let lab = &e.lab;
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                lab.run(e.s, As::Root, move || async move {
-                    let p = TraceProbe::new();
-                    while rx_cmd.recv().is_ok() {
-                        let r = p
-                            .trace("ecmp", dst, &o, Duration::from_secs(10))
-                            .await
-                            .unwrap();
-                        tx_res.send(r).unwrap();
-                    }
-                })
-            });
-            let round = |label: &str| {
-                tx_cmd.send(()).unwrap();
-                let r = rx_res.recv().unwrap();
-                assert!(r.reached, "{what} {label}: {r:#?}");
-                assert!(!r.path_changed, "{what} {label}: counted a change\n{r:#?}");
-                r
-            };
-            let first = round("first");
+        ecmp_traces(&e, v6, o, |trace| {
+            let first = trace();
+            assert!(first.reached, "{what}: {first:#?}");
+            assert!(!first.path_changed, "{what}");
             let seen: Vec<IpAddr> = first.hops[1].responders.iter().map(|x| x.address).collect();
             assert!(
                 branches.iter().all(|b| seen.contains(b)),
                 "{what}: 16 flows should cross both branches {branches:?}, saw {seen:?}"
             );
             assert_eq!(first.paths_known, 2, "{what}");
-            // The balancer flips: one branch, the other, both, then L3 hashing (every flow on
-            // one branch) and back.
+            // Flows moving over the same branches count nothing; a branch that goes or comes
+            // back counts once, and the known paths follow at once.
             let mut hops2 = Vec::new();
-            for (label, a, b, policy) in [
-                ("only r2a", true, false, "1"),
-                ("only r2b", false, true, "1"),
-                ("both", true, true, "1"),
-                ("L3 hash", true, true, "0"),
-                ("L4 hash", true, true, "1"),
-                ("only r2b again", false, true, "1"),
+            // L3 hashing puts every flow on one branch, except IPv6 UDP flows: one socket
+            // each, so each has its own flow label, which IPv6 L3 hashing includes.
+            let l3_one = !(v6 && protocol == TraceProtocol::Udp);
+            for (label, a, b, policy, changed, known) in [
+                ("both again", true, true, "1", false, 2),
+                ("only r2a", true, false, "1", true, 1),
+                ("only r2a again", true, false, "1", false, 1),
+                ("both", true, true, "1", true, 2),
+                (
+                    "L3 hash",
+                    true,
+                    true,
+                    "0",
+                    l3_one,
+                    if l3_one { 1 } else { 2 },
+                ),
+                ("L4 hash", true, true, "1", l3_one, 2),
+                ("only r2b", false, true, "1", true, 1),
             ] {
                 e.balance(a, b);
                 let key = if v6 {
@@ -299,8 +319,10 @@ fn ecmp_flapping_between_known_branches_is_no_path_change() {
                     "net.ipv4.fib_multipath_hash_policy"
                 };
                 e.lab.sysctl(e.r1, key, policy);
-                let r = round(label);
-                assert_eq!(r.paths_known, 2, "{what} {label}");
+                let r = trace();
+                assert!(r.reached, "{what} {label}: {r:#?}");
+                assert_eq!(r.path_changed, changed, "{what} {label}\n{r:#?}");
+                assert_eq!(r.paths_known, known, "{what} {label}");
                 hops2.push(
                     r.hops[1]
                         .responders
@@ -309,11 +331,69 @@ fn ecmp_flapping_between_known_branches_is_no_path_change() {
                         .collect::<Vec<_>>(),
                 );
             }
-            assert_eq!(hops2[0], vec![branches[0]], "{what}");
-            assert_eq!(hops2[1], vec![branches[1]], "{what}");
-            drop(tx_cmd);
+            assert_eq!(hops2[1], vec![branches[0]], "{what}");
+            assert_eq!(hops2[6], vec![branches[1]], "{what}");
         });
     }
+}
+
+/// r2b loses its route to d and answers "network unreachable", which Linux rate-limits
+/// (`net.ipv4.route.error_cost`): however many of those answers come back, the trace stays as
+/// long as the path, the marks sit on r2b only, and the share of flows that got through shows
+/// the partial blackhole.
+#[test]
+fn a_blackholed_branch_adds_no_hops_and_shows_as_flows_not_reaching() {
+    if !lab::can_build("a_blackholed_branch_adds_no_hops_and_shows_as_flows_not_reaching") {
+        return;
+    }
+    let e = Ecmp::new("bhole");
+    warm_up(&e.lab, e.s, e.dst(false), 4);
+    let o = TraceOptions {
+        flows: 16,
+        ..opts(TraceProtocol::Udp, TraceSockets::Raw)
+    };
+    let [r2a, r2b] = e.branches(false);
+    ecmp_traces(&e, false, o, |trace| {
+        let r = trace();
+        assert_eq!((r.reached, r.hop_count()), (true, 4), "{r:#?}");
+        assert_eq!(r.flows_reached, 16, "{r:#?}");
+        // r2b keeps a route back to s, none to d: its answer to d's probes is "network
+        // unreachable".
+        e.lab.route(e.r2b, Some(e.l[0]), e.l[2], e.r1);
+        e.lab.ip(e.r2b, &["route", "del", "default"]);
+        e.lab
+            .ip(e.r2b, &["route", "del", &e.lab.subnet(e.l[5], false)]);
+        for i in 0..3 {
+            let r = trace();
+            assert!(r.reached, "trace {i}: {r:#?}");
+            assert_eq!(
+                r.hop_count(),
+                4,
+                "trace {i}: no hops beyond the destination\n{r:#?}"
+            );
+            assert_eq!(r.hops.len(), 4, "trace {i}");
+            assert!(
+                r.flows_reached < r.flows && r.flows_reached > 0,
+                "trace {i}: {} of {} flows reached",
+                r.flows_reached,
+                r.flows
+            );
+            for h in &r.hops {
+                for x in &h.responders {
+                    if x.unreachable.is_some() {
+                        assert_eq!(x.address, r2b, "trace {i}: a mark on {}\n{r:#?}", x.address);
+                    }
+                }
+            }
+            assert!(
+                r.hops[1]
+                    .responders
+                    .iter()
+                    .all(|x| x.address == r2a || x.address == r2b),
+                "trace {i}: {r:#?}"
+            );
+        }
+    });
 }
 
 #[test]

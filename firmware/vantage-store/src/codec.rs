@@ -25,8 +25,9 @@
 //!         [lookup] zigzag(duration - lookup) µs, [request] zigzag(lookup - request) µs
 //!         [resolve] µs, [connect] µs, [tls] µs, [strays] count (varints)
 //!   trace: tflags varint  bit0 reached, bit1 path changed, bit2 TTLs not consecutive,
-//!                         bit3 last hop's RTTs differ
-//!         path_hash u32 LE, paths_known varint, hops varint,
+//!                         bit3 last hop's RTTs differ, bit4 some flows did not reach
+//!         path_hash u32 LE, paths_known varint, [bit4] flows reached, flows varints,
+//!         hops varint,
 //!         [hops > 0] first_ttl u8, sent varint (of the first hop),
 //!         hops × ([bit2] ttl u8, received << 2 | has RTT << 1 | sent differs varint,
 //!                 [differs] sent varint, [has RTT] zigzag(mean RTT - previous hop's) µs),
@@ -84,7 +85,10 @@ const T_REACHED: u64 = 1;
 const T_PATH_CHANGED: u64 = 1 << 1;
 const T_TTL_GAPS: u64 = 1 << 2;
 const T_LAST_SPREAD: u64 = 1 << 3;
-const T_KNOWN: u64 = (1 << 4) - 1;
+// Written since the destination's share of flows was kept; blocks without it read as "all
+// flows" when reached.
+const T_PARTIAL: u64 = 1 << 4;
+const T_KNOWN: u64 = (1 << 5) - 1;
 
 /// Why a round failed, without the message (messages are not stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -221,12 +225,23 @@ pub struct StoredTrace {
     pub path_hash: u32,
     pub path_changed: bool,
     pub paths_known: u32,
+    /// (flows the destination answered, flows) when it answered some flows but not all (a
+    /// partial blackhole); `None` when it answered all or none.
+    pub partial: Option<(u32, u32)>,
 }
 
 impl StoredTrace {
     /// Hops to the destination or to the last hop that answered: the last hop's TTL.
     pub fn hop_count(&self) -> u32 {
         self.hops.last().map_or(0, |h| u32::from(h.ttl))
+    }
+
+    /// Share of the flows that the destination answered.
+    pub fn flows_reached_ratio(&self) -> f64 {
+        match self.partial {
+            Some((reached, flows)) if flows > 0 => f64::from(reached) / f64::from(flows),
+            _ => f64::from(u8::from(self.reached)),
+        }
     }
 }
 
@@ -335,6 +350,7 @@ impl StoredTrace {
             path_hash: t.path_hash,
             path_changed: t.path_changed,
             paths_known: t.paths_known,
+            partial: (t.reached && t.flows_reached < t.flows).then_some((t.flows_reached, t.flows)),
         }
     }
 }
@@ -689,6 +705,7 @@ fn put_trace(out: &mut Vec<u8>, t: &StoredTrace) {
         (t.path_changed, T_PATH_CHANGED),
         (gaps, T_TTL_GAPS),
         (spread, T_LAST_SPREAD),
+        (t.partial.is_some(), T_PARTIAL),
     ] {
         if set {
             f |= bit;
@@ -697,6 +714,10 @@ fn put_trace(out: &mut Vec<u8>, t: &StoredTrace) {
     put_varint(out, f);
     out.extend_from_slice(&t.path_hash.to_le_bytes());
     put_varint(out, u64::from(t.paths_known));
+    if let Some((reached, flows)) = t.partial {
+        put_varint(out, u64::from(reached));
+        put_varint(out, u64::from(flows));
+    }
     put_varint(out, t.hops.len() as u64);
     let Some(h0) = t.hops.first() else { return };
     out.push(first);
@@ -743,6 +764,13 @@ fn get_trace(r: &mut Reader<'_>) -> Result<StoredTrace, DecodeError> {
         paths_known: r.u32v()?,
         ..StoredTrace::default()
     };
+    if f & T_PARTIAL != 0 {
+        let (reached, flows) = (r.u32v()?, r.u32v()?);
+        if reached >= flows {
+            return Err(DecodeError::Malformed);
+        }
+        t.partial = Some((reached, flows));
+    }
     let n = r.varint()? as usize;
     if n == 0 {
         return if f & (T_TTL_GAPS | T_LAST_SPREAD) != 0 {
@@ -1208,6 +1236,8 @@ mod tests {
                     path_hash: 0xdead_beef,
                     path_changed: true,
                     paths_known: 2,
+                    // A partial blackhole: 4 of 6 flows got through.
+                    partial: Some((4, 6)),
                 },
             ),
             // TTLs with gaps, a first TTL above 1, the last hop silent.
@@ -1398,6 +1428,41 @@ mod tests {
         let n = b.len() - 6;
         b[n] ^= 0xff;
         assert_eq!(decode_block(&b), Err(DecodeError::Checksum));
+    }
+
+    /// Rounds written before the share of flows was kept (no bit 4) read as all flows when
+    /// reached, none when not; a share that is not partial is damage.
+    #[test]
+    fn the_share_of_flows_reached_is_kept_and_older_rounds_read_as_all_or_none() {
+        let full = StoredTrace {
+            reached: true,
+            hops: hops(3, 1),
+            last_rtt_us: Some((4_600, 4_600, 4_600)),
+            ..StoredTrace::default()
+        };
+        let (b, _) = encode_block(&[trace(0, 5, full.clone())]);
+        let t = decode_block(&b).unwrap().remove(0).trace.unwrap();
+        assert_eq!((t.partial, t.flows_reached_ratio()), (None, 1.0));
+        let none = StoredTrace {
+            reached: false,
+            ..full.clone()
+        };
+        assert_eq!(none.flows_reached_ratio(), 0.0);
+        let partial = StoredTrace {
+            partial: Some((1, 4)),
+            ..full
+        };
+        let (mut b, _) = encode_block(&[trace(0, 5, partial.clone())]);
+        let t = decode_block(&b).unwrap().remove(0).trace.unwrap();
+        assert_eq!(*t, partial);
+        assert_eq!(t.flows_reached_ratio(), 0.25);
+        // Flows reached, then flows: 1 and 4 sit right after paths_known (0) in this block.
+        let at = b.windows(3).position(|w| w == [0, 1, 4]).unwrap() + 1;
+        b[at] = 4;
+        let n = b.len() - 4;
+        let crc = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_block(&b), Err(DecodeError::Malformed));
     }
 
     #[test]

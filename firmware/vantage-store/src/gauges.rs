@@ -117,6 +117,10 @@ pub static TRACE_PATHS: Gauge = gauge(
     "vantage_trace_paths",
     "Distinct paths seen within the path window (ECMP branches, or old and new path).",
 );
+pub static TRACE_FLOWS_REACHED: Gauge = gauge(
+    "vantage_trace_flows_reached_ratio",
+    "Share of the last trace's flows that the destination answered (between 0 and 1: some branches do not get through).",
+);
 pub static TRACE_PATH_CHANGED: Gauge = gauge(
     "vantage_trace_round_path_changed",
     "1 if the last trace followed a path none of the paths seen within the path window matches.",
@@ -129,7 +133,7 @@ pub static ALL: LazyLock<Vec<&'static Gauge>> = LazyLock::new(|| {
 });
 
 /// The built-in kinds' per-round gauges.
-static BUILTIN: [&Gauge; 22] = [
+static BUILTIN: [&Gauge; 23] = [
     &PROBE_SUCCESS,
     &PROBE_DURATION,
     &PING_RTT,
@@ -151,6 +155,7 @@ static BUILTIN: [&Gauge; 22] = [
     &TRACE_HOP_LOSS,
     &TRACE_PATH_HASH,
     &TRACE_PATHS,
+    &TRACE_FLOWS_REACHED,
     &TRACE_PATH_CHANGED,
 ];
 
@@ -255,6 +260,7 @@ fn trace_points(t: &crate::codec::StoredTrace, v: &mut Vec<Point>) {
     }
     v.push(Point::new(&TRACE_PATH_HASH, f64::from(t.path_hash)));
     v.push(Point::new(&TRACE_PATHS, f64::from(t.paths_known)));
+    v.push(Point::new(&TRACE_FLOWS_REACHED, t.flows_reached_ratio()));
     v.push(Point::new(&TRACE_PATH_CHANGED, flag(t.path_changed)));
 }
 
@@ -294,6 +300,7 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
                 &TRACE_HOPS,
                 &TRACE_PATH_HASH,
                 &TRACE_PATHS,
+                &TRACE_FLOWS_REACHED,
                 &TRACE_PATH_CHANGED,
             ] {
                 v.push(Point::new(g, 0.0));

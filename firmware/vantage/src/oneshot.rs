@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::Args;
 use vantage_core::config::{parse_duration, parse_host};
 use vantage_core::{
-    IpProtocol, PingOptions, PingProbe, PingReport, TraceOptions, TraceProbe, TraceProtocol,
-    TraceReport, TraceSockets, defaults, resolve_host,
+    HopReport, HopResponder, IpProtocol, PingOptions, PingProbe, PingReport, TraceOptions,
+    TraceProbe, TraceProtocol, TraceReport, TraceSockets, defaults, resolve_host,
 };
 
 #[derive(Debug, Args)]
@@ -494,12 +494,14 @@ pub fn accumulate(total: &mut TraceReport, r: TraceReport) {
                 t.rtts.extend(&h.rtts);
                 for a in &h.responders {
                     match t.responders.iter_mut().find(|x| x.address == a.address) {
-                        Some(x) => x.replies += a.replies,
+                        Some(x) => {
+                            x.replies += a.replies;
+                            x.unreachable = x.unreachable.or(a.unreachable);
+                        }
                         None => t.responders.push(a.clone()),
                     }
                 }
                 t.responders.sort_by_key(|r| std::cmp::Reverse(r.replies));
-                t.unreachable = t.unreachable.or(h.unreachable);
             }
             None => total.hops.push(h.clone()),
         }
@@ -544,17 +546,17 @@ pub fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String {
         "{:>4}  {:<40} {:>6} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "HOP", "HOST", "Loss%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev"
     );
+    // An address with the "unreachable" mark it sent, if any (`10.0.0.1 !N`).
+    let named = |a: &HopResponder| match a.unreachable.map(|u| u.mark()) {
+        Some(mark) if !mark.is_empty() => format!("{} {mark}", a.address),
+        _ => a.address.to_string(),
+    };
     for h in &r.hops {
-        let first = match h.responders.first() {
-            Some(a) => a.address.to_string(),
-            None => "???".to_string(),
-        };
-        let mark = h.unreachable.map(|u| u.mark()).unwrap_or_default();
-        let name = if mark.is_empty() {
-            first
-        } else {
-            format!("{first} {mark}")
-        };
+        let mut name = h.responders.first().map_or("???".to_string(), named);
+        if let Some(b) = h.balancing {
+            // The branches that follow are per-flow ECMP or a per-packet spread.
+            name = format!("{name} [{}]", b.as_str().replace('_', " "));
+        }
         let _ = writeln!(
             out,
             "{:>3}.  {:<40} {:>5.1}% {:>4} {:>7} {:>7} {:>7} {:>7} {:>7}",
@@ -571,7 +573,7 @@ pub fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String {
         );
         // Further addresses of the hop (ECMP branches, per-packet balancing), as mtr lists them.
         for a in h.responders.iter().skip(1) {
-            let _ = writeln!(out, "      {}", a.address);
+            let _ = writeln!(out, "      {}", named(a));
         }
     }
     let end = if r.reached {
@@ -580,7 +582,7 @@ pub fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String {
             "destination reached in {n} hop{}",
             if n == 1 { "" } else { "s" }
         )
-    } else if let Some(u) = r.hops.last().and_then(|h| h.unreachable) {
+    } else if let Some(u) = r.hops.last().and_then(HopReport::unreachable) {
         format!("destination unreachable ({})", u.mark())
     } else {
         "destination not reached".to_string()
@@ -685,7 +687,7 @@ fn module_args(args: &[String]) -> Result<(String, Vec<(String, String)>), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_core::{HopReport, HopResponder, Unreachable};
+    use vantage_core::Unreachable;
 
     fn hop(ttl: u8, addrs: &[&str], rtts: &[u64], sent: u32) -> HopReport {
         HopReport {
@@ -698,10 +700,11 @@ mod tests {
                     address: a.parse().unwrap(),
                     replies: 1,
                     flows: vec![0],
+                    unreachable: None,
                 })
                 .collect(),
             rtts: rtts.iter().map(|m| Duration::from_micros(*m)).collect(),
-            unreachable: None,
+            balancing: None,
         }
     }
 
@@ -744,16 +747,36 @@ mod tests {
             "{t}"
         );
         assert_eq!(lines[5].trim(), "10.0.2.2");
+        // With the balancing known, the first address says which kind.
+        r.hops[2].balancing = Some(vantage_core::Balancing::PerFlow);
+        let t2 = table("example", &TraceOptions::default(), &r);
+        assert!(
+            t2.lines().nth(4).unwrap().contains("10.0.2.1 [per flow]"),
+            "{t2}"
+        );
+        r.hops[2].balancing = None;
         assert_eq!(
             lines[7],
             "destination reached in 4 hops; path hash 0000abcd, 1 path seen"
         );
         r.reached = false;
         r.hops.truncate(1);
-        r.hops[0].unreachable = Some(Unreachable::Host);
+        r.hops[0].responders[0].unreachable = Some(Unreachable::Host);
         let t = table("example", &TraceOptions::default(), &r);
         assert!(t.contains("10.0.0.1 !H"), "{t}");
         assert!(t.contains("destination unreachable (!H)"), "{t}");
+        // At a split, the mark stays with the branch that sent it, listed first or not.
+        let mut split = hop(2, &["10.0.1.1", "10.0.1.2"], &[1000, 1000], 2);
+        split.responders[1].unreachable = Some(Unreachable::Network);
+        r.hops = vec![split];
+        let t = table("example", &TraceOptions::default(), &r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[2].contains("10.0.1.1") && !lines[2].contains('!'),
+            "{t}"
+        );
+        assert_eq!(lines[3].trim(), "10.0.1.2 !N", "{t}");
+        assert!(t.contains("destination unreachable (!N)"), "{t}");
     }
 
     #[test]

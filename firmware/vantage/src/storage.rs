@@ -853,10 +853,11 @@ tcp = { port = 443, tls = true }
                     address: format!("192.0.2.{ttl}").parse().unwrap(),
                     replies: rtts.len() as u32,
                     flows: vec![0],
+                    unreachable: None,
                 }]
             },
             rtts: rtts.iter().map(|r| us(*r)).collect(),
-            unreachable: None,
+            balancing: None,
         };
         let trace = sample(
             "path",

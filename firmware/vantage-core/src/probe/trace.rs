@@ -34,22 +34,43 @@ use crate::config::TraceOptions;
 use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::net::trace::{
-    KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
+    FLOW_IDS, KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
     TraceSocketKey,
 };
 use crate::sample::{
-    HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
+    Balancing, HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
 };
 use crate::types::ProbeKind;
-use path::{Path, PathTracker};
+use path::{FlowFacts, Path, PathTracker};
 
 /// Kernel and user-space RTTs further apart than this mean the wall clock stepped.
 const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
 /// TTLs probed beyond the destination's distance in the last trace, to notice a longer path
 /// without waiting for an extension.
 const TTL_MARGIN: u8 = 2;
+/// TTLs probed at once while the destination's distance is unknown (the first trace, or a
+/// path that grew): the top hop answering "time exceeded" extends the trace by as many again.
+/// The first trace thus sends `TTL_WINDOW × probes_per_hop × flows` probes at most at once
+/// instead of `max_hops × ...`, most of which would all reach the destination together.
+const TTL_WINDOW: u8 = 8;
+/// With several flows, one in this many (at least one) moves to an unused identifier each
+/// trace: a flow keeping its identifier for the daemon's life keeps its branch, so a branch
+/// that no flow hashed onto would never be found. The others keep theirs, so that a branch
+/// lost is seen as flows leaving it.
+const ROTATE_ONE_IN: u16 = 4;
+/// Probes a trace sends at once; the rest follow in batches this size, `BATCH_GAP` apart,
+/// lowest TTL first. The answers of one batch (the destination's, a router's "unreachable")
+/// stop the probes of later batches beyond them before they leave, and no router or
+/// destination sees more than a batch at once (at most 12,800 probes/s for a trace).
+const BATCH: u32 = 64;
+const BATCH_GAP: Duration = Duration::from_millis(5);
 /// Per-target state not used for this long is dropped (targets removed from the config).
 const STATE_IDLE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Probes sent again, one flow at a time, at a TTL where flows met different next hops: a
+/// second address for one flow means per-packet balancing there, not branches.
+const SPLIT_REPROBES: usize = 2;
+/// TTLs where paths split checked per trace at most (the lowest first); bounds the probes.
+const MAX_SPLIT_CHECKS: usize = 2;
 /// Targets whose state is kept at most.
 const MAX_STATES: usize = crate::defaults::MAX_TARGETS + 1024;
 
@@ -88,6 +109,40 @@ struct TargetState {
     /// answer's own TTL when it was learned).
     learned: HashMap<(u16, IpAddr), (u8, Option<u8>)>,
     last_used: Option<Instant>,
+    /// Per flow: the identifier it goes out with (below `FLOW_IDS`).
+    ids: Vec<u16>,
+    /// Flows moved to new identifiers so far: says which flow moves next.
+    rotations: u16,
+    /// Where the search for an unused identifier starts, so that all of them take turns.
+    next_id: u16,
+}
+
+impl TargetState {
+    /// Moves some flows to identifiers no flow used in the last trace, when there are several
+    /// Paris flows; returns which flows moved (their earlier branch says nothing now).
+    fn rotate(&mut self, flows: u16, paris: bool) -> Vec<bool> {
+        let n = usize::from(flows);
+        let mut moved = vec![false; n];
+        if self.ids.len() != n {
+            self.ids = (0..flows).collect();
+            return moved;
+        }
+        if !paris || flows < 2 {
+            return moved;
+        }
+        for _ in 0..(flows / ROTATE_ONE_IN).max(1) {
+            let f = usize::from(self.rotations % flows);
+            let id = (0..FLOW_IDS)
+                .map(|k| (self.next_id + k) % FLOW_IDS)
+                .find(|id| !self.ids.contains(id))
+                .unwrap_or(self.ids[f]);
+            self.next_id = (id + 1) % FLOW_IDS;
+            self.ids[f] = id;
+            moved[f] = true;
+            self.rotations = self.rotations.wrapping_add(1);
+        }
+        moved
+    }
 }
 
 impl TraceProbe {
@@ -168,12 +223,19 @@ impl TraceProbe {
         let mut lease = engine.lease(addr).await;
         let clock = self.clock.as_ref();
         let started = clock.now();
+        let moved = state.rotate(flow_count(opts), engine.socket.paris());
         let mut round = Round::new(addr, opts, &*engine.socket, &mut state, clock);
         round.run(&mut lease.rx, started + budget).await;
+        round.check_splits(&mut lease.rx, started + budget).await;
         round
             .resolve_unplaced(&mut lease.rx, started + budget)
             .await;
         let (mut report, paths) = round.report()?;
+        let paris = round.socket.paris();
+        // Flows a router's "unreachable" ended short of the destination.
+        let stopped: Vec<bool> = (0..usize::from(round.flows))
+            .map(|f| round.dest[f].is_none() && round.stop[f].is_some())
+            .collect();
         drop(lease);
         let now = clock.now();
         if tracing::enabled!(target: "vantage::trace", tracing::Level::DEBUG) {
@@ -181,15 +243,31 @@ impl TraceProbe {
                 tracing::debug!(target: "vantage::trace", "{target}: flow {flow} to {addr}: {p}");
             }
         }
-        let o = state.tracker.observe(&paths, now, opts.path_window);
+        let facts = FlowFacts {
+            stopped: &stopped,
+            moved: &moved,
+        };
+        let o = state
+            .tracker
+            .observe_flows(&paths, paris.then_some(facts), now, opts.path_window);
         for p in &o.new_paths {
             tracing::info!(target: "vantage::trace", "{target}: path to {addr} changed: {p}");
         }
         report.path_hash = o.hash;
         report.path_changed = o.changed;
         report.paths_known = o.known;
-        if let Some(dest) = report.reached.then(|| report.hop_count()) {
-            state.dest_ttl = u8::try_from(dest).ok();
+        if paris {
+            for h in report.hops.iter_mut().filter(|h| h.responders.len() > 1) {
+                h.balancing = Some(if state.tracker.is_per_packet(h.ttl) {
+                    Balancing::PerPacket
+                } else {
+                    Balancing::PerFlow
+                });
+            }
+        }
+        // The next trace's range comes from the destination's answers only.
+        if report.reached {
+            state.dest_ttl = u8::try_from(report.hop_count()).ok();
         }
         state.last_used = Some(now);
         Ok(report)
@@ -227,7 +305,7 @@ impl Probe for TraceProbe {
             let duration = self.clock.now().saturating_duration_since(started);
             let (success, error, measurement) = match result {
                 Ok(report) => {
-                    let stopped = report.hops.iter().any(|h| h.unreachable.is_some());
+                    let stopped = report.hops.iter().any(|h| h.unreachable().is_some());
                     let error = (!report.reached && !stopped).then_some(ProbeError::Timeout);
                     (report.reached, error, Measurement::Trace(report))
                 }
@@ -244,6 +322,11 @@ impl Probe for TraceProbe {
             }
         })
     }
+}
+
+/// Flows a trace probes: as configured, within what a socket's identifiers allow.
+fn flow_count(opts: &TraceOptions) -> u16 {
+    opts.flows.clamp(1, u32::from(FLOW_IDS / 2)) as u16
 }
 
 /// One socket and the task that hands its answers to the trace waiting for them.
@@ -389,12 +472,18 @@ impl<'a> Round<'a> {
         state: &'a mut TargetState,
         clock: &'a dyn Clock,
     ) -> Self {
-        let flows = opts.flows.clamp(1, u32::from(u16::MAX)) as u16;
+        let flows = flow_count(opts);
+        if state.ids.len() != usize::from(flows) {
+            state.ids = (0..flows).collect();
+        }
         let hi = match state.dest_ttl {
             Some(d) => d
                 .saturating_add(TTL_MARGIN)
                 .clamp(opts.first_ttl, opts.max_hops),
-            None => opts.max_hops,
+            None => opts
+                .first_ttl
+                .saturating_add(TTL_WINDOW - 1)
+                .min(opts.max_hops),
         };
         Self {
             addr,
@@ -421,11 +510,15 @@ impl<'a> Round<'a> {
     fn schedule(&mut self, lo: u8, hi: u8, at: Instant) {
         let waves = self.opts.probes_per_hop;
         if self.opts.spacing.is_zero() {
-            // Back to back, lowest TTL first.
+            // Back to back, lowest TTL first, in batches: probes for TTLs beyond where a flow
+            // ended are dropped before they leave.
+            let mut n: u32 = 0;
             for ttl in lo..=hi {
                 for _ in 0..waves {
                     for flow in 0..self.flows {
-                        self.queue.push_back((at, ttl, flow));
+                        self.queue
+                            .push_back((at + BATCH_GAP * (n / BATCH), ttl, flow));
+                        n += 1;
                     }
                 }
             }
@@ -468,7 +561,7 @@ impl<'a> Round<'a> {
             dst: self.addr,
             port: self.opts.port,
             ttl,
-            flow,
+            flow: self.state.ids[usize::from(flow)],
             seq,
             size: self.size,
             timeout: self.opts.timeout,
@@ -494,28 +587,40 @@ impl<'a> Round<'a> {
         i
     }
 
-    /// Whether some flow has neither reached the destination nor been stopped, and its highest
-    /// scheduled hop is settled (a router answered, or it stayed silent past its deadline).
-    fn needs_extension(&self, now: Instant) -> bool {
+    /// The new highest TTL when some flow has neither reached the destination nor been
+    /// stopped and its highest scheduled hop is settled: a router answered (the path goes on:
+    /// `TTL_WINDOW` more), or it stayed silent past its deadline (up to `max_hops` at once,
+    /// not a timeout per window).
+    fn extension(&self, now: Instant) -> Option<u8> {
         if self.hi >= self.opts.max_hops || !self.queue.is_empty() {
-            return false;
+            return None;
         }
-        (0..self.flows).any(|f| {
+        // A silent top hop says the path may go on only while nothing says where it ends: once
+        // the destination answered one flow, or a router said "unreachable" to one, a silent
+        // flow is a blackholed branch or an answer lost to rate limiting, not a longer path.
+        let ended = self.dest.iter().chain(&self.stop).any(Option::is_some);
+        let mut silent = false;
+        for f in 0..self.flows {
             let fi = usize::from(f);
             if self.dest[fi].is_some() || self.stop[fi].is_some() {
-                return false;
+                continue;
             }
             let top: Vec<&Sent> = self
                 .sent
                 .iter()
                 .filter(|s| s.flow == f && s.ttl == self.hi)
                 .collect();
-            !top.is_empty()
-                && (top
-                    .iter()
-                    .any(|s| s.answer.is_some_and(|a| a.kind == ReplyKind::TimeExceeded))
-                    || top.iter().all(|s| s.answer.is_some() || s.deadline <= now))
-        })
+            if top
+                .iter()
+                .any(|s| s.answer.is_some_and(|a| a.kind == ReplyKind::TimeExceeded))
+            {
+                return Some(self.hi.saturating_add(TTL_WINDOW).min(self.opts.max_hops));
+            }
+            silent |= !ended
+                && !top.is_empty()
+                && top.iter().all(|s| s.answer.is_some() || s.deadline <= now);
+        }
+        silent.then_some(self.opts.max_hops)
     }
 
     fn pending(&self, now: Instant) -> Option<Instant> {
@@ -529,6 +634,60 @@ impl<'a> Round<'a> {
     async fn run(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
         let lo = self.opts.first_ttl;
         self.schedule(lo, self.hi, self.clock.now());
+        self.drive(rx, end).await;
+    }
+
+    /// Re-probes one flow at the TTLs where flows met different routers and no flow met
+    /// several yet: the answers join that flow's path, where a second address is the
+    /// per-packet evidence the path tracker looks for.
+    async fn check_splits(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
+        if !self.socket.paris() {
+            return;
+        }
+        let now = self.clock.now();
+        for (ttl, flow) in self.splits() {
+            for _ in 0..SPLIT_REPROBES {
+                self.queue.push_back((now, ttl, flow));
+            }
+        }
+        if !self.queue.is_empty() {
+            self.drive(rx, end).await;
+        }
+    }
+
+    /// Up to `MAX_SPLIT_CHECKS` TTLs where flows met different routers, each with a flow
+    /// that answered there.
+    fn splits(&self) -> Vec<(u8, u16)> {
+        let mut out = Vec::new();
+        for ttl in self.opts.first_ttl..=self.hi {
+            // Per flow, the routers that said "time exceeded" at this TTL.
+            let mut seen: HashMap<u16, Vec<IpAddr>> = HashMap::new();
+            for s in self.sent.iter().filter(|s| s.ttl == ttl) {
+                if let Some(a) = s.answer.filter(|a| a.kind == ReplyKind::TimeExceeded) {
+                    let v = seen.entry(s.flow).or_default();
+                    if !v.contains(&a.from) {
+                        v.push(a.from);
+                    }
+                }
+            }
+            let mut all: Vec<IpAddr> = seen.values().flatten().copied().collect();
+            all.sort();
+            all.dedup();
+            if all.len() > 1
+                && seen.values().all(|v| v.len() == 1)
+                && let Some(&flow) = seen.keys().min()
+            {
+                out.push((ttl, flow));
+                if out.len() == MAX_SPLIT_CHECKS {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends what is queued and takes answers until every probe that matters is settled.
+    async fn drive(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
         loop {
             let now = self.clock.now();
             while let Some(&(when, ttl, flow)) = self.queue.front() {
@@ -540,9 +699,9 @@ impl<'a> Round<'a> {
                     self.send(ttl, flow);
                 }
             }
-            if self.needs_extension(now) {
+            if let Some(hi) = self.extension(now) {
                 let from = self.hi + 1;
-                self.hi = self.opts.max_hops;
+                self.hi = hi;
                 self.schedule(from, self.hi, now);
                 continue;
             }
@@ -590,6 +749,22 @@ impl<'a> Round<'a> {
 
     /// Records an answer; answers that do not name their probe wait for `resolve_unplaced`.
     fn take(&mut self, r: TraceReply) {
+        if let Some(r) = self.by_flow(r) {
+            self.take_flow(r);
+        }
+    }
+
+    /// `r` with its flow identifier turned into the flow that uses it; `None` for an identifier
+    /// no flow of this trace uses (a late answer to an earlier trace).
+    fn by_flow(&self, mut r: TraceReply) -> Option<TraceReply> {
+        if let Some(id) = r.flow {
+            r.flow = Some(self.state.ids.iter().position(|i| *i == id)? as u16);
+        }
+        Some(r)
+    }
+
+    /// [`Self::take`] for an answer whose flow is already ours.
+    fn take_flow(&mut self, r: TraceReply) {
         if r.dst != self.addr {
             return;
         }
@@ -647,7 +822,7 @@ impl<'a> Round<'a> {
         let ttl = self
             .state
             .learned
-            .get(&(flow, r.from))
+            .get(&(self.state.ids[usize::from(flow)], r.from))
             .filter(|(_, hint)| hint.is_none() || *hint == r.reply_ttl)
             .map(|(ttl, _)| *ttl)
             .or_else(|| {
@@ -702,9 +877,10 @@ impl<'a> Round<'a> {
                 let Some(found) = self.probe_alone(ttl, flow, rx, end).await else {
                     continue;
                 };
+                let id = self.state.ids[usize::from(flow)];
                 self.state
                     .learned
-                    .insert((flow, found.from), (ttl, found.reply_ttl));
+                    .insert((id, found.from), (ttl, found.reply_ttl));
                 // Place the main phase's answers from this address at this TTL.
                 let (here, rest): (Vec<_>, Vec<_>) =
                     mine.into_iter().partition(|r| r.from == found.from);
@@ -760,6 +936,7 @@ impl<'a> Round<'a> {
     /// Whether `r` settles the probe sent alone as `i`: `Some` with its answer (`None` if it
     /// came too late), or `None` if `r` answers something else.
     fn answer_alone(&mut self, i: usize, flow: u16, r: TraceReply) -> Option<Option<TraceReply>> {
+        let r = self.by_flow(r)?;
         if r.dst != self.addr || r.flow != Some(flow) {
             return None;
         }
@@ -768,7 +945,7 @@ impl<'a> Round<'a> {
             // Alone in flight: an anonymous answer on this flow is this probe's.
             None if r.read_at >= self.sent[i].at => Some(self.answer(i, &r).then_some(r)),
             _ => {
-                self.take(r);
+                self.take_flow(r);
                 None
             }
         }
@@ -790,6 +967,19 @@ impl<'a> Round<'a> {
                 })
             })
             .collect()
+    }
+
+    /// The last hop shown: the destination's farthest answer when it answered, else the
+    /// highest hop any flow got to. Flows stopped beyond the destination (an "unreachable"
+    /// from a blackholed branch that rate limiting let through only at a high TTL) add no
+    /// hops that do not exist.
+    fn last_hop(&self, tops: &[u8]) -> u8 {
+        self.dest
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or_else(|| tops.iter().copied().max().unwrap_or(0))
     }
 
     /// Cuts each flow's path at its last hop, and at the destination only where its distance
@@ -818,6 +1008,32 @@ impl<'a> Round<'a> {
         }
     }
 
+    /// Credits an answer to the address that sent it, with its "unreachable" mark (the
+    /// destination's port unreachable is its normal answer, no mark).
+    fn credit(&self, hop: &mut HopReport, flow: u16, a: Answer) {
+        let r = match hop.responders.iter().position(|r| r.address == a.from) {
+            Some(i) => &mut hop.responders[i],
+            None => {
+                hop.responders.push(HopResponder {
+                    address: a.from,
+                    replies: 0,
+                    flows: Vec::new(),
+                    unreachable: None,
+                });
+                hop.responders.last_mut().expect("pushed")
+            }
+        };
+        r.replies += 1;
+        if !r.flows.contains(&u32::from(flow)) {
+            r.flows.push(u32::from(flow));
+        }
+        if let ReplyKind::Unreachable(u) = a.kind
+            && !(a.from == self.addr && u == Unreachable::Port)
+        {
+            r.unreachable = r.unreachable.or(Some(u));
+        }
+    }
+
     /// The hops, and each flow's path for the path tracker.
     fn report(&self) -> Result<(TraceReport, Vec<Path>), ProbeError> {
         if self.send_errors as usize == self.sent.len() && !self.sent.is_empty() {
@@ -827,7 +1043,7 @@ impl<'a> Round<'a> {
         }
         let lo = self.opts.first_ttl;
         let tops = self.tops();
-        let last = tops.iter().copied().max().unwrap_or(0);
+        let last = self.last_hop(&tops);
         let mut hops = Vec::new();
         let mut paths: Vec<Path> = (0..self.flows)
             .map(|f| Path {
@@ -853,25 +1069,7 @@ impl<'a> Round<'a> {
                 let Some(a) = s.answer else { continue };
                 hop.received += 1;
                 hop.rtts.push(a.rtt);
-                match hop.responders.iter_mut().find(|r| r.address == a.from) {
-                    Some(r) => {
-                        r.replies += 1;
-                        if !r.flows.contains(&u32::from(s.flow)) {
-                            r.flows.push(u32::from(s.flow));
-                        }
-                    }
-                    None => hop.responders.push(HopResponder {
-                        address: a.from,
-                        replies: 1,
-                        flows: vec![u32::from(s.flow)],
-                    }),
-                }
-                if let ReplyKind::Unreachable(u) = a.kind
-                    && !(a.from == self.addr && u == Unreachable::Port)
-                    && hop.unreachable.is_none()
-                {
-                    hop.unreachable = Some(u);
-                }
+                self.credit(&mut hop, s.flow, a);
                 // A router's "unreachable" says where forwarding stopped (often the previous
                 // hop answering for the next); it is no hop of a working path. The outage shows
                 // in the probe's success, not as a path change.
@@ -898,6 +1096,7 @@ impl<'a> Round<'a> {
             paris: self.socket.paris(),
             flows: u32::from(self.flows),
             reached: self.dest.iter().any(Option::is_some),
+            flows_reached: self.dest.iter().flatten().count() as u32,
             hops,
             ..TraceReport::default()
         };

@@ -104,6 +104,7 @@ fn round(kind: ProbeKind, target: &Arc<str>, ms: u64, rng: u64) -> Sample {
                                 address: format!("198.51.100.{ttl}").parse().unwrap(),
                                 replies: 3,
                                 flows: vec![0],
+                                unreachable: None,
                             }]
                         },
                         rtts: if silent {
@@ -111,7 +112,7 @@ fn round(kind: ProbeKind, target: &Arc<str>, ms: u64, rng: u64) -> Sample {
                         } else {
                             vec![us(base), us(base + jitter / 8), us(base + jitter / 3)]
                         },
-                        unreachable: None,
+                        balancing: None,
                     }
                 })
                 .collect();

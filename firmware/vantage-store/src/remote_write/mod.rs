@@ -245,6 +245,7 @@ mod tests {
                 path_hash: 77,
                 path_changed: true,
                 paths_known: 2,
+                partial: Some((2, 3)),
             })),
             ..base.clone()
         };
@@ -304,6 +305,7 @@ mod tests {
         assert!((value(TRACE_HOP_LOSS.name, Some(("hop", "3"))) - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(value(TRACE_PATH_HASH.name, None), 77.0);
         assert_eq!(value(TRACE_PATHS.name, None), 2.0);
+        assert!((value(TRACE_FLOWS_REACHED.name, None) - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(value(TRACE_PATH_CHANGED.name, None), 1.0);
         assert_eq!(
             find(&req, TRACE_HOPS.name, None).unwrap().samples[0].timestamp,

@@ -155,10 +155,11 @@ pub fn trace(target: &str, ms: i64, n: u64) -> Sample {
                         address: format!("192.0.2.{ttl}").parse().unwrap(),
                         replies: 3,
                         flows: vec![0],
+                        unreachable: None,
                     }]
                 },
                 rtts: if silent { vec![] } else { vec![rtt; 3] },
-                unreachable: None,
+                balancing: None,
             }
         })
         .collect();

@@ -4,6 +4,8 @@
 //! `vantage_trace_hop_info` carries `hop` (the TTL, at most `max_hops` values) and the
 //! answering `address` (at most one per flow and hop). Addresses that no longer answer are
 //! removed, so the cardinality follows the current path and stays bounded by `max_hops × flows`.
+//! `vantage_trace_hop_balancing` carries `hop` and `kind` (`per_flow` or `per_packet`) for hops
+//! where several addresses answered: at most `max_hops` series.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -17,6 +19,8 @@ use super::text::{Counter, Kind};
 pub struct TraceSeries {
     /// (hop, address) of every responder of the last trace.
     hop_info: Mutex<BTreeSet<(u8, String)>>,
+    /// (hop, balancing kind) of every hop of the last trace that several addresses answered.
+    balancing: Mutex<BTreeSet<(u8, &'static str)>>,
     /// `None` in a `/probe` answer: one trace cannot count changes.
     path_changes: Option<Counter>,
 }
@@ -27,6 +31,7 @@ impl TraceSeries {
     pub fn new(counters: bool) -> Self {
         Self {
             hop_info: Mutex::default(),
+            balancing: Mutex::default(),
             path_changes: counters.then(Counter::default),
         }
     }
@@ -38,6 +43,12 @@ impl TraceSeries {
             .flat_map(|h| h.responders.iter().map(|a| (h.ttl, a.address.to_string())))
             .collect();
         *self.hop_info.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        let kinds = r
+            .hops
+            .iter()
+            .filter_map(|h| h.balancing.map(|b| (h.ttl, b.as_str())))
+            .collect();
+        *self.balancing.lock().unwrap_or_else(|e| e.into_inner()) = kinds;
         if r.path_changed
             && let Some(c) = &self.path_changes
         {
@@ -46,7 +57,7 @@ impl TraceSeries {
     }
 }
 
-pub const FAMILIES: [Family; 2] = [
+pub const FAMILIES: [Family; 3] = [
     Family {
         name: "vantage_trace_hop_info",
         help: "1 for each address that answered at the hop in the last trace.",
@@ -57,6 +68,19 @@ pub const FAMILIES: [Family; 2] = [
             for (hop, addr) in info.iter() {
                 let hop = hop.to_string();
                 l.sample(name, &[("address", addr), ("hop", &hop)], None, 1.0);
+            }
+        },
+    },
+    Family {
+        name: "vantage_trace_hop_balancing",
+        help: "1 for each hop of the last trace where several addresses answered, with how the balancer before it spreads flows (kind: per_flow or per_packet).",
+        kind: Kind::Gauge,
+        write: |t, name, l| {
+            let Some(tr) = &t.trace else { return };
+            let kinds = tr.balancing.lock().unwrap_or_else(|e| e.into_inner());
+            for (hop, kind) in kinds.iter() {
+                let hop = hop.to_string();
+                l.sample(name, &[("hop", &hop), ("kind", kind)], None, 1.0);
             }
         },
     },
@@ -92,10 +116,11 @@ mod tests {
                     address: a.parse().unwrap(),
                     replies: 1,
                     flows: vec![0],
+                    unreachable: None,
                 })
                 .collect(),
             rtts: rtts_ms.iter().map(|m| Duration::from_millis(*m)).collect(),
-            unreachable: None,
+            balancing: None,
         }
     }
 
@@ -148,6 +173,7 @@ mod tests {
             r#"vantage_trace_path_hash{target="up"} 0"#,
             r#"vantage_trace_path_changes_total{target="up"} 0"#,
             r#"vantage_trace_paths{target="up"} 0"#,
+            r#"vantage_trace_flows_reached_ratio{target="up"} 0"#,
             r#"vantage_trace_round_path_changed{target="up"} 0"#,
         ] {
             assert!(m.contains(line), "missing {line}\n{m}");
@@ -174,6 +200,7 @@ mod tests {
             r#"vantage_trace_hop_info{address="192.0.2.9",hop="4",target="up"} 1"#,
             r#"vantage_trace_path_hash{target="up"} 1234"#,
             r#"vantage_trace_path_changes_total{target="up"} 0"#,
+            r#"vantage_trace_flows_reached_ratio{target="up"} 1"#,
         ] {
             assert!(m.contains(line), "missing {line}\n{m}");
         }
@@ -192,17 +219,25 @@ mod tests {
             .unwrap();
         assert!(loss3.contains(" 0.333"), "{loss3}");
 
-        // Hop 3 moves and the path gets shorter: the old address and hop 4 disappear.
+        assert!(!m.contains("vantage_trace_hop_balancing{"), "{m}");
+
+        // Hop 3 moves and the path gets shorter: the old address and hop 4 disappear; hop 1
+        // is two per-packet addresses.
+        let mut one = hop(1, &["10.0.0.1", "10.0.0.2"], &[1, 1, 1], 3);
+        one.balancing = Some(vantage_core::Balancing::PerPacket);
         s.observe(TraceReport {
             reached: true,
             hops: vec![
-                hop(1, &["10.0.0.1"], &[1, 1, 1], 3),
+                one,
                 hop(2, &[], &[], 3),
                 hop(3, &["10.0.9.1"], &[5, 5, 5], 3),
             ],
             path_hash: 99,
             path_changed: true,
             paths_known: 2,
+            // A partial blackhole: 3 of 4 flows got through.
+            flows: 4,
+            flows_reached: 3,
             ..Default::default()
         });
         let m = s.render();
@@ -222,6 +257,14 @@ mod tests {
             "{m}"
         );
         assert!(m.contains(r#"vantage_trace_paths{target="up"} 2"#), "{m}");
+        assert!(
+            m.contains(r#"vantage_trace_hop_balancing{hop="1",kind="per_packet",target="up"} 1"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"vantage_trace_flows_reached_ratio{target="up"} 0.75"#),
+            "{m}"
+        );
     }
 
     #[test]

@@ -674,7 +674,7 @@ fn quoted_echo(ipv6: bool, ident: u16, cookie: u32, inner: &[u8]) -> Option<(u16
         // Only the 8-byte header was quoted: the checksum says the flow.
         None => {
             let c = u16::from_be_bytes([inner[2], inner[3]]);
-            (0..16).find(|f| wire::icmp_flow_checksum(*f) == c)?
+            (0..super::FLOW_IDS).find(|f| wire::icmp_flow_checksum(*f) == c)?
         }
     };
     Some((flow, e.seq()))

@@ -32,6 +32,10 @@ use super::BoxFuture;
 use crate::sample::Unreachable;
 use crate::types::{TraceProtocol, TraceSockets};
 
+/// Flow identifiers a socket serves (`Outgoing::flow` below this). Twice the most flows a trace
+/// probes, so a trace can move some flows to identifiers no flow used the trace before.
+pub const FLOW_IDS: u16 = 2 * crate::defaults::TRACE_FLOWS_RANGE.max as u16;
+
 /// Settings that differ between traces; traces with equal keys share one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceSocketKey {
@@ -50,7 +54,7 @@ pub struct Outgoing {
     /// Destination port (UDP, TCP).
     pub port: u16,
     pub ttl: u8,
-    /// Which flow (0-based); the probes of one flow share their 5-tuple.
+    /// Which flow identifier (below [`FLOW_IDS`]); the probes of one flow share their 5-tuple.
     pub flow: u16,
     /// Identifies the probe among those in flight to `dst`; 1..=0xfffe.
     pub seq: u16,

@@ -98,6 +98,16 @@ impl Path {
         self.reached_at = self.reached_at.or(other.reached_at);
     }
 
+    /// Forgets the addresses at `ttl` (a per-packet hop): a wildcard from now on.
+    fn clear(&mut self, ttl: u8) {
+        if let Some(h) = ttl
+            .checked_sub(self.first_ttl)
+            .and_then(|i| self.hops.get_mut(usize::from(i)))
+        {
+            h.clear();
+        }
+    }
+
     fn hash_into(&self, h: &mut Fnv) {
         for (i, hop) in self.hops.iter().enumerate() {
             h.write(&[self.first_ttl.saturating_add(i as u8)]);
@@ -178,6 +188,10 @@ pub(crate) struct Observation {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PathTracker {
     known: Vec<Known>,
+    /// Per flow: the known path it followed to the destination last time.
+    last_flows: Vec<Option<Path>>,
+    /// TTLs where one flow met several addresses (per-packet balancing), and when last seen.
+    per_packet: Vec<(u8, Instant)>,
     traces: u64,
     last_answered: u64,
     last_hash: u32,
@@ -203,10 +217,44 @@ impl PathTracker {
         self.known.len() - 1
     }
 
+    /// Judges one trace whose paths say nothing about which flow took which.
+    #[cfg(test)]
     pub fn observe(&mut self, paths: &[Path], now: Instant, window: Duration) -> Observation {
+        self.observe_flows(paths, None, now, window)
+    }
+
+    /// Judges one trace: `paths[f]` is flow `f`'s path. `facts` is given for Paris flows,
+    /// which keep their branch while they keep their identifier and the branches stay.
+    pub fn observe_flows(
+        &mut self,
+        paths: &[Path],
+        facts: Option<FlowFacts<'_>>,
+        now: Instant,
+        window: Duration,
+    ) -> Observation {
+        let per_flow = facts.is_some();
+        let (stopped, moved) = facts.map_or((&[][..], &[][..]), |f| (f.stopped, f.moved));
+        let moved = |f: usize| moved.get(f).copied().unwrap_or(false);
         self.traces += 1;
-        let paths: Vec<&Path> = paths.iter().filter(|p| p.answered()).collect();
-        if paths.is_empty() {
+        let stopped = |f: usize| stopped.get(f).copied().unwrap_or(false);
+        let any_reached = paths.iter().any(|p| p.reached_at.is_some());
+        // A flow that a router stopped while others reached the destination lost its branch:
+        // it follows no path (its few answered hops would match any).
+        let following: Vec<(usize, Path)> = paths
+            .iter()
+            .enumerate()
+            .filter(|(f, p)| p.answered() && !(any_reached && stopped(*f)))
+            .map(|(f, p)| (f, self.without_per_packet(p, now)))
+            .collect();
+        // A flow on a new identifier may find a branch no flow had hashed onto: found, not
+        // new, while the flows that kept theirs show the paths unchanged.
+        let kept = following.iter().any(|(f, _)| !moved(*f));
+        let found_only: Vec<usize> = following
+            .iter()
+            .map(|(f, _)| *f)
+            .filter(|f| kept && moved(*f))
+            .collect();
+        if following.is_empty() {
             // Nothing answered: nothing to compare; keep what we know and the last identity.
             return Observation {
                 changed: false,
@@ -218,16 +266,53 @@ impl PathTracker {
         let last = self.last_answered;
         self.known
             .retain(|k| k.seen_in == last || now.saturating_duration_since(k.last_seen) <= window);
+        self.per_packet
+            .retain(|(_, seen)| now.saturating_duration_since(*seen) <= window);
+        let m = self.match_paths(&following, &found_only, now);
+        for f in (0..paths.len()).filter(|f| moved(*f)) {
+            if let Some(l) = self.last_flows.get_mut(f) {
+                *l = None;
+            }
+        }
+        let mut left = Vec::new();
+        if per_flow {
+            left = self.left_branches(paths, &m.by_flow, |f| any_reached && stopped(f));
+            // A branch another flow still follows was not lost (flows rehashed over the same
+            // branches).
+            left.retain(|l| !m.followed.iter().any(|f| f.subsumes(l)));
+            self.known
+                .retain(|k| !left.iter().any(|l| k.path.subsumes(l)));
+        }
+        self.last_hash = identity(&m.followed);
+        self.last_answered = self.traces;
+        if self.known.len() > MAX_KNOWN {
+            self.known.sort_by_key(|k| std::cmp::Reverse(k.last_seen));
+            self.known.truncate(MAX_KNOWN);
+        }
+        Observation {
+            changed: m.changed || !left.is_empty(),
+            hash: self.last_hash,
+            known: self.known.len() as u32,
+            new_paths: m.new_paths,
+        }
+    }
+
+    /// Matches each flow's path with the known ones, adding and refining known paths.
+    /// Paths of flows in `found_only` that match none known are added without counting.
+    fn match_paths(
+        &mut self,
+        paths: &[(usize, Path)],
+        found_only: &[usize],
+        now: Instant,
+    ) -> Matched {
         let had_known = !self.known.is_empty();
         // Every path of this trace is judged against what was known before it: two ECMP
         // branches that both fill the holes of a partly seen path are both known, not one
         // known and one new.
         let before = self.known.len();
         let mut refined = vec![false; before];
-        let mut changed = false;
-        let mut new_paths = Vec::new();
-        let mut followed: Vec<Path> = Vec::new();
-        for p in paths {
+        let mut m = Matched::default();
+        for (f, p) in paths {
             let best = self.known[..before]
                 .iter()
                 .enumerate()
@@ -249,10 +334,10 @@ impl PathTracker {
                     }
                 }
                 None => {
-                    if had_known {
-                        changed = true;
-                        if !new_paths.contains(p) {
-                            new_paths.push((*p).clone());
+                    if had_known && !found_only.contains(f) {
+                        m.changed = true;
+                        if !m.new_paths.contains(p) {
+                            m.new_paths.push(p.clone());
                         }
                     }
                     self.insert(p.clone(), now, before)
@@ -260,29 +345,112 @@ impl PathTracker {
             };
             self.known[i].last_seen = now;
             self.known[i].seen_in = self.traces;
-            if !followed.contains(&self.known[i].path) {
-                followed.push(self.known[i].path.clone());
+            if !m.followed.contains(&self.known[i].path) {
+                m.followed.push(self.known[i].path.clone());
+            }
+            if p.reached_at.is_some() {
+                m.by_flow.push((*f, p.clone(), self.known[i].path.clone()));
             }
         }
         let mut i = 0;
         self.known.retain(|k| {
-            let keep = i >= before || !refined[i] || followed.contains(&k.path);
+            let keep = i >= before || !refined[i] || m.followed.contains(&k.path);
             i += 1;
             keep
         });
-        self.last_hash = identity(&followed);
-        self.last_answered = self.traces;
-        if self.known.len() > MAX_KNOWN {
-            self.known.sort_by_key(|k| std::cmp::Reverse(k.last_seen));
-            self.known.truncate(MAX_KNOWN);
-        }
-        Observation {
-            changed,
-            hash: self.last_hash,
-            known: self.known.len() as u32,
-            new_paths,
-        }
+        m
     }
+
+    /// The known paths that flows were seen to leave: a flow that reached the destination
+    /// before and now took a path that disagrees with it (a next hop removed or added moves
+    /// flows), or that a router stopped while others got through (a blackholed branch).
+    /// Remembers each flow's path for the next trace.
+    fn left_branches(
+        &mut self,
+        paths: &[Path],
+        reached_now: &[(usize, Path, Path)],
+        lost: impl Fn(usize) -> bool,
+    ) -> Vec<Path> {
+        let mut left = Vec::new();
+        let mut next = Vec::with_capacity(paths.len());
+        for f in 0..paths.len() {
+            let prev = self.last_flows.get(f).cloned().flatten();
+            let now = reached_now.iter().find(|(g, ..)| *g == f);
+            if let Some(k) = &prev
+                && (lost(f) || now.is_some_and(|(_, p, _)| k.agreement(p).is_none()))
+            {
+                left.push(k.clone());
+            }
+            // A flow neither reaching nor stopped (lost answers) keeps what it followed.
+            next.push(match now {
+                Some((.., k)) => Some(k.clone()),
+                None if lost(f) => None,
+                None => prev,
+            });
+        }
+        self.last_flows = next;
+        left
+    }
+
+    /// Whether one flow met several addresses at `ttl` within the window.
+    pub fn is_per_packet(&self, ttl: u8) -> bool {
+        self.per_packet.iter().any(|(t, _)| *t == ttl)
+    }
+
+    /// `p` without its per-packet hops: one flow answered by several addresses at a TTL (in
+    /// this trace or within the window) is per-packet balancing, whose pick says nothing about
+    /// the path. New evidence also clears that TTL in the known paths.
+    fn without_per_packet(&mut self, p: &Path, now: Instant) -> Path {
+        for (i, h) in p.hops.iter().enumerate() {
+            let ttl = p.first_ttl.saturating_add(i as u8);
+            if h.len() > 1 {
+                match self.per_packet.iter_mut().find(|(t, _)| *t == ttl) {
+                    Some(e) => e.1 = now,
+                    None => {
+                        self.per_packet.push((ttl, now));
+                        for k in &mut self.known {
+                            k.path.clear(ttl);
+                        }
+                        for k in self.last_flows.iter_mut().flatten() {
+                            k.clear(ttl);
+                        }
+                        // Paths that differed only there are one now.
+                        let mut seen: Vec<Path> = Vec::new();
+                        self.known.retain(|k| {
+                            let dup = seen.contains(&k.path);
+                            seen.push(k.path.clone());
+                            !dup
+                        });
+                    }
+                }
+            }
+        }
+        let mut p = p.clone();
+        for (ttl, _) in &self.per_packet {
+            p.clear(*ttl);
+        }
+        p
+    }
+}
+
+/// What the trace knows about its flows, for Paris flows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FlowFacts<'a> {
+    /// Per flow: a router's "unreachable" ended it short of the destination.
+    pub stopped: &'a [bool],
+    /// Per flow: it goes out with a new identifier this trace (a new branch, maybe).
+    pub moved: &'a [bool],
+}
+
+/// What matching one trace's paths found.
+#[derive(Debug, Default)]
+struct Matched {
+    changed: bool,
+    new_paths: Vec<Path>,
+    /// The known paths this trace followed.
+    followed: Vec<Path>,
+    /// Each flow that reached the destination: its path and the known path it followed.
+    by_flow: Vec<(usize, Path, Path)>,
 }
 
 /// The identity of a set of paths, whatever order the flows found them in.

@@ -29,6 +29,9 @@ enum Hop {
     Silent,
     /// Answers "unreachable" and forwards nothing.
     Unreachable(&'static str, Unreachable),
+    /// Forwards nothing and answers "unreachable" only to probes sent with at least this TTL:
+    /// Linux's rate limit on unreachables, letting a few through, here the high ones.
+    Limited(&'static str, Unreachable, u8),
     /// The destination, answering after this many ms.
     Dest(u64),
     /// The destination, never answering.
@@ -105,7 +108,7 @@ impl TraceSocket for FakeSocket {
         let at = usize::from(p.ttl - 1).min(hops.len() - 1);
         let hop = hops[..at]
             .iter()
-            .find(|h| matches!(h, Hop::Unreachable(..)))
+            .find(|h| matches!(h, Hop::Unreachable(..) | Hop::Limited(..)))
             .copied()
             .unwrap_or(hops[at]);
         let (from, kind, ms, seq) = match hop {
@@ -123,7 +126,13 @@ impl TraceSocket for FakeSocket {
                 ms,
                 Some(p.seq),
             ),
-            Hop::Silent | Hop::DeadDest => return Ok(()),
+            Hop::Limited(a, u, min_ttl) if p.ttl >= min_ttl => (
+                a.parse().unwrap(),
+                ReplyKind::Unreachable(u),
+                1,
+                Some(p.seq),
+            ),
+            Hop::Silent | Hop::DeadDest | Hop::Limited(..) => return Ok(()),
         };
         let sent_wall = self.net.clock.wall();
         let r = TraceReply {
@@ -263,14 +272,18 @@ async fn every_hop_answers_and_the_trace_takes_the_slowest_rtt() {
         // The kernel timestamp is used, not the later time the task read the answer.
         let err = h.mean().unwrap().as_secs_f64() - ms as f64 / 1000.0;
         assert!(err.abs() < 0.0005, "hop {} rtt {:?}", h.ttl, h.mean());
-        assert_eq!(h.unreachable, None);
+        assert_eq!(h.unreachable(), None);
     }
     // About the slowest hop's RTT, far below the timeout.
     assert!(took < Duration::from_millis(200), "{took:?}");
     // Lowest TTL first, every probe of a hop back to back.
     let sent = net.take_sent();
     assert!(sent.windows(2).all(|w| w[0].ttl <= w[1].ttl));
-    assert_eq!(sent.len(), 12 * 3, "the first trace probes every TTL");
+    assert_eq!(
+        sent.len(),
+        usize::from(TTL_WINDOW) * 3,
+        "the first trace probes a window of TTLs, enough for this path"
+    );
     // Every probe has its own sequence number.
     let mut seqs: Vec<u16> = sent.iter().map(|s| s.seq).collect();
     seqs.sort_unstable();
@@ -319,7 +332,7 @@ async fn an_unreachable_router_ends_the_trace() {
     let r = trace(&p, &net, &opts(1000)).await;
     assert!(!r.reached);
     assert_eq!(r.hop_count(), 3);
-    assert_eq!(r.hops[2].unreachable, Some(Unreachable::Network));
+    assert_eq!(r.hops[2].unreachable(), Some(Unreachable::Network));
     assert!(start.elapsed() < Duration::from_millis(300));
     // Through the Probe trait: a failed trace that got an answer, not a timeout.
     let s = p
@@ -465,9 +478,16 @@ async fn flows_discover_ecmp_branches_and_flapping_is_no_change() {
     assert_eq!(addrs(&r)[1], "10.0.1.1|10.0.1.2");
     assert_eq!(r.hops[1].responders[0].flows, vec![0, 2]);
     assert_eq!(r.hops[1].responders[1].flows, vec![1, 3]);
-    assert_eq!((r.hops[1].sent, r.hops[1].received), (12, 12));
+    // Three probes per flow, and flow 0 probed twice more where the paths split: still one
+    // address for it, so the balancing there is per flow.
+    assert_eq!(
+        (r.hops[1].sent, r.hops[1].received),
+        (12 + SPLIT_REPROBES as u32, 12 + SPLIT_REPROBES as u32)
+    );
+    assert_eq!(r.hops[1].responders[0].replies, 6 + SPLIT_REPROBES as u32);
     assert_eq!(r.paths_known, 2);
     assert!(!r.path_changed);
+    assert_eq!(r.hops[1].balancing, Some(crate::sample::Balancing::PerFlow));
     let h0 = r.path_hash;
     let one_flow = TraceOptions {
         flows: 1,
@@ -634,7 +654,7 @@ async fn an_outage_and_its_end_are_no_path_change() {
     });
     let r = trace(&p, &net, &o).await;
     assert!(!r.reached);
-    assert_eq!(r.hops[1].unreachable, Some(Unreachable::Host));
+    assert_eq!(r.hops[1].unreachable(), Some(Unreachable::Host));
     assert!(
         !r.path_changed,
         "an outage shows in success, not as a path change"
@@ -689,14 +709,16 @@ async fn spaced_probes_go_in_waves_and_skip_what_lies_beyond_the_destination() {
         "{took:?}"
     );
     let sent = net.take_sent();
-    // The first wave covers every TTL; later waves stop at the destination, found by then.
+    // The first wave covers the first window of TTLs; later waves stop at the destination,
+    // found by then.
+    let w = usize::from(TTL_WINDOW);
     assert_eq!(
         sent.len(),
-        12 + 5 + 5,
+        w + 5 + 5,
         "{:?}",
         sent.iter().map(|s| s.ttl).collect::<Vec<_>>()
     );
-    assert!(sent[..12].windows(2).all(|w| w[0].ttl < w[1].ttl));
+    assert!(sent[..w].windows(2).all(|w| w[0].ttl < w[1].ttl));
 }
 
 #[tokio::test(start_paused = true)]
@@ -759,4 +781,331 @@ async fn an_answer_waiting_when_the_deadline_passes_is_taken() {
             Some("10.0.0.9")
         );
     }
+}
+
+/// Three branches after the first router; flows 1 and 4 take the middle one, blackholed: its
+/// router has no route and answers "network unreachable", rate limited to the high TTLs.
+fn blackholed(flow: u16) -> Vec<Hop> {
+    let branch = match flow % 3 {
+        0 => Hop::Router("10.0.1.1", 1),
+        1 => Hop::Limited("10.0.1.2", Unreachable::Network, 7),
+        _ => Hop::Router("10.0.1.3", 1),
+    };
+    vec![
+        Hop::Router("10.0.0.1", 1),
+        branch,
+        Hop::Router("10.0.2.1", 1),
+        Hop::Dest(2),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_blackholed_branch_adds_no_hops_and_does_not_extend_the_trace() {
+    let net = Net::new(blackholed);
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 6,
+        ..opts(100)
+    };
+    for i in 0..3 {
+        let r = trace(&p, &net, &o).await;
+        assert!(r.reached, "trace {i}");
+        assert_eq!(r.hop_count(), 4, "trace {i}: {r:#?}");
+        assert_eq!(r.hops.len(), 4, "trace {i}");
+        let sent = net.take_sent();
+        if i > 0 {
+            // The range comes from the destination's distance, and the blackholed flows,
+            // silent at the top, are not extended.
+            let top = sent.iter().map(|s| s.ttl).max().unwrap();
+            assert_eq!(top, 4 + TTL_MARGIN, "trace {i}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_mark_goes_to_the_address_that_sent_it() {
+    // Flow 1's branch stops with "network unreachable"; flow 0's goes on. The working branch
+    // sorts first (equal replies, lower address), and must not wear the other one's mark.
+    let net = Net::new(|flow| {
+        let branch = if flow == 0 {
+            Hop::Router("10.0.1.1", 1)
+        } else {
+            Hop::Unreachable("10.0.1.2", Unreachable::Network)
+        };
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            branch,
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 2,
+        ..opts(100)
+    };
+    let r = trace(&p, &net, &o).await;
+    let marks: Vec<(String, Option<Unreachable>)> = r.hops[1]
+        .responders
+        .iter()
+        .map(|x| (x.address.to_string(), x.unreachable))
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            ("10.0.1.1".to_string(), None),
+            ("10.0.1.2".to_string(), Some(Unreachable::Network))
+        ]
+    );
+    assert_eq!(r.hops[1].unreachable(), Some(Unreachable::Network));
+    assert!(r.reached);
+    assert_eq!(r.hop_count(), 4);
+}
+
+/// Three equal-cost branches at hop 2, each flow hashed onto one; `blackhole` makes the
+/// middle branch answer "network unreachable" (to every probe).
+fn three_branches(blackhole: bool) -> impl Fn(u16) -> Vec<Hop> + Send + Sync {
+    move |flow| {
+        let branch = match flow % 3 {
+            0 => Hop::Router("10.0.1.1", 1),
+            1 if blackhole => Hop::Unreachable("10.0.1.2", Unreachable::Network),
+            1 => Hop::Router("10.0.1.2", 1),
+            _ => Hop::Router("10.0.1.3", 1),
+        };
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            branch,
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_blackholed_branch_is_one_path_change_and_its_return_another() {
+    let net = Net::new(three_branches(false));
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 6,
+        ..opts(100)
+    };
+    let mut changes = Vec::new();
+    for i in 0..8 {
+        net.reroute(three_branches((3..6).contains(&i)));
+        let r = trace(&p, &net, &o).await;
+        assert!(r.reached, "trace {i}");
+        changes.push(r.path_changed);
+        let (known, reached) = if (3..6).contains(&i) { (2, 4) } else { (3, 6) };
+        assert_eq!(r.paths_known, known, "trace {i}");
+        assert_eq!((r.flows_reached, r.flows), (reached, 6), "trace {i}");
+        assert_eq!(r.hop_count(), 4, "trace {i}");
+    }
+    // Blackholed in trace 3, back in trace 6: once each.
+    assert_eq!(
+        changes,
+        [false, false, false, true, false, false, true, false]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_next_hop_is_a_path_change_but_a_rehash_over_the_same_branches_is_not() {
+    let net = Net::new(three_branches(false));
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 6,
+        ..opts(100)
+    };
+    assert_eq!(trace(&p, &net, &o).await.paths_known, 3);
+    // The balancer loses 10.0.1.2; its flows move to the two other branches.
+    let two = |flow: u16| {
+        let b = if flow.is_multiple_of(2) {
+            "10.0.1.1"
+        } else {
+            "10.0.1.3"
+        };
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router(b, 1),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    };
+    net.reroute(two);
+    let r = trace(&p, &net, &o).await;
+    assert!(r.path_changed);
+    assert_eq!(r.paths_known, 2);
+    // The same two branches with the flows hashed the other way round: no change.
+    net.reroute(move |flow| two(flow + 1));
+    let r = trace(&p, &net, &o).await;
+    assert!(!r.path_changed);
+    assert_eq!(r.paths_known, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_packet_balancing_is_no_path_change_even_with_one_probe_per_hop() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Every packet takes the next of three branches, whatever its flow.
+    let turn = Arc::new(AtomicUsize::new(0));
+    let net = Net::new(move |_| {
+        let b = ["10.0.1.1", "10.0.1.2", "10.0.1.3"][turn.fetch_add(1, Ordering::Relaxed) % 3];
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router(b, 1),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 2,
+        probes_per_hop: 1,
+        ..opts(100)
+    };
+    let mut hashes = Vec::new();
+    for i in 0..12 {
+        let r = trace(&p, &net, &o).await;
+        assert!(!r.path_changed, "trace {i}: {r:#?}");
+        assert_eq!(r.paths_known, 1, "trace {i}");
+        hashes.push(r.path_hash);
+    }
+    // The per-packet hop is no part of the path's identity.
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(
+        r.hops[1].balancing,
+        Some(crate::sample::Balancing::PerPacket)
+    );
+    assert_eq!(
+        r.hops[0].balancing, None,
+        "one address: no balancing to tell"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_trace_probes_a_window_of_ttls_and_extends_while_routers_answer() {
+    // 20 routers, then the destination: the first trace grows by a window at a time, each as
+    // soon as its top router answers, not by waiting for a timeout.
+    let net = Net::new(|_| {
+        let mut h: Vec<Hop> = (0..20).map(|_| Hop::Router("10.0.0.1", 1)).collect();
+        h.push(Hop::Dest(1));
+        h
+    });
+    let p = probe(&net);
+    let o = TraceOptions {
+        max_hops: 64,
+        flows: 4,
+        ..opts(1000)
+    };
+    let start = Instant::now();
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert_eq!(r.hop_count(), 21);
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
+    let sent = net.take_sent();
+    // Three windows (to TTL 8, 16, 24), not all 64 TTLs; 12 probes a TTL.
+    let top = sent.iter().map(|s| s.ttl).max().unwrap();
+    assert_eq!(top, 3 * TTL_WINDOW - 2);
+    // The third window's first batch reaches the destination (TTL 21) and four probes of TTL
+    // 22; its answers drop the rest before they leave.
+    let window = usize::from(TTL_WINDOW) * 12;
+    assert_eq!(sent.len(), 2 * window + BATCH as usize);
+    assert_eq!(sent.iter().filter(|s| s.ttl > 21).count(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_leave_in_batches_and_none_beyond_an_answered_destination() {
+    // Sixteen flows, three probes per hop, the destination at hop 2.
+    let net = Net::new(|_| vec![Hop::Router("10.0.0.1", 1), Hop::Dest(1)]);
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 16,
+        ..opts(100)
+    };
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    let sent = net.take_sent();
+    // The first batch (64) holds TTL 1 and the first wave of TTL 2, which finds the
+    // destination for every flow; the next batch sends the rest of TTL 2 and nothing for TTLs
+    // 3 to 8 (288 probes before batches).
+    assert_eq!(
+        sent.len(),
+        96,
+        "{:?}",
+        sent.iter().map(|s| s.ttl).collect::<Vec<_>>()
+    );
+    assert!(sent.iter().all(|s| s.ttl <= 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn flows_move_to_new_identifiers_and_find_a_branch_none_hashed_onto() {
+    // Five branches, hashed by flow identifier; four flows start on the first four.
+    let net = Net::new(|id| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router(
+                ["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4", "10.0.1.5"][usize::from(id % 5)],
+                1,
+            ),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 4,
+        ..opts(100)
+    };
+    let mut found = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let r = trace(&p, &net, &o).await;
+        assert!(!r.path_changed, "trace {i}: found, not changed");
+        found.extend(r.hops[1].responders.iter().map(|x| x.address.to_string()));
+        let ids: Vec<u16> = net.take_sent().iter().map(|s| s.flow).collect();
+        assert!(ids.iter().all(|id| *id < crate::net::trace::FLOW_IDS));
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "trace {i}: four flows, four identifiers");
+        if i == 0 {
+            assert_eq!(distinct, [0, 1, 2, 3]);
+        }
+    }
+    assert!(found.contains("10.0.1.5"), "{found:?}");
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(r.paths_known, 5);
+}
+
+#[test]
+fn identifiers_take_turns_and_stay_distinct() {
+    use crate::net::trace::FLOW_IDS;
+    let mut s = TargetState::default();
+    assert_eq!(
+        s.rotate(4, true),
+        [false; 4],
+        "the first trace sets them up"
+    );
+    let mut used = std::collections::BTreeSet::new();
+    for _ in 0..u32::from(FLOW_IDS) {
+        let moved = s.rotate(4, true);
+        assert_eq!(moved.iter().filter(|m| **m).count(), 1);
+        let mut ids = s.ids.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 4);
+        used.extend(s.ids.iter().copied());
+    }
+    assert_eq!(used.len(), usize::from(FLOW_IDS));
+    // One flow, or flows that are not Paris, keep their identifiers.
+    let mut one = TargetState::default();
+    one.rotate(1, true);
+    assert_eq!(one.rotate(1, true), [false]);
+    assert_eq!(s.rotate(4, false), [false; 4]);
+    // Sixteen flows move four at a time.
+    let mut many = TargetState::default();
+    many.rotate(16, true);
+    assert_eq!(many.rotate(16, true).iter().filter(|m| **m).count(), 4);
 }
