@@ -4,6 +4,8 @@ mod dns;
 mod engines;
 mod ping;
 mod trace;
+#[cfg(any(test, fuzzing))]
+pub(crate) use {dns::fuzz as dns_fuzz, ping::fuzz as ping_fuzz};
 
 use std::fmt::Debug;
 use std::net::IpAddr;
