@@ -26,6 +26,10 @@
 mod clock;
 pub mod config;
 pub mod defaults;
+// Entry points to private parsers for the fuzz targets (fuzz/), built only with `--cfg fuzzing`.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzz;
 mod lock;
 pub mod net;
 mod probe;

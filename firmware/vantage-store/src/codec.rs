@@ -1568,6 +1568,22 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing (`fuzz/`, target `store_block`): a hand-made block may hold a standard
+    /// deviation beside equal RTTs, which the encoder never writes. It decodes as written and
+    /// encodes to the equal-RTT form, which then stays as it is.
+    #[test]
+    fn a_deviation_beside_equal_rtts_decodes_and_encodes_canonically() {
+        let body = [2, 1, 0x32, 0x3b, 0x3b, 0x3b, 0x3b, 0, 9, 1, 0, 0, 0x0f];
+        let mut block = body.to_vec();
+        block.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        let read = decode_block(&block).unwrap();
+        let p = read[0].ping.as_ref().unwrap();
+        assert_eq!((p.rtt_us, p.stddev_us), (Some((1, 1, 1)), 15));
+        let written = decode_block(&encode_block(&read).0).unwrap();
+        assert_eq!(written[0].ping.as_ref().unwrap().stddev_us, 0);
+        assert_eq!(decode_block(&encode_block(&written).0).unwrap(), written);
+    }
+
     /// A stored round gives the same named values as the live sample, at µs resolution.
     #[test]
     fn stored_values_match_the_sample() {

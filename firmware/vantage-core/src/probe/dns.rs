@@ -788,6 +788,8 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
     }
 }
 
+#[cfg(any(test, fuzzing))]
+pub(crate) mod fuzz;
 mod https;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,8 @@ mod module;
 mod ping;
 mod tcp;
 mod trace;
+#[cfg(any(test, fuzzing))]
+pub(crate) use {dns::fuzz as dns_fuzz, ping::fuzz as ping_fuzz};
 
 use std::fmt::Debug;
 use std::net::IpAddr;

@@ -522,5 +522,7 @@ fn parse(shared: &Shared, packet: &[u8], from: IpAddr) -> Option<Parsed> {
     })
 }
 
+#[cfg(any(test, fuzzing))]
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod tests;

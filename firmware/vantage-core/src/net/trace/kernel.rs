@@ -1119,6 +1119,9 @@ async fn connect_outcome(
     }
 }
 
+#[cfg(any(test, fuzzing))]
+pub(crate) mod fuzz;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@
 //! protocol, ports; for ICMP also the checksum), so a load balancer keeps the flow on one path.
 
 mod kernel;
+#[cfg(any(test, fuzzing))]
+pub(crate) use kernel::fuzz as kernel_fuzz;
 mod sys;
 pub(crate) mod wire;
 
