@@ -30,8 +30,26 @@ done
 work=$(mktemp -d)
 pids=()
 ns=
+# A job started through `inns` is a subshell whose child is the server: stop both, and wait
+# (up to 20 s) until the server is gone, so its port and files are free again.
+stop_job() {
+  local kids alive k _
+  kids=$(pgrep -P "$1")
+  # shellcheck disable=SC2086
+  kill $kids "$1" 2>/dev/null
+  for _ in $(seq 100); do
+    alive=
+    for k in $kids; do kill -0 "$k" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break
+    sleep 0.2
+  done
+  wait "$1" 2>/dev/null
+  return 0
+}
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do stop_job "$p"; done
+  # Whatever else still runs in the namespace.
+  [ -n "$ns" ] && ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
   [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
   rm -rf "$work"
 }
@@ -271,7 +289,7 @@ fi
 # steps wherever the scrape setup (which kept scraping) has data; and the loss panel shows the
 # outage's loss, and none before it.
 drop=(-w -I INPUT -p icmp --icmp-type echo-request -j DROP)
-kill "$push_pid"; wait "$push_pid" 2>/dev/null
+stop_job "$push_pid"
 [ -n "$ns" ] && inns iptables "${drop[@]}"
 # Whole seconds inside the outage: the next one after it began, the last one before it ends.
 t0=$(($(date +%s) + 1))
