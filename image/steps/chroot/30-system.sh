@@ -22,6 +22,25 @@ rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT"/etc/ssh/ssh_host_*
 rm -f "$ROOT/etc/hostname"
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
 
+# APT sources in Debian 13's deb822 format, with the security and point-release updates, from
+# the public mirror (a MIRROR= used for the build is the build machine's business).
+rm -f "$ROOT/etc/apt/sources.list" "$ROOT"/etc/apt/sources.list.d/*.list
+cat >"$ROOT/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $SUITE $SUITE-updates
+Components: main non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://security.debian.org/debian-security
+Suites: $SUITE-security
+Components: main non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+[ -f "$ROOT/usr/share/keyrings/debian-archive-keyring.gpg" ] ||
+  { echo "debian-archive-keyring is not installed: the sources' Signed-By names nothing" >&2; exit 1; }
+
 # systemd-resolved's stub answers DNS for everything on the device.
 ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 
