@@ -33,6 +33,7 @@
 #                      (after the cuts; --cuts 0 --wear 20 for the measurement alone)
 #   QEMU=path/to/qemu-system-aarch64, QEMU_ARGS="-L dir" to use another QEMU;
 #   OVMF_CODE=, OVMF_VARS= other UEFI firmware (default Debian's ovmf, Secure Boot, MS keys).
+#   QEMU_ACCEL=tcg: amd64 emulated even where KVM works (a machine whose cores are shared).
 #
 # Prints one "figure:" line per measurement and a final "N passed, N failed". Takes 40-80
 # minutes (each boot is 1-3 minutes under emulation): not part of scripts/test.sh.
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
     --wear) wear=${2:?}; shift 2 ;;
     --arch) arch=${2:?}; shift 2 ;;
     --firmware) firmware=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "test-image.sh: unknown option '$1'" >&2; exit 2 ;;
     *) image=$1; shift ;;
   esac
@@ -132,7 +133,7 @@ case "$arch" in
     cp "$OVMF_VARS" "$work/efivars.fd"
     # KVM when it really runs a guest (nested setups may offer /dev/kvm and then fail), else TCG.
     accel=tcg cpu=max
-    if [ -w /dev/kvm ]; then
+    if [ "${QEMU_ACCEL:-}" != tcg ] && [ -w /dev/kvm ]; then
       (timeout 3 "$QEMU" -machine q35,accel=kvm -cpu host -display none -nodefaults -monitor none -S; exit $?) >/dev/null 2>&1
       [ $? -eq 124 ] && accel=kvm cpu=host
     fi

@@ -47,7 +47,8 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 # Units enabled or disabled as the presets say (vantage, networkd, avahi on; ssh off), so the
 # built image and a later `systemctl preset-all` agree.
 chroot "$ROOT" systemctl preset-all
-for u in vantage.service systemd-networkd.service avahi-daemon.service vantage-image-hostname.service; do
+for u in vantage.service systemd-networkd.service avahi-daemon.service vantage-image-hostname.service \
+  vantage-image-setup-code.service; do
   chroot "$ROOT" systemctl is-enabled --quiet "$u" || { echo "$u is not enabled" >&2; exit 1; }
 done
 if chroot "$ROOT" systemctl is-enabled --quiet ssh.service; then
