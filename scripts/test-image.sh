@@ -305,11 +305,11 @@ api GET /api/auth/state
 [ "$code" = 200 ] && [ "$(jqr .setup_required)" = true ] &&
   ok "the page asks for a password first (setup_required: true, $(jqr .password_min_chars) characters at least)" ||
   bad "GET /api/auth/state: $code $(head -c 300 "$api_out")"
+[ "$(jqr .setup_code_required)" = true ] && ok "the page asks for the setup code (setup_code_required: true)" ||
+  bad "setup_code_required is not true: $(head -c 300 "$api_out")"
 api GET /api/targets
 [ "$code" = 401 ] && ok "no password yet: everything else refused (GET /api/targets: 401)" ||
   bad "GET /api/targets before a password is set: $code"
-[ "$(jqr .setup_code_required)" = true ] && ok "the page asks for the setup code (setup_code_required: true)" ||
-  bad "setup_code_required is not true: $(head -c 300 "$api_out")"
 api POST /api/auth/setup "{\"password\":\"$password\"}"
 [ "${code:0:1}" = 4 ] && ok "setup without the setup code refused ($code)" || bad "setup without the code: $code"
 api POST /api/auth/setup "{\"password\":\"$password\",\"setup_code\":\"0000-$setup_code\"}"
