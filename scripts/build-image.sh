@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Builds the flashable image (SD card, USB stick or disk) from Debian bookworm packages:
+# Builds the flashable image (SD card, USB stick or disk) from Debian 13 (trixie) packages:
 #   dist/vantage-<version>-<arch>.img.xz and dist/vantage-<version>-<arch>.img.xz.sha256
 #
 #   scripts/build-image.sh                   arm64 (Raspberry Pi 3/4/Zero 2 W, 64-bit)
-#   scripts/build-image.sh --arch armhf      Raspberry Pi 2/3, 32-bit
 #   scripts/build-image.sh --arch amd64      PCs and virtual machines (UEFI or BIOS)
 #   scripts/build-image.sh --deb FILE        use this vantage .deb instead of building one
 #   scripts/build-image.sh --keep            keep the work directory (build/image-<arch>/)
 #   MIRROR=http://host/debian scripts/build-image.sh   another Debian mirror
 #   WORK_DIR=dir scripts/build-image.sh                another work directory
+#   SETUP_CODE=code scripts/build-image.sh             this build's setup code (default: random)
 #
 # Runs as root (mmdebstrap --mode=root). The steps are image/steps/NN-*.sh, run in order with
 # one progress line each; the ones that work inside the new root file system are
@@ -23,7 +23,7 @@ deb=""
 keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --arch) arch="${2:?--arch needs a value: arm64, armhf or amd64}"; shift 2 ;;
+    --arch) arch="${2:?--arch needs a value: arm64 or amd64}"; shift 2 ;;
     --arch=*) arch="${1#*=}"; shift ;;
     --deb) deb="${2:?--deb needs a file}"; shift 2 ;;
     --deb=*) deb="${1#*=}"; shift ;;
@@ -33,8 +33,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$arch" in
-  arm64|armhf|amd64) ;;
-  *) echo "build-image.sh: --arch must be arm64, armhf or amd64, not '$arch'" >&2; exit 2 ;;
+  arm64|amd64) ;;
+  armhf) echo "build-image.sh: no armhf image any more (the armhf .deb stays; why: docs/IMAGE.md)" >&2; exit 2 ;;
+  *) echo "build-image.sh: --arch must be arm64 or amd64, not '$arch'" >&2; exit 2 ;;
 esac
 [ "$(id -u)" -eq 0 ] || { echo "build-image.sh: run as root (mmdebstrap --mode=root, mkfs)" >&2; exit 1; }
 
@@ -51,7 +52,7 @@ export DIST=$PWD/dist
 export IMAGE_NAME=vantage-$VERSION-$arch
 export VANTAGE_DEB=$deb
 export MIRROR=${MIRROR:-http://deb.debian.org/debian}
-export SUITE=bookworm
+export SUITE=trixie
 # File times, the FAT volume id and the disk id follow the last commit, so two builds of one
 # commit lay out the same partitions.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}

@@ -8,17 +8,20 @@
 #                  regular file; never to the system disk or a mounted device
 #   --no-verify    skip the checksum check (no IMAGE.sha256 next to the image)
 #   --no-readback  skip reading the device back to compare it with the image
+#   --no-setup-code  keep the image's setup code instead of writing a fresh one
 #
 # Before writing: IMAGE's sha256 matches IMAGE.sha256; DEVICE is a whole disk, not a partition;
 # neither it nor any of its partitions is mounted or used as swap; it holds none of the running
 # system's file systems; it is removable (an SD card reader, a USB disk) unless --force; the
 # image fits on it. Then it writes with progress, syncs, and reads the device back to compare.
+# Last, it writes a fresh one-time setup code to the card's boot partition (setup-code.txt,
+# with mtools: nothing is mounted) and prints it: the device's first-boot page asks for it.
 set -euo pipefail
 
 die() { echo "flash.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
-yes=0 force=0 verify=1 readback=1
+yes=0 force=0 verify=1 readback=1 setup_code=1
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +29,7 @@ while [ $# -gt 0 ]; do
     --force) force=1 ;;
     --no-verify) verify=0 ;;
     --no-readback) readback=0 ;;
+    --no-setup-code) setup_code=0 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "flash.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     *) args+=("$1") ;;
@@ -141,7 +145,36 @@ if [ "$readback" = 1 ]; then
     die "$dev does not read back as the image: the card may be failing"
   echo "read back OK"
 fi
+
+# 5. This card's own setup code, replacing the one every copy of the image shares.
+code=""
+if [ "$setup_code" = 1 ]; then
+  code_file=$("$(dirname "$0")/setup-code.sh" --file)
+  # Partition 1, the FAT boot partition of every Vantage image.
+  start=$(sfdisk --dump "$target" 2>/dev/null | sed -n '/^[^ ]*1 : start=/{s/.*start= *\([0-9]*\).*/\1/p;q}')
+  fat="$target@@$((${start:-0} * 512))"
+  export MTOOLS_SKIP_CHECK=1
+  if [ -n "$start" ] && mdir -i "$fat" ::/ >/dev/null 2>&1; then
+    code=$("$(dirname "$0")/setup-code.sh")
+    tmpcode=$(mktemp)
+    trap 'rm -f "$tmpcode"' EXIT
+    printf '%s\n' "$code" >"$tmpcode"
+    mcopy -o -i "$fat" "$tmpcode" "::$code_file" || die "could not write $code_file to $dev's boot partition"
+    sync
+    [ -b "$target" ] && blockdev --flushbufs "$target"
+    [ "$(mtype -i "$fat" "::$code_file" | head -n 1)" = "$code" ] ||
+      die "$code_file on $dev does not read back as written"
+  else
+    echo "note: $image has no FAT boot partition 1: no setup code written"
+  fi
+fi
 if [ -b "$target" ]; then
   blockdev --rereadpt "$target" 2>/dev/null || true
 fi
 echo "done: $dev can be removed"
+if [ -n "$code" ]; then
+  echo
+  echo "setup code: $code"
+  echo "  The device's first-boot page asks for it before anyone can set its admin password."
+  echo "  Note it down (it is also in $code_file on the card's boot partition)."
+fi

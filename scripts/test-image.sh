@@ -7,7 +7,8 @@
 #
 #   1. first boot of the untouched image: /metrics answers with the default probes succeeding,
 #      the page answers on port 80, SSH is off; the page asks for a password first: set through
-#      its JSON API (CSRF and Origin rules checked on the way), then a target on 127.0.0.2 added
+#      its JSON API with the setup code from the boot partition (refused without it; CSRF and
+#      Origin rules checked on the way), then a target on 127.0.0.2 added
 #      through the API is probed (success 1 in /metrics);
 #   2. an authorized_keys file dropped on the boot partition turns SSH on (keys only): through
 #      it, the hostname vantage-XXXX, its mDNS announcement, the root partition grown to the
@@ -32,6 +33,7 @@
 #                      (after the cuts; --cuts 0 --wear 20 for the measurement alone)
 #   QEMU=path/to/qemu-system-aarch64, QEMU_ARGS="-L dir" to use another QEMU;
 #   OVMF_CODE=, OVMF_VARS= other UEFI firmware (default Debian's ovmf, Secure Boot, MS keys).
+#   QEMU_ACCEL=tcg: amd64 emulated even where KVM works (a machine whose cores are shared).
 #
 # Prints one "figure:" line per measurement and a final "N passed, N failed". Takes 40-80
 # minutes (each boot is 1-3 minutes under emulation): not part of scripts/test.sh.
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
     --wear) wear=${2:?}; shift 2 ;;
     --arch) arch=${2:?}; shift 2 ;;
     --firmware) firmware=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "test-image.sh: unknown option '$1'" >&2; exit 2 ;;
     *) image=$1; shift ;;
   esac
@@ -73,7 +75,7 @@ bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 figure() { echo "figure: $*"; }
 finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit $?; }
 
-for t in "$QEMU" mcopy mdel sfdisk xz curl jq ssh ssh-keygen e2fsck losetup; do
+for t in "$QEMU" mcopy mdel mtype sfdisk xz curl jq ssh ssh-keygen e2fsck losetup; do
   command -v "$t" >/dev/null || { bad "host tool missing: $t"; finish; }
 done
 if [ "$arch" = amd64 ]; then
@@ -105,6 +107,9 @@ boot_off=$(($(sector_start 1) * 512))
 root_off=$(($(sector_start 2) * 512))
 export MTOOLS_SKIP_CHECK=1
 fat="$disk@@$boot_off"
+# The setup code the build wrote to the boot partition (scripts/flash.sh replaces it per card).
+setup_code=$(mtype -i "$fat" "::$(scripts/setup-code.sh --file)" 2>/dev/null | head -n 1 | tr -d '\r')
+[ -n "$setup_code" ] && ok "a setup code on the boot partition" || bad "no setup code on the boot partition"
 
 case "$arch" in
   arm64)
@@ -128,7 +133,7 @@ case "$arch" in
     cp "$OVMF_VARS" "$work/efivars.fd"
     # KVM when it really runs a guest (nested setups may offer /dev/kvm and then fail), else TCG.
     accel=tcg cpu=max
-    if [ -w /dev/kvm ]; then
+    if [ "${QEMU_ACCEL:-}" != tcg ] && [ -w /dev/kvm ]; then
       (timeout 3 "$QEMU" -machine q35,accel=kvm -cpu host -display none -nodefaults -monitor none -S; exit $?) >/dev/null 2>&1
       [ $? -eq 124 ] && accel=kvm cpu=host
     fi
@@ -300,18 +305,24 @@ api GET /api/auth/state
 [ "$code" = 200 ] && [ "$(jqr .setup_required)" = true ] &&
   ok "the page asks for a password first (setup_required: true, $(jqr .password_min_chars) characters at least)" ||
   bad "GET /api/auth/state: $code $(head -c 300 "$api_out")"
+[ "$(jqr .setup_code_required)" = true ] && ok "the page asks for the setup code (setup_code_required: true)" ||
+  bad "setup_code_required is not true: $(head -c 300 "$api_out")"
 api GET /api/targets
 [ "$code" = 401 ] && ok "no password yet: everything else refused (GET /api/targets: 401)" ||
   bad "GET /api/targets before a password is set: $code"
-api POST /api/auth/setup '{"password":"short"}'
+api POST /api/auth/setup "{\"password\":\"$password\"}"
+[ "${code:0:1}" = 4 ] && ok "setup without the setup code refused ($code)" || bad "setup without the code: $code"
+api POST /api/auth/setup "{\"password\":\"$password\",\"setup_code\":\"0000-$setup_code\"}"
+[ "${code:0:1}" = 4 ] && ok "setup with a wrong setup code refused ($code)" || bad "setup with a wrong code: $code"
+api POST /api/auth/setup "{\"password\":\"short\",\"setup_code\":\"$setup_code\"}"
 [ "${code:0:1}" = 4 ] && ok "a too short password refused ($code)" || bad "a 5-character password: $code"
 origin=http://attacker.example
-api POST /api/auth/setup "{\"password\":\"$password\"}"
+api POST /api/auth/setup "{\"password\":\"$password\",\"setup_code\":\"$setup_code\"}"
 [ "$code" = 403 ] && ok "setup from a foreign Origin refused (403)" || bad "setup with a foreign Origin: $code"
 origin=""
-api POST /api/auth/setup "{\"password\":\"$password\"}"
+api POST /api/auth/setup "{\"password\":\"$password\",\"setup_code\":\"$setup_code\"}"
 if [ "$code" = 201 ] && grep -q vantage_session "$jar"; then
-  ok "password set through the page (201, session cookie)"
+  ok "password set through the page with the setup code (201, session cookie)"
 else bad "POST /api/auth/setup: $code $(head -c 300 "$api_out")"; fi
 api POST /api/auth/setup "{\"password\":\"$password-2\"}"
 [ "$code" = 409 ] && ok "a second setup refused (409)" || bad "a second setup: $code"

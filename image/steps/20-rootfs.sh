@@ -1,5 +1,5 @@
 #!/bin/bash -e
-# The root file system: Debian bookworm minbase plus image/packages, the board's kernel and
+# The root file system: Debian trixie minbase plus image/packages, the board's kernel and
 # firmware, then the chroot steps (image/steps/chroot/) from mmdebstrap's customize hook, which
 # mounts /proc, /sys and /dev for them.
 rm -rf "${WORK:?}/rootfs"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/flash.sh against plain files and loop devices: every refusal it promises, and a real
-# write that reads back identical. Needs root (losetup, mount); a few seconds.
+# write that reads back identical, then a fresh setup code written and printed. Needs root (losetup, mount); a few seconds.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
@@ -121,6 +121,49 @@ else
 fi
 
 expect_refusal "missing device refused" "no such device" "$img.xz" /dev/does-not-exist --yes --force
+
+# The setup code: an image laid out like a built one (partition 1 FAT with the build's code).
+export MTOOLS_SKIP_CHECK=1
+code_file=$(scripts/setup-code.sh --file)
+vimg=$tmp/vantage.img
+head -c $((16 << 20)) /dev/urandom >"$vimg"
+printf 'label: dos\nstart=2048, size=8192, type=c\nstart=10240, type=83\n' | sfdisk --quiet "$vimg"
+mkfs.vfat -n VANTAGEBOOT -C "$tmp/boot.vfat" 4096 >/dev/null
+echo "build-code" >"$tmp/$code_file"
+mcopy -i "$tmp/boot.vfat" "$tmp/$code_file" "::$code_file"
+dd if="$tmp/boot.vfat" of="$vimg" bs=1M seek=1 conv=notrunc status=none
+xz -T1 -0 -k "$vimg"
+(cd "$tmp" && sha256sum vantage.img.xz >vantage.img.xz.sha256)
+fat_of() { echo "$1@@$((2048 * 512))"; }
+card_code() { mtype -i "$(fat_of "$1")" "::$code_file" 2>/dev/null | head -n 1; }
+printed_code() { sed -n 's/^setup code: //p' "$1"; }
+for run in 1 2; do
+  : >"$tmp/card$run"
+  "$flash" --yes --force "$tmp/vantage.img.xz" "$tmp/card$run" >"$tmp/log" 2>&1 </dev/null || true
+  printed=$(printed_code "$tmp/log")
+  if [[ "$printed" =~ ^[0-9a-f]{4}(-[0-9a-f]{4}){3}$ ]] && [ "$(card_code "$tmp/card$run")" = "$printed" ]; then
+    ok "flash $run: a fresh setup code printed ($printed) and on the card's boot partition"
+  else bad "flash $run: printed '$printed', card has '$(card_code "$tmp/card$run")': $(tail -3 "$tmp/log" | tr '\n' ' ')"; fi
+done
+c1=$(card_code "$tmp/card1") c2=$(card_code "$tmp/card2")
+[ -n "$c1" ] && [ "$c1" != "$c2" ] && [ "$c1" != build-code ] &&
+  ok "each card gets its own code, not the image's" || bad "codes not fresh: '$c1' '$c2'"
+cmp -s -i $((5 << 20)) "$vimg" "$tmp/card1" &&
+  ok "the rest of the card is the image, byte for byte" || bad "the code write changed more than the boot partition"
+: >"$tmp/card3"
+"$flash" --yes --force --no-setup-code "$tmp/vantage.img.xz" "$tmp/card3" >"$tmp/log" 2>&1 </dev/null || true
+[ "$(card_code "$tmp/card3")" = build-code ] && ! grep -q "^setup code:" "$tmp/log" &&
+  ok "--no-setup-code keeps the image's code" || bad "--no-setup-code: card has '$(card_code "$tmp/card3")'"
+"$flash" --yes --force "$img.xz" "$tmp/out" >"$tmp/log" 2>&1 </dev/null
+grep -q "no FAT boot partition 1: no setup code written" "$tmp/log" && ! grep -q "^setup code:" "$tmp/log" &&
+  ok "an image without a FAT boot partition: said so, no code claimed" || bad "image without FAT: $(tail -2 "$tmp/log" | tr '\n' ' ')"
+truncate -s 32M "$tmp/disk2"
+vloop=$(losetup --find --show "$tmp/disk2"); loops+=("$vloop")
+"$flash" --yes --force "$tmp/vantage.img.xz" "$vloop" >"$tmp/log" 2>&1 </dev/null || true
+printed=$(printed_code "$tmp/log")
+if grep -q "read back OK" "$tmp/log" && [ -n "$printed" ] && [ "$(card_code "$vloop")" = "$printed" ]; then
+  ok "loop device: read back OK, then its own setup code written and printed"
+else bad "loop device setup code: printed '$printed', device has '$(card_code "$vloop")'"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

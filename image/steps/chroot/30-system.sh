@@ -22,13 +22,33 @@ rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT"/etc/ssh/ssh_host_*
 rm -f "$ROOT/etc/hostname"
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
 
+# APT sources in Debian 13's deb822 format, with the security and point-release updates, from
+# the public mirror (a MIRROR= used for the build is the build machine's business).
+rm -f "$ROOT/etc/apt/sources.list" "$ROOT"/etc/apt/sources.list.d/*.list
+cat >"$ROOT/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $SUITE $SUITE-updates
+Components: main non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://security.debian.org/debian-security
+Suites: $SUITE-security
+Components: main non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+[ -f "$ROOT/usr/share/keyrings/debian-archive-keyring.gpg" ] ||
+  { echo "debian-archive-keyring is not installed: the sources' Signed-By names nothing" >&2; exit 1; }
+
 # systemd-resolved's stub answers DNS for everything on the device.
 ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 
 # Units enabled or disabled as the presets say (vantage, networkd, avahi on; ssh off), so the
 # built image and a later `systemctl preset-all` agree.
 chroot "$ROOT" systemctl preset-all
-for u in vantage.service systemd-networkd.service avahi-daemon.service vantage-image-hostname.service; do
+for u in vantage.service systemd-networkd.service avahi-daemon.service vantage-image-hostname.service \
+  vantage-image-setup-code.service; do
   chroot "$ROOT" systemctl is-enabled --quiet "$u" || { echo "$u is not enabled" >&2; exit 1; }
 done
 if chroot "$ROOT" systemctl is-enabled --quiet ssh.service; then
