@@ -40,7 +40,7 @@ pub mod seeds {
     /// An echo reply to sequence 7, as an IPv4 datagram socket delivers it.
     pub fn echo_reply() -> Vec<u8> {
         let mut payload = ping_fuzz::COOKIE.to_vec();
-        payload.extend_from_slice(&[0; 8]);
+        payload.extend((0..8).map(ping_fuzz::payload_byte));
         let mut packet = echo_request(false, ping_fuzz::IDENT, 7, &payload);
         packet[0] = 0;
         packet

@@ -569,8 +569,12 @@ fn a_full_disk_does_not_stop_probing() {
         .arg("bs=64k")
         .stderr(Stdio::null())
         .status();
-    wait_until(Duration::from_secs(20), || {
-        metric(&scrape(addr), "vantage_store_healthy") == Some(0.0)
+    // Writes fail and rounds wait in memory (both at once: the engine may free a little space
+    // by itself now and then, which would let one commit through).
+    wait_until(Duration::from_secs(30), || {
+        let m = scrape(addr);
+        metric(&m, "vantage_store_healthy") == Some(0.0)
+            && metric(&m, "vantage_store_pending_samples").is_some_and(|v| v > 0.0)
     });
     let rounds = |m: &str| {
         metric(
@@ -579,14 +583,12 @@ fn a_full_disk_does_not_stop_probing() {
         )
         .unwrap_or(0.0)
     };
+    // Probing goes on (progress, not a rate: a loaded machine runs fewer rounds a second).
     let before = rounds(&scrape(addr));
-    std::thread::sleep(Duration::from_secs(2));
+    wait_until(Duration::from_secs(30), || {
+        rounds(&scrape(addr)) > before + 5.0
+    });
     let m = scrape(addr);
-    assert!(rounds(&m) > before + 5.0, "probing goes on: {m}");
-    assert!(
-        metric(&m, "vantage_store_pending_samples").is_some_and(|v| v > 0.0),
-        "{m}"
-    );
     assert!(
         metric(&m, "vantage_store_write_errors_total").is_some_and(|v| v > 0.0),
         "{m}"

@@ -37,7 +37,7 @@ const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
 const SEQ_TABLE_PRUNE_AT: usize = 4096;
 
 /// The echo payload after the cookie: a fixed pattern, checked in replies.
-fn payload_byte(i: usize) -> u8 {
+pub(crate) fn payload_byte(i: usize) -> u8 {
     (i & 0xff) as u8
 }
 

@@ -4,6 +4,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
+/// The pattern a reply must carry after the cookie (replies with any other are not ours).
+pub(crate) use super::payload_byte;
 use super::{Parsed, Shared, Table, parse};
 use crate::net::{BoxFuture, IcmpSocket, Received, SocketKind};
 
