@@ -562,3 +562,54 @@ async fn probe_connects_over_tcp_on_demand() {
         assert!(body.contains(want), "{uri}: {body}");
     }
 }
+
+#[tokio::test]
+async fn probe_fetches_over_http_on_demand() {
+    let dir = TempDir::new("probe-http");
+    let d = daemon_with(IDLE, &dir);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                let reply =
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut s, reply.as_bytes()).await;
+            });
+        }
+    });
+    let uri =
+        format!("/probe?module=http&target=http://127.0.0.1:{port}/health&body_must_match=%5Ehel");
+    let (s, body, _) = call(&d, get(&uri)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    for want in [
+        "vantage_probe_success{probe=\"http\"} 1",
+        "vantage_http_status_code 200",
+        "vantage_http_content_length_bytes 5",
+        "vantage_http_redirects 0",
+        "vantage_http_phase_seconds{phase=\"tls\"} 0",
+        "vantage_http_phase_seconds{phase=\"transfer\"}",
+    ] {
+        assert!(body.contains(want), "{want}: {body}");
+    }
+    for (uri, want) in [
+        (
+            "/probe?module=http&target=file:///etc/passwd",
+            "scheme \"file\" is not probed",
+        ),
+        (
+            "/probe?module=http&target=http://user:pw@127.0.0.1/",
+            "must not carry credentials",
+        ),
+        (
+            "/probe?module=http&target=http://127.0.0.1/&max_redirects=99",
+            "http.max_redirects: must be between 0 and 20",
+        ),
+    ] {
+        let (s, body, _) = call(&d, get(uri)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(body.contains(want), "{uri}: {body}");
+    }
+}

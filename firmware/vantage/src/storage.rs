@@ -753,8 +753,8 @@ mod shipped_series_tests {
     use std::time::{Duration, SystemTime};
 
     use vantage_core::{
-        Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, ModuleId,
-        ModuleReport, Observer, PingReport, ProbeKind, Sample, TcpReport, TraceReport,
+        Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, HttpReport, Measurement,
+        ModuleId, ModuleReport, Observer, PingReport, ProbeKind, Sample, TcpReport, TraceReport,
     };
     use vantage_store::remote_write::build_request;
     use vantage_store::{Labels, SeriesKey, StoredSample};
@@ -811,6 +811,12 @@ host = "192.0.2.80"
 probes = ["tcp"]
 labels = { site = "lab" }
 tcp = { port = 443, tls = true }
+
+[[targets]]
+name = "site"
+host = "www.example.test"
+probes = ["http"]
+http = { url = "https://www.example.test/health" }
 "#,
             "test.toml",
         )
@@ -904,7 +910,24 @@ tcp = { port = 443, tls = true }
                 },
             )),
         );
+        let http_kind = ModuleId::by_name("http").unwrap();
+        let http = sample(
+            "site",
+            ProbeKind::Module(http_kind),
+            Measurement::Module(ModuleReport::new(
+                http_kind,
+                HttpReport {
+                    status: Some(200),
+                    redirects: 1,
+                    phases: [us(10), us(300), us(2_000), us(4_000), us(500)],
+                    content_length: Some(1234),
+                    cert_not_after: Some(1_936_754_745),
+                    ..HttpReport::default()
+                },
+            )),
+        );
         metrics.sample(tcp.clone());
+        metrics.sample(http.clone());
         metrics.sample(dns.clone());
         metrics.sample(trace.clone());
         metrics.sample(ping.clone());
@@ -934,6 +957,11 @@ tcp = { port = 443, tls = true }
                 probe: ProbeKind::Module(tcp_kind),
                 labels: Arc::new(Labels::from([("site".into(), "lab".into())])),
             },
+            SeriesKey {
+                target: "site".into(),
+                probe: ProbeKind::Module(http_kind),
+                labels: Arc::new(Labels::new()),
+            },
         ];
         // Through the store's encoding, as a round shipped after an outage would be.
         let (block, _) = vantage_store::codec::encode_block(&[
@@ -941,6 +969,7 @@ tcp = { port = 443, tls = true }
             StoredSample::from_sample(&trace, 1),
             StoredSample::from_sample(&ping, 2),
             StoredSample::from_sample(&tcp, 3),
+            StoredSample::from_sample(&http, 4),
         ]);
         let stored = vantage_store::codec::decode_block(&block).unwrap();
         let lookup = |id: u32| keys.get(id as usize).cloned();
@@ -995,6 +1024,21 @@ tcp = { port = 443, tls = true }
         for g in tcp_gauges.iter().filter(|g| !g.name.contains("expect")) {
             assert!(shipped_tcp.contains(&g.name), "{} {shipped_tcp:?}", g.name);
         }
+        // Every gauge of the HTTP module is shipped for its round, and every phase.
+        let site = |(_, l): &&Series| l.get("target").map(String::as_str) == Some("site");
+        let shipped_http: Vec<&Series> = shipped.keys().filter(site).collect();
+        for g in http_kind.module().gauges() {
+            assert!(
+                shipped_http.iter().any(|(n, _)| n == g.name),
+                "{} {shipped_http:?}",
+                g.name
+            );
+        }
+        let phases = shipped_http
+            .iter()
+            .filter(|(_, l)| l.contains_key("phase"))
+            .count();
+        assert_eq!(phases, 5);
         let probe_success = BTreeMap::from([
             ("probe".to_string(), "tcp".to_string()),
             ("site".to_string(), "lab".to_string()),

@@ -296,3 +296,25 @@ fn tcp_one_shot_connects_and_refuses_bad_options() {
         "{err}"
     );
 }
+
+#[test]
+fn http_one_shot_fetches_and_refuses_unsafe_urls() {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+    let (code, out, err) = run(&["http", &url, "--method", "HEAD"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"status\": 204"), "{out}");
+    assert!(out.contains("\"probe\": \"http\""), "{out}");
+    let (code, _, err) = run(&["http", "file:///etc/passwd"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("scheme \"file\" is not probed"), "{err}");
+}

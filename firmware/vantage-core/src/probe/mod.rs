@@ -2,6 +2,7 @@
 
 mod dns;
 mod engines;
+mod http;
 mod module;
 mod ping;
 mod tcp;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use dns::{DnsProbe, system_nameservers};
+pub use http::{HttpOptions, HttpReport};
 pub use module::{
     ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Section,
     family_mismatch,
@@ -24,7 +26,7 @@ pub use tcp::{TcpOptions, TcpReport};
 pub use trace::TraceProbe;
 
 /// The probe modules: one line per kind.
-pub static MODULES: &[&dyn ProbeModule] = &[&tcp::Tcp];
+pub static MODULES: &[&dyn ProbeModule] = &[&tcp::Tcp, &http::Http];
 
 /// A prober for every kind, built-in and module.
 pub fn probes() -> Vec<Arc<dyn Probe>> {

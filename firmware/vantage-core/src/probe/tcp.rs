@@ -27,6 +27,8 @@ use crate::series::{Gauge, HistogramDef, Point, gauge, labelled};
 use crate::types::ModuleId;
 
 pub use options::TcpOptions;
+/// Read by every probe that does a TLS handshake.
+pub(crate) use stored::not_after;
 
 /// The module's name: `probes = ["tcp"]`, `tcp = {...}`, `probe="tcp"`, `module=tcp`.
 const NAME: &str = "tcp";
