@@ -348,10 +348,19 @@ mod tests {
                         _ => "",
                     }
                     .to_string();
-                    // The kind's required integer settings, at their least.
+                    // The kind's other required settings: integers at their least, text as
+                    // the kind needs it.
                     for r in form.fields.iter().filter(|r| r.required && r.key != f.key) {
-                        if let Input::Integer { min, .. } = r.input {
-                            extra.push_str(&format!(", {} = {min}", r.key));
+                        match r.input {
+                            Input::Integer { min, .. } => {
+                                extra.push_str(&format!(", {} = {min}", r.key));
+                            }
+                            Input::Text => extra.push_str(&format!(
+                                ", {} = \"{}\"",
+                                r.key,
+                                required_text(form.kind, r.key)
+                            )),
+                            _ => panic!("no value for the required {}.{}", form.kind, r.key),
                         }
                     }
                     format!(
@@ -370,6 +379,15 @@ mod tests {
                     assert!(e.to_string().contains(&key), "{key} = {bad}: {e}");
                 }
             }
+        }
+    }
+
+    /// A valid value for a required text setting, so that another field's extremes can be
+    /// loaded beside it.
+    fn required_text(kind: &str, key: &str) -> &'static str {
+        match (kind, key) {
+            ("http", "url") => "http://192.0.2.1/",
+            _ => panic!("no value for the required {kind}.{key}: add one here"),
         }
     }
 }
