@@ -581,7 +581,7 @@ fn with_per_hop_delay_every_rtt_is_right_and_a_trace_takes_the_slowest() {
     if !lab::can_build("with_per_hop_delay_every_rtt_is_right_and_a_trace_takes_the_slowest") {
         return;
     }
-    let mut c = Chain::new("slow");
+    let mut c = Chain::alone("slow");
     for v6 in [false, true] {
         warm_up(&c.lab, c.s, c.dst(v6), 5);
     }

@@ -126,10 +126,17 @@ pub static TRACE_PATH_CHANGED: Gauge = gauge(
     "1 if the last trace followed a path none of the paths seen within the path window matches.",
 );
 
-/// Every per-round gauge: the built-in kinds' and each probe module's.
+/// Every per-round gauge: the built-in kinds' and each probe module's, each once (modules may
+/// share one, like the TLS certificate's expiry; a family must not be written twice).
 pub static ALL: LazyLock<Vec<&'static Gauge>> = LazyLock::new(|| {
     let modules = vantage_core::MODULES.iter().flat_map(|m| m.gauges());
-    BUILTIN.iter().copied().chain(modules.copied()).collect()
+    let mut seen = std::collections::HashSet::new();
+    BUILTIN
+        .iter()
+        .copied()
+        .chain(modules.copied())
+        .filter(|g| seen.insert(g.name))
+        .collect()
 });
 
 /// The built-in kinds' per-round gauges.

@@ -79,10 +79,34 @@ pub struct Lab {
         std::thread::JoinHandle<()>,
     )>,
     delays: Vec<DelayQueue>,
+    /// Held for the lab's life; released after the teardown.
+    _turn: Turn,
+}
+
+/// Labs run side by side, except one that measures time: it waits until it is alone, since the
+/// delay holders' timing suffers when other labs flood their namespaces at the same moment.
+static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Turn {
+    Shared(std::sync::RwLockReadGuard<'static, ()>),
+    Alone(std::sync::RwLockWriteGuard<'static, ()>),
 }
 
 impl Lab {
     pub fn new(tag: &str) -> Self {
+        let turn = Turn::Shared(TURNS.read().unwrap_or_else(|e| e.into_inner()));
+        Self::with_turn(tag, turn)
+    }
+
+    /// A lab that runs while no other lab does (timing measurements).
+    pub fn alone(tag: &str) -> Self {
+        let turn = Turn::Alone(TURNS.write().unwrap_or_else(|e| e.into_inner()));
+        Self::with_turn(tag, turn)
+    }
+
+    fn with_turn(tag: &str, turn: Turn) -> Self {
         Self {
             tag: tag.to_string(),
             nodes: Vec::new(),
@@ -90,6 +114,7 @@ impl Lab {
             links: Vec::new(),
             helpers: Vec::new(),
             delays: Vec::new(),
+            _turn: turn,
         }
     }
 
@@ -515,7 +540,15 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(tag: &str) -> Self {
-        let mut lab = Lab::new(tag);
+        Self::on(Lab::new(tag))
+    }
+
+    /// The chain while no other lab runs.
+    pub fn alone(tag: &str) -> Self {
+        Self::on(Lab::alone(tag))
+    }
+
+    fn on(mut lab: Lab) -> Self {
         let s = lab.node("s", false);
         let routers: Vec<usize> = (1..=4).map(|i| lab.node(&format!("r{i}"), true)).collect();
         let r3b = lab.node("r3b", true);
