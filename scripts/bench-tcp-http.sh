@@ -46,13 +46,15 @@ bin=$PWD/target/ci/vantage
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 ip -n "$ns" addr add "$SERVER/32" dev lo
-# nsenter execs the command itself, so $! of a backgrounded nsenter is the program's own PID.
-inns() { nsenter --net="/run/netns/$ns" "$@"; }
+# nsenter execs the command itself, so $! of a backgrounded nsenter is the program's own PID
+# (not so for a backgrounded shell function: that is a subshell).
+netns=(nsenter --net="/run/netns/$ns")
+inns() { "${netns[@]}" "$@"; }
 
 # The web server both probers probe: a Go HTTP server from Debian (blackbox_exporter's own
 # /-/healthy page), on port 80 of its own address.
 echo "modules: {}" > "$dir/server.yml"
-inns prometheus-blackbox-exporter --config.file "$dir/server.yml" --web.listen-address "$SERVER:80" \
+"${netns[@]}" prometheus-blackbox-exporter --config.file "$dir/server.yml" --web.listen-address "$SERVER:80" \
   --log.level warn 2>"$dir/server.log" &
 pids+=($!)
 for _ in $(seq 50); do inns curl -sf "http://$SERVER/-/healthy" >/dev/null && break; sleep 0.1; done
@@ -81,7 +83,7 @@ measure() {
 }
 
 vantage_rounds() {
-  inns curl -s 127.0.0.1:19430/metrics | awk -v k="$kind" \
+  inns curl -s "127.0.0.1:$vport/metrics" | awk -v k="$kind" \
     'index($0, "vantage_probe_rounds_total{probe=\"" k "\"") == 1 {s += $2} END {print s + 0}'
 }
 blackbox_rounds() {
@@ -90,6 +92,9 @@ blackbox_rounds() {
 
 run_vantage() { # run_vantage KIND INTERVAL
   local kind=$1 interval=$2 i
+  # A port per kind: the previous daemon's may still be closing.
+  local vport=19431
+  [ "$kind" = tcp ] || vport=19432
   {
     echo "[defaults]"
     echo "interval = \"$interval\""
@@ -105,13 +110,13 @@ run_vantage() { # run_vantage KIND INTERVAL
     done
   } > "$dir/vantage-$kind.toml"
   "$bin" check-config "$dir/vantage-$kind.toml" | tail -1
-  inns "$bin" --log-level warn run --config "$dir/vantage-$kind.toml" --listen 127.0.0.1:19430 \
+  "${netns[@]}" "$bin" --log-level warn run --config "$dir/vantage-$kind.toml" --listen "127.0.0.1:$vport" \
     --data-dir "$dir/vdata-$kind" &
   local vpid=$!
   pids+=($vpid)
   measure "vantage $("$bin" --version | awk '{print $2}') $kind" "$vpid" vantage_rounds
   local ok
-  ok=$(inns curl -s 127.0.0.1:19430/metrics | awk -v k="$kind" \
+  ok=$(inns curl -s "127.0.0.1:$vport/metrics" | awk -v k="$kind" \
     'index($0, "vantage_probe_success{probe=\"" k "\"") == 1 {s += $2; n++} END {printf "%d/%d", s, n}')
   echo "    vantage: targets succeeding at the end: $ok"
   kill "$vpid"; wait "$vpid" 2>/dev/null || true
@@ -130,7 +135,7 @@ modules:
     timeout: $TIMEOUT
     http: { preferred_ip_protocol: ip4, ip_protocol_fallback: false }
 EOF
-  inns prometheus-blackbox-exporter --config.file "$dir/blackbox.yml" --web.listen-address 127.0.0.1:19115 \
+  "${netns[@]}" prometheus-blackbox-exporter --config.file "$dir/blackbox.yml" --web.listen-address 127.0.0.1:19115 \
     --log.level warn 2>"$dir/blackbox.log" &
   local bpid=$!
   pids+=($bpid)
@@ -153,7 +158,7 @@ scrape_configs:
         replacement: 127.0.0.1:19115
 EOF
   rm -rf "$dir/prom"
-  inns prometheus --config.file "$dir/prometheus.yml" --storage.tsdb.path "$dir/prom" \
+  "${netns[@]}" prometheus --config.file "$dir/prometheus.yml" --storage.tsdb.path "$dir/prom" \
     --web.listen-address 127.0.0.1:19090 --log.level warn 2>"$dir/prometheus.log" &
   local ppid_=$!
   pids+=($ppid_)
