@@ -154,7 +154,10 @@ if [ "$setup_code" = 1 ]; then
   start=$(sfdisk --dump "$target" 2>/dev/null | sed -n '/^[^ ]*1 : start=/{s/.*start= *\([0-9]*\).*/\1/p;q}')
   fat="$target@@$((${start:-0} * 512))"
   export MTOOLS_SKIP_CHECK=1
-  if [ -n "$start" ] && mdir -i "$fat" ::/ >/dev/null 2>&1; then
+  # blkid first: mtools, told to skip its checks, takes random bytes for a FAT now and then.
+  if [ -n "$start" ] &&
+    [ "$(blkid -p -O "$((start * 512))" -o value -s TYPE "$target" 2>/dev/null)" = vfat ] &&
+    mdir -i "$fat" ::/ >/dev/null 2>&1; then
     code=$("$(dirname "$0")/setup-code.sh")
     tmpcode=$(mktemp)
     trap 'rm -f "$tmpcode"' EXIT
