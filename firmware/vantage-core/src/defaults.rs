@@ -209,3 +209,23 @@ pub const LEDS_STALE_AFTER: Duration = Duration::from_secs(5);
 /// `leds.stale_after`: more than one tick, at most ten minutes.
 pub const LEDS_STALE_AFTER_RANGE: Bounds<Duration> =
     between(Duration::from_secs(2), Duration::from_secs(600));
+
+/// `[probe_endpoint] ports`: the ports `/probe` may reach per probe kind unless the config
+/// lists others. The well-known ports of each kind's service, so `/probe` is no port scanner:
+/// DNS over UDP/TCP, over HTTPS and over TLS; HTTP and HTTPS; and for TCP the common service
+/// ports a reachability check asks about (SSH, SMTP, DNS, HTTP(S), mail submission, DoT, IMAPS,
+/// POP3S). Kinds without ports (ping, trace) are not listed.
+pub const PROBE_ENDPOINT_PORTS: [(&str, &[u16]); 3] = [
+    ("dns", &[53, 443, 853]),
+    ("http", &[80, 443]),
+    ("tcp", &[22, 25, 53, 80, 443, 465, 587, 853, 993, 995]),
+];
+/// `[probe_endpoint]` host names of cloud metadata services, refused by `/probe` (with their
+/// addresses, see `config::ProbeEndpoint::check_addr`) unless `allow_link_local = true`.
+pub const METADATA_NAMES: [&str; 5] = [
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+];

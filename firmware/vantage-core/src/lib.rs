@@ -46,9 +46,10 @@ pub use config::{
 };
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    DnsProbe, HostResolver, HttpOptions, HttpReport, MODULES, ModuleOptions, ModuleReport, Options,
-    OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Report, Section,
-    TcpOptions, TcpReport, TraceProbe, family_mismatch, probes, resolve_host, system_nameservers,
+    AddressGuard, DnsProbe, HostResolver, HttpOptions, HttpReport, MODULES, ModuleOptions,
+    ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest,
+    Report, Section, TcpOptions, TcpReport, TraceProbe, family_mismatch, module_gauges, probes,
+    resolve_host, system_nameservers,
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{

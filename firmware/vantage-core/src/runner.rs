@@ -189,6 +189,7 @@ impl Shared {
             .run(ProbeRequest {
                 target: target.clone(),
                 deadline: None,
+                guard: None,
             })
             .await;
         // A target edited or removed while this round ran: its result belongs to the old config.

@@ -6,18 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vantage_core::config::parse_host;
 use vantage_core::{
-    DnsOptions, DnsTransport, Host, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target,
-    TraceOptions, TraceProtocol, defaults,
+    DnsOptions, DnsTransport, Host, IpProtocol, ModuleOptions, PingOptions, ProbeKind,
+    ProbeRequest, Target, TraceOptions, TraceProtocol, defaults,
 };
 
 use crate::daemon::Daemon;
 use crate::metrics::{TargetSeries, write_targets};
+use crate::probe_compat;
+use crate::probe_guard::{Allowlist, ProbeGuard, Refusal};
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
@@ -204,79 +206,133 @@ fn probe_target(
     Ok((kind, host, vec![ModuleOptions { kind: id, options }]))
 }
 
+/// A `/probe` request read: what to run, and the port it reaches first.
+struct Plan {
+    kind: ProbeKind,
+    host: Host,
+    port: Option<u16>,
+    ping: PingOptions,
+    trace: TraceOptions,
+    dns: Option<DnsOptions>,
+    modules: Vec<ModuleOptions>,
+}
+
+/// The request's kind, target and options, or a message for 400.
+fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
+    let (kind, host, modules) = probe_target(q)?;
+    for (name, only) in [("transport", ProbeKind::Dns), ("port", ProbeKind::Dns)] {
+        if q.contains_key(name) && kind != only {
+            return Err(format!("{name} applies to module=dns only"));
+        }
+    }
+    let mut ping = PingOptions::default();
+    match (kind, q.get("ip_protocol")) {
+        (ProbeKind::Ping, Some(p)) => {
+            ping.ip_protocol = IpProtocol::ALL
+                .into_iter()
+                .find(|i| i.as_str() == p)
+                .ok_or_else(|| format!("ip_protocol: {p:?} is not auto, ipv4 or ipv6"))?;
+        }
+        (ProbeKind::Ping | ProbeKind::Module(_), _) | (_, None) => {}
+        (_, Some(_)) => return Err("ip_protocol applies to module=ping, tcp and http".into()),
+    }
+    let trace = trace_options(kind, q.get("protocol"))?;
+    let dns = dns_options(kind, q)?;
+    if host.is_system() && kind != ProbeKind::Dns {
+        return Err("target \"system\" only works with module=dns".into());
+    }
+    let port = match (&dns, modules.first()) {
+        (Some(o), _) => Some(o.port),
+        (None, Some(m)) => m.kind.module().port(m.options.as_ref()),
+        _ => None,
+    };
+    Ok(Plan {
+        kind,
+        host,
+        port,
+        ping,
+        trace,
+        dns,
+        modules,
+    })
+}
+
+/// `module=trace` only: udp (default), icmp or tcp.
+fn trace_options(kind: ProbeKind, protocol: Option<&String>) -> Result<TraceOptions, String> {
+    let mut trace = TraceOptions::default();
+    match (kind, protocol) {
+        (_, None) => {}
+        (ProbeKind::Trace, Some(p)) => {
+            let p = p
+                .parse::<TraceProtocol>()
+                .map_err(|msg| format!("protocol: {msg}"))?;
+            trace.protocol = p;
+            trace.port = match p {
+                TraceProtocol::Udp => defaults::TRACE_UDP_PORT,
+                TraceProtocol::Tcp => defaults::TRACE_TCP_PORT,
+                TraceProtocol::Icmp => 0,
+            };
+        }
+        (_, Some(_)) => return Err("protocol applies to module=trace only".into()),
+    }
+    Ok(trace)
+}
+
+/// module=dns asks `query` (and `type`, default A) of the target, over `transport` (default
+/// udp) to `port` (the transport's default); the other DNS options take their defaults.
+fn dns_options(kind: ProbeKind, q: &HashMap<String, String>) -> Result<Option<DnsOptions>, String> {
+    if kind != ProbeKind::Dns {
+        return Ok(None);
+    }
+    let name = q
+        .get("query")
+        .ok_or("query parameter is missing (module=dns asks the target for it)")?;
+    let ty = q.get("type").map_or("A", String::as_str);
+    let mut o = DnsOptions::new(name, ty).map_err(|msg| format!("query/type: {msg}"))?;
+    if let Some(t) = q.get("transport") {
+        o.transport = DnsTransport::parse(t).map_err(|msg| format!("transport: {msg}"))?;
+    }
+    // The messages of the config file's `port`.
+    o.port = match q.get("port").map(|p| (p, p.parse::<i64>())) {
+        None => o.transport.default_port(),
+        Some((_, Ok(n))) => match u16::try_from(n) {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("port: must be between 1 and 65535, got {n}")),
+        },
+        Some((p, Err(_))) => return Err(format!("port: {p:?} is not a whole number")),
+    };
+    Ok(Some(o))
+}
+
+/// `/probe`: one round of the kind `module` names, answered with its gauges; a blackbox
+/// module name answers with blackbox's names ([`probe_compat`]).
 async fn probe(
     State(d): State<Arc<Daemon>>,
     Query(q): Query<HashMap<String, String>>,
+    allow: Option<Extension<Allowlist>>,
     headers: HeaderMap,
 ) -> Response {
-    let (kind, host, modules) = match probe_target(&q) {
-        Ok(t) => t,
+    let (q, blackbox) = match probe_compat::translate(&q) {
+        Ok(Some(t)) => (t, true),
+        Ok(None) => (q, false),
         Err(msg) => return bad_request(msg),
     };
-    let dns_query = q.get("query").cloned();
-    let dns_type = q.get("type").cloned();
-    let dns_transport = q.get("transport").cloned();
-    let dns_port = q.get("port").cloned();
-    // `module=trace` only: udp (default), icmp or tcp.
-    let protocol = q.get("protocol").cloned();
-    let mut trace = TraceOptions::default();
-    match (kind, protocol.as_deref()) {
-        (_, None) => {}
-        (ProbeKind::Trace, Some(p)) => match p.parse::<TraceProtocol>() {
-            Ok(p) => {
-                trace.protocol = p;
-                trace.port = match p {
-                    TraceProtocol::Udp => defaults::TRACE_UDP_PORT,
-                    TraceProtocol::Tcp => defaults::TRACE_TCP_PORT,
-                    TraceProtocol::Icmp => 0,
-                };
-            }
-            Err(msg) => return bad_request(format!("protocol: {msg}")),
-        },
-        (_, Some(_)) => return bad_request("protocol applies to module=trace only"),
-    }
-    // module=dns asks `query` (and `type`, default A) of the target, over `transport` (default
-    // udp) to `port` (the transport's default); the other DNS options take their defaults.
-    if kind != ProbeKind::Dns {
-        for (name, v) in [("transport", &dns_transport), ("port", &dns_port)] {
-            if v.is_some() {
-                return bad_request(format!("{name} applies to module=dns only"));
-            }
-        }
-    }
-    let dns = match (kind, dns_query) {
-        (ProbeKind::Dns, None) => {
-            return bad_request("query parameter is missing (module=dns asks the target for it)");
-        }
-        (ProbeKind::Dns, Some(name)) => {
-            let mut o = match DnsOptions::new(&name, dns_type.as_deref().unwrap_or("A")) {
-                Ok(o) => o,
-                Err(msg) => return bad_request(format!("query/type: {msg}")),
-            };
-            if let Some(t) = &dns_transport {
-                match DnsTransport::parse(t) {
-                    Ok(t) => o.transport = t,
-                    Err(msg) => return bad_request(format!("transport: {msg}")),
-                }
-            }
-            // The messages of the config file's `port`.
-            o.port = match dns_port.as_deref().map(|p| (p, p.parse::<i64>())) {
-                None => o.transport.default_port(),
-                Some((_, Ok(n))) => match u16::try_from(n) {
-                    Ok(p) if p > 0 => p,
-                    _ => return bad_request(format!("port: must be between 1 and 65535, got {n}")),
-                },
-                Some((p, Err(_))) => {
-                    return bad_request(format!("port: {p:?} is not a whole number"));
-                }
-            };
-            Some(o)
-        }
-        _ => None,
+    let p = match plan(&q) {
+        Ok(p) => p,
+        Err(msg) => return bad_request(msg),
     };
-    if host.is_system() && kind != ProbeKind::Dns {
-        return bad_request("target \"system\" only works with module=dns");
-    }
+    let guard = ProbeGuard {
+        endpoint: d.config().probe_endpoint.clone(),
+        kind: p.kind,
+        allow: allow.map(|Extension(a)| a),
+    };
+    let lookup = match guard.admit(&p.host, p.port, p.ping.ip_protocol).await {
+        Ok(l) => l,
+        Err(Refusal::BadRequest(msg)) => return bad_request(msg),
+        Err(Refusal::Forbidden(msg)) => {
+            return (StatusCode::FORBIDDEN, format!("{msg}\n")).into_response();
+        }
+    };
     let deadline = match scrape_deadline(&headers) {
         Ok(t) => t,
         Err(msg) => return bad_request(msg),
@@ -288,35 +344,46 @@ async fn probe(
         )
             .into_response();
     };
-    let Some(prober) = d.runner.probe(kind) else {
-        return bad_request(format!("module {kind} is not available"));
+    let Some(prober) = d.runner.probe(p.kind) else {
+        return bad_request(format!("module {} is not available", p.kind));
     };
-    let target = Target {
-        // Traces compare each path with the last one to the same host.
-        name: match kind {
-            ProbeKind::Trace => format!("/probe/{}/{host}", trace.protocol),
-            _ => "probe".into(),
-        },
-        host,
-        labels: Default::default(),
-        probes: vec![(kind, deadline)],
-        ping: PingOptions::default(),
-        trace,
-        dns,
-        modules,
-    };
+    let kind = p.kind;
     let sample = prober
         .run(ProbeRequest {
-            target: Arc::new(target),
+            target: Arc::new(round_target(p, deadline)),
             deadline: Some(deadline),
+            guard: Some(Arc::new(guard)),
         })
         .await;
-    // Gauges only: a counter or histogram of one round would restart at every request.
-    let series = TargetSeries::one_round(kind);
-    series.observe(&sample);
-    let mut text = String::new();
-    write_targets(&[&series], &[], &mut text);
+    let text = if blackbox {
+        probe_compat::render(&sample, Some(lookup))
+    } else {
+        // Gauges only: a counter or histogram of one round would restart at every request.
+        let series = TargetSeries::one_round(kind);
+        series.observe(&sample);
+        let mut text = String::new();
+        write_targets(&[&series], &[], &mut text);
+        text
+    };
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
+}
+
+/// The target of a `/probe` round.
+fn round_target(p: Plan, deadline: Duration) -> Target {
+    Target {
+        // Traces compare each path with the last one to the same host.
+        name: match p.kind {
+            ProbeKind::Trace => format!("/probe/{}/{}", p.trace.protocol, p.host),
+            _ => "probe".into(),
+        },
+        host: p.host,
+        labels: Default::default(),
+        probes: vec![(p.kind, deadline)],
+        ping: p.ping,
+        trace: p.trace,
+        dns: p.dns,
+        modules: p.modules,
+    }
 }
 
 #[cfg(test)]

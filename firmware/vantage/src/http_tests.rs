@@ -49,6 +49,14 @@ fn rand_suffix() -> u64 {
         .as_nanos() as u64
 }
 
+/// [`IDLE`] with `/probe` open to the unprivileged ports the tests' servers bind.
+fn idle_with_high_ports() -> String {
+    format!(
+        "{IDLE}\n[probe_endpoint]\nports = {{ tcp = [\"1024-65535\"], http = [80, \"1024-65535\"], \
+         dns = [\"1024-65535\"] }}\n"
+    )
+}
+
 fn daemon_with(text: &str, dir: &TempDir) -> Arc<Daemon> {
     let path = dir.0.join("vantage.toml");
     std::fs::write(&path, text).unwrap();
@@ -514,7 +522,7 @@ async fn identify_starts_stops_and_refuses_bad_durations() {
 #[tokio::test]
 async fn probe_connects_over_tcp_on_demand() {
     let dir = TempDir::new("probe-tcp");
-    let d = daemon_with(IDLE, &dir);
+    let d = daemon_with(&idle_with_high_ports(), &dir);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -566,7 +574,7 @@ async fn probe_connects_over_tcp_on_demand() {
 #[tokio::test]
 async fn probe_fetches_over_http_on_demand() {
     let dir = TempDir::new("probe-http");
-    let d = daemon_with(IDLE, &dir);
+    let d = daemon_with(&idle_with_high_ports(), &dir);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -612,4 +620,231 @@ async fn probe_fetches_over_http_on_demand() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
         assert!(body.contains(want), "{uri}: {body}");
     }
+}
+
+/// A one-reply HTTP server on loopback: its port, and a count of the connections it took.
+async fn http_server(reply: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut s, reply.as_bytes()).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn redirect_to(location: &str) -> String {
+    format!(
+        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+const OK_REPLY: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+
+/// A blackbox module name answers with blackbox's series names, and only those.
+#[tokio::test]
+async fn blackbox_modules_answer_with_blackbox_names() {
+    let dir = TempDir::new("probe-blackbox");
+    let d = daemon_with(&idle_with_high_ports(), &dir);
+    let (web, _) = http_server(OK_REPLY.into()).await;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    tokio::spawn(async move { while tcp.accept().await.is_ok() {} });
+    let cases = [
+        // blackbox's http prober takes a target without a scheme as http://.
+        (
+            format!("module=http_2xx&target=127.0.0.1:{web}/health"),
+            vec![
+                "probe_success 1",
+                "probe_http_status_code 200",
+                "probe_http_content_length 5",
+                "probe_http_redirects 0",
+                "probe_http_duration_seconds{phase=\"connect\"}",
+                "probe_ip_protocol 4",
+                "probe_dns_lookup_time_seconds 0",
+            ],
+        ),
+        (
+            format!("module=tcp_connect&target=127.0.0.1:{tcp_port}"),
+            vec!["probe_success 1"],
+        ),
+        (
+            "module=icmp&target=127.0.0.1".to_string(),
+            vec!["probe_success ", "probe_duration_seconds "],
+        ),
+        (
+            "module=icmp_ipv6&target=::1".to_string(),
+            vec!["probe_ip_protocol 6"],
+        ),
+    ];
+    for (q, wants) in cases {
+        let (s, body, _) = call(&d, get(&format!("/probe?{q}"))).await;
+        assert_eq!(s, StatusCode::OK, "{q}: {body}");
+        for want in wants {
+            assert!(body.contains(want), "{q}: {want:?} in\n{body}");
+        }
+        assert!(!body.contains("vantage_"), "{q}: {body}");
+    }
+    if vantage_core::net::KernelSockets::default().can_open() {
+        let (_, body, _) = call(&d, get("/probe?module=icmp&target=127.0.0.1")).await;
+        assert!(body.contains("probe_success 1"), "{body}");
+        assert!(
+            body.contains("probe_icmp_duration_seconds{phase=\"rtt\"}"),
+            "{body}"
+        );
+    }
+    // Vantage's own names keep Vantage's answer.
+    let (_, body, _) = call(
+        &d,
+        get(&format!("/probe?module=tcp&target=127.0.0.1:{tcp_port}")),
+    )
+    .await;
+    assert!(
+        body.contains("vantage_probe_success{probe=\"tcp\"} 1"),
+        "{body}"
+    );
+    assert!(!body.contains("\nprobe_success"), "{body}");
+    let (s, body, _) = call(&d, get("/probe?module=dns_udp&target=127.0.0.1:53")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("query_name parameter is missing"), "{body}");
+}
+
+/// `/probe` is no SSRF or port-scanning tool: link-local, metadata and non-unicast targets,
+/// and ports outside `[probe_endpoint] ports`, get a 400 that says why.
+#[tokio::test]
+async fn probe_refuses_link_local_metadata_and_unlisted_ports() {
+    let dir = TempDir::new("probe-refuse");
+    let d = daemon_with(IDLE, &dir);
+    for (uri, want) in [
+        (
+            "/probe?target=169.254.169.254",
+            "169.254.169.254 is a link-local address",
+        ),
+        ("/probe?module=icmp&target=169.254.169.254", "link-local"),
+        ("/probe?target=fe80::1", "fe80::1 is a link-local address"),
+        (
+            "/probe?module=tcp&target=[fd00:ec2::254]:80",
+            "cloud metadata address",
+        ),
+        (
+            "/probe?target=metadata.google.internal",
+            "names a cloud metadata service",
+        ),
+        (
+            "/probe?module=http&target=http://metadata/computeMetadata/v1/",
+            "cloud metadata service",
+        ),
+        (
+            "/probe?module=http&target=http://169.254.169.254/latest/meta-data/",
+            "link-local",
+        ),
+        ("/probe?target=0.0.0.0", "unspecified address"),
+        ("/probe?target=::", "unspecified address"),
+        ("/probe?target=255.255.255.255", "the broadcast address"),
+        ("/probe?target=224.0.0.1", "a multicast address"),
+        // Issue: a DNS probe over TCP to any port told open from closed ports.
+        (
+            "/probe?module=dns&target=127.0.0.1&query=a&transport=tcp&port=6379",
+            "port 6379 is not open to /probe for module dns",
+        ),
+        (
+            "/probe?module=tcp&target=127.0.0.1:6379",
+            "port 6379 is not open to /probe for module tcp",
+        ),
+        (
+            "/probe?module=tcp_connect&target=127.0.0.1:8080",
+            "probe_endpoint.ports.tcp",
+        ),
+        (
+            "/probe?module=http&target=http://127.0.0.1:8080/",
+            "port 8080 is not open to /probe for module http",
+        ),
+    ] {
+        let (s, body, _) = call(&d, get(uri)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(body.contains(want), "{uri}: {want:?} in {body}");
+    }
+    // The config opens what it lists: link-local addresses, other ports, fewer modules.
+    let text = format!(
+        "{IDLE}\n[probe_endpoint]\nmodules = [\"ping\", \"tcp\"]\nallow_link_local = true\nports = {{ tcp = [6379] }}\n"
+    );
+    let open = daemon_with(&text, &TempDir::new("probe-open"));
+    for uri in [
+        "/probe?target=fe80::1",
+        "/probe?module=tcp&target=127.0.0.1:6379",
+    ] {
+        let (s, body, _) = call(&open, get(uri)).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {body}");
+    }
+    let (s, body, _) = call(&open, get("/probe?module=trace&target=127.0.0.1")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("module trace is not served by /probe here"),
+        "{body}"
+    );
+}
+
+/// A redirect is held to the same rules as the target: a refused address, an unlisted port or
+/// a host outside the allow-list fails the round without a connection to it.
+#[tokio::test]
+async fn http_redirects_are_held_to_the_same_rules() {
+    let (allowed, _) = http_server(OK_REPLY.into()).await;
+    let (unlisted, unlisted_seen) = http_server(OK_REPLY.into()).await;
+    // Every unprivileged port but the one of the second server.
+    let (below, above) = (unlisted - 1, unlisted + 1);
+    let text = format!(
+        "{IDLE}\n[probe_endpoint]\nports = {{ http = [\"1024-{below}\", \"{above}-65535\"] }}\n"
+    );
+    let d = daemon_with(&text, &TempDir::new("probe-redirect"));
+    let probe = |location: String| {
+        let d = d.clone();
+        async move {
+            let (from, _) = http_server(redirect_to(&location)).await;
+            let uri = format!("/probe?module=http_2xx&target=http://127.0.0.1:{from}/");
+            call(&d, get(&uri)).await
+        }
+    };
+    let (s, body, _) = probe(format!("http://127.0.0.1:{allowed}/")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains("probe_success 1") && body.contains("probe_http_redirects 1"),
+        "{body}"
+    );
+    for location in [
+        format!("http://127.0.0.1:{unlisted}/"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://metadata.google.internal/".to_string(),
+    ] {
+        let (s, body, _) = probe(location.clone()).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(body.contains("probe_success 0"), "{location}: {body}");
+    }
+    assert_eq!(unlisted_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The allow-list the front door hands over judges every hop: `localhost` is not on it.
+    let (from, _) = http_server(redirect_to(&format!("http://localhost:{allowed}/"))).await;
+    let only_127 = crate::probe_guard::Allowlist(Arc::new(|h: &vantage_core::Host| {
+        h.to_string() == "127.0.0.1"
+    }));
+    let mut req = get(&format!(
+        "/probe?module=http_2xx&target=http://127.0.0.1:{from}/"
+    ));
+    req.extensions_mut().insert(only_127.clone());
+    let (_, body, _) = call(&d, req).await;
+    assert!(body.contains("probe_success 0"), "{body}");
+    let mut req = get(&format!(
+        "/probe?module=http_2xx&target=http://localhost:{allowed}/"
+    ));
+    req.extensions_mut().insert(only_127);
+    let (s, body, _) = call(&d, req).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("not in the /probe allow-list"), "{body}");
 }

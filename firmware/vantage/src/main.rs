@@ -6,6 +6,8 @@ mod http;
 mod leds_cmd;
 mod metrics;
 mod oneshot;
+mod probe_compat;
+mod probe_guard;
 mod storage;
 mod web;
 

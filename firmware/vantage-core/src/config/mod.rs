@@ -11,6 +11,7 @@ pub(crate) mod form;
 mod host;
 mod leds;
 mod ping;
+mod probe_endpoint;
 mod store;
 mod trace;
 
@@ -35,6 +36,7 @@ pub use form::{Field, Input, ProbeForm, duration_text, probe_forms};
 pub use host::{Host, parse_host, split_host_port};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 pub use ping::{PingOptions, RawPing};
+pub use probe_endpoint::{ProbeEndpoint, RawProbeEndpoint};
 pub use store::{
     Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, SendMode, StoreConfig, TlsConfig,
     default_name as remote_write_default_name, parse_size,
@@ -63,6 +65,8 @@ pub struct Config {
     pub provisioning: Option<Provisioning>,
     /// `[leds]`; without it, no LEDs are driven.
     pub leds: LedsConfig,
+    /// `[probe_endpoint]`: what `/probe` may reach.
+    pub probe_endpoint: ProbeEndpoint,
 }
 
 /// One validated target.
@@ -186,6 +190,7 @@ struct RawRoot {
     uplink: Option<fleet::RawUplink>,
     discovery: Option<fleet::RawDiscovery>,
     provisioning: Option<fleet::RawProvisioning>,
+    probe_endpoint: Option<RawProbeEndpoint>,
 }
 
 /// One `[[targets]]` table as written.
@@ -210,7 +215,14 @@ const RESERVED_LABELS: &[&str] = &[
 ];
 
 /// Sections that only the device's own file may set, not a provisioned one.
-const DEVICE_SECTIONS: &[&str] = &["device", "uplink", "discovery", "provisioning", "leds"];
+const DEVICE_SECTIONS: &[&str] = &[
+    "device",
+    "uplink",
+    "discovery",
+    "provisioning",
+    "leds",
+    "probe_endpoint",
+];
 
 impl Config {
     /// Reads and validates a config file.
@@ -328,6 +340,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let uplink = fleet::validate_uplink(&mut check, raw_root.uplink.as_ref());
     let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
     let provisioning = fleet::validate_provisioning(&mut check, raw_root.provisioning.as_ref());
+    let probe_endpoint = probe_endpoint::validate(&mut check, raw_root.probe_endpoint.as_ref());
     Config {
         targets,
         store,
@@ -337,6 +350,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
         discovery,
         provisioning,
         leds,
+        probe_endpoint,
     }
 }
 

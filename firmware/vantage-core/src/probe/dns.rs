@@ -119,11 +119,22 @@ impl DnsProbe {
         opts: &DnsOptions,
         timeout: Duration,
     ) -> (DnsReport, Option<ProbeError>) {
+        self.query_guarded(host, opts, timeout, None).await
+    }
+
+    /// [`Self::query`], sending only to a server address `guard` allows.
+    pub async fn query_guarded(
+        &self,
+        host: &Host,
+        opts: &DnsOptions,
+        timeout: Duration,
+        guard: Option<&dyn super::AddressGuard>,
+    ) -> (DnsReport, Option<ProbeError>) {
         let started = self.clock.now();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut report = DnsReport::default();
-        let outcome =
-            tokio::time::timeout_at(deadline, self.ask(host, opts, deadline, &mut report)).await;
+        let ask = self.ask(host, opts, deadline, &mut report, guard);
+        let outcome = tokio::time::timeout_at(deadline, ask).await;
         let error = match outcome {
             Err(_) | Ok(Err(Failure::Timeout)) => Some(ProbeError::Timeout),
             Ok(Err(Failure::Error(e))) => Some(e),
@@ -141,6 +152,7 @@ impl DnsProbe {
         opts: &DnsOptions,
         deadline: tokio::time::Instant,
         report: &mut DnsReport,
+        guard: Option<&dyn super::AddressGuard>,
     ) -> Result<Message, Failure> {
         if host.is_system() {
             let servers = system_nameservers(&self.resolv_conf, opts.port)?;
@@ -184,6 +196,7 @@ impl DnsProbe {
                 addr?
             }
         };
+        let addr = super::check_addr(guard, addr)?;
         let server = SocketAddr::new(addr, opts.port);
         report.attempts = 1;
         report.server = Some(server);
@@ -449,7 +462,9 @@ impl Probe for DnsProbe {
                         .deadline
                         .map_or(opts.timeout, |d| opts.timeout.min(d))
                         .max(Duration::from_millis(1));
-                    let (report, error) = self.query(&target.host, opts, timeout).await;
+                    let guard = req.guard.as_deref();
+                    let (report, error) =
+                        self.query_guarded(&target.host, opts, timeout, guard).await;
                     (Some(report), error)
                 }
                 None => (

@@ -59,20 +59,20 @@ pub struct HttpReport {
     pub body_not_matched: Option<bool>,
 }
 
-pub(crate) static STATUS: Gauge = gauge(
+pub static STATUS: Gauge = gauge(
     "vantage_http_status_code",
     "Status code of the last response of the last round (absent without a response).",
 );
-pub(crate) static PHASE: Gauge = labelled(
+pub static PHASE: Gauge = labelled(
     "vantage_http_phase_seconds",
     "phase",
     "Time of each phase of the last round, summed over its redirects; 0 for a phase it did not have.",
 );
-pub(crate) static CONTENT_LENGTH: Gauge = gauge(
+pub static CONTENT_LENGTH: Gauge = gauge(
     "vantage_http_content_length_bytes",
     "Bytes of the last response body of the last round (absent without a body read).",
 );
-pub(crate) static REDIRECTS: Gauge = gauge(
+pub static REDIRECTS: Gauge = gauge(
     "vantage_http_redirects",
     "Redirects the last round followed.",
 );
@@ -139,6 +139,10 @@ impl ProbeModule for Http {
     }
     fn probe_params(&self) -> &'static [&'static str] {
         &PARAMS
+    }
+    fn port(&self, o: &dyn Options) -> Option<u16> {
+        let o = o.as_any().downcast_ref::<HttpOptions>()?;
+        options::parse_url(&o.url).ok().map(|u| u.port)
     }
     fn trusted_params(&self) -> &'static [&'static str] {
         &TRUSTED_PARAMS

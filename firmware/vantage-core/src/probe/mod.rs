@@ -25,6 +25,16 @@ pub use ping::PingProbe;
 pub use tcp::{TcpOptions, TcpReport};
 pub use trace::TraceProbe;
 
+/// The module kinds' per-round gauges, for a crate that shows them under other names too
+/// (`/probe`'s blackbox-compatible answer).
+pub mod module_gauges {
+    pub use super::http::{
+        CONTENT_LENGTH as HTTP_CONTENT_LENGTH, PHASE as HTTP_PHASE, REDIRECTS as HTTP_REDIRECTS,
+        STATUS as HTTP_STATUS,
+    };
+    pub use super::tcp::CERT_NOT_AFTER as TLS_CERT_NOT_AFTER;
+}
+
 /// The probe modules: one line per kind.
 pub static MODULES: &[&dyn ProbeModule] = &[&tcp::Tcp, &http::Http];
 
@@ -51,6 +61,9 @@ pub struct ProbeRequest {
     pub target: Arc<Target>,
     /// An upper bound for the whole round (e.g. Prometheus' scrape timeout on `/probe`).
     pub deadline: Option<Duration>,
+    /// What the round may reach, for a round a network client asked for (`/probe`); the
+    /// config's own rounds have none.
+    pub guard: Option<Arc<dyn AddressGuard>>,
 }
 
 impl ProbeRequest {
@@ -58,7 +71,43 @@ impl ProbeRequest {
         Self {
             target: Arc::new(target.clone()),
             deadline: None,
+            guard: None,
         }
+    }
+
+    /// `ip` if the guard lets the round send to it (every address when there is no guard).
+    pub fn checked(&self, ip: IpAddr) -> Result<IpAddr, ProbeError> {
+        check_addr(self.guard.as_deref(), ip)
+    }
+}
+
+/// What a round asked for over the network may reach. A probe checks the host it is about to
+/// resolve (a redirect's too) and then the address it resolved to, right before sending: a
+/// name that resolves to a refused address (DNS rebinding) is refused too.
+pub trait AddressGuard: Send + Sync + Debug {
+    /// A host and port the round is about to resolve and connect to (`None`: no port, ICMP).
+    fn check_host(&self, host: &Host, port: Option<u16>) -> Result<(), String>;
+    /// The address the host resolved to.
+    fn check_addr(&self, ip: IpAddr) -> Result<(), String>;
+}
+
+/// `ip` if `guard` (when there is one) lets a round send to it.
+pub fn check_addr(guard: Option<&dyn AddressGuard>, ip: IpAddr) -> Result<IpAddr, ProbeError> {
+    match guard.map(|g| g.check_addr(ip)) {
+        Some(Err(msg)) => Err(ProbeError::Validation(format!("refused: {msg}"))),
+        _ => Ok(ip),
+    }
+}
+
+/// Whether `guard` (when there is one) lets a round reach `host` on `port`.
+pub fn check_host(
+    guard: Option<&dyn AddressGuard>,
+    host: &Host,
+    port: Option<u16>,
+) -> Result<(), ProbeError> {
+    match guard.map(|g| g.check_host(host, port)) {
+        Some(Err(msg)) => Err(ProbeError::Validation(format!("refused: {msg}"))),
+        _ => Ok(()),
     }
 }
 

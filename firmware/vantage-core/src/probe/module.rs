@@ -241,6 +241,11 @@ pub trait ProbeModule: Send + Sync + Debug {
     /// The `/probe` parameters the kind reads, besides `target` and `module` (and on the
     /// command line, where the query is trusted, its file settings).
     fn probe_params(&self) -> &'static [&'static str];
+    /// The port a round with these options connects to first (`/probe` holds it to
+    /// `[probe_endpoint] ports`); `None` for a kind without ports.
+    fn port(&self, _options: &dyn Options) -> Option<u16> {
+        None
+    }
     /// Parameters only the command line may set (they name files on the device).
     fn trusted_params(&self) -> &'static [&'static str] {
         &[]

@@ -131,7 +131,8 @@ impl Probe for PingProbe {
                     .min(deadline.saturating_sub(sends))
                     .max(Duration::from_millis(1));
             }
-            let result = match self.resolver.resolve(&target.host, opts.ip_protocol).await {
+            let addr = self.resolver.resolve(&target.host, opts.ip_protocol).await;
+            let result = match addr.and_then(|a| req.checked(a)) {
                 Ok(addr) => self.round_with_error(addr, &opts).await,
                 Err(e) => Err(e),
             };

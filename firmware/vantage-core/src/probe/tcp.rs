@@ -88,7 +88,7 @@ pub(crate) static TLS_HANDSHAKE: Gauge = gauge(
     "vantage_tls_handshake_seconds",
     "TLS handshake time of the last round (absent without a handshake).",
 );
-pub(crate) static CERT_NOT_AFTER: Gauge = gauge(
+pub static CERT_NOT_AFTER: Gauge = gauge(
     "vantage_tls_cert_not_after_timestamp_seconds",
     "Earliest expiry of the certificate chain the server sent, in seconds since the epoch.",
 );
@@ -170,6 +170,9 @@ impl ProbeModule for Tcp {
     }
     fn probe_params(&self) -> &'static [&'static str] {
         &PARAMS
+    }
+    fn port(&self, o: &dyn Options) -> Option<u16> {
+        o.as_any().downcast_ref::<TcpOptions>().map(|o| o.port)
     }
     fn trusted_params(&self) -> &'static [&'static str] {
         &TRUSTED_PARAMS

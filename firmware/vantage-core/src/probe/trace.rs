@@ -295,7 +295,8 @@ impl Probe for TraceProbe {
                     .max(Duration::from_millis(1));
                 budget = budget.min(deadline);
             }
-            let result = match self.resolver.resolve(&target.host, opts.ip_protocol).await {
+            let addr = self.resolver.resolve(&target.host, opts.ip_protocol).await;
+            let result = match addr.and_then(|a| req.checked(a)) {
                 Ok(addr) => {
                     let budget = budget.saturating_sub(self.clock.now() - started);
                     self.trace(&target.name, addr, &opts, budget).await

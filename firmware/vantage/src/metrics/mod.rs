@@ -13,7 +13,7 @@ mod ping;
 mod process;
 mod rounds;
 mod target;
-mod text;
+pub(crate) mod text;
 mod trace;
 
 use std::collections::BTreeMap;

@@ -777,6 +777,7 @@ async fn test_target(
             .run(ProbeRequest {
                 target: target.clone(),
                 deadline: Some(deadline),
+                guard: None,
             })
             .await;
         let mut r = json!({

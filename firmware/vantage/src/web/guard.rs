@@ -18,13 +18,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use vantage_core::Host;
-use vantage_core::config::{parse_host, split_host_port};
 
 use super::Web;
 use super::api::ApiError;
 use super::auth::{Session, constant_time_eq};
 use super::device;
 use super::settings::{ScrapeAuth, Settings, cidr_contains, name_matches, parse_cidr};
+use crate::probe_guard::Allowlist;
 
 pub const SESSION_COOKIE: &str = "vantage_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -176,35 +176,17 @@ fn unauthorized_scrape(auth: &ScrapeAuth) -> Response {
     r
 }
 
-/// Is `/probe?target=...` allowed by the list?
-pub fn probe_allowed(web: &Web, allow: &[String], target: &str) -> bool {
-    if allow.is_empty() {
-        return true;
-    }
-    // A target written HOST:PORT (module=tcp) is judged by its host.
-    let host = parse_host(target)
-        .or_else(|e| split_host_port(target).map_or(Err(e), |(h, _)| parse_host(h)));
-    let Ok(host) = host else {
-        // Nothing is probed for it: let the handler explain what is wrong with it.
-        return true;
-    };
-    allow.iter().any(|p| match (p.as_str(), &host) {
-        ("@targets", h) => web.daemon.config().targets.iter().any(|t| t.host == *h),
-        (p, Host::Ip(ip)) if p.contains('/') => {
-            parse_cidr(p).is_some_and(|n| cidr_contains(n, *ip))
-        }
-        (p, Host::Ip(ip)) => p.parse::<IpAddr>().is_ok_and(|a| a == *ip),
-        (p, Host::Name(n)) => !p.contains('/') && name_matches(p, n),
-    })
-}
-
-fn query_param(query: &str, name: &str) -> Option<String> {
-    axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
-        &format!("/?{query}").parse().ok()?,
-    )
-    .ok()?
-    .0
-    .remove(name)
+/// Is a `/probe` target's host allowed by the list (empty: every host)?
+pub fn probe_allowed(web: &Web, allow: &[String], host: &Host) -> bool {
+    allow.is_empty()
+        || allow.iter().any(|p| match (p.as_str(), host) {
+            ("@targets", h) => web.daemon.config().targets.iter().any(|t| t.host == *h),
+            (p, Host::Ip(ip)) if p.contains('/') => {
+                parse_cidr(p).is_some_and(|n| cidr_contains(n, *ip))
+            }
+            (p, Host::Ip(ip)) => p.parse::<IpAddr>().is_ok_and(|a| a == *ip),
+            (p, Host::Name(n)) => !p.contains('/') && name_matches(p, n),
+        })
 }
 
 pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) -> Response {
@@ -226,15 +208,12 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
         if !scrape_authorized(&settings.scrape_auth, headers) {
             return unauthorized_scrape(&settings.scrape_auth);
         }
-        if path == "/probe"
-            && let Some(target) = req.uri().query().and_then(|q| query_param(q, "target"))
-            && !probe_allowed(&web, &settings.probe_allowlist, &target)
-        {
-            return (
-                StatusCode::FORBIDDEN,
-                format!("target {target:?} is not in the /probe allow-list\n"),
-            )
-                .into_response();
+        // `/probe` holds the target, and every host a round goes on to (redirects), to the
+        // list once it has read them.
+        if path == "/probe" && !settings.probe_allowlist.is_empty() {
+            let (web, allow) = (web.clone(), settings.probe_allowlist.clone());
+            let check = move |h: &Host| probe_allowed(&web, &allow, h);
+            req.extensions_mut().insert(Allowlist(Arc::new(check)));
         }
         return with_timeout(PROBE_REQUEST_TIMEOUT, next.run(req)).await;
     }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::super::dns::build_tls_config;
 use super::super::module::ModuleReport;
-use super::super::{Probe, ProbeRequest, resolve_host, tcp};
+use super::super::{AddressGuard, Probe, ProbeRequest, check_addr, check_host, resolve_host, tcp};
 use super::options::{Url, parse_url};
 use super::{HttpOptions, HttpReport, KIND};
 use crate::config::Host;
@@ -43,7 +43,7 @@ impl Probe for HttpProbe {
             let timestamp = SystemTime::now();
             let t = &req.target;
             let (report, error) = match t.module::<HttpOptions>(KIND) {
-                Some(o) => round(o, req.deadline).await,
+                Some(o) => round(o, req.deadline, req.guard.as_deref()).await,
                 None => (
                     HttpReport::default(),
                     Some(ProbeError::Protocol(
@@ -68,10 +68,11 @@ impl Probe for HttpProbe {
 pub(crate) async fn round(
     o: &HttpOptions,
     deadline: Option<Duration>,
+    guard: Option<&dyn AddressGuard>,
 ) -> (HttpReport, Option<ProbeError>) {
     let mut report = HttpReport::default();
     let timeout = deadline.map_or(o.timeout, |d| d.min(o.timeout));
-    let error = match tokio::time::timeout(timeout, follow(o, &mut report)).await {
+    let error = match tokio::time::timeout(timeout, follow(o, &mut report, guard)).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
         Err(_) => Some(ProbeError::Timeout),
@@ -86,14 +87,19 @@ struct Response {
     body: Vec<u8>,
 }
 
-/// The request, and the redirects it is sent on.
-async fn follow(o: &HttpOptions, report: &mut HttpReport) -> Result<(), ProbeError> {
+/// The request, and the redirects it is sent on (each checked by the guard, as the first).
+async fn follow(
+    o: &HttpOptions,
+    report: &mut HttpReport,
+    guard: Option<&dyn AddressGuard>,
+) -> Result<(), ProbeError> {
     let mut url = parse_url(&o.url).map_err(ProbeError::Validation)?;
     let mut method = http::Method::from_bytes(o.method.as_bytes())
         .map_err(|_| ProbeError::Validation(format!("method {:?}", o.method)))?;
     let mut body = o.body.clone();
     loop {
-        let r = fetch(&url, &method, body.as_deref(), o, report).await?;
+        check_host(guard, &url.host, Some(url.port))?;
+        let r = fetch(&url, &method, body.as_deref(), o, report, guard).await?;
         let redirect = (300..400).contains(&r.status) && o.max_redirects > 0;
         if let (true, Some(loc)) = (redirect, &r.location) {
             if report.redirects >= o.max_redirects {
@@ -171,9 +177,10 @@ async fn fetch(
     body: Option<&str>,
     o: &HttpOptions,
     report: &mut HttpReport,
+    guard: Option<&dyn AddressGuard>,
 ) -> Result<Response, ProbeError> {
     let t = Instant::now();
-    let ip = resolve_host(&url.host, o.ip_protocol).await?;
+    let ip = check_addr(guard, resolve_host(&url.host, o.ip_protocol).await?)?;
     report.phases[0] += t.elapsed();
     report.address = Some(ip);
     let addr = SocketAddr::new(ip, url.port);

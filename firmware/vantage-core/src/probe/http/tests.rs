@@ -268,7 +268,7 @@ async fn status_and_body_checks_against_a_loopback_server() {
     let port = server("127.0.0.1:0", site).await;
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let o = with(url("/ok"), |o| o.body_must_match = Some("hello".into()));
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!(e, None);
     assert_eq!((r.status, r.content_length), (Some(200), Some(13)));
     assert_eq!(
@@ -278,22 +278,26 @@ async fn status_and_body_checks_against_a_loopback_server() {
     assert!(r.phases[1] > Duration::ZERO && r.phases[3] > Duration::ZERO);
     assert_eq!(r.phases[2], Duration::ZERO, "no TLS on http://");
     let o = with(url("/ok"), |o| o.body_must_match = Some("^bye".into()));
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!(r.body_matched, Some(false));
     assert!(matches!(e, Some(ProbeError::Validation(m)) if m.contains("does not match")));
     let o = with(url("/ok"), |o| {
         o.body_must_not_match = Some("vantage".into())
     });
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!(r.body_not_matched, Some(false));
     assert!(matches!(e, Some(ProbeError::Validation(m)) if m.contains("matches body_must_not")));
     for (path, code) in [("/404", 404), ("/500", 500)] {
-        let (r, e) = round(&with(url(path), |_| {}), None).await;
+        let (r, e) = round(&with(url(path), |_| {}), None, None).await;
         assert_eq!(r.status, Some(code));
         let want = format!("status {code} is not a valid status code");
         assert!(matches!(e, Some(ProbeError::Validation(m)) if m == want));
         let o = with(url(path), |o| o.valid_status_codes = vec![code]);
-        assert_eq!(round(&o, None).await.1, None, "{code} listed as valid");
+        assert_eq!(
+            round(&o, None, None).await.1,
+            None,
+            "{code} listed as valid"
+        );
     }
 }
 
@@ -301,27 +305,27 @@ async fn status_and_body_checks_against_a_loopback_server() {
 async fn redirects_followed_counted_and_not() {
     let port = server("127.0.0.1:0", site).await;
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
-    let (r, e) = round(&with(url("/redirect"), |_| {}), None).await;
+    let (r, e) = round(&with(url("/redirect"), |_| {}), None, None).await;
     assert_eq!(e, None);
     assert_eq!(
         (r.redirects, r.status, r.content_length),
         (1, Some(200), Some(13))
     );
     let o = with(url("/redirect"), |o| o.max_redirects = 0);
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!((r.redirects, r.status), (0, Some(302)));
     assert!(e.is_some(), "a 302 is not 2xx");
     let o = with(url("/redirect"), |o| {
         o.max_redirects = 0;
         o.valid_status_codes = vec![302];
     });
-    assert_eq!(round(&o, None).await.1, None);
+    assert_eq!(round(&o, None, None).await.1, None);
     let o = with(url("/loop"), |o| o.max_redirects = 3);
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!(r.redirects, 3);
     assert!(matches!(e, Some(ProbeError::Validation(m)) if m == "more than 3 redirects"));
     // A redirect to another scheme is refused like such a URL.
-    let (_, e) = round(&with(url("/bad-redirect"), |_| {}), None).await;
+    let (_, e) = round(&with(url("/bad-redirect"), |_| {}), None, None).await;
     assert!(matches!(e, Some(ProbeError::Validation(m)) if m.contains("is not probed")));
 }
 
@@ -332,7 +336,7 @@ async fn a_silent_server_is_held_to_the_timeout_and_a_huge_body_to_the_limit() {
         o.timeout = Duration::from_millis(300)
     });
     let started = std::time::Instant::now();
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!(e, Some(ProbeError::Timeout));
     assert_eq!(r.status, None);
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -340,7 +344,7 @@ async fn a_silent_server_is_held_to_the_timeout_and_a_huge_body_to_the_limit() {
         o.max_body = 100_000;
         o.timeout = Duration::from_secs(20);
     });
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!(r.status, Some(200));
     assert!(r.content_length.unwrap() > 100_000 && r.content_length.unwrap() < 1 << 20);
     assert!(matches!(e, Some(ProbeError::Validation(m)) if m.contains("longer than max_body")));
@@ -455,7 +459,7 @@ async fn https_with_a_private_ca_reads_the_expiry_to_the_second() {
     let pki =
         pki(|p| p.not_after = rcgen::date_time_ymd(2031, 5, 17) + Duration::from_secs(12_345));
     let port = https_server(&pki, false).await;
-    let (r, e) = round(&https(port, &pki, "ok"), None).await;
+    let (r, e) = round(&https(port, &pki, "ok"), None, None).await;
     assert_eq!(e, None);
     assert_eq!(
         (r.status, r.cert_not_after),
@@ -478,7 +482,7 @@ async fn an_expired_certificate_fails_unless_insecure() {
     });
     let port = https_server(&pki, false).await;
     let o = https(port, &pki, "expired");
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert!(
         matches!(&e, Some(ProbeError::Validation(m)) if m.contains("TLS handshake") && m.contains("xpired")),
         "{e:?}"
@@ -488,7 +492,7 @@ async fn an_expired_certificate_fails_unless_insecure() {
         insecure: true,
         ..o
     };
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!(e, None);
     assert_eq!(r.cert_not_after, Some(1_577_836_800));
 }
@@ -501,7 +505,7 @@ async fn http2_when_the_server_picks_it() {
         body_must_match: Some(format!("^127.0.0.1:{port} /ok$")),
         ..https(port, &pki, "h2")
     };
-    let (r, e) = round(&o, None).await;
+    let (r, e) = round(&o, None, None).await;
     assert_eq!(e, None, "{r:?}");
     assert_eq!(
         (r.status, r.version.as_deref()),

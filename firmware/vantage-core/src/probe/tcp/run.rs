@@ -39,7 +39,7 @@ impl Probe for TcpProbe {
             let timestamp = SystemTime::now();
             let t = &req.target;
             let (report, error) = match t.module::<TcpOptions>(KIND) {
-                Some(o) => self.round(&t.host, o, req.deadline).await,
+                Some(o) => self.round(&t.host, o, &req).await,
                 None => (
                     TcpReport::default(),
                     Some(ProbeError::Protocol("the target has no tcp options".into())),
@@ -65,13 +65,15 @@ impl TcpProbe {
         &self,
         host: &Host,
         o: &TcpOptions,
-        deadline: Option<Duration>,
+        req: &ProbeRequest,
     ) -> (TcpReport, Option<ProbeError>) {
+        let deadline = req.deadline;
         let mut report = TcpReport {
             port: o.port,
             ..TcpReport::default()
         };
-        let ip = match self.resolver.resolve(host, o.ip_protocol).await {
+        let ip = self.resolver.resolve(host, o.ip_protocol).await;
+        let ip = match ip.and_then(|ip| req.checked(ip)) {
             Ok(ip) => ip,
             Err(e) => return (report, Some(e)),
         };

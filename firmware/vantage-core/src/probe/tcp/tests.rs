@@ -463,3 +463,55 @@ fn split_host_port_forms() {
     assert_eq!(split_host_port("[::1]:22"), Ok(("::1", 22)));
     assert!(split_host_port("::1:22").is_err());
 }
+
+/// Refuses one address, as `/probe` refuses link-local ones.
+#[derive(Debug)]
+struct Refuse(std::net::IpAddr);
+
+impl crate::probe::AddressGuard for Refuse {
+    fn check_host(&self, _: &crate::config::Host, _: Option<u16>) -> Result<(), String> {
+        Ok(())
+    }
+    fn check_addr(&self, ip: std::net::IpAddr) -> Result<(), String> {
+        if ip == self.0 {
+            Err(format!("{ip} is refused"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The guard judges the address a name resolved to, right before the connect (a name that
+/// resolves elsewhere than when `/probe` checked it is still refused): nothing connects.
+#[tokio::test]
+async fn a_guard_refuses_the_address_a_name_resolves_to_before_connecting() {
+    let (l, port) = listener("127.0.0.1:0").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    serve(l, move |_| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(());
+        }
+    });
+    let o = TcpOptions {
+        attempts: 1,
+        ip_protocol: crate::IpProtocol::Ipv4,
+        ..TcpOptions::for_port(port)
+    };
+    let mut req = request("localhost", o.clone());
+    req.guard = Some(Arc::new(Refuse("127.0.0.1".parse().unwrap())));
+    let s = TcpProbe::default().run(req).await;
+    assert!(!s.success, "{s:?}");
+    let msg = s
+        .error
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(msg.contains("127.0.0.1 is refused"), "{msg}");
+    // The same round without the refusal connects: the listener sees exactly that one.
+    let mut req = request("localhost", o);
+    req.guard = Some(Arc::new(Refuse("192.0.2.1".parse().unwrap())));
+    assert!(TcpProbe::default().run(req).await.success);
+    rx.recv().await.unwrap();
+    assert!(rx.try_recv().is_err(), "the refused round connected");
+}

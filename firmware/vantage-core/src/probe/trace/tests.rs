@@ -612,6 +612,7 @@ async fn the_probe_trait_fills_a_sample() {
         .run(crate::probe::ProbeRequest {
             target: Arc::new(target(DST, o)),
             deadline: Some(Duration::from_millis(500)),
+            guard: None,
         })
         .await;
     assert!(s.success, "{s:?}");

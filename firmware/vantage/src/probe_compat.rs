@@ -1,0 +1,304 @@
+//! `/probe` for blackbox_exporter users: a blackbox module name (`module=icmp`,
+//! `tcp_connect`, `http_2xx`, `dns`...) runs the matching Vantage kind and answers with
+//! blackbox's series names, so a blackbox scrape job's relabel config, alerts and dashboards
+//! work with only the exporter's address changed. Vantage's own names (`module=ping`...) keep
+//! the `vantage_*` answer.
+//!
+//! The blackbox series are not a second definition of a round: each is one row of
+//! [`ROWS`], naming the Vantage gauge (from the one series definition) it shows under the
+//! blackbox name, so both answers come from the same points.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use vantage_core::Sample;
+use vantage_core::config::{parse_host, split_host_port};
+use vantage_core::module_gauges as m;
+use vantage_core::series::{Gauge, Point, gauge, labelled};
+use vantage_store::StoredSample;
+use vantage_store::gauges::{self as g, points};
+
+use crate::metrics::text::{Kind, Lines, family};
+
+/// A blackbox module name, the Vantage kind it runs and the parameters it sets (a parameter
+/// the request gives itself wins).
+struct BlackboxModule {
+    name: &'static str,
+    kind: &'static str,
+    set: &'static [(&'static str, &'static str)],
+}
+
+/// The blackbox module names understood: those of blackbox's shipped `blackbox.yml` that map
+/// onto a Vantage kind, and DNS ones. `dns` is blackbox's only with a `query_name` parameter;
+/// with `query` it is Vantage's own `module=dns`.
+const MODULES: [BlackboxModule; 9] = [
+    BlackboxModule {
+        name: "icmp",
+        kind: "ping",
+        set: &[],
+    },
+    BlackboxModule {
+        name: "icmp_ipv4",
+        kind: "ping",
+        set: &[("ip_protocol", "ipv4")],
+    },
+    BlackboxModule {
+        name: "icmp_ipv6",
+        kind: "ping",
+        set: &[("ip_protocol", "ipv6")],
+    },
+    BlackboxModule {
+        name: "tcp_connect",
+        kind: "tcp",
+        set: &[("attempts", "1")],
+    },
+    BlackboxModule {
+        name: "http_2xx",
+        kind: "http",
+        set: &[],
+    },
+    BlackboxModule {
+        name: "http_post_2xx",
+        kind: "http",
+        set: &[("method", "POST")],
+    },
+    BlackboxModule {
+        name: "dns",
+        kind: "dns",
+        set: &[],
+    },
+    BlackboxModule {
+        name: "dns_udp",
+        kind: "dns",
+        set: &[("transport", "udp")],
+    },
+    BlackboxModule {
+        name: "dns_tcp",
+        kind: "dns",
+        set: &[("transport", "tcp")],
+    },
+];
+
+/// Blackbox's parameter names for what Vantage calls otherwise (blackbox sets them in its
+/// module; here they come as scrape parameters).
+const RENAMED: [(&str, &str); 3] = [
+    ("query_name", "query"),
+    ("query_type", "type"),
+    ("transport_protocol", "transport"),
+];
+
+/// A `/probe` query in blackbox's terms, rewritten into Vantage's: `None` when `module` is not
+/// a blackbox module name (Vantage's own answer).
+pub fn translate(q: &HashMap<String, String>) -> Result<Option<HashMap<String, String>>, String> {
+    let Some(bb) = q
+        .get("module")
+        .and_then(|name| MODULES.iter().find(|m| m.name == name))
+        // `dns` is Vantage's name too: blackbox's when it comes with blackbox's `query_name`.
+        .filter(|m| m.name != "dns" || q.contains_key("query_name"))
+    else {
+        return Ok(None);
+    };
+    let mut out: HashMap<String, String> = q
+        .iter()
+        .map(|(k, v)| {
+            let k = RENAMED
+                .iter()
+                .find(|(b, _)| b == k)
+                .map_or(k.as_str(), |r| r.1);
+            (k.to_string(), v.clone())
+        })
+        .collect();
+    out.insert("module".into(), bb.kind.into());
+    for (k, v) in bb.set {
+        out.entry(k.to_string()).or_insert_with(|| v.to_string());
+    }
+    let target = out.get("target").cloned().unwrap_or_default();
+    match bb.kind {
+        "dns" => {
+            if !out.contains_key("query") {
+                return Err(format!(
+                    "query_name parameter is missing: blackbox reads it from the module's config; \
+                     give it in the scrape job (params: {{module: [{}], query_name: [example.com]}})",
+                    bb.name
+                ));
+            }
+            // blackbox writes a DNS server HOST:PORT.
+            if parse_host(&target).is_err()
+                && let Ok((host, port)) = split_host_port(&target)
+            {
+                out.insert("target".into(), host.to_string());
+                out.entry("port".into()).or_insert_with(|| port.to_string());
+            }
+        }
+        // blackbox takes an HTTP target without a scheme as http://.
+        "http" if !target.is_empty() && !target.contains("://") => {
+            out.insert("target".into(), format!("http://{target}"));
+        }
+        _ => {}
+    }
+    Ok(Some(out))
+}
+
+static PROBE_SUCCESS: Gauge = gauge(
+    "probe_success",
+    "Displays whether or not the probe was a success",
+);
+static PROBE_DURATION: Gauge = gauge(
+    "probe_duration_seconds",
+    "Returns how long the probe took to complete in seconds",
+);
+static ICMP_DURATION: Gauge = labelled(
+    "probe_icmp_duration_seconds",
+    "phase",
+    "Duration of icmp request by phase (rtt only: the mean of the round's replies)",
+);
+static DNS_DURATION: Gauge = labelled(
+    "probe_dns_duration_seconds",
+    "phase",
+    "Duration of DNS request by phase",
+);
+static DNS_ANSWER: Gauge = gauge(
+    "probe_dns_answer_rrs",
+    "Returns number of entries in the answer resource record list",
+);
+static DNS_AUTHORITY: Gauge = gauge(
+    "probe_dns_authority_rrs",
+    "Returns number of entries in the authority resource record list",
+);
+static DNS_ADDITIONAL: Gauge = gauge(
+    "probe_dns_additional_rrs",
+    "Returns number of entries in the additional resource record list",
+);
+static HTTP_STATUS: Gauge = gauge("probe_http_status_code", "Response HTTP status code");
+static HTTP_DURATION: Gauge = labelled(
+    "probe_http_duration_seconds",
+    "phase",
+    "Duration of http request by phase, summed over all redirects",
+);
+static HTTP_LENGTH: Gauge = gauge(
+    "probe_http_content_length",
+    "Length of http content response (the body bytes read)",
+);
+static HTTP_BODY_LENGTH: Gauge = gauge(
+    "probe_http_uncompressed_body_length",
+    "Length of uncompressed response body",
+);
+static HTTP_REDIRECTS: Gauge = gauge("probe_http_redirects", "The number of redirects");
+static CERT_EXPIRY: Gauge = gauge(
+    "probe_ssl_earliest_cert_expiry",
+    "Returns last SSL chain expiry in unixtime",
+);
+static DNS_LOOKUP: Gauge = gauge(
+    "probe_dns_lookup_time_seconds",
+    "Returns the time taken for probe dns lookup in seconds",
+);
+static IP_PROTOCOL: Gauge = gauge(
+    "probe_ip_protocol",
+    "Specifies whether probe ip protocol is IP4 or IP6",
+);
+
+/// One blackbox series: the Vantage gauge it shows, and for a labelled one which of the
+/// gauge's label values it takes (`None`: every value, under the same label value).
+struct Row {
+    blackbox: &'static Gauge,
+    from: &'static Gauge,
+    label: Option<(&'static str, &'static str)>,
+}
+
+const fn row(blackbox: &'static Gauge, from: &'static Gauge) -> Row {
+    Row {
+        blackbox,
+        from,
+        label: None,
+    }
+}
+
+/// The blackbox series of a round, each from one Vantage gauge.
+static ROWS: [Row; 13] = [
+    row(&PROBE_SUCCESS, &g::PROBE_SUCCESS),
+    row(&PROBE_DURATION, &g::PROBE_DURATION),
+    Row {
+        blackbox: &ICMP_DURATION,
+        from: &g::PING_RTT,
+        label: Some(("avg", "rtt")),
+    },
+    row(&DNS_DURATION, &g::DNS_PHASE),
+    row(&DNS_ANSWER, &g::DNS_ANSWER_RECORDS),
+    row(&DNS_AUTHORITY, &g::DNS_AUTHORITY_RECORDS),
+    row(&DNS_ADDITIONAL, &g::DNS_ADDITIONAL_RECORDS),
+    row(&HTTP_STATUS, &m::HTTP_STATUS),
+    row(&HTTP_DURATION, &m::HTTP_PHASE),
+    row(&HTTP_LENGTH, &m::HTTP_CONTENT_LENGTH),
+    row(&HTTP_BODY_LENGTH, &m::HTTP_CONTENT_LENGTH),
+    row(&HTTP_REDIRECTS, &m::HTTP_REDIRECTS),
+    row(&CERT_EXPIRY, &m::TLS_CERT_NOT_AFTER),
+];
+
+/// What the `/probe` handler learnt of the target before the round: how long its name took
+/// to resolve (0 for an address) and the address it resolved to.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup {
+    pub took: Duration,
+    pub address: Option<IpAddr>,
+}
+
+/// The blackbox answer of one round: every row's points, then the lookup's series.
+pub fn render(sample: &Sample, lookup: Option<Lookup>) -> String {
+    let pts = points(&StoredSample::from_sample(sample, 0));
+    let mut extra = Vec::new();
+    if let Some(l) = lookup {
+        extra.push(Point::new(&DNS_LOOKUP, l.took.as_secs_f64()));
+        if let Some(ip) = l.address {
+            let v = if ip.to_canonical().is_ipv4() {
+                4.0
+            } else {
+                6.0
+            };
+            extra.push(Point::new(&IP_PROTOCOL, v));
+        }
+    }
+    let mut out = String::new();
+    for (i, r) in ROWS.iter().enumerate() {
+        // A family written once, though two rows may feed it.
+        if ROWS[..i]
+            .iter()
+            .any(|p| std::ptr::eq(p.blackbox, r.blackbox))
+        {
+            continue;
+        }
+        let b = r.blackbox;
+        family(&mut out, b.name, b.help, Kind::Gauge, |o| {
+            let mut lines = Lines::new(o, &[]);
+            for row in ROWS.iter().filter(|x| std::ptr::eq(x.blackbox, b)) {
+                write_row(row, &pts, &mut lines);
+            }
+            lines.wrote()
+        });
+    }
+    for p in &extra {
+        family(&mut out, p.gauge.name, p.gauge.help, Kind::Gauge, |o| {
+            Lines::new(o, &[]).sample(p.gauge.name, &[], None, p.value);
+            true
+        });
+    }
+    out
+}
+
+fn write_row(row: &Row, pts: &[Point], lines: &mut Lines<'_>) {
+    for p in pts.iter().filter(|p| std::ptr::eq(p.gauge, row.from)) {
+        let name = row.blackbox.name;
+        match (row.blackbox.label, row.label, p.label_value.as_deref()) {
+            (Some(l), Some((from, to)), Some(v)) if v == from => {
+                lines.sample(name, &[(l, to)], None, p.value)
+            }
+            (Some(_), Some(_), _) => {}
+            (Some(l), None, Some(v)) => lines.sample(name, &[(l, v)], None, p.value),
+            _ => lines.sample(name, &[], None, p.value),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "probe_compat_tests.rs"]
+mod tests;
