@@ -172,6 +172,12 @@ inns unbound -d -c "$work/unbound.conf" >/dev/null 2>"$work/unbound.log" &
 pids+=($!)
 for _ in $(seq 50); do grep -q "start of service" "$work/unbound.log" && break; sleep 0.2; done
 
+# A web server for /probe's TCP and HTTP rounds in blackbox's terms.
+web_port=$(free_port)
+mkdir -p "$work/www" && echo ok >"$work/www/index.html"
+inns python3 -m http.server "$web_port" --bind 127.0.0.1 --directory "$work/www" >"$work/www.log" 2>&1 &
+pids+=($!)
+
 # The two Prometheus servers, with the rules as shipped but evaluated every second so
 # recorded series exist within the test. The push-only one has no scrape config at all: what
 # it holds is what the daemon's remote_write delivered.
@@ -200,6 +206,9 @@ probes = ["ping", "dns", "trace"]
 interval = "500ms"
 dns = { query = "www.dash.test", port = $dns_port, interval = "1s", timeout = "500ms" }
 trace = { interval = "2s", max_hops = 4, timeout = "500ms" }
+# /probe reaches the test's own servers' ports besides the well-known ones.
+[probe_endpoint]
+ports = { dns = [53, 443, 853, $dns_port], http = [80, 443, $web_port], tcp = [$web_port] }
 EOF
 cat >"$work/prometheus.yml" <<EOF
 global: { scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s }
@@ -208,6 +217,29 @@ scrape_configs:
   - job_name: vantage
     static_configs: [{ targets: ['127.0.0.1:$v_port'], labels: { instance: dash-check } }]
 EOF
+# A blackbox_exporter user's jobs, as its README writes them, with only the exporter's
+# address changed to the daemon's (and DNS's query_name, which blackbox keeps in its module).
+blackbox_job() { # blackbox_job MODULE TARGET [EXTRA PARAMS]
+  cat <<EOF
+  - job_name: blackbox_$1
+    metrics_path: /probe
+    params: { module: [$1]${3:-} }
+    static_configs: [{ targets: ['$2'] }]
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: 127.0.0.1:$v_port
+EOF
+}
+{
+  blackbox_job icmp 127.0.0.1
+  blackbox_job dns "127.0.0.1:$dns_port" ", query_name: [www.dash.test]"
+  blackbox_job tcp_connect "127.0.0.1:$web_port"
+  blackbox_job http_2xx "http://127.0.0.1:$web_port/"
+} >>"$work/prometheus.yml"
 cat >"$work/push.yml" <<EOF
 global: { evaluation_interval: 1s }
 rule_files: ['$work/rules/*.yml']
@@ -239,6 +271,22 @@ else
   bad "Prometheus scrapes the daemon, its series carry the device labels"
   tail -n 5 "$work/prometheus.log" "$work/vantage.log" | sed 's/^/     /'
 fi
+# Prometheus with blackbox's /probe relabel config scrapes the daemon as it would the exporter.
+bb_ready='probe_success{job="blackbox_icmp"} == 1 and on () probe_success{job="blackbox_dns"} == 1 and on () probe_success{job="blackbox_tcp_connect"} == 1 and on () probe_success{job="blackbox_http_2xx"} == 1'
+bb_started=$SECONDS
+for _ in $(seq 20); do has_data "$prom" "$bb_ready" && break; sleep 0.5; done
+for job in icmp dns tcp_connect http_2xx; do
+  if has_data "$prom" "probe_success{job=\"blackbox_$job\"} == 1 and on () probe_duration_seconds{job=\"blackbox_$job\"} > 0"; then
+    ok "blackbox relabel config: probe_success is 1 for module $job"
+  else
+    bad "blackbox relabel config: probe_success is 1 for module $job"
+    inns curl -fs "$prom/api/v1/targets" | jq -r --arg j "blackbox_$job" \
+      '.data.activeTargets[] | select(.labels.job == $j) | "\(.health) \(.lastError) \(.scrapeUrl)"' | sed 's/^/     /'
+  fi
+done
+has_data "$prom" 'probe_http_status_code{job="blackbox_http_2xx"} == 200 and on () probe_dns_answer_rrs{job="blackbox_dns"} == 1' \
+  && ok "blackbox relabel config: the dashboards' probe_http_status_code and probe_dns_answer_rrs ($((SECONDS - bb_started)) s for the blackbox checks)" \
+  || bad "blackbox relabel config: the dashboards' probe_http_status_code and probe_dns_answer_rrs"
 for probe in ping dns trace; do
   has_data "$push" "vantage_probe_success{job=\"vantage\", instance=\"dash-check\", device=\"dash-check\", site=\"lab\", target=\"lo\", probe=\"$probe\"}" \
     && ok "push-only Prometheus receives $probe rounds under the scrape's job and instance" \

@@ -260,6 +260,28 @@ mod tests {
         assert!(open.check_addr("255.255.255.255".parse().unwrap()).is_err());
     }
 
+    /// The README quotes the default ports and the metadata names as `defaults.rs` has them.
+    #[test]
+    fn the_readme_quotes_the_defaults() {
+        let readme = include_str!("../../../../README.md");
+        let section = readme
+            .split("### What `/probe` may reach")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("the README's [probe_endpoint] section");
+        for (kind, ports) in defaults::PROBE_ENDPOINT_PORTS {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            let want = format!("{} {}", kind.to_uppercase(), list.join(", "));
+            assert!(section.contains(&want), "{want:?} in the README");
+        }
+        for name in defaults::METADATA_NAMES {
+            assert!(
+                section.contains(&format!("`{name}`")),
+                "{name} in the README"
+            );
+        }
+    }
+
     #[test]
     fn config_section_sets_modules_ports_and_link_local() {
         let e = endpoint(
