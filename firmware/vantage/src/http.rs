@@ -326,17 +326,25 @@ async fn probe(
         kind: p.kind,
         allow: allow.map(|Extension(a)| a),
     };
-    let lookup = match guard.admit(&p.host, p.port, p.ping.ip_protocol).await {
+    let deadline = match scrape_deadline(&headers) {
+        Ok(t) => t,
+        Err(msg) => return bad_request(msg),
+    };
+    let started = std::time::Instant::now();
+    let lookup = match guard
+        .admit(&p.host, p.port, p.ping.ip_protocol, deadline)
+        .await
+    {
         Ok(l) => l,
         Err(Refusal::BadRequest(msg)) => return bad_request(msg),
         Err(Refusal::Forbidden(msg)) => {
             return (StatusCode::FORBIDDEN, format!("{msg}\n")).into_response();
         }
     };
-    let deadline = match scrape_deadline(&headers) {
-        Ok(t) => t,
-        Err(msg) => return bad_request(msg),
-    };
+    // The round gets what the check left of the deadline.
+    let deadline = deadline
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(100));
     let Ok(_permit) = d.probe_permits.try_acquire() else {
         return (
             StatusCode::TOO_MANY_REQUESTS,

@@ -54,12 +54,14 @@ impl ProbeGuard {
     }
 
     /// Before the round: the kind, the port, the host as written, the allow-list, then every
-    /// address the host's name resolves to. What the name resolved to, and how fast.
+    /// address the host's name resolves to (within `deadline`). What the name resolved to, and
+    /// how fast.
     pub async fn admit(
         &self,
         host: &Host,
         port: Option<u16>,
         proto: IpProtocol,
+        deadline: Duration,
     ) -> Result<Lookup, Refusal> {
         let bad = |m: String| Refusal::BadRequest(m);
         self.endpoint.check_module(self.kind).map_err(bad)?;
@@ -86,7 +88,8 @@ impl ProbeGuard {
             Host::Name(n) => n.trim_end_matches('.'),
         };
         let started = Instant::now();
-        let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name, 0))).await;
+        let limit = LOOKUP_TIMEOUT.min(deadline);
+        let found = tokio::time::timeout(limit, tokio::net::lookup_host((name, 0))).await;
         let took = started.elapsed();
         // A name that does not resolve is the round's failure to report, not a bad request.
         let Ok(Ok(addrs)) = found else {
