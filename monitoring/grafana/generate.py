@@ -404,9 +404,9 @@ def tcp_http_panels(L):
             unit="bytes", desc=desc("Bytes of the last response's body read by the HTTP rounds in the step (up "
                                     "to max_body).", ROUNDS), min_interval=HTTP_STEP), 12, 8),
         L.place(timeseries("Certificate time left", [
-            target(f"min_over_time({CERT}{{{TGT}}}[{W}]) - time()", "earliest expiry")], unit="s",
-            desc=desc("Time left until the earliest expiry of the certificate chain the server sent, per step: a "
-                      "renewed certificate shows as a jump up.", ROUNDS), min_interval=HTTP_STEP), 12, 8),
+            target(f"min_over_time({CERT}{{{TGT}}}[{W}]) - time()", "{{probe}}")], unit="s",
+            desc=desc("Time left until the earliest expiry of the certificate chain the server sent, per step and "
+                      "probe (TCP with tls = true, HTTPS): a renewed certificate shows as a jump up.", ROUNDS), min_interval=HTTP_STEP), 12, 8),
     ]
 
 
