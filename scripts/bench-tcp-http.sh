@@ -5,10 +5,18 @@
 # read at its end; rounds are counted by each prober (Vantage's rounds counter, Prometheus'
 # scrapes of blackbox).
 #
-# Everything runs inside a network namespace this script creates; nothing leaves it.
+# Everything runs inside a network namespace this script creates; nothing leaves it. The web
+# server answers on ADDRESSES addresses of 198.18.0.0/15 (routed to the namespace's loopback),
+# one per target by default, as targets on as many hosts would be: with one address, every
+# connection shares one source and destination address and port, and at 1,000 connections a
+# second the TIME_WAIT connections (60 s each, on the prober's side, which closes first) fill the
+# 28,000 ephemeral ports, so that the kernel's search for a free port dominates both probers'
+# CPU and connects fail for want of a port.
 #   scripts/bench-tcp-http.sh                       1,000 TCP targets every 1s, then 1,000 HTTP every 5s
 #   TARGETS=200 DURATION=30 scripts/bench-tcp-http.sh
 #   ONLY=vantage KINDS=tcp scripts/bench-tcp-http.sh
+#   ADDRESSES=1 KINDS=tcp scripts/bench-tcp-http.sh   every target on one address (port exhaustion)
+#   BENCH_NO_BUILD=1 ...                            use target/ci/vantage as it is
 # Needs root, prometheus, prometheus-blackbox-exporter, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +29,7 @@ WARMUP=${WARMUP:-15}
 TIMEOUT=${TIMEOUT:-500ms}
 KINDS=${KINDS:-tcp http}
 ONLY=${ONLY:-}
-SERVER=192.0.2.80
+ADDRESSES=${ADDRESSES:-$TARGETS}
 
 [ "$(id -u)" -eq 0 ] || { echo "bench-tcp-http.sh: run as root (network namespace)" >&2; exit 1; }
 for c in prometheus prometheus-blackbox-exporter curl nsenter; do
@@ -39,26 +47,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "==> building vantage (profile ci)"
-cargo build --quiet --profile ci -p vantage
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  echo "==> building vantage (profile ci)"
+  cargo build --quiet --profile ci -p vantage
+fi
 bin=$PWD/target/ci/vantage
 
 ip netns add "$ns"
 ip -n "$ns" link set lo up
-ip -n "$ns" addr add "$SERVER/32" dev lo
+ip -n "$ns" route add local 198.18.0.0/15 dev lo
+# address I: the web server's address for target I (1-based), ADDRESSES of them in turn.
+address() { local a=$((($1 - 1) % ADDRESSES)); echo "198.18.$((a / 250)).$((a % 250 + 1))"; }
 # nsenter execs the command itself, so $! of a backgrounded nsenter is the program's own PID
 # (not so for a backgrounded shell function: that is a subshell).
 netns=(nsenter --net="/run/netns/$ns")
 inns() { "${netns[@]}" "$@"; }
 
 # The web server both probers probe: a Go HTTP server from Debian (blackbox_exporter's own
-# /-/healthy page), on port 80 of its own address.
+# /-/healthy page), on port 80 of every address of the namespace.
 echo "modules: {}" > "$dir/server.yml"
-"${netns[@]}" prometheus-blackbox-exporter --config.file "$dir/server.yml" --web.listen-address "$SERVER:80" \
+"${netns[@]}" prometheus-blackbox-exporter --config.file "$dir/server.yml" --web.listen-address ":80" \
   --log.level warn 2>"$dir/server.log" &
 pids+=($!)
-for _ in $(seq 50); do inns curl -sf "http://$SERVER/-/healthy" >/dev/null && break; sleep 0.1; done
-url="http://$SERVER/-/healthy"
+for _ in $(seq 50); do inns curl -sf "http://$(address 1)/-/healthy" >/dev/null && break; sleep 0.1; done
+url() { echo "http://$(address "$1")/-/healthy"; }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
@@ -103,10 +115,10 @@ run_vantage() { # run_vantage KIND INTERVAL
     echo "attempts = 1"
     echo "timeout = \"$TIMEOUT\""
     echo "[defaults.http]"
-    echo "url = \"$url\""
     echo "timeout = \"$TIMEOUT\""
-    for i in $(seq -w 1 "$TARGETS"); do
-      printf '[[targets]]\nname = "%s-%s"\nhost = "%s"\nprobes = ["%s"]\n' "$kind" "$i" "$SERVER" "$kind"
+    for i in $(seq 1 "$TARGETS"); do
+      printf '[[targets]]\nname = "%s-%04d"\nhost = "%s"\nprobes = ["%s"]\n' "$kind" "$i" "$(address "$i")" "$kind"
+      [ "$kind" = tcp ] || printf 'http = { url = "%s" }\n' "$(url "$i")"
     done
   } > "$dir/vantage-$kind.toml"
   "$bin" check-config "$dir/vantage-$kind.toml" | tail -1
@@ -139,9 +151,11 @@ EOF
     --log.level warn 2>"$dir/blackbox.log" &
   local bpid=$!
   pids+=($bpid)
-  if [ "$kind" = tcp ]; then target="$SERVER:80"; else target=$url; fi
-  awk -v n="$TARGETS" -v t="$target" 'BEGIN { printf "["; for (i = 1; i <= n; i++) printf "%s{\"targets\":[\"%s\"],\"labels\":{\"i\":\"%d\"}}", (i > 1 ? "," : ""), t, i; print "]" }' \
-    > "$dir/targets.json"
+  for i in $(seq 1 "$TARGETS"); do
+    if [ "$kind" = tcp ]; then target="$(address "$i"):80"; else target=$(url "$i"); fi
+    printf '%s{"targets":["%s"],"labels":{"i":"%d"}}' "$([ "$i" = 1 ] && echo "[" || echo ",")" "$target" "$i"
+  done > "$dir/targets.json"
+  echo "]" >> "$dir/targets.json"
   cat > "$dir/prometheus.yml" <<EOF
 global:
   scrape_interval: $interval
@@ -165,7 +179,9 @@ EOF
   measure "blackbox_exporter $(prometheus-blackbox-exporter --version 2>&1 | awk 'NR == 1 {print $3}') $kind" \
     "$bpid" blackbox_rounds "$ppid_"
   local ok
-  ok=$(inns curl -s '127.0.0.1:19090/api/v1/query?query=sum(probe_success)' | grep -o '"[0-9.e+]*"\]' | tr -d '"]')
+  # A Prometheus too busy to answer leaves "?" (grep finding nothing must not end the run).
+  ok=$(inns curl -s --max-time 20 '127.0.0.1:19090/api/v1/query?query=sum(probe_success)' \
+    | { grep -o '"[0-9.e+]*"\]' || true; } | tr -d '"]')
   echo "    blackbox: targets succeeding at the last scrape: ${ok:-?}/$TARGETS"
   kill "$ppid_" "$bpid"; wait "$ppid_" "$bpid" 2>/dev/null || true
 }
@@ -181,4 +197,4 @@ for kind in $KINDS; do
   [ "$ONLY" = blackbox ] || run_vantage "$kind" "$interval"
   [ "$ONLY" = vantage ] || run_blackbox "$kind" "$interval"
 done
-echo "==> $(nproc) cores; $(uname -r); commit $(git rev-parse --short HEAD); $(date -u +%F)"
+echo "==> $TARGETS targets on $ADDRESSES addresses; $(nproc) cores; $(uname -r); commit $(git rev-parse --short HEAD); $(date -u +%F); $(uptime | sed 's/.*load/load/')"

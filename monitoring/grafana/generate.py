@@ -6,7 +6,7 @@ source. `scripts/tests.d/40-fleet-monitoring.sh` checks that the committed files
 runs every panel's query against a real Prometheus scraping a daemon and against a push-only
 one fed by the same daemon's remote_write.
 
-Probe results (success, ping, DNS, trace) are computed from the per-round gauges with
+Probe results (success, ping, DNS, trace, TCP, HTTP) are computed from the per-round gauges with
 *_over_time functions, never from counters, histograms or recording rules: those exist only
 in scrapes and cannot be backfilled, while the gauges are scraped, pushed and backfilled
 alike. Panels that can only come from a scrape (build info, scheduler, store, uplink,
@@ -105,6 +105,11 @@ def table(title, targets, desc="", transformations=None, unit="none"):
             "options": {"showHeader": True, "cellHeight": "sm"}}
 
 
+def row(title):
+    """A panel row: the panels placed after it, up to the next row, are its."""
+    return {"type": "row", "title": title, "collapsed": False, "panels": []}
+
+
 def dashboard(uid, title, desc, variables, panels, links):
     return {"uid": uid, "title": title, "description": desc, "tags": ["vantage"],
             "timezone": "", "editable": True, "graphTooltip": 1, "refresh": "30s",
@@ -133,6 +138,12 @@ ROUNDS = "From the per-round gauges, so scraped, pushed and backfilled rounds al
 RTT_AVG = 'vantage_ping_round_rtt_seconds{%s, stat="avg"}'
 # Shortest step of the trace panels: traces run every minute by default.
 TRACE_STEP = "1m"
+# Shortest step of the HTTP panels: HTTP rounds run every 30 s by default.
+HTTP_STEP = "30s"
+CERT = "vantage_tls_cert_not_after_timestamp_seconds"
+# Alerted on by VantageCertExpiringSoon (monitoring/alerts.yml): orange below it, red below a day.
+CERT_STEPS = [{"color": "red", "value": None}, {"color": "orange", "value": 86400},
+              {"color": "green", "value": 14 * 86400}]
 # Device and target variables come from the one series every probe round carries, scraped or
 # pushed alike (not from `up` or vantage_build_info, which a push-only Prometheus never has).
 ROUND_SERIES = "vantage_probe_success"
@@ -209,6 +220,12 @@ def fleet():
         L.place(table("Worst targets by RTT p95 (5m)", [
             target(f"topk(10, quantile_over_time(0.95, {RTT_AVG % FLEET}[5m]))", instant=True, fmt="table")],
             unit="s", desc=desc("95th percentile of the rounds' mean RTT over the last 5 minutes.", ROUNDS)), 12, 8),
+        L.place(table("Certificates expiring soonest", [
+            target(f"bottomk(10, min by ({by}, target) (last_over_time({CERT}{{{FLEET}}}[1h])) - time())",
+                   instant=True, fmt="table")],
+            unit="s", desc=desc("Time left until the earliest expiry of each TLS target's certificate chain, as "
+                                "its last TCP or HTTP round within an hour saw it (negative: expired).", ROUNDS)),
+                12, 8),
         L.place(timeseries("Targets with failed rounds per device", [
             target(f"sum by ({by}) (max by ({by}, target) (min_over_time({ROUND_SERIES}{{{FLEET}}}[{W}]) == bool 0))",
                    "{{instance}}")], stack=True,
@@ -333,6 +350,66 @@ def trace_panels(L):
     ]
 
 
+def tcp_http_panels(L):
+    """The target dashboard's TCP and HTTP row: TCP runs every 10 s and HTTP every 30 s by
+    default, so the HTTP panels' steps are at least HTTP_STEP."""
+    connect = 'vantage_tcp_round_connect_seconds{%s, stat="%s"}'
+    return [
+        L.place(row("TCP and HTTP"), 24, 1),
+        L.place(stat("HTTP status (last round)", f"last_over_time(vantage_http_status_code{{{TGT}}}[5m])",
+                     thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 300},
+                                 {"color": "red", "value": 400}],
+                     desc=desc("Status of the last response of the last HTTP round within 5 minutes (after the "
+                               "redirects followed). No data: no HTTP probe, or no response.", ROUNDS)), 6, 4),
+        L.place(stat("TCP connect (5m median)", f"quantile_over_time(0.5, {connect % (TGT, 'avg')}[5m])", unit="s",
+                     desc=desc("Median of the last 5 minutes' TCP rounds' mean connect time.", ROUNDS)), 6, 4),
+        L.place(stat("TCP loss (5m)", f"avg_over_time(vantage_tcp_loss_ratio{{{TGT}}}[5m])", unit="percentunit",
+                     thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 0.05}],
+                     desc=desc("Mean share of connection attempts that did not connect in time, over the last 5 "
+                               "minutes' TCP rounds.", ROUNDS)), 6, 4),
+        L.place(stat("Certificate expires in", f"min(last_over_time({CERT}{{{TGT}}}[1h])) - time()", unit="s",
+                     thresholds=CERT_STEPS,
+                     desc=desc("Time left until the earliest expiry of the certificate chain the server sent, as "
+                               "the last TCP (tls = true) or HTTPS round within an hour saw it; VantageCertExpiringSoon "
+                               "fires below 14 days.", ROUNDS)), 6, 4),
+        L.place(timeseries("TCP connect time", [
+            target(f"min_over_time({connect % (TGT, 'min')}[{W}])", "min", ref="A"),
+            target(f"quantile_over_time(0.5, {connect % (TGT, 'avg')}[{W}])", "median", ref="B"),
+            target(f"max_over_time({connect % (TGT, 'max')}[{W}])", "max", ref="C"),
+            target(f"max_over_time(vantage_tls_handshake_seconds{{{TGT}}}[{W}])", "TLS handshake (slowest)",
+                   ref="D")],
+            unit="s", desc=desc("SYN to established: the fastest attempt, the median of the rounds' means and the "
+                                "slowest attempt in the step; and the slowest TLS handshake (tls = true).",
+                                ROUNDS)), 12, 8),
+        L.place(timeseries("TCP connection loss", [
+            target(f"avg_over_time(vantage_tcp_loss_ratio{{{TGT}}}[{W}])", "mean", ref="A"),
+            target(f"max_over_time(vantage_tcp_loss_ratio{{{TGT}}}[{W}])", "worst round", ref="B")],
+            unit="percentunit", desc=desc("Share of connection attempts that did not connect within the timeout "
+                                          "(refused, filtered or slow), per step.", ROUNDS)), 12, 8),
+        L.place(timeseries("HTTP phases", [
+            target(f"avg_over_time(vantage_http_phase_seconds{{{TGT}}}[{W}])", "{{phase}}")], unit="s", stack=True,
+            desc=desc("Mean time of each phase of the HTTP rounds in the step, stacked to the round's total: "
+                      "resolve, connect, TLS, processing (request sent to the first response byte), transfer.",
+                      ROUNDS), min_interval=HTTP_STEP), 12, 8),
+        L.place(timeseries("HTTP status and redirects", [
+            target(f"max_over_time(vantage_http_status_code{{{TGT}}}[{W}])", "status (highest)", ref="A"),
+            target(f"min_over_time(vantage_http_status_code{{{TGT}}}[{W}])", "status (lowest)", ref="B"),
+            target(f"max_over_time(vantage_http_redirects{{{TGT}}}[{W}])", "redirects (most)", ref="C")],
+            desc=desc("The highest and lowest status of the step's last responses (they differ in a step "
+                      "where the status changed, as VantageHttpStatusChanged reads it), and the most redirects a "
+                      "round followed.", ROUNDS), min_interval=HTTP_STEP), 12, 8),
+        L.place(timeseries("HTTP body size", [
+            target(f"min_over_time(vantage_http_content_length_bytes{{{TGT}}}[{W}])", "smallest", ref="A"),
+            target(f"max_over_time(vantage_http_content_length_bytes{{{TGT}}}[{W}])", "largest", ref="B")],
+            unit="bytes", desc=desc("Bytes of the last response's body read by the HTTP rounds in the step (up "
+                                    "to max_body).", ROUNDS), min_interval=HTTP_STEP), 12, 8),
+        L.place(timeseries("Certificate time left", [
+            target(f"min_over_time({CERT}{{{TGT}}}[{W}]) - time()", "{{probe}}")], unit="s",
+            desc=desc("Time left until the earliest expiry of the certificate chain the server sent, per step and "
+                      "probe (TCP with tls = true, HTTPS): a renewed certificate shows as a jump up.", ROUNDS), min_interval=HTTP_STEP), 12, 8),
+    ]
+
+
 def target_dash():
     L = Layout()
     rtt = RTT_AVG % TGT
@@ -385,10 +462,10 @@ def target_dash():
                    ref="E")],
             desc=desc("Every rcode seen in the step, the smallest answer, and whether a round failed its answer "
                       "checks, was truncated and retried over TCP, or saw stray datagrams.", ROUNDS)), 12, 8),
-    ] + trace_panels(L)
+    ] + trace_panels(L) + tcp_http_panels(L)
     return dashboard("vantage-target", "Vantage / Target",
-                     "One target seen from one device: RTT, loss, DNS, per-hop path and path changes, all from its "
-                     "rounds.", variables("instance", "target"), p, LINKS)
+                     "One target seen from one device: RTT, loss, DNS, per-hop path and path changes, TCP connect "
+                     "and HTTP phases, status and certificate expiry, all from its rounds.", variables("instance", "target"), p, LINKS)
 
 
 def main():

@@ -50,6 +50,10 @@ ROUND_GAUGES = {
     "vantage_dns_round_truncated_retry", "vantage_dns_round_stray_datagrams", "vantage_trace_hops",
     "vantage_trace_hop_rtt_seconds", "vantage_trace_hop_loss_ratio", "vantage_trace_path_hash",
     "vantage_trace_paths", "vantage_trace_flows_reached_ratio", "vantage_trace_round_path_changed",
+    "vantage_tcp_round_connect_seconds", "vantage_tcp_round_attempts_sent", "vantage_tcp_round_attempts_connected",
+    "vantage_tcp_loss_ratio", "vantage_tls_handshake_seconds", "vantage_tls_cert_not_after_timestamp_seconds",
+    "vantage_tcp_round_expect_matched", "vantage_http_status_code", "vantage_http_phase_seconds",
+    "vantage_http_content_length_bytes", "vantage_http_redirects",
 }
 # Prometheus' own series about the rules it evaluates: neither scraped from a device nor pushed.
 PROMETHEUS_OWN = {"ALERTS", "ALERTS_FOR_STATE"}

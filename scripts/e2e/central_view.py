@@ -9,7 +9,7 @@ as Grafana would), runs query_range over the window with a 15 s step in each rec
 counts the steps that have a value. Prints one line per check and ends with
 "N passed, N failed":
 
-- in the scrape (+ backfill) receiver, every ping, DNS and trace expression has data for at
+- in the scrape (+ backfill) receiver, every ping, DNS, trace, TCP and HTTP expression has data for at
   least 95 % of the steps;
 - the loss panel shows the loss injected during the outage (and none before it);
 - in every push-only receiver, every expression that has data in the scrape receiver has
@@ -33,7 +33,7 @@ from check_dashboards import substitute  # noqa: E402
 
 STEP = 15
 COVERAGE = 0.95
-PROBE_SERIES = re.compile(r"vantage_(ping|dns|trace|probe)_|vantage_target:")
+PROBE_SERIES = re.compile(r"vantage_(ping|dns|trace|tcp|http|tls|probe)_|vantage_target:")
 # Series never shipped: hop addresses are not stored (the path hash is); `up` and `ALERTS` are
 # written by the Prometheus that scrapes and evaluates the rules (the push-only ones here do not).
 SCRAPE_ONLY_SERIES = re.compile(r"vantage_trace_hop_info|\bup\{|\bALERTS\{")
@@ -169,7 +169,7 @@ def main(argv):
                     missing_in[name][kind].append(f"{where}: {q}" + (f" ({p})" if isinstance(p, str) else ""))
     result(loss_checked, "the loss panel has data over the outage")
     for name, (probe, daemon) in missing_in.items():
-        for what, missing in (("ping/DNS/trace", probe), ("device and fleet", daemon)):
+        for what, missing in (("ping/DNS/trace/TCP/HTTP", probe), ("device and fleet", daemon)):
             result(not missing, f"push-only {name}: every {what} expression with data in the scrape setup has data"
                    + "".join(f"\n     no data: {m}" for m in missing))
     print(f"{passed} passed, {failed} failed")

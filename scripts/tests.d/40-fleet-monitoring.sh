@@ -2,7 +2,8 @@
 # Fleet monitoring: alert and recording rules (promtool check + unit tests), the Alertmanager
 # example (amtool, and a real Alertmanager inhibiting target alerts during an uplink outage),
 # the Prometheus examples, and every Grafana panel's PromQL against two real Prometheus
-# servers with the rules loaded: one scraping a real daemon (ping, DNS and trace rounds), and
+# servers with the rules loaded: one scraping a real daemon (ping, DNS, trace, TCP with TLS and
+# HTTPS rounds against a local HTTPS server), and
 # a push-only one fed by the same daemon's remote_write. Every probe-result query with data
 # in the first must have data in the second, also over an outage of the push path that the
 # daemon backfills afterwards, and a loss injected only during the outage shows in it.
@@ -23,7 +24,7 @@ check() { # check NAME CMD...
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-for tool in promtool prometheus amtool prometheus-alertmanager unbound python3 curl jq; do
+for tool in promtool prometheus amtool prometheus-alertmanager unbound python3 openssl curl jq; do
   command -v "$tool" >/dev/null || { bad "tool $tool is installed (scripts/deps.d/fleet.apt)"; echo "$passed passed, $failed failed"; exit 1; }
 done
 
@@ -172,11 +173,21 @@ inns unbound -d -c "$work/unbound.conf" >/dev/null 2>"$work/unbound.log" &
 pids+=($!)
 for _ in $(seq 50); do grep -q "start of service" "$work/unbound.log" && break; sleep 0.2; done
 
-# A web server for /probe's TCP and HTTP rounds in blackbox's terms.
-web_port=$(free_port)
+# A plain HTTP server for /probe's TCP and HTTP rounds in blackbox's terms.
+bb_port=$(free_port)
 mkdir -p "$work/www" && echo ok >"$work/www/index.html"
-inns python3 -m http.server "$web_port" --bind 127.0.0.1 --directory "$work/www" >"$work/www.log" 2>&1 &
+inns python3 -m http.server "$bb_port" --bind 127.0.0.1 --directory "$work/www" >"$work/www.log" 2>&1 &
 pids+=($!)
+
+# A web server for the TCP and HTTP probes: HTTPS on loopback with a self-signed certificate
+# valid for CERT_DAYS days, whose time left the dashboards must show.
+CERT_DAYS=30
+web_port=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 -days "$CERT_DAYS" \
+  -keyout "$work/web.key" -out "$work/web.crt" 2>/dev/null
+inns python3 scripts/e2e/https_server.py 127.0.0.1 "$web_port" "$work/web.crt" "$work/web.key" 2>"$work/web.log" &
+pids+=($!)
+for _ in $(seq 50); do inns curl -skf "https://127.0.0.1:$web_port/" >/dev/null && break; sleep 0.2; done
 
 # The two Prometheus servers, with the rules as shipped but evaluated every second so
 # recorded series exist within the test. The push-only one has no scrape config at all: what
@@ -202,13 +213,15 @@ max_backoff = "1s"
 [[targets]]
 name = "lo"
 host = "127.0.0.1"
-probes = ["ping", "dns", "trace"]
+probes = ["ping", "dns", "trace", "tcp", "http"]
 interval = "500ms"
 dns = { query = "www.dash.test", port = $dns_port, interval = "1s", timeout = "500ms" }
 trace = { interval = "2s", max_hops = 4, timeout = "500ms" }
+tcp = { port = $web_port, tls = true, insecure = true, attempts = 2, interval = "1s", timeout = "500ms" }
+http = { url = "https://127.0.0.1:$web_port/", insecure = true, interval = "1s", timeout = "500ms" }
 # /probe reaches the test's own servers' ports besides the well-known ones.
 [probe_endpoint]
-ports = { dns = [53, 443, 853, $dns_port], http = [80, 443, $web_port], tcp = [$web_port] }
+ports = { dns = [53, 443, 853, $dns_port], http = [80, 443, $bb_port], tcp = [$bb_port] }
 EOF
 cat >"$work/prometheus.yml" <<EOF
 global: { scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s }
@@ -237,8 +250,8 @@ EOF
 {
   blackbox_job icmp 127.0.0.1
   blackbox_job dns "127.0.0.1:$dns_port" ", query_name: [www.dash.test]"
-  blackbox_job tcp_connect "127.0.0.1:$web_port"
-  blackbox_job http_2xx "http://127.0.0.1:$web_port/"
+  blackbox_job tcp_connect "127.0.0.1:$bb_port"
+  blackbox_job http_2xx "http://127.0.0.1:$bb_port/"
 } >>"$work/prometheus.yml"
 cat >"$work/push.yml" <<EOF
 global: { evaluation_interval: 1s }
@@ -261,8 +274,11 @@ prom="http://127.0.0.1:$p_port"
 push="http://127.0.0.1:$push_port"
 has_data() { # has_data PROMETHEUS QUERY
   inns curl -fs --data-urlencode "query=$2" "$1/api/v1/query" | jq -e '.data.result | length > 0' >/dev/null; }
-# Each setup is ready once it has a trace, a DNS round and the recording rule's first result.
-ready='vantage_trace_hops{target="lo"} and on () vantage_dns_rcode{target="lo"} and on () vantage_target:ping_rtt_seconds:median5m{target="lo"}'
+# Each setup is ready once it has a trace, a DNS, TCP and HTTP round and the recording rule's
+# first result.
+ready='vantage_trace_hops{target="lo"} and on () vantage_dns_rcode{target="lo"}
+  and on () vantage_tcp_loss_ratio{target="lo"} and on () vantage_http_status_code{target="lo"}
+  and on () vantage_target:ping_rtt_seconds:median5m{target="lo"}'
 for _ in $(seq 120); do has_data "$prom" "$ready" && has_data "$push" "$ready" && break; sleep 0.5; done
 if has_data "$prom" 'up{job="vantage", instance="dash-check"} == 1' \
   && has_data "$prom" 'vantage_build_info{job="vantage", instance="dash-check", device="dash-check", site="lab"}'; then
@@ -287,7 +303,7 @@ done
 has_data "$prom" 'probe_http_status_code{job="blackbox_http_2xx"} == 200 and on () probe_dns_answer_rrs{job="blackbox_dns"} == 1' \
   && ok "blackbox relabel config: the dashboards' probe_http_status_code and probe_dns_answer_rrs ($((SECONDS - bb_started)) s for the blackbox checks)" \
   || bad "blackbox relabel config: the dashboards' probe_http_status_code and probe_dns_answer_rrs"
-for probe in ping dns trace; do
+for probe in ping dns trace tcp http; do
   has_data "$push" "vantage_probe_success{job=\"vantage\", instance=\"dash-check\", device=\"dash-check\", site=\"lab\", target=\"lo\", probe=\"$probe\"}" \
     && ok "push-only Prometheus receives $probe rounds under the scrape's job and instance" \
     || { bad "push-only Prometheus receives $probe rounds under the scrape's job and instance"; tail -n 5 "$work/prometheus-push.log" "$work/vantage.log" | sed 's/^/     /'; }
@@ -313,9 +329,20 @@ rounds=(--require-data "vantage-fleet:Devices reporting" --require-data "vantage
   --require-data "vantage-target:Loss" --require-data "vantage-target:DNS lookup time"
   --require-data "vantage-target:DNS rcode and answers" --require-data "vantage-target:Path changes"
   --require-data "vantage-target:Hop RTT" --require-data "vantage-target:Hop loss"
-  --require-data "vantage-target:Ping replies")
+  --require-data "vantage-target:Ping replies"
+  --require-data "vantage-target:HTTP status (last round)" --require-data "vantage-target:TCP connect (5m median)"
+  --require-data "vantage-target:TCP loss (5m)" --require-data "vantage-target:Certificate expires in"
+  --require-data "vantage-target:TCP connect time" --require-data "vantage-target:TCP connection loss"
+  --require-data "vantage-target:HTTP phases" --require-data "vantage-target:HTTP status and redirects"
+  --require-data "vantage-target:HTTP body size" --require-data "vantage-target:Certificate time left"
+  --require-data "vantage-fleet:Certificates expiring soonest")
+# What the TCP and HTTP panels read: the certificate's time left is CERT_DAYS less the minutes
+# since it was made, and the server answers 200.
+cert=(--expect "vantage-target:Certificate expires in:A<=$((CERT_DAYS * 86400))"
+  --expect "vantage-target:Certificate expires in:A>=$((CERT_DAYS * 86400 - 3600))"
+  --expect "vantage-target:HTTP status (last round):A>=200" --expect "vantage-target:HTTP status (last round):A<=200")
 if out=$(inns python3 monitoring/tests/check_dashboards.py "$prom" "${dashboards[@]}" "${vars[@]}" "${rounds[@]}" \
-    --require-data "vantage-fleet:Devices down (scrape)" --require-data "vantage-device:Scrape up" \
+    --require-data "vantage-fleet:Devices down (scrape)" --require-data "vantage-device:Scrape up" "${cert[@]}" \
     --save "$work/scrape.json" 2>&1); then
   ok "scrape: every dashboard query evaluates, probe-result and scrape panels have data ($(echo "$out" | tail -1))"
 else
@@ -350,7 +377,7 @@ pushed() {
   inns curl -fs --data-urlencode "query=count_over_time(vantage_probe_success{job=\"vantage\", instance=\"dash-check\", target=\"lo\", probe=\"$1\"}[$((t1 - t0))s] @ $t1)" \
     "$push/api/v1/query" | jq -r '.data.result[0].value[1] // 0'; }
 for _ in $(seq 120); do [ "$(pushed trace)" = "$(stored trace)" ] && [ "$(pushed ping)" = "$(stored ping)" ] && break; sleep 0.5; done
-for probe in ping dns trace; do
+for probe in ping dns trace tcp http; do
   s_n=$(stored "$probe"); p_n=$(pushed "$probe")
   if [ -n "$s_n" ] && [ "$s_n" -gt 0 ] && [ "$s_n" = "$p_n" ]; then
     ok "outage: the push-only Prometheus holds all $s_n $probe rounds the device stored"

@@ -6,13 +6,13 @@
 #     and receives its remote_write with send = "gaps" (scrape + backfill);
 #   - Prometheus "push" and VictoriaMetrics "vm": remote_write only, send = "all" (push only).
 # The device's link to the central site goes down for OUTAGE seconds while 30 % of the pings
-# to the target are dropped, then comes back. Once every backlog is shipped, every ping, DNS
-# and trace expression of the shipped dashboards, over the outage, must have data for 95 % of
-# its steps in "central"; the loss panel must show the injected loss; no sample refused; and
+# to the target are dropped, then comes back. Once every backlog is shipped, every ping, DNS,
+# trace, TCP and HTTP expression of the shipped dashboards, over the outage, must have data for
+# 95 % of its steps in "central"; the loss panel must show the injected loss; no sample refused; and
 # every expression with data in "central" must have data in the push-only receivers.
 #
 #   OUTAGE=360 (default, longer than any 5m window)   OUTAGE=90 for a quicker local run
-# Needs root, prometheus, victoria-metrics, unbound, iptables, python3, curl, jq.
+# Needs root, prometheus, victoria-metrics, unbound, iptables, python3, openssl, curl, jq.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -31,7 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
   if [ "${VANTAGE_REQUIRE_ROOT_TESTS:-}" = 1 ]; then bad "runs as root (network namespaces)"; finish; fi
   echo "SKIPPED: needs root (network namespaces)"; finish
 fi
-for tool in prometheus victoria-metrics unbound iptables python3 curl jq; do
+for tool in prometheus victoria-metrics unbound iptables python3 openssl curl jq; do
   command -v "$tool" >/dev/null || { bad "tool $tool is installed (scripts/deps.d/fleet.apt)"; finish; }
 done
 
@@ -66,7 +66,7 @@ mkdir -p "/etc/netns/$cen"
 echo "203.0.113.1 $NAME" >"/etc/netns/$cen/hosts"
 in_ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
 
-# --- Target: pings, traces and DNS (unbound) -------------------------------------------------
+# --- Target: pings, traces, DNS (unbound), TCP and HTTPS (a self-signed certificate) ---------
 cat >"$work/unbound.conf" <<EOF
 server:
     interface: 198.51.100.2@53
@@ -85,6 +85,10 @@ server:
     local-data: "www.lab.test. 300 IN A 198.51.100.2"
 EOF
 in_ns "$tgt" unbound -d -c "$work/unbound.conf" 2>"$work/unbound.log" &
+pids+=($!)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=198.51.100.2 -days 30 \
+  -keyout "$work/web.key" -out "$work/web.crt" 2>/dev/null
+in_ns "$tgt" python3 scripts/e2e/https_server.py 198.51.100.2 443 "$work/web.crt" "$work/web.key" 2>"$work/web.log" &
 pids+=($!)
 
 # --- Central: Prometheus scrape + backfill, Prometheus push only, VictoriaMetrics ------------
@@ -160,11 +164,13 @@ timeout = "10s"
 [[targets]]
 name = "lab"
 host = "198.51.100.2"
-probes = ["ping", "dns", "trace"]
+probes = ["ping", "dns", "trace", "tcp", "http"]
 interval = "1s"
 ping = { packets = 4, spacing = "100ms", timeout = "500ms" }
 dns = { query = "www.lab.test", type = "A", timeout = "500ms" }
 trace = { max_hops = 4, timeout = "500ms", probes_per_hop = 1 }
+tcp = { port = 443, tls = true, insecure = true, attempts = 2, timeout = "500ms" }
+http = { url = "https://198.51.100.2/", insecure = true, timeout = "500ms" }
 EOF
 # Until /metrics answers under any Host, the name is allowed in the web settings.
 mkdir -p "$work/data/web"

@@ -25,6 +25,18 @@ pub const fn gauge(name: &'static str, help: &'static str) -> Gauge {
     }
 }
 
+/// A gauge without labels of its own that carries `probe="KIND"`: one that several kinds write
+/// for the same target (the TLS certificate's expiry, from TCP and from HTTPS rounds), so that
+/// each kind's is a series of its own.
+pub const fn per_probe(name: &'static str, help: &'static str) -> Gauge {
+    Gauge {
+        name,
+        help,
+        probe_label: true,
+        label: None,
+    }
+}
+
 /// A gauge with one label of its own.
 pub const fn labelled(name: &'static str, label: &'static str, help: &'static str) -> Gauge {
     Gauge {

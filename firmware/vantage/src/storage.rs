@@ -1062,4 +1062,92 @@ http = { url = "https://www.example.test/health" }
         );
         assert_eq!(shipped.get(&hop3), Some(&0.00925));
     }
+
+    /// The TLS certificate's expiry, written by the TCP and by the HTTP probe of one target, is
+    /// one series per probe on `/metrics` and in remote_write, never the same series twice.
+    #[test]
+    fn a_target_s_tcp_and_https_certificates_are_series_of_their_own() {
+        let config = Config::parse(
+            r#"
+[[targets]]
+name = "web"
+host = "192.0.2.80"
+probes = ["tcp", "http"]
+tcp = { port = 8443, tls = true }
+http = { url = "https://192.0.2.80/health" }
+"#,
+            "test.toml",
+        )
+        .unwrap();
+        let metrics = Metrics::new();
+        metrics.apply(&config);
+        let (tcp_kind, http_kind) = (
+            ModuleId::by_name("tcp").unwrap(),
+            ModuleId::by_name("http").unwrap(),
+        );
+        let tcp = TcpReport {
+            cert_not_after: Some(1_900_000_000),
+            ..TcpReport::default()
+        };
+        let http = HttpReport {
+            cert_not_after: Some(1_800_000_000),
+            ..HttpReport::default()
+        };
+        let samples = [
+            sample(
+                "web",
+                ProbeKind::Module(tcp_kind),
+                Measurement::Module(ModuleReport::new(tcp_kind, tcp)),
+            ),
+            sample(
+                "web",
+                ProbeKind::Module(http_kind),
+                Measurement::Module(ModuleReport::new(http_kind, http)),
+            ),
+        ];
+        for s in &samples {
+            metrics.sample(s.clone());
+        }
+        let name = "vantage_tls_cert_not_after_timestamp_seconds";
+        let text = metrics.render();
+        let mut live: Vec<(String, f64)> = vantage_testkit::exposition_series(&text)
+            .into_iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, l, v)| (l["probe"].clone(), v))
+            .collect();
+        live.sort_by(|a, b| a.0.cmp(&b.0));
+        let want = vec![("http".to_string(), 1.8e9), ("tcp".to_string(), 1.9e9)];
+        assert_eq!(live, want, "{text}");
+
+        let keys = [tcp_kind, http_kind].map(|k| SeriesKey {
+            target: "web".into(),
+            probe: ProbeKind::Module(k),
+            labels: Arc::new(Labels::new()),
+        });
+        let stored: Vec<StoredSample> = samples
+            .iter()
+            .zip(0..)
+            .map(|(s, i)| StoredSample::from_sample(s, i))
+            .collect();
+        let lookup = |id: u32| keys.get(id as usize).cloned();
+        let req = build_request(&stored, &lookup, &Labels::new());
+        let mut shipped: Vec<(String, f64)> = req
+            .timeseries
+            .iter()
+            .filter(|t| {
+                t.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == name)
+            })
+            .map(|t| {
+                let probe = t.labels.iter().find(|l| l.name == "probe");
+                (
+                    probe.map(|l| l.value.clone()).unwrap_or_default(),
+                    t.samples[0].value,
+                )
+            })
+            .collect();
+        shipped.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(shipped, want);
+    }
 }

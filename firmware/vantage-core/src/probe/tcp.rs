@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::Probe;
 use super::module::{Options, OptionsInput, ProbeModule, ProbeQuery, Report};
 use crate::config::{Check, Host, ProbeForm, module_options_from, parse_host, split_host_port};
-use crate::series::{Gauge, HistogramDef, Point, gauge, labelled};
+use crate::series::{Gauge, HistogramDef, Point, gauge, labelled, per_probe};
 use crate::types::ModuleId;
 
 pub use options::TcpOptions;
@@ -88,7 +88,7 @@ pub(crate) static TLS_HANDSHAKE: Gauge = gauge(
     "vantage_tls_handshake_seconds",
     "TLS handshake time of the last round (absent without a handshake).",
 );
-pub static CERT_NOT_AFTER: Gauge = gauge(
+pub static CERT_NOT_AFTER: Gauge = per_probe(
     "vantage_tls_cert_not_after_timestamp_seconds",
     "Earliest expiry of the certificate chain the server sent, in seconds since the epoch.",
 );
