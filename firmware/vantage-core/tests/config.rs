@@ -385,6 +385,7 @@ fn the_readme_quotes_the_documented_ranges() {
             D::TRACE_PROBES_PER_HOP_RANGE,
         ),
         ("Trace options", "flows", D::TRACE_FLOWS_RANGE),
+        ("Trace options", "probe_budget", D::TRACE_PROBE_BUDGET_RANGE),
         ("DNS options", "port", D::PORT_RANGE),
         ("DNS options", "edns_udp_size", D::DNS_EDNS_UDP_SIZE_RANGE),
         ("DNS options", "min_answers", D::DNS_MIN_ANSWERS_RANGE),
