@@ -855,23 +855,18 @@ impl<'a> Round<'a> {
             return;
         }
         let Some(seq) = r.seq else {
-            match r.flow {
-                Some(f) if f < self.flows => {
-                    if !self.place_learned(&r) {
-                        self.unplaced.push(r);
-                    }
-                }
+            let Some(f) = r.flow else { return };
+            if f >= self.flows {
                 // A discovery flow has one probe in flight at a time: the answer is its.
-                Some(f) => {
-                    let open = self
-                        .sent
-                        .iter()
-                        .rposition(|s| s.flow == f && s.answer.is_none() && s.at <= r.read_at);
-                    if let Some(i) = open {
-                        self.answer(i, &r);
-                    }
+                let open = self
+                    .sent
+                    .iter()
+                    .rposition(|s| s.flow == f && s.answer.is_none() && s.at <= r.read_at);
+                if let Some(i) = open {
+                    self.answer(i, &r);
                 }
-                None => {}
+            } else if !self.place_learned(&r) {
+                self.unplaced.push(r);
             }
             return;
         };

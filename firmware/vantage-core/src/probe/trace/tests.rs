@@ -1198,7 +1198,11 @@ async fn discovery_flows_answered_without_their_probe_are_placed() {
     // Hop 2 quotes 8 bytes (no sequence): a discovery flow has one probe in flight, so the
     // answer is its.
     let net = Net::new(|id: u16| {
-        let b = if id % 2 == 0 { "10.0.1.1" } else { "10.0.1.2" };
+        let b = if id.is_multiple_of(2) {
+            "10.0.1.1"
+        } else {
+            "10.0.1.2"
+        };
         vec![
             Hop::Router("10.0.0.1", 1),
             Hop::Anonymous(b, 1),
