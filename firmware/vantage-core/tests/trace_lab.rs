@@ -24,6 +24,8 @@ fn opts(protocol: TraceProtocol, sockets: TraceSockets) -> TraceOptions {
         },
         timeout: Duration::from_millis(800),
         max_hops: 10,
+        // The plain trace: most tests count its probes per hop.
+        discovery: TraceDiscovery::Flows,
         ..TraceOptions::default()
     }
 }
@@ -703,9 +705,10 @@ fn mda_finds_the_three_branches_of_a_per_flow_split_within_its_budget() {
         // The daemon's defaults: one tracked flow, 3 probes per hop, MDA within 256 probes.
         let o = TraceOptions {
             flows: 1,
+            discovery: TraceDiscovery::Mda,
             ..opts(protocol, sockets)
         };
-        assert_eq!(o.discovery, TraceDiscovery::Mda);
+        assert_eq!(TraceOptions::default().discovery, o.discovery);
         let found = diamond_traces(&d, v6, &o, 5);
         for f in &found {
             eprintln!("{what}: {} branches, {} probes", f.branches, f.probes);

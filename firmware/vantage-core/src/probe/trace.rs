@@ -474,6 +474,9 @@ struct Round<'a> {
     stop: Vec<Option<u8>>,
     /// Answers that did not say which probe they answer.
     unplaced: Vec<TraceReply>,
+    /// Whether any answer did not say which probe it answers (discovery then goes a TTL at a
+    /// time).
+    anonymous: bool,
     send_errors: u32,
     last_send_error: Option<String>,
 }
@@ -528,6 +531,7 @@ impl<'a> Round<'a> {
             dest: vec![None; usize::from(all)],
             stop: vec![None; usize::from(all)],
             unplaced: Vec::new(),
+            anonymous: false,
             send_errors: 0,
             last_send_error: None,
         }
@@ -680,24 +684,35 @@ impl<'a> Round<'a> {
         }
         let below = self.dest.iter().flatten().min().copied();
         let top = below.map_or_else(|| self.last_hop(&self.tops()), |d| d - 1);
-        for ttl in self.opts.first_ttl..=top {
-            loop {
+        // Rounds over every TTL at once (one RTT each, not one per TTL), lowest TTL first; a
+        // TTL at a time once answers came that do not name their probe.
+        while self.clock.now() < end {
+            let now = self.clock.now();
+            let mut queued = false;
+            for ttl in self.opts.first_ttl..=top {
                 let (tried, next_hops) = self.census(ttl);
                 let need = usize::from(MDA_STOP[next_hops.clamp(1, MDA_STOP.len()) - 1]);
-                let room = (self.opts.probe_budget as usize).saturating_sub(self.sent.len());
+                let room = (self.opts.probe_budget as usize)
+                    .saturating_sub(self.sent.len() + self.queue.len());
                 let fresh: Vec<u16> = (0..self.all)
                     .filter(|f| !tried.contains(f) && ttl <= self.top(*f))
                     .take(need.saturating_sub(tried.len()).min(room))
                     .collect();
-                if next_hops == 0 || fresh.is_empty() || self.clock.now() >= end {
-                    break;
+                if next_hops == 0 {
+                    continue;
                 }
-                let now = self.clock.now();
                 for f in fresh {
                     self.queue.push_back((now, ttl, f));
+                    queued = true;
                 }
-                self.drive(rx, end).await;
+                if queued && self.anonymous {
+                    break;
+                }
             }
+            if !queued {
+                break;
+            }
+            self.drive(rx, end).await;
         }
         // The next trace's new flows start past the last one used here.
         let used = self.sent.iter().map(|s| usize::from(s.flow)).max();
@@ -856,13 +871,16 @@ impl<'a> Round<'a> {
         }
         let Some(seq) = r.seq else {
             let Some(f) = r.flow else { return };
+            self.anonymous = true;
             if f >= self.flows {
-                // A discovery flow has one probe in flight at a time: the answer is its.
-                let open = self
-                    .sent
-                    .iter()
-                    .rposition(|s| s.flow == f && s.answer.is_none() && s.at <= r.read_at);
-                if let Some(i) = open {
+                // Once answers like this one came, a discovery flow has one probe in flight at
+                // a time: the answer is its. With several open (the first such answer came
+                // during discovery), it cannot be placed.
+                let mut open = (0..self.sent.len()).filter(|&i| {
+                    let s = &self.sent[i];
+                    s.flow == f && s.answer.is_none() && s.at <= r.read_at && s.deadline > r.read_at
+                });
+                if let (Some(i), None) = (open.next(), open.next()) {
                     self.answer(i, &r);
                 }
             } else if !self.place_learned(&r) {
