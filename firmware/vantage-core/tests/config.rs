@@ -315,6 +315,17 @@ fn trace_options_resolve_with_defaults() {
     assert_eq!(web.trace.protocol, TraceProtocol::Tcp);
     assert_eq!((web.trace.first_ttl, web.trace.max_hops), (2, 20));
     assert_eq!(web.trace.flows, 4);
+    assert_eq!(
+        (web.trace.discovery, web.trace.probe_budget),
+        (vantage_core::TraceDiscovery::Flows, 500)
+    );
+    assert_eq!(
+        (up.trace.discovery, up.trace.probe_budget),
+        (
+            vantage_core::TraceDiscovery::Mda,
+            vantage_core::defaults::TRACE_PROBE_BUDGET
+        )
+    );
     assert_eq!(web.trace.sockets, TraceSockets::Raw);
     assert_eq!(web.trace.spacing, Duration::ZERO);
     assert_eq!(web.trace.path_window, Duration::from_secs(1800));
