@@ -18,6 +18,7 @@ for tool in scamper ip nft; do
 done
 
 RUNS=${RUNS:-10}
+PER=1
 SHOW=${SHOW:-}
 
 echo "==> building (profile ci)"
@@ -88,7 +89,7 @@ bench() {
     out=$(inns s "$@" 2>&1 || true)
     [ -n "$SHOW" ] && echo "$out" >&2
     b+=("$(branches "$out")")
-    p+=("$(count)")
+    p+=("$(($(count) / PER))")
   done
   local all
   all=$(printf '%s\n' "${b[@]}" | grep -c '^3$' || true)
@@ -102,6 +103,11 @@ echo "$RUNS traces each from s to $DST; r1 balances per flow over 3 next hops (h
 printf '%-46s %7s %14s %16s\n' tool "all 3" "branches" "probes"
 printf '%-46s %7s %14s %16s\n' "" "" "min/med/max" "min/med/max"
 bench "vantage trace (mda, 3 probes/hop)" "$BIN" trace "$DST" -w 1s -m 10
+# One process tracing 10 times, as the daemon does (later traces know the distance; new flows
+# start past the last ones): probes per trace.
+PER=10
+bench "vantage trace -c 10 (per trace; branches: union)" "$BIN" trace "$DST" -c 10 -i 0.2s -w 1s -m 10
+PER=1
 bench "vantage trace -q 1 (mda, 1 probe/hop)" "$BIN" trace "$DST" -q 1 -w 1s -m 10
 bench "vantage trace --discovery flows --flows 4" "$BIN" trace "$DST" --discovery flows --flows 4 -w 1s -m 10
 # 150 ms between probes: the least this scamper accepts (default 250 ms).
