@@ -1215,3 +1215,34 @@ async fn discovery_flows_answered_without_their_probe_are_placed() {
     assert_eq!(addrs(&r)[1], "10.0.1.1|10.0.1.2");
     assert_eq!(r.hops[1].received, r.hops[1].sent);
 }
+
+#[tokio::test(start_paused = true)]
+async fn discovery_probes_every_hop_in_one_round() {
+    // Six routers 50 ms away, no balancing: 5 new flows at each TTL below the destination,
+    // all in one round trip, not one per TTL.
+    let net = Net::new(|_| {
+        let mut h: Vec<Hop> = (1..=6)
+            .map(|i| {
+                Hop::Router(
+                    [
+                        "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6",
+                    ][i - 1],
+                    50,
+                )
+            })
+            .collect();
+        h.push(Hop::Dest(50));
+        h
+    });
+    let p = probe(&net);
+    let start = Instant::now();
+    let r = trace(&p, &net, &mda(1000)).await;
+    assert!(r.reached);
+    assert_eq!(ids_per_ttl(&net.take_sent())[..7], [6, 6, 6, 6, 6, 6, 1]);
+    // The plain trace's round trip and discovery's: about 100 ms (batches 5 ms apart).
+    assert!(
+        start.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        start.elapsed()
+    );
+}
