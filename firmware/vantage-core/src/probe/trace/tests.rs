@@ -1246,3 +1246,26 @@ async fn discovery_probes_every_hop_in_one_round() {
         start.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn discovery_through_per_packet_balancing_is_no_path_change() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let turn = Arc::new(AtomicUsize::new(0));
+    let net = Net::new(move |_| {
+        let b = ["10.0.1.1", "10.0.1.2", "10.0.1.3"][turn.fetch_add(1, Ordering::Relaxed) % 3];
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router(b, 1),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    for i in 0..6 {
+        let r = trace(&p, &net, &mda(100)).await;
+        assert!(!r.path_changed, "trace {i}");
+        assert_eq!(r.paths_known, 1, "trace {i}");
+        assert_eq!(r.hops[1].responders.len(), 3, "trace {i}");
+        assert_eq!(r.hops[1].balancing, Some(Balancing::PerPacket), "trace {i}");
+    }
+}
