@@ -69,6 +69,13 @@ pub const TRACE_SIZE_V4: usize = 60;
 pub const TRACE_SIZE_V6: usize = 80;
 /// Paris flows (fixed 5-tuples) probed per trace; more flows discover more ECMP branches.
 pub const TRACE_FLOWS: u32 = 1;
+/// `trace.probe_budget`: the most probes one trace sends, multipath discovery included. A
+/// 10-hop path costs about 80 (3 probes per hop, plus 5 flows a hop to confirm a single next
+/// hop); 256 leaves room for a 3-way split (16 flows) at several hops.
+pub const TRACE_PROBE_BUDGET: u32 = 256;
+/// `trace.probe_budget`: from the MDA's stopping point for one next hop to the packets one
+/// trace may send at all.
+pub const TRACE_PROBE_BUDGET_RANGE: Bounds<i64> = between(6, TRACE_MAX_PACKETS as i64);
 /// `trace.probes_per_hop`.
 pub const TRACE_PROBES_PER_HOP_RANGE: Bounds<i64> = between(1, 10);
 /// `trace.spacing` when not zero (zero means back to back).

@@ -57,4 +57,4 @@ pub use sample::{
     PingReport, ProbeError, Sample, TraceReport, Unreachable,
 };
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
-pub use types::{IpProtocol, ModuleId, ProbeKind, TraceProtocol, TraceSockets};
+pub use types::{IpProtocol, ModuleId, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};

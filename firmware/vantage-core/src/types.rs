@@ -119,6 +119,40 @@ impl FromStr for TraceProtocol {
     }
 }
 
+/// How a traceroute looks for the branches of load-balanced paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceDiscovery {
+    /// MDA-Lite: at each hop, new flow identifiers until the stopping rule for 95 %
+    /// confidence says no further next hop is there, within the trace's probe budget.
+    #[default]
+    Mda,
+    /// Only the configured flows.
+    Flows,
+}
+
+impl TraceDiscovery {
+    pub const ALL: [TraceDiscovery; 2] = [TraceDiscovery::Mda, TraceDiscovery::Flows];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceDiscovery::Mda => "mda",
+            TraceDiscovery::Flows => "flows",
+        }
+    }
+}
+
+impl FromStr for TraceDiscovery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mda" => Ok(TraceDiscovery::Mda),
+            "flows" => Ok(TraceDiscovery::Flows),
+            other => Err(format!("{other:?} is not one of mda, flows")),
+        }
+    }
+}
+
 /// Which sockets a traceroute may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

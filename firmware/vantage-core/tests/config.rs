@@ -315,6 +315,17 @@ fn trace_options_resolve_with_defaults() {
     assert_eq!(web.trace.protocol, TraceProtocol::Tcp);
     assert_eq!((web.trace.first_ttl, web.trace.max_hops), (2, 20));
     assert_eq!(web.trace.flows, 4);
+    assert_eq!(
+        (web.trace.discovery, web.trace.probe_budget),
+        (vantage_core::TraceDiscovery::Flows, 500)
+    );
+    assert_eq!(
+        (up.trace.discovery, up.trace.probe_budget),
+        (
+            vantage_core::TraceDiscovery::Mda,
+            vantage_core::defaults::TRACE_PROBE_BUDGET
+        )
+    );
     assert_eq!(web.trace.sockets, TraceSockets::Raw);
     assert_eq!(web.trace.spacing, Duration::ZERO);
     assert_eq!(web.trace.path_window, Duration::from_secs(1800));
@@ -385,6 +396,7 @@ fn the_readme_quotes_the_documented_ranges() {
             D::TRACE_PROBES_PER_HOP_RANGE,
         ),
         ("Trace options", "flows", D::TRACE_FLOWS_RANGE),
+        ("Trace options", "probe_budget", D::TRACE_PROBE_BUDGET_RANGE),
         ("DNS options", "port", D::PORT_RANGE),
         ("DNS options", "edns_udp_size", D::DNS_EDNS_UDP_SIZE_RANGE),
         ("DNS options", "min_answers", D::DNS_MIN_ANSWERS_RANGE),

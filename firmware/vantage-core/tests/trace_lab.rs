@@ -6,8 +6,10 @@ mod lab;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use lab::{As, Chain, Ecmp, Lab};
-use vantage_core::{TraceOptions, TraceProbe, TraceProtocol, TraceReport, TraceSockets};
+use lab::{As, Chain, Diamond, Ecmp, Lab};
+use vantage_core::{
+    TraceDiscovery, TraceOptions, TraceProbe, TraceProtocol, TraceReport, TraceSockets,
+};
 
 const PROTOCOLS: [TraceProtocol; 3] = [TraceProtocol::Udp, TraceProtocol::Icmp, TraceProtocol::Tcp];
 
@@ -22,6 +24,8 @@ fn opts(protocol: TraceProtocol, sockets: TraceSockets) -> TraceOptions {
         },
         timeout: Duration::from_millis(800),
         max_hops: 10,
+        // The plain trace: most tests count its probes per hop.
+        discovery: TraceDiscovery::Flows,
         ..TraceOptions::default()
     }
 }
@@ -657,4 +661,74 @@ fn slow_trace(c: &Chain, v6: bool, protocol: TraceProtocol, d: Duration) -> Vec<
         }
     }
     failures
+}
+
+/// What one trace through the 3-way diamond found at hop 2 and sent in all.
+struct Found {
+    branches: usize,
+    probes: u64,
+}
+
+fn diamond_traces(d: &Diamond, v6: bool, o: &TraceOptions, n: usize) -> Vec<Found> {
+    let want = d.branches(v6);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        d.count_sent(v6);
+        let r = trace(&d.lab, d.s, As::Root, d.dst(v6), o.clone());
+        assert!(r.reached, "{r:#?}");
+        assert_eq!(r.hop_count(), 4, "{r:#?}");
+        let seen = &r.hops[1].responders;
+        assert!(seen.iter().all(|x| want.contains(&x.address)), "{r:#?}");
+        out.push(Found {
+            branches: seen.len(),
+            probes: d.sent(),
+        });
+    }
+    out
+}
+
+#[test]
+fn mda_finds_the_three_branches_of_a_per_flow_split_within_its_budget() {
+    if !lab::can_build("mda_finds_the_three_branches_of_a_per_flow_split_within_its_budget") {
+        return;
+    }
+    let d = Diamond::new("mda");
+    for v6 in [false, true] {
+        warm_up(&d.lab, d.s, d.dst(v6), 4);
+    }
+    for (v6, protocol, sockets) in [
+        (false, TraceProtocol::Udp, TraceSockets::Unprivileged),
+        (true, TraceProtocol::Udp, TraceSockets::Raw),
+        (false, TraceProtocol::Tcp, TraceSockets::Raw),
+    ] {
+        let what = format!("{protocol} ipv6={v6} {}", sockets.as_str());
+        // The daemon's defaults: one tracked flow, 3 probes per hop, MDA within 256 probes.
+        let o = TraceOptions {
+            flows: 1,
+            discovery: TraceDiscovery::Mda,
+            ..opts(protocol, sockets)
+        };
+        assert_eq!(TraceOptions::default().discovery, o.discovery);
+        let found = diamond_traces(&d, v6, &o, 5);
+        for f in &found {
+            eprintln!("{what}: {} branches, {} probes", f.branches, f.probes);
+            // 3 probes at each of 8 TTLs (a first trace), 5 + 15 + 15 new flows (r3 answers
+            // from the link each branch reaches it by: three addresses at hop 3 too), 2 at
+            // each of the two splits.
+            assert!(f.probes <= 24 + 35 + 4, "{what}: {} probes", f.probes);
+            assert!(f.probes <= u64::from(o.probe_budget));
+        }
+        // The stopping rule is 95 % sure per hop, and hops 2 and 3 both split here (r3
+        // answers from three links): a trace misses a branch up to one time in ten, and
+        // more than two misses in five traces happen less than once in 300 runs.
+        let all = found.iter().filter(|f| f.branches == 3).count();
+        assert!(all >= 3, "{what}: all 3 branches in {all} traces of 5");
+        // The configured flow alone keeps to its one branch.
+        let plain = TraceOptions {
+            discovery: TraceDiscovery::Flows,
+            ..o
+        };
+        let found = diamond_traces(&d, v6, &plain, 1);
+        assert_eq!(found[0].branches, 1, "{what}");
+    }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::Args;
 use vantage_core::config::{parse_duration, parse_host};
 use vantage_core::{
-    HopReport, HopResponder, IpProtocol, PingOptions, PingProbe, PingReport, TraceOptions,
-    TraceProbe, TraceProtocol, TraceReport, TraceSockets, defaults, resolve_host,
+    HopReport, HopResponder, IpProtocol, PingOptions, PingProbe, PingReport, TraceDiscovery,
+    TraceOptions, TraceProbe, TraceProtocol, TraceReport, TraceSockets, defaults, resolve_host,
 };
 
 #[derive(Debug, Args)]
@@ -371,6 +371,15 @@ pub struct TraceArgs {
     /// Paris flows per trace; more discover more ECMP branches.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     flows: u32,
+    /// How branches of load-balanced paths are looked for: mda (new flows at each hop until
+    /// the stopping rule says every next hop was seen) or flows (only the --flows).
+    #[arg(long, default_value = "mda", value_parser = parse_discovery)]
+    discovery: TraceDiscovery,
+    /// The most probes one trace sends, discovery included.
+    #[arg(long, default_value_t = defaults::TRACE_PROBE_BUDGET,
+          value_parser = clap::value_parser!(u32).range(
+              defaults::TRACE_PROBE_BUDGET_RANGE.min..=defaults::TRACE_PROBE_BUDGET_RANGE.max))]
+    probe_budget: u32,
     /// Packet size in bytes, IP header included (default 60 for IPv4, 80 for IPv6).
     #[arg(long, short = 's', value_parser = clap::value_parser!(u16).range(40..=9000))]
     size: Option<u16>,
@@ -396,6 +405,10 @@ fn parse_protocol(s: &str) -> Result<TraceProtocol, String> {
 }
 
 fn parse_sockets(s: &str) -> Result<TraceSockets, String> {
+    s.parse()
+}
+
+fn parse_discovery(s: &str) -> Result<TraceDiscovery, String> {
     s.parse()
 }
 
@@ -446,6 +459,8 @@ pub async fn trace(args: TraceArgs) -> ExitCode {
         tos: args.tos,
         source: args.source,
         flows: args.flows,
+        discovery: args.discovery,
+        probe_budget: args.probe_budget,
         sockets: args.sockets,
         ..TraceOptions::default()
     };

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::DnsTransport;
 use crate::defaults::{self as d, Bounds};
-use crate::{IpProtocol, ProbeKind, TraceProtocol, TraceSockets};
+use crate::{IpProtocol, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};
 
 /// How a field is entered and pre-checked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -207,6 +207,7 @@ fn dns() -> ProbeForm {
 fn trace() -> ProbeForm {
     let protocols = TraceProtocol::ALL.iter().map(|p| p.as_str()).collect();
     let sockets = TraceSockets::ALL.iter().map(|s| s.as_str()).collect();
+    let discovery = TraceDiscovery::ALL.iter().map(|s| s.as_str()).collect();
     let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
     ProbeForm {
         kind: ProbeKind::Trace.as_str(),
@@ -230,7 +231,16 @@ fn trace() -> ProbeForm {
                 d::TRACE_FLOWS_RANGE,
                 d::TRACE_FLOWS.to_string(),
             )
-            .hint("more flows find more ECMP branches"),
+            .hint("paths tracked for path changes"),
+            choice("discovery", "Discovery", discovery)
+                .hint("mda: new flows at each hop until every branch is found"),
+            integer(
+                "probe_budget",
+                "Probe budget",
+                d::TRACE_PROBE_BUDGET_RANGE,
+                d::TRACE_PROBE_BUDGET.to_string(),
+            )
+            .hint("most probes a trace sends"),
             integer(
                 "first_ttl",
                 "First TTL",

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{Check, merge, merge_marks, parse_duration};
 use crate::defaults::{self, self as D};
-use crate::types::{IpProtocol, TraceProtocol, TraceSockets};
+use crate::types::{IpProtocol, TraceDiscovery, TraceProtocol, TraceSockets};
 
 /// `[defaults.trace]` and `targets[].trace`, as written. A target's value wins over
 /// `[defaults.trace]`, which wins over the built-in default.
@@ -41,8 +41,12 @@ pub struct RawTrace {
     pub source: Option<Spanned<String>>,
     /// `auto`, `ipv4` or `ipv6`: which address of a hostname to trace.
     pub ip_protocol: Option<Spanned<String>>,
-    /// Paris flows per trace (1..=16); more than one discovers ECMP branches.
+    /// Paris flows per trace (1..=16), whose paths are tracked for path changes.
     pub flows: Option<Spanned<i64>>,
+    /// `mda` (default) or `flows`: how branches of load-balanced paths are looked for.
+    pub discovery: Option<Spanned<String>>,
+    /// The most probes one trace sends (6..=4096, default 256).
+    pub probe_budget: Option<Spanned<i64>>,
     /// `auto`, `unprivileged` or `raw`.
     pub sockets: Option<Spanned<String>>,
     /// How long a path stays known after it was last seen.
@@ -67,6 +71,9 @@ pub struct TraceOptions {
     pub source: Option<IpAddr>,
     pub ip_protocol: IpProtocol,
     pub flows: u32,
+    pub discovery: TraceDiscovery,
+    /// The most probes one trace sends.
+    pub probe_budget: u32,
     pub sockets: TraceSockets,
     pub path_window: Duration,
 }
@@ -86,6 +93,8 @@ impl Default for TraceOptions {
             source: None,
             ip_protocol: IpProtocol::Auto,
             flows: defaults::TRACE_FLOWS,
+            discovery: TraceDiscovery::default(),
+            probe_budget: defaults::TRACE_PROBE_BUDGET,
             sockets: TraceSockets::Auto,
             path_window: defaults::TRACE_PATH_WINDOW,
         }
@@ -118,6 +127,8 @@ impl RawTrace {
             "source" => self.source.is_some(),
             "ip_protocol" => self.ip_protocol.is_some(),
             "flows" => self.flows.is_some(),
+            "discovery" => self.discovery.is_some(),
+            "probe_budget" => self.probe_budget.is_some(),
             "sockets" => self.sockets.is_some(),
             "path_window" => self.path_window.is_some(),
             _ => false,
@@ -183,6 +194,7 @@ impl TraceOptions {
                 D::TRACE_FLOWS_RANGE,
             )
             .map_or(base.flows, |v| v as u32);
+        let (discovery, probe_budget) = resolve_discovery(c, &field, t, d);
         let sockets = c
             .parsed(t, d, |r| r.sockets.as_ref(), &field("sockets"))
             .unwrap_or(base.sockets);
@@ -208,6 +220,8 @@ impl TraceOptions {
             source,
             ip_protocol,
             flows,
+            discovery,
+            probe_budget,
             sockets,
             path_window,
         };
@@ -291,6 +305,29 @@ fn resolve_size(
             .map(|v| v as usize),
         None => None,
     }
+}
+
+/// How branches are looked for, and the probes a trace may send.
+fn resolve_discovery(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> (TraceDiscovery, u32) {
+    let base = TraceOptions::default();
+    let discovery = c
+        .parsed(t, d, |r| r.discovery.as_ref(), &field("discovery"))
+        .unwrap_or(base.discovery);
+    let budget = c
+        .ranged(
+            t,
+            d,
+            |r| r.probe_budget.as_ref(),
+            &field("probe_budget"),
+            D::TRACE_PROBE_BUDGET_RANGE,
+        )
+        .map_or(base.probe_budget, |v| v as u32);
+    (discovery, budget)
 }
 
 /// One trace may send at most `TRACE_MAX_PACKETS`; the error goes where the product grew.

@@ -40,7 +40,7 @@ use crate::net::trace::{
 use crate::sample::{
     Balancing, HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
 };
-use crate::types::ProbeKind;
+use crate::types::{ProbeKind, TraceDiscovery};
 use path::{FlowFacts, Path, PathTracker};
 
 /// Kernel and user-space RTTs further apart than this mean the wall clock stepped.
@@ -71,6 +71,13 @@ const STATE_IDLE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 const SPLIT_REPROBES: usize = 2;
 /// TTLs where paths split checked per trace at most (the lowest first); bounds the probes.
 const MAX_SPLIT_CHECKS: usize = 2;
+/// The MDA's stopping points for 95 % confidence (Veitch et al., "Failure control in
+/// multipath route tracing", INFOCOM 2009; used by Paris traceroute's MDA and MDA-Lite): with
+/// k next hops seen at a hop, `MDA_STOP[k - 1]` flows probed there leave less than a 5 %
+/// chance that one more next hop was missed. Beyond 16, every flow identifier is used.
+const MDA_STOP: [u16; 16] = [
+    6, 11, 16, 21, 27, 33, 38, 44, 51, 57, 63, 70, 76, 83, 90, 96,
+];
 /// Targets whose state is kept at most.
 const MAX_STATES: usize = crate::defaults::MAX_TARGETS + 1024;
 
@@ -225,11 +232,13 @@ impl TraceProbe {
         let started = clock.now();
         let moved = state.rotate(flow_count(opts), engine.socket.paris());
         let mut round = Round::new(addr, opts, &*engine.socket, &mut state, clock);
-        round.run(&mut lease.rx, started + budget).await;
-        round.check_splits(&mut lease.rx, started + budget).await;
-        round
-            .resolve_unplaced(&mut lease.rx, started + budget)
-            .await;
+        let end = started + budget;
+        round.run(&mut lease.rx, end).await;
+        // Discovery counts the addresses that answered at each hop: place them all first.
+        round.resolve_unplaced(&mut lease.rx, end).await;
+        round.discover(&mut lease.rx, end).await;
+        round.check_splits(&mut lease.rx, end).await;
+        round.resolve_unplaced(&mut lease.rx, end).await;
         let (mut report, paths) = round.report()?;
         let paris = round.socket.paris();
         // Flows a router's "unreachable" ended short of the destination.
@@ -447,7 +456,12 @@ struct Round<'a> {
     socket: &'a dyn TraceSocket,
     state: &'a mut TargetState,
     clock: &'a dyn Clock,
+    /// The configured flows: probed at every TTL, their paths tracked.
     flows: u16,
+    /// Those and the flows multipath discovery may add, probed once at the hops that need them.
+    all: u16,
+    /// Per flow: the identifier it goes out with.
+    ids: Vec<u16>,
     /// Highest TTL scheduled so far.
     hi: u8,
     sent: Vec<Sent>,
@@ -461,6 +475,9 @@ struct Round<'a> {
     stop: Vec<Option<u8>>,
     /// Answers that did not say which probe they answer.
     unplaced: Vec<TraceReply>,
+    /// Whether any answer did not say which probe it answers (discovery then goes a TTL at a
+    /// time).
+    anonymous: bool,
     send_errors: u32,
     last_send_error: Option<String>,
 }
@@ -477,6 +494,17 @@ impl<'a> Round<'a> {
         if state.ids.len() != usize::from(flows) {
             state.ids = (0..flows).collect();
         }
+        let mut ids = state.ids.clone();
+        if opts.discovery == TraceDiscovery::Mda && socket.paris() {
+            // The other identifiers, from a point that moves each trace.
+            let start = state.next_id;
+            ids.extend(
+                (0..FLOW_IDS)
+                    .map(|k| (start + k) % FLOW_IDS)
+                    .filter(|id| !state.ids.contains(id)),
+            );
+        }
+        let all = ids.len() as u16;
         let hi = match state.dest_ttl {
             Some(d) => d
                 .saturating_add(TTL_MARGIN)
@@ -494,14 +522,17 @@ impl<'a> Round<'a> {
             state,
             clock,
             flows,
+            all,
+            ids,
             hi,
             sent: Vec::new(),
             by_seq: HashMap::new(),
             next_seq: rand::random_range(1..=0xfffe),
             queue: VecDeque::new(),
-            dest: vec![None; usize::from(flows)],
-            stop: vec![None; usize::from(flows)],
+            dest: vec![None; usize::from(all)],
+            stop: vec![None; usize::from(all)],
             unplaced: Vec::new(),
+            anonymous: false,
             send_errors: 0,
             last_send_error: None,
         }
@@ -562,7 +593,7 @@ impl<'a> Round<'a> {
             dst: self.addr,
             port: self.opts.port,
             ttl,
-            flow: self.state.ids[usize::from(flow)],
+            flow: self.ids[usize::from(flow)],
             seq,
             size: self.size,
             timeout: self.opts.timeout,
@@ -638,6 +669,76 @@ impl<'a> Round<'a> {
         self.drive(rx, end).await;
     }
 
+    /// Whether the trace may send one more probe.
+    fn within_budget(&self) -> bool {
+        self.sent.len() < self.opts.probe_budget as usize
+    }
+
+    /// MDA-Lite multipath discovery: at each hop short of the destination, probes with more
+    /// flows (the configured ones were probed there already; then new identifiers, the same
+    /// ones from hop to hop, so that those crossing each branch probe beyond it) until the
+    /// flows probed there reach the stopping point for the next hops seen, or the budget
+    /// runs out. A silent hop is not enumerated.
+    async fn discover(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
+        if self.all == self.flows {
+            return;
+        }
+        let below = self.dest.iter().flatten().min().copied();
+        let top = below.map_or_else(|| self.last_hop(&self.tops()), |d| d - 1);
+        // Rounds over every TTL at once (one RTT each, not one per TTL), lowest TTL first; a
+        // TTL at a time once answers came that do not name their probe.
+        while self.clock.now() < end {
+            let now = self.clock.now();
+            let mut queued = false;
+            for ttl in self.opts.first_ttl..=top {
+                let (tried, next_hops) = self.census(ttl);
+                let need = usize::from(MDA_STOP[next_hops.clamp(1, MDA_STOP.len()) - 1]);
+                let room = (self.opts.probe_budget as usize)
+                    .saturating_sub(self.sent.len() + self.queue.len());
+                let fresh: Vec<u16> = (0..self.all)
+                    .filter(|f| !tried.contains(f) && ttl <= self.top(*f))
+                    .take(need.saturating_sub(tried.len()).min(room))
+                    .collect();
+                if next_hops == 0 {
+                    continue;
+                }
+                for f in fresh {
+                    self.queue.push_back((now, ttl, f));
+                    queued = true;
+                }
+                if queued && self.anonymous {
+                    break;
+                }
+            }
+            if !queued {
+                break;
+            }
+            self.drive(rx, end).await;
+        }
+        // The next trace's new flows start past the last one used here.
+        let used = self.sent.iter().map(|s| usize::from(s.flow)).max();
+        if let Some(u) = used.filter(|u| *u >= usize::from(self.flows)) {
+            self.state.next_id = (self.ids[u] + 1) % FLOW_IDS;
+        }
+    }
+
+    /// The flows probed at `ttl`, and how many addresses answered there.
+    fn census(&self, ttl: u8) -> (Vec<u16>, usize) {
+        let mut tried = Vec::new();
+        let mut from = Vec::new();
+        for s in self.sent.iter().filter(|s| s.ttl == ttl) {
+            if !tried.contains(&s.flow) {
+                tried.push(s.flow);
+            }
+            if let Some(a) = s.answer
+                && !from.contains(&a.from)
+            {
+                from.push(a.from);
+            }
+        }
+        (tried, from.len())
+    }
+
     /// Re-probes one flow at the TTLs where flows met different routers and no flow met
     /// several yet: the answers join that flow's path, where a second address is the
     /// per-packet evidence the path tracker looks for.
@@ -696,7 +797,7 @@ impl<'a> Round<'a> {
                     break;
                 }
                 self.queue.pop_front();
-                if ttl <= self.top(flow) {
+                if ttl <= self.top(flow) && self.within_budget() {
                     self.send(ttl, flow);
                 }
             }
@@ -759,7 +860,7 @@ impl<'a> Round<'a> {
     /// no flow of this trace uses (a late answer to an earlier trace).
     fn by_flow(&self, mut r: TraceReply) -> Option<TraceReply> {
         if let Some(id) = r.flow {
-            r.flow = Some(self.state.ids.iter().position(|i| *i == id)? as u16);
+            r.flow = Some(self.ids.iter().position(|i| *i == id)? as u16);
         }
         Some(r)
     }
@@ -770,7 +871,20 @@ impl<'a> Round<'a> {
             return;
         }
         let Some(seq) = r.seq else {
-            if r.flow.is_some_and(|f| f < self.flows) && !self.place_learned(&r) {
+            let Some(f) = r.flow else { return };
+            self.anonymous = true;
+            if f >= self.flows {
+                // Once answers like this one came, a discovery flow has one probe in flight at
+                // a time: the answer is its. With several open (the first such answer came
+                // during discovery), it cannot be placed.
+                let mut open = (0..self.sent.len()).filter(|&i| {
+                    let s = &self.sent[i];
+                    s.flow == f && s.answer.is_none() && s.at <= r.read_at && s.deadline > r.read_at
+                });
+                if let (Some(i), None) = (open.next(), open.next()) {
+                    self.answer(i, &r);
+                }
+            } else if !self.place_learned(&r) {
                 self.unplaced.push(r);
             }
             return;
@@ -823,7 +937,7 @@ impl<'a> Round<'a> {
         let ttl = self
             .state
             .learned
-            .get(&(self.state.ids[usize::from(flow)], r.from))
+            .get(&(self.ids[usize::from(flow)], r.from))
             .filter(|(_, hint)| hint.is_none() || *hint == r.reply_ttl)
             .map(|(ttl, _)| *ttl)
             .or_else(|| {
@@ -878,7 +992,7 @@ impl<'a> Round<'a> {
                 let Some(found) = self.probe_alone(ttl, flow, rx, end).await else {
                     continue;
                 };
-                let id = self.state.ids[usize::from(flow)];
+                let id = self.ids[usize::from(flow)];
                 self.state
                     .learned
                     .insert((id, found.from), (ttl, found.reply_ttl));
@@ -909,6 +1023,9 @@ impl<'a> Round<'a> {
         rx: &mut mpsc::UnboundedReceiver<TraceReply>,
         end: Instant,
     ) -> Option<TraceReply> {
+        if !self.within_budget() {
+            return None;
+        }
         let i = self.send(ttl, flow);
         let deadline = self.sent[i].deadline.min(end);
         loop {
@@ -955,7 +1072,7 @@ impl<'a> Round<'a> {
     /// Each flow's last hop: the destination, the router that stopped it, or the last TTL that
     /// answered at all.
     fn tops(&self) -> Vec<u8> {
-        (0..self.flows)
+        (0..self.all)
             .map(|f| {
                 let fi = usize::from(f);
                 self.dest[fi].or(self.stop[fi]).unwrap_or_else(|| {
@@ -1075,7 +1192,10 @@ impl<'a> Round<'a> {
                 // hop answering for the next); it is no hop of a working path. The outage shows
                 // in the probe's success, not as a path change.
                 let stopped = matches!(a.kind, ReplyKind::Unreachable(_)) && a.from != self.addr;
-                let p = &mut paths[usize::from(s.flow)];
+                // Discovery flows show branches; only the configured flows have paths.
+                let Some(p) = paths.get_mut(usize::from(s.flow)) else {
+                    continue;
+                };
                 let h = p.hops.last_mut().expect("pushed above");
                 if !stopped && !h.contains(&a.from) {
                     h.push(a.from);
@@ -1097,7 +1217,10 @@ impl<'a> Round<'a> {
             paris: self.socket.paris(),
             flows: u32::from(self.flows),
             reached: self.dest.iter().any(Option::is_some),
-            flows_reached: self.dest.iter().flatten().count() as u32,
+            flows_reached: self.dest[..usize::from(self.flows)]
+                .iter()
+                .flatten()
+                .count() as u32,
             hops,
             ..TraceReport::default()
         };

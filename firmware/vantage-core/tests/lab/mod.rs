@@ -718,3 +718,98 @@ impl Ecmp {
         ]
     }
 }
+
+/// `s - r1 - {r2a, r2b, r2c} - r3 - d`: r1 balances towards d over three next hops per flow
+/// (multipath route, layer-4 hashing), so each source port keeps one branch.
+#[derive(Debug)]
+pub struct Diamond {
+    pub lab: Lab,
+    pub s: usize,
+    pub r1: usize,
+    /// r2a, r2b, r2c.
+    pub r2: [usize; 3],
+    pub r3: usize,
+    pub d: usize,
+    /// Links s-r1, r1-r2a, r1-r2b, r1-r2c, r2a-r3, r2b-r3, r2c-r3, r3-d.
+    pub l: Vec<usize>,
+}
+
+impl Diamond {
+    pub fn new(tag: &str) -> Self {
+        let mut lab = Lab::new(tag);
+        let s = lab.node("s", false);
+        let r1 = lab.node("r1", true);
+        let r2 = ["r2a", "r2b", "r2c"].map(|n| lab.node(n, true));
+        let r3 = lab.node("r3", true);
+        let d = lab.node("d", false);
+        let mut l = vec![lab.link(s, r1)];
+        l.extend(r2.map(|r| lab.link(r1, r)));
+        l.extend(r2.map(|r| lab.link(r, r3)));
+        l.push(lab.link(r3, d));
+        lab.route(s, None, l[0], r1);
+        lab.route(d, None, l[7], r3);
+        lab.route(r3, None, l[4], r2[0]);
+        for (i, r) in r2.iter().enumerate() {
+            lab.route(*r, None, l[1 + i], r1);
+            lab.route(*r, Some(l[7]), l[4 + i], r3);
+        }
+        lab.sysctl(r1, "net.ipv4.fib_multipath_hash_policy", "1");
+        lab.sysctl(r1, "net.ipv6.fib_multipath_hash_policy", "1");
+        for v6 in [false, true] {
+            let dest = lab.subnet(l[7], v6);
+            let mut args = vec!["route".to_string(), "replace".into(), dest];
+            for (i, r) in r2.iter().enumerate() {
+                let via = lab.addr(l[1 + i], *r, v6).to_string();
+                args.extend(["nexthop".into(), "via".into(), via]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lab.ip_fam(r1, v6, &args);
+        }
+        Diamond {
+            lab,
+            s,
+            r1,
+            r2,
+            r3,
+            d,
+            l,
+        }
+    }
+
+    pub fn dst(&self, v6: bool) -> IpAddr {
+        self.lab.addr(self.l[7], self.d, v6)
+    }
+
+    /// r2a's, r2b's and r2c's addresses as hop 2 shows them.
+    pub fn branches(&self, v6: bool) -> [IpAddr; 3] {
+        [0, 1, 2].map(|i| self.lab.addr(self.l[1 + i], self.r2[i], v6))
+    }
+
+    /// Counts the packets `s` sends to the destination from now on (nft counter).
+    pub fn count_sent(&self, v6: bool) {
+        let (fam, dst) = (if v6 { "ip6" } else { "ip" }, self.dst(v6));
+        self.lab.exec(
+            self.s,
+            &[
+                "nft",
+                &format!(
+                    "add table inet cnt; flush table inet cnt; \
+                     add chain inet cnt out {{ type filter hook output priority 0; }}; \
+                     add rule inet cnt out {fam} daddr {dst} counter"
+                ),
+            ],
+        );
+    }
+
+    /// Packets counted since [`Self::count_sent`].
+    pub fn sent(&self) -> u64 {
+        let out = self
+            .lab
+            .exec(self.s, &["nft", "list", "table", "inet", "cnt"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in {out}"))
+    }
+}

@@ -2372,6 +2372,10 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
     assert_eq!(field("flows")["max"], flows.max);
     assert_eq!(field("protocol")["options"], json!(["udp", "icmp", "tcp"]));
     assert_eq!(field("path_window")["type"], "duration");
+    assert_eq!(field("discovery")["options"], json!(["mda", "flows"]));
+    let budget = vantage_core::defaults::TRACE_PROBE_BUDGET_RANGE;
+    assert_eq!(field("probe_budget")["min"], budget.min);
+    assert_eq!(field("probe_budget")["max"], budget.max);
     // A trace target with every kind of field, as the form sends it; "Test now" first.
     let t = json!({
         "name": "upstream", "host": "127.0.0.1", "probes": ["trace"],

@@ -34,9 +34,12 @@ use super::BoxFuture;
 use crate::sample::Unreachable;
 use crate::types::{TraceProtocol, TraceSockets};
 
-/// Flow identifiers a socket serves (`Outgoing::flow` below this). Twice the most flows a trace
-/// probes, so a trace can move some flows to identifiers no flow used the trace before.
-pub const FLOW_IDS: u16 = 2 * crate::defaults::TRACE_FLOWS_RANGE.max as u16;
+/// Flow identifiers a socket serves (`Outgoing::flow` below this). Enough for multipath
+/// discovery to confirm up to 10 next hops at one hop (57 flows, the MDA's stopping point),
+/// and at least twice the configured flows, so a trace can move some flows to identifiers
+/// no flow used the trace before.
+pub const FLOW_IDS: u16 = 64;
+const _: () = assert!(FLOW_IDS as i64 >= 2 * crate::defaults::TRACE_FLOWS_RANGE.max);
 
 /// Settings that differ between traces; traces with equal keys share one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

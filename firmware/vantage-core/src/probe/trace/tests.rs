@@ -212,11 +212,20 @@ impl TraceSocketFactory for DeniedNet {
     }
 }
 
+/// Options with the configured flows only: most tests count the probes of a plain trace.
 fn opts(timeout_ms: u64) -> TraceOptions {
     TraceOptions {
         timeout: Duration::from_millis(timeout_ms),
         max_hops: 12,
+        discovery: TraceDiscovery::Flows,
         ..TraceOptions::default()
+    }
+}
+
+fn mda(timeout_ms: u64) -> TraceOptions {
+    TraceOptions {
+        discovery: TraceDiscovery::Mda,
+        ..opts(timeout_ms)
     }
 }
 
@@ -1109,4 +1118,155 @@ fn identifiers_take_turns_and_stay_distinct() {
     let mut many = TargetState::default();
     many.rotate(16, true);
     assert_eq!(many.rotate(16, true).iter().filter(|m| **m).count(), 4);
+}
+
+/// Distinct flow identifiers sent at each TTL, from 1.
+fn ids_per_ttl(sent: &[Outgoing]) -> Vec<usize> {
+    let top = sent.iter().map(|s| s.ttl).max().unwrap_or(0);
+    (1..=top)
+        .map(|ttl| {
+            let mut ids: Vec<u16> = sent
+                .iter()
+                .filter(|s| s.ttl == ttl)
+                .map(|s| s.flow)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.len()
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn mda_finds_every_branch_of_a_three_way_split_with_one_configured_flow() {
+    let net = Net::new(three_branches(false));
+    let p = probe(&net);
+    let o = mda(100);
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let r = trace(&p, &net, &o).await;
+        assert!(r.reached, "trace {i}");
+        assert_eq!(r.hop_count(), 4, "trace {i}");
+        assert_eq!(addrs(&r)[1], "10.0.1.1|10.0.1.2|10.0.1.3", "trace {i}");
+        assert_eq!(r.hops[1].balancing, Some(Balancing::PerFlow), "trace {i}");
+        // Only the configured flow's path is tracked: new flows are no path change.
+        assert!(!r.path_changed, "trace {i}");
+        assert_eq!((r.paths_known, r.flows, r.flows_reached), (1, 1, 1));
+        let sent = net.take_sent();
+        // The stopping points: 6 flows where one next hop answered, 16 where three did;
+        // the destination's hop is not enumerated.
+        let per_ttl = ids_per_ttl(&sent);
+        assert_eq!(per_ttl[..4], [6, 16, 6, 1], "trace {i}");
+        // The plain trace (3 probes a TTL), 5 + 15 + 5 new flows once each, and the
+        // configured flow twice more at the split (per-packet check).
+        let plain = if i == 0 { 8 * 3 } else { 6 * 3 };
+        assert_eq!(sent.len(), plain + 25 + SPLIT_REPROBES, "trace {i}");
+        ids.extend(sent.iter().map(|s| s.flow));
+    }
+    // The new flows differ from trace to trace.
+    assert!(ids.len() > 25, "{}", ids.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_probe_budget_bounds_discovery_of_a_wide_split() {
+    // Eight branches at hop 2: confirming them takes 44 flows there.
+    let eight = |id: u16| {
+        let b = format!("10.0.1.{}", id % 8 + 1);
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router(Box::leak(b.into_boxed_str()), 1),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    };
+    let net = Net::new(eight);
+    let p = probe(&net);
+    let o = mda(100);
+    let r = trace(&p, &net, &o).await;
+    assert_eq!(r.hops[1].responders.len(), 8);
+    assert_eq!(ids_per_ttl(&net.take_sent())[1], 44);
+    let o = TraceOptions {
+        probe_budget: 40,
+        ..mda(100)
+    };
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached);
+    assert_eq!(net.take_sent().len(), 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_flows_answered_without_their_probe_are_placed() {
+    // Hop 2 quotes 8 bytes (no sequence): a discovery flow has one probe in flight, so the
+    // answer is its.
+    let net = Net::new(|id: u16| {
+        let b = if id.is_multiple_of(2) {
+            "10.0.1.1"
+        } else {
+            "10.0.1.2"
+        };
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Anonymous(b, 1),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let r = trace(&p, &net, &mda(100)).await;
+    assert_eq!(addrs(&r)[1], "10.0.1.1|10.0.1.2");
+    assert_eq!(r.hops[1].received, r.hops[1].sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_probes_every_hop_in_one_round() {
+    // Six routers 50 ms away, no balancing: 5 new flows at each TTL below the destination,
+    // all in one round trip, not one per TTL.
+    let net = Net::new(|_| {
+        let mut h: Vec<Hop> = (1..=6)
+            .map(|i| {
+                Hop::Router(
+                    [
+                        "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6",
+                    ][i - 1],
+                    50,
+                )
+            })
+            .collect();
+        h.push(Hop::Dest(50));
+        h
+    });
+    let p = probe(&net);
+    let start = Instant::now();
+    let r = trace(&p, &net, &mda(1000)).await;
+    assert!(r.reached);
+    assert_eq!(ids_per_ttl(&net.take_sent())[..7], [6, 6, 6, 6, 6, 6, 1]);
+    // The plain trace's round trip and discovery's: about 100 ms (batches 5 ms apart).
+    assert!(
+        start.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_through_per_packet_balancing_is_no_path_change() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let turn = Arc::new(AtomicUsize::new(0));
+    let net = Net::new(move |_| {
+        let b = ["10.0.1.1", "10.0.1.2", "10.0.1.3"][turn.fetch_add(1, Ordering::Relaxed) % 3];
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Router(b, 1),
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    for i in 0..6 {
+        let r = trace(&p, &net, &mda(100)).await;
+        assert!(!r.path_changed, "trace {i}");
+        assert_eq!(r.paths_known, 1, "trace {i}");
+        assert_eq!(r.hops[1].responders.len(), 3, "trace {i}");
+        assert_eq!(r.hops[1].balancing, Some(Balancing::PerPacket), "trace {i}");
+    }
 }
