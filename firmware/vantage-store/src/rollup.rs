@@ -20,8 +20,9 @@ use crate::codec::{DecodeError, Reader, StoredSample, put_varint};
 
 /// Width of one aggregate.
 pub const MINUTE_MS: i64 = 60_000;
-/// A minute's aggregate is written once the newest committed round is this much past its end;
-/// a round appended later than that after its start is in the blocks but not in an aggregate.
+/// A minute's aggregate is written once the newest committed round is this much past its end.
+/// A round committed later into a minute already written (a clock set back) is merged into the
+/// written aggregate with the next commit.
 pub const GRACE_MS: i64 = 3 * MINUTE_MS;
 /// Changes kept per aggregate (a value flapping every round keeps its first ones and a count).
 const MAX_CHANGES: usize = 16;
@@ -439,6 +440,8 @@ pub(crate) struct Open {
     pub newest: i64,
     /// (series, minute) → aggregate, minutes not yet written.
     pub aggs: BTreeMap<(u32, i64), Agg>,
+    /// Rounds of minutes already written, to merge into the written aggregates.
+    pub late: BTreeMap<(u32, i64), Agg>,
     /// Keys of aggregates below this were deleted.
     pub cleaned_below: i64,
     /// Keys to delete with the next commit.
@@ -452,20 +455,27 @@ pub(crate) struct Due {
     pub meta: Vec<(Vec<u8>, Vec<u8>)>,
     pub written_below: i64,
     pub removals: Vec<Vec<u8>>,
+    /// Late rounds' aggregates, to merge with the written ones before the commit.
+    pub late: Vec<((u32, i64), Agg)>,
 }
 
 impl Open {
-    /// Folds committed rounds in.
-    pub fn fold<'a>(&mut self, samples: impl IntoIterator<Item = &'a StoredSample>) {
+    /// Folds committed rounds in. With `late`, rounds of written minutes are kept to merge
+    /// into them; without (rebuilding after a start, when they may be merged already), skipped.
+    pub fn fold<'a>(&mut self, samples: impl IntoIterator<Item = &'a StoredSample>, late: bool) {
         for s in samples {
-            if s.timestamp_ms < self.written_below || s.timestamp_ms < self.start {
+            if s.timestamp_ms < self.start {
+                continue;
+            }
+            let key = (s.series, minute_of(s.timestamp_ms));
+            if s.timestamp_ms < self.written_below {
+                if late {
+                    self.late.entry(key).or_default().add(s);
+                }
                 continue;
             }
             self.newest = self.newest.max(s.timestamp_ms);
-            self.aggs
-                .entry((s.series, minute_of(s.timestamp_ms)))
-                .or_default()
-                .add(s);
+            self.aggs.entry(key).or_default().add(s);
         }
     }
 
@@ -476,6 +486,7 @@ impl Open {
         let mut d = Due {
             written_below: below,
             removals: std::mem::take(&mut self.removals),
+            late: std::mem::take(&mut self.late).into_iter().collect(),
             ..Due::default()
         };
         for ((series, minute), a) in &self.aggs {
@@ -504,9 +515,22 @@ impl Open {
         self.start_dirty = false;
     }
 
-    /// The commit holding `d` failed: its deletions wait for the next one.
+    /// The commit holding `d` failed: its deletions and late rounds wait for the next one.
     pub fn failed(&mut self, d: Due) {
         self.removals.extend(d.removals);
+        for (k, a) in d.late {
+            self.late.entry(k).or_default().merge(&a);
+        }
+    }
+
+    /// Aggregates in memory of `ids` from minute `from` to `to` (ms): not yet written, and late.
+    pub fn in_memory(&self, ids: &[u32], from: i64, to: i64) -> Vec<(i64, Agg)> {
+        self.aggs
+            .iter()
+            .chain(&self.late)
+            .filter(|((s, m), _)| ids.contains(s) && *m >= minute_of(from) && *m <= to)
+            .map(|((_, m), a)| (*m, a.clone()))
+            .collect()
     }
 
     /// Whether the aggregates below `oldest_ms` (the oldest round still stored) should go now.

@@ -738,15 +738,7 @@ impl Store {
                 .get(&(Arc::from(target), probe))
                 .map(|v| v.iter().map(|(_, id)| *id).collect())
                 .unwrap_or_default();
-            let open: Vec<(i64, Agg)> = st
-                .rollups
-                .aggs
-                .iter()
-                .filter(|((s, m), _)| {
-                    ids.contains(s) && *m >= rollup::minute_of(from_ms) && *m <= to_ms
-                })
-                .map(|((_, m), a)| (*m, a.clone()))
-                .collect();
+            let open = st.rollups.in_memory(&ids, from_ms, to_ms);
             let pending: Vec<StoredSample> = st
                 .pending
                 .iter()
@@ -1243,10 +1235,30 @@ impl Inner {
             .map_or(0, |e| rollup::minute_of(e.meta.min_ts));
         for seq in blocks {
             if let Some(samples) = self.read_block_with(b, seq)? {
-                open.fold(&samples);
+                open.fold(&samples, false);
             }
         }
         lock(&self.state).rollups = open;
+        Ok(())
+    }
+
+    /// Adds the aggregates due to a commit: the minutes completed, and the written minutes that
+    /// late rounds join (read and merged here).
+    fn rollup_meta(&self, b: &dyn Backend, due: &Due, c: &mut Commit) -> Result<(), BackendError> {
+        c.meta.extend(due.meta.iter().cloned());
+        c.meta_removals = due.removals.clone();
+        for ((series, minute), late) in &due.late {
+            let k = rollup::key(*series, *minute);
+            let mut merged = Agg::default();
+            b.scan_meta_range(&k, &rollup::key(*series, minute + 1), &mut |_, v| {
+                if let Ok(a) = Agg::decode(v, *minute) {
+                    merged = a;
+                }
+                Ok(())
+            })?;
+            merged.merge(late);
+            c.meta.push((k, merged.encode(*minute)));
+        }
         Ok(())
     }
 
@@ -1514,8 +1526,13 @@ impl Inner {
                 c.meta.push((META_FLOOR.to_vec(), f.to_le_bytes().to_vec()));
             }
             c.index_removals = removals.clone();
-            c.meta.extend(due.meta.iter().cloned());
-            c.meta_removals = due.removals.clone();
+            if let Err(e) = self.rollup_meta(b.as_ref(), &due, &mut c) {
+                let mut st = lock(&self.state);
+                st.in_flight = 0;
+                st.index_removals.extend(removals);
+                st.rollups.failed(due);
+                return Err(e);
+            }
             if c.is_empty() {
                 lock(&self.state).in_flight = 0;
                 return Ok(());
@@ -1530,7 +1547,7 @@ impl Inner {
                 Ok(()) => {
                     st.pending.drain(..n);
                     st.rollups.written(&due);
-                    st.rollups.fold(&samples);
+                    st.rollups.fold(&samples, true);
                     // A set: at a start with thousands of targets every series is new at once.
                     let saved: HashSet<u32> = series.iter().map(|(id, _)| *id).collect();
                     st.unsaved_series.retain(|id| !saved.contains(id));
