@@ -747,8 +747,16 @@ impl Store {
                 })
                 .cloned()
                 .collect();
-            (ids, st.rollups.start, open, pending)
+            (
+                ids,
+                (st.rollups.start, st.rollups.written_below),
+                open,
+                pending,
+            )
         };
+        // Written minutes are those before `written`, the ones in memory at or after it: a
+        // commit moving minutes between the two while this reads counts them once.
+        let (start, written) = start;
         // (minute or round time, aggregate), merged in time order.
         let mut parts: Vec<(i64, Agg)> = Vec::new();
         if from_ms < start {
@@ -758,10 +766,10 @@ impl Store {
                 parts.push((s.timestamp_ms, a));
             }
         }
-        parts.extend(
-            self.inner
-                .written_rollups(&ids, from_ms.max(start), to_ms)?,
-        );
+        if written > from_ms.max(start) {
+            let to = to_ms.min(written - 1);
+            parts.extend(self.inner.written_rollups(&ids, from_ms.max(start), to)?);
+        }
         parts.extend(open);
         for s in pending {
             let mut a = Agg::default();
