@@ -573,7 +573,7 @@ function lossColour(loss) {
 
 function summaryText(d, what) {
   const s = d.summary;
-  if (!s.rounds) return `No rounds stored in the last ${d.range}.`;
+  if (!s.rounds) return d.store_open === false ? 'The sample store is not open (the log says why): no history to show.' : `No rounds stored in the last ${d.range}.`;
   return `Last ${d.range}: ${s.rounds} round${s.rounds === 1 ? '' : 's'}, loss ${pct(s.loss)}; ${what} median ${ms(s.median_ms)}, ` +
     `min ${ms(s.min_ms)}, avg ${ms(s.avg_ms)}, max ${ms(s.max_ms)}, stddev ${ms(s.stddev_ms)}` +
     (d.changes_total ? `; ${d.changes_total} ${d.probe === 'dns' ? 'rcode' : 'path'} change${d.changes_total > 1 ? 's' : ''}` : '') + '.';

@@ -143,12 +143,7 @@ pub async fn target_history(
             format!("target {name:?} has no {kind} probe"),
         ));
     }
-    let Some(store) = web.daemon.storage.as_ref().and_then(|s| s.store()).cloned() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the store is not open: no history to show",
-        ));
-    };
+    let store = web.daemon.storage.as_ref().and_then(|s| s.store()).cloned();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -157,18 +152,20 @@ pub async fn target_history(
     let to = now;
     let from = (to - len_ms).div_euclid(step_ms) * step_ms;
     let target = t.name.clone();
-    let buckets =
-        tokio::task::spawn_blocking(move || store.aggregate(&target, kind, from, to, step_ms))
-            .await
-            .map_err(|e| ApiError::internal("history failed", e))?
-            .map_err(|e| ApiError::internal("history failed", e))?;
-    Ok(Json(range_body(
-        &t.name,
-        kind,
-        range,
-        (from, to, step),
-        &buckets,
-    )))
+    let open = store.is_some();
+    // Without a store (it could not open: the log says why) there is no history: no points.
+    let buckets = match store {
+        Some(store) => {
+            tokio::task::spawn_blocking(move || store.aggregate(&target, kind, from, to, step_ms))
+                .await
+                .map_err(|e| ApiError::internal("history failed", e))?
+                .map_err(|e| ApiError::internal("history failed", e))?
+        }
+        None => Vec::new(),
+    };
+    let mut body = range_body(&t.name, kind, range, (from, to, step), &buckets);
+    body["store_open"] = json!(open);
+    Ok(Json(body))
 }
 
 /// The answer for `buckets` of `kind` over (from ms, to ms, step s).
