@@ -232,7 +232,7 @@ function targetCard(t, historyMinutes) {
   const state = states.includes('down') ? 'down' : states.every((s) => s === 'up') ? 'up' : 'unknown';
   const labels = Object.entries(t.labels || {}).map(([k, v]) => h('span', { class: 'chip' }, `${k}=${v}`));
   return h('article', { class: `card target ${state}`, 'data-target': t.name },
-    h('h2', {}, h('span', { class: 'dot' }), t.name,
+    h('h2', {}, h('span', { class: 'dot' }), h('a', { href: `#/targets/${encodeURIComponent(t.name)}`, class: 'target-link' }, t.name),
       h('span', { class: 'state' }, state === 'unknown' ? 'waiting' : state)),
     h('div', { class: 'muted mono small' }, t.host),
     labels.length ? h('div', { class: 'chips' }, labels) : null,
@@ -516,7 +516,8 @@ async function loadTargets() {
   return { list, forms: probes.probes, defaults: { interval: m && m[1], revision: list.revision } };
 }
 
-async function showTargets(sub) {
+async function showTargets(sub, action) {
+  if (sub && sub !== 'new' && action !== 'edit') return showTarget(sub);
   const gen = setView('targets');
   let data;
   try { data = await loadTargets(); } catch (e) { if (e.status !== 401) toast(e.message); return; }
@@ -541,10 +542,10 @@ async function showTargets(sub) {
     });
     const every = effective ? effective.probes.map(([k, i]) => `${k} ${i.secs + i.nanos / 1e9}s`).join(', ') : `${(raw.probes || []).join(', ')} (not applied yet)`;
     return h('tr', { 'data-target': raw.name },
-      h('td', {}, h('b', {}, raw.name)),
+      h('td', {}, h('a', { href: `#/targets/${encodeURIComponent(raw.name)}` }, h('b', {}, raw.name))),
       h('td', { class: 'mono small' }, raw.host),
       h('td', { class: 'hide-narrow small' }, every),
-      h('td', { class: 'actions' }, h('a', { class: 'button', href: `#/targets/${encodeURIComponent(raw.name)}`, 'data-edit': raw.name }, 'Edit'), ' ', del));
+      h('td', { class: 'actions' }, h('a', { class: 'button', href: `#/targets/${encodeURIComponent(raw.name)}/edit`, 'data-edit': raw.name }, 'Edit'), ' ', del));
   });
   for (const name of list.provisioned || []) {
     rows.push(h('tr', { 'data-target': name }, h('td', {}, h('b', {}, name)),
@@ -555,6 +556,140 @@ async function showTargets(sub) {
     rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Host'), h('th', { class: 'hide-narrow' }, 'Probes'), h('th', {}))), h('tbody', {}, rows))
       : h('p', { class: 'empty' }, 'No targets yet.'),
     h('p', { class: 'hint' }, 'Saved to ', h('span', { class: 'mono' }, list.path), '; the previous version is kept as ', h('span', { class: 'mono' }, `${list.path}.bak`), '.')));
+}
+
+// ---------- one target: diagnostics ----------
+
+// Ranges offered (the API's names); loss colours from the Okabe-Ito palette, told apart by
+// colour-blind readers, and repeated as bar heights under the chart.
+const RANGES = ['1h', '24h', '7d', '30d'];
+const LOSS_COLOURS = [[0, '#0072B2', 'none'], [0.05, '#E69F00', 'under 5 %'], [0.2, '#D55E00', '5–20 %'], [0.999, '#CC79A7', '20–99 %'], [1, '#000000', 'all']];
+let targetRange = '1h';
+
+function lossColour(loss) {
+  if (!loss) return LOSS_COLOURS[0][1];
+  return (LOSS_COLOURS.find(([lim]) => lim > 0 && loss <= lim) || LOSS_COLOURS[LOSS_COLOURS.length - 1])[1];
+}
+
+function summaryText(d, what) {
+  const s = d.summary;
+  if (!s.rounds) return d.store_open === false ? 'The sample store is not open (the log says why): no history to show.' : `No rounds stored in the last ${d.range}.`;
+  return `Last ${d.range}: ${s.rounds} round${s.rounds === 1 ? '' : 's'}, loss ${pct(s.loss)}; ${what} median ${ms(s.median_ms)}, ` +
+    `min ${ms(s.min_ms)}, avg ${ms(s.avg_ms)}, max ${ms(s.max_ms)}, stddev ${ms(s.stddev_ms)}` +
+    (d.changes_total ? `; ${d.changes_total} ${d.probe === 'dns' ? 'rcode' : 'path'} change${d.changes_total > 1 ? 's' : ''}` : '') + '.';
+}
+
+// SmokePing-style: the 10–90 % and 25–75 % spread of each bucket as shades, the median as a
+// short line coloured by the bucket's loss, loss also as a bar at the bottom, changes as lines.
+function smokeChart(d, what) {
+  const W = 600, H = 220, top = 8, bottom = 24, left = 58;
+  const el = svg('svg', { class: 'smoke', viewBox: `0 0 ${W} ${H}`, role: 'img', 'data-probe': d.probe });
+  const title = svg('title', {});
+  title.textContent = summaryText(d, what);
+  el.append(title);
+  const span = Math.max(1, d.to - d.from);
+  const bw = Math.max(1, (W - left) * d.step_seconds / span);
+  const x = (t) => left + ((t - d.from) / span) * (W - left);
+  const withTime = d.points.filter((p) => p.median_ms !== null);
+  const max = Math.max(0.01, ...withTime.map((p) => p.p90_ms)) * 1.1;
+  const y = (v) => top + (1 - v / max) * (H - top - bottom);
+  for (const f of [0, 0.5, 1]) {
+    el.append(svg('line', { class: 'grid', x1: left, x2: W, y1: y(max * f), y2: y(max * f) }));
+    const lab = svg('text', { class: 'axis', x: left - 4, y: y(max * f) + 4, 'text-anchor': 'end' });
+    lab.textContent = f === 1 ? ms(max * f) : ms(max * f).replace(' ms', '');
+    el.append(lab);
+  }
+  for (const [t, anchor] of [[d.from, 'start'], [d.to, 'end']]) {
+    const lab = svg('text', { class: 'axis', x: anchor === 'start' ? left : W, y: H - 4, 'text-anchor': anchor });
+    lab.textContent = new Date(t * 1000).toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+    el.append(lab);
+  }
+  for (const p of d.points) {
+    const x0 = x(p.t);
+    const g = svg('g', { class: 'pt', 'data-t': p.t, 'data-median': p.median_ms === null ? '' : p.median_ms, 'data-loss': p.loss === null ? '' : p.loss, 'data-rounds': p.rounds });
+    const tip = svg('title', {});
+    tip.textContent = `${new Date(p.t * 1000).toLocaleString()}: ${p.rounds} rounds, median ${ms(p.median_ms)} (10–90 %: ${ms(p.p10_ms)}–${ms(p.p90_ms)}), loss ${pct(p.loss)}`;
+    g.append(tip);
+    if (p.median_ms !== null) {
+      g.append(svg('rect', { class: 'spread90', x: x0, width: bw, y: y(p.p90_ms), height: Math.max(0.5, y(p.p10_ms) - y(p.p90_ms)) }));
+      g.append(svg('rect', { class: 'spread50', x: x0, width: bw, y: y(p.p75_ms), height: Math.max(0.5, y(p.p25_ms) - y(p.p75_ms)) }));
+      g.append(svg('rect', { class: 'median', x: x0, width: Math.max(bw, 1.5), y: y(p.median_ms) - 1.5, height: 3, fill: lossColour(p.loss) }));
+    }
+    if (p.loss) {
+      const lh = Math.max(2, p.loss * 14);
+      g.append(svg('rect', { class: 'lossbar', x: x0, width: Math.max(bw, 1.5), y: H - bottom - lh, height: lh, fill: lossColour(p.loss) }));
+    }
+    el.append(g);
+  }
+  for (const c of d.changes || []) {
+    el.append(svg('line', { class: 'change', x1: x(c.t), x2: x(c.t), y1: top, y2: H - bottom, 'data-t': c.t }));
+  }
+  return el;
+}
+
+function lossLegend() {
+  return h('div', { class: 'legend small muted' }, 'Median coloured by loss: ',
+    LOSS_COLOURS.map(([, c, label]) => {
+      const sw = h('span', { class: 'swatch' });
+      sw.style.background = c; // through the CSSOM: the page's CSP refuses style attributes
+      return h('span', { class: 'key' }, sw, label);
+    }),
+    h('span', { class: 'key' }, h('span', { class: 'swatch shade' }), 'spread 10–90 % and 25–75 %'));
+}
+
+function changesList(d) {
+  if (!d.changes || !d.changes.length) return h('p', { class: 'small muted' }, `No ${d.probe === 'dns' ? 'rcode' : 'path'} changes in the last ${d.range}` + (d.current ? ` (now ${d.current}).` : '.'));
+  const what = d.probe === 'dns' ? 'rcode' : 'path';
+  return h('div', {}, h('h3', {}, `${what} changes`),
+    h('ol', { class: 'changes small' }, d.changes.map((c) => h('li', { 'data-t': c.t },
+      h('span', { class: 'muted' }, new Date(c.t * 1000).toLocaleString()), ' ',
+      h('span', { class: 'mono' }, `${c.from} → ${c.to}`)))),
+    d.changes_total > d.changes.length ? h('p', { class: 'small muted' }, `${d.changes_total - d.changes.length} more not listed.`) : null);
+}
+
+function hopTable(d) {
+  if (!d.hops || !d.hops.length) return h('p', { class: 'muted' }, 'No hops stored in this range.');
+  return h('div', { class: 'scroll' }, h('table', { class: 'hops mono small' },
+    h('thead', {}, h('tr', {}, ['Hop', 'Loss', 'Sent', 'Last', 'Avg', 'Best', 'Worst', 'StDev'].map((c) => h('th', {}, c)))),
+    h('tbody', {}, d.hops.map((x) => h('tr', { 'data-hop': x.hop },
+      h('td', {}, x.hop), h('td', {}, pct(x.loss)), h('td', {}, x.sent),
+      [x.last_ms, x.avg_ms, x.best_ms, x.worst_ms, x.stddev_ms].map((v) => h('td', {}, ms(v))))))),
+    h('p', { class: 'hint' }, 'Over the range, per hop: loss of its probes, and its mean RTT per round (hop addresses are not stored).'));
+}
+
+async function probeSection(name, probe) {
+  let d;
+  try {
+    d = await api('GET', `/api/targets/${encodeURIComponent(name)}/history?probe=${probe}&range=${targetRange}`);
+  } catch (e) {
+    return h('section', { class: 'card' }, h('h2', {}, probe), h('p', { class: 'ferr' }, e.message));
+  }
+  const what = { ping: 'RTT', dns: 'lookup', trace: 'last hop RTT' }[probe] || 'time';
+  return h('section', { class: 'card diag', 'data-probe': probe },
+    h('h2', {}, `${probe}: ${what}`),
+    h('p', { class: 'summary' }, summaryText(d, what)),
+    smokeChart(d, what), lossLegend(),
+    probe === 'trace' ? hopTable(d) : null,
+    probe === 'dns' || probe === 'trace' ? changesList(d) : null);
+}
+
+async function showTarget(name) {
+  const gen = setView('targets');
+  let s;
+  try { s = await api('GET', '/api/status'); } catch (e) { if (e.status !== 401) toast(e.message); return; }
+  const t = s.targets.find((x) => x.name === name);
+  if (!t) { render(gen, h('div', { class: 'card' }, `No target named ${name}.`)); return; }
+  const ranges = h('div', { class: 'ranges', role: 'group', 'aria-label': 'Range' }, RANGES.map((r) => {
+    const b = h('button', { type: 'button', class: r === targetRange ? 'primary' : '', 'data-range': r, 'aria-pressed': String(r === targetRange) }, r);
+    b.addEventListener('click', () => { targetRange = r; showTarget(name); });
+    return b;
+  }));
+  const head = h('section', { class: 'card' },
+    h('div', { class: 'row spread' }, h('h1', {}, t.name),
+      h('a', { class: 'button', href: `#/targets/${encodeURIComponent(name)}/edit` }, 'Edit')),
+    h('div', { class: 'muted mono small' }, t.host), ranges);
+  const sections = await Promise.all(t.probes.map((p) => probeSection(name, p.probe)));
+  render(gen, head, ...sections);
 }
 
 // ---------- settings ----------
@@ -1054,8 +1189,8 @@ async function route() {
   if (state.setup_required) return showSetup(state);
   if (!state.logged_in) return showLogin();
   csrf = state.csrf_token;
-  const [, view, sub] = (location.hash || '#/status').split('/').map(decodeURIComponent);
-  if (view === 'targets') return showTargets(sub);
+  const [, view, sub, action] = (location.hash || '#/status').split('/').map(decodeURIComponent);
+  if (view === 'targets') return showTargets(sub, action);
   if (view === 'settings') return showSettings();
   return showStatus();
 }

@@ -179,7 +179,7 @@ async function main() {
     });
 
     await step('edit the target (server-side validation shown next to the field)', async () => {
-      await wd('POST', s('/url'), { url: `${URL_}#/targets/peer` });
+      await wd('POST', s('/url'), { url: `${URL_}#/targets/peer/edit` });
       await waitCss('#target-form');
       await type('#f-ping-spacing', '900ms');
       await type('#f-ping-packets', '3');
@@ -336,6 +336,74 @@ async function main() {
       await waitCss('tr[data-target=path]');
       const text = configText();
       if (!/flows = 2/.test(text) || !/protocol = "icmp"/.test(text) || !/max_hops = 8/.test(text)) throw new Error(`trace options not saved:\n${text}`);
+    });
+
+    // The chart's points against the API: every bucket the chart drew, by its start, with the
+    // API's median, loss and rounds (buckets still filling may have moved on in between).
+    const compare = (pts, api, probe) => {
+      if (!pts.length) throw new Error(`${probe}: no points drawn`);
+      const closed = Math.floor(Date.now() / 1000 / api.step_seconds) * api.step_seconds - api.step_seconds;
+      const byT = new Map(api.points.map((p) => [String(p.t), p]));
+      let checked = 0;
+      for (const d of pts) {
+        const p = byT.get(d.t);
+        if (!p) throw new Error(`${probe}: the chart has a point at ${d.t} the API does not`);
+        if (Number(d.t) >= closed) continue;
+        const same = (a, b) => (a === '' && b === null) || Math.abs(Number(a) - b) < 1e-9;
+        if (!same(d.median, p.median_ms) || !same(d.loss, p.loss) || Number(d.rounds) !== p.rounds) {
+          throw new Error(`${probe} point ${d.t}: chart ${JSON.stringify(d)} against API ${JSON.stringify(p)}`);
+        }
+        checked++;
+      }
+      return checked;
+    };
+
+    // The page of `name`, at 1 h, re-read (the range button) until `done(chart points, API)` holds.
+    const targetPage = async (name, probe, done, timeoutMs) => {
+      await wd('POST', s('/url'), { url: `${URL_}#/targets/${name}` });
+      await waitFor(`${name}'s page`, () => exec('return document.querySelector("main h1") && document.querySelector("main h1").textContent === arguments[0]', name));
+      let last;
+      await waitFor(`${name}: ${probe} chart`, async () => {
+        await exec('const h = document.querySelector("main h1"); if (h && h.textContent === arguments[0]) document.querySelector("button[data-range=\\"1h\\"]").click(); return true', name);
+        await waitFor('redrawn', () => exec('return document.querySelector("button[data-range=\\"1h\\"]").getAttribute("aria-pressed") === "true" && document.querySelector(".diag") !== null'));
+        last = await wd('POST', s('/execute/async'), {
+          script: `const done = arguments[0];
+            const sel = '.diag[data-probe=${probe}]';
+            const pts = [...document.querySelectorAll(sel + ' svg.smoke g.pt')].map((g) => Object.assign({}, g.dataset));
+            const hops = document.querySelectorAll(sel + ' table.hops tr[data-hop]').length;
+            fetch('/api/targets/${name}/history?probe=${probe}&range=1h').then((r) => r.json()).then((api) => done({ pts, hops, api }));`,
+          args: [],
+        });
+        return done(last);
+      }, timeoutMs);
+      return last;
+    };
+
+    await step('a trace target page: hop table and chart from the API', async () => {
+      await wd('POST', s('/window/rect'), { width: 1280, height: 900 });
+      // The target added above: its first trace is stored within its first interval.
+      const { pts, hops, api } = await targetPage('path', 'trace', (r) => r.hops > 0, 120000);
+      compare(pts, api, 'trace');
+      if (hops !== api.hops.length) throw new Error(`hops shown ${hops}, API ${api.hops.length}`);
+      await shot('21-target-trace');
+      await wd('POST', s('/window/rect'), { width: 390, height: 844 });
+      await sleep(300);
+      await shot('22-target-trace-phone');
+      const wide = await exec('return document.documentElement.scrollWidth > window.innerWidth + 1');
+      await wd('POST', s('/window/rect'), { width: 1280, height: 900 });
+      if (wide) throw new Error('the target page is wider than a phone screen');
+    });
+
+    await step('a ping target page: the chart points are the API points', async () => {
+      // The loopback target has pinged every second since the device started; wait for a
+      // minute that is over, whose bucket can no longer change.
+      const { pts, api } = await targetPage('loopback-v4', 'ping', (r) => compare(r.pts, r.api, "ping") >= 1, 150000);
+      const summary = await exec("return document.querySelector('.diag[data-probe=ping] .summary').textContent");
+      if (!/rounds?, loss/.test(summary)) throw new Error(summary);
+      if (pts.length < 2 || !api.points.length) throw new Error('too few points');
+      await shot('23-target-ping');
+      await click('button[data-range="24h"]');
+      await waitFor('24 h range', () => exec("return document.querySelector('button[data-range=\"24h\"]').getAttribute('aria-pressed') === 'true' && /Last 24h/.test(document.body.innerText)"));
     });
 
     await step('targets list and form fit a phone screen', async () => {

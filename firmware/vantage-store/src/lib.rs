@@ -16,6 +16,7 @@ pub mod backend;
 pub mod codec;
 pub mod gauges;
 pub mod remote_write;
+pub mod rollup;
 mod series;
 mod store;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 pub use backend::BackendKind;
 pub use codec::{ErrorKind, StoredPing, StoredSample};
 pub use remote_write::{Endpoint, EndpointStats, ScrapeLog, SendMode, Shipper, ShipperOptions};
+pub use rollup::{Agg, Dist, HopAgg, Marks};
 pub use series::{Labels, SeriesKey};
 pub use store::{
     Cursor, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats, dir_usage,

@@ -11,6 +11,7 @@ use vantage_core::{ProbeKind, Sample};
 
 use crate::backend::{self, Backend, BackendError, BackendKind, Commit, EngineOptions};
 use crate::codec::{BlockMeta, StoredSample, decode_block, encode_block, unix_ms};
+use crate::rollup::{self, Agg, Due};
 use crate::series::{Labels, SeriesKey};
 
 /// Largest block one commit writes; a longer backlog of pending samples is split.
@@ -193,6 +194,8 @@ struct State {
     commit_now: bool,
     /// Pending samples at the front being written by a commit right now.
     in_flight: usize,
+    /// Per-minute aggregates not yet written.
+    rollups: rollup::Open,
 }
 
 #[derive(Default)]
@@ -713,6 +716,78 @@ impl Store {
         Ok(out)
     }
 
+    /// One target's rounds of one probe with `from <= timestamp <= to` (ms), folded into
+    /// buckets of `step_ms` (a multiple of a minute; buckets start at multiples of it). Reads
+    /// the per-minute aggregates, the aggregates not yet written and the rounds not yet
+    /// committed; only rounds from before the store kept aggregates are read from blocks.
+    /// Returns (bucket start, aggregate), oldest first, buckets without rounds left out.
+    pub fn aggregate(
+        &self,
+        target: &str,
+        probe: ProbeKind,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<(i64, Agg)>, BackendError> {
+        let step = (step_ms.max(rollup::MINUTE_MS) / rollup::MINUTE_MS) * rollup::MINUTE_MS;
+        let bucket = |t: i64| t.div_euclid(step) * step;
+        let (ids, start, open, pending) = {
+            let st = lock(&self.inner.state);
+            let ids: Vec<u32> = st
+                .lookup
+                .get(&(Arc::from(target), probe))
+                .map(|v| v.iter().map(|(_, id)| *id).collect())
+                .unwrap_or_default();
+            let open = st.rollups.in_memory(&ids, from_ms, to_ms);
+            let pending: Vec<StoredSample> = st
+                .pending
+                .iter()
+                .filter(|s| {
+                    ids.contains(&s.series) && s.timestamp_ms >= from_ms && s.timestamp_ms <= to_ms
+                })
+                .cloned()
+                .collect();
+            (
+                ids,
+                (st.rollups.start, st.rollups.written_below),
+                open,
+                pending,
+            )
+        };
+        // Written minutes are those before `written`, the ones in memory at or after it: a
+        // commit moving minutes between the two while this reads counts them once.
+        let (start, written) = start;
+        // (minute or round time, aggregate), merged in time order.
+        let mut parts: Vec<(i64, Agg)> = Vec::new();
+        if from_ms < start {
+            for s in self.query(target, probe, from_ms, to_ms.min(start - 1))? {
+                let mut a = Agg::default();
+                a.add(&s);
+                parts.push((s.timestamp_ms, a));
+            }
+        }
+        if written > from_ms.max(start) {
+            let to = to_ms.min(written - 1);
+            parts.extend(self.inner.written_rollups(&ids, from_ms.max(start), to)?);
+        }
+        parts.extend(open);
+        for s in pending {
+            let mut a = Agg::default();
+            a.add(&s);
+            parts.push((s.timestamp_ms, a));
+        }
+        parts.sort_by_key(|(t, _)| *t);
+        let mut out: Vec<(i64, Agg)> = Vec::new();
+        for (t, a) in parts {
+            let b = bucket(t);
+            match out.last_mut() {
+                Some((lb, la)) if *lb == b => la.merge(&a),
+                _ => out.push((b, a)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads every block back, counting (and forgetting) the damaged ones. Returns
     /// (blocks read, blocks damaged).
     pub fn verify(&self) -> Result<(u64, u64), BackendError> {
@@ -1116,6 +1191,7 @@ impl Inner {
         for seq in recent {
             self.read_block_with(b, seq)?;
         }
+        self.load_rollups(b)?;
         tracing::info!(
             store = %self.opts.dir.display(),
             backend = self.opts.backend.as_str(),
@@ -1124,6 +1200,140 @@ impl Inner {
             "store: opened"
         );
         Ok(damaged)
+    }
+
+    /// Loads where the aggregates start and how far they are written, and rebuilds the
+    /// aggregates not yet written from the newest blocks (they are only in memory).
+    fn load_rollups(&self, b: &dyn Backend) -> Result<(), BackendError> {
+        let read = |name: &[u8]| -> Result<Option<i64>, BackendError> {
+            let mut out = None;
+            b.scan_meta(name, &mut |k, v| {
+                if k == name && v.len() == 8 {
+                    out = Some(i64::from_le_bytes(v.try_into().unwrap_or_default()));
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        };
+        let (start, written) = (read(rollup::META_START)?, read(rollup::META_WRITTEN)?);
+        let (blocks, newest) = {
+            let st = lock(&self.state);
+            let newest = st.index.values().next_back().map(|e| e.meta.max_ts);
+            let from = written.or(start).unwrap_or(i64::MAX);
+            let blocks: Vec<u64> = st
+                .index
+                .iter()
+                .filter(|(_, e)| e.meta.max_ts >= from)
+                .map(|(s, _)| *s)
+                .collect();
+            (blocks, newest)
+        };
+        let mut open = rollup::Open {
+            // A store from before the aggregates: its rounds so far are read from the blocks.
+            start: start
+                .unwrap_or_else(|| newest.map_or(0, |t| rollup::minute_of(t) + rollup::MINUTE_MS)),
+            start_dirty: start.is_none(),
+            ..rollup::Open::default()
+        };
+        open.written_below = written.unwrap_or(open.start);
+        open.cleaned_below = lock(&self.state)
+            .index
+            .values()
+            .next()
+            .map_or(0, |e| rollup::minute_of(e.meta.min_ts));
+        for seq in blocks {
+            if let Some(samples) = self.read_block_with(b, seq)? {
+                open.fold(&samples, false);
+            }
+        }
+        lock(&self.state).rollups = open;
+        Ok(())
+    }
+
+    /// Adds the aggregates due to a commit: the minutes completed, and the written minutes that
+    /// late rounds join (read and merged here).
+    fn rollup_meta(&self, b: &dyn Backend, due: &Due, c: &mut Commit) -> Result<(), BackendError> {
+        c.meta.extend(due.meta.iter().cloned());
+        c.meta_removals = due.removals.clone();
+        for ((series, minute), late) in &due.late {
+            let k = rollup::key(*series, *minute);
+            let mut merged = Agg::default();
+            b.scan_meta_range(&k, &rollup::key(*series, minute + 1), &mut |_, v| {
+                if let Ok(a) = Agg::decode(v, *minute) {
+                    merged = a;
+                }
+                Ok(())
+            })?;
+            merged.merge(late);
+            c.meta.push((k, merged.encode(*minute)));
+        }
+        Ok(())
+    }
+
+    /// The written aggregates of `ids` for the minutes overlapping `[from, to]`.
+    fn written_rollups(
+        &self,
+        ids: &[u32],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, Agg)>, BackendError> {
+        let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let Some(b) = guard.as_ref() else {
+            return Ok(out);
+        };
+        let (from, to) = (
+            rollup::minute_of(from_ms),
+            rollup::minute_of(to_ms) + rollup::MINUTE_MS,
+        );
+        for id in ids {
+            b.scan_meta_range(
+                &rollup::key(*id, from),
+                &rollup::key(*id, to),
+                &mut |k, v| {
+                    if let Some(m) = rollup::key_minute(k) {
+                        match Agg::decode(v, m) {
+                            Ok(a) => out.push((m, a)),
+                            Err(e) => {
+                                tracing::warn!(minute = m, "store: damaged aggregate skipped ({e})")
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// Queues the deletion of aggregates of minutes no longer in the blocks.
+    fn clean_rollups(&self, b: &dyn Backend) {
+        let (cutoff, ids) = {
+            let st = lock(&self.state);
+            let oldest = st.index.values().next().map(|e| e.meta.min_ts);
+            match oldest.and_then(|t| st.rollups.cleanup_due(t)) {
+                Some(c) => (c, st.series.len() as u32),
+                None => return,
+            }
+        };
+        let mut keys = Vec::new();
+        for id in 0..ids {
+            let res = b.scan_meta_range(
+                &rollup::key(id, 0),
+                &rollup::key(id, cutoff),
+                &mut |k, _| {
+                    keys.push(k.to_vec());
+                    Ok(())
+                },
+            );
+            if let Err(e) = res {
+                tracing::warn!("store: cannot list old aggregates: {e}");
+                return;
+            }
+        }
+        let mut st = lock(&self.state);
+        st.rollups.removals.extend(keys);
+        st.rollups.cleaned_below = cutoff;
     }
 
     fn read_block(&self, seq: u64) -> Result<Option<Vec<StoredSample>>, BackendError> {
@@ -1275,6 +1485,7 @@ impl Inner {
             };
             // Take what to write under the lock; encode and write without it, so appends
             // (the probes) never wait for the disk.
+            let due: Due;
             let (samples, seq, series, cursors, floor, removals) = {
                 let mut st = lock(&self.state);
                 let n = st.pending.len().min(MAX_BLOCK_SAMPLES);
@@ -1292,6 +1503,7 @@ impl Inner {
                     .collect();
                 let floor = st.floor_dirty.then_some(st.floor);
                 let removals = std::mem::take(&mut st.index_removals);
+                due = st.rollups.due();
                 (samples, st.next_seq, series, cursors, floor, removals)
             };
             let n = samples.len();
@@ -1322,6 +1534,13 @@ impl Inner {
                 c.meta.push((META_FLOOR.to_vec(), f.to_le_bytes().to_vec()));
             }
             c.index_removals = removals.clone();
+            if let Err(e) = self.rollup_meta(b.as_ref(), &due, &mut c) {
+                let mut st = lock(&self.state);
+                st.in_flight = 0;
+                st.index_removals.extend(removals);
+                st.rollups.failed(due);
+                return Err(e);
+            }
             if c.is_empty() {
                 lock(&self.state).in_flight = 0;
                 return Ok(());
@@ -1335,6 +1554,8 @@ impl Inner {
             match res {
                 Ok(()) => {
                     st.pending.drain(..n);
+                    st.rollups.written(&due);
+                    st.rollups.fold(&samples, true);
                     // A set: at a start with thousands of targets every series is new at once.
                     let saved: HashSet<u32> = series.iter().map(|(id, _)| *id).collect();
                     st.unsaved_series.retain(|id| !saved.contains(id));
@@ -1370,6 +1591,7 @@ impl Inner {
                 }
                 Err(e) => {
                     st.index_removals.extend(removals);
+                    st.rollups.failed(due);
                     self.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
                     return Err(e);
                 }
@@ -1471,6 +1693,7 @@ impl Inner {
         };
         drop(st);
         if floor != floor_before {
+            self.clean_rollups(b.as_ref());
             self.write_head(head);
             if let Err(e) = b.drop_below(floor) {
                 tracing::warn!("store: reclaiming space failed: {e}");

@@ -97,6 +97,9 @@ impl Backend for FjallBackend {
         for (k, v) in c.meta {
             b.insert(&self.meta, k, v);
         }
+        for k in c.meta_removals {
+            b.remove(&self.meta, k);
+        }
         let b = b.durability(sync.then_some(PersistMode::SyncAll));
         b.commit().map_err(err)
     }
@@ -120,6 +123,19 @@ impl Backend for FjallBackend {
 
     fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError> {
         for g in self.meta.prefix(prefix) {
+            let (k, v) = g.into_inner().map_err(err)?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    fn scan_meta_range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        f: &mut MetaVisitor<'_>,
+    ) -> Result<(), BackendError> {
+        for g in self.meta.range(from.to_vec()..to.to_vec()) {
             let (k, v) = g.into_inner().map_err(err)?;
             f(&k, &v)?;
         }

@@ -88,8 +88,10 @@ pub struct Commit {
     pub index: Vec<(u64, Vec<u8>)>,
     /// Index entries to delete (blocks found damaged).
     pub index_removals: Vec<u64>,
-    /// Small named values: series dictionary, cursors, the floor.
+    /// Small named values: series dictionary, cursors, the floor, per-minute aggregates.
     pub meta: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Meta keys to delete (aggregates of minutes no longer stored).
+    pub meta_removals: Vec<Vec<u8>>,
 }
 
 impl Commit {
@@ -98,6 +100,7 @@ impl Commit {
             && self.index.is_empty()
             && self.index_removals.is_empty()
             && self.meta.is_empty()
+            && self.meta_removals.is_empty()
     }
 }
 
@@ -116,6 +119,13 @@ pub trait Backend: Send + Sync + 'static {
     fn scan_index(&self, from: u64, f: &mut SeqVisitor<'_>) -> Result<(), BackendError>;
     /// Every meta entry whose key starts with `prefix`.
     fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError>;
+    /// Every meta entry with `from <= key < to`, in key order.
+    fn scan_meta_range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        f: &mut MetaVisitor<'_>,
+    ) -> Result<(), BackendError>;
     /// The lowest and highest block sequence numbers present.
     fn block_bounds(&self) -> Result<Option<(u64, u64)>, BackendError>;
     /// Reclaims the space of blocks and index entries below `seq` (best effort; may be lazy).

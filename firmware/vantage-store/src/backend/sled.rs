@@ -76,6 +76,9 @@ impl Backend for SledBackend {
         for (k, v) in c.meta {
             b.insert(meta_key(&k), v);
         }
+        for k in c.meta_removals {
+            b.remove(meta_key(&k));
+        }
         self.db.apply_batch(b).map_err(err)?;
         if sync {
             self.db.flush().map_err(err)?;
@@ -105,6 +108,19 @@ impl Backend for SledBackend {
 
     fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError> {
         for kv in self.db.scan_prefix(meta_key(prefix)) {
+            let (k, v) = kv.map_err(err)?;
+            f(&k[1..], &v)?;
+        }
+        Ok(())
+    }
+
+    fn scan_meta_range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        f: &mut MetaVisitor<'_>,
+    ) -> Result<(), BackendError> {
+        for kv in self.db.range(meta_key(from)..meta_key(to)) {
             let (k, v) = kv.map_err(err)?;
             f(&k[1..], &v)?;
         }

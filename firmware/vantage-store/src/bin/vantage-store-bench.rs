@@ -3,7 +3,11 @@
 //! ```text
 //! vantage-store-bench ingest BACKEND DIR HOURS [KIND] one device-hour = 100 targets at 1 s
 //! vantage-store-bench drain  BACKEND DIR URL RATE     ship DIR's store to URL, RATE rounds/s (0: no limit)
+//! vantage-store-bench range  BACKEND DIR DAYS         one target `bench` pinged every 1 s for DAYS
 //! ```
+//! `range` writes DAYS of one target's rounds (a commit per hour of them), reopens the store
+//! and times the charts' range queries through the aggregates (1 h, 24 h, 7 d, 30 d) and, for
+//! comparison, reading the same DAYS of rounds from the blocks.
 //! KIND is the probe of every round: `ping` (default; one packet), `dns` (an answered query
 //! over UDP) or `trace` (12 hops, 3 probes each, one hop silent).
 //! `ingest` writes HOURS of samples as the device would (a commit every 5 s of samples, i.e.
@@ -151,6 +155,7 @@ fn main() {
                 .map_or(Ok(ProbeKind::Ping), |k| k.parse())
                 .expect("KIND"),
         ),
+        Some("range") => range(&a[2], &a[3], a[4].parse().expect("DAYS")),
         Some("drain") => drain(&a[2], &a[3], &a[4], a[5].parse().expect("RATE")),
         _ => {
             eprintln!("usage: vantage-store-bench ingest|drain ...");
@@ -231,6 +236,89 @@ fn ingest(backend: &str, dir: &str, hours: f64, kind: ProbeKind) {
         st.block_bytes as f64 / n as f64,
         raw_n as f64 / raw.as_secs_f64(),
     );
+}
+
+fn range(backend: &str, dir: &str, days: u64) {
+    let target: Arc<str> = Arc::from("bench");
+    let labels = Labels::new();
+    let seconds = days * 86_400;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let start_ms = now_ms - seconds * 1000;
+    let mut o = opts(backend, dir);
+    o.commit_interval = Duration::from_secs(3600);
+    o.commit_samples = 3600;
+    let t = Instant::now();
+    {
+        let store = Store::open(o.clone()).expect("store opens");
+        let mut rng = 0x2545f4914f6cdd1du64;
+        for s in 0..seconds {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            store.append(
+                &round(ProbeKind::Ping, &target, start_ms + s * 1000, rng),
+                &labels,
+            );
+            if s % 3600 == 3599 {
+                while store.stats().pending >= 3600 {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        store.flush().expect("flush");
+        store.flush().expect("flush");
+    }
+    let ingest = t.elapsed();
+    let t = Instant::now();
+    let store = Store::open(o).expect("store opens");
+    let open = t.elapsed();
+    let now = now_ms as i64;
+    let mut line = format!(
+        "backend={backend} rounds={seconds} ingest_s={:.1} open_ms={:.1}",
+        ingest.as_secs_f64(),
+        open.as_secs_f64() * 1e3
+    );
+    for (name, len_s, step_s) in [
+        ("1h", 3600, 60),
+        ("24h", 86_400, 300),
+        ("7d", 604_800, 1800),
+        ("30d", 2_592_000, 7200),
+    ] {
+        for pass in ["cold", "warm"] {
+            let b0 = store.stats().blocks_read;
+            let t = Instant::now();
+            let buckets = store
+                .aggregate(
+                    "bench",
+                    ProbeKind::Ping,
+                    now - len_s * 1000,
+                    now,
+                    step_s * 1000,
+                )
+                .expect("aggregate");
+            let took = t.elapsed();
+            let rounds: u32 = buckets.iter().map(|(_, a)| a.rounds).sum();
+            line += &format!(
+                " {name}_{pass}_ms={:.1} {name}_buckets={} {name}_rounds={rounds} {name}_blocks_read={}",
+                took.as_secs_f64() * 1e3,
+                buckets.len(),
+                store.stats().blocks_read - b0
+            );
+        }
+    }
+    let t = Instant::now();
+    let raw = store
+        .query("bench", ProbeKind::Ping, now - seconds as i64 * 1000, now)
+        .expect("query");
+    line += &format!(
+        " blocks_all_rounds={} blocks_read_ms={:.1}",
+        raw.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    println!("{line}");
 }
 
 fn drain(backend: &str, dir: &str, url: &str, rate: u32) {

@@ -47,6 +47,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/history"),
     ("GET", "/api/targets"),
     ("POST", "/api/targets"),
+    // Before the DELETE: the route walk deletes the target it names.
+    ("GET", "/api/targets/{name}/history"),
     ("PUT", "/api/targets/{name}"),
     ("DELETE", "/api/targets/{name}"),
     ("POST", "/api/targets/test"),
@@ -80,6 +82,10 @@ pub fn router(web: Arc<Web>) -> Router {
         .route(
             "/api/targets/{name}",
             put(replace_target).delete(delete_target),
+        )
+        .route(
+            "/api/targets/{name}/history",
+            get(super::diagnostics::target_history),
         )
         .route("/api/targets/test", post(test_target))
         .route("/api/probes", get(probe_forms))

@@ -11,6 +11,7 @@ mod auth;
 mod client_files;
 mod config_file;
 mod device;
+mod diagnostics;
 mod guard;
 mod history;
 mod secrets;

@@ -2296,6 +2296,62 @@ async fn history_comes_from_the_store_and_survives_a_restart() {
     assert_eq!(h.body["points"].as_array().unwrap().len(), 31, "{}", h.text);
 }
 
+/// A target's range comes from the store's aggregates: the points hold the rounds that were
+/// stored, with their loss and times, and bad ranges or probes are named.
+#[tokio::test]
+async fn a_targets_range_history_comes_from_the_store() {
+    use vantage_core::Observer;
+    let dir = TempDir::new("range");
+    let cfg = Config::parse(CONFIG, "f").unwrap();
+    let now = SystemTime::now();
+    {
+        let storage = crate::storage::Storage::start(dir.path(), &cfg);
+        // Two hours of one round a minute: every tenth fails; 3 ms, 9 ms in the first hour.
+        for m in 1..=120u64 {
+            let at = now - Duration::from_secs(m * 60);
+            let rtt = Duration::from_millis(if m > 60 { 9 } else { 3 });
+            storage.sample(ping_sample("loop", at, m % 10 != 0, rtt));
+        }
+        storage.shutdown().await;
+    }
+    let f = Fixture::with_store(dir, Some(CONFIG)).await.log_in().await;
+    let h = f
+        .get("/api/targets/loop/history?probe=ping&range=24h")
+        .await;
+    assert_eq!(h.status, StatusCode::OK, "{}", h.text);
+    assert_eq!(h.body["step_seconds"], 300, "{}", h.text);
+    let points = h.body["points"].as_array().unwrap();
+    let rounds: u64 = points.iter().map(|p| p["rounds"].as_u64().unwrap()).sum();
+    assert_eq!(rounds, 120, "{}", h.text);
+    let sum = &h.body["summary"];
+    assert_eq!(sum["rounds"], 120);
+    assert_eq!(sum["successes"], 108);
+    assert!((sum["loss"].as_f64().unwrap() - 0.1).abs() < 1e-9, "{sum}");
+    assert_eq!(sum["min_ms"], 3.0, "{sum}");
+    assert_eq!(sum["max_ms"], 9.0, "{sum}");
+    let median = sum["median_ms"].as_f64().unwrap();
+    assert!((2.8..=9.5).contains(&median), "{sum}");
+    // The last hour has the 3 ms rounds only.
+    let h1 = f.get("/api/targets/loop/history?range=1h").await;
+    assert_eq!(h1.body["summary"]["max_ms"], 3.0, "{}", h1.text);
+    assert!(
+        h1.body["summary"]["rounds"].as_u64().unwrap() >= 59,
+        "{}",
+        h1.text
+    );
+    let bad = f.get("/api/targets/loop/history?range=2d").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.text.contains("range") && bad.text.contains("30d"),
+        "{}",
+        bad.text
+    );
+    let no = f.get("/api/targets/loop/history?probe=dns").await;
+    assert_eq!(no.status, StatusCode::NOT_FOUND, "{}", no.text);
+    let none = f.get("/api/targets/nope/history").await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.text);
+}
+
 /// A hand edit that broke the file: the sections still load (with the file's errors), saves
 /// are refused, and a secret quoted in an error message stays masked.
 #[tokio::test]
