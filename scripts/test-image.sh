@@ -332,20 +332,27 @@ guest_reboot() {
   for _ in $(seq 300); do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
   power_cut
 }
-update_checks() {
-  local before_rounds sum0 hostkey0 slot0 slot1 t0 out
-  for t in rauc unsquashfs debugfs; do command -v "$t" >/dev/null || { bad "host tool missing for --update: $t"; return; }; done
-  [ "$ab" = 1 ] || { bad "--update: the image has no data partition (not an A/B image)"; return; }
+# The three bundles of the update checks, made while the first boots run (in the background).
+prepare_bundles() {
   rm -rf "$work/bundle-root"
-  unsquashfs -q -n -d "$work/bundle-root" "$bundle" >/dev/null 2>&1 && [ -s "$work/bundle-root/root.ext4" ] ||
-    { bad "--update: cannot read $bundle"; return; }
+  unsquashfs -q -n -d "$work/bundle-root" "$bundle" >/dev/null 2>&1 && [ -s "$work/bundle-root/root.ext4" ] || return 1
   base_build=$(debugfs -R 'cat /usr/lib/vantage-image/release' "$work/bundle-root/root.ext4" 2>/dev/null | sed -n 's/^BUILD=//p')
+  [ -n "$base_build" ] || return 1
   derive_bundle next build/rauc-dev
   derive_bundle foreign "$work/other-key"
   printf '#!/bin/sh\necho "this build is broken on purpose: it exits at start" >&2\nexit 1\n' >"$work/broken-vantage"
   printf 'TRIAL_SECONDS=90\n' >"$work/broken-health"
   derive_bundle broken build/rauc-dev 'cd /usr/bin' 'rm vantage' "write $work/broken-vantage vantage" 'sif vantage mode 0100755' \
     'cd /etc/default' "write $work/broken-health vantage-image-health"
+  echo "$base_build" >"$work/base-build"
+}
+update_checks() {
+  local before_rounds sum0 hostkey0 slot0 slot1 t0 out
+  [ "$ab" = 1 ] || { bad "--update: the image has no data partition (not an A/B image)"; return; }
+  wait "$prep_pid"
+  base_build=$(cat "$work/base-build" 2>/dev/null)
+  [ -n "$base_build" ] && [ -s "$work/next.raucb" ] && [ -s "$work/foreign.raucb" ] && [ -s "$work/broken.raucb" ] ||
+    { bad "--update: no bundles made from $bundle: $(tail -3 "$work/prepare.log" | tr '\n' ' ')"; return; }
   figure "bundle size: $(stat -c %s "$work/next.raucb") bytes ($(($(stat -c %s "$work/next.raucb") / 1048576)) MiB), root file system image $(stat -c %s "$work/bundle-root/root.ext4") bytes"
 
   slot0=$(slot_now)
@@ -361,7 +368,7 @@ update_checks() {
   out=$(g 'rauc install /data/foreign.raucb 2>&1; echo "rc=$?"')
   env1=$(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
   if grep -q 'rc=[1-9]' <<<"$out" && [ "$env0" = "$env1" ]; then
-    ok "a bundle signed by another key is refused, nothing written: $(grep -i -m1 'signature\|verif' <<<"$out")"
+    ok "a bundle signed by another key is refused, nothing written: $(grep -i -m1 'error\|fail' <<<"$out")"
   else bad "bundle of another signer: $(tail -3 <<<"$out" | tr '\n' ' ') (slot or env changed: $([ "$env0" = "$env1" ] && echo no || echo yes))"; fi
   g 'rm -f /data/foreign.raucb'
 
@@ -385,7 +392,8 @@ update_checks() {
     bad "after the update: slot '$slot1' (was $slot0), build $(build_now)"
   grep -q "Vantage, slot $slot1" "$console" && ok "the console shows GRUB's menu choosing slot $slot1" || true
   t0=$SECONDS
-  health_wait "$slot1" "$base_build-next" && { ok "slot $slot1 on trial marked good"; figure "update: trial to good: $health_took s after SSH answered"; } ||
+  health_wait "$slot1" "$base_build-next" && { ok "slot $slot1 on trial marked good"
+    figure "update: trial to good: $(g 'journalctl -b -u vantage-image-health --no-pager' | grep -o 'ready after [0-9]* s' | head -1) from the health check's start (early boot)"; } ||
     bad "slot $slot1 not marked good: $(g 'journalctl -b -u vantage-image-health --no-pager | tail -5' | tr '\n' ' ')"
   login && ok "the password survives the update (login)" || bad "no login after the update"
   [ "$(config_sum)" = "$sum0" ] && ok "the config survives the update" || bad "config changed by the update"
@@ -424,6 +432,13 @@ update_checks() {
     bad "stored rounds lost in the rollback: $(jqr '.samples | length') now, $before_rounds before"
   clock_offset
 }
+
+if [ -n "$bundle" ]; then
+  for t in rauc unsquashfs mksquashfs debugfs; do command -v "$t" >/dev/null || { bad "host tool missing for --update: $t"; finish; }; done
+  [ -f "$bundle" ] || { bad "no bundle $bundle (scripts/build-bundle.sh)"; finish; }
+  prepare_bundles >"$work/prepare.log" 2>&1 &
+  prep_pid=$!
+fi
 
 # 1. First boot of the untouched image.
 t_begin=$(date +%s)
