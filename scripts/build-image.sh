@@ -6,6 +6,8 @@
 #   scripts/build-image.sh --arch amd64      PCs and virtual machines (UEFI or BIOS)
 #   scripts/build-image.sh --deb FILE        use this vantage .deb instead of building one
 #   scripts/build-image.sh --keep            keep the work directory (build/image-<arch>/)
+#   scripts/build-image.sh --arch amd64 --bundle   also the update bundle of the same root file
+#                                            system (scripts/build-bundle.sh), signed
 #   MIRROR=http://host/debian scripts/build-image.sh   another Debian mirror
 #   WORK_DIR=dir scripts/build-image.sh                another work directory
 #   SETUP_CODE=code scripts/build-image.sh             this build's setup code (default: random)
@@ -16,11 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
 arch=arm64
 deb=""
-keep=0
+keep=0 bundle=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) arch="${2:?--arch needs a value: arm64 or amd64}"; shift 2 ;;
@@ -28,6 +30,7 @@ while [ $# -gt 0 ]; do
     --deb) deb="${2:?--deb needs a file}"; shift 2 ;;
     --deb=*) deb="${1#*=}"; shift ;;
     --keep) keep=1; shift ;;
+    --bundle) bundle=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "build-image.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
@@ -44,6 +47,7 @@ export IMAGE_ARCH=$arch
 # shellcheck source=/dev/null
 . "image/arch/$arch.conf"
 export DEB_ARCH KERNEL_PKG BOARD_PKGS CONSOLES BOOTLOADER PARTITION_TABLE INITRAMFS_MODULES
+export SLOTS ROOT_SLOT_MIB DATA_MIB
 export SRC_DIR=$PWD
 export VERSION
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
@@ -58,7 +62,17 @@ export SUITE=trixie
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 # Filesystem labels: the kernel command line, fstab and the expansion service find the
 # partitions by them (FAT labels are at most 11 characters).
-export BOOT_LABEL=VANTAGEBOOT ROOT_LABEL=VANTAGEROOT
+export BOOT_LABEL=VANTAGEBOOT ROOT_LABEL=VANTAGEROOT DATA_LABEL=VANTAGEDATA
+# GPT partition names of the A/B layout: GRUB's kernel command line (root=PARTLABEL=...), RAUC's
+# slots and the initramfs find the partitions by them, since both slots carry the same file
+# system (and label).
+export SLOT_A_NAME=vantage-a SLOT_B_NAME=vantage-b DATA_NAME=vantage-data
+# The RAUC keyring the image trusts (docs/IMAGE.md, "Keys"): RAUC_CERT= names the production
+# certificate; without it the development key in build/rauc-dev/ (made on first use) signs.
+if [ "$SLOTS" = ab ]; then
+  eval "$(scripts/rauc-keys.sh --env)"
+  export RAUC_KEY RAUC_CERT RAUC_KEYRING
+fi
 
 mkdir -p "$WORK" "$DIST"
 if [ "$keep" = 0 ]; then
@@ -75,5 +89,10 @@ for step in "${steps[@]}"; do
   echo "==> [$i/$n] $(basename "$step" .sh)"
   bash -euo pipefail "$step"
   echo "    [$i/$n] done in $(($(date +%s) - t0)) s"
+  # scripts/build-bundle.sh needs the root file system only.
+  [ "$(basename "$step" .sh)" = "${STOP_AFTER:-}" ] && { echo "==> stopped after $STOP_AFTER"; exit 0; }
 done
+if [ "$bundle" = 1 ]; then
+  scripts/build-bundle.sh --arch "$arch" --rootfs "$WORK/root.ext4"
+fi
 echo "==> built $DIST/$IMAGE_NAME.img.xz in $(($(date +%s) - start)) s"

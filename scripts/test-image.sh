@@ -23,6 +23,12 @@
 #   4. with --wear: bytes written per hour to each partition of the disk while 100 targets on
 #      guest loopback addresses are probed at the default settings;
 #   5. a clean shutdown, then e2fsck -fn of the root partition from the host: clean.
+#   With --update (amd64, A/B image): after 2, a bundle signed by another key is refused before
+#   anything is written; the bundle (marked as the next build) is installed with `rauc install`
+#   over SSH and after the reboot GRUB starts the other slot, which the health check marks good,
+#   with the password, the config, the stored rounds, the SSH host keys kept; then a broken build
+#   of it (the daemon exits at start) is installed: the device reboots into the good slot by
+#   itself, which says so; `touch /usr/x` fails on every slot.
 #
 #   scripts/test-image.sh [IMAGE.img.xz|IMAGE.img]   default dist/vantage-<version>-<arch>.img.xz
 #     --arch A         arm64 or amd64 (default: from the image's name, else arm64)
@@ -31,6 +37,8 @@
 #     --timeout S      seconds a boot may take to answer /metrics (default 600: TCG is slow)
 #     --wear MINUTES   also measure bytes written per hour with 100 ping targets, over MINUTES
 #                      (after the cuts; --cuts 0 --wear 20 for the measurement alone)
+#     --update BUNDLE  the A/B update checks with this bundle (scripts/build-bundle.sh; its
+#                      root file system is reused, re-signed with the development key)
 #   QEMU=path/to/qemu-system-aarch64, QEMU_ARGS="-L dir" to use another QEMU;
 #   OVMF_CODE=, OVMF_VARS= other UEFI firmware (default Debian's ovmf, Secure Boot, MS keys).
 #   QEMU_ACCEL=tcg: amd64 emulated even where KVM works (a machine whose cores are shared).
@@ -40,7 +48,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-cuts=20 timeout=600 wear=0 image="" arch="" firmware=alternate
+cuts=20 timeout=600 wear=0 image="" arch="" firmware=alternate bundle=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuts) cuts=${2:?}; shift 2 ;;
@@ -48,7 +56,8 @@ while [ $# -gt 0 ]; do
     --wear) wear=${2:?}; shift 2 ;;
     --arch) arch=${2:?}; shift 2 ;;
     --firmware) firmware=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --update) bundle=${2:?}; shift 2 ;;
+    -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "test-image.sh: unknown option '$1'" >&2; exit 2 ;;
     *) image=$1; shift ;;
   esac
@@ -99,8 +108,11 @@ trap cleanup EXIT
 disk=$work/disk.img
 case "$image" in *.xz) xz -dc "$image" >"$disk" ;; *) cp "$image" "$disk" ;; esac
 img_bytes=$(stat -c %s "$disk")
-# A bigger "card" than the image, for the first-boot expansion to fill.
-truncate -s 3G "$disk"
+# A bigger "card" than the image, for the first-boot expansion to fill: 3 GiB, and at least
+# 2 GiB more than the image (an A/B image with its two slots is nearly 3 GiB itself).
+disk_size=$((3 * 1024 * 1048576))
+[ $((img_bytes + 2048 * 1048576)) -gt "$disk_size" ] && disk_size=$((img_bytes + 2048 * 1048576))
+truncate -s "$disk_size" "$disk"
 disk_bytes=$(stat -c %s "$disk")
 sector_start() { sfdisk --json "$disk" | tr -d ' \n' | grep -o '"start":[0-9]*' | sed -n "${1}p" | cut -d: -f2; }
 boot_off=$(($(sector_start 1) * 512))
@@ -283,6 +295,151 @@ clock_offset() {
   offset=$(awk -v a="$h0" -v g="$gt" -v b="$h1" 'BEGIN { printf "%.2f", g - (a + b) / 2 }')
 }
 
+# A/B image (amd64): the root slot is read-only, what the device writes is on /data.
+ro_checks() {
+  g 'touch /usr/x 2>/dev/null; test ! -e /usr/x' && g '! touch /usr/x 2>/dev/null' &&
+    ok "read-only root: touch /usr/x fails ($(g 'touch /usr/x 2>&1' | head -1))" || bad "touch /usr/x succeeded on the device"
+  g 'findmnt -no FSTYPE /etc; findmnt -no FSTYPE /var; findmnt -no FSTYPE /root' | tr '\n' ' ' | grep -q '^overlay overlay overlay ' &&
+    ok "/etc, /var and /root are overlays (upper layers on /data)" || bad "/etc or /var not an overlay: $(g 'findmnt /etc; findmnt /var' | tr '\n' ' ')"
+}
+slot_now() { g 'sed -n "s/.*rauc\.slot=\([AB]\).*/\1/p" /proc/cmdline'; }
+build_now() { g '. /usr/lib/vantage-image/release; echo $BUILD'; }
+# health_wait SLOT BUILD: until vantage-image-health recorded BUILD as good in SLOT.
+health_wait() {
+  local t0=$SECONDS
+  while [ $((SECONDS - t0)) -lt "$timeout" ]; do
+    [ "$(g "cat /var/lib/vantage-image/update/good-$1 2>/dev/null")" = "$2" ] && { health_took=$((SECONDS - t0)); return 0; }
+    sleep 5
+  done
+  return 1
+}
+# A bundle from the given bundle's root file system, with its release (and more, for the
+# broken one) changed with debugfs, signed by the key of $2 (rauc-keys.sh --dir).
+derive_bundle() { # derive_bundle NAME KEYDIR [debugfs commands...]
+  local name=$1 keydir=$2 fs=$work/$1.ext4
+  shift 2
+  cp --sparse=always "$work/bundle-root/root.ext4" "$fs"
+  printf 'VERSION=%s\nBUILD=%s\n' "$version+$name" "$base_build-$name" >"$work/release-$name"
+  { printf 'cd /usr/lib/vantage-image\nrm release\nwrite %s release\n' "$work/release-$name"; printf '%s\n' "$@"; } >"$work/debugfs-$name"
+  debugfs -w -f "$work/debugfs-$name" "$fs" >/dev/null 2>&1
+  (eval "$(scripts/rauc-keys.sh --env --dir "$keydir")"; export RAUC_KEY RAUC_CERT RAUC_KEYRING
+    scripts/build-bundle.sh --rootfs "$fs" --version "$version+$name" --out "$work/$name.raucb") >/dev/null
+  rm -f "$fs"
+}
+# Reboot the guest: with -no-reboot QEMU exits; the next start is the machine coming back.
+guest_reboot() {
+  g 'systemctl reboot' >/dev/null 2>&1
+  for _ in $(seq 300); do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
+  power_cut
+}
+# The three bundles of the update checks, made while the first boots run (in the background).
+prepare_bundles() {
+  rm -rf "$work/bundle-root"
+  unsquashfs -q -n -d "$work/bundle-root" "$bundle" >/dev/null 2>&1 && [ -s "$work/bundle-root/root.ext4" ] || return 1
+  base_build=$(debugfs -R 'cat /usr/lib/vantage-image/release' "$work/bundle-root/root.ext4" 2>/dev/null | sed -n 's/^BUILD=//p')
+  [ -n "$base_build" ] || return 1
+  derive_bundle next build/rauc-dev
+  derive_bundle foreign "$work/other-key"
+  printf '#!/bin/sh\necho "this build is broken on purpose: it exits at start" >&2\nexit 1\n' >"$work/broken-vantage"
+  printf 'TRIAL_SECONDS=90\n' >"$work/broken-health"
+  derive_bundle broken build/rauc-dev 'cd /usr/bin' 'rm vantage' "write $work/broken-vantage vantage" 'sif vantage mode 0100755' \
+    'cd /etc/default' "write $work/broken-health vantage-image-health"
+  echo "$base_build" >"$work/base-build"
+}
+update_checks() {
+  local before_rounds sum0 hostkey0 slot0 slot1 t0 out
+  [ "$ab" = 1 ] || { bad "--update: the image has no data partition (not an A/B image)"; return; }
+  wait "$prep_pid"
+  base_build=$(cat "$work/base-build" 2>/dev/null)
+  [ -n "$base_build" ] && [ -s "$work/next.raucb" ] && [ -s "$work/foreign.raucb" ] && [ -s "$work/broken.raucb" ] ||
+    { bad "--update: no bundles made from $bundle: $(tail -3 "$work/prepare.log" | tr '\n' ' ')"; return; }
+  figure "bundle size: $(stat -c %s "$work/next.raucb") bytes ($(($(stat -c %s "$work/next.raucb") / 1048576)) MiB), root file system image $(stat -c %s "$work/bundle-root/root.ext4") bytes"
+
+  slot0=$(slot_now)
+  health_wait "$slot0" "$(build_now)" && ok "slot $slot0 marked good by the health check ($health_took s after SSH)" ||
+    bad "slot $slot0 never marked good: $(g 'journalctl -b -u vantage-image-health --no-pager | tail -5')"
+  sum0=$(config_sum) hostkey0=$(g 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')
+  hist_from=$((t_begin - 300))
+  stored "$(($(date +%s) + 60))"; before_rounds=$(jqr '.samples | length')
+
+  # Another signer: refused, slot B and GRUB's environment untouched.
+  g 'cat >/data/foreign.raucb' <"$work/foreign.raucb"
+  env0=$(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
+  out=$(g 'rauc install /data/foreign.raucb 2>&1; echo "rc=$?"')
+  env1=$(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
+  if grep -q 'rc=[1-9]' <<<"$out" && [ "$env0" = "$env1" ]; then
+    ok "a bundle signed by another key is refused, nothing written: $(grep -i -m1 'error\|fail' <<<"$out")"
+  else bad "bundle of another signer: $(tail -3 <<<"$out" | tr '\n' ' ') (slot or env changed: $([ "$env0" = "$env1" ] && echo no || echo yes))"; fi
+  g 'rm -f /data/foreign.raucb'
+
+  # The next build: installed, the other slot boots, everything kept.
+  g 'cat >/data/next.raucb' <"$work/next.raucb"
+  t0=$SECONDS
+  out=$(g 'rauc install /data/next.raucb 2>&1; echo "rc=$?"')
+  grep -q 'rc=0' <<<"$out" && ok "rauc install of the next build: $(($SECONDS - t0)) s" ||
+    { bad "rauc install: $(tail -5 <<<"$out" | tr '\n' ' ')"; return; }
+  figure "rauc install of a $(($(stat -c %s "$work/next.raucb") / 1048576)) MiB bundle over SSH: $((SECONDS - t0)) s"
+  g 'rm -f /data/next.raucb'
+  echo "grubenv: $(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list' | tr '\n' ' ')"
+  guest_reboot
+  start_qemu
+  wait_metrics && { ok "after the update: /metrics after $waited s"; figure "update: boot of the new slot to /metrics: $waited s"; } ||
+    { bad "after the update: no /metrics"; show_console; return; }
+  ssh_wait || { bad "after the update: no SSH"; return; }
+  slot1=$(slot_now)
+  [ -n "$slot1" ] && [ "$slot1" != "$slot0" ] && [ "$(build_now)" = "$base_build-next" ] &&
+    ok "GRUB started the other slot: $slot0 -> $slot1, build $(build_now)" ||
+    bad "after the update: slot '$slot1' (was $slot0), build $(build_now)"
+  grep -q "Vantage, slot $slot1" "$console" && ok "the console shows GRUB's menu choosing slot $slot1" || true
+  t0=$SECONDS
+  health_wait "$slot1" "$base_build-next" && { ok "slot $slot1 on trial marked good"
+    figure "update: trial to good: $(g 'journalctl -b -u vantage-image-health --no-pager' | grep -o 'ready after [0-9]* s' | head -1) from the health check's start (early boot)"; } ||
+    bad "slot $slot1 not marked good: $(g 'journalctl -b -u vantage-image-health --no-pager | tail -5' | tr '\n' ' ')"
+  login && ok "the password survives the update (login)" || bad "no login after the update"
+  [ "$(config_sum)" = "$sum0" ] && ok "the config survives the update" || bad "config changed by the update"
+  stored "$(($(date +%s) + 60))"
+  [ "$(jqr '.samples | length')" -ge "$before_rounds" ] && ok "stored rounds kept: $(jqr '.samples | length') now, $before_rounds before" ||
+    bad "stored rounds lost: $(jqr '.samples | length') now, $before_rounds before"
+  [ "$(g 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')" = "$hostkey0" ] && ok "SSH host key kept" || bad "SSH host key changed"
+  [ "$(g hostname)" = "$host" ] && ok "host name kept ($host)" || bad "host name now $(g hostname)"
+  ro_checks
+
+  # A broken build: the daemon exits at start; the device must come back on the good slot.
+  g 'cat >/data/broken.raucb' <"$work/broken.raucb"
+  out=$(g 'rauc install /data/broken.raucb 2>&1; echo "rc=$?"')
+  grep -q 'rc=0' <<<"$out" && ok "rauc install of a broken build" || { bad "rauc install (broken): $(tail -3 <<<"$out" | tr '\n' ' ')"; return; }
+  g 'rm -f /data/broken.raucb'
+  guest_reboot
+  start_qemu
+  t0=$SECONDS
+  # The broken slot boots, is not ready within its trial, and reboots by itself (QEMU exits).
+  while kill -0 "$qpid" 2>/dev/null && [ $((SECONDS - t0)) -lt $((timeout + 300)) ]; do sleep 2; done
+  if kill -0 "$qpid" 2>/dev/null; then bad "the broken slot did not reboot by itself in $((SECONDS - t0)) s"; show_console; power_cut
+  else ok "the broken slot rebooted by itself after $((SECONDS - t0)) s"; qpid=""; fi
+  grep -q "Vantage, slot $slot0" "$console" && ok "boot $boot_no was the broken slot $slot0" || echo "note: slot choice of boot $boot_no not seen on the console"
+  start_qemu
+  wait_metrics && ok "after the fallback: /metrics after $waited s" || { bad "after the fallback: no /metrics"; show_console; return; }
+  ssh_wait
+  [ "$(slot_now)" = "$slot1" ] && [ "$(build_now)" = "$base_build-next" ] &&
+    ok "back on slot $slot1 (build $(build_now)) by itself" || bad "after the fallback: slot $(slot_now), build $(build_now)"
+  out=$(g 'cat /var/lib/vantage-image/update/last')
+  grep -q "rollback slot=$slot0 .*build=$base_build-broken" <<<"$out" && ok "the device says so: $out" || bad "update state: '$out'"
+  echo "rauc status: $(g 'rauc status 2>&1' | tr -s ' \n' ' ' | head -c 600)"
+  login && ok "the password survives the rollback" || bad "no login after the rollback"
+  [ "$(config_sum)" = "$sum0" ] && ok "the config survives the rollback" || bad "config changed by the rollback"
+  stored "$(($(date +%s) + 60))"
+  [ "$(jqr '.samples | length')" -ge "$before_rounds" ] && ok "stored rounds kept after the rollback: $(jqr '.samples | length')" ||
+    bad "stored rounds lost in the rollback: $(jqr '.samples | length') now, $before_rounds before"
+  clock_offset
+}
+
+if [ -n "$bundle" ]; then
+  for t in rauc unsquashfs mksquashfs debugfs; do command -v "$t" >/dev/null || { bad "host tool missing for --update: $t"; finish; }; done
+  [ -f "$bundle" ] || { bad "no bundle $bundle (scripts/build-bundle.sh)"; finish; }
+  prepare_bundles >"$work/prepare.log" 2>&1 &
+  prep_pid=$!
+fi
+
 # 1. First boot of the untouched image.
 t_begin=$(date +%s)
 start_qemu
@@ -409,10 +566,21 @@ g "journalctl -b -u avahi-daemon --no-pager" | grep -qi 'conflict' &&
   ok "avahi announces the host and _vantage._tcp without a name conflict"
 g 'test -f /etc/avahi/services/vantage-image.service && systemctl is-active --quiet avahi-daemon' &&
   ok "avahi publishes the _http._tcp service" || bad "avahi service file or daemon missing"
-rootsize=$(g 'df -B1 --output=size / | tail -1' | tr -d ' ')
-if [ "${rootsize:-0}" -gt $((img_bytes + 1024 * 1048576)) ]; then
-  ok "root file system grown to the disk: $((rootsize / 1048576)) MiB of a $((disk_bytes / 1048576)) MiB disk"
-else bad "root file system not grown: ${rootsize:-?} bytes on a $disk_bytes-byte disk"; fi
+# An A/B image grows its data partition (the last one), others their root partition.
+ab=0
+g 'mountpoint -q /data' && ab=1
+if [ "$ab" = 1 ]; then
+  datasize=$(g 'df -B1 --output=size /data | tail -1' | tr -d ' ')
+  [ "${datasize:-0}" -gt $((1536 * 1048576)) ] &&
+    ok "data partition grown to the disk: $((datasize / 1048576)) MiB of a $((disk_bytes / 1048576)) MiB disk" ||
+    bad "data partition not grown: ${datasize:-?} bytes on a $disk_bytes-byte disk"
+  ro_checks
+else
+  rootsize=$(g 'df -B1 --output=size / | tail -1' | tr -d ' ')
+  if [ "${rootsize:-0}" -gt $((img_bytes + 1024 * 1048576)) ]; then
+    ok "root file system grown to the disk: $((rootsize / 1048576)) MiB of a $((disk_bytes / 1048576)) MiB disk"
+  else bad "root file system not grown: ${rootsize:-?} bytes on a $disk_bytes-byte disk"; fi
+fi
 g 'journalctl --header | grep -q "^File path: /run/log/journal" && ! ls /var/log/journal/*/system.journal' >/dev/null 2>&1 &&
   ok "journal in RAM only" || bad "journal writes to the card"
 g 'sysctl -n net.ipv4.ping_group_range' | grep -Eq '^0[[:space:]]+2147483647$' &&
@@ -433,6 +601,8 @@ login || bad "login after a power cut: $code"
 g "vantage check-config '$cfg_path' >/dev/null" && ok "$cfg_path loads (vantage check-config)" ||
   bad "$cfg_path does not load: $(g "vantage check-config '$cfg_path'" 2>&1 | head -3)"
 clock_offset
+
+[ -n "$bundle" ] && update_checks
 
 # 3. Power cuts. The page's API saves the config in a loop (a PUT of page-added, its label
 # alternating between two values: the daemon writes a temp file, fsyncs, renames, fsyncs the
@@ -487,7 +657,12 @@ after_boot() { # cut NUMBER: the config, the store and / after the boot that fol
     *) cfg="torn config"; bad "cut $i: config torn or unreadable ($sum)"; cut_fail=$((cut_fail + 1)) ;;
   esac
   g "vantage check-config '$cfg_path' >/dev/null" || { bad "cut $i: $cfg_path does not load"; cut_fail=$((cut_fail + 1)); }
-  g 'findmnt -no OPTIONS / | grep -q "^rw"' || { bad "cut $i: / not mounted read-write"; cut_fail=$((cut_fail + 1)); }
+  if [ "$ab" = 1 ]; then
+    g 'findmnt -no OPTIONS / | grep -q "^ro" && findmnt -no OPTIONS /data | grep -q "^rw"' ||
+      { bad "cut $i: / not read-only or /data not read-write"; cut_fail=$((cut_fail + 1)); }
+  else
+    g 'findmnt -no OPTIONS / | grep -q "^rw"' || { bad "cut $i: / not mounted read-write"; cut_fail=$((cut_fail + 1)); }
+  fi
   fsck=$(g 'cat /run/initramfs/fsck.log 2>/dev/null | grep -Eo "clean|recovering journal|FIXED|fixed|Deleted|Clearing" | sort -u | tr "\n" " "')
   grep -Eq '^vantage_store_healthy(\{[^}]*\})? 1$' "$work/metrics" ||
     { bad "cut $i: store not healthy: $(grep '^vantage_store_healthy' "$work/metrics")"; cut_fail=$((cut_fail + 1)); }
@@ -640,6 +815,13 @@ rootloop=$(losetup --find --show --read-only --offset "$root_off" "$disk")
 if e2fsck -fn "$rootloop" >"$work/fsck.out" 2>&1; then
   ok "root file system clean after $cuts power cuts: $(tail -1 "$work/fsck.out")"
 else bad "root file system has errors:"; tail -20 "$work/fsck.out"; fi
+losetup -d "$rootloop"
+if [ "${ab:-0}" = 1 ]; then
+  rootloop=$(losetup --find --show --read-only --offset "$(($(sector_start 5) * 512))" "$disk")
+  if e2fsck -fn "$rootloop" >"$work/fsck.out" 2>&1; then
+    ok "data file system clean: $(tail -1 "$work/fsck.out")"
+  else bad "data file system has errors:"; tail -20 "$work/fsck.out"; fi
+fi
 
 if [ ${#boot_times[@]} -gt 0 ]; then
   sorted=$(printf '%s\n' "${boot_times[@]}" | sort -n)

@@ -2,9 +2,18 @@
 # System settings that make the image a device rather than a copy of the build machine.
 
 # Partitions by label: the same on every card, whatever the disk id.
+if [ "$SLOTS" = ab ]; then
+  # A/B: / is the slot GRUB chose (root=PARTLABEL=...), read-only. The initramfs mounts the data
+  # partition on /data and /etc and /var as overlays whose upper layers are on it
+  # (vantage-image-data in the initramfs), so they are not listed here.
+  root_line="LABEL=$ROOT_LABEL      /               ext4   ro,noatime                           0      1"
+  install -d -m 0755 "$ROOT/data"
+else
+  root_line="LABEL=$ROOT_LABEL      /               ext4   defaults,noatime                     0      1"
+fi
 cat >"$ROOT/etc/fstab" <<FSTAB
 # <file system>        <mount point>   <type> <options>                            <dump> <pass>
-LABEL=$ROOT_LABEL      /               ext4   defaults,noatime                     0      1
+$root_line
 LABEL=$BOOT_LABEL      /boot/firmware  vfat   defaults,noatime,umask=0077,flush    0      2
 # Scratch space in RAM, sparing the card.
 tmpfs                  /tmp            tmpfs  mode=1777,nosuid,nodev,size=64M      0      0
