@@ -53,6 +53,9 @@ pub struct PingReport {
     pub icmp_errors: u32,
     /// Round-trip time of each reply, in the order the replies arrived.
     pub rtts: Vec<Duration>,
+    /// Replies timed from the kernel's send timestamp (`SO_TIMESTAMPING`); the others from the
+    /// time read just before sending. Not stored: a property of the device, not of the round.
+    pub kernel_send_stamps: u32,
 }
 
 impl PingReport {

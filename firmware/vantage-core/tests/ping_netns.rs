@@ -209,6 +209,8 @@ fn ipv6_on_the_same_veth() {
     assert_eq!(kind, SocketKind::Datagram);
     assert_all_replies("IPv6", &v6, 20, DELAY);
     assert_all_replies("IPv4 beside it", &v4, 5, DELAY);
+    // veth stamps what it sends: every RTT starts at the kernel's send time.
+    assert_eq!((v6.kernel_send_stamps, v4.kernel_send_stamps), (20, 5));
     assert_eq!(v6.address, Some(addr(VethPair::SERVER_V6)));
 }
 
@@ -237,6 +239,7 @@ fn raw_socket_path_works_for_both_families() {
     assert_eq!((k4, k6), (SocketKind::Raw, SocketKind::Raw));
     assert_all_replies("raw IPv4", &v4, 20, DELAY);
     assert_all_replies("raw IPv6", &v6, 20, DELAY);
+    assert_eq!((v4.kernel_send_stamps, v6.kernel_send_stamps), (20, 20));
 }
 
 #[test]

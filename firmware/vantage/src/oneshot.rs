@@ -112,6 +112,7 @@ pub async fn ping(args: PingArgs) -> ExitCode {
                 total.duplicates += r.duplicates;
                 total.icmp_errors += r.icmp_errors;
                 total.rtts.extend(r.rtts);
+                total.kernel_send_stamps += r.kernel_send_stamps;
             }
             Err(e) => {
                 eprintln!("vantage ping: {e}");
@@ -147,6 +148,10 @@ pub async fn ping(args: PingArgs) -> ExitCode {
             avg.as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3,
             sd * 1e3
+        );
+        println!(
+            "send times: {} of {} from the kernel's send timestamp, the rest read before sending",
+            total.kernel_send_stamps, total.received
         );
     }
     if total.received > 0 {

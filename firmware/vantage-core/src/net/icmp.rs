@@ -1,4 +1,4 @@
-//! Kernel ICMP sockets with kernel receive timestamps.
+//! Kernel ICMP sockets with kernel send and receive timestamps.
 //!
 //! We open the socket ourselves rather than through surge-ping's `Client`, because the client
 //! timestamps replies in user space after a task switch and cannot read `SO_TIMESTAMPNS`; the
@@ -14,7 +14,10 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
-use super::{BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SocketKey, SocketKind};
+use super::{
+    BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SENT_HEAD_LEN, SentStamp, SocketKey,
+    SocketKind,
+};
 
 /// Opens real kernel sockets: an unprivileged datagram socket first, a raw one as fallback.
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,6 +45,8 @@ impl IcmpSocketFactory for KernelSockets {
 struct KernelIcmpSocket {
     fd: AsyncFd<Socket>,
     kind: SocketKind,
+    /// `SO_TIMESTAMPING` send stamps are on: each sent packet comes back on the error queue.
+    tx_stamps: bool,
 }
 
 /// What to tell a user whose system allows neither socket kind.
@@ -108,27 +113,45 @@ impl KernelIcmpSocket {
                 socket.set_tos_v4(u32::from(tos))?;
             }
         }
-        let on: libc::c_int = 1;
-        // SAFETY: valid fd, option value is a c_int of the declared size.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(
-                "SO_TIMESTAMPNS unavailable, RTTs use user-space receive times: {}",
-                io::Error::last_os_error()
-            );
+        let fd = socket.as_raw_fd();
+        if let Err(e) = set_int_option(fd, libc::SO_TIMESTAMPNS, 1) {
+            tracing::debug!("SO_TIMESTAMPNS unavailable, RTTs use user-space receive times: {e}");
         }
+        // Software send stamps, with the packet looped back so each stamp names its request.
+        let tx_flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+        let tx_stamps = match set_int_option(fd, libc::SO_TIMESTAMPING, tx_flags as libc::c_int) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("SO_TIMESTAMPING unavailable, RTTs use user-space send times: {e}");
+                false
+            }
+        };
         // SAFETY: the Socket owns its fd, keeps it open and never swaps it while it lives.
         let fd = unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(Self { fd, kind })
+        Ok(Self {
+            fd,
+            kind,
+            tx_stamps,
+        })
+    }
+}
+
+fn set_int_option(fd: i32, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: valid fd, option value is a c_int of the declared size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -155,6 +178,108 @@ impl IcmpSocket for KernelIcmpSocket {
             }
         })
     }
+
+    fn stamps_sends(&self) -> bool {
+        self.tx_stamps
+    }
+
+    fn sent_stamps(&self, out: &mut Vec<SentStamp>) {
+        if !self.tx_stamps {
+            return;
+        }
+        let fd = self.fd.get_ref().as_raw_fd();
+        // Bounded: a socket's error queue holds at most its receive buffer's worth.
+        for _ in 0..MAX_STAMPS_PER_DRAIN {
+            match read_sent_stamp(fd) {
+                Ok(Some(stamp)) => out.push(stamp),
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Stamps read per call; the queue is drained after every send, so a call rarely finds more
+/// than one.
+const MAX_STAMPS_PER_DRAIN: usize = 1024;
+
+/// Reads one message of the error queue: `Ok(None)` for one that is not a usable send stamp,
+/// an error (`EAGAIN`) when the queue is empty.
+fn read_sent_stamp(fd: i32) -> io::Result<Option<SentStamp>> {
+    // Link, IP and ICMP headers plus the cookie; the rest of the packet is cut off.
+    let mut buf = [0u8; 160];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 32];
+    // SAFETY: msghdr is plain data; zero is a valid initial state.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of_val(&control) as _;
+    // SAFETY: all pointers in msg point to live buffers of the stated sizes.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut time = None;
+    // SAFETY: msg was filled by recvmsg; CMSG_* walk within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPING
+            {
+                // Three stamps: software, (deprecated), hardware; we asked for software only.
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                if ts.tv_sec > 0 {
+                    time = Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let data = &buf[..(n as usize).min(buf.len())];
+    Ok(time.and_then(|time| {
+        let (to, icmp_head) = locate_echo_request(data)?;
+        Some(SentStamp {
+            to,
+            icmp_head,
+            time,
+        })
+    }))
+}
+
+/// Finds our echo request in a packet the kernel looped back with its send stamp. The packet
+/// starts at the link-layer header, whose length depends on the device (14 for Ethernet and
+/// loopback, 0 for tunnels), so the IP header is searched for: version, protocol and an
+/// echo-request type must all fit.
+fn locate_echo_request(data: &[u8]) -> Option<(IpAddr, [u8; SENT_HEAD_LEN])> {
+    const LIKELY: [usize; 4] = [14, 0, 18, 16];
+    let mut scan = LIKELY
+        .into_iter()
+        .chain((1..=32).filter(|o| !LIKELY.contains(o)));
+    scan.find_map(|off| echo_request_at(data.get(off..)?))
+}
+
+fn echo_request_at(ip: &[u8]) -> Option<(IpAddr, [u8; SENT_HEAD_LEN])> {
+    let (to, icmp) = match ip.first()? >> 4 {
+        4 if ip[0] == 0x45 && *ip.get(9)? == 1 => {
+            let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            (IpAddr::V4(dst.into()), ip.get(20..)?)
+        }
+        6 if *ip.get(6)? == 58 => {
+            let dst: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            (IpAddr::V6(dst.into()), ip.get(40..)?)
+        }
+        _ => return None,
+    };
+    let echo = if to.is_ipv4() { 8 } else { 128 };
+    if *icmp.first()? != echo || *icmp.get(1)? != 0 {
+        return None;
+    }
+    Some((to, icmp.get(..SENT_HEAD_LEN)?.try_into().ok()?))
 }
 
 fn recv_with_timestamp(fd: i32, buf: &mut [u8]) -> io::Result<Received> {
@@ -288,5 +413,64 @@ mod tests {
         let v6 = echo_request(true, 1, 2, b"x");
         assert_eq!(v6[0], 128);
         assert_eq!(&v6[2..4], &[0, 0]);
+    }
+
+    fn ipv4_packet(link: usize, to: [u8; 4], icmp: &[u8]) -> Vec<u8> {
+        let mut p = vec![0xaa; link];
+        let total = (20 + icmp.len()) as u16;
+        p.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            1,
+        ]);
+        p.extend_from_slice(&[0, 0, 127, 0, 0, 1]);
+        p.extend_from_slice(&to);
+        p.extend_from_slice(icmp);
+        p
+    }
+
+    #[test]
+    fn looped_requests_are_found_behind_any_link_header() {
+        let icmp = echo_request(false, 9, 513, b"cookie!!0123456789");
+        for link in [0, 14, 18, 23] {
+            let p = ipv4_packet(link, [10, 1, 2, 3], &icmp);
+            let (to, head) = locate_echo_request(&p).unwrap_or_else(|| panic!("link {link}"));
+            assert_eq!(to, IpAddr::from([10, 1, 2, 3]));
+            assert_eq!(&head[..], &icmp[..SENT_HEAD_LEN]);
+        }
+        let icmp6 = echo_request(true, 9, 7, b"cookie!!");
+        let mut p6 = vec![0u8; 14];
+        p6.extend_from_slice(&[0x60, 0, 0, 0, 0, icmp6.len() as u8, 58, 64]);
+        p6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        p6.extend_from_slice(&"fd00::7".parse::<Ipv6Addr>().unwrap().octets());
+        p6.extend_from_slice(&icmp6);
+        let (to, head) = locate_echo_request(&p6).unwrap();
+        assert_eq!(to, "fd00::7".parse::<IpAddr>().unwrap());
+        assert_eq!(&head[..], &icmp6[..SENT_HEAD_LEN]);
+    }
+
+    #[test]
+    fn stamps_of_other_packets_are_not_taken_for_requests() {
+        // An echo reply, a UDP datagram, a truncated request, and noise.
+        let mut reply = echo_request(false, 1, 1, b"cookie!!");
+        reply[0] = 0;
+        assert_eq!(
+            locate_echo_request(&ipv4_packet(14, [1, 2, 3, 4], &reply)),
+            None
+        );
+        let mut udp = ipv4_packet(14, [1, 2, 3, 4], &[8; 16]);
+        udp[14 + 9] = 17;
+        assert_eq!(locate_echo_request(&udp), None);
+        let short = ipv4_packet(14, [1, 2, 3, 4], &echo_request(false, 1, 1, b"coo"));
+        assert_eq!(locate_echo_request(&short), None);
+        assert_eq!(locate_echo_request(&[0x45; 60]), None);
+        assert_eq!(locate_echo_request(&[]), None);
     }
 }

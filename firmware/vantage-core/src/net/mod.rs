@@ -50,12 +50,31 @@ pub struct Received {
     pub read_at: Instant,
 }
 
+/// When the kernel handed one of our packets to the network device (`SO_TIMESTAMPING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentStamp {
+    /// The address the packet went to.
+    pub to: IpAddr,
+    /// The first bytes of the ICMP message: its header and the start of its payload.
+    pub icmp_head: [u8; SENT_HEAD_LEN],
+    pub time: SystemTime,
+}
+
+/// How much of a stamped ICMP message [`SentStamp`] keeps: the echo header and an 8-byte cookie.
+pub const SENT_HEAD_LEN: usize = 16;
+
 /// An ICMP socket of one address family.
 pub trait IcmpSocket: Send + Sync + Debug {
     fn kind(&self) -> SocketKind;
     /// Sends without waiting; a full send buffer is an error, counted as a lost packet.
     fn send_to(&self, packet: &[u8], to: IpAddr) -> io::Result<()>;
     fn recv<'a>(&'a self, buf: &'a mut [u8]) -> BoxFuture<'a, io::Result<Received>>;
+    /// Whether the kernel reports when each packet left ([`Self::sent_stamps`]).
+    fn stamps_sends(&self) -> bool {
+        false
+    }
+    /// Moves the send timestamps the kernel has queued so far into `out`, without waiting.
+    fn sent_stamps(&self, _out: &mut Vec<SentStamp>) {}
 }
 
 /// Opens ICMP sockets.

@@ -164,7 +164,11 @@ impl Probe for PingProbe {
 /// What the receive loop tells a round.
 #[derive(Debug)]
 enum Event {
-    Reply { rtt: Duration },
+    /// `kernel_sent`: the RTT starts at the kernel's send timestamp.
+    Reply {
+        rtt: Duration,
+        kernel_sent: bool,
+    },
     Duplicate,
     IcmpError,
 }
@@ -173,6 +177,8 @@ enum Event {
 struct Waiter {
     sent_at: Instant,
     sent_wall: SystemTime,
+    /// When the kernel sent the request (`SO_TIMESTAMPING`), once it has said so.
+    kernel_sent: Option<SystemTime>,
     replies: u32,
     tx: mpsc::UnboundedSender<Event>,
 }
@@ -325,6 +331,7 @@ impl Engine {
                     slot.insert_entry(Waiter {
                         sent_at,
                         sent_wall: clock.wall(),
+                        kernel_sent: None,
                         replies: 0,
                         tx: reply_tx,
                     });
@@ -334,6 +341,9 @@ impl Engine {
                     // Counted as sent and lost: an unroutable target shows 100 % loss.
                     send_error = Some(ProbeError::Network(format!("send to {addr}: {e}")));
                     answered += 1;
+                } else {
+                    // Also keeps the error queue, which shares the receive buffer, short.
+                    apply_sent_stamps(shared);
                 }
                 report.sent += 1;
                 next_send += opts.spacing;
@@ -373,9 +383,10 @@ impl Engine {
 /// Adds one event of the receive loop to a round's report.
 fn tally(report: &mut PingReport, answered: &mut u32, ev: Event, timeout: Duration) {
     match ev {
-        Event::Reply { rtt } if rtt <= timeout => {
+        Event::Reply { rtt, kernel_sent } if rtt <= timeout => {
             report.received += 1;
             report.rtts.push(rtt);
+            report.kernel_send_stamps += u32::from(kernel_sent);
             *answered += 1;
         }
         // Too late: counted as lost, like every pinger with a timeout does.
@@ -403,8 +414,16 @@ async fn receive_loop(shared: Arc<Shared>) {
         let Some(parsed) = parse(&shared, packet, rx.from) else {
             continue;
         };
+        let key = (parsed.addr, parsed.seq);
         let mut table = shared.table();
-        let Some(w) = table.waiters.get_mut(&(parsed.addr, parsed.seq)) else {
+        let unstamped = |t: &Table| t.waiters.get(&key).is_some_and(|w| w.kernel_sent.is_none());
+        if parsed.kind == ParsedKind::Reply && shared.socket.stamps_sends() && unstamped(&table) {
+            // The request's send stamp was queued before its reply could arrive.
+            drop(table);
+            apply_sent_stamps(&shared);
+            table = shared.table();
+        }
+        let Some(w) = table.waiters.get_mut(&key) else {
             continue;
         };
         let event = match parsed.kind {
@@ -413,9 +432,8 @@ async fn receive_loop(shared: Arc<Shared>) {
                 if w.replies > 1 {
                     Event::Duplicate
                 } else {
-                    Event::Reply {
-                        rtt: rtt(w, rx.read_at, rx.kernel_time),
-                    }
+                    let (rtt, kernel_sent) = rtt(w, rx.read_at, rx.kernel_time);
+                    Event::Reply { rtt, kernel_sent }
                 }
             }
             ParsedKind::Error => Event::IcmpError,
@@ -424,17 +442,51 @@ async fn receive_loop(shared: Arc<Shared>) {
     }
 }
 
-/// The RTT from the kernel's receive timestamp, unless the wall clock stepped in between.
-fn rtt(w: &Waiter, read_at: Instant, kernel_time: Option<SystemTime>) -> Duration {
+/// The RTT between the kernel's send and receive timestamps where it gave both, else from the
+/// time read before sending to the kernel's receive timestamp, else user-space times only. A
+/// kernel figure is used only if it fits inside the user-space one, so a wall clock that
+/// stepped in between cannot distort it. The flag says whether the kernel's send time was used.
+fn rtt(w: &Waiter, read_at: Instant, kernel_time: Option<SystemTime>) -> (Duration, bool) {
     let user = read_at.saturating_duration_since(w.sent_at);
-    match kernel_time.and_then(|k| k.duration_since(w.sent_wall).ok()) {
-        Some(k)
-            if k <= user + Duration::from_micros(200)
-                && user - k.min(user) < CLOCK_STEP_TOLERANCE =>
-        {
-            k
+    let plausible = |k: Duration| {
+        k <= user + Duration::from_micros(200) && user - k.min(user) < CLOCK_STEP_TOLERANCE
+    };
+    let from = |sent: SystemTime| {
+        kernel_time?
+            .duration_since(sent)
+            .ok()
+            .filter(|k| plausible(*k))
+    };
+    if let Some(k) = w.kernel_sent.and_then(from) {
+        return (k, true);
+    }
+    (from(w.sent_wall).unwrap_or(user), false)
+}
+
+/// Gives the requests in flight the send stamps the kernel has queued for them.
+fn apply_sent_stamps(shared: &Shared) {
+    let mut stamps = Vec::new();
+    shared.socket.sent_stamps(&mut stamps);
+    if stamps.is_empty() {
+        return;
+    }
+    let raw = shared.socket.kind() == SocketKind::Raw;
+    let mut table = shared.table();
+    for s in stamps {
+        let head = &s.icmp_head;
+        let ident = u16::from_be_bytes([head[4], head[5]]);
+        // Datagram sockets: the kernel chose the identifier, and only our packets loop back.
+        if head[8..16] != shared.cookie || (raw && ident != shared.ident) {
+            continue;
         }
-        _ => user,
+        let seq = u16::from_be_bytes([head[6], head[7]]);
+        if let Some(w) = table.waiters.get_mut(&(s.to, seq)) {
+            // A stamp from before the request was registered belongs to an earlier use of the
+            // sequence number.
+            if s.time >= w.sent_wall {
+                w.kernel_sent = Some(s.time);
+            }
+        }
     }
 }
 

@@ -10,7 +10,10 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use super::*;
 use crate::clock::TokioClock;
 use crate::config::PingOptions;
-use crate::net::{BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SocketKey, SocketKind};
+use crate::net::{
+    BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SENT_HEAD_LEN, SentStamp, SocketKey,
+    SocketKind,
+};
 
 /// What the fake network does with an echo request to an address.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +48,10 @@ struct FakeSocket {
     ipv6: bool,
     tx: mpsc::UnboundedSender<(Vec<u8>, IpAddr, SystemTime)>,
     rx: AsyncMutex<mpsc::UnboundedReceiver<(Vec<u8>, IpAddr, SystemTime)>>,
+    /// Like `SO_TIMESTAMPING`: each request is stamped this long after the probe read its clock,
+    /// and a foreign packet's stamp comes with it.
+    send_stamp_after: Option<Duration>,
+    stamps: std::sync::Mutex<Vec<SentStamp>>,
 }
 
 impl FakeSocket {
@@ -62,8 +69,30 @@ impl IcmpSocket for FakeSocket {
         SocketKind::Datagram
     }
 
+    fn stamps_sends(&self) -> bool {
+        self.send_stamp_after.is_some()
+    }
+
+    fn sent_stamps(&self, out: &mut Vec<SentStamp>) {
+        out.append(&mut self.stamps.lock().unwrap());
+    }
+
     fn send_to(&self, packet: &[u8], to: IpAddr) -> io::Result<()> {
         let now = self.clock.wall();
+        if let Some(after) = self.send_stamp_after {
+            let head: [u8; SENT_HEAD_LEN] = packet[..SENT_HEAD_LEN].try_into().unwrap();
+            let mut foreign = head;
+            foreign[8] ^= 0xff;
+            let mut stamps = self.stamps.lock().unwrap();
+            for (icmp_head, late) in [(foreign, Duration::ZERO), (head, after)] {
+                let time = now + late;
+                stamps.push(SentStamp {
+                    to,
+                    icmp_head,
+                    time,
+                });
+            }
+        }
         let mut reply = packet.to_vec();
         reply[0] = if self.ipv6 { 129 } else { 0 };
         match behaviour(to) {
@@ -130,7 +159,7 @@ impl IcmpSocket for FakeSocket {
 }
 
 #[derive(Debug)]
-struct FakeNet(TokioClock);
+struct FakeNet(TokioClock, Option<Duration>);
 
 impl IcmpSocketFactory for FakeNet {
     fn open(&self, key: &SocketKey) -> io::Result<Arc<dyn IcmpSocket>> {
@@ -140,6 +169,8 @@ impl IcmpSocketFactory for FakeNet {
             ipv6: key.ipv6,
             tx,
             rx: AsyncMutex::new(rx),
+            send_stamp_after: self.1,
+            stamps: Default::default(),
         }))
     }
 }
@@ -158,7 +189,34 @@ impl IcmpSocketFactory for DeniedNet {
 
 fn probe() -> PingProbe {
     let clock = TokioClock::new();
-    PingProbe::with_parts(Arc::new(FakeNet(clock)), Arc::new(clock))
+    PingProbe::with_parts(Arc::new(FakeNet(clock, None)), Arc::new(clock))
+}
+
+/// A network whose kernel stamps each request 1 ms after the probe read its clock.
+fn stamping_probe() -> PingProbe {
+    let clock = TokioClock::new();
+    let net = FakeNet(clock, Some(Duration::from_millis(1)));
+    PingProbe::with_parts(Arc::new(net), Arc::new(clock))
+}
+
+#[tokio::test(start_paused = true)]
+async fn kernel_send_stamps_start_the_rtt() {
+    let r = stamping_probe()
+        .round("10.0.0.1".parse().unwrap(), &opts(5, 200))
+        .await
+        .unwrap();
+    assert_eq!((r.sent, r.received, r.kernel_send_stamps), (5, 5, 5));
+    // Replies come 5 ms after the clock read, the kernel sent 1 ms after it; the stamp of the
+    // foreign packet (another cookie, sent at the clock read) must not be taken.
+    for rtt in &r.rtts {
+        let err = rtt.as_secs_f64() - 0.004;
+        assert!(err.abs() < 0.0003, "rtt {rtt:?}");
+    }
+    let plain = probe()
+        .round("10.0.0.1".parse().unwrap(), &opts(2, 200))
+        .await
+        .unwrap();
+    assert_eq!((plain.received, plain.kernel_send_stamps), (2, 0));
 }
 
 fn opts(packets: u32, timeout_ms: u64) -> PingOptions {
@@ -315,6 +373,7 @@ fn sequence_allocation_skips_numbers_in_flight() {
         Waiter {
             sent_at: Instant::now(),
             sent_wall: SystemTime::now(),
+            kernel_sent: None,
             replies: 0,
             tx,
         },
@@ -329,28 +388,34 @@ fn rtt_falls_back_to_monotonic_time_when_the_wall_clock_steps() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let sent_at = Instant::now();
     let sent_wall = SystemTime::now();
-    let w = Waiter {
+    let mut w = Waiter {
         sent_at,
         sent_wall,
+        kernel_sent: None,
         replies: 0,
         tx,
     };
     let read_at = sent_at + Duration::from_millis(10);
-    assert_eq!(
-        rtt(&w, read_at, Some(sent_wall + Duration::from_millis(9))),
-        Duration::from_millis(9)
-    );
+    let ms = Duration::from_millis;
+    assert_eq!(rtt(&w, read_at, Some(sent_wall + ms(9))), (ms(9), false));
     // The wall clock jumped an hour forward: the kernel stamp is useless.
     assert_eq!(
         rtt(&w, read_at, Some(sent_wall + Duration::from_secs(3600))),
-        Duration::from_millis(10)
+        (ms(10), false)
     );
     // ...or backwards.
     assert_eq!(
         rtt(&w, read_at, sent_wall.checked_sub(Duration::from_secs(5))),
-        Duration::from_millis(10)
+        (ms(10), false)
     );
-    assert_eq!(rtt(&w, read_at, None), Duration::from_millis(10));
+    assert_eq!(rtt(&w, read_at, None), (ms(10), false));
+    // Both kernel stamps: their difference.
+    w.kernel_sent = Some(sent_wall + ms(1));
+    assert_eq!(rtt(&w, read_at, Some(sent_wall + ms(9))), (ms(8), true));
+    // A receive stamp before the send stamp (a step between them): not the kernel pair.
+    assert_eq!(rtt(&w, read_at, Some(sent_wall)), (ms(0), false));
+    // No receive stamp: the send stamp alone is no use.
+    assert_eq!(rtt(&w, read_at, None), (ms(10), false));
 }
 
 /// An unroutable target: every send fails, yet its counters must say 100 % loss.
@@ -388,6 +453,7 @@ fn sequence_table_stays_bounded_after_many_destinations() {
         Waiter {
             sent_at: Instant::now(),
             sent_wall: SystemTime::now(),
+            kernel_sent: None,
             replies: 0,
             tx,
         },
