@@ -55,6 +55,7 @@ pub fn ping(target: &str, ms: i64, n: u64) -> Sample {
             } else {
                 vec![]
             },
+            kernel_send_stamps: 0,
         }),
     }
 }
