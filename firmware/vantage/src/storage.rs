@@ -1108,7 +1108,7 @@ http = { url = "https://192.0.2.80/health" }
         for s in &samples {
             metrics.sample(s.clone());
         }
-        let name = "vantage_tls_cert_not_after_timestamp_seconds";
+        let name = vantage_core::module_gauges::TLS_CERT_NOT_AFTER.name;
         let text = metrics.render();
         let mut live: Vec<(String, f64)> = vantage_testkit::exposition_series(&text)
             .into_iter()
