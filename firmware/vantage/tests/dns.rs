@@ -115,6 +115,10 @@ fn daemon_exports_dns_metrics() {
 port = {port}
 timeout = "300ms"
 
+# /probe reaches only well-known DNS ports by default; the responder has its own.
+[probe_endpoint]
+ports = {{ dns = [{port}] }}
+
 [[targets]]
 name = "ok"
 host = "127.0.0.1"
