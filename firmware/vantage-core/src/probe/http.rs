@@ -20,9 +20,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Probe;
-use super::module::{Options, OptionsInput, ProbeModule, ProbeQuery, Report};
-use crate::config::{Check, Host, ProbeForm, module_options_from};
-use crate::series::{Gauge, HistogramDef, Point, gauge, labelled};
+use super::module::{OptionsInput, TypedModule, int_param};
+use crate::config::{Check, Host, ProbeForm};
+use crate::series::{Gauge, Point, gauge, labelled};
 use crate::types::ModuleId;
 
 pub use options::HttpOptions;
@@ -106,54 +106,48 @@ const TRUSTED_PARAMS: [&str; 1] = ["ca_file"];
 #[derive(Debug)]
 pub(crate) struct Http;
 
-impl ProbeModule for Http {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn store_code(&self) -> u8 {
-        5
-    }
-    fn default_interval(&self) -> Duration {
-        options::INTERVAL
-    }
+impl TypedModule for Http {
+    type Options = HttpOptions;
+    type Report = HttpReport;
+    const NAME: &'static str = NAME;
+    const STORE_CODE: u8 = 5;
+    const DEFAULT_INTERVAL: Duration = options::INTERVAL;
+    const PARAMS: &'static [&'static str] = &PARAMS;
+    const TRUSTED_PARAMS: &'static [&'static str] = &TRUSTED_PARAMS;
+    const GAUGES: &'static [&'static Gauge] = &GAUGES;
+
     fn form(&self) -> ProbeForm {
         options::form()
     }
-    fn options(
-        &self,
-        c: &mut Check<'_, '_>,
-        input: &OptionsInput<'_, '_>,
-    ) -> Option<Arc<dyn Options>> {
-        options::resolve(c, input).map(|o| Arc::new(o) as Arc<dyn Options>)
+    fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<HttpOptions> {
+        options::resolve(c, input)
     }
-    fn round_length(&self, o: &dyn Options) -> Duration {
-        o.as_any()
-            .downcast_ref::<HttpOptions>()
-            .map_or(Duration::ZERO, |o| o.timeout)
+    fn round_length(&self, o: &HttpOptions) -> Duration {
+        o.timeout
     }
     fn probe(&self) -> Arc<dyn Probe> {
         Arc::new(run::HttpProbe)
     }
-    fn probe_options(&self, q: &ProbeQuery<'_>) -> Result<(Host, Arc<dyn Options>), String> {
-        probe_options(q)
+    /// The URL.
+    fn probe_target(&self, target: &str) -> Result<(Host, toml::Table), String> {
+        let url = options::parse_url(target).map_err(|m| format!("target {m}"))?;
+        let url_value = toml::Value::String(target.to_string());
+        Ok((
+            url.host,
+            toml::Table::from_iter([("url".into(), url_value)]),
+        ))
     }
-    fn probe_params(&self) -> &'static [&'static str] {
-        &PARAMS
+    fn probe_param(&self, name: &str, value: &str) -> Result<toml::Value, String> {
+        match name {
+            "max_redirects" | "max_body" => int_param(name, value),
+            _ => Ok(toml::Value::String(value.to_string())),
+        }
     }
-    fn port(&self, o: &dyn Options) -> Option<u16> {
-        let o = o.as_any().downcast_ref::<HttpOptions>()?;
+    fn port(&self, o: &HttpOptions) -> Option<u16> {
         options::parse_url(&o.url).ok().map(|u| u.port)
     }
-    fn trusted_params(&self) -> &'static [&'static str] {
-        &TRUSTED_PARAMS
-    }
-    fn gauges(&self) -> &'static [&'static Gauge] {
-        &GAUGES
-    }
-    fn encode(&self, report: &dyn Report, out: &mut Vec<u8>) {
-        if let Some(r) = report.as_any().downcast_ref::<HttpReport>() {
-            stored::StoredHttp::from_report(r).encode(out);
-        }
+    fn encode(&self, r: &HttpReport, out: &mut Vec<u8>) {
+        stored::StoredHttp::from_report(r).encode(out);
     }
     fn points(&self, bytes: &[u8], out: &mut Vec<Point>) {
         if let Some(s) = stored::StoredHttp::decode(bytes) {
@@ -163,29 +157,4 @@ impl ProbeModule for Http {
     fn initial_points(&self, out: &mut Vec<Point>) {
         stored::StoredHttp::default().points(out);
     }
-    fn histograms(&self) -> &'static [HistogramDef] {
-        &[]
-    }
-    fn observe(&self, _: &dyn Report, _: &mut dyn FnMut(usize, f64)) {}
-}
-
-/// The URL, and the options of the other parameters.
-fn probe_options(q: &ProbeQuery<'_>) -> Result<(Host, Arc<dyn Options>), String> {
-    let url = options::parse_url(q.target).map_err(|m| format!("target {m}"))?;
-    let mut section = toml::Table::new();
-    section.insert("url".into(), toml::Value::String(q.target.to_string()));
-    let trusted = if q.trusted { &TRUSTED_PARAMS[..] } else { &[] };
-    for &p in PARAMS.iter().chain(trusted) {
-        let Some(v) = (q.param)(p) else { continue };
-        let value = match p {
-            "max_redirects" | "max_body" => toml::Value::Integer(
-                v.parse()
-                    .map_err(|_| format!("{p}: {v:?} is not a whole number"))?,
-            ),
-            _ => toml::Value::String(v.to_string()),
-        };
-        section.insert(p.into(), value);
-    }
-    let options = module_options_from(KIND, section, Some(&url.host))?;
-    Ok((url.host, options))
 }

@@ -2,7 +2,8 @@
 //! parameters and form, behind one object-safe trait. The crates that store, show and serve
 //! rounds stay generic over kinds: they ask [`MODULES`](super::MODULES) what a kind does.
 //!
-//! Adding a kind is a file that implements [`ProbeModule`] and one line in `MODULES`.
+//! Adding a kind is a file that implements [`TypedModule`] (over its own options and report
+//! types; [`ProbeModule`] follows) and one line in `MODULES`.
 
 use std::any::Any;
 use std::fmt::Debug;
@@ -17,7 +18,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::Probe;
-use crate::config::{Check, Host, ProbeForm};
+use crate::config::{Check, Host, ProbeForm, module_options_from};
 use crate::series::{Gauge, HistogramDef, Point};
 use crate::types::{ModuleId, ProbeKind};
 
@@ -262,6 +263,133 @@ pub trait ProbeModule: Send + Sync + Debug {
     /// The histograms the daemon keeps from rounds, and what a round adds to each (by index).
     fn histograms(&self) -> &'static [HistogramDef];
     fn observe(&self, report: &dyn Report, add: &mut dyn FnMut(usize, f64));
+}
+
+/// A probe kind written against its own options and report types: what is the kind's own and
+/// nothing else. [`ProbeModule`] follows for every one (the downcasts and the `/probe`
+/// parameter loop are written once, here).
+pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
+    type Options: Options;
+    type Report: Report;
+    /// [`ProbeModule::name`].
+    const NAME: &'static str;
+    /// [`ProbeModule::store_code`].
+    const STORE_CODE: u8;
+    const DEFAULT_INTERVAL: Duration;
+    /// The `/probe` parameters the kind reads, each the option of the same name.
+    const PARAMS: &'static [&'static str];
+    /// Parameters only the command line may set (they name files on the device).
+    const TRUSTED_PARAMS: &'static [&'static str] = &[];
+    const GAUGES: &'static [&'static Gauge];
+    const HISTOGRAMS: &'static [HistogramDef] = &[];
+
+    fn form(&self) -> ProbeForm;
+    fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>)
+    -> Option<Self::Options>;
+    fn round_length(&self, options: &Self::Options) -> Duration;
+    fn probe(&self) -> Arc<dyn Probe>;
+    /// `/probe`'s `target`: the host, and the section the other parameters are added to.
+    fn probe_target(&self, target: &str) -> Result<(Host, toml::Table), String>;
+    /// A `/probe` parameter as its option's TOML value; a string unless the kind says otherwise.
+    fn probe_param(&self, _name: &str, value: &str) -> Result<toml::Value, String> {
+        Ok(toml::Value::String(value.to_string()))
+    }
+    fn port(&self, _options: &Self::Options) -> Option<u16> {
+        None
+    }
+    fn encode(&self, report: &Self::Report, out: &mut Vec<u8>);
+    fn points(&self, stored: &[u8], out: &mut Vec<Point>);
+    fn initial_points(&self, out: &mut Vec<Point>);
+    fn observe(&self, _report: &Self::Report, _add: &mut dyn FnMut(usize, f64)) {}
+}
+
+impl<T: TypedModule> ProbeModule for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+    fn store_code(&self) -> u8 {
+        T::STORE_CODE
+    }
+    fn default_interval(&self) -> Duration {
+        T::DEFAULT_INTERVAL
+    }
+    fn form(&self) -> ProbeForm {
+        TypedModule::form(self)
+    }
+    fn options(
+        &self,
+        c: &mut Check<'_, '_>,
+        input: &OptionsInput<'_, '_>,
+    ) -> Option<Arc<dyn Options>> {
+        TypedModule::options(self, c, input).map(|o| Arc::new(o) as Arc<dyn Options>)
+    }
+    fn round_length(&self, o: &dyn Options) -> Duration {
+        o.as_any()
+            .downcast_ref::<T::Options>()
+            .map_or(Duration::ZERO, |o| TypedModule::round_length(self, o))
+    }
+    fn probe(&self) -> Arc<dyn Probe> {
+        TypedModule::probe(self)
+    }
+    fn probe_options(&self, q: &ProbeQuery<'_>) -> Result<(Host, Arc<dyn Options>), String> {
+        let (host, mut section) = self.probe_target(q.target)?;
+        let trusted = if q.trusted { T::TRUSTED_PARAMS } else { &[] };
+        for &p in T::PARAMS.iter().chain(trusted) {
+            if let Some(v) = (q.param)(p) {
+                section.insert(p.into(), self.probe_param(p, v)?);
+            }
+        }
+        let options = module_options_from(ModuleId(T::NAME), section, Some(&host))?;
+        Ok((host, options))
+    }
+    fn probe_params(&self) -> &'static [&'static str] {
+        T::PARAMS
+    }
+    fn port(&self, o: &dyn Options) -> Option<u16> {
+        TypedModule::port(self, o.as_any().downcast_ref::<T::Options>()?)
+    }
+    fn trusted_params(&self) -> &'static [&'static str] {
+        T::TRUSTED_PARAMS
+    }
+    fn gauges(&self) -> &'static [&'static Gauge] {
+        T::GAUGES
+    }
+    fn encode(&self, report: &dyn Report, out: &mut Vec<u8>) {
+        if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
+            TypedModule::encode(self, r, out);
+        }
+    }
+    fn points(&self, stored: &[u8], out: &mut Vec<Point>) {
+        TypedModule::points(self, stored, out);
+    }
+    fn initial_points(&self, out: &mut Vec<Point>) {
+        TypedModule::initial_points(self, out);
+    }
+    fn histograms(&self) -> &'static [HistogramDef] {
+        T::HISTOGRAMS
+    }
+    fn observe(&self, report: &dyn Report, add: &mut dyn FnMut(usize, f64)) {
+        if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
+            TypedModule::observe(self, r, add);
+        }
+    }
+}
+
+/// A `/probe` parameter that is a boolean option: `true`/`1` or `false`/`0`.
+pub(crate) fn bool_param(name: &str, value: &str) -> Result<toml::Value, String> {
+    match value {
+        "true" | "1" => Ok(toml::Value::Boolean(true)),
+        "false" | "0" => Ok(toml::Value::Boolean(false)),
+        _ => Err(format!("{name}: {value:?} is not true or false")),
+    }
+}
+
+/// A `/probe` parameter that is a whole-number option.
+pub(crate) fn int_param(name: &str, value: &str) -> Result<toml::Value, String> {
+    value
+        .parse()
+        .map(toml::Value::Integer)
+        .map_err(|_| format!("{name}: {value:?} is not a whole number"))
 }
 
 /// Whether `ip` and the wanted family disagree, for the family checks modules share.

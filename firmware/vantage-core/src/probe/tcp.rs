@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Probe;
-use super::module::{Options, OptionsInput, ProbeModule, ProbeQuery, Report};
-use crate::config::{Check, Host, ProbeForm, module_options_from, parse_host, split_host_port};
+use super::module::{OptionsInput, TypedModule, bool_param, int_param};
+use crate::config::{Check, Host, ProbeForm, parse_host, split_host_port};
 use crate::series::{Gauge, HistogramDef, Point, gauge, labelled, per_probe};
 use crate::types::ModuleId;
 
@@ -137,53 +137,48 @@ const TRUSTED_PARAMS: [&str; 1] = ["ca_file"];
 #[derive(Debug)]
 pub(crate) struct Tcp;
 
-impl ProbeModule for Tcp {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn store_code(&self) -> u8 {
-        4
-    }
-    fn default_interval(&self) -> Duration {
-        options::INTERVAL
-    }
+impl TypedModule for Tcp {
+    type Options = TcpOptions;
+    type Report = TcpReport;
+    const NAME: &'static str = NAME;
+    const STORE_CODE: u8 = 4;
+    const DEFAULT_INTERVAL: Duration = options::INTERVAL;
+    const PARAMS: &'static [&'static str] = &PARAMS;
+    const TRUSTED_PARAMS: &'static [&'static str] = &TRUSTED_PARAMS;
+    const GAUGES: &'static [&'static Gauge] = &GAUGES;
+    const HISTOGRAMS: &'static [HistogramDef] = &HISTOGRAMS;
+
     fn form(&self) -> ProbeForm {
         options::form()
     }
-    fn options(
-        &self,
-        c: &mut Check<'_, '_>,
-        input: &OptionsInput<'_, '_>,
-    ) -> Option<Arc<dyn Options>> {
-        options::resolve(c, input).map(|o| Arc::new(o) as Arc<dyn Options>)
+    fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<TcpOptions> {
+        options::resolve(c, input)
     }
-    fn round_length(&self, o: &dyn Options) -> Duration {
-        o.as_any()
-            .downcast_ref::<TcpOptions>()
-            .map_or(Duration::ZERO, TcpOptions::round_length)
+    fn round_length(&self, o: &TcpOptions) -> Duration {
+        o.round_length()
     }
     fn probe(&self) -> Arc<dyn Probe> {
         Arc::new(run::TcpProbe::default())
     }
-    fn probe_options(&self, q: &ProbeQuery<'_>) -> Result<(Host, Arc<dyn Options>), String> {
-        probe_options(q)
+    /// `HOST:PORT` (`[v6]:PORT`).
+    fn probe_target(&self, target: &str) -> Result<(Host, toml::Table), String> {
+        let (host, port) = split_host_port(target)?;
+        let host = parse_host(host).map_err(|m| format!("target {m}"))?;
+        let section = toml::Table::from_iter([("port".into(), toml::Value::Integer(port))]);
+        Ok((host, section))
     }
-    fn probe_params(&self) -> &'static [&'static str] {
-        &PARAMS
-    }
-    fn port(&self, o: &dyn Options) -> Option<u16> {
-        o.as_any().downcast_ref::<TcpOptions>().map(|o| o.port)
-    }
-    fn trusted_params(&self) -> &'static [&'static str] {
-        &TRUSTED_PARAMS
-    }
-    fn gauges(&self) -> &'static [&'static Gauge] {
-        &GAUGES
-    }
-    fn encode(&self, report: &dyn Report, out: &mut Vec<u8>) {
-        if let Some(r) = report.as_any().downcast_ref::<TcpReport>() {
-            stored::StoredTcp::from_report(r).encode(out);
+    fn probe_param(&self, name: &str, value: &str) -> Result<toml::Value, String> {
+        match name {
+            "tls" | "insecure" => bool_param(name, value),
+            "attempts" | "dscp" => int_param(name, value),
+            _ => Ok(toml::Value::String(value.to_string())),
         }
+    }
+    fn port(&self, o: &TcpOptions) -> Option<u16> {
+        Some(o.port)
+    }
+    fn encode(&self, r: &TcpReport, out: &mut Vec<u8>) {
+        stored::StoredTcp::from_report(r).encode(out);
     }
     fn points(&self, bytes: &[u8], out: &mut Vec<Point>) {
         if let Some(s) = stored::StoredTcp::decode(bytes) {
@@ -195,41 +190,9 @@ impl ProbeModule for Tcp {
             out.push(Point::new(g, 0.0));
         }
     }
-    fn histograms(&self) -> &'static [HistogramDef] {
-        &HISTOGRAMS
-    }
-    fn observe(&self, report: &dyn Report, add: &mut dyn FnMut(usize, f64)) {
-        if let Some(r) = report.as_any().downcast_ref::<TcpReport>() {
-            for t in &r.connect_times {
-                add(0, t.as_secs_f64());
-            }
+    fn observe(&self, r: &TcpReport, add: &mut dyn FnMut(usize, f64)) {
+        for t in &r.connect_times {
+            add(0, t.as_secs_f64());
         }
     }
-}
-
-/// `HOST:PORT` (`[v6]:PORT`), and the options of the other parameters.
-fn probe_options(q: &ProbeQuery<'_>) -> Result<(Host, Arc<dyn Options>), String> {
-    let (host, port) = split_host_port(q.target)?;
-    let host = parse_host(host).map_err(|m| format!("target {m}"))?;
-    let mut section = toml::Table::new();
-    section.insert("port".into(), toml::Value::Integer(port));
-    let trusted = if q.trusted { &TRUSTED_PARAMS[..] } else { &[] };
-    for &p in PARAMS.iter().chain(trusted) {
-        let Some(v) = (q.param)(p) else { continue };
-        let value = match p {
-            "tls" | "insecure" => toml::Value::Boolean(match v {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => return Err(format!("{p}: {v:?} is not true or false")),
-            }),
-            "attempts" | "dscp" => toml::Value::Integer(
-                v.parse()
-                    .map_err(|_| format!("{p}: {v:?} is not a whole number"))?,
-            ),
-            _ => toml::Value::String(v.to_string()),
-        };
-        section.insert(p.into(), value);
-    }
-    let options = module_options_from(KIND, section, Some(&host))?;
-    Ok((host, options))
 }

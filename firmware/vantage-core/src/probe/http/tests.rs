@@ -9,8 +9,8 @@ use super::run::{HttpProbe, join, round};
 use super::stored::StoredHttp;
 use super::*;
 use crate::config::{Config, parse_host};
-use crate::probe::ProbeRequest;
 use crate::probe::tcp::CERT_NOT_AFTER;
+use crate::probe::{ProbeQuery, ProbeRequest};
 use crate::sample::{Measurement, ProbeError};
 use crate::types::ProbeKind;
 
@@ -61,7 +61,7 @@ fn minimal_config_and_defaults() {
         param: &param,
         trusted: false,
     };
-    let (host, o) = Http.probe_options(&q).unwrap();
+    let (host, o) = KIND.module().probe_options(&q).unwrap();
     assert_eq!(host, parse_host("::1").unwrap());
     let o = o.as_any().downcast_ref::<HttpOptions>().unwrap();
     assert_eq!(
@@ -133,7 +133,7 @@ fn bad_settings_and_unsafe_urls_are_located() {
             param: &param,
             trusted: false,
         };
-        let err = Http.probe_options(&q).unwrap_err();
+        let err = KIND.module().probe_options(&q).unwrap_err();
         assert!(
             err.starts_with("target ") && err.contains(want),
             "{t}: {err}"
@@ -182,7 +182,7 @@ fn stored_rounds_keep_every_figure_and_every_phase() {
     assert_eq!(StoredHttp::decode(&[2, 0]), None, "another version");
     // Before the first round: every phase at 0, and the redirects.
     let mut points = Vec::new();
-    Http.initial_points(&mut points);
+    KIND.module().initial_points(&mut points);
     let phases: Vec<_> = points
         .iter()
         .filter(|p| p.gauge == &PHASE)
@@ -368,9 +368,9 @@ async fn ipv6_on_loopback_through_the_prober() {
     let r = m.get::<HttpReport>().unwrap();
     assert!(r.address.unwrap().is_ipv6());
     let mut stored = Vec::new();
-    Http.encode(m.report.as_ref(), &mut stored);
+    KIND.module().encode(m.report.as_ref(), &mut stored);
     let mut points = Vec::new();
-    Http.points(&stored, &mut points);
+    KIND.module().points(&stored, &mut points);
     let status = points.iter().find(|p| p.gauge == &STATUS).unwrap();
     assert_eq!(status.value, 200.0);
     assert_eq!(points.iter().filter(|p| p.gauge == &PHASE).count(), 5);
@@ -469,7 +469,7 @@ async fn https_with_a_private_ca_reads_the_expiry_to_the_second() {
     let mut stored = Vec::new();
     StoredHttp::from_report(&r).encode(&mut stored);
     let mut points = Vec::new();
-    Http.points(&stored, &mut points);
+    KIND.module().points(&stored, &mut points);
     let expiry = points.iter().find(|p| p.gauge == &CERT_NOT_AFTER).unwrap();
     assert_eq!(expiry.value, 1_936_754_745.0);
 }

@@ -9,7 +9,7 @@ use super::run::TcpProbe;
 use super::stored::{StoredTcp, not_after};
 use super::*;
 use crate::config::{Config, parse_host, split_host_port};
-use crate::probe::ProbeRequest;
+use crate::probe::{ProbeQuery, ProbeRequest};
 use crate::sample::{Measurement, ProbeError};
 use crate::series::Point;
 use crate::types::ProbeKind;
@@ -58,7 +58,7 @@ fn minimal_config_and_defaults() {
         param: &param,
         trusted: false,
     };
-    let (host, o) = Tcp.probe_options(&q).unwrap();
+    let (host, o) = KIND.module().probe_options(&q).unwrap();
     assert_eq!(host, parse_host("::1").unwrap());
     let o = o.as_any().downcast_ref::<TcpOptions>().unwrap();
     assert_eq!((o.port, o.tls), (8443, true));
@@ -129,7 +129,7 @@ fn bad_settings_are_located() {
             param: &param,
             trusted: false,
         };
-        let err = Tcp.probe_options(&q).unwrap_err();
+        let err = KIND.module().probe_options(&q).unwrap_err();
         assert!(err.contains(want), "{t}: {err}");
     }
 }
@@ -316,7 +316,7 @@ async fn tls_to_a_private_ca_reads_the_expiry_to_the_second() {
         assert_eq!(r.expect_matched, Some(true));
         assert_eq!(r.reply.as_deref(), Some("OK ready"));
         let mut points = Vec::new();
-        Tcp.points(&stored(&s), &mut points);
+        KIND.module().points(&stored(&s), &mut points);
         let expiry = points.iter().find(|p| p.gauge == &CERT_NOT_AFTER).unwrap();
         assert_eq!(expiry.value, want as f64);
     }
@@ -386,7 +386,7 @@ async fn banner_expect_matches_or_fails() {
         e => panic!("{e:?}"),
     }
     let mut points = Vec::new();
-    Tcp.points(&stored(&s), &mut points);
+    KIND.module().points(&stored(&s), &mut points);
     let matched = points.iter().find(|p| p.gauge == &EXPECT_MATCHED).unwrap();
     assert_eq!(matched.value, 0.0);
 }
@@ -412,7 +412,7 @@ async fn a_silent_server_cannot_hold_the_round_past_its_timeout() {
 
 fn stored(s: &crate::Sample) -> Vec<u8> {
     let mut b = Vec::new();
-    Tcp.encode(report(s), &mut b);
+    KIND.module().encode(report(s), &mut b);
     b
 }
 
@@ -450,7 +450,7 @@ fn stored_rounds_read_back_and_bad_bytes_are_refused() {
     // depends on it.
     let mut points: Vec<Point> = Vec::new();
     full.points(&mut points);
-    Tcp.initial_points(&mut points);
+    KIND.module().initial_points(&mut points);
     for p in &points {
         assert!(GAUGES.contains(&p.gauge), "{}", p.gauge.name);
         assert_eq!(p.gauge.label.is_some(), p.label_value.is_some());
