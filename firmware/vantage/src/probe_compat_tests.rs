@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use vantage_core::{
-    DnsPhases, DnsReport, HttpReport, Measurement, ModuleReport, PingReport, ProbeKind, Sample,
-};
+use vantage_core::{DnsPhases, DnsReport, Measurement, PingReport, ProbeKind, Sample};
 
 use super::*;
 
@@ -170,15 +168,15 @@ fn a_dns_round_shows_its_phases_and_record_counts() {
 #[test]
 fn an_http_round_shows_status_phases_length_redirects_and_expiry() {
     let http = vantage_core::ModuleId::by_name("http").unwrap();
-    let r = HttpReport {
-        status: Some(301),
-        redirects: 1,
-        phases: [Duration::from_millis(1); 5],
-        content_length: Some(42),
-        cert_not_after: Some(1_900_000_000),
-        ..HttpReport::default()
-    };
-    let m = Measurement::Module(ModuleReport::new(http, r));
+    let ms = serde_json::to_value(Duration::from_millis(1)).unwrap();
+    let r = http.module().report_from_json(serde_json::json!({
+        "status": 301,
+        "redirects": 1,
+        "phases": [ms, ms, ms, ms, ms],
+        "content_length": 42,
+        "cert_not_after": 1_900_000_000,
+    }));
+    let m = Measurement::Module(r.unwrap());
     let text = render(&sample(ProbeKind::Module(http), false, m), None);
     for want in [
         "probe_success 0\n",

@@ -752,9 +752,10 @@ mod shipped_series_tests {
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
+    use serde_json::json;
     use vantage_core::{
-        Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, HttpReport, Measurement,
-        ModuleId, ModuleReport, Observer, PingReport, ProbeKind, Sample, TcpReport, TraceReport,
+        Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, ModuleId,
+        Observer, PingReport, ProbeKind, Sample, TraceReport,
     };
     use vantage_store::remote_write::build_request;
     use vantage_store::{Labels, SeriesKey, StoredSample};
@@ -781,6 +782,13 @@ mod shipped_series_tests {
             error: None,
             measurement: m,
         }
+    }
+
+    /// A round of a module kind, its report given as JSON (the kind's fields by name).
+    fn module_sample(target: &str, kind: &str, report: serde_json::Value) -> Sample {
+        let kind = ModuleId::by_name(kind).unwrap();
+        let report = kind.module().report_from_json(report).unwrap();
+        sample(target, ProbeKind::Module(kind), Measurement::Module(report))
     }
 
     #[test]
@@ -893,38 +901,32 @@ http = { url = "https://www.example.test/health" }
                 ..PingReport::default()
             }),
         );
-        let tcp_kind = ModuleId::by_name("tcp").unwrap();
-        let tcp = sample(
-            "web",
-            ProbeKind::Module(tcp_kind),
-            Measurement::Module(ModuleReport::new(
-                tcp_kind,
-                TcpReport {
-                    port: 443,
-                    sent: 3,
-                    connected: 2,
-                    connect_times: vec![us(300), us(500)],
-                    tls_handshake: Some(us(2_500)),
-                    cert_not_after: Some(1_936_754_745),
-                    ..TcpReport::default()
-                },
-            )),
+        let (tcp_kind, http_kind) = (
+            ModuleId::by_name("tcp").unwrap(),
+            ModuleId::by_name("http").unwrap(),
         );
-        let http_kind = ModuleId::by_name("http").unwrap();
-        let http = sample(
+        let tcp = module_sample(
+            "web",
+            "tcp",
+            json!({
+                "port": 443,
+                "sent": 3,
+                "connected": 2,
+                "connect_times": [us(300), us(500)],
+                "tls_handshake": us(2_500),
+                "cert_not_after": 1_936_754_745,
+            }),
+        );
+        let http = module_sample(
             "site",
-            ProbeKind::Module(http_kind),
-            Measurement::Module(ModuleReport::new(
-                http_kind,
-                HttpReport {
-                    status: Some(200),
-                    redirects: 1,
-                    phases: [us(10), us(300), us(2_000), us(4_000), us(500)],
-                    content_length: Some(1234),
-                    cert_not_after: Some(1_936_754_745),
-                    ..HttpReport::default()
-                },
-            )),
+            "http",
+            json!({
+                "status": 200,
+                "redirects": 1,
+                "phases": [us(10), us(300), us(2_000), us(4_000), us(500)],
+                "content_length": 1234,
+                "cert_not_after": 1_936_754_745,
+            }),
         );
         metrics.sample(tcp.clone());
         metrics.sample(http.clone());
@@ -1085,25 +1087,9 @@ http = { url = "https://192.0.2.80/health" }
             ModuleId::by_name("tcp").unwrap(),
             ModuleId::by_name("http").unwrap(),
         );
-        let tcp = TcpReport {
-            cert_not_after: Some(1_900_000_000),
-            ..TcpReport::default()
-        };
-        let http = HttpReport {
-            cert_not_after: Some(1_800_000_000),
-            ..HttpReport::default()
-        };
         let samples = [
-            sample(
-                "web",
-                ProbeKind::Module(tcp_kind),
-                Measurement::Module(ModuleReport::new(tcp_kind, tcp)),
-            ),
-            sample(
-                "web",
-                ProbeKind::Module(http_kind),
-                Measurement::Module(ModuleReport::new(http_kind, http)),
-            ),
+            module_sample("web", "tcp", json!({"cert_not_after": 1_900_000_000})),
+            module_sample("web", "http", json!({"cert_not_after": 1_800_000_000})),
         ];
         for s in &samples {
             metrics.sample(s.clone());

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Probe;
 use super::module::{OptionsInput, TypedModule, int_param};
@@ -36,7 +36,8 @@ pub(crate) const KIND: ModuleId = ModuleId(NAME);
 pub const PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
 
 /// One HTTP round.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HttpReport {
     /// The address of the last request.
     pub address: Option<IpAddr>,

@@ -16,13 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use dns::{DnsProbe, system_nameservers};
-pub use http::{HttpOptions, HttpReport};
 pub use module::{
     ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Section,
     family_mismatch,
 };
 pub use ping::PingProbe;
-pub use tcp::{TcpOptions, TcpReport};
 pub use trace::TraceProbe;
 
 /// The module kinds' per-round gauges, for a crate that shows them under other names too

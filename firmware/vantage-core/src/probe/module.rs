@@ -263,6 +263,9 @@ pub trait ProbeModule: Send + Sync + Debug {
     /// The histograms the daemon keeps from rounds, and what a round adds to each (by index).
     fn histograms(&self) -> &'static [HistogramDef];
     fn observe(&self, report: &dyn Report, add: &mut dyn FnMut(usize, f64));
+    /// A report from its JSON (the shape [`Report::json`] writes; a field left out takes its
+    /// default), for a crate that holds rounds of every kind without naming any kind's types.
+    fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String>;
 }
 
 /// A probe kind written against its own options and report types: what is the kind's own and
@@ -270,7 +273,7 @@ pub trait ProbeModule: Send + Sync + Debug {
 /// parameter loop are written once, here).
 pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     type Options: Options;
-    type Report: Report;
+    type Report: Report + serde::de::DeserializeOwned;
     /// [`ProbeModule::name`].
     const NAME: &'static str;
     /// [`ProbeModule::store_code`].
@@ -372,6 +375,11 @@ impl<T: TypedModule> ProbeModule for T {
         if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
             TypedModule::observe(self, r, add);
         }
+    }
+    fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String> {
+        let report: T::Report =
+            serde_json::from_value(json).map_err(|e| format!("{} report: {e}", T::NAME))?;
+        Ok(ModuleReport::new(ModuleId(T::NAME), report))
     }
 }
 

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Probe;
 use super::module::{OptionsInput, TypedModule, bool_param, int_param};
@@ -36,7 +36,8 @@ const NAME: &str = "tcp";
 pub(crate) const KIND: ModuleId = ModuleId(NAME);
 
 /// One TCP round.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TcpReport {
     /// The address connected to (a hostname resolves each round).
     pub address: Option<IpAddr>,
@@ -56,15 +57,6 @@ pub struct TcpReport {
     pub expect_matched: Option<bool>,
     /// The first reply line (with `expect`), cut to [`run::MAX_REPLY`] bytes.
     pub reply: Option<String>,
-}
-
-impl TcpReport {
-    pub fn loss_ratio(&self) -> f64 {
-        if self.sent == 0 {
-            return 1.0;
-        }
-        1.0 - f64::from(self.connected.min(self.sent)) / f64::from(self.sent)
-    }
 }
 
 pub(crate) static CONNECT_STATS: Gauge = labelled(
