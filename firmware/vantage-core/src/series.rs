@@ -37,6 +37,22 @@ pub const fn per_probe(name: &'static str, help: &'static str) -> Gauge {
     }
 }
 
+/// A gauge with one label of its own that carries `probe="KIND"` too: one that several kinds
+/// write for the same target with a value of its label (the TLS version), each kind's a series
+/// of its own.
+pub const fn per_probe_labelled(
+    name: &'static str,
+    label: &'static str,
+    help: &'static str,
+) -> Gauge {
+    Gauge {
+        name,
+        help,
+        probe_label: true,
+        label: Some(label),
+    }
+}
+
 /// A gauge with one label of its own.
 pub const fn labelled(name: &'static str, label: &'static str, help: &'static str) -> Gauge {
     Gauge {

@@ -189,6 +189,11 @@ static CERT_EXPIRY: Gauge = gauge(
     "probe_ssl_earliest_cert_expiry",
     "Returns last SSL chain expiry in unixtime",
 );
+static TLS_VERSION: Gauge = labelled(
+    "probe_tls_version_info",
+    "version",
+    "Returns the TLS version used or NaN when unknown",
+);
 static DNS_LOOKUP: Gauge = gauge(
     "probe_dns_lookup_time_seconds",
     "Returns the time taken for probe dns lookup in seconds",
@@ -215,7 +220,7 @@ const fn row(blackbox: &'static Gauge, from: &'static Gauge) -> Row {
 }
 
 /// The blackbox series of a round, each from one Vantage gauge.
-static ROWS: [Row; 13] = [
+static ROWS: [Row; 14] = [
     row(&PROBE_SUCCESS, &g::PROBE_SUCCESS),
     row(&PROBE_DURATION, &g::PROBE_DURATION),
     Row {
@@ -233,6 +238,7 @@ static ROWS: [Row; 13] = [
     row(&HTTP_BODY_LENGTH, &m::HTTP_CONTENT_LENGTH),
     row(&HTTP_REDIRECTS, &m::HTTP_REDIRECTS),
     row(&CERT_EXPIRY, &m::TLS_CERT_NOT_AFTER),
+    row(&TLS_VERSION, &m::TLS_VERSION),
 ];
 
 /// What the `/probe` handler learnt of the target before the round: how long its name took

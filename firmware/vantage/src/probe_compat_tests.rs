@@ -175,6 +175,7 @@ fn an_http_round_shows_status_phases_length_redirects_and_expiry() {
         "phases": [ms, ms, ms, ms, ms],
         "content_length": 42,
         "cert_not_after": 1_900_000_000,
+        "tls_version": "TLS 1.3",
     }));
     let m = Measurement::Module(r.unwrap());
     let text = render(&sample(ProbeKind::Module(http), false, m), None);
@@ -185,6 +186,7 @@ fn an_http_round_shows_status_phases_length_redirects_and_expiry() {
         "probe_http_uncompressed_body_length 42\n",
         "probe_http_redirects 1\n",
         "probe_ssl_earliest_cert_expiry 1900000000\n",
+        "probe_tls_version_info{version=\"TLS 1.3\"} 1\n",
     ] {
         assert!(text.contains(want), "{want:?} in\n{text}");
     }

@@ -914,6 +914,7 @@ http = { url = "https://www.example.test/health" }
                 "connected": 2,
                 "connect_times": [us(300), us(500)],
                 "tls_handshake": us(2_500),
+                "tls_version": "TLS 1.2",
                 "cert_not_after": 1_936_754_745,
             }),
         );
@@ -926,6 +927,7 @@ http = { url = "https://www.example.test/health" }
                 "phases": [us(10), us(300), us(2_000), us(4_000), us(500)],
                 "content_length": 1234,
                 "cert_not_after": 1_936_754_745,
+                "tls_version": "TLS 1.3",
             }),
         );
         metrics.sample(tcp.clone());
@@ -1088,8 +1090,16 @@ http = { url = "https://192.0.2.80/health" }
             ModuleId::by_name("http").unwrap(),
         );
         let samples = [
-            module_sample("web", "tcp", json!({"cert_not_after": 1_900_000_000})),
-            module_sample("web", "http", json!({"cert_not_after": 1_800_000_000})),
+            module_sample(
+                "web",
+                "tcp",
+                json!({"cert_not_after": 1_900_000_000, "tls_version": "TLS 1.2"}),
+            ),
+            module_sample(
+                "web",
+                "http",
+                json!({"cert_not_after": 1_800_000_000, "tls_version": "TLS 1.3"}),
+            ),
         ];
         for s in &samples {
             metrics.sample(s.clone());
@@ -1104,6 +1114,17 @@ http = { url = "https://192.0.2.80/health" }
         live.sort_by(|a, b| a.0.cmp(&b.0));
         let want = vec![("http".to_string(), 1.8e9), ("tcp".to_string(), 1.9e9)];
         assert_eq!(live, want, "{text}");
+        // The TLS version likewise, with the probe label beside its own.
+        let tls_version = vantage_core::module_gauges::TLS_VERSION.name;
+        let mut versions: Vec<(String, String, f64)> = vantage_testkit::exposition_series(&text)
+            .into_iter()
+            .filter(|(n, _, _)| n == tls_version)
+            .map(|(_, l, v)| (l["probe"].clone(), l["version"].clone(), v))
+            .collect();
+        versions.sort_by(|a, b| a.0.cmp(&b.0));
+        let want_versions = [("http", "TLS 1.3", 1.0), ("tcp", "TLS 1.2", 1.0)]
+            .map(|(p, v, x)| (p.to_string(), v.to_string(), x));
+        assert_eq!(versions, want_versions, "{text}");
 
         let keys = [tcp_kind, http_kind].map(|k| SeriesKey {
             target: "web".into(),

@@ -51,7 +51,7 @@ pub struct HttpReport {
     pub phases: [Duration; 5],
     /// Bytes of the last response's body read.
     pub content_length: Option<u64>,
-    /// The TLS version agreed (`TLSv1_3`).
+    /// The TLS version agreed (`TLS 1.3`).
     pub tls_version: Option<String>,
     /// The earliest `notAfter` of the last server's chain, in seconds since the epoch.
     pub cert_not_after: Option<i64>,
@@ -78,12 +78,13 @@ pub static REDIRECTS: Gauge = gauge(
     "Redirects the last round followed.",
 );
 
-static GAUGES: [&Gauge; 5] = [
+static GAUGES: [&Gauge; 6] = [
     &STATUS,
     &PHASE,
     &CONTENT_LENGTH,
     &REDIRECTS,
     &super::tcp::CERT_NOT_AFTER,
+    &super::tcp::TLS_VERSION,
 ];
 
 /// `/probe` parameters of module=http, each the option of the same name. Headers and a body

@@ -30,7 +30,7 @@ pub mod module_gauges {
         CONTENT_LENGTH as HTTP_CONTENT_LENGTH, PHASE as HTTP_PHASE, REDIRECTS as HTTP_REDIRECTS,
         STATUS as HTTP_STATUS,
     };
-    pub use super::tcp::CERT_NOT_AFTER as TLS_CERT_NOT_AFTER;
+    pub use super::tcp::{CERT_NOT_AFTER as TLS_CERT_NOT_AFTER, TLS_VERSION};
 }
 
 /// The probe modules: one line per kind.

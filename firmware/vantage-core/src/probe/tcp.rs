@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use super::Probe;
 use super::module::{OptionsInput, TypedModule, bool_param, int_param};
 use crate::config::{Check, Host, ProbeForm, parse_host, split_host_port};
-use crate::series::{Gauge, HistogramDef, Point, gauge, labelled, per_probe};
+use crate::series::{Gauge, HistogramDef, Point, gauge, labelled, per_probe, per_probe_labelled};
 use crate::types::ModuleId;
 
 pub use options::TcpOptions;
 /// Read by every probe that does a TLS handshake.
-pub(crate) use stored::not_after;
+pub(crate) use stored::{not_after, tls_version_code, tls_version_name};
 
 /// The module's name: `probes = ["tcp"]`, `tcp = {...}`, `probe="tcp"`, `module=tcp`.
 const NAME: &str = "tcp";
@@ -49,7 +49,7 @@ pub struct TcpReport {
     pub connect_times: Vec<Duration>,
     /// TLS handshake time of the round's first connection (with `tls`).
     pub tls_handshake: Option<Duration>,
-    /// The TLS version agreed (`TLSv1_3`).
+    /// The TLS version agreed (`TLS 1.3`).
     pub tls_version: Option<String>,
     /// The earliest `notAfter` of the chain the server sent, in seconds since the epoch.
     pub cert_not_after: Option<i64>,
@@ -84,18 +84,25 @@ pub static CERT_NOT_AFTER: Gauge = per_probe(
     "vantage_tls_cert_not_after_timestamp_seconds",
     "Earliest expiry of the certificate chain the server sent, in seconds since the epoch.",
 );
+/// Shared with every kind that does a TLS handshake, like [`CERT_NOT_AFTER`].
+pub static TLS_VERSION: Gauge = per_probe_labelled(
+    "vantage_tls_version_info",
+    "version",
+    "1 for the TLS version the last round's handshake agreed (\"TLS 1.2\", \"TLS 1.3\"; absent without one).",
+);
 pub(crate) static EXPECT_MATCHED: Gauge = gauge(
     "vantage_tcp_round_expect_matched",
     "1 if the first reply line of the last round matched expect (absent without expect).",
 );
 
-static GAUGES: [&Gauge; 7] = [
+static GAUGES: [&Gauge; 8] = [
     &CONNECT_STATS,
     &ATTEMPTS_SENT,
     &ATTEMPTS_OK,
     &LOSS,
     &TLS_HANDSHAKE,
     &CERT_NOT_AFTER,
+    &TLS_VERSION,
     &EXPECT_MATCHED,
 ];
 

@@ -39,12 +39,12 @@ impl RoundGauges {
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         for (kind, pts) in last.iter() {
             for p in pts.iter().filter(|p| std::ptr::eq(p.gauge, gauge)) {
-                // A gauge has the probe label or a label of its own, never both.
+                // The probe label (of a gauge several kinds write), then the gauge's own.
                 let probe = p.gauge.probe_label.then(|| ("probe", kind.as_str()));
-                match probe.or(p.label()) {
-                    Some(l) => lines.sample(gauge.name, &[l], None, p.value),
-                    None => lines.sample(gauge.name, &[], None, p.value),
-                }
+                let mut labels: Vec<(&str, &str)> = probe.into_iter().chain(p.label()).collect();
+                // `Lines` merges them with the target's labels: sorted by name.
+                labels.sort_unstable_by_key(|l| l.0);
+                lines.sample(gauge.name, &labels, None, p.value);
             }
         }
     }

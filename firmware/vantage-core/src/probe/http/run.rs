@@ -203,7 +203,10 @@ async fn fetch(
         .map_err(|e| ProbeError::Validation(format!("TLS handshake: {e}")))?;
     report.phases[2] += t.elapsed();
     let session = tls.get_ref().1;
-    report.tls_version = session.protocol_version().map(|v| format!("{v:?}"));
+    report.tls_version = session
+        .protocol_version()
+        .and_then(|v| tcp::tls_version_name(u16::from(v)))
+        .map(String::from);
     report.cert_not_after = session
         .peer_certificates()
         .and_then(|chain| chain.iter().filter_map(|c| tcp::not_after(c)).min());

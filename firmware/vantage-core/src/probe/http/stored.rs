@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! version u8 = 1
-//! flags   u8   bit0 status, bit1 content length, bit2 certificate expiry
+//! flags   u8   bit0 status, bit1 content length, bit2 certificate expiry, bit3 TLS version
 //! redirects u16 LE, then 5 × phase µs u32 LE (resolve, connect, tls, processing, transfer)
-//! [bit0] status u16 LE,  [bit1] content length u64 LE,  [bit2] not_after s i64 LE
+//! [bit0] status u16 LE,  [bit1] content length u64 LE,  [bit2] not_after s i64 LE,
+//! [bit3] TLS version as on the wire u16 LE (0x0304 for TLS 1.3)
 //! ```
 
 use std::time::Duration;
 
-use super::super::tcp::CERT_NOT_AFTER;
+use super::super::tcp::{CERT_NOT_AFTER, TLS_VERSION, tls_version_code, tls_version_name};
 use super::{CONTENT_LENGTH, HttpReport, PHASE, PHASES, REDIRECTS, STATUS};
 use crate::series::{Point, secs};
 
@@ -17,7 +18,8 @@ const VERSION: u8 = 1;
 const F_STATUS: u8 = 1;
 const F_LENGTH: u8 = 1 << 1;
 const F_CERT: u8 = 1 << 2;
-const F_KNOWN: u8 = (1 << 3) - 1;
+const F_TLS_VERSION: u8 = 1 << 3;
+const F_KNOWN: u8 = (1 << 4) - 1;
 
 /// The figures of one stored HTTP round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +29,8 @@ pub(crate) struct StoredHttp {
     pub status: Option<u16>,
     pub content_length: Option<u64>,
     pub not_after: Option<i64>,
+    /// The TLS version's wire code.
+    pub tls_version: Option<u16>,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -48,6 +52,7 @@ impl StoredHttp {
             status: r.status,
             content_length: r.content_length,
             not_after: r.cert_not_after,
+            tls_version: r.tls_version.as_deref().and_then(tls_version_code),
         }
     }
 
@@ -57,6 +62,7 @@ impl StoredHttp {
             (self.status.is_some(), F_STATUS),
             (self.content_length.is_some(), F_LENGTH),
             (self.not_after.is_some(), F_CERT),
+            (self.tls_version.is_some(), F_TLS_VERSION),
         ] {
             if set {
                 flags |= bit;
@@ -75,6 +81,9 @@ impl StoredHttp {
         }
         if let Some(n) = self.not_after {
             out.extend(n.to_le_bytes());
+        }
+        if let Some(v) = self.tls_version {
+            out.extend(v.to_le_bytes());
         }
     }
 
@@ -100,6 +109,9 @@ impl StoredHttp {
         if flags & F_CERT != 0 {
             s.not_after = Some(i64::from_le_bytes(take(&mut b)?));
         }
+        if flags & F_TLS_VERSION != 0 {
+            s.tls_version = Some(u16::from_le_bytes(take(&mut b)?));
+        }
         b.is_empty().then_some(s)
     }
 
@@ -117,6 +129,9 @@ impl StoredHttp {
         }
         if let Some(n) = self.not_after {
             out.push(Point::new(&CERT_NOT_AFTER, n as f64));
+        }
+        if let Some(name) = self.tls_version.and_then(tls_version_name) {
+            out.push(Point::labelled(&TLS_VERSION, name, 1.0));
         }
     }
 }

@@ -9,7 +9,7 @@ use super::run::{HttpProbe, join, round};
 use super::stored::StoredHttp;
 use super::*;
 use crate::config::{Config, parse_host};
-use crate::probe::tcp::CERT_NOT_AFTER;
+use crate::probe::tcp::{CERT_NOT_AFTER, TLS_VERSION};
 use crate::probe::{ProbeQuery, ProbeRequest};
 use crate::sample::{Measurement, ProbeError};
 use crate::types::ProbeKind;
@@ -172,6 +172,7 @@ fn stored_rounds_keep_every_figure_and_every_phase() {
         status: Some(404),
         content_length: Some(1 << 33),
         not_after: Some(-5),
+        tls_version: Some(0x0303),
     };
     for s in [all, StoredHttp::default()] {
         let mut b = Vec::new();
@@ -465,13 +466,20 @@ async fn https_with_a_private_ca_reads_the_expiry_to_the_second() {
         (r.status, r.cert_not_after),
         (Some(200), Some(1_936_754_745))
     );
-    assert!(r.phases[2] > Duration::ZERO && r.tls_version.is_some());
+    assert!(r.phases[2] > Duration::ZERO);
+    assert_eq!(r.tls_version.as_deref(), Some("TLS 1.3"));
     let mut stored = Vec::new();
     StoredHttp::from_report(&r).encode(&mut stored);
     let mut points = Vec::new();
     KIND.module().points(&stored, &mut points);
     let expiry = points.iter().find(|p| p.gauge == &CERT_NOT_AFTER).unwrap();
     assert_eq!(expiry.value, 1_936_754_745.0);
+    let tls: Vec<_> = points.iter().filter(|p| p.gauge == &TLS_VERSION).collect();
+    assert_eq!(tls.len(), 1, "{points:?}");
+    assert_eq!(
+        (tls[0].label(), tls[0].value),
+        (Some(("version", "TLS 1.3")), 1.0)
+    );
 }
 
 #[tokio::test]

@@ -208,7 +208,10 @@ async fn first_attempt(
     };
     report.tls_handshake = Some(started.elapsed());
     let session = tls.get_ref().1;
-    report.tls_version = session.protocol_version().map(|v| format!("{v:?}"));
+    report.tls_version = session
+        .protocol_version()
+        .and_then(|v| super::tls_version_name(u16::from(v)))
+        .map(String::from);
     report.cert_not_after = session.peer_certificates().and_then(|chain| {
         chain
             .iter()

@@ -3,16 +3,17 @@
 //! ```text
 //! version u8 = 1
 //! flags   varint  bit0 connected (connect stats follow), bit1 TLS handshake, bit2 certificate
-//!                 expiry, bit3 expect checked, bit4 expect matched
+//!                 expiry, bit3 expect checked, bit4 expect matched, bit5 TLS version
 //! sent varint, connected varint,
-//! [bit0] min µs, avg-min µs, max-avg µs,  [bit1] handshake µs,  [bit2] zigzag(not_after s)
+//! [bit0] min µs, avg-min µs, max-avg µs,  [bit1] handshake µs,  [bit2] zigzag(not_after s),
+//! [bit5] TLS version as on the wire (0x0304 for TLS 1.3)
 //! ```
 
 use std::time::Duration;
 
 use super::{
     ATTEMPTS_OK, ATTEMPTS_SENT, CERT_NOT_AFTER, CONNECT_STATS, EXPECT_MATCHED, LOSS, TLS_HANDSHAKE,
-    TcpReport,
+    TLS_VERSION, TcpReport,
 };
 use crate::series::{Point, flag, secs};
 
@@ -22,7 +23,27 @@ const F_TLS: u64 = 1 << 1;
 const F_CERT: u64 = 1 << 2;
 const F_EXPECT: u64 = 1 << 3;
 const F_MATCHED: u64 = 1 << 4;
-const F_KNOWN: u64 = (1 << 5) - 1;
+const F_TLS_VERSION: u64 = 1 << 5;
+const F_KNOWN: u64 = (1 << 6) - 1;
+
+/// The TLS versions a round may agree: as on the wire (and stored), and as shown (blackbox's
+/// label values).
+const TLS_VERSIONS: [(u16, &str); 4] = [
+    (0x0301, "TLS 1.0"),
+    (0x0302, "TLS 1.1"),
+    (0x0303, "TLS 1.2"),
+    (0x0304, "TLS 1.3"),
+];
+
+/// A TLS version's name, from its wire code.
+pub(crate) fn tls_version_name(code: u16) -> Option<&'static str> {
+    TLS_VERSIONS.iter().find(|v| v.0 == code).map(|v| v.1)
+}
+
+/// A TLS version's wire code, from its name.
+pub(crate) fn tls_version_code(name: &str) -> Option<u16> {
+    TLS_VERSIONS.iter().find(|v| v.1 == name).map(|v| v.0)
+}
 
 /// The figures of one stored TCP round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +55,8 @@ pub(crate) struct StoredTcp {
     pub tls_us: Option<u64>,
     pub not_after: Option<i64>,
     pub expect_matched: Option<bool>,
+    /// The TLS version's wire code.
+    pub tls_version: Option<u16>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -78,6 +101,7 @@ impl StoredTcp {
             tls_us: r.tls_handshake.map(micros),
             not_after: r.cert_not_after,
             expect_matched: r.expect_matched,
+            tls_version: r.tls_version.as_deref().and_then(tls_version_code),
         }
     }
 
@@ -89,6 +113,7 @@ impl StoredTcp {
             (self.not_after.is_some(), F_CERT),
             (self.expect_matched.is_some(), F_EXPECT),
             (self.expect_matched == Some(true), F_MATCHED),
+            (self.tls_version.is_some(), F_TLS_VERSION),
         ] {
             if set {
                 flags |= bit;
@@ -108,6 +133,9 @@ impl StoredTcp {
         }
         if let Some(n) = self.not_after {
             put_varint(out, ((n << 1) ^ (n >> 63)) as u64);
+        }
+        if let Some(v) = self.tls_version {
+            put_varint(out, u64::from(v));
         }
     }
 
@@ -140,6 +168,9 @@ impl StoredTcp {
         if flags & F_EXPECT != 0 {
             s.expect_matched = Some(flags & F_MATCHED != 0);
         }
+        if flags & F_TLS_VERSION != 0 {
+            s.tls_version = Some(u16::try_from(varint(&mut b)?).ok()?);
+        }
         b.is_empty().then_some(s)
     }
 
@@ -166,6 +197,9 @@ impl StoredTcp {
         }
         if let Some(m) = self.expect_matched {
             out.push(Point::new(&EXPECT_MATCHED, flag(m)));
+        }
+        if let Some(name) = self.tls_version.and_then(tls_version_name) {
+            out.push(Point::labelled(&TLS_VERSION, name, 1.0));
         }
     }
 }

@@ -252,9 +252,18 @@ fn pki(leaf: impl FnOnce(&mut rcgen::CertificateParams)) -> Pki {
 
 /// A TLS server on loopback: the handshake, then one line read and answered with `reply`.
 async fn tls_server(pki: &Pki, reply: &'static str) -> u16 {
+    tls_server_of(pki, reply, rustls::DEFAULT_VERSIONS).await
+}
+
+/// [`tls_server`] speaking only `versions`.
+async fn tls_server_of(
+    pki: &Pki,
+    reply: &'static str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> u16 {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(pki.chain.clone(), pki.key.clone_key())
@@ -296,29 +305,46 @@ fn tls_options(port: u16, ca: std::path::PathBuf) -> TcpOptions {
 
 #[tokio::test]
 async fn tls_to_a_private_ca_reads_the_expiry_to_the_second() {
-    // UTCTime (before 2050) and GeneralizedTime (from 2050) encodings.
-    for (year, month, day, extra, want) in [
-        (2031, 5, 17, 12_345, 1_936_754_745),
-        (2051, 2, 3, 7, 2_558_995_207),
+    // UTCTime (before 2050) and GeneralizedTime (from 2050) encodings; a TLS 1.3 server (the
+    // default) and one that speaks TLS 1.2 only.
+    let tls12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    for (year, month, day, extra, want, versions, version) in [
+        (
+            2031,
+            5,
+            17,
+            12_345,
+            1_936_754_745,
+            rustls::DEFAULT_VERSIONS,
+            "TLS 1.3",
+        ),
+        (2051, 2, 3, 7, 2_558_995_207, tls12, "TLS 1.2"),
     ] {
         let pki = pki(|p| {
             p.not_after = rcgen::date_time_ymd(year, month, day) + Duration::from_secs(extra)
         });
         assert_eq!(not_after(&pki.chain[0]), Some(want));
-        let port = tls_server(&pki, "OK ready\r\n").await;
+        let port = tls_server_of(&pki, "OK ready\r\n", versions).await;
         let o = tls_options(port, ca_file(&pki, &year.to_string()));
         let s = TcpProbe::default().run(request("127.0.0.1", o)).await;
         assert!(s.success, "{s:?}");
         let r = report(&s);
         // The chain's earliest expiry: the leaf's, not the CA's.
         assert_eq!(r.cert_not_after, Some(want));
-        assert!(r.tls_handshake.is_some() && r.tls_version.is_some());
+        assert!(r.tls_handshake.is_some());
+        assert_eq!(r.tls_version.as_deref(), Some(version));
         assert_eq!(r.expect_matched, Some(true));
         assert_eq!(r.reply.as_deref(), Some("OK ready"));
         let mut points = Vec::new();
         KIND.module().points(&stored(&s), &mut points);
         let expiry = points.iter().find(|p| p.gauge == &CERT_NOT_AFTER).unwrap();
         assert_eq!(expiry.value, want as f64);
+        let tls: Vec<_> = points.iter().filter(|p| p.gauge == &TLS_VERSION).collect();
+        assert_eq!(tls.len(), 1, "{points:?}");
+        assert_eq!(
+            (tls[0].label(), tls[0].value),
+            (Some(("version", version)), 1.0)
+        );
     }
 }
 
@@ -425,6 +451,7 @@ fn stored_rounds_read_back_and_bad_bytes_are_refused() {
         tls_us: Some(900),
         not_after: Some(1_936_754_745),
         expect_matched: Some(false),
+        tls_version: Some(0x0304),
     };
     for s in [
         full,
@@ -446,6 +473,10 @@ fn stored_rounds_read_back_and_bad_bytes_are_refused() {
     }
     assert_eq!(StoredTcp::decode(&[2, 0, 0, 0]), None, "another version");
     assert_eq!(StoredTcp::decode(&[1, 0x40, 0, 0]), None, "unknown flags");
+    let mut tls = Vec::new();
+    full.points(&mut tls);
+    tls.retain(|p| p.gauge == &TLS_VERSION);
+    assert_eq!(tls, [Point::labelled(&TLS_VERSION, "TLS 1.3", 1.0)]);
     // Every point of a round is one of the module's gauges; none before the first round
     // depends on it.
     let mut points: Vec<Point> = Vec::new();
