@@ -47,7 +47,8 @@ pub use config::{
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
     AddressGuard, DnsProbe, HostResolver, HttpOptions, HttpReport, MODULES, ModuleOptions,
-    ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest,
+    ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, Progress, ProgressSender,
+    ProbeQuery, ProbeRequest,
     Report, Section, TcpOptions, TcpReport, TraceProbe, family_mismatch, module_gauges, probes,
     resolve_host, system_nameservers,
 };
