@@ -47,10 +47,9 @@ pub use config::{
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
     AddressGuard, DnsProbe, HostResolver, HttpOptions, HttpReport, MODULES, ModuleOptions,
-    ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, Progress, ProgressSender,
-    ProbeQuery, ProbeRequest,
-    Report, Section, TcpOptions, TcpReport, TraceProbe, family_mismatch, module_gauges, probes,
-    resolve_host, system_nameservers,
+    ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest,
+    Progress, ProgressSender, Report, Section, TcpOptions, TcpReport, TraceProbe, family_mismatch,
+    module_gauges, probes, resolve_host, system_nameservers,
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{

@@ -90,10 +90,7 @@ impl ProbeRequest {
 pub enum Progress {
     /// Echo request number `index` (from 0 in the round): its RTT, or `None` once it timed
     /// out, could not be sent or drew an ICMP error. One per request.
-    Echo {
-        index: u32,
-        rtt: Option<Duration>,
-    },
+    Echo { index: u32, rtt: Option<Duration> },
     /// An answer to a trace probe sent with `ttl` on flow `flow`, from `from`; `destination`
     /// when the target itself answered.
     Hop {

@@ -165,6 +165,16 @@ impl Probe for PingProbe {
     }
 }
 
+/// An echo payload of `size` bytes: the cookie, then the fixed pattern.
+fn payload(cookie: &[u8; 8], size: usize) -> Vec<u8> {
+    let mut payload = vec![0u8; size.max(8)];
+    payload[..8].copy_from_slice(cookie);
+    for (i, b) in payload[8..].iter_mut().enumerate() {
+        *b = payload_byte(i);
+    }
+    payload
+}
+
 /// What the receive loop tells a round about its request number `index`.
 #[derive(Debug)]
 enum Event {
@@ -188,6 +198,14 @@ struct Live<'a> {
 }
 
 impl Live<'_> {
+    /// A request went out (`failed`: could not be sent, lost at once).
+    fn sent(&mut self, deadline: Instant, failed: bool) {
+        self.due.push(Some(deadline));
+        if failed {
+            self.outcome(self.due.len() as u32 - 1, None);
+        }
+    }
+
     /// Sends request `index`'s outcome, the first time only.
     fn outcome(&mut self, index: u32, rtt: Option<Duration>) {
         if let Some(d) = self.due.get_mut(index as usize)
@@ -203,6 +221,13 @@ impl Live<'_> {
             if self.due[i].is_some_and(|d| d <= now) {
                 self.outcome(i as u32, None);
             }
+        }
+    }
+
+    /// The round ended: the requests not reported got no answer in time.
+    fn finish(&mut self) {
+        for i in 0..self.due.len() {
+            self.outcome(i as u32, None);
         }
     }
 
@@ -341,11 +366,7 @@ impl Engine {
             tx,
             due: Vec::with_capacity(opts.packets as usize),
         });
-        let mut payload = vec![0u8; opts.size.max(8)];
-        payload[..8].copy_from_slice(&shared.cookie);
-        for (i, b) in payload[8..].iter_mut().enumerate() {
-            *b = payload_byte(i);
-        }
+        let payload = payload(&shared.cookie, opts.size);
 
         let mut report = PingReport {
             address: Some(addr),
@@ -371,26 +392,16 @@ impl Engine {
                     break;
                 };
                 guard.keys.push((addr, seq));
-                let waiter = |sent_at| Waiter {
-                    index: report.sent,
-                    sent_at,
-                    sent_wall: clock.wall(),
-                    kernel_sent: None,
-                    replies: 0,
-                    tx: tx.clone(),
-                };
-                let sent = self.send(addr, seq, &payload, clock, waiter);
-                last_deadline = sent.0 + opts.timeout;
+                let (sent_at, error) =
+                    self.send((addr, seq), &payload, clock, report.sent, tx.clone());
+                last_deadline = sent_at + opts.timeout;
                 if let Some(l) = &mut live {
-                    l.due.push(Some(last_deadline));
+                    l.sent(last_deadline, error.is_some());
                 }
-                if let Some(e) = sent.1 {
+                if let Some(e) = error {
                     // Counted as sent and lost: an unroutable target shows 100 % loss.
                     send_error = Some(e);
                     answered += 1;
-                    if let Some(l) = &mut live {
-                        l.outcome(report.sent, None);
-                    }
                 }
                 report.sent += 1;
                 next_send += opts.spacing;
@@ -427,21 +438,20 @@ impl Engine {
             tally(&mut report, &mut answered, ev, opts.timeout, live.as_mut());
         }
         if let Some(l) = &mut live {
-            // The rest got no answer in time.
-            (0..l.due.len() as u32).for_each(|i| l.outcome(i, None));
+            l.finish();
         }
         (report, send_error)
     }
 
-    /// Registers request `seq` (with the waiter `waiter` makes of its send time) and sends it:
-    /// its send time, and the error if it could not be sent.
+    /// Registers request `index` of a round, to `addr` with `seq`, and sends it: its send
+    /// time, and the error if it could not be sent.
     fn send(
         &self,
-        addr: IpAddr,
-        seq: u16,
+        (addr, seq): (IpAddr, u16),
         payload: &[u8],
         clock: &dyn Clock,
-        waiter: impl FnOnce(Instant) -> Waiter,
+        index: u32,
+        tx: mpsc::UnboundedSender<Event>,
     ) -> (Instant, Option<ProbeError>) {
         let shared = &*self.shared;
         let packet = echo_request(shared.ipv6, shared.ident, seq, payload);
@@ -452,7 +462,14 @@ impl Engine {
             let mut t = shared.table();
             let slot = t.waiters.entry((addr, seq));
             let sent_at = clock.now();
-            slot.insert_entry(waiter(sent_at));
+            slot.insert_entry(Waiter {
+                index,
+                sent_at,
+                sent_wall: clock.wall(),
+                kernel_sent: None,
+                replies: 0,
+                tx,
+            });
             sent_at
         };
         if let Err(e) = shared.socket.send_to(&packet, addr) {

@@ -565,7 +565,11 @@ async fn progress_reports_each_reply_as_it_arrives() {
     let got = live_round("10.0.0.1", opts(3, 200)).await;
     // Replies 5 ms after each send, sends 10 ms apart: each comes before the next request.
     for (i, (at, ev)) in got.iter().enumerate() {
-        let Progress::Echo { index, rtt: Some(rtt) } = ev else {
+        let Progress::Echo {
+            index,
+            rtt: Some(rtt),
+        } = ev
+        else {
             panic!("{ev:?}")
         };
         assert_eq!(*index, i as u32);

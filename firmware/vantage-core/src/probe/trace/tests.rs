@@ -667,13 +667,24 @@ async fn progress_sends_every_answer_as_it_arrives() {
     assert_eq!(near.len(), received as usize, "{near:?}");
     assert!(beyond.len() < 3 * 3, "{beyond:?}");
     assert!(
-        beyond
-            .iter()
-            .all(|ev| matches!(ev, crate::probe::Progress::Hop { destination: true, .. })),
+        beyond.iter().all(|ev| matches!(
+            ev,
+            crate::probe::Progress::Hop {
+                destination: true,
+                ..
+            }
+        )),
         "{beyond:?}"
     );
     for ev in &near {
-        let crate::probe::Progress::Hop { ttl, from, rtt, destination, .. } = ev else {
+        let crate::probe::Progress::Hop {
+            ttl,
+            from,
+            rtt,
+            destination,
+            ..
+        } = ev
+        else {
             panic!("{ev:?}")
         };
         let hop = &r.hops[usize::from(*ttl) - 1];
