@@ -669,7 +669,8 @@ function runSummary(d) {
   if (d.kind === 'ping') {
     return `${d.sent} sent, ${d.received} received, ${pct(d.loss)} loss; min/avg/max ${ms(d.min_ms)} / ${ms(d.avg_ms)} / ${ms(d.max_ms)}${err}`;
   }
-  return `${d.cycles} traces, ${d.reached ? `destination reached in ${d.hop_count} hops` : 'destination not reached'}${err}`;
+  const hops = `${d.hop_count} hop${d.hop_count === 1 ? '' : 's'}`;
+  return `${d.cycles} traces, ${d.reached ? `destination reached in ${hops}` : 'destination not reached'}${err}`;
 }
 
 // Ping: one item per echo request, its RTT or "lost".
@@ -782,7 +783,7 @@ function runNowPart(name, probe) {
   const button = h('button', { type: 'button', 'data-run': probe }, 'Run now');
   button.addEventListener('click', () => runNow(name, probe, panel, button));
   const what = probe === 'ping' ? 'a burst of 20 echo requests' : '5 traces';
-  return h('div', {}, h('div', { class: 'row' }, button, h('span', { class: 'hint' }, ` ${what}, shown as the answers arrive`)), panel);
+  return h('div', { class: 'run-now' }, h('div', { class: 'row' }, button, h('span', { class: 'hint' }, ` ${what}, shown as the answers arrive`)), panel);
 }
 
 async function probeSection(name, probe) {

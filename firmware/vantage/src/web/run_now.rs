@@ -39,12 +39,26 @@ pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// A comment line this often keeps proxies from closing a quiet stream, and notices a client
 /// that went away while a trace waits for its timeouts.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
-/// Events waiting for a slow client; the run waits when this many are queued.
-const QUEUE: usize = 64;
+/// Events waiting for a slow client (a whole trace's answers fit); the run waits when this
+/// many are queued.
+const QUEUE: usize = 256;
 
-/// The targets with a run going.
-#[derive(Debug, Default)]
-pub struct Runs(Arc<Mutex<HashSet<String>>>);
+/// The targets with a run going, and how long a run may take.
+#[derive(Debug)]
+pub struct Runs {
+    active: Arc<Mutex<HashSet<String>>>,
+    /// [`RUN_LIMIT`]; tests shorten it.
+    limit: Mutex<Duration>,
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Self {
+            active: Arc::default(),
+            limit: Mutex::new(RUN_LIMIT),
+        }
+    }
+}
 
 /// A target's run, given back when dropped.
 #[derive(Debug)]
@@ -53,13 +67,18 @@ struct RunSlot(Arc<Mutex<HashSet<String>>>, String);
 impl Runs {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.0.lock_or_recover().is_empty()
+        self.active.lock_or_recover().is_empty()
+    }
+
+    #[cfg(test)]
+    pub fn set_limit(&self, limit: Duration) {
+        *self.limit.lock_or_recover() = limit;
     }
 
     fn claim(&self, name: &str) -> Option<RunSlot> {
-        let mut set = self.0.lock_or_recover();
+        let mut set = self.active.lock_or_recover();
         set.insert(name.to_string())
-            .then(|| RunSlot(self.0.clone(), name.to_string()))
+            .then(|| RunSlot(self.active.clone(), name.to_string()))
     }
 }
 
@@ -170,18 +189,20 @@ pub async fn run_now(
         ));
     };
     let target = target.clone();
+    let limit = *web.runs.limit.lock_or_recover();
     let (tx, rx) = mpsc::channel(QUEUE);
     let task = tokio::spawn(async move {
-        let _held = (slot, permit);
         let out = Out(tx);
+        // Dropped before `out`: the stream ends only after the run gave its place back.
+        let _held = (slot, permit);
         let run = async {
             match kind {
                 ProbeKind::Trace => trace(&*prober, target, &out).await,
                 _ => ping(&*prober, target, &out).await,
             }
         };
-        if tokio::time::timeout(RUN_LIMIT, run).await.is_err() {
-            let limit = RUN_LIMIT.as_secs();
+        if tokio::time::timeout(limit, run).await.is_err() {
+            let limit = limit.as_secs_f64();
             out.send(json!({"type": "summary", "kind": kind, "stopped": true,
                 "error": format!("stopped at the {limit} s limit")}))
                 .await;

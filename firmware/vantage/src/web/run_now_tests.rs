@@ -254,3 +254,27 @@ async fn a_trace_run_streams_hops_per_trace() {
     assert_eq!(cycles[0]["hops"][0]["ttl"], 1);
     assert_eq!(cycles[0]["hops"][0]["addresses"][0], "127.0.0.1");
 }
+
+#[tokio::test]
+async fn a_run_stops_at_its_time_limit() {
+    if !icmp_or_skip("a_run_stops_at_its_time_limit") {
+        return;
+    }
+    let f = Fixture::logged_in(Some(RUN_CONFIG)).await;
+    // The 95 s run of "slow", limited to 2 s: two replies, then the limit's summary.
+    f.web.runs.set_limit(Duration::from_secs(2));
+    let (status, mut ev) = f.run("slow", "ping", true).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut last = Value::Null;
+    let mut echoes = 0;
+    while let Some(e) = ev.next().await {
+        echoes += usize::from(e["type"] == "echo");
+        last = e;
+    }
+    assert_eq!(last["type"], "summary", "{last}");
+    assert_eq!(last["stopped"], true, "{last}");
+    assert_eq!(last["error"], "stopped at the 2 s limit", "{last}");
+    assert!((1..=2).contains(&echoes), "{echoes}");
+    assert!(f.web.runs.is_empty());
+    assert_eq!(f.free_permits(), ON_DEMAND_ROUNDS);
+}
