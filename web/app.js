@@ -8,6 +8,8 @@ let refreshTimer = null;
 let passwordMin = 10;
 // Bumped on every navigation: a view whose data arrives after the user moved on is dropped.
 let viewGeneration = 0;
+// The "Run now" stream being read: aborted when the view changes.
+let runAbort = null;
 
 // ---------- small helpers ----------
 
@@ -134,6 +136,8 @@ function setView(name) {
   document.querySelectorAll('nav a').forEach((a) => a.classList.toggle('active', a.dataset.view === name));
   clearInterval(refreshTimer);
   refreshTimer = null;
+  if (runAbort) runAbort.abort();
+  runAbort = null;
   return ++viewGeneration;
 }
 
@@ -657,6 +661,131 @@ function hopTable(d) {
     h('p', { class: 'hint' }, 'Over the range, per hop: loss of its probes, and its mean RTT per round (hop addresses are not stored).'));
 }
 
+// ---------- run now: a ping burst or traces, shown as their answers arrive ----------
+
+function runSummary(d) {
+  if (d.stopped) return d.error;
+  const err = d.error ? ` (${d.error})` : '';
+  if (d.kind === 'ping') {
+    return `${d.sent} sent, ${d.received} received, ${pct(d.loss)} loss; min/avg/max ${ms(d.min_ms)} / ${ms(d.avg_ms)} / ${ms(d.max_ms)}${err}`;
+  }
+  const hops = `${d.hop_count} hop${d.hop_count === 1 ? '' : 's'}`;
+  return `${d.cycles} traces, ${d.reached ? `destination reached in ${hops}` : 'destination not reached'}${err}`;
+}
+
+// Ping: one item per echo request, its RTT or "lost".
+function pingRun(status) {
+  const list = h('ol', { class: 'echoes mono small' });
+  return {
+    el: list,
+    add(d) {
+      if (d.type === 'start') status.textContent = `Pinging ${d.host}: ${d.count} requests…`;
+      if (d.type !== 'echo') return;
+      const lost = d.rtt_ms === null;
+      list.append(h('li', { class: lost ? 'lost' : null, 'data-seq': d.seq }, `${d.seq}: ${lost ? 'lost' : ms(d.rtt_ms)}`));
+    },
+  };
+}
+
+// Trace: an mtr-like table, a row per hop updated by each answer; loss from each trace's table.
+function traceRun(status) {
+  const hops = new Map();
+  const body = h('tbody');
+  let destTtl = Infinity;
+  const hop = (ttl) => {
+    if (!hops.has(ttl)) {
+      const x = { ttl, addrs: new Set(), rtts: [], sent: 0, received: 0, last: null, tr: h('tr', { 'data-hop': ttl }) };
+      hops.set(ttl, x);
+      body.insertBefore(x.tr, [...body.children].find((r) => Number(r.dataset.hop) > ttl) || null);
+    }
+    return hops.get(ttl);
+  };
+  const draw = (x) => {
+    const n = x.rtts.length;
+    const avg = n ? x.rtts.reduce((a, b) => a + b, 0) / n : null;
+    // The destination answers probes sent beyond it too: only its nearest row counts.
+    x.tr.hidden = x.ttl > destTtl;
+    x.tr.replaceChildren(...[x.ttl, [...x.addrs].join(' ') || '???', x.sent ? pct(1 - x.received / x.sent) : '–', x.sent || '–',
+      ms(x.last), ms(avg), ms(n ? Math.min(...x.rtts) : null), ms(n ? Math.max(...x.rtts) : null)].map((v) => h('td', {}, v)));
+  };
+  return {
+    el: h('div', { class: 'scroll' }, h('table', { class: 'hops mono small' },
+      h('thead', {}, h('tr', {}, ['Hop', 'Address', 'Loss', 'Sent', 'Last', 'Avg', 'Best', 'Worst'].map((c) => h('th', {}, c)))), body)),
+    add(d) {
+      if (d.type === 'start') status.textContent = `Tracing ${d.host}: ${d.count} traces…`;
+      if (d.type === 'hop') {
+        const x = hop(d.ttl);
+        x.addrs.add(d.address);
+        x.rtts.push(d.rtt_ms);
+        x.last = d.rtt_ms;
+        if (d.destination && d.ttl < destTtl) { destTtl = d.ttl; hops.forEach(draw); } else draw(x);
+      }
+      if (d.type === 'cycle') {
+        for (const c of d.hops) {
+          const x = hop(c.ttl);
+          x.sent += c.sent;
+          x.received += c.received;
+          c.addresses.forEach((a) => x.addrs.add(a));
+        }
+        hops.forEach(draw);
+        status.textContent = `Trace ${d.cycle} done…`;
+      }
+    },
+  };
+}
+
+// Reads the run's server-sent events (fetch, since EventSource cannot POST) into `view`.
+async function runNow(name, kind, panel, button) {
+  if (runAbort) runAbort.abort();
+  const ctrl = new AbortController();
+  runAbort = ctrl;
+  const status = h('p', { class: 'small muted', role: 'status' }, 'Starting…');
+  const view = kind === 'ping' ? pingRun(status) : traceRun(status);
+  panel.replaceChildren(status, view.el);
+  button.disabled = true;
+  try {
+    const r = await fetch(`/api/targets/${encodeURIComponent(name)}/run?kind=${kind}`, {
+      method: 'POST', credentials: 'same-origin', headers: { 'X-CSRF-Token': csrf || '' }, signal: ctrl.signal,
+    });
+    if (!r.ok) {
+      let data = {};
+      try { data = await r.json(); } catch (_) { data = {}; }
+      throw new ApiError(r.status, data);
+    }
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const data = buf.slice(0, i).split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('');
+        buf = buf.slice(i + 2);
+        if (!data) continue;
+        const d = JSON.parse(data);
+        view.add(d);
+        if (d.type === 'summary') status.textContent = runSummary(d);
+      }
+    }
+  } catch (e) {
+    if (e.name !== 'AbortError') status.textContent = e.message;
+  } finally {
+    button.disabled = false;
+    if (runAbort === ctrl) runAbort = null;
+  }
+}
+
+function runNowPart(name, probe) {
+  if (probe !== 'ping' && probe !== 'trace') return null;
+  const panel = h('div', { class: 'run', 'aria-live': 'polite' });
+  const button = h('button', { type: 'button', 'data-run': probe }, 'Run now');
+  button.addEventListener('click', () => runNow(name, probe, panel, button));
+  const what = probe === 'ping' ? 'a burst of 20 echo requests' : '5 traces';
+  return h('div', { class: 'run-now' }, h('div', { class: 'row' }, button, h('span', { class: 'hint' }, ` ${what}, shown as the answers arrive`)), panel);
+}
+
 async function probeSection(name, probe) {
   let d;
   try {
@@ -669,6 +798,7 @@ async function probeSection(name, probe) {
     h('h2', {}, `${probe}: ${what}`),
     h('p', { class: 'summary' }, summaryText(d, what)),
     smokeChart(d, what), lossLegend(),
+    runNowPart(name, probe),
     probe === 'trace' ? hopTable(d) : null,
     probe === 'dns' || probe === 'trace' ? changesList(d) : null);
 }

@@ -47,8 +47,9 @@ pub use config::{
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
     AddressGuard, DnsProbe, HostResolver, MODULES, ModuleOptions, ModuleReport, Options,
-    OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Report, Section,
-    TraceProbe, family_mismatch, module_gauges, probes, resolve_host, system_nameservers,
+    OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
+    ProgressSender, Report, Section, TraceProbe, family_mismatch, module_gauges, probes,
+    resolve_host, system_nameservers,
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{

@@ -190,6 +190,7 @@ impl Shared {
                 target: target.clone(),
                 deadline: None,
                 guard: None,
+                progress: None,
             })
             .await;
         // A target edited or removed while this round ran: its result belongs to the old config.

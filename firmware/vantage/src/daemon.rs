@@ -15,6 +15,8 @@ use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
 use crate::metrics::{DeviceSeries, LedCollector, Metrics};
 use crate::storage::Storage;
 
+/// Rounds run on demand at once (`/probe`, "Test now", "Run now"); more get `429`.
+pub const ON_DEMAND_ROUNDS: usize = 64;
 /// The config a device runs when none is given: pings loopback, so it works anywhere.
 pub const EMBEDDED_CONFIG: &str = include_str!("../vantage.toml");
 
@@ -141,8 +143,8 @@ pub struct Daemon {
     apply_lock: Mutex<()>,
     /// When the daemon started, for the status page's uptime.
     pub started: Instant,
-    /// Bounds concurrent on-demand `/probe` requests.
-    pub probe_permits: tokio::sync::Semaphore,
+    /// Bounds the rounds run on demand at once: `/probe`, the page's "Test now" and "Run now".
+    pub probe_permits: Arc<tokio::sync::Semaphore>,
     /// The status LEDs and the state they show.
     pub leds: Arc<Leds>,
     pub health: Arc<Health>,
@@ -203,7 +205,7 @@ impl Daemon {
             announcer: announce_port.map(Announcer::new),
             apply_lock: Mutex::new(()),
             started,
-            probe_permits: tokio::sync::Semaphore::new(64),
+            probe_permits: Arc::new(tokio::sync::Semaphore::new(ON_DEMAND_ROUNDS)),
             leds,
             health,
             leds_config: config.leds.clone(),

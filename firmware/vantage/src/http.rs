@@ -361,6 +361,7 @@ async fn probe(
             target: Arc::new(round_target(p, deadline)),
             deadline: Some(deadline),
             guard: Some(Arc::new(guard)),
+            progress: None,
         })
         .await;
     let text = if blackbox {

@@ -62,6 +62,9 @@ pub struct ProbeRequest {
     /// What the round may reach, for a round a network client asked for (`/probe`); the
     /// config's own rounds have none.
     pub guard: Option<Arc<dyn AddressGuard>>,
+    /// Where the round sends its answers as they arrive, for a caller that shows the round
+    /// live (the page's "Run now"); the ping and trace probes send them.
+    pub progress: Option<ProgressSender>,
 }
 
 impl ProbeRequest {
@@ -70,6 +73,7 @@ impl ProbeRequest {
             target: Arc::new(target.clone()),
             deadline: None,
             guard: None,
+            progress: None,
         }
     }
 
@@ -78,6 +82,27 @@ impl ProbeRequest {
         check_addr(self.guard.as_deref(), ip)
     }
 }
+
+/// One answer of a round, sent while the round runs (see [`ProbeRequest::progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Echo request number `index` (from 0 in the round): its RTT, or `None` once it timed
+    /// out, could not be sent or drew an ICMP error. One per request.
+    Echo { index: u32, rtt: Option<Duration> },
+    /// An answer to a trace probe sent with `ttl` on flow `flow`, from `from`; `destination`
+    /// when the target itself answered.
+    Hop {
+        ttl: u8,
+        flow: u16,
+        from: IpAddr,
+        rtt: Duration,
+        destination: bool,
+    },
+}
+
+/// Where a round sends its [`Progress`]. Unbounded: a round's answers are bounded by its
+/// options, and a round never waits for the caller.
+pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<Progress>;
 
 /// What a round asked for over the network may reach. A probe checks the host it is about to
 /// resolve (a redirect's too) and then the address it resolved to, right before sending: a

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::engines::Engines;
-use super::{HostResolver, Probe, ProbeRequest};
+use super::{HostResolver, Probe, ProbeRequest, Progress, ProgressSender};
 use crate::clock::{Clock, SystemClock};
 use crate::config::PingOptions;
 use crate::lock::LockExt;
@@ -88,7 +88,7 @@ impl PingProbe {
 
     /// Runs one round of `opts.packets` echo requests to `addr`.
     pub async fn round(&self, addr: IpAddr, opts: &PingOptions) -> Result<PingReport, ProbeError> {
-        match self.round_with_error(addr, opts).await? {
+        match self.round_with_error(addr, opts, None).await? {
             (report, Some(e)) if report.received == 0 => Err(e),
             (report, _) => Ok(report),
         }
@@ -100,6 +100,7 @@ impl PingProbe {
         &self,
         addr: IpAddr,
         opts: &PingOptions,
+        live: Option<&ProgressSender>,
     ) -> Result<(PingReport, Option<ProbeError>), ProbeError> {
         let key = SocketKey {
             ipv6: addr.is_ipv6(),
@@ -108,7 +109,7 @@ impl PingProbe {
             source: opts.source,
         };
         let engine = self.engine(key)?;
-        Ok(engine.round(addr, opts, self.clock.as_ref()).await)
+        Ok(engine.round(addr, opts, self.clock.as_ref(), live).await)
     }
 }
 
@@ -133,7 +134,10 @@ impl Probe for PingProbe {
             }
             let addr = self.resolver.resolve(&target.host, opts.ip_protocol).await;
             let result = match addr.and_then(|a| req.checked(a)) {
-                Ok(addr) => self.round_with_error(addr, &opts).await,
+                Ok(addr) => {
+                    self.round_with_error(addr, &opts, req.progress.as_ref())
+                        .await
+                }
                 Err(e) => Err(e),
             };
             let duration = self.clock.now().saturating_duration_since(started);
@@ -161,20 +165,81 @@ impl Probe for PingProbe {
     }
 }
 
-/// What the receive loop tells a round.
+/// An echo payload of `size` bytes: the cookie, then the fixed pattern.
+fn payload(cookie: &[u8; 8], size: usize) -> Vec<u8> {
+    let mut payload = vec![0u8; size.max(8)];
+    payload[..8].copy_from_slice(cookie);
+    for (i, b) in payload[8..].iter_mut().enumerate() {
+        *b = payload_byte(i);
+    }
+    payload
+}
+
+/// What the receive loop tells a round about its request number `index`.
 #[derive(Debug)]
 enum Event {
     /// `kernel_sent`: the RTT starts at the kernel's send timestamp.
     Reply {
+        index: u32,
         rtt: Duration,
         kernel_sent: bool,
     },
     Duplicate,
-    IcmpError,
+    IcmpError {
+        index: u32,
+    },
+}
+
+/// A round's outcome per request, for a caller that watches the round live.
+struct Live<'a> {
+    tx: &'a ProgressSender,
+    /// Per request: when it counts as lost, until its outcome is sent.
+    due: Vec<Option<Instant>>,
+}
+
+impl Live<'_> {
+    /// A request went out (`failed`: could not be sent, lost at once).
+    fn sent(&mut self, deadline: Instant, failed: bool) {
+        self.due.push(Some(deadline));
+        if failed {
+            self.outcome(self.due.len() as u32 - 1, None);
+        }
+    }
+
+    /// Sends request `index`'s outcome, the first time only.
+    fn outcome(&mut self, index: u32, rtt: Option<Duration>) {
+        if let Some(d) = self.due.get_mut(index as usize)
+            && d.take().is_some()
+        {
+            let _ = self.tx.send(Progress::Echo { index, rtt });
+        }
+    }
+
+    /// Reports the requests whose wait ended by `now` as lost.
+    fn expire(&mut self, now: Instant) {
+        for i in 0..self.due.len() {
+            if self.due[i].is_some_and(|d| d <= now) {
+                self.outcome(i as u32, None);
+            }
+        }
+    }
+
+    /// The round ended: the requests not reported got no answer in time.
+    fn finish(&mut self) {
+        for i in 0..self.due.len() {
+            self.outcome(i as u32, None);
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.due.iter().flatten().min().copied()
+    }
 }
 
 #[derive(Debug)]
 struct Waiter {
+    /// The request's number in its round.
+    index: u32,
     sent_at: Instant,
     sent_wall: SystemTime,
     /// When the kernel sent the request (`SO_TIMESTAMPING`), once it has said so.
@@ -289,6 +354,7 @@ impl Engine {
         addr: IpAddr,
         opts: &PingOptions,
         clock: &dyn Clock,
+        live: Option<&ProgressSender>,
     ) -> (PingReport, Option<ProbeError>) {
         let shared = &*self.shared;
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -296,11 +362,11 @@ impl Engine {
             shared,
             keys: Vec::with_capacity(opts.packets as usize),
         };
-        let mut payload = vec![0u8; opts.size.max(8)];
-        payload[..8].copy_from_slice(&shared.cookie);
-        for (i, b) in payload[8..].iter_mut().enumerate() {
-            *b = payload_byte(i);
-        }
+        let mut live = live.map(|tx| Live {
+            tx,
+            due: Vec::with_capacity(opts.packets as usize),
+        });
+        let payload = payload(&shared.cookie, opts.size);
 
         let mut report = PingReport {
             address: Some(addr),
@@ -312,38 +378,30 @@ impl Engine {
         let mut last_deadline = next_send;
         loop {
             let now = clock.now();
+            if let Some(l) = &mut live {
+                // Replies already delivered count before their requests are declared lost.
+                while let Ok(ev) = rx.try_recv() {
+                    tally(&mut report, &mut answered, ev, opts.timeout, Some(l));
+                }
+                l.expire(now);
+            }
             if report.sent < opts.packets && now >= next_send {
                 let Some(seq) = shared.table().allocate(addr) else {
                     // 65,536 requests to one address in flight: nothing sensible left to send.
                     send_error = Some(ProbeError::Network("no free ICMP sequence number".into()));
                     break;
                 };
-                let packet = echo_request(shared.ipv6, shared.ident, seq, &payload);
-                let reply_tx = tx.clone();
                 guard.keys.push((addr, seq));
-                {
-                    // Register before sending so a fast reply cannot arrive unmatched. The
-                    // send times are read last, after the table lookup, so as little as possible
-                    // of our own work counts as round-trip time.
-                    let mut t = shared.table();
-                    let slot = t.waiters.entry((addr, seq));
-                    let sent_at = clock.now();
-                    slot.insert_entry(Waiter {
-                        sent_at,
-                        sent_wall: clock.wall(),
-                        kernel_sent: None,
-                        replies: 0,
-                        tx: reply_tx,
-                    });
-                    last_deadline = sent_at + opts.timeout;
+                let (sent_at, error) =
+                    self.send((addr, seq), &payload, clock, report.sent, tx.clone());
+                last_deadline = sent_at + opts.timeout;
+                if let Some(l) = &mut live {
+                    l.sent(last_deadline, error.is_some());
                 }
-                if let Err(e) = shared.socket.send_to(&packet, addr) {
+                if let Some(e) = error {
                     // Counted as sent and lost: an unroutable target shows 100 % loss.
-                    send_error = Some(ProbeError::Network(format!("send to {addr}: {e}")));
+                    send_error = Some(e);
                     answered += 1;
-                } else {
-                    // Also keeps the error queue, which shares the receive buffer, short.
-                    apply_sent_stamps(shared);
                 }
                 report.sent += 1;
                 next_send += opts.spacing;
@@ -352,17 +410,20 @@ impl Engine {
             if report.sent == opts.packets && (answered >= report.sent || now >= last_deadline) {
                 break;
             }
-            let wake = if report.sent < opts.packets {
+            let mut wake = if report.sent < opts.packets {
                 next_send.min(last_deadline.max(now))
             } else {
                 last_deadline
             };
+            if let Some(due) = live.as_ref().and_then(Live::next_due) {
+                wake = wake.min(due.max(now));
+            }
             tokio::select! {
                 // Replies first: one that arrived in time counts even if the deadline timer
                 // fired in the same poll.
                 biased;
                 ev = rx.recv() => match ev {
-                    Some(ev) => tally(&mut report, &mut answered, ev, opts.timeout),
+                    Some(ev) => tally(&mut report, &mut answered, ev, opts.timeout, live.as_mut()),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -374,28 +435,92 @@ impl Engine {
         // What the receive loop delivered before the guard removed the waiters. Replies are
         // judged by their own RTT, so a busy runtime that reads them late does not lose them.
         while let Ok(ev) = rx.try_recv() {
-            tally(&mut report, &mut answered, ev, opts.timeout);
+            tally(&mut report, &mut answered, ev, opts.timeout, live.as_mut());
+        }
+        if let Some(l) = &mut live {
+            l.finish();
         }
         (report, send_error)
     }
+
+    /// Registers request `index` of a round, to `addr` with `seq`, and sends it: its send
+    /// time, and the error if it could not be sent.
+    fn send(
+        &self,
+        (addr, seq): (IpAddr, u16),
+        payload: &[u8],
+        clock: &dyn Clock,
+        index: u32,
+        tx: mpsc::UnboundedSender<Event>,
+    ) -> (Instant, Option<ProbeError>) {
+        let shared = &*self.shared;
+        let packet = echo_request(shared.ipv6, shared.ident, seq, payload);
+        let sent_at = {
+            // Register before sending so a fast reply cannot arrive unmatched. The send times
+            // are read last, after the table lookup, so as little as possible of our own work
+            // counts as round-trip time.
+            let mut t = shared.table();
+            let slot = t.waiters.entry((addr, seq));
+            let sent_at = clock.now();
+            slot.insert_entry(Waiter {
+                index,
+                sent_at,
+                sent_wall: clock.wall(),
+                kernel_sent: None,
+                replies: 0,
+                tx,
+            });
+            sent_at
+        };
+        if let Err(e) = shared.socket.send_to(&packet, addr) {
+            return (
+                sent_at,
+                Some(ProbeError::Network(format!("send to {addr}: {e}"))),
+            );
+        }
+        // Also keeps the error queue, which shares the receive buffer, short.
+        apply_sent_stamps(shared);
+        (sent_at, None)
+    }
 }
 
-/// Adds one event of the receive loop to a round's report.
-fn tally(report: &mut PingReport, answered: &mut u32, ev: Event, timeout: Duration) {
-    match ev {
-        Event::Reply { rtt, kernel_sent } if rtt <= timeout => {
+/// Adds one event of the receive loop to a round's report (and its outcome to `live`).
+fn tally(
+    report: &mut PingReport,
+    answered: &mut u32,
+    ev: Event,
+    timeout: Duration,
+    live: Option<&mut Live<'_>>,
+) {
+    let outcome = match ev {
+        Event::Reply {
+            index,
+            rtt,
+            kernel_sent,
+        } if rtt <= timeout => {
             report.received += 1;
             report.rtts.push(rtt);
             report.kernel_send_stamps += u32::from(kernel_sent);
             *answered += 1;
+            Some((index, Some(rtt)))
         }
         // Too late: counted as lost, like every pinger with a timeout does.
-        Event::Reply { .. } => *answered += 1,
-        Event::Duplicate => report.duplicates += 1,
-        Event::IcmpError => {
+        Event::Reply { index, .. } => {
+            *answered += 1;
+            Some((index, None))
+        }
+        Event::Duplicate => {
+            report.duplicates += 1;
+            None
+        }
+        Event::IcmpError { index } => {
             report.icmp_errors += 1;
             *answered += 1;
+            Some((index, None))
         }
+    };
+    if let (Some(l), Some((index, rtt))) = (live, outcome) {
+        l.outcome(index, rtt);
     }
 }
 
@@ -433,10 +558,14 @@ async fn receive_loop(shared: Arc<Shared>) {
                     Event::Duplicate
                 } else {
                     let (rtt, kernel_sent) = rtt(w, rx.read_at, rx.kernel_time);
-                    Event::Reply { rtt, kernel_sent }
+                    Event::Reply {
+                        index: w.index,
+                        rtt,
+                        kernel_sent,
+                    }
                 }
             }
-            ParsedKind::Error => Event::IcmpError,
+            ParsedKind::Error => Event::IcmpError { index: w.index },
         };
         let _ = w.tx.send(event);
     }

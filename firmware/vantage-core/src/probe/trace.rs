@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::engines::Engines;
-use super::{HostResolver, Probe, ProbeRequest};
+use super::{HostResolver, Probe, ProbeRequest, Progress, ProgressSender};
 use crate::clock::{Clock, SystemClock};
 use crate::config::TraceOptions;
 use crate::lock::LockExt;
@@ -211,6 +211,18 @@ impl TraceProbe {
         opts: &TraceOptions,
         budget: Duration,
     ) -> Result<TraceReport, ProbeError> {
+        self.trace_with(target, addr, opts, budget, None).await
+    }
+
+    /// [`Self::trace`], sending each answer to `live` as it arrives.
+    async fn trace_with(
+        &self,
+        target: &str,
+        addr: IpAddr,
+        opts: &TraceOptions,
+        budget: Duration,
+        live: Option<&ProgressSender>,
+    ) -> Result<TraceReport, ProbeError> {
         let key = TraceSocketKey {
             ipv6: addr.is_ipv6(),
             protocol: opts.protocol,
@@ -232,6 +244,7 @@ impl TraceProbe {
         let started = clock.now();
         let moved = state.rotate(flow_count(opts), engine.socket.paris());
         let mut round = Round::new(addr, opts, &*engine.socket, &mut state, clock);
+        round.live = live;
         let end = started + budget;
         round.run(&mut lease.rx, end).await;
         // Discovery counts the addresses that answered at each hop: place them all first.
@@ -308,7 +321,9 @@ impl Probe for TraceProbe {
             let result = match addr.and_then(|a| req.checked(a)) {
                 Ok(addr) => {
                     let budget = budget.saturating_sub(self.clock.now() - started);
-                    self.trace(&target.name, addr, &opts, budget).await
+                    let live = req.progress.as_ref();
+                    self.trace_with(&target.name, addr, &opts, budget, live)
+                        .await
                 }
                 Err(e) => Err(e),
             };
@@ -480,6 +495,8 @@ struct Round<'a> {
     anonymous: bool,
     send_errors: u32,
     last_send_error: Option<String>,
+    /// Where each answer goes as it arrives, for a caller that shows the trace live.
+    live: Option<&'a ProgressSender>,
 }
 
 impl<'a> Round<'a> {
@@ -535,6 +552,7 @@ impl<'a> Round<'a> {
             anonymous: false,
             send_errors: 0,
             last_send_error: None,
+            live: None,
         }
     }
 
@@ -914,7 +932,21 @@ impl<'a> Round<'a> {
             kind: r.kind,
             rtt,
         });
-        if r.from == self.addr && r.kind.is_destination_answer() {
+        let destination = r.from == self.addr && r.kind.is_destination_answer();
+        // The destination answers every probe that reaches it: those beyond its distance
+        // known so far say nothing new. (One that arrives before the nearer one is still sent:
+        // the report, not the progress, is what counts.)
+        let beyond = destination && self.dest[flow].is_some_and(|d| d < ttl);
+        if let Some(tx) = self.live.filter(|_| !beyond) {
+            let _ = tx.send(Progress::Hop {
+                ttl,
+                flow: flow as u16,
+                from: r.from,
+                rtt,
+                destination,
+            });
+        }
+        if destination {
             self.dest[flow] = Some(self.dest[flow].map_or(ttl, |d| d.min(ttl)));
         } else if matches!(r.kind, ReplyKind::Unreachable(_)) {
             self.stop[flow] = Some(self.stop[flow].map_or(ttl, |d| d.min(ttl)));

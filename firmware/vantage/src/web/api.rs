@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/targets"),
     // Before the DELETE: the route walk deletes the target it names.
     ("GET", "/api/targets/{name}/history"),
+    ("POST", "/api/targets/{name}/run"),
     ("PUT", "/api/targets/{name}"),
     ("DELETE", "/api/targets/{name}"),
     ("POST", "/api/targets/test"),
@@ -87,6 +88,7 @@ pub fn router(web: Arc<Web>) -> Router {
             "/api/targets/{name}/history",
             get(super::diagnostics::target_history),
         )
+        .route("/api/targets/{name}/run", post(super::run_now::run_now))
         .route("/api/targets/test", post(test_target))
         .route("/api/probes", get(probe_forms))
         .route("/api/config", get(config_text))
@@ -784,6 +786,7 @@ async fn test_target(
                 target: target.clone(),
                 deadline: Some(deadline),
                 guard: None,
+                progress: None,
             })
             .await;
         let mut r = json!({

@@ -14,6 +14,7 @@ mod device;
 mod diagnostics;
 mod guard;
 mod history;
+mod run_now;
 mod secrets;
 mod sections;
 mod server;
@@ -46,6 +47,8 @@ pub struct Web {
     pub save_lock: tokio::sync::Mutex<()>,
     pub data_dir: PathBuf,
     pub tls: Arc<tls::Tls>,
+    /// The targets with a "Run now" going.
+    pub runs: run_now::Runs,
 }
 
 impl std::fmt::Debug for Web {
@@ -92,6 +95,7 @@ impl Web {
             save_lock: tokio::sync::Mutex::new(()),
             data_dir: data_dir.to_path_buf(),
             tls,
+            runs: run_now::Runs::default(),
         }))
     }
 }

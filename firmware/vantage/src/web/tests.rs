@@ -2704,3 +2704,6 @@ async fn a_tcp_target_from_the_modules_form_saves() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert!(r.text.contains("tcp.port"), "{}", r.text);
 }
+
+#[path = "run_now_tests.rs"]
+mod run_now_tests;

@@ -371,6 +371,7 @@ fn sequence_allocation_skips_numbers_in_flight() {
     t.waiters.insert(
         (a, 0),
         Waiter {
+            index: 0,
             sent_at: Instant::now(),
             sent_wall: SystemTime::now(),
             kernel_sent: None,
@@ -389,6 +390,7 @@ fn rtt_falls_back_to_monotonic_time_when_the_wall_clock_steps() {
     let sent_at = Instant::now();
     let sent_wall = SystemTime::now();
     let mut w = Waiter {
+        index: 0,
         sent_at,
         sent_wall,
         kernel_sent: None,
@@ -451,6 +453,7 @@ fn sequence_table_stays_bounded_after_many_destinations() {
     t.waiters.insert(
         (busy, seq),
         Waiter {
+            index: 0,
             sent_at: Instant::now(),
             sent_wall: SystemTime::now(),
             kernel_sent: None,
@@ -535,4 +538,58 @@ fn raw_replies_with_a_wrong_checksum_or_payload_are_refused() {
     assert!(parse(&shared, &garbage, from).is_none());
     // Truncated after the header.
     assert!(parse(&shared, &good[..20], from).is_none());
+}
+
+/// Runs a round of `opts` to `addr` with progress, returning each answer with when it came.
+async fn live_round(addr: &str, opts: PingOptions) -> Vec<(Duration, Progress)> {
+    let p = probe();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = tokio::time::Instant::now();
+    let engine_round = p.round_with_error(addr.parse().unwrap(), &opts, Some(&tx));
+    let collect = async {
+        let mut got = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            got.push((start.elapsed(), ev));
+            if got.len() == opts.packets as usize {
+                break;
+            }
+        }
+        got
+    };
+    let (_, got) = tokio::join!(engine_round, collect);
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_reports_each_reply_as_it_arrives() {
+    let got = live_round("10.0.0.1", opts(3, 200)).await;
+    // Replies 5 ms after each send, sends 10 ms apart: each comes before the next request.
+    for (i, (at, ev)) in got.iter().enumerate() {
+        let Progress::Echo {
+            index,
+            rtt: Some(rtt),
+        } = ev
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(*index, i as u32);
+        assert!(rtt.as_millis() <= 6, "{rtt:?}");
+        assert!(*at < Duration::from_millis(10 * i as u64 + 10), "{at:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_reports_a_loss_when_its_wait_ends() {
+    let got = live_round("10.0.0.2", opts(3, 50)).await;
+    let seen: Vec<(u32, Option<Duration>)> = got
+        .iter()
+        .map(|(_, ev)| match ev {
+            Progress::Echo { index, rtt } => (*index, *rtt),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, [(0, None), (1, None), (2, None)]);
+    // The first loss is known 50 ms in, before the round ends at 70 ms.
+    assert!(got[0].0 >= Duration::from_millis(50), "{:?}", got[0].0);
+    assert!(got[0].0 < Duration::from_millis(60), "{:?}", got[0].0);
 }

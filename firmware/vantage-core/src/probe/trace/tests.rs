@@ -622,6 +622,7 @@ async fn the_probe_trait_fills_a_sample() {
             target: Arc::new(target(DST, o)),
             deadline: Some(Duration::from_millis(500)),
             guard: None,
+            progress: None,
         })
         .await;
     assert!(s.success, "{s:?}");
@@ -633,6 +634,66 @@ async fn the_probe_trait_fills_a_sample() {
     let v: HashMap<_, _> = s.values().into_iter().collect();
     assert_eq!(v["hops"], 5.0);
     assert_eq!(v["loss_ratio"], 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_sends_every_answer_as_it_arrives() {
+    let net = Net::new(|_| chain());
+    let p = probe(&net);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let start = Instant::now();
+    let s = p
+        .run(crate::probe::ProbeRequest {
+            target: Arc::new(target(DST, opts(2000))),
+            deadline: None,
+            guard: None,
+            progress: Some(tx),
+        })
+        .await;
+    assert!(s.success, "{s:?}");
+    let Measurement::Trace(r) = &s.measurement else {
+        panic!("{s:?}")
+    };
+    let mut got = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        got.push(ev);
+    }
+    // One per answer the report counts, each with its hop's address and RTT; the
+    // destination's answers to probes beyond it come only before its distance is known.
+    let received: u32 = r.hops.iter().map(|h| h.received).sum();
+    let (near, beyond): (Vec<_>, Vec<_>) = got
+        .into_iter()
+        .partition(|ev| matches!(ev, crate::probe::Progress::Hop { ttl, .. } if *ttl <= 5));
+    assert_eq!(near.len(), received as usize, "{near:?}");
+    assert!(beyond.len() < 3 * 3, "{beyond:?}");
+    assert!(
+        beyond.iter().all(|ev| matches!(
+            ev,
+            crate::probe::Progress::Hop {
+                destination: true,
+                ..
+            }
+        )),
+        "{beyond:?}"
+    );
+    for ev in &near {
+        let crate::probe::Progress::Hop {
+            ttl,
+            from,
+            rtt,
+            destination,
+            ..
+        } = ev
+        else {
+            panic!("{ev:?}")
+        };
+        let hop = &r.hops[usize::from(*ttl) - 1];
+        assert!(hop.responders.iter().any(|x| x.address == *from), "{ev:?}");
+        assert_eq!(*destination, *ttl == 5, "{ev:?}");
+        let want = Duration::from_millis(2 * u64::from(*ttl));
+        assert!(rtt.abs_diff(want) < Duration::from_micros(500), "{ev:?}");
+    }
+    assert!(start.elapsed() < Duration::from_millis(200));
 }
 
 fn target(host: &str, trace: TraceOptions) -> crate::config::Target {
