@@ -1369,6 +1369,42 @@ mod tests {
         assert_eq!(v2[1..v2.len() - 4], b[1..b.len() - 4]);
     }
 
+    /// The rounds of `tests/data/block-v3.bin`: one of each kind, as version 3 wrote them.
+    fn v3_rounds() -> Vec<StoredSample> {
+        vec![
+            ping(0, 1_700_000_000_000, Some((12_345, 12_345, 12_345))),
+            ping(1, 1_700_000_000_250, Some((900, 1_500, 2_600))),
+            ping(0, 1_700_000_001_000, None),
+            dns(2, 1_700_000_001_100, usual_dns()),
+            trace(
+                3,
+                1_700_000_001_050,
+                StoredTrace {
+                    reached: true,
+                    hops: hops(3, 1),
+                    last_rtt_us: Some((4_600, 4_600, 4_600)),
+                    path_hash: 0xdead_beef,
+                    paths_known: 1,
+                    ..StoredTrace::default()
+                },
+            ),
+            module(4, 1_700_000_001_200, 250, &[1, 2, 3]),
+            StoredSample {
+                success: false,
+                error: ErrorKind::Resolve,
+                ..other(5, 1_700_000_001_300)
+            },
+        ]
+    }
+
+    /// A block written by version 3, committed as produced.
+    #[test]
+    fn version_3_blocks_still_decode() {
+        let b = include_bytes!("../tests/data/block-v3.bin");
+        assert_eq!(b[0], 3);
+        assert_eq!(decode_block(b).unwrap(), v3_rounds());
+    }
+
     /// Version 1 never set the DNS or trace bits: such a block is damage, not a round.
     #[test]
     fn version_1_blocks_with_new_flags_are_refused() {
