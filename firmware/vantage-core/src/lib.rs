@@ -33,6 +33,7 @@ pub mod fuzz;
 mod lock;
 pub mod net;
 mod probe;
+mod quality;
 mod runner;
 mod sample;
 mod scheduler;
@@ -50,6 +51,9 @@ pub use probe::{
     ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest,
     Report, Section, TcpOptions, TcpReport, TraceProbe, family_mismatch, module_gauges, probes,
     resolve_host, system_nameservers,
+};
+pub use quality::{
+    LATE_THRESHOLD, Pressure, ProcPressure, Resource, RoundQuality, STALL_THRESHOLD,
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{

@@ -1639,6 +1639,7 @@ mod tests {
             success: true,
             error: None,
             measurement: Measurement::None,
+            quality: Default::default(),
         };
         let samples = [
             Sample {

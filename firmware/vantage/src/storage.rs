@@ -780,6 +780,7 @@ mod shipped_series_tests {
             success: true,
             error: None,
             measurement: m,
+            quality: Default::default(),
         }
     }
 

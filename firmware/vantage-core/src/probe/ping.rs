@@ -156,6 +156,7 @@ impl Probe for PingProbe {
                 success,
                 error,
                 measurement,
+                quality: Default::default(),
             }
         })
     }

@@ -329,6 +329,7 @@ impl Probe for TraceProbe {
                 success,
                 error,
                 measurement,
+                quality: Default::default(),
             }
         })
     }
