@@ -53,7 +53,8 @@ pub use probe::{
     resolve_host, system_nameservers,
 };
 pub use quality::{
-    LATE_THRESHOLD, Pressure, ProcPressure, Resource, RoundQuality, STALL_THRESHOLD,
+    LATE_THRESHOLD, PSI_READ_INTERVAL, Pressure, ProcPressure, Resource, RoundQuality,
+    STALL_THRESHOLD, Stall,
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{

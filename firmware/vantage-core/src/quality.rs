@@ -4,19 +4,28 @@
 //! its plan, and [`RoundQuality::CPU`] / [`RoundQuality::MEMORY`] when tasks of the device were
 //! stalled on that resource for more than [`STALL_THRESHOLD`] of the round (Linux PSI, the
 //! `some` line of `/proc/pressure/{cpu,memory}`). Such rounds' RTTs may include the probe's own
-//! delays.
+//! delays. The share is taken between the readings at the round's start and end, which may be
+//! up to [`PSI_READ_INTERVAL`] old: the files are read at most that often, whatever the number
+//! of targets.
 
 use std::fmt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::lock::LockExt;
 
 /// Scheduler lag above which a round counts as late.
 pub const LATE_THRESHOLD: Duration = Duration::from_millis(10);
 /// Share of a round's duration during which some task was stalled on the CPU (or on memory)
 /// above which the round counts as run under pressure: 10 %.
 pub const STALL_THRESHOLD: f64 = 0.10;
+/// How long a reading of a PSI file is reused: every round reads the counters at its start and
+/// end, and at thousands of rounds a second the files are read at most this often, not four
+/// times a round. Rounds shorter than this may share their readings and go unchecked.
+pub const PSI_READ_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Flags of one round; empty for a round run on time on an unloaded device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -118,28 +127,49 @@ impl Resource {
     }
 }
 
-/// The device's stall counters; tests substitute counters they move.
-pub trait Pressure: Send + Sync + fmt::Debug + 'static {
-    /// Total time some task was stalled on `resource` since boot (PSI `some total=`), or `None`
-    /// where the kernel does not report it.
-    fn stalled(&self, resource: Resource) -> Option<Duration>;
+/// A reading of a stall counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    /// When it was read (monotonic).
+    pub at: Instant,
+    /// Total time some task was stalled on the resource since boot (PSI `some total=`).
+    pub total: Duration,
 }
 
-/// The kernel's PSI files, `/proc/pressure/cpu` and `/proc/pressure/memory`.
+/// The device's stall counters; tests substitute counters they move.
+pub trait Pressure: Send + Sync + fmt::Debug + 'static {
+    /// The stall counter of `resource`, or `None` where the kernel does not report it.
+    fn stalled(&self, resource: Resource) -> Option<Stall>;
+}
+
+/// The kernel's PSI files, `/proc/pressure/cpu` and `/proc/pressure/memory`, each read at most
+/// once per [`PSI_READ_INTERVAL`].
 #[derive(Debug, Default)]
 pub struct ProcPressure {
+    /// The last reading of the CPU and of the memory counter.
+    last: [Mutex<Option<Stall>>; 2],
     /// The missing files were reported.
     reported: AtomicBool,
 }
 
 impl Pressure for ProcPressure {
-    fn stalled(&self, resource: Resource) -> Option<Duration> {
-        let path = match resource {
-            Resource::Cpu => "/proc/pressure/cpu",
-            Resource::Memory => "/proc/pressure/memory",
+    fn stalled(&self, resource: Resource) -> Option<Stall> {
+        let (path, slot) = match resource {
+            Resource::Cpu => ("/proc/pressure/cpu", &self.last[0]),
+            Resource::Memory => ("/proc/pressure/memory", &self.last[1]),
         };
+        let now = Instant::now();
+        let mut last = slot.lock_or_recover();
+        if let Some(s) = *last
+            && now.saturating_duration_since(s.at) < PSI_READ_INTERVAL
+        {
+            return Some(s);
+        }
         match std::fs::read_to_string(path) {
-            Ok(text) => some_total(&text),
+            Ok(text) => {
+                *last = some_total(&text).map(|total| Stall { at: now, total });
+                *last
+            }
             Err(e) => {
                 if !self.reported.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -165,8 +195,8 @@ fn some_total(text: &str) -> Option<Duration> {
 /// The stall counters at the start of a round.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PressureMark {
-    cpu: Option<Duration>,
-    memory: Option<Duration>,
+    cpu: Option<Stall>,
+    memory: Option<Stall>,
 }
 
 impl PressureMark {
@@ -177,17 +207,20 @@ impl PressureMark {
         }
     }
 
-    /// The pressure flags of a round that started at this mark and lasted `elapsed`.
-    pub(crate) fn flags(self, p: &dyn Pressure, elapsed: Duration) -> RoundQuality {
+    /// The pressure flags of a round that started at this mark and ends now: the share of the
+    /// time between the two readings that some task was stalled (no flag when both readings
+    /// are the same one).
+    pub(crate) fn flags(self, p: &dyn Pressure) -> RoundQuality {
         let mut q = RoundQuality::empty();
-        if elapsed.is_zero() {
-            return q;
-        }
         for (resource, before) in [(Resource::Cpu, self.cpu), (Resource::Memory, self.memory)] {
             let (Some(before), Some(after)) = (before, p.stalled(resource)) else {
                 continue;
             };
-            let share = after.saturating_sub(before).as_secs_f64() / elapsed.as_secs_f64();
+            let span = after.at.saturating_duration_since(before.at);
+            if span.is_zero() {
+                continue;
+            }
+            let share = after.total.saturating_sub(before.total).as_secs_f64() / span.as_secs_f64();
             if share > STALL_THRESHOLD {
                 q.insert(resource.flag());
             }
@@ -207,6 +240,67 @@ mod tests {
         assert_eq!(some_total(cpu), Some(Duration::from_micros(123_456_789)));
         assert_eq!(some_total("full avg10=0.00 total=5\n"), None);
         assert_eq!(some_total("some avg10=0.00 total=x\n"), None);
+    }
+
+    /// A counter that grows by a second of stall at every reading, always read at one instant.
+    #[derive(Debug)]
+    struct SameInstant(Instant, Mutex<u64>);
+
+    impl Pressure for SameInstant {
+        fn stalled(&self, _: Resource) -> Option<Stall> {
+            let mut n = self.1.lock_or_recover();
+            *n += 1;
+            Some(Stall {
+                at: self.0,
+                total: Duration::from_secs(*n),
+            })
+        }
+    }
+
+    #[test]
+    fn a_round_between_the_same_readings_is_not_judged() {
+        let p = SameInstant(Instant::now(), Mutex::new(0));
+        let mark = PressureMark::take(&p);
+        assert_eq!(mark.flags(&p), RoundQuality::empty());
+    }
+
+    #[test]
+    #[ignore = "a measurement; prints figures"]
+    fn read_cost() {
+        let n = 20_000u32;
+        let start = Instant::now();
+        for _ in 0..n {
+            let _ = ProcPressure::default().stalled(Resource::Cpu);
+        }
+        let fresh = start.elapsed() / n;
+        let p = ProcPressure::default();
+        let start = Instant::now();
+        for _ in 0..n {
+            let _ = p.stalled(Resource::Cpu);
+        }
+        println!(
+            "PSI read: {fresh:?} fresh, {:?} with reuse",
+            start.elapsed() / n
+        );
+    }
+
+    #[test]
+    fn the_kernels_counters_are_read_where_psi_exists() {
+        let p = ProcPressure::default();
+        for (r, path) in [
+            (Resource::Cpu, "/proc/pressure/cpu"),
+            (Resource::Memory, "/proc/pressure/memory"),
+        ] {
+            let first = p.stalled(r);
+            assert_eq!(
+                first.is_some(),
+                std::path::Path::new(path).exists(),
+                "{path}"
+            );
+            if let (Some(a), Some(b)) = (first, p.stalled(r)) {
+                assert!(b.total >= a.total && b.at >= a.at, "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

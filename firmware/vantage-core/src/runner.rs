@@ -228,8 +228,7 @@ impl Shared {
                 guard: None,
             })
             .await;
-        let elapsed = self.clock.now().saturating_duration_since(start);
-        sample.quality = mark.flags(self.pressure.as_ref(), elapsed);
+        sample.quality = mark.flags(self.pressure.as_ref());
         if lag > LATE_THRESHOLD {
             sample.quality.insert(RoundQuality::LATE);
         }
@@ -265,24 +264,28 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::net::BoxFuture;
-    use crate::quality::Resource;
+    use crate::quality::{Resource, Stall};
     use crate::sample::Measurement;
 
-    /// Stall counters the test moves.
-    #[derive(Debug, Default)]
+    /// Stall counters the test moves, read at the time of the test's clock.
+    #[derive(Debug)]
     struct FakePressure {
+        clock: Arc<ManualClock>,
         /// µs stalled on the CPU and on memory; `None` for a kernel without PSI.
         stalled: Mutex<Option<[u64; 2]>>,
     }
 
     impl Pressure for FakePressure {
-        fn stalled(&self, resource: Resource) -> Option<Duration> {
+        fn stalled(&self, resource: Resource) -> Option<Stall> {
             let s = (*self.stalled.lock_or_recover())?;
             let us = match resource {
                 Resource::Cpu => s[0],
                 Resource::Memory => s[1],
             };
-            Some(Duration::from_micros(us))
+            Some(Stall {
+                at: self.clock.now(),
+                total: Duration::from_micros(us),
+            })
         }
     }
 
@@ -335,7 +338,10 @@ mod tests {
     /// (CPU, memory) of its one second; `psi` false is a kernel without PSI.
     async fn round(lag: Duration, stall: [u64; 2], psi: bool) -> RoundQuality {
         let clock = Arc::new(ManualClock::new());
-        let pressure = Arc::new(FakePressure::default());
+        let pressure = Arc::new(FakePressure {
+            clock: clock.clone(),
+            stalled: Mutex::new(None),
+        });
         if psi {
             *pressure.stalled.lock_or_recover() = Some([7_000_000, 9_000_000]);
         }
