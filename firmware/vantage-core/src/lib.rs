@@ -33,6 +33,7 @@ pub mod fuzz;
 mod lock;
 pub mod net;
 mod probe;
+mod quality;
 mod runner;
 mod sample;
 mod scheduler;
@@ -50,6 +51,10 @@ pub use probe::{
     OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
     ProgressSender, Report, Section, TraceProbe, family_mismatch, module_gauges, probes,
     resolve_host, system_nameservers,
+};
+pub use quality::{
+    LATE_THRESHOLD, PSI_READ_INTERVAL, Pressure, ProcPressure, Resource, RoundQuality,
+    STALL_THRESHOLD, Stall,
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{

@@ -11,6 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Target};
 use crate::lock::{LockExt, RwLockExt};
 use crate::probe::{Probe, ProbeRequest};
+use crate::quality::{LATE_THRESHOLD, Pressure, PressureMark, ProcPressure, RoundQuality};
 use crate::sample::Sample;
 use crate::scheduler::{Job, JobKey, Scheduler, SchedulerEvent};
 use crate::types::ProbeKind;
@@ -38,6 +39,7 @@ pub struct Applied {
 
 struct Shared {
     clock: Arc<dyn Clock>,
+    pressure: Arc<dyn Pressure>,
     targets: RwLock<HashMap<Arc<str>, Arc<Target>>>,
     probes: HashMap<ProbeKind, Arc<dyn Probe>>,
     observer: Arc<dyn Observer>,
@@ -74,14 +76,30 @@ impl Runner {
         max_concurrent: usize,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let shared = Arc::new(Shared {
-            clock: clock.clone(),
-            targets: RwLock::default(),
-            probes: probes.into_iter().map(|p| (p.kind(), p)).collect(),
+        Self::with_seams(
+            probes,
             observer,
-            permits: Semaphore::new(max_concurrent.max(1)),
-            running: Mutex::default(),
-        });
+            max_concurrent,
+            clock,
+            Arc::new(ProcPressure::default()),
+        )
+    }
+
+    /// Starts the scheduler on `clock`, reading the device's stall counters from `pressure`.
+    pub fn with_seams(
+        probes: Vec<Arc<dyn Probe>>,
+        observer: Arc<dyn Observer>,
+        max_concurrent: usize,
+        clock: Arc<dyn Clock>,
+        pressure: Arc<dyn Pressure>,
+    ) -> Self {
+        let shared = Arc::new(Shared::new(
+            probes,
+            observer,
+            max_concurrent,
+            clock.clone(),
+            pressure,
+        ));
         let handle = tokio::runtime::Handle::current();
         let s = shared.clone();
         let scheduler = Scheduler::with_clock(clock, move |ev| {
@@ -157,6 +175,24 @@ impl Runner {
 }
 
 impl Shared {
+    fn new(
+        probes: Vec<Arc<dyn Probe>>,
+        observer: Arc<dyn Observer>,
+        max_concurrent: usize,
+        clock: Arc<dyn Clock>,
+        pressure: Arc<dyn Pressure>,
+    ) -> Self {
+        Self {
+            clock,
+            pressure,
+            targets: RwLock::default(),
+            probes: probes.into_iter().map(|p| (p.kind(), p)).collect(),
+            observer,
+            permits: Semaphore::new(max_concurrent.max(1)),
+            running: Mutex::default(),
+        }
+    }
+
     async fn run_job(&self, ev: SchedulerEvent) {
         let Some(target) = self.targets.read_or_recover().get(&ev.key.target).cloned() else {
             return;
@@ -181,11 +217,11 @@ impl Shared {
         let Ok(_permit) = self.permits.acquire().await else {
             return;
         };
-        self.observer.lag(
-            &ev.key,
-            self.clock.now().saturating_duration_since(ev.planned),
-        );
-        let sample = probe
+        let start = self.clock.now();
+        let lag = start.saturating_duration_since(ev.planned);
+        self.observer.lag(&ev.key, lag);
+        let mark = PressureMark::take(self.pressure.as_ref());
+        let mut sample = probe
             .run(ProbeRequest {
                 target: target.clone(),
                 deadline: None,
@@ -193,6 +229,10 @@ impl Shared {
                 progress: None,
             })
             .await;
+        sample.quality = mark.flags(self.pressure.as_ref());
+        if lag > LATE_THRESHOLD {
+            sample.quality.insert(RoundQuality::LATE);
+        }
         // A target edited or removed while this round ran: its result belongs to the old config.
         let current = self.targets.read_or_recover().get(&ev.key.target).cloned();
         if current.is_some_and(|c| Arc::ptr_eq(&c, &target)) {
@@ -215,5 +255,156 @@ impl Drop for RunningGuard<'_> {
                 running.remove(self.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Instant, SystemTime};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::net::BoxFuture;
+    use crate::quality::{Resource, Stall};
+    use crate::sample::Measurement;
+
+    /// Stall counters the test moves, read at the time of the test's clock.
+    #[derive(Debug)]
+    struct FakePressure {
+        clock: Arc<ManualClock>,
+        /// µs stalled on the CPU and on memory; `None` for a kernel without PSI.
+        stalled: Mutex<Option<[u64; 2]>>,
+    }
+
+    impl Pressure for FakePressure {
+        fn stalled(&self, resource: Resource) -> Option<Stall> {
+            let s = (*self.stalled.lock_or_recover())?;
+            let us = match resource {
+                Resource::Cpu => s[0],
+                Resource::Memory => s[1],
+            };
+            Some(Stall {
+                at: self.clock.now(),
+                total: Duration::from_micros(us),
+            })
+        }
+    }
+
+    /// A round that takes one second of `clock`, while the device stalls for `stall` µs
+    /// (CPU, memory).
+    #[derive(Debug)]
+    struct FakeProbe {
+        clock: Arc<ManualClock>,
+        pressure: Arc<FakePressure>,
+        stall: [u64; 2],
+    }
+
+    impl Probe for FakeProbe {
+        fn kind(&self) -> ProbeKind {
+            ProbeKind::Ping
+        }
+        fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
+            Box::pin(async move {
+                self.clock.advance(Duration::from_secs(1));
+                if let Some(s) = self.pressure.stalled.lock_or_recover().as_mut() {
+                    s[0] += self.stall[0];
+                    s[1] += self.stall[1];
+                }
+                Sample {
+                    target: req.target.name.as_str().into(),
+                    probe: ProbeKind::Ping,
+                    timestamp: SystemTime::UNIX_EPOCH,
+                    duration: Duration::from_secs(1),
+                    success: true,
+                    error: None,
+                    measurement: Measurement::None,
+                    quality: RoundQuality::default(),
+                }
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Samples(Mutex<Vec<Sample>>);
+
+    impl Observer for Samples {
+        fn sample(&self, sample: Sample) {
+            self.0.lock_or_recover().push(sample);
+        }
+        fn lag(&self, _: &JobKey, _: Duration) {}
+        fn skipped(&self, _: &JobKey) {}
+    }
+
+    /// Runs one round that starts `lag` after its plan while the device stalls for `stall` µs
+    /// (CPU, memory) of its one second; `psi` false is a kernel without PSI.
+    async fn round(lag: Duration, stall: [u64; 2], psi: bool) -> RoundQuality {
+        let clock = Arc::new(ManualClock::new());
+        let pressure = Arc::new(FakePressure {
+            clock: clock.clone(),
+            stalled: Mutex::new(None),
+        });
+        if psi {
+            *pressure.stalled.lock_or_recover() = Some([7_000_000, 9_000_000]);
+        }
+        let probe = Arc::new(FakeProbe {
+            clock: clock.clone(),
+            pressure: pressure.clone(),
+            stall,
+        });
+        let samples = Arc::new(Samples::default());
+        let shared = Shared::new(vec![probe], samples.clone(), 1, clock.clone(), pressure);
+        let cfg = Config::parse(
+            "[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
+            "inline",
+        )
+        .unwrap();
+        let target = Arc::new(cfg.targets[0].clone());
+        shared.targets.write_or_recover().insert("t".into(), target);
+        let planned: Instant = clock.now();
+        clock.advance(lag);
+        let key = JobKey {
+            target: "t".into(),
+            probe: ProbeKind::Ping,
+        };
+        shared.run_job(SchedulerEvent { key, planned }).await;
+        let got = samples.0.lock_or_recover();
+        assert_eq!(got.len(), 1);
+        got[0].quality
+    }
+
+    #[tokio::test]
+    async fn a_round_that_starts_late_is_flagged_late() {
+        let ms = Duration::from_millis;
+        assert_eq!(round(ms(0), [0, 0], true).await, RoundQuality::empty());
+        assert_eq!(
+            round(LATE_THRESHOLD, [0, 0], true).await,
+            RoundQuality::empty()
+        );
+        assert_eq!(
+            round(LATE_THRESHOLD + ms(1), [0, 0], true).await,
+            RoundQuality::LATE
+        );
+        assert_eq!(round(ms(250), [0, 0], true).await, RoundQuality::LATE);
+    }
+
+    #[tokio::test]
+    async fn stalls_above_the_threshold_flag_cpu_or_memory_pressure() {
+        let none = Duration::ZERO;
+        // 10 % of the one-second round is the threshold: at it, nothing; above it, flagged.
+        assert_eq!(round(none, [100_000, 0], true).await, RoundQuality::empty());
+        assert_eq!(
+            round(none, [300_000, 50_000], true).await,
+            RoundQuality::CPU
+        );
+        assert_eq!(round(none, [0, 150_000], true).await, RoundQuality::MEMORY);
+        assert_eq!(
+            round(Duration::from_millis(20), [900_000, 900_000], true).await,
+            RoundQuality::LATE | RoundQuality::CPU | RoundQuality::MEMORY
+        );
+        // Without PSI nothing is flagged for pressure.
+        assert_eq!(
+            round(none, [900_000, 900_000], false).await,
+            RoundQuality::empty()
+        );
     }
 }

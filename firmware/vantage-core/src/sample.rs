@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::config::{DnsTransport, rcode_name};
 use crate::probe::ModuleReport;
+use crate::quality::RoundQuality;
 use crate::types::{ProbeKind, TraceProtocol};
 
 /// The outcome of one probe round against one target.
@@ -24,6 +25,10 @@ pub struct Sample {
     /// Why the round failed, when it failed for a reason other than lost packets.
     pub error: Option<ProbeError>,
     pub measurement: Measurement,
+    /// Whether the round ran late or under CPU or memory pressure (set by the runner; empty
+    /// for a round run on demand).
+    #[serde(skip_serializing_if = "RoundQuality::is_empty")]
+    pub quality: RoundQuality,
 }
 
 /// Probe-specific results.
@@ -517,6 +522,7 @@ mod tests {
                 paths_known: 2,
                 ..Default::default()
             }),
+            quality: Default::default(),
         };
         let v: std::collections::HashMap<_, _> = s.values().into_iter().collect();
         assert_eq!(v["hops"], 3.0);

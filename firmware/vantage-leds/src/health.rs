@@ -425,6 +425,7 @@ mod tests {
                 success: ok,
                 error: None,
                 measurement: vantage_core::Measurement::None,
+                quality: Default::default(),
             });
         };
         for i in 0..2 * n {

@@ -3,8 +3,8 @@
 //! A block is a run of samples in append order:
 //!
 //! ```text
-//! version u8 = 3 (1 and 2 are still read: 2 is 3 without probe modules, 1 is 2 without DNS
-//!               and trace figures)
+//! version u8 = 4 (1 to 3 are still read: 3 is 4 without round quality, 2 is 3 without probe
+//!               modules, 1 is 2 without DNS and trace figures)
 //! count   varint
 //! base_ts zigzag varint (ms since the epoch)
 //! count × sample:
@@ -34,6 +34,9 @@
 //!         [bit3] last hop avg-min, max-avg µs varints
 //!   module: code u8 (the module's store code), len varint, len bytes (the module's own
 //!           encoding, which starts with its own format version)
+//! flagged varint      (version 4: samples whose round ran late or under pressure, usually 0)
+//! flagged × (index delta varint (the first: its index; then the distance from the previous
+//!            flagged sample, at least 1), quality u8 (bit0 late, bit1 cpu, bit2 memory; not 0))
 //! crc32   u32 LE over everything before it
 //! ```
 //!
@@ -43,10 +46,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vantage_core::{DnsReport, Measurement, ProbeError, Sample, TraceReport};
+use vantage_core::{DnsReport, Measurement, ProbeError, RoundQuality, Sample, TraceReport};
 
 /// The version blocks are written in.
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
+/// Blocks written before round quality; still read (every round unflagged).
+const VERSION_3: u8 = 3;
 /// Blocks written before probe modules; still read.
 const VERSION_2: u8 = 2;
 /// Blocks written before DNS and trace rounds kept their figures; still read.
@@ -267,6 +272,8 @@ pub struct StoredSample {
     pub trace: Option<Box<StoredTrace>>,
     /// A probe module's figures (`None` for the built-in kinds).
     pub module: Option<Box<StoredModule>>,
+    /// Whether the round ran late or under CPU or memory pressure (empty before version 4).
+    pub quality: RoundQuality,
 }
 
 /// A probe module's figures of one round, in the module's own encoding.
@@ -396,6 +403,7 @@ impl StoredSample {
             dns,
             trace,
             module,
+            quality: s.quality,
         }
     }
 
@@ -837,6 +845,42 @@ fn get_module(r: &mut Reader<'_>) -> Result<StoredModule, DecodeError> {
     Ok(StoredModule { code, bytes })
 }
 
+/// The flagged rounds of a block, after its samples: most blocks have none and spend one byte.
+fn put_quality(out: &mut Vec<u8>, samples: &[StoredSample]) {
+    let flagged = samples.iter().filter(|s| !s.quality.is_empty()).count();
+    put_varint(out, flagged as u64);
+    let mut prev = 0;
+    for (i, s) in samples.iter().enumerate() {
+        if !s.quality.is_empty() {
+            put_varint(out, (i - prev) as u64);
+            out.push(s.quality.bits());
+            prev = i;
+        }
+    }
+}
+
+fn get_quality(r: &mut Reader<'_>, samples: &mut [StoredSample]) -> Result<(), DecodeError> {
+    let flagged = r.varint()?;
+    if flagged > samples.len() as u64 {
+        return Err(DecodeError::Malformed);
+    }
+    let mut at: Option<usize> = None;
+    for _ in 0..flagged {
+        let delta = usize::try_from(r.varint()?).map_err(|_| DecodeError::Malformed)?;
+        let i = match at {
+            None => delta,
+            Some(_) if delta == 0 => return Err(DecodeError::Malformed),
+            Some(prev) => prev.checked_add(delta).ok_or(DecodeError::Malformed)?,
+        };
+        let quality = RoundQuality::from_bits(r.u8()?)
+            .filter(|q| !q.is_empty())
+            .ok_or(DecodeError::Malformed)?;
+        samples.get_mut(i).ok_or(DecodeError::Malformed)?.quality = quality;
+        at = Some(i);
+    }
+    Ok(())
+}
+
 /// Encodes samples (in append order) into one block. A sample carries the figures of one
 /// probe at most: ping's win over DNS's, DNS's over trace's.
 pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
@@ -903,6 +947,7 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
             out.extend_from_slice(&m.bytes);
         }
     }
+    put_quality(&mut out, samples);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     if samples.is_empty() {
@@ -917,7 +962,7 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
     (out, meta)
 }
 
-/// Decodes a whole block (version 1 or 2), checking its checksum.
+/// Decodes a whole block (version 1 to 4), checking its checksum.
 pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
     if block.len() < 5 {
         return Err(DecodeError::Truncated);
@@ -928,7 +973,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
     }
     let mut r = Reader::new(body);
     let version = r.u8()?;
-    if ![VERSION, VERSION_2, VERSION_1].contains(&version) {
+    if ![VERSION, VERSION_3, VERSION_2, VERSION_1].contains(&version) {
         return Err(DecodeError::Version(version));
     }
     let n = r.varint()? as usize;
@@ -1004,7 +1049,11 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
             dns,
             trace,
             module,
+            quality: RoundQuality::empty(),
         });
+    }
+    if version == VERSION {
+        get_quality(&mut r, &mut out)?;
     }
     if !r.is_empty() {
         return Err(DecodeError::Truncated);
@@ -1044,6 +1093,7 @@ mod tests {
             dns: None,
             trace: None,
             module: None,
+            quality: RoundQuality::empty(),
         }
     }
 
@@ -1063,6 +1113,7 @@ mod tests {
                 dns: None,
                 trace: None,
                 module: None,
+                quality: RoundQuality::empty(),
             },
             StoredSample {
                 ping: Some(StoredPing {
@@ -1128,6 +1179,7 @@ mod tests {
             dns: None,
             trace: None,
             module: None,
+            quality: RoundQuality::empty(),
         }
     }
 
@@ -1325,6 +1377,7 @@ mod tests {
             dns: None,
             trace: None,
             module: None,
+            quality: RoundQuality::empty(),
         };
         let want = vec![
             s(
@@ -1363,10 +1416,115 @@ mod tests {
             s(4, 1_700_000_001_200, false, ErrorKind::Resolve, 7, None),
         ];
         assert_eq!(decode_block(b).unwrap(), want);
-        // Version 2 writes the same rounds in the same bytes, but for the version.
-        let (v2, _) = encode_block(&want);
-        assert_eq!(v2[0], VERSION);
-        assert_eq!(v2[1..v2.len() - 4], b[1..b.len() - 4]);
+        // Version 4 writes the same rounds in the same bytes, but for the version and the
+        // count of flagged rounds (0) after them.
+        let (v4, _) = encode_block(&want);
+        assert_eq!(v4[0], VERSION);
+        assert_eq!(v4[1..v4.len() - 5], b[1..b.len() - 4]);
+        assert_eq!(v4[v4.len() - 5], 0);
+    }
+
+    /// The rounds of `tests/data/block-v3.bin`: one of each kind, as version 3 wrote them.
+    fn v3_rounds() -> Vec<StoredSample> {
+        vec![
+            ping(0, 1_700_000_000_000, Some((12_345, 12_345, 12_345))),
+            ping(1, 1_700_000_000_250, Some((900, 1_500, 2_600))),
+            ping(0, 1_700_000_001_000, None),
+            dns(2, 1_700_000_001_100, usual_dns()),
+            trace(
+                3,
+                1_700_000_001_050,
+                StoredTrace {
+                    reached: true,
+                    hops: hops(3, 1),
+                    last_rtt_us: Some((4_600, 4_600, 4_600)),
+                    path_hash: 0xdead_beef,
+                    paths_known: 1,
+                    ..StoredTrace::default()
+                },
+            ),
+            module(4, 1_700_000_001_200, 250, &[1, 2, 3]),
+            StoredSample {
+                success: false,
+                error: ErrorKind::Resolve,
+                ..other(5, 1_700_000_001_300)
+            },
+        ]
+    }
+
+    /// A block written by version 3, committed as produced.
+    #[test]
+    fn version_3_blocks_still_decode() {
+        let b = include_bytes!("../tests/data/block-v3.bin");
+        assert_eq!(b[0], VERSION_3);
+        assert_eq!(decode_block(b).unwrap(), v3_rounds());
+    }
+
+    /// Rounds that ran late or under pressure keep their flags; unflagged rounds cost nothing
+    /// but the block's one count byte.
+    #[test]
+    fn round_quality_round_trips_in_version_4() {
+        let v3 = include_bytes!("../tests/data/block-v3.bin");
+        let plain = encode_block(&v3_rounds()).0;
+        assert_eq!(plain.len(), v3.len() + 1);
+        let mut samples = v3_rounds();
+        samples[0].quality = RoundQuality::LATE;
+        samples[3].quality = RoundQuality::CPU | RoundQuality::MEMORY;
+        samples[4].quality = RoundQuality::MEMORY;
+        samples[6].quality = RoundQuality::LATE | RoundQuality::CPU;
+        let (b, meta) = encode_block(&samples);
+        assert_eq!(b[0], VERSION);
+        assert_eq!(meta.count, 7);
+        // Count, then (delta, flags) for indexes 0, 3, 4, 6.
+        assert_eq!(b[plain.len() - 5..b.len() - 4], [4, 0, 1, 3, 6, 1, 4, 2, 3]);
+        assert_eq!(decode_block(&b).unwrap(), samples);
+        let one = [StoredSample {
+            quality: RoundQuality::CPU,
+            ..ping(0, 5, None)
+        }];
+        assert_eq!(decode_block(&encode_block(&one).0).unwrap(), one);
+    }
+
+    /// Flags this version does not define, empty flags, or an index past the block are
+    /// damage, like the sample flags.
+    #[test]
+    fn unknown_or_misplaced_quality_flags_are_refused() {
+        let samples = [
+            ping(0, 5, None),
+            StoredSample {
+                quality: RoundQuality::LATE,
+                ..ping(1, 6, None)
+            },
+        ];
+        let (b, _) = encode_block(&samples);
+        let n = b.len() - 4;
+        assert_eq!(b[n - 3..n], [1, 1, 1]);
+        for (at, value) in [
+            (n - 1, 1 << 3),
+            (n - 1, 0x80),
+            (n - 1, 0),
+            (n - 2, 2),
+            (n - 3, 3),
+        ] {
+            let mut bad = b.clone();
+            bad[at] = value;
+            reseal(&mut bad);
+            assert_eq!(
+                decode_block(&bad),
+                Err(DecodeError::Malformed),
+                "{at}={value}"
+            );
+        }
+        // A second entry for the same round (delta 0) is refused too.
+        let mut twice = b[..n - 3].to_vec();
+        twice.extend_from_slice(&[2, 1, 1, 0, 2, 0, 0, 0, 0]);
+        reseal(&mut twice);
+        assert_eq!(decode_block(&twice), Err(DecodeError::Malformed));
+        // Version 3 has no quality section: the same bytes are trailing garbage there.
+        let mut v3 = b.clone();
+        v3[0] = VERSION_3;
+        reseal(&mut v3);
+        assert_eq!(decode_block(&v3), Err(DecodeError::Truncated));
     }
 
     /// Version 1 never set the DNS or trace bits: such a block is damage, not a round.
@@ -1603,6 +1761,7 @@ mod tests {
             success: true,
             error: None,
             measurement: Measurement::None,
+            quality: Default::default(),
         };
         let samples = [
             Sample {

@@ -323,6 +323,7 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
 mod tests {
     use super::*;
     use crate::codec::{ErrorKind, StoredDns, StoredPing};
+    use vantage_core::RoundQuality;
 
     fn round() -> StoredSample {
         StoredSample {
@@ -335,6 +336,7 @@ mod tests {
             dns: None,
             trace: None,
             module: None,
+            quality: RoundQuality::empty(),
         }
     }
 

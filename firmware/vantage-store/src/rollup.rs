@@ -559,6 +559,7 @@ pub fn key_minute(k: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::codec::{ErrorKind, StoredDns, StoredHop, StoredPing, StoredTrace};
+    use vantage_core::RoundQuality;
 
     fn ping(ts: i64, rtt: Option<u64>) -> StoredSample {
         StoredSample {
@@ -576,6 +577,7 @@ mod tests {
             dns: None,
             trace: None,
             module: None,
+            quality: RoundQuality::empty(),
         }
     }
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use vantage_core::ProbeKind;
+use vantage_core::{ProbeKind, RoundQuality};
 use vantage_store::{Cursor, DropReason, Store, StoredSample};
 
 #[test]
@@ -47,6 +47,32 @@ fn samples_survive_close_and_reopen() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Rounds flagged late or under pressure keep their flags through a commit and a reopen.
+#[test]
+fn round_quality_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms() - 60_000;
+    let flags = [
+        RoundQuality::empty(),
+        RoundQuality::LATE,
+        RoundQuality::empty(),
+        RoundQuality::CPU | RoundQuality::MEMORY,
+    ];
+    {
+        let s = open(dir.path());
+        for (i, q) in flags.iter().enumerate() {
+            let mut round = ping("a", t0 + i as i64 * 10, 1000);
+            round.quality = *q;
+            s.append(&round, &labels("x"));
+        }
+        s.flush().unwrap();
+    }
+    let s = open(dir.path());
+    let got = s.query("a", ProbeKind::Ping, t0, t0 + 1_000).unwrap();
+    let back: Vec<RoundQuality> = got.iter().map(|g| g.quality).collect();
+    assert_eq!(back, flags);
 }
 
 /// DNS and trace rounds keep their figures through commits, a reopen and a query: what comes

@@ -291,6 +291,7 @@ async fn reload_keeps_series_of_unchanged_targets_and_drops_removed_ones() {
             rtts: vec![std::time::Duration::from_millis(1); 3],
             ..Default::default()
         }),
+        quality: Default::default(),
     };
     vantage_core::Observer::sample(&*d.metrics, sample);
     let changed = "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n";

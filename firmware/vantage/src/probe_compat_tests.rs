@@ -94,6 +94,7 @@ fn sample(kind: ProbeKind, success: bool, m: Measurement) -> Sample {
         success,
         error: None,
         measurement: m,
+        quality: Default::default(),
     }
 }
 

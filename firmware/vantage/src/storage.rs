@@ -576,7 +576,8 @@ fn collect_shipping(s: &Shipping, out: &mut Vec<MetricFamily>) {
 /// `GET /api/samples?target=NAME[&probe=ping][&from=UNIX_S][&to=UNIX_S]`: the stored rounds of
 /// one target and probe (default: the last hour), for the local charts. Rounds from an outage
 /// of the uplink are here too, at their own times. Each round has its named `values` (those of
-/// `Sample::values`); DNS rounds with an answer also the rcode's name, trace rounds their `hops`.
+/// `Sample::values`); DNS rounds with an answer also the rcode's name, trace rounds their `hops`,
+/// flagged rounds their `flags` ([`round_json`]).
 #[derive(Debug, serde::Deserialize)]
 pub struct SamplesQuery {
     target: String,
@@ -629,41 +630,7 @@ pub async fn samples(
     };
     let truncated = rounds.len() > MAX_SAMPLES_PER_ANSWER;
     let skip = rounds.len().saturating_sub(MAX_SAMPLES_PER_ANSWER);
-    let samples: Vec<serde_json::Value> = rounds
-        .iter()
-        .skip(skip)
-        .map(|r| {
-            let values: serde_json::Map<String, serde_json::Value> = r
-                .values()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-                .collect();
-            let mut round = serde_json::json!({
-                "timestamp": r.timestamp_ms as f64 / 1000.0,
-                "error": r.error.as_str(),
-                "values": values,
-            });
-            if let Some(rcode) = r.dns.as_ref().and_then(|d| d.rcode) {
-                round["rcode"] = serde_json::json!(vantage_core::config::rcode_name(rcode));
-            }
-            if let Some(t) = &r.trace {
-                round["hops"] = t
-                    .hops
-                    .iter()
-                    .map(|h| {
-                        serde_json::json!({
-                            "ttl": h.ttl,
-                            "sent": h.sent,
-                            "received": h.received,
-                            "loss_ratio": h.loss_ratio(),
-                            "rtt_avg_seconds": h.rtt_avg_us.map(|us| us as f64 / 1e6),
-                        })
-                    })
-                    .collect();
-            }
-            round
-        })
-        .collect();
+    let samples: Vec<serde_json::Value> = rounds.iter().skip(skip).map(round_json).collect();
     axum::Json(serde_json::json!({
         "target": q.target,
         "probe": probe.as_str(),
@@ -673,6 +640,73 @@ pub async fn samples(
         "samples": samples,
     }))
     .into_response()
+}
+
+/// One stored round as `/api/samples` shows it; `flags` lists why a round's figures may include
+/// the device's own delays (`late`, `cpu`, `memory`), and is absent for most rounds.
+fn round_json(r: &vantage_store::StoredSample) -> serde_json::Value {
+    let values: serde_json::Map<String, serde_json::Value> = r
+        .values()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+        .collect();
+    let mut round = serde_json::json!({
+        "timestamp": r.timestamp_ms as f64 / 1000.0,
+        "error": r.error.as_str(),
+        "values": values,
+    });
+    if let Some(rcode) = r.dns.as_ref().and_then(|d| d.rcode) {
+        round["rcode"] = serde_json::json!(vantage_core::config::rcode_name(rcode));
+    }
+    if let Some(t) = &r.trace {
+        round["hops"] = t
+            .hops
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "ttl": h.ttl,
+                    "sent": h.sent,
+                    "received": h.received,
+                    "loss_ratio": h.loss_ratio(),
+                    "rtt_avg_seconds": h.rtt_avg_us.map(|us| us as f64 / 1e6),
+                })
+            })
+            .collect();
+    }
+    if !r.quality.is_empty() {
+        round["flags"] = serde_json::json!(r.quality);
+    }
+    round
+}
+
+#[cfg(test)]
+mod round_json_tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use vantage_core::{Measurement, ProbeKind, RoundQuality, Sample};
+    use vantage_store::StoredSample;
+
+    use super::round_json;
+
+    #[test]
+    fn flagged_rounds_list_their_flags_and_others_have_none() {
+        let mut s = Sample {
+            target: "t".into(),
+            probe: ProbeKind::Ping,
+            timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_millis(3),
+            success: true,
+            error: None,
+            measurement: Measurement::None,
+            quality: RoundQuality::empty(),
+        };
+        let plain = round_json(&StoredSample::from_sample(&s, 0));
+        assert!(plain.get("flags").is_none(), "{plain}");
+        s.quality = RoundQuality::LATE | RoundQuality::MEMORY;
+        let flagged = round_json(&StoredSample::from_sample(&s, 0));
+        assert_eq!(flagged["flags"], serde_json::json!(["late", "memory"]));
+        assert_eq!(flagged["timestamp"], serde_json::json!(1_700_000_000.0));
+    }
 }
 
 #[cfg(test)]
@@ -781,6 +815,7 @@ mod shipped_series_tests {
             success: true,
             error: None,
             measurement: m,
+            quality: Default::default(),
         }
     }
 

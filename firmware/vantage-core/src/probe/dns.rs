@@ -482,6 +482,7 @@ impl Probe for DnsProbe {
                 success: error.is_none(),
                 error,
                 measurement: report.map_or(Measurement::None, Measurement::Dns),
+                quality: Default::default(),
             }
         })
     }

@@ -160,6 +160,7 @@ impl Probe for PingProbe {
                 success,
                 error,
                 measurement,
+                quality: Default::default(),
             }
         })
     }

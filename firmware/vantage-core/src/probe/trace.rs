@@ -344,6 +344,7 @@ impl Probe for TraceProbe {
                 success,
                 error,
                 measurement,
+                quality: Default::default(),
             }
         })
     }

@@ -55,6 +55,7 @@ fn sample(target: &Arc<str>, ms: u64, rtt_us: u64) -> Sample {
             rtts: vec![Duration::from_micros(rtt_us)],
             ..Default::default()
         }),
+        quality: Default::default(),
     }
 }
 

@@ -59,6 +59,7 @@ fn main() {
                     rtts: vec![Duration::from_micros(n)],
                     ..Default::default()
                 }),
+                quality: Default::default(),
             };
             store.append(&s, &labels);
             n += 1;

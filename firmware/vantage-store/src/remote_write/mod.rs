@@ -106,7 +106,7 @@ mod tests {
     use super::*;
     use crate::codec::{ErrorKind, StoredPing};
     use std::sync::Arc;
-    use vantage_core::ProbeKind;
+    use vantage_core::{ProbeKind, RoundQuality};
 
     #[test]
     fn request_is_sorted_deterministic_and_decodes() {
@@ -132,6 +132,7 @@ mod tests {
             dns: None,
             trace: None,
             module: None,
+            quality: RoundQuality::empty(),
         };
         let samples = vec![s(2000, 10), s(1000, 20), s(1000, 20)];
         let ext = Labels::from([("instance".into(), "pi".into())]);
@@ -203,6 +204,7 @@ mod tests {
             dns: None,
             trace: None,
             module: None,
+            quality: RoundQuality::empty(),
         };
         let dns = StoredSample {
             dns: Some(Box::new(StoredDns {

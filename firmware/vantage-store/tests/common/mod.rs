@@ -57,6 +57,7 @@ pub fn ping(target: &str, ms: i64, n: u64) -> Sample {
             },
             kernel_send_stamps: 0,
         }),
+        quality: Default::default(),
     }
 }
 
@@ -130,6 +131,7 @@ pub fn dns(target: &str, ms: i64, n: u64) -> Sample {
             None
         },
         measurement: Measurement::Dns(report),
+        quality: Default::default(),
     }
 }
 
@@ -180,5 +182,6 @@ pub fn trace(target: &str, ms: i64, n: u64) -> Sample {
             paths_known: 1,
             ..TraceReport::default()
         }),
+        quality: Default::default(),
     }
 }

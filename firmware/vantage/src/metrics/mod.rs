@@ -412,6 +412,7 @@ mod cost {
                         rtts: vec![Duration::from_micros(180)],
                         ..PingReport::default()
                     }),
+                    quality: Default::default(),
                 });
             }
             let _ = m.render();

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use vantage_core::{Measurement, ProbeKind, Sample, Target};
+use vantage_core::{Measurement, ProbeKind, RoundQuality, Sample, Target};
 use vantage_store::gauges;
 
 use super::dns::{self, DnsSeries};
@@ -29,6 +29,8 @@ struct ProbeCounts {
     last_success: Mutex<f64>,
     success: Counter,
     failure: Counter,
+    /// Rounds flagged for each reason of [`RoundQuality::REASONS`], in its order.
+    flagged: [Counter; RoundQuality::REASONS.len()],
 }
 
 /// All series of one configured target (or of one `/probe` round).
@@ -71,6 +73,7 @@ impl TargetSeries {
                     last_success: Mutex::new(0.0),
                     success: Counter::default(),
                     failure: Counter::default(),
+                    flagged: Default::default(),
                 })
                 .collect(),
             ping: has(ProbeKind::Ping).then(PingSeries::default),
@@ -105,6 +108,11 @@ impl TargetSeries {
             } else {
                 p.failure.add(1);
             }
+            for ((flag, _), c) in RoundQuality::REASONS.iter().zip(&p.flagged) {
+                if sample.quality.contains(*flag) {
+                    c.add(1);
+                }
+            }
         }
         match &sample.measurement {
             Measurement::Ping(r) => self.ping.iter().for_each(|s| s.observe(r)),
@@ -116,7 +124,7 @@ impl TargetSeries {
     }
 }
 
-const PROBE_FAMILIES: [Family; 2] = [
+const PROBE_FAMILIES: [Family; 3] = [
     Family {
         name: "vantage_probe_last_success_timestamp_seconds",
         help: "When the probe last succeeded, in seconds since the epoch (0: never).",
@@ -136,6 +144,20 @@ const PROBE_FAMILIES: [Family; 2] = [
             for p in &t.probes {
                 for (result, c) in [("failure", &p.failure), ("success", &p.success)] {
                     let own = [("probe", p.kind.as_str()), ("result", result)];
+                    l.sample(name, &own, None, c.get() as f64);
+                }
+            }
+        },
+    },
+    Family {
+        name: "vantage_rounds_flagged_total",
+        help: "Probe rounds that started late or ran while the device was under CPU or memory \
+               pressure (Linux PSI), by reason: their figures may include the device's own delays.",
+        kind: Kind::Counter,
+        write: |t, name, l| {
+            for p in &t.probes {
+                for ((_, reason), c) in RoundQuality::REASONS.iter().zip(&p.flagged) {
+                    let own = [("probe", p.kind.as_str()), ("reason", *reason)];
                     l.sample(name, &own, None, c.get() as f64);
                 }
             }
@@ -188,4 +210,62 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
         });
     }
     modules::write_families(out, &|o, write| each(o, &|t, l| write(&t.modules, l)));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use vantage_core::Config;
+
+    use super::*;
+
+    fn flagged(text: &str, probe: &str, reason: &str) -> Option<f64> {
+        let head = format!(
+            "{}{{probe=\"{probe}\",reason=\"{reason}\",target=\"gw\"}} ",
+            PROBE_FAMILIES[2].name
+        );
+        let line = text.lines().find(|l| l.starts_with(&head))?;
+        line[head.len()..].parse().ok()
+    }
+
+    #[test]
+    fn flagged_rounds_are_counted_by_reason_from_zero() {
+        let cfg = Config::parse(
+            "[[targets]]\nname = \"gw\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\", \"trace\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let t = TargetSeries::new(&cfg.targets[0]);
+        let render = |t: &TargetSeries| {
+            let mut out = String::new();
+            write_targets(&[t], &[], &mut out);
+            out
+        };
+        let text = render(&t);
+        for probe in ["ping", "trace"] {
+            for reason in ["late", "cpu", "memory"] {
+                assert_eq!(flagged(&text, probe, reason), Some(0.0), "{probe} {reason}");
+            }
+        }
+        let round = |quality| Sample {
+            target: "gw".into(),
+            probe: ProbeKind::Ping,
+            timestamp: SystemTime::now(),
+            duration: Duration::from_millis(2),
+            success: true,
+            error: None,
+            measurement: Measurement::None,
+            quality,
+        };
+        t.observe(&round(RoundQuality::LATE | RoundQuality::CPU));
+        t.observe(&round(RoundQuality::CPU));
+        t.observe(&round(RoundQuality::empty()));
+        let text = render(&t);
+        assert_eq!(flagged(&text, "ping", "late"), Some(1.0));
+        assert_eq!(flagged(&text, "ping", "cpu"), Some(2.0));
+        assert_eq!(flagged(&text, "ping", "memory"), Some(0.0));
+        assert_eq!(flagged(&text, "trace", "cpu"), Some(0.0));
+        assert!(text.contains(&format!("# TYPE {} counter", PROBE_FAMILIES[2].name)));
+    }
 }

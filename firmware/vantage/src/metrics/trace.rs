@@ -154,6 +154,7 @@ mod tests {
                 success: r.reached,
                 error: None,
                 measurement: Measurement::Trace(r),
+                quality: Default::default(),
             });
         }
 

@@ -597,6 +597,7 @@ mod tests {
                 },
                 ..Default::default()
             }),
+            quality: Default::default(),
         }
     }
 
@@ -733,6 +734,7 @@ mod cost {
                         rtts: vec![Duration::from_millis(2)],
                         ..Default::default()
                     }),
+                    quality: Default::default(),
                 })
                 .collect();
             store.append_many(samples.iter().map(|s| (s, &labels)));

@@ -1092,6 +1092,7 @@ async fn status_shows_latest_results_and_history() {
                 },
                 ..Default::default()
             }),
+            quality: Default::default(),
         });
     }
     let s = f.get("/api/status").await;
@@ -2219,6 +2220,7 @@ fn ping_sample(target: &str, at: SystemTime, ok: bool, rtt: Duration) -> Sample 
             rtts: if ok { vec![rtt; 2] } else { vec![] },
             ..Default::default()
         }),
+        quality: Default::default(),
     }
 }
 

@@ -59,6 +59,7 @@ impl Probe for HttpProbe {
                 success: error.is_none(),
                 error,
                 measurement: Measurement::Module(ModuleReport::new(KIND, report)),
+                quality: Default::default(),
             }
         })
     }

@@ -54,6 +54,7 @@ impl Probe for TcpProbe {
                 success,
                 error,
                 measurement: Measurement::Module(ModuleReport::new(KIND, report)),
+                quality: Default::default(),
             }
         })
     }
