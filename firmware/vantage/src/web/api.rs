@@ -311,16 +311,13 @@ fn check_setup_code(web: &Web, ip: IpAddr, code: Option<&str>) -> ApiResult<()> 
         Ok(()) => Ok(()),
         Err(LoginError::BadPassword) => {
             tracing::warn!(client = %ip, "wrong setup code");
-            let file = web.auth.setup_code_file().unwrap_or_default();
+            let place = web.auth.setup_code_place().unwrap_or_default();
             Err(ApiError::fields(
                 StatusCode::FORBIDDEN,
                 "the setup code is wrong",
                 vec![FieldError::new(
                     "setup_code",
-                    format!(
-                        "enter the code printed when the device was flashed (also in {} on its SD card)",
-                        file.display()
-                    ),
+                    format!("enter the code printed when the device was flashed (also in {place})"),
                 )],
             ))
         }

@@ -257,6 +257,17 @@ fn read_setup_code(path: &Path) -> Option<String> {
     (!code.is_empty()).then(|| code.to_string())
 }
 
+/// The image copies the card's code into the service's credentials (see
+/// `vantage-image-setup-code.service`); that copy's path means nothing to the person at the page.
+fn setup_code_place(file: &Path, credentials: Option<&Path>) -> String {
+    match credentials {
+        Some(dir) if file.starts_with(dir) => {
+            "setup-code.txt on the SD card's boot partition".to_string()
+        }
+        _ => file.display().to_string(),
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum LoginError {
     /// Wait this long before trying again.
@@ -360,6 +371,14 @@ impl Auth {
             code,
             file: path.to_path_buf(),
         });
+    }
+
+    /// Where a person finds the setup code, for messages: the card's file when the code came in
+    /// as a systemd credential (the image's way), else the file the daemon was given.
+    pub fn setup_code_place(&self) -> Option<String> {
+        let file = self.setup_code_file()?;
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        Some(setup_code_place(&file, credentials.as_deref()))
     }
 
     /// The file setup's code comes from, when setup needs one.
@@ -684,6 +703,21 @@ mod tests {
             Err(LoginError::RateLimited(_))
         ));
         assert!(a.check_setup_code(ip, None).is_err());
+    }
+
+    #[test]
+    fn setup_code_messages_name_the_card_file_not_the_credential_copy() {
+        let creds = Path::new("/run/credentials/vantage.service");
+        assert_eq!(
+            setup_code_place(&creds.join("vantage.setup-code"), Some(creds)),
+            "setup-code.txt on the SD card's boot partition"
+        );
+        let own = Path::new("/etc/vantage/setup-code");
+        assert_eq!(
+            setup_code_place(own, Some(creds)),
+            "/etc/vantage/setup-code"
+        );
+        assert_eq!(setup_code_place(own, None), "/etc/vantage/setup-code");
     }
 
     #[test]
