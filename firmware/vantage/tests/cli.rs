@@ -318,3 +318,37 @@ fn http_one_shot_fetches_and_refuses_unsafe_urls() {
     assert_eq!(code, 2);
     assert!(err.contains("scheme \"file\" is not probed"), "{err}");
 }
+
+/// Resident memory of a live process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Wrong logins (each a real argon2id hash with its 19 MiB buffer) give their memory back:
+/// the daemon does not keep a freed buffer per hash (it once kept seven, 133 MB, for good).
+#[test]
+fn wrong_logins_give_the_hash_memory_back() {
+    let dir = TempDir::new("login-memory");
+    let (proc, addr) = start_daemon(None, &dir.0);
+    web_session(addr);
+    let pid = proc.0.id();
+    let before = rss_kib(pid);
+    let json = [("Content-Type", "application/json")];
+    // Within the free failures of one address: every login is hashed, none refused early.
+    for _ in 0..5 {
+        let body = r#"{"password": "not the password at all"}"#;
+        let (status, _, answer) = http_with(addr, "POST", "/api/auth/login", &json, body).unwrap();
+        assert_eq!(status, 401, "{answer}");
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    // Less than one buffer: none of the five is kept.
+    assert!(
+        grown < 15 * 1024,
+        "RSS grew by {grown} KiB after 5 wrong logins"
+    );
+}

@@ -2527,6 +2527,81 @@ async fn secret_files_named_by_the_page_are_checked_before_anything_reads_them()
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
 
+/// Every TLS file a client can name (remote_write `tls.ca_file`, `tls.cert_file`,
+/// `tls.key_file`; a DNS target's `dns.ca_file`) meets the same rules as the secret files, on
+/// every route that saves or checks one: refused with the one message, nothing saved.
+#[tokio::test]
+async fn tls_files_named_by_the_page_meet_the_secret_file_rules_on_every_route() {
+    let config =
+        format!("{CONFIG}\n[[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:9/w\"\n");
+    let f = Fixture::logged_in(Some(&config)).await;
+    let before = std::fs::read_to_string(f.config_path()).unwrap();
+    let fifo = f.dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let admin = f.dir.path().join("web").join("admin.json");
+    assert!(admin.exists());
+    let paths = [
+        admin.display().to_string(),
+        fifo.display().to_string(),
+        "/dev/zero".to_string(),
+        "/nonexistent/ca.pem".to_string(),
+    ];
+    let endpoint_routes = [
+        (Method::POST, "/api/config/remote_write?dry_run=true"),
+        (Method::POST, "/api/config/remote_write"),
+        (Method::PUT, "/api/config/remote_write/central?dry_run=true"),
+        (Method::PUT, "/api/config/remote_write/central"),
+    ];
+    let target_routes = [
+        (Method::POST, "/api/targets"),
+        (Method::PUT, "/api/targets/loop"),
+        (Method::POST, "/api/targets/test"),
+    ];
+    let mut messages = std::collections::HashSet::new();
+    for path in &paths {
+        let mut cases = Vec::new();
+        for key in ["ca_file", "cert_file", "key_file"] {
+            let body = json!({"name": "central", "url": "http://127.0.0.1:9/w",
+                              "tls": {key: path}});
+            for (m, route) in &endpoint_routes {
+                cases.push((m.clone(), *route, body.clone(), format!("tls.{key}")));
+            }
+        }
+        let target = json!({"name": "loop", "host": "127.0.0.1", "probes": ["dns"],
+                            "dns": {"query": "example.com", "transport": "tls", "ca_file": path}});
+        for (m, route) in &target_routes {
+            cases.push((m.clone(), *route, target.clone(), "dns.ca_file".into()));
+        }
+        for (method, route, body, field) in cases {
+            let r = f.send(method.clone(), route, Some(body), true).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{method} {route} {field} {path}: {}",
+                r.text
+            );
+            let errs = field_errors(&r);
+            assert_eq!(errs.len(), 1, "{method} {route}: {}", r.text);
+            assert_eq!(errs[0].0, field, "{method} {route}: {}", r.text);
+            messages.insert(errs[0].1.replace(path.as_str(), "PATH"));
+        }
+    }
+    // The same message as for a secret file, whatever the path, field and route.
+    let r = f
+        .send(
+            Method::POST,
+            "/api/config/remote_write?dry_run=true",
+            Some(json!({"url": "http://127.0.0.1:9/w", "bearer_token_file": "/dev/zero"})),
+            true,
+        )
+        .await;
+    messages.insert(field_errors(&r)[0].1.replace("/dev/zero", "PATH"));
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
+}
+
 /// A log sink for one test (thread-local subscriber: the test's runtime has one thread).
 #[derive(Clone, Default)]
 struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
