@@ -3,6 +3,7 @@
 //! Every error has one shape, `{"error": "...", "errors": [{"field": "...", "message": "..."}]}`,
 //! with a 4xx status for anything the client can fix; internals never reach the client.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +16,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use vantage_core::{Measurement, ProbeKind, ProbeRequest};
+use vantage_core::{Config, Host, Measurement, ProbeKind, ProbeRequest};
 
 use super::Web;
 use super::auth::{self, LoginError, SESSION_MAX, Session, check_new_password};
@@ -25,7 +26,7 @@ use super::config_file::{
 };
 use super::device;
 use super::guard::{SESSION_COOKIE, client_ip};
-use super::history::{BUCKET, BUCKETS, Point};
+use super::history::{BUCKET, BUCKETS, Latest, Point};
 use super::secrets::redact_text;
 use super::settings::{ScrapeAuth, Settings};
 use super::tls::{MAX_PEM, OverTls};
@@ -436,31 +437,48 @@ fn leds_json(web: &Web) -> Value {
     json!({ "configured": !snap.leds.is_empty(), "state": snap })
 }
 
-fn probe_json(
-    web: &Web,
-    target: &str,
-    kind: ProbeKind,
-    interval: Duration,
+/// One probe's card: the latest round and its last hour, one point a minute.
+#[derive(Serialize)]
+struct ProbeStatus {
+    probe: ProbeKind,
+    interval_seconds: f64,
+    latest: Option<Latest>,
     history: Vec<Point>,
-) -> Value {
-    json!({
-        "probe": kind,
-        "interval_seconds": interval.as_secs_f64(),
-        "latest": web.history.latest(target, kind),
-        "history": history,
-    })
 }
 
-async fn status(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
+#[derive(Serialize)]
+struct TargetStatus<'a> {
+    name: &'a str,
+    host: &'a Host,
+    labels: &'a BTreeMap<String, String>,
+    probes: Vec<ProbeStatus>,
+}
+
+/// The status view's answer. Typed rather than a `Value` tree: with a thousand targets the
+/// points are most of it, and a tree of them cost many times the answer's size at each poll.
+#[derive(Serialize)]
+struct Status<'a> {
+    device: Value,
+    config: Value,
+    store: Value,
+    remote_write: Value,
+    leds: Value,
+    provisioning: crate::fleet::provisioning::Status,
+    history_minutes: u64,
+    targets: Vec<TargetStatus<'a>>,
+}
+
+async fn status(State(web): State<Arc<Web>>) -> ApiResult<Response> {
     // The history may come from the store on disk: off the async workers.
-    tokio::task::spawn_blocking(move || status_json(&web))
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::internal("status failed", e))
+    tokio::task::spawn_blocking(move || {
+        let cfg = web.daemon.config();
+        Json(status_of(&web, &cfg)).into_response()
+    })
+    .await
+    .map_err(|e| ApiError::internal("status failed", e))
 }
 
-fn status_json(web: &Arc<Web>) -> Value {
-    let cfg = web.daemon.config();
+fn status_of<'a>(web: &Web, cfg: &'a Config) -> Status<'a> {
     web.history.retain(&|t| cfg.target(t).is_some());
     // Every chart at once: the store is read once per refresh, not once per target.
     let keys: Vec<(&str, ProbeKind)> = cfg
@@ -470,18 +488,33 @@ fn status_json(web: &Arc<Web>) -> Value {
         .collect();
     let since = SystemTime::now() - BUCKET * BUCKETS as u32;
     let mut histories = web.history.series_many(&keys, since).into_iter();
-    let targets: Vec<Value> = cfg
+    let targets = cfg
         .targets
         .iter()
-        .map(|t| {
-            json!({
-                "name": t.name,
-                "host": t.host,
-                "labels": t.labels,
-                "probes": t.probes.iter()
-                    .map(|(k, i)| probe_json(web, &t.name, *k, *i, histories.next().unwrap_or_default()))
-                    .collect::<Vec<_>>(),
-            })
+        .map(|t| TargetStatus {
+            name: &t.name,
+            host: &t.host,
+            labels: &t.labels,
+            probes: t
+                .probes
+                .iter()
+                .map(|(k, i)| ProbeStatus {
+                    probe: *k,
+                    interval_seconds: i.as_secs_f64(),
+                    latest: web.history.latest(&t.name, *k),
+                    // The sparkline draws RTT and loss; the other figures' means are the
+                    // target page's.
+                    history: histories
+                        .next()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|p| Point {
+                            values: BTreeMap::new(),
+                            ..p
+                        })
+                        .collect(),
+                })
+                .collect(),
         })
         .collect();
     let loc = ConfigLocation::of(&web.daemon.source);
@@ -490,27 +523,27 @@ fn status_json(web: &Arc<Web>) -> Value {
         |s| s.status_json(),
     );
     redact_endpoint_errors(&mut storage["remote_write"]);
-    json!({
-        "device": {
+    Status {
+        device: json!({
             "version": env!("CARGO_PKG_VERSION"),
             "hostname": device::hostname(),
             "uptime_seconds": web.daemon.uptime().as_secs(),
             "addresses": device::addresses(),
             "time": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        },
-        "config": {
+        }),
+        config: json!({
             "path": loc.display(),
             "embedded": loc.embedded,
             "default": loc.default,
             "writable": loc.path.is_some(),
-        },
-        "store": storage["store"],
-        "remote_write": storage["remote_write"],
-        "leds": leds_json(web),
-        "provisioning": web.daemon.provisioning.status(),
-        "history_minutes": BUCKETS as u64 * BUCKET.as_secs() / 60,
-        "targets": targets,
-    })
+        }),
+        store: storage["store"].take(),
+        remote_write: storage["remote_write"].take(),
+        leds: leds_json(web),
+        provisioning: web.daemon.provisioning.status(),
+        history_minutes: BUCKETS as u64 * BUCKET.as_secs() / 60,
+        targets,
+    }
 }
 
 /// Shipping errors may quote an endpoint's URL, and with it a password in its user info.
