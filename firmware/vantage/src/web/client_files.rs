@@ -99,11 +99,35 @@ fn acceptable(path: &Path, private_dir: &Path) -> Result<(), ()> {
     Ok(())
 }
 
-/// Checks every `*_file` of `body`; `private_dir` is the data directory's `web/`.
+/// The LED directory root the page may set: the daemon writes `ROOT/NAME/brightness` and
+/// `trigger` there, so a session may point it only into sysfs. A config file written on the
+/// device may name any directory (tests and unusual boards do).
+const PAGE_SYSFS_ROOT_UNDER: &str = "/sys";
+
+/// Refuses a `sysfs_root` an edit would move outside sysfs (`..` included).
+fn sysfs_root_error(body: &Json) -> Option<FieldError> {
+    let root = body.get("sysfs_root")?.as_str()?;
+    let path = Path::new(root);
+    let inside = path.starts_with(PAGE_SYSFS_ROOT_UNDER)
+        && !path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+    (!inside).then(|| {
+        FieldError::new(
+            "sysfs_root",
+            format!(
+                "{root:?}: the page may set only a directory under {PAGE_SYSFS_ROOT_UNDER}                  (the kernel's LEDs are in /sys/class/leds); another one needs the config file"
+            ),
+        )
+    })
+}
+
+/// Checks every `*_file` of `body` and an LED `sysfs_root`; `private_dir` is the data
+/// directory's `web/`.
 pub async fn check(body: &Json, private_dir: &Path) -> Result<(), Vec<FieldError>> {
     let mut fields = Vec::new();
     file_fields(body, "", &mut fields);
-    let mut errors = Vec::new();
+    let mut errors: Vec<FieldError> = sysfs_root_error(body).into_iter().collect();
     for (field, path) in fields {
         let (p, dir) = (PathBuf::from(&path), private_dir.to_path_buf());
         let read = tokio::task::spawn_blocking(move || acceptable(&p, &dir));
@@ -125,6 +149,28 @@ mod tests {
     use super::*;
     use crate::web::tests::TempDir;
     use serde_json::json;
+
+    #[test]
+    fn the_page_may_point_leds_only_into_sysfs() {
+        for ok in ["/sys/class/leds", "/sys/devices/platform/leds"] {
+            assert!(
+                sysfs_root_error(&json!({ "sysfs_root": ok })).is_none(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "/var/lib/vantage",
+            "/sys/../etc",
+            "/system",
+            "relative",
+            "/",
+        ] {
+            let e = sysfs_root_error(&json!({ "sysfs_root": bad })).expect(bad);
+            assert_eq!(e.field, "sysfs_root");
+            assert!(e.message.contains("under /sys"), "{bad}: {}", e.message);
+        }
+        assert!(sysfs_root_error(&json!({ "backend": "none" })).is_none());
+    }
 
     #[test]
     fn file_fields_are_found_at_any_depth() {

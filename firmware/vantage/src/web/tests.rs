@@ -2190,6 +2190,9 @@ async fn store_and_leds_sections_validate_and_say_when_a_restart_is_needed() {
         json!({"led": "all"}),
         json!({"led": [1, 2, 3, 4]}),
         json!({"sysfs_root": "relative/../path"}),
+        // The daemon writes brightness and trigger files under it: sysfs only from the page.
+        json!({"sysfs_root": "/sys/../etc"}),
+        json!({"backend": "sysfs", "sysfs_root": "/tmp"}),
         json!({"identify_timeout": "1e309s"}),
     ] {
         let r = f
