@@ -364,6 +364,10 @@ pub struct StoreHistory {
     /// The newest stored round per probe, read at most every [`LATEST_TTL`] until memory has
     /// one (a probe with a long interval may take a while after a start).
     stored_latest: Mutex<HashMap<(Arc<str>, ProbeKind), StoredLatest>>,
+    /// The first bucket `memory` saw whole (the one after the daemon started): from it on the
+    /// status view's points come from memory, so a refresh reads the store only for the time
+    /// before the start, once.
+    memory_from: u64,
 }
 
 /// When the newest stored round was read, and what it was.
@@ -380,11 +384,21 @@ impl std::fmt::Debug for StoreHistory {
 impl StoreHistory {
     /// `memory` must also be an observer of the runner (it supplies the latest results).
     pub fn new(memory: Arc<MemoryHistory>, store: Arc<vantage_store::Store>) -> Self {
+        Self::started_at(memory, store, now_unix())
+    }
+
+    /// [`StoreHistory::new`] for a daemon that started at `started` (Unix seconds).
+    fn started_at(
+        memory: Arc<MemoryHistory>,
+        store: Arc<vantage_store::Store>,
+        started: u64,
+    ) -> Self {
         Self {
             memory,
             store,
             cache: Mutex::default(),
             stored_latest: Mutex::default(),
+            memory_from: bucket_of(started) + BUCKET.as_secs(),
         }
     }
 
@@ -534,7 +548,12 @@ impl HistorySource for StoreHistory {
             })
             .collect();
         let from = froms.iter().copied().min().unwrap_or(since_b);
-        let fresh = match self.read_all(keys, from, now + 60) {
+        let to = (now + 60).min(self.memory_from);
+        let fresh = match if from < to {
+            self.read_all(keys, from, to)
+        } else {
+            Ok(HashMap::new())
+        } {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(
@@ -555,7 +574,11 @@ impl HistorySource for StoreHistory {
                         m.range(from..).map(|(t, a)| (*t, a.clone())).collect()
                     });
                 let c = cache.get_mut(&key).expect("entered above");
-                c.merge(since_b, from, mine, now)
+                let mut points = c.merge(since_b, from, mine, now);
+                points.retain(|p| p.t < self.memory_from);
+                let recent = UNIX_EPOCH + Duration::from_secs(since_b.max(self.memory_from));
+                points.extend(self.memory.series(t, *p, recent));
+                points
             })
             .collect()
     }
@@ -630,6 +653,53 @@ mod tests {
         h.retain(&|t| t != "gw");
         assert!(h.latest("gw", ProbeKind::Ping).is_none());
     }
+    /// After a start, the status view reads the store for the time before it once; the
+    /// minutes since come from memory, so refreshes read nothing however many targets run.
+    #[test]
+    fn minutes_since_the_start_come_from_memory_and_refreshes_read_no_store() {
+        let dir = crate::web::tests::TempDir::new("histmem");
+        let store = Arc::new(
+            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
+                .unwrap(),
+        );
+        let now = now_unix();
+        let started = now - 30 * 60;
+        let labels = vantage_store::Labels::new();
+        let memory = Arc::new(MemoryHistory::default());
+        // The store holds an RTT of 5 ms for every minute of the hour; memory saw the rounds
+        // since the start, with 9 ms, so each point shows where it came from.
+        for m in (0..60u64).rev() {
+            let t = now - m * 60;
+            store.append_many(std::iter::once((&sample(t, true, 5), &labels)));
+            if t >= bucket_of(started) + 60 {
+                memory.record(&sample(t, true, 9));
+            }
+        }
+        store.flush().unwrap();
+        let h = StoreHistory::started_at(memory, store.clone(), started);
+        let keys = [("gw", ProbeKind::Ping), ("other", ProbeKind::Ping)];
+        let since = UNIX_EPOCH + Duration::from_secs(now - 3600);
+        let first = h.series_many(&keys, since);
+        let read = store.stats().blocks_read;
+        for _ in 0..3 {
+            assert_eq!(h.series_many(&keys, since), first);
+        }
+        assert_eq!(
+            store.stats().blocks_read,
+            read,
+            "a refresh read the store again"
+        );
+        let points = &first[0];
+        assert!(points.len() >= 59, "{points:?}");
+        for p in points {
+            let want = if p.t < h.memory_from { 5.0 } else { 9.0 };
+            assert!((p.rtt_ms.unwrap() - want).abs() < 1e-6, "{p:?}");
+            assert_eq!(p.rounds, 1, "{p:?}");
+        }
+        assert!(points.iter().any(|p| p.t >= h.memory_from));
+        assert!(first[1].is_empty());
+    }
+
     /// Blocks read from the store by two status refreshes (cold after a start, then warm) of
     /// `n` targets with ten minutes of rounds stored, one block a minute.
     fn blocks_per_refresh(n: usize) -> u64 {
