@@ -108,6 +108,27 @@ fn hop_json(h: &HopAgg) -> Value {
     })
 }
 
+/// The target `name` when it runs a `kind` probe; 404 naming what is missing otherwise.
+pub(super) fn target_with_probe<'a>(
+    cfg: &'a vantage_core::Config,
+    name: &str,
+    kind: ProbeKind,
+) -> ApiResult<&'a vantage_core::Target> {
+    let Some(t) = cfg.target(name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no target named {name:?}"),
+        ));
+    };
+    if t.interval(kind).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("target {name:?} has no {kind} probe"),
+        ));
+    }
+    Ok(t)
+}
+
 fn bad(field: &str, msg: String) -> ApiError {
     ApiError::fields(
         StatusCode::BAD_REQUEST,
@@ -131,18 +152,7 @@ pub async fn target_history(
         ));
     };
     let cfg = web.daemon.config();
-    let Some(t) = cfg.target(&name) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no target named {name:?}"),
-        ));
-    };
-    if t.interval(kind).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("target {name:?} has no {kind} probe"),
-        ));
-    }
+    let t = target_with_probe(&cfg, &name, kind)?;
     let store = web.daemon.storage.as_ref().and_then(|s| s.store()).cloned();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

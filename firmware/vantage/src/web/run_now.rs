@@ -158,18 +158,7 @@ pub async fn run_now(
 ) -> ApiResult<Response> {
     let kind = kind_of(q)?;
     let cfg = web.daemon.config();
-    let Some(target) = cfg.target(&name) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no target named {name:?}"),
-        ));
-    };
-    if target.interval(kind).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("target {name:?} has no {kind} probe"),
-        ));
-    }
+    let target = super::diagnostics::target_with_probe(&cfg, &name, kind)?;
     let Some(prober) = web.daemon.runner.probe(kind) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
