@@ -56,8 +56,11 @@ function duration(sec) {
   return d ? `${d} d ${hh} h` : hh ? `${hh} h ${m} min` : m ? `${m} min` : `${Math.floor(sec)} s`;
 }
 
+// Milliseconds as people read them; under 0.1 ms (loopback, a LAN switch) in microseconds, so
+// an axis or summary of such figures does not collapse to "0.00 ms" and "0.01 ms".
 function ms(v) {
   if (v === null || v === undefined) return '–';
+  if (v > 0 && v < 0.1) return `${(v * 1000).toFixed(v < 0.01 ? 1 : 0)} µs`;
   return v < 10 ? `${v.toFixed(2)} ms` : v < 100 ? `${v.toFixed(1)} ms` : `${Math.round(v)} ms`;
 }
 
@@ -600,7 +603,9 @@ function smokeChart(d, what) {
   for (const f of [0, 0.5, 1]) {
     el.append(svg('line', { class: 'grid', x1: left, x2: W, y1: y(max * f), y2: y(max * f) }));
     const lab = svg('text', { class: 'axis', x: left - 4, y: y(max * f) + 4, 'text-anchor': 'end' });
-    lab.textContent = f === 1 ? ms(max * f) : ms(max * f).replace(' ms', '');
+    // The unit once, at the top; the lower ticks in the same unit.
+    const v = max * f;
+    lab.textContent = f === 1 ? ms(max) : f === 0 ? '0' : max < 0.1 ? (v * 1000).toPrecision(2) : v.toFixed(max < 10 ? 2 : max < 100 ? 1 : 0);
     el.append(lab);
   }
   for (const [t, anchor] of [[d.from, 'start'], [d.to, 'end']]) {

@@ -406,6 +406,31 @@ async function main() {
       await waitFor('24 h range', () => exec("return document.querySelector('button[data-range=\"24h\"]').getAttribute('aria-pressed') === 'true' && /Last 24h/.test(document.body.innerText)"));
     });
 
+    // "Run now": the answers must show while the run is still going (the button stays disabled
+    // until the stream ends), then the run's summary.
+    const runNowOn = async (name, probe, live, summary) => {
+      await wd('POST', s('/url'), { url: `${URL_}#/targets/${name}` });
+      await waitCss(`button[data-run=${probe}]`, 30000);
+      await click(`button[data-run=${probe}]`);
+      await waitFor(`${probe} answers while the run goes on`, () => exec(`return document.querySelector('button[data-run=${probe}]').disabled && (${live})`), 20000);
+      await waitFor(`${probe} run summary`, () => exec(`return !document.querySelector('button[data-run=${probe}]').disabled && document.querySelector('.run [role=status]').textContent`), 60000);
+      const text = await exec("return document.querySelector('.run [role=status]').textContent");
+      if (!summary.test(text)) throw new Error(`${probe} run ended with: ${text}`);
+      await exec("document.querySelector('.run').scrollIntoView({ block: 'center' }); return true");
+    };
+
+    await step('Run now on a ping target streams echoes as they arrive, then the summary', async () => {
+      await runNowOn('loopback-v4', 'ping', "document.querySelectorAll('.run ol.echoes li[data-seq]').length >= 2", /^20 sent, 20 received, 0(\.0)? ?% loss/);
+      const seqs = await exec("return [...document.querySelectorAll('.run ol.echoes li[data-seq]')].map((li) => Number(li.dataset.seq))");
+      if (seqs.length !== 20 || seqs.some((q, i) => q !== i + 1)) throw new Error(`echo list ${JSON.stringify(seqs)}`);
+      await shot('24-run-now-ping');
+    });
+
+    await step('Run now on a trace target fills the hop table with the peer as it answers', async () => {
+      await runNowOn('path', 'trace', `[...document.querySelectorAll('.run table.hops tr[data-hop]')].some((tr) => tr.textContent.includes('${PEER}'))`, /^5 traces, destination reached in 1 hop\b/);
+      await shot('25-run-now-trace');
+    });
+
     await step('targets list and form fit a phone screen', async () => {
       await wd('POST', s('/window/rect'), { width: 390, height: 844 });
       for (const [view, css, name] of [['#/targets', '#add-target', '12-targets-phone'], ['#/targets/new', '#target-form', '13-form-phone'], ['#/settings', 'pre.file', '14-settings-phone']]) {

@@ -4,7 +4,8 @@
 #   fresh device -> set password -> log in -> add a target pinging a peer namespace -> green
 #   -> edit -> delete -> settings: a remote_write endpoint added and edited (checked in the
 #   file), store and LED limits -> HTTPS -> a trace and a ping target's page (the chart's buckets
-#   against the API), with screenshots in target/e2e-artifacts/ (CI artefacts).
+#   against the API) -> "Run now" of a ping burst and of traces, read as they stream, with
+#   screenshots in target/e2e-artifacts/ (CI artefacts).
 # Everything (daemon, browser, driver) runs inside the test's namespaces; nothing touches the
 # host's network. Needs root; skips without it unless VANTAGE_REQUIRE_ROOT_TESTS=1.
 set -uo pipefail
