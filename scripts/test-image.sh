@@ -424,6 +424,9 @@ update_checks() {
     ok "back on slot $slot1 (build $(build_now)) by itself" || bad "after the fallback: slot $(slot_now), build $(build_now)"
   out=$(g 'cat /var/lib/vantage-image/update/last')
   grep -q "rollback slot=$slot0 .*build=$base_build-broken" <<<"$out" && ok "the device says so: $out" || bad "update state: '$out'"
+  grep -qP "^vantage_update_last_trial_timestamp_seconds\\{(?=[^}]*result=\"rollback\")(?=[^}]*slot=\"$slot0\")(?=[^}]*build=\"$base_build-broken\")" "$work/metrics" &&
+    grep -qP "^vantage_update_slot_info\\{(?=[^}]*booted=\"true\")(?=[^}]*slot=\"$slot1\")" "$work/metrics" &&
+    ok "/metrics says so too (the rollback, and slot $slot1 booted)" || bad "no rollback in /metrics: $(grep '^vantage_update' "$work/metrics" | tr '\n' ' ')"
   echo "rauc status: $(g 'rauc status 2>&1' | tr -s ' \n' ' ' | head -c 600)"
   login && ok "the password survives the rollback" || bad "no login after the rollback"
   [ "$(config_sum)" = "$sum0" ] && ok "the config survives the rollback" || bad "config changed by the rollback"

@@ -8,10 +8,12 @@
 mod delay;
 mod exposition;
 mod netns;
+mod tempdir;
 
 pub use delay::{DelayQueue, DelayStats, run_delay_loop};
 pub use exposition::{Labels, exposition_series};
 pub use netns::{Netns, VethPair, unique_name};
+pub use tempdir::TempDir;
 
 /// Set to `1` to make root-only tests fail instead of skipping when they cannot run.
 pub const REQUIRE_ROOT_ENV: &str = "VANTAGE_REQUIRE_ROOT_TESTS";

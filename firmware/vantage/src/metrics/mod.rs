@@ -15,6 +15,7 @@ mod rounds;
 mod target;
 pub(crate) mod text;
 mod trace;
+mod update;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -143,6 +144,7 @@ impl Metrics {
             Box::new(target_count.clone()),
             Box::new(start_time),
             Box::new(process::ProcessCollector::new()),
+            Box::new(update::UpdateCollector::new()),
         ] {
             registry.register(c).expect("unique metric");
         }
