@@ -15,6 +15,28 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn wall(&self) -> SystemTime;
 }
 
+/// Seconds since the Unix epoch of a UTC calendar date and time (proleptic Gregorian, Howard
+/// Hinnant's days-from-civil), or `None` when a field is out of its range. Second 60 is a leap
+/// second as written in certificates and logs.
+pub fn utc_to_unix(year: i64, month: i64, day: i64, h: i64, m: i64, s: i64) -> Option<i64> {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&m)
+        || !(0..=60).contains(&s)
+    {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + s)
+}
+
 /// The operating system's clocks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -96,5 +118,36 @@ impl Clock for ManualClock {
     }
     fn wall(&self) -> SystemTime {
         self.now.lock_or_recover().1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_to_unix;
+
+    #[test]
+    fn calendar_dates_to_unix_seconds() {
+        assert_eq!(utc_to_unix(1970, 1, 1, 0, 0, 0), Some(0));
+        // Across a leap day, a century that is not a leap year and one that is.
+        assert_eq!(utc_to_unix(2024, 3, 1, 0, 0, 0), Some(1_709_251_200));
+        assert_eq!(utc_to_unix(2100, 3, 1, 0, 0, 0), Some(4_107_542_400));
+        assert_eq!(utc_to_unix(2000, 2, 29, 12, 0, 0), Some(951_825_600));
+        assert_eq!(utc_to_unix(1969, 12, 31, 23, 59, 59), Some(-1));
+        assert_eq!(utc_to_unix(2026, 12, 2, 10, 0, 60), Some(1_796_205_660));
+        for bad in [
+            (13, 1, 0, 0, 0),
+            (0, 1, 0, 0, 0),
+            (1, 32, 0, 0, 0),
+            (1, 1, 24, 0, 0),
+            (1, 1, 0, 60, 0),
+            (1, 1, 0, 0, 61),
+            (1, 1, -1, 0, 0),
+        ] {
+            assert_eq!(
+                utc_to_unix(2026, bad.0, bad.1, bad.2, bad.3, bad.4),
+                None,
+                "{bad:?}"
+            );
+        }
     }
 }

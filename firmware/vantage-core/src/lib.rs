@@ -40,7 +40,7 @@ mod scheduler;
 pub mod series;
 mod types;
 
-pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
+pub use clock::{Clock, ManualClock, SystemClock, TokioClock, utc_to_unix};
 pub use config::{
     Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, DohMethod, Host, LedBackendKind,
     LedConfig, LedRole, LedsConfig, PingOptions, Target, TraceOptions,
