@@ -120,6 +120,11 @@ pub trait TraceSocket: Send + Sync + Debug {
     fn raw(&self) -> bool;
     /// The probes of a flow share one 5-tuple (Paris traceroute).
     fn paris(&self) -> bool;
+    /// Every probe that reaches the destination opens a connection there (a connecting TCP
+    /// socket): the trace then lets at most one probe that may reach it be in flight.
+    fn connects(&self) -> bool {
+        false
+    }
     /// Hands one probe to the kernel without waiting.
     fn send(&self, probe: &Outgoing) -> io::Result<()>;
     /// The next answer to any probe sent on this socket.

@@ -1,0 +1,203 @@
+//! What a listening service sees of unprivileged TCP traces: each probe is a real `connect()`,
+//! so every probe that reaches the service would otherwise complete a handshake there. Built on
+//! the trace lab's chain (root only; see `lab`): the service at `d` counts the connections it
+//! accepts and how each ended, and nft counters at `d` count the handshakes' packets.
+
+mod lab;
+
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use lab::{As, Chain, Lab};
+use vantage_core::{
+    TraceDiscovery, TraceOptions, TraceProbe, TraceProtocol, TraceReport, TraceSockets,
+};
+
+const PORT: u16 = 8080;
+const TRACES: usize = 3;
+
+/// How a connection the service accepted ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The prober reset it (`SO_LINGER` 0): no FIN exchange, no TIME_WAIT.
+    Reset,
+    /// An orderly close (FIN).
+    Closed,
+    /// Still open after two seconds.
+    Open,
+}
+
+/// Accepts on `addr` until `stop`, recording how each connection ended.
+fn serve(listener: TcpListener, stop: Arc<AtomicBool>, ends: Arc<Mutex<Vec<End>>>) {
+    listener.set_nonblocking(true).unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let end = match s.read(&mut [0u8; 64]) {
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => End::Reset,
+                    Ok(0) => End::Closed,
+                    _ => End::Open,
+                };
+                ends.lock().unwrap().push(end);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// nft counters at the service's host: SYN-ACKs it sent, RSTs and handshake-completing ACKs
+/// (pure ACKs: the prober sends no data) it received.
+fn count_handshakes(lab: &Lab, d: usize) {
+    let p = PORT.to_string();
+    let rules = format!(
+        "add table inet cnt; \
+         add counter inet cnt synack; add counter inet cnt rst; add counter inet cnt ack; \
+         add chain inet cnt out {{ type filter hook output priority 0; }}; \
+         add chain inet cnt in {{ type filter hook input priority 0; }}; \
+         add rule inet cnt out tcp sport {p} tcp flags & (syn | ack) == syn | ack counter name synack; \
+         add rule inet cnt in tcp dport {p} tcp flags & rst == rst counter name rst; \
+         add rule inet cnt in tcp dport {p} tcp flags & (fin | syn | rst | ack) == ack counter name ack"
+    );
+    lab.exec(d, &["nft", &rules]);
+}
+
+fn counter(lab: &Lab, d: usize, name: &str) -> u64 {
+    let out = lab.exec(d, &["nft", "list", "counter", "inet", "cnt", name]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "packets").expect("packets");
+    words[at + 1].parse().unwrap()
+}
+
+/// Traces until the lab answers end to end (neighbour discovery, first ARP), at most 10 s.
+fn warm_up(c: &Chain, v6: bool) {
+    let start = Instant::now();
+    let dst = c.dst(v6);
+    loop {
+        let o = TraceOptions {
+            protocol: TraceProtocol::Icmp,
+            sockets: TraceSockets::Raw,
+            timeout: Duration::from_millis(800),
+            max_hops: 10,
+            ..TraceOptions::default()
+        };
+        let r = c.lab.run(c.s, As::Root, move || async move {
+            TraceProbe::new()
+                .trace("warm", dst, &o, Duration::from_secs(10))
+                .await
+                .unwrap()
+        });
+        if r.reached && r.hops.len() == 5 && r.hops.iter().all(|h| h.received == h.sent) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no route: {r:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `TRACES` unprivileged TCP traces by one prober (the first without knowing the distance, the
+/// others with it), pausing after each until `next` says go on.
+fn traces(c: &Chain, dst: IpAddr, done: mpsc::Sender<TraceReport>, next: mpsc::Receiver<()>) {
+    let o = TraceOptions {
+        protocol: TraceProtocol::Tcp,
+        sockets: TraceSockets::Unprivileged,
+        port: PORT,
+        flows: 4,
+        probes_per_hop: 3,
+        timeout: Duration::from_millis(800),
+        max_hops: 10,
+        discovery: TraceDiscovery::Flows,
+        ..TraceOptions::default()
+    };
+    c.lab.run(c.s, As::Nobody, move || async move {
+        let p = TraceProbe::new();
+        for _ in 0..TRACES {
+            let r = p
+                .trace("svc", dst, &o, Duration::from_secs(20))
+                .await
+                .unwrap();
+            done.send(r).unwrap();
+            next.recv().unwrap();
+        }
+    });
+}
+
+#[test]
+fn unprivileged_tcp_traces_complete_at_most_one_connection_each_and_reset_it() {
+    const NAME: &str = "unprivileged_tcp_traces_complete_at_most_one_connection_each_and_reset_it";
+    if !lab::can_build(NAME) {
+        return;
+    }
+    let c = Chain::new("conn");
+    count_handshakes(&c.lab, c.d);
+    for v6 in [false, true] {
+        warm_up(&c, v6);
+        let dst = c.dst(v6);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ends: Arc<Mutex<Vec<End>>> = Arc::default();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let (next_tx, next_rx) = mpsc::channel();
+        let before = ["synack", "rst", "ack"].map(|n| counter(&c.lab, c.d, n));
+        std::thread::scope(|scope| {
+            let (stop2, ends2, lab) = (stop.clone(), ends.clone(), &c.lab);
+            scope.spawn(move || {
+                lab.block(c.d, move || {
+                    let l = TcpListener::bind(SocketAddr::new(dst, PORT)).unwrap();
+                    ready_tx.send(()).unwrap();
+                    serve(l, stop2, ends2);
+                })
+            });
+            ready_rx.recv().unwrap();
+            let chain = &c;
+            scope.spawn(move || traces(chain, dst, done_tx, next_rx));
+            let mut accepted = Vec::new();
+            for i in 0..TRACES {
+                let r = done_rx.recv().unwrap();
+                assert!(
+                    r.reached && r.hop_count() == 5,
+                    "v6 {v6}, trace {i}: {r:#?}"
+                );
+                // The trace's sockets all end within their 990 ms connect limit; the service
+                // then reads each accepted connection's end.
+                std::thread::sleep(Duration::from_millis(1500));
+                accepted.push(ends.lock().unwrap().len());
+                next_tx.send(()).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            stop.store(true, Ordering::Relaxed);
+            let ends = ends.lock().unwrap().clone();
+            let after = ["synack", "rst", "ack"].map(|n| counter(&c.lab, c.d, n));
+            let [synacks, rsts, acks] = [0, 1, 2].map(|i| after[i] - before[i]);
+            let resets = ends.iter().filter(|e| **e == End::Reset).count();
+            eprintln!(
+                "v6 {v6}: accepted after each trace {accepted:?} ({resets} reset), \
+                 SYN-ACKs sent {synacks}, RSTs received {rsts}, handshake ACKs {acks}"
+            );
+            let per_trace: Vec<usize> = std::iter::once(accepted[0])
+                .chain(accepted.windows(2).map(|w| w[1] - w[0]))
+                .collect();
+            assert!(
+                per_trace.iter().all(|n| *n <= 1),
+                "v6 {v6}: connections per trace {per_trace:?}"
+            );
+            assert!(!ends.is_empty(), "v6 {v6}: the service saw no connection");
+            assert!(
+                ends.iter().all(|e| *e == End::Reset),
+                "v6 {v6}: every connection ends with a reset: {ends:?}"
+            );
+            assert_eq!(acks as usize, ends.len(), "v6 {v6}: handshakes completed");
+            assert!(rsts as usize >= ends.len(), "v6 {v6}: {rsts} RSTs");
+        });
+    }
+}
