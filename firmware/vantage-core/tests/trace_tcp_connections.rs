@@ -17,6 +17,8 @@ use vantage_core::{
 };
 
 const PORT: u16 = 8080;
+/// A port nothing listens on.
+const CLOSED: u16 = 8081;
 const TRACES: usize = 3;
 
 /// How a connection the service accepted ended.
@@ -54,17 +56,21 @@ fn serve(listener: TcpListener, stop: Arc<AtomicBool>, ends: Arc<Mutex<Vec<End>>
 }
 
 /// nft counters at the service's host: SYN-ACKs it sent, RSTs and handshake-completing ACKs
-/// (pure ACKs: the prober sends no data) it received.
+/// (pure ACKs: the prober sends no data) it received; SYNs to the closed port and the RSTs
+/// refusing them.
 fn count_handshakes(lab: &Lab, d: usize) {
-    let p = PORT.to_string();
+    let (p, c) = (PORT.to_string(), CLOSED.to_string());
     let rules = format!(
         "add table inet cnt; \
          add counter inet cnt synack; add counter inet cnt rst; add counter inet cnt ack; \
+         add counter inet cnt syn_closed; add counter inet cnt refused; \
          add chain inet cnt out {{ type filter hook output priority 0; }}; \
          add chain inet cnt in {{ type filter hook input priority 0; }}; \
          add rule inet cnt out tcp sport {p} tcp flags & (syn | ack) == syn | ack counter name synack; \
          add rule inet cnt in tcp dport {p} tcp flags & rst == rst counter name rst; \
-         add rule inet cnt in tcp dport {p} tcp flags & (fin | syn | rst | ack) == ack counter name ack"
+         add rule inet cnt in tcp dport {p} tcp flags & (fin | syn | rst | ack) == ack counter name ack; \
+         add rule inet cnt in tcp dport {c} tcp flags & (syn | ack) == syn counter name syn_closed; \
+         add rule inet cnt out tcp sport {c} tcp flags & rst == rst counter name refused"
     );
     lab.exec(d, &["nft", &rules]);
 }
@@ -105,20 +111,24 @@ fn warm_up(c: &Chain, v6: bool) {
     }
 }
 
-/// `TRACES` unprivileged TCP traces by one prober (the first without knowing the distance, the
-/// others with it), pausing after each until `next` says go on.
-fn traces(c: &Chain, dst: IpAddr, done: mpsc::Sender<TraceReport>, next: mpsc::Receiver<()>) {
-    let o = TraceOptions {
+fn tcp_options(port: u16) -> TraceOptions {
+    TraceOptions {
         protocol: TraceProtocol::Tcp,
         sockets: TraceSockets::Unprivileged,
-        port: PORT,
+        port,
         flows: 4,
         probes_per_hop: 3,
         timeout: Duration::from_millis(800),
         max_hops: 10,
         discovery: TraceDiscovery::Flows,
         ..TraceOptions::default()
-    };
+    }
+}
+
+/// `TRACES` unprivileged TCP traces by one prober (the first without knowing the distance, the
+/// others with it), pausing after each until `next` says go on.
+fn traces(c: &Chain, dst: IpAddr, done: mpsc::Sender<TraceReport>, next: mpsc::Receiver<()>) {
+    let o = tcp_options(PORT);
     c.lab.run(c.s, As::Nobody, move || async move {
         let p = TraceProbe::new();
         for _ in 0..TRACES {
@@ -199,5 +209,47 @@ fn unprivileged_tcp_traces_complete_at_most_one_connection_each_and_reset_it() {
             assert_eq!(acks as usize, ends.len(), "v6 {v6}: handshakes completed");
             assert!(rsts as usize >= ends.len(), "v6 {v6}: {rsts} RSTs");
         });
+    }
+}
+
+#[test]
+fn a_closed_port_sees_one_syn_per_unprivileged_tcp_trace() {
+    const NAME: &str = "a_closed_port_sees_one_syn_per_unprivileged_tcp_trace";
+    if !lab::can_build(NAME) {
+        return;
+    }
+    let c = Chain::new("refd");
+    count_handshakes(&c.lab, c.d);
+    for v6 in [false, true] {
+        warm_up(&c, v6);
+        let dst = c.dst(v6);
+        let before = ["syn_closed", "refused"].map(|n| counter(&c.lab, c.d, n));
+        let o = tcp_options(CLOSED);
+        let timeout = o.timeout;
+        let reports = c.lab.run(c.s, As::Nobody, move || async move {
+            let p = TraceProbe::new();
+            let mut out = Vec::new();
+            for _ in 0..TRACES {
+                out.push(
+                    p.trace("refd", dst, &o, Duration::from_secs(20))
+                        .await
+                        .unwrap(),
+                );
+            }
+            out
+        });
+        let after = ["syn_closed", "refused"].map(|n| counter(&c.lab, c.d, n));
+        let [syns, refused] = [0, 1].map(|i| after[i] - before[i]);
+        eprintln!("v6 {v6}: {TRACES} traces to a closed port: {syns} SYNs, {refused} RSTs");
+        for (i, r) in reports.iter().enumerate() {
+            assert!(
+                r.reached && r.hop_count() == 5,
+                "v6 {v6}, trace {i}: {r:#?}"
+            );
+            let last = r.hops.last().unwrap();
+            assert_eq!((last.sent, last.received), (1, 1), "v6 {v6}, trace {i}");
+            assert!(last.mean().is_some_and(|rtt| rtt < timeout));
+        }
+        assert_eq!((syns, refused), (TRACES as u64, TRACES as u64), "v6 {v6}");
     }
 }
