@@ -1,7 +1,9 @@
-//! What a listening service sees of unprivileged TCP traces: each probe is a real `connect()`,
-//! so every probe that reaches the service would otherwise complete a handshake there. Built on
-//! the trace lab's chain (root only; see `lab`): the service at `d` counts the connections it
-//! accepts and how each ended, and nft counters at `d` count the handshakes' packets.
+//! Unprivileged TCP traces in the trace labs (root only; see `lab`). Each probe is a real
+//! `connect()`, so every probe that reaches a service would otherwise complete a handshake
+//! there: the service at the chain's `d` counts the connections it accepts and how each ended,
+//! and nft counters at `d` count the handshakes' packets. Each probe also has a source port of
+//! its own, so it takes a branch of its own through a per-flow balancer: the ECMP lab checks
+//! that this is no path change.
 
 mod lab;
 
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use lab::{As, Chain, Lab};
+use lab::{As, Chain, Ecmp, Lab};
 use vantage_core::{
     TraceDiscovery, TraceOptions, TraceProbe, TraceProtocol, TraceReport, TraceSockets,
 };
@@ -82,10 +84,10 @@ fn counter(lab: &Lab, d: usize, name: &str) -> u64 {
     words[at + 1].parse().unwrap()
 }
 
-/// Traces until the lab answers end to end (neighbour discovery, first ARP), at most 10 s.
-fn warm_up(c: &Chain, v6: bool) {
+/// Traces from `s` until the lab answers end to end over `hops` hops (neighbour discovery,
+/// first ARP), at most 10 s.
+fn warm_up(lab: &Lab, s: usize, dst: IpAddr, hops: usize) {
     let start = Instant::now();
-    let dst = c.dst(v6);
     loop {
         let o = TraceOptions {
             protocol: TraceProtocol::Icmp,
@@ -94,13 +96,13 @@ fn warm_up(c: &Chain, v6: bool) {
             max_hops: 10,
             ..TraceOptions::default()
         };
-        let r = c.lab.run(c.s, As::Root, move || async move {
+        let r = lab.run(s, As::Root, move || async move {
             TraceProbe::new()
                 .trace("warm", dst, &o, Duration::from_secs(10))
                 .await
                 .unwrap()
         });
-        if r.reached && r.hops.len() == 5 && r.hops.iter().all(|h| h.received == h.sent) {
+        if r.reached && r.hops.len() == hops && r.hops.iter().all(|h| h.received == h.sent) {
             return;
         }
         assert!(
@@ -151,7 +153,7 @@ fn unprivileged_tcp_traces_complete_at_most_one_connection_each_and_reset_it() {
     let c = Chain::new("conn");
     count_handshakes(&c.lab, c.d);
     for v6 in [false, true] {
-        warm_up(&c, v6);
+        warm_up(&c.lab, c.s, c.dst(v6), 5);
         let dst = c.dst(v6);
         let stop = Arc::new(AtomicBool::new(false));
         let ends: Arc<Mutex<Vec<End>>> = Arc::default();
@@ -221,7 +223,7 @@ fn a_closed_port_sees_one_syn_per_unprivileged_tcp_trace() {
     let c = Chain::new("refd");
     count_handshakes(&c.lab, c.d);
     for v6 in [false, true] {
-        warm_up(&c, v6);
+        warm_up(&c.lab, c.s, c.dst(v6), 5);
         let dst = c.dst(v6);
         let before = ["syn_closed", "refused"].map(|n| counter(&c.lab, c.d, n));
         let o = tcp_options(CLOSED);
@@ -251,5 +253,50 @@ fn a_closed_port_sees_one_syn_per_unprivileged_tcp_trace() {
             assert!(last.mean().is_some_and(|rtt| rtt < timeout));
         }
         assert_eq!((syns, refused), (TRACES as u64, TRACES as u64), "v6 {v6}");
+    }
+}
+
+#[test]
+fn unprivileged_tcp_through_a_per_flow_balancer_is_no_path_change() {
+    const NAME: &str = "unprivileged_tcp_through_a_per_flow_balancer_is_no_path_change";
+    if !lab::can_build(NAME) {
+        return;
+    }
+    let e = Ecmp::new("tcpe");
+    for v6 in [false, true] {
+        warm_up(&e.lab, e.s, e.dst(v6), 4);
+        let dst = e.dst(v6);
+        // The closed port answers with a RST: no service needed.
+        let o = TraceOptions {
+            probes_per_hop: 1,
+            ..tcp_options(CLOSED)
+        };
+        let reports = e.lab.run(e.s, As::Nobody, move || async move {
+            let p = TraceProbe::new();
+            let mut out = Vec::new();
+            for _ in 0..15 {
+                out.push(
+                    p.trace("ecmp", dst, &o, Duration::from_secs(20))
+                        .await
+                        .unwrap(),
+                );
+            }
+            out
+        });
+        let mut seen = Vec::new();
+        for (i, r) in reports.iter().enumerate() {
+            assert!(
+                r.reached && r.hop_count() == 4,
+                "v6 {v6}, trace {i}: {r:#?}"
+            );
+            assert!(!r.path_changed, "v6 {v6}, trace {i}: {r:#?}");
+            seen.extend(r.hops[1].responders.iter().map(|x| x.address));
+        }
+        // Both branches were crossed (60 probes at hop 2, half a chance each).
+        let branches = e.branches(v6);
+        assert!(
+            branches.iter().all(|b| seen.contains(b)),
+            "v6 {v6}: {seen:?}"
+        );
     }
 }

@@ -258,6 +258,7 @@ impl TraceProbe {
         let (mut report, paths) = round.report()?;
         let dest_floor = round.frontier.and(round.dest_floor());
         let paris = round.socket.paris();
+        let paths = if paris { paths } else { path::union(paths) };
         // Flows a router's "unreachable" ended short of the destination.
         let stopped: Vec<bool> = (0..usize::from(round.flows))
             .map(|f| round.dest[f].is_none() && round.stop[f].is_some())

@@ -1437,3 +1437,53 @@ async fn probes_that_connect_pass_silent_hops_and_follow_a_longer_path() {
     let r = trace(&p, &net, &o).await;
     assert!(!r.reached);
 }
+
+/// Two equal-cost branches at hop 2, rejoining at hop 3, whose router answers from the
+/// interface the probe came in on: every probe takes a branch of its own (a new source port
+/// each), in a pseudo-random order. `moved` replaces hop 1 (a reroute before the balancer).
+fn per_probe_ecmp(moved: bool) -> impl Fn(u16) -> Vec<Hop> + Send + Sync {
+    let n = std::sync::atomic::AtomicU32::new(0);
+    move |_| {
+        let k = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let b = (k.wrapping_mul(0x9e37_79b9) >> 7) & 1 == 1;
+        let (two, three) = if b {
+            ("10.0.1.2", "10.0.2.2")
+        } else {
+            ("10.0.1.1", "10.0.2.1")
+        };
+        vec![
+            Hop::Router(if moved { "10.0.0.9" } else { "10.0.0.1" }, 1),
+            Hop::Router(two, 1),
+            Hop::Router(three, 1),
+            Hop::Dest(2),
+        ]
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_on_flows_of_their_own_through_a_balancer_are_no_path_change() {
+    let net = Net::connecting(per_probe_ecmp(false));
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 4,
+        probes_per_hop: 1,
+        ..opts(200)
+    };
+    for i in 0..30 {
+        let r = trace(&p, &net, &o).await;
+        assert!(r.reached);
+        assert!(!r.path_changed, "trace {i}: {r:#?}");
+    }
+    // A reroute is still one change.
+    net.reroute(per_probe_ecmp(true));
+    let changes: Vec<bool> = path_changes(&p, &net, &o, 4).await;
+    assert_eq!(changes, [true, false, false, false]);
+}
+
+async fn path_changes(p: &TraceProbe, net: &Net, o: &TraceOptions, n: usize) -> Vec<bool> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(trace(p, net, o).await.path_changed);
+    }
+    out
+}
