@@ -34,8 +34,8 @@ use crate::config::TraceOptions;
 use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::net::trace::{
-    FLOW_IDS, KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
-    TraceSocketKey,
+    FLOW_IDS, KernelTraceSockets, Outgoing, ReplyKind, TCP_CONNECT_LIMIT, TraceReply, TraceSocket,
+    TraceSocketFactory, TraceSocketKey,
 };
 use crate::sample::{
     Balancing, HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
@@ -716,6 +716,11 @@ impl<'a> Round<'a> {
             timeout: self.opts.timeout,
         };
         let (at, wall) = (self.clock.now(), self.clock.wall());
+        // A connecting socket closes the probe's socket at its limit: nothing answers later.
+        let wait = match self.frontier {
+            Some(_) => self.opts.timeout.min(TCP_CONNECT_LIMIT),
+            None => self.opts.timeout,
+        };
         let i = self.sent.len();
         // Registered before sending so that a fast answer finds it.
         self.sent.push(Sent {
@@ -723,7 +728,7 @@ impl<'a> Round<'a> {
             flow,
             at,
             wall,
-            deadline: at + self.opts.timeout,
+            deadline: at + wait,
             answer: None,
         });
         self.by_seq.insert(seq, i);

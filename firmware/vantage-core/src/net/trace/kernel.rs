@@ -16,7 +16,10 @@ use tokio::task::JoinHandle;
 
 use super::sys::{self, Msg};
 use super::wire::{self, UdpPorts};
-use super::{Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey};
+use super::{
+    Outgoing, ReplyKind, TCP_CONNECT_LIMIT, TraceReply, TraceSocket, TraceSocketFactory,
+    TraceSocketKey,
+};
 use crate::lock::{LockExt, RwLockExt};
 use crate::net::BoxFuture;
 use crate::types::{TraceProtocol, TraceSockets};
@@ -25,10 +28,6 @@ use crate::types::{TraceProtocol, TraceSockets};
 const SOL_RAW: i32 = 255;
 const ICMP_FILTER: i32 = 1;
 const ICMP6_FILTER: i32 = 1;
-
-/// The longest a connecting TCP probe waits: the kernel retransmits the SYN after its initial
-/// RTO of one second, and an answer to the retransmission would give a wrong RTT.
-const TCP_CONNECT_LIMIT: Duration = Duration::from_millis(990);
 
 /// Opens real kernel sockets.
 #[derive(Debug, Default, Clone, Copy)]

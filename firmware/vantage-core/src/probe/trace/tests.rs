@@ -1487,3 +1487,26 @@ async fn path_changes(p: &TraceProbe, net: &Net, o: &TraceOptions, n: usize) -> 
     }
     out
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connecting_probe_is_waited_for_no_longer_than_its_socket_waits() {
+    let net = Net::connecting(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Silent,
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let start = Instant::now();
+    let r = trace(&p, &net, &opts(2000)).await;
+    let took = start.elapsed();
+    assert!(r.reached);
+    // The silent hop's first probe, then its others: two connect limits, not two timeouts.
+    assert!(took >= TCP_CONNECT_LIMIT * 2, "{took:?}");
+    assert!(
+        took < TCP_CONNECT_LIMIT * 2 + Duration::from_millis(50),
+        "{took:?}"
+    );
+}
