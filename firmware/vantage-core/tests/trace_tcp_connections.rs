@@ -129,16 +129,22 @@ fn tcp_options(port: u16) -> TraceOptions {
 
 /// `TRACES` unprivileged TCP traces by one prober (the first without knowing the distance, the
 /// others with it), pausing after each until `next` says go on.
-fn traces(c: &Chain, dst: IpAddr, done: mpsc::Sender<TraceReport>, next: mpsc::Receiver<()>) {
+fn traces(
+    c: &Chain,
+    dst: IpAddr,
+    done: mpsc::Sender<(TraceReport, Duration)>,
+    next: mpsc::Receiver<()>,
+) {
     let o = tcp_options(PORT);
     c.lab.run(c.s, As::Nobody, move || async move {
         let p = TraceProbe::new();
         for _ in 0..TRACES {
+            let start = Instant::now();
             let r = p
                 .trace("svc", dst, &o, Duration::from_secs(20))
                 .await
                 .unwrap();
-            done.send(r).unwrap();
+            done.send((r, start.elapsed())).unwrap();
             next.recv().unwrap();
         }
     });
@@ -175,7 +181,8 @@ fn unprivileged_tcp_traces_complete_at_most_one_connection_each_and_reset_it() {
             scope.spawn(move || traces(chain, dst, done_tx, next_rx));
             let mut accepted = Vec::new();
             for i in 0..TRACES {
-                let r = done_rx.recv().unwrap();
+                let (r, took) = done_rx.recv().unwrap();
+                eprintln!("v6 {v6}: trace {i} took {took:?}");
                 assert!(
                     r.reached && r.hop_count() == 5,
                     "v6 {v6}, trace {i}: {r:#?}"
