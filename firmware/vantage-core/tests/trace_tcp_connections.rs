@@ -194,10 +194,31 @@ fn unprivileged_tcp_traces_complete_at_most_one_connection_each_and_reset_it() {
                 next_tx.send(()).unwrap();
             }
             std::thread::sleep(Duration::from_millis(500));
-            stop.store(true, Ordering::Relaxed);
-            let ends = ends.lock().unwrap().clone();
             let after = ["synack", "rst", "ack"].map(|n| counter(&c.lab, c.d, n));
             let [synacks, rsts, acks] = [0, 1, 2].map(|i| after[i] - before[i]);
+            // Raw SYNs (unchanged): the prober's kernel knows no such connection and resets
+            // every SYN-ACK, so the service completes none.
+            let o = TraceOptions {
+                sockets: TraceSockets::Raw,
+                ..tcp_options(PORT)
+            };
+            let r = c.lab.run(c.s, As::Root, move || async move {
+                TraceProbe::new()
+                    .trace("raw", dst, &o, Duration::from_secs(20))
+                    .await
+                    .unwrap()
+            });
+            assert!(r.reached && r.raw_sockets, "v6 {v6}: {r:#?}");
+            std::thread::sleep(Duration::from_millis(1500));
+            let raw = ["synack", "rst", "ack"].map(|n| counter(&c.lab, c.d, n));
+            let [raw_synacks, raw_rsts, raw_acks] = [0, 1, 2].map(|i| raw[i] - after[i]);
+            stop.store(true, Ordering::Relaxed);
+            let ends = ends.lock().unwrap().clone();
+            eprintln!(
+                "v6 {v6}: a raw trace: SYN-ACKs sent {raw_synacks}, RSTs received {raw_rsts}, \
+                 handshake ACKs {raw_acks}"
+            );
+            assert!(raw_synacks >= 1 && raw_rsts >= raw_synacks && raw_acks == 0);
             let resets = ends.iter().filter(|e| **e == End::Reset).count();
             eprintln!(
                 "v6 {v6}: accepted after each trace {accepted:?} ({resets} reset), \
