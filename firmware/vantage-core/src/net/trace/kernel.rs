@@ -1049,7 +1049,8 @@ impl TraceSocket for TcpConnTrace {
             if let Ok(Some(r)) = tokio::time::timeout(limit, outcome).await {
                 let _ = tx.send(r);
             }
-            // Closed here, as soon as the answer came: with SO_LINGER 0, a reset.
+            // Closed as soon as the answer came or the limit passed: with SO_LINGER 0, a
+            // connected socket sends a reset.
             drop(fd);
         });
         Ok(())
