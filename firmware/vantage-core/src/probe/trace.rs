@@ -34,8 +34,8 @@ use crate::config::TraceOptions;
 use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::net::trace::{
-    FLOW_IDS, KernelTraceSockets, Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory,
-    TraceSocketKey,
+    FLOW_IDS, KernelTraceSockets, Outgoing, ReplyKind, TCP_CONNECT_LIMIT, TraceReply, TraceSocket,
+    TraceSocketFactory, TraceSocketKey,
 };
 use crate::sample::{
     Balancing, HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
@@ -112,6 +112,9 @@ struct TargetState {
     tracker: PathTracker,
     /// The destination's distance in the last trace that reached it.
     dest_ttl: Option<u8>,
+    /// For sockets whose probes connect: the lowest TTL the destination may be at, by the last
+    /// trace (its distance, else one beyond the farthest router that answered).
+    dest_floor: Option<u8>,
     /// Where answers that did not name their probe came from: (flow, address) → (TTL, the
     /// answer's own TTL when it was learned).
     learned: HashMap<(u16, IpAddr), (u8, Option<u8>)>,
@@ -253,7 +256,9 @@ impl TraceProbe {
         round.check_splits(&mut lease.rx, end).await;
         round.resolve_unplaced(&mut lease.rx, end).await;
         let (mut report, paths) = round.report()?;
+        let dest_floor = round.frontier.and(round.dest_floor());
         let paris = round.socket.paris();
+        let paths = if paris { paths } else { path::union(paths) };
         // Flows a router's "unreachable" ended short of the destination.
         let stopped: Vec<bool> = (0..usize::from(round.flows))
             .map(|f| round.dest[f].is_none() && round.stop[f].is_some())
@@ -291,6 +296,7 @@ impl TraceProbe {
         if report.reached {
             state.dest_ttl = u8::try_from(report.hop_count()).ok();
         }
+        state.dest_floor = dest_floor;
         state.last_used = Some(now);
         Ok(report)
     }
@@ -489,6 +495,11 @@ struct Round<'a> {
     dest: Vec<Option<u8>>,
     /// Per flow: lowest TTL a router answered "unreachable" at.
     stop: Vec<Option<u8>>,
+    /// For sockets whose probes connect (`TraceSocket::connects`): the lowest TTL the
+    /// destination may be at. Probes below it go out as usual; those at or beyond it one at a
+    /// time, so that at most one reaches a listening service. It rises past each TTL where a
+    /// router answered or the probe went unanswered (a silent service opens no connection).
+    frontier: Option<u8>,
     /// Answers that did not say which probe they answer.
     unplaced: Vec<TraceReply>,
     /// Whether any answer did not say which probe it answers (discovery then goes a TTL at a
@@ -523,6 +534,11 @@ impl<'a> Round<'a> {
             );
         }
         let all = ids.len() as u16;
+        let frontier = socket.connects().then(|| {
+            state
+                .dest_floor
+                .map_or(opts.first_ttl, |t| t.max(opts.first_ttl))
+        });
         let hi = match state.dest_ttl {
             Some(d) => d
                 .saturating_add(TTL_MARGIN)
@@ -549,6 +565,7 @@ impl<'a> Round<'a> {
             queue: VecDeque::new(),
             dest: vec![None; usize::from(all)],
             stop: vec![None; usize::from(all)],
+            frontier,
             unplaced: Vec::new(),
             anonymous: false,
             send_errors: 0,
@@ -596,6 +613,87 @@ impl<'a> Round<'a> {
         }
     }
 
+    /// Whether a queued probe still matters. A probe that connects is not sent to the
+    /// destination's distance or beyond once the destination answered.
+    fn may_send(&self, ttl: u8, flow: u16) -> bool {
+        let reached = self.dest[usize::from(flow)].is_some_and(|d| ttl >= d);
+        ttl <= self.top(flow) && !(reached && self.frontier.is_some())
+    }
+
+    /// Whether a probe at `ttl` may reach the destination while a probe that may reach it is in
+    /// flight: it then waits (connecting sockets only).
+    fn held(&self, ttl: u8, busy: bool) -> bool {
+        busy && self.frontier.is_some_and(|f| ttl >= f)
+    }
+
+    /// Whether a probe that may reach the destination is in flight.
+    fn busy(&self, now: Instant) -> bool {
+        self.frontier.is_some_and(|f| {
+            self.sent
+                .iter()
+                .any(|s| s.ttl >= f && s.answer.is_none() && s.deadline > now)
+        })
+    }
+
+    /// Moves the frontier past the TTLs whose probe went unanswered: silence there is a silent
+    /// router, or a service that drops the SYN and so opens no connection either.
+    fn pass_silent(&mut self, now: Instant) {
+        let Some(f) = self.frontier else { return };
+        let silent = self
+            .sent
+            .iter()
+            .filter(|s| s.ttl >= f && s.answer.is_none() && s.deadline <= now)
+            .map(|s| s.ttl.saturating_add(1))
+            .max();
+        if let Some(t) = silent {
+            self.frontier = Some(f.max(t));
+        }
+    }
+
+    /// Sends the queued probes that are due and not held back.
+    fn send_due(&mut self, now: Instant) {
+        let mut busy = self.busy(now);
+        let mut i = 0;
+        while let Some(&(when, ttl, flow)) = self.queue.get(i) {
+            if when > now {
+                break;
+            }
+            if self.held(ttl, busy) {
+                i += 1;
+                continue;
+            }
+            self.queue.remove(i);
+            if self.may_send(ttl, flow) && self.within_budget() {
+                self.send(ttl, flow);
+                busy = self.busy(now);
+            }
+        }
+    }
+
+    /// When the next queued probe that is not held back is due.
+    fn next_send(&self, now: Instant) -> Option<Instant> {
+        let busy = self.busy(now);
+        self.queue
+            .iter()
+            .find(|q| !self.held(q.1, busy))
+            .map(|q| q.0)
+    }
+
+    /// The lowest TTL the destination may be at, for the next trace: its distance, else one
+    /// beyond the farthest router that answered.
+    fn dest_floor(&self) -> Option<u8> {
+        self.dest.iter().flatten().min().copied().or_else(|| {
+            self.sent
+                .iter()
+                .filter(|s| {
+                    s.answer
+                        .is_some_and(|a| a.kind == ReplyKind::TimeExceeded && a.from != self.addr)
+                })
+                .map(|s| s.ttl.saturating_add(1))
+                .max()
+        })
+    }
+
     fn allocate_seq(&mut self) -> u16 {
         loop {
             let s = self.next_seq;
@@ -618,6 +716,11 @@ impl<'a> Round<'a> {
             timeout: self.opts.timeout,
         };
         let (at, wall) = (self.clock.now(), self.clock.wall());
+        // A connecting socket closes the probe's socket at its limit: nothing answers later.
+        let wait = match self.frontier {
+            Some(_) => self.opts.timeout.min(TCP_CONNECT_LIMIT),
+            None => self.opts.timeout,
+        };
         let i = self.sent.len();
         // Registered before sending so that a fast answer finds it.
         self.sent.push(Sent {
@@ -625,7 +728,7 @@ impl<'a> Round<'a> {
             flow,
             at,
             wall,
-            deadline: at + self.opts.timeout,
+            deadline: at + wait,
             answer: None,
         });
         self.by_seq.insert(seq, i);
@@ -811,22 +914,15 @@ impl<'a> Round<'a> {
     async fn drive(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
         loop {
             let now = self.clock.now();
-            while let Some(&(when, ttl, flow)) = self.queue.front() {
-                if when > now {
-                    break;
-                }
-                self.queue.pop_front();
-                if ttl <= self.top(flow) && self.within_budget() {
-                    self.send(ttl, flow);
-                }
-            }
+            self.pass_silent(now);
+            self.send_due(now);
             if let Some(hi) = self.extension(now) {
                 let from = self.hi + 1;
                 self.hi = hi;
                 self.schedule(from, self.hi, now);
                 continue;
             }
-            let next_send = self.queue.front().map(|q| q.0);
+            let next_send = self.next_send(now);
             let wake = match (next_send, self.pending(now)) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) | (None, Some(a)) => a,
@@ -947,10 +1043,22 @@ impl<'a> Round<'a> {
                 destination,
             });
         }
+        // Probes that connect have a flow of their own each (a new source port): the
+        // destination's distance is every flow's, and no flow probes it again.
+        let flows = match self.frontier {
+            Some(_) => 0..self.dest.len(),
+            None => flow..flow + 1,
+        };
         if destination {
-            self.dest[flow] = Some(self.dest[flow].map_or(ttl, |d| d.min(ttl)));
-        } else if matches!(r.kind, ReplyKind::Unreachable(_)) {
-            self.stop[flow] = Some(self.stop[flow].map_or(ttl, |d| d.min(ttl)));
+            for d in &mut self.dest[flows] {
+                *d = Some(d.map_or(ttl, |d| d.min(ttl)));
+            }
+        } else {
+            if matches!(r.kind, ReplyKind::Unreachable(_)) {
+                self.stop[flow] = Some(self.stop[flow].map_or(ttl, |d| d.min(ttl)));
+            }
+            // A router answered: the destination lies beyond.
+            self.frontier = self.frontier.map(|f| f.max(ttl.saturating_add(1)));
         }
         true
     }

@@ -16,7 +16,10 @@ use tokio::task::JoinHandle;
 
 use super::sys::{self, Msg};
 use super::wire::{self, UdpPorts};
-use super::{Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey};
+use super::{
+    Outgoing, ReplyKind, TCP_CONNECT_LIMIT, TraceReply, TraceSocket, TraceSocketFactory,
+    TraceSocketKey,
+};
 use crate::lock::{LockExt, RwLockExt};
 use crate::net::BoxFuture;
 use crate::types::{TraceProtocol, TraceSockets};
@@ -25,10 +28,6 @@ use crate::types::{TraceProtocol, TraceSockets};
 const SOL_RAW: i32 = 255;
 const ICMP_FILTER: i32 = 1;
 const ICMP6_FILTER: i32 = 1;
-
-/// The longest a connecting TCP probe waits: the kernel retransmits the SYN after its initial
-/// RTO of one second, and an answer to the retransmission would give a wrong RTT.
-const TCP_CONNECT_LIMIT: Duration = Duration::from_millis(990);
 
 /// Opens real kernel sockets.
 #[derive(Debug, Default, Clone, Copy)]
@@ -966,7 +965,13 @@ impl TraceSocket for TcpRawTrace {
 // TCP, unprivileged
 
 /// One connecting TCP socket per probe (traceroute's tcpconn method). Needs no privilege; every
-/// probe has its own source port, so flows are not kept on one ECMP path.
+/// probe has its own source port, so flows are not kept on one ECMP path. A probe reaching a
+/// listening service completes a handshake there; the trace sends at most one probe at a time
+/// that may reach it ([`TraceSocket::connects`]), and the socket resets the connection.
+///
+/// The RTT of a completed handshake is the kernel's (`TCP_INFO`). A refused one is timed in
+/// user space: the RST that refuses a connect gives no RTT sample (`tcpi_rtt` stays 0), no
+/// error-queue entry and no receive timestamp.
 #[derive(Debug)]
 struct TcpConnTrace {
     key: TraceSocketKey,
@@ -997,10 +1002,20 @@ impl TraceSocket for TcpConnTrace {
         false
     }
 
+    fn connects(&self) -> bool {
+        true
+    }
+
     fn send(&self, p: &Outgoing) -> io::Result<()> {
         let ipv6 = p.dst.is_ipv6();
         let s = Socket::new(domain(ipv6), Type::STREAM, Some(Protocol::TCP))?;
         s.set_nonblocking(true)?;
+        // Set before connecting, so that every close (after the answer, at the connect limit,
+        // or when the task is dropped) resets a connection the handshake completed: the
+        // service sees a reset, not a session, and no FIN exchange or TIME_WAIT follows. A
+        // socket still waiting for its SYN-ACK sends nothing on close; the kernel then resets
+        // the late SYN-ACK, so the service completes no handshake for it.
+        s.set_linger(Some(Duration::ZERO))?;
         if ipv6 {
             s.set_unicast_hops_v6(u32::from(p.ttl))?;
         } else {
@@ -1034,8 +1049,9 @@ impl TraceSocket for TcpConnTrace {
             if let Ok(Some(r)) = tokio::time::timeout(limit, outcome).await {
                 let _ = tx.send(r);
             }
-            // Reset rather than close: no FIN exchange, no TIME_WAIT.
-            let _ = fd.get_ref().set_linger(Some(Duration::ZERO));
+            // Closed as soon as the answer came or the limit passed: with SO_LINGER 0, a
+            // connected socket sends a reset.
+            drop(fd);
         });
         Ok(())
     }

@@ -41,6 +41,10 @@ use crate::types::{TraceProtocol, TraceSockets};
 pub const FLOW_IDS: u16 = 64;
 const _: () = assert!(FLOW_IDS as i64 >= 2 * crate::defaults::TRACE_FLOWS_RANGE.max);
 
+/// The longest a connecting TCP probe waits: the kernel retransmits the SYN after its initial
+/// RTO of one second, and an answer to the retransmission would give a wrong RTT.
+pub const TCP_CONNECT_LIMIT: Duration = Duration::from_millis(990);
+
 /// Settings that differ between traces; traces with equal keys share one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceSocketKey {
@@ -120,6 +124,12 @@ pub trait TraceSocket: Send + Sync + Debug {
     fn raw(&self) -> bool;
     /// The probes of a flow share one 5-tuple (Paris traceroute).
     fn paris(&self) -> bool;
+    /// Every probe that reaches the destination opens a connection there (a connecting TCP
+    /// socket): the trace then lets at most one probe that may reach it be in flight. Such a
+    /// socket gives up on a probe after [`TCP_CONNECT_LIMIT`]: no answer comes later.
+    fn connects(&self) -> bool {
+        false
+    }
     /// Hands one probe to the kernel without waiting.
     fn send(&self, probe: &Outgoing) -> io::Result<()>;
     /// The next answer to any probe sent on this socket.

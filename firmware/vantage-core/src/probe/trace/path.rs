@@ -433,6 +433,22 @@ impl PathTracker {
     }
 }
 
+/// One path holding every address `paths` saw, for probes that each go out on a flow of their
+/// own (not Paris): a "flow" of such probes mixes the branches of a balancer hop by hop into a
+/// path no packet followed, and each new mix would look like a new path. In the union, a TTL
+/// where the trace's probes met several addresses is per-packet balancing to the tracker, as it
+/// is to these probes; a reroute still changes every probe's answer there.
+pub(crate) fn union(paths: Vec<Path>) -> Vec<Path> {
+    paths
+        .into_iter()
+        .reduce(|mut all, p| {
+            all.merge(&p);
+            all
+        })
+        .into_iter()
+        .collect()
+}
+
 /// What the trace knows about its flows, for Paris flows.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FlowFacts<'a> {

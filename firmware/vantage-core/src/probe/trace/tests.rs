@@ -50,6 +50,9 @@ struct Net {
     fail_sends: Arc<Mutex<bool>>,
     /// Extra copies of each answer (duplicates) and answers to unknown probes (foreign).
     noise: Arc<Mutex<bool>>,
+    /// Probes connect, as unprivileged TCP's do: the destination answers with a SYN-ACK and
+    /// the socket is not Paris.
+    connects: bool,
 }
 
 impl fmt::Debug for Net {
@@ -69,6 +72,15 @@ impl Net {
             sent: Arc::default(),
             fail_sends: Arc::default(),
             noise: Arc::default(),
+            connects: false,
+        }
+    }
+
+    /// The network for a socket whose probes connect.
+    fn connecting(route: impl Fn(u16) -> Vec<Hop> + Send + Sync + 'static) -> Self {
+        Self {
+            connects: true,
+            ..Self::new(route)
         }
     }
 
@@ -94,7 +106,11 @@ impl TraceSocket for FakeSocket {
     }
 
     fn paris(&self) -> bool {
-        true
+        !self.net.connects
+    }
+
+    fn connects(&self) -> bool {
+        self.net.connects
     }
 
     fn send(&self, p: &Outgoing) -> io::Result<()> {
@@ -120,6 +136,7 @@ impl TraceSocket for FakeSocket {
                 1,
                 Some(p.seq),
             ),
+            Hop::Dest(ms) if self.net.connects => (p.dst, ReplyKind::TcpSynAck, ms, Some(p.seq)),
             Hop::Dest(ms) => (
                 p.dst,
                 ReplyKind::Unreachable(Unreachable::Port),
@@ -1330,4 +1347,166 @@ async fn discovery_through_per_packet_balancing_is_no_path_change() {
         assert_eq!(r.hops[1].responders.len(), 3, "trace {i}");
         assert_eq!(r.hops[1].balancing, Some(Balancing::PerPacket), "trace {i}");
     }
+}
+
+/// Probes of `sent` at `ttl` or beyond.
+fn at_or_beyond(sent: &[Outgoing], ttl: u8) -> usize {
+    sent.iter().filter(|s| s.ttl >= ttl).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_that_connect_reach_the_destination_one_per_trace() {
+    let net = Net::connecting(|_| chain());
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 4,
+        ..opts(1000)
+    };
+    for i in 0..3 {
+        let start = Instant::now();
+        let r = trace(&p, &net, &o).await;
+        let took = start.elapsed();
+        let sent = net.take_sent();
+        assert!(r.reached && !r.paris, "trace {i}: {r:#?}");
+        assert_eq!(r.hop_count(), 5);
+        assert_eq!(r.flows_reached, 4, "the destination is every flow's");
+        assert_eq!(
+            addrs(&r),
+            ["10.0.0.1", "10.0.1.1", "10.0.2.1", "10.0.3.1", DST]
+        );
+        // One probe reached the destination: one connection, however many flows and probes.
+        assert_eq!(at_or_beyond(&sent, 5), 1, "trace {i}");
+        assert_eq!((r.hops[4].sent, r.hops[4].received), (1, 1));
+        for h in &r.hops[..4] {
+            assert_eq!((h.sent, h.received), (12, 12), "trace {i} hop {}", h.ttl);
+        }
+        if i == 0 {
+            // Not knowing the distance, the first trace goes a TTL at a time (one RTT each).
+            assert!(took < Duration::from_millis(100), "{took:?}");
+        } else {
+            // Later ones send every TTL short of the destination at once, then the one.
+            assert!(took < Duration::from_millis(25), "trace {i}: {took:?}");
+            assert!(sent[..48].iter().all(|s| s.ttl < 5));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_that_connect_pass_silent_hops_and_follow_a_longer_path() {
+    let net = Net::connecting(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Silent,
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 2,
+        ..opts(300)
+    };
+    let start = Instant::now();
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached, "{r:#?}");
+    assert_eq!(addrs(&r), ["10.0.0.1", "", "10.0.2.1", DST]);
+    // The silent hop held the TTLs beyond it for one timeout, then let them go with its other
+    // probes, which take a timeout of their own: two in all.
+    assert_eq!(r.hops[1].sent, 6);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(700),
+        "{took:?}"
+    );
+    assert_eq!(at_or_beyond(&net.take_sent(), 4), 1);
+    // The path grows by a hop: the old distance is a router now, the new one is probed once.
+    net.reroute(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Silent,
+            Hop::Router("10.0.2.1", 1),
+            Hop::Router("10.0.3.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let r = trace(&p, &net, &o).await;
+    assert!(r.reached && r.hop_count() == 5, "{r:#?}");
+    assert_eq!(at_or_beyond(&net.take_sent(), 5), 1);
+    // A silent service (SYNs dropped) opens no connection: the trace moves on past it.
+    net.reroute(|_| vec![Hop::Router("10.0.0.1", 1), Hop::DeadDest]);
+    let r = trace(&p, &net, &o).await;
+    assert!(!r.reached);
+}
+
+/// Two equal-cost branches at hop 2, rejoining at hop 3, whose router answers from the
+/// interface the probe came in on: every probe takes a branch of its own (a new source port
+/// each), in a pseudo-random order. `moved` replaces hop 1 (a reroute before the balancer).
+fn per_probe_ecmp(moved: bool) -> impl Fn(u16) -> Vec<Hop> + Send + Sync {
+    let n = std::sync::atomic::AtomicU32::new(0);
+    move |_| {
+        let k = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let b = (k.wrapping_mul(0x9e37_79b9) >> 7) & 1 == 1;
+        let (two, three) = if b {
+            ("10.0.1.2", "10.0.2.2")
+        } else {
+            ("10.0.1.1", "10.0.2.1")
+        };
+        vec![
+            Hop::Router(if moved { "10.0.0.9" } else { "10.0.0.1" }, 1),
+            Hop::Router(two, 1),
+            Hop::Router(three, 1),
+            Hop::Dest(2),
+        ]
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_on_flows_of_their_own_through_a_balancer_are_no_path_change() {
+    let net = Net::connecting(per_probe_ecmp(false));
+    let p = probe(&net);
+    let o = TraceOptions {
+        flows: 4,
+        probes_per_hop: 1,
+        ..opts(200)
+    };
+    for i in 0..30 {
+        let r = trace(&p, &net, &o).await;
+        assert!(r.reached);
+        assert!(!r.path_changed, "trace {i}: {r:#?}");
+    }
+    // A reroute is still one change.
+    net.reroute(per_probe_ecmp(true));
+    let changes: Vec<bool> = path_changes(&p, &net, &o, 4).await;
+    assert_eq!(changes, [true, false, false, false]);
+}
+
+async fn path_changes(p: &TraceProbe, net: &Net, o: &TraceOptions, n: usize) -> Vec<bool> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(trace(p, net, o).await.path_changed);
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connecting_probe_is_waited_for_no_longer_than_its_socket_waits() {
+    let net = Net::connecting(|_| {
+        vec![
+            Hop::Router("10.0.0.1", 1),
+            Hop::Silent,
+            Hop::Router("10.0.2.1", 1),
+            Hop::Dest(2),
+        ]
+    });
+    let p = probe(&net);
+    let start = Instant::now();
+    let r = trace(&p, &net, &opts(2000)).await;
+    let took = start.elapsed();
+    assert!(r.reached);
+    // The silent hop's first probe, then its others: two connect limits, not two timeouts.
+    assert!(took >= TCP_CONNECT_LIMIT * 2, "{took:?}");
+    assert!(
+        took < TCP_CONNECT_LIMIT * 2 + Duration::from_millis(50),
+        "{took:?}"
+    );
 }
