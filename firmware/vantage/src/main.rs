@@ -4,6 +4,7 @@ mod daemon;
 mod fleet;
 mod http;
 mod leds_cmd;
+mod malloc;
 mod metrics;
 mod oneshot;
 mod probe_compat;
@@ -74,6 +75,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     match cli.command {

@@ -137,7 +137,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Returns the memory freed by a hash to the system. glibc's malloc raises its mmap threshold
 /// once a large block is freed, so the next 19 MiB buffers come from the heap, and it keeps
 /// them there: 1,000 wrong logins took RSS from 12 to 145 MB on one hashing thread (seven
-/// buffers), though only one is ever in use. `malloc_trim` hands free pages back at once.
+/// buffers), though only one is ever in use. `malloc_trim` hands free pages back at once. The
+/// daemon's `malloc::tune` fixes the threshold too; this keeps any other caller (tests) bounded.
 fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
