@@ -9,7 +9,8 @@
 #             a quarter of a CPU and 128 MB, a Raspberry Pi's share. Vantage's rows then add
 #             its stored rounds' check: how many rounds' RTT was inflated (more than
 #             --inflated-us, default 1000, above the truth) and how many of those the daemon
-#             did not flag (late, cpu or memory); and the cgroup's own CPU stall share.
+#             did not flag (late, cpu or memory); each round is in the work directory's
+#             vantage-N*.rounds (kept with BENCH_KEEP=1).
 #
 # Needs root. Builds two network namespaces joined by a veth pair; the server namespace answers
 # every address of 198.18.0.0/15 (the benchmarking range, routed to its loopback as local), and
@@ -268,9 +269,11 @@ measure() {
   done
   t1=$(ticks "$tool_pid")
   win_to=$(date +%s)
-  stall=$(awk -v a="$s0" -v b="$(psi_total /proc/pressure/cpu)" -v d="$duration" \
-    'BEGIN { printf "CPU stall: whole system %.1f%% of the window", (b - a) / d / 1e4 }')
-  [ "$c0" = - ] || stall+=$(awk -v a="$c0" -v b="$(psi_total "$budget_psi")" -v d="$duration" \
+  # Slow scrapes can stretch the window past --duration.
+  local d=$(( win_to - win_from ))
+  stall=$(awk -v a="$s0" -v b="$(psi_total /proc/pressure/cpu)" -v d="$d" \
+    'BEGIN { printf "CPU stall: whole system %.1f%% of the %d s window", (b - a) / d / 1e4, d }')
+  [ "$c0" = - ] || stall+=$(awk -v a="$c0" -v b="$(psi_total "$budget_psi")" -v d="$d" \
     'BEGIN { printf ", budget cgroup %.1f%%", (b - a) / d / 1e4 }')
   cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')
   rss=$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$tool_pid/status")
@@ -316,10 +319,10 @@ stored_rounds_note() {
   for i in $(seq 1 "$step" "$n"); do
     ip netns exec "$cns" curl -fsS --max-time 60 -b "$out.jar" \
       "http://$listen/api/samples?target=$(printf 't%05d' "$i")&probe=ping&from=$win_from&to=$win_to"
-  done | jq -r '.samples[] | "\(.values.rtt_avg_seconds // "-") \((.flags // []) | join(","))"' \
-    | awk -v d="$delay_s" -v lim="$inflated_us" -v t="$(seq 1 "$step" "$n" | wc -l)" '
-      { rounds++; if ($2 != "") flagged++
-        if ($1 != "-" && ($1 - d) * 1e6 > lim) { inflated++; if ($2 == "") bare++ } }
+  done | jq -r '.samples[] | "\(.values.rtt_avg_seconds // "-") \(.flags // ["-"] | join(",")) \(.timestamp)"' \
+    | tee "$out.rounds" | awk -v d="$delay_s" -v lim="$inflated_us" -v t="$(seq 1 "$step" "$n" | wc -l)" '
+      { rounds++; if ($2 != "-") flagged++
+        if ($1 != "-" && ($1 - d) * 1e6 > lim) { inflated++; if ($2 == "-") bare++ } }
       END { printf "stored rounds of %d targets: %d, flagged %d, inflated (> %d us) %d, of them unflagged %d\n",
         t, rounds, flagged, lim, inflated, bare }'
 }
@@ -341,7 +344,7 @@ run_vantage() {
   fi
   measure 127.0.0.1:9430 "$out"
   local stored=""
-  [ "$limited" = 0 ] || stored=$(stored_rounds_note "$n" "$out" 127.0.0.1:9430)
+  [ "$budget" = 0 ] || stored=$(stored_rounds_note "$n" "$out" 127.0.0.1:9430)
   stop_tool
   # Every scrape's last-round RTTs (one packet a round: the RTT itself).
   cat "$out".scrape[1-9]* | { grep '^vantage_ping_round_rtt_seconds{.*stat="avg"' || true; } \
@@ -381,7 +384,8 @@ run_smokeping() {
     s = ""; for (k in v) s = s (s == "" ? "" : ",") k; print s }' | tr ',' '\n' | sort -g | paste -sd,)
   start_tool "$out" prometheus-smokeping-prober --config.file "$out.yml" \
     --web.listen-address 127.0.0.1:9374 --buckets "$buckets"
-  if ! wait_ready 127.0.0.1:9374 $(( n * 3 / 100 + 60 )); then
+  # Four times as long to come up in a quarter of a CPU.
+  if ! wait_ready 127.0.0.1:9374 $(( (n * 3 / 100 + 60) * (limited ? 4 : 1) )); then
     stop_tool
     report smokeping_prober "$n" "not up" - 0 0 - - -
     return
