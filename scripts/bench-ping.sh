@@ -3,7 +3,14 @@
 #
 #   scripts/bench-ping.sh [--sizes "100 1000 5000 10000"] [--duration 60] [--delay-ms 10]
 #                         [--tools "vantage smokeping fping"] [--scrape-every 15] [--nice -10]
+#                         [--budget [--inflated-us 1000]]
 #   --delay-ms 0 runs without the delay holder (the truth is then the bare veth RTT, ~50 µs).
+#   --budget runs each tool twice: without limits, then (as TOOL@budget) inside a cgroup held to
+#             a quarter of a CPU and 128 MB, a Raspberry Pi's share. Vantage's rows then add
+#             its stored rounds' check: how many rounds' RTT was inflated (more than
+#             --inflated-us, default 1000, above the truth) and how many of those the daemon
+#             did not flag (late, cpu or memory); each round is in the work directory's
+#             vantage-N*.rounds (kept with BENCH_KEEP=1).
 #
 # Needs root. Builds two network namespaces joined by a veth pair; the server namespace answers
 # every address of 198.18.0.0/15 (the benchmarking range, routed to its loopback as local), and
@@ -19,8 +26,11 @@
 #             given 25 µs buckets around the delay. fping: its per-packet output (which has
 #             0.1 ms resolution at 10 ms).
 #   lag_p99   Vantage's p99 scheduler lag, from vantage_scheduler_lag_seconds.
-# After each daemon's row, a "scrapes:" line: the median and slowest /metrics scrape of the
-# window and the size of the last one.
+# After each daemon's row, a "scrapes:" line (the median and slowest /metrics scrape of the
+# window and the size of the last one) and a "CPU stall:" line (the share of the window during
+# which some task waited for a CPU: PSI of the whole system, and of the budget cgroup); after
+# Vantage's, a "rounds:" line: rounds run in the window and those flagged, by reason
+# (vantage_probe_rounds_total, vantage_rounds_flagged_total).
 # The daemons are scraped every --scrape-every seconds, as Prometheus would; that cost is in
 # their CPU figures. Every tool runs at the same --nice level (default -10) so that unrelated
 # work on a shared machine disturbs the figures less; the delay holder runs at a real-time
@@ -34,6 +44,8 @@ delay_ms=10
 tools="vantage smokeping fping"
 scrape_every=15
 nice=-10
+budget=0
+inflated_us=1000
 while [ $# -gt 0 ]; do
   case "$1" in
     --sizes) sizes="$2"; shift 2 ;;
@@ -42,7 +54,9 @@ while [ $# -gt 0 ]; do
     --tools) tools="$2"; shift 2 ;;
     --scrape-every) scrape_every="$2"; shift 2 ;;
     --nice) nice="$2"; shift 2 ;;
-    -h|--help) sed -n "2,27p" "$0"; exit 0 ;;
+    --budget) budget=1; shift ;;
+    --inflated-us) inflated_us="$2"; shift 2 ;;
+    -h|--help) sed -n "2,36p" "$0"; exit 0 ;;
     *) echo "bench-ping.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -51,7 +65,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "bench-ping.sh: run as root (it builds network namespaces)" >&2
   exit 1
 fi
-for t in ip iptables fping prometheus-smokeping-prober curl; do
+for t in ip iptables fping prometheus-smokeping-prober curl jq; do
   command -v "$t" >/dev/null || { echo "bench-ping.sh: missing $t (run scripts/setup.sh)" >&2; exit 1; }
 done
 
@@ -66,9 +80,11 @@ cns=vbench-c-$tag
 sns=vbench-s-$tag
 work=$(mktemp -d /tmp/vbench.XXXXXX)
 pids=()
+cgroups=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  for g in "${cgroups[@]}"; do rmdir "$g" 2>/dev/null || true; done
   ip netns del "$cns" 2>/dev/null || true
   ip netns del "$sns" 2>/dev/null || true
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
@@ -157,10 +173,59 @@ scrape_note() {
     printf "scrapes: %d, median %.3f s, slowest %.3f s, last %.1f MB\n", NR, t[int((NR + 1) / 2)], t[NR], b / 1e6 }'
 }
 
-# Starts "$@" in the client namespace; sets tool_pid.
+# --budget: a cgroup held to a quarter of a CPU (25 ms of every 100 ms) and 128 MB without swap.
+# cgroup v2 with its cpu and memory controllers where the machine has them; else the v1 cpu and
+# memory hierarchies, joined by a group of the v2 hierarchy beside them (if mounted) so that the
+# tool's cgroup has pressure files of its own. Sets budget_procs (the cgroup.procs files a tool
+# joins) and budget_psi (the group's cpu.pressure, or -).
+budget_bytes=$((128 * 1024 * 1024))
+make_budget_cgroup() {
+  local name=vbench-$tag root=/sys/fs/cgroup
+  if grep -qw cpu "$root/cgroup.controllers" 2>/dev/null && grep -qw memory "$root/cgroup.controllers"; then
+    echo "+cpu +memory" >"$root/cgroup.subtree_control"
+    mkdir "$root/$name"
+    cgroups+=("$root/$name")
+    echo "25000 100000" >"$root/$name/cpu.max"
+    echo "$budget_bytes" >"$root/$name/memory.max"
+    [ ! -f "$root/$name/memory.swap.max" ] || echo 0 >"$root/$name/memory.swap.max"
+    budget_procs=("$root/$name/cgroup.procs")
+    budget_psi=$root/$name/cpu.pressure
+  elif [ -f "$root/cpu/cpu.cfs_quota_us" ] && [ -f "$root/memory/memory.limit_in_bytes" ]; then
+    mkdir "$root/cpu/$name" "$root/memory/$name"
+    cgroups+=("$root/cpu/$name" "$root/memory/$name")
+    echo 100000 >"$root/cpu/$name/cpu.cfs_period_us"
+    echo 25000 >"$root/cpu/$name/cpu.cfs_quota_us"
+    echo "$budget_bytes" >"$root/memory/$name/memory.limit_in_bytes"
+    local memsw=$root/memory/$name/memory.memsw.limit_in_bytes
+    [ ! -f "$memsw" ] || echo "$budget_bytes" >"$memsw"
+    budget_procs=("$root/cpu/$name/cgroup.procs" "$root/memory/$name/cgroup.procs")
+    budget_psi=-
+    if [ -f "$root/unified/cgroup.procs" ]; then
+      mkdir "$root/unified/$name"
+      cgroups+=("$root/unified/$name")
+      budget_procs+=("$root/unified/$name/cgroup.procs")
+      budget_psi=$root/unified/$name/cpu.pressure
+    fi
+  else
+    echo "bench-ping.sh: --budget needs cgroup v2 with the cpu and memory controllers at $root," \
+      "or cgroup v1's cpu and memory hierarchies under it: found neither" >&2
+    exit 1
+  fi
+}
+
+# What a tool starts under: nothing, or (limited=1) a shell that joins the budget cgroup first.
+limited=0
+wrap() {
+  [ "$limited" = 1 ] || return 0
+  printf '%s\0' sh -c 'for f in $0; do echo $$ >"$f"; done; exec "$@"' "${budget_procs[*]}"
+}
+
+# Starts "$@" in the client namespace; sets tool_pid. nsenter, not `ip netns exec`, which mounts
+# a sysfs of its own over /sys and so hides the cgroup files from the tool.
 start_tool() {
-  local out=$1; shift
-  nice -n "$nice" ip netns exec "$cns" "$@" >"$out.stdout" 2>"$out.stderr" &
+  local out=$1 pre=(); shift
+  mapfile -d '' pre < <(wrap)
+  nice -n "$nice" "${pre[@]}" nsenter --net="/run/netns/$cns" "$@" >"$out.stdout" 2>"$out.stderr" &
   tool_pid=$!
   pids+=("$tool_pid")
 }
@@ -180,14 +245,22 @@ wait_ready() {
   sleep 3
 }
 
+# The `some total=` µs of a PSI file.
+psi_total() { awk -F 'total=' '/^some/ { print $2 }' "$1"; }
+
 # The measurement window: scrapes at its start and every $scrape_every s to its end
-# ($out.scrape0 .. $out.scrapeN), and sets cpu (seconds used in the window) and rss (peak MB).
+# ($out.scrape0 .. $out.scrapeN), and sets cpu (seconds used in the window), rss (peak MB),
+# win_from and win_to (its bounds, seconds since the epoch) and stall (the share of the window
+# during which some task was stalled on the CPU: the whole system's, and the budget cgroup's).
 measure() {
-  local listen=$1 out=$2 start n=0 t0 t1 hz
+  local listen=$1 out=$2 start n=0 t0 t1 hz s0 c0=-
   hz=$(getconf CLK_TCK)
   [ -z "$listen" ] || timed_scrape "$listen" "$out.scrape0" "$out.times"
   t0=$(ticks "$tool_pid")
+  s0=$(psi_total /proc/pressure/cpu)
+  [ "$limited" = 0 ] || [ "$budget_psi" = - ] || c0=$(psi_total "$budget_psi")
   start=$(date +%s)
+  win_from=$start
   while [ $(( $(date +%s) - start )) -lt "$duration" ]; do
     local left=$(( duration - ($(date +%s) - start) ))
     sleep "$(( left < scrape_every ? left : scrape_every ))"
@@ -195,6 +268,13 @@ measure() {
     [ -z "$listen" ] || timed_scrape "$listen" "$out.scrape$n" "$out.times"
   done
   t1=$(ticks "$tool_pid")
+  win_to=$(date +%s)
+  # Slow scrapes can stretch the window past --duration.
+  local d=$(( win_to - win_from ))
+  stall=$(awk -v a="$s0" -v b="$(psi_total /proc/pressure/cpu)" -v d="$d" \
+    'BEGIN { printf "CPU stall: whole system %.1f%% of the %d s window", (b - a) / d / 1e4, d }')
+  [ "$c0" = - ] || stall+=$(awk -v a="$c0" -v b="$(psi_total "$budget_psi")" -v d="$d" \
+    'BEGIN { printf ", budget cgroup %.1f%%", (b - a) / d / 1e4 }')
   cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }')
   rss=$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$tool_pid/status")
   last=$out.scrape$n
@@ -216,8 +296,39 @@ window_buckets() {
   awk 'NR == FNR { a[$1] = $2; next } { print $1, $2 - a[$1] }' "$out.b0" "$out.b1"
 }
 
+# "rounds: R, flagged: late A, cpu B, memory C" over the window, from Vantage's counters.
+rounds_note() {
+  local out=$1 r reason note
+  r=$(( $(total vantage_probe_rounds_total "$last") - $(total vantage_probe_rounds_total "$out.scrape0") ))
+  note="rounds: $r, flagged:"
+  for reason in late cpu memory; do
+    local series="vantage_rounds_flagged_total{.*reason=\"$reason\""
+    note+=" $reason $(( $(total "$series" "$last") - $(total "$series" "$out.scrape0") ))"
+  done
+  echo "$note"
+}
+
+# Every window round of some targets (all up to 200, else 200 spread over them) from the
+# daemon's store (/api/samples, after taking the fresh daemon's first password): how many were
+# inflated (RTT more than --inflated-us above the truth) and how many of those carry no flag.
+stored_rounds_note() {
+  local n=$1 out=$2 listen=$3 step i
+  ip netns exec "$cns" curl -fsS -c "$out.jar" -H 'Content-Type: application/json' \
+    -d '{"password":"bench-ping-budget"}' "http://$listen/api/auth/setup" >/dev/null
+  step=$(( (n + 199) / 200 ))
+  for i in $(seq 1 "$step" "$n"); do
+    ip netns exec "$cns" curl -fsS --max-time 60 -b "$out.jar" \
+      "http://$listen/api/samples?target=$(printf 't%05d' "$i")&probe=ping&from=$win_from&to=$win_to"
+  done | jq -r '.samples[] | "\(.values.rtt_avg_seconds // "-") \(.flags // ["-"] | join(",")) \(.timestamp)"' \
+    | tee "$out.rounds" | awk -v d="$delay_s" -v lim="$inflated_us" -v t="$(seq 1 "$step" "$n" | wc -l)" '
+      { rounds++; if ($2 != "-") flagged++
+        if ($1 != "-" && ($1 - d) * 1e6 > lim) { inflated++; if ($2 == "-") bare++ } }
+      END { printf "stored rounds of %d targets: %d, flagged %d, inflated (> %d us) %d, of them unflagged %d\n",
+        t, rounds, flagged, lim, inflated, bare }'
+}
+
 run_vantage() {
-  local n=$1 out=$work/vantage-$n
+  local n=$1 out=$work/vantage-$n$label
   {
     echo '[defaults]'
     echo 'interval = "1s"'
@@ -232,6 +343,8 @@ run_vantage() {
     return
   fi
   measure 127.0.0.1:9430 "$out"
+  local stored=""
+  [ "$budget" = 0 ] || stored=$(stored_rounds_note "$n" "$out" 127.0.0.1:9430)
   stop_tool
   # Every scrape's last-round RTTs (one packet a round: the RTT itself).
   cat "$out".scrape[1-9]* | { grep '^vantage_ping_round_rtt_seconds{.*stat="avg"' || true; } \
@@ -245,11 +358,16 @@ run_vantage() {
   local lag
   lag=$(hist_quantile 0.99 "$out.lag" | awk '{ printf "%.0f", $1 * 1e6 }')
   report vantage "$n" "$cpu" "$rss" "$sent" "$recv" "$e50" "$e99" "$lag"
-  echo "  vantage $n $(scrape_note "$out.times")" | tee -a "$results"
+  {
+    echo "  vantage$label $n $(scrape_note "$out.times")"
+    echo "  vantage$label $n $(rounds_note "$out")"
+    [ -z "$stored" ] || echo "  vantage$label $n $stored"
+    echo "  vantage$label $n $stall"
+  } | tee -a "$results"
 }
 
 run_smokeping() {
-  local n=$1 out=$work/smokeping-$n
+  local n=$1 out=$work/smokeping-$n$label
   {
     echo 'targets:'
     echo '- interval: 1s'
@@ -266,7 +384,8 @@ run_smokeping() {
     s = ""; for (k in v) s = s (s == "" ? "" : ",") k; print s }' | tr ',' '\n' | sort -g | paste -sd,)
   start_tool "$out" prometheus-smokeping-prober --config.file "$out.yml" \
     --web.listen-address 127.0.0.1:9374 --buckets "$buckets"
-  if ! wait_ready 127.0.0.1:9374 $(( n * 3 / 100 + 60 )); then
+  # Four times as long to come up in a quarter of a CPU.
+  if ! wait_ready 127.0.0.1:9374 $(( (n * 3 / 100 + 60) * (limited ? 4 : 1) )); then
     stop_tool
     report smokeping_prober "$n" "not up" - 0 0 - - -
     return
@@ -281,11 +400,14 @@ run_smokeping() {
   sent=$(( $(total smokeping_requests_total "$last") - $(total smokeping_requests_total "$out.scrape0") ))
   recv=$(( $(total smokeping_response_duration_seconds_count "$last") - $(total smokeping_response_duration_seconds_count "$out.scrape0") ))
   report smokeping_prober "$n" "$cpu" "$rss" "$sent" "$recv" "$e50" "$e99" "-"
-  echo "  smokeping_prober $n $(scrape_note "$out.times")" | tee -a "$results"
+  {
+    echo "  smokeping_prober$label $n $(scrape_note "$out.times")"
+    echo "  smokeping_prober$label $n $stall"
+  } | tee -a "$results"
 }
 
 run_fping() {
-  local n=$1 out=$work/fping-$n
+  local n=$1 out=$work/fping-$n$label
   for i in $(seq "$n"); do addr "$i"; done >"$out.targets"
   # One request per target a second, spread evenly: the gap between any two sends is 1 s / N.
   local gap
@@ -308,18 +430,29 @@ results=$work/results
 report() {
   local tool=$1 n=$2 cpu=$3 rss=$4 sent=$5 recv=$6 e50=$7 e99=$8 lag=$9 loss
   loss=$(awk -v s="$sent" -v r="$recv" 'BEGIN { if (s > 0) printf "%.2f%%", 100 * (s - r) / s; else print "-" }')
-  printf '%-17s %7s %8s %8s %9s %10s %10s %10s %12s\n' "$tool" "$n" "$cpu" "$rss" "$loss" "$e50" "$e99" "$lag" "$sent" | tee -a "$results"
+  printf '%-17s %7s %8s %8s %9s %10s %10s %10s %12s\n' "$tool$label" "$n" "$cpu" "$rss" "$loss" "$e50" "$e99" "$lag" "$sent" | tee -a "$results"
 }
 
 echo "ping benchmark: ${duration}s per run, 1 s interval, ${delay_ms} ms NFQUEUE delay, $(nproc) CPUs, kernel $(uname -r)"
+limits=0
+label=""
+if [ "$budget" = 1 ]; then
+  make_budget_cgroup
+  limits="0 1"
+  echo "TOOL@budget: 0.25 CPU and 128 MB, cgroups ${budget_procs[*]%/cgroup.procs}"
+fi
 printf '%-17s %7s %8s %8s %9s %10s %10s %10s %12s\n' tool targets cpu_s rss_mb loss err_p50us err_p99us lag_p99us requests
 for n in $sizes; do
   for t in $tools; do
-    case "$t" in
-      vantage) run_vantage "$n" ;;
-      smokeping) run_smokeping "$n" ;;
-      fping) run_fping "$n" ;;
-      *) echo "unknown tool $t" >&2; exit 2 ;;
-    esac
+    for limited in $limits; do
+      label=""
+      [ "$limited" = 0 ] || label=@budget
+      case "$t" in
+        vantage) run_vantage "$n" ;;
+        smokeping) run_smokeping "$n" ;;
+        fping) run_fping "$n" ;;
+        *) echo "unknown tool $t" >&2; exit 2 ;;
+      esac
+    done
   done
 done

@@ -47,7 +47,7 @@ by_crate() {
     }
     END {
       for (c in sum) printf "%10d  %5.1f%%  %s\n", sum[c], 100 * sum[c] / total, c
-    }' | sort -rn | head -25
+    }' | sort -rn | head -25 || true  # head closes the pipe early (141 under pipefail)
 }
 
 contributors() {
@@ -63,7 +63,7 @@ contributors() {
   echo
   echo "largest symbols:"
   nm -S --size-sort -C -r "$bin" | awk "$hex"'NF >= 4 { printf "%10d %s\n", hex($2), substr($0, index($0, $4)) }' \
-    | cut -c1-150 | head -15
+    | cut -c1-150 | head -15 || true
 }
 
 if [ "${1:-}" = --contributors ]; then

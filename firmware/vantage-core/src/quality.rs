@@ -1,14 +1,17 @@
 //! Measurement quality: whether a round ran on an overloaded probe rather than a slow network.
 //!
 //! A round is flagged [`RoundQuality::LATE`] when it started more than [`LATE_THRESHOLD`] after
-//! its plan, and [`RoundQuality::CPU`] / [`RoundQuality::MEMORY`] when tasks of the device were
-//! stalled on that resource for more than [`STALL_THRESHOLD`] of the round (Linux PSI, the
-//! `some` line of `/proc/pressure/{cpu,memory}`). Such rounds' RTTs may include the probe's own
-//! delays. The share is taken between the readings at the round's start and end, which may be
+//! its plan, and [`RoundQuality::CPU`] / [`RoundQuality::MEMORY`] when tasks were stalled on
+//! that resource for more than [`STALL_THRESHOLD`] of the round (Linux PSI, the `some` line of
+//! `cpu.pressure` and `memory.pressure`): the tasks of the daemon's own cgroup v2 where it runs
+//! in one (a systemd service, a container, a CPU quota: the cgroup's file counts the quota's
+//! throttling, which the whole system's does not), else of the whole device
+//! (`/proc/pressure/*`). Such rounds' RTTs may include the probe's own delays. The share is taken between the readings at the round's start and end, which may be
 //! up to [`PSI_READ_INTERVAL`] old: the files are read at most that often, whatever the number
 //! of targets.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -142,22 +145,57 @@ pub trait Pressure: Send + Sync + fmt::Debug + 'static {
     fn stalled(&self, resource: Resource) -> Option<Stall>;
 }
 
-/// The kernel's PSI files, `/proc/pressure/cpu` and `/proc/pressure/memory`, each read at most
-/// once per [`PSI_READ_INTERVAL`].
-#[derive(Debug, Default)]
+/// The whole device's PSI files.
+pub const SYSTEM_PSI_DIR: &str = "/proc/pressure";
+
+/// The kernel's PSI files `cpu.pressure` and `memory.pressure` of one directory (see
+/// [`psi_dir`]), each read at most once per [`PSI_READ_INTERVAL`].
+#[derive(Debug)]
 pub struct ProcPressure {
+    /// The CPU and the memory file.
+    paths: [PathBuf; 2],
     /// The last reading of the CPU and of the memory counter.
     last: [Mutex<Option<Stall>>; 2],
     /// The missing files were reported.
     reported: AtomicBool,
 }
 
+/// The files of [`psi_dir`]: the daemon's cgroup's where it has its own, else the device's.
+impl Default for ProcPressure {
+    fn default() -> Self {
+        let dir = psi_dir();
+        tracing::debug!(
+            "rounds are judged by the stall counters in {}",
+            dir.display()
+        );
+        Self::in_dir(&dir)
+    }
+}
+
+impl ProcPressure {
+    /// The counters of `dir`: [`SYSTEM_PSI_DIR`] (`cpu`, `memory`) or a cgroup v2 directory
+    /// (`cpu.pressure`, `memory.pressure`).
+    pub fn in_dir(dir: &Path) -> Self {
+        let (cpu, memory) = if dir == Path::new(SYSTEM_PSI_DIR) {
+            ("cpu", "memory")
+        } else {
+            ("cpu.pressure", "memory.pressure")
+        };
+        Self {
+            paths: [dir.join(cpu), dir.join(memory)],
+            last: Default::default(),
+            reported: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Pressure for ProcPressure {
     fn stalled(&self, resource: Resource) -> Option<Stall> {
-        let (path, slot) = match resource {
-            Resource::Cpu => ("/proc/pressure/cpu", &self.last[0]),
-            Resource::Memory => ("/proc/pressure/memory", &self.last[1]),
+        let i = match resource {
+            Resource::Cpu => 0,
+            Resource::Memory => 1,
         };
+        let (path, slot) = (&self.paths[i], &self.last[i]);
         let now = Instant::now();
         let mut last = slot.lock_or_recover();
         if let Some(s) = *last
@@ -173,14 +211,56 @@ impl Pressure for ProcPressure {
             Err(e) => {
                 if !self.reported.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        "{path}: {e}; rounds are not checked for CPU or memory pressure \
-                         (a kernel without PSI)"
+                        "{}: {e}; rounds are not checked for CPU or memory pressure \
+                         (a kernel without PSI)",
+                        path.display()
                     );
                 }
                 None
             }
         }
     }
+}
+
+/// Where this process's stall counters are: its cgroup v2 directory when its `cpu.pressure`
+/// reads (from `/proc/self/cgroup` and the cgroup2 mount of `/proc/self/mountinfo`), else
+/// [`SYSTEM_PSI_DIR`]. A CPU quota's throttling shows only in the cgroup's own file; the root
+/// cgroup's file is the device's, and a container's root is the container's.
+pub fn psi_dir() -> PathBuf {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    choose_psi_dir(cgroup_dir(
+        &read("/proc/self/cgroup"),
+        &read("/proc/self/mountinfo"),
+    ))
+}
+
+/// `cgroup` when its `cpu.pressure` has a `some` line, else [`SYSTEM_PSI_DIR`] (no cgroup v2
+/// mounted, or PSI switched off for cgroups).
+fn choose_psi_dir(cgroup: Option<PathBuf>) -> PathBuf {
+    cgroup
+        .filter(|d| {
+            std::fs::read_to_string(d.join("cpu.pressure")).is_ok_and(|t| some_total(&t).is_some())
+        })
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_PSI_DIR))
+}
+
+/// The cgroup v2 directory of a process from its `/proc/PID/cgroup` (the `0::` line) and
+/// `/proc/PID/mountinfo` (the cgroup2 mount: `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+/// beside v1 hierarchies); `None` without either.
+fn cgroup_dir(proc_cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
+    let rel = proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim()
+        .trim_start_matches('/');
+    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER".
+    let mount = mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next() == Some("cgroup2"))
+            .then(|| left.split_whitespace().nth(4))
+            .flatten()
+    })?;
+    Some(Path::new(mount).join(rel))
 }
 
 /// The `total=` µs figure of the `some` line of a PSI file.
@@ -286,7 +366,7 @@ mod tests {
 
     #[test]
     fn the_kernels_counters_are_read_where_psi_exists() {
-        let p = ProcPressure::default();
+        let p = ProcPressure::in_dir(Path::new(SYSTEM_PSI_DIR));
         for (r, path) in [
             (Resource::Cpu, "/proc/pressure/cpu"),
             (Resource::Memory, "/proc/pressure/memory"),
@@ -301,6 +381,81 @@ mod tests {
                 assert!(b.total >= a.total && b.at >= a.at, "{a:?} {b:?}");
             }
         }
+    }
+
+    const HYBRID_MOUNTINFO: &str = "\
+        24 30 0:22 / /sys rw,nosuid - sysfs sysfs rw\n\
+        36 24 0:31 / /sys/fs/cgroup rw shared:9 - tmpfs tmpfs ro,mode=755\n\
+        37 36 0:32 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate\n\
+        38 36 0:33 / /sys/fs/cgroup/cpu rw,nosuid shared:11 - cgroup cgroup rw,cpu\n";
+
+    #[test]
+    fn the_cgroup_v2_directory_comes_from_proc_self_cgroup_and_the_cgroup2_mount() {
+        let unified = "4:memory:/x\n1:cpu:/\n0::/system.slice/vantage.service\n";
+        assert_eq!(
+            cgroup_dir(unified, HYBRID_MOUNTINFO),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/unified/system.slice/vantage.service"
+            ))
+        );
+        let v2 = "29 1 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup_dir("0::/bench\n", v2),
+            Some(PathBuf::from("/sys/fs/cgroup/bench"))
+        );
+        assert_eq!(
+            cgroup_dir("0::/\n", v2),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        // v1 only, or no cgroup2 mount.
+        assert_eq!(cgroup_dir("1:cpu:/a\n", v2), None);
+        assert_eq!(
+            cgroup_dir("0::/a\n", "24 30 0:22 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
+    }
+
+    /// A fresh directory under the system's temporary one.
+    fn scratch_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vantage-psi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn write_psi(dir: &Path, cpu_total_us: u64) {
+        let line = |t: u64| format!("some avg10=0.00 avg60=0.00 avg300=0.00 total={t}\n");
+        std::fs::write(dir.join("cpu.pressure"), line(cpu_total_us)).unwrap();
+        std::fs::write(dir.join("memory.pressure"), line(0)).unwrap();
+    }
+
+    #[test]
+    fn a_cgroup_directory_is_used_only_where_its_cpu_pressure_reads() {
+        let d = scratch_dir("choose");
+        assert_eq!(choose_psi_dir(Some(d.clone())), Path::new(SYSTEM_PSI_DIR));
+        std::fs::write(d.join("cpu.pressure"), "").unwrap();
+        assert_eq!(choose_psi_dir(Some(d.clone())), Path::new(SYSTEM_PSI_DIR));
+        write_psi(&d, 5);
+        assert_eq!(choose_psi_dir(Some(d.clone())), d);
+        assert_eq!(choose_psi_dir(None), Path::new(SYSTEM_PSI_DIR));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_round_throttled_in_its_cgroup_is_flagged_from_the_cgroups_file() {
+        let d = scratch_dir("throttled");
+        write_psi(&d, 1_000_000);
+        let p = ProcPressure::in_dir(&d);
+        let mark = PressureMark::take(&p);
+        // Past the reuse interval, so the end of the round reads the files again: 1,000 s of
+        // stall in a round of at most minutes.
+        std::thread::sleep(PSI_READ_INTERVAL * 2);
+        write_psi(&d, 1_001_000_000);
+        assert_eq!(mark.flags(&p), RoundQuality::CPU);
+        let mark = PressureMark::take(&p);
+        std::thread::sleep(PSI_READ_INTERVAL * 2);
+        assert_eq!(mark.flags(&p), RoundQuality::empty(), "no stall since");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
