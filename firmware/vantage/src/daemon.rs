@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use vantage_core::{Config, ConfigErrors, JobKey, Observer, Probe, Runner, Sample, defaults};
 
 use crate::fleet::{self, announce::Announcer, provisioning, uplink};
@@ -15,98 +16,10 @@ use vantage_leds::{Health, LedObserver, Leds, Notifier, Pattern, Supervisor};
 use crate::metrics::{DeviceSeries, LedCollector, Metrics};
 use crate::storage::Storage;
 
+use crate::config_source::ConfigSource;
+
 /// Rounds run on demand at once (`/probe`, "Test now", "Run now"); more get `429`.
 pub const ON_DEMAND_ROUNDS: usize = 64;
-/// The config a device runs when none is given: pings loopback, so it works anywhere.
-pub const EMBEDDED_CONFIG: &str = include_str!("../vantage.toml");
-
-/// Where the config comes from.
-#[derive(Debug, Clone)]
-pub enum ConfigSource {
-    File(PathBuf),
-    Embedded,
-    /// No `--config`: the file the web page saves in the data directory; until the first save
-    /// creates it, `default` (the packaged `/etc/vantage/vantage.toml`) if given and present,
-    /// else the embedded config.
-    DataDir {
-        path: PathBuf,
-        default: Option<PathBuf>,
-    },
-}
-
-impl ConfigSource {
-    /// What runs when nothing has been saved in the data directory yet: a file or the
-    /// embedded config.
-    pub fn fallback(default: &Option<PathBuf>) -> ConfigSource {
-        match default {
-            Some(d) if d.exists() => ConfigSource::File(d.clone()),
-            _ => ConfigSource::Embedded,
-        }
-    }
-
-    /// The source that is in effect now, with the data directory's fallback resolved.
-    pub fn current(&self) -> ConfigSource {
-        match self {
-            ConfigSource::DataDir { path, .. } if path.exists() => ConfigSource::File(path.clone()),
-            ConfigSource::DataDir { default, .. } => Self::fallback(default),
-            other => other.clone(),
-        }
-    }
-
-    pub fn load(&self) -> Result<Config, ConfigErrors> {
-        match self.current() {
-            ConfigSource::File(p) => Config::load(&p),
-            _ => Config::parse(EMBEDDED_CONFIG, "<embedded default config>"),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        let shown = match self.current() {
-            ConfigSource::File(p) => p.display().to_string(),
-            _ => "the embedded default config".into(),
-        };
-        match self {
-            ConfigSource::DataDir { path, .. } if !path.exists() => {
-                format!("{shown} (the web page saves to {})", path.display())
-            }
-            _ => shown,
-        }
-    }
-}
-
-/// How a command picks its config: `--config`, or the data directory's file with an optional
-/// packaged default. Shared by `run` and `leds` so both see the same config.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConfigArgs {
-    /// Config file (TOML), used as is; the web page saves its edits to it. Without it: the file
-    /// the web page saves in the data directory, or until then --default-config, or the
-    /// embedded default config (which pings 127.0.0.1 and ::1).
-    #[arg(
-        long,
-        short = 'c',
-        env = "VANTAGE_CONFIG",
-        conflicts_with = "default_config"
-    )]
-    pub config: Option<PathBuf>,
-    /// The config to run until the web page saves one in the data directory: the packaged
-    /// /etc/vantage/vantage.toml. The embedded default config if the file does not exist.
-    #[arg(long, env = "VANTAGE_DEFAULT_CONFIG", value_name = "FILE")]
-    pub default_config: Option<PathBuf>,
-}
-
-impl ConfigArgs {
-    pub fn source(self, data_dir: Option<&std::path::Path>) -> ConfigSource {
-        match (self.config, data_dir) {
-            (Some(p), _) => ConfigSource::File(p),
-            (None, Some(dir)) => ConfigSource::DataDir {
-                path: dir.join(crate::web::CONFIG_FILE_NAME),
-                default: self.default_config,
-            },
-            (None, None) => ConfigSource::fallback(&self.default_config),
-        }
-    }
-}
-
 /// Hands every sample to several observers (metrics, store, LEDs).
 pub struct Fanout(pub Vec<Arc<dyn Observer>>);
 
@@ -134,8 +47,8 @@ pub struct Daemon {
     pub runner: Runner,
     /// The config in effect: the local file plus provisioned targets.
     pub config: Mutex<Arc<Config>>,
-    /// The device's own config file, as loaded.
-    local: Mutex<Arc<Config>>,
+    /// The device's own config file, as loaded; the fleet loops follow it.
+    local: watch::Sender<Arc<Config>>,
     pub provisioning: Arc<provisioning::State>,
     announcer: Option<Announcer>,
     /// Serialises applying configs: a reload and a provisioning fetch may finish together, and
@@ -200,7 +113,7 @@ impl Daemon {
             metrics,
             runner,
             config: Mutex::new(Arc::new(Config::default())),
-            local: Mutex::new(Arc::new(Config::default())),
+            local: watch::Sender::new(Arc::new(Config::default())),
             provisioning: provisioning.clone(),
             announcer: announce_port.map(Announcer::new),
             apply_lock: Mutex::new(()),
@@ -213,8 +126,20 @@ impl Daemon {
         });
         daemon.apply(config);
         daemon.metrics.reload_result(true);
-        tokio::spawn(uplink::run(Arc::downgrade(&daemon), uplink));
-        tokio::spawn(provisioning::run(Arc::downgrade(&daemon), provisioning));
+        tokio::spawn(uplink::run(daemon.local.subscribe(), uplink));
+        let (reapply, mut reapplies) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(provisioning::run(
+            daemon.local.subscribe(),
+            reapply,
+            provisioning,
+        ));
+        let weak = Arc::downgrade(&daemon);
+        tokio::spawn(async move {
+            while reapplies.recv().await.is_some() {
+                let Some(d) = weak.upgrade() else { return };
+                d.reapply();
+            }
+        });
         daemon
     }
 
@@ -232,7 +157,7 @@ impl Daemon {
         if let Some(a) = &self.announcer {
             a.apply(&local);
         }
-        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(local);
+        self.local.send_replace(Arc::new(local));
         // Series first, so the first samples of new targets find them.
         self.metrics.apply(&config);
         if let Some(s) = &self.storage {
@@ -263,7 +188,7 @@ impl Daemon {
 
     /// The device's own config, without provisioned targets.
     pub fn local_config(&self) -> Arc<Config> {
-        self.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.local.borrow().clone()
     }
 
     /// Applies the local config again, after the provisioned targets changed.

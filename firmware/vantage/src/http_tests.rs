@@ -9,7 +9,8 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::router;
-use crate::daemon::{ConfigSource, Daemon};
+use crate::config_source::ConfigSource;
+use crate::daemon::Daemon;
 
 /// A target on loopback whose first round is hours away, so its series are only the initial ones.
 const IDLE: &str = r#"

@@ -1,5 +1,6 @@
 //! The `vantage` command.
 
+mod config_source;
 mod daemon;
 mod fleet;
 mod http;
@@ -34,7 +35,7 @@ enum Command {
     /// Run the daemon: probe the configured targets and serve /metrics.
     Run {
         #[command(flatten)]
-        config: daemon::ConfigArgs,
+        config: config_source::ConfigArgs,
         /// Address to serve HTTP on.
         #[arg(long, short = 'l', env = "VANTAGE_LISTEN", default_value = "[::]:9430")]
         listen: SocketAddr,

@@ -33,10 +33,6 @@ use crate::daemon::Daemon;
 pub use history::{HistorySource, MemoryHistory, StoreHistory};
 pub use server::serve_http;
 
-/// Name of the config file the page creates in the data directory when the daemon runs
-/// without `--config`.
-pub const CONFIG_FILE_NAME: &str = "vantage.toml";
-
 /// State of the web page: the daemon, the admin credentials and sessions, the page's settings.
 pub struct Web {
     pub daemon: Arc<Daemon>,

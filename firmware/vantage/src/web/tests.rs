@@ -37,7 +37,8 @@ use vantage_core::{Config, Measurement, PingReport, ProbeKind, Sample};
 use super::api::ROUTES;
 use super::auth::{HashParams, SESSION_IDLE};
 use super::{MemoryHistory, Web};
-use crate::daemon::{ConfigSource, Daemon};
+use crate::config_source::ConfigSource;
+use crate::daemon::Daemon;
 
 const PASSWORD: &str = "correct horse battery staple";
 const HOST: &str = "192.0.2.10:9430";
