@@ -1,5 +1,6 @@
 //! The `vantage` command.
 
+mod apply;
 mod config_source;
 mod daemon;
 mod fleet;
@@ -9,6 +10,7 @@ mod metrics;
 mod oneshot;
 mod probe_compat;
 mod probe_guard;
+mod state;
 mod storage;
 mod web;
 

@@ -433,7 +433,7 @@ async fn change_password(
 // ---- status and history ----
 
 fn leds_json(web: &Web) -> Value {
-    let snap = web.daemon.leds.snapshot();
+    let snap = web.state.leds.snapshot();
     json!({ "configured": !snap.leds.is_empty(), "state": snap })
 }
 
@@ -471,7 +471,7 @@ struct Status<'a> {
 async fn status(State(web): State<Arc<Web>>) -> ApiResult<Response> {
     // The history may come from the store on disk: off the async workers.
     tokio::task::spawn_blocking(move || {
-        let cfg = web.daemon.config();
+        let cfg = web.state.config();
         Json(status_of(&web, &cfg)).into_response()
     })
     .await
@@ -517,8 +517,8 @@ fn status_of<'a>(web: &Web, cfg: &'a Config) -> Status<'a> {
                 .collect(),
         })
         .collect();
-    let loc = ConfigLocation::of(&web.daemon.source);
-    let mut storage = web.daemon.storage.as_ref().map_or_else(
+    let loc = ConfigLocation::of(&web.state.source);
+    let mut storage = web.state.storage.as_ref().map_or_else(
         || json!({ "store": { "configured": false }, "remote_write": { "configured": false } }),
         |s| s.status_json(),
     );
@@ -527,7 +527,7 @@ fn status_of<'a>(web: &Web, cfg: &'a Config) -> Status<'a> {
         device: json!({
             "version": env!("CARGO_PKG_VERSION"),
             "hostname": device::hostname(),
-            "uptime_seconds": web.daemon.uptime().as_secs(),
+            "uptime_seconds": web.state.uptime().as_secs(),
             "addresses": device::addresses(),
             "time": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         }),
@@ -540,7 +540,7 @@ fn status_of<'a>(web: &Web, cfg: &'a Config) -> Status<'a> {
         store: storage["store"].take(),
         remote_write: storage["remote_write"].take(),
         leds: leds_json(web),
-        provisioning: web.daemon.provisioning.status(),
+        provisioning: web.state.provisioning.status(),
         history_minutes: BUCKETS as u64 * BUCKET.as_secs() / 60,
         targets,
     }
@@ -584,7 +584,7 @@ async fn history(
             vec![FieldError::new("probe", m)],
         )
     })?;
-    let cfg = web.daemon.config();
+    let cfg = web.state.config();
     let Some(t) = cfg.target(&q.target) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -616,7 +616,7 @@ async fn history(
 // ---- targets ----
 
 pub(super) fn location(web: &Web) -> ConfigLocation {
-    ConfigLocation::of(&web.daemon.source)
+    ConfigLocation::of(&web.state.source)
 }
 
 pub(super) fn read_text(loc: &ConfigLocation) -> ApiResult<String> {
@@ -627,10 +627,10 @@ pub(super) fn read_text(loc: &ConfigLocation) -> ApiResult<String> {
 async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     let loc = location(&web);
     let text = read_text(&loc)?;
-    let running = web.daemon.config();
+    let running = web.state.config();
     // Compared with the local config: provisioned targets are not in the file.
     let (file_errors, matches) = match vantage_core::Config::parse(&text, &loc.display()) {
-        Ok(c) => (Vec::new(), c == *web.daemon.local_config()),
+        Ok(c) => (Vec::new(), c == *web.state.local_config()),
         Err(e) => (e.errors, false),
     };
     let raw = raw_targets(&text).unwrap_or_default();
@@ -652,7 +652,7 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
         "running_matches_file": matches,
         "targets": targets,
         // Targets from central provisioning: running, not in the file, not editable here.
-        "provisioned": web.daemon.provisioning.status().targets,
+        "provisioned": web.state.provisioning.status().targets,
     })))
 }
 
@@ -749,7 +749,7 @@ pub(super) async fn save_with(
         // The admin needs the reason (e.g. a read-only directory) to fix it.
         .map_err(|e| ApiError::internal(&format!("cannot save {}: {e}", path.display()), &e))?;
     tracing::info!(path = %path.display(), "config saved from the web page");
-    if let Err(e) = web.daemon.reload() {
+    if let Err(e) = web.state.reload() {
         return Err(ApiError::internal("the saved config did not reload", e));
     }
     Ok(json!({ "revision": revision(&new), "path": path.display().to_string() }))
@@ -792,7 +792,7 @@ async fn test_target(
     check_files(&web, &body, "target").await?;
     let text = read_text(&location(&web))?;
     let target = validate_alone(&text, &body).map_err(edit_error)?;
-    let Ok(_permit) = web.daemon.probe_permits.try_acquire() else {
+    let Ok(_permit) = web.state.probe_permits.try_acquire() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many probes running on demand; try again",
@@ -801,7 +801,7 @@ async fn test_target(
     let target = Arc::new(target);
     let mut results = Vec::new();
     for (kind, _) in &target.probes {
-        let Some(prober) = web.daemon.runner.probe(*kind) else {
+        let Some(prober) = web.state.runner.probe(*kind) else {
             results.push(json!({ "probe": kind, "success": false,
                 "error": format!("the {kind} probe is not available in this version") }));
             continue;
@@ -894,7 +894,7 @@ async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
 }
 
 async fn reload(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    match web.daemon.reload() {
+    match web.state.reload() {
         Ok(()) => Ok(Json(json!({ "reloaded": true }))),
         Err(e) => Err(ApiError::fields(
             StatusCode::UNPROCESSABLE_ENTITY,
