@@ -15,8 +15,8 @@ use vantage_core::ProbeKind;
 use vantage_store::{Agg, Dist, HopAgg, rollup::NO_RCODE};
 
 use super::Web;
-use super::api::{ApiError, ApiResult};
 use super::config_file::FieldError;
+use super::error::{ApiError, ApiResult};
 
 /// The ranges the page offers: name, length and bucket width in seconds (about 60 to 360
 /// buckets, each a whole number of the store's minutes).

@@ -20,9 +20,9 @@ use base64::Engine;
 use vantage_core::Host;
 
 use super::Web;
-use super::api::ApiError;
 use super::auth::{Session, constant_time_eq};
 use super::device;
+use super::error::ApiError;
 use super::settings::{ScrapeAuth, Settings, cidr_contains, name_matches, parse_cidr};
 use crate::probe_guard::Allowlist;
 

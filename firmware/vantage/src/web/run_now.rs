@@ -26,8 +26,8 @@ use vantage_core::{
 };
 
 use super::Web;
-use super::api::{ApiError, ApiResult};
 use super::config_file::FieldError;
+use super::error::{ApiError, ApiResult};
 
 /// Echo requests of a ping run.
 pub const RUN_PINGS: u32 = 20;

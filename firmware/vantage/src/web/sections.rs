@@ -20,11 +20,12 @@ use vantage_core::config::{LedBackendKind, LedRole, LedsConfig, StoreConfig};
 use vantage_core::{Config, defaults};
 
 use super::Web;
-use super::api::{ApiError, ApiResult, JsonBody, check_files, location, read_text, save_with};
 use super::config_file::{
     Edit, EditError, LEDS_ORDER, REMOTE_WRITE, STORE_ORDER, apply_list_edit, apply_section_edit,
     raw_items, raw_section, revision,
 };
+use super::error::{ApiError, ApiResult, JsonBody};
+use super::saving::{check_files, location, read_text, redact_endpoint_errors, save_with};
 use super::secrets::{mask_endpoint, redact_text, unmask_endpoint};
 
 pub fn routes(r: Router<Arc<Web>>) -> Router<Arc<Web>> {
@@ -158,7 +159,7 @@ async fn get_remote_write(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>>
         .storage
         .as_ref()
         .map_or(Value::Null, |s| s.status_json()["remote_write"].take());
-    super::api::redact_endpoint_errors(&mut shipping);
+    redact_endpoint_errors(&mut shipping);
     let states = shipping["endpoints"]
         .as_array()
         .cloned()
