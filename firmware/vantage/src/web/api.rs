@@ -32,8 +32,9 @@ use super::saving::{
     check_files, edit_error_for, location, read_text, redact_endpoint_errors, save_with,
 };
 use super::secrets::redact_text;
+use super::server::OverTls;
 use super::settings::{ScrapeAuth, Settings};
-use super::tls::{MAX_PEM, OverTls};
+use super::tls::MAX_PEM;
 
 /// "Test now" never runs longer than this, whatever the target's options.
 const TEST_NOW_LIMIT: Duration = Duration::from_secs(15);
