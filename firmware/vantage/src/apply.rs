@@ -295,3 +295,46 @@ fn boot_grace(config: &Config) -> Duration {
         .unwrap_or(Duration::ZERO);
     (longest + Duration::from_secs(5)).min(Duration::from_secs(300))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n";
+
+    fn names(c: &Config) -> Vec<&str> {
+        c.targets.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// A reload reaches the handlers' view and the fleet loops' watch; a broken file keeps
+    /// the running config; a reapply keeps the local one.
+    #[tokio::test]
+    async fn reloads_reach_the_state_and_the_local_watch() {
+        let dir = std::env::temp_dir().join(format!("vantage-apply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vantage.toml");
+        std::fs::write(&path, ONE).unwrap();
+        let source = ConfigSource::File(path.clone());
+        let built = build(source.clone(), source.load().unwrap(), Wiring::default());
+        let (state, applier) = (&built.state, &built.applier);
+        let mut local = applier.local();
+        assert_eq!(names(&state.config()), ["a"]);
+
+        let two = ONE.to_string() + &ONE.replace("\"a\"", "\"b\"");
+        std::fs::write(&path, two).unwrap();
+        state.reload().unwrap();
+        assert_eq!(names(&state.config()), ["a", "b"]);
+        assert_eq!(names(&state.local_config()), ["a", "b"]);
+        assert!(local.has_changed().unwrap());
+        assert_eq!(names(&local.borrow_and_update()), ["a", "b"]);
+
+        std::fs::write(&path, "[[targets]]\nname = 1\n").unwrap();
+        assert!(state.reload().is_err());
+        assert_eq!(names(&state.config()), ["a", "b"]);
+        assert!(!local.has_changed().unwrap());
+
+        applier.reapply();
+        assert_eq!(names(&state.config()), ["a", "b"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -269,6 +269,25 @@ pub async fn run(local: watch::Receiver<Arc<Config>>, metrics: Arc<UplinkMetrics
 mod tests {
     use super::*;
 
+    /// The loop follows the local config's watch and ends once its sender is gone (the
+    /// device's parts dropped), as it ended with the daemon before.
+    #[tokio::test]
+    async fn the_loop_ends_when_the_local_config_is_gone() {
+        let local = watch::Sender::new(Arc::new(Config::default()));
+        let metrics = UplinkMetrics::new(&prometheus::Registry::new());
+        let task = tokio::spawn(run(local.subscribe(), metrics));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !task.is_finished(),
+            "uplink off: the loop waits for a config"
+        );
+        drop(local);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop ends within a second of the sender going")
+            .unwrap();
+    }
+
     const ROUTE: &str =
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t0102000A\t0003\t0\t0\t100\t00000000\t0\t0\t0
