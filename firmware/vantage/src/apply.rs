@@ -253,7 +253,7 @@ fn start_runner(
 
 /// Opens the configured LEDs; one that cannot be opened is logged and left out, since probing
 /// matters more than a lamp.
-pub fn start_leds(config: &Config) -> Leds {
+fn start_leds(config: &Config) -> Leds {
     let cfg = &config.leds;
     let mut leds = Vec::new();
     for l in &cfg.leds {
