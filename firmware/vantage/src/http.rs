@@ -16,10 +16,10 @@ use vantage_core::{
     ProbeRequest, Target, TraceOptions, TraceProtocol, defaults,
 };
 
-use crate::daemon::Daemon;
 use crate::metrics::{TargetSeries, write_targets};
 use crate::probe_compat;
 use crate::probe_guard::{Allowlist, ProbeGuard, Refusal};
+use crate::state::AppState;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
@@ -27,7 +27,7 @@ const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
 /// Used when a `/probe` request does not say how long Prometheus waits.
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn router(daemon: Arc<Daemon>) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/probe", get(probe))
@@ -37,12 +37,15 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/provisioning", get(provisioning))
         .route("/api/identify", post(identify))
         .route("/api/leds", get(leds))
-        .route("/api/samples", get(crate::storage::samples))
+        .route(
+            "/api/samples",
+            get(crate::storage::samples).with_state(state.storage.clone()),
+        )
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .with_state(daemon)
+        .with_state(state)
 }
 
-async fn metrics(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+async fn metrics(State(d): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let gzip = accepts_gzip(&headers);
     let scrape = headers.contains_key("x-prometheus-scrape-timeout-seconds");
     // Rendering thousands of targets takes a while: off the async workers, so that probes
@@ -115,11 +118,11 @@ pub(crate) fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
 }
 
 /// Where the provisioned targets stand: applied, overridden by local ones, last error.
-async fn provisioning(State(d): State<Arc<Daemon>>) -> Response {
+async fn provisioning(State(d): State<Arc<AppState>>) -> Response {
     axum::Json(d.provisioning.status()).into_response()
 }
 
-async fn reload(State(d): State<Arc<Daemon>>) -> Response {
+async fn reload(State(d): State<Arc<AppState>>) -> Response {
     match d.reload() {
         Ok(()) => (StatusCode::OK, "config reloaded\n").into_response(),
         Err(e) => (
@@ -133,7 +136,7 @@ async fn reload(State(d): State<Arc<Daemon>>) -> Response {
 /// `POST /api/identify[?seconds=N]`: blink every LED fast to find the device; `seconds=0`
 /// stops. Same access as `/-/reload`.
 async fn identify(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let duration = match q.get("seconds").map(|s| s.trim()) {
@@ -153,7 +156,7 @@ async fn identify(
 }
 
 /// `GET /api/leds`: what each LED shows and why.
-async fn leds(State(d): State<Arc<Daemon>>) -> Response {
+async fn leds(State(d): State<Arc<AppState>>) -> Response {
     axum::Json(d.leds.snapshot()).into_response()
 }
 
@@ -307,7 +310,7 @@ fn dns_options(kind: ProbeKind, q: &HashMap<String, String>) -> Result<Option<Dn
 /// `/probe`: one round of the kind `module` names, answered with its gauges; a blackbox
 /// module name answers with blackbox's names ([`probe_compat`]).
 async fn probe(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
     allow: Option<Extension<Allowlist>>,
     headers: HeaderMap,

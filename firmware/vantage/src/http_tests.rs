@@ -9,7 +9,8 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::router;
-use crate::daemon::{ConfigSource, Daemon};
+use crate::config_source::ConfigSource;
+use crate::state::AppState;
 
 /// A target on loopback whose first round is hours away, so its series are only the initial ones.
 const IDLE: &str = r#"
@@ -57,15 +58,13 @@ fn idle_with_high_ports() -> String {
     )
 }
 
-fn daemon_with(text: &str, dir: &TempDir) -> Arc<Daemon> {
+fn state_with(text: &str, dir: &TempDir) -> Arc<AppState> {
     let path = dir.0.join("vantage.toml");
     std::fs::write(&path, text).unwrap();
-    let source = ConfigSource::File(path);
-    let config = source.load().unwrap();
-    Daemon::start(source, config)
+    crate::apply::state_of(ConfigSource::File(path))
 }
 
-async fn call(d: &Arc<Daemon>, req: Request<Body>) -> (StatusCode, String, Option<String>) {
+async fn call(d: &Arc<AppState>, req: Request<Body>) -> (StatusCode, String, Option<String>) {
     let resp = router(d.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let ctype = resp
@@ -101,14 +100,11 @@ async fn a_prometheus_scrape_of_metrics_is_noted() {
     let source = ConfigSource::File(path);
     let config = source.load().unwrap();
     let storage = crate::storage::Storage::start(&dir.0.join("data"), &config);
-    let d = Daemon::start_with(
-        source,
-        config,
-        None,
-        None,
-        Vec::new(),
-        Some(storage.clone()),
-    );
+    let wiring = crate::apply::Wiring {
+        storage: Some(storage.clone()),
+        ..Default::default()
+    };
+    let d = crate::apply::build(source, config, wiring).state;
     let gap = std::time::Duration::from_secs(30);
     let (status, _, _) = call(&d, get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
@@ -130,7 +126,7 @@ async fn a_prometheus_scrape_of_metrics_is_noted() {
 #[tokio::test]
 async fn metrics_exist_from_the_start_with_user_labels() {
     let dir = TempDir::new("start");
-    let d = daemon_with(IDLE, &dir);
+    let d = state_with(IDLE, &dir);
     let (status, body, ctype) = call(&d, get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -167,7 +163,7 @@ async fn metrics_exist_from_the_start_with_user_labels() {
 async fn metrics_are_gzipped_when_the_scraper_takes_it() {
     use std::io::Read;
     let dir = TempDir::new("gzip");
-    let d = daemon_with(IDLE, &dir);
+    let d = state_with(IDLE, &dir);
     let (_, plain, _) = call(&d, get("/metrics")).await;
     let req = |enc: &str| {
         Request::get("/metrics")
@@ -214,7 +210,7 @@ async fn metrics_are_gzipped_when_the_scraper_takes_it() {
 #[tokio::test]
 async fn health_and_ready() {
     let dir = TempDir::new("health");
-    let d = daemon_with(IDLE, &dir);
+    let d = state_with(IDLE, &dir);
     assert_eq!(call(&d, get("/-/healthy")).await.0, StatusCode::OK);
     assert_eq!(call(&d, get("/-/ready")).await.0, StatusCode::OK);
     // The page at `/` is the web module's (see web/tests.rs).
@@ -224,7 +220,7 @@ async fn health_and_ready() {
 #[tokio::test]
 async fn reload_applies_good_files_and_keeps_the_running_config_on_bad_ones() {
     let dir = TempDir::new("reload");
-    let d = daemon_with(IDLE, &dir);
+    let d = state_with(IDLE, &dir);
     let path = dir.0.join("vantage.toml");
 
     // GET is not a way to reload.
@@ -276,7 +272,7 @@ async fn reload_keeps_series_of_unchanged_targets_and_drops_removed_ones() {
     let dir = TempDir::new("keep");
     let two = "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n\
                [[targets]]\nname = \"b\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n";
-    let d = daemon_with(two, &dir);
+    let d = state_with(two, &dir);
     // Feed a sample to "a" as the runner would, then reload a config that changes only "b".
     let sample = vantage_core::Sample {
         target: "a".into(),
@@ -309,7 +305,7 @@ async fn reload_keeps_series_of_unchanged_targets_and_drops_removed_ones() {
 #[tokio::test]
 async fn probe_rejects_bad_requests_with_a_reason() {
     let dir = TempDir::new("probe-bad");
-    let d = daemon_with(IDLE, &dir);
+    let d = state_with(IDLE, &dir);
     let cases = [
         ("/probe", "target parameter is missing"),
         ("/probe?target=", "target parameter is missing"),
@@ -350,7 +346,7 @@ async fn probe_rejects_bad_requests_with_a_reason() {
 #[tokio::test]
 async fn probe_answers_with_that_probes_metrics_only() {
     let dir = TempDir::new("probe");
-    let d = daemon_with(IDLE, &dir);
+    let d = state_with(IDLE, &dir);
     let req = Request::get("/probe?target=127.0.0.1&module=ping")
         .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
         .body(Body::empty())
@@ -413,7 +409,7 @@ fn scrape_deadline_leaves_a_margin() {
 #[tokio::test]
 async fn trace_series_exist_from_the_start() {
     let dir = TempDir::new("trace-start");
-    let d = daemon_with(
+    let d = state_with(
         "[[targets]]\nname = \"up\"\nhost = \"192.0.2.10\"\nprobes = [\"trace\"]\ninterval = \"24h\"\n",
         &dir,
     );
@@ -433,7 +429,7 @@ async fn trace_series_exist_from_the_start() {
 #[tokio::test]
 async fn probe_traces_on_demand() {
     let dir = TempDir::new("probe-trace");
-    let d = daemon_with(IDLE, &dir);
+    let d = state_with(IDLE, &dir);
     // UDP traces need no privilege: loopback answers at the first hop everywhere.
     let req = Request::get("/probe?target=127.0.0.1&module=trace")
         .header("X-Prometheus-Scrape-Timeout-Seconds", "3")
@@ -477,7 +473,7 @@ fn post(uri: &str) -> Request<Body> {
 #[tokio::test]
 async fn identify_starts_stops_and_refuses_bad_durations() {
     let dir = TempDir::new("identify");
-    let d = daemon_with(
+    let d = state_with(
         &format!("{IDLE}\n[leds]\nbackend = \"log\"\nidentify_timeout = \"90s\"\n"),
         &dir,
     );
@@ -523,7 +519,7 @@ async fn identify_starts_stops_and_refuses_bad_durations() {
 #[tokio::test]
 async fn probe_connects_over_tcp_on_demand() {
     let dir = TempDir::new("probe-tcp");
-    let d = daemon_with(&idle_with_high_ports(), &dir);
+    let d = state_with(&idle_with_high_ports(), &dir);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -575,7 +571,7 @@ async fn probe_connects_over_tcp_on_demand() {
 #[tokio::test]
 async fn probe_fetches_over_http_on_demand() {
     let dir = TempDir::new("probe-http");
-    let d = daemon_with(&idle_with_high_ports(), &dir);
+    let d = state_with(&idle_with_high_ports(), &dir);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -655,7 +651,7 @@ const OK_REPLY: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: clos
 #[tokio::test]
 async fn blackbox_modules_answer_with_blackbox_names() {
     let dir = TempDir::new("probe-blackbox");
-    let d = daemon_with(&idle_with_high_ports(), &dir);
+    let d = state_with(&idle_with_high_ports(), &dir);
     let (web, _) = http_server(OK_REPLY.into()).await;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp_port = tcp.local_addr().unwrap().port();
@@ -724,7 +720,7 @@ async fn blackbox_modules_answer_with_blackbox_names() {
 #[tokio::test]
 async fn probe_refuses_link_local_metadata_and_unlisted_ports() {
     let dir = TempDir::new("probe-refuse");
-    let d = daemon_with(IDLE, &dir);
+    let d = state_with(IDLE, &dir);
     for (uri, want) in [
         (
             "/probe?target=169.254.169.254",
@@ -778,7 +774,7 @@ async fn probe_refuses_link_local_metadata_and_unlisted_ports() {
     let text = format!(
         "{IDLE}\n[probe_endpoint]\nmodules = [\"ping\", \"tcp\"]\nallow_link_local = true\nports = {{ tcp = [6379] }}\n"
     );
-    let open = daemon_with(&text, &TempDir::new("probe-open"));
+    let open = state_with(&text, &TempDir::new("probe-open"));
     for uri in [
         "/probe?target=fe80::1",
         "/probe?module=tcp&target=127.0.0.1:6379",
@@ -805,7 +801,7 @@ async fn http_redirects_are_held_to_the_same_rules() {
     let text = format!(
         "{IDLE}\n[probe_endpoint]\nports = {{ http = [\"1024-{below}\", \"{above}-65535\"] }}\n"
     );
-    let d = daemon_with(&text, &TempDir::new("probe-redirect"));
+    let d = state_with(&text, &TempDir::new("probe-redirect"));
     let probe = |location: String| {
         let d = d.clone();
         async move {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use vantage_leds::{Condition, Led, LedRole, Pattern, pattern_for};
 
-use crate::daemon::ConfigArgs;
+use crate::config_source::ConfigArgs;
 
 #[derive(Debug, Args)]
 pub struct LedsArgs {

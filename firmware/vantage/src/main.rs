@@ -1,5 +1,7 @@
 //! The `vantage` command.
 
+mod apply;
+mod config_source;
 mod daemon;
 mod fleet;
 mod http;
@@ -9,6 +11,7 @@ mod metrics;
 mod oneshot;
 mod probe_compat;
 mod probe_guard;
+mod state;
 mod storage;
 mod web;
 
@@ -35,7 +38,7 @@ enum Command {
     /// Run the daemon: probe the configured targets and serve /metrics.
     Run {
         #[command(flatten)]
-        config: daemon::ConfigArgs,
+        config: config_source::ConfigArgs,
         /// Address to serve HTTP on.
         #[arg(long, short = 'l', env = "VANTAGE_LISTEN", default_value = "[::]:9430")]
         listen: SocketAddr,

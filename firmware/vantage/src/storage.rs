@@ -590,12 +590,12 @@ pub struct SamplesQuery {
 const MAX_SAMPLES_PER_ANSWER: usize = 86_400;
 
 pub async fn samples(
-    axum::extract::State(d): axum::extract::State<Arc<crate::daemon::Daemon>>,
+    axum::extract::State(storage): axum::extract::State<Option<Arc<Storage>>>,
     axum::extract::Query(q): axum::extract::Query<SamplesQuery>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let bad = |m: String| (axum::http::StatusCode::BAD_REQUEST, m).into_response();
-    let Some(store) = d.storage.as_ref().and_then(|s| s.store.clone()) else {
+    let Some(store) = storage.as_ref().and_then(|s| s.store.clone()) else {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "no store: see the log",

@@ -9,15 +9,15 @@
 //!   probes the central targets.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prometheus::{Gauge, IntCounterVec, Opts};
 use serde::Serialize;
+use tokio::sync::{mpsc, watch};
 use vantage_core::config::Provisioning;
 use vantage_core::{Config, defaults};
 
-use crate::daemon::Daemon;
 use crate::metrics::unix_seconds;
 
 /// The last good copy, in the data directory.
@@ -347,12 +347,19 @@ async fn fetch(p: &Provisioning, etag: Option<String>) -> Result<Fetched, String
     Ok(Fetched::Body(text, etag))
 }
 
-/// Fetches while the daemon lives; a config reload wakes it at once.
-pub async fn run(daemon: Weak<Daemon>, state: Arc<State>) {
+/// Fetches while the device's config is kept (`local`); a config reload wakes it at once.
+/// A changed set of targets is announced on `reapply`, whose receiver applies the local config
+/// again with them.
+pub async fn run(
+    local: watch::Receiver<Arc<Config>>,
+    reapply: mpsc::Sender<()>,
+    state: Arc<State>,
+) {
     loop {
-        let Some(d) = daemon.upgrade() else { return };
-        let cfg = d.local_config().provisioning.clone();
-        drop(d);
+        if local.has_changed().is_err() || reapply.is_closed() {
+            return;
+        }
+        let cfg = local.borrow().provisioning.clone();
         let Some(p) = cfg else {
             state.wake.notified().await;
             continue;
@@ -369,10 +376,9 @@ pub async fn run(daemon: Weak<Daemon>, state: Arc<State>) {
                 p.refresh
             }
             Ok(Fetched::Body(text, etag)) => {
-                if state.accept(&p.url, text, etag)
-                    && let Some(d) = daemon.upgrade()
-                {
-                    d.reapply();
+                // One pending reapply covers any number of changes.
+                if state.accept(&p.url, text, etag) {
+                    let _ = reapply.try_send(());
                 }
                 if lock(&state.status).last_error.is_some() {
                     p.refresh.min(RETRY_AFTER_FAILURE)

@@ -9,13 +9,12 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{GaugeVec, Opts};
+use tokio::sync::watch;
 use vantage_core::{Config, Measurement, PingProbe, Probe, ProbeRequest};
-
-use crate::daemon::Daemon;
 
 /// A default route found in the routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,14 +154,15 @@ async fn ping_once(probe: &PingProbe, host: &str, timeout: Duration) -> Option<D
     }
 }
 
-/// Probes the uplink while the daemon lives, following config reloads.
-pub async fn run(daemon: Weak<Daemon>, metrics: Arc<UplinkMetrics>) {
+/// Probes the uplink while the device's config is kept (`local`), following its reloads.
+pub async fn run(local: watch::Receiver<Arc<Config>>, metrics: Arc<UplinkMetrics>) {
     let probe = PingProbe::new();
     let mut upstream_label: Option<String> = None;
     loop {
-        let Some(d) = daemon.upgrade() else { return };
-        let cfg = d.local_config().uplink.clone();
-        drop(d);
+        if local.has_changed().is_err() {
+            return;
+        }
+        let cfg = local.borrow().uplink.clone();
         if !cfg.enabled {
             metrics.gateway_up.reset();
             metrics.gateway_rtt.reset();
@@ -268,6 +268,25 @@ pub async fn run(daemon: Weak<Daemon>, metrics: Arc<UplinkMetrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loop follows the local config's watch and ends once its sender is gone (the
+    /// device's parts dropped), as it ended with the daemon before.
+    #[tokio::test]
+    async fn the_loop_ends_when_the_local_config_is_gone() {
+        let local = watch::Sender::new(Arc::new(Config::default()));
+        let metrics = UplinkMetrics::new(&prometheus::Registry::new());
+        let task = tokio::spawn(run(local.subscribe(), metrics));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !task.is_finished(),
+            "uplink off: the loop waits for a config"
+        );
+        drop(local);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop ends within a second of the sender going")
+            .unwrap();
+    }
 
     const ROUTE: &str =
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT

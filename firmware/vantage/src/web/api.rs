@@ -8,8 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -22,17 +21,21 @@ use super::Web;
 use super::auth::{self, LoginError, SESSION_MAX, Session, check_new_password};
 use super::config_file::{
     self, ConfigLocation, Edit, EditError, FieldError, apply_edit, raw_targets, revision,
-    validate_alone, write_atomic,
+    validate_alone,
 };
 use super::device;
+pub use super::error::MAX_BODY;
+use super::error::{ApiError, ApiResult, JsonBody, typed};
 use super::guard::{SESSION_COOKIE, client_ip};
 use super::history::{BUCKET, BUCKETS, Latest, Point};
+use super::saving::{
+    check_files, edit_error_for, location, read_text, redact_endpoint_errors, save_with,
+};
 use super::secrets::redact_text;
+use super::server::OverTls;
 use super::settings::{ScrapeAuth, Settings};
-use super::tls::{MAX_PEM, OverTls};
+use super::tls::MAX_PEM;
 
-/// Request bodies larger than this are refused with 413.
-pub const MAX_BODY: usize = 64 * 1024;
 /// "Test now" never runs longer than this, whatever the target's options.
 const TEST_NOW_LIMIT: Duration = Duration::from_secs(15);
 
@@ -99,99 +102,6 @@ pub fn router(web: Arc<Web>) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(web)
-}
-
-#[derive(Debug, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    status: StatusCode,
-    error: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<FieldError>,
-    #[serde(skip)]
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self {
-            status,
-            error: error.into(),
-            errors: Vec::new(),
-            retry_after: None,
-        }
-    }
-
-    pub(super) fn fields(
-        status: StatusCode,
-        error: impl Into<String>,
-        errors: Vec<FieldError>,
-    ) -> Self {
-        Self {
-            errors,
-            ..Self::new(status, error)
-        }
-    }
-
-    pub(super) fn internal(what: &str, e: impl std::fmt::Display) -> Self {
-        tracing::error!("{what}: {e}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{what}; see the device log"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.status, Json(&self)).into_response();
-        if let Some(s) = self.retry_after {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        r
-    }
-}
-
-pub(super) type ApiResult<T = Response> = Result<T, ApiError>;
-
-/// A JSON request body: `application/json`, at most [`MAX_BODY`] bytes, valid JSON.
-pub struct JsonBody(pub Value);
-
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the body as application/json",
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            let status = e.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(status, format!("the body is larger than {MAX_BODY} bytes"))
-            } else {
-                ApiError::new(status, e.body_text())
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not valid JSON: {e}"),
-            )
-        })
-    }
-}
-
-pub(super) fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
-    serde_json::from_value(v).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e}")))
 }
 
 /// Over HTTPS the cookie is also `Secure`, so it never travels over the plain-HTTP port.
@@ -433,7 +343,7 @@ async fn change_password(
 // ---- status and history ----
 
 fn leds_json(web: &Web) -> Value {
-    let snap = web.daemon.leds.snapshot();
+    let snap = web.state.leds.snapshot();
     json!({ "configured": !snap.leds.is_empty(), "state": snap })
 }
 
@@ -471,7 +381,7 @@ struct Status<'a> {
 async fn status(State(web): State<Arc<Web>>) -> ApiResult<Response> {
     // The history may come from the store on disk: off the async workers.
     tokio::task::spawn_blocking(move || {
-        let cfg = web.daemon.config();
+        let cfg = web.state.config();
         Json(status_of(&web, &cfg)).into_response()
     })
     .await
@@ -517,8 +427,8 @@ fn status_of<'a>(web: &Web, cfg: &'a Config) -> Status<'a> {
                 .collect(),
         })
         .collect();
-    let loc = ConfigLocation::of(&web.daemon.source);
-    let mut storage = web.daemon.storage.as_ref().map_or_else(
+    let loc = ConfigLocation::of(&web.state.source);
+    let mut storage = web.state.storage.as_ref().map_or_else(
         || json!({ "store": { "configured": false }, "remote_write": { "configured": false } }),
         |s| s.status_json(),
     );
@@ -527,7 +437,7 @@ fn status_of<'a>(web: &Web, cfg: &'a Config) -> Status<'a> {
         device: json!({
             "version": env!("CARGO_PKG_VERSION"),
             "hostname": device::hostname(),
-            "uptime_seconds": web.daemon.uptime().as_secs(),
+            "uptime_seconds": web.state.uptime().as_secs(),
             "addresses": device::addresses(),
             "time": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         }),
@@ -540,23 +450,9 @@ fn status_of<'a>(web: &Web, cfg: &'a Config) -> Status<'a> {
         store: storage["store"].take(),
         remote_write: storage["remote_write"].take(),
         leds: leds_json(web),
-        provisioning: web.daemon.provisioning.status(),
+        provisioning: web.state.provisioning.status(),
         history_minutes: BUCKETS as u64 * BUCKET.as_secs() / 60,
         targets,
-    }
-}
-
-/// Shipping errors may quote an endpoint's URL, and with it a password in its user info.
-pub(super) fn redact_endpoint_errors(remote_write: &mut Value) {
-    if let Some(eps) = remote_write
-        .get_mut("endpoints")
-        .and_then(Value::as_array_mut)
-    {
-        for e in eps {
-            if let Some(Value::String(m)) = e.get_mut("last_error") {
-                *m = redact_text(m);
-            }
-        }
     }
 }
 
@@ -584,7 +480,7 @@ async fn history(
             vec![FieldError::new("probe", m)],
         )
     })?;
-    let cfg = web.daemon.config();
+    let cfg = web.state.config();
     let Some(t) = cfg.target(&q.target) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -615,22 +511,13 @@ async fn history(
 
 // ---- targets ----
 
-pub(super) fn location(web: &Web) -> ConfigLocation {
-    ConfigLocation::of(&web.daemon.source)
-}
-
-pub(super) fn read_text(loc: &ConfigLocation) -> ApiResult<String> {
-    loc.read()
-        .map_err(|e| ApiError::internal(&format!("cannot read {}", loc.display()), e))
-}
-
 async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     let loc = location(&web);
     let text = read_text(&loc)?;
-    let running = web.daemon.config();
+    let running = web.state.config();
     // Compared with the local config: provisioned targets are not in the file.
     let (file_errors, matches) = match vantage_core::Config::parse(&text, &loc.display()) {
-        Ok(c) => (Vec::new(), c == *web.daemon.local_config()),
+        Ok(c) => (Vec::new(), c == *web.state.local_config()),
         Err(e) => (e.errors, false),
     };
     let raw = raw_targets(&text).unwrap_or_default();
@@ -652,48 +539,12 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
         "running_matches_file": matches,
         "targets": targets,
         // Targets from central provisioning: running, not in the file, not editable here.
-        "provisioned": web.daemon.provisioning.status().targets,
+        "provisioned": web.state.provisioning.status().targets,
     })))
-}
-
-fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().trim_matches('"').to_string())
 }
 
 fn edit_error(e: EditError) -> ApiError {
     edit_error_for(e, "target")
-}
-
-/// An edit's error as the API reports it; `what` names the edited thing in messages.
-pub(super) fn edit_error_for(e: EditError, what: &str) -> ApiError {
-    match e {
-        EditError::Document(m) => ApiError::new(StatusCode::CONFLICT, m),
-        EditError::NotFound(n) => {
-            ApiError::new(StatusCode::NOT_FOUND, format!("no {what} named {n:?}"))
-        }
-        EditError::Invalid(errs) => ApiError::fields(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("the {what} is not valid"),
-            errs,
-        ),
-    }
-}
-
-/// Refuses an edit naming a `*_file` the daemon must not read for a client (see
-/// `client_files.rs`). Runs before the save lock, so a slow file cannot hold it.
-pub(super) async fn check_files(web: &Web, body: &Value, what: &str) -> ApiResult<()> {
-    super::client_files::check(body, &web.data_dir.join("web"))
-        .await
-        .map_err(|errs| {
-            ApiError::fields(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the {what} is not valid"),
-                errs,
-            )
-        })
 }
 
 /// Read, edit, validate, save atomically with a backup, reload. Serialised by `save_lock`.
@@ -702,57 +553,6 @@ async fn save(web: &Arc<Web>, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<
         apply_edit(text, file, edit)
     })
     .await
-}
-
-/// The one way the page changes the config file: under `save_lock`, read the file as it is
-/// now, check `If-Match`, apply `edit` (which validates the whole result like check-config),
-/// then (unless `dry_run`) write it atomically with a backup and reload it like SIGHUP.
-pub(super) async fn save_with(
-    web: &Arc<Web>,
-    headers: &HeaderMap,
-    dry_run: bool,
-    what: &str,
-    edit: impl FnOnce(&str, &str) -> Result<String, EditError>,
-) -> ApiResult<Value> {
-    let _lock = web.save_lock.lock().await;
-    let loc = location(web);
-    let Some(path) = loc.path.clone() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the daemon runs on its embedded config and has nowhere to save; start it with --config or a data directory",
-        ));
-    };
-    let text = read_text(&loc)?;
-    if let Some(want) = if_match(headers)
-        && want != revision(&text)
-    {
-        return Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "the config file changed since the page loaded it; reload the page and try again",
-        ));
-    }
-    let new = edit(&text, &path.display().to_string()).map_err(|e| edit_error_for(e, what))?;
-    if dry_run {
-        return Ok(json!({ "valid": true, "saved": false }));
-    }
-    let mode = std::fs::metadata(&path).map_or(0o640, |m| {
-        use std::os::unix::fs::PermissionsExt;
-        m.permissions().mode() & 0o777
-    });
-    // A config that is a symlink (e.g. from a read-only /etc into the data partition) is
-    // saved where it points, so the link survives.
-    let p = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-    let bytes = new.clone().into_bytes();
-    tokio::task::spawn_blocking(move || write_atomic(&p, &bytes, mode, true, |_| Ok(())))
-        .await
-        .map_err(|e| ApiError::internal("cannot save the config", e))?
-        // The admin needs the reason (e.g. a read-only directory) to fix it.
-        .map_err(|e| ApiError::internal(&format!("cannot save {}: {e}", path.display()), &e))?;
-    tracing::info!(path = %path.display(), "config saved from the web page");
-    if let Err(e) = web.daemon.reload() {
-        return Err(ApiError::internal("the saved config did not reload", e));
-    }
-    Ok(json!({ "revision": revision(&new), "path": path.display().to_string() }))
 }
 
 async fn add_target(
@@ -792,7 +592,7 @@ async fn test_target(
     check_files(&web, &body, "target").await?;
     let text = read_text(&location(&web))?;
     let target = validate_alone(&text, &body).map_err(edit_error)?;
-    let Ok(_permit) = web.daemon.probe_permits.try_acquire() else {
+    let Ok(_permit) = web.state.probe_permits.try_acquire() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many probes running on demand; try again",
@@ -801,7 +601,7 @@ async fn test_target(
     let target = Arc::new(target);
     let mut results = Vec::new();
     for (kind, _) in &target.probes {
-        let Some(prober) = web.daemon.runner.probe(*kind) else {
+        let Some(prober) = web.state.runner.probe(*kind) else {
             results.push(json!({ "probe": kind, "success": false,
                 "error": format!("the {kind} probe is not available in this version") }));
             continue;
@@ -894,7 +694,7 @@ async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
 }
 
 async fn reload(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    match web.daemon.reload() {
+    match web.state.reload() {
         Ok(()) => Ok(Json(json!({ "reloaded": true }))),
         Err(e) => Err(ApiError::fields(
             StatusCode::UNPROCESSABLE_ENTITY,

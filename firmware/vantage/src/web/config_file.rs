@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 use vantage_core::{Config, ConfigError};
 
-use crate::daemon::{ConfigSource, EMBEDDED_CONFIG};
+use crate::config_source::{ConfigSource, EMBEDDED_CONFIG};
 
 /// Where the page reads the config from and saves it to.
 #[derive(Debug, Clone)]

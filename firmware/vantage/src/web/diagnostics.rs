@@ -15,8 +15,8 @@ use vantage_core::ProbeKind;
 use vantage_store::{Agg, Dist, HopAgg, rollup::NO_RCODE};
 
 use super::Web;
-use super::api::{ApiError, ApiResult};
 use super::config_file::FieldError;
+use super::error::{ApiError, ApiResult};
 
 /// The ranges the page offers: name, length and bucket width in seconds (about 60 to 360
 /// buckets, each a whole number of the store's minutes).
@@ -151,9 +151,9 @@ pub async fn target_history(
             format!("unknown range {:?}: one of {}", q.range, names.join(", ")),
         ));
     };
-    let cfg = web.daemon.config();
+    let cfg = web.state.config();
     let t = target_with_probe(&cfg, &name, kind)?;
-    let store = web.daemon.storage.as_ref().and_then(|s| s.store()).cloned();
+    let store = web.state.storage.as_ref().and_then(|s| s.store()).cloned();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

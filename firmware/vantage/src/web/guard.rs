@@ -20,9 +20,9 @@ use base64::Engine;
 use vantage_core::Host;
 
 use super::Web;
-use super::api::ApiError;
 use super::auth::{Session, constant_time_eq};
 use super::device;
+use super::error::ApiError;
 use super::settings::{ScrapeAuth, Settings, cidr_contains, name_matches, parse_cidr};
 use crate::probe_guard::Allowlist;
 
@@ -180,7 +180,7 @@ fn unauthorized_scrape(auth: &ScrapeAuth) -> Response {
 pub fn probe_allowed(web: &Web, allow: &[String], host: &Host) -> bool {
     allow.is_empty()
         || allow.iter().any(|p| match (p.as_str(), host) {
-            ("@targets", h) => web.daemon.config().targets.iter().any(|t| t.host == *h),
+            ("@targets", h) => web.state.config().targets.iter().any(|t| t.host == *h),
             (p, Host::Ip(ip)) if p.contains('/') => {
                 parse_cidr(p).is_some_and(|n| cidr_contains(n, *ip))
             }

@@ -12,9 +12,11 @@ mod client_files;
 mod config_file;
 mod device;
 mod diagnostics;
+mod error;
 mod guard;
 mod history;
 mod run_now;
+mod saving;
 mod secrets;
 mod sections;
 mod server;
@@ -29,17 +31,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 
-use crate::daemon::Daemon;
+use crate::state::AppState;
+use crate::storage::Storage;
 pub use history::{HistorySource, MemoryHistory, StoreHistory};
 pub use server::serve_http;
 
-/// Name of the config file the page creates in the data directory when the daemon runs
-/// without `--config`.
-pub const CONFIG_FILE_NAME: &str = "vantage.toml";
-
-/// State of the web page: the daemon, the admin credentials and sessions, the page's settings.
+/// State of the web page: the device's shared state, the admin credentials and sessions, the
+/// page's settings.
 pub struct Web {
-    pub daemon: Arc<Daemon>,
+    pub state: Arc<AppState>,
     pub auth: auth::Auth,
     pub settings: settings::SettingsStore,
     pub history: Arc<dyn HistorySource>,
@@ -63,12 +63,12 @@ impl Web {
     /// Opens the web state kept in `data_dir/web/` (credentials, settings), creating the
     /// directory with mode 0700. With `setup_code_file`, first-boot setup needs its code.
     pub fn open(
-        daemon: Arc<Daemon>,
+        state: Arc<AppState>,
         data_dir: &Path,
         history: Arc<dyn HistorySource>,
         setup_code_file: Option<&Path>,
     ) -> anyhow::Result<Arc<Self>> {
-        let web = Self::open_with(daemon, data_dir, history, auth::HashParams::PRODUCTION)?;
+        let web = Self::open_with(state, data_dir, history, auth::HashParams::PRODUCTION)?;
         if let Some(f) = setup_code_file {
             web.auth.require_setup_code(f);
         }
@@ -76,7 +76,7 @@ impl Web {
     }
 
     fn open_with(
-        daemon: Arc<Daemon>,
+        state: Arc<AppState>,
         data_dir: &Path,
         history: Arc<dyn HistorySource>,
         params: auth::HashParams,
@@ -88,7 +88,7 @@ impl Web {
         let settings = settings::SettingsStore::open(&dir)?;
         let tls = Arc::new(tls::Tls::new(&dir));
         Ok(Arc::new(Self {
-            daemon,
+            state,
             auth,
             settings,
             history,
@@ -103,10 +103,22 @@ impl Web {
 /// The whole HTTP application: the daemon's endpoints plus the page and its API, behind the
 /// guards (Host allow-list, CSRF, sessions, scrape auth, time limit).
 pub fn app(web: Arc<Web>) -> Router {
-    crate::http::router(web.daemon.clone())
+    crate::http::router(web.state.clone())
         .merge(api::router(web.clone()))
         .merge(assets::router())
         .layer(axum::middleware::from_fn_with_state(web, guard::guard))
+}
+
+/// Where the charts come from: the store when it is open, so they survive a restart; else
+/// `memory`, which sees every sample since the start.
+pub fn history_source(
+    memory: Arc<MemoryHistory>,
+    storage: Option<&Storage>,
+) -> Arc<dyn HistorySource> {
+    match storage.and_then(|s| s.store()) {
+        Some(store) => Arc::new(StoreHistory::new(memory, store.clone())),
+        None => memory,
+    }
 }
 
 /// Starts (or stops) HTTPS as the settings say. A failure is logged and shown on the settings

@@ -26,8 +26,8 @@ use vantage_core::{
 };
 
 use super::Web;
-use super::api::{ApiError, ApiResult};
 use super::config_file::FieldError;
+use super::error::{ApiError, ApiResult};
 
 /// Echo requests of a ping run.
 pub const RUN_PINGS: u32 = 20;
@@ -157,9 +157,9 @@ pub async fn run_now(
     q: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let kind = kind_of(q)?;
-    let cfg = web.daemon.config();
+    let cfg = web.state.config();
     let target = super::diagnostics::target_with_probe(&cfg, &name, kind)?;
-    let Some(prober) = web.daemon.runner.probe(kind) else {
+    let Some(prober) = web.state.runner.probe(kind) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the {kind} probe is not available in this version"),
@@ -171,7 +171,7 @@ pub async fn run_now(
             format!("a run of {name:?} is already going; wait for it to end"),
         ));
     };
-    let Ok(permit) = web.daemon.probe_permits.clone().try_acquire_owned() else {
+    let Ok(permit) = web.state.probe_permits.clone().try_acquire_owned() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many probes running on demand (/probe, Test now, Run now); try again shortly",

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::Fixture;
-use crate::daemon::ON_DEMAND_ROUNDS;
+use crate::state::ON_DEMAND_ROUNDS;
 use crate::web::run_now::{RUN_PINGS, RUN_TRACES};
 
 /// Two ping targets (the second slow: a run of it takes 95 s, its next event comes 5 s after
@@ -103,7 +103,7 @@ impl Fixture {
     }
 
     fn free_permits(&self) -> usize {
-        self.web.daemon.probe_permits.available_permits()
+        self.web.state.probe_permits.available_permits()
     }
 }
 
@@ -142,7 +142,7 @@ async fn run_now_refuses_what_it_cannot_run() {
     // Every on-demand round taken (by `/probe` requests, say): 429, nothing started.
     let held = f
         .web
-        .daemon
+        .state
         .probe_permits
         .try_acquire_many(ON_DEMAND_ROUNDS as u32)
         .unwrap();

@@ -20,11 +20,12 @@ use vantage_core::config::{LedBackendKind, LedRole, LedsConfig, StoreConfig};
 use vantage_core::{Config, defaults};
 
 use super::Web;
-use super::api::{ApiError, ApiResult, JsonBody, check_files, location, read_text, save_with};
 use super::config_file::{
     Edit, EditError, LEDS_ORDER, REMOTE_WRITE, STORE_ORDER, apply_list_edit, apply_section_edit,
     raw_items, raw_section, revision,
 };
+use super::error::{ApiError, ApiResult, JsonBody};
+use super::saving::{check_files, location, read_text, redact_endpoint_errors, save_with};
 use super::secrets::{mask_endpoint, redact_text, unmask_endpoint};
 
 pub fn routes(r: Router<Arc<Web>>) -> Router<Arc<Web>> {
@@ -152,19 +153,19 @@ async fn get_remote_write(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>>
     let f = file_now(&web)?;
     // A file that is not TOML shows no endpoints; `file_errors` says why.
     let raw = raw_items(&f.text, &REMOTE_WRITE).unwrap_or_default();
-    let running = web.daemon.config();
+    let running = web.state.config();
     let mut shipping = web
-        .daemon
+        .state
         .storage
         .as_ref()
         .map_or(Value::Null, |s| s.status_json()["remote_write"].take());
-    super::api::redact_endpoint_errors(&mut shipping);
+    redact_endpoint_errors(&mut shipping);
     let states = shipping["endpoints"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     let store_open = web
-        .daemon
+        .state
         .storage
         .as_ref()
         .is_some_and(|s| s.store().is_some());
@@ -232,7 +233,7 @@ fn endpoint_edit(
 
 fn shipping_note(web: &Web) -> Value {
     let open = web
-        .daemon
+        .state
         .storage
         .as_ref()
         .is_some_and(|s| s.store().is_some());
@@ -299,7 +300,7 @@ async fn delete_endpoint(
 // ---- [store] ----
 
 fn store_restart(web: &Web, file: Option<&StoreConfig>) -> bool {
-    match (web.daemon.storage.as_ref(), file) {
+    match (web.state.storage.as_ref(), file) {
         (Some(s), Some(f)) => s.running_store_config() != f,
         // Nothing runs yet (or the file is broken): whatever is saved needs a start.
         _ => true,
@@ -321,7 +322,7 @@ async fn get_store(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     let f = file_now(&web)?;
     let raw = raw_section(&f.text, "store").unwrap_or_else(|_| json!({}));
     let file_cfg = f.parsed.as_ref().ok().map(|c| &c.store);
-    let storage = web.daemon.storage.as_ref();
+    let storage = web.state.storage.as_ref();
     let stats = storage.and_then(|s| s.store()).map(|st| {
         let st = st.stats();
         json!({
@@ -359,7 +360,7 @@ async fn put_store(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     put_section(&web, q, &headers, &body, "store", STORE_ORDER, |web| {
-        store_restart(web, Some(&web.daemon.local_config().store))
+        store_restart(web, Some(&web.state.local_config().store))
     })
     .await
 }
@@ -402,7 +403,7 @@ async fn get_leds(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
     let f = file_now(&web)?;
     let raw = raw_section(&f.text, "leds").unwrap_or_else(|_| json!({}));
     let file_cfg = f.parsed.as_ref().ok().map(|c| &c.leds);
-    let running = web.daemon.running_leds_config();
+    let running = web.state.running_leds_config();
     Ok(Json(merge(
         file_json(&f),
         json!({
@@ -411,7 +412,7 @@ async fn get_leds(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
             "running": leds_as_written(running),
             "restart_required": file_cfg.is_some_and(|c| c != running),
             "defaults": leds_as_written(&LedsConfig::default()),
-            "state": web.daemon.leds.snapshot(),
+            "state": web.state.leds.snapshot(),
             "roles": LedRole::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
             "backends": LED_BACKENDS.map(LedBackendKind::as_str),
         }),
@@ -425,7 +426,7 @@ async fn put_leds(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     put_section(&web, q, &headers, &body, "leds", LEDS_ORDER, |web| {
-        web.daemon.local_config().leds != *web.daemon.running_leds_config()
+        web.state.local_config().leds != *web.state.running_leds_config()
     })
     .await
 }

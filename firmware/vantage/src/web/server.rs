@@ -17,7 +17,9 @@ use axum::extract::ConnectInfo;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::tls::OverTls;
+/// Marks requests that arrived over TLS (the session cookie then gets `Secure`).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -37,7 +37,7 @@ use vantage_core::{Config, Measurement, PingReport, ProbeKind, Sample};
 use super::api::ROUTES;
 use super::auth::{HashParams, SESSION_IDLE};
 use super::{MemoryHistory, Web};
-use crate::daemon::{ConfigSource, Daemon};
+use crate::config_source::ConfigSource;
 
 const PASSWORD: &str = "correct horse battery staple";
 const HOST: &str = "192.0.2.10:9430";
@@ -100,14 +100,14 @@ impl Fixture {
         let cfg = source.load().unwrap();
         let history = Arc::new(MemoryHistory::default());
         let storage = store.then(|| crate::storage::Storage::start(dir.path(), &cfg));
-        let source_of_history: Arc<dyn super::HistorySource> =
-            match storage.as_ref().and_then(|s| s.store()) {
-                Some(st) => Arc::new(super::StoreHistory::new(history.clone(), st.clone())),
-                None => history.clone(),
-            };
-        let daemon =
-            Daemon::start_with(source, cfg, None, None, vec![history.clone() as _], storage);
-        let web = Web::open_with(daemon, dir.path(), source_of_history, HashParams::TEST).unwrap();
+        let source_of_history = super::history_source(history.clone(), storage.as_deref());
+        let wiring = crate::apply::Wiring {
+            observers: vec![history.clone() as _],
+            storage,
+            ..Default::default()
+        };
+        let state = crate::apply::build(source, cfg, wiring).state;
+        let web = Web::open_with(state, dir.path(), source_of_history, HashParams::TEST).unwrap();
         let app = super::app(web.clone());
         Self {
             dir,
@@ -477,7 +477,7 @@ async fn no_route_changes_state_without_session_and_csrf() {
         before_admin
     );
     assert!(!f.dir.path().join("web/settings.json").exists());
-    assert_eq!(f.web.daemon.config().targets.len(), 1);
+    assert_eq!(f.web.state.config().targets.len(), 1);
     // The session still works after all that.
     assert_eq!(f.get("/api/status").await.status, StatusCode::OK);
 }
@@ -500,7 +500,7 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
         .header(header::CONTENT_TYPE, "application/json");
     let r = f.raw(b.body(Body::from(t.to_string())).unwrap()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let cfg = f.web.daemon.config();
+    let cfg = f.web.state.config();
     let gw = cfg.target("gw").expect("reloaded");
     assert_eq!(gw.ping.packets, 3);
     assert_eq!(gw.probes[0].1, Duration::from_secs(10));
@@ -511,7 +511,7 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
     assert_eq!(std::fs::read_to_string(&bak).unwrap(), CONFIG);
     // The running target "loop" was not restarted: same Arc in the runner means unchanged;
     // here the config says so.
-    assert!(f.web.daemon.config().target("loop").is_some());
+    assert!(f.web.state.config().target("loop").is_some());
 
     // A stale revision is refused.
     let mut b = f.builder(Method::POST, "/api/targets", true, true);
@@ -532,7 +532,7 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
     let t2 = json!({"name": "gateway", "host": "127.0.0.254", "probes": ["ping"]});
     let r = f.send(Method::PUT, "/api/targets/gw", Some(t2), true).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let cfg = f.web.daemon.config();
+    let cfg = f.web.state.config();
     assert!(cfg.target("gw").is_none());
     assert_eq!(
         cfg.target("gateway").unwrap().host.to_string(),
@@ -547,7 +547,7 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
         .send(Method::DELETE, "/api/targets/gateway", None, true)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert!(f.web.daemon.config().target("gateway").is_none());
+    assert!(f.web.state.config().target("gateway").is_none());
     let r = f
         .send(Method::DELETE, "/api/targets/gateway", None, true)
         .await;
@@ -725,7 +725,7 @@ async fn first_save_on_the_embedded_config_creates_the_data_dir_file() {
     let f = Fixture::logged_in(None).await;
     let list = f.get("/api/targets").await;
     assert_eq!(list.body["embedded"], true);
-    let embedded = f.web.daemon.config().targets.len();
+    let embedded = f.web.state.config().targets.len();
     assert!(embedded > 0);
     assert!(!f.config_path().exists());
     let r = f
@@ -740,12 +740,12 @@ async fn first_save_on_the_embedded_config_creates_the_data_dir_file() {
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     // The embedded file, comments and all, plus the new target.
     assert!(text.contains("# Vantage configuration."), "{text}");
-    assert_eq!(f.web.daemon.config().targets.len(), embedded + 1);
+    assert_eq!(f.web.state.config().targets.len(), embedded + 1);
     let list = f.get("/api/targets").await;
     assert_eq!(list.body["embedded"], false);
     // A restart (a fresh load of the same source) keeps the saved file.
     assert_eq!(
-        f.web.daemon.source.load().unwrap().targets.len(),
+        f.web.state.source.load().unwrap().targets.len(),
         embedded + 1
     );
 }
@@ -761,7 +761,7 @@ async fn first_save_on_the_packaged_default_starts_from_its_text() {
     let list = f.get("/api/targets").await;
     assert_eq!(list.body["embedded"], false);
     assert_eq!(list.body["default"], default.display().to_string());
-    let running = f.web.daemon.config().targets.len();
+    let running = f.web.state.config().targets.len();
     assert_eq!(running, Config::parse(CONFIG, "t").unwrap().targets.len());
     let r = f
         .send(
@@ -776,13 +776,13 @@ async fn first_save_on_the_packaged_default_starts_from_its_text() {
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(text.starts_with("# packaged default\n"), "{text}");
     assert_eq!(std::fs::read_to_string(&default).unwrap(), packaged);
-    assert_eq!(f.web.daemon.config().targets.len(), running + 1);
+    assert_eq!(f.web.state.config().targets.len(), running + 1);
     let list = f.get("/api/targets").await;
     assert_eq!(list.body["default"], Value::Null);
     // From now on the data directory's file runs, whatever happens to the default.
     std::fs::write(&default, "not = [valid").unwrap();
     assert_eq!(
-        f.web.daemon.source.load().unwrap().targets.len(),
+        f.web.state.source.load().unwrap().targets.len(),
         running + 1
     );
 }
@@ -803,7 +803,7 @@ async fn hand_edits_are_shown_and_reloaded() {
     assert!(list.body["targets"][1]["effective"].is_null());
     let r = f.send(Method::POST, "/api/reload", None, true).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert!(f.web.daemon.config().target("hand").is_some());
+    assert!(f.web.state.config().target("hand").is_some());
     // A broken hand edit: shown with its line, reload refused, running config kept.
     std::fs::write(f.config_path(), "[[targets]]\nname = \"x\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\nping = { packets = 0 }\n").unwrap();
     let c = f.get("/api/config").await;
@@ -811,7 +811,7 @@ async fn hand_edits_are_shown_and_reloaded() {
     let r = f.send(Method::POST, "/api/reload", None, true).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(field_errors(&r)[0].1.contains("packets"), "{}", r.text);
-    assert!(f.web.daemon.config().target("hand").is_some());
+    assert!(f.web.state.config().target("hand").is_some());
     // Editing another target of a broken file reports the file's own error, not the form's.
     let r = f
         .send(
@@ -1127,7 +1127,7 @@ async fn test_now_runs_the_probe_without_saving() {
         assert_eq!(res["received"], 2);
     }
     assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
-    assert!(f.web.daemon.config().target("try").is_none());
+    assert!(f.web.state.config().target("try").is_none());
 }
 
 fn nix_root() -> bool {
@@ -1168,9 +1168,9 @@ async fn every_listed_route_is_routed() {
 async fn page_works_on_a_daemon_without_history_observer() {
     let dir = TempDir::new("plain");
     let source = ConfigSource::Embedded;
-    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let state = crate::apply::state_of(source);
     let web = Web::open_with(
-        daemon,
+        state,
         dir.path(),
         Arc::new(MemoryHistory::default()),
         HashParams::TEST,
@@ -1564,9 +1564,9 @@ async fn damaged_credentials_lock_the_page_without_stopping_the_daemon() {
     .unwrap();
     std::fs::write(dir.path().join("web/settings.json"), b"{ torn write").unwrap();
     let source = ConfigSource::Embedded;
-    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let state = crate::apply::state_of(source);
     let web = Web::open_with(
-        daemon,
+        state,
         dir.path(),
         Arc::new(MemoryHistory::default()),
         HashParams::TEST,
@@ -1700,9 +1700,9 @@ async fn a_symlinked_config_is_saved_through_the_link() {
     let link = dir.path().join("vantage.toml");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let source = ConfigSource::File(link.clone());
-    let daemon = Daemon::start(source.clone(), source.load().unwrap());
+    let state = crate::apply::state_of(source);
     let web = Web::open_with(
-        daemon,
+        state,
         dir.path(),
         Arc::new(MemoryHistory::default()),
         HashParams::TEST,
@@ -1737,7 +1737,7 @@ async fn a_symlinked_config_is_saved_through_the_link() {
         std::fs::read_to_string(dir.path().join("real.toml.bak")).unwrap(),
         CONFIG
     );
-    assert!(web.daemon.config().target("gw").is_some());
+    assert!(web.state.config().target("gw").is_some());
 }
 
 #[tokio::test]
@@ -1816,7 +1816,7 @@ async fn concurrent_saves_do_not_lose_edits() {
     }
     let cfg = Config::parse(&std::fs::read_to_string(f.config_path()).unwrap(), "f").unwrap();
     assert_eq!(cfg.targets.len(), 13);
-    assert_eq!(f.web.daemon.config().targets.len(), 13);
+    assert_eq!(f.web.state.config().targets.len(), 13);
 }
 
 /// The message `vantage check-config` gives for `text`, for the field `field`.
@@ -1847,7 +1847,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     // Saved with a backup and applied at once.
     let bak = super::config_file::backup_path(&f.config_path());
     assert_eq!(std::fs::read_to_string(bak).unwrap(), CONFIG);
-    let running = f.web.daemon.config();
+    let running = f.web.state.config();
     assert_eq!(running.remote_write.len(), 1);
     assert_eq!(running.remote_write[0].name, "central");
 
@@ -1893,7 +1893,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
         "{text}"
     );
     assert!(!text.contains("<secret>"), "{text}");
-    let running = f.web.daemon.config();
+    let running = f.web.state.config();
     assert_eq!(running.remote_write[0].timeout, Duration::from_secs(10));
     // A stale revision is refused.
     let req = f
@@ -1960,7 +1960,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     }
     assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
     assert!(
-        f.web.daemon.config().remote_write[0]
+        f.web.state.config().remote_write[0]
             .url
             .contains("prom.example")
     );
@@ -2039,7 +2039,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(!text.contains("remote_write"), "{text}");
-    assert!(f.web.daemon.config().remote_write.is_empty());
+    assert!(f.web.state.config().remote_write.is_empty());
 }
 
 #[tokio::test]
@@ -2074,7 +2074,7 @@ async fn basic_auth_and_url_passwords_are_masked_and_kept() {
         "{text}"
     );
     assert!(text.contains("\"you\""), "{text}");
-    let c = f.web.daemon.config();
+    let c = f.web.state.config();
     assert!(matches!(&c.remote_write[0].auth,
         vantage_core::config::Auth::Basic { username, password, .. }
             if username == "you" && password.0 == "hunter2hunter2"));
@@ -2129,7 +2129,7 @@ async fn store_and_leds_sections_validate_and_say_when_a_restart_is_needed() {
         "{text}"
     );
     assert!(text.starts_with("# Hand-written header comment."), "{text}");
-    assert_eq!(f.web.daemon.local_config().store.max_bytes, 64 << 20);
+    assert_eq!(f.web.state.local_config().store.max_bytes, 64 << 20);
     let g = f.get("/api/config/store").await;
     assert_eq!(g.body["restart_required"], true, "{}", g.text);
     assert_eq!(g.body["raw"]["max_size"], "64MiB");
@@ -2282,7 +2282,7 @@ async fn history_comes_from_the_store_and_survives_a_restart() {
     assert_eq!(s.body["store"]["configured"], true, "{}", s.text);
     // New rounds join the cached ones; the memory's latest (with its address) wins again.
     f.web
-        .daemon
+        .state
         .storage
         .as_ref()
         .unwrap()

@@ -26,10 +26,6 @@ use super::server::{Limits, TlsSource, serve};
 /// Certificate and key uploads beyond this are not PEM files of one certificate chain.
 pub const MAX_PEM: usize = 32 * 1024;
 
-/// Marks requests that arrived over TLS (the session cookie then gets `Secure`).
-#[derive(Debug, Clone, Copy)]
-pub struct OverTls;
-
 #[derive(Debug, Clone, Serialize)]
 pub struct TlsInfo {
     /// The address HTTPS is served on, when it is.

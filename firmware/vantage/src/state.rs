@@ -1,0 +1,95 @@
+//! What the HTTP endpoints and the web page use of the running device: the runner for rounds
+//! on demand, the metrics, the store, the config in effect, the status LEDs, and a way to
+//! reload. Built once (`apply::build`); nothing here starts a task or knows how the daemon is
+//! wired.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use vantage_core::{Config, ConfigErrors, LedsConfig, Runner};
+use vantage_leds::Leds;
+
+use crate::config_source::ConfigSource;
+use crate::fleet::provisioning;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+/// Rounds run on demand at once (`/probe`, "Test now", "Run now"); more get `429`.
+pub const ON_DEMAND_ROUNDS: usize = 64;
+
+/// Loads the config from its source again and applies it (`/-/reload`, a saved edit).
+pub trait Reload: Send + Sync {
+    /// On error the running config stays as it is.
+    fn reload(&self) -> Result<(), ConfigErrors>;
+}
+
+/// The configs as last applied: the one in effect (the local file plus provisioned targets)
+/// and the device's own file.
+#[derive(Clone)]
+pub struct Configs {
+    pub running: watch::Receiver<Arc<Config>>,
+    pub local: watch::Receiver<Arc<Config>>,
+}
+
+/// The state the handlers share.
+pub struct AppState {
+    pub source: ConfigSource,
+    pub metrics: Arc<Metrics>,
+    pub runner: Arc<Runner>,
+    /// Bounds the rounds run on demand at once: `/probe`, the page's "Test now" and "Run now".
+    pub probe_permits: Arc<Semaphore>,
+    pub provisioning: Arc<provisioning::State>,
+    /// The sample store and remote_write shipping (none in tests that do not need them).
+    pub storage: Option<Arc<Storage>>,
+    /// The status LEDs, and the `[leds]` they were opened with (changes need a restart).
+    pub leds: Arc<Leds>,
+    pub leds_config: LedsConfig,
+    /// When the daemon started, for the status page's uptime.
+    pub started: Instant,
+    pub configs: Configs,
+    pub reloader: Arc<dyn Reload>,
+}
+
+impl AppState {
+    /// The config in effect.
+    pub fn config(&self) -> Arc<Config> {
+        self.configs.running.borrow().clone()
+    }
+
+    /// The device's own config, without provisioned targets.
+    pub fn local_config(&self) -> Arc<Config> {
+        self.configs.local.borrow().clone()
+    }
+
+    /// Reloads the config; on error the running config stays as it is.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        self.reloader.reload()
+    }
+
+    /// The `[leds]` the LEDs were opened with (changes need a restart).
+    pub fn running_leds_config(&self) -> &LedsConfig {
+        &self.leds_config
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// "Identify me": every LED blinks fast for `duration` (the configured
+    /// `leds.identify_timeout` when `None`); zero stops it. Returns how long it blinks.
+    pub fn identify(&self, duration: Option<Duration>) -> Duration {
+        match duration {
+            Some(d) if d.is_zero() => {
+                self.leds.stop_identify();
+                tracing::info!("identify stopped");
+                Duration::ZERO
+            }
+            d => {
+                let d = self.leds.identify(d);
+                tracing::info!(duration = %humantime::format_duration(d), "identify: blinking all LEDs");
+                d
+            }
+        }
+    }
+}
