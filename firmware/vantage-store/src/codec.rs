@@ -46,7 +46,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vantage_core::{DnsReport, Measurement, ProbeError, RoundQuality, Sample, TraceReport};
+use vantage_core::{Measurement, ProbeError, RoundQuality, Sample, TraceReport};
 
 /// The version blocks are written in.
 const VERSION: u8 = 4;
@@ -166,40 +166,8 @@ pub struct StoredPing {
     pub stddev_us: u64,
 }
 
-/// DNS figures of one stored round: what `/metrics` shows of a query, without the records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StoredDns {
-    /// Response code of the answer (extended rcode included); `None` without an answer.
-    pub rcode: Option<u16>,
-    /// Records in the answer, authority and additional sections (0 without an answer).
-    pub answers: u32,
-    pub authority: u32,
-    pub additional: u32,
-    /// Time from the start of the round to the answer, µs.
-    pub lookup_us: Option<u64>,
-    /// The phases of the round, µs; `None` for a phase that did not happen.
-    pub resolve_us: Option<u64>,
-    pub connect_us: Option<u64>,
-    pub tls_us: Option<u64>,
-    pub request_us: Option<u64>,
-    /// The answer failed the configured checks (contains, match, minimum count).
-    pub validation_failed: bool,
-    /// The UDP answer came back truncated and the query was repeated over TCP.
-    pub truncated_retry: bool,
-    pub stray_datagrams: u32,
-}
-
-impl StoredDns {
-    /// The phase names of `/metrics` (`vantage_dns_phase_seconds{phase}`) with their times.
-    pub fn phases(&self) -> [(&'static str, Option<u64>); 4] {
-        [
-            ("resolve", self.resolve_us),
-            ("connect", self.connect_us),
-            ("tls", self.tls_us),
-            ("request", self.request_us),
-        ]
-    }
-}
+/// DNS figures of one stored round: the DNS module's, read from the built-in encoding too.
+pub use vantage_core::dns_series::StoredDns;
 
 /// One TTL of a stored trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -307,30 +275,6 @@ pub fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-impl StoredDns {
-    pub fn from_report(d: &DnsReport) -> Self {
-        let answered = d.rcode.is_some();
-        Self {
-            rcode: d.rcode,
-            answers: if answered {
-                u32::try_from(d.answers.len()).unwrap_or(u32::MAX)
-            } else {
-                0
-            },
-            authority: if answered { d.authority_records } else { 0 },
-            additional: if answered { d.additional_records } else { 0 },
-            lookup_us: d.lookup.map(micros),
-            resolve_us: d.phases.resolve.map(micros),
-            connect_us: d.phases.connect.map(micros),
-            tls_us: d.phases.tls.map(micros),
-            request_us: d.phases.request.map(micros),
-            validation_failed: !d.validation_failures.is_empty(),
-            truncated_retry: d.truncated_retry,
-            stray_datagrams: d.stray_datagrams,
-        }
     }
 }
 
@@ -1458,6 +1402,27 @@ mod tests {
         let b = include_bytes!("../tests/data/block-v3.bin");
         assert_eq!(b[0], VERSION_3);
         assert_eq!(decode_block(b).unwrap(), v3_rounds());
+    }
+
+    /// A DNS round of an old block (the built-in encoding) keeps every figure in the DNS
+    /// module's own encoding, which the store writes DNS rounds in once the kind is a module.
+    #[test]
+    fn built_in_dns_rounds_keep_their_figures_in_the_module_encoding() {
+        let b = include_bytes!("../tests/data/block-v3.bin");
+        let old = decode_block(b).unwrap();
+        let d = old[3].dns.as_deref().expect("the block's DNS round");
+        assert_eq!(*d, usual_dns());
+        let mut bytes = Vec::new();
+        d.encode(&mut bytes);
+        assert_eq!(StoredDns::decode(&bytes).as_ref(), Some(d));
+        let mut points = Vec::new();
+        StoredDns::decode(&bytes).unwrap().points(&mut points);
+        let shown = crate::gauges::points(&old[3]);
+        assert_eq!(shown[2..], points[..]);
+        let lookup = points
+            .iter()
+            .find(|p| p.gauge == &vantage_core::dns_series::LOOKUP);
+        assert_eq!(lookup.map(|p| p.value), Some(0.0208));
     }
 
     /// Rounds that ran late or under pressure keep their flags; unflagged rounds cost nothing

@@ -103,7 +103,7 @@ impl RawDns {
 }
 
 /// How the query travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DnsTransport {
     /// UDP, retried over TCP when the answer comes back truncated.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::DnsTransport;
 use crate::defaults::{self as d, Bounds};
+use crate::probe::{DnsModule, ProbeModule};
 use crate::{IpProtocol, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};
 
 /// How a field is entered and pre-checked.
@@ -172,38 +172,6 @@ fn ping() -> ProbeForm {
     }
 }
 
-fn dns() -> ProbeForm {
-    let transports = DnsTransport::ALL.iter().map(|t| t.as_str()).collect();
-    ProbeForm {
-        kind: ProbeKind::Dns.as_str(),
-        title: "DNS options",
-        host_hint: "the DNS server to ask (\"system\": the resolvers of the device)",
-        fields: vec![
-            text("query", "Query name", "", Input::Text).hint("the name to ask for (required)"),
-            text("type", "Record type", "A", Input::Text).hint("A, AAAA, MX, TXT, NS, SOA, PTR, …"),
-            choice("transport", "Transport", transports),
-            integer("port", "Port", d::PORT_RANGE, "the transport's".into())
-                .hint("53; 853 for tls, 443 for https"),
-            duration("timeout", "Timeout", d::TIMEOUT_RANGE, d::DNS_TIMEOUT)
-                .hint("for the whole lookup"),
-            integer(
-                "min_answers",
-                "Minimum answers",
-                d::DNS_MIN_ANSWERS_RANGE,
-                "0".into(),
-            )
-            .hint("fewer fails the probe"),
-            text(
-                "answer_contains",
-                "Answers that must be present",
-                "",
-                Input::Lines,
-            )
-            .hint("one per line: an address, name or text the answer must contain"),
-        ],
-    }
-}
-
 fn trace() -> ProbeForm {
     let protocols = TraceProtocol::ALL.iter().map(|p| p.as_str()).collect();
     let sockets = TraceSockets::ALL.iter().map(|s| s.as_str()).collect();
@@ -281,7 +249,7 @@ pub fn probe_forms() -> Vec<ProbeForm> {
     ProbeKind::every()
         .map(|k| match k {
             ProbeKind::Ping => ping(),
-            ProbeKind::Dns => dns(),
+            ProbeKind::Dns => ProbeModule::form(&DnsModule),
             ProbeKind::Trace => trace(),
             ProbeKind::Module(m) => m.module().form(),
         })

@@ -807,5 +807,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
 #[cfg(any(test, fuzzing))]
 pub(crate) mod fuzz;
 mod https;
+pub(crate) mod module;
+pub mod series;
 #[cfg(test)]
 mod tests;

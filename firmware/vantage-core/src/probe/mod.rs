@@ -15,7 +15,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use dns::{DnsProbe, system_nameservers};
+/// The DNS kind's module, while the kind still runs built in (it gives the kind's form).
+pub(crate) use dns::module::Dns as DnsModule;
+pub use dns::{DnsProbe, series as dns_series, system_nameservers};
 pub use module::{
     ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Section,
     family_mismatch,
