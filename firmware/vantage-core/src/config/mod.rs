@@ -44,7 +44,7 @@ pub use store::{
 pub use trace::{RawTrace, TraceOptions};
 
 use crate::defaults::{self, self as D, Bounds};
-use crate::probe::{ModuleOptions, OptionsInput, Section};
+use crate::probe::{DNS_MODULE, ModuleOptions, OptionsInput, Section};
 use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// The validated configuration.
@@ -109,9 +109,14 @@ fn take_module_sections<'t>(table: &mut DeValue<'t>) -> ModuleSections<'t> {
         return Vec::new();
     };
     ModuleId::all()
-        .filter_map(|m| Some((m, t.remove(m.module().name())?)))
+        .chain(SECTION_ONLY)
+        .filter_map(|m| Some((m, t.remove(m.0)?)))
         .collect()
 }
+
+/// Kinds whose section is read like a module's though their module is not registered yet:
+/// DNS, whose kind still runs built in.
+const SECTION_ONLY: [ModuleId; 1] = [DNS_MODULE];
 
 fn section<'a, 't>(sections: &'a ModuleSections<'t>, m: ModuleId) -> Option<&'a Section<'t>> {
     sections.iter().find(|(k, _)| *k == m).map(|(_, v)| v)
@@ -175,7 +180,6 @@ pub struct RawDefaults {
     pub interval: Option<Spanned<String>>,
     pub ping: Option<RawPing>,
     pub trace: Option<RawTrace>,
-    pub dns: Option<RawDns>,
 }
 
 /// The top level, minus `targets` (each target is read on its own so that one bad target does
@@ -205,7 +209,6 @@ pub struct RawTarget {
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
     pub ping: Option<RawPing>,
     pub trace: Option<RawTrace>,
-    pub dns: Option<RawDns>,
 }
 
 /// Label names our own series use; a user label must not shadow them.
@@ -326,6 +329,10 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
         .unwrap_or_default();
 
     let mut check = Check { col };
+    // A bad `[defaults.dns]` is a mistake even when no target runs the dns probe.
+    if let Some(v) = section(&module_defaults, DNS_MODULE) {
+        read_section::<RawDns>(&mut check, v, "defaults.dns");
+    }
     let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
     let defaults = Defaults {
         raw: &raw_root.defaults,
@@ -634,7 +641,7 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
     let labels = target_labels(c, at);
     let ping = PingOptions::resolve(c, &at.field("ping"), raw.ping.as_ref(), d.ping.as_ref());
     let trace = TraceOptions::resolve(c, &at.field("trace"), raw.trace.as_ref(), d.trace.as_ref());
-    let dns = target_dns(c, at, kinds.iter().any(|(k, _)| *k == ProbeKind::Dns));
+    let dns = target_dns(c, at, &kinds, host.as_ref());
     let modules = target_modules(c, at, &kinds, host.as_ref());
     if host.as_ref().is_some_and(Host::is_system) {
         check_system_host(c, at, &kinds);
@@ -685,6 +692,9 @@ fn target_modules(
 ) -> Vec<ModuleOptions> {
     let mut out = Vec::new();
     for (m, v) in at.modules {
+        if SECTION_ONLY.contains(m) {
+            continue;
+        }
         if !kinds.iter().any(|(k, _)| *k == ProbeKind::Module(*m)) {
             let msg = format!("is set but {:?} is not in probes", m.module().name());
             c.err(Some(v.span()), &at.field(m.module().name()), msg);
@@ -793,23 +803,27 @@ fn target_labels(c: &mut Check<'_, '_>, at: &At<'_>) -> BTreeMap<String, String>
 }
 
 /// The DNS options of a target that runs the dns probe; a query set without it is a mistake.
-fn target_dns(c: &mut Check<'_, '_>, at: &At<'_>, wanted: bool) -> Option<DnsOptions> {
-    let (raw, d) = (at.raw, at.d);
-    if wanted {
-        return DnsOptions::resolve(
-            c,
-            &at.field("dns"),
-            raw.dns.as_ref(),
-            d.dns.as_ref(),
-            at.span.clone(),
-        );
+fn target_dns(
+    c: &mut Check<'_, '_>,
+    at: &At<'_>,
+    kinds: &[(ProbeKind, Range<usize>)],
+    host: Option<&Host>,
+) -> Option<DnsOptions> {
+    let path = at.field("dns");
+    let own = section(at.modules, DNS_MODULE);
+    if kinds.iter().any(|(k, _)| *k == ProbeKind::Dns) {
+        let input = OptionsInput {
+            path: &path,
+            own,
+            defaults: section(at.module_defaults, DNS_MODULE),
+            target_span: at.span.clone(),
+            host: host.map(|h| (h, at.raw.host.span())),
+        };
+        return crate::probe::dns_options(c, &input);
     }
-    if let Some(v) = raw.dns.as_ref().and_then(|r| r.query.as_ref()) {
-        c.err(
-            v.span(),
-            &at.field("dns"),
-            "is set but \"dns\" is not in probes",
-        );
+    let raw: Option<RawDns> = own.and_then(|v| read_section(c, v, &path));
+    if let Some(v) = raw.and_then(|r| r.query) {
+        c.err(v.span(), &path, "is set but \"dns\" is not in probes");
     }
     None
 }
@@ -850,8 +864,8 @@ fn interval_setting(at: &At<'_>, kind: ProbeKind) -> Option<(Spanned<String>, St
             d.trace.as_ref().and_then(|p| p.interval.clone()),
         ),
         ProbeKind::Dns => (
-            raw.dns.as_ref().and_then(|p| p.interval.clone()),
-            d.dns.as_ref().and_then(|p| p.interval.clone()),
+            module_interval(section(at.modules, DNS_MODULE)),
+            module_interval(section(at.module_defaults, DNS_MODULE)),
         ),
     };
     let kind = kind.as_str();
@@ -911,11 +925,15 @@ fn check_dns_fits(
         return;
     };
     // Point at the timeout where it was written: the target's, else the defaults'.
-    let own = at.raw.dns.as_ref().and_then(|p| p.timeout.as_ref());
-    let inherited = at.d.dns.as_ref().and_then(|p| p.timeout.as_ref());
+    let timeout = |s: Option<&Section<'_>>| {
+        let v = s?.get_ref().as_table()?.get("timeout")?;
+        Some(v.span())
+    };
+    let own = timeout(section(at.modules, DNS_MODULE));
+    let inherited = timeout(section(at.module_defaults, DNS_MODULE));
     let (span, field) = match (own, inherited) {
-        (Some(v), _) => (Some(v.span()), at.field("dns.timeout")),
-        (None, Some(v)) => (Some(v.span()), "defaults.dns.timeout".to_string()),
+        (Some(v), _) => (Some(v), at.field("dns.timeout")),
+        (None, Some(v)) => (Some(v), "defaults.dns.timeout".to_string()),
         (None, None) => (Some(at.span.clone()), at.field("dns.timeout")),
     };
     c.err(

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The DNS kind's module, while the kind still runs built in (it gives the kind's form).
-pub(crate) use dns::module::Dns as DnsModule;
+pub(crate) use dns::module::{Dns as DnsModule, KIND as DNS_MODULE, options as dns_options};
 pub use dns::{DnsProbe, series as dns_series, system_nameservers};
 pub use module::{
     ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Section,

@@ -19,9 +19,12 @@ use crate::config::{
 use crate::defaults as d;
 use crate::sample::DnsReport;
 use crate::series::{Gauge, Point};
+use crate::types::ModuleId;
 
 /// `probes = ["dns"]`, `dns = {...}`, `probe="dns"`, `module=dns`.
 pub(crate) const NAME: &str = "dns";
+/// The kind once registered; the config reads its section under this id already.
+pub(crate) const KIND: ModuleId = ModuleId(NAME);
 
 /// `/probe` parameters of module=dns, each the option of the same name.
 const PARAMS: [&str; 4] = ["query", "type", "transport", "port"];
@@ -44,21 +47,7 @@ impl TypedModule for Dns {
         form()
     }
     fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<DnsOptions> {
-        let before = c.errors();
-        let defaults: Option<RawDns> = input
-            .defaults
-            .and_then(|v| read_section(c, v, "defaults.dns"));
-        let own: Option<RawDns> = input.own.and_then(|v| read_section(c, v, input.path));
-        if c.errors() > before {
-            return None;
-        }
-        DnsOptions::resolve(
-            c,
-            input.path,
-            own.as_ref(),
-            defaults.as_ref(),
-            input.target_span.clone(),
-        )
+        options(c, input)
     }
     /// The timeout covers the whole lookup, TCP retry included.
     fn round_length(&self, o: &DnsOptions) -> Duration {
@@ -92,6 +81,25 @@ impl TypedModule for Dns {
     fn initial_points(&self, out: &mut Vec<Point>) {
         series::initial_points(out);
     }
+}
+
+/// `dns = {...}` over `[defaults.dns]`, judged with the config's located messages.
+pub(crate) fn options(c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<DnsOptions> {
+    let before = c.errors();
+    let defaults: Option<RawDns> = input
+        .defaults
+        .and_then(|v| read_section(c, v, "defaults.dns"));
+    let own: Option<RawDns> = input.own.and_then(|v| read_section(c, v, input.path));
+    if c.errors() > before {
+        return None;
+    }
+    DnsOptions::resolve(
+        c,
+        input.path,
+        own.as_ref(),
+        defaults.as_ref(),
+        input.target_span.clone(),
+    )
 }
 
 /// The page's DNS target form.
