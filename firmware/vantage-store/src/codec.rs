@@ -372,27 +372,7 @@ impl StoredSample {
             }
         }
         if let Some(d) = &self.dns {
-            if let Some(rcode) = d.rcode {
-                v.push(("rcode", f64::from(rcode)));
-                v.push(("answer_records", f64::from(d.answers)));
-                v.push(("authority_records", f64::from(d.authority)));
-                v.push(("additional_records", f64::from(d.additional)));
-                v.push(("validation_failed", flag(d.validation_failed)));
-                v.push(("truncated_retry", flag(d.truncated_retry)));
-            }
-            if let Some(l) = d.lookup_us {
-                v.push(("lookup_seconds", secs(l)));
-            }
-            for (name, value) in [
-                ("resolve_seconds", d.resolve_us),
-                ("connect_seconds", d.connect_us),
-                ("tls_seconds", d.tls_us),
-                ("request_seconds", d.request_us),
-            ] {
-                if let Some(p) = value {
-                    v.push((name, secs(p)));
-                }
-            }
+            d.values(&mut v);
         }
         if let Some(t) = &self.trace {
             v.push(("hops", f64::from(t.hop_count())));

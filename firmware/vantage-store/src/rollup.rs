@@ -286,7 +286,7 @@ pub struct Agg {
 }
 
 /// The value a DNS round without an answer has in [`Agg::marks`].
-pub const NO_RCODE: u32 = 65_535;
+pub use vantage_core::dns_series::NO_RCODE;
 
 impl Agg {
     /// Folds one round in (rounds of one series, in time order).
@@ -304,8 +304,7 @@ impl Agg {
             if let Some(us) = d.lookup_us {
                 self.time.add(us);
             }
-            self.marks
-                .add(s.timestamp_ms, d.rcode.map_or(NO_RCODE, u32::from));
+            self.marks.add(s.timestamp_ms, d.mark());
         }
         if let Some(t) = &s.trace {
             if let Some((_, avg, _)) = t.last_rtt_us {

@@ -79,6 +79,10 @@ pub static GAUGES: [&Gauge; 9] = [
 /// REFUSED), so an alert on SERVFAIL has a series before the first one happens.
 pub const COMMON_RCODES: [u16; 4] = [0, 2, 3, 5];
 
+/// The mark of a round without an answer, where a range of rounds keeps each round's rcode
+/// and its changes.
+pub const NO_RCODE: u32 = 65_535;
+
 const VERSION: u8 = 1;
 
 // DNS flags, most common first so a usual round's flags fit one varint byte.
@@ -266,6 +270,38 @@ impl StoredDns {
         b.is_empty().then_some(d)
     }
 
+    /// The round's named values, as the store's other rounds give theirs: the answer's
+    /// figures with an answer, the lookup and each phase that happened.
+    pub fn values(&self, v: &mut Vec<(&'static str, f64)>) {
+        if let Some(rcode) = self.rcode {
+            v.push(("rcode", f64::from(rcode)));
+            v.push(("answer_records", f64::from(self.answers)));
+            v.push(("authority_records", f64::from(self.authority)));
+            v.push(("additional_records", f64::from(self.additional)));
+            v.push(("validation_failed", flag(self.validation_failed)));
+            v.push(("truncated_retry", flag(self.truncated_retry)));
+        }
+        if let Some(l) = self.lookup_us {
+            v.push(("lookup_seconds", secs(l)));
+        }
+        for (name, value) in [
+            ("resolve_seconds", self.resolve_us),
+            ("connect_seconds", self.connect_us),
+            ("tls_seconds", self.tls_us),
+            ("request_seconds", self.request_us),
+        ] {
+            if let Some(p) = value {
+                v.push((name, secs(p)));
+            }
+        }
+    }
+
+    /// What a range of rounds keeps of each round's outcome: the rcode, [`NO_RCODE`] without
+    /// an answer.
+    pub fn mark(&self) -> u32 {
+        self.rcode.map_or(NO_RCODE, u32::from)
+    }
+
     /// The gauges a round shows: every phase (0 when it did not happen), the common rcodes and
     /// the round's own (1 for it), the section counts (0 without an answer); the lookup only
     /// with an answer.
@@ -367,6 +403,20 @@ mod tests {
         // version, flags, rcode, answers, authority, additional, lookup (3 bytes), request
         // delta (2 bytes).
         assert_eq!(b.len(), 11, "{b:?}");
+    }
+
+    #[test]
+    fn values_and_marks_of_a_round_with_and_without_an_answer() {
+        let mut v = Vec::new();
+        usual().values(&mut v);
+        assert!(v.contains(&("lookup_seconds", 0.0198)), "{v:?}");
+        assert!(v.contains(&("request_seconds", 0.0195)), "{v:?}");
+        assert!(v.contains(&("rcode", 0.0)), "{v:?}");
+        assert_eq!(usual().mark(), 0);
+        let mut none = Vec::new();
+        StoredDns::default().values(&mut none);
+        assert!(none.is_empty(), "{none:?}");
+        assert_eq!(StoredDns::default().mark(), NO_RCODE);
     }
 
     #[test]
