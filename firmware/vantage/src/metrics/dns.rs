@@ -1,59 +1,62 @@
-//! DNS counters and the lookup histogram of one target (its per-round gauges are in `rounds`).
+//! DNS counters and the lookup histogram of one target (its per-round gauges are in `rounds`),
+//! as the DNS probe declares them.
 
 use std::sync::LazyLock;
 
 use vantage_core::DnsReport;
+use vantage_core::dns_series::{self as dns, COUNTERS, LOOKUP_HISTOGRAM as LOOKUP};
 
 use super::text::{Buckets, Counter, Histogram, Kind, Lines};
 use super::{Family, TargetSeries};
 
-/// Lookup buckets: 100 µs doubling to ~26 s (19 buckets).
-static LOOKUP_BUCKETS: LazyLock<Buckets> = LazyLock::new(|| Buckets::exponential(0.0001, 2.0, 19));
+static LOOKUP_BUCKETS: LazyLock<Buckets> =
+    LazyLock::new(|| Buckets::exponential(LOOKUP.start, LOOKUP.factor, LOOKUP.count));
 
 #[derive(Debug)]
 pub struct DnsSeries {
     lookup: Histogram,
-    validation_failures: Counter,
-    truncated_retries: Counter,
-    strays: Counter,
+    counters: [Counter; COUNTERS.len()],
 }
 
 impl Default for DnsSeries {
     fn default() -> Self {
         Self {
             lookup: Histogram::new(&LOOKUP_BUCKETS),
-            validation_failures: Counter::default(),
-            truncated_retries: Counter::default(),
-            strays: Counter::default(),
+            counters: Default::default(),
         }
     }
 }
 
 impl DnsSeries {
     pub fn observe(&self, r: &DnsReport) {
-        if let Some(l) = r.lookup {
-            self.lookup.observe(l.as_secs_f64());
-        }
-        if !r.validation_failures.is_empty() {
-            self.validation_failures.add(1);
-        }
-        if r.truncated_retry {
-            self.truncated_retries.add(1);
-        }
-        self.strays.add(u64::from(r.stray_datagrams));
+        dns::observe(r, &mut |_, v| self.lookup.observe(v));
+        dns::count(r, &mut |i, n| {
+            if let Some(c) = self.counters.get(i) {
+                c.add(n);
+            }
+        });
     }
 }
 
-fn counter(t: &TargetSeries, name: &str, l: &mut Lines<'_>, c: fn(&DnsSeries) -> &Counter) {
+fn counter<const I: usize>(t: &TargetSeries, name: &str, l: &mut Lines<'_>) {
     if let Some(d) = &t.dns {
-        l.sample(name, &[], None, c(d).get() as f64);
+        l.sample(name, &[], None, d.counters[I].get() as f64);
+    }
+}
+
+const fn counter_family<const I: usize>() -> Family {
+    Family {
+        name: COUNTERS[I].name,
+        help: COUNTERS[I].help,
+        kind: Kind::Counter,
+        write: counter::<I>,
     }
 }
 
 pub const FAMILIES: [Family; 4] = [
     Family {
-        name: "vantage_dns_lookup_seconds",
-        help: "Time from the start of a round to the answer, for rounds that got one.",
+        name: LOOKUP.name,
+        help: LOOKUP.help,
         kind: Kind::Histogram,
         write: |t, name, l| {
             if let Some(d) = &t.dns {
@@ -61,22 +64,33 @@ pub const FAMILIES: [Family; 4] = [
             }
         },
     },
-    Family {
-        name: "vantage_dns_validation_failures_total",
-        help: "Answers with an expected rcode whose records failed the configured checks.",
-        kind: Kind::Counter,
-        write: |t, name, l| counter(t, name, l, |d| &d.validation_failures),
-    },
-    Family {
-        name: "vantage_dns_truncated_retries_total",
-        help: "Truncated UDP answers retried over TCP.",
-        kind: Kind::Counter,
-        write: |t, name, l| counter(t, name, l, |d| &d.truncated_retries),
-    },
-    Family {
-        name: "vantage_dns_stray_datagrams_total",
-        help: "Datagrams ignored because they were not the answer (wrong ID or question, malformed).",
-        kind: Kind::Counter,
-        write: |t, name, l| counter(t, name, l, |d| &d.strays),
-    },
+    counter_family::<0>(),
+    counter_family::<1>(),
+    counter_family::<2>(),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each round adds to the counters the DNS probe declares, in their order; a round
+    /// without an answer adds nothing to the lookup histogram.
+    #[test]
+    fn rounds_add_to_the_declared_counters() {
+        let s = DnsSeries::default();
+        let r = DnsReport {
+            truncated_retry: true,
+            stray_datagrams: 3,
+            validation_failures: vec!["missing 192.0.2.1".into()],
+            ..DnsReport::default()
+        };
+        s.observe(&r);
+        s.observe(&r);
+        s.observe(&DnsReport::default());
+        let counts: Vec<u64> = s.counters.iter().map(Counter::get).collect();
+        assert_eq!(counts, [2, 2, 6]);
+        let names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        assert_eq!(names[0], LOOKUP.name);
+        assert_eq!(names[1..], COUNTERS.map(|c| c.name));
+    }
+}

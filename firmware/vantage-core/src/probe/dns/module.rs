@@ -18,7 +18,7 @@ use crate::config::{
 };
 use crate::defaults as d;
 use crate::sample::DnsReport;
-use crate::series::{Gauge, Point};
+use crate::series::{Gauge, HistogramDef, Point};
 use crate::types::ModuleId;
 
 /// `probes = ["dns"]`, `dns = {...}`, `probe="dns"`, `module=dns`.
@@ -42,6 +42,7 @@ impl TypedModule for Dns {
     const DEFAULT_INTERVAL: Duration = d::DNS_INTERVAL;
     const PARAMS: &'static [&'static str] = &PARAMS;
     const GAUGES: &'static [&'static Gauge] = &series::GAUGES;
+    const HISTOGRAMS: &'static [HistogramDef] = &[series::LOOKUP_HISTOGRAM];
 
     fn form(&self) -> ProbeForm {
         form()
@@ -80,6 +81,9 @@ impl TypedModule for Dns {
     }
     fn initial_points(&self, out: &mut Vec<Point>) {
         series::initial_points(out);
+    }
+    fn observe(&self, r: &DnsReport, add: &mut dyn FnMut(usize, f64)) {
+        series::observe(r, add);
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::super::tcp::{put_varint, varint};
 use crate::config::rcode_name;
 use crate::sample::{DnsPhases, DnsReport};
-use crate::series::{Gauge, Point, flag, gauge, labelled, secs};
+use crate::series::{CounterDef, Gauge, HistogramDef, Point, flag, gauge, labelled, secs};
 
 pub static PHASE: Gauge = labelled(
     "vantage_dns_phase_seconds",
@@ -74,6 +74,45 @@ pub static GAUGES: [&Gauge; 9] = [
     &TRUNCATED_RETRY,
     &STRAY_DATAGRAMS,
 ];
+
+/// Lookup time of every round that got an answer: 100 µs doubling to ~26 s.
+pub const LOOKUP_HISTOGRAM: HistogramDef = HistogramDef {
+    name: "vantage_dns_lookup_seconds",
+    help: "Time from the start of a round to the answer, for rounds that got one.",
+    start: 0.0001,
+    factor: 2.0,
+    count: 19,
+};
+
+/// The counters the daemon keeps of DNS rounds, in the order [`count`] adds to them.
+pub const COUNTERS: [CounterDef; 3] = [
+    CounterDef {
+        name: "vantage_dns_validation_failures_total",
+        help: "Answers with an expected rcode whose records failed the configured checks.",
+    },
+    CounterDef {
+        name: "vantage_dns_truncated_retries_total",
+        help: "Truncated UDP answers retried over TCP.",
+    },
+    CounterDef {
+        name: "vantage_dns_stray_datagrams_total",
+        help: "Datagrams ignored because they were not the answer (wrong ID or question, malformed).",
+    },
+];
+
+/// What a round adds to [`LOOKUP_HISTOGRAM`] (index 0).
+pub fn observe(r: &DnsReport, add: &mut dyn FnMut(usize, f64)) {
+    if let Some(l) = r.lookup {
+        add(0, l.as_secs_f64());
+    }
+}
+
+/// What a round adds to each of [`COUNTERS`], by index.
+pub fn count(r: &DnsReport, add: &mut dyn FnMut(usize, u64)) {
+    add(0, u64::from(!r.validation_failures.is_empty()));
+    add(1, u64::from(r.truncated_retry));
+    add(2, u64::from(r.stray_datagrams));
+}
 
 /// Rcodes whose `vantage_dns_rcode` series every DNS round sets (NOERROR, SERVFAIL, NXDOMAIN,
 /// REFUSED), so an alert on SERVFAIL has a series before the first one happens.
