@@ -2,8 +2,10 @@
 //! encoding behind [`TypedModule`].
 //!
 //! Not in [`MODULES`](super::super::MODULES) yet: the kind still runs as the built-in
-//! `ProbeKind::Dns`, whose config section, store figures and daemon series are still read where
-//! they were. Its form and its series already come from here.
+//! `ProbeKind::Dns` (`Measurement::Dns`), the store still writes its rounds in the built-in
+//! figures, and `/probe` and the one-shot CLI still build its options themselves. The config
+//! already reads `dns = {...}` through [`options`], and the page's form, the gauges, the
+//! histogram and counters come from here and from [`series`](super::series).
 
 use std::sync::Arc;
 use std::time::Duration;
