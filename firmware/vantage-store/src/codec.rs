@@ -393,6 +393,11 @@ impl StoredSample {
             v.push(("path_changed", flag(t.path_changed)));
             v.push(("paths_known", f64::from(t.paths_known)));
         }
+        if let Some(m) = &self.module
+            && let Some(module) = m.module()
+        {
+            module.values(&m.bytes, &mut v);
+        }
         v
     }
 

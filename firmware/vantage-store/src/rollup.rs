@@ -279,7 +279,8 @@ pub struct Agg {
     pub received: u64,
     /// The round's main time (ping: mean RTT; DNS: lookup; trace: the last hop's RTT), µs.
     pub time: Dist,
-    /// DNS: the rcode (65535 for a round without an answer); trace: the path hash.
+    /// DNS: the rcode (65535 for a round without an answer); trace: the path hash; a
+    /// module's: its [`Rollup::mark`](vantage_core::Rollup).
     pub marks: Marks,
     /// Trace hops by TTL.
     pub hops: Vec<HopAgg>,
@@ -305,6 +306,17 @@ impl Agg {
                 self.time.add(us);
             }
             self.marks.add(s.timestamp_ms, d.mark());
+        }
+        if let Some(m) = &s.module
+            && let Some(module) = m.module()
+        {
+            let r = module.rollup(&m.bytes);
+            if let Some(us) = r.time_us {
+                self.time.add(us);
+            }
+            if let Some(mark) = r.mark {
+                self.marks.add(s.timestamp_ms, mark);
+            }
         }
         if let Some(t) = &s.trace {
             if let Some((_, avg, _)) = t.last_rtt_us {

@@ -19,8 +19,8 @@ use std::time::Duration;
 pub(crate) use dns::module::{Dns as DnsModule, KIND as DNS_MODULE, options as dns_options};
 pub use dns::{DnsProbe, series as dns_series, system_nameservers};
 pub use module::{
-    ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Section,
-    family_mismatch,
+    ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Rollup,
+    Section, family_mismatch,
 };
 pub use ping::PingProbe;
 pub use trace::TraceProbe;

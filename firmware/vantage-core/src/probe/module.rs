@@ -19,7 +19,7 @@ use toml::de::DeValue;
 
 use super::Probe;
 use crate::config::{Check, Host, ProbeForm, module_options_from};
-use crate::series::{Gauge, HistogramDef, Point};
+use crate::series::{CounterDef, Gauge, HistogramDef, Point};
 use crate::types::{ModuleId, ProbeKind};
 
 /// A config section as written (`tcp = { ... }`), with its place in the file.
@@ -201,6 +201,15 @@ impl FromStr for ProbeKind {
     }
 }
 
+/// What a range of rounds keeps of one stored round, besides its success.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// The round's main time, µs (DNS: the lookup), whose distribution the range keeps.
+    pub time_us: Option<u64>,
+    /// The round's outcome as one number (DNS: the rcode), whose changes the range counts.
+    pub mark: Option<u32>,
+}
+
 /// What `/probe` asks of a module: the `target` parameter and the other query parameters.
 pub struct ProbeQuery<'a> {
     pub target: &'a str,
@@ -263,6 +272,18 @@ pub trait ProbeModule: Send + Sync + Debug {
     /// The histograms the daemon keeps from rounds, and what a round adds to each (by index).
     fn histograms(&self) -> &'static [HistogramDef];
     fn observe(&self, report: &dyn Report, add: &mut dyn FnMut(usize, f64));
+    /// The counters the daemon keeps from rounds, and what a round adds to each (by index).
+    fn counters(&self) -> &'static [CounterDef];
+    fn count(&self, report: &dyn Report, add: &mut dyn FnMut(usize, u64));
+    /// The named values of a stored round (the store's query answers), without the success
+    /// and duration every round has.
+    fn values(&self, stored: &[u8], out: &mut Vec<(&'static str, f64)>);
+    /// What a range of rounds keeps of a stored round: its main time and its mark.
+    fn rollup(&self, stored: &[u8]) -> Rollup;
+    /// Whether the kind's rounds have marks, whose changes a range of rounds shows.
+    fn keeps_marks(&self) -> bool;
+    /// A mark as the page shows it.
+    fn mark_name(&self, mark: u32) -> String;
     /// A report from its JSON (the shape [`Report::json`] writes; a field left out takes its
     /// default), for a crate that holds rounds of every kind without naming any kind's types.
     fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String>;
@@ -304,6 +325,18 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     fn points(&self, stored: &[u8], out: &mut Vec<Point>);
     fn initial_points(&self, out: &mut Vec<Point>);
     fn observe(&self, _report: &Self::Report, _add: &mut dyn FnMut(usize, f64)) {}
+    /// [`ProbeModule::counters`] and what a round adds to each.
+    const COUNTERS: &'static [CounterDef] = &[];
+    fn count(&self, _report: &Self::Report, _add: &mut dyn FnMut(usize, u64)) {}
+    fn values(&self, _stored: &[u8], _out: &mut Vec<(&'static str, f64)>) {}
+    fn rollup(&self, _stored: &[u8]) -> Rollup {
+        Rollup::default()
+    }
+    /// [`ProbeModule::keeps_marks`].
+    const MARKS: bool = false;
+    fn mark_name(&self, mark: u32) -> String {
+        format!("{mark:08x}")
+    }
 }
 
 impl<T: TypedModule> ProbeModule for T {
@@ -375,6 +408,26 @@ impl<T: TypedModule> ProbeModule for T {
         if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
             TypedModule::observe(self, r, add);
         }
+    }
+    fn counters(&self) -> &'static [CounterDef] {
+        T::COUNTERS
+    }
+    fn count(&self, report: &dyn Report, add: &mut dyn FnMut(usize, u64)) {
+        if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
+            TypedModule::count(self, r, add);
+        }
+    }
+    fn values(&self, stored: &[u8], out: &mut Vec<(&'static str, f64)>) {
+        TypedModule::values(self, stored, out);
+    }
+    fn rollup(&self, stored: &[u8]) -> Rollup {
+        TypedModule::rollup(self, stored)
+    }
+    fn keeps_marks(&self) -> bool {
+        T::MARKS
+    }
+    fn mark_name(&self, mark: u32) -> String {
+        TypedModule::mark_name(self, mark)
     }
     fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String> {
         let report: T::Report =

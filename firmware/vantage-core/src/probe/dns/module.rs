@@ -5,13 +5,14 @@
 //! `ProbeKind::Dns` (`Measurement::Dns`), the store still writes its rounds in the built-in
 //! figures, and `/probe` and the one-shot CLI still build its options themselves. The config
 //! already reads `dns = {...}` through [`options`], and the page's form, the gauges, the
-//! histogram and counters come from here and from [`series`](super::series).
+//! histogram, counters, a stored round's values and its rollup (lookup and rcode mark) come
+//! from here and from [`series`](super::series).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::Probe;
-use super::super::module::{OptionsInput, TypedModule, int_param};
+use super::super::module::{OptionsInput, Rollup, TypedModule, int_param};
 use super::DnsProbe;
 use super::series::{self, StoredDns};
 use crate::config::form::{choice, duration, integer, text};
@@ -20,7 +21,7 @@ use crate::config::{
 };
 use crate::defaults as d;
 use crate::sample::DnsReport;
-use crate::series::{Gauge, HistogramDef, Point};
+use crate::series::{CounterDef, Gauge, HistogramDef, Point};
 use crate::types::ModuleId;
 
 /// `probes = ["dns"]`, `dns = {...}`, `probe="dns"`, `module=dns`.
@@ -45,6 +46,8 @@ impl TypedModule for Dns {
     const PARAMS: &'static [&'static str] = &PARAMS;
     const GAUGES: &'static [&'static Gauge] = &series::GAUGES;
     const HISTOGRAMS: &'static [HistogramDef] = &[series::LOOKUP_HISTOGRAM];
+    const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
+    const MARKS: bool = true;
 
     fn form(&self) -> ProbeForm {
         form()
@@ -86,6 +89,24 @@ impl TypedModule for Dns {
     }
     fn observe(&self, r: &DnsReport, add: &mut dyn FnMut(usize, f64)) {
         series::observe(r, add);
+    }
+    fn count(&self, r: &DnsReport, add: &mut dyn FnMut(usize, u64)) {
+        series::count(r, add);
+    }
+    fn values(&self, bytes: &[u8], out: &mut Vec<(&'static str, f64)>) {
+        if let Some(s) = StoredDns::decode(bytes) {
+            s.values(out);
+        }
+    }
+    /// The lookup, and the rcode ([`series::NO_RCODE`] without an answer).
+    fn rollup(&self, bytes: &[u8]) -> Rollup {
+        StoredDns::decode(bytes).map_or_else(Rollup::default, |s| Rollup {
+            time_us: s.lookup_us,
+            mark: Some(s.mark()),
+        })
+    }
+    fn mark_name(&self, mark: u32) -> String {
+        series::mark_name(mark)
     }
 }
 
@@ -197,6 +218,32 @@ mod tests {
             Dns.report_from_json(serde_json::json!({"rcode": "OOPS"}))
                 .is_err()
         );
+    }
+
+    /// Counters, named values and the rollup of a round go through the module trait.
+    #[test]
+    fn counters_values_and_the_rollup_mark_come_through_the_module() {
+        let m: &dyn ProbeModule = &Dns;
+        let names: Vec<&str> = m.counters().iter().map(|c| c.name).collect();
+        assert_eq!(names, series::COUNTERS.map(|c| c.name));
+        let mut added = Vec::new();
+        m.count(&report(), &mut |i, n| added.push((i, n)));
+        assert_eq!(added, [(0, 0), (1, 1), (2, 0)]);
+        let mut bytes = Vec::new();
+        m.encode(&report(), &mut bytes);
+        let mut values = Vec::new();
+        m.values(&bytes, &mut values);
+        assert!(values.contains(&("rcode", 3.0)), "{values:?}");
+        assert!(values.contains(&("lookup_seconds", 0.02)), "{values:?}");
+        let r = m.rollup(&bytes);
+        assert_eq!((r.time_us, r.mark), (Some(20_000), Some(3)));
+        assert!(m.keeps_marks());
+        assert_eq!(m.mark_name(3), "NXDOMAIN");
+        assert_eq!(m.mark_name(series::NO_RCODE), "no answer");
+        let mut silent = Vec::new();
+        m.encode(&DnsReport::default(), &mut silent);
+        assert_eq!(m.rollup(&silent).mark, Some(series::NO_RCODE));
+        assert_eq!(m.rollup(&[]), Rollup::default());
     }
 
     #[test]

@@ -122,6 +122,14 @@ pub const COMMON_RCODES: [u16; 4] = [0, 2, 3, 5];
 /// and its changes.
 pub const NO_RCODE: u32 = 65_535;
 
+/// A mark as the page shows it: the rcode's mnemonic, "no answer" for [`NO_RCODE`].
+pub fn mark_name(mark: u32) -> String {
+    match u16::try_from(mark) {
+        Ok(r) if mark != NO_RCODE => rcode_name(r),
+        _ => "no answer".into(),
+    }
+}
+
 const VERSION: u8 = 1;
 
 // DNS flags, most common first so a usual round's flags fit one varint byte.
