@@ -40,7 +40,6 @@ pub enum Measurement {
     None,
     Ping(PingReport),
     Trace(TraceReport),
-    Dns(DnsReport),
     /// A probe module's report (`probe::MODULES`).
     Module(ModuleReport),
 }
@@ -421,7 +420,7 @@ impl Sample {
             ("duration_seconds", self.duration.as_secs_f64()),
         ];
         match &self.measurement {
-            Measurement::None | Measurement::Module(_) => {}
+            Measurement::None => {}
             Measurement::Ping(p) => {
                 v.push(("sent", f64::from(p.sent)));
                 v.push(("received", f64::from(p.received)));
@@ -456,29 +455,11 @@ impl Sample {
                 v.push(("path_changed", if t.path_changed { 1.0 } else { 0.0 }));
                 v.push(("paths_known", f64::from(t.paths_known)));
             }
-            Measurement::Dns(d) => {
-                if let Some(rcode) = d.rcode {
-                    v.push(("rcode", f64::from(rcode)));
-                    v.push(("answer_records", d.answers.len() as f64));
-                    v.push(("authority_records", f64::from(d.authority_records)));
-                    v.push(("additional_records", f64::from(d.additional_records)));
-                    let failed = !d.validation_failures.is_empty();
-                    v.push(("validation_failed", if failed { 1.0 } else { 0.0 }));
-                    v.push(("truncated_retry", if d.truncated_retry { 1.0 } else { 0.0 }));
-                }
-                if let Some(l) = d.lookup {
-                    v.push(("lookup_seconds", l.as_secs_f64()));
-                }
-                for (name, value) in [
-                    ("resolve_seconds", d.phases.resolve),
-                    ("connect_seconds", d.phases.connect),
-                    ("tls_seconds", d.phases.tls),
-                    ("request_seconds", d.phases.request),
-                ] {
-                    if let Some(p) = value {
-                        v.push((name, p.as_secs_f64()));
-                    }
-                }
+            // A module's values are those of its stored round (µs resolution).
+            Measurement::Module(r) => {
+                let mut bytes = Vec::new();
+                r.module().encode(r.report.as_ref(), &mut bytes);
+                r.module().values(&bytes, &mut v);
             }
         }
         v

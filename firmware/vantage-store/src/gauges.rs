@@ -19,6 +19,7 @@ use std::sync::LazyLock;
 use vantage_core::ProbeKind;
 
 use crate::codec::StoredSample;
+/// The DNS module's gauges, under the names they had as a built-in kind's.
 pub use vantage_core::dns_series::{
     ADDITIONAL_RECORDS as DNS_ADDITIONAL_RECORDS, ANSWER_RECORDS as DNS_ANSWER_RECORDS,
     AUTHORITY_RECORDS as DNS_AUTHORITY_RECORDS, COMMON_RCODES, LOOKUP as DNS_LOOKUP,
@@ -107,7 +108,7 @@ pub static ALL: LazyLock<Vec<&'static Gauge>> = LazyLock::new(|| {
 });
 
 /// The built-in kinds' per-round gauges.
-static BUILTIN: [&Gauge; 23] = [
+static BUILTIN: [&Gauge; 14] = [
     &PROBE_SUCCESS,
     &PROBE_DURATION,
     &PING_RTT,
@@ -115,15 +116,6 @@ static BUILTIN: [&Gauge; 23] = [
     &PING_SENT,
     &PING_RECEIVED,
     &PING_DUPLICATES,
-    &DNS_PHASE,
-    &DNS_RCODE,
-    &DNS_ANSWER_RECORDS,
-    &DNS_AUTHORITY_RECORDS,
-    &DNS_ADDITIONAL_RECORDS,
-    &DNS_LOOKUP,
-    &DNS_VALIDATION_FAILED,
-    &DNS_TRUNCATED_RETRY,
-    &DNS_STRAY_DATAGRAMS,
     &TRACE_HOPS,
     &TRACE_HOP_RTT,
     &TRACE_HOP_LOSS,
@@ -150,9 +142,6 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
     v.push(Point::new(&PROBE_DURATION, secs(s.duration_us)));
     if let Some(p) = &s.ping {
         ping_points(p, &mut v);
-    }
-    if let Some(d) = &s.dns {
-        d.points(&mut v);
     }
     if let Some(t) = &s.trace {
         trace_points(t, &mut v);
@@ -211,7 +200,6 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
                 v.push(Point::new(g, 0.0));
             }
         }
-        ProbeKind::Dns => vantage_core::dns_series::initial_points(&mut v),
         ProbeKind::Trace => {
             for g in [
                 &TRACE_HOPS,
@@ -232,7 +220,7 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{ErrorKind, StoredDns, StoredPing};
+    use crate::codec::{ErrorKind, StoredDns, StoredModule, StoredPing};
     use vantage_core::RoundQuality;
 
     fn round() -> StoredSample {
@@ -243,7 +231,6 @@ mod tests {
             error: ErrorKind::Timeout,
             duration_us: 1_000_000,
             ping: None,
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
@@ -276,11 +263,11 @@ mod tests {
             stddev_us: 80,
             ..StoredPing::default()
         });
-        s.dns = Some(Box::new(StoredDns {
+        s.module = Some(Box::new(StoredModule::dns(&StoredDns {
             rcode: Some(4),
             lookup_us: Some(5),
             ..StoredDns::default()
-        }));
+        })));
         for p in points(&s) {
             assert!(ALL.contains(&p.gauge), "{}", p.gauge.name);
             assert_eq!(p.gauge.label.is_some(), p.label_value.is_some());

@@ -301,12 +301,6 @@ impl Agg {
                 self.time.add(avg);
             }
         }
-        if let Some(d) = &s.dns {
-            if let Some(us) = d.lookup_us {
-                self.time.add(us);
-            }
-            self.marks.add(s.timestamp_ms, d.mark());
-        }
         if let Some(m) = &s.module
             && let Some(module) = m.module()
         {
@@ -569,7 +563,7 @@ pub fn key_minute(k: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{ErrorKind, StoredDns, StoredHop, StoredPing, StoredTrace};
+    use crate::codec::{ErrorKind, StoredDns, StoredHop, StoredModule, StoredPing, StoredTrace};
     use vantage_core::RoundQuality;
 
     fn ping(ts: i64, rtt: Option<u64>) -> StoredSample {
@@ -585,7 +579,6 @@ mod tests {
                 rtt_us: rtt.map(|r| (r, r, r)),
                 ..StoredPing::default()
             }),
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
@@ -644,11 +637,11 @@ mod tests {
     #[test]
     fn changes_across_minutes_are_found_with_their_times() {
         let dns = |ts: i64, rcode: Option<u16>| StoredSample {
-            dns: Some(Box::new(StoredDns {
+            module: Some(Box::new(StoredModule::dns(&StoredDns {
                 rcode,
                 lookup_us: rcode.map(|_| 2000),
                 ..StoredDns::default()
-            })),
+            }))),
             ping: None,
             ..ping(ts, None)
         };

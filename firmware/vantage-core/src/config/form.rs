@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::defaults::{self as d, Bounds};
-use crate::probe::{DnsModule, ProbeModule};
 use crate::{IpProtocol, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};
 
 /// How a field is entered and pre-checked.
@@ -249,7 +248,6 @@ pub fn probe_forms() -> Vec<ProbeForm> {
     ProbeKind::every()
         .map(|k| match k {
             ProbeKind::Ping => ping(),
-            ProbeKind::Dns => ProbeModule::form(&DnsModule),
             ProbeKind::Trace => trace(),
             ProbeKind::Module(m) => m.module().form(),
         })
@@ -264,7 +262,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_form_and_durations_read_back() {
         let kinds: Vec<_> = probe_forms().iter().map(|f| f.kind).collect();
-        assert_eq!(kinds[..3], ["ping", "dns", "trace"]);
+        assert_eq!(kinds, ["ping", "trace", "tcp", "http", "dns"]);
         for (d, s) in [
             (1, "1ms"),
             (100, "100ms"),

@@ -80,8 +80,6 @@ pub struct Target {
     pub probes: Vec<(ProbeKind, Duration)>,
     pub ping: PingOptions,
     pub trace: TraceOptions,
-    /// Present when the dns probe is enabled.
-    pub dns: Option<DnsOptions>,
     /// The options of each module kind the target runs.
     pub modules: Vec<ModuleOptions>,
 }
@@ -109,14 +107,9 @@ fn take_module_sections<'t>(table: &mut DeValue<'t>) -> ModuleSections<'t> {
         return Vec::new();
     };
     ModuleId::all()
-        .chain(SECTION_ONLY)
         .filter_map(|m| Some((m, t.remove(m.0)?)))
         .collect()
 }
-
-/// Kinds whose section is read like a module's though their module is not registered yet:
-/// DNS, whose kind still runs built in.
-const SECTION_ONLY: [ModuleId; 1] = [DNS_MODULE];
 
 fn section<'a, 't>(sections: &'a ModuleSections<'t>, m: ModuleId) -> Option<&'a Section<'t>> {
     sections.iter().find(|(k, _)| *k == m).map(|(_, v)| v)
@@ -641,7 +634,6 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
     let labels = target_labels(c, at);
     let ping = PingOptions::resolve(c, &at.field("ping"), raw.ping.as_ref(), d.ping.as_ref());
     let trace = TraceOptions::resolve(c, &at.field("trace"), raw.trace.as_ref(), d.trace.as_ref());
-    let dns = target_dns(c, at, &kinds, host.as_ref());
     let modules = target_modules(c, at, &kinds, host.as_ref());
     if host.as_ref().is_some_and(Host::is_system) {
         check_system_host(c, at, &kinds);
@@ -654,11 +646,11 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
                 .unwrap_or(default_interval(*kind)),
             None => default_interval(*kind),
         };
-        match kind {
+        match *kind {
             ProbeKind::Ping => check_ping_fits(c, at, &ping, interval),
             ProbeKind::Trace => check_trace_fits(c, at, &trace, interval),
-            ProbeKind::Dns => check_dns_fits(c, at, dns.as_ref(), interval),
-            ProbeKind::Module(m) => check_module_fits(c, at, *m, &modules, interval),
+            ProbeKind::DNS => check_dns_fits(c, at, &modules, interval),
+            ProbeKind::Module(m) => check_module_fits(c, at, m, &modules, interval),
         }
         probes.push((*kind, interval));
     }
@@ -678,7 +670,6 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
         probes,
         ping,
         trace,
-        dns,
         modules,
     })
 }
@@ -692,12 +683,9 @@ fn target_modules(
 ) -> Vec<ModuleOptions> {
     let mut out = Vec::new();
     for (m, v) in at.modules {
-        if SECTION_ONLY.contains(m) {
-            continue;
-        }
         if !kinds.iter().any(|(k, _)| *k == ProbeKind::Module(*m)) {
-            let msg = format!("is set but {:?} is not in probes", m.module().name());
-            c.err(Some(v.span()), &at.field(m.module().name()), msg);
+            m.module()
+                .unused_section(c, &at.field(m.module().name()), v);
         }
     }
     for (kind, _) in kinds {
@@ -802,35 +790,9 @@ fn target_labels(c: &mut Check<'_, '_>, at: &At<'_>) -> BTreeMap<String, String>
     labels
 }
 
-/// The DNS options of a target that runs the dns probe; a query set without it is a mistake.
-fn target_dns(
-    c: &mut Check<'_, '_>,
-    at: &At<'_>,
-    kinds: &[(ProbeKind, Range<usize>)],
-    host: Option<&Host>,
-) -> Option<DnsOptions> {
-    let path = at.field("dns");
-    let own = section(at.modules, DNS_MODULE);
-    if kinds.iter().any(|(k, _)| *k == ProbeKind::Dns) {
-        let input = OptionsInput {
-            path: &path,
-            own,
-            defaults: section(at.module_defaults, DNS_MODULE),
-            target_span: at.span.clone(),
-            host: host.map(|h| (h, at.raw.host.span())),
-        };
-        return crate::probe::dns_options(c, &input);
-    }
-    let raw: Option<RawDns> = own.and_then(|v| read_section(c, v, &path));
-    if let Some(v) = raw.and_then(|r| r.query) {
-        c.err(v.span(), &path, "is set but \"dns\" is not in probes");
-    }
-    None
-}
-
 fn check_system_host(c: &mut Check<'_, '_>, at: &At<'_>, kinds: &[(ProbeKind, Range<usize>)]) {
     for (kind, span) in kinds {
-        if *kind != ProbeKind::Dns {
+        if *kind != ProbeKind::DNS {
             c.err(
                 Some(span.clone()),
                 &at.field("probes"),
@@ -862,10 +824,6 @@ fn interval_setting(at: &At<'_>, kind: ProbeKind) -> Option<(Spanned<String>, St
         ProbeKind::Trace => (
             raw.trace.as_ref().and_then(|p| p.interval.clone()),
             d.trace.as_ref().and_then(|p| p.interval.clone()),
-        ),
-        ProbeKind::Dns => (
-            module_interval(section(at.modules, DNS_MODULE)),
-            module_interval(section(at.module_defaults, DNS_MODULE)),
         ),
     };
     let kind = kind.as_str();
@@ -918,10 +876,14 @@ fn check_trace_fits(c: &mut Check<'_, '_>, at: &At<'_>, trace: &TraceOptions, in
 fn check_dns_fits(
     c: &mut Check<'_, '_>,
     at: &At<'_>,
-    dns: Option<&DnsOptions>,
+    modules: &[ModuleOptions],
     interval: Duration,
 ) {
-    let Some(dns) = dns.filter(|dns| dns.timeout >= interval) else {
+    let dns = modules.iter().find(|o| o.kind == DNS_MODULE);
+    let Some(dns) = dns
+        .and_then(ModuleOptions::get::<DnsOptions>)
+        .filter(|dns| dns.timeout >= interval)
+    else {
         return;
     };
     // Point at the timeout where it was written: the target's, else the defaults'.
@@ -1007,7 +969,6 @@ fn check_trace_family(c: &mut Check<'_, '_>, at: &At<'_>, ip: IpAddr, trace: &Tr
 fn default_interval(kind: ProbeKind) -> Duration {
     match kind {
         ProbeKind::Ping => defaults::PING_INTERVAL,
-        ProbeKind::Dns => defaults::DNS_INTERVAL,
         ProbeKind::Trace => defaults::TRACE_INTERVAL,
         ProbeKind::Module(m) => m.module().default_interval(),
     }

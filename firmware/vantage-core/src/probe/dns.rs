@@ -448,7 +448,7 @@ impl DnsProbe {
 
 impl Probe for DnsProbe {
     fn kind(&self) -> ProbeKind {
-        ProbeKind::Dns
+        ProbeKind::DNS
     }
 
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
@@ -456,7 +456,7 @@ impl Probe for DnsProbe {
             let started = self.clock.now();
             let timestamp = self.clock.wall();
             let target = &req.target;
-            let (report, error) = match &target.dns {
+            let (report, error) = match target.module::<DnsOptions>(module::KIND) {
                 Some(opts) => {
                     let timeout = req
                         .deadline
@@ -476,12 +476,12 @@ impl Probe for DnsProbe {
             };
             Sample {
                 target: target.name.as_str().into(),
-                probe: ProbeKind::Dns,
+                probe: ProbeKind::DNS,
                 timestamp,
                 duration: self.clock.now().saturating_duration_since(started),
                 success: error.is_none(),
                 error,
-                measurement: report.map_or(Measurement::None, Measurement::Dns),
+                measurement: report.map_or(Measurement::None, Measurement::from),
                 quality: Default::default(),
             }
         })

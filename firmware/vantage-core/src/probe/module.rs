@@ -244,6 +244,8 @@ pub trait ProbeModule: Send + Sync + Debug {
     ) -> Option<Arc<dyn Options>>;
     /// The longest a round with these options takes; it must be shorter than the interval.
     fn round_length(&self, options: &dyn Options) -> Duration;
+    /// The kind's section on a target that does not run the kind (at `path`): a mistake.
+    fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>);
     /// The prober that runs rounds of this kind.
     fn probe(&self) -> Arc<dyn Probe>;
     /// `/probe?module=NAME&target=...`: the host and options of one round, or a message for 400.
@@ -311,6 +313,11 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>)
     -> Option<Self::Options>;
     fn round_length(&self, options: &Self::Options) -> Duration;
+    /// [`ProbeModule::unused_section`]; by default the section itself is the mistake.
+    fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
+        let msg = format!("is set but {:?} is not in probes", Self::NAME);
+        c.err(Some(section.span()), path, msg);
+    }
     fn probe(&self) -> Arc<dyn Probe>;
     /// `/probe`'s `target`: the host, and the section the other parameters are added to.
     fn probe_target(&self, target: &str) -> Result<(Host, toml::Table), String>;
@@ -363,6 +370,9 @@ impl<T: TypedModule> ProbeModule for T {
         o.as_any()
             .downcast_ref::<T::Options>()
             .map_or(Duration::ZERO, |o| TypedModule::round_length(self, o))
+    }
+    fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
+        TypedModule::unused_section(self, c, path, section);
     }
     fn probe(&self) -> Arc<dyn Probe> {
         TypedModule::probe(self)

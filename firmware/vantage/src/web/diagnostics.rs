@@ -88,8 +88,8 @@ fn agg_json(t: Option<i64>, a: &Agg) -> Value {
 
 fn mark_name(probe: ProbeKind, v: u32) -> String {
     match probe {
-        ProbeKind::Dns if v == NO_RCODE => "no answer".into(),
-        ProbeKind::Dns => vantage_core::config::rcode_name(v as u16),
+        ProbeKind::DNS if v == NO_RCODE => "no answer".into(),
+        ProbeKind::DNS => vantage_core::config::rcode_name(v as u16),
         ProbeKind::Module(m) => m.module().mark_name(v),
         _ => format!("{v:08x}"),
     }
@@ -209,7 +209,7 @@ pub fn range_body(
         "points": buckets.iter().map(|(t, a)| agg_json(Some(*t), a)).collect::<Vec<_>>(),
         "summary": agg_json(None, &all),
     });
-    if matches!(kind, ProbeKind::Dns | ProbeKind::Trace)
+    if matches!(kind, ProbeKind::DNS | ProbeKind::Trace)
         || kind.module().is_some_and(|m| m.keeps_marks())
     {
         body["changes"] = json!(changes);

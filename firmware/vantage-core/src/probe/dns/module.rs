@@ -1,18 +1,16 @@
-//! The DNS probe as a probe module: its options, form, `/probe` parameters, series and store
-//! encoding behind [`TypedModule`].
+//! The DNS probe as a probe module: its options, form, `/probe` parameters, series, counters,
+//! store encoding and rollup behind [`TypedModule`], registered in
+//! [`MODULES`](super::super::MODULES) with the store code the built-in kind had (2).
 //!
-//! Not in [`MODULES`](super::super::MODULES) yet: the kind still runs as the built-in
-//! `ProbeKind::Dns` (`Measurement::Dns`), the store still writes its rounds in the built-in
-//! figures, and `/probe` and the one-shot CLI still build its options themselves. The config
-//! already reads `dns = {...}` through [`options`], and the page's form, the gauges, the
-//! histogram, counters, a stored round's values and its rollup (lookup and rcode mark) come
-//! from here and from [`series`](super::series).
+//! Blocks written before (versions 1 to 4) keep DNS rounds in the store's built-in figures;
+//! the store reads them into this module's encoding. Still outside: the config's timeout
+//! check (its own message) and the blackbox names `/probe` gives a DNS round.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::Probe;
-use super::super::module::{OptionsInput, Rollup, TypedModule, int_param};
+use super::super::module::{ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param};
 use super::DnsProbe;
 use super::series::{self, StoredDns};
 use crate::config::form::{choice, duration, integer, text};
@@ -20,14 +18,35 @@ use crate::config::{
     Check, DnsOptions, DnsTransport, Host, Input, ProbeForm, RawDns, parse_host, read_section,
 };
 use crate::defaults as d;
-use crate::sample::DnsReport;
+use crate::sample::{DnsReport, Measurement};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point};
-use crate::types::ModuleId;
+use crate::types::{ModuleId, ProbeKind};
 
 /// `probes = ["dns"]`, `dns = {...}`, `probe="dns"`, `module=dns`.
 pub(crate) const NAME: &str = "dns";
-/// The kind once registered; the config reads its section under this id already.
+/// The DNS module's kind.
 pub(crate) const KIND: ModuleId = ModuleId(NAME);
+
+impl ProbeKind {
+    /// The DNS probe module's kind.
+    pub const DNS: ProbeKind = ProbeKind::Module(KIND);
+}
+
+impl From<DnsReport> for Measurement {
+    fn from(r: DnsReport) -> Self {
+        Measurement::Module(ModuleReport::new(KIND, r))
+    }
+}
+
+impl Measurement {
+    /// The DNS report of a DNS round.
+    pub fn dns(&self) -> Option<&DnsReport> {
+        match self {
+            Measurement::Module(r) => r.get(),
+            _ => None,
+        }
+    }
+}
 
 /// `/probe` parameters of module=dns, each the option of the same name.
 const PARAMS: [&str; 4] = ["query", "type", "transport", "port"];
@@ -58,6 +77,13 @@ impl TypedModule for Dns {
     /// The timeout covers the whole lookup, TCP retry included.
     fn round_length(&self, o: &DnsOptions) -> Duration {
         o.timeout
+    }
+    /// Only a query is a mistake without the probe; the section's keys are checked all the same.
+    fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
+        let raw: Option<RawDns> = read_section(c, section, path);
+        if let Some(v) = raw.and_then(|r| r.query) {
+            c.err(v.span(), path, "is set but \"dns\" is not in probes");
+        }
     }
     fn probe(&self) -> Arc<dyn Probe> {
         Arc::new(DnsProbe::new())
