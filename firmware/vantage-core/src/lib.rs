@@ -47,7 +47,7 @@ pub use config::{
 };
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    AddressGuard, DnsProbe, HostResolver, MODULES, ModuleOptions, ModuleReport, Options,
+    AddressGuard, DnsProbe, HostResolver, MODULES, Misfit, ModuleOptions, ModuleReport, Options,
     OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
     ProgressSender, Report, Rollup, Section, TraceProbe, dns_series, family_mismatch,
     module_gauges, probes, resolve_host, system_nameservers,

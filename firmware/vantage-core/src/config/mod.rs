@@ -649,7 +649,6 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
         match *kind {
             ProbeKind::Ping => check_ping_fits(c, at, &ping, interval),
             ProbeKind::Trace => check_trace_fits(c, at, &trace, interval),
-            ProbeKind::DNS => check_dns_fits(c, at, &modules, interval),
             ProbeKind::Module(m) => check_module_fits(c, at, m, &modules, interval),
         }
         probes.push((*kind, interval));
@@ -716,20 +715,28 @@ fn check_module_fits(
     let Some(o) = modules.iter().find(|o| o.kind == m) else {
         return;
     };
-    let length = m.module().round_length(o.options.as_ref());
-    if length < interval {
+    let Some(misfit) = m.module().misfit(o.options.as_ref(), interval) else {
         return;
-    }
+    };
     let name = m.module().name();
-    c.err(
-        section(at.modules, m).map_or(at.span.clone(), Section::span),
-        &at.field(name),
-        format!(
-            "a {name} round takes up to {}, longer than the interval ({}); shorten its timeout or send fewer attempts",
-            humantime::format_duration(length),
-            humantime::format_duration(interval)
-        ),
-    );
+    // Point at the setting where it was written: the target's, else the defaults'.
+    let written = |s: Option<&Section<'_>>, key: &str| {
+        let v = s?.get_ref().as_table()?.get(key)?;
+        Some(v.span())
+    };
+    let own = section(at.modules, m);
+    let (span, field) = match misfit.setting {
+        None => (own.map_or(at.span.clone(), Section::span), at.field(name)),
+        Some(key) => match (
+            written(own, key),
+            written(section(at.module_defaults, m), key),
+        ) {
+            (Some(v), _) => (v, at.field(&format!("{name}.{key}"))),
+            (None, Some(v)) => (v, format!("defaults.{name}.{key}")),
+            (None, None) => (at.span.clone(), at.field(&format!("{name}.{key}"))),
+        },
+    };
+    c.err(Some(span), &field, misfit.message);
 }
 
 /// The probe kinds a target lists, each once, with where it was written.
@@ -868,42 +875,6 @@ fn check_trace_fits(c: &mut Check<'_, '_>, at: &At<'_>, trace: &TraceOptions, in
         format!(
             "a trace waits up to {} for its answers, longer than the interval ({}); shorten the timeout or the spacing",
             humantime::format_duration(trace.round_length()),
-            humantime::format_duration(interval)
-        ),
-    );
-}
-
-fn check_dns_fits(
-    c: &mut Check<'_, '_>,
-    at: &At<'_>,
-    modules: &[ModuleOptions],
-    interval: Duration,
-) {
-    let dns = modules.iter().find(|o| o.kind == DNS_MODULE);
-    let Some(dns) = dns
-        .and_then(ModuleOptions::get::<DnsOptions>)
-        .filter(|dns| dns.timeout >= interval)
-    else {
-        return;
-    };
-    // Point at the timeout where it was written: the target's, else the defaults'.
-    let timeout = |s: Option<&Section<'_>>| {
-        let v = s?.get_ref().as_table()?.get("timeout")?;
-        Some(v.span())
-    };
-    let own = timeout(section(at.modules, DNS_MODULE));
-    let inherited = timeout(section(at.module_defaults, DNS_MODULE));
-    let (span, field) = match (own, inherited) {
-        (Some(v), _) => (Some(v), at.field("dns.timeout")),
-        (None, Some(v)) => (Some(v), "defaults.dns.timeout".to_string()),
-        (None, None) => (Some(at.span.clone()), at.field("dns.timeout")),
-    };
-    c.err(
-        span,
-        &field,
-        format!(
-            "the timeout ({}) must be shorter than the interval ({})",
-            humantime::format_duration(dns.timeout),
             humantime::format_duration(interval)
         ),
     );

@@ -18,8 +18,8 @@ use std::time::Duration;
 pub(crate) use dns::module::KIND as DNS_MODULE;
 pub use dns::{DnsProbe, series as dns_series, system_nameservers};
 pub use module::{
-    ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Rollup,
-    Section, family_mismatch,
+    Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report,
+    Rollup, Section, family_mismatch,
 };
 pub use ping::PingProbe;
 pub use trace::TraceProbe;

@@ -201,6 +201,14 @@ impl FromStr for ProbeKind {
     }
 }
 
+/// Why a round does not fit its interval: the setting to blame (a key of the kind's section,
+/// found in the target's section or else in `[defaults.KIND]`; `None`: the section), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misfit {
+    pub setting: Option<&'static str>,
+    pub message: String,
+}
+
 /// What a range of rounds keeps of one stored round, besides its success.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rollup {
@@ -244,6 +252,8 @@ pub trait ProbeModule: Send + Sync + Debug {
     ) -> Option<Arc<dyn Options>>;
     /// The longest a round with these options takes; it must be shorter than the interval.
     fn round_length(&self, options: &dyn Options) -> Duration;
+    /// Why a round with these options does not fit `interval`, if it does not.
+    fn misfit(&self, options: &dyn Options, interval: Duration) -> Option<Misfit>;
     /// The kind's section on a target that does not run the kind (at `path`): a mistake.
     fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>);
     /// The prober that runs rounds of this kind.
@@ -313,6 +323,19 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>)
     -> Option<Self::Options>;
     fn round_length(&self, options: &Self::Options) -> Duration;
+    /// [`ProbeModule::misfit`]; by default the round length against the interval.
+    fn misfit(&self, options: &Self::Options, interval: Duration) -> Option<Misfit> {
+        let length = self.round_length(options);
+        (length >= interval).then(|| Misfit {
+            setting: None,
+            message: format!(
+                "a {} round takes up to {}, longer than the interval ({}); shorten its timeout or send fewer attempts",
+                Self::NAME,
+                humantime::format_duration(length),
+                humantime::format_duration(interval)
+            ),
+        })
+    }
     /// [`ProbeModule::unused_section`]; by default the section itself is the mistake.
     fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
         let msg = format!("is set but {:?} is not in probes", Self::NAME);
@@ -373,6 +396,9 @@ impl<T: TypedModule> ProbeModule for T {
     }
     fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
         TypedModule::unused_section(self, c, path, section);
+    }
+    fn misfit(&self, o: &dyn Options, interval: Duration) -> Option<Misfit> {
+        TypedModule::misfit(self, o.as_any().downcast_ref::<T::Options>()?, interval)
     }
     fn probe(&self) -> Arc<dyn Probe> {
         TypedModule::probe(self)

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::Probe;
-use super::super::module::{ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param};
+use super::super::module::{
+    Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param,
+};
 use super::DnsProbe;
 use super::series::{self, StoredDns};
 use crate::config::form::{choice, duration, integer, text};
@@ -77,6 +79,17 @@ impl TypedModule for Dns {
     /// The timeout covers the whole lookup, TCP retry included.
     fn round_length(&self, o: &DnsOptions) -> Duration {
         o.timeout
+    }
+    /// The timeout, where it was written.
+    fn misfit(&self, o: &DnsOptions, interval: Duration) -> Option<Misfit> {
+        (o.timeout >= interval).then(|| Misfit {
+            setting: Some("timeout"),
+            message: format!(
+                "the timeout ({}) must be shorter than the interval ({})",
+                humantime::format_duration(o.timeout),
+                humantime::format_duration(interval)
+            ),
+        })
     }
     /// Only a query is a mistake without the probe; the section's keys are checked all the same.
     fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
