@@ -3,8 +3,9 @@
 //! [`MODULES`](super::super::MODULES) with the store code the built-in kind had (2).
 //!
 //! Blocks written before (versions 1 to 4) keep DNS rounds in the store's built-in figures;
-//! the store reads them into this module's encoding. Still outside: the config's timeout
-//! check (its own message) and the blackbox names `/probe` gives a DNS round.
+//! the store reads them into this module's encoding. Still outside: the blackbox names `/probe`
+//! gives a DNS round, `/probe`'s checks of `transport`, `port` and `target=system`, and the
+//! `vantage dns` command line (dig-like, its own flags), which runs [`DnsProbe`] itself.
 
 use std::sync::Arc;
 use std::time::Duration;
