@@ -47,10 +47,10 @@ pub use config::{
 };
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    AddressGuard, DnsProbe, HostResolver, MODULES, ModuleOptions, ModuleReport, Options,
+    AddressGuard, DnsProbe, HostResolver, MODULES, Misfit, ModuleOptions, ModuleReport, Options,
     OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
-    ProgressSender, Report, Section, TraceProbe, family_mismatch, module_gauges, probes,
-    resolve_host, system_nameservers,
+    ProgressSender, Report, Rollup, Section, TraceProbe, dns_series, family_mismatch,
+    module_gauges, probes, resolve_host, system_nameservers,
 };
 pub use quality::{
     LATE_THRESHOLD, PSI_READ_INTERVAL, Pressure, ProcPressure, Resource, RoundQuality,

@@ -5,9 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{DnsTransport, rcode_name};
+use crate::config::{DnsTransport, parse_rcode, rcode_name};
 use crate::probe::ModuleReport;
 use crate::quality::RoundQuality;
 use crate::types::{ProbeKind, TraceProtocol};
@@ -40,7 +40,6 @@ pub enum Measurement {
     None,
     Ping(PingReport),
     Trace(TraceReport),
-    Dns(DnsReport),
     /// A probe module's report (`probe::MODULES`).
     Module(ModuleReport),
 }
@@ -265,7 +264,8 @@ impl TraceReport {
 }
 
 /// One DNS query.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DnsReport {
     /// The server that was asked last (for `host = "system"`, the one that answered).
     pub server: Option<SocketAddr>,
@@ -276,7 +276,7 @@ pub struct DnsReport {
     /// Servers asked; above 1 only for `host = "system"` when a server failed.
     pub attempts: u32,
     /// Response code of the answer, extended rcode included.
-    #[serde(serialize_with = "rcode_ser")]
+    #[serde(serialize_with = "rcode_ser", deserialize_with = "rcode_de")]
     pub rcode: Option<u16>,
     pub flags: DnsFlags,
     pub answers: Vec<DnsRecord>,
@@ -302,6 +302,17 @@ fn rcode_ser<S: serde::Serializer>(v: &Option<u16>, s: S) -> Result<S::Ok, S::Er
     }
 }
 
+/// An rcode as [`rcode_ser`] writes it: its mnemonic, or `RCODE<n>` for one without.
+fn rcode_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let Some(name) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let number = name.strip_prefix("RCODE").unwrap_or(&name);
+    parse_rcode(number)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 impl DnsReport {
     pub fn rcode_name(&self) -> Option<String> {
         self.rcode.map(rcode_name)
@@ -309,7 +320,7 @@ impl DnsReport {
 }
 
 /// Header flags of a DNS answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DnsFlags {
     pub authoritative: bool,
     pub truncated: bool,
@@ -318,7 +329,7 @@ pub struct DnsFlags {
 }
 
 /// One answer record, in presentation form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsRecord {
     pub name: String,
     pub ttl: u32,
@@ -340,7 +351,7 @@ impl fmt::Display for DnsRecord {
 
 /// Where the time of a DNS round went, as blackbox_exporter splits it. A phase that did not
 /// happen (no name to resolve, no TCP) is `None`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DnsPhases {
     /// Resolving the server's own hostname.
     pub resolve: Option<Duration>,
@@ -409,7 +420,7 @@ impl Sample {
             ("duration_seconds", self.duration.as_secs_f64()),
         ];
         match &self.measurement {
-            Measurement::None | Measurement::Module(_) => {}
+            Measurement::None => {}
             Measurement::Ping(p) => {
                 v.push(("sent", f64::from(p.sent)));
                 v.push(("received", f64::from(p.received)));
@@ -444,29 +455,11 @@ impl Sample {
                 v.push(("path_changed", if t.path_changed { 1.0 } else { 0.0 }));
                 v.push(("paths_known", f64::from(t.paths_known)));
             }
-            Measurement::Dns(d) => {
-                if let Some(rcode) = d.rcode {
-                    v.push(("rcode", f64::from(rcode)));
-                    v.push(("answer_records", d.answers.len() as f64));
-                    v.push(("authority_records", f64::from(d.authority_records)));
-                    v.push(("additional_records", f64::from(d.additional_records)));
-                    let failed = !d.validation_failures.is_empty();
-                    v.push(("validation_failed", if failed { 1.0 } else { 0.0 }));
-                    v.push(("truncated_retry", if d.truncated_retry { 1.0 } else { 0.0 }));
-                }
-                if let Some(l) = d.lookup {
-                    v.push(("lookup_seconds", l.as_secs_f64()));
-                }
-                for (name, value) in [
-                    ("resolve_seconds", d.phases.resolve),
-                    ("connect_seconds", d.phases.connect),
-                    ("tls_seconds", d.phases.tls),
-                    ("request_seconds", d.phases.request),
-                ] {
-                    if let Some(p) = value {
-                        v.push((name, p.as_secs_f64()));
-                    }
-                }
+            // A module's values are those of its stored round (µs resolution).
+            Measurement::Module(r) => {
+                let mut bytes = Vec::new();
+                r.module().encode(r.report.as_ref(), &mut bytes);
+                r.module().values(&bytes, &mut v);
             }
         }
         v

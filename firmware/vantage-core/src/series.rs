@@ -105,6 +105,14 @@ pub struct HistogramDef {
     pub count: usize,
 }
 
+/// A counter the daemon keeps per target from every round (for `rate()` over live scrapes;
+/// not stored, not in `/probe`), like [`HistogramDef`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct CounterDef {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
 /// Seconds from microseconds, the stored resolution.
 pub fn secs(us: u64) -> f64 {
     us as f64 / 1e6

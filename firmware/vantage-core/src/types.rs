@@ -14,19 +14,17 @@ pub struct ModuleId(pub(crate) &'static str);
 #[non_exhaustive]
 pub enum ProbeKind {
     Ping,
-    Dns,
     Trace,
     Module(ModuleId),
 }
 
 impl ProbeKind {
     /// The built-in kinds.
-    pub const ALL: [ProbeKind; 3] = [ProbeKind::Ping, ProbeKind::Dns, ProbeKind::Trace];
+    pub const ALL: [ProbeKind; 2] = [ProbeKind::Ping, ProbeKind::Trace];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProbeKind::Ping => "ping",
-            ProbeKind::Dns => "dns",
             ProbeKind::Trace => "trace",
             ProbeKind::Module(m) => m.0,
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
-use vantage_core::{Config, DnsProbe, Measurement, Probe, ProbeError, ProbeRequest, Sample};
+use vantage_core::{Config, DnsProbe, Probe, ProbeError, ProbeRequest, Sample};
 
 /// What the server does with each query.
 #[derive(Debug, Clone, Copy)]
@@ -163,10 +163,7 @@ fn probe(server: &Server, timeout: &str) -> Sample {
 }
 
 fn strays(s: &Sample) -> u32 {
-    match &s.measurement {
-        Measurement::Dns(r) => r.stray_datagrams,
-        _ => 0,
-    }
+    s.measurement.dns().map_or(0, |r| r.stray_datagrams)
 }
 
 #[test]
@@ -221,9 +218,9 @@ fn lies_over_tcp_after_truncation_are_protocol_errors() {
         ),
         "{s:?}"
     );
-    match &s.measurement {
-        Measurement::Dns(r) => assert!(r.truncated_retry),
-        m => panic!("{m:?}"),
+    match s.measurement.dns() {
+        Some(r) => assert!(r.truncated_retry),
+        None => panic!("{:?}", s.measurement),
     }
 }
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use vantage_core::net::KernelDns;
 use vantage_core::{
-    Config, DnsProbe, DnsReport, DnsTransport, Host, Measurement, Probe, ProbeError, ProbeRequest,
-    Sample, SystemClock,
+    Config, DnsProbe, DnsReport, DnsTransport, Host, Probe, ProbeError, ProbeRequest, Sample,
+    SystemClock,
 };
 
 const SERVER: &str = "192.0.2.53";
@@ -305,9 +305,9 @@ auth-zone:
 }
 
 fn report(s: &Sample) -> &DnsReport {
-    match &s.measurement {
-        Measurement::Dns(r) => r,
-        other => panic!("no DNS report: {other:?} ({:?})", s.error),
+    match s.measurement.dns() {
+        Some(r) => r,
+        None => panic!("no DNS report: {:?} ({:?})", s.measurement, s.error),
     }
 }
 

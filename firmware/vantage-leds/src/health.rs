@@ -415,7 +415,7 @@ mod tests {
             let probe = if i.is_multiple_of(2) {
                 ProbeKind::Ping
             } else {
-                ProbeKind::Dns
+                ProbeKind::DNS
             };
             obs.sample(Sample {
                 target: names[(i / 2) % n].as_str().into(),

@@ -17,7 +17,9 @@
 //!   ping: sent varint, received varint,
 //!         [extra] duplicates varint, icmp_errors varint,
 //!         [has rtts] min µs varint, [not equal] avg-min, max-avg, stddev varints
-//!   dns:  dflags varint   bit0 answered, bit1 authority/additional present, bit2 lookup,
+//!   dns:  (written by versions 2 to 4 before DNS was a probe module; still read, into the DNS
+//!         module's round: a DNS round is now a module round of code 2)
+//!         dflags varint   bit0 answered, bit1 authority/additional present, bit2 lookup,
 //!                         bit3 request phase, bit4 validation failed, bit5 truncated retry,
 //!                         bit6 resolve phase, bit7 connect phase, bit8 tls phase,
 //!                         bit9 stray datagrams
@@ -40,13 +42,13 @@
 //! crc32   u32 LE over everything before it
 //! ```
 //!
-//! A typical ping round (one packet, answered) takes 9 to 12 bytes, a DNS round 13 to 15, a
+//! A typical ping round (one packet, answered) takes 9 to 12 bytes, a DNS round about 19, a
 //! trace about 17 plus 3 per hop. Error messages, DNS records and hop addresses are not
 //! stored (`docs/STORE.md`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vantage_core::{DnsReport, Measurement, ProbeError, RoundQuality, Sample, TraceReport};
+use vantage_core::{Measurement, ProbeError, RoundQuality, Sample, TraceReport};
 
 /// The version blocks are written in.
 const VERSION: u8 = 4;
@@ -166,40 +168,9 @@ pub struct StoredPing {
     pub stddev_us: u64,
 }
 
-/// DNS figures of one stored round: what `/metrics` shows of a query, without the records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StoredDns {
-    /// Response code of the answer (extended rcode included); `None` without an answer.
-    pub rcode: Option<u16>,
-    /// Records in the answer, authority and additional sections (0 without an answer).
-    pub answers: u32,
-    pub authority: u32,
-    pub additional: u32,
-    /// Time from the start of the round to the answer, µs.
-    pub lookup_us: Option<u64>,
-    /// The phases of the round, µs; `None` for a phase that did not happen.
-    pub resolve_us: Option<u64>,
-    pub connect_us: Option<u64>,
-    pub tls_us: Option<u64>,
-    pub request_us: Option<u64>,
-    /// The answer failed the configured checks (contains, match, minimum count).
-    pub validation_failed: bool,
-    /// The UDP answer came back truncated and the query was repeated over TCP.
-    pub truncated_retry: bool,
-    pub stray_datagrams: u32,
-}
-
-impl StoredDns {
-    /// The phase names of `/metrics` (`vantage_dns_phase_seconds{phase}`) with their times.
-    pub fn phases(&self) -> [(&'static str, Option<u64>); 4] {
-        [
-            ("resolve", self.resolve_us),
-            ("connect", self.connect_us),
-            ("tls", self.tls_us),
-            ("request", self.request_us),
-        ]
-    }
-}
+/// DNS figures of one stored round: the DNS module's, read from the built-in encoding of old
+/// blocks too.
+pub use vantage_core::dns_series::StoredDns;
 
 /// One TTL of a stored trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -264,13 +235,11 @@ pub struct StoredSample {
     pub error: ErrorKind,
     pub duration_us: u64,
     pub ping: Option<StoredPing>,
-    /// DNS figures (`None` for other probes, and for DNS rounds stored before version 2 or
-    /// that could not ask at all).
-    pub dns: Option<Box<StoredDns>>,
     /// Trace figures (`None` for other probes, and for trace rounds stored before version 2
     /// or that could not trace at all).
     pub trace: Option<Box<StoredTrace>>,
-    /// A probe module's figures (`None` for the built-in kinds).
+    /// A probe module's figures (`None` for the built-in kinds). DNS rounds of blocks written
+    /// before DNS was a module (its built-in figures) are read into the DNS module's encoding.
     pub module: Option<Box<StoredModule>>,
     /// Whether the round ran late or under CPU or memory pressure (empty before version 4).
     pub quality: RoundQuality,
@@ -285,6 +254,16 @@ pub struct StoredModule {
 }
 
 impl StoredModule {
+    /// A DNS round's figures as the DNS module's round.
+    pub fn dns(d: &StoredDns) -> Self {
+        let mut bytes = Vec::new();
+        d.encode(&mut bytes);
+        let code = vantage_core::ProbeKind::DNS
+            .module()
+            .map_or(0, |m| m.store_code());
+        Self { code, bytes }
+    }
+
     pub fn module(&self) -> Option<&'static dyn vantage_core::ProbeModule> {
         vantage_core::ModuleId::by_store_code(self.code).map(vantage_core::ModuleId::module)
     }
@@ -307,30 +286,6 @@ pub fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-impl StoredDns {
-    pub fn from_report(d: &DnsReport) -> Self {
-        let answered = d.rcode.is_some();
-        Self {
-            rcode: d.rcode,
-            answers: if answered {
-                u32::try_from(d.answers.len()).unwrap_or(u32::MAX)
-            } else {
-                0
-            },
-            authority: if answered { d.authority_records } else { 0 },
-            additional: if answered { d.additional_records } else { 0 },
-            lookup_us: d.lookup.map(micros),
-            resolve_us: d.phases.resolve.map(micros),
-            connect_us: d.phases.connect.map(micros),
-            tls_us: d.phases.tls.map(micros),
-            request_us: d.phases.request.map(micros),
-            validation_failed: !d.validation_failures.is_empty(),
-            truncated_retry: d.truncated_retry,
-            stray_datagrams: d.stray_datagrams,
-        }
     }
 }
 
@@ -364,7 +319,7 @@ impl StoredTrace {
 
 impl StoredSample {
     pub fn from_sample(s: &Sample, series: u32) -> Self {
-        let (mut ping, mut dns, mut trace, mut module) = (None, None, None, None);
+        let (mut ping, mut trace, mut module) = (None, None, None);
         match &s.measurement {
             Measurement::Ping(p) => {
                 ping = Some(StoredPing {
@@ -381,7 +336,6 @@ impl StoredSample {
                         .map_or(0, |s| (s * 1e6).round().max(0.0) as u64),
                 })
             }
-            Measurement::Dns(d) => dns = Some(Box::new(StoredDns::from_report(d))),
             Measurement::Trace(t) => trace = Some(Box::new(StoredTrace::from_report(t))),
             Measurement::Module(r) => {
                 let mut bytes = Vec::new();
@@ -400,7 +354,6 @@ impl StoredSample {
             error: ErrorKind::of(s.error.as_ref()),
             duration_us: micros(s.duration),
             ping,
-            dns,
             trace,
             module,
             quality: s.quality,
@@ -427,29 +380,6 @@ impl StoredSample {
                 v.push(("rtt_stddev_seconds", secs(p.stddev_us)));
             }
         }
-        if let Some(d) = &self.dns {
-            if let Some(rcode) = d.rcode {
-                v.push(("rcode", f64::from(rcode)));
-                v.push(("answer_records", f64::from(d.answers)));
-                v.push(("authority_records", f64::from(d.authority)));
-                v.push(("additional_records", f64::from(d.additional)));
-                v.push(("validation_failed", flag(d.validation_failed)));
-                v.push(("truncated_retry", flag(d.truncated_retry)));
-            }
-            if let Some(l) = d.lookup_us {
-                v.push(("lookup_seconds", secs(l)));
-            }
-            for (name, value) in [
-                ("resolve_seconds", d.resolve_us),
-                ("connect_seconds", d.connect_us),
-                ("tls_seconds", d.tls_us),
-                ("request_seconds", d.request_us),
-            ] {
-                if let Some(p) = value {
-                    v.push((name, secs(p)));
-                }
-            }
-        }
         if let Some(t) = &self.trace {
             v.push(("hops", f64::from(t.hop_count())));
             v.push(("sent", t.hops.iter().map(|h| f64::from(h.sent)).sum()));
@@ -468,6 +398,11 @@ impl StoredSample {
             v.push(("path_hash", f64::from(t.path_hash)));
             v.push(("path_changed", flag(t.path_changed)));
             v.push(("paths_known", f64::from(t.paths_known)));
+        }
+        if let Some(m) = &self.module
+            && let Some(module) = m.module()
+        {
+            module.values(&m.bytes, &mut v);
         }
         v
     }
@@ -604,53 +539,13 @@ fn sub_back(a: u64, d: i64) -> u64 {
     (a as i64).wrapping_sub(d) as u64
 }
 
-fn put_dns(out: &mut Vec<u8>, d: &StoredDns, duration_us: u64) {
-    let mut f = 0;
-    if d.rcode.is_some() {
-        f |= D_ANSWERED;
-        if d.authority != 0 || d.additional != 0 {
-            f |= D_SECTIONS;
-        }
-    }
-    for (set, bit) in [
-        (d.lookup_us.is_some(), D_LOOKUP),
-        (d.request_us.is_some(), D_REQUEST),
-        (d.validation_failed, D_VALIDATION_FAILED),
-        (d.truncated_retry, D_TRUNCATED_RETRY),
-        (d.resolve_us.is_some(), D_RESOLVE),
-        (d.connect_us.is_some(), D_CONNECT),
-        (d.tls_us.is_some(), D_TLS),
-        (d.stray_datagrams != 0, D_STRAYS),
-    ] {
-        if set {
-            f |= bit;
-        }
-    }
-    put_varint(out, f);
-    if let Some(rcode) = d.rcode {
-        put_varint(out, u64::from(rcode));
-        put_varint(out, u64::from(d.answers));
-        if f & D_SECTIONS != 0 {
-            put_varint(out, u64::from(d.authority));
-            put_varint(out, u64::from(d.additional));
-        }
-    }
-    // The lookup is most of the round, and the request most of the lookup: small deltas.
-    if let Some(l) = d.lookup_us {
-        put_zigzag(out, delta(duration_us, l));
-    }
-    if let Some(r) = d.request_us {
-        put_zigzag(out, delta(d.lookup_us.unwrap_or(duration_us), r));
-    }
-    for p in [d.resolve_us, d.connect_us, d.tls_us].into_iter().flatten() {
-        put_varint(out, p);
-    }
-    if d.stray_datagrams != 0 {
-        put_varint(out, u64::from(d.stray_datagrams));
-    }
+/// A DNS round of the built-in figures (blocks written before DNS was a module), as the DNS
+/// module's round.
+fn get_dns(r: &mut Reader<'_>, duration_us: u64) -> Result<StoredModule, DecodeError> {
+    Ok(StoredModule::dns(&get_dns_figures(r, duration_us)?))
 }
 
-fn get_dns(r: &mut Reader<'_>, duration_us: u64) -> Result<StoredDns, DecodeError> {
+fn get_dns_figures(r: &mut Reader<'_>, duration_us: u64) -> Result<StoredDns, DecodeError> {
     let f = r.varint()?;
     if f & !D_KNOWN != 0 {
         return Err(DecodeError::Malformed);
@@ -912,8 +807,6 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
                     flags |= F_RTT_EQUAL;
                 }
             }
-        } else if s.dns.is_some() {
-            flags |= F_DNS;
         } else if s.trace.is_some() {
             flags |= F_TRACE;
         } else if s.module.is_some() {
@@ -937,8 +830,6 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
                     put_varint(&mut out, p.stddev_us);
                 }
             }
-        } else if let Some(d) = &s.dns {
-            put_dns(&mut out, d, s.duration_us);
         } else if let Some(t) = &s.trace {
             put_trace(&mut out, t);
         } else if let Some(m) = &s.module {
@@ -989,7 +880,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
         prev = ts;
         let flags = r.u8()?;
         let duration_us = r.varint()?;
-        let (mut ping, mut dns, mut trace, mut module) = (None, None, None, None);
+        let (mut ping, mut trace, mut module) = (None, None, None);
         if flags & F_PING != 0 {
             let sent = r.u32v()?;
             let received = r.u32v()?;
@@ -1032,7 +923,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
                 return Err(DecodeError::Malformed);
             }
             if flags & F_DNS != 0 {
-                dns = Some(Box::new(get_dns(&mut r, duration_us)?));
+                module = Some(Box::new(get_dns(&mut r, duration_us)?));
             } else if flags & F_TRACE != 0 {
                 trace = Some(Box::new(get_trace(&mut r)?));
             } else if flags & F_MODULE != 0 {
@@ -1046,7 +937,6 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
             error: ErrorKind::from_bits((flags & F_ERROR_MASK) >> F_ERROR_SHIFT),
             duration_us,
             ping,
-            dns,
             trace,
             module,
             quality: RoundQuality::empty(),
@@ -1090,7 +980,6 @@ mod tests {
                 rtt_us: rtt,
                 stddev_us: rtt.map_or(0, |r| (r.2 - r.0) / 3),
             }),
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
@@ -1110,7 +999,6 @@ mod tests {
                 error: ErrorKind::Resolve,
                 duration_us: 3,
                 ping: None,
-                dns: None,
                 trace: None,
                 module: None,
                 quality: RoundQuality::empty(),
@@ -1176,16 +1064,16 @@ mod tests {
             error: ErrorKind::None,
             duration_us: 21_000,
             ping: None,
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
         }
     }
 
+    /// A DNS round: the DNS module's, code 2.
     fn dns(series: u32, ts: i64, d: StoredDns) -> StoredSample {
         StoredSample {
-            dns: Some(Box::new(d)),
+            module: Some(Box::new(StoredModule::dns(&d))),
             ..other(series, ts)
         }
     }
@@ -1374,7 +1262,6 @@ mod tests {
             error,
             duration_us,
             ping,
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
@@ -1452,6 +1339,9 @@ mod tests {
         ]
     }
 
+    /// The built-in figures of [`usual_dns`] in the committed version-3 block, in bytes.
+    const DNS_ROUND_V3_BYTES: usize = 8;
+
     /// A block written by version 3, committed as produced.
     #[test]
     fn version_3_blocks_still_decode() {
@@ -1460,13 +1350,68 @@ mod tests {
         assert_eq!(decode_block(b).unwrap(), v3_rounds());
     }
 
+    /// A DNS round of an old block (the built-in figures) reads as the DNS module's round,
+    /// with every figure, and shows the points and values of the same round written now.
+    #[test]
+    fn built_in_dns_rounds_read_as_dns_module_rounds() {
+        let b = include_bytes!("../tests/data/block-v3.bin");
+        let old = decode_block(b).unwrap();
+        let m = old[3].module.as_deref().expect("the block's DNS round");
+        assert_eq!(m.module().map(|m| m.name()), Some("dns"));
+        assert_eq!(StoredDns::decode(&m.bytes), Some(usual_dns()));
+        let now = StoredSample::from_sample(&dns_sample_of(&old[3]), old[3].series);
+        assert_eq!(now, old[3]);
+        assert_eq!(crate::gauges::points(&now), crate::gauges::points(&old[3]));
+        assert_eq!(now.values(), old[3].values());
+        let lookup = crate::gauges::points(&old[3])
+            .into_iter()
+            .find(|p| p.gauge == &vantage_core::dns_series::LOOKUP);
+        assert_eq!(lookup.map(|p| p.value), Some(0.0208));
+    }
+
+    /// The live round whose stored form is `s`'s: [`usual_dns`] as a DNS report.
+    fn dns_sample_of(s: &StoredSample) -> Sample {
+        let us = Duration::from_micros;
+        let report = DnsReport {
+            rcode: Some(0),
+            answers: vec![DnsRecord {
+                name: "example.com.".into(),
+                ttl: 60,
+                class: "IN".into(),
+                record_type: "A".into(),
+                data: "192.0.2.1".into(),
+            }],
+            additional_records: 1,
+            lookup: Some(us(20_800)),
+            phases: DnsPhases {
+                request: Some(us(20_750)),
+                ..DnsPhases::default()
+            },
+            ..DnsReport::default()
+        };
+        Sample {
+            target: "d".into(),
+            probe: ProbeKind::DNS,
+            timestamp: s.timestamp(),
+            duration: us(s.duration_us),
+            success: s.success,
+            error: None,
+            measurement: report.into(),
+            quality: RoundQuality::empty(),
+        }
+    }
+
     /// Rounds that ran late or under pressure keep their flags; unflagged rounds cost nothing
     /// but the block's one count byte.
     #[test]
     fn round_quality_round_trips_in_version_4() {
         let v3 = include_bytes!("../tests/data/block-v3.bin");
         let plain = encode_block(&v3_rounds()).0;
-        assert_eq!(plain.len(), v3.len() + 1);
+        // One count byte, and the DNS round's figures now in the module's encoding.
+        let mut dns = Vec::new();
+        usual_dns().encode(&mut dns);
+        let module_overhead = 2 + dns.len() - DNS_ROUND_V3_BYTES;
+        assert_eq!(plain.len(), v3.len() + 1 + module_overhead);
         let mut samples = v3_rounds();
         samples[0].quality = RoundQuality::LATE;
         samples[3].quality = RoundQuality::CPU | RoundQuality::MEMORY;
@@ -1643,7 +1588,9 @@ mod tests {
             s.duration_us = 20_900 + u64::from(t) * 13;
             s
         });
-        assert!(d <= 16.0, "{d} bytes per DNS round");
+        // A module round: code, length and version bytes, and the lookup whole (the built-in
+        // figures kept it as its difference from the round's duration, about 15 bytes a round).
+        assert!(d <= 19.5, "{d} bytes per DNS round");
         let tr = size(&|t, ts| {
             trace(
                 t,
@@ -1755,7 +1702,7 @@ mod tests {
         };
         let base = Sample {
             target: Arc::from("t"),
-            probe: ProbeKind::Dns,
+            probe: ProbeKind::DNS,
             timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             duration: Duration::from_micros(21_345),
             success: true,
@@ -1765,7 +1712,7 @@ mod tests {
         };
         let samples = [
             Sample {
-                measurement: Measurement::Dns(DnsReport {
+                measurement: Measurement::from(DnsReport {
                     rcode: Some(0),
                     flags: DnsFlags::default(),
                     answers: vec![DnsRecord {
@@ -1794,7 +1741,7 @@ mod tests {
             Sample {
                 success: false,
                 error: Some(ProbeError::Timeout),
-                measurement: Measurement::Dns(DnsReport {
+                measurement: Measurement::from(DnsReport {
                     phases: DnsPhases {
                         request: Some(ms(1000)),
                         ..DnsPhases::default()
@@ -1840,7 +1787,8 @@ mod tests {
         assert_eq!(t.last_rtt_us, Some((10_000, 20_000, 30_000)));
         let e = StoredSample::from_sample(&samples[0], 0).error;
         assert_eq!(e, ErrorKind::None);
-        let d = StoredSample::from_sample(&samples[1], 0).dns.unwrap();
+        let m = StoredSample::from_sample(&samples[1], 0).module.unwrap();
+        let d = StoredDns::decode(&m.bytes).unwrap();
         assert_eq!((d.rcode, d.answers, d.lookup_us), (None, 0, None));
     }
 

@@ -17,9 +17,15 @@
 use std::sync::LazyLock;
 
 use vantage_core::ProbeKind;
-use vantage_core::config::rcode_name;
 
 use crate::codec::StoredSample;
+/// The DNS module's gauges, under the names they had as a built-in kind's.
+pub use vantage_core::dns_series::{
+    ADDITIONAL_RECORDS as DNS_ADDITIONAL_RECORDS, ANSWER_RECORDS as DNS_ANSWER_RECORDS,
+    AUTHORITY_RECORDS as DNS_AUTHORITY_RECORDS, COMMON_RCODES, LOOKUP as DNS_LOOKUP,
+    PHASE as DNS_PHASE, RCODE as DNS_RCODE, STRAY_DATAGRAMS as DNS_STRAY_DATAGRAMS,
+    TRUNCATED_RETRY as DNS_TRUNCATED_RETRY, VALIDATION_FAILED as DNS_VALIDATION_FAILED,
+};
 pub use vantage_core::series::{Gauge, Point, gauge, labelled};
 
 pub static PROBE_SUCCESS: Gauge = Gauge {
@@ -56,44 +62,6 @@ pub static PING_RECEIVED: Gauge = gauge(
 pub static PING_DUPLICATES: Gauge = gauge(
     "vantage_ping_round_duplicates",
     "Duplicate echo replies received in the last round.",
-);
-pub static DNS_PHASE: Gauge = labelled(
-    "vantage_dns_phase_seconds",
-    "phase",
-    "Time of each phase of the last query: resolve (the server's name), connect, tls, request.",
-);
-pub static DNS_RCODE: Gauge = labelled(
-    "vantage_dns_rcode",
-    "rcode",
-    "1 for the rcode of the last answer, 0 for the common rcodes (all 0 without an answer).",
-);
-pub static DNS_ANSWER_RECORDS: Gauge = gauge(
-    "vantage_dns_answer_records",
-    "Records in the answer section of the last answer.",
-);
-pub static DNS_AUTHORITY_RECORDS: Gauge = gauge(
-    "vantage_dns_authority_records",
-    "Records in the authority section of the last answer.",
-);
-pub static DNS_ADDITIONAL_RECORDS: Gauge = gauge(
-    "vantage_dns_additional_records",
-    "Records in the additional section of the last answer (EDNS OPT included).",
-);
-pub static DNS_LOOKUP: Gauge = gauge(
-    "vantage_dns_round_lookup_seconds",
-    "Time from the start of the last round to the answer (absent without an answer).",
-);
-pub static DNS_VALIDATION_FAILED: Gauge = gauge(
-    "vantage_dns_round_validation_failed",
-    "1 if the last answer had an expected rcode but failed the configured checks.",
-);
-pub static DNS_TRUNCATED_RETRY: Gauge = gauge(
-    "vantage_dns_round_truncated_retry",
-    "1 if the last round's UDP answer was truncated and asked again over TCP.",
-);
-pub static DNS_STRAY_DATAGRAMS: Gauge = gauge(
-    "vantage_dns_round_stray_datagrams",
-    "Datagrams the last round ignored because they were not the answer.",
 );
 pub static TRACE_HOPS: Gauge = gauge(
     "vantage_trace_hops",
@@ -140,7 +108,7 @@ pub static ALL: LazyLock<Vec<&'static Gauge>> = LazyLock::new(|| {
 });
 
 /// The built-in kinds' per-round gauges.
-static BUILTIN: [&Gauge; 23] = [
+static BUILTIN: [&Gauge; 14] = [
     &PROBE_SUCCESS,
     &PROBE_DURATION,
     &PING_RTT,
@@ -148,15 +116,6 @@ static BUILTIN: [&Gauge; 23] = [
     &PING_SENT,
     &PING_RECEIVED,
     &PING_DUPLICATES,
-    &DNS_PHASE,
-    &DNS_RCODE,
-    &DNS_ANSWER_RECORDS,
-    &DNS_AUTHORITY_RECORDS,
-    &DNS_ADDITIONAL_RECORDS,
-    &DNS_LOOKUP,
-    &DNS_VALIDATION_FAILED,
-    &DNS_TRUNCATED_RETRY,
-    &DNS_STRAY_DATAGRAMS,
     &TRACE_HOPS,
     &TRACE_HOP_RTT,
     &TRACE_HOP_LOSS,
@@ -165,10 +124,6 @@ static BUILTIN: [&Gauge; 23] = [
     &TRACE_FLOWS_REACHED,
     &TRACE_PATH_CHANGED,
 ];
-
-/// Rcodes whose `vantage_dns_rcode` series every DNS round sets (NOERROR, SERVFAIL, NXDOMAIN,
-/// REFUSED), so an alert on SERVFAIL has a series before the first one happens.
-pub const COMMON_RCODES: [u16; 4] = [0, 2, 3, 5];
 
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6
@@ -187,9 +142,6 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
     v.push(Point::new(&PROBE_DURATION, secs(s.duration_us)));
     if let Some(p) = &s.ping {
         ping_points(p, &mut v);
-    }
-    if let Some(d) = &s.dns {
-        dns_points(d, &mut v);
     }
     if let Some(t) = &s.trace {
         trace_points(t, &mut v);
@@ -220,42 +172,6 @@ fn ping_points(p: &crate::codec::StoredPing, v: &mut Vec<Point>) {
     }
 }
 
-fn dns_points(d: &crate::codec::StoredDns, v: &mut Vec<Point>) {
-    // Every phase (0 when it did not happen), the common rcodes and the round's own (1 for
-    // it), the section counts (0 without an answer).
-    for (phase, us) in d.phases() {
-        v.push(Point::labelled(&DNS_PHASE, phase, us.map_or(0.0, secs)));
-    }
-    let mut rcodes: Vec<u16> = COMMON_RCODES.to_vec();
-    if let Some(r) = d.rcode
-        && !rcodes.contains(&r)
-    {
-        rcodes.push(r);
-    }
-    for r in rcodes {
-        v.push(Point::labelled(
-            &DNS_RCODE,
-            rcode_name(r),
-            flag(d.rcode == Some(r)),
-        ));
-    }
-    v.push(Point::new(&DNS_ANSWER_RECORDS, f64::from(d.answers)));
-    v.push(Point::new(&DNS_AUTHORITY_RECORDS, f64::from(d.authority)));
-    v.push(Point::new(&DNS_ADDITIONAL_RECORDS, f64::from(d.additional)));
-    if let Some(l) = d.lookup_us {
-        v.push(Point::new(&DNS_LOOKUP, secs(l)));
-    }
-    v.push(Point::new(
-        &DNS_VALIDATION_FAILED,
-        flag(d.validation_failed),
-    ));
-    v.push(Point::new(&DNS_TRUNCATED_RETRY, flag(d.truncated_retry)));
-    v.push(Point::new(
-        &DNS_STRAY_DATAGRAMS,
-        f64::from(d.stray_datagrams),
-    ));
-}
-
 fn trace_points(t: &crate::codec::StoredTrace, v: &mut Vec<Point>) {
     v.push(Point::new(&TRACE_HOPS, f64::from(t.hop_count())));
     for h in &t.hops {
@@ -284,24 +200,6 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
                 v.push(Point::new(g, 0.0));
             }
         }
-        ProbeKind::Dns => {
-            for phase in vantage_core::DnsPhases::NAMES {
-                v.push(Point::labelled(&DNS_PHASE, phase, 0.0));
-            }
-            for r in COMMON_RCODES {
-                v.push(Point::labelled(&DNS_RCODE, rcode_name(r), 0.0));
-            }
-            for g in [
-                &DNS_ANSWER_RECORDS,
-                &DNS_AUTHORITY_RECORDS,
-                &DNS_ADDITIONAL_RECORDS,
-                &DNS_VALIDATION_FAILED,
-                &DNS_TRUNCATED_RETRY,
-                &DNS_STRAY_DATAGRAMS,
-            ] {
-                v.push(Point::new(g, 0.0));
-            }
-        }
         ProbeKind::Trace => {
             for g in [
                 &TRACE_HOPS,
@@ -322,7 +220,7 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{ErrorKind, StoredDns, StoredPing};
+    use crate::codec::{ErrorKind, StoredDns, StoredModule, StoredPing};
     use vantage_core::RoundQuality;
 
     fn round() -> StoredSample {
@@ -333,7 +231,6 @@ mod tests {
             error: ErrorKind::Timeout,
             duration_us: 1_000_000,
             ping: None,
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
@@ -366,11 +263,11 @@ mod tests {
             stddev_us: 80,
             ..StoredPing::default()
         });
-        s.dns = Some(Box::new(StoredDns {
+        s.module = Some(Box::new(StoredModule::dns(&StoredDns {
             rcode: Some(4),
             lookup_us: Some(5),
             ..StoredDns::default()
-        }));
+        })));
         for p in points(&s) {
             assert!(ALL.contains(&p.gauge), "{}", p.gauge.name);
             assert_eq!(p.gauge.label.is_some(), p.label_value.is_some());

@@ -279,14 +279,15 @@ pub struct Agg {
     pub received: u64,
     /// The round's main time (ping: mean RTT; DNS: lookup; trace: the last hop's RTT), µs.
     pub time: Dist,
-    /// DNS: the rcode (65535 for a round without an answer); trace: the path hash.
+    /// DNS: the rcode (65535 for a round without an answer); trace: the path hash; a
+    /// module's: its [`Rollup::mark`](vantage_core::Rollup).
     pub marks: Marks,
     /// Trace hops by TTL.
     pub hops: Vec<HopAgg>,
 }
 
 /// The value a DNS round without an answer has in [`Agg::marks`].
-pub const NO_RCODE: u32 = 65_535;
+pub use vantage_core::dns_series::NO_RCODE;
 
 impl Agg {
     /// Folds one round in (rounds of one series, in time order).
@@ -300,12 +301,16 @@ impl Agg {
                 self.time.add(avg);
             }
         }
-        if let Some(d) = &s.dns {
-            if let Some(us) = d.lookup_us {
+        if let Some(m) = &s.module
+            && let Some(module) = m.module()
+        {
+            let r = module.rollup(&m.bytes);
+            if let Some(us) = r.time_us {
                 self.time.add(us);
             }
-            self.marks
-                .add(s.timestamp_ms, d.rcode.map_or(NO_RCODE, u32::from));
+            if let Some(mark) = r.mark {
+                self.marks.add(s.timestamp_ms, mark);
+            }
         }
         if let Some(t) = &s.trace {
             if let Some((_, avg, _)) = t.last_rtt_us {
@@ -558,7 +563,7 @@ pub fn key_minute(k: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{ErrorKind, StoredDns, StoredHop, StoredPing, StoredTrace};
+    use crate::codec::{ErrorKind, StoredDns, StoredHop, StoredModule, StoredPing, StoredTrace};
     use vantage_core::RoundQuality;
 
     fn ping(ts: i64, rtt: Option<u64>) -> StoredSample {
@@ -574,7 +579,6 @@ mod tests {
                 rtt_us: rtt.map(|r| (r, r, r)),
                 ..StoredPing::default()
             }),
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
@@ -633,11 +637,11 @@ mod tests {
     #[test]
     fn changes_across_minutes_are_found_with_their_times() {
         let dns = |ts: i64, rcode: Option<u16>| StoredSample {
-            dns: Some(Box::new(StoredDns {
+            module: Some(Box::new(StoredModule::dns(&StoredDns {
                 rcode,
                 lookup_us: rcode.map(|_| 2000),
                 ..StoredDns::default()
-            })),
+            }))),
             ping: None,
             ..ping(ts, None)
         };

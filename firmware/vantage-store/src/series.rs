@@ -21,7 +21,6 @@ pub struct SeriesKey {
 fn probe_code(p: ProbeKind) -> u8 {
     match p {
         ProbeKind::Ping => 1,
-        ProbeKind::Dns => 2,
         ProbeKind::Trace => 3,
         ProbeKind::Module(m) => m.module().store_code(),
         _ => 0,
@@ -31,7 +30,6 @@ fn probe_code(p: ProbeKind) -> u8 {
 fn probe_of(c: u8) -> Option<ProbeKind> {
     match c {
         1 => Some(ProbeKind::Ping),
-        2 => Some(ProbeKind::Dns),
         3 => Some(ProbeKind::Trace),
         c => ModuleId::by_store_code(c).map(ProbeKind::Module),
     }
@@ -103,5 +101,19 @@ mod tests {
         let mut bad = k.encode();
         bad[2] ^= 1;
         assert!(SeriesKey::decode(&bad).is_err());
+    }
+
+    /// The DNS kind keeps the code it had built in: series written then are DNS's now.
+    #[test]
+    fn dns_series_keep_their_code() {
+        let k = SeriesKey {
+            target: "resolver".into(),
+            probe: ProbeKind::DNS,
+            labels: Arc::new(Labels::new()),
+        };
+        let b = k.encode();
+        assert_eq!(b[0], 2);
+        assert_eq!(SeriesKey::decode(&b).unwrap(), k);
+        assert_eq!(probe_of(2), Some(ProbeKind::DNS));
     }
 }

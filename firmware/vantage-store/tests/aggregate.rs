@@ -114,7 +114,7 @@ fn dns_and_trace_aggregates_keep_changes_and_hops() {
     }
     s.flush().unwrap();
     s.flush().unwrap();
-    for (target, probe) in [("d", ProbeKind::Dns), ("t", ProbeKind::Trace)] {
+    for (target, probe) in [("d", ProbeKind::DNS), ("t", ProbeKind::Trace)] {
         let want = from_rounds(&s, target, probe, t0, to);
         let got = s.aggregate(target, probe, t0, to, STEP).unwrap();
         assert_eq!(got, want, "{target}");

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use vantage_core::{ProbeKind, RoundQuality};
+use vantage_store::codec::StoredDns;
 use vantage_store::{Cursor, DropReason, Store, StoredSample};
 
 #[test]
@@ -101,7 +102,7 @@ fn dns_and_trace_rounds_keep_their_figures() {
         assert_eq!(s.stats().samples, 600);
     }
     let s = open(dir.path());
-    for (target, probe) in [("d", ProbeKind::Dns), ("t", ProbeKind::Trace)] {
+    for (target, probe) in [("d", ProbeKind::DNS), ("t", ProbeKind::Trace)] {
         let got = s.query(target, probe, t0, t0 + 1_000_000).unwrap();
         let want: Vec<StoredSample> = appended
             .iter()
@@ -111,12 +112,13 @@ fn dns_and_trace_rounds_keep_their_figures() {
         assert_eq!(got.len(), 200);
         assert_eq!(got, want, "{target}");
     }
-    let d = s.query("d", ProbeKind::Dns, t0, t0 + 1_000_000).unwrap();
-    let dd = d[2].dns.as_ref().unwrap(); // n = 1006
+    let d = s.query("d", ProbeKind::DNS, t0, t0 + 1_000_000).unwrap();
+    let figures = |s: &StoredSample| StoredDns::decode(&s.module.as_ref().unwrap().bytes).unwrap();
+    let dd = figures(&d[2]); // n = 1006
     assert_eq!(dd.rcode, Some(0));
     assert_eq!(dd.answers, 1);
     assert_eq!(dd.lookup_us, Some(1006));
-    let timeout = d[1].dns.as_ref().unwrap(); // n = 1003, a multiple of 17
+    let timeout = figures(&d[1]); // n = 1003, a multiple of 17
     assert_eq!((timeout.rcode, timeout.request_us), (None, Some(500_000)));
     let t = s.query("t", ProbeKind::Trace, t0, t0 + 1_000_000).unwrap();
     let tt = t[0].trace.as_ref().unwrap();

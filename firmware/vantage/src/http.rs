@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vantage_core::config::parse_host;
 use vantage_core::{
-    DnsOptions, DnsTransport, Host, IpProtocol, ModuleOptions, PingOptions, ProbeKind,
-    ProbeRequest, Target, TraceOptions, TraceProtocol, defaults,
+    Host, IpProtocol, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions,
+    TraceProtocol, defaults,
 };
 
 use crate::metrics::{TargetSeries, write_targets};
@@ -216,14 +216,13 @@ struct Plan {
     port: Option<u16>,
     ping: PingOptions,
     trace: TraceOptions,
-    dns: Option<DnsOptions>,
     modules: Vec<ModuleOptions>,
 }
 
 /// The request's kind, target and options, or a message for 400.
 fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
     let (kind, host, modules) = probe_target(q)?;
-    for (name, only) in [("transport", ProbeKind::Dns), ("port", ProbeKind::Dns)] {
+    for (name, only) in [("transport", ProbeKind::DNS), ("port", ProbeKind::DNS)] {
         if q.contains_key(name) && kind != only {
             return Err(format!("{name} applies to module=dns only"));
         }
@@ -240,22 +239,18 @@ fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
         (_, Some(_)) => return Err("ip_protocol applies to module=ping, tcp and http".into()),
     }
     let trace = trace_options(kind, q.get("protocol"))?;
-    let dns = dns_options(kind, q)?;
-    if host.is_system() && kind != ProbeKind::Dns {
+    if host.is_system() && kind != ProbeKind::DNS {
         return Err("target \"system\" only works with module=dns".into());
     }
-    let port = match (&dns, modules.first()) {
-        (Some(o), _) => Some(o.port),
-        (None, Some(m)) => m.kind.module().port(m.options.as_ref()),
-        _ => None,
-    };
+    let port = modules
+        .first()
+        .and_then(|m| m.kind.module().port(m.options.as_ref()));
     Ok(Plan {
         kind,
         host,
         port,
         ping,
         trace,
-        dns,
         modules,
     })
 }
@@ -279,32 +274,6 @@ fn trace_options(kind: ProbeKind, protocol: Option<&String>) -> Result<TraceOpti
         (_, Some(_)) => return Err("protocol applies to module=trace only".into()),
     }
     Ok(trace)
-}
-
-/// module=dns asks `query` (and `type`, default A) of the target, over `transport` (default
-/// udp) to `port` (the transport's default); the other DNS options take their defaults.
-fn dns_options(kind: ProbeKind, q: &HashMap<String, String>) -> Result<Option<DnsOptions>, String> {
-    if kind != ProbeKind::Dns {
-        return Ok(None);
-    }
-    let name = q
-        .get("query")
-        .ok_or("query parameter is missing (module=dns asks the target for it)")?;
-    let ty = q.get("type").map_or("A", String::as_str);
-    let mut o = DnsOptions::new(name, ty).map_err(|msg| format!("query/type: {msg}"))?;
-    if let Some(t) = q.get("transport") {
-        o.transport = DnsTransport::parse(t).map_err(|msg| format!("transport: {msg}"))?;
-    }
-    // The messages of the config file's `port`.
-    o.port = match q.get("port").map(|p| (p, p.parse::<i64>())) {
-        None => o.transport.default_port(),
-        Some((_, Ok(n))) => match u16::try_from(n) {
-            Ok(p) if p > 0 => p,
-            _ => return Err(format!("port: must be between 1 and 65535, got {n}")),
-        },
-        Some((p, Err(_))) => return Err(format!("port: {p:?} is not a whole number")),
-    };
-    Ok(Some(o))
 }
 
 /// `/probe`: one round of the kind `module` names, answered with its gauges; a blackbox
@@ -393,7 +362,6 @@ fn round_target(p: Plan, deadline: Duration) -> Target {
         probes: vec![(p.kind, deadline)],
         ping: p.ping,
         trace: p.trace,
-        dns: p.dns,
         modules: p.modules,
     }
 }

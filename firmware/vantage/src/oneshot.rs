@@ -662,7 +662,6 @@ pub async fn module(args: Vec<String>) -> ExitCode {
         probes: vec![(vantage_core::ProbeKind::Module(id), interval)],
         ping: PingOptions::default(),
         trace: TraceOptions::default(),
-        dns: None,
         modules: vec![vantage_core::ModuleOptions { kind: id, options }],
     };
     let sample = m

@@ -151,7 +151,7 @@ fn a_dns_round_shows_its_phases_and_record_counts() {
         ..DnsReport::default()
     };
     let text = render(
-        &sample(ProbeKind::Dns, true, Measurement::Dns(r)),
+        &sample(ProbeKind::DNS, true, Measurement::from(r)),
         lookup("127.0.0.1"),
     );
     for want in [

@@ -650,12 +650,17 @@ fn round_json(r: &vantage_store::StoredSample) -> serde_json::Value {
         .into_iter()
         .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
         .collect();
+    let rcode = values
+        .get("rcode")
+        .and_then(serde_json::Value::as_f64)
+        .map(|v| v as u16);
     let mut round = serde_json::json!({
         "timestamp": r.timestamp_ms as f64 / 1000.0,
         "error": r.error.as_str(),
         "values": values,
     });
-    if let Some(rcode) = r.dns.as_ref().and_then(|d| d.rcode) {
+    // A DNS round with an answer (the one kind with an rcode value): its rcode's name too.
+    if let Some(rcode) = rcode {
         round["rcode"] = serde_json::json!(vantage_core::config::rcode_name(rcode));
     }
     if let Some(t) = &r.trace {
@@ -869,8 +874,8 @@ http = { url = "https://www.example.test/health" }
         let us = Duration::from_micros;
         let dns = sample(
             "resolver",
-            ProbeKind::Dns,
-            Measurement::Dns(DnsReport {
+            ProbeKind::DNS,
+            Measurement::from(DnsReport {
                 rcode: Some(1),
                 answers: vec![DnsRecord {
                     name: "www.example.test.".into(),
@@ -975,7 +980,7 @@ http = { url = "https://www.example.test/health" }
         let keys = [
             SeriesKey {
                 target: "resolver".into(),
-                probe: ProbeKind::Dns,
+                probe: ProbeKind::DNS,
                 labels: Arc::new(Labels::from([("site".into(), "lab".into())])),
             },
             SeriesKey {

@@ -227,7 +227,7 @@ dns = {{ query = "silent.example.test" }}
     // /probe: module=dns needs a query.
     let (s, body) = http_get(addr, "/probe?target=127.0.0.1&module=dns").unwrap();
     assert_eq!(s, 400);
-    assert!(body.contains("query parameter is missing"), "{body}");
+    assert!(body.contains("dns.query: is required"), "{body}");
     let (s, body) = http_get(addr, "/probe?target=127.0.0.1&module=dns&query=x&type=AXFR").unwrap();
     assert_eq!(s, 400);
     assert!(body.contains("zone transfer"), "{body}");

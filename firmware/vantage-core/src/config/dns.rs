@@ -103,7 +103,7 @@ impl RawDns {
 }
 
 /// How the query travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DnsTransport {
     /// UDP, retried over TCP when the answer comes back truncated.
@@ -852,6 +852,7 @@ pub fn rcode_name(n: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::DNS_MODULE;
 
     #[test]
     fn record_types() {
@@ -928,11 +929,11 @@ dns = { query = "example.com", transport = "https", port = 8443, doh_path = "/q?
             "inline",
         )
         .unwrap();
-        let d = cfg.targets[0].dns.as_ref().unwrap();
+        let d = cfg.targets[0].module::<DnsOptions>(DNS_MODULE).unwrap();
         assert_eq!(d.transport, DnsTransport::Https);
         assert_eq!((d.port, d.doh_path.as_str()), (443, "/dns-query"));
         assert_eq!(d.doh_method, DohMethod::Post);
-        let d = cfg.targets[1].dns.as_ref().unwrap();
+        let d = cfg.targets[1].module::<DnsOptions>(DNS_MODULE).unwrap();
         assert_eq!((d.port, d.doh_path.as_str()), (8443, "/q?a=b"));
         assert_eq!(d.doh_method, DohMethod::Get);
         assert!(d.insecure_skip_verify);

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::DnsTransport;
 use crate::defaults::{self as d, Bounds};
 use crate::{IpProtocol, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};
 
@@ -172,38 +171,6 @@ fn ping() -> ProbeForm {
     }
 }
 
-fn dns() -> ProbeForm {
-    let transports = DnsTransport::ALL.iter().map(|t| t.as_str()).collect();
-    ProbeForm {
-        kind: ProbeKind::Dns.as_str(),
-        title: "DNS options",
-        host_hint: "the DNS server to ask (\"system\": the resolvers of the device)",
-        fields: vec![
-            text("query", "Query name", "", Input::Text).hint("the name to ask for (required)"),
-            text("type", "Record type", "A", Input::Text).hint("A, AAAA, MX, TXT, NS, SOA, PTR, …"),
-            choice("transport", "Transport", transports),
-            integer("port", "Port", d::PORT_RANGE, "the transport's".into())
-                .hint("53; 853 for tls, 443 for https"),
-            duration("timeout", "Timeout", d::TIMEOUT_RANGE, d::DNS_TIMEOUT)
-                .hint("for the whole lookup"),
-            integer(
-                "min_answers",
-                "Minimum answers",
-                d::DNS_MIN_ANSWERS_RANGE,
-                "0".into(),
-            )
-            .hint("fewer fails the probe"),
-            text(
-                "answer_contains",
-                "Answers that must be present",
-                "",
-                Input::Lines,
-            )
-            .hint("one per line: an address, name or text the answer must contain"),
-        ],
-    }
-}
-
 fn trace() -> ProbeForm {
     let protocols = TraceProtocol::ALL.iter().map(|p| p.as_str()).collect();
     let sockets = TraceSockets::ALL.iter().map(|s| s.as_str()).collect();
@@ -281,7 +248,6 @@ pub fn probe_forms() -> Vec<ProbeForm> {
     ProbeKind::every()
         .map(|k| match k {
             ProbeKind::Ping => ping(),
-            ProbeKind::Dns => dns(),
             ProbeKind::Trace => trace(),
             ProbeKind::Module(m) => m.module().form(),
         })
@@ -296,7 +262,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_form_and_durations_read_back() {
         let kinds: Vec<_> = probe_forms().iter().map(|f| f.kind).collect();
-        assert_eq!(kinds[..3], ["ping", "dns", "trace"]);
+        assert_eq!(kinds, ["ping", "trace", "tcp", "http", "dns"]);
         for (d, s) in [
             (1, "1ms"),
             (100, "100ms"),

@@ -44,7 +44,7 @@ pub use store::{
 pub use trace::{RawTrace, TraceOptions};
 
 use crate::defaults::{self, self as D, Bounds};
-use crate::probe::{ModuleOptions, OptionsInput, Section};
+use crate::probe::{DNS_MODULE, ModuleOptions, OptionsInput, Section};
 use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// The validated configuration.
@@ -80,8 +80,6 @@ pub struct Target {
     pub probes: Vec<(ProbeKind, Duration)>,
     pub ping: PingOptions,
     pub trace: TraceOptions,
-    /// Present when the dns probe is enabled.
-    pub dns: Option<DnsOptions>,
     /// The options of each module kind the target runs.
     pub modules: Vec<ModuleOptions>,
 }
@@ -109,7 +107,7 @@ fn take_module_sections<'t>(table: &mut DeValue<'t>) -> ModuleSections<'t> {
         return Vec::new();
     };
     ModuleId::all()
-        .filter_map(|m| Some((m, t.remove(m.module().name())?)))
+        .filter_map(|m| Some((m, t.remove(m.0)?)))
         .collect()
 }
 
@@ -175,7 +173,6 @@ pub struct RawDefaults {
     pub interval: Option<Spanned<String>>,
     pub ping: Option<RawPing>,
     pub trace: Option<RawTrace>,
-    pub dns: Option<RawDns>,
 }
 
 /// The top level, minus `targets` (each target is read on its own so that one bad target does
@@ -205,7 +202,6 @@ pub struct RawTarget {
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
     pub ping: Option<RawPing>,
     pub trace: Option<RawTrace>,
-    pub dns: Option<RawDns>,
 }
 
 /// Label names our own series use; a user label must not shadow them.
@@ -326,6 +322,10 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
         .unwrap_or_default();
 
     let mut check = Check { col };
+    // A bad `[defaults.dns]` is a mistake even when no target runs the dns probe.
+    if let Some(v) = section(&module_defaults, DNS_MODULE) {
+        read_section::<RawDns>(&mut check, v, "defaults.dns");
+    }
     let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
     let defaults = Defaults {
         raw: &raw_root.defaults,
@@ -634,7 +634,6 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
     let labels = target_labels(c, at);
     let ping = PingOptions::resolve(c, &at.field("ping"), raw.ping.as_ref(), d.ping.as_ref());
     let trace = TraceOptions::resolve(c, &at.field("trace"), raw.trace.as_ref(), d.trace.as_ref());
-    let dns = target_dns(c, at, kinds.iter().any(|(k, _)| *k == ProbeKind::Dns));
     let modules = target_modules(c, at, &kinds, host.as_ref());
     if host.as_ref().is_some_and(Host::is_system) {
         check_system_host(c, at, &kinds);
@@ -647,11 +646,10 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
                 .unwrap_or(default_interval(*kind)),
             None => default_interval(*kind),
         };
-        match kind {
+        match *kind {
             ProbeKind::Ping => check_ping_fits(c, at, &ping, interval),
             ProbeKind::Trace => check_trace_fits(c, at, &trace, interval),
-            ProbeKind::Dns => check_dns_fits(c, at, dns.as_ref(), interval),
-            ProbeKind::Module(m) => check_module_fits(c, at, *m, &modules, interval),
+            ProbeKind::Module(m) => check_module_fits(c, at, m, &modules, interval),
         }
         probes.push((*kind, interval));
     }
@@ -671,7 +669,6 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
         probes,
         ping,
         trace,
-        dns,
         modules,
     })
 }
@@ -686,8 +683,8 @@ fn target_modules(
     let mut out = Vec::new();
     for (m, v) in at.modules {
         if !kinds.iter().any(|(k, _)| *k == ProbeKind::Module(*m)) {
-            let msg = format!("is set but {:?} is not in probes", m.module().name());
-            c.err(Some(v.span()), &at.field(m.module().name()), msg);
+            m.module()
+                .unused_section(c, &at.field(m.module().name()), v);
         }
     }
     for (kind, _) in kinds {
@@ -718,20 +715,28 @@ fn check_module_fits(
     let Some(o) = modules.iter().find(|o| o.kind == m) else {
         return;
     };
-    let length = m.module().round_length(o.options.as_ref());
-    if length < interval {
+    let Some(misfit) = m.module().misfit(o.options.as_ref(), interval) else {
         return;
-    }
+    };
     let name = m.module().name();
-    c.err(
-        section(at.modules, m).map_or(at.span.clone(), Section::span),
-        &at.field(name),
-        format!(
-            "a {name} round takes up to {}, longer than the interval ({}); shorten its timeout or send fewer attempts",
-            humantime::format_duration(length),
-            humantime::format_duration(interval)
-        ),
-    );
+    // Point at the setting where it was written: the target's, else the defaults'.
+    let written = |s: Option<&Section<'_>>, key: &str| {
+        let v = s?.get_ref().as_table()?.get(key)?;
+        Some(v.span())
+    };
+    let own = section(at.modules, m);
+    let (span, field) = match misfit.setting {
+        None => (own.map_or(at.span.clone(), Section::span), at.field(name)),
+        Some(key) => match (
+            written(own, key),
+            written(section(at.module_defaults, m), key),
+        ) {
+            (Some(v), _) => (v, at.field(&format!("{name}.{key}"))),
+            (None, Some(v)) => (v, format!("defaults.{name}.{key}")),
+            (None, None) => (at.span.clone(), at.field(&format!("{name}.{key}"))),
+        },
+    };
+    c.err(Some(span), &field, misfit.message);
 }
 
 /// The probe kinds a target lists, each once, with where it was written.
@@ -792,31 +797,9 @@ fn target_labels(c: &mut Check<'_, '_>, at: &At<'_>) -> BTreeMap<String, String>
     labels
 }
 
-/// The DNS options of a target that runs the dns probe; a query set without it is a mistake.
-fn target_dns(c: &mut Check<'_, '_>, at: &At<'_>, wanted: bool) -> Option<DnsOptions> {
-    let (raw, d) = (at.raw, at.d);
-    if wanted {
-        return DnsOptions::resolve(
-            c,
-            &at.field("dns"),
-            raw.dns.as_ref(),
-            d.dns.as_ref(),
-            at.span.clone(),
-        );
-    }
-    if let Some(v) = raw.dns.as_ref().and_then(|r| r.query.as_ref()) {
-        c.err(
-            v.span(),
-            &at.field("dns"),
-            "is set but \"dns\" is not in probes",
-        );
-    }
-    None
-}
-
 fn check_system_host(c: &mut Check<'_, '_>, at: &At<'_>, kinds: &[(ProbeKind, Range<usize>)]) {
     for (kind, span) in kinds {
-        if *kind != ProbeKind::Dns {
+        if *kind != ProbeKind::DNS {
             c.err(
                 Some(span.clone()),
                 &at.field("probes"),
@@ -848,10 +831,6 @@ fn interval_setting(at: &At<'_>, kind: ProbeKind) -> Option<(Spanned<String>, St
         ProbeKind::Trace => (
             raw.trace.as_ref().and_then(|p| p.interval.clone()),
             d.trace.as_ref().and_then(|p| p.interval.clone()),
-        ),
-        ProbeKind::Dns => (
-            raw.dns.as_ref().and_then(|p| p.interval.clone()),
-            d.dns.as_ref().and_then(|p| p.interval.clone()),
         ),
     };
     let kind = kind.as_str();
@@ -896,34 +875,6 @@ fn check_trace_fits(c: &mut Check<'_, '_>, at: &At<'_>, trace: &TraceOptions, in
         format!(
             "a trace waits up to {} for its answers, longer than the interval ({}); shorten the timeout or the spacing",
             humantime::format_duration(trace.round_length()),
-            humantime::format_duration(interval)
-        ),
-    );
-}
-
-fn check_dns_fits(
-    c: &mut Check<'_, '_>,
-    at: &At<'_>,
-    dns: Option<&DnsOptions>,
-    interval: Duration,
-) {
-    let Some(dns) = dns.filter(|dns| dns.timeout >= interval) else {
-        return;
-    };
-    // Point at the timeout where it was written: the target's, else the defaults'.
-    let own = at.raw.dns.as_ref().and_then(|p| p.timeout.as_ref());
-    let inherited = at.d.dns.as_ref().and_then(|p| p.timeout.as_ref());
-    let (span, field) = match (own, inherited) {
-        (Some(v), _) => (Some(v.span()), at.field("dns.timeout")),
-        (None, Some(v)) => (Some(v.span()), "defaults.dns.timeout".to_string()),
-        (None, None) => (Some(at.span.clone()), at.field("dns.timeout")),
-    };
-    c.err(
-        span,
-        &field,
-        format!(
-            "the timeout ({}) must be shorter than the interval ({})",
-            humantime::format_duration(dns.timeout),
             humantime::format_duration(interval)
         ),
     );
@@ -989,7 +940,6 @@ fn check_trace_family(c: &mut Check<'_, '_>, at: &At<'_>, ip: IpAddr, trace: &Tr
 fn default_interval(kind: ProbeKind) -> Duration {
     match kind {
         ProbeKind::Ping => defaults::PING_INTERVAL,
-        ProbeKind::Dns => defaults::DNS_INTERVAL,
         ProbeKind::Trace => defaults::TRACE_INTERVAL,
         ProbeKind::Module(m) => m.module().default_interval(),
     }

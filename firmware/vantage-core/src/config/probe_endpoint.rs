@@ -219,8 +219,8 @@ mod tests {
             err.contains("port 6379") && err.contains("probe_endpoint.ports.tcp"),
             "{err}"
         );
-        assert!(e.check_port(ProbeKind::Dns, 853).is_ok());
-        assert!(e.check_port(ProbeKind::Dns, 5353).is_err());
+        assert!(e.check_port(ProbeKind::DNS, 853).is_ok());
+        assert!(e.check_port(ProbeKind::DNS, 5353).is_err());
         assert!(e.check_port(ProbeKind::Ping, 1).is_ok());
         assert!(e.check_module(ProbeKind::Trace).is_ok());
     }
@@ -290,13 +290,13 @@ mod tests {
         )
         .unwrap();
         let tcp: ProbeKind = "tcp".parse().unwrap();
-        assert!(e.check_module(ProbeKind::Dns).is_err());
+        assert!(e.check_module(ProbeKind::DNS).is_err());
         assert!(e.check_module(tcp).is_ok());
         assert!(e.allow_link_local);
         assert!(e.check_port(tcp, 8050).is_ok() && e.check_port(tcp, 6379).is_ok());
         assert!(e.check_port(tcp, 443).is_err());
         // Other kinds keep their defaults.
-        assert!(e.check_port(ProbeKind::Dns, 53).is_ok());
+        assert!(e.check_port(ProbeKind::DNS, 53).is_ok());
     }
 
     #[test]

@@ -15,10 +15,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use dns::{DnsProbe, system_nameservers};
+pub(crate) use dns::module::KIND as DNS_MODULE;
+pub use dns::{DnsProbe, series as dns_series, system_nameservers};
 pub use module::{
-    ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report, Section,
-    family_mismatch,
+    Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report,
+    Rollup, Section, family_mismatch,
 };
 pub use ping::PingProbe;
 pub use trace::TraceProbe;
@@ -34,15 +35,11 @@ pub mod module_gauges {
 }
 
 /// The probe modules: one line per kind.
-pub static MODULES: &[&dyn ProbeModule] = &[&tcp::Tcp, &http::Http];
+pub static MODULES: &[&dyn ProbeModule] = &[&tcp::Tcp, &http::Http, &dns::module::Dns];
 
 /// A prober for every kind, built-in and module.
 pub fn probes() -> Vec<Arc<dyn Probe>> {
-    let mut v: Vec<Arc<dyn Probe>> = vec![
-        Arc::new(PingProbe::new()),
-        Arc::new(DnsProbe::new()),
-        Arc::new(TraceProbe::new()),
-    ];
+    let mut v: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new()), Arc::new(TraceProbe::new())];
     v.extend(MODULES.iter().map(|m| m.probe()));
     v
 }

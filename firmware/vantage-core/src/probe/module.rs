@@ -19,7 +19,7 @@ use toml::de::DeValue;
 
 use super::Probe;
 use crate::config::{Check, Host, ProbeForm, module_options_from};
-use crate::series::{Gauge, HistogramDef, Point};
+use crate::series::{CounterDef, Gauge, HistogramDef, Point};
 use crate::types::{ModuleId, ProbeKind};
 
 /// A config section as written (`tcp = { ... }`), with its place in the file.
@@ -201,6 +201,23 @@ impl FromStr for ProbeKind {
     }
 }
 
+/// Why a round does not fit its interval: the setting to blame (a key of the kind's section,
+/// found in the target's section or else in `[defaults.KIND]`; `None`: the section), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misfit {
+    pub setting: Option<&'static str>,
+    pub message: String,
+}
+
+/// What a range of rounds keeps of one stored round, besides its success.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// The round's main time, µs (DNS: the lookup), whose distribution the range keeps.
+    pub time_us: Option<u64>,
+    /// The round's outcome as one number (DNS: the rcode), whose changes the range counts.
+    pub mark: Option<u32>,
+}
+
 /// What `/probe` asks of a module: the `target` parameter and the other query parameters.
 pub struct ProbeQuery<'a> {
     pub target: &'a str,
@@ -235,6 +252,10 @@ pub trait ProbeModule: Send + Sync + Debug {
     ) -> Option<Arc<dyn Options>>;
     /// The longest a round with these options takes; it must be shorter than the interval.
     fn round_length(&self, options: &dyn Options) -> Duration;
+    /// Why a round with these options does not fit `interval`, if it does not.
+    fn misfit(&self, options: &dyn Options, interval: Duration) -> Option<Misfit>;
+    /// The kind's section on a target that does not run the kind (at `path`): a mistake.
+    fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>);
     /// The prober that runs rounds of this kind.
     fn probe(&self) -> Arc<dyn Probe>;
     /// `/probe?module=NAME&target=...`: the host and options of one round, or a message for 400.
@@ -263,6 +284,18 @@ pub trait ProbeModule: Send + Sync + Debug {
     /// The histograms the daemon keeps from rounds, and what a round adds to each (by index).
     fn histograms(&self) -> &'static [HistogramDef];
     fn observe(&self, report: &dyn Report, add: &mut dyn FnMut(usize, f64));
+    /// The counters the daemon keeps from rounds, and what a round adds to each (by index).
+    fn counters(&self) -> &'static [CounterDef];
+    fn count(&self, report: &dyn Report, add: &mut dyn FnMut(usize, u64));
+    /// The named values of a stored round (the store's query answers), without the success
+    /// and duration every round has.
+    fn values(&self, stored: &[u8], out: &mut Vec<(&'static str, f64)>);
+    /// What a range of rounds keeps of a stored round: its main time and its mark.
+    fn rollup(&self, stored: &[u8]) -> Rollup;
+    /// Whether the kind's rounds have marks, whose changes a range of rounds shows.
+    fn keeps_marks(&self) -> bool;
+    /// A mark as the page shows it.
+    fn mark_name(&self, mark: u32) -> String;
     /// A report from its JSON (the shape [`Report::json`] writes; a field left out takes its
     /// default), for a crate that holds rounds of every kind without naming any kind's types.
     fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String>;
@@ -290,6 +323,24 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>)
     -> Option<Self::Options>;
     fn round_length(&self, options: &Self::Options) -> Duration;
+    /// [`ProbeModule::misfit`]; by default the round length against the interval.
+    fn misfit(&self, options: &Self::Options, interval: Duration) -> Option<Misfit> {
+        let length = self.round_length(options);
+        (length >= interval).then(|| Misfit {
+            setting: None,
+            message: format!(
+                "a {} round takes up to {}, longer than the interval ({}); shorten its timeout or send fewer attempts",
+                Self::NAME,
+                humantime::format_duration(length),
+                humantime::format_duration(interval)
+            ),
+        })
+    }
+    /// [`ProbeModule::unused_section`]; by default the section itself is the mistake.
+    fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
+        let msg = format!("is set but {:?} is not in probes", Self::NAME);
+        c.err(Some(section.span()), path, msg);
+    }
     fn probe(&self) -> Arc<dyn Probe>;
     /// `/probe`'s `target`: the host, and the section the other parameters are added to.
     fn probe_target(&self, target: &str) -> Result<(Host, toml::Table), String>;
@@ -304,6 +355,18 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     fn points(&self, stored: &[u8], out: &mut Vec<Point>);
     fn initial_points(&self, out: &mut Vec<Point>);
     fn observe(&self, _report: &Self::Report, _add: &mut dyn FnMut(usize, f64)) {}
+    /// [`ProbeModule::counters`] and what a round adds to each.
+    const COUNTERS: &'static [CounterDef] = &[];
+    fn count(&self, _report: &Self::Report, _add: &mut dyn FnMut(usize, u64)) {}
+    fn values(&self, _stored: &[u8], _out: &mut Vec<(&'static str, f64)>) {}
+    fn rollup(&self, _stored: &[u8]) -> Rollup {
+        Rollup::default()
+    }
+    /// [`ProbeModule::keeps_marks`].
+    const MARKS: bool = false;
+    fn mark_name(&self, mark: u32) -> String {
+        format!("{mark:08x}")
+    }
 }
 
 impl<T: TypedModule> ProbeModule for T {
@@ -330,6 +393,12 @@ impl<T: TypedModule> ProbeModule for T {
         o.as_any()
             .downcast_ref::<T::Options>()
             .map_or(Duration::ZERO, |o| TypedModule::round_length(self, o))
+    }
+    fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
+        TypedModule::unused_section(self, c, path, section);
+    }
+    fn misfit(&self, o: &dyn Options, interval: Duration) -> Option<Misfit> {
+        TypedModule::misfit(self, o.as_any().downcast_ref::<T::Options>()?, interval)
     }
     fn probe(&self) -> Arc<dyn Probe> {
         TypedModule::probe(self)
@@ -375,6 +444,26 @@ impl<T: TypedModule> ProbeModule for T {
         if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
             TypedModule::observe(self, r, add);
         }
+    }
+    fn counters(&self) -> &'static [CounterDef] {
+        T::COUNTERS
+    }
+    fn count(&self, report: &dyn Report, add: &mut dyn FnMut(usize, u64)) {
+        if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
+            TypedModule::count(self, r, add);
+        }
+    }
+    fn values(&self, stored: &[u8], out: &mut Vec<(&'static str, f64)>) {
+        TypedModule::values(self, stored, out);
+    }
+    fn rollup(&self, stored: &[u8]) -> Rollup {
+        TypedModule::rollup(self, stored)
+    }
+    fn keeps_marks(&self) -> bool {
+        T::MARKS
+    }
+    fn mark_name(&self, mark: u32) -> String {
+        TypedModule::mark_name(self, mark)
     }
     fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String> {
         let report: T::Report =

@@ -28,7 +28,7 @@ use crate::types::ModuleId;
 
 pub use options::TcpOptions;
 /// Read by every probe that does a TLS handshake.
-pub(crate) use stored::{not_after, tls_version_code, tls_version_name};
+pub(crate) use stored::{not_after, put_varint, tls_version_code, tls_version_name, varint};
 
 /// The module's name: `probes = ["tcp"]`, `tcp = {...}`, `probe="tcp"`, `module=tcp`.
 const NAME: &str = "tcp";

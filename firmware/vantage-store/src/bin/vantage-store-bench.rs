@@ -65,12 +65,12 @@ fn round(kind: ProbeKind, target: &Arc<str>, ms: u64, rng: u64) -> Sample {
     let us = Duration::from_micros;
     let jitter = rng % 4_000;
     match kind {
-        ProbeKind::Dns => {
+        ProbeKind::DNS => {
             let lookup = 18_000 + jitter;
             Sample {
-                probe: ProbeKind::Dns,
+                probe: ProbeKind::DNS,
                 duration: us(lookup + 40 + rng % 30),
-                measurement: Measurement::Dns(DnsReport {
+                measurement: Measurement::from(DnsReport {
                     attempts: 1,
                     rcode: Some(0),
                     answers: vec![DnsRecord {

@@ -129,7 +129,6 @@ mod tests {
                 rtt_us: Some((rtt, rtt, rtt)),
                 stddev_us: 0,
             }),
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
@@ -188,7 +187,7 @@ mod tests {
 
     #[test]
     fn dns_and_trace_rounds_become_their_metrics_series() {
-        use crate::codec::{StoredDns, StoredHop, StoredTrace};
+        use crate::codec::{StoredDns, StoredHop, StoredModule, StoredTrace};
         let key = |probe| SeriesKey {
             target: "t".into(),
             probe,
@@ -201,13 +200,12 @@ mod tests {
             error: ErrorKind::None,
             duration_us: 21_000,
             ping: None,
-            dns: None,
             trace: None,
             module: None,
             quality: RoundQuality::empty(),
         };
         let dns = StoredSample {
-            dns: Some(Box::new(StoredDns {
+            module: Some(Box::new(StoredModule::dns(&StoredDns {
                 rcode: Some(1),
                 answers: 2,
                 additional: 1,
@@ -215,7 +213,7 @@ mod tests {
                 request_us: Some(19_500),
                 truncated_retry: true,
                 ..StoredDns::default()
-            })),
+            }))),
             ..base.clone()
         };
         let trace = StoredSample {
@@ -252,7 +250,7 @@ mod tests {
             ..base.clone()
         };
         let lookup = |id: u32| match id {
-            0 => Some(key(ProbeKind::Dns)),
+            0 => Some(key(ProbeKind::DNS)),
             1 => Some(key(ProbeKind::Trace)),
             _ => None,
         };

@@ -115,7 +115,7 @@ pub fn dns(target: &str, ms: i64, n: u64) -> Sample {
     };
     Sample {
         target: Arc::from(target),
-        probe: ProbeKind::Dns,
+        probe: ProbeKind::DNS,
         timestamp: at_ms(ms),
         duration: if timeout {
             Duration::from_millis(500)
@@ -130,7 +130,7 @@ pub fn dns(target: &str, ms: i64, n: u64) -> Sample {
         } else {
             None
         },
-        measurement: Measurement::Dns(report),
+        measurement: report.into(),
         quality: Default::default(),
     }
 }

@@ -6,7 +6,6 @@
 //! build as metric families first. A target's series exist from the moment it is configured, at
 //! zero, so a target that never answers still has them.
 
-mod dns;
 mod leds;
 mod modules;
 mod ping;

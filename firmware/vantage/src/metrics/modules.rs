@@ -1,12 +1,13 @@
-//! The histograms probe modules declare ([`vantage_core::ProbeModule::histograms`]), kept per
-//! target from every round; their gauges go through `rounds` like every kind's.
+//! The histograms and counters probe modules declare ([`vantage_core::ProbeModule::histograms`],
+//! [`vantage_core::ProbeModule::counters`]), kept per target from every round; their gauges go
+//! through `rounds` like every kind's.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use vantage_core::{ModuleId, ModuleReport, ProbeKind};
 
-use super::text::{Buckets, Histogram, Kind, Lines, family};
+use super::text::{Buckets, Counter, Histogram, Kind, Lines, family};
 
 /// Each module's bucket bounds, spelled once for every target.
 static BUCKETS: LazyLock<HashMap<ModuleId, Vec<Buckets>>> = LazyLock::new(|| {
@@ -27,6 +28,7 @@ static BUCKETS: LazyLock<HashMap<ModuleId, Vec<Buckets>>> = LazyLock::new(|| {
 pub struct ModuleSeries {
     kind: ModuleId,
     histograms: Vec<Histogram>,
+    counters: Vec<Counter>,
 }
 
 impl ModuleSeries {
@@ -38,6 +40,12 @@ impl ModuleSeries {
                 ProbeKind::Module(m) => Some(Self {
                     kind: *m,
                     histograms: BUCKETS[m].iter().map(Histogram::new).collect(),
+                    counters: m
+                        .module()
+                        .counters()
+                        .iter()
+                        .map(|_| Counter::default())
+                        .collect(),
                 }),
                 _ => None,
             })
@@ -53,14 +61,19 @@ impl ModuleSeries {
                 h.observe(v);
             }
         });
+        r.module().count(r.report.as_ref(), &mut |i, n| {
+            if let Some(c) = s.counters.get(i) {
+                c.add(n);
+            }
+        });
     }
 }
 
 /// How one target's module series write a family's lines.
 pub type WriteOne<'a> = &'a dyn Fn(&[ModuleSeries], &mut Lines<'_>);
 
-/// Every module histogram family: `each` writes one family's lines of every target, given how
-/// one target's series write theirs.
+/// Every module histogram and counter family (each module's histograms, then its counters):
+/// `each` writes one family's lines of every target, given how one target's series write theirs.
 pub fn write_families(out: &mut String, each: &dyn Fn(&mut String, WriteOne<'_>) -> bool) {
     for m in ModuleId::all() {
         for (i, def) in m.module().histograms().iter().enumerate() {
@@ -68,6 +81,15 @@ pub fn write_families(out: &mut String, each: &dyn Fn(&mut String, WriteOne<'_>)
                 each(o, &|series, l| {
                     if let Some(h) = series.iter().find(|s| s.kind == m) {
                         h.histograms[i].write(def.name, l);
+                    }
+                })
+            });
+        }
+        for (i, def) in m.module().counters().iter().enumerate() {
+            family(out, def.name, def.help, Kind::Counter, |o| {
+                each(o, &|series, l| {
+                    if let Some(s) = series.iter().find(|s| s.kind == m) {
+                        l.sample(def.name, &[], None, s.counters[i].get() as f64);
                     }
                 })
             });

@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use vantage_core::{Measurement, ProbeKind, RoundQuality, Sample, Target};
 use vantage_store::gauges;
 
-use super::dns::{self, DnsSeries};
 use super::modules::{self, ModuleSeries};
 use super::ping::{self, PingSeries};
 use super::rounds::RoundGauges;
@@ -44,7 +43,6 @@ pub struct TargetSeries {
     /// Empty in a `/probe` answer: counters of one round would restart at every request.
     probes: Vec<ProbeCounts>,
     pub(super) ping: Option<PingSeries>,
-    pub(super) dns: Option<DnsSeries>,
     pub(super) trace: Option<TraceSeries>,
     /// The histograms of the target's module kinds (none in a `/probe` answer).
     modules: Vec<ModuleSeries>,
@@ -77,7 +75,6 @@ impl TargetSeries {
                 })
                 .collect(),
             ping: has(ProbeKind::Ping).then(PingSeries::default),
-            dns: has(ProbeKind::Dns).then(DnsSeries::default),
             trace: has(ProbeKind::Trace).then(|| TraceSeries::new(true)),
             modules: ModuleSeries::for_kinds(&kinds),
         }
@@ -92,7 +89,6 @@ impl TargetSeries {
             rounds: RoundGauges::new(&[kind]),
             probes: Vec::new(),
             ping: None,
-            dns: None,
             trace: (kind == ProbeKind::Trace).then(|| TraceSeries::new(false)),
             modules: Vec::new(),
         }
@@ -116,7 +112,6 @@ impl TargetSeries {
         }
         match &sample.measurement {
             Measurement::Ping(r) => self.ping.iter().for_each(|s| s.observe(r)),
-            Measurement::Dns(r) => self.dns.iter().for_each(|s| s.observe(r)),
             Measurement::Trace(r) => self.trace.iter().for_each(|s| s.observe(r)),
             Measurement::Module(r) => ModuleSeries::observe(&self.modules, r),
             _ => {}
@@ -202,7 +197,6 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
     let others = PROBE_FAMILIES
         .iter()
         .chain(&ping::FAMILIES)
-        .chain(&dns::FAMILIES)
         .chain(&trace::FAMILIES);
     for f in others {
         family(out, f.name, f.help, f.kind, |o| {
@@ -216,7 +210,7 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use vantage_core::Config;
+    use vantage_core::{Config, DnsPhases, DnsReport};
 
     use super::*;
 
@@ -267,5 +261,65 @@ mod tests {
         assert_eq!(flagged(&text, "ping", "memory"), Some(0.0));
         assert_eq!(flagged(&text, "trace", "cpu"), Some(0.0));
         assert!(text.contains(&format!("# TYPE {} counter", PROBE_FAMILIES[2].name)));
+    }
+
+    /// A DNS round of `r`, at a fixed time.
+    fn dns_round(r: Option<DnsReport>, success: bool) -> Sample {
+        Sample {
+            target: "resolver".into(),
+            probe: ProbeKind::DNS,
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_micros(21_300),
+            success,
+            error: None,
+            measurement: r.map_or(Measurement::None, Measurement::from),
+            quality: RoundQuality::empty(),
+        }
+    }
+
+    /// A DNS target's series, before its first round and after rounds with and without an
+    /// answer, are those the daemon wrote when DNS was a built-in kind (committed as written
+    /// then): names, labels, help, order and values.
+    #[test]
+    fn a_dns_targets_series_are_those_of_the_built_in_kind() {
+        let cfg = Config::parse(
+            "[[targets]]\nname = \"resolver\"\nhost = \"127.0.0.1\"\nprobes = [\"dns\"]\n\
+             labels = { site = \"lab\" }\ndns = { query = \"example.com\" }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let t = TargetSeries::new(&cfg.targets[0]);
+        let device = [("device".to_string(), "probe-1".to_string())];
+        let mut text = String::new();
+        write_targets(&[&t], &device, &mut text);
+        let us = Duration::from_micros;
+        let answered = DnsReport {
+            rcode: Some(3),
+            authority_records: 1,
+            additional_records: 1,
+            lookup: Some(us(20_800)),
+            phases: DnsPhases {
+                connect: Some(us(300)),
+                request: Some(us(20_400)),
+                ..DnsPhases::default()
+            },
+            truncated_retry: true,
+            stray_datagrams: 2,
+            validation_failures: vec!["no answers".into()],
+            ..DnsReport::default()
+        };
+        t.observe(&dns_round(Some(answered), false));
+        t.observe(&dns_round(Some(DnsReport::default()), false));
+        t.observe(&dns_round(None, false));
+        text.push_str("# after three rounds\n");
+        write_targets(&[&t], &device, &mut text);
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/metrics/testdata/dns-target.prom"
+        );
+        if std::env::var_os("WRITE_DNS_FIXTURE").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert_eq!(text, include_str!("testdata/dns-target.prom"));
     }
 }

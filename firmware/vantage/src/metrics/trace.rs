@@ -137,7 +137,6 @@ mod tests {
                     probes: vec![(ProbeKind::Trace, Duration::from_secs(60))],
                     ping: Default::default(),
                     trace: Default::default(),
-                    dns: None,
                     modules: Vec::new(),
                 })
             } else {

@@ -637,7 +637,7 @@ async fn test_target(
                     .collect::<Vec<_>>()
             );
         }
-        if let Measurement::Dns(d) = &s.measurement {
+        if let Some(d) = s.measurement.dns() {
             r["server"] = json!(d.server);
             r["rcode"] = json!(d.rcode_name());
             r["answers"] = json!(d.answers.len());

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_core::ProbeKind;
-use vantage_store::{Agg, Dist, HopAgg, rollup::NO_RCODE};
+use vantage_store::{Agg, Dist, HopAgg};
 
 use super::Web;
 use super::config_file::FieldError;
@@ -88,8 +88,7 @@ fn agg_json(t: Option<i64>, a: &Agg) -> Value {
 
 fn mark_name(probe: ProbeKind, v: u32) -> String {
     match probe {
-        ProbeKind::Dns if v == NO_RCODE => "no answer".into(),
-        ProbeKind::Dns => vantage_core::config::rcode_name(v as u16),
+        ProbeKind::Module(m) => m.module().mark_name(v),
         _ => format!("{v:08x}"),
     }
 }
@@ -208,7 +207,7 @@ pub fn range_body(
         "points": buckets.iter().map(|(t, a)| agg_json(Some(*t), a)).collect::<Vec<_>>(),
         "summary": agg_json(None, &all),
     });
-    if matches!(kind, ProbeKind::Dns | ProbeKind::Trace) {
+    if kind == ProbeKind::Trace || kind.module().is_some_and(|m| m.keeps_marks()) {
         body["changes"] = json!(changes);
         body["changes_total"] = json!(all.marks.changed);
         body["current"] = json!(all.marks.last.map(|(_, v)| mark_name(kind, v)));

@@ -107,15 +107,15 @@ impl MemoryHistory {
         let bucket_t =
             ((ts as u64) / BUCKET.as_secs() * BUCKET.as_secs()).min(u64::from(u32::MAX)) as u32;
         let mut detail = None;
-        let (rtt, loss, sent, lost, address) = match &s.measurement {
-            Measurement::Ping(p) => (
+        let (rtt, loss, sent, lost, address) = match (&s.measurement, s.measurement.dns()) {
+            (Measurement::Ping(p), _) => (
                 p.mean().map(ms),
                 Some(p.loss_ratio()),
                 p.sent,
                 p.sent.saturating_sub(p.received),
                 p.address.map(|a| a.to_string()),
             ),
-            Measurement::Dns(d) => {
+            (_, Some(d)) => {
                 detail = d
                     .rcode_name()
                     .map(|r| format!("{r}, {} answers", d.answers.len()));

@@ -2417,8 +2417,8 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
         .iter()
         .map(|p| p["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds[..3], ["ping", "dns", "trace"]);
-    let trace = &r.body["probes"][2]["fields"];
+    assert_eq!(kinds, ["ping", "trace", "tcp", "http", "dns"]);
+    let trace = &r.body["probes"][1]["fields"];
     let field = |key: &str| {
         trace
             .as_array()

@@ -613,7 +613,7 @@ dns = { query = "example.com", type = "A", answer_contains = ["192.0.2.1"] }
     let (probe, _) = probe_with(good);
     let s = probe.run(ProbeRequest::for_target(&cfg.targets[0])).await;
     assert!(s.success, "{s:?}");
-    assert_eq!(s.probe, ProbeKind::Dns);
+    assert_eq!(s.probe, ProbeKind::DNS);
     let values: HashMap<_, _> = s.values().into_iter().collect();
     assert_eq!(values["success"], 1.0);
     assert_eq!(values["rcode"], 0.0);

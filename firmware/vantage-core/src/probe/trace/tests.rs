@@ -721,7 +721,6 @@ fn target(host: &str, trace: TraceOptions) -> crate::config::Target {
         probes: vec![(ProbeKind::Trace, Duration::from_secs(60))],
         ping: Default::default(),
         trace,
-        dns: None,
         modules: Vec::new(),
     }
 }
