@@ -273,27 +273,25 @@ fn start_leds(config: &Config) -> Leds {
     Leds::start(leds, cfg.identify_timeout, cfg.stale_after)
 }
 
-/// Probes silent this long mean probing is stuck: three of the longest rounds, at least 30 s.
-fn stall_after(config: &Config) -> Duration {
-    let longest = config
+/// The longest interval plus round of any probe in the config.
+fn longest_round(config: &Config) -> Duration {
+    config
         .targets
         .iter()
         .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
         .max()
-        .unwrap_or(Duration::ZERO);
-    (longest * 3).max(Duration::from_secs(30))
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Probes silent this long mean probing is stuck: three of the longest rounds, at least 30 s.
+fn stall_after(config: &Config) -> Duration {
+    (longest_round(config) * 3).max(Duration::from_secs(30))
 }
 
 /// "Booting" lasts until every target has reported once, or at most this long: the longest
 /// interval plus the longest round, with a margin, capped at five minutes.
 fn boot_grace(config: &Config) -> Duration {
-    let longest = config
-        .targets
-        .iter()
-        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
-        .max()
-        .unwrap_or(Duration::ZERO);
-    (longest + Duration::from_secs(5)).min(Duration::from_secs(300))
+    (longest_round(config) + Duration::from_secs(5)).min(Duration::from_secs(300))
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! The router in-process: every route, good and hostile input.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -22,33 +21,7 @@ interval = "24h"
 labels = { site = "lab" }
 "#;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "vantage-http-{tag}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
+use vantage_testkit::TempDir;
 
 /// [`IDLE`] with `/probe` open to the unprivileged ports the tests' servers bind.
 fn idle_with_high_ports() -> String {
@@ -59,7 +32,7 @@ fn idle_with_high_ports() -> String {
 }
 
 fn state_with(text: &str, dir: &TempDir) -> Arc<AppState> {
-    let path = dir.0.join("vantage.toml");
+    let path = dir.path().join("vantage.toml");
     std::fs::write(&path, text).unwrap();
     crate::apply::state_of(ConfigSource::File(path))
 }
@@ -95,11 +68,11 @@ async fn a_prometheus_scrape_of_metrics_is_noted() {
     let text = format!(
         "{IDLE}\n[[remote_write]]\nname = \"central\"\nurl = \"http://127.0.0.1:9/w\"\nsend = \"gaps\"\nscrape_gap = \"30s\"\n"
     );
-    let path = dir.0.join("vantage.toml");
+    let path = dir.path().join("vantage.toml");
     std::fs::write(&path, &text).unwrap();
     let source = ConfigSource::File(path);
     let config = source.load().unwrap();
-    let storage = crate::storage::Storage::start(&dir.0.join("data"), &config);
+    let storage = crate::storage::Storage::start(&dir.path().join("data"), &config);
     let wiring = crate::apply::Wiring {
         storage: Some(storage.clone()),
         ..Default::default()
@@ -221,7 +194,7 @@ async fn health_and_ready() {
 async fn reload_applies_good_files_and_keeps_the_running_config_on_bad_ones() {
     let dir = TempDir::new("reload");
     let d = state_with(IDLE, &dir);
-    let path = dir.0.join("vantage.toml");
+    let path = dir.path().join("vantage.toml");
 
     // GET is not a way to reload.
     assert_eq!(
@@ -291,7 +264,7 @@ async fn reload_keeps_series_of_unchanged_targets_and_drops_removed_ones() {
     };
     vantage_core::Observer::sample(&*d.metrics, sample);
     let changed = "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n";
-    std::fs::write(dir.0.join("vantage.toml"), changed).unwrap();
+    std::fs::write(dir.path().join("vantage.toml"), changed).unwrap();
     d.reload().unwrap();
     let (_, m, _) = call(&d, get("/metrics")).await;
     assert_eq!(

@@ -1,27 +1,6 @@
 //! In-process tests of the whole HTTP application.
 
-pub struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!(
-            "vantage-{tag}-{}-{}",
-            std::process::id(),
-            super::auth::random_token()
-        ));
-        std::fs::create_dir_all(&d).expect("create temp dir");
-        Self(d)
-    }
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use vantage_testkit::TempDir;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
