@@ -6,9 +6,10 @@
 //! `cpu.pressure` and `memory.pressure`): the tasks of the daemon's own cgroup v2 where it runs
 //! in one (a systemd service, a container, a CPU quota: the cgroup's file counts the quota's
 //! throttling, which the whole system's does not), else of the whole device
-//! (`/proc/pressure/*`). Such rounds' RTTs may include the probe's own delays. The share is taken between the readings at the round's start and end, which may be
-//! up to [`PSI_READ_INTERVAL`] old: the files are read at most that often, whatever the number
-//! of targets.
+//! (`/proc/pressure/*`). Such rounds' RTTs may include the probe's own delays. The share is
+//! taken between the readings at the round's start and end, which may be up to
+//! [`PSI_READ_INTERVAL`] old: the files are read at most that often, whatever the number of
+//! targets.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

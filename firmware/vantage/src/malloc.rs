@@ -5,8 +5,9 @@
 //! at most 8 MiB, and the rest was free memory kept in malloc's per-thread arenas). Two
 //! defaults did it:
 //!
-//! - Arenas: each new thread that allocates gets an arena of its own, up to 8 per core. Tokio's workers, its blocking threads (DNS lookups, file reads) and the
-//!   store's threads each kept one, and each arena keeps the free memory of its own peaks.
+//! - Arenas: each new thread that allocates gets an arena of its own, up to 8 per core.
+//!   Tokio's workers, its blocking threads (DNS lookups, file reads) and the store's threads
+//!   each kept one, and each arena keeps the free memory of its own peaks.
 //! - The mmap threshold: a block from 128 KiB on is mapped on its own and unmapped when freed,
 //!   but freeing one raises the threshold to that block's size (up to 32 MiB) and the trim
 //!   threshold to twice that. After the first `/metrics` answer (2.7 MB for 1,000 targets) every

@@ -1390,16 +1390,22 @@ async fn probes_that_connect_reach_the_destination_one_per_trace() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn probes_that_connect_pass_silent_hops_and_follow_a_longer_path() {
-    let net = Net::connecting(|_| {
+/// Probes that connect (unprivileged TCP) through a router, a silent hop and a router to the
+/// destination.
+fn connecting_past_a_silent_hop() -> Net {
+    Net::connecting(|_| {
         vec![
             Hop::Router("10.0.0.1", 1),
             Hop::Silent,
             Hop::Router("10.0.2.1", 1),
             Hop::Dest(2),
         ]
-    });
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_that_connect_pass_silent_hops_and_follow_a_longer_path() {
+    let net = connecting_past_a_silent_hop();
     let p = probe(&net);
     let o = TraceOptions {
         flows: 2,
@@ -1489,14 +1495,7 @@ async fn path_changes(p: &TraceProbe, net: &Net, o: &TraceOptions, n: usize) -> 
 
 #[tokio::test(start_paused = true)]
 async fn a_connecting_probe_is_waited_for_no_longer_than_its_socket_waits() {
-    let net = Net::connecting(|_| {
-        vec![
-            Hop::Router("10.0.0.1", 1),
-            Hop::Silent,
-            Hop::Router("10.0.2.1", 1),
-            Hop::Dest(2),
-        ]
-    });
+    let net = connecting_past_a_silent_hop();
     let p = probe(&net);
     let start = Instant::now();
     let r = trace(&p, &net, &opts(2000)).await;
