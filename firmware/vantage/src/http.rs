@@ -19,9 +19,9 @@ use vantage_core::{
 use crate::metrics::{TargetSeries, write_targets};
 use crate::probe_compat;
 use crate::probe_guard::{Allowlist, ProbeGuard, Refusal};
+use crate::scrape::TEXT_FORMAT;
 use crate::state::AppState;
 
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
 const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
 /// Used when a `/probe` request does not say how long Prometheus waits.
@@ -46,75 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(d): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let gzip = accepts_gzip(&headers);
-    let scrape = headers.contains_key("x-prometheus-scrape-timeout-seconds");
-    // Rendering thousands of targets takes a while: off the async workers, so that probes
-    // due meanwhile still start on time.
-    let render = move || {
-        let text = d.metrics.render();
-        // A Prometheus scrape covered the rounds until now (`send = "gaps"` skips them).
-        if scrape && let Some(s) = &d.storage {
-            s.note_scrape();
-        }
-        if gzip {
-            gzip_bytes(text.as_bytes())
-        } else {
-            text.into_bytes()
-        }
-    };
-    match tokio::task::spawn_blocking(render).await {
-        Ok(body) if gzip => (
-            [
-                (header::CONTENT_TYPE, TEXT_FORMAT),
-                (header::CONTENT_ENCODING, "gzip"),
-                (header::VARY, "accept-encoding"),
-            ],
-            body,
-        )
-            .into_response(),
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, TEXT_FORMAT),
-                (header::VARY, "accept-encoding"),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("rendering failed: {e}\n"),
-        )
-            .into_response(),
-    }
-}
-
-/// Does the client take gzip (`Accept-Encoding: gzip`, not `gzip;q=0`)? Prometheus asks for it.
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let coding = parts.next().unwrap_or("");
-            let q = parts
-                .find_map(|p| p.strip_prefix("q="))
-                .and_then(|q| q.trim().parse::<f64>().ok())
-                .unwrap_or(1.0);
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q > 0.0
-        })
-}
-
-/// Fast compression: a scrape is compressed once and read once; level 1 gets most of the gain.
-pub(crate) fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(raw.len() / 6),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(raw).expect("writing into a Vec cannot fail");
-    enc.finish().expect("writing into a Vec cannot fail")
+    crate::scrape::answer(d.metrics.clone(), d.storage.clone(), &headers)
 }
 
 /// Where the provisioned targets stand: applied, overridden by local ones, last error.

@@ -11,6 +11,7 @@ mod metrics;
 mod oneshot;
 mod probe_compat;
 mod probe_guard;
+mod scrape;
 mod state;
 mod storage;
 mod web;

@@ -46,6 +46,10 @@ pub mod names {
     pub const LED_WRITE_ERRORS: &str = "vantage_led_write_errors_total";
 }
 
+/// How much text a streamed scrape gathers before passing it on: large enough that the
+/// compressor and the socket see few calls, small beside the whole of a large scrape.
+pub const SCRAPE_CHUNK: usize = 64 * 1024;
+
 /// Seconds since the Unix epoch, for timestamp gauges.
 pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -216,8 +220,19 @@ impl Metrics {
         families
     }
 
-    /// The Prometheus text exposition, with the device's labels on every series.
+    /// The Prometheus text exposition, with the device's labels on every series, whole.
+    #[cfg(test)]
     pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_to(&mut out, &mut |_| {});
+        out
+    }
+
+    /// The exposition written into `out`, handed to `flush` whenever `out` holds
+    /// [`SCRAPE_CHUNK`] bytes or more at a target's end (`flush` empties it, or lets it grow);
+    /// the rest is left in `out`. A scrape of 10,000 targets is tens of MB of text: streamed
+    /// this way, it never has to be in memory at once.
+    pub fn render_to(&self, out: &mut String, flush: &mut dyn FnMut(&mut String)) {
         let device = self
             .device_labels
             .read()
@@ -225,7 +240,7 @@ impl Metrics {
             .clone();
         let mut families = self.gather_device();
         crate::fleet::add_labels(&mut families, &device);
-        let mut out = encode(&families);
+        out.push_str(&encode(&families));
         // A snapshot of the target list, so a reload during the render waits for nothing.
         let targets: Vec<Arc<TargetSeries>> = self
             .targets
@@ -235,8 +250,7 @@ impl Metrics {
             .cloned()
             .collect();
         let refs: Vec<&TargetSeries> = targets.iter().map(Arc::as_ref).collect();
-        write_targets(&refs, &device, &mut out);
-        out
+        target::write_targets_in_chunks(&refs, &device, out, flush);
     }
 
     /// The labels every series of this device carries (`device` plus `[device].labels`).
@@ -426,7 +440,7 @@ mod cost {
             let per = start.elapsed() / runs;
             let body = m.render();
             let start = Instant::now();
-            let gz = crate::http::gzip_bytes(body.as_bytes()).len();
+            let gz = crate::scrape::gzip_bytes(body.as_bytes()).len();
             println!(
                 "{n} targets: render {per:?}, {bytes} bytes, gzip {gz} bytes in {:?}",
                 start.elapsed()

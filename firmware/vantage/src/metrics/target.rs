@@ -162,7 +162,21 @@ const PROBE_FAMILIES: [Family; 3] = [
 
 /// Every target's series as text: family by family, target by target. `device` labels go on
 /// every series unless the target has a label of the same name.
+/// Every target's families into `out`.
 pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out: &mut String) {
+    write_targets_in_chunks(targets, device, out, &mut |_| {});
+}
+
+/// Every target's families into `out`; at a target's end, with [`super::SCRAPE_CHUNK`] bytes
+/// or more in `out`, `flush` is given them. Only after a line of the family was written, so
+/// the family's header, once flushed, is never taken back.
+pub fn write_targets_in_chunks(
+    targets: &[&TargetSeries],
+    device: &[(String, String)],
+    out: &mut String,
+    flush: &mut dyn FnMut(&mut String),
+) {
+    let flush = std::cell::RefCell::new(flush);
     let labels: Vec<Vec<(&str, &str)>> = targets
         .iter()
         .map(|t| {
@@ -186,6 +200,9 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
             let mut lines = Lines::new(out, l);
             write(t, &mut lines);
             any |= lines.wrote();
+            if any && out.len() >= super::SCRAPE_CHUNK {
+                (flush.borrow_mut())(out);
+            }
         }
         any
     };
