@@ -44,7 +44,36 @@ pub struct Dist {
     pub sum: u64,
     pub sumsq: f64,
     /// Log-scale bucket → count.
-    pub hist: BTreeMap<u16, u32>,
+    pub hist: Hist,
+}
+
+/// Log-scale buckets and their counts, by bucket. A sorted vector, not a map: a minute of one
+/// series fills a handful of buckets, and the store keeps minutes of every series in memory
+/// until they are written (a map's node is several times the size of what it holds).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hist(Vec<(u16, u32)>);
+
+impl Hist {
+    /// Adds `count` to `bucket`.
+    pub fn add(&mut self, bucket: u16, count: u32) {
+        match self.0.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(count),
+            Err(i) => self.0.insert(i, (bucket, count)),
+        }
+    }
+
+    /// (bucket, count) in bucket order.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 fn bucket_of(us: u64) -> u16 {
@@ -70,7 +99,7 @@ impl Dist {
         self.n += 1;
         self.sum = self.sum.saturating_add(us);
         self.sumsq += (us as f64) * (us as f64);
-        *self.hist.entry(bucket_of(us)).or_default() += 1;
+        self.hist.add(bucket_of(us), 1);
     }
 
     pub fn merge(&mut self, o: &Dist) {
@@ -84,8 +113,8 @@ impl Dist {
         self.n += o.n;
         self.sum = self.sum.saturating_add(o.sum);
         self.sumsq += o.sumsq;
-        for (b, c) in &o.hist {
-            *self.hist.entry(*b).or_default() += c;
+        for (b, c) in o.hist.iter() {
+            self.hist.add(b, c);
         }
     }
 
@@ -112,10 +141,10 @@ impl Dist {
             return Some(self.max as f64);
         }
         let mut seen = 0u64;
-        for (b, c) in &self.hist {
-            seen += u64::from(*c);
+        for (b, c) in self.hist.iter() {
+            seen += u64::from(c);
             if seen > rank {
-                return Some(bucket_mid(*b).clamp(self.min as f64, self.max as f64));
+                return Some(bucket_mid(b).clamp(self.min as f64, self.max as f64));
             }
         }
         Some(self.max as f64)
@@ -132,10 +161,10 @@ impl Dist {
         out.extend_from_slice(&self.sumsq.to_le_bytes());
         put_varint(out, self.hist.len() as u64);
         let mut prev = 0u16;
-        for (b, c) in &self.hist {
+        for (b, c) in self.hist.iter() {
             put_varint(out, u64::from(b - prev));
-            put_varint(out, u64::from(*c));
-            prev = *b;
+            put_varint(out, u64::from(c));
+            prev = b;
         }
     }
 
@@ -154,10 +183,12 @@ impl Dist {
         let mut b = 0u16;
         for _ in 0..r.varint()?.min(4096) {
             b = b.saturating_add(small(r.varint()?)?);
-            d.hist.insert(
-                b,
-                u32::try_from(r.varint()?).map_err(|_| DecodeError::Truncated)?,
-            );
+            let c = u32::try_from(r.varint()?).map_err(|_| DecodeError::Truncated)?;
+            // Buckets are written in increasing order; a repeated one (damage) counts once.
+            if d.hist.0.last().is_some_and(|(last, _)| *last == b) {
+                d.hist.0.pop();
+            }
+            d.hist.0.push((b, c));
         }
         Ok(d)
     }
@@ -583,6 +614,27 @@ mod tests {
             module: None,
             quality: RoundQuality::empty(),
         }
+    }
+
+    #[test]
+    fn histogram_buckets_stay_in_order_and_merge_by_bucket() {
+        let mut a = Dist::default();
+        for us in [900, 10, 50_000, 10, 900, 1] {
+            a.add(us);
+        }
+        let buckets: Vec<u16> = a.hist.iter().map(|(b, _)| b).collect();
+        assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{buckets:?}");
+        assert_eq!(a.hist.len(), 4);
+        assert_eq!(a.hist.iter().map(|(_, c)| c).sum::<u32>(), 6);
+        let mut b = Dist::default();
+        b.add(10);
+        b.add(7_000_000);
+        a.merge(&b);
+        assert_eq!(a.hist.len(), 5);
+        assert_eq!(a.hist.iter().find(|(k, _)| *k == bucket_of(10)).unwrap().1, 3);
+        let mut out = Vec::new();
+        a.put(&mut out);
+        assert_eq!(Dist::get(&mut Reader::new(&out)).unwrap(), a);
     }
 
     #[test]
