@@ -631,7 +631,10 @@ mod tests {
         b.add(7_000_000);
         a.merge(&b);
         assert_eq!(a.hist.len(), 5);
-        assert_eq!(a.hist.iter().find(|(k, _)| *k == bucket_of(10)).unwrap().1, 3);
+        assert_eq!(
+            a.hist.iter().find(|(k, _)| *k == bucket_of(10)).unwrap().1,
+            3
+        );
         let mut out = Vec::new();
         a.put(&mut out);
         assert_eq!(Dist::get(&mut Reader::new(&out)).unwrap(), a);
