@@ -110,11 +110,7 @@ impl Inner {
         loop {
             let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
             let Some(b) = guard.as_ref() else {
-                return Err(BackendError::Io(
-                    lock(&self.error)
-                        .clone()
-                        .unwrap_or_else(|| "store is not open".into()),
-                ));
+                return Err(self.not_open());
             };
             // Take what to write under the lock; encode and write without it, so appends
             // (the probes) never wait for the disk.

@@ -435,4 +435,13 @@ impl Inner {
         }
         *err = Some(msg);
     }
+
+    /// The error while the engine is not open: the last one it gave, if any.
+    fn not_open(&self) -> BackendError {
+        BackendError::Io(
+            lock(&self.error)
+                .clone()
+                .unwrap_or_else(|| "store is not open".into()),
+        )
+    }
 }

@@ -206,11 +206,7 @@ impl Inner {
     pub(super) fn read_block(&self, seq: u64) -> Result<Option<Vec<StoredSample>>, BackendError> {
         let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
         let Some(b) = guard.as_ref() else {
-            return Err(BackendError::Io(
-                lock(&self.error)
-                    .clone()
-                    .unwrap_or_else(|| "store is not open".into()),
-            ));
+            return Err(self.not_open());
         };
         self.read_block_with(b.as_ref(), seq)
     }
