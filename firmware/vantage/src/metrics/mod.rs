@@ -11,6 +11,7 @@ mod modules;
 mod ping;
 mod process;
 mod rounds;
+mod share;
 mod target;
 pub(crate) mod text;
 mod trace;
@@ -82,6 +83,8 @@ pub struct Metrics {
     reload_ok: Gauge,
     reload_ts: Gauge,
     target_count: Gauge,
+    /// The last minute's share of flagged rounds (`vantage_rounds_flagged_ratio`).
+    flagged_share: share::FlaggedShare,
     /// `[device]` name and labels, added to every series at render time.
     device_labels: RwLock<Vec<(String, String)>>,
 }
@@ -138,6 +141,7 @@ impl Metrics {
         )
         .expect("valid metric");
         start_time.set(unix_seconds(SystemTime::now()));
+        let flagged_share = share::FlaggedShare::new();
         for c in [
             Box::new(build) as Box<dyn Collector>,
             Box::new(lag.clone()),
@@ -148,6 +152,7 @@ impl Metrics {
             Box::new(start_time),
             Box::new(process::ProcessCollector::new()),
             Box::new(update::UpdateCollector::new()),
+            Box::new(flagged_share.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -163,6 +168,7 @@ impl Metrics {
             reload_ok,
             reload_ts,
             target_count,
+            flagged_share,
             device_labels: RwLock::default(),
         }
     }
@@ -297,6 +303,7 @@ pub fn encode(families: &[MetricFamily]) -> String {
 
 impl Observer for Metrics {
     fn sample(&self, sample: Sample) {
+        self.flagged_share.add(sample.quality);
         let series = self
             .targets
             .read()
