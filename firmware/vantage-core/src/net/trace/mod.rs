@@ -19,7 +19,6 @@
 mod kernel;
 #[cfg(any(test, fuzzing))]
 pub(crate) use kernel::fuzz as kernel_fuzz;
-mod sys;
 pub(crate) mod wire;
 
 use std::fmt::Debug;

@@ -1,11 +1,17 @@
-//! Thin wrappers over the socket calls socket2 does not cover: `recvmsg` with control messages
-//! (the error queue, kernel timestamps, the answer's TTL) and `sendmsg` with a per-packet TTL.
+//! Every `unsafe` call of the ping and trace sockets, each with its `SAFETY` note: socket
+//! options socket2 does not cover, `recvmsg` with control messages (the error queue, kernel
+//! timestamps, the answer's TTL), `sendmsg` with a per-packet TTL, `TCP_INFO`, and handing a
+//! socket to tokio's reactor.
 
 use std::io;
-use std::mem::{self, MaybeUninit};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::mem;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use socket2::{SockAddr, SockAddrStorage, Socket};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// An extended error from the socket error queue (`IP_RECVERR`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +36,11 @@ pub(crate) struct Msg {
     pub len: usize,
     /// `msg_name`: the sender, or for the error queue the probe's destination.
     pub name: Option<SocketAddr>,
+    /// When the kernel received the packet (`SO_TIMESTAMPNS`).
     pub kernel_time: Option<SystemTime>,
+    /// The software stamp of `SO_TIMESTAMPING`: for a sent packet looped back on the error
+    /// queue, when it left.
+    pub sent_time: Option<SystemTime>,
     /// TTL / hop limit the packet arrived with.
     pub ttl: Option<u8>,
     pub err: Option<ExtErr>,
@@ -39,26 +49,12 @@ pub(crate) struct Msg {
 
 /// Sets an integer socket option.
 pub(crate) fn set_int(fd: RawFd, level: i32, opt: i32, value: i32) -> io::Result<()> {
-    // SAFETY: valid fd; the option value is a c_int of the declared size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&value as *const i32).cast(),
-            mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_bytes(fd, level, opt, &value.to_ne_bytes())
 }
 
 /// Sets a socket option from raw bytes.
 pub(crate) fn set_bytes(fd: RawFd, level: i32, opt: i32, value: &[u8]) -> io::Result<()> {
-    // SAFETY: valid fd; value points to value.len() readable bytes.
+    // SAFETY: setsockopt reads value.len() bytes from value, which holds that many.
     let rc = unsafe {
         libc::setsockopt(
             fd,
@@ -75,9 +71,15 @@ pub(crate) fn set_bytes(fd: RawFd, level: i32, opt: i32, value: &[u8]) -> io::Re
     }
 }
 
+/// Hands a socket to tokio's reactor.
+pub(crate) fn register(s: Socket, interest: Interest) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: the Socket owns its fd, keeps it open and never swaps it while it lives.
+    unsafe { AsyncFd::register_with_interest(s, interest) }.map_err(io::Error::from)
+}
+
 /// Reads one message without blocking; `errqueue` reads the socket error queue.
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Msg> {
-    let mut addr = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut addr = SockAddrStorage::zeroed();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -86,8 +88,8 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Msg>
     let mut control = [0u64; 64];
     // SAFETY: msghdr is plain data; zero is a valid initial state.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = addr.as_mut_ptr().cast();
-    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_name = (&raw mut addr).cast();
+    msg.msg_namelen = addr.size_of();
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
@@ -103,54 +105,67 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Msg>
         len: (n as usize).min(buf.len()),
         name: None,
         kernel_time: None,
+        sent_time: None,
         ttl: None,
         err: None,
         read_at,
     };
     if msg.msg_namelen > 0 {
-        // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into addr.
-        out.name = unsafe { sockaddr(addr.as_ptr()) };
+        // SAFETY: the kernel wrote a sockaddr of msg_namelen bytes into addr.
+        out.name = unsafe { SockAddr::new(addr, msg.msg_namelen) }.as_socket();
     }
+    read_control(&msg, &mut out);
+    Ok(out)
+}
+
+/// Reads the control messages `recvmsg` left in `msg` into `out`.
+fn read_control(msg: &libc::msghdr, out: &mut Msg) {
     // SAFETY: msg was filled by recvmsg; CMSG_* walk within msg_controllen and every payload
-    // is read unaligned with the size the kernel documents for its type.
+    // is read unaligned, only when it is as long as the type the kernel documents for it.
     unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             let (level, typ) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
             let data = libc::CMSG_DATA(cmsg);
             let data_len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+            let has = |size: usize| data_len >= size;
             match (level, typ) {
                 (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)
-                    if data_len >= mem::size_of::<libc::timespec>() =>
+                    if has(mem::size_of::<libc::timespec>()) =>
                 {
-                    let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
-                    if ts.tv_sec >= 0 {
-                        out.kernel_time =
-                            Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-                    }
+                    out.kernel_time = wall_time(std::ptr::read_unaligned(data.cast()));
                 }
-                (libc::SOL_IP, libc::IP_TTL) | (libc::SOL_IPV6, libc::IPV6_HOPLIMIT)
-                    if data_len >= 4 =>
+                // Three stamps: software, (deprecated), hardware; only software ones are asked.
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING)
+                    if has(mem::size_of::<libc::timespec>()) =>
                 {
+                    out.sent_time = wall_time(std::ptr::read_unaligned(data.cast()))
+                        .filter(|t| *t >= UNIX_EPOCH + Duration::from_secs(1));
+                }
+                (libc::SOL_IP, libc::IP_TTL) | (libc::SOL_IPV6, libc::IPV6_HOPLIMIT) if has(4) => {
                     let v: i32 = std::ptr::read_unaligned(data.cast());
                     out.ttl = u8::try_from(v).ok();
                 }
                 (libc::SOL_IP, libc::IP_RECVERR) | (libc::SOL_IPV6, libc::IPV6_RECVERR)
-                    if data_len >= mem::size_of::<libc::sock_extended_err>() =>
+                    if has(mem::size_of::<libc::sock_extended_err>()) =>
                 {
                     out.err = Some(ext_err(data, data_len));
                 }
                 _ => {}
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    Ok(out)
+}
+
+/// A kernel timestamp as wall-clock time.
+fn wall_time(ts: libc::timespec) -> Option<SystemTime> {
+    (ts.tv_sec >= 0).then(|| UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// Sends `buf` to `to` with a per-packet TTL / hop limit.
 pub(crate) fn send_ttl(fd: RawFd, buf: &[u8], to: SocketAddr, ttl: u8) -> io::Result<()> {
-    let (mut storage, len) = to_sockaddr(to);
+    let to = SockAddr::from(to);
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
@@ -158,8 +173,8 @@ pub(crate) fn send_ttl(fd: RawFd, buf: &[u8], to: SocketAddr, ttl: u8) -> io::Re
     let mut control = [0u64; 4];
     // SAFETY: msghdr is plain data; zero is a valid initial state.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = len;
+    msg.msg_name = to.as_ptr().cast_mut().cast();
+    msg.msg_namelen = to.len();
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
@@ -171,7 +186,7 @@ pub(crate) fn send_ttl(fd: RawFd, buf: &[u8], to: SocketAddr, ttl: u8) -> io::Re
         (libc::SOL_IP, libc::IP_TTL)
     };
     // SAFETY: the control buffer holds one cmsghdr with an int payload (CMSG_SPACE above), and
-    // every pointer in msg refers to a live buffer of the stated size.
+    // every pointer in msg refers to a live buffer of the stated size; sendmsg only reads them.
     let n = unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = level;
@@ -187,59 +202,22 @@ pub(crate) fn send_ttl(fd: RawFd, buf: &[u8], to: SocketAddr, ttl: u8) -> io::Re
     }
 }
 
-fn to_sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; zero is valid.
-    let mut st: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    match a {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            let sin = unsafe {
-                &mut *(&mut st as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-            (st, mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
-            let sin6 = unsafe {
-                &mut *(&mut st as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_addr.s6_addr = v6.ip().octets();
-            sin6.sin6_scope_id = v6.scope_id();
-            (st, mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
-        }
-    }
-}
-
-/// # Safety
-/// `addr` must point to an initialised sockaddr_storage.
-unsafe fn sockaddr(addr: *const libc::sockaddr_storage) -> Option<SocketAddr> {
-    // SAFETY: per the contract; the family field says which struct it is.
-    unsafe {
-        match i32::from((*addr).ss_family) {
-            libc::AF_INET => {
-                let sin = &*(addr.cast::<libc::sockaddr_in>());
-                Some(SocketAddr::V4(SocketAddrV4::new(
-                    Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                    u16::from_be(sin.sin_port),
-                )))
-            }
-            libc::AF_INET6 => {
-                let sin6 = &*(addr.cast::<libc::sockaddr_in6>());
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                    u16::from_be(sin6.sin6_port),
-                    0,
-                    sin6.sin6_scope_id,
-                )))
-            }
-            _ => None,
-        }
-    }
+/// The handshake's RTT as the kernel measured it (`tcpi_rtt` of `TCP_INFO`), once it has one.
+pub(crate) fn tcp_rtt(fd: RawFd) -> Option<Duration> {
+    // SAFETY: tcp_info is plain data; the kernel fills at most `len` bytes of it.
+    let mut info: libc::tcp_info = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: info and len describe a writable buffer of that size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && info.tcpi_rtt > 0).then(|| Duration::from_micros(u64::from(info.tcpi_rtt)))
 }
 
 /// The extended error of an `IP_RECVERR` / `IPV6_RECVERR` control message, with the address of
@@ -249,27 +227,29 @@ unsafe fn sockaddr(addr: *const libc::sockaddr_storage) -> Option<SocketAddr> {
 /// `data` must point to `data_len` readable bytes of such a message's payload, at least a
 /// `sock_extended_err` long.
 unsafe fn ext_err(data: *const u8, data_len: usize) -> ExtErr {
-    // SAFETY: the caller vouches for data_len bytes at data; reads are unaligned and bounded.
-    unsafe {
-        let ee: libc::sock_extended_err = std::ptr::read_unaligned(data.cast());
-        let off_len = data_len - mem::size_of::<libc::sock_extended_err>();
-        let offender = if off_len >= mem::size_of::<libc::sockaddr_in>() {
-            let mut st = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-            std::ptr::copy_nonoverlapping(
-                data.add(mem::size_of::<libc::sock_extended_err>()),
-                st.as_mut_ptr().cast::<u8>(),
-                off_len.min(mem::size_of::<libc::sockaddr_storage>()),
-            );
-            sockaddr(st.as_ptr()).map(|a| a.ip())
-        } else {
-            None
-        };
-        ExtErr {
-            origin: ee.ee_origin,
-            typ: ee.ee_type,
-            code: ee.ee_code,
-            info: ee.ee_info,
-            offender: offender.filter(|a| !a.is_unspecified()),
+    let head = mem::size_of::<libc::sock_extended_err>();
+    // SAFETY: the caller vouches for data_len >= head bytes at data; the read is unaligned.
+    let ee: libc::sock_extended_err = unsafe { std::ptr::read_unaligned(data.cast()) };
+    let off_len = data_len - head;
+    let offender = if off_len >= mem::size_of::<libc::sockaddr_in>() {
+        let mut st = SockAddrStorage::zeroed();
+        let len = off_len.min(st.size_of() as usize);
+        // SAFETY: the len bytes after the header are within the payload and fit in st; the
+        // kernel appends a sockaddr of that length, so st holds one.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.add(head), (&raw mut st).cast::<u8>(), len);
+            SockAddr::new(st, len as libc::socklen_t)
         }
+        .as_socket()
+        .map(|a| a.ip())
+    } else {
+        None
+    };
+    ExtErr {
+        origin: ee.ee_origin,
+        typ: ee.ee_type,
+        code: ee.ee_code,
+        info: ee.ee_info,
+        offender: offender.filter(|a| !a.is_unspecified()),
     }
 }
