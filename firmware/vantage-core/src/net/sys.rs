@@ -86,14 +86,8 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Msg>
     };
     // u64 elements keep the control buffer aligned for cmsghdr.
     let mut control = [0u64; 64];
-    // SAFETY: msghdr is plain data; zero is a valid initial state.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = (&raw mut addr).cast();
-    msg.msg_namelen = addr.size_of();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = mem::size_of_val(&control) as _;
+    let namelen = addr.size_of();
+    let mut msg = msghdr((&raw mut addr).cast(), namelen, &mut iov, &mut control);
     let flags = libc::MSG_DONTWAIT | if errqueue { libc::MSG_ERRQUEUE } else { 0 };
     // SAFETY: all pointers in msg point to live buffers of the stated sizes.
     let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
@@ -116,6 +110,25 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Msg>
     }
     read_control(&msg, &mut out);
     Ok(out)
+}
+
+/// A message header over an address, one buffer and a control buffer (u64 elements keep it
+/// aligned for cmsghdr); the pointers must outlive its use.
+fn msghdr(
+    name: *mut libc::c_void,
+    namelen: libc::socklen_t,
+    iov: &mut libc::iovec,
+    control: &mut [u64],
+) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zero is a valid initial state.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = name;
+    msg.msg_namelen = namelen;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of_val(control) as _;
+    msg
 }
 
 /// Reads the control messages `recvmsg` left in `msg` into `out`.
@@ -171,13 +184,12 @@ pub(crate) fn send_ttl(fd: RawFd, buf: &[u8], to: SocketAddr, ttl: u8) -> io::Re
         iov_len: buf.len(),
     };
     let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; zero is a valid initial state.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = to.as_ptr().cast_mut().cast();
-    msg.msg_namelen = to.len();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
+    let mut msg = msghdr(
+        to.as_ptr().cast_mut().cast(),
+        to.len(),
+        &mut iov,
+        &mut control,
+    );
     // SAFETY: CMSG_SPACE is a pure size computation.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<i32>() as u32) } as _;
     let (level, typ) = if to.is_ipv6() {

@@ -5,7 +5,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use socket2::{Protocol, Socket, Type};
+use socket2::{Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 use super::receive::{self, Inbox, reply};
@@ -30,12 +30,7 @@ impl IcmpTrace {
             socket::bind_source(&s, key.source)?;
             (s, rand::random::<u16>())
         } else {
-            let proto = if ipv6 {
-                Protocol::ICMPV6
-            } else {
-                Protocol::ICMPV4
-            };
-            let s = socket::new(ipv6, Type::DGRAM, proto)?;
+            let s = socket::icmp(ipv6, Type::DGRAM)?;
             // The kernel's identifier for this socket is its "port".
             let ident = socket::bind_port(&s, ipv6, key.source)?;
             socket::recv_errors(&s, ipv6)?;

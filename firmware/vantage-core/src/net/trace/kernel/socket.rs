@@ -95,14 +95,22 @@ pub(super) fn register(s: Socket) -> io::Result<Arc<AsyncFd<Socket>>> {
     )?))
 }
 
+/// A new ICMP socket of the address family: a datagram (unprivileged) or raw one.
+pub(super) fn icmp(ipv6: bool, ty: Type) -> io::Result<Socket> {
+    new(
+        ipv6,
+        ty,
+        if ipv6 {
+            Protocol::ICMPV6
+        } else {
+            Protocol::ICMPV4
+        },
+    )
+}
+
 /// A raw ICMP socket that only lets errors (and, for ICMP traces, echo replies) through.
 pub(super) fn raw_icmp(ipv6: bool, echo_replies: bool) -> io::Result<Socket> {
-    let proto = if ipv6 {
-        Protocol::ICMPV6
-    } else {
-        Protocol::ICMPV4
-    };
-    let s = new(ipv6, Type::RAW, proto)?;
+    let s = icmp(ipv6, Type::RAW)?;
     if ipv6 {
         // icmp6_filter: a set bit blocks the type.
         let mut filt = [0xffff_ffffu32; 8];
