@@ -11,30 +11,32 @@ use std::sync::{Arc, Mutex, RwLock};
 use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::lock::{LockExt, RwLockExt};
 use crate::net::BoxFuture;
 use crate::net::sys::{self, ExtErr, Msg};
 use crate::net::trace::wire;
-use crate::net::trace::{ReplyKind, TraceReply};
+use crate::net::trace::{Replies, ReplyKind, TraceReply};
 
-/// Answers from reader tasks, handed to whoever calls `recv`.
+/// Answers from reader tasks, handed to whoever calls `recv`; the tasks end with it.
 pub(super) struct Inbox {
-    pub tx: mpsc::UnboundedSender<TraceReply>,
-    rx: AsyncMutex<mpsc::UnboundedReceiver<TraceReply>>,
+    replies: Replies,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Inbox {
     pub fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
         Self {
-            tx,
-            rx: AsyncMutex::new(rx),
+            replies: Replies::new(),
             tasks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Where a task puts the answers it finds.
+    pub fn sender(&self) -> mpsc::UnboundedSender<TraceReply> {
+        self.replies.sender()
     }
 
     /// Runs `task` until it ends or the inbox is dropped.
@@ -52,7 +54,7 @@ impl Inbox {
         errqueue: bool,
         mut parse: impl FnMut(&Msg, &[u8], bool) -> Option<TraceReply> + Send + 'static,
     ) {
-        let tx = self.tx.clone();
+        let tx = self.sender();
         self.spawn(read_loop(fd, errqueue, move |m, data, queue| {
             if let Some(r) = parse(m, data, queue) {
                 let _ = tx.send(r);
@@ -61,14 +63,7 @@ impl Inbox {
     }
 
     pub fn recv(&self) -> BoxFuture<'_, io::Result<TraceReply>> {
-        Box::pin(async move {
-            self.rx
-                .lock()
-                .await
-                .recv()
-                .await
-                .ok_or_else(|| io::Error::other("trace socket closed"))
-        })
+        self.replies.recv()
     }
 }
 

@@ -82,7 +82,7 @@ impl Kind for TcpConnTrace {
         let s = self.connecting(p)?;
         let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
         let fd = sys::register(s, interest)?;
-        let (tx, probe) = (inbox.tx.clone(), *p);
+        let (tx, probe) = (inbox.sender(), *p);
         let limit = p.timeout.min(TCP_CONNECT_LIMIT);
         let sent_wall = SystemTime::now();
         inbox.spawn(async move {
