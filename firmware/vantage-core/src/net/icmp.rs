@@ -113,24 +113,8 @@ impl KernelIcmpSocket {
                 socket.set_tos_v4(u32::from(tos))?;
             }
         }
-        let fd = socket.as_raw_fd();
-        if let Err(e) = sys::set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1) {
-            tracing::debug!("SO_TIMESTAMPNS unavailable, RTTs use user-space receive times: {e}");
-        }
-        // Software send stamps, with the packet looped back so each stamp names its request.
-        let tx_flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
-        let tx_stamps = match sys::set_int(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPING,
-            tx_flags as libc::c_int,
-        ) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!("SO_TIMESTAMPING unavailable, RTTs use user-space send times: {e}");
-                false
-            }
-        };
+        sys::stamp_receives(socket.as_raw_fd());
+        let tx_stamps = sys::stamp_sends(socket.as_raw_fd());
         let fd = sys::register(socket, Interest::READABLE)?;
         Ok(Self {
             fd,

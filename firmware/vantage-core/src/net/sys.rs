@@ -71,6 +71,26 @@ pub(crate) fn set_bytes(fd: RawFd, level: i32, opt: i32, value: &[u8]) -> io::Re
     }
 }
 
+/// Asks for kernel receive timestamps (`SO_TIMESTAMPNS`, [`Msg::kernel_time`]).
+pub(crate) fn stamp_receives(fd: RawFd) {
+    if let Err(e) = set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1) {
+        tracing::debug!("SO_TIMESTAMPNS unavailable, RTTs use user-space receive times: {e}");
+    }
+}
+
+/// Asks for software send timestamps (`SO_TIMESTAMPING`, [`Msg::sent_time`]), with each sent
+/// packet looped back on the error queue so that its stamp names it; whether the kernel agreed.
+pub(crate) fn stamp_sends(fd: RawFd) -> bool {
+    let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+    match set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, flags as i32) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("SO_TIMESTAMPING unavailable, RTTs use user-space send times: {e}");
+            false
+        }
+    }
+}
+
 /// Hands a socket to tokio's reactor.
 pub(crate) fn register(s: Socket, interest: Interest) -> io::Result<AsyncFd<Socket>> {
     // SAFETY: the Socket owns its fd, keeps it open and never swaps it while it lives.
@@ -108,7 +128,8 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> io::Result<Msg>
         // SAFETY: the kernel wrote a sockaddr of msg_namelen bytes into addr.
         out.name = unsafe { SockAddr::new(addr, msg.msg_namelen) }.as_socket();
     }
-    read_control(&msg, &mut out);
+    // SAFETY: recvmsg just filled msg, and control is still alive.
+    unsafe { read_control(&msg, &mut out) };
     Ok(out)
 }
 
@@ -132,9 +153,13 @@ fn msghdr(
 }
 
 /// Reads the control messages `recvmsg` left in `msg` into `out`.
-fn read_control(msg: &libc::msghdr, out: &mut Msg) {
-    // SAFETY: msg was filled by recvmsg; CMSG_* walk within msg_controllen and every payload
-    // is read unaligned, only when it is as long as the type the kernel documents for it.
+///
+/// # Safety
+/// `msg` was just filled by `recvmsg`: its control pointer and length describe a live buffer
+/// of control messages the kernel wrote.
+unsafe fn read_control(msg: &libc::msghdr, out: &mut Msg) {
+    // SAFETY: per the contract; CMSG_* walk within msg_controllen and every payload is read
+    // unaligned, only when it is as long as the type the kernel documents for it.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {

@@ -57,9 +57,7 @@ pub(super) fn bind_port(s: &Socket, ipv6: bool, source: Option<IpAddr>) -> io::R
 /// Options every receiving socket gets: kernel timestamps and the answer's TTL.
 pub(super) fn receive_options(s: &Socket, ipv6: bool) {
     let fd = s.as_raw_fd();
-    if let Err(e) = sys::set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1) {
-        tracing::debug!("SO_TIMESTAMPNS unavailable, RTTs use user-space receive times: {e}");
-    }
+    sys::stamp_receives(fd);
     let _ = if ipv6 {
         sys::set_int(fd, libc::SOL_IPV6, libc::IPV6_RECVHOPLIMIT, 1)
     } else {
