@@ -157,7 +157,7 @@ pub(super) fn valid_seq(seq: u16) -> Option<u16> {
 pub(super) struct Ports(Arc<RwLock<Vec<u16>>>);
 
 impl Ports {
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn of(ports: &[u16]) -> Self {
         Self(Arc::new(RwLock::new(ports.to_vec())))
     }
