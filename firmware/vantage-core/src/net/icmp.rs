@@ -5,15 +5,15 @@
 //! wire format is decoded with surge-ping's packet types (see `probe::ping`).
 
 use std::io;
-use std::mem::{self, MaybeUninit};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use super::sys;
 use super::{
     BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SENT_HEAD_LEN, SentStamp, SocketKey,
     SocketKind,
@@ -113,45 +113,14 @@ impl KernelIcmpSocket {
                 socket.set_tos_v4(u32::from(tos))?;
             }
         }
-        let fd = socket.as_raw_fd();
-        if let Err(e) = set_int_option(fd, libc::SO_TIMESTAMPNS, 1) {
-            tracing::debug!("SO_TIMESTAMPNS unavailable, RTTs use user-space receive times: {e}");
-        }
-        // Software send stamps, with the packet looped back so each stamp names its request.
-        let tx_flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
-        let tx_stamps = match set_int_option(fd, libc::SO_TIMESTAMPING, tx_flags as libc::c_int) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!("SO_TIMESTAMPING unavailable, RTTs use user-space send times: {e}");
-                false
-            }
-        };
-        // SAFETY: the Socket owns its fd, keeps it open and never swaps it while it lives.
-        let fd = unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        sys::stamp_receives(socket.as_raw_fd());
+        let tx_stamps = sys::stamp_sends(socket.as_raw_fd());
+        let fd = sys::register(socket, Interest::READABLE)?;
         Ok(Self {
             fd,
             kind,
             tx_stamps,
         })
-    }
-}
-
-fn set_int_option(fd: i32, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: valid fd, option value is a c_int of the declared size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&value as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -205,44 +174,12 @@ const MAX_STAMPS_PER_DRAIN: usize = 1024;
 
 /// Reads one message of the error queue: `Ok(None)` for one that is not a usable send stamp,
 /// an error (`EAGAIN`) when the queue is empty.
-fn read_sent_stamp(fd: i32) -> io::Result<Option<SentStamp>> {
+fn read_sent_stamp(fd: RawFd) -> io::Result<Option<SentStamp>> {
     // Link, IP and ICMP headers plus the cookie; the rest of the packet is cut off.
     let mut buf = [0u8; 160];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut control = [0u64; 32];
-    // SAFETY: msghdr is plain data; zero is a valid initial state.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = mem::size_of_val(&control) as _;
-    // SAFETY: all pointers in msg point to live buffers of the stated sizes.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut time = None;
-    // SAFETY: msg was filled by recvmsg; CMSG_* walk within msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPING
-            {
-                // Three stamps: software, (deprecated), hardware; we asked for software only.
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                if ts.tv_sec > 0 {
-                    time = Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    let data = &buf[..(n as usize).min(buf.len())];
-    Ok(time.and_then(|time| {
-        let (to, icmp_head) = locate_echo_request(data)?;
+    let m = sys::recv(fd, &mut buf, true)?;
+    Ok(m.sent_time.and_then(|time| {
+        let (to, icmp_head) = locate_echo_request(&buf[..m.len])?;
         Some(SentStamp {
             to,
             icmp_head,
@@ -282,74 +219,17 @@ fn echo_request_at(ip: &[u8]) -> Option<(IpAddr, [u8; SENT_HEAD_LEN])> {
     Some((to, icmp.get(..SENT_HEAD_LEN)?.try_into().ok()?))
 }
 
-fn recv_with_timestamp(fd: i32, buf: &mut [u8]) -> io::Result<Received> {
-    let mut addr = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // u64 elements keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 16];
-    // SAFETY: msghdr is plain data; zero is a valid initial state.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = addr.as_mut_ptr().cast();
-    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = mem::size_of_val(&control) as _;
-    // SAFETY: all pointers in msg point to live buffers of the stated sizes.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
-    let read_at = Instant::now();
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut kernel_time = None;
-    // SAFETY: msg was filled by recvmsg; CMSG_* walk within msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                if ts.tv_sec >= 0 {
-                    kernel_time =
-                        Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    // SAFETY: the kernel wrote a sockaddr of the socket's family into addr.
-    let from = unsafe { sockaddr_ip(addr.as_ptr()) }
+fn recv_with_timestamp(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    let m = sys::recv(fd, buf, false)?;
+    let from = m
+        .name
         .ok_or_else(|| io::Error::other("reply without a source address"))?;
     Ok(Received {
-        len: n as usize,
-        from,
-        kernel_time,
-        read_at,
+        len: m.len,
+        from: from.ip(),
+        kernel_time: m.kernel_time,
+        read_at: m.read_at,
     })
-}
-
-/// # Safety
-/// `addr` must point to an initialised sockaddr_storage.
-unsafe fn sockaddr_ip(addr: *const libc::sockaddr_storage) -> Option<IpAddr> {
-    // SAFETY: per the contract; the family field says which struct it is.
-    unsafe {
-        match i32::from((*addr).ss_family) {
-            libc::AF_INET => {
-                let sin = &*(addr.cast::<libc::sockaddr_in>());
-                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))))
-            }
-            libc::AF_INET6 => {
-                let sin6 = &*(addr.cast::<libc::sockaddr_in6>());
-                Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// Builds an ICMP echo request. On datagram sockets the kernel replaces the identifier and
@@ -394,6 +274,8 @@ fn checksum(data: &[u8]) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod dns;
 mod icmp;
+mod sys;
 pub mod trace;
 
 use std::fmt::Debug;

@@ -19,7 +19,6 @@
 mod kernel;
 #[cfg(any(test, fuzzing))]
 pub(crate) use kernel::fuzz as kernel_fuzz;
-mod sys;
 pub(crate) mod wire;
 
 use std::fmt::Debug;
@@ -27,6 +26,8 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
 pub use kernel::KernelTraceSockets;
 
@@ -139,4 +140,38 @@ pub trait TraceSocket: Send + Sync + Debug {
 /// Opens trace sockets.
 pub trait TraceSocketFactory: Send + Sync + Debug {
     fn open(&self, key: &TraceSocketKey) -> io::Result<Arc<dyn TraceSocket>>;
+}
+
+/// Answers found by whatever watches a socket, handed out in order by [`TraceSocket::recv`].
+#[derive(Debug)]
+pub(crate) struct Replies {
+    tx: mpsc::UnboundedSender<TraceReply>,
+    rx: AsyncMutex<mpsc::UnboundedReceiver<TraceReply>>,
+}
+
+impl Replies {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: AsyncMutex::new(rx),
+        }
+    }
+
+    /// Where answers are put.
+    pub fn sender(&self) -> mpsc::UnboundedSender<TraceReply> {
+        self.tx.clone()
+    }
+
+    /// The next answer.
+    pub fn recv(&self) -> BoxFuture<'_, io::Result<TraceReply>> {
+        Box::pin(async move {
+            self.rx
+                .lock()
+                .await
+                .recv()
+                .await
+                .ok_or_else(|| io::Error::other("trace socket closed"))
+        })
+    }
 }

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio::sync::mpsc;
 
 use super::*;
 use crate::clock::TokioClock;
 use crate::config::TraceOptions;
 use crate::net::trace::{
-    Outgoing, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey,
+    Outgoing, Replies, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey,
 };
 use crate::sample::Unreachable;
 use crate::types::TraceProtocol;
@@ -96,8 +96,7 @@ impl Net {
 #[derive(Debug)]
 struct FakeSocket {
     net: Net,
-    tx: mpsc::UnboundedSender<TraceReply>,
-    rx: AsyncMutex<mpsc::UnboundedReceiver<TraceReply>>,
+    replies: Replies,
 }
 
 impl TraceSocket for FakeSocket {
@@ -167,7 +166,7 @@ impl TraceSocket for FakeSocket {
         } else {
             1
         };
-        let tx = self.tx.clone();
+        let tx = self.replies.sender();
         let noise = *self.net.noise.lock().unwrap();
         let clock = self.net.clock;
         tokio::spawn(async move {
@@ -192,14 +191,7 @@ impl TraceSocket for FakeSocket {
     }
 
     fn recv(&self) -> BoxFuture<'_, io::Result<TraceReply>> {
-        Box::pin(async move {
-            self.rx
-                .lock()
-                .await
-                .recv()
-                .await
-                .ok_or_else(|| io::Error::other("closed"))
-        })
+        self.replies.recv()
     }
 }
 
@@ -208,11 +200,9 @@ struct FakeNet(Net);
 
 impl TraceSocketFactory for FakeNet {
     fn open(&self, _: &TraceSocketKey) -> io::Result<Arc<dyn TraceSocket>> {
-        let (tx, rx) = mpsc::unbounded_channel();
         Ok(Arc::new(FakeSocket {
             net: self.0.clone(),
-            tx,
-            rx: AsyncMutex::new(rx),
+            replies: Replies::new(),
         }))
     }
 }

@@ -1,11 +1,14 @@
 //! Every reply parser of the kernel trace sockets on any bytes, for the fuzz targets.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::RwLock;
 use std::time::Instant;
 
-use super::*;
-use crate::net::trace::sys::ExtErr;
+use super::icmp::EchoProbes;
+use super::receive::Ports;
+use super::tcp_raw::SynProbes;
+use super::udp::UdpProbes;
+use crate::net::sys::{ExtErr, Msg};
+use crate::net::trace::TraceReply;
 
 /// The cookie, identifier and source ports the parsers look for: fixed, so that the fuzzer can
 /// find them in its comparisons.
@@ -42,6 +45,7 @@ fn msg(input: &[u8]) -> Option<(bool, Msg, &[u8])> {
         len: data.len(),
         name: (head[0] & 4 != 0).then_some(SocketAddr::new(addr, 33434)),
         kernel_time: None,
+        sent_time: None,
         ttl: Some(64),
         err,
         read_at: Instant::now(),
@@ -54,16 +58,30 @@ pub(crate) fn replies(input: &[u8]) -> Vec<TraceReply> {
     let Some((ipv6, m, data)) = msg(input) else {
         return Vec::new();
     };
-    let ports = RwLock::new(PORTS.to_vec());
-    let tcp_cookie = COOKIE as u16;
+    let ports = Ports::of(&PORTS);
+    let udp = UdpProbes {
+        ipv6,
+        cookie: COOKIE,
+        ports: ports.clone(),
+    };
+    let icmp = EchoProbes {
+        ipv6,
+        ident: IDENT,
+        cookie: COOKIE,
+    };
+    let tcp = SynProbes {
+        ipv6,
+        cookie: COOKIE as u16,
+        ports,
+    };
     [
-        udp_raw_error(ipv6, COOKIE, &ports, &m, data),
-        udp_queued_error(ipv6, 0, COOKIE, &m, data),
-        udp_data(0, COOKIE, &m, data),
-        icmp_raw_message(ipv6, IDENT, COOKIE, &m, data),
-        icmp_queued_error(ipv6, IDENT, COOKIE, &m, data),
-        tcp_raw_error(ipv6, tcp_cookie, &ports, &m, data),
-        tcp_raw_answer(ipv6, tcp_cookie, &ports, &m, data),
+        udp.raw_error(&m, data),
+        udp.queued_error(0, &m, data),
+        udp.data(0, &m, data),
+        icmp.raw_message(&m, data),
+        icmp.queued_error(&m, data),
+        tcp.raw_error(&m, data),
+        tcp.answer(&m, data),
     ]
     .into_iter()
     .flatten()
