@@ -210,7 +210,7 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use vantage_core::{Config, DnsPhases, DnsReport};
+    use vantage_core::{Config, DnsPhases, DnsReport, PingReport};
 
     use super::*;
 
@@ -261,6 +261,77 @@ mod tests {
         assert_eq!(flagged(&text, "ping", "memory"), Some(0.0));
         assert_eq!(flagged(&text, "trace", "cpu"), Some(0.0));
         assert!(text.contains(&format!("# TYPE {} counter", PROBE_FAMILIES[2].name)));
+    }
+
+    /// A ping round of `r`, at a fixed time.
+    fn ping_round(r: Option<PingReport>, success: bool) -> Sample {
+        Sample {
+            target: "gw".into(),
+            probe: ProbeKind::Ping,
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_micros(2_004_100),
+            success,
+            error: None,
+            measurement: r.map_or(Measurement::None, Measurement::Ping),
+            quality: RoundQuality::empty(),
+        }
+    }
+
+    /// Ping targets' series (one running ping alone, one with trace too), before their first
+    /// round and after rounds with replies, without and without a report, are those the daemon
+    /// wrote when ping was a built-in kind (committed as written then): names, labels, help,
+    /// order and values.
+    #[test]
+    fn ping_targets_series_are_those_of_the_built_in_kind() {
+        let cfg = Config::parse(
+            "[[targets]]\nname = \"gw\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n\
+             labels = { site = \"lab\" }\n\
+             [[targets]]\nname = \"both\"\nhost = \"127.0.0.2\"\nprobes = [\"ping\", \"trace\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let t = TargetSeries::new(&cfg.targets[0]);
+        let both = TargetSeries::new(&cfg.targets[1]);
+        let device = [("device".to_string(), "probe-1".to_string())];
+        let mut text = String::new();
+        write_targets(&[&t, &both], &device, &mut text);
+        let us = Duration::from_micros;
+        let answered = PingReport {
+            address: Some("127.0.0.1".parse().unwrap()),
+            sent: 5,
+            received: 4,
+            duplicates: 1,
+            icmp_errors: 0,
+            rtts: vec![us(40), us(900), us(1_500), us(2_600)],
+            kernel_send_stamps: 4,
+        };
+        let unreachable = PingReport {
+            sent: 5,
+            icmp_errors: 2,
+            ..PingReport::default()
+        };
+        t.observe(&ping_round(Some(answered), true));
+        t.observe(&ping_round(Some(unreachable), false));
+        t.observe(&ping_round(None, false));
+        both.observe(&ping_round(
+            Some(PingReport {
+                sent: 1,
+                received: 1,
+                rtts: vec![us(30_000_000)],
+                ..PingReport::default()
+            }),
+            true,
+        ));
+        text.push_str("# after rounds\n");
+        write_targets(&[&t, &both], &device, &mut text);
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/metrics/testdata/ping-target.prom"
+        );
+        if std::env::var_os("WRITE_PING_FIXTURE").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert_eq!(text, include_str!("testdata/ping-target.prom"));
     }
 
     /// A DNS round of `r`, at a fixed time.
