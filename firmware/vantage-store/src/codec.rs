@@ -155,18 +155,8 @@ impl ErrorKind {
     }
 }
 
-/// Ping figures of one stored round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StoredPing {
-    pub sent: u32,
-    pub received: u32,
-    pub duplicates: u32,
-    pub icmp_errors: u32,
-    /// min, avg, max RTT in µs, when at least one reply came back.
-    pub rtt_us: Option<(u64, u64, u64)>,
-    /// Population standard deviation of the RTTs in µs (0 with one reply).
-    pub stddev_us: u64,
-}
+/// Ping figures of one stored round: the ping kind's.
+pub use vantage_core::ping_series::StoredPing;
 
 /// DNS figures of one stored round: the DNS module's, read from the built-in encoding of old
 /// blocks too.
@@ -321,21 +311,7 @@ impl StoredSample {
     pub fn from_sample(s: &Sample, series: u32) -> Self {
         let (mut ping, mut trace, mut module) = (None, None, None);
         match &s.measurement {
-            Measurement::Ping(p) => {
-                ping = Some(StoredPing {
-                    sent: p.sent,
-                    received: p.received,
-                    duplicates: p.duplicates,
-                    icmp_errors: p.icmp_errors,
-                    rtt_us: match (p.min(), p.mean(), p.max()) {
-                        (Some(a), Some(b), Some(c)) => Some((micros(a), micros(b), micros(c))),
-                        _ => None,
-                    },
-                    stddev_us: p
-                        .stddev_seconds()
-                        .map_or(0, |s| (s * 1e6).round().max(0.0) as u64),
-                })
-            }
+            Measurement::Ping(p) => ping = Some(StoredPing::from_report(p)),
             Measurement::Trace(t) => trace = Some(Box::new(StoredTrace::from_report(t))),
             Measurement::Module(r) => {
                 let mut bytes = Vec::new();
@@ -369,16 +345,7 @@ impl StoredSample {
         v.push(("success", flag(self.success)));
         v.push(("duration_seconds", secs(self.duration_us)));
         if let Some(p) = &self.ping {
-            v.push(("sent", f64::from(p.sent)));
-            v.push(("received", f64::from(p.received)));
-            v.push(("duplicates", f64::from(p.duplicates)));
-            v.push(("loss_ratio", loss_ratio(p.sent, p.received)));
-            if let Some((min, avg, max)) = p.rtt_us {
-                v.push(("rtt_min_seconds", secs(min)));
-                v.push(("rtt_avg_seconds", secs(avg)));
-                v.push(("rtt_max_seconds", secs(max)));
-                v.push(("rtt_stddev_seconds", secs(p.stddev_us)));
-            }
+            p.values(&mut v);
         }
         if let Some(t) = &self.trace {
             v.push(("hops", f64::from(t.hop_count())));

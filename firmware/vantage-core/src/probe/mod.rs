@@ -21,7 +21,7 @@ pub use module::{
     Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report,
     Rollup, Section, family_mismatch,
 };
-pub use ping::PingProbe;
+pub use ping::{PingProbe, series as ping_series};
 pub use trace::TraceProbe;
 
 /// The module kinds' per-round gauges, for a crate that shows them under other names too

@@ -707,5 +707,6 @@ fn parse(shared: &Shared, packet: &[u8], from: IpAddr) -> Option<Parsed> {
 
 #[cfg(any(test, fuzzing))]
 pub(crate) mod fuzz;
+pub mod series;
 #[cfg(test)]
 mod tests;

@@ -1,58 +1,63 @@
-//! Ping counters and the RTT histogram of one target (its per-round gauges are in `rounds`).
+//! Ping counters and the RTT histogram of one target, as the ping kind declares them
+//! ([`vantage_core::ping_series`]); its per-round gauges are in `rounds`.
 
 use std::sync::LazyLock;
 
 use vantage_core::PingReport;
+use vantage_core::ping_series::{self as series, COUNTERS, RTT_HISTOGRAM};
 
 use super::text::{Buckets, Counter, Histogram, Kind, Lines};
 use super::{Family, TargetSeries};
 
-/// RTT buckets: 50 µs doubling to ~26 s (20 buckets), as smokeping_prober uses.
-static RTT_BUCKETS: LazyLock<Buckets> = LazyLock::new(|| Buckets::exponential(0.00005, 2.0, 20));
+static RTT_BUCKETS: LazyLock<Buckets> = LazyLock::new(|| {
+    Buckets::exponential(
+        RTT_HISTOGRAM.start,
+        RTT_HISTOGRAM.factor,
+        RTT_HISTOGRAM.count,
+    )
+});
 
 #[derive(Debug)]
 pub struct PingSeries {
     rtt: Histogram,
-    sent: Counter,
-    received: Counter,
-    duplicates: Counter,
-    icmp_errors: Counter,
+    /// One per [`COUNTERS`], in its order.
+    counters: [Counter; COUNTERS.len()],
 }
 
 impl Default for PingSeries {
     fn default() -> Self {
         Self {
             rtt: Histogram::new(&RTT_BUCKETS),
-            sent: Counter::default(),
-            received: Counter::default(),
-            duplicates: Counter::default(),
-            icmp_errors: Counter::default(),
+            counters: Default::default(),
         }
     }
 }
 
 impl PingSeries {
     pub fn observe(&self, r: &PingReport) {
-        for rtt in &r.rtts {
-            self.rtt.observe(rtt.as_secs_f64());
-        }
-        self.sent.add(u64::from(r.sent));
-        self.received.add(u64::from(r.received));
-        self.duplicates.add(u64::from(r.duplicates));
-        self.icmp_errors.add(u64::from(r.icmp_errors));
+        series::observe(r, &mut |_, v| self.rtt.observe(v));
+        series::count(r, &mut |i, n| self.counters[i].add(n));
     }
 }
 
-fn counter(t: &TargetSeries, name: &str, l: &mut Lines<'_>, c: fn(&PingSeries) -> &Counter) {
-    if let Some(p) = &t.ping {
-        l.sample(name, &[], None, c(p).get() as f64);
-    }
-}
-
-pub const FAMILIES: [Family; 5] = [
+/// The family of [`COUNTERS`]`[I]`.
+const fn counter<const I: usize>() -> Family {
     Family {
-        name: "vantage_ping_rtt_seconds",
-        help: "Round-trip time of each echo reply.",
+        name: COUNTERS[I].name,
+        help: COUNTERS[I].help,
+        kind: Kind::Counter,
+        write: |t: &TargetSeries, name: &str, l: &mut Lines<'_>| {
+            if let Some(p) = &t.ping {
+                l.sample(name, &[], None, p.counters[I].get() as f64);
+            }
+        },
+    }
+}
+
+pub const FAMILIES: [Family; 1 + COUNTERS.len()] = [
+    Family {
+        name: RTT_HISTOGRAM.name,
+        help: RTT_HISTOGRAM.help,
         kind: Kind::Histogram,
         write: |t, name, l| {
             if let Some(p) = &t.ping {
@@ -60,28 +65,8 @@ pub const FAMILIES: [Family; 5] = [
             }
         },
     },
-    Family {
-        name: "vantage_ping_packets_sent_total",
-        help: "Echo requests sent.",
-        kind: Kind::Counter,
-        write: |t, name, l| counter(t, name, l, |p| &p.sent),
-    },
-    Family {
-        name: "vantage_ping_packets_received_total",
-        help: "Echo replies received in time.",
-        kind: Kind::Counter,
-        write: |t, name, l| counter(t, name, l, |p| &p.received),
-    },
-    Family {
-        name: "vantage_ping_duplicates_total",
-        help: "Duplicate echo replies received.",
-        kind: Kind::Counter,
-        write: |t, name, l| counter(t, name, l, |p| &p.duplicates),
-    },
-    Family {
-        name: "vantage_ping_icmp_errors_total",
-        help: "ICMP errors (unreachable, time exceeded) received for echo requests.",
-        kind: Kind::Counter,
-        write: |t, name, l| counter(t, name, l, |p| &p.icmp_errors),
-    },
+    counter::<0>(),
+    counter::<1>(),
+    counter::<2>(),
+    counter::<3>(),
 ];
