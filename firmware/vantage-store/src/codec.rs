@@ -311,8 +311,11 @@ impl StoredSample {
     pub fn from_sample(s: &Sample, series: u32) -> Self {
         let (mut ping, mut trace, mut module) = (None, None, None);
         match &s.measurement {
-            Measurement::Ping(p) => ping = Some(StoredPing::from_report(p)),
             Measurement::Trace(t) => trace = Some(Box::new(StoredTrace::from_report(t))),
+            // Ping rounds keep the block layout's own figures (see `encode_block`).
+            Measurement::Module(r) if let Some(p) = r.get::<vantage_core::PingReport>() => {
+                ping = Some(StoredPing::from_report(p));
+            }
             Measurement::Module(r) => {
                 let mut bytes = Vec::new();
                 r.module().encode(r.report.as_ref(), &mut bytes);
@@ -1283,7 +1286,7 @@ mod tests {
         let us = Duration::from_micros;
         let round = |ms: u64, success, measurement| Sample {
             target: "gw".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms),
             duration: us(2_004_100),
             success,
@@ -1292,7 +1295,7 @@ mod tests {
             quality: RoundQuality::empty(),
         };
         let report = |sent, received, duplicates, icmp_errors, rtts: &[u64]| {
-            Measurement::Ping(vantage_core::PingReport {
+            Measurement::from(vantage_core::PingReport {
                 sent,
                 received,
                 duplicates,

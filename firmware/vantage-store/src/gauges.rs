@@ -156,7 +156,6 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
         Point::new(&PROBE_DURATION, 0.0),
     ];
     match kind {
-        ProbeKind::Ping => vantage_core::ping_series::initial_points(&mut v),
         ProbeKind::Trace => {
             for g in [
                 &TRACE_HOPS,

@@ -697,7 +697,7 @@ mod round_json_tests {
     fn flagged_rounds_list_their_flags_and_others_have_none() {
         let mut s = Sample {
             target: "t".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             duration: Duration::from_millis(3),
             success: true,
@@ -932,8 +932,8 @@ http = { url = "https://www.example.test/health" }
         );
         let ping = sample(
             "gw",
-            ProbeKind::Ping,
-            Measurement::Ping(PingReport {
+            ProbeKind::PING,
+            Measurement::from(PingReport {
                 sent: 4,
                 received: 3,
                 duplicates: 1,
@@ -993,7 +993,7 @@ http = { url = "https://www.example.test/health" }
             },
             SeriesKey {
                 target: "gw".into(),
-                probe: ProbeKind::Ping,
+                probe: ProbeKind::PING,
                 labels: Arc::new(Labels::new()),
             },
             SeriesKey {

@@ -140,10 +140,11 @@ impl Field {
     }
 }
 
-fn ping() -> ProbeForm {
+/// The page's ping target form.
+pub(crate) fn ping() -> ProbeForm {
     let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
     ProbeForm {
-        kind: ProbeKind::Ping.as_str(),
+        kind: ProbeKind::PING.as_str(),
         title: "Ping options",
         host_hint: "the address or host name to ping",
         fields: vec![
@@ -247,7 +248,6 @@ fn trace() -> ProbeForm {
 pub fn probe_forms() -> Vec<ProbeForm> {
     ProbeKind::every()
         .map(|k| match k {
-            ProbeKind::Ping => ping(),
             ProbeKind::Trace => trace(),
             ProbeKind::Module(m) => m.module().form(),
         })

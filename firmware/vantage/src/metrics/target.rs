@@ -6,7 +6,6 @@ use vantage_core::{Measurement, ProbeKind, RoundQuality, Sample, Target};
 use vantage_store::gauges;
 
 use super::modules::{self, ModuleSeries};
-use super::ping::{self, PingSeries};
 use super::rounds::RoundGauges;
 use super::text::{Counter, Kind, Lines, family};
 use super::trace::{self, TraceSeries};
@@ -42,7 +41,6 @@ pub struct TargetSeries {
     rounds: RoundGauges,
     /// Empty in a `/probe` answer: counters of one round would restart at every request.
     probes: Vec<ProbeCounts>,
-    pub(super) ping: Option<PingSeries>,
     pub(super) trace: Option<TraceSeries>,
     /// The histograms of the target's module kinds (none in a `/probe` answer).
     modules: Vec<ModuleSeries>,
@@ -74,7 +72,6 @@ impl TargetSeries {
                     flagged: Default::default(),
                 })
                 .collect(),
-            ping: has(ProbeKind::Ping).then(PingSeries::default),
             trace: has(ProbeKind::Trace).then(|| TraceSeries::new(true)),
             modules: ModuleSeries::for_kinds(&kinds),
         }
@@ -88,7 +85,6 @@ impl TargetSeries {
             labels: Vec::new(),
             rounds: RoundGauges::new(&[kind]),
             probes: Vec::new(),
-            ping: None,
             trace: (kind == ProbeKind::Trace).then(|| TraceSeries::new(false)),
             modules: Vec::new(),
         }
@@ -111,7 +107,6 @@ impl TargetSeries {
             }
         }
         match &sample.measurement {
-            Measurement::Ping(r) => self.ping.iter().for_each(|s| s.observe(r)),
             Measurement::Trace(r) => self.trace.iter().for_each(|s| s.observe(r)),
             Measurement::Module(r) => ModuleSeries::observe(&self.modules, r),
             _ => {}
@@ -194,16 +189,24 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
             each(o, &|t, l| t.rounds.write(g, l))
         });
     }
-    let others = PROBE_FAMILIES
-        .iter()
-        .chain(&ping::FAMILIES)
-        .chain(&trace::FAMILIES);
-    for f in others {
-        family(out, f.name, f.help, f.kind, |o| {
-            each(o, &|t, l| (f.write)(t, f.name, l))
-        });
+    let write = |out: &mut String, families: &[Family]| {
+        for f in families {
+            family(out, f.name, f.help, f.kind, |o| {
+                each(o, &|t, l| (f.write)(t, f.name, l))
+            });
+        }
+    };
+    write(out, &PROBE_FAMILIES);
+    // Each kind's families in the order of the kinds (ping's before trace's, as always).
+    for kind in ProbeKind::every() {
+        match kind {
+            ProbeKind::Trace => write(out, &trace::FAMILIES),
+            ProbeKind::Module(m) => {
+                modules::write_families(out, m, &|o, w| each(o, &|t, l| w(&t.modules, l)));
+            }
+            _ => {}
+        }
     }
-    modules::write_families(out, &|o, write| each(o, &|t, l| write(&t.modules, l)));
 }
 
 #[cfg(test)]
@@ -244,7 +247,7 @@ mod tests {
         }
         let round = |quality| Sample {
             target: "gw".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             timestamp: SystemTime::now(),
             duration: Duration::from_millis(2),
             success: true,
@@ -267,12 +270,12 @@ mod tests {
     fn ping_round(r: Option<PingReport>, success: bool) -> Sample {
         Sample {
             target: "gw".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             duration: Duration::from_micros(2_004_100),
             success,
             error: None,
-            measurement: r.map_or(Measurement::None, Measurement::Ping),
+            measurement: r.map_or(Measurement::None, Measurement::from),
             quality: RoundQuality::empty(),
         }
     }

@@ -3,11 +3,19 @@
 //! of what a ping round shows; the store, remote_write, `/metrics` and `/probe` read it here.
 //!
 //! The store writes [`StoredPing`] in its own compact block layout (flag bits and varints,
-//! about 10 bytes a round), which it has written since its first version; this file owns the
-//! figures and what they show, not that layout.
+//! about 10 bytes a round), which it has written since its first version, and reads it back
+//! into these figures. The module's own encoding ([`StoredPing::encode`], what the module trait
+//! hands around as a stored round's bytes):
+//!
+//! ```text
+//! version u8 = 1
+//! sent, received, duplicates, icmp_errors   varints
+//! [received replies] min µs, avg µs, max µs, stddev µs   varints (absent without replies)
+//! ```
 
 use std::time::Duration;
 
+use super::super::tcp::{put_varint, varint};
 use crate::sample::PingReport;
 use crate::series::{CounterDef, Gauge, HistogramDef, Point, gauge, labelled, secs};
 
@@ -101,6 +109,9 @@ pub struct StoredPing {
     pub stddev_us: u64,
 }
 
+/// The version byte of [`StoredPing::encode`].
+const VERSION: u8 = 1;
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -160,6 +171,44 @@ impl StoredPing {
         }
     }
 
+    /// The module's encoding of the figures (see the top of this file).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        for n in [self.sent, self.received, self.duplicates, self.icmp_errors] {
+            put_varint(out, u64::from(n));
+        }
+        if let Some((min, avg, max)) = self.rtt_us {
+            for us in [min, avg, max, self.stddev_us] {
+                put_varint(out, us);
+            }
+        }
+    }
+
+    /// Figures from [`Self::encode`]'s bytes; `None` for bytes it cannot read.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (&version, mut b) = bytes.split_first()?;
+        if version != VERSION {
+            return None;
+        }
+        let mut n = || varint(&mut b).and_then(|v| u32::try_from(v).ok());
+        let (sent, received, duplicates, icmp_errors) = (n()?, n()?, n()?, n()?);
+        let (rtt_us, stddev_us) = if b.is_empty() {
+            (None, 0)
+        } else {
+            let mut us = || varint(&mut b);
+            let rtts = (us()?, us()?, us()?);
+            (Some(rtts), us()?)
+        };
+        b.is_empty().then_some(Self {
+            sent,
+            received,
+            duplicates,
+            icmp_errors,
+            rtt_us,
+            stddev_us,
+        })
+    }
+
     /// The round's main time, whose distribution a range of rounds keeps: the mean RTT.
     pub fn time_us(&self) -> Option<u64> {
         self.rtt_us.map(|(_, avg, _)| avg)
@@ -202,6 +251,13 @@ mod tests {
         assert_eq!(silent.loss_ratio(), 1.0);
         assert_eq!(silent.time_us(), None);
         assert_eq!(StoredPing::default().loss_ratio(), 1.0);
+        for figures in [s, silent] {
+            let mut bytes = Vec::new();
+            figures.encode(&mut bytes);
+            assert_eq!(StoredPing::decode(&bytes), Some(figures));
+            assert_eq!(StoredPing::decode(&bytes[..bytes.len() - 1]), None);
+        }
+        assert_eq!(StoredPing::decode(&[2, 0, 0, 0, 0]), None);
     }
 
     #[test]
