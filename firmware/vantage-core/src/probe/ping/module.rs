@@ -18,11 +18,15 @@ use super::super::Probe;
 use super::super::module::{Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule};
 use super::PingProbe;
 use super::series::{self, StoredPing};
-use crate::config::{Check, Host, PingOptions, ProbeForm, RawPing, parse_host, read_section};
+use crate::config::form::{choice, duration, integer, text};
+use crate::config::{
+    Check, Host, Input, PingOptions, ProbeForm, RawPing, parse_host, read_section,
+};
 use crate::defaults as d;
 use crate::probe::family_mismatch;
 use crate::sample::{Measurement, PingReport};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point};
+use crate::types::IpProtocol;
 use crate::types::{ModuleId, ProbeKind};
 
 /// `probes = ["ping"]`, `ping = {...}`, `probe="ping"`, `module=ping`.
@@ -68,7 +72,7 @@ impl TypedModule for Ping {
     const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
 
     fn form(&self) -> ProbeForm {
-        crate::config::form::ping()
+        form()
     }
     fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<PingOptions> {
         options(c, input)
@@ -181,6 +185,38 @@ fn check_family(
     }
 }
 
+/// The page's ping target form.
+pub(crate) fn form() -> ProbeForm {
+    let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
+    ProbeForm {
+        kind: NAME,
+        title: "Ping options",
+        host_hint: "the address or host name to ping",
+        fields: vec![
+            integer(
+                "packets",
+                "Packets per round",
+                d::PING_PACKETS_RANGE,
+                d::PING_PACKETS.to_string(),
+            ),
+            duration("spacing", "Spacing", d::PING_SPACING_RANGE, d::PING_SPACING)
+                .hint("between the packets of a round"),
+            duration("timeout", "Timeout", d::TIMEOUT_RANGE, d::PING_TIMEOUT).hint("per reply"),
+            integer(
+                "size",
+                "Payload bytes",
+                d::PING_SIZE_RANGE,
+                d::PING_PAYLOAD_SIZE.to_string(),
+            ),
+            integer("ttl", "TTL", d::TTL_RANGE, "system".into()),
+            integer("dscp", "DSCP", d::DSCP_RANGE, "none".into()),
+            text("source", "Source address", "automatic", Input::Text)
+                .hint("an address of this device"),
+            choice("ip_protocol", "Address family", ip).hint("for host names with both"),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +231,45 @@ mod tests {
             rtts: vec![us(100), us(300)],
             ..PingReport::default()
         }
+    }
+
+    fn parse(target: &str) -> Result<crate::Config, String> {
+        let text = format!("[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\n{target}");
+        crate::Config::parse(&text, "t.toml").map_err(|e| e.to_string())
+    }
+
+    /// The ping section goes through the module: its options reach the target (and the ping
+    /// probe's `Target::ping`); on a target without ping it is checked but allowed; a round
+    /// longer than the interval is blamed on the packets where they were written.
+    #[test]
+    fn the_config_reads_ping_through_the_module() {
+        let c =
+            parse("probes = [\"ping\"]\nping = { packets = 3, ip_protocol = \"ipv4\" }\n").unwrap();
+        let t = &c.targets[0];
+        assert_eq!(t.ping.packets, 3);
+        let from_module = t.modules.iter().find_map(|m| m.get::<PingOptions>());
+        assert_eq!(from_module, Some(&t.ping));
+        assert_eq!(t.probes[0], (ProbeKind::PING, d::PING_INTERVAL));
+        assert!(parse("probes = [\"trace\"]\nping = { packets = 3 }\n").is_ok());
+        let e = parse("probes = [\"trace\"]\nping = { packets = -5 }\n").unwrap_err();
+        assert!(
+            e.contains("targets[0].ping.packets: must be between 1 and 100, got -5"),
+            "{e}"
+        );
+        let e =
+            parse("probes = [\"ping\"]\nping = { packets = 3, source = \"::1\" }\n").unwrap_err();
+        assert!(
+            e.contains("targets[0].ping.source: source ::1 and host 127.0.0.1"),
+            "{e}"
+        );
+        let e = parse(
+            "probes = [\"ping\"]\ninterval = \"1s\"\nping = { packets = 20, spacing = \"100ms\" }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("t.toml:6:20: targets[0].ping.packets: a round of 20 packets 100ms apart takes longer than the interval (1s)"),
+            "{e}"
+        );
     }
 
     /// A round's module bytes show the points and values of the store's figures.
