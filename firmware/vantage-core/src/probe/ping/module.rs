@@ -7,7 +7,9 @@
 //! that saves the module code, length and version of every round and an allocation per round.
 //! It reads them into [`StoredPing`], whose points and values are the module's.
 //!
-//! A target's ping options are its module options and, for the ping probe, `Target::ping`.
+//! A target's ping options are its module options; the ping probe reads them from
+//! `Target::ping`, which the config fills from them and which the page's "Run now" and the
+//! command line set themselves.
 
 use std::net::IpAddr;
 use std::ops::Range;
