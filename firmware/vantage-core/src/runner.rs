@@ -301,7 +301,7 @@ mod tests {
 
     impl Probe for FakeProbe {
         fn kind(&self) -> ProbeKind {
-            ProbeKind::Ping
+            ProbeKind::PING
         }
         fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
             Box::pin(async move {
@@ -312,7 +312,7 @@ mod tests {
                 }
                 Sample {
                     target: req.target.name.as_str().into(),
-                    probe: ProbeKind::Ping,
+                    probe: ProbeKind::PING,
                     timestamp: SystemTime::UNIX_EPOCH,
                     duration: Duration::from_secs(1),
                     success: true,
@@ -364,7 +364,7 @@ mod tests {
         clock.advance(lag);
         let key = JobKey {
             target: "t".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
         };
         shared.run_job(SchedulerEvent { key, planned }).await;
         let got = samples.0.lock_or_recover();

@@ -38,14 +38,14 @@ pub struct Sample {
 pub enum Measurement {
     /// The probe could not run at all (e.g. the name did not resolve).
     None,
-    Ping(PingReport),
     Trace(TraceReport),
     /// A probe module's report (`probe::MODULES`).
     Module(ModuleReport),
 }
 
 /// One ping round.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PingReport {
     /// The address pinged (a hostname resolves each round).
     pub address: Option<IpAddr>,
@@ -421,17 +421,6 @@ impl Sample {
         ];
         match &self.measurement {
             Measurement::None => {}
-            Measurement::Ping(p) => {
-                v.push(("sent", f64::from(p.sent)));
-                v.push(("received", f64::from(p.received)));
-                v.push(("duplicates", f64::from(p.duplicates)));
-                v.push(("loss_ratio", p.loss_ratio()));
-                if let (Some(min), Some(mean), Some(max)) = (p.min(), p.mean(), p.max()) {
-                    v.push(("rtt_min_seconds", min.as_secs_f64()));
-                    v.push(("rtt_avg_seconds", mean.as_secs_f64()));
-                    v.push(("rtt_max_seconds", max.as_secs_f64()));
-                }
-            }
             Measurement::Trace(t) => {
                 v.push(("hops", f64::from(t.hop_count())));
                 v.push(("sent", t.hops.iter().map(|h| f64::from(h.sent)).sum()));
@@ -454,6 +443,20 @@ impl Sample {
                 v.push(("path_hash", f64::from(t.path_hash)));
                 v.push(("path_changed", if t.path_changed { 1.0 } else { 0.0 }));
                 v.push(("paths_known", f64::from(t.paths_known)));
+            }
+            // Ping's at full resolution, as before ping was a module.
+            Measurement::Module(r) if r.get::<PingReport>().is_some() => {
+                if let Some(p) = r.get::<PingReport>() {
+                    v.push(("sent", f64::from(p.sent)));
+                    v.push(("received", f64::from(p.received)));
+                    v.push(("duplicates", f64::from(p.duplicates)));
+                    v.push(("loss_ratio", p.loss_ratio()));
+                    if let (Some(min), Some(mean), Some(max)) = (p.min(), p.mean(), p.max()) {
+                        v.push(("rtt_min_seconds", min.as_secs_f64()));
+                        v.push(("rtt_avg_seconds", mean.as_secs_f64()));
+                        v.push(("rtt_max_seconds", max.as_secs_f64()));
+                    }
+                }
             }
             // A module's values are those of its stored round (µs resolution).
             Measurement::Module(r) => {

@@ -273,7 +273,7 @@ mod tests {
     fn key(name: &str) -> JobKey {
         JobKey {
             target: name.into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
         }
     }
 

@@ -13,18 +13,16 @@ pub struct ModuleId(pub(crate) &'static str);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ProbeKind {
-    Ping,
     Trace,
     Module(ModuleId),
 }
 
 impl ProbeKind {
     /// The built-in kinds.
-    pub const ALL: [ProbeKind; 2] = [ProbeKind::Ping, ProbeKind::Trace];
+    pub const ALL: [ProbeKind; 1] = [ProbeKind::Trace];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            ProbeKind::Ping => "ping",
             ProbeKind::Trace => "trace",
             ProbeKind::Module(m) => m.0,
         }

@@ -108,7 +108,7 @@ fn minimal_form_means_what_it_says() {
     assert_eq!(t.host.to_string(), "192.168.1.1");
     assert_eq!(
         t.probes,
-        vec![(ProbeKind::Ping, std::time::Duration::from_secs(1))]
+        vec![(ProbeKind::PING, std::time::Duration::from_secs(1))]
     );
     assert_eq!(t.labels.get("site").map(String::as_str), Some("office"));
 }
@@ -120,7 +120,7 @@ fn defaults_apply_and_targets_override_them() {
             .unwrap();
     let a = c.target("router.lan").unwrap();
     assert_eq!(
-        a.interval(ProbeKind::Ping),
+        a.interval(ProbeKind::PING),
         Some(std::time::Duration::from_secs(5))
     );
     assert_eq!(a.ping.packets, 3);
@@ -329,7 +329,7 @@ fn trace_options_resolve_with_defaults() {
     assert_eq!(web.trace.sockets, TraceSockets::Raw);
     assert_eq!(web.trace.spacing, Duration::ZERO);
     assert_eq!(web.trace.path_window, Duration::from_secs(1800));
-    assert_eq!(web.interval(ProbeKind::Ping), Some(Duration::from_secs(1)));
+    assert_eq!(web.interval(ProbeKind::PING), Some(Duration::from_secs(1)));
     let v6 = c.target("v6").unwrap();
     assert_eq!(v6.trace.protocol, TraceProtocol::Icmp);
     assert_eq!(v6.trace.port, 0);

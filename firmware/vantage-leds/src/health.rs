@@ -413,7 +413,7 @@ mod tests {
         };
         let round = |i: usize, ok: bool| {
             let probe = if i.is_multiple_of(2) {
-                ProbeKind::Ping
+                ProbeKind::PING
             } else {
                 ProbeKind::DNS
             };

@@ -155,18 +155,8 @@ impl ErrorKind {
     }
 }
 
-/// Ping figures of one stored round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StoredPing {
-    pub sent: u32,
-    pub received: u32,
-    pub duplicates: u32,
-    pub icmp_errors: u32,
-    /// min, avg, max RTT in µs, when at least one reply came back.
-    pub rtt_us: Option<(u64, u64, u64)>,
-    /// Population standard deviation of the RTTs in µs (0 with one reply).
-    pub stddev_us: u64,
-}
+/// Ping figures of one stored round: the ping kind's.
+pub use vantage_core::ping_series::StoredPing;
 
 /// DNS figures of one stored round: the DNS module's, read from the built-in encoding of old
 /// blocks too.
@@ -321,22 +311,11 @@ impl StoredSample {
     pub fn from_sample(s: &Sample, series: u32) -> Self {
         let (mut ping, mut trace, mut module) = (None, None, None);
         match &s.measurement {
-            Measurement::Ping(p) => {
-                ping = Some(StoredPing {
-                    sent: p.sent,
-                    received: p.received,
-                    duplicates: p.duplicates,
-                    icmp_errors: p.icmp_errors,
-                    rtt_us: match (p.min(), p.mean(), p.max()) {
-                        (Some(a), Some(b), Some(c)) => Some((micros(a), micros(b), micros(c))),
-                        _ => None,
-                    },
-                    stddev_us: p
-                        .stddev_seconds()
-                        .map_or(0, |s| (s * 1e6).round().max(0.0) as u64),
-                })
-            }
             Measurement::Trace(t) => trace = Some(Box::new(StoredTrace::from_report(t))),
+            // Ping rounds keep the block layout's own figures (see `encode_block`).
+            Measurement::Module(r) if let Some(p) = r.get::<vantage_core::PingReport>() => {
+                ping = Some(StoredPing::from_report(p));
+            }
             Measurement::Module(r) => {
                 let mut bytes = Vec::new();
                 r.module().encode(r.report.as_ref(), &mut bytes);
@@ -369,16 +348,7 @@ impl StoredSample {
         v.push(("success", flag(self.success)));
         v.push(("duration_seconds", secs(self.duration_us)));
         if let Some(p) = &self.ping {
-            v.push(("sent", f64::from(p.sent)));
-            v.push(("received", f64::from(p.received)));
-            v.push(("duplicates", f64::from(p.duplicates)));
-            v.push(("loss_ratio", loss_ratio(p.sent, p.received)));
-            if let Some((min, avg, max)) = p.rtt_us {
-                v.push(("rtt_min_seconds", secs(min)));
-                v.push(("rtt_avg_seconds", secs(avg)));
-                v.push(("rtt_max_seconds", secs(max)));
-                v.push(("rtt_stddev_seconds", secs(p.stddev_us)));
-            }
+            p.values(&mut v);
         }
         if let Some(t) = &self.trace {
             v.push(("hops", f64::from(t.hop_count())));
@@ -1309,6 +1279,114 @@ mod tests {
         assert_eq!(v4[0], VERSION);
         assert_eq!(v4[1..v4.len() - 5], b[1..b.len() - 4]);
         assert_eq!(v4[v4.len() - 5], 0);
+    }
+
+    /// The ping rounds of `tests/data/block-v4-ping.bin`, as the daemon hands them to the store.
+    fn v4_ping_rounds() -> Vec<Sample> {
+        let us = Duration::from_micros;
+        let round = |ms: u64, success, measurement| Sample {
+            target: "gw".into(),
+            probe: ProbeKind::PING,
+            timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms),
+            duration: us(2_004_100),
+            success,
+            error: None,
+            measurement,
+            quality: RoundQuality::empty(),
+        };
+        let report = |sent, received, duplicates, icmp_errors, rtts: &[u64]| {
+            Measurement::from(vantage_core::PingReport {
+                sent,
+                received,
+                duplicates,
+                icmp_errors,
+                rtts: rtts.iter().copied().map(us).collect(),
+                ..vantage_core::PingReport::default()
+            })
+        };
+        vec![
+            round(0, true, report(5, 4, 1, 0, &[40, 900, 1_500, 2_600])),
+            round(1_000, true, report(1, 1, 0, 0, &[12_345])),
+            round(2_000, false, report(5, 0, 0, 2, &[])),
+            Sample {
+                quality: RoundQuality::LATE | RoundQuality::CPU,
+                ..round(3_000, true, report(3, 3, 0, 0, &[700, 700, 700]))
+            },
+            Sample {
+                error: Some(vantage_core::ProbeError::Resolve("gw: no address".into())),
+                ..round(4_000, false, Measurement::None)
+            },
+        ]
+    }
+
+    /// A block of ping rounds written by the built-in ping kind's encoder (version 4),
+    /// committed as produced: it decodes to the same rounds and named values, and the same
+    /// rounds are written in the same bytes now.
+    #[test]
+    fn version_4_ping_blocks_still_decode() {
+        let rounds: Vec<StoredSample> = v4_ping_rounds()
+            .iter()
+            .map(|s| StoredSample::from_sample(s, 7))
+            .collect();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/block-v4-ping.bin");
+        if std::env::var_os("WRITE_PING_BLOCK").is_some() {
+            std::fs::write(path, encode_block(&rounds).0).unwrap();
+        }
+        let b = include_bytes!("../tests/data/block-v4-ping.bin");
+        assert_eq!(b[0], VERSION);
+        let old = decode_block(b).unwrap();
+        assert_eq!(old, rounds);
+        assert_eq!(encode_block(&rounds).0, b);
+        let values: Vec<Vec<(&str, f64)>> = old.iter().map(StoredSample::values).collect();
+        let want: Vec<Vec<(&str, f64)>> = vec![
+            vec![
+                ("success", 1.0),
+                ("duration_seconds", 2.0041),
+                ("sent", 5.0),
+                ("received", 4.0),
+                ("duplicates", 1.0),
+                ("loss_ratio", 0.19999999999999996),
+                ("rtt_min_seconds", 4e-5),
+                ("rtt_avg_seconds", 0.00126),
+                ("rtt_max_seconds", 0.0026),
+                ("rtt_stddev_seconds", 0.000932),
+            ],
+            vec![
+                ("success", 1.0),
+                ("duration_seconds", 2.0041),
+                ("sent", 1.0),
+                ("received", 1.0),
+                ("duplicates", 0.0),
+                ("loss_ratio", 0.0),
+                ("rtt_min_seconds", 0.012345),
+                ("rtt_avg_seconds", 0.012345),
+                ("rtt_max_seconds", 0.012345),
+                ("rtt_stddev_seconds", 0.0),
+            ],
+            vec![
+                ("success", 0.0),
+                ("duration_seconds", 2.0041),
+                ("sent", 5.0),
+                ("received", 0.0),
+                ("duplicates", 0.0),
+                ("loss_ratio", 1.0),
+            ],
+            vec![
+                ("success", 1.0),
+                ("duration_seconds", 2.0041),
+                ("sent", 3.0),
+                ("received", 3.0),
+                ("duplicates", 0.0),
+                ("loss_ratio", 0.0),
+                ("rtt_min_seconds", 0.0007),
+                ("rtt_avg_seconds", 0.0007),
+                ("rtt_max_seconds", 0.0007),
+                ("rtt_stddev_seconds", 0.0),
+            ],
+            vec![("success", 0.0), ("duration_seconds", 2.0041)],
+        ];
+        assert_eq!(values, want);
+        assert_eq!(old[2].ping.map(|p| p.icmp_errors), Some(2));
     }
 
     /// The rounds of `tests/data/block-v3.bin`: one of each kind, as version 3 wrote them.

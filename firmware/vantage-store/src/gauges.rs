@@ -26,6 +26,11 @@ pub use vantage_core::dns_series::{
     PHASE as DNS_PHASE, RCODE as DNS_RCODE, STRAY_DATAGRAMS as DNS_STRAY_DATAGRAMS,
     TRUNCATED_RETRY as DNS_TRUNCATED_RETRY, VALIDATION_FAILED as DNS_VALIDATION_FAILED,
 };
+/// The ping kind's gauges, under the names they have always had here.
+pub use vantage_core::ping_series::{
+    DUPLICATES as PING_DUPLICATES, LOSS as PING_LOSS, RECEIVED as PING_RECEIVED, RTT as PING_RTT,
+    SENT as PING_SENT,
+};
 pub use vantage_core::series::{Gauge, Point, gauge, labelled};
 
 pub static PROBE_SUCCESS: Gauge = Gauge {
@@ -42,27 +47,6 @@ pub static PROBE_DURATION: Gauge = Gauge {
         "How long the last round of the probe took.",
     )
 };
-pub static PING_RTT: Gauge = labelled(
-    "vantage_ping_round_rtt_seconds",
-    "stat",
-    "Round-trip times of the last round: min, avg, max and stddev (absent for a round without replies).",
-);
-pub static PING_LOSS: Gauge = gauge(
-    "vantage_ping_loss_ratio",
-    "Share of echo requests of the last round that got no reply.",
-);
-pub static PING_SENT: Gauge = gauge(
-    "vantage_ping_round_packets_sent",
-    "Echo requests sent in the last round.",
-);
-pub static PING_RECEIVED: Gauge = gauge(
-    "vantage_ping_round_packets_received",
-    "Echo replies received in time in the last round.",
-);
-pub static PING_DUPLICATES: Gauge = gauge(
-    "vantage_ping_round_duplicates",
-    "Duplicate echo replies received in the last round.",
-);
 pub static TRACE_HOPS: Gauge = gauge(
     "vantage_trace_hops",
     "Hops to the destination in the last trace, or to the last hop that answered.",
@@ -94,28 +78,23 @@ pub static TRACE_PATH_CHANGED: Gauge = gauge(
     "1 if the last trace followed a path none of the paths seen within the path window matches.",
 );
 
-/// Every per-round gauge: the built-in kinds' and each probe module's, each once (modules may
-/// share one, like the TLS certificate's expiry; a family must not be written twice).
+/// Every per-round gauge: every probe's, ping's, trace's and each probe module's, each once
+/// (modules may share one, like the TLS certificate's expiry; a family must not be written
+/// twice).
 pub static ALL: LazyLock<Vec<&'static Gauge>> = LazyLock::new(|| {
     let modules = vantage_core::MODULES.iter().flat_map(|m| m.gauges());
     let mut seen = std::collections::HashSet::new();
-    BUILTIN
-        .iter()
-        .copied()
+    [&PROBE_SUCCESS, &PROBE_DURATION]
+        .into_iter()
+        .chain(vantage_core::ping_series::GAUGES)
+        .chain(TRACE)
         .chain(modules.copied())
         .filter(|g| seen.insert(g.name))
         .collect()
 });
 
-/// The built-in kinds' per-round gauges.
-static BUILTIN: [&Gauge; 14] = [
-    &PROBE_SUCCESS,
-    &PROBE_DURATION,
-    &PING_RTT,
-    &PING_LOSS,
-    &PING_SENT,
-    &PING_RECEIVED,
-    &PING_DUPLICATES,
+/// The trace kind's per-round gauges.
+static TRACE: [&Gauge; 7] = [
     &TRACE_HOPS,
     &TRACE_HOP_RTT,
     &TRACE_HOP_LOSS,
@@ -141,7 +120,7 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
     v.push(Point::new(&PROBE_SUCCESS, flag(s.success)));
     v.push(Point::new(&PROBE_DURATION, secs(s.duration_us)));
     if let Some(p) = &s.ping {
-        ping_points(p, &mut v);
+        p.points(&mut v);
     }
     if let Some(t) = &s.trace {
         trace_points(t, &mut v);
@@ -152,24 +131,6 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
         module.points(&m.bytes, &mut v);
     }
     v
-}
-
-fn ping_points(p: &crate::codec::StoredPing, v: &mut Vec<Point>) {
-    v.push(Point::new(&PING_SENT, f64::from(p.sent)));
-    v.push(Point::new(&PING_RECEIVED, f64::from(p.received)));
-    v.push(Point::new(&PING_DUPLICATES, f64::from(p.duplicates)));
-    let loss = if p.sent == 0 {
-        1.0
-    } else {
-        1.0 - f64::from(p.received.min(p.sent)) / f64::from(p.sent)
-    };
-    v.push(Point::new(&PING_LOSS, loss));
-    if let Some((min, avg, max)) = p.rtt_us {
-        v.push(Point::labelled(&PING_RTT, "min", secs(min)));
-        v.push(Point::labelled(&PING_RTT, "avg", secs(avg)));
-        v.push(Point::labelled(&PING_RTT, "max", secs(max)));
-        v.push(Point::labelled(&PING_RTT, "stddev", secs(p.stddev_us)));
-    }
 }
 
 fn trace_points(t: &crate::codec::StoredTrace, v: &mut Vec<Point>) {
@@ -195,11 +156,6 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
         Point::new(&PROBE_DURATION, 0.0),
     ];
     match kind {
-        ProbeKind::Ping => {
-            for g in [&PING_SENT, &PING_RECEIVED, &PING_DUPLICATES, &PING_LOSS] {
-                v.push(Point::new(g, 0.0));
-            }
-        }
         ProbeKind::Trace => {
             for g in [
                 &TRACE_HOPS,

@@ -328,8 +328,8 @@ impl Agg {
         if let Some(p) = &s.ping {
             self.sent += u64::from(p.sent);
             self.received += u64::from(p.received);
-            if let Some((_, avg, _)) = p.rtt_us {
-                self.time.add(avg);
+            if let Some(us) = p.time_us() {
+                self.time.add(us);
             }
         }
         if let Some(m) = &s.module

@@ -20,7 +20,6 @@ pub struct SeriesKey {
 
 fn probe_code(p: ProbeKind) -> u8 {
     match p {
-        ProbeKind::Ping => 1,
         ProbeKind::Trace => 3,
         ProbeKind::Module(m) => m.module().store_code(),
         _ => 0,
@@ -29,7 +28,6 @@ fn probe_code(p: ProbeKind) -> u8 {
 
 fn probe_of(c: u8) -> Option<ProbeKind> {
     match c {
-        1 => Some(ProbeKind::Ping),
         3 => Some(ProbeKind::Trace),
         c => ModuleId::by_store_code(c).map(ProbeKind::Module),
     }
@@ -94,7 +92,7 @@ mod tests {
     fn round_trip() {
         let k = SeriesKey {
             target: "gw".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             labels: Arc::new(Labels::from([("site".into(), "office ü".into())])),
         };
         assert_eq!(SeriesKey::decode(&k.encode()).unwrap(), k);

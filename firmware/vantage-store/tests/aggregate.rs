@@ -46,10 +46,10 @@ fn aggregates_answer_like_the_rounds_without_reading_blocks() {
         s.flush().unwrap();
         // The next commit writes the minutes the last one completed.
         s.flush().unwrap();
-        let want = from_rounds(&s, "a", ProbeKind::Ping, t0, to);
+        let want = from_rounds(&s, "a", ProbeKind::PING, t0, to);
         assert_eq!(want.len(), 12);
         let before = s.stats().blocks_read;
-        let got = s.aggregate("a", ProbeKind::Ping, t0, to, STEP).unwrap();
+        let got = s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap();
         assert_eq!(
             s.stats().blocks_read,
             before,
@@ -63,19 +63,19 @@ fn aggregates_answer_like_the_rounds_without_reading_blocks() {
     }
     // After a reopen: the same answer (the newest minutes rebuilt from the blocks).
     let s = open(dir.path());
-    let want = from_rounds(&s, "a", ProbeKind::Ping, t0, to);
+    let want = from_rounds(&s, "a", ProbeKind::PING, t0, to);
     assert_eq!(
-        s.aggregate("a", ProbeKind::Ping, t0, to, STEP).unwrap(),
+        s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap(),
         want
     );
     assert_eq!(
-        s.aggregate("b", ProbeKind::Ping, t0, to, 3_600_000)
+        s.aggregate("b", ProbeKind::PING, t0, to, 3_600_000)
             .unwrap()
             .len(),
         2
     );
     assert!(
-        s.aggregate("zz", ProbeKind::Ping, t0, to, STEP)
+        s.aggregate("zz", ProbeKind::PING, t0, to, STEP)
             .unwrap()
             .is_empty()
     );
@@ -91,11 +91,11 @@ fn recent_rounds_count_before_their_minute_is_written() {
     }
     // Pending, then committed but not written: counted once either way.
     let pending = s
-        .aggregate("a", ProbeKind::Ping, t0, t0 + 60_000, 3_600_000)
+        .aggregate("a", ProbeKind::PING, t0, t0 + 60_000, 3_600_000)
         .unwrap();
     s.flush().unwrap();
     let committed = s
-        .aggregate("a", ProbeKind::Ping, t0, t0 + 60_000, 3_600_000)
+        .aggregate("a", ProbeKind::PING, t0, t0 + 60_000, 3_600_000)
         .unwrap();
     let rounds = |v: &[(i64, Agg)]| v.iter().map(|(_, a)| a.rounds).sum::<u32>();
     assert_eq!(rounds(&pending), 20);
@@ -149,18 +149,18 @@ fn a_late_round_joins_its_written_minute() {
     }
     s.flush().unwrap();
     s.flush().unwrap();
-    let before = s.aggregate("a", ProbeKind::Ping, t0, to, STEP).unwrap();
+    let before = s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap();
     assert_eq!(before[0].1.rounds, 600);
     s.append(&ping("a", t0 + 30_500, 90_000), &labels("x"));
     for _ in 0..3 {
         s.flush().unwrap();
-        let got = s.aggregate("a", ProbeKind::Ping, t0, to, STEP).unwrap();
-        assert_eq!(got, from_rounds(&s, "a", ProbeKind::Ping, t0, to));
+        let got = s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap();
+        assert_eq!(got, from_rounds(&s, "a", ProbeKind::PING, t0, to));
         assert_eq!(got[0].1.rounds, 601);
         assert_eq!(got[0].1.time.max, 90_000);
     }
     drop(s);
     let s = open(dir.path());
-    let got = s.aggregate("a", ProbeKind::Ping, t0, to, STEP).unwrap();
+    let got = s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap();
     assert_eq!(got[0].1.rounds, 601, "counted once after a reopen");
 }

@@ -99,7 +99,7 @@ fn check(dir: &Path, t0: i64, what: &str) -> StoreStats {
     s.append(&ping("after", now, 42), &labels("x"));
     s.flush().unwrap();
     assert_eq!(
-        s.query("after", ProbeKind::Ping, now, now).unwrap().len(),
+        s.query("after", ProbeKind::PING, now, now).unwrap().len(),
         1
     );
     drop(s);
@@ -110,7 +110,7 @@ fn check(dir: &Path, t0: i64, what: &str) -> StoreStats {
         "{what}: second open quarantined: {again:?}"
     );
     assert_eq!(
-        s.query("after", ProbeKind::Ping, now, now).unwrap().len(),
+        s.query("after", ProbeKind::PING, now, now).unwrap().len(),
         1
     );
     // Data an engine could not read at first may come back; none may go missing.
@@ -238,7 +238,7 @@ fn unreadable_store_is_quarantined_once() {
     let s = reopen(d.path());
     assert_eq!(s.stats().quarantined, 0);
     assert_eq!(
-        s.query("after", ProbeKind::Ping, now, now).unwrap().len(),
+        s.query("after", ProbeKind::PING, now, now).unwrap().len(),
         1
     );
 }

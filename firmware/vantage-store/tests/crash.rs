@@ -65,7 +65,7 @@ fn must_hold(dir: &Path, run: u32, killed_at: u128) -> Must {
 /// Sequence numbers stored for a run: the RTT in µs.
 fn stored(s: &Store, run: u32, span: (i64, i64)) -> Vec<u64> {
     let mut v: Vec<u64> = s
-        .query(&format!("r{run}"), ProbeKind::Ping, span.0, span.1)
+        .query(&format!("r{run}"), ProbeKind::PING, span.0, span.1)
         .unwrap()
         .iter()
         .map(|x| x.ping.unwrap().rtt_us.unwrap().0)

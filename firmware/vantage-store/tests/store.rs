@@ -28,7 +28,7 @@ fn samples_survive_close_and_reopen() {
     let s = open(dir.path());
     let st = s.stats();
     assert_eq!(st.samples, 3000, "{st:?}");
-    let got = s.query("b", ProbeKind::Ping, t0, t0 + 1_000_000).unwrap();
+    let got = s.query("b", ProbeKind::PING, t0, t0 + 1_000_000).unwrap();
     assert_eq!(got.len(), 1000);
     for (k, g) in got.iter().enumerate() {
         let i = 1 + 3 * k as u64;
@@ -41,10 +41,10 @@ fn samples_survive_close_and_reopen() {
         }
     }
     // A time range picks its samples only.
-    let part = s.query("a", ProbeKind::Ping, t0, t0 + 299).unwrap();
+    let part = s.query("a", ProbeKind::PING, t0, t0 + 299).unwrap();
     assert_eq!(part.len(), 10);
     assert!(
-        s.query("zz", ProbeKind::Ping, 0, i64::MAX)
+        s.query("zz", ProbeKind::PING, 0, i64::MAX)
             .unwrap()
             .is_empty()
     );
@@ -71,7 +71,7 @@ fn round_quality_survives_close_and_reopen() {
         s.flush().unwrap();
     }
     let s = open(dir.path());
-    let got = s.query("a", ProbeKind::Ping, t0, t0 + 1_000).unwrap();
+    let got = s.query("a", ProbeKind::PING, t0, t0 + 1_000).unwrap();
     let back: Vec<RoundQuality> = got.iter().map(|g| g.quality).collect();
     assert_eq!(back, flags);
 }
@@ -135,7 +135,7 @@ fn pending_samples_show_in_queries_before_the_commit() {
     let s = Store::open(o).unwrap();
     let t0 = now_ms();
     s.append(&ping("a", t0, 5), &labels("x"));
-    assert_eq!(s.query("a", ProbeKind::Ping, t0, t0).unwrap().len(), 1);
+    assert_eq!(s.query("a", ProbeKind::PING, t0, t0).unwrap().len(), 1);
     assert_eq!(s.stats().pending, 1);
 }
 
@@ -160,7 +160,7 @@ fn close_returns_at_once_with_a_long_commit_interval() {
     }
     let s = open(dir.path());
     assert_eq!(
-        s.query("a", ProbeKind::Ping, t0, t0 + 100).unwrap().len(),
+        s.query("a", ProbeKind::PING, t0, t0 + 100).unwrap().len(),
         40
     );
 }

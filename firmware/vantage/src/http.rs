@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vantage_core::config::parse_host;
 use vantage_core::{
-    Host, IpProtocol, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions,
-    TraceProtocol, defaults,
+    Host, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions, TraceProtocol,
+    defaults,
 };
 
 use crate::metrics::{TargetSeries, write_targets};
@@ -159,16 +159,14 @@ fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
             return Err(format!("{name} applies to module=dns only"));
         }
     }
-    let mut ping = PingOptions::default();
-    match (kind, q.get("ip_protocol")) {
-        (ProbeKind::Ping, Some(p)) => {
-            ping.ip_protocol = IpProtocol::ALL
-                .into_iter()
-                .find(|i| i.as_str() == p)
-                .ok_or_else(|| format!("ip_protocol: {p:?} is not auto, ipv4 or ipv6"))?;
-        }
-        (ProbeKind::Ping | ProbeKind::Module(_), _) | (_, None) => {}
-        (_, Some(_)) => return Err("ip_protocol applies to module=ping, tcp and http".into()),
+    // The ping module read its options (ip_protocol among them) with the others'.
+    let ping = modules
+        .iter()
+        .find_map(|m| m.get::<PingOptions>())
+        .cloned()
+        .unwrap_or_default();
+    if q.contains_key("ip_protocol") && !matches!(kind, ProbeKind::Module(_)) {
+        return Err("ip_protocol applies to module=ping, tcp and http".into());
     }
     let trace = trace_options(kind, q.get("protocol"))?;
     if host.is_system() && kind != ProbeKind::DNS {

@@ -249,12 +249,12 @@ async fn reload_keeps_series_of_unchanged_targets_and_drops_removed_ones() {
     // Feed a sample to "a" as the runner would, then reload a config that changes only "b".
     let sample = vantage_core::Sample {
         target: "a".into(),
-        probe: vantage_core::ProbeKind::Ping,
+        probe: vantage_core::ProbeKind::PING,
         timestamp: std::time::SystemTime::now(),
         duration: std::time::Duration::from_millis(3),
         success: true,
         error: None,
-        measurement: vantage_core::Measurement::Ping(vantage_core::PingReport {
+        measurement: vantage_core::Measurement::from(vantage_core::PingReport {
             sent: 3,
             received: 3,
             rtts: vec![std::time::Duration::from_millis(1); 3],

@@ -114,7 +114,7 @@ fn a_ping_round_shows_under_blackbox_names() {
         ..PingReport::default()
     };
     let text = render(
-        &sample(ProbeKind::Ping, true, Measurement::Ping(r)),
+        &sample(ProbeKind::PING, true, Measurement::from(r)),
         lookup("::1"),
     );
     for want in [

@@ -321,7 +321,7 @@ labels = {{ site = "lab" }}
     let store =
         vantage_store::Store::open(vantage_store::StoreOptions::new(data.join("store"))).unwrap();
     let mut stored: Vec<i64> = store
-        .query("lo", ProbeKind::Ping, 0, i64::MAX)
+        .query("lo", ProbeKind::PING, 0, i64::MAX)
         .unwrap()
         .iter()
         .map(|s| s.timestamp_ms)

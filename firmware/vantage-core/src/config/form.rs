@@ -140,37 +140,6 @@ impl Field {
     }
 }
 
-fn ping() -> ProbeForm {
-    let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
-    ProbeForm {
-        kind: ProbeKind::Ping.as_str(),
-        title: "Ping options",
-        host_hint: "the address or host name to ping",
-        fields: vec![
-            integer(
-                "packets",
-                "Packets per round",
-                d::PING_PACKETS_RANGE,
-                d::PING_PACKETS.to_string(),
-            ),
-            duration("spacing", "Spacing", d::PING_SPACING_RANGE, d::PING_SPACING)
-                .hint("between the packets of a round"),
-            duration("timeout", "Timeout", d::TIMEOUT_RANGE, d::PING_TIMEOUT).hint("per reply"),
-            integer(
-                "size",
-                "Payload bytes",
-                d::PING_SIZE_RANGE,
-                d::PING_PAYLOAD_SIZE.to_string(),
-            ),
-            integer("ttl", "TTL", d::TTL_RANGE, "system".into()),
-            integer("dscp", "DSCP", d::DSCP_RANGE, "none".into()),
-            text("source", "Source address", "automatic", Input::Text)
-                .hint("an address of this device"),
-            choice("ip_protocol", "Address family", ip).hint("for host names with both"),
-        ],
-    }
-}
-
 fn trace() -> ProbeForm {
     let protocols = TraceProtocol::ALL.iter().map(|p| p.as_str()).collect();
     let sockets = TraceSockets::ALL.iter().map(|s| s.as_str()).collect();
@@ -247,7 +216,6 @@ fn trace() -> ProbeForm {
 pub fn probe_forms() -> Vec<ProbeForm> {
     ProbeKind::every()
         .map(|k| match k {
-            ProbeKind::Ping => ping(),
             ProbeKind::Trace => trace(),
             ProbeKind::Module(m) => m.module().form(),
         })

@@ -78,6 +78,8 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     /// Enabled probes with their intervals, in the order written.
     pub probes: Vec<(ProbeKind, Duration)>,
+    /// The ping module's options when the target runs ping (they are in `modules` too), for
+    /// the ping probe; the defaults otherwise.
     pub ping: PingOptions,
     pub trace: TraceOptions,
     /// The options of each module kind the target runs.
@@ -171,7 +173,6 @@ pub fn read_section<T: serde::de::DeserializeOwned>(
 pub struct RawDefaults {
     /// Interval for every probe that does not set its own.
     pub interval: Option<Spanned<String>>,
-    pub ping: Option<RawPing>,
     pub trace: Option<RawTrace>,
 }
 
@@ -200,7 +201,6 @@ pub struct RawTarget {
     pub interval: Option<Spanned<String>>,
     #[serde(default)]
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
-    pub ping: Option<RawPing>,
     pub trace: Option<RawTrace>,
 }
 
@@ -632,7 +632,6 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
     };
     let kinds = target_kinds(c, at);
     let labels = target_labels(c, at);
-    let ping = PingOptions::resolve(c, &at.field("ping"), raw.ping.as_ref(), d.ping.as_ref());
     let trace = TraceOptions::resolve(c, &at.field("trace"), raw.trace.as_ref(), d.trace.as_ref());
     let modules = target_modules(c, at, &kinds, host.as_ref());
     if host.as_ref().is_some_and(Host::is_system) {
@@ -647,21 +646,24 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
             None => default_interval(*kind),
         };
         match *kind {
-            ProbeKind::Ping => check_ping_fits(c, at, &ping, interval),
             ProbeKind::Trace => check_trace_fits(c, at, &trace, interval),
             ProbeKind::Module(m) => check_module_fits(c, at, m, &modules, interval),
         }
         probes.push((*kind, interval));
     }
-    if let Some(Host::Ip(ip)) = &host {
-        check_ping_family(c, at, *ip, &ping);
-        if kinds.iter().any(|(k, _)| *k == ProbeKind::Trace) {
-            check_trace_family(c, at, *ip, &trace);
-        }
+    if let Some(Host::Ip(ip)) = &host
+        && kinds.iter().any(|(k, _)| *k == ProbeKind::Trace)
+    {
+        check_trace_family(c, at, *ip, &trace);
     }
     if c.col.errors.len() > before {
         return None;
     }
+    let ping = modules
+        .iter()
+        .find_map(|m| m.get::<PingOptions>())
+        .cloned()
+        .unwrap_or_default();
     Some(Target {
         name: name.clone(),
         host: host?,
@@ -824,10 +826,6 @@ fn interval_setting(at: &At<'_>, kind: ProbeKind) -> Option<(Spanned<String>, St
             module_interval(section(at.modules, m)),
             module_interval(section(at.module_defaults, m)),
         ),
-        ProbeKind::Ping => (
-            raw.ping.as_ref().and_then(|p| p.interval.clone()),
-            d.ping.as_ref().and_then(|p| p.interval.clone()),
-        ),
         ProbeKind::Trace => (
             raw.trace.as_ref().and_then(|p| p.interval.clone()),
             d.trace.as_ref().and_then(|p| p.interval.clone()),
@@ -842,26 +840,6 @@ fn interval_setting(at: &At<'_>, kind: ProbeKind) -> Option<(Spanned<String>, St
                 .map(|v| (v, "defaults.interval".to_string()))
         })
         .or_else(|| inherited.map(|v| (v, format!("defaults.{kind}.interval"))))
-}
-
-fn check_ping_fits(c: &mut Check<'_, '_>, at: &At<'_>, ping: &PingOptions, interval: Duration) {
-    if ping.spacing * (ping.packets - 1) < interval {
-        return;
-    }
-    c.err(
-        at.raw
-            .ping
-            .as_ref()
-            .and_then(|p| p.packets.as_ref().map(|v| v.span()))
-            .or(Some(at.span.clone())),
-        &at.field("ping.packets"),
-        format!(
-            "a round of {} packets {} apart takes longer than the interval ({}); send fewer packets or space them closer",
-            ping.packets,
-            humantime::format_duration(ping.spacing),
-            humantime::format_duration(interval)
-        ),
-    );
 }
 
 fn check_trace_fits(c: &mut Check<'_, '_>, at: &At<'_>, trace: &TraceOptions, interval: Duration) {
@@ -883,27 +861,6 @@ fn check_trace_fits(c: &mut Check<'_, '_>, at: &At<'_>, trace: &TraceOptions, in
 /// Whether `p` asks for the other IP version than `ip`'s.
 fn family_mismatch(p: IpProtocol, ip: IpAddr) -> bool {
     (p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4())
-}
-
-fn check_ping_family(c: &mut Check<'_, '_>, at: &At<'_>, ip: IpAddr, ping: &PingOptions) {
-    let raw = at.raw;
-    if let Some(src) = ping.source.filter(|s| s.is_ipv4() != ip.is_ipv4()) {
-        c.err(
-            raw.ping
-                .as_ref()
-                .and_then(|p| p.source.as_ref().map(|s| s.span()))
-                .or(Some(at.span.clone())),
-            &at.field("ping.source"),
-            format!("source {src} and host {ip} are not of the same IP version"),
-        );
-    }
-    if family_mismatch(ping.ip_protocol, ip) {
-        c.err(
-            Some(raw.host.span()),
-            &at.field("ping.ip_protocol"),
-            format!("is {} but the host is {ip}", ping.ip_protocol.as_str()),
-        );
-    }
 }
 
 fn check_trace_family(c: &mut Check<'_, '_>, at: &At<'_>, ip: IpAddr, trace: &TraceOptions) {
@@ -939,7 +896,6 @@ fn check_trace_family(c: &mut Check<'_, '_>, at: &At<'_>, ip: IpAddr, trace: &Tr
 
 fn default_interval(kind: ProbeKind) -> Duration {
     match kind {
-        ProbeKind::Ping => defaults::PING_INTERVAL,
         ProbeKind::Trace => defaults::TRACE_INTERVAL,
         ProbeKind::Module(m) => m.module().default_interval(),
     }

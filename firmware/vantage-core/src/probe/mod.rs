@@ -21,7 +21,7 @@ pub use module::{
     Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report,
     Rollup, Section, family_mismatch,
 };
-pub use ping::PingProbe;
+pub use ping::{PingProbe, series as ping_series};
 pub use trace::TraceProbe;
 
 /// The module kinds' per-round gauges, for a crate that shows them under other names too
@@ -35,11 +35,16 @@ pub mod module_gauges {
 }
 
 /// The probe modules: one line per kind.
-pub static MODULES: &[&dyn ProbeModule] = &[&tcp::Tcp, &http::Http, &dns::module::Dns];
+pub static MODULES: &[&dyn ProbeModule] = &[
+    &ping::module::Ping,
+    &tcp::Tcp,
+    &http::Http,
+    &dns::module::Dns,
+];
 
 /// A prober for every kind, built-in and module.
 pub fn probes() -> Vec<Arc<dyn Probe>> {
-    let mut v: Vec<Arc<dyn Probe>> = vec![Arc::new(PingProbe::new()), Arc::new(TraceProbe::new())];
+    let mut v: Vec<Arc<dyn Probe>> = vec![Arc::new(TraceProbe::new())];
     v.extend(MODULES.iter().map(|m| m.probe()));
     v
 }

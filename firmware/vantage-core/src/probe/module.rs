@@ -172,11 +172,15 @@ impl ModuleId {
 }
 
 impl ProbeKind {
-    /// Every kind: the built-in ones, then the modules in registration order.
+    /// Every kind: ping, the built-in ones, then the other modules in registration order
+    /// (ping and trace first, the order lists of kinds, forms and `/metrics` had before ping
+    /// was a module).
     pub fn every() -> impl Iterator<Item = ProbeKind> {
-        Self::ALL
-            .into_iter()
-            .chain(ModuleId::all().map(ProbeKind::Module))
+        std::iter::once(ProbeKind::PING).chain(Self::ALL).chain(
+            ModuleId::all()
+                .map(ProbeKind::Module)
+                .filter(|k| *k != ProbeKind::PING),
+        )
     }
 
     /// The module of a module kind.

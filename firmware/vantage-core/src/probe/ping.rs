@@ -115,7 +115,7 @@ impl PingProbe {
 
 impl Probe for PingProbe {
     fn kind(&self) -> ProbeKind {
-        ProbeKind::Ping
+        ProbeKind::PING
     }
 
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
@@ -148,13 +148,13 @@ impl Probe for PingProbe {
                         Some(e) if !ok => Some(e),
                         _ => (!ok && report.icmp_errors == 0).then_some(ProbeError::Timeout),
                     };
-                    (ok, error, Measurement::Ping(report))
+                    (ok, error, Measurement::from(report))
                 }
                 Err(e) => (false, Some(e), Measurement::None),
             };
             Sample {
                 target: target.name.as_str().into(),
-                probe: ProbeKind::Ping,
+                probe: ProbeKind::PING,
                 timestamp,
                 duration,
                 success,
@@ -707,5 +707,7 @@ fn parse(shared: &Shared, packet: &[u8], from: IpAddr) -> Option<Parsed> {
 
 #[cfg(any(test, fuzzing))]
 pub(crate) mod fuzz;
+pub(crate) mod module;
+pub mod series;
 #[cfg(test)]
 mod tests;

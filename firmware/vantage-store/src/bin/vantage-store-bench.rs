@@ -44,12 +44,12 @@ fn write_bytes() -> u64 {
 fn sample(target: &Arc<str>, ms: u64, rtt_us: u64) -> Sample {
     Sample {
         target: target.clone(),
-        probe: ProbeKind::Ping,
+        probe: ProbeKind::PING,
         timestamp: UNIX_EPOCH + Duration::from_millis(ms),
         duration: Duration::from_micros(rtt_us),
         success: true,
         error: None,
-        measurement: Measurement::Ping(PingReport {
+        measurement: Measurement::from(PingReport {
             sent: 1,
             received: 1,
             rtts: vec![Duration::from_micros(rtt_us)],
@@ -153,7 +153,7 @@ fn main() {
             &a[3],
             a[4].parse().expect("HOURS"),
             a.get(5)
-                .map_or(Ok(ProbeKind::Ping), |k| k.parse())
+                .map_or(Ok(ProbeKind::PING), |k| k.parse())
                 .expect("KIND"),
         ),
         Some("range") => range(&a[2], &a[3], a[4].parse().expect("DAYS")),
@@ -260,7 +260,7 @@ fn range(backend: &str, dir: &str, days: u64) {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             store.append(
-                &round(ProbeKind::Ping, &target, start_ms + s * 1000, rng),
+                &round(ProbeKind::PING, &target, start_ms + s * 1000, rng),
                 &labels,
             );
             if s % 3600 == 3599 {
@@ -294,7 +294,7 @@ fn range(backend: &str, dir: &str, days: u64) {
             let buckets = store
                 .aggregate(
                     "bench",
-                    ProbeKind::Ping,
+                    ProbeKind::PING,
                     now - len_s * 1000,
                     now,
                     step_s * 1000,
@@ -312,7 +312,7 @@ fn range(backend: &str, dir: &str, days: u64) {
     }
     let t = Instant::now();
     let raw = store
-        .query("bench", ProbeKind::Ping, now - seconds as i64 * 1000, now)
+        .query("bench", ProbeKind::PING, now - seconds as i64 * 1000, now)
         .expect("query");
     line += &format!(
         " blocks_all_rounds={} blocks_read_ms={:.1}",

@@ -48,12 +48,12 @@ fn main() {
         for _ in 0..batch {
             let s = Sample {
                 target: target.clone(),
-                probe: ProbeKind::Ping,
+                probe: ProbeKind::PING,
                 timestamp: SystemTime::now(),
                 duration: Duration::from_micros(n),
                 success: true,
                 error: None,
-                measurement: Measurement::Ping(PingReport {
+                measurement: Measurement::from(PingReport {
                     sent: 1,
                     received: 1,
                     rtts: vec![Duration::from_micros(n)],

@@ -112,7 +112,7 @@ mod tests {
     fn request_is_sorted_deterministic_and_decodes() {
         let key = SeriesKey {
             target: "gw".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             labels: Arc::new(Labels::from([("site".into(), "office".into())])),
         };
         let s = |ts, rtt| StoredSample {

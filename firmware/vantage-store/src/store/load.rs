@@ -182,7 +182,7 @@ impl State {
         for id in 0..n as u32 {
             dict.push(series.remove(&id).unwrap_or_else(|| SeriesKey {
                 target: Arc::from(format!("unknown-series-{id}")),
-                probe: ProbeKind::Ping,
+                probe: ProbeKind::PING,
                 labels: Arc::default(),
             }));
         }

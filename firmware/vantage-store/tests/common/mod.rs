@@ -39,12 +39,12 @@ pub fn ping(target: &str, ms: i64, n: u64) -> Sample {
     let ok = !n.is_multiple_of(17);
     Sample {
         target: Arc::from(target),
-        probe: ProbeKind::Ping,
+        probe: ProbeKind::PING,
         timestamp: at_ms(ms),
         duration: Duration::from_micros(n + 100),
         success: ok,
         error: (!ok).then_some(ProbeError::Timeout),
-        measurement: Measurement::Ping(PingReport {
+        measurement: Measurement::from(PingReport {
             address: None,
             sent: 1,
             received: u32::from(ok),

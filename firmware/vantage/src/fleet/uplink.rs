@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use prometheus::{GaugeVec, Opts};
 use tokio::sync::watch;
-use vantage_core::{Config, Measurement, PingProbe, Probe, ProbeRequest};
+use vantage_core::{Config, PingProbe, Probe, ProbeRequest};
 
 /// A default route found in the routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,8 +148,8 @@ async fn ping_once(probe: &PingProbe, host: &str, timeout: Duration) -> Option<D
     let sample = probe
         .run(ProbeRequest::for_target(&config.targets[0]))
         .await;
-    match (&sample.measurement, sample.success) {
-        (Measurement::Ping(r), true) => r.mean().or(Some(Duration::ZERO)),
+    match (sample.measurement.ping(), sample.success) {
+        (Some(r), true) => r.mean().or(Some(Duration::ZERO)),
         _ => None,
     }
 }

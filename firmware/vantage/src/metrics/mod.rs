@@ -8,7 +8,6 @@
 
 mod leds;
 mod modules;
-mod ping;
 mod process;
 mod rounds;
 mod share;
@@ -341,7 +340,7 @@ mod device_series_tests {
         m.lag(
             &JobKey {
                 target: "t".into(),
-                probe: ProbeKind::Ping,
+                probe: ProbeKind::PING,
             },
             Duration::from_micros(30),
         );
@@ -423,12 +422,12 @@ mod cost {
             for t in &config.targets {
                 m.sample(Sample {
                     target: t.name.as_str().into(),
-                    probe: ProbeKind::Ping,
+                    probe: ProbeKind::PING,
                     timestamp: SystemTime::now(),
                     duration: Duration::from_millis(2),
                     success: true,
                     error: None,
-                    measurement: Measurement::Ping(PingReport {
+                    measurement: Measurement::from(PingReport {
                         sent: 1,
                         received: 1,
                         rtts: vec![Duration::from_micros(180)],

@@ -72,10 +72,14 @@ impl ModuleSeries {
 /// How one target's module series write a family's lines.
 pub type WriteOne<'a> = &'a dyn Fn(&[ModuleSeries], &mut Lines<'_>);
 
-/// Every module histogram and counter family (each module's histograms, then its counters):
-/// `each` writes one family's lines of every target, given how one target's series write theirs.
-pub fn write_families(out: &mut String, each: &dyn Fn(&mut String, WriteOne<'_>) -> bool) {
-    for m in ModuleId::all() {
+/// Module `m`'s histogram and counter families (its histograms, then its counters): `each`
+/// writes one family's lines of every target, given how one target's series write theirs.
+pub fn write_families(
+    out: &mut String,
+    m: ModuleId,
+    each: &dyn Fn(&mut String, WriteOne<'_>) -> bool,
+) {
+    {
         for (i, def) in m.module().histograms().iter().enumerate() {
             family(out, def.name, def.help, Kind::Histogram, |o| {
                 each(o, &|series, l| {

@@ -6,7 +6,6 @@ use vantage_core::{Measurement, ProbeKind, RoundQuality, Sample, Target};
 use vantage_store::gauges;
 
 use super::modules::{self, ModuleSeries};
-use super::ping::{self, PingSeries};
 use super::rounds::RoundGauges;
 use super::text::{Counter, Kind, Lines, family};
 use super::trace::{self, TraceSeries};
@@ -42,7 +41,6 @@ pub struct TargetSeries {
     rounds: RoundGauges,
     /// Empty in a `/probe` answer: counters of one round would restart at every request.
     probes: Vec<ProbeCounts>,
-    pub(super) ping: Option<PingSeries>,
     pub(super) trace: Option<TraceSeries>,
     /// The histograms of the target's module kinds (none in a `/probe` answer).
     modules: Vec<ModuleSeries>,
@@ -74,7 +72,6 @@ impl TargetSeries {
                     flagged: Default::default(),
                 })
                 .collect(),
-            ping: has(ProbeKind::Ping).then(PingSeries::default),
             trace: has(ProbeKind::Trace).then(|| TraceSeries::new(true)),
             modules: ModuleSeries::for_kinds(&kinds),
         }
@@ -88,7 +85,6 @@ impl TargetSeries {
             labels: Vec::new(),
             rounds: RoundGauges::new(&[kind]),
             probes: Vec::new(),
-            ping: None,
             trace: (kind == ProbeKind::Trace).then(|| TraceSeries::new(false)),
             modules: Vec::new(),
         }
@@ -111,7 +107,6 @@ impl TargetSeries {
             }
         }
         match &sample.measurement {
-            Measurement::Ping(r) => self.ping.iter().for_each(|s| s.observe(r)),
             Measurement::Trace(r) => self.trace.iter().for_each(|s| s.observe(r)),
             Measurement::Module(r) => ModuleSeries::observe(&self.modules, r),
             _ => {}
@@ -211,23 +206,31 @@ pub fn write_targets_in_chunks(
             each(o, &|t, l| t.rounds.write(g, l))
         });
     }
-    let others = PROBE_FAMILIES
-        .iter()
-        .chain(&ping::FAMILIES)
-        .chain(&trace::FAMILIES);
-    for f in others {
-        family(out, f.name, f.help, f.kind, |o| {
-            each(o, &|t, l| (f.write)(t, f.name, l))
-        });
+    let write = |out: &mut String, families: &[Family]| {
+        for f in families {
+            family(out, f.name, f.help, f.kind, |o| {
+                each(o, &|t, l| (f.write)(t, f.name, l))
+            });
+        }
+    };
+    write(out, &PROBE_FAMILIES);
+    // Each kind's families in the order of the kinds (ping's before trace's, as always).
+    for kind in ProbeKind::every() {
+        match kind {
+            ProbeKind::Trace => write(out, &trace::FAMILIES),
+            ProbeKind::Module(m) => {
+                modules::write_families(out, m, &|o, w| each(o, &|t, l| w(&t.modules, l)));
+            }
+            _ => {}
+        }
     }
-    modules::write_families(out, &|o, write| each(o, &|t, l| write(&t.modules, l)));
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use vantage_core::{Config, DnsPhases, DnsReport};
+    use vantage_core::{Config, DnsPhases, DnsReport, PingReport};
 
     use super::*;
 
@@ -261,7 +264,7 @@ mod tests {
         }
         let round = |quality| Sample {
             target: "gw".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             timestamp: SystemTime::now(),
             duration: Duration::from_millis(2),
             success: true,
@@ -278,6 +281,77 @@ mod tests {
         assert_eq!(flagged(&text, "ping", "memory"), Some(0.0));
         assert_eq!(flagged(&text, "trace", "cpu"), Some(0.0));
         assert!(text.contains(&format!("# TYPE {} counter", PROBE_FAMILIES[2].name)));
+    }
+
+    /// A ping round of `r`, at a fixed time.
+    fn ping_round(r: Option<PingReport>, success: bool) -> Sample {
+        Sample {
+            target: "gw".into(),
+            probe: ProbeKind::PING,
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_micros(2_004_100),
+            success,
+            error: None,
+            measurement: r.map_or(Measurement::None, Measurement::from),
+            quality: RoundQuality::empty(),
+        }
+    }
+
+    /// Ping targets' series (one running ping alone, one with trace too), before their first
+    /// round and after rounds with replies, without and without a report, are those the daemon
+    /// wrote when ping was a built-in kind (committed as written then): names, labels, help,
+    /// order and values.
+    #[test]
+    fn ping_targets_series_are_those_of_the_built_in_kind() {
+        let cfg = Config::parse(
+            "[[targets]]\nname = \"gw\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n\
+             labels = { site = \"lab\" }\n\
+             [[targets]]\nname = \"both\"\nhost = \"127.0.0.2\"\nprobes = [\"ping\", \"trace\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let t = TargetSeries::new(&cfg.targets[0]);
+        let both = TargetSeries::new(&cfg.targets[1]);
+        let device = [("device".to_string(), "probe-1".to_string())];
+        let mut text = String::new();
+        write_targets(&[&t, &both], &device, &mut text);
+        let us = Duration::from_micros;
+        let answered = PingReport {
+            address: Some("127.0.0.1".parse().unwrap()),
+            sent: 5,
+            received: 4,
+            duplicates: 1,
+            icmp_errors: 0,
+            rtts: vec![us(40), us(900), us(1_500), us(2_600)],
+            kernel_send_stamps: 4,
+        };
+        let unreachable = PingReport {
+            sent: 5,
+            icmp_errors: 2,
+            ..PingReport::default()
+        };
+        t.observe(&ping_round(Some(answered), true));
+        t.observe(&ping_round(Some(unreachable), false));
+        t.observe(&ping_round(None, false));
+        both.observe(&ping_round(
+            Some(PingReport {
+                sent: 1,
+                received: 1,
+                rtts: vec![us(30_000_000)],
+                ..PingReport::default()
+            }),
+            true,
+        ));
+        text.push_str("# after rounds\n");
+        write_targets(&[&t, &both], &device, &mut text);
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/metrics/testdata/ping-target.prom"
+        );
+        if std::env::var_os("WRITE_PING_FIXTURE").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert_eq!(text, include_str!("testdata/ping-target.prom"));
     }
 
     /// A DNS round of `r`, at a fixed time.

@@ -128,7 +128,7 @@ mod round_json_tests {
     fn flagged_rounds_list_their_flags_and_others_have_none() {
         let mut s = Sample {
             target: "t".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             duration: Duration::from_millis(3),
             success: true,

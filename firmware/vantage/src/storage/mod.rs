@@ -349,8 +349,8 @@ http = { url = "https://www.example.test/health" }
         );
         let ping = sample(
             "gw",
-            ProbeKind::Ping,
-            Measurement::Ping(PingReport {
+            ProbeKind::PING,
+            Measurement::from(PingReport {
                 sent: 4,
                 received: 3,
                 duplicates: 1,
@@ -410,7 +410,7 @@ http = { url = "https://www.example.test/health" }
             },
             SeriesKey {
                 target: "gw".into(),
-                probe: ProbeKind::Ping,
+                probe: ProbeKind::PING,
                 labels: Arc::new(Labels::new()),
             },
             SeriesKey {

@@ -606,8 +606,8 @@ async fn test_target(
                 "error": format!("the {kind} probe is not available in this version") }));
             continue;
         };
-        let round = match kind {
-            ProbeKind::Ping => target.ping.round_length(),
+        let round = match *kind {
+            ProbeKind::PING => target.ping.round_length(),
             _ => TEST_NOW_LIMIT,
         };
         let deadline = (round + Duration::from_millis(500)).min(TEST_NOW_LIMIT);
@@ -625,7 +625,7 @@ async fn test_target(
             "duration_ms": s.duration.as_secs_f64() * 1000.0,
             "error": s.error.as_ref().map(ToString::to_string),
         });
-        if let Measurement::Ping(p) = &s.measurement {
+        if let Some(p) = s.measurement.ping() {
             r["address"] = json!(p.address);
             r["sent"] = json!(p.sent);
             r["received"] = json!(p.received);

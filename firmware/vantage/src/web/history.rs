@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use vantage_core::{JobKey, Measurement, Observer, ProbeError, ProbeKind, Sample};
+use vantage_core::{JobKey, Observer, ProbeError, ProbeKind, Sample};
 
 /// Width of one history bucket.
 pub const BUCKET: Duration = Duration::from_secs(60);
@@ -107,8 +107,8 @@ impl MemoryHistory {
         let bucket_t =
             ((ts as u64) / BUCKET.as_secs() * BUCKET.as_secs()).min(u64::from(u32::MAX)) as u32;
         let mut detail = None;
-        let (rtt, loss, sent, lost, address) = match (&s.measurement, s.measurement.dns()) {
-            (Measurement::Ping(p), _) => (
+        let (rtt, loss, sent, lost, address) = match (s.measurement.ping(), s.measurement.dns()) {
+            (Some(p), _) => (
                 p.mean().map(ms),
                 Some(p.loss_ratio()),
                 p.sent,
@@ -599,17 +599,17 @@ impl HistorySource for StoreHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_core::PingReport;
+    use vantage_core::{Measurement, PingReport};
 
     fn sample(t: u64, ok: bool, rtt_ms: u64) -> Sample {
         Sample {
             target: "gw".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             timestamp: UNIX_EPOCH + Duration::from_secs(t),
             duration: Duration::from_millis(rtt_ms),
             success: ok,
             error: None,
-            measurement: Measurement::Ping(PingReport {
+            measurement: Measurement::from(PingReport {
                 address: Some("192.0.2.1".parse().unwrap()),
                 sent: 2,
                 received: if ok { 2 } else { 0 },
@@ -636,22 +636,22 @@ mod tests {
         for i in 0..(3 * 3600) {
             h.record(&sample(start + i, i % 4 != 0, 10 + i % 3));
         }
-        let s = h.series("gw", ProbeKind::Ping, UNIX_EPOCH);
+        let s = h.series("gw", ProbeKind::PING, UNIX_EPOCH);
         assert_eq!(s.len(), BUCKETS);
         let last = s.last().unwrap();
         assert_eq!(last.rounds, 60);
         assert_eq!(last.successes, 45);
         assert!((last.loss.unwrap() - 0.25).abs() < 1e-9);
         assert!((last.rtt_ms.unwrap() - 11.0).abs() < 0.1, "{last:?}");
-        let l = h.latest("gw", ProbeKind::Ping).unwrap();
+        let l = h.latest("gw", ProbeKind::PING).unwrap();
         assert!(l.last_success.is_some());
         // A failure keeps the time of the last success.
         h.record(&sample(start + 4 * 3600, false, 0));
-        let l2 = h.latest("gw", ProbeKind::Ping).unwrap();
+        let l2 = h.latest("gw", ProbeKind::PING).unwrap();
         assert!(!l2.success);
         assert_eq!(l2.last_success, Some(l.timestamp));
         h.retain(&|t| t != "gw");
-        assert!(h.latest("gw", ProbeKind::Ping).is_none());
+        assert!(h.latest("gw", ProbeKind::PING).is_none());
     }
     /// After a start, the status view reads the store for the time before it once; the
     /// minutes since come from memory, so refreshes read nothing however many targets run.
@@ -677,7 +677,7 @@ mod tests {
         }
         store.flush().unwrap();
         let h = StoreHistory::started_at(memory, store.clone(), started);
-        let keys = [("gw", ProbeKind::Ping), ("other", ProbeKind::Ping)];
+        let keys = [("gw", ProbeKind::PING), ("other", ProbeKind::PING)];
         let since = UNIX_EPOCH + Duration::from_secs(now - 3600);
         let first = h.series_many(&keys, since);
         let read = store.stats().blocks_read;
@@ -726,7 +726,7 @@ mod tests {
         let h = StoreHistory::new(Arc::new(MemoryHistory::default()), store.clone());
         let keys: Vec<(&str, ProbeKind)> = targets
             .iter()
-            .map(|t| (t.as_str(), ProbeKind::Ping))
+            .map(|t| (t.as_str(), ProbeKind::PING))
             .collect();
         let since = now - BUCKET * BUCKETS as u32;
         let before = store.stats().blocks_read;
@@ -775,7 +775,7 @@ mod tests {
 mod cost {
     use super::*;
     use std::time::Instant;
-    use vantage_core::PingReport;
+    use vantage_core::{Measurement, PingReport};
 
     #[test]
     #[ignore = "a measurement; prints figures"]
@@ -793,12 +793,12 @@ mod cost {
                 .iter()
                 .map(|t| Sample {
                     target: t.as_str().into(),
-                    probe: ProbeKind::Ping,
+                    probe: ProbeKind::PING,
                     timestamp: now - Duration::from_secs(s),
                     duration: Duration::from_millis(2),
                     success: true,
                     error: None,
-                    measurement: Measurement::Ping(PingReport {
+                    measurement: Measurement::from(PingReport {
                         sent: 1,
                         received: 1,
                         rtts: vec![Duration::from_millis(2)],
@@ -818,8 +818,8 @@ mod cost {
         let refresh = || {
             let t = Instant::now();
             for name in &targets {
-                assert!(h.series(name, ProbeKind::Ping, since).len() >= 60);
-                assert!(h.latest(name, ProbeKind::Ping).is_some());
+                assert!(h.series(name, ProbeKind::PING, since).len() >= 60);
+                assert!(h.latest(name, ProbeKind::PING).is_some());
             }
             t.elapsed()
         };

@@ -133,7 +133,7 @@ fn kind_of(
 ) -> ApiResult<ProbeKind> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     match q.kind.as_deref().map(str::parse::<ProbeKind>) {
-        Some(Ok(k @ (ProbeKind::Ping | ProbeKind::Trace))) => Ok(k),
+        Some(Ok(k @ (ProbeKind::PING | ProbeKind::Trace))) => Ok(k),
         other => Err(ApiError::fields(
             StatusCode::BAD_REQUEST,
             "bad query",
@@ -266,7 +266,7 @@ async fn ping(prober: &dyn Probe, mut target: Target, out: &Out) {
     };
     let mut summary = json!({"type": "summary", "kind": "ping", "success": s.success,
         "error": s.error.as_ref().map(ToString::to_string), "sent": 0, "received": 0});
-    if let Measurement::Ping(p) = &s.measurement {
+    if let Some(p) = s.measurement.ping() {
         summary["address"] = json!(p.address);
         summary["sent"] = json!(p.sent);
         summary["received"] = json!(p.received);

@@ -1055,12 +1055,12 @@ async fn status_shows_latest_results_and_history() {
     for i in 0..3u64 {
         f.history.record(&Sample {
             target: "loop".into(),
-            probe: ProbeKind::Ping,
+            probe: ProbeKind::PING,
             timestamp: now - Duration::from_secs(120 - i * 60),
             duration: Duration::from_millis(3),
             success: i != 1,
             error: None,
-            measurement: Measurement::Ping(PingReport {
+            measurement: Measurement::from(PingReport {
                 address: Some("127.0.0.1".parse().unwrap()),
                 sent: 1,
                 received: u32::from(i != 1),
@@ -2190,12 +2190,12 @@ async fn store_and_leds_sections_validate_and_say_when_a_restart_is_needed() {
 fn ping_sample(target: &str, at: SystemTime, ok: bool, rtt: Duration) -> Sample {
     Sample {
         target: target.into(),
-        probe: ProbeKind::Ping,
+        probe: ProbeKind::PING,
         timestamp: at,
         duration: rtt,
         success: ok,
         error: (!ok).then_some(vantage_core::ProbeError::Timeout),
-        measurement: Measurement::Ping(PingReport {
+        measurement: Measurement::from(PingReport {
             address: Some("127.0.0.1".parse().unwrap()),
             sent: 2,
             received: if ok { 2 } else { 0 },
@@ -2226,7 +2226,7 @@ async fn history_comes_from_the_store_and_survives_a_restart() {
     }
     // "Restart": a new daemon on the same data directory, with nothing in memory.
     let f = Fixture::with_store(dir, Some(CONFIG)).await.log_in().await;
-    assert!(super::HistorySource::latest(&*f.history, "loop", ProbeKind::Ping).is_none());
+    assert!(super::HistorySource::latest(&*f.history, "loop", ProbeKind::PING).is_none());
     let h = f
         .get("/api/history?target=loop&probe=ping&minutes=60")
         .await;
