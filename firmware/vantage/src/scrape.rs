@@ -174,7 +174,7 @@ fn to_openmetrics(text: &str, out: &mut String) {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             if let Some(h) = help.replace(rest) {
                 out.push_str("# HELP ");
-                out.push_str(h);
+                push_help(out, h);
             }
             continue;
         }
@@ -191,9 +191,9 @@ fn to_openmetrics(text: &str, out: &mut String) {
                 match h.strip_prefix(name).filter(|doc| doc.starts_with(' ')) {
                     Some(doc) => {
                         out.push_str(family);
-                        out.push_str(doc);
+                        push_help(out, doc);
                     }
-                    None => out.push_str(h),
+                    None => push_help(out, h),
                 }
             }
             out.push_str("# TYPE ");
@@ -205,13 +205,22 @@ fn to_openmetrics(text: &str, out: &mut String) {
         }
         if let Some(h) = help.take() {
             out.push_str("# HELP ");
-            out.push_str(h);
+            push_help(out, h);
         }
         out.push_str(line);
     }
     if let Some(h) = help {
         out.push_str("# HELP ");
-        out.push_str(h);
+        push_help(out, h);
+    }
+}
+
+/// A help text as OpenMetrics escapes it: `\\` and `\n` as in the text format, and `"` too.
+fn push_help(out: &mut String, help: &str) {
+    if help.contains('"') {
+        out.push_str(&help.replace('"', "\\\""));
+    } else {
+        out.push_str(help);
     }
 }
 
@@ -382,7 +391,7 @@ mod tests {
     #[test]
     fn counters_are_named_as_openmetrics_has_them() {
         let text = "# HELP a_total Rounds.\n# TYPE a_total counter\na_total{t=\"x\"} 3\n\
-                    # HELP b Bytes.\n# TYPE b gauge\nb 1\n\
+                    # HELP b Bytes (send = \"gaps\").\n# TYPE b gauge\nb 1\n\
                     # HELP c_count Odd.\n# TYPE c_count counter\nc_count 2\n\
                     # TYPE d_total counter\nd_total 0\n\
                     # HELP h Hist.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n";
@@ -391,7 +400,7 @@ mod tests {
         assert_eq!(
             out,
             "# HELP a Rounds.\n# TYPE a counter\na_total{t=\"x\"} 3\n\
-             # HELP b Bytes.\n# TYPE b gauge\nb 1\n\
+             # HELP b Bytes (send = \\\"gaps\\\").\n# TYPE b gauge\nb 1\n\
              # HELP c_count Odd.\n# TYPE c_count unknown\nc_count 2\n\
              # TYPE d counter\nd_total 0\n\
              # HELP h Hist.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n"

@@ -87,7 +87,13 @@ impl FlaggedShare {
                 *f += u64::from(n);
             }
         }
-        flagged.map(|n| if rounds == 0 { 0.0 } else { n as f64 / rounds as f64 })
+        flagged.map(|n| {
+            if rounds == 0 {
+                0.0
+            } else {
+                n as f64 / rounds as f64
+            }
+        })
     }
 }
 
@@ -150,7 +156,11 @@ mod tests {
             .collect();
         reasons.sort_unstable();
         assert_eq!(reasons, ["cpu", "late", "memory"]);
-        assert!(f[0].get_metric().iter().all(|m| m.get_gauge().get_value() == 0.0));
+        assert!(
+            f[0].get_metric()
+                .iter()
+                .all(|m| m.get_gauge().get_value() == 0.0)
+        );
         s.add(RoundQuality::MEMORY);
         let f = s.collect();
         let memory = f[0]
