@@ -55,6 +55,7 @@ contributors() {
   t=$(triple "$1")
   # Stripping is a link step: an unstripped twin of the dist build, in a directory of its own.
   CARGO_TARGET_DIR=target/size CARGO_PROFILE_DIST_STRIP=false \
+    RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$(grep -v '^#' scripts/dist-rustflags)" \
     cargo build --locked --profile dist --target "$t" -p vantage --bin vantage >&2
   local bin=target/size/$t/dist/vantage
   echo "unstripped dist binary $t: $(stat -c %s "$bin") bytes"

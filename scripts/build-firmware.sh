@@ -93,6 +93,12 @@ glibc_needed() {
   readelf -W --dyn-syms "$1" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1
 }
 
+# With --target, RUSTFLAGS reach only the target's code, not build scripts or proc macros.
+if [ "$profile" = dist ]; then
+  RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$(grep -v '^#' scripts/dist-rustflags)"
+  export RUSTFLAGS
+fi
+
 built=()
 for t in "${targets[@]}"; do
   echo "==> building $t ($profile)"
