@@ -333,7 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_scrape_goes_out_in_bounded_chunks_and_reads_as_the_whole() {
-        let m = metrics(300);
+        let m = metrics(600);
         let whole = m.render();
         assert!(whole.len() > 4 * SCRAPE_CHUNK, "{} bytes", whole.len());
         let resp = answer(m.clone(), None, &headers("identity"));
@@ -356,7 +356,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gzipped_scrape_is_one_stream_of_the_whole() {
-        let m = metrics(300);
+        let m = metrics(600);
         let whole = m.render();
         let resp = answer(m.clone(), None, &headers("gzip"));
         assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
@@ -409,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_openmetrics_scrape_ends_with_eof_and_names_counter_families_without_total() {
-        let m = metrics(300);
+        let m = metrics(600);
         let whole = m.render();
         // What Prometheus 2.x sends.
         let mut h = HeaderMap::new();

