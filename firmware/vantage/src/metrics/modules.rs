@@ -79,24 +79,22 @@ pub fn write_families(
     m: ModuleId,
     each: &dyn Fn(&mut String, WriteOne<'_>) -> bool,
 ) {
-    {
-        for (i, def) in m.module().histograms().iter().enumerate() {
-            family(out, def.name, def.help, Kind::Histogram, |o| {
-                each(o, &|series, l| {
-                    if let Some(h) = series.iter().find(|s| s.kind == m) {
-                        h.histograms[i].write(def.name, l);
-                    }
-                })
-            });
-        }
-        for (i, def) in m.module().counters().iter().enumerate() {
-            family(out, def.name, def.help, Kind::Counter, |o| {
-                each(o, &|series, l| {
-                    if let Some(s) = series.iter().find(|s| s.kind == m) {
-                        l.sample(def.name, &[], None, s.counters[i].get() as f64);
-                    }
-                })
-            });
-        }
+    for (i, def) in m.module().histograms().iter().enumerate() {
+        family(out, def.name, def.help, Kind::Histogram, |o| {
+            each(o, &|series, l| {
+                if let Some(h) = series.iter().find(|s| s.kind == m) {
+                    h.histograms[i].write(def.name, l);
+                }
+            })
+        });
+    }
+    for (i, def) in m.module().counters().iter().enumerate() {
+        family(out, def.name, def.help, Kind::Counter, |o| {
+            each(o, &|series, l| {
+                if let Some(s) = series.iter().find(|s| s.kind == m) {
+                    l.sample(def.name, &[], None, s.counters[i].get() as f64);
+                }
+            })
+        });
     }
 }

@@ -155,15 +155,14 @@ const PROBE_FAMILIES: [Family; 3] = [
     },
 ];
 
-/// Every target's series as text: family by family, target by target. `device` labels go on
-/// every series unless the target has a label of the same name.
-/// Every target's families into `out`.
+/// Every target's series as text into `out`: family by family, target by target. `device`
+/// labels go on every series unless the target has a label of the same name.
 pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out: &mut String) {
     write_targets_in_chunks(targets, device, out, &mut |_| {});
 }
 
-/// Every target's families into `out`; at a target's end, with [`super::SCRAPE_CHUNK`] bytes
-/// or more in `out`, `flush` is given them. Only after a line of the family was written, so
+/// [`write_targets`], handing `out` to `flush` at a target's end whenever it holds
+/// [`super::SCRAPE_CHUNK`] bytes or more. Only after a line of the family was written, so
 /// the family's header, once flushed, is never taken back.
 pub fn write_targets_in_chunks(
     targets: &[&TargetSeries],
@@ -298,7 +297,7 @@ mod tests {
     }
 
     /// Ping targets' series (one running ping alone, one with trace too), before their first
-    /// round and after rounds with replies, without and without a report, are those the daemon
+    /// round and after rounds with replies, with and without a report, are those the daemon
     /// wrote when ping was a built-in kind (committed as written then): names, labels, help,
     /// order and values.
     #[test]
