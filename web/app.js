@@ -578,12 +578,17 @@ function lossColour(loss) {
   return (LOSS_COLOURS.find(([lim]) => lim > 0 && loss <= lim) || LOSS_COLOURS[LOSS_COLOURS.length - 1])[1];
 }
 
+// What a probe's marks are, whose changes the chart and the list show.
+const MARK_NAMES = { dns: 'rcode', trace: 'path', http: 'status' };
+const markName = (probe) => MARK_NAMES[probe] || 'outcome';
+
 function summaryText(d, what) {
   const s = d.summary;
   if (!s.rounds) return d.store_open === false ? 'The sample store is not open (the log says why): no history to show.' : `No rounds stored in the last ${d.range}.`;
   return `Last ${d.range}: ${s.rounds} round${s.rounds === 1 ? '' : 's'}, loss ${pct(s.loss)}; ${what} median ${ms(s.median_ms)}, ` +
     `min ${ms(s.min_ms)}, avg ${ms(s.avg_ms)}, max ${ms(s.max_ms)}, stddev ${ms(s.stddev_ms)}` +
-    (d.changes_total ? `; ${d.changes_total} ${d.probe === 'dns' ? 'rcode' : 'path'} change${d.changes_total > 1 ? 's' : ''}` : '') + '.';
+    (d.changes_total ? `; ${d.changes_total} ${markName(d.probe)} change${d.changes_total > 1 ? 's' : ''}` : '') +
+    (s.flagged ? `; ${s.flagged} round${s.flagged > 1 ? 's' : ''} flagged for the device's load (▲)` : '') + '.';
 }
 
 // SmokePing-style: the 10–90 % and 25–75 % spread of each bucket as shades, the median as a
@@ -615,14 +620,20 @@ function smokeChart(d, what) {
   }
   for (const p of d.points) {
     const x0 = x(p.t);
-    const g = svg('g', { class: 'pt', 'data-t': p.t, 'data-median': p.median_ms === null ? '' : p.median_ms, 'data-loss': p.loss === null ? '' : p.loss, 'data-rounds': p.rounds });
+    const g = svg('g', { class: 'pt', 'data-t': p.t, 'data-median': p.median_ms === null ? '' : p.median_ms, 'data-loss': p.loss === null ? '' : p.loss, 'data-rounds': p.rounds, 'data-flagged': p.flagged || 0 });
     const tip = svg('title', {});
-    tip.textContent = `${new Date(p.t * 1000).toLocaleString()}: ${p.rounds} rounds, median ${ms(p.median_ms)} (10–90 %: ${ms(p.p10_ms)}–${ms(p.p90_ms)}), loss ${pct(p.loss)}`;
+    tip.textContent = `${new Date(p.t * 1000).toLocaleString()}: ${p.rounds} rounds, median ${ms(p.median_ms)} (10–90 %: ${ms(p.p10_ms)}–${ms(p.p90_ms)}), loss ${pct(p.loss)}` +
+      (p.flagged ? `; ${p.flagged} flagged for the device's load` : '');
     g.append(tip);
     if (p.median_ms !== null) {
       g.append(svg('rect', { class: 'spread90', x: x0, width: bw, y: y(p.p90_ms), height: Math.max(0.5, y(p.p10_ms) - y(p.p90_ms)) }));
       g.append(svg('rect', { class: 'spread50', x: x0, width: bw, y: y(p.p75_ms), height: Math.max(0.5, y(p.p25_ms) - y(p.p75_ms)) }));
       g.append(svg('rect', { class: 'median', x: x0, width: Math.max(bw, 1.5), y: y(p.median_ms) - 1.5, height: 3, fill: lossColour(p.loss) }));
+    }
+    if (p.flagged) {
+      // A triangle at the top: the bucket's times may include the device's own delays.
+      const cx = x0 + Math.max(bw, 1.5) / 2;
+      g.append(svg('path', { class: 'flag', d: `M${cx - 4} ${top} L${cx + 4} ${top} L${cx} ${top + 7} Z` }));
     }
     if (p.loss) {
       const lh = Math.max(2, p.loss * 14);
@@ -636,19 +647,23 @@ function smokeChart(d, what) {
   return el;
 }
 
-function lossLegend() {
+function swatch(colour) {
+  const sw = h('span', { class: 'swatch' });
+  sw.style.background = colour; // through the CSSOM: the page's CSP refuses style attributes
+  return sw;
+}
+
+function lossLegend(d) {
   return h('div', { class: 'legend small muted' }, 'Median coloured by loss: ',
-    LOSS_COLOURS.map(([, c, label]) => {
-      const sw = h('span', { class: 'swatch' });
-      sw.style.background = c; // through the CSSOM: the page's CSP refuses style attributes
-      return h('span', { class: 'key' }, sw, label);
-    }),
-    h('span', { class: 'key' }, h('span', { class: 'swatch shade' }), 'spread 10–90 % and 25–75 %'));
+    LOSS_COLOURS.map(([, c, label]) => h('span', { class: 'key' }, swatch(c), label)),
+    h('span', { class: 'key' }, h('span', { class: 'swatch shade' }), 'spread 10–90 % and 25–75 %'),
+    d.changes ? h('span', { class: 'key' }, h('span', { class: 'dash' }), `${markName(d.probe)} change`) : null,
+    h('span', { class: 'key' }, h('span', { class: 'flag-key', 'aria-hidden': 'true' }, '▲'), "rounds flagged for the device's load"));
 }
 
 function changesList(d) {
-  if (!d.changes || !d.changes.length) return h('p', { class: 'small muted' }, `No ${d.probe === 'dns' ? 'rcode' : 'path'} changes in the last ${d.range}` + (d.current ? ` (now ${d.current}).` : '.'));
-  const what = d.probe === 'dns' ? 'rcode' : 'path';
+  const what = markName(d.probe);
+  if (!d.changes || !d.changes.length) return h('p', { class: 'small muted' }, `No ${what} changes in the last ${d.range}` + (d.current ? ` (now ${d.current}).` : '.'));
   return h('div', {}, h('h3', {}, `${what} changes`),
     h('ol', { class: 'changes small' }, d.changes.map((c) => h('li', { 'data-t': c.t },
       h('span', { class: 'muted' }, new Date(c.t * 1000).toLocaleString()), ' ',
@@ -791,6 +806,112 @@ function runNowPart(name, probe) {
   return h('div', { class: 'run-now' }, h('div', { class: 'row' }, button, h('span', { class: 'hint' }, ` ${what}, shown as the answers arrive`)), panel);
 }
 
+// ---------- phases (DNS, TCP, HTTP): each phase's mean per bucket, stacked ----------
+
+// Okabe-Ito colours in the phases' order (told apart with the common colour-vision
+// deficiencies), each phase also named in the legend, the tooltip and the summary.
+const PHASE_COLOURS = ['#56B4E9', '#E69F00', '#009E73', '#0072B2', '#CC79A7'];
+
+function phaseMeans(d) {
+  const names = d.phases.names;
+  return names.map((_, i) => {
+    const v = d.phases.points.map((p) => p.ms[i]).filter((x) => x !== null);
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
+  });
+}
+
+function phaseSummary(d) {
+  const ph = d.phases;
+  if (!ph.points.length) {
+    const limit = duration(ph.max_range_seconds);
+    return d.to - d.from > ph.max_range_seconds ? `Phases are read from the stored rounds: over ${limit} at most; choose a shorter range.` : `No phases stored in the last ${d.range}.`;
+  }
+  const parts = ph.names.map((n, i) => [n, phaseMeans(d)[i]]).filter(([, v]) => v !== null).map(([n, v]) => `${n} ${ms(v)}`);
+  return `Phases over the last ${d.range}, mean per round: ${parts.join(', ')} (${ph.points.length} buckets).`;
+}
+
+function phaseChart(d) {
+  // Room above the top line for its label, drawn larger at a phone's width.
+  const W = 600, H = 170, top = 18, bottom = 22, left = 58;
+  const ph = d.phases;
+  const el = svg('svg', { class: 'smoke phases', viewBox: `0 0 ${W} ${H}`, role: 'img', 'data-probe': d.probe });
+  const title = svg('title', {});
+  title.textContent = phaseSummary(d);
+  el.append(title);
+  const span = Math.max(1, d.to - d.from);
+  const bw = Math.max(1.5, (W - left) * d.step_seconds / span);
+  const x = (t) => left + ((t - d.from) / span) * (W - left);
+  const total = (p) => p.ms.reduce((a, v) => a + (v || 0), 0);
+  const max = Math.max(0.01, ...ph.points.map(total)) * 1.1;
+  const y = (v) => top + (1 - v / max) * (H - top - bottom);
+  for (const f of [0, 1]) {
+    el.append(svg('line', { class: 'grid', x1: left, x2: W, y1: y(max * f), y2: y(max * f) }));
+    // The top line's label (with its unit) above the line, where a phone's larger text fits.
+    const lab = f ? svg('text', { class: 'axis', x: left, y: top - 4 }) : svg('text', { class: 'axis', x: left - 4, y: y(0) + 4, 'text-anchor': 'end' });
+    lab.textContent = f ? ms(max) : '0';
+    el.append(lab);
+  }
+  for (const p of ph.points) {
+    const g = svg('g', { class: 'phase-pt', 'data-t': p.t, 'data-ms': p.ms.map((v) => (v === null ? '' : v)).join(',') });
+    const tip = svg('title', {});
+    tip.textContent = `${new Date(p.t * 1000).toLocaleString()}: ` + ph.names.map((n, i) => `${n} ${ms(p.ms[i])}`).join(', ');
+    g.append(tip);
+    let acc = 0;
+    p.ms.forEach((v, i) => {
+      if (!v) return;
+      g.append(svg('rect', { class: 'phase', x: x(p.t), width: bw, y: y(acc + v), height: Math.max(0.5, y(acc) - y(acc + v)), fill: PHASE_COLOURS[i % PHASE_COLOURS.length] }));
+      acc += v;
+    });
+    el.append(g);
+  }
+  return el;
+}
+
+function phasePart(d) {
+  if (!d.phases) return null;
+  const ph = d.phases;
+  const legend = h('div', { class: 'legend small muted' }, 'Stacked, bottom up: ',
+    ph.names.map((n, i) => h('span', { class: 'key' }, swatch(PHASE_COLOURS[i % PHASE_COLOURS.length]), n)));
+  return h('div', { class: 'phases-part' }, h('h3', {}, 'Phases'),
+    h('p', { class: 'summary small', 'data-phases': '' }, phaseSummary(d)),
+    ph.points.length ? [phaseChart(d), legend] : null);
+}
+
+// ---------- the latest round: DNS records, HTTP status, TLS certificate ----------
+
+function recordsTable(last) {
+  if (!last.records) return null;
+  if (!last.records.length) return h('p', { class: 'small muted' }, 'The last answer had no records.');
+  const more = last.records_total - last.records.length;
+  return h('div', { class: 'scroll' }, h('table', { class: 'records mono small' },
+    h('thead', {}, h('tr', {}, ['Name', 'Type', 'TTL', 'Data'].map((c) => h('th', {}, c)))),
+    h('tbody', {}, last.records.map((r) => h('tr', {}, h('td', {}, r.name), h('td', {}, r.type), h('td', {}, r.ttl), h('td', { class: 'data' }, r.data))))),
+    h('p', { class: 'hint' }, more > 0 ? `${last.records_total} records; the first ${last.records_max} are shown.` : `At most ${last.records_max} records are shown.`));
+}
+
+function certLine(last) {
+  if (last.cert_not_after === undefined) return null;
+  const days = last.cert_days_left;
+  const when = new Date(last.cert_not_after * 1000).toLocaleDateString();
+  const text = days < 0 ? `TLS certificate expired ${-days} day${days === -1 ? '' : 's'} ago (${when}).` : `TLS certificate expires in ${days} day${days === 1 ? '' : 's'} (${when}).`;
+  // The warning is said in words too, not by colour alone.
+  return h('p', { class: last.cert_warning ? 'cert warn' : 'cert', 'data-days': days },
+    last.cert_warning ? `⚠ ${text} Under ${last.cert_warn_days} days: renew it.` : text);
+}
+
+function lastPart(d) {
+  const last = d.last;
+  if (!last) return d.probe === 'ping' || d.probe === 'trace' ? null : h('p', { class: 'small muted' }, 'No round since the daemon started: the latest answer shows after the next round.');
+  const facts = [];
+  if (last.rcode) facts.push(`rcode ${last.rcode}`);
+  if (last.status !== undefined) facts.push(`status ${last.status}`);
+  for (const k of ['version', 'tls_version', 'transport']) if (last[k]) facts.push(last[k]);
+  if (last.server || last.address) facts.push(`from ${last.server || last.address}`);
+  return h('div', { class: 'last', 'data-last': '' }, h('h3', {}, 'Latest round'),
+    h('p', { class: 'small' }, `${ago(last.t)}: ${facts.join(', ') || 'no answer'}.`),
+    certLine(last), recordsTable(last));
+}
+
 async function probeSection(name, probe) {
   let d;
   try {
@@ -798,14 +919,15 @@ async function probeSection(name, probe) {
   } catch (e) {
     return h('section', { class: 'card' }, h('h2', {}, probe), h('p', { class: 'ferr' }, e.message));
   }
-  const what = { ping: 'RTT', dns: 'lookup', trace: 'last hop RTT' }[probe] || 'time';
+  const what = { ping: 'RTT', dns: 'lookup', trace: 'last hop RTT', tcp: 'connect time', http: 'total time' }[probe] || 'time';
   return h('section', { class: 'card diag', 'data-probe': probe },
     h('h2', {}, `${probe}: ${what}`),
     h('p', { class: 'summary' }, summaryText(d, what)),
-    smokeChart(d, what), lossLegend(),
+    smokeChart(d, what), lossLegend(d),
     runNowPart(name, probe),
     probe === 'trace' ? hopTable(d) : null,
-    probe === 'dns' || probe === 'trace' ? changesList(d) : null);
+    d.changes ? changesList(d) : null,
+    phasePart(d), lastPart(d));
 }
 
 async function showTarget(name) {

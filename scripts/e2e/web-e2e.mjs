@@ -1,6 +1,7 @@
 // Browser end-to-end test of the Vantage page, speaking WebDriver to chromedriver with plain
 // fetch() (no npm packages). Run by scripts/tests.d/50-web-e2e.sh inside a network namespace.
 //   node web-e2e.mjs --url URL --artifacts DIR --data-dir DIR --peer ADDRESS
+//     --dns-port PORT --web-port PORT --cert-days DAYS   (a DNS and an HTTPS server on loopback)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,9 @@ const URL_ = arg('url');
 const ART = arg('artifacts');
 const DATA = arg('data-dir');
 const PEER = arg('peer');
+const DNS_PORT = Number(arg('dns-port'));
+const WEB_PORT = Number(arg('web-port'));
+const CERT_DAYS = Number(arg('cert-days'));
 const PASSWORD = 'e2e password, long enough';
 const DRIVER_PORT = 9515;
 const DRIVER = `http://127.0.0.1:${DRIVER_PORT}`;
@@ -216,6 +220,30 @@ async function main() {
       await shot('10-deleted');
     });
 
+    await step('a DNS and an HTTPS target added to the file by hand run from the reload', async () => {
+      writeFileSync(join(DATA, 'vantage.toml'), `${configText()}
+[[targets]]
+name = "resolver"
+host = "127.0.0.1"
+probes = ["dns"]
+dns = { query = "www.page.test", port = ${DNS_PORT}, interval = "1s", timeout = "500ms" }
+
+[[targets]]
+name = "site"
+host = "127.0.0.1"
+probes = ["tcp", "http"]
+tcp = { port = ${WEB_PORT}, tls = true, insecure = true, interval = "1s", timeout = "500ms" }
+http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s", timeout = "800ms" }
+`);
+      // From another view: the targets list is read when it is shown.
+      await wd('POST', s('/url'), { url: `${URL_}#/status` });
+      await waitCss('section.grid');
+      await wd('POST', s('/url'), { url: `${URL_}#/targets` });
+      await waitFor('hand-edit banner', () => exec("return /edited by hand/.test(document.body.innerText)"));
+      await click('.banner button');
+      await waitFor('rows of the new targets', () => exec("return !/edited by hand/.test(document.body.innerText) && document.querySelector('tr[data-target=resolver]') !== null && document.querySelector('tr[data-target=site]') !== null"));
+    });
+
     await step('settings page: add a remote_write endpoint (checked as typed, secret kept off the page)', async () => {
       await wd('POST', s('/url'), { url: `${URL_}#/settings` });
       await waitCss('#rw-add');
@@ -350,7 +378,7 @@ async function main() {
         if (!p) throw new Error(`${probe}: the chart has a point at ${d.t} the API does not`);
         if (Number(d.t) >= closed) continue;
         const same = (a, b) => (a === '' && b === null) || Math.abs(Number(a) - b) < 1e-9;
-        if (!same(d.median, p.median_ms) || !same(d.loss, p.loss) || Number(d.rounds) !== p.rounds) {
+        if (!same(d.median, p.median_ms) || !same(d.loss, p.loss) || Number(d.rounds) !== p.rounds || Number(d.flagged) !== p.flagged) {
           throw new Error(`${probe} point ${d.t}: chart ${JSON.stringify(d)} against API ${JSON.stringify(p)}`);
         }
         checked++;
@@ -371,7 +399,11 @@ async function main() {
             const sel = '.diag[data-probe=${probe}]';
             const pts = [...document.querySelectorAll(sel + ' svg.smoke g.pt')].map((g) => Object.assign({}, g.dataset));
             const hops = document.querySelectorAll(sel + ' table.hops tr[data-hop]').length;
-            fetch('/api/targets/${name}/history?probe=${probe}&range=1h').then((r) => r.json()).then((api) => done({ pts, hops, api }));`,
+            const phasePts = [...document.querySelectorAll(sel + ' svg.phases g.phase-pt')].map((g) => Object.assign({}, g.dataset));
+            const records = [...document.querySelectorAll(sel + ' table.records tbody tr')].map((tr) => [...tr.children].map((td) => td.textContent));
+            const cert = document.querySelector(sel + ' .cert');
+            const extra = { phasePts, records, cert: cert && { text: cert.textContent, warn: cert.classList.contains('warn'), days: Number(cert.dataset.days) } };
+            fetch('/api/targets/${name}/history?probe=${probe}&range=1h').then((r) => r.json()).then((api) => done({ pts, hops, api, ...extra }));`,
           args: [],
         });
         return done(last);
@@ -401,6 +433,11 @@ async function main() {
       const summary = await exec("return document.querySelector('.diag[data-probe=ping] .summary').textContent");
       if (!/rounds?, loss/.test(summary)) throw new Error(summary);
       if (pts.length < 2 || !api.points.length) throw new Error('too few points');
+      // Rounds flagged for the device's load: a triangle on each bucket that has any.
+      const marks = await exec("return document.querySelectorAll('.diag[data-probe=ping] svg.smoke g.pt path.flag').length");
+      const flaggedBuckets = pts.filter((p) => Number(p.flagged) > 0).length;
+      if (marks !== flaggedBuckets) throw new Error(`${marks} load marks for ${flaggedBuckets} flagged buckets`);
+      if (!/flagged for the device's load/.test(await exec("return document.querySelector('.diag[data-probe=ping] .legend').textContent"))) throw new Error('no load mark in the legend');
       await shot('23-target-ping');
       await click('button[data-range="24h"]');
       await waitFor('24 h range', () => exec("return document.querySelector('button[data-range=\"24h\"]').getAttribute('aria-pressed') === 'true' && /Last 24h/.test(document.body.innerText)"));
@@ -429,6 +466,94 @@ async function main() {
     await step('Run now on a trace target fills the hop table with the peer as it answers', async () => {
       await runNowOn('path', 'trace', `[...document.querySelectorAll('.run table.hops tr[data-hop]')].some((tr) => tr.textContent.includes('${PEER}'))`, /^5 traces, destination reached in 1 hop\b/);
       await shot('25-run-now-trace');
+    });
+
+    // Each drawn phase bucket against the API's, and, for buckets that are over, each phase
+    // against the mean of the stored rounds' `PHASE_seconds` in /api/samples.
+    const comparePhases = async (name, probe, r) => {
+      const ph = r.api.phases;
+      if (!r.phasePts.length) throw new Error(`${probe}: no phases drawn`);
+      const byT = new Map(ph.points.map((p) => [String(p.t), p]));
+      for (const d of r.phasePts) {
+        const p = byT.get(d.t);
+        const drawn = d.ms.split(',').map((v) => (v === '' ? null : Number(v)));
+        if (!p || JSON.stringify(drawn) !== JSON.stringify(p.ms)) throw new Error(`${probe} phases at ${d.t}: chart ${d.ms}, API ${JSON.stringify(p)}`);
+      }
+      const step_ = r.api.step_seconds;
+      const closed = Math.floor(Date.now() / 1000 / step_) * step_ - step_;
+      const done = ph.points.filter((p) => p.t < closed);
+      if (!done.length) return 0;
+      const from = done[0].t, to = done[done.length - 1].t + step_;
+      const samples = await exec(`return fetch('/api/samples?target=${name}&probe=${probe}&from=${from}&to=${to}').then((r) => r.json())`);
+      for (const p of done) {
+        const rounds = samples.samples.filter((x) => x.timestamp >= p.t && x.timestamp < p.t + step_);
+        ph.names.forEach((n, i) => {
+          const v = rounds.map((x) => x.values[`${n}_seconds`]).filter((x) => x !== undefined);
+          const mean = v.length ? (v.reduce((a, b) => a + b, 0) / v.length) * 1000 : null;
+          const ok = mean === null ? p.ms[i] === null : p.ms[i] !== null && Math.abs(p.ms[i] - mean) < 0.002;
+          if (!ok) throw new Error(`${probe} ${n} at ${p.t}: API ${p.ms[i]} ms, /api/samples ${mean} ms over ${v.length} rounds`);
+        });
+      }
+      return done.length;
+    };
+
+    const phoneFits = async (name) => {
+      await wd('POST', s('/window/rect'), { width: 390, height: 844 });
+      await sleep(300);
+      await shot(name);
+      const wide = await exec('return document.documentElement.scrollWidth > window.innerWidth + 1');
+      await wd('POST', s('/window/rect'), { width: 1280, height: 900 });
+      if (wide) throw new Error('the target page is wider than a phone screen');
+    };
+
+    await step('a DNS target page: lookup chart, phases against /api/samples, the last answer\'s records', async () => {
+      await wd('POST', s('/window/rect'), { width: 1280, height: 900 });
+      let checked = 0;
+      const r = await targetPage('resolver', 'dns', (x) => {
+        compare(x.pts, x.api, 'dns');
+        return x.records.length > 0 && x.phasePts.length > 0 && x.api.phases.points.some((p) => p.t < Math.floor(Date.now() / 60000) * 60 - 60);
+      }, 150000);
+      checked = await comparePhases('resolver', 'dns', r);
+      if (!checked) throw new Error('no finished bucket of phases to check');
+      const data = r.records.map((c) => c[3]).sort().join();
+      if (data !== '192.0.2.21,192.0.2.22,192.0.2.23' || r.records.length !== r.api.last.records.length) throw new Error(`records ${JSON.stringify(r.records)} against ${JSON.stringify(r.api.last)}`);
+      if (!r.records.every((c) => c[0] === 'www.page.test.' && c[1] === 'A' && Number(c[2]) > 0)) throw new Error(JSON.stringify(r.records));
+      const text = await exec("return document.querySelector('.diag[data-probe=dns]').innerText");
+      if (!/Phases over the last 1h, mean per round: .*request/.test(text) || !/rcode NOERROR/.test(text)) throw new Error(text);
+      await shot('26-target-dns');
+      await phoneFits('27-target-dns-phone');
+    });
+
+    await step('an HTTPS target page: connect time, HTTP phases against /api/samples, status, certificate warning', async () => {
+      const r = await targetPage('site', 'http', (x) => {
+        compare(x.pts, x.api, 'http');
+        return x.cert && x.phasePts.length > 0 && x.api.phases.points.some((p) => p.t < Math.floor(Date.now() / 60000) * 60 - 60);
+      }, 150000);
+      if (!(await comparePhases('site', 'http', r))) throw new Error('no finished bucket of phases to check');
+      // openssl's -days counts from now: whole days left are CERT_DAYS - 1 by the time it is read.
+      if (!r.cert.warn || r.cert.days !== r.api.last.cert_days_left || ![CERT_DAYS - 1, CERT_DAYS].includes(r.cert.days)) throw new Error(`certificate ${JSON.stringify(r.cert)}, API ${JSON.stringify(r.api.last)}`);
+      if (!new RegExp(`expires in ${r.cert.days} days.*renew`).test(r.cert.text)) throw new Error(r.cert.text);
+      const text = await exec("return document.querySelector('.diag[data-probe=http]').innerText");
+      if (!/status 200/.test(text) || !/http: total time/.test(text)) throw new Error(text);
+      // Status changes as the API has them (a round that timed out on a loaded machine is one:
+      // 200 -> no response).
+      const listed = await exec("return document.querySelectorAll('.diag[data-probe=http] ol.changes li').length");
+      const none = /No status changes in the last 1h/.test(text);
+      // (The API was read just after the page: it may have one change more, never fewer.)
+      if (listed > r.api.changes.length || (listed === 0) !== none || (!r.api.changes.length && !none)) throw new Error(`${listed} changes listed, API ${JSON.stringify(r.api.changes)}`);
+      // The TCP section of the same target: its chart against its API, its certificate too.
+      const tcp = await wd('POST', s('/execute/async'), {
+        script: `const done = arguments[0];
+          const pts = [...document.querySelectorAll('.diag[data-probe=tcp] svg.smoke g.pt')].map((g) => Object.assign({}, g.dataset));
+          const cert = document.querySelector('.diag[data-probe=tcp] .cert');
+          fetch('/api/targets/site/history?probe=tcp&range=1h').then((r) => r.json()).then((api) => done({ pts, api, cert: cert && cert.textContent }));`,
+        args: [],
+      });
+      compare(tcp.pts, tcp.api, 'tcp');
+      if (!tcp.cert || !tcp.api.phases.names.includes('connect')) throw new Error(`tcp: ${JSON.stringify(tcp.cert)}`);
+      await exec("document.querySelector('.diag[data-probe=http] .cert').scrollIntoView({ block: 'center' }); return true");
+      await shot('28-target-https');
+      await phoneFits('29-target-https-phone');
     });
 
     await step('targets list and form fit a phone screen', async () => {

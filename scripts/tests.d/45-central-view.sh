@@ -228,7 +228,10 @@ t_drained=$(date +%s)
 sleep 35
 
 rejected=$(dget http://127.0.0.1:9430/metrics | awk '/^vantage_remote_write_rejected_samples_total/ { s += $NF } END { print s + 0 }')
-[ "$rejected" = 0 ] && ok "vantage_remote_write_rejected_samples_total is 0" \
+# A round starting on the very millisecond of a central scrape meets that scrape's point (or a
+# failed scrape's staleness marker): counted apart, as a collision, not as rejected.
+collided=$(metric vantage_remote_write_scrape_collisions_total central)
+[ "$rejected" = 0 ] && ok "vantage_remote_write_rejected_samples_total is 0 (${collided:-0} samples fell on a scrape's timestamp)" \
   || { bad "vantage_remote_write_rejected_samples_total is 0 (it is $rejected)"; dget http://127.0.0.1:9430/api/status 2>/dev/null | jq -c '.remote_write // .' | head -c 2000; echo; }
 skipped=$(metric vantage_remote_write_skipped_samples_total central)
 sent=$(metric vantage_remote_write_samples_sent_total central)

@@ -4,8 +4,10 @@
 #   fresh device -> set password -> log in -> add a target pinging a peer namespace -> green
 #   -> edit -> delete -> settings: a remote_write endpoint added and edited (checked in the
 #   file), store and LED limits -> HTTPS -> a trace and a ping target's page (the chart's buckets
-#   against the API) -> "Run now" of a ping burst and of traces, read as they stream, with
-#   screenshots in target/e2e-artifacts/ (CI artefacts).
+#   against the API) -> "Run now" of a ping burst and of traces, read as they stream -> a DNS
+#   target (unbound on the device's loopback) and an HTTPS target (a certificate valid for 10
+#   days) added by hand: their phases against /api/samples, the last answer's records, the
+#   certificate's warning; screenshots in target/e2e-artifacts/ (CI artefacts).
 # Everything (daemon, browser, driver) runs inside the test's namespaces; nothing touches the
 # host's network. Needs root; skips without it unless VANTAGE_REQUIRE_ROOT_TESTS=1.
 set -uo pipefail
@@ -17,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
   echo "web e2e: skipped (needs root for network namespaces)"; echo "0 passed, 0 failed"; exit 0
 fi
-for tool in chromium chromedriver node ip curl; do
+for tool in chromium chromedriver node ip curl unbound openssl python3; do
   command -v "$tool" >/dev/null || { echo "web e2e: $tool is missing (scripts/setup.sh installs it)"; echo "0 passed, 1 failed"; exit 1; }
 done
 
@@ -46,6 +48,35 @@ ip -n "$DEV" link set lo up && ip -n "$TGT" link set lo up
 ip -n "$DEV" addr add 192.0.2.1/24 dev "vd$$" && ip -n "$DEV" link set "vd$$" up
 ip -n "$TGT" addr add 192.0.2.2/24 dev "vt$$" && ip -n "$TGT" link set "vt$$" up
 
+# On the device's loopback: a DNS server answering three records for one name, and an HTTPS
+# server whose self-signed certificate is valid for CERT_DAYS days (under the page's warning).
+DNS_PORT=5353 WEB_PORT=8443 CERT_DAYS=10
+cat >"$DATA/unbound.conf" <<EOF
+server:
+    interface: 127.0.0.1@$DNS_PORT
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$DATA"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    num-threads: 1
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    local-zone: "test." nodefault
+    local-zone: "page.test." static
+    local-data: "www.page.test. 300 IN A 192.0.2.21"
+    local-data: "www.page.test. 300 IN A 192.0.2.22"
+    local-data: "www.page.test. 300 IN A 192.0.2.23"
+EOF
+ip netns exec "$DEV" unbound -d -c "$DATA/unbound.conf" >/dev/null 2>"$ART/web-unbound.log" &
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 -days "$CERT_DAYS" \
+  -keyout "$DATA/web.key" -out "$DATA/web.crt" 2>/dev/null
+ip netns exec "$DEV" python3 scripts/e2e/https_server.py 127.0.0.1 "$WEB_PORT" "$DATA/web.crt" "$DATA/web.key" 2>"$ART/web-https.log" &
+for _ in $(seq 50); do grep -q "start of service" "$ART/web-unbound.log" && break; sleep 0.2; done
+for _ in $(seq 50); do ip netns exec "$DEV" curl -skf "https://127.0.0.1:$WEB_PORT/" >/dev/null && break; sleep 0.2; done
+
 ip netns exec "$DEV" "$BIN" run --listen 127.0.0.1:9430 --data-dir "$DATA" >"$ART/web-daemon.log" 2>&1 &
 DAEMON_PID=$!
 for _ in $(seq 1 100); do
@@ -54,4 +85,5 @@ for _ in $(seq 1 100); do
 done
 
 ip netns exec "$DEV" env HOME="$DATA" node scripts/e2e/web-e2e.mjs \
-  --url http://127.0.0.1:9430/ --artifacts "$ART" --data-dir "$DATA" --peer 192.0.2.2
+  --url http://127.0.0.1:9430/ --artifacts "$ART" --data-dir "$DATA" --peer 192.0.2.2 \
+  --dns-port "$DNS_PORT" --web-port "$WEB_PORT" --cert-days "$CERT_DAYS"

@@ -38,7 +38,6 @@ pub struct Sample {
 pub enum Measurement {
     /// The probe could not run at all (e.g. the name did not resolve).
     None,
-    Trace(TraceReport),
     /// A probe module's report (`probe::MODULES`).
     Module(ModuleReport),
 }
@@ -111,7 +110,8 @@ fn stddev_seconds(rtts: &[Duration]) -> Option<f64> {
 }
 
 /// One trace: every hop from the first TTL to the destination.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TraceReport {
     /// The address traced (a hostname resolves each trace).
     pub address: Option<IpAddr>,
@@ -141,7 +141,8 @@ pub struct TraceReport {
 }
 
 /// One TTL of a trace.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HopReport {
     pub ttl: u8,
     pub sent: u32,
@@ -157,7 +158,7 @@ pub struct HopReport {
 }
 
 /// How a load balancer spreads probes over its next hops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balancing {
     /// Each flow keeps one next hop (ECMP hashing): the addresses are branches.
@@ -176,7 +177,7 @@ impl Balancing {
 }
 
 /// An address that answered at a hop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HopResponder {
     pub address: IpAddr,
     pub replies: u32,
@@ -188,7 +189,7 @@ pub struct HopResponder {
 }
 
 /// ICMP destination-unreachable codes, as traceroute marks them (!N, !H, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unreachable {
     Network,
@@ -421,28 +422,9 @@ impl Sample {
         ];
         match &self.measurement {
             Measurement::None => {}
-            Measurement::Trace(t) => {
-                v.push(("hops", f64::from(t.hop_count())));
-                v.push(("sent", t.hops.iter().map(|h| f64::from(h.sent)).sum()));
-                v.push((
-                    "received",
-                    t.hops.iter().map(|h| f64::from(h.received)).sum(),
-                ));
-                if let Some(last) = t.last_hop() {
-                    // The last hop is the destination when reached: its loss and RTT are the
-                    // end-to-end figures.
-                    v.push(("loss_ratio", last.loss_ratio()));
-                    if let (Some(min), Some(mean), Some(max)) =
-                        (last.min(), last.mean(), last.max())
-                    {
-                        v.push(("rtt_min_seconds", min.as_secs_f64()));
-                        v.push(("rtt_avg_seconds", mean.as_secs_f64()));
-                        v.push(("rtt_max_seconds", max.as_secs_f64()));
-                    }
-                }
-                v.push(("path_hash", f64::from(t.path_hash)));
-                v.push(("path_changed", if t.path_changed { 1.0 } else { 0.0 }));
-                v.push(("paths_known", f64::from(t.paths_known)));
+            // Trace's at full resolution, as before trace was a module.
+            Measurement::Module(r) if let Some(t) = r.get::<TraceReport>() => {
+                trace_values(t, &mut v)
             }
             // Ping's at full resolution, as before ping was a module.
             Measurement::Module(r) if r.get::<PingReport>().is_some() => {
@@ -467,6 +449,30 @@ impl Sample {
         }
         v
     }
+}
+
+/// A trace round's named values: the last hop's (the destination's, when reached) and the
+/// path's.
+fn trace_values(t: &TraceReport, v: &mut Vec<(&'static str, f64)>) {
+    v.push(("hops", f64::from(t.hop_count())));
+    v.push(("sent", t.hops.iter().map(|h| f64::from(h.sent)).sum()));
+    v.push((
+        "received",
+        t.hops.iter().map(|h| f64::from(h.received)).sum(),
+    ));
+    if let Some(last) = t.last_hop() {
+        // The last hop is the destination when reached: its loss and RTT are the
+        // end-to-end figures.
+        v.push(("loss_ratio", last.loss_ratio()));
+        if let (Some(min), Some(mean), Some(max)) = (last.min(), last.mean(), last.max()) {
+            v.push(("rtt_min_seconds", min.as_secs_f64()));
+            v.push(("rtt_avg_seconds", mean.as_secs_f64()));
+            v.push(("rtt_max_seconds", max.as_secs_f64()));
+        }
+    }
+    v.push(("path_hash", f64::from(t.path_hash)));
+    v.push(("path_changed", if t.path_changed { 1.0 } else { 0.0 }));
+    v.push(("paths_known", f64::from(t.paths_known)));
 }
 
 #[cfg(test)]
@@ -505,12 +511,12 @@ mod tests {
         };
         let s = Sample {
             target: "t".into(),
-            probe: ProbeKind::Trace,
+            probe: ProbeKind::TRACE,
             timestamp: SystemTime::UNIX_EPOCH,
             duration: Duration::from_millis(40),
             success: true,
             error: None,
-            measurement: Measurement::Trace(TraceReport {
+            measurement: Measurement::from(TraceReport {
                 reached: true,
                 hops: vec![hop(1, 3, &[1, 1, 1]), hop(2, 3, &[]), hop(3, 4, &[10, 30])],
                 path_hash: 0xdead_beef,

@@ -9,21 +9,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModuleId(pub(crate) &'static str);
 
-/// The kind of a probe: a built-in one, or a module registered in `probe::MODULES`.
+/// The kind of a probe: a module registered in `probe::MODULES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ProbeKind {
-    Trace,
     Module(ModuleId),
 }
 
 impl ProbeKind {
-    /// The built-in kinds.
-    pub const ALL: [ProbeKind; 1] = [ProbeKind::Trace];
-
     pub fn as_str(self) -> &'static str {
         match self {
-            ProbeKind::Trace => "trace",
             ProbeKind::Module(m) => m.0,
         }
     }

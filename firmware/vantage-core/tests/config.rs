@@ -300,7 +300,7 @@ fn trace_options_resolve_with_defaults() {
             .unwrap();
     let up = c.target("upstream").unwrap();
     assert_eq!(
-        up.interval(ProbeKind::Trace),
+        up.interval(ProbeKind::TRACE),
         Some(Duration::from_secs(120))
     );
     assert_eq!(up.trace.protocol, TraceProtocol::Udp);
@@ -339,7 +339,7 @@ fn trace_options_resolve_with_defaults() {
         "the target's tos replaces the default dscp"
     );
     assert_eq!(v6.trace.size_for(true), 120);
-    assert_eq!(v6.interval(ProbeKind::Trace), Some(Duration::from_secs(30)));
+    assert_eq!(v6.interval(ProbeKind::TRACE), Some(Duration::from_secs(30)));
 }
 
 #[test]

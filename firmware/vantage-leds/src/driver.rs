@@ -8,6 +8,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vantage_core::LockExt;
 
 use serde::Serialize;
 use vantage_core::LedRole;
@@ -233,7 +234,7 @@ impl Leds {
     /// Stops rendering and leaves every LED in a defined state: `last` on all of them
     /// (normally [`Pattern::Off`]), handed to the kernel where it can keep it.
     pub fn shutdown(&self, last: Pattern) {
-        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self.thread.lock_or_recover().take();
         let Some(handle) = handle else { return };
         self.lock().stop = true;
         self.shared.wake.notify_all();
@@ -252,10 +253,7 @@ impl Leds {
     }
 
     fn lock(&self) -> MutexGuard<'_, Desired> {
-        self.shared
-            .desired
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.shared.desired.lock_or_recover()
     }
 }
 
@@ -266,7 +264,7 @@ impl Drop for Leds {
 }
 
 fn render(shared: &Shared, mut slots: Vec<Slot>) -> Vec<Slot> {
-    let mut guard = shared.desired.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = shared.desired.lock_or_recover();
     loop {
         if guard.stop {
             return slots;
@@ -324,7 +322,7 @@ fn render(shared: &Shared, mut slots: Vec<Slot>) -> Vec<Slot> {
             }
         }
 
-        guard = shared.desired.lock().unwrap_or_else(|e| e.into_inner());
+        guard = shared.desired.lock_or_recover();
         guard.write_errors += errors;
         let wait = deadline.saturating_duration_since(Instant::now());
         if !wait.is_zero() && !guard.stop && guard.version == version {

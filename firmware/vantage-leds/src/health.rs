@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vantage_core::LockExt;
 
 use vantage_core::{JobKey, Observer, Sample};
 
@@ -111,7 +112,7 @@ impl Health {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock_or_recover()
     }
 }
 

@@ -48,7 +48,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vantage_core::{Measurement, ProbeError, RoundQuality, Sample, TraceReport};
+use vantage_core::{Measurement, ProbeError, RoundQuality, Sample};
 
 /// The version blocks are written in.
 const VERSION: u8 = 4;
@@ -162,54 +162,8 @@ pub use vantage_core::ping_series::StoredPing;
 /// blocks too.
 pub use vantage_core::dns_series::StoredDns;
 
-/// One TTL of a stored trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StoredHop {
-    pub ttl: u8,
-    pub sent: u32,
-    pub received: u32,
-    /// Mean RTT of the hop's answers in µs; `None` when none came back.
-    pub rtt_avg_us: Option<u64>,
-}
-
-impl StoredHop {
-    pub fn loss_ratio(&self) -> f64 {
-        loss_ratio(self.sent, self.received)
-    }
-}
-
-/// Trace figures of one stored round: hop count, per-hop RTT and loss, the path's identity.
-/// Hop addresses are not stored: `path_hash` identifies the path.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StoredTrace {
-    pub reached: bool,
-    /// Hops from the first TTL to the destination, or to the last hop that answered.
-    pub hops: Vec<StoredHop>,
-    /// min, avg, max RTT of the last hop in µs (the destination's, when reached); present
-    /// exactly when the last hop has an RTT, whose mean is its avg.
-    pub last_rtt_us: Option<(u64, u64, u64)>,
-    pub path_hash: u32,
-    pub path_changed: bool,
-    pub paths_known: u32,
-    /// (flows the destination answered, flows) when it answered some flows but not all (a
-    /// partial blackhole); `None` when it answered all or none.
-    pub partial: Option<(u32, u32)>,
-}
-
-impl StoredTrace {
-    /// Hops to the destination or to the last hop that answered: the last hop's TTL.
-    pub fn hop_count(&self) -> u32 {
-        self.hops.last().map_or(0, |h| u32::from(h.ttl))
-    }
-
-    /// Share of the flows that the destination answered.
-    pub fn flows_reached_ratio(&self) -> f64 {
-        match self.partial {
-            Some((reached, flows)) if flows > 0 => f64::from(reached) / f64::from(flows),
-            _ => f64::from(u8::from(self.reached)),
-        }
-    }
-}
+/// Trace figures of one stored round: the trace kind's, in the block's own layout.
+pub use vantage_core::trace_series::{StoredHop, StoredTrace};
 
 /// One probe round as stored: what the charts and remote_write need, at µs resolution.
 ///
@@ -263,14 +217,6 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn loss_ratio(sent: u32, received: u32) -> f64 {
-    if sent == 0 {
-        1.0
-    } else {
-        1.0 - f64::from(received.min(sent)) / f64::from(sent)
-    }
-}
-
 /// Milliseconds since the epoch of a wall-clock time (negative before 1970).
 pub fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
@@ -279,40 +225,14 @@ pub fn unix_ms(t: SystemTime) -> i64 {
     }
 }
 
-impl StoredTrace {
-    pub fn from_report(t: &TraceReport) -> Self {
-        Self {
-            reached: t.reached,
-            hops: t
-                .hops
-                .iter()
-                .map(|h| StoredHop {
-                    ttl: h.ttl,
-                    sent: h.sent,
-                    received: h.received,
-                    rtt_avg_us: h.mean().map(micros),
-                })
-                .collect(),
-            last_rtt_us: t
-                .last_hop()
-                .and_then(|h| match (h.min(), h.mean(), h.max()) {
-                    (Some(a), Some(b), Some(c)) => Some((micros(a), micros(b), micros(c))),
-                    _ => None,
-                }),
-            path_hash: t.path_hash,
-            path_changed: t.path_changed,
-            paths_known: t.paths_known,
-            partial: (t.reached && t.flows_reached < t.flows).then_some((t.flows_reached, t.flows)),
-        }
-    }
-}
-
 impl StoredSample {
     pub fn from_sample(s: &Sample, series: u32) -> Self {
         let (mut ping, mut trace, mut module) = (None, None, None);
         match &s.measurement {
-            Measurement::Trace(t) => trace = Some(Box::new(StoredTrace::from_report(t))),
-            // Ping rounds keep the block layout's own figures (see `encode_block`).
+            // Ping and trace rounds keep the block layout's own figures (see `encode_block`).
+            Measurement::Module(r) if let Some(t) = r.get::<vantage_core::TraceReport>() => {
+                trace = Some(Box::new(StoredTrace::from_report(t)));
+            }
             Measurement::Module(r) if let Some(p) = r.get::<vantage_core::PingReport>() => {
                 ping = Some(StoredPing::from_report(p));
             }
@@ -351,23 +271,7 @@ impl StoredSample {
             p.values(&mut v);
         }
         if let Some(t) = &self.trace {
-            v.push(("hops", f64::from(t.hop_count())));
-            v.push(("sent", t.hops.iter().map(|h| f64::from(h.sent)).sum()));
-            v.push((
-                "received",
-                t.hops.iter().map(|h| f64::from(h.received)).sum(),
-            ));
-            if let Some(last) = t.hops.last() {
-                v.push(("loss_ratio", last.loss_ratio()));
-                if let Some((min, avg, max)) = t.last_rtt_us {
-                    v.push(("rtt_min_seconds", secs(min)));
-                    v.push(("rtt_avg_seconds", secs(avg)));
-                    v.push(("rtt_max_seconds", secs(max)));
-                }
-            }
-            v.push(("path_hash", f64::from(t.path_hash)));
-            v.push(("path_changed", flag(t.path_changed)));
-            v.push(("paths_known", f64::from(t.paths_known)));
+            t.values(&mut v);
         }
         if let Some(m) = &self.module
             && let Some(module) = m.module()
@@ -1389,6 +1293,133 @@ mod tests {
         assert_eq!(old[2].ping.map(|p| p.icmp_errors), Some(2));
     }
 
+    /// The trace rounds of `tests/data/block-v4-trace.bin`, as the daemon hands them to the
+    /// store.
+    fn v4_trace_rounds() -> Vec<Sample> {
+        let us = Duration::from_micros;
+        let round = |ms: u64, success, measurement| Sample {
+            target: "up".into(),
+            probe: ProbeKind::TRACE,
+            timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms),
+            duration: us(1_503_200),
+            success,
+            error: None,
+            measurement,
+            quality: RoundQuality::empty(),
+        };
+        let hop = |ttl: u8, sent: u32, rtts: &[u64]| HopReport {
+            ttl,
+            sent,
+            received: rtts.len() as u32,
+            rtts: rtts.iter().copied().map(us).collect(),
+            ..HopReport::default()
+        };
+        let trace = |reached, flows, flows_reached, hops, hash, changed, known| {
+            Measurement::from(TraceReport {
+                reached,
+                flows,
+                flows_reached,
+                hops,
+                path_hash: hash,
+                path_changed: changed,
+                paths_known: known,
+                ..TraceReport::default()
+            })
+        };
+        let path = vec![
+            hop(1, 3, &[400, 500, 600]),
+            hop(2, 3, &[900, 1_100]),
+            hop(3, 3, &[]),
+            hop(4, 3, &[2_000, 2_400, 2_900]),
+        ];
+        vec![
+            round(0, true, trace(true, 1, 1, path, 0xdead_beef, false, 1)),
+            // A partial blackhole on a new path with a TTL gap and equal last-hop RTTs.
+            round(
+                60_000,
+                true,
+                trace(
+                    true,
+                    4,
+                    3,
+                    vec![hop(2, 1, &[450]), hop(5, 2, &[7_000, 7_000])],
+                    42,
+                    true,
+                    3,
+                ),
+            ),
+            // Not reached; the last hop that answered ends it.
+            Sample {
+                quality: RoundQuality::MEMORY,
+                ..round(
+                    120_000,
+                    false,
+                    trace(
+                        false,
+                        2,
+                        0,
+                        vec![hop(1, 2, &[300]), hop(2, 2, &[])],
+                        7,
+                        false,
+                        2,
+                    ),
+                )
+            },
+            round(180_000, false, trace(false, 1, 0, Vec::new(), 0, false, 0)),
+            Sample {
+                error: Some(vantage_core::ProbeError::Resolve("up: no address".into())),
+                ..round(240_000, false, Measurement::None)
+            },
+        ]
+    }
+
+    /// A block of trace rounds written by the built-in trace kind's encoder (version 4),
+    /// committed as produced: it decodes to the same rounds, named values and rollups, and
+    /// the same rounds are written in the same bytes now.
+    #[test]
+    fn version_4_trace_blocks_still_decode() {
+        let rounds: Vec<StoredSample> = v4_trace_rounds()
+            .iter()
+            .map(|s| StoredSample::from_sample(s, 9))
+            .collect();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/block-v4-trace.bin");
+        if std::env::var_os("WRITE_TRACE_BLOCK").is_some() {
+            std::fs::write(path, encode_block(&rounds).0).unwrap();
+        }
+        let b = include_bytes!("../tests/data/block-v4-trace.bin");
+        assert_eq!(b[0], VERSION);
+        let old = decode_block(b).unwrap();
+        assert_eq!(old, rounds);
+        assert_eq!(encode_block(&rounds).0, b);
+        let values: Vec<Vec<(&str, f64)>> = old.iter().map(StoredSample::values).collect();
+        let points: Vec<Vec<String>> = old
+            .iter()
+            .map(|s| {
+                crate::gauges::points(s)
+                    .iter()
+                    .map(|p| format!("{}{{{:?}}} {}", p.gauge.name, p.label_value, p.value))
+                    .collect()
+            })
+            .collect();
+        let rollups: Vec<crate::rollup::Agg> = old
+            .iter()
+            .map(|s| {
+                let mut a = crate::rollup::Agg::default();
+                a.add(s);
+                a
+            })
+            .collect();
+        let mut shown = String::new();
+        for ((v, p), a) in values.iter().zip(&points).zip(&rollups) {
+            shown.push_str(&format!("values {v:?}\npoints {p:?}\nrollup {a:?}\n"));
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/block-v4-trace.txt");
+        if std::env::var_os("WRITE_TRACE_BLOCK").is_some() {
+            std::fs::write(path, &shown).unwrap();
+        }
+        assert_eq!(shown, include_str!("../tests/data/block-v4-trace.txt"));
+    }
+
     /// The rounds of `tests/data/block-v3.bin`: one of each kind, as version 3 wrote them.
     fn v3_rounds() -> Vec<StoredSample> {
         vec![
@@ -1829,8 +1860,8 @@ mod tests {
                 ..base.clone()
             },
             Sample {
-                probe: ProbeKind::Trace,
-                measurement: Measurement::Trace(TraceReport {
+                probe: ProbeKind::TRACE,
+                measurement: Measurement::from(TraceReport {
                     reached: true,
                     hops: vec![hop(1, 3, &[1, 1, 2]), hop(2, 3, &[]), hop(3, 4, &[10, 30])],
                     path_hash: 0xdead_beef,

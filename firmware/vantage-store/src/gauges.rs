@@ -32,6 +32,12 @@ pub use vantage_core::ping_series::{
     SENT as PING_SENT,
 };
 pub use vantage_core::series::{Gauge, Point, gauge, labelled};
+/// The trace kind's gauges, under the names they have always had here.
+pub use vantage_core::trace_series::{
+    FLOWS_REACHED as TRACE_FLOWS_REACHED, HOP_LOSS as TRACE_HOP_LOSS, HOP_RTT as TRACE_HOP_RTT,
+    HOPS as TRACE_HOPS, PATH_CHANGED as TRACE_PATH_CHANGED, PATH_HASH as TRACE_PATH_HASH,
+    PATHS as TRACE_PATHS,
+};
 
 pub static PROBE_SUCCESS: Gauge = Gauge {
     probe_label: true,
@@ -47,37 +53,6 @@ pub static PROBE_DURATION: Gauge = Gauge {
         "How long the last round of the probe took.",
     )
 };
-pub static TRACE_HOPS: Gauge = gauge(
-    "vantage_trace_hops",
-    "Hops to the destination in the last trace, or to the last hop that answered.",
-);
-pub static TRACE_HOP_RTT: Gauge = labelled(
-    "vantage_trace_hop_rtt_seconds",
-    "hop",
-    "Mean round-trip time of the hop's answers in the last trace (absent: none).",
-);
-pub static TRACE_HOP_LOSS: Gauge = labelled(
-    "vantage_trace_hop_loss_ratio",
-    "hop",
-    "Share of the last trace's probes to this hop that got no answer.",
-);
-pub static TRACE_PATH_HASH: Gauge = gauge(
-    "vantage_trace_path_hash",
-    "Identifies the paths the last trace followed (32-bit hash of their hops).",
-);
-pub static TRACE_PATHS: Gauge = gauge(
-    "vantage_trace_paths",
-    "Distinct paths seen within the path window (ECMP branches, or old and new path).",
-);
-pub static TRACE_FLOWS_REACHED: Gauge = gauge(
-    "vantage_trace_flows_reached_ratio",
-    "Share of the last trace's flows that the destination answered (between 0 and 1: some branches do not get through).",
-);
-pub static TRACE_PATH_CHANGED: Gauge = gauge(
-    "vantage_trace_round_path_changed",
-    "1 if the last trace followed a path none of the paths seen within the path window matches.",
-);
-
 /// Every per-round gauge: every probe's, ping's, trace's and each probe module's, each once
 /// (modules may share one, like the TLS certificate's expiry; a family must not be written
 /// twice).
@@ -87,22 +62,11 @@ pub static ALL: LazyLock<Vec<&'static Gauge>> = LazyLock::new(|| {
     [&PROBE_SUCCESS, &PROBE_DURATION]
         .into_iter()
         .chain(vantage_core::ping_series::GAUGES)
-        .chain(TRACE)
+        .chain(vantage_core::trace_series::GAUGES)
         .chain(modules.copied())
         .filter(|g| seen.insert(g.name))
         .collect()
 });
-
-/// The trace kind's per-round gauges.
-static TRACE: [&Gauge; 7] = [
-    &TRACE_HOPS,
-    &TRACE_HOP_RTT,
-    &TRACE_HOP_LOSS,
-    &TRACE_PATH_HASH,
-    &TRACE_PATHS,
-    &TRACE_FLOWS_REACHED,
-    &TRACE_PATH_CHANGED,
-];
 
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6
@@ -123,7 +87,7 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
         p.points(&mut v);
     }
     if let Some(t) = &s.trace {
-        trace_points(t, &mut v);
+        t.points(&mut v);
     }
     if let Some(m) = &s.module
         && let Some(module) = m.module()
@@ -133,21 +97,6 @@ pub fn points(s: &StoredSample) -> Vec<Point> {
     v
 }
 
-fn trace_points(t: &crate::codec::StoredTrace, v: &mut Vec<Point>) {
-    v.push(Point::new(&TRACE_HOPS, f64::from(t.hop_count())));
-    for h in &t.hops {
-        let hop = h.ttl.to_string();
-        if let Some(r) = h.rtt_avg_us {
-            v.push(Point::labelled(&TRACE_HOP_RTT, hop.clone(), secs(r)));
-        }
-        v.push(Point::labelled(&TRACE_HOP_LOSS, hop, h.loss_ratio()));
-    }
-    v.push(Point::new(&TRACE_PATH_HASH, f64::from(t.path_hash)));
-    v.push(Point::new(&TRACE_PATHS, f64::from(t.paths_known)));
-    v.push(Point::new(&TRACE_FLOWS_REACHED, t.flows_reached_ratio()));
-    v.push(Point::new(&TRACE_PATH_CHANGED, flag(t.path_changed)));
-}
-
 /// What a configured target shows before its first round of `kind`: every series that does
 /// not depend on the round's content, at 0, so a target that never answered still has them.
 pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
@@ -155,20 +104,8 @@ pub fn initial_points(kind: ProbeKind) -> Vec<Point> {
         Point::new(&PROBE_SUCCESS, 0.0),
         Point::new(&PROBE_DURATION, 0.0),
     ];
-    match kind {
-        ProbeKind::Trace => {
-            for g in [
-                &TRACE_HOPS,
-                &TRACE_PATH_HASH,
-                &TRACE_PATHS,
-                &TRACE_FLOWS_REACHED,
-                &TRACE_PATH_CHANGED,
-            ] {
-                v.push(Point::new(g, 0.0));
-            }
-        }
-        ProbeKind::Module(m) => m.module().initial_points(&mut v),
-        _ => {}
+    if let Some(m) = kind.module() {
+        m.initial_points(&mut v);
     }
     v
 }

@@ -20,17 +20,13 @@ pub struct SeriesKey {
 
 fn probe_code(p: ProbeKind) -> u8 {
     match p {
-        ProbeKind::Trace => 3,
         ProbeKind::Module(m) => m.module().store_code(),
         _ => 0,
     }
 }
 
 fn probe_of(c: u8) -> Option<ProbeKind> {
-    match c {
-        3 => Some(ProbeKind::Trace),
-        c => ModuleId::by_store_code(c).map(ProbeKind::Module),
-    }
+    ModuleId::by_store_code(c).map(ProbeKind::Module)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

@@ -114,15 +114,15 @@ fn dns_and_trace_aggregates_keep_changes_and_hops() {
     }
     s.flush().unwrap();
     s.flush().unwrap();
-    for (target, probe) in [("d", ProbeKind::DNS), ("t", ProbeKind::Trace)] {
+    for (target, probe) in [("d", ProbeKind::DNS), ("t", ProbeKind::TRACE)] {
         let want = from_rounds(&s, target, probe, t0, to);
         let got = s.aggregate(target, probe, t0, to, STEP).unwrap();
         assert_eq!(got, want, "{target}");
     }
     let all = s
-        .aggregate("t", ProbeKind::Trace, t0, to, to - t0 + 60_000)
+        .aggregate("t", ProbeKind::TRACE, t0, to, to - t0 + 60_000)
         .unwrap();
-    let rounds = s.query("t", ProbeKind::Trace, t0, to).unwrap();
+    let rounds = s.query("t", ProbeKind::TRACE, t0, to).unwrap();
     let changes = rounds
         .windows(2)
         .filter(|w| {

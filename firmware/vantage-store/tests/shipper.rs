@@ -430,6 +430,44 @@ async fn gaps_mode_ships_only_what_no_scrape_covered() {
     shipper.stop().await;
 }
 
+/// A receiver already holding a value at a round's exact millisecond (its own scrape, or a
+/// failed scrape's staleness marker) refuses that sample as a duplicate. For a gaps endpoint
+/// that is a collision with the scrape, counted apart; for a push endpoint it is a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_on_a_scrape_timestamp_is_a_collision_only_beside_a_scrape() {
+    for mode in [SendMode::Gaps, SendMode::All] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = filled_store(dir.path(), 40);
+        let rounds = store.read_from(store.cursor("ep"), 1000).unwrap().samples;
+        let marked = [rounds[21].timestamp_ms];
+        let (url, _seen) = server_with(move |r| {
+            if points_of(&r.decode())
+                .iter()
+                .any(|p| is_loss_at(p, &marked))
+            {
+                (400, "duplicate sample for timestamp".into())
+            } else {
+                (204, String::new())
+            }
+        });
+        let mut e = Endpoint::new("ep", url);
+        e.send = mode;
+        let shipper = Shipper::start(store.clone(), vec![e], ShipperOptions::default()).unwrap();
+        let st = shipper.endpoints()[0].clone();
+        wait(|| store.backlog(store.cursor("ep")) == 0).await;
+        shipper.stop().await;
+        let (collided, rejected) = (
+            st.samples_collided.load(Ordering::Relaxed),
+            st.samples_rejected.load(Ordering::Relaxed),
+        );
+        match mode {
+            SendMode::Gaps => assert_eq!((collided, rejected), (1, 0), "{mode:?}"),
+            _ => assert_eq!((collided, rejected), (0, 1), "{mode:?}"),
+        }
+        assert_eq!(st.samples_sent.load(Ordering::Relaxed), 40, "{mode:?}");
+    }
+}
+
 /// After a restart the scrape log is empty: a gaps endpoint ships every round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_mode_after_a_restart_ships_everything() {

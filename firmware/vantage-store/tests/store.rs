@@ -102,7 +102,7 @@ fn dns_and_trace_rounds_keep_their_figures() {
         assert_eq!(s.stats().samples, 600);
     }
     let s = open(dir.path());
-    for (target, probe) in [("d", ProbeKind::DNS), ("t", ProbeKind::Trace)] {
+    for (target, probe) in [("d", ProbeKind::DNS), ("t", ProbeKind::TRACE)] {
         let got = s.query(target, probe, t0, t0 + 1_000_000).unwrap();
         let want: Vec<StoredSample> = appended
             .iter()
@@ -120,7 +120,7 @@ fn dns_and_trace_rounds_keep_their_figures() {
     assert_eq!(dd.lookup_us, Some(1006));
     let timeout = figures(&d[1]); // n = 1003, a multiple of 17
     assert_eq!((timeout.rcode, timeout.request_us), (None, Some(500_000)));
-    let t = s.query("t", ProbeKind::Trace, t0, t0 + 1_000_000).unwrap();
+    let t = s.query("t", ProbeKind::TRACE, t0, t0 + 1_000_000).unwrap();
     let tt = t[0].trace.as_ref().unwrap();
     assert_eq!(tt.hop_count(), 3 + 1001 % 5);
     assert_eq!(tt.hops.last().unwrap().rtt_avg_us, Some(1001));

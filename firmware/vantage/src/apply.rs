@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vantage_core::LockExt;
 
 use tokio::sync::{Semaphore, watch};
 use vantage_core::{
@@ -63,7 +64,7 @@ impl Applier {
     /// Applies a local config: merges the provisioned targets in, updates the device labels
     /// and the mDNS announcement.
     fn apply(&self, local: Config) {
-        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.apply_lock.lock_or_recover();
         self.apply_locked(local);
     }
 
@@ -100,7 +101,7 @@ impl Applier {
 
     /// Applies the local config again, after the provisioned targets changed.
     pub fn reapply(&self) {
-        let _serial = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.apply_lock.lock_or_recover();
         let local = (**self.local.borrow()).clone();
         self.apply_locked(local);
     }

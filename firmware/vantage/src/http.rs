@@ -12,8 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vantage_core::config::parse_host;
 use vantage_core::{
-    Host, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions, TraceProtocol,
-    defaults,
+    Host, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions,
 };
 
 use crate::metrics::{TargetSeries, write_targets};
@@ -165,10 +164,18 @@ fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
         .find_map(|m| m.get::<PingOptions>())
         .cloned()
         .unwrap_or_default();
-    if q.contains_key("ip_protocol") && !matches!(kind, ProbeKind::Module(_)) {
+    if q.contains_key("ip_protocol") && kind == ProbeKind::TRACE {
         return Err("ip_protocol applies to module=ping, tcp and http".into());
     }
-    let trace = trace_options(kind, q.get("protocol"))?;
+    // The trace module read its options (protocol among them) the same way.
+    let trace = modules
+        .iter()
+        .find_map(|m| m.get::<TraceOptions>())
+        .cloned()
+        .unwrap_or_default();
+    if q.contains_key("protocol") && kind != ProbeKind::TRACE {
+        return Err("protocol applies to module=trace only".into());
+    }
     if host.is_system() && kind != ProbeKind::DNS {
         return Err("target \"system\" only works with module=dns".into());
     }
@@ -183,27 +190,6 @@ fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
         trace,
         modules,
     })
-}
-
-/// `module=trace` only: udp (default), icmp or tcp.
-fn trace_options(kind: ProbeKind, protocol: Option<&String>) -> Result<TraceOptions, String> {
-    let mut trace = TraceOptions::default();
-    match (kind, protocol) {
-        (_, None) => {}
-        (ProbeKind::Trace, Some(p)) => {
-            let p = p
-                .parse::<TraceProtocol>()
-                .map_err(|msg| format!("protocol: {msg}"))?;
-            trace.protocol = p;
-            trace.port = match p {
-                TraceProtocol::Udp => defaults::TRACE_UDP_PORT,
-                TraceProtocol::Tcp => defaults::TRACE_TCP_PORT,
-                TraceProtocol::Icmp => 0,
-            };
-        }
-        (_, Some(_)) => return Err("protocol applies to module=trace only".into()),
-    }
-    Ok(trace)
 }
 
 /// `/probe`: one round of the kind `module` names, answered with its gauges; a blackbox
@@ -284,7 +270,7 @@ fn round_target(p: Plan, deadline: Duration) -> Target {
     Target {
         // Traces compare each path with the last one to the same host.
         name: match p.kind {
-            ProbeKind::Trace => format!("/probe/{}/{}", p.trace.protocol, p.host),
+            ProbeKind::TRACE => format!("/probe/{}/{}", p.trace.protocol, p.host),
             _ => "probe".into(),
         },
         host: p.host,

@@ -173,14 +173,14 @@ pub struct DnsArgs {
     record_type: String,
     /// Transport: udp (retried over TCP when truncated), tcp, tls (DNS over TLS) or https (DNS
     /// over HTTPS).
-    #[arg(long, short = 'T', default_value = "udp")]
+    #[arg(long, short = 'T', default_value = vantage_core::DnsTransport::Udp.as_str())]
     transport: String,
     /// Server port (default: 53, 853 for tls, 443 for https).
     #[arg(long, short = 'p')]
     port: Option<u16>,
-    /// HTTPS: the URL path of the DNS endpoint.
-    #[arg(long, default_value = vantage_core::defaults::DNS_DOH_PATH)]
-    doh_path: String,
+    /// HTTPS: the URL path of the DNS endpoint (default: /dns-query).
+    #[arg(long)]
+    doh_path: Option<String>,
     /// HTTPS: send the query with GET (base64url in ?dns=) instead of POST.
     #[arg(long)]
     doh_get: bool,
@@ -190,7 +190,7 @@ pub struct DnsArgs {
     server_name: Option<String>,
     /// TLS and HTTPS: trust the CA certificates in this PEM file instead of the built-in roots.
     #[arg(long)]
-    ca_file: Option<std::path::PathBuf>,
+    ca_file: Option<String>,
     /// TLS and HTTPS: accept any certificate.
     #[arg(long)]
     insecure: bool,
@@ -200,20 +200,86 @@ pub struct DnsArgs {
     /// Set the EDNS DO bit.
     #[arg(long)]
     dnssec: bool,
-    /// EDNS UDP payload size; 0 sends no EDNS record.
-    #[arg(long, default_value_t = vantage_core::defaults::DNS_EDNS_UDP_SIZE)]
-    edns_size: u16,
-    /// How long to wait for the answer.
-    #[arg(long, short = 'W', default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
-    /// Rcodes that count as success (exit 0).
-    #[arg(long, value_delimiter = ',', default_value = "NOERROR")]
+    /// EDNS UDP payload size (512 to 65535; default 1232); 0 sends no EDNS record.
+    #[arg(long)]
+    edns_size: Option<u16>,
+    /// How long to wait for the whole lookup (default 5s).
+    #[arg(long, short = 'W')]
+    timeout: Option<String>,
+    /// Rcodes that count as success, exit 0 (default NOERROR).
+    #[arg(long, value_delimiter = ',')]
     valid_rcodes: Vec<String>,
 }
 
+/// The command's flags and the `dns = {...}` keys they set: the config's own checks and
+/// defaults judge them, and its messages name the flag.
+const DNS_FLAGS: [(&str, &str); 14] = [
+    ("query", "NAME"),
+    ("type", "RECORD_TYPE"),
+    ("transport", "--transport"),
+    ("port", "--port"),
+    ("doh_path", "--doh-path"),
+    ("doh_method", "--doh-get"),
+    ("server_name", "--server-name"),
+    ("ca_file", "--ca-file"),
+    ("insecure_skip_verify", "--insecure"),
+    ("recursion_desired", "--norecurse"),
+    ("dnssec", "--dnssec"),
+    ("edns_udp_size", "--edns-size"),
+    ("timeout", "--timeout"),
+    ("valid_rcodes", "--valid-rcodes"),
+];
+
+/// The flags as a `dns = {...}` section; flags left out keep the config's defaults.
+fn dns_section(a: &DnsArgs) -> toml::Table {
+    use toml::Value as V;
+    let mut t = toml::Table::new();
+    let mut put = |k: &str, v: V| {
+        t.insert(k.into(), v);
+    };
+    put("query", V::String(a.name.clone()));
+    put("type", V::String(a.record_type.clone()));
+    put("transport", V::String(a.transport.clone()));
+    let text = |v: &Option<String>| v.clone().map(V::String);
+    let on = |b: bool, v: bool| b.then_some(V::Boolean(v));
+    let flags = [
+        ("port", a.port.map(|p| V::Integer(p.into()))),
+        ("doh_path", text(&a.doh_path)),
+        ("doh_method", a.doh_get.then(|| V::String("get".into()))),
+        ("server_name", text(&a.server_name)),
+        ("ca_file", text(&a.ca_file)),
+        ("insecure_skip_verify", on(a.insecure, true)),
+        ("recursion_desired", on(a.norecurse, false)),
+        ("dnssec", on(a.dnssec, true)),
+        ("edns_udp_size", a.edns_size.map(|n| V::Integer(n.into()))),
+        ("timeout", text(&a.timeout)),
+    ];
+    for (k, v) in flags {
+        if let Some(v) = v {
+            put(k, v);
+        }
+    }
+    if !a.valid_rcodes.is_empty() {
+        let codes = a.valid_rcodes.iter().cloned().map(V::String).collect();
+        put("valid_rcodes", V::Array(codes));
+    }
+    t
+}
+
+/// A config message about `dns.KEY` as one about the flag that set it.
+fn dns_flag_message(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("dns.") else {
+        return msg.to_string();
+    };
+    let key_end = rest.find([':', '[']).unwrap_or(rest.len());
+    match DNS_FLAGS.iter().find(|(k, _)| *k == &rest[..key_end]) {
+        Some((_, flag)) => format!("{flag}{}", &rest[key_end..]),
+        None => msg.to_string(),
+    }
+}
+
 pub async fn dns(args: DnsArgs) -> ExitCode {
-    use vantage_core::config::{parse_doh_path, parse_rcode};
-    use vantage_core::{DnsOptions, DnsProbe, DnsTransport, DohMethod};
+    use vantage_core::{DnsOptions, DnsProbe, DnsTransport, ModuleId};
     let fail = |msg: String| {
         eprintln!("vantage dns: {msg}");
         ExitCode::from(2)
@@ -222,56 +288,16 @@ pub async fn dns(args: DnsArgs) -> ExitCode {
         Ok(h) => h,
         Err(msg) => return fail(format!("server {msg}")),
     };
-    let mut opts = match DnsOptions::new(&args.name, &args.record_type) {
+    let dns = ModuleId::by_name("dns").expect("the DNS module is registered");
+    let opts = match vantage_core::config::module_options_from(dns, dns_section(&args), Some(&host))
+    {
         Ok(o) => o,
-        Err(msg) => return fail(msg),
+        Err(msg) => return fail(dns_flag_message(&msg)),
     };
-    opts.transport = match DnsTransport::parse(&args.transport) {
-        Ok(t) => t,
-        Err(msg) => return fail(format!("transport {msg}")),
+    let Some(opts) = opts.as_any().downcast_ref::<DnsOptions>() else {
+        return fail("the DNS module gave no DNS options".into());
     };
-    if !opts.transport.is_tls()
-        && (args.server_name.is_some() || args.ca_file.is_some() || args.insecure)
-    {
-        return fail(
-            "--server-name, --ca-file and --insecure need --transport tls or https".into(),
-        );
-    }
-    if opts.transport != DnsTransport::Https
-        && (args.doh_path != vantage_core::defaults::DNS_DOH_PATH || args.doh_get)
-    {
-        return fail("--doh-path and --doh-get need --transport https".into());
-    }
-    opts.doh_path = match parse_doh_path(&args.doh_path) {
-        Ok(p) => p,
-        Err(msg) => return fail(format!("--doh-path {msg}")),
-    };
-    if args.doh_get {
-        opts.doh_method = DohMethod::Get;
-    }
-    if args.dnssec && args.edns_size == 0 {
-        return fail("--dnssec needs EDNS (--edns-size above 0)".into());
-    }
-    if args.edns_size != 0 && args.edns_size < 512 {
-        return fail("--edns-size must be 0 or at least 512".into());
-    }
-    opts.port = args.port.unwrap_or(opts.transport.default_port());
-    opts.server_name = args.server_name;
-    opts.ca_file = args.ca_file;
-    opts.insecure_skip_verify = args.insecure;
-    opts.recursion_desired = !args.norecurse;
-    opts.dnssec = args.dnssec;
-    opts.edns_udp_size = args.edns_size;
-    opts.timeout = args.timeout;
-    opts.valid_rcodes.clear();
-    for r in &args.valid_rcodes {
-        match parse_rcode(r) {
-            Ok(n) => opts.valid_rcodes.push(n),
-            Err(msg) => return fail(msg),
-        }
-    }
-
-    let (report, error) = DnsProbe::new().query(&host, &opts, opts.timeout).await;
+    let (report, error) = DnsProbe::new().query(&host, opts, opts.timeout).await;
     let server = report
         .server
         .map_or_else(|| host.to_string(), |s| s.to_string());
@@ -819,6 +845,45 @@ mod tests {
         assert_eq!((t.hops[0].sent, t.hops[0].received), (2, 1));
         assert_eq!(t.hops[0].responders[0].replies, 2);
         assert_eq!(t.hops[1].ttl, 2);
+    }
+
+    /// `vantage dns --help` states the defaults the config applies; they are the config's.
+    #[test]
+    fn dns_help_states_the_configs_defaults() {
+        use clap::Args as _;
+        use vantage_core::defaults as d;
+        let help = DnsArgs::augment_args(clap::Command::new("dns"))
+            .render_long_help()
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let r = d::DNS_EDNS_UDP_SIZE_RANGE;
+        for want in [
+            format!("(default: {})", d::DNS_DOH_PATH),
+            format!("({} to {}; default {})", r.min, r.max, d::DNS_EDNS_UDP_SIZE),
+            format!("(default {})", humantime::format_duration(d::DNS_TIMEOUT)),
+            "(default NOERROR)".to_string(),
+        ] {
+            assert!(help.contains(&want), "{want} in {help}");
+        }
+        let opts = vantage_core::DnsOptions::new("x.test", "A").unwrap();
+        assert_eq!(opts.valid_rcodes, [0], "NOERROR is the default");
+    }
+
+    /// Every flag the command turns into a `dns = {...}` key names a key the config reads,
+    /// so a message about it can name the flag.
+    #[test]
+    fn dns_flags_map_to_config_keys() {
+        assert_eq!(
+            dns_flag_message("dns.edns_udp_size: must be between 512 and 65535, got 100"),
+            "--edns-size: must be between 512 and 65535, got 100"
+        );
+        assert_eq!(
+            dns_flag_message("dns.valid_rcodes[0]: \"X\" is not an rcode"),
+            "--valid-rcodes[0]: \"X\" is not an rcode"
+        );
+        assert_eq!(dns_flag_message("other: x"), "other: x");
     }
 
     #[test]

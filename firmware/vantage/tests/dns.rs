@@ -68,7 +68,7 @@ fn one_shot_query_prints_the_answer_and_exits_by_rcode() {
         ),
         (
             vec!["dns", "127.0.0.1", "example.test", "--server-name", "x"],
-            "need --transport tls or https",
+            "--server-name: only applies to transport = \"tls\" or \"https\" (transport is udp)",
         ),
         (
             vec![
@@ -80,7 +80,7 @@ fn one_shot_query_prints_the_answer_and_exits_by_rcode() {
                 "--doh-path",
                 "/q",
             ],
-            "--doh-path and --doh-get need --transport https",
+            "--doh-path: only applies to transport = \"https\" (transport is tls)",
         ),
         (
             vec![
@@ -92,7 +92,31 @@ fn one_shot_query_prints_the_answer_and_exits_by_rcode() {
                 "--doh-path",
                 "q",
             ],
-            "--doh-path \"q\" must start with '/'",
+            "--doh-path",
+        ),
+        // The config's own ranges and rules, named by the flag.
+        (
+            vec!["dns", "127.0.0.1", "example.test", "--edns-size", "100"],
+            "--edns-size",
+        ),
+        (
+            vec![
+                "dns",
+                "127.0.0.1",
+                "example.test",
+                "--dnssec",
+                "--edns-size",
+                "0",
+            ],
+            "--dnssec",
+        ),
+        (
+            vec!["dns", "127.0.0.1", "example.test", "-W", "soon"],
+            "--timeout",
+        ),
+        (
+            vec!["dns", "127.0.0.1", "example.test", "--valid-rcodes", "FINE"],
+            "--valid-rcodes",
         ),
     ] {
         let (code, _, err) = vantage(&args);

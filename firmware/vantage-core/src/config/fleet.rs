@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, Host, check_label_name, check_label_value, check_name, parse_host};
+use super::{Check, Host, check_name, checked_labels, parse_host};
 use crate::defaults::{self, self as D};
 
 /// `[device]` as written.
@@ -131,28 +131,7 @@ pub(crate) fn validate_device(c: &mut Check<'_, '_>, raw: &RawDevice) -> Device 
                 None
             }
         });
-    if raw.labels.len() > defaults::MAX_LABELS {
-        c.err(
-            None,
-            "device.labels",
-            format!(
-                "{} labels; at most {}",
-                raw.labels.len(),
-                defaults::MAX_LABELS
-            ),
-        );
-    }
-    let mut labels = BTreeMap::new();
-    for (k, v) in &raw.labels {
-        let field = format!("device.labels.{}", k.get_ref());
-        if let Err(msg) = check_label_name(k.get_ref()) {
-            c.err(Some(k.span()), &field, msg);
-        } else if let Err(msg) = check_label_value(v.get_ref()) {
-            c.err(Some(v.span()), &field, msg);
-        } else {
-            labels.insert(k.get_ref().clone(), v.get_ref().clone());
-        }
-    }
+    let labels = checked_labels(c, &raw.labels, "device", None);
     Device { name, labels }
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::defaults::{self as d, Bounds};
-use crate::{IpProtocol, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};
+use crate::ProbeKind;
+use crate::defaults::Bounds;
 
 /// How a field is entered and pre-checked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,83 +140,10 @@ impl Field {
     }
 }
 
-fn trace() -> ProbeForm {
-    let protocols = TraceProtocol::ALL.iter().map(|p| p.as_str()).collect();
-    let sockets = TraceSockets::ALL.iter().map(|s| s.as_str()).collect();
-    let discovery = TraceDiscovery::ALL.iter().map(|s| s.as_str()).collect();
-    let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
-    ProbeForm {
-        kind: ProbeKind::Trace.as_str(),
-        title: "Trace options",
-        host_hint: "the address or host name to trace the path to",
-        fields: vec![
-            duration("interval", "Interval", d::INTERVAL_RANGE, d::TRACE_INTERVAL)
-                .hint("between traces; overrides the target's interval"),
-            choice("protocol", "Protocol", protocols)
-                .hint("udp as traceroute, icmp as mtr, tcp SYN"),
-            integer(
-                "port",
-                "Port",
-                d::PORT_RANGE,
-                format!("{} (tcp: {})", d::TRACE_UDP_PORT, d::TRACE_TCP_PORT),
-            )
-            .hint("udp and tcp only"),
-            integer(
-                "flows",
-                "Flows",
-                d::TRACE_FLOWS_RANGE,
-                d::TRACE_FLOWS.to_string(),
-            )
-            .hint("paths tracked for path changes"),
-            choice("discovery", "Discovery", discovery)
-                .hint("mda: new flows at each hop until every branch is found"),
-            integer(
-                "probe_budget",
-                "Probe budget",
-                d::TRACE_PROBE_BUDGET_RANGE,
-                d::TRACE_PROBE_BUDGET.to_string(),
-            )
-            .hint("most probes a trace sends"),
-            integer(
-                "first_ttl",
-                "First TTL",
-                d::TTL_RANGE,
-                d::TRACE_FIRST_TTL.to_string(),
-            ),
-            integer(
-                "max_hops",
-                "Max hops",
-                d::TTL_RANGE,
-                d::TRACE_MAX_HOPS.to_string(),
-            ),
-            integer(
-                "probes_per_hop",
-                "Probes per hop",
-                d::TRACE_PROBES_PER_HOP_RANGE,
-                d::TRACE_PROBES_PER_HOP.to_string(),
-            ),
-            duration("timeout", "Timeout", d::TIMEOUT_RANGE, d::TRACE_TIMEOUT).hint("per probe"),
-            duration(
-                "path_window",
-                "Path window",
-                d::TRACE_PATH_WINDOW_RANGE,
-                d::TRACE_PATH_WINDOW,
-            )
-            .hint("paths seen within it are not a change"),
-            integer("dscp", "DSCP", d::DSCP_RANGE, "none".into()),
-            text("source", "Source address", "automatic", Input::Text)
-                .hint("an address of this device"),
-            choice("sockets", "Sockets", sockets).hint("raw needs CAP_NET_RAW"),
-            choice("ip_protocol", "Address family", ip).hint("for host names with both"),
-        ],
-    }
-}
-
 /// Every probe kind a form can offer, in [`ProbeKind::every`]'s order.
 pub fn probe_forms() -> Vec<ProbeForm> {
     ProbeKind::every()
         .map(|k| match k {
-            ProbeKind::Trace => trace(),
             ProbeKind::Module(m) => m.module().form(),
         })
         .collect()

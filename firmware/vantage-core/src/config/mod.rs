@@ -16,7 +16,6 @@ mod store;
 mod trace;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -41,10 +40,11 @@ pub use store::{
     Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, SendMode, StoreConfig, TlsConfig,
     default_name as remote_write_default_name, parse_size,
 };
+pub(crate) use trace::min_size as trace_min_size;
 pub use trace::{RawTrace, TraceOptions};
 
 use crate::defaults::{self, self as D, Bounds};
-use crate::probe::{DNS_MODULE, ModuleOptions, OptionsInput, Section};
+use crate::probe::{DNS_MODULE, ModuleOptions, OptionsInput, Section, TRACE_MODULE};
 use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// The validated configuration.
@@ -81,6 +81,8 @@ pub struct Target {
     /// The ping module's options when the target runs ping (they are in `modules` too), for
     /// the ping probe; the defaults otherwise.
     pub ping: PingOptions,
+    /// The trace module's options when the target runs trace (they are in `modules` too),
+    /// for the trace probe; the defaults otherwise.
     pub trace: TraceOptions,
     /// The options of each module kind the target runs.
     pub modules: Vec<ModuleOptions>,
@@ -173,7 +175,6 @@ pub fn read_section<T: serde::de::DeserializeOwned>(
 pub struct RawDefaults {
     /// Interval for every probe that does not set its own.
     pub interval: Option<Spanned<String>>,
-    pub trace: Option<RawTrace>,
 }
 
 /// The top level, minus `targets` (each target is read on its own so that one bad target does
@@ -201,7 +202,6 @@ pub struct RawTarget {
     pub interval: Option<Spanned<String>>,
     #[serde(default)]
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
-    pub trace: Option<RawTrace>,
 }
 
 /// Label names our own series use; a user label must not shadow them.
@@ -325,6 +325,10 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     // A bad `[defaults.dns]` is a mistake even when no target runs the dns probe.
     if let Some(v) = section(&module_defaults, DNS_MODULE) {
         read_section::<RawDns>(&mut check, v, "defaults.dns");
+    }
+    // And a bad `[defaults.trace]` when no target runs the trace probe.
+    if let Some(v) = section(&module_defaults, TRACE_MODULE) {
+        read_section::<RawTrace>(&mut check, v, "defaults.trace");
     }
     let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
     let defaults = Defaults {
@@ -617,7 +621,7 @@ impl At<'_> {
 }
 
 fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
-    let (raw, d) = (at.raw, at.d);
+    let raw = at.raw;
     let before = c.col.errors.len();
     let name = raw.name.get_ref();
     if let Err(msg) = check_name(name) {
@@ -632,7 +636,6 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
     };
     let kinds = target_kinds(c, at);
     let labels = target_labels(c, at);
-    let trace = TraceOptions::resolve(c, &at.field("trace"), raw.trace.as_ref(), d.trace.as_ref());
     let modules = target_modules(c, at, &kinds, host.as_ref());
     if host.as_ref().is_some_and(Host::is_system) {
         check_system_host(c, at, &kinds);
@@ -646,15 +649,9 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
             None => default_interval(*kind),
         };
         match *kind {
-            ProbeKind::Trace => check_trace_fits(c, at, &trace, interval),
             ProbeKind::Module(m) => check_module_fits(c, at, m, &modules, interval),
         }
         probes.push((*kind, interval));
-    }
-    if let Some(Host::Ip(ip)) = &host
-        && kinds.iter().any(|(k, _)| *k == ProbeKind::Trace)
-    {
-        check_trace_family(c, at, *ip, &trace);
     }
     if c.col.errors.len() > before {
         return None;
@@ -662,6 +659,11 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
     let ping = modules
         .iter()
         .find_map(|m| m.get::<PingOptions>())
+        .cloned()
+        .unwrap_or_default();
+    let trace = modules
+        .iter()
+        .find_map(|m| m.get::<TraceOptions>())
         .cloned()
         .unwrap_or_default();
     Some(Target {
@@ -690,9 +692,7 @@ fn target_modules(
         }
     }
     for (kind, _) in kinds {
-        let ProbeKind::Module(m) = *kind else {
-            continue;
-        };
+        let ProbeKind::Module(m) = *kind;
         let input = OptionsInput {
             path: &at.field(m.module().name()),
             own: section(at.modules, m),
@@ -773,21 +773,27 @@ fn target_kinds(c: &mut Check<'_, '_>, at: &At<'_>) -> Vec<(ProbeKind, Range<usi
 }
 
 fn target_labels(c: &mut Check<'_, '_>, at: &At<'_>) -> BTreeMap<String, String> {
-    let raw = at.raw;
-    if raw.labels.len() > defaults::MAX_LABELS {
+    checked_labels(c, &at.raw.labels, at.path, Some(at.span.clone()))
+}
+
+/// A `labels = {...}` table of `path` (`device` or a target), at most
+/// [`defaults::MAX_LABELS`], each name and value checked with a message at its place.
+pub(crate) fn checked_labels(
+    c: &mut Check<'_, '_>,
+    raw: &BTreeMap<Spanned<String>, Spanned<String>>,
+    path: &str,
+    span: Option<Range<usize>>,
+) -> BTreeMap<String, String> {
+    if raw.len() > defaults::MAX_LABELS {
         c.err(
-            Some(at.span.clone()),
-            &at.field("labels"),
-            format!(
-                "{} labels; at most {}",
-                raw.labels.len(),
-                defaults::MAX_LABELS
-            ),
+            span,
+            &format!("{path}.labels"),
+            format!("{} labels; at most {}", raw.len(), defaults::MAX_LABELS),
         );
     }
     let mut labels = BTreeMap::new();
-    for (k, v) in &raw.labels {
-        let field = format!("{}.labels.{}", at.path, k.get_ref());
+    for (k, v) in raw {
+        let field = format!("{path}.labels.{}", k.get_ref());
         if let Err(msg) = check_label_name(k.get_ref()) {
             c.err(Some(k.span()), &field, msg);
         } else if let Err(msg) = check_label_value(v.get_ref()) {
@@ -826,10 +832,6 @@ fn interval_setting(at: &At<'_>, kind: ProbeKind) -> Option<(Spanned<String>, St
             module_interval(section(at.modules, m)),
             module_interval(section(at.module_defaults, m)),
         ),
-        ProbeKind::Trace => (
-            raw.trace.as_ref().and_then(|p| p.interval.clone()),
-            d.trace.as_ref().and_then(|p| p.interval.clone()),
-        ),
     };
     let kind = kind.as_str();
     own.map(|v| (v, format!("{}.{kind}.interval", at.path)))
@@ -842,61 +844,8 @@ fn interval_setting(at: &At<'_>, kind: ProbeKind) -> Option<(Spanned<String>, St
         .or_else(|| inherited.map(|v| (v, format!("defaults.{kind}.interval"))))
 }
 
-fn check_trace_fits(c: &mut Check<'_, '_>, at: &At<'_>, trace: &TraceOptions, interval: Duration) {
-    if trace.round_length() < interval {
-        return;
-    }
-    let own = |r: &RawTrace| r.timeout.as_ref().or(r.spacing.as_ref()).map(|v| v.span());
-    c.err(
-        at.raw.trace.as_ref().and_then(own).or(Some(at.span.clone())),
-        &at.field("trace.timeout"),
-        format!(
-            "a trace waits up to {} for its answers, longer than the interval ({}); shorten the timeout or the spacing",
-            humantime::format_duration(trace.round_length()),
-            humantime::format_duration(interval)
-        ),
-    );
-}
-
-/// Whether `p` asks for the other IP version than `ip`'s.
-fn family_mismatch(p: IpProtocol, ip: IpAddr) -> bool {
-    (p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4())
-}
-
-fn check_trace_family(c: &mut Check<'_, '_>, at: &At<'_>, ip: IpAddr, trace: &TraceOptions) {
-    let raw = at.raw;
-    let place = |get: fn(&RawTrace) -> Option<Range<usize>>| {
-        raw.trace.as_ref().and_then(get).or(Some(raw.host.span()))
-    };
-    if let Some(src) = trace.source.filter(|s| s.is_ipv4() != ip.is_ipv4()) {
-        c.err(
-            place(|r| r.source.as_ref().map(|s| s.span())),
-            &at.field("trace.source"),
-            format!("source {src} and host {ip} are not of the same IP version"),
-        );
-    }
-    if family_mismatch(trace.ip_protocol, ip) {
-        c.err(
-            Some(raw.host.span()),
-            &at.field("trace.ip_protocol"),
-            format!("is {} but the host is {ip}", trace.ip_protocol.as_str()),
-        );
-    }
-    if let Some(size) = trace.size.filter(|s| *s < trace::min_size(ip.is_ipv6())) {
-        c.err(
-            place(|r| r.size.as_ref().map(|s| s.span())),
-            &at.field("trace.size"),
-            format!(
-                "{size} bytes is too small for a probe to {ip}; IPv6 probes are at least {} bytes",
-                trace::min_size(true)
-            ),
-        );
-    }
-}
-
 fn default_interval(kind: ProbeKind) -> Duration {
     match kind {
-        ProbeKind::Trace => defaults::TRACE_INTERVAL,
         ProbeKind::Module(m) => m.module().default_interval(),
     }
 }

@@ -222,7 +222,7 @@ mod tests {
         assert!(e.check_port(ProbeKind::DNS, 853).is_ok());
         assert!(e.check_port(ProbeKind::DNS, 5353).is_err());
         assert!(e.check_port(ProbeKind::PING, 1).is_ok());
-        assert!(e.check_module(ProbeKind::Trace).is_ok());
+        assert!(e.check_module(ProbeKind::TRACE).is_ok());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Probe;
-use super::module::{OptionsInput, TypedModule, int_param};
+use super::module::{OptionsInput, Rollup, TypedModule, int_param};
 use crate::config::{Check, Host, ProbeForm};
 use crate::series::{Gauge, Point, gauge, labelled};
 use crate::types::ModuleId;
@@ -158,5 +158,26 @@ impl TypedModule for Http {
     }
     fn initial_points(&self, out: &mut Vec<Point>) {
         stored::StoredHttp::default().points(out);
+    }
+    fn values(&self, bytes: &[u8], out: &mut Vec<(&'static str, f64)>) {
+        if let Some(s) = stored::StoredHttp::decode(bytes) {
+            s.values(out);
+        }
+    }
+    /// The phases together of a round with a response, and the status
+    /// ([`stored::NO_STATUS`] without one).
+    fn rollup(&self, bytes: &[u8]) -> Rollup {
+        stored::StoredHttp::decode(bytes).map_or_else(Rollup::default, |s| Rollup {
+            time_us: s.status.map(|_| s.total_us()),
+            mark: Some(s.mark()),
+        })
+    }
+    const MARKS: bool = true;
+    fn mark_name(&self, mark: u32) -> String {
+        if mark == stored::NO_STATUS {
+            "no response".into()
+        } else {
+            mark.to_string()
+        }
     }
 }

@@ -22,7 +22,8 @@ pub use module::{
     Rollup, Section, family_mismatch,
 };
 pub use ping::{PingProbe, series as ping_series};
-pub use trace::TraceProbe;
+pub(crate) use trace::module::KIND as TRACE_MODULE;
+pub use trace::{TraceProbe, series as trace_series};
 
 /// The module kinds' per-round gauges, for a crate that shows them under other names too
 /// (`/probe`'s blackbox-compatible answer).
@@ -37,16 +38,15 @@ pub mod module_gauges {
 /// The probe modules: one line per kind.
 pub static MODULES: &[&dyn ProbeModule] = &[
     &ping::module::Ping,
+    &trace::module::Trace,
     &tcp::Tcp,
     &http::Http,
     &dns::module::Dns,
 ];
 
-/// A prober for every kind, built-in and module.
+/// A prober for every kind.
 pub fn probes() -> Vec<Arc<dyn Probe>> {
-    let mut v: Vec<Arc<dyn Probe>> = vec![Arc::new(TraceProbe::new())];
-    v.extend(MODULES.iter().map(|m| m.probe()));
-    v
+    MODULES.iter().map(|m| m.probe()).collect()
 }
 
 use crate::config::{Host, Target};

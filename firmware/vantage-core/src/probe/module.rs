@@ -172,22 +172,16 @@ impl ModuleId {
 }
 
 impl ProbeKind {
-    /// Every kind: ping, the built-in ones, then the other modules in registration order
-    /// (ping and trace first, the order lists of kinds, forms and `/metrics` had before ping
-    /// was a module).
+    /// Every kind, in registration order (ping and trace first, the order lists of kinds,
+    /// forms and `/metrics` had before they were modules).
     pub fn every() -> impl Iterator<Item = ProbeKind> {
-        std::iter::once(ProbeKind::PING).chain(Self::ALL).chain(
-            ModuleId::all()
-                .map(ProbeKind::Module)
-                .filter(|k| *k != ProbeKind::PING),
-        )
+        ModuleId::all().map(ProbeKind::Module)
     }
 
-    /// The module of a module kind.
+    /// The module of a kind.
     pub fn module(self) -> Option<&'static dyn ProbeModule> {
         match self {
             ProbeKind::Module(m) => Some(m.module()),
-            _ => None,
         }
     }
 }
@@ -242,8 +236,8 @@ impl std::fmt::Debug for ProbeQuery<'_> {
 pub trait ProbeModule: Send + Sync + Debug {
     /// `probes = ["NAME"]`, the `NAME = {...}` section, `probe="NAME"`, `module=NAME`.
     fn name(&self) -> &'static str;
-    /// The kind's code in the store's series dictionary and blocks: stable, never reused,
-    /// above the built-in kinds' 1 to 3.
+    /// The kind's code in the store's series dictionary and blocks: stable, never reused
+    /// (1 to 3 are ping, DNS and trace, the codes they had as built-in kinds).
     fn store_code(&self) -> u8;
     fn default_interval(&self) -> Duration;
     /// The page's target form for the kind.

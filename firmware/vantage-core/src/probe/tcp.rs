@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Probe;
-use super::module::{OptionsInput, TypedModule, bool_param, int_param};
+use super::module::{OptionsInput, Rollup, TypedModule, bool_param, int_param};
 use crate::config::{Check, Host, ProbeForm, parse_host, split_host_port};
 use crate::series::{Gauge, HistogramDef, Point, gauge, labelled, per_probe, per_probe_labelled};
 use crate::types::ModuleId;
@@ -192,6 +192,18 @@ impl TypedModule for Tcp {
     fn observe(&self, r: &TcpReport, add: &mut dyn FnMut(usize, f64)) {
         for t in &r.connect_times {
             add(0, t.as_secs_f64());
+        }
+    }
+    fn values(&self, bytes: &[u8], out: &mut Vec<(&'static str, f64)>) {
+        if let Some(s) = stored::StoredTcp::decode(bytes) {
+            s.values(out);
+        }
+    }
+    /// The round's mean connect time (none without a connection).
+    fn rollup(&self, bytes: &[u8]) -> Rollup {
+        Rollup {
+            time_us: stored::StoredTcp::decode(bytes).and_then(|s| s.connect_us.map(|c| c.1)),
+            mark: None,
         }
     }
 }

@@ -14,7 +14,9 @@
 //! read from the error queue) are placed by what earlier traces learned about the answering
 //! address, else by re-probing the unresolved TTLs of that flow one at a time.
 
+pub(crate) mod module;
 mod path;
+pub mod series;
 #[cfg(test)]
 mod tests;
 
@@ -80,6 +82,27 @@ const MDA_STOP: [u16; 16] = [
 ];
 /// Targets whose state is kept at most.
 const MAX_STATES: usize = crate::defaults::MAX_TARGETS + 1024;
+
+/// Whether every flow's one router at the next TTL (`next`) follows from its one router at
+/// this one (`here`): flows that met the same router here all met the same one there, and
+/// as many flows met both as the MDA's stopping point asks for the routers met there, so
+/// that packets picking branches at random (per-packet balancing) do not pass by chance.
+fn follows(here: &HashMap<u16, Vec<IpAddr>>, next: &HashMap<u16, Vec<IpAddr>>) -> bool {
+    let mut to: HashMap<IpAddr, IpAddr> = HashMap::new();
+    let mut both = 0;
+    for (flow, n) in next {
+        if let Some(h) = here.get(flow) {
+            if *to.entry(h[0]).or_insert(n[0]) != n[0] {
+                return false;
+            }
+            both += 1;
+        }
+    }
+    let mut routers: Vec<IpAddr> = to.into_values().collect();
+    routers.sort_unstable();
+    routers.dedup();
+    both >= usize::from(MDA_STOP[routers.len().clamp(1, MDA_STOP.len()) - 1])
+}
 
 /// The traceroute prober. Cheap to share; sockets open on first use and are shared by every
 /// target with the same protocol, family and socket options.
@@ -304,7 +327,7 @@ impl TraceProbe {
 
 impl Probe for TraceProbe {
     fn kind(&self) -> ProbeKind {
-        ProbeKind::Trace
+        ProbeKind::TRACE
     }
 
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
@@ -338,13 +361,13 @@ impl Probe for TraceProbe {
                 Ok(report) => {
                     let stopped = report.hops.iter().any(|h| h.unreachable().is_some());
                     let error = (!report.reached && !stopped).then_some(ProbeError::Timeout);
-                    (report.reached, error, Measurement::Trace(report))
+                    (report.reached, error, Measurement::from(report))
                 }
                 Err(e) => (false, Some(e), Measurement::None),
             };
             Sample {
                 target: target.name.as_str().into(),
-                probe: ProbeKind::Trace,
+                probe: ProbeKind::TRACE,
                 timestamp,
                 duration,
                 success,
@@ -577,12 +600,17 @@ impl<'a> Round<'a> {
     /// Queues every probe for TTLs `lo..=hi`, starting at `at`.
     fn schedule(&mut self, lo: u8, hi: u8, at: Instant) {
         let waves = self.opts.probes_per_hop;
+        // The margin beyond the last trace's destination only looks for a longer path: one
+        // probe per flow there, not `probes_per_hop` that all reach the destination.
+        let dest = self.state.dest_ttl;
+        let margin =
+            move |ttl: u8| dest.is_some_and(|d| ttl > d && ttl <= d.saturating_add(TTL_MARGIN));
         if self.opts.spacing.is_zero() {
             // Back to back, lowest TTL first, in batches: probes for TTLs beyond where a flow
             // ended are dropped before they leave.
             let mut n: u32 = 0;
             for ttl in lo..=hi {
-                for _ in 0..waves {
+                for _ in 0..if margin(ttl) { 1 } else { waves } {
                     for flow in 0..self.flows {
                         self.queue
                             .push_back((at + BATCH_GAP * (n / BATCH), ttl, flow));
@@ -593,7 +621,7 @@ impl<'a> Round<'a> {
         } else {
             for w in 0..waves {
                 let when = at + self.opts.spacing * w;
-                for ttl in lo..=hi {
+                for ttl in (lo..=hi).filter(|t| w == 0 || !margin(*t)) {
                     for flow in 0..self.flows {
                         self.queue.push_back((when, ttl, flow));
                     }
@@ -880,9 +908,13 @@ impl<'a> Round<'a> {
     }
 
     /// Up to `MAX_SPLIT_CHECKS` TTLs where flows met different routers, each with a flow
-    /// that answered there.
+    /// that answered there. A split the one just below it explains (every flow's router here
+    /// follows from its router there: the branches of one balancer, seen again one hop on,
+    /// e.g. from the interfaces they enter the next router by) is no new balancer and is not
+    /// checked again, nor is the next one it explains in turn.
     fn splits(&self) -> Vec<(u8, u16)> {
         let mut out = Vec::new();
+        let mut below: Option<HashMap<u16, Vec<IpAddr>>> = None;
         for ttl in self.opts.first_ttl..=self.hi {
             // Per flow, the routers that said "time exceeded" at this TTL.
             let mut seen: HashMap<u16, Vec<IpAddr>> = HashMap::new();
@@ -897,14 +929,20 @@ impl<'a> Round<'a> {
             let mut all: Vec<IpAddr> = seen.values().flatten().copied().collect();
             all.sort();
             all.dedup();
+            let checked = below.take();
             if all.len() > 1
                 && seen.values().all(|v| v.len() == 1)
                 && let Some(&flow) = seen.keys().min()
             {
+                if checked.is_some_and(|b| follows(&b, &seen)) {
+                    below = Some(seen);
+                    continue;
+                }
                 out.push((ttl, flow));
                 if out.len() == MAX_SPLIT_CHECKS {
                     break;
                 }
+                below = Some(seen);
             }
         }
         out

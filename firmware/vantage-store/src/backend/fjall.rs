@@ -12,6 +12,42 @@ use super::{
     key_seq,
 };
 
+/// Table file descriptors fjall may keep between reads: none (see `open`).
+const CACHED_TABLE_FILES: usize = 0;
+
+/// Files of the store's directory open at rest, whatever the store's size and age: the lock
+/// file and the active journal. Add one per block read in flight and, while the background
+/// worker runs, the table a flush writes (or a `meta` compaction's inputs and output).
+pub const MAX_OPEN_FILES: usize = 2;
+
+/// Largest memtable of the `blocks` keyspace. Every committed block stays in the active
+/// memtable until it reaches this size, and a full one is held again while it is flushed, so
+/// up to twice this is heap. Each flush makes a table, which FIFO never merges; a table pins
+/// its index and filter blocks (`blocks` stays in L0, where both are pinned). Those grow with
+/// the data, not with the table count: one index entry per 4 KiB data block (or per block,
+/// when larger) and about 2.4 bytes of filter per block (false-positive rate 1e-4). Measured
+/// (tests): 652 bytes for a 2 MiB table of 64 KiB blocks, 1.4 % of the data for 256-byte
+/// blocks. What smaller tables add is each table's fixed part (its struct, path, metadata and
+/// the pinned blocks' headers, estimated at 1 KiB): at the 4 GiB bound blocks fill at most
+/// 70 % of it, 2.8 GiB, about 1,400 tables of 2 MiB, so about 1.4 MiB against 0.35 MiB for
+/// 8 MiB tables, in exchange for up to 12 MiB less heap at any size of the store. fjall
+/// persists a keyspace's memtable size when it creates it: an existing store keeps its own.
+const MAX_BLOCKS_MEMTABLE: u64 = 2 << 20;
+/// Largest memtable of `index` (a few dozen bytes per block: it seldom fills).
+const MAX_INDEX_MEMTABLE: u64 = 8 << 20;
+/// Smallest memtable: small memtables keep memory low on a Pi and make FIFO tables small
+/// enough to drop at a fine grain under a small byte bound.
+const MIN_MEMTABLE: u64 = 256 << 10;
+
+/// Memtable sizes of `blocks` and `index` for a store bounded to `max_bytes`.
+fn memtable_sizes(max_bytes: u64) -> (u64, u64) {
+    let want = max_bytes / 32;
+    (
+        want.clamp(MIN_MEMTABLE, MAX_BLOCKS_MEMTABLE),
+        want.clamp(MIN_MEMTABLE, MAX_INDEX_MEMTABLE),
+    )
+}
+
 #[allow(missing_debug_implementations)]
 pub struct FjallBackend {
     db: Database,
@@ -44,24 +80,37 @@ fn err(e: fjall::Error) -> BackendError {
 impl FjallBackend {
     pub fn open(dir: &Path, opts: &EngineOptions) -> Result<Self, BackendError> {
         std::fs::create_dir_all(dir).map_err(|e| BackendError::Io(e.to_string()))?;
-        // Small memtables keep memory low on a Pi and make FIFO tables small enough to drop
-        // at a fine grain under a small byte bound.
-        let memtable = (opts.max_bytes / 32).clamp(256 << 10, 8 << 20);
+        let (blocks_memtable, memtable) = memtable_sizes(opts.max_bytes);
+        // Open files (fjall 3.1 / lsm-tree 3.1 source): the lock file and the active journal
+        // stay open (sealed journals, version files and directory fsyncs are closed at once).
+        // A table's file is opened to read its trailer, pinned index and filter blocks (kept
+        // in memory, not as fds) and closed; later block reads take the fd from the shared
+        // descriptor table or open the file and offer it to that table. That cache is the only
+        // holder of table fds between reads, and its cap is not a strict bound: the cache has
+        // 4 shards per CPU (a power of two, at most 32) of ceil(cap/shards) each, so a cap of 4
+        // keeps 8 open on 2 CPUs; any cap above 0 also fills as tables accumulate (default
+        // 900). `None` is worse: every table pins its fd. A cap of 0 admits nothing: a read
+        // that misses the block cache opens its table and closes it after the read, an `open`
+        // per block read at the store's read rate (charts, resends), small beside the read.
+        // In exchange the store's open files stay at `MAX_OPEN_FILES`.
         let db = Database::builder(dir)
+            .max_cached_files(Some(CACHED_TABLE_FILES))
             .worker_threads(1)
             .cache_size(4 << 20)
             .max_journaling_size(64 << 20)
             .manual_journal_persist(true)
             .open()
             .map_err(err)?;
-        let ring = || {
-            KeyspaceCreateOptions::default()
-                .compaction_strategy(Arc::new(Fifo::new(u64::MAX, None)))
-                .max_memtable_size(memtable)
-                .manual_journal_persist(true)
+        let ring = |memtable| {
+            move || {
+                KeyspaceCreateOptions::default()
+                    .compaction_strategy(Arc::new(Fifo::new(u64::MAX, None)))
+                    .max_memtable_size(memtable)
+                    .manual_journal_persist(true)
+            }
         };
-        let blocks = db.keyspace("blocks", ring).map_err(err)?;
-        let index = db.keyspace("index", ring).map_err(err)?;
+        let blocks = db.keyspace("blocks", ring(blocks_memtable)).map_err(err)?;
+        let index = db.keyspace("index", ring(memtable)).map_err(err)?;
         let meta = db
             .keyspace("meta", || {
                 KeyspaceCreateOptions::default()
@@ -177,3 +226,6 @@ impl Drop for FjallBackend {
         let _ = self.db.persist(PersistMode::SyncAll);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,7 +93,7 @@ fn round(kind: ProbeKind, target: &Arc<str>, ms: u64, rng: u64) -> Sample {
                 ..sample(target, ms, 0)
             }
         }
-        ProbeKind::Trace => {
+        ProbeKind::TRACE => {
             let hops = (1..=12u8)
                 .map(|ttl| {
                     let silent = ttl == 4;
@@ -122,9 +122,9 @@ fn round(kind: ProbeKind, target: &Arc<str>, ms: u64, rng: u64) -> Sample {
                 })
                 .collect();
             Sample {
-                probe: ProbeKind::Trace,
+                probe: ProbeKind::TRACE,
                 duration: us(30_000 + jitter),
-                measurement: Measurement::Trace(TraceReport {
+                measurement: Measurement::from(TraceReport {
                     flows: 1,
                     reached: true,
                     hops,

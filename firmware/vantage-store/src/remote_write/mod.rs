@@ -251,7 +251,7 @@ mod tests {
         };
         let lookup = |id: u32| match id {
             0 => Some(key(ProbeKind::DNS)),
-            1 => Some(key(ProbeKind::Trace)),
+            1 => Some(key(ProbeKind::TRACE)),
             _ => None,
         };
         let req = build_request(&[dns, trace], &lookup, &Labels::new());

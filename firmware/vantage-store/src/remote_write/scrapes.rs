@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
+use vantage_core::LockExt;
 
 /// Covered stretches kept per scrape gap: each is one run of scrapes without a gap, so this
 /// many outages (or scraper restarts) back. Older rounds count as uncovered and are shipped:
@@ -45,7 +46,7 @@ impl ScrapeLog {
     }
 
     fn tracks(&self) -> std::sync::MutexGuard<'_, Vec<Track>> {
-        self.tracks.lock().unwrap_or_else(|e| e.into_inner())
+        self.tracks.lock_or_recover()
     }
 
     /// Starts keeping intervals for `gap` (idempotent). Scrapes noted before are not known

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use vantage_core::LockExt;
 
 use tokio::sync::Notify;
 pub use vantage_core::config::SendMode;
@@ -122,6 +123,11 @@ pub struct EndpointStats {
     /// Series samples the endpoint refused one by one (a 4xx other than 429 for a request
     /// of that single sample), or in parts beyond the split budget; not retried.
     pub samples_rejected: AtomicU64,
+    /// `send = "gaps"`: single samples refused as a duplicate of what the receiver already
+    /// held at that exact millisecond. Its own scrape put a value or a failed scrape's
+    /// staleness marker there, which happens when a round's start falls on the scraper's
+    /// timestamp; the receiver keeps that point, so this is not a fault of the data.
+    pub samples_collided: AtomicU64,
     /// Stored rounds not shipped because scrapes covered them (`send = "gaps"`).
     pub samples_skipped: AtomicU64,
     pub requests: AtomicU64,
@@ -222,8 +228,16 @@ const SAMPLE_REFUSALS: [&str; 4] = [
     "too old sample",
     "out of bounds",
     "out of order sample",
-    "duplicate sample for timestamp",
+    DUPLICATE_SAMPLE,
 ];
+
+/// The refusal of a sample at a time the receiver already holds another value at.
+const DUPLICATE_SAMPLE: &str = "duplicate sample for timestamp";
+
+/// A refusal that means the receiver already holds another value at that exact time.
+fn collides_with_scrape(text: &str) -> bool {
+    text.to_ascii_lowercase().contains(DUPLICATE_SAMPLE)
+}
 
 fn refuses_samples(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
@@ -304,7 +318,7 @@ impl Shipper {
     pub async fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.notify.notify_waiters();
-        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        let handles = std::mem::take(&mut *self.handles.lock_or_recover());
         for h in handles {
             h.abort();
             let _ = h.await;
@@ -358,10 +372,6 @@ impl RateLimit {
         self.budget -= n as f64;
         wait
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the gaps filter left of a batch.
@@ -552,6 +562,11 @@ impl EndpointTask {
 
     /// Counts and reports samples the receiver refused.
     fn refused(&self, part: &[proto::TimeSeries], n: usize, msg: String, whole: bool) {
+        if n == 1 && self.ep.send == SendMode::Gaps && collides_with_scrape(&msg) {
+            self.stats.samples_collided.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(endpoint = %self.ep.name, "remote_write: a sample falls on a scrape's timestamp: {msg}");
+            return;
+        }
         self.stats
             .samples_rejected
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -560,9 +575,12 @@ impl EndpointTask {
             _ => format!("{n} samples (split budget spent)"),
         };
         let why = format!("{msg} [{what}]");
-        *lock(&self.stats.last_rejection) = Some(why.clone());
-        *lock(&self.stats.last_error) = Some(why.clone());
-        let due = lock(&self.refusals).note(n as u64, Instant::now(), REFUSAL_LOG_EVERY);
+        *self.stats.last_rejection.lock_or_recover() = Some(why.clone());
+        *self.stats.last_error.lock_or_recover() = Some(why.clone());
+        let due = self
+            .refusals
+            .lock_or_recover()
+            .note(n as u64, Instant::now(), REFUSAL_LOG_EVERY);
         if let Some(total) = due {
             tracing::warn!(
                 endpoint = %self.ep.name,
@@ -594,7 +612,7 @@ impl EndpointTask {
                     if !self.stats.up.swap(true, Ordering::Relaxed) && attempt > 1 {
                         tracing::info!(endpoint = %name, "remote_write: endpoint reachable again; sending the backlog");
                     }
-                    *lock(&self.stats.last_error) = None;
+                    *self.stats.last_error.lock_or_recover() = None;
                     return Some(None);
                 }
                 Outcome::Refused(msg) => {
@@ -609,7 +627,7 @@ impl EndpointTask {
             if self.stats.up.swap(false, Ordering::Relaxed) || attempt == 1 {
                 tracing::warn!(endpoint = %name, "remote_write: {msg}; retrying with backoff");
             }
-            *lock(&self.stats.last_error) = Some(msg);
+            *self.stats.last_error.lock_or_recover() = Some(msg);
             let exp = self
                 .ep
                 .min_backoff

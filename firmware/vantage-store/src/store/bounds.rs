@@ -4,13 +4,14 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use vantage_core::{LockExt, RwLockExt};
 
 use crate::backend::Backend;
 use crate::codec::BlockMeta;
 use crate::rollup;
 
 use super::sidecar::Head;
-use super::{DropReason, Inner, State, lock, now_ms};
+use super::{DropReason, Inner, State, now_ms};
 
 /// Bytes a directory tree really occupies (allocated blocks: sparse, preallocated files count
 /// for what they hold).
@@ -50,7 +51,7 @@ impl Inner {
     /// Queues the deletion of aggregates of minutes no longer in the blocks.
     fn clean_rollups(&self, b: &dyn Backend) {
         let (cutoff, ids) = {
-            let st = lock(&self.state);
+            let st = self.state.lock_or_recover();
             let oldest = st.index.values().next().map(|e| e.meta.min_ts);
             match oldest.and_then(|t| st.rollups.cleanup_due(t)) {
                 Some(c) => (c, st.series.len() as u32),
@@ -72,14 +73,14 @@ impl Inner {
                 return;
             }
         }
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock_or_recover();
         st.rollups.removals.extend(keys);
         st.rollups.cleaned_below = cutoff;
     }
 
     /// The store directory's real size, measured at most every few seconds.
     pub(super) fn disk_usage(&self) -> u64 {
-        let mut c = lock(&self.usage);
+        let mut c = self.usage.lock_or_recover();
         if c.0.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
             *c = (Some(Instant::now()), dir_usage(&self.opts.dir));
         }
@@ -88,12 +89,12 @@ impl Inner {
 
     /// Drops the oldest blocks beyond the age and byte bounds.
     pub(super) fn enforce_bounds(&self) {
-        let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.backend.read_or_recover();
         let Some(b) = guard.as_ref() else { return };
         let max_age_ms = i64::try_from(self.opts.max_age.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms().saturating_sub(max_age_ms);
         let disk = self.disk_usage();
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock_or_recover();
         let floor_before = st.floor;
         // Age: whole blocks whose newest sample is past the bound.
         while let Some((_, e)) = st.index.first_key_value() {
@@ -118,7 +119,7 @@ impl Inner {
                 None => break,
             }
         }
-        let mut last_emergency = lock(&self.last_emergency);
+        let mut last_emergency = self.last_emergency.lock_or_recover();
         if disk > self.opts.max_bytes + self.opts.max_bytes / 10
             && last_emergency.is_none_or(|t| t.elapsed() > Duration::from_secs(60))
         {

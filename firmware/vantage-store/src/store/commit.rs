@@ -5,16 +5,27 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use vantage_core::{LockExt, RwLockExt};
 
 use crate::backend::{Backend, BackendError, Commit};
 use crate::codec::{BlockMeta, StoredSample, encode_block};
 use crate::rollup::{self, Agg, Due};
 
 use super::sidecar::{Head, append_series_log};
-use super::{Cursor, IndexEntry, Inner, META_CURSOR, META_FLOOR, META_SERIES, State, lock, now_ms};
+use super::{Cursor, IndexEntry, Inner, META_CURSOR, META_FLOOR, META_SERIES, State, now_ms};
 
 /// Largest block one commit writes; a longer backlog of pending samples is split.
 const MAX_BLOCK_SAMPLES: usize = 50_000;
+
+/// After a backlog drained, hands back the queue's spare room: a queue keeps its largest
+/// capacity (up to `max_pending` samples of about 100 bytes) otherwise. Room for one block,
+/// or twice what is left, is kept, so a steady rate does not reallocate at each commit.
+fn release_backlog<T>(q: &mut std::collections::VecDeque<T>) {
+    let keep = (q.len() * 2).max(MAX_BLOCK_SAMPLES);
+    if q.capacity() > 2 * keep {
+        q.shrink_to(keep);
+    }
+}
 
 impl Inner {
     /// Adds the aggregates due to a commit: the minutes completed, and the written minutes that
@@ -44,7 +55,7 @@ impl Inner {
             degraded.then(|| Instant::now() + Duration::from_secs(1));
         loop {
             {
-                let mut st = lock(&self.state);
+                let mut st = self.state.lock_or_recover();
                 loop {
                     if self.closing.load(Ordering::SeqCst) {
                         break;
@@ -69,13 +80,7 @@ impl Inner {
                 if Instant::now() < at && !closing {
                     continue;
                 }
-                if self
-                    .backend
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_none()
-                    || failures > 0
-                {
+                if self.backend.read_or_recover().is_none() || failures > 0 {
                     self.reopen();
                 }
             }
@@ -83,7 +88,7 @@ impl Inner {
                 Ok(()) => {
                     failures = 0;
                     retry_at = None;
-                    if lock(&self.error).take().is_some() {
+                    if self.error.lock_or_recover().take().is_some() {
                         tracing::info!("store: writes work again");
                     }
                 }
@@ -106,9 +111,9 @@ impl Inner {
     /// Writes what is pending, in blocks of at most `MAX_BLOCK_SAMPLES`.
     pub(super) fn commit_round(&self, force: bool) -> Result<(), BackendError> {
         // One commit at a time (the committer thread and `Store::flush`).
-        let _serial = lock(&self.commit_serial);
+        let _serial = self.commit_serial.lock_or_recover();
         loop {
-            let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
+            let guard = self.backend.read_or_recover();
             let Some(b) = guard.as_ref() else {
                 return Err(self.not_open());
             };
@@ -117,21 +122,21 @@ impl Inner {
             let batch = self.take_batch();
             let (mut c, meta) = self.encode_batch(&batch);
             if let Err(e) = self.rollup_meta(b.as_ref(), &batch.due, &mut c) {
-                let mut st = lock(&self.state);
+                let mut st = self.state.lock_or_recover();
                 st.in_flight = 0;
                 st.index_removals.extend(batch.removals);
                 st.rollups.failed(batch.due);
                 return Err(e);
             }
             if c.is_empty() {
-                lock(&self.state).in_flight = 0;
+                self.state.lock_or_recover().in_flight = 0;
                 return Ok(());
             }
             let bytes: usize = c.blocks.iter().map(|(_, v)| v.len() + 8).sum::<usize>()
                 + c.index.iter().map(|(_, v)| v.len() + 8).sum::<usize>()
                 + c.meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
             let res = b.commit(c, true);
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock_or_recover();
             st.in_flight = 0;
             match res {
                 Ok(()) => self.committed(&mut st, batch, meta, bytes),
@@ -152,7 +157,7 @@ impl Inner {
     /// Takes what the next commit writes; the samples stay pending (in flight) until it is
     /// written.
     fn take_batch(&self) -> Batch {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock_or_recover();
         let n = st.pending.len().min(MAX_BLOCK_SAMPLES);
         st.in_flight = n;
         let samples: Vec<StoredSample> = st.pending.iter().take(n).cloned().collect();
@@ -227,6 +232,7 @@ impl Inner {
         } = batch;
         let n = samples.len();
         st.pending.drain(..n);
+        release_backlog(&mut st.pending);
         st.rollups.written(&due);
         st.rollups.fold(&samples, true);
         // A set: at a start with thousands of targets every series is new at once.
@@ -274,4 +280,31 @@ struct Batch {
     /// Index entries of blocks found damaged, deleted with this commit.
     removals: Vec<u64>,
     due: Due,
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use std::collections::VecDeque;
+
+    use super::{MAX_BLOCK_SAMPLES, release_backlog};
+
+    #[test]
+    fn a_drained_backlog_gives_its_room_back_and_a_steady_queue_keeps_it() {
+        let mut q: VecDeque<u64> = (0..10 * MAX_BLOCK_SAMPLES as u64).collect();
+        q.drain(..9 * MAX_BLOCK_SAMPLES);
+        release_backlog(&mut q);
+        assert!(q.capacity() < 10 * MAX_BLOCK_SAMPLES, "{}", q.capacity());
+        q.drain(..);
+        release_backlog(&mut q);
+        let cap = q.capacity();
+        assert!(
+            (MAX_BLOCK_SAMPLES..3 * MAX_BLOCK_SAMPLES).contains(&cap),
+            "{cap}"
+        );
+        // One block's worth comes and goes without the queue being reallocated.
+        q.extend(0..MAX_BLOCK_SAMPLES as u64);
+        q.drain(..);
+        release_backlog(&mut q);
+        assert_eq!(q.capacity(), cap);
+    }
 }

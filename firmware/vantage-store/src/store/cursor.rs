@@ -2,8 +2,9 @@
 
 use crate::backend::BackendError;
 use crate::codec::StoredSample;
+use vantage_core::LockExt;
 
-use super::{State, Store, lock};
+use super::{State, Store};
 
 /// Position of the next sample to ship: block sequence number and index within the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
@@ -39,7 +40,7 @@ pub struct ReadBatch {
 impl Store {
     /// The shipping position of an endpoint (the oldest sample when it never shipped).
     pub fn cursor(&self, endpoint: &str) -> Cursor {
-        let st = lock(&self.inner.state);
+        let st = self.inner.state.lock_or_recover();
         let c = st.cursors.get(endpoint).copied().unwrap_or_default();
         st.clamp(c)
     }
@@ -47,7 +48,7 @@ impl Store {
     /// Records that everything before `c` was delivered to `endpoint`. Persisted with the next
     /// group commit.
     pub fn set_cursor(&self, endpoint: &str, c: Cursor) {
-        let mut st = lock(&self.inner.state);
+        let mut st = self.inner.state.lock_or_recover();
         if st.cursors.get(endpoint) != Some(&c) {
             st.cursors.insert(endpoint.to_string(), c);
             if !st.dirty_cursors.iter().any(|e| e == endpoint) {
@@ -59,14 +60,14 @@ impl Store {
     /// The position of the oldest sample still stored.
     pub fn cursor_floor(&self) -> Cursor {
         Cursor {
-            seq: lock(&self.inner.state).floor,
+            seq: self.inner.state.lock_or_recover().floor,
             idx: 0,
         }
     }
 
     /// Committed samples at or after `c`.
     pub fn backlog(&self, c: Cursor) -> u64 {
-        let st = lock(&self.inner.state);
+        let st = self.inner.state.lock_or_recover();
         let c = st.clamp(c);
         match st.index.range(c.seq..).next() {
             Some((_, e)) => st.cum_end - e.cum - u64::from(c.idx).min(u64::from(e.meta.count)),
@@ -81,10 +82,10 @@ impl Store {
             samples: Vec::new(),
             next: c,
         };
-        let mut c = lock(&self.inner.state).clamp(c);
+        let mut c = self.inner.state.lock_or_recover().clamp(c);
         loop {
             let next = {
-                let st = lock(&self.inner.state);
+                let st = self.inner.state.lock_or_recover();
                 st.index
                     .range(c.seq..)
                     .next()

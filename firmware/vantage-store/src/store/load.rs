@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use vantage_core::LockExt;
 
 use vantage_core::ProbeKind;
 
@@ -16,7 +17,6 @@ use crate::series::SeriesKey;
 use super::sidecar::{Head, read_series_log};
 use super::{
     Cursor, DropReason, IndexEntry, Inner, META_CURSOR, META_FLOOR, META_NEXT, META_SERIES, State,
-    lock,
 };
 
 /// Newest blocks read back on open to catch a damaged tail early.
@@ -40,7 +40,7 @@ impl Inner {
         let (series, bad_series) = load_series(b, &self.opts.dir)?;
         let cursors = load_cursors(b)?;
 
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock_or_recover();
         st.install_series(series);
         st.samples = index.values().map(|e| u64::from(e.meta.count)).sum();
         st.block_bytes = index.values().map(|e| u64::from(e.meta.len)).sum();
@@ -103,7 +103,7 @@ impl Inner {
 
     /// True (and the loss counted) when the engine came back behind the head file.
     fn behind_head(&self, h: Head) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock_or_recover();
         if h.next_seq > st.next_seq {
             // The engine came back behind what it had acknowledged: data was lost.
             let blocks = h.next_seq - st.next_seq;
@@ -139,7 +139,7 @@ impl Inner {
         };
         let (start, written) = (read(rollup::META_START)?, read(rollup::META_WRITTEN)?);
         let (blocks, newest) = {
-            let st = lock(&self.state);
+            let st = self.state.lock_or_recover();
             let newest = st.index.values().next_back().map(|e| e.meta.max_ts);
             let from = written.or(start).unwrap_or(i64::MAX);
             let blocks: Vec<u64> = st
@@ -158,7 +158,9 @@ impl Inner {
             ..rollup::Open::default()
         };
         open.written_below = written.unwrap_or(open.start);
-        open.cleaned_below = lock(&self.state)
+        open.cleaned_below = self
+            .state
+            .lock_or_recover()
             .index
             .values()
             .next()
@@ -168,7 +170,7 @@ impl Inner {
                 open.fold(&samples, false);
             }
         }
-        lock(&self.state).rollups = open;
+        self.state.lock_or_recover().rollups = open;
         Ok(())
     }
 }

@@ -20,9 +20,10 @@ mod sidecar;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+use vantage_core::{LockExt, RwLockExt};
 
 use vantage_core::{ProbeKind, Sample};
 
@@ -231,10 +232,6 @@ pub enum OpenError {
     Dir { path: PathBuf, err: std::io::Error },
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
@@ -298,7 +295,7 @@ impl Store {
     /// Queues several samples under one lock.
     pub fn append_many<'a>(&self, samples: impl IntoIterator<Item = (&'a Sample, &'a Labels)>) {
         let inner = &self.inner;
-        let mut st = lock(&inner.state);
+        let mut st = inner.state.lock_or_recover();
         for (sample, labels) in samples {
             let id = st.series_id(&sample.target, sample.probe, labels);
             st.pending.push_back(StoredSample::from_sample(sample, id));
@@ -330,18 +327,14 @@ impl Store {
             // so it either sees the flag or is already waiting for the notification (set
             // without the lock, a close between its check and its wait went unheard until the
             // next commit interval).
-            let _st = lock(&self.inner.state);
+            let _st = self.inner.state.lock_or_recover();
             self.inner.closing.store(true, Ordering::SeqCst);
         }
         self.inner.wake.notify_all();
-        if let Some(h) = lock(&self.committer).take() {
+        if let Some(h) = self.committer.lock_or_recover().take() {
             let _ = h.join();
         }
-        *self
-            .inner
-            .backend
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+        *self.inner.backend.write_or_recover() = None;
     }
 
     /// Samples made durable by commits since the store opened: a cheap read of one counter
@@ -356,7 +349,7 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
         let c = &inner.counters;
-        let st = lock(&inner.state);
+        let st = inner.state.lock_or_recover();
         let disk_bytes = inner.disk_usage();
         let mut dropped = [0; 4];
         for (d, a) in dropped.iter_mut().zip(&c.dropped) {
@@ -388,14 +381,19 @@ impl Store {
             quarantined: c.quarantined.load(Ordering::Relaxed),
             corrupt_blocks: c.corrupt_blocks.load(Ordering::Relaxed),
             blocks_read: c.blocks_read.load(Ordering::Relaxed),
-            error: lock(&inner.error).clone(),
+            error: inner.error.lock_or_recover().clone(),
             last_commit: (last > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(last)),
         }
     }
 
     /// The series of a stored sample.
     pub fn series(&self, id: u32) -> Option<SeriesKey> {
-        lock(&self.inner.state).series.get(id as usize).cloned()
+        self.inner
+            .state
+            .lock_or_recover()
+            .series
+            .get(id as usize)
+            .cloned()
     }
 }
 
@@ -429,7 +427,7 @@ impl State {
 impl Inner {
     fn backend_err(&self, e: &BackendError) {
         let msg = e.to_string();
-        let mut err = lock(&self.error);
+        let mut err = self.error.lock_or_recover();
         if err.as_deref() != Some(&msg) {
             tracing::error!(store = %self.opts.dir.display(), "store: {msg}; samples are kept in memory and written when the disk works again");
         }
@@ -439,7 +437,8 @@ impl Inner {
     /// The error while the engine is not open: the last one it gave, if any.
     fn not_open(&self) -> BackendError {
         BackendError::Io(
-            lock(&self.error)
+            self.error
+                .lock_or_recover()
                 .clone()
                 .unwrap_or_else(|| "store is not open".into()),
         )

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use vantage_core::{LockExt, RwLockExt};
 
 use vantage_core::ProbeKind;
 
@@ -10,7 +11,7 @@ use crate::backend::{Backend, BackendError};
 use crate::codec::{StoredSample, decode_block};
 use crate::rollup::{self, Agg};
 
-use super::{DropReason, Inner, Store, lock};
+use super::{DropReason, Inner, Store};
 
 impl Store {
     /// Samples of one target and probe with `from <= timestamp <= to` (ms since the epoch),
@@ -39,7 +40,7 @@ impl Store {
         to_ms: i64,
     ) -> Result<Vec<StoredSample>, BackendError> {
         let (ids, blocks, pending) = {
-            let st = lock(&self.inner.state);
+            let st = self.inner.state.lock_or_recover();
             let ids: Option<Vec<u32>> = only.map(|(target, probe)| {
                 st.lookup
                     .get(&(Arc::from(target), probe))
@@ -94,7 +95,7 @@ impl Store {
         let step = (step_ms.max(rollup::MINUTE_MS) / rollup::MINUTE_MS) * rollup::MINUTE_MS;
         let bucket = |t: i64| t.div_euclid(step) * step;
         let (ids, start, open, pending) = {
-            let st = lock(&self.inner.state);
+            let st = self.inner.state.lock_or_recover();
             let ids: Vec<u32> = st
                 .lookup
                 .get(&(Arc::from(target), probe))
@@ -153,7 +154,14 @@ impl Store {
     /// Reads every block back, counting (and forgetting) the damaged ones. Returns
     /// (blocks read, blocks damaged).
     pub fn verify(&self) -> Result<(u64, u64), BackendError> {
-        let seqs: Vec<u64> = lock(&self.inner.state).index.keys().copied().collect();
+        let seqs: Vec<u64> = self
+            .inner
+            .state
+            .lock_or_recover()
+            .index
+            .keys()
+            .copied()
+            .collect();
         let before = self.inner.counters.corrupt_blocks.load(Ordering::Relaxed);
         for seq in &seqs {
             if self.inner.closing.load(Ordering::Relaxed) {
@@ -174,7 +182,7 @@ impl Inner {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(i64, Agg)>, BackendError> {
-        let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.backend.read_or_recover();
         let mut out = Vec::new();
         let Some(b) = guard.as_ref() else {
             return Ok(out);
@@ -204,7 +212,7 @@ impl Inner {
     }
 
     pub(super) fn read_block(&self, seq: u64) -> Result<Option<Vec<StoredSample>>, BackendError> {
-        let guard = self.backend.read().unwrap_or_else(|e| e.into_inner());
+        let guard = self.backend.read_or_recover();
         let Some(b) = guard.as_ref() else {
             return Err(self.not_open());
         };
@@ -227,7 +235,7 @@ impl Inner {
             Err(BackendError::Corrupt(m)) => m,
             Err(e) => return Err(e),
         };
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock_or_recover();
         if let Some(e) = st.index.remove(&seq) {
             st.samples = st.samples.saturating_sub(u64::from(e.meta.count));
             st.block_bytes = st.block_bytes.saturating_sub(u64::from(e.meta.len));

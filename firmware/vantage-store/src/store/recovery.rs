@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use vantage_core::{LockExt, RwLockExt};
 
 use crate::backend::{self, Backend, BackendError, Commit, EngineOptions};
 use crate::codec::encode_block;
 
 use super::sidecar::Head;
-use super::{Inner, META_CURSOR, META_FLOOR, META_NEXT, META_SERIES, OpenError, lock};
+use super::{Inner, META_CURSOR, META_FLOOR, META_NEXT, META_SERIES, OpenError};
 
 /// Consecutive failed opens after which the store is quarantined before the next attempt.
 const MAX_FAILED_OPENS: u32 = 3;
@@ -106,7 +107,7 @@ impl Inner {
                         return Err(e);
                     }
                 };
-                *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
+                *self.backend.write_or_recover() = Some(fresh);
                 let _ = std::fs::remove_file(&marker);
                 return Ok(());
             }
@@ -116,7 +117,7 @@ impl Inner {
                 self.counters.quarantined.fetch_add(1, Ordering::Relaxed);
                 let fresh = backend::open(self.opts.backend, dir, &eopts)?;
                 self.load(fresh.as_ref(), head)?;
-                *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
+                *self.backend.write_or_recover() = Some(fresh);
                 let _ = std::fs::remove_file(&marker);
                 return Ok(());
             }
@@ -125,7 +126,7 @@ impl Inner {
                 return Err(e.into());
             }
         }
-        *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Some(backend);
+        *self.backend.write_or_recover() = Some(backend);
         let _ = std::fs::remove_file(&marker);
         Ok(())
     }
@@ -142,7 +143,7 @@ impl Inner {
             max_bytes: self.opts.max_bytes,
         };
         let (seqs, series, cursors, floor, next_seq) = {
-            let st = lock(&self.state);
+            let st = self.state.lock_or_recover();
             (
                 st.index.keys().copied().collect::<Vec<_>>(),
                 st.series.clone(),
@@ -202,15 +203,15 @@ impl Inner {
     /// Drops and reopens the engine (fjall refuses writes after a failed one; a store that
     /// could not open at start is retried here).
     pub(super) fn reopen(&self) {
-        *self.backend.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.backend.write_or_recover() = None;
         // Cursors in memory are newer than on disk; pending samples stay where they are.
         let (cursors, dirty) = {
-            let st = lock(&self.state);
+            let st = self.state.lock_or_recover();
             (st.cursors.clone(), st.dirty_cursors.clone())
         };
         match self.open_backend() {
             Ok(()) => {
-                let mut st = lock(&self.state);
+                let mut st = self.state.lock_or_recover();
                 for (k, v) in cursors {
                     st.cursors.insert(k, v);
                 }

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use vantage_core::LockExt;
 
 use crate::series::SeriesKey;
 
-use super::{Inner, lock};
+use super::Inner;
 
 /// The head file beside the store: next sequence number and live samples after the last
 /// commit. Written in place without a sync (it costs no extra flash write per commit beyond the
@@ -92,7 +93,7 @@ pub(super) fn append_series_log(dir: &Path, entries: &[(u32, Vec<u8>)]) -> std::
 impl Inner {
     pub(super) fn write_head(&self, h: Head) {
         use std::os::unix::fs::FileExt;
-        let mut f = lock(&self.head_file);
+        let mut f = self.head_file.lock_or_recover();
         if f.is_none() {
             *f = std::fs::OpenOptions::new()
                 .create(true)

@@ -168,12 +168,12 @@ pub fn trace(target: &str, ms: i64, n: u64) -> Sample {
         .collect();
     Sample {
         target: Arc::from(target),
-        probe: ProbeKind::Trace,
+        probe: ProbeKind::TRACE,
         timestamp: at_ms(ms),
         duration: Duration::from_micros(n + 1000),
         success: true,
         error: None,
-        measurement: Measurement::Trace(TraceReport {
+        measurement: Measurement::from(TraceReport {
             flows: 1,
             reached: true,
             hops,

@@ -6,6 +6,7 @@
 //! `vantage discover` turns these into Prometheus targets.
 
 use std::sync::Mutex;
+use vantage_core::LockExt;
 
 use mdns_sd::{ServiceDaemon, ServiceInfo};
 use vantage_core::Config;
@@ -78,11 +79,11 @@ impl Announcer {
             name: device_name(config),
             txt: txt_records(config),
         });
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.current.lock_or_recover();
         if current.as_ref().map(|(a, _)| a) == want.as_ref() {
             return;
         }
-        let mut daemon = self.daemon.lock().unwrap_or_else(|e| e.into_inner());
+        let mut daemon = self.daemon.lock_or_recover();
         if let (Some((_, fullname)), Some(d)) = (current.take(), daemon.as_ref()) {
             // Sends a goodbye, so browsers drop the old name at once.
             let _ = d.unregister(&fullname);
@@ -133,14 +134,10 @@ impl Announcer {
     /// Withdraws the announcement (a goodbye packet, so browsers drop the device at once) and
     /// waits briefly for it to go out. Called on shutdown.
     pub fn withdraw(&self) {
-        let Some(d) = self.daemon.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(d) = self.daemon.lock_or_recover().take() else {
             return;
         };
-        if let Some((_, fullname)) = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        if let Some((_, fullname)) = self.current.lock_or_recover().take()
             && let Ok(rx) = d.unregister(&fullname)
         {
             let _ = rx.recv_timeout(std::time::Duration::from_secs(1));

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use vantage_core::RwLockExt;
 
 use axum::Router;
 use axum::extract::State;
@@ -153,7 +154,7 @@ fn browse(
         .name("mdns-browse".into())
         .spawn(move || {
             while let Ok(event) = rx.recv() {
-                let mut map = devices.write().unwrap_or_else(|e| e.into_inner());
+                let mut map = devices.write_or_recover();
                 let changed_now = match event {
                     ServiceEvent::ServiceResolved(info)
                         if map.len() >= MAX_DEVICES && !map.contains_key(info.get_fullname()) =>
@@ -193,7 +194,7 @@ fn write_file_sd(path: &std::path::Path, groups: &[TargetGroup]) -> std::io::Res
 }
 
 async fn http_sd(State(devices): State<Devices>) -> impl IntoResponse {
-    let groups = target_groups(&devices.read().unwrap_or_else(|e| e.into_inner()));
+    let groups = target_groups(&devices.read_or_recover());
     (
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into()),
@@ -219,7 +220,7 @@ async fn run_inner(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
     if !serving {
         tokio::time::sleep(args.timeout).await;
         let _ = mdns.shutdown();
-        let map = devices.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let map = devices.read_or_recover().clone();
         if let Some(path) = &args.file_sd {
             write_file_sd(path, &target_groups(&map))?;
             eprintln!("{} devices written to {}", map.len(), path.display());
@@ -258,7 +259,7 @@ async fn run_inner(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
             }
             _ = tokio::signal::ctrl_c() => break,
         }
-        let map = devices.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let map = devices.read_or_recover().clone();
         tracing::info!(devices = map.len(), "device list changed");
         if let Some(path) = &args.file_sd
             && let Err(e) = write_file_sd(path, &target_groups(&map))

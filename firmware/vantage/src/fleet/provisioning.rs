@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use vantage_core::LockExt;
 
 use prometheus::{Gauge, IntCounterVec, Opts};
 use serde::Serialize;
@@ -57,10 +58,6 @@ pub struct State {
     fetches: IntCounterVec,
     targets: Gauge,
     overridden: Gauge,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl State {
@@ -136,9 +133,9 @@ impl State {
                     "using the last good copy of the provisioned targets until {} answers",
                     p.url
                 );
-                *lock(&self.remote) = Some(Arc::new(c));
-                *lock(&self.text) = Some(text);
-                lock(&self.status).source = "cache";
+                *self.remote.lock_or_recover() = Some(Arc::new(c));
+                *self.text.lock_or_recover() = Some(text);
+                self.status.lock_or_recover().source = "cache";
             }
             Err(e) => tracing::warn!("ignoring the cached provisioned targets:\n{e}"),
         }
@@ -147,7 +144,7 @@ impl State {
     /// The local config plus the provisioned targets, local winning on name clashes.
     pub fn merge(&self, local: &Config) -> Config {
         let remote = if local.provisioning.is_some() {
-            lock(&self.remote).clone()
+            self.remote.lock_or_recover().clone()
         } else {
             None
         };
@@ -160,7 +157,7 @@ impl State {
         }
         self.targets.set(applied.len() as f64);
         self.overridden.set(overridden.len() as f64);
-        let mut st = lock(&self.status);
+        let mut st = self.status.lock_or_recover();
         st.url = local.provisioning.as_ref().map(|p| p.url.clone());
         st.targets = applied;
         st.overridden_by_local = overridden;
@@ -168,14 +165,14 @@ impl State {
     }
 
     pub fn status(&self) -> Status {
-        lock(&self.status).clone()
+        self.status.lock_or_recover().clone()
     }
 
     fn failed(&self, result: &str, msg: String) {
         tracing::error!("provisioning: {msg}; keeping the running targets");
         self.ok.set(0.0);
         self.fetches.with_label_values(&[result]).inc();
-        lock(&self.status).last_error = Some(msg);
+        self.status.lock_or_recover().last_error = Some(msg);
     }
 
     fn succeeded(&self, result: &str) {
@@ -183,7 +180,7 @@ impl State {
         self.ok.set(1.0);
         self.last_success.set(now);
         self.fetches.with_label_values(&[result]).inc();
-        let mut st = lock(&self.status);
+        let mut st = self.status.lock_or_recover();
         st.last_error = None;
         st.last_success = Some(now);
         st.source = "remote";
@@ -192,8 +189,8 @@ impl State {
     /// Validates a fetched file and, if good, makes it the provisioned set and caches it.
     /// Returns whether the set changed.
     fn accept(&self, url: &str, text: String, etag: Option<String>) -> bool {
-        if lock(&self.text).as_deref() == Some(text.as_str()) {
-            *lock(&self.etag) = etag.map(|e| (url.to_string(), e));
+        if self.text.lock_or_recover().as_deref() == Some(text.as_str()) {
+            *self.etag.lock_or_recover() = etag.map(|e| (url.to_string(), e));
             self.succeeded("unchanged");
             return false;
         }
@@ -209,9 +206,9 @@ impl State {
                     tracing::warn!("cannot keep a copy in {}: {e}", path.display());
                 }
                 tracing::info!(targets = c.targets.len(), %url, "provisioned targets applied");
-                *lock(&self.remote) = Some(Arc::new(c));
-                *lock(&self.text) = Some(text);
-                *lock(&self.etag) = etag.map(|e| (url.to_string(), e));
+                *self.remote.lock_or_recover() = Some(Arc::new(c));
+                *self.text.lock_or_recover() = Some(text);
+                *self.etag.lock_or_recover() = etag.map(|e| (url.to_string(), e));
                 self.succeeded("applied");
                 true
             }
@@ -364,9 +361,11 @@ pub async fn run(
             state.wake.notified().await;
             continue;
         };
-        lock(&state.status).last_attempt = Some(unix_seconds(SystemTime::now()));
+        state.status.lock_or_recover().last_attempt = Some(unix_seconds(SystemTime::now()));
         // An ETag only means something to the URL that sent it.
-        let etag = lock(&state.etag)
+        let etag = state
+            .etag
+            .lock_or_recover()
             .clone()
             .filter(|(url, _)| *url == p.url)
             .map(|(_, e)| e);
@@ -380,7 +379,7 @@ pub async fn run(
                 if state.accept(&p.url, text, etag) {
                     let _ = reapply.try_send(());
                 }
-                if lock(&state.status).last_error.is_some() {
+                if state.status.lock_or_recover().last_error.is_some() {
                     p.refresh.min(RETRY_AFTER_FAILURE)
                 } else {
                     p.refresh
@@ -433,7 +432,10 @@ mod tests {
         assert!(!st.accept("u", "[[targets]]\nname = 1\n".into(), None));
         assert!(st.status().last_error.unwrap().contains("invalid"));
         assert_eq!(st.ok.get(), 0.0);
-        assert_eq!(lock(&st.remote).as_ref().unwrap().targets[0].name, "b");
+        assert_eq!(
+            st.remote.lock_or_recover().as_ref().unwrap().targets[0].name,
+            "b"
+        );
         assert_eq!(std::fs::read_to_string(dir.join(CACHE_FILE)).unwrap(), good);
 
         // A restart finds the cached copy.

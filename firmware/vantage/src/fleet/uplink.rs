@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vantage_core::LockExt;
 
 use prometheus::{GaugeVec, Opts};
 use tokio::sync::watch;
@@ -97,6 +98,14 @@ pub struct UplinkMetrics {
 }
 
 impl UplinkMetrics {
+    /// Removes every gateway series: the uplink check is off, or gateways are not watched.
+    fn clear_gateway(&self) {
+        self.gateway_up.reset();
+        self.gateway_rtt.reset();
+        self.gateway_info.reset();
+        self.info.lock_or_recover().clear();
+    }
+
     pub fn new(registry: &prometheus::Registry) -> Arc<Self> {
         let g = |name: &str, help: &str, labels: &[&str]| {
             let v = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -164,14 +173,7 @@ pub async fn run(local: watch::Receiver<Arc<Config>>, metrics: Arc<UplinkMetrics
         }
         let cfg = local.borrow().uplink.clone();
         if !cfg.enabled {
-            metrics.gateway_up.reset();
-            metrics.gateway_rtt.reset();
-            metrics.gateway_info.reset();
-            metrics
-                .info
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            metrics.clear_gateway();
             metrics.upstream_up.reset();
             metrics.upstream_rtt.reset();
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -181,7 +183,7 @@ pub async fn run(local: watch::Receiver<Arc<Config>>, metrics: Arc<UplinkMetrics
         if cfg.gateway {
             for (family, route) in default_routes() {
                 let exported = {
-                    let mut seen = metrics.seen.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut seen = metrics.seen.lock_or_recover();
                     if route.is_some() {
                         seen.insert(family);
                     }
@@ -194,7 +196,7 @@ pub async fn run(local: watch::Receiver<Arc<Config>>, metrics: Arc<UplinkMetrics
                     .as_ref()
                     .map(|r| (r.gateway.to_string(), r.interface.clone()));
                 {
-                    let mut info = metrics.info.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut info = metrics.info.lock_or_recover();
                     if info.get(family) != now.as_ref() {
                         if let Some((gw, ifc)) = info.remove(family) {
                             let _ = metrics
@@ -234,14 +236,7 @@ pub async fn run(local: watch::Receiver<Arc<Config>>, metrics: Arc<UplinkMetrics
                 }
             }
         } else {
-            metrics.gateway_up.reset();
-            metrics.gateway_rtt.reset();
-            metrics.gateway_info.reset();
-            metrics
-                .info
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            metrics.clear_gateway();
         }
         let label = cfg.upstream.as_ref().map(|h| h.to_string());
         if label != upstream_label {

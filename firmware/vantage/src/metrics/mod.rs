@@ -19,6 +19,7 @@ mod update;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vantage_core::RwLockExt;
 
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
@@ -180,7 +181,7 @@ impl Metrics {
 
     /// Brings the per-target series in line with a config; unchanged targets keep their values.
     pub fn apply(&self, config: &Config) {
-        let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        let mut targets = self.targets.write_or_recover();
         let mut next = BTreeMap::new();
         for t in &config.targets {
             let series = match targets.remove(&t.name) {
@@ -202,24 +203,14 @@ impl Metrics {
 
     /// Adds a part whose families join every scrape.
     pub fn add_collector(&self, c: Arc<dyn Collect>) {
-        self.extra
-            .0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(c);
+        self.extra.0.write_or_recover().push(c);
     }
 
     /// The daemon-wide families: the registry's and those of the added parts.
     pub fn gather_device(&self) -> Vec<MetricFamily> {
         let mut families = self.registry.gather();
         let mut extra = Vec::new();
-        for c in self
-            .extra
-            .0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for c in self.extra.0.read_or_recover().iter() {
             c.collect(&mut extra);
         }
         merge_families(&mut families, extra);
@@ -239,32 +230,20 @@ impl Metrics {
     /// the rest is left in `out`. A scrape of 10,000 targets is tens of MB of text: streamed
     /// this way, it never has to be in memory at once.
     pub fn render_to(&self, out: &mut String, flush: &mut dyn FnMut(&mut String)) {
-        let device = self
-            .device_labels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let device = self.device_labels.read_or_recover().clone();
         let mut families = self.gather_device();
         crate::fleet::add_labels(&mut families, &device);
         out.push_str(&encode(&families));
         // A snapshot of the target list, so a reload during the render waits for nothing.
-        let targets: Vec<Arc<TargetSeries>> = self
-            .targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let targets: Vec<Arc<TargetSeries>> =
+            self.targets.read_or_recover().values().cloned().collect();
         let refs: Vec<&TargetSeries> = targets.iter().map(Arc::as_ref).collect();
         target::write_targets_in_chunks(&refs, &device, out, flush);
     }
 
     /// The labels every series of this device carries (`device` plus `[device].labels`).
     pub fn set_device_labels(&self, labels: Vec<(String, String)>) {
-        *self
-            .device_labels
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = labels;
+        *self.device_labels.write_or_recover() = labels;
     }
 
     /// For the daemon's other parts (uplink, provisioning) to register their metrics.
@@ -304,12 +283,7 @@ pub fn encode(families: &[MetricFamily]) -> String {
 impl Observer for Metrics {
     fn sample(&self, sample: Sample) {
         self.flagged_share.add(sample.quality);
-        let series = self
-            .targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&*sample.target)
-            .cloned();
+        let series = self.targets.read_or_recover().get(&*sample.target).cloned();
         if let Some(s) = series {
             s.observe(&sample);
         }

@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+use vantage_core::LockExt;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -57,7 +58,7 @@ impl FlaggedShare {
     }
 
     fn add_at(&self, second: u64, quality: RoundQuality) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.lock_or_recover();
         let slot = &mut slots[(second % SLOTS as u64) as usize];
         if slot.second != second {
             *slot = Slot {
@@ -76,7 +77,7 @@ impl FlaggedShare {
     /// Per reason (in [`RoundQuality::REASONS`]' order), the share of the rounds of the
     /// minute up to `second`.
     fn shares_at(&self, second: u64) -> [f64; REASONS] {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = self.slots.lock_or_recover();
         let (mut rounds, mut flagged) = (0u64, [0u64; REASONS]);
         for s in slots
             .iter()

@@ -1,6 +1,7 @@
 //! All series of one target, and the text of every target's series for `/metrics`.
 
 use std::sync::Mutex;
+use vantage_core::LockExt;
 
 use vantage_core::{Measurement, ProbeKind, RoundQuality, Sample, Target};
 use vantage_store::gauges;
@@ -72,7 +73,7 @@ impl TargetSeries {
                     flagged: Default::default(),
                 })
                 .collect(),
-            trace: has(ProbeKind::Trace).then(|| TraceSeries::new(true)),
+            trace: has(ProbeKind::TRACE).then(TraceSeries::default),
             modules: ModuleSeries::for_kinds(&kinds),
         }
     }
@@ -85,7 +86,7 @@ impl TargetSeries {
             labels: Vec::new(),
             rounds: RoundGauges::new(&[kind]),
             probes: Vec::new(),
-            trace: (kind == ProbeKind::Trace).then(|| TraceSeries::new(false)),
+            trace: (kind == ProbeKind::TRACE).then(TraceSeries::default),
             modules: Vec::new(),
         }
     }
@@ -95,8 +96,7 @@ impl TargetSeries {
         if let Some(p) = self.probes.iter().find(|p| p.kind == sample.probe) {
             if sample.success {
                 p.success.add(1);
-                *p.last_success.lock().unwrap_or_else(|e| e.into_inner()) =
-                    unix_seconds(sample.timestamp);
+                *p.last_success.lock_or_recover() = unix_seconds(sample.timestamp);
             } else {
                 p.failure.add(1);
             }
@@ -106,10 +106,11 @@ impl TargetSeries {
                 }
             }
         }
-        match &sample.measurement {
-            Measurement::Trace(r) => self.trace.iter().for_each(|s| s.observe(r)),
-            Measurement::Module(r) => ModuleSeries::observe(&self.modules, r),
-            _ => {}
+        if let Some(r) = sample.measurement.trace() {
+            self.trace.iter().for_each(|s| s.observe(r));
+        }
+        if let Measurement::Module(r) = &sample.measurement {
+            ModuleSeries::observe(&self.modules, r);
         }
     }
 }
@@ -121,7 +122,7 @@ const PROBE_FAMILIES: [Family; 3] = [
         kind: Kind::Gauge,
         write: |t, name, l| {
             for p in &t.probes {
-                let v = *p.last_success.lock().unwrap_or_else(|e| e.into_inner());
+                let v = *p.last_success.lock_or_recover();
                 l.sample(name, &[("probe", p.kind.as_str())], None, v);
             }
         },
@@ -215,12 +216,12 @@ pub fn write_targets_in_chunks(
     write(out, &PROBE_FAMILIES);
     // Each kind's families in the order of the kinds (ping's before trace's, as always).
     for kind in ProbeKind::every() {
-        match kind {
-            ProbeKind::Trace => write(out, &trace::FAMILIES),
-            ProbeKind::Module(m) => {
-                modules::write_families(out, m, &|o, w| each(o, &|t, l| w(&t.modules, l)));
-            }
-            _ => {}
+        // Trace's hop families, then its counter (the order trace's always had).
+        if kind == ProbeKind::TRACE {
+            write(out, &trace::FAMILIES);
+        }
+        if let ProbeKind::Module(m) = kind {
+            modules::write_families(out, m, &|o, w| each(o, &|t, l| w(&t.modules, l)));
         }
     }
 }
@@ -351,6 +352,107 @@ mod tests {
             std::fs::write(path, &text).unwrap();
         }
         assert_eq!(text, include_str!("testdata/ping-target.prom"));
+    }
+
+    /// A trace round of `r`, at a fixed time.
+    fn trace_round(r: Option<vantage_core::TraceReport>, success: bool) -> Sample {
+        Sample {
+            target: "up".into(),
+            probe: ProbeKind::TRACE,
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_micros(1_503_200),
+            success,
+            error: None,
+            measurement: r.map_or(Measurement::None, Measurement::from),
+            quality: RoundQuality::empty(),
+        }
+    }
+
+    /// A hop of a trace round: its responders, RTTs (µs) and probes sent.
+    fn trace_hop(ttl: u8, addrs: &[&str], rtts_us: &[u64], sent: u32) -> vantage_core::HopReport {
+        vantage_core::HopReport {
+            ttl,
+            sent,
+            received: rtts_us.len() as u32,
+            responders: addrs
+                .iter()
+                .map(|a| vantage_core::HopResponder {
+                    address: a.parse().unwrap(),
+                    replies: 1,
+                    flows: vec![0],
+                    unreachable: None,
+                })
+                .collect(),
+            rtts: rtts_us.iter().map(|u| Duration::from_micros(*u)).collect(),
+            balancing: None,
+        }
+    }
+
+    /// Trace targets' series (one running trace alone, one with ping too), before their first
+    /// round and after rounds with a path, a changed and partly reached path and no report,
+    /// are those the daemon wrote when trace was a built-in kind (committed as written then):
+    /// names, labels, help, order and values.
+    #[test]
+    fn trace_targets_series_are_those_of_the_built_in_kind() {
+        let cfg = Config::parse(
+            "[[targets]]\nname = \"up\"\nhost = \"127.0.0.1\"\nprobes = [\"trace\"]\n\
+             labels = { site = \"lab\" }\n\
+             [[targets]]\nname = \"both\"\nhost = \"127.0.0.2\"\nprobes = [\"ping\", \"trace\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let t = TargetSeries::new(&cfg.targets[0]);
+        let both = TargetSeries::new(&cfg.targets[1]);
+        let device = [("device".to_string(), "probe-1".to_string())];
+        let mut text = String::new();
+        write_targets(&[&t, &both], &device, &mut text);
+        let mut balanced = trace_hop(2, &["10.0.1.1", "10.0.1.2"], &[900, 1_100, 1_300], 3);
+        balanced.balancing = Some(vantage_core::Balancing::PerFlow);
+        let first = vantage_core::TraceReport {
+            address: Some("127.0.0.1".parse().unwrap()),
+            reached: true,
+            flows: 2,
+            flows_reached: 2,
+            hops: vec![
+                trace_hop(1, &["10.0.0.1"], &[400, 500, 600], 3),
+                balanced,
+                trace_hop(3, &[], &[], 3),
+                trace_hop(4, &["127.0.0.1"], &[2_000, 2_400], 3),
+            ],
+            path_hash: 0xdead_beef,
+            paths_known: 2,
+            ..Default::default()
+        };
+        let changed = vantage_core::TraceReport {
+            reached: true,
+            flows: 4,
+            flows_reached: 3,
+            hops: vec![
+                trace_hop(1, &["10.0.0.1"], &[450], 1),
+                trace_hop(2, &["127.0.0.1"], &[1_000, 3_000], 2),
+            ],
+            path_hash: 42,
+            path_changed: true,
+            paths_known: 3,
+            ..Default::default()
+        };
+        t.observe(&trace_round(
+            Some(vantage_core::TraceReport::default()),
+            false,
+        ));
+        t.observe(&trace_round(Some(changed), true));
+        both.observe(&trace_round(Some(first), true));
+        both.observe(&trace_round(None, false));
+        text.push_str("# after rounds\n");
+        write_targets(&[&t, &both], &device, &mut text);
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/metrics/testdata/trace-target.prom"
+        );
+        if std::env::var_os("WRITE_TRACE_FIXTURE").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert_eq!(text, include_str!("testdata/trace-target.prom"));
     }
 
     /// A DNS round of `r`, at a fixed time.

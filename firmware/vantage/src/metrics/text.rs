@@ -7,6 +7,7 @@
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use vantage_core::LockExt;
 
 /// What `# TYPE` says of a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +188,7 @@ impl Histogram {
     }
 
     pub fn observe(&self, v: f64) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock_or_recover();
         if let Some(i) = self.buckets.bounds.iter().position(|b| v <= *b) {
             s.0[i] += 1;
         }
@@ -197,7 +198,7 @@ impl Histogram {
 
     /// `_bucket` lines (cumulative, `+Inf` last), `_sum` and `_count`.
     pub fn write(&self, name: &str, lines: &mut Lines<'_>) {
-        let (counts, sum, count) = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (counts, sum, count) = self.state.lock_or_recover().clone();
         let bucket = format!("{name}_bucket");
         let mut cumulative = 0;
         for (le, c) in self.buckets.les.iter().zip(counts) {

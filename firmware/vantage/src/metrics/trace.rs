@@ -1,70 +1,56 @@
-//! Trace series of one target beside its per-round gauges (`rounds`): the hop addresses and
-//! the path-change counter, which the store does not keep.
+//! Trace series of one target beside its per-round gauges (`rounds`) and the trace module's
+//! path-change counter (`modules`): the hop addresses, which the store does not keep; their names are the trace kind's
+//! ([`vantage_core::trace_series`]).
 //!
-//! `vantage_trace_hop_info` carries `hop` (the TTL, at most `max_hops` values) and the
-//! answering `address` (at most one per flow and hop). Addresses that no longer answer are
-//! removed, so the cardinality follows the current path and stays bounded by `max_hops × flows`.
-//! `vantage_trace_hop_balancing` carries `hop` and `kind` (`per_flow` or `per_packet`) for hops
-//! where several addresses answered: at most `max_hops` series.
+//! The hop info family carries `hop` (the TTL, at most `max_hops` values) and the answering
+//! `address` (at most one per flow and hop). Addresses that no longer answer are removed, so
+//! the cardinality follows the current path and stays bounded by `max_hops × flows`. The hop
+//! balancing family carries `hop` and `kind` (`per_flow` or `per_packet`) for hops where
+//! several addresses answered: at most `max_hops` series.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use vantage_core::LockExt;
 
 use vantage_core::TraceReport;
+use vantage_core::trace_series::{HOP_BALANCING, HOP_INFO};
 
 use super::Family;
-use super::text::{Counter, Kind};
+use super::text::Kind;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct TraceSeries {
     /// (hop, address) of every responder of the last trace.
     hop_info: Mutex<BTreeSet<(u8, String)>>,
     /// (hop, balancing kind) of every hop of the last trace that several addresses answered.
     balancing: Mutex<BTreeSet<(u8, &'static str)>>,
-    /// `None` in a `/probe` answer: one trace cannot count changes.
-    path_changes: Option<Counter>,
 }
 
 impl TraceSeries {
-    /// `counters: false` leaves out the path-change counter (a `/probe` answer is one trace,
-    /// which a counter cannot describe).
-    pub fn new(counters: bool) -> Self {
-        Self {
-            hop_info: Mutex::default(),
-            balancing: Mutex::default(),
-            path_changes: counters.then(Counter::default),
-        }
-    }
-
     pub fn observe(&self, r: &TraceReport) {
         let next: BTreeSet<(u8, String)> = r
             .hops
             .iter()
             .flat_map(|h| h.responders.iter().map(|a| (h.ttl, a.address.to_string())))
             .collect();
-        *self.hop_info.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        *self.hop_info.lock_or_recover() = next;
         let kinds = r
             .hops
             .iter()
             .filter_map(|h| h.balancing.map(|b| (h.ttl, b.as_str())))
             .collect();
-        *self.balancing.lock().unwrap_or_else(|e| e.into_inner()) = kinds;
-        if r.path_changed
-            && let Some(c) = &self.path_changes
-        {
-            c.add(1);
-        }
+        *self.balancing.lock_or_recover() = kinds;
     }
 }
 
-pub const FAMILIES: [Family; 3] = [
+pub const FAMILIES: [Family; 2] = [
     Family {
-        name: "vantage_trace_hop_info",
-        help: "1 for each address that answered at the hop in the last trace.",
+        name: HOP_INFO.name,
+        help: HOP_INFO.help,
         kind: Kind::Gauge,
         write: |t, name, l| {
             let Some(tr) = &t.trace else { return };
-            let info = tr.hop_info.lock().unwrap_or_else(|e| e.into_inner());
+            let info = tr.hop_info.lock_or_recover();
             for (hop, addr) in info.iter() {
                 let hop = hop.to_string();
                 l.sample(name, &[("address", addr), ("hop", &hop)], None, 1.0);
@@ -72,25 +58,15 @@ pub const FAMILIES: [Family; 3] = [
         },
     },
     Family {
-        name: "vantage_trace_hop_balancing",
-        help: "1 for each hop of the last trace where several addresses answered, with how the balancer before it spreads flows (kind: per_flow or per_packet).",
+        name: HOP_BALANCING.name,
+        help: HOP_BALANCING.help,
         kind: Kind::Gauge,
         write: |t, name, l| {
             let Some(tr) = &t.trace else { return };
-            let kinds = tr.balancing.lock().unwrap_or_else(|e| e.into_inner());
+            let kinds = tr.balancing.lock_or_recover();
             for (hop, kind) in kinds.iter() {
                 let hop = hop.to_string();
                 l.sample(name, &[("hop", &hop), ("kind", kind)], None, 1.0);
-            }
-        },
-    },
-    Family {
-        name: "vantage_trace_path_changes_total",
-        help: "Traces that followed a path none of the paths seen within the path window matches.",
-        kind: Kind::Counter,
-        write: |t, name, l| {
-            if let Some(c) = t.trace.as_ref().and_then(|t| t.path_changes.as_ref()) {
-                l.sample(name, &[], None, c.get() as f64);
             }
         },
     },
@@ -134,25 +110,25 @@ mod tests {
                     name: "up".into(),
                     host: vantage_core::Host::Name("up.example".into()),
                     labels: Default::default(),
-                    probes: vec![(ProbeKind::Trace, Duration::from_secs(60))],
+                    probes: vec![(ProbeKind::TRACE, Duration::from_secs(60))],
                     ping: Default::default(),
                     trace: Default::default(),
                     modules: Vec::new(),
                 })
             } else {
-                TargetSeries::one_round(ProbeKind::Trace)
+                TargetSeries::one_round(ProbeKind::TRACE)
             })
         }
 
         fn observe(&self, r: TraceReport) {
             self.0.observe(&Sample {
                 target: "up".into(),
-                probe: ProbeKind::Trace,
+                probe: ProbeKind::TRACE,
                 timestamp: SystemTime::UNIX_EPOCH,
                 duration: Duration::from_millis(30),
                 success: r.reached,
                 error: None,
-                measurement: Measurement::Trace(r),
+                measurement: Measurement::from(r),
                 quality: Default::default(),
             });
         }

@@ -1,13 +1,14 @@
 //! The store's and shipping's series on `/metrics`.
 
 use std::sync::atomic::Ordering;
+use vantage_core::LockExt;
 
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts};
 use vantage_store::{DropReason, EndpointStats};
 
-use super::{Shipping, Storage, lock};
+use super::{Shipping, Storage};
 use crate::metrics::Collect;
 
 /// Metric names, in one place.
@@ -28,6 +29,7 @@ pub mod names {
     pub const RW_REJECTED: &str = "vantage_remote_write_rejected_samples_total";
     pub const RW_BYTES: &str = "vantage_remote_write_sent_bytes_total";
     pub const RW_SKIPPED: &str = "vantage_remote_write_skipped_samples_total";
+    pub const RW_COLLIDED: &str = "vantage_remote_write_scrape_collisions_total";
     pub const RW_OLDEST: &str = "vantage_remote_write_oldest_unshipped_timestamp_seconds";
     pub const RW_BACKLOG: &str = "vantage_remote_write_backlog_samples";
     pub const RW_LAST_SUCCESS: &str = "vantage_remote_write_last_success_timestamp_seconds";
@@ -129,7 +131,7 @@ impl Collect for Storage {
                 out,
             );
         }
-        if let Some(s) = lock(&self.shipping).as_ref() {
+        if let Some(s) = self.shipping.lock_or_recover().as_ref() {
             collect_shipping(s, out);
         }
     }
@@ -139,7 +141,7 @@ type Counter = fn(&EndpointStats) -> u64;
 type Level = fn(&EndpointStats) -> f64;
 
 /// Per-endpoint counters: name, help, value.
-const SHIPPING_COUNTERS: [(&str, &str, Counter); 5] = [
+const SHIPPING_COUNTERS: [(&str, &str, Counter); 6] = [
     (
         names::RW_SENT,
         "Stored probe rounds shipped to the endpoint, every series sample of them accepted or refused (each round is a few series samples: ping up to 10, DNS up to 18, a trace 6 plus 2 per hop).",
@@ -164,6 +166,11 @@ const SHIPPING_COUNTERS: [(&str, &str, Counter); 5] = [
         names::RW_SKIPPED,
         "Stored probe rounds not shipped because Prometheus scrapes covered them (send = \"gaps\").",
         |e| e.samples_skipped.load(Ordering::Relaxed),
+    ),
+    (
+        names::RW_COLLIDED,
+        "Series samples a send = \"gaps\" endpoint already held at that exact millisecond from its own scrape (a scraped value or a failed scrape's staleness marker); not counted as rejected.",
+        |e| e.samples_collided.load(Ordering::Relaxed),
     ),
 ];
 

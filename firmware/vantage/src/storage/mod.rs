@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use vantage_core::{LockExt, RwLockExt};
 
 use vantage_core::config::{RemoteWriteConfig, StoreConfig};
 use vantage_core::{Config, JobKey, Observer, Sample};
@@ -48,10 +49,6 @@ impl std::fmt::Debug for Storage {
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Storage {
@@ -103,12 +100,12 @@ impl Storage {
                 )
             })
             .collect();
-        *self.labels.write().unwrap_or_else(|e| e.into_inner()) = labels;
+        *self.labels.write_or_recover() = labels;
         if config.store != self.store_config {
             tracing::warn!("store: [store] settings changed; they take effect at the next start");
         }
         let Some(store) = &self.store else { return };
-        let mut shipping = lock(&self.shipping);
+        let mut shipping = self.shipping.lock_or_recover();
         if shipping
             .as_ref()
             .is_some_and(|s| s.config == config.remote_write && s.device_labels == device_labels)
@@ -173,7 +170,7 @@ impl Storage {
 
     /// Stops shipping and writes what is pending.
     pub async fn shutdown(&self) {
-        let shipper = lock(&self.shipping).take().map(|s| s.shipper);
+        let shipper = self.shipping.lock_or_recover().take().map(|s| s.shipper);
         if let Some(s) = shipper {
             s.stop().await;
         }
@@ -188,8 +185,7 @@ impl Observer for Storage {
         let Some(store) = &self.store else { return };
         let labels = self
             .labels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .read_or_recover()
             .get(&sample.target)
             .cloned()
             .unwrap_or_default();
@@ -332,8 +328,8 @@ http = { url = "https://www.example.test/health" }
         };
         let trace = sample(
             "path",
-            ProbeKind::Trace,
-            Measurement::Trace(TraceReport {
+            ProbeKind::TRACE,
+            Measurement::from(TraceReport {
                 reached: true,
                 flows: 1,
                 hops: vec![
@@ -402,7 +398,7 @@ http = { url = "https://www.example.test/health" }
             },
             SeriesKey {
                 target: "path".into(),
-                probe: ProbeKind::Trace,
+                probe: ProbeKind::TRACE,
                 labels: Arc::new(Labels::from([
                     ("site".into(), "lab".into()),
                     ("rack".into(), "r1".into()),

@@ -1,10 +1,11 @@
 //! The store's and shipping's state for the status LEDs and the web page's status.
 
 use std::sync::atomic::Ordering;
+use vantage_core::LockExt;
 
 use vantage_leds::{StoreHealth, Uplink};
 
-use super::{Storage, lock};
+use super::Storage;
 
 /// What the store means for the status LEDs. A full store is a ring buffer doing its job;
 /// it is worth a light only while samples wait for an unreachable uplink, because the oldest
@@ -24,7 +25,9 @@ fn store_health(healthy: bool, disk_bytes: u64, max_bytes: u64, uplink: Uplink) 
 impl Storage {
     /// The shipping and store states the status LEDs show.
     pub fn led_inputs(&self) -> (Uplink, StoreHealth) {
-        let uplink = match lock(&self.shipping)
+        let uplink = match self
+            .shipping
+            .lock_or_recover()
             .as_ref()
             .and_then(|s| s.shipper.uplink_up())
         {
@@ -72,7 +75,7 @@ impl Storage {
                 })
             }
         };
-        let shipping = lock(&self.shipping);
+        let shipping = self.shipping.lock_or_recover();
         let remote_write = match shipping.as_ref() {
             None => json!({ "configured": false }),
             Some(sh) => {
@@ -88,9 +91,10 @@ impl Storage {
                             "backlog": e.backlog.load(Ordering::Relaxed),
                             "samples_sent": e.samples_sent.load(Ordering::Relaxed),
                             "last_success_ms": (last > 0).then_some(last),
-                            "last_error": e.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                            "last_error": e.last_error.lock_or_recover().clone(),
                             "rejected_samples": e.samples_rejected.load(Ordering::Relaxed),
-                            "last_rejection": e.last_rejection.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                            "scrape_collisions": e.samples_collided.load(Ordering::Relaxed),
+                            "last_rejection": e.last_rejection.lock_or_recover().clone(),
                         })
                     })
                     .collect();

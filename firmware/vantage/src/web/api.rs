@@ -15,7 +15,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use vantage_core::{Config, Host, Measurement, ProbeKind, ProbeRequest};
+use vantage_core::{Config, Host, ProbeKind, ProbeRequest};
 
 use super::Web;
 use super::auth::{self, LoginError, SESSION_MAX, Session, check_new_password};
@@ -643,7 +643,7 @@ async fn test_target(
             r["answers"] = json!(d.answers.len());
             r["lookup_ms"] = json!(d.lookup.map(|l| l.as_secs_f64() * 1000.0));
         }
-        if let Measurement::Trace(t) = &s.measurement {
+        if let Some(t) = s.measurement.trace() {
             r["reached"] = json!(t.reached);
             r["hops"] = json!(
                 t.hops

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use vantage_core::{LockExt, RwLockExt};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -172,7 +173,7 @@ impl HashPool {
                 .name(format!("password-hash-{i}"))
                 .spawn(move || {
                     loop {
-                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let next = rx.lock_or_recover().recv();
                         let Ok(job) = next else { return };
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
@@ -380,7 +381,7 @@ impl Auth {
                 "no setup code: anyone on the network can set the admin password"
             );
         }
-        *self.setup_code.write().unwrap_or_else(|e| e.into_inner()) = code.map(|code| SetupCode {
+        *self.setup_code.write_or_recover() = code.map(|code| SetupCode {
             code,
             file: path.to_path_buf(),
         });
@@ -397,8 +398,7 @@ impl Auth {
     /// The file setup's code comes from, when setup needs one.
     pub fn setup_code_file(&self) -> Option<PathBuf> {
         self.setup_code
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .read_or_recover()
             .as_ref()
             .map(|c| c.file.clone())
     }
@@ -406,11 +406,7 @@ impl Auth {
     /// Checks a setup attempt's code (constant time); a wrong one counts as a failed login
     /// for the client, so codes cannot be guessed faster than passwords.
     pub fn check_setup_code(&self, client: IpAddr, given: Option<&str>) -> Result<(), LoginError> {
-        let want = self
-            .setup_code
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let want = self.setup_code.read_or_recover().clone();
         let Some(want) = want else { return Ok(()) };
         if let Some(wait) = self.retry_after(client) {
             return Err(LoginError::RateLimited(wait));
@@ -425,12 +421,7 @@ impl Auth {
     }
 
     pub fn is_set_up(&self) -> bool {
-        self.damaged.is_some()
-            || self
-                .hash
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
+        self.damaged.is_some() || self.hash.read_or_recover().is_some()
     }
 
     pub fn hash_password(&self, pw: &str) -> Result<String, String> {
@@ -445,7 +436,7 @@ impl Auth {
     }
 
     fn verify(&self, pw: &str) -> bool {
-        let Some(stored) = self.hash.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+        let Some(stored) = self.hash.read_or_recover().clone() else {
             return false;
         };
         let Ok(parsed) = PasswordHash::new(&stored) else {
@@ -464,18 +455,15 @@ impl Auth {
         })
         .map_err(std::io::Error::other)?;
         write_private(&self.path, &body)?;
-        *self.hash.write().unwrap_or_else(|e| e.into_inner()) = Some(hash);
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        *self.hash.write_or_recover() = Some(hash);
+        self.sessions.lock_or_recover().clear();
         Ok(())
     }
 
     /// Sets the first password. Fails if one exists (checked again under the write lock by
     /// the caller's ordering: the hash is computed first, then swapped in only if still unset).
     pub fn setup(&self, hash: String) -> Result<(), std::io::Error> {
-        let mut guard = self.hash.write().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.hash.write_or_recover();
         if guard.is_some() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
@@ -494,14 +482,14 @@ impl Auth {
     /// How long `client` must still wait before its next login attempt: the longer of its
     /// address's wait and its /64's.
     pub fn retry_after(&self, client: IpAddr) -> Option<Duration> {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.failures.lock_or_recover();
         counted(client)
             .filter_map(|(key, free)| map.get(&key)?.wait(free))
             .max()
     }
 
     fn record_failure(&self, client: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.failures.lock_or_recover();
         let now = Instant::now();
         for (key, _) in counted(client) {
             if map.len() >= MAX_TRACKED_CLIENTS {
@@ -541,8 +529,7 @@ impl Auth {
         }
         // The address starts afresh; its /64's count runs out on its own.
         self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .remove(&Counted::Address(client.to_canonical()));
         Ok(self.open_session())
     }
@@ -570,7 +557,7 @@ impl Auth {
             created: now,
             last_seen: now,
         };
-        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.sessions.lock_or_recover();
         map.retain(|_, s| s.alive(now));
         while map.len() >= MAX_SESSIONS {
             let Some(oldest) = map
@@ -589,7 +576,7 @@ impl Auth {
     /// The live session of `token`, refreshed.
     pub fn session(&self, token: &str) -> Option<Session> {
         let now = Instant::now();
-        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.sessions.lock_or_recover();
         match map.get_mut(token) {
             Some(s) if s.alive(now) => {
                 s.last_seen = now;
@@ -604,20 +591,12 @@ impl Auth {
     }
 
     pub fn logout(&self, token: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(token);
+        self.sessions.lock_or_recover().remove(token);
     }
 
     #[cfg(test)]
     pub fn age_sessions(&self, by: Duration) {
-        for s in self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values_mut()
-        {
+        for s in self.sessions.lock_or_recover().values_mut() {
             s.created -= by;
             s.last_seen -= by;
         }

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_core::ProbeKind;
-use vantage_store::{Agg, Dist, HopAgg};
+use vantage_store::{Agg, Dist, HopAgg, StoredSample};
 
 use super::Web;
 use super::config_file::FieldError;
@@ -34,6 +34,26 @@ const QUANTILES: [(&str, f64); 5] = [
     ("p75_ms", 0.75),
     ("p90_ms", 0.90),
 ];
+
+/// The phases of a round the page draws over time, per kind: each the stored value
+/// `PHASE_seconds` (`values()` of the kind's stored rounds), in the order they happen.
+pub const PHASES: &[(&str, &[&str])] = &[
+    ("dns", &["resolve", "connect", "tls", "request"]),
+    ("tcp", &["connect", "tls"]),
+    (
+        "http",
+        &["resolve", "connect", "tls", "processing", "transfer"],
+    ),
+];
+/// Phases come from the stored rounds themselves (the per-minute aggregates keep only the
+/// total), so only over ranges up to this long: a day of a 1 s target is 86,400 rounds.
+pub const PHASES_MAX_RANGE_SECS: u64 = 86_400;
+/// Records of the last DNS answer shown; more are counted, not listed.
+pub const MAX_RECORDS: usize = 32;
+/// A record's data is cut to this many characters (a TXT record may hold kilobytes).
+pub const MAX_RECORD_DATA: usize = 256;
+/// A certificate that expires within this many days is shown as a warning.
+pub const CERT_WARN_DAYS: i64 = 14;
 
 #[derive(Debug, Deserialize)]
 pub struct RangeQuery {
@@ -81,6 +101,7 @@ fn agg_json(t: Option<i64>, a: &Agg) -> Value {
     }
     m.insert("rounds".into(), json!(a.rounds));
     m.insert("successes".into(), json!(a.successes));
+    m.insert("flagged".into(), json!(a.flagged));
     m.insert("loss".into(), json!(loss(a)));
     dist_json(&a.time, &mut m);
     Value::Object(m)
@@ -153,6 +174,7 @@ pub async fn target_history(
     let cfg = web.state.config();
     let t = target_with_probe(&cfg, &name, kind)?;
     let store = web.state.storage.as_ref().and_then(|s| s.store()).cloned();
+    let phase_store = store.clone();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -174,7 +196,112 @@ pub async fn target_history(
     };
     let mut body = range_body(&t.name, kind, range, (from, to, step), &buckets);
     body["store_open"] = json!(open);
+    if let Some(names) = phase_names(kind) {
+        body["phases"] = match phase_store.filter(|_| secs <= PHASES_MAX_RANGE_SECS) {
+            Some(store) => {
+                let target = t.name.clone();
+                let rounds =
+                    tokio::task::spawn_blocking(move || store.query(&target, kind, from, to))
+                        .await
+                        .map_err(|e| ApiError::internal("history failed", e))?
+                        .map_err(|e| ApiError::internal("history failed", e))?;
+                phases_json(names, &rounds, step_ms)
+            }
+            None => {
+                json!({"names": names, "points": [], "max_range_seconds": PHASES_MAX_RANGE_SECS})
+            }
+        };
+    }
+    if let Some((at, report)) = web.history.latest_report(&t.name, kind) {
+        body["last"] = last_json(
+            at,
+            &vantage_core::Report::json(report.report.as_ref()),
+            now / 1000,
+        );
+    }
     Ok(Json(body))
+}
+
+/// The phases a kind's rounds have, if the page draws them.
+pub fn phase_names(kind: ProbeKind) -> Option<&'static [&'static str]> {
+    PHASES
+        .iter()
+        .find(|(k, _)| *k == kind.as_str())
+        .map(|(_, names)| *names)
+}
+
+/// Per bucket of `step_ms` with rounds, the mean of each phase (ms) over the rounds that had it
+/// (`null` for a phase none had).
+pub fn phases_json(names: &[&str], rounds: &[StoredSample], step_ms: i64) -> Value {
+    let mut buckets: std::collections::BTreeMap<i64, Vec<(f64, u32)>> = Default::default();
+    for r in rounds {
+        let t = r.timestamp_ms.div_euclid(step_ms) * step_ms;
+        let sums = buckets
+            .entry(t)
+            .or_insert_with(|| vec![(0.0, 0); names.len()]);
+        for (k, v) in r.values() {
+            if let Some(i) = k
+                .strip_suffix("_seconds")
+                .and_then(|p| names.iter().position(|n| *n == p))
+            {
+                sums[i].0 += v * 1000.0;
+                sums[i].1 += 1;
+            }
+        }
+    }
+    let points: Vec<Value> = buckets
+        .into_iter()
+        .map(|(t, sums)| {
+            let means: Vec<Option<f64>> = sums
+                .iter()
+                .map(|&(sum, n)| (n > 0).then(|| (sum / f64::from(n) * 1000.0).round() / 1000.0))
+                .collect();
+            json!({"t": t / 1000, "ms": means})
+        })
+        .collect();
+    json!({"names": names, "points": points, "max_range_seconds": PHASES_MAX_RANGE_SECS})
+}
+
+/// One answer record as the page lists it, its data cut to [`MAX_RECORD_DATA`] characters.
+fn record_json(r: &Value) -> Value {
+    let data = r.get("data").and_then(Value::as_str).unwrap_or_default();
+    let cut = data.chars().count() > MAX_RECORD_DATA;
+    let mut shown: String = data.chars().take(MAX_RECORD_DATA).collect();
+    if cut {
+        shown.push('…');
+    }
+    json!({"name": r.get("name"), "type": r.get("type"), "ttl": r.get("ttl"), "data": shown})
+}
+
+/// The latest report (`report` as JSON, from time `at`, Unix seconds) as the page shows it:
+/// DNS's rcode, server and records (at most [`MAX_RECORDS`]), HTTP's status, and the TLS
+/// certificate's expiry with the days left at `now` (Unix seconds).
+pub fn last_json(at: f64, report: &Value, now: i64) -> Value {
+    let mut out = json!({"t": at, "cert_warn_days": CERT_WARN_DAYS});
+    for k in [
+        "rcode",
+        "server",
+        "transport",
+        "address",
+        "status",
+        "version",
+        "tls_version",
+    ] {
+        if let Some(v) = report.get(k).filter(|v| !v.is_null()) {
+            out[k] = v.clone();
+        }
+    }
+    if let Some(answers) = report.get("answers").and_then(Value::as_array) {
+        out["records_total"] = json!(answers.len());
+        out["records_max"] = json!(MAX_RECORDS);
+        out["records"] = answers.iter().take(MAX_RECORDS).map(record_json).collect();
+    }
+    if let Some(n) = report.get("cert_not_after").and_then(Value::as_i64) {
+        out["cert_not_after"] = json!(n);
+        out["cert_days_left"] = json!((n - now).div_euclid(86_400));
+        out["cert_warning"] = json!(n - now < CERT_WARN_DAYS * 86_400);
+    }
+    out
 }
 
 /// The answer for `buckets` of `kind` over (from ms, to ms, step s).
@@ -207,12 +334,12 @@ pub fn range_body(
         "points": buckets.iter().map(|(t, a)| agg_json(Some(*t), a)).collect::<Vec<_>>(),
         "summary": agg_json(None, &all),
     });
-    if kind == ProbeKind::Trace || kind.module().is_some_and(|m| m.keeps_marks()) {
+    if kind == ProbeKind::TRACE || kind.module().is_some_and(|m| m.keeps_marks()) {
         body["changes"] = json!(changes);
         body["changes_total"] = json!(all.marks.changed);
         body["current"] = json!(all.marks.last.map(|(_, v)| mark_name(kind, v)));
     }
-    if kind == ProbeKind::Trace {
+    if kind == ProbeKind::TRACE {
         body["hops"] = all.hops.iter().map(hop_json).collect();
     }
     body

@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vantage_core::{LockExt, RwLockExt};
 
 use serde::Serialize;
-use vantage_core::{JobKey, Observer, ProbeError, ProbeKind, Sample};
+use vantage_core::{JobKey, Measurement, ModuleReport, Observer, ProbeError, ProbeKind, Sample};
 
 /// Width of one history bucket.
 pub const BUCKET: Duration = Duration::from_secs(60);
@@ -54,6 +55,12 @@ pub struct Latest {
 /// Where the page gets recent results from.
 pub trait HistorySource: Send + Sync + 'static {
     fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest>;
+    /// The latest report of a module kind other than ping (DNS answer, HTTP status, TLS
+    /// certificate) with its time, Unix seconds; kept in memory only, so none after a restart
+    /// until the next round.
+    fn latest_report(&self, _target: &str, _probe: ProbeKind) -> Option<(f64, ModuleReport)> {
+        None
+    }
     /// Buckets overlapping `[since, now]`, oldest first.
     fn series(&self, target: &str, probe: ProbeKind, since: SystemTime) -> Vec<Point>;
     /// [`HistorySource::series`] of several probes at once (the status page shows them all):
@@ -84,6 +91,9 @@ struct Acc {
 struct Track {
     buckets: Vec<Acc>,
     latest: Option<Latest>,
+    /// The latest report of a round that had one, with its time (Unix seconds): not kept for
+    /// ping, whose figures the buckets hold, nor for trace.
+    report: Option<(f64, ModuleReport)>,
 }
 
 /// In-memory history, fed as an [`Observer`] of the runner.
@@ -129,13 +139,19 @@ impl MemoryHistory {
             }
             _ => (None, None, 0, 0, None),
         };
-        let mut map = self.tracks.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.tracks.write_or_recover();
         let track = map.entry((s.target.clone(), s.probe)).or_default();
         let last_success = if s.success {
             Some(ts)
         } else {
             track.latest.as_ref().and_then(|l| l.last_success)
         };
+        if let Measurement::Module(r) = &s.measurement
+            && s.probe != ProbeKind::PING
+            && s.probe != ProbeKind::TRACE
+        {
+            track.report = Some((ts, r.clone()));
+        }
         track.latest = Some(Latest {
             timestamp: ts,
             success: s.success,
@@ -179,13 +195,18 @@ impl MemoryHistory {
 
 impl HistorySource for MemoryHistory {
     fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest> {
-        let map = self.tracks.read().unwrap_or_else(|e| e.into_inner());
+        let map = self.tracks.read_or_recover();
         map.get(&(Arc::from(target), probe))?.latest.clone()
+    }
+
+    fn latest_report(&self, target: &str, probe: ProbeKind) -> Option<(f64, ModuleReport)> {
+        let map = self.tracks.read_or_recover();
+        map.get(&(Arc::from(target), probe))?.report.clone()
     }
 
     fn series(&self, target: &str, probe: ProbeKind, since: SystemTime) -> Vec<Point> {
         let since = unix(since) as u64;
-        let map = self.tracks.read().unwrap_or_else(|e| e.into_inner());
+        let map = self.tracks.read_or_recover();
         let Some(track) = map.get(&(Arc::from(target), probe)) else {
             return Vec::new();
         };
@@ -205,10 +226,7 @@ impl HistorySource for MemoryHistory {
     }
 
     fn retain(&self, keep: &dyn Fn(&str) -> bool) {
-        self.tracks
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(t, _), _| keep(t));
+        self.tracks.write_or_recover().retain(|(t, _), _| keep(t));
     }
 }
 
@@ -490,12 +508,15 @@ impl StoreHistory {
 }
 
 impl HistorySource for StoreHistory {
+    fn latest_report(&self, target: &str, probe: ProbeKind) -> Option<(f64, ModuleReport)> {
+        self.memory.latest_report(target, probe)
+    }
     fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest> {
         if let Some(l) = self.memory.latest(target, probe) {
             return Some(l);
         }
         let key = (Arc::from(target), probe);
-        let mut cached = self.stored_latest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = self.stored_latest.lock_or_recover();
         if let Some((at, l)) = cached.get(&key)
             && at.elapsed() < LATEST_TTL
         {
@@ -521,7 +542,7 @@ impl HistorySource for StoreHistory {
                     m.range(since..).map(|(t, a)| a.point(*t)).collect()
                 });
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock_or_recover();
         let c = cache.entry((Arc::from(target), probe)).or_default();
         let from = c.read_from(since);
         match self.read(target, probe, from, now + 60) {
@@ -539,7 +560,7 @@ impl HistorySource for StoreHistory {
                 .map(|(t, p)| self.series(t, *p, since))
                 .collect();
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock_or_recover();
         let froms: Vec<u64> = keys
             .iter()
             .map(|(t, p)| {
@@ -586,13 +607,9 @@ impl HistorySource for StoreHistory {
     fn retain(&self, keep: &dyn Fn(&str) -> bool) {
         self.memory.retain(keep);
         self.stored_latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .retain(|(t, _), _| keep(t));
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(t, _), _| keep(t));
+        self.cache.lock_or_recover().retain(|(t, _), _| keep(t));
     }
 }
 

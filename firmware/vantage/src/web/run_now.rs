@@ -133,7 +133,7 @@ fn kind_of(
 ) -> ApiResult<ProbeKind> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     match q.kind.as_deref().map(str::parse::<ProbeKind>) {
-        Some(Ok(k @ (ProbeKind::PING | ProbeKind::Trace))) => Ok(k),
+        Some(Ok(k @ (ProbeKind::PING | ProbeKind::TRACE))) => Ok(k),
         other => Err(ApiError::fields(
             StatusCode::BAD_REQUEST,
             "bad query",
@@ -186,7 +186,7 @@ pub async fn run_now(
         let _held = (slot, permit);
         let run = async {
             match kind {
-                ProbeKind::Trace => trace(&*prober, target, &out).await,
+                ProbeKind::TRACE => trace(&*prober, target, &out).await,
                 _ => ping(&*prober, target, &out).await,
             }
         };
@@ -314,7 +314,7 @@ async fn trace(prober: &dyn Probe, mut target: Target, out: &Out) {
             return;
         };
         done = cycle;
-        if let Measurement::Trace(r) = &s.measurement
+        if let Some(r) = s.measurement.trace()
             && !out.send(cycle_json(cycle, r)).await
         {
             return;
@@ -327,10 +327,7 @@ async fn trace(prober: &dyn Probe, mut target: Target, out: &Out) {
         }
     }
     let s = last.as_ref();
-    let report = s.and_then(|s| match &s.measurement {
-        Measurement::Trace(r) => Some(r),
-        _ => None,
-    });
+    let report = s.and_then(|s| s.measurement.trace());
     out.send(json!({"type": "summary", "kind": "trace", "cycles": done,
         "success": s.is_some_and(|s| s.success),
         "error": s.and_then(|s| s.error.as_ref()).map(ToString::to_string),

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vantage_core::LockExt;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -64,7 +65,7 @@ struct ClientSlot(Arc<PerClient>, IpAddr);
 impl PerClient {
     fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
         let ip = ip.to_canonical();
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.lock_or_recover();
         let n = map.entry(ip).or_insert(0);
         if *n >= max {
             return None;
@@ -76,7 +77,7 @@ impl PerClient {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut map = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.0.lock_or_recover();
         if let Some(n) = map.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use vantage_core::RwLockExt;
 
 use serde::{Deserialize, Serialize};
 
@@ -196,15 +197,12 @@ impl SettingsStore {
     }
 
     pub fn get(&self) -> Settings {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read_or_recover().clone()
     }
 
     pub fn set(&self, s: Settings) -> std::io::Result<()> {
         let body = serde_json::to_vec_pretty(&s).map_err(std::io::Error::other)?;
-        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut cur = self.current.write_or_recover();
         write_private(&self.path, &body)?;
         *cur = s;
         Ok(())

@@ -2430,6 +2430,24 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(text.contains("flows = 2"), "{text}");
+    // Edited from the same form: protocol, port, max hops and path window through the module.
+    assert_eq!(field("port")["min"], vantage_core::defaults::PORT_RANGE.min);
+    assert_eq!(field("max_hops")["type"], "integer");
+    let t = json!({
+        "name": "upstream", "host": "127.0.0.1", "probes": ["trace"],
+        "trace": {"protocol": "tcp", "port": 8443, "max_hops": 7, "path_window": "2h"}
+    });
+    let r = f
+        .send(Method::PUT, "/api/targets/upstream", Some(t), true)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    assert!(text.contains("port = 8443"), "{text}");
+    let c = vantage_core::Config::parse(&text, "t.toml").unwrap();
+    let up = c.targets.iter().find(|t| t.name == "upstream").unwrap();
+    assert_eq!((up.trace.port, up.trace.max_hops), (8443, 7));
+    assert_eq!(up.trace.protocol, vantage_core::TraceProtocol::Tcp);
+    assert_eq!(up.trace.path_window, std::time::Duration::from_secs(7200));
     // Past the offered maximum, the loader's message names the field.
     let t = json!({
         "name": "upstream2", "host": "192.0.2.1", "probes": ["trace"],
@@ -2766,3 +2784,227 @@ async fn a_tcp_target_from_the_modules_form_saves() {
 
 #[path = "run_now_tests.rs"]
 mod run_now_tests;
+
+const DIAG_CONFIG: &str = r#"
+[[targets]]
+name = "loop"
+host = "127.0.0.1"
+probes = ["ping"]
+
+[[targets]]
+name = "resolver"
+host = "127.0.0.1"
+probes = ["dns"]
+dns = { query = "example.test" }
+
+[[targets]]
+name = "site"
+host = "127.0.0.1"
+probes = ["http"]
+http = { url = "https://127.0.0.1/health" }
+"#;
+
+fn module_sample(target: &str, probe: ProbeKind, at: SystemTime, report: Value) -> Sample {
+    let report = probe.module().unwrap().report_from_json(report).unwrap();
+    Sample {
+        target: target.into(),
+        probe,
+        timestamp: at,
+        duration: Duration::from_millis(20),
+        success: true,
+        error: None,
+        measurement: Measurement::Module(report),
+        quality: Default::default(),
+    }
+}
+
+fn dns_report(resolve_ms: Option<u64>, answers: usize) -> Value {
+    let ms = |v: u64| json!({"secs": 0, "nanos": v * 1_000_000});
+    let records: Vec<Value> = (0..answers)
+        .map(|i| json!({"name": "example.test.", "ttl": 300, "class": "IN", "type": "A", "data": format!("192.0.2.{i}")}))
+        .collect();
+    json!({
+        "rcode": "NOERROR",
+        "answers": records,
+        "lookup": ms(20 + resolve_ms.unwrap_or(0)),
+        "phases": {"resolve": resolve_ms.map(ms), "request": ms(20)},
+    })
+}
+
+fn http_report(status: u16, not_after: i64) -> Value {
+    let phases: Vec<Value> = (1..=5)
+        .map(|i| json!({"secs": 0, "nanos": i * 1_000_000}))
+        .collect();
+    json!({"status": status, "phases": phases, "cert_not_after": not_after, "tls_version": "TLS 1.3"})
+}
+
+/// DNS, TCP and HTTP ranges carry each phase's mean per bucket (from the stored rounds), HTTP
+/// status changes as marks, rounds flagged for the device's load per bucket, and the latest
+/// report: DNS records (at most `MAX_RECORDS`), HTTP status and certificate expiry.
+#[tokio::test]
+async fn target_ranges_show_phases_status_changes_flags_and_the_last_report() {
+    use super::diagnostics::{CERT_WARN_DAYS, MAX_RECORDS};
+    use vantage_core::{Observer, RoundQuality};
+    let dir = TempDir::new("phases");
+    let cfg = Config::parse(DIAG_CONFIG, "f").unwrap();
+    let now = SystemTime::now();
+    let unix = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let not_after = unix + (CERT_WARN_DAYS - 4) * 86_400 + 3_600;
+    {
+        let storage = crate::storage::Storage::start(dir.path(), &cfg);
+        for m in 1..=10u64 {
+            let at = now - Duration::from_secs(m * 60);
+            // The server's name resolved every other minute; 3 ms then.
+            let resolve = (m % 2 == 0).then_some(3);
+            storage.sample(module_sample(
+                "resolver",
+                ProbeKind::DNS,
+                at,
+                dns_report(resolve, 2),
+            ));
+            // The site answered 200, then 503 for the last three minutes.
+            let status = if m <= 3 { 503 } else { 200 };
+            let http = ProbeKind::Module(vantage_core::ModuleId::by_name("http").unwrap());
+            storage.sample(module_sample(
+                "site",
+                http,
+                at,
+                http_report(status, not_after),
+            ));
+            let mut ping = ping_sample("loop", at, true, Duration::from_millis(2));
+            if m <= 2 {
+                ping.quality = RoundQuality::CPU;
+            }
+            storage.sample(ping);
+        }
+        storage.shutdown().await;
+    }
+    let f = Fixture::with_store(dir, Some(DIAG_CONFIG))
+        .await
+        .log_in()
+        .await;
+
+    let d = f
+        .get("/api/targets/resolver/history?probe=dns&range=1h")
+        .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    let phases = &d.body["phases"];
+    assert_eq!(
+        phases["names"],
+        json!(["resolve", "connect", "tls", "request"])
+    );
+    let points = phases["points"].as_array().unwrap();
+    assert_eq!(points.len(), 10, "{phases}");
+    let with = points
+        .iter()
+        .filter(|p| p["ms"] == json!([3.0, null, null, 20.0]));
+    let without = points
+        .iter()
+        .filter(|p| p["ms"] == json!([null, null, null, 20.0]));
+    assert_eq!((with.count(), without.count()), (5, 5), "{phases}");
+    assert!(
+        d.body.get("last").is_none(),
+        "nothing in memory yet: {}",
+        d.text
+    );
+    // The latest round in memory: its records, capped.
+    f.history.sample(module_sample(
+        "resolver",
+        ProbeKind::DNS,
+        now,
+        dns_report(None, MAX_RECORDS + 8),
+    ));
+    let d = f.get("/api/targets/resolver/history?probe=dns").await;
+    let last = &d.body["last"];
+    assert_eq!(last["rcode"], "NOERROR", "{last}");
+    assert_eq!(last["records_total"], MAX_RECORDS + 8, "{last}");
+    assert_eq!(
+        last["records"].as_array().unwrap().len(),
+        MAX_RECORDS,
+        "{last}"
+    );
+    assert_eq!(
+        last["records"][1],
+        json!({"name": "example.test.", "type": "A", "ttl": 300, "data": "192.0.2.1"})
+    );
+
+    let h = f.get("/api/targets/site/history?probe=http&range=1h").await;
+    assert_eq!(h.status, StatusCode::OK, "{}", h.text);
+    let changes = h.body["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{}", h.text);
+    assert_eq!(
+        (&changes[0]["from"], &changes[0]["to"]),
+        (&json!("200"), &json!("503"))
+    );
+    assert_eq!(h.body["current"], "503");
+    assert_eq!(
+        h.body["summary"]["median_ms"].as_f64().map(f64::round),
+        Some(15.0),
+        "{}",
+        h.text
+    );
+    assert_eq!(
+        h.body["phases"]["points"][0]["ms"],
+        json!([1.0, 2.0, 3.0, 4.0, 5.0])
+    );
+    let http = ProbeKind::Module(vantage_core::ModuleId::by_name("http").unwrap());
+    f.history.sample(module_sample(
+        "site",
+        http,
+        now,
+        http_report(503, not_after),
+    ));
+    let h = f.get("/api/targets/site/history?probe=http").await;
+    let last = &h.body["last"];
+    assert_eq!(
+        (&last["status"], &last["tls_version"]),
+        (&json!(503), &json!("TLS 1.3")),
+        "{last}"
+    );
+    assert_eq!(last["cert_days_left"], CERT_WARN_DAYS - 4, "{last}");
+    assert_eq!(last["cert_warning"], true, "{last}");
+    assert!(last.get("records").is_none(), "{last}");
+    // Phases over a week are not read from the rounds.
+    let w = f.get("/api/targets/site/history?probe=http&range=7d").await;
+    assert_eq!(w.body["phases"]["points"], json!([]), "{}", w.text);
+    assert!(w.body["phases"]["max_range_seconds"].as_u64().is_some());
+
+    // Ping: two rounds flagged for the device's load.
+    let p = f.get("/api/targets/loop/history?probe=ping&range=1h").await;
+    assert_eq!(p.body["summary"]["flagged"], 2, "{}", p.text);
+    let flagged: u64 = p.body["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["flagged"].as_u64().unwrap())
+        .sum();
+    assert_eq!(flagged, 2, "{}", p.text);
+    assert!(
+        p.body.get("phases").is_none() && p.body.get("last").is_none(),
+        "{}",
+        p.text
+    );
+}
+
+/// A record's data is cut to `MAX_RECORD_DATA` characters; a certificate far from expiry is
+/// no warning, one already expired is, with negative days.
+#[test]
+fn the_last_report_cuts_long_records_and_judges_certificates() {
+    use super::diagnostics::{MAX_RECORD_DATA, last_json};
+    let long = "x".repeat(MAX_RECORD_DATA + 10);
+    let r = json!({"answers": [{"name": "t.", "ttl": 1, "type": "TXT", "data": long}]});
+    let last = last_json(5.0, &r, 0);
+    let data = last["records"][0]["data"].as_str().unwrap();
+    assert_eq!(data.chars().count(), MAX_RECORD_DATA + 1);
+    assert!(data.ends_with('…'));
+    let far = last_json(0.0, &json!({"cert_not_after": 100 * 86_400}), 0);
+    assert_eq!(
+        (&far["cert_days_left"], &far["cert_warning"]),
+        (&json!(100), &json!(false))
+    );
+    let gone = last_json(0.0, &json!({"cert_not_after": 1_000}), 86_400 * 2);
+    assert_eq!(
+        (&gone["cert_days_left"], &gone["cert_warning"]),
+        (&json!(-2), &json!(true))
+    );
+}

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use vantage_core::{LockExt, RwLockExt};
 
 use anyhow::Context;
 use axum::Router;
@@ -131,12 +132,7 @@ impl Tls {
 
     /// Loads the certificate, generating a self-signed one if there is none.
     fn ensure_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
-        if let Some(c) = self
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(c) = self.config.read_or_recover().clone() {
             return Ok(c);
         }
         if !self.cert_path().exists() || !self.key_path().exists() {
@@ -157,8 +153,8 @@ impl Tls {
             )
         })?;
         let config = Arc::new(config);
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some(config.clone());
-        *self.fingerprint.write().unwrap_or_else(|e| e.into_inner()) = Some(fp);
+        *self.config.write_or_recover() = Some(config.clone());
+        *self.fingerprint.write_or_recover() = Some(fp);
         Ok(config)
     }
 
@@ -175,26 +171,18 @@ impl Tls {
             }
         })()
         .map_err(|e| format!("cannot store the certificate: {e}"))?;
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(config));
-        *self.fingerprint.write().unwrap_or_else(|e| e.into_inner()) = Some(fp);
+        *self.config.write_or_recover() = Some(Arc::new(config));
+        *self.fingerprint.write_or_recover() = Some(fp);
         Ok(())
     }
 
     pub fn info(&self) -> TlsInfo {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let running = self.running.lock_or_recover();
         TlsInfo {
             listening: running.as_ref().map(|r| r.addr),
             self_signed: self.marker().exists() || !self.cert_path().exists(),
-            fingerprint_sha256: self
-                .fingerprint
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            fingerprint_sha256: self.fingerprint.read_or_recover().clone(),
+            error: self.last_error.lock_or_recover().clone(),
         }
     }
 
@@ -206,7 +194,7 @@ impl Tls {
         app: Router,
     ) -> Result<(), String> {
         let result = self.apply_inner(listen, app).await;
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().cloned();
+        *self.last_error.lock_or_recover() = result.as_ref().err().cloned();
         if let Err(e) = &result {
             tracing::error!("HTTPS: {e}");
         }
@@ -224,8 +212,7 @@ impl Tls {
         };
         let running = self
             .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .as_ref()
             .map(|r| (r.requested, r.addr.port()));
         if running.is_some_and(|(requested, _)| requested == listen) {
@@ -261,12 +248,7 @@ impl Tls {
     }
 
     fn stop(&self) {
-        if let Some(r) = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(r) = self.running.lock_or_recover().take() {
             r.task.abort();
             tracing::info!(addr = %r.addr, "HTTPS stopped");
         }
@@ -280,8 +262,7 @@ impl Tls {
     ) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let me = self.clone();
-        let source: TlsSource =
-            Arc::new(move || me.config.read().unwrap_or_else(|e| e.into_inner()).clone());
+        let source: TlsSource = Arc::new(move || me.config.read_or_recover().clone());
         let task = tokio::spawn(serve(
             listener,
             app,
@@ -290,7 +271,7 @@ impl Tls {
             std::future::pending(),
         ));
         tracing::info!(%addr, "serving HTTPS");
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
+        *self.running.lock_or_recover() = Some(Running {
             requested,
             addr,
             task,

@@ -135,3 +135,41 @@ impl StoredHttp {
         }
     }
 }
+
+/// The mark of a round without a response (status codes are 100 to 999).
+pub(crate) const NO_STATUS: u32 = 0;
+
+impl StoredHttp {
+    /// The round's named values (the store's query answers): every phase, their total, the
+    /// redirects, and the status and certificate expiry when the round had them.
+    pub fn values(&self, out: &mut Vec<(&'static str, f64)>) {
+        const NAMES: [&str; 5] = [
+            "resolve_seconds",
+            "connect_seconds",
+            "tls_seconds",
+            "processing_seconds",
+            "transfer_seconds",
+        ];
+        for (name, us) in NAMES.iter().zip(self.phases_us) {
+            out.push((name, secs(u64::from(us))));
+        }
+        out.push(("total_seconds", secs(self.total_us())));
+        out.push(("redirects", f64::from(self.redirects)));
+        if let Some(s) = self.status {
+            out.push(("status_code", f64::from(s)));
+        }
+        if let Some(n) = self.not_after {
+            out.push(("cert_not_after_seconds", n as f64));
+        }
+    }
+
+    /// The phases together, µs.
+    pub fn total_us(&self) -> u64 {
+        self.phases_us.iter().map(|&p| u64::from(p)).sum()
+    }
+
+    /// What a range keeps: the total time of a round with a response, and its status.
+    pub fn mark(&self) -> u32 {
+        self.status.map_or(NO_STATUS, u32::from)
+    }
+}

@@ -521,3 +521,40 @@ async fn http2_when_the_server_picks_it() {
     );
     assert_eq!(r.body_matched, Some(true));
 }
+
+/// Named values (one per phase, named after [`PHASES`]), and the rollup: the phases'
+/// total of a round with a response, and its status as the mark ("no response" without).
+#[test]
+fn values_rollup_and_marks_of_stored_rounds() {
+    let s = StoredHttp {
+        phases_us: [100, 200, 300, 400, 500],
+        status: Some(503),
+        not_after: Some(1_900_000_000),
+        ..StoredHttp::default()
+    };
+    let mut b = Vec::new();
+    s.encode(&mut b);
+    let m = KIND.module();
+    let mut v = Vec::new();
+    m.values(&b, &mut v);
+    for (phase, us) in PHASES.iter().zip(s.phases_us) {
+        let name = format!("{phase}_seconds");
+        let got = v.iter().find(|(k, _)| *k == name).map(|(_, x)| *x);
+        assert_eq!(got, Some(f64::from(us) / 1e6), "{name} in {v:?}");
+    }
+    assert!(v.contains(&("total_seconds", 0.0015)), "{v:?}");
+    assert!(v.contains(&("status_code", 503.0)), "{v:?}");
+    assert!(
+        v.contains(&("cert_not_after_seconds", 1_900_000_000.0)),
+        "{v:?}"
+    );
+    let r = m.rollup(&b);
+    assert_eq!((r.time_us, r.mark), (Some(1_500), Some(503)));
+    assert!(m.keeps_marks());
+    assert_eq!(m.mark_name(503), "503");
+    let mut silent = Vec::new();
+    StoredHttp::default().encode(&mut silent);
+    let r = m.rollup(&silent);
+    assert_eq!((r.time_us, r.mark), (None, Some(stored::NO_STATUS)));
+    assert_eq!(m.mark_name(stored::NO_STATUS), "no response");
+}

@@ -204,6 +204,26 @@ impl StoredTcp {
     }
 }
 
+impl StoredTcp {
+    /// The round's named values (the store's query answers): the connect times with a
+    /// connection, the handshake with TLS, and the certificate's expiry when one was seen.
+    pub fn values(&self, out: &mut Vec<(&'static str, f64)>) {
+        out.push(("attempts_sent", f64::from(self.sent)));
+        out.push(("attempts_connected", f64::from(self.connected)));
+        if let Some((min, avg, max)) = self.connect_us {
+            out.push(("connect_seconds", secs(avg)));
+            out.push(("connect_min_seconds", secs(min)));
+            out.push(("connect_max_seconds", secs(max)));
+        }
+        if let Some(t) = self.tls_us {
+            out.push(("tls_seconds", secs(t)));
+        }
+        if let Some(n) = self.not_after {
+            out.push(("cert_not_after_seconds", n as f64));
+        }
+    }
+}
+
 /// One DER element: its tag and contents, and what follows it.
 fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, b) = b.split_first()?;

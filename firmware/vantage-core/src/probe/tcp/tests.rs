@@ -546,3 +546,40 @@ async fn a_guard_refuses_the_address_a_name_resolves_to_before_connecting() {
     rx.recv().await.unwrap();
     assert!(rx.try_recv().is_err(), "the refused round connected");
 }
+
+/// Named values and the rollup: the mean connect time is the range's main time; a round
+/// without a connection has none, and TCP rounds have no marks.
+#[test]
+fn values_and_rollup_of_stored_rounds() {
+    let s = StoredTcp {
+        sent: 3,
+        connected: 2,
+        connect_us: Some((1_000, 1_500, 2_000)),
+        tls_us: Some(4_000),
+        not_after: Some(1_900_000_000),
+        ..StoredTcp::default()
+    };
+    let mut b = Vec::new();
+    s.encode(&mut b);
+    let m = KIND.module();
+    let mut v = Vec::new();
+    m.values(&b, &mut v);
+    for want in [
+        ("attempts_sent", 3.0),
+        ("connect_seconds", 0.0015),
+        ("connect_max_seconds", 0.002),
+        ("tls_seconds", 0.004),
+        ("cert_not_after_seconds", 1_900_000_000.0),
+    ] {
+        assert!(v.contains(&want), "{want:?} in {v:?}");
+    }
+    assert_eq!(m.rollup(&b).time_us, Some(1_500));
+    assert_eq!(m.rollup(&b).mark, None);
+    assert!(!m.keeps_marks());
+    let mut none = Vec::new();
+    StoredTcp::default().encode(&mut none);
+    assert_eq!(m.rollup(&none).time_us, None);
+    let mut nv = Vec::new();
+    m.values(&none, &mut nv);
+    assert!(!nv.iter().any(|(k, _)| *k == "connect_seconds"), "{nv:?}");
+}

@@ -18,6 +18,8 @@ use crate::net::trace::{
 use crate::sample::Unreachable;
 use crate::types::TraceProtocol;
 
+mod scenarios;
+
 /// What a hop does with a probe whose TTL runs out there.
 #[derive(Debug, Clone, Copy)]
 enum Hop {
@@ -425,46 +427,6 @@ async fn later_traces_probe_up_to_the_destination_and_extend_when_the_path_grows
     assert!(r.path_changed);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_reroute_is_one_path_change_and_loss_is_none() {
-    let net = Net::new(|_| chain());
-    let p = probe(&net);
-    let o = opts(150);
-    let mut changes = 0;
-    let mut hashes = Vec::new();
-    for i in 0..8 {
-        if i == 3 {
-            net.reroute(|_| {
-                let mut h = chain();
-                h[2] = Hop::Router("10.0.9.1", 6);
-                h
-            });
-        }
-        if i == 5 {
-            // A lost answer at the rerouted hop is no change.
-            net.reroute(|_| {
-                let mut h = chain();
-                h[2] = Hop::Silent;
-                h
-            });
-        }
-        if i == 6 {
-            net.reroute(|_| {
-                let mut h = chain();
-                h[2] = Hop::Router("10.0.9.1", 6);
-                h
-            });
-        }
-        let r = trace(&p, &net, &o).await;
-        changes += u32::from(r.path_changed);
-        hashes.push(r.path_hash);
-    }
-    assert_eq!(changes, 1);
-    assert_ne!(hashes[2], hashes[3]);
-    assert_eq!(hashes[3], hashes[7]);
-    assert_eq!(hashes[5], hashes[3], "a hole keeps the path's identity");
-}
-
 /// Two equal-cost branches at hop 2; each flow keeps its branch.
 fn ecmp(swap: bool) -> impl Fn(u16) -> Vec<Hop> + Send + Sync {
     move |flow| {
@@ -633,8 +595,8 @@ async fn the_probe_trait_fills_a_sample() {
         })
         .await;
     assert!(s.success, "{s:?}");
-    assert_eq!(s.probe, ProbeKind::Trace);
-    let Measurement::Trace(r) = &s.measurement else {
+    assert_eq!(s.probe, ProbeKind::TRACE);
+    let Some(r) = s.measurement.trace() else {
         panic!("{s:?}")
     };
     assert_eq!(r.hop_count(), 5);
@@ -658,7 +620,7 @@ async fn progress_sends_every_answer_as_it_arrives() {
         })
         .await;
     assert!(s.success, "{s:?}");
-    let Measurement::Trace(r) = &s.measurement else {
+    let Some(r) = s.measurement.trace() else {
         panic!("{s:?}")
     };
     let mut got = Vec::new();
@@ -708,7 +670,7 @@ fn target(host: &str, trace: TraceOptions) -> crate::config::Target {
         name: "t".into(),
         host: crate::config::parse_host(host).unwrap(),
         labels: Default::default(),
-        probes: vec![(ProbeKind::Trace, Duration::from_secs(60))],
+        probes: vec![(ProbeKind::TRACE, Duration::from_secs(60))],
         ping: Default::default(),
         trace,
         modules: Vec::new(),
@@ -860,204 +822,6 @@ async fn an_answer_waiting_when_the_deadline_passes_is_taken() {
     }
 }
 
-/// Three branches after the first router; flows 1 and 4 take the middle one, blackholed: its
-/// router has no route and answers "network unreachable", rate limited to the high TTLs.
-fn blackholed(flow: u16) -> Vec<Hop> {
-    let branch = match flow % 3 {
-        0 => Hop::Router("10.0.1.1", 1),
-        1 => Hop::Limited("10.0.1.2", Unreachable::Network, 7),
-        _ => Hop::Router("10.0.1.3", 1),
-    };
-    vec![
-        Hop::Router("10.0.0.1", 1),
-        branch,
-        Hop::Router("10.0.2.1", 1),
-        Hop::Dest(2),
-    ]
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_blackholed_branch_adds_no_hops_and_does_not_extend_the_trace() {
-    let net = Net::new(blackholed);
-    let p = probe(&net);
-    let o = TraceOptions {
-        flows: 6,
-        ..opts(100)
-    };
-    for i in 0..3 {
-        let r = trace(&p, &net, &o).await;
-        assert!(r.reached, "trace {i}");
-        assert_eq!(r.hop_count(), 4, "trace {i}: {r:#?}");
-        assert_eq!(r.hops.len(), 4, "trace {i}");
-        let sent = net.take_sent();
-        if i > 0 {
-            // The range comes from the destination's distance, and the blackholed flows,
-            // silent at the top, are not extended.
-            let top = sent.iter().map(|s| s.ttl).max().unwrap();
-            assert_eq!(top, 4 + TTL_MARGIN, "trace {i}");
-        }
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_unreachable_mark_goes_to_the_address_that_sent_it() {
-    // Flow 1's branch stops with "network unreachable"; flow 0's goes on. The working branch
-    // sorts first (equal replies, lower address), and must not wear the other one's mark.
-    let net = Net::new(|flow| {
-        let branch = if flow == 0 {
-            Hop::Router("10.0.1.1", 1)
-        } else {
-            Hop::Unreachable("10.0.1.2", Unreachable::Network)
-        };
-        vec![
-            Hop::Router("10.0.0.1", 1),
-            branch,
-            Hop::Router("10.0.2.1", 1),
-            Hop::Dest(2),
-        ]
-    });
-    let p = probe(&net);
-    let o = TraceOptions {
-        flows: 2,
-        ..opts(100)
-    };
-    let r = trace(&p, &net, &o).await;
-    let marks: Vec<(String, Option<Unreachable>)> = r.hops[1]
-        .responders
-        .iter()
-        .map(|x| (x.address.to_string(), x.unreachable))
-        .collect();
-    assert_eq!(
-        marks,
-        [
-            ("10.0.1.1".to_string(), None),
-            ("10.0.1.2".to_string(), Some(Unreachable::Network))
-        ]
-    );
-    assert_eq!(r.hops[1].unreachable(), Some(Unreachable::Network));
-    assert!(r.reached);
-    assert_eq!(r.hop_count(), 4);
-}
-
-/// Three equal-cost branches at hop 2, each flow hashed onto one; `blackhole` makes the
-/// middle branch answer "network unreachable" (to every probe).
-fn three_branches(blackhole: bool) -> impl Fn(u16) -> Vec<Hop> + Send + Sync {
-    move |flow| {
-        let branch = match flow % 3 {
-            0 => Hop::Router("10.0.1.1", 1),
-            1 if blackhole => Hop::Unreachable("10.0.1.2", Unreachable::Network),
-            1 => Hop::Router("10.0.1.2", 1),
-            _ => Hop::Router("10.0.1.3", 1),
-        };
-        vec![
-            Hop::Router("10.0.0.1", 1),
-            branch,
-            Hop::Router("10.0.2.1", 1),
-            Hop::Dest(2),
-        ]
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_blackholed_branch_is_one_path_change_and_its_return_another() {
-    let net = Net::new(three_branches(false));
-    let p = probe(&net);
-    let o = TraceOptions {
-        flows: 6,
-        ..opts(100)
-    };
-    let mut changes = Vec::new();
-    for i in 0..8 {
-        net.reroute(three_branches((3..6).contains(&i)));
-        let r = trace(&p, &net, &o).await;
-        assert!(r.reached, "trace {i}");
-        changes.push(r.path_changed);
-        let (known, reached) = if (3..6).contains(&i) { (2, 4) } else { (3, 6) };
-        assert_eq!(r.paths_known, known, "trace {i}");
-        assert_eq!((r.flows_reached, r.flows), (reached, 6), "trace {i}");
-        assert_eq!(r.hop_count(), 4, "trace {i}");
-    }
-    // Blackholed in trace 3, back in trace 6: once each.
-    assert_eq!(
-        changes,
-        [false, false, false, true, false, false, true, false]
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_removed_next_hop_is_a_path_change_but_a_rehash_over_the_same_branches_is_not() {
-    let net = Net::new(three_branches(false));
-    let p = probe(&net);
-    let o = TraceOptions {
-        flows: 6,
-        ..opts(100)
-    };
-    assert_eq!(trace(&p, &net, &o).await.paths_known, 3);
-    // The balancer loses 10.0.1.2; its flows move to the two other branches.
-    let two = |flow: u16| {
-        let b = if flow.is_multiple_of(2) {
-            "10.0.1.1"
-        } else {
-            "10.0.1.3"
-        };
-        vec![
-            Hop::Router("10.0.0.1", 1),
-            Hop::Router(b, 1),
-            Hop::Router("10.0.2.1", 1),
-            Hop::Dest(2),
-        ]
-    };
-    net.reroute(two);
-    let r = trace(&p, &net, &o).await;
-    assert!(r.path_changed);
-    assert_eq!(r.paths_known, 2);
-    // The same two branches with the flows hashed the other way round: no change.
-    net.reroute(move |flow| two(flow + 1));
-    let r = trace(&p, &net, &o).await;
-    assert!(!r.path_changed);
-    assert_eq!(r.paths_known, 2);
-}
-
-#[tokio::test(start_paused = true)]
-async fn per_packet_balancing_is_no_path_change_even_with_one_probe_per_hop() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    // Every packet takes the next of three branches, whatever its flow.
-    let turn = Arc::new(AtomicUsize::new(0));
-    let net = Net::new(move |_| {
-        let b = ["10.0.1.1", "10.0.1.2", "10.0.1.3"][turn.fetch_add(1, Ordering::Relaxed) % 3];
-        vec![
-            Hop::Router("10.0.0.1", 1),
-            Hop::Router(b, 1),
-            Hop::Router("10.0.2.1", 1),
-            Hop::Dest(2),
-        ]
-    });
-    let p = probe(&net);
-    let o = TraceOptions {
-        flows: 2,
-        probes_per_hop: 1,
-        ..opts(100)
-    };
-    let mut hashes = Vec::new();
-    for i in 0..12 {
-        let r = trace(&p, &net, &o).await;
-        assert!(!r.path_changed, "trace {i}: {r:#?}");
-        assert_eq!(r.paths_known, 1, "trace {i}");
-        hashes.push(r.path_hash);
-    }
-    // The per-packet hop is no part of the path's identity.
-    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
-    let r = trace(&p, &net, &o).await;
-    assert_eq!(
-        r.hops[1].balancing,
-        Some(crate::sample::Balancing::PerPacket)
-    );
-    assert_eq!(
-        r.hops[0].balancing, None,
-        "one address: no balancing to tell"
-    );
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_first_trace_probes_a_window_of_ttls_and_extends_while_routers_answer() {
     // 20 routers, then the destination: the first trace grows by a window at a time, each as
@@ -1205,36 +969,6 @@ fn ids_per_ttl(sent: &[Outgoing]) -> Vec<usize> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn mda_finds_every_branch_of_a_three_way_split_with_one_configured_flow() {
-    let net = Net::new(three_branches(false));
-    let p = probe(&net);
-    let o = mda(100);
-    let mut ids = std::collections::BTreeSet::new();
-    for i in 0..4 {
-        let r = trace(&p, &net, &o).await;
-        assert!(r.reached, "trace {i}");
-        assert_eq!(r.hop_count(), 4, "trace {i}");
-        assert_eq!(addrs(&r)[1], "10.0.1.1|10.0.1.2|10.0.1.3", "trace {i}");
-        assert_eq!(r.hops[1].balancing, Some(Balancing::PerFlow), "trace {i}");
-        // Only the configured flow's path is tracked: new flows are no path change.
-        assert!(!r.path_changed, "trace {i}");
-        assert_eq!((r.paths_known, r.flows, r.flows_reached), (1, 1, 1));
-        let sent = net.take_sent();
-        // The stopping points: 6 flows where one next hop answered, 16 where three did;
-        // the destination's hop is not enumerated.
-        let per_ttl = ids_per_ttl(&sent);
-        assert_eq!(per_ttl[..4], [6, 16, 6, 1], "trace {i}");
-        // The plain trace (3 probes a TTL), 5 + 15 + 5 new flows once each, and the
-        // configured flow twice more at the split (per-packet check).
-        let plain = if i == 0 { 8 * 3 } else { 6 * 3 };
-        assert_eq!(sent.len(), plain + 25 + SPLIT_REPROBES, "trace {i}");
-        ids.extend(sent.iter().map(|s| s.flow));
-    }
-    // The new flows differ from trace to trace.
-    assert!(ids.len() > 25, "{}", ids.len());
-}
-
-#[tokio::test(start_paused = true)]
 async fn the_probe_budget_bounds_discovery_of_a_wide_split() {
     // Eight branches at hop 2: confirming them takes 44 flows there.
     let eight = |id: u16| {
@@ -1259,29 +993,6 @@ async fn the_probe_budget_bounds_discovery_of_a_wide_split() {
     let r = trace(&p, &net, &o).await;
     assert!(r.reached);
     assert_eq!(net.take_sent().len(), 40);
-}
-
-#[tokio::test(start_paused = true)]
-async fn discovery_flows_answered_without_their_probe_are_placed() {
-    // Hop 2 quotes 8 bytes (no sequence): a discovery flow has one probe in flight, so the
-    // answer is its.
-    let net = Net::new(|id: u16| {
-        let b = if id.is_multiple_of(2) {
-            "10.0.1.1"
-        } else {
-            "10.0.1.2"
-        };
-        vec![
-            Hop::Router("10.0.0.1", 1),
-            Hop::Anonymous(b, 1),
-            Hop::Router("10.0.2.1", 1),
-            Hop::Dest(2),
-        ]
-    });
-    let p = probe(&net);
-    let r = trace(&p, &net, &mda(100)).await;
-    assert_eq!(addrs(&r)[1], "10.0.1.1|10.0.1.2");
-    assert_eq!(r.hops[1].received, r.hops[1].sent);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1313,29 +1024,6 @@ async fn discovery_probes_every_hop_in_one_round() {
         "{:?}",
         start.elapsed()
     );
-}
-
-#[tokio::test(start_paused = true)]
-async fn discovery_through_per_packet_balancing_is_no_path_change() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let turn = Arc::new(AtomicUsize::new(0));
-    let net = Net::new(move |_| {
-        let b = ["10.0.1.1", "10.0.1.2", "10.0.1.3"][turn.fetch_add(1, Ordering::Relaxed) % 3];
-        vec![
-            Hop::Router("10.0.0.1", 1),
-            Hop::Router(b, 1),
-            Hop::Router("10.0.2.1", 1),
-            Hop::Dest(2),
-        ]
-    });
-    let p = probe(&net);
-    for i in 0..6 {
-        let r = trace(&p, &net, &mda(100)).await;
-        assert!(!r.path_changed, "trace {i}");
-        assert_eq!(r.paths_known, 1, "trace {i}");
-        assert_eq!(r.hops[1].responders.len(), 3, "trace {i}");
-        assert_eq!(r.hops[1].balancing, Some(Balancing::PerPacket), "trace {i}");
-    }
 }
 
 /// Probes of `sent` at `ttl` or beyond.
