@@ -515,6 +515,8 @@ pub(crate) struct Packed(Box<[u8]>);
 impl Packed {
     /// The aggregate of the minute starting at `minute`.
     pub fn get(&self, minute: i64) -> Agg {
+        #[cfg(test)]
+        tests::UNPACKS.with(|n| n.set(n.get() + 1));
         if self.0.is_empty() {
             return Agg::default();
         }
@@ -544,6 +546,7 @@ impl Open {
     /// Folds committed rounds in. With `late`, rounds of written minutes are kept to merge
     /// into them; without (rebuilding after a start, when they may be merged already), skipped.
     pub fn fold<'a>(&mut self, samples: impl IntoIterator<Item = &'a StoredSample>, late: bool) {
+        let mut open = Vec::new();
         for s in samples {
             if s.timestamp_ms < self.start {
                 continue;
@@ -556,9 +559,19 @@ impl Open {
                 continue;
             }
             self.newest = self.newest.max(s.timestamp_ms);
+            open.push((key, s));
+        }
+        // Unpacking and packing cost the aggregate's size: once per minute of a series in the
+        // batch, not once per round (a store reopened after a burst refolds thousands of
+        // rounds of one minute). The sort is stable: rounds of a minute keep their order.
+        open.sort_by_key(|(key, _)| *key);
+        for run in open.chunk_by(|a, b| a.0 == b.0) {
+            let key = run[0].0;
             let packed = self.aggs.entry(key).or_default();
             let mut a = packed.get(key.1);
-            a.add(s);
+            for (_, s) in run {
+                a.add(s);
+            }
             packed.set(&a, key.1, &mut self.scratch);
         }
     }
@@ -862,6 +875,46 @@ mod tests {
         }
         open.written(&due);
         assert_eq!(open.aggs.len(), plain.len() - 4 + 1);
+    }
+
+    thread_local! {
+        /// Aggregates unpacked on this thread ([`Packed::get`]).
+        pub(super) static UNPACKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A batch unpacks each minute of a series once, however many of its rounds it holds:
+    /// a store reopened after a burst refolds thousands of rounds of one minute, and an
+    /// aggregate's size grows with its rounds.
+    #[test]
+    fn a_batch_unpacks_each_pending_minute_once() {
+        let mut rounds = Vec::new();
+        for i in 0..3000i64 {
+            let mut s = ping(i * 20, Some(500 + (i as u64 * 7919) % 90_000));
+            s.series = (i % 3) as u32;
+            rounds.push(s);
+        }
+        let mut open = Open::default();
+        let mut plain: BTreeMap<(u32, i64), Agg> = BTreeMap::new();
+        for s in &rounds {
+            plain
+                .entry((s.series, minute_of(s.timestamp_ms)))
+                .or_default()
+                .add(s);
+        }
+        UNPACKS.with(|n| n.set(0));
+        open.fold(&rounds, true);
+        // 60 s of rounds: 3 series × 1 minute, plus nothing else.
+        assert_eq!(UNPACKS.with(std::cell::Cell::get), plain.len());
+        assert_eq!(plain.len(), 3);
+        for series in 0..3 {
+            let got = open.in_memory(&[series], 0, i64::MAX);
+            let want: Vec<(i64, Agg)> = plain
+                .iter()
+                .filter(|((s, _), _)| *s == series)
+                .map(|((_, m), a)| (*m, a.clone()))
+                .collect();
+            assert_eq!(got, want, "series {series}");
+        }
     }
 
     #[test]
