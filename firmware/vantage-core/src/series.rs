@@ -113,6 +113,18 @@ pub struct CounterDef {
     pub help: &'static str,
 }
 
+/// A family of info series (value 1) the daemon keeps from a target's last round, with labels
+/// of its own: facts of the round the store does not keep (a trace's hop addresses). Each
+/// round replaces the target's set, so the family follows the current state and its
+/// cardinality stays what one round can show. Shown in `/probe` answers too.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InfoFamily {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The family's own label names, sorted (the exposition's order).
+    pub labels: &'static [&'static str],
+}
+
 /// Seconds from microseconds, the stored resolution.
 pub fn secs(us: u64) -> f64 {
     us as f64 / 1e6

@@ -19,7 +19,7 @@ use toml::de::DeValue;
 
 use super::Probe;
 use crate::config::{Check, Host, ProbeForm, module_options_from};
-use crate::series::{CounterDef, Gauge, HistogramDef, Point};
+use crate::series::{CounterDef, Gauge, HistogramDef, InfoFamily, Point};
 use crate::types::{ModuleId, ProbeKind};
 
 /// A config section as written (`tcp = { ... }`), with its place in the file.
@@ -285,6 +285,10 @@ pub trait ProbeModule: Send + Sync + Debug {
     /// The counters the daemon keeps from rounds, and what a round adds to each (by index).
     fn counters(&self) -> &'static [CounterDef];
     fn count(&self, report: &dyn Report, add: &mut dyn FnMut(usize, u64));
+    /// The info families the daemon keeps from a target's last round, and each series a round
+    /// shows: (family index, label values in the family's label order), in exposition order.
+    fn info_families(&self) -> &'static [InfoFamily];
+    fn info(&self, report: &dyn Report, add: &mut dyn FnMut(usize, Vec<String>));
     /// The named values of a stored round (the store's query answers), without the success
     /// and duration every round has.
     fn values(&self, stored: &[u8], out: &mut Vec<(&'static str, f64)>);
@@ -356,6 +360,9 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     /// [`ProbeModule::counters`] and what a round adds to each.
     const COUNTERS: &'static [CounterDef] = &[];
     fn count(&self, _report: &Self::Report, _add: &mut dyn FnMut(usize, u64)) {}
+    /// [`ProbeModule::info_families`] and the series a round shows.
+    const INFO: &'static [InfoFamily] = &[];
+    fn info(&self, _report: &Self::Report, _add: &mut dyn FnMut(usize, Vec<String>)) {}
     fn values(&self, _stored: &[u8], _out: &mut Vec<(&'static str, f64)>) {}
     fn rollup(&self, _stored: &[u8]) -> Rollup {
         Rollup::default()
@@ -449,6 +456,14 @@ impl<T: TypedModule> ProbeModule for T {
     fn count(&self, report: &dyn Report, add: &mut dyn FnMut(usize, u64)) {
         if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
             TypedModule::count(self, r, add);
+        }
+    }
+    fn info_families(&self) -> &'static [InfoFamily] {
+        T::INFO
+    }
+    fn info(&self, report: &dyn Report, add: &mut dyn FnMut(usize, Vec<String>)) {
+        if let Some(r) = report.as_any().downcast_ref::<T::Report>() {
+            TypedModule::info(self, r, add);
         }
     }
     fn values(&self, stored: &[u8], out: &mut Vec<(&'static str, f64)>) {

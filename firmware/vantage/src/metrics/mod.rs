@@ -13,7 +13,6 @@ mod rounds;
 mod share;
 mod target;
 pub(crate) mod text;
-mod trace;
 mod update;
 
 use std::collections::BTreeMap;
@@ -30,7 +29,7 @@ use prometheus::{
 use vantage_core::{Config, JobKey, Observer, ProbeKind, Sample};
 
 pub use leds::LedCollector;
-pub use target::{Family, TargetSeries, write_targets};
+pub use target::{TargetSeries, write_targets};
 
 /// Metric names, in one place.
 pub mod names {

@@ -9,16 +9,15 @@ use vantage_store::gauges;
 use super::modules::{self, ModuleSeries};
 use super::rounds::RoundGauges;
 use super::text::{Counter, Kind, Lines, family};
-use super::trace::{self, TraceSeries};
 use super::unix_seconds;
 
 /// A family of per-target series: its header, and how one target writes its lines.
 #[derive(Debug)]
-pub struct Family {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub kind: Kind,
-    pub write: fn(&TargetSeries, &str, &mut Lines<'_>),
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    write: fn(&TargetSeries, &str, &mut Lines<'_>),
 }
 
 /// The figures every probe kind has that are not per-round gauges.
@@ -42,7 +41,6 @@ pub struct TargetSeries {
     rounds: RoundGauges,
     /// Empty in a `/probe` answer: counters of one round would restart at every request.
     probes: Vec<ProbeCounts>,
-    pub(super) trace: Option<TraceSeries>,
     /// The histograms of the target's module kinds (none in a `/probe` answer).
     modules: Vec<ModuleSeries>,
 }
@@ -50,7 +48,6 @@ pub struct TargetSeries {
 impl TargetSeries {
     pub fn new(t: &Target) -> Self {
         let kinds: Vec<ProbeKind> = t.probes.iter().map(|(k, _)| *k).collect();
-        let has = |k| kinds.contains(&k);
         let mut labels: Vec<(String, String)> = t
             .labels
             .iter()
@@ -73,21 +70,19 @@ impl TargetSeries {
                     flagged: Default::default(),
                 })
                 .collect(),
-            trace: has(ProbeKind::TRACE).then(TraceSeries::default),
             modules: ModuleSeries::for_kinds(&kinds),
         }
     }
 
-    /// What a `/probe` answer shows of its one round: the per-round gauges (and a trace's hop
-    /// addresses), without labels.
+    /// What a `/probe` answer shows of its one round: the per-round gauges and its kind's info
+    /// series (a trace's hop addresses), without labels.
     pub fn one_round(kind: ProbeKind) -> Self {
         Self {
             target: None,
             labels: Vec::new(),
             rounds: RoundGauges::new(&[kind]),
             probes: Vec::new(),
-            trace: (kind == ProbeKind::TRACE).then(TraceSeries::default),
-            modules: Vec::new(),
+            modules: ModuleSeries::for_probe(kind),
         }
     }
 
@@ -105,9 +100,6 @@ impl TargetSeries {
                     c.add(1);
                 }
             }
-        }
-        if let Some(r) = sample.measurement.trace() {
-            self.trace.iter().for_each(|s| s.observe(r));
         }
         if let Measurement::Module(r) = &sample.measurement {
             ModuleSeries::observe(&self.modules, r);
@@ -216,10 +208,6 @@ pub fn write_targets_in_chunks(
     write(out, &PROBE_FAMILIES);
     // Each kind's families in the order of the kinds (ping's before trace's, as always).
     for kind in ProbeKind::every() {
-        // Trace's hop families, then its counter (the order trace's always had).
-        if kind == ProbeKind::TRACE {
-            write(out, &trace::FAMILIES);
-        }
         if let ProbeKind::Module(m) = kind {
             modules::write_families(out, m, &|o, w| each(o, &|t, l| w(&t.modules, l)));
         }

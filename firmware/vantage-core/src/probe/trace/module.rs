@@ -36,7 +36,7 @@ use crate::config::{
 use crate::defaults as d;
 use crate::probe::family_mismatch;
 use crate::sample::{Measurement, TraceReport};
-use crate::series::{CounterDef, Gauge, Point};
+use crate::series::{CounterDef, Gauge, InfoFamily, Point};
 use crate::types::{IpProtocol, ModuleId, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};
 
 /// `probes = ["trace"]`, `trace = {...}`, `probe="trace"`, `module=trace`.
@@ -79,6 +79,7 @@ impl TypedModule for Trace {
     const PARAMS: &'static [&'static str] = &["protocol"];
     const GAUGES: &'static [&'static Gauge] = &series::GAUGES;
     const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
+    const INFO: &'static [InfoFamily] = &series::INFO;
     const MARKS: bool = true;
 
     fn form(&self) -> ProbeForm {
@@ -129,6 +130,9 @@ impl TypedModule for Trace {
     }
     fn count(&self, r: &TraceReport, add: &mut dyn FnMut(usize, u64)) {
         series::count(r, add);
+    }
+    fn info(&self, r: &TraceReport, add: &mut dyn FnMut(usize, Vec<String>)) {
+        series::info(r, add);
     }
     fn values(&self, bytes: &[u8], out: &mut Vec<(&'static str, f64)>) {
         if let Some(s) = decode(bytes) {

@@ -7,10 +7,11 @@
 //! bytes plus 3 per hop), which it has written since its second version, and reads it back
 //! into these figures. Hop addresses are not stored: `path_hash` identifies the path.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::sample::TraceReport;
-use crate::series::{CounterDef, Gauge, Point, flag, gauge, labelled, secs};
+use crate::series::{CounterDef, Gauge, InfoFamily, Point, flag, gauge, labelled, secs};
 
 pub static HOPS: Gauge = gauge(
     "vantage_trace_hops",
@@ -54,25 +55,42 @@ pub static GAUGES: [&Gauge; 7] = [
     &PATH_CHANGED,
 ];
 
-/// A family the daemon writes from the last trace's hops (not stored: the store keeps no
-/// addresses), with labels of its own.
-#[derive(Debug, PartialEq, Eq)]
-pub struct HopFamily {
-    pub name: &'static str,
-    pub help: &'static str,
-}
-
-/// `hop` and `address`: 1 for each address that answered at the hop.
-pub const HOP_INFO: HopFamily = HopFamily {
+/// `address` and `hop`: 1 for each address that answered at the hop (at most one per flow and
+/// hop, so `max_hops × flows` series). The store keeps no addresses: these come from the last
+/// round only.
+pub const HOP_INFO: InfoFamily = InfoFamily {
     name: "vantage_trace_hop_info",
     help: "1 for each address that answered at the hop in the last trace.",
+    labels: &["address", "hop"],
 };
 
-/// `hop` and `kind` (per_flow or per_packet): hops where several addresses answered.
-pub const HOP_BALANCING: HopFamily = HopFamily {
+/// `hop` and `kind` (per_flow or per_packet): hops where several addresses answered, at most
+/// `max_hops` series.
+pub const HOP_BALANCING: InfoFamily = InfoFamily {
     name: "vantage_trace_hop_balancing",
     help: "1 for each hop of the last trace where several addresses answered, with how the balancer before it spreads flows (kind: per_flow or per_packet).",
+    labels: &["hop", "kind"],
 };
+
+/// The info families, in the order `/metrics` writes them (before the counters).
+pub const INFO: [InfoFamily; 2] = [HOP_INFO, HOP_BALANCING];
+
+/// The info series a round shows ([`INFO`] by index): hop by hop, addresses in order.
+pub fn info(r: &TraceReport, add: &mut dyn FnMut(usize, Vec<String>)) {
+    let answered: BTreeSet<(u8, String)> = r
+        .hops
+        .iter()
+        .flat_map(|h| h.responders.iter().map(|a| (h.ttl, a.address.to_string())))
+        .collect();
+    for (hop, address) in answered {
+        add(0, vec![address, hop.to_string()]);
+    }
+    for h in &r.hops {
+        if let Some(b) = h.balancing {
+            add(1, vec![h.ttl.to_string(), b.as_str().to_string()]);
+        }
+    }
+}
 
 /// What [`count`] adds to, by index.
 pub const COUNTERS: [CounterDef; 1] = [CounterDef {
