@@ -184,7 +184,7 @@ impl Metrics {
         let mut next = BTreeMap::new();
         for t in &config.targets {
             let series = match targets.remove(&t.name) {
-                Some(s) if s.target.as_ref() == Some(t) => s,
+                Some(s) if s.target == Some(target::fingerprint(t)) => s,
                 _ => Arc::new(TargetSeries::new(t)),
             };
             next.insert(t.name.clone(), series);
@@ -377,6 +377,54 @@ mod cost {
     use vantage_core::{Measurement, PingReport};
 
     use super::*;
+
+    /// A reload keeps an unchanged target's series (its counters go on) and gives a changed
+    /// one a new set, telling them apart by the config's hash.
+    #[test]
+    fn a_reload_keeps_unchanged_targets_and_renews_changed_ones() {
+        let config = |packets: u32| {
+            Config::parse(
+                &format!(
+                    "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n\
+                     [[targets]]\nname = \"b\"\nhost = \"127.0.0.2\"\nprobes = [\"ping\"]\n\
+                     ping = {{ packets = {packets} }}\n"
+                ),
+                "reload.toml",
+            )
+            .unwrap()
+        };
+        let m = Metrics::new();
+        m.apply(&config(1));
+        for target in ["a", "b"] {
+            m.sample(Sample {
+                target: target.into(),
+                probe: ProbeKind::PING,
+                timestamp: SystemTime::now(),
+                duration: Duration::from_millis(2),
+                success: true,
+                error: None,
+                measurement: Measurement::from(PingReport::default()),
+                quality: Default::default(),
+            });
+        }
+        let rounds = |m: &Metrics, target: &str| {
+            let want = format!(
+                "vantage_probe_rounds_total{{probe=\"ping\",result=\"success\",target=\"{target}\"}} "
+            );
+            let text = m.render();
+            let line = text.lines().find(|l| l.starts_with(&want));
+            line.unwrap_or_else(|| panic!("no {want}in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!((rounds(&m, "a"), rounds(&m, "b")), ("1".into(), "1".into()));
+        m.apply(&config(1));
+        assert_eq!((rounds(&m, "a"), rounds(&m, "b")), ("1".into(), "1".into()));
+        m.apply(&config(3));
+        assert_eq!((rounds(&m, "a"), rounds(&m, "b")), ("1".into(), "0".into()));
+    }
 
     #[test]
     #[ignore = "a measurement; prints figures"]
