@@ -123,14 +123,33 @@ fn defaults_apply_and_targets_override_them() {
         a.interval(ProbeKind::PING),
         Some(std::time::Duration::from_secs(5))
     );
-    assert_eq!(a.ping.packets, 3);
-    assert_eq!(a.ping.tos, Some(46 << 2));
-    assert_eq!(a.ping.ttl, Some(64));
+    assert_eq!(
+        a.options_or_default::<vantage_core::PingOptions>().packets,
+        3
+    );
+    assert_eq!(
+        a.options_or_default::<vantage_core::PingOptions>().tos,
+        Some(46 << 2)
+    );
+    assert_eq!(
+        a.options_or_default::<vantage_core::PingOptions>().ttl,
+        Some(64)
+    );
     let b = c.target("v6").unwrap();
     // The target's tos replaces the default dscp.
-    assert_eq!(b.ping.tos, Some(0));
-    assert_eq!(b.ping.packets, 3);
-    assert_eq!(b.ping.ip_protocol, vantage_core::IpProtocol::Auto);
+    assert_eq!(
+        b.options_or_default::<vantage_core::PingOptions>().tos,
+        Some(0)
+    );
+    assert_eq!(
+        b.options_or_default::<vantage_core::PingOptions>().packets,
+        3
+    );
+    assert_eq!(
+        b.options_or_default::<vantage_core::PingOptions>()
+            .ip_protocol,
+        vantage_core::IpProtocol::Auto
+    );
 }
 
 #[test]
@@ -303,42 +322,121 @@ fn trace_options_resolve_with_defaults() {
         up.interval(ProbeKind::TRACE),
         Some(Duration::from_secs(120))
     );
-    assert_eq!(up.trace.protocol, TraceProtocol::Udp);
-    assert_eq!(up.trace.max_hops, 30);
-    assert_eq!(up.trace.port, 443, "the default port applies");
-    assert_eq!(up.trace.timeout, Duration::from_millis(1500));
-    assert_eq!(up.trace.tos, Some(10 << 2));
-    assert_eq!(up.trace.probes_per_hop, 3);
-    assert_eq!(up.trace.size_for(false), 60);
-    assert_eq!(up.trace.size_for(true), 80);
-    let web = c.target("web").unwrap();
-    assert_eq!(web.trace.protocol, TraceProtocol::Tcp);
-    assert_eq!((web.trace.first_ttl, web.trace.max_hops), (2, 20));
-    assert_eq!(web.trace.flows, 4);
     assert_eq!(
-        (web.trace.discovery, web.trace.probe_budget),
+        up.options_or_default::<vantage_core::TraceOptions>()
+            .protocol,
+        TraceProtocol::Udp
+    );
+    assert_eq!(
+        up.options_or_default::<vantage_core::TraceOptions>()
+            .max_hops,
+        30
+    );
+    assert_eq!(
+        up.options_or_default::<vantage_core::TraceOptions>().port,
+        443,
+        "the default port applies"
+    );
+    assert_eq!(
+        up.options_or_default::<vantage_core::TraceOptions>()
+            .timeout,
+        Duration::from_millis(1500)
+    );
+    assert_eq!(
+        up.options_or_default::<vantage_core::TraceOptions>().tos,
+        Some(10 << 2)
+    );
+    assert_eq!(
+        up.options_or_default::<vantage_core::TraceOptions>()
+            .probes_per_hop,
+        3
+    );
+    assert_eq!(
+        up.options_or_default::<vantage_core::TraceOptions>()
+            .size_for(false),
+        60
+    );
+    assert_eq!(
+        up.options_or_default::<vantage_core::TraceOptions>()
+            .size_for(true),
+        80
+    );
+    let web = c.target("web").unwrap();
+    assert_eq!(
+        web.options_or_default::<vantage_core::TraceOptions>()
+            .protocol,
+        TraceProtocol::Tcp
+    );
+    assert_eq!(
+        (
+            web.options_or_default::<vantage_core::TraceOptions>()
+                .first_ttl,
+            web.options_or_default::<vantage_core::TraceOptions>()
+                .max_hops
+        ),
+        (2, 20)
+    );
+    assert_eq!(
+        web.options_or_default::<vantage_core::TraceOptions>().flows,
+        4
+    );
+    assert_eq!(
+        (
+            web.options_or_default::<vantage_core::TraceOptions>()
+                .discovery,
+            web.options_or_default::<vantage_core::TraceOptions>()
+                .probe_budget
+        ),
         (vantage_core::TraceDiscovery::Flows, 500)
     );
     assert_eq!(
-        (up.trace.discovery, up.trace.probe_budget),
+        (
+            up.options_or_default::<vantage_core::TraceOptions>()
+                .discovery,
+            up.options_or_default::<vantage_core::TraceOptions>()
+                .probe_budget
+        ),
         (
             vantage_core::TraceDiscovery::Mda,
             vantage_core::defaults::TRACE_PROBE_BUDGET
         )
     );
-    assert_eq!(web.trace.sockets, TraceSockets::Raw);
-    assert_eq!(web.trace.spacing, Duration::ZERO);
-    assert_eq!(web.trace.path_window, Duration::from_secs(1800));
+    assert_eq!(
+        web.options_or_default::<vantage_core::TraceOptions>()
+            .sockets,
+        TraceSockets::Raw
+    );
+    assert_eq!(
+        web.options_or_default::<vantage_core::TraceOptions>()
+            .spacing,
+        Duration::ZERO
+    );
+    assert_eq!(
+        web.options_or_default::<vantage_core::TraceOptions>()
+            .path_window,
+        Duration::from_secs(1800)
+    );
     assert_eq!(web.interval(ProbeKind::PING), Some(Duration::from_secs(1)));
     let v6 = c.target("v6").unwrap();
-    assert_eq!(v6.trace.protocol, TraceProtocol::Icmp);
-    assert_eq!(v6.trace.port, 0);
     assert_eq!(
-        v6.trace.tos,
+        v6.options_or_default::<vantage_core::TraceOptions>()
+            .protocol,
+        TraceProtocol::Icmp
+    );
+    assert_eq!(
+        v6.options_or_default::<vantage_core::TraceOptions>().port,
+        0
+    );
+    assert_eq!(
+        v6.options_or_default::<vantage_core::TraceOptions>().tos,
         Some(0),
         "the target's tos replaces the default dscp"
     );
-    assert_eq!(v6.trace.size_for(true), 120);
+    assert_eq!(
+        v6.options_or_default::<vantage_core::TraceOptions>()
+            .size_for(true),
+        120
+    );
     assert_eq!(v6.interval(ProbeKind::TRACE), Some(Duration::from_secs(30)));
 }
 

@@ -279,7 +279,7 @@ fn longest_round(config: &Config) -> Duration {
     config
         .targets
         .iter()
-        .flat_map(|t| t.probes.iter().map(|(_, i)| *i + t.ping.round_length()))
+        .flat_map(|t| t.probes.iter().map(|(k, i)| *i + t.round_length(*k)))
         .max()
         .unwrap_or(Duration::ZERO)
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vantage_core::config::parse_host;
 use vantage_core::{
-    Host, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions,
+    Host, IpProtocol, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions,
 };
 
 use crate::metrics::{TargetSeries, write_targets};
@@ -145,8 +145,8 @@ struct Plan {
     kind: ProbeKind,
     host: Host,
     port: Option<u16>,
-    ping: PingOptions,
-    trace: TraceOptions,
+    /// The addresses the round may use (ping's, TCP's and HTTP's `ip_protocol`).
+    ip_protocol: IpProtocol,
     modules: Vec<ModuleOptions>,
 }
 
@@ -159,20 +159,14 @@ fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
         }
     }
     // The ping module read its options (ip_protocol among them) with the others'.
-    let ping = modules
+    let ip_protocol = modules
         .iter()
         .find_map(|m| m.get::<PingOptions>())
-        .cloned()
+        .map(|p| p.ip_protocol)
         .unwrap_or_default();
     if q.contains_key("ip_protocol") && kind == ProbeKind::TRACE {
         return Err("ip_protocol applies to module=ping, tcp and http".into());
     }
-    // The trace module read its options (protocol among them) the same way.
-    let trace = modules
-        .iter()
-        .find_map(|m| m.get::<TraceOptions>())
-        .cloned()
-        .unwrap_or_default();
     if q.contains_key("protocol") && kind != ProbeKind::TRACE {
         return Err("protocol applies to module=trace only".into());
     }
@@ -186,8 +180,7 @@ fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
         kind,
         host,
         port,
-        ping,
-        trace,
+        ip_protocol,
         modules,
     })
 }
@@ -219,10 +212,7 @@ async fn probe(
         Err(msg) => return bad_request(msg),
     };
     let started = std::time::Instant::now();
-    let lookup = match guard
-        .admit(&p.host, p.port, p.ping.ip_protocol, deadline)
-        .await
-    {
+    let lookup = match guard.admit(&p.host, p.port, p.ip_protocol, deadline).await {
         Ok(l) => l,
         Err(Refusal::BadRequest(msg)) => return bad_request(msg),
         Err(Refusal::Forbidden(msg)) => {
@@ -269,15 +259,13 @@ async fn probe(
 fn round_target(p: Plan, deadline: Duration) -> Target {
     Target {
         // Traces compare each path with the last one to the same host.
-        name: match p.kind {
-            ProbeKind::TRACE => format!("/probe/{}/{}", p.trace.protocol, p.host),
-            _ => "probe".into(),
+        name: match p.modules.iter().find_map(|m| m.get::<TraceOptions>()) {
+            Some(trace) => format!("/probe/{}/{}", trace.protocol, p.host),
+            None => "probe".into(),
         },
         host: p.host,
         labels: Default::default(),
         probes: vec![(p.kind, deadline)],
-        ping: p.ping,
-        trace: p.trace,
         modules: p.modules,
     }
 }

@@ -686,8 +686,6 @@ pub async fn module(args: Vec<String>) -> ExitCode {
         host,
         labels: Default::default(),
         probes: vec![(vantage_core::ProbeKind::Module(id), interval)],
-        ping: PingOptions::default(),
-        trace: TraceOptions::default(),
         modules: vec![vantage_core::ModuleOptions { kind: id, options }],
     };
     let sample = m

@@ -18,6 +18,7 @@ mod trace;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -78,14 +79,19 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     /// Enabled probes with their intervals, in the order written.
     pub probes: Vec<(ProbeKind, Duration)>,
-    /// The ping module's options when the target runs ping (they are in `modules` too), for
-    /// the ping probe; the defaults otherwise.
-    pub ping: PingOptions,
-    /// The trace module's options when the target runs trace (they are in `modules` too),
-    /// for the trace probe; the defaults otherwise.
-    pub trace: TraceOptions,
-    /// The options of each module kind the target runs.
+    /// The options of each module kind the target runs (as JSON: an object by kind name).
+    #[serde(serialize_with = "modules_by_kind")]
     pub modules: Vec<ModuleOptions>,
+}
+
+/// A target's module options as JSON: `{"ping": {...}, "dns": {...}}`.
+fn modules_by_kind<S: serde::Serializer>(m: &[ModuleOptions], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(m.len()))?;
+    for o in m {
+        map.serialize_entry(o.kind.module().name(), &o.options.json())?;
+    }
+    map.end()
 }
 
 impl Target {
@@ -99,6 +105,36 @@ impl Target {
     /// The options of module kind `kind`, when the target runs it.
     pub fn module<T: std::any::Any>(&self, kind: ModuleId) -> Option<&T> {
         self.modules.iter().find(|m| m.kind == kind)?.get()
+    }
+
+    /// The options of the kind whose options are a `T` (each kind has its own type): the
+    /// target's when it runs the kind, the kind's defaults otherwise (a one-shot round of a
+    /// kind the target does not run).
+    pub fn options_or_default<T: std::any::Any + Clone + Default>(&self) -> T {
+        self.modules
+            .iter()
+            .find_map(ModuleOptions::get::<T>)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sets the options of `kind` (a one-off round with other options than the config's).
+    pub fn set_options(&mut self, kind: ProbeKind, options: Arc<dyn crate::probe::Options>) {
+        let ProbeKind::Module(m) = kind;
+        self.modules.retain(|o| o.kind != m);
+        self.modules.push(ModuleOptions { kind: m, options });
+    }
+
+    /// The longest a round of `kind` can take with the target's options (none for a kind the
+    /// target does not run).
+    pub fn round_length(&self, kind: ProbeKind) -> Duration {
+        let ProbeKind::Module(m) = kind;
+        self.modules
+            .iter()
+            .find(|o| o.kind == m)
+            .map_or(Duration::ZERO, |o| {
+                m.module().round_length(o.options.as_ref())
+            })
     }
 }
 
@@ -656,23 +692,11 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
     if c.col.errors.len() > before {
         return None;
     }
-    let ping = modules
-        .iter()
-        .find_map(|m| m.get::<PingOptions>())
-        .cloned()
-        .unwrap_or_default();
-    let trace = modules
-        .iter()
-        .find_map(|m| m.get::<TraceOptions>())
-        .cloned()
-        .unwrap_or_default();
     Some(Target {
         name: name.clone(),
         host: host?,
         labels,
         probes,
-        ping,
-        trace,
         modules,
     })
 }

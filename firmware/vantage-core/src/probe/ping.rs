@@ -123,7 +123,7 @@ impl Probe for PingProbe {
             let started = self.clock.now();
             let timestamp = self.clock.wall();
             let target = &req.target;
-            let mut opts = target.ping.clone();
+            let mut opts: PingOptions = target.options_or_default();
             if let Some(deadline) = req.deadline {
                 // Fit the whole round, sends and the wait for the last reply, in the deadline.
                 let sends = opts.spacing * opts.packets.saturating_sub(1);

@@ -335,7 +335,7 @@ impl Probe for TraceProbe {
             let started = self.clock.now();
             let timestamp = self.clock.wall();
             let target = &req.target;
-            let mut opts = target.trace.clone();
+            let mut opts: TraceOptions = target.options_or_default();
             // A trace may extend itself or re-probe once: allow it three rounds.
             let mut budget = opts.round_length() * 3;
             if let Some(deadline) = req.deadline {

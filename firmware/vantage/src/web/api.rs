@@ -607,7 +607,7 @@ async fn test_target(
             continue;
         };
         let round = match *kind {
-            ProbeKind::PING => target.ping.round_length(),
+            ProbeKind::PING => target.round_length(*kind),
             _ => TEST_NOW_LIMIT,
         };
         let deadline = (round + Duration::from_millis(500)).min(TEST_NOW_LIMIT);

@@ -584,7 +584,12 @@ ping = { packets = 3 }
         assert!(out.contains("ping = { packets = 3 }"), "{out}");
         let c = Config::parse(&out, "f").unwrap();
         assert_eq!(c.targets[0].host.to_string(), "192.0.2.254");
-        assert_eq!(c.targets[0].ping.packets, 2);
+        assert_eq!(
+            c.targets[0]
+                .options_or_default::<vantage_core::PingOptions>()
+                .packets,
+            2
+        );
         assert_eq!(c.targets[0].probes[0].1, std::time::Duration::from_secs(5));
     }
 

@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use vantage_core::{
-    LockExt, Measurement, Probe, ProbeKind, ProbeRequest, Progress, Sample, Target, TraceReport,
+    LockExt, Measurement, PingOptions, Probe, ProbeKind, ProbeRequest, Progress, Sample, Target,
+    TraceOptions, TraceReport,
 };
 
 use super::Web;
@@ -255,7 +256,11 @@ fn progress_json(p: &Progress, cycle: u32) -> Value {
 
 /// A burst of [`RUN_PINGS`] echo requests with the target's other ping options.
 async fn ping(prober: &dyn Probe, mut target: Target, out: &Out) {
-    target.ping.packets = RUN_PINGS;
+    let options = PingOptions {
+        packets: RUN_PINGS,
+        ..target.options_or_default()
+    };
+    target.set_options(ProbeKind::PING, Arc::new(options));
     let start = json!({"type": "start", "kind": "ping", "target": target.name,
         "host": target.host.to_string(), "count": RUN_PINGS});
     if !out.send(start).await {
@@ -299,7 +304,7 @@ fn cycle_json(cycle: u32, r: &TraceReport) -> Value {
 async fn trace(prober: &dyn Probe, mut target: Target, out: &Out) {
     let start = json!({"type": "start", "kind": "trace", "target": target.name,
         "host": target.host.to_string(), "count": RUN_TRACES,
-        "max_hops": target.trace.max_hops});
+        "max_hops": target.options_or_default::<TraceOptions>().max_hops});
     if !out.send(start).await {
         return;
     }

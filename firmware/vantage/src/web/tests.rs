@@ -469,6 +469,9 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
     assert_eq!(list.body["running_matches_file"], true);
     assert_eq!(list.body["targets"][0]["raw"]["name"], "loop");
     assert_eq!(list.body["targets"][0]["effective"]["probes"][0][0], "ping");
+    // Every option resolved, under its kind's name.
+    let ping = &list.body["targets"][0]["effective"]["modules"]["ping"];
+    assert!(ping["packets"].is_number(), "{ping}");
     let rev = list.body["revision"].as_str().unwrap().to_string();
 
     let t = json!({"name": "gw", "host": "127.0.0.1", "probes": ["ping"], "interval": "10s",
@@ -481,7 +484,10 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let cfg = f.web.state.config();
     let gw = cfg.target("gw").expect("reloaded");
-    assert_eq!(gw.ping.packets, 3);
+    assert_eq!(
+        gw.options_or_default::<vantage_core::PingOptions>().packets,
+        3
+    );
     assert_eq!(gw.probes[0].1, Duration::from_secs(10));
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(text.starts_with("# Hand-written header comment."), "{text}");
@@ -2445,9 +2451,10 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
     assert!(text.contains("port = 8443"), "{text}");
     let c = vantage_core::Config::parse(&text, "t.toml").unwrap();
     let up = c.targets.iter().find(|t| t.name == "upstream").unwrap();
-    assert_eq!((up.trace.port, up.trace.max_hops), (8443, 7));
-    assert_eq!(up.trace.protocol, vantage_core::TraceProtocol::Tcp);
-    assert_eq!(up.trace.path_window, std::time::Duration::from_secs(7200));
+    let trace: vantage_core::TraceOptions = up.options_or_default();
+    assert_eq!((trace.port, trace.max_hops), (8443, 7));
+    assert_eq!(trace.protocol, vantage_core::TraceProtocol::Tcp);
+    assert_eq!(trace.path_window, std::time::Duration::from_secs(7200));
     // Past the offered maximum, the loader's message names the field.
     let t = json!({
         "name": "upstream2", "host": "192.0.2.1", "probes": ["trace"],

@@ -7,9 +7,9 @@
 //! that saves the module code, length and version of every round and an allocation per round.
 //! It reads them into [`StoredPing`], whose points and values are the module's.
 //!
-//! A target's ping options are its module options; the ping probe reads them from
-//! `Target::ping`, which the config fills from them and which the page's "Run now" and the
-//! command line set themselves.
+//! A target's ping options are its module options, read by the ping probe like every kind's
+//! (`Target::options_or_default`); the page's "Run now" sets its own packet count with
+//! `Target::set_options`.
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -240,17 +240,17 @@ mod tests {
         crate::Config::parse(&text, "t.toml").map_err(|e| e.to_string())
     }
 
-    /// The ping section goes through the module: its options reach the target (and the ping
-    /// probe's `Target::ping`); on a target without ping it is checked but allowed; a round
+    /// The ping section goes through the module: its options reach the target's module
+    /// options, where the ping probe reads them; on a target without ping it is checked but allowed; a round
     /// longer than the interval is blamed on the packets where they were written.
     #[test]
     fn the_config_reads_ping_through_the_module() {
         let c =
             parse("probes = [\"ping\"]\nping = { packets = 3, ip_protocol = \"ipv4\" }\n").unwrap();
         let t = &c.targets[0];
-        assert_eq!(t.ping.packets, 3);
-        let from_module = t.modules.iter().find_map(|m| m.get::<PingOptions>());
-        assert_eq!(from_module, Some(&t.ping));
+        let from_module = t.module::<PingOptions>(KIND).unwrap();
+        assert_eq!(from_module.packets, 3);
+        assert_eq!(*from_module, t.options_or_default::<PingOptions>());
         assert_eq!(t.probes[0], (ProbeKind::PING, d::PING_INTERVAL));
         assert!(parse("probes = [\"trace\"]\nping = { packets = 3 }\n").is_ok());
         let e = parse("probes = [\"trace\"]\nping = { packets = -5 }\n").unwrap_err();

@@ -2,9 +2,8 @@
 //! store figures and rollup behind [`TypedModule`], registered in
 //! [`MODULES`](super::super::MODULES) with the store code the built-in kind had (3).
 //!
-//! A target's trace options are its module options; the trace probe reads them from
-//! `Target::trace`, which the config fills from them and which the page's "Run now" and the
-//! command line set themselves.
+//! A target's trace options are its module options, read by the trace probe like every
+//! kind's (`Target::options_or_default`).
 //!
 //! The store keeps writing trace rounds in its own block layout (flag bits and varints, about
 //! 17 bytes plus 3 per hop) rather than as module bytes, and reads them into [`StoredTrace`],
@@ -404,8 +403,8 @@ mod tests {
         crate::Config::parse(&text, "t.toml").map_err(|e| e.to_string())
     }
 
-    /// The trace section goes through the module: its options reach the target (and the
-    /// trace probe's `Target::trace`); on a
+    /// The trace section goes through the module: its options reach the target's module
+    /// options, where the trace probe reads them; on a
     /// target without trace it is checked (but not against the host); the host's family is
     /// held against a target running trace, where the setting was written.
     #[test]
@@ -415,11 +414,8 @@ mod tests {
              [defaults.trace]\npath_window = \"2h\"\n",
         )
         .unwrap();
-        let t = &c.targets[0].trace;
-        let from_module = c.targets[0]
-            .modules
-            .iter()
-            .find_map(|m| m.get::<TraceOptions>());
+        let t = &c.targets[0].options_or_default::<TraceOptions>();
+        let from_module = c.targets[0].module::<TraceOptions>(KIND);
         assert_eq!(from_module, Some(t));
         assert_eq!(
             c.targets[0].probes[0],

@@ -671,9 +671,10 @@ fn target(host: &str, trace: TraceOptions) -> crate::config::Target {
         host: crate::config::parse_host(host).unwrap(),
         labels: Default::default(),
         probes: vec![(ProbeKind::TRACE, Duration::from_secs(60))],
-        ping: Default::default(),
-        trace,
-        modules: Vec::new(),
+        modules: vec![crate::probe::ModuleOptions {
+            kind: super::module::KIND,
+            options: std::sync::Arc::new(trace),
+        }],
     }
 }
 

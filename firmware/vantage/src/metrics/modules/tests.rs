@@ -39,8 +39,6 @@ impl Shown {
                 host: vantage_core::Host::Name("up.example".into()),
                 labels: Default::default(),
                 probes: vec![(ProbeKind::TRACE, Duration::from_secs(60))],
-                ping: Default::default(),
-                trace: Default::default(),
                 modules: Vec::new(),
             })
         } else {
