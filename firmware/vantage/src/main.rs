@@ -14,6 +14,8 @@ mod probe_guard;
 mod scrape;
 mod state;
 mod storage;
+#[cfg(test)]
+mod test_support;
 mod web;
 
 use std::net::SocketAddr;

@@ -732,24 +732,7 @@ mod tests {
     use super::*;
     use vantage_core::Unreachable;
 
-    fn hop(ttl: u8, addrs: &[&str], rtts: &[u64], sent: u32) -> HopReport {
-        HopReport {
-            ttl,
-            sent,
-            received: rtts.len() as u32,
-            responders: addrs
-                .iter()
-                .map(|a| HopResponder {
-                    address: a.parse().unwrap(),
-                    replies: 1,
-                    flows: vec![0],
-                    unreachable: None,
-                })
-                .collect(),
-            rtts: rtts.iter().map(|m| Duration::from_micros(*m)).collect(),
-            balancing: None,
-        }
-    }
+    use crate::test_support::trace_hop as hop;
 
     #[test]
     fn the_table_reads_like_mtr() {

@@ -233,6 +233,7 @@ mod tests {
     use vantage_core::{Config, DnsPhases, DnsReport, PingReport};
 
     use super::*;
+    use crate::test_support::trace_hop;
 
     fn flagged(text: &str, probe: &str, reason: &str) -> Option<f64> {
         let head = format!(
@@ -297,16 +298,18 @@ mod tests {
         }
     }
 
-    /// Ping targets' series (one running ping alone, one with trace too), before their first
-    /// round and after rounds with replies, with and without a report, are those the daemon
-    /// wrote when ping was a built-in kind (committed as written then): names, labels, help,
-    /// order and values.
-    #[test]
-    fn ping_targets_series_are_those_of_the_built_in_kind() {
+    /// A target named `name` running `kind` alone, one named "both" running ping and trace,
+    /// the device label, and their series as written before any round.
+    fn alone_and_both(
+        name: &str,
+        kind: &str,
+    ) -> (TargetSeries, TargetSeries, [(String, String); 1], String) {
         let cfg = Config::parse(
-            "[[targets]]\nname = \"gw\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n\
-             labels = { site = \"lab\" }\n\
-             [[targets]]\nname = \"both\"\nhost = \"127.0.0.2\"\nprobes = [\"ping\", \"trace\"]\n",
+            &format!(
+                "[[targets]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nprobes = [\"{kind}\"]\n\
+                 labels = {{ site = \"lab\" }}\n\
+                 [[targets]]\nname = \"both\"\nhost = \"127.0.0.2\"\nprobes = [\"ping\", \"trace\"]\n"
+            ),
             "t.toml",
         )
         .unwrap();
@@ -315,6 +318,16 @@ mod tests {
         let device = [("device".to_string(), "probe-1".to_string())];
         let mut text = String::new();
         write_targets(&[&t, &both], &device, &mut text);
+        (t, both, device, text)
+    }
+
+    /// Ping targets' series (one running ping alone, one with trace too), before their first
+    /// round and after rounds with replies, with and without a report, are those the daemon
+    /// wrote when ping was a built-in kind (committed as written then): names, labels, help,
+    /// order and values.
+    #[test]
+    fn ping_targets_series_are_those_of_the_built_in_kind() {
+        let (t, both, device, mut text) = alone_and_both("gw", "ping");
         let us = Duration::from_micros;
         let answered = PingReport {
             address: Some("127.0.0.1".parse().unwrap()),
@@ -369,43 +382,13 @@ mod tests {
     }
 
     /// A hop of a trace round: its responders, RTTs (µs) and probes sent.
-    fn trace_hop(ttl: u8, addrs: &[&str], rtts_us: &[u64], sent: u32) -> vantage_core::HopReport {
-        vantage_core::HopReport {
-            ttl,
-            sent,
-            received: rtts_us.len() as u32,
-            responders: addrs
-                .iter()
-                .map(|a| vantage_core::HopResponder {
-                    address: a.parse().unwrap(),
-                    replies: 1,
-                    flows: vec![0],
-                    unreachable: None,
-                })
-                .collect(),
-            rtts: rtts_us.iter().map(|u| Duration::from_micros(*u)).collect(),
-            balancing: None,
-        }
-    }
-
     /// Trace targets' series (one running trace alone, one with ping too), before their first
     /// round and after rounds with a path, a changed and partly reached path and no report,
     /// are those the daemon wrote when trace was a built-in kind (committed as written then):
     /// names, labels, help, order and values.
     #[test]
     fn trace_targets_series_are_those_of_the_built_in_kind() {
-        let cfg = Config::parse(
-            "[[targets]]\nname = \"up\"\nhost = \"127.0.0.1\"\nprobes = [\"trace\"]\n\
-             labels = { site = \"lab\" }\n\
-             [[targets]]\nname = \"both\"\nhost = \"127.0.0.2\"\nprobes = [\"ping\", \"trace\"]\n",
-            "t.toml",
-        )
-        .unwrap();
-        let t = TargetSeries::new(&cfg.targets[0]);
-        let both = TargetSeries::new(&cfg.targets[1]);
-        let device = [("device".to_string(), "probe-1".to_string())];
-        let mut text = String::new();
-        write_targets(&[&t, &both], &device, &mut text);
+        let (t, both, device, mut text) = alone_and_both("up", "trace");
         let mut balanced = trace_hop(2, &["10.0.1.1", "10.0.1.2"], &[900, 1_100, 1_300], 3);
         balanced.balancing = Some(vantage_core::Balancing::PerFlow);
         let first = vantage_core::TraceReport {

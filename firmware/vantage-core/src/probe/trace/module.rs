@@ -376,27 +376,7 @@ pub(crate) fn form() -> ProbeForm {
 mod tests {
     use super::*;
     use crate::probe::ProbeModule;
-    use crate::sample::HopReport;
-
-    fn report() -> TraceReport {
-        let hop = |ttl, sent, rtts: &[u64]| HopReport {
-            ttl,
-            sent,
-            received: rtts.len() as u32,
-            rtts: rtts.iter().copied().map(Duration::from_micros).collect(),
-            ..HopReport::default()
-        };
-        TraceReport {
-            reached: true,
-            flows: 4,
-            flows_reached: 3,
-            hops: vec![hop(1, 2, &[100, 300]), hop(2, 2, &[]), hop(4, 2, &[900])],
-            path_hash: 0xdead_beef,
-            path_changed: true,
-            paths_known: 2,
-            ..TraceReport::default()
-        }
-    }
+    use crate::probe::trace::series::tests::report;
 
     fn parse(target: &str) -> Result<crate::Config, String> {
         let text = format!("[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\n{target}");
@@ -461,7 +441,7 @@ mod tests {
         m.values(&bytes, &mut values);
         assert!(values.contains(&("rtt_avg_seconds", 0.0009)), "{values:?}");
         let r = m.rollup(&bytes);
-        assert_eq!((r.time_us, r.mark), (Some(900), Some(0xdead_beef)));
+        assert_eq!((r.time_us, r.mark), (Some(900), Some(5)));
         let back = m.report_from_json(crate::probe::Report::json(&report()));
         assert_eq!(back.unwrap().get::<TraceReport>(), Some(&report()));
         assert_eq!(m.store_code(), 3);

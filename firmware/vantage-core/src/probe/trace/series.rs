@@ -240,11 +240,12 @@ impl StoredTrace {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sample::HopReport;
 
-    fn report() -> TraceReport {
+    /// A trace round with a silent hop, 3 of 4 flows through, a changed path.
+    pub(in crate::probe::trace) fn report() -> TraceReport {
         let hop = |ttl, sent, rtts: &[u64]| HopReport {
             ttl,
             sent,

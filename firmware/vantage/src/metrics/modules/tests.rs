@@ -3,29 +3,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use vantage_core::{HopReport, HopResponder, Measurement, ProbeKind, Sample, Target};
+use vantage_core::{HopReport, Measurement, ProbeKind, Sample, Target};
 
 use vantage_core::TraceReport;
 
 use crate::metrics::{TargetSeries, write_targets};
 
+/// A hop answered by `addrs` with these RTTs in ms.
 fn hop(ttl: u8, addrs: &[&str], rtts_ms: &[u64], sent: u32) -> HopReport {
-    HopReport {
-        ttl,
-        sent,
-        received: rtts_ms.len() as u32,
-        responders: addrs
-            .iter()
-            .map(|a| HopResponder {
-                address: a.parse().unwrap(),
-                replies: 1,
-                flows: vec![0],
-                unreachable: None,
-            })
-            .collect(),
-        rtts: rtts_ms.iter().map(|m| Duration::from_millis(*m)).collect(),
-        balancing: None,
-    }
+    let us: Vec<u64> = rtts_ms.iter().map(|m| m * 1000).collect();
+    crate::test_support::trace_hop(ttl, addrs, &us, sent)
 }
 
 /// A trace target's whole exposition: its per-round gauges and the trace series.
