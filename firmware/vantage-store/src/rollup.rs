@@ -819,6 +819,23 @@ mod tests {
         assert_eq!(a.marks.changes, vec![(20_000, 7, 9)]);
     }
 
+    /// `open`'s aggregates in memory of each of `series` are those of `plain`.
+    fn assert_same_as_plain(
+        open: &Open,
+        plain: &BTreeMap<(u32, i64), Agg>,
+        series: impl IntoIterator<Item = u32>,
+    ) {
+        for series in series {
+            let got = open.in_memory(&[series], 0, i64::MAX);
+            let want: Vec<(i64, Agg)> = plain
+                .iter()
+                .filter(|((s, _), _)| *s == series)
+                .map(|((_, m), a)| (*m, a.clone()))
+                .collect();
+            assert_eq!(got, want, "series {series}");
+        }
+    }
+
     /// Pending minutes are kept packed: folding rounds through [`Open`] gives the aggregates,
     /// and the bytes a commit writes, that folding them into plain [`Agg`]s gives.
     #[test]
@@ -851,15 +868,7 @@ mod tests {
             }
         }
         assert_eq!(open.aggs.len(), plain.len());
-        for series in [0, 1] {
-            let got = open.in_memory(&[series], 0, i64::MAX);
-            let want: Vec<(i64, Agg)> = plain
-                .iter()
-                .filter(|((s, _), _)| *s == series)
-                .map(|((_, m), a)| (*m, a.clone()))
-                .collect();
-            assert_eq!(got, want, "series {series}");
-        }
+        assert_same_as_plain(&open, &plain, [0, 1]);
         let dns_minute = &plain[&(1, 0)];
         assert!(dns_minute.marks.changed > 0 && dns_minute.time.hist.len() > 1);
         // Minutes 0 and 1 are due once a round is three minutes past minute 1's end.
@@ -906,15 +915,7 @@ mod tests {
         // 60 s of rounds: 3 series × 1 minute, plus nothing else.
         assert_eq!(UNPACKS.with(std::cell::Cell::get), plain.len());
         assert_eq!(plain.len(), 3);
-        for series in 0..3 {
-            let got = open.in_memory(&[series], 0, i64::MAX);
-            let want: Vec<(i64, Agg)> = plain
-                .iter()
-                .filter(|((s, _), _)| *s == series)
-                .map(|((_, m), a)| (*m, a.clone()))
-                .collect();
-            assert_eq!(got, want, "series {series}");
-        }
+        assert_same_as_plain(&open, &plain, 0..3);
     }
 
     #[test]
