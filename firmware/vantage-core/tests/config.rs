@@ -62,6 +62,25 @@ fn each_bad_file_fails_with_its_message() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// A mistake in `[defaults.KIND]` is found for every kind, even where no target runs it yet.
+#[test]
+fn a_bad_defaults_section_is_an_error_for_every_kind_whatever_runs() {
+    for m in vantage_core::MODULES {
+        let name = m.name();
+        let other = if name == "ping" { "trace" } else { "ping" };
+        let text = format!(
+            "[defaults.{name}]\ncolour = 1\n\n[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"{other}\"]\n"
+        );
+        let e = Config::parse(&text, "d.toml").unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "d.toml:2:1: defaults.{name}.colour: unknown field `colour`"
+            )),
+            "{name}: {e}"
+        );
+    }
+}
+
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
     let text = r#"

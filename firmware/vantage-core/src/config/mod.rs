@@ -45,7 +45,7 @@ pub(crate) use trace::min_size as trace_min_size;
 pub use trace::{RawTrace, TraceOptions};
 
 use crate::defaults::{self, self as D, Bounds};
-use crate::probe::{DNS_MODULE, ModuleOptions, OptionsInput, Section, TRACE_MODULE};
+use crate::probe::{ModuleOptions, OptionsInput, Section};
 use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// The validated configuration.
@@ -358,13 +358,9 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
         .unwrap_or_default();
 
     let mut check = Check { col };
-    // A bad `[defaults.dns]` is a mistake even when no target runs the dns probe.
-    if let Some(v) = section(&module_defaults, DNS_MODULE) {
-        read_section::<RawDns>(&mut check, v, "defaults.dns");
-    }
-    // And a bad `[defaults.trace]` when no target runs the trace probe.
-    if let Some(v) = section(&module_defaults, TRACE_MODULE) {
-        read_section::<RawTrace>(&mut check, v, "defaults.trace");
+    for (m, v) in &module_defaults {
+        let path = format!("defaults.{}", m.module().name());
+        m.module().check_defaults(&mut check, &path, v);
     }
     let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
     let defaults = Defaults {

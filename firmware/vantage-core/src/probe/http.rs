@@ -111,6 +111,7 @@ pub(crate) struct Http;
 impl TypedModule for Http {
     type Options = HttpOptions;
     type Report = HttpReport;
+    type Raw = options::RawHttp;
     const NAME: &'static str = NAME;
     const STORE_CODE: u8 = 5;
     const DEFAULT_INTERVAL: Duration = options::INTERVAL;

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(test)]
 pub(crate) use dns::module::KIND as DNS_MODULE;
 pub use dns::{DnsProbe, series as dns_series, system_nameservers};
 pub use module::{
@@ -22,7 +23,6 @@ pub use module::{
     Rollup, Section, family_mismatch,
 };
 pub use ping::{PingProbe, series as ping_series};
-pub(crate) use trace::module::KIND as TRACE_MODULE;
 pub use trace::{TraceProbe, series as trace_series};
 
 /// The module kinds' per-round gauges, for a crate that shows them under other names too

@@ -254,6 +254,9 @@ pub trait ProbeModule: Send + Sync + Debug {
     fn misfit(&self, options: &dyn Options, interval: Duration) -> Option<Misfit>;
     /// The kind's section on a target that does not run the kind (at `path`): a mistake.
     fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>);
+    /// `[defaults.KIND]` (at `path`): checked even when no target runs the kind, so that a
+    /// mistake there is found before a target starts to use it.
+    fn check_defaults(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>);
     /// The prober that runs rounds of this kind.
     fn probe(&self) -> Arc<dyn Probe>;
     /// `/probe?module=NAME&target=...`: the host and options of one round, or a message for 400.
@@ -309,6 +312,8 @@ pub trait ProbeModule: Send + Sync + Debug {
 pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     type Options: Options;
     type Report: Report + serde::de::DeserializeOwned;
+    /// The kind's section as written (a target's, or `[defaults.KIND]`), before defaults.
+    type Raw: serde::de::DeserializeOwned;
     /// [`ProbeModule::name`].
     const NAME: &'static str;
     /// [`ProbeModule::store_code`].
@@ -401,6 +406,9 @@ impl<T: TypedModule> ProbeModule for T {
     }
     fn unused_section(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
         TypedModule::unused_section(self, c, path, section);
+    }
+    fn check_defaults(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
+        crate::config::read_section::<T::Raw>(c, section, path);
     }
     fn misfit(&self, o: &dyn Options, interval: Duration) -> Option<Misfit> {
         TypedModule::misfit(self, o.as_any().downcast_ref::<T::Options>()?, interval)

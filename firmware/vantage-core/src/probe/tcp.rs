@@ -139,6 +139,7 @@ pub(crate) struct Tcp;
 impl TypedModule for Tcp {
     type Options = TcpOptions;
     type Report = TcpReport;
+    type Raw = options::RawTcp;
     const NAME: &'static str = NAME;
     const STORE_CODE: u8 = 4;
     const DEFAULT_INTERVAL: Duration = options::INTERVAL;

@@ -61,6 +61,7 @@ pub(crate) struct Dns;
 impl TypedModule for Dns {
     type Options = DnsOptions;
     type Report = DnsReport;
+    type Raw = RawDns;
     const NAME: &'static str = NAME;
     /// The built-in kind's code, so the store's series dictionary keeps naming DNS rounds.
     const STORE_CODE: u8 = 2;

@@ -64,6 +64,7 @@ pub(crate) struct Ping;
 impl TypedModule for Ping {
     type Options = PingOptions;
     type Report = PingReport;
+    type Raw = RawPing;
     const NAME: &'static str = NAME;
     /// The built-in kind's code, so the store's series dictionary keeps naming ping rounds.
     const STORE_CODE: u8 = 1;

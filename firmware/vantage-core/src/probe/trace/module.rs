@@ -71,6 +71,7 @@ pub(crate) struct Trace;
 impl TypedModule for Trace {
     type Options = TraceOptions;
     type Report = TraceReport;
+    type Raw = RawTrace;
     const NAME: &'static str = NAME;
     /// The built-in kind's code, so the store's series dictionary keeps naming trace rounds.
     const STORE_CODE: u8 = 3;
