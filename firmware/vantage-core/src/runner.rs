@@ -118,17 +118,19 @@ impl Runner {
             for t in &config.targets {
                 let name: Arc<str> = t.name.as_str().into();
                 match old.get(&name) {
-                    Some(o) if **o == *t => {
+                    Some(o) if **o == **t => {
                         applied.unchanged.push(t.name.clone());
                         next.insert(name, o.clone());
                     }
+                    // The config's own, not a copy. An unchanged target keeps the runner's
+                    // (rounds in flight are told from a changed target's by pointer).
                     Some(_) => {
                         applied.changed.push(t.name.clone());
-                        next.insert(name, Arc::new(t.clone()));
+                        next.insert(name, t.clone());
                     }
                     None => {
                         applied.added.push(t.name.clone());
-                        next.insert(name, Arc::new(t.clone()));
+                        next.insert(name, t.clone());
                     }
                 }
             }
@@ -358,7 +360,7 @@ mod tests {
             "inline",
         )
         .unwrap();
-        let target = Arc::new(cfg.targets[0].clone());
+        let target = cfg.targets[0].clone();
         shared.targets.write_or_recover().insert("t".into(), target);
         let planned: Instant = clock.now();
         clock.advance(lag);

@@ -51,7 +51,7 @@ use crate::types::{IpProtocol, ModuleId, ProbeKind};
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Config {
-    pub targets: Vec<Target>,
+    pub targets: Vec<Arc<Target>>,
     /// `[store]`: the sample store on the SD card.
     pub store: StoreConfig,
     /// `[[remote_write]]`: where the store's samples are shipped.
@@ -317,7 +317,7 @@ impl Config {
     }
 
     pub fn target(&self, name: &str) -> Option<&Target> {
-        self.targets.iter().find(|t| t.name == name)
+        self.targets.iter().find(|t| t.name == name).map(|t| &**t)
     }
 }
 
@@ -367,7 +367,11 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
         raw: &raw_root.defaults,
         modules: &module_defaults,
     };
-    let targets = resolve_targets(&mut check, &raw_targets, &defaults);
+    // Shared with the runner (and the configs built from this one), not copied.
+    let targets = resolve_targets(&mut check, &raw_targets, &defaults)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     let store = store_value.map_or_else(StoreConfig::default, |v| read_store(&mut check, &v));
     let remote_write = remote_write_value
         .map(|v| read_remote_write(&mut check, v))

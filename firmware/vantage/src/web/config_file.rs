@@ -471,7 +471,9 @@ pub fn validate_alone(text: &str, obj: &Json) -> Result<vantage_core::Target, Ed
     doc.insert("targets", Item::ArrayOfTables(aot));
     let out = doc.to_string();
     match Config::parse(&out, "<test>") {
-        Ok(mut c) if c.targets.len() == 1 => Ok(c.targets.remove(0)),
+        Ok(mut c) if c.targets.len() == 1 => {
+            Ok(std::sync::Arc::unwrap_or_clone(c.targets.remove(0)))
+        }
         Ok(_) => Err(EditError::Invalid(vec![FieldError::new(
             "",
             "expected exactly one target",

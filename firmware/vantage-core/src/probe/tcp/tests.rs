@@ -148,7 +148,7 @@ fn the_form_comes_from_the_module() {
 
 fn request(host: &str, o: TcpOptions) -> ProbeRequest {
     let text = target(host, &format!("{{ port = {} }}", o.port));
-    let mut t = parse(&text).unwrap().targets.remove(0);
+    let mut t = Arc::unwrap_or_clone(parse(&text).unwrap().targets.remove(0));
     t.modules[0].options = Arc::new(o);
     ProbeRequest::for_target(&t)
 }
