@@ -24,7 +24,8 @@ pub trait Observer: Send + Sync + 'static {
     fn sample(&self, sample: Sample);
     /// How late a round started against its plan.
     fn lag(&self, key: &JobKey, lag: Duration);
-    /// A round was skipped because earlier rounds of the same job were still running.
+    /// A round was skipped because earlier rounds of the same job were still running or
+    /// waiting to start.
     fn skipped(&self, key: &JobKey);
 }
 
@@ -102,10 +103,7 @@ impl Runner {
         ));
         let handle = tokio::runtime::Handle::current();
         let s = shared.clone();
-        let scheduler = Scheduler::with_clock(clock, move |ev| {
-            let s = s.clone();
-            handle.spawn(async move { s.run_job(ev).await });
-        });
+        let scheduler = Scheduler::with_clock(clock, move |ev| s.dispatch(&handle, ev));
         Self { shared, scheduler }
     }
 
@@ -195,26 +193,39 @@ impl Shared {
         }
     }
 
-    async fn run_job(&self, ev: SchedulerEvent) {
+    /// Starts a round of the scheduler's event on `handle`, unless [`MAX_OVERLAP`] rounds of
+    /// its job are still running or waiting to start.
+    fn dispatch(self: &Arc<Self>, handle: &tokio::runtime::Handle, ev: SchedulerEvent) {
+        if let Some(admitted) = self.admit(&ev.key) {
+            let s = self.clone();
+            handle.spawn(async move { s.run_job(ev, admitted).await });
+        }
+    }
+
+    /// Counts a round of `key` from its dispatch on, not from its start: when the runtime cannot
+    /// keep up, rounds it has not started yet are skipped instead of queued without bound (each
+    /// queued round holds a task, and late rounds measure the device, not the network).
+    fn admit(self: &Arc<Self>, key: &JobKey) -> Option<Admitted> {
+        let mut running = self.running.lock_or_recover();
+        let n = running.entry(key.clone()).or_insert(0);
+        if *n >= MAX_OVERLAP {
+            drop(running);
+            self.observer.skipped(key);
+            return None;
+        }
+        *n += 1;
+        Some(Admitted {
+            shared: self.clone(),
+            key: key.clone(),
+        })
+    }
+
+    async fn run_job(&self, ev: SchedulerEvent, _admitted: Admitted) {
         let Some(target) = self.targets.read_or_recover().get(&ev.key.target).cloned() else {
             return;
         };
         let Some(probe) = self.probes.get(&ev.key.probe).cloned() else {
             return;
-        };
-        {
-            let mut running = self.running.lock_or_recover();
-            let n = running.entry(ev.key.clone()).or_insert(0);
-            if *n >= MAX_OVERLAP {
-                drop(running);
-                self.observer.skipped(&ev.key);
-                return;
-            }
-            *n += 1;
-        }
-        let _running = RunningGuard {
-            shared: self,
-            key: &ev.key,
         };
         let Ok(_permit) = self.permits.acquire().await else {
             return;
@@ -243,18 +254,19 @@ impl Shared {
     }
 }
 
-struct RunningGuard<'a> {
-    shared: &'a Shared,
-    key: &'a JobKey,
+/// A round counted against its job's overlap limit until it ends (or is dropped unstarted).
+struct Admitted {
+    shared: Arc<Shared>,
+    key: JobKey,
 }
 
-impl Drop for RunningGuard<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         let mut running = self.shared.running.lock_or_recover();
-        if let Some(n) = running.get_mut(self.key) {
+        if let Some(n) = running.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                running.remove(self.key);
+                running.remove(&self.key);
             }
         }
     }
@@ -354,7 +366,13 @@ mod tests {
             stall,
         });
         let samples = Arc::new(Samples::default());
-        let shared = Shared::new(vec![probe], samples.clone(), 1, clock.clone(), pressure);
+        let shared = Arc::new(Shared::new(
+            vec![probe],
+            samples.clone(),
+            1,
+            clock.clone(),
+            pressure,
+        ));
         let cfg = Config::parse(
             "[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
             "inline",
@@ -368,10 +386,87 @@ mod tests {
             target: "t".into(),
             probe: ProbeKind::PING,
         };
-        shared.run_job(SchedulerEvent { key, planned }).await;
+        let admitted = shared.admit(&key).expect("nothing else runs");
+        shared
+            .run_job(SchedulerEvent { key, planned }, admitted)
+            .await;
         let got = samples.0.lock_or_recover();
         assert_eq!(got.len(), 1);
         got[0].quality
+    }
+
+    /// Counts rounds and skipped rounds.
+    #[derive(Default)]
+    struct Counts {
+        samples: Mutex<u32>,
+        skipped: Mutex<u32>,
+    }
+
+    impl Observer for Counts {
+        fn sample(&self, _: Sample) {
+            *self.samples.lock_or_recover() += 1;
+        }
+        fn lag(&self, _: &JobKey, _: Duration) {}
+        fn skipped(&self, _: &JobKey) {
+            *self.skipped.lock_or_recover() += 1;
+        }
+    }
+
+    #[test]
+    fn rounds_a_busy_runtime_has_not_started_count_against_the_overlap_limit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let pressure = Arc::new(FakePressure {
+            clock: clock.clone(),
+            stalled: Mutex::new(None),
+        });
+        let probe = Arc::new(FakeProbe {
+            clock: clock.clone(),
+            pressure: pressure.clone(),
+            stall: [0, 0],
+        });
+        let counts = Arc::new(Counts::default());
+        let shared = Arc::new(Shared::new(
+            vec![probe],
+            counts.clone(),
+            100,
+            clock.clone(),
+            pressure,
+        ));
+        let cfg = Config::parse(
+            "[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
+            "inline",
+        )
+        .unwrap();
+        shared
+            .targets
+            .write_or_recover()
+            .insert("t".into(), cfg.targets[0].clone());
+        let ev = || SchedulerEvent {
+            key: JobKey {
+                target: "t".into(),
+                probe: ProbeKind::PING,
+            },
+            planned: clock.now(),
+        };
+        // The runtime's one thread is busy elsewhere: ten rounds come due and none can start.
+        for _ in 0..10 {
+            shared.dispatch(rt.handle(), ev());
+        }
+        assert_eq!(rt.metrics().num_alive_tasks(), MAX_OVERLAP as usize);
+        assert_eq!(*counts.skipped.lock_or_recover(), 10 - MAX_OVERLAP);
+        // Once it gets to them, the admitted rounds run, and free their job for the next ones.
+        rt.block_on(async {
+            while *counts.samples.lock_or_recover() < MAX_OVERLAP {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(rt.metrics().num_alive_tasks(), 0);
+        shared.dispatch(rt.handle(), ev());
+        assert_eq!(rt.metrics().num_alive_tasks(), 1);
+        assert_eq!(*counts.skipped.lock_or_recover(), 10 - MAX_OVERLAP);
     }
 
     #[tokio::test]

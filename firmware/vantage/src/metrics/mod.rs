@@ -119,7 +119,7 @@ impl Metrics {
         let skipped = IntCounterVec::new(
             Opts::new(
                 names::SCHEDULER_SKIPPED,
-                "Rounds skipped because earlier rounds of the same probe were still running.",
+                "Rounds skipped because two earlier rounds of the same probe were still running or waiting to start.",
             ),
             &["target", "probe"],
         )
