@@ -28,7 +28,8 @@ cargo test --workspace --locked
 # Further suites (cross builds under qemu-user, packaging, browser, image...) live in
 # scripts/tests.d and run in name order; each prints its own "N passed, N failed" line. Suites
 # that share a number run side by side (each one's output is shown when it ends): the fuzz
-# targets use the core the central-view suite leaves idle during its link outage.
+# targets and the cross builds use the cores the central-view suite leaves idle during its
+# link outage.
 failed=0
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -1,5 +1,5 @@
 // Browser end-to-end test of the Vantage page, speaking WebDriver to chromedriver with plain
-// fetch() (no npm packages). Run by scripts/tests.d/50-web-e2e.sh inside a network namespace.
+// fetch() (no npm packages). Run by scripts/tests.d/55-web-e2e.sh inside a network namespace.
 //   node web-e2e.mjs --url URL --artifacts DIR --data-dir DIR --peer ADDRESS
 //     --dns-port PORT --web-port PORT --cert-days DAYS   (a DNS and an HTTPS server on loopback)
 import { spawn } from 'node:child_process';
