@@ -676,7 +676,8 @@ fn validate_target(c: &mut Check<'_, '_>, at: &At<'_>) -> Option<Target> {
     if host.as_ref().is_some_and(Host::is_system) {
         check_system_host(c, at, &kinds);
     }
-    let mut probes = Vec::new();
+    // Kept per target for the daemon's life: sized exactly, not in room for four.
+    let mut probes = Vec::with_capacity(kinds.len());
     for (kind, _) in &kinds {
         let interval = match interval_setting(at, *kind) {
             Some((v, field)) => c
@@ -708,7 +709,7 @@ fn target_modules(
     kinds: &[(ProbeKind, Range<usize>)],
     host: Option<&Host>,
 ) -> Vec<ModuleOptions> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(kinds.len());
     for (m, v) in at.modules {
         if !kinds.iter().any(|(k, _)| *k == ProbeKind::Module(*m)) {
             m.module()

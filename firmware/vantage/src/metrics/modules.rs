@@ -37,7 +37,7 @@ pub struct ModuleSeries {
 impl ModuleSeries {
     /// The series of every module kind among `kinds`.
     pub fn for_kinds(kinds: &[ProbeKind]) -> Vec<Self> {
-        kinds
+        let mut out: Vec<Self> = kinds
             .iter()
             .filter_map(|k| match k {
                 ProbeKind::Module(m) => Some(Self {
@@ -52,7 +52,10 @@ impl ModuleSeries {
                 }),
                 _ => None,
             })
-            .collect()
+            .collect();
+        // Kept per target: without this a target's one kind sits in room for four.
+        out.shrink_to_fit();
+        out
     }
 
     /// What a `/probe` answer keeps of `kind`'s series: its info families only (counters and
