@@ -99,7 +99,8 @@ struct Track {
 /// In-memory history, fed as an [`Observer`] of the runner.
 #[derive(Debug, Default)]
 pub struct MemoryHistory {
-    tracks: RwLock<HashMap<(Arc<str>, ProbeKind), Track>>,
+    /// Boxed: the table keeps room for up to twice its entries, and a track is 200 bytes.
+    tracks: RwLock<HashMap<ProbeKey, Box<Track>>>,
 }
 
 fn unix(t: SystemTime) -> f64 {
