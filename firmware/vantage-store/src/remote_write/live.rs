@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use super::shipper::{Endpoint, Outcome, Shared, post};
+use super::endpoint::{Endpoint, Outcome, Shared, post};
 use super::{encode_request, proto};
 use crate::codec::unix_ms;
 use crate::series::Labels;

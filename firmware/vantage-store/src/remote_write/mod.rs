@@ -8,6 +8,7 @@
 //! idempotently. A refused request is split down to the refused samples (`bisect`).
 
 pub mod bisect;
+mod endpoint;
 mod live;
 pub mod proto;
 pub mod scrapes;
@@ -21,12 +22,12 @@ use crate::codec::StoredSample;
 use crate::gauges::{Point, points};
 use crate::series::{Labels, SeriesKey};
 
+pub use endpoint::{
+    DEFAULT_SAMPLES_PER_SECOND, DEFAULT_SAMPLES_PER_SEND, Endpoint, SendMode, SetupError, Tls,
+};
 pub use live::{LiveSample, LiveSeries, live_request};
 pub use scrapes::{Coverage, ScrapeLog};
-pub use shipper::{
-    DEFAULT_SAMPLES_PER_SECOND, DEFAULT_SAMPLES_PER_SEND, Endpoint, EndpointStats, LIVE_INTERVAL,
-    SendMode, SetupError, Shipper, ShipperOptions, Tls,
-};
+pub use shipper::{EndpointStats, LIVE_INTERVAL, Shipper, ShipperOptions};
 
 /// Labels of one point's series: `__name__`, `target`, `probe` (where the gauge has it), the
 /// point's own label, the target's labels, the endpoint's external labels; sorted by name.
