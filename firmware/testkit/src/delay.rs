@@ -305,6 +305,43 @@ pub struct DelayQueue {
 }
 
 impl DelayQueue {
+    /// Holds every echo request `ns` receives (IPv4 and IPv6) for `delay`
+    /// (± `jitter`) in an NFQUEUE holder on queue `queue`, until the returned guard is dropped.
+    ///
+    /// Requests rather than replies: a reply is charged to the kernel's own ICMP socket while
+    /// it is held, whose small send buffer would then drop replies once a hundred or so are
+    /// held at once. A request that crossed the veth belongs to no socket.
+    pub fn echo_requests(ns: &Netns, queue: u16, delay: Duration, jitter: Duration) -> Self {
+        // The holder binds first: packets sent to an unbound queue are dropped.
+        let holder = Self::start(ns, queue, delay, jitter);
+        let q = queue.to_string();
+        ns.iptables(&[
+            "-A",
+            "INPUT",
+            "-p",
+            "icmp",
+            "--icmp-type",
+            "echo-request",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &q,
+        ]);
+        ns.ip6tables(&[
+            "-A",
+            "INPUT",
+            "-p",
+            "icmpv6",
+            "--icmpv6-type",
+            "echo-request",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &q,
+        ]);
+        holder
+    }
+
     /// Starts the holder on queue `num` inside `ns` and waits until it is bound. Panics if it
     /// cannot bind. Add the iptables rule that feeds the queue after this returns.
     pub fn start(ns: &Netns, num: u16, delay: Duration, jitter: Duration) -> Self {

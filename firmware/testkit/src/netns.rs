@@ -5,9 +5,6 @@ use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
-
-use crate::delay::DelayQueue;
 
 /// A name no other test process and no other test in this process uses: `vt-TAG-PID-N`.
 pub fn unique_name(tag: &str) -> String {
@@ -142,43 +139,6 @@ impl Netns {
             "-j",
             "DROP",
         ]);
-    }
-
-    /// Holds every echo request this namespace receives (IPv4 and IPv6) for `delay`
-    /// (± `jitter`) in an NFQUEUE holder on queue `queue`, until the returned guard is dropped.
-    ///
-    /// Requests rather than replies: a reply is charged to the kernel's own ICMP socket while
-    /// it is held, whose small send buffer would then drop replies once a hundred or so are
-    /// held at once. A request that crossed the veth belongs to no socket.
-    pub fn delay_echo_requests(&self, queue: u16, delay: Duration, jitter: Duration) -> DelayQueue {
-        // The holder binds first: packets sent to an unbound queue are dropped.
-        let holder = DelayQueue::start(self, queue, delay, jitter);
-        let q = queue.to_string();
-        self.iptables(&[
-            "-A",
-            "INPUT",
-            "-p",
-            "icmp",
-            "--icmp-type",
-            "echo-request",
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &q,
-        ]);
-        self.ip6tables(&[
-            "-A",
-            "INPUT",
-            "-p",
-            "icmpv6",
-            "--icmpv6-type",
-            "echo-request",
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &q,
-        ]);
-        holder
     }
 
     /// Enters the namespace on the calling thread (`setns(2)`): sockets it creates from now on

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vantage_core::net::{IcmpSocketFactory, KernelSockets, SocketKey, SocketKind};
 use vantage_core::{PingOptions, PingProbe, PingReport, SystemClock};
-use vantage_testkit::{VethPair, quantile, root_or_skip};
+use vantage_testkit::{DelayQueue, VethPair, quantile, root_or_skip};
 
 const DELAY: Duration = Duration::from_millis(10);
 
@@ -93,7 +93,7 @@ fn rtt_with_10ms_delay_is_at_least_as_accurate_as_fping() {
         panic!("the fping comparison needs `{t}` (scripts/deps.d lists it)");
     }
     let net = VethPair::new("rtt");
-    let _delay = net.server.delay_echo_requests(1, DELAY, Duration::ZERO);
+    let _delay = DelayQueue::echo_requests(&net.server, 1, DELAY, Duration::ZERO);
     const N: u32 = 200;
     // Both pingers run at the same time, so they see the same path and the same machine load.
     let fping = net
@@ -192,7 +192,7 @@ fn ipv6_on_the_same_veth() {
     }
     let net = VethPair::new("v6");
     net.client.allow_ping_sockets(true);
-    let _delay = net.server.delay_echo_requests(1, DELAY, Duration::ZERO);
+    let _delay = DelayQueue::echo_requests(&net.server, 1, DELAY, Duration::ZERO);
     let (v6, v4) = net.client.block_on(|| async {
         let p = probe(false);
         let v6 = p
@@ -220,7 +220,7 @@ fn raw_socket_path_works_for_both_families() {
         return;
     }
     let net = VethPair::new("raw");
-    let _delay = net.server.delay_echo_requests(1, DELAY, Duration::ZERO);
+    let _delay = DelayQueue::echo_requests(&net.server, 1, DELAY, Duration::ZERO);
     let (v4, v6) = net.client.block_on(|| async {
         let p = probe(true);
         let v4 = p
@@ -267,7 +267,7 @@ fn two_targets_pinging_the_same_host_concurrently_both_get_every_reply() {
     }
     let net = VethPair::new("dup");
     net.client.allow_ping_sockets(true);
-    let _delay = net.server.delay_echo_requests(1, DELAY, Duration::ZERO);
+    let _delay = DelayQueue::echo_requests(&net.server, 1, DELAY, Duration::ZERO);
     const N: u32 = 50;
     let results = net.client.block_on(|| async {
         let mut out = Vec::new();
