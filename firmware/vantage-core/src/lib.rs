@@ -47,10 +47,11 @@ pub use config::{
 };
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    AddressGuard, DnsProbe, HostResolver, MODULES, Misfit, ModuleOptions, ModuleReport, Options,
-    OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
-    ProgressSender, Report, Rollup, Section, TraceProbe, dns_series, family_mismatch,
-    module_gauges, ping_series, probes, resolve_host, system_nameservers, trace_series,
+    AddressGuard, DnsProbe, HostResolver, LiveRun, MODULES, Misfit, ModuleOptions, ModuleReport,
+    Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
+    ProgressSender, Report, Rollup, Section, TraceProbe, dns_series, family_mismatch, in_words,
+    kind_names, live, module_gauges, ping_series, probes, resolve_host, system_nameservers,
+    trace_series,
 };
 pub use quality::{
     LATE_THRESHOLD, PSI_READ_INTERVAL, Pressure, ProcPressure, Resource, RoundQuality,

@@ -10,10 +10,7 @@ use axum::extract::{DefaultBodyLimit, Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use vantage_core::config::parse_host;
-use vantage_core::{
-    Host, IpProtocol, ModuleOptions, PingOptions, ProbeKind, ProbeRequest, Target, TraceOptions,
-};
+use vantage_core::{Host, IpProtocol, ModuleOptions, ProbeKind, ProbeRequest, Target};
 
 use crate::metrics::{TargetSeries, write_targets};
 use crate::probe_compat;
@@ -113,11 +110,19 @@ fn scrape_deadline(headers: &HeaderMap) -> Result<Duration, String> {
         .max(Duration::from_millis(100)))
 }
 
-/// The kind, host and (for a probe module) options of a `/probe` request: a module reads its
+/// A `/probe` request read: what to run, and the port it reaches first.
+struct Plan {
+    kind: ProbeKind,
+    host: Host,
+    port: Option<u16>,
+    /// The addresses of a name the round may use (the kind's `ip_protocol`).
+    ip_protocol: IpProtocol,
+    options: ModuleOptions,
+}
+
+/// The request's kind, target and options, or a message for 400: the kind's module reads its
 /// target and parameters itself.
-fn probe_target(
-    q: &HashMap<String, String>,
-) -> Result<(ProbeKind, Host, Vec<ModuleOptions>), String> {
+fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
     let module = q.get("module").map_or("ping", String::as_str);
     let kind = module
         .parse::<ProbeKind>()
@@ -127,61 +132,22 @@ fn probe_target(
         .filter(|t| !t.is_empty())
         .ok_or("target parameter is missing")?;
     let ProbeKind::Module(id) = kind else {
-        let host = parse_host(target).map_err(|msg| format!("target {msg}"))?;
-        return Ok((kind, host, Vec::new()));
+        return Err(format!("module {kind} is not a probe module"));
     };
+    let m = id.module();
     let param = |k: &str| q.get(k).map(String::as_str);
     let query = vantage_core::ProbeQuery {
         target,
         param: &param,
         trusted: false,
     };
-    let (host, options) = id.module().probe_options(&query)?;
-    Ok((kind, host, vec![ModuleOptions { kind: id, options }]))
-}
-
-/// A `/probe` request read: what to run, and the port it reaches first.
-struct Plan {
-    kind: ProbeKind,
-    host: Host,
-    port: Option<u16>,
-    /// The addresses the round may use (ping's, TCP's and HTTP's `ip_protocol`).
-    ip_protocol: IpProtocol,
-    modules: Vec<ModuleOptions>,
-}
-
-/// The request's kind, target and options, or a message for 400.
-fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
-    let (kind, host, modules) = probe_target(q)?;
-    for (name, only) in [("transport", ProbeKind::DNS), ("port", ProbeKind::DNS)] {
-        if q.contains_key(name) && kind != only {
-            return Err(format!("{name} applies to module=dns only"));
-        }
-    }
-    // The ping module read its options (ip_protocol among them) with the others'.
-    let ip_protocol = modules
-        .iter()
-        .find_map(|m| m.get::<PingOptions>())
-        .map(|p| p.ip_protocol)
-        .unwrap_or_default();
-    if q.contains_key("ip_protocol") && kind == ProbeKind::TRACE {
-        return Err("ip_protocol applies to module=ping, tcp and http".into());
-    }
-    if q.contains_key("protocol") && kind != ProbeKind::TRACE {
-        return Err("protocol applies to module=trace only".into());
-    }
-    if host.is_system() && kind != ProbeKind::DNS {
-        return Err("target \"system\" only works with module=dns".into());
-    }
-    let port = modules
-        .first()
-        .and_then(|m| m.kind.module().port(m.options.as_ref()));
+    let (host, options) = m.probe_options(&query)?;
     Ok(Plan {
         kind,
         host,
-        port,
-        ip_protocol,
-        modules,
+        port: m.port(options.as_ref()),
+        ip_protocol: m.ip_protocol(options.as_ref()),
+        options: ModuleOptions { kind: id, options },
     })
 }
 
@@ -255,18 +221,18 @@ async fn probe(
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
 }
 
-/// The target of a `/probe` round.
+/// The target of a `/probe` round, named as its kind names it.
 fn round_target(p: Plan, deadline: Duration) -> Target {
+    let o = &p.options;
     Target {
-        // Traces compare each path with the last one to the same host.
-        name: match p.modules.iter().find_map(|m| m.get::<TraceOptions>()) {
-            Some(trace) => format!("/probe/{}/{}", trace.protocol, p.host),
-            None => "probe".into(),
-        },
+        name: o
+            .kind
+            .module()
+            .probe_round_name(&p.host, o.options.as_ref()),
         host: p.host,
         labels: Default::default(),
         probes: vec![(p.kind, deadline)],
-        modules: p.modules,
+        modules: vec![p.options],
     }
 }
 

@@ -1,13 +1,15 @@
 //! One-shot commands for debugging on a device.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use vantage_core::config::{parse_duration, parse_host};
 use vantage_core::{
-    HopReport, HopResponder, IpProtocol, PingOptions, PingProbe, PingReport, TraceDiscovery,
-    TraceOptions, TraceProbe, TraceProtocol, TraceReport, TraceSockets, defaults, resolve_host,
+    Host, IpProtocol, Measurement, ModuleReport, Options, PingOptions, PingProbe, PingReport,
+    ProbeError, ProbeKind, ProbeModule, ProbeRequest, Target, TraceDiscovery, TraceOptions,
+    TraceProtocol, TraceSockets, defaults, resolve_host,
 };
 
 #[derive(Debug, Args)]
@@ -495,152 +497,72 @@ pub async fn trace(args: TraceArgs) -> ExitCode {
         sockets: args.sockets,
         ..TraceOptions::default()
     };
-    let probe = TraceProbe::new();
-    let mut total: Option<TraceReport> = None;
-    let mut ticker = tokio::time::interval(args.interval);
-    for _ in 0..args.cycles {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
+    let kind = ProbeKind::TRACE;
+    let Some(m) = kind.module() else {
+        return ExitCode::from(2);
+    };
+    let options: Arc<dyn Options> = Arc::new(opts);
+    let mut target = Target {
+        name: "cli".into(),
+        host: Host::Ip(addr),
+        labels: Default::default(),
+        probes: vec![(kind, args.interval)],
+        modules: Vec::new(),
+    };
+    target.set_options(kind, options.clone());
+    let (rounds, success) = match cycles(m, target, args.cycles, args.interval).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vantage trace: {e}");
+            return ExitCode::from(2);
         }
-        let budget = opts.round_length() * 3;
-        let r = tokio::select! {
-            r = probe.trace("cli", addr, &opts, budget) => r,
-            _ = tokio::signal::ctrl_c() => break,
-        };
-        match r {
-            Ok(r) => match &mut total {
-                Some(t) => accumulate(t, r),
-                None => total = Some(r),
-            },
-            Err(e) => {
-                eprintln!("vantage trace: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let Some(total) = total else {
+    };
+    let Some(text) = m.text(&host.to_string(), options.as_ref(), &rounds) else {
         return ExitCode::FAILURE;
     };
-    print!("{}", table(&host.to_string(), &opts, &total));
-    if total.reached {
+    print!("{text}");
+    if success {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
-/// Adds a later trace's hops to a running total (the path summary is the latest trace's).
-pub fn accumulate(total: &mut TraceReport, r: TraceReport) {
-    for h in r.hops.iter() {
-        match total.hops.iter_mut().find(|t| t.ttl == h.ttl) {
-            Some(t) => {
-                t.sent += h.sent;
-                t.received += h.received;
-                t.rtts.extend(&h.rtts);
-                for a in &h.responders {
-                    match t.responders.iter_mut().find(|x| x.address == a.address) {
-                        Some(x) => {
-                            x.replies += a.replies;
-                            x.unreachable = x.unreachable.or(a.unreachable);
-                        }
-                        None => t.responders.push(a.clone()),
-                    }
-                }
-                t.responders.sort_by_key(|r| std::cmp::Reverse(r.replies));
-            }
-            None => total.hops.push(h.clone()),
+/// Up to `n` rounds of `target` (its one kind, `m`), `interval` apart, until Ctrl-C: their
+/// reports and whether one succeeded, or the error of a round that measured nothing (no
+/// socket, no address).
+async fn cycles(
+    m: &dyn ProbeModule,
+    target: Target,
+    n: u32,
+    interval: Duration,
+) -> Result<(Vec<ModuleReport>, bool), ProbeError> {
+    let probe = m.probe();
+    let target = Arc::new(target);
+    let (mut reports, mut success) = (Vec::new(), false);
+    let mut ticker = tokio::time::interval(interval);
+    for _ in 0..n {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        let req = ProbeRequest {
+            target: target.clone(),
+            deadline: None,
+            guard: None,
+            progress: None,
+        };
+        let s = tokio::select! {
+            s = probe.run(req) => s,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        success |= s.success;
+        match s.measurement {
+            Measurement::Module(r) => reports.push(r),
+            _ => return Err(s.error.unwrap_or(ProbeError::Timeout)),
         }
     }
-    total.hops.sort_by_key(|h| h.ttl);
-    total.reached |= r.reached;
-    total.path_hash = r.path_hash;
-    total.paths_known = r.paths_known;
-}
-
-fn ms(d: Option<Duration>) -> String {
-    d.map_or(String::new(), |d| format!("{:.2}", d.as_secs_f64() * 1e3))
-}
-
-/// An mtr-style report table.
-pub fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let addr = r.address.map(|a| a.to_string()).unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "vantage trace to {host} ({addr}): {}, {} hops max, {} probe{} per hop, {} flow{}, {}{}",
-        opts.protocol,
-        opts.max_hops,
-        opts.probes_per_hop,
-        if opts.probes_per_hop == 1 { "" } else { "s" },
-        r.flows,
-        if r.flows == 1 { "" } else { "s" },
-        if r.raw_sockets {
-            "raw sockets"
-        } else {
-            "unprivileged sockets"
-        },
-        if r.paris {
-            ""
-        } else {
-            ", a new flow per probe"
-        },
-    );
-    let _ = writeln!(
-        out,
-        "{:>4}  {:<40} {:>6} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7}",
-        "HOP", "HOST", "Loss%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev"
-    );
-    // An address with the "unreachable" mark it sent, if any (`10.0.0.1 !N`).
-    let named = |a: &HopResponder| match a.unreachable.map(|u| u.mark()) {
-        Some(mark) if !mark.is_empty() => format!("{} {mark}", a.address),
-        _ => a.address.to_string(),
-    };
-    for h in &r.hops {
-        let mut name = h.responders.first().map_or("???".to_string(), named);
-        if let Some(b) = h.balancing {
-            // The branches that follow are per-flow ECMP or a per-packet spread.
-            name = format!("{name} [{}]", b.as_str().replace('_', " "));
-        }
-        let _ = writeln!(
-            out,
-            "{:>3}.  {:<40} {:>5.1}% {:>4} {:>7} {:>7} {:>7} {:>7} {:>7}",
-            h.ttl,
-            name,
-            h.loss_ratio() * 100.0,
-            h.sent,
-            ms(h.last()),
-            ms(h.mean()),
-            ms(h.min()),
-            ms(h.max()),
-            h.stddev_seconds()
-                .map_or(String::new(), |s| format!("{:.2}", s * 1e3)),
-        );
-        // Further addresses of the hop (ECMP branches, per-packet balancing), as mtr lists them.
-        for a in h.responders.iter().skip(1) {
-            let _ = writeln!(out, "      {}", named(a));
-        }
-    }
-    let end = if r.reached {
-        let n = r.hop_count();
-        format!(
-            "destination reached in {n} hop{}",
-            if n == 1 { "" } else { "s" }
-        )
-    } else if let Some(u) = r.hops.last().and_then(HopReport::unreachable) {
-        format!("destination unreachable ({})", u.mark())
-    } else {
-        "destination not reached".to_string()
-    };
-    let _ = writeln!(
-        out,
-        "{end}; path hash {:08x}, {} path{} seen",
-        r.path_hash,
-        r.paths_known,
-        if r.paths_known == 1 { "" } else { "s" }
-    );
-    out
+    Ok((reports, success))
 }
 
 /// `vantage KIND TARGET [--OPTION VALUE | --OPTION=VALUE | --FLAG]...`: one round of a probe
@@ -730,103 +652,6 @@ fn module_args(args: &[String]) -> Result<(String, Vec<(String, String)>), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_core::Unreachable;
-
-    use crate::test_support::trace_hop as hop;
-
-    #[test]
-    fn the_table_reads_like_mtr() {
-        let mut r = TraceReport {
-            address: Some("192.0.2.9".parse().unwrap()),
-            reached: true,
-            raw_sockets: true,
-            paris: true,
-            flows: 1,
-            hops: vec![
-                hop(1, &["10.0.0.1"], &[1000, 1200, 1400], 3),
-                hop(2, &[], &[], 3),
-                hop(3, &["10.0.2.1", "10.0.2.2"], &[3000, 3000], 3),
-                hop(4, &["192.0.2.9"], &[4000, 4000, 4000], 3),
-            ],
-            path_hash: 0xabcd,
-            paths_known: 1,
-            ..Default::default()
-        };
-        let t = table("example", &TraceOptions::default(), &r);
-        let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("vantage trace to example (192.0.2.9): udp, 30 hops max, 3 probes per hop, 1 flow, raw sockets"), "{t}");
-        assert!(
-            lines[1].contains("Loss%") && lines[1].contains("StDev"),
-            "{t}"
-        );
-        assert!(
-            lines[2].starts_with("  1.  10.0.0.1")
-                && lines[2].contains("  0.0%    3    1.40    1.20    1.00    1.40    0.16"),
-            "{t}"
-        );
-        assert!(
-            lines[3].starts_with("  2.  ???") && lines[3].contains("100.0%"),
-            "{t}"
-        );
-        assert!(
-            lines[4].contains("10.0.2.1") && lines[4].contains(" 33.3%"),
-            "{t}"
-        );
-        assert_eq!(lines[5].trim(), "10.0.2.2");
-        // With the balancing known, the first address says which kind.
-        r.hops[2].balancing = Some(vantage_core::Balancing::PerFlow);
-        let t2 = table("example", &TraceOptions::default(), &r);
-        assert!(
-            t2.lines().nth(4).unwrap().contains("10.0.2.1 [per flow]"),
-            "{t2}"
-        );
-        r.hops[2].balancing = None;
-        assert_eq!(
-            lines[7],
-            "destination reached in 4 hops; path hash 0000abcd, 1 path seen"
-        );
-        r.reached = false;
-        r.hops.truncate(1);
-        r.hops[0].responders[0].unreachable = Some(Unreachable::Host);
-        let t = table("example", &TraceOptions::default(), &r);
-        assert!(t.contains("10.0.0.1 !H"), "{t}");
-        assert!(t.contains("destination unreachable (!H)"), "{t}");
-        // At a split, the mark stays with the branch that sent it, listed first or not.
-        let mut split = hop(2, &["10.0.1.1", "10.0.1.2"], &[1000, 1000], 2);
-        split.responders[1].unreachable = Some(Unreachable::Network);
-        r.hops = vec![split];
-        let t = table("example", &TraceOptions::default(), &r);
-        let lines: Vec<&str> = t.lines().collect();
-        assert!(
-            lines[2].contains("10.0.1.1") && !lines[2].contains('!'),
-            "{t}"
-        );
-        assert_eq!(lines[3].trim(), "10.0.1.2 !N", "{t}");
-        assert!(t.contains("destination unreachable (!N)"), "{t}");
-    }
-
-    #[test]
-    fn cycles_add_up() {
-        let mut t = TraceReport {
-            hops: vec![hop(1, &["10.0.0.1"], &[1000], 1)],
-            ..Default::default()
-        };
-        accumulate(
-            &mut t,
-            TraceReport {
-                reached: true,
-                hops: vec![
-                    hop(1, &["10.0.0.1"], &[], 1),
-                    hop(2, &["10.0.0.2"], &[2000], 1),
-                ],
-                ..Default::default()
-            },
-        );
-        assert!(t.reached);
-        assert_eq!((t.hops[0].sent, t.hops[0].received), (2, 1));
-        assert_eq!(t.hops[0].responders[0].replies, 2);
-        assert_eq!(t.hops[1].ttl, 2);
-    }
 
     /// `vantage dns --help` states the defaults the config applies; they are the config's.
     #[test]

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use vantage_core::Sample;
 use vantage_core::config::{parse_host, split_host_port};
 use vantage_core::module_gauges as m;
 use vantage_core::series::{Gauge, Point, gauge, labelled};
+use vantage_core::{ModuleId, Sample};
 use vantage_store::StoredSample;
 use vantage_store::gauges::{self as g, points};
 
@@ -27,57 +27,76 @@ struct BlackboxModule {
     name: &'static str,
     kind: &'static str,
     set: &'static [(&'static str, &'static str)],
+    /// How blackbox's prober takes its target, where Vantage's kind takes it otherwise.
+    target: BlackboxTarget,
+    /// A parameter blackbox reads from the module's config, which the scrape job has to give
+    /// here (with an example value for the message when it does not). A blackbox name that is
+    /// Vantage's too is blackbox's only with this parameter.
+    needs: Option<(&'static str, &'static str)>,
+}
+
+/// How a blackbox prober writes its target.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BlackboxTarget {
+    /// As Vantage's kind does.
+    Same,
+    /// `HOST:PORT` (blackbox's DNS server), the port given to Vantage's `port` parameter;
+    /// without a port, the transport's default applies.
+    HostPort,
+    /// A URL, taken as `http://` without a scheme.
+    Url,
+}
+
+const fn bb(
+    name: &'static str,
+    kind: &'static str,
+    set: &'static [(&'static str, &'static str)],
+) -> BlackboxModule {
+    BlackboxModule {
+        name,
+        kind,
+        set,
+        target: BlackboxTarget::Same,
+        needs: None,
+    }
+}
+
+/// A blackbox DNS module: a `HOST:PORT` server, the question in `query_name`.
+const fn bb_dns(
+    name: &'static str,
+    set: &'static [(&'static str, &'static str)],
+) -> BlackboxModule {
+    BlackboxModule {
+        target: BlackboxTarget::HostPort,
+        needs: Some(("query_name", "example.com")),
+        ..bb(name, "dns", set)
+    }
+}
+
+/// A blackbox HTTP module.
+const fn bb_http(
+    name: &'static str,
+    set: &'static [(&'static str, &'static str)],
+) -> BlackboxModule {
+    BlackboxModule {
+        target: BlackboxTarget::Url,
+        ..bb(name, "http", set)
+    }
 }
 
 /// The blackbox module names understood: those of blackbox's shipped `blackbox.yml` that map
 /// onto a Vantage kind, and DNS ones. `dns` is blackbox's only with a `query_name` parameter;
 /// with `query` it is Vantage's own `module=dns`.
 const MODULES: [BlackboxModule; 9] = [
-    BlackboxModule {
-        name: "icmp",
-        kind: "ping",
-        set: &[],
-    },
-    BlackboxModule {
-        name: "icmp_ipv4",
-        kind: "ping",
-        set: &[("ip_protocol", "ipv4")],
-    },
-    BlackboxModule {
-        name: "icmp_ipv6",
-        kind: "ping",
-        set: &[("ip_protocol", "ipv6")],
-    },
-    BlackboxModule {
-        name: "tcp_connect",
-        kind: "tcp",
-        set: &[("attempts", "1")],
-    },
-    BlackboxModule {
-        name: "http_2xx",
-        kind: "http",
-        set: &[],
-    },
-    BlackboxModule {
-        name: "http_post_2xx",
-        kind: "http",
-        set: &[("method", "POST")],
-    },
-    BlackboxModule {
-        name: "dns",
-        kind: "dns",
-        set: &[],
-    },
-    BlackboxModule {
-        name: "dns_udp",
-        kind: "dns",
-        set: &[("transport", "udp")],
-    },
-    BlackboxModule {
-        name: "dns_tcp",
-        kind: "dns",
-        set: &[("transport", "tcp")],
-    },
+    bb("icmp", "ping", &[]),
+    bb("icmp_ipv4", "ping", &[("ip_protocol", "ipv4")]),
+    bb("icmp_ipv6", "ping", &[("ip_protocol", "ipv6")]),
+    bb("tcp_connect", "tcp", &[("attempts", "1")]),
+    bb_http("http_2xx", &[]),
+    bb_http("http_post_2xx", &[("method", "POST")]),
+    bb_dns("dns", &[]),
+    bb_dns("dns_udp", &[("transport", "udp")]),
+    bb_dns("dns_tcp", &[("transport", "tcp")]),
 ];
 
 /// Blackbox's parameter names for what Vantage calls otherwise (blackbox sets them in its
@@ -88,42 +107,44 @@ const RENAMED: [(&str, &str); 3] = [
     ("transport_protocol", "transport"),
 ];
 
+/// A blackbox parameter's Vantage name.
+fn vantage_name(blackbox: &str) -> &str {
+    RENAMED
+        .iter()
+        .find(|(b, _)| *b == blackbox)
+        .map_or(blackbox, |r| r.1)
+}
+
 /// A `/probe` query in blackbox's terms, rewritten into Vantage's: `None` when `module` is not
 /// a blackbox module name (Vantage's own answer).
 pub fn translate(q: &HashMap<String, String>) -> Result<Option<HashMap<String, String>>, String> {
     let Some(bb) = q
         .get("module")
         .and_then(|name| MODULES.iter().find(|m| m.name == name))
-        // `dns` is Vantage's name too: blackbox's when it comes with blackbox's `query_name`.
-        .filter(|m| m.name != "dns" || q.contains_key("query_name"))
+        .filter(|m| {
+            ModuleId::by_name(m.name).is_none() || m.needs.is_some_and(|(p, _)| q.contains_key(p))
+        })
     else {
         return Ok(None);
     };
     let mut out: HashMap<String, String> = q
         .iter()
-        .map(|(k, v)| {
-            let k = RENAMED
-                .iter()
-                .find(|(b, _)| b == k)
-                .map_or(k.as_str(), |r| r.1);
-            (k.to_string(), v.clone())
-        })
+        .map(|(k, v)| (vantage_name(k).to_string(), v.clone()))
         .collect();
     out.insert("module".into(), bb.kind.into());
     for (k, v) in bb.set {
         out.entry(k.to_string()).or_insert_with(|| v.to_string());
     }
+    if let Some((p, example)) = bb.needs.filter(|(p, _)| !out.contains_key(vantage_name(p))) {
+        return Err(format!(
+            "{p} parameter is missing: blackbox reads it from the module's config; \
+             give it in the scrape job (params: {{module: [{}], {p}: [{example}]}})",
+            bb.name
+        ));
+    }
     let target = out.get("target").cloned().unwrap_or_default();
-    match bb.kind {
-        "dns" => {
-            if !out.contains_key("query") {
-                return Err(format!(
-                    "query_name parameter is missing: blackbox reads it from the module's config; \
-                     give it in the scrape job (params: {{module: [{}], query_name: [example.com]}})",
-                    bb.name
-                ));
-            }
-            // blackbox writes a DNS server HOST:PORT.
+    match bb.target {
+        BlackboxTarget::HostPort => {
             if parse_host(&target).is_err()
                 && let Ok((host, port)) = split_host_port(&target)
             {
@@ -131,8 +152,7 @@ pub fn translate(q: &HashMap<String, String>) -> Result<Option<HashMap<String, S
                 out.entry("port".into()).or_insert_with(|| port.to_string());
             }
         }
-        // blackbox takes an HTTP target without a scheme as http://.
-        "http" if !target.is_empty() && !target.contains("://") => {
+        BlackboxTarget::Url if !target.is_empty() && !target.contains("://") => {
             out.insert("target".into(), format!("http://{target}"));
         }
         _ => {}

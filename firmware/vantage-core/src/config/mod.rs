@@ -831,16 +831,16 @@ pub(crate) fn checked_labels(
 }
 
 fn check_system_host(c: &mut Check<'_, '_>, at: &At<'_>, kinds: &[(ProbeKind, Range<usize>)]) {
-    for (kind, span) in kinds {
-        if *kind != ProbeKind::DNS {
-            c.err(
-                Some(span.clone()),
-                &at.field("probes"),
-                format!(
-                    "host \"system\" means the system's resolvers, which only the dns probe can use; the {kind} probe needs an address or hostname"
-                ),
-            );
-        }
+    let takes = |k: &ProbeKind| k.module().is_some_and(|m| m.takes_system_host());
+    let able = crate::probe::in_words(&crate::probe::kind_names(|m| m.takes_system_host()), "or");
+    for (kind, span) in kinds.iter().filter(|(k, _)| !takes(k)) {
+        c.err(
+            Some(span.clone()),
+            &at.field("probes"),
+            format!(
+                "host \"system\" means the system's resolvers, which only the {able} probe can use; the {kind} probe needs an address or hostname"
+            ),
+        );
     }
 }
 

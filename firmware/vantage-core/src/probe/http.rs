@@ -23,7 +23,7 @@ use super::Probe;
 use super::module::{OptionsInput, Rollup, TypedModule, int_param};
 use crate::config::{Check, Host, ProbeForm};
 use crate::series::{Gauge, Point, gauge, labelled};
-use crate::types::ModuleId;
+use crate::types::{IpProtocol, ModuleId};
 
 pub use options::HttpOptions;
 
@@ -145,6 +145,9 @@ impl TypedModule for Http {
             "max_redirects" | "max_body" => int_param(name, value),
             _ => Ok(toml::Value::String(value.to_string())),
         }
+    }
+    fn ip_protocol(&self, o: &HttpOptions) -> IpProtocol {
+        o.ip_protocol
     }
     fn port(&self, o: &HttpOptions) -> Option<u16> {
         options::parse_url(&o.url).ok().map(|u| u.port)

@@ -3,6 +3,7 @@
 mod dns;
 mod engines;
 mod http;
+pub mod live;
 mod module;
 mod ping;
 mod tcp;
@@ -18,9 +19,10 @@ use std::time::Duration;
 #[cfg(test)]
 pub(crate) use dns::module::KIND as DNS_MODULE;
 pub use dns::{DnsProbe, series as dns_series, system_nameservers};
+pub use live::LiveRun;
 pub use module::{
     Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report,
-    Rollup, Section, family_mismatch,
+    Rollup, Section, family_mismatch, in_words, kind_names,
 };
 pub use ping::{PingProbe, series as ping_series};
 pub use trace::{TraceProbe, series as trace_series};
@@ -65,7 +67,7 @@ pub struct ProbeRequest {
     /// config's own rounds have none.
     pub guard: Option<Arc<dyn AddressGuard>>,
     /// Where the round sends its answers as they arrive, for a caller that shows the round
-    /// live (the page's "Run now"); the ping and trace probes send them.
+    /// live (the page's "Run now", [`LiveRun`]); the ping and trace probes send them.
     pub progress: Option<ProgressSender>,
 }
 

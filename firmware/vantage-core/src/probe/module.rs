@@ -18,9 +18,10 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::Probe;
+use super::live::LiveRun;
 use crate::config::{Check, Host, ProbeForm, module_options_from};
 use crate::series::{CounterDef, Gauge, HistogramDef, InfoFamily, Point};
-use crate::types::{ModuleId, ProbeKind};
+use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// A config section as written (`tcp = { ... }`), with its place in the file.
 pub type Section<'t> = Spanned<DeValue<'t>>;
@@ -273,6 +274,33 @@ pub trait ProbeModule: Send + Sync + Debug {
     fn trusted_params(&self) -> &'static [&'static str] {
         &[]
     }
+    /// The address family a round with these options uses for a name (`/probe` reports the
+    /// address it looked up of that family).
+    fn ip_protocol(&self, _options: &dyn Options) -> IpProtocol {
+        IpProtocol::Auto
+    }
+    /// Whether the kind takes `host = "system"` (the device's own resolvers).
+    fn takes_system_host(&self) -> bool {
+        false
+    }
+    /// The target name of a `/probe` round to `host`.
+    fn probe_round_name(&self, _host: &Host, _options: &dyn Options) -> String {
+        PROBE_ROUND_NAME.into()
+    }
+    /// How the page's "Run now" runs the kind live; `None`: it does not.
+    fn live(&self) -> Option<&'static dyn LiveRun> {
+        None
+    }
+    /// The command line's text for rounds of one target to `host` run one after another (each
+    /// round's report, in order); `None`: the command prints each round as JSON.
+    fn text(
+        &self,
+        _host: &str,
+        _options: &dyn Options,
+        _rounds: &[ModuleReport],
+    ) -> Option<String> {
+        None
+    }
     /// Every per-round gauge the kind shows, besides `vantage_probe_success` and
     /// `vantage_probe_duration_seconds`.
     fn gauges(&self) -> &'static [&'static Gauge];
@@ -305,6 +333,9 @@ pub trait ProbeModule: Send + Sync + Debug {
     /// default), for a crate that holds rounds of every kind without naming any kind's types.
     fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String>;
 }
+
+/// The target name of a `/probe` round, for a kind that does not name it.
+const PROBE_ROUND_NAME: &str = "probe";
 
 /// A probe kind written against its own options and report types: what is the kind's own and
 /// nothing else. [`ProbeModule`] follows for every one (the downcasts and the `/probe`
@@ -356,6 +387,28 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
         Ok(toml::Value::String(value.to_string()))
     }
     fn port(&self, _options: &Self::Options) -> Option<u16> {
+        None
+    }
+    /// [`ProbeModule::ip_protocol`].
+    fn ip_protocol(&self, _options: &Self::Options) -> IpProtocol {
+        IpProtocol::Auto
+    }
+    /// [`ProbeModule::takes_system_host`].
+    const SYSTEM_HOST: bool = false;
+    /// [`ProbeModule::probe_round_name`]; a kind that compares a round with the last one to
+    /// the same target (a trace's path) names it after what makes two rounds comparable.
+    fn probe_round_name(&self, _host: &Host, _options: &Self::Options) -> String {
+        PROBE_ROUND_NAME.into()
+    }
+    /// [`ProbeModule::live`].
+    const LIVE: Option<&'static dyn LiveRun> = None;
+    /// [`ProbeModule::text`].
+    fn text(
+        &self,
+        _host: &str,
+        _options: &Self::Options,
+        _rounds: &[&Self::Report],
+    ) -> Option<String> {
         None
     }
     fn encode(&self, report: &Self::Report, out: &mut Vec<u8>);
@@ -417,7 +470,12 @@ impl<T: TypedModule> ProbeModule for T {
         TypedModule::probe(self)
     }
     fn probe_options(&self, q: &ProbeQuery<'_>) -> Result<(Host, Arc<dyn Options>), String> {
+        foreign_params(T::NAME, q)?;
         let (host, mut section) = self.probe_target(q.target)?;
+        if host.is_system() && !T::SYSTEM_HOST {
+            let kinds = in_words(&kind_names(|m| m.takes_system_host()), "or");
+            return Err(format!("target \"system\" only works with module={kinds}"));
+        }
         let trusted = if q.trusted { T::TRUSTED_PARAMS } else { &[] };
         for &p in T::PARAMS.iter().chain(trusted) {
             if let Some(v) = (q.param)(p) {
@@ -435,6 +493,28 @@ impl<T: TypedModule> ProbeModule for T {
     }
     fn trusted_params(&self) -> &'static [&'static str] {
         T::TRUSTED_PARAMS
+    }
+    fn ip_protocol(&self, o: &dyn Options) -> IpProtocol {
+        o.as_any()
+            .downcast_ref::<T::Options>()
+            .map_or(IpProtocol::Auto, |o| TypedModule::ip_protocol(self, o))
+    }
+    fn takes_system_host(&self) -> bool {
+        T::SYSTEM_HOST
+    }
+    fn probe_round_name(&self, host: &Host, o: &dyn Options) -> String {
+        match o.as_any().downcast_ref::<T::Options>() {
+            Some(o) => TypedModule::probe_round_name(self, host, o),
+            None => PROBE_ROUND_NAME.into(),
+        }
+    }
+    fn live(&self) -> Option<&'static dyn LiveRun> {
+        T::LIVE
+    }
+    fn text(&self, host: &str, o: &dyn Options, rounds: &[ModuleReport]) -> Option<String> {
+        let o = o.as_any().downcast_ref::<T::Options>()?;
+        let reports: Vec<&T::Report> = rounds.iter().filter_map(|r| r.get()).collect();
+        TypedModule::text(self, host, o, &reports)
     }
     fn gauges(&self) -> &'static [&'static Gauge] {
         T::GAUGES
@@ -493,6 +573,47 @@ impl<T: TypedModule> ProbeModule for T {
     }
 }
 
+/// A `/probe` parameter another kind reads, given to kind `own`: a mistake, named with the
+/// kinds that read it.
+fn foreign_params(own: &str, q: &ProbeQuery<'_>) -> Result<(), String> {
+    let reads = |m: &dyn ProbeModule, p: &str| m.probe_params().contains(&p);
+    for m in super::MODULES {
+        for &p in m.probe_params() {
+            if m.name() == own || (q.param)(p).is_none() {
+                continue;
+            }
+            if ModuleId::by_name(own).is_some_and(|o| reads(o.module(), p)) {
+                continue;
+            }
+            let kinds = kind_names(|k| reads(k, p));
+            let only = if kinds.len() == 1 { " only" } else { "" };
+            return Err(format!(
+                "{p} applies to module={}{only}",
+                in_words(&kinds, "and")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The names of the kinds `which` picks, in registration order.
+pub fn kind_names(which: impl Fn(&dyn ProbeModule) -> bool) -> Vec<&'static str> {
+    super::MODULES
+        .iter()
+        .filter(|m| which(**m))
+        .map(|m| m.name())
+        .collect()
+}
+
+/// Names as a list in words: `ping, tcp and http` (`conj`: the last word).
+pub fn in_words(names: &[&str], conj: &str) -> String {
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} {conj} {last}", rest.join(", ")),
+        Some((last, _)) => (*last).to_string(),
+        None => String::new(),
+    }
+}
+
 /// A `/probe` parameter that is a boolean option: `true`/`1` or `false`/`0`.
 pub(crate) fn bool_param(name: &str, value: &str) -> Result<toml::Value, String> {
     match value {
@@ -513,4 +634,137 @@ pub(crate) fn int_param(name: &str, value: &str) -> Result<toml::Value, String> 
 /// Whether `ip` and the wanted family disagree, for the family checks modules share.
 pub fn family_mismatch(p: crate::IpProtocol, ip: IpAddr) -> bool {
     (p == crate::IpProtocol::Ipv4 && ip.is_ipv6()) || (p == crate::IpProtocol::Ipv6 && ip.is_ipv4())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TraceOptions;
+    use crate::sample::TraceReport;
+
+    /// `/probe`'s options of `kind` from `target` and `params`, through the kind's module.
+    fn probe(kind: &str, target: &str, params: &[(&str, &str)]) -> Result<ModuleOptions, String> {
+        let id = ModuleId::by_name(kind).expect("a registered kind");
+        let param = |k: &str| params.iter().find(|(p, _)| *p == k).map(|(_, v)| *v);
+        let q = ProbeQuery {
+            target,
+            param: &param,
+            trusted: false,
+        };
+        let (_, options) = id.module().probe_options(&q)?;
+        Ok(ModuleOptions { kind: id, options })
+    }
+
+    /// A parameter another kind reads is refused, naming the kinds that read it; `system`
+    /// is the DNS module's only.
+    #[test]
+    fn probe_parameters_of_other_kinds_are_named() {
+        for (kind, target, param, want) in [
+            (
+                "ping",
+                "127.0.0.1",
+                "transport",
+                "transport applies to module=dns only",
+            ),
+            (
+                "tcp",
+                "127.0.0.1:1",
+                "port",
+                "port applies to module=dns only",
+            ),
+            (
+                "ping",
+                "127.0.0.1",
+                "protocol",
+                "protocol applies to module=trace only",
+            ),
+            (
+                "trace",
+                "127.0.0.1",
+                "ip_protocol",
+                "ip_protocol applies to module=ping, tcp and http",
+            ),
+            (
+                "dns",
+                "127.0.0.1",
+                "attempts",
+                "attempts applies to module=tcp only",
+            ),
+        ] {
+            let mut params = vec![(param, "x")];
+            if kind == "dns" {
+                params.push(("query", "a.test"));
+            }
+            let got = probe(kind, target, &params);
+            assert_eq!(got.unwrap_err(), want, "{kind} {param}");
+        }
+        assert!(probe("dns", "system", &[("query", "a.test")]).is_ok());
+        for (kind, target) in [("ping", "system"), ("tcp", "system:53")] {
+            let e = probe(kind, target, &[]).unwrap_err();
+            assert_eq!(e, "target \"system\" only works with module=dns", "{kind}");
+        }
+        assert_eq!(in_words(&["a"], "or"), "a");
+        assert_eq!(in_words(&["a", "b", "c"], "or"), "a, b or c");
+        assert_eq!(in_words(&[], "or"), "");
+    }
+
+    /// Each kind says which addresses its round uses and how its `/probe` round is named;
+    /// a kind that says nothing takes the defaults.
+    #[test]
+    fn kinds_name_their_probe_round_and_address_family() {
+        for kind in ["ping", "tcp", "http"] {
+            let target = match kind {
+                "tcp" => "localhost:1",
+                "http" => "http://localhost/",
+                _ => "localhost",
+            };
+            let o = probe(kind, target, &[("ip_protocol", "ipv6")]).unwrap();
+            let m = o.kind.module();
+            assert_eq!(
+                m.ip_protocol(o.options.as_ref()),
+                IpProtocol::Ipv6,
+                "{kind}"
+            );
+            let host = Host::Name("localhost".into());
+            assert_eq!(m.probe_round_name(&host, o.options.as_ref()), "probe");
+        }
+        let o = probe("trace", "192.0.2.1", &[("protocol", "icmp")]).unwrap();
+        let host = Host::Ip("192.0.2.1".parse().unwrap());
+        let name = o.kind.module().probe_round_name(&host, o.options.as_ref());
+        assert_eq!(name, "/probe/icmp/192.0.2.1");
+        let dns = probe("dns", "192.0.2.1", &[("query", "a.test")]).unwrap();
+        assert_eq!(
+            dns.kind.module().ip_protocol(dns.options.as_ref()),
+            IpProtocol::Auto
+        );
+    }
+
+    /// Only trace has a command-line text (its rounds summed up), and only ping and trace
+    /// run live.
+    #[test]
+    fn text_and_live_runs_are_the_kinds_that_have_them() {
+        let live = crate::probe::kind_names(|m| m.live().is_some());
+        assert_eq!(live, ["ping", "trace"]);
+        let tcp = probe("tcp", "127.0.0.1:1", &[]).unwrap();
+        assert_eq!(tcp.kind.module().text("h", tcp.options.as_ref(), &[]), None);
+        let round = TraceReport {
+            reached: true,
+            hops: vec![crate::sample::HopReport {
+                ttl: 1,
+                sent: 3,
+                ..Default::default()
+            }],
+            ..TraceReport::default()
+        };
+        let round = ModuleReport::new(ModuleId("trace"), round);
+        let trace = round.module();
+        let o = TraceOptions::default();
+        assert_eq!(trace.text("h", &o, &[]), None);
+        let text = trace.text("h", &o, &[round.clone(), round]).unwrap();
+        let hop = text.lines().nth(2).unwrap();
+        assert!(
+            hop.starts_with("  1.  ???") && hop.contains("100.0%    6"),
+            "{text}"
+        );
+    }
 }

@@ -707,6 +707,7 @@ fn parse(shared: &Shared, packet: &[u8], from: IpAddr) -> Option<Parsed> {
 
 #[cfg(any(test, fuzzing))]
 pub(crate) mod fuzz;
+pub(crate) mod live;
 pub(crate) mod module;
 pub mod series;
 #[cfg(test)]

@@ -24,7 +24,7 @@ use super::Probe;
 use super::module::{OptionsInput, Rollup, TypedModule, bool_param, int_param};
 use crate::config::{Check, Host, ProbeForm, parse_host, split_host_port};
 use crate::series::{Gauge, HistogramDef, Point, gauge, labelled, per_probe, per_probe_labelled};
-use crate::types::ModuleId;
+use crate::types::{IpProtocol, ModuleId};
 
 pub use options::TcpOptions;
 /// Read by every probe that does a TLS handshake.
@@ -173,6 +173,9 @@ impl TypedModule for Tcp {
             "attempts" | "dscp" => int_param(name, value),
             _ => Ok(toml::Value::String(value.to_string())),
         }
+    }
+    fn ip_protocol(&self, o: &TcpOptions) -> IpProtocol {
+        o.ip_protocol
     }
     fn port(&self, o: &TcpOptions) -> Option<u16> {
         Some(o.port)

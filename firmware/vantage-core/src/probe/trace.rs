@@ -14,11 +14,13 @@
 //! read from the error queue) are placed by what earlier traces learned about the answering
 //! address, else by re-probing the unresolved TTLs of that flow one at a time.
 
+pub(crate) mod live;
 pub(crate) mod module;
 mod path;
 pub mod series;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

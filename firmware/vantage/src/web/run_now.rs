@@ -1,10 +1,12 @@
-//! `POST /api/targets/{name}/run?kind=ping|trace`: "Run now" on the target page. A ping burst
-//! or a few traces with the target's own options, answered as server-sent events while the
-//! answers arrive, like ping or mtr in a terminal (docs/API.md lists the events).
+//! `POST /api/targets/{name}/run?kind=KIND`: "Run now" on the target page. A few rounds of a
+//! kind that runs live (a ping burst, a few traces) with the target's own options, answered as
+//! server-sent events while the answers arrive, like ping or mtr in a terminal. What a run of
+//! a kind does and what its events hold is the kind's module's ([`LiveRun`]); docs/API.md lists
+//! the events.
 //!
-//! Bounded: [`RUN_PINGS`] echo requests or [`RUN_TRACES`] traces, one run per target at a time,
-//! each run one of the daemon's on-demand rounds (shared with `/probe` and "Test now", `429`
-//! when all are taken), [`RUN_LIMIT`] in all; the run stops when the client goes away.
+//! Bounded: the kind's rounds, one run per target at a time, each run one of the daemon's
+//! on-demand rounds (shared with `/probe` and "Test now", `429` when all are taken),
+//! [`RUN_LIMIT`] in all; the run stops when the client goes away.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -21,20 +23,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use vantage_core::live::Fields;
 use vantage_core::{
-    LockExt, Measurement, PingOptions, Probe, ProbeKind, ProbeRequest, Progress, Sample, Target,
-    TraceOptions, TraceReport,
+    LiveRun, LockExt, Measurement, Probe, ProbeKind, ProbeRequest, Sample, Target, in_words,
+    kind_names,
 };
 
 use super::Web;
 use super::config_file::FieldError;
 use super::error::{ApiError, ApiResult};
 
-/// Echo requests of a ping run.
-pub const RUN_PINGS: u32 = 20;
-/// Traces of a trace run, [`TRACE_GAP`] apart (per-hop loss and spread need a few).
-pub const RUN_TRACES: u32 = 5;
-const TRACE_GAP: Duration = Duration::from_secs(1);
 /// A run stops after this, whatever the target's options.
 pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// A comment line this often keeps proxies from closing a quiet stream, and notices a client
@@ -125,31 +123,31 @@ impl Out {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
+/// The kind to run and how it runs live: one whose module has a [`LiveRun`].
 fn kind_of(
     q: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<ProbeKind> {
+) -> ApiResult<(ProbeKind, &'static dyn LiveRun)> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    match q.kind.as_deref().map(str::parse::<ProbeKind>) {
-        Some(Ok(k @ (ProbeKind::PING | ProbeKind::TRACE))) => Ok(k),
-        other => Err(ApiError::fields(
-            StatusCode::BAD_REQUEST,
-            "bad query",
-            vec![FieldError::new(
-                "kind",
-                match (other, q.kind) {
-                    (None, _) => "kind is missing: ping or trace".to_string(),
-                    (_, k) => format!(
-                        "kind {:?}: only ping and trace runs stream",
-                        k.unwrap_or_default()
-                    ),
-                },
-            )],
-        )),
+    let kind = q.kind.as_deref().map(str::parse::<ProbeKind>);
+    if let Some(Ok(k)) = kind
+        && let Some(live) = k.module().and_then(|m| m.live())
+    {
+        return Ok((k, live));
     }
+    let live = kind_names(|m| m.live().is_some());
+    let msg = match kind {
+        None => format!("kind is missing: {}", in_words(&live, "or")),
+        Some(_) => format!(
+            "kind {:?}: only {} runs stream",
+            q.kind.unwrap_or_default(),
+            in_words(&live, "and")
+        ),
+    };
+    Err(ApiError::fields(
+        StatusCode::BAD_REQUEST,
+        "bad query",
+        vec![FieldError::new("kind", msg)],
+    ))
 }
 
 pub async fn run_now(
@@ -157,7 +155,7 @@ pub async fn run_now(
     Path(name): Path<String>,
     q: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let kind = kind_of(q)?;
+    let (kind, live) = kind_of(q)?;
     let cfg = web.state.config();
     let target = super::diagnostics::target_with_probe(&cfg, &name, kind)?;
     let Some(prober) = web.state.runner.probe(kind) else {
@@ -185,12 +183,7 @@ pub async fn run_now(
         let out = Out(tx);
         // Dropped before `out`: the stream ends only after the run gave its place back.
         let _held = (slot, permit);
-        let run = async {
-            match kind {
-                ProbeKind::TRACE => trace(&*prober, target, &out).await,
-                _ => ping(&*prober, target, &out).await,
-            }
-        };
+        let run = run(live, kind, &*prober, target, &out);
         if tokio::time::timeout(limit, run).await.is_err() {
             let limit = limit.as_secs_f64();
             out.send(json!({"type": "summary", "kind": kind, "stopped": true,
@@ -204,9 +197,67 @@ pub async fn run_now(
         .into_response())
 }
 
-/// Runs one round of `target`, sending each answer as an event (`cycle`: which trace); the
-/// round's sample, or `None` when the client went away.
-async fn round(prober: &dyn Probe, target: Arc<Target>, out: &Out, cycle: u32) -> Option<Sample> {
+/// The run: a start event, the kind's rounds (each answer an event as it arrives, and the
+/// kind's event after each round), then a summary.
+async fn run(
+    live: &dyn LiveRun,
+    kind: ProbeKind,
+    prober: &dyn Probe,
+    mut target: Target,
+    out: &Out,
+) {
+    let mut start = event("start", kind);
+    start.insert("target".into(), json!(target.name));
+    start.insert("host".into(), json!(target.host.to_string()));
+    live.start(&target, &mut start);
+    if !out.send(Value::Object(start)).await {
+        return;
+    }
+    live.target(&mut target);
+    let target = Arc::new(target);
+    let (mut done, mut last) = (0, None);
+    for n in 1..=live.rounds() {
+        if n > 1 {
+            tokio::time::sleep(live.gap()).await;
+        }
+        let Some(s) = round(live, prober, target.clone(), out, n).await else {
+            return;
+        };
+        done = n;
+        if let Some(e) = live.round(n, &s)
+            && !out.send(e).await
+        {
+            return;
+        }
+        let failed = matches!(s.measurement, Measurement::None);
+        last = Some(s);
+        if failed {
+            // Could not probe at all (no socket, no address): another try says the same.
+            break;
+        }
+    }
+    let mut summary = event("summary", kind);
+    live.summary(last.as_ref(), done, &mut summary);
+    out.send(Value::Object(summary)).await;
+}
+
+/// An event's `type` and `kind`.
+fn event(kind_of_event: &str, kind: ProbeKind) -> Fields {
+    let mut e = Fields::new();
+    e.insert("type".into(), json!(kind_of_event));
+    e.insert("kind".into(), json!(kind));
+    e
+}
+
+/// Runs round `n` of `target`, sending each answer as an event; the round's sample, or `None`
+/// when the client went away.
+async fn round(
+    live: &dyn LiveRun,
+    prober: &dyn Probe,
+    target: Arc<Target>,
+    out: &Out,
+    n: u32,
+) -> Option<Sample> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut run = prober.run(ProbeRequest {
         target,
@@ -214,129 +265,21 @@ async fn round(prober: &dyn Probe, target: Arc<Target>, out: &Out, cycle: u32) -
         guard: None,
         progress: Some(tx),
     });
+    let send = async |p| match live.progress(&p, n) {
+        Some(e) => out.send(e).await,
+        None => true,
+    };
     let sample = loop {
         tokio::select! {
             biased;
-            Some(p) = rx.recv() => if !out.send(progress_json(&p, cycle)).await { return None },
+            Some(p) = rx.recv() => if !send(p).await { return None },
             s = &mut run => break s,
         }
     };
     while let Ok(p) = rx.try_recv() {
-        if !out.send(progress_json(&p, cycle)).await {
+        if !send(p).await {
             return None;
         }
     }
     Some(sample)
-}
-
-fn progress_json(p: &Progress, cycle: u32) -> Value {
-    match p {
-        Progress::Echo { index, rtt } => json!({
-            "type": "echo",
-            "seq": index + 1,
-            "rtt_ms": rtt.map(ms),
-        }),
-        Progress::Hop {
-            ttl,
-            flow,
-            from,
-            rtt,
-            destination,
-        } => json!({
-            "type": "hop",
-            "cycle": cycle,
-            "ttl": ttl,
-            "flow": flow,
-            "address": from,
-            "rtt_ms": ms(*rtt),
-            "destination": destination,
-        }),
-    }
-}
-
-/// A burst of [`RUN_PINGS`] echo requests with the target's other ping options.
-async fn ping(prober: &dyn Probe, mut target: Target, out: &Out) {
-    let options = PingOptions {
-        packets: RUN_PINGS,
-        ..target.options_or_default()
-    };
-    target.set_options(ProbeKind::PING, Arc::new(options));
-    let start = json!({"type": "start", "kind": "ping", "target": target.name,
-        "host": target.host.to_string(), "count": RUN_PINGS});
-    if !out.send(start).await {
-        return;
-    }
-    let Some(s) = round(prober, Arc::new(target), out, 1).await else {
-        return;
-    };
-    let mut summary = json!({"type": "summary", "kind": "ping", "success": s.success,
-        "error": s.error.as_ref().map(ToString::to_string), "sent": 0, "received": 0});
-    if let Some(p) = s.measurement.ping() {
-        summary["address"] = json!(p.address);
-        summary["sent"] = json!(p.sent);
-        summary["received"] = json!(p.received);
-        summary["duplicates"] = json!(p.duplicates);
-        summary["loss"] = json!(p.loss_ratio());
-        summary["min_ms"] = json!(p.min().map(ms));
-        summary["avg_ms"] = json!(p.mean().map(ms));
-        summary["max_ms"] = json!(p.max().map(ms));
-    }
-    out.send(summary).await;
-}
-
-/// The hops of one trace, as the report counts them (the page's table takes loss from these).
-fn cycle_json(cycle: u32, r: &TraceReport) -> Value {
-    json!({
-        "type": "cycle",
-        "cycle": cycle,
-        "reached": r.reached,
-        "hops": r.hops.iter().map(|h| json!({
-            "ttl": h.ttl,
-            "sent": h.sent,
-            "received": h.received,
-            "addresses": h.responders.iter().map(|a| a.address).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// [`RUN_TRACES`] traces with the target's trace options. Their path state is their own, so
-/// a run never shows up as a path change of the target's scheduled traces.
-async fn trace(prober: &dyn Probe, mut target: Target, out: &Out) {
-    let start = json!({"type": "start", "kind": "trace", "target": target.name,
-        "host": target.host.to_string(), "count": RUN_TRACES,
-        "max_hops": target.options_or_default::<TraceOptions>().max_hops});
-    if !out.send(start).await {
-        return;
-    }
-    target.name = format!("run now: {}", target.name);
-    let target = Arc::new(target);
-    let (mut done, mut last) = (0, None);
-    for cycle in 1..=RUN_TRACES {
-        if cycle > 1 {
-            tokio::time::sleep(TRACE_GAP).await;
-        }
-        let Some(s) = round(prober, target.clone(), out, cycle).await else {
-            return;
-        };
-        done = cycle;
-        if let Some(r) = s.measurement.trace()
-            && !out.send(cycle_json(cycle, r)).await
-        {
-            return;
-        }
-        let failed = matches!(s.measurement, Measurement::None);
-        last = Some(s);
-        if failed {
-            // Could not trace at all (no socket, no address): another try says the same.
-            break;
-        }
-    }
-    let s = last.as_ref();
-    let report = s.and_then(|s| s.measurement.trace());
-    out.send(json!({"type": "summary", "kind": "trace", "cycles": done,
-        "success": s.is_some_and(|s| s.success),
-        "error": s.and_then(|s| s.error.as_ref()).map(ToString::to_string),
-        "reached": report.is_some_and(|r| r.reached),
-        "hop_count": report.map(TraceReport::hop_count)}))
-        .await;
 }

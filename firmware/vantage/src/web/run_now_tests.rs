@@ -11,7 +11,7 @@ use tower::ServiceExt;
 
 use super::Fixture;
 use crate::state::ON_DEMAND_ROUNDS;
-use crate::web::run_now::{RUN_PINGS, RUN_TRACES};
+use vantage_core::live::{RUN_PINGS, RUN_TRACES};
 
 /// Two ping targets (the second slow: a run of it takes 95 s, its next event comes 5 s after
 /// the first) and a trace target.
@@ -137,8 +137,20 @@ async fn run_now_refuses_what_it_cannot_run() {
         let (s, e) = f.run("loop", kind, true).await;
         let (s, m) = error_of(s, e).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{kind}: {m}");
-        assert!(m.contains("kind"), "{kind}: {m}");
+        assert!(m.contains("only ping and trace runs stream"), "{kind}: {m}");
     }
+    // The kinds that stream are those whose modules run live.
+    let req = f
+        .builder(Method::POST, "/api/targets/loop/run", true, true)
+        .body(Body::empty())
+        .unwrap();
+    let resp = f.app.clone().oneshot(req).await.unwrap();
+    let events = Events {
+        body: resp.into_body(),
+        buf: String::new(),
+    };
+    let (s, m) = error_of(StatusCode::BAD_REQUEST, events).await;
+    assert!(m.contains("kind is missing: ping or trace"), "{s}: {m}");
     // Every on-demand round taken (by `/probe` requests, say): 429, nothing started.
     let held = f
         .web

@@ -4,8 +4,8 @@
 //!
 //! Blocks written before (versions 1 to 4) keep DNS rounds in the store's built-in figures;
 //! the store reads them into this module's encoding. Still outside: the blackbox names `/probe`
-//! gives a DNS round, `/probe`'s checks of `transport`, `port` and `target=system`, and the
-//! `vantage dns` command line (dig-like, its own flags), which runs [`DnsProbe`] itself.
+//! gives a DNS round, and the `vantage dns` command line (dig-like, its own flags), which runs
+//! [`DnsProbe`] itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +71,8 @@ impl TypedModule for Dns {
     const HISTOGRAMS: &'static [HistogramDef] = &[series::LOOKUP_HISTOGRAM];
     const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
     const MARKS: bool = true;
+    /// `system`: the resolvers of `/etc/resolv.conf`.
+    const SYSTEM_HOST: bool = true;
 
     fn form(&self) -> ProbeForm {
         form()

@@ -8,8 +8,8 @@
 //! It reads them into [`StoredPing`], whose points and values are the module's.
 //!
 //! A target's ping options are its module options, read by the ping probe like every kind's
-//! (`Target::options_or_default`); the page's "Run now" sets its own packet count with
-//! `Target::set_options`.
+//! (`Target::options_or_default`); the page's "Run now" ([`PingLive`]) sets its own packet
+//! count with `Target::set_options`.
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -19,6 +19,7 @@ use std::time::Duration;
 use super::super::Probe;
 use super::super::module::{Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule};
 use super::PingProbe;
+use super::live::PingLive;
 use super::series::{self, StoredPing};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::{
@@ -26,6 +27,7 @@ use crate::config::{
 };
 use crate::defaults as d;
 use crate::probe::family_mismatch;
+use crate::probe::live::LiveRun;
 use crate::sample::{Measurement, PingReport};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point};
 use crate::types::IpProtocol;
@@ -73,6 +75,7 @@ impl TypedModule for Ping {
     const GAUGES: &'static [&'static Gauge] = &series::GAUGES;
     const HISTOGRAMS: &'static [HistogramDef] = &[series::RTT_HISTOGRAM];
     const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
+    const LIVE: Option<&'static dyn LiveRun> = Some(&PingLive);
 
     fn form(&self) -> ProbeForm {
         form()
@@ -108,6 +111,9 @@ impl TypedModule for Ping {
     fn probe_target(&self, target: &str) -> Result<(Host, toml::Table), String> {
         let host = parse_host(target).map_err(|m| format!("target {m}"))?;
         Ok((host, toml::Table::new()))
+    }
+    fn ip_protocol(&self, o: &PingOptions) -> IpProtocol {
+        o.ip_protocol
     }
     fn encode(&self, r: &PingReport, out: &mut Vec<u8>) {
         StoredPing::from_report(r).encode(out);

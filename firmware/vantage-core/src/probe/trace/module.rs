@@ -3,7 +3,8 @@
 //! [`MODULES`](super::super::MODULES) with the store code the built-in kind had (3).
 //!
 //! A target's trace options are its module options, read by the trace probe like every
-//! kind's (`Target::options_or_default`).
+//! kind's (`Target::options_or_default`). The page's "Run now" is [`TraceLive`]; the command
+//! line's mtr-style table is in `text.rs`.
 //!
 //! The store keeps writing trace rounds in its own block layout (flag bits and varints, about
 //! 17 bytes plus 3 per hop) rather than as module bytes, and reads them into [`StoredTrace`],
@@ -27,6 +28,7 @@ use super::super::Probe;
 use super::super::module::{Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule};
 use super::super::tcp::{put_varint, varint};
 use super::TraceProbe;
+use super::live::TraceLive;
 use super::series::{self, StoredHop, StoredTrace};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::{
@@ -34,6 +36,7 @@ use crate::config::{
 };
 use crate::defaults as d;
 use crate::probe::family_mismatch;
+use crate::probe::live::LiveRun;
 use crate::sample::{Measurement, TraceReport};
 use crate::series::{CounterDef, Gauge, InfoFamily, Point};
 use crate::types::{IpProtocol, ModuleId, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};
@@ -81,6 +84,7 @@ impl TypedModule for Trace {
     const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
     const INFO: &'static [InfoFamily] = &series::INFO;
     const MARKS: bool = true;
+    const LIVE: Option<&'static dyn LiveRun> = Some(&TraceLive);
 
     fn form(&self) -> ProbeForm {
         form()
@@ -116,6 +120,17 @@ impl TypedModule for Trace {
     fn probe_target(&self, target: &str) -> Result<(Host, toml::Table), String> {
         let host = parse_host(target).map_err(|m| format!("target {m}"))?;
         Ok((host, toml::Table::new()))
+    }
+    fn ip_protocol(&self, o: &TraceOptions) -> IpProtocol {
+        o.ip_protocol
+    }
+    /// Traces compare each path with the last one to the same host over the same protocol.
+    fn probe_round_name(&self, host: &Host, o: &TraceOptions) -> String {
+        format!("/probe/{}/{host}", o.protocol)
+    }
+    /// An mtr-style table of the traces summed up.
+    fn text(&self, host: &str, o: &TraceOptions, rounds: &[&TraceReport]) -> Option<String> {
+        super::text::text(host, o, rounds)
     }
     fn encode(&self, r: &TraceReport, out: &mut Vec<u8>) {
         encode(&StoredTrace::from_report(r), out);
