@@ -117,6 +117,7 @@ impl TypedModule for Http {
     const DEFAULT_INTERVAL: Duration = options::INTERVAL;
     const PARAMS: &'static [&'static str] = &PARAMS;
     const TRUSTED_PARAMS: &'static [&'static str] = &TRUSTED_PARAMS;
+    const PHASES: &'static [&'static str] = &PHASES;
     const GAUGES: &'static [&'static Gauge] = &GAUGES;
 
     fn form(&self) -> ProbeForm {

@@ -329,6 +329,9 @@ pub trait ProbeModule: Send + Sync + Debug {
     fn keeps_marks(&self) -> bool;
     /// A mark as the page shows it.
     fn mark_name(&self, mark: u32) -> String;
+    /// The phases of a round the page draws over time, in the order they happen: each the
+    /// named value `PHASE_seconds` of a stored round ([`Self::values`]); none to draw none.
+    fn phases(&self) -> &'static [&'static str];
     /// A report from its JSON (the shape [`Report::json`] writes; a field left out takes its
     /// default), for a crate that holds rounds of every kind without naming any kind's types.
     fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String>;
@@ -427,6 +430,8 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     }
     /// [`ProbeModule::keeps_marks`].
     const MARKS: bool = false;
+    /// [`ProbeModule::phases`].
+    const PHASES: &'static [&'static str] = &[];
     fn mark_name(&self, mark: u32) -> String {
         format!("{mark:08x}")
     }
@@ -565,6 +570,9 @@ impl<T: TypedModule> ProbeModule for T {
     }
     fn mark_name(&self, mark: u32) -> String {
         TypedModule::mark_name(self, mark)
+    }
+    fn phases(&self) -> &'static [&'static str] {
+        T::PHASES
     }
     fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String> {
         let report: T::Report =

@@ -146,6 +146,7 @@ impl TypedModule for Tcp {
     const PARAMS: &'static [&'static str] = &PARAMS;
     const TRUSTED_PARAMS: &'static [&'static str] = &TRUSTED_PARAMS;
     const GAUGES: &'static [&'static Gauge] = &GAUGES;
+    const PHASES: &'static [&'static str] = &["connect", "tls"];
     const HISTOGRAMS: &'static [HistogramDef] = &HISTOGRAMS;
 
     fn form(&self) -> ProbeForm {

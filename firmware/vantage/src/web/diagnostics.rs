@@ -35,16 +35,6 @@ const QUANTILES: [(&str, f64); 5] = [
     ("p90_ms", 0.90),
 ];
 
-/// The phases of a round the page draws over time, per kind: each the stored value
-/// `PHASE_seconds` (`values()` of the kind's stored rounds), in the order they happen.
-pub const PHASES: &[(&str, &[&str])] = &[
-    ("dns", &["resolve", "connect", "tls", "request"]),
-    ("tcp", &["connect", "tls"]),
-    (
-        "http",
-        &["resolve", "connect", "tls", "processing", "transfer"],
-    ),
-];
 /// Phases come from the stored rounds themselves (the per-minute aggregates keep only the
 /// total), so only over ranges up to this long: a day of a 1 s target is 86,400 rounds.
 pub const PHASES_MAX_RANGE_SECS: u64 = 86_400;
@@ -222,12 +212,9 @@ pub async fn target_history(
     Ok(Json(body))
 }
 
-/// The phases a kind's rounds have, if the page draws them.
+/// The phases a kind's rounds have, if the page draws them ([`vantage_core::ProbeModule::phases`]).
 pub fn phase_names(kind: ProbeKind) -> Option<&'static [&'static str]> {
-    PHASES
-        .iter()
-        .find(|(k, _)| *k == kind.as_str())
-        .map(|(_, names)| *names)
+    kind.module().map(|m| m.phases()).filter(|p| !p.is_empty())
 }
 
 /// Per bucket of `step_ms` with rounds, the mean of each phase (ms) over the rounds that had it
@@ -334,7 +321,7 @@ pub fn range_body(
         "points": buckets.iter().map(|(t, a)| agg_json(Some(*t), a)).collect::<Vec<_>>(),
         "summary": agg_json(None, &all),
     });
-    if kind == ProbeKind::TRACE || kind.module().is_some_and(|m| m.keeps_marks()) {
+    if kind.module().is_some_and(|m| m.keeps_marks()) {
         body["changes"] = json!(changes);
         body["changes_total"] = json!(all.marks.changed);
         body["current"] = json!(all.marks.last.map(|(_, v)| mark_name(kind, v)));

@@ -70,6 +70,7 @@ impl TypedModule for Dns {
     const GAUGES: &'static [&'static Gauge] = &series::GAUGES;
     const HISTOGRAMS: &'static [HistogramDef] = &[series::LOOKUP_HISTOGRAM];
     const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
+    const PHASES: &'static [&'static str] = &["resolve", "connect", "tls", "request"];
     const MARKS: bool = true;
     /// `system`: the resolvers of `/etc/resolv.conf`.
     const SYSTEM_HOST: bool = true;
