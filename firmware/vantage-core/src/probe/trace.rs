@@ -3,9 +3,11 @@
 //!
 //! A trace sends, for each TTL from `first_ttl` up, `probes_per_hop` probes per flow, all back
 //! to back (or `spacing` apart per hop), lowest TTL first so that a destination rate-limiting
-//! its answers spends its budget on the probes that matter. It ends as soon as every hop up to
-//! the destination answered or timed out: about the slowest hop's RTT, or one timeout when a
-//! hop is silent, never a timeout per hop.
+//! its answers spends its budget on the probes that matter; where the destination's distance is
+//! not known yet, one probe per flow first and the rest once the answers show the TTL is not
+//! beyond it (`fill`). It ends as soon as every hop up to the destination answered or timed
+//! out: about the slowest hop's RTT (twice that when the distance was not known), or one
+//! timeout when a hop is silent, never a timeout per hop.
 //!
 //! The destination's distance from the last trace bounds the TTLs sent (plus a margin); if the
 //! path got longer, the trace extends itself as soon as the top hop turns out to be a router.
@@ -14,6 +16,7 @@
 //! read from the error queue) are placed by what earlier traces learned about the answering
 //! address, else by re-probing the unresolved TTLs of that flow one at a time.
 
+mod fill;
 pub(crate) mod live;
 pub(crate) mod module;
 mod path;
@@ -534,6 +537,14 @@ struct Round<'a> {
     last_send_error: Option<String>,
     /// Where each answer goes as it arrives, for a caller that shows the trace live.
     live: Option<&'a ProgressSender>,
+    /// Per configured flow and TTL: what was queued there and whether it answered.
+    slots: Vec<fill::Slot>,
+    /// Per configured flow: how far its answers reached.
+    reach: Vec<fill::Reach>,
+    /// With zero spacing, the batch that probes queued now join: when it leaves, its size.
+    batch: Option<(Instant, u32)>,
+    /// Whether the plain trace is still running (before discovery and the split checks).
+    opening: bool,
 }
 
 impl<'a> Round<'a> {
@@ -596,36 +607,35 @@ impl<'a> Round<'a> {
             send_errors: 0,
             last_send_error: None,
             live: None,
+            slots: fill::slots(flows),
+            reach: vec![fill::Reach::default(); usize::from(flows)],
+            batch: None,
+            opening: true,
         }
     }
 
-    /// Queues every probe for TTLs `lo..=hi`, starting at `at`.
+    /// Queues the first probes for TTLs `lo..=hi`, starting at `at`: `planned` per flow and
+    /// TTL; `fill` adds the rest where the answers show they are due.
     fn schedule(&mut self, lo: u8, hi: u8, at: Instant) {
-        let waves = self.opts.probes_per_hop;
-        // The margin beyond the last trace's destination only looks for a longer path: one
-        // probe per flow there, not `probes_per_hop` that all reach the destination.
-        let dest = self.state.dest_ttl;
-        let margin =
-            move |ttl: u8| dest.is_some_and(|d| ttl > d && ttl <= d.saturating_add(TTL_MARGIN));
+        let plan: Vec<(u8, u32)> = (lo..=hi).map(|t| (t, self.planned(t))).collect();
         if self.opts.spacing.is_zero() {
             // Back to back, lowest TTL first, in batches: probes for TTLs beyond where a flow
             // ended are dropped before they leave.
-            let mut n: u32 = 0;
-            for ttl in lo..=hi {
-                for _ in 0..if margin(ttl) { 1 } else { waves } {
+            for &(ttl, n) in &plan {
+                for _ in 0..n {
                     for flow in 0..self.flows {
-                        self.queue
-                            .push_back((at + BATCH_GAP * (n / BATCH), ttl, flow));
-                        n += 1;
+                        let when = self.paced(at);
+                        self.enqueue(when, ttl, flow);
                     }
                 }
             }
         } else {
+            let waves = plan.iter().map(|p| p.1).max().unwrap_or(1);
             for w in 0..waves {
                 let when = at + self.opts.spacing * w;
-                for ttl in (lo..=hi).filter(|t| w == 0 || !margin(*t)) {
+                for &(ttl, _) in plan.iter().filter(|p| w < p.1) {
                     for flow in 0..self.flows {
-                        self.queue.push_back((when, ttl, flow));
+                        self.enqueue(when, ttl, flow);
                     }
                 }
             }
@@ -819,6 +829,7 @@ impl<'a> Round<'a> {
         let lo = self.opts.first_ttl;
         self.schedule(lo, self.hi, self.clock.now());
         self.drive(rx, end).await;
+        self.opening = false;
     }
 
     /// Whether the trace may send one more probe.
@@ -835,6 +846,8 @@ impl<'a> Round<'a> {
         if self.all == self.flows {
             return;
         }
+        // The destination's hop first: its probes count in the budget before new flows do.
+        self.fill(self.clock.now());
         let below = self.dest.iter().flatten().min().copied();
         let top = below.map_or_else(|| self.last_hop(&self.tops()), |d| d - 1);
         // Rounds over every TTL at once (one RTT each, not one per TTL), lowest TTL first; a
@@ -855,7 +868,7 @@ impl<'a> Round<'a> {
                     continue;
                 }
                 for f in fresh {
-                    self.queue.push_back((now, ttl, f));
+                    self.enqueue(now, ttl, f);
                     queued = true;
                 }
                 if queued && self.anonymous {
@@ -895,15 +908,18 @@ impl<'a> Round<'a> {
     /// several yet: the answers join that flow's path, where a second address is the
     /// per-packet evidence the path tracker looks for.
     async fn check_splits(&mut self, rx: &mut mpsc::UnboundedReceiver<TraceReply>, end: Instant) {
-        if !self.socket.paris() {
-            return;
-        }
         let now = self.clock.now();
-        for (ttl, flow) in self.splits() {
+        let splits = if self.socket.paris() {
+            self.splits()
+        } else {
+            Vec::new()
+        };
+        for (ttl, flow) in splits {
             for _ in 0..SPLIT_REPROBES {
-                self.queue.push_back((now, ttl, flow));
+                self.enqueue(now, ttl, flow);
             }
         }
+        // With what `discover` queued and did not send.
         if !self.queue.is_empty() {
             self.drive(rx, end).await;
         }
@@ -955,6 +971,7 @@ impl<'a> Round<'a> {
         loop {
             let now = self.clock.now();
             self.pass_silent(now);
+            let late = self.fill(now);
             self.send_due(now);
             if let Some(hi) = self.extension(now) {
                 let from = self.hi + 1;
@@ -962,13 +979,12 @@ impl<'a> Round<'a> {
                 self.schedule(from, self.hi, now);
                 continue;
             }
-            let next_send = self.next_send(now);
-            let wake = match (next_send, self.pending(now)) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-                // Every hop that matters answered or timed out, and no extension is due.
-                (None, None) => break,
-            };
+            let wake = [self.next_send(now), self.pending(now), late]
+                .into_iter()
+                .flatten()
+                .min();
+            // Every hop that matters answered or timed out, and no extension is due.
+            let Some(wake) = wake else { break };
             if now >= end {
                 break;
             }
@@ -977,7 +993,14 @@ impl<'a> Round<'a> {
             tokio::select! {
                 biased;
                 r = rx.recv() => match r {
-                    Some(r) => self.take(r),
+                    Some(r) => {
+                        // Every answer at hand before `fill` looks: a destination answering
+                        // several TTLs at once is at the lowest.
+                        self.take(r);
+                        while let Ok(r) = rx.try_recv() {
+                            self.take(r);
+                        }
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(wake.min(end).into()) => {}
@@ -1070,6 +1093,7 @@ impl<'a> Round<'a> {
             rtt,
         });
         let destination = r.from == self.addr && r.kind.is_destination_answer();
+        self.note(ttl, flow as u16, !destination, rtt);
         // The destination answers every probe that reaches it: those beyond its distance
         // known so far say nothing new. (One that arrives before the nearer one is still sent:
         // the report, not the progress, is what counts.)

@@ -294,14 +294,15 @@ async fn every_hop_answers_and_the_trace_takes_the_slowest_rtt() {
     }
     // About the slowest hop's RTT, far below the timeout.
     assert!(took < Duration::from_millis(200), "{took:?}");
-    // Lowest TTL first, every probe of a hop back to back.
+    // The first trace probes a window of TTLs, enough for this path, lowest TTL first: 3
+    // probes at TTL 1, one at each other; then 2 more at each TTL up to the destination as
+    // the answers show it is no further (one probe at each TTL beyond it, not 3).
     let sent = net.take_sent();
-    assert!(sent.windows(2).all(|w| w[0].ttl <= w[1].ttl));
-    assert_eq!(
-        sent.len(),
-        usize::from(TTL_WINDOW) * 3,
-        "the first trace probes a window of TTLs, enough for this path"
-    );
+    let w = usize::from(TTL_WINDOW);
+    assert!(sent[..w + 2].windows(2).all(|w| w[0].ttl <= w[1].ttl));
+    assert_eq!(sent[..3].iter().filter(|s| s.ttl == 1).count(), 3);
+    assert!(sent[w + 2..].iter().all(|s| (2..=5).contains(&s.ttl)));
+    assert_eq!(sent.len(), 5 * 3 + (w - 5));
     // Every probe has its own sequence number.
     let mut seqs: Vec<u16> = sent.iter().map(|s| s.seq).collect();
     seqs.sort_unstable();
@@ -312,27 +313,33 @@ async fn every_hop_answers_and_the_trace_takes_the_slowest_rtt() {
 
 #[tokio::test(start_paused = true)]
 async fn silent_hops_cost_one_timeout_in_all() {
-    let net = Net::new(|_| {
-        vec![
-            Hop::Router("10.0.0.1", 1),
-            Hop::Silent,
-            Hop::Router("10.0.2.1", 1),
-            Hop::Silent,
-            Hop::Silent,
-            Hop::Dest(2),
-        ]
-    });
-    let p = probe(&net);
-    let start = Instant::now();
-    let r = trace(&p, &net, &opts(300)).await;
-    let took = start.elapsed();
-    assert!(r.reached);
-    assert_eq!(addrs(&r), ["10.0.0.1", "", "10.0.2.1", "", "", DST]);
-    assert_eq!(r.hops[1].loss_ratio(), 1.0);
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(500),
-        "{took:?}"
-    );
+    // With discovery too: a first trace sends one probe per TTL, and the rest to a silent TTL
+    // below one that answered leave while its first probe is still waited for.
+    for o in [opts(300), mda(300)] {
+        let net = Net::new(|_| {
+            vec![
+                Hop::Router("10.0.0.1", 1),
+                Hop::Silent,
+                Hop::Router("10.0.2.1", 1),
+                Hop::Silent,
+                Hop::Silent,
+                Hop::Dest(2),
+            ]
+        });
+        let p = probe(&net);
+        let start = Instant::now();
+        let r = trace(&p, &net, &o).await;
+        let took = start.elapsed();
+        assert!(r.reached);
+        assert_eq!(addrs(&r), ["10.0.0.1", "", "10.0.2.1", "", "", DST]);
+        for h in [1, 3, 4] {
+            assert_eq!((r.hops[h].sent, r.hops[h].loss_ratio()), (3, 1.0), "{o:?}");
+        }
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_millis(500),
+            "{o:?}: {took:?}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -836,6 +843,7 @@ async fn the_first_trace_probes_a_window_of_ttls_and_extends_while_routers_answe
     let o = TraceOptions {
         max_hops: 64,
         flows: 4,
+        probe_budget: 1024,
         ..opts(1000)
     };
     let start = Instant::now();
@@ -848,14 +856,12 @@ async fn the_first_trace_probes_a_window_of_ttls_and_extends_while_routers_answe
         start.elapsed()
     );
     let sent = net.take_sent();
-    // Three windows (to TTL 8, 16, 24), not all 64 TTLs; 12 probes a TTL.
+    // Three windows (to TTL 8, 16, 24), not all 64 TTLs, each probed first with one probe
+    // per flow a TTL; 12 probes a TTL up to the destination (TTL 21), one per flow beyond.
     let top = sent.iter().map(|s| s.ttl).max().unwrap();
-    assert_eq!(top, 3 * TTL_WINDOW - 2);
-    // The third window's first batch reaches the destination (TTL 21) and four probes of TTL
-    // 22; its answers drop the rest before they leave.
-    let window = usize::from(TTL_WINDOW) * 12;
-    assert_eq!(sent.len(), 2 * window + BATCH as usize);
-    assert_eq!(sent.iter().filter(|s| s.ttl > 21).count(), 4);
+    assert_eq!(top, 3 * TTL_WINDOW);
+    assert_eq!(sent.iter().filter(|s| s.ttl > 21).count(), 3 * 4);
+    assert_eq!(sent.len(), 21 * 12 + 3 * 4);
 }
 
 #[tokio::test(start_paused = true)]

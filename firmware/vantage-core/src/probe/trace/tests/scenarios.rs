@@ -76,6 +76,8 @@ struct TraceSpec {
     probes: Option<usize>,
     /// Distinct flow identifiers probed at each TTL, from the first.
     flows_per_ttl: Option<Vec<usize>>,
+    /// Probes sent at each TTL, from the first, up to the highest TTL probed.
+    probes_per_ttl: Option<Vec<usize>>,
     #[serde(default)]
     hop: BTreeMap<String, HopExpect>,
 }
@@ -366,6 +368,13 @@ fn check(
             got.get(..want.len()),
             Some(Some(&want[..])),
         )?;
+    }
+    if t.probes_per_ttl.is_some() {
+        let top = sent.iter().map(|s| s.ttl).max().unwrap_or(0);
+        let got: Vec<usize> = (1..=top)
+            .map(|ttl| sent.iter().filter(|s| s.ttl == ttl).count())
+            .collect();
+        differ("probes_per_ttl", got, t.probes_per_ttl.clone())?;
     }
     for (k, h) in &t.hop {
         let n = usize::from(hop_number(k)?);
