@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::TraceOptions;
-use crate::sample::{HopReport, HopResponder, TraceReport};
+use crate::sample::{Balancing, HopReport, HopResponder, TraceReport};
 
 /// The table of `rounds` to `host`, summed up; `None` without a round.
 pub(crate) fn text(host: &str, opts: &TraceOptions, rounds: &[&TraceReport]) -> Option<String> {
@@ -34,6 +34,14 @@ fn accumulate(total: &mut TraceReport, r: &TraceReport) {
                     }
                 }
                 t.responders.sort_by_key(|r| std::cmp::Reverse(r.replies));
+                // Branches one trace found count for the sum; per-packet evidence from any
+                // trace wins over per-flow.
+                let per_packet = Some(Balancing::PerPacket);
+                if h.balancing == per_packet || t.balancing == per_packet {
+                    t.balancing = per_packet;
+                } else {
+                    t.balancing = t.balancing.or(h.balancing);
+                }
             }
             None => total.hops.push(h.clone()),
         }
@@ -232,20 +240,31 @@ mod tests {
             hops: vec![hop(1, &["10.0.0.1"], &[1000], 1)],
             ..Default::default()
         };
+        let mut split = hop(1, &["10.0.0.1", "10.0.0.9"], &[], 2);
+        split.balancing = Some(Balancing::PerFlow);
         accumulate(
             &mut t,
             &TraceReport {
                 reached: true,
-                hops: vec![
-                    hop(1, &["10.0.0.1"], &[], 1),
-                    hop(2, &["10.0.0.2"], &[2000], 1),
-                ],
+                hops: vec![split.clone(), hop(2, &["10.0.0.2"], &[2000], 1)],
                 ..Default::default()
             },
         );
         assert!(t.reached);
-        assert_eq!((t.hops[0].sent, t.hops[0].received), (2, 1));
+        assert_eq!((t.hops[0].sent, t.hops[0].received), (3, 1));
+        assert_eq!(t.hops[0].responders.len(), 2);
         assert_eq!(t.hops[0].responders[0].replies, 2);
         assert_eq!(t.hops[1].ttl, 2);
+        // A branch a later trace found brings its balancing; per-packet evidence stays.
+        assert_eq!(t.hops[0].balancing, Some(Balancing::PerFlow));
+        let later = |h: &HopReport| TraceReport {
+            hops: vec![h.clone()],
+            ..Default::default()
+        };
+        split.balancing = Some(Balancing::PerPacket);
+        accumulate(&mut t, &later(&split));
+        split.balancing = Some(Balancing::PerFlow);
+        accumulate(&mut t, &later(&split));
+        assert_eq!(t.hops[0].balancing, Some(Balancing::PerPacket));
     }
 }
