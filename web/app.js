@@ -714,7 +714,7 @@ function traceRun(status) {
   let destTtl = Infinity;
   const hop = (ttl) => {
     if (!hops.has(ttl)) {
-      const x = { ttl, addrs: new Set(), rtts: [], sent: 0, received: 0, last: null, tr: h('tr', { 'data-hop': ttl }) };
+      const x = { ttl, addrs: new Set(), kind: null, rtts: [], sent: 0, received: 0, last: null, tr: h('tr', { 'data-hop': ttl }) };
       hops.set(ttl, x);
       body.insertBefore(x.tr, [...body.children].find((r) => Number(r.dataset.hop) > ttl) || null);
     }
@@ -725,7 +725,9 @@ function traceRun(status) {
     const avg = n ? x.rtts.reduce((a, b) => a + b, 0) / n : null;
     // The destination answers probes sent beyond it too: only its nearest row counts.
     x.tr.hidden = x.ttl > destTtl;
-    x.tr.replaceChildren(...[x.ttl, [...x.addrs].join(' ') || '???', x.sent ? pct(1 - x.received / x.sent) : '–', x.sent || '–',
+    // A hop's branches, with how they balance once a trace told (as `vantage trace` marks them).
+    const where = [...x.addrs].join(' ') + (x.kind ? ` [${x.kind.replace('_', ' ')}]` : '');
+    x.tr.replaceChildren(...[x.ttl, where || '???', x.sent ? pct(1 - x.received / x.sent) : '–', x.sent || '–',
       ms(x.last), ms(avg), ms(n ? Math.min(...x.rtts) : null), ms(n ? Math.max(...x.rtts) : null)].map((v) => h('td', {}, v)));
   };
   return {
@@ -746,6 +748,8 @@ function traceRun(status) {
           x.sent += c.sent;
           x.received += c.received;
           c.addresses.forEach((a) => x.addrs.add(a));
+          // Per-packet evidence from any trace wins over per-flow.
+          if (c.balancing && x.kind !== 'per_packet') x.kind = c.balancing;
         }
         hops.forEach(draw);
         status.textContent = `Trace ${d.cycle} done…`;

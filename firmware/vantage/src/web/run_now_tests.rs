@@ -265,6 +265,14 @@ async fn a_trace_run_streams_hops_per_trace() {
     assert!(hops.iter().any(|h| h["ttl"] == 1));
     assert_eq!(cycles[0]["hops"][0]["ttl"], 1);
     assert_eq!(cycles[0]["hops"][0]["addresses"][0], "127.0.0.1");
+    // One address: no balancing to tell.
+    assert_eq!(
+        cycles[0]["hops"][0]["balancing"],
+        Value::Null,
+        "{}",
+        cycles[0]
+    );
+    assert!(cycles[0]["hops"][0].get("balancing").is_some());
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::config::{Target, TraceOptions};
 use crate::probe::Progress;
 use crate::probe::live::{Fields, LiveRun, ms};
-use crate::sample::{Sample, TraceReport};
+use crate::sample::{Balancing, Sample, TraceReport};
 
 /// Traces of a trace run, [`RUN_GAP`] apart (per-hop loss and spread need a few).
 pub const RUN_TRACES: u32 = 5;
@@ -55,7 +55,9 @@ impl LiveRun for TraceLive {
             "destination": destination,
         }))
     }
-    /// The trace's hops as the report counts them (the page's table takes loss from these).
+    /// The trace's hops as the report counts them (the page's table takes loss from these),
+    /// with how the hop's addresses balance when there are several (`per_flow`: branches,
+    /// `per_packet`), else null.
     fn round(&self, round: u32, s: &Sample) -> Option<Value> {
         let r = s.measurement.trace()?;
         Some(json!({
@@ -67,6 +69,7 @@ impl LiveRun for TraceLive {
                 "sent": h.sent,
                 "received": h.received,
                 "addresses": h.responders.iter().map(|a| a.address).collect::<Vec<_>>(),
+                "balancing": h.balancing.map(Balancing::as_str),
             })).collect::<Vec<_>>(),
         }))
     }
@@ -82,5 +85,65 @@ impl LiveRun for TraceLive {
         ] {
             event.insert(k.into(), v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::sample::{HopReport, HopResponder, Measurement};
+    use crate::types::ProbeKind;
+
+    fn hop(ttl: u8, addrs: &[&str], balancing: Option<Balancing>) -> HopReport {
+        HopReport {
+            ttl,
+            sent: 3,
+            received: 3,
+            responders: addrs
+                .iter()
+                .map(|a| HopResponder {
+                    address: a.parse().unwrap(),
+                    replies: 1,
+                    flows: vec![0],
+                    unreachable: None,
+                })
+                .collect(),
+            balancing,
+            ..HopReport::default()
+        }
+    }
+
+    #[test]
+    fn a_cycle_lists_each_hops_branches_and_their_balancing() {
+        let report = TraceReport {
+            reached: true,
+            hops: vec![
+                hop(1, &["10.0.0.1"], None),
+                hop(2, &["10.0.1.1", "10.0.1.2"], Some(Balancing::PerFlow)),
+                hop(3, &["10.0.2.1", "10.0.2.2"], Some(Balancing::PerPacket)),
+            ],
+            ..TraceReport::default()
+        };
+        let sample = Sample {
+            target: "t".into(),
+            probe: ProbeKind::TRACE,
+            timestamp: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            success: true,
+            error: None,
+            measurement: Measurement::from(report),
+            quality: Default::default(),
+        };
+        let e = TraceLive.round(2, &sample).unwrap();
+        assert_eq!((&e["type"], &e["cycle"]), (&json!("cycle"), &json!(2)));
+        let hops = e["hops"].as_array().unwrap();
+        assert_eq!(hops[1]["addresses"], json!(["10.0.1.1", "10.0.1.2"]));
+        let kinds: Vec<&Value> = hops.iter().map(|h| &h["balancing"]).collect();
+        assert_eq!(
+            kinds,
+            [&Value::Null, &json!("per_flow"), &json!("per_packet")]
+        );
     }
 }
