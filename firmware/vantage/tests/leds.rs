@@ -55,12 +55,13 @@ name = "red"
     )
 }
 
-/// Samples `led` every 5 ms for `over` and counts its rising edges.
-fn flashes(root: &Path, led: &str, over: Duration) -> usize {
+/// Samples `led` every 5 ms and counts its rising edges, until there are `want` of them or
+/// `limit` has passed.
+fn flashes(root: &Path, led: &str, want: usize, limit: Duration) -> usize {
     let start = Instant::now();
     let mut last = lit(root, led);
     let mut n = 0;
-    while start.elapsed() < over {
+    while n < want && start.elapsed() < limit {
         let now = lit(root, led);
         if now && !last {
             n += 1;
@@ -119,15 +120,13 @@ fn daemon_drives_the_led_class() {
     assert_eq!(read(&root, "green", "trigger"), "none");
     assert!(holds(Duration::from_millis(1200), || lit(&root, "green")));
 
-    let (status, body) = http(addr, "POST", "/api/identify?seconds=2").unwrap();
+    let (status, body) = http(addr, "POST", "/api/identify?seconds=60").unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"identify_seconds\":2"), "{body}");
-    // 5 Hz on all three.
-    let n = flashes(&root, "red", Duration::from_millis(1000));
-    assert!(
-        (3..=6).contains(&n),
-        "red flashed {n} times in 1 s during identify"
-    );
+    assert!(body.contains("\"identify_seconds\":60"), "{body}");
+    // Red, dark while all is good, blinks. Its rate (5 Hz) and the time-out are the driver's
+    // unit tests: counted against the wall clock here, a busy machine would make them flaky.
+    let n = flashes(&root, "red", 3, Duration::from_secs(20));
+    assert_eq!(n, 3, "red flashed {n} times in 20 s of identify");
     let (_, leds) = http_get(addr, "/api/leds").unwrap();
     assert!(leds.contains("\"identify\""), "{leds}");
     let (_, metrics) = http_get(addr, "/metrics").unwrap();
@@ -139,8 +138,10 @@ fn daemon_drives_the_led_class() {
         Some(1.0),
         "{metrics}"
     );
-    // It times out by itself.
-    wait_until(Duration::from_secs(3), || {
+    // `seconds=0` ends it.
+    let (status, body) = http(addr, "POST", "/api/identify?seconds=0").unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_until(Duration::from_secs(10), || {
         holds(Duration::from_millis(300), || {
             lit(&root, "green") && !lit(&root, "red")
         })
