@@ -366,20 +366,7 @@ mod tests {
             stall,
         });
         let samples = Arc::new(Samples::default());
-        let shared = Arc::new(Shared::new(
-            vec![probe],
-            samples.clone(),
-            1,
-            clock.clone(),
-            pressure,
-        ));
-        let cfg = Config::parse(
-            "[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
-            "inline",
-        )
-        .unwrap();
-        let target = cfg.targets[0].clone();
-        shared.targets.write_or_recover().insert("t".into(), target);
+        let shared = one_target(probe, samples.clone(), 1, clock.clone(), pressure);
         let planned: Instant = clock.now();
         clock.advance(lag);
         let key = JobKey {
@@ -393,6 +380,33 @@ mod tests {
         let got = samples.0.lock_or_recover();
         assert_eq!(got.len(), 1);
         got[0].quality
+    }
+
+    /// A runner's shared state with `probe` and one ping target, `t`.
+    fn one_target(
+        probe: Arc<FakeProbe>,
+        observer: Arc<dyn Observer>,
+        max_concurrent: usize,
+        clock: Arc<ManualClock>,
+        pressure: Arc<FakePressure>,
+    ) -> Arc<Shared> {
+        let shared = Arc::new(Shared::new(
+            vec![probe],
+            observer,
+            max_concurrent,
+            clock,
+            pressure,
+        ));
+        let cfg = Config::parse(
+            "[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
+            "inline",
+        )
+        .unwrap();
+        shared
+            .targets
+            .write_or_recover()
+            .insert("t".into(), cfg.targets[0].clone());
+        shared
     }
 
     /// Counts rounds and skipped rounds.
@@ -428,22 +442,7 @@ mod tests {
             stall: [0, 0],
         });
         let counts = Arc::new(Counts::default());
-        let shared = Arc::new(Shared::new(
-            vec![probe],
-            counts.clone(),
-            100,
-            clock.clone(),
-            pressure,
-        ));
-        let cfg = Config::parse(
-            "[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
-            "inline",
-        )
-        .unwrap();
-        shared
-            .targets
-            .write_or_recover()
-            .insert("t".into(), cfg.targets[0].clone());
+        let shared = one_target(probe, counts.clone(), 100, clock.clone(), pressure);
         let ev = || SchedulerEvent {
             key: JobKey {
                 target: "t".into(),
