@@ -290,21 +290,73 @@ function notConfigured(what) {
   return h('span', { class: 'muted' }, 'not configured');
 }
 
+// The status view shows one page of targets (the daemon's page size); the daemon counts over
+// all of them. Kept across visits, so coming back from a target keeps the filter and the page.
+const statusQuery = { q: '', state: 'all', offset: 0 };
+
+function statusPath() {
+  const p = new URLSearchParams();
+  if (statusQuery.q) p.set('q', statusQuery.q);
+  if (statusQuery.state !== 'all') p.set('state', statusQuery.state);
+  if (statusQuery.offset) p.set('offset', String(statusQuery.offset));
+  const qs = p.toString();
+  return qs ? `/api/status?${qs}` : '/api/status';
+}
+
+// The filter, the state choice and the pager: built once per visit, so a refresh does not
+// take the focus from the filter while the user types in it.
+function statusControls(reload) {
+  const filter = h('input', { type: 'search', id: 'status-filter', value: statusQuery.q, placeholder: 'Filter by name, host or label', 'aria-label': 'Filter targets', maxlength: 128 });
+  filter.setAttribute('autocapitalize', 'off');
+  const state = h('select', { id: 'status-state', 'aria-label': 'Show' },
+    [['all', 'all targets'], ['silent', 'not answering'], ['answering', 'answering']].map(([v, l]) => h('option', { value: v, selected: statusQuery.state === v }, l)));
+  const prev = h('button', { type: 'button', id: 'status-prev' }, 'Previous');
+  const next = h('button', { type: 'button', id: 'status-next' }, 'Next');
+  const where = h('span', { class: 'muted small', id: 'status-page' });
+  let typing = null;
+  filter.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { statusQuery.q = filter.value.trim(); statusQuery.offset = 0; reload(); }, 300);
+  });
+  state.addEventListener('change', () => { statusQuery.state = state.value; statusQuery.offset = 0; reload(); });
+  let page = { offset: 0, limit: 1, matched: 0 };
+  prev.addEventListener('click', () => { statusQuery.offset = Math.max(0, page.offset - page.limit); reload(); });
+  next.addEventListener('click', () => { statusQuery.offset = page.offset + page.limit; reload(); });
+  const el = h('section', { class: 'card row spread', id: 'status-controls' },
+    h('div', { class: 'row' }, filter, state), h('div', { class: 'row' }, where, prev, next));
+  const update = (p) => {
+    page = p;
+    const shown = Math.max(0, Math.min(p.limit, p.matched - p.offset));
+    where.textContent = p.matched ? `${shown ? p.offset + 1 : 0}–${p.offset + shown} of ${p.matched}` : 'no target matches';
+    prev.disabled = p.offset === 0;
+    next.disabled = p.offset + p.limit >= p.matched;
+  };
+  return { el, update };
+}
+
 async function showStatus() {
   const gen = setView('status');
+  const facts = h('div', {});
+  const grid = h('div', {});
+  let controls = null;
   const load = async () => {
     let s;
-    try { s = await api('GET', '/api/status'); } catch (e) {
+    try { s = await api('GET', statusPath()); } catch (e) {
       if (e.status !== 401) toast(e.message);
       return;
+    }
+    if (gen !== viewGeneration) return;
+    // A page past the end (targets removed, a narrower filter): back to the last one.
+    if (s.page.offset > 0 && s.page.offset >= s.page.matched) {
+      statusQuery.offset = Math.max(0, Math.floor((s.page.matched - 1) / s.page.limit) * s.page.limit);
+      return load();
     }
     const d = s.device;
     document.getElementById('device-name').textContent = d.hostname;
     const addrs = d.addresses.map((a) => `${a.address} (${a.interface})`).join(', ') || 'none';
-    const up = s.targets.filter((t) => t.probes.some((p) => p.latest && p.latest.success)).length;
-    const facts = h('section', { class: 'card' },
+    facts.replaceChildren(h('section', { class: 'card' },
       h('div', { class: 'row spread' }, h('h1', {}, 'Status'),
-        h('span', { class: 'muted small' }, `${up} of ${s.targets.length} targets answering · updated ${new Date().toLocaleTimeString()}`)),
+        h('span', { class: 'muted small', id: 'status-counts' }, `${s.counts.answering} of ${s.counts.targets} targets answering · updated ${new Date().toLocaleTimeString()}`)),
       h('dl', { class: 'facts' },
         h('div', {}, h('dt', {}, 'Device'), h('dd', {}, d.hostname)),
         h('div', {}, h('dt', {}, 'Version'), h('dd', {}, d.version)),
@@ -317,11 +369,16 @@ async function showStatus() {
         s.provisioning && s.provisioning.url ? h('div', { class: 'wide' }, h('dt', {}, 'Provisioning'),
           h('dd', {}, `${s.provisioning.targets.length} targets from `, h('span', { class: 'mono small' }, s.provisioning.url),
             ` (${({ remote: 'fetched', cache: 'last good copy' })[s.provisioning.source] || 'nothing fetched yet'})`,
-            s.provisioning.last_error ? h('div', { class: 'ferr' }, s.provisioning.last_error) : null)) : null));
-    const grid = s.targets.length
-      ? h('section', { class: 'grid' }, s.targets.map((t) => targetCard(t, s.history_minutes)))
-      : h('div', { class: 'card empty' }, 'No targets yet. ', h('a', { href: '#/targets/new' }, 'Add the first one'), '.');
-    render(gen, facts, grid);
+            s.provisioning.last_error ? h('div', { class: 'ferr' }, s.provisioning.last_error) : null)) : null)));
+    if (!s.counts.targets) {
+      grid.replaceChildren(h('div', { class: 'card empty' }, 'No targets yet. ', h('a', { href: '#/targets/new' }, 'Add the first one'), '.'));
+      render(gen, facts, grid);
+      return;
+    }
+    if (!controls) controls = statusControls(load);
+    controls.update(s.page);
+    grid.replaceChildren(h('section', { class: 'grid' }, s.targets.map((t) => targetCard(t, s.history_minutes))));
+    if (!app.contains(controls.el)) render(gen, facts, controls.el, grid);
   };
   await load();
   refreshTimer = setInterval(load, 5000);
@@ -937,8 +994,8 @@ async function probeSection(name, probe) {
 async function showTarget(name) {
   const gen = setView('targets');
   let s;
-  try { s = await api('GET', '/api/status'); } catch (e) { if (e.status !== 401) toast(e.message); return; }
-  const t = s.targets.find((x) => x.name === name);
+  try { s = await api('GET', `/api/status?target=${encodeURIComponent(name)}`); } catch (e) { if (e.status !== 401) toast(e.message); return; }
+  const t = s.targets[0];
   if (!t) { render(gen, h('div', { class: 'card' }, `No target named ${name}.`)); return; }
   const ranges = h('div', { class: 'ranges', role: 'group', 'aria-label': 'Range' }, RANGES.map((r) => {
     const b = h('button', { type: 'button', class: r === targetRange ? 'primary' : '', 'data-range': r, 'aria-pressed': String(r === targetRange) }, r);

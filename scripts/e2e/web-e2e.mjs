@@ -173,6 +173,17 @@ async function main() {
     await step('the new target turns green on the status page', async () => {
       await wd('POST', s('/url'), { url: `${URL_}#/status` });
       await waitFor('peer up', () => exec("const a = document.querySelector('article[data-target=peer]'); return a && a.classList.contains('up')"), 20000);
+      // The filter asks the daemon for the matching targets only; the counts stay over all.
+      const cards = "return [...document.querySelectorAll('article[data-target]')].map((a) => a.dataset.target).join(' ')";
+      const all = await exec(cards);
+      if (all.split(' ').length < 2) throw new Error(`targets on the status page: ${all}`);
+      const filter = (v) => exec(`const f = document.querySelector('#status-filter'); f.value = '${v}'; f.dispatchEvent(new Event('input')); return true`);
+      await filter('PEER');
+      await waitFor('only peer shown', async () => (await exec(cards)) === 'peer', 10000);
+      const counts = await exec("return document.querySelector('#status-counts').textContent");
+      if (!new RegExp(`of ${all.split(' ').length} targets`).test(counts)) throw new Error(counts);
+      await filter('');
+      await waitFor('every target shown again', async () => (await exec(cards)) === all, 10000);
       await sleep(1500);
       await shot('06-status-green-desktop');
       await wd('POST', s('/window/rect'), { width: 390, height: 844 });
@@ -474,13 +485,16 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       const ph = r.api.phases;
       if (!r.phasePts.length) throw new Error(`${probe}: no phases drawn`);
       const byT = new Map(ph.points.map((p) => [String(p.t), p]));
+      const step_ = r.api.step_seconds;
+      // Rounds are stored when they end: the newest buckets may grow between the drawing and
+      // the API's answer, so only buckets that are over are compared.
+      const closed = Math.floor(Date.now() / 1000 / step_) * step_ - step_;
       for (const d of r.phasePts) {
+        if (Number(d.t) >= closed) continue;
         const p = byT.get(d.t);
         const drawn = d.ms.split(',').map((v) => (v === '' ? null : Number(v)));
         if (!p || JSON.stringify(drawn) !== JSON.stringify(p.ms)) throw new Error(`${probe} phases at ${d.t}: chart ${d.ms}, API ${JSON.stringify(p)}`);
       }
-      const step_ = r.api.step_seconds;
-      const closed = Math.floor(Date.now() / 1000 / step_) * step_ - step_;
       const done = ph.points.filter((p) => p.t < closed);
       if (!done.length) return 0;
       const from = done[0].t, to = done[done.length - 1].t + step_;

@@ -3,7 +3,6 @@
 //! Every error has one shape, `{"error": "...", "errors": [{"field": "...", "message": "..."}]}`,
 //! with a 4xx status for anything the client can fix; internals never reach the client.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,24 +12,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
-use vantage_core::{Config, Host, ProbeKind, ProbeRequest};
+use vantage_core::{ProbeKind, ProbeRequest};
 
 use super::Web;
 use super::auth::{self, LoginError, SESSION_MAX, Session, check_new_password};
 use super::config_file::{
-    self, ConfigLocation, Edit, EditError, FieldError, apply_edit, raw_targets, revision,
-    validate_alone,
+    self, Edit, EditError, FieldError, apply_edit, raw_targets, revision, validate_alone,
 };
 use super::device;
 pub use super::error::MAX_BODY;
 use super::error::{ApiError, ApiResult, JsonBody, typed};
 use super::guard::{SESSION_COOKIE, client_ip};
-use super::history::{BUCKET, BUCKETS, Latest, Point};
-use super::saving::{
-    check_files, edit_error_for, location, read_text, redact_endpoint_errors, save_with,
-};
+use super::history::BUCKET;
+use super::saving::{check_files, edit_error_for, location, read_text, save_with};
 use super::secrets::redact_text;
 use super::server::OverTls;
 use super::settings::{ScrapeAuth, Settings};
@@ -81,7 +77,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/password", post(change_password))
-        .route("/api/status", get(status))
+        .route("/api/status", get(super::status::status))
         .route("/api/history", get(history))
         .route("/api/targets", get(list_targets).post(add_target))
         .route(
@@ -341,120 +337,6 @@ async fn change_password(
 }
 
 // ---- status and history ----
-
-fn leds_json(web: &Web) -> Value {
-    let snap = web.state.leds.snapshot();
-    json!({ "configured": !snap.leds.is_empty(), "state": snap })
-}
-
-/// One probe's card: the latest round and its last hour, one point a minute.
-#[derive(Serialize)]
-struct ProbeStatus {
-    probe: ProbeKind,
-    interval_seconds: f64,
-    latest: Option<Latest>,
-    history: Vec<Point>,
-}
-
-#[derive(Serialize)]
-struct TargetStatus<'a> {
-    name: &'a str,
-    host: &'a Host,
-    labels: &'a BTreeMap<String, String>,
-    probes: Vec<ProbeStatus>,
-}
-
-/// The status view's answer. Typed rather than a `Value` tree: with a thousand targets the
-/// points are most of it, and a tree of them cost many times the answer's size at each poll.
-#[derive(Serialize)]
-struct Status<'a> {
-    device: Value,
-    config: Value,
-    store: Value,
-    remote_write: Value,
-    leds: Value,
-    provisioning: crate::fleet::provisioning::Status,
-    history_minutes: u64,
-    targets: Vec<TargetStatus<'a>>,
-}
-
-async fn status(State(web): State<Arc<Web>>) -> ApiResult<Response> {
-    // The history may come from the store on disk: off the async workers.
-    tokio::task::spawn_blocking(move || {
-        let cfg = web.state.config();
-        Json(status_of(&web, &cfg)).into_response()
-    })
-    .await
-    .map_err(|e| ApiError::internal("status failed", e))
-}
-
-fn status_of<'a>(web: &Web, cfg: &'a Config) -> Status<'a> {
-    web.history.retain(&|t| cfg.target(t).is_some());
-    // Every chart at once: the store is read once per refresh, not once per target.
-    let keys: Vec<(&str, ProbeKind)> = cfg
-        .targets
-        .iter()
-        .flat_map(|t| t.probes.iter().map(|(k, _)| (t.name.as_str(), *k)))
-        .collect();
-    let since = SystemTime::now() - BUCKET * BUCKETS as u32;
-    let mut histories = web.history.series_many(&keys, since).into_iter();
-    let targets = cfg
-        .targets
-        .iter()
-        .map(|t| TargetStatus {
-            name: &t.name,
-            host: &t.host,
-            labels: &t.labels,
-            probes: t
-                .probes
-                .iter()
-                .map(|(k, i)| ProbeStatus {
-                    probe: *k,
-                    interval_seconds: i.as_secs_f64(),
-                    latest: web.history.latest(&t.name, *k),
-                    // The sparkline draws RTT and loss; the other figures' means are the
-                    // target page's.
-                    history: histories
-                        .next()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|p| Point {
-                            values: BTreeMap::new(),
-                            ..p
-                        })
-                        .collect(),
-                })
-                .collect(),
-        })
-        .collect();
-    let loc = ConfigLocation::of(&web.state.source);
-    let mut storage = web.state.storage.as_ref().map_or_else(
-        || json!({ "store": { "configured": false }, "remote_write": { "configured": false } }),
-        |s| s.status_json(),
-    );
-    redact_endpoint_errors(&mut storage["remote_write"]);
-    Status {
-        device: json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "hostname": device::hostname(),
-            "uptime_seconds": web.state.uptime().as_secs(),
-            "addresses": device::addresses(),
-            "time": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        }),
-        config: json!({
-            "path": loc.display(),
-            "embedded": loc.embedded,
-            "default": loc.default,
-            "writable": loc.path.is_some(),
-        }),
-        store: storage["store"].take(),
-        remote_write: storage["remote_write"].take(),
-        leds: leds_json(web),
-        provisioning: web.state.provisioning.status(),
-        history_minutes: BUCKETS as u64 * BUCKET.as_secs() / 60,
-        targets,
-    }
-}
 
 #[derive(Deserialize)]
 struct HistoryQuery {
@@ -735,7 +617,7 @@ fn settings_json(s: &Settings) -> Value {
 
 async fn get_settings(State(web): State<Arc<Web>>) -> Json<Value> {
     let mut v = settings_json(&web.settings.get());
-    v["leds"] = leds_json(&web);
+    v["leds"] = super::status::leds_json(&web);
     Json(v)
 }
 

@@ -21,6 +21,7 @@ mod secrets;
 mod sections;
 mod server;
 mod settings;
+mod status;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -3015,3 +3015,156 @@ fn the_last_report_cuts_long_records_and_judges_certificates() {
         (&json!(-2), &json!(true))
     );
 }
+
+/// `n` ping targets `t0000`... on loopback with an interval long enough that no round runs
+/// during a test, half of them in `site = "b"`.
+fn many_targets(n: usize) -> String {
+    let mut c = String::new();
+    for i in 0..n {
+        let site = if i % 2 == 0 { "a" } else { "b" };
+        c.push_str(&format!(
+            "[[targets]]\nname = \"t{i:04}\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"1h\"\nlabels = {{ site = \"{site}\" }}\n"
+        ));
+    }
+    c
+}
+
+/// A ping round of `target` that succeeded or not, `ago` before now.
+fn ping_round(target: &str, success: bool, ago: Duration) -> Sample {
+    Sample {
+        target: target.into(),
+        probe: ProbeKind::PING,
+        timestamp: SystemTime::now() - ago,
+        duration: Duration::from_millis(3),
+        success,
+        error: None,
+        measurement: Measurement::from(PingReport {
+            address: Some("127.0.0.1".parse().unwrap()),
+            sent: 1,
+            received: u32::from(success),
+            rtts: if success {
+                vec![Duration::from_micros(800)]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        }),
+        quality: Default::default(),
+    }
+}
+
+/// Every target answered on even numbers, and has rounds in several minutes.
+fn fill_history(f: &Fixture, n: usize) {
+    for i in 0..n {
+        for m in 0..5 {
+            let r = ping_round(&format!("t{i:04}"), i % 2 == 0, Duration::from_secs(m * 60));
+            f.history.record(&r);
+        }
+    }
+}
+
+fn names(r: &Resp) -> Vec<String> {
+    r.body["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn status_answers_one_page_of_targets_with_counts_over_all() {
+    let f = Fixture::logged_in(Some(&many_targets(250))).await;
+    fill_history(&f, 250);
+    let r = f.get("/api/status").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let n = names(&r);
+    assert_eq!(n.len(), super::status::PAGE_DEFAULT);
+    assert_eq!(n[0], "t0000");
+    assert_eq!(r.body["page"]["matched"], 250);
+    assert_eq!(r.body["counts"]["targets"], 250);
+    assert_eq!(r.body["counts"]["answering"], 125);
+    assert!(
+        !r.body["targets"][0]["probes"][0]["history"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let r = f.get("/api/status?offset=200").await;
+    assert_eq!(names(&r).first().map(String::as_str), Some("t0200"));
+    assert_eq!(names(&r).len(), 50);
+    let r = f.get("/api/status?offset=300").await;
+    assert!(names(&r).is_empty());
+    assert_eq!(r.body["page"]["matched"], 250);
+
+    let r = f.get("/api/status?state=silent&limit=500").await;
+    let n = names(&r);
+    assert_eq!(n.len(), 125);
+    assert!(
+        n.iter().all(|t| t.ends_with(['1', '3', '5', '7', '9'])),
+        "{n:?}"
+    );
+    assert_eq!(r.body["counts"]["answering"], 125);
+
+    // Name, host or label value, any case.
+    let r = f.get("/api/status?q=T001").await;
+    assert_eq!(names(&r).len(), 10, "{:?}", names(&r));
+    let r = f.get("/api/status?q=B&state=answering&limit=500").await;
+    assert!(
+        names(&r).is_empty(),
+        "site b only holds odd, silent targets"
+    );
+    let r = f.get("/api/status?q=127.0.0&limit=7").await;
+    assert_eq!(names(&r).len(), 7);
+    assert_eq!(r.body["page"]["matched"], 250);
+
+    let r = f.get("/api/status?target=t0042").await;
+    assert_eq!(names(&r), ["t0042"]);
+    let r = f.get("/api/status?target=t004").await;
+    assert!(names(&r).is_empty());
+}
+
+#[tokio::test]
+async fn status_refuses_a_bad_page_query_naming_the_field() {
+    let f = Fixture::logged_in(Some(&many_targets(3))).await;
+    let long = "x".repeat(super::status::FILTER_MAX + 1);
+    for (query, field) in [
+        ("limit=0".to_string(), "limit"),
+        (format!("limit={}", super::status::PAGE_MAX + 1), "limit"),
+        ("state=down".to_string(), "state"),
+        (format!("q={long}"), "q"),
+    ] {
+        let r = f.get(&format!("/api/status?{query}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.text);
+        assert_eq!(r.body["errors"][0]["field"], field, "{query}: {}", r.text);
+    }
+    for query in ["offset=-1", "limit=many", "colour=1"] {
+        let r = f.get(&format!("/api/status?{query}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.text);
+        assert!(!r.body["error"].as_str().unwrap().is_empty(), "{query}");
+    }
+    let r = f
+        .get(&format!("/api/status?limit={}", super::status::PAGE_MAX))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+/// The status view's answer must not grow with the number of targets: 10 times the targets,
+/// every one with an hour's rounds, give the same page.
+#[tokio::test]
+async fn the_status_answer_does_not_grow_with_the_number_of_targets() {
+    let mut sizes = Vec::new();
+    for n in [150, 1500] {
+        let f = Fixture::logged_in(Some(&many_targets(n))).await;
+        fill_history(&f, n);
+        let r = f.get("/api/status").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["page"]["matched"], n);
+        sizes.push(r.text.len());
+    }
+    assert!(
+        sizes[1] as f64 <= sizes[0] as f64 * 1.05,
+        "answer bytes at 150 and 1,500 targets: {sizes:?}"
+    );
+}
