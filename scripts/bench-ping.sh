@@ -429,7 +429,9 @@ run_fping() {
 results=$work/results
 report() {
   local tool=$1 n=$2 cpu=$3 rss=$4 sent=$5 recv=$6 e50=$7 e99=$8 lag=$9 loss
-  loss=$(awk -v s="$sent" -v r="$recv" 'BEGIN { if (s > 0) printf "%.2f%%", 100 * (s - r) / s; else print "-" }')
+  # The counters are read at two scrapes: replies to requests in flight at the first one count
+  # in the window, so a loss-free run may show a few more replies than requests (floored at 0).
+  loss=$(awk -v s="$sent" -v r="$recv" 'BEGIN { if (s > 0) { l = 100 * (s - r) / s; printf "%.2f%%", l < 0 ? 0 : l } else print "-" }')
   printf '%-17s %7s %8s %8s %9s %10s %10s %10s %12s\n' "$tool$label" "$n" "$cpu" "$rss" "$loss" "$e50" "$e99" "$lag" "$sent" | tee -a "$results"
 }
 
