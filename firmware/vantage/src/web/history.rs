@@ -1,12 +1,13 @@
 //! Recent results per target and probe, for the status page and its sparklines.
 //!
-//! [`MemoryHistory`] keeps the last hour in one-minute buckets (60 buckets of 24 bytes per
-//! probe, whatever the interval), so memory stays bounded at under 2 KiB per target.
+//! [`MemoryHistory`] keeps the last hour in one-minute buckets (60 buckets of 16 bytes per
+//! probe, whatever the interval), so memory stays bounded at about 1.2 KiB per target.
 //! [`StoreHistory`] serves the same buckets from the sample store, so the charts survive a
 //! restart and `/api/history` can go back a day; the device uses it whenever the store is open.
 //! The page reads either through [`HistorySource`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_core::{LockExt, RwLockExt};
@@ -43,7 +44,7 @@ pub struct Latest {
     pub success: bool,
     pub duration_ms: f64,
     pub error: Option<String>,
-    pub address: Option<String>,
+    pub address: Option<Address>,
     /// Ping: mean RTT; DNS: the lookup time.
     pub rtt_ms: Option<f64>,
     pub loss: Option<f64>,
@@ -74,26 +75,73 @@ pub trait HistorySource: Send + Sync + 'static {
     fn retain(&self, keep: &dyn Fn(&str) -> bool);
 }
 
-/// One bucket, kept small (24 bytes): 60 per target and probe.
+/// One minute of one probe, kept small (16 bytes): 60 per target and probe. Its start is
+/// where it sits in the ring ([`Track::newest`]).
 #[derive(Debug, Default, Clone, Copy)]
 struct Acc {
-    /// Bucket start, Unix seconds (u32 lasts until 2106).
-    t: u32,
-    rounds: u32,
-    successes: u32,
-    rtt_n: u32,
     rtt_sum_ms: f32,
+    /// Counts saturate: a minute holds 6,000 rounds at the shortest interval (10 ms).
+    rounds: u16,
+    successes: u16,
+    rtt_n: u16,
     sent: u16,
     lost: u16,
 }
 
+/// The last hour: minute `m` (Unix seconds / 60) in slot `m % BUCKETS`, for the [`BUCKETS`]
+/// minutes up to `newest`. One allocation of its final size at the first round: a growing
+/// vector kept room for 64 buckets of 24 bytes.
+type Ring = Box<[Acc; BUCKETS]>;
+
 #[derive(Debug, Default)]
 struct Track {
-    buckets: Vec<Acc>,
+    /// The newest minute seen (Unix seconds / 60).
+    newest: u32,
+    buckets: Option<Ring>,
     latest: Option<Latest>,
     /// The latest report of a round that had one, with its time (Unix seconds): not kept for
     /// ping, whose figures the buckets hold, nor for trace.
     report: Option<(f64, ModuleReport)>,
+}
+
+impl Track {
+    /// The bucket of `minute`: a new minute clears the slots of the minutes since the newest; a
+    /// minute older than the ring (a clock step back) joins the newest.
+    fn bucket(&mut self, minute: u32) -> &mut Acc {
+        let ring = self.buckets.get_or_insert_with(|| {
+            self.newest = minute;
+            Box::new([Acc::default(); BUCKETS])
+        });
+        if minute > self.newest {
+            let gap = (minute - self.newest).min(BUCKETS as u32);
+            for m in minute - gap + 1..=minute {
+                ring[m as usize % BUCKETS] = Acc::default();
+            }
+            self.newest = minute;
+        }
+        let oldest = self.newest.saturating_sub(BUCKETS as u32 - 1);
+        let slot = if minute < oldest { self.newest } else { minute };
+        &mut ring[slot as usize % BUCKETS]
+    }
+
+    /// The minutes that had rounds, oldest first, with their start (Unix seconds).
+    fn minutes(&self) -> impl Iterator<Item = (u64, &Acc)> {
+        let oldest = self.newest.saturating_sub(BUCKETS as u32 - 1);
+        self.buckets.iter().flat_map(move |ring| {
+            (oldest..=self.newest)
+                .map(move |m| (u64::from(m) * BUCKET.as_secs(), &ring[m as usize % BUCKETS]))
+                .filter(|(_, a)| a.rounds > 0)
+        })
+    }
+}
+
+/// Where a round's answer came from: a ping target's address, a DNS server's address and port.
+/// Kept as the address itself, shown as text: no string is built per round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Address {
+    Ip(IpAddr),
+    Socket(SocketAddr),
 }
 
 /// In-memory history, fed as an [`Observer`] of the runner.
@@ -115,8 +163,7 @@ fn ms(d: Duration) -> f64 {
 impl MemoryHistory {
     pub fn record(&self, s: &Sample) {
         let ts = unix(s.timestamp);
-        let bucket_t =
-            ((ts as u64) / BUCKET.as_secs() * BUCKET.as_secs()).min(u64::from(u32::MAX)) as u32;
+        let minute = (ts as u64 / BUCKET.as_secs()).min(u64::from(u32::MAX)) as u32;
         let mut detail = None;
         let (rtt, loss, sent, lost, address) = match (s.measurement.ping(), s.measurement.dns()) {
             (Some(p), _) => (
@@ -124,19 +171,13 @@ impl MemoryHistory {
                 Some(p.loss_ratio()),
                 p.sent,
                 p.sent.saturating_sub(p.received),
-                p.address.map(|a| a.to_string()),
+                p.address.map(Address::Ip),
             ),
             (_, Some(d)) => {
                 detail = d
                     .rcode_name()
                     .map(|r| format!("{r}, {} answers", d.answers.len()));
-                (
-                    d.lookup.map(ms),
-                    None,
-                    0,
-                    0,
-                    d.server.map(|a| a.to_string()),
-                )
+                (d.lookup.map(ms), None, 0, 0, d.server.map(Address::Socket))
             }
             _ => (None, None, 0, 0, None),
         };
@@ -164,22 +205,9 @@ impl MemoryHistory {
             last_success,
             detail,
         });
-        if track.buckets.last().is_none_or(|b| b.t != bucket_t) {
-            // A sample from an older bucket (clock step back) joins the newest bucket.
-            if track.buckets.last().is_none_or(|b| b.t < bucket_t) {
-                track.buckets.push(Acc {
-                    t: bucket_t,
-                    ..Acc::default()
-                });
-            }
-            if track.buckets.len() > BUCKETS {
-                let extra = track.buckets.len() - BUCKETS;
-                track.buckets.drain(..extra);
-            }
-        }
-        let b = track.buckets.last_mut().expect("pushed above");
+        let b = track.bucket(minute);
         b.rounds = b.rounds.saturating_add(1);
-        b.successes = b.successes.saturating_add(u32::from(s.success));
+        b.successes = b.successes.saturating_add(u16::from(s.success));
         if let Some(r) = rtt {
             b.rtt_sum_ms += r as f32;
             b.rtt_n = b.rtt_n.saturating_add(1);
@@ -212,13 +240,12 @@ impl HistorySource for MemoryHistory {
             return Vec::new();
         };
         track
-            .buckets
-            .iter()
-            .filter(|b| u64::from(b.t) + BUCKET.as_secs() > since)
-            .map(|b| Point {
-                t: u64::from(b.t),
-                rounds: b.rounds,
-                successes: b.successes,
+            .minutes()
+            .filter(|(t, _)| t + BUCKET.as_secs() > since)
+            .map(|(t, b)| Point {
+                t,
+                rounds: u32::from(b.rounds),
+                successes: u32::from(b.successes),
                 rtt_ms: (b.rtt_n > 0).then(|| f64::from(b.rtt_sum_ms) / f64::from(b.rtt_n)),
                 loss: (b.sent > 0).then(|| f64::from(b.lost) / f64::from(b.sent)),
                 values: BTreeMap::new(),
@@ -644,7 +671,51 @@ mod tests {
 
     #[test]
     fn buckets_are_small() {
-        assert_eq!(std::mem::size_of::<Acc>(), 24);
+        assert_eq!(std::mem::size_of::<Acc>(), 16);
+        assert_eq!(std::mem::size_of::<[Acc; BUCKETS]>(), 960);
+    }
+
+    /// The minutes with rounds, as (minutes after `start`, rounds).
+    fn minutes_of(h: &MemoryHistory, start: u64) -> Vec<(u64, u32)> {
+        h.series("gw", ProbeKind::PING, UNIX_EPOCH)
+            .iter()
+            .map(|p| ((p.t - start) / 60, p.rounds))
+            .collect()
+    }
+
+    #[test]
+    fn the_ring_keeps_each_minute_in_its_slot() {
+        let h = MemoryHistory::default();
+        let start = 1_700_000_000 / 60 * 60;
+        h.record(&sample(start, true, 10));
+        h.record(&sample(start + 60, true, 10));
+        // Ten silent minutes, then a round: the minutes between stay empty.
+        h.record(&sample(start + 12 * 60, true, 10));
+        assert_eq!(minutes_of(&h, start), [(0, 1), (1, 1), (12, 1)]);
+        // A round that ends late joins its own minute, not the newest.
+        h.record(&sample(start + 60 + 5, false, 0));
+        assert_eq!(minutes_of(&h, start), [(0, 1), (1, 2), (12, 1)]);
+        // 59 minutes on, minute 0 has left the hour and its slot holds minute 60.
+        h.record(&sample(start + 60 * 60, true, 10));
+        assert_eq!(minutes_of(&h, start), [(1, 2), (12, 1), (60, 1)]);
+        // A clock step back beyond the hour joins the newest minute.
+        h.record(&sample(start - 3 * 3600, true, 10));
+        assert_eq!(minutes_of(&h, start), [(1, 2), (12, 1), (60, 2)]);
+        // A step forward of more than an hour leaves only the new minute.
+        h.record(&sample(start + 5 * 3600, true, 10));
+        assert_eq!(minutes_of(&h, start), [(300, 1)]);
+    }
+
+    #[test]
+    fn the_latest_address_reads_as_text() {
+        let ping = serde_json::to_value(Address::Ip("192.0.2.1".parse().unwrap())).unwrap();
+        assert_eq!(ping, "192.0.2.1");
+        let dns = serde_json::to_value(Address::Socket("[2001:db8::53]:853".parse().unwrap()));
+        assert_eq!(dns.unwrap(), "[2001:db8::53]:853");
+        let h = MemoryHistory::default();
+        h.record(&sample(1_700_000_000, true, 10));
+        let l = serde_json::to_value(h.latest("gw", ProbeKind::PING)).unwrap();
+        assert_eq!(l["address"], "192.0.2.1");
     }
 
     #[test]
