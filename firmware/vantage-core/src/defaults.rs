@@ -76,6 +76,18 @@ pub const TRACE_PROBE_BUDGET: u32 = 256;
 /// `trace.probe_budget`: from the MDA's stopping point for one next hop to the packets one
 /// trace may send at all.
 pub const TRACE_PROBE_BUDGET_RANGE: Bounds<i64> = between(6, TRACE_MAX_PACKETS as i64);
+/// `trace.probes_per_second`: the rate one trace may send at (scamper's `-p`). A 10-hop path's
+/// 80 probes leave in under half a second; a router at 100 probes a second from one trace
+/// stays well within what its ICMP rate limiter is built for.
+pub const TRACE_PROBES_PER_SECOND: u32 = 100;
+/// `trace.probes_per_second`: from one a second to a batch every 5 ms.
+pub const TRACE_PROBES_PER_SECOND_RANGE: Bounds<i64> = between(1, 12_800);
+/// `device.trace_probes_per_second`: the rate all traces running at once may send at together.
+/// 1000 probes of 60 bytes a second are under 0.5 Mbit/s on the uplink, and 60,000 probes a
+/// minute: about 750 traces of a 10-hop path each minute.
+pub const DEVICE_TRACE_PROBES_PER_SECOND: u32 = 1000;
+/// `device.trace_probes_per_second`.
+pub const DEVICE_TRACE_PROBES_PER_SECOND_RANGE: Bounds<i64> = between(1, 100_000);
 /// `trace.probes_per_hop`.
 pub const TRACE_PROBES_PER_HOP_RANGE: Bounds<i64> = between(1, 10);
 /// `trace.spacing` when not zero (zero means back to back).

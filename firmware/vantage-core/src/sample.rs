@@ -138,6 +138,11 @@ pub struct TraceReport {
     pub path_changed: bool,
     /// Distinct paths seen within the path window (ECMP branches, or old and new path).
     pub paths_known: u32,
+    /// A probe rate limit (the trace's or the device's) held some probe back.
+    pub rate_limited: bool,
+    /// The trace's time ran out while a probe waited for the rate limit: probes it meant to
+    /// send were not sent.
+    pub rate_cut_short: bool,
 }
 
 /// One TTL of a trace.

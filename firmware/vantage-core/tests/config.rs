@@ -280,6 +280,47 @@ fn fleet_sections_load_with_their_defaults() {
 }
 
 #[test]
+fn trace_rate_limits_resolve_per_target_and_per_device() {
+    use vantage_core::TraceOptions;
+    let c = Config::parse(
+        "[device]\ntrace_probes_per_second = 400\n[defaults.trace]\nprobes_per_second = 50\n\
+         [[targets]]\nname = \"a\"\nhost = \"192.0.2.1\"\nprobes = [\"trace\"]\n\
+         [[targets]]\nname = \"b\"\nhost = \"192.0.2.2\"\nprobes = [\"trace\"]\n\
+         trace = { probes_per_second = 20 }\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.device.trace_probes_per_second, 400);
+    let rate = |i: usize| {
+        c.targets[i]
+            .options_or_default::<TraceOptions>()
+            .probes_per_second
+    };
+    assert_eq!((rate(0), rate(1)), (50, 20));
+    let bare = Config::parse("", "t").unwrap();
+    assert_eq!(
+        bare.device.trace_probes_per_second,
+        vantage_core::defaults::DEVICE_TRACE_PROBES_PER_SECOND
+    );
+    assert_eq!(
+        TraceOptions::default().probes_per_second,
+        vantage_core::defaults::TRACE_PROBES_PER_SECOND
+    );
+    // A bad default is named where it is written.
+    let e = Config::parse(
+        "[defaults.trace]\nprobes_per_second = 20000\n[[targets]]\nname = \"a\"\nhost = \"192.0.2.1\"\nprobes = [\"trace\"]\n",
+        "t",
+    )
+    .unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_eq!(e.errors[0].field, "defaults.trace.probes_per_second");
+    assert_eq!(
+        e.errors[0].message,
+        "must be between 1 and 12800, got 20000"
+    );
+}
+
+#[test]
 fn a_provisioned_file_may_not_set_device_sections() {
     let e = Config::parse_provisioned(
         "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n[provisioning]\nurl = \"https://x.example\"\n",
@@ -514,6 +555,16 @@ fn the_readme_quotes_the_documented_ranges() {
         ),
         ("Trace options", "flows", D::TRACE_FLOWS_RANGE),
         ("Trace options", "probe_budget", D::TRACE_PROBE_BUDGET_RANGE),
+        (
+            "Trace options",
+            "probes_per_second",
+            D::TRACE_PROBES_PER_SECOND_RANGE,
+        ),
+        (
+            "`[device]`",
+            "trace_probes_per_second",
+            D::DEVICE_TRACE_PROBES_PER_SECOND_RANGE,
+        ),
         ("DNS options", "port", D::PORT_RANGE),
         ("DNS options", "edns_udp_size", D::DNS_EDNS_UDP_SIZE_RANGE),
         ("DNS options", "min_answers", D::DNS_MIN_ANSWERS_RANGE),

@@ -72,6 +72,7 @@ impl Applier {
         let config = self.provisioning.merge(&local);
         let device_labels = fleet::device_labels(&local);
         self.metrics.set_device_labels(device_labels.clone());
+        vantage_core::set_trace_device_rate(local.device.trace_probes_per_second);
         if let Some(a) = &self.announcer {
             a.apply(&local);
         }

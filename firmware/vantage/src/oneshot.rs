@@ -413,6 +413,11 @@ pub struct TraceArgs {
           value_parser = clap::value_parser!(u32).range(
               defaults::TRACE_PROBE_BUDGET_RANGE.min..=defaults::TRACE_PROBE_BUDGET_RANGE.max))]
     probe_budget: u32,
+    /// The most probes a second the trace sends (scamper's -p).
+    #[arg(long, default_value_t = defaults::TRACE_PROBES_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(
+              defaults::TRACE_PROBES_PER_SECOND_RANGE.min..=defaults::TRACE_PROBES_PER_SECOND_RANGE.max))]
+    probes_per_second: u32,
     /// Packet size in bytes, IP header included (default 60 for IPv4, 80 for IPv6).
     #[arg(long, short = 's', value_parser = clap::value_parser!(u16).range(40..=9000))]
     size: Option<u16>,
@@ -494,6 +499,7 @@ pub async fn trace(args: TraceArgs) -> ExitCode {
         flows: args.flows,
         discovery: args.discovery,
         probe_budget: args.probe_budget,
+        probes_per_second: args.probes_per_second,
         sockets: args.sockets,
         ..TraceOptions::default()
     };

@@ -21,6 +21,8 @@ pub struct RawDevice {
     pub name: Option<Spanned<String>>,
     #[serde(default)]
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// The most trace probes a second, all traces together.
+    pub trace_probes_per_second: Option<Spanned<i64>>,
 }
 
 /// `[uplink]` as written.
@@ -52,13 +54,25 @@ pub struct RawProvisioning {
     pub timeout: Option<Spanned<String>>,
 }
 
-/// The device's identity on its series and in its announcement.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+/// The device's identity on its series and in its announcement, and what it sends in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Device {
     /// `None`: the daemon uses the host name.
     pub name: Option<String>,
     /// Added to every series the device exports (a target's own label of the same name wins).
     pub labels: BTreeMap<String, String>,
+    /// The most trace probes a second, summed over every trace running at once.
+    pub trace_probes_per_second: u32,
+}
+
+impl Default for Device {
+    fn default() -> Self {
+        Self {
+            name: None,
+            labels: BTreeMap::new(),
+            trace_probes_per_second: defaults::DEVICE_TRACE_PROBES_PER_SECOND,
+        }
+    }
 }
 
 /// Probing the device's own way out.
@@ -132,7 +146,20 @@ pub(crate) fn validate_device(c: &mut Check<'_, '_>, raw: &RawDevice) -> Device 
             }
         });
     let labels = checked_labels(c, &raw.labels, "device", None);
-    Device { name, labels }
+    let trace_probes_per_second = c
+        .ranged(
+            Some(raw),
+            None,
+            |r| r.trace_probes_per_second.as_ref(),
+            "device.trace_probes_per_second",
+            D::DEVICE_TRACE_PROBES_PER_SECOND_RANGE,
+        )
+        .map_or(defaults::DEVICE_TRACE_PROBES_PER_SECOND, |v| v as u32);
+    Device {
+        name,
+        labels,
+        trace_probes_per_second,
+    }
 }
 
 pub(crate) fn validate_uplink(c: &mut Check<'_, '_>, raw: Option<&RawUplink>) -> Uplink {

@@ -47,6 +47,8 @@ pub struct RawTrace {
     pub discovery: Option<Spanned<String>>,
     /// The most probes one trace sends (6..=4096, default 256).
     pub probe_budget: Option<Spanned<i64>>,
+    /// The most probes a second one trace sends (1..=12800, default 100).
+    pub probes_per_second: Option<Spanned<i64>>,
     /// `auto`, `unprivileged` or `raw`.
     pub sockets: Option<Spanned<String>>,
     /// How long a path stays known after it was last seen.
@@ -74,6 +76,8 @@ pub struct TraceOptions {
     pub discovery: TraceDiscovery,
     /// The most probes one trace sends.
     pub probe_budget: u32,
+    /// The most probes a second one trace sends.
+    pub probes_per_second: u32,
     pub sockets: TraceSockets,
     pub path_window: Duration,
 }
@@ -95,6 +99,7 @@ impl Default for TraceOptions {
             flows: defaults::TRACE_FLOWS,
             discovery: TraceDiscovery::default(),
             probe_budget: defaults::TRACE_PROBE_BUDGET,
+            probes_per_second: defaults::TRACE_PROBES_PER_SECOND,
             sockets: TraceSockets::Auto,
             path_window: defaults::TRACE_PATH_WINDOW,
         }
@@ -129,6 +134,7 @@ impl RawTrace {
             "flows" => self.flows.is_some(),
             "discovery" => self.discovery.is_some(),
             "probe_budget" => self.probe_budget.is_some(),
+            "probes_per_second" => self.probes_per_second.is_some(),
             "sockets" => self.sockets.is_some(),
             "path_window" => self.path_window.is_some(),
             _ => false,
@@ -195,6 +201,7 @@ impl TraceOptions {
             )
             .map_or(base.flows, |v| v as u32);
         let (discovery, probe_budget) = resolve_discovery(c, &field, t, d);
+        let probes_per_second = resolve_rate(c, &field, t, d);
         let sockets = c
             .parsed(t, d, |r| r.sockets.as_ref(), &field("sockets"))
             .unwrap_or(base.sockets);
@@ -222,6 +229,7 @@ impl TraceOptions {
             flows,
             discovery,
             probe_budget,
+            probes_per_second,
             sockets,
             path_window,
         };
@@ -328,6 +336,23 @@ fn resolve_discovery(
         )
         .map_or(base.probe_budget, |v| v as u32);
     (discovery, budget)
+}
+
+/// The probe rate limit of one trace.
+fn resolve_rate(
+    c: &mut Check<'_, '_>,
+    field: FieldName<'_>,
+    t: Option<&RawTrace>,
+    d: Option<&RawTrace>,
+) -> u32 {
+    c.ranged(
+        t,
+        d,
+        |r| r.probes_per_second.as_ref(),
+        &field("probes_per_second"),
+        D::TRACE_PROBES_PER_SECOND_RANGE,
+    )
+    .map_or(defaults::TRACE_PROBES_PER_SECOND, |v| v as u32)
 }
 
 /// One trace may send at most `TRACE_MAX_PACKETS`; the error goes where the product grew.

@@ -25,7 +25,10 @@ pub use module::{
     Rollup, Section, family_mismatch, in_words, kind_names,
 };
 pub use ping::{PingProbe, series as ping_series};
-pub use trace::{TraceProbe, series as trace_series};
+pub use trace::{
+    DeviceRate as TraceDeviceRate, TraceProbe, series as trace_series,
+    set_device_rate as set_trace_device_rate,
+};
 
 /// The module kinds' per-round gauges, for a crate that shows them under other names too
 /// (`/probe`'s blackbox-compatible answer).

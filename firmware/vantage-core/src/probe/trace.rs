@@ -20,6 +20,7 @@ mod fill;
 pub(crate) mod live;
 pub(crate) mod module;
 mod path;
+mod rate;
 pub mod series;
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,7 @@ use crate::sample::{
 };
 use crate::types::{ProbeKind, TraceDiscovery};
 use path::{FlowFacts, Path, PathTracker};
+pub use rate::{DeviceRate, set_device_rate};
 
 /// Kernel and user-space RTTs further apart than this mean the wall clock stepped.
 const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
@@ -117,6 +119,8 @@ pub struct TraceProbe {
     engines: Engines<TraceSocketKey, Engine>,
     states: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TargetState>>>>,
     resolver: HostResolver,
+    /// The probe rate all traces share (`device.trace_probes_per_second`).
+    device: Arc<DeviceRate>,
 }
 
 impl fmt::Debug for TraceProbe {
@@ -184,9 +188,17 @@ impl TargetState {
 }
 
 impl TraceProbe {
-    /// A prober on real kernel sockets.
+    /// A prober on real kernel sockets, drawing on the device's probe rate.
     pub fn new() -> Self {
         Self::with_parts(Arc::new(KernelTraceSockets), Arc::new(SystemClock))
+            .with_device_rate(rate::DEVICE.clone())
+    }
+
+    /// The prober drawing on `device` for its probe rate (a prober of its own parts has a
+    /// bucket of its own at the default rate).
+    pub fn with_device_rate(mut self, device: Arc<DeviceRate>) -> Self {
+        self.device = device;
+        self
     }
 
     pub fn with_parts(factory: Arc<dyn TraceSocketFactory>, clock: Arc<dyn Clock>) -> Self {
@@ -196,6 +208,9 @@ impl TraceProbe {
             engines: Engines::default(),
             states: Mutex::new(HashMap::new()),
             resolver: HostResolver::default(),
+            device: Arc::new(DeviceRate::new(
+                crate::defaults::DEVICE_TRACE_PROBES_PER_SECOND,
+            )),
         }
     }
 
@@ -276,6 +291,7 @@ impl TraceProbe {
         let moved = state.rotate(flow_count(opts), engine.socket.paris());
         let mut round = Round::new(addr, opts, &*engine.socket, &mut state, clock);
         round.live = live;
+        round.device = Some(&self.device);
         let end = started + budget;
         round.run(&mut lease.rx, end).await;
         // Discovery counts the addresses that answered at each hop: place them all first.
@@ -284,6 +300,8 @@ impl TraceProbe {
         round.check_splits(&mut lease.rx, end).await;
         round.resolve_unplaced(&mut lease.rx, end).await;
         let (mut report, paths) = round.report()?;
+        report.rate_limited = round.rate_held;
+        report.rate_cut_short = round.rate_cut;
         let dest_floor = round.frontier.and(round.dest_floor());
         let paris = round.socket.paris();
         let paths = if paris { paths } else { path::union(paths) };
@@ -545,6 +563,17 @@ struct Round<'a> {
     batch: Option<(Instant, u32)>,
     /// Whether the plain trace is still running (before discovery and the split checks).
     opening: bool,
+    /// This trace's probe rate (`probes_per_second`).
+    own_rate: rate::Bucket,
+    /// The device's, shared with every trace running at once (none: no device limit).
+    device: Option<&'a DeviceRate>,
+    /// While the next probe waits for a token: when one is due, and whether it is reserved
+    /// (else the trace's own bucket has none yet, and the device's is asked again then).
+    rate_wait: Option<(Instant, bool)>,
+    /// Some probe waited for a token.
+    rate_held: bool,
+    /// The trace's time ran out while a probe waited for a token.
+    rate_cut: bool,
 }
 
 impl<'a> Round<'a> {
@@ -611,6 +640,11 @@ impl<'a> Round<'a> {
             reach: vec![fill::Reach::default(); usize::from(flows)],
             batch: None,
             opening: true,
+            own_rate: rate::Bucket::new(opts.probes_per_second),
+            device: None,
+            rate_wait: None,
+            rate_held: false,
+            rate_cut: false,
         }
     }
 
@@ -690,7 +724,8 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// Sends the queued probes that are due and not held back.
+    /// Sends the queued probes that are due and not held back, as long as the rate limits
+    /// give tokens; the others wait in the queue.
     fn send_due(&mut self, now: Instant) {
         let mut busy = self.busy(now);
         let mut i = 0;
@@ -702,21 +737,65 @@ impl<'a> Round<'a> {
                 i += 1;
                 continue;
             }
-            self.queue.remove(i);
             if self.may_send(ttl, flow) && self.within_budget() {
+                if self.token(now).is_err() {
+                    break;
+                }
+                self.queue.remove(i);
                 self.send(ttl, flow);
                 busy = self.busy(now);
+            } else {
+                self.queue.remove(i);
             }
         }
     }
 
-    /// When the next queued probe that is not held back is due.
+    /// A token from this trace's bucket and the device's for a probe to send now, or the
+    /// time the one reserved for it is due.
+    fn token(&mut self, now: Instant) -> Result<(), Instant> {
+        let reserved = match self.rate_wait {
+            Some((at, true)) => Ok(at),
+            _ => match self.device {
+                Some(d) => d.reserve(&mut self.own_rate, now),
+                None => match self.own_rate.ready_at(now) {
+                    at if at > now => Err(at),
+                    _ => {
+                        self.own_rate.take(now);
+                        Ok(now)
+                    }
+                },
+            },
+        };
+        self.rate_wait = match reserved {
+            Ok(at) if at <= now => None,
+            Ok(at) => Some((at, true)),
+            Err(at) => Some((at, false)),
+        };
+        self.rate_held |= self.rate_wait.is_some();
+        self.rate_wait.map_or(Ok(()), |(at, _)| Err(at))
+    }
+
+    /// Waits for a token, until `end` at the latest: whether one was taken.
+    async fn wait_token(&mut self, end: Instant) -> bool {
+        loop {
+            match self.token(self.clock.now()) {
+                Ok(()) => return true,
+                Err(at) if at >= end => {
+                    self.rate_cut = true;
+                    return false;
+                }
+                Err(at) => tokio::time::sleep_until(at.into()).await,
+            }
+        }
+    }
+
+    /// When the next queued probe that is not held back is due (and its token).
     fn next_send(&self, now: Instant) -> Option<Instant> {
         let busy = self.busy(now);
         self.queue
             .iter()
             .find(|q| !self.held(q.1, busy))
-            .map(|q| q.0)
+            .map(|q| self.rate_wait.map_or(q.0, |(w, _)| w.max(q.0)))
     }
 
     /// The lowest TTL the destination may be at, for the next trace: its distance, else one
@@ -986,6 +1065,8 @@ impl<'a> Round<'a> {
             // Every hop that matters answered or timed out, and no extension is due.
             let Some(wake) = wake else { break };
             if now >= end {
+                self.rate_cut |=
+                    self.rate_wait.is_some_and(|(w, _)| w > now) && !self.queue.is_empty();
                 break;
             }
             // Answers first: a task that wakes late (a loaded machine) finds an answer and its
@@ -1228,7 +1309,7 @@ impl<'a> Round<'a> {
         rx: &mut mpsc::UnboundedReceiver<TraceReply>,
         end: Instant,
     ) -> Option<TraceReply> {
-        if !self.within_budget() {
+        if !self.within_budget() || !self.wait_token(end).await {
             return None;
         }
         let i = self.send(ttl, flow);

@@ -354,6 +354,13 @@ pub(crate) fn form() -> ProbeForm {
             )
             .hint("most probes a trace sends"),
             integer(
+                "probes_per_second",
+                "Probes per second",
+                d::TRACE_PROBES_PER_SECOND_RANGE,
+                d::TRACE_PROBES_PER_SECOND.to_string(),
+            )
+            .hint("most probes a second a trace sends"),
+            integer(
                 "first_ttl",
                 "First TTL",
                 d::TTL_RANGE,

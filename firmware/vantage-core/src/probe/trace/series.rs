@@ -93,14 +93,26 @@ pub fn info(r: &TraceReport, add: &mut dyn FnMut(usize, Vec<String>)) {
 }
 
 /// What [`count`] adds to, by index.
-pub const COUNTERS: [CounterDef; 1] = [CounterDef {
-    name: "vantage_trace_path_changes_total",
-    help: "Traces that followed a path none of the paths seen within the path window matches.",
-}];
+pub const COUNTERS: [CounterDef; 3] = [
+    CounterDef {
+        name: "vantage_trace_path_changes_total",
+        help: "Traces that followed a path none of the paths seen within the path window matches.",
+    },
+    CounterDef {
+        name: "vantage_trace_rate_limited_total",
+        help: "Traces that a probe rate limit (the trace's probes_per_second or the device's trace_probes_per_second) held back: some probe waited for its turn.",
+    },
+    CounterDef {
+        name: "vantage_trace_rate_cut_short_total",
+        help: "Traces whose time ran out while probes waited for the probe rate limit: they ended without sending them.",
+    },
+];
 
 /// What a round adds to each of [`COUNTERS`], by index.
 pub fn count(r: &TraceReport, add: &mut dyn FnMut(usize, u64)) {
     add(0, u64::from(r.path_changed));
+    add(1, u64::from(r.rate_limited));
+    add(2, u64::from(r.rate_cut_short));
 }
 
 /// The points before the first round: every series that does not depend on one, at 0.
@@ -297,7 +309,14 @@ pub(super) mod tests {
     fn counters_and_initial_points() {
         let mut added = Vec::new();
         count(&report(), &mut |i, n| added.push((i, n)));
-        assert_eq!(added, [(0, 1)]);
+        assert_eq!(added, [(0, 1), (1, 0), (2, 0)]);
+        let held = TraceReport {
+            rate_limited: true,
+            ..report()
+        };
+        added.clear();
+        count(&held, &mut |i, n| added.push((i, n)));
+        assert_eq!(added, [(0, 1), (1, 1), (2, 0)]);
         let mut init = Vec::new();
         initial_points(&mut init);
         assert!(

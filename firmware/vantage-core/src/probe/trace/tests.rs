@@ -18,6 +18,7 @@ use crate::net::trace::{
 use crate::sample::Unreachable;
 use crate::types::TraceProtocol;
 
+mod rate_limits;
 mod scenarios;
 
 /// What a hop does with a probe whose TTL runs out there.
@@ -49,6 +50,8 @@ struct Net {
     dst: IpAddr,
     route: Arc<Mutex<Route>>,
     sent: Arc<Mutex<Vec<Outgoing>>>,
+    /// When each probe left, and to where.
+    sent_at: Arc<Mutex<Vec<(Instant, IpAddr)>>>,
     fail_sends: Arc<Mutex<bool>>,
     /// Extra copies of each answer (duplicates) and answers to unknown probes (foreign).
     noise: Arc<Mutex<bool>>,
@@ -72,6 +75,7 @@ impl Net {
             dst: DST.parse().unwrap(),
             route: Arc::new(Mutex::new(Arc::new(route))),
             sent: Arc::default(),
+            sent_at: Arc::default(),
             fail_sends: Arc::default(),
             noise: Arc::default(),
             connects: false,
@@ -119,6 +123,8 @@ impl TraceSocket for FakeSocket {
             return Err(io::Error::other("Network is unreachable"));
         }
         self.net.sent.lock().unwrap().push(*p);
+        let at = Instant::from_std(self.net.clock.now());
+        self.net.sent_at.lock().unwrap().push((at, p.dst));
         let hops = (self.net.route.lock().unwrap())(p.flow);
         // The hop where the TTL runs out answers, unless one before it refuses to forward;
         // beyond the destination, the destination answers.
@@ -222,14 +228,20 @@ impl TraceSocketFactory for DeniedNet {
 }
 
 /// Options with the configured flows only: most tests count the probes of a plain trace.
+/// The rate is a batch every 5 ms, which the batches keep to anyway: only the rate limits'
+/// own tests are held back by one.
 fn opts(timeout_ms: u64) -> TraceOptions {
     TraceOptions {
         timeout: Duration::from_millis(timeout_ms),
         max_hops: 12,
         discovery: TraceDiscovery::Flows,
+        probes_per_second: UNLIMITED,
         ..TraceOptions::default()
     }
 }
+
+/// The highest rate a trace may have.
+const UNLIMITED: u32 = crate::defaults::TRACE_PROBES_PER_SECOND_RANGE.max as u32;
 
 fn mda(timeout_ms: u64) -> TraceOptions {
     TraceOptions {
@@ -238,8 +250,11 @@ fn mda(timeout_ms: u64) -> TraceOptions {
     }
 }
 
+/// A prober whose device rate holds no test back (the rate limits' own tests set theirs).
 fn probe(net: &Net) -> TraceProbe {
+    let device = crate::defaults::DEVICE_TRACE_PROBES_PER_SECOND_RANGE.max as u32;
     TraceProbe::with_parts(Arc::new(FakeNet(net.clone())), Arc::new(net.clock))
+        .with_device_rate(Arc::new(DeviceRate::new(device)))
 }
 
 fn chain() -> Vec<Hop> {

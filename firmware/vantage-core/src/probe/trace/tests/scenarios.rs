@@ -29,6 +29,7 @@ struct OptionsSpec {
     timeout_ms: Option<u64>,
     max_hops: Option<u8>,
     probe_budget: Option<u32>,
+    probes_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +191,7 @@ fn options(o: &OptionsSpec) -> Result<TraceOptions, String> {
     out.probes_per_hop = o.probes_per_hop.unwrap_or(out.probes_per_hop);
     out.max_hops = o.max_hops.unwrap_or(out.max_hops);
     out.probe_budget = o.probe_budget.unwrap_or(out.probe_budget);
+    out.probes_per_second = o.probes_per_second.unwrap_or(out.probes_per_second);
     Ok(out)
 }
 
