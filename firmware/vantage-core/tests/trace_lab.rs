@@ -4,11 +4,13 @@
 mod lab;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lab::{As, Chain, Diamond, Ecmp, Lab};
 use vantage_core::{
-    TraceDiscovery, TraceOptions, TraceProbe, TraceProtocol, TraceReport, TraceSockets,
+    TraceDeviceRate, TraceDiscovery, TraceOptions, TraceProbe, TraceProtocol, TraceReport,
+    TraceSockets,
 };
 
 const PROTOCOLS: [TraceProtocol; 3] = [TraceProtocol::Udp, TraceProtocol::Icmp, TraceProtocol::Tcp];
@@ -741,4 +743,105 @@ fn mda_finds_the_three_branches_of_a_per_flow_split_within_its_budget() {
         let found = diamond_traces(&d, v6, &plain, 1);
         assert_eq!(found[0].branches, 1, "{what}");
     }
+}
+
+/// Counts the probes that reach router `node` for `dsts` from now on (nft counter at
+/// prerouting: probes expiring there count too).
+fn count_arriving(lab: &Lab, node: usize, dsts: &[IpAddr]) {
+    let rules: String = dsts
+        .iter()
+        .map(|d| {
+            let fam = if d.is_ipv6() { "ip6" } else { "ip" };
+            format!("add rule inet rate pre {fam} daddr {d} counter; ")
+        })
+        .collect();
+    lab.exec(
+        node,
+        &[
+            "nft",
+            &format!(
+                "add table inet rate; flush table inet rate; \
+                 add chain inet rate pre {{ type filter hook prerouting priority -300; }}; {rules}"
+            ),
+        ],
+    );
+}
+
+/// Probes counted since [`count_arriving`], all destinations together.
+fn arrived(lab: &Lab, node: usize) -> u64 {
+    let out = lab.exec(node, &["nft", "list", "table", "inet", "rate"]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "packets")
+        .map(|w| w[1].parse::<u64>().unwrap_or_else(|_| panic!("{out}")))
+        .sum()
+}
+
+/// Runs `f` (traces from `c.s`) while r1 counts the probes it gets; checks that they came no
+/// faster than `rate` a second after a burst of `burst`. Upper bound only: a slow machine
+/// makes the window longer and the bound looser, never tighter.
+fn assert_rate(c: &Chain, dsts: &[IpAddr], rate: u32, f: impl FnOnce() -> Vec<TraceReport>) {
+    let r1 = c.routers[0];
+    count_arriving(&c.lab, r1, dsts);
+    let start = Instant::now();
+    let reports = f();
+    let window = start.elapsed();
+    let probes = arrived(&c.lab, r1);
+    let allowed = f64::from(rate.min(64)) + f64::from(rate) * window.as_secs_f64();
+    eprintln!("{probes} probes in {window:?}; allowed {allowed:.0}");
+    assert!(
+        probes as f64 <= allowed,
+        "{probes} probes in {window:?} at {rate}/s"
+    );
+    // Enough probes that sending them at once would have broken the bound.
+    assert!(probes > 2 * u64::from(rate.min(64)), "{probes} probes");
+    for r in &reports {
+        assert!(r.reached && r.rate_limited && !r.rate_cut_short, "{r:#?}");
+    }
+}
+
+#[test]
+fn a_router_gets_probes_no_faster_than_the_trace_and_device_limits() {
+    if !lab::can_build("a_router_gets_probes_no_faster_than_the_trace_and_device_limits") {
+        return;
+    }
+    let c = Chain::new("rate");
+    let (v4, v6) = (c.dst(false), c.dst(true));
+    for dst in [v4, v6] {
+        warm_up(&c.lab, c.s, dst, 5);
+    }
+    // About 36 probes a trace (4 flows), so that each part takes 2 s: at least twice the burst
+    // (a rate's worth), which sending them at once would exceed.
+    let o = TraceOptions {
+        flows: 4,
+        discovery: TraceDiscovery::Mda,
+        ..opts(TraceProtocol::Icmp, TraceSockets::Raw)
+    };
+    // One trace at its own limit.
+    let rate = 12;
+    let own = TraceOptions {
+        probes_per_second: rate,
+        ..o.clone()
+    };
+    assert_rate(&c, &[v4], rate, || {
+        vec![trace(&c.lab, c.s, As::Root, v4, own)]
+    });
+    // Two at once, each free to go faster, sharing the device's limit.
+    let rate = 24;
+    let free = TraceOptions {
+        probes_per_second: 12_800,
+        ..o
+    };
+    assert_rate(&c, &[v4, v6], rate, || {
+        c.lab.run(c.s, As::Root, move || async move {
+            let p = TraceProbe::new().with_device_rate(Arc::new(TraceDeviceRate::new(rate)));
+            let budget = Duration::from_secs(20);
+            let (a, b) = tokio::join!(
+                p.trace("a", v4, &free, budget),
+                p.trace("b", v6, &free, budget)
+            );
+            vec![a.unwrap(), b.unwrap()]
+        })
+    });
 }
