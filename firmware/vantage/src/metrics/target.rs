@@ -405,9 +405,10 @@ mod tests {
 
     /// A hop of a trace round: its responders, RTTs (µs) and probes sent.
     /// Trace targets' series (one running trace alone, one with ping too), before their first
-    /// round and after rounds with a path, a changed and partly reached path and no report,
-    /// are those the daemon wrote when trace was a built-in kind (committed as written then):
-    /// names, labels, help, order and values.
+    /// round and after rounds with a path, a changed and partly reached path (held back by the
+    /// rate limit) and no report, are those the daemon wrote when trace was a built-in kind
+    /// (committed as written then; the rate counters since): names, labels, help, order and
+    /// values.
     #[test]
     fn trace_targets_series_are_those_of_the_built_in_kind() {
         let (t, both, device, mut text) = alone_and_both("up", "trace");
@@ -439,6 +440,7 @@ mod tests {
             path_hash: 42,
             path_changed: true,
             paths_known: 3,
+            rate_limited: true,
             ..Default::default()
         };
         t.observe(&trace_round(
