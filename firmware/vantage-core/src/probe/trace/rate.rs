@@ -137,6 +137,24 @@ mod tests {
     }
 
     #[test]
+    fn a_new_device_rate_holds_from_the_next_token_and_keeps_what_was_taken() {
+        let dev = DeviceRate::new(10);
+        let mut own = Bucket::new(1000);
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(dev.reserve(&mut own, now), Ok(now));
+        }
+        dev.set_rate(1);
+        assert_eq!(dev.rate(), 1);
+        // Ten tokens at 10/s were paid back by now + 1 s; then one a second (to two other
+        // traces: one waiting for its turn has none to take before it).
+        let s = Duration::from_secs(1);
+        assert_eq!(dev.reserve(&mut own, now), Ok(now + s));
+        assert!(dev.reserve(&mut own, now).is_err());
+        assert_eq!(dev.reserve(&mut Bucket::new(1000), now), Ok(now + 2 * s));
+    }
+
+    #[test]
     fn traces_take_turns_at_the_device_rate() {
         let dev = DeviceRate::new(1);
         let (mut a, mut b) = (Bucket::new(1000), Bucket::new(1000));

@@ -48,6 +48,8 @@ fn accumulate(total: &mut TraceReport, r: &TraceReport) {
     }
     total.hops.sort_by_key(|h| h.ttl);
     total.reached |= r.reached;
+    total.rate_limited |= r.rate_limited;
+    total.rate_cut_short |= r.rate_cut_short;
     total.path_hash = r.path_hash;
     total.paths_known = r.paths_known;
 }
@@ -116,6 +118,14 @@ pub(crate) fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String 
             let _ = writeln!(out, "      {}", named(a));
         }
     }
+    out.push_str(&summary(opts, r));
+    out
+}
+
+/// The table's last lines: how the trace ended, its paths, and what the rate limit did.
+fn summary(opts: &TraceOptions, r: &TraceReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let end = if r.reached {
         let n = r.hop_count();
         format!(
@@ -134,6 +144,13 @@ pub(crate) fn table(host: &str, opts: &TraceOptions, r: &TraceReport) -> String 
         r.paths_known,
         if r.paths_known == 1 { "" } else { "s" }
     );
+    if r.rate_cut_short {
+        let _ = writeln!(
+            out,
+            "the probe rate limit ({}/s) left probes unsent: fewer probes or branches than asked",
+            opts.probes_per_second
+        );
+    }
     out
 }
 
@@ -202,6 +219,19 @@ mod tests {
             "{t}"
         );
         assert_eq!(lines[5].trim(), "10.0.2.2");
+        assert_eq!(lines.len(), 8, "{t}");
+        let cut = TraceReport {
+            rate_cut_short: true,
+            ..r.clone()
+        };
+        let t1 = text("example", &TraceOptions::default(), &[&r, &cut]).unwrap();
+        assert!(
+            t1.lines()
+                .last()
+                .unwrap()
+                .starts_with("the probe rate limit (100/s) left probes unsent"),
+            "{t1}"
+        );
         // With the balancing known, the first address says which kind.
         r.hops[2].balancing = Some(crate::sample::Balancing::PerFlow);
         let t2 = table("example", &TraceOptions::default(), &r);
