@@ -10,10 +10,8 @@ mod fleet;
 pub(crate) mod form;
 mod host;
 mod leds;
-mod ping;
 mod probe_endpoint;
 mod store;
-mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -35,17 +33,15 @@ pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use form::{Field, Input, ProbeForm, duration_text, probe_forms};
 pub use host::{Host, parse_host, split_host_port};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
-pub use ping::{PingOptions, RawPing};
 pub use probe_endpoint::{ProbeEndpoint, RawProbeEndpoint};
 pub use store::{
     Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, SendMode, StoreConfig, TlsConfig,
     default_name as remote_write_default_name, parse_size,
 };
-pub(crate) use trace::min_size as trace_min_size;
-pub use trace::{RawTrace, TraceOptions};
 
 use crate::defaults::{self, self as D, Bounds};
 use crate::probe::{ModuleOptions, OptionsInput, Section};
+pub use crate::probe::{PingOptions, RawPing, RawTrace, TraceOptions};
 use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// The validated configuration.

@@ -61,7 +61,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::{Config, PingOptions};
+    use crate::config::Config;
+    use crate::probe::PingOptions;
     use crate::sample::{Measurement, PingReport};
     use crate::types::ProbeKind;
 

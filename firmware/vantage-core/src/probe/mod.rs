@@ -24,7 +24,9 @@ pub use module::{
     Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report,
     Rollup, Section, family_mismatch, in_words, kind_names,
 };
+pub use ping::options::{PingOptions, RawPing};
 pub use ping::{PingProbe, series as ping_series};
+pub use trace::options::{RawTrace, TraceOptions};
 pub use trace::{
     DeviceRate as TraceDeviceRate, TraceProbe, series as trace_series,
     set_device_rate as set_trace_device_rate,

@@ -647,7 +647,7 @@ pub fn family_mismatch(p: crate::IpProtocol, ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TraceOptions;
+    use crate::probe::TraceOptions;
     use crate::sample::TraceReport;
 
     /// `/probe`'s options of `kind` from `target` and `params`, through the kind's module.

@@ -20,7 +20,6 @@ use tokio::task::JoinHandle;
 use super::engines::Engines;
 use super::{HostResolver, Probe, ProbeRequest, Progress, ProgressSender};
 use crate::clock::{Clock, SystemClock};
-use crate::config::PingOptions;
 use crate::lock::LockExt;
 use crate::net::{
     BoxFuture, IcmpSocket, IcmpSocketFactory, KernelSockets, SocketKey, SocketKind, echo_request,
@@ -28,6 +27,7 @@ use crate::net::{
 };
 use crate::sample::{Measurement, PingReport, ProbeError, Sample};
 use crate::types::ProbeKind;
+use options::PingOptions;
 
 /// Kernel and user-space RTTs further apart than this mean the wall clock stepped.
 const CLOCK_STEP_TOLERANCE: Duration = Duration::from_millis(500);
@@ -709,6 +709,7 @@ fn parse(shared: &Shared, packet: &[u8], from: IpAddr) -> Option<Parsed> {
 pub(crate) mod fuzz;
 pub(crate) mod live;
 pub(crate) mod module;
+pub(crate) mod options;
 pub mod series;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@
 mod fill;
 pub(crate) mod live;
 pub(crate) mod module;
+pub(crate) mod options;
 mod path;
 mod rate;
 pub mod series;
@@ -38,7 +39,6 @@ use tokio::task::JoinHandle;
 use super::engines::Engines;
 use super::{HostResolver, Probe, ProbeRequest, Progress, ProgressSender};
 use crate::clock::{Clock, SystemClock};
-use crate::config::TraceOptions;
 use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::net::trace::{
@@ -49,6 +49,7 @@ use crate::sample::{
     Balancing, HopReport, HopResponder, Measurement, ProbeError, Sample, TraceReport, Unreachable,
 };
 use crate::types::{ProbeKind, TraceDiscovery};
+use options::TraceOptions;
 use path::{FlowFacts, Path, PathTracker};
 pub use rate::{DeviceRate, set_device_rate};
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::module::KIND;
-use crate::config::{PingOptions, Target};
+use super::options::PingOptions;
+use crate::config::Target;
 use crate::probe::Progress;
 use crate::probe::live::{Fields, LiveRun, ms};
 use crate::sample::Sample;

@@ -20,11 +20,10 @@ use super::super::Probe;
 use super::super::module::{Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule};
 use super::PingProbe;
 use super::live::PingLive;
+use super::options::{PingOptions, RawPing};
 use super::series::{self, StoredPing};
 use crate::config::form::{choice, duration, integer, text};
-use crate::config::{
-    Check, Host, Input, PingOptions, ProbeForm, RawPing, parse_host, read_section,
-};
+use crate::config::{Check, Host, Input, ProbeForm, parse_host, read_section};
 use crate::defaults as d;
 use crate::probe::family_mismatch;
 use crate::probe::live::LiveRun;

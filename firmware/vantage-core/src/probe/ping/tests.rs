@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
+use super::options::PingOptions;
 use super::*;
 use crate::clock::TokioClock;
-use crate::config::PingOptions;
 use crate::net::{
     BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SENT_HEAD_LEN, SentStamp, SocketKey,
     SocketKind,

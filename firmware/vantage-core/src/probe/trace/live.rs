@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::config::{Target, TraceOptions};
+use super::options::TraceOptions;
+use crate::config::Target;
 use crate::probe::Progress;
 use crate::probe::live::{Fields, LiveRun, ms};
 use crate::sample::{Balancing, Sample, TraceReport};

@@ -29,11 +29,10 @@ use super::super::module::{Misfit, ModuleReport, OptionsInput, Rollup, Section, 
 use super::super::tcp::{put_varint, varint};
 use super::TraceProbe;
 use super::live::TraceLive;
+use super::options::{RawTrace, TraceOptions, min_size as trace_min_size};
 use super::series::{self, StoredHop, StoredTrace};
 use crate::config::form::{choice, duration, integer, text};
-use crate::config::{
-    Check, Host, Input, ProbeForm, RawTrace, TraceOptions, parse_host, read_section, trace_min_size,
-};
+use crate::config::{Check, Host, Input, ProbeForm, parse_host, read_section};
 use crate::defaults as d;
 use crate::probe::family_mismatch;
 use crate::probe::live::LiveRun;

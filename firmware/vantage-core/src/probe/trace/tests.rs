@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::clock::TokioClock;
-use crate::config::TraceOptions;
 use crate::net::trace::{
     Outgoing, Replies, ReplyKind, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey,
 };

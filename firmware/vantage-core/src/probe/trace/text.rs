@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::TraceOptions;
+use super::options::TraceOptions;
 use crate::sample::{Balancing, HopReport, HopResponder, TraceReport};
 
 /// The table of `rounds` to `host`, summed up; `None` without a round.
