@@ -4,7 +4,6 @@
 //! problems come back together, each with its line and field, so `vantage check-config` and the
 //! web page can show them all at once.
 
-mod dns;
 mod error;
 mod fleet;
 pub(crate) mod form;
@@ -23,10 +22,6 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub use dns::{
-    AnswerData, DnsOptions, DnsTransport, DohMethod, Pattern, RawDns, parse_doh_path, parse_query,
-    parse_rcode, parse_record_type, rcode_name,
-};
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
@@ -40,8 +35,12 @@ pub use store::{
 };
 
 use crate::defaults::{self, self as D, Bounds};
+pub use crate::probe::{
+    AnswerData, DnsOptions, DnsTransport, DohMethod, Pattern, PingOptions, RawDns, RawPing,
+    RawTrace, TraceOptions, parse_doh_path, parse_query, parse_rcode, parse_record_type,
+    rcode_name,
+};
 use crate::probe::{ModuleOptions, OptionsInput, Section};
-pub use crate::probe::{PingOptions, RawPing, RawTrace, TraceOptions};
 use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// The validated configuration.

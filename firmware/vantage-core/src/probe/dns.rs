@@ -11,6 +11,7 @@
 //! REFUSED), so the probe sees what applications on this machine see.
 
 pub(crate) mod module;
+pub(crate) mod options;
 mod run;
 pub mod series;
 

@@ -18,6 +18,10 @@ use std::time::Duration;
 
 #[cfg(test)]
 pub(crate) use dns::module::KIND as DNS_MODULE;
+pub use dns::options::{
+    AnswerData, DnsOptions, DnsTransport, DohMethod, Pattern, RawDns, parse_doh_path, parse_query,
+    parse_rcode, parse_record_type, rcode_name,
+};
 pub use dns::{DnsProbe, series as dns_series, system_nameservers};
 pub use live::LiveRun;
 pub use module::{

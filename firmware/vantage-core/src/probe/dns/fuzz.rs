@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 
+use super::super::options::{AnswerData, DnsOptions, DnsTransport, Pattern};
 use super::{DnsReport, judge, judge_stream_answer};
-use crate::config::{AnswerData, DnsOptions, DnsTransport, Pattern};
 
 /// The question answers must carry to reach the report: `example.com. IN A`.
 pub(crate) const QUERY: &str = "example.com";

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 
+use super::super::options::{DnsOptions, DohMethod};
 use super::MAX_MESSAGE;
-use crate::config::{DnsOptions, DohMethod};
 use crate::net::ByteStream;
 use crate::sample::ProbeError;
 

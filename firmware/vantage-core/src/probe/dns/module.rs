@@ -15,11 +15,10 @@ use super::super::module::{
     Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param,
 };
 use super::DnsProbe;
+use super::options::{DnsOptions, DnsTransport, RawDns};
 use super::series::{self, StoredDns};
 use crate::config::form::{choice, duration, integer, text};
-use crate::config::{
-    Check, DnsOptions, DnsTransport, Host, Input, ProbeForm, RawDns, parse_host, read_section,
-};
+use crate::config::{Check, Host, Input, ProbeForm, parse_host, read_section};
 use crate::defaults as d;
 use crate::sample::{DnsReport, Measurement};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point};

@@ -16,8 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::super::{Probe, ProbeRequest, resolve_host};
 use super::module;
+use super::options::{DnsOptions, DnsTransport, rcode_name};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{DnsOptions, DnsTransport, Host, rcode_name};
+use crate::config::Host;
 use crate::defaults;
 use crate::lock::LockExt;
 use crate::net::{BoxFuture, ByteStream, DnsConnector, KernelDns};

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use super::super::tcp::{put_varint, varint};
-use crate::config::rcode_name;
+use super::options::rcode_name;
 use crate::sample::{DnsPhases, DnsReport};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point, flag, gauge, labelled, secs};
 

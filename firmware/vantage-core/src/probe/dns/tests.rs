@@ -12,9 +12,9 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
+use super::super::options::{AnswerData, Pattern};
 use super::*;
 use crate::clock::TokioClock;
-use crate::config::{AnswerData, Pattern};
 use crate::net::{ByteStream, DatagramChannel, DnsConnector};
 
 /// What the scripted server sends back for one query.
@@ -643,7 +643,7 @@ mod doh {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     use super::*;
-    use crate::config::DohMethod;
+    use crate::probe::dns::options::DohMethod;
 
     /// What the fake server saw of one request.
     #[derive(Debug, Clone, Default)]

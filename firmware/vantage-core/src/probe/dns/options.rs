@@ -11,7 +11,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, merge};
+use crate::config::{Check, merge};
 use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
@@ -624,7 +624,7 @@ fn tls_settings(
 ) -> (Option<String>, Option<PathBuf>, bool) {
     let server_name = x.pick(|r| r.server_name.as_ref()).and_then(|v| {
         only_for(c, x, transport, false, v.span(), "server_name");
-        match super::parse_host(v.get_ref()) {
+        match crate::config::parse_host(v.get_ref()) {
             Ok(crate::config::Host::Name(n)) => Some(n.trim_end_matches('.').to_string()),
             Ok(crate::config::Host::Ip(ip)) => Some(ip.to_string()),
             Err(msg) => {
