@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DnsTransport, parse_rcode, rcode_name};
 use crate::probe::ModuleReport;
+use crate::probe::{DnsTransport, parse_rcode, rcode_name};
 use crate::quality::RoundQuality;
 use crate::types::{ProbeKind, TraceProtocol};
 

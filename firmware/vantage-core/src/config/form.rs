@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ProbeKind;
 use crate::defaults::Bounds;
 
 /// How a field is entered and pre-checked.
@@ -140,19 +139,10 @@ impl Field {
     }
 }
 
-/// Every probe kind a form can offer, in [`ProbeKind::every`]'s order.
-pub fn probe_forms() -> Vec<ProbeForm> {
-    ProbeKind::every()
-        .map(|k| match k {
-            ProbeKind::Module(m) => m.module().form(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::config::{Config, probe_forms};
 
     #[test]
     fn every_kind_has_a_form_and_durations_read_back() {

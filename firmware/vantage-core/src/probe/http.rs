@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Probe;
 use super::module::{OptionsInput, Rollup, TypedModule, int_param};
-use crate::config::{Check, Host, ProbeForm};
+use crate::config::check::Check;
+use crate::config::form::ProbeForm;
+use crate::config::host::Host;
 use crate::series::{Gauge, Point, gauge, labelled};
 use crate::types::{IpProtocol, ModuleId};
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::Progress;
-use crate::config::Target;
+use crate::config::target::Target;
 use crate::sample::Sample;
 
 pub use super::ping::live::RUN_PINGS;

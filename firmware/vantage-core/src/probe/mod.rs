@@ -26,7 +26,7 @@ pub use dns::{DnsProbe, series as dns_series, system_nameservers};
 pub use live::LiveRun;
 pub use module::{
     Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report,
-    Rollup, Section, family_mismatch, in_words, kind_names,
+    Rollup, Section, family_mismatch, in_words, kind_names, module_options_from,
 };
 pub use ping::options::{PingOptions, RawPing};
 pub use ping::{PingProbe, series as ping_series};
@@ -60,7 +60,8 @@ pub fn probes() -> Vec<Arc<dyn Probe>> {
     MODULES.iter().map(|m| m.probe()).collect()
 }
 
-use crate::config::{Host, Target};
+use crate::config::host::Host;
+use crate::config::target::Target;
 use crate::lock::LockExt;
 use crate::net::BoxFuture;
 use crate::sample::{ProbeError, Sample};

@@ -7,24 +7,25 @@
 
 use std::any::Any;
 use std::fmt::Debug;
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use toml::Spanned;
-use toml::de::DeValue;
+use toml::de::DeTable;
 
 use super::Probe;
 use super::live::LiveRun;
-use crate::config::{Check, Host, ProbeForm, module_options_from};
+pub use crate::config::check::Section;
+use crate::config::check::{Check, read_section};
+use crate::config::error::Collector;
+use crate::config::form::ProbeForm;
+use crate::config::host::Host;
+use crate::config::target::Target;
+pub use crate::config::target::{ModuleOptions, Options};
 use crate::series::{CounterDef, Gauge, HistogramDef, InfoFamily, Point};
 use crate::types::{IpProtocol, ModuleId, ProbeKind};
-
-/// A config section as written (`tcp = { ... }`), with its place in the file.
-pub type Section<'t> = Spanned<DeValue<'t>>;
 
 /// What a module is given to resolve its options for one target.
 #[derive(Debug)]
@@ -38,29 +39,6 @@ pub struct OptionsInput<'a, 't> {
     pub target_span: std::ops::Range<usize>,
     /// The target's host, when it parsed; with its place in the file.
     pub host: Option<(&'a Host, std::ops::Range<usize>)>,
-}
-
-/// A kind's validated options for one target. Implemented for every plain options struct.
-pub trait Options: Any + Debug + Send + Sync {
-    fn eq_dyn(&self, other: &dyn Options) -> bool;
-    fn hash_dyn(&self, h: &mut dyn Hasher);
-    fn json(&self) -> serde_json::Value;
-    fn as_any(&self) -> &dyn Any;
-}
-
-impl<T: Any + Debug + PartialEq + Hash + Serialize + Send + Sync> Options for T {
-    fn eq_dyn(&self, other: &dyn Options) -> bool {
-        other.as_any().downcast_ref::<T>() == Some(self)
-    }
-    fn hash_dyn(&self, mut h: &mut dyn Hasher) {
-        self.hash(&mut h);
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// A kind's report of one round. Implemented for every plain report struct.
@@ -79,37 +57,6 @@ impl<T: Any + Debug + PartialEq + Serialize + Send + Sync> Report for T {
     }
     fn as_any(&self) -> &dyn Any {
         self
-    }
-}
-
-/// A target's options of one module kind.
-#[derive(Debug, Clone)]
-pub struct ModuleOptions {
-    pub kind: ModuleId,
-    pub options: Arc<dyn Options>,
-}
-
-impl ModuleOptions {
-    pub fn get<T: Any>(&self) -> Option<&T> {
-        self.options.as_any().downcast_ref()
-    }
-}
-
-impl PartialEq for ModuleOptions {
-    fn eq(&self, o: &Self) -> bool {
-        self.kind == o.kind && self.options.eq_dyn(o.options.as_ref())
-    }
-}
-impl Eq for ModuleOptions {}
-impl Hash for ModuleOptions {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.kind.hash(h);
-        self.options.hash_dyn(h);
-    }
-}
-impl Serialize for ModuleOptions {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.options.json().serialize(s)
     }
 }
 
@@ -187,6 +134,21 @@ impl ProbeKind {
     }
 }
 
+// Here rather than with `Target`: it asks the kind's module, and the config types know no module.
+impl Target {
+    /// The longest a round of `kind` can take with the target's options (none for a kind the
+    /// target does not run).
+    pub fn round_length(&self, kind: ProbeKind) -> Duration {
+        let ProbeKind::Module(m) = kind;
+        self.modules
+            .iter()
+            .find(|o| o.kind == m)
+            .map_or(Duration::ZERO, |o| {
+                m.module().round_length(o.options.as_ref())
+            })
+    }
+}
+
 impl FromStr for ProbeKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -230,6 +192,36 @@ impl std::fmt::Debug for ProbeQuery<'_> {
         f.debug_struct("ProbeQuery")
             .field("target", &self.target)
             .finish_non_exhaustive()
+    }
+}
+
+/// A module's options from `/probe` parameters (`key = value` of its section), judged by the
+/// config's own rules; the first problem, with its field, for a 400.
+pub fn module_options_from(
+    m: ModuleId,
+    section: toml::Table,
+    host: Option<&Host>,
+) -> Result<std::sync::Arc<dyn crate::probe::Options>, String> {
+    let name = m.module().name();
+    let mut root = toml::Table::new();
+    root.insert(name.to_string(), toml::Value::Table(section));
+    let text = toml::to_string(&root).map_err(|e| e.to_string())?;
+    let doc = DeTable::parse(&text).map_err(|e| e.message().to_string())?;
+    let span = doc.span();
+    let sec = doc.into_inner().remove(name);
+    let mut col = Collector::new(&text);
+    let input = OptionsInput {
+        path: name,
+        own: sec.as_ref(),
+        defaults: None,
+        target_span: span.clone(),
+        host: host.map(|h| (h, span)),
+    };
+    let options = m.module().options(&mut Check { col: &mut col }, &input);
+    match (options, col.errors.first()) {
+        (Some(o), None) => Ok(o),
+        (_, Some(e)) => Err(format!("{}: {}", e.field, e.message)),
+        (None, None) => Err(format!("{name}: invalid options")),
     }
 }
 
@@ -466,7 +458,7 @@ impl<T: TypedModule> ProbeModule for T {
         TypedModule::unused_section(self, c, path, section);
     }
     fn check_defaults(&self, c: &mut Check<'_, '_>, path: &str, section: &Section<'_>) {
-        crate::config::read_section::<T::Raw>(c, section, path);
+        read_section::<T::Raw>(c, section, path);
     }
     fn misfit(&self, o: &dyn Options, interval: Duration) -> Option<Misfit> {
         TypedModule::misfit(self, o.as_any().downcast_ref::<T::Options>()?, interval)

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Probe;
 use super::module::{OptionsInput, Rollup, TypedModule, bool_param, int_param};
-use crate::config::{Check, Host, ProbeForm, parse_host, split_host_port};
+use crate::config::check::Check;
+use crate::config::form::ProbeForm;
+use crate::config::host::{Host, parse_host, split_host_port};
 use crate::series::{Gauge, HistogramDef, Point, gauge, labelled, per_probe, per_probe_labelled};
 use crate::types::{IpProtocol, ModuleId};
 

@@ -17,8 +17,10 @@ use super::super::module::{
 use super::DnsProbe;
 use super::options::{DnsOptions, DnsTransport, RawDns};
 use super::series::{self, StoredDns};
+use crate::config::check::{Check, read_section};
+use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
-use crate::config::{Check, Host, Input, ProbeForm, parse_host, read_section};
+use crate::config::host::{Host, parse_host};
 use crate::defaults as d;
 use crate::sample::{DnsReport, Measurement};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point};

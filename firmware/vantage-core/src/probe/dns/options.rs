@@ -11,7 +11,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::config::{Check, merge};
+use crate::config::check::{Check, merge};
 use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
@@ -624,9 +624,9 @@ fn tls_settings(
 ) -> (Option<String>, Option<PathBuf>, bool) {
     let server_name = x.pick(|r| r.server_name.as_ref()).and_then(|v| {
         only_for(c, x, transport, false, v.span(), "server_name");
-        match crate::config::parse_host(v.get_ref()) {
-            Ok(crate::config::Host::Name(n)) => Some(n.trim_end_matches('.').to_string()),
-            Ok(crate::config::Host::Ip(ip)) => Some(ip.to_string()),
+        match crate::config::host::parse_host(v.get_ref()) {
+            Ok(crate::config::host::Host::Name(n)) => Some(n.trim_end_matches('.').to_string()),
+            Ok(crate::config::host::Host::Ip(ip)) => Some(ip.to_string()),
             Err(msg) => {
                 c.err(v.span(), &x.field("server_name"), msg);
                 None

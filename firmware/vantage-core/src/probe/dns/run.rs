@@ -18,7 +18,7 @@ use super::super::{Probe, ProbeRequest, resolve_host};
 use super::module;
 use super::options::{DnsOptions, DnsTransport, rcode_name};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Host;
+use crate::config::host::Host;
 use crate::defaults;
 use crate::lock::LockExt;
 use crate::net::{BoxFuture, ByteStream, DnsConnector, KernelDns};

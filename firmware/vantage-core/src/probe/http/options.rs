@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::super::module::OptionsInput;
+use crate::config::check::{Check, merge, read_section};
+use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
-use crate::config::{Check, Host, Input, ProbeForm, merge, parse_host, read_section};
+use crate::config::host::{Host, parse_host};
 use crate::defaults::{self as D, Bounds};
 use crate::types::IpProtocol;
 

@@ -20,7 +20,7 @@ use super::super::module::ModuleReport;
 use super::super::{AddressGuard, Probe, ProbeRequest, check_addr, check_host, resolve_host, tcp};
 use super::options::{Url, parse_url};
 use super::{HttpOptions, HttpReport, KIND};
-use crate::config::Host;
+use crate::config::host::Host;
 use crate::net::BoxFuture;
 use crate::sample::{Measurement, ProbeError, Sample};
 use crate::types::ProbeKind;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::module::KIND;
 use super::options::PingOptions;
-use crate::config::Target;
+use crate::config::target::Target;
 use crate::probe::Progress;
 use crate::probe::live::{Fields, LiveRun, ms};
 use crate::sample::Sample;

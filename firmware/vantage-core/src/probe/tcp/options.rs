@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::super::module::{OptionsInput, family_mismatch};
+use crate::config::check::{Check, merge, merge_marks, read_section};
+use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
-use crate::config::{Check, Host, Input, ProbeForm, merge, merge_marks, read_section};
+use crate::config::host::Host;
 use crate::defaults::{self as D, Bounds};
 use crate::types::IpProtocol;
 

@@ -14,7 +14,7 @@ use super::super::dns::build_tls_config;
 use super::super::module::ModuleReport;
 use super::super::{HostResolver, Probe, ProbeRequest};
 use super::{KIND, TcpOptions, TcpReport};
-use crate::config::Host;
+use crate::config::host::Host;
 use crate::net::BoxFuture;
 use crate::sample::{Measurement, ProbeError, Sample};
 use crate::types::ProbeKind;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::options::TraceOptions;
-use crate::config::Target;
+use crate::config::target::Target;
 use crate::probe::Progress;
 use crate::probe::live::{Fields, LiveRun, ms};
 use crate::sample::{Balancing, Sample, TraceReport};

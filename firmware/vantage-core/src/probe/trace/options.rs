@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::config::{Check, merge, merge_marks, parse_duration};
+use crate::config::check::{Check, merge, merge_marks, parse_duration};
 use crate::defaults::{self, self as D};
 use crate::types::{IpProtocol, TraceDiscovery, TraceProtocol, TraceSockets};
 
