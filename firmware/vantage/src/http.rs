@@ -123,7 +123,9 @@ struct Plan {
 /// The request's kind, target and options, or a message for 400: the kind's module reads its
 /// target and parameters itself.
 fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
-    let module = q.get("module").map_or("ping", String::as_str);
+    let module = q
+        .get("module")
+        .map_or(ProbeKind::DEFAULT.as_str(), String::as_str);
     let kind = module
         .parse::<ProbeKind>()
         .map_err(|msg| format!("module: {msg}"))?;

@@ -55,6 +55,12 @@ pub static MODULES: &[&dyn ProbeModule] = &[
     &dns::module::Dns,
 ];
 
+impl ProbeKind {
+    /// The kind a request that names none is about (`probe=` of the page's and the store's
+    /// endpoints, `module=` of `/probe`).
+    pub const DEFAULT: ProbeKind = ProbeKind::PING;
+}
+
 /// A prober for every kind.
 pub fn probes() -> Vec<Arc<dyn Probe>> {
     MODULES.iter().map(|m| m.probe()).collect()

@@ -33,7 +33,8 @@ pub async fn samples(
         )
             .into_response();
     };
-    let probe: vantage_core::ProbeKind = match q.probe.as_deref().unwrap_or("ping").parse() {
+    let default = vantage_core::ProbeKind::DEFAULT.as_str();
+    let probe: vantage_core::ProbeKind = match q.probe.as_deref().unwrap_or(default).parse() {
         Ok(p) => p,
         Err(e) => return bad(e),
     };

@@ -347,7 +347,7 @@ struct HistoryQuery {
 }
 
 fn default_probe() -> String {
-    "ping".into()
+    ProbeKind::DEFAULT.as_str().into()
 }
 
 async fn history(

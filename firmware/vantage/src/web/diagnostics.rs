@@ -54,7 +54,7 @@ pub struct RangeQuery {
 }
 
 fn default_probe() -> String {
-    "ping".into()
+    ProbeKind::DEFAULT.as_str().into()
 }
 
 fn default_range() -> String {
