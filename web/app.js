@@ -1018,10 +1018,10 @@ function linesOf(textarea) {
 
 async function showSettings() {
   const gen = setView('settings');
-  let s, cfg, tls, rw, store, leds;
+  let s, cfg, tls, rw, store, leds, upd;
   try {
-    [s, cfg, tls, rw, store, leds] = await Promise.all(['/api/settings', '/api/config', '/api/tls',
-      '/api/config/remote_write', '/api/config/store', '/api/config/leds'].map((p) => api('GET', p)));
+    [s, cfg, tls, rw, store, leds, upd] = await Promise.all(['/api/settings', '/api/config', '/api/tls',
+      '/api/config/remote_write', '/api/config/store', '/api/config/leds', '/api/update'].map((p) => api('GET', p)));
   } catch (e) { if (e.status !== 401) toast(e.message); return; }
 
   // Password
@@ -1132,7 +1132,60 @@ async function showSettings() {
     cfg.errors.length ? h('ul', { class: 'errors' }, cfg.errors.map((e) => h('li', {}, `line ${e.line}: ${e.field} ${e.message}`))) : null,
     h('pre', { class: 'file' }, cfg.text));
 
-  render(gen, h('h1', {}, 'Settings'), rwCard, storeCard, ledsCard, pwForm, accForm, httpsForm, file);
+  render(gen, h('h1', {}, 'Settings'), rwCard, storeCard, ledsCard, pwForm, accForm, httpsForm, updateCard(upd), file);
+}
+
+// Settings → Update: the bundle is the request body (streamed by the browser), its signature is
+// checked before the answer, then the install runs on the device while this card polls.
+function updateCard(upd) {
+  const line = h('p', { class: 'hint' });
+  const bar = h('progress', { max: 100, value: 0, hidden: true });
+  const show = (u) => {
+    const what = { idle: 'No update running.', receiving: `Receiving: ${u.bytes} bytes`, checking: 'Checking the signature…',
+      installing: `Installing ${u.version || ''}: ${u.percent ?? 0}% ${u.message}`, installed: `Installed ${u.version || ''}: reboot to start it (on trial).`,
+      failed: `Failed: ${u.message}` }[u.phase];
+    line.textContent = what || u.phase;
+    bar.hidden = u.phase !== 'installing';
+    bar.value = u.percent || 0;
+  };
+  show(upd);
+  const poll = () => {
+    clearInterval(refreshTimer);
+    refreshTimer = setInterval(async () => {
+      try {
+        const u = await api('GET', '/api/update');
+        show(u);
+        if (u.phase !== 'installing' && u.phase !== 'checking') clearInterval(refreshTimer);
+      } catch (_) { clearInterval(refreshTimer); }
+    }, 2000);
+  };
+  if (upd.phase === 'installing' || upd.phase === 'checking') poll();
+  const file = h('input', { type: 'file', accept: '.raucb' });
+  const button = h('button', { type: 'submit', class: 'primary' }, 'Upload and install');
+  const form = h('form', { class: 'card', novalidate: true }, h('h2', {}, 'Update'), line, bar,
+    field('Update bundle', 'bundle', file, 'A vantage-VERSION-ARCH.raucb signed with this image\'s key. It is installed into the other slot and starts at the next boot, on trial: the device falls back by itself if it does not come up.'),
+    h('div', { class: 'form-errors' }), button);
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    if (!file.files.length) { showErrors(form, { errors: [{ field: 'bundle', message: 'choose a file' }] }); return; }
+    busy(button, () => new Promise((resolve) => {
+      // XMLHttpRequest, not fetch: it reports upload progress.
+      const x = new XMLHttpRequest();
+      x.open('POST', '/api/update');
+      x.setRequestHeader('X-CSRF-Token', csrf || '');
+      x.setRequestHeader('Content-Type', 'application/octet-stream');
+      x.upload.onprogress = (e) => show({ phase: 'receiving', bytes: e.loaded });
+      x.onload = () => {
+        let body = {};
+        try { body = JSON.parse(x.responseText); } catch (_) { body = {}; }
+        if (x.status === 202) { showErrors(form, null); show(body); poll(); } else showErrors(form, new ApiError(x.status, body));
+        resolve();
+      };
+      x.onerror = () => { showErrors(form, new ApiError(0, { error: 'the upload was cut' })); resolve(); };
+      x.send(file.files[0]);
+    }));
+  });
+  return form;
 }
 
 // ---------- settings kept in the config file: remote_write, store, LEDs ----------

@@ -16,6 +16,7 @@ mod state;
 mod storage;
 #[cfg(test)]
 mod test_support;
+mod update;
 mod web;
 
 use std::net::SocketAddr;
@@ -75,6 +76,9 @@ enum Command {
     Discover(fleet::discover::DiscoverArgs),
     /// Drive the status LEDs without the daemon: boot pattern, test cycle, off.
     Leds(leds_cmd::LedsArgs),
+    /// Install an update bundle into the slot that is not running (A/B image, as root): a file,
+    /// or a URL downloaded into the spool; the signature is checked before anything is written.
+    Update(update::cli::UpdateArgs),
     /// One round of a probe module: `vantage KIND TARGET [--OPTION VALUE]...` (e.g. `tcp`).
     #[command(external_subcommand)]
     Module(Vec<String>),
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
         Command::Dns(args) => runtime().block_on(oneshot::dns(args)),
         Command::Discover(args) => runtime().block_on(fleet::discover::run(args)),
         Command::Leds(args) => leds_cmd::run(args),
+        Command::Update(args) => runtime().block_on(update::cli::run(args)),
         Command::Module(args) => runtime().block_on(oneshot::module(args)),
     }
 }

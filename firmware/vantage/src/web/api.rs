@@ -68,10 +68,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/config/store"),
     ("GET", "/api/config/leds"),
     ("PUT", "/api/config/leds"),
+    ("GET", "/api/update"),
+    ("POST", "/api/update"),
 ];
 
 pub fn router(web: Arc<Web>) -> Router {
-    super::sections::routes(Router::new())
+    super::update::routes(super::sections::routes(Router::new()))
         .route("/api/auth/state", get(auth_state))
         .route("/api/auth/setup", post(setup))
         .route("/api/auth/login", post(login))

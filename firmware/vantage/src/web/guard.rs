@@ -30,6 +30,8 @@ pub const SESSION_COOKIE: &str = "vantage_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Whole-request limit for the page and API (body upload included: a slow sender is cut off).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// An update bundle (up to 1.5 GiB) uploaded over a slow link, and its signature check.
+const UPLOAD_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// `/probe` has its own deadline from the scrape timeout (at most 300 s).
 const PROBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(310);
 
@@ -266,7 +268,12 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
     if let Some(s) = session {
         req.extensions_mut().insert(s);
     }
-    let mut resp = with_timeout(REQUEST_TIMEOUT, next.run(req)).await;
+    let limit = if method == Method::POST && path == super::update::PATH {
+        UPLOAD_REQUEST_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    let mut resp = with_timeout(limit, next.run(req)).await;
     let h = resp.headers_mut();
     h.insert(
         "x-content-type-options",

@@ -25,6 +25,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct Web {
     pub tls: Arc<tls::Tls>,
     /// The targets with a "Run now" going.
     pub runs: run_now::Runs,
+    /// Settings → Update: the uploaded bundle's check and install.
+    pub update: Arc<crate::update::Updater>,
 }
 
 impl std::fmt::Debug for Web {
@@ -97,6 +100,10 @@ impl Web {
             data_dir: data_dir.to_path_buf(),
             tls,
             runs: run_now::Runs::default(),
+            update: crate::update::Updater::new(
+                Arc::new(crate::update::Rauc::new(Path::new(crate::update::KEYRING))),
+                data_dir.join(crate::update::SPOOL_DIR),
+            ),
         }))
     }
 }

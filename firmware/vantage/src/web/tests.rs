@@ -2791,6 +2791,8 @@ async fn a_tcp_target_from_the_modules_form_saves() {
 
 #[path = "run_now_tests.rs"]
 mod run_now_tests;
+#[path = "update_tests.rs"]
+mod update_tests;
 
 const DIAG_CONFIG: &str = r#"
 [[targets]]
