@@ -48,6 +48,7 @@ pub async fn run(
     let history_source = crate::web::history_source(history, Some(&storage));
     let code = setup_code_file.as_deref();
     let web = crate::web::Web::open(built.state.clone(), &data_dir, history_source, code)?;
+    spawn_fleet_update(&built.state, &built.applier, &web, &data_dir);
     let _ = crate::web::apply_https(&web).await;
 
     // The LED tick is the main loop's heartbeat: it runs on the same runtime as everything
@@ -100,6 +101,29 @@ fn spawn_fleet(state: &AppState, applier: &Arc<Applier>) {
             applier.reapply();
         }
     });
+}
+
+/// Fleet updates: the provisioned file's `[update]` (else the device's own), in its window.
+fn spawn_fleet_update(
+    state: &AppState,
+    applier: &Arc<Applier>,
+    web: &crate::web::Web,
+    data_dir: &std::path::Path,
+) {
+    use crate::update::fleet::{ATTEMPTED_FILE, Fleet, HttpsFetch};
+    let (prov, local) = (state.provisioning.clone(), applier.local());
+    let fleet = Fleet {
+        updater: web.update.clone(),
+        clock: Arc::new(vantage_core::SystemClock),
+        fetch: HttpsFetch,
+        offer: Box::new(move || {
+            prov.offered_update()
+                .or_else(|| local.borrow().update.clone())
+        }),
+        running: env!("CARGO_PKG_VERSION").to_string(),
+        attempted: data_dir.join(ATTEMPTED_FILE),
+    };
+    tokio::spawn(fleet.run());
 }
 
 /// Shipping and store state for the LEDs; once a second is as fast as a person looks.

@@ -15,6 +15,7 @@ mod fleet;
 mod leds;
 mod probe_endpoint;
 mod store;
+mod update;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -40,6 +41,7 @@ pub use store::{
     default_name as remote_write_default_name, parse_size,
 };
 pub use target::{ModuleOptions, Target};
+pub use update::{RawUpdate, UpdateOffer, Window};
 
 use crate::defaults::{self, self as D};
 use crate::probe::OptionsInput;
@@ -71,6 +73,8 @@ pub struct Config {
     pub leds: LedsConfig,
     /// `[probe_endpoint]`: what `/probe` may reach.
     pub probe_endpoint: ProbeEndpoint,
+    /// `[update]`: a bundle to install (usually from the provisioning file).
+    pub update: Option<UpdateOffer>,
 }
 
 /// Every probe kind a form can offer, in [`ProbeKind::every`]'s order.
@@ -120,6 +124,7 @@ struct RawRoot {
     discovery: Option<fleet::RawDiscovery>,
     provisioning: Option<fleet::RawProvisioning>,
     probe_endpoint: Option<RawProbeEndpoint>,
+    update: Option<update::RawUpdate>,
 }
 
 /// One `[[targets]]` table as written.
@@ -186,8 +191,8 @@ impl Config {
         }
     }
 
-    /// Parses a provisioned targets file: `[defaults]` and `[[targets]]` only, since a central
-    /// file must not rename the device, change its uplink or point it at another URL.
+    /// Parses a provisioned targets file: `[defaults]`, `[[targets]]` and `[update]` only, since
+    /// a central file must not rename the device, change its uplink or point it at another URL.
     pub fn parse_provisioned(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         let mut col = Collector::new(text);
         if let Ok(doc) = DeTable::parse(text) {
@@ -275,6 +280,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
     let provisioning = fleet::validate_provisioning(&mut check, raw_root.provisioning.as_ref());
     let probe_endpoint = probe_endpoint::validate(&mut check, raw_root.probe_endpoint.as_ref());
+    let update = update::validate_update(&mut check, raw_root.update.as_ref());
     Config {
         targets,
         store,
@@ -285,6 +291,7 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
         provisioning,
         leds,
         probe_endpoint,
+        update,
     }
 }
 

@@ -168,6 +168,14 @@ impl State {
         self.status.lock_or_recover().clone()
     }
 
+    /// The `[update]` of the provisioned file in effect.
+    pub fn offered_update(&self) -> Option<vantage_core::config::UpdateOffer> {
+        self.remote
+            .lock_or_recover()
+            .as_ref()
+            .and_then(|c| c.update.clone())
+    }
+
     fn failed(&self, result: &str, msg: String) {
         tracing::error!("provisioning: {msg}; keeping the running targets");
         self.ok.set(0.0);

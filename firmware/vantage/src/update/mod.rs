@@ -5,6 +5,7 @@
 
 pub mod cli;
 mod download;
+pub mod fleet;
 
 mod installer;
 pub mod spool;

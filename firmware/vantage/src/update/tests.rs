@@ -68,7 +68,7 @@ fn args(bundle: &str, spool: &Path) -> UpdateArgs {
     }
 }
 
-fn entries(dir: &Path) -> usize {
+pub fn entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
@@ -81,7 +81,7 @@ async fn serve(body: &'static [u8]) -> String {
     format!("http://{addr}/bundle")
 }
 
-fn sha(b: &[u8]) -> String {
+pub fn sha(b: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref())
 }
 
@@ -252,4 +252,155 @@ async fn rauc_passes_a_bundle_of_the_dev_key_and_refuses_another_before_install(
         1,
         "the foreign one never reached install"
     );
+}
+
+mod fleet {
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use vantage_core::Clock;
+    use vantage_core::config::{UpdateOffer, Window};
+    use vantage_testkit::TempDir;
+
+    use super::super::fleet::{Decision, Fetch, Fleet, decide};
+    use super::super::spool::{Limits, SpoolFile, parse_sha256};
+    use super::super::{Phase, Updater};
+    use super::{FakeInstaller, sha};
+
+    const BUNDLE: &[u8] = b"trusted bundle 1.3.0";
+    const DAY: u64 = 86_400;
+    /// A day at midnight UTC.
+    const MIDNIGHT: u64 = 20_000 * DAY;
+
+    /// Tokio's paused clock, with wall time starting at midnight UTC.
+    #[derive(Debug)]
+    struct PausedClock(tokio::time::Instant);
+
+    impl Clock for PausedClock {
+        fn now(&self) -> std::time::Instant {
+            tokio::time::Instant::now().into_std()
+        }
+        fn wall(&self) -> SystemTime {
+            UNIX_EPOCH + Duration::from_secs(MIDNIGHT) + self.0.elapsed()
+        }
+    }
+
+    /// Serves `BUNDLE` for any offer, through the spool, checking the offer's SHA-256.
+    #[derive(Clone, Default)]
+    struct FakeFetch(Arc<Mutex<Vec<String>>>);
+
+    impl Fetch for FakeFetch {
+        async fn fetch(
+            &self,
+            offer: &UpdateOffer,
+            spool: &Path,
+            _: &mut (dyn FnMut(u64, Option<u64>) + Send),
+        ) -> Result<PathBuf, String> {
+            self.0.lock().unwrap().push(offer.version.clone());
+            let mut f = SpoolFile::create(spool, "download.raucb", None, Limits::DEFAULT)?;
+            f.write(BUNDLE)?;
+            f.finish(Some(&parse_sha256(&offer.sha256)?))
+        }
+    }
+
+    fn offer(version: &str, sha256: &str) -> UpdateOffer {
+        UpdateOffer {
+            url: "https://updates.example.net/b.raucb".to_string(),
+            version: version.to_string(),
+            sha256: sha256.to_string(),
+            window: Window::parse("02:00-03:00"),
+        }
+    }
+
+    #[test]
+    fn the_decision_follows_version_attempt_and_window() {
+        let o = offer("1.3.0", &sha(BUNDLE));
+        let at = |h: u64| (MIDNIGHT + h * 3600) as i64;
+        assert_eq!(decide(None, "1.2.0", None, at(2)), Decision::Nothing);
+        assert_eq!(decide(Some(&o), "1.3.0", None, at(2)), Decision::Nothing);
+        assert_eq!(
+            decide(Some(&o), "1.2.0", Some("1.3.0"), at(2)),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(Some(&o), "1.2.0", Some("1.2.5"), at(2)),
+            Decision::Install
+        );
+        assert_eq!(
+            decide(Some(&o), "1.2.0", None, at(1)),
+            Decision::Wait(Duration::from_secs(3600))
+        );
+        let any_time = UpdateOffer { window: None, ..o };
+        assert_eq!(
+            decide(Some(&any_time), "1.2.0", None, at(1)),
+            Decision::Install
+        );
+    }
+
+    /// Waits, in real time (the install runs on a blocking thread), for the update to end.
+    async fn until(up: &Updater, phase: Phase) {
+        for _ in 0..3000 {
+            if up.status().phase == phase {
+                return;
+            }
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+                .await
+                .unwrap();
+        }
+        panic!("phase {phase:?} not reached: {:?}", up.status());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_offer_is_installed_inside_its_window_once_per_version() {
+        let dir = TempDir::new("fleet-update");
+        let fake = Arc::new(FakeInstaller::default());
+        let updater = Updater::new(fake.clone(), dir.path().join("spool"));
+        let current = Arc::new(Mutex::new(Some(offer("1.3.0", &sha(BUNDLE)))));
+        let fetch = FakeFetch::default();
+        let c = current.clone();
+        let fleet = Fleet {
+            updater: updater.clone(),
+            clock: Arc::new(PausedClock(tokio::time::Instant::now())),
+            fetch: fetch.clone(),
+            offer: Box::new(move || c.lock().unwrap().clone()),
+            running: "1.2.0".to_string(),
+            attempted: dir.path().join("update-attempted"),
+        };
+        let task = tokio::spawn(fleet.run());
+        let fetched = || fetch.0.lock().unwrap().clone();
+
+        // 01:30: before the window.
+        tokio::time::sleep(Duration::from_secs(90 * 60)).await;
+        assert!(fetched().is_empty());
+        // 02:30: inside it.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        until(&updater, Phase::Installed).await;
+        assert_eq!(fetched(), ["1.3.0"]);
+        assert_eq!(*fake.installed.lock().unwrap(), [BUNDLE.to_vec()]);
+        // Days later, windows come and go: not again.
+        tokio::time::sleep(Duration::from_secs(3 * DAY)).await;
+        assert_eq!(fetched(), ["1.3.0"]);
+
+        // A new version whose SHA-256 does not match what is served: tried once, refused
+        // before its signature is even checked, never installed, never retried.
+        *current.lock().unwrap() = Some(offer("1.4.0", &sha(b"another bundle")));
+        tokio::time::sleep(Duration::from_secs(DAY)).await;
+        until(&updater, Phase::Failed).await;
+        assert!(
+            updater.status().message.contains("SHA-256 mismatch"),
+            "{:?}",
+            updater.status()
+        );
+        tokio::time::sleep(Duration::from_secs(3 * DAY)).await;
+        assert_eq!(fetched(), ["1.3.0", "1.4.0"]);
+        assert_eq!(fake.installed.lock().unwrap().len(), 1);
+        assert_eq!(*fake.checked.lock().unwrap(), 1);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("update-attempted")).unwrap(),
+            "1.4.0"
+        );
+        assert_eq!(super::entries(&dir.path().join("spool")), 0);
+        task.abort();
+    }
 }
