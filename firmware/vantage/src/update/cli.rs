@@ -58,6 +58,7 @@ pub async fn run_with(
 ) -> Result<(), String> {
     let sha256 = args.sha256.as_deref().map(parse_sha256).transpose()?;
     let (bundle, downloaded) = if is_url(&args.bundle) {
+        super::download::check_url(&args.bundle, args.allow_http)?;
         let src = Source {
             url: &args.bundle,
             allow_http: args.allow_http,

@@ -31,7 +31,7 @@ pub fn check_url(url: &str, allow_http: bool) -> Result<reqwest::Url, String> {
         "http" if allow_http => Ok(u),
         "http" => Err(format!(
             "{url}: plain http:// is refused (anyone on the path could swap the bundle for \
-             another signed one, e.g. an older build); use https://, or allow http for a lab \
+             another signed one, e.g. an older build); use https://, or allow http (--allow-http) for a lab \
              server"
         )),
         s => Err(format!("{url}: {s}:// is not supported (https:// only)")),

@@ -157,6 +157,34 @@ async fn a_wrong_sha256_an_oversize_or_an_untrusted_bundle_is_never_installed() 
     assert_eq!(entries(spool.path()), 0, "nothing left behind");
 }
 
+#[tokio::test]
+async fn a_cut_download_leaves_nothing_and_the_next_attempt_starts_afresh() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Announces 1000 bytes, sends 10 and hangs up.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/bundle", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\ntrusted...")
+            .await;
+    });
+    let spool = TempDir::new("update-spool");
+    // A leftover of an earlier attempt is not trusted nor appended to.
+    std::fs::write(spool.path().join("download.raucb.part"), b"old").unwrap();
+    let fake = Arc::new(FakeInstaller::default());
+    let mut a = args(&url, spool.path());
+    a.allow_http = true;
+    let e = run_with(&a, fake.clone(), Limits::DEFAULT, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(e.contains("download cut"), "{e}");
+    assert_eq!(entries(spool.path()), 0);
+    assert_eq!(*fake.checked.lock().unwrap(), 0);
+}
+
 /// `KEY=value` pairs of `scripts/rauc-keys.sh --env`.
 fn dev_key() -> (PathBuf, PathBuf) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/rauc-keys.sh");

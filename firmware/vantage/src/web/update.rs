@@ -64,6 +64,16 @@ async fn receive(up: &Updater, body: Body, expected: Option<u64>) -> ApiResult<P
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))
 }
 
+/// Marks the update failed when dropped (only on the way out of an abandoned upload).
+struct CutUpload<'a>(&'a Updater);
+
+impl Drop for CutUpload<'_> {
+    fn drop(&mut self) {
+        self.0
+            .failed("the upload was cut before the whole bundle arrived");
+    }
+}
+
 async fn upload(State(web): State<Arc<Web>>, headers: HeaderMap, body: Body) -> ApiResult {
     let up = &web.update;
     let expected = headers
@@ -76,7 +86,12 @@ async fn upload(State(web): State<Arc<Web>>, headers: HeaderMap, body: Body) -> 
             "an update is already running; wait for it to end",
         ));
     };
-    let bundle = match receive(up, body, expected).await {
+    // A client that goes away (or the time limit) drops this future mid-upload: the spool
+    // file removes itself, and the status must not stay "receiving".
+    let cut = CutUpload(up);
+    let received = receive(up, body, expected).await;
+    std::mem::forget(cut);
+    let bundle = match received {
         Ok(p) => p,
         Err(e) => {
             up.failed(&e.error);

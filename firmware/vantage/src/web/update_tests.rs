@@ -94,3 +94,53 @@ async fn a_trusted_bundle_reaches_the_installer_and_the_page_sees_it_installed()
     assert_eq!(*fake.installed.lock().unwrap(), [bundle]);
     assert_eq!(spool_entries(&f), 0, "the installed bundle is removed");
 }
+
+/// A body that sends a first chunk, then fails (`fail`) or never sends another.
+struct Cut {
+    sent: bool,
+    fail: bool,
+}
+
+impl futures_core::Stream for Cut {
+    type Item = Result<Vec<u8>, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if !self.sent {
+            self.sent = true;
+            return std::task::Poll::Ready(Some(Ok(b"trusted, then".to_vec())));
+        }
+        if self.fail {
+            std::task::Poll::Ready(Some(Err(std::io::Error::other("connection reset"))))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cut_or_abandoned_upload_leaves_nothing_and_says_so() {
+    let (f, fake) = fixture().await;
+    let req = |fail| {
+        f.builder(Method::POST, "/api/update", true, true)
+            .body(Body::from_stream(Cut { sent: false, fail }))
+            .unwrap()
+    };
+    let r = f.raw(req(true)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("upload cut"), "{}", r.text);
+    assert_eq!(spool_entries(&f), 0);
+
+    // The client goes away mid-upload: the request's future is dropped.
+    let gone = tokio::time::timeout(std::time::Duration::from_millis(300), f.raw(req(false))).await;
+    assert!(gone.is_err(), "the body never ends");
+    let s = f.get("/api/update").await;
+    assert_eq!(s.body["phase"], "failed", "{}", s.text);
+    assert!(s.text.contains("the upload was cut"), "{}", s.text);
+    assert_eq!(spool_entries(&f), 0);
+    assert_eq!(*fake.checked.lock().unwrap(), 0);
+    // And the next upload is not refused as "already running".
+    let r = upload(&f, b"trusted".to_vec(), true, true).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+}
