@@ -86,7 +86,10 @@ pub struct Updater {
 pub type Busy = tokio::sync::OwnedMutexGuard<()>;
 
 impl Updater {
+    /// Empties the spool: at start nothing can be in progress, and what a power cut left
+    /// there (up to a whole bundle) would otherwise take room on the data partition for good.
     pub fn new(installer: Arc<dyn Installer>, spool: PathBuf) -> Arc<Self> {
+        let _ = std::fs::remove_dir_all(&spool);
         Arc::new(Self {
             installer: Mutex::new(installer),
             limits: Mutex::new(Limits::DEFAULT),

@@ -98,14 +98,23 @@ async fn upload(State(web): State<Arc<Web>>, headers: HeaderMap, body: Body) -> 
             return Err(e);
         }
     };
-    // Checked before the answer, so a refused bundle is an error the page shows at once.
-    up.check(&bundle)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    // Checked before the answer, so a refused bundle is an error the page shows at once; in a
+    // task of its own, so a client that leaves now neither stops it nor strands the bundle.
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let up = up.clone();
     tokio::spawn(async move {
         let _busy = busy;
-        let _ = up.install(&bundle).await;
+        let checked = up.check(&bundle).await;
+        let trusted = checked.is_ok();
+        let _ = tx.send(checked);
+        if trusted {
+            let _ = up.install(&bundle).await;
+        }
     });
+    match rx.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e)),
+        Err(e) => return Err(ApiError::internal("the signature check stopped", e)),
+    }
     Ok((StatusCode::ACCEPTED, Json(web.update.status())).into_response())
 }

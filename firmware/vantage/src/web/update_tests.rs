@@ -26,6 +26,12 @@ fn spool_entries(f: &Fixture) -> usize {
 
 async fn fixture() -> (Fixture, Arc<FakeInstaller>) {
     let f = Fixture::logged_in(None).await;
+    // What a power cut left in the spool is gone once the daemon starts again.
+    std::fs::create_dir_all(&f.web.update.spool).unwrap();
+    std::fs::write(f.web.update.spool.join("upload.raucb"), b"old").unwrap();
+    let again = crate::update::Updater::new(f.web.update.installer(), f.web.update.spool.clone());
+    assert_eq!(spool_entries(&f), 0);
+    drop(again);
     let fake = Arc::new(FakeInstaller::default());
     f.web.update.set_installer(fake.clone());
     (f, fake)
