@@ -1178,7 +1178,10 @@ function updateCard(upd) {
       x.onload = () => {
         let body = {};
         try { body = JSON.parse(x.responseText); } catch (_) { body = {}; }
-        if (x.status === 202) { showErrors(form, null); show(body); poll(); } else showErrors(form, new ApiError(x.status, body));
+        if (x.status === 202) { showErrors(form, null); show(body); poll(); } else {
+          showErrors(form, new ApiError(x.status, body));
+          api('GET', '/api/update').then(show).catch(() => {});
+        }
         resolve();
       };
       x.onerror = () => { showErrors(form, new ApiError(0, { error: 'the upload was cut' })); resolve(); };

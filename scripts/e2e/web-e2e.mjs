@@ -319,6 +319,24 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       await shot('20-leds');
     });
 
+    await step('settings page: an update bundle this system cannot trust is refused', async () => {
+      // A machine without the image's keyring refuses every bundle before installing it: the
+      // upload (raw body, CSRF header) and the refusal shown on the card.
+      const dir = mkdtempSync(join(tmpdir(), 'vantage-e2e-bundle-'));
+      const bundle = join(dir, 'vantage-9.9.9-amd64.raucb');
+      writeFileSync(bundle, Buffer.alloc(100 * 1024, 7));
+      await wd('POST', s('/url'), { url: `${URL_}#/settings` });
+      await waitCss('#f-bundle');
+      const el = await find('#f-bundle');
+      await wd('POST', s(`/element/${el}/value`), { text: bundle });
+      await exec("document.getElementById('f-bundle').form.requestSubmit()");
+      await waitFor('refusal shown', () => exec("return /no keyring at|not a bundle signed by a trusted key/.test(document.getElementById('f-bundle').form.innerText)"));
+      await waitFor('status line', () => exec("return /Failed:/.test(document.getElementById('f-bundle').form.innerText)"));
+      rmSync(dir, { recursive: true, force: true });
+      await exec("document.getElementById('f-bundle').form.scrollIntoView()");
+      await shot('21-update-refused');
+    });
+
     await step('settings page: turn HTTPS on', async () => {
       await wd('POST', s('/url'), { url: `${URL_}#/settings` });
       await waitCss('pre.file');

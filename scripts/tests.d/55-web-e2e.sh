@@ -3,7 +3,8 @@
 # headless Chromium driven over WebDriver (chromedriver) by scripts/e2e/web-e2e.mjs.
 #   fresh device -> set password -> log in -> add a target pinging a peer namespace -> green
 #   -> edit -> delete -> settings: a remote_write endpoint added and edited (checked in the
-#   file), store and LED limits -> HTTPS -> a trace and a ping target's page (the chart's buckets
+#   file), store and LED limits -> an update bundle uploaded and refused (no trusted keyring
+#   here) -> HTTPS -> a trace and a ping target's page (the chart's buckets
 #   against the API) -> "Run now" of a ping burst and of traces, read as they stream -> a DNS
 #   target (unbound on the device's loopback) and an HTTPS target (a certificate valid for 10
 #   days) added by hand: their phases against /api/samples, the last answer's records, the
