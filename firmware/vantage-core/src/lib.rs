@@ -47,11 +47,11 @@ pub use config::{
 };
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    AddressGuard, DnsProbe, HostResolver, LiveRun, MODULES, Misfit, ModuleOptions, ModuleReport,
-    Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
-    ProgressSender, Report, Rollup, Section, TraceDeviceRate, TraceProbe, dns_series,
-    family_mismatch, in_words, kind_names, live, module_gauges, ping_series, probes, resolve_host,
-    set_trace_device_rate, system_nameservers, trace_series,
+    AddressGuard, Detail, DnsProbe, HostResolver, LiveRun, MAX_PHASES, MODULES, Misfit,
+    ModuleOptions, ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery,
+    ProbeRequest, Progress, ProgressSender, Report, Rollup, Section, TraceDeviceRate, TraceProbe,
+    dns_detail, dns_series, family_mismatch, in_words, kind_names, live, module_gauges,
+    ping_series, probes, resolve_host, set_trace_device_rate, system_nameservers, trace_series,
 };
 pub use quality::{
     LATE_THRESHOLD, PSI_READ_INTERVAL, Pressure, ProcPressure, Resource, RoundQuality,

@@ -43,8 +43,9 @@
 //! ```
 //!
 //! A typical ping round (one packet, answered) takes 9 to 12 bytes, a DNS round about 19, a
-//! trace about 17 plus 3 per hop. Error messages, DNS records and hop addresses are not
-//! stored (`docs/STORE.md`).
+//! trace about 17 plus 3 per hop. Error messages, DNS records and hop addresses are not in the
+//! rounds (a trace path's addresses and the latest DNS answer are round details, written when
+//! they change: `store/details.rs`, `docs/STORE.md`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -25,11 +25,11 @@ use std::time::Duration;
 pub use backend::BackendKind;
 pub use codec::{ErrorKind, StoredPing, StoredSample};
 pub use remote_write::{Endpoint, EndpointStats, ScrapeLog, SendMode, Shipper, ShipperOptions};
-pub use rollup::{Agg, Dist, HopAgg, Marks};
+pub use rollup::{Agg, Dist, HopAgg, Marks, PhaseSum};
 pub use series::{Labels, SeriesKey};
 pub use store::{
-    Cursor, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats, dir_usage,
-    quarantine_dir,
+    Cursor, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats, StoredDetail,
+    dir_usage, quarantine_dir,
 };
 
 /// A quarter of a 16 GB card.

@@ -318,6 +318,34 @@ pub struct Agg {
     /// Rounds flagged for the device's own delays (late, CPU or memory load): their times may
     /// include the device's, not only the network's.
     pub flagged: u32,
+    /// Per phase of the kind ([`ProbeModule::phases`](vantage_core::ProbeModule), in its
+    /// order): the rounds that had it and their sum, µs. Empty for a kind without phases.
+    pub phases: Vec<PhaseSum>,
+}
+
+/// One phase over an aggregate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseSum {
+    pub n: u32,
+    pub sum_us: u64,
+}
+
+impl PhaseSum {
+    /// The phase's mean, µs, over the rounds that had it.
+    pub fn mean_us(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum_us as f64 / f64::from(self.n))
+    }
+}
+
+/// Adds `o` to `into` phase by phase (a vector that is shorter grows).
+fn merge_phases(into: &mut Vec<PhaseSum>, o: &[PhaseSum]) {
+    if into.len() < o.len() {
+        into.resize(o.len(), PhaseSum::default());
+    }
+    for (a, b) in into.iter_mut().zip(o) {
+        a.n = a.n.saturating_add(b.n);
+        a.sum_us = a.sum_us.saturating_add(b.sum_us);
+    }
 }
 
 /// The value a DNS round without an answer has in [`Agg::marks`].
@@ -345,6 +373,16 @@ impl Agg {
             }
             if let Some(mark) = r.mark {
                 self.marks.add(s.timestamp_ms, mark);
+            }
+            let names = module.phases().len().min(r.phases_us.len());
+            if names > 0 {
+                let mut round = vec![PhaseSum::default(); names];
+                for (p, us) in round.iter_mut().zip(r.phases_us) {
+                    if let Some(us) = us {
+                        *p = PhaseSum { n: 1, sum_us: us };
+                    }
+                }
+                merge_phases(&mut self.phases, &round);
             }
         }
         if let Some(t) = &s.trace {
@@ -386,6 +424,7 @@ impl Agg {
         self.received += o.received;
         self.time.merge(&o.time);
         self.marks.merge(&o.marks);
+        merge_phases(&mut self.phases, &o.phases);
         for h in &o.hops {
             match self.hops.binary_search_by_key(&h.ttl, |x| x.ttl) {
                 Ok(i) => {
@@ -433,6 +472,15 @@ impl Agg {
         }
         // Last, so that aggregates written before it read as having no flagged rounds.
         put_varint(out, u64::from(self.flagged));
+        // After it, only for kinds with phases: older aggregates, and every ping minute, end
+        // before and read as having none.
+        if !self.phases.is_empty() {
+            put_varint(out, self.phases.len() as u64);
+            for p in &self.phases {
+                put_varint(out, u64::from(p.n));
+                put_varint(out, p.sum_us);
+            }
+        }
     }
 
     pub fn decode(b: &[u8], base: i64) -> Result<Self, DecodeError> {
@@ -452,6 +500,7 @@ impl Agg {
             marks: Marks::get(&mut r, base)?,
             hops: Vec::new(),
             flagged: 0,
+            phases: Vec::new(),
         };
         for _ in 0..r.varint()?.min(256) {
             let mut h = HopAgg {
@@ -469,6 +518,14 @@ impl Agg {
         }
         if !r.is_empty() {
             a.flagged = u32v(&mut r)?;
+        }
+        if !r.is_empty() {
+            for _ in 0..r.varint()?.min(vantage_core::MAX_PHASES as u64) {
+                a.phases.push(PhaseSum {
+                    n: u32v(&mut r)?,
+                    sum_us: r.varint()?,
+                });
+            }
         }
         Ok(a)
     }
@@ -778,6 +835,42 @@ mod tests {
         assert_eq!(a.marks.changes, vec![(61_000, 0, 3), (62_000, 3, NO_RCODE)]);
         assert_eq!(a.marks.changed, 2);
         assert_eq!(a.time.n, 3);
+    }
+
+    /// Each phase's rounds and sum survive the encoding and merge across minutes, so a month's
+    /// bucket has the same means as its rounds; a ping minute ends as before, without phases.
+    #[test]
+    fn phases_are_summed_per_phase_and_merge_across_minutes() {
+        let dns = |ts: i64, resolve_us: Option<u64>, request_us: u64| StoredSample {
+            module: Some(Box::new(StoredModule::dns(&StoredDns {
+                rcode: Some(0),
+                lookup_us: Some(request_us + resolve_us.unwrap_or(0)),
+                resolve_us,
+                request_us: Some(request_us),
+                ..StoredDns::default()
+            }))),
+            ping: None,
+            ..ping(ts, None)
+        };
+        let mut a = Agg::default();
+        a.add(&dns(1_000, Some(3_000), 20_000));
+        a.add(&dns(2_000, None, 22_000));
+        let mut b = Agg::default();
+        b.add(&dns(61_000, Some(5_000), 30_000));
+        let b = Agg::decode(&b.encode(60_000), 60_000).unwrap();
+        assert_eq!(b.phases.len(), 4, "{:?}", b.phases);
+        a.merge(&b);
+        let a = Agg::decode(&a.encode(0), 0).unwrap();
+        let means: Vec<Option<f64>> = a.phases.iter().map(PhaseSum::mean_us).collect();
+        assert_eq!(means, [Some(4_000.0), None, None, Some(24_000.0)]);
+        assert_eq!((a.phases[0].n, a.phases[3].n), (2, 3));
+        let mut p = Agg::default();
+        p.add(&ping(0, Some(1_000)));
+        let bytes = p.encode(0);
+        assert!(p.phases.is_empty());
+        // The flagged count (0) is still the last byte of a ping minute.
+        assert_eq!(bytes.last(), Some(&0), "{bytes:?}");
+        assert_eq!(Agg::decode(&bytes, 0).unwrap(), p);
     }
 
     #[test]

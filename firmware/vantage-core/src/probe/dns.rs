@@ -10,6 +10,7 @@
 //! moves on to the next one where glibc's stub resolver would (no answer, SERVFAIL, NOTIMP,
 //! REFUSED), so the probe sees what applications on this machine see.
 
+pub mod detail;
 pub(crate) mod module;
 pub(crate) mod options;
 mod run;

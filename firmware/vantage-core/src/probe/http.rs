@@ -177,6 +177,7 @@ impl TypedModule for Http {
         stored::StoredHttp::decode(bytes).map_or_else(Rollup::default, |s| Rollup {
             time_us: s.status.map(|_| s.total_us()),
             mark: Some(s.mark()),
+            phases_us: s.phases_us.map(|us| Some(u64::from(us))),
         })
     }
     const MARKS: bool = true;

@@ -22,11 +22,12 @@ pub use dns::options::{
     AnswerData, DnsOptions, DnsTransport, DohMethod, Pattern, RawDns, parse_doh_path, parse_query,
     parse_rcode, parse_record_type, rcode_name,
 };
-pub use dns::{DnsProbe, series as dns_series, system_nameservers};
+pub use dns::{DnsProbe, detail as dns_detail, series as dns_series, system_nameservers};
 pub use live::LiveRun;
 pub use module::{
-    Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule, ProbeQuery, Report,
-    Rollup, Section, family_mismatch, in_words, kind_names, module_options_from,
+    Detail, MAX_PHASES, Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule,
+    ProbeQuery, Report, Rollup, Section, family_mismatch, in_words, kind_names,
+    module_options_from,
 };
 pub use ping::options::{PingOptions, RawPing};
 pub use ping::{PingProbe, series as ping_series};

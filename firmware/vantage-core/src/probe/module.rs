@@ -170,6 +170,9 @@ pub struct Misfit {
     pub message: String,
 }
 
+/// Phases a kind's round is split into, at most ([`ProbeModule::phases`]).
+pub const MAX_PHASES: usize = 5;
+
 /// What a range of rounds keeps of one stored round, besides its success.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rollup {
@@ -177,6 +180,25 @@ pub struct Rollup {
     pub time_us: Option<u64>,
     /// The round's outcome as one number (DNS: the rcode), whose changes the range counts.
     pub mark: Option<u32>,
+    /// The time of each of the kind's phases ([`ProbeModule::phases`], in that order), µs;
+    /// `None` for a phase the round did not have. The range keeps each phase's mean.
+    pub phases_us: [Option<u64>; MAX_PHASES],
+}
+
+/// What the store keeps of a round beyond its figures, written only when it changes: a
+/// trace's hop addresses (once per path), a DNS answer's records (the latest one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail {
+    /// Which detail of the series this is: details of one key replace each other (trace: the
+    /// path hash, so each path is kept once; DNS: one key, the latest answer).
+    pub key: u32,
+    /// Identifies the content: the store writes the detail when the series' key or
+    /// fingerprint differs from the last one it wrote (a DNS answer whose TTLs counted down
+    /// is the same answer).
+    pub fingerprint: u64,
+    /// The module's encoding, starting with its format version ([`ProbeModule::detail_json`]
+    /// reads it).
+    pub bytes: Vec<u8>,
 }
 
 /// What `/probe` asks of a module: the `target` parameter and the other query parameters.
@@ -317,12 +339,22 @@ pub trait ProbeModule: Send + Sync + Debug {
     fn values(&self, stored: &[u8], out: &mut Vec<(&'static str, f64)>);
     /// What a range of rounds keeps of a stored round: its main time and its mark.
     fn rollup(&self, stored: &[u8]) -> Rollup;
+    /// What the store keeps of this round beyond its figures, if anything ([`Detail`]).
+    fn detail(&self, _report: &dyn Report) -> Option<Detail> {
+        None
+    }
+    /// A stored [`Detail`]'s bytes as JSON: a trace path's hops; a DNS answer in the shape of
+    /// the report's JSON. `None` for bytes it cannot read.
+    fn detail_json(&self, _bytes: &[u8]) -> Option<serde_json::Value> {
+        None
+    }
     /// Whether the kind's rounds have marks, whose changes a range of rounds shows.
     fn keeps_marks(&self) -> bool;
     /// A mark as the page shows it.
     fn mark_name(&self, mark: u32) -> String;
-    /// The phases of a round the page draws over time, in the order they happen: each the
-    /// named value `PHASE_seconds` of a stored round ([`Self::values`]); none to draw none.
+    /// The phases a round is split into, in the order they happen (at most [`MAX_PHASES`]),
+    /// declared once per kind: the page names and draws them, and [`Rollup::phases_us`] gives
+    /// their times in this order, which the store sums per minute. None for a kind without.
     fn phases(&self) -> &'static [&'static str];
     /// A report from its JSON (the shape [`Report::json`] writes; a field left out takes its
     /// default), for a crate that holds rounds of every kind without naming any kind's types.
@@ -419,6 +451,14 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     fn values(&self, _stored: &[u8], _out: &mut Vec<(&'static str, f64)>) {}
     fn rollup(&self, _stored: &[u8]) -> Rollup {
         Rollup::default()
+    }
+    /// [`ProbeModule::detail`].
+    fn detail(&self, _report: &Self::Report) -> Option<Detail> {
+        None
+    }
+    /// [`ProbeModule::detail_json`].
+    fn detail_json(&self, _bytes: &[u8]) -> Option<serde_json::Value> {
+        None
     }
     /// [`ProbeModule::keeps_marks`].
     const MARKS: bool = false;
@@ -557,6 +597,12 @@ impl<T: TypedModule> ProbeModule for T {
     fn rollup(&self, stored: &[u8]) -> Rollup {
         TypedModule::rollup(self, stored)
     }
+    fn detail(&self, report: &dyn Report) -> Option<Detail> {
+        TypedModule::detail(self, report.as_any().downcast_ref::<T::Report>()?)
+    }
+    fn detail_json(&self, bytes: &[u8]) -> Option<serde_json::Value> {
+        TypedModule::detail_json(self, bytes)
+    }
     fn keeps_marks(&self) -> bool {
         T::MARKS
     }
@@ -564,6 +610,12 @@ impl<T: TypedModule> ProbeModule for T {
         TypedModule::mark_name(self, mark)
     }
     fn phases(&self) -> &'static [&'static str] {
+        const {
+            assert!(
+                T::PHASES.len() <= MAX_PHASES,
+                "more phases than Rollup holds"
+            )
+        };
         T::PHASES
     }
     fn report_from_json(&self, json: serde_json::Value) -> Result<ModuleReport, String> {

@@ -206,10 +206,16 @@ impl TypedModule for Tcp {
             s.values(out);
         }
     }
-    /// The round's mean connect time (none without a connection).
+    /// The round's mean connect time (none without a connection), and its phases: that
+    /// connect time and the TLS handshake.
     fn rollup(&self, bytes: &[u8]) -> Rollup {
+        let Some(s) = stored::StoredTcp::decode(bytes) else {
+            return Rollup::default();
+        };
+        let connect = s.connect_us.map(|c| c.1);
         Rollup {
-            time_us: stored::StoredTcp::decode(bytes).and_then(|s| s.connect_us.map(|c| c.1)),
+            time_us: connect,
+            phases_us: [connect, s.tls_us, None, None, None],
             mark: None,
         }
     }

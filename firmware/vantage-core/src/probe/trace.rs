@@ -16,6 +16,7 @@
 //! read from the error queue) are placed by what earlier traces learned about the answering
 //! address, else by re-probing the unresolved TTLs of that flow one at a time.
 
+mod detail;
 mod fill;
 pub(crate) mod live;
 pub(crate) mod module;

@@ -73,6 +73,14 @@ impl Inner {
                 return;
             }
         }
+        // Details of rounds no longer stored go with their aggregates.
+        match self.old_details(b, ids, cutoff) {
+            Ok(old) => keys.extend(old),
+            Err(e) => {
+                tracing::warn!("store: cannot list old details: {e}");
+                return;
+            }
+        }
         let mut st = self.state.lock_or_recover();
         st.rollups.removals.extend(keys);
         st.rollups.cleaned_below = cutoff;

@@ -11,6 +11,7 @@ use crate::backend::{Backend, BackendError, Commit};
 use crate::codec::{BlockMeta, StoredSample, encode_block};
 use crate::rollup::{self, Agg, Due};
 
+use super::details::{self, Details};
 use super::sidecar::{Head, append_series_log};
 use super::{Cursor, IndexEntry, Inner, META_CURSOR, META_FLOOR, META_SERIES, State, now_ms};
 
@@ -121,7 +122,9 @@ impl Inner {
             // (the probes) never wait for the disk.
             let batch = self.take_batch();
             let (mut c, meta) = self.encode_batch(&batch);
-            if let Err(e) = self.rollup_meta(b.as_ref(), &batch.due, &mut c) {
+            let rolled = self.rollup_meta(b.as_ref(), &batch.due, &mut c);
+            details::spare_written(&mut c.meta_removals, &c.meta);
+            if let Err(e) = rolled {
                 let mut st = self.state.lock_or_recover();
                 st.in_flight = 0;
                 st.index_removals.extend(batch.removals);
@@ -175,6 +178,7 @@ impl Inner {
         let removals = std::mem::take(&mut st.index_removals);
         let due = st.rollups.due();
         Batch {
+            details: st.details.due(),
             samples,
             seq: st.next_seq,
             series,
@@ -214,6 +218,7 @@ impl Inner {
         if let Some(f) = batch.floor {
             c.meta.push((META_FLOOR.to_vec(), f.to_le_bytes().to_vec()));
         }
+        c.meta.extend(Details::entries(&batch.details));
         c.index_removals = batch.removals.clone();
         (c, meta)
     }
@@ -228,12 +233,14 @@ impl Inner {
             cursors,
             floor,
             due,
+            details,
             ..
         } = batch;
         let n = samples.len();
         st.pending.drain(..n);
         release_backlog(&mut st.pending);
         st.rollups.written(&due);
+        st.details.written(&details);
         st.rollups.fold(&samples, true);
         // A set: at a start with thousands of targets every series is new at once.
         let saved: HashSet<u32> = series.iter().map(|(id, _)| *id).collect();
@@ -280,6 +287,8 @@ struct Batch {
     /// Index entries of blocks found damaged, deleted with this commit.
     removals: Vec<u64>,
     due: Due,
+    /// Round details queued: ((series, key), round time, meta value).
+    details: Vec<((u32, u32), i64, Vec<u8>)>,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 mod bounds;
 mod commit;
 mod cursor;
+mod details;
 mod load;
 mod query;
 mod recovery;
@@ -34,6 +35,7 @@ use crate::series::{Labels, SeriesKey};
 
 pub use bounds::dir_usage;
 pub use cursor::{Cursor, ReadBatch};
+pub use details::StoredDetail;
 pub use recovery::quarantine_dir;
 
 const META_FLOOR: &[u8] = b"f";
@@ -180,6 +182,8 @@ struct State {
     in_flight: usize,
     /// Per-minute aggregates not yet written.
     rollups: rollup::Open,
+    /// Round details (trace paths, DNS answers) not yet written.
+    details: details::Details,
 }
 
 #[derive(Default)]
@@ -298,7 +302,9 @@ impl Store {
         let mut st = inner.state.lock_or_recover();
         for (sample, labels) in samples {
             let id = st.series_id(&sample.target, sample.probe, labels);
-            st.pending.push_back(StoredSample::from_sample(sample, id));
+            let stored = StoredSample::from_sample(sample, id);
+            st.details.note(id, stored.timestamp_ms, sample);
+            st.pending.push_back(stored);
         }
         let over = st.pending.len().saturating_sub(inner.opts.max_pending);
         if over > 0 {

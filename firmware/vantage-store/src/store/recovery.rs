@@ -180,6 +180,7 @@ impl Inner {
             .push((META_FLOOR.to_vec(), floor.to_le_bytes().to_vec()));
         c.meta
             .push((META_NEXT.to_vec(), next_seq.to_le_bytes().to_vec()));
+        super::details::copy_all(old.as_ref(), &mut c);
         new.commit(c, true)?;
         drop(new);
         drop(old);

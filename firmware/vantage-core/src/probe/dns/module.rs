@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::super::Probe;
 use super::super::module::{
-    Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param,
+    Detail, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param,
 };
 use super::DnsProbe;
 use super::options::{DnsOptions, DnsTransport, RawDns};
@@ -71,7 +71,7 @@ impl TypedModule for Dns {
     const GAUGES: &'static [&'static Gauge] = &series::GAUGES;
     const HISTOGRAMS: &'static [HistogramDef] = &[series::LOOKUP_HISTOGRAM];
     const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
-    const PHASES: &'static [&'static str] = &["resolve", "connect", "tls", "request"];
+    const PHASES: &'static [&'static str] = &series::PHASES;
     const MARKS: bool = true;
     /// `system`: the resolvers of `/etc/resolv.conf`.
     const SYSTEM_HOST: bool = true;
@@ -145,13 +145,24 @@ impl TypedModule for Dns {
     }
     /// The lookup, and the rcode ([`series::NO_RCODE`] without an answer).
     fn rollup(&self, bytes: &[u8]) -> Rollup {
-        StoredDns::decode(bytes).map_or_else(Rollup::default, |s| Rollup {
-            time_us: s.lookup_us,
-            mark: Some(s.mark()),
+        StoredDns::decode(bytes).map_or_else(Rollup::default, |s| {
+            let [(_, a), (_, b), (_, c), (_, d)] = s.phases();
+            Rollup {
+                time_us: s.lookup_us,
+                mark: Some(s.mark()),
+                phases_us: [a, b, c, d, None],
+            }
         })
     }
     fn mark_name(&self, mark: u32) -> String {
         series::mark_name(mark)
+    }
+    /// The answer, kept when it changes.
+    fn detail(&self, r: &DnsReport) -> Option<Detail> {
+        super::detail::detail(r)
+    }
+    fn detail_json(&self, bytes: &[u8]) -> Option<serde_json::Value> {
+        super::detail::detail_json(bytes)
     }
 }
 
@@ -282,6 +293,9 @@ mod tests {
         assert!(values.contains(&("lookup_seconds", 0.02)), "{values:?}");
         let r = m.rollup(&bytes);
         assert_eq!((r.time_us, r.mark), (Some(20_000), Some(3)));
+        // Only the request happened; the phases in the module's order.
+        assert_eq!(m.phases(), ["resolve", "connect", "tls", "request"]);
+        assert_eq!(r.phases_us, [None, None, None, Some(19_500), None]);
         assert!(m.keeps_marks());
         assert_eq!(m.mark_name(3), "NXDOMAIN");
         assert_eq!(m.mark_name(series::NO_RCODE), "no answer");

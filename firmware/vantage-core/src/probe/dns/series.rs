@@ -23,6 +23,9 @@ use super::options::rcode_name;
 use crate::sample::{DnsPhases, DnsReport};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point, flag, gauge, labelled, secs};
 
+/// The phases of a query, in the order they happen: `vantage_dns_phase_seconds{phase}`.
+pub const PHASES: [&str; 4] = ["resolve", "connect", "tls", "request"];
+
 pub static PHASE: Gauge = labelled(
     "vantage_dns_phase_seconds",
     "phase",
@@ -205,11 +208,12 @@ impl StoredDns {
 
     /// The phase names of `/metrics` (`vantage_dns_phase_seconds{phase}`) with their times.
     pub fn phases(&self) -> [(&'static str, Option<u64>); 4] {
+        let [resolve, connect, tls, request] = PHASES;
         [
-            ("resolve", self.resolve_us),
-            ("connect", self.connect_us),
-            ("tls", self.tls_us),
-            ("request", self.request_us),
+            (resolve, self.resolve_us),
+            (connect, self.connect_us),
+            (tls, self.tls_us),
+            (request, self.request_us),
         ]
     }
 

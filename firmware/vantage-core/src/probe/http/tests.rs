@@ -550,6 +550,11 @@ fn values_rollup_and_marks_of_stored_rounds() {
     );
     let r = m.rollup(&b);
     assert_eq!((r.time_us, r.mark), (Some(1_500), Some(503)));
+    assert_eq!(m.phases(), PHASES);
+    assert_eq!(
+        r.phases_us,
+        [Some(100), Some(200), Some(300), Some(400), Some(500)]
+    );
     assert!(m.keeps_marks());
     assert_eq!(m.mark_name(503), "503");
     let mut silent = Vec::new();

@@ -142,7 +142,7 @@ impl TypedModule for Ping {
     fn rollup(&self, bytes: &[u8]) -> Rollup {
         Rollup {
             time_us: StoredPing::decode(bytes).and_then(|s| s.time_us()),
-            mark: None,
+            ..Rollup::default()
         }
     }
 }

@@ -575,6 +575,9 @@ fn values_and_rollup_of_stored_rounds() {
     }
     assert_eq!(m.rollup(&b).time_us, Some(1_500));
     assert_eq!(m.rollup(&b).mark, None);
+    // The phases the range keeps, named by the module in the same order.
+    assert_eq!(m.phases(), ["connect", "tls"]);
+    assert_eq!(m.rollup(&b).phases_us[..2], [Some(1_500), Some(4_000)]);
     assert!(!m.keeps_marks());
     let mut none = Vec::new();
     StoredTcp::default().encode(&mut none);

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::Probe;
-use super::super::module::{Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule};
+use super::super::module::{
+    Detail, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule,
+};
 use super::super::tcp::{put_varint, varint};
 use super::TraceProbe;
 use super::live::TraceLive;
@@ -161,7 +163,15 @@ impl TypedModule for Trace {
         Rollup {
             time_us: s.as_ref().and_then(StoredTrace::time_us),
             mark: s.map(|s| s.path_hash),
+            ..Rollup::default()
         }
+    }
+    /// The hop addresses, once per path hash.
+    fn detail(&self, r: &TraceReport) -> Option<Detail> {
+        super::detail::detail(r)
+    }
+    fn detail_json(&self, bytes: &[u8]) -> Option<serde_json::Value> {
+        super::detail::detail_json(bytes)
     }
 }
 

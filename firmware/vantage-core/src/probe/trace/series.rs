@@ -5,7 +5,8 @@
 //!
 //! The store writes [`StoredTrace`] in its own block layout (flag bits and varints, about 17
 //! bytes plus 3 per hop), which it has written since its second version, and reads it back
-//! into these figures. Hop addresses are not stored: `path_hash` identifies the path.
+//! into these figures. Hop addresses are not in the round: `path_hash` identifies the path,
+//! whose addresses the store keeps once (`detail.rs`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -147,7 +148,7 @@ impl StoredHop {
 }
 
 /// Trace figures of one stored round: hop count, per-hop RTT and loss, the path's identity.
-/// Hop addresses are not stored: `path_hash` identifies the path.
+/// Hop addresses are not in the round: `path_hash` identifies the path.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredTrace {
     pub reached: bool,

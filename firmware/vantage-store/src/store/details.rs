@@ -1,0 +1,226 @@
+//! Round details (a trace's hop addresses, a DNS answer's records): what a module keeps of a
+//! round beyond its figures ([`vantage_core::Detail`]), written only when it changes.
+//!
+//! Each is one meta entry, `d` + series id + the detail's key (both big-endian) → the time of
+//! the round it came from (i64 LE, ms) and the module's bytes, queued when a round's key or
+//! fingerprint differs from the last one its series queued, and written with the next commit
+//! (with the round's block). A trace path is stored once per path hash, not per round; a DNS
+//! answer once per change. After a start the first round of each series is written again,
+//! which also renews its time. Details older than the oldest stored round are deleted with the
+//! aggregates, except each series' newest (a path may stay current for months).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use vantage_core::{LockExt, RwLockExt};
+
+use vantage_core::{Measurement, ProbeKind, Sample};
+
+use crate::backend::{Backend, BackendError};
+
+use super::{Inner, Store};
+
+/// Meta key prefix of the details.
+const PREFIX: u8 = b'd';
+
+/// A detail as stored: its key within the series, the time of its round (ms) and the module's
+/// bytes ([`vantage_core::ProbeModule::detail_json`] reads them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDetail {
+    pub key: u32,
+    pub timestamp_ms: i64,
+    pub bytes: Vec<u8>,
+}
+
+/// The details waiting for a commit, and what each series queued last.
+#[derive(Debug, Default)]
+pub(super) struct Details {
+    /// Per series: the key and fingerprint of the last detail queued since the store opened.
+    last: HashMap<u32, (u32, u64)>,
+    /// (series, key) → (time, bytes), until a commit wrote it.
+    queued: BTreeMap<(u32, u32), (i64, Vec<u8>)>,
+}
+
+fn key(series: u32, detail: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(PREFIX);
+    k.extend_from_slice(&series.to_be_bytes());
+    k.extend_from_slice(&detail.to_be_bytes());
+    k
+}
+
+/// The detail key of a meta key made by [`key`].
+fn detail_of(k: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(k.get(5..9)?.try_into().ok()?))
+}
+
+fn value(ts: i64, bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + bytes.len());
+    v.extend_from_slice(&ts.to_le_bytes());
+    v.extend_from_slice(bytes);
+    v
+}
+
+fn parse(k: &[u8], v: &[u8]) -> Option<StoredDetail> {
+    Some(StoredDetail {
+        key: detail_of(k)?,
+        timestamp_ms: i64::from_le_bytes(v.get(..8)?.try_into().ok()?),
+        bytes: v.get(8..)?.to_vec(),
+    })
+}
+
+impl Details {
+    /// Queues `sample`'s detail (series `id`, round time `ts` ms) if it differs from the last.
+    pub fn note(&mut self, id: u32, ts: i64, sample: &Sample) {
+        let Measurement::Module(r) = &sample.measurement else {
+            return;
+        };
+        let Some(d) = r.module().detail(r.report.as_ref()) else {
+            return;
+        };
+        if self.last.get(&id) == Some(&(d.key, d.fingerprint)) {
+            return;
+        }
+        self.last.insert(id, (d.key, d.fingerprint));
+        self.queued.insert((id, d.key), (ts, d.bytes));
+    }
+
+    /// The meta entries a commit writes: every queued detail (they stay queued until
+    /// [`Details::written`]).
+    pub fn due(&self) -> Vec<((u32, u32), i64, Vec<u8>)> {
+        self.queued
+            .iter()
+            .map(|(k, (ts, b))| (*k, *ts, value(*ts, b)))
+            .collect()
+    }
+
+    /// A commit wrote `due`: forget what it wrote, unless queued again since.
+    pub fn written(&mut self, due: &[((u32, u32), i64, Vec<u8>)]) {
+        for (k, ts, _) in due {
+            if self.queued.get(k).is_some_and(|(t, _)| t == ts) {
+                self.queued.remove(k);
+            }
+        }
+    }
+
+    /// Meta entries of the details in `due` (what [`Details::due`] returned).
+    pub fn entries(due: &[((u32, u32), i64, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        due.iter()
+            .map(|((series, k), _, v)| (key(*series, *k), v.clone()))
+            .collect()
+    }
+}
+
+impl Store {
+    /// Every stored detail of one target and probe (committed or waiting for the next
+    /// commit), oldest first; of one key, the newest.
+    pub fn details(
+        &self,
+        target: &str,
+        probe: ProbeKind,
+    ) -> Result<Vec<StoredDetail>, BackendError> {
+        // The queued ones are read first: a commit that writes them meanwhile still leaves
+        // them in this answer.
+        let (ids, queued) = {
+            let st = self.inner.state.lock_or_recover();
+            let ids: Vec<u32> = st
+                .lookup
+                .get(&(Arc::from(target), probe))
+                .map(|v| v.iter().map(|(_, id)| *id).collect())
+                .unwrap_or_default();
+            let queued: Vec<StoredDetail> = st
+                .details
+                .queued
+                .iter()
+                .filter(|((s, _), _)| ids.contains(s))
+                .map(|((_, k), (ts, b))| StoredDetail {
+                    key: *k,
+                    timestamp_ms: *ts,
+                    bytes: b.clone(),
+                })
+                .collect();
+            (ids, queued)
+        };
+        let mut by_key: HashMap<u32, StoredDetail> = HashMap::new();
+        let mut keep = |d: StoredDetail| {
+            if by_key
+                .get(&d.key)
+                .is_none_or(|o| o.timestamp_ms <= d.timestamp_ms)
+            {
+                by_key.insert(d.key, d);
+            }
+        };
+        {
+            let guard = self.inner.backend.read_or_recover();
+            if let Some(b) = guard.as_ref() {
+                for id in &ids {
+                    for d in self.inner.scan_details(b.as_ref(), *id)? {
+                        keep(d);
+                    }
+                }
+            }
+        }
+        for d in queued {
+            keep(d);
+        }
+        let mut out: Vec<StoredDetail> = by_key.into_values().collect();
+        out.sort_by_key(|d| (d.timestamp_ms, d.key));
+        Ok(out)
+    }
+}
+
+impl Inner {
+    /// The details of series `id` in the engine.
+    fn scan_details(&self, b: &dyn Backend, id: u32) -> Result<Vec<StoredDetail>, BackendError> {
+        let mut prefix = vec![PREFIX];
+        prefix.extend_from_slice(&id.to_be_bytes());
+        let mut out = Vec::new();
+        b.scan_meta(&prefix, &mut |k, v| {
+            match parse(k, v) {
+                Some(d) => out.push(d),
+                None => tracing::warn!(series = id, "store: damaged detail skipped"),
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Keys of the details of `series` (ids below it) from before `cutoff_ms`, each series'
+    /// newest excepted.
+    pub(super) fn old_details(
+        &self,
+        b: &dyn Backend,
+        series: u32,
+        cutoff_ms: i64,
+    ) -> Result<Vec<Vec<u8>>, BackendError> {
+        let mut keys = Vec::new();
+        for id in 0..series {
+            let mut ds = self.scan_details(b, id)?;
+            let Some(newest) = ds.iter().map(|d| (d.timestamp_ms, d.key)).max() else {
+                continue;
+            };
+            ds.retain(|d| d.timestamp_ms < cutoff_ms && (d.timestamp_ms, d.key) != newest);
+            keys.extend(ds.iter().map(|d| key(id, d.key)));
+        }
+        Ok(keys)
+    }
+}
+
+/// Deletions in `removals` that would undo a detail written by the same commit.
+pub(super) fn spare_written(removals: &mut Vec<Vec<u8>>, written: &[(Vec<u8>, Vec<u8>)]) {
+    if written.is_empty() {
+        return;
+    }
+    let keys: HashSet<&[u8]> = written.iter().map(|(k, _)| k.as_slice()).collect();
+    removals.retain(|k| !keys.contains(k.as_slice()));
+}
+
+/// Copies every readable detail from `old` into `c` (a salvage).
+pub(super) fn copy_all(old: &dyn Backend, c: &mut crate::backend::Commit) {
+    let res = old.scan_meta(&[PREFIX], &mut |k, v| {
+        c.meta.push((k.to_vec(), v.to_vec()));
+        Ok(())
+    });
+    if let Err(e) = res {
+        tracing::warn!("store: details not salvaged: {e}");
+    }
+}
