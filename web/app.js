@@ -721,21 +721,71 @@ function lossLegend(d) {
 function changesList(d) {
   const what = markName(d.probe);
   if (!d.changes || !d.changes.length) return h('p', { class: 'small muted' }, `No ${what} changes in the last ${d.range}` + (d.current ? ` (now ${d.current}).` : '.'));
-  return h('div', {}, h('h3', {}, `${what} changes`),
-    h('ol', { class: 'changes small' }, d.changes.map((c) => h('li', { 'data-t': c.t },
+  // Trace: a button per change shows the path's hops before and after it (the latest first).
+  const panel = d.paths ? h('div', { class: 'path-diff', 'aria-live': 'polite' }) : null;
+  const items = d.changes.map((c) => {
+    const li = h('li', { 'data-t': c.t },
       h('span', { class: 'muted' }, new Date(c.t * 1000).toLocaleString()), ' ',
-      h('span', { class: 'mono' }, `${c.from} → ${c.to}`)))),
-    d.changes_total > d.changes.length ? h('p', { class: 'small muted' }, `${d.changes_total - d.changes.length} more not listed.`) : null);
+      h('span', { class: 'mono' }, `${c.from} → ${c.to}`));
+    if (panel) {
+      const b = h('button', { type: 'button', class: 'small', 'data-path-change': c.t, 'aria-pressed': 'false' }, 'Hops');
+      b.addEventListener('click', () => {
+        items.forEach((x) => x.querySelector('button').setAttribute('aria-pressed', String(x === li)));
+        panel.replaceChildren(pathDiff(d, c));
+      });
+      li.append(' ', b);
+    }
+    return li;
+  });
+  if (panel) items[items.length - 1].querySelector('button').click();
+  return h('div', {}, h('h3', {}, `${what} changes`),
+    h('ol', { class: 'changes small' }, items),
+    d.changes_total > d.changes.length ? h('p', { class: 'small muted' }, `${d.changes_total - d.changes.length} more not listed.`) : null,
+    panel);
+}
+
+// A path's addresses at one hop: '*' for a hop that did not answer, '–' for one the path
+// does not reach.
+function hopAddrs(path, ttl) {
+  const x = path.hops.find((p) => p.hop === ttl);
+  return x ? (x.addresses.join(' ') || '*') : '–';
+}
+
+// The hops of the path before and after change `c`, side by side; hops whose addresses
+// differ (both answered, or only one path reaches them) are marked in words and in the summary.
+function pathDiff(d, c) {
+  const [before, after] = [d.paths[c.from], d.paths[c.to]];
+  const when = new Date(c.t * 1000).toLocaleString();
+  if (!before && !after) return h('p', { class: 'small muted', 'data-path-summary': '' }, `The hop addresses of paths ${c.from} and ${c.to} were not stored.`);
+  const paths = [before, after].filter(Boolean);
+  const ttls = [...new Set(paths.flatMap((p) => p.hops.map((x) => x.hop)))].sort((a, b) => a - b);
+  const changed = [];
+  const rows = ttls.map((ttl) => {
+    const [a, b] = [before ? hopAddrs(before, ttl) : '(not stored)', after ? hopAddrs(after, ttl) : '(not stored)'];
+    const differ = before && after && a !== b && a !== '*' && b !== '*';
+    if (differ) changed.push(ttl);
+    return h('tr', { 'data-hop': ttl, class: differ ? 'differ' : null },
+      h('td', {}, ttl), h('td', {}, a), h('td', {}, b), h('td', {}, differ ? 'changed' : ''));
+  });
+  const count = (p) => (p ? `${p.hops.length} hop${p.hops.length === 1 ? '' : 's'}${p.reached ? '' : ', destination not reached'}` : 'not stored');
+  const text = `Path change at ${when}: before ${count(before)}, after ${count(after)}` +
+    (changed.length ? `; hop${changed.length > 1 ? 's' : ''} ${changed.join(', ')} changed.` : '.');
+  return h('div', {}, h('p', { class: 'small', 'data-path-summary': '' }, text),
+    h('div', { class: 'scroll' }, h('table', { class: 'path mono small' },
+      h('thead', {}, h('tr', {}, ['Hop', `Before (${c.from})`, `After (${c.to})`, ''].map((x) => h('th', {}, x)))),
+      h('tbody', {}, rows))),
+    h('p', { class: 'hint' }, '* the hop did not answer; – the path does not reach it.'));
 }
 
 function hopTable(d) {
   if (!d.hops || !d.hops.length) return h('p', { class: 'muted' }, 'No hops stored in this range.');
+  const now = d.paths && d.paths[d.current];
   return h('div', { class: 'scroll' }, h('table', { class: 'hops mono small' },
-    h('thead', {}, h('tr', {}, ['Hop', 'Loss', 'Sent', 'Last', 'Avg', 'Best', 'Worst', 'StDev'].map((c) => h('th', {}, c)))),
+    h('thead', {}, h('tr', {}, ['Hop', 'Address now', 'Loss', 'Sent', 'Last', 'Avg', 'Best', 'Worst', 'StDev'].map((c) => h('th', {}, c)))),
     h('tbody', {}, d.hops.map((x) => h('tr', { 'data-hop': x.hop },
-      h('td', {}, x.hop), h('td', {}, pct(x.loss)), h('td', {}, x.sent),
+      h('td', {}, x.hop), h('td', { class: 'addr' }, now ? hopAddrs(now, x.hop) : '?'), h('td', {}, pct(x.loss)), h('td', {}, x.sent),
       [x.last_ms, x.avg_ms, x.best_ms, x.worst_ms, x.stddev_ms].map((v) => h('td', {}, ms(v))))))),
-    h('p', { class: 'hint' }, 'Over the range, per hop: loss of its probes, and its mean RTT per round (hop addresses are not stored).'));
+    h('p', { class: 'hint' }, 'Over the range, per hop: loss of its probes, and its mean RTT per round; addresses of the current path.'));
 }
 
 // ---------- run now: a ping burst or traces, shown as their answers arrive ----------
@@ -873,21 +923,10 @@ function runNowPart(name, probe) {
 // deficiencies), each phase also named in the legend, the tooltip and the summary.
 const PHASE_COLOURS = ['#56B4E9', '#E69F00', '#009E73', '#0072B2', '#CC79A7'];
 
-function phaseMeans(d) {
-  const names = d.phases.names;
-  return names.map((_, i) => {
-    const v = d.phases.points.map((p) => p.ms[i]).filter((x) => x !== null);
-    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
-  });
-}
-
 function phaseSummary(d) {
   const ph = d.phases;
-  if (!ph.points.length) {
-    const limit = duration(ph.max_range_seconds);
-    return d.to - d.from > ph.max_range_seconds ? `Phases are read from the stored rounds: over ${limit} at most; choose a shorter range.` : `No phases stored in the last ${d.range}.`;
-  }
-  const parts = ph.names.map((n, i) => [n, phaseMeans(d)[i]]).filter(([, v]) => v !== null).map(([n, v]) => `${n} ${ms(v)}`);
+  if (!ph.points.length) return `No phases stored in the last ${d.range}.`;
+  const parts = ph.names.map((n, i) => [n, ph.mean_ms[i]]).filter(([, v]) => v !== null).map(([n, v]) => `${n} ${ms(v)}`);
   return `Phases over the last ${d.range}, mean per round: ${parts.join(', ')} (${ph.points.length} buckets).`;
 }
 
@@ -968,8 +1007,10 @@ function lastPart(d) {
   if (last.status !== undefined) facts.push(`status ${last.status}`);
   for (const k of ['version', 'tls_version', 'transport']) if (last[k]) facts.push(last[k]);
   if (last.server || last.address) facts.push(`from ${last.server || last.address}`);
-  return h('div', { class: 'last', 'data-last': '' }, h('h3', {}, 'Latest round'),
-    h('p', { class: 'small' }, `${ago(last.t)}: ${facts.join(', ') || 'no answer'}.`),
+  // From the store: the answer kept before a restart, seen first at `t` (until the next round).
+  const when = last.stored ? `Stored before the restart, an answer first seen ${ago(last.t)}` : ago(last.t);
+  return h('div', { class: 'last', 'data-last': last.stored ? 'stored' : '' }, h('h3', {}, 'Latest round'),
+    h('p', { class: 'small' }, `${when}: ${facts.join(', ') || 'no answer'}.`),
     certLine(last), recordsTable(last));
 }
 

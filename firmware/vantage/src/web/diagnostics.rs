@@ -1,7 +1,8 @@
 //! `GET /api/targets/{name}/history?probe=ping&range=24h`: a target's diagnostics over a range,
 //! read from the store's per-minute aggregates (`docs/STORE.md`): per bucket the median and
-//! spread of the round's main time, loss and rounds; the range's summary; DNS rcode and trace
-//! path changes; for a trace the mtr-like hop table.
+//! spread of the round's main time, loss, rounds and each phase's mean; the range's summary;
+//! DNS rcode and trace path changes, with the hop addresses of each path before and after; for
+//! a trace the mtr-like hop table; the latest answer (from memory, else the store's).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,7 +13,8 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_core::ProbeKind;
-use vantage_store::{Agg, Dist, HopAgg, StoredSample};
+use vantage_core::dns_detail::cut_record_data;
+use vantage_store::{Agg, Dist, HopAgg, PhaseSum, StoredDetail};
 
 use super::Web;
 use super::config_file::FieldError;
@@ -35,13 +37,8 @@ const QUANTILES: [(&str, f64); 5] = [
     ("p90_ms", 0.90),
 ];
 
-/// Phases come from the stored rounds themselves (the per-minute aggregates keep only the
-/// total), so only over ranges up to this long: a day of a 1 s target is 86,400 rounds.
-pub const PHASES_MAX_RANGE_SECS: u64 = 86_400;
-/// Records of the last DNS answer shown; more are counted, not listed.
-pub const MAX_RECORDS: usize = 32;
-/// A record's data is cut to this many characters (a TXT record may hold kilobytes).
-pub const MAX_RECORD_DATA: usize = 256;
+/// Records of the last DNS answer shown (and stored); more are counted, not listed.
+pub use vantage_core::dns_detail::MAX_RECORDS;
 /// A certificate that expires within this many days is shown as a warning.
 pub const CERT_WARN_DAYS: i64 = 14;
 
@@ -147,6 +144,31 @@ fn bad(field: &str, msg: String) -> ApiError {
     )
 }
 
+/// What the store holds for one range of one target's probe.
+struct Stored {
+    buckets: Vec<(i64, Agg)>,
+    /// Trace paths, the DNS answer: empty for a kind without details.
+    details: Vec<StoredDetail>,
+}
+
+/// Reads the range's buckets and the probe's details off the async runtime.
+async fn read_store(
+    store: Arc<vantage_store::Store>,
+    target: String,
+    kind: ProbeKind,
+    (from, to, step_ms): (i64, i64, i64),
+) -> ApiResult<Stored> {
+    tokio::task::spawn_blocking(move || {
+        Ok::<_, vantage_store::backend::BackendError>(Stored {
+            buckets: store.aggregate(&target, kind, from, to, step_ms)?,
+            details: store.details(&target, kind)?,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("history failed", e))?
+    .map_err(|e| ApiError::internal("history failed", e))
+}
+
 pub async fn target_history(
     State(web): State<Arc<Web>>,
     Path(name): Path<String>,
@@ -164,7 +186,6 @@ pub async fn target_history(
     let cfg = web.state.config();
     let t = target_with_probe(&cfg, &name, kind)?;
     let store = web.state.storage.as_ref().and_then(|s| s.store()).cloned();
-    let phase_store = store.clone();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -172,35 +193,19 @@ pub async fn target_history(
     let (step_ms, len_ms) = (step as i64 * 1000, secs as i64 * 1000);
     let to = now;
     let from = (to - len_ms).div_euclid(step_ms) * step_ms;
-    let target = t.name.clone();
     let open = store.is_some();
     // Without a store (it could not open: the log says why) there is no history: no points.
-    let buckets = match store {
-        Some(store) => {
-            tokio::task::spawn_blocking(move || store.aggregate(&target, kind, from, to, step_ms))
-                .await
-                .map_err(|e| ApiError::internal("history failed", e))?
-                .map_err(|e| ApiError::internal("history failed", e))?
-        }
-        None => Vec::new(),
+    let stored = match store {
+        Some(store) => read_store(store, t.name.to_string(), kind, (from, to, step_ms)).await?,
+        None => Stored {
+            buckets: Vec::new(),
+            details: Vec::new(),
+        },
     };
-    let mut body = range_body(&t.name, kind, range, (from, to, step), &buckets);
+    let mut body = range_body(&t.name, kind, range, (from, to, step), &stored.buckets);
     body["store_open"] = json!(open);
-    if let Some(names) = phase_names(kind) {
-        body["phases"] = match phase_store.filter(|_| secs <= PHASES_MAX_RANGE_SECS) {
-            Some(store) => {
-                let target = t.name.clone();
-                let rounds =
-                    tokio::task::spawn_blocking(move || store.query(&target, kind, from, to))
-                        .await
-                        .map_err(|e| ApiError::internal("history failed", e))?
-                        .map_err(|e| ApiError::internal("history failed", e))?;
-                phases_json(names, &rounds, step_ms)
-            }
-            None => {
-                json!({"names": names, "points": [], "max_range_seconds": PHASES_MAX_RANGE_SECS})
-            }
-        };
+    if kind == ProbeKind::TRACE {
+        body["paths"] = paths_json(kind, &body, &stored.details);
     }
     if let Some((at, report)) = web.history.latest_report(&t.name, kind) {
         body["last"] = last_json(
@@ -208,6 +213,8 @@ pub async fn target_history(
             &vantage_core::Report::json(report.report.as_ref()),
             now / 1000,
         );
+    } else if let Some(last) = stored_last(kind, &stored.details, now / 1000) {
+        body["last"] = last;
     }
     Ok(Json(body))
 }
@@ -217,46 +224,69 @@ pub fn phase_names(kind: ProbeKind) -> Option<&'static [&'static str]> {
     kind.module().map(|m| m.phases()).filter(|p| !p.is_empty())
 }
 
-/// Per bucket of `step_ms` with rounds, the mean of each phase (ms) over the rounds that had it
-/// (`null` for a phase none had).
-pub fn phases_json(names: &[&str], rounds: &[StoredSample], step_ms: i64) -> Value {
-    let mut buckets: std::collections::BTreeMap<i64, Vec<(f64, u32)>> = Default::default();
-    for r in rounds {
-        let t = r.timestamp_ms.div_euclid(step_ms) * step_ms;
-        let sums = buckets
-            .entry(t)
-            .or_insert_with(|| vec![(0.0, 0); names.len()]);
-        for (k, v) in r.values() {
-            if let Some(i) = k
-                .strip_suffix("_seconds")
-                .and_then(|p| names.iter().position(|n| *n == p))
-            {
-                sums[i].0 += v * 1000.0;
-                sums[i].1 += 1;
-            }
-        }
+/// The latest answer the store kept (from before a restart, until a round runs), marked
+/// `stored`: a kind whose details are its latest report (one key), not trace's paths.
+fn stored_last(kind: ProbeKind, details: &[StoredDetail], now: i64) -> Option<Value> {
+    if kind == ProbeKind::TRACE {
+        return None;
     }
-    let points: Vec<Value> = buckets
-        .into_iter()
-        .map(|(t, sums)| {
-            let means: Vec<Option<f64>> = sums
-                .iter()
-                .map(|&(sum, n)| (n > 0).then(|| (sum / f64::from(n) * 1000.0).round() / 1000.0))
-                .collect();
-            json!({"t": t / 1000, "ms": means})
-        })
-        .collect();
-    json!({"names": names, "points": points, "max_range_seconds": PHASES_MAX_RANGE_SECS})
+    let d = details.last()?;
+    let report = kind.module()?.detail_json(&d.bytes)?;
+    let mut last = last_json(d.timestamp_ms as f64 / 1000.0, &report, now);
+    last["stored"] = json!(true);
+    Some(last)
 }
 
-/// One answer record as the page lists it, its data cut to [`MAX_RECORD_DATA`] characters.
+/// The hop addresses of each path the range's changes and current path name, by the name
+/// the changes give it: `{NAME: {t, reached, hops: [{hop, addresses}]}}`, `t` being when the
+/// path was stored (when it last became current). A path not stored is left out.
+fn paths_json(kind: ProbeKind, body: &Value, details: &[StoredDetail]) -> Value {
+    let mut wanted: Vec<&str> = Vec::new();
+    for c in body["changes"].as_array().into_iter().flatten() {
+        wanted.extend([&c["from"], &c["to"]].into_iter().filter_map(Value::as_str));
+    }
+    wanted.extend(body["current"].as_str());
+    let Some(module) = kind.module() else {
+        return json!({});
+    };
+    let mut out = serde_json::Map::new();
+    for d in details {
+        let name = mark_name(kind, d.key);
+        if !wanted.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(mut p) = module.detail_json(&d.bytes) {
+            p["t"] = json!(d.timestamp_ms as f64 / 1000.0);
+            out.insert(name, p);
+        }
+    }
+    Value::Object(out)
+}
+
+/// Per bucket with rounds, each phase's mean (ms) over the rounds that had it (`null` for a
+/// phase none had), and the range's mean of each (`mean_ms`).
+pub fn phases_json(names: &[&str], buckets: &[(i64, Agg)], all: &Agg) -> Value {
+    let means = |p: &[PhaseSum]| -> Vec<Option<f64>> {
+        (0..names.len())
+            .map(|i| {
+                p.get(i)
+                    .and_then(PhaseSum::mean_us)
+                    .map(|us| us.round() / 1000.0)
+            })
+            .collect()
+    };
+    let points: Vec<Value> = buckets
+        .iter()
+        .filter(|(_, a)| a.phases.iter().any(|p| p.n > 0))
+        .map(|(t, a)| json!({"t": t / 1000, "ms": means(&a.phases)}))
+        .collect();
+    json!({"names": names, "points": points, "mean_ms": means(&all.phases)})
+}
+
+/// One answer record as the page lists it, its data cut (`vantage_core::dns_detail::cut_record_data`).
 fn record_json(r: &Value) -> Value {
     let data = r.get("data").and_then(Value::as_str).unwrap_or_default();
-    let cut = data.chars().count() > MAX_RECORD_DATA;
-    let mut shown: String = data.chars().take(MAX_RECORD_DATA).collect();
-    if cut {
-        shown.push('…');
-    }
+    let shown = cut_record_data(data);
     json!({"name": r.get("name"), "type": r.get("type"), "ttl": r.get("ttl"), "data": shown})
 }
 
@@ -279,7 +309,9 @@ pub fn last_json(at: f64, report: &Value, now: i64) -> Value {
         }
     }
     if let Some(answers) = report.get("answers").and_then(Value::as_array) {
-        out["records_total"] = json!(answers.len());
+        // A stored answer keeps its first records and counts them all.
+        let total = report.get("answers_total").and_then(Value::as_u64);
+        out["records_total"] = json!(total.unwrap_or(answers.len() as u64));
         out["records_max"] = json!(MAX_RECORDS);
         out["records"] = answers.iter().take(MAX_RECORDS).map(record_json).collect();
     }
@@ -328,6 +360,9 @@ pub fn range_body(
     }
     if kind == ProbeKind::TRACE {
         body["hops"] = all.hops.iter().map(hop_json).collect();
+    }
+    if let Some(names) = phase_names(kind) {
+        body["phases"] = phases_json(names, buckets, &all);
     }
     body
 }

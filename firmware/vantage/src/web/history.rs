@@ -58,7 +58,8 @@ pub trait HistorySource: Send + Sync + 'static {
     fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest>;
     /// The latest report of a module kind other than ping (DNS answer, HTTP status, TLS
     /// certificate) with its time, Unix seconds; kept in memory only, so none after a restart
-    /// until the next round.
+    /// until the next round (the target page then shows the answer the store kept: a DNS
+    /// answer is a round detail, `vantage_store::Store::details`).
     fn latest_report(&self, _target: &str, _probe: ProbeKind) -> Option<(f64, ModuleReport)> {
         None
     }

@@ -2794,23 +2794,32 @@ mod run_now_tests;
 #[path = "update_tests.rs"]
 mod update_tests;
 
+/// The rounds are stored by the tests; the daemon's own first rounds come hours later (each
+/// target's offset within a day), so none joins them while a test runs.
 const DIAG_CONFIG: &str = r#"
 [[targets]]
 name = "loop"
 host = "127.0.0.1"
 probes = ["ping"]
+ping = { interval = "24h" }
 
 [[targets]]
 name = "resolver"
 host = "127.0.0.1"
 probes = ["dns"]
-dns = { query = "example.test" }
+dns = { query = "example.test", interval = "24h" }
 
 [[targets]]
 name = "site"
 host = "127.0.0.1"
 probes = ["http"]
-http = { url = "https://127.0.0.1/health" }
+http = { url = "https://127.0.0.1/health", interval = "24h" }
+
+[[targets]]
+name = "path"
+host = "127.0.0.1"
+probes = ["trace"]
+trace = { interval = "24h" }
 "#;
 
 fn module_sample(target: &str, probe: ProbeKind, at: SystemTime, report: Value) -> Sample {
@@ -2911,11 +2920,29 @@ async fn target_ranges_show_phases_status_changes_flags_and_the_last_report() {
         .iter()
         .filter(|p| p["ms"] == json!([null, null, null, 20.0]));
     assert_eq!((with.count(), without.count()), (5, 5), "{phases}");
+    // Nothing in memory yet: the answer the store kept before the restart, said to be so.
+    let last = &d.body["last"];
+    assert_eq!(last["stored"], true, "{}", d.text);
+    assert_eq!(last["rcode"], "NOERROR", "{last}");
+    assert_eq!(last["records_total"], 2, "{last}");
+    assert_eq!(last["records"][1]["data"], "192.0.2.1", "{last}");
+    // Lookup and phases over a month: from the per-minute aggregates, the same means.
+    let m = f
+        .get("/api/targets/resolver/history?probe=dns&range=30d")
+        .await;
+    assert_eq!(m.body["summary"]["rounds"], 10, "{}", m.text);
     assert!(
-        d.body.get("last").is_none(),
-        "nothing in memory yet: {}",
-        d.text
+        m.body["summary"]["median_ms"].as_f64().unwrap() > 19.0,
+        "{}",
+        m.text
     );
+    assert_eq!(
+        m.body["phases"]["mean_ms"],
+        json!([3.0, null, null, 20.0]),
+        "{}",
+        m.text
+    );
+    assert!(!m.body["phases"]["points"].as_array().unwrap().is_empty());
     // The latest round in memory: its records, capped.
     f.history.sample(module_sample(
         "resolver",
@@ -2926,6 +2953,7 @@ async fn target_ranges_show_phases_status_changes_flags_and_the_last_report() {
     let d = f.get("/api/targets/resolver/history?probe=dns").await;
     let last = &d.body["last"];
     assert_eq!(last["rcode"], "NOERROR", "{last}");
+    assert!(last.get("stored").is_none(), "{last}");
     assert_eq!(last["records_total"], MAX_RECORDS + 8, "{last}");
     assert_eq!(
         last["records"].as_array().unwrap().len(),
@@ -2973,10 +3001,14 @@ async fn target_ranges_show_phases_status_changes_flags_and_the_last_report() {
     assert_eq!(last["cert_days_left"], CERT_WARN_DAYS - 4, "{last}");
     assert_eq!(last["cert_warning"], true, "{last}");
     assert!(last.get("records").is_none(), "{last}");
-    // Phases over a week are not read from the rounds.
+    // Phases over a week, from the aggregates.
     let w = f.get("/api/targets/site/history?probe=http&range=7d").await;
-    assert_eq!(w.body["phases"]["points"], json!([]), "{}", w.text);
-    assert!(w.body["phases"]["max_range_seconds"].as_u64().is_some());
+    assert_eq!(
+        w.body["phases"]["mean_ms"],
+        json!([1.0, 2.0, 3.0, 4.0, 5.0]),
+        "{}",
+        w.text
+    );
 
     // Ping: two rounds flagged for the device's load.
     let p = f.get("/api/targets/loop/history?probe=ping&range=1h").await;
@@ -2999,7 +3031,8 @@ async fn target_ranges_show_phases_status_changes_flags_and_the_last_report() {
 /// no warning, one already expired is, with negative days.
 #[test]
 fn the_last_report_cuts_long_records_and_judges_certificates() {
-    use super::diagnostics::{MAX_RECORD_DATA, last_json};
+    use super::diagnostics::last_json;
+    use vantage_core::dns_detail::MAX_RECORD_DATA;
     let long = "x".repeat(MAX_RECORD_DATA + 10);
     let r = json!({"answers": [{"name": "t.", "ttl": 1, "type": "TXT", "data": long}]});
     let last = last_json(5.0, &r, 0);
@@ -3168,5 +3201,106 @@ async fn the_status_answer_does_not_grow_with_the_number_of_targets() {
     assert!(
         sizes[1] as f64 <= sizes[0] as f64 * 1.05,
         "answer bytes at 150 and 1,500 targets: {sizes:?}"
+    );
+}
+
+/// A trace round over `path` (one address per hop, "" for a silent hop) with path hash `hash`.
+fn trace_round(at: SystemTime, hash: u32, path: &[&str]) -> Sample {
+    let hops: Vec<Value> = path
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let responders: Vec<Value> = (!a.is_empty())
+                .then(|| json!({"address": a, "replies": 1, "flows": [0], "unreachable": null}))
+                .into_iter()
+                .collect();
+            json!({"ttl": i + 1, "sent": 1, "received": responders.len(), "responders": responders,
+                "rtts": [{"secs": 0, "nanos": 1_000_000}]})
+        })
+        .collect();
+    let report =
+        json!({"reached": true, "flows": 1, "flows_reached": 1, "path_hash": hash, "hops": hops});
+    module_sample("path", ProbeKind::TRACE, at, report)
+}
+
+/// A trace's range names the hops of the path before and after each change, from the store:
+/// after a restart, over a week and a month, and the current path's hops.
+#[tokio::test]
+async fn a_trace_range_shows_the_hops_before_and_after_each_path_change() {
+    use vantage_core::Observer;
+    let dir = TempDir::new("paths");
+    let cfg = Config::parse(DIAG_CONFIG, "f").unwrap();
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let (a, b) = (0x0a0b_0c0d_u32, 0x1122_3344_u32);
+    let before = ["192.0.2.1", "", "198.51.100.9"];
+    let after = ["192.0.2.1", "203.0.113.7", "198.51.100.9"];
+    {
+        let storage = crate::storage::Storage::start(dir.path(), &cfg);
+        // Three days on one path, then two days on another, a round every six hours.
+        for i in (0..20u32).rev() {
+            let at = now - Duration::from_secs(6 * 3600) * i - Duration::from_secs(60);
+            let (hash, path) = if at < now - 2 * day {
+                (a, &before)
+            } else {
+                (b, &after)
+            };
+            storage.sample(trace_round(at, hash, path));
+        }
+        storage.shutdown().await;
+    }
+    let f = Fixture::with_store(dir, Some(DIAG_CONFIG))
+        .await
+        .log_in()
+        .await;
+    for range in ["7d", "30d"] {
+        let r = f
+            .get(&format!(
+                "/api/targets/path/history?probe=trace&range={range}"
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let changes = r.body["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 1, "{range}: {}", r.text);
+        let (from, to) = (
+            changes[0]["from"].as_str().unwrap(),
+            changes[0]["to"].as_str().unwrap(),
+        );
+        assert_eq!((from, to), ("0a0b0c0d", "11223344"), "{}", r.text);
+        let paths = &r.body["paths"];
+        let addresses = |name: &str| -> Vec<Value> {
+            paths[name]["hops"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{range}: no path {name}: {paths}"))
+                .iter()
+                .map(|h| h["addresses"].clone())
+                .collect()
+        };
+        assert_eq!(
+            addresses(from),
+            [json!(["192.0.2.1"]), json!([]), json!(["198.51.100.9"])],
+            "{range}"
+        );
+        assert_eq!(addresses(to)[1], json!(["203.0.113.7"]), "{range}");
+        assert_eq!(r.body["current"], to, "{range}");
+        assert_eq!(paths[to]["reached"], true);
+        // When each path became current: the first round on it.
+        let t = paths[to]["t"].as_f64().unwrap();
+        assert!(
+            (t - changes[0]["t"].as_f64().unwrap()).abs() < 1e-3,
+            "{paths}"
+        );
+    }
+    // A range without the change still names the current path's hops; no other.
+    let h = f
+        .get("/api/targets/path/history?probe=trace&range=24h")
+        .await;
+    assert_eq!(h.body["changes"], json!([]), "{}", h.text);
+    let names: Vec<&String> = h.body["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["11223344"], "{}", h.text);
+    assert!(
+        h.body.get("last").is_none(),
+        "paths are not an answer: {}",
+        h.text
     );
 }
