@@ -1,8 +1,10 @@
 // Browser end-to-end test of the Vantage page, speaking WebDriver to chromedriver with plain
 // fetch() (no npm packages). Run by scripts/tests.d/55-web-e2e.sh inside a network namespace.
 //   node web-e2e.mjs --url URL --artifacts DIR --data-dir DIR --peer ADDRESS
+//     --far ADDRESS --router-ns NETNS --router-dev DEVICE   (a host two hops away, through the
+//       peer: the peer's namespace and its device towards us, whose ICMP source the test changes)
 //     --dns-port PORT --web-port PORT --cert-days DAYS   (a DNS and an HTTPS server on loopback)
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +18,9 @@ const URL_ = arg('url');
 const ART = arg('artifacts');
 const DATA = arg('data-dir');
 const PEER = arg('peer');
+const FAR = arg('far');
+const ROUTER_NS = arg('router-ns');
+const ROUTER_DEV = arg('router-dev');
 const DNS_PORT = Number(arg('dns-port'));
 const WEB_PORT = Number(arg('web-port'));
 const CERT_DAYS = Number(arg('cert-days'));
@@ -379,7 +384,9 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       await waitFor('only trace chosen', () => exec("return [...document.querySelectorAll('#target-form input[type=checkbox]:checked')].map((c) => c.value).join() === 'trace'"));
       await waitFor('trace options', () => exec("return !document.getElementById('trace-options').hidden"));
       await type('#f-name', 'path');
-      await type('#f-host', PEER);
+      await type('#f-host', FAR);
+      // Often enough for the path change below to show within seconds.
+      await type('#f-interval', '5s');
       await type('#f-trace-flows', '99');
       await click('#save');
       await waitFor('range refused next to the field', () => exec("return /between 1 and 16/.test(document.querySelector('.ferr[data-for=\"trace.flows\"]').textContent)"));
@@ -392,7 +399,7 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       await click('#save');
       await waitCss('tr[data-target=path]');
       const text = configText();
-      if (!/flows = 2/.test(text) || !/protocol = "icmp"/.test(text) || !/max_hops = 8/.test(text)) throw new Error(`trace options not saved:\n${text}`);
+      if (!/flows = 2/.test(text) || !/protocol = "icmp"/.test(text) || !/max_hops = 8/.test(text) || !/interval = "5s"/.test(text)) throw new Error(`trace options not saved:\n${text}`);
     });
 
     // The chart's points against the API: every bucket the chart drew, by its start, with the
@@ -431,7 +438,9 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
             const phasePts = [...document.querySelectorAll(sel + ' svg.phases g.phase-pt')].map((g) => Object.assign({}, g.dataset));
             const records = [...document.querySelectorAll(sel + ' table.records tbody tr')].map((tr) => [...tr.children].map((td) => td.textContent));
             const cert = document.querySelector(sel + ' .cert');
-            const extra = { phasePts, records, cert: cert && { text: cert.textContent, warn: cert.classList.contains('warn'), days: Number(cert.dataset.days) } };
+            const diff = [...document.querySelectorAll(sel + ' table.path tbody tr')].map((tr) => ({ hop: Number(tr.dataset.hop), differ: tr.classList.contains('differ'), cells: [...tr.children].map((td) => td.textContent) }));
+            const pathSummary = (document.querySelector(sel + ' [data-path-summary]') || {}).textContent;
+            const extra = { phasePts, records, diff, pathSummary, cert: cert && { text: cert.textContent, warn: cert.classList.contains('warn'), days: Number(cert.dataset.days) } };
             fetch('/api/targets/${name}/history?probe=${probe}&range=1h').then((r) => r.json()).then((api) => done({ pts, hops, api, ...extra }));`,
           args: [],
         });
@@ -472,6 +481,15 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       await waitFor('24 h range', () => exec("return document.querySelector('button[data-range=\"24h\"]').getAttribute('aria-pressed') === 'true' && /Last 24h/.test(document.body.innerText)"));
     });
 
+    const phoneFits = async (name) => {
+      await wd('POST', s('/window/rect'), { width: 390, height: 844 });
+      await sleep(300);
+      await shot(name);
+      const wide = await exec('return document.documentElement.scrollWidth > window.innerWidth + 1');
+      await wd('POST', s('/window/rect'), { width: 1280, height: 900 });
+      if (wide) throw new Error('the target page is wider than a phone screen');
+    };
+
     // "Run now": the answers must show while the run is still going (the button stays disabled
     // until the stream ends), then the run's summary.
     const runNowOn = async (name, probe, live, summary) => {
@@ -492,9 +510,32 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       await shot('24-run-now-ping');
     });
 
-    await step('Run now on a trace target fills the hop table with the peer as it answers', async () => {
-      await runNowOn('path', 'trace', `[...document.querySelectorAll('.run table.hops tr[data-hop]')].some((tr) => tr.textContent.includes('${PEER}'))`, /^5 traces, destination reached in 1 hop\b/);
+    await step('Run now on a trace target fills the hop table with the router and the far host as they answer', async () => {
+      // Both rows while the run goes on: the router at hop 1, the far host at hop 2.
+      const row = (ttl, addr) => `[...document.querySelectorAll('.run table.hops tr[data-hop="${ttl}"]')].some((tr) => !tr.hidden && tr.textContent.includes('${addr}'))`;
+      await runNowOn('path', 'trace', `${row(1, PEER)} && ${row(2, FAR)}`, /^5 traces, destination reached in 2 hops\b/);
       await shot('25-run-now-trace');
+    });
+
+    await step('the router answers from another address: the path change shows the hops before and after', async () => {
+      const before = await exec("return fetch('/api/targets/path/history?probe=trace&range=1h').then((r) => r.json())");
+      const known = (before.changes || []).length;
+      // From now on the router's ICMP errors come from its second address.
+      const ip = spawnSync('ip', ['-n', ROUTER_NS, 'route', 'replace', '192.0.2.0/24', 'dev', ROUTER_DEV, 'src', '192.0.2.3'], { encoding: 'utf8' });
+      if (ip.status !== 0) throw new Error(`ip route replace: ${ip.stderr}`);
+      const r = await targetPage('path', 'trace', (x) => x.api.changes.length > known && x.diff.some((d) => d.hop === 1 && d.differ), 90000);
+      const change = r.api.changes[r.api.changes.length - 1];
+      const hop1 = r.diff.find((d) => d.hop === 1);
+      if (hop1.cells[1] !== PEER || hop1.cells[2] !== '192.0.2.3' || hop1.cells[3] !== 'changed') throw new Error(`hop 1: ${JSON.stringify(hop1)}`);
+      const hop2 = r.diff.find((d) => d.hop === 2);
+      if (!hop2 || hop2.differ || hop2.cells[1] !== FAR || hop2.cells[2] !== FAR) throw new Error(`hop 2: ${JSON.stringify(hop2)}`);
+      // The page's lists are the API's stored paths.
+      const addrs = (name) => r.api.paths[name].hops.map((x) => x.addresses.join(' ')).join();
+      if (addrs(change.from) !== `${PEER},${FAR}` || addrs(change.to) !== `192.0.2.3,${FAR}`) throw new Error(`API paths ${JSON.stringify(r.api.paths)}`);
+      if (!/before 2 hops, after 2 hops; hop 1 changed\./.test(r.pathSummary)) throw new Error(r.pathSummary);
+      await exec("document.querySelector('.path-diff').scrollIntoView({ block: 'center' }); return true");
+      await shot('25b-path-change');
+      await phoneFits('25c-path-change-phone');
     });
 
     // Each drawn phase bucket against the API's, and, for buckets that are over, each phase
@@ -527,15 +568,6 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
         });
       }
       return done.length;
-    };
-
-    const phoneFits = async (name) => {
-      await wd('POST', s('/window/rect'), { width: 390, height: 844 });
-      await sleep(300);
-      await shot(name);
-      const wide = await exec('return document.documentElement.scrollWidth > window.innerWidth + 1');
-      await wd('POST', s('/window/rect'), { width: 1280, height: 900 });
-      if (wide) throw new Error('the target page is wider than a phone screen');
     };
 
     await step('a DNS target page: lookup chart, phases against /api/samples, the last answer\'s records', async () => {

@@ -4,8 +4,9 @@
 #   fresh device -> set password -> log in -> add a target pinging a peer namespace -> green
 #   -> edit -> delete -> settings: a remote_write endpoint added and edited (checked in the
 #   file), store and LED limits -> an update bundle uploaded and refused (no trusted keyring
-#   here) -> HTTPS -> a trace and a ping target's page (the chart's buckets
-#   against the API) -> "Run now" of a ping burst and of traces, read as they stream -> a DNS
+#   here) -> HTTPS -> a trace and a ping target's page (the chart's buckets against the API)
+#   -> "Run now" of a ping burst and of traces through a router (two hops), read as they
+#   stream -> the router's address changes: the path before and after -> a DNS
 #   target (unbound on the device's loopback) and an HTTPS target (a certificate valid for 10
 #   days) added by hand: their phases against /api/samples, the last answer's records, the
 #   certificate's warning; screenshots in target/e2e-artifacts/ (CI artefacts).
@@ -30,7 +31,7 @@ ART=$PWD/target/e2e-artifacts
 mkdir -p "$ART"
 rm -f "$ART"/web-*.png
 
-DEV=vwdev$$ TGT=vwtgt$$
+DEV=vwdev$$ TGT=vwtgt$$ FAR=vwfar$$
 DATA=$(mktemp -d /tmp/vantage-web-e2e.XXXXXX)
 DAEMON_PID=
 cleanup() {
@@ -38,16 +39,27 @@ cleanup() {
   ip netns pids "$DEV" 2>/dev/null | xargs -r kill 2>/dev/null
   ip netns del "$DEV" 2>/dev/null
   ip netns del "$TGT" 2>/dev/null
+  ip netns del "$FAR" 2>/dev/null
   rm -rf "$DATA"
 }
 trap cleanup EXIT
 
-# The device namespace (daemon, browser) and a peer to ping, joined by a veth pair.
-ip netns add "$DEV" && ip netns add "$TGT" || { echo "0 passed, 1 failed"; exit 1; }
+# The device namespace (daemon, browser) and a peer to ping, joined by a veth pair; the peer
+# also routes to a far host, two hops from the device (no ICMP rate limit: every probe of a
+# trace gets its answer). The peer's 192.0.2.3 is its source for ICMP errors once the test
+# changes the path (--router-ns).
+ip netns add "$DEV" && ip netns add "$TGT" && ip netns add "$FAR" || { echo "0 passed, 1 failed"; exit 1; }
 ip link add "vd$$" netns "$DEV" type veth peer name "vt$$" netns "$TGT"
-ip -n "$DEV" link set lo up && ip -n "$TGT" link set lo up
+ip link add "vr$$" netns "$TGT" type veth peer name "vf$$" netns "$FAR"
+ip -n "$DEV" link set lo up && ip -n "$TGT" link set lo up && ip -n "$FAR" link set lo up
 ip -n "$DEV" addr add 192.0.2.1/24 dev "vd$$" && ip -n "$DEV" link set "vd$$" up
-ip -n "$TGT" addr add 192.0.2.2/24 dev "vt$$" && ip -n "$TGT" link set "vt$$" up
+ip -n "$TGT" addr add 192.0.2.2/24 dev "vt$$" && ip -n "$TGT" addr add 192.0.2.3/24 dev "vt$$"
+ip -n "$TGT" link set "vt$$" up
+ip -n "$TGT" addr add 198.51.100.1/24 dev "vr$$" && ip -n "$TGT" link set "vr$$" up
+ip -n "$FAR" addr add 198.51.100.2/24 dev "vf$$" && ip -n "$FAR" link set "vf$$" up
+ip -n "$FAR" route add default via 198.51.100.1
+ip -n "$DEV" route add 198.51.100.0/24 via 192.0.2.2
+ip netns exec "$TGT" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.icmp_ratelimit=0
 
 # On the device's loopback: a DNS server answering three records for one name, and an HTTPS
 # server whose self-signed certificate is valid for CERT_DAYS days (under the page's warning).
@@ -87,4 +99,5 @@ done
 
 ip netns exec "$DEV" env HOME="$DATA" node scripts/e2e/web-e2e.mjs \
   --url http://127.0.0.1:9430/ --artifacts "$ART" --data-dir "$DATA" --peer 192.0.2.2 \
+  --far 198.51.100.2 --router-ns "$TGT" --router-dev "vt$$" \
   --dns-port "$DNS_PORT" --web-port "$WEB_PORT" --cert-days "$CERT_DAYS"
