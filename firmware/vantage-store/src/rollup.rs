@@ -719,7 +719,8 @@ pub fn key_minute(k: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::codec::{ErrorKind, StoredDns, StoredHop, StoredModule, StoredPing, StoredTrace};
-    use vantage_core::RoundQuality;
+    use std::time::{Duration, UNIX_EPOCH};
+    use vantage_core::{Measurement, ProbeKind, RoundQuality, Sample};
 
     fn ping(ts: i64, rtt: Option<u64>) -> StoredSample {
         StoredSample {
@@ -835,6 +836,105 @@ mod tests {
         assert_eq!(a.marks.changes, vec![(61_000, 0, 3), (62_000, 3, NO_RCODE)]);
         assert_eq!(a.marks.changed, 2);
         assert_eq!(a.time.n, 3);
+    }
+
+    /// DNS, TCP and HTTP rounds of one minute each, with phases: the rounds of
+    /// `tests/data/aggregates-before-phases.txt` (aggregates written before they kept phases).
+    fn minutes_with_phases() -> Vec<(&'static str, i64, Vec<Sample>)> {
+        use serde_json::json;
+        let ms = |v: u64| json!({"secs": 0, "nanos": v * 1_000_000});
+        let round = |kind: &str, at_ms: i64, report: serde_json::Value| {
+            let kind: ProbeKind = kind.parse().unwrap();
+            Sample {
+                target: "t".into(),
+                probe: kind,
+                timestamp: UNIX_EPOCH + Duration::from_millis(u64::try_from(at_ms).unwrap()),
+                duration: Duration::from_millis(30),
+                success: true,
+                error: None,
+                measurement: Measurement::Module(
+                    kind.module().unwrap().report_from_json(report).unwrap(),
+                ),
+                quality: RoundQuality::empty(),
+            }
+        };
+        let base = 1_700_000_040_000;
+        let dns = |at, resolve: Option<u64>, request| {
+            let phases = json!({"resolve": resolve.map(ms), "request": ms(request)});
+            let lookup = ms(request + resolve.unwrap_or(0));
+            round(
+                "dns",
+                at,
+                json!({"rcode": "NOERROR", "lookup": lookup, "phases": phases}),
+            )
+        };
+        let tcp = |at, connect, tls| {
+            let r = json!({"port": 443, "sent": 1, "connected": 1, "connect_times": [ms(connect)],
+                "tls_handshake": ms(tls)});
+            round("tcp", at, r)
+        };
+        let http = |at, status, k: u64| {
+            let phases: Vec<_> = (1..=5).map(|i| ms(i * k)).collect();
+            round("http", at, json!({"status": status, "phases": phases}))
+        };
+        vec![
+            (
+                "dns",
+                base,
+                vec![dns(base + 1_000, Some(3), 20), dns(base + 2_000, None, 22)],
+            ),
+            (
+                "tcp",
+                base,
+                vec![tcp(base + 1_000, 2, 5), tcp(base + 3_000, 4, 7)],
+            ),
+            (
+                "http",
+                base,
+                vec![http(base + 1_000, 200, 1), http(base + 5_000, 503, 2)],
+            ),
+        ]
+    }
+
+    /// Aggregates written before they kept phases (the minutes of [`minutes_with_phases`], as
+    /// the encoder of that time wrote them) still decode, with no phases; the same rounds
+    /// aggregated now differ only by the phase sums at the end, and a bucket merging an old
+    /// minute with a new one has the new one's phases.
+    #[test]
+    fn aggregates_written_before_phases_still_decode() {
+        let text = include_str!("../tests/data/aggregates-before-phases.txt");
+        let minutes = minutes_with_phases();
+        assert_eq!(text.lines().count(), minutes.len());
+        for (line, (kind, base, rounds)) in text.lines().zip(minutes) {
+            let mut f = line.split(' ');
+            assert_eq!(f.next(), Some(kind));
+            assert_eq!(f.next().and_then(|b| b.parse().ok()), Some(base));
+            let hex = f.next().unwrap();
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            let old = Agg::decode(&bytes, base).unwrap();
+            assert!(old.phases.is_empty(), "{kind}: {old:?}");
+            let mut now = Agg::default();
+            for r in &rounds {
+                now.add(&StoredSample::from_sample(r, 0));
+            }
+            let names = kind
+                .parse::<ProbeKind>()
+                .unwrap()
+                .module()
+                .unwrap()
+                .phases();
+            assert_eq!(now.phases.len(), names.len(), "{kind}");
+            let mut without = now.clone();
+            without.phases.clear();
+            assert_eq!(old, without, "{kind}");
+            assert_eq!(without.encode(base), bytes, "{kind}");
+            let mut merged = old.clone();
+            merged.merge(&now);
+            assert_eq!((merged.rounds, &merged.phases), (4, &now.phases), "{kind}");
+        }
     }
 
     /// Each phase's rounds and sum survive the encoding and merge across minutes, so a month's
