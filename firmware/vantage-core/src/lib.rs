@@ -47,7 +47,7 @@ pub use config::{
 };
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    AddressGuard, Detail, DnsProbe, HostResolver, LiveRun, MAX_PHASES, MODULES, Misfit,
+    AddressGuard, Detail, DetailUse, DnsProbe, HostResolver, LiveRun, MAX_PHASES, MODULES, Misfit,
     ModuleOptions, ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery,
     ProbeRequest, Progress, ProgressSender, Report, Rollup, Section, TraceDeviceRate, TraceProbe,
     dns_detail, dns_series, family_mismatch, in_words, kind_names, live, module_gauges,

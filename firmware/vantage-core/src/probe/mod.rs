@@ -25,8 +25,8 @@ pub use dns::options::{
 pub use dns::{DnsProbe, detail as dns_detail, series as dns_series, system_nameservers};
 pub use live::LiveRun;
 pub use module::{
-    Detail, MAX_PHASES, Misfit, ModuleOptions, ModuleReport, Options, OptionsInput, ProbeModule,
-    ProbeQuery, Report, Rollup, Section, family_mismatch, in_words, kind_names,
+    Detail, DetailUse, MAX_PHASES, Misfit, ModuleOptions, ModuleReport, Options, OptionsInput,
+    ProbeModule, ProbeQuery, Report, Rollup, Section, family_mismatch, in_words, kind_names,
     module_options_from,
 };
 pub use ping::options::{PingOptions, RawPing};

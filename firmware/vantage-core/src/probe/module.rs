@@ -201,6 +201,19 @@ pub struct Detail {
     pub bytes: Vec<u8>,
 }
 
+/// What the target page makes of a kind's stored details ([`ProbeModule::detail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailUse {
+    /// The kind keeps none.
+    None,
+    /// One per mark, the detail's key being the mark (trace: each path's hops by its path
+    /// hash): a range lists those of the marks it names under this field.
+    PerMark(&'static str),
+    /// The latest report's detail, under one key: shown as the last report until the first
+    /// round after a start.
+    LastReport,
+}
+
 /// What `/probe` asks of a module: the `target` parameter and the other query parameters.
 pub struct ProbeQuery<'a> {
     pub target: &'a str,
@@ -348,6 +361,8 @@ pub trait ProbeModule: Send + Sync + Debug {
     fn detail_json(&self, _bytes: &[u8]) -> Option<serde_json::Value> {
         None
     }
+    /// What the page makes of the details.
+    fn detail_use(&self) -> DetailUse;
     /// Whether the kind's rounds have marks, whose changes a range of rounds shows.
     fn keeps_marks(&self) -> bool;
     /// A mark as the page shows it.
@@ -460,6 +475,8 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     fn detail_json(&self, _bytes: &[u8]) -> Option<serde_json::Value> {
         None
     }
+    /// [`ProbeModule::detail_use`].
+    const DETAIL_USE: DetailUse = DetailUse::None;
     /// [`ProbeModule::keeps_marks`].
     const MARKS: bool = false;
     /// [`ProbeModule::phases`].
@@ -602,6 +619,9 @@ impl<T: TypedModule> ProbeModule for T {
     }
     fn detail_json(&self, bytes: &[u8]) -> Option<serde_json::Value> {
         TypedModule::detail_json(self, bytes)
+    }
+    fn detail_use(&self) -> DetailUse {
+        T::DETAIL_USE
     }
     fn keeps_marks(&self) -> bool {
         T::MARKS
@@ -818,5 +838,24 @@ mod tests {
             hop.starts_with("  1.  ???") && hop.contains("100.0%    6"),
             "{text}"
         );
+    }
+
+    /// Each kind says what its stored details are to the page: details keyed by marks need
+    /// marks; a trace keeps each path, DNS, TCP and HTTP their latest report, ping none.
+    #[test]
+    fn details_are_used_as_each_module_declares() {
+        let uses: Vec<(&str, DetailUse)> = crate::probe::MODULES
+            .iter()
+            .map(|m| (m.name(), m.detail_use()))
+            .collect();
+        for m in crate::probe::MODULES {
+            if let DetailUse::PerMark(_) = m.detail_use() {
+                assert!(m.keeps_marks(), "{}", m.name());
+            }
+        }
+        let of = |name: &str| uses.iter().find(|(n, _)| *n == name).map(|(_, u)| *u);
+        assert_eq!(of("trace"), Some(DetailUse::PerMark("paths")));
+        assert_eq!(of("dns"), Some(DetailUse::LastReport));
+        assert_eq!(of("ping"), Some(DetailUse::None));
     }
 }

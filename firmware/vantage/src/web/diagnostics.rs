@@ -12,8 +12,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vantage_core::ProbeKind;
 use vantage_core::dns_detail::cut_record_data;
+use vantage_core::{DetailUse, ProbeKind};
 use vantage_store::{Agg, Dist, HopAgg, PhaseSum, StoredDetail};
 
 use super::Web;
@@ -204,8 +204,8 @@ pub async fn target_history(
     };
     let mut body = range_body(&t.name, kind, range, (from, to, step), &stored.buckets);
     body["store_open"] = json!(open);
-    if kind == ProbeKind::TRACE {
-        body["paths"] = paths_json(kind, &body, &stored.details);
+    if let Some(DetailUse::PerMark(field)) = kind.module().map(|m| m.detail_use()) {
+        body[field] = marked_details(kind, &body, &stored.details);
     }
     if let Some((at, report)) = web.history.latest_report(&t.name, kind) {
         body["last"] = last_json(
@@ -224,23 +224,25 @@ pub fn phase_names(kind: ProbeKind) -> Option<&'static [&'static str]> {
     kind.module().map(|m| m.phases()).filter(|p| !p.is_empty())
 }
 
-/// The latest answer the store kept (from before a restart, until a round runs), marked
-/// `stored`: a kind whose details are its latest report (one key), not trace's paths.
+/// The latest report the store kept (from before a restart, until a round runs), marked
+/// `stored`: of a kind whose details are its latest report ([`DetailUse::LastReport`]).
 fn stored_last(kind: ProbeKind, details: &[StoredDetail], now: i64) -> Option<Value> {
-    if kind == ProbeKind::TRACE {
+    let module = kind.module()?;
+    if module.detail_use() != DetailUse::LastReport {
         return None;
     }
     let d = details.last()?;
-    let report = kind.module()?.detail_json(&d.bytes)?;
+    let report = module.detail_json(&d.bytes)?;
     let mut last = last_json(d.timestamp_ms as f64 / 1000.0, &report, now);
     last["stored"] = json!(true);
     Some(last)
 }
 
-/// The hop addresses of each path the range's changes and current path name, by the name
-/// the changes give it: `{NAME: {t, reached, hops: [{hop, addresses}]}}`, `t` being when the
-/// path was stored (when it last became current). A path not stored is left out.
-fn paths_json(kind: ProbeKind, body: &Value, details: &[StoredDetail]) -> Value {
+/// The details of each mark the range's changes and `current` name, by that name
+/// ([`DetailUse::PerMark`]; trace: `{NAME: {t, reached, hops: [{hop, addresses}]}}`), `t`
+/// being when the detail was stored (a path: when it last became current). A mark without a
+/// stored detail is left out.
+fn marked_details(kind: ProbeKind, body: &Value, details: &[StoredDetail]) -> Value {
     let mut wanted: Vec<&str> = Vec::new();
     for c in body["changes"].as_array().into_iter().flatten() {
         wanted.extend([&c["from"], &c["to"]].into_iter().filter_map(Value::as_str));

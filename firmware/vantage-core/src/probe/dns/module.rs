@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::super::Probe;
 use super::super::module::{
-    Detail, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param,
+    Detail, DetailUse, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param,
 };
 use super::DnsProbe;
 use super::options::{DnsOptions, DnsTransport, RawDns};
@@ -157,6 +157,7 @@ impl TypedModule for Dns {
     fn mark_name(&self, mark: u32) -> String {
         series::mark_name(mark)
     }
+    const DETAIL_USE: DetailUse = DetailUse::LastReport;
     /// The answer, kept when it changes.
     fn detail(&self, r: &DnsReport) -> Option<Detail> {
         super::detail::detail(r)

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::super::Probe;
 use super::super::module::{
-    Detail, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule,
+    Detail, DetailUse, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule,
 };
 use super::super::tcp::{put_varint, varint};
 use super::TraceProbe;
@@ -166,6 +166,8 @@ impl TypedModule for Trace {
             ..Rollup::default()
         }
     }
+    /// Each path's hops, by its path hash (the mark).
+    const DETAIL_USE: DetailUse = DetailUse::PerMark("paths");
     /// The hop addresses, once per path hash.
     fn detail(&self, r: &TraceReport) -> Option<Detail> {
         super::detail::detail(r)
