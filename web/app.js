@@ -1007,8 +1007,8 @@ function lastPart(d) {
   if (last.status !== undefined) facts.push(`status ${last.status}`);
   for (const k of ['version', 'tls_version', 'transport']) if (last[k]) facts.push(last[k]);
   if (last.server || last.address) facts.push(`from ${last.server || last.address}`);
-  // From the store: the answer kept before a restart, seen first at `t` (until the next round).
-  const when = last.stored ? `Stored before the restart, an answer first seen ${ago(last.t)}` : ago(last.t);
+  // From the store: the latest answer, status or certificate kept before a restart, seen first at `t` (until the next round).
+  const when = last.stored ? `Stored before the restart, first seen ${ago(last.t)}` : ago(last.t);
   return h('div', { class: 'last', 'data-last': last.stored ? 'stored' : '' }, h('h3', {}, 'Latest round'),
     h('p', { class: 'small' }, `${when}: ${facts.join(', ') || 'no answer'}.`),
     certLine(last), recordsTable(last));

@@ -20,7 +20,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Probe;
-use super::module::{OptionsInput, Rollup, TypedModule, int_param};
+use super::module::{
+    Detail, DetailUse, OptionsInput, Rollup, TypedModule, fields_detail, fields_json, int_param,
+};
 use crate::config::check::Check;
 use crate::config::form::ProbeForm;
 use crate::config::host::Host;
@@ -33,6 +35,15 @@ pub use options::HttpOptions;
 const NAME: &str = "http";
 /// The kind.
 pub(crate) const KIND: ModuleId = ModuleId(NAME);
+
+/// The fields of the latest report the store keeps ([`TypedModule::detail`]).
+const LAST_FIELDS: [&str; 5] = [
+    "address",
+    "status",
+    "version",
+    "tls_version",
+    "cert_not_after",
+];
 
 /// The phases of a round, in order; each is summed over the redirects followed.
 pub const PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
@@ -180,6 +191,15 @@ impl TypedModule for Http {
             phases_us: s.phases_us.map(|us| Some(u64::from(us))),
         })
     }
+    /// The latest response's status, version, TLS version and certificate expiry, kept when
+    /// one changes, so the page shows them after a restart.
+    fn detail(&self, r: &HttpReport) -> Option<Detail> {
+        Some(fields_detail(r, &LAST_FIELDS))
+    }
+    fn detail_json(&self, bytes: &[u8]) -> Option<serde_json::Value> {
+        fields_json(bytes)
+    }
+    const DETAIL_USE: DetailUse = DetailUse::LastReport;
     const MARKS: bool = true;
     fn mark_name(&self, mark: u32) -> String {
         if mark == stored::NO_STATUS {

@@ -201,6 +201,38 @@ pub struct Detail {
     pub bytes: Vec<u8>,
 }
 
+/// Format version of a [`fields_detail`].
+const FIELDS_VERSION: u8 = 1;
+
+/// The detail of a kind whose latest report is a few fields (TCP, HTTP: status, TLS version,
+/// certificate expiry): those of `fields` the report's JSON has, under one key, as JSON after a
+/// format version; it changes when one of them does.
+pub(crate) fn fields_detail(report: &impl Report, fields: &[&str]) -> Detail {
+    let all = report.json();
+    let kept: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .filter_map(|f| Some((f.to_string(), all.get(f).filter(|v| !v.is_null())?.clone())))
+        .collect();
+    let json = serde_json::Value::Object(kept).to_string();
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&json, &mut h);
+    let mut bytes = vec![FIELDS_VERSION];
+    bytes.extend_from_slice(json.as_bytes());
+    Detail {
+        key: 0,
+        fingerprint: std::hash::Hasher::finish(&h),
+        bytes,
+    }
+}
+
+/// A [`fields_detail`]'s fields as JSON; `None` for bytes of another version or damaged.
+pub(crate) fn fields_json(bytes: &[u8]) -> Option<serde_json::Value> {
+    match bytes.split_first()? {
+        (&FIELDS_VERSION, json) => serde_json::from_slice(json).ok(),
+        _ => None,
+    }
+}
+
 /// What the target page makes of a kind's stored details ([`ProbeModule::detail`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DetailUse {
@@ -855,7 +887,9 @@ mod tests {
         }
         let of = |name: &str| uses.iter().find(|(n, _)| *n == name).map(|(_, u)| *u);
         assert_eq!(of("trace"), Some(DetailUse::PerMark("paths")));
-        assert_eq!(of("dns"), Some(DetailUse::LastReport));
+        for kind in ["dns", "tcp", "http"] {
+            assert_eq!(of(kind), Some(DetailUse::LastReport), "{kind}");
+        }
         assert_eq!(of("ping"), Some(DetailUse::None));
     }
 }

@@ -21,7 +21,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Probe;
-use super::module::{OptionsInput, Rollup, TypedModule, bool_param, int_param};
+use super::module::{
+    Detail, DetailUse, OptionsInput, Rollup, TypedModule, bool_param, fields_detail, fields_json,
+    int_param,
+};
 use crate::config::check::Check;
 use crate::config::form::ProbeForm;
 use crate::config::host::{Host, parse_host, split_host_port};
@@ -36,6 +39,9 @@ pub(crate) use stored::{not_after, put_varint, tls_version_code, tls_version_nam
 const NAME: &str = "tcp";
 /// The kind.
 pub(crate) const KIND: ModuleId = ModuleId(NAME);
+
+/// The fields of the latest report the store keeps ([`TypedModule::detail`]).
+const LAST_FIELDS: [&str; 4] = ["address", "port", "tls_version", "cert_not_after"];
 
 /// One TCP round.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -206,6 +212,15 @@ impl TypedModule for Tcp {
             s.values(out);
         }
     }
+    /// The latest round's address, port, TLS version and certificate expiry, kept when one
+    /// changes, so the page shows them after a restart.
+    fn detail(&self, r: &TcpReport) -> Option<Detail> {
+        Some(fields_detail(r, &LAST_FIELDS))
+    }
+    fn detail_json(&self, bytes: &[u8]) -> Option<serde_json::Value> {
+        fields_json(bytes)
+    }
+    const DETAIL_USE: DetailUse = DetailUse::LastReport;
     /// The round's mean connect time (none without a connection), and its phases: that
     /// connect time and the TLS handshake.
     fn rollup(&self, bytes: &[u8]) -> Rollup {

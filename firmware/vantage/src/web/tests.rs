@@ -3304,3 +3304,88 @@ async fn a_trace_range_shows_the_hops_before_and_after_each_path_change() {
         h.text
     );
 }
+
+/// TCP and HTTP targets' latest status and certificate outlive a restart: before the first
+/// round after it, the page shows what the store kept (the newest round's, said to be
+/// stored), with the certificate's warning; a round since then replaces it.
+#[tokio::test]
+async fn tcp_and_http_status_and_certificate_are_shown_after_a_restart() {
+    use super::diagnostics::CERT_WARN_DAYS;
+    use vantage_core::Observer;
+    let config = format!(
+        "{DIAG_CONFIG}
+[[targets]]
+name = \"port\"
+host = \"127.0.0.1\"
+probes = [\"tcp\"]
+tcp = {{ port = 443, tls = true, interval = \"24h\" }}
+"
+    );
+    let dir = TempDir::new("last-stored");
+    let cfg = Config::parse(&config, "f").unwrap();
+    let now = SystemTime::now();
+    let unix = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (old_cert, new_cert) = (
+        unix + 90 * 86_400,
+        unix + (CERT_WARN_DAYS - 4) * 86_400 + 3_600,
+    );
+    let http = ProbeKind::Module(vantage_core::ModuleId::by_name("http").unwrap());
+    let tcp = ProbeKind::Module(vantage_core::ModuleId::by_name("tcp").unwrap());
+    let tcp_report = |connect_ms: u64, not_after: i64| {
+        let ms = json!({"secs": 0, "nanos": connect_ms * 1_000_000});
+        json!({"address": "127.0.0.1", "port": 443, "sent": 1, "connected": 1,
+            "connect_times": [ms], "tls_version": "TLS 1.3", "cert_not_after": not_after})
+    };
+    {
+        let storage = crate::storage::Storage::start(dir.path(), &cfg);
+        // Oldest first: 200 with the old certificate, then 503 with the renewed one.
+        for m in (1..=6u64).rev() {
+            let at = now - Duration::from_secs(m * 60);
+            let (status, cert) = if m > 2 {
+                (200, old_cert)
+            } else {
+                (503, new_cert)
+            };
+            storage.sample(module_sample("site", http, at, http_report(status, cert)));
+            storage.sample(module_sample("port", tcp, at, tcp_report(m, cert)));
+        }
+        storage.shutdown().await;
+    }
+    let f = Fixture::with_store(dir, Some(&config)).await.log_in().await;
+    let h = f.get("/api/targets/site/history?probe=http").await;
+    let last = &h.body["last"];
+    assert_eq!(last["stored"], true, "{}", h.text);
+    assert_eq!(
+        (&last["status"], &last["tls_version"]),
+        (&json!(503), &json!("TLS 1.3")),
+        "{last}"
+    );
+    assert_eq!(last["cert_days_left"], CERT_WARN_DAYS - 4, "{last}");
+    assert_eq!(last["cert_warning"], true, "{last}");
+    // Stored when the status changed: the time of the first 503.
+    let first_503 = (unix - 2 * 60) as f64;
+    assert!(
+        (last["t"].as_f64().unwrap() - first_503).abs() < 1.0,
+        "{last}"
+    );
+    let t = f.get("/api/targets/port/history?probe=tcp").await;
+    let last = &t.body["last"];
+    assert_eq!(last["stored"], true, "{}", t.text);
+    assert_eq!(
+        (&last["address"], &last["tls_version"]),
+        (&json!("127.0.0.1"), &json!("TLS 1.3")),
+        "{last}"
+    );
+    assert_eq!(last["cert_not_after"], new_cert, "{last}");
+    // A round since the start replaces what the store kept.
+    f.history
+        .sample(module_sample("site", http, now, http_report(200, old_cert)));
+    let h = f.get("/api/targets/site/history?probe=http").await;
+    let last = &h.body["last"];
+    assert!(last.get("stored").is_none(), "{last}");
+    assert_eq!(
+        (&last["status"], &last["cert_warning"]),
+        (&json!(200), &json!(false)),
+        "{last}"
+    );
+}

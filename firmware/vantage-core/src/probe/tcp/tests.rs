@@ -586,3 +586,36 @@ fn values_and_rollup_of_stored_rounds() {
     m.values(&none, &mut nv);
     assert!(!nv.iter().any(|(k, _)| *k == "connect_seconds"), "{nv:?}");
 }
+
+/// The store keeps the latest round's address, port, TLS version and certificate expiry (the
+/// page shows them after a restart): the same detail while they stay, another when the
+/// certificate changes, and not the connect times of a round.
+#[test]
+fn the_latest_round_is_a_detail_that_changes_with_its_certificate() {
+    let m = KIND.module();
+    assert_eq!(m.detail_use(), DetailUse::LastReport);
+    let round = |connect_ms: u64, not_after: i64| TcpReport {
+        address: Some("192.0.2.7".parse().unwrap()),
+        port: 443,
+        sent: 1,
+        connected: 1,
+        connect_times: vec![Duration::from_millis(connect_ms)],
+        tls_version: Some("TLS 1.3".into()),
+        cert_not_after: Some(not_after),
+        ..TcpReport::default()
+    };
+    let d = m.detail(&round(2, 1_900_000_000)).unwrap();
+    assert_eq!(
+        m.detail_json(&d.bytes),
+        Some(serde_json::json!({"address": "192.0.2.7", "port": 443,
+            "tls_version": "TLS 1.3", "cert_not_after": 1_900_000_000}))
+    );
+    assert_eq!(m.detail(&round(9, 1_900_000_000)), Some(d.clone()));
+    let renewed = m.detail(&round(2, 1_990_000_000)).unwrap();
+    assert_ne!(renewed.fingerprint, d.fingerprint);
+    assert_eq!(
+        m.detail_json(&[2, b'{', b'}']),
+        None,
+        "another format version"
+    );
+}
