@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::super::module::Detail;
 use super::super::tcp::{put_varint, varint};
-use crate::config::DnsTransport;
+use super::options::DnsTransport;
 use crate::sample::{DnsRecord, DnsReport};
 
 const VERSION: u8 = 1;
