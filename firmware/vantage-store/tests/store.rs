@@ -271,3 +271,40 @@ fn the_byte_bound_holds_and_drops_oldest_first() {
         t0 + st.dropped(DropReason::Bytes) as i64
     );
 }
+
+/// A page of targets reads only its own series, from blocks and from rounds not yet committed,
+/// in append order; a target the store never saw adds nothing.
+#[test]
+fn query_many_keeps_only_the_series_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let t0 = now_ms() - 60_000;
+    for i in 0..300u64 {
+        let target = ["a", "b", "c"][i as usize % 3];
+        s.append(&ping(target, t0 + i as i64 * 10, 1000 + i), &labels("x"));
+        if i == 150 {
+            s.flush().unwrap();
+        }
+    }
+    let keys = [
+        ("a", ProbeKind::PING),
+        ("c", ProbeKind::PING),
+        ("nobody", ProbeKind::PING),
+    ];
+    let got = s.query_many(&keys, t0, t0 + 1_000_000).unwrap();
+    let targets: Vec<String> = got
+        .iter()
+        .map(|r| s.series(r.series).unwrap().target.to_string())
+        .collect();
+    assert_eq!(got.len(), 200);
+    assert!(targets.iter().all(|t| t == "a" || t == "c"), "{targets:?}");
+    assert!(
+        got.windows(2)
+            .all(|w| w[0].timestamp_ms < w[1].timestamp_ms)
+    );
+    assert!(
+        s.query_many(&[("nobody", ProbeKind::PING)], t0, t0 + 1_000_000)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,6 +1,7 @@
 //! Reads for the local charts: samples and per-minute aggregates of a time range, and reading
 //! blocks back (a damaged block is forgotten and counted).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use vantage_core::{LockExt, RwLockExt};
@@ -23,31 +24,28 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<StoredSample>, BackendError> {
-        self.query_where(Some((target, probe)), from_ms, to_ms)
+        self.query_many(&[(target, probe)], from_ms, to_ms)
     }
 
-    /// Samples of every series with `from <= timestamp <= to`, committed or pending, in append
-    /// order: one pass over the blocks for a page that shows every target, where a query per
-    /// target would read each block once per target. [`Store::series`] names their series.
-    pub fn query_all(&self, from_ms: i64, to_ms: i64) -> Result<Vec<StoredSample>, BackendError> {
-        self.query_where(None, from_ms, to_ms)
-    }
-
-    fn query_where(
+    /// Samples of the series of `keys` with `from <= timestamp <= to`, committed or pending, in
+    /// append order: one pass over the blocks for a page of targets, where a query per target
+    /// would read each block once per target. Only these series' samples are kept, so the
+    /// answer grows with the page, not with every series in the blocks. [`Store::series`] names
+    /// their series.
+    pub fn query_many(
         &self,
-        only: Option<(&str, ProbeKind)>,
+        keys: &[(&str, ProbeKind)],
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<StoredSample>, BackendError> {
         let (ids, blocks, pending) = {
             let st = self.inner.state.lock_or_recover();
-            let ids: Option<Vec<u32>> = only.map(|(target, probe)| {
-                st.lookup
-                    .get(&(Arc::from(target), probe))
-                    .map(|v| v.iter().map(|(_, id)| *id).collect())
-                    .unwrap_or_default()
-            });
-            if ids.as_ref().is_some_and(Vec::is_empty) {
+            let ids: HashSet<u32> = keys
+                .iter()
+                .filter_map(|(target, probe)| st.lookup.get(&(Arc::from(*target), *probe)))
+                .flat_map(|v| v.iter().map(|(_, id)| *id))
+                .collect();
+            if ids.is_empty() {
                 return Ok(Vec::new());
             }
             let blocks: Vec<u64> = st
@@ -59,15 +57,13 @@ impl Store {
             let pending: Vec<StoredSample> = st
                 .pending
                 .iter()
-                .filter(|s| ids.as_ref().is_none_or(|ids| ids.contains(&s.series)))
+                .filter(|s| ids.contains(&s.series))
                 .cloned()
                 .collect();
             (ids, blocks, pending)
         };
         let keep = |s: &StoredSample| {
-            ids.as_ref().is_none_or(|ids| ids.contains(&s.series))
-                && s.timestamp_ms >= from_ms
-                && s.timestamp_ms <= to_ms
+            ids.contains(&s.series) && s.timestamp_ms >= from_ms && s.timestamp_ms <= to_ms
         };
         let mut out = Vec::new();
         for seq in blocks {

@@ -6,7 +6,7 @@
 //! restart and `/api/history` can go back a day; the device uses it whenever the store is open.
 //! The page reads either through [`HistorySource`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -476,17 +476,15 @@ impl StoreHistory {
         to: u64,
     ) -> Result<HashMap<ProbeKey, Buckets>, vantage_store::backend::BackendError> {
         let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let wanted: HashSet<(Arc<str>, ProbeKind)> =
-            keys.iter().map(|(t, p)| (Arc::from(*t), *p)).collect();
-        let rounds = self.store.query_all(ms(from), ms(to))?;
-        // Series ids to the probes asked for (None: a series not shown).
+        // Only the series of `keys`: the answer grows with the page, not with the store.
+        let rounds = self.store.query_many(keys, ms(from), ms(to))?;
+        // Series ids to their probes.
         let mut names: HashMap<u32, Option<(Arc<str>, ProbeKind)>> = HashMap::new();
         let mut out: HashMap<ProbeKey, Buckets> = HashMap::new();
         for r in rounds {
             let key = names.entry(r.series).or_insert_with(|| {
                 let k = self.store.series(r.series)?;
-                let key = (k.target, k.probe);
-                wanted.contains(&key).then_some(key)
+                Some((k.target, k.probe))
             });
             let Some(key) = key else { continue };
             let t = bucket_of(u64::try_from(r.timestamp_ms / 1000).unwrap_or(0));
