@@ -481,6 +481,27 @@ fn trace_values(t: &TraceReport, v: &mut Vec<(&'static str, f64)>) {
 }
 
 #[cfg(test)]
+impl HopReport {
+    /// A hop at `ttl` that each of `addrs` answered once, on flow 0: the hop tests build, with
+    /// the rest (probes sent, RTTs, balancing) set by the test.
+    pub(crate) fn answered_by(ttl: u8, addrs: &[&str]) -> Self {
+        Self {
+            ttl,
+            responders: addrs
+                .iter()
+                .map(|a| HopResponder {
+                    address: a.parse().unwrap(),
+                    replies: 1,
+                    flows: vec![0],
+                    unreachable: None,
+                })
+                .collect(),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -96,23 +96,13 @@ pub(crate) fn detail_json(bytes: &[u8]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::{HopReport, HopResponder};
+    use crate::sample::HopReport;
 
     fn hop(ttl: u8, addresses: &[&str]) -> HopReport {
         HopReport {
-            ttl,
             sent: 2,
             received: addresses.len() as u32,
-            responders: addresses
-                .iter()
-                .map(|a| HopResponder {
-                    address: a.parse().unwrap(),
-                    replies: 1,
-                    flows: vec![0],
-                    unreachable: None,
-                })
-                .collect(),
-            ..HopReport::default()
+            ..HopReport::answered_by(ttl, addresses)
         }
     }
 

@@ -94,25 +94,15 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::sample::{HopReport, HopResponder, Measurement};
+    use crate::sample::{HopReport, Measurement};
     use crate::types::ProbeKind;
 
     fn hop(ttl: u8, addrs: &[&str], balancing: Option<Balancing>) -> HopReport {
         HopReport {
-            ttl,
             sent: 3,
             received: 3,
-            responders: addrs
-                .iter()
-                .map(|a| HopResponder {
-                    address: a.parse().unwrap(),
-                    replies: 1,
-                    flows: vec![0],
-                    unreachable: None,
-                })
-                .collect(),
             balancing,
-            ..HopReport::default()
+            ..HopReport::answered_by(ttl, addrs)
         }
     }
 

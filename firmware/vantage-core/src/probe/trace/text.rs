@@ -163,20 +163,10 @@ mod tests {
     /// `sent` probes.
     fn hop(ttl: u8, addrs: &[&str], rtts_us: &[u64], sent: u32) -> HopReport {
         HopReport {
-            ttl,
             sent,
             received: rtts_us.len() as u32,
-            responders: addrs
-                .iter()
-                .map(|a| HopResponder {
-                    address: a.parse().unwrap(),
-                    replies: 1,
-                    flows: vec![0],
-                    unreachable: None,
-                })
-                .collect(),
             rtts: rtts_us.iter().map(|u| Duration::from_micros(*u)).collect(),
-            balancing: None,
+            ..HopReport::answered_by(ttl, addrs)
         }
     }
 
