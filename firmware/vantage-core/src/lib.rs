@@ -26,6 +26,7 @@
 mod clock;
 pub mod config;
 pub mod defaults;
+mod error_text;
 // Entry points to private parsers for the fuzz targets (fuzz/), built only with `--cfg fuzzing`.
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
@@ -45,6 +46,7 @@ pub use config::{
     Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, DohMethod, Host, LedBackendKind,
     LedConfig, LedRole, LedsConfig, PingOptions, Target, TraceOptions,
 };
+pub use error_text::error_chain;
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
     AddressGuard, Detail, DetailUse, DnsProbe, HostResolver, LiveRun, MAX_PHASES, MODULES, Misfit,

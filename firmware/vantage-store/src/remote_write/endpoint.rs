@@ -187,15 +187,6 @@ pub(super) async fn post(client: &reqwest::Client, ep: &Endpoint, body: Vec<u8>)
                 Outcome::Refused(msg)
             }
         }
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            Outcome::Retry(msg)
-        }
+        Err(e) => Outcome::Retry(vantage_core::error_chain(&e)),
     }
 }

@@ -17,7 +17,7 @@ use prometheus::{Gauge, IntCounterVec, Opts};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use vantage_core::config::Provisioning;
-use vantage_core::{Config, defaults};
+use vantage_core::{Config, defaults, error_chain};
 
 use crate::metrics::unix_seconds;
 
@@ -301,17 +301,6 @@ fn client(p: &Provisioning) -> Result<reqwest::Client, String> {
     }
     b.build()
         .map_err(|e| format!("cannot build the HTTPS client: {e}"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 async fn fetch(p: &Provisioning, etag: Option<String>) -> Result<Fetched, String> {

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use vantage_core::error_chain;
+
 use super::spool::{Limits, SpoolFile};
 
 /// The spool's name for a downloaded bundle.
@@ -36,17 +38,6 @@ pub fn check_url(url: &str, allow_http: bool) -> Result<reqwest::Url, String> {
         )),
         s => Err(format!("{url}: {s}:// is not supported (https:// only)")),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// Downloads into `spool`, reporting bytes so far and the announced total; returns the
