@@ -220,6 +220,17 @@ impl Config {
     }
 }
 
+/// The file's sections as written, before defaults and ranges: the sections read on their own
+/// (so their errors name the field) taken out, the rest deserialized as the root.
+struct Sections<'t> {
+    root: RawRoot,
+    targets: Vec<WrittenTarget<'t>>,
+    store: Option<Value<'t>>,
+    remote_write: Option<Value<'t>>,
+    leds: Option<RawLeds>,
+    module_defaults: ModuleSections<'t>,
+}
+
 fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
@@ -232,17 +243,21 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
             return Config::default();
         }
     };
+    let sections = read_sections(doc, col);
+    resolve(&sections, &mut Check { col })
+}
+
+fn read_sections<'t>(doc: Spanned<DeTable<'t>>, col: &mut Collector<'_>) -> Sections<'t> {
     let doc_span = doc.span();
     let mut root = doc.into_inner();
     let targets_value = root.remove("targets");
-    let store_value = root.remove("store");
-    let remote_write_value = root.remove("remote_write");
+    let store = root.remove("store");
+    let remote_write = root.remove("remote_write");
     let leds_value = root.remove("leds");
     let module_defaults = root
         .get_mut("defaults")
         .map(|d| take_module_sections(d.get_mut()))
         .unwrap_or_default();
-
     let raw_root =
         match RawRoot::deserialize(toml::de::Deserializer::from(Spanned::new(doc_span, root))) {
             Ok(r) => r,
@@ -251,47 +266,51 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
                 RawRoot::default()
             }
         };
-    let raw_leds = leds_value.and_then(|v| read_leds(col, &v));
-    let raw_targets = targets_value
-        .map(|v| read_targets(col, v))
-        .unwrap_or_default();
-
-    let mut check = Check { col };
-    for (m, v) in &module_defaults {
-        let path = format!("defaults.{}", m.module().name());
-        m.module().check_defaults(&mut check, &path, v);
-    }
-    let leds = LedsConfig::resolve(&mut check, raw_leds.as_ref());
-    let defaults = Defaults {
-        raw: &raw_root.defaults,
-        modules: &module_defaults,
-    };
-    // Shared with the runner (and the configs built from this one), not copied.
-    let targets = resolve_targets(&mut check, &raw_targets, &defaults)
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let store = store_value.map_or_else(StoreConfig::default, |v| read_store(&mut check, &v));
-    let remote_write = remote_write_value
-        .map(|v| read_remote_write(&mut check, v))
-        .unwrap_or_default();
-    let device = fleet::validate_device(&mut check, &raw_root.device);
-    let uplink = fleet::validate_uplink(&mut check, raw_root.uplink.as_ref());
-    let discovery = fleet::validate_discovery(raw_root.discovery.as_ref());
-    let provisioning = fleet::validate_provisioning(&mut check, raw_root.provisioning.as_ref());
-    let probe_endpoint = probe_endpoint::validate(&mut check, raw_root.probe_endpoint.as_ref());
-    let update = update::validate_update(&mut check, raw_root.update.as_ref());
-    Config {
-        targets,
+    Sections {
+        root: raw_root,
+        leds: leds_value.and_then(|v| read_leds(col, &v)),
+        targets: targets_value
+            .map(|v| read_targets(col, v))
+            .unwrap_or_default(),
         store,
         remote_write,
-        device,
-        uplink,
-        discovery,
-        provisioning,
-        leds,
-        probe_endpoint,
-        update,
+        module_defaults,
+    }
+}
+
+/// Defaults merged and every value checked against its range.
+fn resolve(s: &Sections<'_>, check: &mut Check<'_, '_>) -> Config {
+    for (m, v) in &s.module_defaults {
+        let path = format!("defaults.{}", m.module().name());
+        m.module().check_defaults(check, &path, v);
+    }
+    let defaults = Defaults {
+        raw: &s.root.defaults,
+        modules: &s.module_defaults,
+    };
+    let raw = &s.root;
+    Config {
+        leds: LedsConfig::resolve(check, s.leds.as_ref()),
+        // Shared with the runner (and the configs built from this one), not copied.
+        targets: resolve_targets(check, &s.targets, &defaults)
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+        store: s
+            .store
+            .as_ref()
+            .map_or_else(StoreConfig::default, |v| read_store(check, v)),
+        remote_write: s
+            .remote_write
+            .clone()
+            .map(|v| read_remote_write(check, v))
+            .unwrap_or_default(),
+        device: fleet::validate_device(check, &raw.device),
+        uplink: fleet::validate_uplink(check, raw.uplink.as_ref()),
+        discovery: fleet::validate_discovery(raw.discovery.as_ref()),
+        provisioning: fleet::validate_provisioning(check, raw.provisioning.as_ref()),
+        probe_endpoint: probe_endpoint::validate(check, raw.probe_endpoint.as_ref()),
+        update: update::validate_update(check, raw.update.as_ref()),
     }
 }
 
