@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use crate::net::trace::{TraceReply, kernel_fuzz};
+use crate::probe::dns::report::DnsReport;
 use crate::probe::{dns_fuzz, ping_fuzz};
-use crate::sample::DnsReport;
 
 /// The ping probe's echo-reply parser, as each socket kind and address family delivers;
 /// returns the (address, sequence) of every packet taken for an answer to our requests.

@@ -49,11 +49,12 @@ pub use config::{
 pub use error_text::error_chain;
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    AddressGuard, Detail, DetailUse, DnsProbe, HostResolver, LiveRun, MAX_PHASES, MODULES, Misfit,
-    ModuleOptions, ModuleReport, Options, OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery,
-    ProbeRequest, Progress, ProgressSender, Report, Rollup, Section, TraceDeviceRate, TraceProbe,
-    dns_detail, dns_series, family_mismatch, in_words, kind_names, live, module_gauges,
-    ping_series, probes, resolve_host, set_trace_device_rate, system_nameservers, trace_series,
+    AddressGuard, Detail, DetailUse, DnsFlags, DnsPhases, DnsProbe, DnsRecord, DnsReport,
+    HostResolver, LiveRun, MAX_PHASES, MODULES, Misfit, ModuleOptions, ModuleReport, Options,
+    OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
+    ProgressSender, Report, Rollup, Section, TraceDeviceRate, TraceProbe, dns_detail, dns_series,
+    family_mismatch, in_words, kind_names, live_run as live, module_gauges, ping_series, probes,
+    resolve_host, set_trace_device_rate, system_nameservers, trace_series,
 };
 pub use quality::{
     LATE_THRESHOLD, PSI_READ_INTERVAL, Pressure, ProcPressure, Resource, RoundQuality,
@@ -61,8 +62,8 @@ pub use quality::{
 };
 pub use runner::{Applied, Observer, Runner};
 pub use sample::{
-    Balancing, DnsFlags, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement,
-    PingReport, ProbeError, Sample, TraceReport, Unreachable,
+    Balancing, HopReport, HopResponder, Measurement, PingReport, ProbeError, Sample, TraceReport,
+    Unreachable,
 };
 pub use scheduler::{Job, JobKey, Scheduler, SchedulerEvent, spread_offset};
 pub use types::{IpProtocol, ModuleId, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};

@@ -44,13 +44,14 @@ pub use target::{ModuleOptions, Target};
 pub use update::{RawUpdate, UpdateOffer, Window};
 
 use crate::defaults::{self, self as D};
-use crate::probe::OptionsInput;
-pub use crate::probe::module_options_from;
-pub use crate::probe::{
-    AnswerData, DnsOptions, DnsTransport, DohMethod, Pattern, PingOptions, RawDns, RawPing,
-    RawTrace, TraceOptions, parse_doh_path, parse_query, parse_rcode, parse_record_type,
-    rcode_name,
+pub use crate::probe::dns::options::{
+    AnswerData, DnsOptions, DnsTransport, DohMethod, Pattern, RawDns, parse_doh_path, parse_query,
+    parse_rcode, parse_record_type, rcode_name,
 };
+pub use crate::probe::module::module_options_from;
+use crate::probe::module::{OptionsInput, in_words, kind_names};
+pub use crate::probe::ping::options::{PingOptions, RawPing};
+pub use crate::probe::trace::options::{RawTrace, TraceOptions};
 use crate::types::{ModuleId, ProbeKind};
 
 /// The validated configuration.
@@ -683,7 +684,7 @@ pub(crate) fn checked_labels(
 
 fn check_system_host(c: &mut Check<'_, '_>, at: &At<'_>, kinds: &[(ProbeKind, Range<usize>)]) {
     let takes = |k: &ProbeKind| k.module().is_some_and(|m| m.takes_system_host());
-    let able = crate::probe::in_words(&crate::probe::kind_names(|m| m.takes_system_host()), "or");
+    let able = in_words(&kind_names(|m| m.takes_system_host()), "or");
     for (kind, span) in kinds.iter().filter(|(k, _)| !takes(k)) {
         c.err(
             Some(span.clone()),

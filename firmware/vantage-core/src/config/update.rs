@@ -144,7 +144,7 @@ pub(crate) fn validate_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::config::Config;
 
     #[test]
     fn windows_are_read_and_waited_for_across_midnight() {

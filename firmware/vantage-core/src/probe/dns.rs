@@ -13,9 +13,11 @@
 pub mod detail;
 pub(crate) mod module;
 pub(crate) mod options;
+pub(crate) mod report;
 mod run;
 pub mod series;
 
+pub use report::{DnsFlags, DnsPhases, DnsRecord, DnsReport};
 /// Read by every probe that does a TLS handshake.
 pub(crate) use run::build_tls_config;
 #[cfg(any(test, fuzzing))]

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Probe;
 use super::module::{
     Detail, DetailUse, OptionsInput, Rollup, TypedModule, fields_detail, fields_json, int_param,
 };
+use super::round::Probe;
 use crate::config::check::Check;
 use crate::config::form::ProbeForm;
 use crate::config::host::Host;

@@ -14,12 +14,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::Progress;
+use super::round::Progress;
 use crate::config::target::Target;
 use crate::sample::Sample;
-
-pub use super::ping::live::RUN_PINGS;
-pub use super::trace::live::RUN_TRACES;
 
 /// An event's fields.
 pub type Fields = Map<String, Value>;
@@ -62,7 +59,9 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::probe::PingOptions;
+    use crate::probe::ping::live::RUN_PINGS;
+    use crate::probe::ping::options::PingOptions;
+    use crate::probe::trace::live::RUN_TRACES;
     use crate::sample::{Measurement, PingReport};
     use crate::types::ProbeKind;
 

@@ -1,31 +1,29 @@
 //! A probe kind as one module: its options, run, report, series, store encoding, `/probe`
 //! parameters and form, behind one object-safe trait. The crates that store, show and serve
-//! rounds stay generic over kinds: they ask [`MODULES`](super::MODULES) what a kind does.
+//! rounds stay generic over kinds: they ask [`MODULES`](super::registry::MODULES) what a kind
+//! does.
 //!
 //! Adding a kind is a file that implements [`TypedModule`] (over its own options and report
 //! types; [`ProbeModule`] follows) and one line in `MODULES`.
 
-use std::any::Any;
 use std::fmt::Debug;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use toml::de::DeTable;
 
-use super::Probe;
 use super::live::LiveRun;
+pub use super::report::{ModuleReport, Report};
+use super::round::Probe;
 pub use crate::config::check::Section;
 use crate::config::check::{Check, read_section};
 use crate::config::error::Collector;
 use crate::config::form::ProbeForm;
 use crate::config::host::Host;
-use crate::config::target::Target;
 pub use crate::config::target::{ModuleOptions, Options};
 use crate::series::{CounterDef, Gauge, HistogramDef, InfoFamily, Point};
-use crate::types::{IpProtocol, ModuleId, ProbeKind};
+use crate::types::{IpProtocol, ModuleId};
 
 /// What a module is given to resolve its options for one target.
 #[derive(Debug)]
@@ -39,127 +37,6 @@ pub struct OptionsInput<'a, 't> {
     pub target_span: std::ops::Range<usize>,
     /// The target's host, when it parsed; with its place in the file.
     pub host: Option<(&'a Host, std::ops::Range<usize>)>,
-}
-
-/// A kind's report of one round. Implemented for every plain report struct.
-pub trait Report: Any + Debug + Send + Sync {
-    fn eq_dyn(&self, other: &dyn Report) -> bool;
-    fn json(&self) -> serde_json::Value;
-    fn as_any(&self) -> &dyn Any;
-}
-
-impl<T: Any + Debug + PartialEq + Serialize + Send + Sync> Report for T {
-    fn eq_dyn(&self, other: &dyn Report) -> bool {
-        other.as_any().downcast_ref::<T>() == Some(self)
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-/// A module kind's report of one round (in [`Measurement::Module`](crate::Measurement)).
-#[derive(Debug, Clone)]
-pub struct ModuleReport {
-    pub kind: ModuleId,
-    pub report: Arc<dyn Report>,
-}
-
-impl ModuleReport {
-    pub fn new<R: Report>(kind: ModuleId, report: R) -> Self {
-        Self {
-            kind,
-            report: Arc::new(report),
-        }
-    }
-
-    pub fn get<T: Any>(&self) -> Option<&T> {
-        self.report.as_any().downcast_ref()
-    }
-
-    pub fn module(&self) -> &'static dyn ProbeModule {
-        self.kind.module()
-    }
-}
-
-impl PartialEq for ModuleReport {
-    fn eq(&self, o: &Self) -> bool {
-        self.kind == o.kind && self.report.eq_dyn(o.report.as_ref())
-    }
-}
-impl Serialize for ModuleReport {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.report.json().serialize(s)
-    }
-}
-
-impl ModuleId {
-    pub fn module(self) -> &'static dyn ProbeModule {
-        super::MODULES
-            .iter()
-            .copied()
-            .find(|m| m.name() == self.0)
-            .expect("a ModuleId names a registered module")
-    }
-
-    /// Every registered module kind, in registration order.
-    pub fn all() -> impl Iterator<Item = ModuleId> {
-        super::MODULES.iter().map(|m| ModuleId(m.name()))
-    }
-
-    pub fn by_name(name: &str) -> Option<ModuleId> {
-        Self::all().find(|m| m.0 == name)
-    }
-
-    /// The module whose rounds the store writes with `code`.
-    pub fn by_store_code(code: u8) -> Option<ModuleId> {
-        Self::all().find(|m| m.module().store_code() == code)
-    }
-}
-
-impl ProbeKind {
-    /// Every kind, in registration order (ping and trace first, the order lists of kinds,
-    /// forms and `/metrics` had before they were modules).
-    pub fn every() -> impl Iterator<Item = ProbeKind> {
-        ModuleId::all().map(ProbeKind::Module)
-    }
-
-    /// The module of a kind.
-    pub fn module(self) -> Option<&'static dyn ProbeModule> {
-        match self {
-            ProbeKind::Module(m) => Some(m.module()),
-        }
-    }
-}
-
-// Here rather than with `Target`: it asks the kind's module, and the config types know no module.
-impl Target {
-    /// The longest a round of `kind` can take with the target's options (none for a kind the
-    /// target does not run).
-    pub fn round_length(&self, kind: ProbeKind) -> Duration {
-        let ProbeKind::Module(m) = kind;
-        self.modules
-            .iter()
-            .find(|o| o.kind == m)
-            .map_or(Duration::ZERO, |o| {
-                m.module().round_length(o.options.as_ref())
-            })
-    }
-}
-
-impl FromStr for ProbeKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ProbeKind::every().find(|k| k.as_str() == s).ok_or_else(|| {
-            let names: Vec<&str> = ProbeKind::every().map(ProbeKind::as_str).collect();
-            format!(
-                "unknown probe {s:?} (expected one of: {})",
-                names.join(", ")
-            )
-        })
-    }
 }
 
 /// Why a round does not fit its interval: the setting to blame (a key of the kind's section,
@@ -268,7 +145,7 @@ pub fn module_options_from(
     m: ModuleId,
     section: toml::Table,
     host: Option<&Host>,
-) -> Result<std::sync::Arc<dyn crate::probe::Options>, String> {
+) -> Result<std::sync::Arc<dyn Options>, String> {
     let name = m.module().name();
     let mut root = toml::Table::new();
     root.insert(name.to_string(), toml::Value::Table(section));
@@ -681,7 +558,7 @@ impl<T: TypedModule> ProbeModule for T {
 /// kinds that read it.
 fn foreign_params(own: &str, q: &ProbeQuery<'_>) -> Result<(), String> {
     let reads = |m: &dyn ProbeModule, p: &str| m.probe_params().contains(&p);
-    for m in super::MODULES {
+    for m in ModuleId::all().map(ModuleId::module) {
         for &p in m.probe_params() {
             if m.name() == own || (q.param)(p).is_none() {
                 continue;
@@ -702,9 +579,9 @@ fn foreign_params(own: &str, q: &ProbeQuery<'_>) -> Result<(), String> {
 
 /// The names of the kinds `which` picks, in registration order.
 pub fn kind_names(which: impl Fn(&dyn ProbeModule) -> bool) -> Vec<&'static str> {
-    super::MODULES
-        .iter()
-        .filter(|m| which(**m))
+    ModuleId::all()
+        .map(ModuleId::module)
+        .filter(|m| which(*m))
         .map(|m| m.name())
         .collect()
 }
@@ -736,160 +613,6 @@ pub(crate) fn int_param(name: &str, value: &str) -> Result<toml::Value, String> 
 }
 
 /// Whether `ip` and the wanted family disagree, for the family checks modules share.
-pub fn family_mismatch(p: crate::IpProtocol, ip: IpAddr) -> bool {
-    (p == crate::IpProtocol::Ipv4 && ip.is_ipv6()) || (p == crate::IpProtocol::Ipv6 && ip.is_ipv4())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::probe::TraceOptions;
-    use crate::sample::TraceReport;
-
-    /// `/probe`'s options of `kind` from `target` and `params`, through the kind's module.
-    fn probe(kind: &str, target: &str, params: &[(&str, &str)]) -> Result<ModuleOptions, String> {
-        let id = ModuleId::by_name(kind).expect("a registered kind");
-        let param = |k: &str| params.iter().find(|(p, _)| *p == k).map(|(_, v)| *v);
-        let q = ProbeQuery {
-            target,
-            param: &param,
-            trusted: false,
-        };
-        let (_, options) = id.module().probe_options(&q)?;
-        Ok(ModuleOptions { kind: id, options })
-    }
-
-    /// A parameter another kind reads is refused, naming the kinds that read it; `system`
-    /// is the DNS module's only.
-    #[test]
-    fn probe_parameters_of_other_kinds_are_named() {
-        for (kind, target, param, want) in [
-            (
-                "ping",
-                "127.0.0.1",
-                "transport",
-                "transport applies to module=dns only",
-            ),
-            (
-                "tcp",
-                "127.0.0.1:1",
-                "port",
-                "port applies to module=dns only",
-            ),
-            (
-                "ping",
-                "127.0.0.1",
-                "protocol",
-                "protocol applies to module=trace only",
-            ),
-            (
-                "trace",
-                "127.0.0.1",
-                "ip_protocol",
-                "ip_protocol applies to module=ping, tcp and http",
-            ),
-            (
-                "dns",
-                "127.0.0.1",
-                "attempts",
-                "attempts applies to module=tcp only",
-            ),
-        ] {
-            let mut params = vec![(param, "x")];
-            if kind == "dns" {
-                params.push(("query", "a.test"));
-            }
-            let got = probe(kind, target, &params);
-            assert_eq!(got.unwrap_err(), want, "{kind} {param}");
-        }
-        assert!(probe("dns", "system", &[("query", "a.test")]).is_ok());
-        for (kind, target) in [("ping", "system"), ("tcp", "system:53")] {
-            let e = probe(kind, target, &[]).unwrap_err();
-            assert_eq!(e, "target \"system\" only works with module=dns", "{kind}");
-        }
-        assert_eq!(in_words(&["a"], "or"), "a");
-        assert_eq!(in_words(&["a", "b", "c"], "or"), "a, b or c");
-        assert_eq!(in_words(&[], "or"), "");
-    }
-
-    /// Each kind says which addresses its round uses and how its `/probe` round is named;
-    /// a kind that says nothing takes the defaults.
-    #[test]
-    fn kinds_name_their_probe_round_and_address_family() {
-        for kind in ["ping", "tcp", "http"] {
-            let target = match kind {
-                "tcp" => "localhost:1",
-                "http" => "http://localhost/",
-                _ => "localhost",
-            };
-            let o = probe(kind, target, &[("ip_protocol", "ipv6")]).unwrap();
-            let m = o.kind.module();
-            assert_eq!(
-                m.ip_protocol(o.options.as_ref()),
-                IpProtocol::Ipv6,
-                "{kind}"
-            );
-            let host = Host::Name("localhost".into());
-            assert_eq!(m.probe_round_name(&host, o.options.as_ref()), "probe");
-        }
-        let o = probe("trace", "192.0.2.1", &[("protocol", "icmp")]).unwrap();
-        let host = Host::Ip("192.0.2.1".parse().unwrap());
-        let name = o.kind.module().probe_round_name(&host, o.options.as_ref());
-        assert_eq!(name, "/probe/icmp/192.0.2.1");
-        let dns = probe("dns", "192.0.2.1", &[("query", "a.test")]).unwrap();
-        assert_eq!(
-            dns.kind.module().ip_protocol(dns.options.as_ref()),
-            IpProtocol::Auto
-        );
-    }
-
-    /// Only trace has a command-line text (its rounds summed up), and only ping and trace
-    /// run live.
-    #[test]
-    fn text_and_live_runs_are_the_kinds_that_have_them() {
-        let live = crate::probe::kind_names(|m| m.live().is_some());
-        assert_eq!(live, ["ping", "trace"]);
-        let tcp = probe("tcp", "127.0.0.1:1", &[]).unwrap();
-        assert_eq!(tcp.kind.module().text("h", tcp.options.as_ref(), &[]), None);
-        let round = TraceReport {
-            reached: true,
-            hops: vec![crate::sample::HopReport {
-                ttl: 1,
-                sent: 3,
-                ..Default::default()
-            }],
-            ..TraceReport::default()
-        };
-        let round = ModuleReport::new(ModuleId("trace"), round);
-        let trace = round.module();
-        let o = TraceOptions::default();
-        assert_eq!(trace.text("h", &o, &[]), None);
-        let text = trace.text("h", &o, &[round.clone(), round]).unwrap();
-        let hop = text.lines().nth(2).unwrap();
-        assert!(
-            hop.starts_with("  1.  ???") && hop.contains("100.0%    6"),
-            "{text}"
-        );
-    }
-
-    /// Each kind says what its stored details are to the page: details keyed by marks need
-    /// marks; a trace keeps each path, DNS, TCP and HTTP their latest report, ping none.
-    #[test]
-    fn details_are_used_as_each_module_declares() {
-        let uses: Vec<(&str, DetailUse)> = crate::probe::MODULES
-            .iter()
-            .map(|m| (m.name(), m.detail_use()))
-            .collect();
-        for m in crate::probe::MODULES {
-            if let DetailUse::PerMark(_) = m.detail_use() {
-                assert!(m.keeps_marks(), "{}", m.name());
-            }
-        }
-        let of = |name: &str| uses.iter().find(|(n, _)| *n == name).map(|(_, u)| *u);
-        assert_eq!(of("trace"), Some(DetailUse::PerMark("paths")));
-        for kind in ["dns", "tcp", "http"] {
-            assert_eq!(of(kind), Some(DetailUse::LastReport), "{kind}");
-        }
-        assert_eq!(of("ping"), Some(DetailUse::None));
-    }
+pub fn family_mismatch(p: IpProtocol, ip: IpAddr) -> bool {
+    (p == IpProtocol::Ipv4 && ip.is_ipv6()) || (p == IpProtocol::Ipv6 && ip.is_ipv4())
 }

@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::engines::Engines;
-use super::{HostResolver, Probe, ProbeRequest, Progress, ProgressSender};
+use super::resolve::HostResolver;
+use super::round::{Probe, ProbeRequest, Progress, ProgressSender};
 use crate::clock::{Clock, SystemClock};
 use crate::lock::LockExt;
 use crate::net::{

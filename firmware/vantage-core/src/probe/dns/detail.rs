@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::super::module::Detail;
 use super::super::tcp::{put_varint, varint};
 use super::options::DnsTransport;
-use crate::sample::{DnsRecord, DnsReport};
+use super::report::{DnsRecord, DnsReport};
 
 const VERSION: u8 = 1;
 /// Records of an answer kept (and shown); the others are counted.

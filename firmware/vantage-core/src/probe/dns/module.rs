@@ -1,6 +1,6 @@
 //! The DNS probe as a probe module: its options, form, `/probe` parameters, series, counters,
 //! store encoding and rollup behind [`TypedModule`], registered in
-//! [`MODULES`](super::super::MODULES) with the store code the built-in kind had (2).
+//! [`MODULES`](super::super::registry::MODULES) with the store code the built-in kind had (2).
 //!
 //! Blocks written before (versions 1 to 4) keep DNS rounds in the store's built-in figures;
 //! the store reads them into this module's encoding. Still outside: the blackbox names `/probe`
@@ -10,19 +10,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::Probe;
 use super::super::module::{
     Detail, DetailUse, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param,
 };
+use super::super::round::Probe;
 use super::DnsProbe;
 use super::options::{DnsOptions, DnsTransport, RawDns};
+use super::report::DnsReport;
 use super::series::{self, StoredDns};
 use crate::config::check::{Check, read_section};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::{Host, parse_host};
 use crate::defaults as d;
-use crate::sample::{DnsReport, Measurement};
+use crate::sample::Measurement;
 use crate::series::{CounterDef, Gauge, HistogramDef, Point};
 use crate::types::{ModuleId, ProbeKind};
 
@@ -224,8 +225,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::probe::ProbeModule;
-    use crate::sample::DnsPhases;
+    use crate::probe::dns::report::DnsPhases;
+    use crate::probe::module::{ProbeModule, Report};
 
     fn report() -> DnsReport {
         DnsReport {
@@ -267,7 +268,7 @@ mod tests {
     fn the_report_reads_back_from_its_json() {
         for rcode in [Some(3), Some(3000), None] {
             let r = DnsReport { rcode, ..report() };
-            let json = crate::probe::Report::json(&r);
+            let json = Report::json(&r);
             let back = Dns.report_from_json(json.clone()).expect("reads back");
             assert_eq!(back.get::<DnsReport>(), Some(&r), "{json}");
         }

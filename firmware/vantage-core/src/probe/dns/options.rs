@@ -852,7 +852,7 @@ pub fn rcode_name(n: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::DNS_MODULE;
+    use crate::probe::dns::module::KIND as DNS_MODULE;
 
     #[test]
     fn record_types() {
@@ -912,7 +912,7 @@ mod tests {
 
     #[test]
     fn https_options() {
-        let cfg = crate::Config::parse(
+        let cfg = crate::config::Config::parse(
             r#"
 [[targets]]
 name = "doh"

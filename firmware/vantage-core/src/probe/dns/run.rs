@@ -14,15 +14,17 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::super::{Probe, ProbeRequest, resolve_host};
+use super::super::resolve::resolve_host;
+use super::super::round::{AddressGuard, Probe, ProbeRequest, check_addr};
 use super::module;
 use super::options::{DnsOptions, DnsTransport, rcode_name};
+use super::report::{DnsFlags, DnsRecord, DnsReport};
 use crate::clock::{Clock, SystemClock};
 use crate::config::host::Host;
 use crate::defaults;
 use crate::lock::LockExt;
 use crate::net::{BoxFuture, ByteStream, DnsConnector, KernelDns};
-use crate::sample::{DnsFlags, DnsRecord, DnsReport, Measurement, ProbeError, Sample};
+use crate::sample::{Measurement, ProbeError, Sample};
 use crate::types::ProbeKind;
 
 /// Largest DNS message: UDP datagrams and TCP frames both fit in 16 bits.
@@ -120,7 +122,7 @@ impl DnsProbe {
         host: &Host,
         opts: &DnsOptions,
         timeout: Duration,
-        guard: Option<&dyn super::super::AddressGuard>,
+        guard: Option<&dyn AddressGuard>,
     ) -> (DnsReport, Option<ProbeError>) {
         let started = self.clock.now();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -144,7 +146,7 @@ impl DnsProbe {
         opts: &DnsOptions,
         deadline: tokio::time::Instant,
         report: &mut DnsReport,
-        guard: Option<&dyn super::super::AddressGuard>,
+        guard: Option<&dyn AddressGuard>,
     ) -> Result<Message, Failure> {
         if host.is_system() {
             let servers = system_nameservers(&self.resolv_conf, opts.port)?;
@@ -188,7 +190,7 @@ impl DnsProbe {
                 addr?
             }
         };
-        let addr = super::super::check_addr(guard, addr)?;
+        let addr = check_addr(guard, addr)?;
         let server = SocketAddr::new(addr, opts.port);
         report.attempts = 1;
         report.server = Some(server);

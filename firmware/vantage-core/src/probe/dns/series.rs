@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::super::tcp::{put_varint, varint};
 use super::options::rcode_name;
-use crate::sample::{DnsPhases, DnsReport};
+use super::report::{DnsPhases, DnsReport};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point, flag, gauge, labelled, secs};
 
 /// The phases of a query, in the order they happen: `vantage_dns_phase_seconds{phase}`.

@@ -599,7 +599,7 @@ async fn query_carries_the_options() {
 
 #[tokio::test(start_paused = true)]
 async fn run_emits_a_sample() {
-    let cfg = crate::Config::parse(
+    let cfg = crate::config::Config::parse(
         r#"
 [[targets]]
 name = "resolver"

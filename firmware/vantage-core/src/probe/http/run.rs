@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 
 use super::super::dns::build_tls_config;
 use super::super::module::ModuleReport;
-use super::super::{AddressGuard, Probe, ProbeRequest, check_addr, check_host, resolve_host, tcp};
+use super::super::resolve::resolve_host;
+use super::super::round::{AddressGuard, Probe, ProbeRequest, check_addr, check_host};
+use super::super::tcp;
 use super::options::{Url, parse_url};
 use super::{HttpOptions, HttpReport, KIND};
 use crate::config::host::Host;

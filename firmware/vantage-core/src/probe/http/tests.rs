@@ -9,8 +9,9 @@ use super::run::{HttpProbe, join, round};
 use super::stored::StoredHttp;
 use super::*;
 use crate::config::{Config, parse_host};
+use crate::probe::module::ProbeQuery;
+use crate::probe::round::ProbeRequest;
 use crate::probe::tcp::{CERT_NOT_AFTER, TLS_VERSION};
-use crate::probe::{ProbeQuery, ProbeRequest};
 use crate::sample::{Measurement, ProbeError};
 use crate::types::ProbeKind;
 

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::module::KIND;
 use super::options::PingOptions;
 use crate::config::target::Target;
-use crate::probe::Progress;
 use crate::probe::live::{Fields, LiveRun, ms};
+use crate::probe::round::Progress;
 use crate::sample::Sample;
 use crate::types::ProbeKind;
 

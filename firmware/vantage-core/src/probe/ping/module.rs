@@ -1,6 +1,6 @@
 //! The ping probe as a probe module: its options, form, `/probe` parameter, series, counters,
 //! store figures and rollup behind [`TypedModule`], registered in
-//! [`MODULES`](super::super::MODULES) with the store code the built-in kind had (1).
+//! [`MODULES`](super::super::registry::MODULES) with the store code the built-in kind had (1).
 //!
 //! The store keeps writing ping rounds in its own block layout (flag bits, about 10 bytes a
 //! round, since its first version) rather than as module bytes: at 10,000 targets a second
@@ -16,8 +16,10 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::Probe;
-use super::super::module::{Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule};
+use super::super::module::{
+    Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, family_mismatch,
+};
+use super::super::round::Probe;
 use super::PingProbe;
 use super::live::PingLive;
 use super::options::{PingOptions, RawPing};
@@ -27,7 +29,6 @@ use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::{Host, parse_host};
 use crate::defaults as d;
-use crate::probe::family_mismatch;
 use crate::probe::live::LiveRun;
 use crate::sample::{Measurement, PingReport};
 use crate::series::{CounterDef, Gauge, HistogramDef, Point};
@@ -230,7 +231,7 @@ pub(crate) fn form() -> ProbeForm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ProbeModule;
+    use crate::probe::module::{ProbeModule, Report};
 
     fn report() -> PingReport {
         let us = Duration::from_micros;
@@ -243,9 +244,9 @@ mod tests {
         }
     }
 
-    fn parse(target: &str) -> Result<crate::Config, String> {
+    fn parse(target: &str) -> Result<crate::config::Config, String> {
         let text = format!("[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\n{target}");
-        crate::Config::parse(&text, "t.toml").map_err(|e| e.to_string())
+        crate::config::Config::parse(&text, "t.toml").map_err(|e| e.to_string())
     }
 
     /// The ping section goes through the module: its options reach the target's module
@@ -297,7 +298,7 @@ mod tests {
         assert!(values.contains(&("rtt_avg_seconds", 0.0002)), "{values:?}");
         assert_eq!(m.rollup(&bytes).time_us, Some(200));
         assert!(!m.keeps_marks());
-        let back = m.report_from_json(crate::probe::Report::json(&report()));
+        let back = m.report_from_json(Report::json(&report()));
         assert_eq!(back.unwrap().get::<PingReport>(), Some(&report()));
         assert_eq!(ProbeModule::form(&Ping).kind, "ping");
         assert_eq!(m.store_code(), 1);

@@ -423,7 +423,7 @@ fn rtt_falls_back_to_monotonic_time_when_the_wall_clock_steps() {
 /// An unroutable target: every send fails, yet its counters must say 100 % loss.
 #[tokio::test(start_paused = true)]
 async fn unsendable_rounds_still_report_what_was_attempted() {
-    let cfg = crate::Config::parse(
+    let cfg = crate::config::Config::parse(
         "[[targets]]\nname = \"t\"\nhost = \"10.0.0.8\"\nprobes = [\"ping\"]\nping = { packets = 3, spacing = \"10ms\", timeout = \"50ms\" }\n",
         "t.toml",
     )

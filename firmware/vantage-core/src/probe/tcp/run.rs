@@ -12,7 +12,8 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::super::dns::build_tls_config;
 use super::super::module::ModuleReport;
-use super::super::{HostResolver, Probe, ProbeRequest};
+use super::super::resolve::HostResolver;
+use super::super::round::{Probe, ProbeRequest};
 use super::{KIND, TcpOptions, TcpReport};
 use crate::config::host::Host;
 use crate::net::BoxFuture;

@@ -9,7 +9,8 @@ use super::run::TcpProbe;
 use super::stored::{StoredTcp, not_after};
 use super::*;
 use crate::config::{Config, parse_host, split_host_port};
-use crate::probe::{ProbeQuery, ProbeRequest};
+use crate::probe::module::ProbeQuery;
+use crate::probe::round::ProbeRequest;
 use crate::sample::{Measurement, ProbeError};
 use crate::series::Point;
 use crate::types::ProbeKind;
@@ -153,7 +154,7 @@ fn request(host: &str, o: TcpOptions) -> ProbeRequest {
     ProbeRequest::for_target(&t)
 }
 
-fn report(s: &crate::Sample) -> &TcpReport {
+fn report(s: &crate::sample::Sample) -> &TcpReport {
     match &s.measurement {
         Measurement::Module(r) => r.get::<TcpReport>().unwrap(),
         m => panic!("{m:?}"),
@@ -436,7 +437,7 @@ async fn a_silent_server_cannot_hold_the_round_past_its_timeout() {
     assert!(started.elapsed() <= Duration::from_secs(2) + Duration::from_millis(10));
 }
 
-fn stored(s: &crate::Sample) -> Vec<u8> {
+fn stored(s: &crate::sample::Sample) -> Vec<u8> {
     let mut b = Vec::new();
     KIND.module().encode(report(s), &mut b);
     b
@@ -499,7 +500,7 @@ fn split_host_port_forms() {
 #[derive(Debug)]
 struct Refuse(std::net::IpAddr);
 
-impl crate::probe::AddressGuard for Refuse {
+impl crate::probe::round::AddressGuard for Refuse {
     fn check_host(&self, _: &crate::config::Host, _: Option<u16>) -> Result<(), String> {
         Ok(())
     }
@@ -526,7 +527,7 @@ async fn a_guard_refuses_the_address_a_name_resolves_to_before_connecting() {
     });
     let o = TcpOptions {
         attempts: 1,
-        ip_protocol: crate::IpProtocol::Ipv4,
+        ip_protocol: crate::types::IpProtocol::Ipv4,
         ..TcpOptions::for_port(port)
     };
     let mut req = request("localhost", o.clone());

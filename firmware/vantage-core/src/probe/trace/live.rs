@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::options::TraceOptions;
 use crate::config::target::Target;
-use crate::probe::Progress;
 use crate::probe::live::{Fields, LiveRun, ms};
+use crate::probe::round::Progress;
 use crate::sample::{Balancing, Sample, TraceReport};
 
 /// Traces of a trace run, [`RUN_GAP`] apart (per-hop loss and spread need a few).

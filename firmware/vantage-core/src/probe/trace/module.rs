@@ -1,6 +1,6 @@
 //! The trace probe as a probe module: its options, form, `/probe` parameter, series, counter,
 //! store figures and rollup behind [`TypedModule`], registered in
-//! [`MODULES`](super::super::MODULES) with the store code the built-in kind had (3).
+//! [`MODULES`](super::super::registry::MODULES) with the store code the built-in kind had (3).
 //!
 //! A target's trace options are its module options, read by the trace probe like every
 //! kind's (`Target::options_or_default`). The page's "Run now" is [`TraceLive`]; the command
@@ -24,10 +24,11 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::Probe;
 use super::super::module::{
     Detail, DetailUse, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule,
+    family_mismatch,
 };
+use super::super::round::Probe;
 use super::super::tcp::{put_varint, varint};
 use super::TraceProbe;
 use super::live::TraceLive;
@@ -38,7 +39,6 @@ use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::{Host, parse_host};
 use crate::defaults as d;
-use crate::probe::family_mismatch;
 use crate::probe::live::LiveRun;
 use crate::sample::{Measurement, TraceReport};
 use crate::series::{CounterDef, Gauge, InfoFamily, Point};
@@ -411,12 +411,12 @@ pub(crate) fn form() -> ProbeForm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ProbeModule;
+    use crate::probe::module::{ProbeModule, Report};
     use crate::probe::trace::series::tests::report;
 
-    fn parse(target: &str) -> Result<crate::Config, String> {
+    fn parse(target: &str) -> Result<crate::config::Config, String> {
         let text = format!("[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\n{target}");
-        crate::Config::parse(&text, "t.toml").map_err(|e| e.to_string())
+        crate::config::Config::parse(&text, "t.toml").map_err(|e| e.to_string())
     }
 
     /// The trace section goes through the module: its options reach the target's module
@@ -478,7 +478,7 @@ mod tests {
         assert!(values.contains(&("rtt_avg_seconds", 0.0009)), "{values:?}");
         let r = m.rollup(&bytes);
         assert_eq!((r.time_us, r.mark), (Some(900), Some(5)));
-        let back = m.report_from_json(crate::probe::Report::json(&report()));
+        let back = m.report_from_json(Report::json(&report()));
         assert_eq!(back.unwrap().get::<TraceReport>(), Some(&report()));
         assert_eq!(m.store_code(), 3);
         // `/probe`'s port list does not hold traces (their port is a TTL-expiring probe's).

@@ -375,7 +375,7 @@ async fn an_unreachable_router_ends_the_trace() {
     assert!(start.elapsed() < Duration::from_millis(300));
     // Through the Probe trait: a failed trace that got an answer, not a timeout.
     let s = p
-        .run(crate::probe::ProbeRequest::for_target(&target(
+        .run(crate::probe::round::ProbeRequest::for_target(&target(
             DST,
             opts(1000),
         )))
@@ -401,7 +401,9 @@ async fn a_silent_destination_reports_the_hops_that_answered() {
     // Every TTL up to max_hops was tried.
     assert!(net.take_sent().iter().any(|s| s.ttl == o.max_hops));
     let s = p
-        .run(crate::probe::ProbeRequest::for_target(&target(DST, o)))
+        .run(crate::probe::round::ProbeRequest::for_target(&target(
+            DST, o,
+        )))
         .await;
     assert!(!s.success);
     assert_eq!(s.error, Some(ProbeError::Timeout));
@@ -608,7 +610,7 @@ async fn the_probe_trait_fills_a_sample() {
     let mut o = opts(2000);
     o.protocol = TraceProtocol::Udp;
     let s = p
-        .run(crate::probe::ProbeRequest {
+        .run(crate::probe::round::ProbeRequest {
             target: Arc::new(target(DST, o)),
             deadline: Some(Duration::from_millis(500)),
             guard: None,
@@ -633,7 +635,7 @@ async fn progress_sends_every_answer_as_it_arrives() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let start = Instant::now();
     let s = p
-        .run(crate::probe::ProbeRequest {
+        .run(crate::probe::round::ProbeRequest {
             target: Arc::new(target(DST, opts(2000))),
             deadline: None,
             guard: None,
@@ -653,13 +655,13 @@ async fn progress_sends_every_answer_as_it_arrives() {
     let received: u32 = r.hops.iter().map(|h| h.received).sum();
     let (near, beyond): (Vec<_>, Vec<_>) = got
         .into_iter()
-        .partition(|ev| matches!(ev, crate::probe::Progress::Hop { ttl, .. } if *ttl <= 5));
+        .partition(|ev| matches!(ev, crate::probe::round::Progress::Hop { ttl, .. } if *ttl <= 5));
     assert_eq!(near.len(), received as usize, "{near:?}");
     assert!(beyond.len() < 3 * 3, "{beyond:?}");
     assert!(
         beyond.iter().all(|ev| matches!(
             ev,
-            crate::probe::Progress::Hop {
+            crate::probe::round::Progress::Hop {
                 destination: true,
                 ..
             }
@@ -667,7 +669,7 @@ async fn progress_sends_every_answer_as_it_arrives() {
         "{beyond:?}"
     );
     for ev in &near {
-        let crate::probe::Progress::Hop {
+        let crate::probe::round::Progress::Hop {
             ttl,
             from,
             rtt,
@@ -692,7 +694,7 @@ fn target(host: &str, trace: TraceOptions) -> crate::config::Target {
         host: crate::config::parse_host(host).unwrap(),
         labels: Default::default(),
         probes: vec![(ProbeKind::TRACE, Duration::from_secs(60))],
-        modules: vec![crate::probe::ModuleOptions {
+        modules: vec![crate::probe::module::ModuleOptions {
             kind: super::module::KIND,
             options: std::sync::Arc::new(trace),
         }],

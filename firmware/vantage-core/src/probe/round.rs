@@ -1,0 +1,102 @@
+//! One round as a probe kind sees it: what it is asked ([`ProbeRequest`]), what it may reach
+//! ([`AddressGuard`]), where it reports as it runs ([`Progress`]), and the [`Probe`] that runs it.
+
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::host::Host;
+use crate::config::target::Target;
+use crate::net::BoxFuture;
+use crate::sample::{ProbeError, Sample};
+use crate::types::ProbeKind;
+
+/// What a probe is asked to do: probe this target once.
+#[derive(Debug, Clone)]
+pub struct ProbeRequest {
+    pub target: Arc<Target>,
+    /// An upper bound for the whole round (e.g. Prometheus' scrape timeout on `/probe`).
+    pub deadline: Option<Duration>,
+    /// What the round may reach, for a round a network client asked for (`/probe`); the
+    /// config's own rounds have none.
+    pub guard: Option<Arc<dyn AddressGuard>>,
+    /// Where the round sends its answers as they arrive, for a caller that shows the round
+    /// live (the page's "Run now", [`LiveRun`](super::live::LiveRun)); the ping and trace
+    /// probes send them.
+    pub progress: Option<ProgressSender>,
+}
+
+impl ProbeRequest {
+    pub fn for_target(target: &Target) -> Self {
+        Self {
+            target: Arc::new(target.clone()),
+            deadline: None,
+            guard: None,
+            progress: None,
+        }
+    }
+
+    /// `ip` if the guard lets the round send to it (every address when there is no guard).
+    pub fn checked(&self, ip: IpAddr) -> Result<IpAddr, ProbeError> {
+        check_addr(self.guard.as_deref(), ip)
+    }
+}
+
+/// One answer of a round, sent while the round runs (see [`ProbeRequest::progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Echo request number `index` (from 0 in the round): its RTT, or `None` once it timed
+    /// out, could not be sent or drew an ICMP error. One per request.
+    Echo { index: u32, rtt: Option<Duration> },
+    /// An answer to a trace probe sent with `ttl` on flow `flow`, from `from`; `destination`
+    /// when the target itself answered.
+    Hop {
+        ttl: u8,
+        flow: u16,
+        from: IpAddr,
+        rtt: Duration,
+        destination: bool,
+    },
+}
+
+/// Where a round sends its [`Progress`]. Unbounded: a round's answers are bounded by its
+/// options, and a round never waits for the caller.
+pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<Progress>;
+
+/// What a round asked for over the network may reach. A probe checks the host it is about to
+/// resolve (a redirect's too) and then the address it resolved to, right before sending: a
+/// name that resolves to a refused address (DNS rebinding) is refused too.
+pub trait AddressGuard: Send + Sync + Debug {
+    /// A host and port the round is about to resolve and connect to (`None`: no port, ICMP).
+    fn check_host(&self, host: &Host, port: Option<u16>) -> Result<(), String>;
+    /// The address the host resolved to.
+    fn check_addr(&self, ip: IpAddr) -> Result<(), String>;
+}
+
+/// `ip` if `guard` (when there is one) lets a round send to it.
+pub fn check_addr(guard: Option<&dyn AddressGuard>, ip: IpAddr) -> Result<IpAddr, ProbeError> {
+    match guard.map(|g| g.check_addr(ip)) {
+        Some(Err(msg)) => Err(ProbeError::Validation(format!("refused: {msg}"))),
+        _ => Ok(ip),
+    }
+}
+
+/// Whether `guard` (when there is one) lets a round reach `host` on `port`.
+pub fn check_host(
+    guard: Option<&dyn AddressGuard>,
+    host: &Host,
+    port: Option<u16>,
+) -> Result<(), ProbeError> {
+    match guard.map(|g| g.check_host(host, port)) {
+        Some(Err(msg)) => Err(ProbeError::Validation(format!("refused: {msg}"))),
+        _ => Ok(()),
+    }
+}
+
+/// A probe kind. Implementations never panic on bad input from the network and always return a
+/// sample, failed or not.
+pub trait Probe: Send + Sync + Debug {
+    fn kind(&self) -> ProbeKind;
+    fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample>;
+}
