@@ -10,6 +10,7 @@ mod engines;
 pub(crate) mod http;
 pub(crate) mod live;
 pub(crate) mod module;
+pub(crate) mod options;
 pub(crate) mod ping;
 pub(crate) mod registry;
 pub(crate) mod report;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::config::check::{Check, merge, merge_marks};
+use super::super::options::addressing;
+use crate::config::check::Check;
 use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
@@ -119,13 +120,14 @@ impl PingOptions {
         let ttl = c
             .ranged(t, d, |r| r.ttl.as_ref(), &field("ttl"), D::TTL_RANGE)
             .map(|v| v as u8);
-        let (tos_raw, dscp_raw) = merge_marks(t, d, |r| (r.tos.as_ref(), r.dscp.as_ref()));
-        let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
-        let source =
-            merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
-        let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
-            .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
-            .unwrap_or_default();
+        let (tos, source, ip_protocol) = addressing(c, &field, t, d, |r| {
+            (
+                r.tos.as_ref(),
+                r.dscp.as_ref(),
+                r.source.as_ref(),
+                r.ip_protocol.as_ref(),
+            )
+        });
         Self {
             packets,
             spacing,

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::super::module::{OptionsInput, family_mismatch};
-use crate::config::check::{Check, merge, merge_marks, read_section};
+use super::super::options::addressing;
+use crate::config::check::{Check, merge, read_section};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::Host;
@@ -203,12 +204,14 @@ pub(super) fn resolve(c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Op
             D::TIMEOUT_RANGE,
         )
         .unwrap_or(TIMEOUT);
-    let (tos, dscp) = merge_marks(t, d, |r| (r.tos.as_ref(), r.dscp.as_ref()));
-    o.tos = c.tos_or_dscp(tos, dscp, &field("tos"), &field("dscp"));
-    o.source = merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
-    o.ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
-        .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
-        .unwrap_or_default();
+    (o.tos, o.source, o.ip_protocol) = addressing(c, &field, t, d, |r| {
+        (
+            r.tos.as_ref(),
+            r.dscp.as_ref(),
+            r.source.as_ref(),
+            r.ip_protocol.as_ref(),
+        )
+    });
     o.tls = flag(c, merge(t, d, |r| r.tls.as_ref()), &field("tls"));
     o.insecure = flag(c, merge(t, d, |r| r.insecure.as_ref()), &field("insecure"));
     o.server_name = merge(t, d, |r| r.server_name.as_ref()).map(|v| v.get_ref().clone());

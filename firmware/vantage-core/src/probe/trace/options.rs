@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::config::check::{Check, merge, merge_marks, parse_duration};
+use super::super::options::addressing;
+use crate::config::check::{Check, merge, parse_duration};
 use crate::defaults::{self, self as D};
 use crate::types::{IpProtocol, TraceDiscovery, TraceProtocol, TraceSockets};
 
@@ -189,7 +190,14 @@ impl TraceOptions {
         let probes_raw = merge(t, d, |r| r.probes_per_hop.as_ref());
         let (probes_per_hop, spacing, timeout) = resolve_timing(c, &field, t, d);
         let size = resolve_size(c, &field, protocol, t, d);
-        let (tos, source, ip_protocol) = resolve_addressing(c, &field, t, d);
+        let (tos, source, ip_protocol) = addressing(c, &field, t, d, |r| {
+            (
+                r.tos.as_ref(),
+                r.dscp.as_ref(),
+                r.source.as_ref(),
+                r.ip_protocol.as_ref(),
+            )
+        });
         let flows_raw = merge(t, d, |r| r.flows.as_ref());
         let flows = c
             .ranged(
@@ -417,22 +425,6 @@ fn resolve_ttls(
         );
     }
     (first_ttl, max_hops)
-}
-
-/// The TOS byte, the source address and the address family.
-fn resolve_addressing<'a>(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    t: Option<&'a RawTrace>,
-    d: Option<&'a RawTrace>,
-) -> (Option<u8>, Option<IpAddr>, IpProtocol) {
-    let (tos_raw, dscp_raw) = merge_marks(t, d, |r| (r.tos.as_ref(), r.dscp.as_ref()));
-    let tos = c.tos_or_dscp(tos_raw, dscp_raw, &field("tos"), &field("dscp"));
-    let source = merge(t, d, |r| r.source.as_ref()).and_then(|v| c.ip_addr(v, &field("source")));
-    let ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
-        .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
-        .unwrap_or_default();
-    (tos, source, ip_protocol)
 }
 
 /// Probes per hop, the gap between them and how long each waits.
