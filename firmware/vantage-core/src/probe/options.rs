@@ -1,8 +1,10 @@
 //! Settings several kinds share, read the same way for each: the packet marks, source address
-//! and address family of the kinds that send their own packets (ping, trace, tcp).
+//! and address family of the kinds that send their own packets (ping, trace, tcp), and the
+//! boolean flags of tcp and http.
 
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::config::check::{Check, merge, merge_marks};
@@ -35,4 +37,27 @@ pub(crate) fn addressing<'a, R>(
         .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
         .unwrap_or_default();
     (tos, source, ip_protocol)
+}
+
+/// A boolean setting as written: a boolean, or "true"/"false" as a form writes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Flag {
+    Bool(bool),
+    Text(String),
+}
+
+pub(crate) fn flag(c: &mut Check<'_, '_>, v: Option<&Spanned<Flag>>, field: &str) -> bool {
+    match v.map(|v| (v.get_ref(), v.span())) {
+        None | Some((Flag::Bool(false), _)) => false,
+        Some((Flag::Bool(true), _)) => true,
+        Some((Flag::Text(t), span)) => match t.as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                c.err(span, field, format!("{other:?} is not true or false"));
+                false
+            }
+        },
+    }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::super::module::OptionsInput;
+use super::super::options::{Flag, flag};
 use crate::config::check::{Check, merge, read_section};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
@@ -33,14 +34,6 @@ pub(super) const MAX_TEXT: usize = 2048;
 /// Longest request body, and most request headers.
 pub(super) const MAX_REQUEST_BODY: usize = 64 << 10;
 pub(super) const MAX_HEADERS: usize = 32;
-
-/// A boolean, or "true"/"false" as a form writes it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(untagged)]
-pub(crate) enum Flag {
-    Bool(bool),
-    Text(String),
-}
 
 /// Status codes as a list, or "200, 301" as a form writes them.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -178,21 +171,6 @@ pub(crate) fn parse_url(s: &str) -> Result<Url, String> {
         port,
         path,
     })
-}
-
-fn flag(c: &mut Check<'_, '_>, v: Option<&Spanned<Flag>>, field: &str) -> bool {
-    match v.map(|v| (v.get_ref(), v.span())) {
-        None | Some((Flag::Bool(false), _)) => false,
-        Some((Flag::Bool(true), _)) => true,
-        Some((Flag::Text(t), span)) => match t.as_str() {
-            "true" => true,
-            "false" => false,
-            other => {
-                c.err(span, field, format!("{other:?} is not true or false"));
-                false
-            }
-        },
-    }
 }
 
 /// A regex setting within [`MAX_TEXT`] that compiles.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::super::module::{OptionsInput, family_mismatch};
-use super::super::options::addressing;
+use super::super::options::{Flag, addressing, flag};
 use crate::config::check::{Check, merge, read_section};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
@@ -31,14 +31,6 @@ pub(super) const SPACING_RANGE: Bounds<Duration> = Bounds {
 pub(super) const TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest `send` line and `expect` pattern, in bytes.
 pub(super) const MAX_LINE: usize = 1024;
-
-/// `tls` as written: a boolean, or "true"/"false" as a form writes it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(untagged)]
-pub(crate) enum Flag {
-    Bool(bool),
-    Text(String),
-}
 
 /// `[defaults.tcp]` and `targets[].tcp`, as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -108,21 +100,6 @@ impl TcpOptions {
             send: None,
             expect: None,
         }
-    }
-}
-
-fn flag(c: &mut Check<'_, '_>, v: Option<&Spanned<Flag>>, field: &str) -> bool {
-    match v.map(|v| (v.get_ref(), v.span())) {
-        None | Some((Flag::Bool(false), _)) => false,
-        Some((Flag::Bool(true), _)) => true,
-        Some((Flag::Text(t), span)) => match t.as_str() {
-            "true" => true,
-            "false" => false,
-            other => {
-                c.err(span, field, format!("{other:?} is not true or false"));
-                false
-            }
-        },
     }
 }
 
