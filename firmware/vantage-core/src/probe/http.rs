@@ -134,7 +134,7 @@ impl TypedModule for Http {
     const GAUGES: &'static [&'static Gauge] = &GAUGES;
 
     fn form(&self) -> ProbeForm {
-        options::form()
+        options::form(NAME)
     }
     fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<HttpOptions> {
         options::resolve(c, input)

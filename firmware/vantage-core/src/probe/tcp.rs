@@ -158,7 +158,7 @@ impl TypedModule for Tcp {
     const HISTOGRAMS: &'static [HistogramDef] = &HISTOGRAMS;
 
     fn form(&self) -> ProbeForm {
-        options::form()
+        options::form(NAME)
     }
     fn options(&self, c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<TcpOptions> {
         options::resolve(c, input)

@@ -363,11 +363,11 @@ fn check_plain(c: &mut Check<'_, '_>, t: Option<&RawHttp>, field: &dyn Fn(&str) 
 }
 
 /// The page's HTTP fields.
-pub(super) fn form() -> ProbeForm {
+pub(super) fn form(kind: &'static str) -> ProbeForm {
     let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
     let methods = vec!["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
     ProbeForm {
-        kind: super::NAME,
+        kind,
         title: "HTTP",
         host_hint: "the target's name in the series; the URL says where to connect",
         fields: vec![

@@ -257,14 +257,14 @@ fn check_family(
 }
 
 /// The page's TCP fields.
-pub(super) fn form() -> ProbeForm {
+pub(super) fn form(kind: &'static str) -> ProbeForm {
     let ip = IpProtocol::ALL.iter().map(|p| p.as_str()).collect();
     let port = Bounds {
         min: D::PORT_RANGE.min,
         max: D::PORT_RANGE.max,
     };
     ProbeForm {
-        kind: super::NAME,
+        kind,
         title: "TCP",
         host_hint: "the address or host name to connect to",
         fields: vec![
