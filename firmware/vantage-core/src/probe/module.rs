@@ -274,6 +274,9 @@ pub trait ProbeModule: Send + Sync + Debug {
     fn detail_use(&self) -> DetailUse;
     /// Whether the kind's rounds have marks, whose changes a range of rounds shows.
     fn keeps_marks(&self) -> bool;
+    /// Whether a range of the kind's rounds lists each hop's figures (trace: mtr's columns
+    /// per TTL, which the store sums per minute).
+    fn keeps_hops(&self) -> bool;
     /// A mark as the page shows it.
     fn mark_name(&self, mark: u32) -> String;
     /// The phases a round is split into, in the order they happen (at most [`MAX_PHASES`]),
@@ -388,6 +391,8 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     const DETAIL_USE: DetailUse = DetailUse::None;
     /// [`ProbeModule::keeps_marks`].
     const MARKS: bool = false;
+    /// [`ProbeModule::keeps_hops`].
+    const HOPS: bool = false;
     /// [`ProbeModule::phases`].
     const PHASES: &'static [&'static str] = &[];
     fn mark_name(&self, mark: u32) -> String {
@@ -534,6 +539,9 @@ impl<T: TypedModule> ProbeModule for T {
     }
     fn keeps_marks(&self) -> bool {
         T::MARKS
+    }
+    fn keeps_hops(&self) -> bool {
+        T::HOPS
     }
     fn mark_name(&self, mark: u32) -> String {
         TypedModule::mark_name(self, mark)

@@ -257,4 +257,15 @@ mod tests {
         }
         assert_eq!(of("ping"), Some(DetailUse::None));
     }
+
+    /// A range lists hops for trace alone: the store sums the hops of trace rounds.
+    #[test]
+    fn only_trace_keeps_hops() {
+        let with: Vec<&str> = MODULES
+            .iter()
+            .filter(|m| m.keeps_hops())
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(with, ["trace"]);
+    }
 }

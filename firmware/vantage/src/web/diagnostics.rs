@@ -360,7 +360,7 @@ pub fn range_body(
         body["changes_total"] = json!(all.marks.changed);
         body["current"] = json!(all.marks.last.map(|(_, v)| mark_name(kind, v)));
     }
-    if kind == ProbeKind::TRACE {
+    if kind.module().is_some_and(|m| m.keeps_hops()) {
         body["hops"] = all.hops.iter().map(hop_json).collect();
     }
     if let Some(names) = phase_names(kind) {

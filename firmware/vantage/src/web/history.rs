@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_core::{LockExt, RwLockExt};
 
 use serde::Serialize;
-use vantage_core::{JobKey, Measurement, ModuleReport, Observer, ProbeError, ProbeKind, Sample};
+use vantage_core::{
+    DetailUse, JobKey, Measurement, ModuleReport, Observer, ProbeError, ProbeKind, Sample,
+};
 
 /// Width of one history bucket.
 pub const BUCKET: Duration = Duration::from_secs(60);
@@ -100,9 +102,16 @@ struct Track {
     newest: u32,
     buckets: Option<Ring>,
     latest: Option<Latest>,
-    /// The latest report of a round that had one, with its time (Unix seconds): not kept for
-    /// ping, whose figures the buckets hold, nor for trace.
+    /// The latest report of a round that had one, with its time (Unix seconds): kept for the
+    /// kinds whose page shows it ([`DetailUse::LastReport`]); not for ping, whose figures the
+    /// buckets hold, nor for trace, whose paths are its details.
     report: Option<(f64, ModuleReport)>,
+}
+
+/// Whether the page shows the latest report of `kind`'s rounds, so the history keeps it.
+fn shows_last_report(kind: ProbeKind) -> bool {
+    kind.module()
+        .is_some_and(|m| m.detail_use() == DetailUse::LastReport)
 }
 
 impl Track {
@@ -190,8 +199,7 @@ impl MemoryHistory {
             track.latest.as_ref().and_then(|l| l.last_success)
         };
         if let Measurement::Module(r) = &s.measurement
-            && s.probe != ProbeKind::PING
-            && s.probe != ProbeKind::TRACE
+            && shows_last_report(s.probe)
         {
             track.report = Some((ts, r.clone()));
         }

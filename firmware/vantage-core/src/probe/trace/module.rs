@@ -87,6 +87,7 @@ impl TypedModule for Trace {
     const COUNTERS: &'static [CounterDef] = &series::COUNTERS;
     const INFO: &'static [InfoFamily] = &series::INFO;
     const MARKS: bool = true;
+    const HOPS: bool = true;
     const LIVE: Option<&'static dyn LiveRun> = Some(&TraceLive);
 
     fn form(&self) -> ProbeForm {
