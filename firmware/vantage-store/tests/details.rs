@@ -145,6 +145,75 @@ fn a_dns_answer_is_kept_when_it_changes_and_survives_a_reopen() {
     assert_eq!(v["answers"][0]["ttl"], 60);
 }
 
+/// A DNS round of `target` at `ms` answering `data`.
+fn answered(ms: i64, data: &str) -> Sample {
+    let mut s = dns("d", ms, 3000);
+    let Measurement::Module(m) = &s.measurement else {
+        unreachable!()
+    };
+    let mut r = m.get::<vantage_core::DnsReport>().unwrap().clone();
+    r.answers[0].data = data.into();
+    s.measurement = Measurement::from(r);
+    s
+}
+
+/// The stored DNS answers of "d": (round time, first record's data).
+fn answers(s: &Store) -> Vec<(i64, String)> {
+    let module = ProbeKind::DNS.module().unwrap();
+    s.details("d", ProbeKind::DNS)
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let v = module.detail_json(&d.bytes).unwrap();
+            (
+                d.timestamp_ms,
+                v["answers"][0]["data"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+/// A round given to the store after a newer one (late, or run on demand) does not replace the
+/// newer round's answer, queued or written; the next round is compared with the newest one.
+#[test]
+fn a_late_round_does_not_replace_a_newer_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = (now_ms() - 3_600_000) / 60_000 * 60_000;
+    let (x, y) = ("192.0.2.1", "192.0.2.2");
+    {
+        let s = open(dir.path());
+        s.append(&answered(t0 + 20_000, y), &labels("x"));
+        s.append(&answered(t0 + 10_000, x), &labels("x"));
+        assert_eq!(answers(&s), [(t0 + 20_000, y.into())], "queued");
+        s.flush().unwrap();
+        assert_eq!(answers(&s), [(t0 + 20_000, y.into())], "written");
+        s.append(&answered(t0 + 15_000, x), &labels("x"));
+        s.flush().unwrap();
+        assert_eq!(
+            answers(&s),
+            [(t0 + 20_000, y.into())],
+            "late after the write"
+        );
+        // x again: a change from the newest (y), though the last given was x.
+        s.append(&answered(t0 + 30_000, x), &labels("x"));
+        s.flush().unwrap();
+        assert_eq!(answers(&s), [(t0 + 30_000, x.into())], "the next round");
+    }
+    // After a start the store knows no newest until a round comes: a late first round is
+    // not written over the stored one, and the next round is compared with the stored one.
+    let s = open(dir.path());
+    s.append(&answered(t0 + 25_000, y), &labels("x"));
+    s.flush().unwrap();
+    assert_eq!(answers(&s), [(t0 + 30_000, x.into())], "late after a start");
+    s.append(&answered(t0 + 40_000, y), &labels("x"));
+    s.flush().unwrap();
+    assert_eq!(
+        answers(&s),
+        [(t0 + 40_000, y.into())],
+        "a change from the stored"
+    );
+}
+
 /// Details of rounds no longer stored are deleted with the aggregates; a series' newest is
 /// kept however old (its path may be current for months).
 #[test]

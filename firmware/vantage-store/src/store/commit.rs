@@ -122,17 +122,24 @@ impl Inner {
             // (the probes) never wait for the disk.
             let batch = self.take_batch();
             let (mut c, meta) = self.encode_batch(&batch);
-            let rolled = self.rollup_meta(b.as_ref(), &batch.due, &mut c);
+            let rolled = self
+                .rollup_meta(b.as_ref(), &batch.due, &mut c)
+                .and_then(|()| Details::add_newer(b.as_ref(), &batch.details, &mut c));
             details::spare_written(&mut c.meta_removals, &c.meta);
-            if let Err(e) = rolled {
+            let stale = match rolled {
+                Ok(stale) => stale,
+                Err(e) => {
+                    let mut st = self.state.lock_or_recover();
+                    st.in_flight = 0;
+                    st.index_removals.extend(batch.removals);
+                    st.rollups.failed(batch.due);
+                    return Err(e);
+                }
+            };
+            if c.is_empty() {
                 let mut st = self.state.lock_or_recover();
                 st.in_flight = 0;
-                st.index_removals.extend(batch.removals);
-                st.rollups.failed(batch.due);
-                return Err(e);
-            }
-            if c.is_empty() {
-                self.state.lock_or_recover().in_flight = 0;
+                st.details.written(&batch.details, &stale);
                 return Ok(());
             }
             let bytes: usize = c.blocks.iter().map(|(_, v)| v.len() + 8).sum::<usize>()
@@ -142,7 +149,7 @@ impl Inner {
             let mut st = self.state.lock_or_recover();
             st.in_flight = 0;
             match res {
-                Ok(()) => self.committed(&mut st, batch, meta, bytes),
+                Ok(()) => self.committed(&mut st, batch, &stale, meta, bytes),
                 Err(e) => {
                     st.index_removals.extend(batch.removals);
                     st.rollups.failed(batch.due);
@@ -218,14 +225,20 @@ impl Inner {
         if let Some(f) = batch.floor {
             c.meta.push((META_FLOOR.to_vec(), f.to_le_bytes().to_vec()));
         }
-        c.meta.extend(Details::entries(&batch.details));
         c.index_removals = batch.removals.clone();
         (c, meta)
     }
 
     /// Applies a written batch to the state: its samples leave the queue for the index, and
     /// its series, cursors and floor are no longer unsaved.
-    fn committed(&self, st: &mut State, batch: Batch, meta: Option<BlockMeta>, bytes: usize) {
+    fn committed(
+        &self,
+        st: &mut State,
+        batch: Batch,
+        stale: &[(u32, u32)],
+        meta: Option<BlockMeta>,
+        bytes: usize,
+    ) {
         let Batch {
             samples,
             seq,
@@ -240,7 +253,7 @@ impl Inner {
         st.pending.drain(..n);
         release_backlog(&mut st.pending);
         st.rollups.written(&due);
-        st.details.written(&details);
+        st.details.written(&details, stale);
         st.rollups.fold(&samples, true);
         // A set: at a start with thousands of targets every series is new at once.
         let saved: HashSet<u32> = series.iter().map(|(id, _)| *id).collect();
@@ -287,8 +300,8 @@ struct Batch {
     /// Index entries of blocks found damaged, deleted with this commit.
     removals: Vec<u64>,
     due: Due,
-    /// Round details queued: ((series, key), round time, meta value).
-    details: Vec<((u32, u32), i64, Vec<u8>)>,
+    /// Round details queued.
+    details: Vec<details::DueDetail>,
 }
 
 #[cfg(test)]
