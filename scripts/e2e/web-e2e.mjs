@@ -291,10 +291,13 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       await waitCss('#rw-form');
       if (await exec("return document.getElementById('f-bearer_token').value") !== '') throw new Error('the token was sent to the page');
       await type('#f-timeout', '7s');
+      // Saving draws the settings page again: the next step must not type into the old one.
+      await exec("document.getElementById('store-form').dataset.old = '1'");
       await click('#rw-save');
       await waitFor('timeout saved', () => /timeout = "7s"/.test(configText()));
       if (!/bearer_token = "e2e-token-0123456789"/.test(configText())) throw new Error(`token lost:\n${configText()}`);
       await waitCss('tr[data-endpoint=central]');
+      await waitCss('#store-form:not([data-old])');
     });
 
     await step('store limits: refused next to the field, then saved with a restart notice', async () => {
@@ -479,6 +482,15 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       await shot('23-target-ping');
       await click('button[data-range="24h"]');
       await waitFor('24 h range', () => exec("return document.querySelector('button[data-range=\"24h\"]').getAttribute('aria-pressed') === 'true' && /Last 24h/.test(document.body.innerText)"));
+      // A link opens the page on its range, and the chart says when it was drawn (the range
+      // benchmark reads it); then the page's own link again, at 24 h, where the next steps start.
+      await wd('POST', s('/url'), { url: `${URL_}#/targets/loopback-v4/7d` });
+      await waitFor('7 d from the link', () => exec("return document.querySelector('button[data-range=\"7d\"]').getAttribute('aria-pressed') === 'true' && /Last 7d/.test(document.body.innerText) && Number(document.querySelector('svg.smoke').dataset.drawnMs) > 0"));
+      await exec("document.querySelector('svg.smoke').dataset.old = '1'");
+      await wd('POST', s('/url'), { url: `${URL_}#/targets/loopback-v4` });
+      await waitFor('the page redrawn', () => exec("const c = document.querySelector('svg.smoke'); return c !== null && c.dataset.old === undefined"));
+      await click('button[data-range="24h"]');
+      await waitFor('24 h again', () => exec("return document.querySelector('button[data-range=\"24h\"]').getAttribute('aria-pressed') === 'true' && /Last 24h/.test(document.body.innerText)"));
     });
 
     const phoneFits = async (name) => {

@@ -4,7 +4,8 @@
 #   fresh device -> set password -> log in -> add a target pinging a peer namespace -> green
 #   -> edit -> delete -> settings: a remote_write endpoint added and edited (checked in the
 #   file), store and LED limits -> an update bundle uploaded and refused (no trusted keyring
-#   here) -> HTTPS -> a trace and a ping target's page (the chart's buckets against the API)
+#   here) -> HTTPS -> a trace and a ping target's page (the chart's buckets against the API, a
+#   link to a range)
 #   -> "Run now" of a ping burst and of traces through a router (two hops), read as they
 #   stream -> the router's address changes: the path before and after -> a DNS
 #   target (unbound on the device's loopback) and an HTTPS target (a certificate valid for 10
