@@ -788,79 +788,54 @@ function hopTable(d) {
     h('p', { class: 'hint' }, 'Over the range, per hop: loss of its probes, and its mean RTT per round; addresses of the current path.'));
 }
 
-// ---------- run now: a ping burst or traces, shown as their answers arrive ----------
+// ---------- run now: a kind's live run, shown as its answers arrive ----------
 
-function runSummary(d) {
-  if (d.stopped) return d.error;
-  const err = d.error ? ` (${d.error})` : '';
-  if (d.kind === 'ping') {
-    return `${d.sent} sent, ${d.received} received, ${pct(d.loss)} loss; min/avg/max ${ms(d.min_ms)} / ${ms(d.avg_ms)} / ${ms(d.max_ms)}${err}`;
-  }
-  const hops = `${d.hop_count} hop${d.hop_count === 1 ? '' : 's'}`;
-  return `${d.cycles} traces, ${d.reached ? `destination reached in ${hops}` : 'destination not reached'}${err}`;
+// Which kinds run live, and what a run does, come from the daemon (GET /api/probes: `live`);
+// a run's events describe the table they fill, so one view serves every kind.
+let probeKinds = null;
+function liveRuns() {
+  probeKinds ||= api('GET', '/api/probes').then((d) => Object.fromEntries(d.probes.filter((p) => p.live).map((p) => [p.kind, p.live])))
+    .catch((e) => { probeKinds = null; throw e; });
+  return probeKinds;
 }
 
-// Ping: one item per echo request, its RTT or "lost".
-function pingRun(status) {
-  const list = h('ol', { class: 'echoes mono small' });
-  return {
-    el: list,
-    add(d) {
-      if (d.type === 'start') status.textContent = `Pinging ${d.host}: ${d.count} requests…`;
-      if (d.type !== 'echo') return;
-      const lost = d.rtt_ms === null;
-      list.append(h('li', { class: lost ? 'lost' : null, 'data-seq': d.seq }, `${d.seq}: ${lost ? 'lost' : ms(d.rtt_ms)}`));
-    },
-  };
+// A cell as its column shows it: a number in the column's unit, a text as it is.
+function liveCell(v, col) {
+  if (v === null || v === undefined) return '–';
+  if (typeof v !== 'number') return String(v);
+  return col.unit === 'ms' ? ms(v) : col.unit === 'ratio' ? pct(v) : String(v);
 }
 
-// Trace: an mtr-like table, a row per hop updated by each answer; loss from each trace's table.
-function traceRun(status) {
-  const hops = new Map();
-  const body = h('tbody');
-  let destTtl = Infinity;
-  const hop = (ttl) => {
-    if (!hops.has(ttl)) {
-      const x = { ttl, addrs: new Set(), kind: null, rtts: [], sent: 0, received: 0, last: null, tr: h('tr', { 'data-hop': ttl }) };
-      hops.set(ttl, x);
-      body.insertBefore(x.tr, [...body.children].find((r) => Number(r.dataset.hop) > ttl) || null);
-    }
-    return hops.get(ttl);
+// The rows of a run, laid out as its start event says (a table, or a list of short items),
+// each set by key as it arrives; the run's words (start, status, summary) go to `status`.
+function liveView(status) {
+  const el = h('div', { class: 'scroll' });
+  const rows = new Map();
+  let table = null;
+  let body = null;
+  const start = (t) => {
+    table = t;
+    body = t.layout === 'list' ? h('ol', { class: 'live-list mono small' }) : h('tbody');
+    el.replaceChildren(t.layout === 'list' ? body : h('table', { class: 'hops mono small' },
+      h('thead', {}, h('tr', {}, t.columns.map((c) => h('th', {}, c.label)))), body));
   };
-  const draw = (x) => {
-    const n = x.rtts.length;
-    const avg = n ? x.rtts.reduce((a, b) => a + b, 0) / n : null;
-    // The destination answers probes sent beyond it too: only its nearest row counts.
-    x.tr.hidden = x.ttl > destTtl;
-    // A hop's branches, with how they balance once a trace told (as `vantage trace` marks them).
-    const where = [...x.addrs].join(' ') + (x.kind ? ` [${x.kind.replace('_', ' ')}]` : '');
-    x.tr.replaceChildren(...[x.ttl, where || '???', x.sent ? pct(1 - x.received / x.sent) : '–', x.sent || '–',
-      ms(x.last), ms(avg), ms(n ? Math.min(...x.rtts) : null), ms(n ? Math.max(...x.rtts) : null)].map((v) => h('td', {}, v)));
+  const row = (d) => {
+    const cells = d.cells.map((v, i) => liveCell(v, table.columns[i] || {}));
+    const item = table.layout === 'list' ? h('li', {}, cells.join(': ')) : h('tr', {}, cells.map((c) => h('td', {}, c)));
+    item.dataset[table.key] = d.key;
+    if (d.lost) item.classList.add('lost');
+    item.hidden = !!d.hidden;
+    const old = rows.get(d.key);
+    if (old) old.replaceWith(item);
+    else body.insertBefore(item, [...body.children].find((r) => Number(r.dataset[table.key]) > d.key) || null);
+    rows.set(d.key, item);
   };
   return {
-    el: h('div', { class: 'scroll' }, h('table', { class: 'hops mono small' },
-      h('thead', {}, h('tr', {}, ['Hop', 'Address', 'Loss', 'Sent', 'Last', 'Avg', 'Best', 'Worst'].map((c) => h('th', {}, c)))), body)),
+    el,
     add(d) {
-      if (d.type === 'start') status.textContent = `Tracing ${d.host}: ${d.count} traces…`;
-      if (d.type === 'hop') {
-        const x = hop(d.ttl);
-        x.addrs.add(d.address);
-        x.rtts.push(d.rtt_ms);
-        x.last = d.rtt_ms;
-        if (d.destination && d.ttl < destTtl) { destTtl = d.ttl; hops.forEach(draw); } else draw(x);
-      }
-      if (d.type === 'cycle') {
-        for (const c of d.hops) {
-          const x = hop(c.ttl);
-          x.sent += c.sent;
-          x.received += c.received;
-          c.addresses.forEach((a) => x.addrs.add(a));
-          // Per-packet evidence from any trace wins over per-flow.
-          if (c.balancing && x.kind !== 'per_packet') x.kind = c.balancing;
-        }
-        hops.forEach(draw);
-        status.textContent = `Trace ${d.cycle} done…`;
-      }
+      if (d.type === 'start') start(d.table);
+      if (d.type === 'row' && table) row(d);
+      else if (d.text) status.textContent = d.text;
     },
   };
 }
@@ -871,7 +846,7 @@ async function runNow(name, kind, panel, button) {
   const ctrl = new AbortController();
   runAbort = ctrl;
   const status = h('p', { class: 'small muted', role: 'status' }, 'Starting…');
-  const view = kind === 'ping' ? pingRun(status) : traceRun(status);
+  const view = liveView(status);
   panel.replaceChildren(status, view.el);
   button.disabled = true;
   try {
@@ -897,7 +872,6 @@ async function runNow(name, kind, panel, button) {
         if (!data) continue;
         const d = JSON.parse(data);
         view.add(d);
-        if (d.type === 'summary') status.textContent = runSummary(d);
       }
     }
   } catch (e) {
@@ -908,13 +882,12 @@ async function runNow(name, kind, panel, button) {
   }
 }
 
-function runNowPart(name, probe) {
-  if (probe !== 'ping' && probe !== 'trace') return null;
+function runNowPart(name, probe, live) {
+  if (!live) return null;
   const panel = h('div', { class: 'run', 'aria-live': 'polite' });
   const button = h('button', { type: 'button', 'data-run': probe }, 'Run now');
   button.addEventListener('click', () => runNow(name, probe, panel, button));
-  const what = probe === 'ping' ? 'a burst of 20 echo requests' : '5 traces';
-  return h('div', { class: 'run-now' }, h('div', { class: 'row' }, button, h('span', { class: 'hint' }, ` ${what}, shown as the answers arrive`)), panel);
+  return h('div', { class: 'run-now' }, h('div', { class: 'row' }, button, h('span', { class: 'hint' }, ` ${live.what}, shown as the answers arrive`)), panel);
 }
 
 // ---------- phases (DNS, TCP, HTTP): each phase's mean per bucket, stacked ----------
@@ -1016,8 +989,12 @@ function lastPart(d) {
 
 async function probeSection(name, probe) {
   let d;
+  let live;
   try {
-    d = await api('GET', `/api/targets/${encodeURIComponent(name)}/history?probe=${probe}&range=${targetRange}`);
+    [d, live] = await Promise.all([
+      api('GET', `/api/targets/${encodeURIComponent(name)}/history?probe=${probe}&range=${targetRange}`),
+      liveRuns().then((runs) => runs[probe], () => null),
+    ]);
   } catch (e) {
     return h('section', { class: 'card' }, h('h2', {}, probe), h('p', { class: 'ferr' }, e.message));
   }
@@ -1026,7 +1003,7 @@ async function probeSection(name, probe) {
     h('h2', {}, `${probe}: ${what}`),
     h('p', { class: 'summary' }, summaryText(d, what)),
     smokeChart(d, what), lossLegend(d),
-    runNowPart(name, probe),
+    runNowPart(name, probe, live),
     probe === 'trace' ? hopTable(d) : null,
     d.changes ? changesList(d) : null,
     phasePart(d), lastPart(d));

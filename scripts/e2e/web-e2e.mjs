@@ -516,8 +516,8 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
     };
 
     await step('Run now on a ping target streams echoes as they arrive, then the summary', async () => {
-      await runNowOn('loopback-v4', 'ping', "document.querySelectorAll('.run ol.echoes li[data-seq]').length >= 2", /^20 sent, 20 received, 0(\.0)? ?% loss/);
-      const seqs = await exec("return [...document.querySelectorAll('.run ol.echoes li[data-seq]')].map((li) => Number(li.dataset.seq))");
+      await runNowOn('loopback-v4', 'ping', "document.querySelectorAll('.run ol li[data-seq]').length >= 2", /^20 sent, 20 received, 0(\.0)? ?% loss/);
+      const seqs = await exec("return [...document.querySelectorAll('.run ol li[data-seq]')].map((li) => Number(li.dataset.seq))");
       if (seqs.length !== 20 || seqs.some((q, i) => q !== i + 1)) throw new Error(`echo list ${JSON.stringify(seqs)}`);
       await shot('24-run-now-ping');
     });

@@ -547,9 +547,22 @@ async fn test_target(
 }
 
 /// The probe kinds and their options, for the target editor: the page builds its form from
-/// this rather than from a list of its own.
+/// this rather than from a list of its own. A kind that runs live ("Run now") says what a run
+/// does in `live`.
 async fn probe_forms() -> Json<Value> {
-    Json(json!({ "probes": vantage_core::config::probe_forms() }))
+    let probes: Vec<Value> = vantage_core::config::probe_forms()
+        .into_iter()
+        .map(|form| {
+            let kind = form.kind.parse::<ProbeKind>().ok();
+            let live = kind.and_then(ProbeKind::module).and_then(|m| m.live());
+            let mut v = json!(form);
+            if let Some(live) = live {
+                v["live"] = json!({ "what": live.what() });
+            }
+            v
+        })
+        .collect();
+    Json(json!({ "probes": probes }))
 }
 
 async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {

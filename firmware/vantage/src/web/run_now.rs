@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use vantage_core::live::Fields;
+use vantage_core::live::{Fields, LiveEvent, LiveRows};
 use vantage_core::{
     LiveRun, LockExt, Measurement, Probe, ProbeKind, ProbeRequest, Sample, Target, in_words,
     kind_names,
@@ -121,6 +121,15 @@ impl Out {
         let ev = Event::default().event(name).data(v.to_string());
         self.0.send(ev).await.is_ok()
     }
+
+    async fn send_all(&self, events: Vec<LiveEvent>) -> bool {
+        for e in events {
+            if !self.send(e.to_json()).await {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// The kind to run and how it runs live: one whose module has a [`LiveRun`].
@@ -186,8 +195,9 @@ pub async fn run_now(
         let run = run(live, kind, &*prober, target, &out);
         if tokio::time::timeout(limit, run).await.is_err() {
             let limit = limit.as_secs_f64();
+            let error = format!("stopped at the {limit} s limit");
             out.send(json!({"type": "summary", "kind": kind, "stopped": true,
-                "error": format!("stopped at the {limit} s limit")}))
+                "error": error, "text": error}))
                 .await;
         }
     });
@@ -197,8 +207,8 @@ pub async fn run_now(
         .into_response())
 }
 
-/// The run: a start event, the kind's rounds (each answer an event as it arrives, and the
-/// kind's event after each round), then a summary.
+/// The run: a start event with the table the run fills, the kind's rounds (each answer's
+/// rows as it arrives, and the kind's events after each round), then a summary.
 async fn run(
     live: &dyn LiveRun,
     kind: ProbeKind,
@@ -209,24 +219,24 @@ async fn run(
     let mut start = event("start", kind);
     start.insert("target".into(), json!(target.name));
     start.insert("host".into(), json!(target.host.to_string()));
+    start.insert("table".into(), json!(live.table()));
     live.start(&target, &mut start);
     if !out.send(Value::Object(start)).await {
         return;
     }
     live.target(&mut target);
     let target = Arc::new(target);
+    let mut rows = live.rows();
     let (mut done, mut last) = (0, None);
     for n in 1..=live.rounds() {
         if n > 1 {
             tokio::time::sleep(live.gap()).await;
         }
-        let Some(s) = round(live, prober, target.clone(), out, n).await else {
+        let Some(s) = round(&mut *rows, prober, target.clone(), out, n).await else {
             return;
         };
         done = n;
-        if let Some(e) = live.round(n, &s)
-            && !out.send(e).await
-        {
+        if !out.send_all(rows.round(n, &s)).await {
             return;
         }
         let failed = matches!(s.measurement, Measurement::None);
@@ -249,10 +259,10 @@ fn event(kind_of_event: &str, kind: ProbeKind) -> Fields {
     e
 }
 
-/// Runs round `n` of `target`, sending each answer as an event; the round's sample, or `None`
-/// when the client went away.
+/// Runs round `n` of `target`, sending the events of each answer as it arrives; the round's
+/// sample, or `None` when the client went away.
 async fn round(
-    live: &dyn LiveRun,
+    rows: &mut dyn LiveRows,
     prober: &dyn Probe,
     target: Arc<Target>,
     out: &Out,
@@ -265,19 +275,15 @@ async fn round(
         guard: None,
         progress: Some(tx),
     });
-    let send = async |p| match live.progress(&p, n) {
-        Some(e) => out.send(e).await,
-        None => true,
-    };
     let sample = loop {
         tokio::select! {
             biased;
-            Some(p) = rx.recv() => if !send(p).await { return None },
+            Some(p) = rx.recv() => if !out.send_all(rows.answer(&p, n)).await { return None },
             s = &mut run => break s,
         }
     };
     while let Ok(p) = rx.try_recv() {
-        if !send(p).await {
+        if !out.send_all(rows.answer(&p, n)).await {
             return None;
         }
     }

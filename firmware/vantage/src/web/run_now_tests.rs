@@ -120,6 +120,46 @@ async fn error_of(status: StatusCode, mut e: Events) -> (StatusCode, String) {
     (status, format!("{msg} {fields}"))
 }
 
+/// A run's events after `start`, up to its summary, each checked against the generic shape
+/// the page renders any kind from: rows keyed and as wide as the start's table, statuses
+/// and the summary in words; the stream ends after the summary.
+async fn rest_of_run(start: &Value, ev: &mut Events) -> (Vec<Value>, Value) {
+    assert_eq!(start["type"], "start", "{start}");
+    assert!(start["text"].is_string(), "{start}");
+    let table = &start["table"];
+    assert!(
+        ["table", "list"].contains(&table["layout"].as_str().unwrap()),
+        "{start}"
+    );
+    assert!(table["key"].is_string(), "{start}");
+    let columns = table["columns"].as_array().expect("columns");
+    for c in columns {
+        assert!(c["label"].is_string(), "{c}");
+        assert!(
+            ["count", "ms", "ratio"].contains(&c["unit"].as_str().unwrap()),
+            "{c}"
+        );
+    }
+    let mut rows = Vec::new();
+    let summary = loop {
+        let e = ev.next().await.expect("a summary ends the stream");
+        match e["type"].as_str() {
+            Some("row") => {
+                assert!(e["key"].is_u64(), "{e}");
+                assert_eq!(e["cells"].as_array().unwrap().len(), columns.len(), "{e}");
+                assert!(e["lost"].is_boolean() && e["hidden"].is_boolean(), "{e}");
+                rows.push(e);
+            }
+            Some("status") => assert!(e["text"].is_string(), "{e}"),
+            Some("summary") => break e,
+            other => panic!("{other:?}: {e}"),
+        }
+    };
+    assert!(summary["text"].is_string(), "{summary}");
+    assert!(ev.next().await.is_none(), "the summary is the last event");
+    (rows, summary)
+}
+
 #[tokio::test]
 async fn run_now_refuses_what_it_cannot_run() {
     let f = Fixture::logged_in(Some(RUN_CONFIG)).await;
@@ -177,8 +217,12 @@ async fn a_ping_run_streams_each_reply_as_it_arrives() {
     let start = ev.next().await.unwrap();
     assert_eq!(start["type"], "start");
     assert_eq!(start["count"], RUN_PINGS);
+    assert_eq!(
+        (&start["table"]["layout"], &start["table"]["key"]),
+        (&"list".into(), &"seq".into())
+    );
     let first = ev.next().await.unwrap();
-    assert_eq!((&first["type"], &first["seq"]), (&"echo".into(), &1.into()));
+    assert_eq!((&first["type"], &first["key"]), (&"row".into(), &1.into()));
     // The first reply is here while the run still goes (20 requests 200 ms apart): it holds
     // an on-demand round and its target.
     assert_eq!(f.free_permits(), ON_DEMAND_ROUNDS - 1);
@@ -186,21 +230,20 @@ async fn a_ping_run_streams_each_reply_as_it_arrives() {
     let (s, m) = error_of(s, e).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{m}");
     assert!(m.contains("already going"), "{m}");
-    let mut echoes = vec![first];
-    let summary = loop {
-        let e = ev.next().await.expect("a summary ends the stream");
-        match e["type"].as_str() {
-            Some("echo") => echoes.push(e),
-            Some("summary") => break e,
-            other => panic!("{other:?}: {e}"),
-        }
-    };
-    assert!(ev.next().await.is_none(), "the summary is the last event");
-    let seqs: Vec<u64> = echoes.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let (mut echoes, summary) = rest_of_run(&start, &mut ev).await;
+    echoes.insert(0, first);
+    let seqs: Vec<u64> = echoes.iter().map(|e| e["key"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=u64::from(RUN_PINGS)).collect::<Vec<_>>());
-    let replies = echoes.iter().filter(|e| e["rtt_ms"].is_number()).count();
+    let replies = echoes.iter().filter(|e| e["cells"][1].is_number()).count();
+    let lost = echoes.iter().filter(|e| e["lost"] == true).count();
+    assert_eq!(replies + lost, echoes.len());
     assert_eq!(summary["sent"], RUN_PINGS, "{summary}");
     assert_eq!(summary["received"], replies, "{summary}");
+    let text = summary["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!("{RUN_PINGS} sent, {replies} received, ")),
+        "{text}"
+    );
     // Loopback answers.
     assert!(replies > 0, "{summary}");
     assert_eq!(summary["address"], "127.0.0.1");
@@ -218,7 +261,7 @@ async fn a_run_stops_when_the_client_goes_away() {
     let (status, mut ev) = f.run("slow", "ping", true).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ev.next().await.unwrap()["type"], "start");
-    assert_eq!(ev.next().await.unwrap()["seq"], 1);
+    assert_eq!(ev.next().await.unwrap()["key"], 1);
     drop(ev);
     // Stopped at once, not when its next event (5 s on) finds nobody to take it.
     let gone = Instant::now();
@@ -229,50 +272,43 @@ async fn a_run_stops_when_the_client_goes_away() {
 }
 
 #[tokio::test]
-async fn a_trace_run_streams_hops_per_trace() {
-    if !icmp_or_skip("a_trace_run_streams_hops_per_trace") {
+async fn a_trace_run_streams_a_row_per_hop() {
+    if !icmp_or_skip("a_trace_run_streams_a_row_per_hop") {
         return;
     }
     let f = Fixture::logged_in(Some(RUN_CONFIG)).await;
     let (status, mut ev) = f.run("path", "trace", true).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(ev.next().await.unwrap()["type"], "start");
-    let (mut hops, mut cycles) = (Vec::new(), Vec::new());
-    let summary = loop {
-        let e = ev.next().await.expect("a summary ends the stream");
-        match e["type"].as_str() {
-            Some("hop") => hops.push(e),
-            // Each trace's answers come before its table.
-            Some("cycle") => {
-                let c = e["cycle"].as_u64().unwrap();
-                assert!(hops.iter().any(|h| h["cycle"] == c), "{e}");
-                cycles.push(e);
-            }
-            Some("summary") => break e,
-            other => panic!("{other:?}: {e}"),
-        }
-    };
-    assert_eq!(cycles.len(), RUN_TRACES as usize, "{summary}");
+    let start = ev.next().await.unwrap();
+    assert_eq!(
+        (&start["table"]["layout"], &start["table"]["key"]),
+        (&"table".into(), &"hop".into())
+    );
+    let (rows, summary) = rest_of_run(&start, &mut ev).await;
     assert_eq!(summary["cycles"], RUN_TRACES);
     assert_eq!(summary["reached"], true, "{summary}");
     assert_eq!(summary["hop_count"], 1, "{summary}");
-    // Loopback is one hop away: the destination itself answers at TTL 1.
-    for h in &hops {
-        assert_eq!(h["address"], "127.0.0.1", "{h}");
-        assert_eq!(h["destination"], true, "{h}");
-        assert!(h["rtt_ms"].as_f64().unwrap() < 1000.0, "{h}");
-    }
-    assert!(hops.iter().any(|h| h["ttl"] == 1));
-    assert_eq!(cycles[0]["hops"][0]["ttl"], 1);
-    assert_eq!(cycles[0]["hops"][0]["addresses"][0], "127.0.0.1");
-    // One address: no balancing to tell.
     assert_eq!(
-        cycles[0]["hops"][0]["balancing"],
-        Value::Null,
-        "{}",
-        cycles[0]
+        summary["text"], "5 traces, destination reached in 1 hop",
+        "{summary}"
     );
-    assert!(cycles[0]["hops"][0].get("balancing").is_some());
+    // Loopback is one hop away: the destination itself answers at TTL 1 (and at the TTLs
+    // beyond, whose rows hide), one address, no balancing to tell.
+    let last = |ttl: u64| rows.iter().rfind(|r| r["key"] == ttl);
+    let one = last(1).expect("hop 1's row");
+    assert_eq!(one["cells"][1], "127.0.0.1", "{one}");
+    assert_eq!(one["hidden"], false, "{one}");
+    let sent = one["cells"][3].as_u64().unwrap();
+    assert!(
+        sent >= u64::from(RUN_TRACES),
+        "probes of every trace: {one}"
+    );
+    assert!(one["cells"][2].as_f64().unwrap() < 1.0, "{one}");
+    for ttl in 2..=4 {
+        if let Some(r) = last(ttl) {
+            assert_eq!(r["hidden"], true, "{r}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -288,12 +324,13 @@ async fn a_run_stops_at_its_time_limit() {
     let mut last = Value::Null;
     let mut echoes = 0;
     while let Some(e) = ev.next().await {
-        echoes += usize::from(e["type"] == "echo");
+        echoes += usize::from(e["type"] == "row");
         last = e;
     }
     assert_eq!(last["type"], "summary", "{last}");
     assert_eq!(last["stopped"], true, "{last}");
     assert_eq!(last["error"], "stopped at the 2 s limit", "{last}");
+    assert_eq!(last["text"], last["error"], "{last}");
     assert!((1..=2).contains(&echoes), "{echoes}");
     assert!(f.web.runs.is_empty());
     assert_eq!(f.free_permits(), ON_DEMAND_ROUNDS);

@@ -2403,6 +2403,22 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
         .map(|p| p["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["ping", "trace", "tcp", "http", "dns"]);
+    // A kind that runs live says what a run does, in its module's words; the others nothing.
+    let live: Vec<(&str, &Value)> = r.body["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["kind"].as_str()?, p.get("live")?)))
+        .collect();
+    let what = |k: ProbeKind| k.module().and_then(|m| m.live()).map(|l| l.what());
+    assert_eq!(
+        live,
+        [
+            ("ping", &json!({ "what": what(ProbeKind::PING) })),
+            ("trace", &json!({ "what": what(ProbeKind::TRACE) })),
+        ]
+    );
+    assert_eq!(live[0].1["what"], "a burst of 20 echo requests");
     let trace = &r.body["probes"][1]["fields"];
     let field = |key: &str| {
         trace

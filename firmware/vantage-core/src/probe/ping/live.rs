@@ -1,5 +1,5 @@
 //! The ping module's "Run now": one round of [`RUN_PINGS`] echo requests with the target's
-//! other ping options, an `echo` event per request.
+//! other ping options, a row per request (its RTT, or "lost").
 
 use std::sync::Arc;
 
@@ -8,23 +8,50 @@ use serde_json::{Value, json};
 use super::module::KIND;
 use super::options::PingOptions;
 use crate::config::target::Target;
-use crate::probe::live::{Fields, LiveRun, ms};
 use crate::probe::round::Progress;
+use crate::probe::live::{
+    Column, Fields, Layout, LiveEvent, LiveRows, LiveRun, Table, Unit, error_text, ms, ms_text,
+    pct_text,
+};
 use crate::sample::Sample;
 use crate::types::ProbeKind;
 
 /// Echo requests of a ping run.
 pub const RUN_PINGS: u32 = 20;
 
+/// A run's rows: one per echo request, shown as a list ("3: 1.25 ms", "4: lost").
+const TABLE: Table = Table {
+    layout: Layout::List,
+    key: "seq",
+    columns: &[
+        Column {
+            label: "Seq",
+            unit: Unit::Count,
+        },
+        Column {
+            label: "RTT",
+            unit: Unit::Ms,
+        },
+    ],
+};
+
 #[derive(Debug)]
 pub(crate) struct PingLive;
 
 impl LiveRun for PingLive {
+    fn what(&self) -> String {
+        format!("a burst of {RUN_PINGS} echo requests")
+    }
     fn rounds(&self) -> u32 {
         1
     }
-    fn start(&self, _target: &Target, event: &mut Fields) {
+    fn table(&self) -> Table {
+        TABLE
+    }
+    fn start(&self, target: &Target, event: &mut Fields) {
+        let text = format!("Pinging {}: {RUN_PINGS} requests…", target.host);
         event.insert("count".into(), RUN_PINGS.into());
+        event.insert("text".into(), text.into());
     }
     fn target(&self, target: &mut Target) {
         let options = PingOptions {
@@ -33,11 +60,8 @@ impl LiveRun for PingLive {
         };
         target.set_options(ProbeKind::Module(KIND), Arc::new(options));
     }
-    fn progress(&self, p: &Progress, _round: u32) -> Option<Value> {
-        let Progress::Echo { index, rtt } = p else {
-            return None;
-        };
-        Some(json!({"type": "echo", "seq": index + 1, "rtt_ms": rtt.map(ms)}))
+    fn rows(&self) -> Box<dyn LiveRows> {
+        Box::new(Echoes)
     }
     fn summary(&self, last: Option<&Sample>, _rounds: u32, event: &mut Fields) {
         let mut put = |k: &str, v: Value| {
@@ -46,18 +70,52 @@ impl LiveRun for PingLive {
         put("success", json!(last.is_some_and(|s| s.success)));
         let error = last.and_then(|s| s.error.as_ref()).map(ToString::to_string);
         put("error", json!(error));
-        put("sent", json!(0));
-        put("received", json!(0));
-        let Some(p) = last.and_then(|s| s.measurement.ping()) else {
+        let p = last.and_then(|s| s.measurement.ping());
+        let (min, avg, max) = p.map_or((None, None, None), |p| {
+            (p.min().map(ms), p.mean().map(ms), p.max().map(ms))
+        });
+        let (sent, received) = p.map_or((0, 0), |p| (p.sent, p.received));
+        let loss = p.map(|p| p.loss_ratio());
+        put(
+            "text",
+            json!(format!(
+                "{sent} sent, {received} received, {} loss; min/avg/max {} / {} / {}{}",
+                pct_text(loss),
+                ms_text(min),
+                ms_text(avg),
+                ms_text(max),
+                error_text(last)
+            )),
+        );
+        put("sent", json!(sent));
+        put("received", json!(received));
+        let Some(p) = p else {
             return;
         };
         put("address", json!(p.address));
-        put("sent", json!(p.sent));
-        put("received", json!(p.received));
         put("duplicates", json!(p.duplicates));
-        put("loss", json!(p.loss_ratio()));
-        put("min_ms", json!(p.min().map(ms)));
-        put("avg_ms", json!(p.mean().map(ms)));
-        put("max_ms", json!(p.max().map(ms)));
+        put("loss", json!(loss));
+        put("min_ms", json!(min));
+        put("avg_ms", json!(avg));
+        put("max_ms", json!(max));
+    }
+}
+
+/// A ping run's rows: each request's row as its answer (or its end) arrives.
+#[derive(Debug)]
+struct Echoes;
+
+impl LiveRows for Echoes {
+    fn answer(&mut self, p: &Progress, _round: u32) -> Vec<LiveEvent> {
+        let Progress::Echo { index, rtt } = p else {
+            return Vec::new();
+        };
+        let seq = index + 1;
+        vec![LiveEvent::Row {
+            key: seq,
+            cells: vec![json!(seq), rtt.map_or(json!("lost"), |d| json!(ms(d)))],
+            lost: rtt.is_none(),
+            hidden: false,
+        }]
     }
 }
