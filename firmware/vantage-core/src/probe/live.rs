@@ -235,7 +235,7 @@ mod tests {
         );
         assert_eq!((l.rounds(), t.name.as_str()), (1, "t"));
         let mut rows = l.rows();
-        let echo = |index, rtt| Progress::Echo { index, rtt };
+        let echo = |index, rtt| Progress::new(super::super::ping::live::Echo { index, rtt });
         let answered = rows.answer(&echo(0, Some(Duration::from_micros(1500))), 1);
         assert_eq!(
             answered[0].to_json(),

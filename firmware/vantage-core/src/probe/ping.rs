@@ -213,7 +213,7 @@ impl Live<'_> {
         if let Some(d) = self.due.get_mut(index as usize)
             && d.take().is_some()
         {
-            let _ = self.tx.send(Progress::Echo { index, rtt });
+            let _ = self.tx.send(Progress::new(live::Echo { index, rtt }));
         }
     }
 

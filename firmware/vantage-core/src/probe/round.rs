@@ -43,21 +43,27 @@ impl ProbeRequest {
     }
 }
 
-/// One answer of a round, sent while the round runs (see [`ProbeRequest::progress`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
-    /// Echo request number `index` (from 0 in the round): its RTT, or `None` once it timed
-    /// out, could not be sent or drew an ICMP error. One per request.
-    Echo { index: u32, rtt: Option<Duration> },
-    /// An answer to a trace probe sent with `ttl` on flow `flow`, from `from`; `destination`
-    /// when the target itself answered.
-    Hop {
-        ttl: u8,
-        flow: u16,
-        from: IpAddr,
-        rtt: Duration,
-        destination: bool,
-    },
+/// One answer of a round, sent while the round runs (see [`ProbeRequest::progress`]). What it
+/// holds is its kind's (a ping echo's outcome, a trace's hop answer): the kind's probe makes it
+/// and the kind's [`LiveRun`](super::live::LiveRun) reads it back, so a kind that runs live
+/// adds nothing here.
+#[derive(Debug)]
+pub struct Progress(Box<dyn Answer>);
+
+/// What a kind's answer is: anything its own module can read back.
+trait Answer: std::any::Any + Send + Debug {}
+impl<T: std::any::Any + Send + Debug> Answer for T {}
+
+impl Progress {
+    pub fn new(answer: impl std::any::Any + Send + Debug) -> Self {
+        Self(Box::new(answer))
+    }
+
+    /// The answer, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        let any: &dyn std::any::Any = &*self.0;
+        any.downcast_ref()
+    }
 }
 
 /// Where a round sends its [`Progress`]. Unbounded: a round's answers are bounded by its

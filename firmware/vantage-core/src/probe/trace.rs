@@ -1183,13 +1183,13 @@ impl<'a> Round<'a> {
         // the report, not the progress, is what counts.)
         let beyond = destination && self.dest[flow].is_some_and(|d| d < ttl);
         if let Some(tx) = self.live.filter(|_| !beyond) {
-            let _ = tx.send(Progress::Hop {
+            let _ = tx.send(Progress::new(live::HopAnswer {
                 ttl,
                 flow: flow as u16,
                 from: r.from,
                 rtt,
                 destination,
-            });
+            }));
         }
         // Probes that connect have a flow of their own each (a new source port): the
         // destination's distance is every flow's, and no flow probes it again.

@@ -2,6 +2,7 @@
 //! other ping options, a row per request (its RTT, or "lost").
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -15,6 +16,15 @@ use crate::probe::live::{
 };
 use crate::sample::Sample;
 use crate::types::ProbeKind;
+
+/// An echo request's outcome as a round sends it live ([`Progress`]): its RTT, or `None` once
+/// it timed out, could not be sent or drew an ICMP error. One per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Echo {
+    /// From 0 in the round.
+    pub index: u32,
+    pub rtt: Option<Duration>,
+}
 
 /// Echo requests of a ping run.
 pub const RUN_PINGS: u32 = 20;
@@ -107,7 +117,7 @@ struct Echoes;
 
 impl LiveRows for Echoes {
     fn answer(&mut self, p: &Progress, _round: u32) -> Vec<LiveEvent> {
-        let Progress::Echo { index, rtt } = p else {
+        let Some(&Echo { index, rtt }) = p.get() else {
             return Vec::new();
         };
         let seq = index + 1;

@@ -566,14 +566,14 @@ async fn progress_reports_each_reply_as_it_arrives() {
     let got = live_round("10.0.0.1", opts(3, 200)).await;
     // Replies 5 ms after each send, sends 10 ms apart: each comes before the next request.
     for (i, (at, ev)) in got.iter().enumerate() {
-        let Progress::Echo {
+        let Some(&super::live::Echo {
             index,
             rtt: Some(rtt),
-        } = ev
+        }) = ev.get()
         else {
             panic!("{ev:?}")
         };
-        assert_eq!(*index, i as u32);
+        assert_eq!(index, i as u32);
         assert!(rtt.as_millis() <= 6, "{rtt:?}");
         assert!(*at < Duration::from_millis(10 * i as u64 + 10), "{at:?}");
     }
@@ -584,9 +584,9 @@ async fn progress_reports_a_loss_when_its_wait_ends() {
     let got = live_round("10.0.0.2", opts(3, 50)).await;
     let seen: Vec<(u32, Option<Duration>)> = got
         .iter()
-        .map(|(_, ev)| match ev {
-            Progress::Echo { index, rtt } => (*index, *rtt),
-            other => panic!("{other:?}"),
+        .map(|(_, ev)| match ev.get() {
+            Some(&super::live::Echo { index, rtt }) => (index, rtt),
+            None => panic!("{ev:?}"),
         })
         .collect();
     assert_eq!(seen, [(0, None), (1, None), (2, None)]);

@@ -17,6 +17,17 @@ use crate::probe::live::{
 };
 use crate::sample::{Balancing, Sample, TraceReport};
 
+/// An answer to a trace probe as a round sends it live ([`Progress`]): sent with `ttl` on
+/// flow `flow`, from `from`; `destination` when the target itself answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HopAnswer {
+    pub ttl: u8,
+    pub flow: u16,
+    pub from: IpAddr,
+    pub rtt: Duration,
+    pub destination: bool,
+}
+
 /// Traces of a trace run, [`RUN_GAP`] apart (per-hop loss and spread need a few).
 pub const RUN_TRACES: u32 = 5;
 const RUN_GAP: Duration = Duration::from_secs(1);
@@ -179,13 +190,13 @@ impl Hops {
 
 impl LiveRows for Hops {
     fn answer(&mut self, p: &Progress, _round: u32) -> Vec<LiveEvent> {
-        let Progress::Hop {
+        let Some(&HopAnswer {
             ttl,
             from,
             rtt,
             destination,
             ..
-        } = *p
+        }) = p.get()
         else {
             return Vec::new();
         };
@@ -255,13 +266,13 @@ mod tests {
     }
 
     fn answer(ttl: u8, from: &str, rtt_us: u64, destination: bool) -> Progress {
-        Progress::Hop {
+        Progress::new(HopAnswer {
             ttl,
             flow: 0,
             from: from.parse().unwrap(),
             rtt: Duration::from_micros(rtt_us),
             destination,
-        }
+        })
     }
 
     fn cells(e: &LiveEvent) -> (u32, &[Value], bool) {
@@ -295,11 +306,11 @@ mod tests {
                 json!(3.0)
             ]
         );
-        let echo = Progress::Echo {
+        let other = Progress::new(crate::probe::ping::live::Echo {
             index: 0,
             rtt: None,
-        };
-        assert_eq!(rows.answer(&echo, 1), []);
+        });
+        assert_eq!(rows.answer(&other, 1), [], "another kind's answer");
     }
 
     /// The destination answers probes sent beyond it too: once it answers at a nearer hop,

@@ -655,27 +655,27 @@ async fn progress_sends_every_answer_as_it_arrives() {
     let received: u32 = r.hops.iter().map(|h| h.received).sum();
     let (near, beyond): (Vec<_>, Vec<_>) = got
         .into_iter()
-        .partition(|ev| matches!(ev, crate::probe::round::Progress::Hop { ttl, .. } if *ttl <= 5));
+        .partition(|ev| matches!(ev.get(), Some(super::live::HopAnswer { ttl, .. }) if *ttl <= 5));
     assert_eq!(near.len(), received as usize, "{near:?}");
     assert!(beyond.len() < 3 * 3, "{beyond:?}");
     assert!(
         beyond.iter().all(|ev| matches!(
-            ev,
-            crate::probe::round::Progress::Hop {
+            ev.get(),
+            Some(super::live::HopAnswer {
                 destination: true,
                 ..
-            }
+            })
         )),
         "{beyond:?}"
     );
     for ev in &near {
-        let crate::probe::round::Progress::Hop {
+        let Some(super::live::HopAnswer {
             ttl,
             from,
             rtt,
             destination,
             ..
-        } = ev
+        }) = ev.get()
         else {
             panic!("{ev:?}")
         };
