@@ -53,7 +53,7 @@ pub mod module_gauges {
 /// "Run now" as the other crates see it (`vantage_core::live`): the live round's types and how
 /// many rounds each kind runs.
 pub mod live_run {
-    pub use super::live::{Fields, LiveRun};
+    pub use super::live::{Fields, LiveEvent, LiveRows, LiveRun};
     pub use super::ping::live::RUN_PINGS;
     pub use super::trace::live::RUN_TRACES;
 }

@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 use super::module::KIND;
 use super::options::PingOptions;
 use crate::config::target::Target;
-use crate::probe::round::Progress;
 use crate::probe::live::{
     Column, Fields, Layout, LiveEvent, LiveRows, LiveRun, Table, Unit, error_text, ms, ms_text,
     pct_text,
 };
+use crate::probe::round::Progress;
 use crate::sample::Sample;
 use crate::types::ProbeKind;
 

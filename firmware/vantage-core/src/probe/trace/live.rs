@@ -11,10 +11,10 @@ use serde_json::json;
 
 use super::options::TraceOptions;
 use crate::config::target::Target;
-use crate::probe::round::Progress;
 use crate::probe::live::{
     Column, Fields, Layout, LiveEvent, LiveRows, LiveRun, Table, Unit, error_text, ms,
 };
+use crate::probe::round::Progress;
 use crate::sample::{Balancing, Sample, TraceReport};
 
 /// An answer to a trace probe as a round sends it live ([`Progress`]): sent with `ttl` on
