@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::module::KIND;
 use super::options::PingOptions;
 use crate::config::target::Target;
 use crate::probe::live::{
@@ -68,7 +67,7 @@ impl LiveRun for PingLive {
             packets: RUN_PINGS,
             ..target.options_or_default()
         };
-        target.set_options(ProbeKind::Module(KIND), Arc::new(options));
+        target.set_options(ProbeKind::PING, Arc::new(options));
     }
     fn rows(&self) -> Box<dyn LiveRows> {
         Box::new(Echoes)
