@@ -250,8 +250,8 @@ function targetCard(t, historyMinutes) {
           h('span', {}, `${p.probe} every ${p.interval_seconds} s`),
           h('span', {}, l ? `last success ${ago(l.last_success)}` : 'no result yet')),
         h('div', { class: 'figures' },
-          h('span', {}, h('b', {}, ms(l && l.rtt_ms)), h('span', { class: 'muted small' }, p.probe === 'dns' ? ' lookup' : ' RTT')),
-          p.probe === 'ping' ? h('span', {}, h('b', {}, pct(l && l.loss)), h('span', { class: 'muted small' }, ' loss')) : null,
+          h('span', {}, h('b', {}, ms(l && l.rtt_ms)), h('span', { class: 'muted small' }, ` ${p.figure || 'time'}`)),
+          l && l.loss != null ? h('span', {}, h('b', {}, pct(l.loss)), h('span', { class: 'muted small' }, ' loss')) : null,
           l && l.detail ? h('span', { class: 'small' }, l.detail) : null,
           l && l.address && l.address !== t.host ? h('span', { class: 'muted small mono' }, l.address) : null),
         l && l.error ? h('div', { class: 'ferr' }, l.error) : null,
@@ -460,7 +460,7 @@ function probeFieldset(form, existing) {
 }
 
 function targetForm(existing, defaults, forms) {
-  const raw = existing || { probes: ['ping'] };
+  const raw = existing || { probes: forms.filter((f) => f.default).map((f) => f.kind) };
   const input = (name, type, value, placeholder) => h('input', { type, value: value ?? '', placeholder: placeholder || null, inputmode: type === 'number' ? 'numeric' : null });
   const name = input('name', 'text', raw.name, 'e.g. gateway');
   const host = input('host', 'text', raw.host, 'e.g. 192.168.1.1 or router.lan');
@@ -531,6 +531,9 @@ function targetForm(existing, defaults, forms) {
         x.rcode !== undefined ? `${x.rcode || 'no answer'}, ${x.answers} answers from ${x.server || t.host} in ${ms(x.lookup_ms)}` : '',
         x.rtts_ms && x.rtts_ms.length ? `, RTT ${x.rtts_ms.map(ms).join(', ')}` : '',
         x.hops ? `${x.reached ? 'reached' : 'not reached'} in ${x.hops.length} hop${x.hops.length === 1 ? '' : 's'}` : '',
+        // Kinds without their own line: the round at a glance.
+        x.sent === undefined && x.rcode === undefined && !x.hops && x.figure
+          ? [x.detail, x.time_ms != null ? `${x.figure} ${ms(x.time_ms)}` : null, x.peer ? `from ${x.peer}` : null].filter(Boolean).join(', ') : '',
         x.hops ? h('ol', { class: 'hops mono small' }, x.hops.map((hp) => h('li', { value: hp.ttl },
           hp.addresses.length ? `${hp.addresses.join(', ')} ${hp.rtt_ms == null ? '' : ms(hp.rtt_ms)}` : '*'))) : null,
         x.error ? h('div', { class: 'ferr' }, x.error) : null)));
@@ -974,7 +977,8 @@ function certLine(last) {
 
 function lastPart(d) {
   const last = d.last;
-  if (!last) return d.probe === 'ping' || d.probe === 'trace' ? null : h('p', { class: 'small muted' }, 'No round since the daemon started: the latest answer shows after the next round.');
+  // `last` is null (not absent) for a kind that shows its latest round but has none yet.
+  if (!last) return last === null ? h('p', { class: 'small muted' }, 'No round since the daemon started: the latest answer shows after the next round.') : null;
   const facts = [];
   if (last.rcode) facts.push(`rcode ${last.rcode}`);
   if (last.status !== undefined) facts.push(`status ${last.status}`);
@@ -998,13 +1002,13 @@ async function probeSection(name, probe) {
   } catch (e) {
     return h('section', { class: 'card' }, h('h2', {}, probe), h('p', { class: 'ferr' }, e.message));
   }
-  const what = { ping: 'RTT', dns: 'lookup', trace: 'last hop RTT', tcp: 'connect time', http: 'total time' }[probe] || 'time';
+  const what = d.figure || 'time';
   return h('section', { class: 'card diag', 'data-probe': probe },
     h('h2', {}, `${probe}: ${what}`),
     h('p', { class: 'summary' }, summaryText(d, what)),
     smokeChart(d, what), lossLegend(d),
     runNowPart(name, probe, live),
-    probe === 'trace' ? hopTable(d) : null,
+    d.hops ? hopTable(d) : null,
     d.changes ? changesList(d) : null,
     phasePart(d), lastPart(d));
 }

@@ -632,6 +632,12 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
       await phoneFits('29-target-https-phone');
     });
 
+    await step('status cards: each kind shows its main time in its module\'s words, and TCP its loss', async () => {
+      await wd('POST', s('/url'), { url: `${URL_}#/status` });
+      await waitFor('the site card\'s figures', () => exec(`const a = document.querySelector('article[data-target=site]');
+        return !!a && /[0-9] (ms|µs) connect time/.test(a.innerText) && /[0-9] (ms|µs) total time/.test(a.innerText) && /%\\s*loss/.test(a.innerText)`), 30000);
+    });
+
     await step('targets list and form fit a phone screen', async () => {
       await wd('POST', s('/window/rect'), { width: 390, height: 844 });
       for (const [view, css, name] of [['#/targets', '#add-target', '12-targets-phone'], ['#/targets/new', '#target-form', '13-form-phone'], ['#/settings', 'pre.file', '14-settings-phone']]) {

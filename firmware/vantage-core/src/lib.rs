@@ -49,9 +49,9 @@ pub use config::{
 pub use error_text::error_chain;
 pub use lock::{LockExt, RwLockExt};
 pub use probe::{
-    AddressGuard, Detail, DetailUse, DnsFlags, DnsPhases, DnsProbe, DnsRecord, DnsReport,
+    AddressGuard, Detail, DetailUse, DnsFlags, DnsPhases, DnsProbe, DnsRecord, DnsReport, Glance,
     HostResolver, LiveRun, MAX_PHASES, MODULES, Misfit, ModuleOptions, ModuleReport, Options,
-    OptionsInput, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
+    OptionsInput, Peer, PingProbe, Probe, ProbeModule, ProbeQuery, ProbeRequest, Progress,
     ProgressSender, Report, Rollup, Section, TraceDeviceRate, TraceProbe, dns_detail, dns_series,
     family_mismatch, in_words, kind_names, live_run as live, module_gauges, ping_series, probes,
     resolve_host, set_trace_device_rate, system_nameservers, trace_series,

@@ -20,7 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::module::{
-    Detail, DetailUse, OptionsInput, Rollup, TypedModule, fields_detail, fields_json, int_param,
+    Detail, DetailUse, Glance, OptionsInput, Peer, Rollup, TypedModule, fields_detail, fields_json,
+    int_param,
 };
 use super::round::Probe;
 use crate::config::check::Check;
@@ -184,6 +185,16 @@ impl TypedModule for Http {
     }
     /// The phases together of a round with a response, and the status
     /// ([`stored::NO_STATUS`] without one).
+    const FIGURE: &'static str = "total time";
+    /// The time of every phase of a round that got a response, and its status.
+    fn glance(&self, r: &HttpReport) -> Glance {
+        Glance {
+            time: r.status.map(|_| r.phases.iter().sum()),
+            loss: None,
+            peer: r.address.map(Peer::Ip),
+            detail: r.status.map(|s| format!("HTTP {s}")),
+        }
+    }
     fn rollup(&self, bytes: &[u8]) -> Rollup {
         stored::StoredHttp::decode(bytes).map_or_else(Rollup::default, |s| Rollup {
             time_us: s.status.map(|_| s.total_us()),

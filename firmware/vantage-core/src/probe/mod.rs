@@ -27,8 +27,8 @@ pub use dns::{
 };
 pub use live::LiveRun;
 pub use module::{
-    Detail, DetailUse, MAX_PHASES, Misfit, ModuleOptions, Options, OptionsInput, ProbeModule,
-    ProbeQuery, Rollup, Section, family_mismatch, in_words, kind_names,
+    Detail, DetailUse, Glance, MAX_PHASES, Misfit, ModuleOptions, Options, OptionsInput, Peer,
+    ProbeModule, ProbeQuery, Rollup, Section, family_mismatch, in_words, kind_names,
 };
 pub use ping::{PingProbe, series as ping_series};
 pub use registry::{MODULES, probes};

@@ -62,6 +62,27 @@ pub struct Rollup {
     pub phases_us: [Option<u64>; MAX_PHASES],
 }
 
+/// Who answered a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Peer {
+    Ip(IpAddr),
+    Socket(std::net::SocketAddr),
+}
+
+/// What the page's status card shows of one round, read from the report as it comes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Glance {
+    /// The round's main time ([`ProbeModule::figure`]): what [`Rollup::time_us`] keeps of
+    /// the stored round.
+    pub time: Option<Duration>,
+    /// Packets or attempts sent, and how many of them were lost, for a kind that counts loss.
+    pub loss: Option<(u32, u32)>,
+    pub peer: Option<Peer>,
+    /// The answer in a few words (`NOERROR, 2 answers`, `HTTP 200`).
+    pub detail: Option<String>,
+}
+
 /// What the store keeps of a round beyond its figures, written only when it changes: a
 /// trace's hop addresses (once per path), a DNS answer's records (the latest one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +282,10 @@ pub trait ProbeModule: Send + Sync + Debug {
     fn values(&self, stored: &[u8], out: &mut Vec<(&'static str, f64)>);
     /// What a range of rounds keeps of a stored round: its main time and its mark.
     fn rollup(&self, stored: &[u8]) -> Rollup;
+    /// What the round's main time is called on the page (`RTT`, `lookup`).
+    fn figure(&self) -> &'static str;
+    /// The round at a glance, for the page's status card.
+    fn glance(&self, report: &dyn Report) -> Glance;
     /// What the store keeps of this round beyond its figures, if anything ([`Detail`]).
     fn detail(&self, _report: &dyn Report) -> Option<Detail> {
         None
@@ -379,6 +404,10 @@ pub(crate) trait TypedModule: Send + Sync + Debug + 'static {
     fn rollup(&self, _stored: &[u8]) -> Rollup {
         Rollup::default()
     }
+    /// [`ProbeModule::figure`].
+    const FIGURE: &'static str;
+    /// [`ProbeModule::glance`].
+    fn glance(&self, report: &Self::Report) -> Glance;
     /// [`ProbeModule::detail`].
     fn detail(&self, _report: &Self::Report) -> Option<Detail> {
         None
@@ -527,6 +556,16 @@ impl<T: TypedModule> ProbeModule for T {
     }
     fn rollup(&self, stored: &[u8]) -> Rollup {
         TypedModule::rollup(self, stored)
+    }
+    fn figure(&self) -> &'static str {
+        T::FIGURE
+    }
+    fn glance(&self, report: &dyn Report) -> Glance {
+        report
+            .as_any()
+            .downcast_ref::<T::Report>()
+            .map(|r| TypedModule::glance(self, r))
+            .unwrap_or_default()
     }
     fn detail(&self, report: &dyn Report) -> Option<Detail> {
         TypedModule::detail(self, report.as_any().downcast_ref::<T::Report>()?)

@@ -21,8 +21,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::module::{
-    Detail, DetailUse, OptionsInput, Rollup, TypedModule, bool_param, fields_detail, fields_json,
-    int_param,
+    Detail, DetailUse, Glance, OptionsInput, Peer, Rollup, TypedModule, bool_param, fields_detail,
+    fields_json, int_param,
 };
 use super::round::Probe;
 use crate::config::check::Check;
@@ -223,6 +223,19 @@ impl TypedModule for Tcp {
     const DETAIL_USE: DetailUse = DetailUse::LastReport;
     /// The round's mean connect time (none without a connection), and its phases: that
     /// connect time and the TLS handshake.
+    const FIGURE: &'static str = "connect time";
+    /// The mean connect time and the attempts that did not connect.
+    fn glance(&self, r: &TcpReport) -> Glance {
+        let n = r.connect_times.len() as u32;
+        Glance {
+            time: (n > 0).then(|| r.connect_times.iter().sum::<Duration>() / n),
+            loss: Some((r.sent, r.sent.saturating_sub(r.connected))),
+            peer: r
+                .address
+                .map(|ip| Peer::Socket(std::net::SocketAddr::new(ip, r.port))),
+            detail: r.tls_version.clone(),
+        }
+    }
     fn rollup(&self, bytes: &[u8]) -> Rollup {
         let Some(s) = stored::StoredTcp::decode(bytes) else {
             return Rollup::default();

@@ -14,7 +14,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vantage_core::{ProbeKind, ProbeRequest};
+use vantage_core::{Measurement, ProbeKind, ProbeRequest};
 
 use super::Web;
 use super::auth::{self, LoginError, SESSION_MAX, Session, check_new_password};
@@ -509,6 +509,13 @@ async fn test_target(
             "duration_ms": s.duration.as_secs_f64() * 1000.0,
             "error": s.error.as_ref().map(ToString::to_string),
         });
+        if let Measurement::Module(m) = &s.measurement {
+            let g = m.module().glance(m.report.as_ref());
+            r["figure"] = json!(m.module().figure());
+            r["time_ms"] = json!(g.time.map(|t| t.as_secs_f64() * 1000.0));
+            r["peer"] = json!(g.peer);
+            r["detail"] = json!(g.detail);
+        }
         if let Some(p) = s.measurement.ping() {
             r["address"] = json!(p.address);
             r["sent"] = json!(p.sent);
@@ -554,8 +561,12 @@ async fn probe_forms() -> Json<Value> {
         .into_iter()
         .map(|form| {
             let kind = form.kind.parse::<ProbeKind>().ok();
-            let live = kind.and_then(ProbeKind::module).and_then(|m| m.live());
+            let module = kind.and_then(ProbeKind::module);
+            let live = module.and_then(|m| m.live());
             let mut v = json!(form);
+            v["figure"] = json!(module.map(|m| m.figure()));
+            // The kind a new target starts with.
+            v["default"] = json!(kind == Some(ProbeKind::DEFAULT));
             if let Some(live) = live {
                 v["live"] = json!({ "what": live.what() });
             }

@@ -215,6 +215,9 @@ pub async fn target_history(
         );
     } else if let Some(last) = stored_last(kind, &stored.details, now / 1000) {
         body["last"] = last;
+    } else if kind.module().map(|m| m.detail_use()) == Some(DetailUse::LastReport) {
+        // The kind shows its latest round, and there is none yet: the page says so.
+        body["last"] = Value::Null;
     }
     Ok(Json(body))
 }
@@ -348,6 +351,8 @@ pub fn range_body(
     let mut body = json!({
         "target": target,
         "probe": kind,
+        // What the points' time is: `RTT`, `lookup`, ...
+        "figure": kind.module().map(|m| m.figure()),
         "range": range,
         "from": from / 1000,
         "to": to / 1000,

@@ -7,14 +7,14 @@
 //! The page reads either through [`HistorySource`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_core::{LockExt, RwLockExt};
 
 use serde::Serialize;
 use vantage_core::{
-    DetailUse, JobKey, Measurement, ModuleReport, Observer, ProbeError, ProbeKind, Sample,
+    DetailUse, Glance, JobKey, Measurement, ModuleReport, Observer, Peer, ProbeError, ProbeKind,
+    Sample,
 };
 
 /// Width of one history bucket.
@@ -29,9 +29,9 @@ pub struct Point {
     pub t: u64,
     pub rounds: u32,
     pub successes: u32,
-    /// Mean RTT of the rounds that got replies (DNS: the lookup time), in milliseconds.
+    /// Mean of the rounds' main time (ping's RTT, DNS's lookup...), in milliseconds.
     pub rtt_ms: Option<f64>,
-    /// Packets lost / sent, over the bucket.
+    /// Packets (or attempts) lost / sent over the bucket, for the kinds that count them.
     pub loss: Option<f64>,
     /// From the store: the bucket's mean of every other figure the store keeps for the
     /// probe, by the store's value names (`duration_seconds`, ...).
@@ -46,8 +46,10 @@ pub struct Latest {
     pub success: bool,
     pub duration_ms: f64,
     pub error: Option<String>,
-    pub address: Option<Address>,
-    /// Ping: mean RTT; DNS: the lookup time.
+    /// Who answered: a ping target's address, a DNS server's address and port. Kept as the
+    /// address itself, shown as text: no string is built per round.
+    pub address: Option<Peer>,
+    /// The round's main time (its module's `figure`: ping's mean RTT, DNS's lookup...).
     pub rtt_ms: Option<f64>,
     pub loss: Option<f64>,
     pub last_success: Option<f64>,
@@ -145,15 +147,6 @@ impl Track {
     }
 }
 
-/// Where a round's answer came from: a ping target's address, a DNS server's address and port.
-/// Kept as the address itself, shown as text: no string is built per round.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Address {
-    Ip(IpAddr),
-    Socket(SocketAddr),
-}
-
 /// In-memory history, fed as an [`Observer`] of the runner.
 #[derive(Debug, Default)]
 pub struct MemoryHistory {
@@ -166,6 +159,15 @@ fn unix(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Lost over sent; a round that sent nothing lost everything (as ping's loss ratio has it).
+fn lost_share(sent: u32, lost: u32) -> f64 {
+    if sent == 0 {
+        1.0
+    } else {
+        f64::from(lost) / f64::from(sent)
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -174,23 +176,13 @@ impl MemoryHistory {
     pub fn record(&self, s: &Sample) {
         let ts = unix(s.timestamp);
         let minute = (ts as u64 / BUCKET.as_secs()).min(u64::from(u32::MAX)) as u32;
-        let mut detail = None;
-        let (rtt, loss, sent, lost, address) = match (s.measurement.ping(), s.measurement.dns()) {
-            (Some(p), _) => (
-                p.mean().map(ms),
-                Some(p.loss_ratio()),
-                p.sent,
-                p.sent.saturating_sub(p.received),
-                p.address.map(Address::Ip),
-            ),
-            (_, Some(d)) => {
-                detail = d
-                    .rcode_name()
-                    .map(|r| format!("{r}, {} answers", d.answers.len()));
-                (d.lookup.map(ms), None, 0, 0, d.server.map(Address::Socket))
-            }
-            _ => (None, None, 0, 0, None),
+        let glance = match &s.measurement {
+            Measurement::Module(r) => r.module().glance(r.report.as_ref()),
+            _ => Glance::default(),
         };
+        let rtt = glance.time.map(ms);
+        let (sent, lost) = glance.loss.unwrap_or_default();
+        let loss = glance.loss.map(|_| lost_share(sent, lost));
         let mut map = self.tracks.write_or_recover();
         let track = map.entry((s.target.clone(), s.probe)).or_default();
         let last_success = if s.success {
@@ -208,11 +200,11 @@ impl MemoryHistory {
             success: s.success,
             duration_ms: ms(s.duration),
             error: s.error.as_ref().map(ProbeError::to_string),
-            address,
+            address: glance.peer,
             rtt_ms: rtt,
             loss,
             last_success,
-            detail,
+            detail: glance.detail,
         });
         let b = track.bucket(minute);
         b.rounds = b.rounds.saturating_add(1);
@@ -651,6 +643,7 @@ impl HistorySource for StoreHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use vantage_core::{Measurement, PingReport};
 
     fn sample(t: u64, ok: bool, rtt_ms: u64) -> Sample {
@@ -674,6 +667,42 @@ mod tests {
             }),
             quality: Default::default(),
         }
+    }
+
+    /// A kind without a line of its own in the history shows what its module says of a round
+    /// at a glance: a TCP round's mean connect time, its lost attempts, the address and port.
+    #[test]
+    fn every_kind_shows_its_main_time_and_loss() {
+        let tcp: ProbeKind = "tcp".parse().unwrap();
+        let us = |n: u64| json!({"secs": 0, "nanos": n * 1000});
+        let report = tcp
+            .module()
+            .unwrap()
+            .report_from_json(json!({
+                "address": "192.0.2.7", "port": 443, "sent": 4, "connected": 3,
+                "connect_times": [us(1000), us(2000), us(3000)],
+            }))
+            .unwrap();
+        let h = MemoryHistory::default();
+        h.record(&Sample {
+            target: "web".into(),
+            probe: tcp,
+            timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_millis(5),
+            success: true,
+            error: None,
+            measurement: Measurement::Module(report),
+            quality: Default::default(),
+        });
+        let l = h.latest("web", tcp).unwrap();
+        assert_eq!(l.rtt_ms, Some(2.0));
+        assert_eq!(l.loss, Some(0.25));
+        assert_eq!(
+            serde_json::to_value(l.address).unwrap(),
+            json!("192.0.2.7:443")
+        );
+        let p = &h.series("web", tcp, UNIX_EPOCH)[0];
+        assert_eq!((p.rtt_ms, p.loss), (Some(2.0), Some(0.25)));
     }
 
     #[test]
@@ -715,9 +744,9 @@ mod tests {
 
     #[test]
     fn the_latest_address_reads_as_text() {
-        let ping = serde_json::to_value(Address::Ip("192.0.2.1".parse().unwrap())).unwrap();
+        let ping = serde_json::to_value(Peer::Ip("192.0.2.1".parse().unwrap())).unwrap();
         assert_eq!(ping, "192.0.2.1");
-        let dns = serde_json::to_value(Address::Socket("[2001:db8::53]:853".parse().unwrap()));
+        let dns = serde_json::to_value(Peer::Socket("[2001:db8::53]:853".parse().unwrap()));
         assert_eq!(dns.unwrap(), "[2001:db8::53]:853");
         let h = MemoryHistory::default();
         h.record(&sample(1_700_000_000, true, 10));

@@ -111,6 +111,8 @@ impl StatusQuery {
 #[derive(Serialize)]
 struct ProbeStatus {
     probe: ProbeKind,
+    /// What `latest.rtt_ms` and the points' time are: `RTT`, `lookup`, ...
+    figure: Option<&'static str>,
     interval_seconds: f64,
     latest: Option<Latest>,
     history: Vec<Point>,
@@ -242,6 +244,7 @@ fn status_of<'a>(web: &Web, cfg: &'a Config, sel: &Selection) -> Status<'a> {
                 .iter()
                 .map(|(k, i)| ProbeStatus {
                     probe: *k,
+                    figure: k.module().map(|m| m.figure()),
                     interval_seconds: i.as_secs_f64(),
                     latest: web.history.latest(&t.name, *k),
                     // The sparkline draws RTT and loss; the other figures' means are the

@@ -2403,6 +2403,30 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
         .map(|p| p["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["ping", "trace", "tcp", "http", "dns"]);
+    // What each kind's main time is called, and the kind a new target starts with.
+    let figures: Vec<(&str, &str, bool)> = r.body["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let (k, f, d) = (&p["kind"], &p["figure"], &p["default"]);
+            (
+                k.as_str().unwrap(),
+                f.as_str().unwrap(),
+                d.as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            ("ping", "RTT", true),
+            ("trace", "last hop RTT", false),
+            ("tcp", "connect time", false),
+            ("http", "total time", false),
+            ("dns", "lookup", false),
+        ]
+    );
     // A kind that runs live says what a run does, in its module's words; the others nothing.
     let live: Vec<(&str, &Value)> = r.body["probes"]
         .as_array()
@@ -2795,6 +2819,15 @@ async fn a_tcp_target_from_the_modules_form_saves() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["results"][0]["probe"], "tcp", "{}", r.text);
     assert_eq!(r.body["results"][0]["success"], true, "{}", r.text);
+    // The round at a glance, in the module's words: its main time and who answered.
+    let res = &r.body["results"][0];
+    assert_eq!(res["figure"], "connect time", "{}", r.text);
+    assert!(
+        res["time_ms"].as_f64().is_some_and(|t| t > 0.0),
+        "{}",
+        r.text
+    );
+    assert_eq!(res["peer"], format!("127.0.0.1:{listen}"), "{}", r.text);
     let r = f.send(Method::POST, "/api/targets", Some(t), true).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let text = std::fs::read_to_string(f.config_path()).unwrap();
@@ -2809,6 +2842,26 @@ async fn a_tcp_target_from_the_modules_form_saves() {
 mod run_now_tests;
 #[path = "update_tests.rs"]
 mod update_tests;
+
+/// Before a kind's first round, its range says what its main time is called, and `last` is
+/// null for a kind that shows its latest round (the page says none came yet) and absent for
+/// one that does not.
+#[tokio::test]
+async fn a_range_before_the_first_round_names_its_figure() {
+    let dir = TempDir::new("figure");
+    let f = Fixture::with_store(dir, Some(DIAG_CONFIG))
+        .await
+        .log_in()
+        .await;
+    let d = f.get("/api/targets/resolver/history?probe=dns").await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    assert_eq!(d.body["figure"], "lookup", "{}", d.text);
+    assert_eq!(d.body.get("last"), Some(&Value::Null), "{}", d.text);
+    let p = f.get("/api/targets/loop/history?probe=ping").await;
+    assert_eq!(p.body["figure"], "RTT", "{}", p.text);
+    assert_eq!(p.body.get("last"), None, "{}", p.text);
+    assert_eq!(p.body.get("hops"), None, "{}", p.text);
+}
 
 /// The rounds are stored by the tests; the daemon's own first rounds come hours later (each
 /// target's offset within a day), so none joins them while a test runs.

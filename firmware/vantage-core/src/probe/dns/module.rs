@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::module::{
-    Detail, DetailUse, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, int_param,
+    Detail, DetailUse, Glance, Misfit, ModuleReport, OptionsInput, Peer, Rollup, Section,
+    TypedModule, int_param,
 };
 use super::super::round::Probe;
 use super::DnsProbe;
@@ -145,6 +146,17 @@ impl TypedModule for Dns {
         }
     }
     /// The lookup, and the rcode ([`series::NO_RCODE`] without an answer).
+    const FIGURE: &'static str = "lookup";
+    fn glance(&self, r: &DnsReport) -> Glance {
+        Glance {
+            time: r.lookup,
+            loss: None,
+            peer: r.server.map(Peer::Socket),
+            detail: r
+                .rcode_name()
+                .map(|rcode| format!("{rcode}, {} answers", r.answers.len())),
+        }
+    }
     fn rollup(&self, bytes: &[u8]) -> Rollup {
         StoredDns::decode(bytes).map_or_else(Rollup::default, |s| {
             let [(_, a), (_, b), (_, c), (_, d)] = s.phases();

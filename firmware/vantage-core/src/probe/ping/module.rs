@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::module::{
-    Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule, family_mismatch,
+    Glance, Misfit, ModuleReport, OptionsInput, Peer, Rollup, Section, TypedModule, family_mismatch,
 };
 use super::super::round::Probe;
 use super::PingProbe;
@@ -140,6 +140,15 @@ impl TypedModule for Ping {
         }
     }
     /// The mean RTT.
+    const FIGURE: &'static str = "RTT";
+    fn glance(&self, r: &PingReport) -> Glance {
+        Glance {
+            time: r.mean(),
+            loss: Some((r.sent, r.sent.saturating_sub(r.received))),
+            peer: r.address.map(Peer::Ip),
+            detail: None,
+        }
+    }
     fn rollup(&self, bytes: &[u8]) -> Rollup {
         Rollup {
             time_us: StoredPing::decode(bytes).and_then(|s| s.time_us()),

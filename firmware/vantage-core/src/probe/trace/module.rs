@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::module::{
-    Detail, DetailUse, Misfit, ModuleReport, OptionsInput, Rollup, Section, TypedModule,
-    family_mismatch,
+    Detail, DetailUse, Glance, Misfit, ModuleReport, OptionsInput, Peer, Rollup, Section,
+    TypedModule, family_mismatch,
 };
 use super::super::round::Probe;
 use super::super::tcp::{put_varint, varint};
@@ -40,7 +40,7 @@ use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::{Host, parse_host};
 use crate::defaults as d;
 use crate::probe::live::LiveRun;
-use crate::sample::{Measurement, TraceReport};
+use crate::sample::{HopReport, Measurement, TraceReport};
 use crate::series::{CounterDef, Gauge, InfoFamily, Point};
 use crate::types::{IpProtocol, ModuleId, ProbeKind, TraceDiscovery, TraceProtocol, TraceSockets};
 
@@ -159,6 +159,17 @@ impl TypedModule for Trace {
         }
     }
     /// The last hop's mean RTT, and the path hash as the mark.
+    const FIGURE: &'static str = "last hop RTT";
+    /// The last hop's RTT and loss: the destination's, when reached.
+    fn glance(&self, r: &TraceReport) -> Glance {
+        let last = r.last_hop();
+        Glance {
+            time: last.and_then(HopReport::mean),
+            loss: last.map(|h| (h.sent, h.sent.saturating_sub(h.received))),
+            peer: r.address.map(Peer::Ip),
+            detail: Some(format!("{} hops", r.hop_count())),
+        }
+    }
     fn rollup(&self, bytes: &[u8]) -> Rollup {
         let s = decode(bytes);
         Rollup {
