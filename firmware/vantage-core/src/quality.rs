@@ -12,6 +12,8 @@
 //! targets.
 
 use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,10 +157,35 @@ pub const SYSTEM_PSI_DIR: &str = "/proc/pressure";
 pub struct ProcPressure {
     /// The CPU and the memory file.
     paths: [PathBuf; 2],
-    /// The last reading of the CPU and of the memory counter.
-    last: [Mutex<Option<Stall>>; 2],
+    /// The last reading of the CPU and of the memory counter, and its file.
+    last: [Mutex<Reading>; 2],
     /// The missing files were reported.
     reported: AtomicBool,
+}
+
+/// A PSI file kept open and read from its start each time: one system call a reading instead
+/// of five (open, stat, two reads, close), at up to a thousand readings a second.
+#[derive(Debug, Default)]
+struct Reading {
+    file: Option<File>,
+    stall: Option<Stall>,
+}
+
+impl Reading {
+    /// The `some` total of the file at `path`, opening it first if it is not open. A failed
+    /// read closes it, so the next reading opens it again.
+    fn read(&mut self, path: &Path) -> std::io::Result<Option<Duration>> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            none => none.insert(File::open(path)?),
+        };
+        // Two lines of about 70 bytes: one read from offset 0 gets them whole.
+        let mut buf = [0u8; 512];
+        let n = file
+            .read_at(&mut buf, 0)
+            .inspect_err(|_| self.file = None)?;
+        Ok(std::str::from_utf8(&buf[..n]).ok().and_then(some_total))
+    }
 }
 
 /// The files of [`psi_dir`]: the daemon's cgroup's where it has its own, else the device's.
@@ -199,15 +226,15 @@ impl Pressure for ProcPressure {
         let (path, slot) = (&self.paths[i], &self.last[i]);
         let now = Instant::now();
         let mut last = slot.lock_or_recover();
-        if let Some(s) = *last
+        if let Some(s) = last.stall
             && now.saturating_duration_since(s.at) < PSI_READ_INTERVAL
         {
             return Some(s);
         }
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                *last = some_total(&text).map(|total| Stall { at: now, total });
-                *last
+        match last.read(path) {
+            Ok(total) => {
+                last.stall = total.map(|total| Stall { at: now, total });
+                last.stall
             }
             Err(e) => {
                 if !self.reported.swap(true, Ordering::Relaxed) {
