@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::super::module::OptionsInput;
-use super::super::options::{Flag, flag};
-use crate::config::check::{Check, merge, read_section};
+use super::super::options::{Src, ip_protocol, raw_section, required, sections, tls, tls_unused};
+use crate::config::check::Check;
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::{Host, parse_host};
@@ -43,26 +43,24 @@ pub(crate) enum Codes {
     Text(String),
 }
 
-/// `[defaults.http]` and `targets[].http`, as written.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawHttp {
-    /// Read by the loader, like every kind's `interval`.
-    pub interval: Option<Spanned<String>>,
-    pub url: Option<Spanned<String>>,
-    pub method: Option<Spanned<String>>,
-    pub headers: Option<Spanned<BTreeMap<String, String>>>,
-    pub body: Option<Spanned<String>>,
-    pub valid_status_codes: Option<Spanned<Codes>>,
-    pub max_redirects: Option<Spanned<i64>>,
-    pub body_must_match: Option<Spanned<String>>,
-    pub body_must_not_match: Option<Spanned<String>>,
-    pub max_body: Option<Spanned<i64>>,
-    pub timeout: Option<Spanned<String>>,
-    pub ip_protocol: Option<Spanned<String>>,
-    pub server_name: Option<Spanned<String>>,
-    pub ca_file: Option<Spanned<String>>,
-    pub insecure: Option<Spanned<Flag>>,
+raw_section! {
+    /// `[defaults.http]` and `targets[].http`, as written.
+    pub(crate) struct RawHttp {
+        /// Read by the loader, like every kind's `interval`.
+        pub interval: Option<Spanned<String>>,
+        pub url: Option<Spanned<String>>,
+        pub method: Option<Spanned<String>>,
+        pub headers: Option<Spanned<BTreeMap<String, String>>>,
+        pub body: Option<Spanned<String>>,
+        pub valid_status_codes: Option<Spanned<Codes>>,
+        pub max_redirects: Option<Spanned<i64>>,
+        pub body_must_match: Option<Spanned<String>>,
+        pub body_must_not_match: Option<Spanned<String>>,
+        pub max_body: Option<Spanned<i64>>,
+        pub timeout: Option<Spanned<String>>,
+        pub ip_protocol: Option<Spanned<String>>,
+        @tls,
+    }
 }
 
 /// Resolved HTTP options of one target.
@@ -253,18 +251,11 @@ fn headers(
 /// Validates a target's `http` over `[defaults.http]`.
 pub(super) fn resolve(c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<HttpOptions> {
     let before = c.errors();
-    let d: Option<RawHttp> = input
-        .defaults
-        .and_then(|v| read_section(c, v, "defaults.http"));
-    let t: Option<RawHttp> = input.own.and_then(|v| read_section(c, v, input.path));
-    let (t, d) = (t.as_ref(), d.as_ref());
+    let (t, d) = sections::<RawHttp>(c, input, "defaults.http");
     let field = |name: &str| format!("{}.{name}", input.path);
-    let Some(url) = merge(t, d, |r| r.url.as_ref()) else {
-        let span = input.own.map_or(input.target_span.clone(), |v| v.span());
-        let msg = "is required: the URL to fetch, e.g. http = { url = \"https://example.com/\" }";
-        c.err(span, &field("url"), msg);
-        return None;
-    };
+    let x = Src::new(t.as_ref(), d.as_ref(), &field);
+    let msg = "is required: the URL to fetch, e.g. http = { url = \"https://example.com/\" }";
+    let url = required(c, input, x, |r| r.url.as_ref(), ("url", msg))?;
     let parsed = match parse_url(url.get_ref()) {
         Ok(u) => u,
         Err(msg) => {
@@ -273,93 +264,62 @@ pub(super) fn resolve(c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Op
         }
     };
     let mut o = HttpOptions::for_url(url.get_ref());
-    request_settings(c, t, d, &field, &mut o);
-    if let Some(v) = merge(t, d, |r| r.valid_status_codes.as_ref()) {
-        o.valid_status_codes = codes(c, v, &field("valid_status_codes"));
-    }
-    let max_redirects = field("max_redirects");
-    if let Some(n) = c.ranged(
-        t,
-        d,
-        |r| r.max_redirects.as_ref(),
-        &max_redirects,
-        MAX_REDIRECTS_RANGE,
-    ) {
-        o.max_redirects = n as u32;
-    }
-    if let Some(n) = c.ranged(
-        t,
-        d,
-        |r| r.max_body.as_ref(),
-        &field("max_body"),
-        MAX_BODY_RANGE,
-    ) {
-        o.max_body = n as u64;
-    }
-    let must = merge(t, d, |r| r.body_must_match.as_ref());
-    o.body_must_match = pattern(c, must, &field("body_must_match"));
-    let must_not = merge(t, d, |r| r.body_must_not_match.as_ref());
-    o.body_must_not_match = pattern(c, must_not, &field("body_must_not_match"));
-    o.timeout = c
-        .ranged(
-            t,
-            d,
-            |r| r.timeout.as_ref(),
-            &field("timeout"),
-            D::TIMEOUT_RANGE,
-        )
+    request_settings(c, x, &mut o);
+    response_checks(c, x, &mut o);
+    o.timeout = x
+        .ranged(c, |r| r.timeout.as_ref(), "timeout", D::TIMEOUT_RANGE)
         .unwrap_or(TIMEOUT);
-    o.ip_protocol = merge(t, d, |r| r.ip_protocol.as_ref())
-        .and_then(|v| c.ip_protocol(v, &field("ip_protocol")))
-        .unwrap_or_default();
-    o.insecure = flag(c, merge(t, d, |r| r.insecure.as_ref()), &field("insecure"));
-    o.server_name = merge(t, d, |r| r.server_name.as_ref()).map(|v| v.get_ref().clone());
-    o.ca_file = merge(t, d, |r| r.ca_file.as_ref()).map(|v| PathBuf::from(v.get_ref()));
+    o.ip_protocol = ip_protocol(c, x, |r| r.ip_protocol.as_ref());
+    (o.server_name, o.ca_file, o.insecure) = tls(c, x);
     if !parsed.https {
-        check_plain(c, t, &field);
+        // TLS settings on an `http://` URL would be silently ignored: say so.
+        tls_unused(c, x, true, "applies only to an https:// URL");
     }
     (c.errors() == before).then_some(o)
 }
 
 /// What is sent: method, headers and body.
-fn request_settings(
-    c: &mut Check<'_, '_>,
-    t: Option<&RawHttp>,
-    d: Option<&RawHttp>,
-    field: &dyn Fn(&str) -> String,
-    o: &mut HttpOptions,
-) {
-    if let Some(m) = merge(t, d, |r| r.method.as_ref()) {
+fn request_settings(c: &mut Check<'_, '_>, x: Src<'_, RawHttp>, o: &mut HttpOptions) {
+    if let Some(m) = x.pick(|r| r.method.as_ref()) {
         let s = m.get_ref();
         if s.len() > 16 || http::Method::from_bytes(s.as_bytes()).is_err() {
-            c.err(m.span(), &field("method"), format!("{s:?} is not a method"));
+            c.err(
+                m.span(),
+                &x.field("method"),
+                format!("{s:?} is not a method"),
+            );
         }
         o.method = s.to_ascii_uppercase();
     }
-    if let Some(h) = merge(t, d, |r| r.headers.as_ref()) {
-        o.headers = headers(c, h, &field("headers"));
+    if let Some(h) = x.pick(|r| r.headers.as_ref()) {
+        o.headers = headers(c, h, &x.field("headers"));
     }
-    if let Some(b) = merge(t, d, |r| r.body.as_ref()) {
+    if let Some(b) = x.pick(|r| r.body.as_ref()) {
         if b.get_ref().len() > MAX_REQUEST_BODY {
             let msg = format!("is longer than {MAX_REQUEST_BODY} bytes");
-            c.err(b.span(), &field("body"), msg);
+            c.err(b.span(), &x.field("body"), msg);
         }
         o.body = Some(b.get_ref().clone());
     }
 }
 
-/// TLS settings on an `http://` URL would be silently ignored: say so.
-fn check_plain(c: &mut Check<'_, '_>, t: Option<&RawHttp>, field: &dyn Fn(&str) -> String) {
-    let Some(t) = t else { return };
-    for (name, span) in [
-        ("server_name", t.server_name.as_ref().map(Spanned::span)),
-        ("ca_file", t.ca_file.as_ref().map(Spanned::span)),
-        ("insecure", t.insecure.as_ref().map(Spanned::span)),
-    ] {
-        if let Some(span) = span {
-            c.err(span, &field(name), "applies only to an https:// URL");
-        }
+/// What the answer must be: its status, how many redirects lead to it, its body's size and
+/// what the body must and must not match.
+fn response_checks(c: &mut Check<'_, '_>, x: Src<'_, RawHttp>, o: &mut HttpOptions) {
+    if let Some(v) = x.pick(|r| r.valid_status_codes.as_ref()) {
+        o.valid_status_codes = codes(c, v, &x.field("valid_status_codes"));
     }
+    let redirects = MAX_REDIRECTS_RANGE;
+    if let Some(n) = x.ranged(c, |r| r.max_redirects.as_ref(), "max_redirects", redirects) {
+        o.max_redirects = n as u32;
+    }
+    if let Some(n) = x.ranged(c, |r| r.max_body.as_ref(), "max_body", MAX_BODY_RANGE) {
+        o.max_body = n as u64;
+    }
+    let must = x.pick(|r| r.body_must_match.as_ref());
+    o.body_must_match = pattern(c, must, &x.field("body_must_match"));
+    let must_not = x.pick(|r| r.body_must_not_match.as_ref());
+    o.body_must_not_match = pattern(c, must_not, &x.field("body_must_not_match"));
 }
 
 /// The page's HTTP fields.

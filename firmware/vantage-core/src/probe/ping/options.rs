@@ -3,39 +3,32 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use toml::Spanned;
 
-use super::super::options::addressing;
+use super::super::options::{Src, addressing, raw_section};
 use crate::config::check::Check;
 use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
-/// `[defaults.ping]` and `targets[].ping`, as written. Every field is optional: a target's value
-/// wins over `[defaults.ping]`, which wins over the built-in default.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPing {
-    /// Seconds between rounds for this probe; overrides the target's `interval`.
-    pub interval: Option<Spanned<String>>,
-    /// Echo requests per round (1..=100).
-    pub packets: Option<Spanned<i64>>,
-    /// Gap between the requests of one round (1ms..=10s).
-    pub spacing: Option<Spanned<String>>,
-    /// How long to wait for each reply.
-    pub timeout: Option<Spanned<String>>,
-    /// ICMP payload bytes (8..=9000); the first 8 carry a cookie that matches replies.
-    pub size: Option<Spanned<i64>>,
-    /// IP TTL / IPv6 hop limit (1..=255).
-    pub ttl: Option<Spanned<i64>>,
-    /// IPv4 TOS byte / IPv6 traffic class (0..=255). Mutually exclusive with `dscp`.
-    pub tos: Option<Spanned<i64>>,
-    /// DSCP code point (0..=63), placed in the upper six bits of TOS.
-    pub dscp: Option<Spanned<i64>>,
-    /// Source address to send from.
-    pub source: Option<Spanned<String>>,
-    /// `auto`, `ipv4` or `ipv6`: which address of a hostname to ping.
-    pub ip_protocol: Option<Spanned<String>>,
+raw_section! {
+    /// `[defaults.ping]` and `targets[].ping`, as written. Every field is optional: a target's
+    /// value wins over `[defaults.ping]`, which wins over the built-in default.
+    pub struct RawPing {
+        /// Seconds between rounds for this probe; overrides the target's `interval`.
+        pub interval: Option<Spanned<String>>,
+        /// Echo requests per round (1..=100).
+        pub packets: Option<Spanned<i64>>,
+        /// Gap between the requests of one round (1ms..=10s).
+        pub spacing: Option<Spanned<String>>,
+        /// How long to wait for each reply.
+        pub timeout: Option<Spanned<String>>,
+        /// ICMP payload bytes (8..=9000); the first 8 carry a cookie that matches replies.
+        pub size: Option<Spanned<i64>>,
+        /// IP TTL / IPv6 hop limit (1..=255).
+        pub ttl: Option<Spanned<i64>>,
+        @addressing("ping"),
+    }
 }
 
 /// Resolved ping options of one target.
@@ -81,53 +74,23 @@ impl PingOptions {
     ) -> Self {
         let base = Self::default();
         let field = |name: &str| format!("{path}.{name}");
-        let packets = c
-            .ranged(
-                t,
-                d,
-                |r| r.packets.as_ref(),
-                &field("packets"),
-                D::PING_PACKETS_RANGE,
-            )
+        let x = Src::new(t, d, &field);
+        let packets = x
+            .ranged(c, |r| r.packets.as_ref(), "packets", D::PING_PACKETS_RANGE)
             .map_or(base.packets, |v| v as u32);
-        let spacing = c
-            .ranged(
-                t,
-                d,
-                |r| r.spacing.as_ref(),
-                &field("spacing"),
-                D::PING_SPACING_RANGE,
-            )
+        let spacing = x
+            .ranged(c, |r| r.spacing.as_ref(), "spacing", D::PING_SPACING_RANGE)
             .unwrap_or(base.spacing);
-        let timeout = c
-            .ranged(
-                t,
-                d,
-                |r| r.timeout.as_ref(),
-                &field("timeout"),
-                D::TIMEOUT_RANGE,
-            )
+        let timeout = x
+            .ranged(c, |r| r.timeout.as_ref(), "timeout", D::TIMEOUT_RANGE)
             .unwrap_or(base.timeout);
-        let size = c
-            .ranged(
-                t,
-                d,
-                |r| r.size.as_ref(),
-                &field("size"),
-                D::PING_SIZE_RANGE,
-            )
+        let size = x
+            .ranged(c, |r| r.size.as_ref(), "size", D::PING_SIZE_RANGE)
             .map_or(base.size, |v| v as usize);
-        let ttl = c
-            .ranged(t, d, |r| r.ttl.as_ref(), &field("ttl"), D::TTL_RANGE)
+        let ttl = x
+            .ranged(c, |r| r.ttl.as_ref(), "ttl", D::TTL_RANGE)
             .map(|v| v as u8);
-        let (tos, source, ip_protocol) = addressing(c, &field, t, d, |r| {
-            (
-                r.tos.as_ref(),
-                r.dscp.as_ref(),
-                r.source.as_ref(),
-                r.ip_protocol.as_ref(),
-            )
-        });
+        let (tos, source, ip_protocol) = addressing(c, x);
         Self {
             packets,
             spacing,

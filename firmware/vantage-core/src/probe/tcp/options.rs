@@ -4,12 +4,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use toml::Spanned;
 
 use super::super::module::{OptionsInput, family_mismatch};
-use super::super::options::{Flag, addressing, flag};
-use crate::config::check::{Check, merge, read_section};
+use super::super::options::tls_unused;
+use super::super::options::{Flag, Src, addressing, flag, raw_section, required, sections, tls};
+use crate::config::check::Check;
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::Host;
@@ -32,26 +33,21 @@ pub(super) const TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest `send` line and `expect` pattern, in bytes.
 pub(super) const MAX_LINE: usize = 1024;
 
-/// `[defaults.tcp]` and `targets[].tcp`, as written.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTcp {
-    /// Read by the loader, like every kind's `interval`.
-    pub interval: Option<Spanned<String>>,
-    pub port: Option<Spanned<i64>>,
-    pub attempts: Option<Spanned<i64>>,
-    pub spacing: Option<Spanned<String>>,
-    pub timeout: Option<Spanned<String>>,
-    pub tos: Option<Spanned<i64>>,
-    pub dscp: Option<Spanned<i64>>,
-    pub source: Option<Spanned<String>>,
-    pub ip_protocol: Option<Spanned<String>>,
-    pub tls: Option<Spanned<Flag>>,
-    pub server_name: Option<Spanned<String>>,
-    pub ca_file: Option<Spanned<String>>,
-    pub insecure: Option<Spanned<Flag>>,
-    pub send: Option<Spanned<String>>,
-    pub expect: Option<Spanned<String>>,
+raw_section! {
+    /// `[defaults.tcp]` and `targets[].tcp`, as written.
+    pub(crate) struct RawTcp {
+        /// Read by the loader, like every kind's `interval`.
+        pub interval: Option<Spanned<String>>,
+        pub port: Option<Spanned<i64>>,
+        pub attempts: Option<Spanned<i64>>,
+        pub spacing: Option<Spanned<String>>,
+        pub timeout: Option<Spanned<String>>,
+        @addressing("connect to"),
+        pub tls: Option<Spanned<Flag>>,
+        @tls,
+        pub send: Option<Spanned<String>>,
+        pub expect: Option<Spanned<String>>,
+    }
 }
 
 /// Resolved TCP options of one target.
@@ -137,120 +133,63 @@ fn line(
 /// Validates a target's `tcp` over `[defaults.tcp]`.
 pub(super) fn resolve(c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<TcpOptions> {
     let before = c.errors();
-    let d: Option<RawTcp> = input
-        .defaults
-        .and_then(|v| read_section(c, v, "defaults.tcp"));
-    let t: Option<RawTcp> = input.own.and_then(|v| read_section(c, v, input.path));
-    let (t, d) = (t.as_ref(), d.as_ref());
+    let (t, d) = sections::<RawTcp>(c, input, "defaults.tcp");
     let field = |name: &str| format!("{}.{name}", input.path);
-    let Some(port) = merge(t, d, |r| r.port.as_ref()) else {
-        let span = input.own.map_or(input.target_span.clone(), |v| v.span());
-        c.err(
-            span,
-            &field("port"),
-            "is required: the port to connect to, e.g. tcp = { port = 443 }",
-        );
-        return None;
-    };
+    let x = Src::new(t.as_ref(), d.as_ref(), &field);
+    let msg = "is required: the port to connect to, e.g. tcp = { port = 443 }";
+    let port = required(c, input, x, |r| r.port.as_ref(), ("port", msg))?;
     let port = c.int_in(port, &field("port"), D::PORT_RANGE.min, D::PORT_RANGE.max)? as u16;
     let mut o = TcpOptions::for_port(port);
-    if let Some(n) = c.ranged(
-        t,
-        d,
-        |r| r.attempts.as_ref(),
-        &field("attempts"),
-        ATTEMPTS_RANGE,
-    ) {
-        o.attempts = n as u32;
+    (o.attempts, o.spacing, o.timeout) = timing(c, x);
+    (o.tos, o.source, o.ip_protocol) = addressing(c, x);
+    o.tls = flag(c, x.pick(|r| r.tls.as_ref()), &field("tls"));
+    (o.server_name, o.ca_file, o.insecure) = tls(c, x);
+    o.send = line(c, x.pick(|r| r.send.as_ref()), &field("send"), false);
+    o.expect = line(c, x.pick(|r| r.expect.as_ref()), &field("expect"), true);
+    if !o.tls {
+        // TLS settings without `tls = true` would be silently ignored: say so.
+        tls_unused(c, x, false, "applies only with tls = true");
     }
-    o.spacing = c
-        .ranged(
-            t,
-            d,
-            |r| r.spacing.as_ref(),
-            &field("spacing"),
-            SPACING_RANGE,
-        )
-        .unwrap_or(SPACING);
-    o.timeout = c
-        .ranged(
-            t,
-            d,
-            |r| r.timeout.as_ref(),
-            &field("timeout"),
-            D::TIMEOUT_RANGE,
-        )
-        .unwrap_or(TIMEOUT);
-    (o.tos, o.source, o.ip_protocol) = addressing(c, &field, t, d, |r| {
-        (
-            r.tos.as_ref(),
-            r.dscp.as_ref(),
-            r.source.as_ref(),
-            r.ip_protocol.as_ref(),
-        )
-    });
-    o.tls = flag(c, merge(t, d, |r| r.tls.as_ref()), &field("tls"));
-    o.insecure = flag(c, merge(t, d, |r| r.insecure.as_ref()), &field("insecure"));
-    o.server_name = merge(t, d, |r| r.server_name.as_ref()).map(|v| v.get_ref().clone());
-    o.ca_file = merge(t, d, |r| r.ca_file.as_ref()).map(|v| PathBuf::from(v.get_ref()));
-    o.send = line(c, merge(t, d, |r| r.send.as_ref()), &field("send"), false);
-    o.expect = line(
-        c,
-        merge(t, d, |r| r.expect.as_ref()),
-        &field("expect"),
-        true,
-    );
-    check_tls(c, t, &o, &field);
     if let Some((Host::Ip(ip), span)) = &input.host {
-        check_family(c, t, d, &o, (*ip, span.clone()), &field);
+        check_family(c, x, &o, (*ip, span.clone()));
     }
     (c.errors() == before).then_some(o)
 }
 
-/// TLS settings without `tls = true` would be silently ignored: say so.
-fn check_tls(
-    c: &mut Check<'_, '_>,
-    t: Option<&RawTcp>,
-    o: &TcpOptions,
-    field: &dyn Fn(&str) -> String,
-) {
-    if o.tls {
-        return;
-    }
-    let set = |get: fn(&RawTcp) -> Option<std::ops::Range<usize>>| t.and_then(get);
-    for (name, span) in [
-        (
-            "server_name",
-            set(|r| r.server_name.as_ref().map(Spanned::span)),
-        ),
-        ("ca_file", set(|r| r.ca_file.as_ref().map(Spanned::span))),
-    ] {
-        if let Some(span) = span {
-            c.err(span, &field(name), "applies only with tls = true");
-        }
-    }
+/// Attempts per round, the gap between their starts and how long each may take.
+fn timing(c: &mut Check<'_, '_>, x: Src<'_, RawTcp>) -> (u32, Duration, Duration) {
+    let attempts = x
+        .ranged(c, |r| r.attempts.as_ref(), "attempts", ATTEMPTS_RANGE)
+        .map_or(ATTEMPTS, |n| n as u32);
+    let spacing = x
+        .ranged(c, |r| r.spacing.as_ref(), "spacing", SPACING_RANGE)
+        .unwrap_or(SPACING);
+    let timeout = x
+        .ranged(c, |r| r.timeout.as_ref(), "timeout", D::TIMEOUT_RANGE)
+        .unwrap_or(TIMEOUT);
+    (attempts, spacing, timeout)
 }
 
 fn check_family(
     c: &mut Check<'_, '_>,
-    t: Option<&RawTcp>,
-    d: Option<&RawTcp>,
+    x: Src<'_, RawTcp>,
     o: &TcpOptions,
     (ip, host_span): (IpAddr, std::ops::Range<usize>),
-    field: &dyn Fn(&str) -> String,
 ) {
     if let Some(src) = o.source.filter(|s| s.is_ipv4() != ip.is_ipv4()) {
-        let span = merge(t, d, |r| r.source.as_ref()).map_or(host_span.clone(), Spanned::span);
+        let span = x
+            .pick(|r| r.source.as_ref())
+            .map_or(host_span.clone(), Spanned::span);
         c.err(
             span,
-            &field("source"),
+            &x.field("source"),
             format!("source {src} and host {ip} are not of the same IP version"),
         );
     }
     if family_mismatch(o.ip_protocol, ip) {
         c.err(
             host_span,
-            &field("ip_protocol"),
+            &x.field("ip_protocol"),
             format!("is {} but the host is {ip}", o.ip_protocol.as_str()),
         );
     }

@@ -3,57 +3,50 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use toml::Spanned;
 
-use super::super::options::addressing;
-use crate::config::check::{Check, merge, parse_duration};
+use super::super::options::{Src, addressing, raw_section};
+use crate::config::check::{Check, parse_duration};
 use crate::defaults::{self, self as D};
 use crate::types::{IpProtocol, TraceDiscovery, TraceProtocol, TraceSockets};
 
-/// `[defaults.trace]` and `targets[].trace`, as written. A target's value wins over
-/// `[defaults.trace]`, which wins over the built-in default.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTrace {
-    /// Time between traces; overrides the target's `interval`.
-    pub interval: Option<Spanned<String>>,
-    /// `udp` (default), `icmp` or `tcp`.
-    pub protocol: Option<Spanned<String>>,
-    /// Destination port of UDP and TCP probes (33434 / 80).
-    pub port: Option<Spanned<i64>>,
-    /// First TTL probed (1..=255).
-    pub first_ttl: Option<Spanned<i64>>,
-    /// Highest TTL probed (1..=255).
-    pub max_hops: Option<Spanned<i64>>,
-    /// Probes per hop and flow in one trace (1..=10).
-    pub probes_per_hop: Option<Spanned<i64>>,
-    /// Gap between the successive probes of one hop ("0s" sends them back to back).
-    pub spacing: Option<Spanned<String>>,
-    /// How long to wait for each probe's answer.
-    pub timeout: Option<Spanned<String>>,
-    /// Packet size in bytes, IP header included.
-    pub size: Option<Spanned<i64>>,
-    /// IPv4 TOS byte / IPv6 traffic class (0..=255). Mutually exclusive with `dscp`.
-    pub tos: Option<Spanned<i64>>,
-    /// DSCP code point (0..=63).
-    pub dscp: Option<Spanned<i64>>,
-    /// Source address to send from.
-    pub source: Option<Spanned<String>>,
-    /// `auto`, `ipv4` or `ipv6`: which address of a hostname to trace.
-    pub ip_protocol: Option<Spanned<String>>,
-    /// Paris flows per trace (1..=16), whose paths are tracked for path changes.
-    pub flows: Option<Spanned<i64>>,
-    /// `mda` (default) or `flows`: how branches of load-balanced paths are looked for.
-    pub discovery: Option<Spanned<String>>,
-    /// The most probes one trace sends (6..=4096, default 256).
-    pub probe_budget: Option<Spanned<i64>>,
-    /// The most probes a second one trace sends (1..=12800, default 100).
-    pub probes_per_second: Option<Spanned<i64>>,
-    /// `auto`, `unprivileged` or `raw`.
-    pub sockets: Option<Spanned<String>>,
-    /// How long a path stays known after it was last seen.
-    pub path_window: Option<Spanned<String>>,
+raw_section! {
+    /// `[defaults.trace]` and `targets[].trace`, as written. A target's value wins over
+    /// `[defaults.trace]`, which wins over the built-in default.
+    pub struct RawTrace {
+        /// Time between traces; overrides the target's `interval`.
+        pub interval: Option<Spanned<String>>,
+        /// `udp` (default), `icmp` or `tcp`.
+        pub protocol: Option<Spanned<String>>,
+        /// Destination port of UDP and TCP probes (33434 / 80).
+        pub port: Option<Spanned<i64>>,
+        /// First TTL probed (1..=255).
+        pub first_ttl: Option<Spanned<i64>>,
+        /// Highest TTL probed (1..=255).
+        pub max_hops: Option<Spanned<i64>>,
+        /// Probes per hop and flow in one trace (1..=10).
+        pub probes_per_hop: Option<Spanned<i64>>,
+        /// Gap between the successive probes of one hop ("0s" sends them back to back).
+        pub spacing: Option<Spanned<String>>,
+        /// How long to wait for each probe's answer.
+        pub timeout: Option<Spanned<String>>,
+        /// Packet size in bytes, IP header included.
+        pub size: Option<Spanned<i64>>,
+        @addressing("trace"),
+        /// Paris flows per trace (1..=16), whose paths are tracked for path changes.
+        pub flows: Option<Spanned<i64>>,
+        /// `mda` (default) or `flows`: how branches of load-balanced paths are looked for.
+        pub discovery: Option<Spanned<String>>,
+        /// The most probes one trace sends (6..=4096, default 256).
+        pub probe_budget: Option<Spanned<i64>>,
+        /// The most probes a second one trace sends (1..=12800, default 100).
+        pub probes_per_second: Option<Spanned<i64>>,
+        /// `auto`, `unprivileged` or `raw`.
+        pub sockets: Option<Spanned<String>>,
+        /// How long a path stays known after it was last seen.
+        pub path_window: Option<Spanned<String>>,
+    }
 }
 
 /// Resolved traceroute options of one target.
@@ -170,7 +163,6 @@ impl TraceOptions {
         t: Option<&'a RawTrace>,
         d: Option<&'a RawTrace>,
     ) -> Self {
-        let base = Self::default();
         // Name the field where the value was written: a bad `[defaults.trace]` value is reported
         // there (once, the collector drops repeats), not under every target that inherits it.
         let field = |name: &str| {
@@ -181,47 +173,17 @@ impl TraceOptions {
                 format!("defaults.trace.{name}")
             }
         };
-        let protocol = c
-            .parsed(t, d, |r| r.protocol.as_ref(), &field("protocol"))
-            .unwrap_or(base.protocol);
-        let port = resolve_port(c, &field, protocol, t, d);
-        let (first_ttl, max_hops) = resolve_ttls(c, &field, t, d);
-        let max_raw = merge(t, d, |r| r.max_hops.as_ref());
-        let probes_raw = merge(t, d, |r| r.probes_per_hop.as_ref());
-        let (probes_per_hop, spacing, timeout) = resolve_timing(c, &field, t, d);
-        let size = resolve_size(c, &field, protocol, t, d);
-        let (tos, source, ip_protocol) = addressing(c, &field, t, d, |r| {
-            (
-                r.tos.as_ref(),
-                r.dscp.as_ref(),
-                r.source.as_ref(),
-                r.ip_protocol.as_ref(),
-            )
-        });
-        let flows_raw = merge(t, d, |r| r.flows.as_ref());
-        let flows = c
-            .ranged(
-                t,
-                d,
-                |r| r.flows.as_ref(),
-                &field("flows"),
-                D::TRACE_FLOWS_RANGE,
-            )
-            .map_or(base.flows, |v| v as u32);
-        let (discovery, probe_budget) = resolve_discovery(c, &field, t, d);
-        let probes_per_second = resolve_rate(c, &field, t, d);
-        let sockets = c
-            .parsed(t, d, |r| r.sockets.as_ref(), &field("sockets"))
-            .unwrap_or(base.sockets);
-        let path_window = c
-            .ranged(
-                t,
-                d,
-                |r| r.path_window.as_ref(),
-                &field("path_window"),
-                D::TRACE_PATH_WINDOW_RANGE,
-            )
-            .unwrap_or(base.path_window);
+        let x = Src::new(t, d, &field);
+        let protocol = x
+            .parsed(c, |r| r.protocol.as_ref(), "protocol")
+            .unwrap_or(TraceProtocol::Udp);
+        let port = resolve_port(c, x, protocol);
+        let (first_ttl, max_hops) = resolve_ttls(c, x);
+        let (probes_per_hop, spacing, timeout) = resolve_timing(c, x);
+        let size = resolve_size(c, x, protocol);
+        let (tos, source, ip_protocol) = addressing(c, x);
+        let (flows, discovery, probe_budget, probes_per_second) = resolve_discovery(c, x);
+        let base = Self::default();
         let opts = Self {
             protocol,
             port,
@@ -238,39 +200,42 @@ impl TraceOptions {
             discovery,
             probe_budget,
             probes_per_second,
-            sockets,
-            path_window,
+            sockets: x
+                .parsed(c, |r| r.sockets.as_ref(), "sockets")
+                .unwrap_or(base.sockets),
+            path_window: x
+                .ranged(
+                    c,
+                    |r| r.path_window.as_ref(),
+                    "path_window",
+                    D::TRACE_PATH_WINDOW_RANGE,
+                )
+                .unwrap_or(base.path_window),
         };
-        check_packets(c, &field, &opts, [probes_raw, flows_raw, max_raw]);
+        check_packets(c, x, &opts);
         opts
     }
 }
 
-type FieldName<'f> = &'f dyn Fn(&str) -> String;
+type Raw<'a> = Src<'a, RawTrace>;
 
 /// The destination port: none for ICMP, else the target's, the default's or the protocol's.
-fn resolve_port(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    protocol: TraceProtocol,
-    t: Option<&RawTrace>,
-    d: Option<&RawTrace>,
-) -> u16 {
-    let port_raw = merge(t, d, |r| r.port.as_ref());
+fn resolve_port(c: &mut Check<'_, '_>, x: Raw<'_>, protocol: TraceProtocol) -> u16 {
+    let port_raw = x.pick(|r| r.port.as_ref());
     // A default port is meant for the UDP and TCP targets; only a target's own port on an
     // ICMP trace is a mistake.
     match (protocol, port_raw) {
-        (TraceProtocol::Icmp, Some(v)) if t.and_then(|r| r.port.as_ref()).is_some() => {
+        (TraceProtocol::Icmp, Some(v)) if x.t.and_then(|r| r.port.as_ref()).is_some() => {
             c.err(
                 v.span(),
-                &field("port"),
+                &x.field("port"),
                 "ICMP probes have no port; set port only with protocol \"udp\" or \"tcp\"",
             );
             0
         }
         (TraceProtocol::Icmp, _) => 0,
         (_, Some(v)) => c
-            .int_in(v, &field("port"), D::PORT_RANGE.min, D::PORT_RANGE.max)
+            .int_in(v, &x.field("port"), D::PORT_RANGE.min, D::PORT_RANGE.max)
             .map_or(0, |p| p as u16),
         (TraceProtocol::Udp, None) => defaults::TRACE_UDP_PORT,
         (TraceProtocol::Tcp, None) => defaults::TRACE_TCP_PORT,
@@ -278,13 +243,8 @@ fn resolve_port(
 }
 
 /// The gap between a hop's probes; zero is valid and means back to back.
-fn resolve_spacing(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    t: Option<&RawTrace>,
-    d: Option<&RawTrace>,
-) -> Option<Duration> {
-    merge(t, d, |r| r.spacing.as_ref()).and_then(|v| {
+fn resolve_spacing(c: &mut Check<'_, '_>, x: Raw<'_>) -> Option<Duration> {
+    x.pick(|r| r.spacing.as_ref()).and_then(|v| {
         // Zero is a valid gap: it means back to back.
         if parse_duration(v.get_ref()).is_err()
             && humantime::parse_duration(v.get_ref().trim()).is_ok_and(|d| d.is_zero())
@@ -292,93 +252,75 @@ fn resolve_spacing(
             return Some(Duration::ZERO);
         }
         let r = D::TRACE_SPACING_RANGE;
-        c.duration_in(v, &field("spacing"), r.min, r.max)
+        c.duration_in(v, &x.field("spacing"), r.min, r.max)
     })
 }
 
 /// The packet size: a TCP trace sends bare SYNs, so only its own size is a mistake.
-fn resolve_size(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    protocol: TraceProtocol,
-    t: Option<&RawTrace>,
-    d: Option<&RawTrace>,
-) -> Option<usize> {
-    let own_size = t.and_then(|r| r.size.as_ref());
-    match merge(t, d, |r| r.size.as_ref()) {
+fn resolve_size(c: &mut Check<'_, '_>, x: Raw<'_>, protocol: TraceProtocol) -> Option<usize> {
+    let own_size = x.t.and_then(|r| r.size.as_ref());
+    match x.pick(|r| r.size.as_ref()) {
         // A default size is meant for the UDP and ICMP targets; a TCP target ignores it.
         Some(_) if protocol == TraceProtocol::Tcp && own_size.is_none() => None,
         Some(v) if protocol == TraceProtocol::Tcp => {
             c.err(
                 v.span(),
-                &field("size"),
+                &x.field("size"),
                 "TCP probes are bare SYNs; size applies to udp and icmp only",
             );
             None
         }
         Some(v) => c
-            .int_in(v, &field("size"), min_size(false) as i64, MAX_SIZE as i64)
+            .int_in(v, &x.field("size"), min_size(false) as i64, MAX_SIZE as i64)
             .map(|v| v as usize),
         None => None,
     }
 }
 
-/// How branches are looked for, and the probes a trace may send.
-fn resolve_discovery(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    t: Option<&RawTrace>,
-    d: Option<&RawTrace>,
-) -> (TraceDiscovery, u32) {
+/// The Paris flows, how branches are looked for, and the probes a trace may send in all and in a
+/// second.
+fn resolve_discovery(c: &mut Check<'_, '_>, x: Raw<'_>) -> (u32, TraceDiscovery, u32, u32) {
     let base = TraceOptions::default();
-    let discovery = c
-        .parsed(t, d, |r| r.discovery.as_ref(), &field("discovery"))
+    let flows = x
+        .ranged(c, |r| r.flows.as_ref(), "flows", D::TRACE_FLOWS_RANGE)
+        .map_or(base.flows, |v| v as u32);
+    let discovery = x
+        .parsed(c, |r| r.discovery.as_ref(), "discovery")
         .unwrap_or(base.discovery);
-    let budget = c
+    let budget = x
         .ranged(
-            t,
-            d,
+            c,
             |r| r.probe_budget.as_ref(),
-            &field("probe_budget"),
+            "probe_budget",
             D::TRACE_PROBE_BUDGET_RANGE,
         )
         .map_or(base.probe_budget, |v| v as u32);
-    (discovery, budget)
-}
-
-/// The probe rate limit of one trace.
-fn resolve_rate(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    t: Option<&RawTrace>,
-    d: Option<&RawTrace>,
-) -> u32 {
-    c.ranged(
-        t,
-        d,
-        |r| r.probes_per_second.as_ref(),
-        &field("probes_per_second"),
-        D::TRACE_PROBES_PER_SECOND_RANGE,
-    )
-    .map_or(defaults::TRACE_PROBES_PER_SECOND, |v| v as u32)
+    let rate = D::TRACE_PROBES_PER_SECOND_RANGE;
+    let per_second = x
+        .ranged(
+            c,
+            |r| r.probes_per_second.as_ref(),
+            "probes_per_second",
+            rate,
+        )
+        .map_or(base.probes_per_second, |v| v as u32);
+    (flows, discovery, budget, per_second)
 }
 
 /// One trace may send at most `TRACE_MAX_PACKETS`; the error goes where the product grew.
-fn check_packets(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    opts: &TraceOptions,
-    raws: [Option<&Spanned<i64>>; 3],
-) {
+fn check_packets(c: &mut Check<'_, '_>, x: Raw<'_>, opts: &TraceOptions) {
     let (first_ttl, max_hops) = (opts.first_ttl, opts.max_hops);
     let (probes_per_hop, flows) = (opts.probes_per_hop, opts.flows);
-    let [probes_raw, flows_raw, max_raw] = raws;
     let packets = opts.packets() * probes_per_hop * flows;
     if first_ttl <= max_hops && packets > defaults::TRACE_MAX_PACKETS {
-        let span = probes_raw.or(flows_raw).or(max_raw).map(|v| v.span());
+        let span = x
+            .pick(|r| r.probes_per_hop.as_ref())
+            .or(x.pick(|r| r.flows.as_ref()))
+            .or(x.pick(|r| r.max_hops.as_ref()))
+            .map(|v| v.span());
         c.err(
             span,
-            &field("probes_per_hop"),
+            &x.field("probes_per_hop"),
             format!(
                 "{} hops × {probes_per_hop} probes per hop × {flows} flows is {packets} packets a trace; at most {} are allowed",
                 opts.packets(),
@@ -389,38 +331,22 @@ fn check_packets(
 }
 
 /// The first and the highest TTL, the first no higher than the highest.
-fn resolve_ttls(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    t: Option<&RawTrace>,
-    d: Option<&RawTrace>,
-) -> (u8, u8) {
+fn resolve_ttls(c: &mut Check<'_, '_>, x: Raw<'_>) -> (u8, u8) {
     let base = TraceOptions::default();
-    let first_raw = merge(t, d, |r| r.first_ttl.as_ref());
-    let first_ttl = c
-        .ranged(
-            t,
-            d,
-            |r| r.first_ttl.as_ref(),
-            &field("first_ttl"),
-            D::TTL_RANGE,
-        )
+    let first_ttl = x
+        .ranged(c, |r| r.first_ttl.as_ref(), "first_ttl", D::TTL_RANGE)
         .map_or(base.first_ttl, |v| v as u8);
-    let max_raw = merge(t, d, |r| r.max_hops.as_ref());
-    let max_hops = c
-        .ranged(
-            t,
-            d,
-            |r| r.max_hops.as_ref(),
-            &field("max_hops"),
-            D::TTL_RANGE,
-        )
+    let max_hops = x
+        .ranged(c, |r| r.max_hops.as_ref(), "max_hops", D::TTL_RANGE)
         .map_or(base.max_hops, |v| v as u8);
     if first_ttl > max_hops {
-        let span = first_raw.or(max_raw).map(|v| v.span());
+        let first_raw = x.pick(|r| r.first_ttl.as_ref());
+        let span = first_raw
+            .or(x.pick(|r| r.max_hops.as_ref()))
+            .map(|v| v.span());
         c.err(
             span,
-            &field("first_ttl"),
+            &x.field("first_ttl"),
             format!("first_ttl {first_ttl} is above max_hops {max_hops}"),
         );
     }
@@ -428,31 +354,15 @@ fn resolve_ttls(
 }
 
 /// Probes per hop, the gap between them and how long each waits.
-fn resolve_timing(
-    c: &mut Check<'_, '_>,
-    field: FieldName<'_>,
-    t: Option<&RawTrace>,
-    d: Option<&RawTrace>,
-) -> (u32, Duration, Duration) {
+fn resolve_timing(c: &mut Check<'_, '_>, x: Raw<'_>) -> (u32, Duration, Duration) {
     let base = TraceOptions::default();
-    let probes_per_hop = c
-        .ranged(
-            t,
-            d,
-            |r| r.probes_per_hop.as_ref(),
-            &field("probes_per_hop"),
-            D::TRACE_PROBES_PER_HOP_RANGE,
-        )
+    let per_hop = D::TRACE_PROBES_PER_HOP_RANGE;
+    let probes_per_hop = x
+        .ranged(c, |r| r.probes_per_hop.as_ref(), "probes_per_hop", per_hop)
         .map_or(base.probes_per_hop, |v| v as u32);
-    let spacing = resolve_spacing(c, &field, t, d).unwrap_or(base.spacing);
-    let timeout = c
-        .ranged(
-            t,
-            d,
-            |r| r.timeout.as_ref(),
-            &field("timeout"),
-            D::TIMEOUT_RANGE,
-        )
+    let spacing = resolve_spacing(c, x).unwrap_or(base.spacing);
+    let timeout = x
+        .ranged(c, |r| r.timeout.as_ref(), "timeout", D::TIMEOUT_RANGE)
         .unwrap_or(base.timeout);
     (probes_per_hop, spacing, timeout)
 }
