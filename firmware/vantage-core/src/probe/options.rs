@@ -13,34 +13,31 @@ use crate::config::check::{Check, Ranged, merge, merge_marks, read_section};
 use crate::defaults::Bounds;
 use crate::types::IpProtocol;
 
-/// Declares a kind's section as written: every field optional, unknown keys refused. The
-/// settings several kinds share are named by a group, so their fields and docs are written once:
-/// `@addressing("verb")` adds `tos`, `dscp`, `source` and `ip_protocol`; `@tls` adds
-/// `server_name`, `ca_file` and `insecure`. Fields keep the order written, which serde's
-/// "expected one of" messages quote. (A flattened shared struct would not do: serde's `flatten`
-/// does not work with `deny_unknown_fields`.)
+/// Declares a kind's section as written: every field optional, unknown keys refused, and
+/// [`Keys`] to ask which are set. The settings several kinds share are named by a group, so their
+/// fields and docs are written once: `@addressing("verb")` adds `tos`, `dscp`, `source` and
+/// `ip_protocol`; `@tls` adds `server_name`, `ca_file` and `insecure`. Fields keep the order
+/// written, which serde's "expected one of" messages quote. (A flattened shared struct would not
+/// do: serde's `flatten` does not work with `deny_unknown_fields`.)
 macro_rules! raw_section {
     ($(#[$m:meta])* $vis:vis struct $name:ident { $($body:tt)* }) => {
-        $crate::probe::options::raw_section!(@munch [$(#[$m])*] [$vis] $name [] [] $($body)*);
+        $crate::probe::options::raw_section!(@munch [$(#[$m])*] [$vis] $name [] [] [] $($body)*);
     };
-    (@munch [$($m:tt)*] [$vis:vis] $name:ident [$($f:tt)*] [$($i:tt)*]) => {
+    (@munch [$($m:tt)*] [$vis:vis] $name:ident [$($f:tt)*] [$($n:ident)*] [$($i:tt)*]) => {
         $($m)*
         #[derive(Debug, Clone, Default, ::serde::Deserialize, ::serde::Serialize)]
         #[serde(deny_unknown_fields)]
         $vis struct $name { $($f)* }
+        impl $crate::probe::options::Keys for $name {
+            fn has(&self, name: &str) -> bool {
+                $(if name == stringify!($n) { return self.$n.is_some(); })*
+                false
+            }
+        }
         $($i)*
     };
-    (@munch $m:tt $vis:tt $name:ident [$($f:tt)*] [$($i:tt)*] @addressing($verb:literal), $($rest:tt)*) => {
-        $crate::probe::options::raw_section!(@munch $m $vis $name [$($f)*
-            /// IPv4 TOS byte / IPv6 traffic class (0..=255). Mutually exclusive with `dscp`.
-            pub tos: Option<::toml::Spanned<i64>>,
-            /// DSCP code point (0..=63), placed in the upper six bits of TOS.
-            pub dscp: Option<::toml::Spanned<i64>>,
-            /// Source address to send from.
-            pub source: Option<::toml::Spanned<String>>,
-            #[doc = concat!("`auto`, `ipv4` or `ipv6`: which address of a hostname to ", $verb, ".")]
-            pub ip_protocol: Option<::toml::Spanned<String>>,
-        ] [$($i)*
+    (@munch $m:tt $vis:tt $name:ident $f:tt $n:tt [$($i:tt)*] @addressing($verb:literal), $($rest:tt)*) => {
+        $crate::probe::options::raw_section!(@munch $m $vis $name $f $n [$($i)*
             impl $crate::probe::options::Addressed for $name {
                 fn addressing(&self) -> $crate::probe::options::RawAddressing<'_> {
                     $crate::probe::options::RawAddressing {
@@ -51,17 +48,19 @@ macro_rules! raw_section {
                     }
                 }
             }
-        ] $($rest)*);
+        ]
+            /// IPv4 TOS byte / IPv6 traffic class (0..=255). Mutually exclusive with `dscp`.
+            pub tos: Option<::toml::Spanned<i64>>,
+            /// DSCP code point (0..=63), placed in the upper six bits of TOS.
+            pub dscp: Option<::toml::Spanned<i64>>,
+            /// Source address to send from.
+            pub source: Option<::toml::Spanned<String>>,
+            #[doc = concat!("`auto`, `ipv4` or `ipv6`: which address of a hostname to ", $verb, ".")]
+            pub ip_protocol: Option<::toml::Spanned<String>>,
+            $($rest)*);
     };
-    (@munch $m:tt $vis:tt $name:ident [$($f:tt)*] [$($i:tt)*] @tls, $($rest:tt)*) => {
-        $crate::probe::options::raw_section!(@munch $m $vis $name [$($f)*
-            /// The name the certificate must carry; the host's name by default.
-            pub server_name: Option<::toml::Spanned<String>>,
-            /// A PEM file of the CAs to trust instead of the built-in roots.
-            pub ca_file: Option<::toml::Spanned<String>>,
-            /// Accept any certificate (testing only); the expiry is still read.
-            pub insecure: Option<::toml::Spanned<$crate::probe::options::Flag>>,
-        ] [$($i)*
+    (@munch $m:tt $vis:tt $name:ident $f:tt $n:tt [$($i:tt)*] @tls, $($rest:tt)*) => {
+        $crate::probe::options::raw_section!(@munch $m $vis $name $f $n [$($i)*
             impl $crate::probe::options::Secured for $name {
                 fn tls(&self) -> $crate::probe::options::RawTls<'_> {
                     $crate::probe::options::RawTls {
@@ -71,11 +70,19 @@ macro_rules! raw_section {
                     }
                 }
             }
-        ] $($rest)*);
+        ]
+            /// The name the certificate must carry; the host's name by default.
+            pub server_name: Option<::toml::Spanned<String>>,
+            /// A PEM file of the CAs to trust instead of the built-in roots.
+            pub ca_file: Option<::toml::Spanned<String>>,
+            /// Accept any certificate (testing only); the expiry is still read.
+            pub insecure: Option<::toml::Spanned<$crate::probe::options::Flag>>,
+            $($rest)*);
     };
-    (@munch $m:tt $vis:tt $name:ident [$($f:tt)*] $i:tt
+    (@munch $m:tt $vis:tt $name:ident [$($f:tt)*] [$($n:ident)*] $i:tt
         $(#[$fm:meta])* $fvis:vis $field:ident : $ty:ty, $($rest:tt)*) => {
-        $crate::probe::options::raw_section!(@munch $m $vis $name [$($f)* $(#[$fm])* $fvis $field: $ty,] $i $($rest)*);
+        $crate::probe::options::raw_section!(@munch $m $vis $name
+            [$($f)* $(#[$fm])* $fvis $field: $ty,] [$($n)* $field] $i $($rest)*);
     };
 }
 pub(crate) use raw_section;
@@ -159,6 +166,29 @@ pub(crate) fn required<'a, R, T>(
         c.err(span, &x.field(name), msg);
     }
     v
+}
+
+/// A section that can say which keys it sets.
+pub(crate) trait Keys {
+    fn has(&self, name: &str) -> bool;
+}
+
+/// Names a setting where its value was written: the target's section, else `defaults` (the
+/// kind's defaults table) when only that sets it. A bad default is then reported there (once,
+/// the collector drops repeats), not under every target that inherits it.
+pub(crate) fn written_at<'a, R: Keys>(
+    path: &'a str,
+    defaults: &'a str,
+    t: Option<&'a R>,
+    d: Option<&'a R>,
+) -> impl Fn(&str) -> String + 'a {
+    move |name| {
+        if t.is_some_and(|r| r.has(name)) || d.is_none_or(|r| !r.has(name)) {
+            format!("{path}.{name}")
+        } else {
+            format!("{defaults}.{name}")
+        }
+    }
 }
 
 /// `tos`, `dscp`, `source` and `ip_protocol` of a kind's section, as written.

@@ -11,7 +11,8 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::config::check::{Check, merge};
+use super::super::options::{self, Keys, ip_protocol, written_at};
+use crate::config::check::Check;
 use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
@@ -70,8 +71,7 @@ pub struct RawDns {
     pub source: Option<Spanned<String>>,
 }
 
-impl RawDns {
-    /// Whether the key `name` is set in this table.
+impl Keys for RawDns {
     fn has(&self, name: &str) -> bool {
         match name {
             "interval" => self.interval.is_some(),
@@ -367,21 +367,16 @@ impl DnsOptions {
         d: Option<&RawDns>,
         target_span: std::ops::Range<usize>,
     ) -> Option<Self> {
-        let x = Src { t, d, path };
+        let field = written_at(path, "defaults.dns", t, d);
+        let x = Src::new(t, d, &field);
         let before = c.col.errors.len();
         let (query, record_type, class) = question(c, x, target_span);
         let (transport, port) = transport(c, x);
         let (doh_path, doh_method) = https_settings(c, x, transport);
         let (server_name, ca_file, insecure_skip_verify) = tls_settings(c, x, transport);
         let (recursion_desired, dnssec, edns_udp_size) = message_settings(c, x);
-        let timeout = c
-            .ranged(
-                t,
-                d,
-                |r| r.timeout.as_ref(),
-                &x.field("timeout"),
-                D::TIMEOUT_RANGE,
-            )
+        let timeout = x
+            .ranged(c, |r| r.timeout.as_ref(), "timeout", D::TIMEOUT_RANGE)
             .unwrap_or(defaults::DNS_TIMEOUT);
         let valid_rcodes = valid_rcodes(c, x);
         let (answer_contains, answer_not_contains, answer_match, answer_not_match) =
@@ -422,19 +417,15 @@ fn answer_count_and_addressing(
     c: &mut Check<'_, '_>,
     x: Src<'_>,
 ) -> (u32, IpProtocol, Option<IpAddr>) {
-    let min_answers = c
+    let min_answers = x
         .ranged(
-            x.t,
-            x.d,
+            c,
             |r| r.min_answers.as_ref(),
-            &x.field("min_answers"),
+            "min_answers",
             D::DNS_MIN_ANSWERS_RANGE,
         )
         .map_or(0, |n| n as u32);
-    let ip_protocol = x
-        .pick(|r| r.ip_protocol.as_ref())
-        .and_then(|v| c.ip_protocol(v, &x.field("ip_protocol")))
-        .unwrap_or_default();
+    let ip_protocol = ip_protocol(c, x, |r| r.ip_protocol.as_ref());
     let source = x
         .pick(|r| r.source.as_ref())
         .and_then(|v| c.ip_addr(v, &x.field("source")));
@@ -461,30 +452,7 @@ fn answer_checks(c: &mut Check<'_, '_>, x: Src<'_>) -> AnswerChecks {
 }
 
 /// Where a target's DNS settings come from: its own table, else `[defaults.dns]`.
-#[derive(Clone, Copy)]
-struct Src<'a> {
-    t: Option<&'a RawDns>,
-    d: Option<&'a RawDns>,
-    path: &'a str,
-}
-
-impl<'a> Src<'a> {
-    fn pick<T>(
-        &self,
-        get: impl Fn(&'a RawDns) -> Option<&'a Spanned<T>>,
-    ) -> Option<&'a Spanned<T>> {
-        merge(self.t, self.d, get)
-    }
-
-    /// Errors name the table the value came from: the target's or `[defaults.dns]`.
-    fn field(&self, name: &str) -> String {
-        if self.t.is_some_and(|r| r.has(name)) || !self.d.is_some_and(|r| r.has(name)) {
-            format!("{}.{name}", self.path)
-        } else {
-            format!("defaults.dns.{name}")
-        }
-    }
-}
+type Src<'a> = options::Src<'a, RawDns>;
 
 /// The question: name, type and class.
 fn question(
@@ -550,14 +518,8 @@ fn transport(c: &mut Check<'_, '_>, x: Src<'_>) -> (DnsTransport, u16) {
         },
         None => DnsTransport::Udp,
     };
-    let port = c
-        .ranged(
-            x.t,
-            x.d,
-            |r| r.port.as_ref(),
-            &x.field("port"),
-            D::PORT_RANGE,
-        )
+    let port = x
+        .ranged(c, |r| r.port.as_ref(), "port", D::PORT_RANGE)
         .map_or(transport.default_port(), |p| p as u16);
     (transport, port)
 }

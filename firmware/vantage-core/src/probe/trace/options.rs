@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use toml::Spanned;
 
-use super::super::options::{Src, addressing, raw_section};
+use super::super::options::{Src, addressing, raw_section, written_at};
 use crate::config::check::{Check, parse_duration};
 use crate::defaults::{self, self as D};
 use crate::types::{IpProtocol, TraceDiscovery, TraceProtocol, TraceSockets};
@@ -108,34 +108,6 @@ pub const fn min_size(ipv6: bool) -> usize {
 /// Largest probe: a jumbo frame.
 pub const MAX_SIZE: usize = 9000;
 
-impl RawTrace {
-    /// Whether the table sets `name`.
-    fn has(&self, name: &str) -> bool {
-        match name {
-            "interval" => self.interval.is_some(),
-            "protocol" => self.protocol.is_some(),
-            "port" => self.port.is_some(),
-            "first_ttl" => self.first_ttl.is_some(),
-            "max_hops" => self.max_hops.is_some(),
-            "probes_per_hop" => self.probes_per_hop.is_some(),
-            "spacing" => self.spacing.is_some(),
-            "timeout" => self.timeout.is_some(),
-            "size" => self.size.is_some(),
-            "tos" => self.tos.is_some(),
-            "dscp" => self.dscp.is_some(),
-            "source" => self.source.is_some(),
-            "ip_protocol" => self.ip_protocol.is_some(),
-            "flows" => self.flows.is_some(),
-            "discovery" => self.discovery.is_some(),
-            "probe_budget" => self.probe_budget.is_some(),
-            "probes_per_second" => self.probes_per_second.is_some(),
-            "sockets" => self.sockets.is_some(),
-            "path_window" => self.path_window.is_some(),
-            _ => false,
-        }
-    }
-}
-
 impl TraceOptions {
     /// The packet size for one address family.
     pub fn size_for(&self, ipv6: bool) -> usize {
@@ -163,16 +135,7 @@ impl TraceOptions {
         t: Option<&'a RawTrace>,
         d: Option<&'a RawTrace>,
     ) -> Self {
-        // Name the field where the value was written: a bad `[defaults.trace]` value is reported
-        // there (once, the collector drops repeats), not under every target that inherits it.
-        let field = |name: &str| {
-            let own = t.is_some_and(|r| r.has(name));
-            if own || d.is_none_or(|r| !r.has(name)) {
-                format!("{path}.{name}")
-            } else {
-                format!("defaults.trace.{name}")
-            }
-        };
+        let field = written_at(path, "defaults.trace", t, d);
         let x = Src::new(t, d, &field);
         let protocol = x
             .parsed(c, |r| r.protocol.as_ref(), "protocol")
