@@ -104,6 +104,81 @@ pub(crate) fn merge<'a, R, T: 'a>(
     target.and_then(&get).or_else(|| default.and_then(&get))
 }
 
+/// Where a target's settings of one kind come from: its own table, else the kind's defaults;
+/// `field` names a setting in errors.
+pub(crate) struct Src<'a, R> {
+    pub t: Option<&'a R>,
+    pub d: Option<&'a R>,
+    pub field: &'a dyn Fn(&str) -> String,
+}
+
+// Not derived: a derive would ask `R: Copy`.
+impl<R> Clone for Src<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<R> Copy for Src<'_, R> {}
+
+impl<'a, R> Src<'a, R> {
+    pub fn new(t: Option<&'a R>, d: Option<&'a R>, field: &'a dyn Fn(&str) -> String) -> Self {
+        Self { t, d, field }
+    }
+
+    /// The target's value, else the default's.
+    pub fn pick<T>(&self, get: impl Fn(&'a R) -> Option<&'a Spanned<T>>) -> Option<&'a Spanned<T>> {
+        merge(self.t, self.d, get)
+    }
+
+    pub fn field(&self, name: &str) -> String {
+        (self.field)(name)
+    }
+
+    /// The setting `name`, held to its documented range (see [`Check::ranged`]).
+    pub fn ranged<V: Ranged + 'a>(
+        &self,
+        c: &mut Check<'_, '_>,
+        get: impl Fn(&'a R) -> Option<&'a Spanned<V>>,
+        name: &str,
+        range: Bounds<V::Value>,
+    ) -> Option<V::Value> {
+        c.ranged(self.t, self.d, get, &self.field(name), range)
+    }
+
+    /// The setting `name`, parsed by its type (see [`Check::parsed`]).
+    pub fn parsed<T: std::str::FromStr<Err = String>>(
+        &self,
+        c: &mut Check<'_, '_>,
+        get: impl Fn(&'a R) -> Option<&'a Spanned<String>>,
+        name: &str,
+    ) -> Option<T> {
+        c.parsed(self.t, self.d, get, &self.field(name))
+    }
+}
+
+/// A section that can say which keys it sets.
+pub(crate) trait Keys {
+    fn has(&self, name: &str) -> bool;
+}
+
+/// Names a setting where its value was written: the target's section, else `defaults` (the
+/// kind's defaults table) when only that sets it. A bad default is then reported there (once,
+/// the collector drops repeats), not under every target that inherits it.
+pub(crate) fn written_at<'a, R: Keys>(
+    path: &'a str,
+    defaults: &'a str,
+    t: Option<&'a R>,
+    d: Option<&'a R>,
+) -> impl Fn(&str) -> String + 'a {
+    move |name| {
+        if t.is_some_and(|r| r.has(name)) || d.is_none_or(|r| !r.has(name)) {
+            format!("{path}.{name}")
+        } else {
+            format!("{defaults}.{name}")
+        }
+    }
+}
+
 /// A setting's type as written (`i64`, or a duration `String`) and the value it checks to.
 pub(crate) trait Ranged {
     type Value;

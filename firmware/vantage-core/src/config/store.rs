@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::check::Src;
 use super::{Check, Secret, check_label_name, check_label_value};
 use crate::defaults::{self, self as D};
 
@@ -214,43 +215,32 @@ impl StoreConfig {
         if let Some(n) = raw.max_size.as_ref().and_then(|v| max_size(c, v)) {
             out.max_bytes = n;
         }
-        let raw = Some(raw);
-        if let Some(d) = c.ranged(
-            raw,
-            None,
-            |r| r.max_age.as_ref(),
-            "store.max_age",
-            D::STORE_MAX_AGE_RANGE,
-        ) {
-            out.max_age = d;
-        }
-        if let Some(d) = c.ranged(
-            raw,
-            None,
-            |r| r.commit_interval.as_ref(),
-            "store.commit_interval",
-            D::STORE_COMMIT_INTERVAL_RANGE,
-        ) {
-            out.commit_interval = d;
-        }
-        if let Some(n) = c.ranged(
-            raw,
-            None,
-            |r| r.commit_samples.as_ref(),
-            "store.commit_samples",
-            D::STORE_COMMIT_SAMPLES_RANGE,
-        ) {
-            out.commit_samples = n as usize;
-        }
-        if let Some(n) = c.ranged(
-            raw,
-            None,
-            |r| r.max_pending.as_ref(),
-            "store.max_pending",
-            D::STORE_MAX_PENDING_RANGE,
-        ) {
-            out.max_pending = n as usize;
-        }
+        let field = |name: &str| format!("store.{name}");
+        let x = Src::new(Some(raw), None, &field);
+        out.max_age = x
+            .ranged(c, |r| r.max_age.as_ref(), "max_age", D::STORE_MAX_AGE_RANGE)
+            .unwrap_or(out.max_age);
+        let interval = D::STORE_COMMIT_INTERVAL_RANGE;
+        out.commit_interval = x
+            .ranged(
+                c,
+                |r| r.commit_interval.as_ref(),
+                "commit_interval",
+                interval,
+            )
+            .unwrap_or(out.commit_interval);
+        let samples = D::STORE_COMMIT_SAMPLES_RANGE;
+        out.commit_samples = x
+            .ranged(c, |r| r.commit_samples.as_ref(), "commit_samples", samples)
+            .map_or(out.commit_samples, |n| n as usize);
+        out.max_pending = x
+            .ranged(
+                c,
+                |r| r.max_pending.as_ref(),
+                "max_pending",
+                D::STORE_MAX_PENDING_RANGE,
+            )
+            .map_or(out.max_pending, |n| n as usize);
         out
     }
 }
@@ -379,33 +369,32 @@ struct Pacing {
 }
 
 fn endpoint_pacing(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) -> Pacing {
-    let rw = Some(raw);
-    let timeout = c
+    let x = Src::new(Some(raw), None, f);
+    let timeout = x
         .ranged(
-            rw,
-            None,
+            c,
             |r| r.timeout.as_ref(),
-            &f("timeout"),
+            "timeout",
             D::REMOTE_WRITE_TIMEOUT_RANGE,
         )
         .unwrap_or(defaults::REMOTE_WRITE_TIMEOUT);
     let (min_backoff, max_backoff) = backoff(c, f, raw);
-    let per_send = c
+    let per_send = D::REMOTE_WRITE_SAMPLES_PER_SEND_RANGE;
+    let per_send = x
         .ranged(
-            rw,
-            None,
+            c,
             |r| r.max_samples_per_send.as_ref(),
-            &f("max_samples_per_send"),
-            D::REMOTE_WRITE_SAMPLES_PER_SEND_RANGE,
+            "max_samples_per_send",
+            per_send,
         )
         .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SEND, |n| n as usize);
-    let per_second = c
+    let per_second = D::REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE;
+    let per_second = x
         .ranged(
-            rw,
-            None,
+            c,
             |r| r.max_samples_per_second.as_ref(),
-            &f("max_samples_per_second"),
-            D::REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE,
+            "max_samples_per_second",
+            per_second,
         )
         .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SECOND, |n| n as u32);
     Pacing {
@@ -436,12 +425,11 @@ fn endpoint_send(
             SendMode::All
         }
     };
-    let scrape_gap = c
+    let scrape_gap = Src::new(Some(raw), None, f)
         .ranged(
-            Some(raw),
-            None,
+            c,
             |r| r.scrape_gap.as_ref(),
-            &f("scrape_gap"),
+            "scrape_gap",
             D::REMOTE_WRITE_SCRAPE_GAP_RANGE,
         )
         .unwrap_or(defaults::REMOTE_WRITE_SCRAPE_GAP);
@@ -450,22 +438,20 @@ fn endpoint_send(
 
 /// The first and the longest retry delay, in that order.
 fn backoff(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) -> (Duration, Duration) {
-    let rw = Some(raw);
-    let min_backoff = c
+    let x = Src::new(Some(raw), None, f);
+    let min_backoff = x
         .ranged(
-            rw,
-            None,
+            c,
             |r| r.min_backoff.as_ref(),
-            &f("min_backoff"),
+            "min_backoff",
             D::REMOTE_WRITE_MIN_BACKOFF_RANGE,
         )
         .unwrap_or(defaults::REMOTE_WRITE_MIN_BACKOFF);
-    let max_backoff = c
+    let max_backoff = x
         .ranged(
-            rw,
-            None,
+            c,
             |r| r.max_backoff.as_ref(),
-            &f("max_backoff"),
+            "max_backoff",
             D::REMOTE_WRITE_MAX_BACKOFF_RANGE,
         )
         .unwrap_or(defaults::REMOTE_WRITE_MAX_BACKOFF);

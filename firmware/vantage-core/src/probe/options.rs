@@ -9,12 +9,11 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::module::OptionsInput;
-use crate::config::check::{Check, Ranged, merge, merge_marks, read_section};
-use crate::defaults::Bounds;
+use crate::config::check::{Check, Src, merge_marks, read_section};
 use crate::types::IpProtocol;
 
 /// Declares a kind's section as written: every field optional, unknown keys refused, and
-/// [`Keys`] to ask which are set. The settings several kinds share are named by a group, so their
+/// [`Keys`](crate::config::check::Keys) to ask which are set. The settings several kinds share are named by a group, so their
 /// fields and docs are written once: `@addressing("verb")` adds `tos`, `dscp`, `source` and
 /// `ip_protocol`; `@tls` adds `server_name`, `ca_file` and `insecure`. Fields keep the order
 /// written, which serde's "expected one of" messages quote. (A flattened shared struct would not
@@ -28,7 +27,7 @@ macro_rules! raw_section {
         #[derive(Debug, Clone, Default, ::serde::Deserialize, ::serde::Serialize)]
         #[serde(deny_unknown_fields)]
         $vis struct $name { $($f)* }
-        impl $crate::probe::options::Keys for $name {
+        impl $crate::config::check::Keys for $name {
             fn has(&self, name: &str) -> bool {
                 $(if name == stringify!($n) { return self.$n.is_some(); })*
                 false
@@ -87,58 +86,6 @@ macro_rules! raw_section {
 }
 pub(crate) use raw_section;
 
-/// Where a target's settings of one kind come from: its own table, else the kind's defaults;
-/// `field` names a setting in errors.
-pub(crate) struct Src<'a, R> {
-    pub t: Option<&'a R>,
-    pub d: Option<&'a R>,
-    pub field: &'a dyn Fn(&str) -> String,
-}
-
-// Not derived: a derive would ask `R: Copy`.
-impl<R> Clone for Src<'_, R> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<R> Copy for Src<'_, R> {}
-
-impl<'a, R> Src<'a, R> {
-    pub fn new(t: Option<&'a R>, d: Option<&'a R>, field: &'a dyn Fn(&str) -> String) -> Self {
-        Self { t, d, field }
-    }
-
-    /// The target's value, else the default's.
-    pub fn pick<T>(&self, get: impl Fn(&'a R) -> Option<&'a Spanned<T>>) -> Option<&'a Spanned<T>> {
-        merge(self.t, self.d, get)
-    }
-
-    pub fn field(&self, name: &str) -> String {
-        (self.field)(name)
-    }
-
-    /// The setting `name`, held to its documented range (see [`Check::ranged`]).
-    pub fn ranged<V: Ranged + 'a>(
-        &self,
-        c: &mut Check<'_, '_>,
-        get: impl Fn(&'a R) -> Option<&'a Spanned<V>>,
-        name: &str,
-        range: Bounds<V::Value>,
-    ) -> Option<V::Value> {
-        c.ranged(self.t, self.d, get, &self.field(name), range)
-    }
-
-    /// The setting `name`, parsed by its type (see [`Check::parsed`]).
-    pub fn parsed<T: std::str::FromStr<Err = String>>(
-        &self,
-        c: &mut Check<'_, '_>,
-        get: impl Fn(&'a R) -> Option<&'a Spanned<String>>,
-        name: &str,
-    ) -> Option<T> {
-        c.parsed(self.t, self.d, get, &self.field(name))
-    }
-}
-
 /// The target's own section and `[defaults.KIND]` (named `defaults`), read into the kind's type;
 /// a section that does not read is reported and taken as unset.
 pub(crate) fn sections<R: serde::de::DeserializeOwned>(
@@ -166,29 +113,6 @@ pub(crate) fn required<'a, R, T>(
         c.err(span, &x.field(name), msg);
     }
     v
-}
-
-/// A section that can say which keys it sets.
-pub(crate) trait Keys {
-    fn has(&self, name: &str) -> bool;
-}
-
-/// Names a setting where its value was written: the target's section, else `defaults` (the
-/// kind's defaults table) when only that sets it. A bad default is then reported there (once,
-/// the collector drops repeats), not under every target that inherits it.
-pub(crate) fn written_at<'a, R: Keys>(
-    path: &'a str,
-    defaults: &'a str,
-    t: Option<&'a R>,
-    d: Option<&'a R>,
-) -> impl Fn(&str) -> String + 'a {
-    move |name| {
-        if t.is_some_and(|r| r.has(name)) || d.is_none_or(|r| !r.has(name)) {
-            format!("{path}.{name}")
-        } else {
-            format!("{defaults}.{name}")
-        }
-    }
 }
 
 /// `tos`, `dscp`, `source` and `ip_protocol` of a kind's section, as written.

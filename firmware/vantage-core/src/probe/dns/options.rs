@@ -11,8 +11,8 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::super::options::{self, Keys, ip_protocol, written_at};
-use crate::config::check::Check;
+use super::super::options::ip_protocol;
+use crate::config::check::{self, Check, Keys, written_at};
 use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 
@@ -452,7 +452,7 @@ fn answer_checks(c: &mut Check<'_, '_>, x: Src<'_>) -> AnswerChecks {
 }
 
 /// Where a target's DNS settings come from: its own table, else `[defaults.dns]`.
-type Src<'a> = options::Src<'a, RawDns>;
+type Src<'a> = check::Src<'a, RawDns>;
 
 /// The question: name, type and class.
 fn question(

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::super::module::OptionsInput;
-use super::super::options::{Src, ip_protocol, raw_section, required, sections, tls, tls_unused};
-use crate::config::check::Check;
+use super::super::options::{ip_protocol, raw_section, required, sections, tls, tls_unused};
+use crate::config::check::{Check, Src};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::{Host, parse_host};

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 use toml::Spanned;
 
-use super::super::options::{Src, addressing, raw_section};
-use crate::config::check::Check;
+use super::super::options::{addressing, raw_section};
+use crate::config::check::{Check, Src};
 use crate::defaults::{self, self as D};
 use crate::types::IpProtocol;
 

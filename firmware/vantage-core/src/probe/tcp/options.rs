@@ -9,8 +9,8 @@ use toml::Spanned;
 
 use super::super::module::{OptionsInput, family_mismatch};
 use super::super::options::tls_unused;
-use super::super::options::{Flag, Src, addressing, flag, raw_section, required, sections, tls};
-use crate::config::check::Check;
+use super::super::options::{Flag, addressing, flag, raw_section, required, sections, tls};
+use crate::config::check::{Check, Src};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
 use crate::config::host::Host;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 use toml::Spanned;
 
-use super::super::options::{Src, addressing, raw_section, written_at};
-use crate::config::check::{Check, parse_duration};
+use super::super::options::{addressing, raw_section};
+use crate::config::check::{Check, Src, parse_duration, written_at};
 use crate::defaults::{self, self as D};
 use crate::types::{IpProtocol, TraceDiscovery, TraceProtocol, TraceSockets};
 
