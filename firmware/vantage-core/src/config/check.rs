@@ -180,40 +180,28 @@ pub(crate) fn written_at<'a, R: Keys>(
 }
 
 /// A setting's type as written (`i64`, or a duration `String`) and the value it checks to.
-pub(crate) trait Ranged {
+pub(crate) trait Ranged: Sized {
     type Value;
-    fn check_in(
-        c: &mut Check<'_, '_>,
-        v: &Spanned<Self>,
-        field: &str,
-        range: Bounds<Self::Value>,
-    ) -> Option<Self::Value>
-    where
-        Self: Sized;
+    /// How a value is held to its range: [`Check::int_in`] or [`Check::duration_in`].
+    const CHECK_IN: CheckIn<Self>;
 }
+
+type CheckIn<V> = fn(
+    &mut Check<'_, '_>,
+    &Spanned<V>,
+    &str,
+    <V as Ranged>::Value,
+    <V as Ranged>::Value,
+) -> Option<<V as Ranged>::Value>;
 
 impl Ranged for i64 {
     type Value = i64;
-    fn check_in(
-        c: &mut Check<'_, '_>,
-        v: &Spanned<i64>,
-        field: &str,
-        r: Bounds<i64>,
-    ) -> Option<i64> {
-        c.int_in(v, field, r.min, r.max)
-    }
+    const CHECK_IN: CheckIn<Self> = |c, v, field, min, max| c.int_in(v, field, min, max);
 }
 
 impl Ranged for String {
     type Value = Duration;
-    fn check_in(
-        c: &mut Check<'_, '_>,
-        v: &Spanned<String>,
-        field: &str,
-        r: Bounds<Duration>,
-    ) -> Option<Duration> {
-        c.duration_in(v, field, r.min, r.max)
-    }
+    const CHECK_IN: CheckIn<Self> = |c, v, field, min, max| c.duration_in(v, field, min, max);
 }
 
 /// Range and format checks that record an error and return `None` on failure.
@@ -252,7 +240,7 @@ impl Check<'_, '_> {
         field: &str,
         range: Bounds<V::Value>,
     ) -> Option<V::Value> {
-        merge(t, d, get).and_then(|v| V::check_in(self, v, field, range))
+        merge(t, d, get).and_then(|v| V::CHECK_IN(self, v, field, range.min, range.max))
     }
 
     /// The setting `get` reads from a target's table, else from its defaults, parsed by its
