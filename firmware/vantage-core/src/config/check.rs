@@ -104,8 +104,8 @@ pub(crate) fn merge<'a, R, T: 'a>(
     target.and_then(&get).or_else(|| default.and_then(&get))
 }
 
-/// Where a target's settings of one kind come from: its own table, else the kind's defaults;
-/// `field` names a setting in errors.
+/// Where a setting comes from: a target's own table, else the kind's defaults (`d` is `None`
+/// for a table without defaults, such as `[store]`); `field` names a setting in errors.
 pub(crate) struct Src<'a, R> {
     pub t: Option<&'a R>,
     pub d: Option<&'a R>,

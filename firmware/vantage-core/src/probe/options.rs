@@ -1,6 +1,6 @@
-//! Settings several kinds share, read the same way for each: the packet marks, source address
-//! and address family of the kinds that send their own packets (ping, trace, tcp), the TLS
-//! settings of tcp and http, and the boolean flags of tcp and http.
+//! Settings several kinds share, declared once (`raw_section!`) and read the same way for each:
+//! the packet marks, source address and address family of the kinds that send their own packets
+//! (ping, trace, tcp), the TLS settings of tcp and http, and the boolean flags of tcp and http.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
