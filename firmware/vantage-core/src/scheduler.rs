@@ -5,10 +5,10 @@
 //! a thousand targets with a 1 s interval start evenly across the second instead of all at once,
 //! and a reload does not move the phase of a job that did not change.
 //!
-//! A dedicated thread sleeps until the next due job and hands it to the runtime; the async
-//! timer wheel rounds sleeps up to whole milliseconds, the thread does not. How late each run
-//! starts against its plan is reported, so users can see whether the device distorts its own
-//! measurements.
+//! A dedicated thread sleeps until the next due job and hands it to the runtime, with the jobs
+//! due within [`DISPATCH_AHEAD`] after it; the async timer wheel rounds sleeps up to whole
+//! milliseconds, the thread does not. How late each run starts against its plan is reported, so
+//! users can see whether the device distorts its own measurements.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,6 +21,12 @@ use std::time::{Duration, Instant};
 use crate::clock::{Clock, SystemClock};
 use crate::lock::LockExt;
 use crate::types::ProbeKind;
+
+/// How far ahead of its plan a job is handed to the runtime together with one that is due: at
+/// a thousand rounds a second and more, the thread wakes once for the jobs of the next
+/// millisecond instead of once for each, and so does the runtime thread it wakes. A round
+/// started this early is not late: the lag counts lateness only.
+pub const DISPATCH_AHEAD: Duration = Duration::from_millis(1);
 
 /// Identifies a job: one probe kind on one target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -250,7 +256,7 @@ fn run(rx: mpsc::Receiver<Control>, clock: &dyn Clock, dispatch: impl Fn(Schedul
     tighten_timer_slack();
     let mut plan = Plan::new(clock.now());
     loop {
-        plan.dispatch_due(clock.now(), &dispatch);
+        plan.dispatch_due(clock.now() + DISPATCH_AHEAD, &dispatch);
         let wait = plan
             .next_due()
             .map(|due| due.saturating_duration_since(clock.now()))
@@ -433,6 +439,43 @@ mod tests {
             .filter(|t| *t >= changed_at)
             .collect();
         assert_eq!(planned(&seen, "j"), on_grid);
+    }
+
+    /// The job due within [`DISPATCH_AHEAD`] goes at once, ahead of its plan; a later one
+    /// waits for its time. The clock stands still between the steps, so the order holds
+    /// however slowly the thread runs.
+    #[test]
+    fn the_thread_hands_over_the_jobs_of_the_next_millisecond_at_once() {
+        let interval = Duration::from_secs(10);
+        let find = |from: Duration, to: Duration| {
+            (0..)
+                .map(|i| key(&format!("k{i}")))
+                .find(|k| (from..to).contains(&spread_offset(k, interval)))
+                .unwrap()
+        };
+        let soon = find(DISPATCH_AHEAD / 4, DISPATCH_AHEAD / 2);
+        let later = find(DISPATCH_AHEAD * 3, DISPATCH_AHEAD * 4);
+        let clock = Arc::new(ManualClock::new());
+        let (tx, rx) = mpsc::channel();
+        let s = Scheduler::with_clock(clock.clone(), move |ev| {
+            let _ = tx.send(ev);
+        });
+        let jobs = [&soon, &later].map(|k| Job {
+            key: k.clone(),
+            interval,
+        });
+        s.set_jobs(jobs.to_vec());
+        let ev = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("dispatched");
+        assert_eq!(ev.key, soon);
+        assert!(ev.planned > clock.now(), "handed over ahead of its plan");
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+        clock.advance(DISPATCH_AHEAD * 3);
+        let ev = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("dispatched");
+        assert_eq!(ev.key, later);
     }
 
     #[test]
