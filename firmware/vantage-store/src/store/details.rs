@@ -12,7 +12,6 @@
 //! series' newest (a path may stay current for months).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use vantage_core::{LockExt, RwLockExt};
 
 use vantage_core::{Measurement, ProbeKind, Sample};
@@ -176,11 +175,7 @@ impl Store {
         // them in this answer.
         let (ids, queued) = {
             let st = self.inner.state.lock_or_recover();
-            let ids: Vec<u32> = st
-                .lookup
-                .get(&(Arc::from(target), probe))
-                .map(|v| v.iter().map(|(_, id)| *id).collect())
-                .unwrap_or_default();
+            let ids = st.ids_of(target, probe);
             let queued: Vec<StoredDetail> = st
                 .details
                 .queued

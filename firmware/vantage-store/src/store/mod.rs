@@ -410,6 +410,14 @@ impl Drop for Store {
 }
 
 impl State {
+    /// The ids of a target's series of one probe, one for each label set it was stored with.
+    fn ids_of(&self, target: &str, probe: ProbeKind) -> Vec<u32> {
+        self.lookup
+            .get(&(Arc::from(target), probe))
+            .map(|v| v.iter().map(|(_, id)| *id).collect())
+            .unwrap_or_default()
+    }
+
     fn series_id(&mut self, target: &Arc<str>, probe: ProbeKind, labels: &Labels) -> u32 {
         let key = (target.clone(), probe);
         if let Some(v) = self.lookup.get(&key)

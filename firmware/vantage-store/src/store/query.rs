@@ -2,7 +2,6 @@
 //! blocks back (a damaged block is forgotten and counted).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use vantage_core::{LockExt, RwLockExt};
 
@@ -42,8 +41,7 @@ impl Store {
             let st = self.inner.state.lock_or_recover();
             let ids: HashSet<u32> = keys
                 .iter()
-                .filter_map(|(target, probe)| st.lookup.get(&(Arc::from(*target), *probe)))
-                .flat_map(|v| v.iter().map(|(_, id)| *id))
+                .flat_map(|(target, probe)| st.ids_of(target, *probe))
                 .collect();
             if ids.is_empty() {
                 return Ok(Vec::new());
@@ -92,11 +90,7 @@ impl Store {
         let bucket = |t: i64| t.div_euclid(step) * step;
         let (ids, start, open, pending) = {
             let st = self.inner.state.lock_or_recover();
-            let ids: Vec<u32> = st
-                .lookup
-                .get(&(Arc::from(target), probe))
-                .map(|v| v.iter().map(|(_, id)| *id).collect())
-                .unwrap_or_default();
+            let ids = st.ids_of(target, probe);
             let open = st.rollups.in_memory(&ids, from_ms, to_ms);
             let pending: Vec<StoredSample> = st
                 .pending
