@@ -827,7 +827,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use vantage_core::{
@@ -931,7 +931,8 @@ mod tests {
         }
     }
 
-    fn other(series: u32, ts: i64) -> StoredSample {
+    /// A successful round without figures, which the rounds of each kind in tests start from.
+    pub(crate) fn other(series: u32, ts: i64) -> StoredSample {
         StoredSample {
             series,
             timestamp_ms: ts,
@@ -1186,18 +1187,66 @@ mod tests {
         assert_eq!(v4[v4.len() - 5], 0);
     }
 
-    /// The ping rounds of `tests/data/block-v4-ping.bin`, as the daemon hands them to the store.
-    fn v4_ping_rounds() -> Vec<Sample> {
-        let us = Duration::from_micros;
-        let round = |ms: u64, success, measurement| Sample {
-            target: "gw".into(),
-            probe: ProbeKind::PING,
+    /// A round of a committed version-4 block: `ms` after the block's first, without error
+    /// or flags.
+    fn v4_round(
+        target: &str,
+        probe: ProbeKind,
+        duration: Duration,
+        ms: u64,
+        success: bool,
+        measurement: Measurement,
+    ) -> Sample {
+        Sample {
+            target: target.into(),
+            probe,
             timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms),
-            duration: us(2_004_100),
+            duration,
             success,
             error: None,
             measurement,
             quality: RoundQuality::empty(),
+        }
+    }
+
+    /// Checks a committed version-4 block (`tests/data/{file}`) against the rounds it was
+    /// written from, stored as `series`: it decodes to them, and they are written in its
+    /// bytes now. With `write_var` set in the environment it is written afresh first.
+    /// Returns the decoded rounds.
+    fn check_v4_block(
+        rounds: &[Sample],
+        series: u32,
+        file: &str,
+        write_var: &str,
+    ) -> Vec<StoredSample> {
+        let rounds: Vec<StoredSample> = rounds
+            .iter()
+            .map(|s| StoredSample::from_sample(s, series))
+            .collect();
+        let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os(write_var).is_some() {
+            std::fs::write(&path, encode_block(&rounds).0).unwrap();
+        }
+        let b = std::fs::read(&path).unwrap();
+        assert_eq!(b[0], VERSION);
+        let old = decode_block(&b).unwrap();
+        assert_eq!(old, rounds);
+        assert_eq!(encode_block(&rounds).0, b);
+        old
+    }
+
+    /// The ping rounds of `tests/data/block-v4-ping.bin`, as the daemon hands them to the store.
+    fn v4_ping_rounds() -> Vec<Sample> {
+        let us = Duration::from_micros;
+        let round = |ms, success, measurement| {
+            v4_round(
+                "gw",
+                ProbeKind::PING,
+                us(2_004_100),
+                ms,
+                success,
+                measurement,
+            )
         };
         let report = |sent, received, duplicates, icmp_errors, rtts: &[u64]| {
             Measurement::from(vantage_core::PingReport {
@@ -1229,19 +1278,12 @@ mod tests {
     /// rounds are written in the same bytes now.
     #[test]
     fn version_4_ping_blocks_still_decode() {
-        let rounds: Vec<StoredSample> = v4_ping_rounds()
-            .iter()
-            .map(|s| StoredSample::from_sample(s, 7))
-            .collect();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/block-v4-ping.bin");
-        if std::env::var_os("WRITE_PING_BLOCK").is_some() {
-            std::fs::write(path, encode_block(&rounds).0).unwrap();
-        }
-        let b = include_bytes!("../tests/data/block-v4-ping.bin");
-        assert_eq!(b[0], VERSION);
-        let old = decode_block(b).unwrap();
-        assert_eq!(old, rounds);
-        assert_eq!(encode_block(&rounds).0, b);
+        let old = check_v4_block(
+            &v4_ping_rounds(),
+            7,
+            "block-v4-ping.bin",
+            "WRITE_PING_BLOCK",
+        );
         let values: Vec<Vec<(&str, f64)>> = old.iter().map(StoredSample::values).collect();
         let want: Vec<Vec<(&str, f64)>> = vec![
             vec![
@@ -1298,15 +1340,15 @@ mod tests {
     /// store.
     fn v4_trace_rounds() -> Vec<Sample> {
         let us = Duration::from_micros;
-        let round = |ms: u64, success, measurement| Sample {
-            target: "up".into(),
-            probe: ProbeKind::TRACE,
-            timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms),
-            duration: us(1_503_200),
-            success,
-            error: None,
-            measurement,
-            quality: RoundQuality::empty(),
+        let round = |ms, success, measurement| {
+            v4_round(
+                "up",
+                ProbeKind::TRACE,
+                us(1_503_200),
+                ms,
+                success,
+                measurement,
+            )
         };
         let hop = |ttl: u8, sent: u32, rtts: &[u64]| HopReport {
             ttl,
@@ -1379,19 +1421,12 @@ mod tests {
     /// the same rounds are written in the same bytes now.
     #[test]
     fn version_4_trace_blocks_still_decode() {
-        let rounds: Vec<StoredSample> = v4_trace_rounds()
-            .iter()
-            .map(|s| StoredSample::from_sample(s, 9))
-            .collect();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/block-v4-trace.bin");
-        if std::env::var_os("WRITE_TRACE_BLOCK").is_some() {
-            std::fs::write(path, encode_block(&rounds).0).unwrap();
-        }
-        let b = include_bytes!("../tests/data/block-v4-trace.bin");
-        assert_eq!(b[0], VERSION);
-        let old = decode_block(b).unwrap();
-        assert_eq!(old, rounds);
-        assert_eq!(encode_block(&rounds).0, b);
+        let old = check_v4_block(
+            &v4_trace_rounds(),
+            9,
+            "block-v4-trace.bin",
+            "WRITE_TRACE_BLOCK",
+        );
         let values: Vec<Vec<(&str, f64)>> = old.iter().map(StoredSample::values).collect();
         let points: Vec<Vec<String>> = old
             .iter()

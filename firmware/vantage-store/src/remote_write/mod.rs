@@ -194,17 +194,7 @@ mod tests {
             probe,
             labels: Arc::new(Labels::from([("site".into(), "lab".into())])),
         };
-        let base = StoredSample {
-            series: 0,
-            timestamp_ms: 5_000,
-            success: true,
-            error: ErrorKind::None,
-            duration_us: 21_000,
-            ping: None,
-            trace: None,
-            module: None,
-            quality: RoundQuality::empty(),
-        };
+        let base = crate::codec::tests::other(0, 5_000);
         let dns = StoredSample {
             module: Some(Box::new(StoredModule::dns(&StoredDns {
                 rcode: Some(1),
