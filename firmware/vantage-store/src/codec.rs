@@ -1187,17 +1187,14 @@ pub(crate) mod tests {
         assert_eq!(v4[v4.len() - 5], 0);
     }
 
-    /// A round of a committed version-4 block: `ms` after the block's first, without error
-    /// or flags.
+    /// The rounds of one target of a committed version-4 block, each `ms` after the block's
+    /// first, without error or flags.
     fn v4_round(
         target: &str,
         probe: ProbeKind,
         duration: Duration,
-        ms: u64,
-        success: bool,
-        measurement: Measurement,
-    ) -> Sample {
-        Sample {
+    ) -> impl Fn(u64, bool, Measurement) -> Sample {
+        move |ms, success, measurement| Sample {
             target: target.into(),
             probe,
             timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms),
@@ -1209,22 +1206,20 @@ pub(crate) mod tests {
         }
     }
 
-    /// Checks a committed version-4 block (`tests/data/{file}`) against the rounds it was
-    /// written from, stored as `series`: it decodes to them, and they are written in its
-    /// bytes now. With `write_var` set in the environment it is written afresh first.
-    /// Returns the decoded rounds.
-    fn check_v4_block(
-        rounds: &[Sample],
-        series: u32,
-        file: &str,
-        write_var: &str,
-    ) -> Vec<StoredSample> {
+    /// Checks the committed version-4 block of `kind` (`tests/data/block-v4-{kind}.bin`)
+    /// against the rounds it was written from, stored as `series`: it decodes to them, and
+    /// they are written in its bytes now. With `WRITE_{KIND}_BLOCK` set in the environment it
+    /// is written afresh first. Returns the decoded rounds.
+    fn check_v4_block(rounds: &[Sample], series: u32, kind: &str) -> Vec<StoredSample> {
         let rounds: Vec<StoredSample> = rounds
             .iter()
             .map(|s| StoredSample::from_sample(s, series))
             .collect();
-        let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
-        if std::env::var_os(write_var).is_some() {
+        let path = format!(
+            "{}/tests/data/block-v4-{kind}.bin",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        if std::env::var_os(format!("WRITE_{}_BLOCK", kind.to_uppercase())).is_some() {
             std::fs::write(&path, encode_block(&rounds).0).unwrap();
         }
         let b = std::fs::read(&path).unwrap();
@@ -1238,16 +1233,7 @@ pub(crate) mod tests {
     /// The ping rounds of `tests/data/block-v4-ping.bin`, as the daemon hands them to the store.
     fn v4_ping_rounds() -> Vec<Sample> {
         let us = Duration::from_micros;
-        let round = |ms, success, measurement| {
-            v4_round(
-                "gw",
-                ProbeKind::PING,
-                us(2_004_100),
-                ms,
-                success,
-                measurement,
-            )
-        };
+        let round = v4_round("gw", ProbeKind::PING, us(2_004_100));
         let report = |sent, received, duplicates, icmp_errors, rtts: &[u64]| {
             Measurement::from(vantage_core::PingReport {
                 sent,
@@ -1278,12 +1264,7 @@ pub(crate) mod tests {
     /// rounds are written in the same bytes now.
     #[test]
     fn version_4_ping_blocks_still_decode() {
-        let old = check_v4_block(
-            &v4_ping_rounds(),
-            7,
-            "block-v4-ping.bin",
-            "WRITE_PING_BLOCK",
-        );
+        let old = check_v4_block(&v4_ping_rounds(), 7, "ping");
         let values: Vec<Vec<(&str, f64)>> = old.iter().map(StoredSample::values).collect();
         let want: Vec<Vec<(&str, f64)>> = vec![
             vec![
@@ -1340,16 +1321,7 @@ pub(crate) mod tests {
     /// store.
     fn v4_trace_rounds() -> Vec<Sample> {
         let us = Duration::from_micros;
-        let round = |ms, success, measurement| {
-            v4_round(
-                "up",
-                ProbeKind::TRACE,
-                us(1_503_200),
-                ms,
-                success,
-                measurement,
-            )
-        };
+        let round = v4_round("up", ProbeKind::TRACE, us(1_503_200));
         let hop = |ttl: u8, sent: u32, rtts: &[u64]| HopReport {
             ttl,
             sent,
@@ -1421,12 +1393,7 @@ pub(crate) mod tests {
     /// the same rounds are written in the same bytes now.
     #[test]
     fn version_4_trace_blocks_still_decode() {
-        let old = check_v4_block(
-            &v4_trace_rounds(),
-            9,
-            "block-v4-trace.bin",
-            "WRITE_TRACE_BLOCK",
-        );
+        let old = check_v4_block(&v4_trace_rounds(), 9, "trace");
         let values: Vec<Vec<(&str, f64)>> = old.iter().map(StoredSample::values).collect();
         let points: Vec<Vec<String>> = old
             .iter()
