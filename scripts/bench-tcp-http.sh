@@ -17,6 +17,7 @@
 #   ONLY=vantage KINDS=tcp scripts/bench-tcp-http.sh
 #   ADDRESSES=1 KINDS=tcp scripts/bench-tcp-http.sh   every target on one address (port exhaustion)
 #   BENCH_NO_BUILD=1 ...                            use target/ci/vantage as it is
+#   VANTAGE_BIN=path/to/vantage BENCH_NO_BUILD=1 ... another build (one commit against another)
 # Needs root, prometheus, prometheus-blackbox-exporter, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +52,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   echo "==> building vantage (profile ci)"
   cargo build --quiet --profile ci -p vantage
 fi
-bin=$PWD/target/ci/vantage
+bin=${VANTAGE_BIN:-$PWD/target/ci/vantage}
 
 ip netns add "$ns"
 ip -n "$ns" link set lo up
@@ -197,4 +198,4 @@ for kind in $KINDS; do
   [ "$ONLY" = blackbox ] || run_vantage "$kind" "$interval"
   [ "$ONLY" = vantage ] || run_blackbox "$kind" "$interval"
 done
-echo "==> $TARGETS targets on $ADDRESSES addresses; $(nproc) cores; $(uname -r); commit $(git rev-parse --short HEAD); $(date -u +%F); $(uptime | sed 's/.*load/load/')"
+echo "==> $TARGETS targets on $ADDRESSES addresses; $(nproc) cores; $(uname -r); ${VANTAGE_BIN:+vantage from $VANTAGE_BIN, tree at }commit $(git rev-parse --short HEAD); $(date -u +%F); $(uptime | sed 's/.*load/load/')"
