@@ -6,17 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Extension, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRef, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use vantage_core::{Host, IpProtocol, ModuleOptions, ProbeKind, ProbeRequest, Target};
 
+use crate::fleet::provisioning;
+use crate::metrics::Metrics;
 use crate::metrics::{TargetSeries, write_targets};
 use crate::probe_compat;
 use crate::probe_guard::{Allowlist, ProbeGuard, Refusal};
 use crate::scrape::TEXT_FORMAT;
-use crate::state::AppState;
+use crate::state::{AppState, Lights, Probing, Reload};
+use crate::storage::Storage;
 
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
 const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
@@ -41,17 +44,51 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(d): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    crate::scrape::answer(d.metrics.clone(), d.storage.clone(), &headers)
+/// What `/metrics` answers from: the live series and the store's and remote_write's own.
+#[derive(Clone)]
+struct Scraping {
+    metrics: Arc<Metrics>,
+    storage: Option<Arc<Storage>>,
+}
+
+impl FromRef<Arc<AppState>> for Scraping {
+    fn from_ref(s: &Arc<AppState>) -> Self {
+        Self {
+            metrics: s.metrics.clone(),
+            storage: s.storage.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Provisioning(Arc<provisioning::State>);
+
+impl FromRef<Arc<AppState>> for Provisioning {
+    fn from_ref(s: &Arc<AppState>) -> Self {
+        Self(s.provisioning.clone())
+    }
+}
+
+#[derive(Clone)]
+struct Reloader(Arc<dyn Reload>);
+
+impl FromRef<Arc<AppState>> for Reloader {
+    fn from_ref(s: &Arc<AppState>) -> Self {
+        Self(s.reloader.clone())
+    }
+}
+
+async fn metrics(State(s): State<Scraping>, headers: HeaderMap) -> Response {
+    crate::scrape::answer(s.metrics, s.storage, &headers)
 }
 
 /// Where the provisioned targets stand: applied, overridden by local ones, last error.
-async fn provisioning(State(d): State<Arc<AppState>>) -> Response {
-    axum::Json(d.provisioning.status()).into_response()
+async fn provisioning(State(Provisioning(p)): State<Provisioning>) -> Response {
+    axum::Json(p.status()).into_response()
 }
 
-async fn reload(State(d): State<Arc<AppState>>) -> Response {
-    match d.reload() {
+async fn reload(State(Reloader(r)): State<Reloader>) -> Response {
+    match r.reload() {
         Ok(()) => (StatusCode::OK, "config reloaded\n").into_response(),
         Err(e) => (
             StatusCode::BAD_REQUEST,
@@ -64,7 +101,7 @@ async fn reload(State(d): State<Arc<AppState>>) -> Response {
 /// `POST /api/identify[?seconds=N]`: blink every LED fast to find the device; `seconds=0`
 /// stops. Same access as `/-/reload`.
 async fn identify(
-    State(d): State<Arc<AppState>>,
+    State(lights): State<Lights>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let duration = match q.get("seconds").map(|s| s.trim()) {
@@ -79,13 +116,13 @@ async fn identify(
             }
         },
     };
-    let d = d.identify(duration);
+    let d = lights.identify(duration);
     axum::Json(serde_json::json!({ "identify_seconds": d.as_secs() })).into_response()
 }
 
 /// `GET /api/leds`: what each LED shows and why.
-async fn leds(State(d): State<Arc<AppState>>) -> Response {
-    axum::Json(d.leds.snapshot()).into_response()
+async fn leds(State(Lights(leds)): State<Lights>) -> Response {
+    axum::Json(leds.snapshot()).into_response()
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
@@ -156,7 +193,7 @@ fn plan(q: &HashMap<String, String>) -> Result<Plan, String> {
 /// `/probe`: one round of the kind `module` names, answered with its gauges; a blackbox
 /// module name answers with blackbox's names ([`probe_compat`]).
 async fn probe(
-    State(d): State<Arc<AppState>>,
+    State(d): State<Probing>,
     Query(q): Query<HashMap<String, String>>,
     allow: Option<Extension<Allowlist>>,
     headers: HeaderMap,
@@ -171,7 +208,7 @@ async fn probe(
         Err(msg) => return bad_request(msg),
     };
     let guard = ProbeGuard {
-        endpoint: d.config().probe_endpoint.clone(),
+        endpoint: d.configs.in_effect().probe_endpoint.clone(),
         kind: p.kind,
         allow: allow.map(|Extension(a)| a),
     };

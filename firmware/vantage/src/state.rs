@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::FromRef;
 use tokio::sync::{Semaphore, watch};
 use vantage_core::{Config, ConfigErrors, LedsConfig, Runner};
 use vantage_leds::Leds;
@@ -32,7 +33,63 @@ pub struct Configs {
     pub local: watch::Receiver<Arc<Config>>,
 }
 
-/// The state the handlers share.
+impl Configs {
+    /// The config in effect.
+    pub fn in_effect(&self) -> Arc<Config> {
+        self.running.borrow().clone()
+    }
+}
+
+/// What a round on demand uses (`/probe`, "Test now", "Run now"): the config in effect, the
+/// probers, and the permits that bound such rounds.
+#[derive(Clone)]
+pub struct Probing {
+    pub configs: Configs,
+    pub runner: Arc<Runner>,
+    pub probe_permits: Arc<Semaphore>,
+}
+
+impl FromRef<Arc<AppState>> for Probing {
+    fn from_ref(s: &Arc<AppState>) -> Self {
+        Self {
+            configs: s.configs.clone(),
+            runner: s.runner.clone(),
+            probe_permits: s.probe_permits.clone(),
+        }
+    }
+}
+
+/// The status LEDs, for the endpoints that show them or make them blink.
+#[derive(Clone)]
+pub struct Lights(pub Arc<Leds>);
+
+impl FromRef<Arc<AppState>> for Lights {
+    fn from_ref(s: &Arc<AppState>) -> Self {
+        Self(s.leds.clone())
+    }
+}
+
+impl Lights {
+    /// "Identify me": every LED blinks fast for `duration` (the configured
+    /// `leds.identify_timeout` when `None`); zero stops it. Returns how long it blinks.
+    pub fn identify(&self, duration: Option<Duration>) -> Duration {
+        match duration {
+            Some(d) if d.is_zero() => {
+                self.0.stop_identify();
+                tracing::info!("identify stopped");
+                Duration::ZERO
+            }
+            d => {
+                let d = self.0.identify(d);
+                tracing::info!(duration = %humantime::format_duration(d), "identify: blinking all LEDs");
+                d
+            }
+        }
+    }
+}
+
+/// The state the handlers share; each handler takes only the part it uses (the structs above
+/// and beside the handlers, built from this by `FromRef`).
 pub struct AppState {
     pub source: ConfigSource,
     pub metrics: Arc<Metrics>,
@@ -54,7 +111,7 @@ pub struct AppState {
 impl AppState {
     /// The config in effect.
     pub fn config(&self) -> Arc<Config> {
-        self.configs.running.borrow().clone()
+        self.configs.in_effect()
     }
 
     /// The device's own config, without provisioned targets.
@@ -70,26 +127,5 @@ impl AppState {
     /// The `[leds]` the LEDs were opened with (changes need a restart).
     pub fn running_leds_config(&self) -> &LedsConfig {
         &self.leds_config
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// "Identify me": every LED blinks fast for `duration` (the configured
-    /// `leds.identify_timeout` when `None`); zero stops it. Returns how long it blinks.
-    pub fn identify(&self, duration: Option<Duration>) -> Duration {
-        match duration {
-            Some(d) if d.is_zero() => {
-                self.leds.stop_identify();
-                tracing::info!("identify stopped");
-                Duration::ZERO
-            }
-            d => {
-                let d = self.leds.identify(d);
-                tracing::info!(duration = %humantime::format_duration(d), "identify: blinking all LEDs");
-                d
-            }
-        }
     }
 }

@@ -643,7 +643,7 @@ fn settings_json(s: &Settings) -> Value {
 
 async fn get_settings(State(web): State<Arc<Web>>) -> Json<Value> {
     let mut v = settings_json(&web.settings.get());
-    v["leds"] = super::status::leds_json(&web);
+    v["leds"] = super::status::leds_json(&web.state.leds);
     Json(v)
 }
 

@@ -7,22 +7,27 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vantage_core::{Config, Host, ProbeKind, Target};
+use vantage_leds::Leds;
 
 use super::Web;
 use super::config_file::{ConfigLocation, FieldError};
 use super::device;
 use super::error::{ApiError, ApiResult};
-use super::history::{BUCKET, BUCKETS, Latest, Point};
+use super::history::{BUCKET, BUCKETS, HistorySource, Latest, Point};
 use super::saving::redact_endpoint_errors;
+use crate::config_source::ConfigSource;
+use crate::fleet::provisioning;
+use crate::state::Configs;
+use crate::storage::Storage;
 
 /// Targets in a page when the query names no `limit`.
 pub const PAGE_DEFAULT: usize = 100;
@@ -31,8 +36,8 @@ pub const PAGE_MAX: usize = 500;
 /// The longest filter text (`q`), in characters.
 pub const FILTER_MAX: usize = 128;
 
-pub(super) fn leds_json(web: &Web) -> Value {
-    let snap = web.state.leds.snapshot();
+pub(super) fn leds_json(leds: &Leds) -> Value {
+    let snap = leds.snapshot();
     json!({ "configured": !snap.leds.is_empty(), "state": snap })
 }
 
@@ -159,8 +164,36 @@ struct Status<'a> {
     targets: Vec<TargetStatus<'a>>,
 }
 
+/// What the status view reads: the config in effect and where it comes from, the charts'
+/// history, and the device's facts.
+#[derive(Clone)]
+pub(super) struct StatusView {
+    configs: Configs,
+    history: Arc<dyn HistorySource>,
+    source: ConfigSource,
+    storage: Option<Arc<Storage>>,
+    provisioning: Arc<provisioning::State>,
+    leds: Arc<Leds>,
+    started: Instant,
+}
+
+impl FromRef<Arc<Web>> for StatusView {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        let s = &web.state;
+        Self {
+            configs: s.configs.clone(),
+            history: web.history.clone(),
+            source: s.source.clone(),
+            storage: s.storage.clone(),
+            provisioning: s.provisioning.clone(),
+            leds: s.leds.clone(),
+            started: s.started,
+        }
+    }
+}
+
 pub(super) async fn status(
-    State(web): State<Arc<Web>>,
+    State(v): State<StatusView>,
     q: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -169,18 +202,18 @@ pub(super) async fn status(
         .map_err(|e| ApiError::fields(StatusCode::BAD_REQUEST, "bad query", vec![e]))?;
     // The history may come from the store on disk: off the async workers.
     tokio::task::spawn_blocking(move || {
-        let cfg = web.state.config();
-        Json(status_of(&web, &cfg, &sel)).into_response()
+        let cfg = v.configs.in_effect();
+        Json(status_of(&v, &cfg, &sel)).into_response()
     })
     .await
     .map_err(|e| ApiError::internal("status failed", e))
 }
 
 /// Whether a target's latest round of some probe succeeded.
-fn answering(web: &Web, t: &Target) -> bool {
+fn answering(v: &StatusView, t: &Target) -> bool {
     t.probes
         .iter()
-        .any(|(k, _)| web.history.latest(&t.name, *k).is_some_and(|l| l.success))
+        .any(|(k, _)| v.history.latest(&t.name, *k).is_some_and(|l| l.success))
 }
 
 /// Whether `t` matches the name or text filter; the answering state is checked apart, since
@@ -197,7 +230,11 @@ fn matches_text(t: &Target, sel: &Selection) -> bool {
 }
 
 /// The page's targets, with the counts over all of them.
-fn select<'a>(web: &Web, cfg: &'a Config, sel: &Selection) -> (Vec<&'a Target>, Counts, usize) {
+fn select<'a>(
+    v: &StatusView,
+    cfg: &'a Config,
+    sel: &Selection,
+) -> (Vec<&'a Target>, Counts, usize) {
     let mut counts = Counts {
         targets: cfg.targets.len(),
         answering: 0,
@@ -205,7 +242,7 @@ fn select<'a>(web: &Web, cfg: &'a Config, sel: &Selection) -> (Vec<&'a Target>, 
     let mut matched = 0;
     let mut page = Vec::with_capacity(sel.limit.min(cfg.targets.len()));
     for t in &cfg.targets {
-        let up = answering(web, t);
+        let up = answering(v, t);
         counts.answering += usize::from(up);
         let state_ok = match sel.state {
             StateFilter::All => true,
@@ -223,16 +260,16 @@ fn select<'a>(web: &Web, cfg: &'a Config, sel: &Selection) -> (Vec<&'a Target>, 
     (page, counts, matched)
 }
 
-fn status_of<'a>(web: &Web, cfg: &'a Config, sel: &Selection) -> Status<'a> {
-    web.history.retain(&|t| cfg.target(t).is_some());
-    let (page, counts, matched) = select(web, cfg, sel);
+fn status_of<'a>(v: &StatusView, cfg: &'a Config, sel: &Selection) -> Status<'a> {
+    v.history.retain(&|t| cfg.target(t).is_some());
+    let (page, counts, matched) = select(v, cfg, sel);
     // Every chart of the page at once: the store is read once per refresh, not once a target.
     let keys: Vec<(&str, ProbeKind)> = page
         .iter()
         .flat_map(|t| t.probes.iter().map(|(k, _)| (t.name.as_str(), *k)))
         .collect();
     let since = SystemTime::now() - BUCKET * BUCKETS as u32;
-    let mut histories = web.history.series_many(&keys, since).into_iter();
+    let mut histories = v.history.series_many(&keys, since).into_iter();
     let targets = page
         .into_iter()
         .map(|t| TargetStatus {
@@ -246,7 +283,7 @@ fn status_of<'a>(web: &Web, cfg: &'a Config, sel: &Selection) -> Status<'a> {
                     probe: *k,
                     figure: k.module().map(|m| m.figure()),
                     interval_seconds: i.as_secs_f64(),
-                    latest: web.history.latest(&t.name, *k),
+                    latest: v.history.latest(&t.name, *k),
                     // The sparkline draws RTT and loss; the other figures' means are the
                     // target page's.
                     history: histories
@@ -270,14 +307,14 @@ fn status_of<'a>(web: &Web, cfg: &'a Config, sel: &Selection) -> Status<'a> {
             matched,
         },
         targets,
-        ..device_part(web)
+        ..device_part(v)
     }
 }
 
 /// Everything of the answer but the targets.
-fn device_part(web: &Web) -> Status<'static> {
-    let loc = ConfigLocation::of(&web.state.source);
-    let mut storage = web.state.storage.as_ref().map_or_else(
+fn device_part(v: &StatusView) -> Status<'static> {
+    let loc = ConfigLocation::of(&v.source);
+    let mut storage = v.storage.as_ref().map_or_else(
         || json!({ "store": { "configured": false }, "remote_write": { "configured": false } }),
         |s| s.status_json(),
     );
@@ -286,7 +323,7 @@ fn device_part(web: &Web) -> Status<'static> {
         device: json!({
             "version": env!("CARGO_PKG_VERSION"),
             "hostname": device::hostname(),
-            "uptime_seconds": web.state.uptime().as_secs(),
+            "uptime_seconds": v.started.elapsed().as_secs(),
             "addresses": device::addresses(),
             "time": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         }),
@@ -298,8 +335,8 @@ fn device_part(web: &Web) -> Status<'static> {
         }),
         store: storage["store"].take(),
         remote_write: storage["remote_write"].take(),
-        leds: leds_json(web),
-        provisioning: web.state.provisioning.status(),
+        leds: leds_json(&v.leds),
+        provisioning: v.provisioning.status(),
         history_minutes: BUCKETS as u64 * BUCKET.as_secs() / 60,
         counts: Counts {
             targets: 0,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use futures_core::Stream;
@@ -28,8 +28,18 @@ pub fn routes(r: axum::Router<Arc<Web>>) -> axum::Router<Arc<Web>> {
     r.route(PATH, get(status).post(upload))
 }
 
-async fn status(State(web): State<Arc<Web>>) -> Json<Status> {
-    Json(web.update.status())
+/// The updater, the one thing these handlers use.
+#[derive(Clone)]
+struct Update(Arc<Updater>);
+
+impl FromRef<Arc<Web>> for Update {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self(web.update.clone())
+    }
+}
+
+async fn status(State(Update(up)): State<Update>) -> Json<Status> {
+    Json(up.status())
 }
 
 fn spool_error(e: SpoolError) -> ApiError {
@@ -74,8 +84,12 @@ impl Drop for CutUpload<'_> {
     }
 }
 
-async fn upload(State(web): State<Arc<Web>>, headers: HeaderMap, body: Body) -> ApiResult {
-    let up = &web.update;
+async fn upload(
+    State(Update(updater)): State<Update>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let up = &updater;
     let expected = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -116,5 +130,5 @@ async fn upload(State(web): State<Arc<Web>>, headers: HeaderMap, body: Body) -> 
         Ok(Err(e)) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e)),
         Err(e) => return Err(ApiError::internal("the signature check stopped", e)),
     }
-    Ok((StatusCode::ACCEPTED, Json(web.update.status())).into_response())
+    Ok((StatusCode::ACCEPTED, Json(updater.status())).into_response())
 }
