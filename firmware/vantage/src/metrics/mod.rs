@@ -8,6 +8,7 @@
 
 mod leds;
 mod modules;
+pub mod names;
 mod process;
 mod rounds;
 mod share;
@@ -17,7 +18,7 @@ mod update;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use vantage_core::RwLockExt;
 
 use prometheus::core::Collector;
@@ -30,33 +31,7 @@ use vantage_core::{Config, JobKey, Observer, ProbeKind, Sample};
 
 pub use leds::LedCollector;
 pub use target::{TargetSeries, write_targets};
-
-/// Metric names, in one place.
-pub mod names {
-    pub const BUILD_INFO: &str = "vantage_build_info";
-    pub const SCHEDULER_LAG: &str = "vantage_scheduler_lag_seconds";
-    pub const SCHEDULER_SKIPPED: &str = "vantage_scheduler_skipped_rounds_total";
-    pub const RELOAD_OK: &str = "vantage_config_last_reload_successful";
-    pub const RELOAD_TS: &str = "vantage_config_last_reload_success_timestamp_seconds";
-    pub const TARGETS: &str = "vantage_targets";
-    pub const START_TIME: &str = "vantage_start_time_seconds";
-    pub const LED_PATTERN: &str = "vantage_led_pattern";
-    pub const DEVICE_CONDITION: &str = "vantage_device_condition";
-    pub const IDENTIFY_REMAINING: &str = "vantage_identify_remaining_seconds";
-    pub const LED_WRITE_ERRORS: &str = "vantage_led_write_errors_total";
-}
-
-/// How much text a streamed scrape gathers before passing it on: large enough that the
-/// compressor and the socket see few calls (at 64 KiB a 10,000-target scrape took 0.15 s
-/// instead of 0.11 s), small beside the whole of a large scrape (27 MB).
-pub const SCRAPE_CHUNK: usize = 256 * 1024;
-
-/// Seconds since the Unix epoch, for timestamp gauges.
-pub fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs_f64()
-}
+pub use text::{SCRAPE_CHUNK, unix_seconds};
 
 /// A part of the daemon that adds its own families at scrape time (the store, the shipper).
 pub trait Collect: Send + Sync {

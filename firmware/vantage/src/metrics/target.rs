@@ -8,8 +8,7 @@ use vantage_store::gauges;
 
 use super::modules::{self, ModuleSeries};
 use super::rounds::RoundGauges;
-use super::text::{Counter, Kind, Lines, family};
-use super::unix_seconds;
+use super::text::{Counter, Kind, Lines, SCRAPE_CHUNK, family, unix_seconds};
 
 /// A family of per-target series: its header, and how one target writes its lines.
 #[derive(Debug)]
@@ -169,7 +168,7 @@ pub fn write_targets(targets: &[&TargetSeries], device: &[(String, String)], out
 }
 
 /// [`write_targets`], handing `out` to `flush` at a target's end whenever it holds
-/// [`super::SCRAPE_CHUNK`] bytes or more. Only after a line of the family was written, so
+/// [`SCRAPE_CHUNK`] bytes or more. Only after a line of the family was written, so
 /// the family's header, once flushed, is never taken back.
 pub fn write_targets_in_chunks(
     targets: &[&TargetSeries],
@@ -201,7 +200,7 @@ pub fn write_targets_in_chunks(
             let mut lines = Lines::new(out, l);
             write(t, &mut lines);
             any |= lines.wrote();
-            if any && out.len() >= super::SCRAPE_CHUNK {
+            if any && out.len() >= SCRAPE_CHUNK {
                 (flush.borrow_mut())(out);
             }
         }

