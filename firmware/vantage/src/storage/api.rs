@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::Storage;
+use vantage_store::Store;
 
 /// `GET /api/samples?target=NAME[&probe=ping][&from=UNIX_S][&to=UNIX_S]`: the stored rounds of
 /// one target and probe (default: the last hour), for the local charts. Rounds from an outage
@@ -21,12 +21,12 @@ pub struct SamplesQuery {
 const MAX_SAMPLES_PER_ANSWER: usize = 86_400;
 
 pub async fn samples(
-    axum::extract::State(storage): axum::extract::State<Option<Arc<Storage>>>,
+    axum::extract::State(store): axum::extract::State<Option<Arc<Store>>>,
     axum::extract::Query(q): axum::extract::Query<SamplesQuery>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let bad = |m: String| (axum::http::StatusCode::BAD_REQUEST, m).into_response();
-    let Some(store) = storage.as_ref().and_then(|s| s.store.clone()) else {
+    let Some(store) = store else {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "no store: see the log",
