@@ -38,8 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/leds", get(leds))
         .route(
             "/api/samples",
-            get(crate::storage::samples)
-                .with_state(state.storage.as_ref().and_then(|s| s.store()).cloned()),
+            get(crate::storage::samples).with_state(state.store()),
         )
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)

@@ -10,6 +10,7 @@ use axum::extract::FromRef;
 use tokio::sync::{Semaphore, watch};
 use vantage_core::{Config, ConfigErrors, LedsConfig, Runner};
 use vantage_leds::Leds;
+use vantage_store::Store;
 
 use crate::config_source::ConfigSource;
 use crate::fleet::provisioning;
@@ -122,6 +123,11 @@ impl AppState {
     /// Reloads the config; on error the running config stays as it is.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
         self.reloader.reload()
+    }
+
+    /// The sample store, when it is open.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.storage.as_ref().and_then(|s| s.store()).cloned()
     }
 
     /// The `[leds]` the LEDs were opened with (changes need a restart).

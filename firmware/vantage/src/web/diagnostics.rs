@@ -8,17 +8,19 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_core::dns_detail::cut_record_data;
 use vantage_core::{DetailUse, ProbeKind};
-use vantage_store::{Agg, Dist, HopAgg, PhaseSum, StoredDetail};
+use vantage_store::{Agg, Dist, HopAgg, PhaseSum, Store, StoredDetail};
 
 use super::Web;
 use super::config_file::FieldError;
 use super::error::{ApiError, ApiResult};
+use super::history::HistorySource;
+use crate::state::Configs;
 
 /// The ranges the page offers: name, length and bucket width in seconds (about 60 to 360
 /// buckets, each a whole number of the store's minutes).
@@ -169,8 +171,27 @@ async fn read_store(
     .map_err(|e| ApiError::internal("history failed", e))
 }
 
+/// What a target's page reads: the config in effect, the store, and the latest reports.
+#[derive(Clone)]
+pub struct TargetView {
+    configs: Configs,
+    store: Option<Arc<Store>>,
+    history: Arc<dyn HistorySource>,
+}
+
+impl FromRef<Arc<Web>> for TargetView {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        let s = &web.state;
+        Self {
+            configs: s.configs.clone(),
+            store: s.store(),
+            history: web.history.clone(),
+        }
+    }
+}
+
 pub async fn target_history(
-    State(web): State<Arc<Web>>,
+    State(v): State<TargetView>,
     Path(name): Path<String>,
     q: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
@@ -183,9 +204,9 @@ pub async fn target_history(
             format!("unknown range {:?}: one of {}", q.range, names.join(", ")),
         ));
     };
-    let cfg = web.state.config();
+    let cfg = v.configs.in_effect();
     let t = target_with_probe(&cfg, &name, kind)?;
-    let store = web.state.storage.as_ref().and_then(|s| s.store()).cloned();
+    let store = v.store;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -207,7 +228,7 @@ pub async fn target_history(
     if let Some(DetailUse::PerMark(field)) = kind.module().map(|m| m.detail_use()) {
         body[field] = marked_details(kind, &body, &stored.details);
     }
-    if let Some((at, report)) = web.history.latest_report(&t.name, kind) {
+    if let Some((at, report)) = v.history.latest_report(&t.name, kind) {
         body["last"] = last_json(
             at,
             &vantage_core::Report::json(report.report.as_ref()),

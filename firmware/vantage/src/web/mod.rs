@@ -50,7 +50,7 @@ pub struct Web {
     pub data_dir: PathBuf,
     pub tls: Arc<tls::Tls>,
     /// The targets with a "Run now" going.
-    pub runs: run_now::Runs,
+    pub runs: Arc<run_now::Runs>,
     /// Settings → Update: the uploaded bundle's check and install.
     pub update: Arc<crate::update::Updater>,
 }
@@ -99,7 +99,7 @@ impl Web {
             save_lock: tokio::sync::Mutex::new(()),
             data_dir: data_dir.to_path_buf(),
             tls,
-            runs: run_now::Runs::default(),
+            runs: Arc::default(),
             update: crate::update::Updater::new(
                 Arc::new(crate::update::Rauc::new(Path::new(crate::update::KEYRING))),
                 data_dir.join(crate::update::SPOOL_DIR),

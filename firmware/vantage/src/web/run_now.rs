@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,7 @@ use vantage_core::{
 use super::Web;
 use super::config_file::FieldError;
 use super::error::{ApiError, ApiResult};
+use crate::state::Probing;
 
 /// A run stops after this, whatever the target's options.
 pub const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -159,34 +160,50 @@ fn kind_of(
     ))
 }
 
+/// What "Run now" uses: a round on demand's part of the state, and the runs going.
+#[derive(Clone)]
+pub struct RunNow {
+    probing: Probing,
+    runs: Arc<Runs>,
+}
+
+impl FromRef<Arc<Web>> for RunNow {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            probing: Probing::from_ref(&web.state),
+            runs: web.runs.clone(),
+        }
+    }
+}
+
 pub async fn run_now(
-    State(web): State<Arc<Web>>,
+    State(RunNow { probing, runs }): State<RunNow>,
     Path(name): Path<String>,
     q: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let (kind, live) = kind_of(q)?;
-    let cfg = web.state.config();
+    let cfg = probing.configs.in_effect();
     let target = super::diagnostics::target_with_probe(&cfg, &name, kind)?;
-    let Some(prober) = web.state.runner.probe(kind) else {
+    let Some(prober) = probing.runner.probe(kind) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the {kind} probe is not available in this version"),
         ));
     };
-    let Some(slot) = web.runs.claim(&name) else {
+    let Some(slot) = runs.claim(&name) else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("a run of {name:?} is already going; wait for it to end"),
         ));
     };
-    let Ok(permit) = web.state.probe_permits.clone().try_acquire_owned() else {
+    let Ok(permit) = probing.probe_permits.try_acquire_owned() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many probes running on demand (/probe, Test now, Run now); try again shortly",
         ));
     };
     let target = target.clone();
-    let limit = *web.runs.limit.lock_or_recover();
+    let limit = *runs.limit.lock_or_recover();
     let (tx, rx) = mpsc::channel(QUEUE);
     let task = tokio::spawn(async move {
         let out = Out(tx);
