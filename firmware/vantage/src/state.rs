@@ -39,6 +39,11 @@ impl Configs {
     pub fn in_effect(&self) -> Arc<Config> {
         self.running.borrow().clone()
     }
+
+    /// The device's own config, without provisioned targets.
+    pub fn own(&self) -> Arc<Config> {
+        self.local.borrow().clone()
+    }
 }
 
 /// What a round on demand uses (`/probe`, "Test now", "Run now"): the config in effect, the
@@ -117,7 +122,7 @@ impl AppState {
 
     /// The device's own config, without provisioned targets.
     pub fn local_config(&self) -> Arc<Config> {
-        self.configs.local.borrow().clone()
+        self.configs.own()
     }
 
     /// Reloads the config; on error the running config stays as it is.

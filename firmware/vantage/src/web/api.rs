@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -26,7 +26,7 @@ pub use super::error::MAX_BODY;
 use super::error::{ApiError, ApiResult, JsonBody, typed};
 use super::guard::{SESSION_COOKIE, client_ip};
 use super::history::BUCKET;
-use super::saving::{check_files, edit_error_for, location, read_text, save_with};
+use super::saving::{Editor, check_files, edit_error_for, location, read_text, save_with};
 use super::secrets::redact_text;
 use super::server::OverTls;
 use super::settings::{ScrapeAuth, Settings};
@@ -396,7 +396,7 @@ async fn history(
 // ---- targets ----
 
 async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    let loc = location(&web);
+    let loc = location(&Editor::from_ref(&web));
     let text = read_text(&loc)?;
     let running = web.state.config();
     // Compared with the local config: provisioned targets are not in the file.
@@ -432,49 +432,50 @@ fn edit_error(e: EditError) -> ApiError {
 }
 
 /// Read, edit, validate, save atomically with a backup, reload. Serialised by `save_lock`.
-async fn save(web: &Arc<Web>, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<Value> {
-    save_with(web, headers, false, "target", |text, file| {
+async fn save(ed: &Editor, headers: &HeaderMap, edit: Edit<'_>) -> ApiResult<Value> {
+    save_with(ed, headers, false, "target", |text, file| {
         apply_edit(text, file, edit)
     })
     .await
 }
 
 async fn add_target(
-    State(web): State<Arc<Web>>,
+    State(ed): State<Editor>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    check_files(&web, &body, "target").await?;
-    let out = save(&web, &headers, Edit::Add(&body)).await?;
+    check_files(&ed, &body, "target").await?;
+    let out = save(&ed, &headers, Edit::Add(&body)).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 async fn replace_target(
-    State(web): State<Arc<Web>>,
+    State(ed): State<Editor>,
     Path(name): Path<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
-    check_files(&web, &body, "target").await?;
-    save(&web, &headers, Edit::Replace(&name, &body))
+    check_files(&ed, &body, "target").await?;
+    save(&ed, &headers, Edit::Replace(&name, &body))
         .await
         .map(Json)
 }
 
 async fn delete_target(
-    State(web): State<Arc<Web>>,
+    State(ed): State<Editor>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    save(&web, &headers, Edit::Delete(&name)).await.map(Json)
+    save(&ed, &headers, Edit::Delete(&name)).await.map(Json)
 }
 
 async fn test_target(
     State(web): State<Arc<Web>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
-    check_files(&web, &body, "target").await?;
-    let text = read_text(&location(&web))?;
+    let ed = Editor::from_ref(&web);
+    check_files(&ed, &body, "target").await?;
+    let text = read_text(&location(&ed))?;
     let target = validate_alone(&text, &body).map_err(edit_error)?;
     let Ok(_permit) = web.state.probe_permits.try_acquire() else {
         return Err(ApiError::new(
@@ -576,8 +577,8 @@ async fn probe_forms() -> Json<Value> {
     Json(json!({ "probes": probes }))
 }
 
-async fn config_text(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    let loc = location(&web);
+async fn config_text(State(ed): State<Editor>) -> ApiResult<Json<Value>> {
+    let loc = location(&ed);
     let text = read_text(&loc)?;
     let errors = match vantage_core::Config::parse(&text, &loc.display()) {
         Ok(_) => Vec::new(),

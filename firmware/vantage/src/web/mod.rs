@@ -46,7 +46,7 @@ pub struct Web {
     pub settings: settings::SettingsStore,
     pub history: Arc<dyn HistorySource>,
     /// Serialises config saves so two editors never interleave read-modify-write.
-    pub save_lock: tokio::sync::Mutex<()>,
+    pub save_lock: Arc<tokio::sync::Mutex<()>>,
     pub data_dir: PathBuf,
     pub tls: Arc<tls::Tls>,
     /// The targets with a "Run now" going.
@@ -96,7 +96,7 @@ impl Web {
             auth,
             settings,
             history,
-            save_lock: tokio::sync::Mutex::new(()),
+            save_lock: Arc::default(),
             data_dir: data_dir.to_path_buf(),
             tls,
             runs: Arc::default(),

@@ -1,8 +1,10 @@
 //! Saving the config file from the page: the one read-edit-validate-write-reload path, and
 //! the checks and error answers it shares with every editor.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -10,9 +12,35 @@ use super::Web;
 use super::config_file::{ConfigLocation, EditError, revision, write_atomic};
 use super::error::{ApiError, ApiResult};
 use super::secrets::redact_text;
+use crate::config_source::ConfigSource;
+use crate::state::{Configs, Reload};
 
-pub(super) fn location(web: &Web) -> ConfigLocation {
-    ConfigLocation::of(&web.state.source)
+/// What the config editors use: the file and where it comes from, the configs as applied, the
+/// lock that serialises saves, the directory client files must stay out of, and the reload.
+#[derive(Clone)]
+pub(super) struct Editor {
+    source: ConfigSource,
+    pub configs: Configs,
+    save_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The web state's directory (`data_dir/web`).
+    web_dir: PathBuf,
+    reloader: Arc<dyn Reload>,
+}
+
+impl FromRef<Arc<Web>> for Editor {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            source: web.state.source.clone(),
+            configs: web.state.configs.clone(),
+            save_lock: web.save_lock.clone(),
+            web_dir: web.data_dir.join("web"),
+            reloader: web.state.reloader.clone(),
+        }
+    }
+}
+
+pub(super) fn location(ed: &Editor) -> ConfigLocation {
+    ConfigLocation::of(&ed.source)
 }
 
 pub(super) fn read_text(loc: &ConfigLocation) -> ApiResult<String> {
@@ -44,8 +72,8 @@ pub(super) fn edit_error_for(e: EditError, what: &str) -> ApiError {
 
 /// Refuses an edit naming a `*_file` the daemon must not read for a client (see
 /// `client_files.rs`). Runs before the save lock, so a slow file cannot hold it.
-pub(super) async fn check_files(web: &Web, body: &Value, what: &str) -> ApiResult<()> {
-    super::client_files::check(body, &web.data_dir.join("web"))
+pub(super) async fn check_files(ed: &Editor, body: &Value, what: &str) -> ApiResult<()> {
+    super::client_files::check(body, &ed.web_dir)
         .await
         .map_err(|errs| {
             ApiError::fields(
@@ -60,14 +88,14 @@ pub(super) async fn check_files(web: &Web, body: &Value, what: &str) -> ApiResul
 /// now, check `If-Match`, apply `edit` (which validates the whole result like check-config),
 /// then (unless `dry_run`) write it atomically with a backup and reload it like SIGHUP.
 pub(super) async fn save_with(
-    web: &Arc<Web>,
+    ed: &Editor,
     headers: &HeaderMap,
     dry_run: bool,
     what: &str,
     edit: impl FnOnce(&str, &str) -> Result<String, EditError>,
 ) -> ApiResult<Value> {
-    let _lock = web.save_lock.lock().await;
-    let loc = location(web);
+    let _lock = ed.save_lock.lock().await;
+    let loc = location(ed);
     let Some(path) = loc.path.clone() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -101,7 +129,7 @@ pub(super) async fn save_with(
         // The admin needs the reason (e.g. a read-only directory) to fix it.
         .map_err(|e| ApiError::internal(&format!("cannot save {}: {e}", path.display()), &e))?;
     tracing::info!(path = %path.display(), "config saved from the web page");
-    if let Err(e) = web.state.reload() {
+    if let Err(e) = ed.reloader.reload() {
         return Err(ApiError::internal("the saved config did not reload", e));
     }
     Ok(json!({ "revision": revision(&new), "path": path.display().to_string() }))

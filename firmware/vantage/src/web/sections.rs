@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use vantage_core::config::{LedBackendKind, LedRole, LedsConfig, StoreConfig};
 use vantage_core::{Config, defaults};
+use vantage_leds::Leds;
 
 use super::Web;
 use super::config_file::{
@@ -25,7 +26,48 @@ use super::config_file::{
     raw_items, raw_section, revision,
 };
 use super::error::{ApiError, ApiResult, JsonBody};
-use super::saving::{check_files, location, read_text, redact_endpoint_errors, save_with};
+use super::saving::{Editor, check_files, location, read_text, redact_endpoint_errors, save_with};
+use crate::storage::Storage;
+
+/// What the `[[remote_write]]` and `[store]` editors use: the editor and the storage running.
+#[derive(Clone)]
+struct StorageEditor {
+    ed: Editor,
+    storage: Option<Arc<Storage>>,
+}
+
+impl FromRef<Arc<Web>> for StorageEditor {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            ed: Editor::from_ref(web),
+            storage: web.state.storage.clone(),
+        }
+    }
+}
+
+impl StorageEditor {
+    fn store_open(&self) -> bool {
+        self.storage.as_ref().is_some_and(|s| s.store().is_some())
+    }
+}
+
+/// What the `[leds]` editor uses: the editor, the LEDs, and the `[leds]` they were opened with.
+#[derive(Clone)]
+struct LedsEditor {
+    ed: Editor,
+    leds: Arc<Leds>,
+    running: LedsConfig,
+}
+
+impl FromRef<Arc<Web>> for LedsEditor {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            ed: Editor::from_ref(web),
+            leds: web.state.leds.clone(),
+            running: web.state.running_leds_config().clone(),
+        }
+    }
+}
 use super::secrets::{mask_endpoint, redact_text, unmask_endpoint};
 
 pub fn routes(r: Router<Arc<Web>>) -> Router<Arc<Web>> {
@@ -66,8 +108,8 @@ struct FileNow {
     parsed: Result<Config, Vec<vantage_core::ConfigError>>,
 }
 
-fn file_now(web: &Web) -> ApiResult<FileNow> {
-    let loc = location(web);
+fn file_now(ed: &Editor) -> ApiResult<FileNow> {
+    let loc = location(ed);
     let text = read_text(&loc)?;
     let parsed = Config::parse(&text, &loc.display()).map_err(|e| e.errors);
     Ok(FileNow {
@@ -149,13 +191,12 @@ fn merge(mut a: Value, b: Value) -> Value {
 
 // ---- [[remote_write]] ----
 
-async fn get_remote_write(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    let f = file_now(&web)?;
+async fn get_remote_write(State(s): State<StorageEditor>) -> ApiResult<Json<Value>> {
+    let f = file_now(&s.ed)?;
     // A file that is not TOML shows no endpoints; `file_errors` says why.
     let raw = raw_items(&f.text, &REMOTE_WRITE).unwrap_or_default();
-    let running = web.state.config();
-    let mut shipping = web
-        .state
+    let running = s.ed.configs.in_effect();
+    let mut shipping = s
         .storage
         .as_ref()
         .map_or(Value::Null, |s| s.status_json()["remote_write"].take());
@@ -164,11 +205,7 @@ async fn get_remote_write(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>>
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let store_open = web
-        .state
-        .storage
-        .as_ref()
-        .is_some_and(|s| s.store().is_some());
+    let store_open = s.store_open();
     let endpoints: Vec<Value> = raw
         .into_iter()
         .map(|r| {
@@ -231,13 +268,8 @@ fn endpoint_edit(
     apply_list_edit(text, file, &REMOTE_WRITE, edit)
 }
 
-fn shipping_note(web: &Web) -> Value {
-    let open = web
-        .state
-        .storage
-        .as_ref()
-        .is_some_and(|s| s.store().is_some());
-    if open {
+fn shipping_note(s: &StorageEditor) -> Value {
+    if s.store_open() {
         applied(false, "shipping")
     } else {
         json!({
@@ -248,49 +280,49 @@ fn shipping_note(web: &Web) -> Value {
 }
 
 async fn add_endpoint(
-    State(web): State<Arc<Web>>,
+    State(s): State<StorageEditor>,
     q: Q,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let dry = dry_run(q)?;
-    check_files(&web, &body, ENDPOINT).await?;
-    let out = save_with(&web, &headers, dry, ENDPOINT, |text, file| {
+    check_files(&s.ed, &body, ENDPOINT).await?;
+    let out = save_with(&s.ed, &headers, dry, ENDPOINT, |text, file| {
         endpoint_edit(None, &body, text, file)
     })
     .await?;
     if dry {
         return Ok(Json(out).into_response());
     }
-    Ok((StatusCode::CREATED, Json(merge(out, shipping_note(&web)))).into_response())
+    Ok((StatusCode::CREATED, Json(merge(out, shipping_note(&s)))).into_response())
 }
 
 async fn replace_endpoint(
-    State(web): State<Arc<Web>>,
+    State(s): State<StorageEditor>,
     Path(name): Path<String>,
     q: Q,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let dry = dry_run(q)?;
-    check_files(&web, &body, ENDPOINT).await?;
-    let out = save_with(&web, &headers, dry, ENDPOINT, |text, file| {
+    check_files(&s.ed, &body, ENDPOINT).await?;
+    let out = save_with(&s.ed, &headers, dry, ENDPOINT, |text, file| {
         endpoint_edit(Some(&name), &body, text, file)
     })
     .await?;
     Ok(Json(if dry {
         out
     } else {
-        merge(out, shipping_note(&web))
+        merge(out, shipping_note(&s))
     }))
 }
 
 async fn delete_endpoint(
-    State(web): State<Arc<Web>>,
+    State(ed): State<Editor>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    let out = save_with(&web, &headers, false, ENDPOINT, |text, file| {
+    let out = save_with(&ed, &headers, false, ENDPOINT, |text, file| {
         apply_list_edit(text, file, &REMOTE_WRITE, Edit::Delete(&name))
     })
     .await?;
@@ -299,8 +331,8 @@ async fn delete_endpoint(
 
 // ---- [store] ----
 
-fn store_restart(web: &Web, file: Option<&StoreConfig>) -> bool {
-    match (web.state.storage.as_ref(), file) {
+fn store_restart(storage: Option<&Arc<Storage>>, file: Option<&StoreConfig>) -> bool {
+    match (storage, file) {
         (Some(s), Some(f)) => s.running_store_config() != f,
         // Nothing runs yet (or the file is broken): whatever is saved needs a start.
         _ => true,
@@ -318,11 +350,11 @@ fn store_backends() -> Vec<&'static str> {
     .collect()
 }
 
-async fn get_store(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    let f = file_now(&web)?;
+async fn get_store(State(s): State<StorageEditor>) -> ApiResult<Json<Value>> {
+    let f = file_now(&s.ed)?;
     let raw = raw_section(&f.text, "store").unwrap_or_else(|_| json!({}));
     let file_cfg = f.parsed.as_ref().ok().map(|c| &c.store);
-    let storage = web.state.storage.as_ref();
+    let storage = s.storage.as_ref();
     let stats = storage.and_then(|s| s.store()).map(|st| {
         let st = st.stats();
         json!({
@@ -341,7 +373,7 @@ async fn get_store(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
             "raw": raw,
             "file": file_cfg.map(store_as_written),
             "running": storage.map(|s| store_as_written(s.running_store_config())),
-            "restart_required": file_cfg.is_some() && store_restart(&web, file_cfg),
+            "restart_required": file_cfg.is_some() && store_restart(storage, file_cfg),
             "defaults": store_as_written(&StoreConfig::default()),
             "stats": stats,
             "limits": {
@@ -354,39 +386,39 @@ async fn get_store(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
 }
 
 async fn put_store(
-    State(web): State<Arc<Web>>,
+    State(s): State<StorageEditor>,
     q: Q,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
-    put_section(&web, q, &headers, &body, "store", STORE_ORDER, |web| {
-        store_restart(web, Some(&web.state.local_config().store))
+    put_section(&s.ed, q, &headers, &body, "store", STORE_ORDER, || {
+        store_restart(s.storage.as_ref(), Some(&s.ed.configs.own().store))
     })
     .await
 }
 
 /// Saves an edit of a whole `[section]` (or checks it, on a dry run) and says whether it
-/// waits for a restart, as `restart_required(web)` tells once the file is saved and reloaded.
+/// waits for a restart, as `restart_required()` tells once the file is saved and reloaded.
 async fn put_section(
-    web: &Arc<Web>,
+    ed: &Editor,
     q: Q,
     headers: &HeaderMap,
     body: &Value,
     section: &str,
     order: &[&str],
-    restart_required: impl FnOnce(&Web) -> bool,
+    restart_required: impl FnOnce() -> bool,
 ) -> ApiResult<Json<Value>> {
     let dry = dry_run(q)?;
     let what = format!("[{section}] section");
-    check_files(web, body, &what).await?;
-    let out = save_with(web, headers, dry, &what, |text, file| {
+    check_files(ed, body, &what).await?;
+    let out = save_with(ed, headers, dry, &what, |text, file| {
         apply_section_edit(text, file, section, order, body)
     })
     .await?;
     if dry {
         return Ok(Json(out));
     }
-    let restart = restart_required(web);
+    let restart = restart_required();
     Ok(Json(merge(out, applied(restart, &format!("the {what}")))))
 }
 
@@ -399,11 +431,11 @@ const LED_BACKENDS: [LedBackendKind; 4] = [
     LedBackendKind::Log,
 ];
 
-async fn get_leds(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    let f = file_now(&web)?;
+async fn get_leds(State(l): State<LedsEditor>) -> ApiResult<Json<Value>> {
+    let f = file_now(&l.ed)?;
     let raw = raw_section(&f.text, "leds").unwrap_or_else(|_| json!({}));
     let file_cfg = f.parsed.as_ref().ok().map(|c| &c.leds);
-    let running = web.state.running_leds_config();
+    let running = &l.running;
     Ok(Json(merge(
         file_json(&f),
         json!({
@@ -412,7 +444,7 @@ async fn get_leds(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
             "running": leds_as_written(running),
             "restart_required": file_cfg.is_some_and(|c| c != running),
             "defaults": leds_as_written(&LedsConfig::default()),
-            "state": web.state.leds.snapshot(),
+            "state": l.leds.snapshot(),
             "roles": LedRole::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
             "backends": LED_BACKENDS.map(LedBackendKind::as_str),
         }),
@@ -420,13 +452,13 @@ async fn get_leds(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
 }
 
 async fn put_leds(
-    State(web): State<Arc<Web>>,
+    State(l): State<LedsEditor>,
     q: Q,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
-    put_section(&web, q, &headers, &body, "leds", LEDS_ORDER, |web| {
-        web.state.local_config().leds != *web.state.running_leds_config()
+    put_section(&l.ed, q, &headers, &body, "leds", LEDS_ORDER, || {
+        l.ed.configs.own().leds != l.running
     })
     .await
 }
