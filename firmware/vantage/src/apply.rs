@@ -322,14 +322,14 @@ mod tests {
 
         let two = ONE.to_string() + &ONE.replace("\"a\"", "\"b\"");
         std::fs::write(&path, two).unwrap();
-        state.reload().unwrap();
+        state.reloader.reload().unwrap();
         assert_eq!(names(&state.config()), ["a", "b"]);
-        assert_eq!(names(&state.local_config()), ["a", "b"]);
+        assert_eq!(names(&state.configs.own()), ["a", "b"]);
         assert!(local.has_changed().unwrap());
         assert_eq!(names(&local.borrow_and_update()), ["a", "b"]);
 
         std::fs::write(&path, "[[targets]]\nname = 1\n").unwrap();
-        assert!(state.reload().is_err());
+        assert!(state.reloader.reload().is_err());
         assert_eq!(names(&state.config()), ["a", "b"]);
         assert!(!local.has_changed().unwrap());
 

@@ -18,7 +18,7 @@ use crate::metrics::{TargetSeries, write_targets};
 use crate::probe_compat;
 use crate::probe_guard::{Allowlist, ProbeGuard, Refusal};
 use crate::scrape::TEXT_FORMAT;
-use crate::state::{AppState, Lights, Probing, Reload};
+use crate::state::{AppState, Lights, Probing, Reloader};
 use crate::storage::Storage;
 
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before Prometheus gives up.
@@ -66,15 +66,6 @@ struct Provisioning(Arc<provisioning::State>);
 impl FromRef<Arc<AppState>> for Provisioning {
     fn from_ref(s: &Arc<AppState>) -> Self {
         Self(s.provisioning.clone())
-    }
-}
-
-#[derive(Clone)]
-struct Reloader(Arc<dyn Reload>);
-
-impl FromRef<Arc<AppState>> for Reloader {
-    fn from_ref(s: &Arc<AppState>) -> Self {
-        Self(s.reloader.clone())
     }
 }
 

@@ -265,7 +265,7 @@ async fn reload_keeps_series_of_unchanged_targets_and_drops_removed_ones() {
     vantage_core::Observer::sample(&*d.metrics, sample);
     let changed = "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\ninterval = \"24h\"\n";
     std::fs::write(dir.path().join("vantage.toml"), changed).unwrap();
-    d.reload().unwrap();
+    d.reloader.reload().unwrap();
     let (_, m, _) = call(&d, get("/metrics")).await;
     assert_eq!(
         value(&m, r#"vantage_ping_packets_sent_total{target="a"}"#),

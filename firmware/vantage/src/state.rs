@@ -65,6 +65,16 @@ impl FromRef<Arc<AppState>> for Probing {
     }
 }
 
+/// The reload, for the endpoints that ask for one (`/-/reload`, the page's "Reload").
+#[derive(Clone)]
+pub struct Reloader(pub Arc<dyn Reload>);
+
+impl FromRef<Arc<AppState>> for Reloader {
+    fn from_ref(s: &Arc<AppState>) -> Self {
+        Self(s.reloader.clone())
+    }
+}
+
 /// The status LEDs, for the endpoints that show them or make them blink.
 #[derive(Clone)]
 pub struct Lights(pub Arc<Leds>);
@@ -118,16 +128,6 @@ impl AppState {
     /// The config in effect.
     pub fn config(&self) -> Arc<Config> {
         self.configs.in_effect()
-    }
-
-    /// The device's own config, without provisioned targets.
-    pub fn local_config(&self) -> Arc<Config> {
-        self.configs.own()
-    }
-
-    /// Reloads the config; on error the running config stays as it is.
-    pub fn reload(&self) -> Result<(), ConfigErrors> {
-        self.reloader.reload()
     }
 
     /// The sample store, when it is open.

@@ -22,6 +22,7 @@ use super::config_file::{
     self, Edit, EditError, FieldError, apply_edit, raw_targets, revision, validate_alone,
 };
 use super::device;
+use super::diagnostics::Charts;
 pub use super::error::MAX_BODY;
 use super::error::{ApiError, ApiResult, JsonBody, typed};
 use super::guard::{SESSION_COOKIE, client_ip};
@@ -31,6 +32,8 @@ use super::secrets::redact_text;
 use super::server::OverTls;
 use super::settings::{ScrapeAuth, Settings};
 use super::tls::MAX_PEM;
+use crate::fleet::provisioning;
+use crate::state::{Probing, Reloader};
 
 /// "Test now" never runs longer than this, whatever the target's options.
 const TEST_NOW_LIMIT: Duration = Duration::from_secs(15);
@@ -353,7 +356,7 @@ fn default_probe() -> String {
 }
 
 async fn history(
-    State(web): State<Arc<Web>>,
+    State(Charts { configs, history }): State<Charts>,
     q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -364,7 +367,7 @@ async fn history(
             vec![FieldError::new("probe", m)],
         )
     })?;
-    let cfg = web.state.config();
+    let cfg = configs.in_effect();
     let Some(t) = cfg.target(&q.target) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -380,8 +383,7 @@ async fn history(
     let minutes = q.minutes.unwrap_or(60).clamp(1, 24 * 60);
     let since = SystemTime::now() - Duration::from_secs(u64::from(minutes) * 60);
     let name = t.name.clone();
-    let w = web.clone();
-    let points = tokio::task::spawn_blocking(move || w.history.series(&name, kind, since))
+    let points = tokio::task::spawn_blocking(move || history.series(&name, kind, since))
         .await
         .map_err(|e| ApiError::internal("history failed", e))?;
     Ok(Json(json!({
@@ -395,13 +397,29 @@ async fn history(
 
 // ---- targets ----
 
-async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    let loc = location(&Editor::from_ref(&web));
+/// What the targets list reads: the editor's part, and the provisioned targets.
+#[derive(Clone)]
+struct TargetList {
+    ed: Editor,
+    provisioning: Arc<provisioning::State>,
+}
+
+impl FromRef<Arc<Web>> for TargetList {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            ed: Editor::from_ref(web),
+            provisioning: web.state.provisioning.clone(),
+        }
+    }
+}
+
+async fn list_targets(State(l): State<TargetList>) -> ApiResult<Json<Value>> {
+    let loc = location(&l.ed);
     let text = read_text(&loc)?;
-    let running = web.state.config();
+    let running = l.ed.configs.in_effect();
     // Compared with the local config: provisioned targets are not in the file.
     let (file_errors, matches) = match vantage_core::Config::parse(&text, &loc.display()) {
-        Ok(c) => (Vec::new(), c == *web.state.local_config()),
+        Ok(c) => (Vec::new(), c == *l.ed.configs.own()),
         Err(e) => (e.errors, false),
     };
     let raw = raw_targets(&text).unwrap_or_default();
@@ -423,7 +441,7 @@ async fn list_targets(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
         "running_matches_file": matches,
         "targets": targets,
         // Targets from central provisioning: running, not in the file, not editable here.
-        "provisioned": web.state.provisioning.status().targets,
+        "provisioned": l.provisioning.status().targets,
     })))
 }
 
@@ -469,15 +487,31 @@ async fn delete_target(
     save(&ed, &headers, Edit::Delete(&name)).await.map(Json)
 }
 
+/// What "Test now" uses: the editor's part (the file the target is checked against), and a
+/// round on demand's.
+#[derive(Clone)]
+struct TestNow {
+    ed: Editor,
+    probing: Probing,
+}
+
+impl FromRef<Arc<Web>> for TestNow {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            ed: Editor::from_ref(web),
+            probing: Probing::from_ref(web),
+        }
+    }
+}
+
 async fn test_target(
-    State(web): State<Arc<Web>>,
+    State(TestNow { ed, probing }): State<TestNow>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
-    let ed = Editor::from_ref(&web);
     check_files(&ed, &body, "target").await?;
     let text = read_text(&location(&ed))?;
     let target = validate_alone(&text, &body).map_err(edit_error)?;
-    let Ok(_permit) = web.state.probe_permits.try_acquire() else {
+    let Ok(_permit) = probing.probe_permits.try_acquire() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many probes running on demand; try again",
@@ -486,7 +520,7 @@ async fn test_target(
     let target = Arc::new(target);
     let mut results = Vec::new();
     for (kind, _) in &target.probes {
-        let Some(prober) = web.state.runner.probe(*kind) else {
+        let Some(prober) = probing.runner.probe(*kind) else {
             results.push(json!({ "probe": kind, "success": false,
                 "error": format!("the {kind} probe is not available in this version") }));
             continue;
@@ -602,8 +636,8 @@ async fn config_text(State(ed): State<Editor>) -> ApiResult<Json<Value>> {
     })))
 }
 
-async fn reload(State(web): State<Arc<Web>>) -> ApiResult<Json<Value>> {
-    match web.state.reload() {
+async fn reload(State(Reloader(r)): State<Reloader>) -> ApiResult<Json<Value>> {
+    match r.reload() {
         Ok(()) => Ok(Json(json!({ "reloaded": true }))),
         Err(e) => Err(ApiError::fields(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -171,21 +171,34 @@ async fn read_store(
     .map_err(|e| ApiError::internal("history failed", e))
 }
 
-/// What a target's page reads: the config in effect, the store, and the latest reports.
+/// What a target's charts read: the config in effect and the recent rounds.
+#[derive(Clone)]
+pub struct Charts {
+    pub configs: Configs,
+    pub history: Arc<dyn HistorySource>,
+}
+
+impl FromRef<Arc<Web>> for Charts {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            configs: web.state.configs.clone(),
+            history: web.history.clone(),
+        }
+    }
+}
+
+/// What a target's page reads: its charts, and the store for the longer ranges.
 #[derive(Clone)]
 pub struct TargetView {
-    configs: Configs,
+    charts: Charts,
     store: Option<Arc<Store>>,
-    history: Arc<dyn HistorySource>,
 }
 
 impl FromRef<Arc<Web>> for TargetView {
     fn from_ref(web: &Arc<Web>) -> Self {
-        let s = &web.state;
         Self {
-            configs: s.configs.clone(),
-            store: s.store(),
-            history: web.history.clone(),
+            charts: Charts::from_ref(web),
+            store: web.state.store(),
         }
     }
 }
@@ -204,7 +217,7 @@ pub async fn target_history(
             format!("unknown range {:?}: one of {}", q.range, names.join(", ")),
         ));
     };
-    let cfg = v.configs.in_effect();
+    let cfg = v.charts.configs.in_effect();
     let t = target_with_probe(&cfg, &name, kind)?;
     let store = v.store;
     let now = SystemTime::now()
@@ -228,7 +241,7 @@ pub async fn target_history(
     if let Some(DetailUse::PerMark(field)) = kind.module().map(|m| m.detail_use()) {
         body[field] = marked_details(kind, &body, &stored.details);
     }
-    if let Some((at, report)) = v.history.latest_report(&t.name, kind) {
+    if let Some((at, report)) = v.charts.history.latest_report(&t.name, kind) {
         body["last"] = last_json(
             at,
             &vantage_core::Report::json(report.report.as_ref()),

@@ -32,8 +32,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::FromRef;
 
-use crate::state::AppState;
+use crate::state::{AppState, Probing, Reloader};
 use crate::storage::Storage;
 pub use history::{HistorySource, MemoryHistory, StoreHistory};
 pub use server::serve_http;
@@ -53,6 +54,19 @@ pub struct Web {
     pub runs: Arc<run_now::Runs>,
     /// Settings → Update: the uploaded bundle's check and install.
     pub update: Arc<crate::update::Updater>,
+}
+
+// The parts of the device's state that web handlers share with the daemon's endpoints.
+impl FromRef<Arc<Web>> for Probing {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self::from_ref(&web.state)
+    }
+}
+
+impl FromRef<Arc<Web>> for Reloader {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self::from_ref(&web.state)
+    }
 }
 
 impl std::fmt::Debug for Web {

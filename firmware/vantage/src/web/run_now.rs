@@ -170,7 +170,7 @@ pub struct RunNow {
 impl FromRef<Arc<Web>> for RunNow {
     fn from_ref(web: &Arc<Web>) -> Self {
         Self {
-            probing: Probing::from_ref(&web.state),
+            probing: Probing::from_ref(web),
             runs: web.runs.clone(),
         }
     }

@@ -2114,7 +2114,7 @@ async fn store_and_leds_sections_validate_and_say_when_a_restart_is_needed() {
         "{text}"
     );
     assert!(text.starts_with("# Hand-written header comment."), "{text}");
-    assert_eq!(f.web.state.local_config().store.max_bytes, 64 << 20);
+    assert_eq!(f.web.state.configs.own().store.max_bytes, 64 << 20);
     let g = f.get("/api/config/store").await;
     assert_eq!(g.body["restart_required"], true, "{}", g.text);
     assert_eq!(g.body["raw"]["max_size"], "64MiB");
