@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use vantage_core::{Measurement, ProbeKind, ProbeRequest};
 
 use super::Web;
-use super::auth::{self, LoginError, SESSION_MAX, Session, check_new_password};
+use super::auth::{self, Auth, LoginError, SESSION_MAX, Session, check_new_password};
 use super::config_file::{
     self, Edit, EditError, FieldError, apply_edit, raw_targets, revision, validate_alone,
 };
@@ -133,20 +133,30 @@ fn with_session(token: &str, s: &Session, status: StatusCode, tls: &Tls) -> Resp
 
 // ---- auth ----
 
+/// The admin credentials and sessions, the one thing the auth handlers use.
+#[derive(Clone)]
+struct Admin(Arc<Auth>);
+
+impl FromRef<Arc<Web>> for Admin {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self(web.auth.clone())
+    }
+}
+
 async fn auth_state(
-    State(web): State<Arc<Web>>,
+    State(Admin(auth)): State<Admin>,
     session: Option<Extension<(String, Session)>>,
 ) -> Json<Value> {
     Json(json!({
-        "setup_required": !web.auth.is_set_up(),
-        "setup_code_required": web.auth.setup_code_file().is_some(),
-        "setup_warning": (!web.auth.is_set_up() && web.auth.setup_code_file().is_none())
+        "setup_required": !auth.is_set_up(),
+        "setup_code_required": auth.setup_code_file().is_some(),
+        "setup_warning": (!auth.is_set_up() && auth.setup_code_file().is_none())
             .then_some(auth::CLAIM_WARNING),
         "logged_in": session.is_some(),
         "csrf_token": session.as_ref().map(|s| s.0.1.csrf.clone()),
         "password_min_chars": auth::MIN_PASSWORD_CHARS,
         "hostname": device::hostname(),
-        "error": web.auth.damaged,
+        "error": auth.damaged,
     }))
 }
 
@@ -166,24 +176,23 @@ struct SetupIn {
 
 /// Runs argon2 off the async threads, on the fixed hashing pool.
 async fn hashing<T: Send + 'static>(
-    web: &Arc<Web>,
-    f: impl FnOnce(&Web) -> T + Send + 'static,
+    auth: &Arc<Auth>,
+    f: impl FnOnce(&Auth) -> T + Send + 'static,
 ) -> ApiResult<T> {
-    let w = web.clone();
-    web.auth
-        .hash_pool
-        .run(move || f(&w))
+    let a = auth.clone();
+    auth.hash_pool
+        .run(move || f(&a))
         .await
         .map_err(|e| ApiError::internal("password check failed", e))
 }
 
 async fn setup(
-    State(web): State<Arc<Web>>,
+    State(Admin(auth)): State<Admin>,
     tls: Tls,
     req_ext: axum::http::Extensions,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    if web.auth.is_set_up() {
+    if auth.is_set_up() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "the admin password is already set; log in",
@@ -191,7 +200,7 @@ async fn setup(
     }
     let p: SetupIn = typed(body)?;
     let ip = client_ip(&req_ext);
-    check_setup_code(&web, ip, p.setup_code.as_deref())?;
+    check_setup_code(&auth, ip, p.setup_code.as_deref())?;
     check_new_password(&p.password).map_err(|m| {
         ApiError::fields(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -199,10 +208,10 @@ async fn setup(
             vec![FieldError::new("password", m)],
         )
     })?;
-    let hash = hashing(&web, move |w| w.auth.hash_password(&p.password))
+    let hash = hashing(&auth, move |a| a.hash_password(&p.password))
         .await?
         .map_err(|e| ApiError::internal("cannot hash the password", e))?;
-    match web.auth.setup(hash) {
+    match auth.setup(hash) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(ApiError::new(
@@ -214,16 +223,16 @@ async fn setup(
     }
     // Whoever reaches a fresh device first claims it: the log says who did.
     tracing::warn!(client = %ip, "admin password set: the device was claimed");
-    let (token, s) = web.auth.open_session();
+    let (token, s) = auth.open_session();
     Ok(with_session(&token, &s, StatusCode::CREATED, &tls))
 }
 
-fn check_setup_code(web: &Web, ip: IpAddr, code: Option<&str>) -> ApiResult<()> {
-    match web.auth.check_setup_code(ip, code) {
+fn check_setup_code(auth: &Auth, ip: IpAddr, code: Option<&str>) -> ApiResult<()> {
+    match auth.check_setup_code(ip, code) {
         Ok(()) => Ok(()),
         Err(LoginError::BadPassword) => {
             tracing::warn!(client = %ip, "wrong setup code");
-            let place = web.auth.setup_code_place().unwrap_or_default();
+            let place = auth.setup_code_place().unwrap_or_default();
             Err(ApiError::fields(
                 StatusCode::FORBIDDEN,
                 "the setup code is wrong",
@@ -260,7 +269,7 @@ fn login_error(e: LoginError) -> ApiError {
 }
 
 async fn login(
-    State(web): State<Arc<Web>>,
+    State(Admin(auth)): State<Admin>,
     tls: Tls,
     req_ext: axum::http::Extensions,
     JsonBody(body): JsonBody,
@@ -268,10 +277,10 @@ async fn login(
     let p: PasswordIn = typed(body)?;
     let ip = client_ip(&req_ext);
     // Refuse early, before spending a hash on a client that must wait.
-    if let Some(wait) = web.auth.retry_after(ip) {
+    if let Some(wait) = auth.retry_after(ip) {
         return Err(login_error(LoginError::RateLimited(wait)));
     }
-    let res = hashing(&web, move |w| w.auth.login(ip, &p.password)).await?;
+    let res = hashing(&auth, move |a| a.login(ip, &p.password)).await?;
     match res {
         Ok((token, s)) => Ok(with_session(&token, &s, StatusCode::OK, &tls)),
         Err(e) => {
@@ -284,10 +293,10 @@ async fn login(
 }
 
 async fn logout(
-    State(web): State<Arc<Web>>,
+    State(Admin(auth)): State<Admin>,
     Extension((token, _)): Extension<(String, Session)>,
 ) -> Response {
-    web.auth.logout(&token);
+    auth.logout(&token);
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
     r
@@ -301,7 +310,7 @@ struct ChangePasswordIn {
 }
 
 async fn change_password(
-    State(web): State<Arc<Web>>,
+    State(Admin(auth)): State<Admin>,
     tls: Tls,
     req_ext: axum::http::Extensions,
     JsonBody(body): JsonBody,
@@ -315,10 +324,9 @@ async fn change_password(
             vec![FieldError::new("new", m)],
         )
     })?;
-    let res = hashing(&web, move |w| {
-        w.auth
-            .check_password(ip, &p.current)
-            .map(|()| w.auth.hash_password(&p.new))
+    let res = hashing(&auth, move |a| {
+        a.check_password(ip, &p.current)
+            .map(|()| a.hash_password(&p.new))
     })
     .await?;
     let hash = match res {
@@ -333,11 +341,10 @@ async fn change_password(
         }
         Err(e) => return Err(login_error(e)),
     };
-    web.auth
-        .store_hash(hash)
+    auth.store_hash(hash)
         .map_err(|e| ApiError::internal("cannot store the password", e))?;
     tracing::info!("admin password changed; all sessions ended");
-    let (token, s) = web.auth.open_session();
+    let (token, s) = auth.open_session();
     Ok(with_session(&token, &s, StatusCode::OK, &tls))
 }
 

@@ -43,7 +43,7 @@ pub use server::serve_http;
 /// page's settings.
 pub struct Web {
     pub state: Arc<AppState>,
-    pub auth: auth::Auth,
+    pub auth: Arc<auth::Auth>,
     pub settings: settings::SettingsStore,
     pub history: Arc<dyn HistorySource>,
     /// Serialises config saves so two editors never interleave read-modify-write.
@@ -102,7 +102,7 @@ impl Web {
         let dir = data_dir.join("web");
         config_file::create_private_dir(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let auth = auth::Auth::open(&dir, params)?;
+        let auth = Arc::new(auth::Auth::open(&dir, params)?);
         let settings = settings::SettingsStore::open(&dir)?;
         let tls = Arc::new(tls::Tls::new(&dir));
         Ok(Arc::new(Self {
