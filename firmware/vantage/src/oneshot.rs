@@ -39,6 +39,25 @@ pub struct PingArgs {
     ipv6: bool,
 }
 
+/// The address `host` names in the family `-4` or `-6` asks for; on failure the message for
+/// `vantage CMD` is printed and the exit code is 2.
+async fn address_of(
+    cmd: &str,
+    host: &Host,
+    ipv4: bool,
+    ipv6: bool,
+) -> Result<std::net::IpAddr, ExitCode> {
+    let proto = match (ipv4, ipv6) {
+        (true, _) => IpProtocol::Ipv4,
+        (_, true) => IpProtocol::Ipv6,
+        _ => IpProtocol::Auto,
+    };
+    resolve_host(host, proto).await.map_err(|e| {
+        eprintln!("vantage {cmd}: {e}");
+        ExitCode::from(2)
+    })
+}
+
 pub async fn ping(args: PingArgs) -> ExitCode {
     let host = match parse_host(&args.host) {
         Ok(h) => h,
@@ -47,17 +66,9 @@ pub async fn ping(args: PingArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let proto = match (args.ipv4, args.ipv6) {
-        (true, _) => IpProtocol::Ipv4,
-        (_, true) => IpProtocol::Ipv6,
-        _ => IpProtocol::Auto,
-    };
-    let addr = match resolve_host(&host, proto).await {
+    let addr = match address_of("ping", &host, args.ipv4, args.ipv6).await {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("vantage ping: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let opts = PingOptions {
         packets: 1,
@@ -465,17 +476,9 @@ pub async fn trace(args: TraceArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let proto = match (args.ipv4, args.ipv6) {
-        (true, _) => IpProtocol::Ipv4,
-        (_, true) => IpProtocol::Ipv6,
-        _ => IpProtocol::Auto,
-    };
-    let addr = match resolve_host(&host, proto).await {
+    let addr = match address_of("trace", &host, args.ipv4, args.ipv6).await {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("vantage trace: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if args.source.is_some_and(|s| s.is_ipv4() != addr.is_ipv4()) {
         eprintln!("vantage trace: source and {addr} are not of the same IP version");
