@@ -1,8 +1,27 @@
 //! Builders the daemon's unit tests share.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use vantage_core::{HopReport, HopResponder};
+use vantage_core::{HopReport, HopResponder, Measurement, PingReport, ProbeKind, Sample};
+
+/// A ping round of `target` at `at` that got its one reply after `rtt` (2 ms long).
+pub fn answered_ping(target: &str, at: SystemTime, rtt: Duration) -> Sample {
+    Sample {
+        target: target.into(),
+        probe: ProbeKind::PING,
+        timestamp: at,
+        duration: Duration::from_millis(2),
+        success: true,
+        error: None,
+        measurement: Measurement::from(PingReport {
+            sent: 1,
+            received: 1,
+            rtts: vec![rtt],
+            ..PingReport::default()
+        }),
+        quality: Default::default(),
+    }
+}
 
 /// A trace hop at `ttl` that `addrs` answered (one reply each, flow 0), with these RTTs (µs)
 /// of `sent` probes.

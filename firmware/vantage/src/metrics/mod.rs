@@ -417,21 +417,11 @@ mod cost {
             let m = Metrics::new();
             m.apply(&config);
             for t in &config.targets {
-                m.sample(Sample {
-                    target: t.name.as_str().into(),
-                    probe: ProbeKind::PING,
-                    timestamp: SystemTime::now(),
-                    duration: Duration::from_millis(2),
-                    success: true,
-                    error: None,
-                    measurement: Measurement::from(PingReport {
-                        sent: 1,
-                        received: 1,
-                        rtts: vec![Duration::from_micros(180)],
-                        ..PingReport::default()
-                    }),
-                    quality: Default::default(),
-                });
+                m.sample(crate::test_support::answered_ping(
+                    &t.name,
+                    SystemTime::now(),
+                    Duration::from_micros(180),
+                ));
             }
             let _ = m.render();
             let runs = if n >= 10_000 { 5 } else { 20 };

@@ -900,7 +900,6 @@ mod tests {
 mod cost {
     use super::*;
     use std::time::Instant;
-    use vantage_core::{Measurement, PingReport};
 
     #[test]
     #[ignore = "a measurement; prints figures"]
@@ -916,20 +915,12 @@ mod cost {
         for s in (0..3600u64).rev() {
             let samples: Vec<Sample> = targets
                 .iter()
-                .map(|t| Sample {
-                    target: t.as_str().into(),
-                    probe: ProbeKind::PING,
-                    timestamp: now - Duration::from_secs(s),
-                    duration: Duration::from_millis(2),
-                    success: true,
-                    error: None,
-                    measurement: Measurement::from(PingReport {
-                        sent: 1,
-                        received: 1,
-                        rtts: vec![Duration::from_millis(2)],
-                        ..Default::default()
-                    }),
-                    quality: Default::default(),
+                .map(|t| {
+                    crate::test_support::answered_ping(
+                        t,
+                        now - Duration::from_secs(s),
+                        Duration::from_millis(2),
+                    )
                 })
                 .collect();
             store.append_many(samples.iter().map(|s| (s, &labels)));
