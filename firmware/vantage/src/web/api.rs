@@ -30,7 +30,7 @@ use super::history::BUCKET;
 use super::saving::{Editor, check_files, edit_error_for, location, read_text, save_with};
 use super::secrets::redact_text;
 use super::server::OverTls;
-use super::settings::{ScrapeAuth, Settings};
+use super::settings::{ScrapeAuth, Settings, SettingsStore};
 use super::tls::MAX_PEM;
 use crate::fleet::provisioning;
 use crate::state::{Probing, Reloader};
@@ -683,9 +683,25 @@ fn settings_json(s: &Settings) -> Value {
     })
 }
 
-async fn get_settings(State(web): State<Arc<Web>>) -> Json<Value> {
-    let mut v = settings_json(&web.settings.get());
-    v["leds"] = super::status::leds_json(&web.state.leds);
+/// What the settings page shows: the page's settings, and the LEDs' state beside them.
+#[derive(Clone)]
+struct SettingsView {
+    settings: Arc<SettingsStore>,
+    leds: Arc<vantage_leds::Leds>,
+}
+
+impl FromRef<Arc<Web>> for SettingsView {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            settings: web.settings.clone(),
+            leds: web.state.leds.clone(),
+        }
+    }
+}
+
+async fn get_settings(State(s): State<SettingsView>) -> Json<Value> {
+    let mut v = settings_json(&s.settings.get());
+    v["leds"] = super::status::leds_json(&s.leds);
     Json(v)
 }
 
@@ -798,8 +814,18 @@ async fn put_settings(
     Ok(Json(settings_json(&new)))
 }
 
-async fn get_tls(State(web): State<Arc<Web>>) -> Json<Value> {
-    Json(json!(web.tls.info()))
+/// The page's certificate, the one thing the TLS handlers use.
+#[derive(Clone)]
+struct Https(Arc<super::tls::Tls>);
+
+impl FromRef<Arc<Web>> for Https {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self(web.tls.clone())
+    }
+}
+
+async fn get_tls(State(Https(tls)): State<Https>) -> Json<Value> {
+    Json(json!(tls.info()))
 }
 
 #[derive(Deserialize)]
@@ -809,7 +835,10 @@ struct TlsIn {
     key_pem: String,
 }
 
-async fn put_tls(State(web): State<Arc<Web>>, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+async fn put_tls(
+    State(Https(tls)): State<Https>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let t: TlsIn = typed(body)?;
     if t.cert_pem.len() > MAX_PEM || t.key_pem.len() > MAX_PEM {
         return Err(ApiError::new(
@@ -817,8 +846,7 @@ async fn put_tls(State(web): State<Arc<Web>>, JsonBody(body): JsonBody) -> ApiRe
             format!("certificate and key must each be at most {MAX_PEM} bytes"),
         ));
     }
-    web.tls
-        .install(t.cert_pem.as_bytes(), t.key_pem.as_bytes())
+    tls.install(t.cert_pem.as_bytes(), t.key_pem.as_bytes())
         .map_err(|m| {
             let field = if m.contains("key") {
                 "key_pem"
@@ -832,7 +860,7 @@ async fn put_tls(State(web): State<Arc<Web>>, JsonBody(body): JsonBody) -> ApiRe
             )
         })?;
     tracing::info!("TLS certificate replaced from the web page");
-    Ok(Json(json!(web.tls.info())))
+    Ok(Json(json!(tls.info())))
 }
 
 #[cfg(test)]

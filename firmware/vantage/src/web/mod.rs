@@ -44,7 +44,7 @@ pub use server::serve_http;
 pub struct Web {
     pub state: Arc<AppState>,
     pub auth: Arc<auth::Auth>,
-    pub settings: settings::SettingsStore,
+    pub settings: Arc<settings::SettingsStore>,
     pub history: Arc<dyn HistorySource>,
     /// Serialises config saves so two editors never interleave read-modify-write.
     pub save_lock: Arc<tokio::sync::Mutex<()>>,
@@ -103,7 +103,7 @@ impl Web {
         config_file::create_private_dir(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let auth = Arc::new(auth::Auth::open(&dir, params)?);
-        let settings = settings::SettingsStore::open(&dir)?;
+        let settings = Arc::new(settings::SettingsStore::open(&dir)?);
         let tls = Arc::new(tls::Tls::new(&dir));
         Ok(Arc::new(Self {
             state,
