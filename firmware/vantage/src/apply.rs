@@ -318,23 +318,23 @@ mod tests {
         let built = build(source.clone(), source.load().unwrap(), Wiring::default());
         let (state, applier) = (&built.state, &built.applier);
         let mut local = applier.local();
-        assert_eq!(names(&state.config()), ["a"]);
+        assert_eq!(names(&state.configs.in_effect()), ["a"]);
 
         let two = ONE.to_string() + &ONE.replace("\"a\"", "\"b\"");
         std::fs::write(&path, two).unwrap();
         state.reloader.reload().unwrap();
-        assert_eq!(names(&state.config()), ["a", "b"]);
+        assert_eq!(names(&state.configs.in_effect()), ["a", "b"]);
         assert_eq!(names(&state.configs.own()), ["a", "b"]);
         assert!(local.has_changed().unwrap());
         assert_eq!(names(&local.borrow_and_update()), ["a", "b"]);
 
         std::fs::write(&path, "[[targets]]\nname = 1\n").unwrap();
         assert!(state.reloader.reload().is_err());
-        assert_eq!(names(&state.config()), ["a", "b"]);
+        assert_eq!(names(&state.configs.in_effect()), ["a", "b"]);
         assert!(!local.has_changed().unwrap());
 
         applier.reapply();
-        assert_eq!(names(&state.config()), ["a", "b"]);
+        assert_eq!(names(&state.configs.in_effect()), ["a", "b"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

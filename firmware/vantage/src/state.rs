@@ -125,11 +125,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The config in effect.
-    pub fn config(&self) -> Arc<Config> {
-        self.configs.in_effect()
-    }
-
     /// The sample store, when it is open.
     pub fn store(&self) -> Option<Arc<Store>> {
         self.storage.as_ref().and_then(|s| s.store()).cloned()

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRef, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,11 +20,14 @@ use base64::Engine;
 use vantage_core::Host;
 
 use super::Web;
-use super::auth::{Session, constant_time_eq};
+use super::auth::{Auth, Session, constant_time_eq};
 use super::device;
 use super::error::ApiError;
-use super::settings::{ScrapeAuth, Settings, cidr_contains, name_matches, parse_cidr};
+use super::settings::{
+    ScrapeAuth, Settings, SettingsStore, cidr_contains, name_matches, parse_cidr,
+};
 use crate::probe_guard::Allowlist;
+use crate::state::Configs;
 
 pub const SESSION_COOKIE: &str = "vantage_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -179,10 +182,10 @@ fn unauthorized_scrape(auth: &ScrapeAuth) -> Response {
 }
 
 /// Is a `/probe` target's host allowed by the list (empty: every host)?
-pub fn probe_allowed(web: &Web, allow: &[String], host: &Host) -> bool {
+pub fn probe_allowed(configs: &Configs, allow: &[String], host: &Host) -> bool {
     allow.is_empty()
         || allow.iter().any(|p| match (p.as_str(), host) {
-            ("@targets", h) => web.state.config().targets.iter().any(|t| t.host == *h),
+            ("@targets", h) => configs.in_effect().targets.iter().any(|t| t.host == *h),
             (p, Host::Ip(ip)) if p.contains('/') => {
                 parse_cidr(p).is_some_and(|n| cidr_contains(n, *ip))
             }
@@ -191,8 +194,27 @@ pub fn probe_allowed(web: &Web, allow: &[String], host: &Host) -> bool {
         })
 }
 
-pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) -> Response {
-    let settings = web.settings.get();
+/// What the guard reads: the page's settings (allowed hosts, scrape credentials, the `/probe`
+/// allow-list), the sessions, and the config in effect (the allow-list's `@targets`).
+#[derive(Clone)]
+pub struct Gate {
+    settings: Arc<SettingsStore>,
+    auth: Arc<Auth>,
+    configs: Configs,
+}
+
+impl FromRef<Arc<Web>> for Gate {
+    fn from_ref(web: &Arc<Web>) -> Self {
+        Self {
+            settings: web.settings.clone(),
+            auth: web.auth.clone(),
+            configs: web.state.configs.clone(),
+        }
+    }
+}
+
+pub async fn guard(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let settings = gate.settings.get();
     let headers = req.headers();
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return ApiError::new(StatusCode::BAD_REQUEST, "the Host header is missing")
@@ -213,8 +235,8 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
         // `/probe` holds the target, and every host a round goes on to (redirects), to the
         // list once it has read them.
         if path == "/probe" && !settings.probe_allowlist.is_empty() {
-            let (web, allow) = (web.clone(), settings.probe_allowlist.clone());
-            let check = move |h: &Host| probe_allowed(&web, &allow, h);
+            let (configs, allow) = (gate.configs.clone(), settings.probe_allowlist.clone());
+            let check = move |h: &Host| probe_allowed(&configs, &allow, h);
             req.extensions_mut().insert(Allowlist(Arc::new(check)));
         }
         return with_timeout(PROBE_REQUEST_TIMEOUT, next.run(req)).await;
@@ -233,7 +255,7 @@ pub async fn guard(State(web): State<Arc<Web>>, mut req: Request, next: Next) ->
     let local = client_ip(req.extensions()).is_loopback()
         && LOCAL_OPS.iter().any(|(m, p)| *m == method && *p == path);
     let session: Option<(String, Session)> = cookie_value(headers, SESSION_COOKIE)
-        .and_then(|t| web.auth.session(t).map(|s| (t.to_string(), s)));
+        .and_then(|t| gate.auth.session(t).map(|s| (t.to_string(), s)));
 
     if !safe {
         if let Some(why) = cross_site(headers) {

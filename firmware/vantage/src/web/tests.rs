@@ -456,7 +456,7 @@ async fn no_route_changes_state_without_session_and_csrf() {
         before_admin
     );
     assert!(!f.dir.path().join("web/settings.json").exists());
-    assert_eq!(f.web.state.config().targets.len(), 1);
+    assert_eq!(f.web.state.configs.in_effect().targets.len(), 1);
     // The session still works after all that.
     assert_eq!(f.get("/api/status").await.status, StatusCode::OK);
 }
@@ -482,7 +482,7 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
         .header(header::CONTENT_TYPE, "application/json");
     let r = f.raw(b.body(Body::from(t.to_string())).unwrap()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let cfg = f.web.state.config();
+    let cfg = f.web.state.configs.in_effect();
     let gw = cfg.target("gw").expect("reloaded");
     assert_eq!(
         gw.options_or_default::<vantage_core::PingOptions>().packets,
@@ -496,7 +496,7 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
     assert_eq!(std::fs::read_to_string(&bak).unwrap(), CONFIG);
     // The running target "loop" was not restarted: same Arc in the runner means unchanged;
     // here the config says so.
-    assert!(f.web.state.config().target("loop").is_some());
+    assert!(f.web.state.configs.in_effect().target("loop").is_some());
 
     // A stale revision is refused.
     let mut b = f.builder(Method::POST, "/api/targets", true, true);
@@ -517,7 +517,7 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
     let t2 = json!({"name": "gateway", "host": "127.0.0.254", "probes": ["ping"]});
     let r = f.send(Method::PUT, "/api/targets/gw", Some(t2), true).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let cfg = f.web.state.config();
+    let cfg = f.web.state.configs.in_effect();
     assert!(cfg.target("gw").is_none());
     assert_eq!(
         cfg.target("gateway").unwrap().host.to_string(),
@@ -532,7 +532,7 @@ async fn targets_crud_saves_atomically_with_backup_and_hot_reloads() {
         .send(Method::DELETE, "/api/targets/gateway", None, true)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert!(f.web.state.config().target("gateway").is_none());
+    assert!(f.web.state.configs.in_effect().target("gateway").is_none());
     let r = f
         .send(Method::DELETE, "/api/targets/gateway", None, true)
         .await;
@@ -710,7 +710,7 @@ async fn first_save_on_the_embedded_config_creates_the_data_dir_file() {
     let f = Fixture::logged_in(None).await;
     let list = f.get("/api/targets").await;
     assert_eq!(list.body["embedded"], true);
-    let embedded = f.web.state.config().targets.len();
+    let embedded = f.web.state.configs.in_effect().targets.len();
     assert!(embedded > 0);
     assert!(!f.config_path().exists());
     let r = f
@@ -725,7 +725,7 @@ async fn first_save_on_the_embedded_config_creates_the_data_dir_file() {
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     // The embedded file, comments and all, plus the new target.
     assert!(text.contains("# Vantage configuration."), "{text}");
-    assert_eq!(f.web.state.config().targets.len(), embedded + 1);
+    assert_eq!(f.web.state.configs.in_effect().targets.len(), embedded + 1);
     let list = f.get("/api/targets").await;
     assert_eq!(list.body["embedded"], false);
     // A restart (a fresh load of the same source) keeps the saved file.
@@ -746,7 +746,7 @@ async fn first_save_on_the_packaged_default_starts_from_its_text() {
     let list = f.get("/api/targets").await;
     assert_eq!(list.body["embedded"], false);
     assert_eq!(list.body["default"], default.display().to_string());
-    let running = f.web.state.config().targets.len();
+    let running = f.web.state.configs.in_effect().targets.len();
     assert_eq!(running, Config::parse(CONFIG, "t").unwrap().targets.len());
     let r = f
         .send(
@@ -761,7 +761,7 @@ async fn first_save_on_the_packaged_default_starts_from_its_text() {
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(text.starts_with("# packaged default\n"), "{text}");
     assert_eq!(std::fs::read_to_string(&default).unwrap(), packaged);
-    assert_eq!(f.web.state.config().targets.len(), running + 1);
+    assert_eq!(f.web.state.configs.in_effect().targets.len(), running + 1);
     let list = f.get("/api/targets").await;
     assert_eq!(list.body["default"], Value::Null);
     // From now on the data directory's file runs, whatever happens to the default.
@@ -788,7 +788,7 @@ async fn hand_edits_are_shown_and_reloaded() {
     assert!(list.body["targets"][1]["effective"].is_null());
     let r = f.send(Method::POST, "/api/reload", None, true).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert!(f.web.state.config().target("hand").is_some());
+    assert!(f.web.state.configs.in_effect().target("hand").is_some());
     // A broken hand edit: shown with its line, reload refused, running config kept.
     std::fs::write(f.config_path(), "[[targets]]\nname = \"x\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\nping = { packets = 0 }\n").unwrap();
     let c = f.get("/api/config").await;
@@ -796,7 +796,7 @@ async fn hand_edits_are_shown_and_reloaded() {
     let r = f.send(Method::POST, "/api/reload", None, true).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(field_errors(&r)[0].1.contains("packets"), "{}", r.text);
-    assert!(f.web.state.config().target("hand").is_some());
+    assert!(f.web.state.configs.in_effect().target("hand").is_some());
     // Editing another target of a broken file reports the file's own error, not the form's.
     let r = f
         .send(
@@ -1112,7 +1112,7 @@ async fn test_now_runs_the_probe_without_saving() {
         assert_eq!(res["received"], 2);
     }
     assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
-    assert!(f.web.state.config().target("try").is_none());
+    assert!(f.web.state.configs.in_effect().target("try").is_none());
 }
 
 fn nix_root() -> bool {
@@ -1722,7 +1722,7 @@ async fn a_symlinked_config_is_saved_through_the_link() {
         std::fs::read_to_string(dir.path().join("real.toml.bak")).unwrap(),
         CONFIG
     );
-    assert!(web.state.config().target("gw").is_some());
+    assert!(web.state.configs.in_effect().target("gw").is_some());
 }
 
 #[tokio::test]
@@ -1801,7 +1801,7 @@ async fn concurrent_saves_do_not_lose_edits() {
     }
     let cfg = Config::parse(&std::fs::read_to_string(f.config_path()).unwrap(), "f").unwrap();
     assert_eq!(cfg.targets.len(), 13);
-    assert_eq!(f.web.state.config().targets.len(), 13);
+    assert_eq!(f.web.state.configs.in_effect().targets.len(), 13);
 }
 
 /// The message `vantage check-config` gives for `text`, for the field `field`.
@@ -1832,7 +1832,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     // Saved with a backup and applied at once.
     let bak = super::config_file::backup_path(&f.config_path());
     assert_eq!(std::fs::read_to_string(bak).unwrap(), CONFIG);
-    let running = f.web.state.config();
+    let running = f.web.state.configs.in_effect();
     assert_eq!(running.remote_write.len(), 1);
     assert_eq!(running.remote_write[0].name, "central");
 
@@ -1878,7 +1878,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
         "{text}"
     );
     assert!(!text.contains("<secret>"), "{text}");
-    let running = f.web.state.config();
+    let running = f.web.state.configs.in_effect();
     assert_eq!(running.remote_write[0].timeout, Duration::from_secs(10));
     // A stale revision is refused.
     let req = f
@@ -1945,7 +1945,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     }
     assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
     assert!(
-        f.web.state.config().remote_write[0]
+        f.web.state.configs.in_effect().remote_write[0]
             .url
             .contains("prom.example")
     );
@@ -2024,7 +2024,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(!text.contains("remote_write"), "{text}");
-    assert!(f.web.state.config().remote_write.is_empty());
+    assert!(f.web.state.configs.in_effect().remote_write.is_empty());
 }
 
 #[tokio::test]
@@ -2059,7 +2059,7 @@ async fn basic_auth_and_url_passwords_are_masked_and_kept() {
         "{text}"
     );
     assert!(text.contains("\"you\""), "{text}");
-    let c = f.web.state.config();
+    let c = f.web.state.configs.in_effect();
     assert!(matches!(&c.remote_write[0].auth,
         vantage_core::config::Auth::Basic { username, password, .. }
             if username == "you" && password.0 == "hunter2hunter2"));
