@@ -60,28 +60,37 @@ pub struct PingReport {
     pub kernel_send_stamps: u32,
 }
 
-impl PingReport {
-    pub fn loss_ratio(&self) -> f64 {
-        loss_ratio(self.sent, self.received)
-    }
+/// The figures of a report with `sent` and `received` counts and the RTT of each reply
+/// (`rtts`): a ping round's, a trace hop's.
+macro_rules! rtt_figures {
+    ($report:ty) => {
+        impl $report {
+            pub fn loss_ratio(&self) -> f64 {
+                loss_ratio(self.sent, self.received)
+            }
 
-    pub fn min(&self) -> Option<Duration> {
-        self.rtts.iter().min().copied()
-    }
+            pub fn min(&self) -> Option<Duration> {
+                self.rtts.iter().min().copied()
+            }
 
-    pub fn max(&self) -> Option<Duration> {
-        self.rtts.iter().max().copied()
-    }
+            pub fn max(&self) -> Option<Duration> {
+                self.rtts.iter().max().copied()
+            }
 
-    pub fn mean(&self) -> Option<Duration> {
-        mean(&self.rtts)
-    }
+            pub fn mean(&self) -> Option<Duration> {
+                mean(&self.rtts)
+            }
 
-    /// Population standard deviation of the RTTs, in seconds.
-    pub fn stddev_seconds(&self) -> Option<f64> {
-        stddev_seconds(&self.rtts)
-    }
+            /// Population standard deviation of the RTTs, in seconds.
+            pub fn stddev_seconds(&self) -> Option<f64> {
+                stddev_seconds(&self.rtts)
+            }
+        }
+    };
 }
+
+rtt_figures!(PingReport);
+rtt_figures!(HopReport);
 
 fn loss_ratio(sent: u32, received: u32) -> f64 {
     if sent == 0 {
@@ -226,28 +235,8 @@ impl Unreachable {
 }
 
 impl HopReport {
-    pub fn loss_ratio(&self) -> f64 {
-        loss_ratio(self.sent, self.received)
-    }
-
-    pub fn min(&self) -> Option<Duration> {
-        self.rtts.iter().min().copied()
-    }
-
-    pub fn max(&self) -> Option<Duration> {
-        self.rtts.iter().max().copied()
-    }
-
-    pub fn mean(&self) -> Option<Duration> {
-        mean(&self.rtts)
-    }
-
     pub fn last(&self) -> Option<Duration> {
         self.rtts.last().copied()
-    }
-
-    pub fn stddev_seconds(&self) -> Option<f64> {
-        stddev_seconds(&self.rtts)
     }
 
     /// The first "unreachable" an address of this hop answered, if any did.

@@ -4,13 +4,14 @@
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
+use super::report::{ModuleReport, Report};
 use crate::config::host::Host;
 use crate::config::target::Target;
 use crate::net::BoxFuture;
-use crate::sample::{ProbeError, Sample};
-use crate::types::ProbeKind;
+use crate::sample::{Measurement, ProbeError, Sample};
+use crate::types::{ModuleId, ProbeKind};
 
 /// What a probe is asked to do: probe this target once.
 #[derive(Debug, Clone)]
@@ -105,4 +106,41 @@ pub fn check_host(
 pub trait Probe: Send + Sync + Debug {
     fn kind(&self) -> ProbeKind;
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample>;
+}
+
+/// A round of the module kind `kind` as a [`Sample`], timed from its start: `round` is given
+/// the target's options of the kind and gives the report, and why the round failed if it did.
+pub(crate) async fn module_sample<'a, O, R, F>(
+    req: &'a ProbeRequest,
+    kind: ModuleId,
+    round: impl FnOnce(&'a O) -> F,
+) -> Sample
+where
+    O: std::any::Any,
+    R: Report + Default,
+    F: Future<Output = (R, Option<ProbeError>)>,
+{
+    let started = Instant::now();
+    let timestamp = SystemTime::now();
+    let t = &req.target;
+    let (report, error) = match t.module::<O>(kind) {
+        Some(o) => round(o).await,
+        None => (
+            R::default(),
+            Some(ProbeError::Protocol(format!(
+                "the target has no {} options",
+                kind.0
+            ))),
+        ),
+    };
+    Sample {
+        target: t.name.as_str().into(),
+        probe: ProbeKind::Module(kind),
+        timestamp,
+        duration: started.elapsed(),
+        success: error.is_none(),
+        error,
+        measurement: Measurement::Module(ModuleReport::new(kind, report)),
+        quality: Default::default(),
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HOST, LOCATION, USER_AGENT};
@@ -16,15 +16,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::super::dns::build_tls_config;
-use super::super::module::ModuleReport;
 use super::super::resolve::resolve_host;
-use super::super::round::{AddressGuard, Probe, ProbeRequest, check_addr, check_host};
+use super::super::round::{
+    AddressGuard, Probe, ProbeRequest, check_addr, check_host, module_sample,
+};
 use super::super::tcp;
 use super::options::{Url, parse_url};
 use super::{HttpOptions, HttpReport, KIND};
 use crate::config::host::Host;
 use crate::net::BoxFuture;
-use crate::sample::{Measurement, ProbeError, Sample};
+use crate::sample::{ProbeError, Sample};
 use crate::types::ProbeKind;
 
 /// The `User-Agent` sent unless the headers set one.
@@ -41,28 +42,10 @@ impl Probe for HttpProbe {
 
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
         Box::pin(async move {
-            let started = Instant::now();
-            let timestamp = SystemTime::now();
-            let t = &req.target;
-            let (report, error) = match t.module::<HttpOptions>(KIND) {
-                Some(o) => round(o, req.deadline, req.guard.as_deref()).await,
-                None => (
-                    HttpReport::default(),
-                    Some(ProbeError::Protocol(
-                        "the target has no http options".into(),
-                    )),
-                ),
-            };
-            Sample {
-                target: t.name.as_str().into(),
-                probe: ProbeKind::Module(KIND),
-                timestamp,
-                duration: started.elapsed(),
-                success: error.is_none(),
-                error,
-                measurement: Measurement::Module(ModuleReport::new(KIND, report)),
-                quality: Default::default(),
-            }
+            module_sample(&req, KIND, |o: &HttpOptions| {
+                round(o, req.deadline, req.guard.as_deref())
+            })
+            .await
         })
     }
 }

@@ -4,20 +4,19 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::super::dns::build_tls_config;
-use super::super::module::ModuleReport;
 use super::super::resolve::HostResolver;
-use super::super::round::{Probe, ProbeRequest};
+use super::super::round::{Probe, ProbeRequest, module_sample};
 use super::{KIND, TcpOptions, TcpReport};
 use crate::config::host::Host;
 use crate::net::BoxFuture;
-use crate::sample::{Measurement, ProbeError, Sample};
+use crate::sample::{ProbeError, Sample};
 use crate::types::ProbeKind;
 
 /// The most of a reply line read for `expect`, in bytes.
@@ -36,27 +35,8 @@ impl Probe for TcpProbe {
 
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
         Box::pin(async move {
-            let started = Instant::now();
-            let timestamp = SystemTime::now();
-            let t = &req.target;
-            let (report, error) = match t.module::<TcpOptions>(KIND) {
-                Some(o) => self.round(&t.host, o, &req).await,
-                None => (
-                    TcpReport::default(),
-                    Some(ProbeError::Protocol("the target has no tcp options".into())),
-                ),
-            };
-            let success = error.is_none() && report.connected > 0;
-            Sample {
-                target: t.name.as_str().into(),
-                probe: ProbeKind::Module(KIND),
-                timestamp,
-                duration: started.elapsed(),
-                success,
-                error,
-                measurement: Measurement::Module(ModuleReport::new(KIND, report)),
-                quality: Default::default(),
-            }
+            let host = &req.target.host;
+            module_sample(&req, KIND, |o: &TcpOptions| self.round(host, o, &req)).await
         })
     }
 }
