@@ -282,6 +282,20 @@ impl StoredSample {
         v
     }
 
+    /// The round's main time, µs: a ping round's mean RTT, a trace's last hop's, a module's
+    /// ([`vantage_core::Rollup::time_us`]: DNS's lookup, TCP's connect time...). What a range
+    /// of rounds keeps the distribution of, and the page's line.
+    pub fn time_us(&self) -> Option<u64> {
+        if let Some(p) = &self.ping {
+            return p.time_us();
+        }
+        if let Some(t) = &self.trace {
+            return t.time_us();
+        }
+        let m = self.module.as_ref()?;
+        m.module()?.rollup(&m.bytes).time_us
+    }
+
     pub fn timestamp(&self) -> SystemTime {
         if self.timestamp_ms >= 0 {
             UNIX_EPOCH + Duration::from_millis(self.timestamp_ms as u64)
