@@ -61,6 +61,11 @@ pub struct Latest {
 /// Where the page gets recent results from.
 pub trait HistorySource: Send + Sync + 'static {
     fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest>;
+    /// Whether the latest round succeeded; `None` before the first. The status view asks it
+    /// of every target at each refresh (its counts), so a source answers without a copy.
+    fn succeeded(&self, target: &str, probe: ProbeKind) -> Option<bool> {
+        self.latest(target, probe).map(|l| l.success)
+    }
     /// The latest report of a module kind other than ping (DNS answer, HTTP status, TLS
     /// certificate) with its time, Unix seconds; kept in memory only, so none after a restart
     /// until the next round (the target page then shows the answer the store kept: a DNS
@@ -228,6 +233,14 @@ impl HistorySource for MemoryHistory {
     fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest> {
         let map = self.tracks.read_or_recover();
         map.get(&(Arc::from(target), probe))?.latest.clone()
+    }
+
+    fn succeeded(&self, target: &str, probe: ProbeKind) -> Option<bool> {
+        let map = self.tracks.read_or_recover();
+        map.get(&(Arc::from(target), probe))?
+            .latest
+            .as_ref()
+            .map(|l| l.success)
     }
 
     fn latest_report(&self, target: &str, probe: ProbeKind) -> Option<(f64, ModuleReport)> {
@@ -531,6 +544,11 @@ impl StoreHistory {
 impl HistorySource for StoreHistory {
     fn latest_report(&self, target: &str, probe: ProbeKind) -> Option<(f64, ModuleReport)> {
         self.memory.latest_report(target, probe)
+    }
+    fn succeeded(&self, target: &str, probe: ProbeKind) -> Option<bool> {
+        self.memory
+            .succeeded(target, probe)
+            .or_else(|| self.latest(target, probe).map(|l| l.success))
     }
     fn latest(&self, target: &str, probe: ProbeKind) -> Option<Latest> {
         if let Some(l) = self.memory.latest(target, probe) {

@@ -213,7 +213,7 @@ pub(super) async fn status(
 fn answering(v: &StatusView, t: &Target) -> bool {
     t.probes
         .iter()
-        .any(|(k, _)| v.history.latest(&t.name, *k).is_some_and(|l| l.success))
+        .any(|(k, _)| v.history.succeeded(&t.name, *k) == Some(true))
 }
 
 /// Whether `t` matches the name or text filter; the answering state is checked apart, since
