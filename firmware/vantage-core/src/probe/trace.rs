@@ -70,12 +70,6 @@ const TTL_WINDOW: u8 = 8;
 /// that no flow hashed onto would never be found. The others keep theirs, so that a branch
 /// lost is seen as flows leaving it.
 const ROTATE_ONE_IN: u16 = 4;
-/// Probes a trace sends at once; the rest follow in batches this size, `BATCH_GAP` apart,
-/// lowest TTL first. The answers of one batch (the destination's, a router's "unreachable")
-/// stop the probes of later batches beyond them before they leave, and no router or
-/// destination sees more than a batch at once (at most 12,800 probes/s for a trace).
-const BATCH: u32 = 64;
-const BATCH_GAP: Duration = Duration::from_millis(5);
 /// Per-target state not used for this long is dropped (targets removed from the config).
 const STATE_IDLE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Probes sent again, one flow at a time, at a TTL where flows met different next hops: a

@@ -17,7 +17,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{BATCH, BATCH_GAP, Round};
+use super::Round;
+use super::rate::{BATCH, BATCH_GAP};
 
 /// An unanswered TTL below one that answered is taken for lost (and topped up) after twice the
 /// slowest RTT its flow has met, and at least this long: answers of neighbouring hops may

@@ -13,6 +13,13 @@ use std::time::{Duration, Instant};
 use crate::defaults;
 use crate::lock::LockExt;
 
+/// Probes a trace sends at once; the rest follow in batches this size, `BATCH_GAP` apart,
+/// lowest TTL first. The answers of one batch (the destination's, a router's "unreachable")
+/// stop the probes of later batches beyond them before they leave, and no router or
+/// destination sees more than a batch at once (at most 12,800 probes/s for a trace).
+pub(super) const BATCH: u32 = 64;
+pub(super) const BATCH_GAP: Duration = Duration::from_millis(5);
+
 /// A token bucket, kept as the time its next token is due (GCRA): `rate` tokens a second,
 /// at most `burst` at hand.
 #[derive(Debug, Clone)]
@@ -52,7 +59,7 @@ impl Bucket {
 /// Tokens a bucket of `rate` holds: one second's worth, at most a batch of the trace's sends,
 /// so a trace's first batch leaves at once and the rate holds after it.
 pub(crate) fn burst(rate: u32) -> u32 {
-    rate.clamp(1, super::BATCH)
+    rate.clamp(1, BATCH)
 }
 
 /// The device's bucket, shared by every trace running at once; its rate follows the config.
