@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, UdpSocket};
 
-use super::BoxFuture;
+use super::socket::BoxFuture;
 
 /// A byte stream to a DNS server (TCP; the probe wraps it in TLS for DoT).
 pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + Debug {}

@@ -13,11 +13,11 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::sys;
-use super::{
+use super::socket::{
     BoxFuture, IcmpSocket, IcmpSocketFactory, Received, SENT_HEAD_LEN, SentStamp, SocketKey,
     SocketKind,
 };
+use super::sys;
 
 /// Opens real kernel sockets: an unprivileged datagram socket first, a raw one as fallback.
 #[derive(Debug, Default, Clone, Copy)]
