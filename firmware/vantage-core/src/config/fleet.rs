@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, Host, check_name, checked_labels, parse_host};
+use super::check::Check;
+use super::host::{Host, parse_host};
+use super::names::{check_name, checked_labels};
 use crate::defaults::{self, self as D};
 
 /// `[device]` as written.

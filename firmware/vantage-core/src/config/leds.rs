@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::Check;
+use super::check::Check;
 use crate::defaults;
 
 /// `[leds]` as written.

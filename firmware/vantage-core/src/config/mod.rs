@@ -9,6 +9,7 @@ pub(crate) mod check;
 pub(crate) mod error;
 pub(crate) mod form;
 pub(crate) mod host;
+pub(crate) mod names;
 pub(crate) mod target;
 
 mod fleet;
@@ -35,6 +36,8 @@ pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use form::{Field, Input, ProbeForm, duration_text};
 pub use host::{Host, parse_host, split_host_port};
 pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
+use names::checked_labels;
+pub use names::{check_label_name, check_name};
 pub use probe_endpoint::{ProbeEndpoint, RawProbeEndpoint};
 pub use store::{
     Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, SendMode, StoreConfig, TlsConfig,
@@ -139,12 +142,6 @@ pub struct RawTarget {
     #[serde(default)]
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
 }
-
-/// Label names our own series use; a user label must not shadow them.
-const RESERVED_LABELS: &[&str] = &[
-    "target", "probe", "hop", "address", "rcode", "endpoint", "job", "instance", "le", "quantile",
-    "version", "arch", "phase", "device",
-];
 
 /// Sections that only the device's own file may set, not a provisioned one.
 const DEVICE_SECTIONS: &[&str] = &[
@@ -653,35 +650,6 @@ fn target_labels(c: &mut Check<'_, '_>, at: &At<'_>) -> BTreeMap<String, String>
     checked_labels(c, &at.raw.labels, at.path, Some(at.span.clone()))
 }
 
-/// A `labels = {...}` table of `path` (`device` or a target), at most
-/// [`defaults::MAX_LABELS`], each name and value checked with a message at its place.
-pub(crate) fn checked_labels(
-    c: &mut Check<'_, '_>,
-    raw: &BTreeMap<Spanned<String>, Spanned<String>>,
-    path: &str,
-    span: Option<Range<usize>>,
-) -> BTreeMap<String, String> {
-    if raw.len() > defaults::MAX_LABELS {
-        c.err(
-            span,
-            &format!("{path}.labels"),
-            format!("{} labels; at most {}", raw.len(), defaults::MAX_LABELS),
-        );
-    }
-    let mut labels = BTreeMap::new();
-    for (k, v) in raw {
-        let field = format!("{path}.labels.{}", k.get_ref());
-        if let Err(msg) = check_label_name(k.get_ref()) {
-            c.err(Some(k.span()), &field, msg);
-        } else if let Err(msg) = check_label_value(v.get_ref()) {
-            c.err(Some(v.span()), &field, msg);
-        } else {
-            labels.insert(k.get_ref().clone(), v.get_ref().clone());
-        }
-    }
-    labels
-}
-
 fn check_system_host(c: &mut Check<'_, '_>, at: &At<'_>, kinds: &[(ProbeKind, Range<usize>)]) {
     let takes = |k: &ProbeKind| k.module().is_some_and(|m| m.takes_system_host());
     let able = in_words(&kind_names(|m| m.takes_system_host()), "or");
@@ -725,65 +693,4 @@ fn default_interval(kind: ProbeKind) -> Duration {
     match kind {
         ProbeKind::Module(m) => m.module().default_interval(),
     }
-}
-
-/// Target names: letters, digits, '.', '_', '-'; they appear in labels, URLs and file names.
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    let len = name.chars().count();
-    if len > defaults::MAX_NAME_LEN {
-        return Err(format!(
-            "is {len} characters long; a name is at most {}",
-            defaults::MAX_NAME_LEN
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "contains {c:?}; use letters, digits, '.', '_' and '-'"
-        ));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err("must start with a letter or digit".into());
-    }
-    Ok(())
-}
-
-/// Prometheus label names, minus the reserved ones.
-pub fn check_label_name(name: &str) -> Result<(), String> {
-    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(format!(
-            "{name:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-        ));
-    }
-    if name.starts_with("__") {
-        return Err(format!(
-            "{name:?}: names starting with '__' are reserved by Prometheus"
-        ));
-    }
-    if RESERVED_LABELS.contains(&name) {
-        return Err(format!(
-            "{name:?} is a label Vantage sets itself; choose another name"
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_label_value(v: &str) -> Result<(), String> {
-    if v.chars().count() > defaults::MAX_LABEL_VALUE_LEN {
-        return Err(format!(
-            "value is longer than {} characters",
-            defaults::MAX_LABEL_VALUE_LEN
-        ));
-    }
-    if v.chars().any(char::is_control) {
-        return Err("value contains a control character".into());
-    }
-    Ok(())
 }

@@ -17,7 +17,8 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{Check, Host};
+use super::check::Check;
+use super::host::Host;
 use crate::defaults;
 use crate::types::ProbeKind;
 

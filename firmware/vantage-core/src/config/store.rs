@@ -9,8 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::check::Check;
 use super::check::Src;
-use super::{Check, Secret, check_label_name, check_label_value};
+use super::fleet::Secret;
+use super::names::{check_label_name, check_label_value, check_name};
 use crate::defaults::{self, self as D};
 
 /// `[store]` as written.
@@ -324,7 +326,7 @@ impl RemoteWriteConfig {
         let url = endpoint_url(c, &f("url"), raw);
         let name = match &raw.name {
             Some(n) => {
-                if let Err(m) = super::check_name(n.get_ref()) {
+                if let Err(m) = check_name(n.get_ref()) {
                     c.err(n.span(), &f("name"), m);
                 }
                 n.get_ref().clone()

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::Check;
+use super::check::Check;
 
 /// `[update]` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
