@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::{
+use super::series::{
     ATTEMPTS_OK, ATTEMPTS_SENT, CERT_NOT_AFTER, CONNECT_STATS, EXPECT_MATCHED, LOSS, TLS_HANDSHAKE,
     TLS_VERSION, TcpReport,
 };

@@ -6,6 +6,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use super::run::TcpProbe;
+use super::series::*;
 use super::stored::{StoredTcp, not_after};
 use super::*;
 use crate::config::{Config, parse_host, split_host_port};
