@@ -15,9 +15,10 @@ use super::super::module::{
     TypedModule, int_param,
 };
 use super::super::round::Probe;
-use super::DnsProbe;
 use super::options::{DnsOptions, DnsTransport, RawDns};
+use super::options::{KIND, NAME};
 use super::report::DnsReport;
+use super::run::DnsProbe;
 use super::series::{self, StoredDns};
 use crate::config::check::{Check, read_section};
 use crate::config::form::{Input, ProbeForm};
@@ -26,12 +27,7 @@ use crate::config::host::{Host, parse_host};
 use crate::defaults as d;
 use crate::sample::Measurement;
 use crate::series::{CounterDef, Gauge, HistogramDef, Point};
-use crate::types::{ModuleId, ProbeKind};
-
-/// `probes = ["dns"]`, `dns = {...}`, `probe="dns"`, `module=dns`.
-pub(crate) const NAME: &str = "dns";
-/// The DNS module's kind.
-pub(crate) const KIND: ModuleId = ModuleId(NAME);
+use crate::types::ProbeKind;
 
 impl ProbeKind {
     /// The DNS probe module's kind.

@@ -14,7 +14,12 @@ use toml::Spanned;
 use super::super::options::ip_protocol;
 use crate::config::check::{self, Check, Keys, written_at};
 use crate::defaults::{self, self as D};
-use crate::types::IpProtocol;
+use crate::types::{IpProtocol, ModuleId};
+
+/// `probes = ["dns"]`, `dns = {...}`, `probe="dns"`, `module=dns`.
+pub(crate) const NAME: &str = "dns";
+/// The DNS module's kind.
+pub(crate) const KIND: ModuleId = ModuleId(NAME);
 
 /// `[defaults.dns]` and `targets[].dns`, as written. A target's value wins over
 /// `[defaults.dns]`, which wins over the built-in default.
@@ -813,8 +818,8 @@ pub fn rcode_name(n: u16) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::KIND as DNS_MODULE;
     use super::*;
-    use crate::probe::dns::module::KIND as DNS_MODULE;
 
     #[test]
     fn record_types() {

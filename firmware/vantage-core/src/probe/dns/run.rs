@@ -16,8 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::super::resolve::resolve_host;
 use super::super::round::{AddressGuard, Probe, ProbeRequest, check_addr};
-use super::module;
-use super::options::{DnsOptions, DnsTransport, rcode_name};
+use super::options::{DnsOptions, DnsTransport, KIND, rcode_name};
 use super::report::{DnsFlags, DnsRecord, DnsReport};
 use crate::clock::{Clock, SystemClock};
 use crate::config::host::Host;
@@ -450,7 +449,7 @@ impl Probe for DnsProbe {
             let started = self.clock.now();
             let timestamp = self.clock.wall();
             let target = &req.target;
-            let (report, error) = match target.module::<DnsOptions>(module::KIND) {
+            let (report, error) = match target.module::<DnsOptions>(KIND) {
                 Some(opts) => {
                     let timeout = req
                         .deadline
