@@ -22,7 +22,7 @@ use std::io;
 use std::sync::Arc;
 
 use self::receive::Inbox;
-use super::{Outgoing, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey};
+use super::socket::{Outgoing, TraceReply, TraceSocket, TraceSocketFactory, TraceSocketKey};
 use crate::net::BoxFuture;
 use crate::types::{TraceProtocol, TraceSockets};
 

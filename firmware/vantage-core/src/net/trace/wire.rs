@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::ReplyKind;
+use super::socket::ReplyKind;
 use crate::sample::Unreachable;
 
 pub(crate) const HEADER_LEN: usize = 12;

@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 use crate::lock::{LockExt, RwLockExt};
 use crate::net::BoxFuture;
 use crate::net::sys::{self, ExtErr, Msg};
+use crate::net::trace::socket::{Replies, ReplyKind, TraceReply};
 use crate::net::trace::wire;
-use crate::net::trace::{Replies, ReplyKind, TraceReply};
 
 /// Answers from reader tasks, handed to whoever calls `recv`; the tasks end with it.
 pub(super) struct Inbox {
