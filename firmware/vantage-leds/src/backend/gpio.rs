@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 
-use super::Led;
+use super::led::Led;
 use crate::pattern::Pattern;
 
 /// One output pin.

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use super::Led;
+use super::led::Led;
 use crate::pattern::Pattern;
 
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::Led;
+use super::led::Led;
 use crate::pattern::Pattern;
 
 #[derive(Debug)]
