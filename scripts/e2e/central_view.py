@@ -2,7 +2,7 @@
 """Evaluates the shipped Grafana dashboards over an outage window in several receivers.
 
     central_view.py --scrape URL --push NAME=URL... --window START END [--before START END]
-                    --var name=value... DASHBOARD.json...
+                    [--live START END] --var name=value... DASHBOARD.json...
 
 For every panel expression (each target of each panel, the dashboard variables substituted
 as Grafana would), runs query_range over the window with a 15 s step in each receiver and
@@ -13,7 +13,9 @@ counts the steps that have a value. Prints one line per check and ends with
   least 95 % of the steps;
 - the loss panel shows the loss injected during the outage (and none before it);
 - in every push-only receiver, every expression that has data in the scrape receiver has
-  data too.
+  data too: over the outage for the probe series (stored, so backfilled), and over the
+  `--live` window (default: the outage) for the daemon's own series, which are pushed as they
+  stand and not stored, so an outage rightly leaves a hole in them.
 
 Panels titled "(scrape)" (the daemon's own series, live rather than backfilled), hop addresses
 (never stored, hence never shipped), `up` and `ALERTS` (the scraping Prometheus' own) and
@@ -93,7 +95,7 @@ def coverage(steps, start, end):
 
 
 def main(argv):
-    scrape, push, window, before, variables, files = None, [], None, None, {}, []
+    scrape, push, window, before, live, variables, files = None, [], None, None, None, {}, []
     args = iter(argv)
     for a in args:
         if a == "--scrape":
@@ -105,6 +107,8 @@ def main(argv):
             window = (float(next(args)), float(next(args)))
         elif a == "--before":
             before = (float(next(args)), float(next(args)))
+        elif a == "--live":
+            live = (float(next(args)), float(next(args)))
         elif a == "--var":
             k, _, v = next(args).partition("=")
             variables[k] = v
@@ -162,14 +166,16 @@ def main(argv):
                        f"{where}: mean loss {mean:.3f} during the outage (injected 0.3), {quiet:.3f} before")
             if not have or scrape_only:
                 continue
+            kind = 0 if PROBE_SERIES.search(expr) else 1
+            p_start, p_end = (start, end) if kind == 0 or not live else live
             for name, url in push:
-                p = query_range(url, q, start, end)
+                p = query_range(url, q, p_start, p_end)
                 if isinstance(p, str) or not p:
-                    kind = 0 if PROBE_SERIES.search(expr) else 1
                     missing_in[name][kind].append(f"{where}: {q}" + (f" ({p})" if isinstance(p, str) else ""))
     result(loss_checked, "the loss panel has data over the outage")
     for name, (probe, daemon) in missing_in.items():
-        for what, missing in (("ping/DNS/trace/TCP/HTTP", probe), ("device and fleet", daemon)):
+        for what, missing in (("ping/DNS/trace/TCP/HTTP", probe),
+                              ("device and fleet" + (" (after the link's return)" if live else ""), daemon)):
             result(not missing, f"push-only {name}: every {what} expression with data in the scrape setup has data"
                    + "".join(f"\n     no data: {m}" for m in missing))
     print(f"{passed} passed, {failed} failed")

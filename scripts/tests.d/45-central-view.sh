@@ -256,7 +256,7 @@ fi
 # --- The dashboards over the outage ------------------------------------------------------------
 out=$(in_ns "$cen" python3 scripts/e2e/central_view.py --scrape "$central" \
   --push "push=$push" --push "vm=$vm" --window "$t_down" "$t_up" \
-  --before "$((t_down - BEFORE + 20))" "$t_down" \
+  --before "$((t_down - BEFORE + 20))" "$t_down" --live "$t_up" "$(date +%s)" \
   --var job=vantage --var instance=probe1 --var target=lab --var site=lab \
   monitoring/grafana/dashboards/*.json 2>&1)
 echo "$out" | sed '$d'
