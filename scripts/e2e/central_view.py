@@ -174,9 +174,9 @@ def main(argv):
                     missing_in[name][kind].append(f"{where}: {q}" + (f" ({p})" if isinstance(p, str) else ""))
     result(loss_checked, "the loss panel has data over the outage")
     for name, (probe, daemon) in missing_in.items():
-        for what, missing in (("ping/DNS/trace/TCP/HTTP", probe),
-                              ("device and fleet" + (" (after the link's return)" if live else ""), daemon)):
-            result(not missing, f"push-only {name}: every {what} expression with data in the scrape setup has data"
+        for what, missing, when in (("ping/DNS/trace/TCP/HTTP", probe, ""),
+                                    ("device and fleet", daemon, " after the link's return" if live else "")):
+            result(not missing, f"push-only {name}: every {what} expression with data in the scrape setup has data{when}"
                    + "".join(f"\n     no data: {m}" for m in missing))
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
