@@ -110,7 +110,7 @@ fn spawn_fleet_update(
     web: &crate::web::Web,
     data_dir: &std::path::Path,
 ) {
-    use crate::update::fleet::{ATTEMPTED_FILE, Fleet, HttpsFetch};
+    use crate::update::fleet::{ATTEMPTED_FILE, Fleet, HttpsFetch, REBOOT_REQUEST_FILE};
     let (prov, local) = (state.provisioning.clone(), applier.local());
     let fleet = Fleet {
         updater: web.update.clone(),
@@ -122,6 +122,7 @@ fn spawn_fleet_update(
         }),
         running: env!("CARGO_PKG_VERSION").to_string(),
         attempted: data_dir.join(ATTEMPTED_FILE),
+        reboot_request: data_dir.join(REBOOT_REQUEST_FILE),
     };
     tokio::spawn(fleet.run());
 }

@@ -44,7 +44,7 @@ pub use store::{
     default_name as remote_write_default_name, parse_size,
 };
 pub use target::{ModuleOptions, Target};
-pub use update::{RawUpdate, UpdateOffer, Window};
+pub use update::{DEFAULT_REBOOT, RawUpdate, UpdateOffer, Window};
 
 use crate::defaults::{self, self as D};
 pub use crate::probe::dns::options::{

@@ -16,7 +16,14 @@ pub struct RawUpdate {
     pub sha256: Spanned<String>,
     /// `"HH:MM-HH:MM"` in UTC; absent: any time.
     pub window: Option<Spanned<String>>,
+    /// Reboot into the new slot once installed; absent: [`DEFAULT_REBOOT`].
+    pub reboot: Option<bool>,
 }
+
+/// Whether a fleet update reboots the device once installed, still inside its window, when
+/// `[update]` says nothing: the window is when the operator accepts the interruption, and an
+/// installed slot that waits for a power cycle is an update that has not happened.
+pub const DEFAULT_REBOOT: bool = true;
 
 /// A validated `[update]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,6 +35,8 @@ pub struct UpdateOffer {
     /// 64 lowercase hex digits.
     pub sha256: String,
     pub window: Option<Window>,
+    /// Ask for a reboot into the new slot once it is installed.
+    pub reboot: bool,
 }
 
 /// A daily maintenance window in UTC, as minutes of the day; `end < start` spans midnight.
@@ -138,6 +147,7 @@ pub(crate) fn validate_update(
         version: version.to_string(),
         sha256,
         window,
+        reboot: raw.reboot.unwrap_or(DEFAULT_REBOOT),
     })
 }
 
@@ -182,15 +192,24 @@ mod tests {
         assert_eq!(u.version, "1.2.0");
         assert_eq!(u.sha256, "ab01".repeat(16));
         assert_eq!(u.window, Window::parse("01:00-04:00"));
+        assert_eq!(u.reboot, DEFAULT_REBOOT);
+        let no_reboot = Config::parse_provisioned(
+            "[update]\nurl = \"https://u.example.net/b.raucb\"\nversion = \"1.2.0\"\n\
+             sha256 = \"AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01\"\n\
+             reboot = false\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert!(!no_reboot.update.unwrap().reboot);
 
         let e = Config::parse_provisioned(
             "[update]\nurl = \"http://x/b\"\nversion = \"1 2\"\nsha256 = \"abc\"\n\
-             window = \"soon\"\nreboot = true\n",
+             window = \"soon\"\nrestart = true\n",
             "p.toml",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("unknown field `reboot`"), "{e}");
+        assert!(e.contains("unknown field `restart`"), "{e}");
         let e = Config::parse_provisioned(
             "[update]\nurl = \"http://x/b\"\nversion = \"1 2\"\nsha256 = \"abc\"\nwindow = \"soon\"\n",
             "p.toml",

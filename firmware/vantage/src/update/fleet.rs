@@ -3,6 +3,11 @@
 //! SHA-256 checked as it arrives), checks its signature and installs it. Each version is tried
 //! at most once: the version is written to the data directory before the attempt, so neither a
 //! failure nor a restart makes the device try the same bundle again; a new version does.
+//!
+//! Once installed (still inside the window) the device asks for a reboot into the new slot,
+//! unless `[update] reboot = false`: the daemon runs without privileges, so it writes
+//! [`REBOOT_REQUEST_FILE`] in its data directory and the image's root-run
+//! `vantage-image-reboot.path` reboots (docs/IMAGE.md, "Starting an update").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +21,8 @@ use super::{Source, Updater};
 
 /// The version last attempted, in the data directory.
 pub const ATTEMPTED_FILE: &str = "update-attempted";
+/// The reboot request, in the data directory: one line saying why.
+pub const REBOOT_REQUEST_FILE: &str = "reboot-request";
 /// How often the offer is looked at again (it changes with the provisioning file).
 pub const POLL: Duration = Duration::from_secs(60);
 
@@ -90,6 +97,8 @@ pub struct Fleet<F: Fetch> {
     pub running: String,
     /// Where the version last attempted is kept.
     pub attempted: PathBuf,
+    /// Where a reboot is asked for after an install.
+    pub reboot_request: PathBuf,
 }
 
 impl<F: Fetch> std::fmt::Debug for Fleet<F> {
@@ -158,8 +167,35 @@ impl<F: Fetch> Fleet<F> {
                 return;
             }
         };
-        if self.updater.check(&bundle).await.is_ok() {
-            let _ = self.updater.install(&bundle).await;
+        if self.updater.check(&bundle).await.is_err()
+            || self.updater.install(&bundle).await.is_err()
+        {
+            return;
+        }
+        if offer.reboot {
+            self.ask_for_reboot(offer);
+        }
+    }
+
+    /// Writes the reboot request the image's path unit acts on.
+    fn ask_for_reboot(&self, offer: &UpdateOffer) {
+        let why = format!("fleet update {} installed\n", offer.version);
+        match write_atomically(&self.reboot_request, why.as_bytes()) {
+            Ok(()) => {
+                tracing::info!(version = %offer.version, "fleet update: reboot requested");
+                self.updater.update_status(|s| {
+                    s.message = "installed: rebooting into it, on trial".to_string();
+                });
+            }
+            Err(e) => {
+                let msg = format!(
+                    "installed, but the reboot request {} could not be written: {e}; \
+                     it starts at the next boot, on trial",
+                    self.reboot_request.display()
+                );
+                tracing::warn!("update: {msg}");
+                self.updater.update_status(|s| s.message = msg);
+            }
         }
     }
 }

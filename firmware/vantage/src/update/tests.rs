@@ -291,12 +291,13 @@ mod fleet {
     use vantage_core::config::{UpdateOffer, Window};
     use vantage_testkit::TempDir;
 
-    use super::super::fleet::{Decision, Fetch, Fleet, decide};
+    use super::super::fleet::{Decision, Fetch, Fleet, REBOOT_REQUEST_FILE, decide};
     use super::super::spool::{Limits, SpoolFile, parse_sha256};
     use super::super::{Phase, Updater};
     use super::{FakeInstaller, sha};
 
     const BUNDLE: &[u8] = b"trusted bundle 1.3.0";
+    const FOREIGN: &[u8] = b"foreign bundle";
     const DAY: u64 = 86_400;
     /// A day at midnight UTC.
     const MIDNIGHT: u64 = 20_000 * DAY;
@@ -327,8 +328,17 @@ mod fleet {
         ) -> Result<PathBuf, String> {
             self.0.lock().unwrap().push(offer.version.clone());
             let mut f = SpoolFile::create(spool, "download.raucb", None, Limits::DEFAULT)?;
-            f.write(BUNDLE)?;
+            f.write(body(&offer.version))?;
             f.finish(Some(&parse_sha256(&offer.sha256)?))
+        }
+    }
+
+    /// What is served for a version: a bundle the fake installer refuses for `-foreign` ones.
+    fn body(version: &str) -> &'static [u8] {
+        if version.ends_with("-foreign") {
+            FOREIGN
+        } else {
+            BUNDLE
         }
     }
 
@@ -338,6 +348,7 @@ mod fleet {
             version: version.to_string(),
             sha256: sha256.to_string(),
             window: Window::parse("02:00-03:00"),
+            reboot: true,
         }
     }
 
@@ -394,6 +405,7 @@ mod fleet {
             offer: Box::new(move || c.lock().unwrap().clone()),
             running: "1.2.0".to_string(),
             attempted: dir.path().join("update-attempted"),
+            reboot_request: dir.path().join(REBOOT_REQUEST_FILE),
         };
         let task = tokio::spawn(fleet.run());
         let fetched = || fetch.0.lock().unwrap().clone();
@@ -406,6 +418,14 @@ mod fleet {
         until(&updater, Phase::Installed).await;
         assert_eq!(fetched(), ["1.3.0"]);
         assert_eq!(*fake.installed.lock().unwrap(), [BUNDLE.to_vec()]);
+        // Installed: a reboot into it is asked for (the image's path unit removes the file).
+        let request = dir.path().join(REBOOT_REQUEST_FILE);
+        until_file(&request).await;
+        assert_eq!(
+            std::fs::read_to_string(&request).unwrap(),
+            "fleet update 1.3.0 installed\n"
+        );
+        std::fs::remove_file(&request).unwrap();
         // Days later, windows come and go: not again.
         tokio::time::sleep(Duration::from_secs(3 * DAY)).await;
         assert_eq!(fetched(), ["1.3.0"]);
@@ -429,6 +449,67 @@ mod fleet {
             "1.4.0"
         );
         assert_eq!(super::entries(&dir.path().join("spool")), 0);
+
+        // A bundle whose signature is refused: tried, not installed, no reboot either.
+        *current.lock().unwrap() = Some(offer("1.5.0-foreign", &sha(FOREIGN)));
+        tokio::time::sleep(Duration::from_secs(DAY)).await;
+        until(&updater, Phase::Failed).await;
+        assert_eq!(*fake.checked.lock().unwrap(), 2);
+        assert_eq!(fake.installed.lock().unwrap().len(), 1);
+        assert!(
+            !request.exists(),
+            "no reboot after a failed or refused update"
+        );
+        task.abort();
+    }
+
+    /// Waits, in real time, for a file to appear.
+    async fn until_file(path: &Path) {
+        for _ in 0..3000 {
+            if path.exists() {
+                return;
+            }
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+                .await
+                .unwrap();
+        }
+        panic!("{} not written", path.display());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_reboot_off_an_install_asks_for_no_reboot() {
+        let dir = TempDir::new("fleet-update");
+        let fake = Arc::new(FakeInstaller::default());
+        let updater = Updater::new(fake.clone(), dir.path().join("spool"));
+        let any_time = |version: &str| UpdateOffer {
+            window: None,
+            reboot: false,
+            ..offer(version, &sha(BUNDLE))
+        };
+        let current = Arc::new(Mutex::new(any_time("1.3.0")));
+        let c = current.clone();
+        let fetch = FakeFetch::default();
+        let fleet = Fleet {
+            updater: updater.clone(),
+            clock: Arc::new(PausedClock(tokio::time::Instant::now())),
+            fetch: fetch.clone(),
+            offer: Box::new(move || Some(c.lock().unwrap().clone())),
+            running: "1.2.0".to_string(),
+            attempted: dir.path().join("update-attempted"),
+            reboot_request: dir.path().join(REBOOT_REQUEST_FILE),
+        };
+        let task = tokio::spawn(fleet.run());
+        until(&updater, Phase::Installed).await;
+        // A second version: once it is fetched, the first attempt has run to its end.
+        *current.lock().unwrap() = any_time("1.3.1");
+        for _ in 0..3000 {
+            if fetch.0.lock().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(*fetch.0.lock().unwrap(), ["1.3.0", "1.3.1"]);
+        assert!(!dir.path().join(REBOOT_REQUEST_FILE).exists());
         task.abort();
     }
 }
