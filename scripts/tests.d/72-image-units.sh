@@ -3,8 +3,12 @@
 #   - vantage-image-reboot.path/.service pass `systemd-analyze verify`;
 #   - /usr/lib/vantage-image/reboot-request reboots (a fake systemctl) for a request written
 #     during this boot, removes it, logs why; drops a request from before this boot; refuses a
-#     symlink; does nothing without a request.
-# Needs systemd; a second.
+#     symlink; does nothing without a request;
+#   - dbus-daemon loads the RAUC policy for the vantage-update group (invalid XML fails the
+#     load; a group it cannot resolve is the only complaint allowed, when this machine has no
+#     such group), and the policy allows exactly the calls `rauc install` makes.
+# What the policy lets a real RAUC service do for the real daemon is checked only on an image
+# (scripts/test-image.sh --update; docs/IMAGE.md). Needs systemd and dbus-daemon; a second.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
@@ -12,7 +16,9 @@ pass=0 fail=0
 ok() { echo "ok   $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL $1"; fail=$((fail + 1)); }
 finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit; }
-command -v systemd-analyze >/dev/null || { bad "systemd-analyze missing (apt install systemd)"; finish; }
+for t in systemd-analyze dbus-daemon; do
+  command -v "$t" >/dev/null || { bad "$t missing (apt install systemd dbus-daemon)"; finish; }
+done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -72,4 +78,59 @@ run; rc=$?
 [ "$rc" != 0 ] && [ ! -e "$tmp/systemctl.log" ] && [ ! -L "$req" ] && ! grep -q secret "$tmp/out" &&
   ok "a symlink is refused and removed, its target not read" || bad "symlink: rc $rc, $(cat "$tmp/out")"
 
+# --- The D-Bus policy, in a private bus with the system bus's default policy.
+policy=$overlay/usr/share/dbus-1/system.d/vantage-image-rauc.conf
+grep -qx 'g vantage-update -' "$overlay/usr/lib/sysusers.d/vantage-image.conf" &&
+  grep -qx 'SupplementaryGroups=vantage-update' "$units/vantage.service.d/vantage-image-update.conf" &&
+  grep -q '<policy group="vantage-update">' "$policy" &&
+  ok "one group: sysusers.d, the daemon's drop-in and the policy agree" || bad "the group names disagree"
+bus() { # bus POLICY-FILE: starts a bus with it, stops it; its messages in $tmp/bus.log
+  cat >"$tmp/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$tmp/bus</listen>
+  <policy context="default">
+    <allow user="*"/><deny own="*"/><deny send_type="method_call"/>
+    <allow send_type="signal"/><allow receive_type="*"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+  </policy>
+  <include>$1</include>
+</busconfig>
+CONF
+  timeout 5 dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile --print-address=3 \
+    3>"$tmp/address" 2>"$tmp/bus.log" &
+  local pid=$! i
+  for i in $(seq 50); do [ -s "$tmp/address" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  local up=1
+  [ -s "$tmp/address" ] && up=0
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  rm -f "$tmp/address" "$tmp/bus"
+  grep -v 'Failed to set fd limit' "$tmp/bus.log" >"$tmp/bus.msgs"
+  return $up
+}
+sed "s/group=\"vantage-update\"/group=\"$(id -gn)\"/" "$policy" >"$tmp/own-group.conf"
+bus "$tmp/own-group.conf" && ! grep -q . "$tmp/bus.msgs" &&
+  ok "dbus-daemon loads the policy without a complaint (group $(id -gn) in its place)" ||
+  bad "the policy does not load: $(cat "$tmp/bus.msgs")"
+if getent group vantage-update >/dev/null; then
+  bus "$policy" && ! grep -q . "$tmp/bus.msgs" && ok "dbus-daemon loads the policy as shipped" ||
+    bad "the shipped policy: $(cat "$tmp/bus.msgs")"
+else
+  unknown='Unknown group "vantage-update" in message bus configuration file'
+  bus "$policy" && grep -q "$unknown" "$tmp/bus.msgs" && ! grep -v "$unknown" "$tmp/bus.msgs" | grep -q . &&
+    ok "dbus-daemon loads the policy as shipped (this machine has no vantage-update group, its only complaint)" ||
+    bad "the shipped policy: $(cat "$tmp/bus.msgs")"
+fi
+sed 's|</policy>|</policy|' "$policy" >"$tmp/broken.conf"
+if bus "$tmp/broken.conf"; then bad "a broken policy file was loaded: the check proves nothing"; else
+  ok "a broken policy file stops dbus-daemon (the check above means something)"; fi
+# Exactly what `rauc install` calls: InstallBundle (Install on an older service), the Installer's
+# properties; nothing else (not Mark, not method calls to any other destination).
+allowed=$(tr '\n' ' ' <"$policy" | grep -o '<allow [^>]*>' | sed 's/  */ /g' | sort | tr '\n' ';')
+want='<allow send_destination="de.pengutronix.rauc" send_interface="de.pengutronix.rauc.Installer" send_member="Install"/>;<allow send_destination="de.pengutronix.rauc" send_interface="de.pengutronix.rauc.Installer" send_member="InstallBundle"/>;<allow send_destination="de.pengutronix.rauc" send_interface="org.freedesktop.DBus.Properties" send_member="Get"/>;<allow send_destination="de.pengutronix.rauc" send_interface="org.freedesktop.DBus.Properties" send_member="GetAll"/>;'
+[ "$allowed" = "$want" ] && ! grep -q '<deny\|own=' "$policy" &&
+  ok "the policy allows the install calls and property reads, nothing else" || bad "the policy allows: $allowed"
 finish

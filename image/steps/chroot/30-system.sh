@@ -53,6 +53,11 @@ SOURCES
 # systemd-resolved's stub answers DNS for everything on the device.
 ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 
+# The overlay's system groups (sysusers.d/vantage-image.conf: vantage-update, allowed to ask RAUC
+# to install) exist in the slot's /etc/group; systemd-sysusers also runs at every boot.
+chroot "$ROOT" systemd-sysusers
+chroot "$ROOT" getent group vantage-update >/dev/null || { echo "no vantage-update group" >&2; exit 1; }
+
 # Units enabled or disabled as the presets say (vantage, networkd, avahi on; ssh off), so the
 # built image and a later `systemctl preset-all` agree.
 chroot "$ROOT" systemctl preset-all
