@@ -341,7 +341,12 @@ async function showStatus() {
   let controls = null;
   const load = async () => {
     let s;
-    try { s = await api('GET', statusPath()); } catch (e) {
+    let img = null;
+    try {
+      // The A/B slot beside the version; a failure there leaves the rest of the page alone.
+      [s, img] = await Promise.all([api('GET', statusPath()),
+        api('GET', '/api/update').then((u) => u.image).catch(() => null)]);
+    } catch (e) {
       if (e.status !== 401) toast(e.message);
       return;
     }
@@ -360,6 +365,8 @@ async function showStatus() {
       h('dl', { class: 'facts' },
         h('div', {}, h('dt', {}, 'Device'), h('dd', {}, d.hostname)),
         h('div', {}, h('dt', {}, 'Version'), h('dd', {}, d.version)),
+        img ? h('div', { class: 'wide' }, h('dt', {}, 'Root slot'), h('dd', { id: 'status-slot' }, slotLine(img),
+          img.last ? h('div', { class: img.last.result === 'good' ? 'muted small' : 'ferr' }, lastTrialLine(img.last)) : null)) : null,
         h('div', {}, h('dt', {}, 'Up for'), h('dd', {}, duration(d.uptime_seconds))),
         h('div', { class: 'wide' }, h('dt', {}, 'Addresses'), h('dd', { class: 'mono small' }, addrs)),
         h('div', { class: 'wide' }, h('dt', {}, 'Config'), h('dd', { class: 'mono small' }, s.config.embedded ? 'built-in default' : (s.config.default || s.config.path))),
@@ -1163,14 +1170,31 @@ async function showSettings() {
   render(gen, h('h1', {}, 'Settings'), rwCard, storeCard, ledsCard, pwForm, accForm, httpsForm, updateCard(upd), file);
 }
 
+// The image's A/B state (GET /api/update's `image`, null off an A/B image: then nothing is said
+// about slots): the slot running, its build, on trial or marked good, what the last trial did.
+function slotLine(img) {
+  const state = { good: 'marked good', trial: 'on trial (the health check decides)', unknown: 'state unknown' }[img.state] || img.state;
+  const build = [img.version, img.build ? `build ${img.build}` : null].filter(Boolean).join(', ');
+  return `Slot ${img.booted}${build ? ` (${build})` : ''}, ${state}`;
+}
+
+function lastTrialLine(t) {
+  const what = { good: `${t.slot} (${t.version}) passed its trial`, rollback: `rolled back from ${t.slot} (${t.version})`,
+    kept: `${t.slot} (${t.version}) was not ready but kept: no good slot to go back to` }[t.result] || t.result;
+  const reason = t.reason ? `: ${t.reason.replace(/-/g, ' ')}` : '';
+  return `Last update: ${what} at ${new Date(t.at * 1000).toLocaleString()}${reason}`;
+}
+
 // Settings → Update: the bundle is the request body (streamed by the browser), its signature is
 // checked before the answer, then the install runs on the device while this card polls.
 function updateCard(upd) {
+  const slot = upd.image ? h('p', { id: 'update-slot' }, slotLine(upd.image),
+    upd.image.last ? h('br') : null, upd.image.last ? lastTrialLine(upd.image.last) : null) : null;
   const line = h('p', { class: 'hint' });
   const bar = h('progress', { max: 100, value: 0, hidden: true });
   const show = (u) => {
     const what = { idle: 'No update running.', receiving: `Receiving: ${u.bytes} bytes`, checking: 'Checking the signature…',
-      installing: `Installing ${u.version || ''}: ${u.percent ?? 0}% ${u.message}`, installed: `Installed ${u.version || ''}: reboot to start it (on trial).`,
+      installing: `Installing ${u.version || ''}: ${u.percent ?? 0}% ${u.message}`, installed: u.source === 'fleet' ? `Installed ${u.version || ''} (fleet update): ${u.message}.` : `Installed ${u.version || ''}: reboot to start it (on trial).`,
       failed: `Failed: ${u.message}` }[u.phase];
     line.textContent = what || u.phase;
     bar.hidden = u.phase !== 'installing';
@@ -1190,7 +1214,7 @@ function updateCard(upd) {
   if (upd.phase === 'installing' || upd.phase === 'checking') poll();
   const file = h('input', { type: 'file', accept: '.raucb' });
   const button = h('button', { type: 'submit', class: 'primary' }, 'Upload and install');
-  const form = h('form', { class: 'card', novalidate: true }, h('h2', {}, 'Update'), line, bar,
+  const form = h('form', { class: 'card', novalidate: true }, h('h2', {}, 'Update'), slot, line, bar,
     field('Update bundle', 'bundle', file, 'A vantage-VERSION-ARCH.raucb signed with this image\'s key. It is installed into the other slot and starts at the next boot, on trial: the device falls back by itself if it does not come up.'),
     h('div', { class: 'form-errors' }), button);
   form.addEventListener('submit', (ev) => {

@@ -14,7 +14,7 @@ mod rounds;
 mod share;
 mod target;
 pub(crate) mod text;
-mod update;
+pub mod update;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -6,6 +6,10 @@
 //! one line per trial: `2026-12-02T10:00:00Z rollback slot=B version=1.4.0 build=abc
 //! reason=not-ready-in-600s`. The booted slot is `rauc.slot=` on the kernel command line. Off
 //! an A/B image (no `rauc.slot=`), there are no update series.
+//!
+//! [`read`] is the one reader of that state: the collector turns it into series, and
+//! `GET /api/update` shows it on the page (the running slot, its build, trial or good, what the
+//! last trial did).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,10 +17,13 @@ use std::path::{Path, PathBuf};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, Opts};
+use serde::Serialize;
 
 /// Where the image's health check keeps its findings.
 pub const STATE_DIR: &str = "/var/lib/vantage-image/update";
 const CMDLINE: &str = "/proc/cmdline";
+/// The image build's `VERSION=` and `BUILD=` (image/steps/chroot/47-rauc.sh), in the slot.
+const RELEASE: &str = "/usr/lib/vantage-image/release";
 const SLOTS: [&str; 2] = ["A", "B"];
 /// The files are a line each; anything longer is not theirs and is cut.
 const MAX_FILE: u64 = 4096;
@@ -27,7 +34,7 @@ const SLOT_INFO: &str = "vantage_update_slot_info";
 const LAST_TRIAL: &str = "vantage_update_last_trial_timestamp_seconds";
 
 /// What the last trial of a newly installed slot did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Trial {
     /// Seconds since the epoch.
     pub at: f64,
@@ -39,30 +46,111 @@ pub struct Trial {
     pub reason: String,
 }
 
+/// Where the state is read from: the image's paths, or a test's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotPaths {
+    /// The health check's `good-A`, `good-B` and `last`.
+    pub dir: PathBuf,
+    /// The kernel command line (`rauc.slot=`).
+    pub cmdline: PathBuf,
+    /// The running build's release file.
+    pub release: PathBuf,
+}
+
+impl Default for SlotPaths {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(STATE_DIR),
+            cmdline: PathBuf::from(CMDLINE),
+            release: PathBuf::from(RELEASE),
+        }
+    }
+}
+
+/// A root slot and the build last marked good in it (empty if none).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Slot {
+    pub slot: String,
+    pub booted: bool,
+    pub good_build: String,
+}
+
+/// The A/B state of the running image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageState {
+    /// The slot this boot runs (`A`, `B`).
+    pub booted: String,
+    /// The running build's version and unique build name (absent: no release file).
+    pub version: Option<String>,
+    pub build: Option<String>,
+    /// `good` (this build was marked good in this slot), `trial` (not yet: the health check
+    /// decides within its trial time) or `unknown` (no release file to compare with).
+    pub state: &'static str,
+    pub slots: Vec<Slot>,
+    /// What the last trial of a newly installed slot did.
+    pub last: Option<Trial>,
+}
+
+/// Reads the image's A/B state; `None` off an A/B image (no `rauc.slot=`).
+pub fn read(paths: &SlotPaths) -> Option<ImageState> {
+    let booted = read_small(&paths.cmdline)
+        .as_deref()
+        .and_then(booted_slot)?;
+    let slots: Vec<Slot> = SLOTS
+        .iter()
+        .map(|s| Slot {
+            slot: (*s).to_string(),
+            booted: *s == booted,
+            good_build: read_small(&paths.dir.join(format!("good-{s}")))
+                .map(|b| clean(b.trim()))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let release = read_small(&paths.release).unwrap_or_default();
+    let field = |key: &str| {
+        release
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| clean(v.trim().trim_matches('"')))
+            .filter(|v| !v.is_empty())
+    };
+    let (version, build) = (field("VERSION"), field("BUILD"));
+    let good_here = slots.iter().find(|s| s.booted).map(|s| &s.good_build);
+    let state = match (&build, good_here) {
+        (None, _) => "unknown",
+        (Some(b), Some(g)) if b == g => "good",
+        _ => "trial",
+    };
+    let last = read_small(&paths.dir.join("last")).and_then(|l| parse_trial(&l));
+    Some(ImageState {
+        booted,
+        version,
+        build,
+        state,
+        slots,
+        last,
+    })
+}
+
 #[derive(Debug)]
 pub struct UpdateCollector {
-    dir: PathBuf,
-    cmdline: PathBuf,
+    paths: SlotPaths,
     descs: Vec<Desc>,
 }
 
 impl UpdateCollector {
     /// The image's paths.
     pub fn new() -> Self {
-        Self::at(Path::new(STATE_DIR), Path::new(CMDLINE))
+        Self::at(SlotPaths::default())
     }
 
-    /// Reads the state from `dir` and the booted slot from `cmdline` (tests).
-    pub fn at(dir: &Path, cmdline: &Path) -> Self {
+    /// Reads the state from elsewhere (tests).
+    pub fn at(paths: SlotPaths) -> Self {
         let descs = families(None, &[], None)
             .iter()
             .flat_map(|c| c.desc().into_iter().cloned().collect::<Vec<_>>())
             .collect();
-        Self {
-            dir: dir.to_path_buf(),
-            cmdline: cmdline.to_path_buf(),
-            descs,
-        }
+        Self { paths, descs }
     }
 }
 
@@ -179,20 +267,15 @@ impl Collector for UpdateCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let Some(booted) = read_small(&self.cmdline).as_deref().and_then(booted_slot) else {
+        let Some(state) = read(&self.paths) else {
             return Vec::new();
         };
-        let good: Vec<(&str, String)> = SLOTS
+        let good: Vec<(&str, String)> = state
+            .slots
             .iter()
-            .map(|s| {
-                let build = read_small(&self.dir.join(format!("good-{s}")))
-                    .map(|b| clean(b.trim()))
-                    .unwrap_or_default();
-                (*s, build)
-            })
+            .map(|s| (s.slot.as_str(), s.good_build.clone()))
             .collect();
-        let trial = read_small(&self.dir.join("last")).and_then(|l| parse_trial(&l));
-        families(Some(&booted), &good, trial.as_ref())
+        families(Some(&state.booted), &good, state.last.as_ref())
             .iter()
             .flat_map(Collector::collect)
             .filter(|f| !f.get_metric().is_empty())
@@ -206,6 +289,14 @@ mod tests {
 
     fn scrape(c: &UpdateCollector) -> String {
         crate::metrics::encode(&c.collect())
+    }
+
+    fn paths(dir: &Path, cmdline: &Path) -> SlotPaths {
+        SlotPaths {
+            dir: dir.to_path_buf(),
+            cmdline: cmdline.to_path_buf(),
+            release: dir.join("no-release"),
+        }
     }
 
     #[test]
@@ -223,7 +314,7 @@ mod tests {
             "2026-12-02T10:00:00Z rollback slot=B version=1.4.0 build=b2-broken reason=not-ready-in-600s\n",
         )
         .unwrap();
-        let text = scrape(&UpdateCollector::at(dir.path(), &cmdline));
+        let text = scrape(&UpdateCollector::at(paths(dir.path(), &cmdline)));
         assert!(
             text.contains(r#"vantage_update_slot_info{booted="true",good_build="b1",slot="A"} 1"#),
             "{text}"
@@ -244,10 +335,13 @@ mod tests {
         let cmdline = dir.path().join("cmdline");
         std::fs::write(&cmdline, "root=/dev/sda1 ro quiet\n").unwrap();
         std::fs::write(dir.path().join("good-A"), "b1\n").unwrap();
-        assert_eq!(scrape(&UpdateCollector::at(dir.path(), &cmdline)), "");
+        assert_eq!(
+            scrape(&UpdateCollector::at(paths(dir.path(), &cmdline))),
+            ""
+        );
         // No trial yet: the slots only.
         std::fs::write(&cmdline, "rauc.slot=B\n").unwrap();
-        let text = scrape(&UpdateCollector::at(dir.path(), &cmdline));
+        let text = scrape(&UpdateCollector::at(paths(dir.path(), &cmdline)));
         assert!(
             text.contains(r#"slot="B""#) && !text.contains("last_trial"),
             "{text}"

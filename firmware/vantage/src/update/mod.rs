@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use vantage_core::LockExt;
 
+use crate::metrics::update::{ImageState, SlotPaths};
 pub use download::{DOWNLOAD_NAME, Source, download};
 pub use installer::{BundleInfo, Installer, Rauc};
 use spool::Limits;
@@ -80,6 +81,8 @@ pub struct Updater {
     pub spool: PathBuf,
     status: Mutex<Status>,
     busy: Arc<tokio::sync::Mutex<()>>,
+    /// Where the image's A/B state is read (the same reader as `/metrics`).
+    slots: Mutex<SlotPaths>,
 }
 
 /// Held while an update runs; another one is refused meanwhile.
@@ -96,6 +99,7 @@ impl Updater {
             spool,
             status: Mutex::default(),
             busy: Arc::default(),
+            slots: Mutex::default(),
         })
     }
 
@@ -115,6 +119,16 @@ impl Updater {
     #[cfg(test)]
     pub fn set_limits(&self, l: Limits) {
         *self.limits.lock_or_recover() = l;
+    }
+
+    /// The running image's slots, build and last trial; `None` off an A/B image.
+    pub fn image_state(&self) -> Option<ImageState> {
+        crate::metrics::update::read(&self.slots.lock_or_recover())
+    }
+
+    #[cfg(test)]
+    pub fn set_slot_paths(&self, p: SlotPaths) {
+        *self.slots.lock_or_recover() = p;
     }
 
     /// The right to run an update, unless one is running.

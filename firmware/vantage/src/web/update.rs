@@ -13,9 +13,11 @@ use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use futures_core::Stream;
+use serde::Serialize;
 
 use super::Web;
 use super::error::{ApiError, ApiResult};
+use crate::metrics::update::ImageState;
 use crate::update::spool::{SpoolError, SpoolFile};
 use crate::update::{Status, Updater};
 
@@ -38,8 +40,20 @@ impl FromRef<Arc<Web>> for Update {
     }
 }
 
-async fn status(State(Update(up)): State<Update>) -> Json<Status> {
-    Json(up.status())
+/// `GET /api/update`: the update running or last run, and the image's A/B state.
+#[derive(Serialize)]
+struct Answer {
+    #[serde(flatten)]
+    status: Status,
+    /// `null` off an A/B image.
+    image: Option<ImageState>,
+}
+
+async fn status(State(Update(up)): State<Update>) -> Json<Answer> {
+    Json(Answer {
+        status: up.status(),
+        image: up.image_state(),
+    })
 }
 
 fn spool_error(e: SpoolError) -> ApiError {

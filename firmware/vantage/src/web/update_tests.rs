@@ -4,8 +4,11 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+use vantage_testkit::TempDir;
 
 use super::{Fixture, Resp};
+use crate::metrics::update::SlotPaths;
 use crate::update::spool::Limits;
 use crate::update::tests::FakeInstaller;
 
@@ -149,4 +152,108 @@ async fn a_cut_or_abandoned_upload_leaves_nothing_and_says_so() {
     // And the next upload is not refused as "already running".
     let r = upload(&f, b"trusted".to_vec(), true, true).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+}
+
+/// The image's update state in a temporary directory, as the health check writes it.
+/// Slot B holds build b1 (1.3.0), marked good; `release` is the running build's file.
+fn image(
+    f: &Fixture,
+    cmdline: &str,
+    release: &str,
+    good_a: Option<&str>,
+    last: Option<&str>,
+) -> TempDir {
+    let dir = TempDir::new("image-state");
+    let p = dir.path();
+    std::fs::write(p.join("cmdline"), cmdline).unwrap();
+    std::fs::write(p.join("release"), release).unwrap();
+    std::fs::write(p.join("good-B"), "b1\n").unwrap();
+    if let Some(b) = good_a {
+        std::fs::write(p.join("good-A"), b).unwrap();
+    }
+    if let Some(l) = last {
+        std::fs::write(p.join("last"), l).unwrap();
+    }
+    f.web.update.set_slot_paths(SlotPaths {
+        dir: p.to_path_buf(),
+        cmdline: p.join("cmdline"),
+        release: p.join("release"),
+    });
+    dir
+}
+
+#[tokio::test]
+async fn the_answer_says_which_slot_runs_its_build_and_what_the_last_trial_did() {
+    let (f, _) = fixture().await;
+    let get = || f.send(Method::GET, "/api/update", None, true);
+    const CMDLINE: &str = "BOOT_IMAGE=/vmlinuz root=PARTLABEL=vantage-a rauc.slot=A ro\n";
+    const A_RELEASE: &str = "VERSION=1.4.0\nBUILD=b2\n";
+
+    // Slot A runs build b2, marked good there after a trial that went well.
+    let _d = image(
+        &f,
+        CMDLINE,
+        A_RELEASE,
+        Some("b2\n"),
+        Some("2026-12-02T10:00:00Z good slot=A version=1.4.0 build=b2 after=42s\n"),
+    );
+    let r = get().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["phase"], "idle", "the update status is still there");
+    let i = &r.body["image"];
+    assert_eq!(
+        (&i["booted"], &i["version"], &i["build"], &i["state"]),
+        (&json!("A"), &json!("1.4.0"), &json!("b2"), &json!("good")),
+        "{i}"
+    );
+    assert_eq!(
+        i["slots"],
+        json!([{"slot": "A", "booted": true, "good_build": "b2"},
+               {"slot": "B", "booted": false, "good_build": "b1"}])
+    );
+    assert_eq!(i["last"]["result"], "good");
+    assert_eq!(i["last"]["at"], 1_796_205_600.0);
+
+    // Just installed and booted: build b2 was never marked good in A, so it is on trial.
+    let _d = image(&f, CMDLINE, A_RELEASE, None, None);
+    let i = get().await.body["image"].clone();
+    assert_eq!(
+        (&i["state"], &i["last"]),
+        (&json!("trial"), &Value::Null),
+        "{i}"
+    );
+
+    // 1.5.0 went into A and was not ready in time: the device rolled back to B's good b1.
+    let _d = image(
+        &f,
+        "root=PARTLABEL=vantage-b rauc.slot=B ro\n",
+        "VERSION=1.3.0\nBUILD=b1\n",
+        None,
+        Some(
+            "2026-12-02T10:00:00Z rollback slot=A version=1.5.0 build=b3 reason=not-ready-in-600s\n",
+        ),
+    );
+    let i = get().await.body["image"].clone();
+    assert_eq!(
+        (&i["booted"], &i["version"], &i["state"]),
+        (&json!("B"), &json!("1.3.0"), &json!("good")),
+        "{i}"
+    );
+    assert_eq!(
+        i["last"],
+        json!({"at": 1_796_205_600.0, "result": "rollback", "slot": "A", "version": "1.5.0",
+               "build": "b3", "reason": "not-ready-in-600s"})
+    );
+
+    // Not an A/B image: no rauc.slot=, nothing about slots, whatever files lie around.
+    let _d = image(
+        &f,
+        "root=/dev/mmcblk0p2 ro quiet\n",
+        A_RELEASE,
+        Some("b2\n"),
+        None,
+    );
+    let r = get().await;
+    assert_eq!(r.body["image"], Value::Null, "{}", r.text);
+    assert_eq!(r.body["phase"], "idle");
 }
