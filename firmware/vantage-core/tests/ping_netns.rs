@@ -14,12 +14,14 @@ use vantage_core::{PingOptions, PingProbe, PingReport, SystemClock};
 use vantage_testkit::{DelayQueue, VethPair, quantile, root_or_skip};
 
 const DELAY: Duration = Duration::from_millis(10);
+/// A round's timeout: no reply later than it counts.
+const TIMEOUT: Duration = Duration::from_secs(1);
 
 fn opts(packets: u32, spacing_ms: u64) -> PingOptions {
     PingOptions {
         packets,
         spacing: Duration::from_millis(spacing_ms),
-        timeout: Duration::from_secs(1),
+        timeout: TIMEOUT,
         ..PingOptions::default()
     }
 }
@@ -62,10 +64,13 @@ fn assert_all_replies(what: &str, r: &PingReport, packets: u32, min_rtt: Duratio
     );
     assert_eq!(r.duplicates, 0, "{what}: {r:?}");
     assert_eq!(r.icmp_errors, 0, "{what}: {r:?}");
+    // Below: the delay holder held every request. Above: a reply counted after the timeout
+    // would be a bug; anything less is not, as a loaded machine stalls the holder itself
+    // (a CI-like run saw six replies held 521 ms).
     for rtt in &r.rtts {
         assert!(
-            *rtt >= min_rtt && *rtt < min_rtt + Duration::from_millis(500),
-            "{what}: RTT {rtt:?} outside [{min_rtt:?}, +500ms): {r:?}"
+            *rtt >= min_rtt && *rtt < TIMEOUT,
+            "{what}: RTT {rtt:?} outside [{min_rtt:?}, {TIMEOUT:?}): {r:?}"
         );
     }
 }
