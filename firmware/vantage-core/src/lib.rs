@@ -60,7 +60,7 @@ pub use quality::{
     LATE_THRESHOLD, PSI_READ_INTERVAL, Pressure, ProcPressure, Resource, RoundQuality,
     STALL_THRESHOLD, Stall,
 };
-pub use runner::{Applied, Observer, Runner};
+pub use runner::{Applied, Observer, Runner, RunnerParts};
 pub use sample::{
     Balancing, HopReport, HopResponder, Measurement, PingReport, ProbeError, Sample, TraceReport,
     Unreachable,

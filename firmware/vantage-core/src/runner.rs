@@ -38,6 +38,24 @@ pub struct Applied {
     pub unchanged: Vec<String>,
 }
 
+/// What a runner is built from: its probes, where their samples go, how many rounds run at
+/// once, and its seams (the clock, the device's stall counters).
+pub struct RunnerParts {
+    pub probes: Vec<Arc<dyn Probe>>,
+    pub observer: Arc<dyn Observer>,
+    pub max_concurrent: usize,
+    pub clock: Arc<dyn Clock>,
+    pub pressure: Arc<dyn Pressure>,
+}
+
+impl fmt::Debug for RunnerParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerParts")
+            .field("max_concurrent", &self.max_concurrent)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared {
     clock: Arc<dyn Clock>,
     pressure: Arc<dyn Pressure>,
@@ -77,30 +95,20 @@ impl Runner {
         max_concurrent: usize,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self::with_seams(
+        Self::with_seams(RunnerParts {
             probes,
             observer,
             max_concurrent,
             clock,
-            Arc::new(ProcPressure::default()),
-        )
+            pressure: Arc::new(ProcPressure::default()),
+        })
     }
 
-    /// Starts the scheduler on `clock`, reading the device's stall counters from `pressure`.
-    pub fn with_seams(
-        probes: Vec<Arc<dyn Probe>>,
-        observer: Arc<dyn Observer>,
-        max_concurrent: usize,
-        clock: Arc<dyn Clock>,
-        pressure: Arc<dyn Pressure>,
-    ) -> Self {
-        let shared = Arc::new(Shared::new(
-            probes,
-            observer,
-            max_concurrent,
-            clock.clone(),
-            pressure,
-        ));
+    /// Starts the scheduler on the parts' clock, reading the device's stall counters from
+    /// their `pressure`.
+    pub fn with_seams(parts: RunnerParts) -> Self {
+        let clock = parts.clock.clone();
+        let shared = Arc::new(Shared::new(parts));
         let handle = tokio::runtime::Handle::current();
         let s = shared.clone();
         let scheduler = Scheduler::with_clock(clock, move |ev| s.dispatch(&handle, ev));
@@ -175,20 +183,14 @@ impl Runner {
 }
 
 impl Shared {
-    fn new(
-        probes: Vec<Arc<dyn Probe>>,
-        observer: Arc<dyn Observer>,
-        max_concurrent: usize,
-        clock: Arc<dyn Clock>,
-        pressure: Arc<dyn Pressure>,
-    ) -> Self {
+    fn new(parts: RunnerParts) -> Self {
         Self {
-            clock,
-            pressure,
+            clock: parts.clock,
+            pressure: parts.pressure,
             targets: RwLock::default(),
-            probes: probes.into_iter().map(|p| (p.kind(), p)).collect(),
-            observer,
-            permits: Semaphore::new(max_concurrent.max(1)),
+            probes: parts.probes.into_iter().map(|p| (p.kind(), p)).collect(),
+            observer: parts.observer,
+            permits: Semaphore::new(parts.max_concurrent.max(1)),
             running: Mutex::default(),
         }
     }
@@ -390,13 +392,13 @@ mod tests {
         clock: Arc<ManualClock>,
         pressure: Arc<FakePressure>,
     ) -> Arc<Shared> {
-        let shared = Arc::new(Shared::new(
-            vec![probe],
+        let shared = Arc::new(Shared::new(RunnerParts {
+            probes: vec![probe],
             observer,
             max_concurrent,
             clock,
             pressure,
-        ));
+        }));
         let cfg = Config::parse(
             "[[targets]]\nname = \"t\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
             "inline",
