@@ -8,8 +8,8 @@ use fjall::compaction::Fifo;
 use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{
-    Backend, BackendError, BackendKind, Commit, EngineOptions, MetaVisitor, SeqVisitor, block_key,
-    key_seq,
+    Backend, BackendError, BackendKind, Commit, EngineOptions, MetaKeys, MetaVisitor, SeqVisitor,
+    block_key, key_seq, visit_index, visit_meta,
 };
 
 /// Table file descriptors fjall may keep between reads: none (see `open`).
@@ -161,34 +161,22 @@ impl Backend for FjallBackend {
     }
 
     fn scan_index(&self, from: u64, f: &mut SeqVisitor<'_>) -> Result<(), BackendError> {
-        for g in self.index.range(block_key(from)..) {
-            let (k, v) = g.into_inner().map_err(err)?;
-            if let Some(seq) = key_seq(&k) {
-                f(seq, &v)?;
-            }
-        }
-        Ok(())
+        let entries = self.index.range(block_key(from)..);
+        visit_index(entries.map(|g| g.into_inner().map_err(err)), 0, f)
     }
 
-    fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError> {
-        for g in self.meta.prefix(prefix) {
-            let (k, v) = g.into_inner().map_err(err)?;
-            f(&k, &v)?;
-        }
-        Ok(())
-    }
-
-    fn scan_meta_range(
+    fn scan_meta_keys(
         &self,
-        from: &[u8],
-        to: &[u8],
+        keys: MetaKeys<'_>,
         f: &mut MetaVisitor<'_>,
     ) -> Result<(), BackendError> {
-        for g in self.meta.range(from.to_vec()..to.to_vec()) {
-            let (k, v) = g.into_inner().map_err(err)?;
-            f(&k, &v)?;
+        let entry = |g: fjall::Guard| g.into_inner().map_err(err);
+        match keys {
+            MetaKeys::Prefix(p) => visit_meta(self.meta.prefix(p).map(entry), 0, f),
+            MetaKeys::Range(from, to) => {
+                visit_meta(self.meta.range(from.to_vec()..to.to_vec()).map(entry), 0, f)
+            }
         }
-        Ok(())
     }
 
     fn block_bounds(&self) -> Result<Option<(u64, u64)>, BackendError> {

@@ -109,6 +109,45 @@ pub type SeqVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), BackendError> + 'a
 /// Called for each meta entry: (key, value).
 pub type MetaVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), BackendError> + 'a;
 
+/// Which meta entries a scan visits.
+#[derive(Debug, Clone, Copy)]
+pub enum MetaKeys<'a> {
+    /// Those whose key starts with this.
+    Prefix(&'a [u8]),
+    /// Those with `from <= key < to`.
+    Range(&'a [u8], &'a [u8]),
+}
+
+/// Hands each entry of an engine's meta scan to `f`, in the scan's order, its key without the
+/// first `tag` bytes (the engine's own marker of the meta table, if it has one).
+pub(crate) fn visit_meta<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: impl Iterator<Item = Result<(K, V), BackendError>>,
+    tag: usize,
+    f: &mut MetaVisitor<'_>,
+) -> Result<(), BackendError> {
+    for e in entries {
+        let (k, v) = e?;
+        f(&k.as_ref()[tag..], v.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Hands each entry of an engine's index scan to `f`, in the scan's order, by the sequence
+/// number its key holds after the first `tag` bytes; entries with other keys are skipped.
+pub(crate) fn visit_index<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    entries: impl Iterator<Item = Result<(K, V), BackendError>>,
+    tag: usize,
+    f: &mut SeqVisitor<'_>,
+) -> Result<(), BackendError> {
+    for e in entries {
+        let (k, v) = e?;
+        if let Some(seq) = key_seq(&k.as_ref()[tag..]) {
+            f(seq, v.as_ref())?;
+        }
+    }
+    Ok(())
+}
+
 /// The engine interface. Keys of blocks and index entries are sequence numbers; both only grow.
 pub trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
@@ -117,15 +156,25 @@ pub trait Backend: Send + Sync + 'static {
     fn get_block(&self, seq: u64) -> Result<Option<Vec<u8>>, BackendError>;
     /// Every index entry at or above `from`, in order.
     fn scan_index(&self, from: u64, f: &mut SeqVisitor<'_>) -> Result<(), BackendError>;
+    /// Every meta entry of `keys`, in key order.
+    fn scan_meta_keys(
+        &self,
+        keys: MetaKeys<'_>,
+        f: &mut MetaVisitor<'_>,
+    ) -> Result<(), BackendError>;
     /// Every meta entry whose key starts with `prefix`.
-    fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError>;
+    fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError> {
+        self.scan_meta_keys(MetaKeys::Prefix(prefix), f)
+    }
     /// Every meta entry with `from <= key < to`, in key order.
     fn scan_meta_range(
         &self,
         from: &[u8],
         to: &[u8],
         f: &mut MetaVisitor<'_>,
-    ) -> Result<(), BackendError>;
+    ) -> Result<(), BackendError> {
+        self.scan_meta_keys(MetaKeys::Range(from, to), f)
+    }
     /// The lowest and highest block sequence numbers present.
     fn block_bounds(&self) -> Result<Option<(u64, u64)>, BackendError>;
     /// Reclaims the space of blocks and index entries below `seq` (best effort; may be lazy).

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::{
-    Backend, BackendError, BackendKind, Commit, EngineOptions, MetaVisitor, SeqVisitor, block_key,
-    key_seq,
+    Backend, BackendError, BackendKind, Commit, EngineOptions, MetaKeys, MetaVisitor, SeqVisitor,
+    block_key, key_seq, visit_index, visit_meta,
 };
 
 const BLOCK: u8 = b'b';
@@ -94,37 +94,27 @@ impl Backend for SledBackend {
     }
 
     fn scan_index(&self, from: u64, f: &mut SeqVisitor<'_>) -> Result<(), BackendError> {
-        for kv in self.db.range(key(INDEX, from)..key(INDEX, u64::MAX)) {
-            let (k, v) = kv.map_err(err)?;
-            if let Some(seq) = key_seq(&k[1..]) {
-                f(seq, &v)?;
-            }
-        }
+        let entries = self.db.range(key(INDEX, from)..key(INDEX, u64::MAX));
+        visit_index(entries.map(|kv| kv.map_err(err)), 1, f)?;
         if let Some(v) = self.db.get(key(INDEX, u64::MAX)).map_err(err)? {
             f(u64::MAX, &v)?;
         }
         Ok(())
     }
 
-    fn scan_meta(&self, prefix: &[u8], f: &mut MetaVisitor<'_>) -> Result<(), BackendError> {
-        for kv in self.db.scan_prefix(meta_key(prefix)) {
-            let (k, v) = kv.map_err(err)?;
-            f(&k[1..], &v)?;
-        }
-        Ok(())
-    }
-
-    fn scan_meta_range(
+    fn scan_meta_keys(
         &self,
-        from: &[u8],
-        to: &[u8],
+        keys: MetaKeys<'_>,
         f: &mut MetaVisitor<'_>,
     ) -> Result<(), BackendError> {
-        for kv in self.db.range(meta_key(from)..meta_key(to)) {
-            let (k, v) = kv.map_err(err)?;
-            f(&k[1..], &v)?;
+        let entry = |kv: sled::Result<(sled::IVec, sled::IVec)>| kv.map_err(err);
+        // Meta keys carry the `META` byte in front.
+        match keys {
+            MetaKeys::Prefix(p) => visit_meta(self.db.scan_prefix(meta_key(p)).map(entry), 1, f),
+            MetaKeys::Range(from, to) => {
+                visit_meta(self.db.range(meta_key(from)..meta_key(to)).map(entry), 1, f)
+            }
         }
-        Ok(())
     }
 
     fn block_bounds(&self) -> Result<Option<(u64, u64)>, BackendError> {
