@@ -13,6 +13,27 @@ use crate::sample::ProbeError;
 /// hit it, and the journal lives on the SD card.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The `Debug` (its name and socket factory) and `Default` (`new`: on the kernel's sockets) of a
+/// prober whose sockets open on first use, from a pool of [`Engines`].
+macro_rules! socket_prober {
+    ($prober:ident) => {
+        impl std::fmt::Debug for $prober {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($prober))
+                    .field("factory", &self.factory)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl Default for $prober {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    };
+}
+pub(crate) use socket_prober;
+
 pub(crate) struct Engines<K, E> {
     map: Mutex<HashMap<K, Arc<E>>>,
     last_failure_log: Mutex<Option<Instant>>,

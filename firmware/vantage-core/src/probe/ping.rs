@@ -8,7 +8,6 @@
 //! sequence to tell requests apart).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +16,7 @@ use surge_ping::{Icmpv4Packet, Icmpv6Packet};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::engines::Engines;
+use super::engines::{Engines, socket_prober};
 use super::resolve::HostResolver;
 use super::round::{Probe, ProbeRequest, Progress, ProgressSender};
 use crate::clock::{Clock, SystemClock};
@@ -50,19 +49,7 @@ pub struct PingProbe {
     resolver: HostResolver,
 }
 
-impl fmt::Debug for PingProbe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PingProbe")
-            .field("factory", &self.factory)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for PingProbe {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+socket_prober!(PingProbe);
 
 impl PingProbe {
     /// A prober on real kernel sockets.

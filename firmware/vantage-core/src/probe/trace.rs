@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::engines::Engines;
+use super::engines::{Engines, socket_prober};
 use super::resolve::HostResolver;
 use super::round::{Probe, ProbeRequest, Progress, ProgressSender};
 use crate::clock::{Clock, SystemClock};
@@ -120,19 +120,7 @@ pub struct TraceProbe {
     device: Arc<DeviceRate>,
 }
 
-impl fmt::Debug for TraceProbe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TraceProbe")
-            .field("factory", &self.factory)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for TraceProbe {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+socket_prober!(TraceProbe);
 
 /// What a target's traces remember between runs.
 #[derive(Debug, Default)]
