@@ -20,23 +20,13 @@ pub mod rollup;
 mod series;
 mod store;
 
-use std::time::Duration;
-
 pub use backend::BackendKind;
 pub use codec::{ErrorKind, StoredPing, StoredSample};
 pub use remote_write::{Endpoint, EndpointStats, ScrapeLog, SendMode, Shipper, ShipperOptions};
 pub use rollup::{Agg, Dist, HopAgg, Marks, PhaseSum};
 pub use series::{Labels, SeriesKey};
 pub use store::{
-    Cursor, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats, StoredDetail,
-    dir_usage, quarantine_dir,
+    Cursor, DEFAULT_COMMIT_INTERVAL, DEFAULT_COMMIT_SAMPLES, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PENDING, DropReason, OpenError, ReadBatch, Store, StoreOptions, StoreStats,
+    StoredDetail, dir_usage, quarantine_dir,
 };
-
-/// A quarter of a 16 GB card.
-pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
-/// Thirty days.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-/// The durability window: at most this much is lost on a power cut.
-pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
-pub const DEFAULT_COMMIT_SAMPLES: usize = 10_000;
-pub const DEFAULT_MAX_PENDING: usize = 1_000_000;

@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use super::endpoint::{Endpoint, Outcome, Shared, post};
-use super::{encode_request, proto};
+use super::proto;
+use super::request::encode_request;
 use crate::codec::unix_ms;
 use crate::series::Labels;
 

@@ -15,8 +15,9 @@ use super::endpoint::{
     Endpoint, Outcome, SendMode, SetupError, Shared, client, collides_with_scrape, post,
 };
 use super::live::{LiveSeries, LiveTask};
+use super::proto;
+use super::request::{build_request, encode_request};
 use super::scrapes::{Coverage, ScrapeLog};
-use super::{build_request, encode_request, proto};
 use crate::codec::unix_ms;
 use crate::store::{Cursor, ReadBatch, Store};
 

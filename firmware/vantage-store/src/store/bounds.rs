@@ -11,7 +11,7 @@ use crate::codec::BlockMeta;
 use crate::rollup;
 
 use super::sidecar::Head;
-use super::{DropReason, Inner, State, now_ms};
+use super::state::{DropReason, Inner, State, now_ms};
 
 /// Bytes a directory tree really occupies (allocated blocks: sparse, preallocated files count
 /// for what they hold).

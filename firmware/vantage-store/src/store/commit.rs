@@ -13,7 +13,9 @@ use crate::rollup::{self, Agg, Due};
 
 use super::details::{self, Details};
 use super::sidecar::{Head, append_series_log};
-use super::{Cursor, IndexEntry, Inner, META_CURSOR, META_FLOOR, META_SERIES, State, now_ms};
+use super::state::{
+    Cursor, IndexEntry, Inner, META_CURSOR, META_FLOOR, META_SERIES, State, now_ms,
+};
 
 /// Largest block one commit writes; a longer backlog of pending samples is split.
 const MAX_BLOCK_SAMPLES: usize = 50_000;

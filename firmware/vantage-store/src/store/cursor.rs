@@ -4,31 +4,7 @@ use crate::backend::BackendError;
 use crate::codec::StoredSample;
 use vantage_core::LockExt;
 
-use super::{State, Store};
-
-/// Position of the next sample to ship: block sequence number and index within the block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
-pub struct Cursor {
-    pub seq: u64,
-    pub idx: u32,
-}
-
-impl Cursor {
-    pub(super) fn encode(&self) -> Vec<u8> {
-        let mut v = self.seq.to_le_bytes().to_vec();
-        v.extend_from_slice(&self.idx.to_le_bytes());
-        v
-    }
-    pub(super) fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != 12 {
-            return None;
-        }
-        Some(Self {
-            seq: u64::from_le_bytes(b[..8].try_into().ok()?),
-            idx: u32::from_le_bytes(b[8..].try_into().ok()?),
-        })
-    }
-}
+use super::state::{Cursor, State, Store};
 
 /// Samples read for shipping, with the cursor that follows them.
 #[derive(Debug, Clone, Default)]

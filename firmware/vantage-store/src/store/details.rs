@@ -12,16 +12,13 @@
 //! series' newest (a path may stay current for months).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use vantage_core::{LockExt, RwLockExt};
 
-use vantage_core::{Measurement, ProbeKind, Sample};
+use vantage_core::{Measurement, Sample};
 
 use crate::backend::{Backend, BackendError, Commit};
 
-use super::{Inner, Store};
-
 /// Meta key prefix of the details.
-const PREFIX: u8 = b'd';
+pub(super) const PREFIX: u8 = b'd';
 
 /// A detail as stored: its key within the series, the time of its round (ms) and the module's
 /// bytes ([`vantage_core::ProbeModule::detail_json`] reads them).
@@ -49,10 +46,10 @@ pub(super) struct Details {
     /// Per series: the detail of its newest round (by round time) since the store opened.
     last: HashMap<u32, Newest>,
     /// (series, key) → (time, bytes), until a commit wrote it.
-    queued: BTreeMap<(u32, u32), (i64, Vec<u8>)>,
+    pub(super) queued: BTreeMap<(u32, u32), (i64, Vec<u8>)>,
 }
 
-fn key(series: u32, detail: u32) -> Vec<u8> {
+pub(super) fn key(series: u32, detail: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(PREFIX);
     k.extend_from_slice(&series.to_be_bytes());
@@ -72,7 +69,7 @@ fn value(ts: i64, bytes: &[u8]) -> Vec<u8> {
     v
 }
 
-fn parse(k: &[u8], v: &[u8]) -> Option<StoredDetail> {
+pub(super) fn parse(k: &[u8], v: &[u8]) -> Option<StoredDetail> {
     Some(StoredDetail {
         key: detail_of(k)?,
         timestamp_ms: i64::from_le_bytes(v.get(..8)?.try_into().ok()?),
@@ -160,97 +157,6 @@ impl Details {
             }
         }
         Ok(stale)
-    }
-}
-
-impl Store {
-    /// Every stored detail of one target and probe (committed or waiting for the next
-    /// commit), oldest first; of one key, the newest.
-    pub fn details(
-        &self,
-        target: &str,
-        probe: ProbeKind,
-    ) -> Result<Vec<StoredDetail>, BackendError> {
-        // The queued ones are read first: a commit that writes them meanwhile still leaves
-        // them in this answer.
-        let (ids, queued) = {
-            let st = self.inner.state.lock_or_recover();
-            let ids = st.ids_of(target, probe);
-            let queued: Vec<StoredDetail> = st
-                .details
-                .queued
-                .iter()
-                .filter(|((s, _), _)| ids.contains(s))
-                .map(|((_, k), (ts, b))| StoredDetail {
-                    key: *k,
-                    timestamp_ms: *ts,
-                    bytes: b.clone(),
-                })
-                .collect();
-            (ids, queued)
-        };
-        let mut by_key: HashMap<u32, StoredDetail> = HashMap::new();
-        let mut keep = |d: StoredDetail| {
-            if by_key
-                .get(&d.key)
-                .is_none_or(|o| o.timestamp_ms <= d.timestamp_ms)
-            {
-                by_key.insert(d.key, d);
-            }
-        };
-        {
-            let guard = self.inner.backend.read_or_recover();
-            if let Some(b) = guard.as_ref() {
-                for id in &ids {
-                    for d in self.inner.scan_details(b.as_ref(), *id)? {
-                        keep(d);
-                    }
-                }
-            }
-        }
-        for d in queued {
-            keep(d);
-        }
-        let mut out: Vec<StoredDetail> = by_key.into_values().collect();
-        out.sort_by_key(|d| (d.timestamp_ms, d.key));
-        Ok(out)
-    }
-}
-
-impl Inner {
-    /// The details of series `id` in the engine.
-    fn scan_details(&self, b: &dyn Backend, id: u32) -> Result<Vec<StoredDetail>, BackendError> {
-        let mut prefix = vec![PREFIX];
-        prefix.extend_from_slice(&id.to_be_bytes());
-        let mut out = Vec::new();
-        b.scan_meta(&prefix, &mut |k, v| {
-            match parse(k, v) {
-                Some(d) => out.push(d),
-                None => tracing::warn!(series = id, "store: damaged detail skipped"),
-            }
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
-    /// Keys of the details of `series` (ids below it) from before `cutoff_ms`, each series'
-    /// newest excepted.
-    pub(super) fn old_details(
-        &self,
-        b: &dyn Backend,
-        series: u32,
-        cutoff_ms: i64,
-    ) -> Result<Vec<Vec<u8>>, BackendError> {
-        let mut keys = Vec::new();
-        for id in 0..series {
-            let mut ds = self.scan_details(b, id)?;
-            let Some(newest) = ds.iter().map(|d| (d.timestamp_ms, d.key)).max() else {
-                continue;
-            };
-            ds.retain(|d| d.timestamp_ms < cutoff_ms && (d.timestamp_ms, d.key) != newest);
-            keys.extend(ds.iter().map(|d| key(id, d.key)));
-        }
-        Ok(keys)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::rollup;
 use crate::series::SeriesKey;
 
 use super::sidecar::{Head, read_series_log};
-use super::{
+use super::state::{
     Cursor, DropReason, IndexEntry, Inner, META_CURSOR, META_FLOOR, META_NEXT, META_SERIES, State,
 };
 

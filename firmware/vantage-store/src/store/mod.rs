@@ -1,10 +1,13 @@
 //! The durable sample store: group commit, bounds, cursors, recovery.
 //!
-//! This file holds the [`Store`] type, its shared state and its small API (open, append,
-//! flush, close, stats). Each job has its own file: `commit` (the group commit), `bounds`
-//! (age and size limits), `cursor` (shipping positions), `query` (reads for the charts),
-//! `load` (the state read back from the engine on open), `recovery` (opening the engine,
-//! quarantine, salvage) and `sidecar` (the files kept beside the engine).
+//! This file holds the [`Store`]'s small API (open, append, flush, close, stats). What the
+//! files share, the `Store` type and its state, is in `state` (and `options`, the settings),
+//! which imports none of them, so no file imports this one back. Each job has its own file:
+//! `commit` (the group commit), `bounds` (age and size limits), `cursor` (shipping
+//! positions), `query` (reads for the charts), `details` and `detail_reads` (round details
+//! kept beside the figures), `load` (the state read back from the engine on open),
+//! `recovery` (opening the engine, quarantine, salvage) and `sidecar` (the files kept beside
+//! the engine).
 
 // The crate does not enable it everywhere yet; this module keeps to it.
 #![warn(clippy::too_many_lines)]
@@ -12,102 +15,36 @@
 mod bounds;
 mod commit;
 mod cursor;
+mod detail_reads;
 mod details;
 mod load;
+mod options;
 mod query;
 mod recovery;
 mod sidecar;
+mod state;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use vantage_core::{LockExt, RwLockExt};
 
-use vantage_core::{ProbeKind, Sample};
+use vantage_core::Sample;
 
-use crate::backend::{Backend, BackendError, BackendKind};
-use crate::codec::{BlockMeta, StoredSample, unix_ms};
-use crate::rollup;
+use crate::backend::BackendError;
+use crate::codec::StoredSample;
 use crate::series::{Labels, SeriesKey};
 
 pub use bounds::dir_usage;
-pub use cursor::{Cursor, ReadBatch};
+pub use cursor::ReadBatch;
 pub use details::StoredDetail;
+pub use options::{
+    DEFAULT_COMMIT_INTERVAL, DEFAULT_COMMIT_SAMPLES, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PENDING, StoreOptions,
+};
 pub use recovery::quarantine_dir;
-
-const META_FLOOR: &[u8] = b"f";
-const META_SERIES: &[u8] = b"s";
-const META_CURSOR: &[u8] = b"c";
-/// A lower bound for the next sequence number (set by a salvage, so numbers are never reused).
-const META_NEXT: &[u8] = b"n";
-
-/// How the store is set up. See `docs/STORE.md` for what each bound means on a card.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// The store's own directory (the daemon uses `<data-dir>/store`).
-    pub dir: PathBuf,
-    pub backend: BackendKind,
-    /// Bytes on disk the store may use; the oldest samples are dropped beyond it.
-    pub max_bytes: u64,
-    /// Samples older than this are dropped.
-    pub max_age: Duration,
-    /// Group commit: pending samples are written and synced at least this often...
-    pub commit_interval: Duration,
-    /// ...or as soon as this many are pending.
-    pub commit_samples: usize,
-    /// Samples held in memory while the disk refuses writes; the oldest go beyond it.
-    pub max_pending: usize,
-}
-
-impl StoreOptions {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            backend: BackendKind::Fjall,
-            max_bytes: crate::DEFAULT_MAX_BYTES,
-            max_age: crate::DEFAULT_MAX_AGE,
-            commit_interval: crate::DEFAULT_COMMIT_INTERVAL,
-            commit_samples: crate::DEFAULT_COMMIT_SAMPLES,
-            max_pending: crate::DEFAULT_MAX_PENDING,
-        }
-    }
-}
-
-/// Why samples were dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// Older than `max_age`.
-    Age,
-    /// Beyond `max_bytes`.
-    Bytes,
-    /// Pending in memory while writes failed, beyond `max_pending`.
-    Overflow,
-    /// In a block found damaged.
-    Corrupt,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 4] = [
-        DropReason::Age,
-        DropReason::Bytes,
-        DropReason::Overflow,
-        DropReason::Corrupt,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Age => "age",
-            DropReason::Bytes => "bytes",
-            DropReason::Overflow => "overflow",
-            DropReason::Corrupt => "corrupt",
-        }
-    }
-    fn idx(self) -> usize {
-        self as usize
-    }
-}
+use state::{Counters, Inner, State};
+pub use state::{Cursor, DropReason, OpenError, Store};
 
 /// A snapshot of the store's figures, for metrics and the web page.
 #[derive(Debug, Clone, Default)]
@@ -148,96 +85,6 @@ impl StoreStats {
     pub fn healthy(&self) -> bool {
         self.error.is_none()
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct IndexEntry {
-    meta: BlockMeta,
-    /// Samples committed before this block since the store opened (for backlog arithmetic).
-    cum: u64,
-}
-
-/// A series id with the labels it was created for.
-type LabelledId = (Arc<Labels>, u32);
-
-#[derive(Default)]
-struct State {
-    pending: VecDeque<StoredSample>,
-    series: Vec<SeriesKey>,
-    lookup: HashMap<(Arc<str>, ProbeKind), Vec<LabelledId>>,
-    /// Series whose dictionary entry is not yet on disk.
-    unsaved_series: Vec<u32>,
-    index: BTreeMap<u64, IndexEntry>,
-    floor: u64,
-    floor_dirty: bool,
-    next_seq: u64,
-    cum_end: u64,
-    samples: u64,
-    block_bytes: u64,
-    cursors: HashMap<String, Cursor>,
-    dirty_cursors: Vec<String>,
-    index_removals: Vec<u64>,
-    commit_now: bool,
-    /// Pending samples at the front being written by a commit right now.
-    in_flight: usize,
-    /// Per-minute aggregates not yet written.
-    rollups: rollup::Open,
-    /// Round details (trace paths, DNS answers) not yet written.
-    details: details::Details,
-}
-
-#[derive(Default)]
-struct Counters {
-    dropped: [AtomicU64; 4],
-    commits: AtomicU64,
-    commit_errors: AtomicU64,
-    bytes_committed: AtomicU64,
-    samples_committed: AtomicU64,
-    quarantined: AtomicU64,
-    corrupt_blocks: AtomicU64,
-    blocks_read: AtomicU64,
-    last_commit_ms: AtomicU64,
-}
-
-struct Inner {
-    opts: StoreOptions,
-    backend: RwLock<Option<Box<dyn Backend>>>,
-    state: Mutex<State>,
-    wake: Condvar,
-    counters: Counters,
-    error: Mutex<Option<String>>,
-    closing: AtomicBool,
-    last_emergency: Mutex<Option<Instant>>,
-    head_file: Mutex<Option<std::fs::File>>,
-    usage: Mutex<(Option<Instant>, u64)>,
-    commit_serial: Mutex<()>,
-}
-
-/// The store. Cheap to share behind an `Arc`; all methods take `&self`.
-pub struct Store {
-    inner: Arc<Inner>,
-    committer: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("dir", &self.inner.opts.dir)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The store could not start at all (it never fails for damaged data: that is quarantined).
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("{0}")]
-    Backend(#[from] BackendError),
-    #[error("cannot prepare {path}: {err}")]
-    Dir { path: PathBuf, err: std::io::Error },
-}
-
-fn now_ms() -> i64 {
-    unix_ms(SystemTime::now())
 }
 
 impl Store {
@@ -406,55 +253,5 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-impl State {
-    /// The ids of a target's series of one probe, one for each label set it was stored with.
-    fn ids_of(&self, target: &str, probe: ProbeKind) -> Vec<u32> {
-        self.lookup
-            .get(&(Arc::from(target), probe))
-            .map(|v| v.iter().map(|(_, id)| *id).collect())
-            .unwrap_or_default()
-    }
-
-    fn series_id(&mut self, target: &Arc<str>, probe: ProbeKind, labels: &Labels) -> u32 {
-        let key = (target.clone(), probe);
-        if let Some(v) = self.lookup.get(&key)
-            && let Some((_, id)) = v.iter().find(|(l, _)| **l == *labels)
-        {
-            return *id;
-        }
-        let id = self.series.len() as u32;
-        let labels = Arc::new(labels.clone());
-        self.series.push(SeriesKey {
-            target: target.clone(),
-            probe,
-            labels: labels.clone(),
-        });
-        self.lookup.entry(key).or_default().push((labels, id));
-        self.unsaved_series.push(id);
-        id
-    }
-}
-
-impl Inner {
-    fn backend_err(&self, e: &BackendError) {
-        let msg = e.to_string();
-        let mut err = self.error.lock_or_recover();
-        if err.as_deref() != Some(&msg) {
-            tracing::error!(store = %self.opts.dir.display(), "store: {msg}; samples are kept in memory and written when the disk works again");
-        }
-        *err = Some(msg);
-    }
-
-    /// The error while the engine is not open: the last one it gave, if any.
-    fn not_open(&self) -> BackendError {
-        BackendError::Io(
-            self.error
-                .lock_or_recover()
-                .clone()
-                .unwrap_or_else(|| "store is not open".into()),
-        )
     }
 }

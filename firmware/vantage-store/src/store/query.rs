@@ -11,7 +11,7 @@ use crate::backend::{Backend, BackendError};
 use crate::codec::{StoredSample, decode_block};
 use crate::rollup::{self, Agg};
 
-use super::{DropReason, Inner, Store};
+use super::state::{DropReason, Inner, Store};
 
 impl Store {
     /// Samples of one target and probe with `from <= timestamp <= to` (ms since the epoch),

@@ -10,7 +10,7 @@ use crate::backend::{self, Backend, BackendError, Commit, EngineOptions};
 use crate::codec::encode_block;
 
 use super::sidecar::Head;
-use super::{Inner, META_CURSOR, META_FLOOR, META_NEXT, META_SERIES, OpenError};
+use super::state::{Inner, META_CURSOR, META_FLOOR, META_NEXT, META_SERIES, OpenError};
 
 /// Consecutive failed opens after which the store is quarantined before the next attempt.
 const MAX_FAILED_OPENS: u32 = 3;

@@ -6,7 +6,7 @@ use vantage_core::LockExt;
 
 use crate::series::SeriesKey;
 
-use super::Inner;
+use super::state::Inner;
 
 /// The head file beside the store: next sequence number and live samples after the last
 /// commit. Written in place without a sync (it costs no extra flash write per commit beyond the
