@@ -215,7 +215,7 @@ fn endpoint(url: String) -> Endpoint {
     e.min_backoff = Duration::from_millis(200);
     e.max_backoff = Duration::from_secs(2);
     e.timeout = Duration::from_secs(5);
-    e.external_labels = vantage_store::Labels::from([("instance".into(), "test-device".into())]);
+    e.labels = vantage_store::Labels::from([("instance".into(), "test-device".into())]);
     e
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use prost::Message;
+use vantage_core::config::{Auth, Secret};
 use vantage_store::remote_write::proto::WriteRequest;
 use vantage_store::remote_write::{bisect, build_request};
 use vantage_store::{Endpoint, ScrapeLog, SendMode, Shipper, ShipperOptions, Store};
@@ -134,7 +135,10 @@ async fn retries_are_exact_duplicates_and_a_refused_batch_is_split() {
     e.max_samples_per_send = 100;
     e.min_backoff = Duration::from_millis(100);
     e.max_backoff = Duration::from_millis(400);
-    e.bearer_token = Some("tok".into());
+    e.auth = Auth::Bearer {
+        token: Secret("tok".into()),
+        token_file: None,
+    };
     let shipper = Shipper::start(store.clone(), vec![e], ShipperOptions::default()).unwrap();
     let st = shipper.endpoints()[0].clone();
     wait(|| store.backlog(store.cursor("ep")) == 0).await;
@@ -178,7 +182,11 @@ async fn cursor_survives_a_restart_and_basic_auth_is_sent() {
         let store = filled_store(dir.path(), 300);
         let mut e = Endpoint::new("ep", url.clone());
         e.max_samples_per_send = 100;
-        e.basic_auth = Some(("user".into(), "pw".into()));
+        e.auth = Auth::Basic {
+            username: "user".into(),
+            password: Secret("pw".into()),
+            password_file: None,
+        };
         let shipper = Shipper::start(store.clone(), vec![e], ShipperOptions::default()).unwrap();
         wait(|| store.backlog(store.cursor("ep")) == 0).await;
         shipper.stop().await;
@@ -277,7 +285,7 @@ async fn a_refused_request_is_split_until_only_the_bad_samples_are_left() {
     });
     let mut e = Endpoint::new("ep", url);
     e.max_samples_per_send = 100;
-    e.external_labels = vantage_store::Labels::from([("instance".into(), "pi".into())]);
+    e.labels = vantage_store::Labels::from([("instance".into(), "pi".into())]);
     let shipper = Shipper::start(store.clone(), vec![e], ShipperOptions::default()).unwrap();
     let st = shipper.endpoints()[0].clone();
     wait(|| store.backlog(store.cursor("ep")) == 0).await;
@@ -512,7 +520,7 @@ async fn push_only_endpoints_get_the_daemons_own_series() {
     let (all_url, all_seen) = server(vec![]);
     let (gaps_url, gaps_seen) = server(vec![]);
     let mut all = Endpoint::new("all", all_url);
-    all.external_labels = [("instance".to_string(), "dev1".to_string())].into();
+    all.labels = [("instance".to_string(), "dev1".to_string())].into();
     let mut gaps = Endpoint::new("gaps", gaps_url);
     gaps.send = SendMode::Gaps;
     let opts = ShipperOptions {

@@ -146,24 +146,49 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-/// One validated remote_write endpoint.
+/// One validated remote_write endpoint; the store's shipper sends to it as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct RemoteWriteConfig {
-    /// Names the endpoint in metrics and keys its shipping cursor.
+    /// Names the endpoint in metrics and keys its shipping cursor: renaming it resends the
+    /// backlog.
     pub name: String,
     pub url: String,
     pub auth: Auth,
     pub tls: TlsConfig,
     pub timeout: Duration,
-    /// Added to every series shipped to this endpoint.
+    /// Added to every series shipped to this endpoint (e.g. `instance`), below the target's
+    /// own labels.
     pub labels: BTreeMap<String, String>,
+    /// Stored rounds per request.
     pub max_samples_per_send: usize,
+    /// Stored rounds per second while catching up (0 = unlimited).
     pub max_samples_per_second: u32,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Every round, or only those no scrape covered.
     pub send: SendMode,
     /// `send = "gaps"`: scrapes further apart than this leave a gap that is shipped.
     pub scrape_gap: Duration,
+}
+
+impl RemoteWriteConfig {
+    /// An endpoint named `name` at `url` with every other setting at its default.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            auth: Auth::None,
+            tls: TlsConfig::default(),
+            timeout: D::REMOTE_WRITE_TIMEOUT,
+            labels: BTreeMap::new(),
+            max_samples_per_send: D::REMOTE_WRITE_SAMPLES_PER_SEND,
+            max_samples_per_second: D::REMOTE_WRITE_SAMPLES_PER_SECOND,
+            min_backoff: D::REMOTE_WRITE_MIN_BACKOFF,
+            max_backoff: D::REMOTE_WRITE_MAX_BACKOFF,
+            send: SendMode::All,
+            scrape_gap: D::REMOTE_WRITE_SCRAPE_GAP,
+        }
+    }
 }
 
 /// Parses sizes: `"4GiB"`, `"512MiB"`, `"500MB"`, `"64kB"`, or a bare integer of bytes.

@@ -6,70 +6,15 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-pub use vantage_core::config::SendMode;
-
-use crate::series::Labels;
-
-/// TLS settings of an endpoint (rustls; system-independent roots from webpki unless `ca_file`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tls {
-    /// PEM file with the CA(s) that sign the server's certificate.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// PEM client certificate and key, for servers that want mutual TLS.
-    pub cert_file: Option<std::path::PathBuf>,
-    pub key_file: Option<std::path::PathBuf>,
-    /// Accept any server certificate (testing only).
-    pub insecure_skip_verify: bool,
-}
-
-/// One remote_write endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// Names the endpoint in metrics and keys its cursor: renaming it resends the backlog.
-    pub name: String,
-    pub url: String,
-    pub basic_auth: Option<(String, String)>,
-    pub bearer_token: Option<String>,
-    pub tls: Tls,
-    pub timeout: Duration,
-    /// Added to every series sent (e.g. `instance`), below the target's own labels.
-    pub external_labels: Labels,
-    /// Stored rounds per request.
-    pub max_samples_per_send: usize,
-    /// Stored rounds per second while catching up (0 = unlimited).
-    pub max_samples_per_second: u32,
-    pub min_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Every round, or only those no scrape covered.
-    pub send: SendMode,
-    /// `send = "gaps"`: scrapes further apart than this leave a gap that is shipped.
-    pub scrape_gap: Duration,
-}
-
-impl Endpoint {
-    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            url: url.into(),
-            basic_auth: None,
-            bearer_token: None,
-            tls: Tls::default(),
-            timeout: Duration::from_secs(30),
-            external_labels: Labels::new(),
-            max_samples_per_send: DEFAULT_SAMPLES_PER_SEND,
-            max_samples_per_second: DEFAULT_SAMPLES_PER_SECOND,
-            min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(60),
-            send: SendMode::All,
-            scrape_gap: vantage_core::defaults::REMOTE_WRITE_SCRAPE_GAP,
-        }
-    }
-}
+use vantage_core::config::Auth;
+// An endpoint is the config's, sent to as it is. Its TLS settings use rustls, with
+// system-independent roots from webpki unless `ca_file`.
+pub use vantage_core::config::{RemoteWriteConfig as Endpoint, SendMode, TlsConfig as Tls};
 
 /// Rounds per request: about 7,000 series points for ping, ~100 KB compressed.
-pub const DEFAULT_SAMPLES_PER_SEND: usize = 1_000;
+pub const DEFAULT_SAMPLES_PER_SEND: usize = vantage_core::defaults::REMOTE_WRITE_SAMPLES_PER_SEND;
 /// Catch-up rate: a 1 h backlog of 100 targets at 1 s (360,000 rounds) drains in 36 s.
-pub const DEFAULT_SAMPLES_PER_SECOND: u32 = 10_000;
+pub const DEFAULT_SAMPLES_PER_SECOND: u32 = vantage_core::defaults::REMOTE_WRITE_SAMPLES_PER_SECOND;
 /// What the tasks of one shipper share: the stop signal and its wake-up.
 pub(super) struct Shared {
     pub stop: AtomicBool,
@@ -163,10 +108,12 @@ pub(super) async fn post(client: &reqwest::Client, ep: &Endpoint, body: Vec<u8>)
         .header("Content-Type", "application/x-protobuf")
         .header("X-Prometheus-Remote-Write-Version", "0.1.0")
         .body(body);
-    if let Some((u, p)) = &ep.basic_auth {
-        r = r.basic_auth(u, Some(p));
-    } else if let Some(t) = &ep.bearer_token {
-        r = r.bearer_auth(t);
+    match &ep.auth {
+        Auth::None => {}
+        Auth::Basic {
+            username, password, ..
+        } => r = r.basic_auth(username, Some(&password.0)),
+        Auth::Bearer { token, .. } => r = r.bearer_auth(&token.0),
     }
     match r.send().await {
         Ok(resp) => {

@@ -80,7 +80,7 @@ impl LiveTask {
             }
             let req = live_request(
                 &self.live.snapshot(),
-                &self.ep.external_labels,
+                &self.ep.labels,
                 unix_ms(SystemTime::now()),
             );
             let ok = matches!(

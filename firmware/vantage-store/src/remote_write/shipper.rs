@@ -319,11 +319,8 @@ impl EndpointTask {
             }
             if n > 0 {
                 let store = self.store.clone();
-                let req = build_request(
-                    &batch.samples,
-                    &move |id| store.series(id),
-                    &self.ep.external_labels,
-                );
+                let req =
+                    build_request(&batch.samples, &move |id| store.series(id), &self.ep.labels);
                 if !self.deliver(req, cursor).await {
                     return;
                 }

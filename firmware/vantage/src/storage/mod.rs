@@ -23,7 +23,7 @@ use vantage_core::{Config, JobKey, Observer, Sample};
 use vantage_store::{Labels, ScrapeLog, Shipper, ShipperOptions, Store};
 
 pub use api::samples;
-use options::{endpoint, shipped_labels, store_options};
+use options::{shipped_labels, store_options};
 
 struct Shipping {
     config: Vec<RemoteWriteConfig>,
@@ -125,9 +125,8 @@ impl Storage {
             .remote_write
             .iter()
             .map(|c| {
-                let mut e = endpoint(c);
-                e.external_labels =
-                    shipped_labels(&e.external_labels, &device_labels, &device_name);
+                let mut e = c.clone();
+                e.labels = shipped_labels(&e.labels, &device_labels, &device_name);
                 e
             })
             .collect();

@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use vantage_core::config::{Auth, RemoteWriteConfig, StoreConfig};
-use vantage_store::remote_write::Tls;
-use vantage_store::{BackendKind, Endpoint, Labels, StoreOptions};
+use vantage_core::config::StoreConfig;
+use vantage_store::{BackendKind, Labels, StoreOptions};
 
 /// The store directory of a backend under the data directory (each engine keeps its own, so
 /// switching engines never makes one read the other's files).
@@ -32,32 +31,6 @@ pub fn store_options(data_dir: &Path, c: &StoreConfig) -> StoreOptions {
     o.commit_samples = c.commit_samples;
     o.max_pending = c.max_pending;
     o
-}
-
-pub fn endpoint(c: &RemoteWriteConfig) -> Endpoint {
-    let mut e = Endpoint::new(c.name.clone(), c.url.clone());
-    match &c.auth {
-        Auth::None => {}
-        Auth::Basic {
-            username, password, ..
-        } => e.basic_auth = Some((username.clone(), password.0.clone())),
-        Auth::Bearer { token, .. } => e.bearer_token = Some(token.0.clone()),
-    }
-    e.tls = Tls {
-        ca_file: c.tls.ca_file.clone(),
-        cert_file: c.tls.cert_file.clone(),
-        key_file: c.tls.key_file.clone(),
-        insecure_skip_verify: c.tls.insecure_skip_verify,
-    };
-    e.timeout = c.timeout;
-    e.external_labels = c.labels.clone().into_iter().collect();
-    e.max_samples_per_send = c.max_samples_per_send;
-    e.max_samples_per_second = c.max_samples_per_second;
-    e.min_backoff = c.min_backoff;
-    e.max_backoff = c.max_backoff;
-    e.send = c.send;
-    e.scrape_gap = c.scrape_gap;
-    e
 }
 
 /// The labels every series shipped to an endpoint carries beside its own: the endpoint's
