@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::engines::{Engines, socket_prober};
 use super::resolve::HostResolver;
-use super::round::{Probe, ProbeRequest, Progress, ProgressSender};
+use super::round::{Probe, ProbeRequest, Progress, ProgressSender, timed_sample};
 use crate::clock::{Clock, SystemClock};
 use crate::lock::LockExt;
 use crate::net::{
@@ -108,48 +108,27 @@ impl Probe for PingProbe {
 
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
         Box::pin(async move {
-            let started = self.clock.now();
-            let timestamp = self.clock.wall();
-            let target = &req.target;
-            let mut opts: PingOptions = target.options_or_default();
-            if let Some(deadline) = req.deadline {
-                // Fit the whole round, sends and the wait for the last reply, in the deadline.
-                let sends = opts.spacing * opts.packets.saturating_sub(1);
-                opts.timeout = opts
-                    .timeout
-                    .min(deadline.saturating_sub(sends))
-                    .max(Duration::from_millis(1));
-            }
-            let addr = self.resolver.resolve(&target.host, opts.ip_protocol).await;
-            let result = match addr.and_then(|a| req.checked(a)) {
-                Ok(addr) => {
-                    self.round_with_error(addr, &opts, req.progress.as_ref())
-                        .await
+            let round = async {
+                let mut opts: PingOptions = req.target.options_or_default();
+                if let Some(deadline) = req.deadline {
+                    // Fit the whole round, sends and the wait for the last reply, in the deadline.
+                    let sends = opts.spacing * opts.packets.saturating_sub(1);
+                    opts.timeout = opts
+                        .timeout
+                        .min(deadline.saturating_sub(sends))
+                        .max(Duration::from_millis(1));
                 }
-                Err(e) => Err(e),
+                let addr = req.address(&self.resolver, opts.ip_protocol).await?;
+                let live = req.progress.as_ref();
+                let (report, send_error) = self.round_with_error(addr, &opts, live).await?;
+                let ok = report.received > 0;
+                let error = match send_error {
+                    Some(e) if !ok => Some(e),
+                    _ => (!ok && report.icmp_errors == 0).then_some(ProbeError::Timeout),
+                };
+                Ok((ok, error, Measurement::from(report)))
             };
-            let duration = self.clock.now().saturating_duration_since(started);
-            let (success, error, measurement) = match result {
-                Ok((report, send_error)) => {
-                    let ok = report.received > 0;
-                    let error = match send_error {
-                        Some(e) if !ok => Some(e),
-                        _ => (!ok && report.icmp_errors == 0).then_some(ProbeError::Timeout),
-                    };
-                    (ok, error, Measurement::from(report))
-                }
-                Err(e) => (false, Some(e), Measurement::None),
-            };
-            Sample {
-                target: target.name.as_str().into(),
-                probe: ProbeKind::PING,
-                timestamp,
-                duration,
-                success,
-                error,
-                measurement,
-                quality: Default::default(),
-            }
+            timed_sample(self.clock.as_ref(), &req, ProbeKind::PING, round).await
         })
     }
 }

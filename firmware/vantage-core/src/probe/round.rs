@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::report::{ModuleReport, Report};
+use super::resolve::HostResolver;
+use crate::clock::Clock;
 use crate::config::host::Host;
 use crate::config::target::Target;
 use crate::net::BoxFuture;
 use crate::sample::{Measurement, ProbeError, Sample};
-use crate::types::{ModuleId, ProbeKind};
+use crate::types::{IpProtocol, ModuleId, ProbeKind};
 
 /// What a probe is asked to do: probe this target once.
 #[derive(Debug, Clone)]
@@ -41,6 +43,16 @@ impl ProbeRequest {
     /// `ip` if the guard lets the round send to it (every address when there is no guard).
     pub fn checked(&self, ip: IpAddr) -> Result<IpAddr, ProbeError> {
         check_addr(self.guard.as_deref(), ip)
+    }
+
+    /// The address the target's host resolves to with `resolver`, if the round may reach it.
+    pub(crate) async fn address(
+        &self,
+        resolver: &HostResolver,
+        protocol: IpProtocol,
+    ) -> Result<IpAddr, ProbeError> {
+        let addr = resolver.resolve(&self.target.host, protocol).await;
+        addr.and_then(|a| self.checked(a))
     }
 }
 
@@ -106,6 +118,35 @@ pub fn check_host(
 pub trait Probe: Send + Sync + Debug {
     fn kind(&self) -> ProbeKind;
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample>;
+}
+
+/// How a round went: whether it succeeded, why not, and what it measured; or why it could not
+/// run at all (a failed round that measured nothing).
+pub(crate) type Outcome = Result<(bool, Option<ProbeError>, Measurement), ProbeError>;
+
+/// A round of `probe` for `req`'s target as a [`Sample`], timed on `clock` around `round`.
+pub(crate) async fn timed_sample(
+    clock: &dyn Clock,
+    req: &ProbeRequest,
+    probe: ProbeKind,
+    round: impl Future<Output = Outcome>,
+) -> Sample {
+    let started = clock.now();
+    let timestamp = clock.wall();
+    let result = round.await;
+    let duration = clock.now().saturating_duration_since(started);
+    let (success, error, measurement) =
+        result.unwrap_or_else(|e| (false, Some(e), Measurement::None));
+    Sample {
+        target: req.target.name.as_str().into(),
+        probe,
+        timestamp,
+        duration,
+        success,
+        error,
+        measurement,
+        quality: Default::default(),
+    }
 }
 
 /// A round of the module kind `kind` as a [`Sample`], timed from its start: `round` is given

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 
 use super::engines::{Engines, socket_prober};
 use super::resolve::HostResolver;
-use super::round::{Probe, ProbeRequest, Progress, ProgressSender};
+use super::round::{Probe, ProbeRequest, Progress, ProgressSender, timed_sample};
 use crate::clock::{Clock, SystemClock};
 use crate::lock::LockExt;
 use crate::net::BoxFuture;
@@ -340,49 +340,29 @@ impl Probe for TraceProbe {
 
     fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
         Box::pin(async move {
-            let started = self.clock.now();
-            let timestamp = self.clock.wall();
-            let target = &req.target;
-            let mut opts: TraceOptions = target.options_or_default();
-            // A trace may extend itself or re-probe once: allow it three rounds.
-            let mut budget = opts.round_length() * 3;
-            if let Some(deadline) = req.deadline {
-                let sends = opts.spacing * opts.probes_per_hop.saturating_sub(1);
-                opts.timeout = opts
-                    .timeout
-                    .min(deadline.saturating_sub(sends))
-                    .max(Duration::from_millis(1));
-                budget = budget.min(deadline);
-            }
-            let addr = self.resolver.resolve(&target.host, opts.ip_protocol).await;
-            let result = match addr.and_then(|a| req.checked(a)) {
-                Ok(addr) => {
-                    let budget = budget.saturating_sub(self.clock.now() - started);
-                    let live = req.progress.as_ref();
-                    self.trace_with(&target.name, addr, &opts, budget, live)
-                        .await
+            let round = async {
+                let started = self.clock.now();
+                let mut opts: TraceOptions = req.target.options_or_default();
+                // A trace may extend itself or re-probe once: allow it three rounds.
+                let mut budget = opts.round_length() * 3;
+                if let Some(deadline) = req.deadline {
+                    let sends = opts.spacing * opts.probes_per_hop.saturating_sub(1);
+                    opts.timeout = opts
+                        .timeout
+                        .min(deadline.saturating_sub(sends))
+                        .max(Duration::from_millis(1));
+                    budget = budget.min(deadline);
                 }
-                Err(e) => Err(e),
+                let addr = req.address(&self.resolver, opts.ip_protocol).await?;
+                let budget = budget.saturating_sub(self.clock.now() - started);
+                let live = req.progress.as_ref();
+                let name = &req.target.name;
+                let report = self.trace_with(name, addr, &opts, budget, live).await?;
+                let stopped = report.hops.iter().any(|h| h.unreachable().is_some());
+                let error = (!report.reached && !stopped).then_some(ProbeError::Timeout);
+                Ok((report.reached, error, Measurement::from(report)))
             };
-            let duration = self.clock.now().saturating_duration_since(started);
-            let (success, error, measurement) = match result {
-                Ok(report) => {
-                    let stopped = report.hops.iter().any(|h| h.unreachable().is_some());
-                    let error = (!report.reached && !stopped).then_some(ProbeError::Timeout);
-                    (report.reached, error, Measurement::from(report))
-                }
-                Err(e) => (false, Some(e), Measurement::None),
-            };
-            Sample {
-                target: target.name.as_str().into(),
-                probe: ProbeKind::TRACE,
-                timestamp,
-                duration,
-                success,
-                error,
-                measurement,
-                quality: Default::default(),
-            }
+            timed_sample(self.clock.as_ref(), &req, ProbeKind::TRACE, round).await
         })
     }
 }
