@@ -9,7 +9,7 @@ use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode
 
 use super::{
     Backend, BackendError, BackendKind, Commit, EngineOptions, MetaKeys, MetaVisitor, SeqVisitor,
-    block_key, key_seq, visit_index, visit_meta,
+    block_key, key_seq, visit_entries, visit_index,
 };
 
 /// Table file descriptors fjall may keep between reads: none (see `open`).
@@ -172,9 +172,9 @@ impl Backend for FjallBackend {
     ) -> Result<(), BackendError> {
         let entry = |g: fjall::Guard| g.into_inner().map_err(err);
         match keys {
-            MetaKeys::Prefix(p) => visit_meta(self.meta.prefix(p).map(entry), 0, f),
+            MetaKeys::Prefix(p) => visit_entries(self.meta.prefix(p).map(entry), 0, f),
             MetaKeys::Range(from, to) => {
-                visit_meta(self.meta.range(from.to_vec()..to.to_vec()).map(entry), 0, f)
+                visit_entries(self.meta.range(from.to_vec()..to.to_vec()).map(entry), 0, f)
             }
         }
     }

@@ -118,9 +118,9 @@ pub enum MetaKeys<'a> {
     Range(&'a [u8], &'a [u8]),
 }
 
-/// Hands each entry of an engine's meta scan to `f`, in the scan's order, its key without the
-/// first `tag` bytes (the engine's own marker of the meta table, if it has one).
-pub(crate) fn visit_meta<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+/// Hands each entry of an engine's scan to `f`, in the scan's order, its key without the first
+/// `tag` bytes (the engine's own marker of the table, if it has one).
+pub(crate) fn visit_entries<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     entries: impl Iterator<Item = Result<(K, V), BackendError>>,
     tag: usize,
     f: &mut MetaVisitor<'_>,
@@ -132,20 +132,17 @@ pub(crate) fn visit_meta<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     Ok(())
 }
 
-/// Hands each entry of an engine's index scan to `f`, in the scan's order, by the sequence
-/// number its key holds after the first `tag` bytes; entries with other keys are skipped.
+/// [`visit_entries`] for an index scan: each entry by the sequence number its key holds after
+/// the first `tag` bytes; entries with other keys are skipped.
 pub(crate) fn visit_index<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     entries: impl Iterator<Item = Result<(K, V), BackendError>>,
     tag: usize,
     f: &mut SeqVisitor<'_>,
 ) -> Result<(), BackendError> {
-    for e in entries {
-        let (k, v) = e?;
-        if let Some(seq) = key_seq(&k.as_ref()[tag..]) {
-            f(seq, v.as_ref())?;
-        }
-    }
-    Ok(())
+    visit_entries(entries, tag, &mut |k, v| match key_seq(k) {
+        Some(seq) => f(seq, v),
+        None => Ok(()),
+    })
 }
 
 /// The engine interface. Keys of blocks and index entries are sequence numbers; both only grow.

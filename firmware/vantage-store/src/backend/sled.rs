@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::{
     Backend, BackendError, BackendKind, Commit, EngineOptions, MetaKeys, MetaVisitor, SeqVisitor,
-    block_key, key_seq, visit_index, visit_meta,
+    block_key, key_seq, visit_entries, visit_index,
 };
 
 const BLOCK: u8 = b'b';
@@ -110,9 +110,9 @@ impl Backend for SledBackend {
         let entry = |kv: sled::Result<(sled::IVec, sled::IVec)>| kv.map_err(err);
         // Meta keys carry the `META` byte in front.
         match keys {
-            MetaKeys::Prefix(p) => visit_meta(self.db.scan_prefix(meta_key(p)).map(entry), 1, f),
+            MetaKeys::Prefix(p) => visit_entries(self.db.scan_prefix(meta_key(p)).map(entry), 1, f),
             MetaKeys::Range(from, to) => {
-                visit_meta(self.db.range(meta_key(from)..meta_key(to)).map(entry), 1, f)
+                visit_entries(self.db.range(meta_key(from)..meta_key(to)).map(entry), 1, f)
             }
         }
     }
