@@ -19,7 +19,7 @@ use vantage_core::{ModuleId, Sample};
 use vantage_store::StoredSample;
 use vantage_store::gauges::{self as g, points};
 
-use crate::metrics::text::{Kind, Lines, family};
+use crate::metrics::text::{Kind, Lines, Spelled, family};
 
 /// A blackbox module name, the Vantage kind it runs and the parameters it sets (a parameter
 /// the request gives itself wins).
@@ -295,7 +295,7 @@ pub fn render(sample: &Sample, lookup: Option<Lookup>) -> String {
         }
         let b = r.blackbox;
         family(&mut out, b.name, b.help, Kind::Gauge, |o| {
-            let mut lines = Lines::new(o, &[]);
+            let mut lines = Lines::new(o, Spelled::NONE);
             for row in ROWS.iter().filter(|x| std::ptr::eq(x.blackbox, b)) {
                 write_row(row, &pts, &mut lines);
             }
@@ -304,7 +304,7 @@ pub fn render(sample: &Sample, lookup: Option<Lookup>) -> String {
     }
     for p in &extra {
         family(&mut out, p.gauge.name, p.gauge.help, Kind::Gauge, |o| {
-            Lines::new(o, &[]).sample(p.gauge.name, &[], None, p.value);
+            Lines::new(o, Spelled::NONE).sample(p.gauge.name, &[], None, p.value);
             true
         });
     }

@@ -127,10 +127,17 @@ impl RoundGauges {
                 // The probe label (of a gauge several kinds write), then the gauge's own.
                 let probe = g.probe_label.then(|| ("probe", l.kind.as_str()));
                 let own = g.label.zip(label.as_deref());
-                let mut labels: Vec<(&str, &str)> = probe.into_iter().chain(own).collect();
                 // `Lines` merges them with the target's labels: sorted by name.
-                labels.sort_unstable_by_key(|l| l.0);
-                lines.sample(gauge.name, &labels, None, *value);
+                let pair;
+                let labels: &[(&str, &str)] = match (probe, own) {
+                    (Some(a), Some(b)) => {
+                        pair = if a.0 <= b.0 { [a, b] } else { [b, a] };
+                        &pair
+                    }
+                    (Some(a), None) | (None, Some(a)) => &[a],
+                    (None, None) => &[],
+                };
+                lines.sample(gauge.name, labels, None, *value);
             }
         }
     }
@@ -144,6 +151,7 @@ mod tests {
     use vantage_store::gauges::ALL;
 
     use super::*;
+    use crate::metrics::text::SpelledSet;
 
     fn ping(rtts: &[u64]) -> Sample {
         Sample {
@@ -166,8 +174,10 @@ mod tests {
     /// The text of every family of `g`, as `/metrics` writes it.
     fn text(g: &RoundGauges) -> String {
         let mut out = String::new();
+        let mut target = SpelledSet::default();
+        target.push([("target", "t")]);
         for gauge in ALL.iter() {
-            let mut l = Lines::new(&mut out, &[("target", "t")]);
+            let mut l = Lines::new(&mut out, target.get(0));
             g.write(gauge, &mut l);
         }
         out
@@ -176,9 +186,11 @@ mod tests {
     /// The text the points of `s` give, written point by point.
     fn plain(s: &Sample) -> String {
         let mut out = String::new();
+        let mut target = SpelledSet::default();
+        target.push([("target", "t")]);
         let pts = points(&StoredSample::from_sample(s, 0));
         for gauge in ALL.iter() {
-            let mut l = Lines::new(&mut out, &[("target", "t")]);
+            let mut l = Lines::new(&mut out, target.get(0));
             for p in pts.iter().filter(|p| std::ptr::eq(p.gauge, *gauge)) {
                 let probe = p.gauge.probe_label.then(|| ("probe", s.probe.as_str()));
                 let mut labels: Vec<(&str, &str)> = probe.into_iter().chain(p.label()).collect();
