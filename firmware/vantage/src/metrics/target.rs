@@ -285,7 +285,8 @@ mod tests {
                 ));
             }
             let cfg = Config::parse(&text, "many.toml").unwrap();
-            let series: Vec<TargetSeries> = cfg.targets.iter().map(|t| TargetSeries::new(t)).collect();
+            let series: Vec<TargetSeries> =
+                cfg.targets.iter().map(|t| TargetSeries::new(t)).collect();
             for (s, t) in series.iter().zip(&cfg.targets) {
                 let at = SystemTime::now();
                 s.observe(&crate::test_support::answered_ping(
