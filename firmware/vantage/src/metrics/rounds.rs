@@ -118,8 +118,34 @@ impl RoundGauges {
         }
     }
 
+    /// The gauges any of `rounds` has a point of, so that a scrape visits every target only
+    /// for the families it may write: a ping target has a dozen of the forty-odd gauges.
+    pub fn present<'a>(rounds: impl Iterator<Item = &'a RoundGauges>) -> Vec<&'static Gauge> {
+        let mut shared: Vec<Arc<Shape>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut gauges = Vec::new();
+        for r in rounds {
+            for l in r.last.lock_or_recover().iter() {
+                if shared.iter().any(|s| Arc::ptr_eq(s, &l.shape)) {
+                    continue;
+                }
+                for (g, _) in l.shape.iter() {
+                    if seen.insert(std::ptr::from_ref(*g)) {
+                        gauges.push(*g);
+                    }
+                }
+                if shared.len() < MAX_SHARED_SHAPES {
+                    shared.push(l.shape.clone());
+                }
+            }
+        }
+        gauges
+    }
+
     /// The target's lines of one gauge family.
     pub fn write(&self, gauge: &Gauge, lines: &mut Lines<'_>) {
+        #[cfg(test)]
+        tests::WRITES.with(|n| n.set(n.get() + 1));
         let last = self.last.lock_or_recover();
         for l in last.iter() {
             let points = l.shape.iter().zip(l.values.iter());
@@ -144,7 +170,7 @@ impl RoundGauges {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::{Duration, SystemTime};
 
     use vantage_core::{Measurement, PingReport, RoundQuality};
@@ -152,6 +178,18 @@ mod tests {
 
     use super::*;
     use crate::metrics::text::SpelledSet;
+
+    thread_local! {
+        /// Calls of [`RoundGauges::write`] on this thread: a target's visits by the render.
+        pub static WRITES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// What `f` returns, and how many times it called [`RoundGauges::write`].
+    pub fn writes_in<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        let before = WRITES.with(|n| n.get());
+        let r = f();
+        (r, WRITES.with(|n| n.get()) - before)
+    }
 
     fn ping(rtts: &[u64]) -> Sample {
         Sample {

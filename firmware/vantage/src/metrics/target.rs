@@ -190,7 +190,12 @@ pub fn write_targets_in_chunks(
         }
         any
     };
-    for g in gauges::ALL.iter() {
+    let present = RoundGauges::present(targets.iter().map(|t| &t.rounds));
+    // A family no target has a point of would write no line: not visited.
+    for g in gauges::ALL
+        .iter()
+        .filter(|g| present.iter().any(|p| std::ptr::eq(*p, **g)))
+    {
         family(out, g.name, g.help, Kind::Gauge, |o| {
             each(o, &|t, l| t.rounds.write(g, l))
         });
@@ -242,6 +247,7 @@ mod tests {
 
     use super::*;
     use crate::test_support::trace_hop;
+    use vantage_store::gauges::initial_points;
 
     fn flagged(text: &str, probe: &str, reason: &str) -> Option<f64> {
         let head = format!(
@@ -310,6 +316,28 @@ mod tests {
             allocations
         };
         let (few, many) = (allocations(10), allocations(1_000));
+        let mut out = String::new();
+        let ping = TargetSeries::new(
+            &Config::parse(
+                "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
+                "one.toml",
+            )
+            .unwrap()
+            .targets[0],
+        );
+        let ((), visits) =
+            crate::metrics::rounds::tests::writes_in(|| write_targets(&[&ping], &[], &mut out));
+        let ping_gauges = initial_points(ProbeKind::PING)
+            .iter()
+            .map(|p| std::ptr::from_ref(p.gauge))
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        assert_eq!(
+            visits,
+            ping_gauges,
+            "of {} gauge families",
+            gauges::ALL.len()
+        );
         assert!(
             many <= few + 20,
             "{few} allocations for 10 targets, {many} for 1,000"
