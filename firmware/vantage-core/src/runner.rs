@@ -63,7 +63,7 @@ struct Shared {
     probes: HashMap<ProbeKind, Arc<dyn Probe>>,
     observer: Arc<dyn Observer>,
     permits: Semaphore,
-    running: Mutex<HashMap<JobKey, u32>>,
+    running: Mutex<HashMap<JobKey, Overlap>>,
 }
 
 /// The probing engine of the daemon.
@@ -209,13 +209,13 @@ impl Shared {
     /// queued round holds a task, and late rounds measure the device, not the network).
     fn admit(self: &Arc<Self>, key: &JobKey) -> Option<Admitted> {
         let mut running = self.running.lock_or_recover();
-        let n = running.entry(key.clone()).or_insert(0);
-        if *n >= MAX_OVERLAP {
+        let o = running.entry(key.clone()).or_default();
+        if o.rounds >= MAX_OVERLAP {
             drop(running);
             self.observer.skipped(key);
             return None;
         }
-        *n += 1;
+        o.rounds += 1;
         Some(Admitted {
             shared: self.clone(),
             key: key.clone(),
@@ -250,10 +250,43 @@ impl Shared {
         }
         // A target edited or removed while this round ran: its result belongs to the old config.
         let current = self.targets.read_or_recover().get(&ev.key.target).cloned();
-        if current.is_some_and(|c| Arc::ptr_eq(&c, &target)) {
+        if !current.is_some_and(|c| Arc::ptr_eq(&c, &target)) {
+            return;
+        }
+        if self.first_in_its_millisecond(&ev.key, &sample) {
             self.observer.sample(sample);
+        } else {
+            self.observer.skipped(&ev.key);
         }
     }
+
+    /// Whether no overlapping round of the job was already delivered with the same millisecond
+    /// timestamp. Two rounds admitted while the device stalled start together once it resumes:
+    /// they measured the same instant, and a series holds one point per timestamp (Prometheus
+    /// keeps one and counts the other as a duplicate), so the second to end is dropped as
+    /// skipped.
+    fn first_in_its_millisecond(&self, key: &JobKey, sample: &Sample) -> bool {
+        let ms = sample
+            .timestamp
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut running = self.running.lock_or_recover();
+        let Some(o) = running.get_mut(key) else {
+            return true;
+        };
+        if o.delivered_ms == Some(ms) {
+            return false;
+        }
+        o.delivered_ms = Some(ms);
+        true
+    }
+}
+
+/// A job's rounds in flight, and the timestamp of the last one delivered while any ran.
+#[derive(Default)]
+struct Overlap {
+    rounds: u32,
+    delivered_ms: Option<u128>,
 }
 
 /// A round counted against its job's overlap limit until it ends (or is dropped unstarted).
@@ -265,9 +298,9 @@ struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut running = self.shared.running.lock_or_recover();
-        if let Some(n) = running.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(o) = running.get_mut(&self.key) {
+            o.rounds -= 1;
+            if o.rounds == 0 {
                 running.remove(&self.key);
             }
         }
@@ -313,6 +346,21 @@ mod tests {
         clock: Arc<ManualClock>,
         pressure: Arc<FakePressure>,
         stall: [u64; 2],
+        start: Instant,
+    }
+
+    /// Rounds of `ms` wall-clock milliseconds since the epoch, else as [`FakeProbe`]'s.
+    fn sample_at(target: &str, ms: u64) -> Sample {
+        Sample {
+            target: target.into(),
+            probe: ProbeKind::PING,
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+            duration: Duration::from_secs(1),
+            success: true,
+            error: None,
+            measurement: Measurement::None,
+            quality: RoundQuality::default(),
+        }
     }
 
     impl Probe for FakeProbe {
@@ -326,16 +374,9 @@ mod tests {
                     s[0] += self.stall[0];
                     s[1] += self.stall[1];
                 }
-                Sample {
-                    target: req.target.name.as_str().into(),
-                    probe: ProbeKind::PING,
-                    timestamp: SystemTime::UNIX_EPOCH,
-                    duration: Duration::from_secs(1),
-                    success: true,
-                    error: None,
-                    measurement: Measurement::None,
-                    quality: RoundQuality::default(),
-                }
+                // Each round a second of the clock later than the last: its own timestamp.
+                let ms = self.clock.now().duration_since(self.start).as_millis() as u64;
+                sample_at(&req.target.name, ms)
             })
         }
     }
@@ -366,6 +407,7 @@ mod tests {
             clock: clock.clone(),
             pressure: pressure.clone(),
             stall,
+            start: clock.now(),
         });
         let samples = Arc::new(Samples::default());
         let shared = one_target(probe, samples.clone(), 1, clock.clone(), pressure);
@@ -386,7 +428,7 @@ mod tests {
 
     /// A runner's shared state with `probe` and one ping target, `t`.
     fn one_target(
-        probe: Arc<FakeProbe>,
+        probe: Arc<dyn Probe>,
         observer: Arc<dyn Observer>,
         max_concurrent: usize,
         clock: Arc<ManualClock>,
@@ -442,6 +484,7 @@ mod tests {
             clock: clock.clone(),
             pressure: pressure.clone(),
             stall: [0, 0],
+            start: clock.now(),
         });
         let counts = Arc::new(Counts::default());
         let shared = one_target(probe, counts.clone(), 100, clock.clone(), pressure);
@@ -468,6 +511,75 @@ mod tests {
         shared.dispatch(rt.handle(), ev());
         assert_eq!(rt.metrics().num_alive_tasks(), 1);
         assert_eq!(*counts.skipped.lock_or_recover(), 10 - MAX_OVERLAP);
+    }
+
+    /// Every round reports the same millisecond, as rounds that start together do.
+    #[derive(Debug)]
+    struct SameInstant;
+
+    impl Probe for SameInstant {
+        fn kind(&self) -> ProbeKind {
+            ProbeKind::PING
+        }
+        fn run(&self, req: ProbeRequest) -> BoxFuture<'_, Sample> {
+            Box::pin(async move { sample_at(&req.target.name, 1_000) })
+        }
+    }
+
+    #[test]
+    fn overlapping_rounds_of_one_millisecond_deliver_one_sample() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let pressure = Arc::new(FakePressure {
+            clock: clock.clone(),
+            stalled: Mutex::new(None),
+        });
+        let counts = Arc::new(Counts::default());
+        let shared = one_target(
+            Arc::new(SameInstant),
+            counts.clone(),
+            100,
+            clock.clone(),
+            pressure,
+        );
+        let ev = || SchedulerEvent {
+            key: JobKey {
+                target: "t".into(),
+                probe: ProbeKind::PING,
+            },
+            planned: clock.now(),
+        };
+        // Two rounds admitted while the runtime was busy run at the same instant.
+        shared.dispatch(rt.handle(), ev());
+        shared.dispatch(rt.handle(), ev());
+        rt.block_on(async {
+            while rt_alive(&shared) > 0 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(*counts.samples.lock_or_recover(), 1);
+        assert_eq!(*counts.skipped.lock_or_recover(), 1);
+        // A later round alone: delivered, whatever its timestamp (nothing overlaps it).
+        shared.dispatch(rt.handle(), ev());
+        rt.block_on(async {
+            while rt_alive(&shared) > 0 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(*counts.samples.lock_or_recover(), 2);
+        assert_eq!(*counts.skipped.lock_or_recover(), 1);
+    }
+
+    /// Rounds of any job still admitted.
+    fn rt_alive(shared: &Shared) -> u32 {
+        shared
+            .running
+            .lock_or_recover()
+            .values()
+            .map(|o| o.rounds)
+            .sum()
     }
 
     #[tokio::test]
