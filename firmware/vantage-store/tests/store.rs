@@ -229,8 +229,14 @@ fn old_samples_are_dropped_and_counted() {
         s.append(&ping("a", now_ms() + i, 7), &labels("x"));
     }
     s.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(400));
-    let st = s.stats();
+    // The age bound is applied by the background commit: wait for it, bounded, as a loaded
+    // machine may run it late.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut st = s.stats();
+    while st.dropped(DropReason::Age) < 50 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        st = s.stats();
+    }
     assert_eq!(st.dropped(DropReason::Age), 50, "{st:?}");
     assert_eq!(st.samples, 20);
     assert!(st.oldest_ms.unwrap() >= now_ms() - 10_000);

@@ -477,7 +477,11 @@ trace = {{ timeout = "200ms" }}
         let samples = v["samples"].as_array().unwrap();
         let ms = |s: &serde_json::Value| (s["timestamp"].as_f64().unwrap() * 1000.0).round() as i64;
         let ts = samples.iter().map(ms).collect();
-        let failed = samples.iter().filter(|s| s["error"] != "").map(ms).collect();
+        let failed = samples
+            .iter()
+            .filter(|s| s["error"] != "")
+            .map(ms)
+            .collect();
         (ts, failed, v)
     };
     let (dns_ts, dns_failed, dns_json) = stored("resolver", "dns");
