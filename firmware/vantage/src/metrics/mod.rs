@@ -94,7 +94,7 @@ impl Metrics {
         let skipped = IntCounterVec::new(
             Opts::new(
                 names::SCHEDULER_SKIPPED,
-                "Rounds skipped because two earlier rounds of the same probe were still running or waiting to start.",
+                "Rounds skipped because two earlier rounds of the same probe were still running or waiting to start, or because one that started in the same millisecond was already delivered.",
             ),
             &["target", "probe"],
         )
