@@ -470,31 +470,59 @@ mod tests {
         }
     }
 
+    /// A one-thread runtime that runs nothing until the test blocks on it, one target with the
+    /// probe `make` gives, its rounds counted; and a round of that target due now.
+    struct BusyLab {
+        rt: tokio::runtime::Runtime,
+        clock: Arc<ManualClock>,
+        counts: Arc<Counts>,
+        shared: Arc<Shared>,
+    }
+
+    impl BusyLab {
+        fn new(make: impl FnOnce(&Arc<ManualClock>, &Arc<FakePressure>) -> Arc<dyn Probe>) -> Self {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let clock = Arc::new(ManualClock::new());
+            let pressure = Arc::new(FakePressure {
+                clock: clock.clone(),
+                stalled: Mutex::new(None),
+            });
+            let probe = make(&clock, &pressure);
+            let counts = Arc::new(Counts::default());
+            let shared = one_target(probe, counts.clone(), 100, clock.clone(), pressure);
+            Self {
+                rt,
+                clock,
+                counts,
+                shared,
+            }
+        }
+
+        fn due(&self) -> SchedulerEvent {
+            SchedulerEvent {
+                key: JobKey {
+                    target: "t".into(),
+                    probe: ProbeKind::PING,
+                },
+                planned: self.clock.now(),
+            }
+        }
+    }
+
     #[test]
     fn rounds_a_busy_runtime_has_not_started_count_against_the_overlap_limit() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let clock = Arc::new(ManualClock::new());
-        let pressure = Arc::new(FakePressure {
-            clock: clock.clone(),
-            stalled: Mutex::new(None),
+        let lab = BusyLab::new(|clock, pressure| {
+            Arc::new(FakeProbe {
+                clock: clock.clone(),
+                pressure: pressure.clone(),
+                stall: [0, 0],
+                start: clock.now(),
+            })
         });
-        let probe = Arc::new(FakeProbe {
-            clock: clock.clone(),
-            pressure: pressure.clone(),
-            stall: [0, 0],
-            start: clock.now(),
-        });
-        let counts = Arc::new(Counts::default());
-        let shared = one_target(probe, counts.clone(), 100, clock.clone(), pressure);
-        let ev = || SchedulerEvent {
-            key: JobKey {
-                target: "t".into(),
-                probe: ProbeKind::PING,
-            },
-            planned: clock.now(),
-        };
+        let (rt, counts, shared) = (&lab.rt, &lab.counts, &lab.shared);
+        let ev = || lab.due();
         // The runtime's one thread is busy elsewhere: ten rounds come due and none can start.
         for _ in 0..10 {
             shared.dispatch(rt.handle(), ev());
@@ -528,34 +556,14 @@ mod tests {
 
     #[test]
     fn overlapping_rounds_of_one_millisecond_deliver_one_sample() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let clock = Arc::new(ManualClock::new());
-        let pressure = Arc::new(FakePressure {
-            clock: clock.clone(),
-            stalled: Mutex::new(None),
-        });
-        let counts = Arc::new(Counts::default());
-        let shared = one_target(
-            Arc::new(SameInstant),
-            counts.clone(),
-            100,
-            clock.clone(),
-            pressure,
-        );
-        let ev = || SchedulerEvent {
-            key: JobKey {
-                target: "t".into(),
-                probe: ProbeKind::PING,
-            },
-            planned: clock.now(),
-        };
+        let lab = BusyLab::new(|_, _| Arc::new(SameInstant));
+        let (rt, counts, shared) = (&lab.rt, &lab.counts, &lab.shared);
+        let ev = || lab.due();
         // Two rounds admitted while the runtime was busy run at the same instant.
         shared.dispatch(rt.handle(), ev());
         shared.dispatch(rt.handle(), ev());
         rt.block_on(async {
-            while rt_alive(&shared) > 0 {
+            while rt_alive(shared) > 0 {
                 tokio::task::yield_now().await;
             }
         });
@@ -564,7 +572,7 @@ mod tests {
         // A later round alone: delivered, whatever its timestamp (nothing overlaps it).
         shared.dispatch(rt.handle(), ev());
         rt.block_on(async {
-            while rt_alive(&shared) > 0 {
+            while rt_alive(shared) > 0 {
                 tokio::task::yield_now().await;
             }
         });
