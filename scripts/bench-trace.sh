@@ -134,6 +134,7 @@ bench_all() {
 vantage trace -P udp|$BIN trace $DST -P udp -q 3 -w ${TIMEOUT}s -m 30
 vantage trace -P icmp|$BIN trace $DST -P icmp -q 3 -w ${TIMEOUT}s -m 30
 vantage trace -P tcp|$BIN trace $DST -P tcp -q 3 -w ${TIMEOUT}s -m 30
+vantage trace -P udp --discovery flows|$BIN trace $DST -P udp -q 3 -w ${TIMEOUT}s -m 30 --discovery flows
 traceroute -q 3 (udp)|traceroute -n -q 3 -w $TIMEOUT $DST
 traceroute -I -q 3|traceroute -n -I -q 3 -w $TIMEOUT $DST
 traceroute -T -q 3|traceroute -n -T -p 80 -q 3 -w $TIMEOUT $DST
