@@ -36,7 +36,7 @@ pub async fn run(
         "vantage starting"
     );
     let storage = Storage::start(&data_dir, &config);
-    let history = Arc::new(crate::web::MemoryHistory::default());
+    let history = crate::web::memory_history(Some(&storage));
     let wiring = Wiring {
         data_dir: Some(data_dir.clone()),
         announce_port: Some(listener.local_addr()?.port()),

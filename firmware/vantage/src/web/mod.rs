@@ -131,6 +131,15 @@ pub fn app(web: Arc<Web>) -> Router {
         .layer(axum::middleware::from_fn_with_state(web, guard::guard))
 }
 
+/// The runner's in-memory history for [`history_source`]: the whole hour without a store, only
+/// the minutes the store may still be filling when it is open (the store has the rest).
+pub fn memory_history(storage: Option<&Storage>) -> Arc<MemoryHistory> {
+    Arc::new(match storage.and_then(|s| s.store()) {
+        Some(_) => MemoryHistory::keeping(history::RECENT_MINUTES),
+        None => MemoryHistory::default(),
+    })
+}
+
 /// Where the charts come from: the store when it is open, so they survive a restart; else
 /// `memory`, which sees every sample since the start.
 pub fn history_source(
