@@ -483,10 +483,10 @@ pub struct StoreHistory {
     memory_from: u64,
 }
 
-/// Probes whose stored buckets are cached: two full status pages of one probe each. A request
-/// for more probes than are cached drops the others first, so the cache never holds more than
-/// this and one request.
-const CACHED_PROBES: usize = 2 * super::status::PAGE_MAX;
+/// Probes whose stored buckets are cached: two of the status view's largest pages of one probe
+/// each (the status view asserts that its largest page fits). A request for more probes than are
+/// cached drops the others first, so the cache never holds more than this and one request.
+pub(super) const CACHED_PROBES: usize = 1000;
 
 /// When the newest stored round was read, and what it was.
 type StoredLatest = (std::time::Instant, Option<Latest>);

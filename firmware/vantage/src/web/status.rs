@@ -33,6 +33,8 @@ use crate::storage::Storage;
 pub const PAGE_DEFAULT: usize = 100;
 /// The largest `limit` a query may ask for.
 pub const PAGE_MAX: usize = 500;
+// Two of the largest pages fit in the history's cache of stored buckets.
+const _: () = assert!(2 * PAGE_MAX <= super::history::CACHED_PROBES);
 /// The longest filter text (`q`), in characters.
 pub const FILTER_MAX: usize = 128;
 
