@@ -737,6 +737,16 @@ mod tests {
     use serde_json::json;
     use vantage_core::{Measurement, PingReport};
 
+    /// A fresh store in a directory of its own, removed when the first part is dropped.
+    pub(super) fn open_store(
+        name: &str,
+    ) -> (crate::web::tests::TempDir, Arc<vantage_store::Store>) {
+        let dir = crate::web::tests::TempDir::new(name);
+        let options = vantage_store::StoreOptions::new(dir.path().join("s"));
+        let store = Arc::new(vantage_store::Store::open(options).unwrap());
+        (dir, store)
+    }
+
     fn sample(t: u64, ok: bool, rtt_ms: u64) -> Sample {
         Sample {
             target: "gw".into(),
@@ -879,11 +889,7 @@ mod tests {
     /// minutes since come from memory, so refreshes read nothing however many targets run.
     #[test]
     fn minutes_since_the_start_come_from_memory_and_refreshes_read_no_store() {
-        let dir = crate::web::tests::TempDir::new("histmem");
-        let store = Arc::new(
-            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
-                .unwrap(),
-        );
+        let (_dir, store) = open_store("histmem");
         let now = now_unix();
         let started = now - 30 * 60;
         let labels = vantage_store::Labels::new();
@@ -927,11 +933,7 @@ mod tests {
     /// from the store once, with no minute missing between the two.
     #[test]
     fn a_short_memory_and_the_store_show_the_whole_hour_as_minutes_pass() {
-        let dir = crate::web::tests::TempDir::new("histshort");
-        let store = Arc::new(
-            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
-                .unwrap(),
-        );
+        let (_dir, store) = open_store("histshort");
         let now = now_unix();
         let labels = vantage_store::Labels::new();
         let memory = Arc::new(MemoryHistory::keeping(RECENT_MINUTES));
@@ -982,11 +984,7 @@ mod tests {
     /// pages and charts are looked at.
     #[test]
     fn the_cache_of_stored_buckets_is_bounded() {
-        let dir = crate::web::tests::TempDir::new("histbound");
-        let store = Arc::new(
-            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
-                .unwrap(),
-        );
+        let (_dir, store) = open_store("histbound");
         let h = StoreHistory::new(Arc::new(MemoryHistory::default()), store);
         let since = SystemTime::now() - BUCKET * BUCKETS as u32;
         let names: Vec<String> = (0..3 * CACHED_PROBES).map(|i| format!("t{i}")).collect();
@@ -1011,11 +1009,7 @@ mod tests {
     /// as it is in memory after: each kind's main time, not a value named per kind.
     #[test]
     fn a_stored_rounds_line_is_its_main_time() {
-        let dir = crate::web::tests::TempDir::new("histmain");
-        let store = Arc::new(
-            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
-                .unwrap(),
-        );
+        let (_dir, store) = open_store("histmain");
         let (tcp, report) = tcp_round();
         let at = SystemTime::now() - Duration::from_secs(120);
         let round = Sample {
@@ -1041,11 +1035,7 @@ mod tests {
     /// `n` targets with ten minutes of rounds stored, one block a minute, checking that they
     /// show what each probe's rounds do.
     fn blocks_per_refresh(n: usize) -> u64 {
-        let dir = crate::web::tests::TempDir::new("histblocks");
-        let store = Arc::new(
-            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
-                .unwrap(),
-        );
+        let (_dir, store) = open_store("histblocks");
         let now = SystemTime::now();
         let labels = vantage_store::Labels::new();
         let targets: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
@@ -1122,11 +1112,7 @@ mod cost {
     #[test]
     #[ignore = "a measurement; prints figures"]
     fn store_history_cost() {
-        let dir = crate::web::tests::TempDir::new("histcost");
-        let store = Arc::new(
-            vantage_store::Store::open(vantage_store::StoreOptions::new(dir.path().join("s")))
-                .unwrap(),
-        );
+        let (_dir, store) = super::tests::open_store("histcost");
         let now = SystemTime::now();
         let labels = vantage_store::Labels::new();
         let targets: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
