@@ -50,8 +50,9 @@ work=${FUZZ_WORK:-$target_dir/fuzz-runs}
 run() {
   local t=$1 dir=$work/$1 seeds=()
   [ -d "fuzz/corpus/$t" ] && seeds+=("fuzz/corpus/$t")
-  # The config loader's own test files, good and bad, are the config target's seeds.
-  [ "$t" = config ] && seeds+=(firmware/vantage-core/tests/testdata/{good,bad})
+  # The config loader's own test files, good and bad, are the config target's seeds: the core's
+  # and those of the crates that read their own sections.
+  [ "$t" = config ] && seeds+=(firmware/{vantage-core,vantage-store,vantage-leds}/tests/testdata/{good,bad})
   mkdir -p "$dir/corpus"
   rm -f "$dir"/crash-* "$dir"/timeout-* "$dir"/oom-* "$dir"/slow-unit-*
   "$target_dir/$host/release/$t" "$dir/corpus" "${seeds[@]}" \

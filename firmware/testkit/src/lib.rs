@@ -8,11 +8,13 @@
 mod delay;
 mod exposition;
 mod netns;
+mod readme;
 mod tempdir;
 
 pub use delay::{DelayQueue, DelayStats, run_delay_loop};
 pub use exposition::{Labels, exposition_series};
 pub use netns::{Netns, VethPair, unique_name};
+pub use readme::{readme_duration, readme_range};
 pub use tempdir::TempDir;
 
 /// Set to `1` to make root-only tests fail instead of skipping when they cannot run.

@@ -10,7 +10,8 @@ pub struct Bounds<T> {
     pub max: T,
 }
 
-const fn between<T>(min: T, max: T) -> Bounds<T> {
+/// The bounds from `min` to `max`, both included.
+pub const fn between<T>(min: T, max: T) -> Bounds<T> {
     Bounds { min, max }
 }
 
@@ -146,57 +147,6 @@ pub const MAX_LABELS: usize = 16;
 /// Targets per config file.
 pub const MAX_TARGETS: usize = 20_000;
 
-/// Store: a quarter of a 16 GB card; at ~12 bytes a round, 100 targets at 1 s for 30 days need
-/// about 3.3 GB.
-pub const STORE_MAX_BYTES: u64 = 4 << 30;
-/// Bounds of `store.max_size`.
-pub const STORE_MIN_BYTES: u64 = 1 << 20;
-pub const STORE_MAX_MAX_BYTES: u64 = 16 << 40;
-/// Store: samples older than this are dropped.
-pub const STORE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Group commit interval: also the durability window (what a power cut can lose).
-pub const STORE_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
-/// Group commit size: a commit happens early when this many samples wait.
-pub const STORE_COMMIT_SAMPLES: usize = 10_000;
-/// Samples kept in memory while the disk refuses writes (about 80 MB at most).
-pub const STORE_MAX_PENDING: usize = 1_000_000;
-/// `store.max_age`: from a minute to ten years.
-pub const STORE_MAX_AGE_RANGE: Bounds<Duration> = between(
-    Duration::from_secs(60),
-    Duration::from_secs(10 * 365 * 24 * 3600),
-);
-/// `store.commit_interval`.
-pub const STORE_COMMIT_INTERVAL_RANGE: Bounds<Duration> = between(ms(10), ms(600_000));
-/// `store.commit_samples`.
-pub const STORE_COMMIT_SAMPLES_RANGE: Bounds<i64> = between(1, 1_000_000);
-/// `store.max_pending`.
-pub const STORE_MAX_PENDING_RANGE: Bounds<i64> = between(1000, 100_000_000);
-
-/// remote_write: request timeout.
-pub const REMOTE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// remote_write: first retry delay after a 5xx, a 429 or a network error; doubles up to the max.
-pub const REMOTE_WRITE_MIN_BACKOFF: Duration = Duration::from_millis(500);
-pub const REMOTE_WRITE_MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// remote_write: probe rounds per request (each round is 2 to 9 series points).
-pub const REMOTE_WRITE_SAMPLES_PER_SEND: usize = 1_000;
-/// remote_write: catch-up rate limit in probe rounds per second (0: none). A 1 h backlog of
-/// 100 targets at 1 s drains in 36 s.
-pub const REMOTE_WRITE_SAMPLES_PER_SECOND: u32 = 10_000;
-/// remote_write `send = "gaps"`: scrapes further apart than this leave a gap that is shipped;
-/// four missed scrapes at Prometheus' default 15 s interval.
-pub const REMOTE_WRITE_SCRAPE_GAP: Duration = Duration::from_secs(60);
-/// `remote_write.scrape_gap`.
-pub const REMOTE_WRITE_SCRAPE_GAP_RANGE: Bounds<Duration> = between(ms(2_000), ms(3_600_000));
-/// `remote_write.timeout`.
-pub const REMOTE_WRITE_TIMEOUT_RANGE: Bounds<Duration> = between(ms(100), ms(300_000));
-/// `remote_write.min_backoff`.
-pub const REMOTE_WRITE_MIN_BACKOFF_RANGE: Bounds<Duration> = between(ms(10), ms(600_000));
-/// `remote_write.max_backoff`.
-pub const REMOTE_WRITE_MAX_BACKOFF_RANGE: Bounds<Duration> = between(ms(10), ms(3_600_000));
-/// `remote_write.max_samples_per_send`.
-pub const REMOTE_WRITE_SAMPLES_PER_SEND_RANGE: Bounds<i64> = between(1, 100_000);
-/// `remote_write.max_samples_per_second` (0: no limit).
-pub const REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE: Bounds<i64> = between(0, 10_000_000);
 /// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
 pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
 /// Uplink: wait for each gateway reply.
@@ -216,18 +166,6 @@ pub const PROVISIONING_TIMEOUT_RANGE: Bounds<Duration> =
     between(MIN_TIMEOUT, Duration::from_secs(300));
 /// Provisioning: the largest targets file accepted.
 pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
-/// Where the kernel's LED class lives.
-pub const LEDS_SYSFS_ROOT: &str = "/sys/class/leds";
-/// How long "identify" blinks when the request names no duration: long enough to walk to a rack.
-pub const LEDS_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// `leds.identify_timeout`: from a second to a day.
-pub const LEDS_IDENTIFY_TIMEOUT_RANGE: Bounds<Duration> =
-    between(Duration::from_secs(1), Duration::from_secs(24 * 3600));
-/// The daemon's main loop ticks every second; this many seconds of silence means it is stuck.
-pub const LEDS_STALE_AFTER: Duration = Duration::from_secs(5);
-/// `leds.stale_after`: more than one tick, at most ten minutes.
-pub const LEDS_STALE_AFTER_RANGE: Bounds<Duration> =
-    between(Duration::from_secs(2), Duration::from_secs(600));
 
 /// `[probe_endpoint] ports`: the ports `/probe` may reach per probe kind unless the config
 /// lists others. The well-known ports of each kind's service, so `/probe` is no port scanner:

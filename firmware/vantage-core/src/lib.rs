@@ -43,8 +43,8 @@ mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock, utc_to_unix};
 pub use config::{
-    Config, ConfigError, ConfigErrors, DnsOptions, DnsTransport, DohMethod, Host, LedBackendKind,
-    LedConfig, LedRole, LedsConfig, PingOptions, Target, TraceOptions,
+    Config, ConfigError, ConfigErrors, ConfigSection, DnsOptions, DnsTransport, DohMethod, Host,
+    PingOptions, Target, TraceOptions,
 };
 pub use error_text::error_chain;
 pub use lock::{LockExt, RwLockExt};

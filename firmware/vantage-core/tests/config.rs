@@ -172,75 +172,6 @@ fn defaults_apply_and_targets_override_them() {
 }
 
 #[test]
-fn store_and_remote_write_sections() {
-    use std::time::Duration;
-    use vantage_core::config::Auth;
-    let c =
-        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/store.toml"))
-            .unwrap();
-    assert_eq!(c.store.backend, "fjall");
-    assert_eq!(c.store.max_bytes, 2 << 30);
-    assert_eq!(c.store.max_age, Duration::from_secs(14 * 86400));
-    assert_eq!(c.store.commit_interval, Duration::from_secs(2));
-    assert_eq!(c.store.commit_samples, 5000);
-    assert_eq!(c.remote_write.len(), 2);
-    let rw = &c.remote_write[0];
-    assert_eq!(rw.name, "central");
-    assert_eq!(rw.max_samples_per_second, 2000);
-    assert_eq!(rw.send, vantage_core::config::SendMode::Gaps);
-    assert_eq!(rw.scrape_gap, Duration::from_secs(120));
-    assert_eq!(
-        rw.labels.get("instance").map(String::as_str),
-        Some("pi-office")
-    );
-    match &rw.auth {
-        Auth::Basic {
-            username, password, ..
-        } => {
-            assert_eq!(username, "vantage");
-            assert_eq!(password.0, "s3cret");
-        }
-        other => panic!("{other:?}"),
-    }
-    // Secrets never show in Debug output.
-    assert!(!format!("{c:?}").contains("s3cret"));
-    let other = &c.remote_write[1];
-    assert_eq!(other.name, "127.0.0.1:9090");
-    assert!(matches!(other.auth, Auth::Bearer { .. }));
-    assert_eq!(other.send, vantage_core::config::SendMode::All);
-    assert_eq!(
-        other.scrape_gap,
-        vantage_core::defaults::REMOTE_WRITE_SCRAPE_GAP
-    );
-    // Without the sections, the defaults.
-    let m = Config::parse(
-        "[[targets]]\nname = \"a\"\nhost = \"::1\"\nprobes = [\"ping\"]\n",
-        "m",
-    )
-    .unwrap();
-    assert_eq!(m.store.max_bytes, vantage_core::defaults::STORE_MAX_BYTES);
-    assert!(m.remote_write.is_empty());
-}
-
-#[test]
-fn password_files_are_read() {
-    let dir = std::env::temp_dir().join(format!("vantage-pw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pw = dir.join("pw");
-    std::fs::write(&pw, "from-file\n").unwrap();
-    let text = format!(
-        "[[remote_write]]\nurl = \"https://p.example/w\"\nbasic_auth = {{ username = \"u\", password_file = {:?} }}\n[[targets]]\nname = \"a\"\nhost = \"::1\"\nprobes = [\"ping\"]\n",
-        pw.display().to_string()
-    );
-    let c = Config::parse(&text, "t").unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    match &c.remote_write[0].auth {
-        vantage_core::config::Auth::Basic { password, .. } => assert_eq!(password.0, "from-file"),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
 fn a_bad_default_is_reported_once_not_per_target() {
     let f = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/testdata/bad/dns-defaults-timeout-over-interval.toml");
@@ -331,43 +262,6 @@ fn a_provisioned_file_may_not_set_device_sections() {
     assert_eq!(e.errors[0].field, "provisioning");
     let ok = Config::parse_provisioned("[defaults]\ninterval = \"2s\"\n[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n", "remote").unwrap();
     assert_eq!(ok.targets.len(), 1);
-}
-
-#[test]
-fn leds_section_is_read() {
-    use vantage_core::{LedBackendKind, LedRole};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good");
-    let c = Config::load(&dir.join("leds-sysfs.toml")).unwrap();
-    assert_eq!(c.leds.backend, LedBackendKind::Sysfs);
-    assert_eq!(c.leds.identify_timeout, std::time::Duration::from_secs(600));
-    let roles: Vec<_> = c
-        .leds
-        .leds
-        .iter()
-        .map(|l| (l.role, l.name.as_str()))
-        .collect();
-    assert_eq!(
-        roles,
-        [
-            (LedRole::Health, "vantage:green"),
-            (LedRole::Targets, "vantage:amber"),
-            (LedRole::System, "vantage:red")
-        ]
-    );
-    let g = Config::load(&dir.join("leds-gpio.toml")).unwrap();
-    assert_eq!(g.leds.backend, LedBackendKind::Gpio);
-    assert_eq!(g.leds.leds[0].pin, Some(17));
-    assert_eq!(g.leds.leds[0].name, "gpio17");
-    assert!(!g.leds.leds[0].active_low);
-    assert_eq!(g.leds.leds[1].role, LedRole::Problem);
-    assert!(g.leds.leds[1].active_low);
-    // Without [leds], nothing is driven.
-    let m = Config::load(&dir.join("minimal.toml")).unwrap();
-    assert_eq!(m.leds.backend, LedBackendKind::None);
-    assert!(m.leds.leds.is_empty());
-    // The log backend shows the three-LED layout when none is listed.
-    let l = Config::parse("[leds]\nbackend = \"log\"\n", "l.toml").unwrap();
-    assert_eq!(l.leds.leds.len(), 3);
 }
 
 #[test]
@@ -526,25 +420,15 @@ probes = ["trace"]
 #[test]
 fn the_readme_quotes_the_documented_ranges() {
     use std::time::Duration;
+    use vantage_core::config::parse_duration;
     use vantage_core::defaults::{self as D, Bounds};
+    use vantage_testkit::{readme_duration, readme_range};
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md");
     let ints: &[(&str, &str, Bounds<i64>)] = &[
         ("Ping options", "packets", D::PING_PACKETS_RANGE),
         ("Ping options", "size", D::PING_SIZE_RANGE),
         ("Ping options", "ttl", D::TTL_RANGE),
-        ("`[store]`", "commit_samples", D::STORE_COMMIT_SAMPLES_RANGE),
-        ("`[store]`", "max_pending", D::STORE_MAX_PENDING_RANGE),
-        (
-            "`[[remote_write]]`",
-            "max_samples_per_send",
-            D::REMOTE_WRITE_SAMPLES_PER_SEND_RANGE,
-        ),
-        (
-            "`[[remote_write]]`",
-            "max_samples_per_second",
-            D::REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE,
-        ),
         ("Trace options", "port", D::PORT_RANGE),
         ("Trace options", "first_ttl", D::TTL_RANGE),
         ("Trace options", "max_hops", D::TTL_RANGE),
@@ -573,29 +457,13 @@ fn the_readme_quotes_the_documented_ranges() {
         ("Ping options", "interval", D::INTERVAL_RANGE),
         ("Ping options", "spacing", D::PING_SPACING_RANGE),
         ("Ping options", "timeout", D::TIMEOUT_RANGE),
-        ("`[store]`", "max_age", D::STORE_MAX_AGE_RANGE),
-        (
-            "`[store]`",
-            "commit_interval",
-            D::STORE_COMMIT_INTERVAL_RANGE,
-        ),
-        (
-            "`[[remote_write]]`",
-            "timeout",
-            D::REMOTE_WRITE_TIMEOUT_RANGE,
-        ),
         ("Trace options", "interval", D::INTERVAL_RANGE),
         ("Trace options", "timeout", D::TIMEOUT_RANGE),
         ("Trace options", "path_window", D::TRACE_PATH_WINDOW_RANGE),
         ("DNS options", "interval", D::INTERVAL_RANGE),
         ("DNS options", "timeout", D::TIMEOUT_RANGE),
-        (
-            "`[leds]`",
-            "identify_timeout",
-            D::LEDS_IDENTIFY_TIMEOUT_RANGE,
-        ),
-        ("`[leds]`", "stale_after", D::LEDS_STALE_AFTER_RANGE),
     ];
+    let duration = |s: &str| readme_duration(s, |s| parse_duration(s).ok());
     let mut wrong = Vec::new();
     for (section, field, b) in ints {
         let (lo, hi) = readme_range(&readme, section, field);
@@ -606,40 +474,9 @@ fn the_readme_quotes_the_documented_ranges() {
     }
     for (section, field, b) in durations {
         let (lo, hi) = readme_range(&readme, section, field);
-        if (readme_duration(lo), readme_duration(hi)) != (Some(b.min), Some(b.max)) {
+        if (duration(lo), duration(hi)) != (Some(b.min), Some(b.max)) {
             wrong.push(format!("{section} {field}: README {lo} – {hi}, code {b:?}"));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
-/// The range column of `field`'s row in the table under the heading naming `section`:
-/// "512 – 65535" of "0, 512 – 65535", "10ms – 30s" of "10ms – 30s, below the interval".
-fn readme_range<'a>(readme: &'a str, section: &str, field: &str) -> (&'a str, &'a str) {
-    let row = readme
-        .lines()
-        .skip_while(|l| !(l.starts_with("##") && l.contains(section)))
-        .skip(1)
-        .take_while(|l| !l.starts_with("##"))
-        .find(|l| l.starts_with(&format!("| `{field}` |")))
-        .unwrap_or_else(|| panic!("no row for {field} under {section}"));
-    let range = row.split('|').nth(3).expect("a range column").trim();
-    let range = match range.rsplit_once(", ") {
-        Some((exception, rest)) if !exception.contains('–') => rest,
-        Some((range, _remark)) => range,
-        None => range,
-    };
-    range
-        .split_once(" – ")
-        .unwrap_or_else(|| panic!("{section} {field}: {range:?} is no range"))
-}
-
-/// A duration as the README writes it: `10ms`, `24h`, `7 days`, `10y` (of 365 days).
-fn readme_duration(s: &str) -> Option<std::time::Duration> {
-    if let Some(years) = s.strip_suffix('y') {
-        return Some(std::time::Duration::from_secs(
-            years.parse::<u64>().ok()? * 365 * 24 * 3600,
-        ));
-    }
-    vantage_core::config::parse_duration(&s.replace(' ', "")).ok()
 }

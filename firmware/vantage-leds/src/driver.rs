@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vantage_core::LockExt;
 
+use crate::config::LedRole;
 use serde::Serialize;
-use vantage_core::LedRole;
 
 use crate::backend::Led;
 use crate::pattern::Pattern;

@@ -16,7 +16,12 @@
 //! leds.identify(Some(Duration::from_secs(30)));
 //! ```
 
+// Functions over 80 lines (clippy.toml) are hard to review; tests are exempt (cfg_attr below).
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 mod backend;
+mod config;
 mod driver;
 mod health;
 mod notify;
@@ -29,13 +34,16 @@ use std::io;
 #[cfg(target_os = "linux")]
 pub use backend::RppalLine;
 pub use backend::{GpioLed, Led, LogLed, OutputLine, SysfsLed};
+pub use config::{
+    IDENTIFY_TIMEOUT, IDENTIFY_TIMEOUT_RANGE, LedBackendKind, LedConfig, LedRole, LedsConfig,
+    LedsSection, RawLed, RawLeds, STALE_AFTER, STALE_AFTER_RANGE, SYSFS_ROOT, check_led_name,
+};
 pub use driver::{LedView, Leds, MAX_IDENTIFY, Snapshot};
 pub use health::{DEFAULT_BOOT_GRACE, Health, LedObserver};
 pub use notify::Notifier;
 pub use pattern::Pattern;
 pub use state::{Condition, DeviceState, StoreHealth, Uplink, conditions, pattern_for};
 pub use supervise::{Supervisor, TICK};
-pub use vantage_core::{LedBackendKind, LedConfig, LedRole, LedsConfig};
 
 /// Opens the LEDs `[leds]` names; the first that cannot be opened is the error. `none`
 /// gives an empty list.

@@ -4,8 +4,8 @@
 //! each LED shows the pattern of the most urgent condition that has something to say on it.
 //! The tables below are the ones in the README.
 
+use crate::config::LedRole;
 use serde::Serialize;
-use vantage_core::LedRole;
 
 use crate::pattern::Pattern;
 

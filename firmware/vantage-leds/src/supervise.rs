@@ -84,8 +84,8 @@ mod tests {
 
     use super::*;
     use crate::backend::{Led, LogLed};
+    use crate::config::LedRole;
     use crate::pattern::Pattern;
-    use vantage_core::LedRole;
 
     // The test blocks on the socket, so the loop needs a worker thread of its own.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod codec;
+pub mod config;
 pub mod gauges;
 pub mod remote_write;
 pub mod rollup;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use prost::Message;
-use vantage_core::config::{Auth, Secret};
+use vantage_core::config::Secret;
+use vantage_store::remote_write::config::Auth;
 use vantage_store::remote_write::proto::WriteRequest;
 use vantage_store::remote_write::{bisect, build_request};
 use vantage_store::{Endpoint, ScrapeLog, SendMode, Shipper, ShipperOptions, Store};

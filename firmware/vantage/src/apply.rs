@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use vantage_core::LockExt;
 
 use tokio::sync::{Semaphore, watch};
-use vantage_core::{
-    Config, ConfigErrors, JobKey, LedsConfig, Observer, Probe, Runner, Sample, defaults,
-};
-use vantage_leds::{Health, LedObserver, Leds};
+use vantage_core::{Config, ConfigErrors, JobKey, Observer, Probe, Runner, Sample, defaults};
+use vantage_leds::{Health, LedObserver, Leds, LedsConfig, LedsSection};
 
 use crate::config_source::ConfigSource;
 use crate::fleet::{self, announce::Announcer, provisioning};
@@ -85,7 +83,7 @@ impl Applier {
         self.health
             .set_targets(config.targets.iter().map(|t| t.name.as_str()));
         self.health.set_stall_after(stall_after(&config));
-        if config.leds != self.leds_config {
+        if config.leds() != &self.leds_config {
             tracing::warn!("[leds] changed: the LEDs keep their old settings until a restart");
         }
         let applied = self.runner.apply(&config);
@@ -190,7 +188,7 @@ pub fn build(source: ConfigSource, config: Config, wiring: Wiring) -> Built {
         announcer: wiring.announce_port.map(Announcer::new),
         storage: storage.clone(),
         health: health.clone(),
-        leds_config: config.leds.clone(),
+        leds_config: config.leds().clone(),
         running,
         local,
         apply_lock: Mutex::new(()),
@@ -256,7 +254,7 @@ fn start_runner(
 /// Opens the configured LEDs; one that cannot be opened is logged and left out, since probing
 /// matters more than a lamp.
 fn start_leds(config: &Config) -> Leds {
-    let cfg = &config.leds;
+    let cfg = config.leds();
     let mut leds = Vec::new();
     for l in &cfg.leds {
         match vantage_leds::open_one(cfg, l) {

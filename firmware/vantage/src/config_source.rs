@@ -46,8 +46,8 @@ impl ConfigSource {
 
     pub fn load(&self) -> Result<Config, ConfigErrors> {
         match self.current() {
-            ConfigSource::File(p) => Config::load(&p),
-            _ => Config::parse(EMBEDDED_CONFIG, "<embedded default config>"),
+            ConfigSource::File(p) => crate::config::load(&p),
+            _ => crate::config::parse(EMBEDDED_CONFIG, "<embedded default config>"),
         }
     }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use vantage_leds::{Condition, Led, LedRole, Pattern, pattern_for};
+use vantage_leds::{Condition, Led, LedRole, LedsSection, Pattern, pattern_for};
 
 use crate::config_source::ConfigArgs;
 
@@ -44,7 +44,7 @@ pub fn run(args: LedsArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut leds = match vantage_leds::open(&config.leds) {
+    let mut leds = match vantage_leds::open(config.leds()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("vantage leds: {e}");

@@ -1,6 +1,7 @@
 //! The `vantage` command.
 
 mod apply;
+mod config;
 mod config_source;
 mod daemon;
 mod fleet;
@@ -89,7 +90,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     match cli.command {
-        Command::CheckConfig { path } => match vantage_core::Config::load(&path) {
+        Command::CheckConfig { path } => match crate::config::load(&path) {
             Ok(c) => {
                 println!("{}: OK ({} targets)", path.display(), c.targets.len());
                 ExitCode::SUCCESS

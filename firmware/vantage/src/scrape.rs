@@ -293,7 +293,6 @@ mod tests {
     use std::io::Read;
 
     use http_body_util::BodyExt;
-    use vantage_core::Config;
 
     use super::*;
 
@@ -307,7 +306,7 @@ mod tests {
             ));
         }
         let m = Arc::new(Metrics::new());
-        m.apply(&Config::parse(&text, "scrape.toml").unwrap());
+        m.apply(&crate::config::parse(&text, "scrape.toml").unwrap());
         m
     }
 

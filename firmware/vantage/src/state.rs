@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use axum::extract::FromRef;
 use tokio::sync::{Semaphore, watch};
-use vantage_core::{Config, ConfigErrors, LedsConfig, Runner};
+use vantage_core::{Config, ConfigErrors, Runner};
 use vantage_leds::Leds;
+use vantage_leds::LedsConfig;
 use vantage_store::Store;
 
 use crate::config_source::ConfigSource;

@@ -21,8 +21,19 @@ pub fn read_section<T: serde::de::DeserializeOwned>(
     v: &Section<'_>,
     path: &str,
 ) -> Option<T> {
+    read_table(c, v, path, "must be a table")
+}
+
+/// A top-level table (`[leds]`) read into its own type, errors located like a target's;
+/// `not_table` is the message when it is something else.
+pub fn read_table<T: serde::de::DeserializeOwned>(
+    c: &mut Check<'_, '_>,
+    v: &Section<'_>,
+    path: &str,
+    not_table: &str,
+) -> Option<T> {
     if !v.get_ref().is_table() {
-        c.err(Some(v.span()), path, "must be a table");
+        c.err(Some(v.span()), path, not_table);
         return None;
     }
     match T::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
@@ -106,13 +117,19 @@ pub(crate) fn merge<'a, R, T: 'a>(
 
 /// Where a setting comes from: a target's own table, else the kind's defaults (`d` is `None`
 /// for a table without defaults, such as `[store]`); `field` names a setting in errors.
-pub(crate) struct Src<'a, R> {
+pub struct Src<'a, R> {
     pub t: Option<&'a R>,
     pub d: Option<&'a R>,
     pub field: &'a dyn Fn(&str) -> String,
 }
 
 // Not derived: a derive would ask `R: Copy`.
+impl<R> std::fmt::Debug for Src<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Src({})", (self.field)("*"))
+    }
+}
+
 impl<R> Clone for Src<'_, R> {
     fn clone(&self) -> Self {
         *self
@@ -180,13 +197,13 @@ pub(crate) fn written_at<'a, R: Keys>(
 }
 
 /// A setting's type as written (`i64`, or a duration `String`) and the value it checks to.
-pub(crate) trait Ranged: Sized {
+pub trait Ranged: Sized {
     type Value;
     /// How a value is held to its range: [`Check::int_in`] or [`Check::duration_in`].
     const CHECK_IN: CheckIn<Self>;
 }
 
-type CheckIn<V> = fn(
+pub type CheckIn<V> = fn(
     &mut Check<'_, '_>,
     &Spanned<V>,
     &str,
@@ -221,7 +238,7 @@ impl Check<'_, '_> {
         self.col.errors.len()
     }
 
-    pub(crate) fn err(
+    pub fn err(
         &mut self,
         span: impl Into<Option<Range<usize>>>,
         field: &str,
@@ -232,7 +249,7 @@ impl Check<'_, '_> {
 
     /// The setting `get` reads from a target's table, else from its defaults, held to its
     /// documented range: `None` when unset or out of range (then the error names the place).
-    pub(crate) fn ranged<'a, R, V: Ranged + 'a>(
+    pub fn ranged<'a, R, V: Ranged + 'a>(
         &mut self,
         t: Option<&'a R>,
         d: Option<&'a R>,
@@ -259,13 +276,7 @@ impl Check<'_, '_> {
             .ok()
     }
 
-    pub(crate) fn int_in(
-        &mut self,
-        v: &Spanned<i64>,
-        field: &str,
-        min: i64,
-        max: i64,
-    ) -> Option<i64> {
+    pub fn int_in(&mut self, v: &Spanned<i64>, field: &str, min: i64, max: i64) -> Option<i64> {
         let n = *v.get_ref();
         if (min..=max).contains(&n) {
             Some(n)
@@ -279,7 +290,7 @@ impl Check<'_, '_> {
         }
     }
 
-    pub(crate) fn duration_in(
+    pub fn duration_in(
         &mut self,
         v: &Spanned<String>,
         field: &str,

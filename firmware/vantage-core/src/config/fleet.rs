@@ -312,3 +312,15 @@ fn check_provisioning_secrets(c: &mut Check<'_, '_>, raw: &RawProvisioning) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_not_shown() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<secret>\"");
+    }
+}

@@ -122,6 +122,19 @@ pub fn parse_host(s: &str) -> Result<Host, String> {
     if name.is_empty() {
         return Err("is not a hostname".into());
     }
+    check_dns_labels(name)?;
+    // A dotted all-numeric name that failed to parse as an address is a typo, not a hostname.
+    if name
+        .split('.')
+        .all(|l| l.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(format!("{s:?} is not a valid IPv4 address"));
+    }
+    Ok(Host::Name(s.to_ascii_lowercase()))
+}
+
+/// Each dot-separated label of a hostname: not empty, at most 63 bytes, no '-' at either end.
+fn check_dns_labels(name: &str) -> Result<(), String> {
     for label in name.split('.') {
         if label.is_empty() {
             return Err("has an empty label (two dots in a row, or a leading dot)".into());
@@ -138,14 +151,7 @@ pub fn parse_host(s: &str) -> Result<Host, String> {
             ));
         }
     }
-    // A dotted all-numeric name that failed to parse as an address is a typo, not a hostname.
-    if name
-        .split('.')
-        .all(|l| l.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err(format!("{s:?} is not a valid IPv4 address"));
-    }
-    Ok(Host::Name(s.to_ascii_lowercase()))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,9 +13,8 @@ pub(crate) mod names;
 pub(crate) mod target;
 
 mod fleet;
-mod leds;
 mod probe_endpoint;
-mod store;
+mod section;
 mod update;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,21 +27,18 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub use check::{Check, parse_duration, read_section};
-use check::{Section, field_at};
+pub use check::Section;
+use check::field_at;
+pub use check::{Check, Ranged, Src, parse_duration, read_section, read_table};
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use form::{Field, Input, ProbeForm, duration_text};
 pub use host::{Host, parse_host, split_host_port};
-pub use leds::{LedBackendKind, LedConfig, LedRole, LedsConfig, RawLed, RawLeds, check_led_name};
 use names::checked_labels;
-pub use names::{check_label_name, check_name};
+pub use names::{check_label_name, check_label_value, check_name};
 pub use probe_endpoint::{ProbeEndpoint, RawProbeEndpoint};
-pub use store::{
-    Auth, RawRemoteWrite, RawStore, RemoteWriteConfig, SendMode, StoreConfig, TlsConfig,
-    default_name as remote_write_default_name, parse_size,
-};
+pub use section::{ConfigSection, OwnedSections, Registered, SectionValue, register};
 pub use target::{ModuleOptions, Target};
 pub use update::{DEFAULT_REBOOT, RawUpdate, UpdateOffer, Window};
 
@@ -61,10 +57,6 @@ use crate::types::{ModuleId, ProbeKind};
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Config {
     pub targets: Vec<Arc<Target>>,
-    /// `[store]`: the sample store on the SD card.
-    pub store: StoreConfig,
-    /// `[[remote_write]]`: where the store's samples are shipped.
-    pub remote_write: Vec<RemoteWriteConfig>,
     /// `[device]`: the device's name and the labels on all its series.
     pub device: Device,
     /// `[uplink]`: probing the device's own gateway.
@@ -73,12 +65,13 @@ pub struct Config {
     pub discovery: Discovery,
     /// `[provisioning]`: extra targets from a URL.
     pub provisioning: Option<Provisioning>,
-    /// `[leds]`; without it, no LEDs are driven.
-    pub leds: LedsConfig,
     /// `[probe_endpoint]`: what `/probe` may reach.
     pub probe_endpoint: ProbeEndpoint,
     /// `[update]`: a bundle to install (usually from the provisioning file).
     pub update: Option<UpdateOffer>,
+    /// The sections the caller of the loader registered (`[leds]`, `[store]`), by key.
+    #[serde(flatten)]
+    pub sections: OwnedSections,
 }
 
 /// Every probe kind a form can offer, in [`ProbeKind::every`]'s order.
@@ -149,16 +142,21 @@ const DEVICE_SECTIONS: &[&str] = &[
     "uplink",
     "discovery",
     "provisioning",
-    "leds",
     "probe_endpoint",
 ];
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file with the core's sections only.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with(path, &[])
+    }
+
+    /// Reads and validates a config file; `sections` are the top-level sections other crates
+    /// read ([`ConfigSection`]).
+    pub fn load_with(path: &Path, sections: &[Registered]) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &file),
+            Ok(text) => Config::parse_with(&text, &file, sections),
             Err(e) => Err(ConfigErrors {
                 file,
                 errors: vec![ConfigError {
@@ -171,10 +169,21 @@ impl Config {
         }
     }
 
-    /// Parses and validates config text; `file` names it in error messages.
+    /// Parses and validates config text with the core's sections only; `file` names it in
+    /// error messages.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_with(text, file, &[])
+    }
+
+    /// Parses and validates config text; `sections` are the top-level sections other crates
+    /// read ([`ConfigSection`]), `file` names the text in error messages.
+    pub fn parse_with(
+        text: &str,
+        file: &str,
+        sections: &[Registered],
+    ) -> Result<Config, ConfigErrors> {
         let mut col = Collector::new(text);
-        let config = parse_into(text, &mut col);
+        let config = parse_into(text, sections, &mut col);
         if col.errors.is_empty() {
             Ok(config)
         } else {
@@ -192,10 +201,23 @@ impl Config {
     /// Parses a provisioned targets file: `[defaults]`, `[[targets]]` and `[update]` only, since
     /// a central file must not rename the device, change its uplink or point it at another URL.
     pub fn parse_provisioned(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_provisioned_with(text, file, &[])
+    }
+
+    /// [`Config::parse_provisioned`] with the sections other crates read; those only the
+    /// device's own file may set are refused too.
+    pub fn parse_provisioned_with(
+        text: &str,
+        file: &str,
+        sections: &[Registered],
+    ) -> Result<Config, ConfigErrors> {
         let mut col = Collector::new(text);
+        let device_only = |k: &str| {
+            DEVICE_SECTIONS.contains(&k) || sections.iter().any(|s| s.device_only && s.key == k)
+        };
         if let Ok(doc) = DeTable::parse(text) {
             for (k, _) in doc.get_ref().iter() {
-                if DEVICE_SECTIONS.contains(&k.get_ref().as_ref()) {
+                if device_only(k.get_ref().as_ref()) {
                     col.push(
                         Some(k.span()),
                         k.get_ref().to_string(),
@@ -210,7 +232,12 @@ impl Config {
                 errors: col.errors,
             });
         }
-        Config::parse(text, file)
+        Config::parse_with(text, file, sections)
+    }
+
+    /// The value of a section another crate reads; `None` when the loader was not given it.
+    pub fn section<T: ConfigSection>(&self) -> Option<&T> {
+        self.sections.get::<T>()
     }
 
     pub fn target(&self, name: &str) -> Option<&Target> {
@@ -223,13 +250,12 @@ impl Config {
 struct Sections<'t> {
     root: RawRoot,
     targets: Vec<WrittenTarget<'t>>,
-    store: Option<Value<'t>>,
-    remote_write: Option<Value<'t>>,
-    leds: Option<RawLeds>,
+    /// The registered sections, each with its value when written.
+    owned: Vec<(Registered, Option<Value<'t>>)>,
     module_defaults: ModuleSections<'t>,
 }
 
-fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
+fn parse_into(text: &str, registered: &[Registered], col: &mut Collector<'_>) -> Config {
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
@@ -241,17 +267,22 @@ fn parse_into(text: &str, col: &mut Collector<'_>) -> Config {
             return Config::default();
         }
     };
-    let sections = read_sections(doc, col);
+    let sections = read_sections(doc, registered, col);
     resolve(&sections, &mut Check { col })
 }
 
-fn read_sections<'t>(doc: Spanned<DeTable<'t>>, col: &mut Collector<'_>) -> Sections<'t> {
+fn read_sections<'t>(
+    doc: Spanned<DeTable<'t>>,
+    registered: &[Registered],
+    col: &mut Collector<'_>,
+) -> Sections<'t> {
     let doc_span = doc.span();
     let mut root = doc.into_inner();
     let targets_value = root.remove("targets");
-    let store = root.remove("store");
-    let remote_write = root.remove("remote_write");
-    let leds_value = root.remove("leds");
+    let owned = registered
+        .iter()
+        .map(|r| (*r, root.remove(r.key)))
+        .collect();
     let module_defaults = root
         .get_mut("defaults")
         .map(|d| take_module_sections(d.get_mut()))
@@ -266,12 +297,10 @@ fn read_sections<'t>(doc: Spanned<DeTable<'t>>, col: &mut Collector<'_>) -> Sect
         };
     Sections {
         root: raw_root,
-        leds: leds_value.and_then(|v| read_leds(col, &v)),
+        owned,
         targets: targets_value
             .map(|v| read_targets(col, v))
             .unwrap_or_default(),
-        store,
-        remote_write,
         module_defaults,
     }
 }
@@ -288,21 +317,20 @@ fn resolve(s: &Sections<'_>, check: &mut Check<'_, '_>) -> Config {
     };
     let raw = &s.root;
     Config {
-        leds: LedsConfig::resolve(check, s.leds.as_ref()),
+        sections: OwnedSections(
+            s.owned
+                .iter()
+                .map(|(r, v)| {
+                    let value = v.as_ref().map_or_else(r.default, |v| (r.read)(check, v));
+                    (r.key, value)
+                })
+                .collect(),
+        ),
         // Shared with the runner (and the configs built from this one), not copied.
         targets: resolve_targets(check, &s.targets, &defaults)
             .into_iter()
             .map(Arc::new)
             .collect(),
-        store: s
-            .store
-            .as_ref()
-            .map_or_else(StoreConfig::default, |v| read_store(check, v)),
-        remote_write: s
-            .remote_write
-            .clone()
-            .map(|v| read_remote_write(check, v))
-            .unwrap_or_default(),
         device: fleet::validate_device(check, &raw.device),
         uplink: fleet::validate_uplink(check, raw.uplink.as_ref()),
         discovery: fleet::validate_discovery(raw.discovery.as_ref()),
@@ -313,26 +341,6 @@ fn resolve(s: &Sections<'_>, check: &mut Check<'_, '_>) -> Config {
 }
 
 type Value<'t> = Spanned<DeValue<'t>>;
-
-/// `[leds]`, read on its own so its errors name the field, like a target's.
-fn read_leds(col: &mut Collector<'_>, value: &Value<'_>) -> Option<RawLeds> {
-    if !value.get_ref().is_table() {
-        col.push(Some(value.span()), "leds", "must be a table ([leds])");
-        return None;
-    }
-    match RawLeds::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            let field = field_at(value.get_ref(), e.span(), "leds");
-            col.push(
-                e.span().or(Some(value.span())),
-                field,
-                e.message().trim().to_string(),
-            );
-            None
-        }
-    }
-}
 
 /// A target as written: its index, span, table and module sections.
 type WrittenTarget<'t> = (usize, Range<usize>, RawTarget, ModuleSections<'t>);
@@ -423,70 +431,6 @@ fn resolve_targets(
         }
     }
     targets
-}
-
-/// `[store]`.
-fn read_store(check: &mut Check<'_, '_>, v: &Value<'_>) -> StoreConfig {
-    if !v.get_ref().is_table() {
-        check.err(Some(v.span()), "store", "must be a table ([store])");
-        return StoreConfig::default();
-    }
-    match RawStore::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
-        Ok(raw) => StoreConfig::resolve(check, Some(&raw)),
-        Err(e) => {
-            let field = field_at(v.get_ref(), e.span(), "store");
-            check.err(e.span().or(Some(v.span())), &field, e.message().trim());
-            StoreConfig::default()
-        }
-    }
-}
-
-/// `[[remote_write]]`: every valid endpoint, names unique.
-fn read_remote_write(check: &mut Check<'_, '_>, value: Value<'_>) -> Vec<RemoteWriteConfig> {
-    let mut remote_write: Vec<RemoteWriteConfig> = Vec::new();
-    let span = value.span();
-    let DeValue::Array(items) = value.into_inner() else {
-        check.err(
-            Some(span),
-            "remote_write",
-            "must be an array of tables ([[remote_write]])",
-        );
-        return remote_write;
-    };
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("remote_write[{i}]");
-        let item_span = item.span();
-        if !item.get_ref().is_table() {
-            check.err(Some(item_span), &path, "must be a table");
-            continue;
-        }
-        let raw = match RawRemoteWrite::deserialize(toml::de::ValueDeserializer::from(item.clone()))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let field = field_at(item.get_ref(), e.span(), &path);
-                check.err(e.span().or(Some(item_span)), &field, e.message().trim());
-                continue;
-            }
-        };
-        let Some(rw) = RemoteWriteConfig::resolve(check, &path, item_span.clone(), &raw) else {
-            continue;
-        };
-        if let Some(j) = remote_write.iter().position(|o| o.name == rw.name) {
-            let what = if raw.name.is_some() { "name" } else { "url" };
-            check.err(
-                raw.name.as_ref().map(|n| n.span()).or(Some(raw.url.span())),
-                &format!("{path}.{what}"),
-                format!(
-                    "endpoint name {:?} is already used by remote_write[{j}]; give each endpoint its own name",
-                    rw.name
-                ),
-            );
-        } else {
-            remote_write.push(rw);
-        }
-    }
-    remote_write
 }
 
 /// One target as written, with what it inherits and where it is.

@@ -92,7 +92,7 @@ pub fn check_label_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn check_label_value(v: &str) -> Result<(), String> {
+pub fn check_label_value(v: &str) -> Result<(), String> {
     if v.chars().count() > defaults::MAX_LABEL_VALUE_LEN {
         return Err(format!(
             "value is longer than {} characters",

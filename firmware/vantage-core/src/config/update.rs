@@ -128,27 +128,30 @@ pub(crate) fn validate_update(
             "must be the bundle's SHA-256 as 64 hex digits (sha256sum)",
         );
     }
-    let window = raw.window.as_ref().and_then(|w| {
-        let parsed = Window::parse(w.get_ref());
-        if parsed.is_none() {
-            c.err(
-                Some(w.span()),
-                "update.window",
-                format!(
-                    "{:?} is not a window: \"HH:MM-HH:MM\" in UTC, e.g. \"02:00-05:00\"",
-                    w.get_ref()
-                ),
-            );
-        }
-        parsed
-    });
     Some(UpdateOffer {
         url: url.to_string(),
         version: version.to_string(),
         sha256,
-        window,
+        window: update_window(c, raw),
         reboot: raw.reboot.unwrap_or(DEFAULT_REBOOT),
     })
+}
+
+/// `update.window`, when written: a daily window in UTC.
+fn update_window(c: &mut Check<'_, '_>, raw: &RawUpdate) -> Option<Window> {
+    let w = raw.window.as_ref()?;
+    let parsed = Window::parse(w.get_ref());
+    if parsed.is_none() {
+        c.err(
+            Some(w.span()),
+            "update.window",
+            format!(
+                "{:?} is not a window: \"HH:MM-HH:MM\" in UTC, e.g. \"02:00-05:00\"",
+                w.get_ref()
+            ),
+        );
+    }
+    parsed
 }
 
 #[cfg(test)]

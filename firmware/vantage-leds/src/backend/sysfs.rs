@@ -22,7 +22,7 @@ pub struct SysfsLed {
 impl SysfsLed {
     /// Opens `<root>/<name>` and takes it over from whatever trigger drove it.
     pub fn open(root: &Path, name: &str) -> io::Result<Self> {
-        vantage_core::config::check_led_name(name).map_err(|m| {
+        crate::config::check_led_name(name).map_err(|m| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("LED name {name:?} {m}"),

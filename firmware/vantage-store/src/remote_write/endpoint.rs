@@ -5,16 +5,16 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use super::config::Auth;
 use tokio::sync::Notify;
-use vantage_core::config::Auth;
 // An endpoint is the config's, sent to as it is. Its TLS settings use rustls, with
 // system-independent roots from webpki unless `ca_file`.
-pub use vantage_core::config::{RemoteWriteConfig as Endpoint, SendMode, TlsConfig as Tls};
+pub use super::config::{RemoteWriteConfig as Endpoint, SendMode, TlsConfig as Tls};
 
 /// Rounds per request: about 7,000 series points for ping, ~100 KB compressed.
-pub const DEFAULT_SAMPLES_PER_SEND: usize = vantage_core::defaults::REMOTE_WRITE_SAMPLES_PER_SEND;
+pub const DEFAULT_SAMPLES_PER_SEND: usize = super::config::REMOTE_WRITE_SAMPLES_PER_SEND;
 /// Catch-up rate: a 1 h backlog of 100 targets at 1 s (360,000 rounds) drains in 36 s.
-pub const DEFAULT_SAMPLES_PER_SECOND: u32 = vantage_core::defaults::REMOTE_WRITE_SAMPLES_PER_SECOND;
+pub const DEFAULT_SAMPLES_PER_SECOND: u32 = super::config::REMOTE_WRITE_SAMPLES_PER_SECOND;
 /// What the tasks of one shipper share: the stop signal and its wake-up.
 pub(super) struct Shared {
     pub stop: AtomicBool,

@@ -8,6 +8,7 @@
 //! idempotently. A refused request is split down to the refused samples (`bisect`).
 
 pub mod bisect;
+pub mod config;
 mod endpoint;
 mod live;
 pub mod proto;

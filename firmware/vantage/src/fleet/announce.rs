@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn txt_carries_version_site_path_and_labels() {
-        let c = Config::parse(
+        let c = crate::config::parse(
             "[device]\nname = \"d1\"\nlabels = { site = \"hq\", room = \"r2\" }\n",
             "t",
         )

@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn device_labels_reach_every_series_but_do_not_override_a_targets_own() {
-        let cfg = Config::parse(
+        let cfg = crate::config::parse(
             "[device]\nname = \"dev1\"\nlabels = { site = \"hq\", room = \"r1\" }\n[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\nlabels = { site = \"branch\" }\n",
             "t",
         )

@@ -125,7 +125,7 @@ impl State {
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;
         };
-        match Config::parse_provisioned(&text, &path.display().to_string()) {
+        match crate::config::parse_provisioned(&text, &path.display().to_string()) {
             Ok(c) => {
                 tracing::info!(
                     targets = c.targets.len(),
@@ -202,7 +202,7 @@ impl State {
             self.succeeded("unchanged");
             return false;
         }
-        match Config::parse_provisioned(&text, url) {
+        match crate::config::parse_provisioned(&text, url) {
             Err(e) => {
                 self.failed("invalid", format!("the file at {url} is invalid:\n{e}"));
                 false
@@ -399,7 +399,7 @@ mod tests {
     use super::*;
 
     fn cfg(text: &str) -> Config {
-        Config::parse(text, "t").unwrap()
+        crate::config::parse(text, "t").unwrap()
     }
 
     #[test]

@@ -153,7 +153,7 @@ async fn ping_once(probe: &PingProbe, host: &str, timeout: Duration) -> Option<D
         "[[targets]]\nname = \"uplink\"\nhost = \"{host}\"\nprobes = [\"ping\"]\nping = {{ timeout = \"{}ms\" }}\n",
         timeout.as_millis().max(10)
     );
-    let config = Config::parse(&text, "<uplink>").ok()?;
+    let config = crate::config::parse(&text, "<uplink>").ok()?;
     let sample = probe
         .run(ProbeRequest::for_target(&config.targets[0]))
         .await;

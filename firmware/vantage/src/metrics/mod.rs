@@ -358,7 +358,7 @@ mod cost {
     #[test]
     fn a_reload_keeps_unchanged_targets_and_renews_changed_ones() {
         let config = |packets: u32| {
-            Config::parse(
+            crate::config::parse(
                 &format!(
                     "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n\
                      [[targets]]\nname = \"b\"\nhost = \"127.0.0.2\"\nprobes = [\"ping\"]\n\
@@ -413,7 +413,7 @@ mod cost {
                     i % 250 + 1
                 ));
             }
-            let config = Config::parse(&text, "cost.toml").unwrap();
+            let config = crate::config::parse(&text, "cost.toml").unwrap();
             let m = Metrics::new();
             m.apply(&config);
             for t in &config.targets {

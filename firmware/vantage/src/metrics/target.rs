@@ -243,7 +243,7 @@ fn spell_labels<'a>(
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use vantage_core::{Config, DnsPhases, DnsReport, PingReport};
+    use vantage_core::{DnsPhases, DnsReport, PingReport};
 
     use super::*;
     use crate::test_support::trace_hop;
@@ -262,7 +262,7 @@ mod tests {
     /// target's vectors, its config's and its series', hold no spare room.
     #[test]
     fn a_targets_config_and_series_are_sized_exactly() {
-        let cfg = Config::parse(
+        let cfg = crate::config::parse(
             "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n\
              [[targets]]\nname = \"b\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\", \"dns\"]\n\
              labels = { site = \"x\" }\ndns = { query = \"example.com\" }\n",
@@ -290,7 +290,7 @@ mod tests {
                      labels = {{ site = \"lab\" }}\n"
                 ));
             }
-            let cfg = Config::parse(&text, "many.toml").unwrap();
+            let cfg = crate::config::parse(&text, "many.toml").unwrap();
             let series: Vec<TargetSeries> =
                 cfg.targets.iter().map(|t| TargetSeries::new(t)).collect();
             for (s, t) in series.iter().zip(&cfg.targets) {
@@ -318,7 +318,7 @@ mod tests {
         let (few, many) = (allocations(10), allocations(1_000));
         let mut out = String::new();
         let ping = TargetSeries::new(
-            &Config::parse(
+            &crate::config::parse(
                 "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
                 "one.toml",
             )
@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn flagged_rounds_are_counted_by_reason_from_zero() {
-        let cfg = Config::parse(
+        let cfg = crate::config::parse(
             "[[targets]]\nname = \"gw\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\", \"trace\"]\n",
             "t.toml",
         )
@@ -404,7 +404,7 @@ mod tests {
         name: &str,
         kind: &str,
     ) -> (TargetSeries, TargetSeries, [(String, String); 1], String) {
-        let cfg = Config::parse(
+        let cfg = crate::config::parse(
             &format!(
                 "[[targets]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nprobes = [\"{kind}\"]\n\
                  labels = {{ site = \"lab\" }}\n\
@@ -559,7 +559,7 @@ mod tests {
     /// then): names, labels, help, order and values.
     #[test]
     fn a_dns_targets_series_are_those_of_the_built_in_kind() {
-        let cfg = Config::parse(
+        let cfg = crate::config::parse(
             "[[targets]]\nname = \"resolver\"\nhost = \"127.0.0.1\"\nprobes = [\"dns\"]\n\
              labels = { site = \"lab\" }\ndns = { query = \"example.com\" }\n",
             "t.toml",

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use vantage_core::{LockExt, RwLockExt};
 
-use vantage_core::config::{RemoteWriteConfig, StoreConfig};
 use vantage_core::{Config, JobKey, Observer, Sample};
+use vantage_store::config::{StoreConfig, StoreSections};
+use vantage_store::remote_write::config::RemoteWriteConfig;
 use vantage_store::{Labels, ScrapeLog, Shipper, ShipperOptions, Store};
 
 pub use api::samples;
@@ -55,7 +56,7 @@ impl Storage {
     /// Opens the store under `data_dir` and starts shipping. Never fails: without a usable
     /// store the daemon keeps probing and exporting, and says why in the log and on /metrics.
     pub fn start(data_dir: &Path, config: &Config) -> Arc<Self> {
-        let opts = store_options(data_dir, &config.store);
+        let opts = store_options(data_dir, config.store());
         let store = match Store::open(opts) {
             Ok(s) => Some(Arc::new(s)),
             Err(e) => {
@@ -65,7 +66,7 @@ impl Storage {
         };
         Arc::new(Self {
             store,
-            store_config: config.store.clone(),
+            store_config: config.store().clone(),
             labels: RwLock::default(),
             shipping: Mutex::new(None),
             scrapes: Arc::new(ScrapeLog::new()),
@@ -101,15 +102,15 @@ impl Storage {
             })
             .collect();
         *self.labels.write_or_recover() = labels;
-        if config.store != self.store_config {
+        if config.store() != &self.store_config {
             tracing::warn!("store: [store] settings changed; they take effect at the next start");
         }
         let Some(store) = &self.store else { return };
         let mut shipping = self.shipping.lock_or_recover();
         if shipping
             .as_ref()
-            .is_some_and(|s| s.config == config.remote_write && s.device_labels == device_labels)
-            || (shipping.is_none() && config.remote_write.is_empty())
+            .is_some_and(|s| s.config == config.remote_write() && s.device_labels == device_labels)
+            || (shipping.is_none() && config.remote_write().is_empty())
         {
             return;
         }
@@ -117,12 +118,12 @@ impl Storage {
             let s = old.shipper;
             tokio::spawn(async move { s.stop().await });
         }
-        if config.remote_write.is_empty() {
+        if config.remote_write().is_empty() {
             return;
         }
         let device_name = crate::fleet::device_name(config);
         let endpoints = config
-            .remote_write
+            .remote_write()
             .iter()
             .map(|c| {
                 let mut e = c.clone();
@@ -138,11 +139,11 @@ impl Storage {
         match Shipper::start(store.clone(), endpoints, opts) {
             Ok(shipper) => {
                 tracing::info!(
-                    endpoints = config.remote_write.len(),
+                    endpoints = config.remote_write().len(),
                     "remote_write: shipping the store"
                 );
                 *shipping = Some(Shipping {
-                    config: config.remote_write.clone(),
+                    config: config.remote_write().to_vec(),
                     device_labels,
                     shipper,
                 });
@@ -205,8 +206,8 @@ mod shipped_series_tests {
 
     use serde_json::json;
     use vantage_core::{
-        Config, DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, ModuleId,
-        Observer, PingReport, ProbeKind, Sample, TraceReport,
+        DnsPhases, DnsRecord, DnsReport, HopReport, HopResponder, Measurement, ModuleId, Observer,
+        PingReport, ProbeKind, Sample, TraceReport,
     };
     use vantage_store::remote_write::build_request;
     use vantage_store::{Labels, SeriesKey, StoredSample};
@@ -245,7 +246,7 @@ mod shipped_series_tests {
 
     #[test]
     fn shipped_series_are_the_live_ones() {
-        let config = Config::parse(
+        let config = crate::config::parse(
             r#"
 [[targets]]
 name = "resolver"
@@ -523,7 +524,7 @@ http = { url = "https://www.example.test/health" }
     /// one series per probe on `/metrics` and in remote_write, never the same series twice.
     #[test]
     fn a_target_s_tcp_and_https_certificates_are_series_of_their_own() {
-        let config = Config::parse(
+        let config = crate::config::parse(
             r#"
 [[targets]]
 name = "web"

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vantage_core::config::StoreConfig;
+use vantage_store::config::StoreConfig;
 use vantage_store::{BackendKind, Labels, StoreOptions};
 
 /// The store directory of a backend under the data directory (each engine keeps its own, so

@@ -425,7 +425,7 @@ async fn list_targets(State(l): State<TargetList>) -> ApiResult<Json<Value>> {
     let text = read_text(&loc)?;
     let running = l.ed.configs.in_effect();
     // Compared with the local config: provisioned targets are not in the file.
-    let (file_errors, matches) = match vantage_core::Config::parse(&text, &loc.display()) {
+    let (file_errors, matches) = match crate::config::parse(&text, &loc.display()) {
         Ok(c) => (Vec::new(), c == *l.ed.configs.own()),
         Err(e) => (e.errors, false),
     };
@@ -621,7 +621,7 @@ async fn probe_forms() -> Json<Value> {
 async fn config_text(State(ed): State<Editor>) -> ApiResult<Json<Value>> {
     let loc = location(&ed);
     let text = read_text(&loc)?;
-    let errors = match vantage_core::Config::parse(&text, &loc.display()) {
+    let errors = match crate::config::parse(&text, &loc.display()) {
         Ok(_) => Vec::new(),
         Err(e) => e.errors,
     };

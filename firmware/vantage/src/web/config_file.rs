@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value as Json;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
-use vantage_core::{Config, ConfigError};
+use vantage_core::ConfigError;
 
 use crate::config_source::{ConfigSource, EMBEDDED_CONFIG};
 
@@ -132,7 +132,7 @@ fn endpoint_name(t: &toml::Table) -> Option<String> {
     name_key(t).or_else(|| {
         t.get("url")
             .and_then(|u| u.as_str())
-            .map(vantage_core::config::remote_write_default_name)
+            .map(vantage_store::remote_write::config::default_name)
     })
 }
 
@@ -362,7 +362,7 @@ pub fn apply_list_edit(
         doc.remove(list.key);
     }
     let out = doc.to_string();
-    match Config::parse(&out, file) {
+    match crate::config::parse(&out, file) {
         Ok(_) => Ok(out),
         Err(e) => Err(EditError::Invalid(map_errors(
             &e.errors,
@@ -402,7 +402,7 @@ pub fn apply_section_edit(
         }
     }
     let out = doc.to_string();
-    match Config::parse(&out, file) {
+    match crate::config::parse(&out, file) {
         Ok(_) => Ok(out),
         Err(e) => Err(EditError::Invalid(
             e.errors
@@ -470,7 +470,7 @@ pub fn validate_alone(text: &str, obj: &Json) -> Result<vantage_core::Target, Ed
     aot.push(to_table(obj, "target", false).map_err(EditError::Invalid)?);
     doc.insert("targets", Item::ArrayOfTables(aot));
     let out = doc.to_string();
-    match Config::parse(&out, "<test>") {
+    match crate::config::parse(&out, "<test>") {
         Ok(mut c) if c.targets.len() == 1 => {
             Ok(std::sync::Arc::unwrap_or_clone(c.targets.remove(0)))
         }
@@ -584,7 +584,7 @@ ping = { packets = 3 }
         assert!(out.contains("# my probes"), "{out}");
         assert!(out.contains("# the gateway"), "{out}");
         assert!(out.contains("ping = { packets = 3 }"), "{out}");
-        let c = Config::parse(&out, "f").unwrap();
+        let c = crate::config::parse(&out, "f").unwrap();
         assert_eq!(c.targets[0].host.to_string(), "192.0.2.254");
         assert_eq!(
             c.targets[0]
@@ -626,7 +626,7 @@ ping = { packets = 3 }
     #[test]
     fn delete_and_missing() {
         let out = apply_edit(FILE, "f", Edit::Delete("gw")).unwrap();
-        let c = Config::parse(&out, "f").unwrap();
+        let c = crate::config::parse(&out, "f").unwrap();
         assert_eq!(c.targets.len(), 1);
         assert!(matches!(
             apply_edit(FILE, "f", Edit::Delete("nope")),

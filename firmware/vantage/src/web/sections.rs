@@ -16,9 +16,10 @@ use axum::response::IntoResponse;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vantage_core::config::{LedBackendKind, LedRole, LedsConfig, StoreConfig};
-use vantage_core::{Config, defaults};
-use vantage_leds::Leds;
+use vantage_core::Config;
+use vantage_leds::{LedBackendKind, LedRole, Leds, LedsConfig, LedsSection};
+use vantage_store::config::{STORE_MAX_MAX_BYTES, STORE_MIN_BYTES, StoreConfig, StoreSections};
+use vantage_store::remote_write::config as rw;
 
 use super::Web;
 use super::config_file::{
@@ -111,7 +112,7 @@ struct FileNow {
 fn file_now(ed: &Editor) -> ApiResult<FileNow> {
     let loc = location(ed);
     let text = read_text(&loc)?;
-    let parsed = Config::parse(&text, &loc.display()).map_err(|e| e.errors);
+    let parsed = crate::config::parse(&text, &loc.display()).map_err(|e| e.errors);
     Ok(FileNow {
         revision: revision(&text),
         path: loc.display(),
@@ -214,7 +215,7 @@ async fn get_remote_write(State(s): State<StorageEditor>) -> ApiResult<Json<Valu
             json!({
                 "name": name,
                 "raw": mask_endpoint(r),
-                "running": running.remote_write.iter().any(|e| e.name == name),
+                "running": running.remote_write().iter().any(|e| e.name == name),
                 "state": state,
             })
         })
@@ -226,12 +227,12 @@ async fn get_remote_write(State(s): State<StorageEditor>) -> ApiResult<Json<Valu
             // Endpoints ship the store: without one, nothing is sent.
             "store_open": store_open,
             "defaults": {
-                "timeout": human(defaults::REMOTE_WRITE_TIMEOUT),
-                "min_backoff": human(defaults::REMOTE_WRITE_MIN_BACKOFF),
-                "max_backoff": human(defaults::REMOTE_WRITE_MAX_BACKOFF),
-                "max_samples_per_send": defaults::REMOTE_WRITE_SAMPLES_PER_SEND,
-                "max_samples_per_second": defaults::REMOTE_WRITE_SAMPLES_PER_SECOND,
-                "scrape_gap": human(defaults::REMOTE_WRITE_SCRAPE_GAP),
+                "timeout": human(rw::REMOTE_WRITE_TIMEOUT),
+                "min_backoff": human(rw::REMOTE_WRITE_MIN_BACKOFF),
+                "max_backoff": human(rw::REMOTE_WRITE_MAX_BACKOFF),
+                "max_samples_per_send": rw::REMOTE_WRITE_SAMPLES_PER_SEND,
+                "max_samples_per_second": rw::REMOTE_WRITE_SAMPLES_PER_SECOND,
+                "scrape_gap": human(rw::REMOTE_WRITE_SCRAPE_GAP),
             },
         }),
     )))
@@ -353,7 +354,7 @@ fn store_backends() -> Vec<&'static str> {
 async fn get_store(State(s): State<StorageEditor>) -> ApiResult<Json<Value>> {
     let f = file_now(&s.ed)?;
     let raw = raw_section(&f.text, "store").unwrap_or_else(|_| json!({}));
-    let file_cfg = f.parsed.as_ref().ok().map(|c| &c.store);
+    let file_cfg = f.parsed.as_ref().ok().map(|c| c.store());
     let storage = s.storage.as_ref();
     let stats = storage.and_then(|s| s.store()).map(|st| {
         let st = st.stats();
@@ -377,7 +378,7 @@ async fn get_store(State(s): State<StorageEditor>) -> ApiResult<Json<Value>> {
             "defaults": store_as_written(&StoreConfig::default()),
             "stats": stats,
             "limits": {
-                "max_size": format!("{} MiB to {} TiB", defaults::STORE_MIN_BYTES >> 20, defaults::STORE_MAX_MAX_BYTES >> 40),
+                "max_size": format!("{} MiB to {} TiB", STORE_MIN_BYTES >> 20, STORE_MAX_MAX_BYTES >> 40),
                 // The engines this build has (sled is a build feature).
                 "backends": store_backends(),
             },
@@ -392,7 +393,7 @@ async fn put_store(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     put_section(&s.ed, q, &headers, &body, "store", STORE_ORDER, || {
-        store_restart(s.storage.as_ref(), Some(&s.ed.configs.own().store))
+        store_restart(s.storage.as_ref(), Some(s.ed.configs.own().store()))
     })
     .await
 }
@@ -434,7 +435,7 @@ const LED_BACKENDS: [LedBackendKind; 4] = [
 async fn get_leds(State(l): State<LedsEditor>) -> ApiResult<Json<Value>> {
     let f = file_now(&l.ed)?;
     let raw = raw_section(&f.text, "leds").unwrap_or_else(|_| json!({}));
-    let file_cfg = f.parsed.as_ref().ok().map(|c| &c.leds);
+    let file_cfg = f.parsed.as_ref().ok().map(|c| c.leds());
     let running = &l.running;
     Ok(Json(merge(
         file_json(&f),
@@ -458,7 +459,7 @@ async fn put_leds(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     put_section(&l.ed, q, &headers, &body, "leds", LEDS_ORDER, || {
-        l.ed.configs.own().leds != l.running
+        l.ed.configs.own().leds() != &l.running
     })
     .await
 }

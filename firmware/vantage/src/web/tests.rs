@@ -11,7 +11,8 @@ use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use vantage_core::{Config, Measurement, PingReport, ProbeKind, Sample};
+use vantage_core::{Measurement, PingReport, ProbeKind, Sample};
+use vantage_store::config::StoreSections;
 
 use super::api::ROUTES;
 use super::auth::{HashParams, SESSION_IDLE};
@@ -747,7 +748,10 @@ async fn first_save_on_the_packaged_default_starts_from_its_text() {
     assert_eq!(list.body["embedded"], false);
     assert_eq!(list.body["default"], default.display().to_string());
     let running = f.web.state.configs.in_effect().targets.len();
-    assert_eq!(running, Config::parse(CONFIG, "t").unwrap().targets.len());
+    assert_eq!(
+        running,
+        crate::config::parse(CONFIG, "t").unwrap().targets.len()
+    );
     let r = f
         .send(
             Method::POST,
@@ -1358,7 +1362,7 @@ async fn random_bodies_never_cause_server_errors() {
     }
     // Whatever was accepted is a valid file.
     let text = std::fs::read_to_string(f.config_path()).unwrap();
-    Config::parse(&text, "after fuzz").unwrap();
+    crate::config::parse(&text, "after fuzz").unwrap();
     assert!(statuses.keys().all(|s| *s < 500), "{statuses:?}");
     assert!(statuses.len() > 3, "{statuses:?}");
 }
@@ -1799,14 +1803,15 @@ async fn concurrent_saves_do_not_lose_edits() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::CREATED);
     }
-    let cfg = Config::parse(&std::fs::read_to_string(f.config_path()).unwrap(), "f").unwrap();
+    let cfg =
+        crate::config::parse(&std::fs::read_to_string(f.config_path()).unwrap(), "f").unwrap();
     assert_eq!(cfg.targets.len(), 13);
     assert_eq!(f.web.state.configs.in_effect().targets.len(), 13);
 }
 
 /// The message `vantage check-config` gives for `text`, for the field `field`.
 fn check_config_message(text: &str, field: &str) -> String {
-    let e = Config::parse(text, "f").unwrap_err();
+    let e = crate::config::parse(text, "f").unwrap_err();
     e.errors
         .iter()
         .find(|e| e.field == field)
@@ -1833,8 +1838,8 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     let bak = super::config_file::backup_path(&f.config_path());
     assert_eq!(std::fs::read_to_string(bak).unwrap(), CONFIG);
     let running = f.web.state.configs.in_effect();
-    assert_eq!(running.remote_write.len(), 1);
-    assert_eq!(running.remote_write[0].name, "central");
+    assert_eq!(running.remote_write().len(), 1);
+    assert_eq!(running.remote_write()[0].name, "central");
 
     // No GET shows the secret.
     for path in [
@@ -1879,7 +1884,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     );
     assert!(!text.contains("<secret>"), "{text}");
     let running = f.web.state.configs.in_effect();
-    assert_eq!(running.remote_write[0].timeout, Duration::from_secs(10));
+    assert_eq!(running.remote_write()[0].timeout, Duration::from_secs(10));
     // A stale revision is refused.
     let req = f
         .builder(Method::PUT, "/api/config/remote_write/central", true, true)
@@ -1945,7 +1950,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     }
     assert_eq!(std::fs::read_to_string(f.config_path()).unwrap(), before);
     assert!(
-        f.web.state.configs.in_effect().remote_write[0]
+        f.web.state.configs.in_effect().remote_write()[0]
             .url
             .contains("prom.example")
     );
@@ -2024,7 +2029,7 @@ async fn remote_write_endpoints_are_edited_with_secrets_masked() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(!text.contains("remote_write"), "{text}");
-    assert!(f.web.state.configs.in_effect().remote_write.is_empty());
+    assert!(f.web.state.configs.in_effect().remote_write().is_empty());
 }
 
 #[tokio::test]
@@ -2060,8 +2065,8 @@ async fn basic_auth_and_url_passwords_are_masked_and_kept() {
     );
     assert!(text.contains("\"you\""), "{text}");
     let c = f.web.state.configs.in_effect();
-    assert!(matches!(&c.remote_write[0].auth,
-        vantage_core::config::Auth::Basic { username, password, .. }
+    assert!(matches!(&c.remote_write()[0].auth,
+        vantage_store::remote_write::config::Auth::Basic { username, password, .. }
             if username == "you" && password.0 == "hunter2hunter2"));
 }
 
@@ -2114,7 +2119,7 @@ async fn store_and_leds_sections_validate_and_say_when_a_restart_is_needed() {
         "{text}"
     );
     assert!(text.starts_with("# Hand-written header comment."), "{text}");
-    assert_eq!(f.web.state.configs.own().store.max_bytes, 64 << 20);
+    assert_eq!(f.web.state.configs.own().store().max_bytes, 64 << 20);
     let g = f.get("/api/config/store").await;
     assert_eq!(g.body["restart_required"], true, "{}", g.text);
     assert_eq!(g.body["raw"]["max_size"], "64MiB");
@@ -2217,7 +2222,7 @@ fn ping_sample(target: &str, at: SystemTime, ok: bool, rtt: Duration) -> Sample 
 async fn history_comes_from_the_store_and_survives_a_restart() {
     use vantage_core::Observer;
     let dir = TempDir::new("history");
-    let cfg = Config::parse(CONFIG, "f").unwrap();
+    let cfg = crate::config::parse(CONFIG, "f").unwrap();
     let now = SystemTime::now();
     {
         let storage = crate::storage::Storage::start(dir.path(), &cfg);
@@ -2292,7 +2297,7 @@ async fn history_comes_from_the_store_and_survives_a_restart() {
 async fn a_targets_range_history_comes_from_the_store() {
     use vantage_core::Observer;
     let dir = TempDir::new("range");
-    let cfg = Config::parse(CONFIG, "f").unwrap();
+    let cfg = crate::config::parse(CONFIG, "f").unwrap();
     let now = SystemTime::now();
     {
         let storage = crate::storage::Storage::start(dir.path(), &cfg);
@@ -2489,7 +2494,7 @@ async fn probe_forms_offer_every_kind_and_a_trace_target_saves() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let text = std::fs::read_to_string(f.config_path()).unwrap();
     assert!(text.contains("port = 8443"), "{text}");
-    let c = vantage_core::Config::parse(&text, "t.toml").unwrap();
+    let c = crate::config::parse(&text, "t.toml").unwrap();
     let up = c.targets.iter().find(|t| t.name == "upstream").unwrap();
     let trace: vantage_core::TraceOptions = up.options_or_default();
     assert_eq!((trace.port, trace.max_hops), (8443, 7));
@@ -2933,7 +2938,7 @@ async fn target_ranges_show_phases_status_changes_flags_and_the_last_report() {
     use super::diagnostics::{CERT_WARN_DAYS, MAX_RECORDS};
     use vantage_core::{Observer, RoundQuality};
     let dir = TempDir::new("phases");
-    let cfg = Config::parse(DIAG_CONFIG, "f").unwrap();
+    let cfg = crate::config::parse(DIAG_CONFIG, "f").unwrap();
     let now = SystemTime::now();
     let unix = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let not_after = unix + (CERT_WARN_DAYS - 4) * 86_400 + 3_600;
@@ -3298,7 +3303,7 @@ fn trace_round(at: SystemTime, hash: u32, path: &[&str]) -> Sample {
 async fn a_trace_range_shows_the_hops_before_and_after_each_path_change() {
     use vantage_core::Observer;
     let dir = TempDir::new("paths");
-    let cfg = Config::parse(DIAG_CONFIG, "f").unwrap();
+    let cfg = crate::config::parse(DIAG_CONFIG, "f").unwrap();
     let now = SystemTime::now();
     let day = Duration::from_secs(86_400);
     let (a, b) = (0x0a0b_0c0d_u32, 0x1122_3344_u32);
@@ -3391,7 +3396,7 @@ tcp = {{ port = 443, tls = true, interval = \"24h\" }}
 "
     );
     let dir = TempDir::new("last-stored");
-    let cfg = Config::parse(&config, "f").unwrap();
+    let cfg = crate::config::parse(&config, "f").unwrap();
     let now = SystemTime::now();
     let unix = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let (old_cert, new_cert) = (

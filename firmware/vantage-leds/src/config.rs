@@ -1,17 +1,31 @@
-//! `[leds]`: which status LEDs the device has and how they are driven.
-//!
-//! The core only describes the LEDs; driving them (sysfs, GPIO) is the daemon's business.
+//! `[leds]`: which status LEDs the device has and how they are driven, read with the core's
+//! checks (a [`ConfigSection`] the daemon registers with the loader), defaults and ranges
+//! beside it.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+use vantage_core::Config;
+use vantage_core::config::{Check, ConfigSection, Section, read_table};
+use vantage_core::defaults::{self, Bounds, between};
 
-use super::check::Check;
-use crate::defaults;
+/// Where the kernel's LED class lives.
+pub const SYSFS_ROOT: &str = "/sys/class/leds";
+/// How long "identify" blinks when the request names no duration: long enough to walk to a rack.
+pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// `leds.identify_timeout`: from a second to a day.
+pub const IDENTIFY_TIMEOUT_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(1), Duration::from_secs(24 * 3600));
+/// The daemon's main loop ticks every second; this many seconds of silence means it is stuck.
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
+/// `leds.stale_after`: more than one tick, at most ten minutes.
+pub const STALE_AFTER_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(2), Duration::from_secs(600));
 
 /// `[leds]` as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -134,9 +148,9 @@ impl Default for LedsConfig {
     fn default() -> Self {
         Self {
             backend: LedBackendKind::None,
-            sysfs_root: PathBuf::from(defaults::LEDS_SYSFS_ROOT),
-            identify_timeout: defaults::LEDS_IDENTIFY_TIMEOUT,
-            stale_after: defaults::LEDS_STALE_AFTER,
+            sysfs_root: PathBuf::from(SYSFS_ROOT),
+            identify_timeout: IDENTIFY_TIMEOUT,
+            stale_after: STALE_AFTER,
             leds: Vec::new(),
         }
     }
@@ -172,8 +186,33 @@ struct Taken {
     pins: HashMap<u8, usize>,
 }
 
+impl ConfigSection for LedsConfig {
+    const KEY: &'static str = "leds";
+    const DEVICE_ONLY: bool = true;
+
+    /// `[leds]`, read on its own so its errors name the field, like a target's.
+    fn read(c: &mut Check<'_, '_>, value: &Section<'_>) -> Self {
+        let raw: Option<RawLeds> = read_table(c, value, "leds", "must be a table ([leds])");
+        LedsConfig::resolve(c, raw.as_ref())
+    }
+}
+
+/// `[leds]` of a config the loader was not given the section for: no LEDs.
+static NO_LEDS: LazyLock<LedsConfig> = LazyLock::new(LedsConfig::default);
+
+/// The config's `[leds]`, for a config read with [`LedsConfig`] registered (`Config::section`).
+pub trait LedsSection {
+    fn leds(&self) -> &LedsConfig;
+}
+
+impl LedsSection for Config {
+    fn leds(&self) -> &LedsConfig {
+        self.section::<LedsConfig>().unwrap_or(&NO_LEDS)
+    }
+}
+
 impl LedsConfig {
-    pub(crate) fn resolve(c: &mut Check<'_, '_>, raw: Option<&RawLeds>) -> Self {
+    fn resolve(c: &mut Check<'_, '_>, raw: Option<&RawLeds>) -> Self {
         let mut out = Self::default();
         let Some(raw) = raw else {
             return out;
@@ -244,7 +283,7 @@ impl LedsConfig {
             None,
             |r| r.identify_timeout.as_ref(),
             "leds.identify_timeout",
-            defaults::LEDS_IDENTIFY_TIMEOUT_RANGE,
+            IDENTIFY_TIMEOUT_RANGE,
         ) {
             self.identify_timeout = d;
         }
@@ -253,7 +292,7 @@ impl LedsConfig {
             None,
             |r| r.stale_after.as_ref(),
             "leds.stale_after",
-            defaults::LEDS_STALE_AFTER_RANGE,
+            STALE_AFTER_RANGE,
         ) {
             self.stale_after = d;
         }
@@ -300,18 +339,7 @@ impl LedsConfig {
                 format!("pin {p} is already used by leds.led[{first}]"),
             );
         }
-        let active_low = match (&led.active_low, backend) {
-            (Some(v), LedBackendKind::Sysfs) => {
-                c.err(
-                    v.span(),
-                    &format!("{path}.active_low"),
-                    "the kernel LED class handles polarity itself (device tree); remove active_low",
-                );
-                false
-            }
-            (Some(v), _) => *v.get_ref(),
-            (None, _) => false,
-        };
+        let active_low = led_active_low(c, &path, led, backend);
         let name = self.led_name(c, &path, led, role, pin)?;
         if let Some(first) = taken.names.insert(name.clone(), i) {
             c.err(
@@ -388,6 +416,27 @@ fn led_pin(c: &mut Check<'_, '_>, path: &str, led: &RawLed, backend: LedBackendK
             None
         }
         (None, _) => None,
+    }
+}
+
+/// Whether the LED lights on a low pin: gpio and log only, the kernel handles it for sysfs.
+fn led_active_low(
+    c: &mut Check<'_, '_>,
+    path: &str,
+    led: &RawLed,
+    backend: LedBackendKind,
+) -> bool {
+    match (&led.active_low, backend) {
+        (Some(v), LedBackendKind::Sysfs) => {
+            c.err(
+                v.span(),
+                &format!("{path}.active_low"),
+                "the kernel LED class handles polarity itself (device tree); remove active_low",
+            );
+            false
+        }
+        (Some(v), _) => *v.get_ref(),
+        (None, _) => false,
     }
 }
 

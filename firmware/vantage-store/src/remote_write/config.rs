@@ -1,60 +1,52 @@
-//! `[store]` (the sample store on the SD card) and `[[remote_write]]` (where its samples are
-//! shipped). The core only validates them; the daemon hands them to `vantage-store`.
+//! `[[remote_write]]`: where the store's samples are shipped, read with the core's checks (a
+//! [`ConfigSection`] the daemon registers with the loader), defaults and ranges beside it. The
+//! shipper sends to a validated endpoint as it is.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
+use std::ops::{Deref, Range};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+use toml::de::DeValue;
+use vantage_core::config::{
+    Check, ConfigSection, Secret, Section, Src, check_label_name, check_label_value, check_name,
+    read_section,
+};
+use vantage_core::defaults::{Bounds, between};
 
-use super::check::Check;
-use super::check::Src;
-use super::fleet::Secret;
-use super::names::{check_label_name, check_label_value, check_name};
-use crate::defaults::{self, self as D};
-
-/// `[store]` as written.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStore {
-    /// `fjall` (default) or `sled` (builds with the `sled` feature only).
-    pub backend: Option<Spanned<String>>,
-    /// Bytes on disk, e.g. `"4GiB"`, `"500MB"` or a plain number of bytes.
-    pub max_size: Option<Spanned<toml::Value>>,
-    pub max_age: Option<Spanned<String>>,
-    /// Group commit: write at least this often...
-    pub commit_interval: Option<Spanned<String>>,
-    /// ...or when this many samples wait.
-    pub commit_samples: Option<Spanned<i64>>,
-    /// Samples kept in memory while the disk refuses writes.
-    pub max_pending: Option<Spanned<i64>>,
-}
-
-/// Validated `[store]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StoreConfig {
-    pub backend: String,
-    pub max_bytes: u64,
-    pub max_age: Duration,
-    pub commit_interval: Duration,
-    pub commit_samples: usize,
-    pub max_pending: usize,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            backend: "fjall".into(),
-            max_bytes: defaults::STORE_MAX_BYTES,
-            max_age: defaults::STORE_MAX_AGE,
-            commit_interval: defaults::STORE_COMMIT_INTERVAL,
-            commit_samples: defaults::STORE_COMMIT_SAMPLES,
-            max_pending: defaults::STORE_MAX_PENDING,
-        }
-    }
-}
+/// remote_write: request timeout.
+pub const REMOTE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// remote_write: first retry delay after a 5xx, a 429 or a network error; doubles up to the max.
+pub const REMOTE_WRITE_MIN_BACKOFF: Duration = Duration::from_millis(500);
+pub const REMOTE_WRITE_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// remote_write: probe rounds per request (each round is 2 to 9 series points).
+pub const REMOTE_WRITE_SAMPLES_PER_SEND: usize = 1_000;
+/// remote_write: catch-up rate limit in probe rounds per second (0: none). A 1 h backlog of
+/// 100 targets at 1 s drains in 36 s.
+pub const REMOTE_WRITE_SAMPLES_PER_SECOND: u32 = 10_000;
+/// remote_write `send = "gaps"`: scrapes further apart than this leave a gap that is shipped;
+/// four missed scrapes at Prometheus' default 15 s interval.
+pub const REMOTE_WRITE_SCRAPE_GAP: Duration = Duration::from_secs(60);
+/// `remote_write.scrape_gap`.
+pub const REMOTE_WRITE_SCRAPE_GAP_RANGE: Bounds<Duration> = between(
+    Duration::from_millis(2_000),
+    Duration::from_millis(3_600_000),
+);
+/// `remote_write.timeout`.
+pub const REMOTE_WRITE_TIMEOUT_RANGE: Bounds<Duration> =
+    between(Duration::from_millis(100), Duration::from_millis(300_000));
+/// `remote_write.min_backoff`.
+pub const REMOTE_WRITE_MIN_BACKOFF_RANGE: Bounds<Duration> =
+    between(Duration::from_millis(10), Duration::from_millis(600_000));
+/// `remote_write.max_backoff`.
+pub const REMOTE_WRITE_MAX_BACKOFF_RANGE: Bounds<Duration> =
+    between(Duration::from_millis(10), Duration::from_millis(3_600_000));
+/// `remote_write.max_samples_per_send`.
+pub const REMOTE_WRITE_SAMPLES_PER_SEND_RANGE: Bounds<i64> = between(1, 100_000);
+/// `remote_write.max_samples_per_second` (0: no limit).
+pub const REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE: Bounds<i64> = between(0, 10_000_000);
 
 /// `remote_write[].basic_auth` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -179,130 +171,69 @@ impl RemoteWriteConfig {
             url: url.into(),
             auth: Auth::None,
             tls: TlsConfig::default(),
-            timeout: D::REMOTE_WRITE_TIMEOUT,
+            timeout: REMOTE_WRITE_TIMEOUT,
             labels: BTreeMap::new(),
-            max_samples_per_send: D::REMOTE_WRITE_SAMPLES_PER_SEND,
-            max_samples_per_second: D::REMOTE_WRITE_SAMPLES_PER_SECOND,
-            min_backoff: D::REMOTE_WRITE_MIN_BACKOFF,
-            max_backoff: D::REMOTE_WRITE_MAX_BACKOFF,
+            max_samples_per_send: REMOTE_WRITE_SAMPLES_PER_SEND,
+            max_samples_per_second: REMOTE_WRITE_SAMPLES_PER_SECOND,
+            min_backoff: REMOTE_WRITE_MIN_BACKOFF,
+            max_backoff: REMOTE_WRITE_MAX_BACKOFF,
             send: SendMode::All,
-            scrape_gap: D::REMOTE_WRITE_SCRAPE_GAP,
+            scrape_gap: REMOTE_WRITE_SCRAPE_GAP,
         }
     }
 }
 
-/// Parses sizes: `"4GiB"`, `"512MiB"`, `"500MB"`, `"64kB"`, or a bare integer of bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim();
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        "tib" | "t" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a size; write e.g. \"4GiB\", \"500MB\" or \"65536\""
-            ));
-        }
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; write e.g. \"4GiB\", \"500MB\" or \"65536\""))?;
-    let bytes = n * mult as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("{s:?} is too large"));
+/// Every valid `[[remote_write]]` endpoint, names unique, in the file's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RemoteWrites(pub Vec<RemoteWriteConfig>);
+
+impl Deref for RemoteWrites {
+    type Target = Vec<RemoteWriteConfig>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-    Ok(bytes as u64)
 }
 
-impl StoreConfig {
-    pub(crate) fn resolve(c: &mut Check<'_, '_>, raw: Option<&RawStore>) -> Self {
-        let mut out = Self::default();
-        let Some(raw) = raw else { return out };
-        if let Some(b) = &raw.backend {
-            match b.get_ref().as_str() {
-                "fjall" | "sled" => out.backend = b.get_ref().clone(),
-                other => c.err(
-                    b.span(),
-                    "store.backend",
-                    format!("{other:?} is not a store backend (fjall or sled)"),
-                ),
+impl ConfigSection for RemoteWrites {
+    const KEY: &'static str = "remote_write";
+    const DEVICE_ONLY: bool = false;
+
+    /// `[[remote_write]]`: every valid endpoint, names unique.
+    fn read(check: &mut Check<'_, '_>, value: &Section<'_>) -> Self {
+        let mut remote_write: Vec<RemoteWriteConfig> = Vec::new();
+        let DeValue::Array(items) = value.get_ref() else {
+            check.err(
+                Some(value.span()),
+                "remote_write",
+                "must be an array of tables ([[remote_write]])",
+            );
+            return Self(remote_write);
+        };
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("remote_write[{i}]");
+            let Some(raw) = read_section::<RawRemoteWrite>(check, item, &path) else {
+                continue;
+            };
+            let Some(rw) = RemoteWriteConfig::resolve(check, &path, item.span(), &raw) else {
+                continue;
+            };
+            if let Some(j) = remote_write.iter().position(|o| o.name == rw.name) {
+                let what = if raw.name.is_some() { "name" } else { "url" };
+                check.err(
+                    raw.name.as_ref().map(|n| n.span()).or(Some(raw.url.span())),
+                    &format!("{path}.{what}"),
+                    format!(
+                        "endpoint name {:?} is already used by remote_write[{j}]; give each endpoint its own name",
+                        rw.name
+                    ),
+                );
+            } else {
+                remote_write.push(rw);
             }
         }
-        if let Some(n) = raw.max_size.as_ref().and_then(|v| max_size(c, v)) {
-            out.max_bytes = n;
-        }
-        let field = |name: &str| format!("store.{name}");
-        let x = Src::new(Some(raw), None, &field);
-        out.max_age = x
-            .ranged(c, |r| r.max_age.as_ref(), "max_age", D::STORE_MAX_AGE_RANGE)
-            .unwrap_or(out.max_age);
-        let interval = D::STORE_COMMIT_INTERVAL_RANGE;
-        out.commit_interval = x
-            .ranged(
-                c,
-                |r| r.commit_interval.as_ref(),
-                "commit_interval",
-                interval,
-            )
-            .unwrap_or(out.commit_interval);
-        let samples = D::STORE_COMMIT_SAMPLES_RANGE;
-        out.commit_samples = x
-            .ranged(c, |r| r.commit_samples.as_ref(), "commit_samples", samples)
-            .map_or(out.commit_samples, |n| n as usize);
-        out.max_pending = x
-            .ranged(
-                c,
-                |r| r.max_pending.as_ref(),
-                "max_pending",
-                D::STORE_MAX_PENDING_RANGE,
-            )
-            .map_or(out.max_pending, |n| n as usize);
-        out
-    }
-}
-
-/// `store.max_size`: bytes as a number or a size with its unit, within its bounds.
-fn max_size(c: &mut Check<'_, '_>, v: &Spanned<toml::Value>) -> Option<u64> {
-    let parsed = match v.get_ref() {
-        toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
-        toml::Value::Integer(n) => Err(format!("{n} is negative")),
-        toml::Value::String(s) => parse_size(s),
-        other => Err(format!(
-            "must be a size such as \"4GiB\", got a {}",
-            other.type_str()
-        )),
-    };
-    match parsed {
-        Ok(n) if (defaults::STORE_MIN_BYTES..=defaults::STORE_MAX_MAX_BYTES).contains(&n) => {
-            Some(n)
-        }
-        Ok(n) => {
-            c.err(
-                v.span(),
-                "store.max_size",
-                format!(
-                    "{n} bytes is out of range; it must be between {} MiB and {} TiB",
-                    defaults::STORE_MIN_BYTES >> 20,
-                    defaults::STORE_MAX_MAX_BYTES >> 40
-                ),
-            );
-            None
-        }
-        Err(m) => {
-            c.err(v.span(), "store.max_size", m);
-            None
-        }
+        Self(remote_write)
     }
 }
 
@@ -340,13 +271,13 @@ pub fn default_name(url: &str) -> String {
 
 impl RemoteWriteConfig {
     /// One `[[remote_write]]` endpoint; `None` when anything in it is wrong.
-    pub(crate) fn resolve(
+    fn resolve(
         c: &mut Check<'_, '_>,
         path: &str,
         span: Range<usize>,
         raw: &RawRemoteWrite,
     ) -> Option<Self> {
-        let before = c.col.errors.len();
+        let before = c.errors();
         let f = |n: &str| format!("{path}.{n}");
         let url = endpoint_url(c, &f("url"), raw);
         let name = match &raw.name {
@@ -366,7 +297,7 @@ impl RemoteWriteConfig {
         let labels = external_labels(c, &f, raw);
         let p = endpoint_pacing(c, &f, raw);
         let (send, scrape_gap) = endpoint_send(c, &f, raw);
-        if c.col.errors.len() > before {
+        if c.errors() > before {
             return None;
         }
         Some(Self {
@@ -402,11 +333,11 @@ fn endpoint_pacing(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) 
             c,
             |r| r.timeout.as_ref(),
             "timeout",
-            D::REMOTE_WRITE_TIMEOUT_RANGE,
+            REMOTE_WRITE_TIMEOUT_RANGE,
         )
-        .unwrap_or(defaults::REMOTE_WRITE_TIMEOUT);
+        .unwrap_or(REMOTE_WRITE_TIMEOUT);
     let (min_backoff, max_backoff) = backoff(c, f, raw);
-    let per_send = D::REMOTE_WRITE_SAMPLES_PER_SEND_RANGE;
+    let per_send = REMOTE_WRITE_SAMPLES_PER_SEND_RANGE;
     let per_send = x
         .ranged(
             c,
@@ -414,8 +345,8 @@ fn endpoint_pacing(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) 
             "max_samples_per_send",
             per_send,
         )
-        .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SEND, |n| n as usize);
-    let per_second = D::REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE;
+        .map_or(REMOTE_WRITE_SAMPLES_PER_SEND, |n| n as usize);
+    let per_second = REMOTE_WRITE_SAMPLES_PER_SECOND_RANGE;
     let per_second = x
         .ranged(
             c,
@@ -423,7 +354,7 @@ fn endpoint_pacing(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) 
             "max_samples_per_second",
             per_second,
         )
-        .map_or(defaults::REMOTE_WRITE_SAMPLES_PER_SECOND, |n| n as u32);
+        .map_or(REMOTE_WRITE_SAMPLES_PER_SECOND, |n| n as u32);
     Pacing {
         timeout,
         min_backoff,
@@ -457,9 +388,9 @@ fn endpoint_send(
             c,
             |r| r.scrape_gap.as_ref(),
             "scrape_gap",
-            D::REMOTE_WRITE_SCRAPE_GAP_RANGE,
+            REMOTE_WRITE_SCRAPE_GAP_RANGE,
         )
-        .unwrap_or(defaults::REMOTE_WRITE_SCRAPE_GAP);
+        .unwrap_or(REMOTE_WRITE_SCRAPE_GAP);
     (send, scrape_gap)
 }
 
@@ -471,17 +402,17 @@ fn backoff(c: &mut Check<'_, '_>, f: FieldOf<'_>, raw: &RawRemoteWrite) -> (Dura
             c,
             |r| r.min_backoff.as_ref(),
             "min_backoff",
-            D::REMOTE_WRITE_MIN_BACKOFF_RANGE,
+            REMOTE_WRITE_MIN_BACKOFF_RANGE,
         )
-        .unwrap_or(defaults::REMOTE_WRITE_MIN_BACKOFF);
+        .unwrap_or(REMOTE_WRITE_MIN_BACKOFF);
     let max_backoff = x
         .ranged(
             c,
             |r| r.max_backoff.as_ref(),
             "max_backoff",
-            D::REMOTE_WRITE_MAX_BACKOFF_RANGE,
+            REMOTE_WRITE_MAX_BACKOFF_RANGE,
         )
-        .unwrap_or(defaults::REMOTE_WRITE_MAX_BACKOFF);
+        .unwrap_or(REMOTE_WRITE_MAX_BACKOFF);
     if min_backoff > max_backoff {
         c.err(
             raw.max_backoff
@@ -662,29 +593,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
-        assert_eq!(parse_size("500MB"), Ok(500_000_000));
-        assert_eq!(parse_size("1.5 MiB"), Ok(3 << 19));
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert!(parse_size("4 parsecs").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("-1GB").is_err());
-    }
-
-    #[test]
     fn default_names() {
         assert_eq!(
             default_name("https://u:p@prom.example:9090/api/v1/write"),
             "prom.example:9090"
         );
         assert_eq!(default_name("http://10.0.0.1/x"), "10.0.0.1");
-    }
-
-    #[test]
-    fn secrets_are_not_shown() {
-        let s = Secret("hunter2".into());
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<secret>\"");
     }
 }
