@@ -1,6 +1,7 @@
 //! The config file as the daemon reads it: the core's sections plus those the daemon's crates
-//! own (`[store]` and `[[remote_write]]` by `vantage-store`, `[leds]` by `vantage-leds`), registered with the core's loader. The daemon, `vantage
-//! check-config` and the page's validation all load through here, so their errors are the same.
+//! own (`[store]` and `[[remote_write]]` by `vantage-store`, `[leds]` by `vantage-leds`),
+//! registered with the core's loader. The daemon, `vantage check-config` and the page's
+//! validation all load through here, so their errors are the same.
 
 use std::path::Path;
 
