@@ -4,8 +4,8 @@
 #   - /usr/lib/vantage-image/reboot-request reboots (a fake systemctl) for a request written
 #     during this boot, removes it, logs why; drops a request from before this boot; refuses a
 #     symlink; does nothing without a request;
-#   - the image installs libnss-systemd, without which dbus-daemon cannot name the daemon's
-#     DynamicUser and closes its connection;
+#   - the image declares a static user for the daemon (dbus-daemon cannot name a DynamicUser
+#     UID and closes its connection);
 #   - dbus-daemon loads the RAUC policy for the vantage-update group (invalid XML fails the
 #     load; a group it cannot resolve is the only complaint allowed, when this machine has no
 #     such group), and the policy allows exactly the calls `rauc install` makes.
@@ -44,12 +44,13 @@ grep -qx 'PathExists=/var/lib/private/vantage/reboot-request' "$units/vantage-im
   ok "the path unit watches the file the daemon writes" || bad "the path unit and fleet.rs disagree on the file"
 grep -qx 'enable vantage-image-reboot.path' "$overlay/usr/lib/systemd/system-preset/70-vantage-image.preset" &&
   ok "the path unit is enabled by the image's preset" || bad "vantage-image-reboot.path not in the preset"
-# dbus-daemon names each client's user to apply its policy and drops a connection whose UID it
-# cannot resolve: the daemon's DynamicUser UID resolves only through nss-systemd.
-if grep -qx 'DynamicUser=yes' "$units/vantage.service"; then
-  grep -qx 'libnss-systemd' image/packages && grep -q 'systemd' image/steps/chroot/30-system.sh &&
-    ok "the daemon is a DynamicUser and the image installs libnss-systemd (dbus-daemon can name it)" ||
-    bad "vantage.service has DynamicUser=yes, image/packages lacks libnss-systemd: dbus-daemon drops its connection to RAUC"
+# dbus-daemon cannot name a dynamic UID (it runs with SYSTEMD_NSS_DYNAMIC_BYPASS=1) and closes
+# its connection: on the image the daemon must run as a static user of the unit's name.
+sysusers=$overlay/usr/lib/sysusers.d/vantage-image.conf
+if grep -qx 'DynamicUser=yes' "$units/vantage.service" && ! grep -q '^User=' "$units/vantage.service"; then
+  grep -Eq '^u[[:space:]]+vantage[[:space:]]' "$sysusers" && grep -Eq '^m[[:space:]]+vantage[[:space:]]+vantage-update$' "$sysusers" &&
+    ok "the image gives the daemon a static user vantage in vantage-update (a dynamic UID cannot use the system bus)" ||
+    bad "vantage.service has DynamicUser=yes and $sysusers declares no static user vantage in vantage-update: dbus-daemon would drop the daemon's connection to RAUC"
 fi
 
 # --- The reboot script, with a fake systemctl and a fake /proc/stat.
