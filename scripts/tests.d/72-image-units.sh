@@ -110,13 +110,17 @@ bus() { # bus POLICY-FILE: starts a bus with it, stops it; its messages in $tmp/
   <include>$1</include>
 </busconfig>
 CONF
-  timeout 5 dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile --print-address=3 \
+  # Started directly, not under timeout(1): a TERM that reached timeout sometimes left
+  # dbus-daemon running (holding this script's stdout, so a pipe reading it never ended).
+  dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile --print-address=3 \
     3>"$tmp/address" 2>"$tmp/bus.log" &
   local pid=$! i
   for i in $(seq 50); do [ -s "$tmp/address" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   local up=1
   [ -s "$tmp/address" ] && up=0
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  kill "$pid" 2>/dev/null
+  for i in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   rm -f "$tmp/address" "$tmp/bus"
   grep -v 'Failed to set fd limit' "$tmp/bus.log" >"$tmp/bus.msgs"
   return $up
