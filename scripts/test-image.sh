@@ -24,11 +24,18 @@
 #      guest loopback addresses are probed at the default settings;
 #   5. a clean shutdown, then e2fsck -fn of the root partition from the host: clean.
 #   With --update (amd64, A/B image): after 2, a bundle signed by another key is refused before
-#   anything is written; the bundle (marked as the next build) is installed with `rauc install`
-#   over SSH and after the reboot GRUB starts the other slot, which the health check marks good,
-#   with the password, the config, the stored rounds, the SSH host keys kept; then a broken build
-#   of it (the daemon exits at start) is installed: the device reboots into the good slot by
-#   itself, which says so; `touch /usr/x` fails on every slot.
+#   anything is written; the bundle (marked as the next build) is offered through the fleet
+#   path: a provisioning file with `[update]` on an HTTPS server of a test CA on the host (the
+#   guest reaches it at 10.0.2.100 through a QEMU guestfwd, nothing else); the daemon downloads
+#   and installs it through RAUC's D-Bus API (no AccessDenied), asks for the reboot, the
+#   image's path unit reboots by itself, GRUB starts the other slot on trial, the health check
+#   marks it good, with the password, the config, the stored rounds, the SSH host keys kept,
+#   and the daemon does not fetch that version again; then a broken build of it (the daemon
+#   exits at start) is installed: the device reboots into the good slot by itself, which says
+#   so; `touch /usr/x` fails on every slot. Then power cuts while `rauc install` writes the
+#   other slot (--install-cuts, at rising points of its progress) and while an installed build
+#   boots on trial (--trial-cuts, early in the boot and once the daemon answers): after each the
+#   device boots a slot marked good, the password, the config and the stored rounds kept.
 #
 #   scripts/test-image.sh [IMAGE.img.xz|IMAGE.img]   default dist/vantage-<version>-<arch>.img.xz
 #     --arch A         arm64 or amd64 (default: from the image's name, else arm64)
@@ -39,6 +46,8 @@
 #                      (after the cuts; --cuts 0 --wear 20 for the measurement alone)
 #     --update BUNDLE  the A/B update checks with this bundle (scripts/build-bundle.sh; its
 #                      root file system is reused, re-signed with the development key)
+#     --install-cuts N power cuts while RAUC writes the other slot, with --update (default 3)
+#     --trial-cuts N   power cuts while an installed build boots on trial, with --update (default 2)
 #   QEMU=path/to/qemu-system-aarch64, QEMU_ARGS="-L dir" to use another QEMU;
 #   OVMF_CODE=, OVMF_VARS= other UEFI firmware (default Debian's ovmf, Secure Boot, MS keys).
 #   QEMU_ACCEL=tcg: amd64 emulated even where KVM works (a machine whose cores are shared).
@@ -48,7 +57,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-cuts=20 timeout=600 wear=0 image="" arch="" firmware=alternate bundle=""
+cuts=20 timeout=600 wear=0 image="" arch="" firmware=alternate bundle="" install_cuts=3 trial_cuts=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuts) cuts=${2:?}; shift 2 ;;
@@ -57,7 +66,9 @@ while [ $# -gt 0 ]; do
     --arch) arch=${2:?}; shift 2 ;;
     --firmware) firmware=${2:?}; shift 2 ;;
     --update) bundle=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --install-cuts) install_cuts=${2:?}; shift 2 ;;
+    --trial-cuts) trial_cuts=${2:?}; shift 2 ;;
+    -h|--help) sed -n '2,56p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "test-image.sh: unknown option '$1'" >&2; exit 2 ;;
     *) image=$1; shift ;;
   esac
@@ -100,6 +111,7 @@ work=$(mktemp -d)
 qpid=""
 cleanup() {
   [ -n "$qpid" ] && kill -9 "$qpid" 2>/dev/null
+  [ -n "${www_pid:-}" ] && kill "$www_pid" 2>/dev/null
   [ -n "${rootloop:-}" ] && losetup -d "$rootloop" 2>/dev/null
   rm -rf "$work"
 }
@@ -190,10 +202,13 @@ start_qemu() {
       boot_fw=$fw
       echo "boot $boot_no: $fw" ;;
   esac
-  # restrict=on: the guest reaches nothing but the forwarded ports (no NTP, no DNS outside).
+  # restrict=on: the guest reaches nothing but the forwarded ports (no NTP, no DNS outside),
+  # and with --update the fleet server at $fleet_ip:443 (relayed to the host's 127.0.0.1).
+  local fwd="hostfwd=tcp:127.0.0.1:$p_metrics-:9430,hostfwd=tcp:127.0.0.1:$p_http-:80,hostfwd=tcp:127.0.0.1:$p_ssh-:22"
+  [ -n "${p_www:-}" ] && fwd="$fwd,guestfwd=tcp:$fleet_ip:443-cmd:$python $work/fleet/relay.py $p_www"
   "$QEMU" "${qemu_args[@]}" "${machine[@]}" -smp 2 -m 1024 \
     -drive "file=$disk,format=raw,if=none,id=d0,cache=writeback" -device virtio-blk-pci,drive=d0,bootindex=0 \
-    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$p_metrics-:9430,hostfwd=tcp:127.0.0.1:$p_http-:80,hostfwd=tcp:127.0.0.1:$p_ssh-:22" \
+    -netdev "user,id=n0,restrict=on,$fwd" \
     -device virtio-net-pci,netdev=n0,romfile= \
     -display none -serial "file:$console" -monitor none -no-reboot &
   qpid=$!
@@ -326,6 +341,64 @@ derive_bundle() { # derive_bundle NAME KEYDIR [debugfs commands...]
     scripts/build-bundle.sh --rootfs "$fs" --version "$version+$name" --out "$work/$name.raucb") >/dev/null
   rm -f "$fs"
 }
+# The fleet's server for --update: HTTPS with a certificate of a test CA for $fleet_ip, on the
+# host's 127.0.0.1:$p_www, serving $work/fleet/www (requests logged in server.log), stopped at
+# exit and after 4 hours at most. QEMU's guestfwd starts relay.py for each connection the guest
+# opens to $fleet_ip:443: it joins the connection to that port and ends when either side does
+# or after 5 idle minutes.
+fleet_ip=10.0.2.100
+fleet_server() {
+  local d=$work/fleet
+  mkdir -p "$d/www"
+  python=$(command -v python3) p_www=$(free_port)
+  printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\n' "$fleet_ip" >"$d/san.ext"
+  (cd "$d" && ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes) &&
+    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj '/CN=vantage test fleet CA' &&
+    openssl req "${ec[@]}" -keyout server.key -out server.csr -subj "/CN=$fleet_ip" &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+      -days 2 -extfile san.ext) >"$d/openssl.log" 2>&1 || return 1
+  cat >"$d/server.py" <<'EOF'
+import functools, http.server, ssl, sys
+d, port = sys.argv[1], int(sys.argv[2])
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d + "/www")
+s = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(d + "/server.pem", d + "/server.key")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+EOF
+  cat >"$d/relay.py" <<'EOF'
+import os, select, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.settimeout(None)
+inputs = [0, s]
+while True:
+    ready, _, _ = select.select(inputs, [], [], 300)
+    if not ready:
+        break
+    if 0 in ready:
+        data = os.read(0, 65536)
+        if data:
+            s.sendall(data)
+        else:
+            inputs.remove(0)
+            s.shutdown(socket.SHUT_WR)
+    if s in ready:
+        data = s.recv(65536)
+        if not data:
+            break
+        while data:
+            data = data[os.write(1, data):]
+EOF
+  timeout 4h "$python" "$d/server.py" "$d" "$p_www" 2>"$d/server.log" &
+  www_pid=$!
+  for _ in $(seq 50); do
+    ss -Htln "sport = :$p_www" | grep -q . && return 0
+    kill -0 "$www_pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
 # Reboot the guest: with -no-reboot QEMU exits; the next start is the machine coming back.
 guest_reboot() {
   g 'systemctl reboot' >/dev/null 2>&1
@@ -339,12 +412,163 @@ prepare_bundles() {
   base_build=$(debugfs -R 'cat /usr/lib/vantage-image/release' "$work/bundle-root/root.ext4" 2>/dev/null | sed -n 's/^BUILD=//p')
   [ -n "$base_build" ] || return 1
   derive_bundle next build/rauc-dev
+  derive_bundle again build/rauc-dev
   derive_bundle foreign "$work/other-key"
   printf '#!/bin/sh\necho "this build is broken on purpose: it exits at start" >&2\nexit 1\n' >"$work/broken-vantage"
   printf 'TRIAL_SECONDS=90\n' >"$work/broken-health"
   derive_bundle broken build/rauc-dev 'cd /usr/bin' 'rm vantage' "write $work/broken-vantage vantage" 'sif vantage mode 0100755' \
     'cd /etc/default' "write $work/broken-health vantage-image-health"
   echo "$base_build" >"$work/base-build"
+}
+# The next build through the fleet path: the device's config gets [provisioning] naming a file
+# on the fleet server (the test CA as its ca_file), that file an [update] offer of next.raucb
+# with a window open now; the daemon downloads, checks and installs it through RAUC's D-Bus
+# API, writes reboot-request, and the image's path unit reboots (QEMU exits: -no-reboot). The
+# journal is in RAM, so it is copied to the host every few seconds until the guest goes.
+fleet_offer() {
+  local d=$work/fleet sha window
+  cp "$work/next.raucb" "$d/www/next.raucb"
+  sha=$(sha256sum "$work/next.raucb" | cut -d' ' -f1)
+  window="$(g 'date -u -d "-10 min" +%H:%M')-$(g 'date -u -d "+3 hours" +%H:%M')"
+  printf '[update]\nurl = "https://%s/next.raucb"\nversion = "%s"\nsha256 = "%s"\nwindow = "%s"\n' \
+    "$fleet_ip" "$version+next" "$sha" "$window" >"$d/www/fleet.toml"
+  printf '\n[provisioning]\nurl = "https://%s/fleet.toml"\nca_file = "/etc/vantage/fleet-ca.pem"\nrefresh = "10s"\n' \
+    "$fleet_ip" >"$d/provisioning.toml"
+  g 'cat >/etc/vantage/fleet-ca.pem' <"$d/ca.pem"
+  g "cat >>'$cfg_path'" <"$d/provisioning.toml"
+  g 'systemctl reload vantage'
+  fleet_t0=$SECONDS
+  echo "fleet: offered $version+next (window $window UTC) at https://$fleet_ip/fleet.toml"
+}
+fleet_update() {
+  local d=$work/fleet t0=$fleet_t0 j t_dl t_req
+  while kill -0 "$qpid" 2>/dev/null && [ $((SECONDS - t0)) -lt $((timeout + 900)) ]; do
+    timeout 60 ssh -i "$ssh_key" -p "$p_ssh" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+      -o ConnectTimeout=10 -o BatchMode=yes -o LogLevel=ERROR root@127.0.0.1 \
+      'journalctl -b -o short-unix --no-pager -u vantage -u rauc -u vantage-image-reboot -u dbus
+       echo "AccessDenied lines: $(journalctl -b --no-pager | grep -c AccessDenied)"' >"$d/journal.new" 2>/dev/null &&
+      mv "$d/journal.new" "$d/journal"
+    sleep 3
+  done
+  fleet_took=$((SECONDS - t0))
+  j=$d/journal
+  if kill -0 "$qpid" 2>/dev/null; then
+    bad "fleet update: the guest did not reboot by itself within $fleet_took s: $(grep -i 'update\|rauc\|reboot' "$j" | tail -8 | tr '\n' ' ')"
+    power_cut
+    return 1
+  fi
+  wait "$qpid" 2>/dev/null
+  qpid=""
+  ok "fleet update: the guest rebooted by itself $fleet_took s after the offer"
+  grep -E 'provisioning|fleet update|rauc|reboot-request|AccessDenied|denied' "$j" | grep -v '^AccessDenied lines' | tail -25 | sed 's/^/  journal: /'
+  grep -q "GET /next.raucb HTTP/1.1\" 200" "$d/server.log" && ok "the daemon downloaded next.raucb from the fleet server (private CA)" ||
+    bad "no download of next.raucb: $(tail -5 "$d/server.log" | tr '\n' ' ')"
+  grep -q 'fleet update: downloading' "$j" && ok "the daemon started the fleet update itself" || bad "no 'fleet update: downloading' in the journal"
+  grep -q '^AccessDenied lines: 0$' "$j" && ! grep -qi 'org.freedesktop.DBus.Error.AccessDenied' "$j" &&
+    ok "RAUC accepted the daemon's D-Bus calls: no AccessDenied in the journal" || bad "AccessDenied in the journal: $(grep -i accessdenied "$j" | head -3 | tr '\n' ' ')"
+  grep -q 'reboot-request: Vantage asks for a reboot' "$j" && ok "vantage-image-reboot.service took the request: $(grep -o 'Vantage asks for a reboot.*' "$j" | head -1)" ||
+    echo "note: the reboot unit's journal line was not copied before the guest went (it rebooted by itself all the same)"
+  t_dl=$(grep 'fleet update: downloading' "$j" | tail -1 | cut -d' ' -f1)
+  t_req=$(grep -m1 'fleet update: reboot requested' "$j" | cut -d' ' -f1)
+  [ -n "$t_dl" ] && [ -n "$t_req" ] && fleet_install_s=$(awk -v a="$t_dl" -v b="$t_req" 'BEGIN { printf "%.0f", b - a }') &&
+    figure "fleet update by the daemon: download, check and install of a $(($(stat -c %s "$work/next.raucb") / 1048576)) MiB bundle $(awk -v a="$t_dl" -v b="$t_req" 'BEGIN { printf "%.0f", b - a }') s; offer to the guest's reboot $fleet_took s"
+  return 0
+}
+# After the boot into the fleet's build: one attempt per version. The daemon has looked at the
+# offer again (it does every minute) and fetched nothing; the server saw one download.
+daemon_age() { # seconds since the daemon started, on the guest
+  g 'awk -v s="$(systemctl show -p ExecMainStartTimestampMonotonic --value vantage)" "{ printf \"%d\", \$1 - s / 1000000 }" /proc/uptime'
+}
+fleet_once() {
+  local d=$work/fleet n
+  [ "$(g 'cat /var/lib/private/vantage/update-attempted')" = "$version+next" ] &&
+    ok "update-attempted records $version+next" || bad "update-attempted: '$(g 'cat /var/lib/private/vantage/update-attempted')'"
+  g 'test ! -e /var/lib/private/vantage/reboot-request' && ok "no reboot-request left behind" || bad "reboot-request still there"
+  # The daemon's first look is at its start, the next a minute later: wait past both.
+  for _ in $(seq 40); do [ "$(daemon_age)" -ge 100 ] 2>/dev/null && break; sleep 5; done
+  n=$(grep -c 'GET /next.raucb ' "$d/server.log")
+  [ "$n" = 1 ] && ! g 'journalctl -b -u vantage --no-pager' | grep -q 'fleet update: downloading' &&
+    ok "the daemon does not fetch $version+next again (one download in all, none in the new slot's first $(daemon_age) s)" ||
+    bad "the same version fetched again: $n downloads; $(g 'journalctl -b -u vantage --no-pager' | grep 'fleet update' | tail -3 | tr '\n' ' ')"
+}
+# The boot after a power cut of the update checks: /metrics, a slot marked good, the password,
+# the config and the stored rounds of before the updates. Uses update_checks' sum0 and
+# before_rounds.
+cut_check() { # cut_check WHAT
+  local what=$1 s b n
+  start_qemu
+  wait_metrics || { bad "$what: no /metrics in $timeout s"; show_console; power_cut; return 1; }
+  ssh_wait || { bad "$what: no SSH"; power_cut; return 1; }
+  s=$(slot_now) b=$(build_now)
+  health_wait "$s" "$b" || { bad "$what: slot $s (build $b) not marked good"; return 1; }
+  login || { bad "$what: no login"; return 1; }
+  [ "$(config_sum)" = "$sum0" ] || { bad "$what: config changed: $(config_sum)"; return 1; }
+  stored "$(($(date +%s) + 60))"
+  n=$(jqr '.samples | length')
+  [ "${n:-0}" -ge "$before_rounds" ] || { bad "$what: stored rounds lost: $n now, $before_rounds before"; return 1; }
+  grep -Eq '^vantage_store_healthy(\{[^}]*\})? 1$' "$work/metrics" || { bad "$what: store not healthy"; return 1; }
+  ok "$what: boot $boot_no on slot $s (build $b) marked good, /metrics after $waited s, login, config and $n stored rounds kept"
+  cut_slots+=("$s:$b")
+}
+# A power cut while `rauc install` writes the other slot, once its progress reached PERCENT
+# (or, if it prints none, once that share of $1's reference time has passed).
+install_cut() { # install_cut PERCENT REFERENCE-SECONDS
+  local pct=$1 ref=$2 t0 seen=0 line
+  g 'rm -f /data/install.log; nohup rauc install /data/again.raucb >/data/install.log 2>&1 </dev/null &'
+  t0=$SECONDS
+  while [ $((SECONDS - t0)) -lt 900 ]; do
+    line=$(timeout 30 ssh -i "$ssh_key" -p "$p_ssh" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+      -o ConnectTimeout=10 -o BatchMode=yes -o LogLevel=ERROR root@127.0.0.1 'tail -c 400 /data/install.log' 2>/dev/null)
+    seen=$(grep -o '[0-9]\{1,3\}%' <<<"$line" | tail -1 | tr -d %)
+    seen=${seen:-0}
+    [ "$seen" -ge "$pct" ] && break
+    [ "$seen" = 0 ] && [ $((SECONDS - t0)) -ge $((ref * pct / 100)) ] && break
+    grep -q 'Installing done\|failed' <<<"$line" && break
+    sleep 1
+  done
+  power_cut
+  echo "install cut at ${seen}% of RAUC's progress, $((SECONDS - t0)) s into the install: '$(tail -1 <<<"$line" | tr -d '\r')'"
+}
+# A power cut while the installed build boots on trial: N=1 early (GRUB, the kernel, the first
+# units), N=2 the moment the daemon first answers (before the health check's next look).
+trial_cut() { # trial_cut N
+  local t0 at
+  start_qemu
+  t0=$SECONDS
+  if [ $(($1 % 2)) -eq 1 ]; then
+    at=$((15 + RANDOM % 30))
+    sleep "$at"
+  else
+    while [ $((SECONDS - t0)) -lt "$timeout" ] && kill -0 "$qpid" 2>/dev/null; do
+      curl -sf --max-time 3 "http://127.0.0.1:$p_metrics/-/ready" >/dev/null 2>&1 && break
+      sleep 1
+    done
+    at=$((SECONDS - t0))
+  fi
+  power_cut
+  echo "trial cut $1: ${at} s into boot $boot_no ($(grep -o 'Vantage, slot [AB]' "$console" | tail -1 || true))"
+}
+# Power cuts during installs and trials (--install-cuts, --trial-cuts), with the build "again".
+update_cuts() {
+  local k pct out ref=${fleet_install_s:-120} cut_slots=()
+  [ $((install_cuts + trial_cuts)) -gt 0 ] || return 0
+  g 'cat >/data/again.raucb && sync' <"$work/again.raucb"
+  for k in $(seq 1 "$install_cuts"); do
+    # Rising points of the install: 10 % ... 95 % (the slot written, then GRUB's env).
+    pct=50
+    [ "$install_cuts" -gt 1 ] && pct=$((10 + (k - 1) * 85 / (install_cuts - 1)))
+    install_cut "$pct" "$ref"
+    cut_check "install cut $k (at $pct %)" || return
+  done
+  for k in $(seq 1 "$trial_cuts"); do
+    out=$(g 'rauc install /data/again.raucb 2>&1; echo "rc=$?"')
+    grep -q 'rc=0' <<<"$out" || { bad "trial cut $k: rauc install: $(tail -3 <<<"$out" | tr '\n' ' ')"; return; }
+    guest_reboot
+    trial_cut "$k"
+    cut_check "trial cut $k" || return
+  done
+  g 'rm -f /data/again.raucb /data/install.log'
+  ok "$install_cuts power cuts during an install and $trial_cuts during a trial boot: every next boot came up on a good slot ($(printf '%s ' "${cut_slots[@]}"))"
 }
 update_checks() {
   local before_rounds sum0 hostkey0 slot0 slot1 t0 out
@@ -372,16 +596,12 @@ update_checks() {
   else bad "bundle of another signer: $(tail -3 <<<"$out" | tr '\n' ' ') (slot or env changed: $([ "$env0" = "$env1" ] && echo no || echo yes))"; fi
   g 'rm -f /data/foreign.raucb'
 
-  # The next build: installed, the other slot boots, everything kept.
-  g 'cat >/data/next.raucb' <"$work/next.raucb"
-  t0=$SECONDS
-  out=$(g 'rauc install /data/next.raucb 2>&1; echo "rc=$?"')
-  grep -q 'rc=0' <<<"$out" && ok "rauc install of the next build: $(($SECONDS - t0)) s" ||
-    { bad "rauc install: $(tail -5 <<<"$out" | tr '\n' ' ')"; return; }
-  figure "rauc install of a $(($(stat -c %s "$work/next.raucb") / 1048576)) MiB bundle over SSH: $((SECONDS - t0)) s"
-  g 'rm -f /data/next.raucb'
-  echo "grubenv: $(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list' | tr '\n' ' ')"
-  guest_reboot
+  # The next build through the fleet path: installed by the daemon, the path unit reboots, the
+  # other slot boots, everything kept.
+  # (Offered only now: RAUC runs one install at a time, and the daemon tries a version once.)
+  fleet_offer
+  sum0=$(config_sum)
+  fleet_update || return
   start_qemu
   wait_metrics && { ok "after the update: /metrics after $waited s"; figure "update: boot of the new slot to /metrics: $waited s"; } ||
     { bad "after the update: no /metrics"; show_console; return; }
@@ -403,6 +623,7 @@ update_checks() {
   [ "$(g 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub')" = "$hostkey0" ] && ok "SSH host key kept" || bad "SSH host key changed"
   [ "$(g hostname)" = "$host" ] && ok "host name kept ($host)" || bad "host name now $(g hostname)"
   ro_checks
+  fleet_once
 
   # A broken build: the daemon exits at start; the device must come back on the good slot.
   g 'cat >/data/broken.raucb' <"$work/broken.raucb"
@@ -433,14 +654,17 @@ update_checks() {
   stored "$(($(date +%s) + 60))"
   [ "$(jqr '.samples | length')" -ge "$before_rounds" ] && ok "stored rounds kept after the rollback: $(jqr '.samples | length')" ||
     bad "stored rounds lost in the rollback: $(jqr '.samples | length') now, $before_rounds before"
+  update_cuts
   clock_offset
 }
 
 if [ -n "$bundle" ]; then
-  for t in rauc unsquashfs mksquashfs debugfs; do command -v "$t" >/dev/null || { bad "host tool missing for --update: $t"; finish; }; done
+  for t in rauc unsquashfs mksquashfs debugfs openssl python3 sha256sum; do command -v "$t" >/dev/null || { bad "host tool missing for --update: $t"; finish; }; done
   [ -f "$bundle" ] || { bad "no bundle $bundle (scripts/build-bundle.sh)"; finish; }
   prepare_bundles >"$work/prepare.log" 2>&1 &
   prep_pid=$!
+  fleet_server && ok "fleet server: HTTPS on 127.0.0.1:$p_www (a test CA), $fleet_ip:443 for the guest" ||
+    { bad "fleet server did not start: $(tail -3 "$work/fleet/server.log" "$work/fleet/openssl.log" 2>/dev/null | tr '\n' ' ')"; finish; }
 fi
 
 # 1. First boot of the untouched image.

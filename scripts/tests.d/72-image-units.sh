@@ -4,6 +4,8 @@
 #   - /usr/lib/vantage-image/reboot-request reboots (a fake systemctl) for a request written
 #     during this boot, removes it, logs why; drops a request from before this boot; refuses a
 #     symlink; does nothing without a request;
+#   - the image declares a static user for the daemon (dbus-daemon cannot name a DynamicUser
+#     UID and closes its connection);
 #   - dbus-daemon loads the RAUC policy for the vantage-update group (invalid XML fails the
 #     load; a group it cannot resolve is the only complaint allowed, when this machine has no
 #     such group), and the policy allows exactly the calls `rauc install` makes.
@@ -42,6 +44,14 @@ grep -qx 'PathExists=/var/lib/private/vantage/reboot-request' "$units/vantage-im
   ok "the path unit watches the file the daemon writes" || bad "the path unit and fleet.rs disagree on the file"
 grep -qx 'enable vantage-image-reboot.path' "$overlay/usr/lib/systemd/system-preset/70-vantage-image.preset" &&
   ok "the path unit is enabled by the image's preset" || bad "vantage-image-reboot.path not in the preset"
+# dbus-daemon cannot name a dynamic UID (it runs with SYSTEMD_NSS_DYNAMIC_BYPASS=1) and closes
+# its connection: on the image the daemon must run as a static user of the unit's name.
+sysusers=$overlay/usr/lib/sysusers.d/vantage-image.conf
+if grep -qx 'DynamicUser=yes' "$units/vantage.service" && ! grep -q '^User=' "$units/vantage.service"; then
+  grep -Eq '^u[[:space:]]+vantage[[:space:]]' "$sysusers" && grep -Eq '^m[[:space:]]+vantage[[:space:]]+vantage-update$' "$sysusers" &&
+    ok "the image gives the daemon a static user vantage in vantage-update (a dynamic UID cannot use the system bus)" ||
+    bad "vantage.service has DynamicUser=yes and $sysusers declares no static user vantage in vantage-update: dbus-daemon would drop the daemon's connection to RAUC"
+fi
 
 # --- The reboot script, with a fake systemctl and a fake /proc/stat.
 mkdir -p "$tmp/bin" "$tmp/state" "$tmp/run"
@@ -100,13 +110,17 @@ bus() { # bus POLICY-FILE: starts a bus with it, stops it; its messages in $tmp/
   <include>$1</include>
 </busconfig>
 CONF
-  timeout 5 dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile --print-address=3 \
+  # Started directly, not under timeout(1): a TERM that reached timeout sometimes left
+  # dbus-daemon running (holding this script's stdout, so a pipe reading it never ended).
+  dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile --print-address=3 \
     3>"$tmp/address" 2>"$tmp/bus.log" &
   local pid=$! i
   for i in $(seq 50); do [ -s "$tmp/address" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   local up=1
   [ -s "$tmp/address" ] && up=0
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  kill "$pid" 2>/dev/null
+  for i in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   rm -f "$tmp/address" "$tmp/bus"
   grep -v 'Failed to set fd limit' "$tmp/bus.log" >"$tmp/bus.msgs"
   return $up

@@ -112,10 +112,16 @@ fn spawn_fleet_update(
 ) {
     use crate::update::fleet::{ATTEMPTED_FILE, Fleet, HttpsFetch, REBOOT_REQUEST_FILE};
     let (prov, local) = (state.provisioning.clone(), applier.local());
+    let ca_local = local.clone();
     let fleet = Fleet {
         updater: web.update.clone(),
         clock: Arc::new(vantage_core::SystemClock),
-        fetch: HttpsFetch,
+        fetch: HttpsFetch {
+            ca_file: Box::new(move || {
+                let c = ca_local.borrow();
+                c.provisioning.as_ref().and_then(|p| p.ca_file.clone())
+            }),
+        },
         offer: Box::new(move || {
             prov.offered_update()
                 .or_else(|| local.borrow().update.clone())

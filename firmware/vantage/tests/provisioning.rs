@@ -11,18 +11,21 @@ use std::time::Duration;
 use support::*;
 
 /// A tiny HTTPS server: serves `targets.toml` from its directory to requests with the right
-/// bearer token, 401 otherwise, and logs each request's answer.
+/// bearer token (401 otherwise) for any `.toml` path, any other path's file by its base name
+/// without a token (a bundle), and logs each request's answer.
 const SERVER: &str = r#"
 import http.server, ssl, sys, os
 d, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        ok = self.headers.get("Authorization") == "Bearer " + token
+        toml = self.path.endswith(".toml")
+        ok = not toml or self.headers.get("Authorization") == "Bearer " + token
         with open(os.path.join(d, "requests.log"), "a") as log:
             log.write(("200" if ok else "401") + " " + self.path + "\n")
         if not ok:
             self.send_response(401); self.end_headers(); return
-        body = open(os.path.join(d, "targets.toml"), "rb").read()
+        name = "targets.toml" if toml else os.path.basename(self.path)
+        body = open(os.path.join(d, name), "rb").read()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -389,5 +392,48 @@ fn an_untrusted_certificate_is_refused() {
         !std::fs::read_to_string(dir.path("requests.log"))
             .unwrap_or_default()
             .contains("200")
+    );
+}
+
+/// A fleet whose provisioning server has a private CA serves its update bundles the same way:
+/// the bundle's download trusts `[provisioning] ca_file` as the provisioning fetch does.
+#[test]
+fn an_update_bundle_is_downloaded_from_a_server_of_the_provisioning_ca() {
+    if !require(have("openssl") && have("python3"), "openssl and python3") {
+        return;
+    }
+    let dir = TempDir::new("prov-update");
+    make_certs(&dir.0);
+    let port = free_port();
+    std::fs::write(dir.path("targets.toml"), target("central-1", "127.0.0.2")).unwrap();
+    // Not a real bundle: the download is what is checked here, the install then fails.
+    let bundle = b"not a bundle, served over the private CA";
+    std::fs::write(dir.path("b.raucb"), bundle).unwrap();
+    let sha = ring::digest::digest(&ring::digest::SHA256, bundle);
+    let sha: String = sha.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let _server = start_server(&dir.0, port);
+    let cfg = dir.path("vantage.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[provisioning]\nurl = \"https://127.0.0.1:{port}/t.toml\"\ntoken = \"s3cret-token\"\nca_file = \"{}\"\n\
+             [update]\nurl = \"https://127.0.0.1:{port}/b.raucb\"\nversion = \"99.0.0\"\nsha256 = \"{sha}\"\nreboot = false\n{}",
+            dir.path("ca.pem").display(),
+            target("local-1", "127.0.0.1")
+        ),
+    )
+    .unwrap();
+    let data = dir.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (_daemon, _addr) = start_daemon(Some(&cfg), &data);
+    // The loop looks at the offer at start; one look a minute after that.
+    wait_until(Duration::from_secs(75), || {
+        std::fs::read_to_string(dir.path("requests.log"))
+            .unwrap_or_default()
+            .contains("200 /b.raucb")
+    });
+    assert_eq!(
+        std::fs::read_to_string(data.join("update-attempted")).unwrap(),
+        "99.0.0"
     );
 }

@@ -57,6 +57,9 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 # to install) exist in the slot's /etc/group; systemd-sysusers also runs at every boot.
 chroot "$ROOT" systemd-sysusers
 chroot "$ROOT" getent group vantage-update >/dev/null || { echo "no vantage-update group" >&2; exit 1; }
+# The daemon's static user (a dynamic UID cannot use the system bus: sysusers.d/vantage-image.conf).
+chroot "$ROOT" id -nG vantage | grep -qw vantage-update ||
+  { echo "no static user vantage in group vantage-update" >&2; exit 1; }
 
 # Units enabled or disabled as the presets say (vantage, networkd, avahi on; ssh off), so the
 # built image and a later `systemctl preset-all` agree.

@@ -280,6 +280,24 @@ fn token(p: &Provisioning) -> Result<Option<String>, String> {
     Ok(Some(t.to_string()))
 }
 
+/// Adds the certificates of a PEM file (`[provisioning] ca_file`) to a client's trusted roots,
+/// next to the Mozilla ones. The fleet-update download trusts the same file.
+pub fn trust_ca_file(
+    mut b: reqwest::ClientBuilder,
+    ca: &str,
+) -> Result<reqwest::ClientBuilder, String> {
+    let pem = std::fs::read(ca).map_err(|e| format!("cannot read ca_file {ca}: {e}"))?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("ca_file {ca}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("ca_file {ca}: no PEM certificate in it"));
+    }
+    for c in certs {
+        b = b.add_root_certificate(c);
+    }
+    Ok(b)
+}
+
 fn client(p: &Provisioning) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
@@ -289,15 +307,7 @@ fn client(p: &Provisioning) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::limited(5))
         .user_agent(concat!("vantage/", env!("CARGO_PKG_VERSION")));
     if let Some(ca) = &p.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read ca_file {ca}: {e}"))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("ca_file {ca}: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file {ca}: no PEM certificate in it"));
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+        b = trust_ca_file(b, ca)?;
     }
     b.build()
         .map_err(|e| format!("cannot build the HTTPS client: {e}"))

@@ -64,6 +64,7 @@ pub async fn run_with(
             allow_http: args.allow_http,
             sha256,
             limits,
+            ca_file: None,
         };
         let _ = writeln!(
             out,

@@ -23,6 +23,8 @@ pub struct Source<'a> {
     pub allow_http: bool,
     pub sha256: Option<[u8; 32]>,
     pub limits: Limits,
+    /// A PEM file of roots to trust besides the Mozilla ones (`[provisioning] ca_file`).
+    pub ca_file: Option<&'a str>,
 }
 
 /// Refuses a URL the device must not fetch a bundle from.
@@ -48,13 +50,17 @@ pub async fn download(
     progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
 ) -> Result<PathBuf, String> {
     let url = check_url(src.url, src.allow_http)?;
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .use_rustls_tls()
         .https_only(!src.allow_http)
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
         .redirect(reqwest::redirect::Policy::limited(5))
-        .user_agent(concat!("vantage/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("vantage/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = src.ca_file {
+        client = crate::fleet::provisioning::trust_ca_file(client, ca)?;
+    }
+    let client = client
         .build()
         .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
     let mut resp = client

@@ -36,9 +36,20 @@ pub trait Fetch: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PathBuf, String>> + Send;
 }
 
-/// Over HTTPS, as `vantage update URL` does.
-#[derive(Debug)]
-pub struct HttpsFetch;
+/// Over HTTPS, as `vantage update URL` does, trusting the device's `[provisioning] ca_file`
+/// too: a fleet whose provisioning server has a private CA serves its bundles the same way.
+pub struct HttpsFetch {
+    /// The `ca_file` in effect (read again at each fetch).
+    pub ca_file: Box<dyn Fn() -> Option<String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for HttpsFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsFetch")
+            .field("ca_file", &(self.ca_file)())
+            .finish()
+    }
+}
 
 impl Fetch for HttpsFetch {
     async fn fetch(
@@ -47,11 +58,13 @@ impl Fetch for HttpsFetch {
         spool: &Path,
         progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
     ) -> Result<PathBuf, String> {
+        let ca_file = (self.ca_file)();
         let src = Source {
             url: &offer.url,
             allow_http: false,
             sha256: Some(parse_sha256(&offer.sha256)?),
             limits: Limits::DEFAULT,
+            ca_file: ca_file.as_deref(),
         };
         super::download(&src, spool, progress).await
     }
