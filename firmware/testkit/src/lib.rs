@@ -5,12 +5,14 @@
 //! qdisc), and runs code inside a namespace. Everything it creates is removed by drop guards,
 //! also when a test panics. Nothing here is part of the product.
 
+mod config_files;
 mod delay;
 mod exposition;
 mod netns;
 mod readme;
 mod tempdir;
 
+pub use config_files::{bad_files_fail_as_expected, good_files_load, testdata_files};
 pub use delay::{DelayQueue, DelayStats, run_delay_loop};
 pub use exposition::{Labels, exposition_series};
 pub use netns::{Netns, VethPair, unique_name};

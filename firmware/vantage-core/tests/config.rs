@@ -5,61 +5,16 @@ use std::path::Path;
 
 use vantage_core::{Config, ProbeKind};
 
-fn testdata(dir: &str) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/testdata")
-            .join(dir),
-    )
-    .unwrap()
-    .map(|e| e.unwrap().path())
-    .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-    .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    files
-}
-
 #[test]
 fn good_files_load() {
-    for f in testdata("good") {
-        Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
-    }
+    vantage_testkit::good_files_load(env!("CARGO_MANIFEST_DIR"), |f| Config::load(f).map(|_| ()));
 }
 
 #[test]
 fn each_bad_file_fails_with_its_message() {
-    let mut failures = Vec::new();
-    for f in testdata("bad") {
-        let text = std::fs::read_to_string(&f).unwrap();
-        let want = text
-            .lines()
-            .next()
-            .unwrap()
-            .strip_prefix("# expect: ")
-            .expect("first line names the expected error");
-        let name = f.file_name().unwrap().to_string_lossy().to_string();
-        match Config::load(&f) {
-            Ok(_) => failures.push(format!("{name}: loaded, want {want:?}")),
-            Err(e) => {
-                let all = e.to_string();
-                // Every message starts with the file name, then line:column.
-                let prefix = format!("{}:", f.display());
-                assert!(all.starts_with(&prefix), "{all}");
-                let (want_line, want_rest) = want.split_once(": ").unwrap();
-                let hit = e.errors.iter().any(|err| {
-                    err.line.map(|l| l.to_string()).as_deref() == Some(want_line)
-                        && format!("{}: {}", err.field, err.message)
-                            .trim_start_matches(": ")
-                            .contains(want_rest)
-                });
-                if !hit {
-                    failures.push(format!("{name}: want {want:?}\n   got {all}"));
-                }
-            }
-        }
-    }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    vantage_testkit::bad_files_fail_as_expected(env!("CARGO_MANIFEST_DIR"), |f| {
+        Config::load(f).map(|_| ())
+    });
 }
 
 /// A mistake in `[defaults.KIND]` is found for every kind, even where no target runs it yet.
