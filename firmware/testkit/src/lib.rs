@@ -16,7 +16,7 @@ pub use config_files::{bad_files_fail_as_expected, good_files_load, testdata_fil
 pub use delay::{DelayQueue, DelayStats, run_delay_loop};
 pub use exposition::{Labels, exposition_series};
 pub use netns::{Netns, VethPair, unique_name};
-pub use readme::{readme_duration, readme_range};
+pub use readme::{DurationRange, IntRange, readme_duration, readme_range, readme_range_mismatches};
 pub use tempdir::TempDir;
 
 /// Set to `1` to make root-only tests fail instead of skipping when they cannot run.

@@ -33,3 +33,38 @@ pub fn readme_duration(s: &str, parse: impl Fn(&str) -> Option<Duration>) -> Opt
     }
     parse(&s.replace(' ', ""))
 }
+
+/// An integer range of the README as `(section, field, min, max)` in the code.
+pub type IntRange<'a> = (&'a str, &'a str, i64, i64);
+/// A duration range of the README as `(section, field, min, max)` in the code.
+pub type DurationRange<'a> = (&'a str, &'a str, Duration, Duration);
+
+/// Every range whose README row differs from the code's, one line each; durations are read
+/// with `parse` (and [`readme_duration`]'s years).
+pub fn readme_range_mismatches(
+    readme: &str,
+    ints: &[IntRange<'_>],
+    durations: &[DurationRange<'_>],
+    parse: impl Fn(&str) -> Option<Duration> + Copy,
+) -> Vec<String> {
+    let int = |s: &str| s.replace(',', "").parse::<i64>().ok();
+    let duration = |s: &str| readme_duration(s, parse);
+    let mut wrong = Vec::new();
+    for &(section, field, min, max) in ints {
+        let (lo, hi) = readme_range(readme, section, field);
+        if (int(lo), int(hi)) != (Some(min), Some(max)) {
+            wrong.push(format!(
+                "{section} {field}: README {lo} – {hi}, code {min} – {max}"
+            ));
+        }
+    }
+    for &(section, field, min, max) in durations {
+        let (lo, hi) = readme_range(readme, section, field);
+        if (duration(lo), duration(hi)) != (Some(min), Some(max)) {
+            wrong.push(format!(
+                "{section} {field}: README {lo} – {hi}, code {min:?} – {max:?}"
+            ));
+        }
+    }
+    wrong
+}

@@ -95,7 +95,7 @@ fn password_files_are_read() {
 
 #[test]
 fn the_readme_quotes_the_documented_ranges() {
-    use vantage_testkit::{readme_duration, readme_range};
+    use vantage_testkit::readme_range_mismatches;
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md");
     let ints: &[(&str, &str, Bounds<i64>)] = &[
@@ -129,20 +129,14 @@ fn the_readme_quotes_the_documented_ranges() {
             rw::REMOTE_WRITE_TIMEOUT_RANGE,
         ),
     ];
-    let duration = |s: &str| readme_duration(s, |s| parse_duration(s).ok());
-    let mut wrong = Vec::new();
-    for (section, field, b) in ints {
-        let (lo, hi) = readme_range(&readme, section, field);
-        let int = |s: &str| s.replace(',', "").parse::<i64>().ok();
-        if (int(lo), int(hi)) != (Some(b.min), Some(b.max)) {
-            wrong.push(format!("{section} {field}: README {lo} – {hi}, code {b:?}"));
-        }
-    }
-    for (section, field, b) in durations {
-        let (lo, hi) = readme_range(&readme, section, field);
-        if (duration(lo), duration(hi)) != (Some(b.min), Some(b.max)) {
-            wrong.push(format!("{section} {field}: README {lo} – {hi}, code {b:?}"));
-        }
-    }
+    let ints: Vec<_> = ints
+        .iter()
+        .map(|(s, f, b)| (*s, *f, b.min, b.max))
+        .collect();
+    let durations: Vec<_> = durations
+        .iter()
+        .map(|(s, f, b)| (*s, *f, b.min, b.max))
+        .collect();
+    let wrong = readme_range_mismatches(&readme, &ints, &durations, |s| parse_duration(s).ok());
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
