@@ -3,7 +3,8 @@
 # builds them (the `ci` profile: release without LTO), run through binfmt_misc as they would on a
 # board: --version, check-config on the sample config, and a short `vantage run` that pings
 # 127.0.0.1 and answers /metrics. The probing core's unit tests (no root needed) run for aarch64
-# under qemu-user through the runner set in .cargo/config.toml.
+# under qemu-user through the runner set in .cargo/config.toml. The builds include the LED
+# crate with its GPIO backend (rppal) for both Pi targets.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # It runs beside the central-view suite, which mostly waits through its outage, and the fuzz
