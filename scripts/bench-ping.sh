@@ -26,6 +26,9 @@
 #             given 25 µs buckets around the delay. fping: its per-packet output (which has
 #             0.1 ms resolution at 10 ms).
 #   lag_p99   Vantage's p99 scheduler lag, from vantage_scheduler_lag_seconds.
+# After each row, a "holder:" line: the delay holder's own error over that window, how late
+# after their due time it released the requests (p50, p99, max), which bounds how close to the
+# truth any pinger can come; each hold starts at the kernel's receive stamp of the request.
 # After each daemon's row, a "scrapes:" line (the median and slowest /metrics scrape of the
 # window and the size of the last one) and a "CPU stall:" line (the share of the window during
 # which some task waited for a CPU: PSI of the whole system, and of the budget cgroup); after
@@ -46,6 +49,7 @@ scrape_every=15
 nice=-10
 budget=0
 inflated_us=1000
+holder_pid="" rig=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --sizes) sizes="$2"; shift 2 ;;
@@ -56,7 +60,7 @@ while [ $# -gt 0 ]; do
     --nice) nice="$2"; shift 2 ;;
     --budget) budget=1; shift ;;
     --inflated-us) inflated_us="$2"; shift 2 ;;
-    -h|--help) sed -n "2,36p" "$0"; exit 0 ;;
+    -h|--help) sed -n "2,40p" "$0"; exit 0 ;;
     *) echo "bench-ping.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -110,6 +114,7 @@ ip netns exec "$cns" sh -c 'echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_
 if [ "$delay_ms" != 0 ]; then
   ip netns exec "$sns" "$nfq_delay" --queue 0 --delay-ms "$delay_ms" >"$work/delay.out" 2>"$work/delay.err" &
   pids+=($!)
+  holder_pid=$!
   for _ in $(seq 50); do grep -q ready "$work/delay.out" 2>/dev/null && break; sleep 0.1; done
   grep -q ready "$work/delay.out" || { cat "$work/delay.err" >&2; exit 1; }
   # Requests, not replies: a held reply counts against the kernel ICMP socket's small send buffer.
@@ -252,9 +257,24 @@ psi_total() { awk -F 'total=' '/^some/ { print $2 }' "$1"; }
 # ($out.scrape0 .. $out.scrapeN), and sets cpu (seconds used in the window), rss (peak MB),
 # win_from and win_to (its bounds, seconds since the epoch) and stall (the share of the window
 # during which some task was stalled on the CPU: the whole system's, and the budget cgroup's).
+# The holder's own release lateness over a window: SIGUSR1 has it print the packets since the
+# last SIGUSR1 (a "window:" line) and start again. `rig_window end` sets $rig for the report.
+rig_window() { # rig_window start|end
+  [ -n "$holder_pid" ] || return 0
+  local before
+  before=$(grep -c 'window:' "$work/delay.err" || true)
+  kill -USR1 "$holder_pid"
+  for _ in $(seq 100); do
+    [ "$(grep -c 'window:' "$work/delay.err" || true)" -gt "$before" ] && break
+    sleep 0.02
+  done
+  [ "$1" = start ] || rig="holder: $(grep 'window:' "$work/delay.err" | tail -1 | sed 's/^nfq-delay: window: //')"
+}
+
 measure() {
   local listen=$1 out=$2 start n=0 t0 t1 hz s0 c0=-
   hz=$(getconf CLK_TCK)
+  rig_window start
   [ -z "$listen" ] || timed_scrape "$listen" "$out.scrape0" "$out.times"
   t0=$(ticks "$tool_pid")
   s0=$(psi_total /proc/pressure/cpu)
@@ -268,6 +288,7 @@ measure() {
     [ -z "$listen" ] || timed_scrape "$listen" "$out.scrape$n" "$out.times"
   done
   t1=$(ticks "$tool_pid")
+  rig_window end
   win_to=$(date +%s)
   # Slow scrapes can stretch the window past --duration.
   local d=$(( win_to - win_from ))
@@ -433,6 +454,7 @@ report() {
   # in the window, so a loss-free run may show a few more replies than requests (floored at 0).
   loss=$(awk -v s="$sent" -v r="$recv" 'BEGIN { if (s > 0) { l = 100 * (s - r) / s; printf "%.2f%%", l < 0 ? 0 : l } else print "-" }')
   printf '%-17s %7s %8s %8s %9s %10s %10s %10s %12s\n' "$tool$label" "$n" "$cpu" "$rss" "$loss" "$e50" "$e99" "$lag" "$sent" | tee -a "$results"
+  [ -z "$rig" ] || echo "  $tool$label $n $rig" | tee -a "$results"
 }
 
 echo "ping benchmark: ${duration}s per run, 1 s interval, ${delay_ms} ms NFQUEUE delay, $(nproc) CPUs, kernel $(uname -r)"
@@ -447,7 +469,7 @@ printf '%-17s %7s %8s %8s %9s %10s %10s %10s %12s\n' tool targets cpu_s rss_mb l
 for n in $sizes; do
   for t in $tools; do
     for limited in $limits; do
-      label=""
+      label="" rig=""
       [ "$limited" = 0 ] || label=@budget
       case "$t" in
         vantage) run_vantage "$n" ;;

@@ -13,7 +13,7 @@ mod readme;
 mod tempdir;
 
 pub use config_files::{bad_files_fail_as_expected, good_files_load, testdata_files};
-pub use delay::{DelayQueue, DelayStats, run_delay_loop};
+pub use delay::{Control, DelayQueue, DelayStats, Lateness, run_delay_loop};
 pub use exposition::{Labels, exposition_series};
 pub use netns::{Netns, VethPair, unique_name};
 pub use readme::{DurationRange, IntRange, readme_duration, readme_range, readme_range_mismatches};

@@ -98,7 +98,7 @@ fn rtt_with_10ms_delay_is_at_least_as_accurate_as_fping() {
         panic!("the fping comparison needs `{t}` (scripts/deps.d lists it)");
     }
     let net = VethPair::new("rtt");
-    let _delay = DelayQueue::echo_requests(&net.server, 1, DELAY, Duration::ZERO);
+    let delay = DelayQueue::echo_requests(&net.server, 1, DELAY, Duration::ZERO);
     const N: u32 = 200;
     // Both pingers run at the same time, so they see the same path and the same machine load.
     let fping = net
@@ -146,6 +146,13 @@ fn rtt_with_10ms_delay_is_at_least_as_accurate_as_fping() {
     }
     // And the delay is really there: no RTT below it.
     assert!(report.min().unwrap() >= DELAY, "{report:?}");
+    // Every request's hold started at the kernel's receive stamp, so the holder's own error is
+    // only its release lateness, which it recorded for each.
+    let held = delay.stop();
+    eprintln!("holder: {}", held.summary());
+    assert!(held.packets >= u64::from(N) * 19 / 10, "{}", held.summary());
+    assert_eq!(held.kernel_arrivals, held.packets, "{}", held.summary());
+    assert_eq!(held.late.count(), held.packets, "{}", held.summary());
 }
 
 #[test]

@@ -5,17 +5,31 @@
 //! ip netns exec NS nfq-delay --queue 7 --delay-ms 10 [--jitter-ms 1]
 //! ip netns exec NS iptables -A INPUT -p icmp --icmp-type echo-request -j NFQUEUE --queue-num 7
 //! ```
-//! Runs until SIGINT or SIGTERM, then prints how many packets it held. It prints `ready` on
-//! stdout once the queue is bound, so scripts can add the iptables rule after that.
+//! Runs until SIGINT or SIGTERM, then prints how many packets it held and how late they left
+//! after their due time. SIGUSR1 prints the same for the packets since the last SIGUSR1 (a
+//! line `nfq-delay: window: ...`), so a benchmark can take the holder's own error for its
+//! measuring window. It prints `ready` on stdout once the queue is bound, so scripts can add
+//! the iptables rule after that.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-static STOP: AtomicBool = AtomicBool::new(false);
+use vantage_testkit::Control;
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+static CONTROL: Control = Control {
+    stop: AtomicBool::new(false),
+    report: AtomicBool::new(false),
+    packets: AtomicU64::new(0),
+};
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let flag = if sig == libc::SIGUSR1 {
+        &CONTROL.report
+    } else {
+        &CONTROL.stop
+    };
+    flag.store(true, Ordering::Relaxed);
 }
 
 const USAGE: &str = "usage: nfq-delay --queue N --delay-ms MS [--jitter-ms MS]";
@@ -69,19 +83,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGUSR1, on_signal as *const () as libc::sighandler_t);
     }
-    let packets = AtomicU64::new(0);
-    let result = vantage_testkit::run_delay_loop(queue, delay, jitter, &STOP, &packets, |r| {
+    let result = vantage_testkit::run_delay_loop(queue, delay, jitter, &CONTROL, |r| {
         if r.is_ok() {
             println!("ready");
         }
     });
     match result {
         Ok(stats) => {
-            eprintln!(
-                "nfq-delay: held {} packets, latest release {:?} after due",
-                stats.packets, stats.max_overshoot
-            );
+            eprintln!("nfq-delay: held {}", stats.summary());
             ExitCode::SUCCESS
         }
         Err(e) => {
