@@ -123,6 +123,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_section_is_told_every_section_there_is() {
+        let e = parse("[uplnk]\n", "t").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t:1:2: unknown field `uplnk`, expected one of `defaults`, `device`, \
+             `probe_endpoint`, `targets`, `store`, `remote_write`, `leds`, `uplink`, \
+             `discovery`, `provisioning`, `update`"
+        );
+    }
+
+    #[test]
     fn a_provisioned_file_may_set_targets_and_update_only() {
         for (section, line) in [
             ("[provisioning]\nurl = \"https://x.example\"\n", 5),

@@ -13,6 +13,7 @@ pub(crate) mod names;
 pub(crate) mod target;
 
 mod device;
+mod fields;
 mod probe_endpoint;
 mod secret;
 mod section;
@@ -266,6 +267,7 @@ fn read_sections<'t>(
         .iter()
         .map(|r| (*r, root.remove(r.key)))
         .collect();
+    unknown_root_keys(&mut root, registered, col);
     let module_defaults = root
         .get_mut("defaults")
         .map(|d| take_module_sections(d.get_mut()))
@@ -285,6 +287,35 @@ fn read_sections<'t>(
             .map(|v| read_targets(col, v))
             .unwrap_or_default(),
         module_defaults,
+    }
+}
+
+/// Takes out the top-level keys that name no section, each an error listing every key the file
+/// may have: the root's own, `targets` and the registered sections (which serde's message on
+/// the root alone would leave out).
+fn unknown_root_keys(root: &mut DeTable<'_>, registered: &[Registered], col: &mut Collector<'_>) {
+    let keys: Vec<&str> = fields::struct_fields::<RawRoot>()
+        .iter()
+        .copied()
+        .chain(["targets"])
+        .chain(registered.iter().map(|r| r.key))
+        .collect();
+    let unknown: Vec<_> = root
+        .iter()
+        .filter(|(k, _)| !keys.contains(&k.get_ref().as_ref()))
+        .map(|(k, _)| (k.get_ref().to_string(), k.span()))
+        .collect();
+    for (key, span) in unknown {
+        root.remove(key.as_str());
+        let expected: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        col.push(
+            Some(span),
+            "",
+            format!(
+                "unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            ),
+        );
     }
 }
 
