@@ -125,7 +125,7 @@ pub const DNS_MAX_STRAY_DATAGRAMS: u32 = 64;
 /// Bounds every interval must fall within.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
-/// Every probe's `interval`, and the uplink's.
+/// Every probe's `interval`.
 pub const INTERVAL_RANGE: Bounds<Duration> = between(MIN_INTERVAL, MAX_INTERVAL);
 /// Bounds for probe timeouts.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
@@ -146,26 +146,6 @@ pub const MAX_LABEL_VALUE_LEN: usize = 256;
 pub const MAX_LABELS: usize = 16;
 /// Targets per config file.
 pub const MAX_TARGETS: usize = 20_000;
-
-/// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
-pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
-/// Uplink: wait for each gateway reply.
-pub const UPLINK_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Provisioning: fetch the central targets file every 5 minutes.
-pub const PROVISIONING_REFRESH: Duration = Duration::from_secs(300);
-/// Provisioning: the shortest refresh, so a fleet cannot hammer the server.
-pub const MIN_PROVISIONING_REFRESH: Duration = Duration::from_secs(10);
-/// Provisioning: limit for one fetch.
-pub const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(30);
-/// `provisioning.refresh`.
-pub const PROVISIONING_REFRESH_RANGE: Bounds<Duration> =
-    between(MIN_PROVISIONING_REFRESH, MAX_INTERVAL);
-/// `provisioning.timeout`.
-pub const PROVISIONING_TIMEOUT_RANGE: Bounds<Duration> =
-    between(MIN_TIMEOUT, Duration::from_secs(300));
-/// Provisioning: the largest targets file accepted.
-pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
 
 /// `[probe_endpoint] ports`: the ports `/probe` may reach per probe kind unless the config
 /// lists others. The well-known ports of each kind's service, so `/probe` is no port scanner:

@@ -135,34 +135,23 @@ fn a_bad_default_is_reported_once_not_per_target() {
 }
 
 #[test]
-fn fleet_sections_load_with_their_defaults() {
-    let c =
-        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/fleet.toml"))
-            .unwrap();
+fn the_device_section_loads_with_its_defaults() {
+    let c = Config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/good/device.toml"),
+    )
+    .unwrap();
     assert_eq!(c.device.name.as_deref(), Some("probe-office-1"));
     assert_eq!(
         c.device.labels.get("room").map(String::as_str),
         Some("2-14")
     );
-    assert!(c.uplink.enabled && c.uplink.gateway);
-    assert!(c.discovery.mdns);
-    let p = c.provisioning.unwrap();
-    assert_eq!(p.refresh, std::time::Duration::from_secs(300));
-    assert!(p.token.is_none() && p.token_file.is_some());
-
-    // Absent sections: nothing goes out on the network by itself.
+    assert_eq!(c.device.trace_probes_per_second, 400);
     let bare = Config::parse(
         "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n",
         "t",
     )
     .unwrap();
-    assert!(!bare.uplink.enabled && !bare.discovery.mdns && bare.provisioning.is_none());
     assert!(bare.device.name.is_none() && bare.device.labels.is_empty());
-    // A present but empty section turns the feature on with its defaults.
-    let on = Config::parse("[uplink]\n[discovery]\n", "t").unwrap();
-    assert!(
-        on.uplink.enabled && on.uplink.gateway && on.uplink.upstream.is_none() && on.discovery.mdns
-    );
 }
 
 #[test]
@@ -209,12 +198,12 @@ fn trace_rate_limits_resolve_per_target_and_per_device() {
 #[test]
 fn a_provisioned_file_may_not_set_device_sections() {
     let e = Config::parse_provisioned(
-        "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n[provisioning]\nurl = \"https://x.example\"\n",
+        "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n[device]\nname = \"x\"\n",
         "remote",
     )
     .unwrap_err();
     assert_eq!(e.errors[0].line, Some(5));
-    assert_eq!(e.errors[0].field, "provisioning");
+    assert_eq!(e.errors[0].field, "device");
     let ok = Config::parse_provisioned("[defaults]\ninterval = \"2s\"\n[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n", "remote").unwrap();
     assert_eq!(ok.targets.len(), 1);
 }

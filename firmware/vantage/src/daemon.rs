@@ -110,7 +110,9 @@ fn spawn_fleet_update(
     web: &crate::web::Web,
     data_dir: &std::path::Path,
 ) {
+    use crate::fleet::config::FleetSections;
     use crate::update::fleet::{ATTEMPTED_FILE, Fleet, HttpsFetch, REBOOT_REQUEST_FILE};
+    use crate::update::offer::UpdateOffered;
     let (prov, local) = (state.provisioning.clone(), applier.local());
     let ca_local = local.clone();
     let fleet = Fleet {
@@ -119,12 +121,12 @@ fn spawn_fleet_update(
         fetch: HttpsFetch {
             ca_file: Box::new(move || {
                 let c = ca_local.borrow();
-                c.provisioning.as_ref().and_then(|p| p.ca_file.clone())
+                c.provisioning().and_then(|p| p.ca_file.clone())
             }),
         },
         offer: Box::new(move || {
             prov.offered_update()
-                .or_else(|| local.borrow().update.clone())
+                .or_else(|| local.borrow().update_offer().cloned())
         }),
         running: env!("CARGO_PKG_VERSION").to_string(),
         attempted: data_dir.join(ATTEMPTED_FILE),

@@ -12,10 +12,11 @@ pub(crate) mod host;
 pub(crate) mod names;
 pub(crate) mod target;
 
-mod fleet;
+mod device;
+mod fields;
 mod probe_endpoint;
+mod secret;
 mod section;
-mod update;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -30,17 +31,17 @@ use toml::de::{DeTable, DeValue};
 pub use check::Section;
 use check::field_at;
 pub use check::{Check, Ranged, Src, parse_duration, read_section, read_table};
+pub use device::Device;
 use error::Collector;
 pub use error::{ConfigError, ConfigErrors};
-pub use fleet::{Device, Discovery, Provisioning, Secret, Uplink};
 pub use form::{Field, Input, ProbeForm, duration_text};
 pub use host::{Host, parse_host, split_host_port};
 use names::checked_labels;
 pub use names::{check_label_name, check_label_value, check_name};
 pub use probe_endpoint::{ProbeEndpoint, RawProbeEndpoint};
+pub use secret::Secret;
 pub use section::{ConfigSection, OwnedSections, Registered, SectionValue, register};
 pub use target::{ModuleOptions, Target};
-pub use update::{DEFAULT_REBOOT, RawUpdate, UpdateOffer, Window};
 
 use crate::defaults::{self, self as D};
 pub use crate::probe::dns::options::{
@@ -59,17 +60,10 @@ pub struct Config {
     pub targets: Vec<Arc<Target>>,
     /// `[device]`: the device's name and the labels on all its series.
     pub device: Device,
-    /// `[uplink]`: probing the device's own gateway.
-    pub uplink: Uplink,
-    /// `[discovery]`: the mDNS announcement.
-    pub discovery: Discovery,
-    /// `[provisioning]`: extra targets from a URL.
-    pub provisioning: Option<Provisioning>,
     /// `[probe_endpoint]`: what `/probe` may reach.
     pub probe_endpoint: ProbeEndpoint,
-    /// `[update]`: a bundle to install (usually from the provisioning file).
-    pub update: Option<UpdateOffer>,
-    /// The sections the caller of the loader registered (`[leds]`, `[store]`), by key.
+    /// The sections the caller of the loader registered (the daemon's `[store]`, `[leds]`,
+    /// `[uplink]`, `[update]`...), by key.
     #[serde(flatten)]
     pub sections: OwnedSections,
 }
@@ -116,12 +110,8 @@ struct RawRoot {
     #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
-    device: fleet::RawDevice,
-    uplink: Option<fleet::RawUplink>,
-    discovery: Option<fleet::RawDiscovery>,
-    provisioning: Option<fleet::RawProvisioning>,
+    device: device::RawDevice,
     probe_endpoint: Option<RawProbeEndpoint>,
-    update: Option<update::RawUpdate>,
 }
 
 /// One `[[targets]]` table as written.
@@ -137,13 +127,7 @@ pub struct RawTarget {
 }
 
 /// Sections that only the device's own file may set, not a provisioned one.
-const DEVICE_SECTIONS: &[&str] = &[
-    "device",
-    "uplink",
-    "discovery",
-    "provisioning",
-    "probe_endpoint",
-];
+const DEVICE_SECTIONS: &[&str] = &["device", "probe_endpoint"];
 
 impl Config {
     /// Reads and validates a config file with the core's sections only.
@@ -198,14 +182,14 @@ impl Config {
         }
     }
 
-    /// Parses a provisioned targets file: `[defaults]`, `[[targets]]` and `[update]` only, since
-    /// a central file must not rename the device, change its uplink or point it at another URL.
+    /// Parses a provisioned targets file: `[defaults]` and `[[targets]]` only, since a central
+    /// file must not rename the device or change what `/probe` may reach.
     pub fn parse_provisioned(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         Config::parse_provisioned_with(text, file, &[])
     }
 
-    /// [`Config::parse_provisioned`] with the sections other crates read; those only the
-    /// device's own file may set are refused too.
+    /// [`Config::parse_provisioned`] with the sections other crates read: those a provisioned
+    /// file may set (`ConfigSection::DEVICE_ONLY` false) are read, the others refused.
     pub fn parse_provisioned_with(
         text: &str,
         file: &str,
@@ -283,6 +267,7 @@ fn read_sections<'t>(
         .iter()
         .map(|r| (*r, root.remove(r.key)))
         .collect();
+    unknown_root_keys(&mut root, registered, col);
     let module_defaults = root
         .get_mut("defaults")
         .map(|d| take_module_sections(d.get_mut()))
@@ -302,6 +287,35 @@ fn read_sections<'t>(
             .map(|v| read_targets(col, v))
             .unwrap_or_default(),
         module_defaults,
+    }
+}
+
+/// Takes out the top-level keys that name no section, each an error listing every key the file
+/// may have: the root's own, `targets` and the registered sections (which serde's message on
+/// the root alone would leave out).
+fn unknown_root_keys(root: &mut DeTable<'_>, registered: &[Registered], col: &mut Collector<'_>) {
+    let keys: Vec<&str> = fields::struct_fields::<RawRoot>()
+        .iter()
+        .copied()
+        .chain(["targets"])
+        .chain(registered.iter().map(|r| r.key))
+        .collect();
+    let unknown: Vec<_> = root
+        .iter()
+        .filter(|(k, _)| !keys.contains(&k.get_ref().as_ref()))
+        .map(|(k, _)| (k.get_ref().to_string(), k.span()))
+        .collect();
+    for (key, span) in unknown {
+        root.remove(key.as_str());
+        let expected: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        col.push(
+            Some(span),
+            "",
+            format!(
+                "unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            ),
+        );
     }
 }
 
@@ -331,12 +345,8 @@ fn resolve(s: &Sections<'_>, check: &mut Check<'_, '_>) -> Config {
             .into_iter()
             .map(Arc::new)
             .collect(),
-        device: fleet::validate_device(check, &raw.device),
-        uplink: fleet::validate_uplink(check, raw.uplink.as_ref()),
-        discovery: fleet::validate_discovery(raw.discovery.as_ref()),
-        provisioning: fleet::validate_provisioning(check, raw.provisioning.as_ref()),
+        device: device::validate_device(check, &raw.device),
         probe_endpoint: probe_endpoint::validate(check, raw.probe_endpoint.as_ref()),
-        update: update::validate_update(check, raw.update.as_ref()),
     }
 }
 

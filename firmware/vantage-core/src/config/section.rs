@@ -185,6 +185,14 @@ mod tests {
             e.errors[0].message.starts_with("unknown field `lab`"),
             "{e}"
         );
+        // A mistyped key is told the registered ones too.
+        let e = Config::parse_with("[lb]\nlevel = 3\n", "t", SECTIONS).unwrap_err();
+        assert!(
+            e.errors[0].message.ends_with(
+                "expected one of `defaults`, `device`, `probe_endpoint`, `targets`, `lab`"
+            ),
+            "{e}"
+        );
         let e = Config::parse_provisioned_with("[lab]\nlevel = 3\n", "t", SECTIONS).unwrap_err();
         assert_eq!(e.errors[0].field, "lab");
         assert_eq!(

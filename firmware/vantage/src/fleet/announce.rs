@@ -11,6 +11,7 @@ use vantage_core::LockExt;
 use mdns_sd::{ServiceDaemon, ServiceInfo};
 use vantage_core::Config;
 
+use super::config::FleetSections;
 use super::{SERVICE_TYPE, device_name};
 
 /// TXT entries are at most 255 bytes; longer labels are left out of the announcement (they
@@ -75,7 +76,7 @@ impl Announcer {
 
     /// Registers, re-registers or withdraws the announcement for `config`.
     pub fn apply(&self, config: &Config) {
-        let want = config.discovery.mdns.then(|| Announced {
+        let want = config.discovery().mdns.then(|| Announced {
             name: device_name(config),
             txt: txt_records(config),
         });

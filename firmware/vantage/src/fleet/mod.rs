@@ -2,6 +2,7 @@
 //! `vantage discover`, uplink probing and central provisioning.
 
 pub mod announce;
+pub mod config;
 pub mod discover;
 pub mod provisioning;
 pub mod uplink;

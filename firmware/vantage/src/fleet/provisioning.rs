@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use vantage_core::LockExt;
 
+use super::config::{FleetSections, MAX_PROVISIONING_BYTES, Provisioning};
 use prometheus::{Gauge, IntCounterVec, Opts};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use vantage_core::config::Provisioning;
 use vantage_core::{Config, defaults, error_chain};
 
 use crate::metrics::unix_seconds;
+use crate::update::offer::{UpdateOffer, UpdateOffered};
 
 /// The last good copy, in the data directory.
 pub const CACHE_FILE: &str = "provisioned-targets.toml";
@@ -119,7 +120,7 @@ impl State {
 
     /// Loads the last good copy at start, if provisioning is configured and the copy is valid.
     pub fn load_cache(&self, local: &Config) {
-        let (Some(p), Some(path)) = (&local.provisioning, self.cache_path()) else {
+        let (Some(p), Some(path)) = (local.provisioning(), self.cache_path()) else {
             return;
         };
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -143,7 +144,7 @@ impl State {
 
     /// The local config plus the provisioned targets, local winning on name clashes.
     pub fn merge(&self, local: &Config) -> Config {
-        let remote = if local.provisioning.is_some() {
+        let remote = if local.provisioning().is_some() {
             self.remote.lock_or_recover().clone()
         } else {
             None
@@ -158,7 +159,7 @@ impl State {
         self.targets.set(applied.len() as f64);
         self.overridden.set(overridden.len() as f64);
         let mut st = self.status.lock_or_recover();
-        st.url = local.provisioning.as_ref().map(|p| p.url.clone());
+        st.url = local.provisioning().map(|p| p.url.clone());
         st.targets = applied;
         st.overridden_by_local = overridden;
         merged
@@ -169,11 +170,11 @@ impl State {
     }
 
     /// The `[update]` of the provisioned file in effect.
-    pub fn offered_update(&self) -> Option<vantage_core::config::UpdateOffer> {
+    pub fn offered_update(&self) -> Option<UpdateOffer> {
         self.remote
             .lock_or_recover()
             .as_ref()
-            .and_then(|c| c.update.clone())
+            .and_then(|c| c.update_offer().cloned())
     }
 
     fn failed(&self, result: &str, msg: String) {
@@ -338,11 +339,10 @@ async fn fetch(p: &Provisioning, etag: Option<String>) -> Result<Fetched, String
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
         body.extend_from_slice(&chunk);
-        if body.len() > defaults::MAX_PROVISIONING_BYTES {
+        if body.len() > MAX_PROVISIONING_BYTES {
             return Err(format!(
                 "{} sent more than {} bytes",
-                p.url,
-                defaults::MAX_PROVISIONING_BYTES
+                p.url, MAX_PROVISIONING_BYTES
             ));
         }
     }
@@ -363,7 +363,7 @@ pub async fn run(
         if local.has_changed().is_err() || reapply.is_closed() {
             return;
         }
-        let cfg = local.borrow().provisioning.clone();
+        let cfg = local.borrow().provisioning().cloned();
         let Some(p) = cfg else {
             state.wake.notified().await;
             continue;

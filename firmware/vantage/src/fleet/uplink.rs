@@ -17,6 +17,8 @@ use prometheus::{GaugeVec, Opts};
 use tokio::sync::watch;
 use vantage_core::{Config, PingProbe, Probe, ProbeRequest};
 
+use super::config::FleetSections;
+
 /// A default route found in the routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefaultRoute {
@@ -171,7 +173,7 @@ pub async fn run(local: watch::Receiver<Arc<Config>>, metrics: Arc<UplinkMetrics
         if local.has_changed().is_err() {
             return;
         }
-        let cfg = local.borrow().uplink.clone();
+        let cfg = local.borrow().uplink().clone();
         if !cfg.enabled {
             metrics.clear_gateway();
             metrics.upstream_up.reset();

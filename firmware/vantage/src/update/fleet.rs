@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::offer::UpdateOffer;
 use vantage_core::Clock;
-use vantage_core::config::UpdateOffer;
 
 use super::spool::{Limits, parse_sha256};
 use super::{Source, Updater};

@@ -8,6 +8,7 @@ mod download;
 pub mod fleet;
 
 mod installer;
+pub mod offer;
 pub mod spool;
 #[cfg(test)]
 pub mod tests;

@@ -287,8 +287,8 @@ mod fleet {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+    use crate::update::offer::{UpdateOffer, Window};
     use vantage_core::Clock;
-    use vantage_core::config::{UpdateOffer, Window};
     use vantage_testkit::TempDir;
 
     use super::super::fleet::{Decision, Fetch, Fleet, REBOOT_REQUEST_FILE, decide};

@@ -1,31 +1,41 @@
-//! Device-level sections for running a fleet: `[device]` (name and labels on every series),
+//! The daemon's fleet sections, read with the core's checks (each a [`ConfigSection`] that
+//! `crate::config` registers with the loader), their defaults and ranges beside them:
 //! `[uplink]` (probe the device's own gateway), `[discovery]` (mDNS announcement) and
-//! `[provisioning]` (extra targets pulled from a URL).
+//! `[provisioning]` (extra targets pulled from a URL). Only the device's own file may set them.
 //!
 //! `[uplink]` and `[discovery]` are off unless their section is present: both send packets
 //! on the local network (ICMP to the gateway, multicast DNS), which a config must ask for.
 
-use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+use vantage_core::Config;
+use vantage_core::config::{Check, ConfigSection, Host, Secret, Section, parse_host, read_table};
+use vantage_core::defaults::{self as D, Bounds, between};
 
-use super::check::Check;
-use super::host::{Host, parse_host};
-use super::names::{check_name, checked_labels};
-use crate::defaults::{self, self as D};
+/// Uplink: the gateway is probed every 5 seconds, so an alert can tell within a minute.
+pub const UPLINK_INTERVAL: Duration = Duration::from_secs(5);
+/// `uplink.interval`: a probe's interval range.
+pub const UPLINK_INTERVAL_RANGE: Bounds<Duration> = D::INTERVAL_RANGE;
+/// Uplink: wait for each gateway reply.
+pub const UPLINK_TIMEOUT: Duration = Duration::from_secs(1);
+/// `uplink.timeout`: a probe's timeout range (and below the interval).
+pub const UPLINK_TIMEOUT_RANGE: Bounds<Duration> = D::TIMEOUT_RANGE;
 
-/// `[device]` as written.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDevice {
-    pub name: Option<Spanned<String>>,
-    #[serde(default)]
-    pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
-    /// The most trace probes a second, all traces together.
-    pub trace_probes_per_second: Option<Spanned<i64>>,
-}
+/// Provisioning: fetch the central targets file every 5 minutes.
+pub const PROVISIONING_REFRESH: Duration = Duration::from_secs(300);
+/// `provisioning.refresh`: at least 10 s, so a fleet cannot hammer the server.
+pub const PROVISIONING_REFRESH_RANGE: Bounds<Duration> =
+    between(Duration::from_secs(10), D::MAX_INTERVAL);
+/// Provisioning: limit for one fetch.
+pub const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(30);
+/// `provisioning.timeout`.
+pub const PROVISIONING_TIMEOUT_RANGE: Bounds<Duration> =
+    between(D::MIN_TIMEOUT, Duration::from_secs(300));
+/// Provisioning: the largest targets file accepted.
+pub const MAX_PROVISIONING_BYTES: usize = 4 * 1024 * 1024;
 
 /// `[uplink]` as written.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -56,27 +66,6 @@ pub struct RawProvisioning {
     pub timeout: Option<Spanned<String>>,
 }
 
-/// The device's identity on its series and in its announcement, and what it sends in all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Device {
-    /// `None`: the daemon uses the host name.
-    pub name: Option<String>,
-    /// Added to every series the device exports (a target's own label of the same name wins).
-    pub labels: BTreeMap<String, String>,
-    /// The most trace probes a second, summed over every trace running at once.
-    pub trace_probes_per_second: u32,
-}
-
-impl Default for Device {
-    fn default() -> Self {
-        Self {
-            name: None,
-            labels: BTreeMap::new(),
-            trace_probes_per_second: defaults::DEVICE_TRACE_PROBES_PER_SECOND,
-        }
-    }
-}
-
 /// Probing the device's own way out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Uplink {
@@ -95,8 +84,8 @@ impl Default for Uplink {
             enabled: false,
             gateway: true,
             upstream: None,
-            interval: defaults::UPLINK_INTERVAL,
-            timeout: defaults::UPLINK_TIMEOUT,
+            interval: UPLINK_INTERVAL,
+            timeout: UPLINK_TIMEOUT,
         }
     }
 }
@@ -120,54 +109,74 @@ pub struct Provisioning {
     pub timeout: Duration,
 }
 
-/// A string that does not print itself (nor serialize: it shows as `"<secret>"`).
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Secret(pub String);
+/// `[provisioning]` when written: a section's value, `None` (shown as `null`) when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ProvisioningSection(pub Option<Provisioning>);
 
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<secret>")
+impl ConfigSection for Uplink {
+    const KEY: &'static str = "uplink";
+    const DEVICE_ONLY: bool = true;
+
+    fn read(c: &mut Check<'_, '_>, value: &Section<'_>) -> Self {
+        match read_table::<RawUplink>(c, value, "uplink", "must be a table ([uplink])") {
+            Some(raw) => validate_uplink(c, &raw),
+            None => Uplink::default(),
+        }
     }
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
+impl ConfigSection for Discovery {
+    const KEY: &'static str = "discovery";
+    const DEVICE_ONLY: bool = true;
+
+    /// A present section turns the announcement on unless it says `mdns = false`.
+    fn read(c: &mut Check<'_, '_>, value: &Section<'_>) -> Self {
+        let raw: Option<RawDiscovery> =
+            read_table(c, value, "discovery", "must be a table ([discovery])");
+        Discovery {
+            mdns: raw.is_some_and(|d| d.mdns.as_ref().is_none_or(|m| *m.get_ref())),
+        }
     }
 }
 
-pub(crate) fn validate_device(c: &mut Check<'_, '_>, raw: &RawDevice) -> Device {
-    let name = raw
-        .name
-        .as_ref()
-        .and_then(|n| match check_name(n.get_ref()) {
-            Ok(()) => Some(n.get_ref().clone()),
-            Err(msg) => {
-                c.err(Some(n.span()), "device.name", msg);
-                None
-            }
-        });
-    let labels = checked_labels(c, &raw.labels, "device", None);
-    let trace_probes_per_second = c
-        .ranged(
-            Some(raw),
-            None,
-            |r| r.trace_probes_per_second.as_ref(),
-            "device.trace_probes_per_second",
-            D::DEVICE_TRACE_PROBES_PER_SECOND_RANGE,
-        )
-        .map_or(defaults::DEVICE_TRACE_PROBES_PER_SECOND, |v| v as u32);
-    Device {
-        name,
-        labels,
-        trace_probes_per_second,
+impl ConfigSection for ProvisioningSection {
+    const KEY: &'static str = "provisioning";
+    const DEVICE_ONLY: bool = true;
+
+    fn read(c: &mut Check<'_, '_>, value: &Section<'_>) -> Self {
+        let raw: Option<RawProvisioning> =
+            read_table(c, value, "provisioning", "must be a table ([provisioning])");
+        ProvisioningSection(raw.map(|raw| validate_provisioning(c, &raw)))
     }
 }
 
-pub(crate) fn validate_uplink(c: &mut Check<'_, '_>, raw: Option<&RawUplink>) -> Uplink {
-    let Some(raw) = raw else {
-        return Uplink::default();
-    };
+/// Sections of a config the loader was not given them for: off.
+static NO_UPLINK: LazyLock<Uplink> = LazyLock::new(Uplink::default);
+static NO_DISCOVERY: Discovery = Discovery { mdns: false };
+
+/// The config's fleet sections, for a config read with them registered (`Config::section`).
+pub trait FleetSections {
+    fn uplink(&self) -> &Uplink;
+    fn discovery(&self) -> &Discovery;
+    fn provisioning(&self) -> Option<&Provisioning>;
+}
+
+impl FleetSections for Config {
+    fn uplink(&self) -> &Uplink {
+        self.section::<Uplink>().unwrap_or(&NO_UPLINK)
+    }
+
+    fn discovery(&self) -> &Discovery {
+        self.section::<Discovery>().unwrap_or(&NO_DISCOVERY)
+    }
+
+    fn provisioning(&self) -> Option<&Provisioning> {
+        self.section::<ProvisioningSection>()?.0.as_ref()
+    }
+}
+
+fn validate_uplink(c: &mut Check<'_, '_>, raw: &RawUplink) -> Uplink {
     let mut u = Uplink {
         enabled: true,
         ..Uplink::default()
@@ -187,7 +196,7 @@ pub(crate) fn validate_uplink(c: &mut Check<'_, '_>, raw: Option<&RawUplink>) ->
         None,
         |r| r.interval.as_ref(),
         "uplink.interval",
-        D::INTERVAL_RANGE,
+        UPLINK_INTERVAL_RANGE,
     ) {
         u.interval = d;
     }
@@ -196,7 +205,7 @@ pub(crate) fn validate_uplink(c: &mut Check<'_, '_>, raw: Option<&RawUplink>) ->
         None,
         |r| r.timeout.as_ref(),
         "uplink.timeout",
-        D::TIMEOUT_RANGE,
+        UPLINK_TIMEOUT_RANGE,
     ) {
         u.timeout = d;
     }
@@ -220,17 +229,7 @@ pub(crate) fn validate_uplink(c: &mut Check<'_, '_>, raw: Option<&RawUplink>) ->
     u
 }
 
-pub(crate) fn validate_discovery(raw: Option<&RawDiscovery>) -> Discovery {
-    Discovery {
-        mdns: raw.is_some_and(|d| d.mdns.as_ref().is_none_or(|m| *m.get_ref())),
-    }
-}
-
-pub(crate) fn validate_provisioning(
-    c: &mut Check<'_, '_>,
-    raw: Option<&RawProvisioning>,
-) -> Option<Provisioning> {
-    let raw = raw?;
+fn validate_provisioning(c: &mut Check<'_, '_>, raw: &RawProvisioning) -> Provisioning {
     let url = raw.url.get_ref().trim();
     check_provisioning_url(c, raw, url);
     check_provisioning_secrets(c, raw);
@@ -241,26 +240,26 @@ pub(crate) fn validate_provisioning(
             None,
             |r| r.refresh.as_ref(),
             "provisioning.refresh",
-            D::PROVISIONING_REFRESH_RANGE,
+            PROVISIONING_REFRESH_RANGE,
         )
-        .unwrap_or(defaults::PROVISIONING_REFRESH);
+        .unwrap_or(PROVISIONING_REFRESH);
     let timeout = c
         .ranged(
             r,
             None,
             |r| r.timeout.as_ref(),
             "provisioning.timeout",
-            D::PROVISIONING_TIMEOUT_RANGE,
+            PROVISIONING_TIMEOUT_RANGE,
         )
-        .unwrap_or(defaults::PROVISIONING_TIMEOUT);
-    Some(Provisioning {
+        .unwrap_or(PROVISIONING_TIMEOUT);
+    Provisioning {
         url: url.to_string(),
         token: raw.token.as_ref().map(|t| Secret(t.get_ref().clone())),
         token_file: raw.token_file.as_ref().map(|t| t.get_ref().clone()),
         ca_file: raw.ca_file.as_ref().map(|t| t.get_ref().clone()),
         refresh,
         timeout,
-    })
+    }
 }
 
 /// The server's URL: https only, since the token and the targets travel over it.
@@ -310,17 +309,5 @@ fn check_provisioning_secrets(c: &mut Check<'_, '_>, raw: &RawProvisioning) {
             "provisioning.token",
             "must be a non-empty token without spaces or control characters",
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_not_shown() {
-        let s = Secret("hunter2".into());
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<secret>\"");
     }
 }

@@ -1,11 +1,12 @@
 //! `[update]`: an A/B update bundle the device should install, named by a provisioning file
 //! (or the device's own config): its URL, version and SHA-256, and the maintenance window in
-//! which it may be installed. The daemon tries each version once (docs/IMAGE.md).
+//! which it may be installed. The daemon tries each version once (docs/IMAGE.md). Read with the
+//! core's checks, a [`ConfigSection`] `crate::config` registers; a provisioned file may set it.
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
-
-use super::check::Check;
+use vantage_core::Config;
+use vantage_core::config::{Check, ConfigSection, Section, read_table};
 
 /// `[update]` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -39,6 +40,33 @@ pub struct UpdateOffer {
     pub reboot: bool,
 }
 
+/// `[update]` when written: a section's value, `None` (shown as `null`) when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct UpdateSection(pub Option<UpdateOffer>);
+
+impl ConfigSection for UpdateSection {
+    const KEY: &'static str = "update";
+    /// The provisioning file is where a fleet names its bundle.
+    const DEVICE_ONLY: bool = false;
+
+    fn read(c: &mut Check<'_, '_>, value: &Section<'_>) -> Self {
+        let raw: Option<RawUpdate> = read_table(c, value, "update", "must be a table ([update])");
+        UpdateSection(raw.map(|raw| validate_update(c, &raw)))
+    }
+}
+
+/// The config's `[update]`, for a config read with [`UpdateSection`] registered.
+pub trait UpdateOffered {
+    fn update_offer(&self) -> Option<&UpdateOffer>;
+}
+
+impl UpdateOffered for Config {
+    fn update_offer(&self) -> Option<&UpdateOffer> {
+        self.section::<UpdateSection>()?.0.as_ref()
+    }
+}
+
 /// A daily maintenance window in UTC, as minutes of the day; `end < start` spans midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Window {
@@ -47,6 +75,7 @@ pub struct Window {
 }
 
 const DAY: i64 = 86_400;
+/// `update.version`: at most this many characters.
 const MAX_VERSION: usize = 64;
 
 impl Window {
@@ -89,11 +118,7 @@ impl std::fmt::Display for Window {
     }
 }
 
-pub(crate) fn validate_update(
-    c: &mut Check<'_, '_>,
-    raw: Option<&RawUpdate>,
-) -> Option<UpdateOffer> {
-    let raw = raw?;
+fn validate_update(c: &mut Check<'_, '_>, raw: &RawUpdate) -> UpdateOffer {
     let url = raw.url.get_ref().trim();
     if !url.to_ascii_lowercase().starts_with("https://")
         || url.len() <= "https://".len()
@@ -128,13 +153,13 @@ pub(crate) fn validate_update(
             "must be the bundle's SHA-256 as 64 hex digits (sha256sum)",
         );
     }
-    Some(UpdateOffer {
+    UpdateOffer {
         url: url.to_string(),
         version: version.to_string(),
         sha256,
         window: update_window(c, raw),
         reboot: raw.reboot.unwrap_or(DEFAULT_REBOOT),
-    })
+    }
 }
 
 /// `update.window`, when written: a daily window in UTC.
@@ -157,7 +182,6 @@ fn update_window(c: &mut Check<'_, '_>, raw: &RawUpdate) -> Option<Window> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     #[test]
     fn windows_are_read_and_waited_for_across_midnight() {
@@ -184,36 +208,42 @@ mod tests {
 
     #[test]
     fn an_update_section_is_validated_field_by_field() {
-        let ok = Config::parse_provisioned(
+        let parse = crate::config::parse_provisioned;
+        let ok = parse(
             "[update]\nurl = \"https://updates.example.net/vantage-1.2.0-amd64.raucb\"\n\
              version = \"1.2.0\"\nsha256 = \"AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01\"\n\
              window = \"01:00-04:00\"\n",
             "p.toml",
         )
         .unwrap();
-        let u = ok.update.unwrap();
+        let u = ok.update_offer().unwrap();
         assert_eq!(u.version, "1.2.0");
         assert_eq!(u.sha256, "ab01".repeat(16));
         assert_eq!(u.window, Window::parse("01:00-04:00"));
         assert_eq!(u.reboot, DEFAULT_REBOOT);
-        let no_reboot = Config::parse_provisioned(
+        let no_reboot = parse(
             "[update]\nurl = \"https://u.example.net/b.raucb\"\nversion = \"1.2.0\"\n\
              sha256 = \"AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01AB01\"\n\
              reboot = false\n",
             "p.toml",
         )
         .unwrap();
-        assert!(!no_reboot.update.unwrap().reboot);
+        assert!(!no_reboot.update_offer().unwrap().reboot);
+        // Without the section, no offer.
+        assert_eq!(parse("", "p.toml").unwrap().update_offer(), None);
 
-        let e = Config::parse_provisioned(
+        let e = parse(
             "[update]\nurl = \"http://x/b\"\nversion = \"1 2\"\nsha256 = \"abc\"\n\
              window = \"soon\"\nrestart = true\n",
             "p.toml",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("unknown field `restart`"), "{e}");
-        let e = Config::parse_provisioned(
+        assert!(
+            e.contains("p.toml:6:1: update.restart: unknown field `restart`"),
+            "{e}"
+        );
+        let e = parse(
             "[update]\nurl = \"http://x/b\"\nversion = \"1 2\"\nsha256 = \"abc\"\nwindow = \"soon\"\n",
             "p.toml",
         )
