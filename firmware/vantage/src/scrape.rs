@@ -262,8 +262,9 @@ fn prefers_openmetrics(headers: &HeaderMap) -> bool {
     om > 0.0 && om >= text.unwrap_or(any)
 }
 
-/// Does the client take gzip (`Accept-Encoding: gzip`, not `gzip;q=0`)? Prometheus asks for it.
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+/// Does the client take gzip (`Accept-Encoding: gzip`, not `gzip;q=0`)? Prometheus and every
+/// browser ask for it.
+pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
