@@ -20,6 +20,27 @@ pub fn testdata_files(manifest_dir: &str, sub: &str) -> Vec<PathBuf> {
     files
 }
 
+/// The two tests of a crate's config files, written where they are used:
+/// `vantage_testkit::config_file_tests!(load);` with `load: Fn(&Path) -> Result<_, impl Display>`
+/// defines `good_files_load` and `each_bad_file_fails_with_its_message` for the calling crate's
+/// `tests/testdata`.
+#[macro_export]
+macro_rules! config_file_tests {
+    ($load:expr) => {
+        #[test]
+        fn good_files_load() {
+            $crate::good_files_load(env!("CARGO_MANIFEST_DIR"), |f| ($load)(f).map(|_| ()));
+        }
+
+        #[test]
+        fn each_bad_file_fails_with_its_message() {
+            $crate::bad_files_fail_as_expected(env!("CARGO_MANIFEST_DIR"), |f| {
+                ($load)(f).map(|_| ())
+            });
+        }
+    };
+}
+
 /// Every good file loads with `load`.
 pub fn good_files_load<E: Display>(manifest_dir: &str, load: impl Fn(&Path) -> Result<(), E>) {
     for f in testdata_files(manifest_dir, "good") {

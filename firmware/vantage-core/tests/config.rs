@@ -5,17 +5,7 @@ use std::path::Path;
 
 use vantage_core::{Config, ProbeKind};
 
-#[test]
-fn good_files_load() {
-    vantage_testkit::good_files_load(env!("CARGO_MANIFEST_DIR"), |f| Config::load(f).map(|_| ()));
-}
-
-#[test]
-fn each_bad_file_fails_with_its_message() {
-    vantage_testkit::bad_files_fail_as_expected(env!("CARGO_MANIFEST_DIR"), |f| {
-        Config::load(f).map(|_| ())
-    });
-}
+vantage_testkit::config_file_tests!(Config::load);
 
 /// A mistake in `[defaults.KIND]` is found for every kind, even where no target runs it yet.
 #[test]

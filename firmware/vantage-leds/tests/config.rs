@@ -15,17 +15,7 @@ fn load(path: &Path) -> Result<Config, ConfigErrors> {
     Config::load_with(path, SECTIONS)
 }
 
-#[test]
-fn good_files_load() {
-    vantage_testkit::good_files_load(env!("CARGO_MANIFEST_DIR"), |f| load(f).map(|_| ()));
-}
-
-#[test]
-fn each_bad_file_fails_with_its_message() {
-    vantage_testkit::bad_files_fail_as_expected(env!("CARGO_MANIFEST_DIR"), |f| {
-        load(f).map(|_| ())
-    });
-}
+vantage_testkit::config_file_tests!(load);
 
 #[test]
 fn leds_section_is_read() {

@@ -52,17 +52,7 @@ mod tests {
 
     const TARGET: &str = "[[targets]]\nname = \"a\"\nhost = \"127.0.0.1\"\nprobes = [\"ping\"]\n";
 
-    #[test]
-    fn good_files_load() {
-        vantage_testkit::good_files_load(env!("CARGO_MANIFEST_DIR"), |f| load(f).map(|_| ()));
-    }
-
-    #[test]
-    fn each_bad_file_fails_with_its_message() {
-        vantage_testkit::bad_files_fail_as_expected(env!("CARGO_MANIFEST_DIR"), |f| {
-            load(f).map(|_| ())
-        });
-    }
+    vantage_testkit::config_file_tests!(load);
 
     #[test]
     fn fleet_sections_load_with_their_defaults() {
