@@ -54,9 +54,11 @@ contributors() {
   local t
   t=$(triple "$1")
   # Stripping is a link step: an unstripped twin of the dist build, in a directory of its own.
+  # The binary's package override strips too (Cargo.toml says why), so it is turned off there.
   CARGO_TARGET_DIR=target/size CARGO_PROFILE_DIST_STRIP=false \
     RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$(grep -v '^#' scripts/dist-rustflags)" \
-    cargo build --locked --profile dist --target "$t" -p vantage --bin vantage >&2
+    cargo build --locked --profile dist --target "$t" -p vantage --bin vantage \
+    --config 'profile.dist.package.vantage.strip=false' >&2
   local bin=target/size/$t/dist/vantage
   echo "unstripped dist binary $t: $(stat -c %s "$bin") bytes"
   echo "bytes of symbols by crate:"
