@@ -11,6 +11,7 @@ pub(crate) mod http;
 pub(crate) mod live;
 pub(crate) mod module;
 pub(crate) mod options;
+pub(crate) mod pattern;
 pub(crate) mod ping;
 pub(crate) mod registry;
 pub(crate) mod report;

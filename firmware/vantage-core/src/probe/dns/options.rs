@@ -1,7 +1,7 @@
 //! Options of the DNS probe.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::super::options::ip_protocol;
+pub use super::super::pattern::Pattern;
 use crate::config::check::{self, Check, Keys, written_at};
 use crate::defaults::{self, self as D};
 use crate::types::{IpProtocol, ModuleId};
@@ -216,36 +217,6 @@ pub fn parse_doh_path(s: &str) -> Result<String, String> {
 impl fmt::Display for DnsTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A compiled regex that compares and hashes by its pattern, so options stay `Eq + Hash`.
-#[derive(Clone)]
-pub struct Pattern(pub regex::Regex);
-
-impl fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0.as_str(), f)
-    }
-}
-
-impl PartialEq for Pattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.as_str() == other.0.as_str()
-    }
-}
-
-impl Eq for Pattern {}
-
-impl Hash for Pattern {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.as_str().hash(state);
-    }
-}
-
-impl Serialize for Pattern {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
     }
 }
 
@@ -703,11 +674,8 @@ fn regexes(
 ) -> Vec<Pattern> {
     let mut out = Vec::new();
     for v in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
-        match regex::RegexBuilder::new(v.get_ref())
-            .size_limit(1 << 20)
-            .build()
-        {
-            Ok(re) => out.push(Pattern(re)),
+        match Pattern::new(v.get_ref()) {
+            Ok(p) => out.push(p),
             Err(e) => c.err(
                 v.span(),
                 &x.field(name),

@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::super::module::OptionsInput;
 use super::super::options::{ip_protocol, raw_section, required, sections, tls, tls_unused};
+use super::super::pattern::Pattern;
 use crate::config::check::{Check, Src};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
@@ -76,8 +77,8 @@ pub struct HttpOptions {
     pub valid_status_codes: Vec<u16>,
     pub max_redirects: u32,
     /// Regexes the body must, and must not, match.
-    pub body_must_match: Option<String>,
-    pub body_must_not_match: Option<String>,
+    pub body_must_match: Option<Pattern>,
+    pub body_must_not_match: Option<Pattern>,
     pub max_body: u64,
     pub timeout: Duration,
     pub ip_protocol: IpProtocol,
@@ -172,25 +173,15 @@ pub(crate) fn parse_url(s: &str) -> Result<Url, String> {
 }
 
 /// A regex setting within [`MAX_TEXT`] that compiles.
-fn pattern(c: &mut Check<'_, '_>, v: Option<&Spanned<String>>, field: &str) -> Option<String> {
+fn pattern(c: &mut Check<'_, '_>, v: Option<&Spanned<String>>, field: &str) -> Option<Pattern> {
     let v = v?;
     let s = v.get_ref();
-    let problem = if s.len() > MAX_TEXT {
-        Some(format!("is {} bytes long; at most {MAX_TEXT}", s.len()))
+    let compiled = if s.len() > MAX_TEXT {
+        Err(format!("is {} bytes long; at most {MAX_TEXT}", s.len()))
     } else {
-        regex::RegexBuilder::new(s)
-            .size_limit(1 << 20)
-            .build()
-            .err()
-            .map(|e| format!("is not a valid regex: {e}"))
+        Pattern::new(s).map_err(|e| format!("is not a valid regex: {e}"))
     };
-    match problem {
-        Some(msg) => {
-            c.err(v.span(), field, msg);
-            None
-        }
-        None => Some(s.clone()),
-    }
+    compiled.map_err(|msg| c.err(v.span(), field, msg)).ok()
 }
 
 fn codes(c: &mut Check<'_, '_>, v: &Spanned<Codes>, field: &str) -> Vec<u16> {

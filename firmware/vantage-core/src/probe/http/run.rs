@@ -110,10 +110,8 @@ async fn follow(
 /// The status against the valid codes, the body against the regexes.
 fn check(o: &HttpOptions, r: &Response, report: &mut HttpReport) -> Result<(), ProbeError> {
     let text = String::from_utf8_lossy(&r.body);
-    // The patterns were checked when the options were.
-    let matches = |p: &str| regex::Regex::new(p).is_ok_and(|re| re.is_match(&text));
-    report.body_matched = o.body_must_match.as_deref().map(matches);
-    report.body_not_matched = o.body_must_not_match.as_deref().map(|p| !matches(p));
+    report.body_matched = o.body_must_match.as_ref().map(|p| p.is_match(&text));
+    report.body_not_matched = o.body_must_not_match.as_ref().map(|p| !p.is_match(&text));
     if !o.status_ok(r.status) {
         return Err(ProbeError::Validation(format!(
             "status {} is not a valid status code",
@@ -121,13 +119,13 @@ fn check(o: &HttpOptions, r: &Response, report: &mut HttpReport) -> Result<(), P
         )));
     }
     if report.body_matched == Some(false) {
-        let p = o.body_must_match.as_deref().unwrap_or_default();
+        let p = o.body_must_match.as_ref().map_or("", |p| p.as_str());
         return Err(ProbeError::Validation(format!(
             "the body does not match body_must_match {p:?}"
         )));
     }
     if report.body_not_matched == Some(false) {
-        let p = o.body_must_not_match.as_deref().unwrap_or_default();
+        let p = o.body_must_not_match.as_ref().map_or("", |p| p.as_str());
         return Err(ProbeError::Validation(format!(
             "the body matches body_must_not_match {p:?}"
         )));

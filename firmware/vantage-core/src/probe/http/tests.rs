@@ -5,6 +5,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::probe::pattern::Pattern;
+
 use super::run::{HttpProbe, join, round};
 use super::stored::StoredHttp;
 use super::*;
@@ -269,7 +271,7 @@ fn with(url: String, f: impl FnOnce(&mut HttpOptions)) -> HttpOptions {
 async fn status_and_body_checks_against_a_loopback_server() {
     let port = server("127.0.0.1:0", site).await;
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
-    let o = with(url("/ok"), |o| o.body_must_match = Some("hello".into()));
+    let o = with(url("/ok"), |o| o.body_must_match = Some(pat("hello")));
     let (r, e) = round(&o, None, None).await;
     assert_eq!(e, None);
     assert_eq!((r.status, r.content_length), (Some(200), Some(13)));
@@ -279,13 +281,11 @@ async fn status_and_body_checks_against_a_loopback_server() {
     );
     assert!(r.phases[1] > Duration::ZERO && r.phases[3] > Duration::ZERO);
     assert_eq!(r.phases[2], Duration::ZERO, "no TLS on http://");
-    let o = with(url("/ok"), |o| o.body_must_match = Some("^bye".into()));
+    let o = with(url("/ok"), |o| o.body_must_match = Some(pat("^bye")));
     let (r, e) = round(&o, None, None).await;
     assert_eq!(r.body_matched, Some(false));
     assert!(matches!(e, Some(ProbeError::Validation(m)) if m.contains("does not match")));
-    let o = with(url("/ok"), |o| {
-        o.body_must_not_match = Some("vantage".into())
-    });
+    let o = with(url("/ok"), |o| o.body_must_not_match = Some(pat("vantage")));
     let (r, e) = round(&o, None, None).await;
     assert_eq!(r.body_not_matched, Some(false));
     assert!(matches!(e, Some(ProbeError::Validation(m)) if m.contains("matches body_must_not")));
@@ -511,7 +511,7 @@ async fn http2_when_the_server_picks_it() {
     let pki = pki(|_| {});
     let port = https_server(&pki, true).await;
     let o = HttpOptions {
-        body_must_match: Some(format!("^127.0.0.1:{port} /ok$")),
+        body_must_match: Some(pat(&format!("^127.0.0.1:{port} /ok$"))),
         ..https(port, &pki, "h2")
     };
     let (r, e) = round(&o, None, None).await;
@@ -563,4 +563,9 @@ fn values_rollup_and_marks_of_stored_rounds() {
     let r = m.rollup(&silent);
     assert_eq!((r.time_us, r.mark), (None, Some(stored::NO_STATUS)));
     assert_eq!(m.mark_name(stored::NO_STATUS), "no response");
+}
+
+/// A pattern the test knows to be valid.
+fn pat(text: &str) -> Pattern {
+    Pattern::new(text).expect("a valid test pattern")
 }

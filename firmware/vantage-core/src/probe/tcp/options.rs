@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::super::module::{OptionsInput, family_mismatch};
 use super::super::options::tls_unused;
 use super::super::options::{Flag, addressing, flag, raw_section, required, sections, tls};
+use super::super::pattern::Pattern;
 use crate::config::check::{Check, Src};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
@@ -70,7 +71,7 @@ pub struct TcpOptions {
     pub insecure: bool,
     pub send: Option<String>,
     /// A regex the first reply line must match.
-    pub expect: Option<String>,
+    pub expect: Option<Pattern>,
 }
 
 impl TcpOptions {
@@ -99,25 +100,14 @@ impl TcpOptions {
     }
 }
 
-/// A line setting within [`MAX_LINE`], without line breaks; `expect` must compile.
-fn line(
-    c: &mut Check<'_, '_>,
-    v: Option<&Spanned<String>>,
-    field: &str,
-    regex: bool,
-) -> Option<String> {
+/// A `send` line within [`MAX_LINE`], without line breaks.
+fn line(c: &mut Check<'_, '_>, v: Option<&Spanned<String>>, field: &str) -> Option<String> {
     let v = v?;
     let s = v.get_ref();
     let problem = if s.len() > MAX_LINE {
         Some(format!("is {} bytes long; at most {MAX_LINE}", s.len()))
-    } else if !regex && s.contains(['\r', '\n']) {
+    } else if s.contains(['\r', '\n']) {
         Some("must be one line; the line break is added when sent".to_string())
-    } else if regex {
-        regex::RegexBuilder::new(s)
-            .size_limit(1 << 20)
-            .build()
-            .err()
-            .map(|e| format!("is not a valid regex: {e}"))
     } else {
         None
     };
@@ -128,6 +118,18 @@ fn line(
         }
         None => Some(s.clone()),
     }
+}
+
+/// The `expect` pattern: within [`MAX_LINE`], and it compiles.
+fn expect(c: &mut Check<'_, '_>, v: Option<&Spanned<String>>, field: &str) -> Option<Pattern> {
+    let v = v?;
+    let s = v.get_ref();
+    let compiled = if s.len() > MAX_LINE {
+        Err(format!("is {} bytes long; at most {MAX_LINE}", s.len()))
+    } else {
+        Pattern::new(s).map_err(|e| format!("is not a valid regex: {e}"))
+    };
+    compiled.map_err(|msg| c.err(v.span(), field, msg)).ok()
 }
 
 /// Validates a target's `tcp` over `[defaults.tcp]`.
@@ -144,8 +146,8 @@ pub(super) fn resolve(c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Op
     (o.tos, o.source, o.ip_protocol) = addressing(c, x);
     o.tls = flag(c, x.pick(|r| r.tls.as_ref()), &field("tls"));
     (o.server_name, o.ca_file, o.insecure) = tls(c, x);
-    o.send = line(c, x.pick(|r| r.send.as_ref()), &field("send"), false);
-    o.expect = line(c, x.pick(|r| r.expect.as_ref()), &field("expect"), true);
+    o.send = line(c, x.pick(|r| r.send.as_ref()), &field("send"));
+    o.expect = expect(c, x.pick(|r| r.expect.as_ref()), &field("expect"));
     if !o.tls {
         // TLS settings without `tls = true` would be silently ignored: say so.
         tls_unused(c, x, false, "applies only with tls = true");

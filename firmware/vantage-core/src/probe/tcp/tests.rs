@@ -5,6 +5,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+use crate::probe::pattern::Pattern;
+
 use super::run::TcpProbe;
 use super::series::*;
 use super::stored::{StoredTcp, not_after};
@@ -300,7 +302,7 @@ fn tls_options(port: u16, ca: std::path::PathBuf) -> TcpOptions {
         server_name: Some("tcp.test".into()),
         ca_file: Some(ca),
         send: Some("HELLO".into()),
-        expect: Some("^OK ".into()),
+        expect: Some(pat("^OK ")),
         ..TcpOptions::for_port(port)
     }
 }
@@ -394,7 +396,7 @@ async fn banner_expect_matches_or_fails() {
     });
     let o = |expect: &str| TcpOptions {
         attempts: 1,
-        expect: Some(expect.into()),
+        expect: Some(pat(expect)),
         ..TcpOptions::for_port(port)
     };
     let s = TcpProbe::default()
@@ -429,7 +431,7 @@ async fn a_silent_server_cannot_hold_the_round_past_its_timeout() {
     let o = TcpOptions {
         attempts: 1,
         timeout: Duration::from_secs(2),
-        expect: Some("x".into()),
+        expect: Some(pat("x")),
         ..TcpOptions::for_port(port)
     };
     let started = tokio::time::Instant::now();
@@ -620,4 +622,9 @@ fn the_latest_round_is_a_detail_that_changes_with_its_certificate() {
         None,
         "another format version"
     );
+}
+
+/// A pattern the test knows to be valid.
+fn pat(text: &str) -> Pattern {
+    Pattern::new(text).expect("a valid test pattern")
 }
