@@ -6,6 +6,9 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
+use toml::Spanned;
+
+use crate::config::check::Check;
 
 /// A compiled regex with its text.
 #[derive(Clone)]
@@ -30,6 +33,24 @@ impl Pattern {
     pub fn is_match(&self, haystack: &str) -> bool {
         self.0.is_match(haystack)
     }
+}
+
+/// A pattern setting as written: at most `max_len` bytes, and it compiles; otherwise the
+/// problem is recorded at its place and there is no pattern.
+pub(crate) fn setting(
+    c: &mut Check<'_, '_>,
+    v: Option<&Spanned<String>>,
+    field: &str,
+    max_len: usize,
+) -> Option<Pattern> {
+    let v = v?;
+    let s = v.get_ref();
+    let compiled = if s.len() > max_len {
+        Err(format!("is {} bytes long; at most {max_len}", s.len()))
+    } else {
+        Pattern::new(s).map_err(|e| format!("is not a valid regex: {e}"))
+    };
+    compiled.map_err(|msg| c.err(v.span(), field, msg)).ok()
 }
 
 impl fmt::Debug for Pattern {

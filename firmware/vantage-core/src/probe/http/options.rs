@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::super::module::OptionsInput;
 use super::super::options::{ip_protocol, raw_section, required, sections, tls, tls_unused};
-use super::super::pattern::Pattern;
+use super::super::pattern::{self, Pattern};
 use crate::config::check::{Check, Src};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
@@ -172,18 +172,6 @@ pub(crate) fn parse_url(s: &str) -> Result<Url, String> {
     })
 }
 
-/// A regex setting within [`MAX_TEXT`] that compiles.
-fn pattern(c: &mut Check<'_, '_>, v: Option<&Spanned<String>>, field: &str) -> Option<Pattern> {
-    let v = v?;
-    let s = v.get_ref();
-    let compiled = if s.len() > MAX_TEXT {
-        Err(format!("is {} bytes long; at most {MAX_TEXT}", s.len()))
-    } else {
-        Pattern::new(s).map_err(|e| format!("is not a valid regex: {e}"))
-    };
-    compiled.map_err(|msg| c.err(v.span(), field, msg)).ok()
-}
-
 fn codes(c: &mut Check<'_, '_>, v: &Spanned<Codes>, field: &str) -> Vec<u16> {
     let list: Result<Vec<i64>, String> = match v.get_ref() {
         Codes::List(l) => Ok(l.clone()),
@@ -308,9 +296,10 @@ fn response_checks(c: &mut Check<'_, '_>, x: Src<'_, RawHttp>, o: &mut HttpOptio
         o.max_body = n as u64;
     }
     let must = x.pick(|r| r.body_must_match.as_ref());
-    o.body_must_match = pattern(c, must, &x.field("body_must_match"));
+    o.body_must_match = pattern::setting(c, must, &x.field("body_must_match"), MAX_TEXT);
     let must_not = x.pick(|r| r.body_must_not_match.as_ref());
-    o.body_must_not_match = pattern(c, must_not, &x.field("body_must_not_match"));
+    o.body_must_not_match =
+        pattern::setting(c, must_not, &x.field("body_must_not_match"), MAX_TEXT);
 }
 
 /// The page's HTTP fields.

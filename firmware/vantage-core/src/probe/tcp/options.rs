@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::super::module::{OptionsInput, family_mismatch};
 use super::super::options::tls_unused;
 use super::super::options::{Flag, addressing, flag, raw_section, required, sections, tls};
-use super::super::pattern::Pattern;
+use super::super::pattern::{self, Pattern};
 use crate::config::check::{Check, Src};
 use crate::config::form::{Input, ProbeForm};
 use crate::config::form::{choice, duration, integer, text};
@@ -120,18 +120,6 @@ fn line(c: &mut Check<'_, '_>, v: Option<&Spanned<String>>, field: &str) -> Opti
     }
 }
 
-/// The `expect` pattern: within [`MAX_LINE`], and it compiles.
-fn expect(c: &mut Check<'_, '_>, v: Option<&Spanned<String>>, field: &str) -> Option<Pattern> {
-    let v = v?;
-    let s = v.get_ref();
-    let compiled = if s.len() > MAX_LINE {
-        Err(format!("is {} bytes long; at most {MAX_LINE}", s.len()))
-    } else {
-        Pattern::new(s).map_err(|e| format!("is not a valid regex: {e}"))
-    };
-    compiled.map_err(|msg| c.err(v.span(), field, msg)).ok()
-}
-
 /// Validates a target's `tcp` over `[defaults.tcp]`.
 pub(super) fn resolve(c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Option<TcpOptions> {
     let before = c.errors();
@@ -147,7 +135,7 @@ pub(super) fn resolve(c: &mut Check<'_, '_>, input: &OptionsInput<'_, '_>) -> Op
     o.tls = flag(c, x.pick(|r| r.tls.as_ref()), &field("tls"));
     (o.server_name, o.ca_file, o.insecure) = tls(c, x);
     o.send = line(c, x.pick(|r| r.send.as_ref()), &field("send"));
-    o.expect = expect(c, x.pick(|r| r.expect.as_ref()), &field("expect"));
+    o.expect = pattern::setting(c, x.pick(|r| r.expect.as_ref()), &field("expect"), MAX_LINE);
     if !o.tls {
         // TLS settings without `tls = true` would be silently ignored: say so.
         tls_unused(c, x, false, "applies only with tls = true");
