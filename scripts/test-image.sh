@@ -34,8 +34,11 @@
 #   exits at start) is installed: the device reboots into the good slot by itself, which says
 #   so; `touch /usr/x` fails on every slot. Then power cuts while `rauc install` writes the
 #   other slot (--install-cuts, at rising points of its progress) and while an installed build
-#   boots on trial (--trial-cuts, early in the boot and once the daemon answers): after each the
-#   device boots a slot marked good, the password, the config and the stored rounds kept.
+#   boots on trial (--trial-cuts, early in the boot, once the daemon answers, and right after
+#   the health check marked it good: then the same slot must start again): after each the
+#   device boots a slot marked good, the password, the config and the stored rounds kept. Last,
+#   GRUB's environment torn by a cut (its file emptied after an install, then garbage on a good
+#   slot): GRUB reads the backup copy, starts the slot it names, and the file is written again.
 #
 #   scripts/test-image.sh [IMAGE.img.xz|IMAGE.img]   default dist/vantage-<version>-<arch>.img.xz
 #     --arch A         arm64 or amd64 (default: from the image's name, else arm64)
@@ -47,7 +50,7 @@
 #     --update BUNDLE  the A/B update checks with this bundle (scripts/build-bundle.sh; its
 #                      root file system is reused, re-signed with the development key)
 #     --install-cuts N power cuts while RAUC writes the other slot, with --update (default 3)
-#     --trial-cuts N   power cuts while an installed build boots on trial, with --update (default 2)
+#     --trial-cuts N   power cuts while an installed build boots on trial, with --update (default 3)
 #   QEMU=path/to/qemu-system-aarch64, QEMU_ARGS="-L dir" to use another QEMU;
 #   OVMF_CODE=, OVMF_VARS= other UEFI firmware (default Debian's ovmf, Secure Boot, MS keys).
 #   QEMU_ACCEL=tcg: amd64 emulated even where KVM works (a machine whose cores are shared).
@@ -57,7 +60,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-cuts=20 timeout=600 wear=0 image="" arch="" firmware=alternate bundle="" install_cuts=3 trial_cuts=2
+cuts=20 timeout=600 wear=0 image="" arch="" firmware=alternate bundle="" install_cuts=3 trial_cuts=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuts) cuts=${2:?}; shift 2 ;;
@@ -530,23 +533,50 @@ install_cut() { # install_cut PERCENT REFERENCE-SECONDS
   echo "install cut at ${seen}% of RAUC's progress, $((SECONDS - t0)) s into the install: '$(tail -1 <<<"$line" | tr -d '\r')'"
 }
 # A power cut while the installed build boots on trial: N=1 early (GRUB, the kernel, the first
-# units), N=2 the moment the daemon first answers (before the health check's next look).
+# units), N=2 the moment the daemon first answers (before the health check's next look), N=3
+# right after the health check marked the slot good (sets $trial_slot: the next boot must
+# start it again); then again from 1.
 trial_cut() { # trial_cut N
   local t0 at
   start_qemu
-  t0=$SECONDS
-  if [ $(($1 % 2)) -eq 1 ]; then
-    at=$((15 + RANDOM % 30))
-    sleep "$at"
-  else
-    while [ $((SECONDS - t0)) -lt "$timeout" ] && kill -0 "$qpid" 2>/dev/null; do
-      curl -sf --max-time 3 "http://127.0.0.1:$p_metrics/-/ready" >/dev/null 2>&1 && break
-      sleep 1
-    done
-    at=$((SECONDS - t0))
-  fi
+  t0=$SECONDS trial_slot=""
+  case $((($1 - 1) % 3)) in
+    0) at=$((15 + RANDOM % 30)); sleep "$at" ;;
+    1)
+      while [ $((SECONDS - t0)) -lt "$timeout" ] && kill -0 "$qpid" 2>/dev/null; do
+        curl -sf --max-time 3 "http://127.0.0.1:$p_metrics/-/ready" >/dev/null 2>&1 && break
+        sleep 1
+      done ;;
+    2) ssh_wait && trial_slot=$(slot_now) && health_wait "$trial_slot" "$(build_now)" || trial_slot="" ;;
+  esac
+  at=$((SECONDS - t0))
   power_cut
-  echo "trial cut $1: ${at} s into boot $boot_no ($(grep -o 'Vantage, slot [AB]' "$console" | tail -1 || true))"
+  echo "trial cut $1: ${at} s into boot $boot_no ($(grep -o 'Vantage, slot [AB]' "$console" | tail -1 || true))${trial_slot:+, after slot $trial_slot was marked good}"
+}
+# GRUB's environment torn by a power cut (its file empty, or garbage), once right after an
+# install (the file said: the installed slot next, on trial) and once on a good slot. GRUB must
+# read the backup (it says so on the console and with vantage.grubenv= on the kernel command
+# line) and boot the slot the backup names; the health check writes the file again.
+torn_env_cut() { # torn_env_cut WHAT SHELL-COMMAND-THAT-TEARS-IT EXPECTED-SLOT
+  local what=$1 env=/boot/firmware/EFI/debian/grubenv
+  g "$2 $env && sync" || { bad "$what: could not tear $env"; return 1; }
+  power_cut
+  cut_check "$what" || return 1
+  [ "$(slot_now)" = "$3" ] && ok "$what: GRUB started slot $3, as the backup says" || bad "$what: slot $(slot_now), expected $3"
+  grep -q 'grubenv unreadable, slot choice read from grubenv.bak' "$console" && g 'grep -q "vantage.grubenv=grubenv.bak" /proc/cmdline' &&
+    ok "$what: GRUB read grubenv.bak (console and kernel command line)" || bad "$what: no sign that GRUB read the backup"
+  g "grub-editenv $env list >/dev/null && cmp $env $env.bak" && ok "$what: grubenv written again, equal to its backup" ||
+    bad "$what: grubenv after the boot: $(g "grub-editenv $env list 2>&1; ls -l $env $env.bak" | tr '\n' ' ')"
+}
+torn_env_cuts() {
+  local before out target
+  before=$(slot_now)
+  target=A
+  [ "$before" = A ] && target=B
+  out=$(g 'rauc install /data/again.raucb 2>&1; echo "rc=$?"')
+  grep -q 'rc=0' <<<"$out" || { bad "torn grubenv: rauc install: $(tail -3 <<<"$out" | tr '\n' ' ')"; return; }
+  torn_env_cut "grubenv emptied after an install" ': >' "$target" || return
+  torn_env_cut "grubenv garbage on a good slot" 'head -c 1024 /dev/urandom >' "$target"
 }
 # Power cuts during installs and trials (--install-cuts, --trial-cuts), with the build "again".
 update_cuts() {
@@ -566,7 +596,12 @@ update_cuts() {
     guest_reboot
     trial_cut "$k"
     cut_check "trial cut $k" || return
+    if [ -n "$trial_slot" ]; then
+      [ "$(slot_now)" = "$trial_slot" ] && ok "trial cut $k: the mark survived the cut, slot $trial_slot started again" ||
+        bad "trial cut $k: slot $trial_slot was marked good before the cut, but slot $(slot_now) booted"
+    fi
   done
+  torn_env_cuts
   g 'rm -f /data/again.raucb /data/install.log'
   ok "$install_cuts power cuts during an install and $trial_cuts during a trial boot: every next boot came up on a good slot ($(printf '%s ' "${cut_slots[@]}"))"
 }
@@ -588,9 +623,9 @@ update_checks() {
 
   # Another signer: refused, slot B and GRUB's environment untouched.
   g 'cat >/data/foreign.raucb' <"$work/foreign.raucb"
-  env0=$(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
+  env0=$(g 'cat /boot/firmware/EFI/debian/grubenv* | sha256sum; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
   out=$(g 'rauc install /data/foreign.raucb 2>&1; echo "rc=$?"')
-  env1=$(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
+  env1=$(g 'cat /boot/firmware/EFI/debian/grubenv* | sha256sum; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
   if grep -q 'rc=[1-9]' <<<"$out" && [ "$env0" = "$env1" ]; then
     ok "a bundle signed by another key is refused, nothing written: $(grep -i -m1 'error\|fail' <<<"$out")"
   else bad "bundle of another signer: $(tail -3 <<<"$out" | tr '\n' ' ') (slot or env changed: $([ "$env0" = "$env1" ] && echo no || echo yes))"; fi

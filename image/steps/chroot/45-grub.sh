@@ -22,11 +22,13 @@ consoles=$(for c in $CONSOLES; do printf 'console=%s ' "$c"; done)
 sed -e "s|@SLOT_A_NAME@|$SLOT_A_NAME|g" -e "s|@SLOT_B_NAME@|$SLOT_B_NAME|g" \
   -e "s|@CONSOLES@|${consoles% }|g" "$SRC_DIR/image/files/grub.cfg" >"$efi/debian/grub.cfg"
 # The slot choice (grub.cfg's header): slot A good and first, slot B empty until an update.
-# grub-editenv makes the 1 KiB block GRUB's save_env rewrites in place.
-rm -f "$efi/debian/grubenv"
+# grub-editenv makes the 1 KiB block GRUB's save_env rewrites in place; the device keeps a
+# second copy, written one after the other (/usr/lib/vantage-image/grubenv).
+rm -f "$efi/debian/grubenv" "$efi/debian/grubenv.bak"
 chroot "$ROOT" grub-editenv /boot/firmware/EFI/debian/grubenv create
 chroot "$ROOT" grub-editenv /boot/firmware/EFI/debian/grubenv set \
   ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
+cp "$efi/debian/grubenv" "$efi/debian/grubenv.bak"
 
 # The BIOS core image. Its prefix names partition 1 of the disk the BIOS started from, so no
 # search by label can pick another disk's copy; every module grub.cfg uses is built in (there
