@@ -122,17 +122,28 @@ mod tests {
 
     #[test]
     fn the_rule_catches_a_version_written_too_early_and_one_no_longer_read() {
+        let today = Format {
+            name: "test",
+            writes: 4,
+            reads_oldest: 1,
+            reads_newest: 4,
+            previous_reads_newest: 4,
+            previous_writes: 4,
+        };
+        assert!(today.rule_violations().is_empty());
         let early = Format {
             writes: 5,
             reads_newest: 5,
-            ..BLOCK
+            ..today
         };
         assert_eq!(early.rule_violations().len(), 1, "{early:?}");
+        let unread = Format { writes: 5, ..today };
+        assert_eq!(unread.rule_violations().len(), 2, "{unread:?}");
         let forgot = Format {
             reads_oldest: 5,
             ..early
         };
         assert_eq!(forgot.rule_violations().len(), 2, "{forgot:?}");
-        assert!(BLOCK.is_newer(5) && !BLOCK.is_newer(4) && BLOCK.reads(1) && !BLOCK.reads(0));
+        assert!(today.is_newer(5) && !today.is_newer(4) && today.reads(1) && !today.reads(0));
     }
 }
