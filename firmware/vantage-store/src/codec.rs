@@ -51,8 +51,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vantage_core::{Measurement, ProbeError, RoundQuality, Sample};
 
-/// The version blocks are written in.
-const VERSION: u8 = 4;
+use crate::format;
+
+/// The version blocks are written in: [`format::BLOCK`]'s (the rule of what may be written
+/// is there).
+const VERSION: u8 = format::BLOCK.writes;
 /// Blocks written before round quality; still read (every round unflagged).
 const VERSION_3: u8 = 3;
 /// Blocks written before probe modules; still read.
@@ -742,6 +745,16 @@ pub fn encode_block(samples: &[StoredSample]) -> (Vec<u8>, BlockMeta) {
     (out, meta)
 }
 
+/// Whether a block is whole: long enough and its checksum holds. A whole block that does not
+/// decode was written by a newer build (or a format change this build does not know): the
+/// store keeps it untouched and skips it; a block that is not whole is damage.
+pub fn is_intact(block: &[u8]) -> bool {
+    block.len() >= 5 && {
+        let (body, crc) = block.split_at(block.len() - 4);
+        crc32fast::hash(body).to_le_bytes() == crc
+    }
+}
+
 /// Decodes a whole block (version 1 to 4), checking its checksum.
 pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
     if block.len() < 5 {
@@ -753,7 +766,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
     }
     let mut r = Reader::new(body);
     let version = r.u8()?;
-    if ![VERSION, VERSION_3, VERSION_2, VERSION_1].contains(&version) {
+    if !format::BLOCK.reads(version) {
         return Err(DecodeError::Version(version));
     }
     let n = r.varint()? as usize;
@@ -831,7 +844,7 @@ pub fn decode_block(block: &[u8]) -> Result<Vec<StoredSample>, DecodeError> {
             quality: RoundQuality::empty(),
         });
     }
-    if version == VERSION {
+    if version > VERSION_3 {
         get_quality(&mut r, &mut out)?;
     }
     if !r.is_empty() {
@@ -927,6 +940,22 @@ pub(crate) mod tests {
         let (b, _) = encode_block(&samples);
         let per = b.len() as f64 / samples.len() as f64;
         assert!(per <= 12.0, "{per} bytes per sample");
+    }
+
+    /// A block a newer build wrote decodes to an error but is intact (the store keeps it);
+    /// a damaged one is not.
+    #[test]
+    fn a_newer_block_is_intact_and_a_damaged_one_is_not() {
+        let (mut b, _) = encode_block(&[ping(0, 1_000, Some((5, 6, 7)))]);
+        assert!(is_intact(&b));
+        b[0] = format::BLOCK.reads_newest + 1;
+        reseal(&mut b);
+        assert_eq!(decode_block(&b), Err(DecodeError::Version(b[0])));
+        assert!(is_intact(&b));
+        let n = b.len();
+        b[n / 2] ^= 0x40;
+        assert!(!is_intact(&b));
+        assert!(!is_intact(&b[..3]));
     }
 
     #[test]

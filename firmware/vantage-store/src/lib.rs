@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod codec;
 pub mod config;
+pub mod format;
 pub mod gauges;
 pub mod remote_write;
 pub mod rollup;

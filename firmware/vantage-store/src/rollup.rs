@@ -28,7 +28,8 @@ pub const GRACE_MS: i64 = 3 * MINUTE_MS;
 const MAX_CHANGES: usize = 16;
 /// Histogram buckets per doubling.
 const STEPS_PER_DOUBLING: f64 = 8.0;
-const VERSION: u8 = 1;
+/// The version aggregates are written in: [`crate::format::AGGREGATE`]'s.
+const VERSION: u8 = crate::format::AGGREGATE.writes;
 
 /// The start of the minute holding `ts_ms`.
 pub fn minute_of(ts_ms: i64) -> i64 {
@@ -485,8 +486,9 @@ impl Agg {
 
     pub fn decode(b: &[u8], base: i64) -> Result<Self, DecodeError> {
         let mut r = Reader::new(b);
-        if r.u8()? != VERSION {
-            return Err(DecodeError::Truncated);
+        let version = r.u8()?;
+        if !crate::format::AGGREGATE.reads(version) {
+            return Err(DecodeError::Version(version));
         }
         let u32v = |r: &mut Reader<'_>| -> Result<u32, DecodeError> {
             u32::try_from(r.varint()?).map_err(|_| DecodeError::Truncated)

@@ -54,6 +54,8 @@ impl SeriesKey {
         out
     }
 
+    /// Decodes an entry: `Malformed` for an intact entry of a probe this build does not know
+    /// (a newer build's), another error for damage.
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
         if b.len() < 5 {
             return Err(DecodeError::Truncated);
@@ -63,7 +65,8 @@ impl SeriesKey {
             return Err(DecodeError::Checksum);
         }
         let mut r = Reader::new(body);
-        let probe = probe_of(r.u8()?).ok_or(DecodeError::Checksum)?;
+        // An intact entry of a probe this build does not know: a newer build's series.
+        let probe = probe_of(r.u8()?).ok_or(DecodeError::Malformed)?;
         let target: Arc<str> = get_str(&mut r)?.into();
         let n = r.varint()? as usize;
         let mut labels = Labels::new();

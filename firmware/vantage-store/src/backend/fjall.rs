@@ -7,6 +7,8 @@ use std::sync::Arc;
 use fjall::compaction::Fifo;
 use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use crate::format::ENGINE_FJALL;
+
 use super::{
     Backend, BackendError, BackendKind, Commit, EngineOptions, MetaKeys, MetaVisitor, SeqVisitor,
     block_key, key_seq, visit_entries, visit_index,
@@ -77,9 +79,32 @@ fn err(e: fjall::Error) -> BackendError {
     }
 }
 
+/// fjall's format marker in the engine's directory: `FJL` and the format's version.
+pub const VERSION_FILE: &str = "version";
+const VERSION_MAGIC: &[u8] = b"FJL";
+
+/// Refuses a directory whose fjall format is newer than this build reads, before fjall opens
+/// it: fjall calls any version it does not know invalid, which the store would take for
+/// damage and move aside, losing a newer build's rounds on a rollback.
+fn check_version(dir: &Path) -> Result<(), BackendError> {
+    let Ok(b) = std::fs::read(dir.join(VERSION_FILE)) else {
+        return Ok(());
+    };
+    match b.get(..4) {
+        Some([m0, m1, m2, v]) if [*m0, *m1, *m2] == VERSION_MAGIC && ENGINE_FJALL.is_newer(*v) => {
+            Err(BackendError::Newer(format!(
+                "its fjall format is {v}, this version reads up to {}",
+                ENGINE_FJALL.reads_newest
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl FjallBackend {
     pub fn open(dir: &Path, opts: &EngineOptions) -> Result<Self, BackendError> {
         std::fs::create_dir_all(dir).map_err(|e| BackendError::Io(e.to_string()))?;
+        check_version(dir)?;
         let (blocks_memtable, memtable) = memtable_sizes(opts.max_bytes);
         // Open files (fjall 3.1 / lsm-tree 3.1 source): the lock file and the active journal
         // stay open (sealed journals, version files and directory fsyncs are closed at once).

@@ -66,6 +66,10 @@ pub enum BackendError {
     /// The engine refuses further writes until it is reopened (fjall after a failed write).
     #[error("store needs to be reopened: {0}")]
     Poisoned(String),
+    /// The engine's files are in a format newer than this build reads (a newer version wrote
+    /// them): left untouched, neither opened nor moved aside.
+    #[error("store written by a newer version: {0}; left untouched")]
+    Newer(String),
 }
 
 impl BackendError {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use vantage_core::{LockExt, RwLockExt};
 
 use crate::backend::{Backend, BackendError, Commit};
-use crate::codec::{BlockMeta, StoredSample, encode_block};
+use crate::codec::{BlockMeta, DecodeError, StoredSample, encode_block};
+use crate::format;
 use crate::rollup::{self, Agg, Due};
 
 use super::details::{self, Details};
@@ -38,13 +39,18 @@ impl Inner {
         c.meta_removals = due.removals.clone();
         for ((series, minute), late) in &due.late {
             let k = rollup::key(*series, *minute);
-            let mut merged = Agg::default();
+            let mut stored = Ok(None);
             b.scan_meta_range(&k, &rollup::key(*series, minute + 1), &mut |_, v| {
-                if let Ok(a) = Agg::decode(v, *minute) {
-                    merged = a;
-                }
+                stored = Agg::decode(v, *minute).map(Some);
                 Ok(())
             })?;
+            let mut merged = match stored {
+                Ok(a) => a.unwrap_or_default(),
+                // A newer build's aggregate stays as it is; the late rounds are in the blocks.
+                Err(DecodeError::Version(v)) if format::AGGREGATE.is_newer(v) => continue,
+                // A damaged one is replaced.
+                Err(_) => Agg::default(),
+            };
             merged.merge(late);
             c.meta.push((k, merged.encode(*minute)));
         }

@@ -10,7 +10,7 @@ use vantage_core::LockExt;
 use vantage_core::ProbeKind;
 
 use crate::backend::{Backend, BackendError};
-use crate::codec::{BlockMeta, decode_block, encode_block};
+use crate::codec::{BlockMeta, DecodeError, decode_block, encode_block};
 use crate::rollup;
 use crate::series::SeriesKey;
 
@@ -37,11 +37,25 @@ impl Inner {
             bad: bad_index,
             rebuilt,
         } = load_index(b, floor, bounds)?;
-        let (series, bad_series) = load_series(b, &self.opts.dir)?;
+        let LoadedSeries {
+            series,
+            bad: bad_series,
+            unknown,
+        } = load_series(b, &self.opts.dir)?;
         let cursors = load_cursors(b)?;
 
         let mut st = self.state.lock_or_recover();
-        st.install_series(series);
+        // A newer build's series keep their ids (behind placeholders): new ones go after.
+        let len = unknown.keys().next_back().map_or(0, |m| m + 1);
+        st.install_series(series, len);
+        if !unknown.is_empty() {
+            tracing::warn!(
+                series = unknown.len(),
+                "store: series of probes this version does not know (written by a newer \
+                 version); kept untouched"
+            );
+        }
+        st.unknown_series = unknown;
         st.samples = index.values().map(|e| u64::from(e.meta.count)).sum();
         st.block_bytes = index.values().map(|e| u64::from(e.meta.len)).sum();
         st.cum_end = cum;
@@ -176,10 +190,15 @@ impl Inner {
 }
 
 impl State {
-    /// Installs the series dictionary loaded from the engine.
-    fn install_series(&mut self, mut series: BTreeMap<u32, SeriesKey>) {
-        // Series ids are dense; a hole (damaged entry) gets a placeholder so ids stay stable.
-        let n = series.keys().next_back().map_or(0, |m| *m as usize + 1);
+    /// Installs the series dictionary loaded from the engine, at least `len` ids long.
+    fn install_series(&mut self, mut series: BTreeMap<u32, SeriesKey>, len: u32) {
+        // Series ids are dense; a hole (damaged entry, or a series of a probe this build does
+        // not know) gets a placeholder so ids stay stable.
+        let n = series
+            .keys()
+            .next_back()
+            .map_or(0, |m| *m as usize + 1)
+            .max(len as usize);
         let mut dict = Vec::with_capacity(n);
         for id in 0..n as u32 {
             dict.push(series.remove(&id).unwrap_or_else(|| SeriesKey {
@@ -309,14 +328,20 @@ fn rebuild_index(
     rebuilt
 }
 
-/// The series dictionary from the engine, completed from the series log; and how many
-/// entries were damaged.
-fn load_series(
-    b: &dyn Backend,
-    dir: &Path,
-) -> Result<(BTreeMap<u32, SeriesKey>, u64), BackendError> {
+/// The series dictionary as loaded.
+struct LoadedSeries {
+    series: BTreeMap<u32, SeriesKey>,
+    /// Entries that did not decode.
+    bad: u64,
+    /// Intact entries of probes this build does not know (a newer build's), raw, by id.
+    unknown: BTreeMap<u32, Vec<u8>>,
+}
+
+/// The series dictionary from the engine, completed from the series log.
+fn load_series(b: &dyn Backend, dir: &Path) -> Result<LoadedSeries, BackendError> {
     let mut series: BTreeMap<u32, SeriesKey> = BTreeMap::new();
-    let mut bad_series = 0u64;
+    let mut unknown = BTreeMap::new();
+    let mut bad = 0u64;
     b.scan_meta(META_SERIES, &mut |k, v| {
         let id = k
             .get(1..5)
@@ -326,14 +351,21 @@ fn load_series(
             (Some(id), Ok(s)) => {
                 series.insert(id, s);
             }
-            _ => bad_series += 1,
+            (Some(id), Err(DecodeError::Malformed)) => {
+                unknown.insert(id, v.to_vec());
+            }
+            _ => bad += 1,
         }
         Ok(())
     })?;
     for (id, k) in read_series_log(dir) {
         series.entry(id).or_insert(k);
     }
-    Ok((series, bad_series))
+    Ok(LoadedSeries {
+        series,
+        bad,
+        unknown,
+    })
 }
 
 /// The shipping cursors as last committed.

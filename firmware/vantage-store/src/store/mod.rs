@@ -70,6 +70,10 @@ pub struct StoreStats {
     pub corrupt_blocks: u64,
     /// Blocks read back from the engine since the store opened (queries, shipping, checks).
     pub blocks_read: u64,
+    /// Samples in intact blocks this build cannot decode (written by a newer version), found
+    /// so far: kept on disk untouched and skipped by queries and shipping, until the bounds
+    /// drop them like any block.
+    pub unreadable_samples: u64,
     /// `None` when healthy; the last error while writes fail.
     pub error: Option<String>,
     pub last_commit: Option<SystemTime>,
@@ -202,8 +206,17 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
         let c = &inner.counters;
-        let st = inner.state.lock_or_recover();
+        let mut st = inner.state.lock_or_recover();
         let disk_bytes = inner.disk_usage();
+        let st = &mut *st;
+        // Blocks the bounds dropped since are no longer held.
+        st.unreadable.retain(|seq| st.index.contains_key(seq));
+        let unreadable_samples = st
+            .unreadable
+            .iter()
+            .filter_map(|seq| st.index.get(seq))
+            .map(|e| u64::from(e.meta.count))
+            .sum();
         let mut dropped = [0; 4];
         for (d, a) in dropped.iter_mut().zip(&c.dropped) {
             *d = a.load(Ordering::Relaxed);
@@ -234,6 +247,7 @@ impl Store {
             quarantined: c.quarantined.load(Ordering::Relaxed),
             corrupt_blocks: c.corrupt_blocks.load(Ordering::Relaxed),
             blocks_read: c.blocks_read.load(Ordering::Relaxed),
+            unreadable_samples,
             error: inner.error.lock_or_recover().clone(),
             last_commit: (last > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(last)),
         }

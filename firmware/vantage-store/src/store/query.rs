@@ -8,7 +8,8 @@ use vantage_core::{LockExt, RwLockExt};
 use vantage_core::ProbeKind;
 
 use crate::backend::{Backend, BackendError};
-use crate::codec::{StoredSample, decode_block};
+use crate::codec::{DecodeError, StoredSample, decode_block, is_intact};
+use crate::format;
 use crate::rollup::{self, Agg};
 
 use super::state::{DropReason, Inner, Store};
@@ -189,6 +190,8 @@ impl Inner {
                     if let Some(m) = rollup::key_minute(k) {
                         match Agg::decode(v, m) {
                             Ok(a) => out.push((m, a)),
+                            // A newer build's minute: kept, not shown.
+                            Err(DecodeError::Version(v)) if format::AGGREGATE.is_newer(v) => {}
                             Err(e) => {
                                 tracing::warn!(minute = m, "store: damaged aggregate skipped ({e})")
                             }
@@ -209,7 +212,9 @@ impl Inner {
         self.read_block_with(b.as_ref(), seq)
     }
 
-    /// Reads and decodes one block; a damaged or missing block is forgotten and counted.
+    /// Reads and decodes one block; a damaged or missing block is forgotten and counted. An
+    /// intact block this build cannot decode (a newer build wrote it) is kept, index entry
+    /// and all, and skipped: `None`, counted once in the unreadable samples.
     pub(super) fn read_block_with(
         &self,
         b: &dyn Backend,
@@ -219,6 +224,10 @@ impl Inner {
         let why = match b.get_block(seq) {
             Ok(Some(v)) => match decode_block(&v) {
                 Ok(s) => return Ok(Some(s)),
+                Err(e) if is_intact(&v) => {
+                    self.note_unreadable(seq, &e);
+                    return Ok(None);
+                }
                 Err(e) => e.to_string(),
             },
             Ok(None) => "block missing".to_string(),
@@ -240,5 +249,21 @@ impl Inner {
             );
         }
         Ok(None)
+    }
+
+    /// Remembers an intact block this build cannot decode; says so once per block.
+    fn note_unreadable(&self, seq: u64, e: &DecodeError) {
+        let mut st = self.state.lock_or_recover();
+        let Some(count) = st.index.get(&seq).map(|e| e.meta.count) else {
+            return;
+        };
+        if st.unreadable.insert(seq) {
+            tracing::warn!(
+                seq,
+                samples = count,
+                "store: block in a format this version cannot read ({e}), written by a newer \
+                 version; kept untouched and skipped"
+            );
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use vantage_core::{LockExt, RwLockExt};
 
 use crate::backend::{self, Backend, BackendError, Commit, EngineOptions};
-use crate::codec::encode_block;
+use crate::codec::{BlockMeta, encode_block};
 
 use super::sidecar::Head;
 use super::state::{Inner, META_CURSOR, META_FLOOR, META_NEXT, META_SERIES, OpenError};
@@ -142,34 +142,27 @@ impl Inner {
         let eopts = EngineOptions {
             max_bytes: self.opts.max_bytes,
         };
-        let (seqs, series, cursors, floor, next_seq) = {
+        let (series, unknown_series, cursors, floor, next_seq) = {
             let st = self.state.lock_or_recover();
             (
-                st.index.keys().copied().collect::<Vec<_>>(),
                 st.series.clone(),
+                st.unknown_series.clone(),
                 st.cursors.clone(),
                 st.floor,
                 st.next_seq,
             )
         };
         let new = backend::open(self.opts.backend, &tmp, &eopts)?;
-        let mut c = Commit::default();
-        let mut copied = 0u64;
-        for seq in seqs {
-            if let Some(samples) = self.read_block_with(old.as_ref(), seq)? {
-                let (block, meta) = encode_block(&samples);
-                c.index.push((seq, meta.encode().to_vec()));
-                c.blocks.push((seq, block));
-                copied += 1;
-            }
-            if c.blocks.len() >= 64 {
-                new.commit(std::mem::take(&mut c), false)?;
-            }
-        }
+        let (mut c, copied) = self.copy_blocks(old.as_ref(), new.as_ref())?;
         for (id, s) in series.iter().enumerate() {
             let mut k = META_SERIES.to_vec();
             k.extend_from_slice(&(id as u32).to_be_bytes());
-            c.meta.push((k, s.encode()));
+            // A newer build's series keeps its own bytes, not the placeholder.
+            let v = unknown_series
+                .get(&(id as u32))
+                .cloned()
+                .unwrap_or_else(|| s.encode());
+            c.meta.push((k, v));
         }
         for (name, cur) in &cursors {
             let mut k = META_CURSOR.to_vec();
@@ -199,6 +192,40 @@ impl Inner {
         let b = backend::open(self.opts.backend, dir, &eopts)?;
         self.load(b.as_ref(), None)?;
         Ok(b)
+    }
+
+    /// Copies the readable blocks into `new`, re-encoded, and the intact blocks this build
+    /// cannot decode byte for byte with their index entries; returns the commit still to write
+    /// and the blocks copied.
+    fn copy_blocks(
+        &self,
+        old: &dyn Backend,
+        new: &dyn Backend,
+    ) -> Result<(Commit, u64), BackendError> {
+        let entries: Vec<(u64, BlockMeta)> = {
+            let st = self.state.lock_or_recover();
+            st.index.iter().map(|(s, e)| (*s, e.meta)).collect()
+        };
+        let mut c = Commit::default();
+        let mut copied = 0u64;
+        for (seq, meta) in entries {
+            if let Some(samples) = self.read_block_with(old, seq)? {
+                let (block, meta) = encode_block(&samples);
+                c.index.push((seq, meta.encode().to_vec()));
+                c.blocks.push((seq, block));
+                copied += 1;
+            } else if self.state.lock_or_recover().unreadable.contains(&seq)
+                && let Some(raw) = old.get_block(seq)?
+            {
+                c.index.push((seq, meta.encode().to_vec()));
+                c.blocks.push((seq, raw));
+                copied += 1;
+            }
+            if c.blocks.len() >= 64 {
+                new.commit(std::mem::take(&mut c), false)?;
+            }
+        }
+        Ok((c, copied))
     }
 
     /// Drops and reopens the engine (fjall refuses writes after a failed one; a store that

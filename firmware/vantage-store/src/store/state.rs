@@ -2,7 +2,7 @@
 //! [`State`]), its counters, the meta keys and the shipping [`Cursor`]. It imports none of the
 //! files that work on them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -117,6 +117,12 @@ pub(super) struct State {
     pub(super) rollups: rollup::Open,
     /// Round details (trace paths, DNS answers) not yet written.
     pub(super) details: details::Details,
+    /// Intact blocks found in a format this build cannot decode (a newer build's): kept in
+    /// the index and on disk, skipped by reads, copied as they are by a salvage.
+    pub(super) unreadable: BTreeSet<u64>,
+    /// Raw dictionary entries of series whose probe this build does not know (a newer
+    /// build's), by id: a placeholder stands in for them, a salvage copies these bytes.
+    pub(super) unknown_series: BTreeMap<u32, Vec<u8>>,
 }
 
 #[derive(Default)]

@@ -6,7 +6,7 @@ use vantage_core::LockExt;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts};
-use vantage_store::{DropReason, EndpointStats};
+use vantage_store::{DropReason, EndpointStats, StoreStats};
 
 use super::{Shipping, Storage};
 use crate::metrics::Collect;
@@ -24,6 +24,7 @@ pub mod names {
     pub const STORE_WRITTEN: &str = "vantage_store_written_bytes_total";
     pub const STORE_QUARANTINED: &str = "vantage_store_quarantined_total";
     pub const STORE_CORRUPT: &str = "vantage_store_corrupt_blocks_total";
+    pub const STORE_UNREADABLE: &str = "vantage_store_unreadable_samples";
     pub const RW_SENT: &str = "vantage_remote_write_samples_sent_total";
     pub const RW_FAILURES: &str = "vantage_remote_write_failures_total";
     pub const RW_REJECTED: &str = "vantage_remote_write_rejected_samples_total";
@@ -51,6 +52,37 @@ fn counter(name: &str, help: &str, v: u64, out: &mut Vec<MetricFamily>) {
     c.inc_by(v);
     one(c, out);
 }
+
+type StoreCounter = fn(&StoreStats) -> u64;
+
+/// The store's counters: name, help, value.
+const STORE_COUNTERS: [(&str, &str, StoreCounter); 5] = [
+    (
+        names::STORE_COMMITS,
+        "Group commits written to the store.",
+        |s| s.commits,
+    ),
+    (
+        names::STORE_WRITE_ERRORS,
+        "Group commits that failed (retried with backoff).",
+        |s| s.commit_errors,
+    ),
+    (
+        names::STORE_WRITTEN,
+        "Bytes handed to the storage engine by commits.",
+        |s| s.bytes_committed,
+    ),
+    (
+        names::STORE_QUARANTINED,
+        "Damaged stores moved aside at start.",
+        |s| s.quarantined,
+    ),
+    (
+        names::STORE_CORRUPT,
+        "Damaged blocks, index entries or lost commits found.",
+        |s| s.corrupt_blocks,
+    ),
+];
 
 impl Collect for Storage {
     fn collect(&self, out: &mut Vec<MetricFamily>) {
@@ -100,34 +132,13 @@ impl Collect for Storage {
                 if st.healthy() { 1.0 } else { 0.0 },
                 out,
             );
-            counter(
-                names::STORE_COMMITS,
-                "Group commits written to the store.",
-                st.commits,
-                out,
-            );
-            counter(
-                names::STORE_WRITE_ERRORS,
-                "Group commits that failed (retried with backoff).",
-                st.commit_errors,
-                out,
-            );
-            counter(
-                names::STORE_WRITTEN,
-                "Bytes handed to the storage engine by commits.",
-                st.bytes_committed,
-                out,
-            );
-            counter(
-                names::STORE_QUARANTINED,
-                "Damaged stores moved aside at start.",
-                st.quarantined,
-                out,
-            );
-            counter(
-                names::STORE_CORRUPT,
-                "Damaged blocks, index entries or lost commits found.",
-                st.corrupt_blocks,
+            for (name, help, get) in STORE_COUNTERS {
+                counter(name, help, get(&st), out);
+            }
+            gauge(
+                names::STORE_UNREADABLE,
+                "Samples in blocks a newer version wrote in a format this one cannot read, found so far: kept on disk untouched, skipped by charts and shipping.",
+                st.unreadable_samples as f64,
                 out,
             );
         }
