@@ -558,6 +558,9 @@ pub(crate) struct Open {
     pub aggs: BTreeMap<(u32, i64), Packed>,
     /// Rounds of minutes already written, to merge into the written aggregates.
     pub late: BTreeMap<(u32, i64), Agg>,
+    /// A commit is writing late rounds: they are neither here nor readable in the table until
+    /// it is done, so a query waits for it.
+    pub late_in_flight: bool,
     /// Keys of aggregates below this were deleted.
     pub cleaned_below: i64,
     /// Keys to delete with the next commit.
@@ -639,6 +642,7 @@ impl Open {
     pub fn due(&mut self) -> Due {
         let below =
             (minute_of(self.newest - GRACE_MS - MINUTE_MS) + MINUTE_MS).max(self.written_below);
+        self.late_in_flight = !self.late.is_empty();
         let mut d = Due {
             written_below: below,
             removals: std::mem::take(&mut self.removals),
@@ -669,10 +673,12 @@ impl Open {
         }
         self.written_below = d.written_below;
         self.start_dirty = false;
+        self.late_in_flight = false;
     }
 
     /// The commit holding `d` failed: its deletions and late rounds wait for the next one.
     pub fn failed(&mut self, d: Due) {
+        self.late_in_flight = false;
         self.removals.extend(d.removals);
         for (k, a) in d.late {
             self.late.entry(k).or_default().merge(&a);

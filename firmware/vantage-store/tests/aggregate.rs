@@ -164,3 +164,60 @@ fn a_late_round_joins_its_written_minute() {
     let got = s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap();
     assert_eq!(got[0].1.rounds, 601, "counted once after a reopen");
 }
+
+/// Charts read while late rounds are committed (the committer runs every 100 ms beside the
+/// writer's own flushes): a late round moves from memory into the table with a commit, and a
+/// query overlapping that move must count it exactly once, never dropping back or ahead.
+#[test]
+fn queries_during_late_commits_count_each_round_once() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = (now_ms() - 3_600_000) / 3_600_000 * 3_600_000;
+    let to = t0 + 3_600_000;
+    let s = open(dir.path());
+    for i in 0..1200i64 {
+        s.append(&ping("a", t0 + i * 1000, 3000), &labels("x"));
+    }
+    s.flush().unwrap();
+    s.flush().unwrap();
+    const LATE: u64 = 150;
+    let appended = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..LATE {
+                appended.fetch_add(1, Ordering::SeqCst);
+                s.append(&ping("a", t0 + 30_000 + i as i64, 3000), &labels("x"));
+                s.flush().unwrap();
+            }
+        });
+        let (mut seen, mut after_the_writer) = (600, 0);
+        while appended.load(Ordering::SeqCst) < LATE || seen < 600 + LATE {
+            if appended.load(Ordering::SeqCst) == LATE {
+                after_the_writer += 1;
+                assert!(
+                    after_the_writer < 1000,
+                    "{seen} rounds, never {}",
+                    600 + LATE
+                );
+            }
+            let before = appended.load(Ordering::SeqCst);
+            let got = s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap()[0]
+                .1
+                .rounds as u64;
+            let after = appended.load(Ordering::SeqCst);
+            assert!(got >= seen, "{got} rounds after {seen}: late rounds missed");
+            assert!(
+                got >= 600 + before.saturating_sub(1),
+                "{got}: rounds appended before the query missed"
+            );
+            assert!(
+                got <= 600 + after,
+                "{got} rounds, at most {} appended: counted twice",
+                600 + after
+            );
+            seen = got;
+        }
+    });
+    let got = s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap();
+    assert_eq!(got[0].1.rounds as u64, 600 + LATE);
+}

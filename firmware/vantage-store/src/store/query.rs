@@ -89,8 +89,8 @@ impl Store {
     ) -> Result<Vec<(i64, Agg)>, BackendError> {
         let step = (step_ms.max(rollup::MINUTE_MS) / rollup::MINUTE_MS) * rollup::MINUTE_MS;
         let bucket = |t: i64| t.div_euclid(step) * step;
+        let (_serial, st) = self.inner.state_between_commits();
         let (ids, start, open, pending) = {
-            let st = self.inner.state.lock_or_recover();
             let ids = st.ids_of(target, probe);
             let open = st.rollups.in_memory(&ids, from_ms, to_ms);
             let pending: Vec<StoredSample> = st
@@ -108,6 +108,7 @@ impl Store {
                 pending,
             )
         };
+        drop(st);
         // Written minutes are those before `written`, the ones in memory at or after it: a
         // commit moving minutes between the two while this reads counts them once.
         let (start, written) = start;

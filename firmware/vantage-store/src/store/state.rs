@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 use vantage_core::LockExt;
@@ -214,6 +214,30 @@ impl State {
 }
 
 impl Inner {
+    /// The state for a query that reads written aggregates after it lets the lock go. Late
+    /// rounds (of minutes already written) move from memory into the table with a commit: a
+    /// query overlapping that move would count them twice or not at all. While any exist (in
+    /// memory, in flight, or pending), the query holds off commits (`commit_serial`, taken
+    /// before the state as the committer does) until its guard is dropped. Rare: a clock set
+    /// back.
+    pub(super) fn state_between_commits(
+        &self,
+    ) -> (Option<MutexGuard<'_, ()>>, MutexGuard<'_, State>) {
+        let st = self.state.lock_or_recover();
+        let late = |st: &State| {
+            let r = &st.rollups;
+            r.late_in_flight
+                || !r.late.is_empty()
+                || st.pending.iter().any(|s| s.timestamp_ms < r.written_below)
+        };
+        if !late(&st) {
+            return (None, st);
+        }
+        drop(st);
+        let serial = self.commit_serial.lock_or_recover();
+        (Some(serial), self.state.lock_or_recover())
+    }
+
     pub(super) fn backend_err(&self, e: &BackendError) {
         let msg = e.to_string();
         let mut err = self.error.lock_or_recover();
