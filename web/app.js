@@ -1194,29 +1194,38 @@ function nodeExporterCard(ne) {
     h('p', { class: 'hint' }, 'Node exporter with its textfile collector: the machine\'s own metrics, plus those of local scripts (BGP, IPsec, temperature…) that write *.prom files into ',
       h('code', {}, ne.textfile_directory), `, on port ${ne.port} of every address, without authentication. Off by default; the choice survives reboots and updates.`),
     h('div', { class: 'form-errors' }), button);
-  form.addEventListener('submit', (ev) => {
+  // Polls until the helper applied `want` or failed; bounded by count, not time. A failure
+  // recorded before this switch reads the same until the helper has run, so it counts only
+  // when seen twice with nothing pending.
+  const follow = (want, gen) => busy(button, async () => {
+    let settled = 0;
+    try {
+      for (let i = 0; i < 30 && gen === viewGeneration; i++) {
+        await new Promise((r) => { setTimeout(r, 1000); });
+        const s = await api('GET', '/api/node-exporter');
+        settled = s.pending === null ? settled + 1 : 0;
+        if (settled && (s.enabled === want || (s.failed && settled > 1))) {
+          show(s);
+          if (s.enabled === want) toast(`Local metrics switched ${want ? 'on' : 'off'}`);
+          return;
+        }
+        show(s, want);
+      }
+      if (gen === viewGeneration) line.textContent = 'Not applied yet: the device\'s helper has not taken the switch up (journalctl -u vantage-image-node-exporter).';
+    } catch (e) { showErrors(form, e); }
+  });
+  form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const gen = viewGeneration;
     const want = !ne.enabled;
-    busy(button, async () => {
-      try {
-        show(await api('PUT', '/api/node-exporter', { enabled: want }), want);
-        showErrors(form, null);
-        // The helper applies it within a second or two; bounded by count, not time.
-        for (let i = 0; i < 30 && gen === viewGeneration; i++) {
-          await new Promise((r) => { setTimeout(r, 1000); });
-          const s = await api('GET', '/api/node-exporter');
-          if (s.pending === null && (s.enabled === want || s.failed)) {
-            show(s);
-            if (!s.failed) toast(`Local metrics switched ${want ? 'on' : 'off'}`);
-            return;
-          }
-          show(s, want);
-        }
-        line.textContent = 'Not applied yet: the device\'s helper did not take the switch up (journalctl -u vantage-image-node-exporter).';
-      } catch (e) { showErrors(form, e); }
-    });
+    try {
+      show(await busy(button, () => api('PUT', '/api/node-exporter', { enabled: want })), want);
+      showErrors(form, null);
+    } catch (e) { showErrors(form, e); return; }
+    follow(want, gen);
   });
+  // Opened while a switch is on its way: follow it too.
+  if (ne.pending !== null && ne.pending !== undefined) follow(ne.pending, viewGeneration);
   return form;
 }
 
