@@ -15,7 +15,8 @@
 #      disk, volatile journal, no failed unit; the node exporter off (nothing on port 9100),
 #      switched on through the page's API: it answers on 9100 (a fourth port forward) within
 #      2 minutes with a *.prom file dropped into its textfile directory over SSH, and after a
-#      reboot it is still on, the file still there;
+#      reboot it is still on, the file still there; switched off and the power cut at once, the
+#      next boot has it off;
 #   3. power cuts: QEMU killed at random moments (while booting, while probing, while the page's
 #      API saves the config in a loop), booted again, --cuts times: every boot reaches /metrics
 #      with its probes succeeding (the target added through the page included), the config is
@@ -717,7 +718,7 @@ node_wait() { # node_wait SECONDS: until the exporter answers; sets $node_took
 }
 node_units() { g 'systemctl status --no-pager vantage-image-node-exporter.service prometheus-node-exporter.service 2>&1 | tail -20' | tr '\n' ' '; }
 node_exporter_checks() {
-  local dir=/var/lib/prometheus/node-exporter line='vantage_image_test_textfile{from="ssh"} 42'
+  local dir=/var/lib/prometheus/node-exporter line='vantage_image_test_textfile{from="ssh"} 42' when
   if g 'ss -Htln "sport = :9100"' | grep -q . || node_scrape; then
     bad "node exporter listening on a fresh image"
   else ok "node exporter off on a fresh image (nothing on port 9100)"; fi
@@ -748,6 +749,22 @@ node_exporter_checks() {
     bad "after a reboot: nothing on port 9100 or no file: $(node_units)"
   api GET /api/node-exporter
   [ "$(jqr .enabled)" = true ] && ok "the page sees it on after the reboot" || bad "GET /api/node-exporter after the reboot: $(head -c 300 "$api_out")"
+  # Switched off, and the power cut right after the answer: whether the helper ran before the
+  # cut, was cut halfway or never started, the next boot has it off.
+  api PUT /api/node-exporter '{"enabled":false}'
+  local put=$code
+  power_cut
+  [ "$put" = 202 ] && ok "switched off through the page's API (202), power cut at once" || bad "PUT off: $put $(head -c 300 "$api_out")"
+  start_qemu
+  wait_metrics || { bad "boot $boot_no after the cut: no /metrics"; show_console; }
+  ssh_wait || bad "boot $boot_no: no SSH"
+  login || bad "login after the cut: $code"
+  api GET /api/node-exporter
+  if [ "$(jqr .enabled)" = false ] && [ "$(jqr .pending)" = null ] && ! g 'systemctl is-enabled --quiet prometheus-node-exporter' &&
+    ! g 'ss -Htln "sport = :9100"' | grep -q .; then
+    when=$(g 'journalctl -b -o cat --no-pager -u vantage-image-node-exporter' | grep -q 'switched off' && echo 'at this boot' || echo 'before the cut')
+    ok "after the cut the switch off is applied ($when): nothing on port 9100, the page says off"
+  else bad "after the cut: $(head -c 300 "$api_out"), $(node_units)"; fi
   clock_offset
 }
 
