@@ -12,7 +12,11 @@
 #      through the API is probed (success 1 in /metrics);
 #   2. an authorized_keys file dropped on the boot partition turns SSH on (keys only): through
 #      it, the hostname vantage-XXXX, its mDNS announcement, the root partition grown to the
-#      disk, volatile journal, no failed unit;
+#      disk, volatile journal, no failed unit; the node exporter off (nothing on port 9100),
+#      switched on through the page's API: it answers on 9100 (a fourth port forward) within
+#      2 minutes with a *.prom file dropped into its textfile directory over SSH, and after a
+#      reboot it is still on, the file still there; switched off and the power cut at once, the
+#      next boot has it off;
 #   3. power cuts: QEMU killed at random moments (while booting, while probing, while the page's
 #      API saves the config in a loop), booted again, --cuts times: every boot reaches /metrics
 #      with its probes succeeding (the target added through the page included), the config is
@@ -185,7 +189,7 @@ free_port() {
     ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return; }
   done
 }
-p_metrics=$(free_port) p_http=$(free_port) p_ssh=$(free_port)
+p_metrics=$(free_port) p_http=$(free_port) p_ssh=$(free_port) p_node=$(free_port)
 
 boot_no=0
 start_qemu() {
@@ -208,6 +212,7 @@ start_qemu() {
   # restrict=on: the guest reaches nothing but the forwarded ports (no NTP, no DNS outside),
   # and with --update the fleet server at $fleet_ip:443 (relayed to the host's 127.0.0.1).
   local fwd="hostfwd=tcp:127.0.0.1:$p_metrics-:9430,hostfwd=tcp:127.0.0.1:$p_http-:80,hostfwd=tcp:127.0.0.1:$p_ssh-:22"
+  fwd="$fwd,hostfwd=tcp:127.0.0.1:$p_node-:9100"
   [ -n "${p_www:-}" ] && fwd="$fwd,guestfwd=tcp:$fleet_ip:443-cmd:$python $work/fleet/relay.py $p_www"
   "$QEMU" "${qemu_args[@]}" "${machine[@]}" -smp 2 -m 1024 \
     -drive "file=$disk,format=raw,if=none,id=d0,cache=writeback" -device virtio-blk-pci,drive=d0,bootindex=0 \
@@ -702,6 +707,68 @@ if [ -n "$bundle" ]; then
     { bad "fleet server did not start: $(tail -3 "$work/fleet/server.log" "$work/fleet/openssl.log" 2>/dev/null | tr '\n' ' ')"; finish; }
 fi
 
+# Local metrics: Debian's node exporter, off on a fresh image, switched on through the page's
+# API (the daemon writes its request, the image's root path unit applies it). Ends with the
+# guest rebooted, /metrics answering and a session open again.
+node_scrape() { curl -sf --max-time 10 "http://127.0.0.1:$p_node/metrics" -o "$work/node-metrics" 2>/dev/null; }
+node_wait() { # node_wait SECONDS: until the exporter answers; sets $node_took
+  local t0=$SECONDS
+  while [ $((SECONDS - t0)) -lt "$1" ]; do node_scrape && { node_took=$((SECONDS - t0)); return 0; }; sleep 2; done
+  return 1
+}
+node_units() { g 'systemctl status --no-pager vantage-image-node-exporter.service prometheus-node-exporter.service 2>&1 | tail -20' | tr '\n' ' '; }
+node_exporter_checks() {
+  local dir=/var/lib/prometheus/node-exporter line='vantage_image_test_textfile{from="ssh"} 42' when
+  if g 'ss -Htln "sport = :9100"' | grep -q . || node_scrape; then
+    bad "node exporter listening on a fresh image"
+  else ok "node exporter off on a fresh image (nothing on port 9100)"; fi
+  api GET /api/node-exporter
+  [ "$code" = 200 ] && [ "$(jqr .available)" = true ] && [ "$(jqr .enabled)" = false ] && [ "$(jqr .textfile_directory)" = "$dir" ] &&
+    ok "the page offers local metrics, off ($dir, port $(jqr .port))" || bad "GET /api/node-exporter: $code $(head -c 300 "$api_out")"
+  api PUT /api/node-exporter '{"enabled":true}'
+  [ "$code" = 202 ] && ok "local metrics switched on through the page's API (202)" || bad "PUT /api/node-exporter: $code $(head -c 300 "$api_out")"
+  node_wait 120 && ok "the node exporter answers on port 9100 after $node_took s" ||
+    bad "nothing on port 9100 2 minutes after the switch: $(node_units)"
+  api GET /api/node-exporter
+  [ "$(jqr .enabled)" = true ] && [ "$(jqr .active)" = active ] && [ "$(jqr .pending)" = null ] &&
+    ok "the page sees it on and running" || bad "GET /api/node-exporter after the switch: $(head -c 300 "$api_out")"
+  # A local script's file, written whole (temp file, then rename) as the textfile collector wants.
+  g "printf '# TYPE vantage_image_test_textfile gauge\n%s\n' '$line' >$dir/test.prom.tmp && mv $dir/test.prom.tmp $dir/test.prom"
+  node_scrape && grep -qxF "$line" "$work/node-metrics" && ok "a .prom file dropped into $dir shows in the exporter's /metrics" ||
+    bad "the .prom file is not in the exporter's /metrics: $(grep -c . "$work/node-metrics" 2>/dev/null) lines, $(grep textfile "$work/node-metrics" | head -3 | tr '\n' ' ')"
+  if [ "$ab" = 1 ]; then
+    g "test -L /data/overlay/etc/upper/systemd/system/multi-user.target.wants/prometheus-node-exporter.service && test -f /data/overlay/var/upper${dir#/var}/test.prom" &&
+      ok "the switch (its unit link in /etc) and the file are on the data partition" || bad "the switch or the .prom file is not on /data"
+  fi
+  guest_reboot
+  start_qemu
+  wait_metrics || { bad "boot $boot_no after the switch: no /metrics"; show_console; }
+  ssh_wait || bad "boot $boot_no: no SSH"
+  login || bad "login after the reboot: $code"
+  node_wait 120 && grep -qxF "$line" "$work/node-metrics" && ok "after a reboot the node exporter is still on, with the file" ||
+    bad "after a reboot: nothing on port 9100 or no file: $(node_units)"
+  api GET /api/node-exporter
+  [ "$(jqr .enabled)" = true ] && ok "the page sees it on after the reboot" || bad "GET /api/node-exporter after the reboot: $(head -c 300 "$api_out")"
+  # Switched off, and the power cut right after the answer: whether the helper ran before the
+  # cut, was cut halfway or never started, the next boot has it off.
+  api PUT /api/node-exporter '{"enabled":false}'
+  local put=$code
+  power_cut
+  [ "$put" = 202 ] && ok "switched off through the page's API (202), power cut at once" || bad "PUT off: $put $(head -c 300 "$api_out")"
+  start_qemu
+  wait_metrics || { bad "boot $boot_no after the cut: no /metrics"; show_console; }
+  ssh_wait || bad "boot $boot_no: no SSH"
+  login || bad "login after the cut: $code"
+  api GET /api/node-exporter
+  if [ "$(jqr .enabled)" = false ] && [ "$(jqr .pending)" = null ] && ! g 'systemctl is-enabled --quiet prometheus-node-exporter' &&
+    ! g 'ss -Htln "sport = :9100"' | grep -q .; then
+    when=$(g 'journalctl -b -o cat --no-pager -u vantage-image-node-exporter' | grep -q 'switched off' && echo 'at this boot' || echo 'before the cut')
+    ok "after the cut the switch off is applied ($when): nothing on port 9100, the page says off"
+  else bad "after the cut: $(head -c 300 "$api_out"), $(node_units)"; fi
+  clock_offset
+}
+
+# 1. First boot of the untouched image.
 # 1. First boot of the untouched image.
 t_begin=$(date +%s)
 start_qemu
@@ -863,6 +930,8 @@ login || bad "login after a power cut: $code"
 g "vantage check-config '$cfg_path' >/dev/null" && ok "$cfg_path loads (vantage check-config)" ||
   bad "$cfg_path does not load: $(g "vantage check-config '$cfg_path'" 2>&1 | head -3)"
 clock_offset
+
+node_exporter_checks
 
 [ -n "$bundle" ] && update_checks
 

@@ -1053,10 +1053,10 @@ function linesOf(textarea) {
 
 async function showSettings() {
   const gen = setView('settings');
-  let s, cfg, tls, rw, store, leds, upd;
+  let s, cfg, tls, rw, store, leds, upd, nodeExp;
   try {
-    [s, cfg, tls, rw, store, leds, upd] = await Promise.all(['/api/settings', '/api/config', '/api/tls',
-      '/api/config/remote_write', '/api/config/store', '/api/config/leds', '/api/update'].map((p) => api('GET', p)));
+    [s, cfg, tls, rw, store, leds, upd, nodeExp] = await Promise.all(['/api/settings', '/api/config', '/api/tls',
+      '/api/config/remote_write', '/api/config/store', '/api/config/leds', '/api/update', '/api/node-exporter'].map((p) => api('GET', p)));
   } catch (e) { if (e.status !== 401) toast(e.message); return; }
 
   // Password
@@ -1167,7 +1167,66 @@ async function showSettings() {
     cfg.errors.length ? h('ul', { class: 'errors' }, cfg.errors.map((e) => h('li', {}, `line ${e.line}: ${e.field} ${e.message}`))) : null,
     h('pre', { class: 'file' }, cfg.text));
 
-  render(gen, h('h1', {}, 'Settings'), rwCard, storeCard, ledsCard, pwForm, accForm, httpsForm, updateCard(upd), file);
+  render(gen, h('h1', {}, 'Settings'), rwCard, storeCard, ledsCard, pwForm, accForm, httpsForm, updateCard(upd),
+    nodeExporterCard(nodeExp), file);
+}
+
+// Settings → Local metrics (GET /api/node-exporter; only on the image): Debian's node exporter,
+// switched on or off by the image's root helper, which this card polls until it has.
+function nodeExporterLine(s, want) {
+  if (want !== null && want !== undefined) return `Switching ${want ? 'on' : 'off'}…`;
+  const failed = s.failed ? ' The last switch failed: the device\'s journal says why (journalctl -u vantage-image-node-exporter).' : '';
+  return (s.enabled ? `On (${s.active}): ` : 'Off.') + failed;
+}
+
+function nodeExporterCard(ne) {
+  if (!ne || !ne.available) return null;
+  const line = h('p', { id: 'node-exporter-state' });
+  const button = h('button', { type: 'submit', class: 'primary', id: 'node-exporter-switch' });
+  const show = (s, want) => {
+    ne = s;
+    const url = `http://${location.hostname}:${s.port}/metrics`;
+    line.replaceChildren(nodeExporterLine(s, want), s.enabled && (want === null || want === undefined) ? h('a', { href: url }, url) : null);
+    button.textContent = s.enabled ? 'Switch off' : 'Switch on';
+  };
+  show(ne, ne.pending);
+  const form = h('form', { class: 'card', novalidate: true, id: 'node-exporter' }, h('h2', {}, 'Local metrics'), line,
+    h('p', { class: 'hint' }, 'Node exporter with its textfile collector: the machine\'s own metrics, plus those of local scripts (BGP, IPsec, temperature…) that write *.prom files into ',
+      h('code', {}, ne.textfile_directory), `, on port ${ne.port} of every address, without authentication. Off by default; the choice survives reboots and updates.`),
+    h('div', { class: 'form-errors' }), button);
+  // Polls until the helper applied `want` or failed; bounded by count, not time. A failure
+  // recorded before this switch reads the same until the helper has run, so it counts only
+  // when seen twice with nothing pending.
+  const follow = (want, gen) => busy(button, async () => {
+    let settled = 0;
+    try {
+      for (let i = 0; i < 30 && gen === viewGeneration; i++) {
+        await new Promise((r) => { setTimeout(r, 1000); });
+        const s = await api('GET', '/api/node-exporter');
+        settled = s.pending === null ? settled + 1 : 0;
+        if (settled && (s.enabled === want || (s.failed && settled > 1))) {
+          show(s);
+          if (s.enabled === want) toast(`Local metrics switched ${want ? 'on' : 'off'}`);
+          return;
+        }
+        show(s, want);
+      }
+      if (gen === viewGeneration) line.textContent = 'Not applied yet: the device\'s helper has not taken the switch up (journalctl -u vantage-image-node-exporter).';
+    } catch (e) { showErrors(form, e); }
+  });
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const gen = viewGeneration;
+    const want = !ne.enabled;
+    try {
+      show(await busy(button, () => api('PUT', '/api/node-exporter', { enabled: want })), want);
+      showErrors(form, null);
+    } catch (e) { showErrors(form, e); return; }
+    follow(want, gen);
+  });
+  // Opened while a switch is on its way: follow it too.
+  if (ne.pending !== null && ne.pending !== undefined) follow(ne.pending, viewGeneration);
+  return form;
 }
 
 // The image's A/B state (GET /api/update's `image`, null off an A/B image: then nothing is said

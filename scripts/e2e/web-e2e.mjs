@@ -348,6 +348,10 @@ http = { url = "https://127.0.0.1:${WEB_PORT}/", insecure = true, interval = "1s
     await step('settings page: turn HTTPS on', async () => {
       await wd('POST', s('/url'), { url: `${URL_}#/settings` });
       await waitCss('pre.file');
+      // Off the image (no helper, no node exporter) the page offers no local metrics switch.
+      if (!(await exec("return !document.getElementById('node-exporter') && !/Local metrics/.test(document.body.innerText)"))) {
+        throw new Error('the Local metrics card is shown off the image');
+      }
       await type('#f-https_listen', '127.0.0.1:9443');
       await exec("document.getElementById('f-https_listen').form.requestSubmit()");
       await waitFor('HTTPS on', () => exec("return /Serving HTTPS on 127.0.0.1:9443/.test(document.body.innerText)"));

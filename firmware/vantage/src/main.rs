@@ -9,6 +9,7 @@ mod http;
 mod leds_cmd;
 mod malloc;
 mod metrics;
+mod node_exporter;
 mod oneshot;
 mod probe_compat;
 mod probe_guard;

@@ -68,7 +68,14 @@ for u in vantage.service systemd-networkd.service avahi-daemon.service vantage-i
   vantage-image-setup-code.service; do
   chroot "$ROOT" systemctl is-enabled --quiet "$u" || { echo "$u is not enabled" >&2; exit 1; }
 done
-if chroot "$ROOT" systemctl is-enabled --quiet ssh.service; then
-  echo "ssh.service is enabled; it must be off by default" >&2
-  exit 1
-fi
+for u in ssh.service prometheus-node-exporter.service; do
+  if chroot "$ROOT" systemctl is-enabled --quiet "$u"; then
+    echo "$u is enabled (its package's postinst did it); it must be off by default" >&2
+    exit 1
+  fi
+done
+chroot "$ROOT" systemctl is-enabled --quiet vantage-image-node-exporter.path ||
+  { echo "vantage-image-node-exporter.path is not enabled: the page could not switch the node exporter" >&2; exit 1; }
+# The node exporter's textfile directory (Debian's default), for local scripts' *.prom files; on
+# the A/B image /var's upper layer is on the data partition, so what they write stays there.
+[ -d "$ROOT/var/lib/prometheus/node-exporter" ] || install -d -m 0755 "$ROOT/var/lib/prometheus/node-exporter"

@@ -73,10 +73,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/config/leds"),
     ("GET", "/api/update"),
     ("POST", "/api/update"),
+    ("GET", "/api/node-exporter"),
+    ("PUT", "/api/node-exporter"),
 ];
 
 pub fn router(web: Arc<Web>) -> Router {
-    super::update::routes(super::sections::routes(Router::new()))
+    let modules = super::node_exporter::routes(Router::new());
+    super::update::routes(super::sections::routes(modules))
         .route("/api/auth/state", get(auth_state))
         .route("/api/auth/setup", post(setup))
         .route("/api/auth/login", post(login))

@@ -15,6 +15,7 @@ mod diagnostics;
 mod error;
 mod guard;
 mod history;
+mod node_exporter;
 mod run_now;
 mod saving;
 mod secrets;
@@ -36,6 +37,7 @@ use axum::extract::FromRef;
 
 use crate::state::{AppState, Probing, Reloader};
 use crate::storage::Storage;
+pub(crate) use config_file::write_atomic;
 pub use history::{HistorySource, MemoryHistory, StoreHistory};
 pub use server::serve_http;
 
@@ -54,6 +56,8 @@ pub struct Web {
     pub runs: Arc<run_now::Runs>,
     /// Settings → Update: the uploaded bundle's check and install.
     pub update: Arc<crate::update::Updater>,
+    /// Settings → Local metrics: the image's node exporter, switched through a request file.
+    pub node_exporter: Arc<crate::node_exporter::NodeExporter>,
 }
 
 // The parts of the device's state that web handlers share with the daemon's endpoints.
@@ -118,6 +122,9 @@ impl Web {
                 Arc::new(crate::update::Rauc::new(Path::new(crate::update::KEYRING))),
                 data_dir.join(crate::update::SPOOL_DIR),
             ),
+            node_exporter: Arc::new(crate::node_exporter::NodeExporter::new(
+                crate::node_exporter::Paths::image(data_dir),
+            )),
         }))
     }
 }

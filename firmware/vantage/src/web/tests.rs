@@ -2843,6 +2843,8 @@ async fn a_tcp_target_from_the_modules_form_saves() {
     assert!(r.text.contains("tcp.port"), "{}", r.text);
 }
 
+#[path = "node_exporter_tests.rs"]
+mod node_exporter_tests;
 #[path = "run_now_tests.rs"]
 mod run_now_tests;
 #[path = "update_tests.rs"]
