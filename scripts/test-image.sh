@@ -259,14 +259,16 @@ arch_checks() {
 show_console() { echo "---- console of boot $boot_no (last 30 lines)"; tail -30 "$console" | tr -d '\r'; echo "----"; }
 
 # The page's JSON API (docs/API.md) as the page uses it: a session cookie, X-CSRF-Token on
-# writes, Origin naming the page itself. api METHOD PATH [JSON] sets $code; the answer is in
-# $api_out. $api_port picks the port (80: the page as a user opens it; 9430 forwarded).
+# writes, Origin naming the page itself. api METHOD PATH [BODY [CONTENT-TYPE]] sets $code; the
+# answer is in $api_out. BODY is JSON unless CONTENT-TYPE says otherwise; @FILE sends a file as
+# it is. $api_port picks the port (80: the page as a user opens it; 9430 forwarded); $api_max
+# the seconds a request may take (default 60).
 api_out=$work/api.json jar=$work/cookies csrf="" origin=""
 api() {
-  local args=(-s --max-time 60 -o "$api_out" -w '%{http_code}' -X "$1" -b "$jar" -c "$jar"
+  local args=(-s --max-time "${api_max:-60}" -o "$api_out" -w '%{http_code}' -X "$1" -b "$jar" -c "$jar"
     -H "Origin: ${origin:-http://127.0.0.1:$api_port}")
   [ -n "$csrf" ] && args+=(-H "X-CSRF-Token: $csrf")
-  [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+  [ $# -ge 3 ] && args+=(-H "Content-Type: ${4:-application/json}" --data-binary "$3")
   : >"$api_out"
   code=$(curl "${args[@]}" "http://127.0.0.1:$api_port$2" 2>/dev/null) || true
   [ -n "$code" ] || code=000
@@ -319,6 +321,13 @@ ro_checks() {
 }
 slot_now() { g 'sed -n "s/.*rauc\.slot=\([AB]\).*/\1/p" /proc/cmdline'; }
 build_now() { g '. /usr/lib/vantage-image/release; echo $BUILD'; }
+# What an install writes: GRUB's environment and the head of the slot not running (compared
+# before and after a refused bundle).
+install_state() {
+  local other=b
+  [ "$(slot_now)" = B ] && other=a
+  g "grub-editenv /boot/firmware/EFI/debian/grubenv list; head -c 16M /dev/disk/by-partlabel/vantage-$other | sha256sum"
+}
 # health_wait SLOT BUILD: until vantage-image-health recorded BUILD as good in SLOT.
 health_wait() {
   local t0=$SECONDS
@@ -588,10 +597,10 @@ update_checks() {
 
   # Another signer: refused, slot B and GRUB's environment untouched.
   g 'cat >/data/foreign.raucb' <"$work/foreign.raucb"
-  env0=$(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
+  env0=$(install_state)
   out=$(g 'rauc install /data/foreign.raucb 2>&1; echo "rc=$?"')
-  env1=$(g 'grub-editenv /boot/firmware/EFI/debian/grubenv list; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
-  if grep -q 'rc=[1-9]' <<<"$out" && [ "$env0" = "$env1" ]; then
+  env1=$(install_state)
+  if grep -q 'rc=[1-9]' <<<"$out" && [ -n "$env0" ] && [ "$env0" = "$env1" ]; then
     ok "a bundle signed by another key is refused, nothing written: $(grep -i -m1 'error\|fail' <<<"$out")"
   else bad "bundle of another signer: $(tail -3 <<<"$out" | tr '\n' ' ') (slot or env changed: $([ "$env0" = "$env1" ] && echo no || echo yes))"; fi
   g 'rm -f /data/foreign.raucb'
