@@ -36,13 +36,21 @@
 #   marks it good, with the password, the config, the stored rounds, the SSH host keys kept,
 #   and the daemon does not fetch that version again; then a broken build of it (the daemon
 #   exits at start) is installed: the device reboots into the good slot by itself, which says
-#   so; `touch /usr/x` fails on every slot. Then power cuts while `rauc install` writes the
-#   other slot (--install-cuts, at rising points of its progress) and while an installed build
-#   boots on trial (--trial-cuts, early in the boot, once the daemon answers, and right after
-#   the health check marked it good: then the same slot must start again): after each the
-#   device boots a slot marked good, the password, the config and the stored rounds kept. Last,
-#   GRUB's environment torn by a cut (its file emptied after an install, then garbage on a good
-#   slot): GRUB reads the backup copy, starts the slot it names, and the file is written again.
+#   so; `touch /usr/x` fails on every slot. Then the page's Settings → Update, driven through
+#   its API as the page does (port 80, session cookie, X-CSRF-Token, its Origin): a bundle of
+#   another signer is refused (422, nothing written, nothing left in the spool); a build of its
+#   own (page.raucb) is uploaded as the raw body, answered once its signature checked out, and
+#   polled through GET /api/update until installed (progress and time printed); the page does
+#   not reboot, so the test reboots the guest, and the other slot starts that build, is marked
+#   good, with the password, the config and the stored rounds kept, and GET /api/update shows
+#   that slot, version and build and the last trial's result. Then power cuts while `rauc
+#   install` writes the other slot (--install-cuts, at rising points of its progress) and while
+#   an installed build boots on trial (--trial-cuts, early in the boot, once the daemon
+#   answers, and right after the health check marked it good: then the same slot must start
+#   again): after each the device boots a slot marked good, the password, the config and the
+#   stored rounds kept. Last, GRUB's environment torn by a cut (its file emptied after an
+#   install, then garbage on a good slot): GRUB reads the backup copy, starts the slot it
+#   names, and the file is written again.
 #
 #   scripts/test-image.sh [IMAGE.img.xz|IMAGE.img]   default dist/vantage-<version>-<arch>.img.xz
 #     --arch A         arm64 or amd64 (default: from the image's name, else arm64)
@@ -75,7 +83,7 @@ while [ $# -gt 0 ]; do
     --update) bundle=${2:?}; shift 2 ;;
     --install-cuts) install_cuts=${2:?}; shift 2 ;;
     --trial-cuts) trial_cuts=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,56p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,64p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "test-image.sh: unknown option '$1'" >&2; exit 2 ;;
     *) image=$1; shift ;;
   esac
@@ -267,14 +275,16 @@ arch_checks() {
 show_console() { echo "---- console of boot $boot_no (last 30 lines)"; tail -30 "$console" | tr -d '\r'; echo "----"; }
 
 # The page's JSON API (docs/API.md) as the page uses it: a session cookie, X-CSRF-Token on
-# writes, Origin naming the page itself. api METHOD PATH [JSON] sets $code; the answer is in
-# $api_out. $api_port picks the port (80: the page as a user opens it; 9430 forwarded).
+# writes, Origin naming the page itself. api METHOD PATH [BODY [CONTENT-TYPE]] sets $code; the
+# answer is in $api_out. BODY is JSON unless CONTENT-TYPE says otherwise; @FILE sends a file as
+# it is. $api_port picks the port (80: the page as a user opens it; 9430 forwarded); $api_max
+# the seconds a request may take (default 60).
 api_out=$work/api.json jar=$work/cookies csrf="" origin=""
 api() {
-  local args=(-s --max-time 60 -o "$api_out" -w '%{http_code}' -X "$1" -b "$jar" -c "$jar"
+  local args=(-s --max-time "${api_max:-60}" -o "$api_out" -w '%{http_code}' -X "$1" -b "$jar" -c "$jar"
     -H "Origin: ${origin:-http://127.0.0.1:$api_port}")
   [ -n "$csrf" ] && args+=(-H "X-CSRF-Token: $csrf")
-  [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+  [ $# -ge 3 ] && args+=(-H "Content-Type: ${4:-application/json}" --data-binary "$3")
   : >"$api_out"
   code=$(curl "${args[@]}" "http://127.0.0.1:$api_port$2" 2>/dev/null) || true
   [ -n "$code" ] || code=000
@@ -327,6 +337,13 @@ ro_checks() {
 }
 slot_now() { g 'sed -n "s/.*rauc\.slot=\([AB]\).*/\1/p" /proc/cmdline'; }
 build_now() { g '. /usr/lib/vantage-image/release; echo $BUILD'; }
+# What an install writes: GRUB's environment and the head of the slot not running (compared
+# before and after a refused bundle).
+install_state() {
+  local other=b
+  [ "$(slot_now)" = B ] && other=a
+  g "cat /boot/firmware/EFI/debian/grubenv* | sha256sum; head -c 16M /dev/disk/by-partlabel/vantage-$other | sha256sum"
+}
 # health_wait SLOT BUILD: until vantage-image-health recorded BUILD as good in SLOT.
 health_wait() {
   local t0=$SECONDS
@@ -421,6 +438,7 @@ prepare_bundles() {
   [ -n "$base_build" ] || return 1
   derive_bundle next build/rauc-dev
   derive_bundle again build/rauc-dev
+  derive_bundle page build/rauc-dev
   derive_bundle foreign "$work/other-key"
   printf '#!/bin/sh\necho "this build is broken on purpose: it exits at start" >&2\nexit 1\n' >"$work/broken-vantage"
   printf 'TRIAL_SECONDS=90\n' >"$work/broken-health"
@@ -610,12 +628,115 @@ update_cuts() {
   g 'rm -f /data/again.raucb /data/install.log'
   ok "$install_cuts power cuts during an install and $trial_cuts during a trial boot: every next boot came up on a good slot ($(printf '%s ' "${cut_slots[@]}"))"
 }
+# The page's Settings → Update, driven as its card drives it (web/app.js): the bundle file as
+# the raw body (application/octet-stream) with the session cookie, X-CSRF-Token and the page's
+# own Origin, through port 80 as a user opens the page. Nothing but the answer and GET
+# /api/update tell the page what happened.
+page_post() { # page_post BUNDLE-FILE: the upload, within the daemon's own 30 min limit
+  local api_port=$p_http
+  api_max=1800 api POST /api/update "@$1" application/octet-stream
+}
+# Files in the daemon's spool; nothing printed without the spool (the first upload makes it).
+spool_files() { g 'cd /var/lib/private/vantage/update-spool && find . -type f | wc -l'; }
+# Another signer's bundle: 422 naming the signature, GRUB's environment and the other slot as
+# before, the status "failed" with the reason, nothing left in the spool.
+page_foreign() {
+  local env0 env1 msg
+  env0=$(install_state)
+  page_post "$work/foreign.raucb"
+  msg=$(jqr .error)
+  env1=$(install_state)
+  if [ "$code" = 422 ] && grep -qi 'signature' <<<"$msg" && [ -n "$env0" ] && [ "$env0" = "$env1" ]; then
+    ok "page: a bundle signed by another key is refused (422), nothing written: $msg"
+  else bad "page: bundle of another signer: $code $(head -c 300 "$api_out") (slot or env changed: $([ "$env0" = "$env1" ] && echo no || echo yes))"; fi
+  api GET /api/update
+  if [ "$(jqr .phase)" = failed ] && [ "$(jqr .message)" = "$msg" ] && [ "$(spool_files)" = 0 ]; then
+    ok "page: GET /api/update says failed with the same reason, the spool is empty"
+  else bad "page: after the refusal: $(head -c 300 "$api_out"), $(spool_files) files in the spool"; fi
+}
+# GET /api/update every 2 s, as the card polls, until the install ends (at most 30 min); sets
+# $phase and $seen, the progress values in the order seen.
+page_poll() {
+  local t0=$SECONDS pct last=""
+  seen=""
+  for _ in $(seq 900); do
+    [ $((SECONDS - t0)) -lt 1800 ] || break
+    api GET /api/update
+    phase=$(jqr .phase) pct=$(jqr '.percent // empty')
+    [ -n "$pct" ] && [ "$pct" != "$last" ] && { seen="$seen $pct"; last=$pct; }
+    [ "$phase" = installed ] || [ "$phase" = failed ] && break
+    sleep 2
+  done
+}
+# The page's build: 202 once the signature checked out (the status then names its version),
+# then polled until installed. The page does not reboot: the same slot still runs afterwards.
+page_upload() {
+  local t0=$SECONDS t1 t2 phase seen slot
+  slot=$(slot_now)
+  page_post "$work/page.raucb"
+  t1=$SECONDS
+  if [ "$code" = 202 ] && [ "$(jqr .version)" = "$version+page" ] && [ "$(jqr .source)" = upload ]; then
+    ok "page: upload answered 202 after $((t1 - t0)) s, signature checked first (phase $(jqr .phase), version $(jqr .version))"
+  else bad "page: upload of page.raucb: $code $(head -c 300 "$api_out")"; return 1; fi
+  page_poll
+  t2=$SECONDS
+  if [ "$phase" = installed ] && [ "$(jqr .percent)" = 100 ] && tr ' ' '\n' <<<"${seen# }" | sort -n -c 2>/dev/null; then
+    ok "page: installed $((t2 - t1)) s after the answer, progress seen:$seen ($(jqr .message))"
+  else bad "page: install ended '$phase' after $((t2 - t1)) s, progress seen:$seen: $(head -c 300 "$api_out")"; return 1; fi
+  figure "page update: upload and signature check of a $(($(stat -c %s "$work/page.raucb") / 1048576)) MiB bundle $((t1 - t0)) s, install $((t2 - t1)) s, $((t2 - t0)) s in all"
+  sleep 5
+  if kill -0 "$qpid" 2>/dev/null && [ "$(slot_now)" = "$slot" ] && g 'test ! -e /var/lib/private/vantage/reboot-request' &&
+    [ "$(spool_files)" = 0 ]; then
+    ok "page: no reboot by itself (still slot $slot, no reboot-request), the spool empty"
+  else bad "page: after the install: slot $(slot_now) (was $slot), $(spool_files) files in the spool"; fi
+}
+# What Settings → Update shows after the reboot: the slot and build running, marked good, and
+# the last trial's result for that slot and build.
+page_shows() { # page_shows SLOT
+  local expect="$1 $version+page $base_build-page good good $1 $base_build-page"
+  api GET /api/update
+  if [ "$(jqr '[.image.booted, .image.version, .image.build, .image.state, .image.last.result, .image.last.slot, .image.last.build] | join(" ")')" = "$expect" ]; then
+    ok "page: GET /api/update shows slot $1, $version+page ($base_build-page) marked good, last trial good"
+  else bad "page: GET /api/update after the reboot: $(jqr -c .image)"; fi
+}
+# After the reboot: the other slot with the page's build, marked good, the password, the config
+# and the stored rounds kept. Uses update_checks' sum0 and before_rounds.
+page_kept() { # page_kept FROM-SLOT
+  local slot n
+  slot=$(slot_now)
+  if [ -n "$slot" ] && [ "$slot" != "$1" ] && [ "$(build_now)" = "$base_build-page" ]; then
+    ok "page: the reboot started the other slot: $1 -> $slot, build $(build_now)"
+  else bad "page: after the reboot slot '$slot' (was $1), build $(build_now)"; fi
+  if health_wait "$slot" "$base_build-page"; then ok "page: slot $slot marked good by the health check"
+  else bad "page: slot $slot not marked good: $(g 'journalctl -b -u vantage-image-health --no-pager | tail -5' | tr '\n' ' ')"; fi
+  if login; then ok "page: the password survives the update (login)"; else bad "page: no login after the update"; return; fi
+  if [ "$(config_sum)" = "$sum0" ]; then ok "page: the config survives the update"; else bad "page: config changed by the update"; fi
+  stored "$(($(date +%s) + 60))"
+  n=$(jqr '.samples | length')
+  if [ "${n:-0}" -ge "$before_rounds" ]; then ok "page: stored rounds kept: $n now, $before_rounds before"
+  else bad "page: stored rounds lost: $n now, $before_rounds before"; fi
+  page_shows "$slot"
+}
+# Issue #18: on version N, install N+1 from the page, reboot as a person would; after it N+1
+# runs with everything kept.
+page_update() {
+  local from
+  page_foreign
+  from=$(slot_now)
+  page_upload || return
+  guest_reboot
+  start_qemu
+  wait_metrics || { bad "page: after the reboot no /metrics"; show_console; return; }
+  ssh_wait || { bad "page: after the reboot no SSH"; return; }
+  page_kept "$from"
+}
 update_checks() {
   local before_rounds sum0 hostkey0 slot0 slot1 t0 out
   [ "$ab" = 1 ] || { bad "--update: the image has no data partition (not an A/B image)"; return; }
   wait "$prep_pid"
   base_build=$(cat "$work/base-build" 2>/dev/null)
-  [ -n "$base_build" ] && [ -s "$work/next.raucb" ] && [ -s "$work/foreign.raucb" ] && [ -s "$work/broken.raucb" ] ||
+  [ -n "$base_build" ] && [ -s "$work/next.raucb" ] && [ -s "$work/foreign.raucb" ] && [ -s "$work/broken.raucb" ] &&
+    [ -s "$work/page.raucb" ] ||
     { bad "--update: no bundles made from $bundle: $(tail -3 "$work/prepare.log" | tr '\n' ' ')"; return; }
   figure "bundle size: $(stat -c %s "$work/next.raucb") bytes ($(($(stat -c %s "$work/next.raucb") / 1048576)) MiB), root file system image $(stat -c %s "$work/bundle-root/root.ext4") bytes"
 
@@ -628,10 +749,10 @@ update_checks() {
 
   # Another signer: refused, slot B and GRUB's environment untouched.
   g 'cat >/data/foreign.raucb' <"$work/foreign.raucb"
-  env0=$(g 'cat /boot/firmware/EFI/debian/grubenv* | sha256sum; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
+  env0=$(install_state)
   out=$(g 'rauc install /data/foreign.raucb 2>&1; echo "rc=$?"')
-  env1=$(g 'cat /boot/firmware/EFI/debian/grubenv* | sha256sum; head -c 16M /dev/disk/by-partlabel/vantage-b | sha256sum')
-  if grep -q 'rc=[1-9]' <<<"$out" && [ "$env0" = "$env1" ]; then
+  env1=$(install_state)
+  if grep -q 'rc=[1-9]' <<<"$out" && [ -n "$env0" ] && [ "$env0" = "$env1" ]; then
     ok "a bundle signed by another key is refused, nothing written: $(grep -i -m1 'error\|fail' <<<"$out")"
   else bad "bundle of another signer: $(tail -3 <<<"$out" | tr '\n' ' ') (slot or env changed: $([ "$env0" = "$env1" ] && echo no || echo yes))"; fi
   g 'rm -f /data/foreign.raucb'
@@ -694,6 +815,7 @@ update_checks() {
   stored "$(($(date +%s) + 60))"
   [ "$(jqr '.samples | length')" -ge "$before_rounds" ] && ok "stored rounds kept after the rollback: $(jqr '.samples | length')" ||
     bad "stored rounds lost in the rollback: $(jqr '.samples | length') now, $before_rounds before"
+  page_update
   update_cuts
   clock_offset
 }

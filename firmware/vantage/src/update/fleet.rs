@@ -180,7 +180,8 @@ impl<F: Fetch> Fleet<F> {
                 return;
             }
         };
-        if self.updater.check(&bundle).await.is_err()
+        let name = format!("the download of fleet update {}", offer.version);
+        if self.updater.check(&bundle, &name).await.is_err()
             || self.updater.install(&bundle).await.is_err()
         {
             return;

@@ -159,8 +159,9 @@ impl Updater {
         });
     }
 
-    /// Checks a received bundle; on a refusal it is removed and the status says why.
-    pub async fn check(&self, bundle: &Path) -> Result<BundleInfo, String> {
+    /// Checks a received bundle; on a refusal it is removed and the status says why, calling
+    /// the bundle `name`: its path in the spool means nothing to whoever sent it.
+    pub async fn check(&self, bundle: &Path, name: &str) -> Result<BundleInfo, String> {
         self.update_status(|s| s.phase = Phase::Checking);
         match check(&self.installer(), bundle).await {
             Ok(info) => {
@@ -168,6 +169,7 @@ impl Updater {
                 Ok(info)
             }
             Err(e) => {
+                let e = e.replace(&bundle.display().to_string(), name);
                 let _ = std::fs::remove_file(bundle);
                 self.failed(&e);
                 Err(e)

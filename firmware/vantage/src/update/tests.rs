@@ -11,7 +11,8 @@ use super::cli::{UpdateArgs, run_with};
 use super::spool::{Limits, hex};
 use super::{BundleInfo, Installer, Rauc};
 
-/// Trusts bundles whose content starts with `trusted`; records what it was asked to install.
+/// Trusts bundles whose content starts with `trusted` (refusing others in the words of `rauc`,
+/// naming the file); records what it was asked to install.
 #[derive(Debug, Default)]
 pub struct FakeInstaller {
     pub installed: Mutex<Vec<Vec<u8>>>,
@@ -23,7 +24,10 @@ impl Installer for FakeInstaller {
         *self.checked.lock().unwrap() += 1;
         let b = std::fs::read(bundle).map_err(|e| e.to_string())?;
         if !b.starts_with(b"trusted") {
-            return Err("signature verification failed".to_string());
+            return Err(format!(
+                "{} is not a bundle signed by a trusted key: signature verification failed",
+                bundle.display()
+            ));
         }
         Ok(BundleInfo {
             compatible: "vantage-amd64".to_string(),
@@ -454,6 +458,11 @@ mod fleet {
         *current.lock().unwrap() = Some(offer("1.5.0-foreign", &sha(FOREIGN)));
         tokio::time::sleep(Duration::from_secs(DAY)).await;
         until(&updater, Phase::Failed).await;
+        assert_eq!(
+            updater.status().message,
+            "the download of fleet update 1.5.0-foreign is not a bundle signed by a trusted key: \
+             signature verification failed"
+        );
         assert_eq!(*fake.checked.lock().unwrap(), 2);
         assert_eq!(fake.installed.lock().unwrap().len(), 1);
         assert!(

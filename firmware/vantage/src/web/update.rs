@@ -132,7 +132,7 @@ async fn upload(
     let up = up.clone();
     tokio::spawn(async move {
         let _busy = busy;
-        let checked = up.check(&bundle).await;
+        let checked = up.check(&bundle, "the uploaded file").await;
         let trusted = checked.is_ok();
         let _ = tx.send(checked);
         if trusted {
