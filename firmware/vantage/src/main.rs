@@ -1,6 +1,7 @@
 //! The `vantage` command.
 
 mod apply;
+mod atomic_file;
 mod config;
 mod config_source;
 mod daemon;

@@ -145,7 +145,7 @@ impl NodeExporter {
     /// power cut leaves the old request or the new one, never a torn one.
     pub fn request(&self, on: bool) -> std::io::Result<()> {
         let body: &[u8] = if on { b"on\n" } else { b"off\n" };
-        crate::web::write_atomic(&self.paths().request, body, 0o600, false, |_| Ok(()))
+        crate::atomic_file::write_atomic(&self.paths().request, body, 0o600, false, |_| Ok(()))
     }
 }
 

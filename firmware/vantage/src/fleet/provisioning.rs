@@ -8,7 +8,7 @@
 //!   used after a restart, so a device that boots while the server is unreachable still
 //!   probes the central targets.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use vantage_core::LockExt;
@@ -210,7 +210,7 @@ impl State {
             }
             Ok(c) => {
                 if let Some(path) = self.cache_path()
-                    && let Err(e) = write_atomically(&path, text.as_bytes())
+                    && let Err(e) = crate::atomic_file::write_whole(&path, text.as_bytes())
                 {
                     tracing::warn!("cannot keep a copy in {}: {e}", path.display());
                 }
@@ -245,20 +245,6 @@ pub fn merge(local: &Config, remote: Option<&Config>) -> (Config, Vec<String>, V
         }
     }
     (out, applied, overridden)
-}
-
-/// Writes a file so that a power cut leaves either the old or the new content.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 enum Fetched {

@@ -6,9 +6,9 @@
 //! `vantage check-config`; its errors, which name fields like `targets[3].ping.packets`, are
 //! mapped back to the edited target's fields.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 use vantage_core::ConfigError;
 
+pub use crate::atomic_file::{backup_path, write_atomic};
 use crate::config_source::{ConfigSource, EMBEDDED_CONFIG};
 
 /// Where the page reads the config from and saves it to.
@@ -496,65 +497,6 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic(path, bytes, 0o600, false, |_| Ok(()))
 }
 
-/// Where the previous version of a saved file is kept.
-pub fn backup_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".bak");
-    path.with_file_name(name)
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to `path` so that a crash at any point leaves either the old or the new file
-/// whole: write a temp file in the same directory, fsync it, keep the old file as `.bak`
-/// (a hard link, so `path` never disappears), rename over `path`, fsync the directory.
-/// `before_rename` runs after the temp file is durable; tests use it to simulate a crash.
-pub fn write_atomic(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    backup: bool,
-    before_rename: impl FnOnce(&Path) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The mode given to open() is filtered by the umask; set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        before_rename(&tmp)?;
-        if backup && path.exists() {
-            let bak = backup_path(path);
-            let _ = fs::remove_file(&bak);
-            if fs::hard_link(path, &bak).is_err() {
-                fs::copy(path, &bak)?;
-            }
-        }
-        fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,39 +581,5 @@ ping = { packets = 3 }
         let t = raw_targets(FILE).unwrap();
         assert_eq!(t[1]["ping"]["packets"], 3);
         assert!(t[0].get("interval").is_none());
-    }
-
-    fn temp() -> crate::web::tests::TempDir {
-        crate::web::tests::TempDir::new("cfgfile")
-    }
-
-    #[test]
-    fn crash_before_rename_leaves_the_old_file() {
-        let d = temp();
-        let p = d.path().join("vantage.toml");
-        fs::write(&p, "old").unwrap();
-        let err = write_atomic(&p, b"new", 0o644, true, |tmp| {
-            assert_eq!(fs::read(tmp).unwrap(), b"new");
-            Err(io::Error::other("power cut"))
-        })
-        .unwrap_err();
-        assert_eq!(err.to_string(), "power cut");
-        assert_eq!(fs::read_to_string(&p).unwrap(), "old");
-        // No temp file is left to confuse the next save.
-        let names: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-    }
-
-    #[test]
-    fn save_keeps_a_backup_and_sets_the_mode() {
-        let d = temp();
-        let p = d.path().join("vantage.toml");
-        fs::write(&p, "v1").unwrap();
-        write_atomic(&p, b"v2", 0o640, true, |_| Ok(())).unwrap();
-        write_atomic(&p, b"v3", 0o640, true, |_| Ok(())).unwrap();
-        assert_eq!(fs::read_to_string(&p).unwrap(), "v3");
-        assert_eq!(fs::read_to_string(backup_path(&p)).unwrap(), "v2");
-        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640);
     }
 }

@@ -37,7 +37,6 @@ use axum::extract::FromRef;
 
 use crate::state::{AppState, Probing, Reloader};
 use crate::storage::Storage;
-pub(crate) use config_file::write_atomic;
 pub use history::{HistorySource, MemoryHistory, StoreHistory};
 pub use server::serve_http;
 
