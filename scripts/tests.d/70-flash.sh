@@ -4,9 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
-pass=0 fail=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+# shellcheck source=scripts/lib/checks.sh
+. scripts/lib/checks.sh
 
 if [ "$(id -u)" -ne 0 ]; then
   if [ "${VANTAGE_REQUIRE_ROOT_TESTS:-0}" = 1 ]; then

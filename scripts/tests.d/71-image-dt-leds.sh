@@ -6,9 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
-pass=0 fail=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+# shellcheck source=scripts/lib/checks.sh
+. scripts/lib/checks.sh
 for t in dtc fdtget fdtput; do
   command -v "$t" >/dev/null || { bad "$t missing (apt install device-tree-compiler)"; echo "$pass passed, $fail failed"; exit 1; }
 done

@@ -14,10 +14,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
-pass=0 fail=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit; }
+# shellcheck source=scripts/lib/checks.sh
+. scripts/lib/checks.sh
 for t in systemd-analyze dbus-daemon; do
   command -v "$t" >/dev/null || { bad "$t missing (apt install systemd dbus-daemon)"; finish; }
 done
@@ -28,17 +26,8 @@ overlay=$PWD/buildroot-overlay
 units=$overlay/usr/lib/systemd/system
 tool=$overlay/usr/lib/vantage-image/reboot-request
 
-# --- The units, with ExecStart pointing into the overlay (verify wants the program to exist).
-mkdir "$tmp/units"
-cp "$units/vantage-image-reboot.path" "$units/vantage-image-reboot.service" "$tmp/units/"
-sed -i "s|^ExecStart=/usr/lib/vantage-image/|ExecStart=$overlay/usr/lib/vantage-image/|" \
-  "$tmp/units/vantage-image-reboot.service"
-if systemd-analyze verify --man=no "$tmp/units/vantage-image-reboot.path" \
-  "$tmp/units/vantage-image-reboot.service" >"$tmp/verify.log" 2>&1 && ! grep -q . "$tmp/verify.log"; then
-  ok "systemd-analyze verify vantage-image-reboot.path and .service"
-else
-  bad "systemd-analyze verify: $(cat "$tmp/verify.log")"
-fi
+# --- The units.
+verify_units "$tmp" vantage-image-reboot.path vantage-image-reboot.service
 grep -qx 'PathExists=/var/lib/private/vantage/reboot-request' "$units/vantage-image-reboot.path" &&
   grep -q '^REBOOT_REQUEST_FILE\|"reboot-request"' firmware/vantage/src/update/fleet.rs &&
   ok "the path unit watches the file the daemon writes" || bad "the path unit and fleet.rs disagree on the file"

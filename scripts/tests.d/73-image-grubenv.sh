@@ -16,10 +16,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
-pass=0 fail=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit; }
+# shellcheck source=scripts/lib/checks.sh
+. scripts/lib/checks.sh
 for t in rauc grub-editenv dbus-daemon; do
   command -v "$t" >/dev/null || { bad "$t missing (apt install rauc grub-common dbus-daemon)"; finish; }
 done

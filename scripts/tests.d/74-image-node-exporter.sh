@@ -14,10 +14,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
-pass=0 fail=0
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL $1"; fail=$((fail + 1)); }
-finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit; }
+# shellcheck source=scripts/lib/checks.sh
+. scripts/lib/checks.sh
 command -v systemd-analyze >/dev/null || { bad "systemd-analyze missing (apt install systemd)"; finish; }
 
 tmp=$(mktemp -d)
@@ -28,17 +26,8 @@ tool=$overlay/usr/lib/vantage-image/node-exporter
 preset=$overlay/usr/lib/systemd/system-preset/70-vantage-image.preset
 rust=firmware/vantage/src/node_exporter.rs
 
-# --- The units, with ExecStart pointing into the overlay (verify wants the program to exist).
-mkdir "$tmp/units"
-cp "$units/vantage-image-node-exporter.path" "$units/vantage-image-node-exporter.service" "$tmp/units/"
-sed -i "s|^ExecStart=/usr/lib/vantage-image/|ExecStart=$overlay/usr/lib/vantage-image/|" \
-  "$tmp/units/vantage-image-node-exporter.service"
-if systemd-analyze verify --man=no "$tmp/units/vantage-image-node-exporter.path" \
-  "$tmp/units/vantage-image-node-exporter.service" >"$tmp/verify.log" 2>&1 && ! grep -q . "$tmp/verify.log"; then
-  ok "systemd-analyze verify vantage-image-node-exporter.path and .service"
-else
-  bad "systemd-analyze verify: $(cat "$tmp/verify.log")"
-fi
+# --- The units.
+verify_units "$tmp" vantage-image-node-exporter.path vantage-image-node-exporter.service
 grep -qx 'PathExists=/var/lib/private/vantage/node-exporter-request' "$units/vantage-image-node-exporter.path" &&
   grep -q '^pub const REQUEST_FILE: &str = "node-exporter-request";' "$rust" &&
   grep -q 'VANTAGE_NODE_EXPORTER_REQUEST:-/var/lib/private/vantage/node-exporter-request}' "$tool" &&

@@ -137,18 +137,24 @@ fn dns_and_trace_aggregates_keep_changes_and_hops() {
     assert!(!merged.hops.is_empty());
 }
 
-/// A round of a minute already written (a clock set back) joins that minute's aggregate.
-#[test]
-fn a_late_round_joins_its_written_minute() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store with 20 minutes of one round a second of "a" from the start of the last hour
+/// (`t0`, ms), their aggregates written; the hour's end is `to`.
+fn twenty_written_minutes(dir: &std::path::Path) -> (Store, i64, i64) {
     let t0 = (now_ms() - 3_600_000) / 3_600_000 * 3_600_000;
-    let to = t0 + 3_600_000;
-    let s = open(dir.path());
+    let s = open(dir);
     for i in 0..1200i64 {
         s.append(&ping("a", t0 + i * 1000, 3000), &labels("x"));
     }
     s.flush().unwrap();
     s.flush().unwrap();
+    (s, t0, t0 + 3_600_000)
+}
+
+/// A round of a minute already written (a clock set back) joins that minute's aggregate.
+#[test]
+fn a_late_round_joins_its_written_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, t0, to) = twenty_written_minutes(dir.path());
     let before = s.aggregate("a", ProbeKind::PING, t0, to, STEP).unwrap();
     assert_eq!(before[0].1.rounds, 600);
     s.append(&ping("a", t0 + 30_500, 90_000), &labels("x"));
@@ -172,14 +178,7 @@ fn a_late_round_joins_its_written_minute() {
 fn queries_during_late_commits_count_each_round_once() {
     use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let t0 = (now_ms() - 3_600_000) / 3_600_000 * 3_600_000;
-    let to = t0 + 3_600_000;
-    let s = open(dir.path());
-    for i in 0..1200i64 {
-        s.append(&ping("a", t0 + i * 1000, 3000), &labels("x"));
-    }
-    s.flush().unwrap();
-    s.flush().unwrap();
+    let (s, t0, to) = twenty_written_minutes(dir.path());
     const LATE: u64 = 150;
     let appended = AtomicU64::new(0);
     std::thread::scope(|scope| {
