@@ -23,3 +23,30 @@ verify_units() {
     bad "systemd-analyze verify $*: $(cat "$tmp/verify.log")"
   fi
 }
+# private_bus DIR POLICY: a dbus-daemon of the system bus's type listening on DIR/bus, with
+# POLICY (XML inside <busconfig>); waits up to 5 s for its address (DIR/address). Sets
+# $bus_pid; its messages go to DIR/bus.log. Returns 1 when it did not come up. Started
+# directly, not under timeout(1): a TERM that reached timeout sometimes left dbus-daemon
+# running, holding the suite's stdout.
+private_bus() {
+  cat >"$1/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$1/bus</listen>
+$2
+</busconfig>
+CONF
+  rm -f "$1/address"
+  dbus-daemon --config-file="$1/bus.conf" --nofork --nopidfile --print-address=3 \
+    3>"$1/address" 2>"$1/bus.log" &
+  bus_pid=$!
+  local _
+  for _ in $(seq 50); do
+    [ -s "$1/address" ] && return 0
+    kill -0 "$bus_pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}

@@ -84,31 +84,17 @@ grep -qx 'g vantage-update -' "$overlay/usr/lib/sysusers.d/vantage-image.conf" &
   grep -q '<policy group="vantage-update">' "$policy" &&
   ok "one group: sysusers.d, the daemon's drop-in and the policy agree" || bad "the group names disagree"
 bus() { # bus POLICY-FILE: starts a bus with it, stops it; its messages in $tmp/bus.log
-  cat >"$tmp/bus.conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$tmp/bus</listen>
-  <policy context="default">
-    <allow user="*"/><deny own="*"/><deny send_type="method_call"/>
-    <allow send_type="signal"/><allow receive_type="*"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
+  local up=0 pid _
+  private_bus "$tmp" "  <policy context=\"default\">
+    <allow user=\"*\"/><deny own=\"*\"/><deny send_type=\"method_call\"/>
+    <allow send_type=\"signal\"/><allow receive_type=\"*\"/>
+    <allow send_requested_reply=\"true\" send_type=\"method_return\"/>
+    <allow send_requested_reply=\"true\" send_type=\"error\"/>
   </policy>
-  <include>$1</include>
-</busconfig>
-CONF
-  # Started directly, not under timeout(1): a TERM that reached timeout sometimes left
-  # dbus-daemon running (holding this script's stdout, so a pipe reading it never ended).
-  dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile --print-address=3 \
-    3>"$tmp/address" 2>"$tmp/bus.log" &
-  local pid=$! i
-  for i in $(seq 50); do [ -s "$tmp/address" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  local up=1
-  [ -s "$tmp/address" ] && up=0
+  <include>$1</include>" || up=1
+  pid=$bus_pid
   kill "$pid" 2>/dev/null
-  for i in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   rm -f "$tmp/address" "$tmp/bus"
   grep -v 'Failed to set fd limit' "$tmp/bus.log" >"$tmp/bus.msgs"

@@ -44,18 +44,9 @@ be() { GRUBENV=$tmp/be/grubenv GRUBENV_CMDLINE=$tmp/cmdline "$backend" "$@"; }
 echo 'BOOT_IMAGE=/vmlinuz root=PARTLABEL=vantage-a rauc.slot=A vantage.grubenv=grubenv ro' >"$tmp/cmdline"
 
 # --- Real RAUC: its GRUB backend on one environment, this backend on another.
-cat >"$tmp/bus.conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$tmp/bus</listen>
-  <policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/><allow receive_type="*"/></policy>
-</busconfig>
-CONF
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile --print-address=3 3>"$tmp/address" 2>"$tmp/bus.log" &
-busd=$!
-for _ in $(seq 50); do [ -s "$tmp/address" ] && break; sleep 0.1; done
+private_bus "$tmp" '  <policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/><allow receive_type="*"/></policy>' ||
+  { bad "no private bus: $(cat "$tmp/bus.log")"; finish; }
+busd=$bus_pid
 export DBUS_SYSTEM_BUS_ADDRESS
 DBUS_SYSTEM_BUS_ADDRESS=$(head -1 "$tmp/address")
 conf() { # conf NAME: a system.conf with two slots on files and NAME's boot-loader backend
