@@ -1,10 +1,10 @@
 //! The `vantage` command.
 
 mod apply;
-mod atomic_file;
 mod config;
 mod config_source;
 mod daemon;
+mod files;
 mod fleet;
 mod http;
 mod leds_cmd;

@@ -9,7 +9,6 @@
 //! [`STATE_FILE`], which this module reads. Off the image (no helper, no exporter) nothing is
 //! offered.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -120,14 +119,15 @@ impl NodeExporter {
         }
         let p = self.paths();
         // Nothing recorded yet: a fresh image, where the exporter is off.
-        let applied = read_small(&p.state)
+        let applied = crate::files::read_text(&p.state, MAX_STATE)
             .and_then(|s| parse_state(&s))
             .unwrap_or(Applied {
                 enabled: false,
                 active: "inactive".to_string(),
                 failed: false,
             });
-        let pending = read_small(&p.request).and_then(|s| parse_request(&s));
+        let pending =
+            crate::files::read_text(&p.request, MAX_STATE).and_then(|s| parse_request(&s));
         Status {
             available: true,
             detail: Some(Detail {
@@ -145,23 +145,8 @@ impl NodeExporter {
     /// power cut leaves the old request or the new one, never a torn one.
     pub fn request(&self, on: bool) -> std::io::Result<()> {
         let body: &[u8] = if on { b"on\n" } else { b"off\n" };
-        crate::atomic_file::write_atomic(&self.paths().request, body, 0o600, false, |_| Ok(()))
+        crate::files::write_atomic(&self.paths().request, body, 0o600, false, |_| Ok(()))
     }
-}
-
-/// The first bytes of a file, if it is one and reads as text.
-fn read_small(path: &Path) -> Option<String> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let mut s = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_STATE)
-        .read_to_string(&mut s)
-        .ok()?;
-    Some(s)
 }
 
 /// `on` or `off`, as the daemon writes it.
@@ -227,10 +212,19 @@ mod tests {
         let dir = vantage_testkit::TempDir::new("node-exporter");
         let big = dir.path().join("state");
         std::fs::write(&big, format!("on {}", "a".repeat(1 << 20))).unwrap();
-        assert_eq!(read_small(&big).unwrap().len() as u64, MAX_STATE);
-        assert_eq!(parse_state(&read_small(&big).unwrap()), None);
+        assert_eq!(
+            crate::files::read_text(&big, MAX_STATE).unwrap().len() as u64,
+            MAX_STATE
+        );
+        assert_eq!(
+            parse_state(&crate::files::read_text(&big, MAX_STATE).unwrap()),
+            None
+        );
         // A symlink is not followed.
         std::os::unix::fs::symlink(&big, dir.path().join("link")).unwrap();
-        assert_eq!(read_small(&dir.path().join("link")), None);
+        assert_eq!(
+            crate::files::read_text(&dir.path().join("link"), MAX_STATE),
+            None
+        );
     }
 }

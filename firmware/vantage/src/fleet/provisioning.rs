@@ -210,7 +210,7 @@ impl State {
             }
             Ok(c) => {
                 if let Some(path) = self.cache_path()
-                    && let Err(e) = crate::atomic_file::write_whole(&path, text.as_bytes())
+                    && let Err(e) = crate::files::write_whole(&path, text.as_bytes())
                 {
                     tracing::warn!("cannot keep a copy in {}: {e}", path.display());
                 }

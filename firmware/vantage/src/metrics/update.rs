@@ -11,8 +11,7 @@
 //! `GET /api/update` shows it on the page (the running slot, its build, trial or good, what the
 //! last trial did).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -93,7 +92,7 @@ pub struct ImageState {
 
 /// Reads the image's A/B state; `None` off an A/B image (no `rauc.slot=`).
 pub fn read(paths: &SlotPaths) -> Option<ImageState> {
-    let booted = read_small(&paths.cmdline)
+    let booted = crate::files::read_text(&paths.cmdline, MAX_FILE)
         .as_deref()
         .and_then(booted_slot)?;
     let slots: Vec<Slot> = SLOTS
@@ -101,12 +100,12 @@ pub fn read(paths: &SlotPaths) -> Option<ImageState> {
         .map(|s| Slot {
             slot: (*s).to_string(),
             booted: *s == booted,
-            good_build: read_small(&paths.dir.join(format!("good-{s}")))
+            good_build: crate::files::read_text(&paths.dir.join(format!("good-{s}")), MAX_FILE)
                 .map(|b| clean(b.trim()))
                 .unwrap_or_default(),
         })
         .collect();
-    let release = read_small(&paths.release).unwrap_or_default();
+    let release = crate::files::read_text(&paths.release, MAX_FILE).unwrap_or_default();
     let field = |key: &str| {
         release
             .lines()
@@ -121,7 +120,8 @@ pub fn read(paths: &SlotPaths) -> Option<ImageState> {
         (Some(b), Some(g)) if b == g => "good",
         _ => "trial",
     };
-    let last = read_small(&paths.dir.join("last")).and_then(|l| parse_trial(&l));
+    let last =
+        crate::files::read_text(&paths.dir.join("last"), MAX_FILE).and_then(|l| parse_trial(&l));
     Some(ImageState {
         booted,
         version,
@@ -152,17 +152,6 @@ impl UpdateCollector {
             .collect();
         Self { paths, descs }
     }
-}
-
-/// The first `MAX_FILE` bytes of a file, if it can be read as text.
-fn read_small(path: &Path) -> Option<String> {
-    let mut s = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_FILE)
-        .read_to_string(&mut s)
-        .ok()?;
-    Some(s)
 }
 
 /// A value fit for a label: the characters a version, build or reason is made of.
@@ -291,7 +280,7 @@ mod tests {
         crate::metrics::encode(&c.collect())
     }
 
-    fn paths(dir: &Path, cmdline: &Path) -> SlotPaths {
+    fn paths(dir: &std::path::Path, cmdline: &std::path::Path) -> SlotPaths {
         SlotPaths {
             dir: dir.to_path_buf(),
             cmdline: cmdline.to_path_buf(),
@@ -366,7 +355,10 @@ mod tests {
         let dir = vantage_testkit::TempDir::new("update");
         let big = dir.path().join("big");
         std::fs::write(&big, "y".repeat(1 << 20)).unwrap();
-        assert_eq!(read_small(&big).unwrap().len() as u64, MAX_FILE);
+        assert_eq!(
+            crate::files::read_text(&big, MAX_FILE).unwrap().len() as u64,
+            MAX_FILE
+        );
         assert_eq!(utc_seconds("2024-03-01T00:00:00Z"), Some(1_709_251_200.0));
         assert_eq!(utc_seconds("2024-03-01 00:00:00Z"), None);
     }

@@ -158,7 +158,7 @@ impl<F: Fetch> Fleet<F> {
             return;
         };
         // Written before the attempt: a crash or restart half-way does not make it twice.
-        if let Err(e) = crate::atomic_file::write_whole(&self.attempted, offer.version.as_bytes()) {
+        if let Err(e) = crate::files::write_whole(&self.attempted, offer.version.as_bytes()) {
             self.updater.failed(&format!(
                 "cannot record the attempt in {}: {e}; not updating",
                 self.attempted.display()
@@ -194,7 +194,7 @@ impl<F: Fetch> Fleet<F> {
     /// Writes the reboot request the image's path unit acts on.
     fn ask_for_reboot(&self, offer: &UpdateOffer) {
         let why = format!("fleet update {} installed\n", offer.version);
-        match crate::atomic_file::write_whole(&self.reboot_request, why.as_bytes()) {
+        match crate::files::write_whole(&self.reboot_request, why.as_bytes()) {
             Ok(()) => {
                 tracing::info!(version = %offer.version, "fleet update: reboot requested");
                 self.updater.update_status(|s| {

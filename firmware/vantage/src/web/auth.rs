@@ -256,17 +256,7 @@ const MAX_SETUP_CODE_BYTES: u64 = 256;
 
 /// Reads a setup code file: its first line, trimmed; `None` when there is no usable code.
 fn read_setup_code(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_SETUP_CODE_BYTES)
-        .read_to_string(&mut text)
-        .ok()?;
+    let text = crate::files::read_text(path, MAX_SETUP_CODE_BYTES)?;
     let code = text.lines().next().unwrap_or("").trim();
     (!code.is_empty()).then(|| code.to_string())
 }

@@ -16,8 +16,8 @@ use serde_json::Value as Json;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 use vantage_core::ConfigError;
 
-pub use crate::atomic_file::{backup_path, write_atomic};
 use crate::config_source::{ConfigSource, EMBEDDED_CONFIG};
+pub use crate::files::{backup_path, write_atomic};
 
 /// Where the page reads the config from and saves it to.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
-//! Files replaced whole or not at all: what a power cut leaves is the old content or the new,
-//! never a mix, never nothing. Every file the daemon writes for a person or for the image's
-//! root helpers goes through [`write_atomic`].
+//! Small files: replaced whole or not at all (what a power cut leaves is the old content or the
+//! new, never a mix, never nothing; every file the daemon writes for a person or for the
+//! image's root helpers goes through [`write_atomic`]), and read with a bound.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -10,6 +10,23 @@ use std::path::{Path, PathBuf};
 /// [`write_atomic`] with mode 0644 and no backup: state files other programs read.
 pub fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic(path, bytes, 0o644, false, |_| Ok(()))
+}
+
+/// The first `max` bytes of a regular file (not a symlink, a directory or a device) as text;
+/// `None` when it is none of that or does not read as UTF-8. For state files other programs
+/// write: bounded whatever is there.
+pub fn read_text(path: &Path, max: u64) -> Option<String> {
+    use std::io::Read;
+    if !fs::symlink_metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let mut s = String::new();
+    File::open(path)
+        .ok()?
+        .take(max)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
 }
 
 /// Where the previous version of a saved file is kept.
