@@ -2,7 +2,7 @@
 # Builds a signed RAUC update bundle of the A/B image's root file system:
 #   dist/vantage-<version>-<arch>.raucb
 #
-#   scripts/build-bundle.sh --arch amd64            the image steps up to the root file system,
+#   scripts/build-bundle.sh --arch amd64|arm64      the image steps up to the root file system,
 #                                                   then the bundle (root, like build-image.sh)
 #   scripts/build-bundle.sh --rootfs FILE           a root file system already built (the
 #                                                   root.ext4 of `build-image.sh --keep`)
@@ -32,9 +32,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$arch" in
-  amd64) ;;
-  arm64) echo "build-bundle.sh: the arm64 image has no A/B slots yet (docs/IMAGE.md, \"Updates\")" >&2; exit 2 ;;
-  *) echo "build-bundle.sh: --arch must be amd64, not '$arch'" >&2; exit 2 ;;
+  amd64 | arm64) ;;
+  *) echo "build-bundle.sh: --arch must be amd64 or arm64, not '$arch'" >&2; exit 2 ;;
 esac
 for t in rauc mksquashfs debugfs; do
   command -v "$t" >/dev/null || { echo "build-bundle.sh: $t missing (apt install rauc squashfs-tools e2fsprogs)" >&2; exit 1; }

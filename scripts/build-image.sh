@@ -6,7 +6,7 @@
 #   scripts/build-image.sh --arch amd64      PCs and virtual machines (UEFI or BIOS)
 #   scripts/build-image.sh --deb FILE        use this vantage .deb instead of building one
 #   scripts/build-image.sh --keep            keep the work directory (build/image-<arch>/)
-#   scripts/build-image.sh --arch amd64 --bundle   also the update bundle of the same root file
+#   scripts/build-image.sh --bundle          also the update bundle of the same root file
 #                                            system (scripts/build-bundle.sh), signed
 #   MIRROR=http://host/debian scripts/build-image.sh   another Debian mirror
 #   WORK_DIR=dir scripts/build-image.sh                another work directory
@@ -47,7 +47,8 @@ export IMAGE_ARCH=$arch
 # shellcheck source=/dev/null
 . "image/arch/$arch.conf"
 export DEB_ARCH KERNEL_PKG BOARD_PKGS CONSOLES BOOTLOADER PARTITION_TABLE INITRAMFS_MODULES
-export SLOTS ROOT_SLOT_MIB DATA_MIB
+export SLOTS ROOT_SLOT_MIB DATA_MIB SLOT_A_PART SLOT_B_PART DATA_PART
+export DISK_ID=${DISK_ID:-}
 export SRC_DIR=$PWD
 export VERSION
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
@@ -65,7 +66,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 export BOOT_LABEL=VANTAGEBOOT ROOT_LABEL=VANTAGEROOT DATA_LABEL=VANTAGEDATA
 # GPT partition names of the A/B layout: GRUB's kernel command line (root=PARTLABEL=...), RAUC's
 # slots and the initramfs find the partitions by them, since both slots carry the same file
-# system (and label).
+# system (and label). An MBR (the Pi) has no names: DISK_ID and the partition numbers instead.
 export SLOT_A_NAME=vantage-a SLOT_B_NAME=vantage-b DATA_NAME=vantage-data
 # The RAUC keyring the image trusts (docs/IMAGE.md, "Keys"): RAUC_CERT= names the production
 # certificate; without it the development key in build/rauc-dev/ (made on first use) signs.

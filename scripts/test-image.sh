@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Boots the built image in QEMU and checks the promise "flash, plug in, open the page" from the
-# host. arm64: -M virt, the kernel and initramfs taken from the image's boot partition. amd64:
+# host. arm64: -M virt booting Debian's qemu_arm64 U-Boot, which runs the image's own boot.scr
+# (the Pi's slot choice) from the disk and starts the chosen slot's kernel. amd64:
 # q35 booting the image's own boot loader from the disk, UEFI with Secure Boot on (OVMF with
 # Microsoft's keys) and legacy BIOS (SeaBIOS) in turn, boot after boot. Both: the image as a
 # virtio disk, user networking restricted to host port forwards on 127.0.0.1. The checks:
@@ -27,12 +28,12 @@
 #   4. with --wear: bytes written per hour to each partition of the disk while 100 targets on
 #      guest loopback addresses are probed at the default settings;
 #   5. a clean shutdown, then e2fsck -fn of the root partition from the host: clean.
-#   With --update (amd64, A/B image): after 2, a bundle signed by another key is refused before
+#   With --update (A/B image, both architectures): after 2, a bundle signed by another key is refused before
 #   anything is written; the bundle (marked as the next build) is offered through the fleet
 #   path: a provisioning file with `[update]` on an HTTPS server of a test CA on the host (the
 #   guest reaches it at 10.0.2.100 through a QEMU guestfwd, nothing else); the daemon downloads
 #   and installs it through RAUC's D-Bus API (no AccessDenied), asks for the reboot, the
-#   image's path unit reboots by itself, GRUB starts the other slot on trial, the health check
+#   image's path unit reboots by itself, the boot loader starts the other slot on trial, the health check
 #   marks it good, with the password, the config, the stored rounds, the SSH host keys kept,
 #   and the daemon does not fetch that version again; then a broken build of it (the daemon
 #   exits at start) is installed: the device reboots into the good slot by itself, which says
@@ -48,9 +49,9 @@
 #   an installed build boots on trial (--trial-cuts, early in the boot, once the daemon
 #   answers, and right after the health check marked it good: then the same slot must start
 #   again): after each the device boots a slot marked good, the password, the config and the
-#   stored rounds kept. Last, GRUB's environment torn by a cut (its file emptied after an
-#   install, then garbage on a good slot): GRUB reads the backup copy, starts the slot it
-#   names, and the file is written again.
+#   stored rounds kept. Last, the boot loader's environment torn by a cut (its file emptied
+#   after an install, then garbage on a good slot): GRUB or U-Boot reads the backup copy,
+#   starts the slot it names, and the file is written again.
 #
 #   scripts/test-image.sh [IMAGE.img.xz|IMAGE.img]   default dist/vantage-<version>-<arch>.img.xz
 #     --arch A         arm64 or amd64 (default: from the image's name, else arm64)
@@ -64,7 +65,8 @@
 #     --install-cuts N power cuts while RAUC writes the other slot, with --update (default 3)
 #     --trial-cuts N   power cuts while an installed build boots on trial, with --update (default 3)
 #   QEMU=path/to/qemu-system-aarch64, QEMU_ARGS="-L dir" to use another QEMU;
-#   OVMF_CODE=, OVMF_VARS= other UEFI firmware (default Debian's ovmf, Secure Boot, MS keys).
+#   OVMF_CODE=, OVMF_VARS= other UEFI firmware (default Debian's ovmf, Secure Boot, MS keys);
+#   UBOOT= another U-Boot for arm64 (default Debian's u-boot-qemu, qemu_arm64).
 #   QEMU_ACCEL=tcg: amd64 emulated even where KVM works (a machine whose cores are shared).
 #
 # Prints one "figure:" line per measurement and a final "N passed, N failed". Takes 40-80
@@ -94,7 +96,9 @@ if [ -z "$arch" ]; then
 fi
 image=${image:-dist/vantage-$version-$arch.img.xz}
 case "$arch" in
-  arm64) QEMU=${QEMU:-qemu-system-aarch64} ;;
+  arm64)
+    QEMU=${QEMU:-qemu-system-aarch64}
+    UBOOT=${UBOOT:-/usr/lib/u-boot/qemu_arm64/u-boot.bin} ;;
   amd64)
     QEMU=${QEMU:-qemu-system-x86_64}
     OVMF_CODE=${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M.secboot.fd}
@@ -115,7 +119,12 @@ for t in "$QEMU" mcopy mdel mtype sfdisk xz curl jq ssh ssh-keygen e2fsck losetu
 done
 if [ "$arch" = amd64 ]; then
   for f in "$OVMF_CODE" "$OVMF_VARS"; do [ -f "$f" ] || { bad "no UEFI firmware $f (apt install ovmf)"; finish; }; done
+else
+  [ -f "$UBOOT" ] || { bad "no U-Boot $UBOOT (apt install u-boot-qemu)"; finish; }
 fi
+# The board's partition numbers (slots, data): /dev/vdaN in the guest.
+# shellcheck source=/dev/null
+. "image/arch/$arch.conf"
 [ -f "$image" ] || { bad "no image $image (scripts/build-image.sh --arch $arch builds it)"; finish; }
 if [ -f "$image.sha256" ]; then
   (cd "$(dirname "$image")" && sha256sum -c --quiet "$(basename "$image").sha256") &&
@@ -152,14 +161,19 @@ setup_code=$(mtype -i "$fat" "::$(scripts/setup-code.sh --file)" 2>/dev/null | h
 
 case "$arch" in
   arm64)
-    # Kernel, initramfs and command line from the boot partition, as the Pi's firmware reads them.
-    mcopy -i "$fat" ::cmdline.txt "$work/cmdline.txt"
-    kernel=$(mdir -b -i "$fat" :: | sed 's|^::/||' | grep -m1 '^vmlinuz-')
-    initrd=$(mdir -b -i "$fat" :: | sed 's|^::/||' | grep -m1 '^initrd.img-')
-    mcopy -i "$fat" "::$kernel" "$work/vmlinuz" && mcopy -i "$fat" "::$initrd" "$work/initrd" &&
-      ok "kernel $kernel and $initrd on the boot partition" || { bad "no kernel or initramfs on the boot partition"; finish; }
-    # The Pi's serial consoles become the virt board's PL011.
-    cmdline="$(tr -s ' \n' ' ' <"$work/cmdline.txt" | sed -E 's/(^| )console=[^ ]*//g') console=ttyAMA0"
+    # The Pi's boot files: the firmware starts U-Boot, U-Boot runs boot.scr, which reads the slot
+    # choice (vantage.env, and its backup) and cmdline.txt. The virt board skips the firmware:
+    # QEMU starts Debian's qemu_arm64 U-Boot, which finds boot.scr on the disk.
+    for f in config.txt u-boot.bin boot.scr vantage.env vantage.env.bak cmdline.txt; do
+      mcopy -i "$fat" "::$f" "$work/$f" || { bad "no $f on the boot partition"; finish; }
+    done
+    grep -q '^kernel=u-boot.bin$' "$work/config.txt" && ok "boot partition: the Pi firmware starts U-Boot, boot.scr and the slot choice beside it" ||
+      bad "config.txt does not start U-Boot: $(grep '^kernel' "$work/config.txt")"
+    # The Pi's serial consoles become the virt board's PL011, edited in cmdline.txt on the disk
+    # under test as a user with a serial cable would.
+    cmdline="$(tr -s ' \n' ' ' <"$work/cmdline.txt" | sed -E 's/(^| )console=[^ ]*//g; s/ $//') console=ttyAMA0"
+    printf '%s\n' "$cmdline" >"$work/cmdline.txt"
+    mcopy -o -i "$fat" "$work/cmdline.txt" ::cmdline.txt
     ;;
   amd64)
     # The PC boots its own loaders from the disk; the command line is the menu's first entry.
@@ -205,7 +219,7 @@ start_qemu() {
   console=$work/console-$boot_no.log
   local machine fw
   case "$arch" in
-    arm64) machine=(-M virt -cpu cortex-a72 -kernel "$work/vmlinuz" -initrd "$work/initrd" -append "$cmdline") ;;
+    arm64) machine=(-M virt -cpu cortex-a72 -bios "$UBOOT") ;;
     amd64)
       fw=$firmware
       [ "$fw" = alternate ] && { [ $((boot_no % 2)) -eq 1 ] && fw=bios || fw=uefi; }
@@ -258,8 +272,14 @@ g() {
 }
 # What only one architecture's boot path has to show, checked once SSH is on.
 arch_checks() {
-  [ "$arch" = amd64 ] || return 0
-  local sb
+  local sb slot
+  if [ "$arch" = arm64 ]; then
+    slot=$(slot_now)
+    [ -n "$slot" ] && [ "$(loader_slot)" = "$slot" ] &&
+      ok "boot $boot_no: U-Boot's boot.scr started slot $slot ($(g 'grep -o "root=[^ ]*" /proc/cmdline'))" ||
+      bad "boot $boot_no: slot '$slot' running, U-Boot's console says '$(loader_slot)'"
+    return 0
+  fi
   if [ "$boot_fw" = uefi ]; then
     sb=$(g 'od -An -tu1 -j4 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c' | tr -d ' ')
     [ "$sb" = 1 ] && ok "boot $boot_no: UEFI with Secure Boot on (shim, signed GRUB, signed kernel)" ||
@@ -328,7 +348,7 @@ clock_offset() {
   offset=$(awk -v a="$h0" -v g="$gt" -v b="$h1" 'BEGIN { printf "%.2f", g - (a + b) / 2 }')
 }
 
-# A/B image (amd64): the root slot is read-only, what the device writes is on /data.
+# A/B image: the root slot is read-only, what the device writes is on /data.
 ro_checks() {
   g 'touch /usr/x 2>/dev/null; test ! -e /usr/x' && g '! touch /usr/x 2>/dev/null' &&
     ok "read-only root: touch /usr/x fails ($(g 'touch /usr/x 2>&1' | head -1))" || bad "touch /usr/x succeeded on the device"
@@ -337,12 +357,20 @@ ro_checks() {
 }
 slot_now() { g 'sed -n "s/.*rauc\.slot=\([AB]\).*/\1/p" /proc/cmdline'; }
 build_now() { g '. /usr/lib/vantage-image/release; echo $BUILD'; }
-# What an install writes: GRUB's environment and the head of the slot not running (compared
-# before and after a refused bundle).
+# The boot loader's environment (both copies) and what it says when it read the backup.
+case "$arch" in
+  amd64) bootenv_file=/boot/firmware/EFI/debian/grubenv loader=GRUB ;;
+  arm64) bootenv_file=/boot/firmware/vantage.env loader=U-Boot ;;
+esac
+bootenv_backup_said="${bootenv_file##*/} unreadable, slot choice read from ${bootenv_file##*/}.bak"
+# The boot loader's line naming the slot it starts (GRUB's menu entry, boot.scr's message).
+loader_slot() { grep -o 'Vantage\(, slot\|: starting slot\) [AB]' "$console" | tail -1 | grep -o '[AB]$'; }
+# What an install writes: the boot loader's environment and the head of the slot not running
+# (compared before and after a refused bundle).
 install_state() {
-  local other=b
-  [ "$(slot_now)" = B ] && other=a
-  g "cat /boot/firmware/EFI/debian/grubenv* | sha256sum; head -c 16M /dev/disk/by-partlabel/vantage-$other | sha256sum"
+  local other=$SLOT_B_PART
+  [ "$(slot_now)" = B ] && other=$SLOT_A_PART
+  g "cat $bootenv_file $bootenv_file.bak | sha256sum; head -c 16M /dev/vda$other | sha256sum"
 }
 # health_wait SLOT BUILD: until vantage-image-health recorded BUILD as good in SLOT.
 health_wait() {
@@ -574,22 +602,24 @@ trial_cut() { # trial_cut N
   esac
   at=$((SECONDS - t0))
   power_cut
-  echo "trial cut $1: ${at} s into boot $boot_no ($(grep -o 'Vantage, slot [AB]' "$console" | tail -1 || true))${trial_slot:+, after slot $trial_slot was marked good}"
+  echo "trial cut $1: ${at} s into boot $boot_no (slot $(loader_slot || true))${trial_slot:+, after slot $trial_slot was marked good}"
 }
-# GRUB's environment torn by a power cut (its file empty, or garbage), once right after an
-# install (the file said: the installed slot next, on trial) and once on a good slot. GRUB must
-# read the backup (it says so on the console and with vantage.grubenv= on the kernel command
-# line) and boot the slot the backup names; the health check writes the file again.
+# The boot loader's environment torn by a power cut (its file empty, or garbage), once right
+# after an install (the file said: the installed slot next, on trial) and once on a good slot.
+# GRUB or U-Boot must read the backup (it says so on the console and with vantage.bootenv= on
+# the kernel command line) and boot the slot the backup names; the health check writes the
+# file again.
 torn_env_cut() { # torn_env_cut WHAT SHELL-COMMAND-THAT-TEARS-IT EXPECTED-SLOT
-  local what=$1 env=/boot/firmware/EFI/debian/grubenv
+  local what=$1 env=$bootenv_file name=${bootenv_file##*/}
   g "$2 $env && sync" || { bad "$what: could not tear $env"; return 1; }
   power_cut
   cut_check "$what" || return 1
-  [ "$(slot_now)" = "$3" ] && ok "$what: GRUB started slot $3, as the backup says" || bad "$what: slot $(slot_now), expected $3"
-  grep -q 'grubenv unreadable, slot choice read from grubenv.bak' "$console" && g 'grep -q "vantage.grubenv=grubenv.bak" /proc/cmdline' &&
-    ok "$what: GRUB read grubenv.bak (console and kernel command line)" || bad "$what: no sign that GRUB read the backup"
-  g "grub-editenv $env list >/dev/null && cmp $env $env.bak" && ok "$what: grubenv written again, equal to its backup" ||
-    bad "$what: grubenv after the boot: $(g "grub-editenv $env list 2>&1; ls -l $env $env.bak" | tr '\n' ' ')"
+  [ "$(slot_now)" = "$3" ] && ok "$what: $loader started slot $3, as the backup says" || bad "$what: slot $(slot_now), expected $3"
+  grep -q "$bootenv_backup_said" "$console" && g "grep -q 'vantage.bootenv=$name.bak' /proc/cmdline" &&
+    ok "$what: $loader read $name.bak (console and kernel command line)" || bad "$what: no sign that $loader read the backup"
+  g "/usr/lib/vantage-image/bootenv list 2>&1 | grep -q '^ORDER=' && cmp $env $env.bak" &&
+    ok "$what: $name written again, equal to its backup" ||
+    bad "$what: $name after the boot: $(g "/usr/lib/vantage-image/bootenv list 2>&1; ls -l $env $env.bak" | tr '\n' ' ')"
 }
 torn_env_cuts() {
   local before out target
@@ -597,9 +627,9 @@ torn_env_cuts() {
   target=A
   [ "$before" = A ] && target=B
   out=$(g 'rauc install /data/again.raucb 2>&1; echo "rc=$?"')
-  grep -q 'rc=0' <<<"$out" || { bad "torn grubenv: rauc install: $(tail -3 <<<"$out" | tr '\n' ' ')"; return; }
-  torn_env_cut "grubenv emptied after an install" ': >' "$target" || return
-  torn_env_cut "grubenv garbage on a good slot" 'head -c 1024 /dev/urandom >' "$target"
+  grep -q 'rc=0' <<<"$out" || { bad "torn ${bootenv_file##*/}: rauc install: $(tail -3 <<<"$out" | tr '\n' ' ')"; return; }
+  torn_env_cut "${bootenv_file##*/} emptied after an install" ': >' "$target" || return
+  torn_env_cut "${bootenv_file##*/} garbage on a good slot" 'head -c 1024 /dev/urandom >' "$target"
 }
 # Power cuts during installs and trials (--install-cuts, --trial-cuts), with the build "again".
 update_cuts() {
@@ -607,7 +637,7 @@ update_cuts() {
   [ $((install_cuts + trial_cuts)) -gt 0 ] || return 0
   g 'cat >/data/again.raucb && sync' <"$work/again.raucb"
   for k in $(seq 1 "$install_cuts"); do
-    # Rising points of the install: 10 % ... 95 % (the slot written, then GRUB's env).
+    # Rising points of the install: 10 % ... 95 % (the slot written, then the boot env).
     pct=50
     [ "$install_cuts" -gt 1 ] && pct=$((10 + (k - 1) * 85 / (install_cuts - 1)))
     install_cut "$pct" "$ref"
@@ -638,7 +668,7 @@ page_post() { # page_post BUNDLE-FILE: the upload, within the daemon's own 30 mi
 }
 # Files in the daemon's spool; nothing printed without the spool (the first upload makes it).
 spool_files() { g 'cd /var/lib/private/vantage/update-spool && find . -type f | wc -l'; }
-# Another signer's bundle: 422 naming the signature, GRUB's environment and the other slot as
+# Another signer's bundle: 422 naming the signature, the boot environment and the other slot as
 # before, the status "failed" with the reason, nothing left in the spool.
 page_foreign() {
   local env0 env1 msg
@@ -747,7 +777,7 @@ update_checks() {
   hist_from=$((t_begin - 300))
   stored "$(($(date +%s) + 60))"; before_rounds=$(jqr '.samples | length')
 
-  # Another signer: refused, slot B and GRUB's environment untouched.
+  # Another signer: refused, the other slot and the boot environment untouched.
   g 'cat >/data/foreign.raucb' <"$work/foreign.raucb"
   env0=$(install_state)
   out=$(g 'rauc install /data/foreign.raucb 2>&1; echo "rc=$?"')
@@ -769,9 +799,14 @@ update_checks() {
   ssh_wait || { bad "after the update: no SSH"; return; }
   slot1=$(slot_now)
   [ -n "$slot1" ] && [ "$slot1" != "$slot0" ] && [ "$(build_now)" = "$base_build-next" ] &&
-    ok "GRUB started the other slot: $slot0 -> $slot1, build $(build_now)" ||
+    ok "$loader started the other slot: $slot0 -> $slot1, build $(build_now)" ||
     bad "after the update: slot '$slot1' (was $slot0), build $(build_now)"
-  grep -q "Vantage, slot $slot1" "$console" && ok "the console shows GRUB's menu choosing slot $slot1" || true
+  # (GRUB's menu reaches the serial console on a BIOS boot only.)
+  case "$(loader_slot)" in
+    "$slot1") ok "the console shows $loader choosing slot $slot1" ;;
+    "") [ "$arch" = amd64 ] || bad "the console shows no slot chosen by $loader" ;;
+    *) bad "the console shows $loader choosing slot $(loader_slot), not $slot1" ;;
+  esac
   t0=$SECONDS
   health_wait "$slot1" "$base_build-next" && { ok "slot $slot1 on trial marked good"
     figure "update: trial to good: $(g 'journalctl -b -u vantage-image-health --no-pager' | grep -o 'ready after [0-9]* s' | head -1) from the health check's start (early boot)"; } ||
@@ -1270,7 +1305,7 @@ if e2fsck -fn "$rootloop" >"$work/fsck.out" 2>&1; then
 else bad "root file system has errors:"; tail -20 "$work/fsck.out"; fi
 losetup -d "$rootloop"
 if [ "${ab:-0}" = 1 ]; then
-  rootloop=$(losetup --find --show --read-only --offset "$(($(sector_start 5) * 512))" "$disk")
+  rootloop=$(losetup --find --show --read-only --offset "$(($(sector_start "$DATA_PART") * 512))" "$disk")
   if e2fsck -fn "$rootloop" >"$work/fsck.out" 2>&1; then
     ok "data file system clean: $(tail -1 "$work/fsck.out")"
   else bad "data file system has errors:"; tail -20 "$work/fsck.out"; fi

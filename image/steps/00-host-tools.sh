@@ -14,6 +14,8 @@ need xz xz-utils
 need sha256sum coreutils
 need arch-test arch-test
 need dpkg-deb dpkg
+[ "$BOOTLOADER" = uboot ] && need mkimage u-boot-tools
+[ "$SLOTS" = ab ] && need gzip gzip
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'missing host tool: %s\n' "${missing[@]}" >&2
   exit 1

@@ -1,7 +1,7 @@
 #!/bin/bash -e
-# The disk: the boot partition at 4 MiB (erase-block aligned), the root partition right after
-# it, always partitions 1 and 2 (fstab and the first-boot growth go by label and by "the
-# partition / is on", but the PC's grub.cfg names partition 2).
+# The disk: the boot partition at 4 MiB (erase-block aligned), the root partition (slot A) right
+# after it, always partitions 1 and 2 (fstab and the first-boot growth go by label and by "the
+# partition / is on", but grub.cfg and boot.cmd name the slots' partitions).
 #   dos (Pi): an MBR; every Pi boots from it, GPT only the Pi 4 and later.
 #   gpt (PC): the boot partition typed as the EFI system partition, the root partition as
 #   "Linux root (x86-64)", and a BIOS boot partition (number 3, in the gap at 1-4 MiB) for the
@@ -15,14 +15,29 @@ total_mib=$((start_mib + boot_mib + root_mib))
 rm -f "$img"
 case "$PARTITION_TABLE" in
   dos)
-    truncate -s "${total_mib}M" "$img"
     diskid=$(printf '0x%08x' $((SOURCE_DATE_EPOCH & 0xffffffff)))
+    tail=""
+    if [ "$SLOTS" = ab ]; then
+      # A/B on an MBR: slot B and the data partition are primary partitions 3 and 4 (the data
+      # partition last, so that it can grow). The disk id is fixed: RAUC's system.conf names
+      # the slots by partition UUID (DISK_ID-NN), and a bundle of another build must name the
+      # same ones.
+      [ "$SLOT_A_PART/$SLOT_B_PART/$DATA_PART" = 2/3/4 ] ||
+        { echo "an MBR A/B disk has its slots on 2 and 3 and data on 4" >&2; exit 1; }
+      diskid=$DISK_ID
+      b_start=$(((start_mib + boot_mib + root_mib) * 2048))
+      tail="start=$b_start, size=$((ROOT_SLOT_MIB * 2048)), type=83
+start=$((b_start + ROOT_SLOT_MIB * 2048)), size=$((DATA_MIB * 2048)), type=83"
+      total_mib=$((total_mib + ROOT_SLOT_MIB + DATA_MIB))
+    fi
+    truncate -s "${total_mib}M" "$img"
     sfdisk --quiet "$img" <<SFDISK
 label: dos
 label-id: $diskid
 unit: sectors
 start=$((start_mib * 2048)), size=$((boot_mib * 2048)), type=c, bootable
 start=$(((start_mib + boot_mib) * 2048)), size=$((root_mib * 2048)), type=83
+$tail
 SFDISK
     ;;
   gpt)

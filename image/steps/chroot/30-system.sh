@@ -3,7 +3,7 @@
 
 # Partitions by label: the same on every card, whatever the disk id.
 if [ "$SLOTS" = ab ]; then
-  # A/B: / is the slot GRUB chose (root=PARTLABEL=...), read-only. The initramfs mounts the data
+  # A/B: / is the slot the boot loader chose (root=PARTLABEL= or PARTUUID=), read-only. The initramfs mounts the data
   # partition on /data and /etc and /var as overlays whose upper layers are on it
   # (vantage-image-data in the initramfs), so they are not listed here.
   root_line="LABEL=$ROOT_LABEL      /               ext4   ro,noatime                           0      1"

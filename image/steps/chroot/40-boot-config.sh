@@ -2,8 +2,9 @@
 # The Pi's boot partition is written by raspi-firmware's kernel and initramfs hooks from
 # /etc/default/raspi-firmware*: they rewrite config.txt and cmdline.txt at every kernel update
 # on the device too, so our settings live there and survive upgrades. (A PC image boots GRUB
-# instead: chroot/45-grub.sh.)
-[ "$BOOTLOADER" = raspi-firmware ] || exit 0
+# instead: chroot/45-grub.sh. The A/B Pi image starts U-Boot from the firmware, and rewrites
+# config.txt and cmdline.txt for it: chroot/55-uboot.sh.)
+case "$BOOTLOADER" in raspi-firmware | uboot) ;; *) exit 0 ;; esac
 f="$ROOT/etc/default/raspi-firmware"
 [ -f "$f" ] || { echo "raspi-firmware is not installed" >&2; exit 1; }
 sed -i \

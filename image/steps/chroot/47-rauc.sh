@@ -4,8 +4,21 @@
 # and the bundle read it). docs/IMAGE.md, "Updates".
 [ "$SLOTS" = ab ] || exit 0
 install -d -m 0755 "$ROOT/etc/rauc" "$ROOT/usr/lib/vantage-image/rauc"
-sed -e "s|@COMPATIBLE@|vantage-$IMAGE_ARCH|g" -e "s|@SLOT_A_NAME@|$SLOT_A_NAME|g" \
-  -e "s|@SLOT_B_NAME@|$SLOT_B_NAME|g" "$SRC_DIR/image/files/rauc-system.conf" >"$ROOT/etc/rauc/system.conf"
+# The slots' devices: by GPT name on a PC, by the MBR's fixed partition UUIDs on a Pi.
+case "$PARTITION_TABLE" in
+  gpt) a_dev=/dev/disk/by-partlabel/$SLOT_A_NAME b_dev=/dev/disk/by-partlabel/$SLOT_B_NAME ;;
+  dos)
+    a_dev=/dev/disk/by-partuuid/$(printf '%08x-%02x' "$DISK_ID" "$SLOT_A_PART")
+    b_dev=/dev/disk/by-partuuid/$(printf '%08x-%02x' "$DISK_ID" "$SLOT_B_PART") ;;
+esac
+sed -e "s|@COMPATIBLE@|vantage-$IMAGE_ARCH|g" -e "s|@SLOT_A_DEV@|$a_dev|g" \
+  -e "s|@SLOT_B_DEV@|$b_dev|g" "$SRC_DIR/image/files/rauc-system.conf" >"$ROOT/etc/rauc/system.conf"
+# Which boot loader's environment the backend writes (/usr/lib/vantage-image/bootenv).
+case "$BOOTLOADER" in
+  grub) printf 'FORMAT=grub\nFILE=/boot/firmware/EFI/debian/grubenv\n' ;;
+  uboot) printf 'FORMAT=uboot\nFILE=/boot/firmware/vantage.env\n' ;;
+  *) echo "no A/B slot choice for boot loader $BOOTLOADER" >&2; exit 1 ;;
+esac >"$ROOT/usr/lib/vantage-image/bootenv.conf"
 install -m 0644 "$RAUC_KEYRING" "$ROOT/usr/lib/vantage-image/rauc/keyring.pem"
 install -m 0644 "$SRC_DIR/image/files/rauc-tmpfiles.conf" "$ROOT/usr/lib/tmpfiles.d/vantage-image-rauc.conf"
 # Which build this root file system is: an installed slot is on trial until this build was
