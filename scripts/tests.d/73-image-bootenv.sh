@@ -25,7 +25,7 @@ done
 tmp=$(mktemp -d)
 busd=""
 trap '[ -n "$busd" ] && kill "$busd" 2>/dev/null; rm -rf "$tmp"' EXIT
-backend=$PWD/buildroot-overlay/usr/lib/vantage-image/grubenv
+backend=$PWD/buildroot-overlay/usr/lib/vantage-image/bootenv
 export TMPDIR=$tmp
 
 fresh() { # fresh DIR: the image's first environment (image/steps/chroot/45-grub.sh), both copies
