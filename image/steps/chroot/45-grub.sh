@@ -23,7 +23,7 @@ sed -e "s|@SLOT_A_NAME@|$SLOT_A_NAME|g" -e "s|@SLOT_B_NAME@|$SLOT_B_NAME|g" \
   -e "s|@CONSOLES@|${consoles% }|g" "$SRC_DIR/image/files/grub.cfg" >"$efi/debian/grub.cfg"
 # The slot choice (grub.cfg's header): slot A good and first, slot B empty until an update.
 # grub-editenv makes the 1 KiB block GRUB's save_env rewrites in place; the device keeps a
-# second copy, written one after the other (/usr/lib/vantage-image/grubenv).
+# second copy, written one after the other (/usr/lib/vantage-image/bootenv).
 rm -f "$efi/debian/grubenv" "$efi/debian/grubenv.bak"
 chroot "$ROOT" grub-editenv /boot/firmware/EFI/debian/grubenv create
 chroot "$ROOT" grub-editenv /boot/firmware/EFI/debian/grubenv set \
