@@ -174,6 +174,8 @@ boot
 expect "vantage.env unreadable" B vantage.env.bak
 grep -q "vantage.env unreadable, slot choice read from vantage.env.bak" "$console" &&
   ok "U-Boot says it read the backup" || bad "no message about the backup"
+# U-Boot's trial mark went to both copies: the torn one is whole again.
+expect_state "the torn copy rewritten by U-Boot" "A_OK=1 A_TRY=0 B_OK=1 B_TRY=1 ORDER=B A "
 booted=B
 be repair
 mcopy -o -i "$fat" "$tmp/garbage" ::vantage.env
