@@ -321,10 +321,11 @@ fn provisioned_targets_over_https_with_a_token() {
     std::fs::write(dir.path("wrong-token"), "not-the-token\n").unwrap();
     write_cfg("wrong-token");
     assert_eq!(http(addr, "POST", "/-/reload").unwrap().0, 200);
+    // "HTTP 401", not "401": the previous error names the URL, whose port may contain 401.
     wait_until(Duration::from_secs(10), || {
         status(addr)["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("401"))
+            .is_some_and(|e| e.contains("HTTP 401"))
     });
     let (_, m) = http_get(addr, "/metrics").unwrap();
     assert!(

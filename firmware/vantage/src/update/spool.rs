@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ring::digest::{Context, SHA256};
 
-/// Largest bundle accepted: a slot is 1,280 MiB (`ROOT_SLOT_MIB`, image/arch/amd64.conf) and a
+/// Largest bundle accepted: a slot is 1,280 MiB (`ROOT_SLOT_MIB`, image/arch/*.conf) and a
 /// bundle holds one root file system plus its hash tree.
 pub const MAX_BUNDLE: u64 = 1536 * MIB;
 /// Room left free on the data partition besides a bundle: the store, the config and the
