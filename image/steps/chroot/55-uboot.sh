@@ -8,7 +8,14 @@ fw=$ROOT/boot/firmware
 install -m 0644 "$ROOT/usr/lib/u-boot/rpi_arm64/u-boot.bin" "$fw/u-boot.bin"
 # config.txt as raspi-firmware wrote it, U-Boot for the kernel and no initramfs (the script
 # loads the slot's). The mini UART needs enable_uart=1 for a stable clock under U-Boot too.
-sed -i -e 's/^kernel=.*/kernel=u-boot.bin/' -e '/^initramfs[[:space:]]/d' "$fw/config.txt"
+sed -i -e 's/^kernel=.*/kernel=u-boot.bin/' -e '/^initramfs[[:space:]]/d' \
+  -e '/^# For details on the initramfs directive/,+1d' -e '/^# Do not modify this file!/,/raspi-extra-cmdline files\.$/d' \
+  "$fw/config.txt"
+# Nothing regenerates it on the device (the root is read-only, kernels come with updates): the
+# header says where to edit instead of raspi-firmware's "do not modify".
+sed -i '1i # Pi firmware settings. The firmware starts U-Boot (kernel=u-boot.bin), whose boot.scr\
+# chooses the root slot and starts its kernel. Nothing on the device rewrites this file: edit\
+# it here (cmdline.txt beside it holds the kernel command line). docs/IMAGE.md' "$fw/config.txt"
 grep -q '^arm_64bit=1' "$fw/config.txt" || sed -i '1i arm_64bit=1' "$fw/config.txt"
 grep -q '^enable_uart=1' "$fw/config.txt" || sed -i '1i enable_uart=1' "$fw/config.txt"
 [ "$(grep -c '^kernel=' "$fw/config.txt")" = 1 ] && grep -q '^kernel=u-boot.bin$' "$fw/config.txt" ||
