@@ -5,7 +5,8 @@
 #   scripts/build-bundle.sh --arch amd64|arm64      the image steps up to the root file system,
 #                                                   then the bundle (root, like build-image.sh)
 #   scripts/build-bundle.sh --rootfs FILE           a root file system already built (the
-#                                                   root.ext4 of `build-image.sh --keep`)
+#                                                   root.ext4 of `build-image.sh --keep`); its
+#                                                   /etc/rauc/system.conf names the architecture
 #     --version V     the bundle's version (default: the workspace's)
 #     --out FILE      another output file
 #   RAUC_KEY=... RAUC_CERT=... [RAUC_KEYRING=...]   the production key (a file or PKCS#11 URI,
@@ -20,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
-arch=amd64 rootfs="" version="" out=""
+arch="" rootfs="" version="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) arch=${2:?--arch needs a value}; shift 2 ;;
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     *) echo "build-bundle.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
-case "$arch" in
+case "${arch:-arm64}" in
   amd64 | arm64) ;;
   *) echo "build-bundle.sh: --arch must be amd64 or arm64, not '$arch'" >&2; exit 2 ;;
 esac
@@ -39,6 +40,16 @@ for t in rauc mksquashfs debugfs; do
   command -v "$t" >/dev/null || { echo "build-bundle.sh: $t missing (apt install rauc squashfs-tools e2fsprogs)" >&2; exit 1; }
 done
 [ -n "$version" ] || version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+if [ -n "$rootfs" ] && [ -s "$rootfs" ]; then
+  # The bundle's compatible string is the one the root file system's RAUC expects, so a bundle
+  # can only ever be made for the image it was built for.
+  compatible=$(debugfs -R 'cat /etc/rauc/system.conf' "$rootfs" 2>/dev/null | sed -n 's/^compatible=//p' | head -1)
+  [ -n "$compatible" ] || { echo "build-bundle.sh: $rootfs has no /etc/rauc/system.conf: not an A/B root" >&2; exit 1; }
+  [ -z "$arch" ] || [ "$compatible" = "vantage-$arch" ] ||
+    { echo "build-bundle.sh: $rootfs is for $compatible, not vantage-$arch (--arch)" >&2; exit 1; }
+  arch=${compatible#vantage-}
+fi
+arch=${arch:-arm64}
 out=${out:-dist/vantage-$version-$arch.raucb}
 
 if [ -z "$rootfs" ]; then

@@ -171,7 +171,7 @@ case "$arch" in
       bad "config.txt does not start U-Boot: $(grep '^kernel' "$work/config.txt")"
     # The Pi's serial consoles become the virt board's PL011, edited in cmdline.txt on the disk
     # under test as a user with a serial cable would.
-    cmdline="$(tr -s ' \n' ' ' <"$work/cmdline.txt" | sed -E 's/(^| )console=[^ ]*//g; s/ $//') console=ttyAMA0"
+    cmdline="$(tr -s ' \n' ' ' <"$work/cmdline.txt" | sed -E 's/(^| )console=[^ ]*//g; s/^ //; s/ $//') console=ttyAMA0"
     printf '%s\n' "$cmdline" >"$work/cmdline.txt"
     mcopy -o -i "$fat" "$work/cmdline.txt" ::cmdline.txt
     ;;
@@ -921,6 +921,9 @@ node_exporter_checks() {
   wait_metrics || { bad "boot $boot_no after the cut: no /metrics"; show_console; }
   ssh_wait || bad "boot $boot_no: no SSH"
   login || bad "login after the cut: $code"
+  # The boot's own run of the switch comes after the exporter's start, and on a slow boot after
+  # SSH and the page: the state the page shows once the boot is done.
+  g 'timeout 300 systemctl is-system-running --wait' >/dev/null
   api GET /api/node-exporter
   if [ "$(jqr .enabled)" = false ] && [ "$(jqr .pending)" = null ] && ! g 'systemctl is-enabled --quiet prometheus-node-exporter' &&
     ! g 'ss -Htln "sport = :9100"' | grep -q .; then
