@@ -1262,13 +1262,16 @@ if [ "$wear" -gt 0 ]; then
   echo "wear: $targets targets probed ($added added through the API), $succeeding succeeding"
   [ "$targets" -ge 100 ] && ok "wear: $targets targets probed" || bad "wear: only $targets targets"
   # One line of counters: per partition "name sectors-written", then the daemon's write_bytes,
-  # then jbd2's committed blocks of the root file system (if the kernel lists them).
+  # then ext4's and jbd2's writes of the file system the store is on (if the kernel lists
+  # them): the root partition, or /data under a read-only A/B slot.
+  wear_fs=/
+  [ "${ab:-0}" = 1 ] && wear_fs=/data
   counters() {
     g 'disk=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)")
        for p in /sys/class/block/$disk/$disk*/; do echo "part:$(basename $p) $(awk "{print \$7}" $p/stat)"; done
        echo "daemon $(awk "/^write_bytes/ {print \$2}" /proc/$(systemctl show -p MainPID --value vantage)/io)"
        echo "store $(du -sb /var/lib/vantage/ /var/lib/private/vantage/ 2>/dev/null | sort -n | tail -1 | cut -f1)"
-       dev=$(basename $(findmnt -no SOURCE /))
+       dev=$(basename $(readlink -f $(findmnt -no SOURCE '"$wear_fs"')))
        echo "ext4 $(cat /sys/fs/ext4/$dev/lifetime_write_kbytes)"
        awk "/ transactions/ {t = \$1} / logged blocks per transaction/ {b = \$1} END {print \"jbd2 \" t, b}" /proc/fs/jbd2/$dev-*/info' 2>/dev/null
     curl -sf --max-time 10 "http://127.0.0.1:$p_metrics/metrics" | grep -E '^vantage_store_(samples|commits_total|written_bytes_total) ' |
@@ -1299,7 +1302,7 @@ if [ "$wear" -gt 0 ]; then
   rounds=$(per_hour samples 1) commits=$(per_hour commits_total 1) stored=$(per_hour written_bytes_total 1)
   succeeding=$(grep -c '^vantage_probe_success{.*} 1$' "$work/metrics")
   figure "wear: $(mb "$total") MB/hour written to the disk with $targets targets at default settings ($succeeding succeeding), over $((secs / 60)) min${parts}"
-  figure "wear breakdown per hour: the daemon's writes (/proc/PID/io) $(mb "$daemon") MB, all of ext4 on / $(mb "$ext4") MB, of it its journal about $(mb "${jbd2:-0}") MB; the store committed $(mb "$stored") MB of encoded rounds ($rounds rounds, $commits commits)"
+  figure "wear breakdown per hour: the daemon's writes (/proc/PID/io) $(mb "$daemon") MB, all of ext4 on $wear_fs $(mb "$ext4") MB, of it its journal about $(mb "${jbd2:-0}") MB; the store committed $(mb "$stored") MB of encoded rounds ($rounds rounds, $commits commits)"
   [ "$total" -lt 50000000 ] && ok "wear: $(mb "$total") MB/hour, under the 50 MB/hour goal" ||
     bad "wear: $(mb "$total") MB/hour, over the 50 MB/hour goal"
 fi
